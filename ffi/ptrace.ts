@@ -1,0 +1,193 @@
+/**
+ * ptrace and waitpid. Every call here is synchronous on the main thread: the kernel answers ptrace
+ * requests only from the thread that attached.
+ */
+import { addressOf, call, callBig, libc, lastErrno } from "./libc.ts";
+import { SyscallError } from "./errors.ts";
+import { parseRseqConfig, peeksiginfoArgs, Regs, RSEQ_CONFIG_SIZE, SIGINFO_SIZE, USER_REGS_SIZE } from "./structs.ts";
+
+export const PTRACE = {
+  CONT: 7,
+  KILL: 8,
+  SINGLESTEP: 9,
+  DETACH: 17,
+  SETOPTIONS: 0x4200,
+  GETEVENTMSG: 0x4201,
+  GETSIGINFO: 0x4202,
+  GETREGSET: 0x4204,
+  SETREGSET: 0x4205,
+  SEIZE: 0x4206,
+  INTERRUPT: 0x4207,
+  LISTEN: 0x4208,
+  PEEKSIGINFO: 0x4209,
+  GETSIGMASK: 0x420a,
+  SETSIGMASK: 0x420b,
+  SECCOMP_GET_FILTER: 0x420c,
+  GET_RSEQ_CONFIGURATION: 0x420f,
+} as const;
+
+export const PTRACE_O = {
+  TRACESYSGOOD: 0x1,
+  TRACEFORK: 0x2,
+  TRACEVFORK: 0x4,
+  TRACECLONE: 0x8,
+  TRACEEXEC: 0x10,
+  TRACEEXIT: 0x40,
+  EXITKILL: 0x100000,
+  SUSPEND_SECCOMP: 0x200000,
+} as const;
+
+export const PTRACE_EVENT = { FORK: 1, VFORK: 2, CLONE: 3, EXEC: 4, EXIT: 6, STOP: 128 } as const;
+
+export const NT_PRSTATUS = 1;
+export const NT_X86_XSTATE = 0x202;
+
+export const WALL = 0x40000000;
+export const WNOHANG = 1;
+
+function ptrace(name: string, req: number, pid: number, addr: bigint | number, data: bigint | number): number {
+  return callBig(`ptrace(${name})`, libc.ptrace(BigInt(req), BigInt(pid), BigInt(addr), BigInt(data)), `pid ${pid}`);
+}
+
+export function seize(pid: number, options: number): void {
+  ptrace("PTRACE_SEIZE", PTRACE.SEIZE, pid, 0, options);
+}
+export function interrupt(pid: number): void {
+  ptrace("PTRACE_INTERRUPT", PTRACE.INTERRUPT, pid, 0, 0);
+}
+export function setOptions(pid: number, options: number): void {
+  ptrace("PTRACE_SETOPTIONS", PTRACE.SETOPTIONS, pid, 0, options);
+}
+export function detach(pid: number, signal = 0): void {
+  ptrace("PTRACE_DETACH", PTRACE.DETACH, pid, 0, signal);
+}
+export function cont(pid: number, signal = 0): void {
+  ptrace("PTRACE_CONT", PTRACE.CONT, pid, 0, signal);
+}
+export function listen(pid: number): void {
+  ptrace("PTRACE_LISTEN", PTRACE.LISTEN, pid, 0, 0);
+}
+export function singlestep(pid: number): void {
+  ptrace("PTRACE_SINGLESTEP", PTRACE.SINGLESTEP, pid, 0, 0);
+}
+export function eventMessage(pid: number): bigint {
+  const out = new BigUint64Array(1);
+  ptrace("PTRACE_GETEVENTMSG", PTRACE.GETEVENTMSG, pid, 0, addressOf(out));
+  return out[0]!;
+}
+
+/** Reads a regset into `buf`; returns how many bytes the kernel filled. */
+function getRegset(pid: number, type: number, buf: Uint8Array<ArrayBuffer>): number {
+  const iov = new BigUint64Array([addressOf(buf), BigInt(buf.byteLength)]);
+  ptrace("PTRACE_GETREGSET", PTRACE.GETREGSET, pid, type, addressOf(iov));
+  return Number(iov[1]);
+}
+function setRegset(pid: number, type: number, buf: Uint8Array<ArrayBuffer>): void {
+  const iov = new BigUint64Array([addressOf(buf), BigInt(buf.byteLength)]);
+  ptrace("PTRACE_SETREGSET", PTRACE.SETREGSET, pid, type, addressOf(iov));
+}
+
+export function getRegs(pid: number): Regs {
+  const regs = new Regs();
+  const n = getRegset(pid, NT_PRSTATUS, regs.bytes());
+  if (n !== USER_REGS_SIZE) throw new SyscallError("ptrace(PTRACE_GETREGSET)", 22, `short NT_PRSTATUS: ${n}`);
+  return regs;
+}
+export function setRegs(pid: number, regs: Regs): void {
+  setRegset(pid, NT_PRSTATUS, regs.bytes());
+}
+
+/** The whole XSAVE area (x87, SSE, AVX, ... as the CPU has them); its size is the kernel's answer. */
+export function getXstate(pid: number): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(16384);
+  const n = getRegset(pid, NT_X86_XSTATE, buf);
+  return buf.slice(0, n);
+}
+export function setXstate(pid: number, xstate: Uint8Array<ArrayBuffer>): void {
+  setRegset(pid, NT_X86_XSTATE, xstate);
+}
+
+export function getSigmask(pid: number): bigint {
+  const mask = new BigUint64Array(1);
+  ptrace("PTRACE_GETSIGMASK", PTRACE.GETSIGMASK, pid, 8, addressOf(mask));
+  return mask[0]!;
+}
+export function setSigmask(pid: number, mask: bigint): void {
+  const buf = new BigUint64Array([mask]);
+  ptrace("PTRACE_SETSIGMASK", PTRACE.SETSIGMASK, pid, 8, addressOf(buf));
+}
+
+/** Queued signals, private (per-thread) or shared (process-wide), as raw 128-byte siginfo records. */
+export function peekSiginfo(pid: number, shared: boolean): Uint8Array<ArrayBuffer>[] {
+  const out: Uint8Array<ArrayBuffer>[] = [];
+  const batch = 32;
+  const buf = new Uint8Array(SIGINFO_SIZE * batch);
+  for (;;) {
+    const args = peeksiginfoArgs(out.length, shared, batch);
+    const n = ptrace("PTRACE_PEEKSIGINFO", PTRACE.PEEKSIGINFO, pid, addressOf(args), addressOf(buf));
+    for (let i = 0; i < n; i++) out.push(buf.slice(i * SIGINFO_SIZE, (i + 1) * SIGINFO_SIZE));
+    if (n < batch) return out;
+  }
+}
+
+export function getSiginfo(pid: number): Uint8Array<ArrayBuffer> {
+  const buf = new Uint8Array(SIGINFO_SIZE);
+  ptrace("PTRACE_GETSIGINFO", PTRACE.GETSIGINFO, pid, 0, addressOf(buf));
+  return buf;
+}
+
+export function rseqConfiguration(pid: number) {
+  const buf = new Uint8Array(RSEQ_CONFIG_SIZE);
+  ptrace("PTRACE_GET_RSEQ_CONFIGURATION", PTRACE.GET_RSEQ_CONFIGURATION, pid, RSEQ_CONFIG_SIZE, addressOf(buf));
+  return parseRseqConfig(buf);
+}
+
+/** One classic BPF filter of a task's seccomp stack (index 0 = most recent), or null past the end. */
+export function seccompFilter(pid: number, index: number): Uint8Array<ArrayBuffer> | null {
+  const count = libc.ptrace(BigInt(PTRACE.SECCOMP_GET_FILTER), BigInt(pid), BigInt(index), 0n);
+  if (count === -1n) {
+    const errno = lastErrno();
+    if (errno === 2) return null; // ENOENT: no filter at this index
+    throw new SyscallError("ptrace(PTRACE_SECCOMP_GET_FILTER)", errno, `pid ${pid}`);
+  }
+  const buf = new Uint8Array(Number(count) * 8);
+  ptrace("PTRACE_SECCOMP_GET_FILTER", PTRACE.SECCOMP_GET_FILTER, pid, index, addressOf(buf));
+  return buf;
+}
+
+/** What waitpid reported for one task. */
+export type WaitStatus =
+  | { kind: "exited"; pid: number; code: number }
+  | { kind: "signaled"; pid: number; signal: number }
+  | { kind: "stopped"; pid: number; signal: number; event: number };
+
+export function decodeStatus(pid: number, status: number): WaitStatus {
+  const low = status & 0x7f;
+  if (low === 0) return { kind: "exited", pid, code: (status >> 8) & 0xff };
+  if ((status & 0xff) === 0x7f) return { kind: "stopped", pid, signal: (status >> 8) & 0xff, event: status >>> 16 };
+  return { kind: "signaled", pid, signal: low };
+}
+
+/** waitpid with __WALL; returns null only with WNOHANG when nothing changed. Retries EINTR. */
+export function wait(pid: number, flags = 0): WaitStatus | null {
+  const statusBuf = new Int32Array(1);
+  for (;;) {
+    const r = libc.waitpid(pid, new Uint8Array(statusBuf.buffer), flags | WALL);
+    if (r === -1) {
+      const errno = lastErrno();
+      if (errno === 4) continue;
+      throw new SyscallError("waitpid", errno, `pid ${pid}`);
+    }
+    if (r === 0) return null;
+    return decodeStatus(r, statusBuf[0]!);
+  }
+}
+
+export function kill(pid: number, signal: number): void {
+  call("kill", libc.kill(pid, signal), `pid ${pid}, signal ${signal}`);
+}
+
+/** tgkill(tgid, tid, sig): signals exactly one thread. */
+export function tgkill(tgid: number, tid: number, signal: number): void {
+  callBig("tgkill", libc.syscall(234n, BigInt(tgid), BigInt(tid), BigInt(signal), 0n, 0n, 0n), `tid ${tid}`);
+}

@@ -1,0 +1,257 @@
+/**
+ * Kernel struct layouts for x86_64, as byte builders and readers. Sizes and offsets are pinned by
+ * tests (ffi/structs_test.ts) against the kernel ABI.
+ */
+
+/** Field order of `struct user_regs_struct` (NT_PRSTATUS), 27 u64 slots. */
+export const REG_NAMES = [
+  "r15",
+  "r14",
+  "r13",
+  "r12",
+  "bp",
+  "bx",
+  "r11",
+  "r10",
+  "r9",
+  "r8",
+  "ax",
+  "cx",
+  "dx",
+  "si",
+  "di",
+  "orig_ax",
+  "ip",
+  "cs",
+  "flags",
+  "sp",
+  "ss",
+  "fs_base",
+  "gs_base",
+  "ds",
+  "es",
+  "fs",
+  "gs",
+] as const;
+export type RegName = typeof REG_NAMES[number];
+export const USER_REGS_SIZE = REG_NAMES.length * 8; // 216
+
+const REG_INDEX = Object.fromEntries(REG_NAMES.map((n, i) => [n, i])) as Record<RegName, number>;
+
+/** General registers of one thread, as the kernel lays them out. */
+export class Regs {
+  readonly raw: BigUint64Array<ArrayBuffer>;
+  constructor(raw?: BigUint64Array<ArrayBuffer>) {
+    this.raw = raw ?? new BigUint64Array(REG_NAMES.length);
+  }
+  get(name: RegName): bigint {
+    return this.raw[REG_INDEX[name]]!;
+  }
+  /** The register as a signed value (syscall results, orig_ax = -1). */
+  getSigned(name: RegName): bigint {
+    return BigInt.asIntN(64, this.get(name));
+  }
+  set(name: RegName, value: bigint | number): void {
+    this.raw[REG_INDEX[name]] = BigInt.asUintN(64, BigInt(value));
+  }
+  clone(): Regs {
+    return new Regs(this.raw.slice());
+  }
+  bytes(): Uint8Array<ArrayBuffer> {
+    return new Uint8Array(this.raw.buffer, this.raw.byteOffset, this.raw.byteLength);
+  }
+}
+
+/** `struct iovec { void *base; size_t len; }`, 16 bytes each. */
+export const IOVEC_SIZE = 16;
+export function iovecs(entries: readonly { base: bigint; len: number | bigint }[]): BigUint64Array<ArrayBuffer> {
+  const out = new BigUint64Array(entries.length * 2);
+  entries.forEach((e, i) => {
+    out[2 * i] = e.base;
+    out[2 * i + 1] = BigInt(e.len);
+  });
+  return out;
+}
+
+/** `siginfo_t` is always 128 bytes; si_signo at 0, si_errno at 4, si_code at 8. */
+export const SIGINFO_SIZE = 128;
+
+/** `struct clone_args` (clone3), version with set_tid and cgroup: 88 bytes. */
+export const CLONE_ARGS_SIZE = 88;
+export interface CloneArgs {
+  flags: bigint;
+  pidfd?: bigint;
+  childTid?: bigint;
+  parentTid?: bigint;
+  exitSignal: number;
+  stack?: bigint;
+  stackSize?: bigint;
+  tls?: bigint;
+  setTid?: bigint; // address of a pid_t array in the caller
+  setTidSize?: number;
+  cgroup?: bigint;
+}
+export function cloneArgs(a: CloneArgs): Uint8Array<ArrayBuffer> {
+  const b = new BigUint64Array(CLONE_ARGS_SIZE / 8);
+  b[0] = a.flags;
+  b[1] = a.pidfd ?? 0n;
+  b[2] = a.childTid ?? 0n;
+  b[3] = a.parentTid ?? 0n;
+  b[4] = BigInt(a.exitSignal);
+  b[5] = a.stack ?? 0n;
+  b[6] = a.stackSize ?? 0n;
+  b[7] = a.tls ?? 0n;
+  b[8] = a.setTid ?? 0n;
+  b[9] = BigInt(a.setTidSize ?? 0);
+  b[10] = a.cgroup ?? 0n;
+  return new Uint8Array(b.buffer);
+}
+
+/** `struct prctl_mm_map` for PR_SET_MM_MAP: 11 u64 fields, auxv pointer, u32 auxv_size, u32 exe_fd. */
+export const PRCTL_MM_MAP_SIZE = 104;
+export interface MmMap {
+  startCode: bigint;
+  endCode: bigint;
+  startData: bigint;
+  endData: bigint;
+  startBrk: bigint;
+  brk: bigint;
+  startStack: bigint;
+  argStart: bigint;
+  argEnd: bigint;
+  envStart: bigint;
+  envEnd: bigint;
+  auxv: bigint; // address in the task that runs the prctl
+  auxvSize: number; // bytes
+  exeFd: number; // -1 keeps the current exe link
+}
+export function prctlMmMap(m: MmMap): Uint8Array<ArrayBuffer> {
+  const buf = new ArrayBuffer(PRCTL_MM_MAP_SIZE);
+  const v = new DataView(buf);
+  const u64 = [
+    m.startCode,
+    m.endCode,
+    m.startData,
+    m.endData,
+    m.startBrk,
+    m.brk,
+    m.startStack,
+    m.argStart,
+    m.argEnd,
+    m.envStart,
+    m.envEnd,
+    m.auxv,
+  ];
+  u64.forEach((x, i) => v.setBigUint64(i * 8, x, true));
+  v.setUint32(96, m.auxvSize, true);
+  v.setInt32(100, m.exeFd, true);
+  return new Uint8Array(buf);
+}
+
+/** `struct sockaddr_un`: sa_family (u16) then a 108-byte path; returns the bytes and the length to pass. */
+export const SOCKADDR_UN_SIZE = 110;
+export function sockaddrUn(path: string): { addr: Uint8Array<ArrayBuffer>; len: number } {
+  const bytes = new TextEncoder().encode(path);
+  const abstract = path.startsWith("\0");
+  if (bytes.length > (abstract ? 108 : 107)) {
+    throw new RangeError(`Unix socket path is ${bytes.length} bytes; at most 107 fit in sockaddr_un`);
+  }
+  const addr = new Uint8Array(SOCKADDR_UN_SIZE);
+  new DataView(addr.buffer).setUint16(0, 1, true); // AF_UNIX
+  addr.set(bytes, 2);
+  return { addr, len: 2 + bytes.length + (abstract ? 0 : 1) };
+}
+
+/** `struct msghdr`: 56 bytes. `struct cmsghdr`: len (u64), level (i32), type (i32), then data. */
+export const MSGHDR_SIZE = 56;
+export const CMSG_HDR_SIZE = 16;
+export const SOL_SOCKET = 1;
+export const SCM_RIGHTS = 1;
+export function cmsgSpace(dataLen: number): number {
+  return CMSG_HDR_SIZE + ((dataLen + 7) & ~7);
+}
+export function msghdr(
+  iovCount: number,
+  iovAddr: bigint,
+  control: { addr: bigint; len: number } | null,
+): Uint8Array<ArrayBuffer> {
+  const buf = new ArrayBuffer(MSGHDR_SIZE);
+  const v = new DataView(buf);
+  v.setBigUint64(0, 0n, true); // msg_name
+  v.setUint32(8, 0, true); // msg_namelen
+  v.setBigUint64(16, iovAddr, true); // msg_iov
+  v.setBigUint64(24, BigInt(iovCount), true); // msg_iovlen
+  v.setBigUint64(32, control?.addr ?? 0n, true); // msg_control
+  v.setBigUint64(40, BigInt(control?.len ?? 0), true); // msg_controllen
+  v.setInt32(48, 0, true); // msg_flags
+  return new Uint8Array(buf);
+}
+/** A control buffer carrying `fds` with SCM_RIGHTS. */
+export function scmRights(fds: readonly number[]): Uint8Array<ArrayBuffer> {
+  const data = fds.length * 4;
+  const out = new Uint8Array(cmsgSpace(data));
+  const v = new DataView(out.buffer);
+  v.setBigUint64(0, BigInt(CMSG_HDR_SIZE + data), true);
+  v.setInt32(8, SOL_SOCKET, true);
+  v.setInt32(12, SCM_RIGHTS, true);
+  fds.forEach((fd, i) => v.setInt32(CMSG_HDR_SIZE + 4 * i, fd, true));
+  return out;
+}
+/** The fds of every SCM_RIGHTS message in a received control buffer of `len` bytes. */
+export function parseScmRights(control: Uint8Array<ArrayBuffer>, len: number): number[] {
+  const v = new DataView(control.buffer, control.byteOffset, control.byteLength);
+  const fds: number[] = [];
+  let off = 0;
+  while (off + CMSG_HDR_SIZE <= len) {
+    const cmsgLen = Number(v.getBigUint64(off, true));
+    if (cmsgLen < CMSG_HDR_SIZE) break;
+    if (v.getInt32(off + 8, true) === SOL_SOCKET && v.getInt32(off + 12, true) === SCM_RIGHTS) {
+      for (let p = off + CMSG_HDR_SIZE; p + 4 <= off + cmsgLen; p += 4) fds.push(v.getInt32(p, true));
+    }
+    off += (cmsgLen + 7) & ~7;
+  }
+  return fds;
+}
+
+/** `struct rseq_configuration` from PTRACE_GET_RSEQ_CONFIGURATION: 24 bytes. */
+export const RSEQ_CONFIG_SIZE = 24;
+export interface RseqConfig {
+  abiPointer: bigint;
+  abiSize: number;
+  signature: number;
+  flags: number;
+}
+export function parseRseqConfig(b: Uint8Array<ArrayBuffer>): RseqConfig {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return {
+    abiPointer: v.getBigUint64(0, true),
+    abiSize: v.getUint32(8, true),
+    signature: v.getUint32(12, true),
+    flags: v.getUint32(16, true),
+  };
+}
+
+/** `struct __ptrace_peeksiginfo_args { u64 off; u32 flags; s32 nr; }` */
+export function peeksiginfoArgs(off: number, shared: boolean, nr: number): Uint8Array<ArrayBuffer> {
+  const buf = new ArrayBuffer(16);
+  const v = new DataView(buf);
+  v.setBigUint64(0, BigInt(off), true);
+  v.setUint32(8, shared ? 1 : 0, true);
+  v.setInt32(12, nr, true);
+  return new Uint8Array(buf);
+}
+
+/** `struct timespec` / `struct timeval`: two s64. `struct itimerval`/`itimerspec`: two of them. */
+export function readPairs(b: Uint8Array<ArrayBuffer>, count: number): bigint[] {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return Array.from({ length: count }, (_, i) => v.getBigInt64(i * 8, true));
+}
+export function writeS64s(values: readonly (bigint | number)[]): Uint8Array<ArrayBuffer> {
+  const buf = new ArrayBuffer(values.length * 8);
+  const v = new DataView(buf);
+  values.forEach((x, i) => v.setBigInt64(i * 8, BigInt(x), true));
+  return new Uint8Array(buf);
+}
+
+/** `struct kernel_sigaction` on x86_64: handler, flags, restorer, mask (u64 each). */
+export const KSIGACTION_SIZE = 32;

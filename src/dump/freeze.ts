@@ -1,0 +1,161 @@
+/**
+ * Freezing a process tree: every thread of every task is seized and stopped with PTRACE_INTERRUPT.
+ * Thread and child lists are re-read until a pass finds nothing new, so tasks created while we
+ * freeze are caught. Zombies cannot be seized and need not be: they are recorded as they are.
+ */
+import * as pt from "../../ffi/ptrace.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
+import { listChildren, listThreads, readStat } from "../../ffi/proc.ts";
+import { SIG } from "../../ffi/syscalls.ts";
+import { DumpError } from "../errors.ts";
+import type { Log } from "../log.ts";
+
+export type TaskState = "alive" | "zombie" | "stopped";
+
+export interface FrozenTask {
+  pid: number;
+  ppid: number;
+  pgid: number;
+  sid: number;
+  threads: number[];
+  state: TaskState;
+  /** Exit status for zombies (the wait status code). */
+  exitCode: number;
+}
+
+const MAX_SIGNAL_RETRIES = 64;
+
+export class FrozenTree {
+  readonly tasks: FrozenTask[] = [];
+  readonly #seized: number[] = [];
+  #released = false;
+
+  constructor(private readonly log: Log) {}
+
+  get root(): FrozenTask {
+    return this.tasks[0]!;
+  }
+
+  noteSeized(tid: number): void {
+    this.#seized.push(tid);
+  }
+
+  /** Detaches every thread; tasks run on (stopped ones stay stopped). */
+  resume(): void {
+    if (this.#released) return;
+    this.#released = true;
+    for (const tid of this.#seized) {
+      try {
+        pt.detach(tid);
+      } catch (e) {
+        this.log.warn(`Cannot detach ${tid}: ${(e as Error).message}`);
+      }
+    }
+  }
+
+  /** Detaches leaving every task in a group stop (SIGSTOP), as --leave-stopped asks. */
+  leaveStopped(): void {
+    for (const t of this.tasks) if (t.state !== "zombie") pt.kill(t.pid, SIG.STOP);
+    this.resume();
+  }
+
+  /** Kills every task of the tree and collects the tracer's notifications. */
+  kill(): void {
+    if (this.#released) return;
+    this.#released = true;
+    for (const t of this.tasks) if (t.state !== "zombie") pt.kill(t.pid, SIG.KILL);
+    // Non-leader threads first: waiting on a leader blocks while its other threads linger.
+    const leaders = new Set(this.tasks.map((t) => t.pid));
+    const order = [...this.#seized.filter((t) => !leaders.has(t)), ...this.#seized.filter((t) => leaders.has(t))];
+    for (const tid of order) {
+      try {
+        while (true) {
+          const st = pt.wait(tid);
+          if (!st || st.kind !== "stopped") break;
+        }
+      } catch (e) {
+        if (!isSyscallError(e, "ECHILD")) throw e;
+      }
+    }
+  }
+}
+
+function seizeThread(tree: FrozenTree, tid: number, log: Log): void {
+  pt.seize(tid, 0);
+  tree.noteSeized(tid);
+  pt.interrupt(tid);
+  for (let i = 0; i < MAX_SIGNAL_RETRIES; i++) {
+    const st = pt.wait(tid)!;
+    if (st.kind !== "stopped") {
+      throw new DumpError(`Task ${tid} ended while being frozen (${st.kind})`);
+    }
+    if (st.event === pt.PTRACE_EVENT.STOP) return;
+    // A signal was on its way in: let it be delivered, then take the pending interrupt stop.
+    log.debug(`Task ${tid} had signal ${st.signal} in flight; delivering it before freezing`);
+    pt.cont(tid, st.signal);
+  }
+  throw new DumpError(`Task ${tid} keeps receiving signals; cannot freeze it`);
+}
+
+/** Seizes every thread of `pid`, rescanning until its thread list is stable. */
+function seizeTask(tree: FrozenTree, pid: number, log: Log): number[] {
+  const seized = new Set<number>();
+  for (;;) {
+    const fresh = listThreads(pid).filter((t) => !seized.has(t));
+    if (fresh.length === 0) return [...seized].sort((a, b) => a - b);
+    for (const tid of fresh) {
+      try {
+        seizeThread(tree, tid, log);
+        seized.add(tid);
+      } catch (e) {
+        // A thread that exits between the listing and the seize is not an error.
+        if (isSyscallError(e, "ESRCH") && tid !== pid) continue;
+        throw e;
+      }
+    }
+  }
+}
+
+function describe(pid: number): Omit<FrozenTask, "threads"> {
+  const stat = readStat(pid);
+  const state: TaskState = stat.state === "Z" ? "zombie" : stat.state === "T" ? "stopped" : "alive";
+  return {
+    pid,
+    ppid: Number(stat.field(4)),
+    pgid: Number(stat.field(5)),
+    sid: Number(stat.field(6)),
+    state,
+    exitCode: Number(stat.field(52)),
+  };
+}
+
+export function freezeTree(rootPid: number, log: Log): FrozenTree {
+  const tree = new FrozenTree(log);
+  try {
+    const queue = [rootPid];
+    while (queue.length) {
+      const pid = queue.shift()!;
+      let info: Omit<FrozenTask, "threads">;
+      try {
+        info = describe(pid);
+      } catch {
+        throw new DumpError(`Process ${pid} does not exist`);
+      }
+      if (info.state === "zombie") {
+        tree.tasks.push({ ...info, threads: [pid] });
+        continue;
+      }
+      const threads = seizeTask(tree, pid, log);
+      tree.tasks.push({ ...info, threads });
+      for (const tid of threads) queue.push(...listChildren(pid, tid));
+    }
+    return tree;
+  } catch (e) {
+    tree.resume();
+    if (isSyscallError(e, "EPERM")) {
+      throw new DumpError(`Cannot seize process ${rootPid}: ${e.message} (is it traced by someone else?)`);
+    }
+    if (isSyscallError(e, "ESRCH")) throw new DumpError(`Process ${rootPid} does not exist or exited`);
+    throw e;
+  }
+}

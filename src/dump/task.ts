@@ -1,0 +1,258 @@
+/**
+ * Dumping one frozen task: its threads' CPU and signal state, its memory, files and the rest of
+ * what core-*.img, mm-*.img, ids-*.img, fs-*.img and fdinfo-*.img hold.
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  core_entry_march,
+  core_entrySchema,
+  type core_entry,
+  seccomp_mode,
+  task_core_entrySchema,
+  task_kobj_ids_entrySchema,
+  type task_kobj_ids_entry,
+  task_rlimits_entrySchema,
+  thread_core_entrySchema,
+} from "../images/gen/core_pb.ts";
+import { mm_entrySchema, type mm_entry } from "../images/gen/mm_pb.ts";
+import { fs_entrySchema, type fs_entry } from "../images/gen/fs_pb.ts";
+import { rlimit_entrySchema } from "../images/gen/rlimit_pb.ts";
+import { rseq_entrySchema } from "../images/gen/rseq_pb.ts";
+import type { fdinfo_entry } from "../images/gen/fdinfo_pb.ts";
+import * as pt from "../../ffi/ptrace.ts";
+import { RemoteThread, findSyscallInstruction } from "../../ffi/remote.ts";
+import { listFds, readAuxv, readSmaps, readStat, readStatus } from "../../ffi/proc.ts";
+import { getRobustList, getRlimit, RLIMIT_COUNT } from "../../ffi/process.ts";
+import { NR, O, PR } from "../../ffi/syscalls.ts";
+import { Agent } from "../agent.ts";
+import { UnsupportedObjectError } from "../errors.ts";
+import { classify, type DumpedVma, scanPages } from "../objects/memory.ts";
+import { dumpCreds } from "../objects/creds.ts";
+import { dumpPendingSignals, dumpSigactions, dumpSigaltstack } from "../objects/signals.ts";
+import { dumpTimers } from "../objects/timers.ts";
+import { threadInfoFromCpu } from "../objects/cpu.ts";
+import { dumpFds, type FileTable } from "../objects/files.ts";
+import { addRegFile } from "../objects/regfile.ts";
+import type { FrozenTask } from "./freeze.ts";
+import type { Log } from "../log.ts";
+import "../objects/tty.ts";
+
+export const TASK_STATE = { alive: 1, dead: 2, stopped: 3, zombie: 6 } as const;
+
+export interface DumpedTask {
+  pid: number;
+  /** One core entry per thread, leader first, with its tid. */
+  cores: { tid: number; core: core_entry }[];
+  mm?: mm_entry;
+  vmas: DumpedVma[];
+  ids: task_kobj_ids_entry;
+  fs?: fs_entry;
+  fdinfos: fdinfo_entry[];
+}
+
+export interface TaskDumpContext {
+  table: FileTable;
+  shellJob: boolean;
+  log: Log;
+  /** Writes the task's pages while it is still frozen and the agent is inside it. */
+  writePages(agent: Agent, task: DumpedTask): void;
+}
+
+function readProcNumber(path: string): number {
+  return Number(Deno.readTextFileSync(path).trim());
+}
+
+function dumpRseq(tid: number) {
+  const c = pt.rseqConfiguration(tid);
+  if (c.abiPointer === 0n) return undefined;
+  return create(rseq_entrySchema, { rseqAbiPointer: c.abiPointer, rseqAbiSize: c.abiSize, signature: c.signature });
+}
+
+function checkSeccomp(pid: number, tid: number): void {
+  const mode = Number(readStatus(tid).get("Seccomp") ?? "0");
+  if (mode !== 0) {
+    throw new UnsupportedObjectError(pid, `seccomp mode ${mode} of thread ${tid}`, "seccomp filters are not supported yet");
+  }
+}
+
+/** Per-thread state that needs a remote syscall in that very thread. */
+function dumpThreadCore(agent: Agent, pid: number, tid: number, withCreds: boolean) {
+  const [nice, prio, policy] = ((s) => [s.field(19), s.field(40), s.field(41)])(readStat(tid));
+  agent.reset();
+  const pdeath = agent.fetch("prctl(PR_GET_PDEATHSIG)", 4, (b) => [NR.prctl, PR.GET_PDEATHSIG, b, 0, 0, 0]);
+  const robust = getRobustList(tid);
+  return create(thread_core_entrySchema, {
+    futexRla: robust.head,
+    futexRlaLen: robust.len,
+    schedNice: Number(BigInt.asIntN(64, nice)),
+    schedPolicy: Number(policy),
+    schedPrio: Number(prio),
+    blkSigset: agent.thread.savedMask, // the live mask is ours while the agent is inside
+    sas: dumpSigaltstack(agent),
+    pdeathSig: new DataView(pdeath.buffer).getInt32(0, true),
+    signalsP: dumpPendingSignals(tid, false),
+    creds: withCreds ? dumpCreds(agent, tid) : undefined,
+    seccompMode: seccomp_mode.disabled,
+    comm: Deno.readTextFileSync(`/proc/${pid}/task/${tid}/comm`).trimEnd(),
+    rseqEntry: dumpRseq(tid),
+  });
+}
+
+function tidAddress(agent: Agent): bigint {
+  agent.reset();
+  const b = agent.fetch("prctl(PR_GET_TID_ADDRESS)", 8, (buf) => [NR.prctl, PR.GET_TID_ADDRESS, buf, 0, 0, 0]);
+  return new DataView(b.buffer).getBigUint64(0, true);
+}
+
+function dumpThread(agent: Agent, pid: number, tid: number) {
+  const regs = agent.thread.savedRegs; // as the task left them, not as our remote calls did
+  const xstate = pt.getXstate(tid);
+  return {
+    threadInfo: threadInfoFromCpu(regs, xstate, tidAddress(agent)),
+    threadCore: dumpThreadCore(agent, pid, tid, true),
+  };
+}
+
+function dumpTaskCore(agent: Agent, task: FrozenTask) {
+  const pid = task.pid;
+  const childSub = agent.fetch("prctl(PR_GET_CHILD_SUBREAPER)", 4, (b) => [NR.prctl, PR.GET_CHILD_SUBREAPER, b, 0, 0, 0]);
+  return create(task_core_entrySchema, {
+    taskState: task.state === "stopped" ? TASK_STATE.stopped : TASK_STATE.alive,
+    exitCode: 0,
+    personality: parseInt(Deno.readTextFileSync(`/proc/${pid}/personality`).trim(), 16),
+    flags: Number(readStat(pid).field(9)),
+    blkSigset: agent.thread.savedMask,
+    comm: Deno.readTextFileSync(`/proc/${pid}/comm`).trimEnd(),
+    timers: dumpTimers(agent, pid),
+    rlimits: create(task_rlimits_entrySchema, {
+      rlimits: Array.from({ length: RLIMIT_COUNT }, (_, r) => create(rlimit_entrySchema, getRlimit(pid, r))),
+    }),
+    signalsS: dumpPendingSignals(pid, true),
+    loginuid: readProcNumber(`/proc/${pid}/loginuid`),
+    oomScoreAdj: readProcNumber(`/proc/${pid}/oom_score_adj`),
+    sigactions: dumpSigactions(agent),
+    childSubreaper: new DataView(childSub.buffer).getInt32(0, true) !== 0,
+    stopSigno: task.state === "stopped" ? 19 : undefined,
+  });
+}
+
+function dumpMm(agent: Agent, pid: number, table: FileTable, vmas: DumpedVma[]): mm_entry {
+  const stat = readStat(pid);
+  const f = (n: number) => stat.field(n);
+  const exe = Deno.readLinkSync(`/proc/${pid}/exe`);
+  if (exe.endsWith(" (deleted)")) throw new UnsupportedObjectError(pid, `executable ${exe}`, "it was deleted");
+  const dumpable = Number(agent.call("prctl(PR_GET_DUMPABLE)", NR.prctl, PR.GET_DUMPABLE, 0, 0, 0, 0));
+  const thp = Number(agent.call("prctl(PR_GET_THP_DISABLE)", NR.prctl, PR.GET_THP_DISABLE, 0, 0, 0, 0));
+  return create(mm_entrySchema, {
+    mmStartCode: f(26),
+    mmEndCode: f(27),
+    mmStartData: f(45),
+    mmEndData: f(46),
+    mmStartStack: f(28),
+    mmStartBrk: f(47),
+    mmBrk: BigInt.asUintN(64, agent.call("brk", NR.brk, 0)),
+    mmArgStart: f(48),
+    mmArgEnd: f(49),
+    mmEnvStart: f(50),
+    mmEnvEnd: f(51),
+    exeFileId: addRegFile(table, exe, O.RDONLY),
+    mmSavedAuxv: readAuxv(pid),
+    vmas: vmas.map((v) => v.entry),
+    dumpable,
+    thpDisabled: thp !== 0,
+  });
+}
+
+function collectVmas(pid: number, table: FileTable): DumpedVma[] {
+  const out: DumpedVma[] = [];
+  const pagemap = Deno.openSync(`/proc/${pid}/pagemap`);
+  try {
+    for (const m of readSmaps(pid)) {
+      const c = classify(pid, m);
+      if (!c) continue;
+      if (c.filePath !== undefined) {
+        c.entry.shmid = BigInt(addRegFile(table, c.filePath, m.perms[3] === "s" && m.perms[1] === "w" ? O.RDWR : O.RDONLY));
+      }
+      const v: DumpedVma = { entry: c.entry, runs: scanPages(pagemap, c.entry) };
+      if (c.filePath !== undefined) v.filePath = c.filePath;
+      out.push(v);
+    }
+  } finally {
+    pagemap.close();
+  }
+  return out;
+}
+
+function dumpFs(agent: Agent, pid: number, table: FileTable): fs_entry {
+  const umask = parseInt(readStatus(pid).get("Umask") ?? "22", 8);
+  void agent;
+  return create(fs_entrySchema, {
+    cwdId: addRegFile(table, Deno.readLinkSync(`/proc/${pid}/cwd`), O.RDONLY | O.DIRECTORY),
+    rootId: addRegFile(table, Deno.readLinkSync(`/proc/${pid}/root`), O.RDONLY | O.DIRECTORY),
+    umask,
+  });
+}
+
+function vdsoSyscall(pid: number): bigint {
+  const vdso = readSmaps(pid).find((m) => m.path === "[vdso]");
+  if (!vdso) throw new UnsupportedObjectError(pid, "its address space", "it has no [vdso] to run syscalls from");
+  return findSyscallInstruction(pid, vdso.start, vdso.end);
+}
+
+export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_ids_entry): DumpedTask {
+  const pid = task.pid;
+  for (const tid of task.threads) checkSeccomp(pid, tid);
+  // Mappings and fds are read before the agent adds its scratch area.
+  const vmas = collectVmas(pid, ctx.table);
+  const fds = listFds(pid);
+  const ip = vdsoSyscall(pid);
+  const agent = Agent.enter(pid, pid, ip);
+  try {
+    const out: DumpedTask = { pid, cores: [], vmas, ids, fdinfos: [] };
+    const leader = dumpThread(agent, pid, pid);
+    out.cores.push({
+      tid: pid,
+      core: create(core_entrySchema, {
+        mtype: core_entry_march.X86_64,
+        threadInfo: leader.threadInfo,
+        tc: dumpTaskCore(agent, task),
+        threadCore: leader.threadCore,
+      }),
+    });
+    for (const tid of task.threads.filter((t) => t !== pid)) {
+      const thread = new Agent(pid, RemoteThread.enter(tid, ip), agent.scratch, agent.scratchSize, false);
+      try {
+        const t = dumpThread(thread, pid, tid);
+        out.cores.push({
+          tid,
+          core: create(core_entrySchema, { mtype: core_entry_march.X86_64, threadInfo: t.threadInfo, threadCore: t.threadCore }),
+        });
+      } finally {
+        thread.leave();
+      }
+    }
+    out.mm = dumpMm(agent, pid, ctx.table, vmas);
+    out.fs = dumpFs(agent, pid, ctx.table);
+    out.fdinfos = dumpFds({ pid, agent, table: ctx.table, shellJob: ctx.shellJob, log: ctx.log }, fds);
+    ctx.writePages(agent, out);
+    return out;
+  } finally {
+    agent.leave();
+  }
+}
+
+/** A zombie has only its pstree entry and a core saying it is dead and how it ended. */
+export function dumpZombie(task: FrozenTask, ids: task_kobj_ids_entry): DumpedTask {
+  const core = create(core_entrySchema, {
+    mtype: core_entry_march.X86_64,
+    tc: create(task_core_entrySchema, {
+      taskState: TASK_STATE.zombie,
+      exitCode: task.exitCode,
+      personality: 0,
+      flags: 0,
+      blkSigset: 0n,
+      comm: "",
+    }),
+  });
+  return { pid: task.pid, cores: [{ tid: task.pid, core }], vmas: [], ids, fdinfos: [] };
+}

@@ -1,0 +1,28 @@
+/** Named errors of criu-ts. Commands turn them into a message and exit status 1. */
+
+/** A dump cannot go on; the tree is resumed before this reaches the user. */
+export class DumpError extends Error {
+  override name = "DumpError";
+}
+
+/** A restore cannot go on; everything created is killed before this reaches the user. */
+export class RestoreError extends Error {
+  override name = "RestoreError";
+}
+
+/** An object of a task that criu-ts (or a plugin) cannot dump, named for the user. */
+export class UnsupportedObjectError extends DumpError {
+  override name = "UnsupportedObjectError";
+  constructor(readonly pid: number, readonly object: string, readonly why: string) {
+    super(`Cannot dump ${object} of process ${pid}: ${why}`);
+  }
+}
+
+/** An option or request that asks for something this build does not do. */
+export class NotSupportedError extends Error {
+  override name = "NotSupportedError";
+}
+
+export function isCriuError(e: unknown): e is DumpError | RestoreError | NotSupportedError {
+  return e instanceof DumpError || e instanceof RestoreError || e instanceof NotSupportedError;
+}

@@ -1,0 +1,115 @@
+/**
+ * CPU state of a thread: general registers and the XSAVE area (x87, SSE, AVX, AVX-512, PKRU),
+ * converted to and from thread_info_x86 as CRIU lays it out.
+ *
+ * XSAVE offsets below are the standard (non-compacted) layout that PTRACE_GETREGSET(NT_X86_XSTATE)
+ * returns; restore starts from the puppet's own XSAVE buffer, so sizes always match this CPU.
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  thread_info_x86Schema,
+  type thread_info_x86,
+  user_x86_fpregs_entrySchema,
+  user_x86_regs_entrySchema,
+  user_x86_regs_mode,
+  user_x86_xsave_entrySchema,
+} from "../images/gen/core-x86_pb.ts";
+import { REG_NAMES, Regs } from "../../ffi/structs.ts";
+
+const FX = { cwd: 0, swd: 2, twd: 4, fop: 6, rip: 8, rdp: 16, mxcsr: 24, mxcsrMask: 28, st: 32, xmm: 160, pad: 416 };
+const XSTATE_BV = 512;
+/** Extended components: [field, offset, u32 or u64 words, word count]. */
+const COMPONENTS = [
+  ["ymmhSpace", 576, 4, 64],
+  ["bndregState", 960, 8, 8],
+  ["bndcsrState", 1024, 8, 2],
+  ["opmaskReg", 1088, 8, 8],
+  ["zmmUpper", 1152, 8, 64],
+  ["hi16Zmm", 1664, 8, 128],
+  ["pkru", 2688, 4, 2],
+] as const;
+/** xstate_bv bit of each component above. */
+const COMPONENT_BIT = [2, 3, 4, 5, 6, 7, 9];
+
+/** The gpregs field that holds a user_regs_struct slot (the image spells a few of them in camelCase). */
+function gpField(reg: string): string {
+  return reg.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
+}
+
+function words32(v: DataView, off: number, n: number): number[] {
+  return Array.from({ length: n }, (_, i) => v.getUint32(off + 4 * i, true));
+}
+function words64(v: DataView, off: number, n: number): bigint[] {
+  return Array.from({ length: n }, (_, i) => v.getBigUint64(off + 8 * i, true));
+}
+
+export function threadInfoFromCpu(regs: Regs, xstate: Uint8Array<ArrayBuffer>, clearTidAddr: bigint): thread_info_x86 {
+  const gp: Record<string, bigint> = {};
+  REG_NAMES.forEach((n) => gp[gpField(n)] = regs.get(n));
+  const v = new DataView(xstate.buffer, xstate.byteOffset, xstate.byteLength);
+  const xstateBv = xstate.byteLength > XSTATE_BV ? v.getBigUint64(XSTATE_BV, true) : 0n;
+  const xsave: Record<string, unknown> = { xstateBv };
+  COMPONENTS.forEach(([field, off, size, n], i) => {
+    if (xstate.byteLength < off + size * n || !(xstateBv & (1n << BigInt(COMPONENT_BIT[i]!)))) return;
+    xsave[field] = size === 4 ? words32(v, off, n) : words64(v, off, n);
+  });
+  return create(thread_info_x86Schema, {
+    clearTidAddr,
+    gpregs: create(user_x86_regs_entrySchema, { ...gp, mode: user_x86_regs_mode.NATIVE }),
+    fpregs: create(user_x86_fpregs_entrySchema, {
+      cwd: v.getUint16(FX.cwd, true),
+      swd: v.getUint16(FX.swd, true),
+      twd: v.getUint16(FX.twd, true),
+      fop: v.getUint16(FX.fop, true),
+      rip: v.getBigUint64(FX.rip, true),
+      rdp: v.getBigUint64(FX.rdp, true),
+      mxcsr: v.getUint32(FX.mxcsr, true),
+      mxcsrMask: v.getUint32(FX.mxcsrMask, true),
+      stSpace: words32(v, FX.st, 32),
+      xmmSpace: words32(v, FX.xmm, 64),
+      padding: words32(v, FX.pad, 12),
+      xsave: xstate.byteLength > XSTATE_BV ? create(user_x86_xsave_entrySchema, xsave) : undefined,
+    }),
+  });
+}
+
+export function regsFromThreadInfo(ti: thread_info_x86): Regs {
+  const regs = new Regs();
+  const gp = ti.gpregs as unknown as Record<string, bigint> | undefined;
+  if (!gp) throw new Error("Image has no general registers");
+  REG_NAMES.forEach((n) => regs.set(n, gp[gpField(n)] ?? 0n));
+  return regs;
+}
+
+/** Fills `template` (the puppet's own XSAVE buffer) with the image's FPU state. */
+export function xstateFromThreadInfo(ti: thread_info_x86, template: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+  const out = template.slice();
+  const fp = ti.fpregs;
+  if (!fp) return out;
+  const v = new DataView(out.buffer);
+  v.setUint16(FX.cwd, fp.cwd, true);
+  v.setUint16(FX.swd, fp.swd, true);
+  v.setUint16(FX.twd, fp.twd, true);
+  v.setUint16(FX.fop, fp.fop, true);
+  v.setBigUint64(FX.rip, fp.rip, true);
+  v.setBigUint64(FX.rdp, fp.rdp, true);
+  v.setUint32(FX.mxcsr, fp.mxcsr, true);
+  v.setUint32(FX.mxcsrMask, fp.mxcsrMask, true);
+  fp.stSpace.forEach((w, i) => v.setUint32(FX.st + 4 * i, w, true));
+  fp.xmmSpace.forEach((w, i) => v.setUint32(FX.xmm + 4 * i, w, true));
+  const xs = fp.xsave;
+  if (!xs || out.byteLength <= XSTATE_BV) return out;
+  // Only components this CPU's buffer has room for can come back; xstate_bv says which are live.
+  let bv = xs.xstateBv & 0x3n; // x87 and SSE always fit
+  COMPONENTS.forEach(([field, off, size, n], i) => {
+    const words = (xs as unknown as Record<string, (number | bigint)[]>)[field] ?? [];
+    if (words.length === 0 || out.byteLength < off + size * n) return;
+    words.forEach((w, j) => {
+      if (size === 4) v.setUint32(off + 4 * j, Number(w), true);
+      else v.setBigUint64(off + 8 * j, BigInt(w), true);
+    });
+    bv |= xs.xstateBv & (1n << BigInt(COMPONENT_BIT[i]!));
+  });
+  v.setBigUint64(XSTATE_BV, bv, true);
+  return out;
+}

@@ -1,0 +1,139 @@
+/**
+ * Open files: the registry that picks one object module per fd, and the file table that collects
+ * files.img entries (one per open file description, shared by every fd and mapping that uses it).
+ *
+ * Each kind of file is a module exporting an `FdKind`: `detect` looks at the fd, `dump` adds its
+ * entry to the table, `open` recreates it in the restored task and returns the fd number it got.
+ * An fd no kind recognises is refused by name; that refusal is where a plugin will be asked.
+ */
+import { create } from "@bufbuild/protobuf";
+import { fdinfo_entrySchema, type fdinfo_entry, fd_types, type file_entry } from "../images/gen/fdinfo_pb.ts";
+import type { tty_info_entry } from "../images/gen/tty_pb.ts";
+import type { FdEntry } from "../../ffi/proc.ts";
+import { O } from "../../ffi/syscalls.ts";
+import { UnsupportedObjectError } from "../errors.ts";
+import type { Agent } from "../agent.ts";
+import type { Log } from "../log.ts";
+
+export interface DumpFilesContext {
+  pid: number;
+  agent: Agent;
+  table: FileTable;
+  shellJob: boolean;
+  log: Log;
+}
+
+export interface RestoreFilesContext {
+  agent: Agent;
+  table: FileTable;
+  /** An fd in the puppet that refers to our terminal (for --shell-job), or -1. */
+  terminalFd: number;
+  log: Log;
+}
+
+export interface FdKind {
+  readonly name: string;
+  readonly type: fd_types;
+  /** Does this fd belong to this kind? `stat` is the fstat of the fd, null when it cannot be taken. */
+  detect(fd: FdEntry, stat: Deno.FileInfo | null): boolean;
+  /** Adds the file's entry to the table and returns its id. */
+  dump(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.FileInfo | null): number;
+  /** Opens the file in the restored task; returns the (temporary) fd it got. */
+  open(ctx: RestoreFilesContext, entry: file_entry): number;
+}
+
+/** files.img: every file entry of the dump, by id. */
+export class FileTable {
+  readonly entries: file_entry[] = [];
+  /** tty-info.img: the terminals the files refer to. */
+  readonly ttyInfos: tty_info_entry[] = [];
+  #byKey = new Map<string, number>();
+  #byId = new Map<number, file_entry>();
+
+  constructor(entries: file_entry[] = []) {
+    for (const e of entries) this.#add(e);
+  }
+
+  nextId(): number {
+    return this.entries.length + 1;
+  }
+
+  /** Adds an entry unless one with the same key exists; returns its id. */
+  add(key: string, make: (id: number) => file_entry): number {
+    const known = this.#byKey.get(key);
+    if (known !== undefined) return known;
+    const e = make(this.nextId());
+    this.#add(e);
+    this.#byKey.set(key, e.id);
+    return e.id;
+  }
+
+  #add(e: file_entry): void {
+    this.entries.push(e);
+    this.#byId.set(e.id, e);
+  }
+
+  get(id: number): file_entry {
+    const e = this.#byId.get(id);
+    if (!e) throw new Error(`files.img has no file with id ${id}`);
+    return e;
+  }
+}
+
+const kinds: FdKind[] = [];
+
+export function registerFdKind(kind: FdKind): void {
+  kinds.push(kind);
+}
+
+function statOf(pid: number, fd: number): Deno.FileInfo | null {
+  try {
+    return Deno.statSync(`/proc/${pid}/fd/${fd}`);
+  } catch {
+    return null;
+  }
+}
+
+/** Dumps every fd of a task; returns its fdinfo entries. */
+export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
+  return fds.map((fd) => {
+    const stat = statOf(ctx.pid, fd.fd);
+    const kind = kinds.find((k) => k.detect(fd, stat));
+    if (!kind) throw new UnsupportedObjectError(ctx.pid, `fd ${fd.fd} (${fd.target})`, "this kind of file is not supported yet");
+    const id = kind.dump(ctx, fd, stat);
+    ctx.log.debug(`fd ${fd.fd}: ${kind.name} ${fd.target} as file ${id}`);
+    return create(fdinfo_entrySchema, {
+      id,
+      flags: fd.flags & O.CLOEXEC ? 1 : 0, // FD_CLOEXEC
+      type: kind.type,
+      fd: fd.fd,
+    });
+  });
+}
+
+function kindFor(type: fd_types): FdKind {
+  const kind = kinds.find((k) => k.type === type);
+  if (!kind) throw new Error(`Cannot restore files of type ${fd_types[type] ?? type}`);
+  return kind;
+}
+
+const NR_DUP3 = 292;
+const NR_CLOSE = 3;
+
+/**
+ * Opens every fd of a task at its number. Files shared by several fds are opened once and
+ * duplicated, so they share offset and flags as before.
+ */
+export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_entry[]): void {
+  const opened = new Map<number, number>();
+  for (const info of [...fdinfos].sort((a, b) => a.fd - b.fd)) {
+    const shared = opened.get(info.id);
+    const entry = ctx.table.get(info.id);
+    const tmp = shared ?? kindFor(entry.type).open(ctx, entry);
+    if (tmp !== info.fd || info.flags & 1) {
+      ctx.agent.call(`dup3(fd ${info.fd})`, NR_DUP3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
+      if (shared === undefined && tmp !== info.fd) ctx.agent.call("close", NR_CLOSE, tmp);
+    }
+    if (shared === undefined) opened.set(info.id, info.fd);
+  }
+}

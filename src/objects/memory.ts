@@ -1,0 +1,346 @@
+/**
+ * Memory: a task's mappings (mm-PID.img), which of their pages hold data (pagemap-PID.img) and
+ * those pages (pages-N.img, raw).
+ *
+ * Which pages are stored: every present or swapped page of a private anonymous mapping; of a
+ * private file mapping only pages that were written (anonymous copies: the rest is in the file);
+ * every present page of a shared anonymous mapping; nothing of shared file mappings (the file has it).
+ *
+ * The pages move from the target into the image without passing through the JS heap: the target
+ * itself write()s its pages to the image file (a remote syscall; the kernel copies once). Areas it
+ * cannot read (PROT_NONE with data in it) are copied through /proc/PID/mem instead.
+ */
+import { create } from "@bufbuild/protobuf";
+import { vma_entrySchema, type vma_entry } from "../images/gen/vma_pb.ts";
+import { type MapsEntry } from "../../ffi/proc.ts";
+import { MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
+import { ProcMem } from "../../ffi/memory.ts";
+import { UnsupportedObjectError } from "../errors.ts";
+import type { Agent } from "../agent.ts";
+
+export const PAGE_SIZE = 4096;
+
+/** vma_entry.status bits (CRIU's VMA_AREA_* / VMA_* values). */
+export const VMA = {
+  REGULAR: 1 << 0,
+  STACK: 1 << 1,
+  VSYSCALL: 1 << 2,
+  VDSO: 1 << 3,
+  HEAP: 1 << 5,
+  FILE_PRIVATE: 1 << 6,
+  FILE_SHARED: 1 << 7,
+  ANON_SHARED: 1 << 8,
+  ANON_PRIVATE: 1 << 9,
+  SYSVIPC: 1 << 10,
+  VVAR: 1 << 12,
+  MEMFD: 1 << 14,
+} as const;
+
+/** pagemap_entry.flags bits. */
+export const PE = { PARENT: 1 << 0, LAZY: 1 << 1, PRESENT: 1 << 2 } as const;
+
+/** madvise advice numbers that VmFlags reveal and a restore must apply again. */
+const MADV_BY_VMFLAG: Record<string, number> = {
+  dc: 10, // VM_DONTCOPY ← MADV_DONTFORK
+  hg: 14, // MADV_HUGEPAGE
+  nh: 15, // MADV_NOHUGEPAGE
+  dd: 16, // MADV_DONTDUMP
+  wf: 18, // MADV_WIPEONFORK
+};
+
+export interface DumpedVma {
+  entry: vma_entry;
+  /** Path of the backing file, for file mappings. */
+  filePath?: string;
+  /** Pages to store: [address, page count] runs, ascending. */
+  runs: [bigint, number][];
+}
+
+function protOf(perms: string): number {
+  return (perms[0] === "r" ? PROT.READ : 0) | (perms[1] === "w" ? PROT.WRITE : 0) |
+    (perms[2] === "x" ? PROT.EXEC : 0);
+}
+
+function madvOf(vmFlags: string[]): bigint {
+  let bits = 0n;
+  for (const f of vmFlags) if (f in MADV_BY_VMFLAG) bits |= 1n << BigInt(MADV_BY_VMFLAG[f]!);
+  return bits;
+}
+
+/** Classifies one /proc maps line into a vma_entry (file ids are filled by the caller). */
+export function classify(pid: number, m: MapsEntry): { entry: vma_entry; filePath?: string } | null {
+  const shared = m.perms[3] === "s";
+  let status = VMA.REGULAR;
+  let flags = shared ? MAP.SHARED : MAP.PRIVATE;
+  let filePath: string | undefined;
+  if (m.vmFlags.includes("gd")) flags |= MAP.GROWSDOWN;
+  if (m.vmFlags.includes("nr")) flags |= MAP.NORESERVE;
+
+  if (m.path === "[vsyscall]") return null; // fixed by the kernel, never restored
+  if (m.path === "[uprobes]") throw new UnsupportedObjectError(pid, "the [uprobes] area", "uprobes are not supported");
+  if (m.path === "[vdso]") {
+    status |= VMA.VDSO | VMA.ANON_PRIVATE;
+    flags |= MAP.ANONYMOUS;
+  } else if (m.path === "[vvar]" || m.path === "[vvar_vclock]") {
+    status |= VMA.VVAR | VMA.ANON_PRIVATE;
+    flags |= MAP.ANONYMOUS;
+  } else if (m.inode !== 0 && shared && (m.path.startsWith("/dev/zero") || m.path.startsWith("/SYSV"))) {
+    if (m.path.startsWith("/SYSV")) {
+      throw new UnsupportedObjectError(pid, `SysV shared memory at 0x${m.start.toString(16)}`, "not supported yet");
+    }
+    status |= VMA.ANON_SHARED;
+    flags |= MAP.ANONYMOUS;
+  } else if (m.inode !== 0) {
+    if (m.path.startsWith("/memfd:")) {
+      throw new UnsupportedObjectError(pid, `memfd mapping ${m.path}`, "memfd mappings are not supported yet");
+    }
+    if (m.path.endsWith(" (deleted)")) {
+      throw new UnsupportedObjectError(pid, `mapping of deleted file ${m.path}`, "unlinked mapped files are not supported yet");
+    }
+    status |= shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
+    filePath = m.path;
+  } else {
+    status |= shared ? VMA.ANON_SHARED : VMA.ANON_PRIVATE;
+    flags |= MAP.ANONYMOUS;
+    if (m.path === "[heap]") status |= VMA.HEAP;
+    if (m.path === "[stack]") status |= VMA.STACK;
+  }
+  const entry = create(vma_entrySchema, {
+    start: m.start,
+    end: m.end,
+    pgoff: status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED) ? m.offset : 0n,
+    shmid: status & VMA.ANON_SHARED ? BigInt(m.inode) : 0n,
+    prot: protOf(m.perms),
+    flags,
+    status,
+    fd: -1n,
+    madv: madvOf(m.vmFlags),
+  });
+  return filePath === undefined ? { entry } : { entry, filePath };
+}
+
+const PM_PRESENT = 1n << 63n;
+const PM_SWAPPED = 1n << 62n;
+const PM_FILE = 1n << 61n;
+const PAGEMAP_CHUNK = 65536; // entries read at a time: 512 KiB
+
+/** Reads /proc/PID/pagemap and returns the runs of pages a mapping needs stored. */
+export function scanPages(pagemap: Deno.FsFile, entry: vma_entry): [bigint, number][] {
+  const status = entry.status;
+  if (status & (VMA.VDSO | VMA.VVAR | VMA.FILE_SHARED)) return [];
+  const wantFilePages = (status & VMA.ANON_SHARED) !== 0;
+  const runs: [bigint, number][] = [];
+  const total = Number((entry.end - entry.start) / BigInt(PAGE_SIZE));
+  const buf = new Uint8Array(Math.min(total, PAGEMAP_CHUNK) * 8);
+  const view = new DataView(buf.buffer);
+  let runStart = -1;
+  for (let base = 0; base < total; base += PAGEMAP_CHUNK) {
+    const count = Math.min(PAGEMAP_CHUNK, total - base);
+    const firstPage = entry.start / BigInt(PAGE_SIZE) + BigInt(base);
+    pagemap.seekSync(Number(firstPage * 8n), Deno.SeekMode.Start);
+    readFull(pagemap, buf.subarray(0, count * 8));
+    for (let i = 0; i < count; i++) {
+      const pm = view.getBigUint64(i * 8, true);
+      const has = (pm & (PM_PRESENT | PM_SWAPPED)) !== 0n && (wantFilePages || (pm & PM_FILE) === 0n);
+      const page = base + i;
+      if (has && runStart < 0) runStart = page;
+      if (!has && runStart >= 0) {
+        runs.push([entry.start + BigInt(runStart * PAGE_SIZE), page - runStart]);
+        runStart = -1;
+      }
+    }
+  }
+  if (runStart >= 0) runs.push([entry.start + BigInt(runStart * PAGE_SIZE), total - runStart]);
+  return runs;
+}
+
+function readFull(f: Deno.FsFile, buf: Uint8Array): void {
+  let off = 0;
+  while (off < buf.length) {
+    const n = f.readSync(buf.subarray(off));
+    if (n === null || n === 0) throw new Error("Short read from /proc/PID/pagemap");
+    off += n;
+  }
+}
+
+export interface PageWriteStats {
+  pages: number;
+  /** Pages the target wrote itself (remote write); the rest were copied by us. */
+  remotePages: number;
+}
+
+const COPY_CHUNK = 4 * 1024 * 1024;
+
+/**
+ * Writes every run's pages into `pagesPath` in order. The target writes them itself when it can
+ * open the file; unreadable areas, or a target that cannot open the file (other credentials or
+ * mount namespace), are copied through /proc/PID/mem in bounded chunks.
+ */
+export function writePages(agent: Agent, vmas: DumpedVma[], pagesPath: string): PageWriteStats {
+  const stats: PageWriteStats = { pages: 0, remotePages: 0 };
+  const out = Deno.openSync(pagesPath, { write: true, create: true, truncate: true });
+  let remoteFd = -1n;
+  agent.reset();
+  const opened = agent.raw(NR.open, agent.string(pagesPath), O.WRONLY | O.APPEND | O.CLOEXEC, 0);
+  if (opened >= 0n) {
+    // The target resolves the path in its own mount namespace: use its fd only if it is our file.
+    if (sameFile(`/proc/${agent.pid}/fd/${opened}`, out)) remoteFd = opened;
+    else agent.raw(NR.close, opened);
+  }
+  let procMem: ProcMem | null = null;
+  try {
+    for (const v of vmas) {
+      const readable = (v.entry.prot & PROT.READ) !== 0;
+      for (const [addr, pages] of v.runs) {
+        const len = pages * PAGE_SIZE;
+        if (readable && remoteFd >= 0n) {
+          remoteWriteAll(agent, remoteFd, addr, len);
+          stats.remotePages += pages;
+        } else {
+          procMem ??= new ProcMem(agent.pid);
+          copyThrough(procMem, out, addr, len);
+        }
+        stats.pages += pages;
+      }
+    }
+  } finally {
+    if (remoteFd >= 0n) agent.raw(NR.close, remoteFd);
+    procMem?.close();
+    out.close();
+  }
+  return stats;
+}
+
+function sameFile(procLink: string, ours: Deno.FsFile): boolean {
+  try {
+    const a = Deno.statSync(procLink);
+    const b = ours.statSync();
+    return a.dev === b.dev && a.ino === b.ino;
+  } catch {
+    return false;
+  }
+}
+
+function remoteWriteAll(agent: Agent, fd: bigint, addr: bigint, len: number): void {
+  let done = 0;
+  while (done < len) {
+    const n = Number(agent.call("write(pages)", NR.write, fd, addr + BigInt(done), len - done));
+    if (n <= 0) throw new Error(`Writing pages at 0x${addr.toString(16)} made no progress`);
+    done += n;
+  }
+}
+
+function copyThrough(mem: ProcMem, out: Deno.FsFile, addr: bigint, len: number): void {
+  out.seekSync(0, Deno.SeekMode.End);
+  for (let done = 0; done < len; done += COPY_CHUNK) {
+    const n = Math.min(COPY_CHUNK, len - done);
+    const data = mem.read(addr + BigInt(done), n);
+    let off = 0;
+    while (off < n) off += out.writeSync(data.subarray(off));
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Restore
+
+/** A mapping of the puppet as the restore sees it (from /proc maps). */
+export interface LiveArea {
+  start: bigint;
+  end: bigint;
+  path: string;
+}
+
+/** Opens the file behind a file mapping in the restored task; returns the fd (temporary). */
+export type OpenMappedFile = (entry: vma_entry) => bigint;
+
+function isSpecial(e: vma_entry): boolean {
+  return (e.status & (VMA.VDSO | VMA.VVAR)) !== 0;
+}
+
+/**
+ * Moves the vDSO and vvar areas the kernel gave the puppet to where the dumped task had them.
+ * They go through a parking area first so a move can never land on another special area. The
+ * kernel's areas must match the image's in number and size: another kernel needs a vDSO proxy.
+ */
+export function moveSpecialAreas(agent: Agent, live: LiveArea[], dumped: vma_entry[], parking: bigint): void {
+  const want = dumped.filter(isSpecial).sort((a, b) => (a.start < b.start ? -1 : 1));
+  const have = live.filter((a) => a.path === "[vdso]" || a.path.startsWith("[vvar")).sort((a, b) => (a.start < b.start ? -1 : 1));
+  const sizes = (xs: { start: bigint; end: bigint }[]) => xs.map((x) => (x.end - x.start).toString()).join(",");
+  if (want.length !== have.length || sizes(want) !== sizes(have)) {
+    throw new Error(
+      `The vDSO layout differs from the dumped one (kernel areas ${sizes(have)} bytes, image ${sizes(want)}): restoring on another kernel needs a vDSO proxy, which is not supported yet`,
+    );
+  }
+  let park = parking;
+  const parked = have.map((a) => {
+    const len = a.end - a.start;
+    agent.call("mremap(park vdso)", NR.mremap, a.start, len, len, MREMAP.MAYMOVE | MREMAP.FIXED, park);
+    const at = park;
+    park += len;
+    return at;
+  });
+  parked.forEach((from, i) => {
+    const w = want[i]!;
+    const len = w.end - w.start;
+    agent.call("mremap(vdso)", NR.mremap, from, len, len, MREMAP.MAYMOVE | MREMAP.FIXED, w.start);
+  });
+}
+
+/** Maps every dumped area (but the vDSO ones) at its address, writable so pages can be filled. */
+export function mapAreas(agent: Agent, vmas: readonly vma_entry[], openFile: OpenMappedFile): void {
+  for (const e of vmas) {
+    if (isSpecial(e)) continue;
+    const len = e.end - e.start;
+    const isFile = (e.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0;
+    const shared = (e.status & (VMA.FILE_SHARED | VMA.ANON_SHARED)) !== 0;
+    // Private areas get PROT_WRITE until their pages are in; shared file pages come from the file.
+    const prot = shared && isFile ? e.prot : e.prot | PROT.WRITE;
+    let fd = -1n;
+    if (isFile) fd = openFile(e);
+    try {
+      const flags = (e.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN | MAP.NORESERVE)) | MAP.FIXED;
+      const at = agent.call(`mmap(0x${e.start.toString(16)})`, NR.mmap, e.start, len, prot, flags, fd, isFile ? e.pgoff : 0n);
+      if (BigInt.asUintN(64, at) !== e.start) throw new Error(`Area 0x${e.start.toString(16)} was mapped elsewhere`);
+    } finally {
+      if (fd >= 0n) agent.raw(NR.close, fd);
+    }
+  }
+}
+
+/** Reads the pages into place: the puppet pread()s them from the pages image itself. */
+export function fillPages(agent: Agent, pagesPath: string, entries: readonly { vaddr: bigint; pages: number }[]): number {
+  agent.reset();
+  const fd = agent.call("open(pages image)", NR.open, agent.string(pagesPath), O.RDONLY | O.CLOEXEC, 0);
+  let offset = 0n;
+  let total = 0;
+  try {
+    for (const e of entries) {
+      const len = BigInt(e.pages * PAGE_SIZE);
+      let done = 0n;
+      while (done < len) {
+        const n = agent.call("pread64(pages)", NR.pread64, fd, e.vaddr + done, len - done, offset + done);
+        if (n === 0n) throw new Error(`Pages image ${pagesPath} ends before 0x${(e.vaddr + done).toString(16)}`);
+        done += n;
+      }
+      offset += len;
+      total += e.pages;
+    }
+  } finally {
+    agent.raw(NR.close, fd);
+  }
+  return total;
+}
+
+/** Puts back the dumped protections and madvise hints. */
+export function finishAreas(agent: Agent, vmas: readonly vma_entry[]): void {
+  for (const e of vmas) {
+    if (isSpecial(e)) continue;
+    const len = e.end - e.start;
+    const isSharedFile = (e.status & VMA.FILE_SHARED) !== 0;
+    if (!isSharedFile) agent.call("mprotect", NR.mprotect, e.start, len, e.prot);
+    const madv = e.madv ?? 0n;
+    for (let advice = 0; advice < 64; advice++) {
+      if (madv & (1n << BigInt(advice))) agent.call(`madvise(${advice})`, NR.madvise, e.start, len, advice);
+    }
+  }
+}

@@ -1,0 +1,97 @@
+/**
+ * Signal state: handlers (sigactions, per process), the alternate signal stack (per thread) and
+ * queued signals (shared per process, private per thread). The blocked mask travels in the core
+ * image and is set by the restore's last stage.
+ */
+import { create } from "@bufbuild/protobuf";
+import { sa_entrySchema, type sa_entry } from "../images/gen/sa_pb.ts";
+import { siginfo_entrySchema, signal_queue_entrySchema, type signal_queue_entry } from "../images/gen/siginfo_pb.ts";
+import { thread_sas_entrySchema, type thread_sas_entry } from "../images/gen/core_pb.ts";
+import { KSIGACTION_SIZE } from "../../ffi/structs.ts";
+import { NR, SIG } from "../../ffi/syscalls.ts";
+import * as pt from "../../ffi/ptrace.ts";
+import type { Agent } from "../agent.ts";
+
+const SIGMAX = 64;
+const SS_DISABLE = 2;
+
+/** Signals whose disposition is stored, in CRIU's order: 1..64 without SIGKILL and SIGSTOP. */
+export function dispositionSignals(): number[] {
+  const out: number[] = [];
+  for (let s = 1; s <= SIGMAX; s++) if (s !== SIG.KILL && s !== SIG.STOP) out.push(s);
+  return out;
+}
+
+export function dumpSigactions(agent: Agent): sa_entry[] {
+  agent.reset();
+  const buf = agent.alloc(KSIGACTION_SIZE);
+  return dispositionSignals().map((sig) => {
+    agent.call(`rt_sigaction(${sig})`, NR.rt_sigaction, sig, 0, buf, 8);
+    const v = new DataView(agent.read(buf, KSIGACTION_SIZE).buffer);
+    return create(sa_entrySchema, {
+      sigaction: v.getBigUint64(0, true),
+      flags: v.getBigUint64(8, true),
+      restorer: v.getBigUint64(16, true),
+      mask: v.getBigUint64(24, true),
+    });
+  });
+}
+
+export function restoreSigactions(agent: Agent, actions: readonly sa_entry[]): void {
+  const signals = dispositionSignals();
+  if (actions.length > signals.length) throw new Error(`Image has ${actions.length} sigactions; at most ${signals.length} exist`);
+  actions.forEach((sa, i) => {
+    const sig = signals[i]!;
+    if (sa.sigaction === 0n && sa.flags === 0n && sa.mask === 0n) return; // default: the puppet has it
+    const act = new BigUint64Array([sa.sigaction, sa.flags, sa.restorer, sa.mask]);
+    agent.reset();
+    const buf = agent.alloc(KSIGACTION_SIZE, new Uint8Array(act.buffer));
+    agent.call(`rt_sigaction(${sig})`, NR.rt_sigaction, sig, buf, 0, 8);
+  });
+}
+
+/** `stack_t { void *ss_sp; int ss_flags; size_t ss_size; }`: 24 bytes. */
+export function dumpSigaltstack(agent: Agent): thread_sas_entry {
+  agent.reset();
+  const b = agent.fetch("sigaltstack", 24, (buf) => [NR.sigaltstack, 0, buf]);
+  const v = new DataView(b.buffer);
+  return create(thread_sas_entrySchema, {
+    ssSp: v.getBigUint64(0, true),
+    ssFlags: v.getInt32(8, true),
+    ssSize: v.getBigUint64(16, true),
+  });
+}
+
+export function restoreSigaltstack(agent: Agent, sas: thread_sas_entry | undefined): void {
+  if (!sas || (sas.ssFlags & SS_DISABLE) !== 0) return;
+  const buf = new ArrayBuffer(24);
+  const v = new DataView(buf);
+  v.setBigUint64(0, sas.ssSp, true);
+  v.setInt32(8, sas.ssFlags & ~1, true); // SS_ONSTACK is a state, not a flag one can set
+  v.setBigUint64(16, sas.ssSize, true);
+  agent.reset();
+  agent.call("sigaltstack", NR.sigaltstack, agent.alloc(24, new Uint8Array(buf)), 0);
+}
+
+export function dumpPendingSignals(tid: number, shared: boolean): signal_queue_entry | undefined {
+  const infos = pt.peekSiginfo(tid, shared);
+  if (infos.length === 0) return undefined;
+  return create(signal_queue_entrySchema, {
+    signals: infos.map((siginfo) => create(siginfo_entrySchema, { siginfo })),
+  });
+}
+
+/**
+ * Queues the signals again. The task must send them to itself: the kernel refuses kernel-style
+ * si_code values from any other sender.
+ */
+export function restorePendingSignals(agent: Agent, pid: number, tid: number, q: signal_queue_entry | undefined, shared: boolean): void {
+  for (const s of q?.signals ?? []) {
+    if (s.siginfo.byteLength !== 128) throw new Error(`Queued signal record is ${s.siginfo.byteLength} bytes, expected 128`);
+    const signo = new DataView(s.siginfo.buffer, s.siginfo.byteOffset).getInt32(0, true);
+    agent.reset();
+    const info = agent.alloc(128, s.siginfo.slice());
+    if (shared) agent.call(`rt_sigqueueinfo(${signo})`, 129, pid, signo, info);
+    else agent.call(`rt_tgsigqueueinfo(${signo})`, 297, pid, tid, signo, info);
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * Interval timers (setitimer: real, virtual, prof) and POSIX timers (timer_create), with their
+ * remaining time and interval. POSIX timers come back with their old ids through
+ * PR_TIMER_CREATE_RESTORE_IDS (Linux 6.17+): timer_create then takes the id from *timerid.
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  itimer_entrySchema,
+  type itimer_entry,
+  posix_timer_entrySchema,
+  type posix_timer_entry,
+  task_timers_entrySchema,
+  type task_timers_entry,
+} from "../images/gen/timer_pb.ts";
+import { readTimers } from "../../ffi/proc.ts";
+import { readPairs, writeS64s } from "../../ffi/structs.ts";
+import { NR, PR } from "../../ffi/syscalls.ts";
+import type { Agent } from "../agent.ts";
+
+const ITIMERS = [0, 1, 2] as const; // ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
+const SIGEV_THREAD_ID = 4;
+const NOTIFY_KIND: Record<string, number> = { signal: 0, none: 1, thread: 2 };
+
+function dumpItimer(agent: Agent, which: number): itimer_entry {
+  agent.reset();
+  const [isec, iusec, vsec, vusec] = readPairs(agent.fetch("getitimer", 32, (b) => [NR.getitimer, which, b]), 4);
+  return create(itimer_entrySchema, { isec: isec!, iusec: iusec!, vsec: vsec!, vusec: vusec! });
+}
+
+function dumpPosixTimers(agent: Agent, pid: number): posix_timer_entry[] {
+  return readTimers(pid).map((t) => {
+    agent.reset();
+    const [isec, insec, vsec, vnsec] = readPairs(agent.fetch("timer_gettime", 32, (b) => [NR.timer_gettime, t.id, b]), 4);
+    const overrun = Number(agent.call("timer_getoverrun", NR.timer_getoverrun, t.id));
+    const threadId = t.notifyTid !== 0 && t.notifyThread;
+    return create(posix_timer_entrySchema, {
+      itId: t.id,
+      clockId: t.clockId,
+      siSigno: t.signal,
+      itSigevNotify: (NOTIFY_KIND[t.notify] ?? 0) | (threadId ? SIGEV_THREAD_ID : 0),
+      sivalPtr: t.sigevValue,
+      overrun,
+      isec: isec!,
+      insec: insec!,
+      vsec: vsec!,
+      vnsec: vnsec!,
+      notifyThreadId: threadId ? t.notifyTid : undefined,
+    });
+  });
+}
+
+export function dumpTimers(agent: Agent, pid: number): task_timers_entry {
+  const [real, virt, prof] = ITIMERS.map((w) => dumpItimer(agent, w));
+  return create(task_timers_entrySchema, { real, virt, prof, posix: dumpPosixTimers(agent, pid) });
+}
+
+export function restoreTimers(agent: Agent, timers: task_timers_entry | undefined): void {
+  if (!timers) return;
+  [timers.real, timers.virt, timers.prof].forEach((it, which) => {
+    if (!it || (it.vsec === 0n && it.vusec === 0n)) return;
+    agent.reset();
+    const val = agent.alloc(32, writeS64s([it.isec, it.iusec, it.vsec, it.vusec]));
+    agent.call("setitimer", NR.setitimer, which, val, 0);
+  });
+  if (timers.posix.length === 0) return;
+  agent.call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0);
+  for (const t of timers.posix) restorePosixTimer(agent, t);
+  agent.call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
+}
+
+function restorePosixTimer(agent: Agent, t: posix_timer_entry): void {
+  agent.reset();
+  // struct sigevent: sigev_value (8), sigev_signo (4), sigev_notify (4), then a union (tid at 16).
+  const ev = new DataView(new ArrayBuffer(64));
+  ev.setBigUint64(0, t.sivalPtr, true);
+  ev.setInt32(8, t.siSigno, true);
+  ev.setInt32(12, t.itSigevNotify, true);
+  ev.setInt32(16, t.notifyThreadId ?? 0, true);
+  const sev = agent.alloc(64, new Uint8Array(ev.buffer));
+  const idBuf = agent.alloc(4, new Uint8Array(new Int32Array([t.itId]).buffer));
+  agent.call(`timer_create(${t.itId})`, NR.timer_create, t.clockId, sev, idBuf);
+  const got = new DataView(agent.read(idBuf, 4).buffer).getInt32(0, true);
+  if (got !== t.itId) throw new Error(`POSIX timer came back with id ${got}, expected ${t.itId}`);
+  if (t.vsec === 0n && t.vnsec === 0n) return;
+  const spec = agent.alloc(32, writeS64s([t.isec, t.insec, t.vsec, t.vnsec]));
+  agent.call("timer_settime", NR.timer_settime, t.itId, 0, spec, 0);
+}

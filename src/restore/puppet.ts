@@ -1,0 +1,193 @@
+/**
+ * Puppets: the tasks a restore builds. A helper process (coreutils `sleep`, seized before it can
+ * do anything of interest) gets a scratch page holding a `syscall` instruction; every restored task
+ * is cloned, with its dumped PID, from the helper or from its already-created parent, so it
+ * inherits that page and can be driven by remote syscalls until it becomes the dumped program.
+ */
+import * as pt from "../../ffi/ptrace.ts";
+import { spawn } from "../../ffi/spawn.ts";
+import { readMaps } from "../../ffi/proc.ts";
+import { findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
+import { ProcMem } from "../../ffi/memory.ts";
+import { cloneArgs } from "../../ffi/structs.ts";
+import { CLONE, MAP, NR, PROT, SIG } from "../../ffi/syscalls.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
+import { Agent } from "../agent.ts";
+import { RestoreError } from "../errors.ts";
+import type { Log } from "../log.ts";
+
+export const PUPPET_SCRATCH_SIZE = 64 * 1024;
+/** The scratch page starts with `syscall` then `int3`s; data goes after this many bytes. */
+const CODE_BYTES = 16;
+const TRACE_OPTIONS = pt.PTRACE_O.TRACECLONE | pt.PTRACE_O.TRACEFORK | pt.PTRACE_O.TRACEVFORK | pt.PTRACE_O.EXITKILL;
+
+function helperBinary(): string {
+  for (const p of ["/bin/sleep", "/usr/bin/sleep"]) {
+    try {
+      if (Deno.statSync(p).isFile) return p;
+    } catch {
+      // try the next
+    }
+  }
+  throw new RestoreError("Restore needs coreutils' sleep (/bin/sleep) as its helper process");
+}
+
+/** The lowest 256 MiB-aligned address whose `size` bytes overlap none of `taken`. */
+export function findFreeArea(size: bigint, taken: readonly { start: bigint; end: bigint }[]): bigint {
+  const step = 0x10000000n;
+  for (let at = step; at < 1n << 46n; at += step) {
+    if (!taken.some((t) => t.start < at + size && at < t.end)) return at;
+  }
+  throw new RestoreError("No free address range for the restore's scratch area");
+}
+
+export class PuppetMaster {
+  /** Every task created so far (helper excluded), in creation order. */
+  readonly created: number[] = [];
+  #helper: number;
+  #helperAgent: Agent;
+
+  private constructor(helper: number, helperAgent: Agent, readonly scratch: bigint, private readonly log: Log) {
+    this.#helper = helper;
+    this.#helperAgent = helperAgent;
+  }
+
+  /** Starts the helper and gives it a scratch area that avoids `occupied` (the dumped layouts). */
+  static start(occupied: readonly { start: bigint; end: bigint }[], log: Log): PuppetMaster {
+    const helper = spawn(helperBinary(), ["sleep", "1000000"], { fds: { 0: 0, 1: 1, 2: 2 } });
+    try {
+      pt.seize(helper, TRACE_OPTIONS);
+      pt.interrupt(helper);
+      const st = pt.wait(helper);
+      if (st?.kind !== "stopped") throw new RestoreError(`Restore helper ${helper} did not stop (${st?.kind})`);
+      const live = readMaps(helper);
+      const scratch = findFreeArea(BigInt(PUPPET_SCRATCH_SIZE), [...occupied, ...live]);
+      const vdso = live.find((m) => m.path === "[vdso]");
+      if (!vdso) throw new RestoreError("The restore helper has no [vdso]");
+      const agent = makeScratch(helper, scratch, vdso.start, vdso.end);
+      log.debug(`Restore helper ${helper}, scratch at 0x${scratch.toString(16)}`);
+      return new PuppetMaster(helper, agent, scratch, log);
+    } catch (e) {
+      killAndReap([helper]);
+      throw e;
+    }
+  }
+
+  /** The agent of a created task's main thread, running from the scratch page. */
+  agentFor(pid: number, tid = pid): Agent {
+    return new Agent(
+      pid,
+      RemoteThread.enter(tid, this.scratch),
+      this.scratch + BigInt(CODE_BYTES),
+      PUPPET_SCRATCH_SIZE - CODE_BYTES,
+      false,
+    );
+  }
+
+  /**
+   * Creates a task with PID `pid`. With no parent agent it is cloned from the helper with
+   * CLONE_PARENT, so it becomes our child; otherwise it is a child of the parent's task.
+   */
+  createTask(pid: number, parent: Agent | null, extraFlags = 0n): number {
+    const from = parent ?? this.#helperAgent;
+    const flags = (parent ? 0n : BigInt(CLONE.PARENT)) | extraFlags;
+    const exitSignal = parent ? SIG.CHLD : 0;
+    return this.#clone(from, pid, { flags, exitSignal });
+  }
+
+  /** Creates thread `tid` in the task `leader` drives. */
+  createThread(leader: Agent, tid: number): number {
+    const flags = BigInt(CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM);
+    return this.#clone(leader, tid, { flags, exitSignal: 0 });
+  }
+
+  #clone(from: Agent, pid: number, a: { flags: bigint; exitSignal: number }): number {
+    from.reset();
+    const setTid = from.alloc(4, new Uint8Array(new Int32Array([pid]).buffer));
+    const args = from.alloc(88, cloneArgs({ flags: a.flags, exitSignal: a.exitSignal, setTid, setTidSize: 1 }));
+    const r = from.raw(NR.clone3, args, 88);
+    if (r < 0n) {
+      if (r === -17n) throw new RestoreError(`PID ${pid} is already in use${describeHolder(pid)}`);
+      throw new RestoreError(`Cannot create task ${pid}: clone3 failed with errno ${-r}`);
+    }
+    const child = Number(r);
+    if (child !== pid) throw new RestoreError(`Task came back as ${child}, not ${pid}`);
+    this.created.push(child);
+    // The new task starts in a ptrace stop of its own before running anything.
+    const st = pt.wait(child);
+    if (st?.kind !== "stopped") throw new RestoreError(`New task ${child} did not stop (${st?.kind})`);
+    return child;
+  }
+
+  /** Ends the helper: it has done its job once the tree exists. */
+  releaseHelper(): void {
+    if (this.#helper === 0) return;
+    this.#helperAgent.thread.leave();
+    killAndReap([this.#helper]);
+    this.#helper = 0;
+  }
+
+  /** Kills every task created and the helper; nothing is left stopped or traced. */
+  abort(): void {
+    this.log.info(`Killing ${this.created.length} half-restored task(s)`);
+    const victims = [...this.created].reverse();
+    if (this.#helper) victims.push(this.#helper);
+    killAndReap(victims);
+    this.#helper = 0;
+  }
+}
+
+function describeHolder(pid: number): string {
+  try {
+    const comm = Deno.readTextFileSync(`/proc/${pid}/comm`).trim();
+    return ` by process ${pid} (${comm})`;
+  } catch {
+    return "";
+  }
+}
+
+/** Maps the scratch area in the helper and writes `syscall; int3...` at its start. */
+function makeScratch(helper: number, scratch: bigint, vdsoStart: bigint, vdsoEnd: bigint): Agent {
+  const entry = RemoteThread.enter(helper, findSyscallInstruction(helper, vdsoStart, vdsoEnd));
+  const at = entry.call(
+    "mmap(puppet scratch)",
+    NR.mmap,
+    scratch,
+    PUPPET_SCRATCH_SIZE,
+    PROT.READ | PROT.WRITE | PROT.EXEC,
+    MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE,
+    -1,
+    0,
+  );
+  if (BigInt.asUintN(64, at) !== scratch) throw new RestoreError("Scratch area was placed elsewhere");
+  const mem = new ProcMem(helper);
+  const code = new Uint8Array(CODE_BYTES).fill(0xcc);
+  code[0] = 0x0f;
+  code[1] = 0x05;
+  mem.write(scratch, code);
+  mem.close();
+  // From now on the helper runs its syscalls from the scratch page, like every puppet.
+  entry.syscallIp = scratch;
+  return new Agent(helper, entry, scratch + BigInt(CODE_BYTES), PUPPET_SCRATCH_SIZE - CODE_BYTES, false);
+}
+
+/** SIGKILL, then collect every notification so no zombie or traced task stays behind. */
+export function killAndReap(pids: readonly number[]): void {
+  for (const pid of pids) {
+    try {
+      pt.kill(pid, SIG.KILL);
+    } catch {
+      // already gone
+    }
+  }
+  for (const pid of pids) {
+    try {
+      for (;;) {
+        const st = pt.wait(pid);
+        if (!st || st.kind !== "stopped") break;
+      }
+    } catch (e) {
+      if (!isSyscallError(e, "ECHILD")) throw e;
+    }
+  }
+}

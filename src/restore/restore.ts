@@ -1,0 +1,181 @@
+/**
+ * `criu restore`. The stages, in order, with who moves them on and the action scripts after them:
+ *
+ *   PREPARE   we read every image and refuse a damaged checkpoint; the PIDs must be free.
+ *             → "pre-restore"
+ *   FORKING   the helper is started; each task is cloned with its PID from its parent (the root
+ *             from the helper, so the root is our child). Then the helper ends.
+ *   RESTORE   each task is rebuilt from inside by remote syscalls: memory, files, signals,
+ *             timers, threads, credentials. Tasks stay stopped under ptrace.
+ *             → "setup-namespaces" (root task alive), "post-setup-namespaces"
+ *             → "post-restore" (restored, network still locked), "network-unlock"
+ *   RESUME    → "pre-resume"; registers are loaded, the scratch page unmapped and every thread
+ *             detached, so the tree runs. → "post-resume"
+ *
+ * A failure in any stage before RESUME kills every task created so far: no half-restored process
+ * is ever left behind, stopped or running.
+ */
+import { RestoreError } from "../errors.ts";
+import type { Log } from "../log.ts";
+import type { Hooks } from "../actions/hooks.ts";
+import { loadCheckpoint, type RestoreTaskImages } from "./images.ts";
+import { PuppetMaster } from "./puppet.ts";
+import { detachTask, dropScratch, loadRegisters, type PendingThread, restoreTask } from "./task.ts";
+import { processExists } from "../../ffi/proc.ts";
+import * as pt from "../../ffi/ptrace.ts";
+import { TASK_STATE } from "../dump/task.ts";
+import { KINDS } from "../images/kinds.ts";
+import { create } from "@bufbuild/protobuf";
+import { restore_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_pb.ts";
+import type { Agent } from "../agent.ts";
+import type { ImageDir } from "../images/dir.ts";
+
+export interface RestoreOptions {
+  imagesDir: string;
+  detached: boolean;
+  shellJob: boolean;
+  pidfile?: string;
+  log: Log;
+  hooks: Hooks;
+}
+
+export interface RestoreResult {
+  pid: number;
+  /** Without --restore-detached: the root's exit status once it ended. */
+  exitCode?: number;
+  forkingUs: number;
+  restoreUs: number;
+}
+
+function checkPidsFree(tasks: readonly RestoreTaskImages[]): void {
+  for (const t of tasks) {
+    for (const tid of [t.entry.pid, ...t.entry.threads]) {
+      if (processExists(tid)) {
+        let comm = "";
+        try {
+          comm = ` (${Deno.readTextFileSync(`/proc/${tid}/comm`).trim()})`;
+        } catch {
+          // gone meanwhile
+        }
+        throw new RestoreError(`PID ${tid} is already in use by process ${tid}${comm}; it must be free to restore`);
+      }
+    }
+  }
+}
+
+function checkParents(tasks: readonly RestoreTaskImages[]): void {
+  const pids = new Set(tasks.map((t) => t.entry.pid));
+  tasks.slice(1).forEach((t) => {
+    if (!pids.has(t.entry.ppid)) throw new RestoreError(`Process ${t.entry.pid} has parent ${t.entry.ppid}, which is not in the images`);
+  });
+}
+
+function terminalFd(shellJob: boolean): number {
+  if (!shellJob) return -1;
+  for (const [fd, f] of [[0, Deno.stdin], [1, Deno.stdout], [2, Deno.stderr]] as const) {
+    if (f.isTerminal()) return fd;
+  }
+  return -1;
+}
+
+/** Creates every task, parents before children; returns each task's agent. */
+function forkTree(master: PuppetMaster, tasks: readonly RestoreTaskImages[]): Map<number, Agent> {
+  const agents = new Map<number, Agent>();
+  for (const t of tasks) {
+    const parent = agents.get(t.entry.ppid) ?? null;
+    if (t !== tasks[0] && !parent) throw new RestoreError(`Parent ${t.entry.ppid} of ${t.entry.pid} was not created`);
+    master.createTask(t.entry.pid, t === tasks[0] ? null : parent);
+    agents.set(t.entry.pid, master.agentFor(t.entry.pid));
+  }
+  return agents;
+}
+
+export function restore(opts: RestoreOptions): RestoreResult {
+  const { log } = opts;
+  // PREPARE
+  const cp = loadCheckpoint(opts.imagesDir);
+  const tasks = cp.tasks;
+  checkParents(tasks);
+  checkPidsFree(tasks);
+  opts.hooks.run("pre-restore");
+  const occupied = tasks.flatMap((t) => t.mm?.vmas ?? []);
+  const t0 = performance.now();
+  const master = PuppetMaster.start(occupied, log);
+  let forkedAt = 0;
+  const root = tasks[0]!.entry.pid;
+  const pending = new Map<number, PendingThread[]>();
+  try {
+    // FORKING
+    const agents = forkTree(master, tasks);
+    master.releaseHelper();
+    forkedAt = performance.now();
+    opts.hooks.run("setup-namespaces", root);
+    opts.hooks.run("post-setup-namespaces", root);
+    // RESTORE
+    const ctx = { checkpoint: cp, master, log, terminalFd: terminalFd(opts.shellJob), shellJob: opts.shellJob };
+    for (const t of tasks) {
+      if (t.zombie) throw new RestoreError(`Restoring zombie ${t.entry.pid} is not supported yet`);
+      pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));
+    }
+    opts.hooks.run("post-restore", root);
+    opts.hooks.run("network-unlock", root);
+    opts.hooks.run("pre-resume", root);
+    // RESUME: from here on nothing can fail half-way in a way we could undo.
+    for (const t of tasks) {
+      const threads = pending.get(t.entry.pid)!;
+      dropScratch(threads[0]!.agent, master.scratch);
+      loadRegisters(threads, t.cores[0]!.core.tc);
+    }
+  } catch (e) {
+    master.abort();
+    throw e;
+  }
+  for (const t of tasks) {
+    const threads = pending.get(t.entry.pid)!;
+    detachTask(threads, t.cores[0]!.core.tc!.taskState === TASK_STATE.stopped);
+  }
+  const done = performance.now();
+  const result: RestoreResult = {
+    pid: root,
+    forkingUs: Math.round((forkedAt - t0) * 1000),
+    restoreUs: Math.round((done - forkedAt) * 1000),
+  };
+  writeRestoreStats(cp.dir, result);
+  if (opts.pidfile) Deno.writeTextFileSync(opts.pidfile, `${root}`);
+  try {
+    opts.hooks.run("post-resume", root);
+  } catch (e) {
+    log.error(`post-resume script failed: ${(e as Error).message}`);
+  }
+  log.info(`Restored ${tasks.length} task(s); root ${root}`);
+  if (!opts.detached) result.exitCode = waitForRoot(root);
+  return result;
+}
+
+function writeRestoreStats(dir: ImageDir, r: RestoreResult): void {
+  try {
+    dir.write(KINDS.STATS, "restore", [
+      create(stats_entrySchema, {
+        restore: create(restore_stats_entrySchema, {
+          pagesCompared: 0n,
+          pagesSkippedCow: 0n,
+          forkingTime: r.forkingUs,
+          restoreTime: r.restoreUs,
+        }),
+      }),
+    ]);
+  } catch (e) {
+    // Stats are informative; a read-only images dir must not fail a restore that worked.
+    void e;
+  }
+}
+
+/** Waits for the restored root (our child) to end; returns its exit status as a shell would. */
+function waitForRoot(pid: number): number {
+  for (;;) {
+    const st = pt.wait(pid);
+    if (!st) continue;
+    if (st.kind === "exited") return st.code;
+    if (st.kind === "signaled") return 128 + st.signal;
+  }
+}

@@ -1,0 +1,275 @@
+/**
+ * Turning one puppet into the dumped task: its address space, files, signal and timer state,
+ * threads and credentials. The task stays stopped; `resumeTask` gives it its registers last.
+ */
+import type { core_entry } from "../images/gen/core_pb.ts";
+import type { vma_entry } from "../images/gen/vma_pb.ts";
+import * as pt from "../../ffi/ptrace.ts";
+import { readMaps } from "../../ffi/proc.ts";
+import { setRlimit } from "../../ffi/process.ts";
+import { prctlMmMap, type Regs } from "../../ffi/structs.ts";
+import { ERRNO } from "../../ffi/errors.ts";
+import { NR, O, PR, RSEQ_FLAG_UNREGISTER, SIG } from "../../ffi/syscalls.ts";
+import type { Agent } from "../agent.ts";
+import { fillPages, finishAreas, mapAreas, moveSpecialAreas, VMA } from "../objects/memory.ts";
+import { restoreFds } from "../objects/files.ts";
+import { restorePendingSignals, restoreSigactions, restoreSigaltstack } from "../objects/signals.ts";
+import { restoreTimers } from "../objects/timers.ts";
+import { restoreCreds } from "../objects/creds.ts";
+import { regsFromThreadInfo, xstateFromThreadInfo } from "../objects/cpu.ts";
+import { RestoreError } from "../errors.ts";
+import type { Checkpoint, RestoreTaskImages } from "./images.ts";
+import type { PuppetMaster } from "./puppet.ts";
+import { findFreeArea, PUPPET_SCRATCH_SIZE } from "./puppet.ts";
+import type { Log } from "../log.ts";
+
+export interface TaskRestoreContext {
+  checkpoint: Checkpoint;
+  master: PuppetMaster;
+  log: Log;
+  /** Fd of our terminal inside puppets (for --shell-job), or -1. */
+  terminalFd: number;
+  shellJob: boolean;
+}
+
+/** A thread ready to be resumed: its agent (still inside) and the core it must end up with. */
+export interface PendingThread {
+  agent: Agent;
+  core: core_entry;
+}
+
+function unregisterRseq(agent: Agent): void {
+  const c = pt.rseqConfiguration(agent.tid);
+  if (c.abiPointer === 0n) return;
+  agent.call("rseq(unregister)", NR.rseq, c.abiPointer, c.abiSize, RSEQ_FLAG_UNREGISTER, c.signature);
+}
+
+/** Unmaps everything the puppet inherited but the scratch page and the kernel's special areas. */
+function clearAddressSpace(agent: Agent, scratch: bigint): ReturnType<typeof readMaps> {
+  const live = readMaps(agent.pid);
+  for (const m of live) {
+    if (m.start === scratch || m.path === "[vdso]" || m.path.startsWith("[vvar") || m.path === "[vsyscall]") continue;
+    agent.call(`munmap(${m.path || "anon"})`, NR.munmap, m.start, m.end - m.start);
+  }
+  return live.filter((m) => m.path === "[vdso]" || m.path.startsWith("[vvar"));
+}
+
+function openForMapping(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): bigint {
+  const file = ctx.checkpoint.files.get(Number(e.shmid));
+  const name = file.reg?.name;
+  if (!name) throw new RestoreError(`Mapping at 0x${e.start.toString(16)} refers to file ${file.id}, which is not a regular file`);
+  const writable = (e.status & VMA.FILE_SHARED) !== 0 && (e.prot & 2) !== 0;
+  agent.reset();
+  const fd = agent.raw(NR.open, agent.string(name), (writable ? O.RDWR : O.RDONLY) | O.CLOEXEC, 0);
+  if (fd < 0n) throw new RestoreError(`Cannot open ${name} to map it at 0x${e.start.toString(16)}: errno ${-fd}`);
+  return fd;
+}
+
+function restoreMemory(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
+  const mm = t.mm!;
+  unregisterRseq(agent);
+  const specials = clearAddressSpace(agent, ctx.master.scratch);
+  const parking = findFreeArea(
+    specials.reduce((n, s) => n + (s.end - s.start), 0n),
+    [...mm.vmas, ...specials, { start: ctx.master.scratch, end: ctx.master.scratch + BigInt(PUPPET_SCRATCH_SIZE) }],
+  );
+  moveSpecialAreas(agent, specials, mm.vmas, parking);
+  mapAreas(agent, mm.vmas, (e) => openForMapping(ctx, agent, e));
+  fillPages(agent, t.pagesPath!, t.pages);
+  finishAreas(agent, mm.vmas);
+  setMmFields(ctx, agent, t);
+}
+
+function setMmFields(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
+  const mm = t.mm!;
+  const exe = ctx.checkpoint.files.get(mm.exeFileId).reg?.name;
+  if (!exe) throw new RestoreError(`The executable of ${t.entry.pid} (file ${mm.exeFileId}) is not a regular file`);
+  agent.reset();
+  // The kernel refuses to switch exe while the old one is mapped; when the puppet already runs
+  // the very same file (restoring `sleep` itself), there is nothing to switch.
+  const sameExe = Deno.readLinkSync(`/proc/${agent.pid}/exe`) === exe;
+  const exeFd = sameExe ? -1n : agent.raw(NR.open, agent.string(exe), O.RDONLY | O.CLOEXEC, 0);
+  if (exeFd < 0n && !sameExe) throw new RestoreError(`Cannot open the executable ${exe}: errno ${-exeFd}`);
+  try {
+    const auxv = new BigUint64Array(mm.mmSavedAuxv);
+    const auxvAddr = agent.alloc(auxv.byteLength, new Uint8Array(auxv.buffer));
+    const map = prctlMmMap({
+      startCode: mm.mmStartCode,
+      endCode: mm.mmEndCode,
+      startData: mm.mmStartData,
+      endData: mm.mmEndData,
+      startBrk: mm.mmStartBrk,
+      brk: mm.mmBrk,
+      startStack: mm.mmStartStack,
+      argStart: mm.mmArgStart,
+      argEnd: mm.mmArgEnd,
+      envStart: mm.mmEnvStart,
+      envEnd: mm.mmEnvEnd,
+      auxv: auxvAddr,
+      auxvSize: auxv.byteLength,
+      exeFd: Number(exeFd),
+    });
+    const mapAddr = agent.alloc(map.byteLength, map);
+    agent.call("prctl(PR_SET_MM_MAP)", NR.prctl, PR.SET_MM, PR.SET_MM_MAP, mapAddr, map.byteLength, 0);
+  } finally {
+    if (exeFd >= 0n) agent.raw(NR.close, exeFd);
+  }
+  if (mm.thpDisabled) agent.call("prctl(PR_SET_THP_DISABLE)", NR.prctl, PR.SET_THP_DISABLE, 1, 0, 0, 0);
+}
+
+function restoreFs(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
+  if (!t.fs) return;
+  const dirOf = (id: number) => ctx.checkpoint.files.get(id).reg?.name ?? "/";
+  const root = dirOf(t.fs.rootId);
+  agent.reset();
+  if (root !== "/") agent.call(`chroot(${root})`, NR.chroot, agent.string(root));
+  agent.reset();
+  const cwd = dirOf(t.fs.cwdId);
+  const r = agent.raw(NR.chdir, agent.string(cwd));
+  if (r < 0n) throw new RestoreError(`Cannot enter the working directory ${cwd} of ${t.entry.pid}: errno ${-r}`);
+  if (t.fs.umask !== undefined) agent.call("umask", NR.umask, t.fs.umask);
+}
+
+function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
+  const park = 1000; // where our terminal waits while the fd table is rebuilt
+  let terminalFd = -1;
+  if (ctx.terminalFd >= 0) {
+    agent.call("dup2(terminal)", NR.dup2, ctx.terminalFd, park);
+    terminalFd = park;
+  }
+  agent.call("close_range", NR.close_range, 0, park - 1, 0);
+  agent.call("close_range", NR.close_range, park + 1, 0xffffffff, 0);
+  restoreFds({ agent, table: ctx.checkpoint.files, terminalFd, log: ctx.log }, t.fdinfos);
+  if (terminalFd >= 0 && !t.fdinfos.some((f) => f.fd === park)) agent.call("close", NR.close, park);
+}
+
+function restoreTaskState(agent: Agent, t: RestoreTaskImages): void {
+  const tc = t.cores[0]!.core.tc!;
+  const pid = t.entry.pid;
+  agent.call("personality", NR.personality, tc.personality);
+  tc.rlimits?.rlimits.forEach((r, res) => setRlimit(pid, res, r.cur, r.max));
+  restoreSigactions(agent, tc.sigactions);
+  restoreTimers(agent, tc.timers);
+  if (tc.childSubreaper) agent.call("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  if (tc.oomScoreAdj !== undefined) writeProc(pid, "oom_score_adj", String(tc.oomScoreAdj));
+}
+
+function writeProc(pid: number, file: string, value: string): void {
+  try {
+    Deno.writeTextFileSync(`/proc/${pid}/${file}`, value);
+  } catch {
+    // best effort: the value is advisory
+  }
+}
+
+function restoreSession(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
+  const { pid, sid, pgid } = t.entry;
+  if (sid === pid) agent.call("setsid", NR.setsid);
+  else if (pgid === pid) agent.call("setpgid", NR.setpgid, 0, 0);
+  void ctx;
+}
+
+/** Per-thread state set from inside the thread itself. */
+function restoreThreadState(agent: Agent, core: core_entry): void {
+  const tcore = core.threadCore;
+  const ti = core.threadInfo!;
+  agent.call("set_tid_address", NR.set_tid_address, ti.clearTidAddr);
+  if (tcore) {
+    if (tcore.futexRla) agent.call("set_robust_list", NR.set_robust_list, tcore.futexRla, tcore.futexRlaLen);
+    restoreSigaltstack(agent, tcore.sas);
+    if (tcore.comm) {
+      agent.reset();
+      agent.call("prctl(PR_SET_NAME)", NR.prctl, PR.SET_NAME, agent.string(tcore.comm.slice(0, 15)), 0, 0, 0);
+    }
+    if (tcore.pdeathSig) agent.call("prctl(PR_SET_PDEATHSIG)", NR.prctl, PR.SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0);
+    const rs = tcore.rseqEntry;
+    if (rs && rs.rseqAbiPointer !== 0n) {
+      agent.call("rseq", NR.rseq, rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature);
+    }
+  }
+}
+
+/**
+ * Rebuilds the task and creates its threads; returns them (leader first), still stopped inside
+ * the agents, for `resumeThreads`.
+ */
+export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent: Agent): PendingThread[] {
+  const log = ctx.log;
+  log.info(`Restoring task ${t.entry.pid}`);
+  restoreMemory(ctx, agent, t);
+  restoreFs(ctx, agent, t);
+  restoreFiles(ctx, agent, t);
+  restoreTaskState(agent, t);
+  restoreSession(ctx, agent, t);
+  const threads: PendingThread[] = [{ agent, core: t.cores[0]!.core }];
+  for (const { tid, core } of t.cores.slice(1)) {
+    ctx.master.createThread(agent, tid);
+    threads.push({ agent: ctx.master.agentFor(t.entry.pid, tid), core });
+  }
+  for (const th of threads) restoreThreadState(th.agent, th.core);
+  const tc = t.cores[0]!.core.tc!;
+  restorePendingSignals(agent, t.entry.pid, t.entry.pid, tc.signalsS, true);
+  for (const th of threads) restorePendingSignals(th.agent, t.entry.pid, th.agent.tid, th.core.threadCore?.signalsP, false);
+  // Credentials last: after them the puppet may no longer be allowed to do the rest.
+  for (const th of threads) if (th.core.threadCore?.creds) restoreCreds(th.agent, th.core.threadCore.creds);
+  const dumpable = t.mm?.dumpable;
+  if (dumpable !== undefined) agent.call("prctl(PR_SET_DUMPABLE)", NR.prctl, PR.SET_DUMPABLE, dumpable, 0, 0, 0);
+  return threads;
+}
+
+/** Applies the kernel's syscall-restart rules a signal delivery would have applied. */
+export function fixRestart(regs: Regs): void {
+  const orig = regs.getSigned("orig_ax");
+  if (orig < 0n) return;
+  const ax = -regs.getSigned("ax");
+  if (ax === BigInt(ERRNO.ERESTARTSYS) || ax === BigInt(ERRNO.ERESTARTNOINTR) || ax === BigInt(ERRNO.ERESTARTNOHAND)) {
+    regs.set("ax", orig);
+    regs.set("ip", regs.get("ip") - 2n);
+  } else if (ax === BigInt(ERRNO.ERESTART_RESTARTBLOCK)) {
+    restartSleep(regs, orig);
+  }
+  regs.set("orig_ax", -1);
+}
+
+/**
+ * A sleep interrupted by the dump left its remaining time in the caller's `rem`: sleep again for
+ * that long instead of failing with EINTR, as the kernel's own restart would have done. Other
+ * restart-block syscalls (poll, futex waits with a timeout) return EINTR, as in CRIU.
+ */
+function restartSleep(regs: Regs, nr: bigint): void {
+  const TIMER_ABSTIME = 1n;
+  if (nr === BigInt(NR.nanosleep) && regs.get("si") !== 0n) {
+    regs.set("di", regs.get("si"));
+  } else if (nr === BigInt(NR.clock_nanosleep) && (regs.get("si") & TIMER_ABSTIME || regs.get("r10") !== 0n)) {
+    if (!(regs.get("si") & TIMER_ABSTIME)) regs.set("dx", regs.get("r10"));
+  } else {
+    regs.set("ax", -ERRNO.EINTR);
+    return;
+  }
+  regs.set("ax", nr);
+  regs.set("ip", regs.get("ip") - 2n);
+}
+
+/** Gives each thread its dumped registers and mask. The agents are closed; tasks stay stopped. */
+export function loadRegisters(threads: readonly PendingThread[], tc: core_entry["tc"]): void {
+  for (const { agent, core } of threads) {
+    const ti = core.threadInfo!;
+    const regs = regsFromThreadInfo(ti);
+    fixRestart(regs);
+    const xstate = xstateFromThreadInfo(ti, pt.getXstate(agent.tid));
+    pt.setXstate(agent.tid, xstate);
+    pt.setRegs(agent.tid, regs);
+    pt.setSigmask(agent.tid, core.threadCore?.blkSigset ?? tc?.blkSigset ?? 0n);
+  }
+}
+
+/** Unmaps the scratch page from inside the task: its last remote syscall. */
+export function dropScratch(agent: Agent, scratch: bigint): void {
+  agent.call("munmap(scratch)", NR.munmap, scratch, PUPPET_SCRATCH_SIZE);
+}
+
+export function detachTask(threads: readonly PendingThread[], stopped: boolean): void {
+  const leader = threads[0]!.agent.pid;
+  if (stopped) pt.kill(leader, SIG.STOP);
+  for (const th of threads) pt.detach(th.agent.tid);
+}
