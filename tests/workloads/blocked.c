@@ -195,8 +195,8 @@ static int wait_poll(int64_t deadline)
 
 static int wait_ppoll(int64_t deadline)
 {
-	int64_t left = deadline - wl_now_ns();
-	struct timespec ts = ts_of(left > 0 ? left : 0);
+	int64_t left = deadline - wl_now_ns() > 0 ? deadline - wl_now_ns() : 0;
+	struct timespec ts = ts_of(left);
 	sigset_t during;
 	long r;
 
@@ -207,8 +207,8 @@ static int wait_ppoll(int64_t deadline)
 	if (r == 0)
 		return 1;
 	if (r < 0 && errno == EINTR) {
-		if (wl_stop)
-			near_remaining("ppoll", ns_of(ts), deadline);
+		/* the kernel moves the deadline by the time spent stopped, so only an upper bound holds */
+		WL_CHECK(ns_of(ts) <= left, "ppoll: %.3f ms left of %.3f", ns_of(ts) / 1e6, left / 1e6);
 		return 0;
 	}
 	wl_fail("ppoll returned %ld: %s", r, strerror(errno));
@@ -230,8 +230,8 @@ static int wait_select(int64_t deadline)
 	if (r == 0)
 		return 1;
 	if (r < 0 && errno == EINTR) {
-		if (wl_stop)
-			near_remaining("select", (tv.tv_sec * 1000000LL + tv.tv_usec) * 1000, deadline);
+		WL_CHECK(tv.tv_sec * 1000000LL + tv.tv_usec <= left, "select: %lld us left of %lld",
+			 (long long)(tv.tv_sec * 1000000LL + tv.tv_usec), (long long)left);
 		return 0;
 	}
 	wl_fail("select returned %ld: %s", r, strerror(errno));

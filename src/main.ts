@@ -1,0 +1,78 @@
+/**
+ * The `criu` program: parses the command line as CRIU does and runs one command. Only this layer
+ * exits the process; everything below throws named errors.
+ */
+import { isUsageError, parseCommandLine } from "./cli/parse.ts";
+import { helpText, usageText, versionText } from "./cli/help.ts";
+import { type CommandContext, makeContext } from "./cli/commands/context.ts";
+import { dumpCommand } from "./cli/commands/dump.ts";
+import { restoreCommand } from "./cli/commands/restore.ts";
+import { checkCommand } from "./cli/commands/check.ts";
+import { serviceCommand, swrkCommand } from "./rpc/commands.ts";
+import { critMain } from "./images/crit.ts";
+import { isCriuError, NotSupportedError } from "./errors.ts";
+import { isImageFormatError } from "./images/errors.ts";
+import { isSyscallError } from "../ffi/errors.ts";
+
+type Command = (ctx: CommandContext) => number | Promise<number>;
+
+const COMMANDS: Record<string, Command> = {
+  dump: dumpCommand,
+  restore: restoreCommand,
+  check: checkCommand,
+  swrk: swrkCommand,
+  service: serviceCommand,
+};
+
+function notYet(name: string): Command {
+  return () => {
+    throw new NotSupportedError(`The ${name} command is not supported yet`);
+  };
+}
+
+/** Runs criu with `args`; returns the exit status. */
+export async function main(args: string[], program = "criu"): Promise<number> {
+  if (program.endsWith("crit") || args[0] === "crit") return critMain(program.endsWith("crit") ? args : args.slice(1));
+  let parsed;
+  try {
+    parsed = parseCommandLine(args);
+  } catch (e) {
+    if (isUsageError(e)) {
+      console.error(`Error: ${e.message}\n${usageText()}`);
+      return 1;
+    }
+    throw e;
+  }
+  const { options, positionals, notes } = parsed;
+  if (options.help) {
+    console.log(helpText());
+    return 0;
+  }
+  if (options.version) {
+    Deno.stdout.writeSync(new TextEncoder().encode(versionText()));
+    return 0;
+  }
+  if (!parsed.command) {
+    console.error(usageText());
+    return 1;
+  }
+  const ctx = makeContext(options, positionals, notes);
+  try {
+    const command = COMMANDS[parsed.command] ?? notYet(parsed.command);
+    return await command(ctx);
+  } catch (e) {
+    if (isCriuError(e) || isImageFormatError(e) || isSyscallError(e)) {
+      ctx.log.error(e.message);
+      return 1;
+    }
+    ctx.log.error(`Internal error: ${(e as Error)?.stack ?? e}`);
+    return 1;
+  } finally {
+    ctx.log.close();
+  }
+}
+
+if (import.meta.main) {
+  const program = Deno.env.get("CRIU_TS_ARGV0") ?? Deno.execPath();
+  Deno.exit(await main(Deno.args, program.split("/").pop() ?? "criu"));
+}
