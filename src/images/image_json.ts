@@ -17,7 +17,13 @@ import type { JsonObject, JsonValue } from "./_json_text.ts";
 import { ImageFormatError, ImageJsonError } from "./errors.ts";
 import { ImageReader, ImageWriter } from "./file.ts";
 import type { ghost_chunk_entry, ghost_file_entry } from "./gen/ghost-file_pb.ts";
+import type { bpfmap_data_entry } from "./gen/bpfmap-data_pb.ts";
 import type { ipc_msg, ipc_msg_entry } from "./gen/ipc-msg_pb.ts";
+import type { ipc_sem_entry } from "./gen/ipc-sem_pb.ts";
+import type { ipc_shm_entry } from "./gen/ipc-shm_pb.ts";
+import type { pipe_data_entry } from "./gen/pipe-data_pb.ts";
+import type { sk_packet_entry } from "./gen/sk-packet_pb.ts";
+import type { tcp_stream_entry } from "./gen/tcp-stream_pb.ts";
 import { type ImageKind, kindByMagicName } from "./kinds.ts";
 import { messageFromJson, messageToJson } from "./message_json.ts";
 
@@ -34,20 +40,21 @@ export interface DecodeOptions {
   noPayload?: boolean;
 }
 
-/** Fields of payload-bearing entries, as read off the message. */
-type Fields = Record<string, unknown>;
-
 /** Bytes of raw data after one entry, or undefined if the entry has none of its own. */
-function payloadSize(k: ImageKind, m: Fields): number | undefined {
+function payloadSize(k: ImageKind, msg: Message): number | undefined {
   switch (k.payload) {
     case "pipe-data":
-      return m.bytes as number;
+      return (msg as pipe_data_entry).bytes;
     case "sk-queue":
-      return m.length as number;
-    case "bpfmap-data":
-      return (m.keys_bytes as number) + (m.values_bytes as number);
-    case "ipc-shm":
-      return m.in_pagemaps === true ? undefined : Number(m.size);
+      return (msg as sk_packet_entry).length;
+    case "bpfmap-data": {
+      const b = msg as bpfmap_data_entry;
+      return b.keysBytes + b.valuesBytes;
+    }
+    case "ipc-shm": {
+      const s = msg as ipc_shm_entry;
+      return s.inPagemaps ? undefined : Number(s.size);
+    }
     default:
       return undefined;
   }
@@ -87,10 +94,9 @@ export function decodeImage(reader: ImageReader, opts: DecodeOptions = {}): Crit
 
   for (let msg = reader.readEntry(); msg !== null; msg = reader.readEntry()) {
     const json = messageToJson(schemaOf(k, msg), msg, pretty);
-    const m = msg as unknown as Fields;
     entries.push(json);
     if (k.payload === "tcp-stream") {
-      const [inq, outq] = [m.inq_len as number, m.outq_len as number];
+      const { inqLen: inq, outqLen: outq } = msg as tcp_stream_entry;
       if (skip) {
         reader.skip(inq + outq);
         json.extra = `... <${humanSize(inq + outq)}>`;
@@ -98,7 +104,7 @@ export function decodeImage(reader: ImageReader, opts: DecodeOptions = {}): Crit
         json.extra = { inq: blob(inq), outq: blob(outq) };
       }
     } else if (k.payload === "ipc-sem") {
-      const n = m.nsems as number;
+      const n = (msg as ipc_sem_entry).nsems;
       const raw = reader.readBlob(roundUp(2 * n, 8));
       const view = new DataView(raw.buffer, raw.byteOffset, raw.byteLength);
       json.extra = skip
@@ -117,7 +123,7 @@ export function decodeImage(reader: ImageReader, opts: DecodeOptions = {}): Crit
         if (!skip) json.extra = base64Lines(rest);
       }
     } else {
-      const n = payloadSize(k, m);
+      const n = payloadSize(k, msg);
       if (n !== undefined) {
         json.extra = blob(n);
         if (k.payload === "ipc-shm") reader.skip(roundUp(n, 4) - n);
@@ -228,14 +234,14 @@ export function encodeImage(doc: JsonValue): Uint8Array {
     const at = `${where}.extra`;
     const schema = (i === 0 ? k.first : undefined) ?? k.entry as DescMessage;
     const msg = messageFromJson(schema, fields, where);
-    const m = msg as unknown as Fields;
     w.writeEntry(msg);
     if (k.payload === "tcp-stream") {
       const e = extra === undefined ? {} : asObject(extra, at);
-      w.writeBlob(bytesIn(e.inq, `${at}.inq`, m.inq_len as number));
-      w.writeBlob(bytesIn(e.outq, `${at}.outq`, m.outq_len as number));
+      const t = msg as tcp_stream_entry;
+      w.writeBlob(bytesIn(e.inq, `${at}.inq`, t.inqLen));
+      w.writeBlob(bytesIn(e.outq, `${at}.outq`, t.outqLen));
     } else if (k.payload === "ipc-sem") {
-      const n = m.nsems as number;
+      const n = (msg as ipc_sem_entry).nsems;
       const values = extra ?? [];
       if (!Array.isArray(values) || values.length !== n) {
         throw new ImageJsonError(at, `Expected a list of ${n} semaphore values`);
@@ -250,13 +256,13 @@ export function encodeImage(doc: JsonValue): Uint8Array {
       });
       w.writeBlob(raw);
     } else if (k.payload === "ipc-msg") {
-      encodeMessageQueue(w, k, extra, m.qnum as number, at);
+      encodeMessageQueue(w, k, extra, (msg as ipc_msg_entry).qnum, at);
     } else if (k.payload === "ghost") {
-      if (i === 0) chunked = m.chunks === true;
-      if (i > 0) w.writeBlob(bytesIn(extra, at, Number(m.len)));
+      if (i === 0) chunked = (msg as ghost_file_entry).chunks;
+      if (i > 0) w.writeBlob(bytesIn(extra, at, Number((msg as ghost_chunk_entry).len)));
       else if (!chunked) w.writeBlob(anyBytesIn(extra, at));
     } else {
-      const n = payloadSize(k, m);
+      const n = payloadSize(k, msg);
       if (n !== undefined) w.writeBlob(padded(bytesIn(extra, at, n), k.payload === "ipc-shm" ? 4 : 1));
       else if (extra !== undefined) throw new ImageJsonError(at, `Unexpected extra data in a ${magic} entry`);
     }
@@ -282,7 +288,7 @@ function encodeMessageQueue(
   for (let j = 0; j < qnum; j++) {
     const msg = messageFromJson(k.inner as DescMessage, items[2 * j] as JsonValue, `${at}[${2 * j}]`);
     w.writeEntry(msg);
-    const size = (msg as unknown as Fields).msize as number;
+    const size = (msg as ipc_msg).msize;
     w.writeBlob(padded(bytesIn(items[2 * j + 1], `${at}[${2 * j + 1}]`, size), 8));
   }
 }

@@ -1,0 +1,144 @@
+/**
+ * Test harness: runs the workloads of tests/workloads (zdtm-style: set up, wait for SIGTERM,
+ * verify, write PASS/FAIL), and criu-ts itself through its launcher, as a user would.
+ *
+ * The test process makes itself a child subreaper, so a tree restored with -d is reparented to it
+ * and can be reaped: no test leaves a zombie behind.
+ */
+import { spawn } from "../../ffi/spawn.ts";
+import * as pt from "../../ffi/ptrace.ts";
+import { libc } from "../../ffi/libc.ts";
+import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
+import { buildWorkloads } from "../workloads/build.ts";
+
+export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+export const CRIU = `${ROOT}/scripts/criu`;
+
+const PR_SET_CHILD_SUBREAPER = 36;
+libc.prctl(PR_SET_CHILD_SUBREAPER, 1n, 0n, 0n, 0n);
+
+let binDir: string | null = null;
+export async function workloadBin(name: string): Promise<string> {
+  binDir ??= await buildWorkloads();
+  return `${binDir}/${name}`;
+}
+
+export interface CriuRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `criu ARGS` through the launcher; stdin is /dev/null. */
+export async function criu(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<CriuRun> {
+  const out = await new Deno.Command(CRIU, { args, stdin: "null", stdout: "piped", stderr: "piped", ...opts }).output();
+  const dec = new TextDecoder();
+  return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
+}
+
+/** Like criu() but fails the test with criu's output when it does not exit 0. */
+export async function criuOk(args: string[], opts: { cwd?: string } = {}): Promise<CriuRun> {
+  const r = await criu(args, opts);
+  if (r.code !== 0) throw new Error(`criu ${args.join(" ")} exited ${r.code}\n${r.stderr}${r.stdout}`);
+  return r;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Polls `cond` every 10 ms until it holds; throws after `ms`. */
+export async function waitFor(what: string, cond: () => boolean, ms = 10000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`Timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/** Reaps `pid` if it is our child (or adopted by us); otherwise waits until it is gone. */
+export async function reap(pid: number, ms = 10000): Promise<void> {
+  const end = Date.now() + ms;
+  for (;;) {
+    try {
+      const st = pt.wait(pid, pt.WNOHANG);
+      if (st && st.kind !== "stopped") return;
+    } catch (e) {
+      if (!isSyscallError(e, "ECHILD")) throw e;
+      if (!exists(`/proc/${pid}`)) return;
+    }
+    if (Date.now() > end) throw new Error(`Process ${pid} did not end`);
+    await sleep(10);
+  }
+}
+
+export function tempDir(prefix = "criu-ts-test-"): string {
+  return Deno.makeTempDirSync({ prefix });
+}
+
+/** A running workload: `bin/NAME RESULT_FILE args...` in a session of its own. */
+export class Workload {
+  private constructor(readonly name: string, readonly pid: number, readonly dir: string, readonly result: string) {}
+
+  static async start(name: string, args: string[] = [], opts: { dir?: string } = {}): Promise<Workload> {
+    const dir = opts.dir ?? tempDir();
+    const result = `${dir}/${name}.result`;
+    const log = openFd(`${dir}/${name}.log`, OPEN.WRONLY | OPEN.CREAT | OPEN.APPEND | OPEN.CLOEXEC);
+    const nul = openFd("/dev/null", OPEN.RDONLY | OPEN.CLOEXEC);
+    const bin = name.endsWith(".sh") ? "/bin/sh" : await workloadBin(name);
+    const argv = name.endsWith(".sh") ? ["sh", `${ROOT}/tests/workloads/${name}`, result, ...args] : [name, result, ...args];
+    let pid: number;
+    try {
+      pid = spawn(bin, argv, { fds: { 0: nul, 1: log, 2: log }, setsid: true });
+    } finally {
+      closeFd(log);
+      closeFd(nul);
+    }
+    const w = new Workload(name, pid, dir, result);
+    await waitFor(`${name} to be ready`, () => exists(`${result}.ready`) || exists(result));
+    if (exists(result) && !exists(`${result}.ready`)) throw new Error(`${name} failed during setup: ${w.output()}`);
+    return w;
+  }
+
+  output(): string {
+    const read = (p: string) => (exists(p) ? Deno.readTextFileSync(p) : "");
+    return `${read(this.result)}${read(`${this.dir}/${this.name}.log`)}`;
+  }
+
+  /** Sends SIGTERM and returns what the workload reported ("PASS" or "FAIL: ..."). */
+  async finish(): Promise<string> {
+    Deno.kill(this.pid, "SIGTERM");
+    await waitFor(`${this.name} to report`, () => exists(this.result) && Deno.readTextFileSync(this.result).endsWith("\n"), 30000);
+    await reap(this.pid);
+    return Deno.readTextFileSync(this.result).trim();
+  }
+
+  /** Kills the workload whatever its state (test cleanup). */
+  async kill(): Promise<void> {
+    try {
+      Deno.kill(this.pid, "SIGKILL");
+    } catch {
+      // gone already
+    }
+    await reap(this.pid);
+  }
+
+  cleanup(): void {
+    Deno.removeSync(this.dir, { recursive: true });
+  }
+}
+
+/** Open fds of this process, to check a test leaks none. */
+export function openFds(): Set<number> {
+  return new Set([...Deno.readDirSync("/proc/self/fd")].map((e) => Number(e.name)));
+}

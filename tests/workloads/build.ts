@@ -1,0 +1,3 @@
+export function buildWorkloads(): Promise<string> {
+  return Promise.resolve(new URL("./bin", import.meta.url).pathname);
+}
