@@ -124,6 +124,7 @@ export function dump(opts: DumpOptions): DumpStats {
   const t0 = performance.now();
   const tree = freezeTree(opts.pid, log);
   const frozenAt = performance.now();
+  const frozenUptime = uptimeSeconds();
   log.info(`Frozen ${tree.tasks.length} task(s) in ${(frozenAt - t0).toFixed(1)} ms`);
   const stats: DumpStats = {
     freezingUs: Math.round((frozenAt - t0) * 1000),
@@ -180,7 +181,7 @@ export function dump(opts: DumpOptions): DumpStats {
         nsPerId: true,
         rootIds: dumped[0]!.ids,
         lsmtype: lsmtype.NO_LSM,
-        dumpUptime: BigInt(Math.round(uptimeSeconds() * 1e6)),
+        dumpUptime: BigInt(Math.round(frozenUptime * 1e6)),
       }),
     ]);
   } catch (e) {

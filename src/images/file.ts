@@ -123,6 +123,7 @@ function schemasOf(k: ImageKind): Map<string, DescMessage> {
 export class ImageWriter<K extends ImageKind = ImageKind> {
   #sink: ByteSink;
   #buf = new Uint8Array(BUFFER_SIZE);
+  #view = new DataView(this.#buf.buffer);
   #len = 0;
   #offset = 0;
   #entries = 0;
@@ -230,9 +231,10 @@ export class ImageWriter<K extends ImageKind = ImageKind> {
   }
 
   #putU32(v: number): void {
-    const b = new Uint8Array(4);
-    new DataView(b.buffer).setUint32(0, v, true);
-    this.#put(b);
+    if (this.#len + 4 > this.#buf.length) this.flush();
+    this.#view.setUint32(this.#len, v, true);
+    this.#len += 4;
+    this.#offset += 4;
   }
 
   #put(bytes: Uint8Array): void {
@@ -257,6 +259,7 @@ export class ImageWriter<K extends ImageKind = ImageKind> {
 export class ImageReader<K extends ImageKind = ImageKind> {
   #src: ByteSource;
   #buf = new Uint8Array(BUFFER_SIZE);
+  #view = new DataView(this.#buf.buffer);
   #start = 0;
   #end = 0;
   #eof = false;
@@ -326,17 +329,8 @@ export class ImageReader<K extends ImageKind = ImageKind> {
     const desc = schema ?? (this.#entries === 0 ? this.#kind.first : undefined) ?? this.#kind.entry;
     if (desc === undefined) throw new TypeError(`${this.name} is a raw image without entries`);
     const at = this.#offset;
-    const head = this.#take(4);
-    if (head.length === 0) return null;
-    if (head.length < 4) {
-      throw new ImageFormatError(
-        this.name,
-        at,
-        "Truncated entry size",
-        `expected 4 bytes, found ${head.length}`,
-      );
-    }
-    const size = new DataView(head.buffer, head.byteOffset, 4).getUint32(0, true);
+    const size = this.#readU32("Truncated entry size");
+    if (size === null) return null;
     if (size > MAX_ENTRY_SIZE) {
       throw new ImageFormatError(
         this.name,
@@ -442,12 +436,24 @@ export class ImageReader<K extends ImageKind = ImageKind> {
   }
 
   #readMagic(): number {
-    const at = this.#offset;
-    const b = this.#take(4);
-    if (b.length < 4) {
-      throw new ImageFormatError(this.name, at, "Truncated magic", `expected 4 bytes, found ${b.length}`);
+    const v = this.#readU32("Truncated magic");
+    if (v === null) {
+      throw new ImageFormatError(this.name, this.#offset, "Truncated magic", "expected 4 bytes, found 0");
     }
-    return new DataView(b.buffer, b.byteOffset, 4).getUint32(0, true);
+    return v;
+  }
+
+  /** A little-endian u32; null at a clean end of file, `problem` if the file ends inside it. */
+  #readU32(problem: string): number | null {
+    const got = this.#fill(4);
+    if (got === 0) return null;
+    if (got < 4) {
+      throw new ImageFormatError(this.name, this.#offset, problem, `expected 4 bytes, found ${got}`);
+    }
+    const v = this.#view.getUint32(this.#start, true);
+    this.#start += 4;
+    this.#offset += 4;
+    return v;
   }
 
   #checkMagics(kind: ImageKind): void {

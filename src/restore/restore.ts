@@ -124,7 +124,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     for (const t of tasks) {
       const threads = pending.get(t.entry.pid)!;
       dropScratch(threads[0]!.agent, master.scratch);
-      loadRegisters(threads, t.cores[0]!.core.tc);
+      loadRegisters(threads, t.cores[0]!.core.tc, awayNs(cp.inventory.dumpUptime));
     }
   } catch (e) {
     master.abort();
@@ -168,6 +168,16 @@ function writeRestoreStats(dir: ImageDir, r: RestoreResult): void {
     // Stats are informative; a read-only images dir must not fail a restore that worked.
     void e;
   }
+}
+
+/**
+ * How long the tasks were away, from the uptime the dump recorded. A later boot (uptime smaller
+ * than at dump) gives 0: nothing is known then.
+ */
+function awayNs(dumpUptimeUs: bigint | undefined): bigint {
+  if (dumpUptimeUs === undefined) return 0n;
+  const nowUs = BigInt(Math.round(Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]) * 1e6));
+  return nowUs > dumpUptimeUs ? (nowUs - dumpUptimeUs) * 1000n : 0n;
 }
 
 /** Waits for the restored root (our child) to end; returns its exit status as a shell would. */

@@ -8,6 +8,7 @@ import * as pt from "../../ffi/ptrace.ts";
 import { readMaps } from "../../ffi/proc.ts";
 import { setRlimit } from "../../ffi/process.ts";
 import { prctlMmMap, type Regs } from "../../ffi/structs.ts";
+import { ProcMem } from "../../ffi/memory.ts";
 import { ERRNO } from "../../ffi/errors.ts";
 import { NR, O, PR, RSEQ_FLAG_UNREGISTER, SIG } from "../../ffi/syscalls.ts";
 import type { Agent } from "../agent.ts";
@@ -218,7 +219,7 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
 }
 
 /** Applies the kernel's syscall-restart rules a signal delivery would have applied. */
-export function fixRestart(regs: Regs): void {
+export function fixRestart(regs: Regs, sleep: SleepFixup): void {
   const orig = regs.getSigned("orig_ax");
   if (orig < 0n) return;
   const ax = -regs.getSigned("ax");
@@ -226,22 +227,30 @@ export function fixRestart(regs: Regs): void {
     regs.set("ax", orig);
     regs.set("ip", regs.get("ip") - 2n);
   } else if (ax === BigInt(ERRNO.ERESTART_RESTARTBLOCK)) {
-    restartSleep(regs, orig);
+    restartSleep(regs, orig, sleep);
   }
   regs.set("orig_ax", -1);
 }
 
+/** Shortens a sleep's remaining time (a timespec in the task) by the time the task was away. */
+export type SleepFixup = (remaining: bigint) => void;
+
 /**
- * A sleep interrupted by the dump left its remaining time in the caller's `rem`: sleep again for
- * that long instead of failing with EINTR, as the kernel's own restart would have done. Other
- * restart-block syscalls (poll, futex waits with a timeout) return EINTR, as in CRIU.
+ * A sleep interrupted by the dump left its remaining time in the caller's `rem`: the task sleeps
+ * again for what is left of it, counting the time it spent dumped, as the kernel's own restart
+ * would have done. Other restart-block syscalls (poll, futex waits with a timeout) keep their
+ * state in the kernel only: they return EINTR, as in CRIU.
  */
-function restartSleep(regs: Regs, nr: bigint): void {
+function restartSleep(regs: Regs, nr: bigint, sleep: SleepFixup): void {
   const TIMER_ABSTIME = 1n;
   if (nr === BigInt(NR.nanosleep) && regs.get("si") !== 0n) {
+    sleep(regs.get("si"));
     regs.set("di", regs.get("si"));
-  } else if (nr === BigInt(NR.clock_nanosleep) && (regs.get("si") & TIMER_ABSTIME || regs.get("r10") !== 0n)) {
-    if (!(regs.get("si") & TIMER_ABSTIME)) regs.set("dx", regs.get("r10"));
+  } else if (nr === BigInt(NR.clock_nanosleep) && regs.get("si") & TIMER_ABSTIME) {
+    // An absolute deadline restarts as it is.
+  } else if (nr === BigInt(NR.clock_nanosleep) && regs.get("r10") !== 0n) {
+    sleep(regs.get("r10"));
+    regs.set("dx", regs.get("r10"));
   } else {
     regs.set("ax", -ERRNO.EINTR);
     return;
@@ -250,12 +259,29 @@ function restartSleep(regs: Regs, nr: bigint): void {
   regs.set("ip", regs.get("ip") - 2n);
 }
 
+/** A SleepFixup that takes `awayNs` off the timespec at the given address of task `pid`. */
+export function sleepFixup(pid: number, awayNs: bigint): SleepFixup {
+  return (addr) => {
+    const mem = new ProcMem(pid);
+    try {
+      const v = new DataView(mem.read(addr, 16).buffer);
+      const left = v.getBigInt64(0, true) * 1_000_000_000n + v.getBigInt64(8, true) - awayNs;
+      const ns = left > 0n ? left : 0n;
+      v.setBigInt64(0, ns / 1_000_000_000n, true);
+      v.setBigInt64(8, ns % 1_000_000_000n, true);
+      mem.write(addr, new Uint8Array(v.buffer));
+    } finally {
+      mem.close();
+    }
+  };
+}
+
 /** Gives each thread its dumped registers and mask. The agents are closed; tasks stay stopped. */
-export function loadRegisters(threads: readonly PendingThread[], tc: core_entry["tc"]): void {
+export function loadRegisters(threads: readonly PendingThread[], tc: core_entry["tc"], awayNs: bigint): void {
   for (const { agent, core } of threads) {
     const ti = core.threadInfo!;
     const regs = regsFromThreadInfo(ti);
-    fixRestart(regs);
+    fixRestart(regs, sleepFixup(agent.pid, awayNs));
     const xstate = xstateFromThreadInfo(ti, pt.getXstate(agent.tid));
     pt.setXstate(agent.tid, xstate);
     pt.setRegs(agent.tid, regs);
