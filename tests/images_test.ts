@@ -40,6 +40,7 @@ import { stats_entrySchema } from "../src/images/gen/stats_pb.ts";
 import { tcp_stream_entrySchema } from "../src/images/gen/tcp-stream_pb.ts";
 import { fs_entrySchema } from "../src/images/gen/fs_pb.ts";
 import { task_kobj_ids_entrySchema } from "../src/images/gen/core_pb.ts";
+import { fromQuotedPrintable, ipFromString, ipToString, toQuotedPrintable } from "../src/images/_convert.ts";
 
 // ---- helpers
 
@@ -1065,5 +1066,49 @@ Deno.test("crit x prints what Debian's crit prints", { ignore: !haveCrit }, () =
     const rss = runOurCrit(["x", dir, "rss"]);
     assert.equal(rss.code, 0, rss.stderr);
     assert.match(text(rss.stdout), /^4242\n\t1000000 \/ 33 {6}/);
+  });
+});
+
+Deno.test("quoted-printable names and IPv6 text match Python's", { ignore: !haveCrit }, () => {
+  // Random inputs rich in the characters the encodings treat specially.
+  let seed = 12345;
+  const rand = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+  const special = [0, 9, 10, 13, 32, 46, 61, 95, 120, 200, 255];
+  const names = Array.from(
+    { length: 300 },
+    (_, i) =>
+      Array.from({ length: rand(i % 3 === 0 ? 200 : 12) }, () => rand(3) ? special[rand(11)]! : rand(256)),
+  );
+  const addrs = Array.from(
+    { length: 300 },
+    () => Array.from({ length: 8 }, () => (rand(3) ? 0 : rand(65536))),
+  );
+  const script = [
+    "import binascii, ipaddress, json, sys",
+    "d = json.load(sys.stdin)",
+    "q = [binascii.b2a_qp(bytes(n), quotetabs=False, header=False).decode() for n in d['names']]",
+    "ip = [ipaddress.IPv6Address(':'.join('%x' % g for g in a)).compressed for a in d['addrs']]",
+    "json.dump({'q': q, 'ip': ip}, sys.stdout)",
+  ].join("\n");
+  const p = new Deno.Command("/usr/bin/python3", { args: ["-c", script], stdin: "piped", stdout: "piped" })
+    .spawn();
+  const w = p.stdin.getWriter();
+  void w.write(new TextEncoder().encode(JSON.stringify({ names, addrs }))).then(() => w.close());
+  return p.output().then((out) => {
+    const theirs = JSON.parse(text(out.stdout)) as { q: string[]; ip: string[] };
+    names.forEach((n, i) => {
+      const b = Uint8Array.from(n);
+      // We quote CRs where Python does not (its text would not decode back to the same bytes).
+      if (!n.includes(13)) assert.equal(toQuotedPrintable(b), theirs.q[i], `name ${i}: ${n}`);
+      assert.deepEqual(fromQuotedPrintable(toQuotedPrintable(b)), b);
+    });
+    addrs.forEach((groups, i) => {
+      const bytes = groups.flatMap((g) => [g >> 8, g & 0xff]);
+      const words = [0, 4, 8, 12].map((
+        o,
+      ) => ((bytes[o]! | bytes[o + 1]! << 8 | bytes[o + 2]! << 16 | bytes[o + 3]! << 24) >>> 0));
+      assert.equal(ipToString(words), theirs.ip[i]);
+      assert.deepEqual(ipFromString(theirs.ip[i]!), words);
+    });
   });
 });

@@ -31,15 +31,16 @@ export function fromBase64(text: string): Uint8Array | undefined {
   return out;
 }
 
-// ---- quoted-printable (RFC 1521), the rules of Python's binascii.b2a_qp / a2b_qp in text mode.
-// Unix socket names are bytes that may hold NULs (abstract names) but are mostly printable.
+// ---- quoted-printable (RFC 1521), the rules of Python's binascii.b2a_qp / a2b_qp in text mode,
+// which crit uses. Unix socket names are bytes that may hold NULs (abstract names) but are mostly
+// printable. One deliberate difference: every CR is quoted (=0D). Python leaves CRs bare and turns
+// CR LF into LF (or every LF into CR LF), which loses bytes; with CRs quoted the text decodes back
+// to the exact name, and for names without CRs our text is the same as crit's.
 
 const QP_LINE = 76;
 const HEX = "0123456789ABCDEF";
 
 export function toQuotedPrintable(data: Uint8Array): string {
-  const nl = data.indexOf(0x0a);
-  const eol = nl > 0 && data[nl - 1] === 0x0d ? "\r\n" : "\n";
   let out = "";
   let lineLen = 0;
   let i = 0;
@@ -50,27 +51,27 @@ export function toQuotedPrintable(data: Uint8Array): string {
     const mustQuote = c > 126 || c === 0x3d ||
       (c === 0x2e && lineLen === 0 && (last || next === 0x0a || next === 0x0d || next === 0)) ||
       ((c === 0x09 || c === 0x20) && last) ||
-      (c < 33 && c !== 0x0d && c !== 0x0a && c !== 0x09 && c !== 0x20);
+      (c < 33 && c !== 0x0a && c !== 0x09 && c !== 0x20);
     if (mustQuote) {
       if (lineLen + 3 >= QP_LINE) {
-        out += "=" + eol;
+        out += "=\n";
         lineLen = 0;
       }
       out += "=" + HEX[c >> 4] + HEX[c & 15];
       lineLen += 3;
       i++;
-    } else if (c === 0x0a || (c === 0x0d && next === 0x0a)) {
+    } else if (c === 0x0a) {
       // White space right before a line end would be lost in transport: quote it.
       const prev = out.charCodeAt(out.length - 1);
       if (out.length > 0 && (prev === 0x20 || prev === 0x09)) {
         out = out.slice(0, -1) + "=" + HEX[prev >> 4] + HEX[prev & 15];
       }
-      out += eol;
+      out += "\n";
       lineLen = 0;
-      i += c === 0x0d ? 2 : 1;
+      i++;
     } else {
       if (!last && next !== 0x0a && lineLen + 1 >= QP_LINE) {
-        out += "=" + eol;
+        out += "=\n";
         lineLen = 0;
       }
       lineLen++;

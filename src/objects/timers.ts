@@ -57,15 +57,32 @@ export function dumpTimers(agent: Agent, pid: number): task_timers_entry {
 export function restoreTimers(agent: Agent, timers: task_timers_entry | undefined): void {
   if (!timers) return;
   [timers.real, timers.virt, timers.prof].forEach((it, which) => {
-    if (!it || (it.vsec === 0n && it.vusec === 0n)) return;
-    agent.reset();
-    const val = agent.alloc(32, writeS64s([it.isec, it.iusec, it.vsec, it.vusec]));
-    agent.call("setitimer", NR.setitimer, which, val, 0);
+    if (it && (it.vsec !== 0n || it.vusec !== 0n)) restoreItimer(agent, which, it);
   });
   if (timers.posix.length === 0) return;
   agent.call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0);
-  for (const t of timers.posix) restorePosixTimer(agent, t);
+  // /proc lists the newest timer first: create them oldest first so the list reads the same.
+  for (const t of [...timers.posix].reverse()) restorePosixTimer(agent, t);
   agent.call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
+}
+
+/**
+ * The kernel adds one tick to a CPU-time itimer when it is set (so it never fires early), and
+ * getitimer reports it: set, read back, and take the tick off again so the value is the dumped one.
+ */
+function restoreItimer(agent: Agent, which: number, it: itimer_entry): void {
+  const set = (usec: bigint) => {
+    agent.reset();
+    const val = agent.alloc(32, writeS64s([it.isec, it.iusec, usec / 1_000_000n, usec % 1_000_000n]));
+    agent.call("setitimer", NR.setitimer, which, val, 0);
+  };
+  const want = it.vsec * 1_000_000n + it.vusec;
+  set(want);
+  if (which === 0) return; // ITIMER_REAL counts wall time and gets no extra tick
+  agent.reset();
+  const [, , sec, usec] = readPairs(agent.fetch("getitimer", 32, (b) => [NR.getitimer, which, b]), 4);
+  const extra = sec! * 1_000_000n + usec! - want;
+  if (extra > 0n && extra < 20_000n && want > extra) set(want - extra);
 }
 
 function restorePosixTimer(agent: Agent, t: posix_timer_entry): void {
