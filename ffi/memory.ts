@@ -4,7 +4,12 @@ import { SyscallError } from "./errors.ts";
 import { iovecs } from "./structs.ts";
 
 /** process_vm_readv of one range into `into` (or a fresh buffer); short reads are errors. */
-export function readMemory(pid: number, addr: bigint, len: number, into?: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+export function readMemory(
+  pid: number,
+  addr: bigint,
+  len: number,
+  into?: Uint8Array<ArrayBuffer>,
+): Uint8Array<ArrayBuffer> {
   const buf = into ?? new Uint8Array(len);
   const local = iovecs([{ base: addressOf(buf), len }]);
   const remote = iovecs([{ base: addr, len }]);
@@ -13,7 +18,9 @@ export function readMemory(pid: number, addr: bigint, len: number, into?: Uint8A
     libc.process_vm_readv(pid, new Uint8Array(local.buffer), 1n, new Uint8Array(remote.buffer), 1n, 0n),
     `pid ${pid}, 0x${addr.toString(16)}+${len}`,
   );
-  if (n !== len) throw new SyscallError("process_vm_readv", 14, `short read ${n} of ${len} at 0x${addr.toString(16)}`);
+  if (n !== len) {
+    throw new SyscallError("process_vm_readv", 14, `short read ${n} of ${len} at 0x${addr.toString(16)}`);
+  }
   return buf;
 }
 
@@ -26,7 +33,9 @@ export function writeMemory(pid: number, addr: bigint, data: Uint8Array<ArrayBuf
     libc.process_vm_writev(pid, new Uint8Array(local.buffer), 1n, new Uint8Array(remote.buffer), 1n, 0n),
     `pid ${pid}, 0x${addr.toString(16)}+${data.byteLength}`,
   );
-  if (n !== data.byteLength) throw new SyscallError("process_vm_writev", 14, `short write at 0x${addr.toString(16)}`);
+  if (n !== data.byteLength) {
+    throw new SyscallError("process_vm_writev", 14, `short write at 0x${addr.toString(16)}`);
+  }
 }
 
 /** /proc/PID/mem: writes even into read-only private mappings, as a debugger does. */
@@ -37,7 +46,9 @@ export class ProcMem {
   }
   write(addr: bigint, data: Uint8Array<ArrayBuffer>): void {
     const n = callBig("pwrite(/proc/PID/mem)", libc.pwrite(this.#fd, data, BigInt(data.byteLength), addr));
-    if (n !== data.byteLength) throw new SyscallError("pwrite(/proc/PID/mem)", 14, `short write at 0x${addr.toString(16)}`);
+    if (n !== data.byteLength) {
+      throw new SyscallError("pwrite(/proc/PID/mem)", 14, `short write at 0x${addr.toString(16)}`);
+    }
   }
   read(addr: bigint, len: number): Uint8Array<ArrayBuffer> {
     const buf = new Uint8Array(len);

@@ -10,7 +10,10 @@ export const RLIMIT_COUNT = 16;
 
 export function getRlimit(pid: number, resource: number): { cur: bigint; max: bigint } {
   const old = new BigUint64Array(2);
-  callBig("prlimit64", libc.syscall(BigInt(NR_PRLIMIT64), BigInt(pid), BigInt(resource), 0n, addressOf(old), 0n, 0n));
+  callBig(
+    "prlimit64",
+    libc.syscall(BigInt(NR_PRLIMIT64), BigInt(pid), BigInt(resource), 0n, addressOf(old), 0n, 0n),
+  );
   return { cur: old[0]!, max: old[1]! };
 }
 
@@ -26,12 +29,23 @@ export function setRlimit(pid: number, resource: number, cur: bigint, max: bigin
 export function getRobustList(tid: number): { head: bigint; len: number } {
   const head = new BigUint64Array(1);
   const len = new BigUint64Array(1);
-  callBig("get_robust_list", libc.syscall(BigInt(NR_GET_ROBUST_LIST), BigInt(tid), addressOf(head), addressOf(len), 0n, 0n, 0n));
+  callBig(
+    "get_robust_list",
+    libc.syscall(BigInt(NR_GET_ROBUST_LIST), BigInt(tid), addressOf(head), addressOf(len), 0n, 0n, 0n),
+  );
   return { head: head[0]!, len: Number(len[0]!) };
 }
 
 /** Do two fds (of the same or different processes) refer to the same open file description? */
 export function sameOpenFile(pid1: number, fd1: number, pid2: number, fd2: number): boolean {
-  const r = libc.syscall(BigInt(NR_KCMP), BigInt(pid1), BigInt(pid2), BigInt(KCMP_FILE), BigInt(fd1), BigInt(fd2), 0n);
+  const r = libc.syscall(
+    BigInt(NR_KCMP),
+    BigInt(pid1),
+    BigInt(pid2),
+    BigInt(KCMP_FILE),
+    BigInt(fd1),
+    BigInt(fd2),
+    0n,
+  );
   return r === 0n;
 }

@@ -2,9 +2,16 @@
  * ptrace and waitpid. Every call here is synchronous on the main thread: the kernel answers ptrace
  * requests only from the thread that attached.
  */
-import { addressOf, call, callBig, libc, lastErrno } from "./libc.ts";
+import { addressOf, call, callBig, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
-import { parseRseqConfig, peeksiginfoArgs, Regs, RSEQ_CONFIG_SIZE, SIGINFO_SIZE, USER_REGS_SIZE } from "./structs.ts";
+import {
+  parseRseqConfig,
+  peeksiginfoArgs,
+  Regs,
+  RSEQ_CONFIG_SIZE,
+  SIGINFO_SIZE,
+  USER_REGS_SIZE,
+} from "./structs.ts";
 
 export const PTRACE = {
   CONT: 7,
@@ -45,8 +52,18 @@ export const NT_X86_XSTATE = 0x202;
 export const WALL = 0x40000000;
 export const WNOHANG = 1;
 
-function ptrace(name: string, req: number, pid: number, addr: bigint | number, data: bigint | number): number {
-  return callBig(`ptrace(${name})`, libc.ptrace(BigInt(req), BigInt(pid), BigInt(addr), BigInt(data)), `pid ${pid}`);
+function ptrace(
+  name: string,
+  req: number,
+  pid: number,
+  addr: bigint | number,
+  data: bigint | number,
+): number {
+  return callBig(
+    `ptrace(${name})`,
+    libc.ptrace(BigInt(req), BigInt(pid), BigInt(addr), BigInt(data)),
+    `pid ${pid}`,
+  );
 }
 
 export function seize(pid: number, options: number): void {
@@ -138,7 +155,13 @@ export function getSiginfo(pid: number): Uint8Array<ArrayBuffer> {
 
 export function rseqConfiguration(pid: number) {
   const buf = new Uint8Array(RSEQ_CONFIG_SIZE);
-  ptrace("PTRACE_GET_RSEQ_CONFIGURATION", PTRACE.GET_RSEQ_CONFIGURATION, pid, RSEQ_CONFIG_SIZE, addressOf(buf));
+  ptrace(
+    "PTRACE_GET_RSEQ_CONFIGURATION",
+    PTRACE.GET_RSEQ_CONFIGURATION,
+    pid,
+    RSEQ_CONFIG_SIZE,
+    addressOf(buf),
+  );
   return parseRseqConfig(buf);
 }
 
@@ -164,7 +187,9 @@ export type WaitStatus =
 export function decodeStatus(pid: number, status: number): WaitStatus {
   const low = status & 0x7f;
   if (low === 0) return { kind: "exited", pid, code: (status >> 8) & 0xff };
-  if ((status & 0xff) === 0x7f) return { kind: "stopped", pid, signal: (status >> 8) & 0xff, event: status >>> 16 };
+  if ((status & 0xff) === 0x7f) {
+    return { kind: "stopped", pid, signal: (status >> 8) & 0xff, event: status >>> 16 };
+  }
   return { kind: "signaled", pid, signal: low };
 }
 

@@ -85,7 +85,11 @@ export class RemoteThread {
         continue;
       }
       // Only SIGKILL/SIGSTOP escape the blocked mask; anything else is a bug worth reporting.
-      throw new SyscallError("remote syscall", ERRNO.EINTR, `task ${this.tid} stopped by signal ${st.signal}`);
+      throw new SyscallError(
+        "remote syscall",
+        ERRNO.EINTR,
+        `task ${this.tid} stopped by signal ${st.signal}`,
+      );
     }
   }
 
@@ -104,7 +108,11 @@ export function findSyscallInstruction(pid: number, vdsoStart: bigint, vdsoEnd: 
   for (let i = 0; i + 1 < bytes.length; i++) {
     if (bytes[i] === 0x0f && bytes[i + 1] === 0x05) return vdsoStart + BigInt(i);
   }
-  throw new SyscallError("find syscall instruction", ERRNO.ENOENT, `no syscall instruction in [vdso] of ${pid}`);
+  throw new SyscallError(
+    "find syscall instruction",
+    ERRNO.ENOENT,
+    `no syscall instruction in [vdso] of ${pid}`,
+  );
 }
 
 /** True when a raw result is an error (the kernel's -4095..-1 range). */

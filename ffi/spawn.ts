@@ -34,11 +34,17 @@ export function spawn(path: string, argv: readonly string[], opts: SpawnOptions 
     const fds = Object.entries(opts.fds ?? {}).map(([child, ours]) => [Number(child), ours] as const);
     // Park every source far up first, so that one dup2 cannot clobber another's source.
     const park = 1000;
-    fds.forEach(([, ours], i) => check("adddup2", libc.posix_spawn_file_actions_adddup2(actions, ours, park + i)));
-    fds.forEach(([child], i) => check("adddup2", libc.posix_spawn_file_actions_adddup2(actions, park + i, child)));
+    fds.forEach(([, ours], i) =>
+      check("adddup2", libc.posix_spawn_file_actions_adddup2(actions, ours, park + i))
+    );
+    fds.forEach(([child], i) =>
+      check("adddup2", libc.posix_spawn_file_actions_adddup2(actions, park + i, child))
+    );
     const firstFree = fds.length ? Math.max(...fds.map(([c]) => c)) + 1 : 0;
     for (let fd = 0; fd < firstFree; fd++) {
-      if (!fds.some(([c]) => c === fd)) check("addclose", libc.posix_spawn_file_actions_addclose(actions, fd));
+      if (!fds.some(([c]) => c === fd)) {
+        check("addclose", libc.posix_spawn_file_actions_addclose(actions, fd));
+      }
     }
     check("addclosefrom_np", libc.posix_spawn_file_actions_addclosefrom_np(actions, firstFree));
     const allSignals = new Uint8Array(128).fill(0xff);

@@ -64,7 +64,9 @@ export class Regs {
 
 /** `struct iovec { void *base; size_t len; }`, 16 bytes each. */
 export const IOVEC_SIZE = 16;
-export function iovecs(entries: readonly { base: bigint; len: number | bigint }[]): BigUint64Array<ArrayBuffer> {
+export function iovecs(
+  entries: readonly { base: bigint; len: number | bigint }[],
+): BigUint64Array<ArrayBuffer> {
   const out = new BigUint64Array(entries.length * 2);
   entries.forEach((e, i) => {
     out[2 * i] = e.base;

@@ -157,4 +157,14 @@ export const PR = {
 } as const;
 
 export const RSEQ_FLAG_UNREGISTER = 1;
-export const SIG = { HUP: 1, INT: 2, KILL: 9, SEGV: 11, TERM: 15, CHLD: 17, CONT: 18, STOP: 19, TRAP: 5 } as const;
+export const SIG = {
+  HUP: 1,
+  INT: 2,
+  KILL: 9,
+  SEGV: 11,
+  TERM: 15,
+  CHLD: 17,
+  CONT: 18,
+  STOP: 19,
+  TRAP: 5,
+} as const;

@@ -92,7 +92,11 @@ export class Agent {
   }
 
   /** Runs a syscall that fills a scratch buffer of `len` bytes; returns the result and the buffer. */
-  fetch(name: string, len: number, build: (buf: bigint) => [number, ...(bigint | number)[]]): Uint8Array<ArrayBuffer> {
+  fetch(
+    name: string,
+    len: number,
+    build: (buf: bigint) => [number, ...(bigint | number)[]],
+  ): Uint8Array<ArrayBuffer> {
     const buf = this.alloc(len, new Uint8Array(len));
     const [nr, ...args] = build(buf);
     this.call(name, nr, ...args);

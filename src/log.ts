@@ -34,8 +34,9 @@ export class Log {
     const pid = this.logPid ? `${Deno.pid}: ` : "";
     const line = `(${secs}) ${pid}${tag}${msg}\n`;
     if (this.#file) this.#file.writeSync(this.#encoder.encode(line));
-    if (level === LOG_LEVEL.error && this.toStderr) Deno.stderr.writeSync(this.#encoder.encode(`Error: ${pid}${msg}\n`));
-    else if (!this.#file && level <= this.level) Deno.stderr.writeSync(this.#encoder.encode(line));
+    if (level === LOG_LEVEL.error && this.toStderr) {
+      Deno.stderr.writeSync(this.#encoder.encode(`Error: ${pid}${msg}\n`));
+    } else if (!this.#file && level <= this.level) Deno.stderr.writeSync(this.#encoder.encode(line));
   }
 
   error(msg: string): void {

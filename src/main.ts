@@ -32,7 +32,9 @@ function notYet(name: string): Command {
 
 /** Runs criu with `args`; returns the exit status. */
 export async function main(args: string[], program = "criu"): Promise<number> {
-  if (program.endsWith("crit") || args[0] === "crit") return critMain(program.endsWith("crit") ? args : args.slice(1));
+  if (program.endsWith("crit") || args[0] === "crit") {
+    return critMain(program.endsWith("crit") ? args : args.slice(1));
+  }
   let parsed;
   try {
     parsed = parseCommandLine(args);

@@ -58,7 +58,8 @@ async function withWorkload(c: Case, body: (w: Workload, images: string) => Prom
 for (const c of CASES) {
   Deno.test(`${label(c)} passes plain`, () => withWorkload(c, async () => {}));
 
-  Deno.test(`${label(c)} passes after dump and restore`, () => withWorkload(c, (w, images) => dumpRestore(w, images)));
+  Deno.test(`${label(c)} passes after dump and restore`, () =>
+    withWorkload(c, (w, images) => dumpRestore(w, images)));
 
   Deno.test(`${label(c)} keeps running after dump --leave-running`, () =>
     withWorkload(c, async (w, images) => {

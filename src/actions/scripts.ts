@@ -12,7 +12,11 @@ export class ActionScriptError extends NotSupportedError {
 }
 
 export class ScriptHooks implements Hooks {
-  constructor(private readonly scripts: readonly string[], private readonly imagesDir: string, private readonly log: Log) {}
+  constructor(
+    private readonly scripts: readonly string[],
+    private readonly imagesDir: string,
+    private readonly log: Log,
+  ) {}
 
   run(hook: HookName, pid?: number): void {
     for (const script of this.scripts) {
@@ -22,7 +26,13 @@ export class ScriptHooks implements Hooks {
       };
       if (pid !== undefined) env.CRTOOLS_INIT_PID = String(pid);
       this.log.debug(`Running action script for ${hook}: ${script}`);
-      const r = new Deno.Command("/bin/sh", { args: ["-c", script], env, stdin: "null", stdout: "inherit", stderr: "inherit" })
+      const r = new Deno.Command("/bin/sh", {
+        args: ["-c", script],
+        env,
+        stdin: "null",
+        stdout: "inherit",
+        stderr: "inherit",
+      })
         .outputSync();
       if (!r.success) {
         const how = r.signal ? `was killed by ${r.signal}` : `exited with status ${r.code}`;

@@ -11,14 +11,15 @@
  * the images dir never holds something that looks like a good checkpoint.
  */
 import { create } from "@bufbuild/protobuf";
+import { compact } from "../compact.ts";
 import { pstree_entrySchema } from "../images/gen/pstree_pb.ts";
 import { pagemap_entrySchema, pagemap_headSchema } from "../images/gen/pagemap_pb.ts";
 import { inventory_entrySchema, lsmtype } from "../images/gen/inventory_pb.ts";
-import { task_kobj_ids_entrySchema, type task_kobj_ids_entry } from "../images/gen/core_pb.ts";
+import { type task_kobj_ids_entry, task_kobj_ids_entrySchema } from "../images/gen/core_pb.ts";
 import { dump_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_pb.ts";
 import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTree } from "./freeze.ts";
-import { dumpTask, dumpZombie, type DumpedTask } from "./task.ts";
+import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { FileTable } from "../objects/files.ts";
 import { PE, writePages } from "../objects/memory.ts";
 import { DumpError } from "../errors.ts";
@@ -69,20 +70,23 @@ class NamespaceIds {
 function taskIds(index: number, ns: Record<string, number | undefined>): task_kobj_ids_entry {
   // Every task has its own mm, fd table, fs and sighand until sharing is detected (kcmp).
   const own = 100 + index;
-  return create(task_kobj_ids_entrySchema, {
-    vmId: own,
-    filesId: own,
-    fsId: own,
-    sighandId: own,
-    pidNsId: ns.pid,
-    netNsId: ns.net,
-    ipcNsId: ns.ipc,
-    utsNsId: ns.uts,
-    mntNsId: ns.mnt,
-    userNsId: ns.user,
-    cgroupNsId: ns.cgroup,
-    timeNsId: ns.time,
-  });
+  return create(
+    task_kobj_ids_entrySchema,
+    compact({
+      vmId: own,
+      filesId: own,
+      fsId: own,
+      sighandId: own,
+      pidNsId: ns.pid,
+      netNsId: ns.net,
+      ipcNsId: ns.ipc,
+      utsNsId: ns.uts,
+      mntNsId: ns.mnt,
+      userNsId: ns.user,
+      cgroupNsId: ns.cgroup,
+      timeNsId: ns.time,
+    }),
+  );
 }
 
 function checkSessions(tree: FrozenTree, shellJob: boolean): void {
@@ -94,7 +98,9 @@ function checkSessions(tree: FrozenTree, shellJob: boolean): void {
       );
     }
     if (!pids.has(t.pgid) && !shellJob && t.pgid !== t.sid) {
-      throw new DumpError(`Process ${t.pid} is in process group ${t.pgid}, whose leader is not being dumped; use --shell-job (-j)`);
+      throw new DumpError(
+        `Process ${t.pid} is in process group ${t.pgid}, whose leader is not being dumped; use --shell-job (-j)`,
+      );
     }
   }
 }
@@ -111,7 +117,9 @@ function pagemapFor(t: DumpedTask, pagesId: number) {
   const entries = [];
   for (const v of t.vmas) {
     for (const [vaddr, n] of v.runs) {
-      entries.push(create(pagemap_entrySchema, { vaddr, compatNrPages: n, nrPages: BigInt(n), flags: PE.PRESENT }));
+      entries.push(
+        create(pagemap_entrySchema, { vaddr, compatNrPages: n, nrPages: BigInt(n), flags: PE.PRESENT }),
+      );
     }
   }
   return [create(pagemap_headSchema, { pagesId }), ...entries];
@@ -167,7 +175,9 @@ export function dump(opts: DumpOptions): DumpStats {
     dir.write(
       KINDS.PSTREE,
       undefined,
-      tree.tasks.map((t) => create(pstree_entrySchema, { pid: t.pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, threads: t.threads })),
+      tree.tasks.map((t) =>
+        create(pstree_entrySchema, { pid: t.pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, threads: t.threads })
+      ),
     );
     dir.write(KINDS.FILES, undefined, table.entries);
     if (table.ttyInfos.length) dir.write(KINDS.TTY_INFO, undefined, table.ttyInfos);

@@ -66,7 +66,10 @@ export class FrozenTree {
     for (const t of this.tasks) if (t.state !== "zombie") pt.kill(t.pid, SIG.KILL);
     // Non-leader threads first: waiting on a leader blocks while its other threads linger.
     const leaders = new Set(this.tasks.map((t) => t.pid));
-    const order = [...this.#seized.filter((t) => !leaders.has(t)), ...this.#seized.filter((t) => leaders.has(t))];
+    const order = [
+      ...this.#seized.filter((t) => !leaders.has(t)),
+      ...this.#seized.filter((t) => leaders.has(t)),
+    ];
     for (const tid of order) {
       try {
         while (true) {

@@ -3,26 +3,26 @@
  * what core-*.img, mm-*.img, ids-*.img, fs-*.img and fdinfo-*.img hold.
  */
 import { create } from "@bufbuild/protobuf";
+import { compact } from "../compact.ts";
 import {
+  type core_entry,
   core_entry_march,
   core_entrySchema,
-  type core_entry,
   seccomp_mode,
   task_core_entrySchema,
-  task_kobj_ids_entrySchema,
   type task_kobj_ids_entry,
   task_rlimits_entrySchema,
   thread_core_entrySchema,
 } from "../images/gen/core_pb.ts";
-import { mm_entrySchema, type mm_entry } from "../images/gen/mm_pb.ts";
-import { fs_entrySchema, type fs_entry } from "../images/gen/fs_pb.ts";
+import { type mm_entry, mm_entrySchema } from "../images/gen/mm_pb.ts";
+import { type fs_entry, fs_entrySchema } from "../images/gen/fs_pb.ts";
 import { rlimit_entrySchema } from "../images/gen/rlimit_pb.ts";
 import { rseq_entrySchema } from "../images/gen/rseq_pb.ts";
 import type { fdinfo_entry } from "../images/gen/fdinfo_pb.ts";
 import * as pt from "../../ffi/ptrace.ts";
-import { RemoteThread, findSyscallInstruction } from "../../ffi/remote.ts";
+import { findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
 import { listFds, readAuxv, readSmaps, readStat, readStatus } from "../../ffi/proc.ts";
-import { getRobustList, getRlimit, RLIMIT_COUNT } from "../../ffi/process.ts";
+import { getRlimit, getRobustList, RLIMIT_COUNT } from "../../ffi/process.ts";
 import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 import { UnsupportedObjectError } from "../errors.ts";
@@ -65,13 +65,21 @@ function readProcNumber(path: string): number {
 function dumpRseq(tid: number) {
   const c = pt.rseqConfiguration(tid);
   if (c.abiPointer === 0n) return undefined;
-  return create(rseq_entrySchema, { rseqAbiPointer: c.abiPointer, rseqAbiSize: c.abiSize, signature: c.signature });
+  return create(rseq_entrySchema, {
+    rseqAbiPointer: c.abiPointer,
+    rseqAbiSize: c.abiSize,
+    signature: c.signature,
+  });
 }
 
 function checkSeccomp(pid: number, tid: number): void {
   const mode = Number(readStatus(tid).get("Seccomp") ?? "0");
   if (mode !== 0) {
-    throw new UnsupportedObjectError(pid, `seccomp mode ${mode} of thread ${tid}`, "seccomp filters are not supported yet");
+    throw new UnsupportedObjectError(
+      pid,
+      `seccomp mode ${mode} of thread ${tid}`,
+      "seccomp filters are not supported yet",
+    );
   }
 }
 
@@ -100,7 +108,11 @@ function dumpThreadCore(agent: Agent, pid: number, tid: number, withCreds: boole
 
 function tidAddress(agent: Agent): bigint {
   agent.reset();
-  const b = agent.fetch("prctl(PR_GET_TID_ADDRESS)", 8, (buf) => [NR.prctl, PR.GET_TID_ADDRESS, buf, 0, 0, 0]);
+  const b = agent.fetch(
+    "prctl(PR_GET_TID_ADDRESS)",
+    8,
+    (buf) => [NR.prctl, PR.GET_TID_ADDRESS, buf, 0, 0, 0],
+  );
   return new DataView(b.buffer).getBigUint64(0, true);
 }
 
@@ -115,32 +127,44 @@ function dumpThread(agent: Agent, pid: number, tid: number) {
 
 function dumpTaskCore(agent: Agent, task: FrozenTask) {
   const pid = task.pid;
-  const childSub = agent.fetch("prctl(PR_GET_CHILD_SUBREAPER)", 4, (b) => [NR.prctl, PR.GET_CHILD_SUBREAPER, b, 0, 0, 0]);
-  return create(task_core_entrySchema, {
-    taskState: task.state === "stopped" ? TASK_STATE.stopped : TASK_STATE.alive,
-    exitCode: 0,
-    personality: parseInt(Deno.readTextFileSync(`/proc/${pid}/personality`).trim(), 16),
-    flags: Number(readStat(pid).field(9)),
-    blkSigset: agent.thread.savedMask,
-    comm: Deno.readTextFileSync(`/proc/${pid}/comm`).trimEnd(),
-    timers: dumpTimers(agent, pid),
-    rlimits: create(task_rlimits_entrySchema, {
-      rlimits: Array.from({ length: RLIMIT_COUNT }, (_, r) => create(rlimit_entrySchema, getRlimit(pid, r))),
+  const childSub = agent.fetch(
+    "prctl(PR_GET_CHILD_SUBREAPER)",
+    4,
+    (b) => [NR.prctl, PR.GET_CHILD_SUBREAPER, b, 0, 0, 0],
+  );
+  return create(
+    task_core_entrySchema,
+    compact({
+      taskState: task.state === "stopped" ? TASK_STATE.stopped : TASK_STATE.alive,
+      exitCode: 0,
+      personality: parseInt(Deno.readTextFileSync(`/proc/${pid}/personality`).trim(), 16),
+      flags: Number(readStat(pid).field(9)),
+      blkSigset: agent.thread.savedMask,
+      comm: Deno.readTextFileSync(`/proc/${pid}/comm`).trimEnd(),
+      timers: dumpTimers(agent, pid),
+      rlimits: create(task_rlimits_entrySchema, {
+        rlimits: Array.from(
+          { length: RLIMIT_COUNT },
+          (_, r) => create(rlimit_entrySchema, getRlimit(pid, r)),
+        ),
+      }),
+      signalsS: dumpPendingSignals(pid, true),
+      loginuid: readProcNumber(`/proc/${pid}/loginuid`),
+      oomScoreAdj: readProcNumber(`/proc/${pid}/oom_score_adj`),
+      sigactions: dumpSigactions(agent),
+      childSubreaper: new DataView(childSub.buffer).getInt32(0, true) !== 0,
+      stopSigno: task.state === "stopped" ? 19 : undefined,
     }),
-    signalsS: dumpPendingSignals(pid, true),
-    loginuid: readProcNumber(`/proc/${pid}/loginuid`),
-    oomScoreAdj: readProcNumber(`/proc/${pid}/oom_score_adj`),
-    sigactions: dumpSigactions(agent),
-    childSubreaper: new DataView(childSub.buffer).getInt32(0, true) !== 0,
-    stopSigno: task.state === "stopped" ? 19 : undefined,
-  });
+  );
 }
 
 function dumpMm(agent: Agent, pid: number, table: FileTable, vmas: DumpedVma[]): mm_entry {
   const stat = readStat(pid);
   const f = (n: number) => stat.field(n);
   const exe = Deno.readLinkSync(`/proc/${pid}/exe`);
-  if (exe.endsWith(" (deleted)")) throw new UnsupportedObjectError(pid, `executable ${exe}`, "it was deleted");
+  if (exe.endsWith(" (deleted)")) {
+    throw new UnsupportedObjectError(pid, `executable ${exe}`, "it was deleted");
+  }
   const dumpable = Number(agent.call("prctl(PR_GET_DUMPABLE)", NR.prctl, PR.GET_DUMPABLE, 0, 0, 0, 0));
   const thp = Number(agent.call("prctl(PR_GET_THP_DISABLE)", NR.prctl, PR.GET_THP_DISABLE, 0, 0, 0, 0));
   return create(mm_entrySchema, {
@@ -171,7 +195,9 @@ function collectVmas(pid: number, table: FileTable): DumpedVma[] {
       const c = classify(pid, m);
       if (!c) continue;
       if (c.filePath !== undefined) {
-        c.entry.shmid = BigInt(addRegFile(table, c.filePath, m.perms[3] === "s" && m.perms[1] === "w" ? O.RDWR : O.RDONLY));
+        c.entry.shmid = BigInt(
+          addRegFile(table, c.filePath, m.perms[3] === "s" && m.perms[1] === "w" ? O.RDWR : O.RDONLY),
+        );
       }
       const v: DumpedVma = { entry: c.entry, runs: scanPages(pagemap, c.entry) };
       if (c.filePath !== undefined) v.filePath = c.filePath;
@@ -183,9 +209,8 @@ function collectVmas(pid: number, table: FileTable): DumpedVma[] {
   return out;
 }
 
-function dumpFs(agent: Agent, pid: number, table: FileTable): fs_entry {
+function dumpFs(pid: number, table: FileTable): fs_entry {
   const umask = parseInt(readStatus(pid).get("Umask") ?? "22", 8);
-  void agent;
   return create(fs_entrySchema, {
     cwdId: addRegFile(table, Deno.readLinkSync(`/proc/${pid}/cwd`), O.RDONLY | O.DIRECTORY),
     rootId: addRegFile(table, Deno.readLinkSync(`/proc/${pid}/root`), O.RDONLY | O.DIRECTORY),
@@ -195,7 +220,9 @@ function dumpFs(agent: Agent, pid: number, table: FileTable): fs_entry {
 
 function vdsoSyscall(pid: number): bigint {
   const vdso = readSmaps(pid).find((m) => m.path === "[vdso]");
-  if (!vdso) throw new UnsupportedObjectError(pid, "its address space", "it has no [vdso] to run syscalls from");
+  if (!vdso) {
+    throw new UnsupportedObjectError(pid, "its address space", "it has no [vdso] to run syscalls from");
+  }
   return findSyscallInstruction(pid, vdso.start, vdso.end);
 }
 
@@ -225,14 +252,18 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
         const t = dumpThread(thread, pid, tid);
         out.cores.push({
           tid,
-          core: create(core_entrySchema, { mtype: core_entry_march.X86_64, threadInfo: t.threadInfo, threadCore: t.threadCore }),
+          core: create(core_entrySchema, {
+            mtype: core_entry_march.X86_64,
+            threadInfo: t.threadInfo,
+            threadCore: t.threadCore,
+          }),
         });
       } finally {
         thread.leave();
       }
     }
     out.mm = dumpMm(agent, pid, ctx.table, vmas);
-    out.fs = dumpFs(agent, pid, ctx.table);
+    out.fs = dumpFs(pid, ctx.table);
     out.fdinfos = dumpFds({ pid, agent, table: ctx.table, shellJob: ctx.shellJob, log: ctx.log }, fds);
     ctx.writePages(agent, out);
     return out;

@@ -7,8 +7,8 @@
  */
 import { create } from "@bufbuild/protobuf";
 import {
-  thread_info_x86Schema,
   type thread_info_x86,
+  thread_info_x86Schema,
   user_x86_fpregs_entrySchema,
   user_x86_regs_entrySchema,
   user_x86_regs_mode,
@@ -16,7 +16,19 @@ import {
 } from "../images/gen/core-x86_pb.ts";
 import { REG_NAMES, Regs } from "../../ffi/structs.ts";
 
-const FX = { cwd: 0, swd: 2, twd: 4, fop: 6, rip: 8, rdp: 16, mxcsr: 24, mxcsrMask: 28, st: 32, xmm: 160, pad: 416 };
+const FX = {
+  cwd: 0,
+  swd: 2,
+  twd: 4,
+  fop: 6,
+  rip: 8,
+  rdp: 16,
+  mxcsr: 24,
+  mxcsrMask: 28,
+  st: 32,
+  xmm: 160,
+  pad: 416,
+};
 const XSTATE_BV = 512;
 /** Extended components: [field, offset, u32 or u64 words, word count]. */
 const COMPONENTS = [
@@ -43,7 +55,11 @@ function words64(v: DataView, off: number, n: number): bigint[] {
   return Array.from({ length: n }, (_, i) => v.getBigUint64(off + 8 * i, true));
 }
 
-export function threadInfoFromCpu(regs: Regs, xstate: Uint8Array<ArrayBuffer>, clearTidAddr: bigint): thread_info_x86 {
+export function threadInfoFromCpu(
+  regs: Regs,
+  xstate: Uint8Array<ArrayBuffer>,
+  clearTidAddr: bigint,
+): thread_info_x86 {
   const gp: Record<string, bigint> = {};
   REG_NAMES.forEach((n) => gp[gpField(n)] = regs.get(n));
   const v = new DataView(xstate.buffer, xstate.byteOffset, xstate.byteLength);
@@ -82,7 +98,10 @@ export function regsFromThreadInfo(ti: thread_info_x86): Regs {
 }
 
 /** Fills `template` (the puppet's own XSAVE buffer) with the image's FPU state. */
-export function xstateFromThreadInfo(ti: thread_info_x86, template: Uint8Array<ArrayBuffer>): Uint8Array<ArrayBuffer> {
+export function xstateFromThreadInfo(
+  ti: thread_info_x86,
+  template: Uint8Array<ArrayBuffer>,
+): Uint8Array<ArrayBuffer> {
   const out = template.slice();
   const fp = ti.fpregs;
   if (!fp) return out;

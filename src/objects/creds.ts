@@ -3,7 +3,7 @@
  * no_new_privs. Restored last: once the puppet drops root, it could no longer restore the rest.
  */
 import { create } from "@bufbuild/protobuf";
-import { creds_entrySchema, type creds_entry } from "../images/gen/creds_pb.ts";
+import { type creds_entry, creds_entrySchema } from "../images/gen/creds_pb.ts";
 import { readStatus } from "../../ffi/proc.ts";
 import { NR, PR } from "../../ffi/syscalls.ts";
 import type { Agent } from "../agent.ts";
@@ -57,13 +57,18 @@ export function restoreCreds(agent: Agent, c: creds_entry): void {
   for (let cap = 0; cap <= LAST_CAP; cap++) {
     if (bnd & (1n << BigInt(cap))) continue;
     const r = agent.raw(NR.prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
-    if (r < 0n && r !== -22n) agent.call(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
+    if (r < 0n && r !== -22n) {
+      agent.call(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
+    }
   }
   agent.call("prctl(PR_SET_SECUREBITS)", NR.prctl, PR.SET_SECUREBITS, c.secbits, 0, 0, 0);
   // Keep capabilities across the uid change; the dumped KEEP_CAPS bit is put back below.
   agent.call("prctl(PR_SET_KEEPCAPS)", NR.prctl, PR.SET_KEEPCAPS, 1, 0, 0, 0);
   agent.reset();
-  const groups = agent.alloc(Math.max(4, c.groups.length * 4), new Uint8Array(new Uint32Array(c.groups).buffer));
+  const groups = agent.alloc(
+    Math.max(4, c.groups.length * 4),
+    new Uint8Array(new Uint32Array(c.groups).buffer),
+  );
   agent.call("setgroups", NR.setgroups, c.groups.length, groups);
   agent.call("setresgid", NR.setresgid, c.gid, c.egid, c.sgid);
   agent.raw(NR.setfsgid, c.fsgid);
@@ -79,10 +84,17 @@ export function restoreCreds(agent: Agent, c: creds_entry): void {
     c.capInh[1] ?? 0,
   ]);
   agent.reset();
-  agent.call("capset", NR.capset, agent.alloc(8, new Uint8Array(header.buffer)), agent.alloc(24, new Uint8Array(data.buffer)));
+  agent.call(
+    "capset",
+    NR.capset,
+    agent.alloc(8, new Uint8Array(header.buffer)),
+    agent.alloc(24, new Uint8Array(data.buffer)),
+  );
   const amb = capBits(c.capAmb);
   for (let cap = 0; cap <= LAST_CAP; cap++) {
-    if (amb & (1n << BigInt(cap))) agent.call("prctl(PR_CAP_AMBIENT)", NR.prctl, PR.CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+    if (amb & (1n << BigInt(cap))) {
+      agent.call("prctl(PR_CAP_AMBIENT)", NR.prctl, PR.CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+    }
   }
   agent.call("prctl(PR_SET_KEEPCAPS)", NR.prctl, PR.SET_KEEPCAPS, c.secbits & 0x10 ? 1 : 0, 0, 0, 0);
   if (c.noNewPrivs) agent.call("prctl(PR_SET_NO_NEW_PRIVS)", NR.prctl, PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0);

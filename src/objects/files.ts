@@ -7,7 +7,7 @@
  * An fd no kind recognises is refused by name; that refusal is where a plugin will be asked.
  */
 import { create } from "@bufbuild/protobuf";
-import { fdinfo_entrySchema, type fdinfo_entry, fd_types, type file_entry } from "../images/gen/fdinfo_pb.ts";
+import { fd_types, type fdinfo_entry, fdinfo_entrySchema, type file_entry } from "../images/gen/fdinfo_pb.ts";
 import type { tty_info_entry } from "../images/gen/tty_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
 import { O } from "../../ffi/syscalls.ts";
@@ -99,7 +99,13 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
   return fds.map((fd) => {
     const stat = statOf(ctx.pid, fd.fd);
     const kind = kinds.find((k) => k.detect(fd, stat));
-    if (!kind) throw new UnsupportedObjectError(ctx.pid, `fd ${fd.fd} (${fd.target})`, "this kind of file is not supported yet");
+    if (!kind) {
+      throw new UnsupportedObjectError(
+        ctx.pid,
+        `fd ${fd.fd} (${fd.target})`,
+        "this kind of file is not supported yet",
+      );
+    }
     const id = kind.dump(ctx, fd, stat);
     ctx.log.debug(`fd ${fd.fd}: ${kind.name} ${fd.target} as file ${id}`);
     return create(fdinfo_entrySchema, {

@@ -11,7 +11,7 @@
  * cannot read (PROT_NONE with data in it) are copied through /proc/PID/mem instead.
  */
 import { create } from "@bufbuild/protobuf";
-import { vma_entrySchema, type vma_entry } from "../images/gen/vma_pb.ts";
+import { type vma_entry, vma_entrySchema } from "../images/gen/vma_pb.ts";
 import { type MapsEntry } from "../../ffi/proc.ts";
 import { MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
 import { ProcMem } from "../../ffi/memory.ts";
@@ -77,7 +77,9 @@ export function classify(pid: number, m: MapsEntry): { entry: vma_entry; filePat
   if (m.vmFlags.includes("nr")) flags |= MAP.NORESERVE;
 
   if (m.path === "[vsyscall]") return null; // fixed by the kernel, never restored
-  if (m.path === "[uprobes]") throw new UnsupportedObjectError(pid, "the [uprobes] area", "uprobes are not supported");
+  if (m.path === "[uprobes]") {
+    throw new UnsupportedObjectError(pid, "the [uprobes] area", "uprobes are not supported");
+  }
   if (m.path === "[vdso]") {
     status |= VMA.VDSO | VMA.ANON_PRIVATE;
     flags |= MAP.ANONYMOUS;
@@ -86,16 +88,28 @@ export function classify(pid: number, m: MapsEntry): { entry: vma_entry; filePat
     flags |= MAP.ANONYMOUS;
   } else if (m.inode !== 0 && shared && (m.path.startsWith("/dev/zero") || m.path.startsWith("/SYSV"))) {
     if (m.path.startsWith("/SYSV")) {
-      throw new UnsupportedObjectError(pid, `SysV shared memory at 0x${m.start.toString(16)}`, "not supported yet");
+      throw new UnsupportedObjectError(
+        pid,
+        `SysV shared memory at 0x${m.start.toString(16)}`,
+        "not supported yet",
+      );
     }
     status |= VMA.ANON_SHARED;
     flags |= MAP.ANONYMOUS;
   } else if (m.inode !== 0) {
     if (m.path.startsWith("/memfd:")) {
-      throw new UnsupportedObjectError(pid, `memfd mapping ${m.path}`, "memfd mappings are not supported yet");
+      throw new UnsupportedObjectError(
+        pid,
+        `memfd mapping ${m.path}`,
+        "memfd mappings are not supported yet",
+      );
     }
     if (m.path.endsWith(" (deleted)")) {
-      throw new UnsupportedObjectError(pid, `mapping of deleted file ${m.path}`, "unlinked mapped files are not supported yet");
+      throw new UnsupportedObjectError(
+        pid,
+        `mapping of deleted file ${m.path}`,
+        "unlinked mapped files are not supported yet",
+      );
     }
     status |= shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
     filePath = m.path;
@@ -264,11 +278,17 @@ function isSpecial(e: vma_entry): boolean {
  */
 export function moveSpecialAreas(agent: Agent, live: LiveArea[], dumped: vma_entry[], parking: bigint): void {
   const want = dumped.filter(isSpecial).sort((a, b) => (a.start < b.start ? -1 : 1));
-  const have = live.filter((a) => a.path === "[vdso]" || a.path.startsWith("[vvar")).sort((a, b) => (a.start < b.start ? -1 : 1));
-  const sizes = (xs: { start: bigint; end: bigint }[]) => xs.map((x) => (x.end - x.start).toString()).join(",");
+  const have = live.filter((a) => a.path === "[vdso]" || a.path.startsWith("[vvar")).sort((
+    a,
+    b,
+  ) => (a.start < b.start ? -1 : 1));
+  const sizes = (xs: { start: bigint; end: bigint }[]) =>
+    xs.map((x) => (x.end - x.start).toString()).join(",");
   if (want.length !== have.length || sizes(want) !== sizes(have)) {
     throw new Error(
-      `The vDSO layout differs from the dumped one (kernel areas ${sizes(have)} bytes, image ${sizes(want)}): restoring on another kernel needs a vDSO proxy, which is not supported yet`,
+      `The vDSO layout differs from the dumped one (kernel areas ${sizes(have)} bytes, image ${
+        sizes(want)
+      }): restoring on another kernel needs a vDSO proxy, which is not supported yet`,
     );
   }
   let park = parking;
@@ -298,9 +318,21 @@ export function mapAreas(agent: Agent, vmas: readonly vma_entry[], openFile: Ope
     let fd = -1n;
     if (isFile) fd = openFile(e);
     try {
-      const flags = (e.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN | MAP.NORESERVE)) | MAP.FIXED;
-      const at = agent.call(`mmap(0x${e.start.toString(16)})`, NR.mmap, e.start, len, prot, flags, fd, isFile ? e.pgoff : 0n);
-      if (BigInt.asUintN(64, at) !== e.start) throw new Error(`Area 0x${e.start.toString(16)} was mapped elsewhere`);
+      const flags = (e.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN | MAP.NORESERVE)) |
+        MAP.FIXED;
+      const at = agent.call(
+        `mmap(0x${e.start.toString(16)})`,
+        NR.mmap,
+        e.start,
+        len,
+        prot,
+        flags,
+        fd,
+        isFile ? e.pgoff : 0n,
+      );
+      if (BigInt.asUintN(64, at) !== e.start) {
+        throw new Error(`Area 0x${e.start.toString(16)} was mapped elsewhere`);
+      }
     } finally {
       if (fd >= 0n) agent.raw(NR.close, fd);
     }
@@ -308,7 +340,11 @@ export function mapAreas(agent: Agent, vmas: readonly vma_entry[], openFile: Ope
 }
 
 /** Reads the pages into place: the puppet pread()s them from the pages image itself. */
-export function fillPages(agent: Agent, pagesPath: string, entries: readonly { vaddr: bigint; pages: number }[]): number {
+export function fillPages(
+  agent: Agent,
+  pagesPath: string,
+  entries: readonly { vaddr: bigint; pages: number }[],
+): number {
   agent.reset();
   const fd = agent.call("open(pages image)", NR.open, agent.string(pagesPath), O.RDONLY | O.CLOEXEC, 0);
   let offset = 0n;
@@ -319,7 +355,9 @@ export function fillPages(agent: Agent, pagesPath: string, entries: readonly { v
       let done = 0n;
       while (done < len) {
         const n = agent.call("pread64(pages)", NR.pread64, fd, e.vaddr + done, len - done, offset + done);
-        if (n === 0n) throw new Error(`Pages image ${pagesPath} ends before 0x${(e.vaddr + done).toString(16)}`);
+        if (n === 0n) {
+          throw new Error(`Pages image ${pagesPath} ends before 0x${(e.vaddr + done).toString(16)}`);
+        }
         done += n;
       }
       offset += len;

@@ -3,6 +3,7 @@
  * /dev/random, /dev/urandom): reopened by path with their flags, at their offset.
  */
 import { create } from "@bufbuild/protobuf";
+import { compact } from "../compact.ts";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { reg_file_entrySchema } from "../images/gen/regfile_pb.ts";
 import { fown_entrySchema } from "../images/gen/fown_pb.ts";
@@ -25,15 +26,18 @@ export function addRegFile(table: FileTable, path: string, flags: number, pos = 
     create(file_entrySchema, {
       type: fd_types.REG,
       id,
-      reg: create(reg_file_entrySchema, {
-        id,
-        flags: flags & ~O.CLOEXEC,
-        pos,
-        fown: emptyFown(),
-        name: path,
-        size: st?.isFile ? BigInt(st.size) : undefined,
-        mode: st?.mode ?? undefined,
-      }),
+      reg: create(
+        reg_file_entrySchema,
+        compact({
+          id,
+          flags: flags & ~O.CLOEXEC,
+          pos,
+          fown: emptyFown(),
+          name: path,
+          size: st?.isFile ? BigInt(st.size) : undefined,
+          mode: st?.mode ?? undefined,
+        }),
+      ),
     }));
 }
 
@@ -69,7 +73,12 @@ export const regFileKind: FdKind = {
 };
 
 function errnoText(r: bigint): string {
-  return ({ 2: "no such file", 13: "permission denied", 20: "not a directory", 21: "is a directory" } as Record<number, string>)[
+  return ({
+    2: "no such file",
+    13: "permission denied",
+    20: "not a directory",
+    21: "is a directory",
+  } as Record<number, string>)[
     Number(-r)
   ] ?? `errno ${-r}`;
 }

@@ -4,9 +4,13 @@
  * image and is set by the restore's last stage.
  */
 import { create } from "@bufbuild/protobuf";
-import { sa_entrySchema, type sa_entry } from "../images/gen/sa_pb.ts";
-import { siginfo_entrySchema, signal_queue_entrySchema, type signal_queue_entry } from "../images/gen/siginfo_pb.ts";
-import { thread_sas_entrySchema, type thread_sas_entry } from "../images/gen/core_pb.ts";
+import { type sa_entry, sa_entrySchema } from "../images/gen/sa_pb.ts";
+import {
+  siginfo_entrySchema,
+  type signal_queue_entry,
+  signal_queue_entrySchema,
+} from "../images/gen/siginfo_pb.ts";
+import { type thread_sas_entry, thread_sas_entrySchema } from "../images/gen/core_pb.ts";
 import { KSIGACTION_SIZE } from "../../ffi/structs.ts";
 import { NR, SIG } from "../../ffi/syscalls.ts";
 import * as pt from "../../ffi/ptrace.ts";
@@ -39,7 +43,9 @@ export function dumpSigactions(agent: Agent): sa_entry[] {
 
 export function restoreSigactions(agent: Agent, actions: readonly sa_entry[]): void {
   const signals = dispositionSignals();
-  if (actions.length > signals.length) throw new Error(`Image has ${actions.length} sigactions; at most ${signals.length} exist`);
+  if (actions.length > signals.length) {
+    throw new Error(`Image has ${actions.length} sigactions; at most ${signals.length} exist`);
+  }
   actions.forEach((sa, i) => {
     const sig = signals[i]!;
     if (sa.sigaction === 0n && sa.flags === 0n && sa.mask === 0n) return; // default: the puppet has it
@@ -85,9 +91,17 @@ export function dumpPendingSignals(tid: number, shared: boolean): signal_queue_e
  * Queues the signals again. The task must send them to itself: the kernel refuses kernel-style
  * si_code values from any other sender.
  */
-export function restorePendingSignals(agent: Agent, pid: number, tid: number, q: signal_queue_entry | undefined, shared: boolean): void {
+export function restorePendingSignals(
+  agent: Agent,
+  pid: number,
+  tid: number,
+  q: signal_queue_entry | undefined,
+  shared: boolean,
+): void {
   for (const s of q?.signals ?? []) {
-    if (s.siginfo.byteLength !== 128) throw new Error(`Queued signal record is ${s.siginfo.byteLength} bytes, expected 128`);
+    if (s.siginfo.byteLength !== 128) {
+      throw new Error(`Queued signal record is ${s.siginfo.byteLength} bytes, expected 128`);
+    }
     const signo = new DataView(s.siginfo.buffer, s.siginfo.byteOffset).getInt32(0, true);
     agent.reset();
     const info = agent.alloc(128, s.siginfo.slice());

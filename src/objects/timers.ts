@@ -4,13 +4,14 @@
  * PR_TIMER_CREATE_RESTORE_IDS (Linux 6.17+): timer_create then takes the id from *timerid.
  */
 import { create } from "@bufbuild/protobuf";
+import { compact } from "../compact.ts";
 import {
-  itimer_entrySchema,
   type itimer_entry,
-  posix_timer_entrySchema,
+  itimer_entrySchema,
   type posix_timer_entry,
-  task_timers_entrySchema,
+  posix_timer_entrySchema,
   type task_timers_entry,
+  task_timers_entrySchema,
 } from "../images/gen/timer_pb.ts";
 import { readTimers } from "../../ffi/proc.ts";
 import { readPairs, writeS64s } from "../../ffi/structs.ts";
@@ -23,29 +24,38 @@ const NOTIFY_KIND: Record<string, number> = { signal: 0, none: 1, thread: 2 };
 
 function dumpItimer(agent: Agent, which: number): itimer_entry {
   agent.reset();
-  const [isec, iusec, vsec, vusec] = readPairs(agent.fetch("getitimer", 32, (b) => [NR.getitimer, which, b]), 4);
+  const [isec, iusec, vsec, vusec] = readPairs(
+    agent.fetch("getitimer", 32, (b) => [NR.getitimer, which, b]),
+    4,
+  );
   return create(itimer_entrySchema, { isec: isec!, iusec: iusec!, vsec: vsec!, vusec: vusec! });
 }
 
 function dumpPosixTimers(agent: Agent, pid: number): posix_timer_entry[] {
   return readTimers(pid).map((t) => {
     agent.reset();
-    const [isec, insec, vsec, vnsec] = readPairs(agent.fetch("timer_gettime", 32, (b) => [NR.timer_gettime, t.id, b]), 4);
+    const [isec, insec, vsec, vnsec] = readPairs(
+      agent.fetch("timer_gettime", 32, (b) => [NR.timer_gettime, t.id, b]),
+      4,
+    );
     const overrun = Number(agent.call("timer_getoverrun", NR.timer_getoverrun, t.id));
     const threadId = t.notifyTid !== 0 && t.notifyThread;
-    return create(posix_timer_entrySchema, {
-      itId: t.id,
-      clockId: t.clockId,
-      siSigno: t.signal,
-      itSigevNotify: (NOTIFY_KIND[t.notify] ?? 0) | (threadId ? SIGEV_THREAD_ID : 0),
-      sivalPtr: t.sigevValue,
-      overrun,
-      isec: isec!,
-      insec: insec!,
-      vsec: vsec!,
-      vnsec: vnsec!,
-      notifyThreadId: threadId ? t.notifyTid : undefined,
-    });
+    return create(
+      posix_timer_entrySchema,
+      compact({
+        itId: t.id,
+        clockId: t.clockId,
+        siSigno: t.signal,
+        itSigevNotify: (NOTIFY_KIND[t.notify] ?? 0) | (threadId ? SIGEV_THREAD_ID : 0),
+        sivalPtr: t.sigevValue,
+        overrun,
+        isec: isec!,
+        insec: insec!,
+        vsec: vsec!,
+        vnsec: vnsec!,
+        notifyThreadId: threadId ? t.notifyTid : undefined,
+      }),
+    );
   });
 }
 

@@ -22,7 +22,11 @@ export const ttyKind: FdKind = {
   },
   dump(ctx, fd, stat) {
     if (!ctx.shellJob) {
-      throw new UnsupportedObjectError(ctx.pid, `fd ${fd.fd} (terminal ${fd.target})`, "a terminal needs --shell-job");
+      throw new UnsupportedObjectError(
+        ctx.pid,
+        `fd ${fd.fd} (terminal ${fd.target})`,
+        "a terminal needs --shell-job",
+      );
     }
     const rdev = stat?.rdev ?? 0;
     let info = ctx.table.ttyInfos.find((t) => t.rdev === rdev);
@@ -48,7 +52,9 @@ export const ttyKind: FdKind = {
       }));
   },
   open(ctx) {
-    if (ctx.terminalFd < 0) throw new RestoreError("The image has terminal fds (a shell job) but criu-ts is not on a terminal");
+    if (ctx.terminalFd < 0) {
+      throw new RestoreError("The image has terminal fds (a shell job) but criu-ts is not on a terminal");
+    }
     return Number(ctx.agent.call("dup(terminal)", NR.dup, ctx.terminalFd));
   },
 };

@@ -75,7 +75,9 @@ function checkPages(pid: number, mm: mm_entry, runs: PageRun[], pagesPath: strin
     while (at < end) {
       const v = mm.vmas.find((a) => a.start <= at && at < a.end);
       if (!v) bad(`pagemap of process ${pid} has pages at ${hex(at)}, outside every area`);
-      if (v.status & VMA.FILE_SHARED) bad(`pagemap of process ${pid} has pages in shared file area ${hex(v.start)}`);
+      if (v.status & VMA.FILE_SHARED) {
+        bad(`pagemap of process ${pid} has pages in shared file area ${hex(v.start)}`);
+      }
       at = v.end < end ? v.end : end;
     }
     total += r.pages;
@@ -87,7 +89,11 @@ function checkPages(pid: number, mm: mm_entry, runs: PageRun[], pagesPath: strin
     return bad(`${pagesPath} is missing`);
   }
   if (size !== total * PAGE_SIZE) {
-    bad(`${pagesPath} holds ${size} bytes but the pagemap of process ${pid} lists ${total} pages (${total * PAGE_SIZE} bytes)`);
+    bad(
+      `${pagesPath} holds ${size} bytes but the pagemap of process ${pid} lists ${total} pages (${
+        total * PAGE_SIZE
+      } bytes)`,
+    );
   }
 }
 
@@ -148,7 +154,9 @@ export function loadCheckpoint(imagesDir: string): Checkpoint {
   } catch {
     throw new RestoreError(`Images directory ${imagesDir} does not exist`);
   }
-  if (!dir.has(KINDS.INVENTORY)) throw new RestoreError(`${imagesDir} holds no checkpoint (no inventory.img)`);
+  if (!dir.has(KINDS.INVENTORY)) {
+    throw new RestoreError(`${imagesDir} holds no checkpoint (no inventory.img)`);
+  }
   const [inventory] = dir.read<inventory_entry>(KINDS.INVENTORY);
   if (!inventory) bad("inventory.img is empty");
   const tree = dir.read<pstree_entry>(KINDS.PSTREE);

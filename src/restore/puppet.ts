@@ -19,7 +19,8 @@ import type { Log } from "../log.ts";
 export const PUPPET_SCRATCH_SIZE = 64 * 1024;
 /** The scratch page starts with `syscall` then `int3`s; data goes after this many bytes. */
 const CODE_BYTES = 16;
-const TRACE_OPTIONS = pt.PTRACE_O.TRACECLONE | pt.PTRACE_O.TRACEFORK | pt.PTRACE_O.TRACEVFORK | pt.PTRACE_O.EXITKILL;
+const TRACE_OPTIONS = pt.PTRACE_O.TRACECLONE | pt.PTRACE_O.TRACEFORK | pt.PTRACE_O.TRACEVFORK |
+  pt.PTRACE_O.EXITKILL;
 
 function helperBinary(): string {
   for (const p of ["/bin/sleep", "/usr/bin/sleep"]) {
@@ -47,7 +48,12 @@ export class PuppetMaster {
   #helper: number;
   #helperAgent: Agent;
 
-  private constructor(helper: number, helperAgent: Agent, readonly scratch: bigint, private readonly log: Log) {
+  private constructor(
+    helper: number,
+    helperAgent: Agent,
+    readonly scratch: bigint,
+    private readonly log: Log,
+  ) {
     this.#helper = helper;
     this.#helperAgent = helperAgent;
   }
@@ -59,7 +65,9 @@ export class PuppetMaster {
       pt.seize(helper, TRACE_OPTIONS);
       pt.interrupt(helper);
       const st = pt.wait(helper);
-      if (st?.kind !== "stopped") throw new RestoreError(`Restore helper ${helper} did not stop (${st?.kind})`);
+      if (st?.kind !== "stopped") {
+        throw new RestoreError(`Restore helper ${helper} did not stop (${st?.kind})`);
+      }
       const live = readMaps(helper);
       const scratch = findFreeArea(BigInt(PUPPET_SCRATCH_SIZE), [...occupied, ...live]);
       const vdso = live.find((m) => m.path === "[vdso]");
@@ -104,7 +112,10 @@ export class PuppetMaster {
   #clone(from: Agent, pid: number, a: { flags: bigint; exitSignal: number }): number {
     from.reset();
     const setTid = from.alloc(4, new Uint8Array(new Int32Array([pid]).buffer));
-    const args = from.alloc(88, cloneArgs({ flags: a.flags, exitSignal: a.exitSignal, setTid, setTidSize: 1 }));
+    const args = from.alloc(
+      88,
+      cloneArgs({ flags: a.flags, exitSignal: a.exitSignal, setTid, setTidSize: 1 }),
+    );
     const r = from.raw(NR.clone3, args, 88);
     if (r < 0n) {
       if (r === -17n) throw new RestoreError(`PID ${pid} is already in use${describeHolder(pid)}`);

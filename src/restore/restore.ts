@@ -57,7 +57,9 @@ function checkPidsFree(tasks: readonly RestoreTaskImages[]): void {
         } catch {
           // gone meanwhile
         }
-        throw new RestoreError(`PID ${tid} is already in use by process ${tid}${comm}; it must be free to restore`);
+        throw new RestoreError(
+          `PID ${tid} is already in use by process ${tid}${comm}; it must be free to restore`,
+        );
       }
     }
   }
@@ -66,7 +68,9 @@ function checkPidsFree(tasks: readonly RestoreTaskImages[]): void {
 function checkParents(tasks: readonly RestoreTaskImages[]): void {
   const pids = new Set(tasks.map((t) => t.entry.pid));
   tasks.slice(1).forEach((t) => {
-    if (!pids.has(t.entry.ppid)) throw new RestoreError(`Process ${t.entry.pid} has parent ${t.entry.ppid}, which is not in the images`);
+    if (!pids.has(t.entry.ppid)) {
+      throw new RestoreError(`Process ${t.entry.pid} has parent ${t.entry.ppid}, which is not in the images`);
+    }
   });
 }
 
@@ -83,7 +87,9 @@ function forkTree(master: PuppetMaster, tasks: readonly RestoreTaskImages[]): Ma
   const agents = new Map<number, Agent>();
   for (const t of tasks) {
     const parent = agents.get(t.entry.ppid) ?? null;
-    if (t !== tasks[0] && !parent) throw new RestoreError(`Parent ${t.entry.ppid} of ${t.entry.pid} was not created`);
+    if (t !== tasks[0] && !parent) {
+      throw new RestoreError(`Parent ${t.entry.ppid} of ${t.entry.pid} was not created`);
+    }
     master.createTask(t.entry.pid, t === tasks[0] ? null : parent);
     agents.set(t.entry.pid, master.agentFor(t.entry.pid));
   }
@@ -112,7 +118,13 @@ export function restore(opts: RestoreOptions): RestoreResult {
     opts.hooks.run("setup-namespaces", root);
     opts.hooks.run("post-setup-namespaces", root);
     // RESTORE
-    const ctx = { checkpoint: cp, master, log, terminalFd: terminalFd(opts.shellJob), shellJob: opts.shellJob };
+    const ctx = {
+      checkpoint: cp,
+      master,
+      log,
+      terminalFd: terminalFd(opts.shellJob),
+      shellJob: opts.shellJob,
+    };
     for (const t of tasks) {
       if (t.zombie) throw new RestoreError(`Restoring zombie ${t.entry.pid} is not supported yet`);
       pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));

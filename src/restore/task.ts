@@ -49,7 +49,9 @@ function unregisterRseq(agent: Agent): void {
 function clearAddressSpace(agent: Agent, scratch: bigint): ReturnType<typeof readMaps> {
   const live = readMaps(agent.pid);
   for (const m of live) {
-    if (m.start === scratch || m.path === "[vdso]" || m.path.startsWith("[vvar") || m.path === "[vsyscall]") continue;
+    if (m.start === scratch || m.path === "[vdso]" || m.path.startsWith("[vvar") || m.path === "[vsyscall]") {
+      continue;
+    }
     agent.call(`munmap(${m.path || "anon"})`, NR.munmap, m.start, m.end - m.start);
   }
   return live.filter((m) => m.path === "[vdso]" || m.path.startsWith("[vvar"));
@@ -58,11 +60,17 @@ function clearAddressSpace(agent: Agent, scratch: bigint): ReturnType<typeof rea
 function openForMapping(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): bigint {
   const file = ctx.checkpoint.files.get(Number(e.shmid));
   const name = file.reg?.name;
-  if (!name) throw new RestoreError(`Mapping at 0x${e.start.toString(16)} refers to file ${file.id}, which is not a regular file`);
+  if (!name) {
+    throw new RestoreError(
+      `Mapping at 0x${e.start.toString(16)} refers to file ${file.id}, which is not a regular file`,
+    );
+  }
   const writable = (e.status & VMA.FILE_SHARED) !== 0 && (e.prot & 2) !== 0;
   agent.reset();
   const fd = agent.raw(NR.open, agent.string(name), (writable ? O.RDWR : O.RDONLY) | O.CLOEXEC, 0);
-  if (fd < 0n) throw new RestoreError(`Cannot open ${name} to map it at 0x${e.start.toString(16)}: errno ${-fd}`);
+  if (fd < 0n) {
+    throw new RestoreError(`Cannot open ${name} to map it at 0x${e.start.toString(16)}: errno ${-fd}`);
+  }
   return fd;
 }
 
@@ -72,7 +80,10 @@ function restoreMemory(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImag
   const specials = clearAddressSpace(agent, ctx.master.scratch);
   const parking = findFreeArea(
     specials.reduce((n, s) => n + (s.end - s.start), 0n),
-    [...mm.vmas, ...specials, { start: ctx.master.scratch, end: ctx.master.scratch + BigInt(PUPPET_SCRATCH_SIZE) }],
+    [...mm.vmas, ...specials, {
+      start: ctx.master.scratch,
+      end: ctx.master.scratch + BigInt(PUPPET_SCRATCH_SIZE),
+    }],
   );
   moveSpecialAreas(agent, specials, mm.vmas, parking);
   mapAreas(agent, mm.vmas, (e) => openForMapping(ctx, agent, e));
@@ -84,7 +95,9 @@ function restoreMemory(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImag
 function setMmFields(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
   const mm = t.mm!;
   const exe = ctx.checkpoint.files.get(mm.exeFileId).reg?.name;
-  if (!exe) throw new RestoreError(`The executable of ${t.entry.pid} (file ${mm.exeFileId}) is not a regular file`);
+  if (!exe) {
+    throw new RestoreError(`The executable of ${t.entry.pid} (file ${mm.exeFileId}) is not a regular file`);
+  }
   agent.reset();
   // The kernel refuses to switch exe while the old one is mapped; when the puppet already runs
   // the very same file (restoring `sleep` itself), there is nothing to switch.
@@ -127,7 +140,9 @@ function restoreFs(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages):
   agent.reset();
   const cwd = dirOf(t.fs.cwdId);
   const r = agent.raw(NR.chdir, agent.string(cwd));
-  if (r < 0n) throw new RestoreError(`Cannot enter the working directory ${cwd} of ${t.entry.pid}: errno ${-r}`);
+  if (r < 0n) {
+    throw new RestoreError(`Cannot enter the working directory ${cwd} of ${t.entry.pid}: errno ${-r}`);
+  }
   if (t.fs.umask !== undefined) agent.call("umask", NR.umask, t.fs.umask);
 }
 
@@ -151,7 +166,9 @@ function restoreTaskState(agent: Agent, t: RestoreTaskImages): void {
   tc.rlimits?.rlimits.forEach((r, res) => setRlimit(pid, res, r.cur, r.max));
   restoreSigactions(agent, tc.sigactions);
   restoreTimers(agent, tc.timers);
-  if (tc.childSubreaper) agent.call("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  if (tc.childSubreaper) {
+    agent.call("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+  }
   if (tc.oomScoreAdj !== undefined) writeProc(pid, "oom_score_adj", String(tc.oomScoreAdj));
 }
 
@@ -182,7 +199,9 @@ function restoreThreadState(agent: Agent, core: core_entry): void {
       agent.reset();
       agent.call("prctl(PR_SET_NAME)", NR.prctl, PR.SET_NAME, agent.string(tcore.comm.slice(0, 15)), 0, 0, 0);
     }
-    if (tcore.pdeathSig) agent.call("prctl(PR_SET_PDEATHSIG)", NR.prctl, PR.SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0);
+    if (tcore.pdeathSig) {
+      agent.call("prctl(PR_SET_PDEATHSIG)", NR.prctl, PR.SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0);
+    }
     const rs = tcore.rseqEntry;
     if (rs && rs.rseqAbiPointer !== 0n) {
       agent.call("rseq", NR.rseq, rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature);
@@ -210,11 +229,15 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   for (const th of threads) restoreThreadState(th.agent, th.core);
   const tc = t.cores[0]!.core.tc!;
   restorePendingSignals(agent, t.entry.pid, t.entry.pid, tc.signalsS, true);
-  for (const th of threads) restorePendingSignals(th.agent, t.entry.pid, th.agent.tid, th.core.threadCore?.signalsP, false);
+  for (const th of threads) {
+    restorePendingSignals(th.agent, t.entry.pid, th.agent.tid, th.core.threadCore?.signalsP, false);
+  }
   // Credentials last: after them the puppet may no longer be allowed to do the rest.
   for (const th of threads) if (th.core.threadCore?.creds) restoreCreds(th.agent, th.core.threadCore.creds);
   const dumpable = t.mm?.dumpable;
-  if (dumpable !== undefined) agent.call("prctl(PR_SET_DUMPABLE)", NR.prctl, PR.SET_DUMPABLE, dumpable, 0, 0, 0);
+  if (dumpable !== undefined) {
+    agent.call("prctl(PR_SET_DUMPABLE)", NR.prctl, PR.SET_DUMPABLE, dumpable, 0, 0, 0);
+  }
   return threads;
 }
 
@@ -223,7 +246,10 @@ export function fixRestart(regs: Regs, sleep: SleepFixup): void {
   const orig = regs.getSigned("orig_ax");
   if (orig < 0n) return;
   const ax = -regs.getSigned("ax");
-  if (ax === BigInt(ERRNO.ERESTARTSYS) || ax === BigInt(ERRNO.ERESTARTNOINTR) || ax === BigInt(ERRNO.ERESTARTNOHAND)) {
+  if (
+    ax === BigInt(ERRNO.ERESTARTSYS) || ax === BigInt(ERRNO.ERESTARTNOINTR) ||
+    ax === BigInt(ERRNO.ERESTARTNOHAND)
+  ) {
     regs.set("ax", orig);
     regs.set("ip", regs.get("ip") - 2n);
   } else if (ax === BigInt(ERRNO.ERESTART_RESTARTBLOCK)) {

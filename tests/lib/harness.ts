@@ -31,8 +31,12 @@ export interface CriuRun {
 }
 
 /** Runs `criu ARGS` through the launcher; stdin is /dev/null. */
-export async function criu(args: string[], opts: { cwd?: string; env?: Record<string, string> } = {}): Promise<CriuRun> {
-  const out = await new Deno.Command(CRIU, { args, stdin: "null", stdout: "piped", stderr: "piped", ...opts }).output();
+export async function criu(
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<CriuRun> {
+  const out = await new Deno.Command(CRIU, { args, stdin: "null", stdout: "piped", stderr: "piped", ...opts })
+    .output();
   const dec = new TextDecoder();
   return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
 }
@@ -88,7 +92,12 @@ export function tempDir(prefix = "criu-ts-test-"): string {
 
 /** A running workload: `bin/NAME RESULT_FILE args...` in a session of its own. */
 export class Workload {
-  private constructor(readonly name: string, readonly pid: number, readonly dir: string, readonly result: string) {}
+  private constructor(
+    readonly name: string,
+    readonly pid: number,
+    readonly dir: string,
+    readonly result: string,
+  ) {}
 
   static async start(name: string, args: string[] = [], opts: { dir?: string } = {}): Promise<Workload> {
     const dir = opts.dir ?? tempDir();
@@ -96,7 +105,9 @@ export class Workload {
     const log = openFd(`${dir}/${name}.log`, OPEN.WRONLY | OPEN.CREAT | OPEN.APPEND | OPEN.CLOEXEC);
     const nul = openFd("/dev/null", OPEN.RDONLY | OPEN.CLOEXEC);
     const bin = name.endsWith(".sh") ? "/bin/sh" : await workloadBin(name);
-    const argv = name.endsWith(".sh") ? ["sh", `${ROOT}/tests/workloads/${name}`, result, ...args] : [name, result, ...args];
+    const argv = name.endsWith(".sh")
+      ? ["sh", `${ROOT}/tests/workloads/${name}`, result, ...args]
+      : [name, result, ...args];
     let pid: number;
     try {
       pid = spawn(bin, argv, { fds: { 0: nul, 1: log, 2: log }, setsid: true });
@@ -106,7 +117,9 @@ export class Workload {
     }
     const w = new Workload(name, pid, dir, result);
     await waitFor(`${name} to be ready`, () => exists(`${result}.ready`) || exists(result));
-    if (exists(result) && !exists(`${result}.ready`)) throw new Error(`${name} failed during setup: ${w.output()}`);
+    if (exists(result) && !exists(`${result}.ready`)) {
+      throw new Error(`${name} failed during setup: ${w.output()}`);
+    }
     return w;
   }
 
@@ -118,7 +131,11 @@ export class Workload {
   /** Sends SIGTERM and returns what the workload reported ("PASS" or "FAIL: ..."). */
   async finish(): Promise<string> {
     Deno.kill(this.pid, "SIGTERM");
-    await waitFor(`${this.name} to report`, () => exists(this.result) && Deno.readTextFileSync(this.result).endsWith("\n"), 30000);
+    await waitFor(
+      `${this.name} to report`,
+      () => exists(this.result) && Deno.readTextFileSync(this.result).endsWith("\n"),
+      30000,
+    );
     await reap(this.pid);
     return Deno.readTextFileSync(this.result).trim();
   }

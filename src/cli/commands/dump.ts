@@ -20,9 +20,11 @@ export function dumpCommand(ctx: CommandContext): number {
   });
   ctx.log.info(`Dumping finished successfully`);
   if (o.displayStats) {
-    console.log(`Displaying dump stats:\nFreezing time: ${stats.freezingUs} us\nFrozen time: ${stats.frozenUs} us\n` +
-      `Memory dump time: ${stats.memdumpUs} us\nMemory write time: ${stats.memwriteUs} us\n` +
-      `Memory pages scanned: ${stats.pagesScanned}\nMemory pages written: ${stats.pagesWritten}`);
+    console.log(
+      `Displaying dump stats:\nFreezing time: ${stats.freezingUs} us\nFrozen time: ${stats.frozenUs} us\n` +
+        `Memory dump time: ${stats.memdumpUs} us\nMemory write time: ${stats.memwriteUs} us\n` +
+        `Memory pages scanned: ${stats.pagesScanned}\nMemory pages written: ${stats.pagesWritten}`,
+    );
   }
   return 0;
 }
