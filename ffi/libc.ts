@@ -63,6 +63,8 @@ const symbols = {
   recvmsg: { parameters: ["i32", "buffer", "i32"], result: "i64" },
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   poll: { parameters: ["buffer", "u64", "i32"], result: "i32" },
+  // the same poll, run on a worker thread so that an async caller does not block the event loop
+  poll_async: { name: "poll", parameters: ["buffer", "u64", "i32"], result: "i32", nonblocking: true },
   setsid: { parameters: [], result: "i32" },
   getsid: { parameters: ["i32"], result: "i32" },
   getpgid: { parameters: ["i32"], result: "i32" },

@@ -1,0 +1,311 @@
+/**
+ * Raw kernel calls for `criu check`, made from our own process. This file is unsafe work: it hands
+ * the kernel addresses of our buffers. Everything above it sees plain numbers and bytes.
+ *
+ * A probe wants to know what the kernel answered, not to fail, so these wrappers do not throw on a
+ * failed call: each returns the kernel's convention, a non-negative result or `-errno`. They never
+ * keep an fd or a mapping: whatever a wrapper opens or maps it closes or unmaps before returning,
+ * unless returning the fd is its purpose (then the caller closes it with `closeFd`).
+ */
+import { addressOf, cstr, lastErrno, libc } from "./libc.ts";
+
+const NR = {
+  read: 0,
+  write: 1,
+  close: 3,
+  mmap: 9,
+  munmap: 11,
+  ioctl: 16,
+  access: 21,
+  madvise: 28,
+  sendto: 44,
+  recvfrom: 45,
+  getsockname: 51,
+  setsockopt: 54,
+  getsockopt: 55,
+  fcntl: 72,
+  prctl: 157,
+  epoll_ctl: 233,
+  inotify_add_watch: 254,
+  vmsplice: 278,
+  signalfd4: 289,
+  pipe2: 293,
+  kcmp: 312,
+  memfd_create: 319,
+  userfaultfd: 323,
+  openat2: 437,
+} as const;
+
+const PTRACE_POKEUSER = 6;
+const AT_FDCWD = -100;
+
+/** One syscall through libc; the result, or -errno. Addresses are passed as bigints. */
+function sys(nr: number, ...args: (number | bigint)[]): number {
+  const a = (i: number) => BigInt(args[i] ?? 0);
+  const r = libc.syscall(BigInt(nr), a(0), a(1), a(2), a(3), a(4), a(5));
+  return r === -1n ? -lastErrno() : Number(r);
+}
+
+/** A syscall whose arguments are all plain integers (no pointers): result or -errno. */
+export function rawSyscall(nr: number, ...args: number[]): number {
+  return sys(nr, ...args);
+}
+
+export function closeFd(fd: number): void {
+  if (fd >= 0) sys(NR.close, fd);
+}
+
+/** open(2): the fd or -errno. */
+export function openPath(path: string, flags: number, mode = 0): number {
+  const fd = libc.open(cstr(path), flags, mode);
+  return fd === -1 ? -lastErrno() : fd;
+}
+
+/** access(2) with R_OK=4, W_OK=2, X_OK=1, F_OK=0. */
+export function accessPath(path: string, mode: number): number {
+  const p = cstr(path);
+  return sys(NR.access, addressOf(p), mode);
+}
+
+/** write(2) of a whole string. */
+export function writeString(fd: number, text: string): number {
+  const b = new TextEncoder().encode(text);
+  const buf = new Uint8Array(b.length);
+  buf.set(b);
+  return sys(NR.write, fd, addressOf(buf), buf.length);
+}
+
+export function setsockoptInt(fd: number, level: number, name: number, value: number): number {
+  const v = new Int32Array([value]);
+  return sys(NR.setsockopt, fd, level, name, addressOf(new Uint8Array(v.buffer)), 4);
+}
+
+export function setsockoptBytes(fd: number, level: number, name: number, value: Uint8Array<ArrayBuffer>): number {
+  return sys(NR.setsockopt, fd, level, name, addressOf(value), value.byteLength);
+}
+
+/**
+ * getsockopt(2) into a buffer of `size` bytes; with size 0 the option value pointer is NULL.
+ * Returns the result, the bytes and the length the kernel reported.
+ */
+export function getsockoptBytes(
+  fd: number,
+  level: number,
+  name: number,
+  size: number,
+): { r: number; bytes: Uint8Array<ArrayBuffer>; len: number } {
+  const bytes = new Uint8Array(size);
+  const len = new Uint32Array([size]);
+  const r = sys(NR.getsockopt, fd, level, name, size ? addressOf(bytes) : 0n, addressOf(new Uint8Array(len.buffer)));
+  return { r, bytes, len: len[0]! };
+}
+
+/** getsockname(2): the result and the address bytes. */
+export function getsockname(fd: number): { r: number; addr: Uint8Array<ArrayBuffer> } {
+  const addr = new Uint8Array(128);
+  const len = new Uint32Array([addr.length]);
+  const r = sys(NR.getsockname, fd, addressOf(addr), addressOf(new Uint8Array(len.buffer)));
+  return { r, addr: addr.slice(0, len[0]!) };
+}
+
+export function bindTo(fd: number, addr: Uint8Array<ArrayBuffer>): number {
+  return libc.bind(fd, addr, addr.byteLength) === -1 ? -lastErrno() : 0;
+}
+
+export function connectTo(fd: number, addr: Uint8Array<ArrayBuffer>): number {
+  return libc.connect(fd, addr, addr.byteLength) === -1 ? -lastErrno() : 0;
+}
+
+/** sendto(2) with no destination address (netlink: the kernel). */
+export function sendBytes(fd: number, bytes: Uint8Array<ArrayBuffer>): number {
+  return sys(NR.sendto, fd, addressOf(bytes), bytes.byteLength, 0, 0, 0);
+}
+
+/** recvfrom(2) into a fresh buffer of `size` bytes: the result and the bytes received. */
+export function recvBytes(fd: number, size: number): { r: number; bytes: Uint8Array<ArrayBuffer> } {
+  const buf = new Uint8Array(size);
+  const r = sys(NR.recvfrom, fd, addressOf(buf), size, 0, 0, 0);
+  return { r, bytes: r > 0 ? buf.slice(0, r) : new Uint8Array(0) };
+}
+
+export function readBytes(fd: number, size: number): { r: number; bytes: Uint8Array<ArrayBuffer> } {
+  const buf = new Uint8Array(size);
+  const r = sys(NR.read, fd, addressOf(buf), size);
+  return { r, bytes: r > 0 ? buf.slice(0, r) : new Uint8Array(0) };
+}
+
+/** ioctl(2) with no argument (0). */
+export function ioctlNone(fd: number, request: number): number {
+  return sys(NR.ioctl, fd, request, 0);
+}
+
+/** ioctl(2) whose argument points at one int: the result and the int afterwards. */
+export function ioctlInt(fd: number, request: number, value: number): { r: number; value: number } {
+  const v = new Int32Array([value]);
+  const r = sys(NR.ioctl, fd, request, addressOf(new Uint8Array(v.buffer)));
+  return { r, value: v[0]! };
+}
+
+/** ioctl(2) whose argument points at `bytes` (read and written in place). */
+export function ioctlBytes(fd: number, request: number, bytes: Uint8Array<ArrayBuffer>): number {
+  return sys(NR.ioctl, fd, request, addressOf(bytes));
+}
+
+/** pipe2(2): [read end, write end], or -errno. */
+export function pipe2(flags: number): [number, number] | number {
+  const fds = new Int32Array(2);
+  const r = sys(NR.pipe2, addressOf(new Uint8Array(fds.buffer)), flags);
+  return r < 0 ? r : [fds[0]!, fds[1]!];
+}
+
+/** vmsplice(2) of one byte from a stack-like buffer at an unaligned address into a pipe. */
+export function vmspliceOneByte(fd: number, flags: number): number {
+  const page = new Uint8Array(16);
+  const iov = new BigUint64Array([addressOf(page) + 3n, 1n]);
+  return sys(NR.vmsplice, fd, addressOf(iov), 1, flags);
+}
+
+/** epoll_ctl(2) with a struct epoll_event {u32 events; u64 data} (packed, 12 bytes). */
+export function epollCtl(epfd: number, op: number, fd: number, events: number): number {
+  const ev = new Uint8Array(12);
+  const v = new DataView(ev.buffer);
+  v.setUint32(0, events, true);
+  v.setBigUint64(4, BigInt(fd), true);
+  return sys(NR.epoll_ctl, epfd, op, fd, addressOf(ev));
+}
+
+/** signalfd4(2) creating a new signalfd for `mask`. */
+export function signalfd(mask: bigint, flags: number): number {
+  const m = new BigUint64Array([mask]);
+  return sys(NR.signalfd4, -1, addressOf(m), 8, flags);
+}
+
+export function inotifyAddWatch(fd: number, path: string, mask: number): number {
+  const p = cstr(path);
+  return sys(NR.inotify_add_watch, fd, addressOf(p), mask);
+}
+
+/** memfd_create(2); a null name passes a NULL pointer (the kernel answers EFAULT when it has the call). */
+export function memfdCreate(name: string | null, flags: number): number {
+  const p = name === null ? null : cstr(name);
+  return sys(NR.memfd_create, p ? addressOf(p) : 0n, flags);
+}
+
+/** openat2(AT_FDCWD, ".", NULL, 0): ENOSYS without the call, some other error with it. */
+export function openat2WithoutHow(): number {
+  const dot = cstr(".");
+  return sys(NR.openat2, AT_FDCWD, addressOf(dot), 0, 0);
+}
+
+/** kcmp(pid, pid, KCMP_EPOLL_TFD, fd, &{efd, tfd, toff}). */
+export function kcmpEpollTfd(pid: number, fd: number, efd: number, tfd: number, toff: number): number {
+  const slot = new Uint32Array([efd, tfd, toff]);
+  return sys(NR.kcmp, pid, pid, 7, fd, addressOf(new Uint8Array(slot.buffer)));
+}
+
+/** prctl(PR_GET_TID_ADDRESS, &addr): the result and the address. */
+export function prctlGetTidAddress(): { r: number; address: bigint } {
+  const out = new BigUint64Array(1);
+  const r = sys(NR.prctl, 40, addressOf(out));
+  return { r, address: out[0]! };
+}
+
+/** prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE, &size): the result and the struct size the kernel expects. */
+export function prctlMmMapSize(): { r: number; size: number } {
+  const out = new Uint32Array(1);
+  const r = sys(NR.prctl, 35, 15, addressOf(new Uint8Array(out.buffer)), 0, 0);
+  return { r, size: out[0]! };
+}
+
+/** fcntl(fd, F_GETOWNER_UIDS, u32[2]). */
+export function fcntlGetOwnerUids(fd: number): { r: number; uids: [number, number] } {
+  const out = new Uint32Array(2);
+  const r = sys(NR.fcntl, fd, 17, addressOf(new Uint8Array(out.buffer)));
+  return { r, uids: [out[0]!, out[1]!] };
+}
+
+/** userfaultfd(2) then UFFDIO_API asking for `features`; the fd is closed before returning. */
+export function userfaultfdApi(flags: number, features: bigint): { r: number; features: bigint; ioctls: bigint } {
+  const fd = sys(NR.userfaultfd, flags);
+  if (fd < 0) return { r: fd, features: 0n, ioctls: 0n };
+  try {
+    const api = new BigUint64Array([0xaan, features, 0n]);
+    const r = sys(NR.ioctl, fd, UFFDIO_API, addressOf(api));
+    return { r, features: api[1]!, ioctls: api[2]! };
+  } finally {
+    closeFd(fd);
+  }
+}
+
+export const UFFDIO_API = 0xc018aa3f;
+export const UFFDIO_REGISTER = 0xc020aa00;
+export const PAGEMAP_SCAN = 0xc0606610;
+
+/** The arguments of ioctl(PAGEMAP_SCAN) besides the output vector. */
+export interface PagemapScanArgs {
+  start: bigint;
+  end: bigint;
+  flags: number;
+  categoryInverted: number;
+  categoryMask: number;
+  categoryAnyofMask: number;
+  returnMask: number;
+  /** 0: no limit. */
+  maxPages?: number;
+}
+
+/** One `struct page_region` of a PAGEMAP_SCAN answer. */
+export interface PageRegion {
+  start: bigint;
+  end: bigint;
+  categories: number;
+}
+
+/**
+ * ioctl(PAGEMAP_SCAN) on an open /proc/PID/pagemap fd, with room for `vecLen` regions (0: none,
+ * the kernel then only walks). Returns the result (the number of regions filled) and the regions.
+ */
+export function pagemapScan(fd: number, a: PagemapScanArgs, vecLen: number): { r: number; regions: PageRegion[] } {
+  const vec = new BigUint64Array(Math.max(vecLen, 1) * 3);
+  const arg = new BigUint64Array([
+    96n, // size of struct pm_scan_arg
+    BigInt(a.flags),
+    a.start,
+    a.end,
+    0n, // walk_end, filled by the kernel
+    vecLen ? addressOf(vec) : 0n,
+    BigInt(vecLen),
+    BigInt(a.maxPages ?? 0),
+    BigInt(a.categoryInverted),
+    BigInt(a.categoryMask),
+    BigInt(a.categoryAnyofMask),
+    BigInt(a.returnMask),
+  ]);
+  const r = sys(NR.ioctl, fd, PAGEMAP_SCAN, addressOf(arg));
+  const regions: PageRegion[] = [];
+  for (let i = 0; i < r && i < vecLen; i++) {
+    regions.push({ start: vec[3 * i]!, end: vec[3 * i + 1]!, categories: Number(vec[3 * i + 2]!) });
+  }
+  return { r, regions };
+}
+
+/**
+ * Maps one private anonymous page in our own process, runs madvise(advice) on it and unmaps it:
+ * the madvise result.
+ */
+export function madviseScratchPage(advice: number): number {
+  const len = 4096;
+  const addr = libc.syscall(BigInt(NR.mmap), 0n, BigInt(len), 3n, 0x22n, -1n, 0n); // rw, private|anon
+  if (addr === -1n) return -lastErrno();
+  try {
+    return sys(NR.madvise, addr, len, advice);
+  } finally {
+    sys(NR.munmap, addr, len);
+  }
+}
+
+/** ptrace(PTRACE_POKEUSER): writes one word of a stopped tracee's `struct user` (debug registers). */
+export function pokeUser(pid: number, offset: number, value: bigint): number {
+  const r = libc.ptrace(BigInt(PTRACE_POKEUSER), BigInt(pid), BigInt(offset), value);
+  return r === -1n ? -lastErrno() : 0;
+}
