@@ -160,8 +160,8 @@ export function pipe2(flags: number): [number, number] | number {
 
 /** vmsplice(2) of one byte from a stack-like buffer at an unaligned address into a pipe. */
 export function vmspliceOneByte(fd: number, flags: number): number {
-  const page = new Uint8Array(16);
-  const iov = new BigUint64Array([addressOf(page) + 3n, 1n]);
+  const buf = new Uint8Array(16);
+  const iov = new BigUint64Array([addressOf(buf) + 3n, 1n]);
   return sys(NR.vmsplice, fd, addressOf(iov), 1, flags);
 }
 

@@ -1,0 +1,71 @@
+import assert from "node:assert/strict";
+import { spawn } from "./spawn.ts";
+import * as pt from "./ptrace.ts";
+import { findSyscallInstruction, RemoteThread } from "./remote.ts";
+import { readMaps, readStat } from "./proc.ts";
+import { NR } from "./syscalls.ts";
+import { readMemory, writeMemory } from "./memory.ts";
+import { isSyscallError } from "./errors.ts";
+
+function startSleep(): number {
+  const pid = spawn("/bin/sleep", ["sleep", "60"], { setsid: true });
+  // posix_spawn returns once the child has exec'd; wait until it sleeps.
+  for (let i = 0; i < 500 && readStat(pid).state !== "S"; i++) {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+  }
+  return pid;
+}
+
+function seized(pid: number): RemoteThread {
+  pt.seize(pid, 0);
+  pt.interrupt(pid);
+  const st = pt.wait(pid);
+  assert.equal(st?.kind, "stopped");
+  const vdso = readMaps(pid).find((m) => m.path === "[vdso]")!;
+  return RemoteThread.enter(pid, findSyscallInstruction(pid, vdso.start, vdso.end));
+}
+
+function finish(pid: number): void {
+  pt.kill(pid, 9);
+  while (pt.wait(pid)?.kind === "stopped") { /* collect the stop reports */ }
+}
+
+Deno.test("remote syscalls read brk and a sigaction and leave the task running as before", () => {
+  const pid = startSleep();
+  try {
+    const statBefore = Deno.readTextFileSync(`/proc/${pid}/status`).match(/SigBlk:.*/)![0];
+    const r = seized(pid);
+    const regsBefore = r.savedRegs.clone();
+    assert.equal(r.call("getpid", NR.getpid), BigInt(pid));
+    const brk = r.call("brk", NR.brk, 0);
+    const heap = readMaps(pid).find((m) => m.path === "[heap]");
+    if (heap) assert.equal(brk, heap.end);
+    // rt_sigaction(SIGTERM, NULL, &old) into a scratch mapping of the task
+    const scratch = BigInt.asUintN(64, r.call("mmap", NR.mmap, 0, 4096, 3, 0x22, -1, 0));
+    writeMemory(pid, scratch, new Uint8Array(32).fill(0xaa));
+    r.call("rt_sigaction", NR.rt_sigaction, 15, 0, scratch, 8);
+    const act = new DataView(readMemory(pid, scratch, 32).buffer);
+    assert.equal(act.getBigUint64(0, true), 0n, "SIGTERM is SIG_DFL in sleep");
+    r.call("munmap", NR.munmap, scratch, 4096);
+    r.leave();
+    assert.deepEqual([...pt.getRegs(pid).raw], [...regsBefore.raw]);
+    pt.detach(pid);
+    assert.equal(Deno.readTextFileSync(`/proc/${pid}/status`).match(/SigBlk:.*/)![0], statBefore);
+    assert.ok(!readMaps(pid).some((m) => m.start === scratch), "the scratch mapping is gone");
+    assert.match(readStat(pid).state, /[SR]/);
+  } finally {
+    finish(pid);
+  }
+});
+
+Deno.test("a failing remote syscall reports its errno by name", () => {
+  const pid = startSleep();
+  try {
+    const r = seized(pid);
+    assert.throws(() => r.call("close", NR.close, 12345), (e) => isSyscallError(e, "EBADF"));
+    r.leave();
+    pt.detach(pid);
+  } finally {
+    finish(pid);
+  }
+});
