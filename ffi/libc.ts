@@ -116,7 +116,7 @@ export function cstr(s: string): Uint8Array<ArrayBuffer> {
 }
 
 /** The address of a buffer, for structs that hold pointers. Valid while `buf` is alive. */
-export function addressOf(buf: Uint8Array<ArrayBuffer> | BigUint64Array<ArrayBuffer>): bigint {
+export function addressOf(buf: ArrayBufferView<ArrayBuffer>): bigint {
   if (buf.byteLength === 0) return 0n;
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
 }

@@ -80,7 +80,12 @@ export function setsockoptInt(fd: number, level: number, name: number, value: nu
   return sys(NR.setsockopt, fd, level, name, addressOf(new Uint8Array(v.buffer)), 4);
 }
 
-export function setsockoptBytes(fd: number, level: number, name: number, value: Uint8Array<ArrayBuffer>): number {
+export function setsockoptBytes(
+  fd: number,
+  level: number,
+  name: number,
+  value: Uint8Array<ArrayBuffer>,
+): number {
   return sys(NR.setsockopt, fd, level, name, addressOf(value), value.byteLength);
 }
 
@@ -96,7 +101,14 @@ export function getsockoptBytes(
 ): { r: number; bytes: Uint8Array<ArrayBuffer>; len: number } {
   const bytes = new Uint8Array(size);
   const len = new Uint32Array([size]);
-  const r = sys(NR.getsockopt, fd, level, name, size ? addressOf(bytes) : 0n, addressOf(new Uint8Array(len.buffer)));
+  const r = sys(
+    NR.getsockopt,
+    fd,
+    level,
+    name,
+    size ? addressOf(bytes) : 0n,
+    addressOf(new Uint8Array(len.buffer)),
+  );
   return { r, bytes, len: len[0]! };
 }
 
@@ -225,7 +237,10 @@ export function fcntlGetOwnerUids(fd: number): { r: number; uids: [number, numbe
 }
 
 /** userfaultfd(2) then UFFDIO_API asking for `features`; the fd is closed before returning. */
-export function userfaultfdApi(flags: number, features: bigint): { r: number; features: bigint; ioctls: bigint } {
+export function userfaultfdApi(
+  flags: number,
+  features: bigint,
+): { r: number; features: bigint; ioctls: bigint } {
   const fd = sys(NR.userfaultfd, flags);
   if (fd < 0) return { r: fd, features: 0n, ioctls: 0n };
   try {
@@ -265,7 +280,11 @@ export interface PageRegion {
  * ioctl(PAGEMAP_SCAN) on an open /proc/PID/pagemap fd, with room for `vecLen` regions (0: none,
  * the kernel then only walks). Returns the result (the number of regions filled) and the regions.
  */
-export function pagemapScan(fd: number, a: PagemapScanArgs, vecLen: number): { r: number; regions: PageRegion[] } {
+export function pagemapScan(
+  fd: number,
+  a: PagemapScanArgs,
+  vecLen: number,
+): { r: number; regions: PageRegion[] } {
   const vec = new BigUint64Array(Math.max(vecLen, 1) * 3);
   const arg = new BigUint64Array([
     96n, // size of struct pm_scan_arg

@@ -68,7 +68,13 @@ export class SeqpacketSocket {
   static adopt(fd: number): SeqpacketSocket {
     const value = new Int32Array(1);
     const len = new Uint32Array([4]);
-    const rc = libc.getsockopt(fd, SOL_SOCKET, SO_TYPE, new Uint8Array(value.buffer), new Uint8Array(len.buffer));
+    const rc = libc.getsockopt(
+      fd,
+      SOL_SOCKET,
+      SO_TYPE,
+      new Uint8Array(value.buffer),
+      new Uint8Array(len.buffer),
+    );
     if (rc === -1) throw new SyscallError("getsockopt(SO_TYPE)", lastErrno(), `fd ${fd}`);
     if (value[0] !== SOCK_SEQPACKET) {
       throw new SyscallError("getsockopt(SO_TYPE)", ERRNO.EINVAL, `fd ${fd} is not a SOCK_SEQPACKET socket`);
@@ -85,7 +91,10 @@ export class SeqpacketSocket {
   /** A connected pair, both ends close-on-exec. */
   static pair(): [SeqpacketSocket, SeqpacketSocket] {
     const fds = new Int32Array(2);
-    call("socketpair", libc.socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, new Uint8Array(fds.buffer)));
+    call(
+      "socketpair",
+      libc.socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, new Uint8Array(fds.buffer)),
+    );
     return [new SeqpacketSocket(fds[0]!), new SeqpacketSocket(fds[1]!)];
   }
 
@@ -163,7 +172,13 @@ export class SeqpacketSocket {
   peerCredentials(): PeerCredentials {
     const cred = new Int32Array(3); // struct ucred { pid_t pid; uid_t uid; gid_t gid; }
     const len = new Uint32Array([12]);
-    const rc = libc.getsockopt(this.#live(), SOL_SOCKET, SO_PEERCRED, new Uint8Array(cred.buffer), new Uint8Array(len.buffer));
+    const rc = libc.getsockopt(
+      this.#live(),
+      SOL_SOCKET,
+      SO_PEERCRED,
+      new Uint8Array(cred.buffer),
+      new Uint8Array(len.buffer),
+    );
     if (rc === -1) throw new SyscallError("getsockopt(SO_PEERCRED)", lastErrno());
     return { pid: cred[0]!, uid: cred[1]! >>> 0, gid: cred[2]! >>> 0 };
   }

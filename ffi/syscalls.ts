@@ -77,6 +77,10 @@ export const NR = {
   close_range: 436,
   pidfd_open: 434,
   pidfd_getfd: 438,
+  pipe2: 293,
+  eventfd2: 290,
+  epoll_create1: 291,
+  epoll_ctl: 233,
 } as const;
 
 export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;

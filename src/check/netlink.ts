@@ -10,7 +10,15 @@ import { closeFd, rawSyscall, recvBytes, sendBytes, setsockoptBytes } from "../.
 
 export const AF = { UNSPEC: 0, UNIX: 1, INET: 2, INET6: 10, NETLINK: 16, PACKET: 17 } as const;
 export const NETLINK = { ROUTE: 0, SOCK_DIAG: 4 } as const;
-export const NLM_F = { REQUEST: 1, MULTI: 2, ACK: 4, ROOT: 0x100, MATCH: 0x200, DUMP: 0x300, CREATE: 0x400 } as const;
+export const NLM_F = {
+  REQUEST: 1,
+  MULTI: 2,
+  ACK: 4,
+  ROOT: 0x100,
+  MATCH: 0x200,
+  DUMP: 0x300,
+  CREATE: 0x400,
+} as const;
 const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
 const HDR = 16;
@@ -87,7 +95,10 @@ export interface Reply {
 }
 
 /** The attributes after a fixed body of `bodyLen` bytes, by type (nested ones left as bytes). */
-export function parseAttrs(payload: Uint8Array<ArrayBuffer>, bodyLen: number): Map<number, Uint8Array<ArrayBuffer>> {
+export function parseAttrs(
+  payload: Uint8Array<ArrayBuffer>,
+  bodyLen: number,
+): Map<number, Uint8Array<ArrayBuffer>> {
   const out = new Map<number, Uint8Array<ArrayBuffer>>();
   const v = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
   let off = pad4(bodyLen);

@@ -24,6 +24,8 @@ import { FileTable } from "../objects/files.ts";
 import { PE, writePages } from "../objects/memory.ts";
 import { DumpError } from "../errors.ts";
 import { ImageDir } from "../images/dir.ts";
+import { ImageWriter } from "../images/file.ts";
+import { pipe_data_entrySchema } from "../images/gen/pipe-data_pb.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 
@@ -181,6 +183,7 @@ export function dump(opts: DumpOptions): DumpStats {
     );
     dir.write(KINDS.FILES, undefined, table.entries);
     if (table.ttyInfos.length) dir.write(KINDS.TTY_INFO, undefined, table.ttyInfos);
+    if (table.pipeData.size) writePipeData(dir, table);
     opts.hooks.run("post-dump");
     stats.frozenUs = Math.round((performance.now() - frozenAt) * 1000);
     writeStats(dir, stats);
@@ -207,6 +210,21 @@ function finish(tree: FrozenTree, opts: DumpOptions): void {
   if (opts.leaveRunning) tree.resume();
   else if (opts.leaveStopped) tree.leaveStopped();
   else tree.kill();
+}
+
+/** pipes-data.img: one entry per pipe with queued bytes, each followed by those bytes. */
+function writePipeData(dir: ImageDir, table: FileTable): void {
+  const w = ImageWriter.create(dir.path, KINDS.PIPES_DATA);
+  dir.noteWritten(w.name);
+  try {
+    for (const [pipeId, { data, capacity }] of table.pipeData) {
+      if (data.length === 0 && capacity === 65536) continue;
+      w.writeEntry(create(pipe_data_entrySchema, { pipeId, bytes: data.length, size: capacity }));
+      w.writeBlob(data);
+    }
+  } finally {
+    w.close();
+  }
 }
 
 function writeStats(dir: ImageDir, s: DumpStats): void {

@@ -35,7 +35,7 @@ import { dumpFds, type FileTable } from "../objects/files.ts";
 import { addRegFile } from "../objects/regfile.ts";
 import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
-import "../objects/tty.ts";
+import "../objects/mod.ts";
 
 export const TASK_STATE = { alive: 1, dead: 2, stopped: 3, zombie: 6 } as const;
 

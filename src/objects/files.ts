@@ -26,14 +26,63 @@ export interface DumpFilesContext {
 export interface RestoreFilesContext {
   agent: Agent;
   table: FileTable;
-  /** An fd in the puppet that refers to our terminal (for --shell-job), or -1. */
+  /** An fd in the task that refers to our terminal (for --shell-job), or -1. */
   terminalFd: number;
+  /** Files already open in some restored task, for sharing them. */
+  shared: SharedFiles;
+  /** Moves an fd of the task out of the way of the fd numbers being restored; returns its new number. */
+  park(fd: number): number;
   log: Log;
+}
+
+/** A file that is open in a restored task: where to get another reference to it. */
+export interface OpenedFile {
+  pid: number;
+  fd: number;
+}
+
+/**
+ * Restore-wide knowledge of open files: which file ids are already open in which task (so other
+ * tasks share the same open file description), and per-kind state such as pipes created but
+ * not yet fully handed out. Parked fds are closed once every task has its files.
+ */
+export class SharedFiles {
+  readonly byId = new Map<number, OpenedFile>();
+  /** Kind-specific state (pipe ends by pipe inode, ...), keyed by a string of the kind's. */
+  readonly objects = new Map<string, OpenedFile[]>();
+  /** Fds parked in each task, to close at the end. */
+  readonly parked = new Map<number, number[]>();
+
+  noteParked(pid: number, fd: number): void {
+    const list = this.parked.get(pid) ?? [];
+    list.push(fd);
+    this.parked.set(pid, list);
+  }
+}
+
+const NR_PIDFD_OPEN = 434;
+const NR_PIDFD_GETFD = 438;
+const NR_DUP = 32;
+const NR_DUP3 = 292;
+const NR_CLOSE = 3;
+const NR_FCNTL = 72;
+
+/** Gets into the agent's task a copy of fd `src.fd` of task `src.pid` (same open file description). */
+export function grabFd(agent: Agent, src: OpenedFile): number {
+  if (src.pid === agent.pid) return Number(agent.call("dup", NR_DUP, src.fd));
+  const pidfd = agent.call("pidfd_open", NR_PIDFD_OPEN, src.pid, 0);
+  try {
+    return Number(agent.call("pidfd_getfd", NR_PIDFD_GETFD, pidfd, src.fd, 0));
+  } finally {
+    agent.raw(NR_CLOSE, pidfd);
+  }
 }
 
 export interface FdKind {
   readonly name: string;
   readonly type: fd_types;
+  /** Kinds with a higher rank are restored after the others (epoll needs its targets). */
+  readonly rank?: number;
   /** Does this fd belong to this kind? `stat` is the fstat of the fd, null when it cannot be taken. */
   detect(fd: FdEntry, stat: Deno.FileInfo | null): boolean;
   /** Adds the file's entry to the table and returns its id. */
@@ -47,6 +96,8 @@ export class FileTable {
   readonly entries: file_entry[] = [];
   /** tty-info.img: the terminals the files refer to. */
   readonly ttyInfos: tty_info_entry[] = [];
+  /** pipes-data.img: bytes queued in each pipe (by pipe inode) and its capacity. */
+  readonly pipeData = new Map<number, { data: Uint8Array<ArrayBuffer>; capacity: number }>();
   #byKey = new Map<string, number>();
   #byId = new Map<number, file_entry>();
 
@@ -123,23 +174,24 @@ function kindFor(type: fd_types): FdKind {
   return kind;
 }
 
-const NR_DUP3 = 292;
-const NR_CLOSE = 3;
-
 /**
- * Opens every fd of a task at its number. Files shared by several fds are opened once and
- * duplicated, so they share offset and flags as before.
+ * Opens every fd of a task at its number. A file already open (in this task or another) is
+ * duplicated rather than reopened, so every fd of it shares one open file description, offset
+ * and flags included, as before the dump.
  */
 export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_entry[]): void {
-  const opened = new Map<number, number>();
-  for (const info of [...fdinfos].sort((a, b) => a.fd - b.fd)) {
-    const shared = opened.get(info.id);
+  const rank = (f: fdinfo_entry) => kindFor(ctx.table.get(f.id).type).rank ?? 0;
+  const order = [...fdinfos].sort((a, b) => rank(a) - rank(b) || a.fd - b.fd);
+  for (const info of order) {
     const entry = ctx.table.get(info.id);
-    const tmp = shared ?? kindFor(entry.type).open(ctx, entry);
-    if (tmp !== info.fd || info.flags & 1) {
+    const known = ctx.shared.byId.get(info.id);
+    const tmp = known ? grabFd(ctx.agent, known) : kindFor(entry.type).open(ctx, entry);
+    if (tmp !== info.fd) {
       ctx.agent.call(`dup3(fd ${info.fd})`, NR_DUP3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
-      if (shared === undefined && tmp !== info.fd) ctx.agent.call("close", NR_CLOSE, tmp);
+      ctx.agent.call("close", NR_CLOSE, tmp);
+    } else if (info.flags & 1) {
+      ctx.agent.call("fcntl(F_SETFD)", NR_FCNTL, info.fd, 2, 1); // F_SETFD, FD_CLOEXEC
     }
-    if (shared === undefined) opened.set(info.id, info.fd);
+    if (!known) ctx.shared.byId.set(info.id, { pid: ctx.agent.pid, fd: info.fd });
   }
 }

@@ -13,6 +13,8 @@ import type { inventory_entry } from "../images/gen/inventory_pb.ts";
 import type { tty_info_entry } from "../images/gen/tty_pb.ts";
 import { KINDS } from "../images/kinds.ts";
 import { ImageDir } from "../images/dir.ts";
+import { ImageReader } from "../images/file.ts";
+import type { pipe_data_entry } from "../images/gen/pipe-data_pb.ts";
 import { FileTable } from "../objects/files.ts";
 import { PAGE_SIZE, PE, VMA } from "../objects/memory.ts";
 import { RestoreError } from "../errors.ts";
@@ -147,6 +149,19 @@ function loadTask(dir: ImageDir, entry: pstree_entry, files: FileTable): Restore
   return task;
 }
 
+function readPipeData(dir: ImageDir, files: FileTable): void {
+  if (!dir.has(KINDS.PIPES_DATA)) return;
+  const r = ImageReader.open(dir.path, KINDS.PIPES_DATA);
+  try {
+    for (let e = r.readEntry() as pipe_data_entry | null; e; e = r.readEntry() as pipe_data_entry | null) {
+      const data = r.readBlob(e.bytes);
+      files.pipeData.set(e.pipeId, { data: new Uint8Array(data), capacity: e.size ?? 65536 });
+    }
+  } finally {
+    r.close();
+  }
+}
+
 export function loadCheckpoint(imagesDir: string): Checkpoint {
   let dir: ImageDir;
   try {
@@ -163,6 +178,7 @@ export function loadCheckpoint(imagesDir: string): Checkpoint {
   if (tree.length === 0) bad("pstree.img lists no process");
   const files = new FileTable(dir.readOptional<file_entry>(KINDS.FILES));
   for (const t of dir.readOptional<tty_info_entry>(KINDS.TTY_INFO)) files.ttyInfos.push(t);
+  readPipeData(dir, files);
   const tasks = tree.map((e) => loadTask(dir, e, files));
   return { dir, inventory, tasks, files };
 }

@@ -20,7 +20,16 @@ import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { loadCheckpoint, type RestoreTaskImages } from "./images.ts";
 import { PuppetMaster } from "./puppet.ts";
-import { detachTask, dropScratch, loadRegisters, type PendingThread, restoreTask } from "./task.ts";
+import {
+  closeParked,
+  detachTask,
+  dropScratch,
+  loadRegisters,
+  type PendingThread,
+  restoreTask,
+} from "./task.ts";
+import { SharedFiles } from "../objects/files.ts";
+import "../objects/mod.ts";
 import { processExists } from "../../ffi/proc.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { TASK_STATE } from "../dump/task.ts";
@@ -110,6 +119,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   let forkedAt = 0;
   const root = tasks[0]!.entry.pid;
   const pending = new Map<number, PendingThread[]>();
+  const shared = new SharedFiles();
   try {
     // FORKING
     const agents = forkTree(master, tasks);
@@ -124,6 +134,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       log,
       terminalFd: terminalFd(opts.shellJob),
       shellJob: opts.shellJob,
+      shared,
     };
     for (const t of tasks) {
       if (t.zombie) throw new RestoreError(`Restoring zombie ${t.entry.pid} is not supported yet`);
@@ -135,6 +146,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     // RESUME: from here on nothing can fail half-way in a way we could undo.
     for (const t of tasks) {
       const threads = pending.get(t.entry.pid)!;
+      closeParked(threads[0]!.agent, shared);
       dropScratch(threads[0]!.agent, master.scratch);
       loadRegisters(threads, t.cores[0]!.core.tc, awayNs(cp.inventory.dumpUptime));
     }

@@ -6,14 +6,14 @@ import type { core_entry } from "../images/gen/core_pb.ts";
 import type { vma_entry } from "../images/gen/vma_pb.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { readMaps } from "../../ffi/proc.ts";
-import { setRlimit } from "../../ffi/process.ts";
+import { getRlimit, setRlimit } from "../../ffi/process.ts";
 import { prctlMmMap, type Regs } from "../../ffi/structs.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { ERRNO } from "../../ffi/errors.ts";
 import { NR, O, PR, RSEQ_FLAG_UNREGISTER, SIG } from "../../ffi/syscalls.ts";
 import type { Agent } from "../agent.ts";
 import { fillPages, finishAreas, mapAreas, moveSpecialAreas, VMA } from "../objects/memory.ts";
-import { restoreFds } from "../objects/files.ts";
+import { restoreFds, type SharedFiles } from "../objects/files.ts";
 import { restorePendingSignals, restoreSigactions, restoreSigaltstack } from "../objects/signals.ts";
 import { restoreTimers } from "../objects/timers.ts";
 import { restoreCreds } from "../objects/creds.ts";
@@ -30,6 +30,8 @@ export interface TaskRestoreContext {
   log: Log;
   /** Fd of our terminal inside puppets (for --shell-job), or -1. */
   terminalFd: number;
+  /** Files open in the tasks restored so far. */
+  shared: SharedFiles;
   shellJob: boolean;
 }
 
@@ -146,17 +148,34 @@ function restoreFs(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages):
   if (t.fs.umask !== undefined) agent.call("umask", NR.umask, t.fs.umask);
 }
 
+const RLIMIT_NOFILE = 7;
+const F_DUPFD_CLOEXEC = 1030;
+
 function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
-  const park = 1000; // where our terminal waits while the fd table is rebuilt
-  let terminalFd = -1;
-  if (ctx.terminalFd >= 0) {
-    agent.call("dup2(terminal)", NR.dup2, ctx.terminalFd, park);
-    terminalFd = park;
-  }
-  agent.call("close_range", NR.close_range, 0, park - 1, 0);
-  agent.call("close_range", NR.close_range, park + 1, 0xffffffff, 0);
-  restoreFds({ agent, table: ctx.checkpoint.files, terminalFd, log: ctx.log }, t.fdinfos);
-  if (terminalFd >= 0 && !t.fdinfos.some((f) => f.fd === park)) agent.call("close", NR.close, park);
+  const pid = t.entry.pid;
+  // Room for every fd number the task had, and for parking fds above them.
+  const hard = getRlimit(pid, RLIMIT_NOFILE).max;
+  setRlimit(pid, RLIMIT_NOFILE, hard, hard);
+  const parkBase = Math.max(64, ...t.fdinfos.map((f) => f.fd + 1));
+  const park = (fd: number): number => {
+    const moved = Number(agent.call("fcntl(F_DUPFD_CLOEXEC)", NR.fcntl, fd, F_DUPFD_CLOEXEC, parkBase));
+    agent.call("close", NR.close, fd);
+    ctx.shared.noteParked(pid, moved);
+    return moved;
+  };
+  const terminalFd = ctx.terminalFd >= 0
+    ? park(Number(agent.call("dup(terminal)", NR.dup, ctx.terminalFd)))
+    : -1;
+  agent.call("close_range", NR.close_range, 0, parkBase - 1, 0);
+  restoreFds(
+    { agent, table: ctx.checkpoint.files, terminalFd, shared: ctx.shared, park, log: ctx.log },
+    t.fdinfos,
+  );
+}
+
+/** Closes what restoreFiles parked in a task; runs once every task has its files. */
+export function closeParked(agent: Agent, shared: SharedFiles): void {
+  for (const fd of shared.parked.get(agent.pid) ?? []) agent.raw(NR.close, fd);
 }
 
 function restoreTaskState(agent: Agent, t: RestoreTaskImages): void {
