@@ -112,6 +112,13 @@ export function getsockoptBytes(
   return { r, bytes, len: len[0]! };
 }
 
+/** socketpair(2): the two fds, or -errno. */
+export function socketpair(domain: number, type: number, protocol: number): [number, number] | number {
+  const fds = new Int32Array(2);
+  const r = libc.socketpair(domain, type, protocol, new Uint8Array(fds.buffer));
+  return r === -1 ? -lastErrno() : [fds[0]!, fds[1]!];
+}
+
 /** getsockname(2): the result and the address bytes. */
 export function getsockname(fd: number): { r: number; addr: Uint8Array<ArrayBuffer> } {
   const addr = new Uint8Array(128);

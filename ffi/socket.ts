@@ -230,9 +230,14 @@ export class SeqpacketListener {
 
   /**
    * Binds `path` (a stale socket file there is removed first, as CRIU does) and listens. The file
-   * gets mode `mode` before anyone can connect: it is created under a umask that lets nobody in.
+   * is created under a umask that lets nobody in, then gets group `gid` (when given) and mode
+   * `mode`, all before anyone can connect.
    */
-  static listen(path: string, mode: number, backlog = 16): SeqpacketListener {
+  static listen(
+    path: string,
+    access: { mode: number; gid?: number | undefined },
+    backlog = 16,
+  ): SeqpacketListener {
     const fd = call("socket", libc.socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
     try {
       const { addr, len } = sockaddrUn(path);
@@ -247,7 +252,8 @@ export class SeqpacketListener {
       } finally {
         libc.umask(oldMask);
       }
-      Deno.chmodSync(path, mode);
+      if (access.gid !== undefined) Deno.chownSync(path, null, access.gid);
+      Deno.chmodSync(path, access.mode);
       call("listen", libc.listen(fd, backlog), path);
       return new SeqpacketListener(fd, path);
     } catch (e) {

@@ -25,6 +25,8 @@ const CASES: Case[] = [
   { name: "blocked", args: ["sigsuspend"] },
   { name: "blocked", args: ["futex", "eintr-ok"] },
   { name: "blocked", args: ["futex-inf"] },
+  { name: "blocked", args: ["pipe-read"] },
+  { name: "blocked", args: ["epoll", "eintr-ok"] },
 ];
 
 function label(c: Case): string {

@@ -80,6 +80,11 @@ export class ProbeChild {
     return this.agent.raw(nr, ...args);
   }
 
+  /** Runs a syscall in the child; throws a SyscallError naming `name` when it fails. */
+  call(name: string, nr: number, ...args: (bigint | number)[]): bigint {
+    return this.agent.call(name, nr, ...args);
+  }
+
   /** Reserves scratch memory in the child, optionally filled with `data`. */
   alloc(len: number, data?: Uint8Array<ArrayBuffer>): bigint {
     return this.agent.alloc(len, data);
@@ -88,6 +93,19 @@ export class ProbeChild {
   /** A NUL-terminated string in the child's scratch memory. */
   string(s: string): bigint {
     return this.agent.string(s);
+  }
+
+  /** Forgets earlier scratch allocations: each probe starts with the whole scratch area. */
+  resetScratch(): void {
+    this.agent.reset();
+  }
+
+  /** Where remote syscalls run from; changes when a probe moves the vDSO. */
+  get syscallIp(): bigint {
+    return this.agent.thread.syscallIp;
+  }
+  set syscallIp(ip: bigint) {
+    this.agent.thread.syscallIp = ip;
   }
 
   read(addr: bigint, len: number): Uint8Array<ArrayBuffer> {

@@ -111,12 +111,16 @@ export function parseAttrs(
   return out;
 }
 
+/** Bounds every wait for an answer on `fd` to one second: a missing answer is an error, not a hang. */
+export function setReceiveTimeout(fd: number): void {
+  const timeout = new BigInt64Array([1n, 0n]); // struct timeval
+  setsockoptBytes(fd, SOL_SOCKET, SO_RCVTIMEO, new Uint8Array(timeout.buffer));
+}
+
 /** A netlink socket of `protocol` with a receive timeout, or -errno. */
 export function openNetlink(protocol: number): number {
   const fd = rawSyscall(NR_SOCKET, AF.NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
-  if (fd < 0) return fd;
-  const timeout = new BigInt64Array([1n, 0n]); // struct timeval: 1 s
-  setsockoptBytes(fd, SOL_SOCKET, SO_RCVTIMEO, new Uint8Array(timeout.buffer));
+  if (fd >= 0) setReceiveTimeout(fd);
   return fd;
 }
 

@@ -56,7 +56,9 @@ export class ProbeEnv {
 
   /** The shared child: probes may run syscalls in it but must leave it usable for the next. */
   child(): ProbeChild {
-    return this.#shared ??= ProbeChild.start();
+    this.#shared ??= ProbeChild.start();
+    this.#shared.resetScratch();
+    return this.#shared;
   }
 
   /** A child of its own for a probe that damages it (moves its vDSO, changes its namespaces...). */

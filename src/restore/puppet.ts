@@ -130,6 +130,33 @@ export class PuppetMaster {
     return child;
   }
 
+  /**
+   * Turns a created task into a zombie of its parent: it ends with the dumped wait status (an exit
+   * code, or the signal that killed it), and we, its tracer, take only our own notification.
+   */
+  makeZombie(pid: number, status: number): void {
+    const agent = this.agentFor(pid);
+    const signal = status & 0x7f;
+    const regs = agent.thread.savedRegs.clone();
+    if (signal === 0) {
+      regs.set("ax", NR.exit_group);
+      regs.set("di", (status >> 8) & 0xff);
+      regs.set("orig_ax", -1);
+      regs.set("ip", this.scratch);
+      pt.setRegs(pid, regs);
+      pt.cont(pid);
+    } else {
+      pt.setSigmask(pid, 0n);
+      pt.kill(pid, signal);
+      pt.cont(pid);
+    }
+    for (;;) {
+      const st = pt.wait(pid);
+      if (!st || st.kind !== "stopped") break;
+      pt.cont(pid, st.event === 0 ? st.signal : 0);
+    }
+  }
+
   /** Ends the helper: it has done its job once the tree exists. */
   releaseHelper(): void {
     if (this.#helper === 0) return;

@@ -26,12 +26,14 @@ import {
   dropScratch,
   loadRegisters,
   type PendingThread,
+  restoreGroup,
   restoreTask,
 } from "./task.ts";
 import { SharedFiles } from "../objects/files.ts";
 import "../objects/mod.ts";
 import { processExists } from "../../ffi/proc.ts";
 import * as pt from "../../ffi/ptrace.ts";
+import { NR } from "../../ffi/syscalls.ts";
 import { TASK_STATE } from "../dump/task.ts";
 import { KINDS } from "../images/kinds.ts";
 import { create } from "@bufbuild/protobuf";
@@ -100,7 +102,10 @@ function forkTree(master: PuppetMaster, tasks: readonly RestoreTaskImages[]): Ma
       throw new RestoreError(`Parent ${t.entry.ppid} of ${t.entry.pid} was not created`);
     }
     master.createTask(t.entry.pid, t === tasks[0] ? null : parent);
-    agents.set(t.entry.pid, master.agentFor(t.entry.pid));
+    const agent = master.agentFor(t.entry.pid);
+    // A session must exist before the children that inherit it are forked.
+    if (t.entry.sid === t.entry.pid) agent.call("setsid", NR.setsid);
+    agents.set(t.entry.pid, agent);
   }
   return agents;
 }
@@ -137,14 +142,20 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shared,
     };
     for (const t of tasks) {
-      if (t.zombie) throw new RestoreError(`Restoring zombie ${t.entry.pid} is not supported yet`);
+      if (t.zombie) {
+        const agent = agents.get(t.entry.pid)!;
+        restoreGroup(agent, t);
+        agent.thread.leave();
+        master.makeZombie(t.entry.pid, t.cores[0]!.core.tc!.exitCode);
+        continue;
+      }
       pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));
     }
     opts.hooks.run("post-restore", root);
     opts.hooks.run("network-unlock", root);
     opts.hooks.run("pre-resume", root);
     // RESUME: from here on nothing can fail half-way in a way we could undo.
-    for (const t of tasks) {
+    for (const t of tasks.filter((x) => !x.zombie)) {
       const threads = pending.get(t.entry.pid)!;
       closeParked(threads[0]!.agent, shared);
       dropScratch(threads[0]!.agent, master.scratch);
@@ -154,7 +165,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     master.abort();
     throw e;
   }
-  for (const t of tasks) {
+  for (const t of tasks.filter((x) => !x.zombie)) {
     const threads = pending.get(t.entry.pid)!;
     detachTask(threads, t.cores[0]!.core.tc!.taskState === TASK_STATE.stopped);
   }

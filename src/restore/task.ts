@@ -199,11 +199,28 @@ function writeProc(pid: number, file: string, value: string): void {
   }
 }
 
-function restoreSession(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
-  const { pid, sid, pgid } = t.entry;
-  if (sid === pid) agent.call("setsid", NR.setsid);
-  else if (pgid === pid) agent.call("setpgid", NR.setpgid, 0, 0);
-  void ctx;
+/**
+ * The process group, as dumped (the session was made when the task was forked). Tasks are
+ * restored parents first, so a group's leader normally exists before its members join it. With
+ * --shell-job a group outside the tree stays ours (the puppet inherited it).
+ */
+export function restoreGroup(agent: Agent, t: RestoreTaskImages): void {
+  const { pid, pgid } = t.entry;
+  const current = Number(agent.call("getpgid", NR.getpgid, 0));
+  if (pgid === current) return;
+  const r = agent.raw(NR.setpgid, 0, pgid);
+  if (r < 0n && (pgid === pid || processExistsInGroup(pgid))) {
+    throw new RestoreError(`Cannot put ${pid} into process group ${pgid}: errno ${-r}`);
+  }
+}
+
+function processExistsInGroup(pgid: number): boolean {
+  try {
+    Deno.statSync(`/proc/${pgid}`);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Per-thread state set from inside the thread itself. */
@@ -239,7 +256,7 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   restoreFs(ctx, agent, t);
   restoreFiles(ctx, agent, t);
   restoreTaskState(agent, t);
-  restoreSession(ctx, agent, t);
+  restoreGroup(agent, t);
   const threads: PendingThread[] = [{ agent, core: t.cores[0]!.core }];
   for (const { tid, core } of t.cores.slice(1)) {
     ctx.master.createThread(agent, tid);

@@ -10,6 +10,7 @@ import * as pt from "../../ffi/ptrace.ts";
 import { libc } from "../../ffi/libc.ts";
 import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
+import { listChildren, readStat } from "../../ffi/proc.ts";
 import { buildWorkloads } from "../workloads/build.ts";
 
 export const ROOT = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
@@ -70,10 +71,25 @@ export async function waitFor(what: string, cond: () => boolean, ms = 10000): Pr
   }
 }
 
+/**
+ * Reaps our zombie children: processes of a dumped tree that were killed and handed to us, the
+ * subreaper, when their parent died. Only zombies are waited for, so Deno's own children are safe.
+ */
+export function reapZombies(): void {
+  for (const pid of listChildren(Deno.pid)) {
+    try {
+      if (readStat(pid).state === "Z") pt.wait(pid, pt.WNOHANG);
+    } catch {
+      // gone meanwhile
+    }
+  }
+}
+
 /** Reaps `pid` if it is our child (or adopted by us); otherwise waits until it is gone. */
 export async function reap(pid: number, ms = 10000): Promise<void> {
   const end = Date.now() + ms;
   for (;;) {
+    reapZombies();
     try {
       const st = pt.wait(pid, pt.WNOHANG);
       if (st && st.kind !== "stopped") return;

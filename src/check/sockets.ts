@@ -1,0 +1,263 @@
+/** Probes of socket features: options TCP repair relies on, sock_diag, rtnetlink. All in our process. */
+import {
+  bindTo,
+  closeFd,
+  connectTo,
+  getsockname,
+  getsockoptBytes,
+  ioctlNone,
+  rawSyscall,
+  setsockoptInt,
+} from "../../ffi/probe.ts";
+import { O } from "../../ffi/syscalls.ts";
+import { AF, ask, attrS32, attrString, NETLINK, NLM_F, parseAttrs, request } from "./netlink.ts";
+import { closeAll, errnoText, no, type ProbeResult, withFd, yes } from "./result.ts";
+
+const NR = { socket: 41, shutdown: 48, listen: 50 } as const;
+const SOCK_STREAM = 1;
+const SOCK_DGRAM = 2;
+const IPPROTO_TCP = 6;
+const IPPROTO_UDP = 17;
+const IPPROTO_RAW = 255;
+const SOL_SOCKET = 1;
+const SOL_TCP = 6;
+const SOL_IPV6 = 41;
+const SO_BINDTODEVICE = 25;
+const SO_GET_FILTER = 26;
+const SO_PEEK_OFF = 42;
+const SO_BUF_LOCK = 72;
+const TCP_REPAIR = 19;
+const TCP_TIMESTAMP = 24;
+const TCP_REPAIR_WINDOW = 29;
+const IPV6_FREEBIND = 78;
+const SIOCGSKNS = 0x894c;
+const SIOCUNIXFILE = 0x89e0;
+const ENOPROTOOPT = -92;
+const ENOENT = -2;
+
+function socket(domain: number, type: number, protocol = 0): number {
+  return rawSyscall(NR.socket, domain, type | O.CLOEXEC, protocol);
+}
+
+/** Runs `fn` on a new socket, or reports that none could be made. */
+function withSocket(
+  domain: number,
+  type: number,
+  protocol: number,
+  fn: (fd: number) => ProbeResult,
+): ProbeResult {
+  const fd = socket(domain, type, protocol);
+  if (fd < 0) return no(`cannot make a socket: ${errnoText(fd)}`);
+  return withFd(fd, fn);
+}
+
+function readInt(b: Uint8Array<ArrayBuffer>): number {
+  return new DataView(b.buffer).getInt32(0, true);
+}
+
+export function tcp(): ProbeResult {
+  return withSocket(AF.INET, SOCK_STREAM, IPPROTO_TCP, (fd) => {
+    const r = setsockoptInt(fd, SOL_TCP, TCP_REPAIR, 1);
+    if (r < 0) return no(`cannot turn TCP repair mode on: ${errnoText(r)}`);
+    const ts = getsockoptBytes(fd, SOL_TCP, TCP_TIMESTAMP, 4);
+    if (ts.r < 0) return no(`cannot read TCP_TIMESTAMP: ${errnoText(ts.r)}`);
+    return yes("TCP_REPAIR turns on and TCP_TIMESTAMP reads");
+  });
+}
+
+/** struct sockaddr_in for 127.0.0.1, port 0. */
+function loopback(): Uint8Array<ArrayBuffer> {
+  const a = new Uint8Array(16);
+  new DataView(a.buffer).setUint16(0, AF.INET, true);
+  a.set([127, 0, 0, 1], 4);
+  return a;
+}
+
+export function tcpHalfClosed(): ProbeResult {
+  const server = socket(AF.INET, SOCK_STREAM, IPPROTO_TCP);
+  const client = socket(AF.INET, SOCK_STREAM, IPPROTO_TCP);
+  try {
+    if (server < 0 || client < 0) {
+      return no(`cannot make a TCP socket: ${errnoText(Math.min(server, client))}`);
+    }
+    let r = bindTo(server, loopback());
+    if (r < 0) return no(`cannot bind to 127.0.0.1: ${errnoText(r)}`);
+    const name = getsockname(server);
+    if (name.r < 0) return no(`getsockname failed: ${errnoText(name.r)}`);
+    if ((r = rawSyscall(NR.listen, server, 1)) < 0) return no(`listen failed: ${errnoText(r)}`);
+    if ((r = connectTo(client, name.addr)) < 0) return no(`cannot connect over loopback: ${errnoText(r)}`);
+    if ((r = rawSyscall(NR.shutdown, client, 1)) < 0) return no(`shutdown(SHUT_WR) failed: ${errnoText(r)}`);
+    r = setsockoptInt(client, SOL_TCP, TCP_REPAIR, 1);
+    return r === 0
+      ? yes("TCP_REPAIR turns on for a half-closed connection")
+      : no(`TCP_REPAIR can't be enabled for half-closed sockets: ${errnoText(r)}`);
+  } finally {
+    closeAll(client, server);
+  }
+}
+
+export function tcpRepairWindow(): ProbeResult {
+  return withSocket(AF.INET, SOCK_STREAM, IPPROTO_TCP, (fd) => {
+    const r = setsockoptInt(fd, SOL_TCP, TCP_REPAIR, 1);
+    if (r < 0) return no(`cannot turn TCP repair mode on: ${errnoText(r)}`);
+    const w = getsockoptBytes(fd, SOL_TCP, TCP_REPAIR_WINDOW, 20);
+    if (w.r === 0) return yes("TCP_REPAIR_WINDOW reads in repair mode");
+    return no(`the TCP_REPAIR_WINDOW option is not supported: ${errnoText(w.r)}`);
+  });
+}
+
+export function sockPeekOff(): ProbeResult {
+  return withSocket(AF.UNIX, SOCK_DGRAM, 0, (fd) => {
+    const o = getsockoptBytes(fd, SOL_SOCKET, SO_PEEK_OFF, 4);
+    return o.r === 0 && o.len === 4 && readInt(o.bytes) === -1
+      ? yes("SO_PEEK_OFF reads -1 (off) on a new unix socket")
+      : no(`SO_PEEK_OFF does not work (${o.r < 0 ? errnoText(o.r) : `value ${readInt(o.bytes)}`})`);
+  });
+}
+
+export function soGets(): ProbeResult {
+  return withSocket(AF.INET, SOCK_DGRAM, IPPROTO_UDP, (fd) => {
+    const filter = getsockoptBytes(fd, SOL_SOCKET, SO_GET_FILTER, 0);
+    if (filter.r < 0) return no(`cannot read a socket filter (SO_GET_FILTER): ${errnoText(filter.r)}`);
+    const dev = getsockoptBytes(fd, SOL_SOCKET, SO_BINDTODEVICE, 16);
+    if (dev.r < 0) return no(`cannot read a socket's bound device (SO_BINDTODEVICE): ${errnoText(dev.r)}`);
+    return yes("SO_GET_FILTER and SO_BINDTODEVICE read");
+  });
+}
+
+export function sockoptBufLock(): ProbeResult {
+  return withSocket(AF.INET, SOCK_STREAM, IPPROTO_TCP, (fd) => {
+    const o = getsockoptBytes(fd, SOL_SOCKET, SO_BUF_LOCK, 4);
+    if (o.r === 0) return yes("SO_BUF_LOCK reads");
+    return no(
+      o.r === ENOPROTOOPT ? "SO_BUF_LOCK is not known to this kernel" : `SO_BUF_LOCK: ${errnoText(o.r)}`,
+    );
+  });
+}
+
+export function ipv6Freebind(): ProbeResult {
+  try {
+    Deno.statSync("/proc/sys/net/ipv6");
+  } catch {
+    return no("IPv6 is disabled (/proc/sys/net/ipv6 is missing)");
+  }
+  return withSocket(AF.INET6, SOCK_DGRAM, IPPROTO_UDP, (fd) => {
+    const r = setsockoptInt(fd, SOL_IPV6, IPV6_FREEBIND, 1);
+    if (r === 0) return yes("IPV6_FREEBIND sets");
+    return no(
+      r === ENOPROTOOPT ? "IPV6_FREEBIND is not known to this kernel" : `IPV6_FREEBIND: ${errnoText(r)}`,
+    );
+  });
+}
+
+export function skNetns(): ProbeResult {
+  return withSocket(AF.UNIX, SOCK_DGRAM, 0, (fd) => {
+    const ns = ioctlNone(fd, SIOCGSKNS);
+    if (ns < 0) return no(`SIOCGSKNS cannot get a socket's network namespace: ${errnoText(ns)}`);
+    closeFd(ns);
+    return yes("SIOCGSKNS returns a socket's network namespace");
+  });
+}
+
+export function skUnixFile(): ProbeResult {
+  return withSocket(AF.UNIX, SOCK_DGRAM, 0, (fd) => {
+    const r = ioctlNone(fd, SIOCUNIXFILE);
+    if (r >= 0) closeFd(r);
+    return r >= 0 || r === ENOENT
+      ? yes("SIOCUNIXFILE exists (ENOENT for an unbound socket)")
+      : no(`SIOCUNIXFILE cannot open a socket's file: ${errnoText(r)}`);
+  });
+}
+
+// --- sock_diag -----------------------------------------------------------------------------------
+
+const SOCK_DIAG_BY_FAMILY = 20;
+
+/** A sock_diag dump request body for one family (and protocol, for inet). */
+function diagRequest(family: number, protocol: number): Uint8Array<ArrayBuffer> {
+  let body: Uint8Array<ArrayBuffer>;
+  if (family === AF.INET || family === AF.INET6) {
+    body = new Uint8Array(56); // struct inet_diag_req_v2
+    body.set([family, protocol, 0, protocol === IPPROTO_RAW ? IPPROTO_RAW : 0]);
+    new DataView(body.buffer).setUint32(4, 0xffffffff, true); // every state
+  } else if (family === AF.UNIX) {
+    body = new Uint8Array(24); // struct unix_diag_req
+    body[0] = family;
+    new DataView(body.buffer).setUint32(4, 0xffffffff, true);
+  } else {
+    body = new Uint8Array(20); // struct packet_diag_req / netlink_diag_req
+    body.set([family, family === AF.NETLINK ? 255 : 0]); // NDIAG_PROTO_ALL for netlink
+  }
+  return request(SOCK_DIAG_BY_FAMILY, NLM_F.REQUEST | NLM_F.DUMP, body);
+}
+
+/** Dumps every kind in `kinds`; the ones the kernel refused, with why. */
+function diagFailures(kinds: readonly [string, number, number][]): string[] {
+  const failed: string[] = [];
+  for (const [name, family, protocol] of kinds) {
+    const { error } = ask(NETLINK.SOCK_DIAG, diagRequest(family, protocol));
+    if (error < 0) failed.push(`${name} (${errnoText(error)})`);
+  }
+  return failed;
+}
+
+export function sockDiag(): ProbeResult {
+  const kinds: [string, number, number][] = [
+    ["unix", AF.UNIX, 0],
+    ["tcp", AF.INET, IPPROTO_TCP],
+    ["udp", AF.INET, IPPROTO_UDP],
+    ["packet", AF.PACKET, 0],
+    ["netlink", AF.NETLINK, 0],
+  ];
+  try {
+    Deno.statSync("/proc/sys/net/ipv6");
+    kinds.push(["tcp6", AF.INET6, IPPROTO_TCP], ["udp6", AF.INET6, IPPROTO_UDP]);
+  } catch {
+    // no IPv6: nothing to dump there
+  }
+  const failed = diagFailures(kinds);
+  return failed.length
+    ? no(`sock_diag cannot dump ${failed.join(", ")}: the *_DIAG kernel options or modules are missing`)
+    : yes(`sock_diag dumps ${kinds.map((k) => k[0]).join(", ")} sockets`);
+}
+
+export function netDiagRaw(): ProbeResult {
+  const failed = diagFailures([["raw", AF.INET, IPPROTO_RAW], ["raw6", AF.INET6, IPPROTO_RAW]]);
+  return failed.length
+    ? no(`sock_diag cannot dump ${failed.join(", ")} sockets (CONFIG_INET_RAW_DIAG)`)
+    : yes("sock_diag dumps raw and raw6 sockets");
+}
+
+// --- rtnetlink -----------------------------------------------------------------------------------
+
+const RTM_SETLINK = 19;
+const RTM_NEWNSID = 88;
+const RTM_GETNSID = 90;
+const NETNSA_NSID = 1;
+const NETNSA_PID = 2;
+const IFLA_IFNAME = 3;
+const IFLA_NEW_IFINDEX = 49;
+const ERANGE = -34;
+const ENODEV = -19;
+
+export function nsid(): ProbeResult {
+  const msg = request(RTM_GETNSID, NLM_F.REQUEST | NLM_F.ACK, new Uint8Array(1), [
+    attrS32(NETNSA_PID, Deno.pid),
+  ]);
+  const { error, replies } = ask(NETLINK.ROUTE, msg);
+  const reply = replies.find((r) => r.type === RTM_NEWNSID);
+  if (reply && parseAttrs(reply.payload, 1).has(NETNSA_NSID)) return yes("RTM_GETNSID answers with an nsid");
+  return no(`NSID isn't supported${error < 0 ? `: ${errnoText(error)}` : ""}`);
+}
+
+export function newIfindex(): ProbeResult {
+  // A negative index: ERANGE when IFLA_NEW_IFINDEX is understood, ENODEV (no such link) otherwise.
+  const msg = request(RTM_SETLINK, NLM_F.REQUEST | NLM_F.ACK | NLM_F.CREATE, new Uint8Array(16), [
+    attrS32(IFLA_NEW_IFINDEX, -1),
+    attrString(IFLA_IFNAME, "criu-ts-kdat"),
+  ]);
+  const { error } = ask(NETLINK.ROUTE, msg);
+  if (error === ERANGE) return yes("rtnetlink checks IFLA_NEW_IFINDEX (ERANGE for a negative index)");
+  if (error === ENODEV) return no("IFLA_NEW_IFINDEX isn't supported");
+  return no(`unexpected answer to IFLA_NEW_IFINDEX: ${error < 0 ? errnoText(error) : "success"}`);
+}
