@@ -4,11 +4,13 @@
  * same test with a save/restore in the middle).
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, exists, openFds, reap, tempDir, Workload } from "./lib/harness.ts";
+import { criu, criuOk, exists, openFds, reap, sleep, tempDir, Workload } from "./lib/harness.ts";
 
 interface Case {
   name: string;
   args?: string[];
+  /** How long the workload needs to run before its checks mean something. */
+  settleMs?: number;
 }
 
 const CASES: Case[] = [
@@ -25,7 +27,7 @@ const CASES: Case[] = [
   { name: "blocked", args: ["sigsuspend"] },
   { name: "blocked", args: ["futex", "eintr-ok"] },
   { name: "blocked", args: ["futex-inf"] },
-  { name: "blocked", args: ["pipe-read"] },
+  { name: "blocked", args: ["pipe-read"], settleMs: 700 },
   { name: "blocked", args: ["epoll", "eintr-ok"] },
 ];
 
@@ -45,6 +47,7 @@ async function withWorkload(c: Case, body: (w: Workload, images: string) => Prom
   const w = await Workload.start(c.name, c.args ?? []);
   const images = tempDir();
   try {
+    if (c.settleMs) await sleep(c.settleMs);
     await body(w, images);
     assert.equal(await w.finish(), "PASS", w.output());
   } catch (e) {

@@ -9,6 +9,7 @@ import * as pt from "../../ffi/ptrace.ts";
 import { findSyscallInstruction } from "../../ffi/remote.ts";
 import { type MapsEntry, readMaps } from "../../ffi/proc.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
+import { NR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 
 const SLEEP_PATHS = ["/usr/bin/sleep", "/bin/sleep"];
@@ -25,6 +26,23 @@ function sleepBinary(): string {
     }
   }
   throw new Error(`No sleep binary for the probe child (looked at ${SLEEP_PATHS.join(", ")})`);
+}
+
+/**
+ * Waits (briefly) until the child sits in its sleep: its libc is then set up (rseq registered) and
+ * nothing in it is half done when it is stopped. Gives up quietly after 100 ms.
+ */
+function waitUntilSleeping(pid: number): void {
+  const deadline = performance.now() + 100;
+  while (performance.now() < deadline) {
+    let nr: string;
+    try {
+      nr = Deno.readTextFileSync(`/proc/${pid}/syscall`).split(" ")[0]!;
+    } catch {
+      return;
+    }
+    if (nr === String(NR.clock_nanosleep) || nr === String(NR.nanosleep)) return;
+  }
 }
 
 /** Sends SIGKILL to `pid` and waits until it is gone; quiet when it is gone already. */
@@ -57,6 +75,7 @@ export class ProbeChild {
   static start(): ProbeChild {
     const pid = spawn(sleepBinary(), ["sleep", "60"], { fds: {}, env: {} });
     try {
+      waitUntilSleeping(pid);
       pt.seize(pid, CHILD_PTRACE_OPTIONS);
       pt.interrupt(pid);
       for (;;) {

@@ -422,7 +422,7 @@ function scanSelf(extraReturn: number): number {
     if (fd < 0) return fd;
     const args: PagemapScanArgs = {
       start: 0n,
-      end: 1n << 47n,
+      end: (1n << 47n) - 4096n, // the top of the smallest x86_64 user address space
       flags: 0,
       categoryInverted: PAGE_IS.PFNZERO | PAGE_IS.FILE,
       categoryMask: PAGE_IS.PFNZERO | PAGE_IS.FILE,

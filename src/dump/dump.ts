@@ -157,8 +157,8 @@ export function dump(opts: DumpOptions): DumpStats {
         pagesId += 1;
         const w0 = performance.now();
         const path = dir.pathFor(KINDS.PAGES, pagesId);
-        const s = writePages(agent, t.vmas, path);
         dir.noteWritten(path);
+        const s = writePages(agent, t.vmas, path);
         dir.write(KINDS.PAGEMAP, t.pid, pagemapFor(t, pagesId));
         stats.memwriteUs += Math.round((performance.now() - w0) * 1000);
         stats.pagesWritten += s.pages;

@@ -402,7 +402,12 @@ function directory(what: string, path: string): string {
     real = Deno.realPathSync(path);
     if (!Deno.statSync(real).isDirectory) throw new Error("it is not a directory");
   } catch (e) {
-    throw new RpcRequestError(`Cannot open the ${what} ${path}: ${messageOf(e)}`, CR_ERRNO.EBADRQC);
+    const why = e instanceof Deno.errors.NotFound
+      ? "it does not exist"
+      : e instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : messageOf(e);
+    throw new RpcRequestError(`Cannot open the ${what} ${path}: ${why}`, CR_ERRNO.EBADRQC);
   }
   return real;
 }

@@ -132,8 +132,23 @@ function handle(ctx: ServerContext, req: criu_req): Reply {
         new RpcRequestError("A NOTIFY request came while no notification was waiting for an answer"),
       );
     default:
-      return failure(T.EMPTY, new RpcRequestError(`Unknown RPC request type ${req.type}`));
+      return failure(T.EMPTY, new RpcRequestError(`Unknown RPC request type ${rawType(req)}`));
   }
+}
+
+/**
+ * The request type as sent. A number our enum lacks is kept among the unknown fields (proto2 enums
+ * are closed), leaving `type` at EMPTY.
+ */
+function rawType(req: criu_req): number {
+  const unknown = req.$unknown?.find((u) => u.no === 1 && u.wireType === 0);
+  if (unknown === undefined) return req.type;
+  let value = 0;
+  for (const [i, byte] of unknown.data.entries()) {
+    value += (byte & 0x7f) * 2 ** (7 * i);
+    if ((byte & 0x80) === 0) break;
+  }
+  return value;
 }
 
 /** A failed reply of `type` saying what `e` says. */
@@ -182,7 +197,7 @@ function withRequest(
     setup = setupRequest(kind, req.opts, { base: ctx.base, peer: ctx.peer, mode: ctx.mode });
     log = openRequestLog(setup, ctx.base);
   } catch (e) {
-    ctx.log.error(`RPC ${criu_req_type[type]}: ${messageOf(e)}`);
+    ctx.log.info(`RPC ${criu_req_type[type]} refused: ${messageOf(e)}`);
     return failure(type, e, extra);
   }
   try {

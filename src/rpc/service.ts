@@ -207,8 +207,8 @@ function acceptLoop(ctx: CommandContext, listener: SeqpacketListener, policy: Ac
   const workers = new Map<number, number>(); // worker pid → client pid
   const ownUid = Deno.uid() ?? 0;
   const worker = workerCommand(ctx.options);
+  ctx.log.info("Waiting for connections");
   for (;;) {
-    ctx.log.debug("Waiting for connection...");
     const sk = listener.accept(REAP_INTERVAL_MS);
     reapWorkers(workers, ctx.log);
     if (sk === null) continue;

@@ -454,7 +454,11 @@ int main(int argc, char **argv)
 		run_pipe_read();
 	else
 		wl_die("unknown mode %s", mode);
-	wl_wait(); /* after a failure, still wait for SIGTERM */
+	/* after a failure, still wait for SIGTERM (which some modes keep blocked outside the call) */
+	sigprocmask(SIG_BLOCK, NULL, &now);
+	sigdelset(&now, SIGTERM);
+	while (!wl_stop)
+		sigsuspend(&now);
 
 	sigprocmask(SIG_BLOCK, NULL, &now);
 	for (int s = 1; s < 65; s++)
