@@ -433,14 +433,14 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   // Logging, directories, plugins and scripts.
   opt("verbosity", "v", "optional", IMPLEMENTED, verbosity),
   opt("log-file", "o", "required", IMPLEMENTED, (o, v) => o.logFile = v),
-  bool("log-pid", "", ACCEPTED, (o, on) => o.logPid = on),
-  bool("display-stats", "", ACCEPTED, (o, on) => o.displayStats = on),
+  bool("log-pid", "", IMPLEMENTED, (o, on) => o.logPid = on),
+  bool("display-stats", "", IMPLEMENTED, (o, on) => o.displayStats = on),
   opt("images-dir", "D", "required", IMPLEMENTED, (o, v) => o.imagesDir = v),
   opt("work-dir", "W", "required", IMPLEMENTED, (o, v) => o.workDir = v),
   opt("prev-images-dir", "", "required", ACCEPTED, (o, v) => o.prevImagesDir = v),
   opt("pidfile", "", "required", IMPLEMENTED, (o, v) => o.pidfile = v),
   opt("libdir", "L", "required", ACCEPTED, (o, v) => o.libdir = v),
-  opt("action-script", "", "required", ACCEPTED, (o, v) => o.actionScripts.push(v)),
+  opt("action-script", "", "required", IMPLEMENTED, (o, v) => o.actionScripts.push(v)),
   opt("close", "", "required", ACCEPTED, (o, v) => o.closeFds.push(integer(v, 0))),
   bool("stream", "", REFUSED, (o, on) => o.stream = on, "images through criu-image-streamer"),
   bool("unprivileged", "", ACCEPTED, (o, on) => o.unprivileged = on),
@@ -519,10 +519,10 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   opt("exec-cmd", "", "none", REFUSED, (o) => o.execCmd = true),
 
   // Check.
-  bool("extra", "", ACCEPTED, (o, on) => o.checkExtra = on),
-  bool("experimental", "", ACCEPTED, (o, on) => o.checkExperimental = on),
-  opt("all", "", "none", ACCEPTED, (o) => o.checkExtra = o.checkExperimental = true),
-  opt("feature", "", "required", ACCEPTED, (o, v) => o.features.push(v)),
+  bool("extra", "", IMPLEMENTED, (o, on) => o.checkExtra = on),
+  bool("experimental", "", IMPLEMENTED, (o, on) => o.checkExperimental = on),
+  opt("all", "", "none", IMPLEMENTED, (o) => o.checkExtra = o.checkExperimental = true),
+  opt("feature", "", "required", IMPLEMENTED, (o, v) => o.features.push(v)),
   opt("ms", "", "none", REFUSED, () => {}, "it is deprecated; see the check options in --help"),
 
   // Page server, lazy pages, service.

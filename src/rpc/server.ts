@@ -320,7 +320,7 @@ function handleWaitPid(ctx: ServerContext, req: criu_req): criu_resp {
         CR_ERRNO.ECHILD,
       )
       : e;
-    ctx.log.error(messageOf(why));
+    ctx.log.info(`WAIT_PID: ${messageOf(why)}`);
     return failure(type, why);
   }
 }

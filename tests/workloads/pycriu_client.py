@@ -98,6 +98,8 @@ def main():
         out = {"ok": False, "error": str(e), "errno": e.errno}
     except pycriu.CRIUException as e:
         out = {"ok": False, "error": str(e)}
+    except OSError as e:  # connecting to the service socket, for one
+        out = {"ok": False, "error": str(e)}
     print(json.dumps(out))
 
 
