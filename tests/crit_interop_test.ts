@@ -31,8 +31,12 @@ Deno.test("Debian's crit decodes every image of a dump and restore, as our crit 
     await reap(w.pid);
     await criuOk(["restore", "-D", images, "-d"]);
     assert.equal(await w.finish(), "PASS");
-    const files = [...Deno.readDirSync(images)].map((e) => e.name).filter((n) => !n.startsWith("pages-") && !n.endsWith(".log"));
-    for (const f of ["inventory.img", "pstree.img", "files.img", "stats-dump", "stats-restore"]) assert.ok(files.includes(f), f);
+    const files = [...Deno.readDirSync(images)].map((e) => e.name).filter((n) =>
+      !n.startsWith("pages-") && !n.endsWith(".log")
+    );
+    for (const f of ["inventory.img", "pstree.img", "files.img", "stats-dump", "stats-restore"]) {
+      assert.ok(files.includes(f), f);
+    }
     for (const f of files) {
       const theirs = await debianCrit(["decode", "-i", `${images}/${f}`]);
       assert.equal(theirs.code, 0, `crit decode ${f}: ${theirs.stderr}`);

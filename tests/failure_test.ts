@@ -29,7 +29,9 @@ Deno.test("a dump that runs out of disk leaves the process running and no checkp
   withCounter(async (w, images) => {
     const small = `${images}/small`;
     Deno.mkdirSync(small);
-    const mount = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "size=256k", "tmpfs", small] }).output();
+    const mount = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=256k", "tmpfs", small],
+    }).output();
     assert.ok(mount.success, "mounting a small tmpfs");
     try {
       const r = await criu(["dump", "-t", `${w.pid}`, "-D", small]);
@@ -47,7 +49,10 @@ Deno.test("a dump refused for an unsupported file names it and leaves the proces
   const images = tempDir();
   // An AF_INET socket is not supported yet: the dump must refuse it by fd number.
   const py = new Deno.Command("/usr/bin/python3", {
-    args: ["-c", "import os,socket,time\nos.setsid()\ns=socket.socket()\nprint(os.getpid(),flush=True)\ntime.sleep(30)"],
+    args: [
+      "-c",
+      "import os,socket,time\nos.setsid()\ns=socket.socket()\nprint(os.getpid(),flush=True)\ntime.sleep(30)",
+    ],
     stdout: "piped",
     stdin: "null",
   }).spawn();
@@ -69,7 +74,10 @@ Deno.test("a dump refused for an unsupported file names it and leaves the proces
 });
 
 /** Dumps a counter, kills it, and hands the images to `tamper`; the restore must then fail. */
-async function refusedRestore(tamper: (images: string, pid: number, w: Workload) => Promise<void> | void, message: RegExp) {
+async function refusedRestore(
+  tamper: (images: string, pid: number, w: Workload) => Promise<void> | void,
+  message: RegExp,
+) {
   await withCounter(async (w, images) => {
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
     await reap(w.pid);
@@ -81,7 +89,10 @@ async function refusedRestore(tamper: (images: string, pid: number, w: Workload)
   });
 }
 
-async function editImage(path: string, edit: (json: { entries: Record<string, unknown>[] }) => void): Promise<void> {
+async function editImage(
+  path: string,
+  edit: (json: { entries: Record<string, unknown>[] }) => void,
+): Promise<void> {
   const dec = await criuOk(["crit", "decode", "-i", path]);
   const json = JSON.parse(dec.stdout);
   edit(json);

@@ -228,9 +228,11 @@ function vdsoSyscall(pid: number): bigint {
 
 export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_ids_entry): DumpedTask {
   const pid = task.pid;
+  const log = ctx.log;
   for (const tid of task.threads) checkSeccomp(pid, tid);
   // Mappings and fds are read before the agent adds its scratch area.
   const vmas = collectVmas(pid, ctx.table);
+  log.debug(`Task ${pid}: ${vmas.length} areas, ${vmas.reduce((n, v) => n + v.runs.length, 0)} page runs`);
   const fds = listFds(pid);
   const ip = vdsoSyscall(pid);
   const agent = Agent.enter(pid, pid, ip);
@@ -262,9 +264,11 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
         thread.leave();
       }
     }
+    log.debug(`Task ${pid}: threads done`);
     out.mm = dumpMm(agent, pid, ctx.table, vmas);
     out.fs = dumpFs(pid, ctx.table);
     out.fdinfos = dumpFds({ pid, agent, table: ctx.table, shellJob: ctx.shellJob, log: ctx.log }, fds);
+    log.debug(`Task ${pid}: mm, fs and ${fds.length} fds done`);
     ctx.writePages(agent, out);
     return out;
   } finally {

@@ -8,7 +8,7 @@
  *   DUMP, RESTORE      the core's dump() and restore(); a restore always returns once the tree
  *                      runs (detached), with the root's pid. The restored root is our child, so a
  *                      WAIT_PID on the same connection can collect it.
- *   CHECK              whether this criu can work here
+ *   CHECK              the probes of `criu check` (core features): success, or what is missing
  *   VERSION            the CRIU version criu-ts follows (help.ts CRIU_VERSION)
  *   FEATURE_CHECK      mem_track, lazy_pages, pidfd_store: all false, as none exists yet
  *   WAIT_PID           waitpid() on a child of ours; the raw status in `status`
@@ -34,6 +34,8 @@ import { restore } from "../restore/restore.ts";
 import { Log } from "../log.ts";
 import type { Options } from "../cli/options.ts";
 import { CRIU_VERSION } from "../cli/help.ts";
+import { summarize } from "../cli/commands/check.ts";
+import { featuresFor, runProbes } from "../check/probes.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { ScriptHooks } from "../actions/scripts.ts";
 import type { PeerCredentials } from "../../ffi/socket.ts";
@@ -279,12 +281,14 @@ function handleRestore(ctx: ServerContext, req: criu_req): Reply {
 function handleCheck(ctx: ServerContext, req: criu_req): Reply {
   const type = criu_req_type.CHECK;
   return withRequest(ctx, "check", req, type, {}, (_setup, log) => {
-    // Dump and restore need root: ptrace of any task, clone3 with set_tid, PR_SET_MM_MAP.
-    const uid = Deno.uid();
-    if (uid !== 0) {
-      throw new RpcRequestError(`criu-ts needs to run as root; this criu runs as uid ${uid}`, CR_ERRNO.EPERM);
+    // The same probes as `criu check` without --extra: the features every dump and restore needs.
+    const checked = runProbes(featuresFor({ extra: false, experimental: false }));
+    for (const { feature, result } of checked) {
+      log.info(`${feature.name}: ${result.supported ? "supported" : "NOT supported"}: ${result.detail}`);
     }
-    log.info("Looks good.");
+    const { lines, code } = summarize(checked);
+    if (code !== 0) throw new RpcRequestError(lines.join("; "), CR_ERRNO.EOPNOTSUPP);
+    log.info(lines.join("\n"));
     return create(criu_respSchema, { type, success: true });
   });
 }

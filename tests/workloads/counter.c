@@ -106,7 +106,7 @@ int main(int argc, char **argv)
 	wl_ready();
 	at_ready = global_counter;
 
-	while (!wl_stop) {
+	do { /* at least one turn after ready, however early SIGTERM comes */
 		c = global_counter + 1;
 		if (!copies_agree(c - 1, stack_counter))
 			break;
@@ -124,7 +124,7 @@ int main(int argc, char **argv)
 		global_counter = c;
 		*heap_counter = c;
 		stack_counter = c;
-	}
+	} while (!wl_stop);
 
 	wl_wait(); /* after a broken copy was seen, still wait for SIGTERM */
 	if (wl_failures())

@@ -3,6 +3,8 @@
 # Same protocol as the C workloads: bin/sleeper.sh RESULT_FILE. On SIGTERM the
 # loop ends and the lines after it (read by bash from the script file only
 # then, so the script fd's offset matters) check what the shell kept in memory.
+# Run as `sh sleeper.sh ...` too: become bash (same PID) before doing anything.
+[ -n "$BASH_VERSION" ] || exec bash "$0" "$@"
 result=$1
 [ -n "$result" ] || { echo "usage: $0 RESULT_FILE" >&2; exit 2; }
 
@@ -12,17 +14,19 @@ trap 'stop=1' TERM
 words=(alpha beta gamma delta)
 text=$(printf 'x%.0s' {1..4000})
 start=$SECONDS
-: >"$result.ready"
-echo ready
 
 while [ -z "$stop" ]; do
 	n=$((n + 1))
+	if [ "$n" = 1 ]; then
+		: >"$result.ready" # from inside the loop: a SIGTERM right after it still finds n > 0
+		echo ready
+	fi
 	sleep 0.1
 done
 
 fail=
 elapsed=$((SECONDS - start))
-[ "$n" -gt 0 ] || fail="$fail; counter did not increase"
+[ "$n" -gt 0 ] || fail="$fail; the loop never ran"
 # n sleeps of 0.1 s cannot take less than n/10 seconds
 [ "$n" -le $(((elapsed + 1) * 10 + 10)) ] || fail="$fail; counter $n is too high for $elapsed s"
 [ "${words[*]}" = "alpha beta gamma delta" ] || fail="$fail; array is '${words[*]}'"

@@ -1,0 +1,125 @@
+/**
+ * The benchmark (deno task bench): dump and restore through the `criu` launcher, as users run it.
+ *
+ *   - a process with 1 GiB of touched anonymous memory, against `dd` writing as many bytes into
+ *     the same directory (the page cache must take the bytes either way: that is the floor);
+ *   - a process with 2,000 mappings;
+ *   - a tiny process.
+ * Reported: wall time of dump and restore, frozen time (from stats-dump), MB/s, the tool's peak
+ * RSS (GNU time), and the image size. Options: --mib N (default 1024), --maps N (default 2000).
+ */
+import { parseArgs } from "node:util";
+import { criu, reap, tempDir, Workload } from "../tests/lib/harness.ts";
+
+const { values } = parseArgs({
+  args: Deno.args,
+  options: { mib: { type: "string", default: "1024" }, maps: { type: "string", default: "2000" } },
+});
+const MIB = Number(values.mib);
+const MAPS = Number(values.maps);
+
+interface Timed {
+  seconds: number;
+  maxRssKb: number;
+}
+
+/** Runs `criu ARGS` under GNU time; returns wall seconds and the tool's peak RSS. */
+async function timedCriu(args: string[]): Promise<Timed> {
+  const t0 = performance.now();
+  const r = await new Deno.Command("/usr/bin/time", {
+    args: ["-f", "%M", `${new URL("./criu", import.meta.url).pathname}`, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const seconds = (performance.now() - t0) / 1000;
+  const err = new TextDecoder().decode(r.stderr).trim().split("\n");
+  if (!r.success) throw new Error(`criu ${args.join(" ")} failed:\n${err.join("\n")}`);
+  return { seconds, maxRssKb: Number(err[err.length - 1]) };
+}
+
+async function frozenMs(images: string): Promise<number> {
+  const r = await criu(["crit", "decode", "-i", `${images}/stats-dump`]);
+  const stats = JSON.parse(r.stdout).entries[0].dump;
+  return Number(stats.frozen_time) / 1000;
+}
+
+function dirBytes(dir: string): number {
+  let n = 0;
+  for (const e of Deno.readDirSync(dir)) if (e.isFile) n += Deno.statSync(`${dir}/${e.name}`).size;
+  return n;
+}
+
+async function ddSeconds(dir: string, mib: number): Promise<number> {
+  const t0 = performance.now();
+  const r = await new Deno.Command("dd", {
+    args: ["if=/dev/zero", `of=${dir}/dd.out`, "bs=1M", `count=${mib}`],
+    stderr: "null",
+  }).output();
+  if (!r.success) throw new Error("dd failed");
+  const s = (performance.now() - t0) / 1000;
+  Deno.removeSync(`${dir}/dd.out`);
+  return s;
+}
+
+interface Row {
+  scenario: string;
+  dumpS: number;
+  frozenMs: number;
+  restoreS: number;
+  imageMiB: number;
+  dumpMBs: number;
+  restoreMBs: number;
+  rssMiB: number;
+  ddS?: number;
+}
+
+async function scenario(label: string, workload: string, args: string[], withDd = 0): Promise<Row> {
+  const w = await Workload.start(workload, args);
+  const images = tempDir("criu-ts-bench-");
+  try {
+    const ddS = withDd ? await ddSeconds(images, withDd) : undefined;
+    const d = await timedCriu(["dump", "-t", `${w.pid}`, "-D", images]);
+    await reap(w.pid);
+    const size = dirBytes(images);
+    const frozen = await frozenMs(images);
+    const r = await timedCriu(["restore", "-D", images, "-d"]);
+    const verdict = await w.finish();
+    if (verdict !== "PASS") throw new Error(`${label}: the restored process reports ${verdict}`);
+    const mb = size / 1e6;
+    const row: Row = {
+      scenario: label,
+      dumpS: d.seconds,
+      frozenMs: frozen,
+      restoreS: r.seconds,
+      imageMiB: size / 1048576,
+      dumpMBs: mb / d.seconds,
+      restoreMBs: mb / r.seconds,
+      rssMiB: Math.max(d.maxRssKb, r.maxRssKb) / 1024,
+    };
+    if (ddS !== undefined) row.ddS = ddS;
+    return row;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+}
+
+const rows: Row[] = [];
+rows.push(await scenario(`${MIB} MiB touched anonymous memory`, "bench_mem", [String(MIB)], MIB));
+rows.push(await scenario(`${MAPS} mappings`, "bench_maps", [String(MAPS)]));
+rows.push(await scenario("tiny process", "bench_mem", ["1"]));
+
+const f = (x: number, d = 3) => x.toFixed(d);
+console.log(
+  "| scenario | dump s | frozen ms | restore s | image MiB | dump MB/s | restore MB/s | peak RSS MiB | dd s | dump/dd |",
+);
+console.log("|---|---|---|---|---|---|---|---|---|---|");
+for (const r of rows) {
+  const dd = r.ddS === undefined ? "" : f(r.ddS);
+  const ratio = r.ddS === undefined ? "" : f(r.dumpS / r.ddS, 2);
+  console.log(
+    `| ${r.scenario} | ${f(r.dumpS)} | ${f(r.frozenMs, 1)} | ${f(r.restoreS)} | ${f(r.imageMiB, 1)} | ${
+      f(r.dumpMBs, 0)
+    } | ${f(r.restoreMBs, 0)} | ${f(r.rssMiB, 1)} | ${dd} | ${ratio} |`,
+  );
+}
