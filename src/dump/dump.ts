@@ -21,7 +21,7 @@ import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTree } from "./freeze.ts";
 import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { FileTable } from "../objects/files.ts";
-import { PE, writePages } from "../objects/memory.ts";
+import { type DumpedVma, PE, scanSharedPages, VMA, writePages } from "../objects/memory.ts";
 import { DumpError } from "../errors.ts";
 import { ImageDir } from "../images/dir.ts";
 import { ImageWriter } from "../images/file.ts";
@@ -149,6 +149,7 @@ export function dump(opts: DumpOptions): DumpStats {
     const table = new FileTable();
     const nsIds = new NamespaceIds();
     let pagesId = 0;
+    const shmemDone = new Set<bigint>();
     const ctx = {
       table,
       shellJob: opts.shellJob,
@@ -164,6 +165,12 @@ export function dump(opts: DumpOptions): DumpStats {
         stats.pagesWritten += s.pages;
         stats.pagesScanned += t.vmas.reduce((n, v) => n + Number((v.entry.end - v.entry.start) / 4096n), 0);
         log.debug(`Task ${t.pid}: ${s.pages} pages (${s.remotePages} written by the task itself)`);
+        for (const v of t.vmas) {
+          if (!(v.entry.status & VMA.ANON_SHARED) || shmemDone.has(v.entry.shmid)) continue;
+          shmemDone.add(v.entry.shmid);
+          pagesId += 1;
+          stats.pagesWritten += dumpSharedObject(dir, agent, t.pid, v, pagesId);
+        }
       },
     };
     const m0 = performance.now();
@@ -210,6 +217,42 @@ function finish(tree: FrozenTree, opts: DumpOptions): void {
   if (opts.leaveRunning) tree.resume();
   else if (opts.leaveStopped) tree.leaveStopped();
   else tree.kill();
+}
+
+/**
+ * Shared anonymous memory goes once into pagemap-shmem-ID.img (addresses are offsets in the
+ * object), from the first task that maps it, written by that task as its own pages are.
+ */
+function dumpSharedObject(
+  dir: ImageDir,
+  agent: Parameters<typeof writePages>[0],
+  pid: number,
+  v: DumpedVma,
+  pagesId: number,
+): number {
+  const pagemap = Deno.openSync(`/proc/${pid}/pagemap`);
+  let runs: [bigint, number][];
+  try {
+    runs = scanSharedPages(pagemap, v.entry);
+  } finally {
+    pagemap.close();
+  }
+  const path = dir.pathFor(KINDS.PAGES, pagesId);
+  dir.noteWritten(path);
+  writePages(agent, [{ entry: v.entry, runs }], path);
+  const offset = (addr: bigint) => v.entry.pgoff + (addr - v.entry.start);
+  dir.write(KINDS.SHMEM_PAGEMAP, v.entry.shmid, [
+    create(pagemap_headSchema, { pagesId }),
+    ...runs.map(([addr, n]) =>
+      create(pagemap_entrySchema, {
+        vaddr: offset(addr),
+        compatNrPages: n,
+        nrPages: BigInt(n),
+        flags: PE.PRESENT,
+      })
+    ),
+  ]);
+  return runs.reduce((n, [, p]) => n + p, 0);
 }
 
 /** pipes-data.img: one entry per pipe with queued bytes, each followed by those bytes. */

@@ -10,6 +10,7 @@ import { create } from "@bufbuild/protobuf";
 import { fd_types, type fdinfo_entry, fdinfo_entrySchema, type file_entry } from "../images/gen/fdinfo_pb.ts";
 import type { tty_info_entry } from "../images/gen/tty_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
+import { sameOpenFile } from "../../ffi/process.ts";
 import { O } from "../../ffi/syscalls.ts";
 import { UnsupportedObjectError } from "../errors.ts";
 import type { Agent } from "../agent.ts";
@@ -124,6 +125,21 @@ export class FileTable {
     this.#byId.set(e.id, e);
   }
 
+  /** Fds dumped so far, by link target, for finding shared open file descriptions. */
+  #described = new Map<string, { pid: number; fd: number; id: number }[]>();
+
+  /** The id of a dumped fd that kcmp says is the same open file description as `fd`, if any. */
+  sameDescription(pid: number, fd: FdEntry): number | undefined {
+    const candidates = this.#described.get(fd.target) ?? [];
+    return candidates.find((c) => sameOpenFile(pid, fd.fd, c.pid, c.fd))?.id;
+  }
+
+  noteDescription(pid: number, fd: FdEntry, id: number): void {
+    const list = this.#described.get(fd.target) ?? [];
+    list.push({ pid, fd: fd.fd, id });
+    this.#described.set(fd.target, list);
+  }
+
   get(id: number): file_entry {
     const e = this.#byId.get(id);
     if (!e) throw new Error(`files.img has no file with id ${id}`);
@@ -157,7 +173,9 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
         "this kind of file is not supported yet",
       );
     }
-    const id = kind.dump(ctx, fd, stat);
+    // An fd that shares its open file description with one already seen (dup, fork) shares its id.
+    const id = ctx.table.sameDescription(ctx.pid, fd) ?? kind.dump(ctx, fd, stat);
+    ctx.table.noteDescription(ctx.pid, fd, id);
     ctx.log.debug(`fd ${fd.fd}: ${kind.name} ${fd.target} as file ${id}`);
     return create(fdinfo_entrySchema, {
       id,

@@ -122,7 +122,7 @@ export function classify(pid: number, m: MapsEntry): { entry: vma_entry; filePat
   const entry = create(vma_entrySchema, {
     start: m.start,
     end: m.end,
-    pgoff: status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED) ? m.offset : 0n,
+    pgoff: status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.ANON_SHARED) ? m.offset : 0n,
     shmid: status & VMA.ANON_SHARED ? BigInt(m.inode) : 0n,
     prot: protOf(m.perms),
     flags,
@@ -138,11 +138,21 @@ const PM_SWAPPED = 1n << 62n;
 const PM_FILE = 1n << 61n;
 const PAGEMAP_CHUNK = 65536; // entries read at a time: 512 KiB
 
-/** Reads /proc/PID/pagemap and returns the runs of pages a mapping needs stored. */
+/**
+ * The runs of pages a mapping needs stored in the task's own pagemap. Shared anonymous memory
+ * is stored once per object (see scanSharedPages), not with each task that maps it.
+ */
 export function scanPages(pagemap: Deno.FsFile, entry: vma_entry): [bigint, number][] {
-  const status = entry.status;
-  if (status & (VMA.VDSO | VMA.VVAR | VMA.FILE_SHARED)) return [];
-  const wantFilePages = (status & VMA.ANON_SHARED) !== 0;
+  if (entry.status & (VMA.VDSO | VMA.VVAR | VMA.FILE_SHARED | VMA.ANON_SHARED)) return [];
+  return scanRange(pagemap, entry, false);
+}
+
+/** Every page of a shared anonymous mapping that holds data. */
+export function scanSharedPages(pagemap: Deno.FsFile, entry: vma_entry): [bigint, number][] {
+  return scanRange(pagemap, entry, true);
+}
+
+function scanRange(pagemap: Deno.FsFile, entry: vma_entry, wantFilePages: boolean): [bigint, number][] {
   const runs: [bigint, number][] = [];
   const total = Number((entry.end - entry.start) / BigInt(PAGE_SIZE));
   const buf = new Uint8Array(Math.min(total, PAGEMAP_CHUNK) * 8);
@@ -264,8 +274,12 @@ export interface LiveArea {
   path: string;
 }
 
-/** Opens the file behind a file mapping in the restored task; returns the fd (temporary). */
-export type OpenMappedFile = (entry: vma_entry) => bigint;
+/**
+ * Opens what backs a mapping in the restored task: the file of a file mapping, or the shared
+ * anonymous object another task already restored. Returns a temporary fd, or -1 when the area
+ * is plain anonymous memory.
+ */
+export type OpenBacking = (entry: vma_entry) => bigint;
 
 function isSpecial(e: vma_entry): boolean {
   return (e.status & (VMA.VDSO | VMA.VVAR)) !== 0;
@@ -307,34 +321,34 @@ export function moveSpecialAreas(agent: Agent, live: LiveArea[], dumped: vma_ent
 }
 
 /** Maps every dumped area (but the vDSO ones) at its address, writable so pages can be filled. */
-export function mapAreas(agent: Agent, vmas: readonly vma_entry[], openFile: OpenMappedFile): void {
+export function mapAreas(agent: Agent, vmas: readonly vma_entry[], openBacking: OpenBacking): void {
   for (const e of vmas) {
     if (isSpecial(e)) continue;
-    const len = e.end - e.start;
-    const isFile = (e.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0;
-    const shared = (e.status & (VMA.FILE_SHARED | VMA.ANON_SHARED)) !== 0;
-    // Private areas get PROT_WRITE until their pages are in; shared file pages come from the file.
-    const prot = shared && isFile ? e.prot : e.prot | PROT.WRITE;
-    let fd = -1n;
-    if (isFile) fd = openFile(e);
+    const fd = openBacking(e);
+    const anonymous = fd < 0n;
+    // Areas we fill get PROT_WRITE until their pages are in; file-backed shared pages are in place.
+    const prot = anonymous || !(e.status & (VMA.FILE_SHARED | VMA.ANON_SHARED))
+      ? e.prot | PROT.WRITE
+      : e.prot;
+    const flags = (e.flags & (MAP.SHARED | MAP.PRIVATE | MAP.GROWSDOWN | MAP.NORESERVE)) |
+      (anonymous ? MAP.ANONYMOUS : 0) | MAP.FIXED;
     try {
-      const flags = (e.flags & (MAP.SHARED | MAP.PRIVATE | MAP.ANONYMOUS | MAP.GROWSDOWN | MAP.NORESERVE)) |
-        MAP.FIXED;
+      const where = `mmap(0x${e.start.toString(16)})`;
       const at = agent.call(
-        `mmap(0x${e.start.toString(16)})`,
+        where,
         NR.mmap,
         e.start,
-        len,
+        e.end - e.start,
         prot,
         flags,
         fd,
-        isFile ? e.pgoff : 0n,
+        anonymous ? 0n : e.pgoff,
       );
       if (BigInt.asUintN(64, at) !== e.start) {
         throw new Error(`Area 0x${e.start.toString(16)} was mapped elsewhere`);
       }
     } finally {
-      if (fd >= 0n) agent.raw(NR.close, fd);
+      if (!anonymous) agent.raw(NR.close, fd);
     }
   }
 }
@@ -381,4 +395,9 @@ export function finishAreas(agent: Agent, vmas: readonly vma_entry[]): void {
       if (madv & (1n << BigInt(advice))) agent.call(`madvise(${advice})`, NR.madvise, e.start, len, advice);
     }
   }
+}
+
+/** Where a shared anonymous object restored in one task can be mapped from by the others. */
+export function mapFilesPath(pid: number, e: vma_entry): string {
+  return `/proc/${pid}/map_files/${e.start.toString(16)}-${e.end.toString(16)}`;
 }

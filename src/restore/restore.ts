@@ -140,6 +140,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       terminalFd: terminalFd(opts.shellJob),
       shellJob: opts.shellJob,
       shared,
+      shmem: new Map(),
     };
     for (const t of tasks) {
       if (t.zombie) {

@@ -12,7 +12,9 @@ import { ProcMem } from "../../ffi/memory.ts";
 import { ERRNO } from "../../ffi/errors.ts";
 import { NR, O, PR, RSEQ_FLAG_UNREGISTER, SIG } from "../../ffi/syscalls.ts";
 import type { Agent } from "../agent.ts";
-import { fillPages, finishAreas, mapAreas, moveSpecialAreas, VMA } from "../objects/memory.ts";
+import { fillPages, finishAreas, mapAreas, mapFilesPath, moveSpecialAreas, VMA } from "../objects/memory.ts";
+import { KINDS } from "../images/kinds.ts";
+import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
 import { restoreFds, type SharedFiles } from "../objects/files.ts";
 import { restorePendingSignals, restoreSigactions, restoreSigaltstack } from "../objects/signals.ts";
 import { restoreTimers } from "../objects/timers.ts";
@@ -32,6 +34,8 @@ export interface TaskRestoreContext {
   terminalFd: number;
   /** Files open in the tasks restored so far. */
   shared: SharedFiles;
+  /** Shared anonymous objects restored so far, by shmid. */
+  shmem: Map<bigint, { path: string; vma: vma_entry; filled: boolean }>;
   shellJob: boolean;
 }
 
@@ -60,6 +64,8 @@ function clearAddressSpace(agent: Agent, scratch: bigint): ReturnType<typeof rea
 }
 
 function openForMapping(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): bigint {
+  if (e.status & VMA.ANON_SHARED) return openSharedObject(ctx, agent, e);
+  if (!(e.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))) return -1n;
   const file = ctx.checkpoint.files.get(Number(e.shmid));
   const name = file.reg?.name;
   if (!name) {
@@ -68,12 +74,51 @@ function openForMapping(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): bi
     );
   }
   const writable = (e.status & VMA.FILE_SHARED) !== 0 && (e.prot & 2) !== 0;
+  return openPath(agent, name, writable, `to map it at 0x${e.start.toString(16)}`);
+}
+
+function openPath(agent: Agent, path: string, writable: boolean, why: string): bigint {
   agent.reset();
-  const fd = agent.raw(NR.open, agent.string(name), (writable ? O.RDWR : O.RDONLY) | O.CLOEXEC, 0);
-  if (fd < 0n) {
-    throw new RestoreError(`Cannot open ${name} to map it at 0x${e.start.toString(16)}: errno ${-fd}`);
-  }
+  const fd = agent.raw(NR.open, agent.string(path), (writable ? O.RDWR : O.RDONLY) | O.CLOEXEC, 0);
+  if (fd < 0n) throw new RestoreError(`Cannot open ${path} ${why}: errno ${-fd}`);
   return fd;
+}
+
+/**
+ * Shared anonymous memory is one object for every task that maps it: the first task creates it
+ * (plain MAP_SHARED|MAP_ANONYMOUS) and fills it; the others map that same object through
+ * /proc/PID/map_files of the first.
+ */
+function openSharedObject(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): bigint {
+  const first = ctx.shmem.get(e.shmid);
+  if (!first) {
+    ctx.shmem.set(e.shmid, { path: mapFilesPath(agent.pid, e), vma: e, filled: false });
+    return -1n;
+  }
+  return openPath(agent, first.path, (e.prot & 2) !== 0, `(shared memory ${e.shmid})`);
+}
+
+/** Fills the shared objects this task created from pagemap-shmem-ID.img. */
+function fillSharedObjects(ctx: TaskRestoreContext, agent: Agent, pid: number): void {
+  for (const [shmid, obj] of ctx.shmem) {
+    if (obj.filled || !obj.path.startsWith(`/proc/${pid}/`)) continue;
+    obj.filled = true;
+    const dir = ctx.checkpoint.dir;
+    if (!dir.has(KINDS.SHMEM_PAGEMAP, shmid)) continue;
+    const [head, ...entries] = dir.read<pagemap_head | pagemap_entry>(KINDS.SHMEM_PAGEMAP, shmid);
+    if (!head || !("pagesId" in head)) throw new RestoreError(`pagemap-shmem-${shmid}.img has no header`);
+    const base = obj.vma.start - obj.vma.pgoff; // where offset 0 of the object sits in this task
+    const runs = (entries as pagemap_entry[]).map((p) => ({
+      vaddr: base + p.vaddr,
+      pages: Number(p.nrPages ?? BigInt(p.compatNrPages)),
+    }));
+    for (const r of runs) {
+      if (r.vaddr < obj.vma.start || r.vaddr + BigInt(r.pages * 4096) > obj.vma.end) {
+        throw new RestoreError(`pagemap-shmem-${shmid}.img has pages outside the area that maps it`);
+      }
+    }
+    fillPages(agent, dir.pathFor(KINDS.PAGES, head.pagesId), runs);
+  }
 }
 
 function restoreMemory(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
@@ -90,6 +135,7 @@ function restoreMemory(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImag
   moveSpecialAreas(agent, specials, mm.vmas, parking);
   mapAreas(agent, mm.vmas, (e) => openForMapping(ctx, agent, e));
   fillPages(agent, t.pagesPath!, t.pages);
+  fillSharedObjects(ctx, agent, t.entry.pid);
   finishAreas(agent, mm.vmas);
   setMmFields(ctx, agent, t);
 }
