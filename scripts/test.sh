@@ -8,7 +8,7 @@ bash scripts/setup.sh || exit 1
 export NO_COLOR=1 PATH="$root/node_modules/.bin:$PATH"
 status=0
 echo "== static checks (fmt, lint, types)"
-deno task -q check || status=1
+bash scripts/check.sh || status=1
 echo "== generated code matches proto/"
 bash scripts/check-gen.sh || status=1
 echo "== tests"

@@ -144,8 +144,11 @@ export function dump(opts: DumpOptions): DumpStats {
     pagesScanned: 0,
     pagesWritten: 0,
   };
+  // Only a tree in a network namespace of its own gets its network locked (as CRIU does).
+  const ownNetns = hasOwnNetns(opts.pid);
   try {
     checkSessions(tree, opts.shellJob);
+    if (ownNetns) opts.hooks.run("network-lock", opts.pid);
     const table = new FileTable();
     const nsIds = new NamespaceIds();
     let pagesId = 0;
@@ -205,12 +208,30 @@ export function dump(opts: DumpOptions): DumpStats {
       }),
     ]);
   } catch (e) {
+    if (ownNetns) unlockQuietly(opts);
     tree.resume();
     dir.removeWritten();
     throw e;
   }
+  if (ownNetns && opts.leaveRunning) unlockQuietly(opts);
   finish(tree, opts);
   return stats;
+}
+
+function hasOwnNetns(pid: number): boolean {
+  try {
+    return Deno.readLinkSync(`/proc/${pid}/ns/net`) !== Deno.readLinkSync("/proc/self/ns/net");
+  } catch {
+    return false;
+  }
+}
+
+function unlockQuietly(opts: DumpOptions): void {
+  try {
+    opts.hooks.run("network-unlock", opts.pid);
+  } catch (e) {
+    opts.log.error(`network-unlock: ${(e as Error).message}`);
+  }
 }
 
 function finish(tree: FrozenTree, opts: DumpOptions): void {

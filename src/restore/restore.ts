@@ -7,8 +7,8 @@
  *             from the helper, so the root is our child). Then the helper ends.
  *   RESTORE   each task is rebuilt from inside by remote syscalls: memory, files, signals,
  *             timers, threads, credentials. Tasks stay stopped under ptrace.
- *             → "setup-namespaces" (root task alive), "post-setup-namespaces"
- *             → "post-restore" (restored, network still locked), "network-unlock"
+ *             → "setup-namespaces", "post-setup-namespaces" (only when namespaces are made)
+ *             → "post-restore" (restored, network still locked), "network-unlock" (netns only)
  *   RESUME    → "pre-resume"; registers are loaded, the scratch page unmapped and every thread
  *             detached, so the tree runs. → "post-resume"
  *
@@ -130,8 +130,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const agents = forkTree(master, tasks);
     master.releaseHelper();
     forkedAt = performance.now();
-    opts.hooks.run("setup-namespaces", root);
-    opts.hooks.run("post-setup-namespaces", root);
+    // setup-namespaces/post-setup-namespaces run only when the restore creates namespaces,
+    // which it does not yet (the tree is restored into ours).
     // RESTORE
     const ctx = {
       checkpoint: cp,
@@ -153,7 +153,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));
     }
     opts.hooks.run("post-restore", root);
-    opts.hooks.run("network-unlock", root);
+    // network-unlock belongs to trees restored into a network namespace of their own (not yet).
     opts.hooks.run("pre-resume", root);
     // RESUME: from here on nothing can fail half-way in a way we could undo.
     for (const t of tasks.filter((x) => !x.zombie)) {

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Static checks (deno task check): formatting, lint, and the type check of every module.
+set -euo pipefail
+root=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
+cd "$root"
+deno=node_modules/.bin/deno
+"$deno" fmt --check
+"$deno" lint
+"$deno" check src/main.ts mod.ts tests/ ffi/ scripts/*.ts

@@ -1,0 +1,82 @@
+/**
+ * Action scripts (--action-script): every hook runs in order with CRIU's environment, and a script
+ * that fails aborts the operation cleanly.
+ */
+import assert from "node:assert/strict";
+import { criu, criuOk, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+
+/** A script that appends "hook pid imagesdir" to `log`, and fails at `failAt`. */
+function recorder(log: string, failAt = ""): string {
+  return `echo "$CRTOOLS_SCRIPT_ACTION \${CRTOOLS_INIT_PID:-none} $CRTOOLS_IMAGE_DIR" >> ${log}; ` +
+    `[ "$CRTOOLS_SCRIPT_ACTION" != "${failAt}" ]`;
+}
+
+function hooks(log: string): string[] {
+  return exists(log) ? Deno.readTextFileSync(log).trim().split("\n").map((l) => l.split(" ")[0]!) : [];
+}
+
+Deno.test("action scripts see every dump and restore hook in order, with CRIU's variables", async () => {
+  const w = await Workload.start("counter");
+  const images = tempDir();
+  const log = `${images}/hooks.log`;
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--action-script", recorder(log)]);
+    assert.deepEqual(hooks(log), ["pre-dump", "post-dump"]);
+    const dumpLines = Deno.readTextFileSync(log).trim().split("\n");
+    assert.equal(dumpLines[0], `pre-dump none ${Deno.realPathSync(images)}`);
+    await reap(w.pid);
+    Deno.removeSync(log);
+    await criuOk(["restore", "-D", images, "-d", "--action-script", recorder(log)]);
+    assert.deepEqual(hooks(log), ["pre-restore", "post-restore", "pre-resume", "post-resume"]);
+    assert.match(Deno.readTextFileSync(log), new RegExp(`post-restore ${w.pid} `));
+    assert.equal(await w.finish(), "PASS");
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+for (const hook of ["pre-dump", "post-dump"]) {
+  Deno.test(`a failing ${hook} script aborts the dump and the process runs on`, async () => {
+    const w = await Workload.start("counter");
+    const images = tempDir();
+    try {
+      const r = await criu([
+        "dump",
+        "-t",
+        `${w.pid}`,
+        "-D",
+        images,
+        "--action-script",
+        recorder(`${images}/h`, hook),
+      ]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, new RegExp(`at the ${hook} hook`));
+      assert.ok(!exists(`${images}/inventory.img`), "no checkpoint may be left");
+      assert.match(Deno.readTextFileSync(`/proc/${w.pid}/status`), /TracerPid:\s+0\n/);
+      assert.equal(await w.finish(), "PASS");
+    } finally {
+      w.cleanup();
+      Deno.removeSync(images, { recursive: true });
+    }
+  });
+}
+
+for (const hook of ["pre-restore", "post-restore", "pre-resume"]) {
+  Deno.test(`a failing ${hook} script aborts the restore and leaves no process`, async () => {
+    const w = await Workload.start("counter");
+    const images = tempDir();
+    try {
+      await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+      await reap(w.pid);
+      const r = await criu(["restore", "-D", images, "-d", "--action-script", recorder(`${images}/h`, hook)]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, new RegExp(`at the ${hook} hook`));
+      await reap(w.pid);
+      assert.ok(!exists(`/proc/${w.pid}`), "the half-restored process is still there");
+    } finally {
+      w.cleanup();
+      Deno.removeSync(images, { recursive: true });
+    }
+  });
+}
