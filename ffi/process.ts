@@ -49,3 +49,16 @@ export function sameOpenFile(pid1: number, fd1: number, pid2: number, fd2: numbe
   );
   return r === 0n;
 }
+
+const NR_CLOCK_GETTIME = 228;
+export const CLOCK_BOOTTIME = 7;
+
+/** A clock's time in nanoseconds (CLOCK_BOOTTIME counts like /proc/uptime, at full resolution). */
+export function clockNs(clockId: number): bigint {
+  const ts = new BigInt64Array(2);
+  callBig(
+    "clock_gettime",
+    libc.syscall(BigInt(NR_CLOCK_GETTIME), BigInt(clockId), addressOf(ts), 0n, 0n, 0n, 0n),
+  );
+  return ts[0]! * 1_000_000_000n + ts[1]!;
+}

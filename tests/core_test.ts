@@ -4,7 +4,7 @@
  * same test with a save/restore in the middle).
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, exists, openFds, reap, sleep, tempDir, Workload } from "./lib/harness.ts";
+import { criu, criuOk, exists, openFds, reap, sleep, tempDir, waitFor, Workload } from "./lib/harness.ts";
 
 interface Case {
   name: string;
@@ -86,7 +86,11 @@ Deno.test("restore without -d waits for the process and exits with its status", 
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
     await reap(w.pid);
     const restoring = criu(["restore", "-D", images]);
-    await new Promise((r) => setTimeout(r, 300));
+    await waitFor(
+      "the restored process",
+      () => exists(`/proc/${w.pid}/stat`) && !/ [tT] /.test(Deno.readTextFileSync(`/proc/${w.pid}/stat`)),
+    );
+    await sleep(100);
     Deno.kill(w.pid, "SIGTERM");
     const r = await restoring;
     assert.equal(r.code, 0, r.stderr);

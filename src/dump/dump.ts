@@ -23,6 +23,7 @@ import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { FileTable } from "../objects/files.ts";
 import { type DumpedVma, PE, scanSharedPages, VMA, writePages } from "../objects/memory.ts";
 import { DumpError } from "../errors.ts";
+import { CLOCK_BOOTTIME, clockNs } from "../../ffi/process.ts";
 import { ImageDir } from "../images/dir.ts";
 import { ImageWriter } from "../images/file.ts";
 import { pipe_data_entrySchema } from "../images/gen/pipe-data_pb.ts";
@@ -134,7 +135,7 @@ export function dump(opts: DumpOptions): DumpStats {
   const t0 = performance.now();
   const tree = freezeTree(opts.pid, log);
   const frozenAt = performance.now();
-  const frozenUptime = uptimeSeconds();
+  const frozenUptimeUs = clockNs(CLOCK_BOOTTIME) / 1000n;
   log.info(`Frozen ${tree.tasks.length} task(s) in ${(frozenAt - t0).toFixed(1)} ms`);
   const stats: DumpStats = {
     freezingUs: Math.round((frozenAt - t0) * 1000),
@@ -204,7 +205,7 @@ export function dump(opts: DumpOptions): DumpStats {
         nsPerId: true,
         rootIds: dumped[0]!.ids,
         lsmtype: lsmtype.NO_LSM,
-        dumpUptime: BigInt(Math.round(frozenUptime * 1e6)),
+        dumpUptime: frozenUptimeUs,
       }),
     ]);
   } catch (e) {
@@ -306,8 +307,4 @@ function writeStats(dir: ImageDir, s: DumpStats): void {
       }),
     }),
   ]);
-}
-
-function uptimeSeconds(): number {
-  return Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]);
 }

@@ -34,6 +34,7 @@ import "../objects/mod.ts";
 import { processExists } from "../../ffi/proc.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { NR } from "../../ffi/syscalls.ts";
+import { CLOCK_BOOTTIME, clockNs } from "../../ffi/process.ts";
 import { TASK_STATE } from "../dump/task.ts";
 import { KINDS } from "../images/kinds.ts";
 import { create } from "@bufbuild/protobuf";
@@ -212,7 +213,7 @@ function writeRestoreStats(dir: ImageDir, r: RestoreResult): void {
  */
 function awayNs(dumpUptimeUs: bigint | undefined): bigint {
   if (dumpUptimeUs === undefined) return 0n;
-  const nowUs = BigInt(Math.round(Number(Deno.readTextFileSync("/proc/uptime").split(" ")[0]) * 1e6));
+  const nowUs = clockNs(CLOCK_BOOTTIME) / 1000n;
   return nowUs > dumpUptimeUs ? (nowUs - dumpUptimeUs) * 1000n : 0n;
 }
 
