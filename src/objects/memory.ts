@@ -133,9 +133,10 @@ export function classify(pid: number, m: MapsEntry): { entry: vma_entry; filePat
   return filePath === undefined ? { entry } : { entry, filePath };
 }
 
-const PM_PRESENT = 1n << 63n;
-const PM_SWAPPED = 1n << 62n;
-const PM_FILE = 1n << 61n;
+// Flag bits of a pagemap entry, as bits of its high 32-bit word (63, 62, 61): no BigInt per page.
+const PM_PRESENT = 1 << 31;
+const PM_SWAPPED = 1 << 30;
+const PM_FILE = 1 << 29;
 const PAGEMAP_CHUNK = 65536; // entries read at a time: 512 KiB
 
 /**
@@ -156,7 +157,7 @@ function scanRange(pagemap: Deno.FsFile, entry: vma_entry, wantFilePages: boolea
   const runs: [bigint, number][] = [];
   const total = Number((entry.end - entry.start) / BigInt(PAGE_SIZE));
   const buf = new Uint8Array(Math.min(total, PAGEMAP_CHUNK) * 8);
-  const view = new DataView(buf.buffer);
+  const words = new Uint32Array(buf.buffer);
   let runStart = -1;
   for (let base = 0; base < total; base += PAGEMAP_CHUNK) {
     const count = Math.min(PAGEMAP_CHUNK, total - base);
@@ -164,8 +165,8 @@ function scanRange(pagemap: Deno.FsFile, entry: vma_entry, wantFilePages: boolea
     pagemap.seekSync(Number(firstPage * 8n), Deno.SeekMode.Start);
     readFull(pagemap, buf.subarray(0, count * 8));
     for (let i = 0; i < count; i++) {
-      const pm = view.getBigUint64(i * 8, true);
-      const has = (pm & (PM_PRESENT | PM_SWAPPED)) !== 0n && (wantFilePages || (pm & PM_FILE) === 0n);
+      const high = words[2 * i + 1]!;
+      const has = (high & (PM_PRESENT | PM_SWAPPED)) !== 0 && (wantFilePages || (high & PM_FILE) === 0);
       const page = base + i;
       if (has && runStart < 0) runStart = page;
       if (!has && runStart >= 0) {
