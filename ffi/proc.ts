@@ -181,3 +181,16 @@ export function readTimers(pid: number): ProcTimer[] {
   }
   return out;
 }
+
+const RLIM_INFINITY = 0xffffffffffffffffn;
+
+/** /proc/PID/limits, in resource order (RLIMIT_CPU = 0 ...): readable whoever owns the task. */
+export function readLimits(pid: number): { cur: bigint; max: bigint }[] {
+  const lines = Deno.readTextFileSync(`/proc/${pid}/limits`).split("\n").slice(1).filter((l) => l.trim());
+  const value = (v: string) => (v === "unlimited" ? RLIM_INFINITY : BigInt(v));
+  return lines.map((line) => {
+    // "Max open files            1024                 4096                 files"
+    const cols = line.slice(26).trim().split(/\s+/);
+    return { cur: value(cols[0]!), max: value(cols[1]!) };
+  });
+}

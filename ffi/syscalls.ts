@@ -49,6 +49,8 @@ export const NR = {
   capset: 126,
   sigaltstack: 131,
   personality: 135,
+  setpriority: 141,
+  sched_setscheduler: 144,
   prctl: 157,
   arch_prctl: 158,
   chroot: 161,

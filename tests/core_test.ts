@@ -15,6 +15,9 @@ interface Case {
 
 const CASES: Case[] = [
   { name: "counter" },
+  { name: "taskstate" },
+  { name: "files" },
+  { name: "sleeper.sh", settleMs: 300 },
   { name: "mmap_zoo" },
   { name: "fpu" },
   { name: "signals" },

@@ -21,8 +21,8 @@ import { rseq_entrySchema } from "../images/gen/rseq_pb.ts";
 import type { fdinfo_entry } from "../images/gen/fdinfo_pb.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
-import { listFds, readAuxv, readSmaps, readStat, readStatus } from "../../ffi/proc.ts";
-import { getRlimit, getRobustList, RLIMIT_COUNT } from "../../ffi/process.ts";
+import { listFds, readAuxv, readLimits, readSmaps, readStat, readStatus } from "../../ffi/proc.ts";
+import { getRobustList, RLIMIT_COUNT } from "../../ffi/process.ts";
 import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 import { UnsupportedObjectError } from "../errors.ts";
@@ -143,10 +143,7 @@ function dumpTaskCore(agent: Agent, task: FrozenTask) {
       comm: Deno.readTextFileSync(`/proc/${pid}/comm`).trimEnd(),
       timers: dumpTimers(agent, pid),
       rlimits: create(task_rlimits_entrySchema, {
-        rlimits: Array.from(
-          { length: RLIMIT_COUNT },
-          (_, r) => create(rlimit_entrySchema, getRlimit(pid, r)),
-        ),
+        rlimits: readLimits(pid).slice(0, RLIMIT_COUNT).map((l) => create(rlimit_entrySchema, l)),
       }),
       signalsS: dumpPendingSignals(pid, true),
       loginuid: readProcNumber(`/proc/${pid}/loginuid`),

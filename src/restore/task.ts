@@ -9,7 +9,7 @@ import { readMaps } from "../../ffi/proc.ts";
 import { getRlimit, setRlimit } from "../../ffi/process.ts";
 import { prctlMmMap, type Regs } from "../../ffi/structs.ts";
 import { ProcMem } from "../../ffi/memory.ts";
-import { ERRNO } from "../../ffi/errors.ts";
+import { ERRNO, isSyscallError } from "../../ffi/errors.ts";
 import { NR, O, PR, RSEQ_FLAG_UNREGISTER, SIG } from "../../ffi/syscalls.ts";
 import type { Agent } from "../agent.ts";
 import { fillPages, finishAreas, mapAreas, mapFilesPath, moveSpecialAreas, VMA } from "../objects/memory.ts";
@@ -228,13 +228,27 @@ function restoreTaskState(agent: Agent, t: RestoreTaskImages): void {
   const tc = t.cores[0]!.core.tc!;
   const pid = t.entry.pid;
   agent.call("personality", NR.personality, tc.personality);
-  tc.rlimits?.rlimits.forEach((r, res) => setRlimit(pid, res, r.cur, r.max));
+  tc.rlimits?.rlimits.forEach((r, res) => restoreRlimit(pid, res, r.cur, r.max));
   restoreSigactions(agent, tc.sigactions);
   restoreTimers(agent, tc.timers);
   if (tc.childSubreaper) {
     agent.call("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   }
   if (tc.oomScoreAdj !== undefined) writeProc(pid, "oom_score_adj", String(tc.oomScoreAdj));
+}
+
+/**
+ * Sets one limit from outside. Raising a hard limit needs CAP_SYS_RESOURCE, which we may lack:
+ * then the limit stays at the hard limit the task has, and the log says so.
+ */
+function restoreRlimit(pid: number, res: number, cur: bigint, max: bigint): void {
+  try {
+    setRlimit(pid, res, cur, max);
+  } catch (e) {
+    if (!isSyscallError(e, "EPERM")) throw e;
+    const have = getRlimit(pid, res).max;
+    setRlimit(pid, res, cur < have ? cur : have, have);
+  }
 }
 
 function writeProc(pid: number, file: string, value: string): void {
@@ -269,6 +283,18 @@ function processExistsInGroup(pgid: number): boolean {
   }
 }
 
+const SCHED_RESET_ON_FORK = 0x40000000;
+
+/** Scheduling policy, real-time priority and nice value of the calling thread. */
+function restoreScheduling(agent: Agent, policy: number, prio: number, nice: number): void {
+  if (policy !== 0) {
+    agent.reset();
+    const param = agent.alloc(4, new Uint8Array(new Int32Array([prio]).buffer));
+    agent.call("sched_setscheduler", NR.sched_setscheduler, 0, policy & ~SCHED_RESET_ON_FORK, param);
+  }
+  if (nice !== 0) agent.call("setpriority", NR.setpriority, 0 /* PRIO_PROCESS */, 0, nice);
+}
+
 /** Per-thread state set from inside the thread itself. */
 function restoreThreadState(agent: Agent, core: core_entry): void {
   const tcore = core.threadCore;
@@ -281,9 +307,7 @@ function restoreThreadState(agent: Agent, core: core_entry): void {
       agent.reset();
       agent.call("prctl(PR_SET_NAME)", NR.prctl, PR.SET_NAME, agent.string(tcore.comm.slice(0, 15)), 0, 0, 0);
     }
-    if (tcore.pdeathSig) {
-      agent.call("prctl(PR_SET_PDEATHSIG)", NR.prctl, PR.SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0);
-    }
+    restoreScheduling(agent, tcore.schedPolicy ?? 0, tcore.schedPrio ?? 0, tcore.schedNice ?? 0);
     const rs = tcore.rseqEntry;
     if (rs && rs.rseqAbiPointer !== 0n) {
       agent.call("rseq", NR.rseq, rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature);
@@ -316,6 +340,11 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   }
   // Credentials last: after them the puppet may no longer be allowed to do the rest.
   for (const th of threads) if (th.core.threadCore?.creds) restoreCreds(th.agent, th.core.threadCore.creds);
+  // A change of ids clears the parent-death signal: it is set once they are final.
+  for (const th of threads) {
+    const sig = th.core.threadCore?.pdeathSig;
+    if (sig) th.agent.call("prctl(PR_SET_PDEATHSIG)", NR.prctl, PR.SET_PDEATHSIG, sig, 0, 0, 0);
+  }
   const dumpable = t.mm?.dumpable;
   if (dumpable !== undefined) {
     agent.call("prctl(PR_SET_DUMPABLE)", NR.prctl, PR.SET_DUMPABLE, dumpable, 0, 0, 0);

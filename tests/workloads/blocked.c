@@ -368,7 +368,7 @@ static void run_pipe_read(void)
 	sa.sa_flags = SA_RESTART;
 	if (pipe2(alarm_pipe, O_CLOEXEC) || sigaction(SIGALRM, &sa, NULL) || setitimer(ITIMER_REAL, &every, NULL))
 		wl_die("pipe-read setup");
-	while (!wl_stop) {
+	while (!wl_stop || got == 0) { /* at least one byte must come through, even after SIGTERM */
 		ssize_t n = read(alarm_pipe[0], &c, 1);
 
 		if (n == 1) {

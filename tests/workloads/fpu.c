@@ -192,7 +192,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < 512; i++)
 		ctx.vinit[i] = (unsigned char)(i * 29 + 11 + (i >> 5));
 	memcpy(ctx.vcur, ctx.vinit, sizeof(ctx.vcur)); /* the sse path stores low halves only */
-	wl_log("AVX %s, MXCSR %#x, FCW %#x", avx ? "used" : "not available", ctx.mxcsr, ctx.fcw);
+	wl_log("AVX %s, MXCSR %#x, FCW %#x", avx ? "used" : "not used", ctx.mxcsr, ctx.fcw);
 
 	wl_ready();
 	r = avx ? spin_avx() : spin_sse();
