@@ -3,11 +3,19 @@
 /** A dump cannot go on; the tree is resumed before this reaches the user. */
 export class DumpError extends Error {
   override name = "DumpError";
+  /** The errno that best says what went wrong (RPC clients get it as cr_errno), or 0. */
+  constructor(message: string, readonly errno = 0, options?: ErrorOptions) {
+    super(message, options);
+  }
 }
 
 /** A restore cannot go on; everything created is killed before this reaches the user. */
 export class RestoreError extends Error {
   override name = "RestoreError";
+  /** The errno that best says what went wrong (RPC clients get it as cr_errno), or 0. */
+  constructor(message: string, readonly errno = 0, options?: ErrorOptions) {
+    super(message, options);
+  }
 }
 
 /** An object of a task that criu-ts (or a plugin) cannot dump, named for the user. */

@@ -142,7 +142,7 @@ export function freezeTree(rootPid: number, log: Log): FrozenTree {
       try {
         info = describe(pid);
       } catch {
-        throw new DumpError(`Process ${pid} does not exist`);
+        throw new DumpError(`Process ${pid} does not exist`, 3);
       }
       if (info.state === "zombie") {
         tree.tasks.push({ ...info, threads: [pid] });
@@ -158,7 +158,7 @@ export function freezeTree(rootPid: number, log: Log): FrozenTree {
     if (isSyscallError(e, "EPERM")) {
       throw new DumpError(`Cannot seize process ${rootPid}: ${e.message} (is it traced by someone else?)`);
     }
-    if (isSyscallError(e, "ESRCH")) throw new DumpError(`Process ${rootPid} does not exist or exited`);
+    if (isSyscallError(e, "ESRCH")) throw new DumpError(`Process ${rootPid} does not exist or exited`, 3);
     throw e;
   }
 }

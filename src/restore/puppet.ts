@@ -118,7 +118,7 @@ export class PuppetMaster {
     );
     const r = from.raw(NR.clone3, args, 88);
     if (r < 0n) {
-      if (r === -17n) throw new RestoreError(`PID ${pid} is already in use${describeHolder(pid)}`);
+      if (r === -17n) throw new RestoreError(`PID ${pid} is already in use${describeHolder(pid)}`, 17);
       throw new RestoreError(`Cannot create task ${pid}: clone3 failed with errno ${-r}`);
     }
     const child = Number(r);

@@ -71,6 +71,7 @@ function checkPidsFree(tasks: readonly RestoreTaskImages[]): void {
         }
         throw new RestoreError(
           `PID ${tid} is already in use by process ${tid}${comm}; it must be free to restore`,
+          17, // EEXIST, as CRIU answers
         );
       }
     }

@@ -292,7 +292,7 @@ function restoreScheduling(agent: Agent, policy: number, prio: number, nice: num
     const param = agent.alloc(4, new Uint8Array(new Int32Array([prio]).buffer));
     agent.call("sched_setscheduler", NR.sched_setscheduler, 0, policy & ~SCHED_RESET_ON_FORK, param);
   }
-  if (nice !== 0) agent.call("setpriority", NR.setpriority, 0 /* PRIO_PROCESS */, 0, nice);
+  if (nice !== 0) agent.call("setpriority", NR.setpriority, 0, /* PRIO_PROCESS */ 0, nice);
 }
 
 /** Per-thread state set from inside the thread itself. */

@@ -3,6 +3,7 @@
  * request it cannot set up (bad or unsupported options, a missing images dir) with EBADRQC; other
  * failures carry the errno of the system call that failed, when there is one.
  */
+import { DumpError, RestoreError } from "../errors.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 
 export const CR_ERRNO = {
@@ -40,6 +41,7 @@ export function crErrnoOf(e: unknown): number {
   for (let cur: unknown = e, depth = 0; cur !== undefined && depth < 8; depth++) {
     if (cur instanceof RpcRequestError) return cur.crErrno;
     if (isSyscallError(cur)) return cur.errno;
+    if ((cur instanceof DumpError || cur instanceof RestoreError) && cur.errno) return cur.errno;
     if (cur instanceof Deno.errors.NotFound) return CR_ERRNO.ENOENT;
     if (cur instanceof Deno.errors.PermissionDenied) return CR_ERRNO.EACCES;
     cur = cur instanceof Error ? cur.cause : undefined;

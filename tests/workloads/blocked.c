@@ -19,10 +19,11 @@
  *   epoll            epoll_wait on an empty pipe, N ms         EINTR (Linux shows it after stops)
  *   pipe-read        read() on a pipe that SIGALRM fills       restart (ERESTARTSYS, SA_RESTART)
  *
- * The kernel restarts every one of these transparently after a ptrace stop.
- * A restore cannot recreate a restart_block, so, like CRIU, a restorer may
- * turn those calls into EINTR: pass "eintr-ok" to accept an EINTR that no
- * signal caused in the restart_block modes (the program then sleeps the
+ * Except epoll_wait, the kernel restarts every one of these transparently
+ * after a ptrace stop. A restorer cannot rebuild the kernel's restart_block
+ * (nanosleep can be re-issued from its `rem`, the others not), so, like CRIU,
+ * it may turn those calls into EINTR: pass "eintr-ok" to accept an EINTR that
+ * no signal caused in the restart_block modes (the program then sleeps the
  * rest of its time). Any other early return is a failure. N defaults to 3000.
  */
 #include "lib.h"

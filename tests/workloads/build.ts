@@ -77,7 +77,13 @@ export async function buildWorkloads(): Promise<string> {
     if (entry.name.endsWith(".c") && entry.name !== "lib.c") programs.push(entry.name.slice(0, -2));
     if (entry.name.endsWith(".sh")) install(entry.name);
   }
-  await Promise.all(programs.map(compile));
+  const failures: string[] = [];
+  for (const r of await Promise.allSettled(programs.map(compile))) {
+    if (r.status === "rejected") {
+      failures.push(r.reason instanceof Error ? r.reason.message : String(r.reason));
+    }
+  }
+  if (failures.length > 0) throw new Error(failures.join("\n"));
   return BIN_DIR;
 }
 
