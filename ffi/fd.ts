@@ -1,5 +1,5 @@
 /** Raw fds of our own process, for handing to children (Deno 2 does not expose its fd numbers). */
-import { call, cstr, libc } from "./libc.ts";
+import { call, callBig, cstr, libc } from "./libc.ts";
 
 export const OPEN = {
   RDONLY: 0,
@@ -17,4 +17,53 @@ export function openFd(path: string, flags: number, mode = 0o644): number {
 
 export function closeFd(fd: number): void {
   libc.close(fd);
+}
+
+const NR_LSEEK = 8;
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+
+/** The byte ranges of a file that hold data (SEEK_DATA/SEEK_HOLE), below `size`. */
+export function dataRanges(fd: number, size: number): [number, number][] {
+  const out: [number, number][] = [];
+  let at = 0;
+  while (at < size) {
+    const start = Number(
+      libc.syscall(BigInt(NR_LSEEK), BigInt(fd), BigInt(at), BigInt(SEEK_DATA), 0n, 0n, 0n),
+    );
+    if (start < 0 || start >= size) break; // ENXIO: no data past `at`
+    const end = Math.min(
+      size,
+      Number(libc.syscall(BigInt(NR_LSEEK), BigInt(fd), BigInt(start), BigInt(SEEK_HOLE), 0n, 0n, 0n)),
+    );
+    out.push([start, end]);
+    at = end;
+  }
+  return out;
+}
+
+/** pread until `buf` is full; a short file is an error naming `what`. */
+export function preadFull(fd: number, buf: Uint8Array<ArrayBuffer>, offset: number, what: string): void {
+  let done = 0;
+  while (done < buf.length) {
+    const n = callBig(
+      "pread",
+      libc.pread(fd, buf.subarray(done), BigInt(buf.length - done), BigInt(offset + done)),
+      what,
+    );
+    if (n === 0) throw new Error(`${what} ends at ${offset + done}, before ${offset + buf.length}`);
+    done += n;
+  }
+}
+
+/** pwrite all of `buf`. */
+export function pwriteFull(fd: number, buf: Uint8Array<ArrayBuffer>, offset: number, what: string): void {
+  let done = 0;
+  while (done < buf.length) {
+    done += callBig(
+      "pwrite",
+      libc.pwrite(fd, buf.subarray(done), BigInt(buf.length - done), BigInt(offset + done)),
+      what,
+    );
+  }
 }

@@ -19,6 +19,7 @@ const CASES: Case[] = [
   { name: "files" },
   { name: "sleeper.sh", settleMs: 300 },
   { name: "mmap_zoo" },
+  { name: "mmap_zoo", args: ["alias"] },
   { name: "fpu" },
   { name: "signals" },
   { name: "blocked", args: ["nanosleep"] },

@@ -18,10 +18,11 @@ import { inventory_entrySchema, lsmtype } from "../images/gen/inventory_pb.ts";
 import { type task_kobj_ids_entry, task_kobj_ids_entrySchema } from "../images/gen/core_pb.ts";
 import { dump_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_pb.ts";
 import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
-import { freezeTree, type FrozenTree } from "./freeze.ts";
+import { freezeTree, type FrozenTask, type FrozenTree } from "./freeze.ts";
 import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { FileTable } from "../objects/files.ts";
-import { type DumpedVma, PE, scanSharedPages, VMA, writePages } from "../objects/memory.ts";
+import { type DumpedVma, mapFilesPath, PE, VMA, writePages } from "../objects/memory.ts";
+import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
 import { DumpError } from "../errors.ts";
 import { CLOCK_BOOTTIME, clockNs } from "../../ffi/process.ts";
 import { ImageDir } from "../images/dir.ts";
@@ -93,26 +94,33 @@ function taskIds(index: number, ns: Record<string, number | undefined>): task_ko
 }
 
 function checkSessions(tree: FrozenTree, shellJob: boolean): void {
-  const pids = new Set(tree.tasks.map((t) => t.pid));
+  if (shellJob) return;
+  const pids = new Set(tree.tasks.map((t) => t.ns.pid));
   for (const t of tree.tasks) {
-    if (!pids.has(t.sid) && !shellJob) {
+    const who = t.ns.pid === t.pid
+      ? `Process ${t.pid}`
+      : `Process ${t.pid} (${t.ns.pid} in its PID namespace)`;
+    if (!pids.has(t.ns.sid)) {
       throw new DumpError(
-        `Process ${t.pid} belongs to session ${t.sid}, whose leader is not being dumped; use --shell-job (-j) for a process started from a shell`,
+        `${who} belongs to a session whose leader is not being dumped; use --shell-job (-j) for a process started from a shell`,
       );
     }
-    if (!pids.has(t.pgid) && !shellJob && t.pgid !== t.sid) {
+    if (!pids.has(t.ns.pgid) && t.ns.pgid !== t.ns.sid) {
       throw new DumpError(
-        `Process ${t.pid} is in process group ${t.pgid}, whose leader is not being dumped; use --shell-job (-j)`,
+        `${who} is in a process group whose leader is not being dumped; use --shell-job (-j)`,
       );
     }
   }
 }
 
-function writeTaskImages(dir: ImageDir, t: DumpedTask): void {
-  for (const { tid, core } of t.cores) dir.write(KINDS.CORE, tid, [core]);
-  dir.write(KINDS.IDS, t.pid, [t.ids]);
-  if (t.mm) dir.write(KINDS.MM, t.pid, [t.mm]);
-  if (t.fs) dir.write(KINDS.FS, t.pid, [t.fs]);
+/** Images are named by the ids the tree's own PID namespace knows. */
+function writeTaskImages(dir: ImageDir, t: DumpedTask, task: FrozenTask): void {
+  const vtid = new Map(task.threads.map((tid, i) => [tid, task.ns.threads[i]!]));
+  for (const { tid, core } of t.cores) dir.write(KINDS.CORE, vtid.get(tid)!, [core]);
+  const pid = task.ns.pid;
+  dir.write(KINDS.IDS, pid, [t.ids]);
+  if (t.mm) dir.write(KINDS.MM, pid, [t.mm]);
+  if (t.fs) dir.write(KINDS.FS, pid, [t.fs]);
   if (t.mm) dir.write(KINDS.FDINFO, t.ids.filesId, t.fdinfos);
 }
 
@@ -148,6 +156,11 @@ export function dump(opts: DumpOptions): DumpStats {
   // Only a tree in a network namespace of its own gets its network locked (as CRIU does).
   const ownNetns = hasOwnNetns(opts.pid);
   try {
+    if (tree.root.ns.pid !== tree.root.pid && tree.root.ns.pid !== 1) {
+      throw new DumpError(
+        `Process ${tree.root.pid} lives in a PID namespace of which it is not the init (it is ${tree.root.ns.pid} there); dump the namespace's init instead`,
+      );
+    }
     checkSessions(tree, opts.shellJob);
     if (ownNetns) opts.hooks.run("network-lock", opts.pid);
     const table = new FileTable();
@@ -164,7 +177,7 @@ export function dump(opts: DumpOptions): DumpStats {
         const path = dir.pathFor(KINDS.PAGES, pagesId);
         dir.noteWritten(path);
         const s = writePages(agent, t.vmas, path);
-        dir.write(KINDS.PAGEMAP, t.pid, pagemapFor(t, pagesId));
+        dir.write(KINDS.PAGEMAP, t.imagePid, pagemapFor(t, pagesId));
         stats.memwriteUs += Math.round((performance.now() - w0) * 1000);
         stats.pagesWritten += s.pages;
         stats.pagesScanned += t.vmas.reduce((n, v) => n + Number((v.entry.end - v.entry.start) / 4096n), 0);
@@ -173,7 +186,7 @@ export function dump(opts: DumpOptions): DumpStats {
           if (!(v.entry.status & VMA.ANON_SHARED) || shmemDone.has(v.entry.shmid)) continue;
           shmemDone.add(v.entry.shmid);
           pagesId += 1;
-          stats.pagesWritten += dumpSharedObject(dir, agent, t.pid, v, pagesId);
+          stats.pagesWritten += dumpSharedObject(dir, t.pid, v, pagesId);
         }
       },
     };
@@ -184,12 +197,18 @@ export function dump(opts: DumpOptions): DumpStats {
       return task.state === "zombie" ? dumpZombie(task, ids) : dumpTask(ctx, task, ids);
     });
     stats.memdumpUs = Math.round((performance.now() - m0) * 1000) - stats.memwriteUs;
-    for (const t of dumped) writeTaskImages(dir, t);
+    dumped.forEach((t, i) => writeTaskImages(dir, t, tree.tasks[i]!));
     dir.write(
       KINDS.PSTREE,
       undefined,
-      tree.tasks.map((t) =>
-        create(pstree_entrySchema, { pid: t.pid, ppid: t.ppid, pgid: t.pgid, sid: t.sid, threads: t.threads })
+      tree.tasks.map(({ ns }) =>
+        create(pstree_entrySchema, {
+          pid: ns.pid,
+          ppid: ns.ppid,
+          pgid: ns.pgid,
+          sid: ns.sid,
+          threads: ns.threads,
+        })
       ),
     );
     dir.write(KINDS.FILES, undefined, table.entries);
@@ -243,38 +262,42 @@ function finish(tree: FrozenTree, opts: DumpOptions): void {
 
 /**
  * Shared anonymous memory goes once into pagemap-shmem-ID.img (addresses are offsets in the
- * object), from the first task that maps it, written by that task as its own pages are.
+ * object). The object is read through /proc/PID/map_files, which shows every page it holds
+ * whichever view touched it; SEEK_DATA/SEEK_HOLE skip what was never written.
  */
-function dumpSharedObject(
-  dir: ImageDir,
-  agent: Parameters<typeof writePages>[0],
-  pid: number,
-  v: DumpedVma,
-  pagesId: number,
-): number {
-  const pagemap = Deno.openSync(`/proc/${pid}/pagemap`);
-  let runs: [bigint, number][];
-  try {
-    runs = scanSharedPages(pagemap, v.entry);
-  } finally {
-    pagemap.close();
-  }
+function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: number): number {
+  const source = mapFilesPath(pid, v.entry);
+  const fd = openFd(source, OPEN.RDONLY | OPEN.CLOEXEC);
   const path = dir.pathFor(KINDS.PAGES, pagesId);
   dir.noteWritten(path);
-  writePages(agent, [{ entry: v.entry, runs }], path);
-  const offset = (addr: bigint) => v.entry.pgoff + (addr - v.entry.start);
-  dir.write(KINDS.SHMEM_PAGEMAP, v.entry.shmid, [
-    create(pagemap_headSchema, { pagesId }),
-    ...runs.map(([addr, n]) =>
-      create(pagemap_entrySchema, {
-        vaddr: offset(addr),
-        compatNrPages: n,
-        nrPages: BigInt(n),
-        flags: PE.PRESENT,
-      })
-    ),
-  ]);
-  return runs.reduce((n, [, p]) => n + p, 0);
+  const out = Deno.openSync(path, { write: true, create: true, truncate: true });
+  const entries = [];
+  let pages = 0;
+  try {
+    const chunk = new Uint8Array(4 * 1024 * 1024);
+    for (const [start, end] of dataRanges(fd, Deno.statSync(source).size)) {
+      for (let at = start; at < end; at += chunk.length) {
+        const part = chunk.subarray(0, Math.min(chunk.length, end - at));
+        preadFull(fd, part, at, source);
+        for (let off = 0; off < part.length;) off += out.writeSync(part.subarray(off));
+      }
+      const n = (end - start) / 4096;
+      entries.push(
+        create(pagemap_entrySchema, {
+          vaddr: BigInt(start),
+          compatNrPages: n,
+          nrPages: BigInt(n),
+          flags: PE.PRESENT,
+        }),
+      );
+      pages += n;
+    }
+  } finally {
+    out.close();
+    closeFd(fd);
+  }
+  dir.write(KINDS.SHMEM_PAGEMAP, v.entry.shmid, [create(pagemap_headSchema, { pagesId }), ...entries]);
+  return pages;
 }
 
 /** pipes-data.img: one entry per pipe with queued bytes, each followed by those bytes. */

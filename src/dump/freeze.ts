@@ -5,7 +5,7 @@
  */
 import * as pt from "../../ffi/ptrace.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
-import { listChildren, listThreads, readStat } from "../../ffi/proc.ts";
+import { listChildren, listThreads, readStat, readStatus } from "../../ffi/proc.ts";
 import { SIG } from "../../ffi/syscalls.ts";
 import { DumpError } from "../errors.ts";
 import type { Log } from "../log.ts";
@@ -18,6 +18,12 @@ export interface FrozenTask {
   pgid: number;
   sid: number;
   threads: number[];
+  /**
+   * The same ids as the tree's own PID namespace sees them, which is what images hold: equal to
+   * the host ids unless the root is the init of a namespace of its own. 0 stands for a process
+   * outside that namespace (the root's parent, a session leader outside it).
+   */
+  ns: { pid: number; ppid: number; pgid: number; sid: number; threads: number[] };
   state: TaskState;
   /** Exit status for zombies (the wait status code). */
   exitCode: number;
@@ -119,7 +125,9 @@ function seizeTask(tree: FrozenTree, pid: number, log: Log): number[] {
   }
 }
 
-function describe(pid: number): Omit<FrozenTask, "threads"> {
+type Described = Omit<FrozenTask, "threads" | "ns">;
+
+function describe(pid: number): Described {
   const stat = readStat(pid);
   const state: TaskState = stat.state === "Z" ? "zombie" : stat.state === "T" ? "stopped" : "alive";
   return {
@@ -132,26 +140,48 @@ function describe(pid: number): Omit<FrozenTask, "threads"> {
   };
 }
 
+/** The innermost value of an NSpid/NSpgid/NSsid line of /proc/PID/status. */
+function innermost(status: Map<string, string>, key: string, fallback: number): number {
+  const values = (status.get(key) ?? "").split(/\s+/).filter((v) => v);
+  return values.length ? Number(values[values.length - 1]) : fallback;
+}
+
+/** The ids of a task as its own PID namespace sees them (ppid is filled in by the caller). */
+function namespaceIds(d: Described, threads: number[]): FrozenTask["ns"] {
+  const st = readStatus(d.pid);
+  return {
+    pid: innermost(st, "NSpid", d.pid),
+    ppid: 0,
+    pgid: innermost(st, "NSpgid", d.pgid),
+    sid: innermost(st, "NSsid", d.sid),
+    threads: threads.map((tid) =>
+      tid === d.pid ? innermost(st, "NSpid", tid) : innermost(readStatus(tid), "NSpid", tid)
+    ),
+  };
+}
+
 export function freezeTree(rootPid: number, log: Log): FrozenTree {
   const tree = new FrozenTree(log);
   try {
     const queue = [rootPid];
     while (queue.length) {
       const pid = queue.shift()!;
-      let info: Omit<FrozenTask, "threads">;
+      let info: Described;
       try {
         info = describe(pid);
       } catch {
         throw new DumpError(`Process ${pid} does not exist`, 3);
       }
       if (info.state === "zombie") {
-        tree.tasks.push({ ...info, threads: [pid] });
+        tree.tasks.push({ ...info, threads: [pid], ns: namespaceIds(info, [pid]) });
         continue;
       }
       const threads = seizeTask(tree, pid, log);
-      tree.tasks.push({ ...info, threads });
+      tree.tasks.push({ ...info, threads, ns: namespaceIds(info, threads) });
       for (const tid of threads) queue.push(...listChildren(pid, tid));
     }
+    const vpid = new Map(tree.tasks.map((t) => [t.pid, t.ns.pid]));
+    for (const t of tree.tasks) t.ns.ppid = vpid.get(t.ppid) ?? 0;
     return tree;
   } catch (e) {
     tree.resume();

@@ -41,6 +41,8 @@ export const TASK_STATE = { alive: 1, dead: 2, stopped: 3, zombie: 6 } as const;
 
 export interface DumpedTask {
   pid: number;
+  /** The pid in the tree's own PID namespace, which names its images. */
+  imagePid: number;
   /** One core entry per thread, leader first, with its tid. */
   cores: { tid: number; core: core_entry }[];
   mm?: mm_entry;
@@ -234,7 +236,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   const ip = vdsoSyscall(pid);
   const agent = Agent.enter(pid, pid, ip);
   try {
-    const out: DumpedTask = { pid, cores: [], vmas, ids, fdinfos: [] };
+    const out: DumpedTask = { pid, imagePid: task.ns.pid, cores: [], vmas, ids, fdinfos: [] };
     const leader = dumpThread(agent, pid, pid);
     out.cores.push({
       tid: pid,
@@ -286,5 +288,12 @@ export function dumpZombie(task: FrozenTask, ids: task_kobj_ids_entry): DumpedTa
       comm: "",
     }),
   });
-  return { pid: task.pid, cores: [{ tid: task.pid, core }], vmas: [], ids, fdinfos: [] };
+  return {
+    pid: task.pid,
+    imagePid: task.ns.pid,
+    cores: [{ tid: task.pid, core }],
+    vmas: [],
+    ids,
+    fdinfos: [],
+  };
 }

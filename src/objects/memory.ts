@@ -140,20 +140,12 @@ const PM_FILE = 1 << 29;
 const PAGEMAP_CHUNK = 65536; // entries read at a time: 512 KiB
 
 /**
- * The runs of pages a mapping needs stored in the task's own pagemap. Shared anonymous memory
- * is stored once per object (see scanSharedPages), not with each task that maps it.
+ * The runs of pages a mapping needs stored in the task's own pagemap: present or swapped pages
+ * that are the task's own (not the file's). Shared anonymous memory is stored once per object,
+ * from the object itself (dump.ts), not with each task that maps it.
  */
 export function scanPages(pagemap: Deno.FsFile, entry: vma_entry): [bigint, number][] {
   if (entry.status & (VMA.VDSO | VMA.VVAR | VMA.FILE_SHARED | VMA.ANON_SHARED)) return [];
-  return scanRange(pagemap, entry, false);
-}
-
-/** Every page of a shared anonymous mapping that holds data. */
-export function scanSharedPages(pagemap: Deno.FsFile, entry: vma_entry): [bigint, number][] {
-  return scanRange(pagemap, entry, true);
-}
-
-function scanRange(pagemap: Deno.FsFile, entry: vma_entry, wantFilePages: boolean): [bigint, number][] {
   const runs: [bigint, number][] = [];
   const total = Number((entry.end - entry.start) / BigInt(PAGE_SIZE));
   const buf = new Uint8Array(Math.min(total, PAGEMAP_CHUNK) * 8);
@@ -166,7 +158,7 @@ function scanRange(pagemap: Deno.FsFile, entry: vma_entry, wantFilePages: boolea
     readFull(pagemap, buf.subarray(0, count * 8));
     for (let i = 0; i < count; i++) {
       const high = words[2 * i + 1]!;
-      const has = (high & (PM_PRESENT | PM_SWAPPED)) !== 0 && (wantFilePages || (high & PM_FILE) === 0);
+      const has = (high & (PM_PRESENT | PM_SWAPPED)) !== 0 && (high & PM_FILE) === 0;
       const page = base + i;
       if (has && runStart < 0) runStart = page;
       if (!has && runStart >= 0) {

@@ -30,6 +30,8 @@ export interface PageRun {
 
 export interface RestoreTaskImages {
   entry: pstree_entry;
+  /** The task's pid in our PID namespace, once it is created (entry.pid is the one it sees). */
+  hostPid: number;
   /** Core of each thread, leader first. */
   cores: { tid: number; core: core_entry }[];
   ids?: task_kobj_ids_entry;
@@ -127,7 +129,7 @@ function loadTask(dir: ImageDir, entry: pstree_entry, files: FileTable): Restore
   const leader = cores[0]!.core;
   if (!leader.tc) bad(`core-${pid}.img has no task part`);
   const zombie = leader.tc.taskState === TASK_STATE.zombie;
-  const task: RestoreTaskImages = { entry, cores, pages: [], fdinfos: [], zombie };
+  const task: RestoreTaskImages = { entry, hostPid: 0, cores, pages: [], fdinfos: [], zombie };
   if (zombie) return task;
   for (const c of cores) {
     if (!c.core.threadInfo?.gpregs) bad(`core-${c.tid}.img has no registers`);

@@ -93,8 +93,9 @@ export class PuppetMaster {
   }
 
   /**
-   * Creates a task with PID `pid`. With no parent agent it is cloned from the helper with
-   * CLONE_PARENT, so it becomes our child; otherwise it is a child of the parent's task.
+   * Creates a task with PID `pid` (as its PID namespace sees it) and returns its pid in ours.
+   * With no parent agent it is cloned from the helper with CLONE_PARENT, so it becomes our child;
+   * otherwise it is a child of the parent's task. `extraFlags` may ask for CLONE_NEWPID.
    */
   createTask(pid: number, parent: Agent | null, extraFlags = 0n): number {
     const from = parent ?? this.#helperAgent;
@@ -103,7 +104,7 @@ export class PuppetMaster {
     return this.#clone(from, pid, { flags, exitSignal });
   }
 
-  /** Creates thread `tid` in the task `leader` drives. */
+  /** Creates thread `tid` (as the task's PID namespace sees it) in the task `leader` drives; returns its tid in ours. */
   createThread(leader: Agent, tid: number): number {
     const flags = BigInt(CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM);
     return this.#clone(leader, tid, { flags, exitSignal: 0 });
@@ -121,8 +122,10 @@ export class PuppetMaster {
       if (r === -17n) throw new RestoreError(`PID ${pid} is already in use${describeHolder(pid)}`, 17);
       throw new RestoreError(`Cannot create task ${pid}: clone3 failed with errno ${-r}`);
     }
-    const child = Number(r);
-    if (child !== pid) throw new RestoreError(`Task came back as ${child}, not ${pid}`);
+    if (Number(r) !== pid) throw new RestoreError(`Task came back as ${r}, not ${pid}`);
+    // clone3 answers with the pid the parent's namespace sees; ptrace tells us ours.
+    const child = from.thread.children.pop()?.pid;
+    if (child === undefined) throw new RestoreError(`No clone event for task ${pid}`);
     this.created.push(child);
     // The new task starts in a ptrace stop of its own before running anything.
     const st = pt.wait(child);

@@ -33,7 +33,7 @@ import { SharedFiles } from "../objects/files.ts";
 import "../objects/mod.ts";
 import { processExists } from "../../ffi/proc.ts";
 import * as pt from "../../ffi/ptrace.ts";
-import { NR } from "../../ffi/syscalls.ts";
+import { CLONE, NR } from "../../ffi/syscalls.ts";
 import { CLOCK_BOOTTIME, clockNs } from "../../ffi/process.ts";
 import { TASK_STATE } from "../dump/task.ts";
 import { KINDS } from "../images/kinds.ts";
@@ -103,8 +103,10 @@ function forkTree(master: PuppetMaster, tasks: readonly RestoreTaskImages[]): Ma
     if (t !== tasks[0] && !parent) {
       throw new RestoreError(`Parent ${t.entry.ppid} of ${t.entry.pid} was not created`);
     }
-    master.createTask(t.entry.pid, t === tasks[0] ? null : parent);
-    const agent = master.agentFor(t.entry.pid);
+    // A root that was the init of its own PID namespace gets a new one, and pid 1 in it.
+    const newPidNs = t === tasks[0] && t.entry.pid === 1 ? BigInt(CLONE.NEWPID) : 0n;
+    t.hostPid = master.createTask(t.entry.pid, t === tasks[0] ? null : parent, newPidNs);
+    const agent = master.agentFor(t.hostPid);
     // A session must exist before the children that inherit it are forked.
     if (t.entry.sid === t.entry.pid) agent.call("setsid", NR.setsid);
     agents.set(t.entry.pid, agent);
@@ -118,18 +120,19 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const cp = loadCheckpoint(opts.imagesDir);
   const tasks = cp.tasks;
   checkParents(tasks);
-  checkPidsFree(tasks);
+  if (tasks[0]!.entry.pid !== 1) checkPidsFree(tasks); // a new PID namespace has every pid free
   opts.hooks.run("pre-restore");
   const occupied = tasks.flatMap((t) => t.mm?.vmas ?? []);
   const t0 = performance.now();
   const master = PuppetMaster.start(occupied, log);
   let forkedAt = 0;
-  const root = tasks[0]!.entry.pid;
+  let root = 0;
   const pending = new Map<number, PendingThread[]>();
   const shared = new SharedFiles();
   try {
     // FORKING
     const agents = forkTree(master, tasks);
+    root = tasks[0]!.hostPid;
     master.releaseHelper();
     forkedAt = performance.now();
     // setup-namespaces/post-setup-namespaces run only when the restore creates namespaces,
@@ -149,7 +152,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
         const agent = agents.get(t.entry.pid)!;
         restoreGroup(agent, t);
         agent.thread.leave();
-        master.makeZombie(t.entry.pid, t.cores[0]!.core.tc!.exitCode);
+        master.makeZombie(t.hostPid, t.cores[0]!.core.tc!.exitCode);
         continue;
       }
       pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));

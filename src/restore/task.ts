@@ -9,6 +9,7 @@ import { readMaps } from "../../ffi/proc.ts";
 import { getRlimit, setRlimit } from "../../ffi/process.ts";
 import { prctlMmMap, type Regs } from "../../ffi/structs.ts";
 import { ProcMem } from "../../ffi/memory.ts";
+import { closeFd, OPEN, openFd, preadFull, pwriteFull } from "../../ffi/fd.ts";
 import { ERRNO, isSyscallError } from "../../ffi/errors.ts";
 import { NR, O, PR, RSEQ_FLAG_UNREGISTER, SIG } from "../../ffi/syscalls.ts";
 import type { Agent } from "../agent.ts";
@@ -98,26 +99,45 @@ function openSharedObject(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): 
   return openPath(agent, first.path, (e.prot & 2) !== 0, `(shared memory ${e.shmid})`);
 }
 
-/** Fills the shared objects this task created from pagemap-shmem-ID.img. */
-function fillSharedObjects(ctx: TaskRestoreContext, agent: Agent, pid: number): void {
+/**
+ * Fills the shared objects this task created from pagemap-shmem-ID.img, writing straight into
+ * the object through /proc/PID/map_files (offsets in the image are offsets in the object).
+ */
+function fillSharedObjects(ctx: TaskRestoreContext, pid: number): void {
   for (const [shmid, obj] of ctx.shmem) {
     if (obj.filled || !obj.path.startsWith(`/proc/${pid}/`)) continue;
     obj.filled = true;
     const dir = ctx.checkpoint.dir;
     if (!dir.has(KINDS.SHMEM_PAGEMAP, shmid)) continue;
+    if (obj.vma.pgoff !== 0n) {
+      throw new RestoreError(
+        `Shared memory ${shmid} is first mapped from offset ${obj.vma.pgoff}: not supported yet`,
+      );
+    }
     const [head, ...entries] = dir.read<pagemap_head | pagemap_entry>(KINDS.SHMEM_PAGEMAP, shmid);
     if (!head || !("pagesId" in head)) throw new RestoreError(`pagemap-shmem-${shmid}.img has no header`);
-    const base = obj.vma.start - obj.vma.pgoff; // where offset 0 of the object sits in this task
-    const runs = (entries as pagemap_entry[]).map((p) => ({
-      vaddr: base + p.vaddr,
-      pages: Number(p.nrPages ?? BigInt(p.compatNrPages)),
-    }));
-    for (const r of runs) {
-      if (r.vaddr < obj.vma.start || r.vaddr + BigInt(r.pages * 4096) > obj.vma.end) {
-        throw new RestoreError(`pagemap-shmem-${shmid}.img has pages outside the area that maps it`);
+    copyIntoObject(obj.path, dir.pathFor(KINDS.PAGES, head.pagesId), entries as pagemap_entry[]);
+  }
+}
+
+function copyIntoObject(objectPath: string, pagesPath: string, entries: readonly pagemap_entry[]): void {
+  const dst = openFd(objectPath, OPEN.RDWR | OPEN.CLOEXEC);
+  const src = openFd(pagesPath, OPEN.RDONLY | OPEN.CLOEXEC);
+  const chunk = new Uint8Array(4 * 1024 * 1024);
+  try {
+    let from = 0;
+    for (const e of entries) {
+      const len = Number(e.nrPages ?? BigInt(e.compatNrPages)) * 4096;
+      for (let done = 0; done < len; done += chunk.length) {
+        const part = chunk.subarray(0, Math.min(chunk.length, len - done));
+        preadFull(src, part, from + done, pagesPath);
+        pwriteFull(dst, part, Number(e.vaddr) + done, objectPath);
       }
+      from += len;
     }
-    fillPages(agent, dir.pathFor(KINDS.PAGES, head.pagesId), runs);
+  } finally {
+    closeFd(src);
+    closeFd(dst);
   }
 }
 
@@ -135,7 +155,7 @@ function restoreMemory(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImag
   moveSpecialAreas(agent, specials, mm.vmas, parking);
   mapAreas(agent, mm.vmas, (e) => openForMapping(ctx, agent, e));
   fillPages(agent, t.pagesPath!, t.pages);
-  fillSharedObjects(ctx, agent, t.entry.pid);
+  fillSharedObjects(ctx, agent.pid);
   finishAreas(agent, mm.vmas);
   setMmFields(ctx, agent, t);
 }
@@ -198,7 +218,7 @@ const RLIMIT_NOFILE = 7;
 const F_DUPFD_CLOEXEC = 1030;
 
 function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
-  const pid = t.entry.pid;
+  const pid = agent.pid;
   // Room for every fd number the task had, and for parking fds above them.
   const hard = getRlimit(pid, RLIMIT_NOFILE).max;
   setRlimit(pid, RLIMIT_NOFILE, hard, hard);
@@ -226,7 +246,7 @@ export function closeParked(agent: Agent, shared: SharedFiles): void {
 
 function restoreTaskState(agent: Agent, t: RestoreTaskImages): void {
   const tc = t.cores[0]!.core.tc!;
-  const pid = t.entry.pid;
+  const pid = agent.pid;
   agent.call("personality", NR.personality, tc.personality);
   tc.rlimits?.rlimits.forEach((r, res) => restoreRlimit(pid, res, r.cur, r.max));
   restoreSigactions(agent, tc.sigactions);
@@ -266,6 +286,7 @@ function writeProc(pid: number, file: string, value: string): void {
  */
 export function restoreGroup(agent: Agent, t: RestoreTaskImages): void {
   const { pid, pgid } = t.entry;
+  if (pgid === 0) return; // a group outside the tree's PID namespace: inherited
   const current = Number(agent.call("getpgid", NR.getpgid, 0));
   if (pgid === current) return;
   const r = agent.raw(NR.setpgid, 0, pgid);
@@ -329,15 +350,16 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   restoreGroup(agent, t);
   const threads: PendingThread[] = [{ agent, core: t.cores[0]!.core }];
   for (const { tid, core } of t.cores.slice(1)) {
-    ctx.master.createThread(agent, tid);
-    threads.push({ agent: ctx.master.agentFor(t.entry.pid, tid), core });
+    const hostTid = ctx.master.createThread(agent, tid);
+    threads.push({ agent: ctx.master.agentFor(agent.pid, hostTid), core });
   }
   for (const th of threads) restoreThreadState(th.agent, th.core);
   const tc = t.cores[0]!.core.tc!;
   restorePendingSignals(agent, t.entry.pid, t.entry.pid, tc.signalsS, true);
-  for (const th of threads) {
-    restorePendingSignals(th.agent, t.entry.pid, th.agent.tid, th.core.threadCore?.signalsP, false);
-  }
+  // The task queues them to itself, so it names itself with the ids its namespace knows.
+  t.cores.forEach((c, i) =>
+    restorePendingSignals(threads[i]!.agent, t.entry.pid, c.tid, c.core.threadCore?.signalsP, false)
+  );
   // Credentials last: after them the puppet may no longer be allowed to do the rest.
   for (const th of threads) if (th.core.threadCore?.creds) restoreCreds(th.agent, th.core.threadCore.creds);
   // A change of ids clears the parent-death signal: it is set once they are final.

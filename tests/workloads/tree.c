@@ -333,19 +333,16 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < PRIV_WORDS; i++)
 		priv[i] = FILL(i);
 
+	/* A leader's group must exist before its member tries to join: the parent makes it
+	 * at once (the leader does too, whichever runs first). */
 	spawn(A, with_child);
-	spawn(B, join_group); /* join_group(B) makes B its own leader */
+	setpgid(spawn(B, join_group), 0);
 	spawn(C, join_group);
 	spawn(Z, zombie);
 	spawn(S, plain);
 	spawn(P, with_child);
-	spawn(L, join_group);
+	setpgid(spawn(L, join_group), 0);
 	spawn(M, join_group);
-	/* The parent sets the groups too, so they hold whichever side runs first. */
-	setpgid(sh->s[B].pid, sh->s[B].pid);
-	setpgid(sh->s[C].pid, sh->s[B].pid);
-	setpgid(sh->s[L].pid, sh->s[L].pid);
-	setpgid(sh->s[M].pid, sh->s[L].pid);
 	priv[0] = SETUP_MARK(ROOT);
 	record_ids(ROOT);
 
