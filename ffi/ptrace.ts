@@ -216,3 +216,31 @@ export function kill(pid: number, signal: number): void {
 export function tgkill(tgid: number, tid: number, signal: number): void {
   callBig("tgkill", libc.syscall(234n, BigInt(tgid), BigInt(tid), BigInt(signal), 0n, 0n, 0n), `tid ${tid}`);
 }
+
+/**
+ * Collects the end of every task in `tids` (as tracer or parent), in whatever order they end.
+ * Waiting on one at a time can deadlock: a dying PID-namespace init waits for its children, and
+ * those wait for their tracer to take their exit first. Returns the tids still there at `timeoutMs`.
+ */
+export function reapAll(tids: readonly number[], timeoutMs = 10000): number[] {
+  let pending = [...tids];
+  const deadline = Date.now() + timeoutMs;
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  while (pending.length && Date.now() < deadline) {
+    pending = pending.filter((tid) => {
+      try {
+        const st = wait(tid, WNOHANG);
+        if (st === null) return true;
+        if (st.kind === "stopped") {
+          cont(tid, 0); // a stop on the way out (signal or event): let it go on dying
+          return true;
+        }
+        return false;
+      } catch {
+        return false; // ECHILD: not ours to wait for, or already collected
+      }
+    });
+    if (pending.length) Atomics.wait(pause, 0, 0, 1);
+  }
+  return pending;
+}

@@ -70,22 +70,8 @@ export class FrozenTree {
     if (this.#released) return;
     this.#released = true;
     for (const t of this.tasks) if (t.state !== "zombie") pt.kill(t.pid, SIG.KILL);
-    // Non-leader threads first: waiting on a leader blocks while its other threads linger.
-    const leaders = new Set(this.tasks.map((t) => t.pid));
-    const order = [
-      ...this.#seized.filter((t) => !leaders.has(t)),
-      ...this.#seized.filter((t) => leaders.has(t)),
-    ];
-    for (const tid of order) {
-      try {
-        while (true) {
-          const st = pt.wait(tid);
-          if (!st || st.kind !== "stopped") break;
-        }
-      } catch (e) {
-        if (!isSyscallError(e, "ECHILD")) throw e;
-      }
-    }
+    const left = pt.reapAll(this.#seized);
+    if (left.length) this.log.warn(`Tasks ${left.join(", ")} did not end after SIGKILL`);
   }
 }
 

@@ -26,6 +26,8 @@ export interface DumpFilesContext {
 
 export interface RestoreFilesContext {
   agent: Agent;
+  /** The task's pid as the restored tasks see it (their PID namespace), for sharing fds. */
+  nsPid: number;
   table: FileTable;
   /** An fd in the task that refers to our terminal (for --shell-job), or -1. */
   terminalFd: number;
@@ -38,6 +40,7 @@ export interface RestoreFilesContext {
 
 /** A file that is open in a restored task: where to get another reference to it. */
 export interface OpenedFile {
+  /** The task, as the restored tasks see it (their PID namespace). */
   pid: number;
   fd: number;
 }
@@ -68,9 +71,10 @@ const NR_DUP3 = 292;
 const NR_CLOSE = 3;
 const NR_FCNTL = 72;
 
-/** Gets into the agent's task a copy of fd `src.fd` of task `src.pid` (same open file description). */
-export function grabFd(agent: Agent, src: OpenedFile): number {
-  if (src.pid === agent.pid) return Number(agent.call("dup", NR_DUP, src.fd));
+/** Gets into the context's task a copy of fd `src.fd` of task `src.pid` (same open file description). */
+export function grabFd(ctx: RestoreFilesContext, src: OpenedFile): number {
+  const agent = ctx.agent;
+  if (src.pid === ctx.nsPid) return Number(agent.call("dup", NR_DUP, src.fd));
   const pidfd = agent.call("pidfd_open", NR_PIDFD_OPEN, src.pid, 0);
   try {
     return Number(agent.call("pidfd_getfd", NR_PIDFD_GETFD, pidfd, src.fd, 0));
@@ -203,13 +207,13 @@ export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_en
   for (const info of order) {
     const entry = ctx.table.get(info.id);
     const known = ctx.shared.byId.get(info.id);
-    const tmp = known ? grabFd(ctx.agent, known) : kindFor(entry.type).open(ctx, entry);
+    const tmp = known ? grabFd(ctx, known) : kindFor(entry.type).open(ctx, entry);
     if (tmp !== info.fd) {
       ctx.agent.call(`dup3(fd ${info.fd})`, NR_DUP3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
       ctx.agent.call("close", NR_CLOSE, tmp);
     } else if (info.flags & 1) {
       ctx.agent.call("fcntl(F_SETFD)", NR_FCNTL, info.fd, 2, 1); // F_SETFD, FD_CLOEXEC
     }
-    if (!known) ctx.shared.byId.set(info.id, { pid: ctx.agent.pid, fd: info.fd });
+    if (!known) ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
   }
 }

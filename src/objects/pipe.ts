@@ -39,7 +39,7 @@ function createPipe(ctx: RestoreFilesContext, pipeId: number): void {
       throw new RestoreError(`Pipe ${pipeId} took ${n} of ${chunk.length} bytes back`);
     }
   }
-  ctx.shared.objects.set(`pipe:${pipeId}`, [{ pid: agent.pid, fd: r }, { pid: agent.pid, fd: w }]);
+  ctx.shared.objects.set(`pipe:${pipeId}`, [{ pid: ctx.nsPid, fd: r }, { pid: ctx.nsPid, fd: w }]);
 }
 
 export const pipeKind: FdKind = {
@@ -65,7 +65,7 @@ export const pipeKind: FdKind = {
     if (!p) throw new RestoreError(`File ${entry.id} has no pipe data`);
     if (!ctx.shared.objects.has(`pipe:${p.pipeId}`)) createPipe(ctx, p.pipeId);
     const [r, w] = ctx.shared.objects.get(`pipe:${p.pipeId}`)!;
-    const fd = grabFd(ctx.agent, (p.flags & O.ACCMODE) === O.WRONLY ? w! : r!);
+    const fd = grabFd(ctx, (p.flags & O.ACCMODE) === O.WRONLY ? w! : r!);
     if (p.flags & O.NONBLOCK) ctx.agent.call("fcntl(F_SETFL)", NR.fcntl, fd, F_SETFL, O.NONBLOCK);
     return fd;
   },

@@ -6,12 +6,11 @@
  */
 import * as pt from "../../ffi/ptrace.ts";
 import { spawn } from "../../ffi/spawn.ts";
-import { readMaps } from "../../ffi/proc.ts";
+import { readMaps, readStatus } from "../../ffi/proc.ts";
 import { findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { cloneArgs } from "../../ffi/structs.ts";
 import { CLONE, MAP, NR, PROT, SIG } from "../../ffi/syscalls.ts";
-import { isSyscallError } from "../../ffi/errors.ts";
 import { Agent } from "../agent.ts";
 import { RestoreError } from "../errors.ts";
 import type { Log } from "../log.ts";
@@ -122,10 +121,11 @@ export class PuppetMaster {
       if (r === -17n) throw new RestoreError(`PID ${pid} is already in use${describeHolder(pid)}`, 17);
       throw new RestoreError(`Cannot create task ${pid}: clone3 failed with errno ${-r}`);
     }
-    if (Number(r) !== pid) throw new RestoreError(`Task came back as ${r}, not ${pid}`);
     // clone3 answers with the pid the parent's namespace sees; ptrace tells us ours.
     const child = from.thread.children.pop()?.pid;
     if (child === undefined) throw new RestoreError(`No clone event for task ${pid}`);
+    const seen = a.flags & BigInt(CLONE.NEWPID) ? innermostPid(child) : Number(r);
+    if (seen !== pid) throw new RestoreError(`Task came back as ${seen}, not ${pid}`);
     this.created.push(child);
     // The new task starts in a ptrace stop of its own before running anything.
     const st = pt.wait(child);
@@ -178,6 +178,12 @@ export class PuppetMaster {
   }
 }
 
+/** The pid a task has in its own (innermost) PID namespace. */
+function innermostPid(pid: number): number {
+  const ns = (readStatus(pid).get("NSpid") ?? "").split(/\s+/).filter((s) => s);
+  return Number(ns[ns.length - 1] ?? pid);
+}
+
 function describeHolder(pid: number): string {
   try {
     const comm = Deno.readTextFileSync(`/proc/${pid}/comm`).trim();
@@ -221,14 +227,5 @@ export function killAndReap(pids: readonly number[]): void {
       // already gone
     }
   }
-  for (const pid of pids) {
-    try {
-      for (;;) {
-        const st = pt.wait(pid);
-        if (!st || st.kind !== "stopped") break;
-      }
-    } catch (e) {
-      if (!isSyscallError(e, "ECHILD")) throw e;
-    }
-  }
+  pt.reapAll(pids);
 }

@@ -234,7 +234,15 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
     : -1;
   agent.call("close_range", NR.close_range, 0, parkBase - 1, 0);
   restoreFds(
-    { agent, table: ctx.checkpoint.files, terminalFd, shared: ctx.shared, park, log: ctx.log },
+    {
+      agent,
+      nsPid: t.entry.pid,
+      table: ctx.checkpoint.files,
+      terminalFd,
+      shared: ctx.shared,
+      park,
+      log: ctx.log,
+    },
     t.fdinfos,
   );
 }
