@@ -96,7 +96,20 @@ function terminalFd(shellJob: boolean): number {
 }
 
 /** Creates every task, parents before children; returns each task's agent. */
-function forkTree(master: PuppetMaster, tasks: readonly RestoreTaskImages[]): Map<number, Agent> {
+/**
+ * With --shell-job the root's session and process group become criu's own, as CRIU does: the
+ * restored job then sits on criu's terminal, as the terminal's foreground group.
+ */
+export function joinsCriuJob(tasks: readonly RestoreTaskImages[], t: RestoreTaskImages, shellJob: boolean) {
+  const root = tasks[0]!.entry;
+  return { session: shellJob && t.entry.sid === root.sid, group: shellJob && t.entry.pgid === root.pgid };
+}
+
+function forkTree(
+  master: PuppetMaster,
+  tasks: readonly RestoreTaskImages[],
+  shellJob: boolean,
+): Map<number, Agent> {
   const agents = new Map<number, Agent>();
   for (const t of tasks) {
     const parent = agents.get(t.entry.ppid) ?? null;
@@ -108,7 +121,9 @@ function forkTree(master: PuppetMaster, tasks: readonly RestoreTaskImages[]): Ma
     t.hostPid = master.createTask(t.entry.pid, t === tasks[0] ? null : parent, newPidNs);
     const agent = master.agentFor(t.hostPid);
     // A session must exist before the children that inherit it are forked.
-    if (t.entry.sid === t.entry.pid) agent.call("setsid", NR.setsid);
+    if (t.entry.sid === t.entry.pid && !joinsCriuJob(tasks, t, shellJob).session) {
+      agent.call("setsid", NR.setsid);
+    }
     agents.set(t.entry.pid, agent);
   }
   return agents;
@@ -131,7 +146,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const shared = new SharedFiles();
   try {
     // FORKING
-    const agents = forkTree(master, tasks);
+    const agents = forkTree(master, tasks, opts.shellJob);
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     forkedAt = performance.now();
@@ -150,7 +165,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     for (const t of tasks) {
       if (t.zombie) {
         const agent = agents.get(t.entry.pid)!;
-        restoreGroup(agent, t);
+        if (!joinsCriuJob(tasks, t, opts.shellJob).group) restoreGroup(agent, t);
         agent.thread.leave();
         master.makeZombie(t.hostPid, t.cores[0]!.core.tc!.exitCode);
         continue;
