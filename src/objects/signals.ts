@@ -81,7 +81,7 @@ export function dumpSigaltstack(agent: Agent): thread_sas_entry {
   const v = new DataView(b.buffer);
   return create(thread_sas_entrySchema, {
     ssSp: v.getBigUint64(0, true),
-    ssFlags: v.getInt32(8, true),
+    ssFlags: v.getUint32(8, true), // SS_AUTODISARM is bit 31
     ssSize: v.getBigUint64(16, true),
   });
 }
@@ -91,7 +91,7 @@ export function restoreSigaltstack(agent: Agent, sas: thread_sas_entry | undefin
   const buf = new ArrayBuffer(24);
   const v = new DataView(buf);
   v.setBigUint64(0, sas.ssSp, true);
-  v.setInt32(8, sas.ssFlags & ~1, true); // SS_ONSTACK is a state, not a flag one can set
+  v.setUint32(8, (sas.ssFlags & ~1) >>> 0, true); // SS_ONSTACK is a state, not a flag one can set
   v.setBigUint64(16, sas.ssSize, true);
   agent.reset();
   agent.call("sigaltstack", NR.sigaltstack, agent.alloc(24, new Uint8Array(buf)), 0);
