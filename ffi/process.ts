@@ -62,3 +62,11 @@ export function clockNs(clockId: number): bigint {
   );
   return ts[0]! * 1_000_000_000n + ts[1]!;
 }
+
+/** kcmp resource types. */
+export const KCMP = { VM: 1, FILES: 2, FS: 3, SIGHAND: 4 } as const;
+
+/** Do two processes share a kernel resource (mm, fd table, fs, signal handlers)? */
+export function sharesResource(pid1: number, pid2: number, type: number): boolean {
+  return libc.syscall(BigInt(NR_KCMP), BigInt(pid1), BigInt(pid2), BigInt(type), 0n, 0n, 0n) === 0n;
+}

@@ -24,7 +24,7 @@ import { FileTable } from "../objects/files.ts";
 import { type DumpedVma, mapFilesPath, PE, VMA, writePages } from "../objects/memory.ts";
 import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
 import { DumpError } from "../errors.ts";
-import { CLOCK_BOOTTIME, clockNs } from "../../ffi/process.ts";
+import { CLOCK_BOOTTIME, clockNs, KCMP, sharesResource } from "../../ffi/process.ts";
 import { ImageDir } from "../images/dir.ts";
 import { ImageWriter } from "../images/file.ts";
 import { pipe_data_entrySchema } from "../images/gen/pipe-data_pb.ts";
@@ -71,16 +71,40 @@ class NamespaceIds {
   }
 }
 
-function taskIds(index: number, ns: Record<string, number | undefined>): task_kobj_ids_entry {
-  // Every task has its own mm, fd table, fs and sighand until sharing is detected (kcmp).
-  const own = 100 + index;
+/**
+ * Ids of the kernel objects a task may share with others (mm, fd table, fs, signal handlers):
+ * tasks that share one (CLONE_FILES, CLONE_FS, ...) get the same id, as kcmp says.
+ */
+class SharedObjectIds {
+  #next = 100;
+  #seen: { pid: number; ids: number[] }[] = [];
+  #types = [KCMP.VM, KCMP.FILES, KCMP.FS, KCMP.SIGHAND];
+
+  idsOf(task: FrozenTask): [number, number, number, number] {
+    const ids = this.#types.map((type) => {
+      if (task.state !== "zombie") {
+        const same = this.#seen.find((s) => sharesResource(task.pid, s.pid, type));
+        if (same) return same.ids[this.#types.indexOf(type)]!;
+      }
+      return this.#next++;
+    });
+    if (task.state !== "zombie") this.#seen.push({ pid: task.pid, ids });
+    return ids as [number, number, number, number];
+  }
+}
+
+function taskIds(
+  shared: [number, number, number, number],
+  ns: Record<string, number | undefined>,
+): task_kobj_ids_entry {
+  const [vmId, filesId, fsId, sighandId] = shared;
   return create(
     task_kobj_ids_entrySchema,
     compact({
-      vmId: own,
-      filesId: own,
-      fsId: own,
-      sighandId: own,
+      vmId,
+      filesId,
+      fsId,
+      sighandId,
       pidNsId: ns.pid,
       netNsId: ns.net,
       ipcNsId: ns.ipc,
@@ -165,6 +189,7 @@ export function dump(opts: DumpOptions): DumpStats {
     if (ownNetns) opts.hooks.run("network-lock", opts.pid);
     const table = new FileTable();
     const nsIds = new NamespaceIds();
+    const objectIds = new SharedObjectIds();
     let pagesId = 0;
     const shmemDone = new Set<bigint>();
     const ctx = {
@@ -191,8 +216,8 @@ export function dump(opts: DumpOptions): DumpStats {
       },
     };
     const m0 = performance.now();
-    const dumped = tree.tasks.map((task, i) => {
-      const ids = taskIds(i, nsIds.idsOf(task.pid));
+    const dumped = tree.tasks.map((task) => {
+      const ids = taskIds(objectIds.idsOf(task), nsIds.idsOf(task.pid));
       log.info(`Dumping task ${task.pid} (${task.threads.length} thread(s), ${task.state})`);
       return task.state === "zombie" ? dumpZombie(task, ids) : dumpTask(ctx, task, ids);
     });

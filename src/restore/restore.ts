@@ -105,6 +105,16 @@ export function joinsCriuJob(tasks: readonly RestoreTaskImages[], t: RestoreTask
   return { session: shellJob && t.entry.sid === root.sid, group: shellJob && t.entry.pgid === root.pgid };
 }
 
+/** CLONE_FILES / CLONE_FS when the task shared its fd table or fs with its parent. */
+function sharedWithParent(tasks: readonly RestoreTaskImages[], t: RestoreTaskImages): bigint {
+  const parent = tasks.find((p) => p.entry.pid === t.entry.ppid && p !== t);
+  if (!parent?.ids || !t.ids) return 0n;
+  let flags = 0n;
+  if (parent.ids.filesId === t.ids.filesId) flags |= BigInt(CLONE.FILES);
+  if (parent.ids.fsId === t.ids.fsId) flags |= BigInt(CLONE.FS);
+  return flags;
+}
+
 function forkTree(
   master: PuppetMaster,
   tasks: readonly RestoreTaskImages[],
@@ -118,7 +128,11 @@ function forkTree(
     }
     // A root that was the init of its own PID namespace gets a new one, and pid 1 in it.
     const newPidNs = t === tasks[0] && t.entry.pid === 1 ? BigInt(CLONE.NEWPID) : 0n;
-    t.hostPid = master.createTask(t.entry.pid, t === tasks[0] ? null : parent, newPidNs);
+    t.hostPid = master.createTask(
+      t.entry.pid,
+      t === tasks[0] ? null : parent,
+      newPidNs | sharedWithParent(tasks, t),
+    );
     const agent = master.agentFor(t.hostPid);
     // A session must exist before the children that inherit it are forked.
     if (t.entry.sid === t.entry.pid && !joinsCriuJob(tasks, t, shellJob).session) {

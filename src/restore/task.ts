@@ -352,8 +352,10 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   const log = ctx.log;
   log.info(`Restoring task ${t.entry.pid}`);
   restoreMemory(ctx, agent, t);
-  restoreFs(ctx, agent, t);
-  restoreFiles(ctx, agent, t);
+  // A table or fs shared with the parent (CLONE_FILES, CLONE_FS) was restored by the parent.
+  const parent = ctx.checkpoint.tasks.find((p) => p.entry.pid === t.entry.ppid && p !== t);
+  if (!parent?.ids || parent.ids.fsId !== t.ids?.fsId) restoreFs(ctx, agent, t);
+  if (!parent?.ids || parent.ids.filesId !== t.ids?.filesId) restoreFiles(ctx, agent, t);
   restoreTaskState(agent, t);
   // A shell job joins criu's own process group (see joinsCriuJob in restore.ts).
   if (!(ctx.shellJob && t.entry.pgid === ctx.checkpoint.tasks[0]!.entry.pgid)) restoreGroup(agent, t);
