@@ -11,6 +11,7 @@ export const NR = {
   brk: 12,
   rt_sigaction: 13,
   rt_sigprocmask: 14,
+  rt_sigtimedwait: 128,
   pread64: 17,
   pwrite64: 18,
   mremap: 25,

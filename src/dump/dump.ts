@@ -15,11 +15,17 @@ import { compact } from "../compact.ts";
 import { pstree_entrySchema } from "../images/gen/pstree_pb.ts";
 import { pagemap_entrySchema, pagemap_headSchema } from "../images/gen/pagemap_pb.ts";
 import { inventory_entrySchema, lsmtype } from "../images/gen/inventory_pb.ts";
-import { type task_kobj_ids_entry, task_kobj_ids_entrySchema } from "../images/gen/core_pb.ts";
+import {
+  core_entry_march,
+  core_entrySchema,
+  task_core_entrySchema,
+  type task_kobj_ids_entry,
+  task_kobj_ids_entrySchema,
+} from "../images/gen/core_pb.ts";
 import { dump_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_pb.ts";
 import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTask, type FrozenTree } from "./freeze.ts";
-import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
+import { type DumpedTask, dumpTask, dumpZombie, TASK_STATE } from "./task.ts";
 import { FileTable } from "../objects/files.ts";
 import { type DumpedVma, mapFilesPath, PE, VMA, writePages } from "../objects/memory.ts";
 import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
@@ -129,12 +135,33 @@ function checkSessions(tree: FrozenTree, shellJob: boolean): void {
         `${who} belongs to a session whose leader is not being dumped; use --shell-job (-j) for a process started from a shell`,
       );
     }
-    if (!pids.has(t.ns.pgid) && t.ns.pgid !== t.ns.sid) {
+    // A group whose leader is gone comes back through a helper task (groupHelpers); its
+    // session must be in the tree for that.
+  }
+}
+
+/**
+ * A process group whose leader is not in the tree (it exited) needs a task with the leader's pid
+ * to exist again at restore: CRIU's "helper", a child of the group's session leader that makes
+ * the group, lets the members join, and ends.
+ */
+function groupHelpers(tree: FrozenTree, shellJob: boolean) {
+  const pids = new Set(tree.tasks.map((t) => t.ns.pid));
+  const rootGroup = tree.root.ns.pgid;
+  const helpers = new Map<
+    number,
+    { pid: number; ppid: number; pgid: number; sid: number; threads: number[] }
+  >();
+  for (const { ns } of tree.tasks) {
+    if (pids.has(ns.pgid) || helpers.has(ns.pgid) || (shellJob && ns.pgid === rootGroup)) continue;
+    if (!pids.has(ns.sid)) {
       throw new DumpError(
-        `${who} is in a process group whose leader is not being dumped; use --shell-job (-j)`,
+        `Process ${ns.pid} is in process group ${ns.pgid}, whose leader is not being dumped; use --shell-job (-j)`,
       );
     }
+    helpers.set(ns.pgid, { pid: ns.pgid, ppid: ns.sid, pgid: ns.pgid, sid: ns.sid, threads: [ns.pgid] });
   }
+  return [...helpers.values()];
 }
 
 /** Images are named by the ids the tree's own PID namespace knows. */
@@ -223,10 +250,12 @@ export function dump(opts: DumpOptions): DumpStats {
     });
     stats.memdumpUs = Math.round((performance.now() - m0) * 1000) - stats.memwriteUs;
     dumped.forEach((t, i) => writeTaskImages(dir, t, tree.tasks[i]!));
+    const helpers = groupHelpers(tree, opts.shellJob);
+    for (const h of helpers) dir.write(KINDS.CORE, h.pid, [helperCore()]);
     dir.write(
       KINDS.PSTREE,
       undefined,
-      tree.tasks.map(({ ns }) =>
+      [...tree.tasks.map((t) => t.ns), ...helpers].map((ns) =>
         create(pstree_entrySchema, {
           pid: ns.pid,
           ppid: ns.ppid,
@@ -338,6 +367,20 @@ function writePipeData(dir: ImageDir, table: FileTable): void {
   } finally {
     w.close();
   }
+}
+
+function helperCore() {
+  return create(core_entrySchema, {
+    mtype: core_entry_march.X86_64,
+    tc: create(task_core_entrySchema, {
+      taskState: TASK_STATE.helper,
+      exitCode: 0,
+      personality: 0,
+      flags: 0,
+      blkSigset: 0n,
+      comm: "",
+    }),
+  });
 }
 
 function writeStats(dir: ImageDir, s: DumpStats): void {

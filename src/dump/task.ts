@@ -37,7 +37,8 @@ import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
 import "../objects/mod.ts";
 
-export const TASK_STATE = { alive: 1, dead: 2, stopped: 3, zombie: 6 } as const;
+/** task_core_entry.task_state values (CRIU's): a helper only recreates a group whose leader is gone. */
+export const TASK_STATE = { alive: 1, dead: 2, stopped: 3, zombie: 6, helper: 0x80 } as const;
 
 export interface DumpedTask {
   pid: number;

@@ -41,6 +41,8 @@ export interface RestoreTaskImages {
   fs?: fs_entry;
   fdinfos: fdinfo_entry[];
   zombie: boolean;
+  /** A helper: a task that only recreates a process group whose leader had gone. */
+  helper: boolean;
 }
 
 export interface Checkpoint {
@@ -129,8 +131,9 @@ function loadTask(dir: ImageDir, entry: pstree_entry, files: FileTable): Restore
   const leader = cores[0]!.core;
   if (!leader.tc) bad(`core-${pid}.img has no task part`);
   const zombie = leader.tc.taskState === TASK_STATE.zombie;
-  const task: RestoreTaskImages = { entry, hostPid: 0, cores, pages: [], fdinfos: [], zombie };
-  if (zombie) return task;
+  const helper = leader.tc.taskState === TASK_STATE.helper;
+  const task: RestoreTaskImages = { entry, hostPid: 0, cores, pages: [], fdinfos: [], zombie, helper };
+  if (zombie || helper) return task;
   for (const c of cores) {
     if (!c.core.threadInfo?.gpregs) bad(`core-${c.tid}.img has no registers`);
   }

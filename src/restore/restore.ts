@@ -33,7 +33,8 @@ import { SharedFiles } from "../objects/files.ts";
 import "../objects/mod.ts";
 import { processExists } from "../../ffi/proc.ts";
 import * as pt from "../../ffi/ptrace.ts";
-import { CLONE, NR } from "../../ffi/syscalls.ts";
+import { CLONE, NR, SIG } from "../../ffi/syscalls.ts";
+import { WALL } from "../../ffi/ptrace.ts";
 import { CLOCK_BOOTTIME, clockNs } from "../../ffi/process.ts";
 import { TASK_STATE } from "../dump/task.ts";
 import { KINDS } from "../images/kinds.ts";
@@ -115,6 +116,33 @@ function sharedWithParent(tasks: readonly RestoreTaskImages[], t: RestoreTaskIma
   return flags;
 }
 
+/**
+ * Zombies end with their exit status; helpers end once their group has its members, and their
+ * parents reap them. Their parents then take the SIGCHLD these ends raised, so that the signals
+ * queued later are exactly the dumped ones.
+ */
+function endShortLivedTasks(
+  master: PuppetMaster,
+  tasks: readonly RestoreTaskImages[],
+  agents: Map<number, Agent>,
+): void {
+  const parents = new Set<number>();
+  for (const t of tasks.filter((x) => x.zombie || x.helper)) {
+    agents.get(t.entry.pid)!.thread.leave();
+    master.makeZombie(t.hostPid, t.helper ? 0 : t.cores[0]!.core.tc!.exitCode);
+    const parent = agents.get(t.entry.ppid)!;
+    if (t.helper) parent.call("wait4(helper)", NR.wait4, t.entry.pid, 0, WALL, 0);
+    parents.add(t.entry.ppid);
+  }
+  for (const pid of parents) {
+    const agent = agents.get(pid)!;
+    agent.reset();
+    const set = agent.alloc(8, new Uint8Array(new BigUint64Array([1n << BigInt(SIG.CHLD - 1)]).buffer));
+    const zero = agent.alloc(16, new Uint8Array(16));
+    agent.raw(NR.rt_sigtimedwait, set, 0, zero, 8); // -EAGAIN when none was queued
+  }
+}
+
 function forkTree(
   master: PuppetMaster,
   tasks: readonly RestoreTaskImages[],
@@ -134,6 +162,7 @@ function forkTree(
       newPidNs | sharedWithParent(tasks, t),
     );
     const agent = master.agentFor(t.hostPid);
+    if (t.helper) agent.call("setpgid(helper)", NR.setpgid, 0, 0);
     // A session must exist before the children that inherit it are forked.
     if (t.entry.sid === t.entry.pid && !joinsCriuJob(tasks, t, shellJob).session) {
       agent.call("setsid", NR.setsid);
@@ -176,21 +205,22 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shared,
       shmem: new Map(),
     };
+    // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
-      if (t.zombie) {
-        const agent = agents.get(t.entry.pid)!;
-        if (!joinsCriuJob(tasks, t, opts.shellJob).group) restoreGroup(agent, t);
-        agent.thread.leave();
-        master.makeZombie(t.hostPid, t.cores[0]!.core.tc!.exitCode);
-        continue;
+      if (!t.helper && !joinsCriuJob(tasks, t, opts.shellJob).group) {
+        restoreGroup(agents.get(t.entry.pid)!, t);
       }
+    }
+    endShortLivedTasks(master, tasks, agents);
+    for (const t of tasks) {
+      if (t.zombie || t.helper) continue;
       pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));
     }
     opts.hooks.run("post-restore", root);
     // network-unlock belongs to trees restored into a network namespace of their own (not yet).
     opts.hooks.run("pre-resume", root);
     // RESUME: from here on nothing can fail half-way in a way we could undo.
-    for (const t of tasks.filter((x) => !x.zombie)) {
+    for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
       const threads = pending.get(t.entry.pid)!;
       closeParked(threads[0]!.agent, shared);
       dropScratch(threads[0]!.agent, master.scratch);
@@ -200,7 +230,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     master.abort();
     throw e;
   }
-  for (const t of tasks.filter((x) => !x.zombie)) {
+  for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
     const threads = pending.get(t.entry.pid)!;
     detachTask(threads, t.cores[0]!.core.tc!.taskState === TASK_STATE.stopped);
   }

@@ -357,8 +357,6 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   if (!parent?.ids || parent.ids.fsId !== t.ids?.fsId) restoreFs(ctx, agent, t);
   if (!parent?.ids || parent.ids.filesId !== t.ids?.filesId) restoreFiles(ctx, agent, t);
   restoreTaskState(agent, t);
-  // A shell job joins criu's own process group (see joinsCriuJob in restore.ts).
-  if (!(ctx.shellJob && t.entry.pgid === ctx.checkpoint.tasks[0]!.entry.pgid)) restoreGroup(agent, t);
   const threads: PendingThread[] = [{ agent, core: t.cores[0]!.core }];
   for (const { tid, core } of t.cores.slice(1)) {
     const hostTid = ctx.master.createThread(agent, tid);
