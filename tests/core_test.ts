@@ -4,14 +4,8 @@
  * same test with a save/restore in the middle).
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, exists, openFds, reap, sleep, tempDir, waitFor, Workload } from "./lib/harness.ts";
-
-interface Case {
-  name: string;
-  args?: string[];
-  /** How long the workload needs to run before its checks mean something. */
-  settleMs?: number;
-}
+import { criu, criuOk, exists, reap, sleep, tempDir, waitFor, Workload } from "./lib/harness.ts";
+import { type Case, registerMatrix } from "./lib/matrix.ts";
 
 const CASES: Case[] = [
   { name: "counter" },
@@ -35,53 +29,7 @@ const CASES: Case[] = [
   { name: "blocked", args: ["epoll", "eintr-ok"] },
 ];
 
-function label(c: Case): string {
-  return [c.name, ...(c.args ?? []).filter((a) => a !== "eintr-ok")].join(" ");
-}
-
-async function dumpRestore(w: Workload, images: string, extra: string[] = []): Promise<void> {
-  await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4", ...extra]);
-  await reap(w.pid); // the dump killed it; it must be gone before its PID is taken again
-  await criuOk(["restore", "-D", images, "-d", "-o", "restore.log", "-v4"]);
-  assert.ok(exists(`/proc/${w.pid}`), `${w.name} is not back after restore`);
-}
-
-async function withWorkload(c: Case, body: (w: Workload, images: string) => Promise<void>): Promise<void> {
-  const fds = openFds();
-  const w = await Workload.start(c.name, c.args ?? []);
-  const images = tempDir();
-  try {
-    if (c.settleMs) await sleep(c.settleMs);
-    await body(w, images);
-    assert.equal(await w.finish(), "PASS", w.output());
-  } catch (e) {
-    await w.kill();
-    throw e;
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
-  assert.deepEqual(openFds(), fds, "the test leaked fds");
-}
-
-for (const c of CASES) {
-  Deno.test(`${label(c)} passes plain`, () => withWorkload(c, async () => {}));
-
-  Deno.test(`${label(c)} passes after dump and restore`, () =>
-    withWorkload(c, (w, images) => dumpRestore(w, images)));
-
-  Deno.test(`${label(c)} keeps running after dump --leave-running`, () =>
-    withWorkload(c, async (w, images) => {
-      await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
-      assert.ok(exists(`/proc/${w.pid}`));
-      assert.ok(exists(`${images}/inventory.img`));
-    }));
-
-  Deno.test(`${label(c)} passes after 10 dump/restore cycles`, () =>
-    withWorkload(c, async (w, images) => {
-      for (let i = 0; i < 10; i++) await dumpRestore(w, images);
-    }));
-}
+registerMatrix(CASES);
 
 Deno.test("restore without -d waits for the process and exits with its status", async () => {
   const w = await Workload.start("counter");

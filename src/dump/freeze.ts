@@ -46,6 +46,12 @@ export class FrozenTree {
     this.#seized.push(tid);
   }
 
+  /** A seized thread ended: there is nothing left to detach. */
+  forget(tid: number): void {
+    const i = this.#seized.indexOf(tid);
+    if (i >= 0) this.#seized.splice(i, 1);
+  }
+
   /** Detaches every thread; tasks run on (stopped ones stay stopped). */
   resume(): void {
     if (this.#released) return;
@@ -75,16 +81,24 @@ export class FrozenTree {
   }
 }
 
-function seizeThread(tree: FrozenTree, tid: number, log: Log): void {
-  pt.seize(tid, 0);
+/** Seizes one thread and waits until it stops; false when it ended meanwhile (it is gone, or a zombie). */
+function seizeThread(tree: FrozenTree, tid: number, log: Log): boolean {
+  try {
+    pt.seize(tid, 0);
+  } catch (e) {
+    // ESRCH: gone; EPERM on a task that has just become a zombie.
+    if (isSyscallError(e, "ESRCH") || (isSyscallError(e, "EPERM") && isZombie(tid))) return false;
+    throw e;
+  }
   tree.noteSeized(tid);
   pt.interrupt(tid);
   for (let i = 0; i < MAX_SIGNAL_RETRIES; i++) {
     const st = pt.wait(tid)!;
     if (st.kind !== "stopped") {
-      throw new DumpError(`Task ${tid} ended while being frozen (${st.kind})`);
+      tree.forget(tid);
+      return false;
     }
-    if (st.event === pt.PTRACE_EVENT.STOP) return;
+    if (st.event === pt.PTRACE_EVENT.STOP) return true;
     // A signal was on its way in: let it be delivered, then take the pending interrupt stop.
     log.debug(`Task ${tid} had signal ${st.signal} in flight; delivering it before freezing`);
     pt.cont(tid, st.signal);
@@ -92,21 +106,23 @@ function seizeThread(tree: FrozenTree, tid: number, log: Log): void {
   throw new DumpError(`Task ${tid} keeps receiving signals; cannot freeze it`);
 }
 
-/** Seizes every thread of `pid`, rescanning until its thread list is stable. */
-function seizeTask(tree: FrozenTree, pid: number, log: Log): number[] {
+function isZombie(pid: number): boolean {
+  try {
+    return readStat(pid).state === "Z";
+  } catch {
+    return false;
+  }
+}
+
+/** Seizes every thread of `pid`, rescanning until its thread list is stable; null if it ended. */
+function seizeTask(tree: FrozenTree, pid: number, log: Log): number[] | null {
   const seized = new Set<number>();
   for (;;) {
     const fresh = listThreads(pid).filter((t) => !seized.has(t));
     if (fresh.length === 0) return [...seized].sort((a, b) => a - b);
     for (const tid of fresh) {
-      try {
-        seizeThread(tree, tid, log);
-        seized.add(tid);
-      } catch (e) {
-        // A thread that exits between the listing and the seize is not an error.
-        if (isSyscallError(e, "ESRCH") && tid !== pid) continue;
-        throw e;
-      }
+      if (seizeThread(tree, tid, log)) seized.add(tid);
+      else if (tid === pid) return null; // a thread that ends meanwhile is no error; the leader is
     }
   }
 }
@@ -163,6 +179,15 @@ export function freezeTree(rootPid: number, log: Log): FrozenTree {
         continue;
       }
       const threads = seizeTask(tree, pid, log);
+      if (threads === null) {
+        // It ended while we froze it. Its parent is frozen already, so it waits as a zombie.
+        if (pid === rootPid || !isZombie(pid)) {
+          throw new DumpError(`Process ${pid} ended while being frozen`, 3);
+        }
+        const now = describe(pid);
+        tree.tasks.push({ ...now, threads: [pid], ns: namespaceIds(now, [pid]) });
+        continue;
+      }
       tree.tasks.push({ ...info, threads, ns: namespaceIds(info, threads) });
       for (const tid of threads) queue.push(...listChildren(pid, tid));
     }

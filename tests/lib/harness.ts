@@ -102,6 +102,27 @@ export async function reap(pid: number, ms = 10000): Promise<void> {
   }
 }
 
+/** Every descendant of `pid` (children of all its threads, recursively). */
+export function descendants(pid: number): number[] {
+  const out: number[] = [];
+  const walk = (p: number) => {
+    let tids: string[] = [];
+    try {
+      tids = [...Deno.readDirSync(`/proc/${p}/task`)].map((e) => e.name);
+    } catch {
+      return;
+    }
+    for (const tid of tids) {
+      for (const c of listChildren(p, Number(tid))) {
+        out.push(c);
+        walk(c);
+      }
+    }
+  };
+  walk(pid);
+  return out;
+}
+
 export function tempDir(prefix = "criu-ts-test-"): string {
   return Deno.makeTempDirSync({ prefix });
 }
@@ -156,14 +177,17 @@ export class Workload {
     return Deno.readTextFileSync(this.result).trim();
   }
 
-  /** Kills the workload whatever its state (test cleanup). */
+  /** Kills the workload and its descendants whatever their state (test cleanup). */
   async kill(): Promise<void> {
-    try {
-      Deno.kill(this.pid, "SIGKILL");
-    } catch {
-      // gone already
+    const all = [this.pid, ...descendants(this.pid)];
+    for (const pid of all) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // gone already
+      }
     }
-    await reap(this.pid);
+    for (const pid of all) await reap(pid);
   }
 
   cleanup(): void {
