@@ -79,3 +79,22 @@ Deno.test("restore refuses a pid that is in use and names its holder", async () 
     Deno.removeSync(images, { recursive: true });
   }
 });
+
+Deno.test("restore -S -d makes the process a child of criu's parent; -S alone is refused", async () => {
+  const w = await Workload.start("counter");
+  const images = tempDir();
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    await reap(w.pid);
+    const alone = await criu(["restore", "-D", images, "-S"]);
+    assert.equal(alone.code, 1);
+    assert.match(alone.stderr, /only makes sense with --restore-detached/);
+    await criuOk(["restore", "-D", images, "-d", "-S"]);
+    const ppid = Number(Deno.readTextFileSync(`/proc/${w.pid}/stat`).split(") ")[1]!.split(" ")[1]);
+    assert.equal(ppid, Deno.pid, "criu's parent (this test) is the restored process's parent");
+    assert.equal(await w.finish(), "PASS");
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});

@@ -313,7 +313,6 @@ Deno.test("setupRequest() refuses what would change the result", () => {
     /^56: criu_opts.track_mem .*not supported/,
   );
   assert.match(refusal(() => setup("restore", { root: "/r" })), /criu_opts.root \(--root\) is not supported/);
-  assert.match(refusal(() => setup("restore", { rstSibling: true })), /rst_sibling/);
   assert.match(refusal(() => setup("restore", { orphanPtsMaster: true })), /orphan_pts_master/);
   assert.match(refusal(() => setup("restore", { lazyPages: true })), /lazy_pages/);
   assert.match(refusal(() => setup("restore", { emptyNs: 0x20000 })), /empty_ns/);
@@ -780,5 +779,24 @@ rpcTest("CriuConnection restores and waits for the restored process on one conne
     }
   } finally {
     await service.stop();
+  }
+});
+
+rpcTest("CriuClient restores with rst_sibling: the root becomes a child of the client", async (dir) => {
+  const client = new CriuClient({ criuPath: CRIU });
+  const pid = startSleeper();
+  const imgs = images(dir, "sibling");
+  try {
+    await client.dump({ pid, imagesDir: imgs });
+  } finally {
+    await kill(pid);
+  }
+  const restored = await client.restore({ imagesDir: imgs, rstSibling: true });
+  try {
+    assert.equal(restored.pid, pid);
+    const ppid = Number(Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.split(" ")[1]);
+    assert.equal(ppid, Deno.pid, "the restored root is our child, as runc expects");
+  } finally {
+    await kill(pid);
   }
 });

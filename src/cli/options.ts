@@ -497,7 +497,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   // Restore.
   bool("restore-detached", "d", IMPLEMENTED, (o, on) => o.restoreDetached = on),
   bool("daemon", "", IMPLEMENTED, (o, on) => o.restoreDetached = on),
-  bool("restore-sibling", "S", REFUSED, (o, on) => o.restoreSibling = on),
+  bool("restore-sibling", "S", IMPLEMENTED, (o, on) => o.restoreSibling = on),
   opt("root", "r", "required", REFUSED, (o, v) => o.root = v, "restoring into another root"),
   opt("join-ns", "J", "required", REFUSED, (o, v) => o.joinNs.push(joinNs(v)), "joining namespaces"),
   opt("inherit-fd", "", "required", REFUSED, (o, v) => o.inheritFds.push(inheritFd(v))),

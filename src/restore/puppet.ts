@@ -7,6 +7,7 @@
 import * as pt from "../../ffi/ptrace.ts";
 import { spawn } from "../../ffi/spawn.ts";
 import { readMaps, readStatus } from "../../ffi/proc.ts";
+import { cloneSibling } from "../../ffi/sibling.ts";
 import { findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { cloneArgs } from "../../ffi/structs.ts";
@@ -80,6 +81,42 @@ export class PuppetMaster {
     }
   }
 
+  /**
+   * For --restore-sibling: the root is made first, as a sibling of ours (CLONE_PARENT from our
+   * own process), and becomes the first puppet; there is no helper. `newPidNs` gives it a PID
+   * namespace of its own (pid 1 there).
+   */
+  static startSibling(
+    rootPid: number,
+    newPidNs: boolean,
+    occupied: readonly { start: bigint; end: bigint }[],
+    log: Log,
+  ): PuppetMaster {
+    const root = cloneSibling(newPidNs ? 0 : rootPid, newPidNs ? BigInt(CLONE.NEWPID) : 0n);
+    try {
+      pt.seize(root, TRACE_OPTIONS);
+      pt.interrupt(root);
+      const st = pt.wait(root);
+      if (st?.kind !== "stopped") throw new RestoreError(`Sibling root ${root} did not stop (${st?.kind})`);
+      const live = readMaps(root);
+      const scratch = findFreeArea(BigInt(PUPPET_SCRATCH_SIZE), [...occupied, ...live]);
+      const vdso = live.find((m) => m.path === "[vdso]");
+      if (!vdso) throw new RestoreError("The sibling root has no [vdso]");
+      const agent = makeScratch(root, scratch, vdso.start, vdso.end);
+      agent.thread.leave();
+      const master = new PuppetMaster(0, agent, scratch, log);
+      master.created.push(root);
+      master.#siblingRoot = root;
+      log.debug(`Sibling root ${root}, scratch at 0x${scratch.toString(16)}`);
+      return master;
+    } catch (e) {
+      killAndReap([root]);
+      throw e;
+    }
+  }
+
+  #siblingRoot = 0;
+
   /** The agent of a created task's main thread, running from the scratch page. */
   agentFor(pid: number, tid = pid): Agent {
     return new Agent(
@@ -97,6 +134,7 @@ export class PuppetMaster {
    * otherwise it is a child of the parent's task. `extraFlags` may ask for CLONE_NEWPID.
    */
   createTask(pid: number, parent: Agent | null, extraFlags = 0n): number {
+    if (!parent && this.#siblingRoot) return this.#siblingRoot; // made by startSibling
     const from = parent ?? this.#helperAgent;
     const flags = (parent ? 0n : BigInt(CLONE.PARENT)) | extraFlags;
     const exitSignal = parent ? SIG.CHLD : 0;
@@ -162,7 +200,7 @@ export class PuppetMaster {
 
   /** Ends the helper: it has done its job once the tree exists. */
   releaseHelper(): void {
-    if (this.#helper === 0) return;
+    if (this.#helper === 0) return; // none in sibling mode
     this.#helperAgent.thread.leave();
     killAndReap([this.#helper]);
     this.#helper = 0;

@@ -46,6 +46,8 @@ import type { ImageDir } from "../images/dir.ts";
 export interface RestoreOptions {
   imagesDir: string;
   detached: boolean;
+  /** --restore-sibling: the root becomes a child of our parent (it needs `detached`). */
+  sibling?: boolean;
   shellJob: boolean;
   pidfile?: string;
   log: Log;
@@ -182,7 +184,12 @@ export function restore(opts: RestoreOptions): RestoreResult {
   opts.hooks.run("pre-restore");
   const occupied = tasks.flatMap((t) => t.mm?.vmas ?? []);
   const t0 = performance.now();
-  const master = PuppetMaster.start(occupied, log);
+  if (opts.sibling && !opts.detached) {
+    throw new RestoreError("--restore-sibling only makes sense with --restore-detached");
+  }
+  const master = opts.sibling
+    ? PuppetMaster.startSibling(tasks[0]!.entry.pid, tasks[0]!.entry.pid === 1, occupied, log)
+    : PuppetMaster.start(occupied, log);
   let forkedAt = 0;
   let root = 0;
   const pending = new Map<number, PendingThread[]>();

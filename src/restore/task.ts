@@ -52,16 +52,22 @@ function unregisterRseq(agent: Agent): void {
   agent.call("rseq(unregister)", NR.rseq, c.abiPointer, c.abiSize, RSEQ_FLAG_UNREGISTER, c.signature);
 }
 
-/** Unmaps everything the puppet inherited but the scratch page and the kernel's special areas. */
+const USER_SPACE_TOP = 0x7ffffffff000n;
+
+/**
+ * Unmaps everything the puppet inherited but the scratch page and the kernel's special areas,
+ * a whole gap at a time (a puppet made from a copy of ourselves has hundreds of mappings).
+ */
 function clearAddressSpace(agent: Agent, scratch: bigint): ReturnType<typeof readMaps> {
   const live = readMaps(agent.pid);
-  for (const m of live) {
-    if (m.start === scratch || m.path === "[vdso]" || m.path.startsWith("[vvar") || m.path === "[vsyscall]") {
-      continue;
-    }
-    agent.call(`munmap(${m.path || "anon"})`, NR.munmap, m.start, m.end - m.start);
+  const keep = live.filter((m) => m.start === scratch || m.path === "[vdso]" || m.path.startsWith("[vvar"))
+    .sort((a, b) => a.start < b.start ? -1 : 1);
+  let at = 0x1000n;
+  for (const k of [...keep, { start: USER_SPACE_TOP, end: USER_SPACE_TOP }]) {
+    if (k.start > at) agent.call("munmap", NR.munmap, at, k.start - at);
+    at = k.end;
   }
-  return live.filter((m) => m.path === "[vdso]" || m.path.startsWith("[vvar"));
+  return keep.filter((m) => m.start !== scratch);
 }
 
 function openForMapping(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): bigint {

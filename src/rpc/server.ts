@@ -262,6 +262,8 @@ function handleRestore(ctx: ServerContext, req: criu_req): Reply {
     const result = restore({
       imagesDir: setup.imagesDir!,
       detached: true,
+      // rst_sibling (runc, libcriu): the root becomes a child of the client that started swrk.
+      sibling: o.restoreSibling,
       shellJob: o.shellJob,
       log,
       hooks: hooksFor(ctx, setup, log),

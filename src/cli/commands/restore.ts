@@ -7,6 +7,7 @@ export function restoreCommand(ctx: CommandContext): number {
   const result = restore({
     imagesDir: imagesDir(o),
     detached: o.restoreDetached,
+    sibling: o.restoreSibling,
     shellJob: o.shellJob,
     ...(o.pidfile ? { pidfile: o.pidfile } : {}),
     log: ctx.log,
