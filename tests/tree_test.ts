@@ -2,6 +2,19 @@
  * Threads, process trees, sessions and zombies: every workload through the standard matrix
  * (plain, dump+restore, --leave-running, ten cycles).
  */
+import assert from "node:assert/strict";
+import { spawn } from "../ffi/spawn.ts";
+import {
+  criu,
+  criuOk,
+  descendants,
+  exists,
+  reap,
+  tempDir,
+  waitFor,
+  Workload,
+  workloadBin,
+} from "./lib/harness.ts";
 import { registerMatrix } from "./lib/matrix.ts";
 
 registerMatrix([
@@ -13,3 +26,65 @@ registerMatrix([
   { name: "waiter" },
   { name: "shared_files" },
 ]);
+
+registerMatrix([
+  { name: "pipeline.sh", settleMs: 200 },
+  { name: "pipeline.sh", settleMs: 200, criuArgs: ["--shell-job"] },
+]);
+
+Deno.test("a PID namespace's init and its child round-trip, pids inside unchanged", async () => {
+  const dir = tempDir();
+  const result = `${dir}/pidns.result`;
+  const launcher = spawn(await workloadBin("pidns"), ["pidns", result, "init"], { setsid: true });
+  let init = 0;
+  try {
+    await waitFor("the namespace", () => exists(`${result}.ready`));
+    await reap(launcher);
+    init = Number(Deno.readTextFileSync(`${result}.pid`).trim());
+    const tree = [init, ...descendants(init)];
+    // The init's session is its launcher's, outside the namespace: a shell job, as CRIU sees it.
+    await criuOk(["dump", "-t", `${init}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
+    for (const pid of tree) await reap(pid);
+    await criuOk([
+      "restore",
+      "-D",
+      dir,
+      "-d",
+      "-j",
+      "--pidfile",
+      `${dir}/restored.pid`,
+      "-o",
+      "restore.log",
+      "-v4",
+    ]);
+    init = Number(Deno.readTextFileSync(`${dir}/restored.pid`).trim());
+    assert.match(Deno.readTextFileSync(`/proc/${init}/status`), /NSpid:\s+\d+\s+1\n/);
+    Deno.kill(init, "SIGTERM");
+    await waitFor("the verdict", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"));
+    assert.equal(Deno.readTextFileSync(result).trim(), "PASS");
+  } finally {
+    for (const pid of [init, ...descendants(init)]) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // ended
+      }
+    }
+    if (init) await reap(init);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("a PID namespace nested below the dump root is refused by name, tree untouched", async () => {
+  const dir = tempDir();
+  const w = await Workload.start("pidns");
+  try {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", dir]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /nested below the dump root/);
+    assert.equal(await w.finish(), "PASS");
+  } finally {
+    w.cleanup();
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

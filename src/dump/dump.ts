@@ -123,6 +123,19 @@ function taskIds(
   );
 }
 
+/** Every task must live in the root's PID namespace (as in CRIU, nested ones are refused). */
+function checkPidNamespaces(tree: FrozenTree): void {
+  const nsOf = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
+  const rootNs = nsOf(tree.root.pid);
+  for (const t of tree.tasks.slice(1)) {
+    if (t.state !== "zombie" && nsOf(t.pid) !== rootNs) {
+      throw new DumpError(
+        `Process ${t.pid} is in a PID namespace nested below the dump root's; dump that namespace's init on its own (nested PID namespaces are not supported)`,
+      );
+    }
+  }
+}
+
 function checkSessions(tree: FrozenTree, shellJob: boolean): void {
   if (shellJob) return;
   const pids = new Set(tree.tasks.map((t) => t.ns.pid));
@@ -212,6 +225,7 @@ export function dump(opts: DumpOptions): DumpStats {
         `Process ${tree.root.pid} lives in a PID namespace of which it is not the init (it is ${tree.root.ns.pid} there); dump the namespace's init instead`,
       );
     }
+    checkPidNamespaces(tree);
     checkSessions(tree, opts.shellJob);
     if (ownNetns) opts.hooks.run("network-lock", opts.pid);
     const table = new FileTable();

@@ -16,7 +16,7 @@ export interface Case {
 }
 
 export function label(c: Case): string {
-  return [c.name, ...(c.args ?? []).filter((a) => a !== "eintr-ok")].join(" ");
+  return [c.name, ...(c.args ?? []).filter((a) => a !== "eintr-ok"), ...(c.criuArgs ?? [])].join(" ");
 }
 
 /** Dumps the workload's whole tree (which kills it), waits until every PID is free, restores it. */
