@@ -14,6 +14,8 @@ export const NR = {
   rt_sigtimedwait: 128,
   pread64: 17,
   pwrite64: 18,
+  writev: 20,
+  preadv: 295,
   mremap: 25,
   madvise: 28,
   dup: 32,

@@ -4,12 +4,13 @@
  *   - a process with 1 GiB of touched anonymous memory, against `dd` writing as many bytes into
  *     the same directory (the page cache must take the bytes either way: that is the floor);
  *   - a process with 2,000 mappings;
- *   - a tiny process.
+ *   - a tiny process;
+ *   - a tree of 100 processes, and a process with 500 threads.
  * Reported: wall time of dump and restore, frozen time (from stats-dump), MB/s, the tool's peak
  * RSS (GNU time), and the image size. Options: --mib N (default 1024), --maps N (default 2000).
  */
 import { parseArgs } from "node:util";
-import { criu, reap, tempDir, Workload } from "../tests/lib/harness.ts";
+import { criu, descendants, reap, tempDir, Workload } from "../tests/lib/harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -78,8 +79,9 @@ async function scenario(label: string, workload: string, args: string[], withDd 
   const images = tempDir("criu-ts-bench-");
   try {
     const ddS = withDd ? await ddSeconds(images, withDd) : undefined;
+    const tree = [w.pid, ...descendants(w.pid)];
     const d = await timedCriu(["dump", "-t", `${w.pid}`, "-D", images]);
-    await reap(w.pid);
+    for (const pid of tree) await reap(pid);
     const size = dirBytes(images);
     const frozen = await frozenMs(images);
     const r = await timedCriu(["restore", "-D", images, "-d"]);
@@ -108,6 +110,8 @@ const rows: Row[] = [];
 rows.push(await scenario(`${MIB} MiB touched anonymous memory`, "bench_mem", [String(MIB)], MIB));
 rows.push(await scenario(`${MAPS} mappings`, "bench_maps", [String(MAPS)]));
 rows.push(await scenario("tiny process", "bench_mem", ["1"]));
+rows.push(await scenario("100-process tree", "bench_tree", ["100"]));
+rows.push(await scenario("500-thread process", "threads", ["500"]));
 
 const f = (x: number, d = 3) => x.toFixed(d);
 console.log(

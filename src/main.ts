@@ -5,23 +5,20 @@
 import { isUsageError, parseCommandLine } from "./cli/parse.ts";
 import { helpText, usageText, versionText } from "./cli/help.ts";
 import { type CommandContext, makeContext } from "./cli/commands/context.ts";
-import { dumpCommand } from "./cli/commands/dump.ts";
-import { restoreCommand } from "./cli/commands/restore.ts";
-import { checkCommand } from "./cli/commands/check.ts";
-import { serviceCommand, swrkCommand } from "./rpc/commands.ts";
-import { critMain } from "./images/crit.ts";
 import { isCriuError, NotSupportedError } from "./errors.ts";
 import { isImageFormatError } from "./images/errors.ts";
 import { isSyscallError } from "../ffi/errors.ts";
 
 type Command = (ctx: CommandContext) => number | Promise<number>;
 
-const COMMANDS: Record<string, Command> = {
-  dump: dumpCommand,
-  restore: restoreCommand,
-  check: checkCommand,
-  swrk: swrkCommand,
-  service: serviceCommand,
+// Each command is loaded when it runs: startup time matters for short commands and runtimes
+// that call criu often (the protobuf descriptors alone take tens of milliseconds to load).
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  dump: async () => (await import("./cli/commands/dump.ts")).dumpCommand,
+  restore: async () => (await import("./cli/commands/restore.ts")).restoreCommand,
+  check: async () => (await import("./cli/commands/check.ts")).checkCommand,
+  swrk: async () => (await import("./rpc/commands.ts")).swrkCommand,
+  service: async () => (await import("./rpc/commands.ts")).serviceCommand,
 };
 
 function notYet(name: string): Command {
@@ -33,6 +30,7 @@ function notYet(name: string): Command {
 /** Runs criu with `args`; returns the exit status. */
 export async function main(args: string[], program = "criu"): Promise<number> {
   if (program.endsWith("crit") || args[0] === "crit") {
+    const { critMain } = await import("./images/crit.ts");
     return critMain(program.endsWith("crit") ? args : args.slice(1));
   }
   let parsed;
@@ -60,7 +58,8 @@ export async function main(args: string[], program = "criu"): Promise<number> {
   }
   const ctx = makeContext(options, positionals, notes);
   try {
-    const command = COMMANDS[parsed.command] ?? notYet(parsed.command);
+    const load = COMMANDS[parsed.command];
+    const command = load ? await load() : notYet(parsed.command);
     return await command(ctx);
   } catch (e) {
     if (isCriuError(e) || isImageFormatError(e) || isSyscallError(e)) {

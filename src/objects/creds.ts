@@ -52,15 +52,22 @@ export function dumpCreds(agent: Agent, tid: number): creds_entry {
   });
 }
 
-export function restoreCreds(agent: Agent, c: creds_entry): void {
-  const bnd = capBits(c.capBnd);
+/**
+ * Drops from the thread's bounding set what the image does not have. Threads inherit it at
+ * creation, so doing this in the leader before its threads exist saves a call per cap per thread.
+ */
+export function restoreBoundingSet(agent: Agent, c: creds_entry): void {
+  const want = capBits(c.capBnd);
+  const have = capBits(capWords(readStatus(agent.tid).get("CapBnd")));
   for (let cap = 0; cap <= LAST_CAP; cap++) {
-    if (bnd & (1n << BigInt(cap))) continue;
-    const r = agent.raw(NR.prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
-    if (r < 0n && r !== -22n) {
-      agent.call(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
-    }
+    const bit = 1n << BigInt(cap);
+    if (!(have & bit) || want & bit) continue;
+    agent.call(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
   }
+}
+
+export function restoreCreds(agent: Agent, c: creds_entry): void {
+  restoreBoundingSet(agent, c);
   agent.call("prctl(PR_SET_SECUREBITS)", NR.prctl, PR.SET_SECUREBITS, c.secbits, 0, 0, 0);
   // Keep capabilities across the uid change; the dumped KEEP_CAPS bit is put back below.
   agent.call("prctl(PR_SET_KEEPCAPS)", NR.prctl, PR.SET_KEEPCAPS, 1, 0, 0, 0);

@@ -206,20 +206,29 @@ export function writePages(agent: Agent, vmas: DumpedVma[], pagesPath: string): 
   }
   let procMem: ProcMem | null = null;
   try {
+    // Runs the task can write itself go out in writev batches; the others are copied by us, in
+    // between, so the file keeps pagemap order.
+    let batch: Span[] = [];
+    const flush = () => {
+      if (batch.length) remoteVectorIo(agent, NR.writev, remoteFd, batch, null, "writev(pages)");
+      batch = [];
+    };
     for (const v of vmas) {
       const readable = (v.entry.prot & PROT.READ) !== 0;
       for (const [addr, pages] of v.runs) {
         const len = pages * PAGE_SIZE;
         if (readable && remoteFd >= 0n) {
-          remoteWriteAll(agent, remoteFd, addr, len);
+          batch.push({ addr, len });
           stats.remotePages += pages;
         } else {
+          flush();
           procMem ??= new ProcMem(agent.pid);
           copyThrough(procMem, out, addr, len);
         }
         stats.pages += pages;
       }
     }
+    flush();
   } finally {
     if (remoteFd >= 0n) agent.raw(NR.close, remoteFd);
     procMem?.close();
@@ -238,12 +247,61 @@ function sameFile(procLink: string, ours: Deno.FsFile): boolean {
   }
 }
 
-function remoteWriteAll(agent: Agent, fd: bigint, addr: bigint, len: number): void {
-  let done = 0;
-  while (done < len) {
-    const n = Number(agent.call("write(pages)", NR.write, fd, addr + BigInt(done), len - done));
-    if (n <= 0) throw new Error(`Writing pages at 0x${addr.toString(16)} made no progress`);
-    done += n;
+/** A range of the task's memory. */
+interface Span {
+  addr: bigint;
+  len: number;
+}
+
+const IOV_MAX = 1024;
+
+/**
+ * Moves the bytes of `spans` between the task's memory and `fd` with as few remote calls as
+ * possible: readv/writev-style calls of up to IOV_MAX spans, resumed after a short transfer.
+ * `offset` is the file position for preadv (null: the fd's own position, for writev).
+ */
+function remoteVectorIo(
+  agent: Agent,
+  nr: number,
+  fd: bigint,
+  spans: readonly Span[],
+  offset: bigint | null,
+  what: string,
+): void {
+  let i = 0;
+  let skip = 0; // bytes of spans[i] already moved
+  let pos = offset ?? 0n;
+  while (i < spans.length) {
+    const count = Math.min(IOV_MAX, spans.length - i);
+    const iov = new BigUint64Array(count * 2);
+    for (let k = 0; k < count; k++) {
+      const s = spans[i + k]!;
+      const from = k === 0 ? skip : 0;
+      iov[2 * k] = s.addr + BigInt(from);
+      iov[2 * k + 1] = BigInt(s.len - from);
+    }
+    agent.reset();
+    const iovAddr = agent.alloc(iov.byteLength, new Uint8Array(iov.buffer));
+    let moved = Number(
+      offset === null
+        ? agent.call(what, nr, fd, iovAddr, count)
+        : agent.call(what, nr, fd, iovAddr, count, pos, 0),
+    );
+    if (moved <= 0) {
+      throw new Error(`${what} moved nothing at 0x${(spans[i]!.addr + BigInt(skip)).toString(16)}`);
+    }
+    pos += BigInt(moved);
+    while (moved > 0) {
+      const left = spans[i]!.len - skip;
+      if (moved >= left) {
+        moved -= left;
+        i++;
+        skip = 0;
+      } else {
+        skip += moved;
+        moved = 0;
+      }
+    }
   }
 }
 
@@ -354,35 +412,24 @@ export function fillPages(
 ): number {
   agent.reset();
   const fd = agent.call("open(pages image)", NR.open, agent.string(pagesPath), O.RDONLY | O.CLOEXEC, 0);
-  let offset = 0n;
-  let total = 0;
+  const total = entries.reduce((n, e) => n + e.pages, 0);
   try {
-    for (const e of entries) {
-      const len = BigInt(e.pages * PAGE_SIZE);
-      let done = 0n;
-      while (done < len) {
-        const n = agent.call("pread64(pages)", NR.pread64, fd, e.vaddr + done, len - done, offset + done);
-        if (n === 0n) {
-          throw new Error(`Pages image ${pagesPath} ends before 0x${(e.vaddr + done).toString(16)}`);
-        }
-        done += n;
-      }
-      offset += len;
-      total += e.pages;
-    }
+    // The pages image holds the runs back to back, in order: one preadv per IOV_MAX runs.
+    const spans = entries.map((e) => ({ addr: e.vaddr, len: e.pages * PAGE_SIZE }));
+    remoteVectorIo(agent, NR.preadv, fd, spans, 0n, `preadv(${pagesPath})`);
   } finally {
     agent.raw(NR.close, fd);
   }
   return total;
 }
 
-/** Puts back the dumped protections and madvise hints. */
+/** Puts back the dumped protections (where mapAreas added PROT_WRITE) and madvise hints. */
 export function finishAreas(agent: Agent, vmas: readonly vma_entry[]): void {
   for (const e of vmas) {
     if (isSpecial(e)) continue;
     const len = e.end - e.start;
     const isSharedFile = (e.status & VMA.FILE_SHARED) !== 0;
-    if (!isSharedFile) agent.call("mprotect", NR.mprotect, e.start, len, e.prot);
+    if (!isSharedFile && !(e.prot & PROT.WRITE)) agent.call("mprotect", NR.mprotect, e.start, len, e.prot);
     const madv = e.madv ?? 0n;
     for (let advice = 0; advice < 64; advice++) {
       if (madv & (1n << BigInt(advice))) agent.call(`madvise(${advice})`, NR.madvise, e.start, len, advice);

@@ -19,7 +19,7 @@ import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
 import { restoreFds, type SharedFiles } from "../objects/files.ts";
 import { restorePendingSignals, restoreSigactions, restoreSigaltstack } from "../objects/signals.ts";
 import { restoreTimers } from "../objects/timers.ts";
-import { restoreCreds } from "../objects/creds.ts";
+import { restoreBoundingSet, restoreCreds } from "../objects/creds.ts";
 import { regsFromThreadInfo, xstateFromThreadInfo } from "../objects/cpu.ts";
 import { RestoreError } from "../errors.ts";
 import type { Checkpoint, RestoreTaskImages } from "./images.ts";
@@ -364,6 +364,8 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   if (!parent?.ids || parent.ids.filesId !== t.ids?.filesId) restoreFiles(ctx, agent, t);
   restoreTaskState(agent, t);
   const threads: PendingThread[] = [{ agent, core: t.cores[0]!.core }];
+  const leaderCreds = t.cores[0]!.core.threadCore?.creds;
+  if (leaderCreds && t.cores.length > 1) restoreBoundingSet(agent, leaderCreds); // inherited by threads
   for (const { tid, core } of t.cores.slice(1)) {
     const hostTid = ctx.master.createThread(agent, tid);
     threads.push({ agent: ctx.master.agentFor(agent.pid, hostTid), core });

@@ -15,7 +15,9 @@
  *     it dumps a pid namespace only when the dump root is its init.
  *
  *   bin/pidns RESULT_FILE init
- *     The shape CRIU supports (zdtm's "ns" flavour): the dump root is I.
+ *     The shape CRIU supports (zdtm's "ns" flavour): the dump root is I,
+ *     which starts a session of its own (a container's init does; otherwise
+ *     its session leader, R, would be outside the tree).
  *     R is only a launcher: it makes I, writes I's host pid into
  *     RESULT_FILE.pid, and exits 0 before ready (I is then adopted by the
  *     harness, a subreaper). RESULT_FILE.ready appears after RESULT_FILE.pid.
@@ -71,7 +73,7 @@ static __attribute__((noreturn)) void body_k(void)
 }
 
 /* I's checks after the wait; returns "" or what differed. */
-static void check_inside(pid_t k, char *why, size_t size)
+static void check_inside(pid_t k, pid_t sid, pid_t pgrp, char *why, size_t size)
 {
 	int status = -1;
 	pid_t r, probe;
@@ -79,6 +81,11 @@ static void check_inside(pid_t k, char *why, size_t size)
 	why[0] = '\0';
 	if (getpid() != 1 || getppid() != 0) {
 		snprintf(why, size, "init has pid %d ppid %d, expected 1 0", getpid(), getppid());
+		return;
+	}
+	/* nested: R's session and group are outside, so both read 0 here; init mode: I's own, 1 */
+	if (getsid(0) != sid || getpgrp() != pgrp) {
+		snprintf(why, size, "init has sid %d pgrp %d, was %d %d", getsid(0), getpgrp(), sid, pgrp);
 		return;
 	}
 	if (kill(k, SIGTERM) != 0) {
@@ -103,11 +110,15 @@ static void check_inside(pid_t k, char *why, size_t size)
 static int body_i(void *arg)
 {
 	char why[256], msg[300], c;
-	pid_t k;
+	pid_t k, sid, pgrp;
 
 	(void)arg;
 	close(up[0]);
 	close(down[1]);
+	if (init_mode)
+		setsid();
+	sid = getsid(0);
+	pgrp = getpgrp();
 	k = fork();
 	if (k < 0)
 		return 1;
@@ -125,7 +136,7 @@ static int body_i(void *arg)
 	close(down[0]);
 	wl_wait();
 
-	check_inside(k, why, sizeof(why));
+	check_inside(k, sid, pgrp, why, sizeof(why));
 	if (init_mode) {
 		if (why[0])
 			wl_fail("%s", why);
