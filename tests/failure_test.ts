@@ -148,3 +148,29 @@ Deno.test("a restore that fails half-way kills what it created and names the fil
     // that happens after the process was already created.
     Deno.removeSync(`${w.dir}/counter.log`);
   }, /counter\.log/));
+
+Deno.test("a process under a seccomp filter is refused clearly and runs on", async () => {
+  const w = await Workload.start("seccomp");
+  const images = tempDir();
+  try {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /seccomp mode 2 of thread \d+.*not supported/);
+    assertUntouched(w.pid);
+    assert.equal(await w.finish(), "PASS");
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("dump --leave-stopped leaves the process stopped, untraced, and it goes on after SIGCONT", () =>
+  withCounter(async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-s"]);
+    const status = Deno.readTextFileSync(`/proc/${w.pid}/status`);
+    assert.match(status, /State:\s+T/);
+    assert.match(status, /TracerPid:\s+0\n/);
+    assert.ok(exists(`${images}/inventory.img`));
+    Deno.kill(w.pid, "SIGCONT");
+    assert.equal(await w.finish(), "PASS");
+  }));

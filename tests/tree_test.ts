@@ -88,3 +88,42 @@ Deno.test("a PID namespace nested below the dump root is refused by name, tree u
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("a tree with one process that cannot be dumped is resumed whole, and the error names it", async () => {
+  const dir = tempDir();
+  // The child holds a TCP socket, which is not supported yet; the parent holds only plain files.
+  const py = new Deno.Command("/usr/bin/python3", {
+    args: [
+      "-c",
+      "import os,socket,sys,time\nos.setsid()\nc=os.fork()\nif c==0:\n    s=socket.socket()\n    time.sleep(60)\nprint(os.getpid(),c,flush=True)\ntime.sleep(60)",
+    ],
+    stdout: "piped",
+    stdin: "null",
+  }).spawn();
+  const reader = py.stdout.getReader();
+  const [parent, child] = new TextDecoder().decode((await reader.read()).value).trim().split(" ").map(Number);
+  reader.releaseLock();
+  try {
+    await waitFor("the child's socket", () => [...Deno.readDirSync(`/proc/${child}/fd`)].length > 3);
+    const r = await criu(["dump", "-t", `${parent}`, "-D", dir]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(`socket:\\[\\d+\\]\\) of process ${child}`));
+    for (const pid of [parent!, child!]) {
+      const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+      assert.match(status, /TracerPid:\s+0\n/);
+      assert.doesNotMatch(status, /State:\s+[tT]/);
+    }
+    assert.ok(!exists(`${dir}/inventory.img`));
+  } finally {
+    py.kill("SIGKILL");
+    await py.status;
+    try {
+      Deno.kill(child!, "SIGKILL");
+    } catch {
+      // ended
+    }
+    await reap(child!);
+    await py.stdout.cancel().catch(() => {});
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

@@ -206,12 +206,27 @@ static __attribute__((noreturn)) void member(int p, int kid)
 	_exit(sh->s[p].why[0] ? 1 : 0);
 }
 
+/* A setup step failed: no process of the tree may outlive the root. */
+static void kill_tree(void)
+{
+	for (int i = 1; i < NPROC; i++)
+		if (sh->s[i].pid > 0)
+			kill(sh->s[i].pid, SIGKILL);
+	while (wait(NULL) > 0)
+		;
+}
+#define SETUP_DIE(...)                                                                             \
+	do {                                                                                       \
+		kill_tree();                                                                       \
+		wl_die(__VA_ARGS__);                                                               \
+	} while (0)
+
 static pid_t spawn(int p, void (*body)(int))
 {
 	pid_t pid = fork();
 
 	if (pid < 0 && getpid() == sh->s[ROOT].pid)
-		wl_die("fork %s", names[p]);
+		SETUP_DIE("fork %s", names[p]);
 	if (pid < 0) { /* only the root may write the result */
 		note(p, "fork failed: %s", strerror(errno));
 		_exit(1);
@@ -283,10 +298,10 @@ static void check_layout(void)
 		pid_t sid = want[i].sid < 0 ? s[ROOT].sid : s[want[i].sid].pid;
 
 		if (x->ppid != s[want[i].parent].pid || x->pgrp != pgrp || x->sid != sid)
-			wl_die("setup: %s has ppid %d pgrp %d sid %d, wanted %d %d %d", names[want[i].p], x->ppid,
+			SETUP_DIE("setup: %s has ppid %d pgrp %d sid %d, wanted %d %d %d", names[want[i].p], x->ppid,
 			       x->pgrp, x->sid, s[want[i].parent].pid, pgrp, sid);
 		if (x->why[0])
-			wl_die("setup: %s: %s", names[want[i].p], x->why);
+			SETUP_DIE("setup: %s: %s", names[want[i].p], x->why);
 	}
 }
 
@@ -348,19 +363,19 @@ int main(int argc, char **argv)
 
 	for (int i = 1; i < NLIVE; i++)
 		if (!await_flag(&sh->s[live[i]].ready, 10000))
-			wl_die("setup: %s did not get ready", names[live[i]]);
+			SETUP_DIE("setup: %s did not get ready", names[live[i]]);
 	if (waitid(P_PID, (id_t)sh->s[Z].pid, &si, WEXITED | WNOWAIT) != 0)
-		wl_die("waitid(Z)");
+		SETUP_DIE("waitid(Z)");
 	kill(sh->s[L].pid, SIGKILL);
 	if (waitpid(sh->s[L].pid, &status, 0) != sh->s[L].pid)
-		wl_die("waitpid(L)");
+		SETUP_DIE("waitpid(L)");
 	kill(sh->s[S].pid, SIGSTOP);
 	if (!await_state(sh->s[S].pid, 'T', 10000))
-		wl_die("setup: S did not stop");
+		SETUP_DIE("setup: S did not stop");
 	check_layout();
 	check_private(ROOT, 0);
-	if (wl_failures())
-		wl_finish();
+	if (sh->s[ROOT].why[0])
+		SETUP_DIE("setup: root: %s", sh->s[ROOT].why);
 
 	wl_ready();
 	wl_wait();
