@@ -14,10 +14,13 @@
  *     Upstream CRIU refuses this tree ("Can't dump nested pid namespace"):
  *     it dumps a pid namespace only when the dump root is its init.
  *
- *   bin/pidns RESULT_FILE init
- *     The shape CRIU supports (zdtm's "ns" flavour): the dump root is I,
- *     which starts a session of its own (a container's init does; otherwise
- *     its session leader, R, would be outside the tree).
+ *   bin/pidns RESULT_FILE init [session]
+ *     The shape CRIU supports (zdtm's "ns" flavour): the dump root is I.
+ *     Plain `init`: I stays in R's session and group, which are outside the
+ *     tree, so dump and restore need --shell-job. With `session`, I starts a
+ *     session of its own (as zdtm's ns init and container inits do): no
+ *     --shell-job needed, and with it CRIU changes nothing (the root leads
+ *     its session). Either way I checks its sid/pgrp inside are unchanged.
  *     R is only a launcher: it makes I, writes I's host pid into
  *     RESULT_FILE.pid, and exits 0 before ready (I is then adopted by the
  *     harness, a subreaper). RESULT_FILE.ready appears after RESULT_FILE.pid.
@@ -42,7 +45,7 @@
 
 static int up[2];   /* I -> R: "ready", then (nested) the verdict */
 static int down[2]; /* R -> I: (init mode) "the pid file is written" */
-static int init_mode;
+static int init_mode, own_session;
 
 static ssize_t read_for(int fd, char *buf, size_t size, int ms)
 {
@@ -83,7 +86,7 @@ static void check_inside(pid_t k, pid_t sid, pid_t pgrp, char *why, size_t size)
 		snprintf(why, size, "init has pid %d ppid %d, expected 1 0", getpid(), getppid());
 		return;
 	}
-	/* nested: R's session and group are outside, so both read 0 here; init mode: I's own, 1 */
+	/* R's session and group are outside, so both read 0 here; with `session`, I's own: 1 */
 	if (getsid(0) != sid || getpgrp() != pgrp) {
 		snprintf(why, size, "init has sid %d pgrp %d, was %d %d", getsid(0), getpgrp(), sid, pgrp);
 		return;
@@ -115,8 +118,8 @@ static int body_i(void *arg)
 	(void)arg;
 	close(up[0]);
 	close(down[1]);
-	if (init_mode)
-		setsid();
+	if (own_session && setsid() < 0)
+		return 1;
 	sid = getsid(0);
 	pgrp = getpgrp();
 	k = fork();
@@ -212,8 +215,9 @@ int main(int argc, char **argv)
 
 	wl_init(argc, argv);
 	init_mode = argc > 2 && strcmp(argv[2], "init") == 0;
-	if (argc > 2 && !init_mode)
-		wl_die("usage: pidns RESULT_FILE [init]");
+	own_session = init_mode && argc > 3 && strcmp(argv[3], "session") == 0;
+	if (argc > 2 + init_mode + own_session)
+		wl_die("usage: pidns RESULT_FILE [init [session]]");
 	if (pipe(up) || pipe(down))
 		wl_die("pipe");
 	i = clone(body_i, stack + sizeof(stack), CLONE_NEWPID | SIGCHLD, NULL);
