@@ -298,7 +298,10 @@ Deno.test("parseCommandLine() splits --ext-mount-map, --veth-pair and --cgroup-r
 // Support levels.
 
 Deno.test("parseCommandLine() refuses an option criu-ts does not implement", () => {
-  assert.match(usageError(() => parse("restore", "-d", "--inherit-fd", "fd[3]:x")), /--inherit-fd is not supported/);
+  assert.match(
+    usageError(() => parse("restore", "-d", "--inherit-fd", "fd[3]:x")),
+    /--inherit-fd is not supported/,
+  );
   assert.match(usageError(() => parse("dump", "-t1", "--stream")), /--stream is not supported/);
 });
 

@@ -127,3 +127,33 @@ Deno.test("a tree with one process that cannot be dumped is resumed whole, and t
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("with --shell-job a root that led its own session keeps it (as CRIU)", async () => {
+  const dir = tempDir();
+  const result = `${dir}/pidns.result`;
+  const launcher = spawn(await workloadBin("pidns"), ["pidns", result, "init", "session"], { setsid: true });
+  let init = 0;
+  try {
+    await waitFor("the namespace", () => exists(`${result}.ready`));
+    await reap(launcher);
+    init = Number(Deno.readTextFileSync(`${result}.pid`).trim());
+    const tree = [init, ...descendants(init)];
+    await criuOk(["dump", "-t", `${init}`, "-D", dir, "-j"]);
+    for (const pid of tree) await reap(pid);
+    await criuOk(["restore", "-D", dir, "-d", "-j", "--pidfile", `${dir}/restored.pid`]);
+    init = Number(Deno.readTextFileSync(`${dir}/restored.pid`).trim());
+    Deno.kill(init, "SIGTERM");
+    await waitFor("the verdict", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"));
+    assert.equal(Deno.readTextFileSync(result).trim(), "PASS");
+  } finally {
+    for (const pid of [init, ...descendants(init)]) {
+      try {
+        Deno.kill(pid, "SIGKILL");
+      } catch {
+        // ended
+      }
+    }
+    if (init) await reap(init);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

@@ -100,12 +100,17 @@ function terminalFd(shellJob: boolean): number {
 
 /** Creates every task, parents before children; returns each task's agent. */
 /**
- * With --shell-job the root's session and process group become criu's own, as CRIU does: the
- * restored job then sits on criu's terminal, as the terminal's foreground group.
+ * With --shell-job, as CRIU does: unless the root led its own session, the tasks of the root's
+ * session join criu's session (the restored job then sits on criu's terminal); unless the root
+ * led its own process group, the tasks of the root's group join criu's group (the terminal's
+ * foreground group when criu runs in the foreground).
  */
 export function joinsCriuJob(tasks: readonly RestoreTaskImages[], t: RestoreTaskImages, shellJob: boolean) {
   const root = tasks[0]!.entry;
-  return { session: shellJob && t.entry.sid === root.sid, group: shellJob && t.entry.pgid === root.pgid };
+  return {
+    session: shellJob && root.sid !== root.pid && t.entry.sid === root.sid,
+    group: shellJob && root.sid !== root.pid && root.pgid !== root.pid && t.entry.pgid === root.pgid,
+  };
 }
 
 /** CLONE_FILES / CLONE_FS when the task shared its fd table or fs with its parent. */
