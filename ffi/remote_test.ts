@@ -69,3 +69,19 @@ Deno.test("a failing remote syscall reports its errno by name", () => {
     finish(pid);
   }
 });
+
+Deno.test("spawn() hands the child only the fds it names", () => {
+  const pid = spawn("/bin/sleep", ["sleep", "60"], { fds: { 0: 0 }, setsid: true });
+  try {
+    for (let i = 0; i < 500 && readStat(pid).state !== "S"; i++) {
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+    }
+    const fds = [...Deno.readDirSync(`/proc/${pid}/fd`)].map((e) =>
+      `${e.name} -> ${Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`)}`
+    );
+    assert.equal(fds.length, 1, `the child holds ${fds.join(", ")}`);
+    assert.match(fds[0]!, /^0 -> /);
+  } finally {
+    finish(pid);
+  }
+});
