@@ -157,3 +157,43 @@ Deno.test("with --shell-job a root that led its own session keeps it (as CRIU)",
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("memory a tree shares copy-on-write stays shared after restore (not restored once per process)", async () => {
+  const prog =
+    "import os,time\ndata=bytearray(os.urandom(32<<20))\nfor i in range(4):\n    if os.fork()==0:\n        data[0]=i\n        time.sleep(60)\ntime.sleep(60)";
+  const pid = spawn("/usr/bin/python3", ["python3", "-c", prog], { setsid: true, fds: {} });
+  const dir = tempDir();
+  const pss = (pids: number[]) =>
+    pids.reduce(
+      (kb, p) =>
+        kb + Number(/Pss:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${p}/smaps_rollup`))?.[1] ?? 0),
+      0,
+    );
+  let tree: number[] = [pid];
+  try {
+    await waitFor("four children", () => descendants(pid).length === 4 && pss(descendants(pid)) > 0, 20000);
+    await new Promise((r) => setTimeout(r, 300));
+    tree = [pid, ...descendants(pid)];
+    const before = pss(tree);
+    await criuOk(["dump", "-t", `${pid}`, "-D", dir]);
+    for (const p of tree) await reap(p);
+    await criuOk(["restore", "-D", dir, "-d"]);
+    tree = [pid, ...descendants(pid)];
+    assert.equal(tree.length, 5);
+    const after = pss(tree);
+    assert.ok(
+      after < before * 1.5,
+      `PSS ${after} kB after restore, ${before} kB before: memory was duplicated`,
+    );
+  } finally {
+    for (const p of tree) {
+      try {
+        Deno.kill(p, "SIGKILL");
+      } catch {
+        // ended
+      }
+    }
+    for (const p of tree) await reap(p);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

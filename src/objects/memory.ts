@@ -404,23 +404,42 @@ export function mapAreas(agent: Agent, vmas: readonly vma_entry[], openBacking: 
   }
 }
 
-/** Reads the pages into place: the puppet pread()s them from the pages image itself. */
+/**
+ * Reads pages into place: the puppet preadv()s them from the pages image itself, one call per
+ * IOV_MAX runs that lie back to back in the file. `offset` is where each run starts in the file.
+ */
 export function fillPages(
   agent: Agent,
   pagesPath: string,
-  entries: readonly { vaddr: bigint; pages: number }[],
+  runs: readonly { vaddr: bigint; pages: number; offset: number }[],
 ): number {
+  if (runs.length === 0) return 0;
   agent.reset();
   const fd = agent.call("open(pages image)", NR.open, agent.string(pagesPath), O.RDONLY | O.CLOEXEC, 0);
-  const total = entries.reduce((n, e) => n + e.pages, 0);
   try {
-    // The pages image holds the runs back to back, in order: one preadv per IOV_MAX runs.
-    const spans = entries.map((e) => ({ addr: e.vaddr, len: e.pages * PAGE_SIZE }));
-    remoteVectorIo(agent, NR.preadv, fd, spans, 0n, `preadv(${pagesPath})`);
+    let group: Span[] = [];
+    let groupStart = 0;
+    let next = -1;
+    const flush = () => {
+      if (group.length) {
+        remoteVectorIo(agent, NR.preadv, fd, group, BigInt(groupStart), `preadv(${pagesPath})`);
+      }
+      group = [];
+    };
+    for (const r of runs) {
+      const len = r.pages * PAGE_SIZE;
+      if (r.offset !== next) {
+        flush();
+        groupStart = r.offset;
+      }
+      group.push({ addr: r.vaddr, len });
+      next = r.offset + len;
+    }
+    flush();
   } finally {
     agent.raw(NR.close, fd);
   }
-  return total;
+  return runs.reduce((n, r) => n + r.pages, 0);
 }
 
 /** Puts back the dumped protections (where mapAreas added PROT_WRITE) and madvise hints. */

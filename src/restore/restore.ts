@@ -27,7 +27,9 @@ import {
   loadRegisters,
   type PendingThread,
   restoreGroup,
+  restoreMemory,
   restoreTask,
+  type TaskRestoreContext,
 } from "./task.ts";
 import { SharedFiles } from "../objects/files.ts";
 import "../objects/mod.ts";
@@ -150,11 +152,17 @@ function endShortLivedTasks(
   }
 }
 
+/**
+ * Creates every task, parents before children, and gives each its memory right away: children
+ * are forked from their parent once its memory is back, so what they shared copy-on-write before
+ * the dump they share again (see inherit.ts).
+ */
 function forkTree(
-  master: PuppetMaster,
+  ctx: TaskRestoreContext,
   tasks: readonly RestoreTaskImages[],
   shellJob: boolean,
 ): Map<number, Agent> {
+  const master = ctx.master;
   const agents = new Map<number, Agent>();
   for (const t of tasks) {
     const parent = agents.get(t.entry.ppid) ?? null;
@@ -175,6 +183,14 @@ function forkTree(
       agent.call("setsid", NR.setsid);
     }
     agents.set(t.entry.pid, agent);
+    if (!t.zombie && !t.helper) {
+      restoreMemory(
+        ctx,
+        agent,
+        t,
+        t === tasks[0] ? undefined : tasks.find((p) => p.entry.pid === t.entry.ppid),
+      );
+    }
   }
   return agents;
 }
@@ -200,14 +216,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const pending = new Map<number, PendingThread[]>();
   const shared = new SharedFiles();
   try {
-    // FORKING
-    const agents = forkTree(master, tasks, opts.shellJob);
-    root = tasks[0]!.hostPid;
-    master.releaseHelper();
-    forkedAt = performance.now();
-    // setup-namespaces/post-setup-namespaces run only when the restore creates namespaces,
-    // which it does not yet (the tree is restored into ours).
-    // RESTORE
+    // FORKING (and memory, parents first)
     const ctx = {
       checkpoint: cp,
       master,
@@ -217,6 +226,13 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shared,
       shmem: new Map(),
     };
+    const agents = forkTree(ctx, tasks, opts.shellJob);
+    root = tasks[0]!.hostPid;
+    master.releaseHelper();
+    forkedAt = performance.now();
+    // setup-namespaces/post-setup-namespaces run only when the restore creates namespaces,
+    // which it does not yet (the tree is restored into ours).
+    // RESTORE
     // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
       if (!t.helper && !joinsCriuJob(tasks, t, opts.shellJob).group) {

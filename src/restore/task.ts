@@ -26,6 +26,7 @@ import type { Checkpoint, RestoreTaskImages } from "./images.ts";
 import type { PuppetMaster } from "./puppet.ts";
 import { findFreeArea, PUPPET_SCRATCH_SIZE } from "./puppet.ts";
 import type { Log } from "../log.ts";
+import { dropUnlisted, inheritedAreas, patchInherited, splitRuns } from "./inherit.ts";
 
 export interface TaskRestoreContext {
   checkpoint: Checkpoint;
@@ -58,16 +59,24 @@ const USER_SPACE_TOP = 0x7ffffffff000n;
  * Unmaps everything the puppet inherited but the scratch page and the kernel's special areas,
  * a whole gap at a time (a puppet made from a copy of ourselves has hundreds of mappings).
  */
-function clearAddressSpace(agent: Agent, scratch: bigint): ReturnType<typeof readMaps> {
+function clearAddressSpace(
+  agent: Agent,
+  scratch: bigint,
+  inherited: Set<vma_entry>,
+): ReturnType<typeof readMaps> {
   const live = readMaps(agent.pid);
-  const keep = live.filter((m) => m.start === scratch || m.path === "[vdso]" || m.path.startsWith("[vvar"))
-    .sort((a, b) => a.start < b.start ? -1 : 1);
+  const kept = (m: { start: bigint; end: bigint }) =>
+    [...inherited].some((e) => e.start === m.start && e.end === m.end);
+  const keep = live.filter((m) =>
+    m.start === scratch || m.path === "[vdso]" || m.path.startsWith("[vvar") || kept(m)
+  )
+    .sort((a, b) => (a.start < b.start ? -1 : 1));
   let at = 0x1000n;
   for (const k of [...keep, { start: USER_SPACE_TOP, end: USER_SPACE_TOP }]) {
     if (k.start > at) agent.call("munmap", NR.munmap, at, k.start - at);
     at = k.end;
   }
-  return keep.filter((m) => m.start !== scratch);
+  return keep.filter((m) => m.path === "[vdso]" || m.path.startsWith("[vvar"));
 }
 
 function openForMapping(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): bigint {
@@ -147,10 +156,23 @@ function copyIntoObject(objectPath: string, pagesPath: string, entries: readonly
   }
 }
 
-function restoreMemory(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
+/**
+ * Rebuilds the task's address space. A child forked from its restored parent keeps the areas it
+ * shares with it (see inherit.ts); everything else is unmapped and mapped again from the images.
+ */
+export function restoreMemory(
+  ctx: TaskRestoreContext,
+  agent: Agent,
+  t: RestoreTaskImages,
+  parent?: RestoreTaskImages,
+): void {
   const mm = t.mm!;
   unregisterRseq(agent);
-  const specials = clearAddressSpace(agent, ctx.master.scratch);
+  const files = ctx.checkpoint.files;
+  const inherited = parent?.mm
+    ? inheritedAreas(mm.vmas, parent.mm.vmas, readMaps(agent.pid), files)
+    : new Set<vma_entry>();
+  const specials = clearAddressSpace(agent, ctx.master.scratch, inherited);
   const parking = findFreeArea(
     specials.reduce((n, s) => n + (s.end - s.start), 0n),
     [...mm.vmas, ...specials, {
@@ -159,10 +181,25 @@ function restoreMemory(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImag
     }],
   );
   moveSpecialAreas(agent, specials, mm.vmas, parking);
-  mapAreas(agent, mm.vmas, (e) => openForMapping(ctx, agent, e));
-  fillPages(agent, t.pagesPath!, t.pages);
+  const fresh = mm.vmas.filter((e) => !inherited.has(e));
+  mapAreas(agent, fresh, (e) => openForMapping(ctx, agent, e));
+  let offset = 0;
+  const runs = t.pages.map((r) => {
+    const run = { ...r, offset };
+    offset += r.pages * 4096;
+    return run;
+  });
+  const { own, inheritedRuns } = splitRuns(runs, inherited);
+  fillPages(agent, t.pagesPath!, own);
+  const cow = patchInherited(agent.pid, t.pagesPath!, inheritedRuns);
+  dropUnlisted(agent, inherited, runs);
+  if (inherited.size) {
+    ctx.log.debug(
+      `Task ${t.entry.pid}: kept ${inherited.size} areas from its parent; ${cow.written} of ${cow.compared} pages differed`,
+    );
+  }
   fillSharedObjects(ctx, agent.pid);
-  finishAreas(agent, mm.vmas);
+  finishAreas(agent, fresh);
   setMmFields(ctx, agent, t);
 }
 
@@ -357,7 +394,6 @@ function restoreThreadState(agent: Agent, core: core_entry): void {
 export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent: Agent): PendingThread[] {
   const log = ctx.log;
   log.info(`Restoring task ${t.entry.pid}`);
-  restoreMemory(ctx, agent, t);
   // A table or fs shared with the parent (CLONE_FILES, CLONE_FS) was restored by the parent.
   const parent = ctx.checkpoint.tasks.find((p) => p.entry.pid === t.entry.ppid && p !== t);
   if (!parent?.ids || parent.ids.fsId !== t.ids?.fsId) restoreFs(ctx, agent, t);

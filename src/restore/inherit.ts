@@ -1,0 +1,134 @@
+/**
+ * Memory inherited over fork. A child is forked from its parent once the parent's memory is
+ * restored, so it starts with the parent's areas, copy-on-write, as it did before the dump.
+ * Areas the child has exactly as its parent does are kept: only pages whose content differs are
+ * written (a write breaks the sharing of that page alone), and pages the child did not have are
+ * dropped. Identical pages stay shared, as they were, instead of being restored once per process.
+ * This is CRIU's approach, and needs nothing in the images beyond what they hold anyway.
+ */
+import type { vma_entry } from "../images/gen/vma_pb.ts";
+import type { MapsEntry } from "../../ffi/proc.ts";
+import { ProcMem } from "../../ffi/memory.ts";
+import { NR } from "../../ffi/syscalls.ts";
+import type { FileTable } from "../objects/files.ts";
+import { PAGE_SIZE, VMA } from "../objects/memory.ts";
+import type { Agent } from "../agent.ts";
+
+const MADV_DONTNEED = 4;
+const COMPARE_CHUNK_PAGES = 256;
+
+/** A run of pages of the pages image: where it goes, how many pages, where it starts in the file. */
+export interface FileRun {
+  vaddr: bigint;
+  pages: number;
+  offset: number;
+}
+
+function sameArea(a: vma_entry, b: vma_entry, files: FileTable): boolean {
+  if (a.start !== b.start || a.end !== b.end || a.prot !== b.prot || a.flags !== b.flags) return false;
+  if (a.status !== b.status || a.pgoff !== b.pgoff || a.status & (VMA.VDSO | VMA.VVAR)) return false;
+  if (a.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
+    return files.get(Number(a.shmid)).reg?.name === files.get(Number(b.shmid)).reg?.name;
+  }
+  return (a.status & VMA.ANON_SHARED) === 0 || a.shmid === b.shmid;
+}
+
+/** The child's areas it can keep from its parent: the same area in both, present in the child now. */
+export function inheritedAreas(
+  child: readonly vma_entry[],
+  parent: readonly vma_entry[],
+  live: readonly MapsEntry[],
+  files: FileTable,
+): Set<vma_entry> {
+  const out = new Set<vma_entry>();
+  for (const e of child) {
+    const p = parent.find((v) => v.start === e.start);
+    if (p && sameArea(e, p, files) && live.some((l) => l.start === e.start && l.end === e.end)) out.add(e);
+  }
+  return out;
+}
+
+function within(areas: Iterable<vma_entry>, addr: bigint): boolean {
+  for (const a of areas) if (a.start <= addr && addr < a.end) return true;
+  return false;
+}
+
+/** Splits the image's runs into those of inherited areas and the others. */
+export function splitRuns(
+  runs: readonly FileRun[],
+  inherited: Set<vma_entry>,
+): { own: FileRun[]; inheritedRuns: FileRun[] } {
+  const own: FileRun[] = [];
+  const inheritedRuns: FileRun[] = [];
+  for (const r of runs) (within(inherited, r.vaddr) ? inheritedRuns : own).push(r);
+  return { own, inheritedRuns };
+}
+
+/**
+ * Writes the pages of inherited areas that differ from what the child has; returns how many
+ * pages were compared and how many written. /proc/PID/mem writes also reach read-only areas.
+ */
+export function patchInherited(
+  pid: number,
+  pagesPath: string,
+  runs: readonly FileRun[],
+): { compared: number; written: number } {
+  const image = Deno.openSync(pagesPath);
+  const mem = new ProcMem(pid);
+  const stats = { compared: 0, written: 0 };
+  try {
+    for (const r of runs) {
+      for (let done = 0; done < r.pages; done += COMPARE_CHUNK_PAGES) {
+        const n = Math.min(COMPARE_CHUNK_PAGES, r.pages - done);
+        const addr = r.vaddr + BigInt(done * PAGE_SIZE);
+        const want = new Uint8Array(n * PAGE_SIZE);
+        image.seekSync(r.offset + done * PAGE_SIZE, Deno.SeekMode.Start);
+        for (let off = 0; off < want.length;) {
+          const got = image.readSync(want.subarray(off));
+          if (!got) throw new Error(`${pagesPath} ends before its pagemap does`);
+          off += got;
+        }
+        const have = mem.read(addr, want.length);
+        const a = new Uint32Array(want.buffer);
+        const b = new Uint32Array(have.buffer);
+        for (let p = 0; p < n; p++) {
+          stats.compared++;
+          const from = p * (PAGE_SIZE / 4);
+          let same = true;
+          for (let w = from; w < from + PAGE_SIZE / 4; w++) {
+            if (a[w] !== b[w]) {
+              same = false;
+              break;
+            }
+          }
+          if (same) continue;
+          mem.write(addr + BigInt(p * PAGE_SIZE), want.slice(p * PAGE_SIZE, (p + 1) * PAGE_SIZE));
+          stats.written++;
+        }
+      }
+    }
+  } finally {
+    mem.close();
+    image.close();
+  }
+  return stats;
+}
+
+/**
+ * In inherited private areas, drops the pages the child did not have at dump time (its parent
+ * had them): anonymous memory reads zero again, file mappings read the file.
+ */
+export function dropUnlisted(agent: Agent, inherited: Set<vma_entry>, runs: readonly FileRun[]): void {
+  for (const a of inherited) {
+    if (a.status & VMA.ANON_SHARED) continue; // one object for all: its content is the object's
+    const inside = runs.filter((r) => a.start <= r.vaddr && r.vaddr < a.end).sort((
+      x,
+      y,
+    ) => (x.vaddr < y.vaddr ? -1 : 1));
+    let at = a.start;
+    for (const r of [...inside, { vaddr: a.end, pages: 0, offset: 0 }]) {
+      if (r.vaddr > at) agent.call("madvise(MADV_DONTNEED)", NR.madvise, at, r.vaddr - at, MADV_DONTNEED);
+      at = r.vaddr + BigInt(r.pages * PAGE_SIZE);
+    }
+  }
+}
