@@ -215,6 +215,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   let root = 0;
   const pending = new Map<number, PendingThread[]>();
   const shared = new SharedFiles();
+  const cowStats = { compared: 0, skipped: 0 };
   try {
     // FORKING (and memory, parents first)
     const ctx = {
@@ -225,6 +226,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shellJob: opts.shellJob,
       shared,
       shmem: new Map(),
+      cowStats,
     };
     const agents = forkTree(ctx, tasks, opts.shellJob);
     root = tasks[0]!.hostPid;
@@ -268,7 +270,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     forkingUs: Math.round((forkedAt - t0) * 1000),
     restoreUs: Math.round((done - forkedAt) * 1000),
   };
-  writeRestoreStats(cp.dir, result);
+  writeRestoreStats(cp.dir, result, cowStats);
   if (opts.pidfile) Deno.writeTextFileSync(opts.pidfile, `${root}`);
   try {
     opts.hooks.run("post-resume", root);
@@ -280,13 +282,17 @@ export function restore(opts: RestoreOptions): RestoreResult {
   return result;
 }
 
-function writeRestoreStats(dir: ImageDir, r: RestoreResult): void {
+function writeRestoreStats(
+  dir: ImageDir,
+  r: RestoreResult,
+  cow: { compared: number; skipped: number },
+): void {
   try {
     dir.write(KINDS.STATS, "restore", [
       create(stats_entrySchema, {
         restore: create(restore_stats_entrySchema, {
-          pagesCompared: 0n,
-          pagesSkippedCow: 0n,
+          pagesCompared: BigInt(cow.compared),
+          pagesSkippedCow: BigInt(cow.skipped),
           forkingTime: r.forkingUs,
           restoreTime: r.restoreUs,
         }),

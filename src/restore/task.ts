@@ -36,6 +36,8 @@ export interface TaskRestoreContext {
   terminalFd: number;
   /** Files open in the tasks restored so far. */
   shared: SharedFiles;
+  /** Pages compared with the parent's and left shared (stats-restore). */
+  cowStats: { compared: number; skipped: number };
   /** Shared anonymous objects restored so far, by shmid. */
   shmem: Map<bigint, { path: string; vma: vma_entry; filled: boolean }>;
   shellJob: boolean;
@@ -192,6 +194,8 @@ export function restoreMemory(
   const { own, inheritedRuns } = splitRuns(runs, inherited);
   fillPages(agent, t.pagesPath!, own);
   const cow = patchInherited(agent.pid, t.pagesPath!, inheritedRuns);
+  ctx.cowStats.compared += cow.compared;
+  ctx.cowStats.skipped += cow.compared - cow.written;
   dropUnlisted(agent, inherited, runs);
   if (inherited.size) {
     ctx.log.debug(
