@@ -147,12 +147,6 @@ export function peekSiginfo(pid: number, shared: boolean): Uint8Array<ArrayBuffe
   }
 }
 
-export function getSiginfo(pid: number): Uint8Array<ArrayBuffer> {
-  const buf = new Uint8Array(SIGINFO_SIZE);
-  ptrace("PTRACE_GETSIGINFO", PTRACE.GETSIGINFO, pid, 0, addressOf(buf));
-  return buf;
-}
-
 export function rseqConfiguration(pid: number) {
   const buf = new Uint8Array(RSEQ_CONFIG_SIZE);
   ptrace(

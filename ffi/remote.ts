@@ -119,7 +119,3 @@ export function findSyscallInstruction(pid: number, vdsoStart: bigint, vdsoEnd: 
 export function isRemoteError(r: bigint): boolean {
   return r < 0n && r > -4096n;
 }
-
-export function describeRemoteError(r: bigint): string {
-  return errnoName(Number(-r));
-}
