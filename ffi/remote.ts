@@ -10,7 +10,7 @@
  * All signals are blocked while a session is open: a pending signal would otherwise be delivered at
  * the single step and run a handler in the middle of our work.
  */
-import { ERRNO, errnoName, SyscallError } from "./errors.ts";
+import { ERRNO, SyscallError } from "./errors.ts";
 import * as pt from "./ptrace.ts";
 import { Regs } from "./structs.ts";
 import { readMemory } from "./memory.ts";
