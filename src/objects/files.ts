@@ -35,6 +35,8 @@ export interface RestoreFilesContext {
   shared: SharedFiles;
   /** Moves an fd of the task out of the way of the fd numbers being restored; returns its new number. */
   park(fd: number): number;
+  /** pidfds the task opened on other tasks while taking their fds (parked, so closed at the end). */
+  pidfds?: Map<number, bigint>;
   log: Log;
 }
 
@@ -75,12 +77,14 @@ const NR_FCNTL = 72;
 export function grabFd(ctx: RestoreFilesContext, src: OpenedFile): number {
   const agent = ctx.agent;
   if (src.pid === ctx.nsPid) return Number(agent.call("dup", NR_DUP, src.fd));
-  const pidfd = agent.call("pidfd_open", NR_PIDFD_OPEN, src.pid, 0);
-  try {
-    return Number(agent.call("pidfd_getfd", NR_PIDFD_GETFD, pidfd, src.fd, 0));
-  } finally {
-    agent.raw(NR_CLOSE, pidfd);
+  ctx.pidfds ??= new Map();
+  let pidfd = ctx.pidfds.get(src.pid);
+  if (pidfd === undefined) {
+    // Parked, so that restoring an fd at its number can never close it; closed with the others.
+    pidfd = BigInt(ctx.park(Number(agent.call("pidfd_open", NR_PIDFD_OPEN, src.pid, 0))));
+    ctx.pidfds.set(src.pid, pidfd);
   }
+  return Number(agent.call("pidfd_getfd", NR_PIDFD_GETFD, pidfd, src.fd, 0));
 }
 
 export interface FdKind {
@@ -204,6 +208,10 @@ function kindFor(type: fd_types): FdKind {
 export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_entry[]): void {
   const rank = (f: fdinfo_entry) => kindFor(ctx.table.get(f.id).type).rank ?? 0;
   const order = [...fdinfos].sort((a, b) => rank(a) - rank(b) || a.fd - b.fd);
+  restoreEach(ctx, order);
+}
+
+function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): void {
   for (const info of order) {
     const entry = ctx.table.get(info.id);
     const known = ctx.shared.byId.get(info.id);

@@ -356,6 +356,7 @@ export function moveSpecialAreas(agent: Agent, live: LiveArea[], dumped: vma_ent
       }): restoring on another kernel needs a vDSO proxy, which is not supported yet`,
     );
   }
+  if (have.every((a, i) => a.start === want[i]!.start)) return; // a forked child: already in place
   let park = parking;
   const parked = have.map((a) => {
     const len = a.end - a.start;

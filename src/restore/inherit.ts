@@ -114,21 +114,46 @@ export function patchInherited(
   return stats;
 }
 
+/** [start, end) ranges covered by runs, merged and sorted. */
+function covered(runs: readonly { vaddr: bigint; pages: number }[]): [bigint, bigint][] {
+  const out: [bigint, bigint][] = [];
+  for (const r of [...runs].sort((x, y) => (x.vaddr < y.vaddr ? -1 : 1))) {
+    const end = r.vaddr + BigInt(r.pages * PAGE_SIZE);
+    const last = out[out.length - 1];
+    if (last && last[1] >= r.vaddr) last[1] = last[1] > end ? last[1] : end;
+    else out.push([r.vaddr, end]);
+  }
+  return out;
+}
+
 /**
- * In inherited private areas, drops the pages the child did not have at dump time (its parent
- * had them): anonymous memory reads zero again, file mappings read the file.
+ * In inherited private areas, drops the pages the parent had and the child did not have at dump
+ * time: anonymous memory reads zero again, file mappings read the file.
  */
-export function dropUnlisted(agent: Agent, inherited: Set<vma_entry>, runs: readonly FileRun[]): void {
-  for (const a of inherited) {
-    if (a.status & VMA.ANON_SHARED) continue; // one object for all: its content is the object's
-    const inside = runs.filter((r) => a.start <= r.vaddr && r.vaddr < a.end).sort((
-      x,
-      y,
-    ) => (x.vaddr < y.vaddr ? -1 : 1));
-    let at = a.start;
-    for (const r of [...inside, { vaddr: a.end, pages: 0, offset: 0 }]) {
-      if (r.vaddr > at) agent.call("madvise(MADV_DONTNEED)", NR.madvise, at, r.vaddr - at, MADV_DONTNEED);
-      at = r.vaddr + BigInt(r.pages * PAGE_SIZE);
+export function dropUnlisted(
+  agent: Agent,
+  inherited: Set<vma_entry>,
+  runs: readonly FileRun[],
+  parentRuns: readonly { vaddr: bigint; pages: number }[],
+): void {
+  const child = covered(runs);
+  const areas = [...inherited].filter((a) => !(a.status & VMA.ANON_SHARED)); // shared memory is the object's
+  for (const [ps, pe] of covered(parentRuns)) {
+    for (const a of areas) {
+      const start = ps > a.start ? ps : a.start;
+      const end = pe < a.end ? pe : a.end;
+      if (start < end) dropRange(agent, start, end, child);
     }
   }
+}
+
+/** Drops what of [start, end) no child run covers: it was the parent's alone. */
+function dropRange(agent: Agent, start: bigint, end: bigint, child: readonly [bigint, bigint][]): void {
+  let at = start;
+  for (const [cs, ce] of child) {
+    if (ce <= at || cs >= end) continue;
+    if (cs > at) agent.call("madvise(MADV_DONTNEED)", NR.madvise, at, cs - at, MADV_DONTNEED);
+    at = ce;
+  }
+  if (at < end) agent.call("madvise(MADV_DONTNEED)", NR.madvise, at, end - at, MADV_DONTNEED);
 }

@@ -55,8 +55,6 @@ function unregisterRseq(agent: Agent): void {
   agent.call("rseq(unregister)", NR.rseq, c.abiPointer, c.abiSize, RSEQ_FLAG_UNREGISTER, c.signature);
 }
 
-const USER_SPACE_TOP = 0x7ffffffff000n;
-
 /**
  * Unmaps everything the puppet inherited but the scratch page and the kernel's special areas,
  * a whole gap at a time (a puppet made from a copy of ourselves has hundreds of mappings).
@@ -66,19 +64,28 @@ function clearAddressSpace(
   scratch: bigint,
   inherited: Set<vma_entry>,
 ): ReturnType<typeof readMaps> {
-  const live = readMaps(agent.pid);
-  const kept = (m: { start: bigint; end: bigint }) =>
+  const live = readMaps(agent.pid).sort((a, b) => (a.start < b.start ? -1 : 1));
+  const isSpecial = (m: { path: string }) => m.path === "[vdso]" || m.path.startsWith("[vvar");
+  const kept = (m: { start: bigint; end: bigint; path: string }) =>
+    m.start === scratch || isSpecial(m) || m.path === "[vsyscall]" ||
     [...inherited].some((e) => e.start === m.start && e.end === m.end);
-  const keep = live.filter((m) =>
-    m.start === scratch || m.path === "[vdso]" || m.path.startsWith("[vvar") || kept(m)
-  )
-    .sort((a, b) => (a.start < b.start ? -1 : 1));
-  let at = 0x1000n;
-  for (const k of [...keep, { start: USER_SPACE_TOP, end: USER_SPACE_TOP }]) {
-    if (k.start > at) agent.call("munmap", NR.munmap, at, k.start - at);
-    at = k.end;
+  // One munmap per stretch of mappings to drop, holes included: a copy of ourselves has hundreds.
+  let from: bigint | null = null;
+  let to = 0n;
+  const flush = () => {
+    if (from !== null) agent.call("munmap", NR.munmap, from, to - from);
+    from = null;
+  };
+  for (const m of live) {
+    if (kept(m)) {
+      flush();
+      continue;
+    }
+    from ??= m.start;
+    to = m.end;
   }
-  return keep.filter((m) => m.path === "[vdso]" || m.path.startsWith("[vvar"));
+  flush();
+  return live.filter(isSpecial);
 }
 
 function openForMapping(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): bigint {
@@ -196,7 +203,7 @@ export function restoreMemory(
   const cow = patchInherited(agent.pid, t.pagesPath!, inheritedRuns);
   ctx.cowStats.compared += cow.compared;
   ctx.cowStats.skipped += cow.compared - cow.written;
-  dropUnlisted(agent, inherited, runs);
+  dropUnlisted(agent, inherited, runs, parent?.pages ?? []);
   if (inherited.size) {
     ctx.log.debug(
       `Task ${t.entry.pid}: kept ${inherited.size} areas from its parent; ${cow.written} of ${cow.compared} pages differed`,
