@@ -45,19 +45,22 @@ Deno.test("a PID namespace's init and its child round-trip, pids inside unchange
     // The init's session is its launcher's, outside the namespace: a shell job, as CRIU sees it.
     await criuOk(["dump", "-t", `${init}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
     for (const pid of tree) await reap(pid);
-    await criuOk([
-      "restore",
-      "-D",
-      dir,
-      "-d",
-      "-j",
-      "--pidfile",
-      `${dir}/restored.pid`,
-      "-o",
-      "restore.log",
-      "-v4",
-    ]);
+    const hooks = `${dir}/hooks`;
+    const record = `echo "$CRTOOLS_SCRIPT_ACTION $CRTOOLS_INIT_PID" >> ${hooks}`;
+    const args = ["-d", "-j", "--pidfile", `${dir}/restored.pid`, "--action-script", record];
+    await criuOk(["restore", "-D", dir, ...args, "-o", "restore.log", "-v4"]);
     init = Number(Deno.readTextFileSync(`${dir}/restored.pid`).trim());
+    // A new PID namespace was made: the namespace hooks run, with the init's pid in ours.
+    const seen = Deno.readTextFileSync(hooks).trim().split("\n");
+    assert.deepEqual(seen.map((l) => l.split(" ")[0]), [
+      "pre-restore",
+      "setup-namespaces",
+      "post-setup-namespaces",
+      "post-restore",
+      "pre-resume",
+      "post-resume",
+    ]);
+    assert.ok(seen.includes(`setup-namespaces ${init}`), seen.join("; "));
     assert.match(Deno.readTextFileSync(`/proc/${init}/status`), /NSpid:\s+\d+\s+1\n/);
     Deno.kill(init, "SIGTERM");
     await waitFor("the verdict", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"));

@@ -7,7 +7,8 @@
  *             from the helper, so the root is our child). Then the helper ends.
  *   RESTORE   each task is rebuilt from inside by remote syscalls: memory, files, signals,
  *             timers, threads, credentials. Tasks stay stopped under ptrace.
- *             → "setup-namespaces", "post-setup-namespaces" (only when namespaces are made)
+ *             → "setup-namespaces", "post-setup-namespaces" (only when namespaces are made:
+ *               a new PID namespace for a root that was the init of its own)
  *             → "post-restore" (restored, network still locked), "network-unlock" (netns only)
  *   RESUME    → "pre-resume"; registers are loaded, the scratch page unmapped and every thread
  *             detached, so the tree runs. → "post-resume"
@@ -232,8 +233,12 @@ export function restore(opts: RestoreOptions): RestoreResult {
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     forkedAt = performance.now();
-    // setup-namespaces/post-setup-namespaces run only when the restore creates namespaces,
-    // which it does not yet (the tree is restored into ours).
+    // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces: here,
+    // a PID namespace for a root that was the init of its own.
+    if (tasks[0]!.entry.pid === 1) {
+      opts.hooks.run("setup-namespaces", root);
+      opts.hooks.run("post-setup-namespaces", root);
+    }
     // RESTORE
     // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
