@@ -66,7 +66,20 @@ export function restoreBoundingSet(agent: Agent, c: creds_entry): void {
   }
 }
 
+/** Does the thread have exactly these credentials already (a root task, most often)? */
+function alreadyHas(agent: Agent, c: creds_entry): boolean {
+  const now = dumpCreds(agent, agent.tid);
+  const same = (a: readonly number[], b: readonly number[]) =>
+    a.length === b.length && a.every((x, i) => x === b[i]);
+  return now.uid === c.uid && now.euid === c.euid && now.suid === c.suid && now.fsuid === c.fsuid &&
+    now.gid === c.gid && now.egid === c.egid && now.sgid === c.sgid && now.fsgid === c.fsgid &&
+    same(now.groups, c.groups) && same(now.capInh, c.capInh) && same(now.capPrm, c.capPrm) &&
+    same(now.capEff, c.capEff) && same(now.capBnd, c.capBnd) && same(now.capAmb, c.capAmb) &&
+    now.secbits === c.secbits && (now.noNewPrivs ?? 0) === (c.noNewPrivs ?? 0);
+}
+
 export function restoreCreds(agent: Agent, c: creds_entry): void {
+  if (alreadyHas(agent, c)) return; // nothing to change: saves a dozen remote calls per thread
   restoreBoundingSet(agent, c);
   agent.call("prctl(PR_SET_SECUREBITS)", NR.prctl, PR.SET_SECUREBITS, c.secbits, 0, 0, 0);
   // Keep capabilities across the uid change; the dumped KEEP_CAPS bit is put back below.
