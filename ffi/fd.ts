@@ -15,8 +15,9 @@ export function openFd(path: string, flags: number, mode = 0o644): number {
   return call("open", libc.open(cstr(path), flags, mode), path);
 }
 
+/** Closes one of our fds; a negative number (an error result passed along) is ignored. */
 export function closeFd(fd: number): void {
-  libc.close(fd);
+  if (fd >= 0) libc.close(fd);
 }
 
 const NR_LSEEK = 8;

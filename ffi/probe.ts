@@ -51,9 +51,8 @@ export function rawSyscall(nr: number, ...args: number[]): number {
   return sys(nr, ...args);
 }
 
-export function closeFd(fd: number): void {
-  if (fd >= 0) sys(NR.close, fd);
-}
+import { closeFd } from "./fd.ts";
+export { closeFd };
 
 /** open(2): the fd or -errno. */
 export function openPath(path: string, flags: number, mode = 0): number {

@@ -9,6 +9,7 @@ import {
   criuOk,
   descendants,
   exists,
+  killTree,
   reap,
   tempDir,
   waitFor,
@@ -32,49 +33,61 @@ registerMatrix([
   { name: "pipeline.sh", settleMs: 200, criuArgs: ["--shell-job"] },
 ]);
 
-Deno.test("a PID namespace's init and its child round-trip, pids inside unchanged", async () => {
+/**
+ * Starts `bin/pidns RESULT init [session]` (a launcher that leaves a PID-namespace init behind),
+ * dumps the init's tree with -j, restores it with -j and `restoreArgs`, lets `check` look at the
+ * restored init, then ends it and expects PASS from inside the namespace.
+ */
+async function pidnsRoundTrip(
+  mode: string[],
+  restoreArgs: string[],
+  check: (init: number, dir: string) => void,
+) {
   const dir = tempDir();
   const result = `${dir}/pidns.result`;
-  const launcher = spawn(await workloadBin("pidns"), ["pidns", result, "init"], { setsid: true });
+  const launcher = spawn(await workloadBin("pidns"), ["pidns", result, "init", ...mode], { setsid: true });
   let init = 0;
   try {
     await waitFor("the namespace", () => exists(`${result}.ready`));
     await reap(launcher);
     init = Number(Deno.readTextFileSync(`${result}.pid`).trim());
     const tree = [init, ...descendants(init)];
-    // The init's session is its launcher's, outside the namespace: a shell job, as CRIU sees it.
+    // Without "session" the init's session is its launcher's, outside the namespace: a shell job.
     await criuOk(["dump", "-t", `${init}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
     for (const pid of tree) await reap(pid);
-    const hooks = `${dir}/hooks`;
-    const record = `echo "$CRTOOLS_SCRIPT_ACTION $CRTOOLS_INIT_PID" >> ${hooks}`;
-    const args = ["-d", "-j", "--pidfile", `${dir}/restored.pid`, "--action-script", record];
+    const args = ["-d", "-j", "--pidfile", `${dir}/restored.pid`, ...restoreArgs];
     await criuOk(["restore", "-D", dir, ...args, "-o", "restore.log", "-v4"]);
     init = Number(Deno.readTextFileSync(`${dir}/restored.pid`).trim());
-    // A new PID namespace was made: the namespace hooks run, with the init's pid in ours.
-    const seen = Deno.readTextFileSync(hooks).trim().split("\n");
-    assert.deepEqual(seen.map((l) => l.split(" ")[0]), [
-      "pre-restore",
-      "setup-namespaces",
-      "post-setup-namespaces",
-      "post-restore",
-      "pre-resume",
-      "post-resume",
-    ]);
-    assert.ok(seen.includes(`setup-namespaces ${init}`), seen.join("; "));
-    assert.match(Deno.readTextFileSync(`/proc/${init}/status`), /NSpid:\s+\d+\s+1\n/);
+    check(init, dir);
     Deno.kill(init, "SIGTERM");
     await waitFor("the verdict", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"));
     assert.equal(Deno.readTextFileSync(result).trim(), "PASS");
   } finally {
-    for (const pid of [init, ...descendants(init)]) {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch {
-        // ended
-      }
-    }
-    if (init) await reap(init);
+    await killTree(init);
     Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+Deno.test("a PID namespace's init and its child round-trip, pids inside unchanged", async () => {
+  const record = (dir: string) => `echo "$CRTOOLS_SCRIPT_ACTION $CRTOOLS_INIT_PID" >> ${dir}/hooks`;
+  const hooksDir = tempDir();
+  try {
+    await pidnsRoundTrip([], ["--action-script", record(hooksDir)], (init) => {
+      // A new PID namespace was made: the namespace hooks run, with the init's pid in ours.
+      const seen = Deno.readTextFileSync(`${hooksDir}/hooks`).trim().split("\n");
+      assert.deepEqual(seen.map((l) => l.split(" ")[0]), [
+        "pre-restore",
+        "setup-namespaces",
+        "post-setup-namespaces",
+        "post-restore",
+        "pre-resume",
+        "post-resume",
+      ]);
+      assert.ok(seen.includes(`setup-namespaces ${init}`), seen.join("; "));
+      assert.match(Deno.readTextFileSync(`/proc/${init}/status`), /NSpid:\s+\d+\s+1\n/);
+    });
+  } finally {
+    Deno.removeSync(hooksDir, { recursive: true });
   }
 });
 
@@ -131,35 +144,8 @@ Deno.test("a tree with one process that cannot be dumped is resumed whole, and t
   }
 });
 
-Deno.test("with --shell-job a root that led its own session keeps it (as CRIU)", async () => {
-  const dir = tempDir();
-  const result = `${dir}/pidns.result`;
-  const launcher = spawn(await workloadBin("pidns"), ["pidns", result, "init", "session"], { setsid: true });
-  let init = 0;
-  try {
-    await waitFor("the namespace", () => exists(`${result}.ready`));
-    await reap(launcher);
-    init = Number(Deno.readTextFileSync(`${result}.pid`).trim());
-    const tree = [init, ...descendants(init)];
-    await criuOk(["dump", "-t", `${init}`, "-D", dir, "-j"]);
-    for (const pid of tree) await reap(pid);
-    await criuOk(["restore", "-D", dir, "-d", "-j", "--pidfile", `${dir}/restored.pid`]);
-    init = Number(Deno.readTextFileSync(`${dir}/restored.pid`).trim());
-    Deno.kill(init, "SIGTERM");
-    await waitFor("the verdict", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"));
-    assert.equal(Deno.readTextFileSync(result).trim(), "PASS");
-  } finally {
-    for (const pid of [init, ...descendants(init)]) {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch {
-        // ended
-      }
-    }
-    if (init) await reap(init);
-    Deno.removeSync(dir, { recursive: true });
-  }
-});
+Deno.test("with --shell-job a root that led its own session keeps it (as CRIU)", () =>
+  pidnsRoundTrip(["session"], [], () => {}));
 
 Deno.test("memory a tree shares copy-on-write stays shared after restore (not restored once per process)", async () => {
   const prog =
@@ -172,31 +158,23 @@ Deno.test("memory a tree shares copy-on-write stays shared after restore (not re
         kb + Number(/Pss:\s+(\d+) kB/.exec(Deno.readTextFileSync(`/proc/${p}/smaps_rollup`))?.[1] ?? 0),
       0,
     );
-  let tree: number[] = [pid];
   try {
     await waitFor("four children", () => descendants(pid).length === 4 && pss(descendants(pid)) > 0, 20000);
     await new Promise((r) => setTimeout(r, 300));
-    tree = [pid, ...descendants(pid)];
+    const tree = [pid, ...descendants(pid)];
     const before = pss(tree);
     await criuOk(["dump", "-t", `${pid}`, "-D", dir]);
     for (const p of tree) await reap(p);
     await criuOk(["restore", "-D", dir, "-d"]);
-    tree = [pid, ...descendants(pid)];
-    assert.equal(tree.length, 5);
-    const after = pss(tree);
+    const restored = [pid, ...descendants(pid)];
+    assert.equal(restored.length, 5);
+    const after = pss(restored);
     assert.ok(
       after < before * 1.5,
       `PSS ${after} kB after restore, ${before} kB before: memory was duplicated`,
     );
   } finally {
-    for (const p of tree) {
-      try {
-        Deno.kill(p, "SIGKILL");
-      } catch {
-        // ended
-      }
-    }
-    for (const p of tree) await reap(p);
+    await killTree(pid);
     Deno.removeSync(dir, { recursive: true });
   }
 });

@@ -21,7 +21,15 @@ import { rseq_entrySchema } from "../images/gen/rseq_pb.ts";
 import type { fdinfo_entry } from "../images/gen/fdinfo_pb.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
-import { listFds, readAuxv, readLimits, readSmaps, readStat, readStatus } from "../../ffi/proc.ts";
+import {
+  listFds,
+  type MapsEntry,
+  readAuxv,
+  readLimits,
+  readSmaps,
+  readStat,
+  readStatus,
+} from "../../ffi/proc.ts";
 import { getRobustList, RLIMIT_COUNT } from "../../ffi/process.ts";
 import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
@@ -187,11 +195,11 @@ function dumpMm(agent: Agent, pid: number, table: FileTable, vmas: DumpedVma[]):
   });
 }
 
-function collectVmas(pid: number, table: FileTable): DumpedVma[] {
+function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable): DumpedVma[] {
   const out: DumpedVma[] = [];
   const pagemap = Deno.openSync(`/proc/${pid}/pagemap`);
   try {
-    for (const m of readSmaps(pid)) {
+    for (const m of maps) {
       const c = classify(pid, m);
       if (!c) continue;
       if (c.filePath !== undefined) {
@@ -218,8 +226,8 @@ function dumpFs(pid: number, table: FileTable): fs_entry {
   });
 }
 
-function vdsoSyscall(pid: number): bigint {
-  const vdso = readSmaps(pid).find((m) => m.path === "[vdso]");
+function vdsoSyscall(pid: number, maps: readonly MapsEntry[]): bigint {
+  const vdso = maps.find((m) => m.path === "[vdso]");
   if (!vdso) {
     throw new UnsupportedObjectError(pid, "its address space", "it has no [vdso] to run syscalls from");
   }
@@ -231,10 +239,11 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   const log = ctx.log;
   for (const tid of task.threads) checkSeccomp(pid, tid);
   // Mappings and fds are read before the agent adds its scratch area.
-  const vmas = collectVmas(pid, ctx.table);
+  const maps = readSmaps(pid);
+  const vmas = collectVmas(pid, maps, ctx.table);
   log.debug(`Task ${pid}: ${vmas.length} areas, ${vmas.reduce((n, v) => n + v.runs.length, 0)} page runs`);
   const fds = listFds(pid);
-  const ip = vdsoSyscall(pid);
+  const ip = vdsoSyscall(pid, maps);
   const agent = Agent.enter(pid, pid, ip);
   try {
     const out: DumpedTask = { pid, imagePid: task.ns.pid, cores: [], vmas, ids, fdinfos: [] };

@@ -123,6 +123,20 @@ export function descendants(pid: number): number[] {
   return out;
 }
 
+/** SIGKILLs `pid` and all its descendants, and reaps them (test cleanup). */
+export async function killTree(pid: number): Promise<void> {
+  if (!pid) return;
+  const all = [pid, ...descendants(pid)];
+  for (const p of all) {
+    try {
+      Deno.kill(p, "SIGKILL");
+    } catch {
+      // gone already
+    }
+  }
+  for (const p of all) await reap(p);
+}
+
 export function tempDir(prefix = "criu-ts-test-"): string {
   return Deno.makeTempDirSync({ prefix });
 }
@@ -178,16 +192,8 @@ export class Workload {
   }
 
   /** Kills the workload and its descendants whatever their state (test cleanup). */
-  async kill(): Promise<void> {
-    const all = [this.pid, ...descendants(this.pid)];
-    for (const pid of all) {
-      try {
-        Deno.kill(pid, "SIGKILL");
-      } catch {
-        // gone already
-      }
-    }
-    for (const pid of all) await reap(pid);
+  kill(): Promise<void> {
+    return killTree(this.pid);
   }
 
   cleanup(): void {
