@@ -70,6 +70,7 @@ const symbols = {
   getpgid: { parameters: ["i32"], result: "i32" },
   prctl: { parameters: ["i32", "u64", "u64", "u64", "u64"], result: "i32" },
   umask: { parameters: ["u32"], result: "u32" },
+  setns: { parameters: ["i32", "i32"], result: "i32" }, // int setns(int fd, int nstype)
 } as const satisfies Deno.ForeignLibraryInterface;
 
 function openLibc(): Deno.DynamicLibrary<typeof symbols> {

@@ -9,6 +9,10 @@
  *
  * All signals are blocked while a session is open: a pending signal would otherwise be delivered at
  * the single step and run a handler in the middle of our work.
+ *
+ * Each trap costs a few ptrace round trips (~60 µs here), whatever the syscall. A batch runs many
+ * syscalls for one trap: BATCH_CODE, placed once in an executable page of the task, walks a table
+ * of calls and stops at an `int3` when done, or at the first failure.
  */
 import { ERRNO, SyscallError } from "./errors.ts";
 import * as pt from "./ptrace.ts";
@@ -23,6 +27,83 @@ export interface RemoteChild {
   pid: number;
   event: number;
 }
+
+/**
+ * The batch runner, run with r15 = table, r14 = number of calls, r13 = 1 to go on after a failure.
+ * Each table slot is 8 words: nr, six arguments, and the result, written back in place.
+ *
+ *   loop: test r14,r14 ; jz done
+ *         mov rax,[r15] ; mov rdi,[r15+8] ; mov rsi,[r15+16] ; mov rdx,[r15+24]
+ *         mov r10,[r15+32] ; mov r8,[r15+40] ; mov r9,[r15+48] ; syscall
+ *         mov [r15+56],rax ; add r15,64 ; dec r14
+ *         cmp rax,-4095 ; jb loop        (unsigned: not an error)
+ *         test r13,r13 ; jnz loop
+ *   done: int3
+ */
+export const BATCH_CODE = new Uint8Array([
+  0x4d,
+  0x85,
+  0xf6,
+  0x74,
+  0x35, //
+  0x49,
+  0x8b,
+  0x07,
+  0x49,
+  0x8b,
+  0x7f,
+  0x08,
+  0x49,
+  0x8b,
+  0x77,
+  0x10,
+  0x49,
+  0x8b,
+  0x57,
+  0x18, //
+  0x4d,
+  0x8b,
+  0x57,
+  0x20,
+  0x4d,
+  0x8b,
+  0x47,
+  0x28,
+  0x4d,
+  0x8b,
+  0x4f,
+  0x30,
+  0x0f,
+  0x05, //
+  0x49,
+  0x89,
+  0x47,
+  0x38,
+  0x49,
+  0x83,
+  0xc7,
+  0x40,
+  0x49,
+  0xff,
+  0xce, //
+  0x48,
+  0x3d,
+  0x01,
+  0xf0,
+  0xff,
+  0xff,
+  0x72,
+  0xcb, //
+  0x4d,
+  0x85,
+  0xed,
+  0x75,
+  0xc6, //
+  0xcc,
+]);
+export const BATCH_SLOT_WORDS = 8;
+/** What a result slot holds until its call has run: no syscall returns it. */
+export const BATCH_NOT_RUN = 1n << 63n;
 
 export class RemoteThread {
   readonly savedRegs: Regs;
@@ -63,9 +144,30 @@ export class RemoteThread {
     return r;
   }
 
+  /**
+   * Runs the batch runner at `codeIp` over the table at `table` (already in the task's memory) and
+   * waits for its `int3`. The caller reads the results back from the table.
+   */
+  runBatch(codeIp: bigint, table: bigint, count: number, keepGoing: boolean): void {
+    if (!this.#open) throw new Error(`Remote session on ${this.tid} is closed`);
+    const regs = this.savedRegs.clone();
+    regs.set("orig_ax", -1);
+    regs.set("ip", codeIp);
+    regs.set("r15", table);
+    regs.set("r14", count);
+    regs.set("r13", keepGoing ? 1 : 0);
+    pt.setRegs(this.tid, regs);
+    this.#runUntilTrap(() => pt.cont(this.tid, 0));
+  }
+
   /** Single-steps over the syscall instruction, collecting clone events on the way. */
   #step(): void {
-    pt.singlestep(this.tid);
+    this.#runUntilTrap(() => pt.singlestep(this.tid));
+  }
+
+  /** Resumes the thread with `resume` until it stops on SIGTRAP, collecting clone events. */
+  #runUntilTrap(resume: () => void): void {
+    resume();
     for (;;) {
       const st = pt.wait(this.tid)!;
       if (st.kind !== "stopped") {
@@ -76,12 +178,12 @@ export class RemoteThread {
       if (st.signal === SIGTRAP && st.event === 0) return;
       if (st.event === pt.PTRACE_EVENT.CLONE || st.event === pt.PTRACE_EVENT.FORK) {
         this.children.push({ pid: Number(pt.eventMessage(this.tid)), event: st.event });
-        pt.singlestep(this.tid);
+        resume();
         continue;
       }
       if (st.event === pt.PTRACE_EVENT.STOP) {
-        // A group stop (SIGSTOP from someone) reached us mid-step: step again.
-        pt.singlestep(this.tid);
+        // A group stop (SIGSTOP from someone) reached us mid-step: go on.
+        resume();
         continue;
       }
       // Only SIGKILL/SIGSTOP escape the blocked mask; anything else is a bug worth reporting.

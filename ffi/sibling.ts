@@ -37,7 +37,7 @@ let cached: { spin: bigint; stackLow: bigint } | null = null;
 
 /**
  * Creates a sibling task spinning at a known address; `setTid` asks for its pid (0: any) and
- * `extraFlags` may add CLONE_NEWPID. Returns its pid as our namespace sees it.
+ * `extraFlags` may add CLONE_NEWPID and CLONE_NEWNET. Returns its pid as our namespace sees it.
  */
 export function cloneSibling(setTid: number, extraFlags = 0n): number {
   cached ??= trampoline();

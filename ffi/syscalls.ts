@@ -12,6 +12,7 @@ export const NR = {
   rt_sigaction: 13,
   rt_sigprocmask: 14,
   rt_sigtimedwait: 128,
+  ioctl: 16,
   pread64: 17,
   pwrite64: 18,
   writev: 20,
@@ -135,6 +136,7 @@ export const CLONE = {
   CHILD_CLEARTID: 0x200000,
   CHILD_SETTID: 0x1000000,
   NEWPID: 0x20000000,
+  NEWNET: 0x40000000,
 } as const;
 
 export const PR = {

@@ -4,14 +4,34 @@
  *
  * Dump: the scratch area is mapped at an address the kernel picks and unmapped when the agent
  * closes, so the task is left as found. Restore: the puppet's scratch area is placed by the caller
- * and also holds the `syscall` instruction the agent runs.
+ * and also holds the `syscall` instruction the agent runs. Either way the batch runner
+ * (BATCH_CODE) sits in executable scratch, so that many syscalls cost one trap (see batch()).
  */
-import { isRemoteError, RemoteThread } from "../ffi/remote.ts";
+import { BATCH_CODE, BATCH_NOT_RUN, BATCH_SLOT_WORDS, isRemoteError, RemoteThread } from "../ffi/remote.ts";
 import { readMemory, writeMemory } from "../ffi/memory.ts";
 import { MAP, NR, PROT } from "../ffi/syscalls.ts";
 import { SyscallError } from "../ffi/errors.ts";
 
 export const SCRATCH_SIZE = 64 * 1024;
+/** Room for the batch runner at the start of an agent's own scratch area. */
+const CODE_ROOM = 64;
+
+/** One call of a batch: its name (for errors), number and arguments. */
+export interface BatchCall {
+  name: string;
+  nr: number;
+  args: readonly (bigint | number)[];
+}
+
+/** Syscalls whose answer is read once they have run (in a batch with others): see Agent.ask(). */
+export interface Query<T> {
+  calls: BatchCall[];
+  answer(results: readonly bigint[]): T;
+}
+
+type Answers<Q extends readonly Query<unknown>[]> = {
+  [K in keyof Q]: Q[K] extends Query<infer R> ? R : never;
+};
 
 export class Agent {
   #next = 0;
@@ -23,6 +43,8 @@ export class Agent {
     readonly scratch: bigint,
     readonly scratchSize: number,
     ownsScratch: boolean,
+    /** Where BATCH_CODE is in the task; 0 when it is not there (calls then go one by one). */
+    readonly batchIp = 0n,
   ) {
     this.#ownsScratch = ownsScratch;
   }
@@ -31,17 +53,26 @@ export class Agent {
   static enter(pid: number, tid: number, syscallIp: bigint): Agent {
     const thread = RemoteThread.enter(tid, syscallIp);
     try {
-      const addr = thread.call(
-        "mmap(scratch)",
-        NR.mmap,
-        0,
-        SCRATCH_SIZE,
-        PROT.READ | PROT.WRITE,
-        MAP.PRIVATE | MAP.ANONYMOUS,
-        -1,
-        0,
+      const addr = BigInt.asUintN(
+        64,
+        thread.call(
+          "mmap(scratch)",
+          NR.mmap,
+          0,
+          SCRATCH_SIZE,
+          PROT.READ | PROT.WRITE | PROT.EXEC,
+          MAP.PRIVATE | MAP.ANONYMOUS,
+          -1,
+          0,
+        ),
       );
-      return new Agent(pid, thread, BigInt.asUintN(64, addr), SCRATCH_SIZE, true);
+      try {
+        writeMemory(pid, addr, BATCH_CODE);
+      } catch (e) {
+        thread.raw(NR.munmap, addr, SCRATCH_SIZE);
+        throw e;
+      }
+      return new Agent(pid, thread, addr + BigInt(CODE_ROOM), SCRATCH_SIZE - CODE_ROOM, true, addr);
     } catch (e) {
       thread.leave();
       throw e;
@@ -60,6 +91,73 @@ export class Agent {
   /** Runs a syscall and returns its raw result (negative errno on failure). */
   raw(nr: number, ...args: (bigint | number)[]): bigint {
     return this.thread.raw(nr, ...args);
+  }
+
+  /**
+   * Runs `calls` in order for one trap and returns their raw results. Unless `keepGoing`, the
+   * batch stops at the first failure and throws a SyscallError naming that call; with it, every
+   * call runs and failures come back as negative errnos. Arguments may point into scratch
+   * allocated before this call.
+   */
+  batch(calls: readonly BatchCall[], keepGoing = false): bigint[] {
+    if (calls.length === 0) return [];
+    let results: bigint[];
+    if (this.batchIp === 0n) {
+      results = [];
+      for (const c of calls) {
+        const r = this.thread.raw(c.nr, ...c.args);
+        results.push(r);
+        if (!keepGoing && isRemoteError(r)) break;
+      }
+    } else {
+      const table = new BigUint64Array(calls.length * BATCH_SLOT_WORDS);
+      calls.forEach((c, i) => {
+        const slot = i * BATCH_SLOT_WORDS;
+        table[slot] = BigInt(c.nr);
+        c.args.forEach((a, j) => table[slot + 1 + j] = BigInt.asUintN(64, BigInt(a)));
+        table[slot + 7] = BATCH_NOT_RUN;
+      });
+      const addr = this.alloc(table.byteLength, new Uint8Array(table.buffer));
+      this.thread.runBatch(this.batchIp, addr, calls.length, keepGoing);
+      const back = new BigUint64Array(this.read(addr, table.byteLength).buffer);
+      results = calls.map((_, i) => BigInt.asIntN(64, back[i * BATCH_SLOT_WORDS + 7]!));
+    }
+    const failed = results.findIndex(isRemoteError);
+    if (!keepGoing && failed >= 0) {
+      throw new SyscallError(
+        `remote ${calls[failed]!.name}`,
+        Number(-results[failed]!),
+        `in task ${this.tid}`,
+      );
+    }
+    return calls.map((_, i) => results[i] ?? BigInt.asIntN(64, BATCH_NOT_RUN));
+  }
+
+  /** Runs the calls of every query for one trap (stopping at the first failure), then reads each answer. */
+  ask<const Q extends readonly Query<unknown>[]>(queries: Q): Answers<Q> {
+    const results = this.batch(queries.flatMap((q) => q.calls));
+    let at = 0;
+    return queries.map((q) => {
+      const mine = results.slice(at, at + q.calls.length);
+      at += q.calls.length;
+      return q.answer(mine);
+    }) as Answers<Q>;
+  }
+
+  /** A query for a syscall that fills a scratch buffer of `len` bytes; the answer is the buffer. */
+  fetchQuery(
+    name: string,
+    len: number,
+    build: (buf: bigint) => [number, ...(bigint | number)[]],
+  ): Query<Uint8Array<ArrayBuffer>> {
+    const buf = this.alloc(len, new Uint8Array(len));
+    const [nr, ...args] = build(buf);
+    return { calls: [{ name, nr, args }], answer: () => this.read(buf, len) };
+  }
+
+  /** A query whose answer is the syscall's result. */
+  resultQuery(name: string, nr: number, ...args: (bigint | number)[]): Query<bigint> {
+    return { calls: [{ name, nr, args }], answer: ([r]) => r! };
   }
 
   /** Forgets every scratch allocation; call between independent groups of syscalls. */
@@ -107,7 +205,8 @@ export class Agent {
   leave(): void {
     try {
       if (this.#ownsScratch) {
-        const r = this.thread.raw(NR.munmap, this.scratch, this.scratchSize);
+        const start = this.scratch - BigInt(CODE_ROOM);
+        const r = this.thread.raw(NR.munmap, start, this.scratchSize + CODE_ROOM);
         if (isRemoteError(r)) throw new SyscallError("remote munmap(scratch)", Number(-r));
       }
     } finally {

@@ -80,3 +80,107 @@ for (const hook of ["pre-restore", "post-restore", "pre-resume"]) {
     }
   });
 }
+
+Deno.test("a tree with its own network namespace gets network-lock and network-unlock around it", async () => {
+  const w = await Workload.start("netns");
+  const images = tempDir();
+  const log = `${images}/hooks.log`;
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R", "--action-script", recorder(log)]);
+    assert.deepEqual(hooks(log), ["pre-dump", "network-lock", "post-dump", "network-unlock"]);
+    assert.match(Deno.readTextFileSync(log), new RegExp(`network-lock ${w.pid} `));
+    Deno.removeSync(log);
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--action-script", recorder(log)]);
+    assert.deepEqual(hooks(log), ["pre-dump", "network-lock", "post-dump"]);
+    await reap(w.pid);
+    Deno.removeSync(log);
+    await criuOk(["restore", "-D", images, "-d", "--action-script", recorder(log)]);
+    assert.deepEqual(hooks(log), [
+      "pre-restore",
+      "setup-namespaces",
+      "post-setup-namespaces",
+      "post-restore",
+      "network-unlock",
+      "pre-resume",
+      "post-resume",
+    ]);
+    assert.match(Deno.readTextFileSync(log), new RegExp(`network-unlock ${w.pid} `));
+    assert.equal(await w.finish(), "PASS");
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("a failing network-lock script aborts the dump, unlocks, and the process runs on", async () => {
+  const w = await Workload.start("netns");
+  const images = tempDir();
+  const log = `${images}/hooks.log`;
+  try {
+    const r = await criu([
+      "dump",
+      "-t",
+      `${w.pid}`,
+      "-D",
+      images,
+      "--action-script",
+      recorder(log, "network-lock"),
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /at the network-lock hook/);
+    assert.deepEqual(hooks(log), ["pre-dump", "network-lock", "network-unlock"]);
+    assert.ok(
+      !exists(`${images}/inventory.img`) && !exists(`${images}/netns-2.img`),
+      "no checkpoint may be left",
+    );
+    assert.equal(await w.finish(), "PASS");
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("a failing network-unlock script aborts the restore and leaves no process", async () => {
+  const w = await Workload.start("netns");
+  const images = tempDir();
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    await reap(w.pid);
+    const r = await criu([
+      "restore",
+      "-D",
+      images,
+      "-d",
+      "--action-script",
+      recorder(`${images}/h`, "network-unlock"),
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /at the network-unlock hook/);
+    await reap(w.pid);
+    assert.ok(!exists(`/proc/${w.pid}`), "the half-restored process is still there");
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("restore --empty-ns net puts the tree in a new, empty network namespace", async () => {
+  const w = await Workload.start("counter");
+  const images = tempDir();
+  const log = `${images}/hooks.log`;
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    await reap(w.pid);
+    await criuOk(["restore", "-D", images, "-d", "--empty-ns", "net", "--action-script", recorder(log)]);
+    assert.notEqual(Deno.readLinkSync(`/proc/${w.pid}/ns/net`), Deno.readLinkSync("/proc/self/ns/net"));
+    assert.deepEqual(
+      Deno.readTextFileSync(`/proc/${w.pid}/net/dev`).split("\n").slice(2).filter((l) => l).length,
+      1,
+    );
+    assert.ok(hooks(log).includes("setup-namespaces") && hooks(log).includes("network-unlock"));
+    assert.equal(await w.finish(), "PASS");
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});

@@ -27,6 +27,7 @@ const CASES: Case[] = [
   { name: "blocked", args: ["futex-inf"] },
   { name: "blocked", args: ["pipe-read"], settleMs: 700 },
   { name: "blocked", args: ["epoll", "eintr-ok"] },
+  { name: "netns" },
 ];
 
 registerMatrix(CASES);

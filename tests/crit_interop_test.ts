@@ -23,8 +23,14 @@ function assertCovers(ours: unknown, theirs: unknown, where: string): void {
   }
 }
 
-Deno.test("Debian's crit decodes every image of a dump and restore, as our crit does", async () => {
-  const w = await Workload.start("mmap_zoo");
+/** mmap_zoo has every kind of memory area; netns writes the network namespace images. */
+for (const workload of ["mmap_zoo", "netns"]) {
+  Deno.test(`Debian's crit decodes every image of a dump and restore of ${workload}, as our crit does`, () =>
+    critChecksEveryImage(workload));
+}
+
+async function critChecksEveryImage(workload: string): Promise<void> {
+  const w = await Workload.start(workload);
   const images = tempDir();
   try {
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
@@ -47,4 +53,4 @@ Deno.test("Debian's crit decodes every image of a dump and restore, as our crit 
     w.cleanup();
     Deno.removeSync(images, { recursive: true });
   }
-});
+}

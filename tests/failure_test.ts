@@ -100,6 +100,26 @@ async function editImage(
   await criuOk(["crit", "encode", "-i", `${path}.json`, "-o", path]);
 }
 
+Deno.test("a dump refuses a network namespace holding more than the loopback device, by name", async () => {
+  const w = await Workload.start("netns");
+  const images = tempDir();
+  try {
+    const ip = await new Deno.Command("nsenter", {
+      args: ["-t", `${w.pid}`, "-n", "ip", "link", "add", "crtsbr0", "type", "bridge"],
+    }).output();
+    assert.ok(ip.success, new TextDecoder().decode(ip.stderr));
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /network namespace .* with device\(s\) crtsbr0/);
+    assertUntouched(w.pid);
+    assert.ok(!exists(`${images}/inventory.img`) && !exists(`${images}/netdev-2.img`));
+  } finally {
+    await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
 Deno.test("restore refuses a truncated pages image", () =>
   refusedRestore((images) => {
     const f = Deno.openSync(`${images}/pages-1.img`, { write: true });

@@ -284,6 +284,11 @@ function refusal(fn: () => unknown): string {
   assert.fail("Expected the request to be refused");
 }
 
+Deno.test("setupRequest() takes orphan_pts_master and empty_ns net for a restore", () => {
+  const s = setup("restore", { orphanPtsMaster: true, emptyNs: 0x40000000 });
+  assert.deepEqual([s.options.orphanPtsMaster, s.options.emptyNetNs], [true, true]);
+});
+
 Deno.test("setupRequest() maps criu_opts onto the CLI's options", () => {
   const s = setup("dump", { pid: 42, leaveRunning: true, shellJob: true, logLevel: 4, logFile: "d.log" });
   assert.equal(s.pid, 42);
@@ -313,7 +318,6 @@ Deno.test("setupRequest() refuses what would change the result", () => {
     /^56: criu_opts.track_mem .*not supported/,
   );
   assert.match(refusal(() => setup("restore", { root: "/r" })), /criu_opts.root \(--root\) is not supported/);
-  assert.match(refusal(() => setup("restore", { orphanPtsMaster: true })), /orphan_pts_master/);
   assert.match(refusal(() => setup("restore", { lazyPages: true })), /lazy_pages/);
   assert.match(refusal(() => setup("restore", { emptyNs: 0x20000 })), /empty_ns/);
   assert.match(refusal(() => setup("dump", { pid: 1, logFile: "a/b.log" })), /plain file name/);

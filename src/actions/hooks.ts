@@ -20,6 +20,12 @@ export type HookName =
 export interface Hooks {
   /** Runs every script for `hook`; throws when one fails. `pid` is the root task's, when there is one. */
   run(hook: HookName, pid?: number): void;
+  /**
+   * Hands `fd` to the RPC client with the notification of `hook` (CRIU does this for
+   * orphan-pts-master only); the client must agree. Absent, or false, when no client takes
+   * notifications: the caller then does without.
+   */
+  sendFd?(hook: HookName, fd: number): boolean;
 }
 
 export const noHooks: Hooks = { run() {} };

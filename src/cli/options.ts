@@ -155,6 +155,8 @@ export interface Options {
   autoDetectExtMounts: boolean;
   vethPairs: VethPair[];
   emptyNetNs: boolean;
+  /** RPC only (criu_opts.orphan_pts_master), as in CRIU: no command-line option sets it. */
+  orphanPtsMaster: boolean;
   lsmProfile?: string;
   lsmMountContext?: string;
   weakSysctls: boolean;
@@ -235,6 +237,7 @@ export function defaultOptions(): Options {
     autoDetectExtMounts: false,
     vethPairs: [],
     emptyNetNs: false,
+    orphanPtsMaster: false,
     weakSysctls: false,
     skipFileRwxCheck: false,
     mntnsCompatMode: false,
@@ -503,7 +506,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   opt("inherit-fd", "", "required", REFUSED, (o, v) => o.inheritFds.push(inheritFd(v))),
   opt("ext-mount-map", "M", "required", ACCEPTED, extMountMap),
   opt("veth-pair", "", "required", ACCEPTED, (o, v) => o.vethPairs.push(vethPair(v))),
-  opt("empty-ns", "", "required", ACCEPTED, (o, v) => o.emptyNetNs = oneOf(v, ["net"]) === "net"),
+  opt("empty-ns", "", "required", IMPLEMENTED, (o, v) => o.emptyNetNs = oneOf(v, ["net"]) === "net"),
   opt(
     "lsm-profile",
     "",

@@ -2,7 +2,8 @@
  * `criu dump`, as a flat list of steps:
  *   1. run the pre-dump action script
  *   2. freeze the tree (seize every thread of every task)
- *   3. check the tree can be restored (sessions, groups)
+ *   3. check the tree can be restored (sessions, groups); save its network namespace when it
+ *      has its own, then run the network-lock action script
  *   4. dump each task: CPU, signals, memory, files — pages are written while it is frozen
  *   5. write the tree-wide images (pstree, files, tty-info), then stats and inventory last
  *   6. run the post-dump action script
@@ -36,6 +37,7 @@ import { ImageWriter } from "../images/file.ts";
 import { pipe_data_entrySchema } from "../images/gen/pipe-data_pb.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
+import { dumpNetns, hasOwnNetns } from "../objects/netns.ts";
 
 export interface DumpOptions {
   pid: number;
@@ -219,6 +221,7 @@ export function dump(opts: DumpOptions): DumpStats {
   };
   // Only a tree in a network namespace of its own gets its network locked (as CRIU does).
   const ownNetns = hasOwnNetns(opts.pid);
+  let locked = false;
   try {
     if (tree.root.ns.pid !== tree.root.pid && tree.root.ns.pid !== 1) {
       throw new DumpError(
@@ -227,9 +230,14 @@ export function dump(opts: DumpOptions): DumpStats {
     }
     checkPidNamespaces(tree);
     checkSessions(tree, opts.shellJob);
-    if (ownNetns) opts.hooks.run("network-lock", opts.pid);
-    const table = new FileTable();
     const nsIds = new NamespaceIds();
+    if (ownNetns) {
+      const alive = tree.tasks.filter((t) => t.state !== "zombie").map((t) => t.pid);
+      dumpNetns(dir, opts.pid, alive, nsIds.idsOf(opts.pid).net!);
+      locked = true; // a failing lock script may have locked half-way: unlock on failure too
+      opts.hooks.run("network-lock", opts.pid);
+    }
+    const table = new FileTable();
     const objectIds = new SharedObjectIds();
     let pagesId = 0;
     const shmemDone = new Set<bigint>();
@@ -296,22 +304,14 @@ export function dump(opts: DumpOptions): DumpStats {
       }),
     ]);
   } catch (e) {
-    if (ownNetns) unlockQuietly(opts);
+    if (locked) unlockQuietly(opts);
     tree.resume();
     dir.removeWritten();
     throw e;
   }
-  if (ownNetns && opts.leaveRunning) unlockQuietly(opts);
+  if (locked && opts.leaveRunning) unlockQuietly(opts);
   finish(tree, opts);
   return stats;
-}
-
-function hasOwnNetns(pid: number): boolean {
-  try {
-    return Deno.readLinkSync(`/proc/${pid}/ns/net`) !== Deno.readLinkSync("/proc/self/ns/net");
-  } catch {
-    return false;
-  }
 }
 
 function unlockQuietly(opts: DumpOptions): void {

@@ -35,9 +35,9 @@ import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 import { UnsupportedObjectError } from "../errors.ts";
 import { classify, type DumpedVma, scanPages } from "../objects/memory.ts";
-import { dumpCreds } from "../objects/creds.ts";
-import { dumpPendingSignals, dumpSigactions, dumpSigaltstack } from "../objects/signals.ts";
-import { dumpTimers } from "../objects/timers.ts";
+import { credsQuery } from "../objects/creds.ts";
+import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../objects/signals.ts";
+import { dumpTimers, itimersQuery } from "../objects/timers.ts";
 import { threadInfoFromCpu } from "../objects/cpu.ts";
 import { dumpFds, type FileTable } from "../objects/files.ts";
 import { addRegFile } from "../objects/regfile.ts";
@@ -94,55 +94,71 @@ function checkSeccomp(pid: number, tid: number): void {
   }
 }
 
-/** Per-thread state that needs a remote syscall in that very thread. */
-function dumpThreadCore(agent: Agent, pid: number, tid: number, withCreds: boolean) {
-  const [nice, prio, policy] = ((s) => [s.field(19), s.field(40), s.field(41)])(readStat(tid));
-  agent.reset();
-  const pdeath = agent.fetch("prctl(PR_GET_PDEATHSIG)", 4, (b) => [NR.prctl, PR.GET_PDEATHSIG, b, 0, 0, 0]);
-  const robust = getRobustList(tid);
-  return create(thread_core_entrySchema, {
-    futexRla: robust.head,
-    futexRlaLen: robust.len,
-    schedNice: Number(BigInt.asIntN(64, nice)),
-    schedPolicy: Number(policy),
-    schedPrio: Number(prio),
-    blkSigset: agent.thread.savedMask, // the live mask is ours while the agent is inside
-    sas: dumpSigaltstack(agent),
-    pdeathSig: new DataView(pdeath.buffer).getInt32(0, true),
-    signalsP: dumpPendingSignals(tid, false),
-    creds: withCreds ? dumpCreds(agent, tid) : undefined,
-    seccompMode: seccomp_mode.disabled,
-    comm: Deno.readTextFileSync(`/proc/${pid}/task/${tid}/comm`).trimEnd(),
-    rseqEntry: dumpRseq(tid),
-  });
-}
+const int32At = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset).getInt32(at, true);
+const u64At = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset).getBigUint64(at, true);
 
-function tidAddress(agent: Agent): bigint {
-  agent.reset();
-  const b = agent.fetch(
-    "prctl(PR_GET_TID_ADDRESS)",
-    8,
-    (buf) => [NR.prctl, PR.GET_TID_ADDRESS, buf, 0, 0, 0],
-  );
-  return new DataView(b.buffer).getBigUint64(0, true);
-}
-
+/** Per-thread state; what needs a remote syscall in that very thread is asked in one batch. */
 function dumpThread(agent: Agent, pid: number, tid: number) {
   const regs = agent.thread.savedRegs; // as the task left them, not as our remote calls did
   const xstate = pt.getXstate(tid);
+  const [nice, prio, policy] = ((s) => [s.field(19), s.field(40), s.field(41)])(readStat(tid));
+  agent.reset();
+  const [tidAddress, pdeath, sas, creds] = agent.ask([
+    agent.fetchQuery("prctl(PR_GET_TID_ADDRESS)", 8, (b) => [NR.prctl, PR.GET_TID_ADDRESS, b, 0, 0, 0]),
+    agent.fetchQuery("prctl(PR_GET_PDEATHSIG)", 4, (b) => [NR.prctl, PR.GET_PDEATHSIG, b, 0, 0, 0]),
+    sigaltstackQuery(agent),
+    credsQuery(agent, tid),
+  ]);
+  const robust = getRobustList(tid);
   return {
-    threadInfo: threadInfoFromCpu(regs, xstate, tidAddress(agent)),
-    threadCore: dumpThreadCore(agent, pid, tid, true),
+    threadInfo: threadInfoFromCpu(regs, xstate, u64At(tidAddress)),
+    threadCore: create(thread_core_entrySchema, {
+      futexRla: robust.head,
+      futexRlaLen: robust.len,
+      schedNice: Number(BigInt.asIntN(64, nice)),
+      schedPolicy: Number(policy),
+      schedPrio: Number(prio),
+      blkSigset: agent.thread.savedMask, // the live mask is ours while the agent is inside
+      sas,
+      pdeathSig: int32At(pdeath),
+      signalsP: dumpPendingSignals(tid, false),
+      creds,
+      seccompMode: seccomp_mode.disabled,
+      comm: Deno.readTextFileSync(`/proc/${pid}/task/${tid}/comm`).trimEnd(),
+      rseqEntry: dumpRseq(tid),
+    }),
   };
 }
 
-function dumpTaskCore(agent: Agent, task: FrozenTask) {
+/** What only the task can tell about itself and its memory, asked in one batch. */
+function askTask(agent: Agent) {
+  agent.reset();
+  const [childSub, itimers, sigactions, brk, dumpable, thp] = agent.ask([
+    agent.fetchQuery(
+      "prctl(PR_GET_CHILD_SUBREAPER)",
+      4,
+      (b) => [NR.prctl, PR.GET_CHILD_SUBREAPER, b, 0, 0, 0],
+    ),
+    itimersQuery(agent),
+    sigactionsQuery(agent),
+    agent.resultQuery("brk", NR.brk, 0),
+    agent.resultQuery("prctl(PR_GET_DUMPABLE)", NR.prctl, PR.GET_DUMPABLE, 0, 0, 0, 0),
+    agent.resultQuery("prctl(PR_GET_THP_DISABLE)", NR.prctl, PR.GET_THP_DISABLE, 0, 0, 0, 0),
+  ]);
+  return {
+    childSubreaper: int32At(childSub) !== 0,
+    itimers,
+    sigactions,
+    brk: BigInt.asUintN(64, brk),
+    dumpable: Number(dumpable),
+    thpDisabled: thp !== 0n,
+  };
+}
+
+type TaskAnswers = ReturnType<typeof askTask>;
+
+function dumpTaskCore(agent: Agent, task: FrozenTask, answers: TaskAnswers) {
   const pid = task.pid;
-  const childSub = agent.fetch(
-    "prctl(PR_GET_CHILD_SUBREAPER)",
-    4,
-    (b) => [NR.prctl, PR.GET_CHILD_SUBREAPER, b, 0, 0, 0],
-  );
   return create(
     task_core_entrySchema,
     compact({
@@ -152,29 +168,27 @@ function dumpTaskCore(agent: Agent, task: FrozenTask) {
       flags: Number(readStat(pid).field(9)),
       blkSigset: agent.thread.savedMask,
       comm: Deno.readTextFileSync(`/proc/${pid}/comm`).trimEnd(),
-      timers: dumpTimers(agent, pid),
+      timers: dumpTimers(agent, pid, answers.itimers),
       rlimits: create(task_rlimits_entrySchema, {
         rlimits: readLimits(pid).slice(0, RLIMIT_COUNT).map((l) => create(rlimit_entrySchema, l)),
       }),
       signalsS: dumpPendingSignals(pid, true),
       loginuid: readProcNumber(`/proc/${pid}/loginuid`),
       oomScoreAdj: readProcNumber(`/proc/${pid}/oom_score_adj`),
-      sigactions: dumpSigactions(agent),
-      childSubreaper: new DataView(childSub.buffer).getInt32(0, true) !== 0,
+      sigactions: answers.sigactions,
+      childSubreaper: answers.childSubreaper,
       stopSigno: task.state === "stopped" ? 19 : undefined,
     }),
   );
 }
 
-function dumpMm(agent: Agent, pid: number, table: FileTable, vmas: DumpedVma[]): mm_entry {
+function dumpMm(pid: number, table: FileTable, vmas: DumpedVma[], answers: TaskAnswers): mm_entry {
   const stat = readStat(pid);
   const f = (n: number) => stat.field(n);
   const exe = Deno.readLinkSync(`/proc/${pid}/exe`);
   if (exe.endsWith(" (deleted)")) {
     throw new UnsupportedObjectError(pid, `executable ${exe}`, "it was deleted");
   }
-  const dumpable = Number(agent.call("prctl(PR_GET_DUMPABLE)", NR.prctl, PR.GET_DUMPABLE, 0, 0, 0, 0));
-  const thp = Number(agent.call("prctl(PR_GET_THP_DISABLE)", NR.prctl, PR.GET_THP_DISABLE, 0, 0, 0, 0));
   return create(mm_entrySchema, {
     mmStartCode: f(26),
     mmEndCode: f(27),
@@ -182,7 +196,7 @@ function dumpMm(agent: Agent, pid: number, table: FileTable, vmas: DumpedVma[]):
     mmEndData: f(46),
     mmStartStack: f(28),
     mmStartBrk: f(47),
-    mmBrk: BigInt.asUintN(64, agent.call("brk", NR.brk, 0)),
+    mmBrk: answers.brk,
     mmArgStart: f(48),
     mmArgEnd: f(49),
     mmEnvStart: f(50),
@@ -190,8 +204,8 @@ function dumpMm(agent: Agent, pid: number, table: FileTable, vmas: DumpedVma[]):
     exeFileId: addRegFile(table, exe, O.RDONLY),
     mmSavedAuxv: readAuxv(pid),
     vmas: vmas.map((v) => v.entry),
-    dumpable,
-    thpDisabled: thp !== 0,
+    dumpable: answers.dumpable,
+    thpDisabled: answers.thpDisabled,
   });
 }
 
@@ -248,17 +262,25 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   try {
     const out: DumpedTask = { pid, imagePid: task.ns.pid, cores: [], vmas, ids, fdinfos: [] };
     const leader = dumpThread(agent, pid, pid);
+    const answers = askTask(agent);
     out.cores.push({
       tid: pid,
       core: create(core_entrySchema, {
         mtype: core_entry_march.X86_64,
         threadInfo: leader.threadInfo,
-        tc: dumpTaskCore(agent, task),
+        tc: dumpTaskCore(agent, task, answers),
         threadCore: leader.threadCore,
       }),
     });
     for (const tid of task.threads.filter((t) => t !== pid)) {
-      const thread = new Agent(pid, RemoteThread.enter(tid, ip), agent.scratch, agent.scratchSize, false);
+      const thread = new Agent(
+        pid,
+        RemoteThread.enter(tid, ip),
+        agent.scratch,
+        agent.scratchSize,
+        false,
+        agent.batchIp,
+      );
       try {
         const t = dumpThread(thread, pid, tid);
         out.cores.push({
@@ -274,7 +296,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
       }
     }
     log.debug(`Task ${pid}: threads done`);
-    out.mm = dumpMm(agent, pid, ctx.table, vmas);
+    out.mm = dumpMm(pid, ctx.table, vmas, answers);
     out.fs = dumpFs(pid, ctx.table);
     out.fdinfos = dumpFds({ pid, agent, table: ctx.table, shellJob: ctx.shellJob, log: ctx.log }, fds);
     log.debug(`Task ${pid}: mm, fs and ${fds.length} fds done`);

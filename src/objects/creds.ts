@@ -6,7 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { type creds_entry, creds_entrySchema } from "../images/gen/creds_pb.ts";
 import { readStatus } from "../../ffi/proc.ts";
 import { NR, PR } from "../../ffi/syscalls.ts";
-import type { Agent } from "../agent.ts";
+import type { Agent, Query } from "../agent.ts";
 
 const PR_CAPBSET_DROP = 24;
 const PR_CAP_AMBIENT_RAISE = 2;
@@ -27,11 +27,15 @@ function capBits(words: readonly number[]): bigint {
   return BigInt(words[0] ?? 0) | (BigInt(words[1] ?? 0) << 32n);
 }
 
-export function dumpCreds(agent: Agent, tid: number): creds_entry {
-  const st = readStatus(tid);
+/** The thread's credentials: /proc status, and the securebits only the thread can tell. */
+export function credsQuery(agent: Agent, tid: number): Query<creds_entry> {
+  const q = agent.resultQuery("prctl(PR_GET_SECUREBITS)", NR.prctl, PR.GET_SECUREBITS, 0, 0, 0, 0);
+  return { calls: q.calls, answer: (r) => credsFrom(readStatus(tid), Number(q.answer(r))) };
+}
+
+function credsFrom(st: Map<string, string>, secbits: number): creds_entry {
   const [uid, euid, suid, fsuid] = ids(st.get("Uid"));
   const [gid, egid, sgid, fsgid] = ids(st.get("Gid"));
-  const secbits = Number(agent.call("prctl(PR_GET_SECUREBITS)", NR.prctl, PR.GET_SECUREBITS, 0, 0, 0, 0));
   return create(creds_entrySchema, {
     uid: uid!,
     euid: euid!,
@@ -68,7 +72,7 @@ export function restoreBoundingSet(agent: Agent, c: creds_entry): void {
 
 /** Does the thread have exactly these credentials already (a root task, most often)? */
 function alreadyHas(agent: Agent, c: creds_entry): boolean {
-  const now = dumpCreds(agent, agent.tid);
+  const [now] = agent.ask([credsQuery(agent, agent.tid)]);
   const same = (a: readonly number[], b: readonly number[]) =>
     a.length === b.length && a.every((x, i) => x === b[i]);
   return now.uid === c.uid && now.euid === c.euid && now.suid === c.suid && now.fsuid === c.fsuid &&

@@ -15,7 +15,7 @@ import { KSIGACTION_SIZE } from "../../ffi/structs.ts";
 import { NR, SIG } from "../../ffi/syscalls.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { readStatus } from "../../ffi/proc.ts";
-import type { Agent } from "../agent.ts";
+import type { Agent, BatchCall, Query } from "../agent.ts";
 
 const SIGMAX = 64;
 const SS_DISABLE = 2;
@@ -42,21 +42,31 @@ function customized(pid: number): Set<number> {
 
 const DEFAULT_ACTION = () => create(sa_entrySchema, { sigaction: 0n, flags: 0n, restorer: 0n, mask: 0n });
 
-export function dumpSigactions(agent: Agent): sa_entry[] {
-  agent.reset();
-  const buf = agent.alloc(KSIGACTION_SIZE);
+/** The handlers of the task, asked for those signals it catches or ignores (one buffer each). */
+export function sigactionsQuery(agent: Agent): Query<sa_entry[]> {
   const asked = customized(agent.pid);
-  return dispositionSignals().map((sig) => {
-    if (!asked.has(sig)) return DEFAULT_ACTION();
-    agent.call(`rt_sigaction(${sig})`, NR.rt_sigaction, sig, 0, buf, 8);
-    const v = new DataView(agent.read(buf, KSIGACTION_SIZE).buffer);
-    return create(sa_entrySchema, {
-      sigaction: v.getBigUint64(0, true),
-      flags: v.getBigUint64(8, true),
-      restorer: v.getBigUint64(16, true),
-      mask: v.getBigUint64(24, true),
-    });
-  });
+  const signals = dispositionSignals();
+  const bufs = new Map<number, bigint>();
+  for (const sig of signals) if (asked.has(sig)) bufs.set(sig, agent.alloc(KSIGACTION_SIZE));
+  return {
+    calls: [...bufs].map(([sig, buf]) => ({
+      name: `rt_sigaction(${sig})`,
+      nr: NR.rt_sigaction,
+      args: [sig, 0, buf, 8],
+    })),
+    answer: () =>
+      signals.map((sig) => {
+        const buf = bufs.get(sig);
+        if (buf === undefined) return DEFAULT_ACTION();
+        const v = new DataView(agent.read(buf, KSIGACTION_SIZE).buffer);
+        return create(sa_entrySchema, {
+          sigaction: v.getBigUint64(0, true),
+          flags: v.getBigUint64(8, true),
+          restorer: v.getBigUint64(16, true),
+          mask: v.getBigUint64(24, true),
+        });
+      }),
+  };
 }
 
 export function restoreSigactions(agent: Agent, actions: readonly sa_entry[]): void {
@@ -64,37 +74,43 @@ export function restoreSigactions(agent: Agent, actions: readonly sa_entry[]): v
   if (actions.length > signals.length) {
     throw new Error(`Image has ${actions.length} sigactions; at most ${signals.length} exist`);
   }
+  agent.reset();
+  const calls: BatchCall[] = [];
   actions.forEach((sa, i) => {
     const sig = signals[i]!;
     if (sa.sigaction === 0n && sa.flags === 0n && sa.mask === 0n) return; // default: the puppet has it
     const act = new BigUint64Array([sa.sigaction, sa.flags, sa.restorer, sa.mask]);
-    agent.reset();
     const buf = agent.alloc(KSIGACTION_SIZE, new Uint8Array(act.buffer));
-    agent.call(`rt_sigaction(${sig})`, NR.rt_sigaction, sig, buf, 0, 8);
+    calls.push({ name: `rt_sigaction(${sig})`, nr: NR.rt_sigaction, args: [sig, buf, 0, 8] });
   });
+  agent.batch(calls);
 }
 
 /** `stack_t { void *ss_sp; int ss_flags; size_t ss_size; }`: 24 bytes. */
-export function dumpSigaltstack(agent: Agent): thread_sas_entry {
-  agent.reset();
-  const b = agent.fetch("sigaltstack", 24, (buf) => [NR.sigaltstack, 0, buf]);
-  const v = new DataView(b.buffer);
-  return create(thread_sas_entrySchema, {
-    ssSp: v.getBigUint64(0, true),
-    ssFlags: v.getUint32(8, true), // SS_AUTODISARM is bit 31
-    ssSize: v.getBigUint64(16, true),
-  });
+export function sigaltstackQuery(agent: Agent): Query<thread_sas_entry> {
+  const q = agent.fetchQuery("sigaltstack", 24, (buf) => [NR.sigaltstack, 0, buf]);
+  return {
+    calls: q.calls,
+    answer: (r) => {
+      const v = new DataView(q.answer(r).buffer);
+      return create(thread_sas_entrySchema, {
+        ssSp: v.getBigUint64(0, true),
+        ssFlags: v.getUint32(8, true), // SS_AUTODISARM is bit 31
+        ssSize: v.getBigUint64(16, true),
+      });
+    },
+  };
 }
 
-export function restoreSigaltstack(agent: Agent, sas: thread_sas_entry | undefined): void {
-  if (!sas || (sas.ssFlags & SS_DISABLE) !== 0) return;
+/** The call that sets the thread's alternate stack (its struct placed in scratch); none when disabled. */
+export function sigaltstackCall(agent: Agent, sas: thread_sas_entry | undefined): BatchCall[] {
+  if (!sas || (sas.ssFlags & SS_DISABLE) !== 0) return [];
   const buf = new ArrayBuffer(24);
   const v = new DataView(buf);
   v.setBigUint64(0, sas.ssSp, true);
   v.setUint32(8, (sas.ssFlags & ~1) >>> 0, true); // SS_ONSTACK is a state, not a flag one can set
   v.setBigUint64(16, sas.ssSize, true);
-  agent.reset();
-  agent.call("sigaltstack", NR.sigaltstack, agent.alloc(24, new Uint8Array(buf)), 0);
+  return [{ name: "sigaltstack", nr: NR.sigaltstack, args: [agent.alloc(24, new Uint8Array(buf)), 0] }];
 }
 
 export function dumpPendingSignals(tid: number, shared: boolean): signal_queue_entry | undefined {

@@ -16,19 +16,23 @@ import {
 import { readTimers } from "../../ffi/proc.ts";
 import { readPairs, writeS64s } from "../../ffi/structs.ts";
 import { NR, PR } from "../../ffi/syscalls.ts";
-import type { Agent } from "../agent.ts";
+import type { Agent, Query } from "../agent.ts";
 
 const ITIMERS = [0, 1, 2] as const; // ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
 const SIGEV_THREAD_ID = 4;
 const NOTIFY_KIND: Record<string, number> = { signal: 0, none: 1, thread: 2 };
 
-function dumpItimer(agent: Agent, which: number): itimer_entry {
-  agent.reset();
-  const [isec, iusec, vsec, vusec] = readPairs(
-    agent.fetch("getitimer", 32, (b) => [NR.getitimer, which, b]),
-    4,
-  );
-  return create(itimer_entrySchema, { isec: isec!, iusec: iusec!, vsec: vsec!, vusec: vusec! });
+/** The three interval timers: real, virtual, prof. */
+export function itimersQuery(agent: Agent): Query<itimer_entry[]> {
+  const qs = ITIMERS.map((which) => agent.fetchQuery("getitimer", 32, (b) => [NR.getitimer, which, b]));
+  return {
+    calls: qs.flatMap((q) => q.calls),
+    answer: (r) =>
+      qs.map((q, i) => {
+        const [isec, iusec, vsec, vusec] = readPairs(q.answer([r[i]!]), 4);
+        return create(itimer_entrySchema, { isec: isec!, iusec: iusec!, vsec: vsec!, vusec: vusec! });
+      }),
+  };
 }
 
 function dumpPosixTimers(agent: Agent, pid: number): posix_timer_entry[] {
@@ -59,8 +63,9 @@ function dumpPosixTimers(agent: Agent, pid: number): posix_timer_entry[] {
   });
 }
 
-export function dumpTimers(agent: Agent, pid: number): task_timers_entry {
-  const [real, virt, prof] = ITIMERS.map((w) => dumpItimer(agent, w));
+/** The timers of a task, given its interval timers (asked with itimersQuery). */
+export function dumpTimers(agent: Agent, pid: number, itimers: readonly itimer_entry[]): task_timers_entry {
+  const [real, virt, prof] = itimers;
   return create(task_timers_entrySchema, { real, virt, prof, posix: dumpPosixTimers(agent, pid) });
 }
 

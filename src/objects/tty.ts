@@ -1,14 +1,31 @@
 /**
- * Terminals. Only --shell-job terminals are supported, as CRIU does it: the task's terminal fds are
- * remembered, and on restore they refer to the terminal criu-ts itself runs on.
+ * Terminals. Only shell-job terminals are supported, as CRIU does it: the task's terminal fds are
+ * remembered with the terminal's session and foreground group, and on restore they refer to the
+ * terminal criu-ts itself runs on (--shell-job), or, when an RPC client asks for orphan_pts_master,
+ * to a new pty whose master side goes to the client (runc hands it to the container's console).
  */
 import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
-import { tty_file_entrySchema, tty_info_entrySchema, TtyType } from "../images/gen/tty_pb.ts";
-import { NR } from "../../ffi/syscalls.ts";
+import {
+  tty_file_entrySchema,
+  type tty_info_entry,
+  tty_info_entrySchema,
+  TtyType,
+} from "../images/gen/tty_pb.ts";
+import { NR, O } from "../../ffi/syscalls.ts";
+import { closeFd } from "../../ffi/fd.ts";
+import { openPty, type Pty } from "../../ffi/pty.ts";
 import { type FdKind, registerFdKind } from "./files.ts";
 import { emptyFown } from "./regfile.ts";
 import { RestoreError, UnsupportedObjectError } from "../errors.ts";
+import type { Agent } from "../agent.ts";
+import type { Hooks } from "../actions/hooks.ts";
+import type { Log } from "../log.ts";
+
+const TIOCSCTTY = 0x540e;
+const TIOCGPGRP = 0x540f;
+const TIOCSPGRP = 0x5410;
+const TIOCGSID = 0x5429;
 
 function isTerminalPath(p: string): boolean {
   return /^\/dev\/(pts\/\d+|tty\d*|console|ttyS\d+)$/.test(p);
@@ -43,6 +60,7 @@ export const ttyKind: FdKind = {
       });
       ctx.table.ttyInfos.push(info);
     }
+    if (info.sid === 0) recordSession(ctx.agent, fd.fd, info);
     const infoId = info.id;
     return ctx.table.add(`tty:${ctx.pid}:${fd.fd}`, (id) =>
       create(file_entrySchema, {
@@ -53,10 +71,101 @@ export const ttyKind: FdKind = {
   },
   open(ctx) {
     if (ctx.terminalFd < 0) {
-      throw new RestoreError("The image has terminal fds (a shell job) but criu-ts is not on a terminal");
+      throw new RestoreError(
+        "The image has terminal fds (a shell job) but criu-ts is not on a terminal (RPC clients can ask for orphan_pts_master)",
+      );
     }
     return Number(ctx.agent.call("dup(terminal)", NR.dup, ctx.terminalFd));
   },
 };
 
 registerFdKind(ttyKind);
+
+/**
+ * The terminal's session and foreground group, as the task sees them (its PID namespace). The
+ * kernel answers only a task whose controlling terminal it is; others leave them 0.
+ */
+function recordSession(agent: Agent, fd: number, info: tty_info_entry): void {
+  agent.reset();
+  const buf = agent.alloc(4, new Uint8Array(4));
+  if (agent.raw(NR.ioctl, fd, TIOCGSID, buf) !== 0n) return;
+  info.sid = new DataView(agent.read(buf, 4).buffer).getInt32(0, true);
+  if (agent.raw(NR.ioctl, fd, TIOCGPGRP, buf) === 0n) {
+    info.pgrp = new DataView(agent.read(buf, 4).buffer).getInt32(0, true);
+  }
+}
+
+/**
+ * Where the terminal fds of a restored shell job come from: the terminal criu-ts runs on, which
+ * every task inherits from the restore helper at `inheritedFd` (-1: none), or with
+ * orphan_pts_master a new pty, made on first use, whose master goes to the RPC client with the
+ * orphan-pts-master notification. Without an RPC client to take the master, the job falls back to
+ * criu-ts's own terminal, as in CRIU.
+ */
+export class RestoreTerminal {
+  #pty: Pty | undefined;
+  #wantsPty: boolean;
+
+  constructor(
+    readonly inheritedFd: number,
+    orphanPtsMaster: boolean,
+    private readonly hooks: Hooks,
+    private readonly log: Log,
+  ) {
+    this.#wantsPty = orphanPtsMaster;
+  }
+
+  /** True once the terminal is a new pty of ours. */
+  get isNewPty(): boolean {
+    return this.#pty !== undefined;
+  }
+
+  /** Opens the terminal in the task; returns the task's fd, or -1 when there is no terminal. */
+  openIn(agent: Agent): number {
+    const pty = this.#newPty();
+    if (pty) {
+      agent.reset();
+      const path = agent.string(pty.slavePath);
+      return Number(agent.call(`open(${pty.slavePath})`, NR.open, path, O.RDWR | O.NOCTTY));
+    }
+    return this.inheritedFd >= 0 ? Number(agent.call("dup(terminal)", NR.dup, this.inheritedFd)) : -1;
+  }
+
+  /** Drops our end of the new pty (the client holds its own copy). */
+  close(): void {
+    if (this.#pty) closeFd(this.#pty.master);
+  }
+
+  #newPty(): Pty | undefined {
+    if (!this.#wantsPty || this.#pty) return this.#pty;
+    const pty = openPty();
+    try {
+      if (!this.hooks.sendFd?.("orphan-pts-master", pty.master)) {
+        this.log.warn(
+          "orphan_pts_master needs notify_scripts to hand the master over; using our own terminal",
+        );
+        this.#wantsPty = false;
+        closeFd(pty.master);
+        return undefined;
+      }
+    } catch (e) {
+      closeFd(pty.master);
+      throw e;
+    }
+    this.log.info(`The job's terminal is now ${pty.slavePath}; its master went to the RPC client`);
+    this.#pty = pty;
+    return pty;
+  }
+}
+
+/**
+ * Makes the terminal at `fd` the controlling terminal of the task (a session leader without one)
+ * and gives the foreground to `pgrp` (as the task's PID namespace numbers it; 0: leave it).
+ */
+export function takeTerminal(agent: Agent, fd: number, pgrp: number): void {
+  agent.call("ioctl(TIOCSCTTY)", NR.ioctl, fd, TIOCSCTTY, 0);
+  if (pgrp === 0) return;
+  agent.reset();
+  const buf = agent.alloc(4, new Uint8Array(new Int32Array([pgrp]).buffer));
+  agent.call("ioctl(TIOCSPGRP)", NR.ioctl, fd, TIOCSPGRP, buf);
+}

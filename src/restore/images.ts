@@ -19,6 +19,8 @@ import { FileTable } from "../objects/files.ts";
 import { PAGE_SIZE, PE, VMA } from "../objects/memory.ts";
 import { RestoreError } from "../errors.ts";
 import { TASK_STATE } from "../dump/task.ts";
+import type { net_device_entry } from "../images/gen/netdev_pb.ts";
+import { readNetns } from "../objects/netns.ts";
 
 /** Highest user-space address on x86_64 with 4-level paging (47 bits). */
 const USER_SPACE_END = 1n << 47n;
@@ -50,6 +52,8 @@ export interface Checkpoint {
   inventory: inventory_entry;
   tasks: RestoreTaskImages[];
   files: FileTable;
+  /** The devices of the tree's own network namespace; undefined when it had none. */
+  netDevices?: net_device_entry[];
 }
 
 function bad(what: string): never {
@@ -185,5 +189,8 @@ export function loadCheckpoint(imagesDir: string): Checkpoint {
   for (const t of dir.readOptional<tty_info_entry>(KINDS.TTY_INFO)) files.ttyInfos.push(t);
   readPipeData(dir, files);
   const tasks = tree.map((e) => loadTask(dir, e, files));
-  return { dir, inventory, tasks, files };
+  const cp: Checkpoint = { dir, inventory, tasks, files };
+  const netDevices = readNetns(dir, tasks[0]!.ids?.netNsId);
+  if (netDevices) cp.netDevices = netDevices;
+  return cp;
 }

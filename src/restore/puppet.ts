@@ -8,7 +8,7 @@ import * as pt from "../../ffi/ptrace.ts";
 import { spawn } from "../../ffi/spawn.ts";
 import { readMaps, readStatus } from "../../ffi/proc.ts";
 import { cloneSibling } from "../../ffi/sibling.ts";
-import { findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
+import { BATCH_CODE, findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { cloneArgs } from "../../ffi/structs.ts";
 import { CLONE, MAP, NR, PROT, SIG } from "../../ffi/syscalls.ts";
@@ -17,8 +17,9 @@ import { RestoreError } from "../errors.ts";
 import type { Log } from "../log.ts";
 
 export const PUPPET_SCRATCH_SIZE = 64 * 1024;
-/** The scratch page starts with `syscall` then `int3`s; data goes after this many bytes. */
-const CODE_BYTES = 16;
+/** The scratch page starts with `syscall` then `int3`s, then the batch runner; data goes after. */
+const BATCH_AT = 16;
+const CODE_BYTES = BATCH_AT + 64;
 const TRACE_OPTIONS = pt.PTRACE_O.TRACECLONE | pt.PTRACE_O.TRACEFORK | pt.PTRACE_O.TRACEVFORK |
   pt.PTRACE_O.EXITKILL;
 
@@ -83,16 +84,16 @@ export class PuppetMaster {
 
   /**
    * For --restore-sibling: the root is made first, as a sibling of ours (CLONE_PARENT from our
-   * own process), and becomes the first puppet; there is no helper. `newPidNs` gives it a PID
-   * namespace of its own (pid 1 there).
+   * own process), and becomes the first puppet; there is no helper. `nsFlags` (CLONE_NEWPID,
+   * CLONE_NEWNET) give it namespaces of its own (pid 1 in a new PID namespace).
    */
   static startSibling(
     rootPid: number,
-    newPidNs: boolean,
+    nsFlags: bigint,
     occupied: readonly { start: bigint; end: bigint }[],
     log: Log,
   ): PuppetMaster {
-    const root = cloneSibling(newPidNs ? 0 : rootPid, newPidNs ? BigInt(CLONE.NEWPID) : 0n);
+    const root = cloneSibling(nsFlags & BigInt(CLONE.NEWPID) ? 0 : rootPid, nsFlags);
     try {
       pt.seize(root, TRACE_OPTIONS);
       pt.interrupt(root);
@@ -125,13 +126,14 @@ export class PuppetMaster {
       this.scratch + BigInt(CODE_BYTES),
       PUPPET_SCRATCH_SIZE - CODE_BYTES,
       false,
+      this.scratch + BigInt(BATCH_AT),
     );
   }
 
   /**
    * Creates a task with PID `pid` (as its PID namespace sees it) and returns its pid in ours.
    * With no parent agent it is cloned from the helper with CLONE_PARENT, so it becomes our child;
-   * otherwise it is a child of the parent's task. `extraFlags` may ask for CLONE_NEWPID.
+   * otherwise it is a child of the parent's task. `extraFlags` may ask for CLONE_NEWPID or CLONE_NEWNET.
    */
   createTask(pid: number, parent: Agent | null, extraFlags = 0n): number {
     if (!parent && this.#siblingRoot) return this.#siblingRoot; // made by startSibling
@@ -249,11 +251,19 @@ function makeScratch(helper: number, scratch: bigint, vdsoStart: bigint, vdsoEnd
   const code = new Uint8Array(CODE_BYTES).fill(0xcc);
   code[0] = 0x0f;
   code[1] = 0x05;
+  code.set(BATCH_CODE, BATCH_AT);
   mem.write(scratch, code);
   mem.close();
   // From now on the helper runs its syscalls from the scratch page, like every puppet.
   entry.syscallIp = scratch;
-  return new Agent(helper, entry, scratch + BigInt(CODE_BYTES), PUPPET_SCRATCH_SIZE - CODE_BYTES, false);
+  return new Agent(
+    helper,
+    entry,
+    scratch + BigInt(CODE_BYTES),
+    PUPPET_SCRATCH_SIZE - CODE_BYTES,
+    false,
+    scratch + BigInt(BATCH_AT),
+  );
 }
 
 /** SIGKILL, then collect every notification so no zombie or traced task stays behind. */

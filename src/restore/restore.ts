@@ -8,8 +8,10 @@
  *   RESTORE   each task is rebuilt from inside by remote syscalls: memory, files, signals,
  *             timers, threads, credentials. Tasks stay stopped under ptrace.
  *             → "setup-namespaces", "post-setup-namespaces" (only when namespaces are made:
- *               a new PID namespace for a root that was the init of its own)
- *             → "post-restore" (restored, network still locked), "network-unlock" (netns only)
+ *               a new PID namespace for a root that was the init of its own, a new network
+ *               namespace for a tree that had its own or for --empty-ns net)
+ *             → "post-restore" (restored, network still locked), "network-unlock" (only for a
+ *               new network namespace)
  *   RESUME    → "pre-resume"; registers are loaded, the scratch page unmapped and every thread
  *             detached, so the tree runs. → "post-resume"
  *
@@ -19,7 +21,9 @@
 import { RestoreError } from "../errors.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
-import { loadCheckpoint, type RestoreTaskImages } from "./images.ts";
+import { type Checkpoint, loadCheckpoint, type RestoreTaskImages } from "./images.ts";
+import { restoreNetDevices } from "../objects/netns.ts";
+import { RestoreTerminal } from "../objects/tty.ts";
 import { PuppetMaster } from "./puppet.ts";
 import {
   closeParked,
@@ -52,6 +56,10 @@ export interface RestoreOptions {
   /** --restore-sibling: the root becomes a child of our parent (it needs `detached`). */
   sibling?: boolean;
   shellJob: boolean;
+  /** --empty-ns net: a new network namespace left empty, for the scripts to fill. */
+  emptyNetNs?: boolean;
+  /** RPC orphan_pts_master: a shell job's terminal becomes a new pty whose master goes to the client. */
+  orphanPtsMaster?: boolean;
   pidfile?: string;
   log: Log;
   hooks: Hooks;
@@ -162,6 +170,7 @@ function forkTree(
   ctx: TaskRestoreContext,
   tasks: readonly RestoreTaskImages[],
   shellJob: boolean,
+  rootFlags: bigint,
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
@@ -170,12 +179,10 @@ function forkTree(
     if (t !== tasks[0] && !parent) {
       throw new RestoreError(`Parent ${t.entry.ppid} of ${t.entry.pid} was not created`);
     }
-    // A root that was the init of its own PID namespace gets a new one, and pid 1 in it.
-    const newPidNs = t === tasks[0] && t.entry.pid === 1 ? BigInt(CLONE.NEWPID) : 0n;
     t.hostPid = master.createTask(
       t.entry.pid,
       t === tasks[0] ? null : parent,
-      newPidNs | sharedWithParent(tasks, t),
+      (t === tasks[0] ? rootFlags : 0n) | sharedWithParent(tasks, t),
     );
     const agent = master.agentFor(t.hostPid);
     if (t.helper) agent.call("setpgid(helper)", NR.setpgid, 0, 0);
@@ -196,6 +203,17 @@ function forkTree(
   return agents;
 }
 
+/**
+ * The namespaces the root is created in: a PID namespace when it was the init of its own (pid 1
+ * in it), a network namespace when the tree had its own or --empty-ns net asks for one.
+ */
+function rootNamespaces(cp: Checkpoint, opts: RestoreOptions): bigint {
+  let flags = 0n;
+  if (cp.tasks[0]!.entry.pid === 1) flags |= BigInt(CLONE.NEWPID);
+  if (cp.netDevices || opts.emptyNetNs) flags |= BigInt(CLONE.NEWNET);
+  return flags;
+}
+
 export function restore(opts: RestoreOptions): RestoreResult {
   const { log } = opts;
   // PREPARE
@@ -209,11 +227,18 @@ export function restore(opts: RestoreOptions): RestoreResult {
   if (opts.sibling && !opts.detached) {
     throw new RestoreError("--restore-sibling only makes sense with --restore-detached");
   }
+  const namespaces = rootNamespaces(cp, opts);
   const master = opts.sibling
-    ? PuppetMaster.startSibling(tasks[0]!.entry.pid, tasks[0]!.entry.pid === 1, occupied, log)
+    ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log)
     : PuppetMaster.start(occupied, log);
   let forkedAt = 0;
   let root = 0;
+  const terminal = new RestoreTerminal(
+    terminalFd(opts.shellJob),
+    opts.orphanPtsMaster ?? false,
+    opts.hooks,
+    log,
+  );
   const pending = new Map<number, PendingThread[]>();
   const shared = new SharedFiles();
   const cowStats = { compared: 0, skipped: 0 };
@@ -223,19 +248,19 @@ export function restore(opts: RestoreOptions): RestoreResult {
       checkpoint: cp,
       master,
       log,
-      terminalFd: terminalFd(opts.shellJob),
+      terminal,
       shellJob: opts.shellJob,
       shared,
       shmem: new Map(),
       cowStats,
     };
-    const agents = forkTree(ctx, tasks, opts.shellJob);
+    const agents = forkTree(ctx, tasks, opts.shellJob, namespaces);
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     forkedAt = performance.now();
-    // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces: here,
-    // a PID namespace for a root that was the init of its own.
-    if (tasks[0]!.entry.pid === 1) {
+    if (cp.netDevices && !opts.emptyNetNs) restoreNetDevices(agents.get(tasks[0]!.entry.pid)!, cp.netDevices);
+    // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces.
+    if (namespaces !== 0n) {
       opts.hooks.run("setup-namespaces", root);
       opts.hooks.run("post-setup-namespaces", root);
     }
@@ -252,7 +277,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));
     }
     opts.hooks.run("post-restore", root);
-    // network-unlock belongs to trees restored into a network namespace of their own (not yet).
+    if (namespaces & BigInt(CLONE.NEWNET)) opts.hooks.run("network-unlock", root);
     opts.hooks.run("pre-resume", root);
     // RESUME: from here on nothing can fail half-way in a way we could undo.
     for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
@@ -264,6 +289,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
   } catch (e) {
     master.abort();
     throw e;
+  } finally {
+    terminal.close();
   }
   for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
     const threads = pending.get(t.entry.pid)!;

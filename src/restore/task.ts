@@ -12,12 +12,12 @@ import { ProcMem } from "../../ffi/memory.ts";
 import { closeFd, OPEN, openFd, preadFull, pwriteFull } from "../../ffi/fd.ts";
 import { ERRNO, isSyscallError } from "../../ffi/errors.ts";
 import { NR, O, PR, RSEQ_FLAG_UNREGISTER, SIG } from "../../ffi/syscalls.ts";
-import type { Agent } from "../agent.ts";
+import type { Agent, BatchCall } from "../agent.ts";
 import { fillPages, finishAreas, mapAreas, mapFilesPath, moveSpecialAreas, VMA } from "../objects/memory.ts";
 import { KINDS } from "../images/kinds.ts";
 import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
 import { restoreFds, type SharedFiles } from "../objects/files.ts";
-import { restorePendingSignals, restoreSigactions, restoreSigaltstack } from "../objects/signals.ts";
+import { restorePendingSignals, restoreSigactions, sigaltstackCall } from "../objects/signals.ts";
 import { restoreTimers } from "../objects/timers.ts";
 import { restoreBoundingSet, restoreCreds } from "../objects/creds.ts";
 import { regsFromThreadInfo, xstateFromThreadInfo } from "../objects/cpu.ts";
@@ -27,13 +27,15 @@ import type { PuppetMaster } from "./puppet.ts";
 import { findFreeArea, PUPPET_SCRATCH_SIZE } from "./puppet.ts";
 import type { Log } from "../log.ts";
 import { dropUnlisted, inheritedAreas, patchInherited, splitRuns } from "./inherit.ts";
+import { type RestoreTerminal, takeTerminal } from "../objects/tty.ts";
+import { fd_types } from "../images/gen/fdinfo_pb.ts";
 
 export interface TaskRestoreContext {
   checkpoint: Checkpoint;
   master: PuppetMaster;
   log: Log;
-  /** Fd of our terminal inside puppets (for --shell-job), or -1. */
-  terminalFd: number;
+  /** Where a shell job's terminal fds come from. */
+  terminal: RestoreTerminal;
   /** Files open in the tasks restored so far. */
   shared: SharedFiles;
   /** Pages compared with the parent's and left shared (stats-restore). */
@@ -257,15 +259,22 @@ function restoreFs(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages):
   if (!t.fs) return;
   const dirOf = (id: number) => ctx.checkpoint.files.get(id).reg?.name ?? "/";
   const root = dirOf(t.fs.rootId);
-  agent.reset();
-  if (root !== "/") agent.call(`chroot(${root})`, NR.chroot, agent.string(root));
-  agent.reset();
   const cwd = dirOf(t.fs.cwdId);
-  const r = agent.raw(NR.chdir, agent.string(cwd));
-  if (r < 0n) {
-    throw new RestoreError(`Cannot enter the working directory ${cwd} of ${t.entry.pid}: errno ${-r}`);
+  agent.reset();
+  const calls: BatchCall[] = [];
+  if (root !== "/") calls.push({ name: `chroot(${root})`, nr: NR.chroot, args: [agent.string(root)] });
+  calls.push({ name: `chdir(${cwd})`, nr: NR.chdir, args: [agent.string(cwd)] });
+  if (t.fs.umask !== undefined) calls.push({ name: "umask", nr: NR.umask, args: [t.fs.umask] });
+  try {
+    agent.batch(calls);
+  } catch (e) {
+    const errno = isSyscallError(e) ? e.errno : 0;
+    throw new RestoreError(
+      `Cannot enter the root or working directory of ${t.entry.pid}: ${(e as Error).message}`,
+      errno,
+      { cause: e },
+    );
   }
-  if (t.fs.umask !== undefined) agent.call("umask", NR.umask, t.fs.umask);
 }
 
 const RLIMIT_NOFILE = 7;
@@ -283,9 +292,9 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
     ctx.shared.noteParked(pid, moved);
     return moved;
   };
-  const terminalFd = ctx.terminalFd >= 0
-    ? park(Number(agent.call("dup(terminal)", NR.dup, ctx.terminalFd)))
-    : -1;
+  const ttys = t.fdinfos.map((f) => ctx.checkpoint.files.get(f.id)).filter((f) => f.type === fd_types.TTY);
+  const opened = ttys.length > 0 ? ctx.terminal.openIn(agent) : -1;
+  const terminalFd = opened >= 0 ? park(opened) : -1;
   agent.call("close_range", NR.close_range, 0, parkBase - 1, 0);
   restoreFds(
     {
@@ -299,6 +308,13 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
     },
     t.fdinfos,
   );
+  // A new pty stands for the job's terminal: it becomes the controlling terminal of the session
+  // leader whose terminal it was (criu-ts's own terminal already is the job's, or is not to be taken).
+  if (terminalFd >= 0 && ctx.terminal.isNewPty && t.entry.sid === t.entry.pid) {
+    const infos = ttys.map((f) => ctx.checkpoint.files.ttyInfos.find((i) => i.id === f.tty?.ttyInfoId));
+    const info = infos.find((i) => i?.sid === t.entry.pid);
+    if (info) takeTerminal(agent, terminalFd, info.pgrp ?? 0);
+  }
 }
 
 /** Closes what restoreFiles parked in a task; runs once every task has its files. */
@@ -369,33 +385,48 @@ function processExistsInGroup(pgid: number): boolean {
 const SCHED_RESET_ON_FORK = 0x40000000;
 
 /** Scheduling policy, real-time priority and nice value of the calling thread. */
-function restoreScheduling(agent: Agent, policy: number, prio: number, nice: number): void {
+function schedulingCalls(agent: Agent, policy: number, prio: number, nice: number): BatchCall[] {
+  const calls: BatchCall[] = [];
   if (policy !== 0) {
-    agent.reset();
     const param = agent.alloc(4, new Uint8Array(new Int32Array([prio]).buffer));
-    agent.call("sched_setscheduler", NR.sched_setscheduler, 0, policy & ~SCHED_RESET_ON_FORK, param);
+    calls.push({
+      name: "sched_setscheduler",
+      nr: NR.sched_setscheduler,
+      args: [0, policy & ~SCHED_RESET_ON_FORK, param],
+    });
   }
-  if (nice !== 0) agent.call("setpriority", NR.setpriority, 0, /* PRIO_PROCESS */ 0, nice);
+  if (nice !== 0) {
+    calls.push({ name: "setpriority", nr: NR.setpriority, args: [0, /* PRIO_PROCESS */ 0, nice] });
+  }
+  return calls;
 }
 
-/** Per-thread state set from inside the thread itself. */
+/** Per-thread state set from inside the thread itself, in one batch. */
 function restoreThreadState(agent: Agent, core: core_entry): void {
   const tcore = core.threadCore;
   const ti = core.threadInfo!;
-  agent.call("set_tid_address", NR.set_tid_address, ti.clearTidAddr);
+  agent.reset();
+  const calls: BatchCall[] = [{ name: "set_tid_address", nr: NR.set_tid_address, args: [ti.clearTidAddr] }];
   if (tcore) {
-    if (tcore.futexRla) agent.call("set_robust_list", NR.set_robust_list, tcore.futexRla, tcore.futexRlaLen);
-    restoreSigaltstack(agent, tcore.sas);
-    if (tcore.comm) {
-      agent.reset();
-      agent.call("prctl(PR_SET_NAME)", NR.prctl, PR.SET_NAME, agent.string(tcore.comm.slice(0, 15)), 0, 0, 0);
+    if (tcore.futexRla) {
+      calls.push({
+        name: "set_robust_list",
+        nr: NR.set_robust_list,
+        args: [tcore.futexRla, tcore.futexRlaLen],
+      });
     }
-    restoreScheduling(agent, tcore.schedPolicy ?? 0, tcore.schedPrio ?? 0, tcore.schedNice ?? 0);
+    calls.push(...sigaltstackCall(agent, tcore.sas));
+    if (tcore.comm) {
+      const name = agent.string(tcore.comm.slice(0, 15));
+      calls.push({ name: "prctl(PR_SET_NAME)", nr: NR.prctl, args: [PR.SET_NAME, name, 0, 0, 0] });
+    }
+    calls.push(...schedulingCalls(agent, tcore.schedPolicy ?? 0, tcore.schedPrio ?? 0, tcore.schedNice ?? 0));
     const rs = tcore.rseqEntry;
     if (rs && rs.rseqAbiPointer !== 0n) {
-      agent.call("rseq", NR.rseq, rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature);
+      calls.push({ name: "rseq", nr: NR.rseq, args: [rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature] });
     }
   }
+  agent.batch(calls);
 }
 
 /**

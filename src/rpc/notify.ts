@@ -29,7 +29,13 @@ export class NotifyHooks implements Hooks {
     this.scripts.run(hook, pid);
   }
 
-  #ask(hook: HookName, pid?: number): void {
+  /** The fd goes with the NOTIFY reply (SCM_RIGHTS); no action script runs for it, as in CRIU. */
+  sendFd(hook: HookName, fd: number): boolean {
+    this.#ask(hook, undefined, [fd]);
+    return true;
+  }
+
+  #ask(hook: HookName, pid?: number, fds: readonly number[] = []): void {
     const notify = create(criu_notifySchema, { script: hook });
     if (pid !== undefined && WITH_PID.has(hook)) notify.pid = pid;
     this.log.debug(`Notifying the RPC client of ${hook}${notify.pid ? ` (pid ${notify.pid})` : ""}`);
@@ -37,6 +43,7 @@ export class NotifyHooks implements Hooks {
       this.channel.send(
         criu_respSchema,
         create(criu_respSchema, { type: criu_req_type.NOTIFY, success: true, notify }),
+        fds,
       );
     } catch (e) {
       throw new NotifyError(`Cannot notify the RPC client of ${hook}: ${messageOf(e)}`, { cause: e });

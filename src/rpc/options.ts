@@ -328,12 +328,7 @@ const RULES: readonly Rule[] = [
     only: "restore",
     apply: (t, o) => t.lsmProfile = o.lsmProfile,
   },
-  {
-    field: "orphanPtsMaster",
-    only: "restore",
-    support: "refused",
-    reason: "handing the master side of orphaned ptys to the client",
-  },
+  { field: "orphanPtsMaster", only: "restore", apply: (t) => t.orphanPtsMaster = true },
   // Lets CRIU keep pidfds of the tree between pre-dumps to spot pid reuse; we keep none.
   { field: "pidfdStoreSk", support: "accepted-and-logged", asks: set("pidfdStoreSk") },
 ];

@@ -265,6 +265,8 @@ function handleRestore(ctx: ServerContext, req: criu_req): Reply {
       // rst_sibling (runc, libcriu): the root becomes a child of the client that started swrk.
       sibling: o.restoreSibling,
       shellJob: o.shellJob,
+      emptyNetNs: o.emptyNetNs,
+      orphanPtsMaster: o.orphanPtsMaster,
       log,
       hooks: hooksFor(ctx, setup, log),
     });

@@ -1,0 +1,57 @@
+import assert from "node:assert/strict";
+import { spawn } from "../ffi/spawn.ts";
+import * as pt from "../ffi/ptrace.ts";
+import { findSyscallInstruction } from "../ffi/remote.ts";
+import { readMaps, readStat } from "../ffi/proc.ts";
+import { NR, PR } from "../ffi/syscalls.ts";
+import { isSyscallError } from "../ffi/errors.ts";
+import { Agent } from "./agent.ts";
+
+function seizedSleep(): { pid: number; agent: Agent } {
+  const pid = spawn("/bin/sleep", ["sleep", "60"], { setsid: true });
+  for (let i = 0; i < 500 && readStat(pid).state !== "S"; i++) {
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+  }
+  pt.seize(pid, 0);
+  pt.interrupt(pid);
+  assert.equal(pt.wait(pid)?.kind, "stopped");
+  const vdso = readMaps(pid).find((m) => m.path === "[vdso]")!;
+  return { pid, agent: Agent.enter(pid, pid, findSyscallInstruction(pid, vdso.start, vdso.end)) };
+}
+
+function finish(pid: number): void {
+  pt.kill(pid, 9);
+  while (pt.wait(pid)?.kind === "stopped") { /* collect the stop reports */ }
+}
+
+const comm = (pid: number) => Deno.readTextFileSync(`/proc/${pid}/comm`).trim();
+
+Deno.test("Agent.batch() runs every call for one trap and stops at the first failure", () => {
+  const { pid, agent } = seizedSleep();
+  try {
+    const regs = agent.thread.savedRegs.clone();
+    const name = agent.string("renamed");
+    const rename = { name: "prctl(PR_SET_NAME)", nr: NR.prctl, args: [PR.SET_NAME, name, 0, 0, 0] };
+    const [self, brk] = agent.batch([
+      { name: "getpid", nr: NR.getpid, args: [] },
+      { name: "brk", nr: NR.brk, args: [0] },
+    ]);
+    assert.equal(self, BigInt(pid));
+    assert.ok(brk! > 0n);
+    assert.throws(
+      () => agent.batch([{ name: "close(12345)", nr: NR.close, args: [12345] }, rename]),
+      (e) => isSyscallError(e, "EBADF") && /remote close\(12345\)/.test(e.message),
+    );
+    assert.equal(comm(pid), "sleep", "a call after the failure ran");
+    const results = agent.batch([{ name: "close(12345)", nr: NR.close, args: [12345] }, rename], true);
+    assert.deepEqual(results, [-9n, 0n]);
+    assert.equal(comm(pid), "renamed");
+    agent.leave();
+    assert.deepEqual([...pt.getRegs(pid).raw], [...regs.raw]);
+    assert.ok(!readMaps(pid).some((m) => m.start === agent.batchIp), "the scratch mapping is gone");
+    pt.detach(pid);
+    assert.match(readStat(pid).state, /[SR]/);
+  } finally {
+    finish(pid);
+  }
+});
