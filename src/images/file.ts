@@ -119,10 +119,16 @@ function schemasOf(k: ImageKind): Map<string, DescMessage> {
   return m;
 }
 
+/**
+ * A closed writer's buffer, kept for the next one: a dump writes hundreds of small images one
+ * after another, and a fresh zeroed 128 KiB each time costs more than the entries themselves.
+ */
+let spareBuffer: Uint8Array<ArrayBuffer> | null = null;
+
 /** Writes one image file: its magics on creation, then entries and blobs through a buffer. */
 export class ImageWriter<K extends ImageKind = ImageKind> {
   #sink: ByteSink;
-  #buf = new Uint8Array(BUFFER_SIZE);
+  #buf = takeBuffer();
   #view = new DataView(this.#buf.buffer);
   #len = 0;
   #offset = 0;
@@ -215,6 +221,7 @@ export class ImageWriter<K extends ImageKind = ImageKind> {
       this.flush();
     } finally {
       this.#closed = true;
+      spareBuffer ??= this.#buf;
       this.#sink.close();
     }
   }
@@ -253,6 +260,12 @@ export class ImageWriter<K extends ImageKind = ImageKind> {
       this.#len = bytes.length;
     }
   }
+}
+
+function takeBuffer(): Uint8Array<ArrayBuffer> {
+  const buf = spareBuffer ?? new Uint8Array(BUFFER_SIZE);
+  spareBuffer = null;
+  return buf;
 }
 
 /** Reads one image file: checks its magics on open, then hands out entries and blobs. */
