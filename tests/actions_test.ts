@@ -140,29 +140,31 @@ Deno.test("a failing network-lock script aborts the dump, unlocks, and the proce
   }
 });
 
-Deno.test("a failing network-unlock script aborts the restore and leaves no process", async () => {
-  const w = await Workload.start("netns");
-  const images = tempDir();
-  try {
-    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
-    await reap(w.pid);
-    const r = await criu([
-      "restore",
-      "-D",
-      images,
-      "-d",
-      "--action-script",
-      recorder(`${images}/h`, "network-unlock"),
-    ]);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /at the network-unlock hook/);
-    await reap(w.pid);
-    assert.ok(!exists(`/proc/${w.pid}`), "the half-restored process is still there");
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
-});
+for (const hook of ["setup-namespaces", "post-setup-namespaces", "network-unlock"]) {
+  Deno.test(`a failing ${hook} script aborts a restore into new namespaces and leaves no process`, async () => {
+    const w = await Workload.start("netns");
+    const images = tempDir();
+    try {
+      await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+      await reap(w.pid);
+      const r = await criu([
+        "restore",
+        "-D",
+        images,
+        "-d",
+        "--action-script",
+        recorder(`${images}/h`, hook),
+      ]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, new RegExp(`at the ${hook} hook`));
+      await reap(w.pid);
+      assert.ok(!exists(`/proc/${w.pid}`), "the half-restored process is still there");
+    } finally {
+      w.cleanup();
+      Deno.removeSync(images, { recursive: true });
+    }
+  });
+}
 
 Deno.test("restore --empty-ns net puts the tree in a new, empty network namespace", async () => {
   const w = await Workload.start("counter");
