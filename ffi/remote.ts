@@ -30,77 +30,32 @@ export interface RemoteChild {
 
 /**
  * The batch runner, run with r15 = table, r14 = number of calls, r13 = 1 to go on after a failure.
- * Each table slot is 8 words: nr, six arguments, and the result, written back in place.
- *
- *   loop: test r14,r14 ; jz done
- *         mov rax,[r15] ; mov rdi,[r15+8] ; mov rsi,[r15+16] ; mov rdx,[r15+24]
- *         mov r10,[r15+32] ; mov r8,[r15+40] ; mov r9,[r15+48] ; syscall
- *         mov [r15+56],rax ; add r15,64 ; dec r14
- *         cmp rax,-4095 ; jb loop        (unsigned: not an error)
- *         test r13,r13 ; jnz loop
- *   done: int3
+ * Each table slot is 8 words: nr, six arguments, and the result, written back in place. One
+ * instruction per line, with its encoding.
  */
-export const BATCH_CODE = new Uint8Array([
-  0x4d,
-  0x85,
-  0xf6,
-  0x74,
-  0x35, //
-  0x49,
-  0x8b,
-  0x07,
-  0x49,
-  0x8b,
-  0x7f,
-  0x08,
-  0x49,
-  0x8b,
-  0x77,
-  0x10,
-  0x49,
-  0x8b,
-  0x57,
-  0x18, //
-  0x4d,
-  0x8b,
-  0x57,
-  0x20,
-  0x4d,
-  0x8b,
-  0x47,
-  0x28,
-  0x4d,
-  0x8b,
-  0x4f,
-  0x30,
-  0x0f,
-  0x05, //
-  0x49,
-  0x89,
-  0x47,
-  0x38,
-  0x49,
-  0x83,
-  0xc7,
-  0x40,
-  0x49,
-  0xff,
-  0xce, //
-  0x48,
-  0x3d,
-  0x01,
-  0xf0,
-  0xff,
-  0xff,
-  0x72,
-  0xcb, //
-  0x4d,
-  0x85,
-  0xed,
-  0x75,
-  0xc6, //
-  0xcc,
-]);
+export const BATCH_CODE = Uint8Array.from(
+  [
+    "4d85f6", // loop: test r14,r14
+    "7435", //         jz done (+0x35)
+    "498b07", //       mov rax,[r15]
+    "498b7f08", //     mov rdi,[r15+8]
+    "498b7710", //     mov rsi,[r15+16]
+    "498b5718", //     mov rdx,[r15+24]
+    "4d8b5720", //     mov r10,[r15+32]
+    "4d8b4728", //     mov r8,[r15+40]
+    "4d8b4f30", //     mov r9,[r15+48]
+    "0f05", //         syscall
+    "49894738", //     mov [r15+56],rax
+    "4983c740", //     add r15,64
+    "49ffce", //       dec r14
+    "483d01f0ffff", // cmp rax,-4095
+    "72cb", //         jb loop (unsigned below: not an error)
+    "4d85ed", //       test r13,r13
+    "75c6", //         jnz loop
+    "cc", //     done: int3
+  ].join("").match(/../g)!,
+  (h) => parseInt(h, 16),
+);
 export const BATCH_SLOT_WORDS = 8;
 /** What a result slot holds until its call has run: no syscall returns it. */
 export const BATCH_NOT_RUN = 1n << 63n;

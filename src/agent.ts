@@ -43,8 +43,8 @@ export class Agent {
     readonly scratch: bigint,
     readonly scratchSize: number,
     ownsScratch: boolean,
-    /** Where BATCH_CODE is in the task; 0 when it is not there (calls then go one by one). */
-    readonly batchIp = 0n,
+    /** Where BATCH_CODE is in the task. */
+    readonly batchIp: bigint,
   ) {
     this.#ownsScratch = ownsScratch;
   }
@@ -101,27 +101,17 @@ export class Agent {
    */
   batch(calls: readonly BatchCall[], keepGoing = false): bigint[] {
     if (calls.length === 0) return [];
-    let results: bigint[];
-    if (this.batchIp === 0n) {
-      results = [];
-      for (const c of calls) {
-        const r = this.thread.raw(c.nr, ...c.args);
-        results.push(r);
-        if (!keepGoing && isRemoteError(r)) break;
-      }
-    } else {
-      const table = new BigUint64Array(calls.length * BATCH_SLOT_WORDS);
-      calls.forEach((c, i) => {
-        const slot = i * BATCH_SLOT_WORDS;
-        table[slot] = BigInt(c.nr);
-        c.args.forEach((a, j) => table[slot + 1 + j] = BigInt.asUintN(64, BigInt(a)));
-        table[slot + 7] = BATCH_NOT_RUN;
-      });
-      const addr = this.alloc(table.byteLength, new Uint8Array(table.buffer));
-      this.thread.runBatch(this.batchIp, addr, calls.length, keepGoing);
-      const back = new BigUint64Array(this.read(addr, table.byteLength).buffer);
-      results = calls.map((_, i) => BigInt.asIntN(64, back[i * BATCH_SLOT_WORDS + 7]!));
-    }
+    const table = new BigUint64Array(calls.length * BATCH_SLOT_WORDS);
+    calls.forEach((c, i) => {
+      const slot = i * BATCH_SLOT_WORDS;
+      table[slot] = BigInt(c.nr);
+      c.args.forEach((a, j) => table[slot + 1 + j] = BigInt.asUintN(64, BigInt(a)));
+      table[slot + 7] = BATCH_NOT_RUN;
+    });
+    const addr = this.alloc(table.byteLength, new Uint8Array(table.buffer));
+    this.thread.runBatch(this.batchIp, addr, calls.length, keepGoing);
+    const back = new BigUint64Array(this.read(addr, table.byteLength).buffer);
+    const results = calls.map((_, i) => BigInt.asIntN(64, back[i * BATCH_SLOT_WORDS + 7]!));
     const failed = results.findIndex(isRemoteError);
     if (!keepGoing && failed >= 0) {
       throw new SyscallError(
@@ -130,7 +120,7 @@ export class Agent {
         `in task ${this.tid}`,
       );
     }
-    return calls.map((_, i) => results[i] ?? BigInt.asIntN(64, BATCH_NOT_RUN));
+    return results;
   }
 
   /** Runs the calls of every query for one trap (stopping at the first failure), then reads each answer. */

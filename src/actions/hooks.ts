@@ -22,10 +22,10 @@ export interface Hooks {
   run(hook: HookName, pid?: number): void;
   /**
    * Hands `fd` to the RPC client with the notification of `hook` (CRIU does this for
-   * orphan-pts-master only); the client must agree. Absent, or false, when no client takes
-   * notifications: the caller then does without.
+   * orphan-pts-master only); the client must agree. Absent when no client takes notifications:
+   * the caller then does without.
    */
-  sendFd?(hook: HookName, fd: number): boolean;
+  sendFd?(hook: HookName, fd: number): void;
 }
 
 export const noHooks: Hooks = { run() {} };

@@ -87,12 +87,16 @@ registerFdKind(ttyKind);
  */
 function recordSession(agent: Agent, fd: number, info: tty_info_entry): void {
   agent.reset();
-  const buf = agent.alloc(4, new Uint8Array(4));
-  if (agent.raw(NR.ioctl, fd, TIOCGSID, buf) !== 0n) return;
-  info.sid = new DataView(agent.read(buf, 4).buffer).getInt32(0, true);
-  if (agent.raw(NR.ioctl, fd, TIOCGPGRP, buf) === 0n) {
-    info.pgrp = new DataView(agent.read(buf, 4).buffer).getInt32(0, true);
-  }
+  const sid = agent.alloc(4, new Uint8Array(4));
+  const pgrp = agent.alloc(4, new Uint8Array(4));
+  const [gotSid, gotPgrp] = agent.batch([
+    { name: "ioctl(TIOCGSID)", nr: NR.ioctl, args: [fd, TIOCGSID, sid] },
+    { name: "ioctl(TIOCGPGRP)", nr: NR.ioctl, args: [fd, TIOCGPGRP, pgrp] },
+  ], true);
+  const int32 = (addr: bigint) => new DataView(agent.read(addr, 4).buffer).getInt32(0, true);
+  if (gotSid !== 0n) return;
+  info.sid = int32(sid);
+  if (gotPgrp === 0n) info.pgrp = int32(pgrp);
 }
 
 /**
@@ -138,16 +142,14 @@ export class RestoreTerminal {
 
   #newPty(): Pty | undefined {
     if (!this.#wantsPty || this.#pty) return this.#pty;
+    if (!this.hooks.sendFd) {
+      this.log.warn("orphan_pts_master needs notify_scripts to hand the master over; using our own terminal");
+      this.#wantsPty = false;
+      return undefined;
+    }
     const pty = openPty();
     try {
-      if (!this.hooks.sendFd?.("orphan-pts-master", pty.master)) {
-        this.log.warn(
-          "orphan_pts_master needs notify_scripts to hand the master over; using our own terminal",
-        );
-        this.#wantsPty = false;
-        closeFd(pty.master);
-        return undefined;
-      }
+      this.hooks.sendFd("orphan-pts-master", pty.master);
     } catch (e) {
       closeFd(pty.master);
       throw e;

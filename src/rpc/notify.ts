@@ -30,9 +30,8 @@ export class NotifyHooks implements Hooks {
   }
 
   /** The fd goes with the NOTIFY reply (SCM_RIGHTS); no action script runs for it, as in CRIU. */
-  sendFd(hook: HookName, fd: number): boolean {
+  sendFd(hook: HookName, fd: number): void {
     this.#ask(hook, undefined, [fd]);
-    return true;
   }
 
   #ask(hook: HookName, pid?: number, fds: readonly number[] = []): void {
