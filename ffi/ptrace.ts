@@ -143,7 +143,9 @@ export function peekSiginfo(pid: number, shared: boolean): Uint8Array<ArrayBuffe
     const args = peeksiginfoArgs(out.length, shared, batch);
     const n = ptrace("PTRACE_PEEKSIGINFO", PTRACE.PEEKSIGINFO, pid, addressOf(args), addressOf(buf));
     for (let i = 0; i < n; i++) out.push(buf.slice(i * SIGINFO_SIZE, (i + 1) * SIGINFO_SIZE));
-    if (n < batch) return out;
+    // A short count is not the end: the kernel stops early when a signal is pending for us (a
+    // profiler's SIGPROF, a script's SIGCHLD). Only an empty answer is.
+    if (n === 0) return out;
   }
 }
 

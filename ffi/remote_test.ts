@@ -5,6 +5,7 @@ import { findSyscallInstruction, RemoteThread } from "./remote.ts";
 import { readMaps, readStat } from "./proc.ts";
 import { NR } from "./syscalls.ts";
 import { readMemory, writeMemory } from "./memory.ts";
+import { addressOf, libc } from "./libc.ts";
 import { isSyscallError } from "./errors.ts";
 
 function startSleep(): number {
@@ -81,6 +82,54 @@ Deno.test("spawn() hands the child only the fds it names", () => {
     );
     assert.equal(fds.length, 1, `the child holds ${fds.join(", ")}`);
     assert.match(fds[0]!, /^0 -> /);
+  } finally {
+    finish(pid);
+  }
+});
+
+/** A timer that signals this very thread every `us` microseconds, so its syscalls see a signal pending. */
+function signalStorm(us: number): () => void {
+  const onAlarm = () => {};
+  Deno.addSignalListener("SIGALRM", onAlarm);
+  const tid = Number(libc.syscall(NR.gettid, 0n, 0n, 0n, 0n, 0n, 0n));
+  const event = new DataView(new ArrayBuffer(64)); // struct sigevent
+  event.setInt32(8, 14, true); // sigev_signo = SIGALRM
+  event.setInt32(12, 4, true); // sigev_notify = SIGEV_THREAD_ID
+  event.setInt32(16, tid, true);
+  const id = new Int32Array(1);
+  const ev = new Uint8Array(event.buffer);
+  assert.equal(libc.syscall(NR.timer_create, 1n, addressOf(ev), addressOf(id), 0n, 0n, 0n), 0n);
+  const spec = new BigInt64Array([0n, BigInt(us * 1000), 0n, BigInt(us * 1000)]); // interval, first
+  libc.syscall(NR.timer_settime, BigInt(id[0]!), 0n, addressOf(spec), 0n, 0n, 0n);
+  return () => {
+    libc.syscall(NR.timer_delete, BigInt(id[0]!), 0n, 0n, 0n, 0n, 0n);
+    Deno.removeSignalListener("SIGALRM", onAlarm);
+  };
+}
+
+Deno.test("peekSiginfo() reads the whole queue while signals interrupt the tracer", () => {
+  const pid = startSleep();
+  const count = 2000;
+  try {
+    seized(pid).leave();
+    const info = new Int32Array(32); // siginfo: SIGRTMIN+1, SI_QUEUE, from us
+    info[0] = 35;
+    info[2] = -1;
+    info[4] = Deno.pid;
+    for (let i = 0; i < count; i++) {
+      info[6] = i; // si_value
+      const r = libc.syscall(NR.rt_sigqueueinfo, BigInt(pid), 35n, addressOf(info), 0n, 0n, 0n);
+      assert.equal(r, 0n, `queueing signal ${i}`);
+    }
+    const stop = signalStorm(50);
+    let got;
+    try {
+      got = pt.peekSiginfo(pid, true);
+    } finally {
+      stop();
+    }
+    assert.equal(got.length, count);
+    assert.deepEqual(got.map((s) => new Int32Array(s.buffer)[6]), [...Array(count).keys()]);
   } finally {
     finish(pid);
   }

@@ -20,3 +20,6 @@ if ! command -v crit >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import pycriu' >/
     echo "setup: Debian's criu package is missing; tests that compare with crit/pycriu will fail" >&2
   fi
 fi
+# The bundle the launcher runs (it would build it on first use too, but here it is built once,
+# before tests start many criu processes at the same time).
+bash "$root/scripts/bundle.sh"

@@ -139,7 +139,7 @@ export function restorePendingSignals(
     const signo = new DataView(s.siginfo.buffer, s.siginfo.byteOffset).getInt32(0, true);
     agent.reset();
     const info = agent.alloc(128, s.siginfo.slice());
-    if (shared) agent.call(`rt_sigqueueinfo(${signo})`, 129, pid, signo, info);
-    else agent.call(`rt_tgsigqueueinfo(${signo})`, 297, pid, tid, signo, info);
+    if (shared) agent.call(`rt_sigqueueinfo(${signo})`, NR.rt_sigqueueinfo, pid, signo, info);
+    else agent.call(`rt_tgsigqueueinfo(${signo})`, NR.rt_tgsigqueueinfo, pid, tid, signo, info);
   }
 }
