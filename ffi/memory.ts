@@ -1,7 +1,20 @@
 /** Reading and writing another task's memory. */
-import { addressOf, call, callBig, cstr, libc } from "./libc.ts";
+import { addressOf, call, callBig, cstr, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
 import { iovecs } from "./structs.ts";
+
+/** process_vm_readv of one range into `into` (or a fresh buffer); short reads are errors. */
+/** The two iovecs of a one-range copy (ours, then the task's), made once. */
+const iov = new BigUint64Array(4);
+const localIov = new Uint8Array(iov.buffer, 0, 16);
+const remoteIov = new Uint8Array(iov.buffer, 16, 16);
+
+function oneRange(buf: Uint8Array<ArrayBuffer>, addr: bigint, len: number): void {
+  iov[0] = addressOf(buf);
+  iov[1] = BigInt(len);
+  iov[2] = addr;
+  iov[3] = BigInt(len);
+}
 
 /** process_vm_readv of one range into `into` (or a fresh buffer); short reads are errors. */
 export function readMemory(
@@ -11,30 +24,30 @@ export function readMemory(
   into?: Uint8Array<ArrayBuffer>,
 ): Uint8Array<ArrayBuffer> {
   const buf = into ?? new Uint8Array(len);
-  const local = iovecs([{ base: addressOf(buf), len }]);
-  const remote = iovecs([{ base: addr, len }]);
-  const n = callBig(
-    "process_vm_readv",
-    libc.process_vm_readv(pid, new Uint8Array(local.buffer), 1n, new Uint8Array(remote.buffer), 1n, 0n),
-    `pid ${pid}, 0x${addr.toString(16)}+${len}`,
-  );
-  if (n !== len) {
-    throw new SyscallError("process_vm_readv", 14, `short read ${n} of ${len} at 0x${addr.toString(16)}`);
+  oneRange(buf, addr, len);
+  const n = libc.process_vm_readv(pid, localIov, 1n, remoteIov, 1n, 0n);
+  if (n !== BigInt(len)) {
+    const why = n === -1n ? `errno ${lastErrno()}` : `short read ${n} of ${len}`;
+    throw new SyscallError(
+      "process_vm_readv",
+      n === -1n ? lastErrno() : 14,
+      `${why} at 0x${addr.toString(16)}`,
+    );
   }
   return buf;
 }
 
 /** process_vm_writev; only for writable mappings (use ProcMem for read-only ones). */
 export function writeMemory(pid: number, addr: bigint, data: Uint8Array<ArrayBuffer>): void {
-  const local = iovecs([{ base: addressOf(data), len: data.byteLength }]);
-  const remote = iovecs([{ base: addr, len: data.byteLength }]);
-  const n = callBig(
-    "process_vm_writev",
-    libc.process_vm_writev(pid, new Uint8Array(local.buffer), 1n, new Uint8Array(remote.buffer), 1n, 0n),
-    `pid ${pid}, 0x${addr.toString(16)}+${data.byteLength}`,
-  );
-  if (n !== data.byteLength) {
-    throw new SyscallError("process_vm_writev", 14, `short write at 0x${addr.toString(16)}`);
+  oneRange(data, addr, data.byteLength);
+  const n = libc.process_vm_writev(pid, localIov, 1n, remoteIov, 1n, 0n);
+  if (n !== BigInt(data.byteLength)) {
+    const why = n === -1n ? `errno ${lastErrno()}` : `short write ${n} of ${data.byteLength}`;
+    throw new SyscallError(
+      "process_vm_writev",
+      n === -1n ? lastErrno() : 14,
+      `${why} at 0x${addr.toString(16)}`,
+    );
   }
 }
 

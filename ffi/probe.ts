@@ -331,6 +331,6 @@ export function madviseScratchPage(advice: number): number {
 
 /** ptrace(PTRACE_POKEUSER): writes one word of a stopped tracee's `struct user` (debug registers). */
 export function pokeUser(pid: number, offset: number, value: bigint): number {
-  const r = libc.ptrace(BigInt(PTRACE_POKEUSER), BigInt(pid), BigInt(offset), value);
+  const r = libc.ptrace(PTRACE_POKEUSER, pid, BigInt(offset), value);
   return r === -1n ? -lastErrno() : 0;
 }

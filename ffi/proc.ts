@@ -130,15 +130,6 @@ export function listFds(pid: number): FdEntry[] {
   return out.sort((a, b) => a.fd - b.fd);
 }
 
-export function processExists(pid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pid}`);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** POSIX timers from /proc/PID/timers. */
 export interface ProcTimer {
   id: number;

@@ -1,5 +1,6 @@
 /** Process-level syscalls criu-ts issues from its own process about another one. */
-import { addressOf, callBig, libc } from "./libc.ts";
+import { addressOf, callBig, lastErrno, libc } from "./libc.ts";
+import { ERRNO } from "./errors.ts";
 
 const NR_PRLIMIT64 = 302;
 const NR_GET_ROBUST_LIST = 274;
@@ -7,6 +8,15 @@ const NR_KCMP = 312;
 const KCMP_FILE = 0;
 
 export const RLIMIT_COUNT = 16;
+
+/**
+ * Is there a process or thread with this id (a zombie counts)? kill(id, 0) tells without sending
+ * anything; it is ten times cheaper than a failing stat of /proc/ID.
+ */
+export function processExists(pid: number): boolean {
+  if (pid <= 0) return false;
+  return libc.kill(pid, 0) === 0 || lastErrno() === ERRNO.EPERM;
+}
 
 export function getRlimit(pid: number, resource: number): { cur: bigint; max: bigint } {
   const old = new BigUint64Array(2);
@@ -66,7 +76,12 @@ export function clockNs(clockId: number): bigint {
 /** kcmp resource types. */
 export const KCMP = { VM: 1, FILES: 2, FS: 3, SIGHAND: 4 } as const;
 
-/** Do two processes share a kernel resource (mm, fd table, fs, signal handlers)? */
-export function sharesResource(pid1: number, pid2: number, type: number): boolean {
-  return libc.syscall(BigInt(NR_KCMP), BigInt(pid1), BigInt(pid2), BigInt(type), 0n, 0n, 0n) === 0n;
+/**
+ * kcmp of a kernel resource (mm, fd table, fs, signal handlers) of two processes: 0 when they
+ * share it; otherwise 1 or 2 as the first one's object sorts before or after the second's (an
+ * order that holds for the life of the objects, so a sorted list can be searched), or a
+ * negative errno.
+ */
+export function compareResource(pid1: number, pid2: number, type: number): number {
+  return Number(libc.syscall(BigInt(NR_KCMP), BigInt(pid1), BigInt(pid2), BigInt(type), 0n, 0n, 0n));
 }

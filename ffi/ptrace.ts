@@ -59,11 +59,10 @@ function ptrace(
   addr: bigint | number,
   data: bigint | number,
 ): number {
-  return callBig(
-    `ptrace(${name})`,
-    libc.ptrace(BigInt(req), BigInt(pid), BigInt(addr), BigInt(data)),
-    `pid ${pid}`,
-  );
+  // The hottest call of the tool: nothing is built (not even the error text) unless it fails.
+  const r = libc.ptrace(req, pid, BigInt(addr), BigInt(data));
+  if (r === -1n) throw new SyscallError(`ptrace(${name})`, lastErrno(), `pid ${pid}`);
+  return Number(r);
 }
 
 export function seize(pid: number, options: number): void {
@@ -88,50 +87,64 @@ export function singlestep(pid: number): void {
   ptrace("PTRACE_SINGLESTEP", PTRACE.SINGLESTEP, pid, 0, 0);
 }
 export function eventMessage(pid: number): bigint {
-  const out = new BigUint64Array(1);
-  ptrace("PTRACE_GETEVENTMSG", PTRACE.GETEVENTMSG, pid, 0, addressOf(out));
-  return out[0]!;
+  ptrace("PTRACE_GETEVENTMSG", PTRACE.GETEVENTMSG, pid, 0, addressOf(io.word));
+  return io.word[0]!;
 }
+
+/**
+ * The buffers register sets travel through, made once: a dump or restore moves a few thousand of
+ * them, and a fresh buffer (whose address Deno must then find) costs more than the ptrace call.
+ */
+const io = {
+  iov: new BigUint64Array(2),
+  word: new BigUint64Array(1),
+  regs: new Uint8Array(USER_REGS_SIZE),
+  xstate: new Uint8Array(16384),
+};
 
 /** Reads a regset into `buf`; returns how many bytes the kernel filled. */
 function getRegset(pid: number, type: number, buf: Uint8Array<ArrayBuffer>): number {
-  const iov = new BigUint64Array([addressOf(buf), BigInt(buf.byteLength)]);
-  ptrace("PTRACE_GETREGSET", PTRACE.GETREGSET, pid, type, addressOf(iov));
-  return Number(iov[1]);
+  io.iov[0] = addressOf(buf);
+  io.iov[1] = BigInt(buf.byteLength);
+  ptrace("PTRACE_GETREGSET", PTRACE.GETREGSET, pid, type, addressOf(io.iov));
+  return Number(io.iov[1]);
 }
 function setRegset(pid: number, type: number, buf: Uint8Array<ArrayBuffer>): void {
-  const iov = new BigUint64Array([addressOf(buf), BigInt(buf.byteLength)]);
-  ptrace("PTRACE_SETREGSET", PTRACE.SETREGSET, pid, type, addressOf(iov));
+  io.iov[0] = addressOf(buf);
+  io.iov[1] = BigInt(buf.byteLength);
+  ptrace("PTRACE_SETREGSET", PTRACE.SETREGSET, pid, type, addressOf(io.iov));
 }
 
 export function getRegs(pid: number): Regs {
-  const regs = new Regs();
-  const n = getRegset(pid, NT_PRSTATUS, regs.bytes());
+  const n = getRegset(pid, NT_PRSTATUS, io.regs);
   if (n !== USER_REGS_SIZE) throw new SyscallError("ptrace(PTRACE_GETREGSET)", 22, `short NT_PRSTATUS: ${n}`);
-  return regs;
+  return new Regs(new BigUint64Array(io.regs.slice().buffer));
 }
 export function setRegs(pid: number, regs: Regs): void {
-  setRegset(pid, NT_PRSTATUS, regs.bytes());
+  io.regs.set(regs.bytes());
+  setRegset(pid, NT_PRSTATUS, io.regs);
 }
 
 /** The whole XSAVE area (x87, SSE, AVX, ... as the CPU has them); its size is the kernel's answer. */
 export function getXstate(pid: number): Uint8Array<ArrayBuffer> {
-  const buf = new Uint8Array(16384);
-  const n = getRegset(pid, NT_X86_XSTATE, buf);
-  return buf.slice(0, n);
+  const n = getRegset(pid, NT_X86_XSTATE, io.xstate);
+  return io.xstate.slice(0, n);
 }
 export function setXstate(pid: number, xstate: Uint8Array<ArrayBuffer>): void {
-  setRegset(pid, NT_X86_XSTATE, xstate);
+  if (xstate.byteLength > io.xstate.byteLength) {
+    throw new SyscallError("ptrace(PTRACE_SETREGSET)", 22, `xstate of ${xstate.byteLength} bytes`);
+  }
+  io.xstate.set(xstate);
+  setRegset(pid, NT_X86_XSTATE, io.xstate.subarray(0, xstate.byteLength));
 }
 
 export function getSigmask(pid: number): bigint {
-  const mask = new BigUint64Array(1);
-  ptrace("PTRACE_GETSIGMASK", PTRACE.GETSIGMASK, pid, 8, addressOf(mask));
-  return mask[0]!;
+  ptrace("PTRACE_GETSIGMASK", PTRACE.GETSIGMASK, pid, 8, addressOf(io.word));
+  return io.word[0]!;
 }
 export function setSigmask(pid: number, mask: bigint): void {
-  const buf = new BigUint64Array([mask]);
-  ptrace("PTRACE_SETSIGMASK", PTRACE.SETSIGMASK, pid, 8, addressOf(buf));
+  io.word[0] = mask;
+  ptrace("PTRACE_SETSIGMASK", PTRACE.SETSIGMASK, pid, 8, addressOf(io.word));
 }
 
 /** Queued signals, private (per-thread) or shared (process-wide), as raw 128-byte siginfo records. */
@@ -163,7 +176,7 @@ export function rseqConfiguration(pid: number) {
 
 /** One classic BPF filter of a task's seccomp stack (index 0 = most recent), or null past the end. */
 export function seccompFilter(pid: number, index: number): Uint8Array<ArrayBuffer> | null {
-  const count = libc.ptrace(BigInt(PTRACE.SECCOMP_GET_FILTER), BigInt(pid), BigInt(index), 0n);
+  const count = libc.ptrace(PTRACE.SECCOMP_GET_FILTER, pid, BigInt(index), 0n);
   if (count === -1n) {
     const errno = lastErrno();
     if (errno === 2) return null; // ENOENT: no filter at this index
@@ -189,18 +202,19 @@ export function decodeStatus(pid: number, status: number): WaitStatus {
   return { kind: "signaled", pid, signal: low };
 }
 
+const waitStatus = new Uint8Array(4);
+
 /** waitpid with __WALL; returns null only with WNOHANG when nothing changed. Retries EINTR. */
 export function wait(pid: number, flags = 0): WaitStatus | null {
-  const statusBuf = new Int32Array(1);
   for (;;) {
-    const r = libc.waitpid(pid, new Uint8Array(statusBuf.buffer), flags | WALL);
+    const r = libc.waitpid(pid, waitStatus, flags | WALL);
     if (r === -1) {
       const errno = lastErrno();
       if (errno === 4) continue;
       throw new SyscallError("waitpid", errno, `pid ${pid}`);
     }
     if (r === 0) return null;
-    return decodeStatus(r, statusBuf[0]!);
+    return decodeStatus(r, new Int32Array(waitStatus.buffer)[0]!);
   }
 }
 

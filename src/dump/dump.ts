@@ -31,7 +31,7 @@ import { FileTable } from "../objects/files.ts";
 import { type DumpedVma, mapFilesPath, PE, VMA, writePages } from "../objects/memory.ts";
 import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
 import { DumpError } from "../errors.ts";
-import { CLOCK_BOOTTIME, clockNs, KCMP, sharesResource } from "../../ffi/process.ts";
+import { CLOCK_BOOTTIME, clockNs, compareResource, KCMP } from "../../ffi/process.ts";
 import { ImageDir } from "../images/dir.ts";
 import { ImageWriter } from "../images/file.ts";
 import { pipe_data_entrySchema } from "../images/gen/pipe-data_pb.ts";
@@ -81,23 +81,33 @@ class NamespaceIds {
 
 /**
  * Ids of the kernel objects a task may share with others (mm, fd table, fs, signal handlers):
- * tasks that share one (CLONE_FILES, CLONE_FS, ...) get the same id, as kcmp says.
+ * tasks that share one (CLONE_FILES, CLONE_FS, ...) get the same id, as kcmp says. Each kind keeps
+ * one task per object, sorted in kcmp's order, so a task costs a binary search, not a kcmp
+ * against every task before it.
  */
 class SharedObjectIds {
   #next = 100;
-  #seen: { pid: number; ids: number[] }[] = [];
   #types = [KCMP.VM, KCMP.FILES, KCMP.FS, KCMP.SIGHAND];
+  #sorted = this.#types.map(() => [] as { pid: number; id: number }[]);
 
   idsOf(task: FrozenTask): [number, number, number, number] {
-    const ids = this.#types.map((type) => {
-      if (task.state !== "zombie") {
-        const same = this.#seen.find((s) => sharesResource(task.pid, s.pid, type));
-        if (same) return same.ids[this.#types.indexOf(type)]!;
+    return this.#types.map((type, i) => {
+      if (task.state === "zombie") return this.#next++; // it holds none of them any more
+      const list = this.#sorted[i]!;
+      let lo = 0;
+      let hi = list.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        const r = compareResource(task.pid, list[mid]!.pid, type);
+        if (r === 0) return list[mid]!.id;
+        if (r === 1) hi = mid;
+        else if (r === 2) lo = mid + 1;
+        else throw new DumpError(`kcmp of process ${task.pid} failed (${r})`);
       }
-      return this.#next++;
-    });
-    if (task.state !== "zombie") this.#seen.push({ pid: task.pid, ids });
-    return ids as [number, number, number, number];
+      const id = this.#next++;
+      list.splice(lo, 0, { pid: task.pid, id });
+      return id;
+    }) as [number, number, number, number];
   }
 }
 

@@ -151,14 +151,17 @@ function innermost(status: Map<string, string>, key: string, fallback: number): 
 /** The ids of a task as its own PID namespace sees them (ppid is filled in by the caller). */
 function namespaceIds(d: Described, threads: number[]): FrozenTask["ns"] {
   const st = readStatus(d.pid);
+  // A task of our own PID namespace has one id per thread, ours: no need to ask each thread.
+  const nested = (st.get("NSpid") ?? "").split(/\s+/).filter((v) => v).length > 1;
   return {
     pid: innermost(st, "NSpid", d.pid),
     ppid: 0,
     pgid: innermost(st, "NSpgid", d.pgid),
     sid: innermost(st, "NSsid", d.sid),
-    threads: threads.map((tid) =>
-      tid === d.pid ? innermost(st, "NSpid", tid) : innermost(readStatus(tid), "NSpid", tid)
-    ),
+    threads: threads.map((tid) => {
+      if (tid === d.pid) return innermost(st, "NSpid", tid);
+      return nested ? innermost(readStatus(tid), "NSpid", tid) : tid;
+    }),
   };
 }
 

@@ -69,6 +69,27 @@ export interface TaskDumpContext {
   writePages(agent: Agent, task: DumpedTask): void;
 }
 
+/**
+ * /proc stat and status of a frozen task's threads, read once each: nothing in them changes while
+ * the task is frozen, and each read costs the kernel tens of microseconds.
+ */
+class ProcFiles {
+  #stat = new Map<number, ReturnType<typeof readStat>>();
+  #status = new Map<number, Map<string, string>>();
+
+  stat(tid: number) {
+    let s = this.#stat.get(tid);
+    if (!s) this.#stat.set(tid, s = readStat(tid));
+    return s;
+  }
+
+  status(tid: number): Map<string, string> {
+    let s = this.#status.get(tid);
+    if (!s) this.#status.set(tid, s = readStatus(tid));
+    return s;
+  }
+}
+
 function readProcNumber(path: string): number {
   return Number(Deno.readTextFileSync(path).trim());
 }
@@ -83,8 +104,8 @@ function dumpRseq(tid: number) {
   });
 }
 
-function checkSeccomp(pid: number, tid: number): void {
-  const mode = Number(readStatus(tid).get("Seccomp") ?? "0");
+function checkSeccomp(proc: ProcFiles, pid: number, tid: number): void {
+  const mode = Number(proc.status(tid).get("Seccomp") ?? "0");
   if (mode !== 0) {
     throw new UnsupportedObjectError(
       pid,
@@ -98,16 +119,17 @@ const int32At = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset).
 const u64At = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset).getBigUint64(at, true);
 
 /** Per-thread state; what needs a remote syscall in that very thread is asked in one batch. */
-function dumpThread(agent: Agent, pid: number, tid: number) {
+function dumpThread(agent: Agent, proc: ProcFiles, tid: number) {
   const regs = agent.thread.savedRegs; // as the task left them, not as our remote calls did
   const xstate = pt.getXstate(tid);
-  const [nice, prio, policy] = ((s) => [s.field(19), s.field(40), s.field(41)])(readStat(tid));
+  const stat = proc.stat(tid);
+  const [nice, prio, policy] = [stat.field(19), stat.field(40), stat.field(41)];
   agent.reset();
   const [tidAddress, pdeath, sas, creds] = agent.ask([
     agent.fetchQuery("prctl(PR_GET_TID_ADDRESS)", 8, (b) => [NR.prctl, PR.GET_TID_ADDRESS, b, 0, 0, 0]),
     agent.fetchQuery("prctl(PR_GET_PDEATHSIG)", 4, (b) => [NR.prctl, PR.GET_PDEATHSIG, b, 0, 0, 0]),
     sigaltstackQuery(agent),
-    credsQuery(agent, tid),
+    credsQuery(agent, proc.status(tid)),
   ]);
   const robust = getRobustList(tid);
   return {
@@ -124,7 +146,7 @@ function dumpThread(agent: Agent, pid: number, tid: number) {
       signalsP: dumpPendingSignals(tid, false),
       creds,
       seccompMode: seccomp_mode.disabled,
-      comm: Deno.readTextFileSync(`/proc/${pid}/task/${tid}/comm`).trimEnd(),
+      comm: stat.comm,
       rseqEntry: dumpRseq(tid),
     }),
   };
@@ -157,7 +179,7 @@ function askTask(agent: Agent) {
 
 type TaskAnswers = ReturnType<typeof askTask>;
 
-function dumpTaskCore(agent: Agent, task: FrozenTask, answers: TaskAnswers) {
+function dumpTaskCore(agent: Agent, proc: ProcFiles, task: FrozenTask, answers: TaskAnswers) {
   const pid = task.pid;
   return create(
     task_core_entrySchema,
@@ -165,9 +187,9 @@ function dumpTaskCore(agent: Agent, task: FrozenTask, answers: TaskAnswers) {
       taskState: task.state === "stopped" ? TASK_STATE.stopped : TASK_STATE.alive,
       exitCode: 0,
       personality: parseInt(Deno.readTextFileSync(`/proc/${pid}/personality`).trim(), 16),
-      flags: Number(readStat(pid).field(9)),
+      flags: Number(proc.stat(pid).field(9)),
       blkSigset: agent.thread.savedMask,
-      comm: Deno.readTextFileSync(`/proc/${pid}/comm`).trimEnd(),
+      comm: proc.stat(pid).comm,
       timers: dumpTimers(agent, pid, answers.itimers),
       rlimits: create(task_rlimits_entrySchema, {
         rlimits: readLimits(pid).slice(0, RLIMIT_COUNT).map((l) => create(rlimit_entrySchema, l)),
@@ -182,8 +204,14 @@ function dumpTaskCore(agent: Agent, task: FrozenTask, answers: TaskAnswers) {
   );
 }
 
-function dumpMm(pid: number, table: FileTable, vmas: DumpedVma[], answers: TaskAnswers): mm_entry {
-  const stat = readStat(pid);
+function dumpMm(
+  proc: ProcFiles,
+  pid: number,
+  table: FileTable,
+  vmas: DumpedVma[],
+  answers: TaskAnswers,
+): mm_entry {
+  const stat = proc.stat(pid);
   const f = (n: number) => stat.field(n);
   const exe = Deno.readLinkSync(`/proc/${pid}/exe`);
   if (exe.endsWith(" (deleted)")) {
@@ -231,8 +259,8 @@ function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable):
   return out;
 }
 
-function dumpFs(pid: number, table: FileTable): fs_entry {
-  const umask = parseInt(readStatus(pid).get("Umask") ?? "22", 8);
+function dumpFs(proc: ProcFiles, pid: number, table: FileTable): fs_entry {
+  const umask = parseInt(proc.status(pid).get("Umask") ?? "22", 8);
   return create(fs_entrySchema, {
     cwdId: addRegFile(table, Deno.readLinkSync(`/proc/${pid}/cwd`), O.RDONLY | O.DIRECTORY),
     rootId: addRegFile(table, Deno.readLinkSync(`/proc/${pid}/root`), O.RDONLY | O.DIRECTORY),
@@ -251,7 +279,8 @@ function vdsoSyscall(pid: number, maps: readonly MapsEntry[]): bigint {
 export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_ids_entry): DumpedTask {
   const pid = task.pid;
   const log = ctx.log;
-  for (const tid of task.threads) checkSeccomp(pid, tid);
+  const proc = new ProcFiles();
+  for (const tid of task.threads) checkSeccomp(proc, pid, tid);
   // Mappings and fds are read before the agent adds its scratch area.
   const maps = readSmaps(pid);
   const vmas = collectVmas(pid, maps, ctx.table);
@@ -261,14 +290,14 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   const agent = Agent.enter(pid, pid, ip);
   try {
     const out: DumpedTask = { pid, imagePid: task.ns.pid, cores: [], vmas, ids, fdinfos: [] };
-    const leader = dumpThread(agent, pid, pid);
+    const leader = dumpThread(agent, proc, pid);
     const answers = askTask(agent);
     out.cores.push({
       tid: pid,
       core: create(core_entrySchema, {
         mtype: core_entry_march.X86_64,
         threadInfo: leader.threadInfo,
-        tc: dumpTaskCore(agent, task, answers),
+        tc: dumpTaskCore(agent, proc, task, answers),
         threadCore: leader.threadCore,
       }),
     });
@@ -282,7 +311,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
         agent.batchIp,
       );
       try {
-        const t = dumpThread(thread, pid, tid);
+        const t = dumpThread(thread, proc, tid);
         out.cores.push({
           tid,
           core: create(core_entrySchema, {
@@ -296,8 +325,8 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
       }
     }
     log.debug(`Task ${pid}: threads done`);
-    out.mm = dumpMm(pid, ctx.table, vmas, answers);
-    out.fs = dumpFs(pid, ctx.table);
+    out.mm = dumpMm(proc, pid, ctx.table, vmas, answers);
+    out.fs = dumpFs(proc, pid, ctx.table);
     out.fdinfos = dumpFds({ pid, agent, table: ctx.table, shellJob: ctx.shellJob, log: ctx.log }, fds);
     log.debug(`Task ${pid}: mm, fs and ${fds.length} fds done`);
     ctx.writePages(agent, out);

@@ -6,7 +6,7 @@ import { create } from "@bufbuild/protobuf";
 import { type creds_entry, creds_entrySchema } from "../images/gen/creds_pb.ts";
 import { readStatus } from "../../ffi/proc.ts";
 import { NR, PR } from "../../ffi/syscalls.ts";
-import type { Agent, Query } from "../agent.ts";
+import type { Agent, BatchCall, Query } from "../agent.ts";
 
 const PR_CAPBSET_DROP = 24;
 const PR_CAP_AMBIENT_RAISE = 2;
@@ -27,10 +27,10 @@ function capBits(words: readonly number[]): bigint {
   return BigInt(words[0] ?? 0) | (BigInt(words[1] ?? 0) << 32n);
 }
 
-/** The thread's credentials: /proc status, and the securebits only the thread can tell. */
-export function credsQuery(agent: Agent, tid: number): Query<creds_entry> {
+/** The thread's credentials: its /proc status, and the securebits only the thread can tell. */
+export function credsQuery(agent: Agent, status: Map<string, string>): Query<creds_entry> {
   const q = agent.resultQuery("prctl(PR_GET_SECUREBITS)", NR.prctl, PR.GET_SECUREBITS, 0, 0, 0, 0);
-  return { calls: q.calls, answer: (r) => credsFrom(readStatus(tid), Number(q.answer(r))) };
+  return { calls: q.calls, answer: (r) => credsFrom(status, Number(q.answer(r))) };
 }
 
 function credsFrom(st: Map<string, string>, secbits: number): creds_entry {
@@ -70,34 +70,49 @@ export function restoreBoundingSet(agent: Agent, c: creds_entry): void {
   }
 }
 
-/** Does the thread have exactly these credentials already (a root task, most often)? */
-function alreadyHas(agent: Agent, c: creds_entry): boolean {
-  const [now] = agent.ask([credsQuery(agent, agent.tid)]);
-  const same = (a: readonly number[], b: readonly number[]) =>
-    a.length === b.length && a.every((x, i) => x === b[i]);
-  return now.uid === c.uid && now.euid === c.euid && now.suid === c.suid && now.fsuid === c.fsuid &&
-    now.gid === c.gid && now.egid === c.egid && now.sgid === c.sgid && now.fsgid === c.fsgid &&
-    same(now.groups, c.groups) && same(now.capInh, c.capInh) && same(now.capPrm, c.capPrm) &&
-    same(now.capEff, c.capEff) && same(now.capBnd, c.capBnd) && same(now.capAmb, c.capAmb) &&
-    now.secbits === c.secbits && (now.noNewPrivs ?? 0) === (c.noNewPrivs ?? 0);
+export function sameIds(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
 }
 
-export function restoreCreds(agent: Agent, c: creds_entry): void {
-  if (alreadyHas(agent, c)) return; // nothing to change: saves a dozen remote calls per thread
-  restoreBoundingSet(agent, c);
-  agent.call("prctl(PR_SET_SECUREBITS)", NR.prctl, PR.SET_SECUREBITS, c.secbits, 0, 0, 0);
-  // Keep capabilities across the uid change; the dumped KEEP_CAPS bit is put back below.
-  agent.call("prctl(PR_SET_KEEPCAPS)", NR.prctl, PR.SET_KEEPCAPS, 1, 0, 0, 0);
-  agent.reset();
+/** Are two credential records the same (all but the bounding set, restored apart)? */
+export function sameCreds(a: creds_entry, b: creds_entry): boolean {
+  return a.uid === b.uid && a.euid === b.euid && a.suid === b.suid && a.fsuid === b.fsuid &&
+    a.gid === b.gid && a.egid === b.egid && a.sgid === b.sgid && a.fsgid === b.fsgid &&
+    sameIds(a.groups, b.groups) && sameIds(a.capInh, b.capInh) && sameIds(a.capPrm, b.capPrm) &&
+    sameIds(a.capEff, b.capEff) && sameIds(a.capAmb, b.capAmb) && a.secbits === b.secbits &&
+    (a.noNewPrivs ?? 0) === (b.noNewPrivs ?? 0);
+}
+
+/** Does the thread have exactly these credentials already (a root task, most often)? */
+export function alreadyHas(agent: Agent, c: creds_entry): boolean {
+  const [now] = agent.ask([credsQuery(agent, readStatus(agent.tid))]);
+  return sameCreds(now, c) && sameIds(now.capBnd, c.capBnd);
+}
+
+/**
+ * The calls that give the calling thread credentials `c` (its bounding set must be done already:
+ * restoreBoundingSet). They go last in a thread's batch: once the puppet drops root, it could no
+ * longer restore the rest. Scratch for their arguments is taken from `agent`.
+ */
+export function credsCalls(agent: Agent, c: creds_entry): BatchCall[] {
+  const prctl = (name: string, ...args: number[]): BatchCall => ({ name, nr: NR.prctl, args });
+  const calls: BatchCall[] = [
+    prctl("prctl(PR_SET_SECUREBITS)", PR.SET_SECUREBITS, c.secbits, 0, 0, 0),
+    // Keep capabilities across the uid change; the dumped KEEP_CAPS bit is put back below.
+    prctl("prctl(PR_SET_KEEPCAPS)", PR.SET_KEEPCAPS, 1, 0, 0, 0),
+  ];
   const groups = agent.alloc(
     Math.max(4, c.groups.length * 4),
     new Uint8Array(new Uint32Array(c.groups).buffer),
   );
-  agent.call("setgroups", NR.setgroups, c.groups.length, groups);
-  agent.call("setresgid", NR.setresgid, c.gid, c.egid, c.sgid);
-  agent.raw(NR.setfsgid, c.fsgid);
-  agent.call("setresuid", NR.setresuid, c.uid, c.euid, c.suid);
-  agent.raw(NR.setfsuid, c.fsuid);
+  calls.push(
+    { name: "setgroups", nr: NR.setgroups, args: [c.groups.length, groups] },
+    { name: "setresgid", nr: NR.setresgid, args: [c.gid, c.egid, c.sgid] },
+    // setfsgid and setfsuid answer with the previous id, never an error
+    { name: "setfsgid", nr: NR.setfsgid, args: [c.fsgid] },
+    { name: "setresuid", nr: NR.setresuid, args: [c.uid, c.euid, c.suid] },
+    { name: "setfsuid", nr: NR.setfsuid, args: [c.fsuid] },
+  );
   const header = new Uint32Array([CAPABILITY_VERSION_3, 0]);
   const data = new Uint32Array([
     c.capEff[0] ?? 0,
@@ -107,19 +122,18 @@ export function restoreCreds(agent: Agent, c: creds_entry): void {
     c.capPrm[1] ?? 0,
     c.capInh[1] ?? 0,
   ]);
-  agent.reset();
-  agent.call(
-    "capset",
-    NR.capset,
-    agent.alloc(8, new Uint8Array(header.buffer)),
-    agent.alloc(24, new Uint8Array(data.buffer)),
-  );
+  calls.push({
+    name: "capset",
+    nr: NR.capset,
+    args: [agent.alloc(8, new Uint8Array(header.buffer)), agent.alloc(24, new Uint8Array(data.buffer))],
+  });
   const amb = capBits(c.capAmb);
   for (let cap = 0; cap <= LAST_CAP; cap++) {
     if (amb & (1n << BigInt(cap))) {
-      agent.call("prctl(PR_CAP_AMBIENT)", NR.prctl, PR.CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0);
+      calls.push(prctl("prctl(PR_CAP_AMBIENT)", PR.CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0));
     }
   }
-  agent.call("prctl(PR_SET_KEEPCAPS)", NR.prctl, PR.SET_KEEPCAPS, c.secbits & 0x10 ? 1 : 0, 0, 0, 0);
-  if (c.noNewPrivs) agent.call("prctl(PR_SET_NO_NEW_PRIVS)", NR.prctl, PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+  calls.push(prctl("prctl(PR_SET_KEEPCAPS)", PR.SET_KEEPCAPS, c.secbits & 0x10 ? 1 : 0, 0, 0, 0));
+  if (c.noNewPrivs) calls.push(prctl("prctl(PR_SET_NO_NEW_PRIVS)", PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+  return calls;
 }

@@ -182,8 +182,10 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
       );
     }
     // An fd that shares its open file description with one already seen (dup, fork) shares its id.
-    const id = ctx.table.sameDescription(ctx.pid, fd) ?? kind.dump(ctx, fd, stat);
-    ctx.table.noteDescription(ctx.pid, fd, id);
+    // One fd per open file description is noted: the lists stay as short as the descriptions.
+    const known = ctx.table.sameDescription(ctx.pid, fd);
+    const id = known ?? kind.dump(ctx, fd, stat);
+    if (known === undefined) ctx.table.noteDescription(ctx.pid, fd, id);
     ctx.log.debug(`fd ${fd.fd}: ${kind.name} ${fd.target} as file ${id}`);
     return create(fdinfo_entrySchema, {
       id,

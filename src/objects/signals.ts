@@ -122,24 +122,24 @@ export function dumpPendingSignals(tid: number, shared: boolean): signal_queue_e
 }
 
 /**
- * Queues the signals again. The task must send them to itself: the kernel refuses kernel-style
- * si_code values from any other sender.
+ * The calls that queue the signals again, for the thread's batch. The task must send them to
+ * itself: the kernel refuses kernel-style si_code values from any other sender.
  */
-export function restorePendingSignals(
+export function pendingSignalCalls(
   agent: Agent,
   pid: number,
   tid: number,
   q: signal_queue_entry | undefined,
   shared: boolean,
-): void {
-  for (const s of q?.signals ?? []) {
+): BatchCall[] {
+  return (q?.signals ?? []).map((s) => {
     if (s.siginfo.byteLength !== 128) {
       throw new Error(`Queued signal record is ${s.siginfo.byteLength} bytes, expected 128`);
     }
     const signo = new DataView(s.siginfo.buffer, s.siginfo.byteOffset).getInt32(0, true);
-    agent.reset();
-    const info = agent.alloc(128, s.siginfo.slice());
-    if (shared) agent.call(`rt_sigqueueinfo(${signo})`, NR.rt_sigqueueinfo, pid, signo, info);
-    else agent.call(`rt_tgsigqueueinfo(${signo})`, NR.rt_tgsigqueueinfo, pid, tid, signo, info);
-  }
+    const info = agent.alloc(128, s.siginfo);
+    return shared
+      ? { name: `rt_sigqueueinfo(${signo})`, nr: NR.rt_sigqueueinfo, args: [pid, signo, info] }
+      : { name: `rt_tgsigqueueinfo(${signo})`, nr: NR.rt_tgsigqueueinfo, args: [pid, tid, signo, info] };
+  });
 }

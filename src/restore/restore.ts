@@ -38,11 +38,10 @@ import {
 } from "./task.ts";
 import { SharedFiles } from "../objects/files.ts";
 import "../objects/mod.ts";
-import { processExists } from "../../ffi/proc.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { CLONE, NR, SIG } from "../../ffi/syscalls.ts";
 import { WALL } from "../../ffi/ptrace.ts";
-import { CLOCK_BOOTTIME, clockNs } from "../../ffi/process.ts";
+import { CLOCK_BOOTTIME, clockNs, processExists } from "../../ffi/process.ts";
 import { TASK_STATE } from "../dump/task.ts";
 import { KINDS } from "../images/kinds.ts";
 import { create } from "@bufbuild/protobuf";

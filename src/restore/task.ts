@@ -6,7 +6,7 @@ import type { core_entry } from "../images/gen/core_pb.ts";
 import type { vma_entry } from "../images/gen/vma_pb.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { readMaps } from "../../ffi/proc.ts";
-import { getRlimit, setRlimit } from "../../ffi/process.ts";
+import { getRlimit, processExists, setRlimit } from "../../ffi/process.ts";
 import { prctlMmMap, type Regs } from "../../ffi/structs.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { closeFd, OPEN, openFd, preadFull, pwriteFull } from "../../ffi/fd.ts";
@@ -17,9 +17,9 @@ import { fillPages, finishAreas, mapAreas, mapFilesPath, moveSpecialAreas, VMA }
 import { KINDS } from "../images/kinds.ts";
 import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
 import { restoreFds, type SharedFiles } from "../objects/files.ts";
-import { restorePendingSignals, restoreSigactions, sigaltstackCall } from "../objects/signals.ts";
+import { pendingSignalCalls, restoreSigactions, sigaltstackCall } from "../objects/signals.ts";
 import { restoreTimers } from "../objects/timers.ts";
-import { restoreBoundingSet, restoreCreds } from "../objects/creds.ts";
+import { alreadyHas, credsCalls, restoreBoundingSet, sameCreds, sameIds } from "../objects/creds.ts";
 import { regsFromThreadInfo, xstateFromThreadInfo } from "../objects/cpu.ts";
 import { RestoreError } from "../errors.ts";
 import type { Checkpoint, RestoreTaskImages } from "./images.ts";
@@ -368,17 +368,8 @@ export function restoreGroup(agent: Agent, t: RestoreTaskImages): void {
   const current = Number(agent.call("getpgid", NR.getpgid, 0));
   if (pgid === current) return;
   const r = agent.raw(NR.setpgid, 0, pgid);
-  if (r < 0n && (pgid === pid || processExistsInGroup(pgid))) {
+  if (r < 0n && (pgid === pid || processExists(pgid))) {
     throw new RestoreError(`Cannot put ${pid} into process group ${pgid}: errno ${-r}`);
-  }
-}
-
-function processExistsInGroup(pgid: number): boolean {
-  try {
-    Deno.statSync(`/proc/${pgid}`);
-    return true;
-  } catch {
-    return false;
   }
 }
 
@@ -401,11 +392,10 @@ function schedulingCalls(agent: Agent, policy: number, prio: number, nice: numbe
   return calls;
 }
 
-/** Per-thread state set from inside the thread itself, in one batch. */
-function restoreThreadState(agent: Agent, core: core_entry): void {
+/** Per-thread state set from inside the thread itself. */
+function threadStateCalls(agent: Agent, core: core_entry): BatchCall[] {
   const tcore = core.threadCore;
   const ti = core.threadInfo!;
-  agent.reset();
   const calls: BatchCall[] = [{ name: "set_tid_address", nr: NR.set_tid_address, args: [ti.clearTidAddr] }];
   if (tcore) {
     if (tcore.futexRla) {
@@ -426,7 +416,7 @@ function restoreThreadState(agent: Agent, core: core_entry): void {
       calls.push({ name: "rseq", nr: NR.rseq, args: [rs.rseqAbiPointer, rs.rseqAbiSize, 0, rs.signature] });
     }
   }
-  agent.batch(calls);
+  return calls;
 }
 
 /**
@@ -442,30 +432,49 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   if (!parent?.ids || parent.ids.filesId !== t.ids?.filesId) restoreFiles(ctx, agent, t);
   restoreTaskState(agent, t);
   const threads: PendingThread[] = [{ agent, core: t.cores[0]!.core }];
+  // The bounding set goes first, in the leader, so that its threads inherit it.
   const leaderCreds = t.cores[0]!.core.threadCore?.creds;
-  if (leaderCreds && t.cores.length > 1) restoreBoundingSet(agent, leaderCreds); // inherited by threads
+  if (leaderCreds) restoreBoundingSet(agent, leaderCreds);
+  const leaderHasCreds = leaderCreds !== undefined && alreadyHas(agent, leaderCreds);
   for (const { tid, core } of t.cores.slice(1)) {
     const hostTid = ctx.master.createThread(agent, tid);
     threads.push({ agent: ctx.master.agentFor(agent.pid, hostTid), core });
   }
-  for (const th of threads) restoreThreadState(th.agent, th.core);
+  // Each thread then sets the rest of its state in one batch: its own state, its queued signals,
+  // credentials last (after them the puppet may no longer be allowed the rest), and the
+  // parent-death signal after them, since a change of ids clears it.
   const tc = t.cores[0]!.core.tc!;
-  restorePendingSignals(agent, t.entry.pid, t.entry.pid, tc.signalsS, true);
-  // The task queues them to itself, so it names itself with the ids its namespace knows.
-  t.cores.forEach((c, i) =>
-    restorePendingSignals(threads[i]!.agent, t.entry.pid, c.tid, c.core.threadCore?.signalsP, false)
-  );
-  // Credentials last: after them the puppet may no longer be allowed to do the rest.
-  for (const th of threads) if (th.core.threadCore?.creds) restoreCreds(th.agent, th.core.threadCore.creds);
-  // A change of ids clears the parent-death signal: it is set once they are final.
-  for (const th of threads) {
-    const sig = th.core.threadCore?.pdeathSig;
-    if (sig) th.agent.call("prctl(PR_SET_PDEATHSIG)", NR.prctl, PR.SET_PDEATHSIG, sig, 0, 0, 0);
-  }
-  const dumpable = t.mm?.dumpable;
-  if (dumpable !== undefined) {
-    agent.call("prctl(PR_SET_DUMPABLE)", NR.prctl, PR.SET_DUMPABLE, dumpable, 0, 0, 0);
-  }
+  threads.forEach((th, i) => {
+    const leader = i === 0;
+    const a = th.agent;
+    const tcore = th.core.threadCore;
+    a.reset();
+    const calls = threadStateCalls(a, th.core);
+    if (leader) calls.push(...pendingSignalCalls(a, t.entry.pid, t.entry.pid, tc.signalsS, true));
+    calls.push(...pendingSignalCalls(a, t.entry.pid, t.cores[i]!.tid, tcore?.signalsP, false));
+    const creds = tcore?.creds;
+    // A thread holds what the leader had when it was cloned.
+    if (creds && !(leaderHasCreds && sameCreds(creds, leaderCreds!))) {
+      if (!leader && !sameIds(creds.capBnd, leaderCreds?.capBnd ?? [])) restoreBoundingSet(a, creds);
+      calls.push(...credsCalls(a, creds));
+    }
+    if (tcore?.pdeathSig) {
+      calls.push({
+        name: "prctl(PR_SET_PDEATHSIG)",
+        nr: NR.prctl,
+        args: [PR.SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0],
+      });
+    }
+    const dumpable = t.mm?.dumpable;
+    if (leader && dumpable !== undefined) {
+      calls.push({
+        name: "prctl(PR_SET_DUMPABLE)",
+        nr: NR.prctl,
+        args: [PR.SET_DUMPABLE, dumpable, 0, 0, 0],
+      });
+    }
+    a.batch(calls);
+  });
   return threads;
 }
 

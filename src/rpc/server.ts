@@ -40,7 +40,7 @@ import type { Hooks } from "../actions/hooks.ts";
 import { ScriptHooks } from "../actions/scripts.ts";
 import type { PeerCredentials } from "../../ffi/socket.ts";
 import { closeFd } from "../../ffi/fd.ts";
-import { processExists } from "../../ffi/proc.ts";
+import { processExists } from "../../ffi/process.ts";
 import { describeStatus, waitRaw } from "../../ffi/wait.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import type { RpcChannel } from "./channel.ts";
