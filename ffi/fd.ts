@@ -16,6 +16,19 @@ export function openFd(path: string, flags: number, mode = 0o644): number {
 }
 
 /** Closes one of our fds; a negative number (an error result passed along) is ignored. */
+const O_PATH_CLOEXEC = 0o10000000 | 0o2000000;
+
+/**
+ * Is there a file at `path`? A failing open answers "no" with an errno, where a failing
+ * Deno.statSync would throw, which costs ten times more.
+ */
+export function pathExists(path: string): boolean {
+  const fd = libc.open(cstr(path), O_PATH_CLOEXEC, 0);
+  if (fd < 0) return false;
+  libc.close(fd);
+  return true;
+}
+
 export function closeFd(fd: number): void {
   if (fd >= 0) libc.close(fd);
 }

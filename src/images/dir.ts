@@ -5,6 +5,7 @@
 import { imageFileName, type ImageKind } from "./kinds.ts";
 import { ImageReader, ImageWriter } from "./file.ts";
 import type { Message } from "@bufbuild/protobuf";
+import { pathExists } from "../../ffi/fd.ts";
 
 export class ImageDir {
   readonly path: string;
@@ -19,11 +20,7 @@ export class ImageDir {
   }
 
   has(kind: ImageKind, id?: number | bigint | string): boolean {
-    try {
-      return Deno.statSync(this.pathFor(kind, id)).isFile;
-    } catch {
-      return false;
-    }
+    return pathExists(this.pathFor(kind, id));
   }
 
   /** Writes an image with all its entries. */

@@ -5,6 +5,7 @@
  * inherits that page and can be driven by remote syscalls until it becomes the dumped program.
  */
 import * as pt from "../../ffi/ptrace.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 import { spawn } from "../../ffi/spawn.ts";
 import { readMaps, readStatus } from "../../ffi/proc.ts";
 import { cloneSibling } from "../../ffi/sibling.ts";
@@ -20,6 +21,8 @@ export const PUPPET_SCRATCH_SIZE = 64 * 1024;
 /** The scratch page starts with `syscall` then `int3`s, then the batch runner; data goes after. */
 const BATCH_AT = 16;
 const CODE_BYTES = BATCH_AT + 64;
+/** Threads cloned per batch: each takes 160 bytes of scratch (its slot, set_tid and clone_args). */
+const THREADS_PER_BATCH = 256;
 const TRACE_OPTIONS = pt.PTRACE_O.TRACECLONE | pt.PTRACE_O.TRACEFORK | pt.PTRACE_O.TRACEVFORK |
   pt.PTRACE_O.EXITKILL;
 
@@ -143,10 +146,49 @@ export class PuppetMaster {
     return this.#clone(from, pid, { flags, exitSignal });
   }
 
-  /** Creates thread `tid` (as the task's PID namespace sees it) in the task `leader` drives; returns its tid in ours. */
-  createThread(leader: Agent, tid: number): number {
+  /**
+   * Creates threads `tids` (as the task's PID namespace sees them) in the task `leader` drives,
+   * many per batch; returns their tids in ours. Each new thread stops before its first
+   * instruction (it is traced from birth), so it never runs the batch code it was cloned in.
+   */
+  createThreads(leader: Agent, tids: readonly number[]): number[] {
     const flags = BigInt(CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM);
-    return this.#clone(leader, tid, { flags, exitSignal: 0 });
+    const out: number[] = [];
+    for (let at = 0; at < tids.length; at += THREADS_PER_BATCH) {
+      const chunk = tids.slice(at, at + THREADS_PER_BATCH);
+      leader.reset();
+      const calls = chunk.map((tid) => {
+        const setTid = leader.alloc(4, new Uint8Array(new Int32Array([tid]).buffer));
+        const args = leader.alloc(88, cloneArgs({ flags, exitSignal: 0, setTid, setTidSize: 1 }));
+        return { name: `clone3(thread ${tid})`, nr: NR.clone3, args: [args, 88] };
+      });
+      const before = leader.thread.children.length;
+      let results: bigint[];
+      try {
+        results = leader.batch(calls);
+      } catch (e) {
+        // The batch stopped at the first clone that failed; the ones before it made threads.
+        const failed = chunk[leader.thread.children.length - before] ?? chunk[0]!;
+        this.created.push(...leader.thread.children.splice(before).map((c) => c.pid));
+        if (isSyscallError(e, "EEXIST")) {
+          throw new RestoreError(`PID ${failed} is already in use${describeHolder(failed)}`, 17);
+        }
+        throw new RestoreError(`Cannot create thread ${failed}: ${(e as Error).message}`);
+      }
+      const born = leader.thread.children.splice(before).map((c) => c.pid);
+      this.created.push(...born);
+      chunk.forEach((tid, i) => {
+        if (results[i] !== BigInt(tid)) {
+          throw new RestoreError(`Thread came back as ${results[i]}, not ${tid}`);
+        }
+        const child = born[i];
+        if (child === undefined) throw new RestoreError(`No clone event for thread ${tid}`);
+        const st = pt.wait(child);
+        if (st?.kind !== "stopped") throw new RestoreError(`New thread ${child} did not stop (${st?.kind})`);
+        out.push(child);
+      });
+    }
+    return out;
   }
 
   #clone(from: Agent, pid: number, a: { flags: bigint; exitSignal: number }): number {

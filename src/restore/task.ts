@@ -436,10 +436,10 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   const leaderCreds = t.cores[0]!.core.threadCore?.creds;
   if (leaderCreds) restoreBoundingSet(agent, leaderCreds);
   const leaderHasCreds = leaderCreds !== undefined && alreadyHas(agent, leaderCreds);
-  for (const { tid, core } of t.cores.slice(1)) {
-    const hostTid = ctx.master.createThread(agent, tid);
-    threads.push({ agent: ctx.master.agentFor(agent.pid, hostTid), core });
-  }
+  const others = t.cores.slice(1);
+  ctx.master.createThreads(agent, others.map((c) => c.tid)).forEach((hostTid, i) => {
+    threads.push({ agent: ctx.master.agentFor(agent.pid, hostTid), core: others[i]!.core });
+  });
   // Each thread then sets the rest of its state in one batch: its own state, its queued signals,
   // credentials last (after them the puppet may no longer be allowed the rest), and the
   // parent-death signal after them, since a change of ids clears it.

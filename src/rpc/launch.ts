@@ -17,15 +17,16 @@ function exists(path: string): boolean {
 }
 
 /**
- * The argv prefix that runs this criu-ts: the sources through this Deno when they are on disk,
- * otherwise this executable itself (a `deno compile`d criu).
+ * The argv prefix that runs this criu-ts: the program this Deno runs (the bundle, or src/main.ts
+ * with the project's deno.json) when it is on disk, otherwise this executable itself (a
+ * `deno compile`d criu, whose main module is inside it).
  */
 export function selfCommand(): string[] {
-  const main = new URL("../main.ts", import.meta.url);
-  const config = new URL("../../deno.json", import.meta.url);
+  const main = new URL(Deno.mainModule);
   if (main.protocol === "file:" && exists(fromFileUrl(main))) {
     const args = [Deno.execPath(), "run", "--quiet", "--no-prompt", "--allow-all"];
-    if (exists(fromFileUrl(config))) args.push("--config", fromFileUrl(config));
+    const config = fromFileUrl(new URL("../deno.json", main)); // next to src/, for the sources
+    args.push(...(exists(config) ? ["--config", config] : ["--no-config"]));
     return [...args, fromFileUrl(main)];
   }
   return [Deno.execPath()];
