@@ -1,7 +1,6 @@
 /** Reading and writing another task's memory. */
 import { addressOf, call, callBig, cstr, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
-import { iovecs } from "./structs.ts";
 
 /** process_vm_readv of one range into `into` (or a fresh buffer); short reads are errors. */
 /** The two iovecs of a one-range copy (ours, then the task's), made once. */

@@ -91,18 +91,18 @@ Deno.test("spawn() hands the child only the fds it names", () => {
 function signalStorm(us: number): () => void {
   const onSignal = () => {};
   Deno.addSignalListener("SIGURG", onSignal);
-  const tid = Number(libc.syscall(NR.gettid, 0n, 0n, 0n, 0n, 0n, 0n));
+  const tid = Number(libc.syscall(BigInt(NR.gettid), 0n, 0n, 0n, 0n, 0n, 0n));
   const event = new DataView(new ArrayBuffer(64)); // struct sigevent
   event.setInt32(8, 23, true); // sigev_signo = SIGURG, ignored by default should one come late
   event.setInt32(12, 4, true); // sigev_notify = SIGEV_THREAD_ID
   event.setInt32(16, tid, true);
   const id = new Int32Array(1);
   const ev = new Uint8Array(event.buffer);
-  assert.equal(libc.syscall(NR.timer_create, 1n, addressOf(ev), addressOf(id), 0n, 0n, 0n), 0n);
+  assert.equal(libc.syscall(BigInt(NR.timer_create), 1n, addressOf(ev), addressOf(id), 0n, 0n, 0n), 0n);
   const spec = new BigInt64Array([0n, BigInt(us * 1000), 0n, BigInt(us * 1000)]); // interval, first
-  libc.syscall(NR.timer_settime, BigInt(id[0]!), 0n, addressOf(spec), 0n, 0n, 0n);
+  libc.syscall(BigInt(NR.timer_settime), BigInt(id[0]!), 0n, addressOf(spec), 0n, 0n, 0n);
   return () => {
-    libc.syscall(NR.timer_delete, BigInt(id[0]!), 0n, 0n, 0n, 0n, 0n);
+    libc.syscall(BigInt(NR.timer_delete), BigInt(id[0]!), 0n, 0n, 0n, 0n, 0n);
     Deno.removeSignalListener("SIGURG", onSignal);
   };
 }
@@ -118,7 +118,7 @@ Deno.test("peekSiginfo() reads the whole queue while signals interrupt the trace
     info[4] = Deno.pid;
     for (let i = 0; i < count; i++) {
       info[6] = i; // si_value
-      const r = libc.syscall(NR.rt_sigqueueinfo, BigInt(pid), 35n, addressOf(info), 0n, 0n, 0n);
+      const r = libc.syscall(BigInt(NR.rt_sigqueueinfo), BigInt(pid), 35n, addressOf(info), 0n, 0n, 0n);
       assert.equal(r, 0n, `queueing signal ${i}`);
     }
     const stop = signalStorm(50);
