@@ -96,18 +96,21 @@ export class Agent {
 
   /** Runs a syscall; throws a SyscallError naming `name` on failure. */
   call(name: string, nr: number, ...args: (bigint | number)[]): bigint {
-    this.#beforeSyscall();
+    this.#flush();
     return this.thread.call(name, nr, ...args);
   }
 
   /** Runs a syscall and returns its raw result (negative errno on failure). */
   raw(nr: number, ...args: (bigint | number)[]): bigint {
-    this.#beforeSyscall();
+    this.#flush();
     return this.thread.raw(nr, ...args);
   }
 
-  /** Sends what alloc() wrote; what the syscall writes makes our copy stale. */
-  #beforeSyscall(): void {
+  /**
+   * Sends the task what alloc() wrote. Whatever the task runs next may change its scratch, so
+   * our copy is trusted again only after the next batch reads it back.
+   */
+  #flush(): void {
     if (this.#dirtyTo > this.#dirtyFrom) {
       writeMemory(
         this.pid,
@@ -136,7 +139,7 @@ export class Agent {
       table[slot + 7] = BATCH_NOT_RUN;
     });
     const addr = this.alloc(table.byteLength, new Uint8Array(table.buffer));
-    this.#beforeSyscall();
+    this.#flush();
     this.thread.runBatch(this.batchIp, addr, calls.length, keepGoing);
     readMemory(this.pid, this.scratch, this.#next, this.#mirror.subarray(0, this.#next));
     this.#freshTo = this.#next;
@@ -219,7 +222,7 @@ export class Agent {
   read(addr: bigint, len: number): Uint8Array<ArrayBuffer> {
     const at = Number(addr - this.scratch);
     if (addr >= this.scratch && at + len <= this.#freshTo) return this.#mirror.slice(at, at + len);
-    this.#beforeSyscall(); // what alloc() wrote must be there to be read
+    this.#flush(); // what alloc() wrote must be there to be read
     return readMemory(this.pid, addr, len);
   }
 
@@ -232,7 +235,7 @@ export class Agent {
     const buf = this.alloc(len, new Uint8Array(len));
     const [nr, ...args] = build(buf);
     this.call(name, nr, ...args);
-    return readMemory(this.pid, buf, len);
+    return this.read(buf, len);
   }
 
   /** Unmaps the scratch area (when it is ours) and puts the thread back as it was. */

@@ -2,18 +2,10 @@
  * Starting criu-ts again as a child: the service's workers (`criu swrk 3`) and its daemon. No fork
  * is possible under Deno, so the child is a new program run with posix_spawn.
  */
+import { pathExists } from "../../ffi/fd.ts";
 
 function fromFileUrl(url: URL): string {
   return decodeURIComponent(url.pathname);
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -23,10 +15,10 @@ function exists(path: string): boolean {
  */
 export function selfCommand(): string[] {
   const main = new URL(Deno.mainModule);
-  if (main.protocol === "file:" && exists(fromFileUrl(main))) {
+  if (main.protocol === "file:" && pathExists(fromFileUrl(main))) {
     const args = [Deno.execPath(), "run", "--quiet", "--no-prompt", "--allow-all"];
     const config = fromFileUrl(new URL("../deno.json", main)); // next to src/, for the sources
-    args.push(...(exists(config) ? ["--config", config] : ["--no-config"]));
+    args.push(...(pathExists(config) ? ["--config", config] : ["--no-config"]));
     return [...args, fromFileUrl(main)];
   }
   return [Deno.execPath()];
