@@ -5,10 +5,12 @@ root=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
 cd "$root"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-node_modules/.bin/buf generate --template '{"version":"v2","plugins":[{"local":"node_modules/.bin/protoc-gen-es","out":"'"$tmp"'","opt":["target=ts","import_extension=ts"]}]}' proto
-if ! diff -r "$tmp" src/images/gen >/dev/null; then
+# buf.gen.yaml itself, writing elsewhere: the same plugin options as `deno task gen`.
+sed -e "s#out: src/images/gen#out: $tmp/gen#" -e '/^clean:/d' buf.gen.yaml >"$tmp/buf.gen.yaml"
+node_modules/.bin/buf generate --template "$tmp/buf.gen.yaml"
+if ! diff -r "$tmp/gen" src/images/gen >/dev/null; then
   echo "src/images/gen is out of date with proto/: run 'deno task gen'" >&2
-  diff -r "$tmp" src/images/gen | head -20 >&2
+  diff -r "$tmp/gen" src/images/gen | head -20 >&2
   exit 1
 fi
 echo "generated code is up to date"

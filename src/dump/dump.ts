@@ -17,6 +17,7 @@ import { pstree_entrySchema } from "../images/gen/pstree_pb.ts";
 import { pagemap_entrySchema, pagemap_headSchema } from "../images/gen/pagemap_pb.ts";
 import { inventory_entrySchema, lsmtype } from "../images/gen/inventory_pb.ts";
 import {
+  type core_entry,
   core_entry_march,
   core_entrySchema,
   task_core_entrySchema,
@@ -189,10 +190,11 @@ function groupHelpers(tree: FrozenTree, shellJob: boolean) {
   return [...helpers.values()];
 }
 
+/** From this many threads in the tree on, image files are written from a worker thread. */
+const MANY_IMAGES = 64;
+
 /** Images are named by the ids the tree's own PID namespace knows. */
 function writeTaskImages(dir: ImageDir, t: DumpedTask, task: FrozenTask): void {
-  const vtid = new Map(task.threads.map((tid, i) => [tid, task.ns.threads[i]!]));
-  for (const { tid, core } of t.cores) dir.write(KINDS.CORE, vtid.get(tid)!, [core]);
   const pid = task.ns.pid;
   dir.write(KINDS.IDS, pid, [t.ids]);
   if (t.mm) dir.write(KINDS.MM, pid, [t.mm]);
@@ -233,6 +235,8 @@ export function dump(opts: DumpOptions): DumpStats {
   const ownNetns = hasOwnNetns(opts.pid);
   let locked = false;
   try {
+    // A thread pays for itself only when there are many core images to create.
+    if (tree.tasks.reduce((n, t) => n + t.threads.length, 0) >= MANY_IMAGES) dir.writeInBackground();
     if (tree.root.ns.pid !== tree.root.pid && tree.root.ns.pid !== 1) {
       throw new DumpError(
         `Process ${tree.root.pid} lives in a PID namespace of which it is not the init (it is ${tree.root.ns.pid} there); dump the namespace's init instead`,
@@ -273,15 +277,19 @@ export function dump(opts: DumpOptions): DumpStats {
           stats.pagesWritten += dumpSharedObject(dir, t.pid, v, pagesId);
         }
       },
+      writeCore(imageTid: number, core: core_entry) {
+        dir.write(KINDS.CORE, imageTid, [core]);
+      },
     };
     const m0 = performance.now();
     const dumped = tree.tasks.map((task) => {
       const ids = taskIds(objectIds.idsOf(task), nsIds.idsOf(task.pid));
       log.info(`Dumping task ${task.pid} (${task.threads.length} thread(s), ${task.state})`);
-      return task.state === "zombie" ? dumpZombie(task, ids) : dumpTask(ctx, task, ids);
+      return task.state === "zombie" ? dumpZombie(ctx, task, ids) : dumpTask(ctx, task, ids);
     });
     stats.memdumpUs = Math.round((performance.now() - m0) * 1000) - stats.memwriteUs;
     dumped.forEach((t, i) => writeTaskImages(dir, t, tree.tasks[i]!));
+    log.debug(`Task images written`);
     const helpers = groupHelpers(tree, opts.shellJob);
     for (const h of helpers) dir.write(KINDS.CORE, h.pid, [helperCore()]);
     dir.write(
@@ -300,6 +308,7 @@ export function dump(opts: DumpOptions): DumpStats {
     dir.write(KINDS.FILES, undefined, table.entries);
     if (table.ttyInfos.length) dir.write(KINDS.TTY_INFO, undefined, table.ttyInfos);
     if (table.pipeData.size) writePipeData(dir, table);
+    dir.settle();
     opts.hooks.run("post-dump");
     stats.frozenUs = Math.round((performance.now() - frozenAt) * 1000);
     writeStats(dir, stats);
@@ -320,6 +329,7 @@ export function dump(opts: DumpOptions): DumpStats {
     throw e;
   }
   if (locked && opts.leaveRunning) unlockQuietly(opts);
+  log.debug(`Images complete; releasing the tree`);
   finish(tree, opts);
   return stats;
 }

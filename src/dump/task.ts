@@ -30,7 +30,7 @@ import {
   readStat,
   readStatus,
 } from "../../ffi/proc.ts";
-import { getRobustList, RLIMIT_COUNT } from "../../ffi/process.ts";
+import { getRobustList, RLIMIT_COUNT, schedulingOf } from "../../ffi/process.ts";
 import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 import { UnsupportedObjectError } from "../errors.ts";
@@ -52,8 +52,6 @@ export interface DumpedTask {
   pid: number;
   /** The pid in the tree's own PID namespace, which names its images. */
   imagePid: number;
-  /** One core entry per thread, leader first, with its tid. */
-  cores: { tid: number; core: core_entry }[];
   mm?: mm_entry;
   vmas: DumpedVma[];
   ids: task_kobj_ids_entry;
@@ -67,6 +65,11 @@ export interface TaskDumpContext {
   log: Log;
   /** Writes the task's pages while it is still frozen and the agent is inside it. */
   writePages(agent: Agent, task: DumpedTask): void;
+  /**
+   * Takes a thread's core entry as soon as it is made, so that its image is being written while
+   * the other threads are dumped. `imageTid` is the tid the tree's own PID namespace knows.
+   */
+  writeCore(imageTid: number, core: core_entry): void;
 }
 
 /**
@@ -115,6 +118,13 @@ function checkSeccomp(proc: ProcFiles, pid: number, tid: number): void {
   }
 }
 
+/** Room for a thread name with its NUL (TASK_COMM_LEN). */
+const TASK_COMM_LEN = 16;
+/** The text of a NUL-terminated buffer. */
+function cString(b: Uint8Array): string {
+  const end = b.indexOf(0);
+  return new TextDecoder().decode(end < 0 ? b : b.subarray(0, end));
+}
 const int32At = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset).getInt32(at, true);
 const u64At = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset).getBigUint64(at, true);
 
@@ -122,12 +132,12 @@ const u64At = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset).ge
 function dumpThread(agent: Agent, proc: ProcFiles, tid: number) {
   const regs = agent.thread.savedRegs; // as the task left them, not as our remote calls did
   const xstate = pt.getXstate(tid);
-  const stat = proc.stat(tid);
-  const [nice, prio, policy] = [stat.field(19), stat.field(40), stat.field(41)];
+  const sched = schedulingOf(tid);
   agent.reset();
-  const [tidAddress, pdeath, sas, creds] = agent.ask([
+  const [tidAddress, pdeath, comm, sas, creds] = agent.ask([
     agent.fetchQuery("prctl(PR_GET_TID_ADDRESS)", 8, (b) => [NR.prctl, PR.GET_TID_ADDRESS, b, 0, 0, 0]),
     agent.fetchQuery("prctl(PR_GET_PDEATHSIG)", 4, (b) => [NR.prctl, PR.GET_PDEATHSIG, b, 0, 0, 0]),
+    agent.fetchQuery("prctl(PR_GET_NAME)", TASK_COMM_LEN, (b) => [NR.prctl, PR.GET_NAME, b, 0, 0, 0]),
     sigaltstackQuery(agent),
     credsQuery(agent, proc.status(tid)),
   ]);
@@ -137,16 +147,16 @@ function dumpThread(agent: Agent, proc: ProcFiles, tid: number) {
     threadCore: create(thread_core_entrySchema, {
       futexRla: robust.head,
       futexRlaLen: robust.len,
-      schedNice: Number(BigInt.asIntN(64, nice)),
-      schedPolicy: Number(policy),
-      schedPrio: Number(prio),
+      schedNice: sched.nice,
+      schedPolicy: sched.policy,
+      schedPrio: sched.prio,
       blkSigset: agent.thread.savedMask, // the live mask is ours while the agent is inside
       sas,
       pdeathSig: int32At(pdeath),
       signalsP: dumpPendingSignals(tid, false),
       creds,
       seccompMode: seccomp_mode.disabled,
-      comm: stat.comm,
+      comm: cString(comm),
       rseqEntry: dumpRseq(tid),
     }),
   };
@@ -289,18 +299,19 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   const ip = vdsoSyscall(pid, maps);
   const agent = Agent.enter(pid, pid, ip);
   try {
-    const out: DumpedTask = { pid, imagePid: task.ns.pid, cores: [], vmas, ids, fdinfos: [] };
+    const out: DumpedTask = { pid, imagePid: task.ns.pid, vmas, ids, fdinfos: [] };
+    const imageTid = new Map(task.threads.map((tid, i) => [tid, task.ns.threads[i]!]));
     const leader = dumpThread(agent, proc, pid);
     const answers = askTask(agent);
-    out.cores.push({
-      tid: pid,
-      core: create(core_entrySchema, {
+    ctx.writeCore(
+      task.ns.pid,
+      create(core_entrySchema, {
         mtype: core_entry_march.X86_64,
         threadInfo: leader.threadInfo,
         tc: dumpTaskCore(agent, proc, task, answers),
         threadCore: leader.threadCore,
       }),
-    });
+    );
     for (const tid of task.threads.filter((t) => t !== pid)) {
       const thread = new Agent(
         pid,
@@ -312,14 +323,14 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
       );
       try {
         const t = dumpThread(thread, proc, tid);
-        out.cores.push({
-          tid,
-          core: create(core_entrySchema, {
+        ctx.writeCore(
+          imageTid.get(tid)!,
+          create(core_entrySchema, {
             mtype: core_entry_march.X86_64,
             threadInfo: t.threadInfo,
             threadCore: t.threadCore,
           }),
-        });
+        );
       } finally {
         thread.leave();
       }
@@ -337,22 +348,24 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
 }
 
 /** A zombie has only its pstree entry and a core saying it is dead and how it ended. */
-export function dumpZombie(task: FrozenTask, ids: task_kobj_ids_entry): DumpedTask {
-  const core = create(core_entrySchema, {
-    mtype: core_entry_march.X86_64,
-    tc: create(task_core_entrySchema, {
-      taskState: TASK_STATE.zombie,
-      exitCode: task.exitCode,
-      personality: 0,
-      flags: 0,
-      blkSigset: 0n,
-      comm: "",
+export function dumpZombie(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_ids_entry): DumpedTask {
+  ctx.writeCore(
+    task.ns.pid,
+    create(core_entrySchema, {
+      mtype: core_entry_march.X86_64,
+      tc: create(task_core_entrySchema, {
+        taskState: TASK_STATE.zombie,
+        exitCode: task.exitCode,
+        personality: 0,
+        flags: 0,
+        blkSigset: 0n,
+        comm: "",
+      }),
     }),
-  });
+  );
   return {
     pid: task.pid,
     imagePid: task.ns.pid,
-    cores: [{ tid: task.pid, core }],
     vmas: [],
     ids,
     fdinfos: [],

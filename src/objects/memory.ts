@@ -16,7 +16,7 @@ import { type MapsEntry } from "../../ffi/proc.ts";
 import { MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { UnsupportedObjectError } from "../errors.ts";
-import type { Agent } from "../agent.ts";
+import type { Agent, BatchCall } from "../agent.ts";
 
 export const PAGE_SIZE = 4096;
 
@@ -372,37 +372,60 @@ export function moveSpecialAreas(agent: Agent, live: LiveArea[], dumped: vma_ent
   });
 }
 
-/** Maps every dumped area (but the vDSO ones) at its address, writable so pages can be filled. */
+/** Calls per batch when areas are mapped or finished: a few KiB of the agent's scratch. */
+const AREA_BATCH = 256;
+
+/** Runs `calls` in batches of AREA_BATCH, one trap each; throws naming the first call that fails. */
+function batched(agent: Agent, calls: BatchCall[]): bigint[] {
+  const results: bigint[] = [];
+  for (let i = 0; i < calls.length; i += AREA_BATCH) {
+    agent.reset();
+    results.push(...agent.batch(calls.slice(i, i + AREA_BATCH)));
+  }
+  return results;
+}
+
+function mmapCall(e: vma_entry, fd: bigint): BatchCall {
+  const anonymous = fd < 0n;
+  // Areas we fill get PROT_WRITE until their pages are in; file-backed shared pages are in place.
+  const prot = anonymous || !(e.status & (VMA.FILE_SHARED | VMA.ANON_SHARED)) ? e.prot | PROT.WRITE : e.prot;
+  const flags = (e.flags & (MAP.SHARED | MAP.PRIVATE | MAP.GROWSDOWN | MAP.NORESERVE)) |
+    (anonymous ? MAP.ANONYMOUS : 0) | MAP.FIXED;
+  return {
+    name: `mmap(0x${e.start.toString(16)})`,
+    nr: NR.mmap,
+    args: [e.start, e.end - e.start, prot, flags, fd, anonymous ? 0n : e.pgoff],
+  };
+}
+
+/**
+ * Maps every dumped area (but the vDSO ones) at its address, writable so pages can be filled.
+ * Private anonymous areas (thread stacks, heaps: most of them) are mapped many per trap; an area
+ * with a backing file or object is mapped on its own, once the areas before it are in place (a
+ * shared object may be opened through the map_files link of an area mapped just before).
+ */
 export function mapAreas(agent: Agent, vmas: readonly vma_entry[], openBacking: OpenBacking): void {
+  let anonymous: BatchCall[] = [];
+  const mapAnonymous = () => {
+    batched(agent, anonymous);
+    anonymous = [];
+  };
   for (const e of vmas) {
     if (isSpecial(e)) continue;
+    if (!(e.status & (VMA.ANON_SHARED | VMA.FILE_PRIVATE | VMA.FILE_SHARED))) {
+      anonymous.push(mmapCall(e, -1n));
+      continue;
+    }
+    mapAnonymous();
     const fd = openBacking(e);
-    const anonymous = fd < 0n;
-    // Areas we fill get PROT_WRITE until their pages are in; file-backed shared pages are in place.
-    const prot = anonymous || !(e.status & (VMA.FILE_SHARED | VMA.ANON_SHARED))
-      ? e.prot | PROT.WRITE
-      : e.prot;
-    const flags = (e.flags & (MAP.SHARED | MAP.PRIVATE | MAP.GROWSDOWN | MAP.NORESERVE)) |
-      (anonymous ? MAP.ANONYMOUS : 0) | MAP.FIXED;
     try {
-      const where = `mmap(0x${e.start.toString(16)})`;
-      const at = agent.call(
-        where,
-        NR.mmap,
-        e.start,
-        e.end - e.start,
-        prot,
-        flags,
-        fd,
-        anonymous ? 0n : e.pgoff,
-      );
-      if (BigInt.asUintN(64, at) !== e.start) {
-        throw new Error(`Area 0x${e.start.toString(16)} was mapped elsewhere`);
-      }
+      const c = mmapCall(e, fd);
+      agent.call(c.name, c.nr, ...c.args);
     } finally {
-      if (!anonymous) agent.raw(NR.close, fd);
+      if (fd >= 0n) agent.raw(NR.close, fd);
     }
   }
+  mapAnonymous();
 }
 
 /**
@@ -445,16 +468,22 @@ export function fillPages(
 
 /** Puts back the dumped protections (where mapAreas added PROT_WRITE) and madvise hints. */
 export function finishAreas(agent: Agent, vmas: readonly vma_entry[]): void {
+  const calls: BatchCall[] = [];
   for (const e of vmas) {
     if (isSpecial(e)) continue;
     const len = e.end - e.start;
     const isSharedFile = (e.status & VMA.FILE_SHARED) !== 0;
-    if (!isSharedFile && !(e.prot & PROT.WRITE)) agent.call("mprotect", NR.mprotect, e.start, len, e.prot);
+    if (!isSharedFile && !(e.prot & PROT.WRITE)) {
+      calls.push({ name: "mprotect", nr: NR.mprotect, args: [e.start, len, e.prot] });
+    }
     const madv = e.madv ?? 0n;
     for (let advice = 0; advice < 64; advice++) {
-      if (madv & (1n << BigInt(advice))) agent.call(`madvise(${advice})`, NR.madvise, e.start, len, advice);
+      if (madv & (1n << BigInt(advice))) {
+        calls.push({ name: `madvise(${advice})`, nr: NR.madvise, args: [e.start, len, advice] });
+      }
     }
   }
+  batched(agent, calls);
 }
 
 /** Where a shared anonymous object restored in one task can be mapped from by the others. */
