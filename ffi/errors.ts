@@ -58,12 +58,6 @@ export function errnoName(errno: number): string {
   return ERRNO_NAMES[errno] ?? `errno ${errno}`;
 }
 
-/** The errno a name such as "ENOSPC" stands for; EIO for names we do not know. */
-export function errnoOfName(name: string): number {
-  for (const [errno, n] of Object.entries(ERRNO_NAMES)) if (n === name) return Number(errno);
-  return 5;
-}
-
 /** A native call failed: `call` is its name (e.g. "ptrace(PTRACE_SEIZE)"), `errno` what it said. */
 export class SyscallError extends Error {
   override name = "SyscallError";

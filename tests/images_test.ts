@@ -24,7 +24,6 @@ import {
   parseJson,
   stringifyJson,
 } from "../src/images/mod.ts";
-import { ROOT } from "./lib/harness.ts";
 import { core_entry_march, core_entrySchema } from "../src/images/gen/core_pb.ts";
 import { fd_types, fdinfo_entrySchema, file_entrySchema } from "../src/images/gen/fdinfo_pb.ts";
 import { ghost_chunk_entrySchema, ghost_file_entrySchema } from "../src/images/gen/ghost-file_pb.ts";
@@ -1112,36 +1111,4 @@ Deno.test("quoted-printable names and IPv6 text match Python's", { ignore: !have
       assert.deepEqual(ipFromString(theirs.ip[i]!), words);
     });
   });
-});
-
-Deno.test("descriptors are built when first used, not when the program loads", async () => {
-  const at = (path: string) => new URL(path, import.meta.url).href;
-  const code = `
-    import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
-    import { KINDS } from "${at("../src/images/kinds.ts")}";
-    import { isUnbuilt } from "${at("../src/images/lazy_desc.ts")}";
-    import { file_tty } from "${at("../src/images/gen/tty_pb.ts")}";
-    const kinds = Object.values(KINDS).filter((k) => k.entry !== undefined);
-    const builtAtLoad = kinds.filter((k) => !isUnbuilt(k.entry)).length;
-    const schema = KINDS.PSTREE.entry;
-    const m = create(schema, { pid: 7, ppid: 1, pgid: 7, sid: 7, threads: [7, 8] });
-    const back = fromBinary(schema, toBinary(schema, m));
-    console.log(JSON.stringify({
-      kinds: kinds.length, builtAtLoad, pstreeBuilt: !isUnbuilt(schema), ttyBuilt: !isUnbuilt(file_tty),
-      typeName: schema.typeName, fields: schema.fields.map((f) => f.name), threads: back.threads,
-    }));
-  `;
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["eval", "--config", `${ROOT}/deno.json`, code],
-    cwd: ROOT,
-  }).output();
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const r = JSON.parse(new TextDecoder().decode(out.stdout));
-  assert.ok(r.kinds > 60);
-  assert.equal(r.builtAtLoad, 0);
-  assert.equal(r.pstreeBuilt, true);
-  assert.equal(r.ttyBuilt, false);
-  assert.equal(r.typeName, "pstree_entry");
-  assert.deepEqual(r.fields, ["pid", "ppid", "pgid", "sid", "threads"]);
-  assert.deepEqual(r.threads, [7, 8]);
 });

@@ -190,9 +190,6 @@ function groupHelpers(tree: FrozenTree, shellJob: boolean) {
   return [...helpers.values()];
 }
 
-/** From this many threads in the tree on, image files are written from a worker thread. */
-const MANY_IMAGES = 64;
-
 /** Images are named by the ids the tree's own PID namespace knows. */
 function writeTaskImages(dir: ImageDir, t: DumpedTask, task: FrozenTask): void {
   const pid = task.ns.pid;
@@ -235,8 +232,6 @@ export function dump(opts: DumpOptions): DumpStats {
   const ownNetns = hasOwnNetns(opts.pid);
   let locked = false;
   try {
-    // A thread pays for itself only when there are many core images to create.
-    if (tree.tasks.reduce((n, t) => n + t.threads.length, 0) >= MANY_IMAGES) dir.writeInBackground();
     if (tree.root.ns.pid !== tree.root.pid && tree.root.ns.pid !== 1) {
       throw new DumpError(
         `Process ${tree.root.pid} lives in a PID namespace of which it is not the init (it is ${tree.root.ns.pid} there); dump the namespace's init instead`,
@@ -308,7 +303,6 @@ export function dump(opts: DumpOptions): DumpStats {
     dir.write(KINDS.FILES, undefined, table.entries);
     if (table.ttyInfos.length) dir.write(KINDS.TTY_INFO, undefined, table.ttyInfos);
     if (table.pipeData.size) writePipeData(dir, table);
-    dir.settle();
     opts.hooks.run("post-dump");
     stats.frozenUs = Math.round((performance.now() - frozenAt) * 1000);
     writeStats(dir, stats);

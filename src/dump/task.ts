@@ -66,8 +66,8 @@ export interface TaskDumpContext {
   /** Writes the task's pages while it is still frozen and the agent is inside it. */
   writePages(agent: Agent, task: DumpedTask): void;
   /**
-   * Takes a thread's core entry as soon as it is made, so that its image is being written while
-   * the other threads are dumped. `imageTid` is the tid the tree's own PID namespace knows.
+   * Takes a thread's core entry as soon as it is made (cores are written as the dump goes, not
+   * held until the end). `imageTid` is the tid the tree's own PID namespace knows.
    */
   writeCore(imageTid: number, core: core_entry): void;
 }

@@ -4,14 +4,12 @@
  */
 import { imageFileName, type ImageKind } from "./kinds.ts";
 import { ImageReader, ImageWriter } from "./file.ts";
-import { BackgroundWriter } from "./background_writer.ts";
 import type { Message } from "@bufbuild/protobuf";
 import { pathExists } from "../../ffi/fd.ts";
 
 export class ImageDir {
   readonly path: string;
   #written: string[] = [];
-  #background: BackgroundWriter | undefined;
 
   constructor(path: string) {
     this.path = Deno.realPathSync(path);
@@ -25,33 +23,8 @@ export class ImageDir {
     return pathExists(this.pathFor(kind, id));
   }
 
-  /**
-   * From now on write() only encodes; the files are written by a worker thread (see
-   * BackgroundWriter) until settle().
-   */
-  writeInBackground(): void {
-    this.#background ??= new BackgroundWriter();
-    this.#background.start();
-  }
-
-  /** Waits until the files written in the background are there; throws naming one that failed. */
-  settle(): void {
-    const background = this.#background;
-    this.#background = undefined;
-    background?.finish();
-  }
-
   /** Writes an image with all its entries. */
   write(kind: ImageKind, id: number | bigint | string | undefined, entries: readonly Message[]): void {
-    if (this.#background) {
-      const path = this.pathFor(kind, id);
-      const w = ImageWriter.inMemory(kind, path);
-      for (const e of entries) w.writeEntry(e);
-      w.close();
-      this.noteWritten(path);
-      this.#background.write(path, w.contents());
-      return;
-    }
     const w = ImageWriter.create(this.path, kind, id);
     this.noteWritten(w.name);
     try {
@@ -80,13 +53,8 @@ export class ImageDir {
     this.#written.push(path);
   }
 
-  /** Removes every file this run wrote (once those on their way are written). */
+  /** Removes every file this run wrote. */
   removeWritten(): void {
-    try {
-      this.settle();
-    } catch {
-      // the dump fails anyway; what was written goes
-    }
     for (const p of this.#written) {
       try {
         Deno.removeSync(p);

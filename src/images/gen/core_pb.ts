@@ -5,8 +5,8 @@
 // @generated from file core.proto (syntax proto2)
 /* eslint-disable */
 
-import type { GenEnum, GenFile, GenMessage } from "../lazy_desc.ts";
-import { enumDesc, fileDesc, messageDesc } from "../lazy_desc.ts";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_opts } from "./opts_pb.ts";
 import type { thread_info_x86 } from "./core-x86_pb.ts";
 import { file_core_x86 } from "./core-x86_pb.ts";

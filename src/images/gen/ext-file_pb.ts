@@ -2,8 +2,8 @@
 // @generated from file ext-file.proto (syntax proto2)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "../lazy_desc.ts";
-import { fileDesc, messageDesc } from "../lazy_desc.ts";
+import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { fown_entry } from "./fown_pb.ts";
 import { file_fown } from "./fown_pb.ts";
 import type { Message } from "@bufbuild/protobuf";

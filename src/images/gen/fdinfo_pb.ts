@@ -5,8 +5,8 @@
 // @generated from file fdinfo.proto (syntax proto2)
 /* eslint-disable */
 
-import type { GenEnum, GenFile, GenMessage } from "../lazy_desc.ts";
-import { enumDesc, fileDesc, messageDesc } from "../lazy_desc.ts";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { reg_file_entry } from "./regfile_pb.ts";
 import { file_regfile } from "./regfile_pb.ts";
 import type { inet_sk_entry } from "./sk-inet_pb.ts";

@@ -4,8 +4,8 @@
 // @generated from file fsnotify.proto (syntax proto2)
 /* eslint-disable */
 
-import type { GenEnum, GenFile, GenMessage } from "../lazy_desc.ts";
-import { enumDesc, fileDesc, messageDesc } from "../lazy_desc.ts";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_opts } from "./opts_pb.ts";
 import type { fh_entry } from "./fh_pb.ts";
 import { file_fh } from "./fh_pb.ts";

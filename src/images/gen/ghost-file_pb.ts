@@ -7,8 +7,8 @@
 // @generated from file ghost-file.proto (syntax proto2)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "../lazy_desc.ts";
-import { fileDesc, messageDesc } from "../lazy_desc.ts";
+import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_opts } from "./opts_pb.ts";
 import type { timeval } from "./time_pb.ts";
 import { file_time } from "./time_pb.ts";

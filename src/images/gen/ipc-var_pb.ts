@@ -4,8 +4,8 @@
 // @generated from file ipc-var.proto (syntax proto2)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "../lazy_desc.ts";
-import { fileDesc, messageDesc } from "../lazy_desc.ts";
+import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 
 /**

@@ -7,8 +7,8 @@
 // @generated from file opts.proto (syntax proto2)
 /* eslint-disable */
 
-import type { GenExtension, GenFile, GenMessage } from "../lazy_desc.ts";
-import { extDesc, fileDesc, messageDesc } from "../lazy_desc.ts";
+import type { GenExtension, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { extDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { FieldOptions } from "@bufbuild/protobuf/wkt";
 import { file_google_protobuf_descriptor } from "@bufbuild/protobuf/wkt";
 import type { Message } from "@bufbuild/protobuf";

@@ -2,8 +2,8 @@
 // @generated from file sit.proto (syntax proto2)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "../lazy_desc.ts";
-import { fileDesc, messageDesc } from "../lazy_desc.ts";
+import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import { file_opts } from "./opts_pb.ts";
 import type { Message } from "@bufbuild/protobuf";
 
