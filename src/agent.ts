@@ -17,6 +17,8 @@ import { MAP, NR, PROT } from "../ffi/syscalls.ts";
 import { SyscallError } from "../ffi/errors.ts";
 
 export const SCRATCH_SIZE = 64 * 1024;
+/** Calls per trap at most: a call takes 64 bytes of scratch in the batch's table. */
+const BATCH_CALLS = 256;
 /** Room for the batch runner at the start of an agent's own scratch area. */
 const CODE_ROOM = 64;
 
@@ -124,12 +126,24 @@ export class Agent {
   }
 
   /**
-   * Runs `calls` in order for one trap and returns their raw results. Unless `keepGoing`, the
-   * batch stops at the first failure and throws a SyscallError naming that call; with it, every
-   * call runs and failures come back as negative errnos. Arguments may point into scratch
-   * allocated before this call.
+   * Runs `calls` in order and returns their raw results: up to BATCH_CALLS calls per trap. Unless
+   * `keepGoing`, the batch stops at the first failure and throws a SyscallError naming that call;
+   * with it, every call runs and failures come back as negative errnos. Arguments may point into
+   * scratch allocated before this call.
    */
   batch(calls: readonly BatchCall[], keepGoing = false): bigint[] {
+    if (calls.length <= BATCH_CALLS) return this.#runTable(calls, keepGoing);
+    const results: bigint[] = [];
+    const tableAt = this.#next;
+    for (let at = 0; at < calls.length; at += BATCH_CALLS) {
+      this.#next = tableAt; // each part's table takes the room of the one before
+      results.push(...this.#runTable(calls.slice(at, at + BATCH_CALLS), keepGoing));
+    }
+    return results;
+  }
+
+  /** One trap: the calls' table goes to scratch, the batch runner walks it. */
+  #runTable(calls: readonly BatchCall[], keepGoing: boolean): bigint[] {
     if (calls.length === 0) return [];
     const table = new BigUint64Array(calls.length * BATCH_SLOT_WORDS);
     calls.forEach((c, i) => {

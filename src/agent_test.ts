@@ -55,3 +55,35 @@ Deno.test("Agent.batch() runs every call for one trap and stops at the first fai
     finish(pid);
   }
 });
+
+Deno.test("Agent.batch() takes more calls than one trap holds, in order, stopping at a failure", () => {
+  const { pid, agent } = seizedSleep();
+  try {
+    const name = agent.string("late");
+    const getpids = Array.from({ length: 600 }, () => ({ name: "getpid", nr: NR.getpid, args: [] }));
+    const results = agent.batch([...getpids, {
+      name: "prctl(PR_SET_NAME)",
+      nr: NR.prctl,
+      args: [PR.SET_NAME, name, 0, 0, 0],
+    }]);
+    assert.equal(results.length, 601);
+    assert.ok(results.slice(0, 600).every((r) => r === BigInt(pid)));
+    assert.equal(results[600], 0n);
+    assert.equal(comm(pid), "late", "scratch allocated before the batch survives its parts");
+    const rename = agent.string("never");
+    assert.throws(
+      () =>
+        agent.batch([
+          ...getpids.slice(0, 300),
+          { name: "close(12345)", nr: NR.close, args: [12345] },
+          ...getpids.slice(0, 300),
+          { name: "prctl(PR_SET_NAME)", nr: NR.prctl, args: [PR.SET_NAME, rename, 0, 0, 0] },
+        ]),
+      (e) => isSyscallError(e, "EBADF"),
+    );
+    assert.equal(comm(pid), "late", "a part after the failing one ran");
+    agent.leave();
+  } finally {
+    finish(pid);
+  }
+});

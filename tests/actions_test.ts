@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { criu, criuOk, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+import { withWorkload } from "./lib/matrix.ts";
 
 /** A script that appends "hook pid imagesdir" to `log`, and fails at `failAt`. */
 function recorder(log: string, failAt = ""): string {
@@ -91,11 +92,9 @@ for (
   });
 }
 
-Deno.test("a tree with its own network namespace gets network-lock and network-unlock around it", async () => {
-  const w = await Workload.start("netns");
-  const images = tempDir();
-  const log = `${images}/hooks.log`;
-  try {
+Deno.test("a tree with its own network namespace gets network-lock and network-unlock around it", () =>
+  withWorkload({ name: "netns" }, async (w, images) => {
+    const log = `${images}/hooks.log`;
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R", "--action-script", recorder(log)]);
     assert.deepEqual(hooks(log), ["pre-dump", "network-lock", "post-dump", "network-unlock"]);
     assert.match(Deno.readTextFileSync(log), new RegExp(`network-lock ${w.pid} `));
@@ -115,18 +114,11 @@ Deno.test("a tree with its own network namespace gets network-lock and network-u
       "post-resume",
     ]);
     assert.match(Deno.readTextFileSync(log), new RegExp(`network-unlock ${w.pid} `));
-    assert.equal(await w.finish(), "PASS");
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("a failing network-lock script aborts the dump, unlocks, and the process runs on", async () => {
-  const w = await Workload.start("netns");
-  const images = tempDir();
-  const log = `${images}/hooks.log`;
-  try {
+Deno.test("a failing network-lock script aborts the dump, unlocks, and the process runs on", () =>
+  withWorkload({ name: "netns" }, async (w, images) => {
+    const log = `${images}/hooks.log`;
     const r = await criu([
       "dump",
       "-t",
@@ -143,18 +135,11 @@ Deno.test("a failing network-lock script aborts the dump, unlocks, and the proce
       !exists(`${images}/inventory.img`) && !exists(`${images}/netns-2.img`),
       "no checkpoint may be left",
     );
-    assert.equal(await w.finish(), "PASS");
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
-});
+  }));
 
-Deno.test("restore --empty-ns net puts the tree in a new, empty network namespace", async () => {
-  const w = await Workload.start("counter");
-  const images = tempDir();
-  const log = `${images}/hooks.log`;
-  try {
+Deno.test("restore --empty-ns net puts the tree in a new, empty network namespace", () =>
+  withWorkload({ name: "counter" }, async (w, images) => {
+    const log = `${images}/hooks.log`;
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
     await reap(w.pid);
     await criuOk(["restore", "-D", images, "-d", "--empty-ns", "net", "--action-script", recorder(log)]);
@@ -164,9 +149,4 @@ Deno.test("restore --empty-ns net puts the tree in a new, empty network namespac
       1,
     );
     assert.ok(hooks(log).includes("setup-namespaces") && hooks(log).includes("network-unlock"));
-    assert.equal(await w.finish(), "PASS");
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
-});
+  }));

@@ -48,6 +48,13 @@ const MADV_BY_VMFLAG: Record<string, number> = {
   wf: 18, // MADV_WIPEONFORK
 };
 
+/** A run of pages of the pages image: where it goes, how many pages, where it starts in the file. */
+export interface FileRun {
+  vaddr: bigint;
+  pages: number;
+  offset: number;
+}
+
 export interface DumpedVma {
   entry: vma_entry;
   /** Path of the backing file, for file mappings. */
@@ -372,19 +379,6 @@ export function moveSpecialAreas(agent: Agent, live: LiveArea[], dumped: vma_ent
   });
 }
 
-/** Calls per batch when areas are mapped or finished: a few KiB of the agent's scratch. */
-const AREA_BATCH = 256;
-
-/** Runs `calls` in batches of AREA_BATCH, one trap each; throws naming the first call that fails. */
-function batched(agent: Agent, calls: BatchCall[]): bigint[] {
-  const results: bigint[] = [];
-  for (let i = 0; i < calls.length; i += AREA_BATCH) {
-    agent.reset();
-    results.push(...agent.batch(calls.slice(i, i + AREA_BATCH)));
-  }
-  return results;
-}
-
 function mmapCall(e: vma_entry, fd: bigint): BatchCall {
   const anonymous = fd < 0n;
   // Areas we fill get PROT_WRITE until their pages are in; file-backed shared pages are in place.
@@ -407,7 +401,8 @@ function mmapCall(e: vma_entry, fd: bigint): BatchCall {
 export function mapAreas(agent: Agent, vmas: readonly vma_entry[], openBacking: OpenBacking): void {
   let anonymous: BatchCall[] = [];
   const mapAnonymous = () => {
-    batched(agent, anonymous);
+    agent.reset();
+    agent.batch(anonymous);
     anonymous = [];
   };
   for (const e of vmas) {
@@ -435,7 +430,7 @@ export function mapAreas(agent: Agent, vmas: readonly vma_entry[], openBacking: 
 export function fillPages(
   agent: Agent,
   pagesPath: string,
-  runs: readonly { vaddr: bigint; pages: number; offset: number }[],
+  runs: readonly FileRun[],
 ): number {
   if (runs.length === 0) return 0;
   agent.reset();
@@ -483,7 +478,8 @@ export function finishAreas(agent: Agent, vmas: readonly vma_entry[]): void {
       }
     }
   }
-  batched(agent, calls);
+  agent.reset();
+  agent.batch(calls);
 }
 
 /** Where a shared anonymous object restored in one task can be mapped from by the others. */

@@ -11,18 +11,11 @@ import type { MapsEntry } from "../../ffi/proc.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { NR } from "../../ffi/syscalls.ts";
 import type { FileTable } from "../objects/files.ts";
-import { PAGE_SIZE, VMA } from "../objects/memory.ts";
+import { type FileRun, PAGE_SIZE, VMA } from "../objects/memory.ts";
 import type { Agent } from "../agent.ts";
 
 const MADV_DONTNEED = 4;
 const COMPARE_CHUNK_PAGES = 256;
-
-/** A run of pages of the pages image: where it goes, how many pages, where it starts in the file. */
-export interface FileRun {
-  vaddr: bigint;
-  pages: number;
-  offset: number;
-}
 
 function sameArea(a: vma_entry, b: vma_entry, files: FileTable): boolean {
   if (a.start !== b.start || a.end !== b.end || a.prot !== b.prot || a.flags !== b.flags) return false;
