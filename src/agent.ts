@@ -42,6 +42,8 @@ type Answers<Q extends readonly Query<unknown>[]> = {
 export class Agent {
   #next = 0;
   #ownsScratch: boolean;
+  /** Calls queued by later(), for the next trap. */
+  #later: BatchCall[] = [];
   /** Our copy of the used part of the scratch area; grows as allocations need. */
   #mirror = new Uint8Array(256);
   /** The part of the copy written since the last syscall, not yet in the task. */
@@ -98,14 +100,45 @@ export class Agent {
 
   /** Runs a syscall; throws a SyscallError naming `name` on failure. */
   call(name: string, nr: number, ...args: (bigint | number)[]): bigint {
+    if (this.#later.length > 0) return this.#afterLater({ name, nr, args }, true);
     this.#flush();
     return this.thread.call(name, nr, ...args);
   }
 
   /** Runs a syscall and returns its raw result (negative errno on failure). */
   raw(nr: number, ...args: (bigint | number)[]): bigint {
+    if (this.#later.length > 0) return this.#afterLater({ name: `syscall ${nr}`, nr, args }, false);
     this.#flush();
     return this.thread.raw(nr, ...args);
+  }
+
+  /**
+   * Queues a call whose result nobody needs (a close, a madvise...): it runs at this agent's next
+   * trap, before that trap's own calls, and a failure is thrown there, naming it. Each trap costs
+   * a round trip through the scheduler, so a task restored with a dozen such calls saves a dozen.
+   * The arguments must not point into scratch: scratch may be reused before the call runs.
+   * Whatever looks at the task from outside must settle() first.
+   */
+  later(name: string, nr: number, ...args: (bigint | number)[]): void {
+    this.#later.push({ name, nr, args });
+  }
+
+  /** Runs the queued calls now (no trap when there are none). */
+  settle(): void {
+    if (this.#later.length > 0) this.batch([]);
+  }
+
+  /** The queued calls and `last`, in as few traps as they fit; a failure of `last` is thrown only if `throws`. */
+  #afterLater(last: BatchCall, throws: boolean): bigint {
+    const calls = this.#takeLater();
+    calls.push(last);
+    return this.#runParts(calls, false, throws ? calls.length : calls.length - 1).at(-1)!;
+  }
+
+  #takeLater(): BatchCall[] {
+    const calls = this.#later;
+    this.#later = [];
+    return calls;
   }
 
   /**
@@ -132,17 +165,38 @@ export class Agent {
    * scratch allocated before this call.
    */
   batch(calls: readonly BatchCall[], keepGoing = false): bigint[] {
-    if (calls.length <= BATCH_CALLS) return this.#runTable(calls, keepGoing);
+    // Queued calls never go on after a failure: under keepGoing they get a trap of their own.
+    if (keepGoing) this.settle();
+    const queued = this.#takeLater();
+    const all = queued.length > 0 ? [...queued, ...calls] : calls;
+    const results = this.#runParts(all, keepGoing, keepGoing ? 0 : all.length);
+    return queued.length > 0 ? results.slice(queued.length) : results;
+  }
+
+  /**
+   * Runs `calls` in parts of up to BATCH_CALLS, one trap each, and throws for the first failure
+   * among the first `mustSucceed` calls (no later part runs then).
+   */
+  #runParts(calls: readonly BatchCall[], keepGoing: boolean, mustSucceed: number): bigint[] {
     const results: bigint[] = [];
     const tableAt = this.#next;
     for (let at = 0; at < calls.length; at += BATCH_CALLS) {
       this.#next = tableAt; // each part's table takes the room of the one before
-      results.push(...this.#runTable(calls.slice(at, at + BATCH_CALLS), keepGoing));
+      const part = calls.slice(at, at + BATCH_CALLS);
+      const got = this.#runTable(part, keepGoing);
+      const failed = got.findIndex((r, i) => at + i < mustSucceed && isRemoteError(r));
+      if (failed >= 0) {
+        throw new SyscallError(`remote ${part[failed]!.name}`, Number(-got[failed]!), `in task ${this.tid}`);
+      }
+      results.push(...got);
     }
     return results;
   }
 
-  /** One trap: the calls' table goes to scratch, the batch runner walks it. */
+  /**
+   * One trap: the calls' table goes to scratch, the batch runner walks it; returns the raw
+   * results (BATCH_NOT_RUN for calls after a failure, unless `keepGoing`).
+   */
   #runTable(calls: readonly BatchCall[], keepGoing: boolean): bigint[] {
     if (calls.length === 0) return [];
     const table = new BigUint64Array(calls.length * BATCH_SLOT_WORDS);
@@ -158,16 +212,7 @@ export class Agent {
     readMemory(this.pid, this.scratch, this.#next, this.#mirror.subarray(0, this.#next));
     this.#freshTo = this.#next;
     const back = new BigUint64Array(this.read(addr, table.byteLength).buffer);
-    const results = calls.map((_, i) => BigInt.asIntN(64, back[i * BATCH_SLOT_WORDS + 7]!));
-    const failed = results.findIndex(isRemoteError);
-    if (!keepGoing && failed >= 0) {
-      throw new SyscallError(
-        `remote ${calls[failed]!.name}`,
-        Number(-results[failed]!),
-        `in task ${this.tid}`,
-      );
-    }
-    return results;
+    return calls.map((_, i) => BigInt.asIntN(64, back[i * BATCH_SLOT_WORDS + 7]!));
   }
 
   /** Runs the calls of every query for one trap (stopping at the first failure), then reads each answer. */
@@ -255,9 +300,11 @@ export class Agent {
   /** Unmaps the scratch area (when it is ours) and puts the thread back as it was. */
   leave(): void {
     try {
+      this.settle();
       if (this.#ownsScratch) {
+        // Alone: a batch cannot unmap the code it runs from.
         const start = this.scratch - BigInt(CODE_ROOM);
-        const r = this.raw(NR.munmap, start, this.scratchSize + CODE_ROOM);
+        const r = this.thread.raw(NR.munmap, start, this.scratchSize + CODE_ROOM);
         if (isRemoteError(r)) throw new SyscallError("remote munmap(scratch)", Number(-r));
       }
     } finally {

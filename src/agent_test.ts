@@ -87,3 +87,41 @@ Deno.test("Agent.batch() takes more calls than one trap holds, in order, stoppin
     finish(pid);
   }
 });
+
+Deno.test("Agent.later() calls run at the next trap, in order, and their failures are thrown there", () => {
+  const { pid, agent } = seizedSleep();
+  const hasFd = (fd: number) => {
+    try {
+      Deno.readLinkSync(`/proc/${pid}/fd/${fd}`);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  try {
+    const fd = agent.call("open(/)", NR.open, agent.string("/"), 0, 0);
+    agent.later("dup2(fd, 100)", NR.dup2, fd, 100);
+    assert.ok(!hasFd(100), "a queued call ran before a trap");
+    assert.equal(agent.call("getpid", NR.getpid), BigInt(pid));
+    assert.ok(hasFd(100));
+    agent.later("close(12345)", NR.close, 12345);
+    agent.later("close(100)", NR.close, 100);
+    assert.throws(
+      () => agent.raw(NR.getpid),
+      (e) => isSyscallError(e, "EBADF") && /remote close\(12345\)/.test(e.message),
+    );
+    assert.ok(hasFd(100), "a queued call after the failing one ran");
+    agent.later("close(100)", NR.close, 100);
+    assert.equal(agent.raw(NR.close, 12345), -9n, "raw() answers its own failure");
+    assert.ok(!hasFd(100));
+    agent.later("dup2(fd, 101)", NR.dup2, fd, 101);
+    const [self] = agent.batch([{ name: "getpid", nr: NR.getpid, args: [] }]);
+    assert.equal(self, BigInt(pid), "batch() answers for its own calls only");
+    assert.ok(hasFd(101));
+    agent.later("close(101)", NR.close, 101);
+    agent.leave();
+    assert.ok(!hasFd(101), "leave() runs what is queued");
+  } finally {
+    finish(pid);
+  }
+});

@@ -120,10 +120,13 @@ function schemasOf(k: ImageKind): Map<string, DescMessage> {
 }
 
 /**
- * A closed writer's buffer, kept for the next one: a dump writes hundreds of small images one
- * after another, and a fresh zeroed 128 KiB each time costs more than the entries themselves.
+ * Buffers of closed readers and writers, kept for the next ones: a dump writes and a restore reads
+ * hundreds of small images one after another, and a fresh zeroed 128 KiB each time (an mmap and
+ * page faults, then garbage) costs more than the entries themselves. A few are kept because
+ * readers may be open side by side.
  */
-let spareBuffer: Uint8Array<ArrayBuffer> | null = null;
+const spareBuffers: Uint8Array<ArrayBuffer>[] = [];
+const MAX_SPARE_BUFFERS = 4;
 
 /** Writes one image file: its magics on creation, then entries and blobs through a buffer. */
 export class ImageWriter<K extends ImageKind = ImageKind> {
@@ -221,7 +224,7 @@ export class ImageWriter<K extends ImageKind = ImageKind> {
       this.flush();
     } finally {
       this.#closed = true;
-      spareBuffer ??= this.#buf;
+      giveBackBuffer(this.#buf);
       this.#sink.close();
     }
   }
@@ -263,15 +266,18 @@ export class ImageWriter<K extends ImageKind = ImageKind> {
 }
 
 function takeBuffer(): Uint8Array<ArrayBuffer> {
-  const buf = spareBuffer ?? new Uint8Array(BUFFER_SIZE);
-  spareBuffer = null;
-  return buf;
+  return spareBuffers.pop() ?? new Uint8Array(BUFFER_SIZE);
+}
+
+/** Only for a buffer nothing refers to any more: what readers hand out are copies. */
+function giveBackBuffer(buf: Uint8Array<ArrayBuffer>): void {
+  if (spareBuffers.length < MAX_SPARE_BUFFERS) spareBuffers.push(buf);
 }
 
 /** Reads one image file: checks its magics on open, then hands out entries and blobs. */
 export class ImageReader<K extends ImageKind = ImageKind> {
   #src: ByteSource;
-  #buf = new Uint8Array(BUFFER_SIZE);
+  #buf = takeBuffer();
   #view = new DataView(this.#buf.buffer);
   #start = 0;
   #end = 0;
@@ -441,6 +447,7 @@ export class ImageReader<K extends ImageKind = ImageKind> {
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    giveBackBuffer(this.#buf);
     this.#src.close();
   }
 

@@ -43,10 +43,13 @@ const COMPONENTS = [
 /** xstate_bv bit of each component above. */
 const COMPONENT_BIT = [2, 3, 4, 5, 6, 7, 9];
 
-/** The gpregs field that holds a user_regs_struct slot (the image spells a few of them in camelCase). */
-function gpField(reg: string): string {
-  return reg.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase());
-}
+/**
+ * Each user_regs_struct slot with the gpregs field that holds it (the image spells a few of them
+ * in camelCase), worked out once: every thread of a dump or restore goes through them.
+ */
+const GP_FIELDS = REG_NAMES.map((reg) =>
+  [reg, reg.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())] as const
+);
 
 function words32(v: DataView, off: number, n: number): number[] {
   return Array.from({ length: n }, (_, i) => v.getUint32(off + 4 * i, true));
@@ -61,7 +64,7 @@ export function threadInfoFromCpu(
   clearTidAddr: bigint,
 ): thread_info_x86 {
   const gp: Record<string, bigint> = {};
-  REG_NAMES.forEach((n) => gp[gpField(n)] = regs.get(n));
+  for (const [reg, field] of GP_FIELDS) gp[field] = regs.get(reg);
   const v = new DataView(xstate.buffer, xstate.byteOffset, xstate.byteLength);
   const xstateBv = xstate.byteLength > XSTATE_BV ? v.getBigUint64(XSTATE_BV, true) : 0n;
   const xsave: Record<string, unknown> = { xstateBv };
@@ -93,7 +96,7 @@ export function regsFromThreadInfo(ti: thread_info_x86): Regs {
   const regs = new Regs();
   const gp = ti.gpregs as unknown as Record<string, bigint> | undefined;
   if (!gp) throw new Error("Image has no general registers");
-  REG_NAMES.forEach((n) => regs.set(n, gp[gpField(n)] ?? 0n));
+  for (const [reg, field] of GP_FIELDS) regs.set(reg, gp[field] ?? 0n);
   return regs;
 }
 

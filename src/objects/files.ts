@@ -218,11 +218,12 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
     const entry = ctx.table.get(info.id);
     const known = ctx.shared.byId.get(info.id);
     const tmp = known ? grabFd(ctx, known) : kindFor(entry.type).open(ctx, entry);
+    // Nothing below needs an answer: these ride along with the next fd's calls.
     if (tmp !== info.fd) {
-      ctx.agent.call(`dup3(fd ${info.fd})`, NR_DUP3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
-      ctx.agent.call("close", NR_CLOSE, tmp);
+      ctx.agent.later(`dup3(fd ${info.fd})`, NR_DUP3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
+      ctx.agent.later("close", NR_CLOSE, tmp);
     } else if (info.flags & 1) {
-      ctx.agent.call("fcntl(F_SETFD)", NR_FCNTL, info.fd, 2, 1); // F_SETFD, FD_CLOEXEC
+      ctx.agent.later("fcntl(F_SETFD)", NR_FCNTL, info.fd, 2, 1); // F_SETFD, FD_CLOEXEC
     }
     if (!known) ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
   }

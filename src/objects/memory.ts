@@ -394,33 +394,29 @@ function mmapCall(e: vma_entry, fd: bigint): BatchCall {
 
 /**
  * Maps every dumped area (but the vDSO ones) at its address, writable so pages can be filled.
- * Private anonymous areas (thread stacks, heaps: most of them) are mapped many per trap; an area
- * with a backing file or object is mapped on its own, once the areas before it are in place (a
- * shared object may be opened through the map_files link of an area mapped just before).
+ * Private anonymous areas (thread stacks, heaps: most of them) are queued and mapped many per
+ * trap, with the next call the task makes; an area with a backing file or object is mapped once
+ * the areas before it are in place.
  */
 export function mapAreas(agent: Agent, vmas: readonly vma_entry[], openBacking: OpenBacking): void {
-  let anonymous: BatchCall[] = [];
-  const mapAnonymous = () => {
-    agent.reset();
-    agent.batch(anonymous);
-    anonymous = [];
-  };
   for (const e of vmas) {
     if (isSpecial(e)) continue;
     if (!(e.status & (VMA.ANON_SHARED | VMA.FILE_PRIVATE | VMA.FILE_SHARED))) {
-      anonymous.push(mmapCall(e, -1n));
+      const c = mmapCall(e, -1n);
+      agent.later(c.name, c.nr, ...c.args);
       continue;
     }
-    mapAnonymous();
+    // The anonymous areas before it are mapped first, with the open of its backing: a shared
+    // object may be opened through the map_files link of an area mapped just before.
     const fd = openBacking(e);
     try {
-      const c = mmapCall(e, fd);
-      agent.call(c.name, c.nr, ...c.args);
+      const m = mmapCall(e, fd);
+      agent.call(m.name, m.nr, ...m.args);
     } finally {
-      if (fd >= 0n) agent.raw(NR.close, fd);
+      if (fd >= 0n) agent.later("close", NR.close, fd);
     }
   }
-  mapAnonymous();
+  agent.settle(); // the pages are written from outside next
 }
 
 /**

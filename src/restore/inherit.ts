@@ -145,8 +145,8 @@ function dropRange(agent: Agent, start: bigint, end: bigint, child: readonly [bi
   let at = start;
   for (const [cs, ce] of child) {
     if (ce <= at || cs >= end) continue;
-    if (cs > at) agent.call("madvise(MADV_DONTNEED)", NR.madvise, at, cs - at, MADV_DONTNEED);
+    if (cs > at) agent.later("madvise(MADV_DONTNEED)", NR.madvise, at, cs - at, MADV_DONTNEED);
     at = ce;
   }
-  if (at < end) agent.call("madvise(MADV_DONTNEED)", NR.madvise, at, end - at, MADV_DONTNEED);
+  if (at < end) agent.later("madvise(MADV_DONTNEED)", NR.madvise, at, end - at, MADV_DONTNEED);
 }

@@ -250,7 +250,7 @@ function setMmFields(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages
     const mapAddr = agent.alloc(map.byteLength, map);
     agent.call("prctl(PR_SET_MM_MAP)", NR.prctl, PR.SET_MM, PR.SET_MM_MAP, mapAddr, map.byteLength, 0);
   } finally {
-    if (exeFd >= 0n) agent.raw(NR.close, exeFd);
+    if (exeFd >= 0n) agent.later("close(exe)", NR.close, exeFd);
   }
   if (mm.thpDisabled) agent.call("prctl(PR_SET_THP_DISABLE)", NR.prctl, PR.SET_THP_DISABLE, 1, 0, 0, 0);
 }
@@ -288,14 +288,14 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
   const parkBase = Math.max(64, ...t.fdinfos.map((f) => f.fd + 1));
   const park = (fd: number): number => {
     const moved = Number(agent.call("fcntl(F_DUPFD_CLOEXEC)", NR.fcntl, fd, F_DUPFD_CLOEXEC, parkBase));
-    agent.call("close", NR.close, fd);
+    agent.later("close", NR.close, fd);
     ctx.shared.noteParked(pid, moved);
     return moved;
   };
   const ttys = t.fdinfos.map((f) => ctx.checkpoint.files.get(f.id)).filter((f) => f.type === fd_types.TTY);
   const opened = ttys.length > 0 ? ctx.terminal.openIn(agent) : -1;
   const terminalFd = opened >= 0 ? park(opened) : -1;
-  agent.call("close_range", NR.close_range, 0, parkBase - 1, 0);
+  agent.later("close_range", NR.close_range, 0, parkBase - 1, 0);
   restoreFds(
     {
       agent,
@@ -319,18 +319,21 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
 
 /** Closes what restoreFiles parked in a task; runs once every task has its files. */
 export function closeParked(agent: Agent, shared: SharedFiles): void {
-  for (const fd of shared.parked.get(agent.pid) ?? []) agent.raw(NR.close, fd);
+  const fds = shared.parked.get(agent.pid) ?? [];
+  agent.batch(fds.map((fd) => ({ name: `close(${fd})`, nr: NR.close, args: [fd] })), true);
 }
 
 function restoreTaskState(agent: Agent, t: RestoreTaskImages): void {
   const tc = t.cores[0]!.core.tc!;
   const pid = agent.pid;
-  agent.call("personality", NR.personality, tc.personality);
+  agent.later("personality", NR.personality, tc.personality);
+  // Limits are set from outside: what the files left queued (dup3 to high fds) must be done.
+  agent.settle();
   tc.rlimits?.rlimits.forEach((r, res) => restoreRlimit(pid, res, r.cur, r.max));
   restoreSigactions(agent, tc.sigactions);
   restoreTimers(agent, tc.timers);
   if (tc.childSubreaper) {
-    agent.call("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    agent.later("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   }
   if (tc.oomScoreAdj !== undefined) writeProc(pid, "oom_score_adj", String(tc.oomScoreAdj));
 }
@@ -475,6 +478,8 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
     }
     a.batch(calls);
   });
+  // Other tasks take fds from this one from now on: nothing may be left queued.
+  agent.settle();
   return threads;
 }
 
@@ -554,7 +559,9 @@ export function loadRegisters(threads: readonly PendingThread[], tc: core_entry[
 
 /** Unmaps the scratch page from inside the task: its last remote syscall. */
 export function dropScratch(agent: Agent, scratch: bigint): void {
-  agent.call("munmap(scratch)", NR.munmap, scratch, PUPPET_SCRATCH_SIZE);
+  agent.settle();
+  // Not through the agent: a batch cannot unmap the code it runs from.
+  agent.thread.call("munmap(scratch)", NR.munmap, scratch, PUPPET_SCRATCH_SIZE);
 }
 
 export function detachTask(threads: readonly PendingThread[], stopped: boolean): void {
