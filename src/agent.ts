@@ -168,9 +168,8 @@ export class Agent {
     // Queued calls never go on after a failure: under keepGoing they get a trap of their own.
     if (keepGoing) this.settle();
     const queued = this.#takeLater();
-    const all = queued.length > 0 ? [...queued, ...calls] : calls;
-    const results = this.#runParts(all, keepGoing, keepGoing ? 0 : all.length);
-    return queued.length > 0 ? results.slice(queued.length) : results;
+    const all = [...queued, ...calls];
+    return this.#runParts(all, keepGoing, keepGoing ? 0 : all.length).slice(queued.length);
   }
 
   /**
@@ -297,16 +296,20 @@ export class Agent {
     return this.read(buf, len);
   }
 
+  /**
+   * Unmaps the area that holds the batch runner (the scratch), once the queued calls are done: on
+   * its own, since a batch cannot unmap the code it runs from.
+   */
+  unmapRunner(addr: bigint, len: number): void {
+    this.settle();
+    this.thread.call("munmap(scratch)", NR.munmap, addr, len);
+  }
+
   /** Unmaps the scratch area (when it is ours) and puts the thread back as it was. */
   leave(): void {
     try {
-      this.settle();
-      if (this.#ownsScratch) {
-        // Alone: a batch cannot unmap the code it runs from.
-        const start = this.scratch - BigInt(CODE_ROOM);
-        const r = this.thread.raw(NR.munmap, start, this.scratchSize + CODE_ROOM);
-        if (isRemoteError(r)) throw new SyscallError("remote munmap(scratch)", Number(-r));
-      }
+      if (this.#ownsScratch) this.unmapRunner(this.scratch - BigInt(CODE_ROOM), this.scratchSize + CODE_ROOM);
+      else this.settle();
     } finally {
       this.thread.leave();
     }

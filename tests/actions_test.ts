@@ -12,6 +12,11 @@ function recorder(log: string, failAt = ""): string {
     `[ "$CRTOOLS_SCRIPT_ACTION" != "${failAt}" ]`;
 }
 
+/** `criu dump` of `pid` into `images` with `script` as its action script. */
+function dumpWithScript(pid: number, images: string, script: string) {
+  return criu(["dump", "-t", `${pid}`, "-D", images, "--action-script", script]);
+}
+
 function hooks(log: string): string[] {
   return exists(log) ? Deno.readTextFileSync(log).trim().split("\n").map((l) => l.split(" ")[0]!) : [];
 }
@@ -42,15 +47,7 @@ for (const hook of ["pre-dump", "post-dump"]) {
     const w = await Workload.start("counter");
     const images = tempDir();
     try {
-      const r = await criu([
-        "dump",
-        "-t",
-        `${w.pid}`,
-        "-D",
-        images,
-        "--action-script",
-        recorder(`${images}/h`, hook),
-      ]);
+      const r = await dumpWithScript(w.pid, images, recorder(`${images}/h`, hook));
       assert.equal(r.code, 1);
       assert.match(r.stderr, new RegExp(`at the ${hook} hook`));
       assert.ok(!exists(`${images}/inventory.img`), "no checkpoint may be left");
@@ -119,15 +116,7 @@ Deno.test("a tree with its own network namespace gets network-lock and network-u
 Deno.test("a failing network-lock script aborts the dump, unlocks, and the process runs on", () =>
   withWorkload({ name: "netns" }, async (w, images) => {
     const log = `${images}/hooks.log`;
-    const r = await criu([
-      "dump",
-      "-t",
-      `${w.pid}`,
-      "-D",
-      images,
-      "--action-script",
-      recorder(log, "network-lock"),
-    ]);
+    const r = await dumpWithScript(w.pid, images, recorder(log, "network-lock"));
     assert.equal(r.code, 1);
     assert.match(r.stderr, /at the network-lock hook/);
     assert.deepEqual(hooks(log), ["pre-dump", "network-lock", "network-unlock"]);

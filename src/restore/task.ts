@@ -559,9 +559,7 @@ export function loadRegisters(threads: readonly PendingThread[], tc: core_entry[
 
 /** Unmaps the scratch page from inside the task: its last remote syscall. */
 export function dropScratch(agent: Agent, scratch: bigint): void {
-  agent.settle();
-  // Not through the agent: a batch cannot unmap the code it runs from.
-  agent.thread.call("munmap(scratch)", NR.munmap, scratch, PUPPET_SCRATCH_SIZE);
+  agent.unmapRunner(scratch, PUPPET_SCRATCH_SIZE);
 }
 
 export function detachTask(threads: readonly PendingThread[], stopped: boolean): void {
