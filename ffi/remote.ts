@@ -30,15 +30,28 @@ export interface RemoteChild {
 
 /**
  * The batch runner, run with r15 = table, r14 = number of calls, r13 = 1 to go on after a failure.
- * Each table slot is 8 words: nr, six arguments, and the result, written back in place. One
+ * Each table slot is 8 words: nr, six arguments, and the result, written back in place. A call
+ * may take one argument from the result of an earlier call of the table (a new fd passed on, see
+ * batchNrWord): the nr word's upper half then says which argument and how many slots back. One
  * instruction per line, with its encoding.
  */
 export const BATCH_CODE = Uint8Array.from(
   [
     "4d85f6", // loop: test r14,r14
-    "7435", //         jz done (+0x35)
+    "7459", //         jz done (+0x59)
     "498b07", //       mov rax,[r15]
-    "498b7f08", //     mov rdi,[r15+8]
+    "4889c1", //       mov rcx,rax
+    "48c1e920", //     shr rcx,32          ; (argument + 1) | back << 8
+    "741b", //         jz args (+0x1b)     ; no argument from an earlier result
+    "0fb6d1", //       movzx edx,cl        ; argument + 1: its word in the slot
+    "48c1e908", //     shr rcx,8
+    "48c1e106", //     shl rcx,6           ; back * 64 bytes
+    "4c89fe", //       mov rsi,r15
+    "4829ce", //       sub rsi,rcx
+    "488b7638", //     mov rsi,[rsi+56]    ; that slot's result
+    "498934d7", //     mov [r15+rdx*8],rsi
+    "89c0", //         mov eax,eax         ; the nr alone
+    "498b7f08", // args: mov rdi,[r15+8]
     "498b7710", //     mov rsi,[r15+16]
     "498b5718", //     mov rdx,[r15+24]
     "4d8b5720", //     mov r10,[r15+32]
@@ -49,13 +62,24 @@ export const BATCH_CODE = Uint8Array.from(
     "4983c740", //     add r15,64
     "49ffce", //       dec r14
     "483d01f0ffff", // cmp rax,-4095
-    "72cb", //         jb loop (unsigned below: not an error)
+    "72a7", //         jb loop (unsigned below: not an error)
     "4d85ed", //       test r13,r13
-    "75c6", //         jnz loop
+    "75a2", //         jnz loop
     "cc", //     done: int3
   ].join("").match(/../g)!,
   (h) => parseInt(h, 16),
 );
+/** Bytes to reserve for BATCH_CODE, rounded up. */
+export const BATCH_CODE_ROOM = 128;
+
+/**
+ * The nr word of a table slot: the syscall number, and when argument `arg` (0-5) is to be the
+ * result of the call `back` slots earlier, that reference.
+ */
+export function batchNrWord(nr: number, ref?: { arg: number; back: number }): bigint {
+  if (!ref) return BigInt(nr);
+  return BigInt(nr) | (BigInt(ref.arg + 1) << 32n) | (BigInt(ref.back) << 40n);
+}
 export const BATCH_SLOT_WORDS = 8;
 /** What a result slot holds until its call has run: no syscall returns it. */
 export const BATCH_NOT_RUN = 1n << 63n;
@@ -66,6 +90,8 @@ export class RemoteThread {
   /** Tasks created by remote clone/fork calls, reported by PTRACE_EVENT_{CLONE,FORK}. */
   readonly children: RemoteChild[] = [];
   #open = true;
+  /** A batch set going by startBatch() and not yet collected. */
+  #running = false;
 
   private constructor(readonly tid: number, public syscallIp: bigint) {
     this.savedRegs = pt.getRegs(tid);
@@ -104,6 +130,16 @@ export class RemoteThread {
    * waits for its `int3`. The caller reads the results back from the table.
    */
   runBatch(codeIp: bigint, table: bigint, count: number, keepGoing: boolean): void {
+    this.startBatch(codeIp, table, count, keepGoing);
+    this.waitBatch();
+  }
+
+  /**
+   * runBatch() in two halves: the thread is set going here, and runs while the caller does
+   * something else (prepares another thread's batch); waitBatch() collects it. Nothing else may be
+   * asked of this thread in between.
+   */
+  startBatch(codeIp: bigint, table: bigint, count: number, keepGoing: boolean): void {
     if (!this.#open) throw new Error(`Remote session on ${this.tid} is closed`);
     const regs = this.savedRegs.clone();
     regs.set("orig_ax", -1);
@@ -112,7 +148,15 @@ export class RemoteThread {
     regs.set("r14", count);
     regs.set("r13", keepGoing ? 1 : 0);
     pt.setRegs(this.tid, regs);
-    this.#runUntilTrap(() => pt.cont(this.tid, 0));
+    pt.cont(this.tid, 0);
+    this.#running = true;
+  }
+
+  /** Waits for the batch startBatch() set going to reach its `int3`. */
+  waitBatch(): void {
+    if (!this.#running) throw new Error(`No batch is running in ${this.tid}`);
+    this.#running = false;
+    this.#runUntilTrap(() => pt.cont(this.tid, 0), false);
   }
 
   /** Single-steps over the syscall instruction, collecting clone events on the way. */
@@ -120,9 +164,12 @@ export class RemoteThread {
     this.#runUntilTrap(() => pt.singlestep(this.tid));
   }
 
-  /** Resumes the thread with `resume` until it stops on SIGTRAP, collecting clone events. */
-  #runUntilTrap(resume: () => void): void {
-    resume();
+  /**
+   * Resumes the thread with `resume` until it stops on SIGTRAP, collecting clone events; unless
+   * `resumeFirst` is false (the thread was set going already).
+   */
+  #runUntilTrap(resume: () => void, resumeFirst = true): void {
+    if (resumeFirst) resume();
     for (;;) {
       const st = pt.wait(this.tid)!;
       if (st.kind !== "stopped") {
@@ -153,6 +200,7 @@ export class RemoteThread {
   /** Puts back the registers and signal mask; the task is left stopped, as it was found. */
   leave(): void {
     if (!this.#open) return;
+    if (this.#running) this.waitBatch(); // its registers can be set only once it stops
     this.#open = false;
     pt.setRegs(this.tid, this.savedRegs);
     pt.setSigmask(this.tid, this.savedMask);

@@ -121,7 +121,9 @@ Deno.test("peekSiginfo() reads the whole queue while signals interrupt the trace
       const r = libc.syscall(BigInt(NR.rt_sigqueueinfo), BigInt(pid), 35n, addressOf(info), 0n, 0n, 0n);
       assert.equal(r, 0n, `queueing signal ${i}`);
     }
-    const stop = signalStorm(50);
+    // Every 200 µs: often enough to cut the reads short, seldom enough that a slow machine still
+    // gets between two signals (at 50 µs a busy VM spent all its time in the handler).
+    const stop = signalStorm(200);
     let got;
     try {
       got = pt.peekSiginfo(pid, true);

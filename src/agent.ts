@@ -11,7 +11,15 @@
  * just before the next syscall, and after a batch the whole used part comes back in one read, from
  * which the answers are taken. A batch of twenty queries thus costs two memory copies, not forty.
  */
-import { BATCH_CODE, BATCH_NOT_RUN, BATCH_SLOT_WORDS, isRemoteError, RemoteThread } from "../ffi/remote.ts";
+import {
+  BATCH_CODE,
+  BATCH_CODE_ROOM,
+  BATCH_NOT_RUN,
+  BATCH_SLOT_WORDS,
+  batchNrWord,
+  isRemoteError,
+  RemoteThread,
+} from "../ffi/remote.ts";
 import { readMemory, writeMemory } from "../ffi/memory.ts";
 import { MAP, NR, PROT } from "../ffi/syscalls.ts";
 import { SyscallError } from "../ffi/errors.ts";
@@ -20,13 +28,19 @@ export const SCRATCH_SIZE = 64 * 1024;
 /** Calls per trap at most: a call takes 64 bytes of scratch in the batch's table. */
 const BATCH_CALLS = 256;
 /** Room for the batch runner at the start of an agent's own scratch area. */
-const CODE_ROOM = 64;
+const CODE_ROOM = BATCH_CODE_ROOM;
 
 /** One call of a batch: its name (for errors), number and arguments. */
 export interface BatchCall {
   name: string;
   nr: number;
   args: readonly (bigint | number)[];
+  /**
+   * Argument `arg` is the result of the call `back` places earlier in the same batch (an fd it
+   * made), filled in when this call runs: so a call can use what the one before returned without
+   * a trap in between. With the batch stopping at the first failure, it is never an errno.
+   */
+  ref?: { arg: number; back: number };
 }
 
 /** Syscalls whose answer is read once they have run (in a batch with others): see Agent.ask(). */
@@ -96,6 +110,19 @@ export class Agent {
 
   get tid(): number {
     return this.thread.tid;
+  }
+
+  /**
+   * An agent for another thread of this task, working in [offset, offset + size) of this agent's
+   * scratch area: threads running batches at once each need a part of their own.
+   */
+  forThread(thread: RemoteThread, offset: number, size: number): Agent {
+    if (offset < 0 || offset + size > this.scratchSize) {
+      throw new Error(
+        `Scratch part ${offset}+${size} is outside the ${this.scratchSize} bytes of ${this.pid}`,
+      );
+    }
+    return new Agent(this.pid, thread, this.scratch + BigInt(offset), size, false, this.batchIp);
   }
 
   /** Runs a syscall; throws a SyscallError naming `name` on failure. */
@@ -182,41 +209,92 @@ export class Agent {
     for (let at = 0; at < calls.length; at += BATCH_CALLS) {
       this.#next = tableAt; // each part's table takes the room of the one before
       const part = calls.slice(at, at + BATCH_CALLS);
-      const got = this.#runTable(part, keepGoing);
+      const got = this.#runTable(part, keepGoing, results);
       const failed = got.findIndex((r, i) => at + i < mustSucceed && isRemoteError(r));
       if (failed >= 0) {
-        throw new SyscallError(`remote ${part[failed]!.name}`, Number(-got[failed]!), `in task ${this.tid}`);
+        this.#fail(part[failed]!, got[failed]!);
       }
       results.push(...got);
     }
     return results;
   }
 
+  #fail(call: BatchCall, result: bigint): never {
+    throw new SyscallError(`remote ${call.name}`, Number(-result), `in task ${this.tid}`);
+  }
+
   /**
    * One trap: the calls' table goes to scratch, the batch runner walks it; returns the raw
-   * results (BATCH_NOT_RUN for calls after a failure, unless `keepGoing`).
+   * results (BATCH_NOT_RUN for calls after a failure, unless `keepGoing`). `earlier` holds the
+   * results of the parts before this one: a reference to one of them is filled in here.
    */
-  #runTable(calls: readonly BatchCall[], keepGoing: boolean): bigint[] {
-    if (calls.length === 0) return [];
+  #runTable(calls: readonly BatchCall[], keepGoing: boolean, earlier: readonly bigint[]): bigint[] {
+    return calls.length === 0 ? [] : this.#startTable(calls, keepGoing, earlier)();
+  }
+
+  /** The first half of #runTable: the thread is set going; the function returned collects the results. */
+  #startTable(calls: readonly BatchCall[], keepGoing: boolean, earlier: readonly bigint[]): () => bigint[] {
     const table = new BigUint64Array(calls.length * BATCH_SLOT_WORDS);
     calls.forEach((c, i) => {
       const slot = i * BATCH_SLOT_WORDS;
-      table[slot] = BigInt(c.nr);
-      c.args.forEach((a, j) => table[slot + 1 + j] = BigInt.asUintN(64, BigInt(a)));
+      const args = [...c.args];
+      let ref = c.ref;
+      if (ref) {
+        const from = earlier.length + i - ref.back;
+        if (ref.back < 1 || from < 0 || ref.arg < 0 || ref.arg > 5) {
+          throw new Error(`Batch call ${c.name} refers to a result that does not come before it`);
+        }
+        if (ref.back > i) {
+          args[ref.arg] = earlier[from]!;
+          ref = undefined;
+        }
+      }
+      table[slot] = batchNrWord(c.nr, ref);
+      args.forEach((a, j) => table[slot + 1 + j] = BigInt.asUintN(64, BigInt(a)));
       table[slot + 7] = BATCH_NOT_RUN;
     });
     const addr = this.alloc(table.byteLength, new Uint8Array(table.buffer));
     this.#flush();
-    this.thread.runBatch(this.batchIp, addr, calls.length, keepGoing);
-    readMemory(this.pid, this.scratch, this.#next, this.#mirror.subarray(0, this.#next));
-    this.#freshTo = this.#next;
-    const back = new BigUint64Array(this.read(addr, table.byteLength).buffer);
-    return calls.map((_, i) => BigInt.asIntN(64, back[i * BATCH_SLOT_WORDS + 7]!));
+    this.thread.startBatch(this.batchIp, addr, calls.length, keepGoing);
+    return () => {
+      this.thread.waitBatch();
+      readMemory(this.pid, this.scratch, this.#next, this.#mirror.subarray(0, this.#next));
+      this.#freshTo = this.#next;
+      const back = new BigUint64Array(this.read(addr, table.byteLength).buffer);
+      return calls.map((_, i) => BigInt.asIntN(64, back[i * BATCH_SLOT_WORDS + 7]!));
+    };
   }
 
   /** Runs the calls of every query for one trap (stopping at the first failure), then reads each answer. */
   ask<const Q extends readonly Query<unknown>[]>(queries: Q): Answers<Q> {
-    const results = this.batch(queries.flatMap((q) => q.calls));
+    return this.#answer(queries, this.batch(queries.flatMap((q) => q.calls)));
+  }
+
+  /**
+   * ask() in two halves: the thread starts on the calls at once and runs them while the caller
+   * goes on (say, to start the next thread's); the function returned waits and reads the answers.
+   * Nothing else may be asked of this agent in between. More than one trap's worth of calls run
+   * at once, as ask() runs them.
+   */
+  startAsk<const Q extends readonly Query<unknown>[]>(queries: Q): () => Answers<Q> {
+    if (this.#later.length + queries.reduce((n, q) => n + q.calls.length, 0) > BATCH_CALLS) {
+      const answers = this.ask(queries);
+      return () => answers;
+    }
+    const queued = this.#takeLater();
+    const calls = [...queued, ...queries.flatMap((q) => q.calls)];
+    const collect = this.#startTable(calls, false, []);
+    return () => {
+      const got = collect();
+      const failed = got.findIndex(isRemoteError);
+      if (failed >= 0) {
+        this.#fail(calls[failed]!, got[failed]!);
+      }
+      return this.#answer(queries, got.slice(queued.length));
+    };
+  }
+
+  #answer<const Q extends readonly Query<unknown>[]>(queries: Q, results: readonly bigint[]): Answers<Q> {
     let at = 0;
     return queries.map((q) => {
       const mine = results.slice(at, at + q.calls.length);

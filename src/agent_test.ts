@@ -125,3 +125,37 @@ Deno.test("Agent.later() calls run at the next trap, in order, and their failure
     finish(pid);
   }
 });
+
+Deno.test("A batch call takes an argument from an earlier call's result, in its part or one before", () => {
+  const { pid, agent } = seizedSleep();
+  const target = (fd: number) => Deno.readLinkSync(`/proc/${pid}/fd/${fd}`);
+  try {
+    const slash = agent.string("/");
+    const getpids = Array.from({ length: 300 }, () => ({ name: "getpid", nr: NR.getpid, args: [] }));
+    const F_DUPFD = 0;
+    const results = agent.batch([
+      { name: "open(/)", nr: NR.open, args: [slash, 0, 0] },
+      { name: "fcntl(F_DUPFD, 200)", nr: NR.fcntl, args: [0, F_DUPFD, 200], ref: { arg: 0, back: 1 } },
+      { name: "close(opened)", nr: NR.close, args: [], ref: { arg: 0, back: 2 } },
+      ...getpids, // the next reference crosses into an earlier part
+      { name: "dup3(moved, 150)", nr: NR.dup3, args: [0, 150, 0], ref: { arg: 0, back: 302 } },
+      { name: "getpid", nr: NR.getpid, args: [] },
+    ]);
+    const [opened, moved, closed] = results;
+    assert.ok(opened! >= 0n);
+    assert.ok(moved! >= 200n, "fcntl got the opened fd");
+    assert.equal(closed, 0n);
+    assert.equal(results[303], 150n);
+    assert.equal(results[304], BigInt(pid), "the nr word carries the syscall number alone");
+    assert.equal(target(Number(moved)), "/");
+    assert.equal(target(150), "/");
+    assert.throws(() => target(Number(opened)), "the first fd was closed through its reference");
+    assert.throws(
+      () => agent.batch([{ name: "close", nr: NR.close, args: [], ref: { arg: 0, back: 1 } }]),
+      /refers to a result that does not come before it/,
+    );
+    agent.leave();
+  } finally {
+    finish(pid);
+  }
+});

@@ -12,6 +12,7 @@ import {
   task_core_entrySchema,
   type task_kobj_ids_entry,
   task_rlimits_entrySchema,
+  type thread_core_entry,
   thread_core_entrySchema,
 } from "../images/gen/core_pb.ts";
 import { type mm_entry, mm_entrySchema } from "../images/gen/mm_pb.ts";
@@ -128,38 +129,111 @@ function cString(b: Uint8Array): string {
 const int32At = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset).getInt32(at, true);
 const u64At = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset).getBigUint64(at, true);
 
-/** Per-thread state; what needs a remote syscall in that very thread is asked in one batch. */
-function dumpThread(agent: Agent, proc: ProcFiles, tid: number) {
+type ThreadState = { threadInfo: ReturnType<typeof threadInfoFromCpu>; threadCore: thread_core_entry };
+
+/**
+ * Per-thread state. What needs a remote syscall in that very thread is asked in one batch, which
+ * the thread runs while the caller goes on; the function returned collects it. What ptrace tells
+ * is read first: the thread must be stopped for that.
+ */
+function startThread(agent: Agent, proc: ProcFiles, tid: number): () => ThreadState {
   const regs = agent.thread.savedRegs; // as the task left them, not as our remote calls did
   const xstate = pt.getXstate(tid);
   const sched = schedulingOf(tid);
+  const robust = getRobustList(tid);
+  const signalsP = dumpPendingSignals(tid, false);
+  const rseqEntry = dumpRseq(tid);
+  const status = proc.status(tid);
   agent.reset();
-  const [tidAddress, pdeath, comm, sas, creds] = agent.ask([
+  const answers = agent.startAsk([
     agent.fetchQuery("prctl(PR_GET_TID_ADDRESS)", 8, (b) => [NR.prctl, PR.GET_TID_ADDRESS, b, 0, 0, 0]),
     agent.fetchQuery("prctl(PR_GET_PDEATHSIG)", 4, (b) => [NR.prctl, PR.GET_PDEATHSIG, b, 0, 0, 0]),
     agent.fetchQuery("prctl(PR_GET_NAME)", TASK_COMM_LEN, (b) => [NR.prctl, PR.GET_NAME, b, 0, 0, 0]),
     sigaltstackQuery(agent),
-    credsQuery(agent, proc.status(tid)),
+    credsQuery(agent, status),
   ]);
-  const robust = getRobustList(tid);
-  return {
-    threadInfo: threadInfoFromCpu(regs, xstate, u64At(tidAddress)),
-    threadCore: create(thread_core_entrySchema, {
-      futexRla: robust.head,
-      futexRlaLen: robust.len,
-      schedNice: sched.nice,
-      schedPolicy: sched.policy,
-      schedPrio: sched.prio,
-      blkSigset: agent.thread.savedMask, // the live mask is ours while the agent is inside
-      sas,
-      pdeathSig: int32At(pdeath),
-      signalsP: dumpPendingSignals(tid, false),
-      creds,
-      seccompMode: seccomp_mode.disabled,
-      comm: cString(comm),
-      rseqEntry: dumpRseq(tid),
-    }),
+  return () => {
+    const [tidAddress, pdeath, comm, sas, creds] = answers();
+    return {
+      threadInfo: threadInfoFromCpu(regs, xstate, u64At(tidAddress)),
+      threadCore: create(thread_core_entrySchema, {
+        futexRla: robust.head,
+        futexRlaLen: robust.len,
+        schedNice: sched.nice,
+        schedPolicy: sched.policy,
+        schedPrio: sched.prio,
+        blkSigset: agent.thread.savedMask, // the live mask is ours while the agent is inside
+        sas,
+        pdeathSig: int32At(pdeath),
+        signalsP,
+        creds,
+        seccompMode: seccomp_mode.disabled,
+        comm: cString(comm),
+        rseqEntry,
+      }),
+    };
   };
+}
+
+/** Threads started at once (see dumpThreads); each takes a window of the task's scratch. */
+const THREAD_GROUP = 32;
+const THREAD_SCRATCH = 1024;
+
+/**
+ * The threads other than the leader, a group at a time: each thread's batch is set going as soon
+ * as it is built, so the threads run theirs (on another CPU) while the next is prepared; then the
+ * group is collected. Every thread entered is left as found, whatever fails.
+ */
+function dumpThreads(
+  ctx: TaskDumpContext,
+  agent: Agent,
+  proc: ProcFiles,
+  tids: readonly number[],
+  imageTid: (tid: number) => number,
+): void {
+  for (let at = 0; at < tids.length; at += THREAD_GROUP) {
+    const entered: Agent[] = [];
+    try {
+      const pending = tids.slice(at, at + THREAD_GROUP).map((tid, i) => {
+        const thread = new Agent(
+          agent.pid,
+          RemoteThread.enter(tid, agent.thread.syscallIp),
+          agent.scratch + BigInt(i * THREAD_SCRATCH),
+          THREAD_SCRATCH,
+          false,
+          agent.batchIp,
+        );
+        entered.push(thread);
+        return { tid, collect: startThread(thread, proc, tid) };
+      });
+      for (const { tid, collect } of pending) {
+        const t = collect();
+        ctx.writeCore(
+          imageTid(tid),
+          create(core_entrySchema, {
+            mtype: core_entry_march.X86_64,
+            threadInfo: t.threadInfo,
+            threadCore: t.threadCore,
+          }),
+        );
+      }
+    } finally {
+      leaveAll(entered);
+    }
+  }
+}
+
+/** Leaves every agent, even when one of them fails; then throws the first failure. */
+function leaveAll(agents: readonly Agent[]): void {
+  let failure: unknown;
+  for (const a of agents) {
+    try {
+      a.leave();
+    } catch (e) {
+      failure ??= e;
+    }
+  }
+  if (failure !== undefined) throw failure;
 }
 
 /** What only the task can tell about itself and its memory, asked in one batch. */
@@ -301,7 +375,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   try {
     const out: DumpedTask = { pid, imagePid: task.ns.pid, vmas, ids, fdinfos: [] };
     const imageTid = new Map(task.threads.map((tid, i) => [tid, task.ns.threads[i]!]));
-    const leader = dumpThread(agent, proc, pid);
+    const leader = startThread(agent, proc, pid)();
     const answers = askTask(agent);
     ctx.writeCore(
       task.ns.pid,
@@ -312,29 +386,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
         threadCore: leader.threadCore,
       }),
     );
-    for (const tid of task.threads.filter((t) => t !== pid)) {
-      const thread = new Agent(
-        pid,
-        RemoteThread.enter(tid, ip),
-        agent.scratch,
-        agent.scratchSize,
-        false,
-        agent.batchIp,
-      );
-      try {
-        const t = dumpThread(thread, proc, tid);
-        ctx.writeCore(
-          imageTid.get(tid)!,
-          create(core_entrySchema, {
-            mtype: core_entry_march.X86_64,
-            threadInfo: t.threadInfo,
-            threadCore: t.threadCore,
-          }),
-        );
-      } finally {
-        thread.leave();
-      }
-    }
+    dumpThreads(ctx, agent, proc, task.threads.filter((t) => t !== pid), (tid) => imageTid.get(tid)!);
     log.debug(`Task ${pid}: threads done`);
     out.mm = dumpMm(proc, pid, ctx.table, vmas, answers);
     out.fs = dumpFs(proc, pid, ctx.table);

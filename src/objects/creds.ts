@@ -83,10 +83,18 @@ export function sameCreds(a: creds_entry, b: creds_entry): boolean {
     (a.noNewPrivs ?? 0) === (b.noNewPrivs ?? 0);
 }
 
-/** Does the thread have exactly these credentials already (a root task, most often)? */
-export function alreadyHas(agent: Agent, c: creds_entry): boolean {
-  const [now] = agent.ask([credsQuery(agent, readStatus(agent.tid))]);
+/**
+ * Does the thread have exactly these credentials already (a root task, most often)? /proc tells
+ * all but the securebits, which the caller knows (see securebits()).
+ */
+export function alreadyHas(agent: Agent, c: creds_entry, secbits: number): boolean {
+  const now = credsFrom(readStatus(agent.tid), secbits);
   return sameCreds(now, c) && sameIds(now.capBnd, c.capBnd);
+}
+
+/** The thread's securebits, which only the thread itself can tell. */
+export function securebits(agent: Agent): number {
+  return Number(agent.call("prctl(PR_GET_SECUREBITS)", NR.prctl, PR.GET_SECUREBITS, 0, 0, 0, 0));
 }
 
 /**

@@ -13,7 +13,7 @@ import type { FdEntry } from "../../ffi/proc.ts";
 import { sameOpenFile } from "../../ffi/process.ts";
 import { O } from "../../ffi/syscalls.ts";
 import { UnsupportedObjectError } from "../errors.ts";
-import type { Agent } from "../agent.ts";
+import type { Agent, BatchCall } from "../agent.ts";
 import type { Log } from "../log.ts";
 
 export interface DumpFilesContext {
@@ -35,6 +35,8 @@ export interface RestoreFilesContext {
   shared: SharedFiles;
   /** Moves an fd of the task out of the way of the fd numbers being restored; returns its new number. */
   park(fd: number): number;
+  /** The lowest fd number park() uses: above every fd being restored. */
+  parkBase: number;
   /** pidfds the task opened on other tasks while taking their fds (parked, so closed at the end). */
   pidfds?: Map<number, bigint>;
   log: Log;
@@ -72,6 +74,7 @@ const NR_DUP = 32;
 const NR_DUP3 = 292;
 const NR_CLOSE = 3;
 const NR_FCNTL = 72;
+const F_DUPFD_CLOEXEC = 1030;
 
 /** Gets into the context's task a copy of fd `src.fd` of task `src.pid` (same open file description). */
 export function grabFd(ctx: RestoreFilesContext, src: OpenedFile): number {
@@ -214,10 +217,16 @@ export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_en
 }
 
 function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): void {
+  const grabs = new GrabBatch(ctx);
   for (const info of order) {
     const entry = ctx.table.get(info.id);
     const known = ctx.shared.byId.get(info.id);
-    const tmp = known ? grabFd(ctx, known) : kindFor(entry.type).open(ctx, entry);
+    if (known) {
+      grabs.add(known, info.fd, (info.flags & 1) !== 0);
+      continue;
+    }
+    grabs.run(); // in fd order: a kind may take what was restored before
+    const tmp = kindFor(entry.type).open(ctx, entry);
     // Nothing below needs an answer: these ride along with the next fd's calls.
     if (tmp !== info.fd) {
       ctx.agent.later(`dup3(fd ${info.fd})`, NR_DUP3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
@@ -225,6 +234,76 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
     } else if (info.flags & 1) {
       ctx.agent.later("fcntl(F_SETFD)", NR_FCNTL, info.fd, 2, 1); // F_SETFD, FD_CLOEXEC
     }
-    if (!known) ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
+    ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
+  }
+  grabs.run();
+}
+
+/**
+ * Copies of files already open in restored tasks, put at their fd numbers in one trap: each
+ * call takes the fd the one before it made (BatchCall.ref), so no answer is needed in between.
+ * A task that inherited its files over fork takes them all this way.
+ */
+class GrabBatch {
+  readonly #calls: BatchCall[] = [];
+  /** pidfds (parked) that calls of this batch open, by task: the index of the parking call. */
+  readonly #pidfdAt = new Map<number, number>();
+
+  constructor(private readonly ctx: RestoreFilesContext) {}
+
+  /** Queues a copy of `src` at fd `target`. */
+  add(src: OpenedFile, target: number, cloexec: boolean): void {
+    const flags = cloexec ? O.CLOEXEC : 0;
+    const c = this.#calls;
+    if (src.pid === this.ctx.nsPid) {
+      c.push({ name: `dup3(fd ${target})`, nr: NR_DUP3, args: [src.fd, target, flags] });
+      return;
+    }
+    const pidfd = this.#pidfd(src.pid);
+    const getfd: BatchCall = {
+      name: `pidfd_getfd(${src.pid}, ${src.fd})`,
+      nr: NR_PIDFD_GETFD,
+      args: [0, src.fd, 0],
+    };
+    if (typeof pidfd === "number") getfd.ref = { arg: 0, back: c.length - pidfd };
+    else getfd.args = [pidfd, src.fd, 0];
+    c.push(getfd);
+    // The fd got is the lowest free one, which may be `target` itself: moving it above every
+    // restored number first keeps dup3 from ever being asked to copy an fd onto itself.
+    c.push(this.#parkCall(`fcntl(F_DUPFD_CLOEXEC, fd ${target})`));
+    c.push({ name: "close", nr: NR_CLOSE, args: [], ref: { arg: 0, back: 2 } });
+    c.push({ name: `dup3(fd ${target})`, nr: NR_DUP3, args: [0, target, flags], ref: { arg: 0, back: 2 } });
+    c.push({ name: "close", nr: NR_CLOSE, args: [], ref: { arg: 0, back: 3 } });
+  }
+
+  /** The pidfd of task `pid` in the context's task: a number, or the index of the call making it. */
+  #pidfd(pid: number): bigint | number {
+    const known = this.ctx.pidfds?.get(pid) ?? this.#pidfdAt.get(pid);
+    if (known !== undefined) return known;
+    const c = this.#calls;
+    c.push({ name: `pidfd_open(${pid})`, nr: NR_PIDFD_OPEN, args: [pid, 0] });
+    // Parked, so that restoring an fd at its number can never close it; closed with the others.
+    c.push(this.#parkCall(`fcntl(F_DUPFD_CLOEXEC, pidfd ${pid})`));
+    c.push({ name: "close", nr: NR_CLOSE, args: [], ref: { arg: 0, back: 2 } });
+    this.#pidfdAt.set(pid, c.length - 2);
+    return c.length - 2;
+  }
+
+  /** A copy of the previous call's fd at the lowest free number from parkBase. */
+  #parkCall(name: string): BatchCall {
+    return { name, nr: NR_FCNTL, args: [0, F_DUPFD_CLOEXEC, this.ctx.parkBase], ref: { arg: 0, back: 1 } };
+  }
+
+  /** Runs what was queued (with the agent's own queue before it). */
+  run(): void {
+    if (this.#calls.length === 0) return;
+    const results = this.ctx.agent.batch(this.#calls);
+    const ctx = this.ctx;
+    for (const [pid, at] of this.#pidfdAt) {
+      (ctx.pidfds ??= new Map()).set(pid, results[at]!);
+      ctx.shared.noteParked(ctx.agent.pid, Number(results[at]!));
+    }
+    this.#calls.length = 0;
+    this.#pidfdAt.clear();
   }
 }

@@ -69,12 +69,12 @@ export function sigactionsQuery(agent: Agent): Query<sa_entry[]> {
   };
 }
 
-export function restoreSigactions(agent: Agent, actions: readonly sa_entry[]): void {
+/** The calls that give the task its dumped signal dispositions (scratch for them from `agent`). */
+export function sigactionCalls(agent: Agent, actions: readonly sa_entry[]): BatchCall[] {
   const signals = dispositionSignals();
   if (actions.length > signals.length) {
     throw new Error(`Image has ${actions.length} sigactions; at most ${signals.length} exist`);
   }
-  agent.reset();
   const calls: BatchCall[] = [];
   actions.forEach((sa, i) => {
     const sig = signals[i]!;
@@ -83,7 +83,7 @@ export function restoreSigactions(agent: Agent, actions: readonly sa_entry[]): v
     const buf = agent.alloc(KSIGACTION_SIZE, new Uint8Array(act.buffer));
     calls.push({ name: `rt_sigaction(${sig})`, nr: NR.rt_sigaction, args: [sig, buf, 0, 8] });
   });
-  agent.batch(calls);
+  return calls;
 }
 
 /** `stack_t { void *ss_sp; int ss_flags; size_t ss_size; }`: 24 bytes. */

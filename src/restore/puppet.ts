@@ -9,7 +9,7 @@ import { isSyscallError } from "../../ffi/errors.ts";
 import { spawn } from "../../ffi/spawn.ts";
 import { readMaps, readStatus } from "../../ffi/proc.ts";
 import { cloneSibling } from "../../ffi/sibling.ts";
-import { BATCH_CODE, findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
+import { BATCH_CODE, BATCH_CODE_ROOM, findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { cloneArgs } from "../../ffi/structs.ts";
 import { CLONE, MAP, NR, PROT, SIG } from "../../ffi/syscalls.ts";
@@ -20,7 +20,7 @@ import type { Log } from "../log.ts";
 export const PUPPET_SCRATCH_SIZE = 64 * 1024;
 /** The scratch page starts with `syscall` then `int3`s, then the batch runner; data goes after. */
 const BATCH_AT = 16;
-const CODE_BYTES = BATCH_AT + 64;
+const CODE_BYTES = BATCH_AT + BATCH_CODE_ROOM;
 /** Threads cloned per batch: each takes 160 bytes of scratch (its slot, set_tid and clone_args). */
 const THREADS_PER_BATCH = 256;
 const TRACE_OPTIONS = pt.PTRACE_O.TRACECLONE | pt.PTRACE_O.TRACEFORK | pt.PTRACE_O.TRACEVFORK |

@@ -5,21 +5,29 @@
 import type { core_entry } from "../images/gen/core_pb.ts";
 import type { vma_entry } from "../images/gen/vma_pb.ts";
 import * as pt from "../../ffi/ptrace.ts";
-import { readMaps } from "../../ffi/proc.ts";
+import { readMaps, readStatus } from "../../ffi/proc.ts";
 import { getRlimit, processExists, setRlimit } from "../../ffi/process.ts";
 import { prctlMmMap, type Regs } from "../../ffi/structs.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { closeFd, OPEN, openFd, preadFull, pwriteFull } from "../../ffi/fd.ts";
 import { ERRNO, isSyscallError } from "../../ffi/errors.ts";
+import { RemoteThread } from "../../ffi/remote.ts";
 import { NR, O, PR, RSEQ_FLAG_UNREGISTER, SIG } from "../../ffi/syscalls.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import { fillPages, finishAreas, mapAreas, mapFilesPath, moveSpecialAreas, VMA } from "../objects/memory.ts";
 import { KINDS } from "../images/kinds.ts";
 import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
 import { restoreFds, type SharedFiles } from "../objects/files.ts";
-import { pendingSignalCalls, restoreSigactions, sigaltstackCall } from "../objects/signals.ts";
+import { pendingSignalCalls, sigactionCalls, sigaltstackCall } from "../objects/signals.ts";
 import { restoreTimers } from "../objects/timers.ts";
-import { alreadyHas, credsCalls, restoreBoundingSet, sameCreds, sameIds } from "../objects/creds.ts";
+import {
+  alreadyHas,
+  credsCalls,
+  restoreBoundingSet,
+  sameCreds,
+  sameIds,
+  securebits,
+} from "../objects/creds.ts";
 import { regsFromThreadInfo, xstateFromThreadInfo } from "../objects/cpu.ts";
 import { RestoreError } from "../errors.ts";
 import type { Checkpoint, RestoreTaskImages } from "./images.ts";
@@ -40,6 +48,11 @@ export interface TaskRestoreContext {
   shared: SharedFiles;
   /** Pages compared with the parent's and left shared (stats-restore). */
   cowStats: { compared: number; skipped: number };
+  /**
+   * The securebits every puppet has until its own credentials are set: each is a copy of the
+   * helper (or of the sibling root), so they are asked once.
+   */
+  puppetSecbits?: number;
   /** Shared anonymous objects restored so far, by shmid. */
   shmem: Map<bigint, { path: string; vma: vma_entry; filled: boolean }>;
   shellJob: boolean;
@@ -304,6 +317,7 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
       terminalFd,
       shared: ctx.shared,
       park,
+      parkBase,
       log: ctx.log,
     },
     t.fdinfos,
@@ -330,7 +344,6 @@ function restoreTaskState(agent: Agent, t: RestoreTaskImages): void {
   // Limits are set from outside: what the files left queued (dup3 to high fds) must be done.
   agent.settle();
   tc.rlimits?.rlimits.forEach((r, res) => restoreRlimit(pid, res, r.cur, r.max));
-  restoreSigactions(agent, tc.sigactions);
   restoreTimers(agent, tc.timers);
   if (tc.childSubreaper) {
     agent.later("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
@@ -368,12 +381,17 @@ function writeProc(pid: number, file: string, value: string): void {
 export function restoreGroup(agent: Agent, t: RestoreTaskImages): void {
   const { pid, pgid } = t.entry;
   if (pgid === 0) return; // a group outside the tree's PID namespace: inherited
-  const current = Number(agent.call("getpgid", NR.getpgid, 0));
-  if (pgid === current) return;
+  if (pgid === currentGroup(agent.pid)) return;
   const r = agent.raw(NR.setpgid, 0, pgid);
   if (r < 0n && (pgid === pid || processExists(pgid))) {
     throw new RestoreError(`Cannot put ${pid} into process group ${pgid}: errno ${-r}`);
   }
+}
+
+/** A task's process group as its own PID namespace sees it (/proc/PID/status, no trap needed). */
+function currentGroup(pid: number): number {
+  const ids = (readStatus(pid).get("NSpgid") ?? "").split(/\s+/).filter((s) => s);
+  return Number(ids.at(-1) ?? -1);
 }
 
 const SCHED_RESET_ON_FORK = 0x40000000;
@@ -438,22 +456,24 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   // The bounding set goes first, in the leader, so that its threads inherit it.
   const leaderCreds = t.cores[0]!.core.threadCore?.creds;
   if (leaderCreds) restoreBoundingSet(agent, leaderCreds);
-  const leaderHasCreds = leaderCreds !== undefined && alreadyHas(agent, leaderCreds);
+  if (leaderCreds) ctx.puppetSecbits ??= securebits(agent);
+  const leaderHasCreds = leaderCreds !== undefined && alreadyHas(agent, leaderCreds, ctx.puppetSecbits!);
   const others = t.cores.slice(1);
-  ctx.master.createThreads(agent, others.map((c) => c.tid)).forEach((hostTid, i) => {
-    threads.push({ agent: ctx.master.agentFor(agent.pid, hostTid), core: others[i]!.core });
-  });
+  const hostTids = ctx.master.createThreads(agent, others.map((c) => c.tid));
   // Each thread then sets the rest of its state in one batch: its own state, its queued signals,
   // credentials last (after them the puppet may no longer be allowed the rest), and the
   // parent-death signal after them, since a change of ids clears it.
   const tc = t.cores[0]!.core.tc!;
-  threads.forEach((th, i) => {
+  const batchOf = (a: Agent, i: number): BatchCall[] => {
     const leader = i === 0;
-    const a = th.agent;
-    const tcore = th.core.threadCore;
+    const core = t.cores[i]!.core;
+    const tcore = core.threadCore;
     a.reset();
-    const calls = threadStateCalls(a, th.core);
-    if (leader) calls.push(...pendingSignalCalls(a, t.entry.pid, t.entry.pid, tc.signalsS, true));
+    const calls = threadStateCalls(a, core);
+    if (leader) {
+      calls.push(...sigactionCalls(a, tc.sigactions));
+      calls.push(...pendingSignalCalls(a, t.entry.pid, t.entry.pid, tc.signalsS, true));
+    }
     calls.push(...pendingSignalCalls(a, t.entry.pid, t.cores[i]!.tid, tcore?.signalsP, false));
     const creds = tcore?.creds;
     // A thread holds what the leader had when it was cloned.
@@ -476,11 +496,63 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
         args: [PR.SET_DUMPABLE, dumpable, 0, 0, 0],
       });
     }
-    a.batch(calls);
-  });
+    return calls;
+  };
+  agent.batch(batchOf(agent, 0));
+  threads.push(
+    ...threadBatches(agent, hostTids, (a, i) => batchOf(a, i + 1)).map((a, i) => ({
+      agent: a,
+      core: others[i]!.core,
+    })),
+  );
   // Other tasks take fds from this one from now on: nothing may be left queued.
   agent.settle();
   return threads;
+}
+
+/** Room each thread's batch has in the scratch area when several run at once (see threadBatches). */
+const THREAD_SCRATCH = 4096;
+
+/**
+ * Enters the threads `tids` of the leader's task and runs the batch `build` makes for each,
+ * several threads at once: a thread's batch is set going as soon as it is built, in its own part
+ * of the scratch area, so the threads run theirs (on another CPU) while the next is prepared.
+ * A thread whose calls do not fit its part waits for the others, then has the whole area.
+ * Returns the threads' agents, still inside.
+ */
+function threadBatches(
+  leader: Agent,
+  tids: readonly number[],
+  build: (a: Agent, i: number) => BatchCall[],
+): Agent[] {
+  const slots = Math.floor(leader.scratchSize / THREAD_SCRATCH);
+  const agents: Agent[] = [];
+  let running: (() => unknown)[] = [];
+  const collect = () => {
+    const all = running;
+    running = [];
+    all.forEach((done) => done());
+  };
+  tids.forEach((tid, i) => {
+    if (running.length === slots) collect();
+    const thread = RemoteThread.enter(tid, leader.thread.syscallIp);
+    let a = leader.forThread(thread, running.length * THREAD_SCRATCH, THREAD_SCRATCH);
+    agents.push(a);
+    let calls: BatchCall[];
+    try {
+      calls = build(a, i);
+    } catch (e) {
+      if (!isSyscallError(e, "ENOMEM") || !/agent scratch/.test((e as Error).message)) throw e;
+      collect();
+      a = agents[agents.length - 1] = leader.forThread(thread, 0, leader.scratchSize);
+      calls = build(a, i);
+      a.batch(calls);
+      return;
+    }
+    running.push(a.startAsk([{ calls, answer: () => undefined }]));
+  });
+  collect();
+  return agents;
 }
 
 /** Applies the kernel's syscall-restart rules a signal delivery would have applied. */
