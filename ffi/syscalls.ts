@@ -103,6 +103,13 @@ export const MAP = {
 } as const;
 export const MREMAP = { MAYMOVE: 1, FIXED: 2, DONTUNMAP: 4 } as const;
 
+/** fcntl commands. */
+export const F = {
+  SETFD: 2,
+  SETFL: 4,
+  DUPFD_CLOEXEC: 1030,
+} as const;
+
 export const O = {
   RDONLY: 0,
   WRONLY: 1,

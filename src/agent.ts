@@ -53,6 +53,13 @@ type Answers<Q extends readonly Query<unknown>[]> = {
   [K in keyof Q]: Q[K] extends Query<infer R> ? R : never;
 };
 
+/** What alloc() throws when the scratch area is used up (see forThreads for who retries). */
+class ScratchFullError extends SyscallError {
+  constructor(needs: number, left: number) {
+    super("agent scratch", 12, `needs ${needs} bytes, ${left} left`);
+  }
+}
+
 export class Agent {
   #next = 0;
   #ownsScratch: boolean;
@@ -113,16 +120,45 @@ export class Agent {
   }
 
   /**
-   * An agent for another thread of this task, working in [offset, offset + size) of this agent's
-   * scratch area: threads running batches at once each need a part of their own.
+   * Work in several threads of this task at once. For each thread, `start` builds its calls in an
+   * agent that has `partSize` bytes of this agent's scratch to itself, sets them going
+   * (startBatch, startAsk) and returns what collects them; collected results go to `take`, in
+   * order, whenever the parts run out and at the end. So the threads run their batches (on
+   * another CPU) while the next one is prepared. A thread whose calls do not fit its part waits
+   * for the others and then has the whole area. Returns the threads' agents, still inside: the
+   * caller leaves the threads (or kills them), also when this throws.
    */
-  forThread(thread: RemoteThread, offset: number, size: number): Agent {
-    if (offset < 0 || offset + size > this.scratchSize) {
-      throw new Error(
-        `Scratch part ${offset}+${size} is outside the ${this.scratchSize} bytes of ${this.pid}`,
-      );
-    }
-    return new Agent(this.pid, thread, this.scratch + BigInt(offset), size, false, this.batchIp);
+  forThreads<T>(
+    threads: readonly RemoteThread[],
+    partSize: number,
+    start: (a: Agent, i: number) => () => T,
+    take: (result: T, i: number) => void = () => {},
+  ): Agent[] {
+    const parts = Math.floor(this.scratchSize / partSize);
+    const agents: Agent[] = [];
+    let running: { done: () => T; i: number }[] = [];
+    const collect = () => {
+      running.forEach(({ done, i }) => take(done(), i));
+      running = [];
+    };
+    threads.forEach((thread, i) => {
+      if (running.length === parts) collect();
+      const part = (offset: number, size: number) =>
+        new Agent(this.pid, thread, this.scratch + BigInt(offset), size, false, this.batchIp);
+      agents[i] = part(running.length * partSize, partSize);
+      let done: () => T;
+      try {
+        done = start(agents[i], i);
+      } catch (e) {
+        if (!(e instanceof ScratchFullError)) throw e;
+        collect();
+        agents[i] = part(0, this.scratchSize);
+        done = start(agents[i], i);
+      }
+      running.push({ done, i });
+    });
+    collect();
+    return agents;
   }
 
   /** Runs a syscall; throws a SyscallError naming `name` on failure. */
@@ -271,27 +307,32 @@ export class Agent {
   }
 
   /**
-   * ask() in two halves: the thread starts on the calls at once and runs them while the caller
-   * goes on (say, to start the next thread's); the function returned waits and reads the answers.
-   * Nothing else may be asked of this agent in between. More than one trap's worth of calls run
-   * at once, as ask() runs them.
+   * batch() in two halves: the thread starts on the calls at once and runs them while the caller
+   * goes on (say, to start the next thread's); the function returned waits for them and answers
+   * their results, throwing for the first failure. Nothing else may be asked of this agent in
+   * between. No calls, or more than one trap's worth, simply run now.
    */
-  startAsk<const Q extends readonly Query<unknown>[]>(queries: Q): () => Answers<Q> {
-    if (this.#later.length + queries.reduce((n, q) => n + q.calls.length, 0) > BATCH_CALLS) {
-      const answers = this.ask(queries);
-      return () => answers;
+  startBatch(calls: readonly BatchCall[]): () => bigint[] {
+    const total = this.#later.length + calls.length;
+    if (total === 0 || total > BATCH_CALLS) {
+      const results = this.batch(calls);
+      return () => results;
     }
     const queued = this.#takeLater();
-    const calls = [...queued, ...queries.flatMap((q) => q.calls)];
-    const collect = this.#startTable(calls, false, []);
+    const all = [...queued, ...calls];
+    const collect = this.#startTable(all, false, []);
     return () => {
       const got = collect();
       const failed = got.findIndex(isRemoteError);
-      if (failed >= 0) {
-        this.#fail(calls[failed]!, got[failed]!);
-      }
-      return this.#answer(queries, got.slice(queued.length));
+      if (failed >= 0) this.#fail(all[failed]!, got[failed]!);
+      return got.slice(queued.length);
     };
+  }
+
+  /** ask() in two halves, as startBatch() is batch(). */
+  startAsk<const Q extends readonly Query<unknown>[]>(queries: Q): () => Answers<Q> {
+    const collect = this.startBatch(queries.flatMap((q) => q.calls));
+    return () => this.#answer(queries, collect());
   }
 
   #answer<const Q extends readonly Query<unknown>[]>(queries: Q, results: readonly bigint[]): Answers<Q> {
@@ -328,7 +369,7 @@ export class Agent {
   alloc(len: number, data?: Uint8Array): bigint {
     const start = (this.#next + 7) & ~7;
     if (start + len > this.scratchSize) {
-      throw new SyscallError("agent scratch", 12, `needs ${len} bytes, ${this.scratchSize - start} left`);
+      throw new ScratchFullError(len, this.scratchSize - start);
     }
     this.#next = start + len;
     if (this.#next > this.#mirror.length) {

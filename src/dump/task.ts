@@ -175,14 +175,12 @@ function startThread(agent: Agent, proc: ProcFiles, tid: number): () => ThreadSt
   };
 }
 
-/** Threads started at once (see dumpThreads); each takes a window of the task's scratch. */
-const THREAD_GROUP = 32;
+/** Scratch for each thread's batch while the threads run theirs at once (Agent.forThreads). */
 const THREAD_SCRATCH = 1024;
 
 /**
- * The threads other than the leader, a group at a time: each thread's batch is set going as soon
- * as it is built, so the threads run theirs (on another CPU) while the next is prepared; then the
- * group is collected. Every thread entered is left as found, whatever fails.
+ * The threads other than the leader, several at once (Agent.forThreads): each thread's batch
+ * runs while the next is prepared. Every thread entered is left as found, whatever fails.
  */
 function dumpThreads(
   ctx: TaskDumpContext,
@@ -191,44 +189,29 @@ function dumpThreads(
   tids: readonly number[],
   imageTid: (tid: number) => number,
 ): void {
-  for (let at = 0; at < tids.length; at += THREAD_GROUP) {
-    const entered: Agent[] = [];
-    try {
-      const pending = tids.slice(at, at + THREAD_GROUP).map((tid, i) => {
-        const thread = new Agent(
-          agent.pid,
-          RemoteThread.enter(tid, agent.thread.syscallIp),
-          agent.scratch + BigInt(i * THREAD_SCRATCH),
-          THREAD_SCRATCH,
-          false,
-          agent.batchIp,
-        );
-        entered.push(thread);
-        return { tid, collect: startThread(thread, proc, tid) };
-      });
-      for (const { tid, collect } of pending) {
-        const t = collect();
-        ctx.writeCore(
-          imageTid(tid),
-          create(core_entrySchema, {
-            mtype: core_entry_march.X86_64,
-            threadInfo: t.threadInfo,
-            threadCore: t.threadCore,
-          }),
-        );
-      }
-    } finally {
-      leaveAll(entered);
-    }
+  const entered: RemoteThread[] = [];
+  try {
+    for (const tid of tids) entered.push(RemoteThread.enter(tid, agent.thread.syscallIp));
+    agent.forThreads(entered, THREAD_SCRATCH, (a) => startThread(a, proc, a.tid), (t, i) =>
+      ctx.writeCore(
+        imageTid(tids[i]!),
+        create(core_entrySchema, {
+          mtype: core_entry_march.X86_64,
+          threadInfo: t.threadInfo,
+          threadCore: t.threadCore,
+        }),
+      ));
+  } finally {
+    leaveAll(entered);
   }
 }
 
-/** Leaves every agent, even when one of them fails; then throws the first failure. */
-function leaveAll(agents: readonly Agent[]): void {
+/** Leaves every thread, even when one of them fails; then throws the first failure. */
+function leaveAll(threads: readonly RemoteThread[]): void {
   let failure: unknown;
-  for (const a of agents) {
+  for (const t of threads) {
     try {
-      a.leave();
+      t.leave();
     } catch (e) {
       failure ??= e;
     }

@@ -11,7 +11,7 @@ import { fd_types, type fdinfo_entry, fdinfo_entrySchema, type file_entry } from
 import type { tty_info_entry } from "../images/gen/tty_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
 import { sameOpenFile } from "../../ffi/process.ts";
-import { O } from "../../ffi/syscalls.ts";
+import { F, O } from "../../ffi/syscalls.ts";
 import { UnsupportedObjectError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import type { Log } from "../log.ts";
@@ -74,20 +74,15 @@ const NR_DUP = 32;
 const NR_DUP3 = 292;
 const NR_CLOSE = 3;
 const NR_FCNTL = 72;
-const F_DUPFD_CLOEXEC = 1030;
 
-/** Gets into the context's task a copy of fd `src.fd` of task `src.pid` (same open file description). */
+/**
+ * Gets into the context's task a copy of fd `src.fd` of task `src.pid` (same open file
+ * description), at the lowest free number; returns that number. One trap.
+ */
 export function grabFd(ctx: RestoreFilesContext, src: OpenedFile): number {
-  const agent = ctx.agent;
-  if (src.pid === ctx.nsPid) return Number(agent.call("dup", NR_DUP, src.fd));
-  ctx.pidfds ??= new Map();
-  let pidfd = ctx.pidfds.get(src.pid);
-  if (pidfd === undefined) {
-    // Parked, so that restoring an fd at its number can never close it; closed with the others.
-    pidfd = BigInt(ctx.park(Number(agent.call("pidfd_open", NR_PIDFD_OPEN, src.pid, 0))));
-    ctx.pidfds.set(src.pid, pidfd);
-  }
-  return Number(agent.call("pidfd_getfd", NR_PIDFD_GETFD, pidfd, src.fd, 0));
+  const grab = new GrabBatch(ctx);
+  grab.copy(src);
+  return Number(grab.run().at(-1)!);
 }
 
 export interface FdKind {
@@ -232,7 +227,7 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
       ctx.agent.later(`dup3(fd ${info.fd})`, NR_DUP3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
       ctx.agent.later("close", NR_CLOSE, tmp);
     } else if (info.flags & 1) {
-      ctx.agent.later("fcntl(F_SETFD)", NR_FCNTL, info.fd, 2, 1); // F_SETFD, FD_CLOEXEC
+      ctx.agent.later("fcntl(F_SETFD)", NR_FCNTL, info.fd, F.SETFD, 1); // FD_CLOEXEC
     }
     ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
   }
@@ -251,6 +246,26 @@ class GrabBatch {
 
   constructor(private readonly ctx: RestoreFilesContext) {}
 
+  /** Queues a copy of `src` at the lowest free fd number: the result of the last call queued. */
+  copy(src: OpenedFile): void {
+    if (src.pid === this.ctx.nsPid) {
+      this.#calls.push({ name: `dup(${src.fd})`, nr: NR_DUP, args: [src.fd] });
+      return;
+    }
+    const pidfd = this.#pidfd(src.pid);
+    const name = `pidfd_getfd(${src.pid}, ${src.fd})`;
+    this.#calls.push(
+      typeof pidfd === "number"
+        ? {
+          name,
+          nr: NR_PIDFD_GETFD,
+          args: [0, src.fd, 0],
+          ref: { arg: 0, back: this.#calls.length - pidfd },
+        }
+        : { name, nr: NR_PIDFD_GETFD, args: [pidfd, src.fd, 0] },
+    );
+  }
+
   /** Queues a copy of `src` at fd `target`. */
   add(src: OpenedFile, target: number, cloexec: boolean): void {
     const flags = cloexec ? O.CLOEXEC : 0;
@@ -259,15 +274,7 @@ class GrabBatch {
       c.push({ name: `dup3(fd ${target})`, nr: NR_DUP3, args: [src.fd, target, flags] });
       return;
     }
-    const pidfd = this.#pidfd(src.pid);
-    const getfd: BatchCall = {
-      name: `pidfd_getfd(${src.pid}, ${src.fd})`,
-      nr: NR_PIDFD_GETFD,
-      args: [0, src.fd, 0],
-    };
-    if (typeof pidfd === "number") getfd.ref = { arg: 0, back: c.length - pidfd };
-    else getfd.args = [pidfd, src.fd, 0];
-    c.push(getfd);
+    this.copy(src);
     // The fd got is the lowest free one, which may be `target` itself: moving it above every
     // restored number first keeps dup3 from ever being asked to copy an fd onto itself.
     c.push(this.#parkCall(`fcntl(F_DUPFD_CLOEXEC, fd ${target})`));
@@ -291,12 +298,12 @@ class GrabBatch {
 
   /** A copy of the previous call's fd at the lowest free number from parkBase. */
   #parkCall(name: string): BatchCall {
-    return { name, nr: NR_FCNTL, args: [0, F_DUPFD_CLOEXEC, this.ctx.parkBase], ref: { arg: 0, back: 1 } };
+    return { name, nr: NR_FCNTL, args: [0, F.DUPFD_CLOEXEC, this.ctx.parkBase], ref: { arg: 0, back: 1 } };
   }
 
-  /** Runs what was queued (with the agent's own queue before it). */
-  run(): void {
-    if (this.#calls.length === 0) return;
+  /** Runs what was queued (with the agent's own queue before it); returns the results. */
+  run(): bigint[] {
+    if (this.#calls.length === 0) return [];
     const results = this.ctx.agent.batch(this.#calls);
     const ctx = this.ctx;
     for (const [pid, at] of this.#pidfdAt) {
@@ -305,5 +312,6 @@ class GrabBatch {
     }
     this.#calls.length = 0;
     this.#pidfdAt.clear();
+    return results;
   }
 }

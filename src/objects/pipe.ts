@@ -7,13 +7,12 @@ import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { pipe_entrySchema } from "../images/gen/pipe_pb.ts";
 import { peekPipe } from "../../ffi/pipe.ts";
-import { NR, O } from "../../ffi/syscalls.ts";
+import { F, NR, O } from "../../ffi/syscalls.ts";
 import { type FdKind, grabFd, registerFdKind, type RestoreFilesContext } from "./files.ts";
 import { emptyFown } from "./regfile.ts";
 import { RestoreError } from "../errors.ts";
 
 const PIPE_NAME = /^pipe:\[(\d+)\]$/;
-const F_SETFL = 4;
 const F_SETPIPE_SZ = 1031;
 const DEFAULT_CAPACITY = 65536;
 const WRITE_CHUNK = 32768;
@@ -66,7 +65,7 @@ export const pipeKind: FdKind = {
     if (!ctx.shared.objects.has(`pipe:${p.pipeId}`)) createPipe(ctx, p.pipeId);
     const [r, w] = ctx.shared.objects.get(`pipe:${p.pipeId}`)!;
     const fd = grabFd(ctx, (p.flags & O.ACCMODE) === O.WRONLY ? w! : r!);
-    if (p.flags & O.NONBLOCK) ctx.agent.call("fcntl(F_SETFL)", NR.fcntl, fd, F_SETFL, O.NONBLOCK);
+    if (p.flags & O.NONBLOCK) ctx.agent.call("fcntl(F_SETFL)", NR.fcntl, fd, F.SETFL, O.NONBLOCK);
     return fd;
   },
 };

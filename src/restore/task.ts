@@ -12,7 +12,7 @@ import { ProcMem } from "../../ffi/memory.ts";
 import { closeFd, OPEN, openFd, preadFull, pwriteFull } from "../../ffi/fd.ts";
 import { ERRNO, isSyscallError } from "../../ffi/errors.ts";
 import { RemoteThread } from "../../ffi/remote.ts";
-import { NR, O, PR, RSEQ_FLAG_UNREGISTER, SIG } from "../../ffi/syscalls.ts";
+import { F, NR, O, PR, RSEQ_FLAG_UNREGISTER, SIG } from "../../ffi/syscalls.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import { fillPages, finishAreas, mapAreas, mapFilesPath, moveSpecialAreas, VMA } from "../objects/memory.ts";
 import { KINDS } from "../images/kinds.ts";
@@ -291,7 +291,6 @@ function restoreFs(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages):
 }
 
 const RLIMIT_NOFILE = 7;
-const F_DUPFD_CLOEXEC = 1030;
 
 function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
   const pid = agent.pid;
@@ -300,7 +299,7 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
   setRlimit(pid, RLIMIT_NOFILE, hard, hard);
   const parkBase = Math.max(64, ...t.fdinfos.map((f) => f.fd + 1));
   const park = (fd: number): number => {
-    const moved = Number(agent.call("fcntl(F_DUPFD_CLOEXEC)", NR.fcntl, fd, F_DUPFD_CLOEXEC, parkBase));
+    const moved = Number(agent.call("fcntl(F_DUPFD_CLOEXEC)", NR.fcntl, fd, F.DUPFD_CLOEXEC, parkBase));
     agent.later("close", NR.close, fd);
     ctx.shared.noteParked(pid, moved);
     return moved;
@@ -455,9 +454,12 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   const threads: PendingThread[] = [{ agent, core: t.cores[0]!.core }];
   // The bounding set goes first, in the leader, so that its threads inherit it.
   const leaderCreds = t.cores[0]!.core.threadCore?.creds;
-  if (leaderCreds) restoreBoundingSet(agent, leaderCreds);
-  if (leaderCreds) ctx.puppetSecbits ??= securebits(agent);
-  const leaderHasCreds = leaderCreds !== undefined && alreadyHas(agent, leaderCreds, ctx.puppetSecbits!);
+  let leaderHasCreds = false;
+  if (leaderCreds) {
+    restoreBoundingSet(agent, leaderCreds);
+    ctx.puppetSecbits ??= securebits(agent);
+    leaderHasCreds = alreadyHas(agent, leaderCreds, ctx.puppetSecbits);
+  }
   const others = t.cores.slice(1);
   const hostTids = ctx.master.createThreads(agent, others.map((c) => c.tid));
   // Each thread then sets the rest of its state in one batch: its own state, its queued signals,
@@ -499,61 +501,16 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
     return calls;
   };
   agent.batch(batchOf(agent, 0));
-  threads.push(
-    ...threadBatches(agent, hostTids, (a, i) => batchOf(a, i + 1)).map((a, i) => ({
-      agent: a,
-      core: others[i]!.core,
-    })),
-  );
+  const entered = hostTids.map((tid) => RemoteThread.enter(tid, agent.thread.syscallIp));
+  agent.forThreads(entered, THREAD_SCRATCH, (a, i) => a.startBatch(batchOf(a, i + 1)))
+    .forEach((a, i) => threads.push({ agent: a, core: others[i]!.core }));
   // Other tasks take fds from this one from now on: nothing may be left queued.
   agent.settle();
   return threads;
 }
 
-/** Room each thread's batch has in the scratch area when several run at once (see threadBatches). */
+/** Scratch for each thread's batch while the threads run theirs at once (Agent.forThreads). */
 const THREAD_SCRATCH = 4096;
-
-/**
- * Enters the threads `tids` of the leader's task and runs the batch `build` makes for each,
- * several threads at once: a thread's batch is set going as soon as it is built, in its own part
- * of the scratch area, so the threads run theirs (on another CPU) while the next is prepared.
- * A thread whose calls do not fit its part waits for the others, then has the whole area.
- * Returns the threads' agents, still inside.
- */
-function threadBatches(
-  leader: Agent,
-  tids: readonly number[],
-  build: (a: Agent, i: number) => BatchCall[],
-): Agent[] {
-  const slots = Math.floor(leader.scratchSize / THREAD_SCRATCH);
-  const agents: Agent[] = [];
-  let running: (() => unknown)[] = [];
-  const collect = () => {
-    const all = running;
-    running = [];
-    all.forEach((done) => done());
-  };
-  tids.forEach((tid, i) => {
-    if (running.length === slots) collect();
-    const thread = RemoteThread.enter(tid, leader.thread.syscallIp);
-    let a = leader.forThread(thread, running.length * THREAD_SCRATCH, THREAD_SCRATCH);
-    agents.push(a);
-    let calls: BatchCall[];
-    try {
-      calls = build(a, i);
-    } catch (e) {
-      if (!isSyscallError(e, "ENOMEM") || !/agent scratch/.test((e as Error).message)) throw e;
-      collect();
-      a = agents[agents.length - 1] = leader.forThread(thread, 0, leader.scratchSize);
-      calls = build(a, i);
-      a.batch(calls);
-      return;
-    }
-    running.push(a.startAsk([{ calls, answer: () => undefined }]));
-  });
-  collect();
-  return agents;
-}
 
 /** Applies the kernel's syscall-restart rules a signal delivery would have applied. */
 export function fixRestart(regs: Regs, sleep: SleepFixup): void {
