@@ -60,6 +60,7 @@ export async function main(args: string[], program = "criu"): Promise<number> {
   try {
     const load = COMMANDS[parsed.command];
     const command = load ? await load() : notYet(parsed.command);
+    ctx.log.debug(`Loaded the ${parsed.command} command`);
     return await command(ctx);
   } catch (e) {
     if (isCriuError(e) || isImageFormatError(e) || isSyscallError(e)) {

@@ -18,16 +18,13 @@ import { pagemap_entrySchema, pagemap_headSchema } from "../images/gen/pagemap_p
 import { inventory_entrySchema, lsmtype } from "../images/gen/inventory_pb.ts";
 import {
   type core_entry,
-  core_entry_march,
-  core_entrySchema,
-  task_core_entrySchema,
   type task_kobj_ids_entry,
   task_kobj_ids_entrySchema,
 } from "../images/gen/core_pb.ts";
 import { dump_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_pb.ts";
 import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTask, type FrozenTree } from "./freeze.ts";
-import { type DumpedTask, dumpTask, dumpZombie, TASK_STATE } from "./task.ts";
+import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { FileTable } from "../objects/files.ts";
 import { type DumpedVma, mapFilesPath, PE, VMA, writePages } from "../objects/memory.ts";
 import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
@@ -91,7 +88,7 @@ class SharedObjectIds {
   #types = [KCMP.VM, KCMP.FILES, KCMP.FS, KCMP.SIGHAND];
   #sorted = this.#types.map(() => [] as { pid: number; id: number }[]);
 
-  idsOf(task: FrozenTask): [number, number, number, number] {
+  idsOf(task: Pick<FrozenTask, "pid" | "state">): [number, number, number, number] {
     return this.#types.map((type, i) => {
       if (task.state === "zombie") return this.#next++; // it holds none of them any more
       const list = this.#sorted[i]!;
@@ -167,33 +164,28 @@ function checkSessions(tree: FrozenTree, shellJob: boolean): void {
 }
 
 /**
- * A process group whose leader is not in the tree (it exited) needs a task with the leader's pid
- * to exist again at restore: CRIU's "helper", a child of the group's session leader that makes
- * the group, lets the members join, and ends.
+ * A process group whose leader is not in the tree (it exited) comes back through a helper task
+ * that the restore creates, as CRIU's does: a task with the leader's pid, in the group's session,
+ * which makes the group, lets the members join, and ends. The session must be in the tree.
  */
-function groupHelpers(tree: FrozenTree, shellJob: boolean) {
+function checkGroups(tree: FrozenTree, shellJob: boolean): void {
   const pids = new Set(tree.tasks.map((t) => t.ns.pid));
   const rootGroup = tree.root.ns.pgid;
-  const helpers = new Map<
-    number,
-    { pid: number; ppid: number; pgid: number; sid: number; threads: number[] }
-  >();
   for (const { ns } of tree.tasks) {
-    if (pids.has(ns.pgid) || helpers.has(ns.pgid) || (shellJob && ns.pgid === rootGroup)) continue;
+    if (pids.has(ns.pgid) || (shellJob && ns.pgid === rootGroup)) continue;
     if (!pids.has(ns.sid)) {
       throw new DumpError(
         `Process ${ns.pid} is in process group ${ns.pgid}, whose leader is not being dumped; use --shell-job (-j)`,
       );
     }
-    helpers.set(ns.pgid, { pid: ns.pgid, ppid: ns.sid, pgid: ns.pgid, sid: ns.sid, threads: [ns.pgid] });
   }
-  return [...helpers.values()];
 }
 
 /** Images are named by the ids the tree's own PID namespace knows. */
 function writeTaskImages(dir: ImageDir, t: DumpedTask, task: FrozenTask): void {
   const pid = task.ns.pid;
-  dir.write(KINDS.IDS, pid, [t.ids]);
+  // A zombie holds no objects: CRIU writes no ids for it, and its restore compares those it finds.
+  if (task.state !== "zombie") dir.write(KINDS.IDS, pid, [t.ids]);
   if (t.mm) dir.write(KINDS.MM, pid, [t.mm]);
   if (t.fs) dir.write(KINDS.FS, pid, [t.fs]);
   if (t.mm) dir.write(KINDS.FDINFO, t.ids.filesId, t.fdinfos);
@@ -216,6 +208,7 @@ export function dump(opts: DumpOptions): DumpStats {
   const dir = new ImageDir(opts.imagesDir);
   opts.hooks.run("pre-dump");
   const t0 = performance.now();
+  log.debug(`Freezing the tree of ${opts.pid}`);
   const tree = freezeTree(opts.pid, log);
   const frozenAt = performance.now();
   const frozenUptimeUs = clockNs(CLOCK_BOOTTIME) / 1000n;
@@ -239,6 +232,7 @@ export function dump(opts: DumpOptions): DumpStats {
     }
     checkPidNamespaces(tree);
     checkSessions(tree, opts.shellJob);
+    checkGroups(tree, opts.shellJob);
     const nsIds = new NamespaceIds();
     if (ownNetns) {
       const alive = tree.tasks.filter((t) => t.state !== "zombie").map((t) => t.pid);
@@ -285,12 +279,10 @@ export function dump(opts: DumpOptions): DumpStats {
     stats.memdumpUs = Math.round((performance.now() - m0) * 1000) - stats.memwriteUs;
     dumped.forEach((t, i) => writeTaskImages(dir, t, tree.tasks[i]!));
     log.debug(`Task images written`);
-    const helpers = groupHelpers(tree, opts.shellJob);
-    for (const h of helpers) dir.write(KINDS.CORE, h.pid, [helperCore()]);
     dir.write(
       KINDS.PSTREE,
       undefined,
-      [...tree.tasks.map((t) => t.ns), ...helpers].map((ns) =>
+      tree.tasks.map((t) => t.ns).map((ns) =>
         create(pstree_entrySchema, {
           pid: ns.pid,
           ppid: ns.ppid,
@@ -311,7 +303,9 @@ export function dump(opts: DumpOptions): DumpStats {
         imgVersion: CRTOOLS_IMAGES_V1_1,
         fdinfoPerId: true,
         nsPerId: true,
-        rootIds: dumped[0]!.ids,
+        // CRIU's root_ids are the ids of criu itself: a restore tells from them which
+        // namespaces the tree had of its own, and refuses a root that shares criu's fd table.
+        rootIds: taskIds(objectIds.idsOf({ pid: Deno.pid, state: "alive" }), nsIds.idsOf(Deno.pid)),
         lsmtype: lsmtype.NO_LSM,
         dumpUptime: frozenUptimeUs,
       }),
@@ -395,20 +389,6 @@ function writePipeData(dir: ImageDir, table: FileTable): void {
   } finally {
     w.close();
   }
-}
-
-function helperCore() {
-  return create(core_entrySchema, {
-    mtype: core_entry_march.X86_64,
-    tc: create(task_core_entrySchema, {
-      taskState: TASK_STATE.helper,
-      exitCode: 0,
-      personality: 0,
-      flags: 0,
-      blkSigset: 0n,
-      comm: "",
-    }),
-  });
 }
 
 function writeStats(dir: ImageDir, s: DumpStats): void {

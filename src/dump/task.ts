@@ -35,11 +35,11 @@ import { getRobustList, RLIMIT_COUNT, schedulingOf } from "../../ffi/process.ts"
 import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 import { UnsupportedObjectError } from "../errors.ts";
-import { classify, type DumpedVma, scanPages } from "../objects/memory.ts";
+import { classify, type DumpedVma, scanPages, VMA } from "../objects/memory.ts";
 import { credsQuery } from "../objects/creds.ts";
 import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../objects/signals.ts";
 import { dumpTimers, itimersQuery } from "../objects/timers.ts";
-import { threadInfoFromCpu } from "../objects/cpu.ts";
+import { applyRestart, threadInfoFromCpu } from "../objects/cpu.ts";
 import { dumpFds, type FileTable } from "../objects/files.ts";
 import { addRegFile } from "../objects/regfile.ts";
 import type { FrozenTask } from "./freeze.ts";
@@ -47,7 +47,10 @@ import type { Log } from "../log.ts";
 import "../objects/mod.ts";
 
 /** task_core_entry.task_state values (CRIU's): a helper only recreates a group whose leader is gone. */
-export const TASK_STATE = { alive: 1, dead: 2, stopped: 3, zombie: 6, helper: 0x80 } as const;
+/** task_core_entry.task_state, as CRIU writes it: a zombie is recorded as dead (TASK_DEAD). */
+export const TASK_STATE = { alive: 1, dead: 2, stopped: 3 } as const;
+/** States that criu-ts images made before it followed CRIU here still hold: read, never written. */
+export const OLD_TASK_STATE = { zombie: 6, helper: 0x80 } as const;
 
 export interface DumpedTask {
   pid: number;
@@ -137,7 +140,9 @@ type ThreadState = { threadInfo: ReturnType<typeof threadInfoFromCpu>; threadCor
  * is read first: the thread must be stopped for that.
  */
 function startThread(agent: Agent, proc: ProcFiles, tid: number): () => ThreadState {
-  const regs = agent.thread.savedRegs; // as the task left them, not as our remote calls did
+  // As the task left them, not as our remote calls did; an interrupted syscall is stored restarted.
+  const regs = agent.thread.savedRegs.clone();
+  applyRestart(regs);
   const xstate = pt.getXstate(tid);
   const sched = schedulingOf(tid);
   const robust = getRobustList(tid);
@@ -271,6 +276,12 @@ function dumpTaskCore(agent: Agent, proc: ProcFiles, task: FrozenTask, answers: 
   );
 }
 
+/**
+ * Words of the saved auxiliary vector an image holds at most: CRIU reads no more on x86_64 and
+ * refuses a longer one on restore. The kernel's vector ends with AT_NULL, which falls off first.
+ */
+const AT_VECTOR_SIZE = 44;
+
 function dumpMm(
   proc: ProcFiles,
   pid: number,
@@ -297,7 +308,7 @@ function dumpMm(
     mmEnvStart: f(50),
     mmEnvEnd: f(51),
     exeFileId: addRegFile(table, exe, O.RDONLY),
-    mmSavedAuxv: readAuxv(pid),
+    mmSavedAuxv: readAuxv(pid).slice(0, AT_VECTOR_SIZE),
     vmas: vmas.map((v) => v.entry),
     dumpable: answers.dumpable,
     thpDisabled: answers.thpDisabled,
@@ -315,6 +326,12 @@ function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable):
         c.entry.shmid = BigInt(
           addRegFile(table, c.filePath, m.perms[3] === "s" && m.perms[1] === "w" ? O.RDWR : O.RDONLY),
         );
+      }
+      // [vvar_vclock] follows [vvar]: CRIU records them as one VVAR area.
+      const last = out.at(-1)?.entry;
+      if (last && c.entry.status & VMA.VVAR && last.status & VMA.VVAR && last.end === c.entry.start) {
+        last.end = c.entry.end;
+        continue;
       }
       const v: DumpedVma = { entry: c.entry, runs: scanPages(pagemap, c.entry) };
       if (c.filePath !== undefined) v.filePath = c.filePath;
@@ -389,7 +406,7 @@ export function dumpZombie(ctx: TaskDumpContext, task: FrozenTask, ids: task_kob
     create(core_entrySchema, {
       mtype: core_entry_march.X86_64,
       tc: create(task_core_entrySchema, {
-        taskState: TASK_STATE.zombie,
+        taskState: TASK_STATE.dead,
         exitCode: task.exitCode,
         personality: 0,
         flags: 0,

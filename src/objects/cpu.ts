@@ -15,6 +15,8 @@ import {
   user_x86_xsave_entrySchema,
 } from "../images/gen/core-x86_pb.ts";
 import { REG_NAMES, Regs } from "../../ffi/structs.ts";
+import { ERRNO } from "../../ffi/errors.ts";
+import { NR } from "../../ffi/syscalls.ts";
 
 const FX = {
   cwd: 0,
@@ -56,6 +58,56 @@ function words32(v: DataView, off: number, n: number): number[] {
 }
 function words64(v: DataView, off: number, n: number): bigint[] {
   return Array.from({ length: n }, (_, i) => v.getBigUint64(off + 8 * i, true));
+}
+
+const RESTART_ERRORS = new Set([ERRNO.ERESTARTSYS, ERRNO.ERESTARTNOINTR, ERRNO.ERESTARTNOHAND].map(BigInt));
+const TIMER_ABSTIME = 1n;
+
+/**
+ * A sleep interrupted through its restart block can be made again from what the kernel wrote in
+ * its `rem` timespec: the call's request then points there. False when there is nothing to go on
+ * (no `rem`, or another call keeping its state in the kernel's restart block).
+ */
+function sleepFromRemaining(regs: Regs, nr: bigint): boolean {
+  if (nr === BigInt(NR.nanosleep) && regs.get("si") !== 0n) {
+    regs.set("di", regs.get("si"));
+    return true;
+  }
+  if (nr === BigInt(NR.clock_nanosleep) && regs.get("si") & TIMER_ABSTIME) return true; // as it is
+  if (nr === BigInt(NR.clock_nanosleep) && regs.get("r10") !== 0n) {
+    regs.set("dx", regs.get("r10"));
+    return true;
+  }
+  return false;
+}
+
+/**
+ * Applies to a thread stopped inside an interrupted syscall the restart the kernel would have
+ * made, as CRIU does before storing registers: the call is made again on resume. A call that
+ * restarts through its restart block returns EINTR, as with CRIU, except sleeps, which go on
+ * for the time they had left (CRIU-readable, and better). orig_ax keeps the call's number.
+ */
+export function applyRestart(regs: Regs): void {
+  const orig = regs.getSigned("orig_ax");
+  if (orig < 0n) return;
+  const err = -regs.getSigned("ax");
+  const restart = RESTART_ERRORS.has(err) ||
+    (err === BigInt(ERRNO.ERESTART_RESTARTBLOCK) && sleepFromRemaining(regs, orig));
+  if (restart) {
+    regs.set("ax", orig);
+    regs.set("ip", regs.get("ip") - 2n);
+  } else if (err === BigInt(ERRNO.ERESTART_RESTARTBLOCK)) {
+    regs.set("ax", -ERRNO.EINTR);
+  }
+}
+
+/** The timespec address of a relative sleep that `applyRestart` made again, or 0. */
+export function restartedSleepTimespec(regs: Regs): bigint {
+  const nr = regs.getSigned("orig_ax");
+  if (regs.getSigned("ax") !== nr) return 0n;
+  if (nr === BigInt(NR.nanosleep)) return regs.get("di");
+  if (nr === BigInt(NR.clock_nanosleep) && !(regs.get("si") & TIMER_ABSTIME)) return regs.get("dx");
+  return 0n;
 }
 
 export function threadInfoFromCpu(

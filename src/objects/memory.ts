@@ -15,7 +15,7 @@ import { type vma_entry, vma_entrySchema } from "../images/gen/vma_pb.ts";
 import { type MapsEntry } from "../../ffi/proc.ts";
 import { MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
 import { ProcMem } from "../../ffi/memory.ts";
-import { UnsupportedObjectError } from "../errors.ts";
+import { RestoreError, UnsupportedObjectError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 
 export const PAGE_SIZE = 4096;
@@ -83,7 +83,20 @@ export function classify(pid: number, m: MapsEntry): { entry: vma_entry; filePat
   if (m.vmFlags.includes("gd")) flags |= MAP.GROWSDOWN;
   if (m.vmFlags.includes("nr")) flags |= MAP.NORESERVE;
 
-  if (m.path === "[vsyscall]") return null; // fixed by the kernel, never restored
+  if (m.path === "[vsyscall]") {
+    // Recorded as CRIU does, without pages; the kernel maps it in every process.
+    const entry = create(vma_entrySchema, {
+      start: m.start,
+      end: m.end,
+      pgoff: 0n,
+      shmid: 0n,
+      prot: protOf(m.perms),
+      flags: MAP.PRIVATE | MAP.ANONYMOUS,
+      status: VMA.VSYSCALL | VMA.ANON_PRIVATE,
+      fd: -1n,
+    });
+    return { entry };
+  }
   if (m.path === "[uprobes]") {
     throw new UnsupportedObjectError(pid, "the [uprobes] area", "uprobes are not supported");
   }
@@ -152,7 +165,9 @@ const PAGEMAP_CHUNK = 65536; // entries read at a time: 512 KiB
  * from the object itself (dump.ts), not with each task that maps it.
  */
 export function scanPages(pagemap: Deno.FsFile, entry: vma_entry): [bigint, number][] {
-  if (entry.status & (VMA.VDSO | VMA.VVAR | VMA.FILE_SHARED | VMA.ANON_SHARED)) return [];
+  if (entry.status & (VMA.VSYSCALL | VMA.VVAR | VMA.FILE_SHARED | VMA.ANON_SHARED)) return [];
+  // The vDSO is stored whole, as CRIU stores it: its restore reads the ELF in it.
+  if (entry.status & VMA.VDSO) return [[entry.start, Number((entry.end - entry.start) / BigInt(PAGE_SIZE))]];
   const runs: [bigint, number][] = [];
   const total = Number((entry.end - entry.start) / BigInt(PAGE_SIZE));
   const buf = new Uint8Array(Math.min(total, PAGEMAP_CHUNK) * 8);
@@ -344,39 +359,94 @@ function isSpecial(e: vma_entry): boolean {
 }
 
 /**
+ * Adjacent special areas of one kind, seen as one: the kernel now splits the vvar data into
+ * [vvar] and [vvar_vclock], which CRIU records as a single VVAR area.
+ */
+interface SpecialBlock {
+  vdso: boolean;
+  start: bigint;
+  end: bigint;
+  /** The areas it is made of (one for an image's block). */
+  parts: { start: bigint; end: bigint }[];
+}
+
+function specialBlocks(areas: { start: bigint; end: bigint; vdso: boolean }[]): SpecialBlock[] {
+  const blocks: SpecialBlock[] = [];
+  for (const a of [...areas].sort((x, y) => (x.start < y.start ? -1 : 1))) {
+    const last = blocks.at(-1);
+    if (last && last.vdso === a.vdso && last.end === a.start) {
+      last.end = a.end;
+      last.parts.push(a);
+    } else {
+      blocks.push({ vdso: a.vdso, start: a.start, end: a.end, parts: [a] });
+    }
+  }
+  return blocks;
+}
+
+function layoutOf(blocks: readonly SpecialBlock[]): string {
+  return blocks.map((b) => `${b.vdso ? "vdso" : "vvar"} ${b.end - b.start}`).join(", ");
+}
+
+/**
  * Moves the vDSO and vvar areas the kernel gave the puppet to where the dumped task had them.
  * They go through a parking area first so a move can never land on another special area. The
- * kernel's areas must match the image's in number and size: another kernel needs a vDSO proxy.
+ * kernel's areas must match the image's in kind and size: another kernel needs a vDSO proxy.
  */
 export function moveSpecialAreas(agent: Agent, live: LiveArea[], dumped: vma_entry[], parking: bigint): void {
-  const want = dumped.filter(isSpecial).sort((a, b) => (a.start < b.start ? -1 : 1));
-  const have = live.filter((a) => a.path === "[vdso]" || a.path.startsWith("[vvar")).sort((
-    a,
-    b,
-  ) => (a.start < b.start ? -1 : 1));
-  const sizes = (xs: { start: bigint; end: bigint }[]) =>
-    xs.map((x) => (x.end - x.start).toString()).join(",");
-  if (want.length !== have.length || sizes(want) !== sizes(have)) {
-    throw new Error(
-      `The vDSO layout differs from the dumped one (kernel areas ${sizes(have)} bytes, image ${
-        sizes(want)
-      }): restoring on another kernel needs a vDSO proxy, which is not supported yet`,
+  const want = specialBlocks(
+    dumped.filter(isSpecial).map((e) => ({ start: e.start, end: e.end, vdso: (e.status & VMA.VDSO) !== 0 })),
+  );
+  const have = specialBlocks(
+    live.filter((a) => a.path === "[vdso]" || a.path.startsWith("[vvar"))
+      .map((a) => ({ start: a.start, end: a.end, vdso: a.path === "[vdso]" })),
+  );
+  if (layoutOf(want) !== layoutOf(have)) {
+    throw new RestoreError(
+      `The vDSO layout differs from the dumped one (this kernel: ${layoutOf(have) || "none"}; image: ${
+        layoutOf(want) || "none"
+      }, in bytes): restoring on another kernel needs a vDSO proxy, which is not supported yet`,
     );
   }
-  if (have.every((a, i) => a.start === want[i]!.start)) return; // a forked child: already in place
+  if (have.every((b, i) => b.start === want[i]!.start)) return; // a forked child: already in place
+  const moves = have.flatMap((b, i) =>
+    b.parts.map((p) => ({ from: p.start, len: p.end - p.start, to: want[i]!.start + (p.start - b.start) }))
+  );
   let park = parking;
-  const parked = have.map((a) => {
-    const len = a.end - a.start;
-    agent.call("mremap(park vdso)", NR.mremap, a.start, len, len, MREMAP.MAYMOVE | MREMAP.FIXED, park);
-    const at = park;
-    park += len;
-    return at;
-  });
-  parked.forEach((from, i) => {
-    const w = want[i]!;
-    const len = w.end - w.start;
-    agent.call("mremap(vdso)", NR.mremap, from, len, len, MREMAP.MAYMOVE | MREMAP.FIXED, w.start);
-  });
+  for (const m of moves) {
+    agent.call("mremap(park vdso)", NR.mremap, m.from, m.len, m.len, MREMAP.MAYMOVE | MREMAP.FIXED, park);
+    m.from = park;
+    park += m.len;
+  }
+  for (const m of moves) {
+    agent.call("mremap(vdso)", NR.mremap, m.from, m.len, m.len, MREMAP.MAYMOVE | MREMAP.FIXED, m.to);
+  }
+}
+
+/**
+ * The runs without their pages inside vDSO areas: CRIU stores those (it may need them for a vDSO
+ * proxy), but the kernel's own vDSO, moved into place, is what the task gets.
+ */
+export function withoutSpecialPages(runs: readonly FileRun[], vmas: readonly vma_entry[]): FileRun[] {
+  const specials = vmas.filter(isSpecial);
+  let out = [...runs];
+  for (const s of specials) out = out.flatMap((r) => cutOut(r, s.start, s.end));
+  return out;
+}
+
+/** The parts of run `r` outside [start, end). */
+function cutOut(r: FileRun, start: bigint, end: bigint): FileRun[] {
+  const runEnd = r.vaddr + BigInt(r.pages * PAGE_SIZE);
+  if (runEnd <= start || r.vaddr >= end) return [r];
+  const parts: FileRun[] = [];
+  if (r.vaddr < start) {
+    parts.push({ vaddr: r.vaddr, pages: Number(start - r.vaddr) / PAGE_SIZE, offset: r.offset });
+  }
+  if (runEnd > end) {
+    const skipped = Number(end - r.vaddr);
+    parts.push({ vaddr: end, pages: Number(runEnd - end) / PAGE_SIZE, offset: r.offset + skipped });
+  }
+  return parts;
 }
 
 function mmapCall(e: vma_entry, fd: bigint): BatchCall {

@@ -36,7 +36,8 @@ export function itimersQuery(agent: Agent): Query<itimer_entry[]> {
 }
 
 function dumpPosixTimers(agent: Agent, pid: number): posix_timer_entry[] {
-  return readTimers(pid).map((t) => {
+  // In ascending id order, as CRIU writes them.
+  return readTimers(pid).sort((a, b) => a.id - b.id).map((t) => {
     agent.reset();
     const [isec, insec, vsec, vnsec] = readPairs(
       agent.fetch("timer_gettime", 32, (b) => [NR.timer_gettime, t.id, b]),
@@ -76,8 +77,9 @@ export function restoreTimers(agent: Agent, timers: task_timers_entry | undefine
   });
   if (timers.posix.length === 0) return;
   agent.call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0);
-  // /proc lists the newest timer first: create them oldest first so the list reads the same.
-  for (const t of [...timers.posix].reverse()) restorePosixTimer(agent, t);
+  // /proc lists the newest timer first. Ids are given out in ascending order, so creating them
+  // in that order gives the list back as it was, whatever order the image has them in.
+  for (const t of [...timers.posix].sort((a, b) => a.itId - b.itId)) restorePosixTimer(agent, t);
   agent.call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
 }
 

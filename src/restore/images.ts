@@ -6,19 +6,22 @@
 import type { pstree_entry } from "../images/gen/pstree_pb.ts";
 import type { core_entry, task_kobj_ids_entry } from "../images/gen/core_pb.ts";
 import type { mm_entry } from "../images/gen/mm_pb.ts";
+import type { vma_entry } from "../images/gen/vma_pb.ts";
 import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
 import type { fs_entry } from "../images/gen/fs_pb.ts";
 import type { fdinfo_entry, file_entry } from "../images/gen/fdinfo_pb.ts";
 import type { inventory_entry } from "../images/gen/inventory_pb.ts";
 import type { tty_info_entry } from "../images/gen/tty_pb.ts";
 import { KINDS } from "../images/kinds.ts";
+import type { memfd_inode_entry } from "../images/gen/memfd_pb.ts";
+import { MAP } from "../../ffi/syscalls.ts";
 import { ImageDir } from "../images/dir.ts";
 import { ImageReader } from "../images/file.ts";
 import type { pipe_data_entry } from "../images/gen/pipe-data_pb.ts";
 import { FileTable } from "../objects/files.ts";
 import { PAGE_SIZE, PE, VMA } from "../objects/memory.ts";
 import { RestoreError } from "../errors.ts";
-import { TASK_STATE } from "../dump/task.ts";
+import { OLD_TASK_STATE, TASK_STATE } from "../dump/task.ts";
 import type { net_device_entry } from "../images/gen/netdev_pb.ts";
 import { readNetns } from "../objects/netns.ts";
 
@@ -76,6 +79,20 @@ function checkAreas(pid: number, mm: mm_entry): void {
   }
 }
 
+/** The area holding `addr`, by binary search: checkAreas has made sure they are sorted. */
+function areaAt(vmas: readonly vma_entry[], addr: bigint): vma_entry | undefined {
+  let lo = 0;
+  let hi = vmas.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    const v = vmas[mid]!;
+    if (addr < v.start) hi = mid;
+    else if (addr >= v.end) lo = mid + 1;
+    else return v;
+  }
+  return undefined;
+}
+
 function checkPages(pid: number, mm: mm_entry, runs: PageRun[], pagesPath: string): void {
   let total = 0;
   for (const r of runs) {
@@ -83,7 +100,7 @@ function checkPages(pid: number, mm: mm_entry, runs: PageRun[], pagesPath: strin
     // A run may cross from one area into the next adjacent one, never into a hole.
     let at = r.vaddr;
     while (at < end) {
-      const v = mm.vmas.find((a) => a.start <= at && at < a.end);
+      const v = areaAt(mm.vmas, at);
       if (!v) bad(`pagemap of process ${pid} has pages at ${hex(at)}, outside every area`);
       if (v.status & VMA.FILE_SHARED) {
         bad(`pagemap of process ${pid} has pages in shared file area ${hex(v.start)}`);
@@ -111,7 +128,9 @@ function loadPagemap(dir: ImageDir, pid: number): { runs: PageRun[]; pagesPath: 
   const [head, ...entries] = dir.read<pagemap_head | pagemap_entry>(KINDS.PAGEMAP, pid);
   if (!head || !("pagesId" in head)) bad(`pagemap-${pid}.img has no header`);
   const runs = (entries as pagemap_entry[]).map((e) => {
-    if (e.flags !== undefined && (e.flags & (PE.PARENT | PE.LAZY))) {
+    // CRIU marks anonymous pages PE_LAZY as well when they are in the pages image (PE_PRESENT);
+    // only pages kept elsewhere (a parent image, a lazy-pages server) are out of reach.
+    if (e.flags !== undefined && (e.flags & PE.PARENT || !(e.flags & PE.PRESENT))) {
       bad(`pagemap-${pid}.img refers to a parent image or lazy pages, which restore does not support yet`);
     }
     const pages = Number(e.nrPages ?? BigInt(e.compatNrPages));
@@ -121,23 +140,62 @@ function loadPagemap(dir: ImageDir, pid: number): { runs: PageRun[]; pagesPath: 
   return { runs, pagesPath: dir.pathFor(KINDS.PAGES, head.pagesId) };
 }
 
-function loadTask(dir: ImageDir, entry: pstree_entry, files: FileTable): RestoreTaskImages {
-  const pid = entry.pid;
-  if (entry.threads.length === 0 || entry.threads[0] !== pid && !entry.threads.includes(pid)) {
-    bad(`pstree entry of ${pid} does not list the process among its threads`);
+/**
+ * CRIU 4.x, on kernels where shared anonymous memory looks like a memfd, records it as a memfd
+ * named "/dev/zero" whose inode's shmid names its contents (pagemap-shmem-SHMID.img). It is plain
+ * shared anonymous memory, and comes back as such; other memfd mappings are not supported yet.
+ */
+function sharedAnonFromMemfd(
+  pid: number,
+  mm: mm_entry,
+  files: FileTable,
+  inodes: readonly memfd_inode_entry[],
+) {
+  for (const v of mm.vmas) {
+    if (!(v.status & VMA.MEMFD)) continue;
+    const inodeId = files.get(Number(v.shmid)).memfd?.inodeId;
+    const inode = inodes.find((i) => i.inodeId === BigInt(inodeId ?? -1));
+    if (inode?.name !== "/dev/zero") {
+      throw new RestoreError(
+        `Process ${pid} maps memfd ${inode?.name ?? `file ${v.shmid}`} at ${
+          hex(v.start)
+        }: memfd mappings are not supported yet`,
+      );
+    }
+    v.status = (v.status & ~(VMA.MEMFD | VMA.FILE_SHARED)) | VMA.ANON_SHARED;
+    v.flags |= MAP.ANONYMOUS;
+    v.shmid = BigInt(inode.shmid);
   }
-  const threads = [pid, ...entry.threads.filter((t) => t !== pid)];
-  const cores = threads.map((tid) => {
-    const [core] = dir.read<core_entry>(KINDS.CORE, tid);
-    if (!core) bad(`core-${tid}.img is empty`);
-    return { tid, core };
-  });
-  const leader = cores[0]!.core;
+}
+
+function readCore(dir: ImageDir, tid: number): core_entry {
+  const [core] = dir.read<core_entry>(KINDS.CORE, tid);
+  if (!core) bad(`core-${tid}.img is empty`);
+  return core;
+}
+
+function loadTask(
+  dir: ImageDir,
+  entry: pstree_entry,
+  files: FileTable,
+  memfds: readonly memfd_inode_entry[],
+): RestoreTaskImages {
+  const pid = entry.pid;
+  const leader = readCore(dir, pid);
   if (!leader.tc) bad(`core-${pid}.img has no task part`);
-  const zombie = leader.tc.taskState === TASK_STATE.zombie;
-  const helper = leader.tc.taskState === TASK_STATE.helper;
+  const state = leader.tc.taskState;
+  const zombie = state === TASK_STATE.dead || state === OLD_TASK_STATE.zombie;
+  const helper = state === OLD_TASK_STATE.helper;
+  // CRIU lists a zombie's threads as [0]: it has none left.
+  if (zombie || helper) {
+    return { entry, hostPid: 0, cores: [{ tid: pid, core: leader }], pages: [], fdinfos: [], zombie, helper };
+  }
+  if (!entry.threads.includes(pid)) bad(`pstree entry of ${pid} does not list the process among its threads`);
+  const cores = [
+    { tid: pid, core: leader },
+    ...entry.threads.filter((t) => t !== pid).map((tid) => ({ tid, core: readCore(dir, tid) })),
+  ];
   const task: RestoreTaskImages = { entry, hostPid: 0, cores, pages: [], fdinfos: [], zombie, helper };
-  if (zombie || helper) return task;
   for (const c of cores) {
     if (!c.core.threadInfo?.gpregs) bad(`core-${c.tid}.img has no registers`);
   }
@@ -145,6 +203,9 @@ function loadTask(dir: ImageDir, entry: pstree_entry, files: FileTable): Restore
   const [mm] = dir.read<mm_entry>(KINDS.MM, pid);
   if (!ids) bad(`ids-${pid}.img is empty`);
   if (!mm) bad(`mm-${pid}.img is empty`);
+  // CRIU records the vsyscall page; the kernel maps it in every process, so nothing restores it.
+  mm.vmas = mm.vmas.filter((v) => !(v.status & VMA.VSYSCALL));
+  sharedAnonFromMemfd(pid, mm, files, memfds);
   checkAreas(pid, mm);
   const { runs, pagesPath } = loadPagemap(dir, pid);
   checkPages(pid, mm, runs, pagesPath);
@@ -188,7 +249,8 @@ export function loadCheckpoint(imagesDir: string): Checkpoint {
   const files = new FileTable(dir.readOptional<file_entry>(KINDS.FILES));
   for (const t of dir.readOptional<tty_info_entry>(KINDS.TTY_INFO)) files.ttyInfos.push(t);
   readPipeData(dir, files);
-  const tasks = tree.map((e) => loadTask(dir, e, files));
+  const memfds = dir.readOptional<memfd_inode_entry>(KINDS.MEMFD_INODE);
+  const tasks = tree.map((e) => loadTask(dir, e, files, memfds));
   const cp: Checkpoint = { dir, inventory, tasks, files };
   const netDevices = readNetns(dir, tasks[0]!.ids?.netNsId);
   if (netDevices) cp.netDevices = netDevices;

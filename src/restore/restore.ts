@@ -46,6 +46,7 @@ import { TASK_STATE } from "../dump/task.ts";
 import { KINDS } from "../images/kinds.ts";
 import { create } from "@bufbuild/protobuf";
 import { restore_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_pb.ts";
+import { pstree_entrySchema } from "../images/gen/pstree_pb.ts";
 import type { Agent } from "../agent.ts";
 import type { ImageDir } from "../images/dir.ts";
 
@@ -121,6 +122,37 @@ export function joinsCriuJob(tasks: readonly RestoreTaskImages[], t: RestoreTask
     session: shellJob && root.sid !== root.pid && t.entry.sid === root.sid,
     group: shellJob && root.sid !== root.pid && root.pgid !== root.pid && t.entry.pgid === root.pgid,
   };
+}
+
+/**
+ * A task for each process group whose leader is not in the images (it had exited), as CRIU's
+ * restore makes one: it takes the leader's pid in the group's session, makes the group, lets the
+ * members join, and ends. Its parent is the session leader, or else a member. With --shell-job the
+ * root's group may be criu's own, which needs none.
+ */
+function groupHelpers(tasks: readonly RestoreTaskImages[], shellJob: boolean): RestoreTaskImages[] {
+  const byPid = new Map(tasks.map((t) => [t.entry.pid, t]));
+  const helpers = new Map<number, RestoreTaskImages>();
+  for (const t of tasks) {
+    const { pgid, sid } = t.entry;
+    if (byPid.has(pgid) || helpers.has(pgid) || joinsCriuJob(tasks, t, shellJob).group) continue;
+    const leader = byPid.get(sid);
+    const parent = leader && !leader.zombie ? leader : tasks.find((m) => m.entry.pgid === pgid && !m.zombie);
+    if (!parent || parent.entry.sid !== sid) {
+      throw new RestoreError(
+        `Process group ${pgid} has no leader in the images and no live member to recreate it from`,
+      );
+    }
+    const entry = create(pstree_entrySchema, {
+      pid: pgid,
+      ppid: parent.entry.pid,
+      pgid,
+      sid,
+      threads: [pgid],
+    });
+    helpers.set(pgid, { entry, hostPid: 0, cores: [], pages: [], fdinfos: [], zombie: false, helper: true });
+  }
+  return [...helpers.values()];
 }
 
 /** CLONE_FILES / CLONE_FS when the task shared its fd table or fs with its parent. */
@@ -216,8 +248,11 @@ function rootNamespaces(cp: Checkpoint, opts: RestoreOptions): bigint {
 export function restore(opts: RestoreOptions): RestoreResult {
   const { log } = opts;
   // PREPARE
+  log.debug("Reading the images");
   const cp = loadCheckpoint(opts.imagesDir);
+  cp.tasks.push(...groupHelpers(cp.tasks, opts.shellJob));
   const tasks = cp.tasks;
+  log.debug(`Read the images of ${tasks.length} task(s)`);
   checkParents(tasks);
   if (tasks[0]!.entry.pid !== 1) checkPidsFree(tasks); // a new PID namespace has every pid free
   opts.hooks.run("pre-restore");
@@ -278,6 +313,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     opts.hooks.run("post-restore", root);
     if (namespaces & BigInt(CLONE.NEWNET)) opts.hooks.run("network-unlock", root);
     opts.hooks.run("pre-resume", root);
+    log.debug("Loading registers");
     // RESUME: from here on nothing can fail half-way in a way we could undo.
     for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
       const threads = pending.get(t.entry.pid)!;

@@ -2,7 +2,8 @@
  * Turning one puppet into the dumped task: its address space, files, signal and timer state,
  * threads and credentials. The task stays stopped; `resumeTask` gives it its registers last.
  */
-import type { core_entry } from "../images/gen/core_pb.ts";
+import { type core_entry, thread_core_entrySchema } from "../images/gen/core_pb.ts";
+import { isFieldSet } from "@bufbuild/protobuf";
 import type { vma_entry } from "../images/gen/vma_pb.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { readMaps, readStatus } from "../../ffi/proc.ts";
@@ -10,11 +11,20 @@ import { getRlimit, processExists, setRlimit } from "../../ffi/process.ts";
 import { prctlMmMap, type Regs } from "../../ffi/structs.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { closeFd, OPEN, openFd, preadFull, pwriteFull } from "../../ffi/fd.ts";
-import { ERRNO, isSyscallError } from "../../ffi/errors.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 import { RemoteThread } from "../../ffi/remote.ts";
 import { F, NR, O, PR, RSEQ_FLAG_UNREGISTER, SIG } from "../../ffi/syscalls.ts";
 import type { Agent, BatchCall } from "../agent.ts";
-import { fillPages, finishAreas, mapAreas, mapFilesPath, moveSpecialAreas, VMA } from "../objects/memory.ts";
+import {
+  fillPages,
+  finishAreas,
+  mapAreas,
+  mapFilesPath,
+  moveSpecialAreas,
+  PAGE_SIZE,
+  VMA,
+  withoutSpecialPages,
+} from "../objects/memory.ts";
 import { KINDS } from "../images/kinds.ts";
 import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
 import { restoreFds, type SharedFiles } from "../objects/files.ts";
@@ -28,7 +38,12 @@ import {
   sameIds,
   securebits,
 } from "../objects/creds.ts";
-import { regsFromThreadInfo, xstateFromThreadInfo } from "../objects/cpu.ts";
+import {
+  applyRestart,
+  regsFromThreadInfo,
+  restartedSleepTimespec,
+  xstateFromThreadInfo,
+} from "../objects/cpu.ts";
 import { RestoreError } from "../errors.ts";
 import type { Checkpoint, RestoreTaskImages } from "./images.ts";
 import type { PuppetMaster } from "./puppet.ts";
@@ -208,11 +223,14 @@ export function restoreMemory(
   const fresh = mm.vmas.filter((e) => !inherited.has(e));
   mapAreas(agent, fresh, (e) => openForMapping(ctx, agent, e));
   let offset = 0;
-  const runs = t.pages.map((r) => {
-    const run = { ...r, offset };
-    offset += r.pages * 4096;
-    return run;
-  });
+  const runs = withoutSpecialPages(
+    t.pages.map((r) => {
+      const run = { ...r, offset };
+      offset += r.pages * PAGE_SIZE;
+      return run;
+    }),
+    mm.vmas,
+  );
   const { own, inheritedRuns } = splitRuns(runs, inherited);
   fillPages(agent, t.pagesPath!, own);
   const cow = patchInherited(agent.pid, t.pagesPath!, inheritedRuns);
@@ -462,6 +480,7 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   }
   const others = t.cores.slice(1);
   const hostTids = ctx.master.createThreads(agent, others.map((c) => c.tid));
+  if (others.length) log.debug(`Task ${t.entry.pid}: created ${others.length} thread(s)`);
   // Each thread then sets the rest of its state in one batch: its own state, its queued signals,
   // credentials last (after them the puppet may no longer be allowed the rest), and the
   // parent-death signal after them, since a change of ids clears it.
@@ -506,55 +525,29 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
     .forEach((a, i) => threads.push({ agent: a, core: others[i]!.core }));
   // Other tasks take fds from this one from now on: nothing may be left queued.
   agent.settle();
+  if (others.length) log.debug(`Task ${t.entry.pid}: threads restored`);
   return threads;
 }
 
 /** Scratch for each thread's batch while the threads run theirs at once (Agent.forThreads). */
 const THREAD_SCRATCH = 4096;
 
-/** Applies the kernel's syscall-restart rules a signal delivery would have applied. */
+/**
+ * Makes an interrupted syscall start again on resume. Images hold it restarted already, as CRIU
+ * stores it (see applyRestart), or, when made by criu-ts before it followed CRIU here, with the
+ * kernel's -ERESTART* code, which gets the same treatment now. A sleep made again is shortened by
+ * the time the task was away, as the kernel's own restart would have counted it.
+ */
 export function fixRestart(regs: Regs, sleep: SleepFixup): void {
-  const orig = regs.getSigned("orig_ax");
-  if (orig < 0n) return;
-  const ax = -regs.getSigned("ax");
-  if (
-    ax === BigInt(ERRNO.ERESTARTSYS) || ax === BigInt(ERRNO.ERESTARTNOINTR) ||
-    ax === BigInt(ERRNO.ERESTARTNOHAND)
-  ) {
-    regs.set("ax", orig);
-    regs.set("ip", regs.get("ip") - 2n);
-  } else if (ax === BigInt(ERRNO.ERESTART_RESTARTBLOCK)) {
-    restartSleep(regs, orig, sleep);
-  }
+  if (regs.getSigned("orig_ax") < 0n) return;
+  applyRestart(regs);
+  const timespec = restartedSleepTimespec(regs);
+  if (timespec !== 0n) sleep(timespec);
   regs.set("orig_ax", -1);
 }
 
 /** Shortens a sleep's remaining time (a timespec in the task) by the time the task was away. */
 export type SleepFixup = (remaining: bigint) => void;
-
-/**
- * A sleep interrupted by the dump left its remaining time in the caller's `rem`: the task sleeps
- * again for what is left of it, counting the time it spent dumped, as the kernel's own restart
- * would have done. Other restart-block syscalls (poll, futex waits with a timeout) keep their
- * state in the kernel only: they return EINTR, as in CRIU.
- */
-function restartSleep(regs: Regs, nr: bigint, sleep: SleepFixup): void {
-  const TIMER_ABSTIME = 1n;
-  if (nr === BigInt(NR.nanosleep) && regs.get("si") !== 0n) {
-    sleep(regs.get("si"));
-    regs.set("di", regs.get("si"));
-  } else if (nr === BigInt(NR.clock_nanosleep) && regs.get("si") & TIMER_ABSTIME) {
-    // An absolute deadline restarts as it is.
-  } else if (nr === BigInt(NR.clock_nanosleep) && regs.get("r10") !== 0n) {
-    sleep(regs.get("r10"));
-    regs.set("dx", regs.get("r10"));
-  } else {
-    regs.set("ax", -ERRNO.EINTR);
-    return;
-  }
-  regs.set("ax", nr);
-  regs.set("ip", regs.get("ip") - 2n);
-}
 
 /** A SleepFixup that takes `awayNs` off the timespec at the given address of task `pid`. */
 export function sleepFixup(pid: number, awayNs: bigint): SleepFixup {
@@ -573,6 +566,15 @@ export function sleepFixup(pid: number, awayNs: bigint): SleepFixup {
   };
 }
 
+/**
+ * A thread's own blocked mask when the image has one: CRIU writes the leader's in the task part
+ * only (and an unset proto2 field still reads as 0, so presence is what tells).
+ */
+function threadMask(core: core_entry): bigint | undefined {
+  const tcore = core.threadCore;
+  return tcore && isFieldSet(tcore, thread_core_entrySchema.field.blkSigset) ? tcore.blkSigset : undefined;
+}
+
 /** Gives each thread its dumped registers and mask. The agents are closed; tasks stay stopped. */
 export function loadRegisters(threads: readonly PendingThread[], tc: core_entry["tc"], awayNs: bigint): void {
   for (const { agent, core } of threads) {
@@ -582,7 +584,7 @@ export function loadRegisters(threads: readonly PendingThread[], tc: core_entry[
     const xstate = xstateFromThreadInfo(ti, pt.getXstate(agent.tid));
     pt.setXstate(agent.tid, xstate);
     pt.setRegs(agent.tid, regs);
-    pt.setSigmask(agent.tid, core.threadCore?.blkSigset ?? tc?.blkSigset ?? 0n);
+    pt.setSigmask(agent.tid, threadMask(core) ?? tc?.blkSigset ?? 0n);
   }
 }
 
