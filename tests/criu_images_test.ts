@@ -23,49 +23,44 @@ import {
 import { fown_entrySchema } from "../src/images/gen/fown_pb.ts";
 import { PAGE_SIZE, PE, VMA } from "../src/objects/memory.ts";
 import { MAP } from "../ffi/syscalls.ts";
-import { criuOk, descendants, reap, tempDir, Workload } from "./lib/harness.ts";
+import { criuOk, descendants, reap } from "./lib/harness.ts";
+import { withWorkload } from "./lib/matrix.ts";
 
 /** task_state of a zombie in CRIU's images (TASK_DEAD). */
 const TASK_DEAD = 2;
 
 /** Starts `name`, dumps it with --leave-running, lets `check` read the images, expects PASS. */
-async function inspectDump(name: string, args: string[], check: (dir: ImageDir, root: number) => void) {
-  const w = await Workload.start(name, args);
-  const images = tempDir();
-  try {
+function inspectDump(name: string, args: string[], check: (dir: ImageDir, root: number) => void) {
+  return withWorkload({ name, args }, async (w, images) => {
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
     check(new ImageDir(images), w.pid);
-    assert.equal(await w.finish(), "PASS", w.output());
-  } catch (e) {
-    await w.kill();
-    throw e;
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
+  });
 }
 
-/**
- * Dumps `name` (which ends it), lets `rewrite` turn the images into CRIU's way of writing them,
- * restores them and expects PASS.
- */
-async function restoreRewritten(name: string, args: string[], rewrite: (dir: ImageDir) => void) {
-  const w = await Workload.start(name, args);
-  const images = tempDir();
-  try {
+type Dump = (pid: number, dir: string) => Promise<void>;
+type Restore = (dir: string) => Promise<void>;
+
+const ourDump: Dump = async (pid, dir) =>
+  void await criuOk(["dump", "-t", `${pid}`, "-D", dir, "-o", "dump.log", "-v4"]);
+const ourRestore: Restore = async (dir) =>
+  void await criuOk(["restore", "-D", dir, "-d", "-o", "restore.log", "-v4"]);
+
+/** Dumps the workload's tree with `dump` (which ends it), waits until its PIDs are free, restores. */
+function roundTrip(name: string, args: string[], dump: Dump, restore: Restore) {
+  return withWorkload({ name, args }, async (w, images) => {
     const tree = [w.pid, ...descendants(w.pid)];
-    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4"]);
+    await dump(w.pid, images);
     for (const pid of tree) await reap(pid);
-    rewrite(new ImageDir(images));
-    await criuOk(["restore", "-D", images, "-d", "-o", "restore.log", "-v4"]);
-    assert.equal(await w.finish(), "PASS", w.output());
-  } catch (e) {
-    await w.kill();
-    throw e;
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
+    await restore(images);
+  });
+}
+
+/** Our dump, rewritten by `rewrite` into CRIU's way of writing it, then our restore. */
+function restoreRewritten(name: string, args: string[], rewrite: (dir: ImageDir) => void) {
+  return roundTrip(name, args, ourDump, (dir) => {
+    rewrite(new ImageDir(dir));
+    return ourRestore(dir);
+  });
 }
 
 function pstree(dir: ImageDir): pstree_entry[] {
@@ -206,51 +201,23 @@ async function upstreamOk(args: string[]): Promise<void> {
   assert.equal(out.code, 0, `${upstream} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
 }
 
-async function crossCheck(
-  name: string,
-  args: string[],
-  dump: (pid: number, dir: string) => Promise<void>,
-  restore: (dir: string) => Promise<void>,
-) {
-  const w = await Workload.start(name, args);
-  const images = tempDir();
-  try {
-    const tree = [w.pid, ...descendants(w.pid)];
-    await dump(w.pid, images);
-    for (const pid of tree) await reap(pid);
-    await restore(images);
-    assert.equal(await w.finish(), "PASS", w.output());
-  } catch (e) {
-    await w.kill();
-    throw e;
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
-}
-
 for (const [name, ...args] of CROSS) {
   const label = [name, ...args].join(" ");
   Deno.test({
     name: `CRIU 4.x restores our dump of ${label}`,
     ignore: !upstream,
     fn: () =>
-      crossCheck(
-        name!,
-        args,
-        async (pid, dir) => void await criuOk(["dump", "-t", `${pid}`, "-D", dir]),
-        (dir) => upstreamOk(["restore", "-D", dir, "-d", "-o", "restore.log"]),
-      ),
+      roundTrip(name!, args, ourDump, (dir) => upstreamOk(["restore", "-D", dir, "-d", "-o", "restore.log"])),
   });
   Deno.test({
     name: `we restore CRIU 4.x's dump of ${label}`,
     ignore: !upstream,
     fn: () =>
-      crossCheck(
+      roundTrip(
         name!,
         args,
         (pid, dir) => upstreamOk(["dump", "-t", `${pid}`, "-D", dir, "-o", "dump.log"]),
-        async (dir) => void await criuOk(["restore", "-D", dir, "-d", "-o", "restore.log"]),
+        ourRestore,
       ),
   });
 }
