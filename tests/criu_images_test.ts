@@ -8,7 +8,13 @@ import assert from "node:assert/strict";
 import { clearField, create } from "@bufbuild/protobuf";
 import { ImageDir } from "../src/images/dir.ts";
 import { KINDS } from "../src/images/kinds.ts";
-import { type core_entry, thread_core_entrySchema } from "../src/images/gen/core_pb.ts";
+import {
+  type core_entry,
+  core_entrySchema,
+  task_core_entrySchema,
+  thread_core_entrySchema,
+} from "../src/images/gen/core_pb.ts";
+import { vma_entrySchema } from "../src/images/gen/vma_pb.ts";
 import type { inventory_entry } from "../src/images/gen/inventory_pb.ts";
 import type { mm_entry } from "../src/images/gen/mm_pb.ts";
 import type { pagemap_entry, pagemap_head } from "../src/images/gen/pagemap_pb.ts";
@@ -184,6 +190,63 @@ function sharedAnonAsMemfd(dir: ImageDir, tasks: readonly pstree_entry[]): void 
   dir.write(KINDS.FILES, undefined, files);
   dir.write(KINDS.MEMFD_INODE, undefined, inodes);
 }
+
+// criu-ts wrote some things its own way before it followed CRIU; a restore still takes them.
+const OLD_ZOMBIE = 6;
+const OLD_HELPER = 0x80;
+const ERESTARTSYS = 512n;
+
+Deno.test("restore takes a tree as criu-ts wrote it before: zombie state 6, a helper entry for a group whose leader is gone", () =>
+  restoreRewritten("tree", [], (dir) => {
+    const tasks = pstree(dir);
+    for (const t of tasks) {
+      const [core] = dir.read<core_entry>(KINDS.CORE, t.pid);
+      if (core!.tc!.taskState !== TASK_DEAD) continue;
+      core!.tc!.taskState = OLD_ZOMBIE;
+      dir.write(KINDS.CORE, t.pid, [core!]);
+    }
+    const pids = new Set(tasks.map((t) => t.pid));
+    const orphan = tasks.find((t) => !pids.has(t.pgid))!;
+    const helper = create(pstree_entrySchema, {
+      pid: orphan.pgid,
+      ppid: orphan.sid,
+      pgid: orphan.pgid,
+      sid: orphan.sid,
+      threads: [orphan.pgid],
+    });
+    dir.write(KINDS.PSTREE, undefined, [...tasks, helper]);
+    const [root] = dir.read<core_entry>(KINDS.CORE, tasks[0]!.pid);
+    const tc = create(task_core_entrySchema, {
+      taskState: OLD_HELPER,
+      exitCode: 0,
+      personality: 0,
+      flags: 0,
+      blkSigset: 0n,
+      comm: "",
+    });
+    dir.write(KINDS.CORE, orphan.pgid, [create(core_entrySchema, { mtype: root!.mtype, tc })]);
+  }));
+
+Deno.test("restore takes registers and areas as criu-ts wrote them before: -ERESTARTSYS as the kernel left it, [vvar] and [vvar_vclock] apart", () =>
+  restoreRewritten("waiter", [], (dir) => {
+    const [root] = pstree(dir);
+    const [core] = dir.read<core_entry>(KINDS.CORE, root!.pid);
+    const regs = core!.threadInfo!.gpregs!;
+    assert.equal(regs.ax, regs.origAx, "stored restarted");
+    regs.ax = BigInt.asUintN(64, -ERESTARTSYS);
+    regs.ip += 2n;
+    dir.write(KINDS.CORE, root!.pid, [core!]);
+    const [mm] = dir.read<mm_entry>(KINDS.MM, root!.pid);
+    const vvar = mm!.vmas.find((v) => v.status & VMA.VVAR)!;
+    const live = Deno.readTextFileSync("/proc/self/maps").split("\n").filter((l) => l.includes("[vvar"));
+    if (live.length === 2) {
+      const [from, to] = live[0]!.split(" ")[0]!.split("-").map((x) => BigInt(`0x${x}`));
+      const split = create(vma_entrySchema, { ...vvar, start: vvar.start + (to! - from!) });
+      vvar.end = split.start;
+      mm!.vmas.splice(mm!.vmas.indexOf(vvar) + 1, 0, split);
+    }
+    dir.write(KINDS.MM, root!.pid, [mm!]);
+  }));
 
 // Cross-checks with CRIU itself, when there is one (this machine's Debian package is 3.17, which
 // fails on this kernel; CRIU_UPSTREAM may point at a build of CRIU 4.x).
