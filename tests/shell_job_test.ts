@@ -12,13 +12,42 @@ import { spawn } from "../ffi/spawn.ts";
 import { closeFd, OPEN, openFd } from "../ffi/fd.ts";
 import { libc } from "../ffi/libc.ts";
 import { openPty } from "../ffi/pty.ts";
+import { ImageDir } from "../src/images/dir.ts";
+import { KINDS } from "../src/images/kinds.ts";
+import { type tty_info_entry, TtyType } from "../src/images/gen/tty_pb.ts";
+import type { file_entry } from "../src/images/gen/fdinfo_pb.ts";
 
 Deno.test("a shell job comes back on criu's terminal as its foreground group", async () => {
+  const images = await shellJobScenario(CRIU, CRIU);
+  checkTerminalImages(new ImageDir(images.path));
+  images.remove();
+});
+
+// With CRIU_UPSTREAM pointing at a CRIU 4.x binary: shell jobs go across the two tools.
+const upstream = Deno.env.get("CRIU_UPSTREAM");
+Deno.test({
+  name: "CRIU 4.x restores our dump of a shell job on its terminal",
+  ignore: !upstream,
+  fn: async () => (await shellJobScenario(CRIU, upstream!)).remove(),
+});
+Deno.test({
+  name: "we restore CRIU 4.x's dump of a shell job on our terminal",
+  ignore: !upstream,
+  fn: async () => (await shellJobScenario(upstream!, CRIU)).remove(),
+});
+
+/**
+ * A shell job on a real pty (util-linux `script`): started by a shell, dumped with -j by
+ * `dumper`, restored with -j by `restorer` on the same terminal, then ended; it must pass and
+ * the restorer exit with its status. Returns the images, for the caller to look at and remove.
+ */
+async function shellJobScenario(dumper: string, restorer: string) {
   const dir = tempDir();
   const result = `${dir}/shell_job.result`;
   const scenario = `${dir}/scenario.sh`;
   // A non-interactive bash on the pty: its background job shares its (foreground) group, and is
-  // given the terminal explicitly (bash would give it /dev/null otherwise).
+  // given the terminal explicitly (bash would give it /dev/null otherwise; CRIU's restore needs
+  // it on stdin).
   Deno.writeTextFileSync(
     scenario,
     `term=$(tty)
@@ -26,11 +55,11 @@ Deno.test("a shell job comes back on criu's terminal as its foreground group", a
 pid=$!
 while [ ! -e "${result}.ready" ]; do sleep 0.05; done
 mkdir "${dir}/img"
-"${CRIU}" dump -t $pid -D "${dir}/img" -j -o dump.log -v4 || exit 11
+"${dumper}" dump -t $pid -D "${dir}/img" -j -o dump.log -v4 || exit 11
 wait $pid 2>/dev/null
-"${CRIU}" restore -D "${dir}/img" -j -o restore.log -v4 &
+"${restorer}" restore -D "${dir}/img" -j -o restore.log -v4 <"$term" &
 restorer=$!
-until grep -q "Restored [0-9]* task" "${dir}/img/restore.log" 2>/dev/null; do sleep 0.05; done
+until grep -q "Restored [0-9]* task\\|Restore finished successfully" "${dir}/img/restore.log" 2>/dev/null; do sleep 0.05; done
 kill -TERM $pid
 wait $restorer
 echo $? > "${dir}/restore.status"
@@ -51,10 +80,33 @@ echo $? > "${dir}/restore.status"
       "0",
       "criu restore -j exits with the job's status",
     );
-  } finally {
+  } catch (e) {
     Deno.removeSync(dir, { recursive: true });
+    throw e;
   }
-});
+  return { path: `${dir}/img`, remove: () => Deno.removeSync(dir, { recursive: true }) };
+}
+
+/**
+ * The terminal is recorded as CRIU records it, or CRIU's restore refuses it: a pty with its index,
+ * termios, locked termios and window size (without them it is a hung-up one), and each terminal
+ * file with a regular-file entry holding its path.
+ */
+function checkTerminalImages(dir: ImageDir): void {
+  const [info] = dir.read<tty_info_entry>(KINDS.TTY_INFO);
+  assert.equal(info!.type, TtyType.PTY);
+  assert.ok(info!.pty, "the pty's index");
+  assert.equal(info!.termios?.cCc.length, 19);
+  assert.ok(info!.termios!.cLflag & 0o10, "ECHO is on in the terminal's termios");
+  assert.ok(info!.termiosLocked && info!.winsize);
+  const files = dir.read<file_entry>(KINDS.FILES);
+  const ttys = files.filter((f) => f.tty);
+  assert.ok(ttys.length > 0);
+  for (const t of ttys) {
+    const reg = files.find((f) => f.id === t.tty!.regfId)?.reg;
+    assert.equal(reg?.name, `/dev/pts/${info!.pty!.index}`, `terminal file ${t.id} names its path`);
+  }
+}
 
 /** Everything the master side has buffered now (it never blocks). */
 function drain(master: number): string {

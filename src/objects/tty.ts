@@ -7,16 +7,20 @@
 import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import {
+  type termios_entry,
+  termios_entrySchema,
   tty_file_entrySchema,
   type tty_info_entry,
   tty_info_entrySchema,
+  tty_pty_entrySchema,
   TtyType,
+  winsize_entrySchema,
 } from "../images/gen/tty_pb.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
 import { closeFd } from "../../ffi/fd.ts";
 import { openPty, type Pty } from "../../ffi/pty.ts";
 import { type FdKind, registerFdKind } from "./files.ts";
-import { emptyFown } from "./regfile.ts";
+import { addRegFile, emptyFown } from "./regfile.ts";
 import { RestoreError, UnsupportedObjectError } from "../errors.ts";
 import type { Agent } from "../agent.ts";
 import type { Hooks } from "../actions/hooks.ts";
@@ -26,6 +30,13 @@ const TIOCSCTTY = 0x540e;
 const TIOCGPGRP = 0x540f;
 const TIOCSPGRP = 0x5410;
 const TIOCGSID = 0x5429;
+const TCGETS = 0x5401;
+const TIOCGWINSZ = 0x5413;
+const TIOCGLCKTRMIOS = 0x5456;
+/** The kernel's struct termios: four flag words, c_line, then 19 control characters. */
+const KERNEL_TERMIOS_SIZE = 36;
+/** Words of termios_entry.c_cc, as CRIU writes them. */
+const TERMIOS_NCC = 19;
 
 function isTerminalPath(p: string): boolean {
   return /^\/dev\/(pts\/\d+|tty\d*|console|ttyS\d+)$/.test(p);
@@ -48,25 +59,37 @@ export const ttyKind: FdKind = {
     const rdev = stat?.rdev ?? 0;
     let info = ctx.table.ttyInfos.find((t) => t.rdev === rdev);
     if (!info) {
+      const pts = /^\/dev\/pts\/(\d+)$/.exec(fd.target);
       info = create(tty_info_entrySchema, {
         id: ctx.table.ttyInfos.length + 1,
-        type: fd.target.startsWith("/dev/pts/") ? TtyType.PTY : TtyType.EXT_TTY,
+        type: pts ? TtyType.PTY : TtyType.EXT_TTY,
         locked: false,
         exclusive: false,
         packetMode: false,
         sid: 0,
         pgrp: 0,
         rdev,
+        // CRIU refuses a pty without its index.
+        ...(pts ? { pty: create(tty_pty_entrySchema, { index: Number(pts[1]) }) } : {}),
       });
       ctx.table.ttyInfos.push(info);
     }
     if (info.sid === 0) recordSession(ctx.agent, fd.fd, info);
     const infoId = info.id;
+    // The terminal's path goes in a regular-file entry of its own, as CRIU writes it (it refuses
+    // a terminal without one as deprecated).
+    const regfId = addRegFile(ctx.table, fd.target, fd.flags, 0n, `tty-path:${ctx.pid}:${fd.fd}`);
     return ctx.table.add(`tty:${ctx.pid}:${fd.fd}`, (id) =>
       create(file_entrySchema, {
         type: fd_types.TTY,
         id,
-        tty: create(tty_file_entrySchema, { id, ttyInfoId: infoId, flags: fd.flags, fown: emptyFown() }),
+        tty: create(tty_file_entrySchema, {
+          id,
+          ttyInfoId: infoId,
+          flags: fd.flags,
+          fown: emptyFown(),
+          regfId,
+        }),
       }));
   },
   open(ctx) {
@@ -85,18 +108,61 @@ registerFdKind(ttyKind);
  * The terminal's session and foreground group, as the task sees them (its PID namespace). The
  * kernel answers only a task whose controlling terminal it is; others leave them 0.
  */
+/**
+ * The terminal's session, foreground group, termios, locked termios and window size, asked in
+ * the task through its fd. CRIU takes a pty without termios for a hung-up one, which it cannot
+ * give back to a shell job.
+ */
 function recordSession(agent: Agent, fd: number, info: tty_info_entry): void {
   agent.reset();
   const sid = agent.alloc(4, new Uint8Array(4));
   const pgrp = agent.alloc(4, new Uint8Array(4));
-  const [gotSid, gotPgrp] = agent.batch([
+  const termios = agent.alloc(KERNEL_TERMIOS_SIZE, new Uint8Array(KERNEL_TERMIOS_SIZE));
+  const locked = agent.alloc(KERNEL_TERMIOS_SIZE, new Uint8Array(KERNEL_TERMIOS_SIZE));
+  const winsize = agent.alloc(8, new Uint8Array(8));
+  const results = agent.batch([
     { name: "ioctl(TIOCGSID)", nr: NR.ioctl, args: [fd, TIOCGSID, sid] },
     { name: "ioctl(TIOCGPGRP)", nr: NR.ioctl, args: [fd, TIOCGPGRP, pgrp] },
+    { name: "ioctl(TCGETS)", nr: NR.ioctl, args: [fd, TCGETS, termios] },
+    { name: "ioctl(TIOCGLCKTRMIOS)", nr: NR.ioctl, args: [fd, TIOCGLCKTRMIOS, locked] },
+    { name: "ioctl(TIOCGWINSZ)", nr: NR.ioctl, args: [fd, TIOCGWINSZ, winsize] },
   ], true);
   const int32 = (addr: bigint) => new DataView(agent.read(addr, 4).buffer).getInt32(0, true);
-  if (gotSid !== 0n) return;
+  if (results[0] !== 0n) return;
   info.sid = int32(sid);
-  if (gotPgrp === 0n) info.pgrp = int32(pgrp);
+  if (results[1] === 0n) info.pgrp = int32(pgrp);
+  if (results.slice(2).every((r) => r === 0n)) {
+    info.termios = termiosEntry(agent.read(termios, KERNEL_TERMIOS_SIZE));
+    info.termiosLocked = termiosEntry(agent.read(locked, KERNEL_TERMIOS_SIZE));
+    const w = new DataView(agent.read(winsize, 8).buffer);
+    info.winsize = create(winsize_entrySchema, {
+      wsRow: w.getUint16(0, true),
+      wsCol: w.getUint16(2, true),
+      wsXpixel: w.getUint16(4, true),
+      wsYpixel: w.getUint16(6, true),
+    });
+  }
+}
+
+/**
+ * A kernel termios as CRIU stores it: c_cc holds the control characters as glibc's 32-byte
+ * array, four to a word (the words after the eighth are CRIU's scratch; zero here).
+ */
+function termiosEntry(k: Uint8Array): termios_entry {
+  const v = new DataView(k.buffer, k.byteOffset, k.byteLength);
+  const cc = new Uint8Array(32);
+  cc.set(k.subarray(17, KERNEL_TERMIOS_SIZE));
+  const words = new DataView(cc.buffer);
+  return create(termios_entrySchema, {
+    cIflag: v.getUint32(0, true),
+    cOflag: v.getUint32(4, true),
+    cCflag: v.getUint32(8, true),
+    cLflag: v.getUint32(12, true),
+    cLine: k[16]!,
+    cIspeed: 0,
+    cOspeed: 0,
+    cCc: Array.from({ length: TERMIOS_NCC }, (_, i) => (i < 8 ? words.getUint32(4 * i, true) : 0)),
+  });
 }
 
 /**
