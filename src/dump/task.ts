@@ -46,7 +46,6 @@ import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
 import "../objects/mod.ts";
 
-/** task_core_entry.task_state values (CRIU's): a helper only recreates a group whose leader is gone. */
 /** task_core_entry.task_state, as CRIU writes it: a zombie is recorded as dead (TASK_DEAD). */
 export const TASK_STATE = { alive: 1, dead: 2, stopped: 3 } as const;
 /** States that criu-ts images made before it followed CRIU here still hold: read, never written. */

@@ -14,7 +14,7 @@ import {
   user_x86_regs_mode,
   user_x86_xsave_entrySchema,
 } from "../images/gen/core-x86_pb.ts";
-import { REG_NAMES, Regs } from "../../ffi/structs.ts";
+import { REG_NAMES, type RegName, Regs } from "../../ffi/structs.ts";
 import { ERRNO } from "../../ffi/errors.ts";
 import { NR } from "../../ffi/syscalls.ts";
 
@@ -64,21 +64,28 @@ const RESTART_ERRORS = new Set([ERRNO.ERESTARTSYS, ERRNO.ERESTARTNOINTR, ERRNO.E
 const TIMER_ABSTIME = 1n;
 
 /**
- * A sleep interrupted through its restart block can be made again from what the kernel wrote in
- * its `rem` timespec: the call's request then points there. False when there is nothing to go on
- * (no `rem`, or another call keeping its state in the kernel's restart block).
+ * Where a relative sleep keeps its request and its `rem` timespec (registers of the call), or
+ * undefined for any other call. An absolute clock_nanosleep has a deadline, not a duration.
+ */
+function relativeSleep(regs: Regs, nr: bigint): { request: RegName; rem: RegName } | undefined {
+  if (nr === BigInt(NR.nanosleep)) return { request: "di", rem: "si" };
+  if (nr === BigInt(NR.clock_nanosleep) && !(regs.get("si") & TIMER_ABSTIME)) {
+    return { request: "dx", rem: "r10" };
+  }
+  return undefined;
+}
+
+/**
+ * A sleep interrupted through its restart block can be made again: an absolute one as it is, a
+ * relative one from what the kernel wrote in its `rem` timespec, which becomes the request. False
+ * when there is nothing to go on (no `rem`, or a call keeping its state in the restart block).
  */
 function sleepFromRemaining(regs: Regs, nr: bigint): boolean {
-  if (nr === BigInt(NR.nanosleep) && regs.get("si") !== 0n) {
-    regs.set("di", regs.get("si"));
-    return true;
-  }
-  if (nr === BigInt(NR.clock_nanosleep) && regs.get("si") & TIMER_ABSTIME) return true; // as it is
-  if (nr === BigInt(NR.clock_nanosleep) && regs.get("r10") !== 0n) {
-    regs.set("dx", regs.get("r10"));
-    return true;
-  }
-  return false;
+  if (nr === BigInt(NR.clock_nanosleep) && regs.get("si") & TIMER_ABSTIME) return true;
+  const sleep = relativeSleep(regs, nr);
+  if (!sleep || regs.get(sleep.rem) === 0n) return false;
+  regs.set(sleep.request, regs.get(sleep.rem));
+  return true;
 }
 
 /**
@@ -104,10 +111,8 @@ export function applyRestart(regs: Regs): void {
 /** The timespec address of a relative sleep that `applyRestart` made again, or 0. */
 export function restartedSleepTimespec(regs: Regs): bigint {
   const nr = regs.getSigned("orig_ax");
-  if (regs.getSigned("ax") !== nr) return 0n;
-  if (nr === BigInt(NR.nanosleep)) return regs.get("di");
-  if (nr === BigInt(NR.clock_nanosleep) && !(regs.get("si") & TIMER_ABSTIME)) return regs.get("dx");
-  return 0n;
+  const sleep = relativeSleep(regs, nr);
+  return sleep && regs.getSigned("ax") === nr ? regs.get(sleep.request) : 0n;
 }
 
 export function threadInfoFromCpu(

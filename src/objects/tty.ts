@@ -105,13 +105,10 @@ export const ttyKind: FdKind = {
 registerFdKind(ttyKind);
 
 /**
- * The terminal's session and foreground group, as the task sees them (its PID namespace). The
- * kernel answers only a task whose controlling terminal it is; others leave them 0.
- */
-/**
- * The terminal's session, foreground group, termios, locked termios and window size, asked in
- * the task through its fd. CRIU takes a pty without termios for a hung-up one, which it cannot
- * give back to a shell job.
+ * The terminal's session and foreground group, as the task sees them (its PID namespace), with
+ * its termios, locked termios and window size, asked in the task through its fd. The kernel
+ * answers only a task whose controlling terminal it is; others leave them unset. CRIU takes a pty
+ * without termios for a hung-up one, which it cannot give back to a shell job.
  */
 function recordSession(agent: Agent, fd: number, info: tty_info_entry): void {
   agent.reset();
