@@ -69,6 +69,30 @@ export class SyscallError extends Error {
   }
 }
 
+/**
+ * A failed Deno file operation as a SyscallError naming `call` (what we tried, on which path):
+ * Deno's own message ("No such file or directory (os error 2): open '/x'") carries a stack and a
+ * wording no CRIU user expects. Anything that is not an OS error is thrown as it is.
+ */
+export function fromOsError(call: string, e: unknown): SyscallError {
+  const code = (e as { code?: unknown })?.code;
+  const errno = typeof code === "string" ? errnoOfName(code) : undefined;
+  if (errno === undefined) throw e;
+  return new SyscallError(call, errno);
+}
+
+/** The OS's words for a failed Deno file operation ("No such file or directory"), without Deno's "(os error 2): open '/x'". */
+export function osReason(e: unknown): string {
+  const m = e instanceof Error ? e.message : String(e);
+  const at = m.indexOf(" (os error");
+  return at > 0 ? m.slice(0, at) : m;
+}
+
+function errnoOfName(name: string): number | undefined {
+  for (const [n, known] of Object.entries(ERRNO_NAMES)) if (known === name) return Number(n);
+  return undefined;
+}
+
 export function isSyscallError(e: unknown, code?: string): e is SyscallError {
   return e instanceof SyscallError && (code === undefined || e.code === code);
 }

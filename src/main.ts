@@ -56,7 +56,14 @@ export async function main(args: string[], program = "criu"): Promise<number> {
     console.error(usageText());
     return 1;
   }
-  const ctx = makeContext(options, positionals, notes);
+  let ctx: CommandContext;
+  try {
+    ctx = makeContext(options, positionals, notes);
+  } catch (e) {
+    if (!isUsageError(e)) throw e;
+    console.error(`Error: ${e.message}`);
+    return 1;
+  }
   try {
     const load = COMMANDS[parsed.command];
     const command = load ? await load() : notYet(parsed.command);

@@ -45,6 +45,74 @@ Deno.test("a dump that runs out of disk leaves the process running and no checkp
     assert.equal(await w.finish(), "PASS");
   }));
 
+/** Mounts a read-only tmpfs at `dir` for `body`. */
+async function readOnlyMount(dir: string, body: () => Promise<void>): Promise<void> {
+  Deno.mkdirSync(dir);
+  const mount = await new Deno.Command("mount", { args: ["-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", dir] })
+    .output();
+  assert.ok(mount.success, "mounting a read-only tmpfs");
+  try {
+    await body();
+  } finally {
+    await new Deno.Command("umount", { args: [dir] }).output();
+  }
+}
+
+/** What a mistyped path must give: status 1, the path and what is wrong with it, no stack. */
+function assertRefused(r: { code: number; stderr: string }, message: RegExp, what: string): void {
+  assert.equal(r.code, 1, `${what}: ${r.stderr}`);
+  assert.match(r.stderr, message, what);
+  assert.doesNotMatch(r.stderr, /Internal error|\n\s+at /, `${what} printed a stack`);
+}
+
+Deno.test("a dump told a wrong directory or log file names it and leaves the process untouched", () =>
+  withCounter(async (w, images) => {
+    const plain = `${images}/plain`;
+    Deno.writeTextFileSync(plain, "");
+    const missing = `${images}/missing`;
+    const readOnly = `${images}/ro`;
+    await readOnlyMount(readOnly, async () => {
+      const cases: [string[], RegExp][] = [
+        [["-D", missing], /Cannot open the images directory .*missing: it does not exist/],
+        [["-D", plain], /Cannot open the images directory .*plain: it is not a directory/],
+        [["-D", readOnly], /create .*ro\/core-\d+\.img failed: EROFS/],
+        [["-D", images, "-W", missing], /Cannot open the work directory .*missing: it does not exist/],
+        [
+          ["-D", images, "-o", `${missing}/dump.log`],
+          /Cannot open the log file .*missing\/dump\.log: No such file/,
+        ],
+      ];
+      for (const [args, message] of cases) {
+        assertRefused(await criu(["dump", "-t", `${w.pid}`, ...args]), message, args.join(" "));
+        assertUntouched(w.pid);
+      }
+    });
+    assert.deepEqual([...Deno.readDirSync(images)].map((e) => e.name).sort(), ["plain", "ro"]);
+    assert.equal(await w.finish(), "PASS");
+  }));
+
+Deno.test("a restore told a wrong images directory or log file says which", async () => {
+  const dir = tempDir();
+  try {
+    const plain = `${dir}/plain`;
+    Deno.writeTextFileSync(plain, "");
+    const cases: [string[], RegExp][] = [
+      [["-D", `${dir}/missing`], /Cannot open the images directory .*missing: it does not exist/],
+      [["-D", plain], /Cannot open the images directory .*plain: it is not a directory/],
+      [
+        ["-D", dir, "-o", `${dir}/missing/restore.log`],
+        /Cannot open the log file .*restore\.log: No such file/,
+      ],
+      [["-D", dir], /holds no checkpoint/],
+    ];
+    for (const [args, message] of cases) {
+      assertRefused(await criu(["restore", ...args]), message, args.join(" "));
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("a dump refused for an unsupported file names it and leaves the process untouched", async () => {
   const images = tempDir();
   // An AF_INET socket is not supported yet: the dump must refuse it by fd number.
@@ -168,6 +236,16 @@ Deno.test("a restore that fails half-way kills what it created and names the fil
     // that happens after the process was already created.
     Deno.removeSync(`${w.dir}/counter.log`);
   }, /counter\.log/));
+
+Deno.test("a restore whose pidfile cannot be written kills the tree it made, as CRIU", () =>
+  withCounter(async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    await reap(w.pid);
+    const pidfile = `${images}/missing/restore.pid`;
+    const r = await criu(["restore", "-D", images, "-d", "--pidfile", pidfile]);
+    assertRefused(r, /Cannot write the pidfile .*missing\/restore\.pid: No such file/, "--pidfile");
+    assert.ok(!exists(`/proc/${w.pid}`), "the restored process was left running");
+  }));
 
 Deno.test("a process under a seccomp filter is refused clearly and runs on", async () => {
   const w = await Workload.start("seccomp");

@@ -31,7 +31,8 @@ import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
 import { DumpError } from "../errors.ts";
 import { CLOCK_BOOTTIME, clockNs, compareResource, KCMP } from "../../ffi/process.ts";
 import { ImageDir } from "../images/dir.ts";
-import { ImageWriter } from "../images/file.ts";
+import { directoryProblem } from "../dirs.ts";
+import { createImageFile, ImageWriter } from "../images/file.ts";
 import { pipe_data_entrySchema } from "../images/gen/pipe-data_pb.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
@@ -205,6 +206,10 @@ function pagemapFor(t: DumpedTask, pagesId: number) {
 
 export function dump(opts: DumpOptions): DumpStats {
   const { log } = opts;
+  const problem = directoryProblem(opts.imagesDir);
+  if (problem !== undefined) {
+    throw new DumpError(`Cannot open the images directory ${opts.imagesDir}: ${problem}`);
+  }
   const dir = new ImageDir(opts.imagesDir);
   opts.hooks.run("pre-dump");
   const t0 = performance.now();
@@ -346,7 +351,7 @@ function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: num
   const fd = openFd(source, OPEN.RDONLY | OPEN.CLOEXEC);
   const path = dir.pathFor(KINDS.PAGES, pagesId);
   dir.noteWritten(path);
-  const out = Deno.openSync(path, { write: true, create: true, truncate: true });
+  const out = createImageFile(path);
   const entries = [];
   let pages = 0;
   try {

@@ -13,6 +13,7 @@ import { explore, type Explorer, EXPLORERS } from "./_explore.ts";
 import { type JsonValue, parseJson, stringifyJson } from "./_json_text.ts";
 import { isImageFormatError, isImageJsonError } from "./errors.ts";
 import { type CritImage, decodeImageBytes, decodeImageFile, encodeImage, imageInfo } from "./image_json.ts";
+import { osReason } from "../../ffi/errors.ts";
 
 /** Where critMain reads and writes; tests pass their own. */
 export interface CritIO {
@@ -115,7 +116,7 @@ function readInput(path: string | undefined, io: CritIO): Uint8Array {
   try {
     return Deno.readFileSync(path);
   } catch (e) {
-    throw new CritInputError(`Cannot read ${path}: ${e instanceof Error ? e.message : String(e)}`);
+    throw new CritInputError(`Cannot read ${path}: ${osReason(e)}`);
   }
 }
 
@@ -124,7 +125,7 @@ function writeOutput(path: string | undefined, bytes: Uint8Array, io: CritIO): v
   try {
     Deno.writeFileSync(path, bytes);
   } catch (e) {
-    throw new CritInputError(`Cannot write ${path}: ${e instanceof Error ? e.message : String(e)}`);
+    throw new CritInputError(`Cannot write ${path}: ${osReason(e)}`);
   }
 }
 
@@ -155,7 +156,7 @@ function decodeFile(path: string, opts: { pretty?: boolean; noPayload?: boolean 
     return decodeImageFile(path, opts);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied) {
-      throw new CritInputError(`Cannot read ${path}: ${e.message}`);
+      throw new CritInputError(`Cannot read ${path}: ${osReason(e)}`);
     }
     throw e;
   }
@@ -190,7 +191,7 @@ function infoCommand(args: string[], io: CritIO): void {
   try {
     info = imageInfo(path);
   } catch (e) {
-    if (e instanceof Deno.errors.NotFound) throw new CritInputError(`Cannot read ${path}: ${e.message}`);
+    if (e instanceof Deno.errors.NotFound) throw new CritInputError(`Cannot read ${path}: ${osReason(e)}`);
     throw e;
   }
   io.writeStdout(text(stringifyJson(info, 4) + "\n"));

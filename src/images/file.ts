@@ -11,6 +11,7 @@
 import { type DescMessage, fromBinary, type Message, type MessageShape, toBinary } from "@bufbuild/protobuf";
 import { missingRequired } from "./_required.ts";
 import { ImageFormatError } from "./errors.ts";
+import { fromOsError } from "../../ffi/errors.ts";
 import {
   type EntryOf,
   headMagicValue,
@@ -28,6 +29,18 @@ import {
 export const MAX_ENTRY_SIZE = 64 * 1024 * 1024;
 
 const BUFFER_SIZE = 128 * 1024;
+
+/**
+ * Creates (or truncates) an image file, mode 0644 as CRIU. A directory we cannot write to fails
+ * here with the path and the errno, not with Deno's message and a stack.
+ */
+export function createImageFile(path: string): Deno.FsFile {
+  try {
+    return Deno.openSync(path, { write: true, create: true, truncate: true, mode: 0o644 });
+  } catch (e) {
+    throw fromOsError(`create ${path}`, e);
+  }
+}
 
 /** Where a writer's bytes go. `write` must take all bytes or throw. */
 export interface ByteSink {
@@ -147,14 +160,13 @@ export class ImageWriter<K extends ImageKind = ImageKind> {
     if (kind.magic !== undefined) this.#putU32(kind.magic);
   }
 
-  /** Creates (or truncates) the image of kind `kind` and id `id` in `dir`, mode 0644 as CRIU. */
+  /** Creates (or truncates) the image of kind `kind` and id `id` in `dir`. */
   static create<K extends ImageKind>(dir: string, kind: K, id?: number | bigint | string): ImageWriter<K> {
     return ImageWriter.createPath(join(dir, imageFileName(kind, id)), kind);
   }
 
   static createPath<K extends ImageKind>(path: string, kind: K): ImageWriter<K> {
-    const file = Deno.openSync(path, { write: true, create: true, truncate: true, mode: 0o644 });
-    return new ImageWriter(new FileSink(file), path, kind);
+    return new ImageWriter(new FileSink(createImageFile(path)), path, kind);
   }
 
   /** A writer over any sink (an fd owned by the FFI layer, a socket...). `name` is for messages. */

@@ -15,6 +15,7 @@ import { type vma_entry, vma_entrySchema } from "../images/gen/vma_pb.ts";
 import { type MapsEntry } from "../../ffi/proc.ts";
 import { MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
 import { ProcMem } from "../../ffi/memory.ts";
+import { createImageFile } from "../images/file.ts";
 import { RestoreError, UnsupportedObjectError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 
@@ -217,7 +218,7 @@ const COPY_CHUNK = 4 * 1024 * 1024;
  */
 export function writePages(agent: Agent, vmas: DumpedVma[], pagesPath: string): PageWriteStats {
   const stats: PageWriteStats = { pages: 0, remotePages: 0 };
-  const out = Deno.openSync(pagesPath, { write: true, create: true, truncate: true });
+  const out = createImageFile(pagesPath);
   let remoteFd = -1n;
   agent.reset();
   const opened = agent.raw(NR.open, agent.string(pagesPath), O.WRONLY | O.APPEND | O.CLOEXEC, 0);

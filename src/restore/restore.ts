@@ -19,6 +19,7 @@
  * is ever left behind, stopped or running.
  */
 import { RestoreError } from "../errors.ts";
+import { osReason } from "../../ffi/errors.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { type Checkpoint, loadCheckpoint, type RestoreTaskImages } from "./images.ts";
@@ -311,6 +312,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));
     }
     opts.hooks.run("post-restore", root);
+    if (opts.pidfile) writePidfile(opts.pidfile, root);
     if (namespaces & BigInt(CLONE.NEWNET)) opts.hooks.run("network-unlock", root);
     opts.hooks.run("pre-resume", root);
     log.debug("Loading registers");
@@ -338,7 +340,6 @@ export function restore(opts: RestoreOptions): RestoreResult {
     restoreUs: Math.round((done - forkedAt) * 1000),
   };
   writeRestoreStats(cp.dir, result, cowStats);
-  if (opts.pidfile) Deno.writeTextFileSync(opts.pidfile, `${root}`);
   try {
     opts.hooks.run("post-resume", root);
   } catch (e) {
@@ -347,6 +348,15 @@ export function restore(opts: RestoreOptions): RestoreResult {
   log.info(`Restored ${tasks.length} task(s); root ${root}`);
   if (!opts.detached) result.exitCode = waitForRoot(root);
   return result;
+}
+
+/** As CRIU: after post-restore, before the tree runs; a pidfile we cannot write fails the restore. */
+function writePidfile(path: string, root: number): void {
+  try {
+    Deno.writeTextFileSync(path, `${root}`);
+  } catch (e) {
+    throw new RestoreError(`Cannot write the pidfile ${path}: ${osReason(e)}`);
+  }
 }
 
 function writeRestoreStats(

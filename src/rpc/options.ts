@@ -38,7 +38,8 @@ import { parseCommandLine } from "../cli/parse.ts";
 import { systemConfigEnvironment } from "../cli/config.ts";
 import { isUsageError } from "../cli/errors.ts";
 import type { PeerCredentials } from "../../ffi/socket.ts";
-import { CR_ERRNO, messageOf, RpcRequestError } from "./errors.ts";
+import { CR_ERRNO, RpcRequestError } from "./errors.ts";
+import { directoryProblem } from "../dirs.ts";
 
 export type RequestKind = "dump" | "restore" | "check";
 
@@ -392,19 +393,11 @@ function truthy(o: criu_opts, field: FieldName): boolean {
 
 /** A directory the client named by fd or path, as a real path; refuses what is not a directory. */
 function directory(what: string, path: string): string {
-  let real: string;
-  try {
-    real = Deno.realPathSync(path);
-    if (!Deno.statSync(real).isDirectory) throw new Error("it is not a directory");
-  } catch (e) {
-    const why = e instanceof Deno.errors.NotFound
-      ? "it does not exist"
-      : e instanceof Deno.errors.PermissionDenied
-      ? "permission denied"
-      : messageOf(e);
+  const why = directoryProblem(path);
+  if (why !== undefined) {
     throw new RpcRequestError(`Cannot open the ${what} ${path}: ${why}`, CR_ERRNO.EBADRQC);
   }
-  return real;
+  return Deno.realPathSync(path);
 }
 
 function clientFd(peer: PeerCredentials, fd: number): string {

@@ -42,7 +42,7 @@ import type { PeerCredentials } from "../../ffi/socket.ts";
 import { closeFd } from "../../ffi/fd.ts";
 import { processExists } from "../../ffi/process.ts";
 import { describeStatus, waitRaw } from "../../ffi/wait.ts";
-import { isSyscallError } from "../../ffi/errors.ts";
+import { isSyscallError, osReason } from "../../ffi/errors.ts";
 import type { RpcChannel } from "./channel.ts";
 import { NotifyHooks } from "./notify.ts";
 import { type RequestKind, type RequestSetup, type ServeMode, setupRequest } from "./options.ts";
@@ -172,7 +172,7 @@ function openRequestLog(setup: RequestSetup, base: Options): Log {
     try {
       log.openFile(setup.logPath);
     } catch (e) {
-      throw new RpcRequestError(`Cannot open the log file ${setup.logPath}: ${messageOf(e)}`);
+      throw new RpcRequestError(`Cannot open the log file ${setup.logPath}: ${osReason(e)}`);
     }
   }
   for (const note of setup.notes) log.info(note);

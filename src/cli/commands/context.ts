@@ -3,6 +3,9 @@ import type { Options } from "../options.ts";
 import { Log } from "../../log.ts";
 import type { Hooks } from "../../actions/hooks.ts";
 import { ScriptHooks } from "../../actions/scripts.ts";
+import { directoryProblem } from "../../dirs.ts";
+import { osReason } from "../../../ffi/errors.ts";
+import { UsageError } from "../errors.ts";
 
 export interface CommandContext {
   options: Options;
@@ -24,13 +27,29 @@ export function imagesDir(o: Options): string {
   return o.imagesDir ?? ".";
 }
 
+/** The log, in the file -o names (in the work dir unless absolute); a file we cannot create is a UsageError. */
 export function openLog(o: Options): Log {
   const log = new Log(o.verbosity, o.logPid);
-  if (o.logFile) log.openFile(join(workDir(o), o.logFile));
+  if (o.logFile) {
+    const path = join(workDir(o), o.logFile);
+    try {
+      log.openFile(path);
+    } catch (e) {
+      throw new UsageError(`Cannot open the log file ${path}: ${osReason(e)}`);
+    }
+  }
   return log;
 }
 
+/**
+ * The command's context. A work dir (-W) that is not there is refused here, before anything
+ * else, as CRIU refuses one it cannot change into.
+ */
 export function makeContext(options: Options, positionals: string[], notes: string[]): CommandContext {
+  const problem = options.workDir === undefined ? undefined : directoryProblem(options.workDir);
+  if (problem !== undefined) {
+    throw new UsageError(`Cannot open the work directory ${options.workDir}: ${problem}`);
+  }
   const log = openLog(options);
   for (const n of notes) log.info(n);
   const hooks = new ScriptHooks(options.actionScripts, imagesDir(options), log);
