@@ -4,7 +4,7 @@
  * with a message before anything is created.
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+import { CRIU, criu, criuOk, exists, reap, tempDir, Workload } from "./lib/harness.ts";
 
 /** The task runs, is not stopped and nobody traces it. */
 function assertUntouched(pid: number): void {
@@ -246,6 +246,22 @@ Deno.test("a restore whose pidfile cannot be written kills the tree it made, as 
     assertRefused(r, /Cannot write the pidfile .*missing\/restore\.pid: No such file/, "--pidfile");
     assert.ok(!exists(`/proc/${w.pid}`), "the restored process was left running");
   }));
+
+Deno.test("a dump of a tree that holds criu itself is refused by name, and the tree runs on", async () => {
+  const images = tempDir();
+  try {
+    // The shell is the root and criu its child: criu would have to freeze itself.
+    const script = `"${CRIU}" dump -t $$ -D "${images}" -j --leave-running; echo "criu exited $?"`;
+    const out = await new Deno.Command("sh", { args: ["-c", script], stdout: "piped", stderr: "piped" })
+      .output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.match(stderr, /The tree of \d+ holds criu itself \(process \d+\)/);
+    assert.equal(new TextDecoder().decode(out.stdout), "criu exited 1\n");
+    assert.ok(!exists(`${images}/inventory.img`));
+  } finally {
+    Deno.removeSync(images, { recursive: true });
+  }
+});
 
 Deno.test("a process under a seccomp filter is refused clearly and runs on", async () => {
   const w = await Workload.start("seccomp");

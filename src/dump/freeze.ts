@@ -167,10 +167,11 @@ function namespaceIds(d: Described, threads: number[]): FrozenTask["ns"] {
 
 export function freezeTree(rootPid: number, log: Log): FrozenTree {
   const tree = new FrozenTree(log);
+  let pid = rootPid;
   try {
     const queue = [rootPid];
     while (queue.length) {
-      const pid = queue.shift()!;
+      pid = queue.shift()!;
       let info: Described;
       try {
         info = describe(pid);
@@ -180,6 +181,11 @@ export function freezeTree(rootPid: number, log: Log): FrozenTree {
       if (info.state === "zombie") {
         tree.tasks.push({ ...info, threads: [pid], ns: namespaceIds(info, [pid]) });
         continue;
+      }
+      if (pid === Deno.pid) {
+        throw new DumpError(
+          `The tree of ${rootPid} holds criu itself (process ${pid}); criu cannot dump itself`,
+        );
       }
       const threads = seizeTask(tree, pid, log);
       if (threads === null) {
@@ -200,7 +206,7 @@ export function freezeTree(rootPid: number, log: Log): FrozenTree {
   } catch (e) {
     tree.resume();
     if (isSyscallError(e, "EPERM")) {
-      throw new DumpError(`Cannot seize process ${rootPid}: ${e.message} (is it traced by someone else?)`);
+      throw new DumpError(`Cannot seize process ${pid}: ${e.message} (is it traced by someone else?)`);
     }
     if (isSyscallError(e, "ESRCH")) throw new DumpError(`Process ${rootPid} does not exist or exited`, 3);
     throw e;
