@@ -4,7 +4,7 @@
  * with a message before anything is created.
  */
 import assert from "node:assert/strict";
-import { CRIU, criu, criuOk, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+import { CRIU, criu, criuOk, exists, reap, tempDir, waitFor, Workload } from "./lib/harness.ts";
 
 /** The task runs, is not stopped and nobody traces it. */
 function assertUntouched(pid: number): void {
@@ -260,6 +260,46 @@ Deno.test("a dump of a tree that holds criu itself is refused by name, and the t
     assert.ok(!exists(`${images}/inventory.img`));
   } finally {
     Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("restore refuses a program that changed since the dump, naming it, before creating anything", async () => {
+  const dir = tempDir();
+  const program = `${dir}/napper`;
+  Deno.copyFileSync("/bin/sleep", program);
+  const child = new Deno.Command("setsid", {
+    args: [program, "60"],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  })
+    .spawn();
+  try {
+    await waitFor("the program to run", () => {
+      try {
+        return Deno.readLinkSync(`/proc/${child.pid}/exe`) === program;
+      } catch {
+        return false;
+      }
+    });
+    await criuOk(["dump", "-t", `${child.pid}`, "-D", dir]);
+    await child.status;
+    Deno.copyFileSync("/bin/true", program); // another size: another program
+    const r = await criu(["restore", "-D", dir, "-d"]);
+    assertRefused(
+      r,
+      /napper, mapped by process \d+ at 0x[0-9a-f]+, changed since the dump: it holds \d+ bytes, the dump saw \d+/,
+      "restore",
+    );
+    assert.ok(!exists(`/proc/${child.pid}`), "a refused restore left a process behind");
+  } finally {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await child.status;
+    Deno.removeSync(dir, { recursive: true });
   }
 });
 
