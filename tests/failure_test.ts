@@ -303,6 +303,31 @@ Deno.test("restore refuses a program that changed since the dump, naming it, bef
   }
 });
 
+Deno.test("a dump of a process whose working directory was deleted is refused, and it runs on", async () => {
+  const images = tempDir();
+  const gone = `${images}/gone`;
+  Deno.mkdirSync(gone);
+  const child = new Deno.Command("setsid", {
+    args: ["sh", "-c", "exec sleep 60"],
+    cwd: gone,
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  try {
+    await waitFor("sleep to run", () => Deno.readTextFileSync(`/proc/${child.pid}/comm`) === "sleep\n");
+    Deno.removeSync(gone);
+    const r = await criu(["dump", "-t", `${child.pid}`, "-D", images]);
+    assertRefused(r, /working directory .*gone \(deleted\) of process \d+: it was deleted/, "dump");
+    assertUntouched(child.pid);
+    assert.deepEqual([...Deno.readDirSync(images)], [], "the refused dump left files behind");
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
 Deno.test("a process under a seccomp filter is refused clearly and runs on", async () => {
   const w = await Workload.start("seccomp");
   const images = tempDir();

@@ -342,11 +342,18 @@ function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable):
   return out;
 }
 
+/** The path of a task's cwd or root; one that was deleted could never be entered again. */
+function fsDirectory(pid: number, which: "cwd" | "root", what: string): string {
+  const path = Deno.readLinkSync(`/proc/${pid}/${which}`);
+  if (path.endsWith(" (deleted)")) throw new UnsupportedObjectError(pid, `${what} ${path}`, "it was deleted");
+  return path;
+}
+
 function dumpFs(proc: ProcFiles, pid: number, table: FileTable): fs_entry {
   const umask = parseInt(proc.status(pid).get("Umask") ?? "22", 8);
   return create(fs_entrySchema, {
-    cwdId: addRegFile(table, Deno.readLinkSync(`/proc/${pid}/cwd`), O.RDONLY | O.DIRECTORY),
-    rootId: addRegFile(table, Deno.readLinkSync(`/proc/${pid}/root`), O.RDONLY | O.DIRECTORY),
+    cwdId: addRegFile(table, fsDirectory(pid, "cwd", "working directory"), O.RDONLY | O.DIRECTORY),
+    rootId: addRegFile(table, fsDirectory(pid, "root", "root directory"), O.RDONLY | O.DIRECTORY),
     umask,
   });
 }
