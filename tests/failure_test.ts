@@ -328,6 +328,34 @@ Deno.test("a dump of a process whose working directory was deleted is refused, a
   }
 });
 
+Deno.test("a dump of a process in a mount or UTS namespace of its own is refused, and it runs on", async () => {
+  const images = tempDir();
+  // unshare execs the shell, which execs sleep: the namespaces' only process is the dump's root.
+  for (const [flag, words] of [["--mount", "mount"], ["--uts", "UTS"]]) {
+    const child = new Deno.Command("setsid", {
+      args: ["unshare", flag!, "sh", "-c", "exec sleep 60"],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    try {
+      await waitFor("sleep to run", () => Deno.readTextFileSync(`/proc/${child.pid}/comm`) === "sleep\n");
+      const r = await criu(["dump", "-t", `${child.pid}`, "-D", images]);
+      assertRefused(
+        r,
+        new RegExp(`the ${words} namespace \\w+:\\[\\d+\\] of process ${child.pid}: it is not criu's`),
+        flag!,
+      );
+      assertUntouched(child.pid);
+      assert.deepEqual([...Deno.readDirSync(images)], [], "the refused dump left files behind");
+    } finally {
+      child.kill("SIGKILL");
+      await child.status;
+    }
+  }
+  Deno.removeSync(images, { recursive: true });
+});
+
 Deno.test("a process under a seccomp filter is refused clearly and runs on", async () => {
   const w = await Workload.start("seccomp");
   const images = tempDir();

@@ -28,7 +28,7 @@ import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { FileTable } from "../objects/files.ts";
 import { type DumpedVma, mapFilesPath, PE, VMA, writePages } from "../objects/memory.ts";
 import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
-import { DumpError } from "../errors.ts";
+import { DumpError, UnsupportedObjectError } from "../errors.ts";
 import { CLOCK_BOOTTIME, clockNs, compareResource, KCMP } from "../../ffi/process.ts";
 import { ImageDir } from "../images/dir.ts";
 import { directoryProblem } from "../dirs.ts";
@@ -62,19 +62,62 @@ const NS_KINDS = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] a
 /** Small ids for namespaces, the way CRIU numbers them: one per distinct namespace inode. */
 class NamespaceIds {
   #ids = new Map<string, number>();
+  #links = new Map<number, Map<string, string>>();
+
+  /** A task's namespace links (`mnt:[4026531841]`), read once per task. */
+  linksOf(pid: number): Map<string, string> {
+    let links = this.#links.get(pid);
+    if (links) return links;
+    links = new Map();
+    for (const ns of NS_KINDS) {
+      try {
+        links.set(ns, Deno.readLinkSync(`/proc/${pid}/ns/${ns}`));
+      } catch {
+        // a kind this kernel does not have
+      }
+    }
+    this.#links.set(pid, links);
+    return links;
+  }
+
   idsOf(pid: number): Record<string, number | undefined> {
     const out: Record<string, number | undefined> = {};
-    for (const ns of NS_KINDS) {
-      let link: string;
-      try {
-        link = Deno.readLinkSync(`/proc/${pid}/ns/${ns}`);
-      } catch {
-        continue;
-      }
+    for (const [ns, link] of this.linksOf(pid)) {
       if (!this.#ids.has(link)) this.#ids.set(link, this.#ids.size + 1);
       out[ns] = this.#ids.get(link);
     }
     return out;
+  }
+}
+
+/** Namespaces criu-ts does not save yet, by their name in /proc/PID/ns and in words. */
+const UNSAVED_NAMESPACES = {
+  mnt: "mount",
+  ipc: "IPC",
+  uts: "UTS",
+  user: "user",
+  cgroup: "cgroup",
+  time: "time",
+} as const;
+
+/**
+ * A task in a namespace of one of these kinds other than criu's own would come back in criu's:
+ * other files behind the same paths, another hostname, other ids. Refused before anything is
+ * written, as the restore could not be right.
+ */
+function checkUnsavedNamespaces(tree: FrozenTree, nsIds: NamespaceIds): void {
+  const ours = nsIds.linksOf(Deno.pid);
+  for (const t of tree.tasks) {
+    if (t.state === "zombie") continue;
+    const theirs = nsIds.linksOf(t.pid);
+    for (const [ns, words] of Object.entries(UNSAVED_NAMESPACES)) {
+      if (theirs.get(ns) === ours.get(ns)) continue;
+      throw new UnsupportedObjectError(
+        t.pid,
+        `the ${words} namespace ${theirs.get(ns)}`,
+        `it is not criu's, and ${words} namespaces are not saved yet`,
+      );
+    }
   }
 }
 
@@ -239,6 +282,7 @@ export function dump(opts: DumpOptions): DumpStats {
     checkSessions(tree, opts.shellJob);
     checkGroups(tree, opts.shellJob);
     const nsIds = new NamespaceIds();
+    checkUnsavedNamespaces(tree, nsIds);
     if (ownNetns) {
       const alive = tree.tasks.filter((t) => t.state !== "zombie").map((t) => t.pid);
       dumpNetns(dir, opts.pid, alive, nsIds.idsOf(opts.pid).net!);
