@@ -141,6 +141,34 @@ Deno.test("a dump refused for an unsupported file names it and leaves the proces
   }
 });
 
+Deno.test("a dump of a process holding a file lock is refused by fd, as CRIU without --file-locks", async () => {
+  const images = tempDir();
+  const script = `import fcntl,os,time\nos.setsid()\nf=open("${images}/locked","w")\n` +
+    `fcntl.flock(f,fcntl.LOCK_EX)\nprint(os.getpid(),flush=True)\ntime.sleep(30)`;
+  const py = new Deno.Command("/usr/bin/python3", { args: ["-c", script], stdout: "piped", stdin: "null" })
+    .spawn();
+  try {
+    const reader = py.stdout.getReader();
+    const pid = Number(new TextDecoder().decode((await reader.read()).value).trim());
+    reader.releaseLock();
+    for (const extra of [[], ["--file-locks"]]) {
+      const r = await criu(["dump", "-t", `${pid}`, "-D", images, ...extra]);
+      assertRefused(
+        r,
+        /the file lock on fd 3 \(.*locked\) of process \d+: file locks are not saved yet/,
+        "dump",
+      );
+      assertUntouched(pid);
+      assert.ok(!exists(`${images}/inventory.img`));
+    }
+  } finally {
+    py.kill("SIGKILL");
+    await py.status;
+    await py.stdout.cancel().catch(() => {});
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
 /** Dumps a counter, kills it, and hands the images to `tamper`; the restore must then fail. */
 async function refusedRestore(
   tamper: (images: string, pid: number, w: Workload) => Promise<void> | void,

@@ -170,6 +170,15 @@ function statOf(pid: number, fd: number): Deno.FileInfo | null {
 /** Dumps every fd of a task; returns its fdinfo entries. */
 export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
   return fds.map((fd) => {
+    // A lock (flock, POSIX, lease) the task holds through this fd would be gone after a restore
+    // while the task believes it holds it: CRIU refuses these too unless --file-locks.
+    if (fd.info.has("lock")) {
+      throw new UnsupportedObjectError(
+        ctx.pid,
+        `the file lock on fd ${fd.fd} (${fd.target})`,
+        "file locks are not saved yet, with or without --file-locks",
+      );
+    }
     const stat = statOf(ctx.pid, fd.fd);
     const kind = kinds.find((k) => k.detect(fd, stat));
     if (!kind) {
