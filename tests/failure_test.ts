@@ -113,58 +113,59 @@ Deno.test("a restore told a wrong images directory or log file says which", asyn
   }
 });
 
-Deno.test("a dump refused for an unsupported file names it and leaves the process untouched", async () => {
-  const images = tempDir();
-  // An AF_INET socket is not supported yet: the dump must refuse it by fd number.
-  const py = new Deno.Command("/usr/bin/python3", {
-    args: [
-      "-c",
-      "import os,socket,time\nos.setsid()\ns=socket.socket()\nprint(os.getpid(),flush=True)\ntime.sleep(30)",
-    ],
-    stdout: "piped",
-    stdin: "null",
-  }).spawn();
-  try {
-    const reader = py.stdout.getReader();
-    const pid = Number(new TextDecoder().decode((await reader.read()).value).trim());
-    reader.releaseLock();
-    const r = await criu(["dump", "-t", `${pid}`, "-D", images]);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /fd 3 \(socket:\[\d+\]\)/);
-    assertUntouched(pid);
-    assert.ok(!exists(`${images}/inventory.img`));
-  } finally {
-    py.kill("SIGKILL");
-    await py.status;
-    await py.stdout.cancel().catch(() => {});
-    Deno.removeSync(images, { recursive: true });
-  }
-});
-
-Deno.test("a dump of a process holding a file lock is refused by fd, as CRIU without --file-locks", async () => {
-  const images = tempDir();
-  const script = `import fcntl,os,time\nos.setsid()\nf=open("${images}/locked","w")\n` +
-    `fcntl.flock(f,fcntl.LOCK_EX)\nprint(os.getpid(),flush=True)\ntime.sleep(30)`;
+/**
+ * Runs a Python program (Debian's python3) that starts a session, sets up what the test needs,
+ * prints its pid and sleeps; `body` gets the pid. The program is killed afterwards.
+ */
+async function withPython(setup: string, body: (pid: number) => Promise<void>): Promise<void> {
+  const script =
+    `import fcntl,os,socket,time\nos.setsid()\n${setup}\nprint(os.getpid(),flush=True)\ntime.sleep(30)`;
   const py = new Deno.Command("/usr/bin/python3", { args: ["-c", script], stdout: "piped", stdin: "null" })
     .spawn();
   try {
     const reader = py.stdout.getReader();
     const pid = Number(new TextDecoder().decode((await reader.read()).value).trim());
     reader.releaseLock();
-    for (const extra of [[], ["--file-locks"]]) {
-      const r = await criu(["dump", "-t", `${pid}`, "-D", images, ...extra]);
-      assertRefused(
-        r,
-        /the file lock on fd 3 \(.*locked\) of process \d+: file locks are not saved yet/,
-        "dump",
-      );
-      assertUntouched(pid);
-      assert.ok(!exists(`${images}/inventory.img`));
-    }
+    await body(pid);
   } finally {
     py.kill("SIGKILL");
     await py.status;
     await py.stdout.cancel().catch(() => {});
+  }
+}
+
+Deno.test("a dump refused for an unsupported file names it and leaves the process untouched", async () => {
+  const images = tempDir();
+  try {
+    // An AF_INET socket is not supported yet: the dump must refuse it by fd number.
+    await withPython("s=socket.socket()", async (pid) => {
+      const r = await criu(["dump", "-t", `${pid}`, "-D", images]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /fd 3 \(socket:\[\d+\]\)/);
+      assertUntouched(pid);
+      assert.ok(!exists(`${images}/inventory.img`));
+    });
+  } finally {
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("a dump of a process holding a file lock is refused by fd, as CRIU without --file-locks", async () => {
+  const images = tempDir();
+  try {
+    await withPython(`f=open("${images}/locked","w")\nfcntl.flock(f,fcntl.LOCK_EX)`, async (pid) => {
+      for (const extra of [[], ["--file-locks"]]) {
+        const r = await criu(["dump", "-t", `${pid}`, "-D", images, ...extra]);
+        assertRefused(
+          r,
+          /the file lock on fd 3 \(.*locked\) of process \d+: file locks are not saved yet/,
+          "dump",
+        );
+        assertUntouched(pid);
+        assert.ok(!exists(`${images}/inventory.img`));
+      }
+    });
+  } finally {
     Deno.removeSync(images, { recursive: true });
   }
 });
@@ -331,57 +332,61 @@ Deno.test("restore refuses a program that changed since the dump, naming it, bef
   }
 });
 
+/** Runs `setsid ARGS` (a command that ends in `exec sleep 60`) for `body`; kills it afterwards. */
+async function withSleeper(args: string[], cwd: string, body: (pid: number) => Promise<void>): Promise<void> {
+  const child = new Deno.Command("setsid", { args, cwd, stdin: "null", stdout: "null", stderr: "null" })
+    .spawn();
+  try {
+    await waitFor("sleep to run", () => Deno.readTextFileSync(`/proc/${child.pid}/comm`) === "sleep\n");
+    await body(child.pid);
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+  }
+}
+
+/** A dump refused with `message`: status 1, no stack, the process untouched, nothing written. */
+async function assertDumpRefused(pid: number, images: string, message: RegExp, what: string): Promise<void> {
+  assertRefused(await criu(["dump", "-t", `${pid}`, "-D", images]), message, what);
+  assertUntouched(pid);
+  assert.deepEqual([...Deno.readDirSync(images)], [], `${what}: the refused dump left files behind`);
+}
+
 Deno.test("a dump of a process whose working directory was deleted is refused, and it runs on", async () => {
   const images = tempDir();
   const gone = `${images}/gone`;
   Deno.mkdirSync(gone);
-  const child = new Deno.Command("setsid", {
-    args: ["sh", "-c", "exec sleep 60"],
-    cwd: gone,
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
   try {
-    await waitFor("sleep to run", () => Deno.readTextFileSync(`/proc/${child.pid}/comm`) === "sleep\n");
-    Deno.removeSync(gone);
-    const r = await criu(["dump", "-t", `${child.pid}`, "-D", images]);
-    assertRefused(r, /working directory .*gone \(deleted\) of process \d+: it was deleted/, "dump");
-    assertUntouched(child.pid);
-    assert.deepEqual([...Deno.readDirSync(images)], [], "the refused dump left files behind");
+    await withSleeper(["sh", "-c", "exec sleep 60"], gone, async (pid) => {
+      Deno.removeSync(gone);
+      await assertDumpRefused(
+        pid,
+        images,
+        /working directory .*gone \(deleted\) of process \d+: it was deleted/,
+        "cwd",
+      );
+    });
   } finally {
-    child.kill("SIGKILL");
-    await child.status;
     Deno.removeSync(images, { recursive: true });
   }
 });
 
 Deno.test("a dump of a process in a mount or UTS namespace of its own is refused, and it runs on", async () => {
   const images = tempDir();
-  // unshare execs the shell, which execs sleep: the namespaces' only process is the dump's root.
-  for (const [flag, words] of [["--mount", "mount"], ["--uts", "UTS"]]) {
-    const child = new Deno.Command("setsid", {
-      args: ["unshare", flag!, "sh", "-c", "exec sleep 60"],
-      stdin: "null",
-      stdout: "null",
-      stderr: "null",
-    }).spawn();
-    try {
-      await waitFor("sleep to run", () => Deno.readTextFileSync(`/proc/${child.pid}/comm`) === "sleep\n");
-      const r = await criu(["dump", "-t", `${child.pid}`, "-D", images]);
-      assertRefused(
-        r,
-        new RegExp(`the ${words} namespace \\w+:\\[\\d+\\] of process ${child.pid}: it is not criu's`),
-        flag!,
-      );
-      assertUntouched(child.pid);
-      assert.deepEqual([...Deno.readDirSync(images)], [], "the refused dump left files behind");
-    } finally {
-      child.kill("SIGKILL");
-      await child.status;
+  try {
+    // unshare execs the shell, which execs sleep: the namespaces' only process is the dump's root.
+    for (const [flag, words] of [["--mount", "mount"], ["--uts", "UTS"]] as const) {
+      await withSleeper(["unshare", flag, "sh", "-c", "exec sleep 60"], images, (pid) =>
+        assertDumpRefused(
+          pid,
+          images,
+          new RegExp(`the ${words} namespace \\w+:\\[\\d+\\] of process ${pid}: it is not criu's`),
+          flag,
+        ));
     }
+  } finally {
+    Deno.removeSync(images, { recursive: true });
   }
-  Deno.removeSync(images, { recursive: true });
 });
 
 Deno.test("a process under a seccomp filter is refused clearly and runs on", async () => {
