@@ -134,6 +134,31 @@ async function withPython(setup: string, body: (pid: number) => Promise<void>): 
   }
 }
 
+Deno.test("Ctrl-C during a dump cancels it: the process runs on as before and no checkpoint is kept", () =>
+  withCounter(async (w, images) => {
+    // The post-dump script runs while the tree is frozen: it says so, and holds the dump there.
+    const script = `${w.dir}/hold.sh`;
+    Deno.writeTextFileSync(
+      script,
+      `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && touch "${w.dir}/frozen" && sleep 1\nexit 0\n`,
+    );
+    Deno.chmodSync(script, 0o755);
+    const dumper = new Deno.Command(CRIU, {
+      args: ["dump", "-t", `${w.pid}`, "-D", images, "--action-script", script],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    await waitFor("the tree to be frozen", () => exists(`${w.dir}/frozen`));
+    dumper.kill("SIGINT");
+    const out = await dumper.output();
+    const r = { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+    assertRefused(r, /Interrupted by SIGINT: the tree runs on as before and no checkpoint was kept/, "dump");
+    assertUntouched(w.pid);
+    assert.deepEqual([...Deno.readDirSync(images)], [], "the cancelled dump left files behind");
+    assert.equal(await w.finish(), "PASS");
+  }));
+
 Deno.test("a dump refused for an unsupported file names it and leaves the process untouched", async () => {
   const images = tempDir();
   try {

@@ -247,7 +247,26 @@ function pagemapFor(t: DumpedTask, pagesId: number) {
   return [create(pagemap_headSchema, { pagesId }), ...entries];
 }
 
+/**
+ * A finished checkpoint whose tree is still frozen: release() ends the dump as the options say
+ * (kill, resume, leave stopped); cancel() resumes the tree as it was and removes the images, as a
+ * failed dump does.
+ */
+export interface HeldDump {
+  stats: DumpStats;
+  release(): void;
+  cancel(): void;
+}
+
+/** Dumps the tree and ends the dump as the options say. */
 export function dump(opts: DumpOptions): DumpStats {
+  const held = dumpHeld(opts);
+  held.release();
+  return held.stats;
+}
+
+/** Dumps the tree and keeps it frozen, for a caller that decides between release and cancel. */
+export function dumpHeld(opts: DumpOptions): HeldDump {
   const { log } = opts;
   const problem = directoryProblem(opts.imagesDir);
   if (problem !== undefined) {
@@ -360,15 +379,24 @@ export function dump(opts: DumpOptions): DumpStats {
       }),
     ]);
   } catch (e) {
+    undo();
+    throw e;
+  }
+  return {
+    stats,
+    release() {
+      if (locked && opts.leaveRunning) unlockQuietly(opts);
+      log.debug(`Images complete; releasing the tree`);
+      finish(tree, opts);
+    },
+    cancel: undo,
+  };
+
+  function undo(): void {
     if (locked) unlockQuietly(opts);
     tree.resume();
     dir.removeWritten();
-    throw e;
   }
-  if (locked && opts.leaveRunning) unlockQuietly(opts);
-  log.debug(`Images complete; releasing the tree`);
-  finish(tree, opts);
-  return stats;
 }
 
 function unlockQuietly(opts: DumpOptions): void {

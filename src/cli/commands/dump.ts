@@ -1,30 +1,55 @@
 /** `criu dump -t PID -D DIR`: parse, validate, call the core. */
-import { dump } from "../../dump/dump.ts";
-import { NotSupportedError } from "../../errors.ts";
+import { dumpHeld } from "../../dump/dump.ts";
+import { DumpError, NotSupportedError } from "../../errors.ts";
 import { type CommandContext, imagesDir } from "./context.ts";
 
-export function dumpCommand(ctx: CommandContext): number {
+/**
+ * Signals that would kill criu while a task runs our syscalls with our registers: that task
+ * would then die of the batch runner's trap. Held back while the dump works; one that came in
+ * cancels the dump before the tree is released, so Ctrl-C leaves the tree as it was.
+ */
+const INTERRUPTS = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+
+export async function dumpCommand(ctx: CommandContext): Promise<number> {
   const o = ctx.options;
   if (o.tree === undefined) throw new NotSupportedError("dump needs the tree to dump: -t PID");
   if (o.trackMem || o.prevImagesDir) {
     throw new NotSupportedError("--track-mem/--prev-images-dir (iterative migration) are not supported yet");
   }
-  const stats = dump({
-    pid: o.tree,
-    imagesDir: imagesDir(o),
-    leaveRunning: o.finalState === "running",
-    leaveStopped: o.finalState === "stopped",
-    shellJob: o.shellJob,
-    log: ctx.log,
-    hooks: ctx.hooks,
-  });
-  ctx.log.info(`Dumping finished successfully`);
-  if (o.displayStats) {
-    console.log(
-      `Displaying dump stats:\nFreezing time: ${stats.freezingUs} us\nFrozen time: ${stats.frozenUs} us\n` +
-        `Memory dump time: ${stats.memdumpUs} us\nMemory write time: ${stats.memwriteUs} us\n` +
-        `Memory pages scanned: ${stats.pagesScanned}\nMemory pages written: ${stats.pagesWritten}`,
-    );
+  let interrupted: Deno.Signal | undefined;
+  const listeners = INTERRUPTS.map((signal) => ({ signal, note: () => interrupted ??= signal }));
+  for (const l of listeners) Deno.addSignalListener(l.signal, l.note);
+  try {
+    const held = dumpHeld({
+      pid: o.tree,
+      imagesDir: imagesDir(o),
+      leaveRunning: o.finalState === "running",
+      leaveStopped: o.finalState === "stopped",
+      shellJob: o.shellJob,
+      log: ctx.log,
+      hooks: ctx.hooks,
+    });
+    // The dump ran without a break; a signal that came in meanwhile is delivered now.
+    await new Promise((r) => setTimeout(r, 0));
+    if (interrupted) {
+      held.cancel();
+      throw new DumpError(
+        `Interrupted by ${interrupted}: the tree runs on as before and no checkpoint was kept`,
+      );
+    }
+    held.release();
+    ctx.log.info(`Dumping finished successfully`);
+    if (o.displayStats) printStats(held.stats);
+    return 0;
+  } finally {
+    for (const l of listeners) Deno.removeSignalListener(l.signal, l.note);
   }
-  return 0;
+}
+
+function printStats(stats: ReturnType<typeof dumpHeld>["stats"]): void {
+  console.log(
+    `Displaying dump stats:\nFreezing time: ${stats.freezingUs} us\nFrozen time: ${stats.frozenUs} us\n` +
+      `Memory dump time: ${stats.memdumpUs} us\nMemory write time: ${stats.memwriteUs} us\n` +
+      `Memory pages scanned: ${stats.pagesScanned}\nMemory pages written: ${stats.pagesWritten}`,
+  );
 }
