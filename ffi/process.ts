@@ -12,6 +12,8 @@ const PRIO_PROCESS = 0;
 /** A flag sched_getscheduler() adds to the policy; the policy itself is below it. */
 const SCHED_RESET_ON_FORK = 0x40000000;
 const KCMP_FILE = 0;
+const NR_RT_SIGACTION = 13;
+const SIG_IGN = 1n;
 
 export const RLIMIT_COUNT = 16;
 
@@ -110,4 +112,17 @@ export const KCMP = { VM: 1, FILES: 2, FS: 3, SIGHAND: 4 } as const;
  */
 export function compareResource(pid1: number, pid2: number, type: number): number {
   return Number(libc.syscall(BigInt(NR_KCMP), BigInt(pid1), BigInt(pid2), BigInt(type), 0n, 0n, 0n));
+}
+
+/**
+ * Does this process ignore `signal` (SIG_IGN)? `nohup` leaves SIGHUP so, and a shell leaves SIGINT
+ * so for a job it runs in the background; a program should not catch what it was told to ignore.
+ */
+export function signalIgnored(signal: number): boolean {
+  const old = new BigUint64Array(4); // struct kernel_sigaction: handler, flags, restorer, mask
+  callBig(
+    "rt_sigaction",
+    libc.syscall(BigInt(NR_RT_SIGACTION), BigInt(signal), 0n, addressOf(old), 8n, 0n, 0n),
+  );
+  return old[0] === SIG_IGN;
 }

@@ -134,28 +134,46 @@ async function withPython(setup: string, body: (pid: number) => Promise<void>): 
   }
 }
 
+/**
+ * Runs `criu dump ... --action-script` with a post-dump script that holds the tree frozen for a
+ * second, sends SIGINT while it does, and returns how criu ended. `ignoring` starts criu with
+ * SIGINT ignored, as a shell starts a background job.
+ */
+async function interruptedDump(w: Workload, images: string, extra: string[], ignoring: boolean) {
+  const script = `${w.dir}/hold.sh`;
+  Deno.writeTextFileSync(
+    script,
+    `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && touch "${w.dir}/frozen" && sleep 1\nexit 0\n`,
+  );
+  Deno.chmodSync(script, 0o755);
+  const args = ["dump", "-t", `${w.pid}`, "-D", images, "--action-script", script, ...extra];
+  const dumper = new Deno.Command("sh", {
+    args: ["-c", `${ignoring ? "trap '' INT; " : ""}exec "$0" "$@"`, CRIU, ...args],
+    stdin: "null",
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  await waitFor("the tree to be frozen", () => exists(`${w.dir}/frozen`));
+  dumper.kill("SIGINT");
+  const out = await dumper.output();
+  return { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+}
+
 Deno.test("Ctrl-C during a dump cancels it: the process runs on as before and no checkpoint is kept", () =>
   withCounter(async (w, images) => {
-    // The post-dump script runs while the tree is frozen: it says so, and holds the dump there.
-    const script = `${w.dir}/hold.sh`;
-    Deno.writeTextFileSync(
-      script,
-      `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && touch "${w.dir}/frozen" && sleep 1\nexit 0\n`,
-    );
-    Deno.chmodSync(script, 0o755);
-    const dumper = new Deno.Command(CRIU, {
-      args: ["dump", "-t", `${w.pid}`, "-D", images, "--action-script", script],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).spawn();
-    await waitFor("the tree to be frozen", () => exists(`${w.dir}/frozen`));
-    dumper.kill("SIGINT");
-    const out = await dumper.output();
-    const r = { code: out.code, stderr: new TextDecoder().decode(out.stderr) };
+    const r = await interruptedDump(w, images, [], false);
     assertRefused(r, /Interrupted by SIGINT: the tree runs on as before and no checkpoint was kept/, "dump");
     assertUntouched(w.pid);
     assert.deepEqual([...Deno.readDirSync(images)], [], "the cancelled dump left files behind");
+    assert.equal(await w.finish(), "PASS");
+  }));
+
+Deno.test("a dump started with SIGINT ignored (a background job) keeps ignoring it", () =>
+  withCounter(async (w, images) => {
+    const r = await interruptedDump(w, images, ["--leave-running"], true);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(exists(`${images}/inventory.img`));
+    assertUntouched(w.pid);
     assert.equal(await w.finish(), "PASS");
   }));
 
