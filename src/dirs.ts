@@ -5,7 +5,7 @@
  * directory", ...), or undefined when it can. Commands check their directories with it before
  * they touch a process, so that a mistyped path costs nothing.
  */
-export function directoryProblem(path: string): string | undefined {
+function directoryProblem(path: string): string | undefined {
   try {
     if (!Deno.statSync(path).isDirectory) return "it is not a directory";
   } catch (e) {
@@ -15,4 +15,13 @@ export function directoryProblem(path: string): string | undefined {
     return e instanceof Error ? e.message : String(e);
   }
   return undefined;
+}
+
+/**
+ * What to tell the user when the `what` ("images directory", "work directory") at `path` cannot
+ * be used: "Cannot open the images directory /x: it does not exist". Undefined when it can.
+ */
+export function unusableDirectory(what: string, path: string): string | undefined {
+  const problem = directoryProblem(path);
+  return problem === undefined ? undefined : `Cannot open the ${what} ${path}: ${problem}`;
 }

@@ -31,7 +31,7 @@ import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
 import { DumpError, UnsupportedObjectError } from "../errors.ts";
 import { CLOCK_BOOTTIME, clockNs, compareResource, KCMP } from "../../ffi/process.ts";
 import { ImageDir } from "../images/dir.ts";
-import { directoryProblem } from "../dirs.ts";
+import { unusableDirectory } from "../dirs.ts";
 import { createImageFile, ImageWriter } from "../images/file.ts";
 import { pipe_data_entrySchema } from "../images/gen/pipe-data_pb.ts";
 import type { Log } from "../log.ts";
@@ -268,10 +268,8 @@ export function dump(opts: DumpOptions): DumpStats {
 /** Dumps the tree and keeps it frozen, for a caller that decides between release and cancel. */
 export function dumpHeld(opts: DumpOptions): HeldDump {
   const { log } = opts;
-  const problem = directoryProblem(opts.imagesDir);
-  if (problem !== undefined) {
-    throw new DumpError(`Cannot open the images directory ${opts.imagesDir}: ${problem}`);
-  }
+  const unusable = unusableDirectory("images directory", opts.imagesDir);
+  if (unusable !== undefined) throw new DumpError(unusable);
   const dir = new ImageDir(opts.imagesDir);
   opts.hooks.run("pre-dump");
   const t0 = performance.now();

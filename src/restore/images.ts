@@ -17,7 +17,7 @@ import type { tty_info_entry } from "../images/gen/tty_pb.ts";
 import { KINDS } from "../images/kinds.ts";
 import type { memfd_inode_entry } from "../images/gen/memfd_pb.ts";
 import { MAP } from "../../ffi/syscalls.ts";
-import { directoryProblem } from "../dirs.ts";
+import { unusableDirectory } from "../dirs.ts";
 import { ImageDir } from "../images/dir.ts";
 import { ImageReader } from "../images/file.ts";
 import type { pipe_data_entry } from "../images/gen/pipe-data_pb.ts";
@@ -265,10 +265,8 @@ function readPipeData(dir: ImageDir, files: FileTable): void {
 }
 
 export function loadCheckpoint(imagesDir: string): Checkpoint {
-  const problem = directoryProblem(imagesDir);
-  if (problem !== undefined) {
-    throw new RestoreError(`Cannot open the images directory ${imagesDir}: ${problem}`);
-  }
+  const unusable = unusableDirectory("images directory", imagesDir);
+  if (unusable !== undefined) throw new RestoreError(unusable);
   const dir = new ImageDir(imagesDir);
   if (!dir.has(KINDS.INVENTORY)) {
     throw new RestoreError(`${imagesDir} holds no checkpoint (no inventory.img)`);

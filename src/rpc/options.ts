@@ -39,7 +39,7 @@ import { systemConfigEnvironment } from "../cli/config.ts";
 import { isUsageError } from "../cli/errors.ts";
 import type { PeerCredentials } from "../../ffi/socket.ts";
 import { CR_ERRNO, RpcRequestError } from "./errors.ts";
-import { directoryProblem } from "../dirs.ts";
+import { unusableDirectory } from "../dirs.ts";
 
 export type RequestKind = "dump" | "restore" | "check";
 
@@ -393,10 +393,8 @@ function truthy(o: criu_opts, field: FieldName): boolean {
 
 /** A directory the client named by fd or path, as a real path; refuses what is not a directory. */
 function directory(what: string, path: string): string {
-  const why = directoryProblem(path);
-  if (why !== undefined) {
-    throw new RpcRequestError(`Cannot open the ${what} ${path}: ${why}`, CR_ERRNO.EBADRQC);
-  }
+  const unusable = unusableDirectory(what, path);
+  if (unusable !== undefined) throw new RpcRequestError(unusable, CR_ERRNO.EBADRQC);
   return Deno.realPathSync(path);
 }
 

@@ -3,7 +3,7 @@ import type { Options } from "../options.ts";
 import { Log } from "../../log.ts";
 import type { Hooks } from "../../actions/hooks.ts";
 import { ScriptHooks } from "../../actions/scripts.ts";
-import { directoryProblem } from "../../dirs.ts";
+import { unusableDirectory } from "../../dirs.ts";
 import { osReason } from "../../../ffi/errors.ts";
 import { UsageError } from "../errors.ts";
 
@@ -46,10 +46,10 @@ export function openLog(o: Options): Log {
  * else, as CRIU refuses one it cannot change into.
  */
 export function makeContext(options: Options, positionals: string[], notes: string[]): CommandContext {
-  const problem = options.workDir === undefined ? undefined : directoryProblem(options.workDir);
-  if (problem !== undefined) {
-    throw new UsageError(`Cannot open the work directory ${options.workDir}: ${problem}`);
-  }
+  const unusable = options.workDir === undefined
+    ? undefined
+    : unusableDirectory("work directory", options.workDir);
+  if (unusable !== undefined) throw new UsageError(unusable);
   const log = openLog(options);
   for (const n of notes) log.info(n);
   const hooks = new ScriptHooks(options.actionScripts, imagesDir(options), log);

@@ -3,6 +3,7 @@ import { dumpHeld } from "../../dump/dump.ts";
 import { DumpError, NotSupportedError } from "../../errors.ts";
 import { type CommandContext, imagesDir } from "./context.ts";
 import { signalIgnored } from "../../../ffi/process.ts";
+import { SIG } from "../../../ffi/syscalls.ts";
 
 /**
  * Signals that would kill criu while a task runs our syscalls with our registers: that task
@@ -11,7 +12,7 @@ import { signalIgnored } from "../../../ffi/process.ts";
  * were started ignoring (nohup, a background job) stay ignored: each still gets a listener that
  * does nothing, since Deno, once it listens for any signal, exits on a SIGINT nobody listens to.
  */
-const INTERRUPTS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
+const INTERRUPTS = { SIGHUP: SIG.HUP, SIGINT: SIG.INT, SIGTERM: SIG.TERM } as const;
 
 /** Listens for the interrupts while `body` runs; `body` learns from `interrupted()` whether one came. */
 async function holdingInterrupts<T>(
