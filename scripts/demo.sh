@@ -22,8 +22,10 @@ with open(out + ".pid", "w") as f:
 n = 0
 while True:
     n += 1
-    with open(out, "w") as f:
+    # Written beside and renamed over: a reader sees the old count or the new, never an empty file.
+    with open(out + ".tmp", "w") as f:
         f.write(str(n))
+    os.rename(out + ".tmp", out)
     time.sleep(0.1)
 PY
 setsid /usr/bin/python3 "$work/counter.py" "$work/count" </dev/null >/dev/null 2>&1 &
@@ -31,11 +33,23 @@ disown
 for _ in $(seq 100); do [ -s "$work/count.pid" ] && break; sleep 0.05; done
 pid=$(cat "$work/count.pid")
 sleep 1
-echo "counter $pid is at $(cat "$work/count")"
+
+# The count as a number; anything else (a missing or unreadable file) fails the demo.
+count() {
+  local n
+  n=$(cat "$work/count" 2>/dev/null) || true
+  if ! [[ "$n" =~ ^[0-9]+$ ]]; then
+    echo "DEMO FAILED: the counter's file holds \"$n\", not a count" >&2
+    exit 1
+  fi
+  echo "$n"
+}
+start=$(count)
+echo "counter $pid is at $start"
 
 mkdir "$work/images"
 "$criu" dump -t "$pid" -D "$work/images" -o dump.log -v4
-before=$(cat "$work/count")
+before=$(count)
 sleep 0.3
 if kill -0 "$pid" 2>/dev/null; then echo "dump left the process running" >&2; exit 1; fi
 echo "dumped and killed at $before; images: $(ls "$work/images" | tr '\n' ' ')"
@@ -43,9 +57,9 @@ echo "dumped and killed at $before; images: $(ls "$work/images" | tr '\n' ' ')"
 "$criu" restore -D "$work/images" -d -o restore.log -v4 --pidfile "$work/restored.pid"
 restored=$(cat "$work/restored.pid")
 sleep 1
-after=$(cat "$work/count")
+after=$(count)
 echo "restored as $restored, now at $after"
-if [ "$restored" != "$pid" ] || [ "$after" -le "$before" ]; then
+if [ "$restored" != "$pid" ] || ! [ "$after" -gt "$before" ]; then
   echo "DEMO FAILED: expected pid $pid counting on past $before" >&2
   exit 1
 fi

@@ -6,10 +6,9 @@ set -euo pipefail
 root=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)
 cd "$root"
 if [ ! -x node_modules/.bin/deno ] || [ ! -x node_modules/.bin/buf ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  echo "setup: installing the pinned toolchain (npm install, from package-lock.json)"
-  # npm ci refuses this lock file (npm 11 leaves other platforms' optional packages out of it);
-  # npm install follows the same pinned versions.
-  npm install --no-audit --no-fund --loglevel=error
+  echo "setup: installing the pinned toolchain (npm ci, exactly as package-lock.json pins it)"
+  # npm ci never rewrites the lock file, so a checkout stays clean.
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 if ! command -v crit >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import pycriu' >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

@@ -4,7 +4,7 @@
  * with a message before anything is created.
  */
 import assert from "node:assert/strict";
-import { CRIU, criu, criuOk, exists, reap, tempDir, waitFor, Workload } from "./lib/harness.ts";
+import { CRIU, criu, criuOk, exists, readNumbers, reap, tempDir, waitFor, Workload } from "./lib/harness.ts";
 
 /** The task runs, is not stopped and nobody traces it. */
 function assertUntouched(pid: number): void {
@@ -123,10 +123,8 @@ async function withPython(setup: string, body: (pid: number) => Promise<void>): 
   const py = new Deno.Command("/usr/bin/python3", { args: ["-c", script], stdout: "piped", stdin: "null" })
     .spawn();
   try {
-    const reader = py.stdout.getReader();
-    const pid = Number(new TextDecoder().decode((await reader.read()).value).trim());
-    reader.releaseLock();
-    await body(pid);
+    const [pid] = await readNumbers(py.stdout, 1);
+    await body(pid!);
   } finally {
     py.kill("SIGKILL");
     await py.status;

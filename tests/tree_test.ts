@@ -10,6 +10,7 @@ import {
   descendants,
   exists,
   killTree,
+  readNumbers,
   reap,
   tempDir,
   waitFor,
@@ -116,9 +117,7 @@ Deno.test("a tree with one process that cannot be dumped is resumed whole, and t
     stdout: "piped",
     stdin: "null",
   }).spawn();
-  const reader = py.stdout.getReader();
-  const [parent, child] = new TextDecoder().decode((await reader.read()).value).trim().split(" ").map(Number);
-  reader.releaseLock();
+  const [parent, child] = await readNumbers(py.stdout, 2);
   try {
     await waitFor("the child's socket", () => [...Deno.readDirSync(`/proc/${child}/fd`)].length > 3);
     const r = await criu(["dump", "-t", `${parent}`, "-D", dir]);

@@ -205,3 +205,34 @@ export class Workload {
 export function openFds(): Set<number> {
   return new Set([...Deno.readDirSync("/proc/self/fd")].map((e) => Number(e.name)));
 }
+
+/**
+ * The first whole line a child prints, without its newline. A pipe hands over what was written so
+ * far, so one read() may end mid-line under load: this reads on until the newline comes. The
+ * stream is released for other readers afterwards; a stream that ends first is an error.
+ */
+export async function readLine(stream: ReadableStream<Uint8Array>): Promise<string> {
+  const reader = stream.getReader();
+  const dec = new TextDecoder();
+  let text = "";
+  try {
+    while (!text.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`The child's output ended before a whole line: "${text}"`);
+      text += dec.decode(value, { stream: true });
+    }
+  } finally {
+    reader.releaseLock();
+  }
+  return text.slice(0, text.indexOf("\n"));
+}
+
+/** The numbers on the first line a child prints, each checked to be one. */
+export async function readNumbers(stream: ReadableStream<Uint8Array>, count: number): Promise<number[]> {
+  const line = await readLine(stream);
+  const numbers = line.trim().split(/\s+/).map(Number);
+  if (numbers.length !== count || numbers.some((n) => !Number.isInteger(n))) {
+    throw new Error(`Expected ${count} number(s) on the child's first line, found "${line}"`);
+  }
+  return numbers;
+}
