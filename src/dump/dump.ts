@@ -25,15 +25,14 @@ import { dump_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_p
 import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTask, type FrozenTree } from "./freeze.ts";
 import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
-import { FileTable } from "../objects/files.ts";
+import { type FilesSession, FileTable, finishFilesDump } from "../objects/files.ts";
 import { type DumpedVma, mapFilesPath, PE, VMA, writePages } from "../objects/memory.ts";
 import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
 import { DumpError, UnsupportedObjectError } from "../errors.ts";
 import { CLOCK_BOOTTIME, clockNs, compareResource, KCMP } from "../../ffi/process.ts";
 import { ImageDir } from "../images/dir.ts";
 import { unusableDirectory } from "../dirs.ts";
-import { createImageFile, ImageWriter } from "../images/file.ts";
-import { pipe_data_entrySchema } from "../images/gen/pipe-data_pb.ts";
+import { createImageFile } from "../images/file.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { dumpNetns, hasOwnNetns } from "../objects/netns.ts";
@@ -307,12 +306,19 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
       opts.hooks.run("network-lock", opts.pid);
     }
     const table = new FileTable();
+    const files: FilesSession = {
+      table,
+      dir,
+      opts: { shellJob: opts.shellJob },
+      hooks: opts.hooks,
+      log,
+    };
     const objectIds = new SharedObjectIds();
     let pagesId = 0;
     const shmemDone = new Set<bigint>();
     const ctx = {
       table,
-      shellJob: opts.shellJob,
+      files,
       log,
       writePages(agent: Parameters<typeof writePages>[0], t: DumpedTask) {
         pagesId += 1;
@@ -358,9 +364,8 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         })
       ),
     );
+    finishFilesDump(files);
     dir.write(KINDS.FILES, undefined, table.entries);
-    if (table.ttyInfos.length) dir.write(KINDS.TTY_INFO, undefined, table.ttyInfos);
-    if (table.pipeData.size) writePipeData(dir, table);
     opts.hooks.run("post-dump");
     stats.frozenUs = Math.round((performance.now() - frozenAt) * 1000);
     writeStats(dir, stats);
@@ -449,21 +454,6 @@ function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: num
   }
   dir.write(KINDS.SHMEM_PAGEMAP, v.entry.shmid, [create(pagemap_headSchema, { pagesId }), ...entries]);
   return pages;
-}
-
-/** pipes-data.img: one entry per pipe with queued bytes, each followed by those bytes. */
-function writePipeData(dir: ImageDir, table: FileTable): void {
-  const w = ImageWriter.create(dir.path, KINDS.PIPES_DATA);
-  dir.noteWritten(w.name);
-  try {
-    for (const [pipeId, { data, capacity }] of table.pipeData) {
-      if (data.length === 0 && capacity === 65536) continue;
-      w.writeEntry(create(pipe_data_entrySchema, { pipeId, bytes: data.length, size: capacity }));
-      w.writeBlob(data);
-    }
-  } finally {
-    w.close();
-  }
 }
 
 function writeStats(dir: ImageDir, s: DumpStats): void {

@@ -40,7 +40,7 @@ import { credsQuery } from "../objects/creds.ts";
 import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../objects/signals.ts";
 import { dumpTimers, itimersQuery } from "../objects/timers.ts";
 import { applyRestart, threadInfoFromCpu } from "../objects/cpu.ts";
-import { dumpFds, type FileTable } from "../objects/files.ts";
+import { dumpFds, type FilesSession, type FileTable } from "../objects/files.ts";
 import { addRegFile } from "../objects/regfile.ts";
 import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
@@ -64,7 +64,8 @@ export interface DumpedTask {
 
 export interface TaskDumpContext {
   table: FileTable;
-  shellJob: boolean;
+  /** What every kind of file is told, from the first task to the last. */
+  files: FilesSession;
   log: Log;
   /** Writes the task's pages while it is still frozen and the agent is inside it. */
   writePages(agent: Agent, task: DumpedTask): void;
@@ -396,7 +397,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
     log.debug(`Task ${pid}: threads done`);
     out.mm = dumpMm(proc, pid, ctx.table, vmas, answers);
     out.fs = dumpFs(proc, pid, ctx.table);
-    out.fdinfos = dumpFds({ pid, agent, table: ctx.table, shellJob: ctx.shellJob, log: ctx.log }, fds);
+    out.fdinfos = dumpFds({ pid, agent, table: ctx.table, session: ctx.files, log: ctx.log }, fds);
     log.debug(`Task ${pid}: mm, fs and ${fds.length} fds done`);
     ctx.writePages(agent, out);
     return out;

@@ -3,9 +3,9 @@ import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { eventfd_file_entrySchema } from "../images/gen/eventfd_pb.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
-import { type FdKind, registerFdKind } from "./files.ts";
-import { emptyFown } from "./regfile.ts";
-import { RestoreError, UnsupportedObjectError } from "../errors.ts";
+import { addFdFile, emptyFown, type FdKind, fileFlags, registerFdKind } from "./files.ts";
+import { refuse } from "./refusal.ts";
+import { RestoreError } from "../errors.ts";
 
 export const eventfdKind: FdKind = {
   name: "eventfd",
@@ -15,20 +15,16 @@ export const eventfdKind: FdKind = {
   },
   dump(ctx, fd) {
     if (fd.info.get("eventfd-semaphore") === "1") {
-      throw new UnsupportedObjectError(
-        ctx.pid,
-        `fd ${fd.fd} (eventfd)`,
-        "semaphore-mode eventfds are not supported yet",
-      );
+      refuse(ctx.pid, `fd ${fd.fd} (eventfd)`, "semaphore-mode eventfds are not supported yet");
     }
     const counter = BigInt("0x" + (fd.info.get("eventfd-count") ?? "0"));
-    return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) =>
+    return addFdFile(ctx, fd, (id) =>
       create(file_entrySchema, {
         type: fd_types.EVENTFD,
         id,
         efd: create(eventfd_file_entrySchema, {
           id,
-          flags: fd.flags & ~O.CLOEXEC,
+          flags: fileFlags(fd),
           fown: emptyFown(),
           counter,
         }),

@@ -6,9 +6,8 @@ import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { eventpoll_file_entrySchema, eventpoll_tfd_entrySchema } from "../images/gen/eventpoll_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
-import { NR, O } from "../../ffi/syscalls.ts";
-import { type FdKind, registerFdKind } from "./files.ts";
-import { emptyFown } from "./regfile.ts";
+import { NR } from "../../ffi/syscalls.ts";
+import { addFdFile, emptyFown, type FdKind, fileFlags, registerFdKind } from "./files.ts";
 import { RestoreError } from "../errors.ts";
 
 const EPOLL_CTL_ADD = 1;
@@ -37,13 +36,13 @@ export const eventpollKind: FdKind = {
   },
   dump(ctx, fd) {
     const targets = watched(ctx.pid, fd);
-    return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) =>
+    return addFdFile(ctx, fd, (id) =>
       create(file_entrySchema, {
         type: fd_types.EVENTPOLL,
         id,
         epfd: create(eventpoll_file_entrySchema, {
           id,
-          flags: fd.flags & ~O.CLOEXEC,
+          flags: fileFlags(fd),
           fown: emptyFown(),
           tfd: targets.map((t) => create(eventpoll_tfd_entrySchema, { id, ...t })),
         }),

@@ -2,25 +2,57 @@
  * Open files: the registry that picks one object module per fd, and the file table that collects
  * files.img entries (one per open file description, shared by every fd and mapping that uses it).
  *
- * Each kind of file is a module exporting an `FdKind`: `detect` looks at the fd, `dump` adds its
- * entry to the table, `open` recreates it in the restored task and returns the fd number it got.
- * An fd no kind recognises is refused by name; that refusal is where a plugin will be asked.
+ * Each kind of file is one module exporting an `FdKind` and registering it (see `mod.ts`). A kind
+ * owns everything about its files, so that the dump and the restore know none of them by name:
+ *   - `detect` looks at an fd, `dump` adds its files.img entry, `open` recreates it in a task;
+ *   - its own images (pipes-data.img, tty-info.img, socket queues...) and any tree-wide state
+ *     (`FileTable.stateOf`): written by `finishDump` once the whole tree is collected (where work
+ *     that needs every task, such as finding a socket's peer, also goes) and read back by
+ *     `loadImages` while the restore still refuses bad images, before any process exists;
+ *   - its place in the restore: `rank` orders a task's fds (epoll after its targets),
+ *     `beforeTaskFds`/`afterTaskFds` run in each task around its fds, `afterAllFds` once every task
+ *     has its fds (what needs them all, e.g. fds in flight), `endRestore` at the end either way.
+ * An fd no kind recognises is refused at one place (`unknownFd`), where plugins will be asked.
+ * `pipe.ts` and `tty.ts` show a kind with images and state of its own; `eventfd.ts` the plain shape.
  */
 import { create } from "@bufbuild/protobuf";
 import { fd_types, type fdinfo_entry, fdinfo_entrySchema, type file_entry } from "../images/gen/fdinfo_pb.ts";
-import type { tty_info_entry } from "../images/gen/tty_pb.ts";
+import { fown_entrySchema } from "../images/gen/fown_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
 import { sameOpenFile } from "../../ffi/process.ts";
 import { F, O } from "../../ffi/syscalls.ts";
-import { UnsupportedObjectError } from "../errors.ts";
+import { refuse } from "./refusal.ts";
+import { RestoreError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import type { Log } from "../log.ts";
+import type { ImageDir } from "../images/dir.ts";
+import type { Hooks } from "../actions/hooks.ts";
+
+/**
+ * What a dump or restore tells every kind, the same object from start to end: the options that
+ * reach objects, the images directory, the action-script hooks and the log. Read-only.
+ */
+export interface FilesSession {
+  readonly table: FileTable;
+  readonly dir: ImageDir;
+  readonly opts: ObjectOptions;
+  readonly hooks: Hooks;
+  readonly log: Log;
+}
+
+/** The options the object kinds read (filled from the command line or RPC, never changed). */
+export interface ObjectOptions {
+  /** --shell-job: terminals are the job's, and come back as the terminal criu runs on. */
+  readonly shellJob: boolean;
+  /** RPC orphan_pts_master: a shell job's terminal becomes a new pty whose master goes to the client. */
+  readonly orphanPtsMaster?: boolean;
+}
 
 export interface DumpFilesContext {
   pid: number;
   agent: Agent;
   table: FileTable;
-  shellJob: boolean;
+  session: FilesSession;
   log: Log;
 }
 
@@ -28,9 +60,10 @@ export interface RestoreFilesContext {
   agent: Agent;
   /** The task's pid as the restored tasks see it (their PID namespace), for sharing fds. */
   nsPid: number;
+  /** The task's session id, as the restored tasks see it. */
+  nsSid: number;
   table: FileTable;
-  /** An fd in the task that refers to our terminal (for --shell-job), or -1. */
-  terminalFd: number;
+  session: FilesSession;
   /** Files already open in some restored task, for sharing them. */
   shared: SharedFiles;
   /** Moves an fd of the task out of the way of the fd numbers being restored; returns its new number. */
@@ -51,12 +84,12 @@ export interface OpenedFile {
 
 /**
  * Restore-wide knowledge of open files: which file ids are already open in which task (so other
- * tasks share the same open file description), and per-kind state such as pipes created but
+ * tasks share the same open file description), and per-kind objects such as pipes created but
  * not yet fully handed out. Parked fds are closed once every task has its files.
  */
 export class SharedFiles {
   readonly byId = new Map<number, OpenedFile>();
-  /** Kind-specific state (pipe ends by pipe inode, ...), keyed by a string of the kind's. */
+  /** Kind-specific objects (pipe ends by pipe inode, ...), keyed by a string of the kind's. */
   readonly objects = new Map<string, OpenedFile[]>();
   /** Fds parked in each task, to close at the end. */
   readonly parked = new Map<number, number[]>();
@@ -74,6 +107,7 @@ const NR_DUP = 32;
 const NR_DUP3 = 292;
 const NR_CLOSE = 3;
 const NR_FCNTL = 72;
+const NR_CLOSE_RANGE = 436;
 
 /**
  * Gets into the context's task a copy of fd `src.fd` of task `src.pid` (same open file
@@ -88,7 +122,7 @@ export function grabFd(ctx: RestoreFilesContext, src: OpenedFile): number {
 export interface FdKind {
   readonly name: string;
   readonly type: fd_types;
-  /** Kinds with a higher rank are restored after the others (epoll needs its targets). */
+  /** Kinds with a higher rank are restored after the others in a task (epoll needs its targets). */
   readonly rank?: number;
   /** Does this fd belong to this kind? `stat` is the fstat of the fd, null when it cannot be taken. */
   detect(fd: FdEntry, stat: Deno.FileInfo | null): boolean;
@@ -96,17 +130,29 @@ export interface FdKind {
   dump(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.FileInfo | null): number;
   /** Opens the file in the restored task; returns the (temporary) fd it got. */
   open(ctx: RestoreFilesContext, entry: file_entry): number;
+  /**
+   * Once every task is dumped, the tree still frozen: what needs the whole tree, then the kind's
+   * own images. A refusal here still resumes the tree and removes the images.
+   */
+  finishDump?(session: FilesSession): void;
+  /** At PREPARE: reads and checks the kind's own images, before any process exists. */
+  loadImages?(session: FilesSession): void;
+  /** In a restored task, before its fds are opened, when it has files of this kind. */
+  beforeTaskFds?(ctx: RestoreFilesContext, entries: readonly file_entry[]): void;
+  /** In a restored task, once its fds are all at their numbers, when it has files of this kind. */
+  afterTaskFds?(ctx: RestoreFilesContext, entries: readonly file_entry[]): void;
+  /** Once every task has its fds (and the parked ones are still open). */
+  afterAllFds?(session: FilesSession, shared: SharedFiles): void;
+  /** At the end of a restore, whether it worked or not. */
+  endRestore?(session: FilesSession): void;
 }
 
-/** files.img: every file entry of the dump, by id. */
+/** files.img: every file entry of the dump, by id, and the state each kind keeps for the whole tree. */
 export class FileTable {
   readonly entries: file_entry[] = [];
-  /** tty-info.img: the terminals the files refer to. */
-  readonly ttyInfos: tty_info_entry[] = [];
-  /** pipes-data.img: bytes queued in each pipe (by pipe inode) and its capacity. */
-  readonly pipeData = new Map<number, { data: Uint8Array<ArrayBuffer>; capacity: number }>();
   #byKey = new Map<string, number>();
   #byId = new Map<number, file_entry>();
+  #states = new Map<string, unknown>();
 
   constructor(entries: file_entry[] = []) {
     for (const e of entries) this.#add(e);
@@ -127,8 +173,18 @@ export class FileTable {
   }
 
   #add(e: file_entry): void {
+    if (this.#byId.has(e.id)) throw new RestoreError(`Refusing the images: files.img has file ${e.id} twice`);
     this.entries.push(e);
     this.#byId.set(e.id, e);
+  }
+
+  /**
+   * The tree-wide state of one kind (its pipes' data, its terminals...), made on first use: the
+   * dump collects into it, the restore reads the kind's images into it.
+   */
+  stateOf<T>(kind: string, make: () => T): T {
+    if (!this.#states.has(kind)) this.#states.set(kind, make());
+    return this.#states.get(kind) as T;
   }
 
   /** Fds dumped so far, by link target, for finding shared open file descriptions. */
@@ -146,17 +202,72 @@ export class FileTable {
     this.#described.set(fd.target, list);
   }
 
+  /** The entry with this id; a missing one is a damaged checkpoint. */
   get(id: number): file_entry {
     const e = this.#byId.get(id);
-    if (!e) throw new Error(`files.img has no file with id ${id}`);
+    if (!e) throw new RestoreError(`Refusing the images: files.img has no file with id ${id}`);
     return e;
   }
+}
+
+/** The owner record CRIU writes for a file nobody asked signals from (F_SETOWN unused). */
+export function emptyFown() {
+  return create(fown_entrySchema, { uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 });
+}
+
+/** An fd's file status flags as an entry keeps them: O_CLOEXEC belongs to the fd, not the file. */
+export function fileFlags(fd: FdEntry): number {
+  return fd.flags & ~O.CLOEXEC;
+}
+
+/** Adds the entry of an fd whose open file description no other fd shares so far; returns its id. */
+export function addFdFile(ctx: DumpFilesContext, fd: FdEntry, make: (id: number) => file_entry): number {
+  return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, make);
 }
 
 const kinds: FdKind[] = [];
 
 export function registerFdKind(kind: FdKind): void {
   kinds.push(kind);
+}
+
+/** Every registered kind, for the steps that ask each in turn. */
+export function fdKinds(): readonly FdKind[] {
+  return kinds;
+}
+
+/** The dump's last step for files: each kind finishes (peers, its own images). */
+export function finishFilesDump(session: FilesSession): void {
+  for (const kind of kinds) kind.finishDump?.(session);
+}
+
+/** Reads every kind's own images (PREPARE). */
+export function loadFileImages(session: FilesSession): void {
+  for (const kind of kinds) kind.loadImages?.(session);
+}
+
+/** Once every task has its fds. */
+export function afterAllFds(session: FilesSession, shared: SharedFiles): void {
+  for (const kind of kinds) kind.afterAllFds?.(session, shared);
+}
+
+/** At the end of a restore, worked or not: every kind lets go of what it holds; nothing throws. */
+export function endFilesRestore(session: FilesSession): void {
+  for (const kind of kinds) {
+    try {
+      kind.endRestore?.(session);
+    } catch (e) {
+      session.log.error(`${kind.name}: ${(e as Error).message}`);
+    }
+  }
+}
+
+/**
+ * An fd no kind takes. This is the one place where such an fd is refused; plugins
+ * (DUMP_EXT_FILE) will be asked here first.
+ */
+function unknownFd(ctx: DumpFilesContext, fd: FdEntry): never {
+  return refuse(ctx.pid, `fd ${fd.fd} (${fd.target})`, "this kind of file is not supported yet");
 }
 
 function statOf(pid: number, fd: number): Deno.FileInfo | null {
@@ -173,21 +284,14 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
     // A lock (flock, POSIX, lease) the task holds through this fd would be gone after a restore
     // while the task believes it holds it: CRIU refuses these too unless --file-locks.
     if (fd.info.has("lock")) {
-      throw new UnsupportedObjectError(
+      refuse(
         ctx.pid,
         `the file lock on fd ${fd.fd} (${fd.target})`,
         "file locks are not saved yet, with or without --file-locks",
       );
     }
     const stat = statOf(ctx.pid, fd.fd);
-    const kind = kinds.find((k) => k.detect(fd, stat));
-    if (!kind) {
-      throw new UnsupportedObjectError(
-        ctx.pid,
-        `fd ${fd.fd} (${fd.target})`,
-        "this kind of file is not supported yet",
-      );
-    }
+    const kind = kinds.find((k) => k.detect(fd, stat)) ?? unknownFd(ctx, fd);
     // An fd that shares its open file description with one already seen (dup, fork) shares its id.
     // One fd per open file description is noted: the lists stay as short as the descriptions.
     const known = ctx.table.sameDescription(ctx.pid, fd);
@@ -205,19 +309,36 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
 
 function kindFor(type: fd_types): FdKind {
   const kind = kinds.find((k) => k.type === type);
-  if (!kind) throw new Error(`Cannot restore files of type ${fd_types[type] ?? type}`);
+  if (!kind) {
+    throw new RestoreError(`Refusing the images: files of type ${fd_types[type] ?? type} cannot be restored`);
+  }
   return kind;
+}
+
+/** Every fd's file has a kind that can restore it (PREPARE). */
+export function checkRestorable(table: FileTable, fdinfos: readonly fdinfo_entry[]): void {
+  for (const f of fdinfos) kindFor(table.get(f.id).type);
 }
 
 /**
  * Opens every fd of a task at its number. A file already open (in this task or another) is
  * duplicated rather than reopened, so every fd of it shares one open file description, offset
- * and flags included, as before the dump.
+ * and flags included, as before the dump. Kinds with files in the task run their steps around.
  */
 export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_entry[]): void {
+  const byKind = new Map<FdKind, file_entry[]>();
+  for (const f of fdinfos) {
+    const entry = ctx.table.get(f.id);
+    const kind = kindFor(entry.type);
+    byKind.set(kind, [...(byKind.get(kind) ?? []), entry]);
+  }
+  for (const [kind, entries] of byKind) kind.beforeTaskFds?.(ctx, entries);
+  // Whatever the task holds below parkBase goes (its puppet's fds), with the next calls.
+  ctx.agent.later("close_range", NR_CLOSE_RANGE, 0, ctx.parkBase - 1, 0);
   const rank = (f: fdinfo_entry) => kindFor(ctx.table.get(f.id).type).rank ?? 0;
   const order = [...fdinfos].sort((a, b) => rank(a) - rank(b) || a.fd - b.fd);
   restoreEach(ctx, order);
+  for (const [kind, entries] of byKind) kind.afterTaskFds?.(ctx, entries);
 }
 
 function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): void {

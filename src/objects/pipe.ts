@@ -8,14 +8,37 @@ import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { pipe_entrySchema } from "../images/gen/pipe_pb.ts";
 import { peekPipe } from "../../ffi/pipe.ts";
 import { F, NR, O } from "../../ffi/syscalls.ts";
-import { type FdKind, grabFd, registerFdKind, type RestoreFilesContext } from "./files.ts";
-import { emptyFown } from "./regfile.ts";
+import { type pipe_data_entry, pipe_data_entrySchema } from "../images/gen/pipe-data_pb.ts";
+import { KINDS } from "../images/kinds.ts";
+import { ImageReader, ImageWriter } from "../images/file.ts";
+import {
+  addFdFile,
+  emptyFown,
+  type FdKind,
+  fileFlags,
+  type FilesSession,
+  type FileTable,
+  grabFd,
+  registerFdKind,
+  type RestoreFilesContext,
+} from "./files.ts";
 import { RestoreError } from "../errors.ts";
 
 const PIPE_NAME = /^pipe:\[(\d+)\]$/;
 const F_SETPIPE_SZ = 1031;
 const DEFAULT_CAPACITY = 65536;
 const WRITE_CHUNK = 32768;
+
+/** The bytes queued in a pipe and its capacity. */
+interface PipeData {
+  data: Uint8Array<ArrayBuffer>;
+  capacity: number;
+}
+
+/** pipes-data.img, by pipe inode: filled at dump, read back at restore. */
+function pipeData(table: FileTable): Map<number, PipeData> {
+  return table.stateOf("pipe", () => new Map<number, PipeData>());
+}
 
 function createPipe(ctx: RestoreFilesContext, pipeId: number): void {
   const { agent } = ctx;
@@ -25,7 +48,7 @@ function createPipe(ctx: RestoreFilesContext, pipeId: number): void {
   const v = new DataView(agent.read(fds, 8).buffer);
   const r = ctx.park(v.getInt32(0, true));
   const w = ctx.park(v.getInt32(4, true));
-  const queued = ctx.table.pipeData.get(pipeId);
+  const queued = pipeData(ctx.table).get(pipeId);
   if (queued && queued.capacity > DEFAULT_CAPACITY) {
     agent.call("fcntl(F_SETPIPE_SZ)", NR.fcntl, w, F_SETPIPE_SZ, queued.capacity);
   }
@@ -49,14 +72,13 @@ export const pipeKind: FdKind = {
   },
   dump(ctx, fd) {
     const pipeId = Number(PIPE_NAME.exec(fd.target)![1]);
-    if (!ctx.table.pipeData.has(pipeId)) {
-      ctx.table.pipeData.set(pipeId, peekPipe(`/proc/${ctx.pid}/fd/${fd.fd}`));
-    }
-    return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) =>
+    const queued = pipeData(ctx.table);
+    if (!queued.has(pipeId)) queued.set(pipeId, peekPipe(`/proc/${ctx.pid}/fd/${fd.fd}`));
+    return addFdFile(ctx, fd, (id) =>
       create(file_entrySchema, {
         type: fd_types.PIPE,
         id,
-        pipe: create(pipe_entrySchema, { id, pipeId, flags: fd.flags & ~O.CLOEXEC, fown: emptyFown() }),
+        pipe: create(pipe_entrySchema, { id, pipeId, flags: fileFlags(fd), fown: emptyFown() }),
       }));
   },
   open(ctx, entry) {
@@ -68,6 +90,40 @@ export const pipeKind: FdKind = {
     if (p.flags & O.NONBLOCK) ctx.agent.call("fcntl(F_SETFL)", NR.fcntl, fd, F.SETFL, O.NONBLOCK);
     return fd;
   },
+  finishDump: writePipeData,
+  loadImages: readPipeData,
 };
+
+/** pipes-data.img: one entry per pipe with queued bytes or a capacity of its own, each followed by its bytes. */
+function writePipeData(session: FilesSession): void {
+  const pipes = [...pipeData(session.table)].filter(([, p]) =>
+    p.data.length > 0 || p.capacity !== DEFAULT_CAPACITY
+  );
+  if (pipes.length === 0) return;
+  const w = ImageWriter.create(session.dir.path, KINDS.PIPES_DATA);
+  session.dir.noteWritten(w.name);
+  try {
+    for (const [pipeId, { data, capacity }] of pipes) {
+      w.writeEntry(create(pipe_data_entrySchema, { pipeId, bytes: data.length, size: capacity }));
+      w.writeBlob(data);
+    }
+  } finally {
+    w.close();
+  }
+}
+
+function readPipeData(session: FilesSession): void {
+  if (!session.dir.has(KINDS.PIPES_DATA)) return;
+  const queued = pipeData(session.table);
+  const r = ImageReader.open(session.dir.path, KINDS.PIPES_DATA);
+  try {
+    for (let e = r.readEntry() as pipe_data_entry | null; e; e = r.readEntry() as pipe_data_entry | null) {
+      const data = r.readBlob(e.bytes);
+      queued.set(e.pipeId, { data: new Uint8Array(data), capacity: e.size ?? DEFAULT_CAPACITY });
+    }
+  } finally {
+    r.close();
+  }
+}
 
 registerFdKind(pipeKind);

@@ -6,18 +6,13 @@ import { create } from "@bufbuild/protobuf";
 import { compact } from "../compact.ts";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { reg_file_entrySchema } from "../images/gen/regfile_pb.ts";
-import { fown_entrySchema } from "../images/gen/fown_pb.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
-import { type FdKind, type FileTable, registerFdKind } from "./files.ts";
+import { emptyFown, type FdKind, type FileTable, registerFdKind } from "./files.ts";
 import { RestoreError } from "../errors.ts";
 
 const PLAIN_DEVICES = new Set(["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]);
 /** Flags that only matter at open time and must not be replayed (O_TRUNC would empty the file). */
 const OPEN_ONLY = O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY | O.CLOEXEC;
-
-export function emptyFown() {
-  return create(fown_entrySchema, { uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 });
-}
 
 /** Adds (or finds) a regular-file entry; mappings and cwd/root/exe use this too. */
 export function addRegFile(table: FileTable, path: string, flags: number, pos = 0n, key?: string): number {

@@ -19,9 +19,11 @@ import {
 import { NR, O } from "../../ffi/syscalls.ts";
 import { closeFd } from "../../ffi/fd.ts";
 import { openPty, type Pty } from "../../ffi/pty.ts";
-import { type FdKind, registerFdKind } from "./files.ts";
-import { addRegFile, emptyFown } from "./regfile.ts";
-import { RestoreError, UnsupportedObjectError } from "../errors.ts";
+import { KINDS } from "../images/kinds.ts";
+import { emptyFown, type FdKind, type FilesSession, type FileTable, registerFdKind } from "./files.ts";
+import { addRegFile } from "./regfile.ts";
+import { refuse } from "./refusal.ts";
+import { RestoreError } from "../errors.ts";
 import type { Agent } from "../agent.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import type { Log } from "../log.ts";
@@ -42,6 +44,41 @@ function isTerminalPath(p: string): boolean {
   return /^\/dev\/(pts\/\d+|tty\d*|console|ttyS\d+)$/.test(p);
 }
 
+/**
+ * The terminals of a dump or restore: tty-info.img's entries, and at restore where the job's
+ * terminal comes from and the fd each task got for it.
+ */
+interface Terminals {
+  infos: tty_info_entry[];
+  restore?: RestoreTerminal;
+  /** The terminal's fd in each restored task (parked), by the task's pid. */
+  fdIn: Map<number, number>;
+}
+
+function terminals(table: FileTable): Terminals {
+  return table.stateOf("terminal", () => ({ infos: [], fdIn: new Map() }));
+}
+
+/** The fd of criu's own terminal (stdin, stdout or stderr) that a shell job gets, or -1. */
+function criuTerminalFd(shellJob: boolean): number {
+  if (!shellJob) return -1;
+  for (const [fd, f] of [[0, Deno.stdin], [1, Deno.stdout], [2, Deno.stderr]] as const) {
+    if (f.isTerminal()) return fd;
+  }
+  return -1;
+}
+
+function restoreTerminal(session: FilesSession): RestoreTerminal {
+  const state = terminals(session.table);
+  state.restore ??= new RestoreTerminal(
+    criuTerminalFd(session.opts.shellJob),
+    session.opts.orphanPtsMaster ?? false,
+    session.hooks,
+    session.log,
+  );
+  return state.restore;
+}
+
 export const ttyKind: FdKind = {
   name: "terminal",
   type: fd_types.TTY,
@@ -49,19 +86,16 @@ export const ttyKind: FdKind = {
     return isTerminalPath(fd.target) && (stat === null || stat.isCharDevice === true);
   },
   dump(ctx, fd, stat) {
-    if (!ctx.shellJob) {
-      throw new UnsupportedObjectError(
-        ctx.pid,
-        `fd ${fd.fd} (terminal ${fd.target})`,
-        "a terminal needs --shell-job",
-      );
+    if (!ctx.session.opts.shellJob) {
+      refuse(ctx.pid, `fd ${fd.fd} (terminal ${fd.target})`, "a terminal needs --shell-job");
     }
     const rdev = stat?.rdev ?? 0;
-    let info = ctx.table.ttyInfos.find((t) => t.rdev === rdev);
+    const infos = terminals(ctx.table).infos;
+    let info = infos.find((t) => t.rdev === rdev);
     if (!info) {
       const pts = /^\/dev\/pts\/(\d+)$/.exec(fd.target);
       info = create(tty_info_entrySchema, {
-        id: ctx.table.ttyInfos.length + 1,
+        id: infos.length + 1,
         type: pts ? TtyType.PTY : TtyType.EXT_TTY,
         locked: false,
         exclusive: false,
@@ -72,7 +106,7 @@ export const ttyKind: FdKind = {
         // CRIU refuses a pty without its index.
         ...(pts ? { pty: create(tty_pty_entrySchema, { index: Number(pts[1]) }) } : {}),
       });
-      ctx.table.ttyInfos.push(info);
+      infos.push(info);
     }
     if (info.sid === 0) recordSession(ctx.agent, fd.fd, info);
     const infoId = info.id;
@@ -92,13 +126,39 @@ export const ttyKind: FdKind = {
         }),
       }));
   },
+  finishDump(session) {
+    const { infos } = terminals(session.table);
+    if (infos.length) session.dir.write(KINDS.TTY_INFO, undefined, infos);
+  },
+  loadImages(session) {
+    terminals(session.table).infos.push(...session.dir.readOptional<tty_info_entry>(KINDS.TTY_INFO));
+  },
+  beforeTaskFds(ctx) {
+    // Opened before the task's fds are closed: it may come from one of them (the inherited terminal).
+    const opened = restoreTerminal(ctx.session).openIn(ctx.agent);
+    if (opened >= 0) terminals(ctx.table).fdIn.set(ctx.nsPid, ctx.park(opened));
+  },
   open(ctx) {
-    if (ctx.terminalFd < 0) {
+    const terminalFd = terminals(ctx.table).fdIn.get(ctx.nsPid);
+    if (terminalFd === undefined) {
       throw new RestoreError(
         "The image has terminal fds (a shell job) but criu-ts is not on a terminal (RPC clients can ask for orphan_pts_master)",
       );
     }
-    return Number(ctx.agent.call("dup(terminal)", NR.dup, ctx.terminalFd));
+    return Number(ctx.agent.call("dup(terminal)", NR.dup, terminalFd));
+  },
+  afterTaskFds(ctx, entries) {
+    // A new pty stands for the job's terminal: it becomes the controlling terminal of the session
+    // leader whose terminal it was (criu's own terminal already is the job's, or is not to be taken).
+    const state = terminals(ctx.table);
+    const terminalFd = state.fdIn.get(ctx.nsPid);
+    if (terminalFd === undefined || !state.restore?.isNewPty || ctx.nsSid !== ctx.nsPid) return;
+    const infos = entries.map((f) => state.infos.find((i) => i.id === f.tty?.ttyInfoId));
+    const info = infos.find((i) => i?.sid === ctx.nsPid);
+    if (info) takeTerminal(ctx.agent, terminalFd, info.pgrp ?? 0);
+  },
+  endRestore(session) {
+    terminals(session.table).restore?.close();
   },
 };
 

@@ -13,15 +13,12 @@ import type { fdinfo_entry, file_entry } from "../images/gen/fdinfo_pb.ts";
 import type { inventory_entry } from "../images/gen/inventory_pb.ts";
 import { reg_file_entrySchema } from "../images/gen/regfile_pb.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
-import type { tty_info_entry } from "../images/gen/tty_pb.ts";
 import { KINDS } from "../images/kinds.ts";
 import type { memfd_inode_entry } from "../images/gen/memfd_pb.ts";
 import { MAP } from "../../ffi/syscalls.ts";
 import { unusableDirectory } from "../dirs.ts";
 import { ImageDir } from "../images/dir.ts";
-import { ImageReader } from "../images/file.ts";
-import type { pipe_data_entry } from "../images/gen/pipe-data_pb.ts";
-import { FileTable } from "../objects/files.ts";
+import { checkRestorable, FileTable } from "../objects/files.ts";
 import { PAGE_SIZE, PE, VMA } from "../objects/memory.ts";
 import { RestoreError } from "../errors.ts";
 import { OLD_TASK_STATE, TASK_STATE } from "../dump/task.ts";
@@ -241,7 +238,7 @@ function loadTask(
   checkPages(pid, mm, runs, pagesPath);
   const [fs] = dir.readOptional<fs_entry>(KINDS.FS, pid);
   const fdinfos = dir.readOptional<fdinfo_entry>(KINDS.FDINFO, ids.filesId);
-  for (const f of fdinfos) files.get(f.id); // throws for a dangling id
+  checkRestorable(files, fdinfos); // a dangling id, or a kind of file no module restores
   for (const v of mm.vmas) {
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) checkMappedFile(pid, v, files, checkedFiles);
   }
@@ -249,19 +246,6 @@ function loadTask(
   Object.assign(task, { ids, mm, pages: runs, pagesPath, fdinfos });
   if (fs) task.fs = fs;
   return task;
-}
-
-function readPipeData(dir: ImageDir, files: FileTable): void {
-  if (!dir.has(KINDS.PIPES_DATA)) return;
-  const r = ImageReader.open(dir.path, KINDS.PIPES_DATA);
-  try {
-    for (let e = r.readEntry() as pipe_data_entry | null; e; e = r.readEntry() as pipe_data_entry | null) {
-      const data = r.readBlob(e.bytes);
-      files.pipeData.set(e.pipeId, { data: new Uint8Array(data), capacity: e.size ?? 65536 });
-    }
-  } finally {
-    r.close();
-  }
 }
 
 export function loadCheckpoint(imagesDir: string): Checkpoint {
@@ -276,8 +260,6 @@ export function loadCheckpoint(imagesDir: string): Checkpoint {
   const tree = dir.read<pstree_entry>(KINDS.PSTREE);
   if (tree.length === 0) bad("pstree.img lists no process");
   const files = new FileTable(dir.readOptional<file_entry>(KINDS.FILES));
-  for (const t of dir.readOptional<tty_info_entry>(KINDS.TTY_INFO)) files.ttyInfos.push(t);
-  readPipeData(dir, files);
   const memfds = dir.readOptional<memfd_inode_entry>(KINDS.MEMFD_INODE);
   const checkedFiles = new Set<number>();
   const tasks = tree.map((e) => loadTask(dir, e, files, memfds, checkedFiles));

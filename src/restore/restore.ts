@@ -24,7 +24,6 @@ import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { type Checkpoint, loadCheckpoint, type RestoreTaskImages } from "./images.ts";
 import { restoreNetDevices } from "../objects/netns.ts";
-import { RestoreTerminal } from "../objects/tty.ts";
 import { PuppetMaster } from "./puppet.ts";
 import {
   closeParked,
@@ -37,7 +36,13 @@ import {
   restoreTask,
   type TaskRestoreContext,
 } from "./task.ts";
-import { SharedFiles } from "../objects/files.ts";
+import {
+  afterAllFds,
+  endFilesRestore,
+  type FilesSession,
+  loadFileImages,
+  SharedFiles,
+} from "../objects/files.ts";
 import "../objects/mod.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { CLONE, NR, SIG } from "../../ffi/syscalls.ts";
@@ -100,14 +105,6 @@ function checkParents(tasks: readonly RestoreTaskImages[]): void {
       throw new RestoreError(`Process ${t.entry.pid} has parent ${t.entry.ppid}, which is not in the images`);
     }
   });
-}
-
-function terminalFd(shellJob: boolean): number {
-  if (!shellJob) return -1;
-  for (const [fd, f] of [[0, Deno.stdin], [1, Deno.stdout], [2, Deno.stderr]] as const) {
-    if (f.isTerminal()) return fd;
-  }
-  return -1;
 }
 
 /** Creates every task, parents before children; returns each task's agent. */
@@ -253,6 +250,14 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const cp = loadCheckpoint(opts.imagesDir);
   cp.tasks.push(...groupHelpers(cp.tasks, opts.shellJob));
   const tasks = cp.tasks;
+  const files: FilesSession = {
+    table: cp.files,
+    dir: cp.dir,
+    opts: { shellJob: opts.shellJob, orphanPtsMaster: opts.orphanPtsMaster ?? false },
+    hooks: opts.hooks,
+    log,
+  };
+  loadFileImages(files);
   log.debug(`Read the images of ${tasks.length} task(s)`);
   checkParents(tasks);
   if (tasks[0]!.entry.pid !== 1) checkPidsFree(tasks); // a new PID namespace has every pid free
@@ -268,12 +273,6 @@ export function restore(opts: RestoreOptions): RestoreResult {
     : PuppetMaster.start(occupied, log);
   let forkedAt = 0;
   let root = 0;
-  const terminal = new RestoreTerminal(
-    terminalFd(opts.shellJob),
-    opts.orphanPtsMaster ?? false,
-    opts.hooks,
-    log,
-  );
   const pending = new Map<number, PendingThread[]>();
   const shared = new SharedFiles();
   const cowStats = { compared: 0, skipped: 0 };
@@ -283,8 +282,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       checkpoint: cp,
       master,
       log,
-      terminal,
-      shellJob: opts.shellJob,
+      files,
       shared,
       shmem: new Map(),
       cowStats,
@@ -311,6 +309,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       if (t.zombie || t.helper) continue;
       pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));
     }
+    afterAllFds(files, shared);
     opts.hooks.run("post-restore", root);
     if (opts.pidfile) writePidfile(opts.pidfile, root);
     if (namespaces & BigInt(CLONE.NEWNET)) opts.hooks.run("network-unlock", root);
@@ -327,7 +326,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     master.abort();
     throw e;
   } finally {
-    terminal.close();
+    endFilesRestore(files);
   }
   for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
     const threads = pending.get(t.entry.pid)!;

@@ -27,7 +27,7 @@ import {
 } from "../objects/memory.ts";
 import { KINDS } from "../images/kinds.ts";
 import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
-import { restoreFds, type SharedFiles } from "../objects/files.ts";
+import { type FilesSession, restoreFds, type SharedFiles } from "../objects/files.ts";
 import { pendingSignalCalls, sigactionCalls, sigaltstackCall } from "../objects/signals.ts";
 import { restoreTimers } from "../objects/timers.ts";
 import {
@@ -50,15 +50,13 @@ import type { PuppetMaster } from "./puppet.ts";
 import { findFreeArea, PUPPET_SCRATCH_SIZE } from "./puppet.ts";
 import type { Log } from "../log.ts";
 import { dropUnlisted, inheritedAreas, patchInherited, splitRuns } from "./inherit.ts";
-import { type RestoreTerminal, takeTerminal } from "../objects/tty.ts";
-import { fd_types } from "../images/gen/fdinfo_pb.ts";
 
 export interface TaskRestoreContext {
   checkpoint: Checkpoint;
   master: PuppetMaster;
   log: Log;
-  /** Where a shell job's terminal fds come from. */
-  terminal: RestoreTerminal;
+  /** What every kind of file is told, from PREPARE to the end. */
+  files: FilesSession;
   /** Files open in the tasks restored so far. */
   shared: SharedFiles;
   /** Pages compared with the parent's and left shared (stats-restore). */
@@ -70,7 +68,6 @@ export interface TaskRestoreContext {
   puppetSecbits?: number;
   /** Shared anonymous objects restored so far, by shmid. */
   shmem: Map<bigint, { path: string; vma: vma_entry; filled: boolean }>;
-  shellJob: boolean;
 }
 
 /** A thread ready to be resumed: its agent (still inside) and the core it must end up with. */
@@ -322,16 +319,13 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
     ctx.shared.noteParked(pid, moved);
     return moved;
   };
-  const ttys = t.fdinfos.map((f) => ctx.checkpoint.files.get(f.id)).filter((f) => f.type === fd_types.TTY);
-  const opened = ttys.length > 0 ? ctx.terminal.openIn(agent) : -1;
-  const terminalFd = opened >= 0 ? park(opened) : -1;
-  agent.later("close_range", NR.close_range, 0, parkBase - 1, 0);
   restoreFds(
     {
       agent,
       nsPid: t.entry.pid,
+      nsSid: t.entry.sid,
       table: ctx.checkpoint.files,
-      terminalFd,
+      session: ctx.files,
       shared: ctx.shared,
       park,
       parkBase,
@@ -339,13 +333,6 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
     },
     t.fdinfos,
   );
-  // A new pty stands for the job's terminal: it becomes the controlling terminal of the session
-  // leader whose terminal it was (criu-ts's own terminal already is the job's, or is not to be taken).
-  if (terminalFd >= 0 && ctx.terminal.isNewPty && t.entry.sid === t.entry.pid) {
-    const infos = ttys.map((f) => ctx.checkpoint.files.ttyInfos.find((i) => i.id === f.tty?.ttyInfoId));
-    const info = infos.find((i) => i?.sid === t.entry.pid);
-    if (info) takeTerminal(agent, terminalFd, info.pgrp ?? 0);
-  }
 }
 
 /** Closes what restoreFiles parked in a task; runs once every task has its files. */
