@@ -257,3 +257,12 @@ export function writeS64s(values: readonly (bigint | number)[]): Uint8Array<Arra
 
 /** `struct kernel_sigaction` on x86_64: handler, flags, restorer, mask (u64 each). */
 export const KSIGACTION_SIZE = 32;
+
+/** struct epoll_event, packed on x86_64: u32 events, then u64 data. */
+export const EPOLL_EVENT_SIZE = 12;
+export function epollEvent(events: number, data: bigint): Uint8Array<ArrayBuffer> {
+  const v = new DataView(new ArrayBuffer(EPOLL_EVENT_SIZE));
+  v.setUint32(0, events, true);
+  v.setBigUint64(4, data, true);
+  return new Uint8Array(v.buffer);
+}

@@ -4,6 +4,8 @@ import {
   cloneArgs,
   CMSG_HDR_SIZE,
   cmsgSpace,
+  EPOLL_EVENT_SIZE,
+  epollEvent,
   IOVEC_SIZE,
   iovecs,
   KSIGACTION_SIZE,
@@ -100,4 +102,12 @@ Deno.test("msghdr is 56 bytes and SCM_RIGHTS round-trips fds", () => {
   assert.equal(v.getBigUint64(32, true), 0x2000n);
   const c = scmRights([5, 9]);
   assert.deepEqual(parseScmRights(c, c.byteLength), [5, 9]);
+});
+
+Deno.test("epoll_event is 12 packed bytes: events at 0, data at 4", () => {
+  assert.equal(EPOLL_EVENT_SIZE, 12);
+  const v = new DataView(epollEvent(0x80000001, 0x1122334455667788n).buffer);
+  assert.equal(v.byteLength, 12);
+  assert.equal(v.getUint32(0, true), 0x80000001);
+  assert.equal(v.getBigUint64(4, true), 0x1122334455667788n);
 });

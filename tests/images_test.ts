@@ -641,6 +641,10 @@ Deno.test("ImageWriter refuses entries of another kind and missing required fiel
   w.close();
 });
 
+Deno.test("Debian's crit is here to check our images (scripts/setup.sh installs the criu package)", () => {
+  assert.ok(haveCrit, `${CRIT} is missing: the checks against Debian's crit would be skipped`);
+});
+
 Deno.test("kind table matches the magics of Debian's crit", { ignore: !haveCrit }, () => {
   const src = Deno.readTextFileSync("/usr/lib/python3/dist-packages/pycriu/images/magic.py");
   const theirs = new Map([...src.matchAll(/by_name\['(\w+)'\] = (\d+)/g)].map((m) => [m[1], Number(m[2])]));

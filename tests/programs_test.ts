@@ -60,9 +60,21 @@ Deno.test("a Python interpreter in a loop keeps counting after restore", () =>
     }, "w").write(str(i))\n    time.sleep(0.02)`,
   ]));
 
+/** The node this machine runs (a fresh machine has Node, not necessarily in /usr/bin). */
+function nodePath(): string {
+  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
+    try {
+      if (Deno.statSync(`${dir}/node`).isFile) return `${dir}/node`;
+    } catch {
+      // not here
+    }
+  }
+  throw new Error("No node in PATH: the README's commands need Node and npm");
+}
+
 Deno.test("a Node.js script with timers keeps counting after restore", () =>
   checkpointAndContinue((out) => [
-    "/usr/bin/node",
+    nodePath(),
     "node",
     "-e",
     `let i = 0; setInterval(() => require("fs").writeFileSync(${JSON.stringify(out)}, String(++i)), 20);`,

@@ -7,6 +7,8 @@ import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { eventpoll_file_entrySchema, eventpoll_tfd_entrySchema } from "../images/gen/eventpoll_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
 import { NR } from "../../ffi/syscalls.ts";
+import { EPOLL_EVENT_SIZE, epollEvent } from "../../ffi/structs.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 import { addFdFile, emptyFown, type FdKind, fileFlags, registerFdKind } from "./files.ts";
 import { RestoreError } from "../errors.ts";
 
@@ -54,19 +56,14 @@ export const eventpollKind: FdKind = {
     const { agent } = ctx;
     const epfd = Number(agent.call("epoll_create1", NR.epoll_create1, 0));
     for (const t of e.tfd) {
-      // struct epoll_event is packed on x86_64: u32 events, u64 data.
-      const ev = new DataView(new ArrayBuffer(12));
-      ev.setUint32(0, t.events, true);
-      ev.setBigUint64(4, t.data, true);
       agent.reset();
-      const r = agent.raw(
-        NR.epoll_ctl,
-        epfd,
-        EPOLL_CTL_ADD,
-        t.tfd,
-        agent.alloc(12, new Uint8Array(ev.buffer)),
-      );
-      if (r < 0n) throw new RestoreError(`Cannot watch fd ${t.tfd} with epoll again: errno ${-r}`);
+      const event = agent.alloc(EPOLL_EVENT_SIZE, epollEvent(t.events, t.data));
+      try {
+        agent.call(`epoll_ctl(ADD fd ${t.tfd})`, NR.epoll_ctl, epfd, EPOLL_CTL_ADD, t.tfd, event);
+      } catch (e) {
+        if (!isSyscallError(e)) throw e;
+        throw new RestoreError(`Cannot watch fd ${t.tfd} with epoll again: ${e.code}`, e.errno, { cause: e });
+      }
     }
     return epfd;
   },

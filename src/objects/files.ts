@@ -20,7 +20,7 @@ import { fd_types, type fdinfo_entry, fdinfo_entrySchema, type file_entry } from
 import { fown_entrySchema } from "../images/gen/fown_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
 import { sameOpenFile } from "../../ffi/process.ts";
-import { F, O } from "../../ffi/syscalls.ts";
+import { F, NR, O } from "../../ffi/syscalls.ts";
 import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
@@ -100,14 +100,6 @@ export class SharedFiles {
     this.parked.set(pid, list);
   }
 }
-
-const NR_PIDFD_OPEN = 434;
-const NR_PIDFD_GETFD = 438;
-const NR_DUP = 32;
-const NR_DUP3 = 292;
-const NR_CLOSE = 3;
-const NR_FCNTL = 72;
-const NR_CLOSE_RANGE = 436;
 
 /**
  * Gets into the context's task a copy of fd `src.fd` of task `src.pid` (same open file
@@ -334,7 +326,7 @@ export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_en
   }
   for (const [kind, entries] of byKind) kind.beforeTaskFds?.(ctx, entries);
   // Whatever the task holds below parkBase goes (its puppet's fds), with the next calls.
-  ctx.agent.later("close_range", NR_CLOSE_RANGE, 0, ctx.parkBase - 1, 0);
+  ctx.agent.later("close_range", NR.close_range, 0, ctx.parkBase - 1, 0);
   const rank = (f: fdinfo_entry) => kindFor(ctx.table.get(f.id).type).rank ?? 0;
   const order = [...fdinfos].sort((a, b) => rank(a) - rank(b) || a.fd - b.fd);
   restoreEach(ctx, order);
@@ -354,10 +346,10 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
     const tmp = kindFor(entry.type).open(ctx, entry);
     // Nothing below needs an answer: these ride along with the next fd's calls.
     if (tmp !== info.fd) {
-      ctx.agent.later(`dup3(fd ${info.fd})`, NR_DUP3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
-      ctx.agent.later("close", NR_CLOSE, tmp);
+      ctx.agent.later(`dup3(fd ${info.fd})`, NR.dup3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
+      ctx.agent.later("close", NR.close, tmp);
     } else if (info.flags & 1) {
-      ctx.agent.later("fcntl(F_SETFD)", NR_FCNTL, info.fd, F.SETFD, 1); // FD_CLOEXEC
+      ctx.agent.later("fcntl(F_SETFD)", NR.fcntl, info.fd, F.SETFD, 1); // FD_CLOEXEC
     }
     ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
   }
@@ -379,7 +371,7 @@ class GrabBatch {
   /** Queues a copy of `src` at the lowest free fd number: the result of the last call queued. */
   copy(src: OpenedFile): void {
     if (src.pid === this.ctx.nsPid) {
-      this.#calls.push({ name: `dup(${src.fd})`, nr: NR_DUP, args: [src.fd] });
+      this.#calls.push({ name: `dup(${src.fd})`, nr: NR.dup, args: [src.fd] });
       return;
     }
     const pidfd = this.#pidfd(src.pid);
@@ -388,11 +380,11 @@ class GrabBatch {
       typeof pidfd === "number"
         ? {
           name,
-          nr: NR_PIDFD_GETFD,
+          nr: NR.pidfd_getfd,
           args: [0, src.fd, 0],
           ref: { arg: 0, back: this.#calls.length - pidfd },
         }
-        : { name, nr: NR_PIDFD_GETFD, args: [pidfd, src.fd, 0] },
+        : { name, nr: NR.pidfd_getfd, args: [pidfd, src.fd, 0] },
     );
   }
 
@@ -401,16 +393,16 @@ class GrabBatch {
     const flags = cloexec ? O.CLOEXEC : 0;
     const c = this.#calls;
     if (src.pid === this.ctx.nsPid) {
-      c.push({ name: `dup3(fd ${target})`, nr: NR_DUP3, args: [src.fd, target, flags] });
+      c.push({ name: `dup3(fd ${target})`, nr: NR.dup3, args: [src.fd, target, flags] });
       return;
     }
     this.copy(src);
     // The fd got is the lowest free one, which may be `target` itself: moving it above every
     // restored number first keeps dup3 from ever being asked to copy an fd onto itself.
     c.push(this.#parkCall(`fcntl(F_DUPFD_CLOEXEC, fd ${target})`));
-    c.push({ name: "close", nr: NR_CLOSE, args: [], ref: { arg: 0, back: 2 } });
-    c.push({ name: `dup3(fd ${target})`, nr: NR_DUP3, args: [0, target, flags], ref: { arg: 0, back: 2 } });
-    c.push({ name: "close", nr: NR_CLOSE, args: [], ref: { arg: 0, back: 3 } });
+    c.push({ name: "close", nr: NR.close, args: [], ref: { arg: 0, back: 2 } });
+    c.push({ name: `dup3(fd ${target})`, nr: NR.dup3, args: [0, target, flags], ref: { arg: 0, back: 2 } });
+    c.push({ name: "close", nr: NR.close, args: [], ref: { arg: 0, back: 3 } });
   }
 
   /** The pidfd of task `pid` in the context's task: a number, or the index of the call making it. */
@@ -418,17 +410,17 @@ class GrabBatch {
     const known = this.ctx.pidfds?.get(pid) ?? this.#pidfdAt.get(pid);
     if (known !== undefined) return known;
     const c = this.#calls;
-    c.push({ name: `pidfd_open(${pid})`, nr: NR_PIDFD_OPEN, args: [pid, 0] });
+    c.push({ name: `pidfd_open(${pid})`, nr: NR.pidfd_open, args: [pid, 0] });
     // Parked, so that restoring an fd at its number can never close it; closed with the others.
     c.push(this.#parkCall(`fcntl(F_DUPFD_CLOEXEC, pidfd ${pid})`));
-    c.push({ name: "close", nr: NR_CLOSE, args: [], ref: { arg: 0, back: 2 } });
+    c.push({ name: "close", nr: NR.close, args: [], ref: { arg: 0, back: 2 } });
     this.#pidfdAt.set(pid, c.length - 2);
     return c.length - 2;
   }
 
   /** A copy of the previous call's fd at the lowest free number from parkBase. */
   #parkCall(name: string): BatchCall {
-    return { name, nr: NR_FCNTL, args: [0, F.DUPFD_CLOEXEC, this.ctx.parkBase], ref: { arg: 0, back: 1 } };
+    return { name, nr: NR.fcntl, args: [0, F.DUPFD_CLOEXEC, this.ctx.parkBase], ref: { arg: 0, back: 1 } };
   }
 
   /** Runs what was queued (with the agent's own queue before it); returns the results. */

@@ -9,6 +9,7 @@ import { reg_file_entrySchema } from "../images/gen/regfile_pb.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
 import { emptyFown, type FdKind, type FileTable, registerFdKind } from "./files.ts";
 import { RestoreError } from "../errors.ts";
+import { errnoName, isSyscallError } from "../../ffi/errors.ts";
 
 const PLAIN_DEVICES = new Set(["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]);
 /** Flags that only matter at open time and must not be replayed (O_TRUNC would empty the file). */
@@ -60,22 +61,22 @@ export const regFileKind: FdKind = {
     const reg = entry.reg;
     if (!reg) throw new RestoreError(`File ${entry.id} has no regular-file data`);
     ctx.agent.reset();
-    const fd = ctx.agent.raw(NR.open, ctx.agent.string(reg.name), reg.flags & ~OPEN_ONLY, 0);
-    if (fd < 0n) throw new RestoreError(`Cannot reopen ${reg.name}: ${errnoText(fd)}`);
+    let fd: bigint;
+    try {
+      fd = ctx.agent.call(
+        `open(${reg.name})`,
+        NR.open,
+        ctx.agent.string(reg.name),
+        reg.flags & ~OPEN_ONLY,
+        0,
+      );
+    } catch (e) {
+      if (!isSyscallError(e)) throw e;
+      throw new RestoreError(`Cannot reopen ${reg.name}: ${errnoName(e.errno)}`, e.errno, { cause: e });
+    }
     if (reg.pos !== 0n) ctx.agent.call(`lseek(${reg.name})`, NR.lseek, fd, reg.pos, 0);
     return Number(fd);
   },
 };
-
-function errnoText(r: bigint): string {
-  return ({
-    2: "no such file",
-    13: "permission denied",
-    20: "not a directory",
-    21: "is a directory",
-  } as Record<number, string>)[
-    Number(-r)
-  ] ?? `errno ${-r}`;
-}
 
 registerFdKind(regFileKind);
