@@ -1,5 +1,6 @@
 /** Raw fds of our own process, for handing to children (Deno 2 does not expose its fd numbers). */
 import { call, callBig, cstr, libc } from "./libc.ts";
+import { NR } from "./syscalls.ts";
 
 export const OPEN = {
   RDONLY: 0,
@@ -33,7 +34,6 @@ export function closeFd(fd: number): void {
   if (fd >= 0) libc.close(fd);
 }
 
-const NR_LSEEK = 8;
 const SEEK_DATA = 3;
 const SEEK_HOLE = 4;
 
@@ -43,12 +43,12 @@ export function dataRanges(fd: number, size: number): [number, number][] {
   let at = 0;
   while (at < size) {
     const start = Number(
-      libc.syscall(BigInt(NR_LSEEK), BigInt(fd), BigInt(at), BigInt(SEEK_DATA), 0n, 0n, 0n),
+      libc.syscall(BigInt(NR.lseek), BigInt(fd), BigInt(at), BigInt(SEEK_DATA), 0n, 0n, 0n),
     );
     if (start < 0 || start >= size) break; // ENXIO: no data past `at`
     const end = Math.min(
       size,
-      Number(libc.syscall(BigInt(NR_LSEEK), BigInt(fd), BigInt(start), BigInt(SEEK_HOLE), 0n, 0n, 0n)),
+      Number(libc.syscall(BigInt(NR.lseek), BigInt(fd), BigInt(start), BigInt(SEEK_HOLE), 0n, 0n, 0n)),
     );
     out.push([start, end]);
     at = end;

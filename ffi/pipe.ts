@@ -1,8 +1,7 @@
 /** Looking into a pipe without taking anything out of it (tee into a pipe of our own). */
 import { addressOf, call, callBig, cstr, libc } from "./libc.ts";
+import { NR } from "./syscalls.ts";
 
-const NR_TEE = 276;
-const NR_PIPE2 = 293;
 const F_SETPIPE_SZ = 1031;
 const F_GETPIPE_SZ = 1032;
 const O_RDONLY = 0;
@@ -21,11 +20,11 @@ export function peekPipe(procFdPath: string): { data: Uint8Array<ArrayBuffer>; c
     const capacity = call("fcntl(F_GETPIPE_SZ)", libc.fcntl(src, F_GETPIPE_SZ, 0n));
     callBig(
       "pipe2",
-      libc.syscall(BigInt(NR_PIPE2), addressOf(ends), BigInt(O_NONBLOCK | O_CLOEXEC), 0n, 0n, 0n, 0n),
+      libc.syscall(BigInt(NR.pipe2), addressOf(ends), BigInt(O_NONBLOCK | O_CLOEXEC), 0n, 0n, 0n, 0n),
     );
     libc.fcntl(ends[1]!, F_SETPIPE_SZ, BigInt(capacity));
     const r = libc.syscall(
-      BigInt(NR_TEE),
+      BigInt(NR.tee),
       BigInt(src),
       BigInt(ends[1]!),
       BigInt(capacity),

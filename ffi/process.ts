@@ -1,18 +1,12 @@
 /** Process-level syscalls criu-ts issues from its own process about another one. */
 import { addressOf, callBig, lastErrno, libc } from "./libc.ts";
 import { ERRNO } from "./errors.ts";
+import { NR } from "./syscalls.ts";
 
-const NR_PRLIMIT64 = 302;
-const NR_GET_ROBUST_LIST = 274;
-const NR_KCMP = 312;
-const NR_GETPRIORITY = 140;
-const NR_SCHED_GETPARAM = 143;
-const NR_SCHED_GETSCHEDULER = 145;
 const PRIO_PROCESS = 0;
 /** A flag sched_getscheduler() adds to the policy; the policy itself is below it. */
 const SCHED_RESET_ON_FORK = 0x40000000;
 const KCMP_FILE = 0;
-const NR_RT_SIGACTION = 13;
 const SIG_IGN = 1n;
 
 export const RLIMIT_COUNT = 16;
@@ -30,7 +24,7 @@ export function getRlimit(pid: number, resource: number): { cur: bigint; max: bi
   const old = new BigUint64Array(2);
   callBig(
     "prlimit64",
-    libc.syscall(BigInt(NR_PRLIMIT64), BigInt(pid), BigInt(resource), 0n, addressOf(old), 0n, 0n),
+    libc.syscall(BigInt(NR.prlimit64), BigInt(pid), BigInt(resource), 0n, addressOf(old), 0n, 0n),
   );
   return { cur: old[0]!, max: old[1]! };
 }
@@ -39,7 +33,7 @@ export function setRlimit(pid: number, resource: number, cur: bigint, max: bigin
   const lim = new BigUint64Array([cur, max]);
   callBig(
     "prlimit64",
-    libc.syscall(BigInt(NR_PRLIMIT64), BigInt(pid), BigInt(resource), addressOf(lim), 0n, 0n, 0n),
+    libc.syscall(BigInt(NR.prlimit64), BigInt(pid), BigInt(resource), addressOf(lim), 0n, 0n, 0n),
     `pid ${pid}, resource ${resource}`,
   );
 }
@@ -49,7 +43,7 @@ export function getRobustList(tid: number): { head: bigint; len: number } {
   const len = new BigUint64Array(1);
   callBig(
     "get_robust_list",
-    libc.syscall(BigInt(NR_GET_ROBUST_LIST), BigInt(tid), addressOf(head), addressOf(len), 0n, 0n, 0n),
+    libc.syscall(BigInt(NR.get_robust_list), BigInt(tid), addressOf(head), addressOf(len), 0n, 0n, 0n),
   );
   return { head: head[0]!, len: Number(len[0]!) };
 }
@@ -63,21 +57,21 @@ export function schedulingOf(tid: number): { nice: number; policy: number; prio:
   // The raw getpriority() answers 20 - nice, so that no valid answer looks like an error.
   const priority = callBig(
     "getpriority",
-    libc.syscall(BigInt(NR_GETPRIORITY), BigInt(PRIO_PROCESS), t, 0n, 0n, 0n, 0n),
+    libc.syscall(BigInt(NR.getpriority), BigInt(PRIO_PROCESS), t, 0n, 0n, 0n, 0n),
   );
   const policy = callBig(
     "sched_getscheduler",
-    libc.syscall(BigInt(NR_SCHED_GETSCHEDULER), t, 0n, 0n, 0n, 0n, 0n),
+    libc.syscall(BigInt(NR.sched_getscheduler), t, 0n, 0n, 0n, 0n, 0n),
   );
   const param = new Int32Array(1);
-  callBig("sched_getparam", libc.syscall(BigInt(NR_SCHED_GETPARAM), t, addressOf(param), 0n, 0n, 0n, 0n));
+  callBig("sched_getparam", libc.syscall(BigInt(NR.sched_getparam), t, addressOf(param), 0n, 0n, 0n, 0n));
   return { nice: 20 - Number(priority), policy: Number(policy) & ~SCHED_RESET_ON_FORK, prio: param[0]! };
 }
 
 /** Do two fds (of the same or different processes) refer to the same open file description? */
 export function sameOpenFile(pid1: number, fd1: number, pid2: number, fd2: number): boolean {
   const r = libc.syscall(
-    BigInt(NR_KCMP),
+    BigInt(NR.kcmp),
     BigInt(pid1),
     BigInt(pid2),
     BigInt(KCMP_FILE),
@@ -88,7 +82,6 @@ export function sameOpenFile(pid1: number, fd1: number, pid2: number, fd2: numbe
   return r === 0n;
 }
 
-const NR_CLOCK_GETTIME = 228;
 export const CLOCK_BOOTTIME = 7;
 
 /** A clock's time in nanoseconds (CLOCK_BOOTTIME counts like /proc/uptime, at full resolution). */
@@ -96,7 +89,7 @@ export function clockNs(clockId: number): bigint {
   const ts = new BigInt64Array(2);
   callBig(
     "clock_gettime",
-    libc.syscall(BigInt(NR_CLOCK_GETTIME), BigInt(clockId), addressOf(ts), 0n, 0n, 0n, 0n),
+    libc.syscall(BigInt(NR.clock_gettime), BigInt(clockId), addressOf(ts), 0n, 0n, 0n, 0n),
   );
   return ts[0]! * 1_000_000_000n + ts[1]!;
 }
@@ -111,7 +104,7 @@ export const KCMP = { VM: 1, FILES: 2, FS: 3, SIGHAND: 4 } as const;
  * negative errno.
  */
 export function compareResource(pid1: number, pid2: number, type: number): number {
-  return Number(libc.syscall(BigInt(NR_KCMP), BigInt(pid1), BigInt(pid2), BigInt(type), 0n, 0n, 0n));
+  return Number(libc.syscall(BigInt(NR.kcmp), BigInt(pid1), BigInt(pid2), BigInt(type), 0n, 0n, 0n));
 }
 
 /**
@@ -122,7 +115,7 @@ export function signalIgnored(signal: number): boolean {
   const old = new BigUint64Array(4); // struct kernel_sigaction: handler, flags, restorer, mask
   callBig(
     "rt_sigaction",
-    libc.syscall(BigInt(NR_RT_SIGACTION), BigInt(signal), 0n, addressOf(old), 8n, 0n, 0n),
+    libc.syscall(BigInt(NR.rt_sigaction), BigInt(signal), 0n, addressOf(old), 8n, 0n, 0n),
   );
   return old[0] === SIG_IGN;
 }

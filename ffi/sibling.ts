@@ -10,10 +10,8 @@
 import { addressOf, callBig, lastErrno, libc } from "./libc.ts";
 import { cloneArgs } from "./structs.ts";
 import { SyscallError } from "./errors.ts";
+import { NR } from "./syscalls.ts";
 
-const NR_MMAP = 9;
-const NR_RT_SIGPROCMASK = 14;
-const NR_CLONE3 = 435;
 const PAGE = 4096;
 const CLONE_PARENT = 0x8000n;
 
@@ -23,7 +21,7 @@ function trampoline(): { spin: bigint; stackLow: bigint } {
   const MAP_PRIVATE_ANON = 0x22n;
   const base = callBig(
     "mmap",
-    libc.syscall(BigInt(NR_MMAP), 0n, BigInt(2 * PAGE), PROT_RWX, MAP_PRIVATE_ANON, -1n, 0n),
+    libc.syscall(BigInt(NR.mmap), 0n, BigInt(2 * PAGE), PROT_RWX, MAP_PRIVATE_ANON, -1n, 0n),
   );
   const ptr = Deno.UnsafePointer.create(BigInt(base))!;
   const mem = new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(ptr, 2 * PAGE));
@@ -56,16 +54,16 @@ export function cloneSibling(setTid: number, extraFlags = 0n): number {
   const old = new BigUint64Array(1);
   callBig(
     "rt_sigprocmask",
-    libc.syscall(BigInt(NR_RT_SIGPROCMASK), 2n, addressOf(all), addressOf(old), 8n, 0n, 0n),
+    libc.syscall(BigInt(NR.rt_sigprocmask), 2n, addressOf(all), addressOf(old), 8n, 0n, 0n),
   );
   try {
-    const r = libc.syscall(BigInt(NR_CLONE3), addressOf(args), BigInt(args.byteLength), 0n, 0n, 0n, 0n);
+    const r = libc.syscall(BigInt(NR.clone3), addressOf(args), BigInt(args.byteLength), 0n, 0n, 0n, 0n);
     if (r === -1n) {
       throw new SyscallError("clone3(CLONE_PARENT)", lastErrno(), setTid ? `pid ${setTid}` : undefined);
     }
     return Number(r);
   } finally {
-    libc.syscall(BigInt(NR_RT_SIGPROCMASK), 2n, addressOf(old), 0n, 8n, 0n, 0n);
+    libc.syscall(BigInt(NR.rt_sigprocmask), 2n, addressOf(old), 0n, 8n, 0n, 0n);
   }
 }
 

@@ -266,3 +266,38 @@ export function epollEvent(events: number, data: bigint): Uint8Array<ArrayBuffer
   v.setBigUint64(4, data, true);
   return new Uint8Array(v.buffer);
 }
+
+/** The kernel's struct termios (TCGETS): four flag words, c_line, then 19 control characters. */
+export const KERNEL_TERMIOS_SIZE = 36;
+export interface KernelTermios {
+  iflag: number;
+  oflag: number;
+  cflag: number;
+  lflag: number;
+  line: number;
+  /** The control characters, c_cc[0..18]. */
+  cc: Uint8Array;
+}
+export function parseKernelTermios(b: Uint8Array): KernelTermios {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return {
+    iflag: v.getUint32(0, true),
+    oflag: v.getUint32(4, true),
+    cflag: v.getUint32(8, true),
+    lflag: v.getUint32(12, true),
+    line: b[16]!,
+    cc: b.slice(17, KERNEL_TERMIOS_SIZE),
+  };
+}
+
+/** struct winsize (TIOCGWINSZ): rows, columns, then the pixel sizes, u16 each. */
+export const WINSIZE_SIZE = 8;
+export function parseWinsize(b: Uint8Array): { row: number; col: number; xpixel: number; ypixel: number } {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return {
+    row: v.getUint16(0, true),
+    col: v.getUint16(2, true),
+    xpixel: v.getUint16(4, true),
+    ypixel: v.getUint16(6, true),
+  };
+}

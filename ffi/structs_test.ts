@@ -8,10 +8,13 @@ import {
   epollEvent,
   IOVEC_SIZE,
   iovecs,
+  KERNEL_TERMIOS_SIZE,
   KSIGACTION_SIZE,
   msghdr,
   MSGHDR_SIZE,
+  parseKernelTermios,
   parseScmRights,
+  parseWinsize,
   PRCTL_MM_MAP_SIZE,
   prctlMmMap,
   REG_NAMES,
@@ -21,6 +24,7 @@ import {
   SOCKADDR_UN_SIZE,
   sockaddrUn,
   USER_REGS_SIZE,
+  WINSIZE_SIZE,
 } from "./structs.ts";
 
 Deno.test("user_regs_struct is 27 slots with orig_ax at 15, ip at 16, fs_base at 21", () => {
@@ -110,4 +114,23 @@ Deno.test("epoll_event is 12 packed bytes: events at 0, data at 4", () => {
   assert.equal(v.byteLength, 12);
   assert.equal(v.getUint32(0, true), 0x80000001);
   assert.equal(v.getBigUint64(4, true), 0x1122334455667788n);
+});
+
+Deno.test("kernel termios is 36 bytes: four flag words, c_line at 16, 19 control characters from 17", () => {
+  assert.equal(KERNEL_TERMIOS_SIZE, 36);
+  const b = new Uint8Array(36);
+  const v = new DataView(b.buffer);
+  [1, 2, 3, 4].forEach((x, i) => v.setUint32(4 * i, x, true));
+  b[16] = 9;
+  for (let i = 0; i < 19; i++) b[17 + i] = 100 + i;
+  const t = parseKernelTermios(b);
+  assert.deepEqual([t.iflag, t.oflag, t.cflag, t.lflag, t.line], [1, 2, 3, 4, 9]);
+  assert.equal(t.cc.length, 19);
+  assert.equal(t.cc[18], 118);
+});
+
+Deno.test("winsize is four u16: rows, columns, x and y pixels", () => {
+  assert.equal(WINSIZE_SIZE, 8);
+  const b = new Uint8Array(new Uint16Array([24, 80, 640, 480]).buffer);
+  assert.deepEqual(parseWinsize(b), { row: 24, col: 80, xpixel: 640, ypixel: 480 });
 });

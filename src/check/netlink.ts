@@ -7,6 +7,7 @@
  * u16 type} then its payload, padded to 4 bytes.
  */
 import { closeFd, rawSyscall, recvBytes, sendBytes, setsockoptBytes } from "../../ffi/probe.ts";
+import { NR } from "../../ffi/syscalls.ts";
 
 export const AF = { UNSPEC: 0, UNIX: 1, INET: 2, INET6: 10, NETLINK: 16, PACKET: 17 } as const;
 export const NETLINK = { ROUTE: 0, SOCK_DIAG: 4 } as const;
@@ -27,7 +28,6 @@ const SOCK_RAW = 3;
 const SOCK_CLOEXEC = 0o2000000;
 const SOL_SOCKET = 1;
 const SO_RCVTIMEO = 20;
-const NR_SOCKET = 41;
 
 function pad4(n: number): number {
   return (n + 3) & ~3;
@@ -119,7 +119,7 @@ export function setReceiveTimeout(fd: number): void {
 
 /** A netlink socket of `protocol` with a receive timeout, or -errno. */
 export function openNetlink(protocol: number): number {
-  const fd = rawSyscall(NR_SOCKET, AF.NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
+  const fd = rawSyscall(NR.socket, AF.NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
   if (fd >= 0) setReceiveTimeout(fd);
   return fd;
 }

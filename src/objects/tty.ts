@@ -18,6 +18,7 @@ import {
 } from "../images/gen/tty_pb.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
 import { closeFd } from "../../ffi/fd.ts";
+import { KERNEL_TERMIOS_SIZE, parseKernelTermios, parseWinsize, WINSIZE_SIZE } from "../../ffi/structs.ts";
 import { openPty, type Pty } from "../../ffi/pty.ts";
 import { KINDS } from "../images/kinds.ts";
 import { emptyFown, type FdKind, type FilesSession, type FileTable, registerFdKind } from "./files.ts";
@@ -35,8 +36,6 @@ const TIOCGSID = 0x5429;
 const TCGETS = 0x5401;
 const TIOCGWINSZ = 0x5413;
 const TIOCGLCKTRMIOS = 0x5456;
-/** The kernel's struct termios: four flag words, c_line, then 19 control characters. */
-const KERNEL_TERMIOS_SIZE = 36;
 /** Words of termios_entry.c_cc, as CRIU writes them. */
 const TERMIOS_NCC = 19;
 
@@ -176,7 +175,7 @@ function recordSession(agent: Agent, fd: number, info: tty_info_entry): void {
   const pgrp = agent.alloc(4, new Uint8Array(4));
   const termios = agent.alloc(KERNEL_TERMIOS_SIZE, new Uint8Array(KERNEL_TERMIOS_SIZE));
   const locked = agent.alloc(KERNEL_TERMIOS_SIZE, new Uint8Array(KERNEL_TERMIOS_SIZE));
-  const winsize = agent.alloc(8, new Uint8Array(8));
+  const winsize = agent.alloc(WINSIZE_SIZE, new Uint8Array(WINSIZE_SIZE));
   const results = agent.batch([
     { name: "ioctl(TIOCGSID)", nr: NR.ioctl, args: [fd, TIOCGSID, sid] },
     { name: "ioctl(TIOCGPGRP)", nr: NR.ioctl, args: [fd, TIOCGPGRP, pgrp] },
@@ -191,12 +190,12 @@ function recordSession(agent: Agent, fd: number, info: tty_info_entry): void {
   if (results.slice(2).every((r) => r === 0n)) {
     info.termios = termiosEntry(agent.read(termios, KERNEL_TERMIOS_SIZE));
     info.termiosLocked = termiosEntry(agent.read(locked, KERNEL_TERMIOS_SIZE));
-    const w = new DataView(agent.read(winsize, 8).buffer);
+    const w = parseWinsize(agent.read(winsize, WINSIZE_SIZE));
     info.winsize = create(winsize_entrySchema, {
-      wsRow: w.getUint16(0, true),
-      wsCol: w.getUint16(2, true),
-      wsXpixel: w.getUint16(4, true),
-      wsYpixel: w.getUint16(6, true),
+      wsRow: w.row,
+      wsCol: w.col,
+      wsXpixel: w.xpixel,
+      wsYpixel: w.ypixel,
     });
   }
 }
@@ -205,17 +204,17 @@ function recordSession(agent: Agent, fd: number, info: tty_info_entry): void {
  * A kernel termios as CRIU stores it: c_cc holds the control characters as glibc's 32-byte
  * array, four to a word (the words after the eighth are CRIU's scratch; zero here).
  */
-function termiosEntry(k: Uint8Array): termios_entry {
-  const v = new DataView(k.buffer, k.byteOffset, k.byteLength);
+function termiosEntry(raw: Uint8Array): termios_entry {
+  const k = parseKernelTermios(raw);
   const cc = new Uint8Array(32);
-  cc.set(k.subarray(17, KERNEL_TERMIOS_SIZE));
+  cc.set(k.cc);
   const words = new DataView(cc.buffer);
   return create(termios_entrySchema, {
-    cIflag: v.getUint32(0, true),
-    cOflag: v.getUint32(4, true),
-    cCflag: v.getUint32(8, true),
-    cLflag: v.getUint32(12, true),
-    cLine: k[16]!,
+    cIflag: k.iflag,
+    cOflag: k.oflag,
+    cCflag: k.cflag,
+    cLflag: k.lflag,
+    cLine: k.line,
     cIspeed: 0,
     cOspeed: 0,
     cCc: Array.from({ length: TERMIOS_NCC }, (_, i) => (i < 8 ? words.getUint32(4 * i, true) : 0)),
