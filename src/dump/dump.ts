@@ -28,14 +28,14 @@ import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { type FilesSession, FileTable, finishFilesDump } from "../objects/files.ts";
 import { type DumpedVma, mapFilesPath, PE, VMA, writePages } from "../objects/memory.ts";
 import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
-import { DumpError, UnsupportedObjectError } from "../errors.ts";
+import { DumpError } from "../errors.ts";
 import { CLOCK_BOOTTIME, clockNs, compareResource, KCMP } from "../../ffi/process.ts";
 import { ImageDir } from "../images/dir.ts";
 import { unusableDirectory } from "../dirs.ts";
 import { createImageFile } from "../images/file.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
-import { dumpNetns, hasOwnNetns } from "../objects/netns.ts";
+import { checkNamespaces, dumpNamespaces, NamespaceIds, type NsDumped } from "../objects/namespaces.ts";
 
 export interface DumpOptions {
   pid: number;
@@ -54,70 +54,6 @@ export interface DumpStats {
   memwriteUs: number;
   pagesScanned: number;
   pagesWritten: number;
-}
-
-const NS_KINDS = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] as const;
-
-/** Small ids for namespaces, the way CRIU numbers them: one per distinct namespace inode. */
-class NamespaceIds {
-  #ids = new Map<string, number>();
-  #links = new Map<number, Map<string, string>>();
-
-  /** A task's namespace links (`mnt:[4026531841]`), read once per task. */
-  linksOf(pid: number): Map<string, string> {
-    let links = this.#links.get(pid);
-    if (links) return links;
-    links = new Map();
-    for (const ns of NS_KINDS) {
-      try {
-        links.set(ns, Deno.readLinkSync(`/proc/${pid}/ns/${ns}`));
-      } catch {
-        // a kind this kernel does not have
-      }
-    }
-    this.#links.set(pid, links);
-    return links;
-  }
-
-  idsOf(pid: number): Record<string, number | undefined> {
-    const out: Record<string, number | undefined> = {};
-    for (const [ns, link] of this.linksOf(pid)) {
-      if (!this.#ids.has(link)) this.#ids.set(link, this.#ids.size + 1);
-      out[ns] = this.#ids.get(link);
-    }
-    return out;
-  }
-}
-
-/** Namespaces criu-ts does not save yet, by their name in /proc/PID/ns and in words. */
-const UNSAVED_NAMESPACES = {
-  mnt: "mount",
-  ipc: "IPC",
-  uts: "UTS",
-  user: "user",
-  cgroup: "cgroup",
-  time: "time",
-} as const;
-
-/**
- * A task in a namespace of one of these kinds other than criu's own would come back in criu's:
- * other files behind the same paths, another hostname, other ids. Refused before anything is
- * written, as the restore could not be right.
- */
-function checkUnsavedNamespaces(tree: FrozenTree, nsIds: NamespaceIds): void {
-  const ours = nsIds.linksOf(Deno.pid);
-  for (const t of tree.tasks) {
-    if (t.state === "zombie") continue;
-    const theirs = nsIds.linksOf(t.pid);
-    for (const [ns, words] of Object.entries(UNSAVED_NAMESPACES)) {
-      if (theirs.get(ns) === ours.get(ns)) continue;
-      throw new UnsupportedObjectError(
-        t.pid,
-        `the ${words} namespace ${theirs.get(ns)}`,
-        `it is not criu's, and ${words} namespaces are not saved yet`,
-      );
-    }
-  }
 }
 
 /**
@@ -174,19 +110,6 @@ function taskIds(
       timeNsId: ns.time,
     }),
   );
-}
-
-/** Every task must live in the root's PID namespace (as in CRIU, nested ones are refused). */
-function checkPidNamespaces(tree: FrozenTree): void {
-  const nsOf = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
-  const rootNs = nsOf(tree.root.pid);
-  for (const t of tree.tasks.slice(1)) {
-    if (t.state !== "zombie" && nsOf(t.pid) !== rootNs) {
-      throw new DumpError(
-        `Process ${t.pid} is in a PID namespace nested below the dump root's; dump that namespace's init on its own (nested PID namespaces are not supported)`,
-      );
-    }
-  }
 }
 
 function checkSessions(tree: FrozenTree, shellJob: boolean): void {
@@ -285,26 +208,13 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     pagesScanned: 0,
     pagesWritten: 0,
   };
-  // Only a tree in a network namespace of its own gets its network locked (as CRIU does).
-  const ownNetns = hasOwnNetns(opts.pid);
-  let locked = false;
+  let namespaces: NsDumped | undefined;
   try {
-    if (tree.root.ns.pid !== tree.root.pid && tree.root.ns.pid !== 1) {
-      throw new DumpError(
-        `Process ${tree.root.pid} lives in a PID namespace of which it is not the init (it is ${tree.root.ns.pid} there); dump the namespace's init instead`,
-      );
-    }
-    checkPidNamespaces(tree);
+    const nsIds = new NamespaceIds();
+    checkNamespaces(tree, nsIds);
     checkSessions(tree, opts.shellJob);
     checkGroups(tree, opts.shellJob);
-    const nsIds = new NamespaceIds();
-    checkUnsavedNamespaces(tree, nsIds);
-    if (ownNetns) {
-      const alive = tree.tasks.filter((t) => t.state !== "zombie").map((t) => t.pid);
-      dumpNetns(dir, opts.pid, alive, nsIds.idsOf(opts.pid).net!);
-      locked = true; // a failing lock script may have locked half-way: unlock on failure too
-      opts.hooks.run("network-lock", opts.pid);
-    }
+    namespaces = dumpNamespaces(tree, nsIds, { dir, hooks: opts.hooks, log });
     const table = new FileTable();
     const files: FilesSession = {
       table,
@@ -388,7 +298,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   return {
     stats,
     release() {
-      if (locked && opts.leaveRunning) unlockQuietly(opts);
+      namespaces?.release(opts.leaveRunning);
       log.debug(`Images complete; releasing the tree`);
       finish(tree, opts);
     },
@@ -396,17 +306,9 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   };
 
   function undo(): void {
-    if (locked) unlockQuietly(opts);
+    namespaces?.undo();
     tree.resume();
     dir.removeWritten();
-  }
-}
-
-function unlockQuietly(opts: DumpOptions): void {
-  try {
-    opts.hooks.run("network-unlock", opts.pid);
-  } catch (e) {
-    opts.log.error(`network-unlock: ${(e as Error).message}`);
   }
 }
 

@@ -1,6 +1,10 @@
-/** Every kind of file criu-ts knows; importing this registers them all with the files registry. */
+/** Every kind of object criu-ts knows; importing this registers them all with their registries. */
 import "./regfile.ts";
 import "./tty.ts";
 import "./pipe.ts";
 import "./eventfd.ts";
 import "./eventpoll.ts";
+
+// Every kind of namespace: importing these registers them with the namespaces registry.
+import "./pidns.ts";
+import "./netns.ts";

@@ -20,8 +20,10 @@ import {
 import { KINDS } from "../images/kinds.ts";
 import type { ImageDir } from "../images/dir.ts";
 import { deviceNames, deviceState, ifreq, IFREQ_SIZE, SIOC } from "../../ffi/netdev.ts";
-import { NR } from "../../ffi/syscalls.ts";
-import { RestoreError, UnsupportedObjectError } from "../errors.ts";
+import { CLONE, NR } from "../../ffi/syscalls.ts";
+import { RestoreError } from "../errors.ts";
+import { refuse } from "./refusal.ts";
+import { registerNamespaceKind } from "./namespaces.ts";
 import type { Agent } from "../agent.ts";
 
 const LOOPBACK = "lo";
@@ -31,37 +33,27 @@ const DEFAULT_LOOPBACK_MTU = 65536;
 const AF_INET = 2;
 const SOCK_DGRAM = 2;
 
-function netnsLink(pid: number): string {
-  return Deno.readLinkSync(`/proc/${pid}/ns/net`);
-}
-
-/** True when `pid` runs in another network namespace than criu-ts. */
-export function hasOwnNetns(pid: number): boolean {
-  try {
-    return netnsLink(pid) !== netnsLink(Deno.pid);
-  } catch {
-    return false;
-  }
-}
-
-/**
- * Saves the network namespace of `rootPid`, which every task of `pids` must share. Throws
- * UnsupportedObjectError for what cannot be saved yet, before anything is written.
- */
-export function dumpNetns(dir: ImageDir, rootPid: number, pids: readonly number[], nsId: number): void {
-  const root = netnsLink(rootPid);
-  for (const pid of pids) {
-    if (netnsLink(pid) !== root) {
-      throw new UnsupportedObjectError(
-        pid,
-        `network namespace ${netnsLink(pid)}`,
-        `it differs from the root's (${root}); nested network namespaces are not supported yet`,
+/** The devices of a saved namespace, as the restore reads them. */
+function readDevices(dir: ImageDir, nsId: number | undefined): net_device_entry[] | undefined {
+  if (nsId === undefined || !dir.has(KINDS.NETNS, nsId)) return undefined;
+  const devices = dir.readOptional<net_device_entry>(KINDS.NETDEV, nsId);
+  for (const d of devices) {
+    if (d.type !== nd_type.LOOPBACK) {
+      throw new RestoreError(
+        `Cannot restore network device ${d.name} (${
+          nd_type[d.type] ?? d.type
+        }): only the loopback device can be restored yet`,
       );
     }
   }
+  return devices;
+}
+
+/** Saves the devices of the root's namespace (netdev-ID.img, netns-ID.img), or refuses them. */
+function saveDevices(dir: ImageDir, rootPid: number, root: string, nsId: number): void {
   const others = deviceNames(rootPid).filter((n) => n !== LOOPBACK);
   if (others.length > 0) {
-    throw new UnsupportedObjectError(
+    refuse(
       rootPid,
       `network namespace ${root} with device(s) ${others.join(", ")}`,
       "only a namespace holding the loopback device alone can be saved yet",
@@ -80,27 +72,66 @@ export function dumpNetns(dir: ImageDir, rootPid: number, pids: readonly number[
   dir.write(KINDS.NETNS, nsId, [create(netns_entrySchema, {})]);
 }
 
-/** The devices of the saved namespace `nsId`; undefined when the tree had none of its own. */
-export function readNetns(dir: ImageDir, nsId: number | undefined): net_device_entry[] | undefined {
-  if (nsId === undefined || !dir.has(KINDS.NETNS, nsId)) return undefined;
-  const devices = dir.readOptional<net_device_entry>(KINDS.NETDEV, nsId);
-  for (const d of devices) {
-    if (d.type !== nd_type.LOOPBACK) {
-      throw new RestoreError(
-        `Cannot restore network device ${d.name} (${
-          nd_type[d.type] ?? d.type
-        }): only the loopback device can be restored yet`,
+registerNamespaceKind({
+  name: "net",
+  words: "network",
+  cloneFlag: CLONE.NEWNET,
+  check(tree, nsIds) {
+    // Every live task shares the root's network namespace: nested ones are not saved yet.
+    const root = nsIds.linksOf(tree.root.pid).get("net");
+    for (const t of tree.tasks) {
+      const theirs = nsIds.linksOf(t.pid).get("net");
+      if (t.state === "zombie" || theirs === root) continue;
+      refuse(
+        t.pid,
+        `network namespace ${theirs}`,
+        `it differs from the root's (${root}); nested network namespaces are not supported yet`,
       );
     }
-  }
-  return devices;
-}
+  },
+  dump(ctx) {
+    const rootPid = ctx.tree.root.pid;
+    saveDevices(ctx.dir, rootPid, Deno.readLinkSync(`/proc/${rootPid}/ns/net`), ctx.id);
+    // Only a tree in a namespace of its own gets its network locked, as in CRIU. A lock script
+    // that fails may have locked half-way: the unlock runs on failure too.
+    const unlock = () => {
+      try {
+        ctx.hooks.run("network-unlock", rootPid);
+      } catch (e) {
+        ctx.log.error(`network-unlock: ${(e as Error).message}`);
+      }
+    };
+    try {
+      ctx.hooks.run("network-lock", rootPid);
+    } catch (e) {
+      unlock();
+      throw e;
+    }
+    return {
+      release: (leaveRunning) => {
+        if (leaveRunning) unlock();
+      },
+      undo: unlock,
+    };
+  },
+  prepareRestore(ctx) {
+    const devices = readDevices(ctx.dir, ctx.tasks[0]!.ids?.netNsId);
+    const empty = ctx.empty.has("net");
+    if (!devices && !empty) return undefined;
+    return {
+      fill: (root) => {
+        if (devices && !empty) restoreNetDevices(root, devices);
+      },
+      afterRestore: (rootPid) => ctx.hooks.run("network-unlock", rootPid),
+    };
+  },
+});
 
 /**
  * Gives the loopback device of the new namespace its saved MTU and flags, from inside the root
  * task (a socket made there belongs to its namespace).
  */
-export function restoreNetDevices(agent: Agent, devices: readonly net_device_entry[]): void {
+function restoreNetDevices(agent: Agent, devices: readonly net_device_entry[]): void {
   agent.reset();
   const sock = Number(agent.call("socket(AF_INET)", NR.socket, AF_INET, SOCK_DGRAM, 0));
   try {

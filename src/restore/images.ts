@@ -22,8 +22,6 @@ import { checkRestorable, FileTable } from "../objects/files.ts";
 import { PAGE_SIZE, PE, VMA } from "../objects/memory.ts";
 import { RestoreError } from "../errors.ts";
 import { OLD_TASK_STATE, TASK_STATE } from "../dump/task.ts";
-import type { net_device_entry } from "../images/gen/netdev_pb.ts";
-import { readNetns } from "../objects/netns.ts";
 
 /** Highest user-space address on x86_64 with 4-level paging (47 bits). */
 const USER_SPACE_END = 1n << 47n;
@@ -55,8 +53,6 @@ export interface Checkpoint {
   inventory: inventory_entry;
   tasks: RestoreTaskImages[];
   files: FileTable;
-  /** The devices of the tree's own network namespace; undefined when it had none. */
-  netDevices?: net_device_entry[];
 }
 
 function bad(what: string): never {
@@ -263,8 +259,5 @@ export function loadCheckpoint(imagesDir: string): Checkpoint {
   const memfds = dir.readOptional<memfd_inode_entry>(KINDS.MEMFD_INODE);
   const checkedFiles = new Set<number>();
   const tasks = tree.map((e) => loadTask(dir, e, files, memfds, checkedFiles));
-  const cp: Checkpoint = { dir, inventory, tasks, files };
-  const netDevices = readNetns(dir, tasks[0]!.ids?.netNsId);
-  if (netDevices) cp.netDevices = netDevices;
-  return cp;
+  return { dir, inventory, tasks, files };
 }

@@ -1,19 +1,22 @@
 /**
  * `criu restore`. The stages, in order, with who moves them on and the action scripts after them:
  *
- *   PREPARE   we read every image and refuse a damaged checkpoint; the PIDs must be free.
- *             → "pre-restore"
- *   FORKING   the helper is started; each task is cloned with its PID from its parent (the root
- *             from the helper, so the root is our child). Then the helper ends.
- *   RESTORE   each task is rebuilt from inside by remote syscalls: memory, files, signals,
- *             timers, threads, credentials. Tasks stay stopped under ptrace.
- *             → "setup-namespaces", "post-setup-namespaces" (only when namespaces are made:
- *               a new PID namespace for a root that was the init of its own, a new network
- *               namespace for a tree that had its own or for --empty-ns net)
- *             → "post-restore" (restored, network still locked), "network-unlock" (only for a
- *               new network namespace)
- *   RESUME    → "pre-resume"; registers are loaded, the scratch page unmapped and every thread
- *             detached, so the tree runs. → "post-resume"
+ *   PREPARE     we read every image, each kind of file and namespace reads its own, and a damaged
+ *               checkpoint is refused; the PIDs must be free.            → "pre-restore"
+ *   FORKING     the helper is started; each task is cloned with its PID from its parent (the root
+ *               from the helper, so the root is our child, in the namespaces the kinds asked for)
+ *               and gets its memory at once, parents first (children share what they shared
+ *               copy-on-write). Then the helper ends.
+ *   NAMESPACES  each new namespace is filled from inside the root (the loopback device's state).
+ *               → "setup-namespaces", "post-setup-namespaces" (only when namespaces were made)
+ *   GROUPS      every task joins its process group; zombies and group helpers end.
+ *   RESTORE     each task is rebuilt from inside by remote syscalls: files, fs, signals, timers,
+ *               threads, credentials; then what the kinds of file do once every task has its fds.
+ *               Tasks stay stopped under ptrace.
+ *               → "post-restore"; the pidfile is written; → "network-unlock" (a new network
+ *               namespace only); → "pre-resume"
+ *   RESUME      registers are loaded, the scratch page unmapped and every thread detached, so the
+ *               tree runs.                                                → "post-resume"
  *
  * A failure in any stage before RESUME kills every task created so far: no half-restored process
  * is ever left behind, stopped or running.
@@ -22,8 +25,8 @@ import { RestoreError } from "../errors.ts";
 import { osReason } from "../../ffi/errors.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
-import { type Checkpoint, loadCheckpoint, type RestoreTaskImages } from "./images.ts";
-import { restoreNetDevices } from "../objects/netns.ts";
+import { loadCheckpoint, type RestoreTaskImages } from "./images.ts";
+import { prepareNamespaces } from "../objects/namespaces.ts";
 import { PuppetMaster } from "./puppet.ts";
 import {
   closeParked,
@@ -232,17 +235,6 @@ function forkTree(
   return agents;
 }
 
-/**
- * The namespaces the root is created in: a PID namespace when it was the init of its own (pid 1
- * in it), a network namespace when the tree had its own or --empty-ns net asks for one.
- */
-function rootNamespaces(cp: Checkpoint, opts: RestoreOptions): bigint {
-  let flags = 0n;
-  if (cp.tasks[0]!.entry.pid === 1) flags |= BigInt(CLONE.NEWPID);
-  if (cp.netDevices || opts.emptyNetNs) flags |= BigInt(CLONE.NEWNET);
-  return flags;
-}
-
 export function restore(opts: RestoreOptions): RestoreResult {
   const { log } = opts;
   // PREPARE
@@ -267,7 +259,14 @@ export function restore(opts: RestoreOptions): RestoreResult {
   if (opts.sibling && !opts.detached) {
     throw new RestoreError("--restore-sibling only makes sense with --restore-detached");
   }
-  const namespaces = rootNamespaces(cp, opts);
+  const ns = prepareNamespaces({
+    dir: cp.dir,
+    tasks,
+    empty: new Set(opts.emptyNetNs ? ["net"] : []),
+    hooks: opts.hooks,
+    log,
+  });
+  const namespaces = ns.flags;
   const master = opts.sibling
     ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log)
     : PuppetMaster.start(occupied, log);
@@ -291,13 +290,13 @@ export function restore(opts: RestoreOptions): RestoreResult {
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     forkedAt = performance.now();
-    if (cp.netDevices && !opts.emptyNetNs) restoreNetDevices(agents.get(tasks[0]!.entry.pid)!, cp.netDevices);
+    // NAMESPACES
+    for (const plan of ns.plans) plan.fill?.(agents.get(tasks[0]!.entry.pid)!);
     // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces.
     if (namespaces !== 0n) {
       opts.hooks.run("setup-namespaces", root);
       opts.hooks.run("post-setup-namespaces", root);
     }
-    // RESTORE
     // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
       if (!t.helper && !joinsCriuJob(tasks, t, opts.shellJob).group) {
@@ -305,6 +304,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       }
     }
     endShortLivedTasks(master, tasks, agents);
+    // RESTORE
     for (const t of tasks) {
       if (t.zombie || t.helper) continue;
       pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));
@@ -312,7 +312,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     afterAllFds(files, shared);
     opts.hooks.run("post-restore", root);
     if (opts.pidfile) writePidfile(opts.pidfile, root);
-    if (namespaces & BigInt(CLONE.NEWNET)) opts.hooks.run("network-unlock", root);
+    for (const plan of ns.plans) plan.afterRestore?.(root);
     opts.hooks.run("pre-resume", root);
     log.debug("Loading registers");
     // RESUME: from here on nothing can fail half-way in a way we could undo.
