@@ -9,6 +9,7 @@ export const OPEN = {
   CREAT: 0o100,
   TRUNC: 0o1000,
   APPEND: 0o2000,
+  DIRECTORY: 0o200000,
   CLOEXEC: 0o2000000,
 } as const;
 
