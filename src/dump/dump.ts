@@ -37,13 +37,15 @@ import { pipe_data_entrySchema } from "../images/gen/pipe-data_pb.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { dumpNetns, hasOwnNetns } from "../objects/netns.ts";
+import type { RunOptions } from "../options/options.ts";
 
+/** What a dump needs; src/options/core.ts makes it from the options of the command line or RPC. */
 export interface DumpOptions {
+  /** The root of the tree. */
   pid: number;
   imagesDir: string;
-  leaveRunning: boolean;
-  leaveStopped: boolean;
-  shellJob: boolean;
+  /** Every option, read-only: handed unchanged to each task and object kind. */
+  options: RunOptions;
   log: Log;
   hooks: Hooks;
 }
@@ -296,8 +298,8 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
       );
     }
     checkPidNamespaces(tree);
-    checkSessions(tree, opts.shellJob);
-    checkGroups(tree, opts.shellJob);
+    checkSessions(tree, opts.options.shellJob);
+    checkGroups(tree, opts.options.shellJob);
     const nsIds = new NamespaceIds();
     checkUnsavedNamespaces(tree, nsIds);
     if (ownNetns) {
@@ -312,7 +314,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     const shmemDone = new Set<bigint>();
     const ctx = {
       table,
-      shellJob: opts.shellJob,
+      options: opts.options,
       log,
       writePages(agent: Parameters<typeof writePages>[0], t: DumpedTask) {
         pagesId += 1;
@@ -383,7 +385,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   return {
     stats,
     release() {
-      if (locked && opts.leaveRunning) unlockQuietly(opts);
+      if (locked && opts.options.finalState === "running") unlockQuietly(opts);
       log.debug(`Images complete; releasing the tree`);
       finish(tree, opts);
     },
@@ -406,8 +408,8 @@ function unlockQuietly(opts: DumpOptions): void {
 }
 
 function finish(tree: FrozenTree, opts: DumpOptions): void {
-  if (opts.leaveRunning) tree.resume();
-  else if (opts.leaveStopped) tree.leaveStopped();
+  if (opts.options.finalState === "running") tree.resume();
+  else if (opts.options.finalState === "stopped") tree.leaveStopped();
   else tree.kill();
 }
 

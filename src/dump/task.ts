@@ -44,6 +44,7 @@ import { dumpFds, type FileTable } from "../objects/files.ts";
 import { addRegFile } from "../objects/regfile.ts";
 import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
+import type { RunOptions } from "../options/options.ts";
 import "../objects/mod.ts";
 
 /** task_core_entry.task_state, as CRIU writes it: a zombie is recorded as dead (TASK_DEAD). */
@@ -64,7 +65,8 @@ export interface DumpedTask {
 
 export interface TaskDumpContext {
   table: FileTable;
-  shellJob: boolean;
+  /** The dump's options, read-only, as the object kinds get them. */
+  options: RunOptions;
   log: Log;
   /** Writes the task's pages while it is still frozen and the agent is inside it. */
   writePages(agent: Agent, task: DumpedTask): void;
@@ -396,7 +398,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
     log.debug(`Task ${pid}: threads done`);
     out.mm = dumpMm(proc, pid, ctx.table, vmas, answers);
     out.fs = dumpFs(proc, pid, ctx.table);
-    out.fdinfos = dumpFds({ pid, agent, table: ctx.table, shellJob: ctx.shellJob, log: ctx.log }, fds);
+    out.fdinfos = dumpFds({ pid, agent, table: ctx.table, options: ctx.options, log: ctx.log }, fds);
     log.debug(`Task ${pid}: mm, fs and ${fds.length} fds done`);
     ctx.writePages(agent, out);
     return out;

@@ -15,12 +15,14 @@ import { F, O } from "../../ffi/syscalls.ts";
 import { UnsupportedObjectError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import type { Log } from "../log.ts";
+import type { RunOptions } from "../options/options.ts";
 
 export interface DumpFilesContext {
   pid: number;
   agent: Agent;
   table: FileTable;
-  shellJob: boolean;
+  /** The dump's options, read-only (a terminal needs --shell-job). */
+  options: RunOptions;
   log: Log;
 }
 

@@ -49,7 +49,7 @@ export const ttyKind: FdKind = {
     return isTerminalPath(fd.target) && (stat === null || stat.isCharDevice === true);
   },
   dump(ctx, fd, stat) {
-    if (!ctx.shellJob) {
+    if (!ctx.options.shellJob) {
       throw new UnsupportedObjectError(
         ctx.pid,
         `fd ${fd.fd} (terminal ${fd.target})`,

@@ -50,18 +50,19 @@ import { restore_stats_entrySchema, stats_entrySchema } from "../images/gen/stat
 import { pstree_entrySchema } from "../images/gen/pstree_pb.ts";
 import type { Agent } from "../agent.ts";
 import type { ImageDir } from "../images/dir.ts";
+import type { RunOptions } from "../options/options.ts";
 
+/**
+ * What a restore needs; src/options/core.ts makes it from the options of the command line or RPC.
+ * Of the options, a restore reads: restoreDetached (-d), restoreSibling (-S, needs -d), shellJob
+ * (-j), emptyNetNs (--empty-ns net: a new network namespace left empty for the scripts to fill),
+ * orphanPtsMaster (RPC: a shell job's terminal becomes a new pty whose master goes to the client)
+ * and pidfile.
+ */
 export interface RestoreOptions {
   imagesDir: string;
-  detached: boolean;
-  /** --restore-sibling: the root becomes a child of our parent (it needs `detached`). */
-  sibling?: boolean;
-  shellJob: boolean;
-  /** --empty-ns net: a new network namespace left empty, for the scripts to fill. */
-  emptyNetNs?: boolean;
-  /** RPC orphan_pts_master: a shell job's terminal becomes a new pty whose master goes to the client. */
-  orphanPtsMaster?: boolean;
-  pidfile?: string;
+  /** Every option, read-only: handed unchanged to each task and object kind. */
+  options: RunOptions;
   log: Log;
   hooks: Hooks;
 }
@@ -242,16 +243,17 @@ function forkTree(
 function rootNamespaces(cp: Checkpoint, opts: RestoreOptions): bigint {
   let flags = 0n;
   if (cp.tasks[0]!.entry.pid === 1) flags |= BigInt(CLONE.NEWPID);
-  if (cp.netDevices || opts.emptyNetNs) flags |= BigInt(CLONE.NEWNET);
+  if (cp.netDevices || opts.options.emptyNetNs) flags |= BigInt(CLONE.NEWNET);
   return flags;
 }
 
 export function restore(opts: RestoreOptions): RestoreResult {
   const { log } = opts;
+  const { shellJob, restoreDetached: detached, restoreSibling: sibling, pidfile } = opts.options;
   // PREPARE
   log.debug("Reading the images");
   const cp = loadCheckpoint(opts.imagesDir);
-  cp.tasks.push(...groupHelpers(cp.tasks, opts.shellJob));
+  cp.tasks.push(...groupHelpers(cp.tasks, shellJob));
   const tasks = cp.tasks;
   log.debug(`Read the images of ${tasks.length} task(s)`);
   checkParents(tasks);
@@ -259,18 +261,18 @@ export function restore(opts: RestoreOptions): RestoreResult {
   opts.hooks.run("pre-restore");
   const occupied = tasks.flatMap((t) => t.mm?.vmas ?? []);
   const t0 = performance.now();
-  if (opts.sibling && !opts.detached) {
+  if (sibling && !detached) {
     throw new RestoreError("--restore-sibling only makes sense with --restore-detached");
   }
   const namespaces = rootNamespaces(cp, opts);
-  const master = opts.sibling
+  const master = sibling
     ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log)
     : PuppetMaster.start(occupied, log);
   let forkedAt = 0;
   let root = 0;
   const terminal = new RestoreTerminal(
-    terminalFd(opts.shellJob),
-    opts.orphanPtsMaster ?? false,
+    terminalFd(shellJob),
+    opts.options.orphanPtsMaster,
     opts.hooks,
     log,
   );
@@ -284,16 +286,18 @@ export function restore(opts: RestoreOptions): RestoreResult {
       master,
       log,
       terminal,
-      shellJob: opts.shellJob,
+      options: opts.options,
       shared,
       shmem: new Map(),
       cowStats,
     };
-    const agents = forkTree(ctx, tasks, opts.shellJob, namespaces);
+    const agents = forkTree(ctx, tasks, shellJob, namespaces);
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     forkedAt = performance.now();
-    if (cp.netDevices && !opts.emptyNetNs) restoreNetDevices(agents.get(tasks[0]!.entry.pid)!, cp.netDevices);
+    if (cp.netDevices && !opts.options.emptyNetNs) {
+      restoreNetDevices(agents.get(tasks[0]!.entry.pid)!, cp.netDevices);
+    }
     // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces.
     if (namespaces !== 0n) {
       opts.hooks.run("setup-namespaces", root);
@@ -302,7 +306,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     // RESTORE
     // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
-      if (!t.helper && !joinsCriuJob(tasks, t, opts.shellJob).group) {
+      if (!t.helper && !joinsCriuJob(tasks, t, shellJob).group) {
         restoreGroup(agents.get(t.entry.pid)!, t);
       }
     }
@@ -312,7 +316,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));
     }
     opts.hooks.run("post-restore", root);
-    if (opts.pidfile) writePidfile(opts.pidfile, root);
+    if (pidfile) writePidfile(pidfile, root);
     if (namespaces & BigInt(CLONE.NEWNET)) opts.hooks.run("network-unlock", root);
     opts.hooks.run("pre-resume", root);
     log.debug("Loading registers");
@@ -346,7 +350,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     log.error(`post-resume script failed: ${(e as Error).message}`);
   }
   log.info(`Restored ${tasks.length} task(s); root ${root}`);
-  if (!opts.detached) result.exitCode = waitForRoot(root);
+  if (!detached) result.exitCode = waitForRoot(root);
   return result;
 }
 

@@ -52,6 +52,7 @@ import type { Log } from "../log.ts";
 import { dropUnlisted, inheritedAreas, patchInherited, splitRuns } from "./inherit.ts";
 import { type RestoreTerminal, takeTerminal } from "../objects/tty.ts";
 import { fd_types } from "../images/gen/fdinfo_pb.ts";
+import type { RunOptions } from "../options/options.ts";
 
 export interface TaskRestoreContext {
   checkpoint: Checkpoint;
@@ -70,7 +71,8 @@ export interface TaskRestoreContext {
   puppetSecbits?: number;
   /** Shared anonymous objects restored so far, by shmid. */
   shmem: Map<bigint, { path: string; vma: vma_entry; filled: boolean }>;
-  shellJob: boolean;
+  /** The restore's options, read-only, as the object kinds get them. */
+  options: RunOptions;
 }
 
 /** A thread ready to be resumed: its agent (still inside) and the core it must end up with. */
