@@ -26,7 +26,7 @@ import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTask, type FrozenTree } from "./freeze.ts";
 import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { FileTable } from "../objects/files.ts";
-import { type DumpedVma, mapFilesPath, PE, VMA, writePages } from "../objects/memory.ts";
+import { type DumpedVma, mapFilesPath, PAGE_SIZE, PE, VMA, writePages } from "../objects/memory.ts";
 import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
 import { DumpError, UnsupportedObjectError } from "../errors.ts";
 import { CLOCK_BOOTTIME, clockNs, compareResource, KCMP } from "../../ffi/process.ts";
@@ -50,13 +50,34 @@ export interface DumpOptions {
   hooks: Hooks;
 }
 
+/**
+ * What stats-dump records, as CRIU counts it. Private memory and shared anonymous memory are
+ * counted apart (pages / shpages); a dump without a parent skips no pages, and one without lazy
+ * pages or irmap resolution (no inotify watches to name) has 0 there, which is the real value.
+ */
 export interface DumpStats {
   freezingUs: number;
   frozenUs: number;
   memdumpUs: number;
   memwriteUs: number;
+  /** Time spent finding paths for watched inodes (CRIU's irmap); criu-ts has none to find. */
+  irmapResolveUs: number;
+  /** Pages of the private mappings looked at, and those written. */
   pagesScanned: number;
+  pagesSkippedParent: number;
   pagesWritten: number;
+  pagesLazy: number;
+  /**
+   * CRIU moves pages through page pipes, one per task and per shared object, each made of
+   * buffers. Ours are the transfers that play that part: one per task's pages and one per shared
+   * object; and, for the buffers, the runs of contiguous pages each transfer carries.
+   */
+  pagePipes: number;
+  pagePipeBufs: number;
+  /** Pages of shared anonymous memory (once per object) looked at, and those written. */
+  shpagesScanned: number;
+  shpagesSkippedParent: number;
+  shpagesWritten: number;
 }
 
 const NS_KINDS = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] as const;
@@ -285,8 +306,16 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     frozenUs: 0,
     memdumpUs: 0,
     memwriteUs: 0,
+    irmapResolveUs: 0,
     pagesScanned: 0,
+    pagesSkippedParent: 0,
     pagesWritten: 0,
+    pagesLazy: 0,
+    pagePipes: 0,
+    pagePipeBufs: 0,
+    shpagesScanned: 0,
+    shpagesSkippedParent: 0,
+    shpagesWritten: 0,
   };
   // Only a tree in a network namespace of its own gets its network locked (as CRIU does).
   const ownNetns = hasOwnNetns(opts.pid);
@@ -325,13 +354,19 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         dir.write(KINDS.PAGEMAP, t.imagePid, pagemapFor(t, pagesId));
         stats.memwriteUs += Math.round((performance.now() - w0) * 1000);
         stats.pagesWritten += s.pages;
-        stats.pagesScanned += t.vmas.reduce((n, v) => n + Number((v.entry.end - v.entry.start) / 4096n), 0);
+        stats.pagesScanned += t.vmas.filter(isPrivate).reduce((n, v) => n + pagesOf(v), 0);
+        stats.pagePipes += 1;
+        stats.pagePipeBufs += t.vmas.reduce((n, v) => n + v.runs.length, 0);
         log.debug(`Task ${t.pid}: ${s.pages} pages (${s.remotePages} written by the task itself)`);
         for (const v of t.vmas) {
           if (!(v.entry.status & VMA.ANON_SHARED) || shmemDone.has(v.entry.shmid)) continue;
           shmemDone.add(v.entry.shmid);
           pagesId += 1;
-          stats.pagesWritten += dumpSharedObject(dir, t.pid, v, pagesId);
+          const shared = dumpSharedObject(dir, t.pid, v, pagesId);
+          stats.shpagesScanned += shared.scanned;
+          stats.shpagesWritten += shared.written;
+          stats.pagePipes += 1;
+          stats.pagePipeBufs += shared.runs;
         }
       },
       writeCore(imageTid: number, core: core_entry) {
@@ -413,12 +448,28 @@ function finish(tree: FrozenTree, opts: DumpOptions): void {
   else tree.kill();
 }
 
+/** A mapping whose pages are the task's own (CRIU's vma_area_is_private). */
+function isPrivate(v: DumpedVma): boolean {
+  return (v.entry.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) !== 0;
+}
+
+function pagesOf(v: DumpedVma): number {
+  return Number((v.entry.end - v.entry.start) / BigInt(PAGE_SIZE));
+}
+
+/** Pages of a shared object looked at (its whole size) and written, and the runs written. */
+interface SharedObjectPages {
+  scanned: number;
+  written: number;
+  runs: number;
+}
+
 /**
  * Shared anonymous memory goes once into pagemap-shmem-ID.img (addresses are offsets in the
  * object). The object is read through /proc/PID/map_files, which shows every page it holds
  * whichever view touched it; SEEK_DATA/SEEK_HOLE skip what was never written.
  */
-function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: number): number {
+function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: number): SharedObjectPages {
   const source = mapFilesPath(pid, v.entry);
   const fd = openFd(source, OPEN.RDONLY | OPEN.CLOEXEC);
   const path = dir.pathFor(KINDS.PAGES, pagesId);
@@ -426,9 +477,11 @@ function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: num
   const out = createImageFile(path);
   const entries = [];
   let pages = 0;
+  let size = 0;
   try {
     const chunk = new Uint8Array(4 * 1024 * 1024);
-    for (const [start, end] of dataRanges(fd, Deno.statSync(source).size)) {
+    size = Deno.statSync(source).size;
+    for (const [start, end] of dataRanges(fd, size)) {
       for (let at = start; at < end; at += chunk.length) {
         const part = chunk.subarray(0, Math.min(chunk.length, end - at));
         preadFull(fd, part, at, source);
@@ -450,7 +503,7 @@ function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: num
     closeFd(fd);
   }
   dir.write(KINDS.SHMEM_PAGEMAP, v.entry.shmid, [create(pagemap_headSchema, { pagesId }), ...entries]);
-  return pages;
+  return { scanned: Math.ceil(size / PAGE_SIZE), written: pages, runs: entries.length };
 }
 
 /** pipes-data.img: one entry per pipe with queued bytes, each followed by those bytes. */
@@ -468,6 +521,7 @@ function writePipeData(dir: ImageDir, table: FileTable): void {
   }
 }
 
+/** Every field CRIU's write_stats() sets, the optional ones included: readers expect them all. */
 function writeStats(dir: ImageDir, s: DumpStats): void {
   dir.write(KINDS.STATS, "dump", [
     create(stats_entrySchema, {
@@ -476,10 +530,16 @@ function writeStats(dir: ImageDir, s: DumpStats): void {
         frozenTime: s.frozenUs,
         memdumpTime: s.memdumpUs,
         memwriteTime: s.memwriteUs,
+        irmapResolve: s.irmapResolveUs,
         pagesScanned: BigInt(s.pagesScanned),
-        pagesSkippedParent: 0n,
+        pagesSkippedParent: BigInt(s.pagesSkippedParent),
         pagesWritten: BigInt(s.pagesWritten),
-        pagesLazy: 0n,
+        pagesLazy: BigInt(s.pagesLazy),
+        pagePipes: BigInt(s.pagePipes),
+        pagePipeBufs: BigInt(s.pagePipeBufs),
+        shpagesScanned: BigInt(s.shpagesScanned),
+        shpagesSkippedParent: BigInt(s.shpagesSkippedParent),
+        shpagesWritten: BigInt(s.shpagesWritten),
       }),
     }),
   ]);

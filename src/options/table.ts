@@ -247,13 +247,14 @@ function vethPair(value: string): VethPair {
 }
 
 /**
- * -v: no argument adds one; `-vvv` reaches us as -v with "vv", and each v counts; `-v4` sets 4.
- * `-verbosity=N` is -v with the argument "erbosity=N" (getopt_long has no single-dash long
- * options), from which CRIU's atoi reads 0: so do we, and say so.
+ * -v: no argument adds one; `-vvv` reaches us as -v with "vv", and CRIU adds one more than the
+ * argument's length whenever it starts with v; `-v4` sets 4. `-verbosity=N` is -v with the
+ * argument "erbosity=N" (getopt_long has no single-dash long options), from which CRIU's atoi
+ * reads 0: so do we, and say so. Other words (`-vx`) are refused rather than read as 0.
  */
 function verbosity(o: Options, value: string | undefined, note: Note): void {
   if (value === undefined) o.verbosity++;
-  else if (/^v+$/.test(value)) o.verbosity += value.length + 1;
+  else if (value.startsWith("v")) o.verbosity += value.length + 1;
   else if (/^erbosity(=|$)/.test(value)) {
     o.verbosity = 0;
     note(

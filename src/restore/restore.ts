@@ -73,6 +73,8 @@ export interface RestoreResult {
   exitCode?: number;
   forkingUs: number;
   restoreUs: number;
+  /** Pages compared with a parent's, left shared with it, and filled from the images. */
+  pages: { compared: number; skipped: number; restored: number };
 }
 
 function checkPidsFree(tasks: readonly RestoreTaskImages[]): void {
@@ -278,7 +280,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   );
   const pending = new Map<number, PendingThread[]>();
   const shared = new SharedFiles();
-  const cowStats = { compared: 0, skipped: 0 };
+  const cowStats = { compared: 0, skipped: 0, restored: 0 };
   try {
     // FORKING (and memory, parents first)
     const ctx = {
@@ -342,8 +344,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
     pid: root,
     forkingUs: Math.round((forkedAt - t0) * 1000),
     restoreUs: Math.round((done - forkedAt) * 1000),
+    pages: cowStats,
   };
-  writeRestoreStats(cp.dir, result, cowStats);
+  writeRestoreStats(cp.dir, result);
   try {
     opts.hooks.run("post-resume", root);
   } catch (e) {
@@ -363,11 +366,9 @@ function writePidfile(path: string, root: number): void {
   }
 }
 
-function writeRestoreStats(
-  dir: ImageDir,
-  r: RestoreResult,
-  cow: { compared: number; skipped: number },
-): void {
+/** Every field CRIU's write_stats() sets, pages_restored included: readers expect them all. */
+function writeRestoreStats(dir: ImageDir, r: RestoreResult): void {
+  const cow = r.pages;
   try {
     dir.write(KINDS.STATS, "restore", [
       create(stats_entrySchema, {
@@ -376,6 +377,7 @@ function writeRestoreStats(
           pagesSkippedCow: BigInt(cow.skipped),
           forkingTime: r.forkingUs,
           restoreTime: r.restoreUs,
+          pagesRestored: BigInt(cow.restored),
         }),
       }),
     ]);

@@ -62,8 +62,8 @@ export interface TaskRestoreContext {
   terminal: RestoreTerminal;
   /** Files open in the tasks restored so far. */
   shared: SharedFiles;
-  /** Pages compared with the parent's and left shared (stats-restore). */
-  cowStats: { compared: number; skipped: number };
+  /** Pages compared with the parent's and left shared, and pages filled from the images (stats-restore). */
+  cowStats: { compared: number; skipped: number; restored: number };
   /**
    * The securebits every puppet has until its own credentials are set: each is a copy of the
    * helper (or of the sibling root), so they are asked once.
@@ -238,6 +238,7 @@ export function restoreMemory(
   const cow = patchInherited(agent.pid, t.pagesPath!, inheritedRuns);
   ctx.cowStats.compared += cow.compared;
   ctx.cowStats.skipped += cow.compared - cow.written;
+  ctx.cowStats.restored += own.reduce((n, r) => n + r.pages, 0) + cow.written;
   dropUnlisted(agent, inherited, runs, parent?.pages ?? []);
   if (inherited.size) {
     ctx.log.debug(

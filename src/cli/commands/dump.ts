@@ -3,6 +3,7 @@ import { dumpHeld } from "../../dump/dump.ts";
 import { DumpError } from "../../errors.ts";
 import type { CommandContext } from "./context.ts";
 import { dumpArguments } from "../../options/core.ts";
+import { dumpStatsText } from "./stats.ts";
 import { signalIgnored } from "../../../ffi/process.ts";
 import { SIG } from "../../../ffi/syscalls.ts";
 
@@ -46,15 +47,7 @@ export async function dumpCommand(ctx: CommandContext): Promise<number> {
     }
     held.release();
     ctx.log.info(`Dumping finished successfully`);
-    if (o.displayStats) printStats(held.stats);
+    if (o.displayStats) console.log(dumpStatsText(held.stats));
     return 0;
   });
-}
-
-function printStats(stats: ReturnType<typeof dumpHeld>["stats"]): void {
-  console.log(
-    `Displaying dump stats:\nFreezing time: ${stats.freezingUs} us\nFrozen time: ${stats.frozenUs} us\n` +
-      `Memory dump time: ${stats.memdumpUs} us\nMemory write time: ${stats.memwriteUs} us\n` +
-      `Memory pages scanned: ${stats.pagesScanned}\nMemory pages written: ${stats.pagesWritten}`,
-  );
 }
