@@ -41,6 +41,8 @@ export interface RestoreFilesContext {
   parkBase: number;
   /** pidfds the task opened on other tasks while taking their fds (parked, so closed at the end). */
   pidfds?: Map<number, bigint>;
+  /** The restore's options, read-only. */
+  options: RunOptions;
   log: Log;
 }
 

@@ -338,6 +338,7 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
       shared: ctx.shared,
       park,
       parkBase,
+      options: ctx.options,
       log: ctx.log,
     },
     t.fdinfos,
