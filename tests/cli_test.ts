@@ -4,6 +4,7 @@ import { CRIU_VERSION, helpText, usageText, versionText } from "../src/cli/help.
 import { OPTION_TABLE } from "../src/cli/options.ts";
 import { parseCommandLine, UsageError } from "../src/cli/parse.ts";
 import { dumpArguments, restoreArguments } from "../src/options/core.ts";
+import { getoptLong } from "../src/options/getopt.ts";
 import { Log } from "../src/log.ts";
 import { ScriptHooks } from "../src/actions/scripts.ts";
 import { criuOk, reap, tempDir, Workload } from "./lib/harness.ts";
@@ -572,6 +573,80 @@ Deno.test("parseCommandLine() agrees with CRIU's short option string", () => {
   }
   const ours = new Map(OPTION_TABLE.filter((s) => s.short !== "").map((s) => [s.short, s.arg]));
   assert.deepEqual(ours, expected);
+});
+
+/**
+ * glibc's own getopt_long, built with CRIU's short option string and our long options, as an
+ * independent reader: one line per option (`-t=5`, `--leave-running`), then `word W` for each
+ * word left, or `error` at the first malformed word (where CRIU stops).
+ */
+async function buildGlibcGetopt(dir: string): Promise<string> {
+  const c = (text: string) => JSON.stringify(text);
+  const longs = OPTION_TABLE.flatMap((s) =>
+    s.arg === "none" && s.negatable ? [[s.long, s.arg], [`no-${s.long}`, s.arg]] : [[s.long, s.arg]]
+  );
+  const rows = longs.map(([name, arg]) =>
+    `{ ${c(name!)}, ${
+      { none: "no_argument", required: "required_argument", optional: "optional_argument" }[arg!]
+    }, 0, 0 }`
+  );
+  const source = `#include <getopt.h>
+#include <stdio.h>
+static struct option longs[] = { ${rows.join(",\n")}, { 0, 0, 0, 0 } };
+int main(int argc, char **argv) {
+	int idx, c, i;
+	opterr = 0;
+	for (i = 0; longs[i].name; i++) longs[i].val = 1000 + i;
+	while ((c = getopt_long(argc, argv, "dSsRt:hD:o:v::x::Vr:jJ:lW:L:M:", longs, &idx)) != -1) {
+		if (c == '?' || c == ':') { printf("error\\n"); return 0; }
+		if (c >= 1000) printf("--%s", longs[c - 1000].name); else printf("-%c", c);
+		if (optarg) printf("=%s", optarg);
+		printf("\\n");
+	}
+	for (i = optind; i < argc; i++) printf("word %s\\n", argv[i]);
+	return 0;
+}
+`;
+  Deno.writeTextFileSync(`${dir}/getopt.c`, source);
+  const out = await new Deno.Command("gcc", {
+    args: ["-o", `${dir}/getopt`, `${dir}/getopt.c`],
+    stderr: "piped",
+  })
+    .output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return `${dir}/getopt`;
+}
+
+function ourTrace(words: string[], posixlyCorrect: boolean): string {
+  const scan = getoptLong(words, { posixlyCorrect });
+  const lines = scan.occurrences.map((o) => o.display + (o.value === undefined ? "" : `=${o.value}`));
+  if (scan.error !== undefined) return [...lines, "error"].join("\n") + "\n";
+  return [...lines, ...scan.positionals.map((w) => `word ${w}`)].map((l) => `${l}\n`).join("");
+}
+
+Deno.test("getoptLong() reads words exactly as glibc's getopt_long does with CRIU's table", async () => {
+  const dir = tempDir();
+  try {
+    const glibc = await buildGlibcGetopt(dir);
+    const cases: [string[], boolean][] = [
+      ["-Rjt5 dump", "dump -t 5 -v", "-vvv check", "-verbosity=0 check --feature x", "-v 4", "--verbosity 4"],
+      ["--verbosity=4", "--leave-r", "--tcp", "--ext", "--no-shell", "--no-tcp-e", "--tls-c=x", "-D --"],
+      ["--images-dir -- x", "-- -R", "- -R", "-t", "--tree", "--leave-running=1", "-q", "--bogus", "-Rq"],
+      ["-x5 -x 6", "--ext-unix-sk=7", "--cpu-cap x", "--cpu-cap=", "swrk 3 -v4", "--tree= x", "--d", "--da"],
+      ["--no-d", "--no-da", "-dSsR", "--lazy", "--l", "-o -v", "restore --exec-cmd -- ls -l", "--help=x"],
+      ["--daemon --no-daemon", "--manage-cgroups full", "--feature=x --feature y", "-hV", "--config"],
+      ["--no-default-config=x", "--enable-ext", "--enable-external-s", "--tls-no", "--al", "-W", "-Wx -L y"],
+    ].flat().map((line) => [line.split(" "), false]);
+    cases.push([["dump", "-t1"], true], [["-t1", "dump", "-R"], true]);
+    for (const [words, posixly] of cases) {
+      const env = posixly ? { POSIXLY_CORRECT: "1" } : {};
+      const out = await new Deno.Command(glibc, { args: words, env, clearEnv: true, stdout: "piped" })
+        .output();
+      assert.equal(ourTrace(words, posixly), new TextDecoder().decode(out.stdout), words.join(" "));
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
 });
 
 Deno.test("parseCommandLine() notes an option that does nothing for the command, and does not refuse it", () => {
