@@ -649,6 +649,109 @@ Deno.test("getoptLong() reads words exactly as glibc's getopt_long does with CRI
   }
 });
 
+Deno.test("OPTION_TABLE has CRIU's long options, each once, with CRIU's argument kinds", () => {
+  // criu/config.c, parse_options(): long_opts; "bool" are its BOOL_OPT pairs (NAME and no-NAME).
+  const criu: Record<string, string[]> = {
+    bool: [
+      "restore-detached",
+      "restore-sibling",
+      "daemon",
+      "tcp-established",
+      "log-pid",
+      "evasive-devices",
+      "link-remap",
+      "shell-job",
+      "file-locks",
+      "page-server",
+      "track-mem",
+      "auto-dedup",
+      "force-irmap",
+      "extra",
+      "experimental",
+      "skip-in-flight",
+      "deprecated",
+      "display-stats",
+      "weak-sysctls",
+      "tcp-close",
+      "stream",
+      "tls",
+      "skip-file-rwx-check",
+      "mntns-compat-mode",
+      "unprivileged",
+      "ghost-fiemap",
+      "allow-uprobes",
+    ],
+    no: [
+      "leave-stopped",
+      "leave-running",
+      "help",
+      "version",
+      "ms",
+      "exec-cmd",
+      "enable-external-sharing",
+      "enable-external-masters",
+      "lazy-pages",
+      "all",
+      "no-default-config",
+      "tls-no-cn-verify",
+    ],
+    required: [
+      "tree",
+      "images-dir",
+      "work-dir",
+      "log-file",
+      "join-ns",
+      "root",
+      "close",
+      "pidfile",
+      "veth-pair",
+      "action-script",
+      "address",
+      "port",
+      "prev-images-dir",
+      "libdir",
+      "ext-mount-map",
+      "cgroup-root",
+      "inherit-fd",
+      "feature",
+      "skip-mnt",
+      "enable-fs",
+      "freeze-cgroup",
+      "ghost-limit",
+      "irmap-scan-path",
+      "lsm-profile",
+      "timeout",
+      "external",
+      "empty-ns",
+      "cgroup-props",
+      "cgroup-props-file",
+      "cgroup-dump-controller",
+      "status-fd",
+      "ps-socket",
+      "config",
+      "tls-cacert",
+      "tls-cacrl",
+      "tls-cert",
+      "tls-key",
+      "cgroup-yard",
+      "pre-dump-mode",
+      "file-validation",
+      "lsm-mount-context",
+      "network-lock",
+    ],
+    optional: [
+      "ext-unix-sk",
+      "cpu-cap",
+      "manage-cgroups",
+      "verbosity",
+    ],
+  };
+  const kind = (s: (typeof OPTION_TABLE)[number]) => s.arg === "none" ? (s.negatable ? "bool" : "no") : s.arg;
+  const ours = OPTION_TABLE.map((s) => `${s.long} ${kind(s)}`).sort();
+  const theirs = Object.entries(criu).flatMap(([k, names]) => names.map((n) => `${n} ${k}`)).sort();
+  assert.deepEqual(ours, theirs);
+});
+
 Deno.test("parseCommandLine() notes an option that does nothing for the command, and does not refuse it", () => {
   const { notes } = parse("dump", "-t1", "--root", "/r", "--restore-detached");
   assert.deepEqual(notes, [
@@ -814,6 +917,29 @@ Deno.test("stats-dump and stats-restore hold every field CRIU writes, as Debian'
     await w.kill();
     w.cleanup();
     Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("stats-dump and stats-restore go to the work dir (-W), where CRIU writes them", async () => {
+  const w = await Workload.start("mmap_zoo");
+  const images = tempDir();
+  const work = tempDir();
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-W", work]);
+    await reap(w.pid);
+    await criuOk(["restore", "-D", images, "-W", work, "-d"]);
+    assert.equal(await w.finish(), "PASS");
+    assert.deepEqual(
+      [...Deno.readDirSync(work)].map((e) => e.name).sort(),
+      ["stats-dump", "stats-restore"],
+    );
+    assert.ok(![...Deno.readDirSync(images)].some((e) => e.name.startsWith("stats-")));
+    assert.ok((await debianCritEntries(`${work}/stats-dump`)).dump);
+  } finally {
+    await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+    Deno.removeSync(work, { recursive: true });
   }
 });
 

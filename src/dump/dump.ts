@@ -294,6 +294,9 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   const unusable = unusableDirectory("images directory", opts.imagesDir);
   if (unusable !== undefined) throw new DumpError(unusable);
   const dir = new ImageDir(opts.imagesDir);
+  // Like CRIU, which runs in its work dir (-W), stats-dump goes there: runtimes look for it there.
+  const workDir = opts.options.workDir;
+  const statsDir = workDir === undefined ? dir : new ImageDir(workDir);
   opts.hooks.run("pre-dump");
   const t0 = performance.now();
   log.debug(`Freezing the tree of ${opts.pid}`);
@@ -400,7 +403,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     if (table.pipeData.size) writePipeData(dir, table);
     opts.hooks.run("post-dump");
     stats.frozenUs = Math.round((performance.now() - frozenAt) * 1000);
-    writeStats(dir, stats);
+    writeStats(statsDir, stats);
     dir.write(KINDS.INVENTORY, undefined, [
       create(inventory_entrySchema, {
         imgVersion: CRTOOLS_IMAGES_V1_1,
@@ -431,6 +434,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     if (locked) unlockQuietly(opts);
     tree.resume();
     dir.removeWritten();
+    if (statsDir !== dir) statsDir.removeWritten();
   }
 }
 

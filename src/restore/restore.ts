@@ -49,7 +49,7 @@ import { create } from "@bufbuild/protobuf";
 import { restore_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_pb.ts";
 import { pstree_entrySchema } from "../images/gen/pstree_pb.ts";
 import type { Agent } from "../agent.ts";
-import type { ImageDir } from "../images/dir.ts";
+import { ImageDir } from "../images/dir.ts";
 import type { RunOptions } from "../options/options.ts";
 
 /**
@@ -346,7 +346,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
     restoreUs: Math.round((done - forkedAt) * 1000),
     pages: cowStats,
   };
-  writeRestoreStats(cp.dir, result);
+  // Like CRIU, which runs in its work dir (-W), stats-restore goes there.
+  const workDir = opts.options.workDir;
+  writeRestoreStats(workDir === undefined ? cp.dir : new ImageDir(workDir), result);
   try {
     opts.hooks.run("post-resume", root);
   } catch (e) {
