@@ -251,8 +251,3 @@ function deepFreeze<T>(value: T): T {
 export function freezeOptions(options: Options): RunOptions {
   return deepFreeze(structuredClone(options));
 }
-
-/** The defaults, frozen: for callers of the cores that set nothing. */
-export function defaultRunOptions(overrides: Partial<Options> = {}): RunOptions {
-  return freezeOptions({ ...defaultOptions(), ...overrides });
-}

@@ -8,7 +8,7 @@ import { type ConfigEnvironment, configFiles, configFileWords } from "./config.t
 import { InvalidValue, UsageError } from "./errors.ts";
 import { getoptLong, type Occurrence, type Scan } from "./getopt.ts";
 import { defaultOptions, type Options } from "./options.ts";
-import { appliesTo, type Command, type OptionSpec, supportOn } from "./table.ts";
+import { appliesTo, type Command, type OptionSpec, supportFor } from "./table.ts";
 
 /** An option's last use: turned on (or off with `--no-NAME`), and how it was spelled. */
 export interface OptionUse {
@@ -144,7 +144,7 @@ export function checkSupport(read: ReadOptions, command: Command): void {
       read.notes.push(`Option ${display} does nothing for ${command}; ignored`);
       continue;
     }
-    const { support, reason } = supportOn(spec, command);
+    const { support, reason } = supportFor(spec, command);
     if (support === "refused") {
       const only = spec.supportOn?.[command] !== undefined ? ` for ${command}` : "";
       throw new UsageError(

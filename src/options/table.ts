@@ -107,7 +107,7 @@ function bool(
 }
 
 /** A row whose support differs on some commands. */
-function on(row: OptionSpec, supportOn: Partial<Record<Command, SupportLevel>>): OptionSpec {
+function withSupportOn(row: OptionSpec, supportOn: Partial<Record<Command, SupportLevel>>): OptionSpec {
   return { ...row, supportOn };
 }
 
@@ -118,7 +118,7 @@ export function appliesTo(spec: OptionSpec, command: Command): boolean {
 }
 
 /** How far criu-ts supports `spec` for `command`. */
-export function supportOn(spec: OptionSpec, command: Command): SupportLevel {
+export function supportFor(spec: OptionSpec, command: Command): SupportLevel {
   const own = spec.supportOn?.[command];
   if (own !== undefined) return own;
   return spec.reason === undefined
@@ -302,9 +302,12 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   // Dump and pre-dump.
   opt("tree", "t", "required", DUMP, IMPLEMENTED, (o, v) => o.tree = integer(v, 1)),
   opt("leave-running", "R", "none", ["dump"], IMPLEMENTED, (o) => o.finalState = "running"),
-  on(opt("leave-stopped", "s", "none", ["dump", "restore"], IMPLEMENTED, (o) => o.finalState = "stopped"), {
-    restore: { support: REFUSED, reason: "leaving the restored tasks stopped" },
-  }),
+  withSupportOn(
+    opt("leave-stopped", "s", "none", ["dump", "restore"], IMPLEMENTED, (o) => o.finalState = "stopped"),
+    {
+      restore: { support: REFUSED, reason: "leaving the restored tasks stopped" },
+    },
+  ),
   bool("track-mem", "", DUMP, REFUSED, (o, on) => o.trackMem = on, "iterative migration"),
   opt("pre-dump-mode", "", "required", ["pre-dump"], ACCEPTED, (o, v) => {
     o.preDumpMode = oneOf(v, ["splice", "read"]);

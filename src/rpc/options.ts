@@ -27,7 +27,7 @@ import {
   criu_pre_dump_mode,
 } from "../images/gen/rpc_pb.ts";
 import { type CgroupMode, defaultOptions, type NetworkLock, type Options } from "../options/options.ts";
-import { appliesTo, OPTION_TABLE, type OptionSpec, type Support, supportOn } from "../options/table.ts";
+import { appliesTo, OPTION_TABLE, type OptionSpec, type Support, supportFor } from "../options/table.ts";
 import { checkSupport, readOptions } from "../options/read.ts";
 import { systemConfigEnvironment } from "../options/config.ts";
 import { isUsageError } from "../options/errors.ts";
@@ -357,7 +357,7 @@ function applyRules(
     }
     const { support, reason } = spec === undefined
       ? { support: rule.support ?? "accepted-and-logged", reason: undefined }
-      : supportOn(spec, kind);
+      : supportFor(spec, kind);
     const spelled = rule.option ? ` (--${rule.option})` : "";
     if (support === "refused") {
       throw new RpcRequestError(
