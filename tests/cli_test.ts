@@ -3,6 +3,11 @@ import { type ConfigEnvironment, configFileWords, GLOBAL_CONFIG_FILE } from "../
 import { CRIU_VERSION, helpText, usageText, versionText } from "../src/cli/help.ts";
 import { OPTION_TABLE } from "../src/cli/options.ts";
 import { parseCommandLine, UsageError } from "../src/cli/parse.ts";
+import { dumpArguments, restoreArguments } from "../src/options/core.ts";
+import { getoptLong } from "../src/options/getopt.ts";
+import { Log } from "../src/log.ts";
+import { ScriptHooks } from "../src/actions/scripts.ts";
+import { criuOk, reap, tempDir, Workload } from "./lib/harness.ts";
 
 /** A config environment with the given files and no variables set unless asked. */
 function fakeEnv(
@@ -475,6 +480,467 @@ Deno.test("configFileWords() refuses two values on a line", () => {
     /expected one value after --work-dir/,
   );
   assert.match(usageError(() => configFileWords('work-dir "/a" /b', "f")), /unexpected '\/b'/);
+});
+
+// Exactly as glibc's getopt_long reads CRIU's table.
+
+Deno.test("parseCommandLine() reads -verbosity=0 as -v with the argument 'erbosity=0', level 0 as in CRIU", () => {
+  const { options, notes } = parse("check", "-verbosity=0", "--feature", "mnt_id");
+  assert.equal(options.verbosity, 0);
+  assert.deepEqual(options.features, ["mnt_id"]);
+  assert.match(notes.join("\n"), /-verbosity=0 is -v with the argument 'erbosity=0'/);
+});
+
+Deno.test("parseCommandLine() reads -verbosity=4 as level 0, as CRIU's atoi does", () => {
+  assert.equal(parse("check", "-verbosity=4").options.verbosity, 0);
+});
+
+Deno.test("parseCommandLine() adds one more than the length of a -v argument starting with v", () => {
+  assert.equal(parse("check", "-vvx").options.verbosity, 5);
+});
+
+Deno.test("parseCommandLine() counts -v given several times", () => {
+  // 2, then one for each -v, and two for -vv (the argument "v" counts one more than its length).
+  assert.equal(parse("check", "-v", "-v", "-vv").options.verbosity, 6);
+});
+
+Deno.test("parseCommandLine() takes -v's optional argument inside a bundle", () => {
+  const { options } = parse("dump", "-t1", "-Rv4");
+  assert.equal(options.finalState, "running");
+  assert.equal(options.verbosity, 4);
+});
+
+Deno.test("parseCommandLine() does not take a long option's optional argument from the next word", () => {
+  assert.match(usageError(() => parse("check", "--verbosity", "4")), /Unexpected argument for check: '4'/);
+});
+
+Deno.test("parseCommandLine() takes -- as a required argument, as getopt does", () => {
+  assert.equal(parse("dump", "-t1", "-D", "--").options.imagesDir, "--");
+  assert.equal(parse("dump", "-t1", "--images-dir", "--").options.imagesDir, "--");
+});
+
+Deno.test("parseCommandLine() takes an empty value after =", () => {
+  assert.equal(parse("dump", "-t1", "--log-file=").options.logFile, "");
+});
+
+Deno.test("parseCommandLine() accepts a prefix of a --no- form", () => {
+  assert.equal(parse("dump", "-t1", "-j", "--no-shell").options.shellJob, false);
+});
+
+Deno.test("parseCommandLine() accepts a prefix that only one option starts with", () => {
+  assert.equal(parse("dump", "-t1", "--tcp-e").options.tcpEstablished, true);
+  assert.equal(parse("restore", "--restore-s").options.restoreSibling, true);
+});
+
+Deno.test("parseCommandLine() refuses a prefix several options start with, naming them", () => {
+  assert.match(
+    usageError(() => parse("dump", "-t1", "--tcp")),
+    /Ambiguous option --tcp: could be --tcp-established, --tcp-close$/,
+  );
+  assert.match(
+    usageError(() => parse("dump", "-t1", "--ext")),
+    /could be --external, --ext-unix-sk, --ext-mount-map, --extra$/,
+  );
+});
+
+Deno.test("parseCommandLine() reads options after the command and its words (GNU permutation)", () => {
+  const { command, positionals, options } = parse("swrk", "3", "-v4");
+  assert.equal(command, "swrk");
+  assert.deepEqual(positionals, ["3"]);
+  assert.equal(options.verbosity, 4);
+});
+
+Deno.test("parseCommandLine() stops at the first word with POSIXLY_CORRECT, as glibc does", () => {
+  const env = { ...fakeEnv(), posixlyCorrect: true };
+  assert.match(
+    usageError(() => parseCommandLine(["dump", "-t1"], env)),
+    /Unexpected argument for dump: '-t1'/,
+  );
+  assert.equal(parseCommandLine(["-t1", "dump"], env).options.tree, 1);
+});
+
+Deno.test("parseCommandLine() answers -h even after -- or as a value, as CRIU's pre-parse does", () => {
+  assert.equal(parse("restore", "--", "-h").options.help, true);
+  assert.equal(parse("dump", "-D", "-h").options.help, true);
+});
+
+Deno.test("parseCommandLine() agrees with CRIU's short option string", () => {
+  // criu/config.c: "dSsRt:hD:o:v::x::Vr:jJ:lW:L:M:"
+  const criu = "dSsRt:hD:o:v::x::Vr:jJ:lW:L:M:";
+  const expected = new Map<string, string>();
+  for (const m of criu.matchAll(/([A-Za-z])(:{0,2})/g)) {
+    expected.set(m[1]!, ["none", "required", "optional"][m[2]!.length]!);
+  }
+  const ours = new Map(OPTION_TABLE.filter((s) => s.short !== "").map((s) => [s.short, s.arg]));
+  assert.deepEqual(ours, expected);
+});
+
+/**
+ * glibc's own getopt_long, built with CRIU's short option string and our long options, as an
+ * independent reader: one line per option (`-t=5`, `--leave-running`), then `word W` for each
+ * word left, or `error` at the first malformed word (where CRIU stops).
+ */
+async function buildGlibcGetopt(dir: string): Promise<string> {
+  const c = (text: string) => JSON.stringify(text);
+  const longs = OPTION_TABLE.flatMap((s) =>
+    s.arg === "none" && s.negatable ? [[s.long, s.arg], [`no-${s.long}`, s.arg]] : [[s.long, s.arg]]
+  );
+  const rows = longs.map(([name, arg]) =>
+    `{ ${c(name!)}, ${
+      { none: "no_argument", required: "required_argument", optional: "optional_argument" }[arg!]
+    }, 0, 0 }`
+  );
+  const source = `#include <getopt.h>
+#include <stdio.h>
+static struct option longs[] = { ${rows.join(",\n")}, { 0, 0, 0, 0 } };
+int main(int argc, char **argv) {
+	int idx, c, i;
+	opterr = 0;
+	for (i = 0; longs[i].name; i++) longs[i].val = 1000 + i;
+	while ((c = getopt_long(argc, argv, "dSsRt:hD:o:v::x::Vr:jJ:lW:L:M:", longs, &idx)) != -1) {
+		if (c == '?' || c == ':') { printf("error\\n"); return 0; }
+		if (c >= 1000) printf("--%s", longs[c - 1000].name); else printf("-%c", c);
+		if (optarg) printf("=%s", optarg);
+		printf("\\n");
+	}
+	for (i = optind; i < argc; i++) printf("word %s\\n", argv[i]);
+	return 0;
+}
+`;
+  Deno.writeTextFileSync(`${dir}/getopt.c`, source);
+  const out = await new Deno.Command("gcc", {
+    args: ["-o", `${dir}/getopt`, `${dir}/getopt.c`],
+    stderr: "piped",
+  })
+    .output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  return `${dir}/getopt`;
+}
+
+function ourTrace(words: string[], posixlyCorrect: boolean): string {
+  const scan = getoptLong(words, { posixlyCorrect });
+  const lines = scan.occurrences.map((o) => o.display + (o.value === undefined ? "" : `=${o.value}`));
+  if (scan.error !== undefined) return [...lines, "error"].join("\n") + "\n";
+  return [...lines, ...scan.positionals.map((w) => `word ${w}`)].map((l) => `${l}\n`).join("");
+}
+
+Deno.test("getoptLong() reads words exactly as glibc's getopt_long does with CRIU's table", async () => {
+  const dir = tempDir();
+  try {
+    const glibc = await buildGlibcGetopt(dir);
+    const cases: [string[], boolean][] = [
+      ["-Rjt5 dump", "dump -t 5 -v", "-vvv check", "-verbosity=0 check --feature x", "-v 4", "--verbosity 4"],
+      ["--verbosity=4", "--leave-r", "--tcp", "--ext", "--no-shell", "--no-tcp-e", "--tls-c=x", "-D --"],
+      ["--images-dir -- x", "-- -R", "- -R", "-t", "--tree", "--leave-running=1", "-q", "--bogus", "-Rq"],
+      ["-x5 -x 6", "--ext-unix-sk=7", "--cpu-cap x", "--cpu-cap=", "swrk 3 -v4", "--tree= x", "--d", "--da"],
+      ["--no-d", "--no-da", "-dSsR", "--lazy", "--l", "-o -v", "restore --exec-cmd -- ls -l", "--help=x"],
+      ["--daemon --no-daemon", "--manage-cgroups full", "--feature=x --feature y", "-hV", "--config"],
+      ["--no-default-config=x", "--enable-ext", "--enable-external-s", "--tls-no", "--al", "-W", "-Wx -L y"],
+    ].flat().map((line) => [line.split(" "), false]);
+    cases.push([["dump", "-t1"], true], [["-t1", "dump", "-R"], true]);
+    for (const [words, posixly] of cases) {
+      const env = posixly ? { POSIXLY_CORRECT: "1" } : {};
+      const out = await new Deno.Command(glibc, { args: words, env, clearEnv: true, stdout: "piped" })
+        .output();
+      assert.equal(ourTrace(words, posixly), new TextDecoder().decode(out.stdout), words.join(" "));
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("OPTION_TABLE has CRIU's long options, each once, with CRIU's argument kinds", () => {
+  // criu/config.c, parse_options(): long_opts; "bool" are its BOOL_OPT pairs (NAME and no-NAME).
+  const criu: Record<string, string[]> = {
+    bool: [
+      "restore-detached",
+      "restore-sibling",
+      "daemon",
+      "tcp-established",
+      "log-pid",
+      "evasive-devices",
+      "link-remap",
+      "shell-job",
+      "file-locks",
+      "page-server",
+      "track-mem",
+      "auto-dedup",
+      "force-irmap",
+      "extra",
+      "experimental",
+      "skip-in-flight",
+      "deprecated",
+      "display-stats",
+      "weak-sysctls",
+      "tcp-close",
+      "stream",
+      "tls",
+      "skip-file-rwx-check",
+      "mntns-compat-mode",
+      "unprivileged",
+      "ghost-fiemap",
+      "allow-uprobes",
+    ],
+    no: [
+      "leave-stopped",
+      "leave-running",
+      "help",
+      "version",
+      "ms",
+      "exec-cmd",
+      "enable-external-sharing",
+      "enable-external-masters",
+      "lazy-pages",
+      "all",
+      "no-default-config",
+      "tls-no-cn-verify",
+    ],
+    required: [
+      "tree",
+      "images-dir",
+      "work-dir",
+      "log-file",
+      "join-ns",
+      "root",
+      "close",
+      "pidfile",
+      "veth-pair",
+      "action-script",
+      "address",
+      "port",
+      "prev-images-dir",
+      "libdir",
+      "ext-mount-map",
+      "cgroup-root",
+      "inherit-fd",
+      "feature",
+      "skip-mnt",
+      "enable-fs",
+      "freeze-cgroup",
+      "ghost-limit",
+      "irmap-scan-path",
+      "lsm-profile",
+      "timeout",
+      "external",
+      "empty-ns",
+      "cgroup-props",
+      "cgroup-props-file",
+      "cgroup-dump-controller",
+      "status-fd",
+      "ps-socket",
+      "config",
+      "tls-cacert",
+      "tls-cacrl",
+      "tls-cert",
+      "tls-key",
+      "cgroup-yard",
+      "pre-dump-mode",
+      "file-validation",
+      "lsm-mount-context",
+      "network-lock",
+    ],
+    optional: [
+      "ext-unix-sk",
+      "cpu-cap",
+      "manage-cgroups",
+      "verbosity",
+    ],
+  };
+  const kind = (s: (typeof OPTION_TABLE)[number]) => s.arg === "none" ? (s.negatable ? "bool" : "no") : s.arg;
+  const ours = OPTION_TABLE.map((s) => `${s.long} ${kind(s)}`).sort();
+  const theirs = Object.entries(criu).flatMap(([k, names]) => names.map((n) => `${n} ${k}`)).sort();
+  assert.deepEqual(ours, theirs);
+});
+
+Deno.test("parseCommandLine() notes an option that does nothing for the command, and does not refuse it", () => {
+  const { notes } = parse("dump", "-t1", "--root", "/r", "--restore-detached");
+  assert.deepEqual(notes, [
+    "Option --root does nothing for dump; ignored",
+    "Option --restore-detached does nothing for dump; ignored",
+  ]);
+});
+
+Deno.test("parseCommandLine() refuses -s for a restore, which cannot leave the tasks stopped yet", () => {
+  assert.equal(parse("dump", "-t1", "-s").options.finalState, "stopped");
+  assert.match(
+    usageError(() => parse("restore", "-s")),
+    /Option -s is not supported by criu-ts yet for restore/,
+  );
+});
+
+Deno.test("parseCommandLine() refuses --track-mem for a dump by its table row", () => {
+  assert.match(
+    usageError(() => parse("dump", "-t1", "--track-mem")),
+    /Option --track-mem is not supported by criu-ts yet \(iterative migration\)/,
+  );
+});
+
+Deno.test("parseCommandLine() reads the options of the coming issues into the options object", () => {
+  const { options, notes } = parse(
+    "dump",
+    "-t1",
+    "--tcp-established",
+    "--ext-unix-sk=5",
+    "--tcp-close",
+    "--skip-in-flight",
+    "--network-lock=nftables",
+    "--link-remap",
+    "--evasive-devices",
+    "--file-locks",
+    "--ghost-limit=2M",
+    "--external=dev[1/2]:x",
+    "-L",
+    "/plugins",
+    "--manage-cgroups=full",
+  );
+  assert.deepEqual(
+    [options.tcpEstablished, options.extUnixSkInodes, options.tcpClose, options.skipInFlight],
+    [true, [5], true, true],
+  );
+  assert.deepEqual(
+    [options.networkLock, options.linkRemap, options.evasiveDevices, options.fileLocks, options.ghostLimit],
+    ["nftables", true, true, true, 2 << 20],
+  );
+  assert.deepEqual([options.external, options.libdir, options.manageCgroups], [
+    ["dev[1/2]:x"],
+    "/plugins",
+    "full",
+  ]);
+  assert.equal(notes.length, 12);
+  assert.ok(notes.every((n) => n.endsWith("is accepted but not acted on yet")), notes.join("\n"));
+  const restore = parse("restore", "--veth-pair", "a=b", "--cgroup-root", "/c").options;
+  assert.deepEqual([restore.vethPairs, restore.cgroupRoots], [[{ inside: "a", outside: "b" }], [{
+    path: "/c",
+  }]]);
+  assert.match(
+    usageError(() => parse("restore", "--inherit-fd", "fd[3]:x")),
+    /--inherit-fd is not supported/,
+  );
+  assert.match(usageError(() => parse("restore", "--root", "/r")), /--root is not supported.*another root/);
+});
+
+Deno.test("parseCommandLine() reads a config file with the same table: prefixes and all", () => {
+  const env = fakeEnv({ "/c.conf": "leave-r\ntcp-e\n" });
+  const { options } = parseCommandLine(["dump", "-t1", "--config=/c.conf"], env);
+  assert.equal(options.finalState, "running");
+  assert.equal(options.tcpEstablished, true);
+  assert.match(
+    usageError(() =>
+      parseCommandLine(["dump", "-t1", "--config", "/c.conf"], fakeEnv({ "/c.conf": "tcp\n" }))
+    ),
+    /Ambiguous option --tcp: .* \(config file \/c\.conf\)/,
+  );
+});
+
+Deno.test("parseCommandLine() reads no config file from a shortened --config, as CRIU", () => {
+  const env = fakeEnv({ "/c.conf": "tcp-close\n" });
+  const { options, notes } = parseCommandLine(["dump", "-t1", "--conf=/c.conf"], env);
+  assert.equal(options.tcpClose, false);
+  assert.match(notes.join("\n"), /--config was shortened/);
+});
+
+Deno.test("dumpArguments() hands the core one frozen copy of the options", () => {
+  const { options } = parse("dump", "-t", "42", "-D", "/img", "-j", "--action-script", "/s");
+  const log = new Log(0, false);
+  const args = dumpArguments(options, { log, hooks: new ScriptHooks([], "/img", log) });
+  assert.deepEqual([args.pid, args.imagesDir, args.options.shellJob], [42, "/img", true]);
+  assert.ok(Object.isFrozen(args.options) && Object.isFrozen(args.options.actionScripts));
+  options.shellJob = false;
+  assert.equal(args.options.shellJob, true);
+});
+
+Deno.test("restoreArguments() takes -d, -S, -j and --pidfile from the options", () => {
+  const { options } = parse("restore", "-dSj", "--pidfile", "/p");
+  const log = new Log(0, false);
+  const args = restoreArguments(options, { log, hooks: new ScriptHooks([], ".", log) });
+  const o = args.options;
+  assert.deepEqual([args.imagesDir, o.restoreDetached, o.restoreSibling, o.shellJob, o.pidfile], [
+    ".",
+    true,
+    true,
+    true,
+    "/p",
+  ]);
+});
+
+Deno.test("src/rpc imports nothing from src/cli", () => {
+  const dir = new URL("../src/rpc/", import.meta.url).pathname;
+  for (const entry of Deno.readDirSync(dir)) {
+    const text = Deno.readTextFileSync(`${dir}${entry.name}`);
+    assert.doesNotMatch(text, /from "\.\.\/cli\//, `${entry.name} imports src/cli`);
+  }
+});
+
+// Stats, as runtimes read them.
+
+async function debianCritEntries(path: string): Promise<Record<string, Record<string, unknown>>> {
+  const out = await new Deno.Command("/usr/bin/crit", { args: ["decode", "-i", path], stdout: "piped" })
+    .output();
+  assert.equal(out.code, 0, `crit decode ${path}`);
+  return JSON.parse(new TextDecoder().decode(out.stdout)).entries[0];
+}
+
+Deno.test("stats-dump and stats-restore hold every field CRIU writes, as Debian's crit shows", async () => {
+  const w = await Workload.start("mmap_zoo");
+  const images = tempDir();
+  try {
+    const dumped = await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--display-stats"]);
+    await reap(w.pid);
+    const restored = await criuOk(["restore", "-D", images, "-d", "--display-stats"]);
+    assert.equal(await w.finish(), "PASS");
+
+    const d = (await debianCritEntries(`${images}/stats-dump`)).dump!;
+    for (const field of ["freezing_time", "frozen_time", "memdump_time", "memwrite_time", "irmap_resolve"]) {
+      assert.equal(typeof d[field], "number", field);
+    }
+    // mmap_zoo fills 8 pages of one shared anonymous area; nothing comes from a parent or lazily.
+    assert.deepEqual(
+      [d.shpages_scanned, d.shpages_written, d.shpages_skipped_parent, d.pages_skipped_parent, d.pages_lazy],
+      [8, 8, 0, 0, 0],
+    );
+    assert.equal(d.irmap_resolve, 0);
+    assert.ok((d.pages_written as number) > 0 && (d.pages_scanned as number) >= (d.pages_written as number));
+    // One transfer for the task's pages and one for the shared object, each of one run or more.
+    assert.equal(d.page_pipes, 2);
+    assert.ok((d.page_pipe_bufs as number) >= 2);
+    assert.match(dumped.stdout, new RegExp(`Memory pages written: ${d.pages_written} \\(0x`));
+
+    const r = (await debianCritEntries(`${images}/stats-restore`)).restore!;
+    for (const field of ["pages_compared", "pages_skipped_cow", "forking_time", "restore_time"]) {
+      assert.equal(typeof r[field], "number", field);
+    }
+    assert.ok(
+      (r.pages_restored as number) > 0 && (r.pages_restored as number) <= (d.pages_written as number),
+    );
+    assert.match(restored.stdout, new RegExp(`Pages restored: ${r.pages_restored} \\(0x`));
+  } finally {
+    await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("stats-dump and stats-restore go to the work dir (-W), where CRIU writes them", async () => {
+  const w = await Workload.start("mmap_zoo");
+  const images = tempDir();
+  const work = tempDir();
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-W", work]);
+    await reap(w.pid);
+    await criuOk(["restore", "-D", images, "-W", work, "-d"]);
+    assert.equal(await w.finish(), "PASS");
+    assert.deepEqual(
+      [...Deno.readDirSync(work)].map((e) => e.name).sort(),
+      ["stats-dump", "stats-restore"],
+    );
+    assert.ok(![...Deno.readDirSync(images)].some((e) => e.name.startsWith("stats-")));
+    assert.ok((await debianCritEntries(`${work}/stats-dump`)).dump);
+  } finally {
+    await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+    Deno.removeSync(work, { recursive: true });
+  }
 });
 
 // Help and version texts.

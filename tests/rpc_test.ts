@@ -323,6 +323,21 @@ Deno.test("setupRequest() refuses what would change the result", () => {
   assert.match(refusal(() => setup("dump", { pid: 1, logFile: "a/b.log" })), /plain file name/);
 });
 
+Deno.test("setupRequest() refuses leave_stopped for a restore, by the option table's row for -s", () => {
+  assert.match(
+    refusal(() => setup("restore", { leaveStopped: true })),
+    /^56: criu_opts.leave_stopped \(--leave-stopped\) is not supported by criu-ts yet/,
+  );
+});
+
+Deno.test("setupRequest() restores detached and never into the pidfile of criu's own command line", () => {
+  const base = { ...defaultOptions(), pidfile: "/run/criu-service.pid" };
+  const opts = create(criu_optsSchema, { imagesDirFd: -1, imagesDir: "/tmp" });
+  const s = setupRequest("restore", opts, { base, peer: { pid: Deno.pid, uid: 0, gid: 0 }, mode: "service" });
+  assert.equal(s.options.restoreDetached, true);
+  assert.equal(s.options.pidfile, undefined);
+});
+
 Deno.test("setupRequest() refuses rst_sibling and inherit_fd in a service worker", () => {
   assert.match(
     refusal(() => setup("restore", { rstSibling: true }, "service")),

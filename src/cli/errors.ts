@@ -1,25 +1,2 @@
-/**
- * Errors of the command-line layer. A UsageError means the command line or a config file is wrong;
- * the caller prints it (and usually the short usage) and exits with status 1.
- */
-export class UsageError extends Error {
-  constructor(message: string) {
-    super(message);
-    this.name = "UsageError";
-  }
-}
-
-export function isUsageError(error: unknown): error is UsageError {
-  return error instanceof UsageError;
-}
-
-/**
- * Thrown by an option's store function when its argument is malformed. It only says what was
- * expected; the parser knows the option's spelling and the value, and turns it into a UsageError.
- */
-export class InvalidValue extends Error {
-  constructor(readonly expected: string) {
-    super(`Expected ${expected}`);
-    this.name = "InvalidValue";
-  }
-}
+/** The errors of option parsing live with the options (src/options), shared with RPC. */
+export { InvalidValue, isUsageError, UsageError } from "../options/errors.ts";

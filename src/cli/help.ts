@@ -2,10 +2,10 @@
  * The texts of `criu --help` and `criu --version`. The version line is parsed by LXC and go-criu,
  * so its shape is fixed: "Version: X.Y", then "GitID: ..." only when there is one.
  */
-import { OPTION_TABLE } from "./options.ts";
+import { OPTION_TABLE } from "../options/table.ts";
+import { CRIU_VERSION } from "../version.ts";
 
-/** The CRIU release whose command line, images and RPC criu-ts follows. */
-export const CRIU_VERSION = "4.2";
+export { CRIU_VERSION } from "../version.ts";
 
 export function versionText(gitId?: string): string {
   return `Version: ${CRIU_VERSION}\n` + (gitId ? `GitID: ${gitId}\n` : "");

@@ -26,7 +26,7 @@ import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTask, type FrozenTree } from "./freeze.ts";
 import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { type FilesSession, FileTable, finishFilesDump } from "../objects/files.ts";
-import { type DumpedVma, mapFilesPath, PE, VMA, writePages } from "../objects/memory.ts";
+import { type DumpedVma, mapFilesPath, PAGE_SIZE, PE, VMA, writePages } from "../objects/memory.ts";
 import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
 import { DumpError } from "../errors.ts";
 import { CLOCK_BOOTTIME, clockNs, compareResource, KCMP } from "../../ffi/process.ts";
@@ -36,24 +36,47 @@ import { createImageFile } from "../images/file.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { checkNamespaces, dumpNamespaces, NamespaceIds, type NsDumped } from "../objects/namespaces.ts";
+import type { RunOptions } from "../options/options.ts";
 
+/** What a dump needs; src/options/core.ts makes it from the options of the command line or RPC. */
 export interface DumpOptions {
+  /** The root of the tree. */
   pid: number;
   imagesDir: string;
-  leaveRunning: boolean;
-  leaveStopped: boolean;
-  shellJob: boolean;
+  /** Every option, read-only: handed unchanged to each task and object kind. */
+  options: RunOptions;
   log: Log;
   hooks: Hooks;
 }
 
+/**
+ * What stats-dump records, as CRIU counts it. Private memory and shared anonymous memory are
+ * counted apart (pages / shpages); a dump without a parent skips no pages, and one without lazy
+ * pages or irmap resolution (no inotify watches to name) has 0 there, which is the real value.
+ */
 export interface DumpStats {
   freezingUs: number;
   frozenUs: number;
   memdumpUs: number;
   memwriteUs: number;
+  /** Time spent finding paths for watched inodes (CRIU's irmap); criu-ts has none to find. */
+  irmapResolveUs: number;
+  /** Pages of the private mappings looked at, and those written. */
   pagesScanned: number;
+  pagesSkippedParent: number;
   pagesWritten: number;
+  pagesLazy: number;
+  /**
+   * CRIU moves pages through page pipes, one per task and per shared object, each made of
+   * buffers. Ours are the transfers that play that part: one per task's pages and one per shared
+   * object; and, for the buffers, the runs of contiguous pages each transfer carries.
+   */
+  pagePipes: number;
+  pagePipeBufs: number;
+  /** Pages of shared anonymous memory (once per object) looked at, and those written. */
+  shpagesScanned: number;
+  shpagesSkippedParent: number;
+  shpagesWritten: number;
 }
 
 /**
@@ -193,6 +216,9 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   const unusable = unusableDirectory("images directory", opts.imagesDir);
   if (unusable !== undefined) throw new DumpError(unusable);
   const dir = new ImageDir(opts.imagesDir);
+  // Like CRIU, which runs in its work dir (-W), stats-dump goes there: runtimes look for it there.
+  const workDir = opts.options.workDir;
+  const statsDir = workDir === undefined ? dir : new ImageDir(workDir);
   opts.hooks.run("pre-dump");
   const t0 = performance.now();
   log.debug(`Freezing the tree of ${opts.pid}`);
@@ -205,21 +231,29 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     frozenUs: 0,
     memdumpUs: 0,
     memwriteUs: 0,
+    irmapResolveUs: 0,
     pagesScanned: 0,
+    pagesSkippedParent: 0,
     pagesWritten: 0,
+    pagesLazy: 0,
+    pagePipes: 0,
+    pagePipeBufs: 0,
+    shpagesScanned: 0,
+    shpagesSkippedParent: 0,
+    shpagesWritten: 0,
   };
   let namespaces: NsDumped | undefined;
   try {
     const nsIds = new NamespaceIds();
     checkNamespaces(tree, nsIds);
-    checkSessions(tree, opts.shellJob);
-    checkGroups(tree, opts.shellJob);
+    checkSessions(tree, opts.options.shellJob);
+    checkGroups(tree, opts.options.shellJob);
     namespaces = dumpNamespaces(tree, nsIds, { dir, hooks: opts.hooks, log });
     const table = new FileTable();
     const files: FilesSession = {
       table,
       dir,
-      opts: { shellJob: opts.shellJob },
+      opts: opts.options,
       hooks: opts.hooks,
       log,
     };
@@ -229,6 +263,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     const ctx = {
       table,
       files,
+      options: opts.options,
       log,
       writePages(agent: Parameters<typeof writePages>[0], t: DumpedTask) {
         pagesId += 1;
@@ -239,13 +274,19 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         dir.write(KINDS.PAGEMAP, t.imagePid, pagemapFor(t, pagesId));
         stats.memwriteUs += Math.round((performance.now() - w0) * 1000);
         stats.pagesWritten += s.pages;
-        stats.pagesScanned += t.vmas.reduce((n, v) => n + Number((v.entry.end - v.entry.start) / 4096n), 0);
+        stats.pagesScanned += t.vmas.filter(isPrivate).reduce((n, v) => n + pagesOf(v), 0);
+        stats.pagePipes += 1;
+        stats.pagePipeBufs += t.vmas.reduce((n, v) => n + v.runs.length, 0);
         log.debug(`Task ${t.pid}: ${s.pages} pages (${s.remotePages} written by the task itself)`);
         for (const v of t.vmas) {
           if (!(v.entry.status & VMA.ANON_SHARED) || shmemDone.has(v.entry.shmid)) continue;
           shmemDone.add(v.entry.shmid);
           pagesId += 1;
-          stats.pagesWritten += dumpSharedObject(dir, t.pid, v, pagesId);
+          const shared = dumpSharedObject(dir, t.pid, v, pagesId);
+          stats.shpagesScanned += shared.scanned;
+          stats.shpagesWritten += shared.written;
+          stats.pagePipes += 1;
+          stats.pagePipeBufs += shared.runs;
         }
       },
       writeCore(imageTid: number, core: core_entry) {
@@ -278,7 +319,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     dir.write(KINDS.FILES, undefined, table.entries);
     opts.hooks.run("post-dump");
     stats.frozenUs = Math.round((performance.now() - frozenAt) * 1000);
-    writeStats(dir, stats);
+    writeStats(statsDir, stats);
     dir.write(KINDS.INVENTORY, undefined, [
       create(inventory_entrySchema, {
         imgVersion: CRTOOLS_IMAGES_V1_1,
@@ -298,7 +339,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   return {
     stats,
     release() {
-      namespaces?.release(opts.leaveRunning);
+      namespaces?.release(opts.options.finalState === "running");
       log.debug(`Images complete; releasing the tree`);
       finish(tree, opts);
     },
@@ -309,13 +350,30 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     namespaces?.undo();
     tree.resume();
     dir.removeWritten();
+    if (statsDir !== dir) statsDir.removeWritten();
   }
 }
 
 function finish(tree: FrozenTree, opts: DumpOptions): void {
-  if (opts.leaveRunning) tree.resume();
-  else if (opts.leaveStopped) tree.leaveStopped();
+  if (opts.options.finalState === "running") tree.resume();
+  else if (opts.options.finalState === "stopped") tree.leaveStopped();
   else tree.kill();
+}
+
+/** A mapping whose pages are the task's own (CRIU's vma_area_is_private). */
+function isPrivate(v: DumpedVma): boolean {
+  return (v.entry.status & (VMA.ANON_PRIVATE | VMA.FILE_PRIVATE)) !== 0;
+}
+
+function pagesOf(v: DumpedVma): number {
+  return Number((v.entry.end - v.entry.start) / BigInt(PAGE_SIZE));
+}
+
+/** Pages of a shared object looked at (its whole size) and written, and the runs written. */
+interface SharedObjectPages {
+  scanned: number;
+  written: number;
+  runs: number;
 }
 
 /**
@@ -323,7 +381,7 @@ function finish(tree: FrozenTree, opts: DumpOptions): void {
  * object). The object is read through /proc/PID/map_files, which shows every page it holds
  * whichever view touched it; SEEK_DATA/SEEK_HOLE skip what was never written.
  */
-function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: number): number {
+function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: number): SharedObjectPages {
   const source = mapFilesPath(pid, v.entry);
   const fd = openFd(source, OPEN.RDONLY | OPEN.CLOEXEC);
   const path = dir.pathFor(KINDS.PAGES, pagesId);
@@ -331,9 +389,11 @@ function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: num
   const out = createImageFile(path);
   const entries = [];
   let pages = 0;
+  let size = 0;
   try {
     const chunk = new Uint8Array(4 * 1024 * 1024);
-    for (const [start, end] of dataRanges(fd, Deno.statSync(source).size)) {
+    size = Deno.statSync(source).size;
+    for (const [start, end] of dataRanges(fd, size)) {
       for (let at = start; at < end; at += chunk.length) {
         const part = chunk.subarray(0, Math.min(chunk.length, end - at));
         preadFull(fd, part, at, source);
@@ -355,9 +415,10 @@ function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: num
     closeFd(fd);
   }
   dir.write(KINDS.SHMEM_PAGEMAP, v.entry.shmid, [create(pagemap_headSchema, { pagesId }), ...entries]);
-  return pages;
+  return { scanned: Math.ceil(size / PAGE_SIZE), written: pages, runs: entries.length };
 }
 
+/** Every field CRIU's write_stats() sets, the optional ones included: readers expect them all. */
 function writeStats(dir: ImageDir, s: DumpStats): void {
   dir.write(KINDS.STATS, "dump", [
     create(stats_entrySchema, {
@@ -366,10 +427,16 @@ function writeStats(dir: ImageDir, s: DumpStats): void {
         frozenTime: s.frozenUs,
         memdumpTime: s.memdumpUs,
         memwriteTime: s.memwriteUs,
+        irmapResolve: s.irmapResolveUs,
         pagesScanned: BigInt(s.pagesScanned),
-        pagesSkippedParent: 0n,
+        pagesSkippedParent: BigInt(s.pagesSkippedParent),
         pagesWritten: BigInt(s.pagesWritten),
-        pagesLazy: 0n,
+        pagesLazy: BigInt(s.pagesLazy),
+        pagePipes: BigInt(s.pagePipes),
+        pagePipeBufs: BigInt(s.pagePipeBufs),
+        shpagesScanned: BigInt(s.shpagesScanned),
+        shpagesSkippedParent: BigInt(s.shpagesSkippedParent),
+        shpagesWritten: BigInt(s.shpagesWritten),
       }),
     }),
   ]);

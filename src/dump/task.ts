@@ -44,6 +44,7 @@ import { dumpFds, type FilesSession, type FileTable } from "../objects/files.ts"
 import { addRegFile } from "../objects/regfile.ts";
 import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
+import type { RunOptions } from "../options/options.ts";
 import "../objects/mod.ts";
 
 /** task_core_entry.task_state, as CRIU writes it: a zombie is recorded as dead (TASK_DEAD). */
@@ -66,6 +67,8 @@ export interface TaskDumpContext {
   table: FileTable;
   /** What every kind of file is told, from the first task to the last. */
   files: FilesSession;
+  /** The dump's options, read-only, as the object kinds get them. */
+  options: RunOptions;
   log: Log;
   /** Writes the task's pages while it is still frozen and the agent is inside it. */
   writePages(agent: Agent, task: DumpedTask): void;

@@ -25,6 +25,7 @@ import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import type { Log } from "../log.ts";
+import type { RunOptions } from "../options/options.ts";
 import type { ImageDir } from "../images/dir.ts";
 import type { Hooks } from "../actions/hooks.ts";
 
@@ -35,17 +36,10 @@ import type { Hooks } from "../actions/hooks.ts";
 export interface FilesSession {
   readonly table: FileTable;
   readonly dir: ImageDir;
-  readonly opts: ObjectOptions;
+  /** Every option of the operation, read-only (a terminal needs --shell-job). */
+  readonly opts: RunOptions;
   readonly hooks: Hooks;
   readonly log: Log;
-}
-
-/** The options the object kinds read (filled from the command line or RPC, never changed). */
-export interface ObjectOptions {
-  /** --shell-job: terminals are the job's, and come back as the terminal criu runs on. */
-  readonly shellJob: boolean;
-  /** RPC orphan_pts_master: a shell job's terminal becomes a new pty whose master goes to the client. */
-  readonly orphanPtsMaster?: boolean;
 }
 
 export interface DumpFilesContext {
@@ -72,6 +66,8 @@ export interface RestoreFilesContext {
   parkBase: number;
   /** pidfds the task opened on other tasks while taking their fds (parked, so closed at the end). */
   pidfds?: Map<number, bigint>;
+  /** The restore's options, read-only. */
+  options: RunOptions;
   log: Log;
 }
 

@@ -57,19 +57,20 @@ import { create } from "@bufbuild/protobuf";
 import { restore_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_pb.ts";
 import { pstree_entrySchema } from "../images/gen/pstree_pb.ts";
 import type { Agent } from "../agent.ts";
-import type { ImageDir } from "../images/dir.ts";
+import { ImageDir } from "../images/dir.ts";
+import type { RunOptions } from "../options/options.ts";
 
+/**
+ * What a restore needs; src/options/core.ts makes it from the options of the command line or RPC.
+ * Of the options, a restore reads: restoreDetached (-d), restoreSibling (-S, needs -d), shellJob
+ * (-j), emptyNetNs (--empty-ns net: a new network namespace left empty for the scripts to fill),
+ * orphanPtsMaster (RPC: a shell job's terminal becomes a new pty whose master goes to the client)
+ * and pidfile.
+ */
 export interface RestoreOptions {
   imagesDir: string;
-  detached: boolean;
-  /** --restore-sibling: the root becomes a child of our parent (it needs `detached`). */
-  sibling?: boolean;
-  shellJob: boolean;
-  /** --empty-ns net: a new network namespace left empty, for the scripts to fill. */
-  emptyNetNs?: boolean;
-  /** RPC orphan_pts_master: a shell job's terminal becomes a new pty whose master goes to the client. */
-  orphanPtsMaster?: boolean;
-  pidfile?: string;
+  /** Every option, read-only: handed unchanged to each task and object kind. */
+  options: RunOptions;
   log: Log;
   hooks: Hooks;
 }
@@ -80,6 +81,8 @@ export interface RestoreResult {
   exitCode?: number;
   forkingUs: number;
   restoreUs: number;
+  /** Pages compared with a parent's, left shared with it, and filled from the images. */
+  pages: { compared: number; skipped: number; restored: number };
 }
 
 function checkPidsFree(tasks: readonly RestoreTaskImages[]): void {
@@ -237,15 +240,16 @@ function forkTree(
 
 export function restore(opts: RestoreOptions): RestoreResult {
   const { log } = opts;
+  const { shellJob, restoreDetached: detached, restoreSibling: sibling, pidfile } = opts.options;
   // PREPARE
   log.debug("Reading the images");
   const cp = loadCheckpoint(opts.imagesDir);
-  cp.tasks.push(...groupHelpers(cp.tasks, opts.shellJob));
+  cp.tasks.push(...groupHelpers(cp.tasks, shellJob));
   const tasks = cp.tasks;
   const files: FilesSession = {
     table: cp.files,
     dir: cp.dir,
-    opts: { shellJob: opts.shellJob, orphanPtsMaster: opts.orphanPtsMaster ?? false },
+    opts: opts.options,
     hooks: opts.hooks,
     log,
   };
@@ -256,25 +260,25 @@ export function restore(opts: RestoreOptions): RestoreResult {
   opts.hooks.run("pre-restore");
   const occupied = tasks.flatMap((t) => t.mm?.vmas ?? []);
   const t0 = performance.now();
-  if (opts.sibling && !opts.detached) {
+  if (sibling && !detached) {
     throw new RestoreError("--restore-sibling only makes sense with --restore-detached");
   }
   const ns = prepareNamespaces({
     dir: cp.dir,
     tasks,
-    empty: new Set(opts.emptyNetNs ? ["net"] : []),
+    empty: new Set(opts.options.emptyNetNs ? ["net"] : []),
     hooks: opts.hooks,
     log,
   });
   const namespaces = ns.flags;
-  const master = opts.sibling
+  const master = sibling
     ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log)
     : PuppetMaster.start(occupied, log);
   let forkedAt = 0;
   let root = 0;
   const pending = new Map<number, PendingThread[]>();
   const shared = new SharedFiles();
-  const cowStats = { compared: 0, skipped: 0 };
+  const cowStats = { compared: 0, skipped: 0, restored: 0 };
   try {
     // FORKING (and memory, parents first)
     const ctx = {
@@ -282,11 +286,12 @@ export function restore(opts: RestoreOptions): RestoreResult {
       master,
       log,
       files,
+      options: opts.options,
       shared,
       shmem: new Map(),
       cowStats,
     };
-    const agents = forkTree(ctx, tasks, opts.shellJob, namespaces);
+    const agents = forkTree(ctx, tasks, shellJob, namespaces);
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     forkedAt = performance.now();
@@ -299,7 +304,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     }
     // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
-      if (!t.helper && !joinsCriuJob(tasks, t, opts.shellJob).group) {
+      if (!t.helper && !joinsCriuJob(tasks, t, shellJob).group) {
         restoreGroup(agents.get(t.entry.pid)!, t);
       }
     }
@@ -311,7 +316,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     }
     afterAllFds(files, shared);
     opts.hooks.run("post-restore", root);
-    if (opts.pidfile) writePidfile(opts.pidfile, root);
+    if (pidfile) writePidfile(pidfile, root);
     for (const plan of ns.plans) plan.afterRestore?.(root);
     opts.hooks.run("pre-resume", root);
     log.debug("Loading registers");
@@ -337,15 +342,18 @@ export function restore(opts: RestoreOptions): RestoreResult {
     pid: root,
     forkingUs: Math.round((forkedAt - t0) * 1000),
     restoreUs: Math.round((done - forkedAt) * 1000),
+    pages: cowStats,
   };
-  writeRestoreStats(cp.dir, result, cowStats);
+  // Like CRIU, which runs in its work dir (-W), stats-restore goes there.
+  const workDir = opts.options.workDir;
+  writeRestoreStats(workDir === undefined ? cp.dir : new ImageDir(workDir), result);
   try {
     opts.hooks.run("post-resume", root);
   } catch (e) {
     log.error(`post-resume script failed: ${(e as Error).message}`);
   }
   log.info(`Restored ${tasks.length} task(s); root ${root}`);
-  if (!opts.detached) result.exitCode = waitForRoot(root);
+  if (!detached) result.exitCode = waitForRoot(root);
   return result;
 }
 
@@ -358,11 +366,9 @@ function writePidfile(path: string, root: number): void {
   }
 }
 
-function writeRestoreStats(
-  dir: ImageDir,
-  r: RestoreResult,
-  cow: { compared: number; skipped: number },
-): void {
+/** Every field CRIU's write_stats() sets, pages_restored included: readers expect them all. */
+function writeRestoreStats(dir: ImageDir, r: RestoreResult): void {
+  const cow = r.pages;
   try {
     dir.write(KINDS.STATS, "restore", [
       create(stats_entrySchema, {
@@ -371,6 +377,7 @@ function writeRestoreStats(
           pagesSkippedCow: BigInt(cow.skipped),
           forkingTime: r.forkingUs,
           restoreTime: r.restoreUs,
+          pagesRestored: BigInt(cow.restored),
         }),
       }),
     ]);

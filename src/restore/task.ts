@@ -50,6 +50,7 @@ import type { PuppetMaster } from "./puppet.ts";
 import { findFreeArea, PUPPET_SCRATCH_SIZE } from "./puppet.ts";
 import type { Log } from "../log.ts";
 import { dropUnlisted, inheritedAreas, patchInherited, splitRuns } from "./inherit.ts";
+import type { RunOptions } from "../options/options.ts";
 
 export interface TaskRestoreContext {
   checkpoint: Checkpoint;
@@ -59,8 +60,8 @@ export interface TaskRestoreContext {
   files: FilesSession;
   /** Files open in the tasks restored so far. */
   shared: SharedFiles;
-  /** Pages compared with the parent's and left shared (stats-restore). */
-  cowStats: { compared: number; skipped: number };
+  /** Pages compared with the parent's and left shared, and pages filled from the images (stats-restore). */
+  cowStats: { compared: number; skipped: number; restored: number };
   /**
    * The securebits every puppet has until its own credentials are set: each is a copy of the
    * helper (or of the sibling root), so they are asked once.
@@ -68,6 +69,8 @@ export interface TaskRestoreContext {
   puppetSecbits?: number;
   /** Shared anonymous objects restored so far, by shmid. */
   shmem: Map<bigint, { path: string; vma: vma_entry; filled: boolean }>;
+  /** The restore's options, read-only, as the object kinds get them. */
+  options: RunOptions;
 }
 
 /** A thread ready to be resumed: its agent (still inside) and the core it must end up with. */
@@ -233,6 +236,7 @@ export function restoreMemory(
   const cow = patchInherited(agent.pid, t.pagesPath!, inheritedRuns);
   ctx.cowStats.compared += cow.compared;
   ctx.cowStats.skipped += cow.compared - cow.written;
+  ctx.cowStats.restored += own.reduce((n, r) => n + r.pages, 0) + cow.written;
   dropUnlisted(agent, inherited, runs, parent?.pages ?? []);
   if (inherited.size) {
     ctx.log.debug(
@@ -329,6 +333,7 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
       shared: ctx.shared,
       park,
       parkBase,
+      options: ctx.options,
       log: ctx.log,
     },
     t.fdinfos,

@@ -3,7 +3,7 @@
  * pycriu, go-criu and runc start it so) until the client closes it; `criu service` listens on a
  * socket and serves each connection in a `criu swrk` worker (service.ts).
  */
-import type { CommandContext } from "../cli/commands/context.ts";
+import type { CommandContext } from "../command.ts";
 import { SeqpacketSocket } from "../../ffi/socket.ts";
 import { RpcChannel } from "./channel.ts";
 import { serveConnection } from "./server.ts";

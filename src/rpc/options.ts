@@ -26,17 +26,11 @@ import {
   criu_page_server_infoSchema,
   criu_pre_dump_mode,
 } from "../images/gen/rpc_pb.ts";
-import {
-  type CgroupMode,
-  defaultOptions,
-  type NetworkLock,
-  OPTION_TABLE,
-  type Options,
-  type Support,
-} from "../cli/options.ts";
-import { parseCommandLine } from "../cli/parse.ts";
-import { systemConfigEnvironment } from "../cli/config.ts";
-import { isUsageError } from "../cli/errors.ts";
+import { type CgroupMode, defaultOptions, type NetworkLock, type Options } from "../options/options.ts";
+import { appliesTo, OPTION_TABLE, type OptionSpec, type Support, supportFor } from "../options/table.ts";
+import { checkSupport, readOptions } from "../options/read.ts";
+import { systemConfigEnvironment } from "../options/config.ts";
+import { isUsageError } from "../options/errors.ts";
 import type { PeerCredentials } from "../../ffi/socket.ts";
 import { CR_ERRNO, RpcRequestError } from "./errors.ts";
 import { unusableDirectory } from "../dirs.ts";
@@ -79,12 +73,14 @@ type FieldName = keyof typeof criu_optsSchema.field;
 
 interface Rule {
   field: FieldName;
-  /** The command-line option this field stands for; its support level in OPTION_TABLE applies. */
+  /**
+   * The command-line option this field stands for: its row in OPTION_TABLE says which request
+   * kinds it means something for and how far it is supported.
+   */
   option?: string;
-  /** For fields without a command-line option, or where the request kind decides otherwise. */
+  /** For fields without a command-line option: their support level... */
   support?: Support;
-  reason?: string;
-  /** The request kind the field means something for; on another kind it is ignored. */
+  /** ...and the request kind they mean something for; on another kind they are ignored. */
   only?: "dump" | "restore";
   /** Whether the field asks for something; by default, when it is set to a true or non-empty value. */
   asks?: (o: criu_opts) => boolean;
@@ -123,8 +119,8 @@ function bad(message: string): RpcRequestError {
  * dir, logging, notify_scripts, config_file, pid) are in setupRequest().
  */
 const RULES: readonly Rule[] = [
-  { field: "leaveRunning", option: "leave-running", only: "dump", apply: (t) => t.finalState = "running" },
-  { field: "leaveStopped", option: "leave-stopped", only: "dump", apply: (t) => t.finalState = "stopped" },
+  { field: "leaveRunning", option: "leave-running", apply: (t) => t.finalState = "running" },
+  { field: "leaveStopped", option: "leave-stopped", apply: (t) => t.finalState = "stopped" },
   { field: "shellJob", option: "shell-job", apply: (t) => t.shellJob = true },
   { field: "extUnixSk", option: "ext-unix-sk", apply: (t) => t.extUnixSk = true },
   {
@@ -230,7 +226,6 @@ const RULES: readonly Rule[] = [
   {
     field: "emptyNs",
     option: "empty-ns",
-    only: "restore",
     asks: (o) => o.emptyNs !== 0,
     apply: (t, o) => {
       if ((o.emptyNs & ~CLONE_NEWNET) !== 0) {
@@ -280,42 +275,25 @@ const RULES: readonly Rule[] = [
   {
     field: "ps",
     option: "page-server",
-    only: "dump",
     asks: (o) => o.ps !== undefined,
     apply: (t) => t.pageServer = true,
   },
-  // Iterative migration, which the CLI's dump refuses too.
-  {
-    field: "trackMem",
-    option: "track-mem",
-    only: "dump",
-    support: "refused",
-    reason: "iterative migration",
-    apply: (t) => t.trackMem = true,
-  },
-  {
-    field: "parentImg",
-    option: "prev-images-dir",
-    only: "dump",
-    support: "refused",
-    reason: "iterative migration",
-    apply: (t, o) => t.prevImagesDir = o.parentImg,
-  },
+  // Iterative migration: refused by the table, as on the command line.
+  { field: "trackMem", option: "track-mem", apply: (t) => t.trackMem = true },
+  { field: "parentImg", option: "prev-images-dir", apply: (t, o) => t.prevImagesDir = o.parentImg },
   // Restore only.
-  { field: "root", option: "root", only: "restore", apply: (t, o) => t.root = o.root },
-  { field: "rstSibling", option: "restore-sibling", only: "restore", apply: (t) => t.restoreSibling = true },
+  { field: "root", option: "root", apply: (t, o) => t.root = o.root },
+  { field: "rstSibling", option: "restore-sibling", apply: (t) => t.restoreSibling = true },
   {
     field: "inheritFd",
     option: "inherit-fd",
-    only: "restore",
     apply: (t, o) =>
       t.inheritFds.push(...o.inheritFd.map((f) => ({ fd: f.fd, resource: f.key, debug: false }))),
   },
-  { field: "execCmd", option: "exec-cmd", only: "restore", apply: (t) => t.execCmd = true },
+  { field: "execCmd", option: "exec-cmd", apply: (t) => t.execCmd = true },
   {
     field: "joinNs",
     option: "join-ns",
-    only: "restore",
     apply: (t, o) =>
       t.joinNs.push(
         ...o.joinNs.map((j) =>
@@ -326,7 +304,6 @@ const RULES: readonly Rule[] = [
   {
     field: "lsmProfile",
     option: "lsm-profile",
-    only: "restore",
     apply: (t, o) => t.lsmProfile = o.lsmProfile,
   },
   { field: "orphanPtsMaster", only: "restore", apply: (t) => t.orphanPtsMaster = true },
@@ -334,7 +311,13 @@ const RULES: readonly Rule[] = [
   { field: "pidfdStoreSk", support: "accepted-and-logged", asks: set("pidfdStoreSk") },
 ];
 
-const optionSupport = new Map(OPTION_TABLE.map((s) => [s.long, s]));
+const optionRows = new Map(OPTION_TABLE.map((s) => [s.long, s]));
+
+function optionRow(long: string): OptionSpec {
+  const spec = optionRows.get(long);
+  if (spec === undefined) throw new Error(`RPC rule names --${long}, which is not in OPTION_TABLE`);
+  return spec;
+}
 
 /** The proto name of a field, as clients know it: `leave_running`. */
 function protoName(field: FieldName): string {
@@ -364,13 +347,17 @@ function applyRules(
     ) {
       throw bad(`${name}.fd is not allowed in standalone service`);
     }
-    if (rule.only !== undefined && rule.only !== kind) {
+    const spec = rule.option === undefined ? undefined : optionRow(rule.option);
+    const applies = spec === undefined
+      ? rule.only === undefined || rule.only === kind
+      : appliesTo(spec, kind);
+    if (!applies) {
       notes.push(`${name} is ignored for a ${kind}`);
       continue;
     }
-    const spec = rule.option === undefined ? undefined : optionSupport.get(rule.option);
-    const support = rule.support ?? spec?.support ?? "accepted-and-logged";
-    const reason = rule.reason ?? spec?.reason;
+    const { support, reason } = spec === undefined
+      ? { support: rule.support ?? "accepted-and-logged", reason: undefined }
+      : supportFor(spec, kind);
     const spelled = rule.option ? ` (--${rule.option})` : "";
     if (support === "refused") {
       throw new RpcRequestError(
@@ -402,23 +389,30 @@ function clientFd(peer: PeerCredentials, fd: number): string {
   return `/proc/${peer.pid}/fd/${fd}`;
 }
 
-/** What an RPC config file (criu_opts.config_file) sets, and which of the places it decides. */
-function readRpcConfig(path: string): { options: Options; changed: Set<keyof Options> } {
-  let parsed;
+/**
+ * What an RPC config file (criu_opts.config_file) sets, and which of the places it decides. It is
+ * read with the same table and rules as the command line's, for this kind of request.
+ */
+function readRpcConfig(
+  kind: RequestKind,
+  path: string,
+): { options: Options; changed: Set<keyof Options>; notes: string[] } {
+  let read;
   try {
     const env = { ...systemConfigEnvironment(), home: undefined, configFileEnv: undefined };
-    parsed = parseCommandLine(["--config", path, "swrk", "0"], env);
+    read = readOptions(["--config", path], env);
+    checkSupport(read, kind);
   } catch (e) {
     if (isUsageError(e)) throw bad(`criu_opts.config_file: ${e.message}`);
     throw e;
   }
   const defaults = defaultOptions();
   const changed = new Set<keyof Options>();
-  for (const key of Object.keys(parsed.options) as (keyof Options)[]) {
+  for (const key of Object.keys(read.options) as (keyof Options)[]) {
     if (key === "config" || key === "noDefaultConfig") continue;
-    if (JSON.stringify(parsed.options[key]) !== JSON.stringify(defaults[key])) changed.add(key);
+    if (JSON.stringify(read.options[key]) !== JSON.stringify(defaults[key])) changed.add(key);
   }
-  return { options: parsed.options, changed };
+  return { options: read.options, changed, notes: read.notes };
 }
 
 /** Resolves a request's options. Throws RpcRequestError (EBADRQC) for anything it cannot accept. */
@@ -440,12 +434,13 @@ export function setupRequest(
   // The RPC config file is read last and overrides what the request said.
   let fromConfig = new Set<keyof Options>();
   if (o?.configFile) {
-    const cfg = readRpcConfig(o.configFile);
+    const cfg = readRpcConfig(kind, o.configFile);
     fromConfig = cfg.changed;
     for (const key of cfg.changed) {
       (options as unknown as Record<string, unknown>)[key] = structuredClone(cfg.options[key]);
     }
     notes.push(`Read config file ${o.configFile}: it sets ${[...cfg.changed].join(", ") || "nothing"}`);
+    notes.push(...cfg.notes);
   }
 
   // Images dir: the config file's, else the client's fd, else its path.
@@ -504,6 +499,12 @@ export function setupRequest(
     options.tree = pid;
   }
   if (imagesDir !== undefined) options.imagesDir = imagesDir;
+  if (kind === "restore") {
+    // The reply ends the request: the tree is left running on its own. The pidfile of this
+    // criu's command line is its own (a service's), never the restored tree's.
+    options.restoreDetached = true;
+    delete options.pidfile;
+  }
   if (workDir !== undefined) options.workDir = workDir;
 
   return {

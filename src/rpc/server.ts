@@ -32,9 +32,10 @@ import {
 import { dump } from "../dump/dump.ts";
 import { restore } from "../restore/restore.ts";
 import { Log } from "../log.ts";
-import type { Options } from "../cli/options.ts";
-import { CRIU_VERSION } from "../cli/help.ts";
-import { summarize } from "../cli/commands/check.ts";
+import type { Options } from "../options/options.ts";
+import { dumpArguments, restoreArguments } from "../options/core.ts";
+import { CRIU_VERSION } from "../version.ts";
+import { summarize } from "../check/summary.ts";
 import { featuresFor, runProbes } from "../check/probes.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { ScriptHooks } from "../actions/scripts.ts";
@@ -230,15 +231,7 @@ function handleDump(ctx: ServerContext, req: criu_req): Reply {
         setup.selfDump ? " (the RPC client itself)" : ""
       } into ${setup.imagesDir}`,
     );
-    const stats = dump({
-      pid: setup.pid,
-      imagesDir: setup.imagesDir!,
-      leaveRunning: o.finalState === "running",
-      leaveStopped: o.finalState === "stopped",
-      shellJob: o.shellJob,
-      log,
-      hooks: hooksFor(ctx, setup, log),
-    });
+    const stats = dump(dumpArguments(o, { log, hooks: hooksFor(ctx, setup, log) }));
     log.info("Dumping finished successfully");
     if (o.displayStats) {
       log.info(
@@ -258,18 +251,9 @@ function handleRestore(ctx: ServerContext, req: criu_req): Reply {
   return withRequest(ctx, "restore", req, type, extra, (setup, log) => {
     const o = setup.options;
     log.info(`Restoring from ${setup.imagesDir}`);
-    // The tree is left running detached: the reply is the end of the request.
-    const result = restore({
-      imagesDir: setup.imagesDir!,
-      detached: true,
-      // rst_sibling (runc, libcriu): the root becomes a child of the client that started swrk.
-      sibling: o.restoreSibling,
-      shellJob: o.shellJob,
-      emptyNetNs: o.emptyNetNs,
-      orphanPtsMaster: o.orphanPtsMaster,
-      log,
-      hooks: hooksFor(ctx, setup, log),
-    });
+    // The tree is left running detached (setupRequest sets that): the reply ends the request.
+    // With rst_sibling (runc, libcriu) the root becomes a child of the client that started swrk.
+    const result = restore(restoreArguments(o, { log, hooks: hooksFor(ctx, setup, log) }));
     log.info(`Restore finished successfully; root pid ${result.pid}`);
     if (o.displayStats) {
       log.info(`Restore stats: forking ${result.forkingUs} us, restore ${result.restoreUs} us`);

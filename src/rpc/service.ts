@@ -26,8 +26,8 @@
  */
 import { create, fromBinary } from "@bufbuild/protobuf";
 import { criu_req_type, criu_reqSchema, criu_respSchema } from "../images/gen/rpc_pb.ts";
-import type { CommandContext } from "../cli/commands/context.ts";
-import type { Options } from "../cli/options.ts";
+import type { CommandContext } from "../command.ts";
+import type { Options } from "../options/options.ts";
 import type { Log } from "../log.ts";
 import { type PeerCredentials, SeqpacketListener, type SeqpacketSocket } from "../../ffi/socket.ts";
 import { spawn } from "../../ffi/spawn.ts";

@@ -1,18 +1,13 @@
 /** What every command gets: the parsed options, a log opened as CRIU opens it, the hooks. */
-import type { Options } from "../options.ts";
+import type { Options } from "../../options/options.ts";
 import { Log } from "../../log.ts";
-import type { Hooks } from "../../actions/hooks.ts";
+import type { CommandContext } from "../../command.ts";
 import { ScriptHooks } from "../../actions/scripts.ts";
 import { unusableDirectory } from "../../dirs.ts";
 import { osReason } from "../../../ffi/errors.ts";
-import { UsageError } from "../errors.ts";
+import { UsageError } from "../../options/errors.ts";
 
-export interface CommandContext {
-  options: Options;
-  positionals: string[];
-  log: Log;
-  hooks: Hooks;
-}
+export type { CommandContext } from "../../command.ts";
 
 function join(dir: string, file: string): string {
   return file.startsWith("/") ? file : `${dir.replace(/\/$/, "")}/${file}`;

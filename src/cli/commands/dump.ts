@@ -1,7 +1,9 @@
 /** `criu dump -t PID -D DIR`: parse, validate, call the core. */
 import { dumpHeld } from "../../dump/dump.ts";
-import { DumpError, NotSupportedError } from "../../errors.ts";
-import { type CommandContext, imagesDir } from "./context.ts";
+import { DumpError } from "../../errors.ts";
+import type { CommandContext } from "./context.ts";
+import { dumpArguments } from "../../options/core.ts";
+import { dumpStatsText } from "./stats.ts";
 import { signalIgnored } from "../../../ffi/process.ts";
 import { SIG } from "../../../ffi/syscalls.ts";
 
@@ -33,21 +35,9 @@ async function holdingInterrupts<T>(
 
 export async function dumpCommand(ctx: CommandContext): Promise<number> {
   const o = ctx.options;
-  const pid = o.tree;
-  if (pid === undefined) throw new NotSupportedError("dump needs the tree to dump: -t PID");
-  if (o.trackMem || o.prevImagesDir) {
-    throw new NotSupportedError("--track-mem/--prev-images-dir (iterative migration) are not supported yet");
-  }
+  const args = dumpArguments(o, ctx);
   return await holdingInterrupts(async (interrupted) => {
-    const held = dumpHeld({
-      pid,
-      imagesDir: imagesDir(o),
-      leaveRunning: o.finalState === "running",
-      leaveStopped: o.finalState === "stopped",
-      shellJob: o.shellJob,
-      log: ctx.log,
-      hooks: ctx.hooks,
-    });
+    const held = dumpHeld(args);
     // The dump ran without a break; a signal that came in meanwhile is delivered now.
     await new Promise((r) => setTimeout(r, 0));
     const signal = interrupted();
@@ -57,15 +47,7 @@ export async function dumpCommand(ctx: CommandContext): Promise<number> {
     }
     held.release();
     ctx.log.info(`Dumping finished successfully`);
-    if (o.displayStats) printStats(held.stats);
+    if (o.displayStats) console.log(dumpStatsText(held.stats));
     return 0;
   });
-}
-
-function printStats(stats: ReturnType<typeof dumpHeld>["stats"]): void {
-  console.log(
-    `Displaying dump stats:\nFreezing time: ${stats.freezingUs} us\nFrozen time: ${stats.frozenUs} us\n` +
-      `Memory dump time: ${stats.memdumpUs} us\nMemory write time: ${stats.memwriteUs} us\n` +
-      `Memory pages scanned: ${stats.pagesScanned}\nMemory pages written: ${stats.pagesWritten}`,
-  );
 }
