@@ -119,3 +119,22 @@ export function signalIgnored(signal: number): boolean {
   );
   return old[0] === SIG_IGN;
 }
+
+/**
+ * A copy of fd `fd` of process `pid` in our own process (the same open file description), with
+ * O_CLOEXEC; close it when done. pidfd_open + pidfd_getfd: we trace the process, so we may.
+ */
+export function copyFdOf(pid: number, fd: number): number {
+  const pidfd = callBig(
+    `pidfd_open(${pid})`,
+    libc.syscall(BigInt(NR.pidfd_open), BigInt(pid), 0n, 0n, 0n, 0n, 0n),
+  );
+  try {
+    return callBig(
+      `pidfd_getfd(${pid}, ${fd})`,
+      libc.syscall(BigInt(NR.pidfd_getfd), BigInt(pidfd), BigInt(fd), 0n, 0n, 0n, 0n),
+    );
+  } finally {
+    libc.close(pidfd);
+  }
+}

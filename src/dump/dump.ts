@@ -37,6 +37,8 @@ import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { checkNamespaces, dumpNamespaces, NamespaceIds, type NsDumped } from "../objects/namespaces.ts";
 import type { RunOptions } from "../options/options.ts";
+import { Plugins } from "../plugins/plugins.ts";
+import { STAGE } from "../plugins/api.ts";
 
 /** What a dump needs; src/options/core.ts makes it from the options of the command line or RPC. */
 export interface DumpOptions {
@@ -47,6 +49,8 @@ export interface DumpOptions {
   options: RunOptions;
   log: Log;
   hooks: Hooks;
+  /** The plugins loaded for this dump (the caller calls their exit); none when absent. */
+  plugins?: Plugins;
 }
 
 /**
@@ -221,6 +225,8 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   const statsDir = workDir === undefined ? dir : new ImageDir(workDir);
   opts.hooks.run("pre-dump");
   const t0 = performance.now();
+  const plugins = opts.plugins ?? Plugins.none(STAGE.DUMP, log);
+  plugins.notify("PAUSE_DEVICES", opts.pid);
   log.debug(`Freezing the tree of ${opts.pid}`);
   const tree = freezeTree(opts.pid, log);
   const frozenAt = performance.now();
@@ -245,6 +251,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   let namespaces: NsDumped | undefined;
   try {
     const nsIds = new NamespaceIds();
+    for (const t of tree.tasks) if (t.state !== "zombie") plugins.notify("CHECKPOINT_DEVICES", t.pid);
     checkNamespaces(tree, nsIds);
     checkSessions(tree, opts.options.shellJob);
     checkGroups(tree, opts.options.shellJob);
@@ -255,6 +262,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
       dir,
       opts: opts.options,
       hooks: opts.hooks,
+      plugins,
       log,
     };
     const objectIds = new SharedObjectIds();
@@ -299,6 +307,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
       log.info(`Dumping task ${task.pid} (${task.threads.length} thread(s), ${task.state})`);
       return task.state === "zombie" ? dumpZombie(ctx, task, ids) : dumpTask(ctx, task, ids);
     });
+    plugins.notify("DUMP_DEVICES_LATE", opts.pid);
     stats.memdumpUs = Math.round((performance.now() - m0) * 1000) - stats.memwriteUs;
     dumped.forEach((t, i) => writeTaskImages(dir, t, tree.tasks[i]!));
     log.debug(`Task images written`);

@@ -12,7 +12,8 @@
  *   - its place in the restore: `rank` orders a task's fds (epoll after its targets),
  *     `beforeTaskFds`/`afterTaskFds` run in each task around its fds, `afterAllFds` once every task
  *     has its fds (what needs them all, e.g. fds in flight), `endRestore` at the end either way.
- * An fd no kind recognises is refused at one place (`unknownFd`), where plugins will be asked.
+ * An fd no kind recognises goes to the plugins (`ext_file.ts`), and is refused there when no
+ * plugin takes it.
  * `pipe.ts` and `tty.ts` show a kind with images and state of its own; `eventfd.ts` the plain shape.
  */
 import { create } from "@bufbuild/protobuf";
@@ -28,6 +29,7 @@ import type { Log } from "../log.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { ImageDir } from "../images/dir.ts";
 import type { Hooks } from "../actions/hooks.ts";
+import type { Plugins } from "../plugins/plugins.ts";
 
 /**
  * What a dump or restore tells every kind, the same object from start to end: the options that
@@ -39,6 +41,8 @@ export interface FilesSession {
   /** Every option of the operation, read-only (a terminal needs --shell-job). */
   readonly opts: RunOptions;
   readonly hooks: Hooks;
+  /** The plugins of the operation, asked before an object is refused. */
+  readonly plugins: Plugins;
   readonly log: Log;
 }
 
@@ -219,6 +223,11 @@ export function registerFdKind(kind: FdKind): void {
   kinds.push(kind);
 }
 
+/** The kind of what no other kind takes (registered last, detecting nothing). */
+function externalFileKind(): FdKind {
+  return kinds.find((k) => k.type === fd_types.EXT)!;
+}
+
 /** Every registered kind, for the steps that ask each in turn. */
 export function fdKinds(): readonly FdKind[] {
   return kinds;
@@ -250,14 +259,6 @@ export function endFilesRestore(session: FilesSession): void {
   }
 }
 
-/**
- * An fd no kind takes. This is the one place where such an fd is refused; plugins
- * (DUMP_EXT_FILE) will be asked here first.
- */
-function unknownFd(ctx: DumpFilesContext, fd: FdEntry): never {
-  return refuse(ctx.pid, `fd ${fd.fd} (${fd.target})`, "this kind of file is not supported yet");
-}
-
 function statOf(pid: number, fd: number): Deno.FileInfo | null {
   try {
     return Deno.statSync(`/proc/${pid}/fd/${fd}`);
@@ -279,7 +280,8 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
       );
     }
     const stat = statOf(ctx.pid, fd.fd);
-    const kind = kinds.find((k) => k.detect(fd, stat)) ?? unknownFd(ctx, fd);
+    // An fd no kind takes goes to the plugins (ext_file.ts), which refuse it if none takes it.
+    const kind = kinds.find((k) => k.detect(fd, stat)) ?? externalFileKind();
     // An fd that shares its open file description with one already seen (dup, fork) shares its id.
     // One fd per open file description is noted: the lists stay as short as the descriptions.
     const known = ctx.table.sameDescription(ctx.pid, fd);

@@ -4,6 +4,8 @@ import "./tty.ts";
 import "./pipe.ts";
 import "./eventfd.ts";
 import "./eventpoll.ts";
+// Last: what no kind above takes goes to the plugins.
+import "./ext_file.ts";
 
 // Every kind of namespace: importing these registers them with the namespaces registry.
 import "./pidns.ts";

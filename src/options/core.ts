@@ -10,11 +10,14 @@ import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { DumpError } from "../errors.ts";
 import { freezeOptions, type Options } from "./options.ts";
+import type { Plugins } from "../plugins/plugins.ts";
 
 /** What a run needs besides its options: where it logs, and the action-script hooks. */
 export interface RunServices {
   log: Log;
   hooks: Hooks;
+  /** The plugins loaded for the run (none when absent). */
+  plugins?: Plugins;
 }
 
 /** CRIU's images directory when none is given: the current one. */
@@ -30,6 +33,7 @@ export function dumpArguments(options: Options, services: RunServices): DumpOpti
     options: freezeOptions(options),
     log: services.log,
     hooks: services.hooks,
+    ...(services.plugins ? { plugins: services.plugins } : {}),
   };
 }
 
@@ -39,5 +43,6 @@ export function restoreArguments(options: Options, services: RunServices): Resto
     options: freezeOptions(options),
     log: services.log,
     hooks: services.hooks,
+    ...(services.plugins ? { plugins: services.plugins } : {}),
   };
 }

@@ -214,6 +214,11 @@ export class Plugins {
     return plugins;
   }
 
+  /** Does any plugin have this hook? */
+  has(hook: HookName): boolean {
+    return this.#list.some((p) => p.has(hook));
+  }
+
   get names(): string[] {
     return this.#list.map((p) => p.name);
   }
@@ -262,4 +267,26 @@ function logAt(log: Log, level: number, text: string): void {
   else if (level === LOG_LEVEL.error) log.error(text);
   else if (level === LOG_LEVEL.warn) log.warn(text);
   else log.debug(text);
+}
+
+/**
+ * Runs `body` with the plugins of `libdir` loaded for `stage`, and calls every plugin's exit at the
+ * end, with ret 0 when `body` returned and -1 when it threw, as CRIU does.
+ */
+export async function withPlugins<T>(
+  libdir: string | undefined,
+  stage: Stage,
+  imagesDir: string,
+  log: Log,
+  body: (plugins: Plugins) => T | Promise<T>,
+): Promise<T> {
+  const plugins = await Plugins.load(libdir, stage, imagesDir, log);
+  let ret = -1;
+  try {
+    const result = await body(plugins);
+    ret = 0;
+    return result;
+  } finally {
+    plugins.exit(ret);
+  }
 }

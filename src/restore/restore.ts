@@ -59,6 +59,8 @@ import { pstree_entrySchema } from "../images/gen/pstree_pb.ts";
 import type { Agent } from "../agent.ts";
 import { ImageDir } from "../images/dir.ts";
 import type { RunOptions } from "../options/options.ts";
+import { Plugins } from "../plugins/plugins.ts";
+import { STAGE } from "../plugins/api.ts";
 
 /**
  * What a restore needs; src/options/core.ts makes it from the options of the command line or RPC.
@@ -73,6 +75,8 @@ export interface RestoreOptions {
   options: RunOptions;
   log: Log;
   hooks: Hooks;
+  /** The plugins loaded for this restore (the caller calls their exit); none when absent. */
+  plugins?: Plugins;
 }
 
 export interface RestoreResult {
@@ -246,11 +250,14 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const cp = loadCheckpoint(opts.imagesDir);
   cp.tasks.push(...groupHelpers(cp.tasks, shellJob));
   const tasks = cp.tasks;
+  const plugins = opts.plugins ?? Plugins.none(STAGE.RESTORE, log);
+  plugins.notify("RESTORE_INIT");
   const files: FilesSession = {
     table: cp.files,
     dir: cp.dir,
     opts: opts.options,
     hooks: opts.hooks,
+    plugins,
     log,
   };
   loadFileImages(files);
@@ -294,6 +301,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     const agents = forkTree(ctx, tasks, shellJob, namespaces);
     root = tasks[0]!.hostPid;
     master.releaseHelper();
+    plugins.notify("POST_FORKING");
     forkedAt = performance.now();
     // NAMESPACES
     for (const plan of ns.plans) plan.fill?.(agents.get(tasks[0]!.entry.pid)!);
@@ -336,6 +344,14 @@ export function restore(opts: RestoreOptions): RestoreResult {
   for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
     const threads = pending.get(t.entry.pid)!;
     detachTask(threads, t.cores[0]!.core.tc!.taskState === TASK_STATE.stopped);
+  }
+  // The tree runs: a device a plugin paused must come back now; a failure can only be told.
+  for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
+    try {
+      plugins.notify("RESUME_DEVICES_LATE", t.hostPid);
+    } catch (e) {
+      log.error((e as Error).message);
+    }
   }
   const done = performance.now();
   const result: RestoreResult = {

@@ -9,7 +9,7 @@ import { RpcChannel } from "./channel.ts";
 import { serveConnection } from "./server.ts";
 import { runService, WORKER_ENV } from "./service.ts";
 
-export function swrkCommand(ctx: CommandContext): number {
+export async function swrkCommand(ctx: CommandContext): Promise<number> {
   const fd = Number(ctx.positionals[0]);
   const socket = SeqpacketSocket.adopt(fd);
   // A worker of `criu service` serves a client that is not its parent; children must not see the mark.
@@ -17,7 +17,7 @@ export function swrkCommand(ctx: CommandContext): number {
   Deno.env.delete(WORKER_ENV);
   const channel = new RpcChannel(socket);
   try {
-    const ok = serveConnection({
+    const ok = await serveConnection({
       channel,
       base: ctx.options,
       log: ctx.log,

@@ -33,7 +33,9 @@ import { dump } from "../dump/dump.ts";
 import { restore } from "../restore/restore.ts";
 import { Log } from "../log.ts";
 import type { Options } from "../options/options.ts";
-import { dumpArguments, restoreArguments } from "../options/core.ts";
+import { dumpArguments, imagesDirOf, restoreArguments } from "../options/core.ts";
+import { withPlugins } from "../plugins/plugins.ts";
+import { STAGE } from "../plugins/api.ts";
 import { CRIU_VERSION } from "../version.ts";
 import { summarize } from "../check/summary.ts";
 import { featuresFor, runProbes } from "../check/probes.ts";
@@ -64,7 +66,7 @@ export interface ServerContext {
 type Reply = criu_resp | null;
 
 /** Serves requests until the client closes the connection. Returns false if the last request failed. */
-export function serveConnection(ctx: ServerContext): boolean {
+export async function serveConnection(ctx: ServerContext): Promise<boolean> {
   const { log } = ctx;
   log.info(`Serving RPC requests from pid ${ctx.peer.pid} (uid ${ctx.peer.uid}) as ${ctx.mode}`);
   let lastOk = true;
@@ -87,7 +89,7 @@ export function serveConnection(ctx: ServerContext): boolean {
       lastOk = false;
       continue;
     }
-    const reply = handle(ctx, req);
+    const reply = await handle(ctx, req);
     if (reply === null) return true;
     lastOk = reply.success;
     if (!send(ctx, reply)) return false;
@@ -104,7 +106,7 @@ function send(ctx: ServerContext, reply: criu_resp): boolean {
   }
 }
 
-function handle(ctx: ServerContext, req: criu_req): Reply {
+function handle(ctx: ServerContext, req: criu_req): Reply | Promise<Reply> {
   const T = criu_req_type;
   ctx.log.debug(`RPC request ${T[req.type] ?? req.type}`);
   switch (req.type) {
@@ -186,14 +188,14 @@ function hooksFor(ctx: ServerContext, setup: RequestSetup, log: Log): Hooks {
 }
 
 /** Sets up a request (options, log) and runs `body`; any error becomes a failed reply of `type`. */
-function withRequest(
+async function withRequest(
   ctx: ServerContext,
   kind: RequestKind,
   req: criu_req,
   type: criu_req_type,
   extra: Partial<criu_resp>,
-  body: (setup: RequestSetup, log: Log) => Reply,
-): Reply {
+  body: (setup: RequestSetup, log: Log) => Reply | Promise<Reply>,
+): Promise<Reply> {
   let setup: RequestSetup;
   let log: Log;
   try {
@@ -204,7 +206,7 @@ function withRequest(
     return failure(type, e, extra);
   }
   try {
-    return body(setup, log);
+    return await body(setup, log);
   } catch (e) {
     log.error(messageOf(e));
     if (!(e instanceof RpcRequestError) && !isKnownError(e)) log.debug(`${(e as Error)?.stack ?? e}`);
@@ -218,10 +220,10 @@ function isKnownError(e: unknown): boolean {
   return e instanceof Error && e.name !== "Error" && e.name !== "TypeError" && e.name !== "RangeError";
 }
 
-function handleDump(ctx: ServerContext, req: criu_req): Reply {
+function handleDump(ctx: ServerContext, req: criu_req): Promise<Reply> {
   const type = criu_req_type.DUMP;
   const dumpResp = () => ({ dump: create(criu_dump_respSchema, { restored: false }) });
-  return withRequest(ctx, "dump", req, type, dumpResp(), (setup, log) => {
+  return withRequest(ctx, "dump", req, type, dumpResp(), async (setup, log) => {
     const o = setup.options;
     if (!processExists(setup.pid)) {
       throw new RpcRequestError(`Process ${setup.pid} does not exist`, CR_ERRNO.ESRCH);
@@ -231,7 +233,14 @@ function handleDump(ctx: ServerContext, req: criu_req): Reply {
         setup.selfDump ? " (the RPC client itself)" : ""
       } into ${setup.imagesDir}`,
     );
-    const stats = dump(dumpArguments(o, { log, hooks: hooksFor(ctx, setup, log) }));
+    const hooks = hooksFor(ctx, setup, log);
+    const stats = await withPlugins(
+      o.libdir,
+      STAGE.DUMP,
+      imagesDirOf(o),
+      log,
+      (plugins) => dump(dumpArguments(o, { log, hooks, plugins })),
+    );
     log.info("Dumping finished successfully");
     if (o.displayStats) {
       log.info(
@@ -245,15 +254,22 @@ function handleDump(ctx: ServerContext, req: criu_req): Reply {
   });
 }
 
-function handleRestore(ctx: ServerContext, req: criu_req): Reply {
+function handleRestore(ctx: ServerContext, req: criu_req): Promise<Reply> {
   const type = criu_req_type.RESTORE;
   const extra = { restore: create(criu_restore_respSchema, { pid: -1 }) };
-  return withRequest(ctx, "restore", req, type, extra, (setup, log) => {
+  return withRequest(ctx, "restore", req, type, extra, async (setup, log) => {
     const o = setup.options;
     log.info(`Restoring from ${setup.imagesDir}`);
     // The tree is left running detached (setupRequest sets that): the reply ends the request.
     // With rst_sibling (runc, libcriu) the root becomes a child of the client that started swrk.
-    const result = restore(restoreArguments(o, { log, hooks: hooksFor(ctx, setup, log) }));
+    const hooks = hooksFor(ctx, setup, log);
+    const result = await withPlugins(
+      o.libdir,
+      STAGE.RESTORE,
+      imagesDirOf(o),
+      log,
+      (plugins) => restore(restoreArguments(o, { log, hooks, plugins })),
+    );
     log.info(`Restore finished successfully; root pid ${result.pid}`);
     if (o.displayStats) {
       log.info(`Restore stats: forking ${result.forkingUs} us, restore ${result.restoreUs} us`);
@@ -266,7 +282,7 @@ function handleRestore(ctx: ServerContext, req: criu_req): Reply {
   });
 }
 
-function handleCheck(ctx: ServerContext, req: criu_req): Reply {
+function handleCheck(ctx: ServerContext, req: criu_req): Promise<Reply> {
   const type = criu_req_type.CHECK;
   return withRequest(ctx, "check", req, type, {}, (_setup, log) => {
     // The same probes as `criu check` without --extra: the features every dump and restore needs.

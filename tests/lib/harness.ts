@@ -43,7 +43,10 @@ export async function criu(
 }
 
 /** Like criu() but fails the test with criu's output when it does not exit 0. */
-export async function criuOk(args: string[], opts: { cwd?: string } = {}): Promise<CriuRun> {
+export async function criuOk(
+  args: string[],
+  opts: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<CriuRun> {
   const r = await criu(args, opts);
   if (r.code !== 0) throw new Error(`criu ${args.join(" ")} exited ${r.code}\n${r.stderr}${r.stdout}`);
   return r;

@@ -3,6 +3,8 @@ import { dumpHeld } from "../../dump/dump.ts";
 import { DumpError } from "../../errors.ts";
 import type { CommandContext } from "./context.ts";
 import { dumpArguments } from "../../options/core.ts";
+import { withPlugins } from "../../plugins/plugins.ts";
+import { STAGE } from "../../plugins/api.ts";
 import { dumpStatsText } from "./stats.ts";
 import { signalIgnored } from "../../../ffi/process.ts";
 import { SIG } from "../../../ffi/syscalls.ts";
@@ -36,18 +38,27 @@ async function holdingInterrupts<T>(
 export async function dumpCommand(ctx: CommandContext): Promise<number> {
   const o = ctx.options;
   const args = dumpArguments(o, ctx);
-  return await holdingInterrupts(async (interrupted) => {
-    const held = dumpHeld(args);
-    // The dump ran without a break; a signal that came in meanwhile is delivered now.
-    await new Promise((r) => setTimeout(r, 0));
-    const signal = interrupted();
-    if (signal) {
-      held.cancel();
-      throw new DumpError(`Interrupted by ${signal}: the tree runs on as before and no checkpoint was kept`);
-    }
-    held.release();
-    ctx.log.info(`Dumping finished successfully`);
-    if (o.displayStats) console.log(dumpStatsText(held.stats));
-    return 0;
-  });
+  return await withPlugins(
+    o.libdir,
+    STAGE.DUMP,
+    args.imagesDir,
+    ctx.log,
+    (plugins) =>
+      holdingInterrupts(async (interrupted) => {
+        const held = dumpHeld({ ...args, plugins });
+        // The dump ran without a break; a signal that came in meanwhile is delivered now.
+        await new Promise((r) => setTimeout(r, 0));
+        const signal = interrupted();
+        if (signal) {
+          held.cancel();
+          throw new DumpError(
+            `Interrupted by ${signal}: the tree runs on as before and no checkpoint was kept`,
+          );
+        }
+        held.release();
+        ctx.log.info(`Dumping finished successfully`);
+        if (o.displayStats) console.log(dumpStatsText(held.stats));
+        return 0;
+      }),
+  );
 }

@@ -1,0 +1,95 @@
+/**
+ * External files: an fd no built-in kind takes is offered to the plugins (DUMP_EXT_FILE), in load
+ * order; the one that takes it keeps what it needs in its own images, and files.img gets an
+ * `ext_file_entry` (type EXT) with the file's id, as CRIU writes it. At restore the plugins are
+ * asked for the file by that id (RESTORE_EXT_FILE); the fd a plugin gives back is criu's own, and
+ * the restored task takes a copy of it at the dumped number.
+ *
+ * This is the one place an unknown fd is refused: when no plugin takes it.
+ */
+import { create } from "@bufbuild/protobuf";
+import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
+import { ext_file_entrySchema } from "../images/gen/ext-file_pb.ts";
+import { copyFdOf } from "../../ffi/process.ts";
+import { closeFd } from "../../ffi/fd.ts";
+import { NR } from "../../ffi/syscalls.ts";
+import { ENOTSUP } from "../plugins/api.ts";
+import { PluginError } from "../plugins/plugins.ts";
+import { RestoreError } from "../errors.ts";
+import { addFdFile, emptyFown, type FdKind, registerFdKind, type RestoreFilesContext } from "./files.ts";
+import { refuse } from "./refusal.ts";
+
+export const externalFileKind: FdKind = {
+  name: "external file",
+  type: fd_types.EXT,
+  detect() {
+    return false; // never by itself: it is what the others leave
+  },
+  dump(ctx, fd) {
+    const plugins = ctx.session.plugins;
+    const id = ctx.table.nextId();
+    let answer = -ENOTSUP;
+    if (plugins.has("DUMP_EXT_FILE")) {
+      const ours = copyFdOf(ctx.pid, fd.fd);
+      try {
+        answer = plugins.run("DUMP_EXT_FILE", (p) => p.callInts("DUMP_EXT_FILE", ours, id));
+      } finally {
+        closeFd(ours);
+      }
+    }
+    if (answer === -ENOTSUP) {
+      refuse(ctx.pid, `fd ${fd.fd} (${fd.target})`, "this kind of file is not supported yet");
+    }
+    if (answer < 0) {
+      throw new PluginError(
+        `A plugin failed to dump fd ${fd.fd} (${fd.target}) of process ${ctx.pid}: ${answer}`,
+        -answer,
+      );
+    }
+    ctx.log.info(`A plugin took fd ${fd.fd} (${fd.target}) of process ${ctx.pid} as external file ${id}`);
+    return addFdFile(ctx, fd, (given) =>
+      create(file_entrySchema, {
+        type: fd_types.EXT,
+        id: given,
+        ext: create(ext_file_entrySchema, { id: given, fown: emptyFown() }),
+      }));
+  },
+  open(ctx, entry) {
+    const fd = ctx.session.plugins.run("RESTORE_EXT_FILE", (p) => p.restoreFd("RESTORE_EXT_FILE", entry.id));
+    if (fd < 0) {
+      throw new RestoreError(
+        fd === -ENOTSUP
+          ? `No plugin restores external file ${entry.id} (load the plugin that dumped it with -L)`
+          : `A plugin failed to restore external file ${entry.id}: ${fd}`,
+        fd === -ENOTSUP ? 0 : -fd,
+      );
+    }
+    try {
+      return takeFromCriu(ctx, fd);
+    } finally {
+      closeFd(fd);
+    }
+  },
+};
+
+registerFdKind(externalFileKind);
+
+/**
+ * A copy of criu's own fd `fd` in the restored task: it opens a pidfd on criu and takes the fd
+ * with pidfd_getfd (the task is still root and ours to trace). The task must see criu's pid:
+ * criu's PID namespace is the task's.
+ */
+export function takeFromCriu(ctx: RestoreFilesContext, fd: number): number {
+  const nsLink = (pid: number | "self") => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
+  if (nsLink(ctx.agent.pid) !== nsLink("self")) {
+    throw new RestoreError(
+      "A plugin's file cannot be handed to a task in a PID namespace of its own yet (the task cannot see criu)",
+    );
+  }
+  const pidfd = Number(ctx.agent.call("pidfd_open(criu)", NR.pidfd_open, Deno.pid, 0));
+  try {
+    return Number(ctx.agent.call(`pidfd_getfd(criu, ${fd})`, NR.pidfd_getfd, pidfd, fd, 0));
+  } finally {
+    ctx.agent.call("close", NR.close, pidfd);
+  }
+}

@@ -1,0 +1,254 @@
+/**
+ * Plugins: C plugins of both APIs, built here against the header criu-ts ships
+ * (src/plugins/include), and TypeScript plugins, taking a kind of fd criu-ts does not take itself
+ * (a signalfd, held by the signalfd_held workload). Each scenario runs through the launcher as a
+ * user would, with -L pointing at a directory of plugins; the plugins trace every call into a file.
+ */
+import assert from "node:assert/strict";
+import { criu, criuOk, exists, reap, ROOT, tempDir, Workload } from "./lib/harness.ts";
+import { registerMatrix } from "./lib/matrix.ts";
+
+const INCLUDE = `${ROOT}/src/plugins/include`;
+const SOURCES = `${ROOT}/tests/plugins`;
+
+/** Builds tests/plugins/NAME.c into DIR/FILE (the file name decides the load order). */
+function buildPlugin(dir: string, name: string, file = `${name}.so`): void {
+  const out = new Deno.Command("gcc", {
+    args: [
+      "-shared",
+      "-fPIC",
+      "-O1",
+      "-Wall",
+      "-Werror",
+      "-I",
+      INCLUDE,
+      "-o",
+      `${dir}/${file}`,
+      `${SOURCES}/${name}.c`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  if (out.code !== 0) throw new Error(`Building ${name}.c failed:\n${new TextDecoder().decode(out.stderr)}`);
+}
+
+/** Puts a TypeScript plugin in DIR: a module that re-exports one of ours by its absolute URL. */
+function addScriptPlugin(dir: string, module: string, file: string): void {
+  Deno.writeTextFileSync(
+    `${dir}/${file}`,
+    `export { default } from "${new URL(`file://${module}`).href}";\n`,
+  );
+}
+
+function pluginDir(setup: (dir: string) => void): string {
+  const dir = tempDir("criu-ts-plugins-");
+  setup(dir);
+  return dir;
+}
+
+const C_NEW = pluginDir((d) => buildPlugin(d, "sigfd_plugin"));
+const C_OLD = pluginDir((d) => buildPlugin(d, "sigfd_plugin_old"));
+const C_CHAIN = pluginDir((d) => {
+  buildPlugin(d, "notsup_plugin", "00-notsup.so");
+  buildPlugin(d, "sigfd_plugin", "10-sigfd.so");
+});
+const TS_PLUGIN = pluginDir((d) => addScriptPlugin(d, `${SOURCES}/failing_plugin.ts`, "sigfd.ts"));
+const TS_CHAIN = pluginDir((d) => {
+  buildPlugin(d, "notsup_plugin", "00-notsup.so");
+  addScriptPlugin(d, `${SOURCES}/failing_plugin.ts`, "10-sigfd.ts");
+});
+const TS_EXAMPLE = pluginDir((d) =>
+  addScriptPlugin(d, `${ROOT}/src/plugins/examples/signalfd.ts`, "signalfd.ts")
+);
+
+globalThis.addEventListener("unload", () => {
+  for (const d of [C_NEW, C_OLD, C_CHAIN, TS_PLUGIN, TS_CHAIN, TS_EXAMPLE]) {
+    Deno.removeSync(d, { recursive: true });
+  }
+});
+
+// The usual matrix, with each plugin taking the signalfd.
+registerMatrix([
+  { name: "signalfd_held", criuArgs: ["-L", C_NEW] },
+  { name: "signalfd_held", criuArgs: ["-L", C_OLD] },
+  { name: "signalfd_held", criuArgs: ["-L", TS_EXAMPLE] },
+]);
+
+interface Run {
+  trace: string[];
+  dump: { code: number; stderr: string; log: string };
+  restore?: { code: number; stderr: string; log: string };
+  /** Whether the workload ended in PASS (after a restore, or running on after a failed dump). */
+  passed: boolean;
+}
+
+/**
+ * Starts signalfd_held, dumps it with the plugins of `dir` (and `mode`), restores it when the
+ * dump worked; returns what happened, every process gone afterwards.
+ */
+async function scenario(dir: string, mode = "", opts: { restoreMode?: string } = {}): Promise<Run> {
+  const w = await Workload.start("signalfd_held");
+  const images = tempDir();
+  const tracePath = `${w.dir}/plugin.trace`;
+  const env = (m: string) => ({ CRIU_TS_PLUGIN_TRACE: tracePath, CRIU_TS_PLUGIN_MODE: m });
+  try {
+    const d = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-L", dir, "-o", "dump.log", "-v4"], {
+      env: env(mode),
+    });
+    const run: Run = {
+      trace: [],
+      dump: { ...d, log: readIf(`${images}/dump.log`) },
+      passed: false,
+    };
+    if (d.code === 0) {
+      await reap(w.pid);
+      const r = await criu(["restore", "-D", images, "-d", "-L", dir, "-o", "restore.log", "-v4"], {
+        env: env(opts.restoreMode ?? mode),
+      });
+      run.restore = { ...r, log: readIf(`${images}/restore.log`) };
+      if (r.code !== 0) {
+        assert.ok(!exists(`/proc/${w.pid}`), "a failed restore left the process behind");
+        run.trace = readIf(tracePath).split("\n").filter((l) => l);
+        return run;
+      }
+    }
+    run.passed = (await w.finish()) === "PASS";
+    run.trace = readIf(tracePath).split("\n").filter((l) => l);
+    return run;
+  } finally {
+    await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+}
+
+function readIf(path: string): string {
+  return exists(path) ? Deno.readTextFileSync(path) : "";
+}
+
+Deno.test("without a plugin a signalfd is refused by name and the process runs on", async () => {
+  const w = await Workload.start("signalfd_held");
+  const images = tempDir();
+  try {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /Cannot dump fd 5 \(anon_inode:\[signalfd\]\) of process \d+: this kind of file is not supported yet/,
+    );
+    assert.equal(await w.finish(), "PASS");
+  } finally {
+    await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("a C plugin of the new API takes the signalfd, logs through pr_info, and exit sees success", async () => {
+  const r = await scenario(C_NEW);
+  assert.equal(r.dump.code, 0, r.dump.stderr);
+  assert.equal(r.restore?.code, 0, r.restore?.stderr);
+  assert.ok(r.passed, "the workload did not pass after restore");
+  assert.match(r.dump.log, /sigfd plugin: init at stage 0, images fd \d+/);
+  assert.match(r.dump.log, /sigfd plugin: saving signalfd \d+ with mask a00/);
+  assert.match(r.dump.log, /A plugin took fd 5 \(anon_inode:\[signalfd\]\)/);
+  const id = /^dump (\d+)$/m.exec(r.trace.join("\n"))?.[1];
+  assert.deepEqual(r.trace, ["init 0", `dump ${id}`, "exit 0 0", "init 2", `restore ${id}`, "exit 2 0"]);
+});
+
+Deno.test("a C plugin of the old API is loaded by its function names, with CRIU's warning", async () => {
+  const r = await scenario(C_OLD);
+  assert.equal(r.dump.code, 0, r.dump.stderr);
+  assert.equal(r.restore?.code, 0, r.restore?.stderr);
+  assert.ok(r.passed);
+  assert.match(r.dump.log, /Generating dynamic descriptor for plugin/);
+  assert.match(r.dump.log, /old sigfd plugin: saving signalfd/);
+  const id = /^dump (\d+)$/m.exec(r.trace.join("\n"))?.[1];
+  assert.deepEqual(r.trace, ["init", `dump ${id}`, "fini", "init", `restore ${id}`, "fini"]);
+});
+
+for (const [what, dir] of [["C", C_CHAIN], ["TypeScript", TS_CHAIN]] as const) {
+  Deno.test(`plugins are asked in load order: one answering -ENOTSUP passes the ${what} signalfd on`, async () => {
+    const r = await scenario(dir);
+    assert.equal(r.restore?.code, 0, r.restore?.stderr);
+    assert.ok(r.passed);
+    const lines = r.trace.filter((l) => /dump|restore/.test(l));
+    const id = /^dump (\d+)$/m.exec(lines.join("\n"))?.[1];
+    assert.deepEqual(lines, [`notsup dump ${id}`, `dump ${id}`, `notsup restore ${id}`, `restore ${id}`]);
+  });
+}
+
+for (const [what, dir] of [["C", C_NEW], ["TypeScript", TS_PLUGIN]] as const) {
+  Deno.test(`a ${what} plugin whose init fails stops the dump by name; the process runs on`, async () => {
+    const r = await scenario(dir, "fail-init");
+    assert.equal(r.dump.code, 1);
+    assert.match(r.dump.stderr, /Failed in init\(0\) of "(sigfd|signalfd-ts-test)"/);
+    assert.ok(r.passed, "the process did not run on");
+    assert.deepEqual(r.trace, ["init 0"], "a plugin whose init failed gets no exit, as in CRIU");
+  });
+
+  Deno.test(`a ${what} plugin failing its dump hook fails the dump; the process runs on; exit sees it`, async () => {
+    const r = await scenario(dir, "fail-dump");
+    assert.equal(r.dump.code, 1);
+    assert.match(r.dump.stderr, /A plugin failed to dump fd 5 .*: -5/);
+    assert.ok(r.passed, "the process did not run on");
+    assert.match(r.trace.at(-1)!, /^exit 0 -?[1-9]\d*$/);
+  });
+
+  Deno.test(`a ${what} plugin failing its restore hook leaves nothing behind; exit sees it`, async () => {
+    const r = await scenario(dir, "", { restoreMode: "fail-restore" });
+    assert.equal(r.dump.code, 0, r.dump.stderr);
+    assert.equal(r.restore?.code, 1);
+    assert.match(r.restore!.stderr, /A plugin failed to restore external file \d+: -5/);
+    assert.match(r.trace.at(-1)!, /^exit 2 -?[1-9]\d*$/);
+  });
+}
+
+Deno.test("a missing plugin directory is refused by name before anything is touched", async () => {
+  const w = await Workload.start("signalfd_held");
+  const images = tempDir();
+  try {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-L", `${images}/no-such-dir`]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Unable to open the plugin directory .*no-such-dir: No such file or directory/);
+    assert.equal(await w.finish(), "PASS");
+  } finally {
+    await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("a plugin built for a newer API is refused by name", async () => {
+  const dir = tempDir("criu-ts-plugins-");
+  try {
+    Deno.writeTextFileSync(
+      `${dir}/newer.c`,
+      `#include "criu-plugin.h"\ncr_plugin_desc_t CR_PLUGIN_DESC = { .name = "newer", .version = CRIU_PLUGIN_GEN_VERSION(9, 0, 0), .max_hooks = 1 };\n`,
+    );
+    const cc = new Deno.Command("gcc", {
+      args: ["-shared", "-fPIC", "-I", INCLUDE, "-o", `${dir}/newer.so`, `${dir}/newer.c`],
+    })
+      .outputSync();
+    assert.equal(cc.code, 0);
+    Deno.removeSync(`${dir}/newer.c`);
+    const r = await criu(["restore", "-D", dir, "-L", dir]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Corrupted plugin .*newer\.so: API version 0x90000/);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("CRIU_LIBS_DIR names the plugin directory when -L is not given", async () => {
+  const w = await Workload.start("signalfd_held");
+  const images = tempDir();
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"], { env: { CRIU_LIBS_DIR: C_NEW } });
+    assert.equal(await w.finish(), "PASS");
+  } finally {
+    await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
