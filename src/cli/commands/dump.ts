@@ -16,6 +16,9 @@ import { SIG } from "../../../ffi/syscalls.ts";
  * were started ignoring (nohup, a background job) stay ignored: each still gets a listener that
  * does nothing, since Deno, once it listens for any signal, exits on a SIGINT nobody listens to.
  */
+/** Event-loop turns a signal that came in during the dump may take to reach its listener. */
+const SIGNAL_TURNS = 5;
+
 const INTERRUPTS = { SIGHUP: SIG.HUP, SIGINT: SIG.INT, SIGTERM: SIG.TERM } as const;
 
 /** Listens for the interrupts while `body` runs; `body` learns from `interrupted()` whether one came. */
@@ -46,8 +49,12 @@ export async function dumpCommand(ctx: CommandContext): Promise<number> {
     (plugins) =>
       holdingInterrupts(async (interrupted) => {
         const held = dumpHeld({ ...args, plugins });
-        // The dump ran without a break; a signal that came in meanwhile is delivered now.
-        await new Promise((r) => setTimeout(r, 0));
+        // The dump ran without a break; a signal that came in meanwhile is delivered now. The
+        // runtime notices it while polling and hands it to the listener a turn or two later:
+        // a few turns of the event loop let it arrive, whatever the load.
+        for (let turn = 0; turn < SIGNAL_TURNS && !interrupted(); turn++) {
+          await new Promise((r) => setTimeout(r, 0));
+        }
         const signal = interrupted();
         if (signal) {
           held.cancel();
