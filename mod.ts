@@ -31,3 +31,16 @@ export {
   type criu_version,
 } from "./src/images/gen/rpc_pb.ts";
 export { CRIU_VERSION } from "./src/cli/help.ts";
+// Plugins written in TypeScript: the interface a plugin module's default export implements.
+export {
+  type CriuPlugin,
+  ENOTSUP,
+  HOOK,
+  type PluginContext,
+  type PluginFd,
+  type PluginImages,
+  type PluginLog,
+  type RestoredFile,
+  STAGE,
+  type Stage,
+} from "./src/plugins/api.ts";
