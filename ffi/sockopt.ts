@@ -13,7 +13,8 @@
 import { addressOf, callBig, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
 import { NR } from "./syscalls.ts";
-import { MSG } from "./sockcall.ts";
+import { bindSocket, connectSocket, MSG } from "./sockcall.ts";
+import type { InetAddress } from "./sockaddr.ts";
 
 export const SOL = { SOCKET: 1, IP: 0, TCP: 6, UDP: 17, IPV6: 41 } as const;
 
@@ -179,6 +180,7 @@ export function setBoolOption(fd: number, level: number, name: number, value: bo
   setIntOption(fd, level, name, value ? 1 : 0);
 }
 
+/** A socket timeout; the kernel keeps it in jiffies, so it reads back rounded up to the tick (4 ms here). */
 export interface Timeval {
   sec: number;
   usec: number;
@@ -414,9 +416,10 @@ function ioctlInt(fd: number, request: number, name: string): number {
 }
 
 /**
- * Bytes waiting in a socket's queues. TCP: `inq` unread bytes (rcv_nxt - copied_seq), `outq` bytes
- * not yet acknowledged (write_seq - snd_una), `outqNotSent` bytes not yet sent at all. UDP: `inq`
- * is the size of the first datagram; SIOCOUTQNSD applies to TCP only (`outqNotSent` 0 elsewhere).
+ * What waits in a socket's queues. TCP: `inq` unread bytes (rcv_nxt - copied_seq), `outq` bytes not
+ * yet acknowledged (write_seq - snd_una), `outqNotSent` bytes not yet sent at all. UDP: `inq` is the
+ * size of the first datagram. Unix: `inq` unread bytes (stream) or the first datagram's size, `outq`
+ * the memory (not bytes) of what the peer has not read. SIOCOUTQNSD is TCP only (0 elsewhere).
  */
 export function queueSizes(fd: number, tcp: boolean): { inq: number; outq: number; outqNotSent: number } {
   return {
@@ -614,19 +617,89 @@ export function readTcpStream(fd: number): TcpStreamState {
   return out;
 }
 
-/** In repair mode, appends `data` to the selected queue (no packet is sent); returns when all went in. */
+/**
+ * In repair mode, appends `data` to queue `queue` without sending anything. The kernel builds one
+ * linear buffer per call in repair mode and may refuse a large one (ENOMEM): chunks are halved then.
+ */
 export function fillRepairQueue(fd: number, queue: number, data: Uint8Array<ArrayBuffer>): void {
   selectRepairQueue(fd, queue);
+  sendAll(fd, data, "send in TCP repair");
+  selectRepairQueue(fd, TCP_QUEUE.NONE);
+}
+
+function sendAll(fd: number, data: Uint8Array<ArrayBuffer>, what: string): void {
   let done = 0;
+  let chunkMax = data.length;
   while (done < data.length) {
-    const chunk = data.subarray(done);
-    done += callBig(
-      "send in TCP repair",
-      sys(NR.sendto, fd, addressOf(chunk), chunk.length, MSG.NOSIGNAL, 0, 0),
-      `fd ${fd}`,
+    const chunk = data.subarray(done, done + chunkMax);
+    const n = sys(NR.sendto, fd, addressOf(chunk), chunk.length, MSG.NOSIGNAL, 0, 0);
+    if (n > 0n) {
+      done += Number(n);
+      continue;
+    }
+    const errno = n === 0n ? 0 : lastErrno();
+    if (errno === 4) continue; // EINTR
+    if (chunkMax > 1024) {
+      chunkMax >>= 1;
+      continue;
+    }
+    throw new SyscallError(what, errno || 5, `fd ${fd}, ${data.length - done} of ${data.length} bytes left`);
+  }
+}
+
+/** The TCP_REPAIR_OPTIONS that bring back what `s` negotiated (as libsoccr sets them). */
+export function repairOptionsOf(s: TcpStreamState): { code: number; value: number }[] {
+  const out: { code: number; value: number }[] = [];
+  if (s.optMask & TCPI_OPT.SACK) out.push({ code: TCPOPT.SACK_PERM, value: 0 });
+  if (s.optMask & TCPI_OPT.WSCALE) {
+    out.push({ code: TCPOPT.WINDOW, value: s.sndWscale + (s.rcvWscale << 16) });
+  }
+  if (s.optMask & TCPI_OPT.TIMESTAMPS) out.push({ code: TCPOPT.TIMESTAMP, value: 0 });
+  out.push({ code: TCPOPT.MSS, value: s.mssClamp });
+  return out;
+}
+
+/**
+ * Rebuilds an established connection in a fresh TCP socket `fd` of the right family: repair mode on,
+ * bind to `local`, sequence numbers, connect to `remote` (no SYN is sent), the negotiated options,
+ * the timestamp, both queues (the part of the send queue never sent goes out normally, as libsoccr
+ * does), and the windows. The socket is left in repair mode: the caller turns it off
+ * (`setTcpRepair(fd, TCP_REPAIR_MODE.OFF)`) once the network may see it. Only ESTABLISHED is handled;
+ * half-closed states need a FIN forged on the wire, which this does not do.
+ */
+export function restoreTcpStream(
+  fd: number,
+  s: TcpStreamState,
+  local: InetAddress,
+  remote: InetAddress,
+): void {
+  if (s.state !== 1) {
+    throw new SyscallError(
+      "restoreTcpStream",
+      22,
+      `TCP state ${s.state} cannot be restored, only ESTABLISHED (1)`,
     );
   }
+  setTcpRepair(fd, TCP_REPAIR_MODE.ON);
+  setBoolOption(fd, SOL.SOCKET, SO.REUSEADDR, true);
+  bindSocket(fd, local);
+  selectRepairQueue(fd, TCP_QUEUE.RECV);
+  setQueueSeq(fd, (s.inqSeq - s.inqLen) >>> 0);
+  selectRepairQueue(fd, TCP_QUEUE.SEND);
+  setQueueSeq(fd, (s.outqSeq - s.outqLen) >>> 0);
   selectRepairQueue(fd, TCP_QUEUE.NONE);
+  connectSocket(fd, remote);
+  setRepairOptions(fd, repairOptionsOf(s));
+  if (s.timestamp !== undefined) setIntOption(fd, SOL.TCP, TCP.TIMESTAMP, s.timestamp | 0);
+  if (s.inqLen > 0) fillRepairQueue(fd, TCP_QUEUE.RECV, s.inq);
+  const sentLen = s.outqLen - s.unsentLen;
+  if (sentLen > 0) fillRepairQueue(fd, TCP_QUEUE.SEND, s.outq.subarray(0, sentLen));
+  if (s.unsentLen > 0) {
+    setTcpRepair(fd, TCP_REPAIR_MODE.OFF);
+    sendAll(fd, s.outq.subarray(sentLen), "send of the unsent queue");
+    setTcpRepair(fd, TCP_REPAIR_MODE.ON);
+  }
+  setRepairWindow(fd, s.window);
 }
 
 /** A copy of fd `fd` of process `pid` in our fd table (pidfd_getfd; close-on-exec). */
