@@ -1,0 +1,156 @@
+/**
+ * The socket workloads run plain, without criu: each unix_sockets and inet_sockets mode alone and
+ * all together, and tcp_established over IPv4 and IPv6. The dump/restore matrix is added once the
+ * socket fd kinds exist. Two tests disturb a running workload from outside (a queued byte taken
+ * away through a copy of its socket) to show that its checks can fail.
+ */
+import assert from "node:assert/strict";
+import { openFds, reapZombies, sleep, tempDir, Workload } from "./lib/harness.ts";
+import { IPPROTO, SockDiag } from "../ffi/sock_diag.ts";
+import { closeSocket, MSG, receiveBytes } from "../ffi/sockcall.ts";
+import { takeFd } from "../ffi/sockopt.ts";
+import { AF } from "../ffi/sockaddr.ts";
+import { isSyscallError } from "../ffi/errors.ts";
+
+const UNIX_MODES = [
+  "pair-stream",
+  "pair-dgram",
+  "pair-seqpacket",
+  "path",
+  "abstract",
+  "unbound",
+  "backlog",
+  "fork",
+  "shared",
+  "scm-rights",
+  "scm-creds",
+  "shutdown",
+  "options",
+  "deleted",
+];
+const INET_MODES = ["listener", "bound", "unbound", "udp", "ipv6", "v4mapped"];
+
+/** Starts a workload, lets it run `ms`, optionally meddles with it, and returns its verdict. */
+async function runPlain(
+  name: string,
+  args: string[],
+  ms = 50,
+  meddle?: (w: Workload) => void,
+): Promise<string> {
+  const fds = openFds();
+  const w = await Workload.start(name, args);
+  try {
+    await sleep(ms);
+    meddle?.(w);
+    const verdict = await w.finish();
+    if (verdict !== "PASS" && !meddle) throw new Error(`${name} ${args.join(" ")}: ${w.output()}`);
+    return verdict;
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    assert.deepEqual(openFds(), fds, "the test leaked fds");
+  }
+}
+
+/** The socket inodes in `pid`'s fd table, by fd. */
+function socketFds(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    const m = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`));
+    if (m) out.set(Number(m[1]), Number(e.name));
+  }
+  return out;
+}
+
+/** Takes one byte (a stream) or one datagram off the queue of `pid`'s socket `fd`, through a copy of the fd. */
+function stealByte(pid: number, fd: number): void {
+  const copy = takeFd(pid, fd);
+  try {
+    // The queue may be empty for a moment (the workload reads it too): try for up to 5 s.
+    for (let i = 0; i < 500; i++) {
+      try {
+        assert.equal(receiveBytes(copy, 1, MSG.DONTWAIT).length, 1);
+        return;
+      } catch (e) {
+        if (!isSyscallError(e, "EAGAIN")) throw e;
+        Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+      }
+    }
+    throw new Error(`The queue of fd ${fd} of process ${pid} stayed empty`);
+  } finally {
+    closeSocket(copy);
+  }
+}
+
+for (const mode of UNIX_MODES) {
+  Deno.test(`unix_sockets ${mode} passes plain`, async () => {
+    assert.equal(await runPlain("unix_sockets", [mode]), "PASS");
+  });
+}
+
+Deno.test("unix_sockets with every mode at once passes plain", async () => {
+  assert.equal(await runPlain("unix_sockets", []), "PASS");
+});
+
+Deno.test("unix_sockets pair-dgram fails when a queued datagram goes missing", async () => {
+  const verdict = await runPlain("unix_sockets", ["pair-dgram"], 0, (w) => {
+    const fds = socketFds(w.pid);
+    const diag = SockDiag.open();
+    try {
+      const queued = diag.unixSockets().filter((s) => fds.has(s.ino) && s.rqlen.rq > 0);
+      assert.equal(queued.length, 2, "both ends of the pair hold data");
+      stealByte(w.pid, fds.get(queued[0]!.ino)!);
+    } finally {
+      diag.close();
+    }
+  });
+  assert.match(verdict, /^FAIL: pair-dgram: .*message 0 is 1 bytes, expected 100/);
+});
+
+Deno.test("unix_sockets refuses an unknown mode", async () => {
+  const dir = tempDir();
+  try {
+    await assert.rejects(
+      () => Workload.start("unix_sockets", ["no-such-mode"], { dir }),
+      /unknown mode no-such-mode/,
+    );
+  } finally {
+    reapZombies();
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+for (const mode of INET_MODES) {
+  Deno.test(`inet_sockets ${mode} passes plain`, async () => {
+    assert.equal(await runPlain("inet_sockets", [mode]), "PASS");
+  });
+}
+
+Deno.test("inet_sockets with every mode at once passes plain", async () => {
+  assert.equal(await runPlain("inet_sockets", []), "PASS");
+});
+
+Deno.test("tcp_established passes plain over IPv4", async () => {
+  assert.equal(await runPlain("tcp_established", [], 300), "PASS");
+});
+
+Deno.test("tcp_established passes plain over IPv6", async () => {
+  assert.equal(await runPlain("tcp_established", ["v6"], 300), "PASS");
+});
+
+Deno.test("tcp_established fails when a byte of the stream goes missing", async () => {
+  const verdict = await runPlain("tcp_established", [], 100, (w) => {
+    const fds = socketFds(w.pid);
+    const diag = SockDiag.open();
+    try {
+      const conn = diag.inetSockets(AF.INET, IPPROTO.TCP).find((s) => fds.has(s.ino) && s.state === 1);
+      assert.ok(conn, "the server's end of the connection is found");
+      stealByte(w.pid, fds.get(conn.ino)!);
+    } finally {
+      diag.close();
+    }
+  });
+  assert.match(verdict, /^FAIL: .*(byte \d+ received is|received \d+ bytes)/);
+});
