@@ -233,6 +233,73 @@ export function setBoundDevice(fd: number, name: string): void {
   setOptionBytes(fd, SOL.SOCKET, SO.BINDTODEVICE, b);
 }
 
+/** One classic BPF instruction, `struct sock_filter` (8 bytes): u16 code, u8 jt, u8 jf, u32 k. */
+export interface BpfInstruction {
+  code: number;
+  jt: number;
+  jf: number;
+  k: number;
+}
+export const SOCK_FILTER_SIZE = 8;
+/** `struct sock_fprog`: u16 len, padding, then the pointer at 8 (16 bytes). */
+export const SOCK_FPROG_SIZE = 16;
+
+/** An instruction as CRIU's images keep it (sk_opts_entry.so_filter): code<<48 | jt<<40 | jf<<32 | k. */
+export function encodeBpf(i: BpfInstruction): bigint {
+  return (BigInt(i.code) << 48n) | (BigInt(i.jt) << 40n) | (BigInt(i.jf) << 32n) | BigInt(i.k >>> 0);
+}
+
+export function decodeBpf(v: bigint): BpfInstruction {
+  return {
+    code: Number((v >> 48n) & 0xffffn),
+    jt: Number((v >> 40n) & 0xffn),
+    jf: Number((v >> 32n) & 0xffn),
+    k: Number(v & 0xffffffffn),
+  };
+}
+
+/**
+ * The classic BPF filter attached to the socket (SO_ATTACH_FILTER), empty when none. SO_GET_FILTER
+ * counts its length in instructions, not bytes: asked with length 0 it answers how many there are.
+ */
+export function getSocketFilter(fd: number): BpfInstruction[] {
+  const len = new Uint32Array([0]);
+  const lenBytes = new Uint8Array(len.buffer);
+  if (libc.getsockopt(fd, SOL.SOCKET, SO.GET_FILTER, null, lenBytes) === -1) {
+    throw new SyscallError("getsockopt(SO_GET_FILTER)", lastErrno(), `fd ${fd}`);
+  }
+  const count = len[0]!;
+  if (count === 0) return [];
+  const buf = new Uint8Array(count * SOCK_FILTER_SIZE);
+  if (libc.getsockopt(fd, SOL.SOCKET, SO.GET_FILTER, buf, lenBytes) === -1) {
+    throw new SyscallError("getsockopt(SO_GET_FILTER)", lastErrno(), `fd ${fd}`);
+  }
+  const v = new DataView(buf.buffer);
+  return Array.from({ length: Math.min(len[0]!, count) }, (_, i) => ({
+    code: v.getUint16(i * 8, true),
+    jt: v.getUint8(i * 8 + 2),
+    jf: v.getUint8(i * 8 + 3),
+    k: v.getUint32(i * 8 + 4, true),
+  }));
+}
+
+/** Attaches a classic BPF filter (SO_ATTACH_FILTER). */
+export function setSocketFilter(fd: number, program: readonly BpfInstruction[]): void {
+  const insns = new Uint8Array(program.length * SOCK_FILTER_SIZE);
+  const v = new DataView(insns.buffer);
+  program.forEach((p, i) => {
+    v.setUint16(i * 8, p.code, true);
+    v.setUint8(i * 8 + 2, p.jt);
+    v.setUint8(i * 8 + 3, p.jf);
+    v.setUint32(i * 8 + 4, p.k >>> 0, true);
+  });
+  const fprog = new Uint8Array(SOCK_FPROG_SIZE);
+  const f = new DataView(fprog.buffer);
+  f.setUint16(0, program.length, true);
+  f.setBigUint64(8, addressOf(insns), true);
+  setOptionBytes(fd, SOL.SOCKET, SO.ATTACH_FILTER, fprog);
+}
+
 /** SO_DOMAIN, SO_TYPE and SO_PROTOCOL: what socket() made this socket with. */
 export function socketKind(fd: number): { family: number; type: number; protocol: number } {
   return {
@@ -269,6 +336,8 @@ export interface SocketOptions {
   timestamp: boolean;
   noCheck: boolean;
   dontroute: boolean;
+  /** The attached classic BPF filter, empty when none (sk_opts_entry.so_filter, see `encodeBpf`). */
+  filter: BpfInstruction[];
 }
 
 const AF_UNIX = 1;
@@ -297,6 +366,7 @@ export function readSocketOptions(fd: number, family: number): SocketOptions {
     timestamp: flag(SO.TIMESTAMP),
     noCheck: flag(SO.NO_CHECK),
     dontroute: flag(SO.DONTROUTE),
+    filter: getSocketFilter(fd),
   };
   if (family === AF_UNIX || family === AF_NETLINK) {
     out.passcred = flag(SO.PASSCRED);
@@ -337,6 +407,7 @@ export function writeSocketOptions(fd: number, o: Partial<SocketOptions>): void 
   flag(SO.TIMESTAMP, o.timestamp);
   flag(SO.NO_CHECK, o.noCheck);
   flag(SO.DONTROUTE, o.dontroute);
+  if (o.filter?.length) setSocketFilter(fd, o.filter);
 }
 
 /** tcp_opts_entry: TCP-level options of a TCP socket. */
@@ -586,6 +657,9 @@ function peekQueue(fd: number, queue: number, len: number): { seq: number; bytes
 
 /** libsoccr_save's reading, on a socket already in repair mode. */
 export function readTcpStream(fd: number): TcpStreamState {
+  if (getIntOption(fd, SOL.TCP, TCP.REPAIR) !== TCP_REPAIR_MODE.ON) {
+    throw new SyscallError("readTcpStream", 22, `fd ${fd} is not in TCP repair mode`);
+  }
   const info = tcpInfo(fd);
   let { inq, outq, outqNotSent } = queueSizes(fd, true);
   // A FIN sent or to be sent counts in the send queue but is no data.

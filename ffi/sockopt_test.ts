@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
 import {
+  decodeBpf,
+  encodeBpf,
   getBoundDevice,
   getIntOption,
   getLinger,
@@ -17,6 +19,8 @@ import {
   setTcpRepair,
   SIOC,
   SO,
+  SOCK_FILTER_SIZE,
+  SOCK_FPROG_SIZE,
   socketKind,
   SOL,
   takeFd,
@@ -117,7 +121,15 @@ function pattern(seed: number, n: number): Uint8Array<ArrayBuffer> {
 
 Deno.test("socket option constants and layouts match the system headers", async () => {
   const f = await cFacts(
-    ["sys/socket.h", "sys/ioctl.h", "sys/time.h", "netinet/in.h", "linux/tcp.h", "linux/sockios.h"],
+    [
+      "sys/socket.h",
+      "sys/ioctl.h",
+      "sys/time.h",
+      "netinet/in.h",
+      "linux/tcp.h",
+      "linux/sockios.h",
+      "linux/filter.h",
+    ],
     {
       SO_REUSEPORT: "SO_REUSEPORT",
       SO_PASSCRED: "SO_PASSCRED",
@@ -150,6 +162,11 @@ Deno.test("socket option constants and layouts match the system headers", async 
       SIOCINQ: "SIOCINQ",
       SIOCOUTQ: "SIOCOUTQ",
       SIOCOUTQNSD: "SIOCOUTQNSD",
+      SO_ATTACH_FILTER: "SO_ATTACH_FILTER",
+      SO_GET_FILTER: "SO_GET_FILTER",
+      sockFilter: "sizeof(struct sock_filter)",
+      sockFprog: "sizeof(struct sock_fprog)",
+      fprogFilter: "offsetof(struct sock_fprog, filter)",
       timeval: "sizeof(struct timeval)",
       linger: "sizeof(struct linger)",
       repairOpt: "sizeof(struct tcp_repair_opt)",
@@ -195,6 +212,11 @@ Deno.test("socket option constants and layouts match the system headers", async 
     SIOCINQ: SIOC.INQ,
     SIOCOUTQ: SIOC.OUTQ,
     SIOCOUTQNSD: SIOC.OUTQNSD,
+    SO_ATTACH_FILTER: SO.ATTACH_FILTER,
+    SO_GET_FILTER: SO.GET_FILTER,
+    sockFilter: SOCK_FILTER_SIZE,
+    sockFprog: SOCK_FPROG_SIZE,
+    fprogFilter: 8,
     timeval: TIMEVAL_SIZE,
     linger: LINGER_SIZE,
     repairOpt: TCP_REPAIR_OPT_SIZE,
@@ -208,6 +230,20 @@ Deno.test("socket option constants and layouts match the system headers", async 
   };
   for (const [name, value] of Object.entries(ours)) assert.equal(value, f[name], name);
   assert.ok(f.tcpInfo! <= TCP_INFO_SIZE, "we ask for at least the whole tcp_info of the headers");
+});
+
+/** A classic BPF program that lets everything through: ldw len; jeq 0 ? drop : accept. */
+const ACCEPT_ALL = [
+  { code: 0x80, jt: 0, jf: 0, k: 0 }, // BPF_LD | BPF_W | BPF_LEN
+  { code: 0x15, jt: 1, jf: 0, k: 0 }, // BPF_JMP | BPF_JEQ | BPF_K
+  { code: 0x06, jt: 0, jf: 0, k: 0xffffffff }, // BPF_RET | BPF_K
+  { code: 0x06, jt: 0, jf: 0, k: 0 },
+];
+
+Deno.test("BPF instructions encode as CRIU's images keep them", () => {
+  const i = { code: 0x15, jt: 2, jf: 7, k: 0xdeadbeef };
+  assert.equal(encodeBpf(i), 0x0015_02_07_deadbeefn);
+  assert.deepEqual(decodeBpf(encodeBpf(i)), i);
 });
 
 Deno.test("socket options read from one unix socket and written to a fresh one come back the same", async () => {
@@ -231,6 +267,7 @@ Deno.test("socket options read from one unix socket and written to a fresh one c
       oobinline: true,
       timestamp: true,
       dontroute: true,
+      filter: ACCEPT_ALL,
     });
     const read = readSocketOptions(a, AF.UNIX);
     assert.deepEqual(
@@ -248,6 +285,7 @@ Deno.test("socket options read from one unix socket and written to a fresh one c
     assert.deepEqual(read.linger, { on: true, seconds: 9 });
     assert.equal(read.boundDevice, "lo");
     assert.deepEqual([read.timestamp, read.dontroute], [true, true]);
+    assert.deepEqual(read.filter, ACCEPT_ALL);
 
     const [b] = makeSocketPair(SOCK.STREAM).map(keep) as [number, number];
     const fresh = readSocketOptions(b, AF.UNIX);
@@ -327,15 +365,30 @@ Deno.test("takeFd() copies a socket out of another process's fd table", async ()
   }
 });
 
-Deno.test("TCP repair reads a live connection's sequence numbers and queues, and rebuilds it in a new socket", async () => {
+Deno.test("readTcpStream() refuses a socket that is not in repair mode", async () => {
+  await withSockets((keep) => {
+    const t = keep(makeSocket(AF.INET, SOCK.STREAM));
+    assert.throws(
+      () => readTcpStream(t),
+      /readTcpStream failed: EINVAL \(fd \d+ is not in TCP repair mode\)/,
+    );
+  });
+});
+
+for (const [family, loopback] of [[AF.INET, "127.0.0.1"], [AF.INET6, "::1"]] as const) {
+  Deno.test(`TCP repair reads a live ${loopback} connection's sequence numbers and queues, and rebuilds it in a new socket`, () =>
+    repairRoundTrip(family, loopback));
+}
+
+async function repairRoundTrip(family: typeof AF.INET | typeof AF.INET6, loopback: string): Promise<void> {
   await withSockets(async (keep, drop) => {
-    const l = keep(makeSocket(AF.INET, SOCK.STREAM));
+    const l = keep(makeSocket(family, SOCK.STREAM));
     // A small receive buffer on the server side keeps part of what the client sends in its queue.
     setIntOption(l, SOL.SOCKET, SO.RCVBUF, 4096);
-    bindSocket(l, inetAddress(AF.INET, "127.0.0.1", 0));
+    bindSocket(l, inetAddress(family, loopback, 0));
     listenSocket(l, 1);
     const serverAddr = socketName(l) as InetAddress;
-    const c = keep(makeSocket(AF.INET, SOCK.STREAM));
+    const c = keep(makeSocket(family, SOCK.STREAM));
     setIntOption(c, SOL.SOCKET, SO.SNDBUF, 65536);
     connectSocket(c, serverAddr);
     const s = keep(acceptSocket(l));
@@ -380,7 +433,7 @@ Deno.test("TCP repair reads a live connection's sequence numbers and queues, and
 
     // Move the client's end into a new socket: the old one goes without a FIN (repair mode).
     drop(c);
-    const c2 = keep(makeSocket(AF.INET, SOCK.STREAM));
+    const c2 = keep(makeSocket(family, SOCK.STREAM));
     restoreTcpStream(c2, cs, clientAddr, serverAddr);
     setTcpRepair(c2, TCP_REPAIR_MODE.OFF);
 
@@ -396,4 +449,4 @@ Deno.test("TCP repair reads a live connection's sequence numbers and queues, and
     sendBytes(c2, after);
     assert.deepEqual(await readExactly(s, after.length), after, "and from it");
   });
-});
+}
