@@ -6,7 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { openFds, reapZombies, sleep, tempDir, Workload } from "./lib/harness.ts";
-import { IPPROTO, SockDiag } from "../ffi/sock_diag.ts";
+import { collectSockets, IPPROTO, SockDiag } from "../ffi/sock_diag.ts";
+import { descendants } from "./lib/harness.ts";
 import { closeSocket, MSG, receiveBytes } from "../ffi/sockcall.ts";
 import { takeFd } from "../ffi/sockopt.ts";
 import { AF } from "../ffi/sockaddr.ts";
@@ -153,4 +154,40 @@ Deno.test("tcp_established fails when a byte of the stream goes missing", async 
     }
   });
   assert.match(verdict, /^FAIL: .*(byte \d+ received is|received \d+ bytes)/);
+});
+
+/** The socket fds of a workload's whole tree that sock_diag does not list, as "pid/fd". */
+async function unlistedSockets(name: string, args: string[]): Promise<string[]> {
+  const w = await Workload.start(name, args);
+  try {
+    const table = collectSockets(w.pid);
+    const missing: string[] = [];
+    let seen = 0;
+    for (const pid of [w.pid, ...descendants(w.pid)]) {
+      for (const [ino, fd] of socketFds(pid)) {
+        seen++;
+        if (!table.get(ino)) missing.push(`${pid === w.pid ? "root" : "child"}/${fd}`);
+      }
+    }
+    assert.ok(seen > 0, `${name} has socket fds`);
+    assert.equal(await w.finish(), "PASS");
+    return missing;
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+  }
+}
+
+Deno.test("collectSockets() lists every socket of the unix and TCP workloads, children's included", async () => {
+  assert.deepEqual(await unlistedSockets("unix_sockets", []), []);
+  assert.deepEqual(await unlistedSockets("tcp_established", []), []);
+});
+
+Deno.test("collectSockets() lists every inet socket but the unbound ones, which the kernel does not hash", async () => {
+  const bound = INET_MODES.filter((m) => m !== "unbound");
+  assert.deepEqual(await unlistedSockets("inet_sockets", bound), []);
+  // inet_sockets unbound makes an unbound TCP socket (fd 3) and an unbound UDP socket (fd 4).
+  assert.deepEqual(await unlistedSockets("inet_sockets", ["unbound"]), ["root/3", "root/4"]);
 });
