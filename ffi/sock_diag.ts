@@ -330,7 +330,10 @@ export interface InetSocketInfo {
   ifindex: number;
   cookie: bigint;
   expires: number;
-  /** TCP: bytes not yet read (a listener: connections waiting). UDP: memory taken by queued datagrams. */
+  /**
+   * TCP: bytes not yet read (a listener: connections waiting). UDP: memory taken by queued datagrams.
+   * (A TCP connection waiting in a listener's queue is listed too, with inode 0.)
+   */
   rqueue: number;
   /** TCP: bytes not yet acknowledged (a listener: the backlog limit). UDP: memory of unsent datagrams. */
   wqueue: number;
@@ -720,7 +723,8 @@ export class SocketTable {
   readonly #byIno = new Map<number, DiagSocket>();
 
   constructor(sockets: Iterable<DiagSocket>) {
-    for (const s of sockets) this.#byIno.set(s.info.ino, s);
+    // Inode 0: a TCP connection not accepted yet (no file); nothing can refer to it by inode.
+    for (const s of sockets) if (s.info.ino !== 0) this.#byIno.set(s.info.ino, s);
   }
 
   get(ino: number): DiagSocket | undefined {

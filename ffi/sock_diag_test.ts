@@ -307,6 +307,18 @@ Deno.test("unixSockets() shows a listener's path, file and waiting connections",
   }
 });
 
+Deno.test("unixSockets() reads a dump that spans many netlink batches", () => {
+  withSockets((keep) => {
+    const inos: number[] = [];
+    for (let i = 0; i < 600; i++) {
+      for (const fd of makeSocketPair(SOCK.DGRAM)) inos.push(socketInode(keep(fd)));
+    }
+    const all = dumpUnix();
+    const missing = inos.filter((ino) => !all.has(ino));
+    assert.deepEqual(missing, [], "every one of 1200 sockets is listed");
+  });
+});
+
 Deno.test("unixSocket() finds one socket by inode and answers null for an unknown one", () => {
   withSockets((keep) => {
     const [a, b] = makeSocketPair(SOCK.SEQPACKET).map(keep) as [number, number];
@@ -333,6 +345,11 @@ Deno.test("inetSockets() shows TCP listeners and connections, UDP, and IPv6 only
     sendBytes(c, new Uint8Array(123));
     const u = keep(makeSocket(AF.INET, SOCK.DGRAM));
     connectSocket(u, inetAddress(AF.INET, "127.0.0.1", port));
+    const lite = keep(makeSocket(AF.INET, SOCK.DGRAM, IPPROTO.UDPLITE));
+    bindSocket(lite, inetAddress(AF.INET, "127.0.0.1", 0));
+    const half = keep(makeSocket(AF.INET, SOCK.STREAM));
+    connectSocket(half, inetAddress(AF.INET, "127.0.0.1", port));
+    shutdownSocket(half, SHUT.WR);
     const l6 = keep(makeSocket(AF.INET6, SOCK.STREAM));
     setBoolOption(l6, SOL.IPV6, IPV6.V6ONLY, true);
     bindSocket(l6, inetAddress(AF.INET6, "::1", 0));
@@ -340,17 +357,22 @@ Deno.test("inetSockets() shows TCP listeners and connections, UDP, and IPv6 only
 
     const diag = SockDiag.open();
     try {
-      const tcp = new Map(diag.inetSockets(AF.INET, IPPROTO.TCP).map((s) => [s.ino, s]));
+      const tcpList = diag.inetSockets(AF.INET, IPPROTO.TCP);
+      const tcp = new Map(tcpList.map((s) => [s.ino, s]));
       const sl = tcp.get(socketInode(l))!;
       assert.deepEqual([sl.state, sl.src.address, sl.src.port, sl.wqueue], [10, "127.0.0.1", port, 7]);
       assert.deepEqual(sl.src.words, [0x0100007f], "address words as the kernel keeps them");
       const sc = tcp.get(socketInode(c))!;
       assert.deepEqual([sc.state, sc.dst.address, sc.dst.port, sc.shutdown], [1, "127.0.0.1", port, 0]);
       assert.ok(sc.congestion, "the congestion algorithm is reported");
-      // The accepted (not yet accepted) server side holds the bytes: find it by its ports.
-      const server = [...tcp.values()].find((s) => s.src.port === port && s.dst.port === sc.src.port);
+      // The server side, not accepted yet, holds the bytes: find it by its ports.
+      const server = tcpList.find((s) => s.src.port === port && s.dst.port === sc.src.port);
       assert.ok(server, "the server side of the connection is listed");
       assert.equal(server.rqueue, 123, "unread bytes of the server side");
+      assert.equal(server.ino, 0, "a connection not accepted yet has no inode");
+      assert.equal(tcp.get(socketInode(half))?.shutdown, SHUTDOWN.SEND, "shutdown(SHUT_WR) shows");
+      const sl2 = diag.inetSockets(AF.INET, IPPROTO.UDPLITE).find((s) => s.ino === socketInode(lite));
+      assert.deepEqual([sl2?.protocol, sl2?.state], [IPPROTO.UDPLITE, 7], "UDP-Lite has its own dump");
       const udp = diag.inetSockets(AF.INET, IPPROTO.UDP).find((s) => s.ino === socketInode(u));
       assert.deepEqual([udp?.state, udp?.dst.port, udp?.protocol], [1, port, IPPROTO.UDP]);
       const v6 = diag.inetSockets(AF.INET6, IPPROTO.TCP).find((s) => s.ino === socketInode(l6));
