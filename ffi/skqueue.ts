@@ -13,6 +13,7 @@ import { addressOf, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
 import { CMSG_HDR_SIZE, cmsgSpace, iovecs, msghdr, SCM_RIGHTS, SOL_SOCKET } from "./structs.ts";
 import { getIntOption, setIntOption, SO, SOL } from "./sockopt.ts";
+import { peerName } from "./sockcall.ts";
 
 export const SCM_CREDENTIALS = 2;
 /** The kernel passes at most this many fds in one message (SCM_MAX_FD). */
@@ -86,16 +87,34 @@ export function scmCredentials(creds: Credentials): Uint8Array<ArrayBuffer> {
   return out;
 }
 
+const SOCK_DGRAM = 2;
+const ENOTCONN = 107;
+
+function connected(fd: number): boolean {
+  try {
+    peerName(fd);
+    return true;
+  } catch (e) {
+    if (e instanceof SyscallError && e.errno === ENOTCONN) return false;
+    throw e;
+  }
+}
+
 function setPeekOffset(fd: number, value: number): void {
   setIntOption(fd, SOL.SOCKET, SO.PEEK_OFF, value);
 }
 
 /**
- * Every message waiting in the receive queue of our socket `fd`, left in place. Throws if a message
+ * Every message waiting in the receive queue of our socket `fd`, left in place (none for a listener
+ * or an unconnected stream socket). Throws if a message
  * does not fit the buffer (it cannot happen for a message the kernel accepted under the buffer
  * sizes of the socket) or if its fds did not all fit.
  */
 export function peekQueue(fd: number): QueuedMessage[] {
+  // A listener's queue holds connections, not data (sock_diag's icons lists them), and a stream or
+  // seqpacket socket never connected has no queue at all (recvmsg says EINVAL).
+  if (getIntOption(fd, SOL.SOCKET, SO.ACCEPTCONN) === 1) return [];
+  if (getIntOption(fd, SOL.SOCKET, SO.TYPE) !== SOCK_DGRAM && !connected(fd)) return [];
   const savedPeekOff = getIntOption(fd, SOL.SOCKET, SO.PEEK_OFF);
   const size = Math.max(
     getIntOption(fd, SOL.SOCKET, SO.SNDBUF),

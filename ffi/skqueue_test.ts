@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { parseControl, peekQueue, SCM_CREDENTIALS, scmCredentials, UCRED_SIZE } from "./skqueue.ts";
-import { closeSocket, makeSocketPair, receiveBytes, SOCK } from "./sockcall.ts";
+import {
+  bindSocket,
+  closeSocket,
+  listenSocket,
+  makeSocket,
+  makeSocketPair,
+  receiveBytes,
+  SOCK,
+} from "./sockcall.ts";
+import { AF, unixAddress } from "./sockaddr.ts";
 import { getIntOption, setBoolOption, setIntOption, SO, SOL } from "./sockopt.ts";
 import { addressOf, libc } from "./libc.ts";
 import { iovecs, msghdr, scmRights } from "./structs.ts";
@@ -109,5 +118,19 @@ Deno.test("peekQueue() keeps a peek offset the socket had", () => {
     assert.equal(getIntOption(b, SOL.SOCKET, SO.PEEK_OFF), 1);
   } finally {
     [a, b].forEach(closeSocket);
+  }
+});
+
+Deno.test("peekQueue() of a listener or an unconnected stream socket is empty", () => {
+  const l = makeSocket(AF.UNIX, SOCK.STREAM);
+  const lone = makeSocket(AF.UNIX, SOCK.SEQPACKET);
+  try {
+    assert.deepEqual(peekQueue(lone), []);
+    bindSocket(l, unixAddress(`@criu-ts-skqueue-${Deno.pid}`));
+    listenSocket(l, 1);
+    assert.deepEqual(peekQueue(l), []);
+  } finally {
+    closeSocket(l);
+    closeSocket(lone);
   }
 });

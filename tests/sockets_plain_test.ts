@@ -9,7 +9,9 @@ import { openFds, reapZombies, sleep, tempDir, Workload } from "./lib/harness.ts
 import { collectSockets, IPPROTO, SockDiag } from "../ffi/sock_diag.ts";
 import { descendants } from "./lib/harness.ts";
 import { closeSocket, MSG, receiveBytes } from "../ffi/sockcall.ts";
-import { takeFd } from "../ffi/sockopt.ts";
+import { readSocketOptions, socketKind, takeFd } from "../ffi/sockopt.ts";
+import { peekQueue } from "../ffi/skqueue.ts";
+import { libc } from "../ffi/libc.ts";
 import { AF } from "../ffi/sockaddr.ts";
 import { isSyscallError } from "../ffi/errors.ts";
 
@@ -190,4 +192,46 @@ Deno.test("collectSockets() lists every inet socket but the unbound ones, which 
   assert.deepEqual(await unlistedSockets("inet_sockets", bound), []);
   // inet_sockets unbound makes an unbound TCP socket (fd 3) and an unbound UDP socket (fd 4).
   assert.deepEqual(await unlistedSockets("inet_sockets", ["unbound"]), ["root/3", "root/4"]);
+});
+
+/**
+ * What a dump reads of every socket of a workload's tree, through copies of its fds: the options
+ * and, for unix sockets, the queue in place. Returns how many sockets and queued messages it saw.
+ */
+function readLikeADump(root: number): { sockets: number; messages: number; options: Map<number, unknown> } {
+  let sockets = 0;
+  let messages = 0;
+  const options = new Map<number, unknown>();
+  for (const pid of [root, ...descendants(root)]) {
+    for (const [ino, fd] of socketFds(pid)) {
+      const copy = takeFd(pid, fd);
+      try {
+        const { family } = socketKind(copy);
+        options.set(ino, readSocketOptions(copy, family));
+        if (family === AF.UNIX) {
+          for (const m of peekQueue(copy)) {
+            messages++;
+            m.fds.forEach((f) => libc.close(f));
+          }
+        }
+        sockets++;
+      } finally {
+        closeSocket(copy);
+      }
+    }
+  }
+  return { sockets, messages, options };
+}
+
+Deno.test("reading every socket of the workloads the way a dump does leaves them passing", async () => {
+  for (const [name, args] of [["unix_sockets", []], ["inet_sockets", []]] as const) {
+    let seen = { sockets: 0, messages: 0 };
+    const verdict = await runPlain(name, [...args], 0, (w) => {
+      seen = readLikeADump(w.pid);
+      seen = readLikeADump(w.pid); // twice: the first reading must have left everything as it was
+    });
+    assert.equal(verdict, "PASS", `${name} after its sockets were read`);
+    assert.ok(seen.sockets > 10, `${name}: ${seen.sockets} sockets read`);
+    if (name === "unix_sockets") assert.ok(seen.messages > 20, `${seen.messages} queued messages read`);
+  }
 });
