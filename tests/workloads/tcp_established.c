@@ -214,14 +214,24 @@ int main(int argc, char **argv)
 	}
 	atexit(kill_client);
 	close(report[1]);
-	s.fd = accept(l, NULL, NULL);
-	if (s.fd < 0)
-		wl_die("accept");
+	{
+		struct pollfd pfd = { .fd = l, .events = POLLIN };
+
+		if (poll(&pfd, 1, TIMEOUT_MS) <= 0 || (s.fd = accept(l, NULL, NULL)) < 0)
+			wl_die("the client did not connect");
+	}
 	/* Some data both ways before ready, so the first dump already finds queues. */
-	while (s.sent < 256 * 1024 && s.received < 64 * 1024 && !s.bad) {
-		pump_out(&s);
-		pump_in(&s, READ_CHUNK);
-		poll(NULL, 0, 1);
+	{
+		int64_t end = wl_now_ns() + (int64_t)TIMEOUT_MS * 1000000;
+
+		while (s.sent < 256 * 1024 && s.received < 64 * 1024 && !s.bad) {
+			pump_out(&s);
+			if (pump_in(&s, READ_CHUNK) == 0)
+				wl_die("the client closed the connection during setup");
+			if (wl_now_ns() > end)
+				wl_die("no data came from the client within %d ms", TIMEOUT_MS);
+			poll(NULL, 0, 1);
+		}
 	}
 
 	wl_ready();
