@@ -26,13 +26,13 @@ import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTask, type FrozenTree } from "./freeze.ts";
 import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { FileTable } from "../objects/files.ts";
-import { type DumpedVma, mapFilesPath, PE, VMA, writePages } from "../objects/memory.ts";
-import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
+import { PE, writePages } from "../objects/memory.ts";
+import { backingOf, type ObjectDumpContext } from "../objects/mappings.ts";
 import { DumpError, UnsupportedObjectError } from "../errors.ts";
 import { CLOCK_BOOTTIME, clockNs, compareResource, KCMP } from "../../ffi/process.ts";
 import { ImageDir } from "../images/dir.ts";
 import { unusableDirectory } from "../dirs.ts";
-import { createImageFile, ImageWriter } from "../images/file.ts";
+import { ImageWriter } from "../images/file.ts";
 import { pipe_data_entrySchema } from "../images/gen/pipe-data_pb.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
@@ -309,7 +309,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     const table = new FileTable();
     const objectIds = new SharedObjectIds();
     let pagesId = 0;
-    const shmemDone = new Set<bigint>();
+    const objects: ObjectDumpContext = { dir, done: new Set(), nextPagesId: () => ++pagesId };
     const ctx = {
       table,
       shellJob: opts.shellJob,
@@ -326,10 +326,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         stats.pagesScanned += t.vmas.reduce((n, v) => n + Number((v.entry.end - v.entry.start) / 4096n), 0);
         log.debug(`Task ${t.pid}: ${s.pages} pages (${s.remotePages} written by the task itself)`);
         for (const v of t.vmas) {
-          if (!(v.entry.status & VMA.ANON_SHARED) || shmemDone.has(v.entry.shmid)) continue;
-          shmemDone.add(v.entry.shmid);
-          pagesId += 1;
-          stats.pagesWritten += dumpSharedObject(dir, t.pid, v, pagesId);
+          stats.pagesWritten += backingOf(v.entry)?.dumpObject?.(objects, t.pid, v) ?? 0;
         }
       },
       writeCore(imageTid: number, core: core_entry) {
@@ -409,46 +406,6 @@ function finish(tree: FrozenTree, opts: DumpOptions): void {
   if (opts.leaveRunning) tree.resume();
   else if (opts.leaveStopped) tree.leaveStopped();
   else tree.kill();
-}
-
-/**
- * Shared anonymous memory goes once into pagemap-shmem-ID.img (addresses are offsets in the
- * object). The object is read through /proc/PID/map_files, which shows every page it holds
- * whichever view touched it; SEEK_DATA/SEEK_HOLE skip what was never written.
- */
-function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: number): number {
-  const source = mapFilesPath(pid, v.entry);
-  const fd = openFd(source, OPEN.RDONLY | OPEN.CLOEXEC);
-  const path = dir.pathFor(KINDS.PAGES, pagesId);
-  dir.noteWritten(path);
-  const out = createImageFile(path);
-  const entries = [];
-  let pages = 0;
-  try {
-    const chunk = new Uint8Array(4 * 1024 * 1024);
-    for (const [start, end] of dataRanges(fd, Deno.statSync(source).size)) {
-      for (let at = start; at < end; at += chunk.length) {
-        const part = chunk.subarray(0, Math.min(chunk.length, end - at));
-        preadFull(fd, part, at, source);
-        for (let off = 0; off < part.length;) off += out.writeSync(part.subarray(off));
-      }
-      const n = (end - start) / 4096;
-      entries.push(
-        create(pagemap_entrySchema, {
-          vaddr: BigInt(start),
-          compatNrPages: n,
-          nrPages: BigInt(n),
-          flags: PE.PRESENT,
-        }),
-      );
-      pages += n;
-    }
-  } finally {
-    out.close();
-    closeFd(fd);
-  }
-  dir.write(KINDS.SHMEM_PAGEMAP, v.entry.shmid, [create(pagemap_headSchema, { pagesId }), ...entries]);
-  return pages;
 }
 
 /** pipes-data.img: one entry per pipe with queued bytes, each followed by those bytes. */

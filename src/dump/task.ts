@@ -319,22 +319,14 @@ function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable):
   const pagemap = Deno.openSync(`/proc/${pid}/pagemap`);
   try {
     for (const m of maps) {
-      const c = classify(pid, m);
-      if (!c) continue;
-      if (c.filePath !== undefined) {
-        c.entry.shmid = BigInt(
-          addRegFile(table, c.filePath, m.perms[3] === "s" && m.perms[1] === "w" ? O.RDWR : O.RDONLY),
-        );
-      }
+      const entry = classify({ pid, table }, m);
       // [vvar_vclock] follows [vvar]: CRIU records them as one VVAR area.
       const last = out.at(-1)?.entry;
-      if (last && c.entry.status & VMA.VVAR && last.status & VMA.VVAR && last.end === c.entry.start) {
-        last.end = c.entry.end;
+      if (last && entry.status & VMA.VVAR && last.status & VMA.VVAR && last.end === entry.start) {
+        last.end = entry.end;
         continue;
       }
-      const v: DumpedVma = { entry: c.entry, runs: scanPages(pagemap, c.entry) };
-      if (c.filePath !== undefined) v.filePath = c.filePath;
-      out.push(v);
+      out.push({ entry, runs: scanPages(pagemap, entry) });
     }
   } finally {
     pagemap.close();

@@ -11,8 +11,6 @@ import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
 import type { fs_entry } from "../images/gen/fs_pb.ts";
 import type { fdinfo_entry, file_entry } from "../images/gen/fdinfo_pb.ts";
 import type { inventory_entry } from "../images/gen/inventory_pb.ts";
-import { reg_file_entrySchema } from "../images/gen/regfile_pb.ts";
-import { isFieldSet } from "@bufbuild/protobuf";
 import type { tty_info_entry } from "../images/gen/tty_pb.ts";
 import { KINDS } from "../images/kinds.ts";
 import type { memfd_inode_entry } from "../images/gen/memfd_pb.ts";
@@ -23,6 +21,8 @@ import { ImageReader } from "../images/file.ts";
 import type { pipe_data_entry } from "../images/gen/pipe-data_pb.ts";
 import { FileTable } from "../objects/files.ts";
 import { PAGE_SIZE, PE, VMA } from "../objects/memory.ts";
+import { backingOf } from "../objects/mappings.ts";
+import "../objects/mod.ts";
 import { RestoreError } from "../errors.ts";
 import { OLD_TASK_STATE, TASK_STATE } from "../dump/task.ts";
 import type { net_device_entry } from "../images/gen/netdev_pb.ts";
@@ -177,32 +177,6 @@ function readCore(dir: ImageDir, tid: number): core_entry {
   return core;
 }
 
-/**
- * A file the tree maps must still be the file the dump saw: one whose size changed (a rebuilt
- * program, an upgraded library) would put other code at the recorded addresses, or end before the
- * mapping does. CRIU refuses it as well. Open files are not checked: a log may well have grown.
- * A file that is gone is reported when the restore opens it. Each file is looked at once.
- */
-function checkMappedFile(pid: number, v: vma_entry, files: FileTable, checked: Set<number>): void {
-  const id = Number(v.shmid);
-  const reg = files.get(id).reg; // throws for a dangling id
-  if (checked.has(id) || !reg || !isFieldSet(reg, reg_file_entrySchema.field.size)) return;
-  checked.add(id);
-  let size: number;
-  try {
-    size = Deno.statSync(reg.name).size;
-  } catch {
-    return;
-  }
-  if (BigInt(size) !== reg.size) {
-    throw new RestoreError(
-      `${reg.name}, mapped by process ${pid} at ${
-        hex(v.start)
-      }, changed since the dump: it holds ${size} bytes, the dump saw ${reg.size}`,
-    );
-  }
-}
-
 function loadTask(
   dir: ImageDir,
   entry: pstree_entry,
@@ -242,9 +216,7 @@ function loadTask(
   const [fs] = dir.readOptional<fs_entry>(KINDS.FS, pid);
   const fdinfos = dir.readOptional<fdinfo_entry>(KINDS.FDINFO, ids.filesId);
   for (const f of fdinfos) files.get(f.id); // throws for a dangling id
-  for (const v of mm.vmas) {
-    if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) checkMappedFile(pid, v, files, checkedFiles);
-  }
+  for (const v of mm.vmas) backingOf(v)?.check?.(pid, v, files, checkedFiles);
   files.get(mm.exeFileId);
   Object.assign(task, { ids, mm, pages: runs, pagesPath, fdinfos });
   if (fs) task.fs = fs;
