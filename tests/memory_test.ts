@@ -9,6 +9,7 @@ const CASES: Case[] = [
   { name: "mem_advice" },
   { name: "mem_wipe" },
   { name: "mem_fileprot" },
+  { name: "mem_shmoff" },
 ];
 
 registerMatrix(CASES);
