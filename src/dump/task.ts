@@ -35,7 +35,7 @@ import { getRobustList, RLIMIT_COUNT, schedulingOf } from "../../ffi/process.ts"
 import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 import { UnsupportedObjectError } from "../errors.ts";
-import { classify, type DumpedVma, scanPages, VMA } from "../objects/memory.ts";
+import { classify, type DumpedVma, guardEntries, scanPages, VMA } from "../objects/memory.ts";
 import { credsQuery } from "../objects/creds.ts";
 import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../objects/signals.ts";
 import { dumpTimers, itimersQuery } from "../objects/timers.ts";
@@ -331,6 +331,7 @@ function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable):
   } finally {
     pagemap.close();
   }
+  for (const entry of guardEntries(pid)) out.push({ entry, runs: [] });
   return out;
 }
 

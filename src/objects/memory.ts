@@ -15,6 +15,7 @@ import { type vma_entry, vma_entrySchema } from "../images/gen/vma_pb.ts";
 import { type MapsEntry } from "../../ffi/proc.ts";
 import { MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
 import { ProcMem } from "../../ffi/memory.ts";
+import { PAGE_IS_GUARD, scanCategory } from "../../ffi/pagemap_scan.ts";
 import { createImageFile } from "../images/file.ts";
 import { RestoreError, UnsupportedObjectError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
@@ -43,7 +44,13 @@ export const VMA = {
   ANON_PRIVATE: 1 << 9,
   SYSVIPC: 1 << 10,
   VVAR: 1 << 12,
+  AIORING: 1 << 13,
   MEMFD: 1 << 14,
+  /**
+   * Not an area: a range under MADV_GUARD_INSTALL guards, recorded as CRIU does, as an entry with
+   * only this bit, after every real area (it lies inside one of them).
+   */
+  GUARD: 1 << 16,
 } as const;
 
 /** pagemap_entry.flags bits. */
@@ -154,6 +161,34 @@ export function classify(ctx: MappingDumpContext, m: MapsEntry): vma_entry {
   if (m.path === "[heap]") entry.status |= VMA.HEAP;
   if (m.path === "[stack]") entry.status |= VMA.STACK;
   return entry;
+}
+
+/** The task's guard ranges (MADV_GUARD_INSTALL) as image entries, to go after its areas. */
+export function guardEntries(pid: number): vma_entry[] {
+  return (scanCategory(pid, PAGE_IS_GUARD) ?? []).map(([start, end]) =>
+    create(vma_entrySchema, {
+      start,
+      end,
+      pgoff: 0n,
+      shmid: 0n,
+      prot: 0,
+      flags: 0,
+      status: VMA.GUARD,
+      fd: -1n,
+    })
+  );
+}
+
+const MADV_GUARD_INSTALL = 102;
+
+/** Installs the guards again once the areas under them are mapped and filled. */
+export function installGuards(agent: Agent, guards: readonly vma_entry[]): void {
+  agent.reset();
+  agent.batch(guards.map((g) => ({
+    name: `madvise(0x${g.start.toString(16)}, MADV_GUARD_INSTALL)`,
+    nr: NR.madvise,
+    args: [g.start, g.end - g.start, MADV_GUARD_INSTALL],
+  })));
 }
 
 // Flag bits of a pagemap entry, as bits of its high 32-bit word (63, 62, 61, 58): no BigInt per page.

@@ -48,6 +48,8 @@ export interface RestoreTaskImages {
   pagesPath?: string;
   fs?: fs_entry;
   fdinfos: fdinfo_entry[];
+  /** Ranges to install MADV_GUARD_INSTALL guards on, inside the areas (VMA_AREA_GUARD entries). */
+  guards?: vma_entry[];
   zombie: boolean;
   /** A helper: a task that only recreates a process group whose leader had gone. */
   helper: boolean;
@@ -79,6 +81,19 @@ function checkAreas(pid: number, mm: mm_entry): void {
     if (v.end > USER_SPACE_END) bad(`${where} leaves user space`);
     if (v.start < prevEnd) bad(`${where} overlaps the area before it`);
     prevEnd = v.end;
+  }
+}
+
+/** A guard range must lie inside the areas (a guard can only be installed on mapped memory). */
+function checkGuard(pid: number, mm: mm_entry, g: vma_entry): void {
+  const where = `process ${pid}, guard range ${hex(g.start)}-${hex(g.end)}`;
+  if (g.start % BigInt(PAGE_SIZE) || g.end % BigInt(PAGE_SIZE) || g.end <= g.start) {
+    bad(`${where} is not a page range`);
+  }
+  for (let at = g.start; at < g.end;) {
+    const v = mm.vmas.find((a) => a.start <= at && at < a.end);
+    if (!v) bad(`${where} is not inside the areas`);
+    at = v.end;
   }
 }
 
@@ -209,6 +224,10 @@ function loadTask(
   if (!mm) bad(`mm-${pid}.img is empty`);
   // CRIU records the vsyscall page; the kernel maps it in every process, so nothing restores it.
   mm.vmas = mm.vmas.filter((v) => !(v.status & VMA.VSYSCALL));
+  // Guard ranges lie inside the areas: they are kept apart, to be installed once those are in.
+  const guards = mm.vmas.filter((v) => v.status === VMA.GUARD);
+  mm.vmas = mm.vmas.filter((v) => v.status !== VMA.GUARD);
+  for (const g of guards) checkGuard(pid, mm, g);
   sharedAnonFromMemfd(pid, mm, files, memfds);
   checkAreas(pid, mm);
   const { runs, pagesPath } = loadPagemap(dir, pid);
@@ -218,7 +237,7 @@ function loadTask(
   for (const f of fdinfos) files.get(f.id); // throws for a dangling id
   for (const v of mm.vmas) backingOf(v)?.check?.(pid, v, files, checkedFiles);
   files.get(mm.exeFileId);
-  Object.assign(task, { ids, mm, pages: runs, pagesPath, fdinfos });
+  Object.assign(task, { ids, mm, pages: runs, pagesPath, fdinfos, guards });
   if (fs) task.fs = fs;
   return task;
 }

@@ -18,6 +18,7 @@ import {
   fillPages,
   finishAreas,
   finishBackings,
+  installGuards,
   mapAreas,
   moveSpecialAreas,
   PAGE_SIZE,
@@ -185,6 +186,7 @@ export function restoreMemory(
   }
   finishBackings(mappings, fresh);
   finishAreas(agent, fresh);
+  if (t.guards?.length) installGuards(agent, t.guards);
   setMmFields(ctx, agent, t);
 }
 
