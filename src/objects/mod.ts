@@ -9,3 +9,4 @@ import "./eventfd.ts";
 import "./eventpoll.ts";
 import "./mapping_regfile.ts";
 import "./mapping_shmem.ts";
+import "./mapping_hugetlb.ts";
