@@ -13,6 +13,7 @@ const CASES: Case[] = [
   { name: "mem_fileprot" },
   { name: "mem_shmoff" },
   { name: "mem_guard" },
+  { name: "mem_aio" },
 ];
 
 registerMatrix(CASES);

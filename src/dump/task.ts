@@ -36,6 +36,7 @@ import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 import { UnsupportedObjectError } from "../errors.ts";
 import { classify, type DumpedVma, guardEntries, scanPages, VMA } from "../objects/memory.ts";
+import { backingOf } from "../objects/mappings.ts";
 import { credsQuery } from "../objects/creds.ts";
 import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../objects/signals.ts";
 import { dumpTimers, itimersQuery } from "../objects/timers.ts";
@@ -294,7 +295,7 @@ function dumpMm(
   if (exe.endsWith(" (deleted)")) {
     throw new UnsupportedObjectError(pid, `executable ${exe}`, "it was deleted");
   }
-  return create(mm_entrySchema, {
+  const mm = create(mm_entrySchema, {
     mmStartCode: f(26),
     mmEndCode: f(27),
     mmStartData: f(45),
@@ -312,6 +313,8 @@ function dumpMm(
     dumpable: answers.dumpable,
     thpDisabled: answers.thpDisabled,
   });
+  for (const v of vmas) backingOf(v.entry)?.dumpMm?.(mm, v);
+  return mm;
 }
 
 function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable): DumpedVma[] {

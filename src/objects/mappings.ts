@@ -8,6 +8,7 @@
  * refused here, by name; that refusal is where a plugin will be asked.
  */
 import type { vma_entry } from "../images/gen/vma_pb.ts";
+import type { mm_entry } from "../images/gen/mm_pb.ts";
 import type { MapsEntry } from "../../ffi/proc.ts";
 import type { ImageDir } from "../images/dir.ts";
 import { UnsupportedObjectError } from "../errors.ts";
@@ -75,6 +76,8 @@ export interface MappingBacking {
   dump(ctx: MappingDumpContext, m: MapsEntry, entry: vma_entry): void;
   /** Which pages of the area go into the task's pages image. */
   ownPages(entry: vma_entry): OwnPages;
+  /** Adds what mm-ID.img records about the area beyond its vma entry (an AIO ring's entry). */
+  dumpMm?(mm: mm_entry, v: DumpedVma): void;
   /** Stores the object behind the area once per dump; returns how many pages it wrote. */
   dumpObject?(ctx: ObjectDumpContext, pid: number, v: DumpedVma): number;
   /** Is this image entry this backing's? */

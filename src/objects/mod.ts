@@ -10,3 +10,4 @@ import "./eventpoll.ts";
 import "./mapping_regfile.ts";
 import "./mapping_shmem.ts";
 import "./mapping_hugetlb.ts";
+import "./mapping_aio.ts";
