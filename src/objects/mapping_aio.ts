@@ -141,6 +141,9 @@ export const aioRingMapping: MappingBacking = {
   owns(entry) {
     return (entry.status & VMA.AIORING) !== 0;
   },
+  sameObject() {
+    return false; // a ring belongs to its own task's context: never kept from a parent
+  },
   open() {
     return -1n; // plain memory holding the old ring until finish() rebuilds it
   },

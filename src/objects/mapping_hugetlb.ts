@@ -75,6 +75,9 @@ export const hugetlbMapping: MappingBacking = {
   owns(entry) {
     return (entry.flags & MAP.HUGETLB) !== 0 && (entry.status & VMA.ANON_PRIVATE) !== 0;
   },
+  sameObject() {
+    return true; // private memory: the child's pages are compared as any others
+  },
   open(ctx, e) {
     const kib = pageKiB(e.flags) || defaultHugePageKiB();
     const needed = Number(e.end - e.start) / (kib * 1024);

@@ -104,6 +104,9 @@ export const regularFileMapping: MappingBacking = {
     return (entry.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0;
   },
   check: checkMappedFile,
+  sameObject(a, b, files) {
+    return files.get(Number(a.shmid)).reg?.name === files.get(Number(b.shmid)).reg?.name;
+  },
   open(ctx, e) {
     const file = ctx.files.get(Number(e.shmid));
     const name = file.reg?.name;

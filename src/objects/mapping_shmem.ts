@@ -180,6 +180,9 @@ export const sharedMemoryMapping: MappingBacking = {
   owns(entry) {
     return (entry.status & VMA.ANON_SHARED) !== 0;
   },
+  sameObject(a, b) {
+    return a.shmid === b.shmid;
+  },
   open(ctx, e) {
     const first = ctx.objects.get(keyOf(e));
     if (first) return openObject(ctx, first.path, e);

@@ -84,6 +84,11 @@ export interface MappingBacking {
   owns(entry: vma_entry): boolean;
   /** Refuses an image entry that cannot be restored, before anything is created. */
   check?(pid: number, entry: vma_entry, files: FileTable, checked: Set<number>): void;
+  /**
+   * Do two image entries (a parent's and its child's, at the same place) map the same object?
+   * A child keeps such an area from its parent instead of mapping it again.
+   */
+  sameObject(a: vma_entry, b: vma_entry, files: FileTable): boolean;
   /** Opens the object in the restored task: a temporary fd to map from, or -1n for anonymous memory. */
   open(ctx: MappingRestoreContext, entry: vma_entry): bigint;
   /** Once the task's pages are in: fills objects it created, rebuilds kernel state (AIO rings). */

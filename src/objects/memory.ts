@@ -2,9 +2,14 @@
  * Memory: a task's mappings (mm-PID.img), which of their pages hold data (pagemap-PID.img) and
  * those pages (pages-N.img, raw).
  *
- * Which pages are stored: every present or swapped page of a private anonymous mapping; of a
+ * What backs an area (a file, shared memory, an AIO ring, hugetlb memory) is its backing's business
+ * (mappings.ts and the mapping_*.ts modules); this module does what is common: classifying areas,
+ * scanning and writing pages, mapping areas back and filling them, the kernel's own areas (vDSO,
+ * vvar, vsyscall), madvise advice and MADV_GUARD_INSTALL guards.
+ *
+ * Which pages are stored: every present or swapped page of private anonymous memory; of a
  * private file mapping only pages that were written (anonymous copies: the rest is in the file);
- * every present page of a shared anonymous mapping; nothing of shared file mappings (the file has it).
+ * what a backing says for the others (shared memory once per object, nothing of shared files).
  *
  * The pages move from the target into the image without passing through the JS heap: the target
  * itself write()s its pages to the image file (a remote syscall; the kernel copies once). Areas it
@@ -199,7 +204,8 @@ const PM_FILE = 1 << 29;
 const PM_GUARD_REGION = 1 << 26;
 const PAGEMAP_CHUNK = 65536; // entries read at a time: 512 KiB
 
-function ownPagesOf(entry: vma_entry): OwnPages {
+/** Which pages of an area the task's own pages image holds (see OwnPages). */
+export function ownPagesOf(entry: vma_entry): OwnPages {
   if (entry.status & (VMA.VSYSCALL | VMA.VVAR)) return "none";
   // The vDSO is stored whole, as CRIU stores it: its restore reads the ELF in it.
   if (entry.status & VMA.VDSO) return "all";
@@ -497,8 +503,9 @@ const KEPT_FLAGS = MAP.SHARED | MAP.PRIVATE | MAP.DROPPABLE | MAP.GROWSDOWN | MA
 
 function mmapCall(e: vma_entry, fd: bigint): BatchCall {
   const anonymous = fd < 0n;
-  // Areas we fill get PROT_WRITE until their pages are in; file-backed shared pages are in place.
-  const prot = anonymous || !(e.status & (VMA.FILE_SHARED | VMA.ANON_SHARED)) ? e.prot | PROT.WRITE : e.prot;
+  // Areas we fill get PROT_WRITE until their pages are in; an object mapped from an fd has its
+  // pages already (a shared file, shared memory another area of it filled).
+  const prot = anonymous || ownPagesOf(e) !== "none" ? e.prot | PROT.WRITE : e.prot;
   const flags = (e.flags & KEPT_FLAGS) | (anonymous ? MAP.ANONYMOUS : 0) | MAP.FIXED;
   return {
     name: `mmap(0x${e.start.toString(16)})`,
@@ -585,8 +592,8 @@ export function finishAreas(agent: Agent, vmas: readonly vma_entry[]): void {
   for (const e of vmas) {
     if (isSpecial(e)) continue;
     const len = e.end - e.start;
-    const isSharedFile = (e.status & VMA.FILE_SHARED) !== 0;
-    if (!isSharedFile && !(e.prot & PROT.WRITE)) {
+    // Right for every read-only area, whether mapAreas added PROT_WRITE to it or not.
+    if (!(e.prot & PROT.WRITE)) {
       calls.push({ name: "mprotect", nr: NR.mprotect, args: [e.start, len, e.prot] });
     }
     const madv = e.madv ?? 0n;

@@ -120,8 +120,12 @@ function checkPages(pid: number, mm: mm_entry, runs: PageRun[], pagesPath: strin
     while (at < end) {
       const v = areaAt(mm.vmas, at);
       if (!v) bad(`pagemap of process ${pid} has pages at ${hex(at)}, outside every area`);
-      if (v.status & VMA.FILE_SHARED) {
-        bad(`pagemap of process ${pid} has pages in shared file area ${hex(v.start)}`);
+      if (backingOf(v)?.ownPages(v) === "none") {
+        bad(
+          `pagemap of process ${pid} has pages in area ${hex(v.start)}, whose pages its ${
+            backingOf(v)!.name
+          } holds`,
+        );
       }
       at = v.end < end ? v.end : end;
     }
