@@ -6,6 +6,14 @@
 import assert from "node:assert/strict";
 import { criu, criuOk, exists, reap, tempDir, Workload } from "./lib/harness.ts";
 import { type Case, dumpRestore, label, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { ImageDir } from "../src/images/dir.ts";
+import { KINDS } from "../src/images/kinds.ts";
+import type { mm_entry } from "../src/images/gen/mm_pb.ts";
+import type { vma_entry } from "../src/images/gen/vma_pb.ts";
+import { FileTable } from "../src/objects/files.ts";
+import type { file_entry } from "../src/images/gen/fdinfo_pb.ts";
+import { VMA } from "../src/objects/memory.ts";
+import { MAP, O } from "../ffi/syscalls.ts";
 
 const CASES: Case[] = [
   { name: "mem_advice" },
@@ -46,6 +54,76 @@ for (const c of CASES) {
     }
   });
 }
+
+// ---------------------------------------------------------------------------------------------
+// The images hold these areas as CRIU writes them.
+
+/** Dumps workload `c` with --leave-running and hands its mm entry and files to `check`. */
+function inspectMm(c: Case, check: (mm: mm_entry, files: FileTable) => void) {
+  return withWorkload(c, async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+    const dir = new ImageDir(images);
+    const [mm] = dir.read<mm_entry>(KINDS.MM, w.pid);
+    assert.ok(mm, "no mm entry");
+    check(mm, new FileTable(dir.read<file_entry>(KINDS.FILES)));
+  });
+}
+
+const madvBits = (...advice: number[]) => advice.reduce((m, a) => m | (1n << BigInt(a)), 0n);
+
+Deno.test("guards are VMA_AREA_GUARD entries after every area, inside them, as CRIU writes them", () =>
+  inspectMm({ name: "mem_guard" }, (mm) => {
+    const guards = mm.vmas.filter((v) => v.status & VMA.GUARD);
+    assert.equal(guards.length, 5, "mem_guard installs guards on five ranges");
+    const firstGuard = mm.vmas.findIndex((v) => v.status & VMA.GUARD);
+    assert.equal(firstGuard, mm.vmas.length - guards.length, "guards come after every area");
+    for (const g of guards) {
+      assert.equal(g.status, VMA.GUARD, "a guard entry has only VMA_AREA_GUARD");
+      const area = mm.vmas.find((v) => !(v.status & VMA.GUARD) && v.start <= g.start && g.end <= v.end);
+      assert.ok(area, `guard 0x${g.start.toString(16)} lies inside an area`);
+    }
+  }));
+
+Deno.test("an AIO ring is a VMA_AREA_AIORING area with an aio_ring_entry, as CRIU writes them", () =>
+  inspectMm({ name: "mem_aio" }, (mm) => {
+    const rings = mm.vmas.filter((v) => v.status & VMA.AIORING);
+    assert.equal(rings.length, 1);
+    const r = rings[0]!;
+    assert.equal(r.status, VMA.AIORING);
+    assert.equal(r.flags & (MAP.SHARED | MAP.PRIVATE), MAP.SHARED);
+    // 16 requests make a one-page ring of 127 events; CRIU estimates (127 - 2) / 2 back
+    assert.deepEqual(mm.aios.map((a) => [a.id, a.nrReq, a.ringLen]), [[r.start, 62, 4096]]);
+  }));
+
+Deno.test("droppable and wipe-on-fork areas carry MAP_DROPPABLE and their advice, as CRIU writes them", () =>
+  inspectMm({ name: "mem_wipe" }, (mm) => {
+    const droppable = mm.vmas.filter((v: vma_entry) => v.flags & MAP.DROPPABLE);
+    assert.equal(droppable.length, 1);
+    assert.equal(droppable[0]!.flags & MAP.PRIVATE, 0, "MAP_DROPPABLE replaces MAP_PRIVATE");
+    assert.equal(droppable[0]!.madv! & madvBits(16, 18), madvBits(16, 18), "DONTDUMP and WIPEONFORK");
+    const wiped = mm.vmas.filter((v) => !(v.flags & MAP.DROPPABLE) && (v.madv ?? 0n) & madvBits(18));
+    assert.equal(wiped.length, 1, "one more area with MADV_WIPEONFORK");
+  }));
+
+Deno.test("madvise advice is in vma madv, one bit per advice, as CRIU writes it", () =>
+  inspectMm({ name: "mem_advice" }, (mm) => {
+    const advised = new Set(mm.vmas.map((v) => v.madv ?? 0n));
+    // DONTFORK 10, DONTDUMP 16, HUGEPAGE 14, NOHUGEPAGE 15, RANDOM 1, SEQUENTIAL 2, MERGEABLE 12, WIPEONFORK 18
+    for (const a of [10, 16, 14, 15, 1, 2, 12, 18]) {
+      assert.ok(advised.has(madvBits(a)), `an area with advice ${a}`);
+    }
+    assert.ok(advised.has(madvBits(1, 16)), "the area with RANDOM and DONTDUMP");
+  }));
+
+Deno.test("a mapped file records its open file's access mode in vma fdflags, as CRIU writes it", () =>
+  inspectMm({ name: "mem_fileprot" }, (mm, files) => {
+    const mapped = mm.vmas.filter((v) =>
+      v.status & (VMA.FILE_SHARED | VMA.FILE_PRIVATE) &&
+      files.get(Number(v.shmid)).reg?.name.endsWith(".mapped")
+    );
+    assert.deepEqual(mapped.map((v) => v.fdflags).sort(), [O.RDONLY, O.RDONLY, O.RDWR, O.RDWR]);
+    for (const v of mapped) assert.equal(files.get(Number(v.shmid)).reg!.flags & O.ACCMODE, v.fdflags);
+  }));
 
 // ---------------------------------------------------------------------------------------------
 // hugetlb: the pages come from the kernel's pool, which the workload fills when it is empty.
@@ -118,6 +196,18 @@ if (noHugePages !== null) {
     keepingPool(() =>
       withWorkload(HUGE, async (w, images) => {
         for (let i = 0; i < 10; i++) await dumpRestore(w, images, HUGE);
+      })
+    ),
+  );
+  Deno.test(
+    "hugetlb memory is private anonymous memory with MAP_HUGETLB and its size, as CRIU writes it",
+    keepingPool(() =>
+      inspectMm(HUGE, (mm) => {
+        const huge = mm.vmas.filter((v) => v.flags & MAP.HUGETLB);
+        assert.equal(huge.length, 1);
+        const sizeBits = Math.log2(Number(/\d+/.exec(POOL!.split("/").at(-1)!)![0]) * 1024) << 26;
+        assert.equal(huge[0]!.flags, MAP.PRIVATE | MAP.ANONYMOUS | MAP.HUGETLB | sizeBits);
+        assert.equal(huge[0]!.status, VMA.REGULAR | VMA.ANON_PRIVATE);
       })
     ),
   );

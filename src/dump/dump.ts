@@ -26,7 +26,7 @@ import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTask, type FrozenTree } from "./freeze.ts";
 import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { FileTable } from "../objects/files.ts";
-import { PE, writePages } from "../objects/memory.ts";
+import { PE, VMA, writePages } from "../objects/memory.ts";
 import { backingOf, type ObjectDumpContext } from "../objects/mappings.ts";
 import { DumpError, UnsupportedObjectError } from "../errors.ts";
 import { CLOCK_BOOTTIME, clockNs, compareResource, KCMP } from "../../ffi/process.ts";
@@ -323,7 +323,9 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         dir.write(KINDS.PAGEMAP, t.imagePid, pagemapFor(t, pagesId));
         stats.memwriteUs += Math.round((performance.now() - w0) * 1000);
         stats.pagesWritten += s.pages;
-        stats.pagesScanned += t.vmas.reduce((n, v) => n + Number((v.entry.end - v.entry.start) / 4096n), 0);
+        // Guard entries lie inside areas already counted.
+        const areas = t.vmas.filter((v) => v.entry.status !== VMA.GUARD);
+        stats.pagesScanned += areas.reduce((n, v) => n + Number((v.entry.end - v.entry.start) / 4096n), 0);
         log.debug(`Task ${t.pid}: ${s.pages} pages (${s.remotePages} written by the task itself)`);
         for (const v of t.vmas) {
           stats.pagesWritten += backingOf(v.entry)?.dumpObject?.(objects, t.pid, v) ?? 0;
