@@ -11,6 +11,8 @@ export interface MapsEntry {
   path: string; // "" for anonymous, "[heap]", "/usr/lib/..."; " (deleted)" kept as printed
   /** Two-letter VmFlags from smaps ("gd", "sh", "dd", ...), when read from smaps. */
   vmFlags: string[];
+  /** The size of the pages backing it in KiB (smaps KernelPageSize: 2048 for 2 MiB huge pages). */
+  kernelPageKiB?: number;
 }
 
 const MAPS_LINE = /^([0-9a-f]+)-([0-9a-f]+) (\S{4}) ([0-9a-f]+) (\S+) (\d+)\s*(.*)$/;
@@ -40,6 +42,9 @@ export function readSmaps(pid: number): MapsEntry[] {
   for (const line of Deno.readTextFileSync(`/proc/${pid}/smaps`).split("\n")) {
     if (/^[0-9a-f]+-[0-9a-f]+ /.test(line)) out.push(parseMapsLine(line));
     else if (line.startsWith("VmFlags:")) out[out.length - 1]!.vmFlags = line.slice(8).trim().split(/\s+/);
+    else if (line.startsWith("KernelPageSize:")) {
+      out[out.length - 1]!.kernelPageKiB = parseInt(line.slice(15));
+    }
   }
   return out;
 }

@@ -111,10 +111,13 @@ export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;
 export const MAP = {
   SHARED: 0x01,
   PRIVATE: 0x02,
+  /** A mapping type of its own (not with MAP_PRIVATE): pages the kernel may drop (Linux 6.11). */
+  DROPPABLE: 0x08,
   FIXED: 0x10,
   ANONYMOUS: 0x20,
   GROWSDOWN: 0x100,
   NORESERVE: 0x4000,
+  HUGETLB: 0x40000,
   FIXED_NOREPLACE: 0x100000,
 } as const;
 export const MREMAP = { MAYMOVE: 1, FIXED: 2, DONTUNMAP: 4 } as const;

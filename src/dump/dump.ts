@@ -26,13 +26,12 @@ import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTask, type FrozenTree } from "./freeze.ts";
 import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { type FilesSession, FileTable, finishFilesDump } from "../objects/files.ts";
-import { type DumpedVma, mapFilesPath, PAGE_SIZE, PE, VMA, writePages } from "../objects/memory.ts";
-import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
+import { type DumpedVma, PAGE_SIZE, PE, VMA, writePages } from "../objects/memory.ts";
+import { backingOf, type ObjectDumpContext } from "../objects/mappings.ts";
 import { DumpError } from "../errors.ts";
 import { CLOCK_BOOTTIME, clockNs, compareResource, KCMP } from "../../ffi/process.ts";
 import { ImageDir } from "../images/dir.ts";
 import { unusableDirectory } from "../dirs.ts";
-import { createImageFile } from "../images/file.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { checkNamespaces, dumpNamespaces, NamespaceIds, type NsDumped } from "../objects/namespaces.ts";
@@ -267,7 +266,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     };
     const objectIds = new SharedObjectIds();
     let pagesId = 0;
-    const shmemDone = new Set<bigint>();
+    const objects: ObjectDumpContext = { dir, done: new Set(), nextPagesId: () => ++pagesId };
     const ctx = {
       table,
       files,
@@ -287,10 +286,8 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         stats.pagePipeBufs += t.vmas.reduce((n, v) => n + v.runs.length, 0);
         log.debug(`Task ${t.pid}: ${s.pages} pages (${s.remotePages} written by the task itself)`);
         for (const v of t.vmas) {
-          if (!(v.entry.status & VMA.ANON_SHARED) || shmemDone.has(v.entry.shmid)) continue;
-          shmemDone.add(v.entry.shmid);
-          pagesId += 1;
-          const shared = dumpSharedObject(dir, t.pid, v, pagesId);
+          const shared = backingOf(v.entry)?.dumpObject?.(objects, t.pid, v);
+          if (!shared) continue;
           stats.shpagesScanned += shared.scanned;
           stats.shpagesWritten += shared.written;
           stats.pagePipes += 1;
@@ -376,55 +373,6 @@ function isPrivate(v: DumpedVma): boolean {
 
 function pagesOf(v: DumpedVma): number {
   return Number((v.entry.end - v.entry.start) / BigInt(PAGE_SIZE));
-}
-
-/** Pages of a shared object looked at (its whole size) and written, and the runs written. */
-interface SharedObjectPages {
-  scanned: number;
-  written: number;
-  runs: number;
-}
-
-/**
- * Shared anonymous memory goes once into pagemap-shmem-ID.img (addresses are offsets in the
- * object). The object is read through /proc/PID/map_files, which shows every page it holds
- * whichever view touched it; SEEK_DATA/SEEK_HOLE skip what was never written.
- */
-function dumpSharedObject(dir: ImageDir, pid: number, v: DumpedVma, pagesId: number): SharedObjectPages {
-  const source = mapFilesPath(pid, v.entry);
-  const fd = openFd(source, OPEN.RDONLY | OPEN.CLOEXEC);
-  const path = dir.pathFor(KINDS.PAGES, pagesId);
-  dir.noteWritten(path);
-  const out = createImageFile(path);
-  const entries = [];
-  let pages = 0;
-  let size = 0;
-  try {
-    const chunk = new Uint8Array(4 * 1024 * 1024);
-    size = Deno.statSync(source).size;
-    for (const [start, end] of dataRanges(fd, size)) {
-      for (let at = start; at < end; at += chunk.length) {
-        const part = chunk.subarray(0, Math.min(chunk.length, end - at));
-        preadFull(fd, part, at, source);
-        for (let off = 0; off < part.length;) off += out.writeSync(part.subarray(off));
-      }
-      const n = (end - start) / 4096;
-      entries.push(
-        create(pagemap_entrySchema, {
-          vaddr: BigInt(start),
-          compatNrPages: n,
-          nrPages: BigInt(n),
-          flags: PE.PRESENT,
-        }),
-      );
-      pages += n;
-    }
-  } finally {
-    out.close();
-    closeFd(fd);
-  }
-  dir.write(KINDS.SHMEM_PAGEMAP, v.entry.shmid, [create(pagemap_headSchema, { pagesId }), ...entries]);
-  return { scanned: Math.ceil(size / PAGE_SIZE), written: pages, runs: entries.length };
 }
 
 /** Every field CRIU's write_stats() sets, the optional ones included: readers expect them all. */

@@ -35,7 +35,8 @@ import { getRobustList, RLIMIT_COUNT, schedulingOf } from "../../ffi/process.ts"
 import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 import { UnsupportedObjectError } from "../errors.ts";
-import { classify, type DumpedVma, scanPages, VMA } from "../objects/memory.ts";
+import { classify, type DumpedVma, guardEntries, scanPages, VMA } from "../objects/memory.ts";
+import { backingOf } from "../objects/mappings.ts";
 import { credsQuery } from "../objects/creds.ts";
 import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../objects/signals.ts";
 import { dumpTimers, itimersQuery } from "../objects/timers.ts";
@@ -298,7 +299,7 @@ function dumpMm(
   if (exe.endsWith(" (deleted)")) {
     throw new UnsupportedObjectError(pid, `executable ${exe}`, "it was deleted");
   }
-  return create(mm_entrySchema, {
+  const mm = create(mm_entrySchema, {
     mmStartCode: f(26),
     mmEndCode: f(27),
     mmStartData: f(45),
@@ -316,6 +317,8 @@ function dumpMm(
     dumpable: answers.dumpable,
     thpDisabled: answers.thpDisabled,
   });
+  for (const v of vmas) backingOf(v.entry)?.dumpMm?.(mm, v);
+  return mm;
 }
 
 function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable): DumpedVma[] {
@@ -323,26 +326,19 @@ function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable):
   const pagemap = Deno.openSync(`/proc/${pid}/pagemap`);
   try {
     for (const m of maps) {
-      const c = classify(pid, m);
-      if (!c) continue;
-      if (c.filePath !== undefined) {
-        c.entry.shmid = BigInt(
-          addRegFile(table, c.filePath, m.perms[3] === "s" && m.perms[1] === "w" ? O.RDWR : O.RDONLY),
-        );
-      }
+      const entry = classify({ pid, table }, m);
       // [vvar_vclock] follows [vvar]: CRIU records them as one VVAR area.
       const last = out.at(-1)?.entry;
-      if (last && c.entry.status & VMA.VVAR && last.status & VMA.VVAR && last.end === c.entry.start) {
-        last.end = c.entry.end;
+      if (last && entry.status & VMA.VVAR && last.status & VMA.VVAR && last.end === entry.start) {
+        last.end = entry.end;
         continue;
       }
-      const v: DumpedVma = { entry: c.entry, runs: scanPages(pagemap, c.entry) };
-      if (c.filePath !== undefined) v.filePath = c.filePath;
-      out.push(v);
+      out.push({ entry, runs: scanPages(pagemap, entry) });
     }
   } finally {
     pagemap.close();
   }
+  for (const entry of guardEntries(pid)) out.push({ entry, runs: [] });
   return out;
 }
 

@@ -2,9 +2,14 @@
  * Memory: a task's mappings (mm-PID.img), which of their pages hold data (pagemap-PID.img) and
  * those pages (pages-N.img, raw).
  *
- * Which pages are stored: every present or swapped page of a private anonymous mapping; of a
+ * What backs an area (a file, shared memory, an AIO ring, hugetlb memory) is its backing's business
+ * (mappings.ts and the mapping_*.ts modules); this module does what is common: classifying areas,
+ * scanning and writing pages, mapping areas back and filling them, the kernel's own areas (vDSO,
+ * vvar, vsyscall), madvise advice and MADV_GUARD_INSTALL guards.
+ *
+ * Which pages are stored: every present or swapped page of private anonymous memory; of a
  * private file mapping only pages that were written (anonymous copies: the rest is in the file);
- * every present page of a shared anonymous mapping; nothing of shared file mappings (the file has it).
+ * what a backing says for the others (shared memory once per object, nothing of shared files).
  *
  * The pages move from the target into the image without passing through the JS heap: the target
  * itself write()s its pages to the image file (a remote syscall; the kernel copies once). Areas it
@@ -15,9 +20,19 @@ import { type vma_entry, vma_entrySchema } from "../images/gen/vma_pb.ts";
 import { type MapsEntry } from "../../ffi/proc.ts";
 import { MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
 import { ProcMem } from "../../ffi/memory.ts";
+import { PAGE_IS_GUARD, scanCategory } from "../../ffi/pagemap_scan.ts";
 import { createImageFile } from "../images/file.ts";
 import { RestoreError, UnsupportedObjectError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
+import {
+  backingOf,
+  backingOfArea,
+  type DumpedVma,
+  mappingBackings,
+  type MappingDumpContext,
+  type MappingRestoreContext,
+  type OwnPages,
+} from "./mappings.ts";
 
 export const PAGE_SIZE = 4096;
 
@@ -34,15 +49,27 @@ export const VMA = {
   ANON_PRIVATE: 1 << 9,
   SYSVIPC: 1 << 10,
   VVAR: 1 << 12,
+  AIORING: 1 << 13,
   MEMFD: 1 << 14,
+  /**
+   * Not an area: a range under MADV_GUARD_INSTALL guards, recorded as CRIU does, as an entry with
+   * only this bit, after every real area (it lies inside one of them).
+   */
+  GUARD: 1 << 16,
 } as const;
 
 /** pagemap_entry.flags bits. */
 export const PE = { PARENT: 1 << 0, LAZY: 1 << 1, PRESENT: 1 << 2 } as const;
 
-/** madvise advice numbers that VmFlags reveal and a restore must apply again. */
+/**
+ * madvise advice that VmFlags reveal and a restore must apply again, as CRIU reads it into
+ * vma_entry.madv (bit N is advice N).
+ */
 const MADV_BY_VMFLAG: Record<string, number> = {
+  rr: 1, // MADV_RANDOM
+  sr: 2, // MADV_SEQUENTIAL
   dc: 10, // VM_DONTCOPY ← MADV_DONTFORK
+  mg: 12, // MADV_MERGEABLE
   hg: 14, // MADV_HUGEPAGE
   nh: 15, // MADV_NOHUGEPAGE
   dd: 16, // MADV_DONTDUMP
@@ -56,13 +83,7 @@ export interface FileRun {
   offset: number;
 }
 
-export interface DumpedVma {
-  entry: vma_entry;
-  /** Path of the backing file, for file mappings. */
-  filePath?: string;
-  /** Pages to store: [address, page count] runs, ascending. */
-  runs: [bigint, number][];
-}
+export type { DumpedVma } from "./mappings.ts";
 
 function protOf(perms: string): number {
   return (perms[0] === "r" ? PROT.READ : 0) | (perms[1] === "w" ? PROT.WRITE : 0) |
@@ -75,102 +96,133 @@ function madvOf(vmFlags: string[]): bigint {
   return bits;
 }
 
-/** Classifies one /proc maps line into a vma_entry (file ids are filled by the caller). */
-export function classify(pid: number, m: MapsEntry): { entry: vma_entry; filePath?: string } | null {
-  const shared = m.perms[3] === "s";
-  let status = VMA.REGULAR;
-  let flags = shared ? MAP.SHARED : MAP.PRIVATE;
-  let filePath: string | undefined;
-  if (m.vmFlags.includes("gd")) flags |= MAP.GROWSDOWN;
-  if (m.vmFlags.includes("nr")) flags |= MAP.NORESERVE;
+/** mmap flags that VmFlags reveal, on top of MAP_SHARED or MAP_PRIVATE from the permissions. */
+function mmapFlagsOf(shared: boolean, vmFlags: readonly string[]): number {
+  let flags: number = shared ? MAP.SHARED : MAP.PRIVATE;
+  if (vmFlags.includes("gd")) flags |= MAP.GROWSDOWN;
+  if (vmFlags.includes("nr")) flags |= MAP.NORESERVE;
+  // A droppable area is a mapping type of its own, instead of MAP_PRIVATE (CRIU records it so).
+  if (vmFlags.includes("dp")) flags = (flags & ~MAP.PRIVATE) | MAP.DROPPABLE;
+  return flags;
+}
 
-  if (m.path === "[vsyscall]") {
-    // Recorded as CRIU does, without pages; the kernel maps it in every process.
-    const entry = create(vma_entrySchema, {
-      start: m.start,
-      end: m.end,
-      pgoff: 0n,
-      shmid: 0n,
-      prot: protOf(m.perms),
-      flags: MAP.PRIVATE | MAP.ANONYMOUS,
-      status: VMA.VSYSCALL | VMA.ANON_PRIVATE,
-      fd: -1n,
-    });
-    return { entry };
+/** The kernel's own areas, which no file or object backs; null for any other area. */
+function kernelArea(pid: number, m: MapsEntry, entry: vma_entry): vma_entry | null {
+  switch (m.path) {
+    case "[vsyscall]":
+      // Recorded as CRIU does, without pages; the kernel maps it in every process.
+      return create(vma_entrySchema, {
+        start: m.start,
+        end: m.end,
+        pgoff: 0n,
+        shmid: 0n,
+        prot: protOf(m.perms),
+        flags: MAP.PRIVATE | MAP.ANONYMOUS,
+        status: VMA.VSYSCALL | VMA.ANON_PRIVATE,
+        fd: -1n,
+      });
+    case "[uprobes]":
+      throw new UnsupportedObjectError(pid, "the [uprobes] area", "uprobes are not supported");
+    case "[vdso]":
+      entry.status |= VMA.VDSO | VMA.ANON_PRIVATE;
+      entry.flags |= MAP.ANONYMOUS;
+      return entry;
+    case "[vvar]":
+    case "[vvar_vclock]":
+      entry.status |= VMA.VVAR | VMA.ANON_PRIVATE;
+      entry.flags |= MAP.ANONYMOUS;
+      return entry;
   }
-  if (m.path === "[uprobes]") {
-    throw new UnsupportedObjectError(pid, "the [uprobes] area", "uprobes are not supported");
-  }
-  if (m.path === "[vdso]") {
-    status |= VMA.VDSO | VMA.ANON_PRIVATE;
-    flags |= MAP.ANONYMOUS;
-  } else if (m.path === "[vvar]" || m.path === "[vvar_vclock]") {
-    status |= VMA.VVAR | VMA.ANON_PRIVATE;
-    flags |= MAP.ANONYMOUS;
-  } else if (m.inode !== 0 && shared && (m.path.startsWith("/dev/zero") || m.path.startsWith("/SYSV"))) {
-    if (m.path.startsWith("/SYSV")) {
-      throw new UnsupportedObjectError(
-        pid,
-        `SysV shared memory at 0x${m.start.toString(16)}`,
-        "not supported yet",
-      );
-    }
-    status |= VMA.ANON_SHARED;
-    flags |= MAP.ANONYMOUS;
-  } else if (m.inode !== 0) {
-    if (m.path.startsWith("/memfd:")) {
-      throw new UnsupportedObjectError(
-        pid,
-        `memfd mapping ${m.path}`,
-        "memfd mappings are not supported yet",
-      );
-    }
-    if (m.path.endsWith(" (deleted)")) {
-      throw new UnsupportedObjectError(
-        pid,
-        `mapping of deleted file ${m.path}`,
-        "unlinked mapped files are not supported yet",
-      );
-    }
-    status |= shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
-    filePath = m.path;
-  } else {
-    status |= shared ? VMA.ANON_SHARED : VMA.ANON_PRIVATE;
-    flags |= MAP.ANONYMOUS;
-    if (m.path === "[heap]") status |= VMA.HEAP;
-    if (m.path === "[stack]") status |= VMA.STACK;
-  }
+  return null;
+}
+
+/**
+ * Turns one smaps entry into a vma_entry: the kernel's special areas and plain anonymous memory
+ * here, anything backed by a file or object by its registered backing (mappings.ts), which also
+ * adds its file to the table.
+ */
+export function classify(ctx: MappingDumpContext, m: MapsEntry): vma_entry {
+  const shared = m.perms[3] === "s";
   const entry = create(vma_entrySchema, {
     start: m.start,
     end: m.end,
-    pgoff: status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.ANON_SHARED) ? m.offset : 0n,
-    shmid: status & VMA.ANON_SHARED ? BigInt(m.inode) : 0n,
+    pgoff: 0n,
+    shmid: 0n,
     prot: protOf(m.perms),
-    flags,
-    status,
+    flags: mmapFlagsOf(shared, m.vmFlags),
+    status: VMA.REGULAR,
     fd: -1n,
     madv: madvOf(m.vmFlags),
   });
-  return filePath === undefined ? { entry } : { entry, filePath };
+  const special = kernelArea(ctx.pid, m, entry);
+  if (special) return special;
+  const backing = backingOfArea(ctx.pid, m);
+  if (backing) {
+    backing.dump(ctx, m, entry);
+    return entry;
+  }
+  entry.status |= shared ? VMA.ANON_SHARED : VMA.ANON_PRIVATE;
+  entry.flags |= MAP.ANONYMOUS;
+  if (m.path === "[heap]") entry.status |= VMA.HEAP;
+  if (m.path === "[stack]") entry.status |= VMA.STACK;
+  return entry;
 }
 
-// Flag bits of a pagemap entry, as bits of its high 32-bit word (63, 62, 61): no BigInt per page.
+/** The task's guard ranges (MADV_GUARD_INSTALL) as image entries, to go after its areas. */
+export function guardEntries(pid: number): vma_entry[] {
+  return (scanCategory(pid, PAGE_IS_GUARD) ?? []).map(([start, end]) =>
+    create(vma_entrySchema, {
+      start,
+      end,
+      pgoff: 0n,
+      shmid: 0n,
+      prot: 0,
+      flags: 0,
+      status: VMA.GUARD,
+      fd: -1n,
+    })
+  );
+}
+
+const MADV_GUARD_INSTALL = 102;
+
+/** Installs the guards again once the areas under them are mapped and filled. */
+export function installGuards(agent: Agent, guards: readonly vma_entry[]): void {
+  agent.reset();
+  agent.batch(guards.map((g) => ({
+    name: `madvise(0x${g.start.toString(16)}, MADV_GUARD_INSTALL)`,
+    nr: NR.madvise,
+    args: [g.start, g.end - g.start, MADV_GUARD_INSTALL],
+  })));
+}
+
+// Flag bits of a pagemap entry, as bits of its high 32-bit word (63, 62, 61, 58): no BigInt per page.
 const PM_PRESENT = 1 << 31;
 const PM_SWAPPED = 1 << 30;
 const PM_FILE = 1 << 29;
+/** A page under an MADV_GUARD_INSTALL guard: also "swapped" (a marker), but holds nothing. */
+const PM_GUARD_REGION = 1 << 26;
 const PAGEMAP_CHUNK = 65536; // entries read at a time: 512 KiB
+
+/** Which pages of an area the task's own pages image holds (see OwnPages). */
+export function ownPagesOf(entry: vma_entry): OwnPages {
+  if (entry.status & (VMA.VSYSCALL | VMA.VVAR)) return "none";
+  // The vDSO is stored whole, as CRIU stores it: its restore reads the ELF in it.
+  if (entry.status & VMA.VDSO) return "all";
+  return backingOf(entry)?.ownPages(entry) ?? "present";
+}
 
 /**
  * The runs of pages a mapping needs stored in the task's own pagemap: present or swapped pages
- * that are the task's own (not the file's). Shared anonymous memory is stored once per object,
- * from the object itself (dump.ts), not with each task that maps it.
+ * that are the task's own (not the file's), or every page when its backing says so. Objects
+ * stored once per dump (shared memory) are not stored with each task that maps them.
  */
 export function scanPages(pagemap: Deno.FsFile, entry: vma_entry): [bigint, number][] {
-  if (entry.status & (VMA.VSYSCALL | VMA.VVAR | VMA.FILE_SHARED | VMA.ANON_SHARED)) return [];
-  // The vDSO is stored whole, as CRIU stores it: its restore reads the ELF in it.
-  if (entry.status & VMA.VDSO) return [[entry.start, Number((entry.end - entry.start) / BigInt(PAGE_SIZE))]];
-  const runs: [bigint, number][] = [];
+  const which = ownPagesOf(entry);
+  if (which === "none") return [];
   const total = Number((entry.end - entry.start) / BigInt(PAGE_SIZE));
+  if (which === "all") return [[entry.start, total]];
+  const runs: [bigint, number][] = [];
   const buf = new Uint8Array(Math.min(total, PAGEMAP_CHUNK) * 8);
   const words = new Uint32Array(buf.buffer);
   let runStart = -1;
@@ -181,7 +233,7 @@ export function scanPages(pagemap: Deno.FsFile, entry: vma_entry): [bigint, numb
     readFull(pagemap, buf.subarray(0, count * 8));
     for (let i = 0; i < count; i++) {
       const high = words[2 * i + 1]!;
-      const has = (high & (PM_PRESENT | PM_SWAPPED)) !== 0 && (high & PM_FILE) === 0;
+      const has = (high & (PM_PRESENT | PM_SWAPPED)) !== 0 && (high & (PM_FILE | PM_GUARD_REGION)) === 0;
       const page = base + i;
       if (has && runStart < 0) runStart = page;
       if (!has && runStart >= 0) {
@@ -348,13 +400,6 @@ export interface LiveArea {
   path: string;
 }
 
-/**
- * Opens what backs a mapping in the restored task: the file of a file mapping, or the shared
- * anonymous object another task already restored. Returns a temporary fd, or -1 when the area
- * is plain anonymous memory.
- */
-export type OpenBacking = (entry: vma_entry) => bigint;
-
 function isSpecial(e: vma_entry): boolean {
   return (e.status & (VMA.VDSO | VMA.VVAR)) !== 0;
 }
@@ -450,12 +495,18 @@ function cutOut(r: FileRun, start: bigint, end: bigint): FileRun[] {
   return parts;
 }
 
+/** The bits of MAP_HUGETLB's page size (log2 of it, shifted): kept as recorded. */
+const MAP_HUGE_SIZE_MASK = 0x3f << 26;
+/** mmap flags an image entry may carry that the restore passes on as they are. */
+const KEPT_FLAGS = MAP.SHARED | MAP.PRIVATE | MAP.DROPPABLE | MAP.GROWSDOWN | MAP.NORESERVE | MAP.HUGETLB |
+  MAP_HUGE_SIZE_MASK;
+
 function mmapCall(e: vma_entry, fd: bigint): BatchCall {
   const anonymous = fd < 0n;
-  // Areas we fill get PROT_WRITE until their pages are in; file-backed shared pages are in place.
-  const prot = anonymous || !(e.status & (VMA.FILE_SHARED | VMA.ANON_SHARED)) ? e.prot | PROT.WRITE : e.prot;
-  const flags = (e.flags & (MAP.SHARED | MAP.PRIVATE | MAP.GROWSDOWN | MAP.NORESERVE)) |
-    (anonymous ? MAP.ANONYMOUS : 0) | MAP.FIXED;
+  // Areas we fill get PROT_WRITE until their pages are in; an object mapped from an fd has its
+  // pages already (a shared file, shared memory another area of it filled).
+  const prot = anonymous || ownPagesOf(e) !== "none" ? e.prot | PROT.WRITE : e.prot;
+  const flags = (e.flags & KEPT_FLAGS) | (anonymous ? MAP.ANONYMOUS : 0) | MAP.FIXED;
   return {
     name: `mmap(0x${e.start.toString(16)})`,
     nr: NR.mmap,
@@ -465,21 +516,23 @@ function mmapCall(e: vma_entry, fd: bigint): BatchCall {
 
 /**
  * Maps every dumped area (but the vDSO ones) at its address, writable so pages can be filled.
- * Private anonymous areas (thread stacks, heaps: most of them) are queued and mapped many per
- * trap, with the next call the task makes; an area with a backing file or object is mapped once
- * the areas before it are in place.
+ * Plain anonymous areas (thread stacks, heaps: most of them) are queued and mapped many per
+ * trap, with the next call the task makes; an area with a backing is mapped once the areas
+ * before it are in place, from the fd its backing opens.
  */
-export function mapAreas(agent: Agent, vmas: readonly vma_entry[], openBacking: OpenBacking): void {
+export function mapAreas(ctx: MappingRestoreContext, vmas: readonly vma_entry[]): void {
+  const agent = ctx.agent;
   for (const e of vmas) {
     if (isSpecial(e)) continue;
-    if (!(e.status & (VMA.ANON_SHARED | VMA.FILE_PRIVATE | VMA.FILE_SHARED))) {
+    const backing = backingOf(e);
+    if (!backing) {
       const c = mmapCall(e, -1n);
       agent.later(c.name, c.nr, ...c.args);
       continue;
     }
     // The anonymous areas before it are mapped first, with the open of its backing: a shared
     // object may be opened through the map_files link of an area mapped just before.
-    const fd = openBacking(e);
+    const fd = backing.open(ctx, e);
     try {
       const m = mmapCall(e, fd);
       agent.call(m.name, m.nr, ...m.args);
@@ -488,6 +541,11 @@ export function mapAreas(agent: Agent, vmas: readonly vma_entry[], openBacking: 
     }
   }
   agent.settle(); // the pages are written from outside next
+}
+
+/** Lets every backing finish its areas once the task's pages are in (fill objects, rebuild rings). */
+export function finishBackings(ctx: MappingRestoreContext, vmas: readonly vma_entry[]): void {
+  for (const b of mappingBackings()) b.finish?.(ctx, vmas);
 }
 
 /**
@@ -534,8 +592,8 @@ export function finishAreas(agent: Agent, vmas: readonly vma_entry[]): void {
   for (const e of vmas) {
     if (isSpecial(e)) continue;
     const len = e.end - e.start;
-    const isSharedFile = (e.status & VMA.FILE_SHARED) !== 0;
-    if (!isSharedFile && !(e.prot & PROT.WRITE)) {
+    // Right for every read-only area, whether mapAreas added PROT_WRITE to it or not.
+    if (!(e.prot & PROT.WRITE)) {
       calls.push({ name: "mprotect", nr: NR.mprotect, args: [e.start, len, e.prot] });
     }
     const madv = e.madv ?? 0n;
@@ -550,6 +608,6 @@ export function finishAreas(agent: Agent, vmas: readonly vma_entry[]): void {
 }
 
 /** Where a shared anonymous object restored in one task can be mapped from by the others. */
-export function mapFilesPath(pid: number, e: vma_entry): string {
+export function mapFilesPath(pid: number, e: { start: bigint; end: bigint }): string {
   return `/proc/${pid}/map_files/${e.start.toString(16)}-${e.end.toString(16)}`;
 }

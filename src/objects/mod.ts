@@ -4,8 +4,14 @@ import "./tty.ts";
 import "./pipe.ts";
 import "./eventfd.ts";
 import "./eventpoll.ts";
-// Last: what no kind above takes goes to the plugins.
+// What no file kind above takes goes to the plugins.
 import "./ext_file.ts";
+
+// Every backing of memory mappings: importing these registers them with the mappings registry.
+import "./mapping_regfile.ts";
+import "./mapping_shmem.ts";
+import "./mapping_hugetlb.ts";
+import "./mapping_aio.ts";
 
 // Every kind of namespace: importing these registers them with the namespaces registry.
 import "./pidns.ts";

@@ -11,8 +11,6 @@ import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
 import type { fs_entry } from "../images/gen/fs_pb.ts";
 import type { fdinfo_entry, file_entry } from "../images/gen/fdinfo_pb.ts";
 import type { inventory_entry } from "../images/gen/inventory_pb.ts";
-import { reg_file_entrySchema } from "../images/gen/regfile_pb.ts";
-import { isFieldSet } from "@bufbuild/protobuf";
 import { KINDS } from "../images/kinds.ts";
 import type { memfd_inode_entry } from "../images/gen/memfd_pb.ts";
 import { MAP } from "../../ffi/syscalls.ts";
@@ -20,6 +18,8 @@ import { unusableDirectory } from "../dirs.ts";
 import { ImageDir } from "../images/dir.ts";
 import { checkRestorable, FileTable } from "../objects/files.ts";
 import { PAGE_SIZE, PE, VMA } from "../objects/memory.ts";
+import { backingOf } from "../objects/mappings.ts";
+import "../objects/mod.ts";
 import { RestoreError } from "../errors.ts";
 import { OLD_TASK_STATE, TASK_STATE } from "../dump/task.ts";
 
@@ -43,6 +43,8 @@ export interface RestoreTaskImages {
   pagesPath?: string;
   fs?: fs_entry;
   fdinfos: fdinfo_entry[];
+  /** Ranges to install MADV_GUARD_INSTALL guards on, inside the areas (VMA_AREA_GUARD entries). */
+  guards?: vma_entry[];
   zombie: boolean;
   /** A helper: a task that only recreates a process group whose leader had gone. */
   helper: boolean;
@@ -75,6 +77,19 @@ function checkAreas(pid: number, mm: mm_entry): void {
   }
 }
 
+/** A guard range must lie inside the areas (a guard can only be installed on mapped memory). */
+function checkGuard(pid: number, mm: mm_entry, g: vma_entry): void {
+  const where = `process ${pid}, guard range ${hex(g.start)}-${hex(g.end)}`;
+  if (g.start % BigInt(PAGE_SIZE) || g.end % BigInt(PAGE_SIZE) || g.end <= g.start) {
+    bad(`${where} is not a page range`);
+  }
+  for (let at = g.start; at < g.end;) {
+    const v = mm.vmas.find((a) => a.start <= at && at < a.end);
+    if (!v) bad(`${where} is not inside the areas`);
+    at = v.end;
+  }
+}
+
 /** The area holding `addr`, by binary search: checkAreas has made sure they are sorted. */
 function areaAt(vmas: readonly vma_entry[], addr: bigint): vma_entry | undefined {
   let lo = 0;
@@ -98,8 +113,12 @@ function checkPages(pid: number, mm: mm_entry, runs: PageRun[], pagesPath: strin
     while (at < end) {
       const v = areaAt(mm.vmas, at);
       if (!v) bad(`pagemap of process ${pid} has pages at ${hex(at)}, outside every area`);
-      if (v.status & VMA.FILE_SHARED) {
-        bad(`pagemap of process ${pid} has pages in shared file area ${hex(v.start)}`);
+      if (backingOf(v)?.ownPages(v) === "none") {
+        bad(
+          `pagemap of process ${pid} has pages in area ${hex(v.start)}, whose pages its ${
+            backingOf(v)!.name
+          } holds`,
+        );
       }
       at = v.end < end ? v.end : end;
     }
@@ -170,32 +189,6 @@ function readCore(dir: ImageDir, tid: number): core_entry {
   return core;
 }
 
-/**
- * A file the tree maps must still be the file the dump saw: one whose size changed (a rebuilt
- * program, an upgraded library) would put other code at the recorded addresses, or end before the
- * mapping does. CRIU refuses it as well. Open files are not checked: a log may well have grown.
- * A file that is gone is reported when the restore opens it. Each file is looked at once.
- */
-function checkMappedFile(pid: number, v: vma_entry, files: FileTable, checked: Set<number>): void {
-  const id = Number(v.shmid);
-  const reg = files.get(id).reg; // throws for a dangling id
-  if (checked.has(id) || !reg || !isFieldSet(reg, reg_file_entrySchema.field.size)) return;
-  checked.add(id);
-  let size: number;
-  try {
-    size = Deno.statSync(reg.name).size;
-  } catch {
-    return;
-  }
-  if (BigInt(size) !== reg.size) {
-    throw new RestoreError(
-      `${reg.name}, mapped by process ${pid} at ${
-        hex(v.start)
-      }, changed since the dump: it holds ${size} bytes, the dump saw ${reg.size}`,
-    );
-  }
-}
-
 function loadTask(
   dir: ImageDir,
   entry: pstree_entry,
@@ -228,6 +221,10 @@ function loadTask(
   if (!mm) bad(`mm-${pid}.img is empty`);
   // CRIU records the vsyscall page; the kernel maps it in every process, so nothing restores it.
   mm.vmas = mm.vmas.filter((v) => !(v.status & VMA.VSYSCALL));
+  // Guard ranges lie inside the areas: they are kept apart, to be installed once those are in.
+  const guards = mm.vmas.filter((v) => v.status === VMA.GUARD);
+  mm.vmas = mm.vmas.filter((v) => v.status !== VMA.GUARD);
+  for (const g of guards) checkGuard(pid, mm, g);
   sharedAnonFromMemfd(pid, mm, files, memfds);
   checkAreas(pid, mm);
   const { runs, pagesPath } = loadPagemap(dir, pid);
@@ -235,11 +232,9 @@ function loadTask(
   const [fs] = dir.readOptional<fs_entry>(KINDS.FS, pid);
   const fdinfos = dir.readOptional<fdinfo_entry>(KINDS.FDINFO, ids.filesId);
   checkRestorable(files, fdinfos); // a dangling id, or a kind of file no module restores
-  for (const v of mm.vmas) {
-    if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) checkMappedFile(pid, v, files, checkedFiles);
-  }
+  for (const v of mm.vmas) backingOf(v)?.check?.(pid, v, files, checkedFiles);
   files.get(mm.exeFileId);
-  Object.assign(task, { ids, mm, pages: runs, pagesPath, fdinfos });
+  Object.assign(task, { ids, mm, pages: runs, pagesPath, fdinfos, guards });
   if (fs) task.fs = fs;
   return task;
 }

@@ -11,7 +11,8 @@ import type { MapsEntry } from "../../ffi/proc.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { NR } from "../../ffi/syscalls.ts";
 import type { FileTable } from "../objects/files.ts";
-import { type FileRun, PAGE_SIZE, VMA } from "../objects/memory.ts";
+import { type FileRun, ownPagesOf, PAGE_SIZE, VMA } from "../objects/memory.ts";
+import { backingOf } from "../objects/mappings.ts";
 import type { Agent } from "../agent.ts";
 
 const MADV_DONTNEED = 4;
@@ -20,10 +21,7 @@ const COMPARE_CHUNK_PAGES = 256;
 function sameArea(a: vma_entry, b: vma_entry, files: FileTable): boolean {
   if (a.start !== b.start || a.end !== b.end || a.prot !== b.prot || a.flags !== b.flags) return false;
   if (a.status !== b.status || a.pgoff !== b.pgoff || a.status & (VMA.VDSO | VMA.VVAR)) return false;
-  if (a.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) {
-    return files.get(Number(a.shmid)).reg?.name === files.get(Number(b.shmid)).reg?.name;
-  }
-  return (a.status & VMA.ANON_SHARED) === 0 || a.shmid === b.shmid;
+  return backingOf(a)?.sameObject(a, b, files) ?? true;
 }
 
 /** The child's areas it can keep from its parent: the same area in both, present in the child now. */
@@ -130,7 +128,8 @@ export function dropUnlisted(
   parentRuns: readonly { vaddr: bigint; pages: number }[],
 ): void {
   const child = covered(runs);
-  const areas = [...inherited].filter((a) => !(a.status & VMA.ANON_SHARED)); // shared memory is the object's
+  // Areas whose pages are their object's (shared memory, a shared file) have nothing of their own.
+  const areas = [...inherited].filter((a) => ownPagesOf(a) !== "none");
   for (const [ps, pe] of covered(parentRuns)) {
     for (const a of areas) {
       const start = ps > a.start ? ps : a.start;

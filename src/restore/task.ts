@@ -10,7 +10,6 @@ import { readMaps, readStatus } from "../../ffi/proc.ts";
 import { getRlimit, processExists, setRlimit } from "../../ffi/process.ts";
 import { prctlMmMap, type Regs } from "../../ffi/structs.ts";
 import { ProcMem } from "../../ffi/memory.ts";
-import { closeFd, OPEN, openFd, preadFull, pwriteFull } from "../../ffi/fd.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { RemoteThread } from "../../ffi/remote.ts";
 import { F, NR, O, PR, RSEQ_FLAG_UNREGISTER, SIG } from "../../ffi/syscalls.ts";
@@ -18,15 +17,14 @@ import type { Agent, BatchCall } from "../agent.ts";
 import {
   fillPages,
   finishAreas,
+  finishBackings,
+  installGuards,
   mapAreas,
-  mapFilesPath,
   moveSpecialAreas,
   PAGE_SIZE,
-  VMA,
   withoutSpecialPages,
 } from "../objects/memory.ts";
-import { KINDS } from "../images/kinds.ts";
-import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
+import type { MappingRestoreContext, RestoredObject } from "../objects/mappings.ts";
 import { type FilesSession, restoreFds, type SharedFiles } from "../objects/files.ts";
 import { pendingSignalCalls, sigactionCalls, sigaltstackCall } from "../objects/signals.ts";
 import { restoreTimers } from "../objects/timers.ts";
@@ -67,8 +65,8 @@ export interface TaskRestoreContext {
    * helper (or of the sibling root), so they are asked once.
    */
   puppetSecbits?: number;
-  /** Shared anonymous objects restored so far, by shmid. */
-  shmem: Map<bigint, { path: string; vma: vma_entry; filled: boolean }>;
+  /** Objects behind mappings (shared memory) restored so far, by their backing's key. */
+  shmem: Map<string, RestoredObject>;
   /** The restore's options, read-only, as the object kinds get them. */
   options: RunOptions;
 }
@@ -118,81 +116,24 @@ function clearAddressSpace(
   return live.filter(isSpecial);
 }
 
-function openForMapping(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): bigint {
-  if (e.status & VMA.ANON_SHARED) return openSharedObject(ctx, agent, e);
-  if (!(e.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))) return -1n;
-  const file = ctx.checkpoint.files.get(Number(e.shmid));
-  const name = file.reg?.name;
-  if (!name) {
-    throw new RestoreError(
-      `Mapping at 0x${e.start.toString(16)} refers to file ${file.id}, which is not a regular file`,
-    );
-  }
-  const writable = (e.status & VMA.FILE_SHARED) !== 0 && (e.prot & 2) !== 0;
-  return openPath(agent, name, writable, `to map it at 0x${e.start.toString(16)}`);
+/** What the mapping backings need to restore this task's areas. */
+function mappingContext(ctx: TaskRestoreContext, agent: Agent): MappingRestoreContext {
+  return {
+    agent,
+    dir: ctx.checkpoint.dir,
+    files: ctx.checkpoint.files,
+    objects: ctx.shmem,
+    allVmas: allVmasOf(ctx.checkpoint),
+    log: ctx.log,
+  };
 }
 
-function openPath(agent: Agent, path: string, writable: boolean, why: string): bigint {
-  agent.reset();
-  const fd = agent.raw(NR.open, agent.string(path), (writable ? O.RDWR : O.RDONLY) | O.CLOEXEC, 0);
-  if (fd < 0n) throw new RestoreError(`Cannot open ${path} ${why}: errno ${-fd}`);
-  return fd;
-}
+const allVmasCache = new WeakMap<Checkpoint, vma_entry[]>();
 
-/**
- * Shared anonymous memory is one object for every task that maps it: the first task creates it
- * (plain MAP_SHARED|MAP_ANONYMOUS) and fills it; the others map that same object through
- * /proc/PID/map_files of the first.
- */
-function openSharedObject(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): bigint {
-  const first = ctx.shmem.get(e.shmid);
-  if (!first) {
-    ctx.shmem.set(e.shmid, { path: mapFilesPath(agent.pid, e), vma: e, filled: false });
-    return -1n;
-  }
-  return openPath(agent, first.path, (e.prot & 2) !== 0, `(shared memory ${e.shmid})`);
-}
-
-/**
- * Fills the shared objects this task created from pagemap-shmem-ID.img, writing straight into
- * the object through /proc/PID/map_files (offsets in the image are offsets in the object).
- */
-function fillSharedObjects(ctx: TaskRestoreContext, pid: number): void {
-  for (const [shmid, obj] of ctx.shmem) {
-    if (obj.filled || !obj.path.startsWith(`/proc/${pid}/`)) continue;
-    obj.filled = true;
-    const dir = ctx.checkpoint.dir;
-    if (!dir.has(KINDS.SHMEM_PAGEMAP, shmid)) continue;
-    if (obj.vma.pgoff !== 0n) {
-      throw new RestoreError(
-        `Shared memory ${shmid} is first mapped from offset ${obj.vma.pgoff}: not supported yet`,
-      );
-    }
-    const [head, ...entries] = dir.read<pagemap_head | pagemap_entry>(KINDS.SHMEM_PAGEMAP, shmid);
-    if (!head || !("pagesId" in head)) throw new RestoreError(`pagemap-shmem-${shmid}.img has no header`);
-    copyIntoObject(obj.path, dir.pathFor(KINDS.PAGES, head.pagesId), entries as pagemap_entry[]);
-  }
-}
-
-function copyIntoObject(objectPath: string, pagesPath: string, entries: readonly pagemap_entry[]): void {
-  const dst = openFd(objectPath, OPEN.RDWR | OPEN.CLOEXEC);
-  const src = openFd(pagesPath, OPEN.RDONLY | OPEN.CLOEXEC);
-  const chunk = new Uint8Array(4 * 1024 * 1024);
-  try {
-    let from = 0;
-    for (const e of entries) {
-      const len = Number(e.nrPages ?? BigInt(e.compatNrPages)) * 4096;
-      for (let done = 0; done < len; done += chunk.length) {
-        const part = chunk.subarray(0, Math.min(chunk.length, len - done));
-        preadFull(src, part, from + done, pagesPath);
-        pwriteFull(dst, part, Number(e.vaddr) + done, objectPath);
-      }
-      from += len;
-    }
-  } finally {
-    closeFd(src);
-    closeFd(dst);
-  }
+function allVmasOf(cp: Checkpoint): vma_entry[] {
+  let all = allVmasCache.get(cp);
+  if (!all) allVmasCache.set(cp, all = cp.tasks.flatMap((t) => t.mm?.vmas ?? []));
+  return all;
 }
 
 /**
@@ -221,7 +162,8 @@ export function restoreMemory(
   );
   moveSpecialAreas(agent, specials, mm.vmas, parking);
   const fresh = mm.vmas.filter((e) => !inherited.has(e));
-  mapAreas(agent, fresh, (e) => openForMapping(ctx, agent, e));
+  const mappings = mappingContext(ctx, agent);
+  mapAreas(mappings, fresh);
   let offset = 0;
   const runs = withoutSpecialPages(
     t.pages.map((r) => {
@@ -243,8 +185,9 @@ export function restoreMemory(
       `Task ${t.entry.pid}: kept ${inherited.size} areas from its parent; ${cow.written} of ${cow.compared} pages differed`,
     );
   }
-  fillSharedObjects(ctx, agent.pid);
+  finishBackings(mappings, fresh);
   finishAreas(agent, fresh);
+  if (t.guards?.length) installGuards(agent, t.guards);
   setMmFields(ctx, agent, t);
 }
 
