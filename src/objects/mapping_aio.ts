@@ -10,6 +10,7 @@
  * new ring is moved over the old area with mremap, which also gives the context its old id.
  * Requests still in flight at dump time are not saved (CRIU does not save them either).
  */
+import { refuse } from "./refusal.ts";
 import { create } from "@bufbuild/protobuf";
 import type { vma_entry } from "../images/gen/vma_pb.ts";
 import { aio_ring_entrySchema } from "../images/gen/mm_pb.ts";
@@ -27,7 +28,7 @@ import {
 } from "../../ffi/aio.ts";
 import { readMemory, writeMemory } from "../../ffi/memory.ts";
 import { MREMAP, NR, O } from "../../ffi/syscalls.ts";
-import { RestoreError, UnsupportedObjectError } from "../errors.ts";
+import { RestoreError } from "../errors.ts";
 import { type MappingBacking, type MappingRestoreContext, registerMappingBacking } from "./mappings.ts";
 import { PAGE_SIZE, VMA } from "./memory.ts";
 
@@ -128,7 +129,7 @@ export const aioRingMapping: MappingBacking = {
     const len = Number(m.end - m.start);
     const header = parseAioRingHeader(readMemory(ctx.pid, m.start, AIO_RING_HEADER_SIZE));
     const problem = len % PAGE_SIZE ? `it is ${len} bytes long` : ringProblem(header, len);
-    if (problem) throw new UnsupportedObjectError(ctx.pid, `the AIO ring at ${hex(m.start)}`, problem);
+    if (problem) refuse(ctx.pid, `the AIO ring at ${hex(m.start)}`, problem);
     entry.status = VMA.AIORING; // only this bit, as CRIU records it
   },
   ownPages() {

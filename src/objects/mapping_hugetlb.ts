@@ -8,9 +8,10 @@
  * Shared hugetlb memory (MAP_SHARED|MAP_HUGETLB) is refused: its object cannot be written through
  * a file as shared memory is (hugetlbfs has no write), and CRIU needs memfd_create(MFD_HUGETLB) for it.
  */
+import { refuse } from "./refusal.ts";
 import type { MapsEntry } from "../../ffi/proc.ts";
 import { MAP } from "../../ffi/syscalls.ts";
-import { RestoreError, UnsupportedObjectError } from "../errors.ts";
+import { RestoreError } from "../errors.ts";
 import { type MappingBacking, registerMappingBacking } from "./mappings.ts";
 import { VMA } from "./memory.ts";
 
@@ -22,7 +23,7 @@ function hugeSizeBits(pid: number, m: MapsEntry): number {
   const kib = m.kernelPageKiB ?? 0;
   const log2 = Math.log2(kib * 1024);
   if (!Number.isInteger(log2) || log2 <= 12) {
-    throw new UnsupportedObjectError(
+    refuse(
       pid,
       `the hugetlb mapping at 0x${m.start.toString(16)}`,
       `its page size (${kib} kB in smaps) is not a huge page size`,
@@ -60,7 +61,7 @@ export const hugetlbMapping: MappingBacking = {
   },
   dump(ctx, m, entry) {
     if (m.perms[3] === "s") {
-      throw new UnsupportedObjectError(
+      refuse(
         ctx.pid,
         `shared hugetlb memory at 0x${m.start.toString(16)}-0x${m.end.toString(16)}`,
         "shared MAP_HUGETLB mappings are not supported yet",

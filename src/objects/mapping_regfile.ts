@@ -3,12 +3,13 @@
  * files.img (vma shmid names it), reopened by path on restore with the rights the task's own open
  * file had (vma fdflags), so that an mprotect the task makes later is allowed as before.
  */
+import { refuse } from "./refusal.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
 import { type vma_entry, vma_entrySchema } from "../images/gen/vma_pb.ts";
 import { reg_file_entrySchema } from "../images/gen/regfile_pb.ts";
 import type { MapsEntry } from "../../ffi/proc.ts";
 import { NR, O, PROT } from "../../ffi/syscalls.ts";
-import { RestoreError, UnsupportedObjectError } from "../errors.ts";
+import { RestoreError } from "../errors.ts";
 import type { FileTable } from "./files.ts";
 import { addRegFile } from "./regfile.ts";
 import { type MappingBacking, registerMappingBacking } from "./mappings.ts";
@@ -84,7 +85,7 @@ export const regularFileMapping: MappingBacking = {
   dump(ctx, m, entry) {
     if (!isRegularFile(ctx.pid, m)) {
       // A device or other special file: reopening it by path would not give the same memory.
-      throw new UnsupportedObjectError(
+      refuse(
         ctx.pid,
         `the mapping of ${m.path} at 0x${m.start.toString(16)}`,
         "only regular files can back a mapping",

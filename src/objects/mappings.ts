@@ -7,11 +7,12 @@
  * vvar, vsyscall) have no backing. An area with an object behind it that no backing recognises is
  * refused here, by name; that refusal is where a plugin will be asked.
  */
+import { refuse } from "./refusal.ts";
 import type { vma_entry } from "../images/gen/vma_pb.ts";
 import type { mm_entry } from "../images/gen/mm_pb.ts";
 import type { MapsEntry } from "../../ffi/proc.ts";
 import type { ImageDir } from "../images/dir.ts";
-import { UnsupportedObjectError } from "../errors.ts";
+
 import type { Agent } from "../agent.ts";
 import type { FileTable } from "./files.ts";
 import type { Log } from "../log.ts";
@@ -123,7 +124,7 @@ export function backingOfArea(pid: number, m: MapsEntry): MappingBacking | undef
   if (found) return found;
   const anonymous = m.inode === 0 && (m.path === "" || m.path.startsWith("["));
   if (anonymous) return undefined;
-  throw new UnsupportedObjectError(
+  refuse(
     pid,
     `the mapping of ${m.path || `inode ${m.inode}`} at 0x${m.start.toString(16)}-0x${m.end.toString(16)}`,
     "this kind of mapping is not supported yet",

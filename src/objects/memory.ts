@@ -15,6 +15,7 @@
  * itself write()s its pages to the image file (a remote syscall; the kernel copies once). Areas it
  * cannot read (PROT_NONE with data in it) are copied through /proc/PID/mem instead.
  */
+import { refuse } from "./refusal.ts";
 import { create } from "@bufbuild/protobuf";
 import { type vma_entry, vma_entrySchema } from "../images/gen/vma_pb.ts";
 import { type MapsEntry } from "../../ffi/proc.ts";
@@ -22,7 +23,7 @@ import { MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { PAGE_IS_GUARD, scanCategory } from "../../ffi/pagemap_scan.ts";
 import { createImageFile } from "../images/file.ts";
-import { RestoreError, UnsupportedObjectError } from "../errors.ts";
+import { RestoreError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import {
   backingOf,
@@ -122,7 +123,7 @@ function kernelArea(pid: number, m: MapsEntry, entry: vma_entry): vma_entry | nu
         fd: -1n,
       });
     case "[uprobes]":
-      throw new UnsupportedObjectError(pid, "the [uprobes] area", "uprobes are not supported");
+      return refuse(pid, "the [uprobes] area", "uprobes are not supported");
     case "[vdso]":
       entry.status |= VMA.VDSO | VMA.ANON_PRIVATE;
       entry.flags |= MAP.ANONYMOUS;
