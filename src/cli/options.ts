@@ -458,7 +458,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   opt("timeout", "", "required", ACCEPTED, (o, v) => o.timeout = integer(v, 0)),
   opt("freeze-cgroup", "", "required", ACCEPTED, (o, v) => o.freezeCgroup = v),
   opt("external", "", "required", ACCEPTED, (o, v) => o.external.push(v)),
-  opt("ext-unix-sk", "x", "optional", ACCEPTED, extUnixSk),
+  opt("ext-unix-sk", "x", "optional", IMPLEMENTED, extUnixSk),
   bool("tcp-established", "", ACCEPTED, (o, on) => o.tcpEstablished = on),
   bool("tcp-close", "", ACCEPTED, (o, on) => o.tcpClose = on),
   bool("skip-in-flight", "", ACCEPTED, (o, on) => o.skipInFlight = on),

@@ -43,6 +43,8 @@ export interface DumpOptions {
   leaveRunning: boolean;
   leaveStopped: boolean;
   shellJob: boolean;
+  /** --ext-unix-sk */
+  extUnixSk?: boolean;
   log: Log;
   hooks: Hooks;
 }
@@ -309,7 +311,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     const files: FilesSession = {
       table,
       dir,
-      opts: { shellJob: opts.shellJob },
+      opts: { shellJob: opts.shellJob, extUnixSk: opts.extUnixSk ?? false },
       hooks: opts.hooks,
       log,
     };

@@ -46,6 +46,8 @@ export interface ObjectOptions {
   readonly shellJob: boolean;
   /** RPC orphan_pts_master: a shell job's terminal becomes a new pty whose master goes to the client. */
   readonly orphanPtsMaster?: boolean;
+  /** --ext-unix-sk: a datagram socket connected outside the tree is dumped, and reconnected at restore. */
+  readonly extUnixSk?: boolean;
 }
 
 export interface DumpFilesContext {
@@ -124,8 +126,11 @@ export interface FdKind {
   readonly type: fd_types;
   /** Kinds with a higher rank are restored after the others in a task (epoll needs its targets). */
   readonly rank?: number;
-  /** Does this fd belong to this kind? `stat` is the fstat of the fd, null when it cannot be taken. */
-  detect(fd: FdEntry, stat: Deno.FileInfo | null): boolean;
+  /**
+   * Does this fd of task `pid` belong to this kind? `stat` is the fstat of the fd, null when it
+   * cannot be taken. `pid` lets a kind ask the kernel more (which family a socket is).
+   */
+  detect(fd: FdEntry, stat: Deno.FileInfo | null, pid: number): boolean;
   /** Adds the file's entry to the table and returns its id. */
   dump(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.FileInfo | null): number;
   /** Opens the file in the restored task; returns the (temporary) fd it got. */
@@ -291,7 +296,7 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
       );
     }
     const stat = statOf(ctx.pid, fd.fd);
-    const kind = kinds.find((k) => k.detect(fd, stat)) ?? unknownFd(ctx, fd);
+    const kind = kinds.find((k) => k.detect(fd, stat, ctx.pid)) ?? unknownFd(ctx, fd);
     // An fd that shares its open file description with one already seen (dup, fork) shares its id.
     // One fd per open file description is noted: the lists stay as short as the descriptions.
     const known = ctx.table.sameDescription(ctx.pid, fd);

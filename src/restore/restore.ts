@@ -66,6 +66,8 @@ export interface RestoreOptions {
   emptyNetNs?: boolean;
   /** RPC orphan_pts_master: a shell job's terminal becomes a new pty whose master goes to the client. */
   orphanPtsMaster?: boolean;
+  /** --ext-unix-sk */
+  extUnixSk?: boolean;
   pidfile?: string;
   log: Log;
   hooks: Hooks;
@@ -253,7 +255,11 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const files: FilesSession = {
     table: cp.files,
     dir: cp.dir,
-    opts: { shellJob: opts.shellJob, orphanPtsMaster: opts.orphanPtsMaster ?? false },
+    opts: {
+      shellJob: opts.shellJob,
+      orphanPtsMaster: opts.orphanPtsMaster ?? false,
+      extUnixSk: opts.extUnixSk ?? false,
+    },
     hooks: opts.hooks,
     log,
   };
