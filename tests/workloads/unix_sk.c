@@ -1,0 +1,403 @@
+/*
+ * unix_sk: unix socket cases that unix_sockets.c leaves out (one mode per run, or several).
+ *
+ *   bin/unix_sk RESULT_FILE MODE... [ext=PATH] [extstream=PATH]
+ *
+ * Modes:
+ *   backlog      a listener (abstract name) with two connections waiting in its backlog, their
+ *                clients silent; after the wait both are accepted and talk both ways
+ *   options      a stream pair: SO_SNDBUF, SO_RCVBUF, SO_RCVTIMEO, SO_SNDTIMEO, SO_LINGER,
+ *                SO_PRIORITY, SO_KEEPALIVE and O_NONBLOCK on one end, SO_PASSCRED on the other
+ *                (its queue empty); every value must be the same after the wait
+ *   dgram-server a datagram server bound to RESULT_FILE.srv and two clients connect()ed to it,
+ *                datagrams queued from both; after the wait they arrive in order, the clients are
+ *                still connected to the server (getpeername) and can send more
+ *   semi-closed  a stream pair whose other end was closed after sending 3000 bytes: they are read
+ *                back, then EOF, and a send fails with EPIPE
+ *   ext-dgram    a datagram socket connected to ext=PATH, a server outside the tree, sends
+ *                "before" at setup and "after" after the wait (the test checks the server got both)
+ *   ext-stream   a stream socket connected to extstream=PATH, a listener outside the tree (the
+ *                dump must be refused)
+ */
+#include "lib.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#define TIMEOUT_MS 10000
+
+static const char *mode;
+static const char *ext_path, *ext_stream_path;
+
+#define FAIL(...) wl_fail("%s: " __VA_ARGS__)
+
+static int wait_in(int fd)
+{
+	struct pollfd pfd = { .fd = fd, .events = POLLIN };
+	int n;
+
+	do
+		n = poll(&pfd, 1, TIMEOUT_MS);
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
+static ssize_t recv_wait(int fd, void *buf, size_t len)
+{
+	ssize_t n;
+
+	if (wait_in(fd) <= 0) {
+		errno = ETIMEDOUT;
+		return -1;
+	}
+	do
+		n = recv(fd, buf, len, MSG_DONTWAIT);
+	while (n < 0 && errno == EINTR);
+	return n;
+}
+
+static socklen_t addr_of(struct sockaddr_un *sa, const char *name, int abstract)
+{
+	size_t len = strlen(name);
+
+	memset(sa, 0, sizeof(*sa));
+	sa->sun_family = AF_UNIX;
+	memcpy(sa->sun_path + (abstract ? 1 : 0), name, len);
+	return (socklen_t)(offsetof(struct sockaddr_un, sun_path) + len + 1);
+}
+
+static int talks(int a, int b)
+{
+	char c = 0;
+
+	return send(a, "x", 1, MSG_NOSIGNAL) == 1 && recv_wait(b, &c, 1) == 1 && c == 'x' &&
+	       send(b, "y", 1, MSG_NOSIGNAL) == 1 && recv_wait(a, &c, 1) == 1 && c == 'y';
+}
+
+/* ---------------------------------------------------------------- backlog */
+
+static int bl_listener, bl_clients[2];
+
+static void setup_backlog(void)
+{
+	char name[64];
+	struct sockaddr_un sa;
+	socklen_t len;
+
+	snprintf(name, sizeof(name), "criu-ts-%d-unix-sk-backlog", getpid());
+	len = addr_of(&sa, name, 1) - 1; /* abstract names have no NUL */
+	bl_listener = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (bl_listener < 0 || bind(bl_listener, (struct sockaddr *)&sa, len) || listen(bl_listener, 5))
+		wl_die("%s: listener", mode);
+	for (int i = 0; i < 2; i++) {
+		bl_clients[i] = socket(AF_UNIX, SOCK_STREAM, 0);
+		if (bl_clients[i] < 0 || connect(bl_clients[i], (struct sockaddr *)&sa, len))
+			wl_die("%s: connect", mode);
+	}
+}
+
+static void check_backlog(void)
+{
+	for (int i = 0; i < 2; i++) {
+		int s;
+
+		if (wait_in(bl_listener) <= 0 || (s = accept(bl_listener, NULL, NULL)) < 0) {
+			FAIL("connection %d is not in the backlog any more: %s", mode, i, strerror(errno));
+			continue;
+		}
+		/* The oldest connection comes first. */
+		if (!talks(bl_clients[i], s))
+			FAIL("accepted connection %d does not reach client %d: %s", mode, i, i, strerror(errno));
+		close(s);
+	}
+	fcntl(bl_listener, F_SETFL, O_NONBLOCK);
+	if (accept(bl_listener, NULL, NULL) >= 0 || errno != EAGAIN)
+		FAIL("a third connection waits in the backlog", mode);
+}
+
+/* ---------------------------------------------------------------- options */
+
+static int opt_a, opt_b;
+struct opt_values {
+	int sndbuf, rcvbuf, priority, keepalive, passcred, flags;
+	struct timeval rcvtimeo, sndtimeo;
+	struct linger linger;
+};
+static struct opt_values opt_before;
+
+static void read_options(struct opt_values *v)
+{
+	socklen_t l;
+
+	memset(v, 0, sizeof(*v));
+	l = sizeof(int);
+	getsockopt(opt_a, SOL_SOCKET, SO_SNDBUF, &v->sndbuf, &l);
+	l = sizeof(int);
+	getsockopt(opt_a, SOL_SOCKET, SO_RCVBUF, &v->rcvbuf, &l);
+	l = sizeof(int);
+	getsockopt(opt_a, SOL_SOCKET, SO_PRIORITY, &v->priority, &l);
+	l = sizeof(int);
+	getsockopt(opt_a, SOL_SOCKET, SO_KEEPALIVE, &v->keepalive, &l);
+	l = sizeof(int);
+	getsockopt(opt_b, SOL_SOCKET, SO_PASSCRED, &v->passcred, &l);
+	l = sizeof(struct timeval);
+	getsockopt(opt_a, SOL_SOCKET, SO_RCVTIMEO, &v->rcvtimeo, &l);
+	l = sizeof(struct timeval);
+	getsockopt(opt_a, SOL_SOCKET, SO_SNDTIMEO, &v->sndtimeo, &l);
+	l = sizeof(struct linger);
+	getsockopt(opt_a, SOL_SOCKET, SO_LINGER, &v->linger, &l);
+	v->flags = fcntl(opt_a, F_GETFL);
+}
+
+static void setup_options(void)
+{
+	int sv[2], snd = 40000, rcv = 60000, prio = 3, on = 1;
+	struct timeval rt = { 2, 500000 }, st = { 1, 250000 };
+	struct linger lg = { 1, 7 };
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv))
+		wl_die("%s: socketpair", mode);
+	opt_a = sv[0];
+	opt_b = sv[1];
+	if (setsockopt(opt_a, SOL_SOCKET, SO_SNDBUF, &snd, sizeof(snd)) ||
+	    setsockopt(opt_a, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv)) ||
+	    setsockopt(opt_a, SOL_SOCKET, SO_PRIORITY, &prio, sizeof(prio)) ||
+	    setsockopt(opt_a, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) ||
+	    setsockopt(opt_a, SOL_SOCKET, SO_RCVTIMEO, &rt, sizeof(rt)) ||
+	    setsockopt(opt_a, SOL_SOCKET, SO_SNDTIMEO, &st, sizeof(st)) ||
+	    setsockopt(opt_a, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) ||
+	    setsockopt(opt_b, SOL_SOCKET, SO_PASSCRED, &on, sizeof(on)) ||
+	    fcntl(opt_a, F_SETFL, O_NONBLOCK))
+		wl_die("%s: setsockopt", mode);
+	if (send(opt_b, "q", 1, 0) != 1) /* queued for a, which does not pass credentials */
+		wl_die("%s: send", mode);
+	read_options(&opt_before);
+	if (opt_before.sndbuf != 80000 || opt_before.rcvbuf != 120000 || !opt_before.passcred ||
+	    !(opt_before.flags & O_NONBLOCK))
+		wl_die("%s: unexpected option values", mode);
+}
+
+static void check_options(void)
+{
+	struct opt_values now;
+	char c = 0;
+
+	read_options(&now);
+#define SAME(field, what)                                                                          \
+	if (now.field != opt_before.field)                                                         \
+		FAIL("%s is %ld, was %ld", mode, what, (long)now.field, (long)opt_before.field);
+	SAME(sndbuf, "SO_SNDBUF");
+	SAME(rcvbuf, "SO_RCVBUF");
+	SAME(priority, "SO_PRIORITY");
+	SAME(keepalive, "SO_KEEPALIVE");
+	SAME(passcred, "SO_PASSCRED");
+	SAME(rcvtimeo.tv_sec, "SO_RCVTIMEO seconds");
+	SAME(rcvtimeo.tv_usec, "SO_RCVTIMEO microseconds");
+	SAME(sndtimeo.tv_sec, "SO_SNDTIMEO seconds");
+	SAME(sndtimeo.tv_usec, "SO_SNDTIMEO microseconds");
+	SAME(linger.l_onoff, "SO_LINGER on");
+	SAME(linger.l_linger, "SO_LINGER seconds");
+	SAME(flags, "the file status flags");
+	if (recv_wait(opt_a, &c, 1) != 1 || c != 'q')
+		FAIL("the queued byte is lost", mode);
+	if (!talks(opt_a, opt_b))
+		FAIL("the pair does not talk: %s", mode, strerror(errno));
+}
+
+/* ---------------------------------------------------------------- dgram-server */
+
+static int srv, clients[2];
+static char srv_path[4096];
+
+static void setup_dgram_server(void)
+{
+	struct sockaddr_un sa;
+	socklen_t len;
+
+	wl_path("srv", srv_path, sizeof(srv_path));
+	len = addr_of(&sa, srv_path, 0);
+	unlink(srv_path);
+	srv = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (srv < 0 || bind(srv, (struct sockaddr *)&sa, len))
+		wl_die("%s: bind", mode);
+	for (int i = 0; i < 2; i++) {
+		clients[i] = socket(AF_UNIX, SOCK_DGRAM, 0);
+		if (clients[i] < 0 || connect(clients[i], (struct sockaddr *)&sa, len))
+			wl_die("%s: connect", mode);
+	}
+	for (int i = 0; i < 4; i++) {
+		char msg[32];
+		int n = snprintf(msg, sizeof(msg), "message %d from %d", i, i % 2);
+
+		if (send(clients[i % 2], msg, (size_t)n, 0) != n)
+			wl_die("%s: send", mode);
+	}
+}
+
+static void check_dgram_server(void)
+{
+	for (int i = 0; i < 4; i++) {
+		char msg[32], want[32];
+		int n = snprintf(want, sizeof(want), "message %d from %d", i, i % 2);
+		ssize_t got = recv_wait(srv, msg, sizeof(msg));
+
+		if (got != n || memcmp(msg, want, (size_t)n) != 0)
+			FAIL("datagram %d: got %zd bytes, expected \"%s\"", mode, i, got, want);
+	}
+	for (int i = 0; i < 2; i++) {
+		struct sockaddr_un peer;
+		socklen_t len = sizeof(peer);
+		char c = 0;
+
+		if (getpeername(clients[i], (struct sockaddr *)&peer, &len) || strcmp(peer.sun_path, srv_path) != 0)
+			FAIL("client %d is not connected to the server any more", mode, i);
+		if (send(clients[i], "n", 1, 0) != 1 || recv_wait(srv, &c, 1) != 1 || c != 'n')
+			FAIL("client %d cannot send to the server: %s", mode, i, strerror(errno));
+	}
+	unlink(srv_path);
+}
+
+/* ---------------------------------------------------------------- semi-closed */
+
+#define SEMI_BYTES 3000
+static int semi;
+
+static void setup_semi_closed(void)
+{
+	int sv[2];
+	unsigned char buf[SEMI_BYTES];
+
+	for (int i = 0; i < SEMI_BYTES; i++)
+		buf[i] = (unsigned char)(i * 13 + 5);
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || send(sv[1], buf, sizeof(buf), 0) != sizeof(buf))
+		wl_die("%s: socketpair", mode);
+	close(sv[1]);
+	semi = sv[0];
+}
+
+static void check_semi_closed(void)
+{
+	unsigned char buf[SEMI_BYTES + 1];
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < sizeof(buf) && (n = recv_wait(semi, buf + got, sizeof(buf) - got)) > 0)
+		got += (size_t)n;
+	if (got != SEMI_BYTES)
+		FAIL("%zu of %d bytes came back before EOF", mode, got, SEMI_BYTES);
+	for (size_t i = 0; i < got && i < SEMI_BYTES; i++)
+		if (buf[i] != (unsigned char)(i * 13 + 5)) {
+			FAIL("byte %zu differs", mode, i);
+			break;
+		}
+	if (recv(semi, buf, 1, MSG_DONTWAIT) != 0)
+		FAIL("no EOF after the data", mode);
+	if (send(semi, "x", 1, MSG_NOSIGNAL) >= 0 || errno != EPIPE)
+		FAIL("a send does not fail with EPIPE", mode);
+}
+
+/* ---------------------------------------------------------------- ext-dgram, ext-stream */
+
+static int ext_sk, ext_stream_sk;
+
+static void setup_ext_dgram(void)
+{
+	struct sockaddr_un sa;
+	socklen_t len;
+
+	if (!ext_path)
+		wl_die("%s: needs ext=PATH", mode);
+	len = addr_of(&sa, ext_path, 0);
+	ext_sk = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (ext_sk < 0 || connect(ext_sk, (struct sockaddr *)&sa, len) || send(ext_sk, "before", 6, 0) != 6)
+		wl_die("%s: connect to %s", mode, ext_path);
+}
+
+static void check_ext_dgram(void)
+{
+	if (send(ext_sk, "after", 5, 0) != 5)
+		FAIL("cannot send to the server outside the tree: %s", mode, strerror(errno));
+}
+
+static void setup_ext_stream(void)
+{
+	struct sockaddr_un sa;
+	socklen_t len;
+
+	if (!ext_stream_path)
+		wl_die("%s: needs extstream=PATH", mode);
+	len = addr_of(&sa, ext_stream_path, 0);
+	ext_stream_sk = socket(AF_UNIX, SOCK_STREAM, 0);
+	if (ext_stream_sk < 0 || connect(ext_stream_sk, (struct sockaddr *)&sa, len))
+		wl_die("%s: connect to %s", mode, ext_stream_path);
+}
+
+static void check_ext_stream(void)
+{
+	if (send(ext_stream_sk, "s", 1, MSG_NOSIGNAL) != 1)
+		FAIL("cannot send to the listener outside the tree: %s", mode, strerror(errno));
+}
+
+struct mode_desc {
+	const char *name;
+	void (*setup)(void);
+	void (*check)(void);
+};
+
+static const struct mode_desc modes[] = {
+	{ "backlog", setup_backlog, check_backlog },
+	{ "options", setup_options, check_options },
+	{ "dgram-server", setup_dgram_server, check_dgram_server },
+	{ "semi-closed", setup_semi_closed, check_semi_closed },
+	{ "ext-dgram", setup_ext_dgram, check_ext_dgram },
+	{ "ext-stream", setup_ext_stream, check_ext_stream },
+};
+#define NMODES (sizeof(modes) / sizeof(modes[0]))
+
+int main(int argc, char **argv)
+{
+	int chosen[NMODES] = { 0 };
+
+	wl_init(argc, argv);
+	signal(SIGPIPE, SIG_IGN);
+	for (int i = 2; i < argc; i++) {
+		size_t m = 0;
+
+		if (strncmp(argv[i], "ext=", 4) == 0) {
+			ext_path = argv[i] + 4;
+			continue;
+		}
+		if (strncmp(argv[i], "extstream=", 10) == 0) {
+			ext_stream_path = argv[i] + 10;
+			continue;
+		}
+		while (m < NMODES && strcmp(modes[m].name, argv[i]) != 0)
+			m++;
+		if (m == NMODES)
+			wl_die("unknown mode %s", argv[i]);
+		chosen[m] = 1;
+	}
+	for (size_t m = 0; m < NMODES; m++) {
+		if (!chosen[m])
+			continue;
+		mode = modes[m].name;
+		modes[m].setup();
+		wl_log("set up %s", mode);
+	}
+	wl_ready();
+	wl_wait();
+	for (size_t m = 0; m < NMODES; m++) {
+		if (!chosen[m])
+			continue;
+		mode = modes[m].name;
+		modes[m].check();
+	}
+	wl_finish();
+}
