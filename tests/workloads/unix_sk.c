@@ -6,6 +6,7 @@
  * Modes:
  *   backlog      a listener (abstract name) with two connections waiting in its backlog, their
  *                clients silent; after the wait both are accepted and talk both ways
+ *   backlog-data the same, a client having sent 5 bytes while it waits (CRIU refuses this)
  *   options      a stream pair: SO_SNDBUF, SO_RCVBUF, SO_RCVTIMEO, SO_SNDTIMEO, SO_LINGER,
  *                SO_PRIORITY, SO_KEEPALIVE and O_NONBLOCK on one end, SO_PASSCRED on the other
  *                (its queue empty); every value must be the same after the wait
@@ -83,7 +84,7 @@ static int talks(int a, int b)
 
 /* ---------------------------------------------------------------- backlog */
 
-static int bl_listener, bl_clients[2];
+static int bl_listener, bl_clients[2], bl_data;
 
 static void setup_backlog(void)
 {
@@ -101,10 +102,20 @@ static void setup_backlog(void)
 		if (bl_clients[i] < 0 || connect(bl_clients[i], (struct sockaddr *)&sa, len))
 			wl_die("%s: connect", mode);
 	}
+	if (bl_data && send(bl_clients[0], "hello", 5, 0) != 5)
+		wl_die("%s: send", mode);
+}
+
+static void setup_backlog_data(void)
+{
+	bl_data = 1;
+	setup_backlog();
 }
 
 static void check_backlog(void)
 {
+	char buf[16];
+
 	for (int i = 0; i < 2; i++) {
 		int s;
 
@@ -112,7 +123,9 @@ static void check_backlog(void)
 			FAIL("connection %d is not in the backlog any more: %s", mode, i, strerror(errno));
 			continue;
 		}
-		/* The oldest connection comes first. */
+		/* The oldest connection comes first, with what its client sent. */
+		if (bl_data && i == 0 && (recv_wait(s, buf, sizeof(buf)) != 5 || memcmp(buf, "hello", 5) != 0))
+			FAIL("the bytes sent while waiting are lost", mode);
 		if (!talks(bl_clients[i], s))
 			FAIL("accepted connection %d does not reach client %d: %s", mode, i, i, strerror(errno));
 		close(s);
@@ -353,6 +366,7 @@ struct mode_desc {
 
 static const struct mode_desc modes[] = {
 	{ "backlog", setup_backlog, check_backlog },
+	{ "backlog-data", setup_backlog_data, check_backlog },
 	{ "options", setup_options, check_options },
 	{ "dgram-server", setup_dgram_server, check_dgram_server },
 	{ "semi-closed", setup_semi_closed, check_semi_closed },
