@@ -55,7 +55,7 @@ import { libc } from "../../ffi/libc.ts";
 import { F, NR, O } from "../../ffi/syscalls.ts";
 import { SyscallError } from "../../ffi/errors.ts";
 import { KINDS } from "../images/kinds.ts";
-import { ImageReader, ImageWriter } from "../images/file.ts";
+import { type ByteSink, createImageFile, ImageReader, ImageWriter } from "../images/file.ts";
 import {
   addFdFile,
   emptyFown,
@@ -239,11 +239,31 @@ function pathFacts(info: UnixSocketInfo): { deleted?: boolean; filePerms?: file_
   };
 }
 
-/** sk-queues.img, opened on the first queue with data. */
+/**
+ * Bytes for sk-queues.img, appended by opening the file for each write: no fd stays open between
+ * two sockets, so a dump that fails after some queues leaves nothing of ours open.
+ */
+class AppendSink implements ByteSink {
+  #created = false;
+  constructor(readonly path: string) {}
+  write(bytes: Uint8Array): void {
+    const file = this.#created ? Deno.openSync(this.path, { append: true }) : createImageFile(this.path);
+    this.#created = true;
+    try {
+      for (let done = 0; done < bytes.length;) done += file.writeSync(bytes.subarray(done));
+    } finally {
+      file.close();
+    }
+  }
+  close(): void {}
+}
+
+/** sk-queues.img, made on the first queue with data. */
 function queueWriter(session: FilesSession, state: DumpState): ImageWriter {
   if (!state.queues) {
-    state.queues = ImageWriter.create(session.dir.path, KINDS.SK_QUEUES);
-    session.dir.noteWritten(state.queues.name);
+    const path = session.dir.pathFor(KINDS.SK_QUEUES);
+    state.queues = ImageWriter.toSink(new AppendSink(path), path, KINDS.SK_QUEUES);
+    session.dir.noteWritten(path);
   }
   return state.queues;
 }
@@ -278,6 +298,7 @@ function dumpQueue(
     w.writeEntry(create(sk_packet_entrySchema, { idFor: id, length: bytes.length }));
     w.writeBlob(bytes);
   });
+  w.flush();
 }
 
 function dumpSocket(ctx: Parameters<FdKind["dump"]>[0], fd: Parameters<FdKind["dump"]>[1]): number {
