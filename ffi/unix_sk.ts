@@ -10,7 +10,7 @@
 import { addressOf, callBig, cstr, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
 import { NR } from "./syscalls.ts";
-import { CMSG_HDR_SIZE, iovecs, msghdr, SCM_RIGHTS, SOL_SOCKET } from "./structs.ts";
+import { CMSG_HDR_SIZE, iovecs, msghdr, SCM_RIGHTS, scmRights, SOL_SOCKET } from "./structs.ts";
 
 export const SO = {
   REUSEADDR: 2,
@@ -132,26 +132,28 @@ export function setLinger(fd: number, seconds: number): void {
 
 /** What came with a peeked message besides its bytes. */
 export interface PeekedControl {
-  /** How many fds were in flight with it (SCM_RIGHTS); the copies we got are closed already. */
-  rights: number;
+  /**
+   * The fds in flight with it (SCM_RIGHTS): a peek installs copies in our process, which now
+   * belong to the caller.
+   */
+  rights: number[];
   credentials: boolean;
-  /** Any other control message (SCM_SECURITY, SCM_PIDFD...). */
+  /** Any other control message (SCM_SECURITY, SCM_PIDFD...), or control data cut short. */
   other: boolean;
 }
 
-function readControl(control: Uint8Array<ArrayBuffer>, len: number): PeekedControl {
+const MSG_CTRUNC = 0x8;
+
+function readControl(control: Uint8Array<ArrayBuffer>, len: number, msgFlags: number): PeekedControl {
   const v = new DataView(control.buffer);
-  const seen: PeekedControl = { rights: 0, credentials: false, other: false };
+  const seen: PeekedControl = { rights: [], credentials: false, other: (msgFlags & MSG_CTRUNC) !== 0 };
   for (let off = 0; off + CMSG_HDR_SIZE <= len;) {
     const cmsgLen = Number(v.getBigUint64(off, true));
     if (cmsgLen < CMSG_HDR_SIZE) break;
     const level = v.getInt32(off + 8, true);
     const type = v.getInt32(off + 12, true);
     if (level === SOL_SOCKET && type === SCM_RIGHTS) {
-      for (let p = off + CMSG_HDR_SIZE; p + 4 <= off + cmsgLen; p += 4) {
-        libc.close(v.getInt32(p, true)); // a peek installs the fds in flight in our process
-        seen.rights++;
-      }
+      for (let p = off + CMSG_HDR_SIZE; p + 4 <= off + cmsgLen; p += 4) seen.rights.push(v.getInt32(p, true));
     } else if (level === SOL_SOCKET && type === SCM_CREDENTIALS) {
       seen.credentials = true;
     } else {
@@ -193,9 +195,10 @@ export function peekQueue(
         throw new SyscallError("recvmsg(MSG_PEEK)", errno);
       }
       const got = Number(n);
-      const controlLen = Number(new DataView(msg.buffer).getBigUint64(40, true));
-      const seen = readControl(control, controlLen);
+      const header = new DataView(msg.buffer);
+      const seen = readControl(control, Number(header.getBigUint64(40, true)), header.getInt32(48, true));
       if (datagrams && got > buf.length) {
+        for (const fd of seen.rights) libc.close(fd);
         // Truncated: walk back to its start and peek it again whole.
         setIntOption(fd, SO.PEEK_OFF, offset);
         buf = new Uint8Array(got);
@@ -212,25 +215,31 @@ export function peekQueue(
 }
 
 /**
- * Sends `bytes` on socket `fd` (to `to` when given, a sockaddr), without blocking; returns how
- * many the kernel took (a stream may take part), 0 when the queue is full.
+ * Sends `bytes` on socket `fd` (to `to` when given, a sockaddr; with the fds `rights` in flight),
+ * without blocking; returns how many the kernel took (a stream may take part), 0 when the queue
+ * is full.
  */
-export function sendSome(fd: number, bytes: Uint8Array<ArrayBuffer>, to?: Uint8Array<ArrayBuffer>): number {
+export function sendSome(
+  fd: number,
+  bytes: Uint8Array<ArrayBuffer>,
+  to?: Uint8Array<ArrayBuffer>,
+  rights: readonly number[] = [],
+): number {
+  const iov = iovecs([{ base: addressOf(bytes), len: bytes.length }]);
+  const control = rights.length ? scmRights(rights) : null;
+  const msg = msghdr(1, addressOf(iov), control ? { addr: addressOf(control), len: control.length } : null);
+  if (to) {
+    const v = new DataView(msg.buffer);
+    v.setBigUint64(0, addressOf(to), true); // msg_name
+    v.setUint32(8, to.length, true); // msg_namelen
+  }
   for (;;) {
-    const r = sys(
-      NR.sendto,
-      fd,
-      addressOf(bytes),
-      bytes.length,
-      MSG_DONTWAIT | MSG_NOSIGNAL,
-      to ? addressOf(to) : 0,
-      to ? to.length : 0,
-    );
+    const r = libc.sendmsg(fd, msg, MSG_DONTWAIT | MSG_NOSIGNAL);
     if (r >= 0n) return Number(r);
     const errno = lastErrno();
     if (errno === EINTR) continue;
     if (errno === EAGAIN) return 0;
-    throw new SyscallError("sendto", errno, `fd ${fd}`);
+    throw new SyscallError("sendmsg", errno, `fd ${fd}`);
   }
 }
 

@@ -18,7 +18,7 @@
 import { create } from "@bufbuild/protobuf";
 import { fd_types, type fdinfo_entry, fdinfo_entrySchema, type file_entry } from "../images/gen/fdinfo_pb.ts";
 import { fown_entrySchema } from "../images/gen/fown_pb.ts";
-import type { FdEntry } from "../../ffi/proc.ts";
+import { type FdEntry, listFds } from "../../ffi/proc.ts";
 import { sameOpenFile } from "../../ffi/process.ts";
 import { F, O } from "../../ffi/syscalls.ts";
 import { refuse } from "./refusal.ts";
@@ -119,6 +119,19 @@ export function grabFd(ctx: RestoreFilesContext, src: OpenedFile): number {
   const grab = new GrabBatch(ctx);
   grab.copy(src);
   return Number(grab.run().at(-1)!);
+}
+
+/**
+ * Makes file `id` open in the context's task, parked, and returns that fd: a copy when a restored
+ * task has it already, else opened by its kind (and then shared from there). For a kind that needs
+ * a file no fd of the task has, such as one in flight in a socket queue.
+ */
+export function holdFile(ctx: RestoreFilesContext, id: number): number {
+  const known = ctx.shared.byId.get(id);
+  const entry = ctx.table.get(id);
+  const parked = ctx.park(known ? grabFd(ctx, known) : kindFor(entry.type).open(ctx, entry));
+  if (!known) ctx.shared.byId.set(id, { pid: ctx.nsPid, fd: parked });
+  return parked;
 }
 
 export interface FdKind {
@@ -281,6 +294,24 @@ function statOf(pid: number, fd: number): Deno.FileInfo | null {
   } catch {
     return null;
   }
+}
+
+/**
+ * Dumps a file that criu itself holds at `fd` (one it took out of a socket queue in flight) as the
+ * tasks' files are dumped, sharing the id of a task's fd that kcmp says is the same open file;
+ * returns its id. The fd must stay open until the dump ends: later fds are compared with it.
+ */
+export function dumpHeldFile(ctx: DumpFilesContext, fd: number): number {
+  const own = Deno.pid;
+  const entry = listFds(own).find((e) => e.fd === fd);
+  if (!entry) throw new Error(`Fd ${fd} of criu-ts itself is not open`);
+  const stat = statOf(own, fd);
+  const kind = kinds.find((k) => k.detect(entry, stat, own)) ?? unknownFd(ctx, entry);
+  const known = ctx.table.sameDescription(own, entry);
+  const id = known ?? kind.dump({ ...ctx, pid: own }, entry, stat);
+  if (known === undefined) ctx.table.noteDescription(own, entry, id);
+  ctx.log.debug(`a file in flight: ${kind.name} ${entry.target} as file ${id}`);
+  return id;
 }
 
 /** Dumps every fd of a task; returns its fdinfo entries. */

@@ -32,7 +32,8 @@ import {
   unix_sk_entrySchema,
 } from "../images/gen/sk-unix_pb.ts";
 import { type sk_opts_entry, sk_opts_entrySchema, sk_shutdown } from "../images/gen/sk-opts_pb.ts";
-import { type sk_packet_entry, sk_packet_entrySchema } from "../images/gen/sk-packet_pb.ts";
+import { scm_entrySchema, type sk_packet_entry, sk_packet_entrySchema } from "../images/gen/sk-packet_pb.ts";
+import type { FdEntry } from "../../ffi/proc.ts";
 import { SockDiag, type UnixSocketInfo } from "../../ffi/sock_diag.ts";
 import { encodeSockaddr, unixNameText } from "../../ffi/sockaddr.ts";
 import {
@@ -58,12 +59,15 @@ import { KINDS } from "../images/kinds.ts";
 import { type ByteSink, createImageFile, ImageReader, ImageWriter } from "../images/file.ts";
 import {
   addFdFile,
+  type DumpFilesContext,
+  dumpHeldFile,
   emptyFown,
   type FdKind,
   fileFlags,
   type FilesSession,
   type FileTable,
   grabFd,
+  holdFile,
   registerFdKind,
   type RestoreFilesContext,
 } from "./files.ts";
@@ -78,6 +82,8 @@ const SOCK = { STREAM: 1, DGRAM: 2, SEQPACKET: 5 } as const;
 const STATE = { ESTABLISHED: 1, CLOSE: 7, LISTEN: 10 } as const;
 /** sk_shutdown bits as sock_diag gives them. */
 const RCV_SHUTDOWN = 1;
+/** A control message carrying fds. */
+const SCM_RIGHTS = 1;
 /** unix_sk_entry.uflags: the socket is outside the tree, a datagram socket's peer (--ext-unix-sk). */
 const USK_EXTERN = 1;
 /** Buffer sizes while queues are refilled, as CRIU takes them (the kernel doubles what it is given). */
@@ -106,10 +112,12 @@ interface DumpState {
   namespaces: Map<number, Map<number, UnixSocketInfo>>;
   dumped: Map<number, DumpedSocket>;
   queues?: ImageWriter;
+  /** Our copies of the files in flight, open until the dump ends (later fds are compared with them). */
+  held: number[];
 }
 
 function dumpState(table: FileTable): DumpState {
-  return table.stateOf("unix-dump", () => ({ namespaces: new Map(), dumped: new Map() }));
+  return table.stateOf("unix-dump", () => ({ namespaces: new Map(), dumped: new Map(), held: [] }));
 }
 
 /** The unix sockets of the network namespace of `pid`, asked of the kernel once per namespace. */
@@ -268,40 +276,42 @@ function queueWriter(session: FilesSession, state: DumpState): ImageWriter {
   return state.queues;
 }
 
-/** Streams the socket's receive queue into sk-queues.img, one entry per piece peeked. */
+/**
+ * Streams the socket's receive queue into sk-queues.img, one entry per piece peeked. The files in
+ * flight with a piece (SCM_RIGHTS) are dumped as files of the tree, and the entry names them.
+ */
 function dumpQueue(
-  session: FilesSession,
+  ctx: DumpFilesContext,
   state: DumpState,
-  pid: number,
   what: string,
   copy: number,
   id: number,
   info: UnixSocketInfo,
-): void {
-  const w = queueWriter(session, state);
+) {
+  const w = queueWriter(ctx.session, state);
   peekQueue(copy, info.type !== SOCK.STREAM, (bytes, control) => {
-    if (control.rights) {
-      refuse(
-        pid,
-        what,
-        `its queue holds ${control.rights} fd(s) in flight (SCM_RIGHTS), which are not saved yet`,
-      );
-    }
+    state.held.push(...control.rights);
     if (control.credentials) {
-      refuse(pid, what, "its queue holds sender credentials (SCM_CREDENTIALS), which are not saved yet");
+      refuse(ctx.pid, what, "its queue holds sender credentials (SCM_CREDENTIALS), which are not saved yet");
     }
-    if (control.other) refuse(pid, what, "its queue holds control messages that are not saved yet");
-    if (bytes.length === 0) {
+    if (control.other) refuse(ctx.pid, what, "its queue holds control messages that are not saved yet");
+    if (bytes.length === 0 && control.rights.length === 0) {
       if (info.shutdown & RCV_SHUTDOWN) return;
-      refuse(pid, what, "its queue holds an empty datagram, which cannot be read without taking it");
+      refuse(ctx.pid, what, "its queue holds an empty datagram, which cannot be read without taking it");
     }
-    w.writeEntry(create(sk_packet_entrySchema, { idFor: id, length: bytes.length }));
+    const scm = control.rights.length === 0 ? [] : [
+      create(scm_entrySchema, {
+        type: SCM_RIGHTS,
+        rights: control.rights.map((fd) => dumpHeldFile(ctx, fd)),
+      }),
+    ];
+    w.writeEntry(create(sk_packet_entrySchema, { idFor: id, length: bytes.length, scm }));
     w.writeBlob(bytes);
   });
   w.flush();
 }
 
-function dumpSocket(ctx: Parameters<FdKind["dump"]>[0], fd: Parameters<FdKind["dump"]>[1]): number {
+function dumpSocket(ctx: DumpFilesContext, fd: FdEntry): number {
   const ino = Number(SOCKET_NAME.exec(fd.target)![1]);
   const state = dumpState(ctx.table);
   const sockets = namespaceSockets(state, ctx.pid);
@@ -333,7 +343,7 @@ function dumpSocket(ctx: Parameters<FdKind["dump"]>[0], fd: Parameters<FdKind["d
       return create(file_entrySchema, { type: fd_types.UNIXSK, id, usk: entry });
     });
     if (info.state !== STATE.LISTEN && info.rqlen.rq > 0) {
-      dumpQueue(ctx.session, state, ctx.pid, what, copy, id, info);
+      dumpQueue(ctx, state, what, copy, id, info);
     }
     state.dumped.set(ino, { entry, pid: ctx.pid, fd: fd.fd, namespace: sockets });
     return id;
@@ -420,6 +430,7 @@ function finishDump(session: FilesSession): void {
   } finally {
     state.queues?.close();
     delete state.queues;
+    for (const fd of state.held.splice(0)) closeFd(fd);
   }
 }
 
@@ -430,17 +441,26 @@ function finishDump(session: FilesSession): void {
 interface QueuedPiece {
   offset: number;
   length: number;
+  /** The ids of the files in flight with it (SCM_RIGHTS). */
+  rights: number[];
 }
 
 interface RestoreState {
   byIno: Map<number, unix_sk_entry>;
+  /** The sockets of the component being created (a socket in flight may need another one). */
+  creating: Set<number>;
   /** Queued pieces by the receiving socket's file id, in order. */
   queues: Map<number, QueuedPiece[]>;
   queuesPath: string;
 }
 
 function restoreState(table: FileTable): RestoreState {
-  return table.stateOf("unix-restore", () => ({ byIno: new Map(), queues: new Map(), queuesPath: "" }));
+  return table.stateOf("unix-restore", () => ({
+    byIno: new Map(),
+    creating: new Set(),
+    queues: new Map(),
+    queuesPath: "",
+  }));
 }
 
 function loadImages(session: FilesSession): void {
@@ -465,6 +485,12 @@ function checkPeerImage(session: FilesSession, state: RestoreState, s: unix_sk_e
       `Refusing the images: unix socket ${s.ino} has flags ${s.uflags} criu-ts does not know`,
     );
   }
+  const path = pathOf(s.name);
+  if (path !== null && !path.startsWith("/")) {
+    throw new RestoreError(
+      `Refusing the images: unix socket ${s.ino} is bound to the relative path ${path}, which criu-ts does not restore yet`,
+    );
+  }
   if (!s.peer) return;
   const peer = state.byIno.get(s.peer);
   if (!peer) {
@@ -487,13 +513,18 @@ function readQueueIndex(session: FilesSession, state: RestoreState): void {
   state.queuesPath = r.name;
   try {
     for (let e = r.readEntry() as sk_packet_entry | null; e; e = r.readEntry() as sk_packet_entry | null) {
-      if (e.scm.length > 0) {
-        throw new RestoreError(
-          `Refusing the images: sk-queues.img has fds in flight (SCM_RIGHTS) for file ${e.idFor}, which criu-ts does not restore yet`,
-        );
+      const rights: number[] = [];
+      for (const scm of e.scm) {
+        if (scm.type !== SCM_RIGHTS) {
+          throw new RestoreError(
+            `Refusing the images: sk-queues.img has control messages of type ${scm.type} for file ${e.idFor}; only SCM_RIGHTS is known`,
+          );
+        }
+        for (const id of scm.rights) session.table.get(id); // a dangling id refuses the images here
+        rights.push(...scm.rights);
       }
       const pieces = state.queues.get(e.idFor) ?? [];
-      pieces.push({ offset: r.offset, length: e.length });
+      pieces.push({ offset: r.offset, length: e.length, rights });
       state.queues.set(e.idFor, pieces);
       r.skip(e.length);
     }
@@ -594,6 +625,7 @@ class Made {
 
 function createComponent(ctx: RestoreFilesContext, state: RestoreState, first: unix_sk_entry): void {
   const members = componentOf(state, first);
+  for (const m of members) state.creating.add(m.ino);
   const made = new Made();
   const spareInTask = new Map<number, number>();
   for (const m of members) {
@@ -628,6 +660,7 @@ function createComponent(ctx: RestoreFilesContext, state: RestoreState, first: u
       : e;
   } finally {
     made.close();
+    for (const m of members) state.creating.delete(m.ino);
   }
   // The spare ends stay parked until every task has its fds; then they close, as the peer had.
   for (const [ino, fd] of made.inTask) ctx.shared.objects.set(`unix:${ino}`, [{ pid: ctx.nsPid, fd }]);
@@ -726,7 +759,14 @@ function fillQueue(
   setIntOption(made.ourFd(r.ino), SO.RCVBUFFORCE, FILL_BUFFER);
   const image = openFd(state.queuesPath, OPEN.RDONLY | OPEN.CLOEXEC);
   try {
-    for (const p of pieces) sendPiece(image, state.queuesPath, from, to, p, r);
+    for (const p of pieces) {
+      const rights = p.rights.map((id) => takeFd(ctx.agent.pid, holdFile(ctx, id)));
+      try {
+        sendPiece(image, state.queuesPath, from, to, p, r, rights);
+      } finally {
+        for (const fd of rights) closeFd(fd);
+      }
+    }
   } finally {
     closeFd(image);
   }
@@ -740,17 +780,22 @@ function sendPiece(
   to: Uint8Array<ArrayBuffer> | undefined,
   p: QueuedPiece,
   r: unix_sk_entry,
+  rights: readonly number[],
 ): void {
   const whole = r.type !== SOCK.STREAM; // a datagram goes in one send
   const size = whole ? p.length : Math.min(p.length, SEND_CHUNK);
   const buf = new Uint8Array(size);
+  if (p.length === 0 && rights.length > 0) {
+    if (sendSome(from, buf, to, rights) !== 0) return;
+  }
   for (let done = 0; done < p.length;) {
     const n = Math.min(size, p.length - done);
     const chunk = buf.subarray(0, n);
     preadFull(image, chunk, p.offset + done, path);
     let sent = 0;
     while (sent < n) {
-      const k = sendSome(from, chunk.subarray(sent), to);
+      // The files in flight go with the first bytes of the piece.
+      const k = sendSome(from, chunk.subarray(sent), to, done + sent === 0 ? rights : []);
       if (k === 0 && n > 0) {
         throw new RestoreError(
           `Unix socket ${r.ino} took only ${done + sent} of ${p.length} queued bytes back`,
@@ -805,6 +850,11 @@ function openSocket(ctx: RestoreFilesContext, entry: file_entry): number {
     throw new RestoreError(`File ${entry.id} is an external unix socket, which no task can hold`);
   }
   const key = `unix:${usk.ino}`;
+  if (restoreState(ctx.table).creating.has(usk.ino)) {
+    throw new RestoreError(
+      `Unix socket ${usk.ino} is in flight in a queue of its own connection, which criu-ts does not restore yet`,
+    );
+  }
   if (!ctx.shared.objects.has(key)) createComponent(ctx, restoreState(ctx.table), usk);
   const [where] = ctx.shared.objects.get(key)!;
   return grabFd(ctx, where!);

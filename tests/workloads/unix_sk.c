@@ -15,6 +15,10 @@
  *                still connected to the server (getpeername) and can send more
  *   semi-closed  a stream pair whose other end was closed after sending 3000 bytes: they are read
  *                back, then EOF, and a send fails with EPIPE
+ *   scm-mix      two fds in flight in one message of a stream pair: a file also open here at
+ *                offset 2 (one open file: moving our offset moves the received one), and one end
+ *                of a datagram pair, closed here, with a datagram queued for it; after the wait
+ *                both come out of the queue and work
  *   ext-dgram    a datagram socket connected to ext=PATH, a server outside the tree, sends
  *                "before" at setup and "after" after the wait (the test checks the server got both)
  *   ext-stream   a stream socket connected to extstream=PATH, a listener outside the tree (the
@@ -316,6 +320,73 @@ static void check_semi_closed(void)
 		FAIL("a send does not fail with EPIPE", mode);
 }
 
+/* ---------------------------------------------------------------- scm-mix */
+
+static int mix_a, mix_b, mix_file, mix_y;
+
+static void setup_scm_mix(void)
+{
+	int pair[2], dg[2], fds[2];
+	char path[4096], cbuf[CMSG_SPACE(sizeof(fds))];
+	struct iovec iov = { .iov_base = "M", .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+
+	wl_path("scmfile", path, sizeof(path));
+	mix_file = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+	if (mix_file < 0 || write(mix_file, "abcdef", 6) != 6 || lseek(mix_file, 2, SEEK_SET) != 2)
+		wl_die("%s: file", mode);
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, pair) || socketpair(AF_UNIX, SOCK_DGRAM, 0, dg))
+		wl_die("%s: socketpair", mode);
+	mix_a = pair[0];
+	mix_b = pair[1];
+	mix_y = dg[1];
+	if (send(mix_y, "to-x", 4, 0) != 4)
+		wl_die("%s: send", mode);
+	fds[0] = mix_file;
+	fds[1] = dg[0];
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(fds));
+	memcpy(CMSG_DATA(cm), fds, sizeof(fds));
+	if (sendmsg(mix_a, &msg, 0) != 1)
+		wl_die("%s: sendmsg", mode);
+	close(dg[0]); /* only in flight now */
+}
+
+static void check_scm_mix(void)
+{
+	char c = 0, buf[8], cbuf[CMSG_SPACE(sizeof(int) * 4)];
+	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cbuf, .msg_controllen = sizeof(cbuf) };
+	struct cmsghdr *cm;
+	int fds[2];
+
+	if (wait_in(mix_b) <= 0 || recvmsg(mix_b, &msg, MSG_DONTWAIT) != 1 || c != 'M') {
+		FAIL("the message with the fds did not come: %s", mode, strerror(errno));
+		return;
+	}
+	cm = CMSG_FIRSTHDR(&msg);
+	if (!cm || cm->cmsg_type != SCM_RIGHTS || cm->cmsg_len != CMSG_LEN(sizeof(fds))) {
+		FAIL("the message came without its two fds", mode);
+		return;
+	}
+	memcpy(fds, CMSG_DATA(cm), sizeof(fds));
+	if (lseek(fds[0], 0, SEEK_CUR) != 2)
+		FAIL("the file in flight is not at offset 2", mode);
+	lseek(mix_file, 4, SEEK_SET);
+	if (lseek(fds[0], 0, SEEK_CUR) != 4)
+		FAIL("the file in flight is not the open file we hold", mode);
+	if (read(fds[0], buf, 2) != 2 || memcmp(buf, "ef", 2) != 0)
+		FAIL("the file in flight reads wrong", mode);
+	if (recv_wait(fds[1], buf, sizeof(buf)) != 4 || memcmp(buf, "to-x", 4) != 0)
+		FAIL("the datagram queued for the socket in flight is lost", mode);
+	if (send(mix_y, "again", 5, 0) != 5 || recv_wait(fds[1], buf, sizeof(buf)) != 5 || memcmp(buf, "again", 5) != 0)
+		FAIL("the socket in flight is not connected to its peer any more", mode);
+	close(fds[0]);
+	close(fds[1]);
+}
+
 /* ---------------------------------------------------------------- ext-dgram, ext-stream */
 
 static int ext_sk, ext_stream_sk;
@@ -370,6 +441,7 @@ static const struct mode_desc modes[] = {
 	{ "options", setup_options, check_options },
 	{ "dgram-server", setup_dgram_server, check_dgram_server },
 	{ "semi-closed", setup_semi_closed, check_semi_closed },
+	{ "scm-mix", setup_scm_mix, check_scm_mix },
 	{ "ext-dgram", setup_ext_dgram, check_ext_dgram },
 	{ "ext-stream", setup_ext_stream, check_ext_stream },
 };
