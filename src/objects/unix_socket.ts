@@ -371,6 +371,17 @@ function checkPeers(session: FilesSession): void {
     }
     externalPeer(session, s, what);
   }
+  for (const s of state.dumped.values()) {
+    const info = s.namespace.get(s.entry.ino);
+    for (const client of info?.icons ?? []) {
+      if (state.dumped.has(client)) continue;
+      session.log.warn(
+        `${
+          describe(s.fd, info!)
+        } of process ${s.pid}: the connection from unix socket ${client}, outside the tree, waits in its backlog and will not be there after a restore`,
+      );
+    }
+  }
   session.log.debug(`Unix sockets: ${state.dumped.size} dumped`);
 }
 
@@ -674,9 +685,16 @@ function configure(
   members: readonly unix_sk_entry[],
   made: Made,
 ): void {
-  for (const m of members) if (shouldBind(m)) bindName(made.ourFd(m.ino), m);
-  for (const m of members) if (m.state === STATE.LISTEN) listenSocket(made.ourFd(m.ino), m.backlog);
-  for (const m of members) connectToPeer(state, made, m);
+  const bound: string[] = [];
+  try {
+    for (const m of members) if (shouldBind(m)) bindName(made.ourFd(m.ino), m, bound);
+    for (const m of members) if (m.state === STATE.LISTEN) listenSocket(made.ourFd(m.ino), m.backlog);
+    for (const m of members) connectToPeer(state, made, m);
+  } catch (e) {
+    // The sockets go with the failed restore; so do the files their binds made.
+    for (const path of bound) removeStaleSocket(path);
+    throw e;
+  }
   for (const m of members) {
     const path = pathOf(m.name);
     if (m.deleted && path !== null && shouldBind(m)) Deno.removeSync(path);
@@ -701,10 +719,11 @@ function shouldBind(s: unix_sk_entry): boolean {
 }
 
 /** Binds to the socket's name; a socket file left at the path (by the dumped process) goes first. */
-function bindName(fd: number, s: unix_sk_entry): void {
+function bindName(fd: number, s: unix_sk_entry, bound: string[]): void {
   const path = pathOf(s.name);
   if (path !== null) removeStaleSocket(path);
   bindSocket(fd, { family: AF_UNIX, name: new Uint8Array(trimPath(s.name)) });
+  if (path !== null) bound.push(path);
   if (path !== null && s.filePerms) {
     setFilePerms(path, s.filePerms.mode, s.filePerms.uid, s.filePerms.gid);
   }
