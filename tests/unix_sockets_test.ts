@@ -29,6 +29,7 @@ import {
   tempDir,
   waitFor,
   Workload,
+  workloadBin,
 } from "./lib/harness.ts";
 import { dumpRestore, registerMatrix } from "./lib/matrix.ts";
 
@@ -284,6 +285,40 @@ Deno.test("Python's socketserver.UnixStreamServer answers the same after dump an
     assert.ok(exists(`/proc/${pid}`), "the server is not back");
     // Its count lives in its memory: the next answer says 2.
     assert.equal(ask(path, "again"), "2 again");
+  } finally {
+    closeFd(nul);
+    await killTree(pid);
+    Deno.removeSync(dir, { recursive: true });
+  }
+  assert.deepEqual(openFds(), fds, "the test leaked fds");
+});
+
+Deno.test("unix sockets of a tree in its own network namespace come back in the new one", async () => {
+  const fds = openFds();
+  const dir = tempDir();
+  const result = `${dir}/unix_sockets.result`;
+  const nul = openFd("/dev/null", OPEN.RDWR | OPEN.CLOEXEC);
+  let pid = 0;
+  try {
+    // unshare execs the workload, same pid: abstract names then live in that namespace only.
+    const bin = await workloadBin("unix_sockets");
+    pid = spawn("/usr/bin/unshare", ["unshare", "-n", bin, result, "abstract", "pair-dgram"], {
+      fds: { 0: nul, 1: nul, 2: nul },
+      setsid: true,
+    });
+    await waitFor("the workload", () => exists(`${result}.ready`) || exists(result));
+    assert.ok(!exists(result), "the workload failed to set up");
+    await criuOk(["dump", "-t", `${pid}`, "-D", dir, "-o", "dump.log", "-v4"]);
+    assert.ok(
+      [...Deno.readDirSync(dir)].some((e) => e.name.startsWith("netns-")),
+      "no network namespace dumped",
+    );
+    await reap(pid);
+    await criuOk(["restore", "-D", dir, "-d", "-o", "restore.log", "-v4"]);
+    Deno.kill(pid, "SIGTERM");
+    await waitFor("the result", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"), 30000);
+    await reap(pid);
+    assert.equal(Deno.readTextFileSync(result).trim(), "PASS");
   } finally {
     closeFd(nul);
     await killTree(pid);

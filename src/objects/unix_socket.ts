@@ -385,8 +385,30 @@ function checkPeers(session: FilesSession): void {
   session.log.debug(`Unix sockets: ${state.dumped.size} dumped`);
 }
 
+/** The inodes of the sockets criu-ts itself holds (an RPC client's connection to us). */
+function ownSockets(): Set<number> {
+  const out = new Set<number>();
+  for (const e of Deno.readDirSync("/proc/self/fd")) {
+    try {
+      const m = SOCKET_NAME.exec(Deno.readLinkSync(`/proc/self/fd/${e.name}`));
+      if (m) out.add(Number(m[1]));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return out;
+}
+
 function externalPeer(session: FilesSession, s: DumpedSocket, what: string): void {
   const peerIno = s.entry.peer;
+  if (ownSockets().has(peerIno)) {
+    // CRIU records this one as its service connection (USK_SERVICE) and reconnects it; not yet here.
+    refuse(
+      s.pid,
+      what,
+      "it is connected to criu-ts itself (an RPC client dumping itself), which is not supported yet",
+    );
+  }
   const peer = s.namespace.get(peerIno);
   const peerText = `unix socket ${peerIno} (${nameText(peer?.name)})`;
   if (!session.opts.extUnixSk) {
