@@ -243,6 +243,15 @@ export function sendSome(
   }
 }
 
+/** O_NONBLOCK on the open file (every fd of it, in every task). */
+export function setNonblocking(fd: number): void {
+  const F_GETFL = 3;
+  const F_SETFL = 4;
+  const O_NONBLOCK = 0o4000;
+  const flags = callBig("fcntl(F_GETFL)", BigInt(libc.fcntl(fd, F_GETFL, 0n)), `fd ${fd}`);
+  callBig("fcntl(F_SETFL)", BigInt(libc.fcntl(fd, F_SETFL, BigInt(flags | O_NONBLOCK))), `fd ${fd}`);
+}
+
 /** chmod and chown of a path, not following a last symlink. */
 export function setFilePerms(path: string, mode: number, uid: number, gid: number): void {
   const p = cstr(path);

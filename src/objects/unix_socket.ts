@@ -45,6 +45,7 @@ import {
   setFilePerms,
   setIntOption,
   setLinger,
+  setNonblocking,
   setTimeout,
   SO,
   socketProtocolName,
@@ -52,8 +53,7 @@ import {
 } from "../../ffi/unix_sk.ts";
 import { bindSocket, connectSocket, listenSocket, shutdownSocket } from "../../ffi/sockcall.ts";
 import { closeFd, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
-import { libc } from "../../ffi/libc.ts";
-import { F, NR, O } from "../../ffi/syscalls.ts";
+import { NR, O } from "../../ffi/syscalls.ts";
 import { SyscallError } from "../../ffi/errors.ts";
 import { KINDS } from "../images/kinds.ts";
 import { type ByteSink, createImageFile, ImageReader, ImageWriter } from "../images/file.ts";
@@ -90,10 +90,12 @@ const USK_EXTERN = 1;
 const FILL_BUFFER = 0x3fffffff;
 /** The largest piece of a stream queue sent at once at restore. */
 const SEND_CHUNK = 64 * 1024;
-const SHUT_FOR = { [sk_shutdown.READ]: 0, [sk_shutdown.WRITE]: 1, [sk_shutdown.BOTH]: 2 } as Record<
-  number,
-  number
->;
+/** shutdown()'s `how` for each recorded state: SHUT_RD, SHUT_WR, SHUT_RDWR. */
+const SHUT_FOR: Record<number, number> = {
+  [sk_shutdown.READ]: 0,
+  [sk_shutdown.WRITE]: 1,
+  [sk_shutdown.BOTH]: 2,
+};
 const TYPE_NAMES: Record<number, string> = { 1: "stream", 2: "datagram", 5: "seqpacket" };
 
 // ---------------------------------------------------------------------------------------------
@@ -728,7 +730,7 @@ function configure(
   for (const m of members) {
     const fd = made.ourFd(m.ino);
     if (m.opts) restoreOptions(fd, m.opts);
-    if (m.flags & O.NONBLOCK) libc.fcntl(fd, F.SETFL, BigInt(O.NONBLOCK));
+    if (m.flags & O.NONBLOCK) setNonblocking(fd);
   }
 }
 
