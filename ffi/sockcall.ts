@@ -96,7 +96,7 @@ export function shutdownSocket(fd: number, how: number): void {
 }
 
 /** send(); returns how many bytes the kernel took. */
-export function sendBytes(fd: number, data: Uint8Array<ArrayBuffer>, flags = MSG.NOSIGNAL): number {
+export function sendBytes(fd: number, data: Uint8Array<ArrayBuffer>, flags: number = MSG.NOSIGNAL): number {
   return retrying("sendto", () => sys(NR.sendto, fd, addressOf(data), data.length, flags, 0, 0), `fd ${fd}`);
 }
 
