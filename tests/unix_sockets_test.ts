@@ -17,7 +17,8 @@ import {
   sendBytes,
   SOCK,
 } from "../ffi/sockcall.ts";
-import { AF } from "../ffi/sockaddr.ts";
+import { AF, encodeSockaddr, unixAddress } from "../ffi/sockaddr.ts";
+import { sendSome } from "../ffi/unix_sk.ts";
 import {
   criu,
   criuOk,
@@ -191,9 +192,13 @@ Deno.test("with --ext-unix-sk a datagram socket connected outside the tree is re
   const fds = openFds();
   const dir = tempDir();
   const ext = externalServer(dir);
-  const c = { name: "unix_sk", args: ["ext-dgram", `ext=${ext.dgramPath}`], criuArgs: ["--ext-unix-sk"] };
+  const c = { name: "unix_sk", args: ["ext-reply", `ext=${ext.dgramPath}`], criuArgs: ["--ext-unix-sk"] };
   const w = await Workload.start(c.name, c.args);
   try {
+    // A datagram from outside waits in the socket's queue across the dump.
+    const reply = new TextEncoder().encode("reply");
+    const to = encodeSockaddr(unixAddress(`@criu-ts-${w.pid}-ext`));
+    assert.equal(sendSome(ext.dgram, reply, to.bytes.slice(0, to.len)), 5);
     Deno.mkdirSync(`${dir}/images`);
     await dumpRestore(w, `${dir}/images`, c);
     assert.equal(await w.finish(), "PASS", w.output());

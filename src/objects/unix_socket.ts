@@ -614,7 +614,17 @@ function senderFor(state: RestoreState, members: readonly unix_sk_entry[], r: un
   const connected = members.find((m) => m.peer === r.ino && (!r.peer || r.peer === m.ino));
   if (connected) return { kind: "connected", ino: connected.ino };
   const named = r.name.length > 0;
-  if (r.peer && !isExternal(state, r.peer) && named) return { kind: "sendto", ino: r.peer };
+  // Connecting a datagram socket to another peer empties its queue: one connected outside the tree
+  // is filled while still unconnected, by its name, and connected after.
+  if (isExternal(state, r.peer)) {
+    if (!named) {
+      throw new RestoreError(
+        `Unix socket ${r.ino} has datagrams queued from outside the tree but no name to send them back to`,
+      );
+    }
+    return { kind: "stranger" };
+  }
+  if (r.peer && named) return { kind: "sendto", ino: r.peer };
   if (!r.peer && named) return { kind: "stranger" };
   return { kind: "spare" };
 }
@@ -713,7 +723,7 @@ function configure(
   try {
     for (const m of members) if (shouldBind(m)) bindName(made.ourFd(m.ino), m, bound);
     for (const m of members) if (m.state === STATE.LISTEN) listenSocket(made.ourFd(m.ino), m.backlog);
-    for (const m of members) connectToPeer(state, made, m);
+    for (const m of members) if (!isExternal(state, m.peer)) connectToPeer(state, made, m);
   } catch (e) {
     // The sockets go with the failed restore; so do the files their binds made.
     for (const path of bound) removeStaleSocket(path);
@@ -724,6 +734,8 @@ function configure(
     if (m.deleted && path !== null && shouldBind(m)) Deno.removeSync(path);
   }
   for (const m of members) fillQueue(ctx, state, members, made, m);
+  // A socket connected outside the tree takes datagrams from there only: its queue is filled first.
+  for (const m of members) if (isExternal(state, m.peer)) connectToPeer(state, made, m);
   for (const m of members) {
     if (m.shutdown) shutdownSocket(made.ourFd(m.ino), SHUT_FOR[m.shutdown] ?? 2);
   }

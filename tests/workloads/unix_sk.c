@@ -21,6 +21,8 @@
  *                both come out of the queue and work
  *   ext-dgram    a datagram socket connected to ext=PATH, a server outside the tree, sends
  *                "before" at setup and "after" after the wait (the test checks the server got both)
+ *   ext-reply    ext-dgram with the socket bound to "@criu-ts-PID-ext": the server sends it
+ *                "reply" before the dump, which must be read after the wait
  *   ext-stream   a stream socket connected to extstream=PATH, a listener outside the tree (the
  *                dump must be refused)
  */
@@ -97,7 +99,7 @@ static void setup_backlog(void)
 	socklen_t len;
 
 	snprintf(name, sizeof(name), "criu-ts-%d-unix-sk-backlog", getpid());
-	len = addr_of(&sa, name, 1) - 1; /* abstract names have no NUL */
+	len = addr_of(&sa, name, 1);
 	bl_listener = socket(AF_UNIX, SOCK_STREAM, 0);
 	if (bl_listener < 0 || bind(bl_listener, (struct sockaddr *)&sa, len) || listen(bl_listener, 5))
 		wl_die("%s: listener", mode);
@@ -389,7 +391,7 @@ static void check_scm_mix(void)
 
 /* ---------------------------------------------------------------- ext-dgram, ext-stream */
 
-static int ext_sk, ext_stream_sk;
+static int ext_sk, ext_stream_sk, ext_reply;
 
 static void setup_ext_dgram(void)
 {
@@ -398,16 +400,34 @@ static void setup_ext_dgram(void)
 
 	if (!ext_path)
 		wl_die("%s: needs ext=PATH", mode);
-	len = addr_of(&sa, ext_path, 0);
 	ext_sk = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (ext_reply) {
+		char name[64];
+
+		snprintf(name, sizeof(name), "criu-ts-%d-ext", getpid());
+		len = addr_of(&sa, name, 1);
+		if (ext_sk < 0 || bind(ext_sk, (struct sockaddr *)&sa, len))
+			wl_die("%s: bind", mode);
+	}
+	len = addr_of(&sa, ext_path, 0);
 	if (ext_sk < 0 || connect(ext_sk, (struct sockaddr *)&sa, len) || send(ext_sk, "before", 6, 0) != 6)
 		wl_die("%s: connect to %s", mode, ext_path);
 }
 
 static void check_ext_dgram(void)
 {
+	char buf[16];
+
+	if (ext_reply && (recv_wait(ext_sk, buf, sizeof(buf)) != 5 || memcmp(buf, "reply", 5) != 0))
+		FAIL("the reply queued from the server outside the tree is lost", mode);
 	if (send(ext_sk, "after", 5, 0) != 5)
 		FAIL("cannot send to the server outside the tree: %s", mode, strerror(errno));
+}
+
+static void setup_ext_reply(void)
+{
+	ext_reply = 1;
+	setup_ext_dgram();
 }
 
 static void setup_ext_stream(void)
@@ -443,6 +463,7 @@ static const struct mode_desc modes[] = {
 	{ "semi-closed", setup_semi_closed, check_semi_closed },
 	{ "scm-mix", setup_scm_mix, check_scm_mix },
 	{ "ext-dgram", setup_ext_dgram, check_ext_dgram },
+	{ "ext-reply", setup_ext_reply, check_ext_dgram },
 	{ "ext-stream", setup_ext_stream, check_ext_stream },
 };
 #define NMODES (sizeof(modes) / sizeof(modes[0]))
