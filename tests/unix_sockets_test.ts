@@ -237,6 +237,30 @@ Deno.test("a restore without --ext-unix-sk refuses images with an external socke
   }
 });
 
+Deno.test("a restore does not replace a file that is not a socket at a bound path, and leaves nothing behind", async () => {
+  const fds = openFds();
+  const w = await Workload.start("unix_sockets", ["path"]);
+  const images = tempDir();
+  try {
+    const tree = [w.pid, ...descendants(w.pid)];
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4"]);
+    for (const pid of tree) await reap(pid);
+    const path = `${w.dir}/unix_sockets.result.dsock`;
+    Deno.removeSync(path);
+    Deno.writeTextFileSync(path, "not a socket");
+    const r = await criu(["restore", "-D", images, "-d", "-o", "restore.log", "-v4"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Cannot bind unix socket \d+ to .*\.dsock: a file that is not a socket is there/);
+    assert.equal(Deno.readTextFileSync(path), "not a socket");
+    for (const pid of tree) assert.ok(!exists(`/proc/${pid}`), `process ${pid} is left behind`);
+  } finally {
+    await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+  assert.deepEqual(openFds(), fds, "the test leaked fds");
+});
+
 /** One request to the echo server at `path`: a line out, a line back. */
 function ask(path: string, line: string): string {
   const fd = makeSocket(AF.UNIX, SOCK.STREAM);

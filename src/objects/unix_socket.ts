@@ -757,7 +757,7 @@ function shouldBind(s: unix_sk_entry): boolean {
 /** Binds to the socket's name; a socket file left at the path (by the dumped process) goes first. */
 function bindName(fd: number, s: unix_sk_entry, bound: string[]): void {
   const path = pathOf(s.name);
-  if (path !== null) removeStaleSocket(path);
+  if (path !== null) removeStaleSocket(path, s.ino);
   bindSocket(fd, { family: AF_UNIX, name: new Uint8Array(trimPath(s.name)) });
   if (path !== null) bound.push(path);
   if (path !== null && s.filePerms) {
@@ -765,11 +765,19 @@ function bindName(fd: number, s: unix_sk_entry, bound: string[]): void {
   }
 }
 
-function removeStaleSocket(path: string): void {
+/** A socket file left at `path` goes; any other file stays, and socket `ino` cannot be bound there. */
+function removeStaleSocket(path: string, ino?: number): void {
+  let st: Deno.FileInfo;
   try {
-    if (Deno.lstatSync(path).isSocket) Deno.removeSync(path);
+    st = Deno.lstatSync(path);
   } catch (e) {
-    if (!(e instanceof Deno.errors.NotFound)) throw e;
+    if (e instanceof Deno.errors.NotFound) return;
+    throw e;
+  }
+  if (st.isSocket) {
+    Deno.removeSync(path);
+  } else if (ino !== undefined) {
+    throw new RestoreError(`Cannot bind unix socket ${ino} to ${path}: a file that is not a socket is there`);
   }
 }
 
