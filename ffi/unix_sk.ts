@@ -243,6 +243,52 @@ export function sendSome(
   }
 }
 
+/** SO_GET_FILTER and SO_ATTACH_FILTER are one number. */
+const SO_FILTER = 26;
+/** `struct sock_filter`: code u16, jt u8, jf u8, k u32. */
+const SOCK_FILTER_SIZE = 8;
+
+/**
+ * The classic BPF program attached to the socket, one instruction per word as CRIU's images keep
+ * it (code << 48 | jt << 40 | jf << 32 | k); empty when there is none.
+ */
+export function getFilter(fd: number): bigint[] {
+  const len = new Uint32Array([0]);
+  callBig("getsockopt(SO_GET_FILTER)", sys(NR.getsockopt, fd, SOL_SOCKET, SO_FILTER, 0, addressOf(len)));
+  const count = len[0]!;
+  if (count === 0) return [];
+  const insns = new Uint8Array(count * SOCK_FILTER_SIZE);
+  callBig(
+    "getsockopt(SO_GET_FILTER)",
+    sys(NR.getsockopt, fd, SOL_SOCKET, SO_FILTER, addressOf(insns), addressOf(len)),
+  );
+  const v = new DataView(insns.buffer);
+  return Array.from({ length: count }, (_, i) => {
+    const at = i * SOCK_FILTER_SIZE;
+    return (BigInt(v.getUint16(at, true)) << 48n) | (BigInt(v.getUint8(at + 2)) << 40n) |
+      (BigInt(v.getUint8(at + 3)) << 32n) | BigInt(v.getUint32(at + 4, true));
+  });
+}
+
+/** Attaches the classic BPF program `words` (as getFilter gives it). */
+export function setFilter(fd: number, words: readonly bigint[]): void {
+  const insns = new Uint8Array(words.length * SOCK_FILTER_SIZE);
+  const v = new DataView(insns.buffer);
+  words.forEach((w, i) => {
+    const at = i * SOCK_FILTER_SIZE;
+    v.setUint16(at, Number((w >> 48n) & 0xffffn), true);
+    v.setUint8(at + 2, Number((w >> 40n) & 0xffn));
+    v.setUint8(at + 3, Number((w >> 32n) & 0xffn));
+    v.setUint32(at + 4, Number(w & 0xffffffffn), true);
+  });
+  // struct sock_fprog: len u16, then the pointer at 8.
+  const prog = new Uint8Array(16);
+  const p = new DataView(prog.buffer);
+  p.setUint16(0, words.length, true);
+  p.setBigUint64(8, addressOf(insns), true);
+  callBig("setsockopt(SO_ATTACH_FILTER)", sys(NR.setsockopt, fd, SOL_SOCKET, SO_FILTER, addressOf(prog), 16));
+}
+
 /** O_NONBLOCK on the open file (every fd of it, in every task). */
 export function setNonblocking(fd: number): void {
   const F_GETFL = 3;

@@ -37,12 +37,14 @@ import type { FdEntry } from "../../ffi/proc.ts";
 import { SockDiag, type UnixSocketInfo } from "../../ffi/sock_diag.ts";
 import { encodeSockaddr, unixNameText } from "../../ffi/sockaddr.ts";
 import {
+  getFilter,
   getIntOption,
   getLinger,
   getTimeout,
   peekQueue,
   sendSome,
   setFilePerms,
+  setFilter,
   setIntOption,
   setLinger,
   setNonblocking,
@@ -227,6 +229,7 @@ function readOptions(fd: number) {
     soOobinline: getIntOption(fd, SO.OOBINLINE) !== 0 ? 1 : 0,
     ...(linger !== null ? { soLinger: linger } : {}),
     soBufLock: getIntOption(fd, SO.BUF_LOCK),
+    soFilter: getFilter(fd),
   });
 }
 
@@ -904,6 +907,7 @@ function restoreOptions(fd: number, o: sk_opts_entry): void {
   if (isFieldSet(o, sk_opts_entrySchema.field.soLinger)) setLinger(fd, o.soLinger);
   setTimeout(fd, SO.SNDTIMEO, o.soSndTmoSec, o.soSndTmoUsec);
   setTimeout(fd, SO.RCVTIMEO, o.soRcvTmoSec, o.soRcvTmoUsec);
+  if (o.soFilter.length) setFilter(fd, o.soFilter);
 }
 
 function openSocket(ctx: RestoreFilesContext, entry: file_entry): number {

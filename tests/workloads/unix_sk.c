@@ -10,6 +10,8 @@
  *   options      a stream pair: SO_SNDBUF, SO_RCVBUF, SO_RCVTIMEO, SO_SNDTIMEO, SO_LINGER,
  *                SO_PRIORITY, SO_KEEPALIVE and O_NONBLOCK on one end, SO_PASSCRED on the other
  *                (its queue empty); every value must be the same after the wait
+ *   filter       a datagram pair whose receiver has a classic BPF filter dropping datagrams longer
+ *                than 4 bytes: the same program after the wait, still dropping long ones
  *   dgram-server a datagram server bound to RESULT_FILE.srv and two clients connect()ed to it,
  *                datagrams queued from both; after the wait they arrive in order, the clients are
  *                still connected to the server (getpeername) and can send more
@@ -34,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/filter.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -228,6 +231,50 @@ static void check_options(void)
 		FAIL("the queued byte is lost", mode);
 	if (!talks(opt_a, opt_b))
 		FAIL("the pair does not talk: %s", mode, strerror(errno));
+}
+
+/* ---------------------------------------------------------------- filter */
+
+static int flt_tx, flt_rx;
+static struct sock_filter flt_code[] = {
+	BPF_STMT(BPF_LD | BPF_W | BPF_LEN, 0),
+	BPF_JUMP(BPF_JMP | BPF_JGT | BPF_K, 4, 0, 1),
+	BPF_STMT(BPF_RET | BPF_K, 0),
+	BPF_STMT(BPF_RET | BPF_K, 0xffffffff),
+};
+#define FLT_LEN (sizeof(flt_code) / sizeof(flt_code[0]))
+
+static void setup_filter(void)
+{
+	int sv[2];
+	struct sock_fprog prog = { .len = FLT_LEN, .filter = flt_code };
+
+	if (socketpair(AF_UNIX, SOCK_DGRAM, 0, sv) ||
+	    setsockopt(sv[1], SOL_SOCKET, SO_ATTACH_FILTER, &prog, sizeof(prog)))
+		wl_die("%s: socketpair/SO_ATTACH_FILTER", mode);
+	flt_tx = sv[0];
+	flt_rx = sv[1];
+	if (send(flt_tx, "ok", 2, 0) != 2 || send(flt_tx, "toolong", 7, 0) != 7)
+		wl_die("%s: send", mode);
+}
+
+static void check_filter(void)
+{
+	struct sock_filter got[16];
+	socklen_t len = 16;
+	char buf[16];
+
+	if (getsockopt(flt_rx, SOL_SOCKET, SO_GET_FILTER, got, &len) != 0 || len != FLT_LEN ||
+	    memcmp(got, flt_code, sizeof(flt_code)) != 0)
+		FAIL("the filter is not the one attached (%u instructions)", mode, len);
+	if (recv_wait(flt_rx, buf, sizeof(buf)) != 2 || memcmp(buf, "ok", 2) != 0)
+		FAIL("the short datagram queued is lost", mode);
+	if (send(flt_tx, "toolong", 7, 0) != 7 || send(flt_tx, "hi", 2, 0) != 2)
+		FAIL("send: %s", mode, strerror(errno));
+	if (recv_wait(flt_rx, buf, sizeof(buf)) != 2 || memcmp(buf, "hi", 2) != 0)
+		FAIL("the filter lets a long datagram through, or drops a short one", mode);
+	if (recv(flt_rx, buf, sizeof(buf), MSG_DONTWAIT) >= 0)
+		FAIL("a datagram more than expected", mode);
 }
 
 /* ---------------------------------------------------------------- dgram-server */
@@ -459,6 +506,7 @@ static const struct mode_desc modes[] = {
 	{ "backlog", setup_backlog, check_backlog },
 	{ "backlog-data", setup_backlog_data, check_backlog },
 	{ "options", setup_options, check_options },
+	{ "filter", setup_filter, check_filter },
 	{ "dgram-server", setup_dgram_server, check_dgram_server },
 	{ "semi-closed", setup_semi_closed, check_semi_closed },
 	{ "scm-mix", setup_scm_mix, check_scm_mix },
