@@ -147,6 +147,27 @@ Deno.test("queued sender credentials (SCM_CREDENTIALS) are refused by name and s
 Deno.test("a connection waiting in a backlog with data sent is refused as CRIU does", () =>
   refused("unix_sk", ["backlog-data"], /non-empty write queue on an in-flight socket/));
 
+Deno.test("a --leave-running dump leaves a socket's peek offset and queue as they were", async () => {
+  const fds = openFds();
+  const w = await Workload.start("unix_sk", ["peek-off"]);
+  const images = tempDir();
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R", "-o", "dump.log", "-v4"]);
+    assert.ok(exists(`${images}/sk-queues.img`), "the queue was not dumped");
+    assert.equal(await w.finish(), "PASS", w.output());
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+  assert.deepEqual(openFds(), fds, "the test leaked fds");
+});
+
+Deno.test("a refused dump leaves a socket's peek offset as it was", () =>
+  refused("unix_sockets", ["options"], /sender credentials \(SCM_CREDENTIALS\)/));
+
 /** A server outside the tree: a datagram socket and a listener at paths in `dir`; closed by the caller. */
 function externalServer(
   dir: string,

@@ -10,6 +10,9 @@
  *   options      a stream pair: SO_SNDBUF, SO_RCVBUF, SO_RCVTIMEO, SO_SNDTIMEO, SO_LINGER,
  *                SO_PRIORITY, SO_KEEPALIVE and O_NONBLOCK on one end, SO_PASSCRED on the other
  *                (its queue empty); every value must be the same after the wait
+ *   peek-off     a stream pair with "0123456789" queued and SO_PEEK_OFF 3 on the reader: the peek
+ *                offset and the queue as they were (only across a --leave-running dump: CRIU's
+ *                images have no place for the peek offset)
  *   filter       a datagram pair whose receiver has a classic BPF filter dropping datagrams longer
  *                than 4 bytes: the same program after the wait, still dropping long ones
  *   dgram-server a datagram server bound to RESULT_FILE.srv and two clients connect()ed to it,
@@ -231,6 +234,34 @@ static void check_options(void)
 		FAIL("the queued byte is lost", mode);
 	if (!talks(opt_a, opt_b))
 		FAIL("the pair does not talk: %s", mode, strerror(errno));
+}
+
+/* ---------------------------------------------------------------- peek-off */
+
+static int pk_tx, pk_rx;
+
+static void setup_peek_off(void)
+{
+	int sv[2], off = 3;
+
+	if (socketpair(AF_UNIX, SOCK_STREAM, 0, sv) || setsockopt(sv[1], SOL_SOCKET, SO_PEEK_OFF, &off, sizeof(off)) ||
+	    send(sv[0], "0123456789", 10, 0) != 10)
+		wl_die("%s: setup", mode);
+	pk_tx = sv[0];
+	pk_rx = sv[1];
+}
+
+static void check_peek_off(void)
+{
+	int off = -2;
+	socklen_t len = sizeof(off);
+	char buf[16] = "";
+
+	if (getsockopt(pk_rx, SOL_SOCKET, SO_PEEK_OFF, &off, &len) || off != 3)
+		FAIL("SO_PEEK_OFF is %d, was 3", mode, off);
+	if (recv_wait(pk_rx, buf, 10) != 10 || memcmp(buf, "0123456789", 10) != 0)
+		FAIL("the queue is not what was sent (\"%.10s\")", mode, buf);
+	(void)pk_tx;
 }
 
 /* ---------------------------------------------------------------- filter */
@@ -506,6 +537,7 @@ static const struct mode_desc modes[] = {
 	{ "backlog", setup_backlog, check_backlog },
 	{ "backlog-data", setup_backlog_data, check_backlog },
 	{ "options", setup_options, check_options },
+	{ "peek-off", setup_peek_off, check_peek_off },
 	{ "filter", setup_filter, check_filter },
 	{ "dgram-server", setup_dgram_server, check_dgram_server },
 	{ "semi-closed", setup_semi_closed, check_semi_closed },
