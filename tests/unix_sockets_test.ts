@@ -38,7 +38,10 @@ registerMatrix([
   { name: "unix_sockets", args: ["pair-stream", "pair-dgram", "pair-seqpacket", "unbound"] },
   { name: "unix_sockets", args: ["path", "abstract", "deleted"] },
   { name: "unix_sockets", args: ["fork", "shared", "shutdown", "scm-rights"] },
-  { name: "unix_sk", args: ["backlog", "options", "filter", "dgram-server", "semi-closed", "scm-mix"] },
+  {
+    name: "unix_sk",
+    args: ["backlog", "options", "filter", "relative", "dgram-server", "semi-closed", "scm-mix"],
+  },
 ]);
 
 async function crit(path: string): Promise<{ entries: Record<string, unknown>[] }> {

@@ -170,10 +170,6 @@ function checkDumpable(pid: number, what: string, info: UnixSocketInfo): void {
   if (info.state !== STATE.LISTEN && info.state !== STATE.ESTABLISHED && info.state !== STATE.CLOSE) {
     refuse(pid, what, `unknown state ${info.state} for a unix socket`);
   }
-  const path = pathOf(info.name ?? new Uint8Array(0));
-  if (path !== null && !path.startsWith("/")) {
-    refuse(pid, what, "it is bound to a relative path, which is not supported yet");
-  }
   if (info.state === STATE.LISTEN && info.icons.includes(0)) {
     refuse(pid, what, "a connection closed before it was accepted waits in its backlog");
   }
@@ -235,21 +231,52 @@ function readOptions(fd: number) {
 
 /**
  * A socket bound to a path whose file is gone (or is another file now) is "deleted": restore
- * binds it and removes the file again. One still there keeps its owner and mode.
+ * binds it and removes the file again. One still there keeps its owner and mode. A relative name
+ * is looked for, as CRIU does, in the task's working directory and then its root; the directory
+ * where it is found is kept (name_dir) for the restore to bind it from there.
  */
-function pathFacts(info: UnixSocketInfo): { deleted?: boolean; filePerms?: file_perms_entry } {
+function pathFacts(
+  pid: number,
+  what: string,
+  info: UnixSocketInfo,
+): { deleted?: boolean; filePerms?: file_perms_entry; nameDir?: string } {
   const path = pathOf(info.name ?? new Uint8Array(0));
   if (path === null) return {};
+  const isOurs = (st: Deno.FileInfo | null) => st !== null && st.isSocket && st.ino === info.vfs?.ino;
+  let nameDir: string | undefined;
   let st: Deno.FileInfo | null = null;
-  try {
-    st = Deno.lstatSync(path);
-  } catch {
-    st = null;
+  if (path.startsWith("/")) {
+    st = lstatOrNull(path);
+  } else {
+    for (const which of ["cwd", "root"]) {
+      const dir = Deno.readLinkSync(`/proc/${pid}/${which}`);
+      st = lstatOrNull(`${dir}/${path}`);
+      if (isOurs(st)) {
+        nameDir = dir;
+        break;
+      }
+    }
+    if (nameDir === undefined) {
+      refuse(
+        pid,
+        what,
+        `it is bound to the relative path ${path}, found neither in its working directory nor its root`,
+      );
+    }
   }
-  if (!st || st.ino !== info.vfs?.ino || !st.isSocket) return { deleted: true };
+  if (!isOurs(st)) return { deleted: true };
   return {
-    filePerms: create(file_perms_entrySchema, { mode: st.mode ?? 0, uid: st.uid ?? 0, gid: st.gid ?? 0 }),
+    filePerms: create(file_perms_entrySchema, { mode: st!.mode ?? 0, uid: st!.uid ?? 0, gid: st!.gid ?? 0 }),
+    ...(nameDir !== undefined ? { nameDir } : {}),
   };
+}
+
+function lstatOrNull(path: string): Deno.FileInfo | null {
+  try {
+    return Deno.lstatSync(path);
+  } catch {
+    return null;
+  }
 }
 
 /**
@@ -341,7 +368,7 @@ function dumpSocket(ctx: DumpFilesContext, fd: FdEntry): number {
       opts: readOptions(copy),
       name: info.name ?? new Uint8Array(0),
       ...(info.shutdown ? { shutdown: info.shutdown as sk_shutdown } : {}),
-      ...pathFacts(info),
+      ...pathFacts(ctx.pid, what, info),
     });
     const id = addFdFile(ctx, fd, (id) => {
       entry.id = id;
@@ -524,9 +551,9 @@ function checkPeerImage(session: FilesSession, state: RestoreState, s: unix_sk_e
     );
   }
   const path = pathOf(s.name);
-  if (path !== null && !path.startsWith("/")) {
+  if (path !== null && !path.startsWith("/") && !s.nameDir.startsWith("/")) {
     throw new RestoreError(
-      `Refusing the images: unix socket ${s.ino} is bound to the relative path ${path}, which criu-ts does not restore yet`,
+      `Refusing the images: unix socket ${s.ino} is bound to the relative path ${path} with no directory to bind it in`,
     );
   }
   if (!s.peer) return;
@@ -733,7 +760,7 @@ function configure(
     throw e;
   }
   for (const m of members) {
-    const path = pathOf(m.name);
+    const path = fsPathOf(m);
     if (m.deleted && path !== null && shouldBind(m)) Deno.removeSync(path);
   }
   for (const m of members) fillQueue(ctx, state, members, made, m);
@@ -759,9 +786,9 @@ function shouldBind(s: unix_sk_entry): boolean {
 
 /** Binds to the socket's name; a socket file left at the path (by the dumped process) goes first. */
 function bindName(fd: number, s: unix_sk_entry, bound: string[]): void {
-  const path = pathOf(s.name);
+  const path = fsPathOf(s);
   if (path !== null) removeStaleSocket(path, s.ino);
-  bindSocket(fd, { family: AF_UNIX, name: new Uint8Array(trimPath(s.name)) });
+  inNameDir(s, () => bindSocket(fd, { family: AF_UNIX, name: new Uint8Array(trimPath(s.name)) }));
   if (path !== null) bound.push(path);
   if (path !== null && s.filePerms) {
     setFilePerms(path, s.filePerms.mode, s.filePerms.uid, s.filePerms.gid);
@@ -791,7 +818,32 @@ function connectToPeer(state: RestoreState, made: Made, s: unix_sk_entry): void 
   if (!peer.name.length) {
     throw new RestoreError(`Unix socket ${s.ino} is connected to ${s.peer}, which has no name to connect to`);
   }
-  connectSocket(made.ourFd(s.ino), { family: AF_UNIX, name: new Uint8Array(trimPath(peer.name)) });
+  inNameDir(
+    peer,
+    () => connectSocket(made.ourFd(s.ino), { family: AF_UNIX, name: new Uint8Array(trimPath(peer.name)) }),
+  );
+}
+
+/** Where the socket's file is for criu-ts: a relative name is taken in its name_dir. */
+function fsPathOf(s: unix_sk_entry): string | null {
+  const path = pathOf(s.name);
+  return path !== null && !path.startsWith("/") ? `${s.nameDir}/${path}` : path;
+}
+
+/**
+ * Runs `f` (a bind, connect or send by the socket's name) from the directory a relative name was
+ * bound in, so the name stays as the task gave it. Our working directory is put back after.
+ */
+function inNameDir<T>(s: unix_sk_entry, f: () => T): T {
+  const path = pathOf(s.name);
+  if (path === null || path.startsWith("/")) return f();
+  const back = Deno.cwd();
+  Deno.chdir(s.nameDir);
+  try {
+    return f();
+  } finally {
+    Deno.chdir(back);
+  }
 }
 
 /** Sends the socket's queued bytes from where they can come, so they land in its receive queue. */
@@ -828,7 +880,7 @@ function fillQueue(
     for (const p of pieces) {
       const rights = p.rights.map((id) => takeFd(ctx.agent.pid, holdFile(ctx, id)));
       try {
-        sendPiece(image, state.queuesPath, from, to, p, r, rights);
+        inNameDir(r, () => sendPiece(image, state.queuesPath, from, to, p, r, rights));
       } finally {
         for (const fd of rights) closeFd(fd);
       }

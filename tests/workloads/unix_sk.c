@@ -13,6 +13,9 @@
  *   peek-off     a stream pair with "0123456789" queued and SO_PEEK_OFF 3 on the reader: the peek
  *                offset and the queue as they were (only across a --leave-running dump: CRIU's
  *                images have no place for the peek offset)
+ *   relative     a datagram socket bound to a relative name (RESULT_FILE.rel, from its directory, which
+ *                becomes our working directory) and a client connected to it by that name: the name
+ *                is still relative after the wait, the queued datagram is there, the client reaches it
  *   filter       a datagram pair whose receiver has a classic BPF filter dropping datagrams longer
  *                than 4 bytes: the same program after the wait, still dropping long ones
  *   dgram-server a datagram server bound to RESULT_FILE.srv and two clients connect()ed to it,
@@ -262,6 +265,50 @@ static void check_peek_off(void)
 	if (recv_wait(pk_rx, buf, 10) != 10 || memcmp(buf, "0123456789", 10) != 0)
 		FAIL("the queue is not what was sent (\"%.10s\")", mode, buf);
 	(void)pk_tx;
+}
+
+/* ---------------------------------------------------------------- relative */
+
+static int rel_rx, rel_tx;
+static char rel_full[4096], rel_name[256];
+
+static void setup_relative(void)
+{
+	struct sockaddr_un sa;
+	socklen_t len;
+	char dir[4096], *slash;
+
+	wl_path("rel", rel_full, sizeof(rel_full));
+	snprintf(dir, sizeof(dir), "%s", rel_full);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		wl_die("%s: no directory in %s", mode, rel_full);
+	*slash = '\0';
+	snprintf(rel_name, sizeof(rel_name), "%s", slash + 1);
+	if (chdir(dir))
+		wl_die("%s: chdir %s", mode, dir);
+	len = addr_of(&sa, rel_name, 0);
+	unlink(rel_name);
+	rel_rx = socket(AF_UNIX, SOCK_DGRAM, 0);
+	rel_tx = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (rel_rx < 0 || rel_tx < 0 || bind(rel_rx, (struct sockaddr *)&sa, len) ||
+	    connect(rel_tx, (struct sockaddr *)&sa, len) || send(rel_tx, "r1", 2, 0) != 2)
+		wl_die("%s: bind/connect %s", mode, rel_name);
+}
+
+static void check_relative(void)
+{
+	struct sockaddr_un sa;
+	socklen_t len = sizeof(sa);
+	char buf[8];
+
+	if (getsockname(rel_rx, (struct sockaddr *)&sa, &len) || strcmp(sa.sun_path, rel_name) != 0)
+		FAIL("the socket's name is not %s any more", mode, rel_name);
+	if (recv_wait(rel_rx, buf, sizeof(buf)) != 2 || memcmp(buf, "r1", 2) != 0)
+		FAIL("the queued datagram is lost", mode);
+	if (send(rel_tx, "r2", 2, 0) != 2 || recv_wait(rel_rx, buf, sizeof(buf)) != 2 || memcmp(buf, "r2", 2) != 0)
+		FAIL("the client does not reach the socket: %s", mode, strerror(errno));
+	unlink(rel_full);
 }
 
 /* ---------------------------------------------------------------- filter */
@@ -538,6 +585,7 @@ static const struct mode_desc modes[] = {
 	{ "backlog-data", setup_backlog_data, check_backlog },
 	{ "options", setup_options, check_options },
 	{ "peek-off", setup_peek_off, check_peek_off },
+	{ "relative", setup_relative, check_relative },
 	{ "filter", setup_filter, check_filter },
 	{ "dgram-server", setup_dgram_server, check_dgram_server },
 	{ "semi-closed", setup_semi_closed, check_semi_closed },
