@@ -22,7 +22,7 @@ import { type FdEntry, listFds } from "../../ffi/proc.ts";
 import { sameOpenFile } from "../../ffi/process.ts";
 import { F, O } from "../../ffi/syscalls.ts";
 import { refuse } from "./refusal.ts";
-import { RestoreError } from "../errors.ts";
+import { DumpError, RestoreError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import type { Log } from "../log.ts";
 import type { ImageDir } from "../images/dir.ts";
@@ -304,9 +304,14 @@ function statOf(pid: number, fd: number): Deno.FileInfo | null {
 export function dumpHeldFile(ctx: DumpFilesContext, fd: number): number {
   const own = Deno.pid;
   const entry = listFds(own).find((e) => e.fd === fd);
-  if (!entry) throw new Error(`Fd ${fd} of criu-ts itself is not open`);
+  if (!entry) throw new DumpError(`A file in flight that criu-ts took (its fd ${fd}) is not open any more`);
   const stat = statOf(own, fd);
-  const kind = kinds.find((k) => k.detect(entry, stat, own)) ?? unknownFd(ctx, entry);
+  const kind = kinds.find((k) => k.detect(entry, stat, own)) ??
+    refuse(
+      ctx.pid,
+      `a file in flight in a socket queue (${entry.target})`,
+      "this kind of file is not supported yet",
+    );
   const known = ctx.table.sameDescription(own, entry);
   const id = known ?? kind.dump({ ...ctx, pid: own }, entry, stat);
   if (known === undefined) ctx.table.noteDescription(own, entry, id);
