@@ -19,11 +19,11 @@
 import { create } from "@bufbuild/protobuf";
 import { fd_types, type fdinfo_entry, fdinfo_entrySchema, type file_entry } from "../images/gen/fdinfo_pb.ts";
 import { fown_entrySchema } from "../images/gen/fown_pb.ts";
-import type { FdEntry } from "../../ffi/proc.ts";
+import { type FdEntry, listFds } from "../../ffi/proc.ts";
 import { sameOpenFile } from "../../ffi/process.ts";
 import { F, NR, O } from "../../ffi/syscalls.ts";
 import { refuse } from "./refusal.ts";
-import { RestoreError } from "../errors.ts";
+import { DumpError, RestoreError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import type { Log } from "../log.ts";
 import type { RunOptions } from "../options/options.ts";
@@ -111,13 +111,29 @@ export function grabFd(ctx: RestoreFilesContext, src: OpenedFile): number {
   return Number(grab.run().at(-1)!);
 }
 
+/**
+ * Makes file `id` open in the context's task, parked, and returns that fd: a copy when a restored
+ * task has it already, else opened by its kind (and then shared from there). For a kind that needs
+ * a file no fd of the task has, such as one in flight in a socket queue.
+ */
+export function holdFile(ctx: RestoreFilesContext, id: number): number {
+  const known = ctx.shared.byId.get(id);
+  const entry = ctx.table.get(id);
+  const parked = ctx.park(known ? grabFd(ctx, known) : kindFor(entry.type).open(ctx, entry));
+  if (!known) ctx.shared.byId.set(id, { pid: ctx.nsPid, fd: parked });
+  return parked;
+}
+
 export interface FdKind {
   readonly name: string;
   readonly type: fd_types;
   /** Kinds with a higher rank are restored after the others in a task (epoll needs its targets). */
   readonly rank?: number;
-  /** Does this fd belong to this kind? `stat` is the fstat of the fd, null when it cannot be taken. */
-  detect(fd: FdEntry, stat: Deno.FileInfo | null): boolean;
+  /**
+   * Does this fd of task `pid` belong to this kind? `stat` is the fstat of the fd, null when it
+   * cannot be taken. `pid` lets a kind ask the kernel more (which family a socket is).
+   */
+  detect(fd: FdEntry, stat: Deno.FileInfo | null, pid: number): boolean;
   /** Adds the file's entry to the table and returns its id. */
   dump(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.FileInfo | null): number;
   /** Opens the file in the restored task; returns the (temporary) fd it got. */
@@ -267,6 +283,29 @@ function statOf(pid: number, fd: number): Deno.FileInfo | null {
   }
 }
 
+/**
+ * Dumps a file that criu itself holds at `fd` (one it took out of a socket queue in flight) as the
+ * tasks' files are dumped, sharing the id of a task's fd that kcmp says is the same open file;
+ * returns its id. The fd must stay open until the dump ends: later fds are compared with it.
+ */
+export function dumpHeldFile(ctx: DumpFilesContext, fd: number): number {
+  const own = Deno.pid;
+  const entry = listFds(own).find((e) => e.fd === fd);
+  if (!entry) throw new DumpError(`A file in flight that criu-ts took (its fd ${fd}) is not open any more`);
+  const stat = statOf(own, fd);
+  const kind = kinds.find((k) => k.detect(entry, stat, own)) ??
+    refuse(
+      ctx.pid,
+      `a file in flight in a socket queue (${entry.target})`,
+      "this kind of file is not supported yet",
+    );
+  const known = ctx.table.sameDescription(own, entry);
+  const id = known ?? kind.dump({ ...ctx, pid: own }, entry, stat);
+  if (known === undefined) ctx.table.noteDescription(own, entry, id);
+  ctx.log.debug(`a file in flight: ${kind.name} ${entry.target} as file ${id}`);
+  return id;
+}
+
 /** Dumps every fd of a task; returns its fdinfo entries. */
 export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
   return fds.map((fd) => {
@@ -281,7 +320,7 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
     }
     const stat = statOf(ctx.pid, fd.fd);
     // An fd no kind takes goes to the plugins (ext_file.ts), which refuse it if none takes it.
-    const kind = kinds.find((k) => k.detect(fd, stat)) ?? externalFileKind();
+    const kind = kinds.find((k) => k.detect(fd, stat, ctx.pid)) ?? externalFileKind();
     // An fd that shares its open file description with one already seen (dup, fork) shares its id.
     // One fd per open file description is noted: the lists stay as short as the descriptions.
     const known = ctx.table.sameDescription(ctx.pid, fd);

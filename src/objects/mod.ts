@@ -4,6 +4,7 @@ import "./tty.ts";
 import "./pipe.ts";
 import "./eventfd.ts";
 import "./eventpoll.ts";
+import "./unix_socket.ts";
 // What no file kind above takes goes to the plugins.
 import "./ext_file.ts";
 
