@@ -25,7 +25,13 @@ import { dump_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_p
 import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTask, type FrozenTree } from "./freeze.ts";
 import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
-import { type FilesSession, FileTable, finishFilesDump } from "../objects/files.ts";
+import {
+  endFilesDump,
+  type FilesSession,
+  FileTable,
+  finishFilesDump,
+  type SocketOptions,
+} from "../objects/files.ts";
 import { type DumpedVma, mapFilesPath, PE, VMA, writePages } from "../objects/memory.ts";
 import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
 import { DumpError, UnsupportedObjectError } from "../errors.ts";
@@ -43,6 +49,8 @@ export interface DumpOptions {
   leaveRunning: boolean;
   leaveStopped: boolean;
   shellJob: boolean;
+  /** --tcp-established, --network-lock...; without them, CRIU's defaults. */
+  sockets?: SocketOptions;
   log: Log;
   hooks: Hooks;
 }
@@ -288,6 +296,14 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   // Only a tree in a network namespace of its own gets its network locked (as CRIU does).
   const ownNetns = hasOwnNetns(opts.pid);
   let locked = false;
+  const table = new FileTable();
+  const files: FilesSession = {
+    table,
+    dir,
+    opts: { shellJob: opts.shellJob, ...(opts.sockets ? { sockets: opts.sockets } : {}) },
+    hooks: opts.hooks,
+    log,
+  };
   try {
     if (tree.root.ns.pid !== tree.root.pid && tree.root.ns.pid !== 1) {
       throw new DumpError(
@@ -305,14 +321,6 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
       locked = true; // a failing lock script may have locked half-way: unlock on failure too
       opts.hooks.run("network-lock", opts.pid);
     }
-    const table = new FileTable();
-    const files: FilesSession = {
-      table,
-      dir,
-      opts: { shellJob: opts.shellJob },
-      hooks: opts.hooks,
-      log,
-    };
     const objectIds = new SharedObjectIds();
     let pagesId = 0;
     const shmemDone = new Set<bigint>();
@@ -390,12 +398,14 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     release() {
       if (locked && opts.leaveRunning) unlockQuietly(opts);
       log.debug(`Images complete; releasing the tree`);
+      endFilesDump(files, opts.leaveRunning);
       finish(tree, opts);
     },
     cancel: undo,
   };
 
   function undo(): void {
+    endFilesDump(files, true);
     if (locked) unlockQuietly(opts);
     tree.resume();
     dir.removeWritten();

@@ -46,6 +46,20 @@ export interface ObjectOptions {
   readonly shellJob: boolean;
   /** RPC orphan_pts_master: a shell job's terminal becomes a new pty whose master goes to the client. */
   readonly orphanPtsMaster?: boolean;
+  /** What to do with TCP connections and how to keep their packets away meanwhile. */
+  readonly sockets?: SocketOptions;
+}
+
+/** The socket options of the command line and RPC (CRIU's names), as the socket kinds read them. */
+export interface SocketOptions {
+  /** --tcp-established: dump and restore established connections (TCP_REPAIR). */
+  readonly tcpEstablished: boolean;
+  /** --tcp-close: restore established connections closed. */
+  readonly tcpClose: boolean;
+  /** --skip-in-flight: connections not yet accepted by a listener are left out. */
+  readonly skipInFlight: boolean;
+  /** --network-lock: how the packets of dumped connections are held back until the restore. */
+  readonly networkLock: "iptables" | "nftables" | "skip";
 }
 
 export interface DumpFilesContext {
@@ -124,8 +138,11 @@ export interface FdKind {
   readonly type: fd_types;
   /** Kinds with a higher rank are restored after the others in a task (epoll needs its targets). */
   readonly rank?: number;
-  /** Does this fd belong to this kind? `stat` is the fstat of the fd, null when it cannot be taken. */
-  detect(fd: FdEntry, stat: Deno.FileInfo | null): boolean;
+  /**
+   * Does fd `fd` of process `pid` belong to this kind? `stat` is the fstat of the fd, null when it
+   * cannot be taken.
+   */
+  detect(fd: FdEntry, stat: Deno.FileInfo | null, pid: number): boolean;
   /** Adds the file's entry to the table and returns its id. */
   dump(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.FileInfo | null): number;
   /** Opens the file in the restored task; returns the (temporary) fd it got. */
@@ -135,6 +152,12 @@ export interface FdKind {
    * own images. A refusal here still resumes the tree and removes the images.
    */
   finishDump?(session: FilesSession): void;
+  /**
+   * At the end of a dump, before the tree is released: `tasksGoOn` when the tasks run on (a failed
+   * dump, --leave-running) and what the dump changed in their objects must be undone; otherwise
+   * they are killed or left stopped. Runs for every kind, whatever was dumped.
+   */
+  endDump?(session: FilesSession, tasksGoOn: boolean): void;
   /** At PREPARE: reads and checks the kind's own images, before any process exists. */
   loadImages?(session: FilesSession): void;
   /** In a restored task, before its fds are opened, when it has files of this kind. */
@@ -241,6 +264,17 @@ export function finishFilesDump(session: FilesSession): void {
   for (const kind of kinds) kind.finishDump?.(session);
 }
 
+/** The end of a dump, worked or not: every kind lets go of what it holds; nothing throws. */
+export function endFilesDump(session: FilesSession, tasksGoOn: boolean): void {
+  for (const kind of kinds) {
+    try {
+      kind.endDump?.(session, tasksGoOn);
+    } catch (e) {
+      session.log.error(`${kind.name}: ${(e as Error).message}`);
+    }
+  }
+}
+
 /** Reads every kind's own images (PREPARE). */
 export function loadFileImages(session: FilesSession): void {
   for (const kind of kinds) kind.loadImages?.(session);
@@ -291,7 +325,7 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
       );
     }
     const stat = statOf(ctx.pid, fd.fd);
-    const kind = kinds.find((k) => k.detect(fd, stat)) ?? unknownFd(ctx, fd);
+    const kind = kinds.find((k) => k.detect(fd, stat, ctx.pid)) ?? unknownFd(ctx, fd);
     // An fd that shares its open file description with one already seen (dup, fork) shares its id.
     // One fd per open file description is noted: the lists stay as short as the descriptions.
     const known = ctx.table.sameDescription(ctx.pid, fd);

@@ -4,3 +4,4 @@ import "./tty.ts";
 import "./pipe.ts";
 import "./eventfd.ts";
 import "./eventpoll.ts";
+import "./inet_socket.ts";

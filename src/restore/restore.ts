@@ -42,6 +42,7 @@ import {
   type FilesSession,
   loadFileImages,
   SharedFiles,
+  type SocketOptions,
 } from "../objects/files.ts";
 import "../objects/mod.ts";
 import * as pt from "../../ffi/ptrace.ts";
@@ -66,6 +67,8 @@ export interface RestoreOptions {
   emptyNetNs?: boolean;
   /** RPC orphan_pts_master: a shell job's terminal becomes a new pty whose master goes to the client. */
   orphanPtsMaster?: boolean;
+  /** --tcp-established, --tcp-close, --network-lock...; without them, CRIU's defaults. */
+  sockets?: SocketOptions;
   pidfile?: string;
   log: Log;
   hooks: Hooks;
@@ -253,7 +256,11 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const files: FilesSession = {
     table: cp.files,
     dir: cp.dir,
-    opts: { shellJob: opts.shellJob, orphanPtsMaster: opts.orphanPtsMaster ?? false },
+    opts: {
+      shellJob: opts.shellJob,
+      orphanPtsMaster: opts.orphanPtsMaster ?? false,
+      ...(opts.sockets ? { sockets: opts.sockets } : {}),
+    },
     hooks: opts.hooks,
     log,
   };

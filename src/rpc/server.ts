@@ -236,6 +236,7 @@ function handleDump(ctx: ServerContext, req: criu_req): Reply {
       leaveRunning: o.finalState === "running",
       leaveStopped: o.finalState === "stopped",
       shellJob: o.shellJob,
+      sockets: o,
       log,
       hooks: hooksFor(ctx, setup, log),
     });
@@ -265,6 +266,7 @@ function handleRestore(ctx: ServerContext, req: criu_req): Reply {
       // rst_sibling (runc, libcriu): the root becomes a child of the client that started swrk.
       sibling: o.restoreSibling,
       shellJob: o.shellJob,
+      sockets: o,
       emptyNetNs: o.emptyNetNs,
       orphanPtsMaster: o.orphanPtsMaster,
       log,

@@ -45,6 +45,7 @@ export async function dumpCommand(ctx: CommandContext): Promise<number> {
       leaveRunning: o.finalState === "running",
       leaveStopped: o.finalState === "stopped",
       shellJob: o.shellJob,
+      sockets: o,
       log: ctx.log,
       hooks: ctx.hooks,
     });

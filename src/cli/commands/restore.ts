@@ -9,6 +9,7 @@ export function restoreCommand(ctx: CommandContext): number {
     detached: o.restoreDetached,
     sibling: o.restoreSibling,
     shellJob: o.shellJob,
+    sockets: o,
     emptyNetNs: o.emptyNetNs,
     ...(o.pidfile ? { pidfile: o.pidfile } : {}),
     log: ctx.log,
