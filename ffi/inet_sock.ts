@@ -369,13 +369,14 @@ export function peekQueue(fd: number, into: Uint8Array<ArrayBuffer>, what: strin
 /**
  * Queues `bytes` with send(): in repair mode straight into the selected queue, else as ordinary
  * data. A chunk the kernel has no memory for is halved and tried again, as the kernel takes a
- * repair-mode chunk whole or not at all. Throws when nothing at all can be queued.
+ * repair-mode chunk whole or not at all. Throws when the socket's buffer has no room left.
  */
 export function queueAll(fd: number, bytes: Uint8Array<ArrayBuffer>, what: string): void {
   let chunk = bytes.length;
   for (let off = 0; off < bytes.length;) {
     const part = bytes.subarray(off, off + Math.min(chunk, bytes.length - off));
-    const r = sys(NR.sendto, fd, addressOf(part), part.length, MSG_NOSIGNAL, 0, 0);
+    // Never waits: nothing would free room while the connection is locked and in repair.
+    const r = sys(NR.sendto, fd, addressOf(part), part.length, MSG_NOSIGNAL | MSG_DONTWAIT, 0, 0);
     if (r >= 0n) {
       off += Number(r);
       continue;

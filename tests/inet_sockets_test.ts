@@ -1,13 +1,32 @@
 /**
  * IPv4/IPv6 TCP and UDP sockets: listeners (they accept after a restore), bound and unbound
  * sockets, UDP bound and connected, v6only and v4-mapped, their options (inet_sk in the matrix);
- * what Debian's crit reads of the images.
+ * what Debian's crit reads of the images; established connections refused by name without
+ * --tcp-established.
  */
 import assert from "node:assert/strict";
-import { criuOk, tempDir, Workload } from "./lib/harness.ts";
+import { criu, criuOk, exists, reap, sleep, tempDir, waitFor, Workload } from "./lib/harness.ts";
 import { registerMatrix } from "./lib/matrix.ts";
 
-registerMatrix([{ name: "inet_sk" }]);
+registerMatrix([
+  { name: "inet_sk" },
+  // Both ends of a busy connection (and the listener that accepted one) in one process.
+  { name: "tcp_stream", args: ["pair"], criuArgs: ["--tcp-established"], settleMs: 300 },
+]);
+
+/** What netfilter holds now: iptables and ip6tables rules, and the nft ruleset. */
+function netfilterRules(): string {
+  const run = (cmd: string, args: string[]) =>
+    new TextDecoder().decode(
+      new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).outputSync().stdout,
+    );
+  return run("iptables-save", []) + run("ip6tables-save", []) + run("nft", ["list", "ruleset"]);
+}
+
+/** Netfilter rules or tables of a network lock (CRIU's mark, table inet CRIU), one per line. */
+function lockRules(): string[] {
+  return netfilterRules().split("\n").filter((l) => /0xc114|table inet CRIU/i.test(l));
+}
 
 function critDecode(path: string): { entries: Record<string, unknown>[] } {
   const out = new Deno.Command("/usr/bin/crit", { args: ["decode", "-i", path] }).outputSync();
@@ -36,6 +55,103 @@ Deno.test("crit decodes the inet sockets of files.img", async () => {
     const udp = sockets.filter((s) => s["proto"] === 17);
     assert.equal(udp.length, 3);
     assert.equal(udp.filter((s) => s["state"] === 1).length, 2);
+    assert.equal(await w.finish(), "PASS", w.output());
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("an established TCP connection is refused by name without --tcp-established", async () => {
+  const w = await Workload.start("tcp_stream", ["pair"]);
+  const images = tempDir();
+  try {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+    assert.notEqual(r.code, 0);
+    assert.deepEqual(lockRules(), []);
+    assert.match(
+      r.stderr,
+      /Cannot dump fd \d+ \(TCP socket\) of process \d+: connected TCP socket, consider using --tcp-established option/,
+    );
+    assert.ok(exists(`/proc/${w.pid}`));
+    assert.equal(await w.finish(), "PASS", w.output());
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+/** A server and a client in two trees; one of them is dumped and restored, the other checks. */
+async function oneSideDumped(dumped: "server" | "client", lock: "iptables" | "nftables"): Promise<void> {
+  const before = lockRules();
+  assert.deepEqual(before, [], "netfilter holds network-lock rules before the test");
+  const serverDir = tempDir();
+  const starting = Workload.start("tcp_stream", ["server"], { dir: serverDir });
+  const portFile = `${serverDir}/tcp_stream.result.port`;
+  await waitFor(
+    "the server's port",
+    () => exists(portFile) && Deno.readTextFileSync(portFile).endsWith("\n"),
+  );
+  const client = await Workload.start("tcp_stream", ["client", Deno.readTextFileSync(portFile).trim()]);
+  const server = await starting;
+  const images = tempDir();
+  const target = dumped === "server" ? server : client;
+  const opts = ["--tcp-established", "--network-lock", lock];
+  try {
+    await sleep(300);
+    await criuOk(["dump", "-t", `${target.pid}`, "-D", images, "-o", "dump.log", "-v4", ...opts]);
+    await reap(target.pid);
+    // The peer keeps sending meanwhile: only the lock keeps its packets from being answered with a reset.
+    assert.equal(lockRules().length > 0, true, "nothing is locked after the dump");
+    await sleep(1000);
+    await criuOk(["restore", "-D", images, "-d", "-o", "restore.log", "-v4", ...opts]);
+    assert.deepEqual(lockRules(), [], "the restore left network-lock rules behind");
+    await sleep(500);
+    // Both are told to stop first: each reads the other's stream to its end.
+    // The restored one is no child of ours any more: it may be gone once it wrote its result.
+    Deno.kill(server.pid, "SIGTERM");
+    Deno.kill(client.pid, "SIGTERM");
+    const peer = dumped === "server" ? client : server;
+    assert.equal(await peer.finish(), "PASS", peer.output());
+    await waitFor(
+      "the restored end's result",
+      () => exists(target.result) && Deno.readTextFileSync(target.result).endsWith("\n"),
+    );
+    assert.equal(Deno.readTextFileSync(target.result).trim(), "PASS", target.output());
+    await reap(target.pid);
+  } catch (e) {
+    await server.kill();
+    await client.kill();
+    throw e;
+  } finally {
+    server.cleanup();
+    client.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+  assert.deepEqual(lockRules(), []);
+}
+
+Deno.test("the peer of a dumped and restored server sees every byte, without a reset (iptables)", () =>
+  oneSideDumped("server", "iptables"));
+
+Deno.test("the peer of a dumped and restored client sees every byte, without a reset (nftables)", () =>
+  oneSideDumped("client", "nftables"));
+
+Deno.test("a --leave-running dump of a connection leaves no network lock behind", async () => {
+  const w = await Workload.start("tcp_stream", ["pair"]);
+  const images = tempDir();
+  try {
+    await sleep(200);
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R", "--tcp-established"]);
+    assert.ok(exists(`${images}/files.img`));
+    assert.deepEqual(lockRules(), []);
+    await sleep(300);
     assert.equal(await w.finish(), "PASS", w.output());
   } catch (e) {
     await w.kill();

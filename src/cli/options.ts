@@ -459,9 +459,9 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   opt("freeze-cgroup", "", "required", ACCEPTED, (o, v) => o.freezeCgroup = v),
   opt("external", "", "required", ACCEPTED, (o, v) => o.external.push(v)),
   opt("ext-unix-sk", "x", "optional", ACCEPTED, extUnixSk),
-  bool("tcp-established", "", ACCEPTED, (o, on) => o.tcpEstablished = on),
-  bool("tcp-close", "", ACCEPTED, (o, on) => o.tcpClose = on),
-  bool("skip-in-flight", "", ACCEPTED, (o, on) => o.skipInFlight = on),
+  bool("tcp-established", "", IMPLEMENTED, (o, on) => o.tcpEstablished = on),
+  bool("tcp-close", "", IMPLEMENTED, (o, on) => o.tcpClose = on),
+  bool("skip-in-flight", "", IMPLEMENTED, (o, on) => o.skipInFlight = on),
   bool("evasive-devices", "", ACCEPTED, (o, on) => o.evasiveDevices = on),
   bool("link-remap", "", ACCEPTED, (o, on) => o.linkRemap = on),
   opt("ghost-limit", "", "required", ACCEPTED, (o, v) => o.ghostLimit = size(v)),
@@ -475,7 +475,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   opt("file-validation", "", "required", ACCEPTED, (o, v) => {
     o.fileValidation = oneOf(v, ["filesize", "buildid"]);
   }),
-  opt("network-lock", "", "required", ACCEPTED, (o, v) => {
+  opt("network-lock", "", "required", IMPLEMENTED, (o, v) => {
     const method = oneOf(v, ["iptables", "nftables", "skip", "none"]);
     o.networkLock = method === "none" ? "skip" : method;
   }),

@@ -250,7 +250,8 @@ function socketState(
       }
       return { state: info.state, backlog: info.sacked };
     case TCP_STATE.ESTABLISHED:
-      if (!opts.tcpEstablished) {
+      // --tcp-close alone: the connection is noted, to come back closed; nothing is locked or read.
+      if (!opts.tcpEstablished && !opts.tcpClose) {
         refuse(ctx.pid, name, "connected TCP socket, consider using --tcp-established option");
       }
       return { state: info.state, backlog: 0 };
@@ -306,7 +307,7 @@ function dumpOne(ctx: DumpFilesContext, fd: FdEntry): number {
       ...(flavour.family === AF.INET6 ? { v6only: getIntOption(s, SOL.IPV6, IPV6.V6ONLY) !== 0 } : {}),
       ...(tcp ? { tcpOpts: readTcpOptions(s) } : {}),
     });
-    if (tcp && state === TCP_STATE.ESTABLISHED) {
+    if (tcp && state === TCP_STATE.ESTABLISHED && socketOpts(ctx.session).tcpEstablished) {
       dumpConnection(ctx, s, entry);
       keep = true;
     }
@@ -363,8 +364,8 @@ function setIfDifferent(s: number, level: number, name: number, want: number): v
   if (now === undefined ? want !== 0 : now !== want) setIntOption(s, level, name, want);
 }
 
-function restoreSocketOptions(s: number, o: sk_opts_entry | undefined, tcp: boolean): void {
-  if (!o) return;
+/** The buffer sizes and their locks (SO_BUF_LOCK: which sizes autotuning leaves alone). */
+function restoreBuffers(s: number, o: sk_opts_entry): void {
   // The kernel doubles what it is given for a buffer size and reports the doubled value.
   if (getIntOption(s, SOL.SOCKET, SO.SNDBUF) !== o.soSndbuf) {
     setIntOption(s, SOL.SOCKET, SO.SNDBUFFORCE, o.soSndbuf / 2);
@@ -372,6 +373,14 @@ function restoreSocketOptions(s: number, o: sk_opts_entry | undefined, tcp: bool
   if (getIntOption(s, SOL.SOCKET, SO.RCVBUF) !== o.soRcvbuf) {
     setIntOption(s, SOL.SOCKET, SO.RCVBUFFORCE, o.soRcvbuf / 2);
   }
+  // Setting a size above locked it, which only the dumped lock bits may undo.
+  const lock = getIntOptionIfAny(s, SOL.SOCKET, SO.BUF_LOCK);
+  if (lock !== undefined && lock !== o.soBufLock) setIntOption(s, SOL.SOCKET, SO.BUF_LOCK, o.soBufLock);
+}
+
+function restoreSocketOptions(s: number, o: sk_opts_entry | undefined, tcp: boolean): void {
+  if (!o) return;
+  restoreBuffers(s, o);
   if (o.soSndTmoSec || o.soSndTmoUsec) setTimeout(s, SO.SNDTIMEO, o.soSndTmoSec, o.soSndTmoUsec);
   if (o.soRcvTmoSec || o.soRcvTmoUsec) setTimeout(s, SO.RCVTIMEO, o.soRcvTmoSec, o.soRcvTmoUsec);
   const flags: [number, boolean][] = [
@@ -393,9 +402,6 @@ function restoreSocketOptions(s: number, o: sk_opts_entry | undefined, tcp: bool
   if (tcp && o.tcpKeepintvl) setIfDifferent(s, SOL.TCP, TCP.KEEPINTVL, o.tcpKeepintvl);
   if (o.soLinger || getLinger(s) !== undefined) setLinger(s, o.soLinger);
   if (o.soBoundDev) setBoundDevice(s, o.soBoundDev);
-  // Last: setting a buffer size above locked it, which only the dumped lock bits may undo.
-  const lock = getIntOptionIfAny(s, SOL.SOCKET, SO.BUF_LOCK);
-  if (lock !== undefined && lock !== o.soBufLock) setIntOption(s, SOL.SOCKET, SO.BUF_LOCK, o.soBufLock);
 }
 
 function restoreIpOptions(s: number, e: inet_sk_entry): void {
@@ -501,6 +507,8 @@ function configure(ctx: RestoreFilesContext, s: number, e: inet_sk_entry): boole
     restoreSequences(s, stream);
     connectTo(s, addressOfWords(e.family, e.dstAddr, e.dstPort));
     restoreStream(s, e.ino, stream, ctx.session.dir);
+    // The queues went in with bigger buffers.
+    if (e.opts) restoreBuffers(s, e.opts);
     state.repaired.push({ fd: s, ino: e.ino, connection: connectionOf(e) });
   } else {
     // Set until every socket is bound: the dumped process may have had several on one port.

@@ -25,6 +25,7 @@ import {
   setQueueSeq,
   setRepairOptions,
   setRepairWindow,
+  SO,
   SOL,
   TCP,
   TCP_QUEUE,
@@ -154,6 +155,7 @@ export function restoreStream(fd: number, ino: number, e: tcp_stream_entry, dir:
   if (e.optMask & TCPI_OPT.TIMESTAMPS && e.timestamp !== undefined) {
     setIntOption(fd, SOL.TCP, TCP.TIMESTAMP, e.timestamp | 0);
   }
+  makeRoom(fd, e);
   const r = ImageReader.open(dir.path, KINDS.TCP_STREAM, ino);
   try {
     r.readEntry();
@@ -178,6 +180,22 @@ export function restoreStream(fd: number, ino: number, e: tcp_stream_entry, dir:
     }
   } finally {
     r.close();
+  }
+}
+
+/**
+ * Buffers big enough for the queues (and the kernel's bookkeeping around them): a queue that
+ * grew with autotuning may not fit the dumped size at once. The caller sets the dumped sizes
+ * back afterwards; a buffer may be smaller than what it holds.
+ */
+function makeRoom(fd: number, e: tcp_stream_entry): void {
+  const slack = 1 << 20;
+  // The kernel doubles what it is given.
+  if (getIntOption(fd, SOL.SOCKET, SO.SNDBUF) < 2 * e.outqLen + slack) {
+    setIntOption(fd, SOL.SOCKET, SO.SNDBUFFORCE, e.outqLen + slack);
+  }
+  if (getIntOption(fd, SOL.SOCKET, SO.RCVBUF) < 2 * e.inqLen + slack) {
+    setIntOption(fd, SOL.SOCKET, SO.RCVBUFFORCE, e.inqLen + slack);
   }
 }
 
