@@ -161,3 +161,33 @@ Deno.test("a --leave-running dump of a connection leaves no network lock behind"
     Deno.removeSync(images, { recursive: true });
   }
 });
+
+Deno.test("--tcp-close dumps connections without locking them and restores them closed", async () => {
+  const w = await Workload.start("tcp_stream", ["pair"]);
+  const images = tempDir();
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--tcp-close"]);
+    assert.deepEqual([...Deno.readDirSync(images)].filter((e) => e.name.startsWith("tcp-stream")), []);
+    assert.deepEqual(lockRules(), []);
+    await reap(w.pid);
+    const refused = await criu(["restore", "-D", images, "-d"]);
+    assert.notEqual(refused.code, 0);
+    assert.match(
+      refused.stderr,
+      /established TCP connection .* restore with --tcp-established \(or --tcp-close\)/,
+    );
+    await criuOk(["restore", "-D", images, "-d", "--tcp-close"]);
+    const sockets = [...Deno.readDirSync(`/proc/${w.pid}/fd`)].filter((e) =>
+      Deno.readLinkSync(`/proc/${w.pid}/fd/${e.name}`).startsWith("socket:")
+    );
+    assert.equal(sockets.length, 3);
+    // Its connections are closed: the workload reports the broken pipes.
+    assert.match(await w.finish(), /^FAIL: .*Broken pipe/);
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
