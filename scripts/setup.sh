@@ -19,6 +19,16 @@ if ! command -v crit >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import pycriu' >/
     echo "setup: Debian's criu package is missing; tests that compare with crit/pycriu will fail" >&2
   fi
 fi
+# The network lock of dumped TCP connections goes through iptables (CRIU's default) or nft.
+if ! command -v iptables-restore >/dev/null 2>&1 || ! command -v nft >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing Debian's iptables and nftables (the network lock of TCP connections)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables nftables >/dev/null
+  else
+    echo "setup: iptables or nft is missing; dumping established TCP connections will fail" >&2
+  fi
+fi
 # The bundle the launcher runs (it would build it on first use too, but here it is built once,
 # before tests start many criu processes at the same time).
 bash "$root/scripts/bundle.sh"

@@ -319,15 +319,15 @@ Deno.test("parseCommandLine() refuses the deprecated --ms", () => {
 });
 
 Deno.test("parseCommandLine() notes options accepted but not acted on", () => {
-  const { notes } = parse("dump", "-t1", "--tcp-established", "--tcp-close", "-D", "/img");
+  const { notes } = parse("dump", "-t1", "--auto-dedup", "--evasive-devices", "-D", "/img");
   assert.deepEqual(notes, [
-    "Option --tcp-established is accepted but not acted on yet",
-    "Option --tcp-close is accepted but not acted on yet",
+    "Option --auto-dedup is accepted but not acted on yet",
+    "Option --evasive-devices is accepted but not acted on yet",
   ]);
 });
 
 Deno.test("parseCommandLine() does not note an accepted option that was turned off", () => {
-  assert.deepEqual(parse("dump", "-t1", "--tcp-established", "--no-tcp-established").notes, []);
+  assert.deepEqual(parse("dump", "-t1", "--auto-dedup", "--no-auto-dedup").notes, []);
 });
 
 // Help and version.

@@ -307,8 +307,8 @@ Deno.test("setupRequest() dumps the client itself when no pid is given", () => {
 });
 
 Deno.test("setupRequest() accepts and logs options not acted on yet", () => {
-  const s = setup("dump", { pid: 1, tcpEstablished: true, fileLocks: true, extUnixSk: true, root: "/r" });
-  assert.ok(s.notes.some((n) => /tcp_established \(--tcp-established\) is accepted/.test(n)));
+  const s = setup("dump", { pid: 1, autoDedup: true, fileLocks: true, extUnixSk: true, root: "/r" });
+  assert.ok(s.notes.some((n) => /auto_dedup \(--auto-dedup\) is accepted/.test(n)));
   assert.ok(s.notes.some((n) => /root is ignored for a dump/.test(n)));
 });
 

@@ -25,7 +25,7 @@ import { dump_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_p
 import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTask, type FrozenTree } from "./freeze.ts";
 import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
-import { type FilesSession, FileTable, finishFilesDump } from "../objects/files.ts";
+import { endFilesDump, type FilesSession, FileTable, finishFilesDump } from "../objects/files.ts";
 import { type DumpedVma, PAGE_SIZE, PE, VMA, writePages } from "../objects/memory.ts";
 import { backingOf, type ObjectDumpContext } from "../objects/mappings.ts";
 import { DumpError } from "../errors.ts";
@@ -35,7 +35,7 @@ import { unusableDirectory } from "../dirs.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { checkNamespaces, dumpNamespaces, NamespaceIds, type NsDumped } from "../objects/namespaces.ts";
-import type { RunOptions } from "../options/options.ts";
+import { NETWORK_LOCK_METHOD, type RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { STAGE } from "../plugins/api.ts";
 
@@ -248,6 +248,15 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     shpagesWritten: 0,
   };
   let namespaces: NsDumped | undefined;
+  const table = new FileTable();
+  const files: FilesSession = {
+    table,
+    dir,
+    opts: opts.options,
+    hooks: opts.hooks,
+    plugins,
+    log,
+  };
   try {
     const nsIds = new NamespaceIds();
     for (const t of tree.tasks) if (t.state !== "zombie") plugins.notify("CHECKPOINT_DEVICES", t.pid);
@@ -255,15 +264,6 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     checkSessions(tree, opts.options.shellJob);
     checkGroups(tree, opts.options.shellJob);
     namespaces = dumpNamespaces(tree, nsIds, { dir, hooks: opts.hooks, log });
-    const table = new FileTable();
-    const files: FilesSession = {
-      table,
-      dir,
-      opts: opts.options,
-      hooks: opts.hooks,
-      plugins,
-      log,
-    };
     const objectIds = new SharedObjectIds();
     let pagesId = 0;
     const objects: ObjectDumpContext = { dir, done: new Set(), nextPagesId: () => ++pagesId };
@@ -335,6 +335,8 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         // namespaces the tree had of its own, and refuses a root that shares criu's fd table.
         rootIds: taskIds(objectIds.idsOf({ pid: Deno.pid, state: "alive" }), nsIds.idsOf(Deno.pid)),
         lsmtype: lsmtype.NO_LSM,
+        // How dumped connections were locked: the restore unlocks them the same way.
+        networkLockMethod: NETWORK_LOCK_METHOD[opts.options.networkLock],
         dumpUptime: frozenUptimeUs,
       }),
     ]);
@@ -347,12 +349,14 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     release() {
       namespaces?.release(opts.options.finalState === "running");
       log.debug(`Images complete; releasing the tree`);
+      endFilesDump(files, opts.options.finalState === "running");
       finish(tree, opts);
     },
     cancel: undo,
   };
 
   function undo(): void {
+    endFilesDump(files, true);
     namespaces?.undo();
     tree.resume();
     dir.removeWritten();

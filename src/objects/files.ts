@@ -143,6 +143,12 @@ export interface FdKind {
    * own images. A refusal here still resumes the tree and removes the images.
    */
   finishDump?(session: FilesSession): void;
+  /**
+   * At the end of a dump, before the tree is released: `tasksGoOn` when the tasks run on (a failed
+   * dump, --leave-running) and what the dump changed in their objects must be undone; otherwise
+   * they are killed or left stopped. Runs for every kind, whatever was dumped.
+   */
+  endDump?(session: FilesSession, tasksGoOn: boolean): void;
   /** At PREPARE: reads and checks the kind's own images, before any process exists. */
   loadImages?(session: FilesSession): void;
   /** In a restored task, before its fds are opened, when it has files of this kind. */
@@ -252,6 +258,17 @@ export function fdKinds(): readonly FdKind[] {
 /** The dump's last step for files: each kind finishes (peers, its own images). */
 export function finishFilesDump(session: FilesSession): void {
   for (const kind of kinds) kind.finishDump?.(session);
+}
+
+/** The end of a dump, worked or not: every kind lets go of what it holds; nothing throws. */
+export function endFilesDump(session: FilesSession, tasksGoOn: boolean): void {
+  for (const kind of kinds) {
+    try {
+      kind.endDump?.(session, tasksGoOn);
+    } catch (e) {
+      session.log.error(`${kind.name}: ${(e as Error).message}`);
+    }
+  }
 }
 
 /** Reads every kind's own images (PREPARE). */

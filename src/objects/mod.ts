@@ -5,6 +5,7 @@ import "./pipe.ts";
 import "./eventfd.ts";
 import "./eventpoll.ts";
 import "./unix_socket.ts";
+import "./inet_socket.ts";
 // What no file kind above takes goes to the plugins.
 import "./ext_file.ts";
 

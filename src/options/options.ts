@@ -8,6 +8,8 @@
 export type FinalState = "dead" | "stopped" | "running";
 export type CgroupMode = "none" | "props" | "soft" | "full" | "strict" | "ignore";
 export type NetworkLock = "iptables" | "nftables" | "skip";
+/** Each method as CRIU numbers it (criu_network_lock_method, inventory_entry.network_lock_method). */
+export const NETWORK_LOCK_METHOD: Record<NetworkLock, number> = { iptables: 1, nftables: 2, skip: 3 };
 export type PreDumpMode = "splice" | "read";
 export type FileValidation = "filesize" | "buildid";
 

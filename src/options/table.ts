@@ -316,9 +316,9 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   opt("freeze-cgroup", "", "required", DUMP, ACCEPTED, (o, v) => o.freezeCgroup = v),
   opt("external", "", "required", DUMP_RESTORE, ACCEPTED, (o, v) => o.external.push(v)),
   opt("ext-unix-sk", "x", "optional", DUMP_RESTORE, IMPLEMENTED, extUnixSk),
-  bool("tcp-established", "", DUMP_RESTORE, ACCEPTED, (o, on) => o.tcpEstablished = on),
-  bool("tcp-close", "", DUMP_RESTORE, ACCEPTED, (o, on) => o.tcpClose = on),
-  bool("skip-in-flight", "", DUMP, ACCEPTED, (o, on) => o.skipInFlight = on),
+  bool("tcp-established", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpEstablished = on),
+  bool("tcp-close", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpClose = on),
+  bool("skip-in-flight", "", DUMP, IMPLEMENTED, (o, on) => o.skipInFlight = on),
   bool("evasive-devices", "", DUMP, ACCEPTED, (o, on) => o.evasiveDevices = on),
   bool("link-remap", "", DUMP, ACCEPTED, (o, on) => o.linkRemap = on),
   opt("ghost-limit", "", "required", DUMP, ACCEPTED, (o, v) => o.ghostLimit = size(v)),
@@ -333,7 +333,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     o.fileValidation = oneOf(v, ["filesize", "buildid"]);
   }),
   // On restore CRIU takes the method the dump used, and only warns about this option.
-  opt("network-lock", "", "required", DUMP, ACCEPTED, (o, v) => {
+  opt("network-lock", "", "required", DUMP, IMPLEMENTED, (o, v) => {
     const method = oneOf(v, ["iptables", "nftables", "skip", "none"]);
     o.networkLock = method === "none" ? "skip" : method;
   }),

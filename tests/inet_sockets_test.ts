@@ -1,0 +1,193 @@
+/**
+ * IPv4/IPv6 TCP and UDP sockets: listeners (they accept after a restore), bound and unbound
+ * sockets, UDP bound and connected, v6only and v4-mapped, their options (inet_sk in the matrix);
+ * what Debian's crit reads of the images; established connections refused by name without
+ * --tcp-established.
+ */
+import assert from "node:assert/strict";
+import { criu, criuOk, exists, reap, sleep, tempDir, waitFor, Workload } from "./lib/harness.ts";
+import { registerMatrix } from "./lib/matrix.ts";
+
+registerMatrix([
+  { name: "inet_sk" },
+  // Both ends of a busy connection (and the listener that accepted one) in one process.
+  { name: "tcp_stream", args: ["pair"], criuArgs: ["--tcp-established"], settleMs: 300 },
+]);
+
+/** What netfilter holds now: iptables and ip6tables rules, and the nft ruleset. */
+function netfilterRules(): string {
+  const run = (cmd: string, args: string[]) =>
+    new TextDecoder().decode(
+      new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).outputSync().stdout,
+    );
+  return run("iptables-save", []) + run("ip6tables-save", []) + run("nft", ["list", "ruleset"]);
+}
+
+/** Netfilter rules or tables of a network lock (CRIU's mark, table inet CRIU), one per line. */
+function lockRules(): string[] {
+  return netfilterRules().split("\n").filter((l) => /0xc114|table inet CRIU/i.test(l));
+}
+
+function critDecode(path: string): { entries: Record<string, unknown>[] } {
+  const out = new Deno.Command("/usr/bin/crit", { args: ["decode", "-i", path] }).outputSync();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
+Deno.test("crit decodes the inet sockets of files.img", async () => {
+  const w = await Workload.start("inet_sk");
+  const images = tempDir();
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+    const files = critDecode(`${images}/files.img`).entries;
+    const sockets = files.filter((f) => f["type"] === "INETSK").map((f) =>
+      f["isk"] as Record<string, unknown>
+    );
+    assert.equal(sockets.length, 9, JSON.stringify(files));
+    // crit shows the numbers: state 10 is LISTEN, 1 ESTABLISHED; family 10 is AF_INET6; an address
+    // is its words as the kernel keeps them (127.0.0.1 is 0x0100007f).
+    const listeners = sockets.filter((s) => s["state"] === 10);
+    assert.equal(listeners.length, 4);
+    assert.ok(listeners.some((s) => s["backlog"] === 7 && JSON.stringify(s["src_addr"]) === "[16777343]"));
+    assert.ok(sockets.some((s) => s["family"] === 10 && s["v6only"] === true));
+    const mapped = [0, 0, 0xffff0000, 0x0100007f];
+    assert.ok(sockets.some((s) => JSON.stringify(s["dst_addr"]) === JSON.stringify(mapped)));
+    const udp = sockets.filter((s) => s["proto"] === 17);
+    assert.equal(udp.length, 3);
+    assert.equal(udp.filter((s) => s["state"] === 1).length, 2);
+    assert.equal(await w.finish(), "PASS", w.output());
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("an established TCP connection is refused by name without --tcp-established", async () => {
+  const w = await Workload.start("tcp_stream", ["pair"]);
+  const images = tempDir();
+  try {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+    assert.notEqual(r.code, 0);
+    assert.deepEqual(lockRules(), []);
+    assert.match(
+      r.stderr,
+      /Cannot dump fd \d+ \(TCP socket\) of process \d+: connected TCP socket, consider using --tcp-established option/,
+    );
+    assert.ok(exists(`/proc/${w.pid}`));
+    assert.equal(await w.finish(), "PASS", w.output());
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+/** A server and a client in two trees; one of them is dumped and restored, the other checks. */
+async function oneSideDumped(dumped: "server" | "client", lock: "iptables" | "nftables"): Promise<void> {
+  const before = lockRules();
+  assert.deepEqual(before, [], "netfilter holds network-lock rules before the test");
+  const serverDir = tempDir();
+  const starting = Workload.start("tcp_stream", ["server"], { dir: serverDir });
+  const portFile = `${serverDir}/tcp_stream.result.port`;
+  await waitFor(
+    "the server's port",
+    () => exists(portFile) && Deno.readTextFileSync(portFile).endsWith("\n"),
+  );
+  const client = await Workload.start("tcp_stream", ["client", Deno.readTextFileSync(portFile).trim()]);
+  const server = await starting;
+  const images = tempDir();
+  const target = dumped === "server" ? server : client;
+  const opts = ["--tcp-established", "--network-lock", lock];
+  try {
+    await sleep(300);
+    await criuOk(["dump", "-t", `${target.pid}`, "-D", images, "-o", "dump.log", "-v4", ...opts]);
+    await reap(target.pid);
+    // The peer keeps sending meanwhile: only the lock keeps its packets from being answered with a reset.
+    assert.equal(lockRules().length > 0, true, "nothing is locked after the dump");
+    await sleep(1000);
+    await criuOk(["restore", "-D", images, "-d", "-o", "restore.log", "-v4", ...opts]);
+    assert.deepEqual(lockRules(), [], "the restore left network-lock rules behind");
+    await sleep(500);
+    // Both are told to stop first: each reads the other's stream to its end.
+    // The restored one is no child of ours any more: it may be gone once it wrote its result.
+    Deno.kill(server.pid, "SIGTERM");
+    Deno.kill(client.pid, "SIGTERM");
+    const peer = dumped === "server" ? client : server;
+    assert.equal(await peer.finish(), "PASS", peer.output());
+    await waitFor(
+      "the restored end's result",
+      () => exists(target.result) && Deno.readTextFileSync(target.result).endsWith("\n"),
+    );
+    assert.equal(Deno.readTextFileSync(target.result).trim(), "PASS", target.output());
+    await reap(target.pid);
+  } catch (e) {
+    await server.kill();
+    await client.kill();
+    throw e;
+  } finally {
+    server.cleanup();
+    client.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+  assert.deepEqual(lockRules(), []);
+}
+
+Deno.test("the peer of a dumped and restored server sees every byte, without a reset (iptables)", () =>
+  oneSideDumped("server", "iptables"));
+
+Deno.test("the peer of a dumped and restored client sees every byte, without a reset (nftables)", () =>
+  oneSideDumped("client", "nftables"));
+
+Deno.test("a --leave-running dump of a connection leaves no network lock behind", async () => {
+  const w = await Workload.start("tcp_stream", ["pair"]);
+  const images = tempDir();
+  try {
+    await sleep(200);
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R", "--tcp-established"]);
+    assert.ok(exists(`${images}/files.img`));
+    assert.deepEqual(lockRules(), []);
+    await sleep(300);
+    assert.equal(await w.finish(), "PASS", w.output());
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("--tcp-close dumps connections without locking them and restores them closed", async () => {
+  const w = await Workload.start("tcp_stream", ["pair"]);
+  const images = tempDir();
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--tcp-close"]);
+    assert.deepEqual([...Deno.readDirSync(images)].filter((e) => e.name.startsWith("tcp-stream")), []);
+    assert.deepEqual(lockRules(), []);
+    await reap(w.pid);
+    const refused = await criu(["restore", "-D", images, "-d"]);
+    assert.notEqual(refused.code, 0);
+    assert.match(
+      refused.stderr,
+      /established TCP connection .* restore with --tcp-established \(or --tcp-close\)/,
+    );
+    await criuOk(["restore", "-D", images, "-d", "--tcp-close"]);
+    const sockets = [...Deno.readDirSync(`/proc/${w.pid}/fd`)].filter((e) =>
+      Deno.readLinkSync(`/proc/${w.pid}/fd/${e.name}`).startsWith("socket:")
+    );
+    assert.equal(sockets.length, 3);
+    // Its connections are closed: the workload reports the broken pipes.
+    assert.match(await w.finish(), /^FAIL: .*Broken pipe/);
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
