@@ -292,7 +292,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     "iterative migration",
   ),
   opt("pidfile", "", "required", DAEMONS, IMPLEMENTED, (o, v) => o.pidfile = v),
-  opt("libdir", "L", "required", ALL, ACCEPTED, (o, v) => o.libdir = v),
+  opt("libdir", "L", "required", ALL, IMPLEMENTED, (o, v) => o.libdir = v),
   opt("action-script", "", "required", ALL, IMPLEMENTED, (o, v) => o.actionScripts.push(v)),
   opt("close", "", "required", ALL, ACCEPTED, (o, v) => o.closeFds.push(integer(v, 0))),
   bool("stream", "", DUMP_RESTORE, REFUSED, (o, on) => o.stream = on, "images through criu-image-streamer"),
