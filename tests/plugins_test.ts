@@ -6,7 +6,18 @@
  */
 import assert from "node:assert/strict";
 import { criu, criuOk, exists, reap, ROOT, tempDir, Workload } from "./lib/harness.ts";
-import { registerMatrix } from "./lib/matrix.ts";
+import { dumpRestore, registerMatrix } from "./lib/matrix.ts";
+import {
+  acceptSocket,
+  bindSocket,
+  closeSocket,
+  listenSocket,
+  makeSocket,
+  MSG,
+  receiveBytes,
+  SOCK,
+} from "../ffi/sockcall.ts";
+import { AF } from "../ffi/sockaddr.ts";
 
 const INCLUDE = `${ROOT}/src/plugins/include`;
 const SOURCES = `${ROOT}/tests/plugins`;
@@ -252,3 +263,56 @@ Deno.test("CRIU_LIBS_DIR names the plugin directory when -L is not given", async
     Deno.removeSync(images, { recursive: true });
   }
 });
+
+for (
+  const [what, dir] of [["C (new API)", C_NEW], ["C (old API)", C_OLD], ["TypeScript", TS_PLUGIN]] as const
+) {
+  Deno.test(`a ${what} plugin takes a unix stream socket connected outside the tree and connects it again`, async () => {
+    const place = tempDir();
+    const path = `${place}/outside.sock`;
+    const listener = makeSocket(AF.UNIX, SOCK.STREAM | SOCK.NONBLOCK);
+    const trace = `${place}/trace`;
+    try {
+      bindSocket(listener, { family: AF.UNIX, name: new TextEncoder().encode(path) });
+      listenSocket(listener, 4);
+      const c = { name: "unix_sk", args: ["ext-stream", `extstream=${path}`], criuArgs: ["-L", dir] };
+      const w = await Workload.start(c.name, c.args);
+      const images = tempDir();
+      try {
+        Deno.env.set("CRIU_TS_PLUGIN_TRACE", trace);
+        await dumpRestore(w, images, c);
+        assert.equal(await w.finish(), "PASS", w.output());
+      } finally {
+        Deno.env.delete("CRIU_TS_PLUGIN_TRACE");
+        await w.kill();
+        w.cleanup();
+        Deno.removeSync(images, { recursive: true });
+      }
+      // The connection made before the dump died with the dumped process; the plugin's new one
+      // carries what the restored workload sent.
+      const got: string[] = [];
+      for (;;) {
+        let conn: number;
+        try {
+          conn = acceptSocket(listener);
+        } catch {
+          break; // none left waiting (the listener does not block)
+        }
+        try {
+          got.push(new TextDecoder().decode(receiveBytes(conn, 16, MSG.DONTWAIT)));
+        } catch {
+          got.push("");
+        } finally {
+          closeSocket(conn);
+        }
+      }
+      assert.ok(got.includes("s"), `the listener outside got ${JSON.stringify(got)}`);
+      const lines = readIf(trace).split("\n").filter((l) => / unix /.test(l));
+      const id = /^dump unix (\d+)$/m.exec(lines.join("\n"))?.[1];
+      assert.deepEqual(lines, [`dump unix ${id}`, `restore unix ${id}`]);
+    } finally {
+      closeSocket(listener);
+      Deno.removeSync(place, { recursive: true });
+    }
+  });
+}

@@ -12,11 +12,10 @@ import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { ext_file_entrySchema } from "../images/gen/ext-file_pb.ts";
 import { copyFdOf } from "../../ffi/process.ts";
 import { closeFd } from "../../ffi/fd.ts";
-import { NR } from "../../ffi/syscalls.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { PluginError } from "../plugins/plugins.ts";
 import { RestoreError } from "../errors.ts";
-import { addFdFile, emptyFown, type FdKind, registerFdKind, type RestoreFilesContext } from "./files.ts";
+import { addFdFile, emptyFown, type FdKind, registerFdKind, takeFromCriu } from "./files.ts";
 import { refuse } from "./refusal.ts";
 
 export const externalFileKind: FdKind = {
@@ -73,23 +72,3 @@ export const externalFileKind: FdKind = {
 };
 
 registerFdKind(externalFileKind);
-
-/**
- * A copy of criu's own fd `fd` in the restored task: it opens a pidfd on criu and takes the fd
- * with pidfd_getfd (the task is still root and ours to trace). The task must see criu's pid:
- * criu's PID namespace is the task's.
- */
-export function takeFromCriu(ctx: RestoreFilesContext, fd: number): number {
-  const nsLink = (pid: number | "self") => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
-  if (nsLink(ctx.agent.pid) !== nsLink("self")) {
-    throw new RestoreError(
-      "A plugin's file cannot be handed to a task in a PID namespace of its own yet (the task cannot see criu)",
-    );
-  }
-  const pidfd = Number(ctx.agent.call("pidfd_open(criu)", NR.pidfd_open, Deno.pid, 0));
-  try {
-    return Number(ctx.agent.call(`pidfd_getfd(criu, ${fd})`, NR.pidfd_getfd, pidfd, fd, 0));
-  } finally {
-    ctx.agent.call("close", NR.close, pidfd);
-  }
-}

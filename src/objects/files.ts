@@ -224,6 +224,26 @@ export class FileTable {
   }
 }
 
+/**
+ * A copy of criu's own fd `fd` in the restored task: it opens a pidfd on criu and takes the fd
+ * with pidfd_getfd (the task is still root and ours to trace). The task must see criu's pid:
+ * criu's PID namespace is the task's.
+ */
+export function takeFromCriu(ctx: RestoreFilesContext, fd: number): number {
+  const nsLink = (pid: number | "self") => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
+  if (nsLink(ctx.agent.pid) !== nsLink("self")) {
+    throw new RestoreError(
+      "A plugin's file cannot be handed to a task in a PID namespace of its own yet (the task cannot see criu)",
+    );
+  }
+  const pidfd = Number(ctx.agent.call("pidfd_open(criu)", NR.pidfd_open, Deno.pid, 0));
+  try {
+    return Number(ctx.agent.call(`pidfd_getfd(criu, ${fd})`, NR.pidfd_getfd, pidfd, fd, 0));
+  } finally {
+    ctx.agent.call("close", NR.close, pidfd);
+  }
+}
+
 /** The owner record CRIU writes for a file nobody asked signals from (F_SETOWN unused). */
 export function emptyFown() {
   return create(fown_entrySchema, { uid: 0, euid: 0, signum: 0, pidType: 0, pid: 0 });

@@ -72,8 +72,12 @@ import {
   holdFile,
   registerFdKind,
   type RestoreFilesContext,
+  takeFromCriu,
 } from "./files.ts";
 import { refuse } from "./refusal.ts";
+import { copyFdOf } from "../../ffi/process.ts";
+import { ENOTSUP } from "../plugins/api.ts";
+import { PluginError } from "../plugins/plugins.ts";
 import { RestoreError } from "../errors.ts";
 
 const SOCKET_NAME = /^socket:\[(\d+)\]$/;
@@ -88,6 +92,8 @@ const RCV_SHUTDOWN = 1;
 const SCM_RIGHTS = 1;
 /** unix_sk_entry.uflags: the socket is outside the tree, a datagram socket's peer (--ext-unix-sk). */
 const USK_EXTERN = 1;
+/** unix_sk_entry.uflags: a plugin took the socket (DUMP_UNIX_SK) and gives it back (RESTORE_UNIX_SK). */
+const USK_CALLBACK = 4;
 /** Buffer sizes while queues are refilled, as CRIU takes them (the kernel doubles what it is given). */
 const FILL_BUFFER = 0x3fffffff;
 /** The largest piece of a stream queue sent at once at restore. */
@@ -431,6 +437,26 @@ function ownSockets(): Set<number> {
   return out;
 }
 
+/**
+ * Asks the plugins for a socket whose peer is outside the tree (DUMP_UNIX_SK with a copy of it in
+ * criu and its inode), before anything refuses it, as CRIU does.
+ */
+function takenByPlugin(session: FilesSession, s: DumpedSocket, what: string): boolean {
+  if (!session.plugins.has("DUMP_UNIX_SK")) return false;
+  const ours = copyFdOf(s.pid, s.fd);
+  let answer: number;
+  try {
+    answer = session.plugins.run("DUMP_UNIX_SK", (p) => p.callInts("DUMP_UNIX_SK", ours, s.entry.ino));
+  } finally {
+    closeFd(ours);
+  }
+  if (answer === -ENOTSUP) return false;
+  if (answer < 0) {
+    throw new PluginError(`A plugin failed to dump ${what} of process ${s.pid}: ${answer}`, -answer);
+  }
+  return true;
+}
+
 function externalPeer(session: FilesSession, s: DumpedSocket, what: string): void {
   const peerIno = s.entry.peer;
   if (ownSockets().has(peerIno)) {
@@ -440,6 +466,11 @@ function externalPeer(session: FilesSession, s: DumpedSocket, what: string): voi
       what,
       "it is connected to criu-ts itself (an RPC client dumping itself), which is not supported yet",
     );
+  }
+  if (takenByPlugin(session, s, what)) {
+    s.entry.uflags |= USK_CALLBACK;
+    session.log.info(`A plugin took ${what} of process ${s.pid}, whose peer is outside the tree`);
+    return;
   }
   const peer = s.namespace.get(peerIno);
   const peerText = `unix socket ${peerIno} (${nameText(peer?.name)})`;
@@ -545,7 +576,7 @@ function loadImages(session: FilesSession): void {
 }
 
 function checkPeerImage(session: FilesSession, state: RestoreState, s: unix_sk_entry): void {
-  if (s.uflags & ~USK_EXTERN) {
+  if (s.uflags & ~(USK_EXTERN | USK_CALLBACK)) {
     throw new RestoreError(
       `Refusing the images: unix socket ${s.ino} has flags ${s.uflags} criu-ts does not know`,
     );
@@ -556,7 +587,7 @@ function checkPeerImage(session: FilesSession, state: RestoreState, s: unix_sk_e
       `Refusing the images: unix socket ${s.ino} is bound to the relative path ${path} with no directory to bind it in`,
     );
   }
-  if (!s.peer) return;
+  if (!s.peer || s.uflags & USK_CALLBACK) return; // a plugin's socket: its peer is the plugin's business
   const peer = state.byIno.get(s.peer);
   if (!peer) {
     throw new RestoreError(
@@ -603,7 +634,7 @@ function componentOf(state: RestoreState, first: unix_sk_entry): unix_sk_entry[]
   const linked = new Map<number, number[]>();
   const link = (a: number, b: number) => linked.set(a, [...(linked.get(a) ?? []), b]);
   for (const s of state.byIno.values()) {
-    if (s.peer && !isExternal(state, s.peer)) {
+    if (s.peer && state.byIno.has(s.peer) && !isExternal(state, s.peer) && !(s.uflags & USK_CALLBACK)) {
       link(s.ino, s.peer);
       link(s.peer, s.ino);
     }
@@ -974,9 +1005,34 @@ function openSocket(ctx: RestoreFilesContext, entry: file_entry): number {
       `Unix socket ${usk.ino} is in flight in a queue of its own connection, which criu-ts does not restore yet`,
     );
   }
-  if (!ctx.shared.objects.has(key)) createComponent(ctx, restoreState(ctx.table), usk);
+  if (!ctx.shared.objects.has(key)) {
+    if (usk.uflags & USK_CALLBACK) fromPlugin(ctx, usk);
+    else createComponent(ctx, restoreState(ctx.table), usk);
+  }
   const [where] = ctx.shared.objects.get(key)!;
   return grabFd(ctx, where!);
+}
+
+/**
+ * A socket a plugin took at dump: the plugin gives it back (RESTORE_UNIX_SK, an fd of criu's), and
+ * the task takes a copy of it, parked like the sockets criu-ts makes itself.
+ */
+function fromPlugin(ctx: RestoreFilesContext, usk: unix_sk_entry): void {
+  const fd = ctx.session.plugins.run("RESTORE_UNIX_SK", (p) => p.restoreFd("RESTORE_UNIX_SK", usk.ino));
+  if (fd < 0) {
+    throw new RestoreError(
+      fd === -ENOTSUP
+        ? `No plugin restores unix socket ${usk.ino}, which a plugin took at dump (load it with -L)`
+        : `A plugin failed to restore unix socket ${usk.ino}: ${fd}`,
+      fd === -ENOTSUP ? 0 : -fd,
+    );
+  }
+  try {
+    const parked = ctx.park(takeFromCriu(ctx, fd));
+    ctx.shared.objects.set(`unix:${usk.ino}`, [{ pid: ctx.nsPid, fd: parked }]);
+  } finally {
+    closeFd(fd);
+  }
 }
 
 export const unixSocketKind: FdKind = {

@@ -1,4 +1,7 @@
-/* A plugin of the new API (descriptor and hooks) that takes signalfds: see sigfd_common.h. */
+/*
+ * A plugin of the new API (descriptor and hooks) that takes signalfds and unix stream sockets
+ * connected outside the tree: see sigfd_common.h.
+ */
 #include "sigfd_common.h"
 #include "criu-plugin.h"
 #include "criu-log.h"
@@ -41,3 +44,20 @@ static int sigfd_restore(int id, bool *retry_needed)
 	return load_signalfd(criu_get_image_dir(), id);
 }
 CR_PLUGIN_REGISTER_HOOK(CR_PLUGIN_HOOK__RESTORE_EXT_FILE, sigfd_restore)
+
+static int unix_dump(int fd, int id)
+{
+	int r = save_unix_peer(criu_get_image_dir(), fd, id);
+
+	if (r == 0)
+		trace("dump unix %d", id);
+	return r;
+}
+CR_PLUGIN_REGISTER_HOOK(CR_PLUGIN_HOOK__DUMP_UNIX_SK, unix_dump)
+
+static int unix_restore(int id)
+{
+	trace("restore unix %d", id);
+	return connect_unix_peer(criu_get_image_dir(), id);
+}
+CR_PLUGIN_REGISTER_HOOK(CR_PLUGIN_HOOK__RESTORE_UNIX_SK, unix_restore)

@@ -1,4 +1,4 @@
-/* The same signalfd plugin through the old API: functions found by their names. */
+/* The same plugin through the old API: functions found by their names. */
 #include "sigfd_common.h"
 #include "criu-plugin.h"
 #include "criu-log.h"
@@ -30,4 +30,19 @@ int cr_plugin_restore_file(int id)
 {
 	trace("restore %d", id);
 	return load_signalfd(criu_get_image_dir(), id);
+}
+
+int cr_plugin_dump_unix_sk(int fd, int id)
+{
+	int r = save_unix_peer(criu_get_image_dir(), fd, id);
+
+	if (r == 0)
+		trace("dump unix %d", id);
+	return r;
+}
+
+int cr_plugin_restore_unix_sk(int id)
+{
+	trace("restore unix %d", id);
+	return connect_unix_peer(criu_get_image_dir(), id);
 }
