@@ -5,17 +5,25 @@
  *     the same directory (the page cache must take the bytes either way: that is the floor);
  *   - a process with 2,000 mappings;
  *   - a tiny process (five times: the median of each figure);
- *   - a tree of 100 processes, and a process with 500 threads.
+ *   - a tree of 100 processes, and a process with 500 threads;
+ *   - a process holding 1,000 sockets of mixed kinds (unix pairs with queued bytes, UDP, TCP
+ *     listeners), and one TCP connection with 4 MiB queued each way (--tcp-established).
  * Reported: wall time of dump and restore, frozen time (from stats-dump), MB/s, the tool's peak
- * RSS (GNU time), and the image size. Options: --mib N (default 1024), --maps N (default 2000).
+ * RSS (GNU time), and the image size. Options: --mib N (default 1024), --maps N (default 2000),
+ * --only WORD (run only the scenarios whose name contains WORD; may be repeated).
  */
 import { parseArgs } from "node:util";
 import { criu, descendants, reap, tempDir, Workload } from "../tests/lib/harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { mib: { type: "string", default: "1024" }, maps: { type: "string", default: "2000" } },
+  options: {
+    mib: { type: "string", default: "1024" },
+    maps: { type: "string", default: "2000" },
+    only: { type: "string", multiple: true },
+  },
 });
+const ONLY = values.only ?? [];
 const MIB = Number(values.mib);
 const MAPS = Number(values.maps);
 
@@ -74,17 +82,23 @@ interface Row {
   ddS?: number;
 }
 
-async function scenario(label: string, workload: string, args: string[], withDd = 0): Promise<Row> {
+async function scenario(
+  label: string,
+  workload: string,
+  args: string[],
+  withDd = 0,
+  criuArgs: string[] = [],
+): Promise<Row> {
   const w = await Workload.start(workload, args);
   const images = tempDir("criu-ts-bench-");
   try {
     const ddS = withDd ? await ddSeconds(images, withDd) : undefined;
     const tree = [w.pid, ...descendants(w.pid)];
-    const d = await timedCriu(["dump", "-t", `${w.pid}`, "-D", images]);
+    const d = await timedCriu(["dump", "-t", `${w.pid}`, "-D", images, ...criuArgs]);
     for (const pid of tree) await reap(pid);
     const size = dirBytes(images);
     const frozen = await frozenMs(images);
-    const r = await timedCriu(["restore", "-D", images, "-d"]);
+    const r = await timedCriu(["restore", "-D", images, "-d", ...criuArgs]);
     const verdict = await w.finish();
     if (verdict !== "PASS") throw new Error(`${label}: the restored process reports ${verdict}`);
     const mb = size / 1e6;
@@ -129,12 +143,30 @@ function median(runs: Row[]): Row {
   };
 }
 
+/** The scenarios, by name; --only picks some. */
+const SCENARIOS: [string, () => Promise<Row>][] = [
+  [
+    `${MIB} MiB touched anonymous memory`,
+    () => scenario(`${MIB} MiB touched anonymous memory`, "bench_mem", [String(MIB)], MIB),
+  ],
+  [`${MAPS} mappings`, () => scenario(`${MAPS} mappings`, "bench_maps", [String(MAPS)])],
+  [
+    "tiny process (median of 5)",
+    async () => median(await repeat(5, () => scenario("tiny process (median of 5)", "bench_mem", ["1"]))),
+  ],
+  ["100-process tree", () => scenario("100-process tree", "bench_tree", ["100"])],
+  ["500-thread process", () => scenario("500-thread process", "threads", ["500"])],
+  ["1,000 sockets of mixed kinds", () => scenario("1,000 sockets of mixed kinds", "bench_sockets", ["1000"])],
+  [
+    "TCP connection, 4 MiB queued each way",
+    () => scenario("TCP connection, 4 MiB queued each way", "bench_tcp", ["4"], 0, ["--tcp-established"]),
+  ],
+];
+
 const rows: Row[] = [];
-rows.push(await scenario(`${MIB} MiB touched anonymous memory`, "bench_mem", [String(MIB)], MIB));
-rows.push(await scenario(`${MAPS} mappings`, "bench_maps", [String(MAPS)]));
-rows.push(median(await repeat(5, () => scenario("tiny process (median of 5)", "bench_mem", ["1"]))));
-rows.push(await scenario("100-process tree", "bench_tree", ["100"]));
-rows.push(await scenario("500-thread process", "threads", ["500"]));
+for (const [name, run] of SCENARIOS) {
+  if (ONLY.length === 0 || ONLY.some((w) => name.includes(w))) rows.push(await run());
+}
 
 const f = (x: number, d = 3) => x.toFixed(d);
 console.log(
