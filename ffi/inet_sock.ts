@@ -254,6 +254,7 @@ export function remoteName(fd: number): SocketAddress | null {
 
 function addressText(addr: SocketAddress): string {
   if (addr.family === 1) return "unix socket";
+  if (addr.family === 16) return "netlink socket";
   return addr.family === 10 ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`;
 }
 

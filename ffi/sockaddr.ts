@@ -33,7 +33,17 @@ export interface InetAddress {
   flowinfo: number;
 }
 
-export type SocketAddress = UnixAddress | InetAddress;
+/** An AF_NETLINK address: a port id (0: the kernel picks) and a bitmap of the first 32 groups. */
+export interface NetlinkAddress {
+  family: typeof AF.NETLINK;
+  portid: number;
+  groups: number;
+}
+
+/** struct sockaddr_nl: family, a pad, the port id, the groups. */
+export const SOCKADDR_NL_SIZE = 12;
+
+export type SocketAddress = UnixAddress | InetAddress | NetlinkAddress;
 
 /** Dotted quad of 4 bytes. */
 export function formatIPv4(b: Uint8Array): string {
@@ -110,6 +120,14 @@ export function encodeSockaddr(addr: SocketAddress): { bytes: Uint8Array<ArrayBu
     new DataView(bytes.buffer).setUint16(0, AF.UNIX, true);
     bytes.set(addr.name, 2);
     return { bytes, len: 2 + addr.name.length };
+  }
+  if (addr.family === AF.NETLINK) {
+    const bytes = new Uint8Array(SOCKADDR_NL_SIZE);
+    const v = new DataView(bytes.buffer);
+    v.setUint16(0, AF.NETLINK, true);
+    v.setUint32(4, addr.portid >>> 0, true);
+    v.setUint32(8, addr.groups >>> 0, true);
+    return { bytes, len: SOCKADDR_NL_SIZE };
   }
   const ip = parseIP(addr.address, addr.family);
   const size = addr.family === AF.INET ? SOCKADDR_IN_SIZE : SOCKADDR_IN6_SIZE;

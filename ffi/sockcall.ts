@@ -59,6 +59,7 @@ export function makeSocketPair(type: number): [number, number] {
 
 function addressText(addr: SocketAddress): string {
   if (addr.family === 1) return new TextDecoder().decode(addr.name).replace(/^\0/, "@");
+  if (addr.family === 16) return `netlink port ${addr.portid} groups 0x${addr.groups.toString(16)}`;
   return addr.family === 10 ? `[${addr.address}]:${addr.port}` : `${addr.address}:${addr.port}`;
 }
 
