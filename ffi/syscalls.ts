@@ -186,5 +186,8 @@ export const SIG = {
   CHLD: 17,
   CONT: 18,
   STOP: 19,
+  TSTP: 20,
+  TTIN: 21,
+  TTOU: 22,
   TRAP: 5,
 } as const;

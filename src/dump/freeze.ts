@@ -27,7 +27,12 @@ export interface FrozenTask {
   state: TaskState;
   /** Exit status for zombies (the wait status code). */
   exitCode: number;
+  /** For a stopped task, the signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU). */
+  stopSigno?: number;
 }
+
+/** The signals whose default action stops a task: a group stop names one of them. */
+const STOP_SIGNALS: ReadonlySet<number> = new Set([SIG.STOP, SIG.TSTP, SIG.TTIN, SIG.TTOU]);
 
 const MAX_SIGNAL_RETRIES = 64;
 
@@ -65,9 +70,12 @@ export class FrozenTree {
     }
   }
 
-  /** Detaches leaving every task in a group stop (SIGSTOP), as --leave-stopped asks. */
+  /**
+   * Detaches leaving every task in a group stop (SIGSTOP), as --leave-stopped asks. A task that was
+   * stopped already stays in its own stop: the detach puts it back there.
+   */
   leaveStopped(): void {
-    for (const t of this.tasks) if (t.state !== "zombie") pt.kill(t.pid, SIG.STOP);
+    for (const t of this.tasks) if (t.state === "alive") pt.kill(t.pid, SIG.STOP);
     this.resume();
   }
 
@@ -81,29 +89,57 @@ export class FrozenTree {
   }
 }
 
-/** Seizes one thread and waits until it stops; false when it ended meanwhile (it is gone, or a zombie). */
-function seizeThread(tree: FrozenTree, tid: number, log: Log): boolean {
+/**
+ * Seizes one thread and waits until it stops. Answers the signal of the group stop the thread is
+ * in (0 when it is not stopped), or null when it ended meanwhile (it is gone, or a zombie).
+ */
+function seizeThread(tree: FrozenTree, tid: number, log: Log): number | null {
   try {
     pt.seize(tid, 0);
   } catch (e) {
     // ESRCH: gone; EPERM on a task that has just become a zombie.
-    if (isSyscallError(e, "ESRCH") || (isSyscallError(e, "EPERM") && isZombie(tid))) return false;
+    if (isSyscallError(e, "ESRCH") || (isSyscallError(e, "EPERM") && isZombie(tid))) return null;
     throw e;
   }
   tree.noteSeized(tid);
   pt.interrupt(tid);
+  let groupStop = 0;
   for (let i = 0; i < MAX_SIGNAL_RETRIES; i++) {
     const st = pt.wait(tid)!;
     if (st.kind !== "stopped") {
       tree.forget(tid);
-      return false;
+      return null;
     }
-    if (st.event === pt.PTRACE_EVENT.STOP) return true;
-    // A signal was on its way in: let it be delivered, then take the pending interrupt stop.
+    if (st.event === pt.PTRACE_EVENT.STOP) {
+      // The trap of a task in a group stop carries the signal that stopped it.
+      groupStop = STOP_SIGNALS.has(st.signal) ? st.signal : 0;
+      if (!sigstopPending(tid)) return groupStop;
+      // A SIGSTOP still queued would stop our remote syscalls (it cannot be blocked): let the
+      // thread take it now, then come back to a trap.
+      pt.cont(tid, 0);
+      continue;
+    }
+    if (st.event === 0 && st.signal === SIG.STOP && groupStop !== 0) {
+      // Stopped already: a second SIGSTOP changes nothing (SIGCONT would discard it), so it is
+      // dropped rather than stopping the group a second time.
+      log.debug(`Task ${tid} is stopped and had another SIGSTOP queued; dropping it`);
+      pt.interrupt(tid);
+      pt.cont(tid, 0);
+      continue;
+    }
+    // A signal was on its way in: let it be delivered (a stop signal then makes the group stop it
+    // would have made without us), then take the pending interrupt stop.
     log.debug(`Task ${tid} had signal ${st.signal} in flight; delivering it before freezing`);
     pt.cont(tid, st.signal);
   }
   throw new DumpError(`Task ${tid} keeps receiving signals; cannot freeze it`);
+}
+
+/** Is a SIGSTOP queued for the thread or its process (/proc status SigPnd, ShdPnd)? */
+function sigstopPending(tid: number): boolean {
+  const st = readStatus(tid);
+  const bit = 1n << BigInt(SIG.STOP - 1);
+  return ((BigInt("0x" + (st.get("SigPnd") ?? "0")) | BigInt("0x" + (st.get("ShdPnd") ?? "0"))) & bit) !== 0n;
 }
 
 function isZombie(pid: number): boolean {
@@ -114,15 +150,22 @@ function isZombie(pid: number): boolean {
   }
 }
 
-/** Seizes every thread of `pid`, rescanning until its thread list is stable; null if it ended. */
-function seizeTask(tree: FrozenTree, pid: number, log: Log): number[] | null {
+/**
+ * Seizes every thread of `pid`, rescanning until its thread list is stable; null if it ended.
+ * `stopSigno` is the signal of the group stop the task is in, 0 when it runs.
+ */
+function seizeTask(tree: FrozenTree, pid: number, log: Log): { threads: number[]; stopSigno: number } | null {
   const seized = new Set<number>();
+  let stopSigno = 0;
   for (;;) {
     const fresh = listThreads(pid).filter((t) => !seized.has(t));
-    if (fresh.length === 0) return [...seized].sort((a, b) => a - b);
+    if (fresh.length === 0) return { threads: [...seized].sort((a, b) => a - b), stopSigno };
     for (const tid of fresh) {
-      if (seizeThread(tree, tid, log)) seized.add(tid);
-      else if (tid === pid) return null; // a thread that ends meanwhile is no error; the leader is
+      const stop = seizeThread(tree, tid, log);
+      if (stop !== null) {
+        seized.add(tid);
+        stopSigno ||= stop;
+      } else if (tid === pid) return null; // a thread that ends meanwhile is no error; the leader is
     }
   }
 }
@@ -187,8 +230,8 @@ export function freezeTree(rootPid: number, log: Log): FrozenTree {
           `The tree of ${rootPid} holds criu itself (process ${pid}); criu cannot dump itself`,
         );
       }
-      const threads = seizeTask(tree, pid, log);
-      if (threads === null) {
+      const seized = seizeTask(tree, pid, log);
+      if (seized === null) {
         // It ended while we froze it. Its parent is frozen already, so it waits as a zombie.
         if (pid === rootPid || !isZombie(pid)) {
           throw new DumpError(`Process ${pid} ended while being frozen`, 3);
@@ -197,7 +240,10 @@ export function freezeTree(rootPid: number, log: Log): FrozenTree {
         tree.tasks.push({ ...now, threads: [pid], ns: namespaceIds(now, [pid]) });
         continue;
       }
-      tree.tasks.push({ ...info, threads, ns: namespaceIds(info, threads) });
+      const { threads, stopSigno } = seized;
+      // What the traps said, not what /proc said before: a stop may have come in between.
+      const state: TaskState = stopSigno ? "stopped" : "alive";
+      tree.tasks.push({ ...info, state, stopSigno, threads, ns: namespaceIds(info, threads) });
       for (const tid of threads) queue.push(...listChildren(pid, tid));
     }
     const vpid = new Map(tree.tasks.map((t) => [t.pid, t.ns.pid]));

@@ -270,7 +270,7 @@ function dumpTaskCore(agent: Agent, proc: ProcFiles, task: FrozenTask, answers: 
       oomScoreAdj: readProcNumber(`/proc/${pid}/oom_score_adj`),
       sigactions: answers.sigactions,
       childSubreaper: answers.childSubreaper,
-      stopSigno: task.state === "stopped" ? 19 : undefined,
+      stopSigno: task.state === "stopped" ? task.stopSigno : undefined,
     }),
   );
 }

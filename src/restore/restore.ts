@@ -32,6 +32,7 @@ import {
   dropScratch,
   loadRegisters,
   type PendingThread,
+  restoredStopSignal,
   restoreGroup,
   restoreMemory,
   restoreTask,
@@ -43,7 +44,6 @@ import * as pt from "../../ffi/ptrace.ts";
 import { CLONE, NR, SIG } from "../../ffi/syscalls.ts";
 import { WALL } from "../../ffi/ptrace.ts";
 import { CLOCK_BOOTTIME, clockNs, processExists } from "../../ffi/process.ts";
-import { TASK_STATE } from "../dump/task.ts";
 import { KINDS } from "../images/kinds.ts";
 import { create } from "@bufbuild/protobuf";
 import { restore_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_pb.ts";
@@ -331,7 +331,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   }
   for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
     const threads = pending.get(t.entry.pid)!;
-    detachTask(threads, t.cores[0]!.core.tc!.taskState === TASK_STATE.stopped);
+    detachTask(threads, restoredStopSignal(t.cores[0]!.core.tc));
   }
   const done = performance.now();
   const result: RestoreResult = {
