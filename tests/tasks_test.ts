@@ -8,4 +8,5 @@ import { registerMatrix } from "./lib/matrix.ts";
 
 registerMatrix([
   { name: "stopped" },
+  { name: "zombie" },
 ]);

@@ -417,7 +417,7 @@ export function dumpZombie(ctx: TaskDumpContext, task: FrozenTask, ids: task_kob
         personality: 0,
         flags: 0,
         blkSigset: 0n,
-        comm: "",
+        comm: readStat(task.pid).comm,
       }),
     }),
   );

@@ -179,7 +179,7 @@ function endShortLivedTasks(
   const parents = new Set<number>();
   for (const t of tasks.filter((x) => x.zombie || x.helper)) {
     agents.get(t.entry.pid)!.thread.leave();
-    master.makeZombie(t.hostPid, t.helper ? 0 : t.cores[0]!.core.tc!.exitCode);
+    master.makeZombie(t.hostPid, t.helper ? 0 : t.cores[0]!.core.tc!.exitCode, t.cores[0]?.core.tc?.comm);
     const parent = agents.get(t.entry.ppid)!;
     if (t.helper) parent.call("wait4(helper)", NR.wait4, t.entry.pid, 0, WALL, 0);
     parents.add(t.entry.ppid);
