@@ -4,9 +4,28 @@
  * thread, the audit loginuid and membarrier registrations. Each workload checks its own state
  * after every dump and restore of the matrix.
  */
-import { registerMatrix } from "./lib/matrix.ts";
+import assert from "node:assert/strict";
+import { criu } from "./lib/harness.ts";
+import { registerMatrix, withWorkload } from "./lib/matrix.ts";
 
 registerMatrix([
   { name: "stopped" },
   { name: "zombie" },
+  { name: "sigtrap" },
 ]);
+
+for (const mode of ["pending", "pending-shared"]) {
+  Deno.test(`a dump of a task with a SIGTRAP queued (${mode}) is refused, and the SIGTRAP stays queued`, () =>
+    withWorkload({ name: "sigtrap", args: [mode] }, async (w, images) => {
+      const status = Deno.readTextFileSync(`/proc/${w.pid}/status`);
+      const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+      assert.equal(r.code, 1, `the dump was not refused:\n${r.stderr}`);
+      assert.match(r.stderr, /Cannot dump a SIGTRAP queued (for thread \d+|process-wide) of process \d+/);
+      assert.doesNotMatch(r.stderr, /^\s+at /m, "a stack trace");
+      const after = Deno.readTextFileSync(`/proc/${w.pid}/status`);
+      for (const key of ["SigPnd", "ShdPnd", "SigBlk", "SigCgt", "State"]) {
+        const line = (text: string) => text.split("\n").find((l) => l.startsWith(`${key}:`));
+        assert.equal(line(after), line(status), `${key} changed`);
+      }
+    }));
+}

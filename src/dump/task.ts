@@ -121,6 +121,25 @@ function checkSeccomp(proc: ProcFiles, pid: number, tid: number): void {
   }
 }
 
+const SIGTRAP_BIT = 1n << 4n;
+
+/**
+ * A queued SIGTRAP (one the task blocks) would be taken for the end of our own code, or merged
+ * with our trap and lost: refused, as CRIU does, before any code of ours runs in the task.
+ */
+function checkPendingTrap(proc: ProcFiles, pid: number, tid: number): void {
+  const st = proc.status(tid);
+  for (const [key, where] of [["SigPnd", `for thread ${tid}`], ["ShdPnd", "process-wide"]] as const) {
+    if (BigInt("0x" + (st.get(key) ?? "0")) & SIGTRAP_BIT) {
+      throw new UnsupportedObjectError(
+        pid,
+        `a SIGTRAP queued ${where}`,
+        "criu's own code in the task ends in traps, which a queued SIGTRAP would be confused with",
+      );
+    }
+  }
+}
+
 /** Room for a thread name with its NUL (TASK_COMM_LEN). */
 const TASK_COMM_LEN = 16;
 /** The text of a NUL-terminated buffer. */
@@ -370,7 +389,10 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   const pid = task.pid;
   const log = ctx.log;
   const proc = new ProcFiles();
-  for (const tid of task.threads) checkSeccomp(proc, pid, tid);
+  for (const tid of task.threads) {
+    checkSeccomp(proc, pid, tid);
+    checkPendingTrap(proc, pid, tid);
+  }
   // Mappings and fds are read before the agent adds its scratch area.
   const maps = readSmaps(pid);
   const vmas = collectVmas(pid, maps, ctx.table);
