@@ -12,6 +12,7 @@ registerMatrix([
   { name: "stopped" },
   { name: "zombie" },
   { name: "sigtrap" },
+  { name: "thread_timers" },
 ]);
 
 for (const mode of ["pending", "pending-shared"]) {

@@ -362,7 +362,6 @@ function restoreTaskState(agent: Agent, t: RestoreTaskImages): void {
   // Limits are set from outside: what the files left queued (dup3 to high fds) must be done.
   agent.settle();
   tc.rlimits?.rlimits.forEach((r, res) => restoreRlimit(pid, res, r.cur, r.max));
-  restoreTimers(agent, tc.timers);
   if (tc.childSubreaper) {
     agent.later("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   }
@@ -524,6 +523,8 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   const entered = hostTids.map((tid) => RemoteThread.enter(tid, agent.thread.syscallIp));
   agent.forThreads(entered, THREAD_SCRATCH, (a, i) => a.startBatch(batchOf(a, i + 1)))
     .forEach((a, i) => threads.push({ agent: a, core: others[i]!.core }));
+  // Timers last: one may notify a thread (SIGEV_THREAD_ID), which must exist by now.
+  restoreTimers(agent, tc.timers);
   // Other tasks take fds from this one from now on: nothing may be left queued.
   agent.settle();
   if (others.length) log.debug(`Task ${t.entry.pid}: threads restored`);
