@@ -5,7 +5,7 @@
  * after every dump and restore of the matrix.
  */
 import assert from "node:assert/strict";
-import { criu } from "./lib/harness.ts";
+import { CRIU, criu, criuOk, reap } from "./lib/harness.ts";
 import { registerMatrix, withWorkload } from "./lib/matrix.ts";
 
 registerMatrix([
@@ -13,6 +13,7 @@ registerMatrix([
   { name: "zombie" },
   { name: "sigtrap" },
   { name: "thread_timers" },
+  { name: "sched" },
 ]);
 
 for (const mode of ["pending", "pending-shared"]) {
@@ -30,3 +31,16 @@ for (const mode of ["pending", "pending-shared"]) {
       }
     }));
 }
+
+Deno.test("sched comes back as dumped when criu restores it at nice 6 under SCHED_BATCH", () =>
+  withWorkload({ name: "sched" }, async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    await reap(w.pid);
+    const out = await new Deno.Command("chrt", {
+      args: ["--batch", "0", "nice", "-n", "6", CRIU, "restore", "-D", images, "-d"],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  }));

@@ -413,21 +413,20 @@ function currentGroup(pid: number): number {
 
 const SCHED_RESET_ON_FORK = 0x40000000;
 
-/** Scheduling policy, real-time priority and nice value of the calling thread. */
+/**
+ * Scheduling policy, real-time priority and nice value of the calling thread: always set, even to
+ * the defaults, since a puppet has what criu had (`nice criu restore`) or the thread it was cloned from.
+ */
 function schedulingCalls(agent: Agent, policy: number, prio: number, nice: number): BatchCall[] {
-  const calls: BatchCall[] = [];
-  if (policy !== 0) {
-    const param = agent.alloc(4, new Uint8Array(new Int32Array([prio]).buffer));
-    calls.push({
-      name: "sched_setscheduler",
+  const param = agent.alloc(4, new Uint8Array(new Int32Array([prio]).buffer));
+  return [
+    {
+      name: `sched_setscheduler(${policy & ~SCHED_RESET_ON_FORK}, ${prio})`,
       nr: NR.sched_setscheduler,
       args: [0, policy & ~SCHED_RESET_ON_FORK, param],
-    });
-  }
-  if (nice !== 0) {
-    calls.push({ name: "setpriority", nr: NR.setpriority, args: [0, /* PRIO_PROCESS */ 0, nice] });
-  }
-  return calls;
+    },
+    { name: `setpriority(${nice})`, nr: NR.setpriority, args: [/* PRIO_PROCESS */ 0, 0, nice] },
+  ];
 }
 
 /** Per-thread state set from inside the thread itself. */
