@@ -5,6 +5,8 @@ import { ERRNO } from "./errors.ts";
 const NR_PRLIMIT64 = 302;
 const NR_GET_ROBUST_LIST = 274;
 const NR_KCMP = 312;
+const NR_MEMBARRIER = 324;
+const MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9;
 const NR_GETPRIORITY = 140;
 const NR_SCHED_GETPARAM = 143;
 const NR_SCHED_GETSCHEDULER = 145;
@@ -125,4 +127,20 @@ export function signalIgnored(signal: number): boolean {
     libc.syscall(BigInt(NR_RT_SIGACTION), BigInt(signal), 0n, addressOf(old), 8n, 0n, 0n),
   );
   return old[0] === SIG_IGN;
+}
+
+let membarrierRegistrations: boolean | undefined;
+
+/** Can a process tell its membarrier registrations (MEMBARRIER_CMD_GET_REGISTRATIONS, Linux 6.3)? */
+export function canGetMembarrierRegistrations(): boolean {
+  membarrierRegistrations ??= libc.syscall(
+    BigInt(NR_MEMBARRIER),
+    BigInt(MEMBARRIER_CMD_GET_REGISTRATIONS),
+    0n,
+    0n,
+    0n,
+    0n,
+    0n,
+  ) >= 0n;
+  return membarrierRegistrations;
 }

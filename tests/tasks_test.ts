@@ -14,6 +14,8 @@ registerMatrix([
   { name: "sigtrap" },
   { name: "thread_timers" },
   { name: "sched" },
+  { name: "loginuid" },
+  { name: "membarrier" },
 ]);
 
 for (const mode of ["pending", "pending-shared"]) {

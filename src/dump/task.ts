@@ -31,12 +31,17 @@ import {
   readStat,
   readStatus,
 } from "../../ffi/proc.ts";
-import { getRobustList, RLIMIT_COUNT, schedulingOf } from "../../ffi/process.ts";
-import { NR, O, PR } from "../../ffi/syscalls.ts";
+import {
+  canGetMembarrierRegistrations,
+  getRobustList,
+  RLIMIT_COUNT,
+  schedulingOf,
+} from "../../ffi/process.ts";
+import { MEMBARRIER, NR, O, PR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 import { UnsupportedObjectError } from "../errors.ts";
 import { classify, type DumpedVma, scanPages, VMA } from "../objects/memory.ts";
-import { credsQuery } from "../objects/creds.ts";
+import { credsQuery, readLoginuid } from "../objects/creds.ts";
 import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../objects/signals.ts";
 import { dumpTimers, itimersQuery } from "../objects/timers.ts";
 import { applyRestart, threadInfoFromCpu } from "../objects/cpu.ts";
@@ -245,7 +250,11 @@ function leaveAll(threads: readonly RemoteThread[]): void {
 /** What only the task can tell about itself and its memory, asked in one batch. */
 function askTask(agent: Agent) {
   agent.reset();
-  const [childSub, itimers, sigactions, brk, dumpable, thp] = agent.ask([
+  // The registrations are asked only of a kernel that can tell them: a failed call ends the batch.
+  const membarrier = canGetMembarrierRegistrations()
+    ? agent.resultQuery("membarrier(GET_REGISTRATIONS)", NR.membarrier, MEMBARRIER.GET_REGISTRATIONS, 0, 0)
+    : { calls: [], answer: () => 0n };
+  const [childSub, itimers, sigactions, brk, dumpable, thp, registrations] = agent.ask([
     agent.fetchQuery(
       "prctl(PR_GET_CHILD_SUBREAPER)",
       4,
@@ -256,6 +265,7 @@ function askTask(agent: Agent) {
     agent.resultQuery("brk", NR.brk, 0),
     agent.resultQuery("prctl(PR_GET_DUMPABLE)", NR.prctl, PR.GET_DUMPABLE, 0, 0, 0, 0),
     agent.resultQuery("prctl(PR_GET_THP_DISABLE)", NR.prctl, PR.GET_THP_DISABLE, 0, 0, 0, 0),
+    membarrier,
   ]);
   return {
     childSubreaper: int32At(childSub) !== 0,
@@ -264,6 +274,7 @@ function askTask(agent: Agent) {
     brk: BigInt.asUintN(64, brk),
     dumpable: Number(dumpable),
     thpDisabled: thp !== 0n,
+    membarrierRegistrations: Number(registrations),
   };
 }
 
@@ -285,11 +296,12 @@ function dumpTaskCore(agent: Agent, proc: ProcFiles, task: FrozenTask, answers: 
         rlimits: readLimits(pid).slice(0, RLIMIT_COUNT).map((l) => create(rlimit_entrySchema, l)),
       }),
       signalsS: dumpPendingSignals(pid, true),
-      loginuid: readProcNumber(`/proc/${pid}/loginuid`),
+      loginuid: readLoginuid(pid),
       oomScoreAdj: readProcNumber(`/proc/${pid}/oom_score_adj`),
       sigactions: answers.sigactions,
       childSubreaper: answers.childSubreaper,
       stopSigno: task.state === "stopped" ? task.stopSigno : undefined,
+      membarrierRegistrationMask: answers.membarrierRegistrations || undefined,
     }),
   );
 }

@@ -34,6 +34,7 @@ import {
   alreadyHas,
   credsCalls,
   restoreBoundingSet,
+  restoreLoginuid,
   sameCreds,
   sameIds,
   securebits,
@@ -362,10 +363,23 @@ function restoreTaskState(agent: Agent, t: RestoreTaskImages): void {
   // Limits are set from outside: what the files left queued (dup3 to high fds) must be done.
   agent.settle();
   tc.rlimits?.rlimits.forEach((r, res) => restoreRlimit(pid, res, r.cur, r.max));
+  restoreLoginuid(agent, t.entry.pid, tc.loginuid);
+  restoreMembarrier(agent, tc.membarrierRegistrationMask ?? 0);
   if (tc.childSubreaper) {
     agent.later("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   }
   if (tc.oomScoreAdj !== undefined) writeProc(pid, "oom_score_adj", String(tc.oomScoreAdj));
+}
+
+/**
+ * membarrier registrations belong to the address space: one call per registered command
+ * (MEMBARRIER_CMD_REGISTER_*), each a bit of the dumped mask, as CRIU restores them.
+ */
+function restoreMembarrier(agent: Agent, mask: number): void {
+  for (let bit = 0; bit < 32; bit++) {
+    const cmd = (1 << bit) >>> 0;
+    if (mask & cmd) agent.later(`membarrier(register ${cmd})`, NR.membarrier, cmd, 0, 0);
+  }
 }
 
 /**
