@@ -16,6 +16,7 @@ registerMatrix([
   { name: "sched" },
   { name: "loginuid" },
   { name: "membarrier" },
+  { name: "novdso" },
 ]);
 
 for (const mode of ["pending", "pending-shared"]) {

@@ -21,6 +21,7 @@ import { rlimit_entrySchema } from "../images/gen/rlimit_pb.ts";
 import { rseq_entrySchema } from "../images/gen/rseq_pb.ts";
 import type { fdinfo_entry } from "../images/gen/fdinfo_pb.ts";
 import * as pt from "../../ffi/ptrace.ts";
+import { readMemory } from "../../ffi/memory.ts";
 import { findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
 import {
   listFds,
@@ -389,12 +390,38 @@ function dumpFs(proc: ProcFiles, pid: number, table: FileTable): fs_entry {
   });
 }
 
-function vdsoSyscall(pid: number, maps: readonly MapsEntry[]): bigint {
+/** Bytes of a mapping read at a time while looking for a `syscall` instruction. */
+const SCAN_CHUNK = 64 * 1024;
+
+/**
+ * Where our remote syscalls run: a `syscall` instruction (0f 05) already in the task, which is left
+ * unchanged. The vDSO has several. A task that unmapped its vDSO still has code that makes
+ * syscalls (libc's): any two bytes 0f 05 in an executable mapping decode as one when jumped to.
+ */
+function syscallInstruction(pid: number, maps: readonly MapsEntry[]): bigint {
   const vdso = maps.find((m) => m.path === "[vdso]");
-  if (!vdso) {
-    throw new UnsupportedObjectError(pid, "its address space", "it has no [vdso] to run syscalls from");
+  if (vdso) return findSyscallInstruction(pid, vdso.start, vdso.end);
+  for (const m of maps) {
+    if (m.perms[0] !== "r" || m.perms[2] !== "x") continue; // execute-only cannot be read
+    for (let at = m.start; at < m.end; at += BigInt(SCAN_CHUNK)) {
+      // One byte more than a chunk, so that an instruction across two chunks is seen.
+      const end = at + BigInt(SCAN_CHUNK + 1) < m.end ? at + BigInt(SCAN_CHUNK + 1) : m.end;
+      let bytes: Uint8Array;
+      try {
+        bytes = readMemory(pid, at, Number(end - at));
+      } catch {
+        break; // a hole in a file mapping past the file's end: the next mapping
+      }
+      for (let i = 0; i + 1 < bytes.length; i++) {
+        if (bytes[i] === 0x0f && bytes[i + 1] === 0x05) return at + BigInt(i);
+      }
+    }
   }
-  return findSyscallInstruction(pid, vdso.start, vdso.end);
+  throw new UnsupportedObjectError(
+    pid,
+    "its address space",
+    "it has neither a [vdso] nor any executable code holding a syscall instruction to run criu's syscalls from",
+  );
 }
 
 export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_ids_entry): DumpedTask {
@@ -410,7 +437,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   const vmas = collectVmas(pid, maps, ctx.table);
   log.debug(`Task ${pid}: ${vmas.length} areas, ${vmas.reduce((n, v) => n + v.runs.length, 0)} page runs`);
   const fds = listFds(pid);
-  const ip = vdsoSyscall(pid, maps);
+  const ip = syscallInstruction(pid, maps);
   const agent = Agent.enter(pid, pid, ip);
   try {
     const out: DumpedTask = { pid, imagePid: task.ns.pid, vmas, ids, fdinfos: [] };

@@ -120,6 +120,24 @@ function clearAddressSpace(
   return live.filter(isSpecial);
 }
 
+/**
+ * A task that had unmapped its vDSO (or its vvar pages) gets none back: the puppet's are unmapped.
+ * Answers the special areas left to move into place.
+ */
+function dropSpecialsNotDumped(
+  agent: Agent,
+  live: ReturnType<typeof readMaps>,
+  dumped: readonly vma_entry[],
+): ReturnType<typeof readMaps> {
+  const hasVdso = dumped.some((e) => e.status & VMA.VDSO);
+  const hasVvar = dumped.some((e) => e.status & VMA.VVAR);
+  return live.filter((m) => {
+    const wanted = m.path === "[vdso]" ? hasVdso : hasVvar;
+    if (!wanted) agent.call(`munmap(${m.path})`, NR.munmap, m.start, m.end - m.start);
+    return wanted;
+  });
+}
+
 function openForMapping(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): bigint {
   if (e.status & VMA.ANON_SHARED) return openSharedObject(ctx, agent, e);
   if (!(e.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))) return -1n;
@@ -213,7 +231,11 @@ export function restoreMemory(
   const inherited = parent?.mm
     ? inheritedAreas(mm.vmas, parent.mm.vmas, readMaps(agent.pid), files)
     : new Set<vma_entry>();
-  const specials = clearAddressSpace(agent, ctx.master.scratch, inherited);
+  const specials = dropSpecialsNotDumped(
+    agent,
+    clearAddressSpace(agent, ctx.master.scratch, inherited),
+    mm.vmas,
+  );
   const parking = findFreeArea(
     specials.reduce((n, s) => n + (s.end - s.start), 0n),
     [...mm.vmas, ...specials, {
