@@ -12,7 +12,6 @@ const NR_SCHED_GETPARAM = 143;
 const NR_SCHED_GETSCHEDULER = 145;
 const PRIO_PROCESS = 0;
 /** A flag sched_getscheduler() adds to the policy; the policy itself is below it. */
-const SCHED_RESET_ON_FORK = 0x40000000;
 const KCMP_FILE = 0;
 const NR_RT_SIGACTION = 13;
 const SIG_IGN = 1n;
@@ -59,6 +58,7 @@ export function getRobustList(tid: number): { head: bigint; len: number } {
 /**
  * A thread's scheduling: nice value, policy and real-time priority, asked of the kernel directly
  * (three syscalls cost less than reading and parsing /proc/TID/stat for the same three numbers).
+ * The policy keeps its SCHED_RESET_ON_FORK flag, as CRIU's images do.
  */
 export function schedulingOf(tid: number): { nice: number; policy: number; prio: number } {
   const t = BigInt(tid);
@@ -73,7 +73,7 @@ export function schedulingOf(tid: number): { nice: number; policy: number; prio:
   );
   const param = new Int32Array(1);
   callBig("sched_getparam", libc.syscall(BigInt(NR_SCHED_GETPARAM), t, addressOf(param), 0n, 0n, 0n, 0n));
-  return { nice: 20 - Number(priority), policy: Number(policy) & ~SCHED_RESET_ON_FORK, prio: param[0]! };
+  return { nice: 20 - Number(priority), policy: Number(policy), prio: param[0]! };
 }
 
 /** Do two fds (of the same or different processes) refer to the same open file description? */

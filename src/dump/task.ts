@@ -146,6 +146,19 @@ function checkPendingTrap(proc: ProcFiles, pid: number, tid: number): void {
   }
 }
 
+const SCHED_DEADLINE = 6;
+
+/** SCHED_DEADLINE has parameters sched_setscheduler cannot set, and images no room for them. */
+function checkScheduling(pid: number, tid: number, policy: number): void {
+  if ((policy & 0xff) === SCHED_DEADLINE) {
+    throw new UnsupportedObjectError(
+      pid,
+      `the SCHED_DEADLINE policy of thread ${tid}`,
+      "it cannot be restored",
+    );
+  }
+}
+
 /** Room for a thread name with its NUL (TASK_COMM_LEN). */
 const TASK_COMM_LEN = 16;
 /** The text of a NUL-terminated buffer. */
@@ -169,6 +182,7 @@ function startThread(agent: Agent, proc: ProcFiles, tid: number): () => ThreadSt
   applyRestart(regs);
   const xstate = pt.getXstate(tid);
   const sched = schedulingOf(tid);
+  checkScheduling(agent.pid, tid, sched.policy);
   const robust = getRobustList(tid);
   const signalsP = dumpPendingSignals(tid, false);
   const rseqEntry = dumpRseq(tid);

@@ -9,6 +9,7 @@
  *   T4    SCHED_IDLE (nice 5 set before)
  *   T5    SCHED_OTHER, nice 0 (made after main took nice 3, so it is set, not inherited)
  *   T6    SCHED_OTHER, nice -4
+ *   T7    SCHED_RR | SCHED_RESET_ON_FORK, priority 5 (the flag must stay)
  *
  * The threads only sleep (real-time ones must not hog a CPU). Each one is set
  * from the main thread by its tid; after SIGTERM sched_getscheduler,
@@ -28,7 +29,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#define NTHREADS 7
+#define NTHREADS 8
 
 struct want {
 	const char *name;
@@ -38,7 +39,7 @@ struct want {
 static const struct want wants[NTHREADS] = {
 	{ "main", SCHED_OTHER, 0, 3 },	{ "T1", SCHED_FIFO, 10, 0 }, { "T2", SCHED_RR, 20, 0 },
 	{ "T3", SCHED_BATCH, 0, 7 },	{ "T4", SCHED_IDLE, 0, 5 },   { "T5", SCHED_OTHER, 0, 0 },
-	{ "T6", SCHED_OTHER, 0, -4 },
+	{ "T6", SCHED_OTHER, 0, -4 },	{ "T7", SCHED_RR | SCHED_RESET_ON_FORK, 5, 0 },
 };
 static atomic_int tids[NTHREADS];
 
