@@ -5,7 +5,7 @@
  * after every dump and restore of the matrix.
  */
 import assert from "node:assert/strict";
-import { CRIU, criu, criuOk, reap } from "./lib/harness.ts";
+import { CRIU, criu, criuOk, reap, sleep, waitFor } from "./lib/harness.ts";
 import { registerMatrix, withWorkload } from "./lib/matrix.ts";
 
 registerMatrix([
@@ -47,3 +47,35 @@ Deno.test("sched comes back as dumped when criu restores it at nice 6 under SCHE
     }).output();
     assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
   }));
+
+/** Every thread of `pid` is in state T (stopped). */
+function allStopped(pid: number): boolean {
+  const tids = [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => e.name);
+  return tids.every((tid) => {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/stat`);
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "T";
+  });
+}
+
+for (const leaveRunning of [false, true]) {
+  Deno.test(
+    `a stopped process with threads, dumped as the root${
+      leaveRunning ? " with -R" : ""
+    }, stays stopped until SIGCONT`,
+    () =>
+      withWorkload({ name: "threads", args: ["4"] }, async (w, images) => {
+        Deno.kill(w.pid, "SIGSTOP");
+        await waitFor("the threads to stop", () => allStopped(w.pid));
+        if (leaveRunning) {
+          await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+        } else {
+          await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+          await reap(w.pid);
+          await criuOk(["restore", "-D", images, "-d"]);
+        }
+        await sleep(200); // a task let run by mistake would show it by now
+        assert.ok(allStopped(w.pid), "not every thread is stopped");
+        Deno.kill(w.pid, "SIGCONT");
+      }),
+  );
+}
