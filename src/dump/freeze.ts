@@ -103,22 +103,26 @@ function seizeThread(tree: FrozenTree, tid: number, log: Log): number | null {
   }
   tree.noteSeized(tid);
   pt.interrupt(tid);
-  let groupStop = 0;
+  const stop = waitForTrap(tid, 0, log);
+  if (stop === null) tree.forget(tid);
+  // A stopped task may have more SIGSTOPs queued (sent while it was stopped); they would stop our
+  // remote syscalls (SIGSTOP cannot be blocked). /proc is asked only then: it costs a running
+  // thread more than its whole seize.
+  if (stop && sigstopPending(tid)) return takeQueuedSigstop(tree, tid, stop, log);
+  return stop;
+}
+
+/**
+ * Waits for the interrupt trap of a thread just resumed (or interrupted), delivering the signals
+ * that come first. Answers the signal of the group stop it is in (0: none), or null if it ended.
+ * `groupStop` is what an earlier trap said, for a SIGSTOP that comes in a stopped task.
+ */
+function waitForTrap(tid: number, groupStop: number, log: Log): number | null {
   for (let i = 0; i < MAX_SIGNAL_RETRIES; i++) {
     const st = pt.wait(tid)!;
-    if (st.kind !== "stopped") {
-      tree.forget(tid);
-      return null;
-    }
-    if (st.event === pt.PTRACE_EVENT.STOP) {
-      // The trap of a task in a group stop carries the signal that stopped it.
-      groupStop = STOP_SIGNALS.has(st.signal) ? st.signal : 0;
-      if (!sigstopPending(tid)) return groupStop;
-      // A SIGSTOP still queued would stop our remote syscalls (it cannot be blocked): let the
-      // thread take it now, then come back to a trap.
-      pt.cont(tid, 0);
-      continue;
-    }
+    if (st.kind !== "stopped") return null;
+    // The trap of a task in a group stop carries the signal that stopped it.
+    if (st.event === pt.PTRACE_EVENT.STOP) return STOP_SIGNALS.has(st.signal) ? st.signal : 0;
     if (st.event === 0 && st.signal === SIG.STOP && groupStop !== 0) {
       // Stopped already: a second SIGSTOP changes nothing (SIGCONT would discard it), so it is
       // dropped rather than stopping the group a second time.
@@ -133,6 +137,24 @@ function seizeThread(tree: FrozenTree, tid: number, log: Log): number | null {
     pt.cont(tid, st.signal);
   }
   throw new DumpError(`Task ${tid} keeps receiving signals; cannot freeze it`);
+}
+
+/**
+ * Lets a trapped thread take the SIGSTOPs queued for it or its process, and brings it back to a
+ * trap: in a stopped task they are dropped, in a running one the first stops the group as it
+ * would have without us. Answers the group stop's signal.
+ */
+function takeQueuedSigstop(tree: FrozenTree, tid: number, groupStop: number, log: Log): number {
+  let stop: number | null = groupStop;
+  for (let i = 0; i < MAX_SIGNAL_RETRIES && stop !== null && sigstopPending(tid); i++) {
+    pt.cont(tid, 0);
+    stop = waitForTrap(tid, stop, log);
+  }
+  if (stop === null) {
+    tree.forget(tid);
+    throw new DumpError(`Task ${tid} ended while being frozen`, 3);
+  }
+  return stop;
 }
 
 /** Is a SIGSTOP queued for the thread or its process (/proc status SigPnd, ShdPnd)? */
@@ -166,6 +188,11 @@ function seizeTask(tree: FrozenTree, pid: number, log: Log): { threads: number[]
         seized.add(tid);
         stopSigno ||= stop;
       } else if (tid === pid) return null; // a thread that ends meanwhile is no error; the leader is
+    }
+    // A running task may have a SIGSTOP on its way in, mostly process-wide: asked once, of the
+    // leader (its own queue and the process's).
+    if (fresh.includes(pid) && stopSigno === 0 && sigstopPending(pid)) {
+      stopSigno = takeQueuedSigstop(tree, pid, 0, log);
     }
   }
 }
