@@ -5,7 +5,20 @@
  * after every dump and restore of the matrix.
  */
 import assert from "node:assert/strict";
-import { CRIU, criu, criuOk, reap, sleep, waitFor } from "./lib/harness.ts";
+import { spawn } from "../ffi/spawn.ts";
+import {
+  CRIU,
+  criu,
+  criuOk,
+  descendants,
+  exists,
+  killTree,
+  reap,
+  sleep,
+  tempDir,
+  waitFor,
+  workloadBin,
+} from "./lib/harness.ts";
 import { registerMatrix, withWorkload } from "./lib/matrix.ts";
 
 registerMatrix([
@@ -79,3 +92,51 @@ for (const leaveRunning of [false, true]) {
       }),
   );
 }
+
+Deno.test("timers notifying a thread come back in a tree that is the init of its own PID namespace", async () => {
+  const dir = tempDir();
+  const result = `${dir}/thread_timers.result`;
+  // unshare forks the workload as pid 1 of a new namespace and waits for it, outside the tree.
+  const launcher = spawn("/usr/bin/unshare", [
+    "unshare",
+    "--pid",
+    "--fork",
+    await workloadBin("thread_timers"),
+    result,
+  ], {
+    setsid: true,
+  });
+  let init = 0;
+  try {
+    await waitFor("thread_timers to be ready", () => exists(`${result}.ready`) || exists(result));
+    init = descendants(launcher)[0] ?? 0;
+    assert.ok(
+      init > 0,
+      `no namespace init under unshare: ${exists(result) ? Deno.readTextFileSync(result) : ""}`,
+    );
+    const tree = [init, ...descendants(init)];
+    // Its session is unshare's, outside the tree: a shell job.
+    await criuOk(["dump", "-t", `${init}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
+    for (const pid of [...tree, launcher]) await reap(pid);
+    await criuOk([
+      "restore",
+      "-D",
+      dir,
+      "-d",
+      "-j",
+      "--pidfile",
+      `${dir}/restored.pid`,
+      "-o",
+      "restore.log",
+      "-v4",
+    ]);
+    init = Number(Deno.readTextFileSync(`${dir}/restored.pid`).trim());
+    Deno.kill(init, "SIGTERM");
+    await waitFor("the verdict", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"));
+    assert.equal(Deno.readTextFileSync(result).trim(), "PASS");
+  } finally {
+    await killTree(init);
+    await killTree(launcher);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

@@ -306,7 +306,12 @@ function dumpTaskCore(agent: Agent, proc: ProcFiles, task: FrozenTask, answers: 
       flags: Number(proc.stat(pid).field(9)),
       blkSigset: agent.thread.savedMask,
       comm: proc.stat(pid).comm,
-      timers: dumpTimers(agent, pid, answers.itimers),
+      timers: dumpTimers(
+        agent,
+        pid,
+        answers.itimers,
+        (tid) => task.ns.threads[task.threads.indexOf(tid)] ?? tid,
+      ),
       rlimits: create(task_rlimits_entrySchema, {
         rlimits: readLimits(pid).slice(0, RLIMIT_COUNT).map((l) => create(rlimit_entrySchema, l)),
       }),
