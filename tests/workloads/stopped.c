@@ -6,8 +6,11 @@
  *   root ─┬─ A        stopped itself with SIGSTOP
  *         ├─ B        3 threads, own process group, stopped itself with SIGTSTP
  *         ├─ C        stopped with SIGSTOP, then sent two more SIGSTOPs (queued)
- *         └─ D ── E   D: own group, stopped itself with SIGTSTP after it
- *                     stopped its child E with SIGSTOP
+ *         ├─ D ── E   D: own group, stopped itself with SIGTSTP after it
+ *         │           stopped its child E with SIGSTOP
+ *         └─ F        stopped by the root with SIGSTOP while blocked in read()
+ *                     on a pipe: the read must go on after SIGCONT and get
+ *                     the byte the root writes just before it
  *
  * B and D lead groups whose parent (root) is in another group of the same
  * session, so SIGTSTP stops them (an orphaned group would ignore it).
@@ -42,9 +45,9 @@
 #include <time.h>
 #include <unistd.h>
 
-enum { A, B, C, D, E, NPROC };
-static const char *const names[NPROC] = { "A", "B", "C", "D", "E" };
-static const int stop_signal[NPROC] = { SIGSTOP, SIGTSTP, SIGSTOP, SIGTSTP, SIGSTOP };
+enum { A, B, C, D, E, F, NPROC };
+static const char *const names[NPROC] = { "A", "B", "C", "D", "E", "F" };
+static const int stop_signal[NPROC] = { SIGSTOP, SIGTSTP, SIGSTOP, SIGTSTP, SIGSTOP, SIGSTOP };
 #define B_THREADS 3
 #define DEADLINE_NS (20LL * 1000 * 1000 * 1000)
 
@@ -57,6 +60,7 @@ struct shared {
 	char e_failure[512];
 };
 static struct shared *sh;
+static int f_pipe[2];
 
 static void pause_ms(int ms)
 {
@@ -241,6 +245,17 @@ static void child_d(void)
 	_exit(0);
 }
 
+static void child_f(void)
+{
+	char c = 0;
+
+	close(f_pipe[1]);
+	if (read(f_pipe[0], &c, 1) != 1 || c != 'x')
+		_exit(6);
+	count_until_finish(F);
+	_exit(0);
+}
+
 static pid_t spawn(int p, void (*body)(void))
 {
 	pid_t pid = fork();
@@ -276,12 +291,18 @@ int main(int argc, char **argv)
 		wl_die("mmap");
 	memset(sh, 0, sizeof(*sh));
 
+	if (pipe(f_pipe))
+		wl_die("pipe");
+	spawn(F, child_f);
+	close(f_pipe[0]);
+	pause_ms(50); /* F blocks in read() */
+	kill(sh->pid[F], SIGSTOP);
 	spawn(A, body_a);
 	spawn(B, child_b);
 	spawn(C, body_c);
 	spawn(D, child_d);
-	for (int p = A; p <= D; p++)
-		if (!wait_stopped(sh->pid[p])) {
+	for (int p = A; p < NPROC; p++)
+		if (p != E && !wait_stopped(sh->pid[p])) {
 			end_children();
 			wl_die("setup: %s did not stop", names[p]);
 		}
@@ -289,7 +310,8 @@ int main(int argc, char **argv)
 	/* C is stopped already: these stay queued until SIGCONT discards them. */
 	kill(sh->pid[C], SIGSTOP);
 	kill(sh->pid[C], SIGSTOP);
-	wl_log("A %d, B %d, C %d, D %d, E %d", sh->pid[A], sh->pid[B], sh->pid[C], sh->pid[D], sh->pid[E]);
+	wl_log("A %d, B %d, C %d, D %d, E %d, F %d", sh->pid[A], sh->pid[B], sh->pid[C], sh->pid[D], sh->pid[E],
+	       sh->pid[F]);
 	wl_ready();
 	wl_wait();
 
@@ -297,6 +319,9 @@ int main(int argc, char **argv)
 	check_stopped_child(B, B_THREADS, root_fail);
 	check_stopped_child(C, 1, root_fail);
 	check_stopped_child(D, 1, root_fail);
+	if (write(f_pipe[1], "x", 1) != 1)
+		wl_fail("write to F's pipe: %s", strerror(errno));
+	check_stopped_child(F, 1, root_fail);
 	{
 		int64_t end = wl_now_ns() + DEADLINE_NS;
 
@@ -306,7 +331,9 @@ int main(int argc, char **argv)
 			wl_fail("D about E: %s", sh->e_failure[0] ? sh->e_failure : "no verdict");
 	}
 	end_children();
-	for (int p = A; p <= D; p++) {
+	for (int p = A; p < NPROC; p++) {
+		if (p == E)
+			continue;
 		if (waitpid(sh->pid[p], &status, 0) != sh->pid[p])
 			wl_fail("waitpid %s: %s", names[p], strerror(errno));
 		else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
