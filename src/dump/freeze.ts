@@ -128,13 +128,13 @@ function waitForTrap(tid: number, groupStop: number, log: Log): number | null {
       // dropped rather than stopping the group a second time.
       log.debug(`Task ${tid} is stopped and had another SIGSTOP queued; dropping it`);
       pt.interrupt(tid);
-      pt.cont(tid, 0);
+      resume(tid, 0);
       continue;
     }
     // A signal was on its way in: let it be delivered (a stop signal then makes the group stop it
     // would have made without us), then take the pending interrupt stop.
     log.debug(`Task ${tid} had signal ${st.signal} in flight; delivering it before freezing`);
-    pt.cont(tid, st.signal);
+    resume(tid, st.signal);
   }
   throw new DumpError(`Task ${tid} keeps receiving signals; cannot freeze it`);
 }
@@ -147,7 +147,7 @@ function waitForTrap(tid: number, groupStop: number, log: Log): number | null {
 function takeQueuedSigstop(tree: FrozenTree, tid: number, groupStop: number, log: Log): number {
   let stop: number | null = groupStop;
   for (let i = 0; i < MAX_SIGNAL_RETRIES && stop !== null && sigstopPending(tid); i++) {
-    pt.cont(tid, 0);
+    resume(tid, 0);
     stop = waitForTrap(tid, stop, log);
   }
   if (stop === null) {
@@ -155,6 +155,18 @@ function takeQueuedSigstop(tree: FrozenTree, tid: number, groupStop: number, log
     throw new DumpError(`Task ${tid} ended while being frozen`, 3);
   }
   return stop;
+}
+
+/**
+ * Resumes a thread from a ptrace stop. A SIGKILL may have taken it out of the stop meanwhile (its
+ * parent killing it as we froze it): ptrace then answers ESRCH, and the next wait sees it end.
+ */
+function resume(tid: number, signal: number): void {
+  try {
+    pt.cont(tid, signal);
+  } catch (e) {
+    if (!isSyscallError(e, "ESRCH")) throw e;
+  }
 }
 
 /** Is a SIGSTOP queued for the thread or its process (/proc status SigPnd, ShdPnd)? */
