@@ -21,6 +21,7 @@ import { Regs } from "./structs.ts";
 import { readMemory } from "./memory.ts";
 
 const SIGTRAP = 5;
+const SIGSTOP = 19;
 /**
  * The mask a thread has while we run code in it: every signal but SIGTRAP. Our own traps (int3,
  * single steps) are forced SIGTRAPs, and the kernel resets the handler of a forced signal that is
@@ -203,7 +204,13 @@ export class RemoteThread {
         resume();
         continue;
       }
-      // Only SIGKILL/SIGSTOP/SIGTRAP escape the blocked mask; anything else is a bug worth reporting.
+      if (st.event === 0 && st.signal === SIGSTOP) {
+        // Someone stopped the task while we ran code in it (SIGSTOP cannot be blocked): the stop
+        // takes effect, so the task stays stopped once we let it go, and its trap above goes on.
+        pt.cont(this.tid, SIGSTOP);
+        continue;
+      }
+      // Only SIGKILL, SIGSTOP and SIGTRAP escape the agent's mask; anything else is a bug worth reporting.
       throw new SyscallError(
         "remote syscall",
         ERRNO.EINTR,

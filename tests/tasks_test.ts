@@ -140,3 +140,14 @@ Deno.test("timers notifying a thread come back in a tree that is the init of its
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("a SIGSTOP sent while the tree is frozen stops the task, and the dump goes on", () =>
+  // The network-lock script runs once the tree is frozen and before any code of ours runs in it
+  // (a tree in a network namespace of its own): the SIGSTOP waits there for our first trap.
+  withWorkload({ name: "netns" }, async (w, images) => {
+    const script = `[ "$CRTOOLS_SCRIPT_ACTION" = network-lock ] && kill -STOP ${w.pid}; exit 0`;
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-R", "--action-script", script]);
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor("the task to stop", () => allStopped(w.pid));
+    Deno.kill(w.pid, "SIGCONT");
+  }));
