@@ -81,7 +81,7 @@ int main(int argc, char **argv)
 	raise(SIGUSR1);
 	WL_CHECK(atomic_load(&handled) == 1, "SIGUSR1 handled %d times", atomic_load(&handled));
 	turns = atomic_load(&thread_turns);
-	for (int i = 0; i < 200 && atomic_load(&thread_turns) == turns; i++)
+	for (int i = 0; i < 2000 && atomic_load(&thread_turns) == turns; i++)
 		usleep(5000);
 	WL_CHECK(atomic_load(&thread_turns) > turns, "the thread no longer runs");
 	wl_finish();
