@@ -75,8 +75,10 @@ export class FrozenTree {
    * stopped already stays in its own stop: the detach puts it back there.
    */
   leaveStopped(): void {
-    for (const t of this.tasks) if (t.state === "alive") pt.kill(t.pid, SIG.STOP);
+    const alive = this.tasks.filter((t) => t.state === "alive").map((t) => t.pid);
+    for (const pid of alive) pt.kill(pid, SIG.STOP);
     this.resume();
+    waitUntilStopped(alive, this.log);
   }
 
   /** Kills every task of the tree and collects the tracer's notifications. */
@@ -86,6 +88,36 @@ export class FrozenTree {
     for (const t of this.tasks) if (t.state !== "zombie") pt.kill(t.pid, SIG.KILL);
     const left = pt.reapAll(this.#seized);
     if (left.length) this.log.warn(`Tasks ${left.join(", ")} did not end after SIGKILL`);
+  }
+}
+
+/** How long a task let go with a stop signal may take to show it is stopped. */
+const STOP_TIMEOUT_MS = 2000;
+
+/**
+ * Waits until every task of `pids` is in state T. A stop signal sent before the detach takes
+ * effect once the task runs again, which a loaded machine may delay: whoever looks right after
+ * criu returns must find the tasks stopped. A task that ends meanwhile is no longer waited for.
+ */
+export function waitUntilStopped(pids: readonly number[], log: Log): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + STOP_TIMEOUT_MS;
+  let left = [...pids];
+  while (left.length) {
+    left = left.filter((pid) => {
+      try {
+        const state = readStat(pid).state;
+        return state !== "T" && state !== "Z";
+      } catch {
+        return false; // gone
+      }
+    });
+    if (left.length === 0) return;
+    if (Date.now() > deadline) {
+      log.warn(`Tasks ${left.join(", ")} are not stopped yet`);
+      return;
+    }
+    Atomics.wait(pause, 0, 0, 1);
   }
 }
 

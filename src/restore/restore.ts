@@ -45,6 +45,7 @@ import { CLONE, NR, SIG } from "../../ffi/syscalls.ts";
 import { WALL } from "../../ffi/ptrace.ts";
 import { CLOCK_BOOTTIME, clockNs, processExists } from "../../ffi/process.ts";
 import { KINDS } from "../images/kinds.ts";
+import { waitUntilStopped } from "../dump/freeze.ts";
 import { create } from "@bufbuild/protobuf";
 import { restore_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_pb.ts";
 import { pstree_entrySchema } from "../images/gen/pstree_pb.ts";
@@ -329,10 +330,14 @@ export function restore(opts: RestoreOptions): RestoreResult {
   } finally {
     terminal.close();
   }
+  const stopped: number[] = [];
   for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
     const threads = pending.get(t.entry.pid)!;
-    detachTask(threads, restoredStopSignal(t.cores[0]!.core.tc));
+    const stopSigno = restoredStopSignal(t.cores[0]!.core.tc);
+    detachTask(threads, stopSigno);
+    if (stopSigno !== undefined) stopped.push(t.hostPid);
   }
+  waitUntilStopped(stopped, log);
   const done = performance.now();
   const result: RestoreResult = {
     pid: root,
