@@ -3,9 +3,8 @@ import { addressOf, callBig, lastErrno, libc } from "./libc.ts";
 import { ERRNO } from "./errors.ts";
 import { NR } from "./syscalls.ts";
 
+const MEMBARRIER_CMD_GET_REGISTRATIONS = 1 << 9;
 const PRIO_PROCESS = 0;
-/** A flag sched_getscheduler() adds to the policy; the policy itself is below it. */
-const SCHED_RESET_ON_FORK = 0x40000000;
 const KCMP_FILE = 0;
 const SIG_IGN = 1n;
 
@@ -51,6 +50,7 @@ export function getRobustList(tid: number): { head: bigint; len: number } {
 /**
  * A thread's scheduling: nice value, policy and real-time priority, asked of the kernel directly
  * (three syscalls cost less than reading and parsing /proc/TID/stat for the same three numbers).
+ * The policy keeps its SCHED_RESET_ON_FORK flag, as CRIU's images do.
  */
 export function schedulingOf(tid: number): { nice: number; policy: number; prio: number } {
   const t = BigInt(tid);
@@ -65,7 +65,7 @@ export function schedulingOf(tid: number): { nice: number; policy: number; prio:
   );
   const param = new Int32Array(1);
   callBig("sched_getparam", libc.syscall(BigInt(NR.sched_getparam), t, addressOf(param), 0n, 0n, 0n, 0n));
-  return { nice: 20 - Number(priority), policy: Number(policy) & ~SCHED_RESET_ON_FORK, prio: param[0]! };
+  return { nice: 20 - Number(priority), policy: Number(policy), prio: param[0]! };
 }
 
 /** Do two fds (of the same or different processes) refer to the same open file description? */
@@ -137,4 +137,20 @@ export function copyFdOf(pid: number, fd: number): number {
   } finally {
     libc.close(pidfd);
   }
+}
+
+let membarrierRegistrations: boolean | undefined;
+
+/** Can a process tell its membarrier registrations (MEMBARRIER_CMD_GET_REGISTRATIONS, Linux 6.3)? */
+export function canGetMembarrierRegistrations(): boolean {
+  membarrierRegistrations ??= libc.syscall(
+    BigInt(NR.membarrier),
+    BigInt(MEMBARRIER_CMD_GET_REGISTRATIONS),
+    0n,
+    0n,
+    0n,
+    0n,
+    0n,
+  ) >= 0n;
+  return membarrierRegistrations;
 }

@@ -147,6 +147,16 @@ export function setSigmask(pid: number, mask: bigint): void {
   ptrace("PTRACE_SETSIGMASK", PTRACE.SETSIGMASK, pid, 8, addressOf(io.word));
 }
 
+/**
+ * The si_code of the signal a tracee is stopped for: above 0 when the kernel made it (a trap of
+ * the tracee's own instructions), 0 or below when a process sent it (kill, tgkill, sigqueue).
+ */
+export function stopSignalCode(pid: number): number {
+  const buf = new Uint8Array(SIGINFO_SIZE);
+  ptrace("PTRACE_GETSIGINFO", PTRACE.GETSIGINFO, pid, 0, addressOf(buf));
+  return new DataView(buf.buffer).getInt32(8, true);
+}
+
 /** Queued signals, private (per-thread) or shared (process-wide), as raw 128-byte siginfo records. */
 export function peekSiginfo(pid: number, shared: boolean): Uint8Array<ArrayBuffer>[] {
   const out: Uint8Array<ArrayBuffer>[] = [];

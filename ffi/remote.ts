@@ -7,8 +7,9 @@
  * stop as an interrupted syscall to restart, and one PTRACE_SINGLESTEP runs the instruction. The
  * original registers and signal mask are put back by `leave()`, so the task runs on as before.
  *
- * All signals are blocked while a session is open: a pending signal would otherwise be delivered at
- * the single step and run a handler in the middle of our work.
+ * All signals but SIGTRAP are blocked while a session is open: a pending signal would otherwise be
+ * delivered at the single step and run a handler in the middle of our work. SIGTRAP stays open for
+ * our own traps (see AGENT_MASK); a task with one queued is refused before a session starts.
  *
  * Each trap costs a few ptrace round trips (~60 µs here), whatever the syscall. A batch runs many
  * syscalls for one trap: BATCH_CODE, placed once in an executable page of the task, walks a table
@@ -20,7 +21,13 @@ import { Regs } from "./structs.ts";
 import { readMemory } from "./memory.ts";
 
 const SIGTRAP = 5;
-const ALL_SIGNALS = 0xffffffffffffffffn;
+const SIGSTOP = 19;
+/**
+ * The mask a thread has while we run code in it: every signal but SIGTRAP. Our own traps (int3,
+ * single steps) are forced SIGTRAPs, and the kernel resets the handler of a forced signal that is
+ * blocked (or ignored) to SIG_DFL: a blocked SIGTRAP would cost the task its SIGTRAP handler.
+ */
+const AGENT_MASK = 0xffffffffffffffffn & ~(1n << BigInt(SIGTRAP - 1));
 
 /** A clone/fork seen while running a remote syscall: the new task's id. */
 export interface RemoteChild {
@@ -96,7 +103,7 @@ export class RemoteThread {
   private constructor(readonly tid: number, public syscallIp: bigint) {
     this.savedRegs = pt.getRegs(tid);
     this.savedMask = pt.getSigmask(tid);
-    pt.setSigmask(tid, ALL_SIGNALS);
+    pt.setSigmask(tid, AGENT_MASK);
   }
 
   /** Opens a session on a stopped thread; `syscallIp` is the address of a `syscall` (0f 05) instruction. */
@@ -177,7 +184,16 @@ export class RemoteThread {
         const how = st.kind === "exited" ? `exited with ${st.code}` : `was killed by signal ${st.signal}`;
         throw new SyscallError("remote syscall", ERRNO.ESRCH, `task ${this.tid} ${how}`);
       }
-      if (st.signal === SIGTRAP && st.event === 0) return;
+      if (st.signal === SIGTRAP && st.event === 0) {
+        if (pt.stopSignalCode(this.tid) > 0) return;
+        // Not our trap: a SIGTRAP someone sent, which our mask lets through. Taking it for the end
+        // of our code would read results that were never written.
+        throw new SyscallError(
+          "remote syscall",
+          ERRNO.EINTR,
+          `task ${this.tid} received a SIGTRAP from another process while criu ran code in it`,
+        );
+      }
       if (st.event === pt.PTRACE_EVENT.CLONE || st.event === pt.PTRACE_EVENT.FORK) {
         this.children.push({ pid: Number(pt.eventMessage(this.tid)), event: st.event });
         resume();
@@ -188,7 +204,13 @@ export class RemoteThread {
         resume();
         continue;
       }
-      // Only SIGKILL/SIGSTOP escape the blocked mask; anything else is a bug worth reporting.
+      if (st.event === 0 && st.signal === SIGSTOP) {
+        // Someone stopped the task while we ran code in it (SIGSTOP cannot be blocked): the stop
+        // takes effect, so the task stays stopped once we let it go, and its trap above goes on.
+        pt.cont(this.tid, SIGSTOP);
+        continue;
+      }
+      // Only SIGKILL, SIGSTOP and SIGTRAP escape the agent's mask; anything else is a bug worth reporting.
       throw new SyscallError(
         "remote syscall",
         ERRNO.EINTR,

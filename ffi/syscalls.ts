@@ -97,6 +97,7 @@ export const NR = {
   kcmp: 312,
   seccomp: 317,
   rseq: 334,
+  membarrier: 324,
   clone3: 435,
   close_range: 436,
   pidfd_open: 434,
@@ -210,5 +211,14 @@ export const SIG = {
   CHLD: 17,
   CONT: 18,
   STOP: 19,
+  TSTP: 20,
+  TTIN: 21,
+  TTOU: 22,
   TRAP: 5,
+} as const;
+
+/** membarrier(2) commands (a bitmask: each command is one bit). */
+export const MEMBARRIER = {
+  /** The registered commands of the calling process (Linux 6.3). */
+  GET_REGISTRATIONS: 1 << 9,
 } as const;

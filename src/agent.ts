@@ -22,11 +22,13 @@ import {
 } from "../ffi/remote.ts";
 import { readMemory, writeMemory } from "../ffi/memory.ts";
 import { MAP, NR, PROT } from "../ffi/syscalls.ts";
-import { SyscallError } from "../ffi/errors.ts";
+import { ERRNO, SyscallError } from "../ffi/errors.ts";
 
 export const SCRATCH_SIZE = 64 * 1024;
 /** Calls per trap at most: a call takes 64 bytes of scratch in the batch's table. */
 const BATCH_CALLS = 256;
+/** BATCH_NOT_RUN as a signed result. */
+const NOT_RUN = BigInt.asIntN(64, BATCH_NOT_RUN);
 /** Room for the batch runner at the start of an agent's own scratch area. */
 const CODE_ROOM = BATCH_CODE_ROOM;
 
@@ -297,7 +299,17 @@ export class Agent {
       readMemory(this.pid, this.scratch, this.#next, this.#mirror.subarray(0, this.#next));
       this.#freshTo = this.#next;
       const back = new BigUint64Array(this.read(addr, table.byteLength).buffer);
-      return calls.map((_, i) => BigInt.asIntN(64, back[i * BATCH_SLOT_WORDS + 7]!));
+      const results = calls.map((_, i) => BigInt.asIntN(64, back[i * BATCH_SLOT_WORDS + 7]!));
+      // A call is left unrun only after a failure; otherwise its slot must never pass for a result.
+      const unrun = results.findIndex((r) => r === NOT_RUN);
+      if (unrun >= 0 && !results.slice(0, unrun).some(isRemoteError)) {
+        throw new SyscallError(
+          `remote ${calls[unrun]!.name}`,
+          ERRNO.EINTR,
+          `the batch in task ${this.tid} ended before it`,
+        );
+      }
+      return results;
     };
   }
 

@@ -27,7 +27,12 @@ export interface FrozenTask {
   state: TaskState;
   /** Exit status for zombies (the wait status code). */
   exitCode: number;
+  /** For a stopped task, the signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU). */
+  stopSigno?: number;
 }
+
+/** The signals whose default action stops a task: a group stop names one of them. */
+const STOP_SIGNALS: ReadonlySet<number> = new Set([SIG.STOP, SIG.TSTP, SIG.TTIN, SIG.TTOU]);
 
 const MAX_SIGNAL_RETRIES = 64;
 
@@ -65,10 +70,15 @@ export class FrozenTree {
     }
   }
 
-  /** Detaches leaving every task in a group stop (SIGSTOP), as --leave-stopped asks. */
+  /**
+   * Detaches leaving every task in a group stop (SIGSTOP), as --leave-stopped asks. A task that was
+   * stopped already stays in its own stop: the detach puts it back there.
+   */
   leaveStopped(): void {
-    for (const t of this.tasks) if (t.state !== "zombie") pt.kill(t.pid, SIG.STOP);
+    const alive = this.tasks.filter((t) => t.state === "alive").map((t) => t.pid);
+    for (const pid of alive) pt.kill(pid, SIG.STOP);
     this.resume();
+    waitUntilStopped(alive, this.log);
   }
 
   /** Kills every task of the tree and collects the tracer's notifications. */
@@ -81,29 +91,121 @@ export class FrozenTree {
   }
 }
 
-/** Seizes one thread and waits until it stops; false when it ended meanwhile (it is gone, or a zombie). */
-function seizeThread(tree: FrozenTree, tid: number, log: Log): boolean {
+/** How long a task let go with a stop signal may take to show it is stopped. */
+const STOP_TIMEOUT_MS = 2000;
+
+/**
+ * Waits until every task of `pids` is in state T. A stop signal sent before the detach takes
+ * effect once the task runs again, which a loaded machine may delay: whoever looks right after
+ * criu returns must find the tasks stopped. A task that ends meanwhile is no longer waited for.
+ */
+export function waitUntilStopped(pids: readonly number[], log: Log): void {
+  const pause = new Int32Array(new SharedArrayBuffer(4));
+  const deadline = Date.now() + STOP_TIMEOUT_MS;
+  let left = [...pids];
+  while (left.length) {
+    left = left.filter((pid) => {
+      try {
+        const state = readStat(pid).state;
+        return state !== "T" && state !== "Z";
+      } catch {
+        return false; // gone
+      }
+    });
+    if (left.length === 0) return;
+    if (Date.now() > deadline) {
+      log.warn(`Tasks ${left.join(", ")} are not stopped yet`);
+      return;
+    }
+    Atomics.wait(pause, 0, 0, 1);
+  }
+}
+
+/**
+ * Seizes one thread and waits until it stops. Answers the signal of the group stop the thread is
+ * in (0 when it is not stopped), or null when it ended meanwhile (it is gone, or a zombie).
+ */
+function seizeThread(tree: FrozenTree, tid: number, log: Log): number | null {
   try {
     pt.seize(tid, 0);
   } catch (e) {
     // ESRCH: gone; EPERM on a task that has just become a zombie.
-    if (isSyscallError(e, "ESRCH") || (isSyscallError(e, "EPERM") && isZombie(tid))) return false;
+    if (isSyscallError(e, "ESRCH") || (isSyscallError(e, "EPERM") && isZombie(tid))) return null;
     throw e;
   }
   tree.noteSeized(tid);
   pt.interrupt(tid);
+  const stop = waitForTrap(tid, 0, log);
+  if (stop === null) tree.forget(tid);
+  // A stopped task may have more SIGSTOPs queued (sent while it was stopped); they would stop our
+  // remote syscalls (SIGSTOP cannot be blocked). /proc is asked only then: it costs a running
+  // thread more than its whole seize.
+  if (stop && sigstopPending(tid)) return takeQueuedSigstop(tree, tid, stop, log);
+  return stop;
+}
+
+/**
+ * Waits for the interrupt trap of a thread just resumed (or interrupted), delivering the signals
+ * that come first. Answers the signal of the group stop it is in (0: none), or null if it ended.
+ * `groupStop` is what an earlier trap said, for a SIGSTOP that comes in a stopped task.
+ */
+function waitForTrap(tid: number, groupStop: number, log: Log): number | null {
   for (let i = 0; i < MAX_SIGNAL_RETRIES; i++) {
     const st = pt.wait(tid)!;
-    if (st.kind !== "stopped") {
-      tree.forget(tid);
-      return false;
+    if (st.kind !== "stopped") return null;
+    // The trap of a task in a group stop carries the signal that stopped it.
+    if (st.event === pt.PTRACE_EVENT.STOP) return STOP_SIGNALS.has(st.signal) ? st.signal : 0;
+    if (st.event === 0 && st.signal === SIG.STOP && groupStop !== 0) {
+      // Stopped already: a second SIGSTOP changes nothing (SIGCONT would discard it), so it is
+      // dropped rather than stopping the group a second time.
+      log.debug(`Task ${tid} is stopped and had another SIGSTOP queued; dropping it`);
+      pt.interrupt(tid);
+      resume(tid, 0);
+      continue;
     }
-    if (st.event === pt.PTRACE_EVENT.STOP) return true;
-    // A signal was on its way in: let it be delivered, then take the pending interrupt stop.
+    // A signal was on its way in: let it be delivered (a stop signal then makes the group stop it
+    // would have made without us), then take the pending interrupt stop.
     log.debug(`Task ${tid} had signal ${st.signal} in flight; delivering it before freezing`);
-    pt.cont(tid, st.signal);
+    resume(tid, st.signal);
   }
   throw new DumpError(`Task ${tid} keeps receiving signals; cannot freeze it`);
+}
+
+/**
+ * Lets a trapped thread take the SIGSTOPs queued for it or its process, and brings it back to a
+ * trap: in a stopped task they are dropped, in a running one the first stops the group as it
+ * would have without us. Answers the group stop's signal.
+ */
+function takeQueuedSigstop(tree: FrozenTree, tid: number, groupStop: number, log: Log): number {
+  let stop: number | null = groupStop;
+  for (let i = 0; i < MAX_SIGNAL_RETRIES && stop !== null && sigstopPending(tid); i++) {
+    resume(tid, 0);
+    stop = waitForTrap(tid, stop, log);
+  }
+  if (stop === null) {
+    tree.forget(tid);
+    throw new DumpError(`Task ${tid} ended while being frozen`, 3);
+  }
+  return stop;
+}
+
+/**
+ * Resumes a thread from a ptrace stop. A SIGKILL may have taken it out of the stop meanwhile (its
+ * parent killing it as we froze it): ptrace then answers ESRCH, and the next wait sees it end.
+ */
+function resume(tid: number, signal: number): void {
+  try {
+    pt.cont(tid, signal);
+  } catch (e) {
+    if (!isSyscallError(e, "ESRCH")) throw e;
+  }
+}
+
+/** Is a SIGSTOP queued for the thread or its process (/proc status SigPnd, ShdPnd)? */
+function sigstopPending(tid: number): boolean {
+  const st = readStatus(tid);
+  const bit = 1n << BigInt(SIG.STOP - 1);
+  return ((BigInt("0x" + (st.get("SigPnd") ?? "0")) | BigInt("0x" + (st.get("ShdPnd") ?? "0"))) & bit) !== 0n;
 }
 
 function isZombie(pid: number): boolean {
@@ -114,15 +216,27 @@ function isZombie(pid: number): boolean {
   }
 }
 
-/** Seizes every thread of `pid`, rescanning until its thread list is stable; null if it ended. */
-function seizeTask(tree: FrozenTree, pid: number, log: Log): number[] | null {
+/**
+ * Seizes every thread of `pid`, rescanning until its thread list is stable; null if it ended.
+ * `stopSigno` is the signal of the group stop the task is in, 0 when it runs.
+ */
+function seizeTask(tree: FrozenTree, pid: number, log: Log): { threads: number[]; stopSigno: number } | null {
   const seized = new Set<number>();
+  let stopSigno = 0;
   for (;;) {
     const fresh = listThreads(pid).filter((t) => !seized.has(t));
-    if (fresh.length === 0) return [...seized].sort((a, b) => a - b);
+    if (fresh.length === 0) return { threads: [...seized].sort((a, b) => a - b), stopSigno };
     for (const tid of fresh) {
-      if (seizeThread(tree, tid, log)) seized.add(tid);
-      else if (tid === pid) return null; // a thread that ends meanwhile is no error; the leader is
+      const stop = seizeThread(tree, tid, log);
+      if (stop !== null) {
+        seized.add(tid);
+        stopSigno ||= stop;
+      } else if (tid === pid) return null; // a thread that ends meanwhile is no error; the leader is
+    }
+    // A running task may have a SIGSTOP on its way in, mostly process-wide: asked once, of the
+    // leader (its own queue and the process's).
+    if (fresh.includes(pid) && stopSigno === 0 && sigstopPending(pid)) {
+      stopSigno = takeQueuedSigstop(tree, pid, 0, log);
     }
   }
 }
@@ -187,8 +301,8 @@ export function freezeTree(rootPid: number, log: Log): FrozenTree {
           `The tree of ${rootPid} holds criu itself (process ${pid}); criu cannot dump itself`,
         );
       }
-      const threads = seizeTask(tree, pid, log);
-      if (threads === null) {
+      const seized = seizeTask(tree, pid, log);
+      if (seized === null) {
         // It ended while we froze it. Its parent is frozen already, so it waits as a zombie.
         if (pid === rootPid || !isZombie(pid)) {
           throw new DumpError(`Process ${pid} ended while being frozen`, 3);
@@ -197,7 +311,10 @@ export function freezeTree(rootPid: number, log: Log): FrozenTree {
         tree.tasks.push({ ...now, threads: [pid], ns: namespaceIds(now, [pid]) });
         continue;
       }
-      tree.tasks.push({ ...info, threads, ns: namespaceIds(info, threads) });
+      const { threads, stopSigno } = seized;
+      // What the traps said, not what /proc said before: a stop may have come in between.
+      const state: TaskState = stopSigno ? "stopped" : "alive";
+      tree.tasks.push({ ...info, state, stopSigno, threads, ns: namespaceIds(info, threads) });
       for (const tid of threads) queue.push(...listChildren(pid, tid));
     }
     const vpid = new Map(tree.tasks.map((t) => [t.pid, t.ns.pid]));

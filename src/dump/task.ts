@@ -21,6 +21,7 @@ import { rlimit_entrySchema } from "../images/gen/rlimit_pb.ts";
 import { rseq_entrySchema } from "../images/gen/rseq_pb.ts";
 import type { fdinfo_entry } from "../images/gen/fdinfo_pb.ts";
 import * as pt from "../../ffi/ptrace.ts";
+import { readMemory } from "../../ffi/memory.ts";
 import { findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
 import {
   listFds,
@@ -31,13 +32,18 @@ import {
   readStat,
   readStatus,
 } from "../../ffi/proc.ts";
-import { getRobustList, RLIMIT_COUNT, schedulingOf } from "../../ffi/process.ts";
-import { NR, O, PR } from "../../ffi/syscalls.ts";
+import {
+  canGetMembarrierRegistrations,
+  getRobustList,
+  RLIMIT_COUNT,
+  schedulingOf,
+} from "../../ffi/process.ts";
+import { MEMBARRIER, NR, O, PR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 import { UnsupportedObjectError } from "../errors.ts";
 import { classify, type DumpedVma, guardEntries, scanPages, VMA } from "../objects/memory.ts";
 import { backingOf } from "../objects/mappings.ts";
-import { credsQuery } from "../objects/creds.ts";
+import { credsQuery, readLoginuid } from "../objects/creds.ts";
 import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../objects/signals.ts";
 import { dumpTimers, itimersQuery } from "../objects/timers.ts";
 import { applyRestart, threadInfoFromCpu } from "../objects/cpu.ts";
@@ -126,6 +132,38 @@ function checkSeccomp(proc: ProcFiles, pid: number, tid: number): void {
   }
 }
 
+const SIGTRAP_BIT = 1n << 4n;
+
+/**
+ * A queued SIGTRAP (one the task blocks) would be taken for the end of our own code, or merged
+ * with our trap and lost: refused, as CRIU does, before any code of ours runs in the task.
+ */
+function checkPendingTrap(proc: ProcFiles, pid: number, tid: number): void {
+  const st = proc.status(tid);
+  for (const [key, where] of [["SigPnd", `for thread ${tid}`], ["ShdPnd", "process-wide"]] as const) {
+    if (BigInt("0x" + (st.get(key) ?? "0")) & SIGTRAP_BIT) {
+      throw new UnsupportedObjectError(
+        pid,
+        `a SIGTRAP queued ${where}`,
+        "criu's own code in the task ends in traps, which a queued SIGTRAP would be confused with",
+      );
+    }
+  }
+}
+
+const SCHED_DEADLINE = 6;
+
+/** SCHED_DEADLINE has parameters sched_setscheduler cannot set, and images no room for them. */
+function checkScheduling(pid: number, tid: number, policy: number): void {
+  if ((policy & 0xff) === SCHED_DEADLINE) {
+    throw new UnsupportedObjectError(
+      pid,
+      `the SCHED_DEADLINE policy of thread ${tid}`,
+      "it cannot be restored",
+    );
+  }
+}
+
 /** Room for a thread name with its NUL (TASK_COMM_LEN). */
 const TASK_COMM_LEN = 16;
 /** The text of a NUL-terminated buffer. */
@@ -149,6 +187,7 @@ function startThread(agent: Agent, proc: ProcFiles, tid: number): () => ThreadSt
   applyRestart(regs);
   const xstate = pt.getXstate(tid);
   const sched = schedulingOf(tid);
+  checkScheduling(agent.pid, tid, sched.policy);
   const robust = getRobustList(tid);
   const signalsP = dumpPendingSignals(tid, false);
   const rseqEntry = dumpRseq(tid);
@@ -231,7 +270,11 @@ function leaveAll(threads: readonly RemoteThread[]): void {
 /** What only the task can tell about itself and its memory, asked in one batch. */
 function askTask(agent: Agent) {
   agent.reset();
-  const [childSub, itimers, sigactions, brk, dumpable, thp] = agent.ask([
+  // The registrations are asked only of a kernel that can tell them: a failed call ends the batch.
+  const membarrier = canGetMembarrierRegistrations()
+    ? agent.resultQuery("membarrier(GET_REGISTRATIONS)", NR.membarrier, MEMBARRIER.GET_REGISTRATIONS, 0, 0)
+    : { calls: [], answer: () => 0n };
+  const [childSub, itimers, sigactions, brk, dumpable, thp, registrations] = agent.ask([
     agent.fetchQuery(
       "prctl(PR_GET_CHILD_SUBREAPER)",
       4,
@@ -242,6 +285,7 @@ function askTask(agent: Agent) {
     agent.resultQuery("brk", NR.brk, 0),
     agent.resultQuery("prctl(PR_GET_DUMPABLE)", NR.prctl, PR.GET_DUMPABLE, 0, 0, 0, 0),
     agent.resultQuery("prctl(PR_GET_THP_DISABLE)", NR.prctl, PR.GET_THP_DISABLE, 0, 0, 0, 0),
+    membarrier,
   ]);
   return {
     childSubreaper: int32At(childSub) !== 0,
@@ -250,6 +294,7 @@ function askTask(agent: Agent) {
     brk: BigInt.asUintN(64, brk),
     dumpable: Number(dumpable),
     thpDisabled: thp !== 0n,
+    membarrierRegistrations: Number(registrations),
   };
 }
 
@@ -266,16 +311,22 @@ function dumpTaskCore(agent: Agent, proc: ProcFiles, task: FrozenTask, answers: 
       flags: Number(proc.stat(pid).field(9)),
       blkSigset: agent.thread.savedMask,
       comm: proc.stat(pid).comm,
-      timers: dumpTimers(agent, pid, answers.itimers),
+      timers: dumpTimers(
+        agent,
+        pid,
+        answers.itimers,
+        (tid) => task.ns.threads[task.threads.indexOf(tid)] ?? tid,
+      ),
       rlimits: create(task_rlimits_entrySchema, {
         rlimits: readLimits(pid).slice(0, RLIMIT_COUNT).map((l) => create(rlimit_entrySchema, l)),
       }),
       signalsS: dumpPendingSignals(pid, true),
-      loginuid: readProcNumber(`/proc/${pid}/loginuid`),
+      loginuid: readLoginuid(pid),
       oomScoreAdj: readProcNumber(`/proc/${pid}/oom_score_adj`),
       sigactions: answers.sigactions,
       childSubreaper: answers.childSubreaper,
-      stopSigno: task.state === "stopped" ? 19 : undefined,
+      stopSigno: task.state === "stopped" ? task.stopSigno : undefined,
+      membarrierRegistrationMask: answers.membarrierRegistrations || undefined,
     }),
   );
 }
@@ -358,25 +409,54 @@ function dumpFs(proc: ProcFiles, pid: number, table: FileTable): fs_entry {
   });
 }
 
-function vdsoSyscall(pid: number, maps: readonly MapsEntry[]): bigint {
+/** Bytes of a mapping read at a time while looking for a `syscall` instruction. */
+const SCAN_CHUNK = 64 * 1024;
+
+/**
+ * Where our remote syscalls run: a `syscall` instruction (0f 05) already in the task, which is left
+ * unchanged. The vDSO has several. A task that unmapped its vDSO still has code that makes
+ * syscalls (libc's): any two bytes 0f 05 in an executable mapping decode as one when jumped to.
+ */
+function syscallInstruction(pid: number, maps: readonly MapsEntry[]): bigint {
   const vdso = maps.find((m) => m.path === "[vdso]");
-  if (!vdso) {
-    throw new UnsupportedObjectError(pid, "its address space", "it has no [vdso] to run syscalls from");
+  if (vdso) return findSyscallInstruction(pid, vdso.start, vdso.end);
+  for (const m of maps) {
+    if (m.perms[0] !== "r" || m.perms[2] !== "x") continue; // execute-only cannot be read
+    for (let at = m.start; at < m.end; at += BigInt(SCAN_CHUNK)) {
+      // One byte more than a chunk, so that an instruction across two chunks is seen.
+      const end = at + BigInt(SCAN_CHUNK + 1) < m.end ? at + BigInt(SCAN_CHUNK + 1) : m.end;
+      let bytes: Uint8Array;
+      try {
+        bytes = readMemory(pid, at, Number(end - at));
+      } catch {
+        break; // a hole in a file mapping past the file's end: the next mapping
+      }
+      for (let i = 0; i + 1 < bytes.length; i++) {
+        if (bytes[i] === 0x0f && bytes[i + 1] === 0x05) return at + BigInt(i);
+      }
+    }
   }
-  return findSyscallInstruction(pid, vdso.start, vdso.end);
+  throw new UnsupportedObjectError(
+    pid,
+    "its address space",
+    "it has neither a [vdso] nor any executable code holding a syscall instruction to run criu's syscalls from",
+  );
 }
 
 export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_ids_entry): DumpedTask {
   const pid = task.pid;
   const log = ctx.log;
   const proc = new ProcFiles();
-  for (const tid of task.threads) checkSeccomp(proc, pid, tid);
+  for (const tid of task.threads) {
+    checkSeccomp(proc, pid, tid);
+    checkPendingTrap(proc, pid, tid);
+  }
   // Mappings and fds are read before the agent adds its scratch area.
   const maps = readSmaps(pid);
   const vmas = collectVmas(pid, maps, ctx.table);
   log.debug(`Task ${pid}: ${vmas.length} areas, ${vmas.reduce((n, v) => n + v.runs.length, 0)} page runs`);
   const fds = listFds(pid);
-  const ip = vdsoSyscall(pid, maps);
+  const ip = syscallInstruction(pid, maps);
   const agent = Agent.enter(pid, pid, ip);
   try {
     const out: DumpedTask = { pid, imagePid: task.ns.pid, vmas, ids, fdinfos: [] };
@@ -417,7 +497,7 @@ export function dumpZombie(ctx: TaskDumpContext, task: FrozenTask, ids: task_kob
         personality: 0,
         flags: 0,
         blkSigset: 0n,
-        comm: "",
+        comm: readStat(task.pid).comm,
       }),
     }),
   );

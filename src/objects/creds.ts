@@ -5,7 +5,8 @@
 import { create } from "@bufbuild/protobuf";
 import { type creds_entry, creds_entrySchema } from "../images/gen/creds_pb.ts";
 import { readStatus } from "../../ffi/proc.ts";
-import { NR, PR } from "../../ffi/syscalls.ts";
+import { NR, O, PR } from "../../ffi/syscalls.ts";
+import { RestoreError } from "../errors.ts";
 import type { Agent, BatchCall, Query } from "../agent.ts";
 
 const PR_CAPBSET_DROP = 24;
@@ -144,4 +145,35 @@ export function credsCalls(agent: Agent, c: creds_entry): BatchCall[] {
   calls.push(prctl("prctl(PR_SET_KEEPCAPS)", PR.SET_KEEPCAPS, c.secbits & 0x10 ? 1 : 0, 0, 0, 0));
   if (c.noNewPrivs) calls.push(prctl("prctl(PR_SET_NO_NEW_PRIVS)", PR.SET_NO_NEW_PRIVS, 1, 0, 0, 0));
   return calls;
+}
+
+/** /proc/PID/loginuid: the audit login uid, 4294967295 when unset. */
+export function readLoginuid(pid: number): number {
+  return Number(Deno.readTextFileSync(`/proc/${pid}/loginuid`).trim());
+}
+
+/**
+ * Gives the task its audit loginuid. A task can set only its own (/proc/self/loginuid, with
+ * CAP_AUDIT_CONTROL once it is set), and its threads get it when they are cloned: so the leader
+ * writes it before its threads exist and before it drops its credentials. A puppet has criu's.
+ */
+export function restoreLoginuid(agent: Agent, pid: number, loginuid: number | undefined): void {
+  if (loginuid === undefined || readLoginuid(agent.pid) === loginuid) return;
+  agent.reset();
+  const text = new TextEncoder().encode(String(loginuid));
+  const path = agent.string("/proc/self/loginuid");
+  const value = agent.alloc(text.length, text);
+  // Every call runs, so the file is closed even when the kernel refuses the value.
+  const [fd, written] = agent.batch([
+    { name: "open(/proc/self/loginuid)", nr: NR.open, args: [path, O.WRONLY | O.CLOEXEC, 0] },
+    { name: "write(loginuid)", nr: NR.write, args: [0, value, text.length], ref: { arg: 0, back: 1 } },
+    { name: "close(loginuid)", nr: NR.close, args: [0], ref: { arg: 0, back: 2 } },
+  ], true);
+  const failed = fd! < 0n ? fd! : written! < 0n ? written! : 0n;
+  if (failed < 0n) {
+    throw new RestoreError(
+      `Cannot give process ${pid} its audit loginuid ${loginuid}: errno ${-failed} (criu needs CAP_AUDIT_CONTROL, and the kernel must not hold loginuids immutable)`,
+      Number(-failed),
+    );
+  }
 }

@@ -35,7 +35,7 @@ export function itimersQuery(agent: Agent): Query<itimer_entry[]> {
   };
 }
 
-function dumpPosixTimers(agent: Agent, pid: number): posix_timer_entry[] {
+function dumpPosixTimers(agent: Agent, pid: number, imageTid: (tid: number) => number): posix_timer_entry[] {
   // In ascending id order, as CRIU writes them.
   return readTimers(pid).sort((a, b) => a.id - b.id).map((t) => {
     agent.reset();
@@ -58,16 +58,25 @@ function dumpPosixTimers(agent: Agent, pid: number): posix_timer_entry[] {
         insec: insec!,
         vsec: vsec!,
         vnsec: vnsec!,
-        notifyThreadId: threadId ? t.notifyTid : undefined,
+        // /proc names the thread as criu's PID namespace sees it; the task's own is what it asks for.
+        notifyThreadId: threadId ? imageTid(t.notifyTid) : undefined,
       }),
     );
   });
 }
 
-/** The timers of a task, given its interval timers (asked with itimersQuery). */
-export function dumpTimers(agent: Agent, pid: number, itimers: readonly itimer_entry[]): task_timers_entry {
+/**
+ * The timers of a task, given its interval timers (asked with itimersQuery). `imageTid` turns a
+ * thread id as /proc shows it into the one the task's PID namespace knows.
+ */
+export function dumpTimers(
+  agent: Agent,
+  pid: number,
+  itimers: readonly itimer_entry[],
+  imageTid: (tid: number) => number = (tid) => tid,
+): task_timers_entry {
   const [real, virt, prof] = itimers;
-  return create(task_timers_entrySchema, { real, virt, prof, posix: dumpPosixTimers(agent, pid) });
+  return create(task_timers_entrySchema, { real, virt, prof, posix: dumpPosixTimers(agent, pid, imageTid) });
 }
 
 export function restoreTimers(agent: Agent, timers: task_timers_entry | undefined): void {

@@ -11,9 +11,9 @@ import { readMaps, readStatus } from "../../ffi/proc.ts";
 import { cloneSibling } from "../../ffi/sibling.ts";
 import { BATCH_CODE, BATCH_CODE_ROOM, findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
 import { ProcMem } from "../../ffi/memory.ts";
-import { cloneArgs } from "../../ffi/structs.ts";
-import { CLONE, MAP, NR, PROT, SIG } from "../../ffi/syscalls.ts";
-import { Agent } from "../agent.ts";
+import { cloneArgs, KSIGACTION_SIZE } from "../../ffi/structs.ts";
+import { CLONE, MAP, NR, PR, PROT, SIG } from "../../ffi/syscalls.ts";
+import { Agent, type BatchCall } from "../agent.ts";
 import { RestoreError } from "../errors.ts";
 import type { Log } from "../log.ts";
 
@@ -217,11 +217,31 @@ export class PuppetMaster {
 
   /**
    * Turns a created task into a zombie of its parent: it ends with the dumped wait status (an exit
-   * code, or the signal that killed it), and we, its tracer, take only our own notification.
+   * code, or the signal that killed it) under its dumped name, and we, its tracer, take only our
+   * own notification. As in CRIU, a signal that would not end a task (one ignored or stopping by
+   * default) is replaced by SIGABRT, and a zombie's end never writes a core file.
    */
-  makeZombie(pid: number, status: number): void {
+  makeZombie(pid: number, status: number, comm = ""): void {
     const agent = this.agentFor(pid);
-    const signal = status & 0x7f;
+    const signal = fatalSignal(status & 0x7f);
+    agent.reset();
+    const calls: BatchCall[] = [];
+    if (comm) {
+      calls.push({
+        name: "prctl(PR_SET_NAME)",
+        nr: NR.prctl,
+        args: [PR.SET_NAME, agent.string(comm), 0, 0, 0],
+      });
+    }
+    if (signal !== 0) {
+      calls.push({ name: "prctl(PR_SET_DUMPABLE)", nr: NR.prctl, args: [PR.SET_DUMPABLE, 0, 0, 0, 0] });
+      // The puppet's disposition is its creator's, which may ignore the signal (nohup): default it.
+      if (signal !== SIG.KILL) {
+        const dfl = agent.alloc(KSIGACTION_SIZE, new Uint8Array(KSIGACTION_SIZE));
+        calls.push({ name: `rt_sigaction(${signal})`, nr: NR.rt_sigaction, args: [signal, dfl, 0, 8] });
+      }
+    }
+    agent.batch(calls);
     const regs = agent.thread.savedRegs.clone();
     if (signal === 0) {
       regs.set("ax", NR.exit_group);
@@ -233,12 +253,17 @@ export class PuppetMaster {
     } else {
       pt.setSigmask(pid, 0n);
       pt.kill(pid, signal);
-      pt.cont(pid);
+      // SIGKILL ends a traced task from its stop by itself; any other signal it must be let take.
+      if (signal !== SIG.KILL) pt.cont(pid);
     }
     for (;;) {
       const st = pt.wait(pid);
       if (!st || st.kind !== "stopped") break;
-      pt.cont(pid, st.event === 0 ? st.signal : 0);
+      try {
+        pt.cont(pid, st.event === 0 ? st.signal : 0);
+      } catch (e) {
+        if (!isSyscallError(e, "ESRCH")) throw e; // killed meanwhile: its end is still to be taken
+      }
     }
   }
 
@@ -258,6 +283,15 @@ export class PuppetMaster {
     killAndReap(victims);
     this.#helper = 0;
   }
+}
+
+/** Signals whose default action does not end a task: ignored (CHLD, CONT, URG, WINCH) or stopping. */
+const NOT_FATAL: ReadonlySet<number> = new Set([17, 18, 19, 20, 21, 22, 23, 28]);
+const SIGABRT = 6;
+
+/** The signal that ends a task as `signal` did (0: it exited). */
+function fatalSignal(signal: number): number {
+  return NOT_FATAL.has(signal) ? SIGABRT : signal;
 }
 
 /** The pid a task has in its own (innermost) PID namespace. */

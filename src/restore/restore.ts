@@ -34,6 +34,7 @@ import {
   dropScratch,
   loadRegisters,
   type PendingThread,
+  restoredStopSignal,
   restoreGroup,
   restoreMemory,
   restoreTask,
@@ -51,8 +52,8 @@ import * as pt from "../../ffi/ptrace.ts";
 import { CLONE, NR, SIG } from "../../ffi/syscalls.ts";
 import { WALL } from "../../ffi/ptrace.ts";
 import { CLOCK_BOOTTIME, clockNs, processExists } from "../../ffi/process.ts";
-import { TASK_STATE } from "../dump/task.ts";
 import { KINDS } from "../images/kinds.ts";
+import { waitUntilStopped } from "../dump/freeze.ts";
 import { create } from "@bufbuild/protobuf";
 import { restore_stats_entrySchema, stats_entrySchema } from "../images/gen/stats_pb.ts";
 import { pstree_entrySchema } from "../images/gen/pstree_pb.ts";
@@ -186,7 +187,7 @@ function endShortLivedTasks(
   const parents = new Set<number>();
   for (const t of tasks.filter((x) => x.zombie || x.helper)) {
     agents.get(t.entry.pid)!.thread.leave();
-    master.makeZombie(t.hostPid, t.helper ? 0 : t.cores[0]!.core.tc!.exitCode);
+    master.makeZombie(t.hostPid, t.helper ? 0 : t.cores[0]!.core.tc!.exitCode, t.cores[0]?.core.tc?.comm);
     const parent = agents.get(t.entry.ppid)!;
     if (t.helper) parent.call("wait4(helper)", NR.wait4, t.entry.pid, 0, WALL, 0);
     parents.add(t.entry.ppid);
@@ -341,10 +342,14 @@ export function restore(opts: RestoreOptions): RestoreResult {
   } finally {
     endFilesRestore(files);
   }
+  const stopped: number[] = [];
   for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
     const threads = pending.get(t.entry.pid)!;
-    detachTask(threads, t.cores[0]!.core.tc!.taskState === TASK_STATE.stopped);
+    const stopSigno = restoredStopSignal(t.cores[0]!.core.tc);
+    detachTask(threads, stopSigno);
+    if (stopSigno !== undefined) stopped.push(t.hostPid);
   }
+  waitUntilStopped(stopped, log);
   // The tree runs: a device a plugin paused must come back now; a failure can only be told.
   for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
     try {

@@ -22,6 +22,7 @@ import {
   mapAreas,
   moveSpecialAreas,
   PAGE_SIZE,
+  VMA,
   withoutSpecialPages,
 } from "../objects/memory.ts";
 import type { MappingRestoreContext, RestoredObject } from "../objects/mappings.ts";
@@ -32,6 +33,7 @@ import {
   alreadyHas,
   credsCalls,
   restoreBoundingSet,
+  restoreLoginuid,
   sameCreds,
   sameIds,
   securebits,
@@ -43,6 +45,7 @@ import {
   xstateFromThreadInfo,
 } from "../objects/cpu.ts";
 import { RestoreError } from "../errors.ts";
+import { TASK_STATE } from "../dump/task.ts";
 import type { Checkpoint, RestoreTaskImages } from "./images.ts";
 import type { PuppetMaster } from "./puppet.ts";
 import { findFreeArea, PUPPET_SCRATCH_SIZE } from "./puppet.ts";
@@ -116,6 +119,24 @@ function clearAddressSpace(
   return live.filter(isSpecial);
 }
 
+/**
+ * A task that had unmapped its vDSO (or its vvar pages) gets none back: the puppet's are unmapped.
+ * Answers the special areas left to move into place.
+ */
+function dropSpecialsNotDumped(
+  agent: Agent,
+  live: ReturnType<typeof readMaps>,
+  dumped: readonly vma_entry[],
+): ReturnType<typeof readMaps> {
+  const hasVdso = dumped.some((e) => e.status & VMA.VDSO);
+  const hasVvar = dumped.some((e) => e.status & VMA.VVAR);
+  return live.filter((m) => {
+    const wanted = m.path === "[vdso]" ? hasVdso : hasVvar;
+    if (!wanted) agent.call(`munmap(${m.path})`, NR.munmap, m.start, m.end - m.start);
+    return wanted;
+  });
+}
+
 /** What the mapping backings need to restore this task's areas. */
 function mappingContext(ctx: TaskRestoreContext, agent: Agent): MappingRestoreContext {
   return {
@@ -152,7 +173,11 @@ export function restoreMemory(
   const inherited = parent?.mm
     ? inheritedAreas(mm.vmas, parent.mm.vmas, readMaps(agent.pid), files)
     : new Set<vma_entry>();
-  const specials = clearAddressSpace(agent, ctx.master.scratch, inherited);
+  const specials = dropSpecialsNotDumped(
+    agent,
+    clearAddressSpace(agent, ctx.master.scratch, inherited),
+    mm.vmas,
+  );
   const parking = findFreeArea(
     specials.reduce((n, s) => n + (s.end - s.start), 0n),
     [...mm.vmas, ...specials, {
@@ -296,11 +321,23 @@ function restoreTaskState(agent: Agent, t: RestoreTaskImages): void {
   // Limits are set from outside: what the files left queued (dup3 to high fds) must be done.
   agent.settle();
   tc.rlimits?.rlimits.forEach((r, res) => restoreRlimit(pid, res, r.cur, r.max));
-  restoreTimers(agent, tc.timers);
+  restoreLoginuid(agent, t.entry.pid, tc.loginuid);
+  restoreMembarrier(agent, tc.membarrierRegistrationMask ?? 0);
   if (tc.childSubreaper) {
     agent.later("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
   }
   if (tc.oomScoreAdj !== undefined) writeProc(pid, "oom_score_adj", String(tc.oomScoreAdj));
+}
+
+/**
+ * membarrier registrations belong to the address space: one call per registered command
+ * (MEMBARRIER_CMD_REGISTER_*), each a bit of the dumped mask, as CRIU restores them.
+ */
+function restoreMembarrier(agent: Agent, mask: number): void {
+  for (let bit = 0; bit < 32; bit++) {
+    const cmd = (1 << bit) >>> 0;
+    if (mask & cmd) agent.later(`membarrier(register ${cmd})`, NR.membarrier, cmd, 0, 0);
+  }
 }
 
 /**
@@ -346,23 +383,32 @@ function currentGroup(pid: number): number {
   return Number(ids.at(-1) ?? -1);
 }
 
+/** The policy flag that gives a thread's children the default policy back. */
 const SCHED_RESET_ON_FORK = 0x40000000;
+/** Policies sched_setscheduler sets: OTHER, FIFO, RR, BATCH, IDLE (not DEADLINE). */
+const SETTABLE_POLICIES = [0, 1, 2, 3, 5];
 
-/** Scheduling policy, real-time priority and nice value of the calling thread. */
+/**
+ * Scheduling policy (with its reset-on-fork flag), real-time priority and nice value of the
+ * calling thread: always set, even to the defaults, since a puppet has what criu had (`nice criu
+ * restore`) or the thread it was cloned from.
+ */
 function schedulingCalls(agent: Agent, policy: number, prio: number, nice: number): BatchCall[] {
-  const calls: BatchCall[] = [];
-  if (policy !== 0) {
-    const param = agent.alloc(4, new Uint8Array(new Int32Array([prio]).buffer));
-    calls.push({
-      name: "sched_setscheduler",
-      nr: NR.sched_setscheduler,
-      args: [0, policy & ~SCHED_RESET_ON_FORK, param],
-    });
+  const base = policy & ~SCHED_RESET_ON_FORK;
+  const realtime = base === 1 || base === 2;
+  if (
+    !SETTABLE_POLICIES.includes(base) || (realtime ? prio < 1 || prio > 99 : prio !== 0) || nice < -20 ||
+    nice > 19
+  ) {
+    throw new RestoreError(
+      `Inconsistent scheduling in the image: policy ${policy}, priority ${prio}, nice ${nice}`,
+    );
   }
-  if (nice !== 0) {
-    calls.push({ name: "setpriority", nr: NR.setpriority, args: [0, /* PRIO_PROCESS */ 0, nice] });
-  }
-  return calls;
+  const param = agent.alloc(4, new Uint8Array(new Int32Array([prio]).buffer));
+  return [
+    { name: `sched_setscheduler(${policy}, ${prio})`, nr: NR.sched_setscheduler, args: [0, policy, param] },
+    { name: `setpriority(${nice})`, nr: NR.setpriority, args: [/* PRIO_PROCESS */ 0, 0, nice] },
+  ];
 }
 
 /** Per-thread state set from inside the thread itself. */
@@ -458,6 +504,8 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   const entered = hostTids.map((tid) => RemoteThread.enter(tid, agent.thread.syscallIp));
   agent.forThreads(entered, THREAD_SCRATCH, (a, i) => a.startBatch(batchOf(a, i + 1)))
     .forEach((a, i) => threads.push({ agent: a, core: others[i]!.core }));
+  // Timers last: one may notify a thread (SIGEV_THREAD_ID), which must exist by now.
+  restoreTimers(agent, tc.timers);
   // Other tasks take fds from this one from now on: nothing may be left queued.
   agent.settle();
   if (others.length) log.debug(`Task ${t.entry.pid}: threads restored`);
@@ -528,8 +576,22 @@ export function dropScratch(agent: Agent, scratch: bigint): void {
   agent.unmapRunner(scratch, PUPPET_SCRATCH_SIZE);
 }
 
-export function detachTask(threads: readonly PendingThread[], stopped: boolean): void {
+/**
+ * Lets the task's threads go. A task dumped stopped is sent the signal that had stopped it first,
+ * so it stops again before it runs, and its parent is told of the stop (as after SIGSTOP or ^Z).
+ */
+export function detachTask(threads: readonly PendingThread[], stopSigno: number | undefined): void {
   const leader = threads[0]!.agent.pid;
-  if (stopped) pt.kill(leader, SIG.STOP);
+  if (stopSigno !== undefined) pt.kill(leader, stopSigno);
   for (const th of threads) pt.detach(th.agent.tid);
 }
+
+/** The signal to stop a task with again, for a task dumped stopped; images without one say SIGSTOP. */
+export function restoredStopSignal(tc: core_entry["tc"]): number | undefined {
+  if (tc?.taskState !== TASK_STATE.stopped) return undefined;
+  const signo = tc.stopSigno ?? 0;
+  return STOP_SIGNALS.includes(signo) ? signo : SIG.STOP;
+}
+
+/** The signals a stopped task may have been stopped by. */
+const STOP_SIGNALS: readonly number[] = [SIG.STOP, SIG.TSTP, SIG.TTIN, SIG.TTOU];
