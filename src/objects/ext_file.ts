@@ -11,6 +11,8 @@ import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { ext_file_entrySchema } from "../images/gen/ext-file_pb.ts";
 import { copyFdOf } from "../../ffi/process.ts";
+import { socketProtocolName } from "../../ffi/inet_sock.ts";
+import type { FdEntry } from "../../ffi/proc.ts";
 import { closeFd } from "../../ffi/fd.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { PluginError } from "../plugins/plugins.ts";
@@ -37,7 +39,7 @@ export const externalFileKind: FdKind = {
       }
     }
     if (answer === -ENOTSUP) {
-      refuse(ctx.pid, `fd ${fd.fd} (${fd.target})`, "this kind of file is not supported yet");
+      refuse(ctx.pid, `fd ${fd.fd} (${fd.target})`, notSupported(ctx.pid, fd));
     }
     if (answer < 0) {
       throw new PluginError(
@@ -72,3 +74,10 @@ export const externalFileKind: FdKind = {
 };
 
 registerFdKind(externalFileKind);
+
+/** Why an fd is refused: a socket is named by its protocol (PACKET, ...), any other file by its kind. */
+function notSupported(pid: number, fd: FdEntry): string {
+  if (!fd.target.startsWith("socket:")) return "this kind of file is not supported yet";
+  const protocol = socketProtocolName(`/proc/${pid}/fd/${fd.fd}`);
+  return protocol ? `${protocol} sockets are not supported yet` : "this kind of socket is not supported yet";
+}
