@@ -13,7 +13,7 @@
  */
 import { addressOf, cstr, lastErrno, libc } from "./libc.ts";
 import { ERRNO, SyscallError } from "./errors.ts";
-import { closeFd } from "./fd.ts";
+import { SO, SOL, TCP } from "./sockopt.ts";
 import { decodeSockaddr, encodeSockaddr, SOCKADDR_STORAGE_SIZE, type SocketAddress } from "./sockaddr.ts";
 
 const NR = {
@@ -30,57 +30,6 @@ const NR = {
   pidfd_getfd: 438,
 } as const;
 
-export const SOL = { SOCKET: 1, IP: 0, TCP: 6, IPV6: 41 } as const;
-export const SO = {
-  REUSEADDR: 2,
-  TYPE: 3,
-  DONTROUTE: 5,
-  BROADCAST: 6,
-  SNDBUF: 7,
-  RCVBUF: 8,
-  KEEPALIVE: 9,
-  OOBINLINE: 10,
-  NO_CHECK: 11,
-  PRIORITY: 12,
-  LINGER: 13,
-  REUSEPORT: 15,
-  PASSCRED: 16,
-  RCVLOWAT: 18,
-  RCVTIMEO: 20,
-  SNDTIMEO: 21,
-  BINDTODEVICE: 25,
-  GET_FILTER: 26,
-  SNDBUFFORCE: 32,
-  RCVBUFFORCE: 33,
-  PASSSEC: 34,
-  MARK: 36,
-  PROTOCOL: 38,
-  DOMAIN: 39,
-  BUF_LOCK: 72,
-} as const;
-export const IP = { TOS: 1, TTL: 2, PKTINFO: 8, FREEBIND: 15 } as const;
-export const IPV6 = { V6ONLY: 26 } as const;
-export const TCP = {
-  NODELAY: 1,
-  MAXSEG: 2,
-  CORK: 3,
-  KEEPIDLE: 4,
-  KEEPINTVL: 5,
-  KEEPCNT: 6,
-  INFO: 11,
-  REPAIR: 19,
-  REPAIR_QUEUE: 20,
-  QUEUE_SEQ: 21,
-  REPAIR_OPTIONS: 22,
-  TIMESTAMP: 24,
-  REPAIR_WINDOW: 29,
-} as const;
-/** The queues TCP_REPAIR_QUEUE selects. */
-export const TCP_QUEUE = { RECV: 1, SEND: 2 } as const;
-/** Option codes of TCP_REPAIR_OPTIONS (the TCP header's option kinds). */
-export const TCPOPT = { MSS: 2, WINDOW: 3, SACK_PERM: 4, TIMESTAMP: 8 } as const;
-/** tcpi_options bits. */
-export const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4 } as const;
 /** The kernel's TCP states (include/net/tcp_states.h). */
 export const TCP_STATE = {
   ESTABLISHED: 1,
@@ -121,30 +70,6 @@ function checked(name: string, f: () => bigint, detail?: string): number {
     const errno = lastErrno();
     if (errno !== ERRNO.EINTR) throw new SyscallError(name, errno, detail);
   }
-}
-
-/** A copy, in our process, of fd `fd` of process `pid` (the same open file), close-on-exec. */
-export function copyFdOf(pid: number, fd: number): number {
-  const pidfd = checked("pidfd_open", () => sys(NR.pidfd_open, pid, 0), `process ${pid}`);
-  try {
-    return checked("pidfd_getfd", () => sys(NR.pidfd_getfd, pidfd, fd, 0), `process ${pid}, fd ${fd}`);
-  } finally {
-    closeFd(pidfd);
-  }
-}
-
-/**
- * The protocol name the kernel gives the socket behind `/proc/PID/fd/N` ("TCP", "UDPv6", "UNIX",
- * ...: the socket's `system.sockprotoname` attribute), or null when it cannot be read.
- */
-export function socketProtocolName(path: string): string | null {
-  const buf = new Uint8Array(64);
-  const p = cstr(path);
-  const name = cstr("system.sockprotoname");
-  const n = sys(NR.getxattr, addressOf(p), addressOf(name), addressOf(buf), buf.length);
-  if (n < 0n) return null;
-  const len = Number(n);
-  return new TextDecoder().decode(buf.subarray(0, buf[len - 1] === 0 ? len - 1 : len));
 }
 
 /** getsockopt into a buffer of `size` bytes; returns the bytes the kernel filled in. */
@@ -391,3 +316,7 @@ export function queueAll(fd: number, bytes: Uint8Array<ArrayBuffer>, what: strin
     throw new SyscallError("send", errno, what);
   }
 }
+
+export { copyFdOf } from "./process.ts";
+export { IP, IPV6, SO, SOL, TCP, TCP_QUEUE, TCPI_OPT, TCPOPT } from "./sockopt.ts";
+export { socketProtocolName } from "./sockopt.ts";

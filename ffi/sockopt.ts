@@ -10,7 +10,7 @@
  * `struct tcp_info` starts with seven u8 (state, ca_state, retransmits, probes, backoff, options, and
  * snd_wscale:4 | rcv_wscale:4 in one byte), one more u8, then u32 fields from offset 8.
  */
-import { addressOf, callBig, lastErrno, libc } from "./libc.ts";
+import { addressOf, callBig, cstr, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
 import { NR } from "./syscalls.ts";
 import { bindSocket, connectSocket, MSG } from "./sockcall.ts";
@@ -776,12 +776,16 @@ export function restoreTcpStream(
   setRepairWindow(fd, s.window);
 }
 
-/** A copy of fd `fd` of process `pid` in our fd table (pidfd_getfd; close-on-exec). */
-export function takeFd(pid: number, fd: number): number {
-  const pidfd = callBig(`pidfd_open(${pid})`, sys(NR.pidfd_open, pid, 0));
-  try {
-    return callBig(`pidfd_getfd(${pid}, ${fd})`, sys(NR.pidfd_getfd, pidfd, fd, 0));
-  } finally {
-    libc.close(pidfd);
-  }
+/**
+ * The protocol name the kernel gives the socket behind `/proc/PID/fd/N` ("TCP", "UDPv6", "UNIX",
+ * ...: the socket's `system.sockprotoname` attribute), or null when it cannot be read.
+ */
+export function socketProtocolName(path: string): string | null {
+  const buf = new Uint8Array(64);
+  const p = cstr(path);
+  const name = cstr("system.sockprotoname");
+  const n = sys(NR.getxattr, addressOf(p), addressOf(name), addressOf(buf), buf.length);
+  if (n < 0n) return null;
+  const len = Number(n);
+  return new TextDecoder().decode(buf.subarray(0, buf[len - 1] === 0 ? len - 1 : len));
 }

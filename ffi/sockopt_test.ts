@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { copyFdOf } from "./process.ts";
 import {
   decodeBpf,
   encodeBpf,
@@ -23,7 +24,6 @@ import {
   SOCK_FPROG_SIZE,
   socketKind,
   SOL,
-  takeFd,
   TCP,
   TCP_INFO_SIZE,
   TCP_REPAIR_MODE,
@@ -350,14 +350,14 @@ Deno.test("queueSizes() counts unread and unsent bytes of unix and TCP sockets",
   });
 });
 
-Deno.test("takeFd() copies a socket out of another process's fd table", async () => {
+Deno.test("copyFdOf() copies a socket out of another process's fd table", async () => {
   const child = new Deno.Command("sleep", { args: ["60"], stdin: "null", stdout: "null" }).spawn();
   try {
     await withSockets((keep) => {
       // The child's stdin is /dev/null, not a socket: take fd 0 and see what it is.
-      const fd = keep(takeFd(child.pid, 0));
+      const fd = keep(copyFdOf(child.pid, 0));
       assert.equal(Deno.readLinkSync(`/proc/self/fd/${fd}`), "/dev/null");
-      assert.throws(() => takeFd(child.pid, 999), /pidfd_getfd\(\d+, 999\) failed: EBADF/);
+      assert.throws(() => copyFdOf(child.pid, 999), /pidfd_getfd\(\d+, 999\) failed: EBADF/);
     });
   } finally {
     child.kill("SIGKILL");

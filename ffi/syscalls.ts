@@ -72,6 +72,7 @@ export const NR = {
   prctl: 157,
   arch_prctl: 158,
   chroot: 161,
+  getxattr: 191,
   gettid: 186,
   tkill: 200,
   futex: 202,

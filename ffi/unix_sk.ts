@@ -10,32 +10,8 @@
 import { addressOf, callBig, cstr, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
 import { NR } from "./syscalls.ts";
+import { SO } from "./sockopt.ts";
 import { CMSG_HDR_SIZE, iovecs, msghdr, SCM_RIGHTS, scmRights, SOL_SOCKET } from "./structs.ts";
-
-export const SO = {
-  REUSEADDR: 2,
-  TYPE: 3,
-  DONTROUTE: 5,
-  BROADCAST: 6,
-  SNDBUF: 7,
-  RCVBUF: 8,
-  KEEPALIVE: 9,
-  OOBINLINE: 10,
-  NO_CHECK: 11,
-  PRIORITY: 12,
-  LINGER: 13,
-  REUSEPORT: 15,
-  PASSCRED: 16,
-  RCVLOWAT: 18,
-  RCVTIMEO: 20,
-  SNDTIMEO: 21,
-  PASSSEC: 34,
-  MARK: 36,
-  SNDBUFFORCE: 32,
-  RCVBUFFORCE: 33,
-  PEEK_OFF: 42,
-  BUF_LOCK: 72,
-} as const;
 
 const SCM_CREDENTIALS = 2;
 const MSG_PEEK = 0x2;
@@ -44,7 +20,6 @@ const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
 const EINTR = 4;
 const EAGAIN = 11;
-const NR_GETXATTR = 191;
 const NR_FCHMODAT = 268;
 const NR_FCHOWNAT = 260;
 /** Room for the control messages of one peeked message (CRIU takes 1 KiB too). */
@@ -55,32 +30,6 @@ const PEEK_CHUNK = 64 * 1024;
 function sys(nr: number, ...args: (number | bigint)[]): bigint {
   const a = [...args.map(BigInt), 0n, 0n, 0n, 0n, 0n, 0n];
   return libc.syscall(BigInt(nr), a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!);
-}
-
-/** A copy, in our process, of fd `fd` of task `pid` (close-on-exec); the caller closes it. */
-export function takeFd(pid: number, fd: number): number {
-  const pidfd = callBig("pidfd_open", sys(NR.pidfd_open, pid, 0), `process ${pid}`);
-  try {
-    return callBig("pidfd_getfd", sys(NR.pidfd_getfd, pidfd, fd, 0), `fd ${fd} of process ${pid}`);
-  } finally {
-    libc.close(pidfd);
-  }
-}
-
-/** The protocol name the kernel gives a socket ("UNIX-STREAM", "TCP"...), or "" for what is no socket. */
-export function socketProtocolName(path: string): string {
-  const buf = new Uint8Array(64);
-  const n = sys(
-    NR_GETXATTR,
-    addressOf(cstr(path)),
-    addressOf(cstr("system.sockprotoname")),
-    addressOf(buf),
-    64,
-  );
-  if (n < 0n) return "";
-  const bytes = buf.subarray(0, Number(n));
-  const nul = bytes.indexOf(0);
-  return new TextDecoder().decode(nul >= 0 ? bytes.subarray(0, nul) : bytes);
 }
 
 function getOption(fd: number, name: number, size: number): DataView {
@@ -306,3 +255,5 @@ export function setFilePerms(path: string, mode: number, uid: number, gid: numbe
   callBig("fchownat", sys(NR_FCHOWNAT, AT_FDCWD, addressOf(p), uid, gid, AT_SYMLINK_NOFOLLOW), path);
   callBig("fchmodat", sys(NR_FCHMODAT, AT_FDCWD, addressOf(p), mode & 0o7777), path);
 }
+
+export { SO, socketProtocolName } from "./sockopt.ts";

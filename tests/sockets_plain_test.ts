@@ -9,7 +9,8 @@ import { openFds, reapZombies, sleep, tempDir, Workload } from "./lib/harness.ts
 import { collectSockets, IPPROTO, SockDiag } from "../ffi/sock_diag.ts";
 import { descendants } from "./lib/harness.ts";
 import { closeSocket, MSG, receiveBytes } from "../ffi/sockcall.ts";
-import { readSocketOptions, socketKind, takeFd } from "../ffi/sockopt.ts";
+import { readSocketOptions, socketKind } from "../ffi/sockopt.ts";
+import { copyFdOf } from "../ffi/process.ts";
 import { peekQueue } from "../ffi/skqueue.ts";
 import { libc } from "../ffi/libc.ts";
 import { AF } from "../ffi/sockaddr.ts";
@@ -69,7 +70,7 @@ function socketFds(pid: number): Map<number, number> {
 
 /** Takes one byte (a stream) or one datagram off the queue of `pid`'s socket `fd`, through a copy of the fd. */
 function stealByte(pid: number, fd: number): void {
-  const copy = takeFd(pid, fd);
+  const copy = copyFdOf(pid, fd);
   try {
     // The queue may be empty for a moment (the workload reads it too): try for up to 5 s.
     for (let i = 0; i < 500; i++) {
@@ -204,7 +205,7 @@ function readLikeADump(root: number): { sockets: number; messages: number; optio
   const options = new Map<number, unknown>();
   for (const pid of [root, ...descendants(root)]) {
     for (const [ino, fd] of socketFds(pid)) {
-      const copy = takeFd(pid, fd);
+      const copy = copyFdOf(pid, fd);
       try {
         const { family } = socketKind(copy);
         options.set(ino, readSocketOptions(copy, family));

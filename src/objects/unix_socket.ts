@@ -51,7 +51,6 @@ import {
   setTimeout,
   SO,
   socketProtocolName,
-  takeFd,
 } from "../../ffi/unix_sk.ts";
 import { bindSocket, connectSocket, listenSocket, shutdownSocket } from "../../ffi/sockcall.ts";
 import { closeFd, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
@@ -360,7 +359,7 @@ function dumpSocket(ctx: DumpFilesContext, fd: FdEntry): number {
   const what = describe(fd.fd, info);
   checkDumpable(ctx.pid, what, info);
   const peer = peerOf(ctx.pid, what, info, sockets);
-  const copy = takeFd(ctx.pid, fd.fd);
+  const copy = copyFdOf(ctx.pid, fd.fd);
   try {
     const entry = create(unix_sk_entrySchema, {
       ino,
@@ -751,8 +750,8 @@ function createComponent(ctx: RestoreFilesContext, state: RestoreState, first: u
   }
   const pid = ctx.agent.pid;
   try {
-    for (const [ino, fd] of made.inTask) made.ours.set(ino, takeFd(pid, fd));
-    for (const [ino, fd] of spareInTask) made.spares.set(ino, takeFd(pid, fd));
+    for (const [ino, fd] of made.inTask) made.ours.set(ino, copyFdOf(pid, fd));
+    for (const [ino, fd] of spareInTask) made.spares.set(ino, copyFdOf(pid, fd));
     configure(ctx, state, members, made);
   } catch (e) {
     throw e instanceof SyscallError
@@ -898,7 +897,7 @@ function fillQueue(
   } else if (sender.kind === "spare") {
     from = made.spares.get(r.ino)!;
   } else {
-    const tmp = takeFd(ctx.agent.pid, socketIn(ctx, SOCK.DGRAM));
+    const tmp = copyFdOf(ctx.agent.pid, socketIn(ctx, SOCK.DGRAM));
     made.strangers.push(tmp);
     from = tmp;
     to = addressBytes(r.name);
@@ -909,7 +908,7 @@ function fillQueue(
   const image = openFd(state.queuesPath, OPEN.RDONLY | OPEN.CLOEXEC);
   try {
     for (const p of pieces) {
-      const rights = p.rights.map((id) => takeFd(ctx.agent.pid, holdFile(ctx, id)));
+      const rights = p.rights.map((id) => copyFdOf(ctx.agent.pid, holdFile(ctx, id)));
       try {
         inNameDir(r, () => sendPiece(image, state.queuesPath, from, to, p, r, rights));
       } finally {
@@ -1039,7 +1038,8 @@ export const unixSocketKind: FdKind = {
   name: "unix socket",
   type: fd_types.UNIXSK,
   detect(fd, _stat, pid) {
-    return SOCKET_NAME.test(fd.target) && socketProtocolName(`/proc/${pid}/fd/${fd.fd}`).startsWith("UNIX");
+    return SOCKET_NAME.test(fd.target) &&
+      (socketProtocolName(`/proc/${pid}/fd/${fd.fd}`) ?? "").startsWith("UNIX");
   },
   dump: dumpSocket,
   open: openSocket,
