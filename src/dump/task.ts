@@ -40,7 +40,8 @@ import { credsQuery } from "../objects/creds.ts";
 import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../objects/signals.ts";
 import { dumpTimers, itimersQuery } from "../objects/timers.ts";
 import { applyRestart, threadInfoFromCpu } from "../objects/cpu.ts";
-import { dumpFds, type FilesSession, type FileTable } from "../objects/files.ts";
+import { dumpFds, type DumpFilesContext, type FilesSession, type FileTable } from "../objects/files.ts";
+import { addRemovedDirectory } from "../objects/remap.ts";
 import { addRegFile } from "../objects/regfile.ts";
 import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
@@ -346,18 +347,21 @@ function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable):
   return out;
 }
 
-/** The path of a task's cwd or root; one that was deleted could never be entered again. */
-function fsDirectory(pid: number, which: "cwd" | "root", what: string): string {
-  const path = Deno.readLinkSync(`/proc/${pid}/${which}`);
-  if (path.endsWith(" (deleted)")) throw new UnsupportedObjectError(pid, `${what} ${path}`, "it was deleted");
-  return path;
+/**
+ * The file of a task's cwd or root. One that was removed is a ghost directory, as CRIU carries it
+ * (remap.ts): made again for the restore and removed once the task is in it.
+ */
+function fsDirectory(files: DumpFilesContext, which: "cwd" | "root"): number {
+  const path = Deno.readLinkSync(`/proc/${files.pid}/${which}`);
+  if (path.endsWith(" (deleted)")) return addRemovedDirectory(files, which, path);
+  return addRegFile(files.table, path, O.RDONLY | O.DIRECTORY);
 }
 
-function dumpFs(proc: ProcFiles, pid: number, table: FileTable): fs_entry {
-  const umask = parseInt(proc.status(pid).get("Umask") ?? "22", 8);
+function dumpFs(proc: ProcFiles, files: DumpFilesContext): fs_entry {
+  const umask = parseInt(proc.status(files.pid).get("Umask") ?? "22", 8);
   return create(fs_entrySchema, {
-    cwdId: addRegFile(table, fsDirectory(pid, "cwd", "working directory"), O.RDONLY | O.DIRECTORY),
-    rootId: addRegFile(table, fsDirectory(pid, "root", "root directory"), O.RDONLY | O.DIRECTORY),
+    cwdId: fsDirectory(files, "cwd"),
+    rootId: fsDirectory(files, "root"),
     umask,
   });
 }
@@ -399,8 +403,9 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
     dumpThreads(ctx, agent, proc, task.threads.filter((t) => t !== pid), (tid) => imageTid.get(tid)!);
     log.debug(`Task ${pid}: threads done`);
     out.mm = dumpMm(proc, pid, ctx.table, vmas, answers);
-    out.fs = dumpFs(proc, pid, ctx.table);
-    out.fdinfos = dumpFds({ pid, agent, table: ctx.table, session: ctx.files, log: ctx.log }, fds);
+    const files = { pid, agent, table: ctx.table, session: ctx.files, log: ctx.log };
+    out.fs = dumpFs(proc, files);
+    out.fdinfos = dumpFds(files, fds);
     log.debug(`Task ${pid}: mm, fs and ${fds.length} fds done`);
     ctx.writePages(agent, out);
     return out;

@@ -22,7 +22,7 @@ import { fown_entrySchema } from "../images/gen/fown_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
 import { sameOpenFile } from "../../ffi/process.ts";
 import { F, NR, O } from "../../ffi/syscalls.ts";
-import { refuse } from "./refusal.ts";
+import { noteFdLocks, readFileLocks, restoreFileLocks, writeFileLocks } from "./file_locks.ts";
 import { RestoreError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import type { Log } from "../log.ts";
@@ -236,11 +236,13 @@ export function fdKinds(): readonly FdKind[] {
 /** The dump's last step for files: each kind finishes (peers, its own images). */
 export function finishFilesDump(session: FilesSession): void {
   for (const kind of kinds) kind.finishDump?.(session);
+  writeFileLocks(session);
 }
 
 /** Reads every kind's own images (PREPARE). */
 export function loadFileImages(session: FilesSession): void {
   for (const kind of kinds) kind.loadImages?.(session);
+  readFileLocks(session);
 }
 
 /** Once every task has its fds. */
@@ -270,15 +272,6 @@ function statOf(pid: number, fd: number): Deno.FileInfo | null {
 /** Dumps every fd of a task; returns its fdinfo entries. */
 export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
   return fds.map((fd) => {
-    // A lock (flock, POSIX, lease) the task holds through this fd would be gone after a restore
-    // while the task believes it holds it: CRIU refuses these too unless --file-locks.
-    if (fd.info.has("lock")) {
-      refuse(
-        ctx.pid,
-        `the file lock on fd ${fd.fd} (${fd.target})`,
-        "file locks are not saved yet, with or without --file-locks",
-      );
-    }
     const stat = statOf(ctx.pid, fd.fd);
     // An fd no kind takes goes to the plugins (ext_file.ts), which refuse it if none takes it.
     const kind = kinds.find((k) => k.detect(fd, stat)) ?? externalFileKind();
@@ -287,6 +280,8 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
     const known = ctx.table.sameDescription(ctx.pid, fd);
     const id = known ?? kind.dump(ctx, fd, stat);
     if (known === undefined) ctx.table.noteDescription(ctx.pid, fd, id);
+    // Locks held through it (file_locks.ts): recorded, or refused without --file-locks.
+    noteFdLocks(ctx, fd, id);
     ctx.log.debug(`fd ${fd.fd}: ${kind.name} ${fd.target} as file ${id}`);
     return create(fdinfo_entrySchema, {
       id,
@@ -329,6 +324,7 @@ export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_en
   const order = [...fdinfos].sort((a, b) => rank(a) - rank(b) || a.fd - b.fd);
   restoreEach(ctx, order);
   for (const [kind, entries] of byKind) kind.afterTaskFds?.(ctx, entries);
+  restoreFileLocks(ctx); // taken by the task itself, on the fds it now has
 }
 
 function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): void {

@@ -1,6 +1,7 @@
 /**
  * Regular files, directories and the harmless character devices (/dev/null, /dev/zero, /dev/full,
- * /dev/random, /dev/urandom): reopened by path with their flags, at their offset.
+ * /dev/random, /dev/urandom): reopened by path with their flags, at their offset. Files whose name
+ * is gone (unlinked files, --link-remap, --evasive-devices) are reached through `remap.ts`.
  */
 import { create } from "@bufbuild/protobuf";
 import { compact } from "../compact.ts";
@@ -10,6 +11,16 @@ import { NR, O } from "../../ffi/syscalls.ts";
 import { emptyFown, type FdKind, type FileTable, registerFdKind } from "./files.ts";
 import { RestoreError } from "../errors.ts";
 import { errnoName, isSyscallError } from "../../ffi/errors.ts";
+import {
+  dumpRemappedFd,
+  isDevice,
+  nameIsGone,
+  pathToOpen,
+  readRemaps,
+  removeGhosts,
+  removeLinks,
+  writeRemaps,
+} from "./remap.ts";
 
 const PLAIN_DEVICES = new Set(["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]);
 /** Flags that only matter at open time and must not be replayed (O_TRUNC would empty the file). */
@@ -49,24 +60,27 @@ export const regFileKind: FdKind = {
   name: "regular file",
   type: fd_types.REG,
   detect(fd, stat) {
-    if (!fd.target.startsWith("/") || fd.target.endsWith(" (deleted)")) return false;
+    if (!fd.target.startsWith("/")) return false;
     if (stat?.isFile || stat?.isDirectory) return true;
-    return PLAIN_DEVICES.has(fd.target);
+    // A device whose node is gone is ours (reopened by another node, or refused by name).
+    return PLAIN_DEVICES.has(fd.target) || (isDevice(stat) && nameIsGone(fd.target, stat));
   },
-  dump(ctx, fd) {
+  dump(ctx, fd, stat) {
+    if (stat && nameIsGone(fd.target, stat)) return dumpRemappedFd(ctx, fd, stat);
     // Each fd gets its own description unless the caller proves two fds share one.
     return addRegFile(ctx.table, fd.target, fd.flags, fd.pos, `fd:${ctx.pid}:${fd.fd}`);
   },
   open(ctx, entry) {
     const reg = entry.reg;
     if (!reg) throw new RestoreError(`File ${entry.id} has no regular-file data`);
+    const path = pathToOpen(ctx.table, entry.id);
     ctx.agent.reset();
     let fd: bigint;
     try {
       fd = ctx.agent.call(
-        `open(${reg.name})`,
+        `open(${path})`,
         NR.open,
-        ctx.agent.string(reg.name),
+        ctx.agent.string(path),
         reg.flags & ~OPEN_ONLY,
         0,
       );
@@ -77,6 +91,10 @@ export const regFileKind: FdKind = {
     if (reg.pos !== 0n) ctx.agent.call(`lseek(${reg.name})`, NR.lseek, fd, reg.pos, 0);
     return Number(fd);
   },
+  finishDump: writeRemaps,
+  loadImages: readRemaps,
+  afterAllFds: (session) => removeLinks(session.table),
+  endRestore: (session) => removeGhosts(session.table),
 };
 
 registerFdKind(regFileKind);

@@ -51,6 +51,7 @@ import { findFreeArea, PUPPET_SCRATCH_SIZE } from "./puppet.ts";
 import type { Log } from "../log.ts";
 import { dropUnlisted, inheritedAreas, patchInherited, splitRuns } from "./inherit.ts";
 import type { RunOptions } from "../options/options.ts";
+import { pathToOpen } from "../objects/remap.ts";
 
 export interface TaskRestoreContext {
   checkpoint: Checkpoint;
@@ -122,7 +123,7 @@ function openForMapping(ctx: TaskRestoreContext, agent: Agent, e: vma_entry): bi
   if (e.status & VMA.ANON_SHARED) return openSharedObject(ctx, agent, e);
   if (!(e.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED))) return -1n;
   const file = ctx.checkpoint.files.get(Number(e.shmid));
-  const name = file.reg?.name;
+  const name = file.reg ? pathToOpen(ctx.checkpoint.files, file.id) : undefined; // a ghost's path
   if (!name) {
     throw new RestoreError(
       `Mapping at 0x${e.start.toString(16)} refers to file ${file.id}, which is not a regular file`,
@@ -289,7 +290,7 @@ function setMmFields(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages
 
 function restoreFs(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
   if (!t.fs) return;
-  const dirOf = (id: number) => ctx.checkpoint.files.get(id).reg?.name ?? "/";
+  const dirOf = (id: number) => pathToOpen(ctx.checkpoint.files, id); // a removed one: its ghost
   const root = dirOf(t.fs.rootId);
   const cwd = dirOf(t.fs.cwdId);
   agent.reset();
