@@ -1,0 +1,84 @@
+/**
+ * Files whose name is gone and file locks (the seed's four file options): each part of the
+ * gone_files workload through the standard matrix with its option, all of them together, and
+ * each refusal without its option, in CRIU's words, leaving the process as it was.
+ */
+import assert from "node:assert/strict";
+import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { criu, criuOk, exists } from "./lib/harness.ts";
+
+const ALL = ["--link-remap", "--evasive-devices", "--file-locks"];
+
+registerMatrix([
+  { name: "gone_files", args: ["ghost", "cwd"] },
+  { name: "gone_files", args: ["link"], criuArgs: ["--link-remap"] },
+  { name: "gone_files", args: ["device"], criuArgs: ["--evasive-devices"] },
+  { name: "gone_files", args: ["locks"], criuArgs: ["--file-locks"] },
+  { name: "gone_files", args: ["ghost", "link", "device", "locks", "cwd"], criuArgs: ALL },
+]);
+
+/** Files next to the workload's result that a dump or restore made. */
+function leftovers(dir: string): string[] {
+  return [...Deno.readDirSync(dir)].map((e) => e.name).filter((n) =>
+    n.includes("link_remap") || n.includes(".cr.")
+  );
+}
+
+/** A dump that must fail with `message`, leaving the workload running and nothing behind. */
+function refusedCase(c: Case, options: string[], message: string | RegExp) {
+  return () =>
+    withWorkload(c, async (w, images) => {
+      const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, ...options]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(
+        r.stderr,
+        typeof message === "string" ? new RegExp(message.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")) : message,
+      );
+      assert.ok(exists(`/proc/${w.pid}`), "the workload is gone after a refused dump");
+      assert.deepEqual(leftovers(w.dir), []);
+      assert.ok(!exists(`${images}/inventory.img`));
+    });
+}
+
+Deno.test(
+  "a file whose name was removed while a hard link remains is refused without --link-remap",
+  refusedCase({ name: "gone_files", args: ["link"] }, [], "Can't create link remap for "),
+);
+
+Deno.test(
+  "a device opened through a removed node is refused without --evasive-devices",
+  refusedCase({ name: "gone_files", args: ["device"] }, [], "Use --evasive-devices option"),
+);
+
+Deno.test(
+  "file locks are refused without --file-locks",
+  refusedCase({ name: "gone_files", args: ["locks"] }, [], "You can try --file-locks to dump them"),
+);
+
+Deno.test(
+  "an unlinked file above --ghost-limit is refused by name",
+  refusedCase(
+    { name: "gone_files", args: ["ghost"] },
+    ["--ghost-limit", "4K"],
+    /Cannot dump file \/.*ghost-big \(fd 20\) of process \d+: .*more than the ghost limit of 4096; increase --ghost-limit/,
+  ),
+);
+
+Deno.test(
+  "a dump that fails after making a link remap removes it and leaves the locks held",
+  refusedCase(
+    { name: "gone_files", args: ["ghost", "link", "device", "locks"] },
+    ["--link-remap", "--evasive-devices"],
+    "You can try --file-locks to dump them",
+  ),
+);
+
+Deno.test("--ghost-limit counts a ghost's bytes on disk, not its size with holes", () =>
+  withWorkload({ name: "gone_files", args: ["ghost"] }, async (w, images) => {
+    // The sparse ghost is 900 KiB long with about 16 KiB of data.
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-R", "--ghost-limit", "8K"]);
+    assert.equal(r.code, 1, "8K should be too small for the sparse ghost");
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R", "--ghost-limit", "100K"]);
+    assert.ok(exists(`${images}/remap-fpath.img`));
+    assert.ok(exists(`${images}/ghost-file-2.img`));
+  }));
