@@ -90,11 +90,11 @@ export function copyRange(
 }
 
 /**
- * A new name `newPath` for the file open as fd `fd` of task `pid`, even one whose names are all
- * gone from view (linkat follows the /proc magic link to the open file).
+ * A new name `newPath` for the file a /proc magic link leads to (/proc/PID/fd/N,
+ * /proc/PID/map_files/A-B), even one whose names are all gone from view: linkat follows it.
  */
-export function linkOpenFile(pid: number, fd: number, newPath: string): void {
-  const from = cstr(`/proc/${pid}/fd/${fd}`);
+export function linkOpenFile(procLink: string, newPath: string): void {
+  const from = cstr(procLink);
   const to = cstr(newPath);
   const r = sys(
     NR_LINKAT,

@@ -5,17 +5,25 @@
  *     the same directory (the page cache must take the bytes either way: that is the floor);
  *   - a process with 2,000 mappings;
  *   - a tiny process (five times: the median of each figure);
- *   - a tree of 100 processes, and a process with 500 threads.
+ *   - a tree of 100 processes, and a process with 500 threads;
+ *   - a process with 10,000 open regular files, and one holding a 64 MiB unlinked file (dumped
+ *     with --ghost-limit 128M).
  * Reported: wall time of dump and restore, frozen time (from stats-dump), MB/s, the tool's peak
- * RSS (GNU time), and the image size. Options: --mib N (default 1024), --maps N (default 2000).
+ * RSS (GNU time), and the image size. Options: --mib N (default 1024), --maps N (default 2000),
+ * --only REGEX (the scenarios whose label matches, on a shared machine).
  */
 import { parseArgs } from "node:util";
 import { criu, descendants, reap, tempDir, Workload } from "../tests/lib/harness.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { mib: { type: "string", default: "1024" }, maps: { type: "string", default: "2000" } },
+  options: {
+    mib: { type: "string", default: "1024" },
+    maps: { type: "string", default: "2000" },
+    only: { type: "string", default: "" },
+  },
 });
+const ONLY = new RegExp(values.only ?? "");
 const MIB = Number(values.mib);
 const MAPS = Number(values.maps);
 
@@ -74,13 +82,19 @@ interface Row {
   ddS?: number;
 }
 
-async function scenario(label: string, workload: string, args: string[], withDd = 0): Promise<Row> {
+async function scenario(
+  label: string,
+  workload: string,
+  args: string[],
+  withDd = 0,
+  dumpOptions: string[] = [],
+): Promise<Row> {
   const w = await Workload.start(workload, args);
   const images = tempDir("criu-ts-bench-");
   try {
     const ddS = withDd ? await ddSeconds(images, withDd) : undefined;
     const tree = [w.pid, ...descendants(w.pid)];
-    const d = await timedCriu(["dump", "-t", `${w.pid}`, "-D", images]);
+    const d = await timedCriu(["dump", "-t", `${w.pid}`, "-D", images, ...dumpOptions]);
     for (const pid of tree) await reap(pid);
     const size = dirBytes(images);
     const frozen = await frozenMs(images);
@@ -130,11 +144,27 @@ function median(runs: Row[]): Row {
 }
 
 const rows: Row[] = [];
-rows.push(await scenario(`${MIB} MiB touched anonymous memory`, "bench_mem", [String(MIB)], MIB));
-rows.push(await scenario(`${MAPS} mappings`, "bench_maps", [String(MAPS)]));
-rows.push(median(await repeat(5, () => scenario("tiny process (median of 5)", "bench_mem", ["1"]))));
-rows.push(await scenario("100-process tree", "bench_tree", ["100"]));
-rows.push(await scenario("500-thread process", "threads", ["500"]));
+/** Runs a scenario when its label matches --only. */
+async function run(label: string, make: () => Promise<Row>): Promise<void> {
+  if (ONLY.test(label)) rows.push(await make());
+}
+await run(
+  `${MIB} MiB touched anonymous memory`,
+  (l = `${MIB} MiB touched anonymous memory`) => scenario(l, "bench_mem", [String(MIB)], MIB),
+);
+await run(`${MAPS} mappings`, () => scenario(`${MAPS} mappings`, "bench_maps", [String(MAPS)]));
+await run(
+  "tiny process (median of 5)",
+  async () => median(await repeat(5, () => scenario("tiny process (median of 5)", "bench_mem", ["1"]))),
+);
+await run("100-process tree", () => scenario("100-process tree", "bench_tree", ["100"]));
+await run("500-thread process", () => scenario("500-thread process", "threads", ["500"]));
+await run("10,000 open regular files", () => scenario("10,000 open regular files", "bench_files", ["10000"]));
+await run(
+  "64 MiB ghost file (--ghost-limit 128M)",
+  () =>
+    scenario("64 MiB ghost file (--ghost-limit 128M)", "bench_ghost", ["64"], 0, ["--ghost-limit", "128M"]),
+);
 
 const f = (x: number, d = 3) => x.toFixed(d);
 console.log(

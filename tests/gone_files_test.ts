@@ -11,10 +11,11 @@ const ALL = ["--link-remap", "--evasive-devices", "--file-locks"];
 
 registerMatrix([
   { name: "gone_files", args: ["ghost", "cwd"] },
+  { name: "gone_files", args: ["map"] },
   { name: "gone_files", args: ["link"], criuArgs: ["--link-remap"] },
   { name: "gone_files", args: ["device"], criuArgs: ["--evasive-devices"] },
   { name: "gone_files", args: ["locks"], criuArgs: ["--file-locks"] },
-  { name: "gone_files", args: ["ghost", "link", "device", "locks", "cwd"], criuArgs: ALL },
+  { name: "gone_files", args: ["ghost", "link", "device", "locks", "cwd", "map"], criuArgs: ALL },
 ]);
 
 /** Files next to the workload's result that a dump or restore made. */

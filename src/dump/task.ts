@@ -41,7 +41,7 @@ import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../object
 import { dumpTimers, itimersQuery } from "../objects/timers.ts";
 import { applyRestart, threadInfoFromCpu } from "../objects/cpu.ts";
 import { dumpFds, type DumpFilesContext, type FilesSession, type FileTable } from "../objects/files.ts";
-import { addRemovedDirectory } from "../objects/remap.ts";
+import { addRemovedDirectory, addRemovedMapping } from "../objects/remap.ts";
 import { addRegFile } from "../objects/regfile.ts";
 import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
@@ -319,7 +319,12 @@ function dumpMm(
   });
 }
 
-function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable): DumpedVma[] {
+function collectVmas(
+  pid: number,
+  maps: readonly MapsEntry[],
+  table: FileTable,
+  files?: FilesSession,
+): DumpedVma[] {
   const out: DumpedVma[] = [];
   const pagemap = Deno.openSync(`/proc/${pid}/pagemap`);
   try {
@@ -327,8 +332,11 @@ function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable):
       const c = classify(pid, m);
       if (!c) continue;
       if (c.filePath !== undefined) {
+        const flags = m.perms[3] === "s" && m.perms[1] === "w" ? O.RDWR : O.RDONLY;
+        // A file whose name is gone: a ghost or a link remap (remap.ts).
+        const gone = files && c.filePath.endsWith(" (deleted)");
         c.entry.shmid = BigInt(
-          addRegFile(table, c.filePath, m.perms[3] === "s" && m.perms[1] === "w" ? O.RDWR : O.RDONLY),
+          gone ? addRemovedMapping(files, pid, m, flags) : addRegFile(table, c.filePath, flags),
         );
       }
       // [vvar_vclock] follows [vvar]: CRIU records them as one VVAR area.
@@ -381,7 +389,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   for (const tid of task.threads) checkSeccomp(proc, pid, tid);
   // Mappings and fds are read before the agent adds its scratch area.
   const maps = readSmaps(pid);
-  const vmas = collectVmas(pid, maps, ctx.table);
+  const vmas = collectVmas(pid, maps, ctx.table, ctx.files);
   log.debug(`Task ${pid}: ${vmas.length} areas, ${vmas.reduce((n, v) => n + v.runs.length, 0)} page runs`);
   const fds = listFds(pid);
   const ip = vdsoSyscall(pid, maps);

@@ -125,13 +125,7 @@ export function classify(pid: number, m: MapsEntry): { entry: vma_entry; filePat
         "memfd mappings are not supported yet",
       );
     }
-    if (m.path.endsWith(" (deleted)")) {
-      throw new UnsupportedObjectError(
-        pid,
-        `mapping of deleted file ${m.path}`,
-        "unlinked mapped files are not supported yet",
-      );
-    }
+    // A file whose name is gone keeps " (deleted)": the dump carries it (remap.ts).
     status |= shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
     filePath = m.path;
   } else {

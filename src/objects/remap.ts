@@ -82,6 +82,9 @@ function remapState(table: FileTable): RemapState {
   }));
 }
 
+/** What the dump side needs: a task, the tree-wide table and the session (options, images). */
+type Dumper = Pick<DumpFilesContext, "pid" | "table" | "session" | "log">;
+
 /** Is this open file's name gone (the kernel says "(deleted)" and the name leads elsewhere)? */
 export function nameIsGone(target: string, stat: Deno.FileInfo | null): boolean {
   if (!target.endsWith(DELETED)) return false;
@@ -127,14 +130,36 @@ export function dumpRemappedFd(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.Fi
   }
   const source = `/proc/${ctx.pid}/fd/${fd.fd}`;
   if ((stat.nlink ?? 0) === 0) return addGhost(ctx, what, name, source, stat, fd.flags, fd.pos);
-  return addLinkRemap(ctx, fd, what, name, fd.flags, fd.pos);
+  return addLinkRemap(ctx, source, `fd:${ctx.pid}:${fd.fd}`, what, name, fd.flags, fd.pos);
+}
+
+/**
+ * The file entry of a mapping of a file whose name is gone (" (deleted)" in /proc/PID/maps),
+ * reached through /proc/PID/map_files: a ghost or a link remap, as for an fd. For the mappings'
+ * own registry (memory.ts); the restore opens it through pathToOpen().
+ */
+export function addRemovedMapping(
+  session: FilesSession,
+  pid: number,
+  area: { start: bigint; end: bigint; path: string },
+  flags: number,
+): number {
+  const ctx: Dumper = { pid, table: session.table, session, log: session.log };
+  const source = `/proc/${pid}/map_files/${area.start.toString(16)}-${area.end.toString(16)}`;
+  const name = withoutDeleted(area.path);
+  const what = `mapped file ${name} (at 0x${area.start.toString(16)})`;
+  const stat = Deno.statSync(source);
+  if ((stat.nlink ?? 0) === 0) {
+    return addGhost(ctx, what, name, source, stat, flags, 0n, `ghost:${stat.dev}:${stat.ino}:${flags}`);
+  }
+  return addLinkRemap(ctx, source, `map:${stat.dev}:${stat.ino}:${flags}`, what, name, flags, 0n);
 }
 
 /**
  * The file entry of a working or root directory that was removed: a ghost directory, as CRIU
  * does (the dump of `/proc/PID/cwd` or `/proc/PID/root`).
  */
-export function addRemovedDirectory(ctx: DumpFilesContext, which: "cwd" | "root", path: string): number {
+export function addRemovedDirectory(ctx: Dumper, which: "cwd" | "root", path: string): number {
   const source = `/proc/${ctx.pid}/${which}`;
   const stat = Deno.statSync(source);
   const what = `${which === "cwd" ? "working" : "root"} directory ${withoutDeleted(path)}`;
@@ -145,13 +170,14 @@ export function addRemovedDirectory(ctx: DumpFilesContext, which: "cwd" | "root"
 }
 
 function addGhost(
-  ctx: DumpFilesContext,
+  ctx: Dumper,
   what: string,
   name: string,
   source: string,
   stat: Deno.FileInfo,
   flags: number,
   pos: bigint,
+  key = `ghost:${ctx.pid}:${source}`,
 ): number {
   const mode = stat.mode ?? 0;
   if ((mode & S_IFMT) !== S_IFREG && (mode & S_IFMT) !== S_IFDIR) {
@@ -174,7 +200,9 @@ function addGhost(
     state.ghostByInode.set(inode, ghostId);
     state.ghosts.push({ id: ghostId, source, entry: ghostEntry(stat) });
   }
-  const id = ctx.table.add(`ghost:${ctx.pid}:${source}`, (id) => regEntry(id, name, flags, pos));
+  const known = ctx.table.nextId();
+  const id = ctx.table.add(key, (id) => regEntry(id, name, flags, pos));
+  if (id !== known) return id; // a second mapping of the same file: one entry, one remap
   state.remaps.push(
     create(remap_file_path_entrySchema, { origId: id, remapId: ghostId, remapType: remap_type.GHOST }),
   );
@@ -207,8 +235,9 @@ function ghostEntry(stat: Deno.FileInfo): ghost_file_entry {
 }
 
 function addLinkRemap(
-  ctx: DumpFilesContext,
-  fd: FdEntry,
+  ctx: Dumper,
+  source: string,
+  key: string,
   what: string,
   name: string,
   flags: number,
@@ -221,14 +250,16 @@ function addLinkRemap(
       `its name was removed while another hard link remains. Can't create link remap for ${name}. Use --link-remap option`,
     );
   }
-  const id = ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) => regEntry(id, name, flags, pos));
+  const known = ctx.table.nextId();
+  const id = ctx.table.add(key, (id) => regEntry(id, name, flags, pos));
+  if (id !== known) return id; // a second mapping of the same file: linked already
   const linkId = ctx.table.nextId();
   let dir = name.slice(0, name.lastIndexOf("/")) || "/";
   let link = "";
   for (;;) {
     link = `${dir === "/" ? "" : dir}/link_remap.${linkId}`;
     try {
-      linkOpenFile(ctx.pid, fd.fd, link);
+      linkOpenFile(source, link);
       break;
     } catch (e) {
       // As CRIU: a directory that is gone too is replaced by its parent.

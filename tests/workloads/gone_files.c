@@ -11,6 +11,8 @@
  *           offset and flags kept, a write through the fd is seen through RESULT.link2.
  *   device  fd 24: /dev/zero's device opened through a node (RESULT.dev) that was removed; still
  *           that character device, reads zeros.
+ *   map     a removed 64 KiB file mapped shared (read-write) and private (one page written): same
+ *           bytes; the shared mapping still writes through to the file, the private one does not.
  *   locks   fd 30: flock LOCK_EX; fd 31: POSIX write lock [100,200) and read lock [300,400);
  *           fd 32: OFD write lock [0,10); fd 33: a read lease; a child holding its own POSIX
  *           lock [500,EOF) on the file of fd 31 and sharing fd 30. Another process must find
@@ -25,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -264,6 +267,49 @@ static void check_device(void)
 	check_flags(24, O_RDONLY, "device");
 }
 
+#define MAP_LEN (64 * 1024)
+static char *shared_map, *private_map;
+
+static void setup_map(void)
+{
+	char path[4096];
+	int fd = open(wl_path("mapped", path, sizeof(path)), O_RDWR | O_CREAT | O_TRUNC, 0600);
+
+	if (fd < 0 || ftruncate(fd, MAP_LEN) < 0)
+		wl_die("mapped file");
+	shared_map = mmap(NULL, MAP_LEN, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	private_map = mmap(NULL, MAP_LEN, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+	if (shared_map == MAP_FAILED || private_map == MAP_FAILED)
+		wl_die("mmap");
+	for (size_t i = 0; i < MAP_LEN; i++)
+		shared_map[i] = byte_at(i);
+	memset(private_map + 4096, '#', 4096);
+	close(fd);
+	unlink(path);
+}
+
+static void check_map(void)
+{
+	char link[128], c = 0;
+	size_t bad = 0;
+	int fd;
+
+	for (size_t i = 0; i < MAP_LEN; i++) {
+		bad += shared_map[i] != byte_at(i);
+		bad += private_map[i] != (i >= 4096 && i < 8192 ? '#' : byte_at(i));
+	}
+	WL_CHECK(bad == 0, "mapped ghost: %zu bytes differ", bad);
+	shared_map[100] = '!';
+	private_map[200] = '?';
+	snprintf(link, sizeof(link), "/proc/self/map_files/%lx-%lx", (unsigned long)shared_map,
+		 (unsigned long)shared_map + MAP_LEN);
+	fd = open(link, O_RDONLY);
+	WL_CHECK(fd >= 0 && pread(fd, &c, 1, 100) == 1 && c == '!', "mapped ghost: the shared mapping is not the file");
+	WL_CHECK(fd >= 0 && pread(fd, &c, 1, 200) == 1 && c == byte_at(200), "mapped ghost: a private write reached the file");
+	if (fd >= 0)
+		close(fd);
+}
+
 static void lock_range(int fd, int cmd, short type, off_t start, off_t len)
 {
 	struct flock fl = { .l_type = type, .l_whence = SEEK_SET, .l_start = start, .l_len = len };
@@ -424,6 +470,8 @@ int main(int argc, char **argv)
 		setup_link();
 	if (has(argc, argv, "device"))
 		setup_device();
+	if (has(argc, argv, "map"))
+		setup_map();
 	if (has(argc, argv, "locks"))
 		setup_locks();
 	if (has(argc, argv, "cwd"))
@@ -436,6 +484,8 @@ int main(int argc, char **argv)
 		check_link();
 	if (has(argc, argv, "device"))
 		check_device();
+	if (has(argc, argv, "map"))
+		check_map();
 	if (has(argc, argv, "locks"))
 		check_locks();
 	if (has(argc, argv, "cwd"))
