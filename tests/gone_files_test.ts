@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
-import { criu, criuOk, exists } from "./lib/harness.ts";
+import { criu, criuOk, descendants, exists, openFds, reap, tempDir, Workload } from "./lib/harness.ts";
 
 const ALL = ["--link-remap", "--evasive-devices", "--file-locks"];
 
@@ -83,3 +83,26 @@ Deno.test("--ghost-limit counts a ghost's bytes on disk, not its size with holes
     assert.ok(exists(`${images}/remap-fpath.img`));
     assert.ok(exists(`${images}/ghost-file-2.img`));
   }));
+
+Deno.test("a restore that fails after making ghost files removes them", async () => {
+  const fds = openFds();
+  const w = await Workload.start("gone_files", ["ghost", "locks", "map"]);
+  const images = tempDir();
+  try {
+    const tree = [w.pid, ...descendants(w.pid)];
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--file-locks"]);
+    for (const pid of tree) await reap(pid);
+    // fd 31's file goes: its reopen fails after the ghosts of fds 20-22 and the mapping were made.
+    Deno.removeSync(`${w.result}.posix`);
+    const r = await criu(["restore", "-D", images, "-d", "--file-locks"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(r.stderr, /Cannot reopen .*\.posix/);
+    assert.deepEqual(leftovers(w.dir), []);
+    assert.ok(!exists(`/proc/${w.pid}`), "a failed restore left the process behind");
+  } finally {
+    await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+  assert.deepEqual(openFds(), fds, "the test leaked fds");
+});

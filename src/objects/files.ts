@@ -315,7 +315,9 @@ export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_en
   for (const f of fdinfos) {
     const entry = ctx.table.get(f.id);
     const kind = kindFor(entry.type);
-    byKind.set(kind, [...(byKind.get(kind) ?? []), entry]);
+    const list = byKind.get(kind) ?? [];
+    list.push(entry); // not a copy per fd: a task may have thousands
+    byKind.set(kind, list);
   }
   for (const [kind, entries] of byKind) kind.beforeTaskFds?.(ctx, entries);
   // Whatever the task holds below parkBase goes (its puppet's fds), with the next calls.

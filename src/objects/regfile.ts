@@ -88,7 +88,8 @@ export const regFileKind: FdKind = {
       if (!isSyscallError(e)) throw e;
       throw new RestoreError(`Cannot reopen ${reg.name}: ${errnoName(e.errno)}`, e.errno, { cause: e });
     }
-    if (reg.pos !== 0n) ctx.agent.call(`lseek(${reg.name})`, NR.lseek, fd, reg.pos, 0);
+    // No answer needed: it rides along with the next trap (the dup3 that places the fd).
+    if (reg.pos !== 0n) ctx.agent.later(`lseek(${reg.name})`, NR.lseek, fd, reg.pos, 0);
     return Number(fd);
   },
   finishDump: writeRemaps,
