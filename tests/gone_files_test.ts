@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
-import { criu, criuOk, descendants, exists, openFds, reap, tempDir, Workload } from "./lib/harness.ts";
+import { CRIU, criu, criuOk, descendants, exists, openFds, reap, tempDir, Workload } from "./lib/harness.ts";
 
 const ALL = ["--link-remap", "--evasive-devices", "--file-locks"];
 
@@ -106,3 +106,43 @@ Deno.test("a restore that fails after making ghost files removes them", async ()
   }
   assert.deepEqual(openFds(), fds, "the test leaked fds");
 });
+
+/** Debian's pycriu over `criu swrk`, as runtimes drive it (tests/workloads/pycriu_client.py). */
+async function pycriu(args: Record<string, unknown>): Promise<{ ok: boolean; error?: string }> {
+  const driver = new URL("./workloads/pycriu_client.py", import.meta.url).pathname;
+  const out = await new Deno.Command("/usr/bin/python3", {
+    args: [driver, JSON.stringify({ criu: CRIU, ...args })],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
+Deno.test("link_remap, evasive_devices, file_locks and ghost_limit over RPC act as the options", () =>
+  withWorkload({ name: "gone_files", args: ["ghost", "link", "device", "locks"] }, async (w, images) => {
+    const base = { pid: w.pid, leave_running: true };
+    const refused = await pycriu({
+      action: "dump",
+      images,
+      opts: { ...base, link_remap: true, file_locks: true },
+    });
+    assert.equal(refused.ok, false, "a dump without evasive_devices must fail");
+    assert.match(Deno.readTextFileSync(`${images}/criu.log`), /Use --evasive-devices option/);
+    const small = await pycriu({
+      action: "dump",
+      images,
+      opts: { ...base, link_remap: true, file_locks: true, evasive_devices: true, ghost_limit: 4096 },
+    });
+    assert.equal(small.ok, false, "a ghost_limit of 4096 must refuse the sparse ghost");
+    assert.match(Deno.readTextFileSync(`${images}/criu.log`), /increase --ghost-limit/);
+    const dumped = await pycriu({
+      action: "dump",
+      images,
+      opts: { ...base, link_remap: true, file_locks: true, evasive_devices: true },
+    });
+    assert.equal(dumped.ok, true, dumped.error);
+    assert.ok(exists(`${images}/filelocks.img`) && exists(`${images}/remap-fpath.img`));
+    // The dump left the process running (-R): its link remap stays for a restore, as with CRIU.
+    for (const name of leftovers(w.dir)) Deno.removeSync(`${w.dir}/${name}`);
+  }));
