@@ -4,7 +4,7 @@
  * each refusal without its option, in CRIU's words, leaving the process as it was.
  */
 import assert from "node:assert/strict";
-import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { type Case, dumpRestore, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { CRIU, criu, criuOk, descendants, exists, openFds, reap, tempDir, Workload } from "./lib/harness.ts";
 
 const ALL = ["--link-remap", "--evasive-devices", "--file-locks"];
@@ -98,6 +98,10 @@ Deno.test("a restore that fails after making ghost files removes them", async ()
     assert.equal(r.code, 1, r.stderr);
     assert.match(r.stderr, /Cannot reopen .*\.posix/);
     assert.deepEqual(leftovers(w.dir), []);
+    // Nor the names the ghosts were opened by (their own, linked for the open).
+    for (const name of ["ghost-big", "ghost-small", "ghost-dir", "mapped"]) {
+      assert.ok(!exists(`${w.result}.${name}`), `${name} is left behind`);
+    }
     assert.ok(!exists(`/proc/${w.pid}`), "a failed restore left the process behind");
   } finally {
     await w.kill();
@@ -145,4 +149,13 @@ Deno.test("link_remap, evasive_devices, file_locks and ghost_limit over RPC act 
     assert.ok(exists(`${images}/filelocks.img`) && exists(`${images}/remap-fpath.img`));
     // The dump left the process running (-R): its link remap stays for a restore, as with CRIU.
     for (const name of leftovers(w.dir)) Deno.removeSync(`${w.dir}/${name}`);
+  }));
+
+Deno.test("after restores nothing made for them is left: no link_remap.N, no ghost", () =>
+  withWorkload({ name: "gone_files", args: ["ghost", "link", "cwd", "map"] }, async (w, images) => {
+    const c = { name: "gone_files", criuArgs: ["--link-remap"] };
+    for (let i = 0; i < 3; i++) {
+      await dumpRestore(w, images, c);
+      assert.deepEqual(leftovers(w.dir), [], `after restore ${i + 1}`);
+    }
   }));

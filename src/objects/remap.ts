@@ -33,7 +33,7 @@ import { timevalSchema } from "../images/gen/time_pb.ts";
 import { KINDS } from "../images/kinds.ts";
 import { ImageReader, ImageWriter } from "../images/file.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
-import { closeFd, dataRanges, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
+import { closeFd, dataRanges, OPEN, openFd, pathExists, preadFull } from "../../ffi/fd.ts";
 import { copyRange, linkOpenFile, RawFdSink, truncateFd } from "../../ffi/files.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { O } from "../../ffi/syscalls.ts";
@@ -68,6 +68,8 @@ interface RemapState {
   imagesPath: string;
   madeGhosts: Map<number, { path: string; dir: boolean }>;
   links: Set<string>;
+  /** Files linked back under their own name for the open (name -> what it links to), removed at the end. */
+  ownNames: Map<string, string>;
 }
 
 function remapState(table: FileTable): RemapState {
@@ -79,6 +81,7 @@ function remapState(table: FileTable): RemapState {
     imagesPath: "",
     madeGhosts: new Map(),
     links: new Set(),
+    ownNames: new Map(),
   }));
 }
 
@@ -385,22 +388,41 @@ export function readRemaps(session: FilesSession): void {
 export function pathToOpen(table: FileTable, id: number): string {
   const entry = table.get(id);
   const name = entry.reg?.name ?? "/";
-  const remap = remapState(table).byFile.get(id);
+  const state = remapState(table);
+  const remap = state.byFile.get(id);
   if (!remap) return name;
   if (remap.remapType === remap_type.LINKED) {
     const link = table.get(remap.remapId).reg?.name;
     if (!link) throw new RestoreError(`Link remap ${remap.remapId} of ${name} is not a regular file`);
-    remapState(table).links.add(link);
-    return link;
+    state.links.add(link);
+    return underOwnName(state, name, link);
   }
-  return ghostPath(table, name, remap.remapId);
+  const ghost = ghostPath(table, name, remap.remapId);
+  return ghost === name ? name : underOwnName(state, name, ghost);
+}
+
+/**
+ * As CRIU does: the file is opened by its own name when that name is free (a hard link made for
+ * the open and removed at the end), so the task sees the same name, "(deleted)", as before the
+ * dump; otherwise by the remap's name.
+ */
+function underOwnName(state: RemapState, name: string, remapPath: string): string {
+  const known = state.ownNames.get(name);
+  if (known !== undefined) return known === remapPath ? name : remapPath;
+  try {
+    Deno.linkSync(remapPath, name);
+  } catch {
+    return remapPath; // the name is taken again, or its directory is gone
+  }
+  state.ownNames.set(name, remapPath);
+  return name;
 }
 
 function ghostPath(table: FileTable, name: string, ghostId: number): string {
   const state = remapState(table);
   const made = state.madeGhosts.get(ghostId);
   if (made) return made.path;
-  const path = `${name}.cr.${ghostId.toString(16)}.ghost`;
+  const ghost = `${name}.cr.${ghostId.toString(16)}.ghost`;
   const r = ImageReader.open(state.imagesPath, KINDS.GHOST_FILE, ghostId);
   let header: ghost_file_entry;
   let at: number;
@@ -411,6 +433,8 @@ function ghostPath(table: FileTable, name: string, ghostId: number): string {
     r.close();
   }
   const dir = (header.mode & S_IFMT) === S_IFDIR;
+  // A directory cannot be linked under its own name later: as CRIU, it is made there when free.
+  const path = dir && !pathExists(name) ? name : ghost;
   try {
     if (dir) Deno.mkdirSync(path, { mode: header.mode & 0o7777 });
     else if ((header.mode & S_IFMT) === S_IFREG) makeGhostFile(state.imagesPath, ghostId, path, header, at);
@@ -476,9 +500,17 @@ export function removeLinks(table: FileTable): void {
   state.links.clear();
 }
 
-/** At the end of a restore, worked or not: every ghost made is unlinked again. */
+/** At the end of a restore, worked or not: every ghost made and own name linked is unlinked again. */
 export function removeGhosts(table: FileTable): void {
   const state = remapState(table);
+  for (const name of state.ownNames.keys()) {
+    try {
+      Deno.removeSync(name);
+    } catch {
+      // already gone
+    }
+  }
+  state.ownNames.clear();
   for (const { path } of state.madeGhosts.values()) {
     try {
       Deno.removeSync(path);
