@@ -126,7 +126,8 @@ export function dumpRemappedFd(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.Fi
     if (!ctx.session.opts.evasiveDevices) {
       refuse(ctx.pid, what, "the node it was opened through is gone. Use --evasive-devices option");
     }
-    const other = nodeOfDevice(stat);
+    // As CRIU: the same name is kept when it now leads to another node of the same device.
+    const other = sameDevice(name, stat) ? name : nodeOfDevice(stat);
     if (!other) refuse(ctx.pid, what, `no node under /dev is device ${deviceName(stat.rdev ?? 0)}`);
     ctx.log.info(`fd ${fd.fd}: device ${name} reopened as ${other}`);
     return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) => regEntry(id, other, fd.flags, fd.pos));
@@ -298,6 +299,15 @@ function deviceName(rdev: number): string {
   return splitDev(rdev).join(":");
 }
 
+function sameDevice(path: string, stat: Deno.FileInfo): boolean {
+  try {
+    const st = Deno.statSync(path);
+    return isDevice(st) && st.rdev === stat.rdev && st.isCharDevice === stat.isCharDevice;
+  } catch {
+    return false;
+  }
+}
+
 /** A node under /dev of the same kind and device number, the plainest name first. */
 function nodeOfDevice(stat: Deno.FileInfo): string | null {
   const queue = ["/dev"];
@@ -418,11 +428,22 @@ function underOwnName(state: RemapState, name: string, remapPath: string): strin
   return name;
 }
 
+/**
+ * NAME.cr.ID.ghost, in the file's directory or, as CRIU does when that directory is gone too,
+ * in its nearest parent that exists.
+ */
+function ghostName(name: string, ghostId: number): string {
+  const base = name.slice(name.lastIndexOf("/") + 1);
+  let dir = name.slice(0, name.lastIndexOf("/")) || "/";
+  while (dir !== "/" && !pathExists(dir)) dir = dir.slice(0, dir.lastIndexOf("/")) || "/";
+  return `${dir === "/" ? "" : dir}/${base}.cr.${ghostId.toString(16)}.ghost`;
+}
+
 function ghostPath(table: FileTable, name: string, ghostId: number): string {
   const state = remapState(table);
   const made = state.madeGhosts.get(ghostId);
   if (made) return made.path;
-  const ghost = `${name}.cr.${ghostId.toString(16)}.ghost`;
+  const ghost = ghostName(name, ghostId);
   const r = ImageReader.open(state.imagesPath, KINDS.GHOST_FILE, ghostId);
   let header: ghost_file_entry;
   let at: number;
@@ -434,7 +455,8 @@ function ghostPath(table: FileTable, name: string, ghostId: number): string {
   }
   const dir = (header.mode & S_IFMT) === S_IFDIR;
   // A directory cannot be linked under its own name later: as CRIU, it is made there when free.
-  const path = dir && !pathExists(name) ? name : ghost;
+  const parent = name.slice(0, name.lastIndexOf("/")) || "/";
+  const path = dir && !pathExists(name) && pathExists(parent) ? name : ghost;
   try {
     if (dir) Deno.mkdirSync(path, { mode: header.mode & 0o7777 });
     else if ((header.mode & S_IFMT) === S_IFREG) makeGhostFile(state.imagesPath, ghostId, path, header, at);

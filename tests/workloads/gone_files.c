@@ -3,7 +3,7 @@
  *
  *   ghost   fd 20: a sparse 900 KiB file (data at 0 and at 600 KiB, holes between and after),
  *           O_RDWR at offset 70000, unlinked; fd 21: a 100-byte file, O_WRONLY|O_APPEND, unlinked;
- *           fd 22: a directory, removed. Same bytes, holes still holes, same offsets and flags,
+ *           fd 22: a directory, removed; fd 25: a file in a directory, both removed. Same bytes, holes still holes, same offsets and flags,
  *           still unlinked, and nothing left in the directory (no "*.cr.*.ghost").
  *   cwd     the working directory is a directory that was removed; it stays removed and ours.
  *   link    fd 23: a file opened by a name that was removed while a second hard link remains
@@ -109,6 +109,30 @@ static void check_deleted(int fd, const char *suffix, const char *what)
 	WL_CHECK(strcmp(target, want) == 0, "%s: fd %d is %s, not %s", what, fd, target, want);
 }
 
+/* fd 25: RESULT.gone-dir/inner, 10 bytes, then both removed. */
+static void setup_nested(void)
+{
+	char dir[4096], path[4200];
+
+	if (mkdir(wl_path("gone-dir", dir, sizeof(dir)), 0700) < 0)
+		wl_die("mkdir");
+	snprintf(path, sizeof(path), "%s/inner", dir);
+	move_fd(open(path, O_RDWR | O_CREAT | O_TRUNC, 0600), 25);
+	if (write(25, "0123456789", 10) != 10 || unlink(path) < 0 || rmdir(dir) < 0)
+		wl_die("nested ghost");
+}
+
+static void check_nested(void)
+{
+	char buf[10];
+	struct stat st;
+
+	WL_CHECK(fstat(25, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 0 && st.st_size == 10,
+		 "nested ghost: not a removed 10-byte file");
+	WL_CHECK(pread(25, buf, 10, 0) == 10 && memcmp(buf, "0123456789", 10) == 0 && lseek(25, 0, SEEK_CUR) == 10,
+		 "nested ghost: contents or offset differ");
+}
+
 static void setup_ghost(void)
 {
 	char path[4096];
@@ -131,6 +155,7 @@ static void setup_ghost(void)
 	move_fd(open(path, O_RDONLY | O_DIRECTORY), 22);
 	if (rmdir(path) < 0)
 		wl_die("rmdir");
+	setup_nested();
 }
 
 /* fd 21 is write-only: its bytes are read through a second open of the same file. */
@@ -179,6 +204,7 @@ static void check_ghost(void)
 		 "small ghost: an append did not land at the end");
 	WL_CHECK(fstat(22, &st) == 0 && S_ISDIR(st.st_mode) && st.st_nlink == 0, "ghost dir: not a removed directory");
 	check_deleted(22, "ghost-dir", "ghost dir");
+	check_nested();
 	free(buf);
 }
 
