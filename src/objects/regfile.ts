@@ -27,8 +27,15 @@ const PLAIN_DEVICES = new Set(["/dev/null", "/dev/zero", "/dev/full", "/dev/rand
 const OPEN_ONLY = O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY | O.CLOEXEC;
 
 /** Adds (or finds) a regular-file entry; mappings and cwd/root/exe use this too. */
-export function addRegFile(table: FileTable, path: string, flags: number, pos = 0n, key?: string): number {
-  const st = safeStat(path);
+export function addRegFile(
+  table: FileTable,
+  path: string,
+  flags: number,
+  pos = 0n,
+  key?: string,
+  known?: Deno.FileInfo | null,
+): number {
+  const st = known ?? safeStat(path);
   return table.add(key ?? `reg:${path}:${flags}`, (id) =>
     create(file_entrySchema, {
       type: fd_types.REG,
@@ -68,7 +75,8 @@ export const regFileKind: FdKind = {
   dump(ctx, fd, stat) {
     if (stat && nameIsGone(fd.target, stat)) return dumpRemappedFd(ctx, fd, stat);
     // Each fd gets its own description unless the caller proves two fds share one.
-    return addRegFile(ctx.table, fd.target, fd.flags, fd.pos, `fd:${ctx.pid}:${fd.fd}`);
+    // The fd's own stat is the file's: no second stat by path (thousands of fds add up).
+    return addRegFile(ctx.table, fd.target, fd.flags, fd.pos, `fd:${ctx.pid}:${fd.fd}`, stat);
   },
   open(ctx, entry) {
     const reg = entry.reg;
