@@ -5,7 +5,22 @@
  */
 import assert from "node:assert/strict";
 import { type Case, dumpRestore, registerMatrix, withWorkload } from "./lib/matrix.ts";
-import { CRIU, criu, criuOk, descendants, exists, openFds, reap, tempDir, Workload } from "./lib/harness.ts";
+import {
+  CRIU,
+  criu,
+  criuOk,
+  descendants,
+  exists,
+  killTree,
+  openFds,
+  reap,
+  tempDir,
+  waitFor,
+  Workload,
+  workloadBin,
+} from "./lib/harness.ts";
+import { spawn } from "../ffi/spawn.ts";
+import { closeFd, OPEN, openFd } from "../ffi/fd.ts";
 
 const ALL = ["--link-remap", "--evasive-devices", "--file-locks"];
 
@@ -159,3 +174,41 @@ Deno.test("after restores nothing made for them is left: no link_remap.N, no gho
       assert.deepEqual(leftovers(w.dir), [], `after restore ${i + 1}`);
     }
   }));
+
+Deno.test("a process whose executable was removed comes back with it, still removed", async () => {
+  const fds = openFds();
+  const dir = tempDir();
+  const images = `${dir}/images`;
+  Deno.mkdirSync(images);
+  const prog = `${dir}/prog`;
+  Deno.copyFileSync(await workloadBin("gone_files"), prog);
+  const log = openFd(`${dir}/log`, OPEN.WRONLY | OPEN.CREAT | OPEN.CLOEXEC);
+  const nul = openFd("/dev/null", OPEN.RDONLY | OPEN.CLOEXEC);
+  let pid = 0;
+  try {
+    pid = spawn(prog, ["prog", `${dir}/r`, "ghost"], { fds: { 0: nul, 1: log, 2: log }, setsid: true });
+  } finally {
+    closeFd(log);
+    closeFd(nul);
+  }
+  try {
+    await waitFor("prog to be ready", () => exists(`${dir}/r.ready`));
+    Deno.removeSync(prog);
+    await criuOk(["dump", "-t", `${pid}`, "-D", images]);
+    await reap(pid);
+    await criuOk(["restore", "-D", images, "-d"]);
+    assert.equal(Deno.readLinkSync(`/proc/${pid}/exe`), `${prog} (deleted)`);
+    assert.ok(!exists(prog), "the executable's name is back after the restore");
+    Deno.kill(pid, "SIGTERM");
+    await waitFor(
+      "prog to report",
+      () => exists(`${dir}/r`) && Deno.readTextFileSync(`${dir}/r`).endsWith("\n"),
+    );
+    await reap(pid);
+    assert.equal(Deno.readTextFileSync(`${dir}/r`).trim(), "PASS");
+  } finally {
+    if (pid > 0) await killTree(pid);
+    Deno.removeSync(dir, { recursive: true });
+  }
+  assert.deepEqual(openFds(), fds, "the test leaked fds");
+});

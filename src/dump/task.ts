@@ -41,7 +41,7 @@ import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../object
 import { dumpTimers, itimersQuery } from "../objects/timers.ts";
 import { applyRestart, threadInfoFromCpu } from "../objects/cpu.ts";
 import { dumpFds, type DumpFilesContext, type FilesSession, type FileTable } from "../objects/files.ts";
-import { addRemovedDirectory, addRemovedMapping } from "../objects/remap.ts";
+import { addRemovedDirectory, addRemovedExe, addRemovedMapping } from "../objects/remap.ts";
 import { addRegFile } from "../objects/regfile.ts";
 import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
@@ -292,13 +292,15 @@ function dumpMm(
   table: FileTable,
   vmas: DumpedVma[],
   answers: TaskAnswers,
+  files: FilesSession,
 ): mm_entry {
   const stat = proc.stat(pid);
   const f = (n: number) => stat.field(n);
   const exe = Deno.readLinkSync(`/proc/${pid}/exe`);
-  if (exe.endsWith(" (deleted)")) {
-    throw new UnsupportedObjectError(pid, `executable ${exe}`, "it was deleted");
-  }
+  // A removed executable is carried as CRIU does: a ghost or a link remap (remap.ts).
+  const exeFileId = exe.endsWith(" (deleted)")
+    ? addRemovedExe(files, pid, exe)
+    : addRegFile(table, exe, O.RDONLY);
   return create(mm_entrySchema, {
     mmStartCode: f(26),
     mmEndCode: f(27),
@@ -311,7 +313,7 @@ function dumpMm(
     mmArgEnd: f(49),
     mmEnvStart: f(50),
     mmEnvEnd: f(51),
-    exeFileId: addRegFile(table, exe, O.RDONLY),
+    exeFileId,
     mmSavedAuxv: readAuxv(pid).slice(0, AT_VECTOR_SIZE),
     vmas: vmas.map((v) => v.entry),
     dumpable: answers.dumpable,
@@ -410,7 +412,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
     );
     dumpThreads(ctx, agent, proc, task.threads.filter((t) => t !== pid), (tid) => imageTid.get(tid)!);
     log.debug(`Task ${pid}: threads done`);
-    out.mm = dumpMm(proc, pid, ctx.table, vmas, answers);
+    out.mm = dumpMm(proc, pid, ctx.table, vmas, answers, ctx.files);
     const files = { pid, agent, table: ctx.table, session: ctx.files, log: ctx.log };
     out.fs = dumpFs(proc, files);
     out.fdinfos = dumpFds(files, fds);

@@ -159,6 +159,18 @@ export function addRemovedMapping(
   return addLinkRemap(ctx, source, `map:${stat.dev}:${stat.ino}:${flags}`, what, name, flags, 0n);
 }
 
+/** The file entry of a task's executable that was removed (/proc/PID/exe): a ghost or a link remap. */
+export function addRemovedExe(session: FilesSession, pid: number, exe: string): number {
+  const ctx: Dumper = { pid, table: session.table, session, log: session.log };
+  const source = `/proc/${pid}/exe`;
+  const name = withoutDeleted(exe);
+  const what = `executable ${name}`;
+  const stat = Deno.statSync(source);
+  const key = `${stat.dev}:${stat.ino}:${O.RDONLY}`;
+  if ((stat.nlink ?? 0) === 0) return addGhost(ctx, what, name, source, stat, O.RDONLY, 0n, `ghost:${key}`);
+  return addLinkRemap(ctx, source, `map:${key}`, what, name, O.RDONLY, 0n);
+}
+
 /**
  * The file entry of a working or root directory that was removed: a ghost directory, as CRIU
  * does (the dump of `/proc/PID/cwd` or `/proc/PID/root`).
