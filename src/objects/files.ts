@@ -123,6 +123,15 @@ export interface FdKind {
   /** Opens the file in the restored task; returns the (temporary) fd it got. */
   open(ctx: RestoreFilesContext, entry: file_entry): number;
   /**
+   * For opening many files in one trap, instead of open(): the one call whose result is the new
+   * fd (its strings allocated in the agent's scratch, `bytes` of them), and the calls to make on
+   * the fd once it is at its number. Null when this file needs open().
+   */
+  openInBatch?(
+    ctx: RestoreFilesContext,
+    entry: file_entry,
+  ): { open: BatchCall; bytes: number; at: (fd: number) => BatchCall[] } | null;
+  /**
    * Once every task is dumped, the tree still frozen: what needs the whole tree, then the kind's
    * own images. A refusal here still resumes the tree and removes the images.
    */
@@ -338,8 +347,13 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
       grabs.add(known, info.fd, (info.flags & 1) !== 0);
       continue;
     }
+    const kind = kindFor(entry.type);
+    if (kind.openInBatch && grabs.open(kind.openInBatch, entry, info.fd, (info.flags & 1) !== 0)) {
+      ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
+      continue;
+    }
     grabs.run(); // in fd order: a kind may take what was restored before
-    const tmp = kindFor(entry.type).open(ctx, entry);
+    const tmp = kind.open(ctx, entry);
     // Nothing below needs an answer: these ride along with the next fd's calls.
     if (tmp !== info.fd) {
       ctx.agent.later(`dup3(fd ${info.fd})`, NR.dup3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
@@ -351,6 +365,9 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
   }
   grabs.run();
 }
+
+/** Scratch room the paths of one batch of opens may take (the scratch area is 64 KiB). */
+const OPEN_BATCH_SCRATCH = 24 * 1024;
 
 /**
  * Copies of files already open in restored tasks, put at their fd numbers in one trap: each
@@ -414,6 +431,36 @@ class GrabBatch {
     return c.length - 2;
   }
 
+  /** Scratch bytes that calls of this batch point at (paths): the batch runs before they fill it. */
+  #scratchUsed = 0;
+
+  /**
+   * Queues the opening of `entry` by its kind's single call, placed at fd `target` the way copies
+   * are (parked first, so that an open landing on `target` itself never meets dup3 onto itself).
+   * False when the kind wants its open() for this file.
+   */
+  open(
+    openInBatch: NonNullable<FdKind["openInBatch"]>,
+    entry: file_entry,
+    target: number,
+    cloexec: boolean,
+  ): boolean {
+    if (this.#scratchUsed > OPEN_BATCH_SCRATCH) this.run();
+    if (this.#calls.length === 0) this.ctx.agent.reset(); // nothing queued points into scratch
+    const opening = openInBatch(this.ctx, entry);
+    if (!opening) return false;
+    this.#scratchUsed += opening.bytes + 6 * 64; // its strings, and its calls in the batch table
+    const c = this.#calls;
+    c.push(opening.open);
+    c.push(this.#parkCall(`fcntl(F_DUPFD_CLOEXEC, fd ${target})`));
+    c.push({ name: "close", nr: NR.close, args: [], ref: { arg: 0, back: 2 } });
+    const flags = cloexec ? O.CLOEXEC : 0;
+    c.push({ name: `dup3(fd ${target})`, nr: NR.dup3, args: [0, target, flags], ref: { arg: 0, back: 2 } });
+    c.push({ name: "close", nr: NR.close, args: [], ref: { arg: 0, back: 3 } });
+    c.push(...opening.at(target));
+    return true;
+  }
+
   /** A copy of the previous call's fd at the lowest free number from parkBase. */
   #parkCall(name: string): BatchCall {
     return { name, nr: NR.fcntl, args: [0, F.DUPFD_CLOEXEC, this.ctx.parkBase], ref: { arg: 0, back: 1 } };
@@ -430,6 +477,7 @@ class GrabBatch {
     }
     this.#calls.length = 0;
     this.#pidfdAt.clear();
+    this.#scratchUsed = 0;
     return results;
   }
 }

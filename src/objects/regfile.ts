@@ -100,6 +100,20 @@ export const regFileKind: FdKind = {
     if (reg.pos !== 0n) ctx.agent.later(`lseek(${reg.name})`, NR.lseek, fd, reg.pos, 0);
     return Number(fd);
   },
+  openInBatch(ctx, entry) {
+    const reg = entry.reg;
+    if (!reg) return null;
+    const path = pathToOpen(ctx.table, entry.id);
+    const name = new TextEncoder().encode(path).length + 1;
+    const open = {
+      name: `reopen ${path}`,
+      nr: NR.open,
+      args: [ctx.agent.string(path), reg.flags & ~OPEN_ONLY, 0],
+    };
+    const at = (fd: number) =>
+      reg.pos === 0n ? [] : [{ name: `lseek(${path})`, nr: NR.lseek, args: [fd, reg.pos, 0] }];
+    return { open, bytes: name, at };
+  },
   finishDump: writeRemaps,
   loadImages: readRemaps,
   afterAllFds: (session) => removeLinks(session.table),
