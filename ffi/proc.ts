@@ -1,4 +1,50 @@
 /** Readers for /proc/PID files. Each returns plain data; nothing here holds a file open. */
+import { addressOf, cstr, libc } from "./libc.ts";
+
+const NR_READLINK = 89;
+const O_RDONLY_CLOEXEC = 0o2000000;
+/** One buffer for the small /proc files read per fd (thousands per task: Deno's readers cost 3x). */
+let procBuf = new Uint8Array(4096);
+const procText = new TextDecoder();
+
+/** A small /proc file as text, or null when it is gone (the fd was closed meanwhile). */
+function readProcText(path: string): string | null {
+  const fd = libc.open(cstr(path), O_RDONLY_CLOEXEC, 0);
+  if (fd < 0) return null;
+  try {
+    let len = 0;
+    for (;;) {
+      if (len === procBuf.length) {
+        const bigger = new Uint8Array(procBuf.length * 2);
+        bigger.set(procBuf);
+        procBuf = bigger;
+      }
+      const n = Number(libc.read(fd, procBuf.subarray(len), BigInt(procBuf.length - len)));
+      if (n < 0) return null;
+      if (n === 0) return procText.decode(procBuf.subarray(0, len));
+      len += n;
+    }
+  } finally {
+    libc.close(fd);
+  }
+}
+
+/** Where a /proc magic link leads, or null when it is gone. */
+function readProcLink(path: string): string | null {
+  const name = cstr(path);
+  const n = Number(
+    libc.syscall(
+      BigInt(NR_READLINK),
+      addressOf(name),
+      addressOf(procBuf),
+      BigInt(procBuf.length),
+      0n,
+      0n,
+      0n,
+    ),
+  );
+  return n < 0 ? null : procText.decode(procBuf.subarray(0, n));
+}
 
 export interface MapsEntry {
   start: bigint;
@@ -110,14 +156,9 @@ export function listFds(pid: number): FdEntry[] {
   const out: FdEntry[] = [];
   for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
     const fd = Number(e.name);
-    let target: string;
-    let infoText: string;
-    try {
-      target = Deno.readLinkSync(`/proc/${pid}/fd/${fd}`);
-      infoText = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${fd}`);
-    } catch {
-      continue; // closed meanwhile (only possible while the task still runs)
-    }
+    const target = readProcLink(`/proc/${pid}/fd/${fd}`);
+    const infoText = target === null ? null : readProcText(`/proc/${pid}/fdinfo/${fd}`);
+    if (target === null || infoText === null) continue; // closed meanwhile (only while the task runs)
     const info = new Map<string, string>();
     for (const line of infoText.split("\n")) {
       const i = line.indexOf(":");

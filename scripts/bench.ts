@@ -6,6 +6,8 @@
  *   - a process with 2,000 mappings;
  *   - a tiny process (five times: the median of each figure);
  *   - a tree of 100 processes, and a process with 500 threads;
+ *   - a process with 10,000 open regular files, and one holding a 64 MiB unlinked file (dumped
+ *     with --ghost-limit 128M);
  *   - a process holding 1,000 sockets of mixed kinds (unix pairs with queued bytes, UDP, TCP
  *     listeners), and one TCP connection with 4 MiB queued each way (--tcp-established).
  * Reported: wall time of dump and restore, frozen time (from stats-dump), MB/s, the tool's peak
@@ -156,6 +158,12 @@ const SCENARIOS: [string, () => Promise<Row>][] = [
   ],
   ["100-process tree", () => scenario("100-process tree", "bench_tree", ["100"])],
   ["500-thread process", () => scenario("500-thread process", "threads", ["500"])],
+  ["10,000 open regular files", () => scenario("10,000 open regular files", "bench_files", ["10000"])],
+  [
+    "64 MiB ghost file (--ghost-limit 128M)",
+    () =>
+      scenario("64 MiB ghost file (--ghost-limit 128M)", "bench_ghost", ["64"], 0, ["--ghost-limit", "128M"]),
+  ],
   ["1,000 sockets of mixed kinds", () => scenario("1,000 sockets of mixed kinds", "bench_sockets", ["1000"])],
   [
     "TCP connection, 4 MiB queued each way",

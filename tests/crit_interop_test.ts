@@ -3,7 +3,7 @@
  * our own crit decodes the same way.
  */
 import assert from "node:assert/strict";
-import { criuOk, reap, tempDir, Workload } from "./lib/harness.ts";
+import { criuOk, descendants, reap, tempDir, Workload } from "./lib/harness.ts";
 
 async function debianCrit(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   const out = await new Deno.Command("/usr/bin/crit", { args, stdout: "piped", stderr: "piped" }).output();
@@ -29,18 +29,35 @@ for (const workload of ["mmap_zoo", "netns"]) {
     critChecksEveryImage(workload));
 }
 
-async function critChecksEveryImage(workload: string): Promise<void> {
-  const w = await Workload.start(workload);
+/** gone_files writes ghost files (chunked and raw), remap-fpath.img and filelocks.img. */
+Deno.test("Debian's crit decodes the ghost, remap and lock images of gone_files, as our crit does", () =>
+  critChecksEveryImage(
+    "gone_files",
+    ["ghost", "link", "device", "locks", "cwd", "map"],
+    ["--link-remap", "--evasive-devices", "--file-locks"],
+    ["remap-fpath.img", "ghost-file-1.img", "ghost-file-2.img", "ghost-file-3.img", "filelocks.img"],
+  ));
+
+async function critChecksEveryImage(
+  workload: string,
+  args: string[] = [],
+  options: string[] = [],
+  expected: string[] = [],
+): Promise<void> {
+  const w = await Workload.start(workload, args);
   const images = tempDir();
   try {
-    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
-    await reap(w.pid);
-    await criuOk(["restore", "-D", images, "-d"]);
+    const tree = [w.pid, ...descendants(w.pid)];
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, ...options]);
+    for (const pid of tree) await reap(pid);
+    await criuOk(["restore", "-D", images, "-d", ...options]);
     assert.equal(await w.finish(), "PASS");
     const files = [...Deno.readDirSync(images)].map((e) => e.name).filter((n) =>
       !n.startsWith("pages-") && !n.endsWith(".log")
     );
-    for (const f of ["inventory.img", "pstree.img", "files.img", "stats-dump", "stats-restore"]) {
+    for (
+      const f of ["inventory.img", "pstree.img", "files.img", "stats-dump", "stats-restore", ...expected]
+    ) {
       assert.ok(files.includes(f), f);
     }
     for (const f of files) {

@@ -195,16 +195,15 @@ Deno.test("a dump of a process holding a file lock is refused by fd, as CRIU wit
   const images = tempDir();
   try {
     await withPython(`f=open("${images}/locked","w")\nfcntl.flock(f,fcntl.LOCK_EX)`, async (pid) => {
-      for (const extra of [[], ["--file-locks"]]) {
-        const r = await criu(["dump", "-t", `${pid}`, "-D", images, ...extra]);
-        assertRefused(
-          r,
-          /the file lock on fd 3 \(.*locked\) of process \d+: file locks are not saved yet/,
-          "dump",
-        );
-        assertUntouched(pid);
-        assert.ok(!exists(`${images}/inventory.img`));
-      }
+      // With --file-locks the lock is dumped (tests/gone_files_test.ts).
+      const r = await criu(["dump", "-t", `${pid}`, "-D", images]);
+      assertRefused(
+        r,
+        /the file lock on fd 3 \(.*locked\) of process \d+: .*You can try --file-locks to dump them/,
+        "dump",
+      );
+      assertUntouched(pid);
+      assert.ok(!exists(`${images}/inventory.img`));
     });
   } finally {
     Deno.removeSync(images, { recursive: true });
@@ -393,19 +392,18 @@ async function assertDumpRefused(pid: number, images: string, message: RegExp, w
   assert.deepEqual([...Deno.readDirSync(images)], [], `${what}: the refused dump left files behind`);
 }
 
-Deno.test("a dump of a process whose working directory was deleted is refused, and it runs on", async () => {
+Deno.test("a dump of a process whose working directory was deleted carries it as a ghost, and it runs on", async () => {
+  // As CRIU: a removed directory is a ghost (tests/gone_files_test.ts restores one), no refusal.
   const images = tempDir();
   const gone = `${images}/gone`;
   Deno.mkdirSync(gone);
   try {
     await withSleeper(["sh", "-c", "exec sleep 60"], gone, async (pid) => {
       Deno.removeSync(gone);
-      await assertDumpRefused(
-        pid,
-        images,
-        /working directory .*gone \(deleted\) of process \d+: it was deleted/,
-        "cwd",
-      );
+      const r = await criu(["dump", "-t", `${pid}`, "-D", images, "-R"]);
+      assert.equal(r.code, 0, r.stderr);
+      assertUntouched(pid);
+      assert.ok(exists(`${images}/remap-fpath.img`) && exists(`${images}/ghost-file-1.img`));
     });
   } finally {
     Deno.removeSync(images, { recursive: true });

@@ -47,7 +47,8 @@ import { credsQuery, readLoginuid } from "../objects/creds.ts";
 import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../objects/signals.ts";
 import { dumpTimers, itimersQuery } from "../objects/timers.ts";
 import { applyRestart, threadInfoFromCpu } from "../objects/cpu.ts";
-import { dumpFds, type FilesSession, type FileTable } from "../objects/files.ts";
+import { dumpFds, type DumpFilesContext, type FilesSession, type FileTable } from "../objects/files.ts";
+import { addRemovedDirectory, addRemovedExe } from "../objects/remap.ts";
 import { addRegFile } from "../objects/regfile.ts";
 import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
@@ -343,13 +344,15 @@ function dumpMm(
   table: FileTable,
   vmas: DumpedVma[],
   answers: TaskAnswers,
+  files: FilesSession,
 ): mm_entry {
   const stat = proc.stat(pid);
   const f = (n: number) => stat.field(n);
   const exe = Deno.readLinkSync(`/proc/${pid}/exe`);
-  if (exe.endsWith(" (deleted)")) {
-    throw new UnsupportedObjectError(pid, `executable ${exe}`, "it was deleted");
-  }
+  // A removed executable is carried as CRIU does: a ghost or a link remap (remap.ts).
+  const exeFileId = exe.endsWith(" (deleted)")
+    ? addRemovedExe(files, pid, exe)
+    : addRegFile(table, exe, O.RDONLY);
   const mm = create(mm_entrySchema, {
     mmStartCode: f(26),
     mmEndCode: f(27),
@@ -362,7 +365,7 @@ function dumpMm(
     mmArgEnd: f(49),
     mmEnvStart: f(50),
     mmEnvEnd: f(51),
-    exeFileId: addRegFile(table, exe, O.RDONLY),
+    exeFileId,
     mmSavedAuxv: readAuxv(pid).slice(0, AT_VECTOR_SIZE),
     vmas: vmas.map((v) => v.entry),
     dumpable: answers.dumpable,
@@ -372,12 +375,17 @@ function dumpMm(
   return mm;
 }
 
-function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable): DumpedVma[] {
+function collectVmas(
+  pid: number,
+  maps: readonly MapsEntry[],
+  table: FileTable,
+  files?: FilesSession,
+): DumpedVma[] {
   const out: DumpedVma[] = [];
   const pagemap = Deno.openSync(`/proc/${pid}/pagemap`);
   try {
     for (const m of maps) {
-      const entry = classify({ pid, table }, m);
+      const entry = classify({ pid, table, ...(files ? { files } : {}) }, m);
       // [vvar_vclock] follows [vvar]: CRIU records them as one VVAR area.
       const last = out.at(-1)?.entry;
       if (last && entry.status & VMA.VVAR && last.status & VMA.VVAR && last.end === entry.start) {
@@ -393,18 +401,21 @@ function collectVmas(pid: number, maps: readonly MapsEntry[], table: FileTable):
   return out;
 }
 
-/** The path of a task's cwd or root; one that was deleted could never be entered again. */
-function fsDirectory(pid: number, which: "cwd" | "root", what: string): string {
-  const path = Deno.readLinkSync(`/proc/${pid}/${which}`);
-  if (path.endsWith(" (deleted)")) throw new UnsupportedObjectError(pid, `${what} ${path}`, "it was deleted");
-  return path;
+/**
+ * The file of a task's cwd or root. One that was removed is a ghost directory, as CRIU carries it
+ * (remap.ts): made again for the restore and removed once the task is in it.
+ */
+function fsDirectory(files: DumpFilesContext, which: "cwd" | "root"): number {
+  const path = Deno.readLinkSync(`/proc/${files.pid}/${which}`);
+  if (path.endsWith(" (deleted)")) return addRemovedDirectory(files, which, path);
+  return addRegFile(files.table, path, O.RDONLY | O.DIRECTORY);
 }
 
-function dumpFs(proc: ProcFiles, pid: number, table: FileTable): fs_entry {
-  const umask = parseInt(proc.status(pid).get("Umask") ?? "22", 8);
+function dumpFs(proc: ProcFiles, files: DumpFilesContext): fs_entry {
+  const umask = parseInt(proc.status(files.pid).get("Umask") ?? "22", 8);
   return create(fs_entrySchema, {
-    cwdId: addRegFile(table, fsDirectory(pid, "cwd", "working directory"), O.RDONLY | O.DIRECTORY),
-    rootId: addRegFile(table, fsDirectory(pid, "root", "root directory"), O.RDONLY | O.DIRECTORY),
+    cwdId: fsDirectory(files, "cwd"),
+    rootId: fsDirectory(files, "root"),
     umask,
   });
 }
@@ -453,7 +464,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   }
   // Mappings and fds are read before the agent adds its scratch area.
   const maps = readSmaps(pid);
-  const vmas = collectVmas(pid, maps, ctx.table);
+  const vmas = collectVmas(pid, maps, ctx.table, ctx.files);
   log.debug(`Task ${pid}: ${vmas.length} areas, ${vmas.reduce((n, v) => n + v.runs.length, 0)} page runs`);
   const fds = listFds(pid);
   const ip = syscallInstruction(pid, maps);
@@ -474,9 +485,10 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
     );
     dumpThreads(ctx, agent, proc, task.threads.filter((t) => t !== pid), (tid) => imageTid.get(tid)!);
     log.debug(`Task ${pid}: threads done`);
-    out.mm = dumpMm(proc, pid, ctx.table, vmas, answers);
-    out.fs = dumpFs(proc, pid, ctx.table);
-    out.fdinfos = dumpFds({ pid, agent, table: ctx.table, session: ctx.files, log: ctx.log }, fds);
+    out.mm = dumpMm(proc, pid, ctx.table, vmas, answers, ctx.files);
+    const files = { pid, agent, table: ctx.table, session: ctx.files, log: ctx.log };
+    out.fs = dumpFs(proc, files);
+    out.fdinfos = dumpFds(files, fds);
     log.debug(`Task ${pid}: mm, fs and ${fds.length} fds done`);
     ctx.writePages(agent, out);
     return out;

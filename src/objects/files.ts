@@ -23,6 +23,7 @@ import { type FdEntry, listFds } from "../../ffi/proc.ts";
 import { sameOpenFile } from "../../ffi/process.ts";
 import { F, NR, O } from "../../ffi/syscalls.ts";
 import { refuse } from "./refusal.ts";
+import { noteFdLocks, readFileLocks, restoreFileLocks, writeFileLocks } from "./file_locks.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import type { Log } from "../log.ts";
@@ -138,6 +139,15 @@ export interface FdKind {
   dump(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.FileInfo | null): number;
   /** Opens the file in the restored task; returns the (temporary) fd it got. */
   open(ctx: RestoreFilesContext, entry: file_entry): number;
+  /**
+   * For opening many files in one trap, instead of open(): the one call whose result is the new
+   * fd (its strings allocated in the agent's scratch, `bytes` of them), and the calls to make on
+   * the fd once it is at its number. Null when this file needs open().
+   */
+  openInBatch?(
+    ctx: RestoreFilesContext,
+    entry: file_entry,
+  ): { open: BatchCall; bytes: number; at: (fd: number) => BatchCall[] } | null;
   /**
    * Once every task is dumped, the tree still frozen: what needs the whole tree, then the kind's
    * own images. A refusal here still resumes the tree and removes the images.
@@ -278,6 +288,7 @@ export function fdKinds(): readonly FdKind[] {
 /** The dump's last step for files: each kind finishes (peers, its own images). */
 export function finishFilesDump(session: FilesSession): void {
   for (const kind of kinds) kind.finishDump?.(session);
+  writeFileLocks(session);
 }
 
 /** The end of a dump, worked or not: every kind lets go of what it holds; nothing throws. */
@@ -294,6 +305,7 @@ export function endFilesDump(session: FilesSession, tasksGoOn: boolean): void {
 /** Reads every kind's own images (PREPARE). */
 export function loadFileImages(session: FilesSession): void {
   for (const kind of kinds) kind.loadImages?.(session);
+  readFileLocks(session);
 }
 
 /** Once every task has its fds. */
@@ -346,15 +358,6 @@ export function dumpHeldFile(ctx: DumpFilesContext, fd: number): number {
 /** Dumps every fd of a task; returns its fdinfo entries. */
 export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
   return fds.map((fd) => {
-    // A lock (flock, POSIX, lease) the task holds through this fd would be gone after a restore
-    // while the task believes it holds it: CRIU refuses these too unless --file-locks.
-    if (fd.info.has("lock")) {
-      refuse(
-        ctx.pid,
-        `the file lock on fd ${fd.fd} (${fd.target})`,
-        "file locks are not saved yet, with or without --file-locks",
-      );
-    }
     const stat = statOf(ctx.pid, fd.fd);
     // An fd no kind takes goes to the plugins (ext_file.ts), which refuse it if none takes it.
     const kind = kinds.find((k) => k.detect(fd, stat, ctx.pid)) ?? externalFileKind();
@@ -363,6 +366,8 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
     const known = ctx.table.sameDescription(ctx.pid, fd);
     const id = known ?? kind.dump(ctx, fd, stat);
     if (known === undefined) ctx.table.noteDescription(ctx.pid, fd, id);
+    // Locks held through it (file_locks.ts): recorded, or refused without --file-locks.
+    noteFdLocks(ctx, fd, id);
     ctx.log.debug(`fd ${fd.fd}: ${kind.name} ${fd.target} as file ${id}`);
     return create(fdinfo_entrySchema, {
       id,
@@ -396,7 +401,9 @@ export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_en
   for (const f of fdinfos) {
     const entry = ctx.table.get(f.id);
     const kind = kindFor(entry.type);
-    byKind.set(kind, [...(byKind.get(kind) ?? []), entry]);
+    const list = byKind.get(kind) ?? [];
+    list.push(entry); // not a copy per fd: a task may have thousands
+    byKind.set(kind, list);
   }
   for (const [kind, entries] of byKind) kind.beforeTaskFds?.(ctx, entries);
   // Whatever the task holds below parkBase goes (its puppet's fds), with the next calls.
@@ -405,6 +412,7 @@ export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_en
   const order = [...fdinfos].sort((a, b) => rank(a) - rank(b) || a.fd - b.fd);
   restoreEach(ctx, order);
   for (const [kind, entries] of byKind) kind.afterTaskFds?.(ctx, entries);
+  restoreFileLocks(ctx); // taken by the task itself, on the fds it now has
 }
 
 function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): void {
@@ -416,8 +424,13 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
       grabs.add(known, info.fd, (info.flags & 1) !== 0);
       continue;
     }
+    const kind = kindFor(entry.type);
+    if (kind.openInBatch && grabs.open(kind.openInBatch, entry, info.fd, (info.flags & 1) !== 0)) {
+      ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
+      continue;
+    }
     grabs.run(); // in fd order: a kind may take what was restored before
-    const tmp = kindFor(entry.type).open(ctx, entry);
+    const tmp = kind.open(ctx, entry);
     // Nothing below needs an answer: these ride along with the next fd's calls.
     if (tmp !== info.fd) {
       ctx.agent.later(`dup3(fd ${info.fd})`, NR.dup3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
@@ -429,6 +442,9 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
   }
   grabs.run();
 }
+
+/** Scratch room the paths of one batch of opens may take (the scratch area is 64 KiB). */
+const OPEN_BATCH_SCRATCH = 24 * 1024;
 
 /**
  * Copies of files already open in restored tasks, put at their fd numbers in one trap: each
@@ -492,6 +508,36 @@ class GrabBatch {
     return c.length - 2;
   }
 
+  /** Scratch bytes that calls of this batch point at (paths): the batch runs before they fill it. */
+  #scratchUsed = 0;
+
+  /**
+   * Queues the opening of `entry` by its kind's single call, placed at fd `target` the way copies
+   * are (parked first, so that an open landing on `target` itself never meets dup3 onto itself).
+   * False when the kind wants its open() for this file.
+   */
+  open(
+    openInBatch: NonNullable<FdKind["openInBatch"]>,
+    entry: file_entry,
+    target: number,
+    cloexec: boolean,
+  ): boolean {
+    if (this.#scratchUsed > OPEN_BATCH_SCRATCH) this.run();
+    if (this.#calls.length === 0) this.ctx.agent.reset(); // nothing queued points into scratch
+    const opening = openInBatch(this.ctx, entry);
+    if (!opening) return false;
+    this.#scratchUsed += opening.bytes + 6 * 64; // its strings, and its calls in the batch table
+    const c = this.#calls;
+    c.push(opening.open);
+    c.push(this.#parkCall(`fcntl(F_DUPFD_CLOEXEC, fd ${target})`));
+    c.push({ name: "close", nr: NR.close, args: [], ref: { arg: 0, back: 2 } });
+    const flags = cloexec ? O.CLOEXEC : 0;
+    c.push({ name: `dup3(fd ${target})`, nr: NR.dup3, args: [0, target, flags], ref: { arg: 0, back: 2 } });
+    c.push({ name: "close", nr: NR.close, args: [], ref: { arg: 0, back: 3 } });
+    c.push(...opening.at(target));
+    return true;
+  }
+
   /** A copy of the previous call's fd at the lowest free number from parkBase. */
   #parkCall(name: string): BatchCall {
     return { name, nr: NR.fcntl, args: [0, F.DUPFD_CLOEXEC, this.ctx.parkBase], ref: { arg: 0, back: 1 } };
@@ -508,6 +554,7 @@ class GrabBatch {
     }
     this.#calls.length = 0;
     this.#pidfdAt.clear();
+    this.#scratchUsed = 0;
     return results;
   }
 }

@@ -1,7 +1,9 @@
 /**
  * Regular files mapped into memory, private or shared: recorded as a regular-file entry of
  * files.img (vma shmid names it), reopened by path on restore with the rights the task's own open
- * file had (vma fdflags), so that an mprotect the task makes later is allowed as before.
+ * file had (vma fdflags), so that an mprotect the task makes later is allowed as before. A mapped
+ * file whose name is gone is carried as the fds of such files are (remap.ts: a ghost file in the
+ * images, or a link remap), and reopened through it.
  */
 import { refuse } from "./refusal.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
@@ -12,6 +14,7 @@ import { NR, O, PROT } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
 import type { FileTable } from "./files.ts";
 import { addRegFile } from "./regfile.ts";
+import { addRemovedMapping, pathToOpen } from "./remap.ts";
 import { type MappingBacking, registerMappingBacking } from "./mappings.ts";
 import { mapFilesPath, VMA } from "./memory.ts";
 
@@ -80,7 +83,7 @@ function openFlagsFor(e: vma_entry): number {
 export const regularFileMapping: MappingBacking = {
   name: "regular file",
   detect(m) {
-    return m.inode !== 0 && m.path.startsWith("/") && !m.path.endsWith(" (deleted)");
+    return m.inode !== 0 && m.path.startsWith("/");
   },
   dump(ctx, m, entry) {
     if (!isRegularFile(ctx.pid, m)) {
@@ -96,7 +99,11 @@ export const regularFileMapping: MappingBacking = {
     entry.status |= shared ? VMA.FILE_SHARED : VMA.FILE_PRIVATE;
     entry.pgoff = m.offset;
     entry.fdflags = fdflags;
-    entry.shmid = BigInt(addRegFile(ctx.table, m.path, fdflags));
+    const gone = m.path.endsWith(" (deleted)");
+    if (gone && !ctx.files) refuse(ctx.pid, `the mapping of ${m.path}`, "its file was deleted");
+    entry.shmid = BigInt(
+      gone ? addRemovedMapping(ctx.files!, ctx.pid, m, fdflags) : addRegFile(ctx.table, m.path, fdflags),
+    );
   },
   ownPages(entry) {
     return entry.status & VMA.FILE_SHARED ? "none" : "present";
@@ -110,7 +117,7 @@ export const regularFileMapping: MappingBacking = {
   },
   open(ctx, e) {
     const file = ctx.files.get(Number(e.shmid));
-    const name = file.reg?.name;
+    const name = file.reg ? pathToOpen(ctx.files, file.id) : undefined; // a ghost's or link's path
     const at = `0x${e.start.toString(16)}`;
     if (!name) {
       throw new RestoreError(`Mapping at ${at} refers to file ${file.id}, which is not a regular file`);

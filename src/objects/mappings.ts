@@ -14,12 +14,14 @@ import type { MapsEntry } from "../../ffi/proc.ts";
 import type { ImageDir } from "../images/dir.ts";
 
 import type { Agent } from "../agent.ts";
-import type { FileTable } from "./files.ts";
+import type { FilesSession, FileTable } from "./files.ts";
 import type { Log } from "../log.ts";
 
 export interface MappingDumpContext {
   pid: number;
   table: FileTable;
+  /** What the kinds of file are told (a mapped file whose name is gone is carried as one of them). */
+  files?: FilesSession;
 }
 
 /** A dumped area: its image entry and the runs of pages the task's own pages image holds. */

@@ -1,6 +1,7 @@
 /**
  * Regular files, directories and the harmless character devices (/dev/null, /dev/zero, /dev/full,
- * /dev/random, /dev/urandom): reopened by path with their flags, at their offset.
+ * /dev/random, /dev/urandom): reopened by path with their flags, at their offset. Files whose name
+ * is gone (unlinked files, --link-remap, --evasive-devices) are reached through `remap.ts`.
  */
 import { create } from "@bufbuild/protobuf";
 import { compact } from "../compact.ts";
@@ -10,14 +11,31 @@ import { NR, O } from "../../ffi/syscalls.ts";
 import { emptyFown, type FdKind, type FileTable, registerFdKind } from "./files.ts";
 import { RestoreError } from "../errors.ts";
 import { errnoName, isSyscallError } from "../../ffi/errors.ts";
+import {
+  dumpRemappedFd,
+  isDevice,
+  nameIsGone,
+  pathToOpen,
+  readRemaps,
+  removeGhosts,
+  removeLinks,
+  writeRemaps,
+} from "./remap.ts";
 
 const PLAIN_DEVICES = new Set(["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]);
 /** Flags that only matter at open time and must not be replayed (O_TRUNC would empty the file). */
 const OPEN_ONLY = O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY | O.CLOEXEC;
 
 /** Adds (or finds) a regular-file entry; mappings and cwd/root/exe use this too. */
-export function addRegFile(table: FileTable, path: string, flags: number, pos = 0n, key?: string): number {
-  const st = safeStat(path);
+export function addRegFile(
+  table: FileTable,
+  path: string,
+  flags: number,
+  pos = 0n,
+  key?: string,
+  known?: Deno.FileInfo | null,
+): number {
+  const st = known ?? safeStat(path);
   return table.add(key ?? `reg:${path}:${flags}`, (id) =>
     create(file_entrySchema, {
       type: fd_types.REG,
@@ -49,24 +67,28 @@ export const regFileKind: FdKind = {
   name: "regular file",
   type: fd_types.REG,
   detect(fd, stat) {
-    if (!fd.target.startsWith("/") || fd.target.endsWith(" (deleted)")) return false;
+    if (!fd.target.startsWith("/")) return false;
     if (stat?.isFile || stat?.isDirectory) return true;
-    return PLAIN_DEVICES.has(fd.target);
+    // A device whose node is gone is ours (reopened by another node, or refused by name).
+    return PLAIN_DEVICES.has(fd.target) || (isDevice(stat) && nameIsGone(fd.target, stat));
   },
-  dump(ctx, fd) {
+  dump(ctx, fd, stat) {
+    if (stat && nameIsGone(fd.target, stat)) return dumpRemappedFd(ctx, fd, stat);
     // Each fd gets its own description unless the caller proves two fds share one.
-    return addRegFile(ctx.table, fd.target, fd.flags, fd.pos, `fd:${ctx.pid}:${fd.fd}`);
+    // The fd's own stat is the file's: no second stat by path (thousands of fds add up).
+    return addRegFile(ctx.table, fd.target, fd.flags, fd.pos, `fd:${ctx.pid}:${fd.fd}`, stat);
   },
   open(ctx, entry) {
     const reg = entry.reg;
     if (!reg) throw new RestoreError(`File ${entry.id} has no regular-file data`);
+    const path = pathToOpen(ctx.table, entry.id);
     ctx.agent.reset();
     let fd: bigint;
     try {
       fd = ctx.agent.call(
-        `open(${reg.name})`,
+        `open(${path})`,
         NR.open,
-        ctx.agent.string(reg.name),
+        ctx.agent.string(path),
         reg.flags & ~OPEN_ONLY,
         0,
       );
@@ -74,9 +96,28 @@ export const regFileKind: FdKind = {
       if (!isSyscallError(e)) throw e;
       throw new RestoreError(`Cannot reopen ${reg.name}: ${errnoName(e.errno)}`, e.errno, { cause: e });
     }
-    if (reg.pos !== 0n) ctx.agent.call(`lseek(${reg.name})`, NR.lseek, fd, reg.pos, 0);
+    // No answer needed: it rides along with the next trap (the dup3 that places the fd).
+    if (reg.pos !== 0n) ctx.agent.later(`lseek(${reg.name})`, NR.lseek, fd, reg.pos, 0);
     return Number(fd);
   },
+  openInBatch(ctx, entry) {
+    const reg = entry.reg;
+    if (!reg) return null;
+    const path = pathToOpen(ctx.table, entry.id);
+    const name = new TextEncoder().encode(path).length + 1;
+    const open = {
+      name: `reopen ${path}`,
+      nr: NR.open,
+      args: [ctx.agent.string(path), reg.flags & ~OPEN_ONLY, 0],
+    };
+    const at = (fd: number) =>
+      reg.pos === 0n ? [] : [{ name: `lseek(${path})`, nr: NR.lseek, args: [fd, reg.pos, 0] }];
+    return { open, bytes: name, at };
+  },
+  finishDump: writeRemaps,
+  loadImages: readRemaps,
+  afterAllFds: (session) => removeLinks(session.table),
+  endRestore: (session) => removeGhosts(session.table),
 };
 
 registerFdKind(regFileKind);

@@ -52,6 +52,7 @@ import { findFreeArea, PUPPET_SCRATCH_SIZE } from "./puppet.ts";
 import type { Log } from "../log.ts";
 import { dropUnlisted, inheritedAreas, patchInherited, splitRuns } from "./inherit.ts";
 import type { RunOptions } from "../options/options.ts";
+import { pathToOpen } from "../objects/remap.ts";
 
 export interface TaskRestoreContext {
   checkpoint: Checkpoint;
@@ -218,7 +219,9 @@ export function restoreMemory(
 
 function setMmFields(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
   const mm = t.mm!;
-  const exe = ctx.checkpoint.files.get(mm.exeFileId).reg?.name;
+  const exe = ctx.checkpoint.files.get(mm.exeFileId).reg
+    ? pathToOpen(ctx.checkpoint.files, mm.exeFileId)
+    : undefined;
   if (!exe) {
     throw new RestoreError(`The executable of ${t.entry.pid} (file ${mm.exeFileId}) is not a regular file`);
   }
@@ -257,7 +260,7 @@ function setMmFields(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages
 
 function restoreFs(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
   if (!t.fs) return;
-  const dirOf = (id: number) => ctx.checkpoint.files.get(id).reg?.name ?? "/";
+  const dirOf = (id: number) => pathToOpen(ctx.checkpoint.files, id); // a removed one: its ghost
   const root = dirOf(t.fs.rootId);
   const cwd = dirOf(t.fs.cwdId);
   agent.reset();

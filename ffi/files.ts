@@ -1,0 +1,128 @@
+/**
+ * Files of our own process for the file kinds that move contents or names around: kernel-side
+ * copies between two fds (copy_file_range, sendfile when the file systems differ), hard links to
+ * a file another task holds open (linkat through /proc/PID/fd), a raw fd that an image writer can
+ * write to, and the layout of struct flock for locks taken by remote fcntl.
+ */
+import { addressOf, callBig, cstr, lastErrno, libc } from "./libc.ts";
+import { SyscallError } from "./errors.ts";
+
+const NR_SENDFILE = 40;
+const NR_FLOCK = 73;
+const NR_LINKAT = 265;
+const NR_COPY_FILE_RANGE = 326;
+const AT_FDCWD = -100;
+const AT_SYMLINK_FOLLOW = 0x400;
+const EXDEV = 18;
+const EINVAL = 22;
+const ENOSYS = 38;
+const EOPNOTSUPP = 95;
+/** The most one copy_file_range/sendfile call is asked to move (the kernel caps it near 2 GiB). */
+const COPY_STEP = 1 << 30;
+
+/** Numbers of the syscalls the lock kinds run in a task. */
+export const LOCK_NR = { flock: NR_FLOCK } as const;
+
+/** fcntl commands and flock(2) operations for file locks and leases. */
+export const LOCK = {
+  F_SETLK: 6,
+  F_OFD_SETLK: 37,
+  F_SETLEASE: 1024,
+  F_GETLEASE: 1025,
+  F_RDLCK: 0,
+  F_WRLCK: 1,
+  F_UNLCK: 2,
+  LOCK_SH: 1,
+  LOCK_EX: 2,
+  LOCK_NB: 4,
+} as const;
+
+/** struct flock on x86_64: short l_type, short l_whence, off_t l_start, off_t l_len, pid_t l_pid. */
+export const FLOCK_SIZE = 32;
+export function flockStruct(type: number, start: bigint, len: bigint, pid: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(FLOCK_SIZE);
+  const v = new DataView(b.buffer);
+  v.setInt16(0, type, true);
+  v.setInt16(2, 0, true); // SEEK_SET
+  v.setBigInt64(8, start, true);
+  v.setBigInt64(16, len, true);
+  v.setInt32(24, pid, true);
+  return b;
+}
+
+function sys(nr: number, ...args: bigint[]): bigint {
+  const a = [...args, 0n, 0n, 0n, 0n, 0n, 0n];
+  return libc.syscall(BigInt(nr), a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!);
+}
+
+/**
+ * Copies `len` bytes of `src` from offset `srcOff` to `dst`, in the kernel: at `dstOff`, or at
+ * dst's own position (which moves on) when `dstOff` is null. `what` names the copy in errors.
+ */
+export function copyRange(
+  src: number,
+  srcOff: number,
+  dst: number,
+  dstOff: number | null,
+  len: number,
+  what: string,
+): void {
+  const inOff = new BigInt64Array([BigInt(srcOff)]);
+  const outOff = new BigInt64Array([BigInt(dstOff ?? 0)]);
+  const inPtr = addressOf(inOff);
+  const outPtr = dstOff === null ? 0n : addressOf(outOff);
+  let left = len;
+  while (left > 0) {
+    const step = BigInt(Math.min(left, COPY_STEP));
+    let n = sys(NR_COPY_FILE_RANGE, BigInt(src), inPtr, BigInt(dst), outPtr, step, 0n);
+    if (n === -1n) {
+      const err = new SyscallError("copy_file_range", lastErrno(), what);
+      if (![EXDEV, EINVAL, ENOSYS, EOPNOTSUPP].includes(err.errno)) throw err;
+      // Across file systems (or where copy_file_range is missing): sendfile, still in the kernel.
+      if (dstOff !== null) callBig("lseek", sys(8, BigInt(dst), outOff[0]!, 0n), what);
+      n = sys(NR_SENDFILE, BigInt(dst), BigInt(src), inPtr, step);
+      if (n === -1n) throw new SyscallError("sendfile", lastErrno(), what);
+      if (dstOff !== null) outOff[0] = outOff[0]! + n;
+    }
+    if (n === 0n) throw new Error(`${what}: the source ends ${left} bytes early`);
+    left -= Number(n);
+  }
+}
+
+/**
+ * A new name `newPath` for the file a /proc magic link leads to (/proc/PID/fd/N,
+ * /proc/PID/map_files/A-B), even one whose names are all gone from view: linkat follows it.
+ */
+export function linkOpenFile(procLink: string, newPath: string): void {
+  const from = cstr(procLink);
+  const to = cstr(newPath);
+  const r = sys(
+    NR_LINKAT,
+    BigInt(AT_FDCWD),
+    addressOf(from),
+    BigInt(AT_FDCWD),
+    addressOf(to),
+    BigInt(AT_SYMLINK_FOLLOW),
+  );
+  callBig("linkat", r, newPath);
+}
+
+/** Sets the size of an open file (holes where nothing is written). */
+export function truncateFd(fd: number, size: number, what: string): void {
+  callBig("ftruncate", sys(77, BigInt(fd), BigInt(size)), what);
+}
+
+/** An fd of ours that an image writer writes to; its position is where copies land too. */
+export class RawFdSink {
+  constructor(readonly fd: number, readonly what: string) {}
+  write(bytes: Uint8Array): void {
+    const buf = new Uint8Array(bytes); // a copy the FFI may point at
+    let done = 0;
+    while (done < buf.length) {
+      done += callBig("write", libc.write(this.fd, buf.subarray(done), BigInt(buf.length - done)), this.what);
+    }
+  }
+  close(): void {
+    libc.close(this.fd);
+  }
+}
