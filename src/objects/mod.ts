@@ -11,10 +11,11 @@ import "./netlink_socket.ts";
 import "./ext_file.ts";
 
 // Every backing of memory mappings: importing these registers them with the mappings registry.
-import "./mapping_regfile.ts";
 import "./mapping_shmem.ts";
 import "./mapping_hugetlb.ts";
 import "./mapping_aio.ts";
+// Last: any other file with a path, its name gone or not (the kernel's own objects are taken above).
+import "./mapping_regfile.ts";
 
 // Every kind of namespace: importing these registers them with the namespaces registry.
 import "./pidns.ts";
