@@ -239,12 +239,17 @@ export class SeqpacketListener {
     backlog = 16,
   ): SeqpacketListener {
     const fd = call("socket", libc.socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0));
+    // Bound under a name of its own, given its owner and mode, listening, and only then renamed
+    // into place: a client that finds the path finds a socket ready to take it, with its rights.
+    const staging = `${path}.${Deno.pid}.new`;
     try {
-      const { addr, len } = sockaddrUn(path);
-      try {
-        Deno.removeSync(path);
-      } catch (e) {
-        if (!(e instanceof Deno.errors.NotFound)) throw e;
+      const { addr, len } = sockaddrUn(staging);
+      for (const p of [path, staging]) {
+        try {
+          Deno.removeSync(p);
+        } catch (e) {
+          if (!(e instanceof Deno.errors.NotFound)) throw e;
+        }
       }
       const oldMask = libc.umask(0o777);
       try {
@@ -252,12 +257,18 @@ export class SeqpacketListener {
       } finally {
         libc.umask(oldMask);
       }
-      if (access.gid !== undefined) Deno.chownSync(path, null, access.gid);
-      Deno.chmodSync(path, access.mode);
+      if (access.gid !== undefined) Deno.chownSync(staging, null, access.gid);
+      Deno.chmodSync(staging, access.mode);
       call("listen", libc.listen(fd, backlog), path);
+      Deno.renameSync(staging, path);
       return new SeqpacketListener(fd, path);
     } catch (e) {
       libc.close(fd);
+      try {
+        Deno.removeSync(staging);
+      } catch {
+        // not made, or renamed already
+      }
       throw e;
     }
   }

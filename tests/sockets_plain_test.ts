@@ -62,7 +62,13 @@ async function runPlain(
 function socketFds(pid: number): Map<number, number> {
   const out = new Map<number, number>();
   for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
-    const m = /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`));
+    let target: string;
+    try {
+      target = Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`);
+    } catch {
+      continue; // closed between the listing and the look (a workload's own short-lived fd)
+    }
+    const m = /^socket:\[(\d+)\]$/.exec(target);
     if (m) out.set(Number(m[1]), Number(e.name));
   }
   return out;
