@@ -319,10 +319,10 @@ Deno.test("parseCommandLine() refuses the deprecated --ms", () => {
 });
 
 Deno.test("parseCommandLine() notes options accepted but not acted on", () => {
-  const { notes } = parse("dump", "-t1", "--auto-dedup", "--evasive-devices", "-D", "/img");
+  const { notes } = parse("dump", "-t1", "--auto-dedup", "--force-irmap", "-D", "/img");
   assert.deepEqual(notes, [
     "Option --auto-dedup is accepted but not acted on yet",
-    "Option --evasive-devices is accepted but not acted on yet",
+    "Option --force-irmap is accepted but not acted on yet",
   ]);
 });
 
