@@ -12,7 +12,7 @@ import type { tty_info_entry } from "../images/gen/tty_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
 import { sameOpenFile } from "../../ffi/process.ts";
 import { F, O } from "../../ffi/syscalls.ts";
-import { UnsupportedObjectError } from "../errors.ts";
+import { RestoreError, UnsupportedObjectError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import type { Log } from "../log.ts";
 
@@ -146,9 +146,13 @@ export class FileTable {
     this.#described.set(fd.target, list);
   }
 
+  has(id: number): boolean {
+    return this.#byId.has(id);
+  }
+
   get(id: number): file_entry {
     const e = this.#byId.get(id);
-    if (!e) throw new Error(`files.img has no file with id ${id}`);
+    if (!e) throw new RestoreError(`files.img has no file with id ${id}`);
     return e;
   }
 }
@@ -205,8 +209,13 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
 
 function kindFor(type: fd_types): FdKind {
   const kind = kinds.find((k) => k.type === type);
-  if (!kind) throw new Error(`Cannot restore files of type ${fd_types[type] ?? type}`);
+  if (!kind) throw new RestoreError(`Cannot restore files of type ${fd_types[type] ?? type} (files.img)`);
   return kind;
+}
+
+/** Is there a kind that restores files of this type? */
+export function canRestoreFdType(type: fd_types): boolean {
+  return kinds.some((k) => k.type === type);
 }
 
 /**

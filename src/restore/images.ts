@@ -9,19 +9,23 @@ import type { mm_entry } from "../images/gen/mm_pb.ts";
 import type { vma_entry } from "../images/gen/vma_pb.ts";
 import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
 import type { fs_entry } from "../images/gen/fs_pb.ts";
-import type { fdinfo_entry, file_entry } from "../images/gen/fdinfo_pb.ts";
+import { fd_types, type fdinfo_entry, type file_entry } from "../images/gen/fdinfo_pb.ts";
 import type { inventory_entry } from "../images/gen/inventory_pb.ts";
 import { reg_file_entrySchema } from "../images/gen/regfile_pb.ts";
-import { isFieldSet } from "@bufbuild/protobuf";
+import { isFieldSet, type Message } from "@bufbuild/protobuf";
+import type { reg_file_entry } from "../images/gen/regfile_pb.ts";
 import type { tty_info_entry } from "../images/gen/tty_pb.ts";
-import { KINDS } from "../images/kinds.ts";
+import { imageFileName, type ImageKind, KINDS } from "../images/kinds.ts";
 import type { memfd_inode_entry } from "../images/gen/memfd_pb.ts";
 import { MAP } from "../../ffi/syscalls.ts";
 import { unusableDirectory } from "../dirs.ts";
 import { ImageDir } from "../images/dir.ts";
 import { ImageReader } from "../images/file.ts";
 import type { pipe_data_entry } from "../images/gen/pipe-data_pb.ts";
-import { FileTable } from "../objects/files.ts";
+import { canRestoreFdType, FileTable } from "../objects/files.ts";
+import { dispositionSignals } from "../objects/signals.ts";
+import { threadInfoProblem } from "../objects/cpu.ts";
+import "../objects/mod.ts";
 import { PAGE_SIZE, PE, VMA } from "../objects/memory.ts";
 import { RestoreError } from "../errors.ts";
 import { OLD_TASK_STATE, TASK_STATE } from "../dump/task.ts";
@@ -30,6 +34,30 @@ import { readNetns } from "../objects/netns.ts";
 
 /** Highest user-space address on x86_64 with 4-level paging (47 bits). */
 const USER_SPACE_END = 1n << 47n;
+const PROT_ALL = 7; // PROT_READ | PROT_WRITE | PROT_EXEC
+const DEFAULT_PIPE_CAPACITY = 65536;
+/** Linux has 64 signals; a queued one is a 128-byte siginfo_t. */
+const SIGNALS = 64;
+const SIGINFO_SIZE = 128;
+const RLIMITS = 16; // RLIM_NLIMITS
+const NGROUPS_MAX = 65536;
+const RLIM_INFINITY = 0xffffffffffffffffn;
+
+function sysctl(path: string, fallback: number): number {
+  try {
+    return Number(Deno.readTextFileSync(path).trim());
+  } catch {
+    return fallback;
+  }
+}
+
+/** The largest fd number plus one a task can have (fs.nr_open). */
+const MAX_FD = sysctl("/proc/sys/fs/nr_open", 1024 * 1024);
+
+/** The largest pipe an unprivileged F_SETPIPE_SZ gets (fs.pipe-max-size). */
+function maxPipeCapacity(): number {
+  return sysctl("/proc/sys/fs/pipe-max-size", 1024 * 1024);
+}
 
 export interface PageRun {
   vaddr: bigint;
@@ -62,23 +90,163 @@ export interface Checkpoint {
   netDevices?: net_device_entry[];
 }
 
+/**
+ * Refuses the checkpoint. `what` names the image file at fault (and the one it disagrees with,
+ * when two do not match), so a damaged checkpoint can be found and replaced.
+ */
 function bad(what: string): never {
-  throw new RestoreError(`Refusing the images: ${what}`);
+  throw new RestoreError(`Refusing the images: ${printable(what)}`);
+}
+
+/** Control characters (a damaged name may hold a newline) shown as escapes: one line per message. */
+function printable(text: string): string {
+  // deno-lint-ignore no-control-regex -- control characters are exactly what is looked for
+  return text.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
 
 function hex(x: bigint): string {
   return "0x" + x.toString(16);
 }
 
+function nameOf(kind: ImageKind, id?: number | bigint): string {
+  return imageFileName(kind, id);
+}
+
+/** Every entry of an image that must exist; `why` says who needs it when it does not. */
+function need<T>(dir: ImageDir, kind: ImageKind, id: number | bigint | undefined, why: string): T[] {
+  if (!dir.has(kind, id)) bad(`${nameOf(kind, id)} is missing (${why})`);
+  return dir.read<T & Message>(kind, id);
+}
+
+/** The one entry of an image that holds exactly one. */
+function needOne<T>(dir: ImageDir, kind: ImageKind, id: number | bigint | undefined, why: string): T {
+  const entries = need<T>(dir, kind, id, why);
+  if (entries.length !== 1) bad(`${nameOf(kind, id)} holds ${entries.length} entries, expected 1`);
+  return entries[0]!;
+}
+
+/** The highest pid the kernel gives out here; clone3 refuses a set_tid above it. */
+function pidMax(): number {
+  try {
+    return Number(Deno.readTextFileSync("/proc/sys/kernel/pid_max").trim());
+  } catch {
+    return 4 * 1024 * 1024; // PID_MAX_LIMIT on 64-bit
+  }
+}
+
+/**
+ * pstree.img: positive pids below pid_max, each pid and thread once, parents listed before
+ * their children (the tree is forked in this order), the leader among its threads.
+ */
+function checkTree(tree: readonly pstree_entry[]): void {
+  const file = nameOf(KINDS.PSTREE);
+  if (tree.length === 0) bad(`${file} lists no process`);
+  const max = pidMax();
+  const ok = (n: number) => Number.isInteger(n) && n > 0 && n <= max;
+  const seen = new Set<number>();
+  const tids = new Set<number>();
+  for (const [i, e] of tree.entries()) {
+    if (!ok(e.pid)) bad(`${file} lists a process with pid ${e.pid}, expected 1 to ${max}`);
+    if (seen.has(e.pid)) bad(`${file} lists process ${e.pid} twice`);
+    if (i > 0 && !seen.has(e.ppid)) {
+      bad(`${file} lists process ${e.pid} before its parent ${e.ppid}, or without it`);
+    }
+    for (const [what, v] of [["group", e.pgid], ["session", e.sid]] as const) {
+      if (!Number.isInteger(v) || v < 0 || v > max) bad(`${file} puts process ${e.pid} in ${what} ${v}`);
+    }
+    seen.add(e.pid);
+    checkSession(tree, i);
+    for (const t of e.threads) {
+      if (t === 0 && e.threads.length === 1) continue; // a zombie's, as CRIU writes them
+      if (!ok(t) || tids.has(t)) bad(`${file} lists thread ${t} of process ${e.pid} twice or out of range`);
+      tids.add(t);
+    }
+  }
+}
+
+/**
+ * Sessions and groups as the restore can make them: a task starts a session of its own or stays
+ * in its parent's (the root may stay in criu's, for --shell-job), and a process group lies in one
+ * session. Anything else would fail setpgid once the tasks exist, or come back different.
+ */
+function checkSession(tree: readonly pstree_entry[], i: number): void {
+  const file = nameOf(KINDS.PSTREE);
+  const e = tree[i]!;
+  const parent = i > 0 ? tree.find((p) => p.pid === e.ppid) : undefined;
+  if (parent && e.sid !== e.pid && e.sid !== parent.sid) {
+    bad(
+      `${file} puts process ${e.pid} in session ${e.sid}, neither its own nor its parent's (${parent.sid})`,
+    );
+  }
+  const other = tree.find((o) => o.pgid === e.pgid && o.sid !== e.sid && o !== e);
+  if (other) {
+    bad(`${file} puts process group ${e.pgid} in two sessions (${e.sid} and ${other.sid})`);
+  }
+}
+
+/** Areas sorted, page aligned, inside user space, not overlapping; mappable protections. */
 function checkAreas(pid: number, mm: mm_entry): void {
+  const file = nameOf(KINDS.MM, pid);
+  const page = BigInt(PAGE_SIZE);
   let prevEnd = 0n;
   for (const v of mm.vmas) {
-    const where = `process ${pid}, area ${hex(v.start)}-${hex(v.end)}`;
-    if (v.start % BigInt(PAGE_SIZE) || v.end % BigInt(PAGE_SIZE)) bad(`${where} is not page aligned`);
-    if (v.end <= v.start) bad(`${where} ends before it starts`);
-    if (v.end > USER_SPACE_END) bad(`${where} leaves user space`);
-    if (v.start < prevEnd) bad(`${where} overlaps the area before it`);
+    const where = `${file} has an area ${hex(v.start)}-${hex(v.end)}`;
+    if (v.start % page || v.end % page) bad(`${where} that is not page aligned`);
+    if (v.end <= v.start) bad(`${where} that ends before it starts`);
+    if (v.end > USER_SPACE_END || v.start < MMAP_MIN_ADDR) bad(`${where} that leaves user space`);
+    if (v.start < prevEnd) bad(`${where} that overlaps the area before it`);
+    if (v.pgoff % page) bad(`${where} at a file offset ${hex(v.pgoff)} that is not page aligned`);
+    if (v.prot & ~PROT_ALL) bad(`${where} with unknown protection bits ${hex(BigInt(v.prot))}`);
     prevEnd = v.end;
+  }
+}
+
+/** The lowest address mmap gives out (vm.mmap_min_addr). */
+const MMAP_MIN_ADDR = BigInt(sysctl("/proc/sys/vm/mmap_min_addr", 65536));
+/** Words of the kernel's saved auxv (AT_VECTOR_SIZE on x86_64): PR_SET_MM_MAP takes no more. */
+const MAX_AUXV_WORDS = 2 * (3 + 22 + 1);
+
+/**
+ * The fields PR_SET_MM_MAP sets, as the kernel checks them (kernel/sys.c,
+ * validate_prctl_map_addr): each inside user space above mmap_min_addr, each pair in order,
+ * the auxv no longer than the kernel keeps. Refused here, they cannot fail the prctl later.
+ */
+function checkMmFields(pid: number, mm: mm_entry): void {
+  const file = nameOf(KINDS.MM, pid);
+  const fields = {
+    start_code: mm.mmStartCode,
+    end_code: mm.mmEndCode,
+    start_data: mm.mmStartData,
+    end_data: mm.mmEndData,
+    start_brk: mm.mmStartBrk,
+    brk: mm.mmBrk,
+    start_stack: mm.mmStartStack,
+    arg_start: mm.mmArgStart,
+    arg_end: mm.mmArgEnd,
+    env_start: mm.mmEnvStart,
+    env_end: mm.mmEnvEnd,
+  };
+  for (const [name, v] of Object.entries(fields)) {
+    if (v < MMAP_MIN_ADDR || v >= USER_SPACE_END - BigInt(PAGE_SIZE)) {
+      bad(`${file} has ${name} ${hex(v)}, outside user space`);
+    }
+  }
+  const pairs = [["start_code", "end_code"], ["start_data", "end_data"], ["start_brk", "brk"], [
+    "arg_start",
+    "arg_end",
+  ], [
+    "env_start",
+    "env_end",
+  ]] as const;
+  for (const [lo, hi] of pairs) {
+    if (fields[lo] > fields[hi] || (lo === "start_code" && fields[lo] === fields[hi])) {
+      bad(`${file} has ${lo} ${hex(fields[lo])} after ${hi} ${hex(fields[hi])}`);
+    }
+  }
+  if (mm.mmSavedAuxv.length > MAX_AUXV_WORDS || mm.mmSavedAuxv.length % 2) {
+    bad(
+      `${file} has an auxiliary vector of ${mm.mmSavedAuxv.length} words, expected an even number up to ${MAX_AUXV_WORDS}`,
+    );
   }
 }
 
@@ -96,51 +264,100 @@ function areaAt(vmas: readonly vma_entry[], addr: bigint): vma_entry | undefined
   return undefined;
 }
 
+/** Size of a file, or undefined when it is missing. */
+function sizeOf(path: string): number | undefined {
+  try {
+    return Deno.statSync(path).size;
+  } catch {
+    return undefined;
+  }
+}
+
 function checkPages(pid: number, mm: mm_entry, runs: PageRun[], pagesPath: string): void {
+  const file = nameOf(KINDS.PAGEMAP, pid);
   let total = 0;
   for (const r of runs) {
-    const end = r.vaddr + BigInt(r.pages * PAGE_SIZE);
+    const end = r.vaddr + BigInt(r.pages) * BigInt(PAGE_SIZE);
     // A run may cross from one area into the next adjacent one, never into a hole.
     let at = r.vaddr;
     while (at < end) {
       const v = areaAt(mm.vmas, at);
-      if (!v) bad(`pagemap of process ${pid} has pages at ${hex(at)}, outside every area`);
+      if (!v) bad(`${file} has pages at ${hex(at)}, outside every area of ${nameOf(KINDS.MM, pid)}`);
       if (v.status & VMA.FILE_SHARED) {
-        bad(`pagemap of process ${pid} has pages in shared file area ${hex(v.start)}`);
+        bad(`${file} has pages in the shared file area at ${hex(v.start)} of ${nameOf(KINDS.MM, pid)}`);
       }
       at = v.end < end ? v.end : end;
     }
     total += r.pages;
   }
-  let size: number;
-  try {
-    size = Deno.statSync(pagesPath).size;
-  } catch {
-    return bad(`${pagesPath} is missing`);
-  }
+  const pages = pagesPath.slice(pagesPath.lastIndexOf("/") + 1);
+  const size = sizeOf(pagesPath);
+  if (size === undefined) bad(`${pages} is missing (${file} names it)`);
   if (size !== total * PAGE_SIZE) {
     bad(
-      `${pagesPath} holds ${size} bytes but the pagemap of process ${pid} lists ${total} pages (${
-        total * PAGE_SIZE
-      } bytes)`,
+      `${pages} holds ${size} bytes but the pagemap of process ${pid} (${file}) lists ${total} pages ` +
+        `(${total * PAGE_SIZE} bytes)`,
     );
   }
 }
 
-function loadPagemap(dir: ImageDir, pid: number): { runs: PageRun[]; pagesPath: string } {
-  const [head, ...entries] = dir.read<pagemap_head | pagemap_entry>(KINDS.PAGEMAP, pid);
-  if (!head || !("pagesId" in head)) bad(`pagemap-${pid}.img has no header`);
+/** Page counts above this cannot be in one address space (2^47 bytes of 4 KiB pages). */
+const MAX_PAGES = 2 ** 35;
+
+/** The runs of a pagemap image (its own or a shared object's) and the pages image it names. */
+function readPagemap(dir: ImageDir, kind: ImageKind, id: number | bigint, why: string) {
+  const file = nameOf(kind, id);
+  const [head, ...entries] = need<pagemap_head | pagemap_entry>(dir, kind, id, why);
+  if (!head || !("pagesId" in head)) bad(`${file} has no header`);
   const runs = (entries as pagemap_entry[]).map((e) => {
     // CRIU marks anonymous pages PE_LAZY as well when they are in the pages image (PE_PRESENT);
     // only pages kept elsewhere (a parent image, a lazy-pages server) are out of reach.
     if (e.flags !== undefined && (e.flags & PE.PARENT || !(e.flags & PE.PRESENT))) {
-      bad(`pagemap-${pid}.img refers to a parent image or lazy pages, which restore does not support yet`);
+      bad(`${file} refers to a parent image or lazy pages, which restore does not support yet`);
     }
-    const pages = Number(e.nrPages ?? BigInt(e.compatNrPages));
-    if (e.vaddr % BigInt(PAGE_SIZE)) bad(`pagemap-${pid}.img has an unaligned address ${hex(e.vaddr)}`);
-    return { vaddr: e.vaddr, pages };
+    const count = e.nrPages ?? BigInt(e.compatNrPages);
+    if (count <= 0n || count > BigInt(MAX_PAGES)) {
+      bad(`${file} has a run of ${count} pages at ${hex(e.vaddr)}`);
+    }
+    if (e.vaddr % BigInt(PAGE_SIZE)) bad(`${file} has an unaligned address ${hex(e.vaddr)}`);
+    return { vaddr: e.vaddr, pages: Number(count) };
   });
   return { runs, pagesPath: dir.pathFor(KINDS.PAGES, head.pagesId) };
+}
+
+function loadPagemap(dir: ImageDir, pid: number): { runs: PageRun[]; pagesPath: string } {
+  return readPagemap(dir, KINDS.PAGEMAP, pid, `process ${pid} has memory`);
+}
+
+/**
+ * Shared anonymous objects filled from pagemap-shmem-SHMID.img: the pages must lie inside the
+ * object (the first area mapping it), and the pages image must hold them, or the restore would
+ * write past the object.
+ */
+function checkSharedObjects(dir: ImageDir, tasks: readonly RestoreTaskImages[]): void {
+  const first = new Map<bigint, vma_entry>();
+  for (const t of tasks) {
+    for (const v of t.mm?.vmas ?? []) {
+      if (v.status & VMA.ANON_SHARED && !first.has(v.shmid)) first.set(v.shmid, v);
+    }
+  }
+  for (const [shmid, v] of first) {
+    if (!dir.has(KINDS.SHMEM_PAGEMAP, shmid)) continue;
+    const file = nameOf(KINDS.SHMEM_PAGEMAP, shmid);
+    const { runs, pagesPath } = readPagemap(dir, KINDS.SHMEM_PAGEMAP, shmid, "");
+    const size = v.end - v.start;
+    let total = 0;
+    for (const r of runs) {
+      if (r.vaddr + BigInt(r.pages * PAGE_SIZE) > size) {
+        bad(`${file} has pages at offset ${hex(r.vaddr)}, past the end of the ${size}-byte object`);
+      }
+      total += r.pages;
+    }
+    const pages = pagesPath.slice(pagesPath.lastIndexOf("/") + 1);
+    const have = sizeOf(pagesPath);
+    if (have === undefined) bad(`${pages} is missing (${file} names it)`);
+    if (have < total * PAGE_SIZE) bad(`${pages} holds ${have} bytes but ${file} lists ${total} pages`);
+  }
 }
 
 /**
@@ -156,7 +373,8 @@ function sharedAnonFromMemfd(
 ) {
   for (const v of mm.vmas) {
     if (!(v.status & VMA.MEMFD)) continue;
-    const inodeId = files.get(Number(v.shmid)).memfd?.inodeId;
+    const file = fileFor(files, v.shmid, nameOf(KINDS.MM, pid), `the mapping at ${hex(v.start)}`);
+    const inodeId = file.memfd?.inodeId;
     const inode = inodes.find((i) => i.inodeId === BigInt(inodeId ?? -1));
     if (inode?.name !== "/dev/zero") {
       throw new RestoreError(
@@ -171,9 +389,129 @@ function sharedAnonFromMemfd(
   }
 }
 
-function readCore(dir: ImageDir, tid: number): core_entry {
-  const [core] = dir.read<core_entry>(KINDS.CORE, tid);
-  if (!core) bad(`core-${tid}.img is empty`);
+/** The entry of files.img with id `id`, which image `by` uses for `role` (an fd, a mapping...). */
+function fileFor(files: FileTable, id: number | bigint, by: string, role: string): file_entry {
+  const n = Number(id);
+  if (!files.has(n)) {
+    bad(`${by} refers to file ${id} for ${role}, which ${nameOf(KINDS.FILES)} does not hold`);
+  }
+  return files.get(n);
+}
+
+/**
+ * A regular file of files.img, for what needs a path (an fd, a mapping, the executable, cwd,
+ * root). It must exist: finding it gone only once the tasks exist would be too late.
+ */
+function regFileFor(
+  files: FileTable,
+  id: number | bigint,
+  by: string,
+  role: string,
+  want?: "file" | "directory",
+): reg_file_entry {
+  const reg = fileFor(files, id, by, role).reg;
+  if (!reg) {
+    bad(`${by} refers to file ${id} for ${role}, which is not a regular file in ${nameOf(KINDS.FILES)}`);
+  }
+  const where = `file ${id} of ${nameOf(KINDS.FILES)}, ${role} in ${by}`;
+  const st = statOf(reg.name);
+  if (!st) bad(`${reg.name} does not exist (${where})`);
+  if (want === "file" && !st.isFile) bad(`${reg.name} is not a regular file (${where})`);
+  if (want === "directory" && !st.isDirectory) bad(`${reg.name} is not a directory (${where})`);
+  return reg;
+}
+
+function statOf(path: string): Deno.FileInfo | undefined {
+  try {
+    return Deno.statSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What the restore gives a thread from its core image, within what the kernel accepts: every
+ * value here would otherwise fail a syscall (or overrun a buffer) once the tasks exist.
+ */
+function checkCore(tid: number, core: core_entry): void {
+  const file = nameOf(KINDS.CORE, tid);
+  const ti = core.threadInfo;
+  const regs = ti ? threadInfoProblem(ti) : undefined;
+  if (regs) bad(`${file} has ${regs}`);
+  const tc = core.tc;
+  if (tc) {
+    const max = dispositionSignals().length;
+    if (tc.sigactions.length > max) {
+      bad(`${file} has ${tc.sigactions.length} signal actions, at most ${max} exist`);
+    }
+    checkSignals(file, tc.signalsS?.signals ?? []);
+    const rl = tc.rlimits?.rlimits ?? [];
+    if (rl.length > RLIMITS) bad(`${file} has ${rl.length} resource limits, at most ${RLIMITS} exist`);
+    rl.forEach((r, i) => {
+      if (r.max !== RLIM_INFINITY && r.cur > r.max) {
+        bad(`${file} has limit ${i} at ${r.cur}, above its maximum ${r.max}`);
+      }
+    });
+    const ids = new Set<number>();
+    for (const t of tc.timers?.posix ?? []) {
+      if (t.itId < 0 || ids.has(t.itId)) bad(`${file} has POSIX timer id ${t.itId} twice or out of range`);
+      ids.add(t.itId);
+    }
+  }
+  const th = core.threadCore;
+  if (th) {
+    checkSignals(file, th.signalsP?.signals ?? []);
+    const c = th.creds;
+    if (c && c.groups.length > NGROUPS_MAX) {
+      bad(`${file} has ${c.groups.length} groups, at most ${NGROUPS_MAX} exist`);
+    }
+    for (const caps of c ? [c.capInh, c.capPrm, c.capEff, c.capBnd, c.capAmb] : []) {
+      if (caps.length > 2) bad(`${file} has a capability set of ${caps.length} words, expected 2`);
+    }
+  }
+}
+
+/** Queued signals: a whole siginfo_t each, of a signal that exists. */
+function checkSignals(file: string, signals: readonly { siginfo: Uint8Array }[]): void {
+  for (const s of signals) {
+    if (s.siginfo.byteLength !== SIGINFO_SIZE) {
+      bad(`${file} has a queued signal of ${s.siginfo.byteLength} bytes, expected ${SIGINFO_SIZE}`);
+    }
+    const signo = new DataView(s.siginfo.buffer, s.siginfo.byteOffset, 4).getInt32(0, true);
+    if (signo < 1 || signo > SIGNALS) bad(`${file} has a queued signal ${signo}, expected 1 to ${SIGNALS}`);
+  }
+}
+
+/** Which field of file_entry holds the details of each kind of file the restore opens. */
+const FILE_DETAILS: Partial<Record<fd_types, keyof file_entry>> = {
+  [fd_types.REG]: "reg",
+  [fd_types.PIPE]: "pipe",
+  [fd_types.EVENTFD]: "efd",
+  [fd_types.EVENTPOLL]: "epfd",
+  [fd_types.TTY]: "tty",
+};
+
+/** files.img: each file has the details of its kind; offsets are ones lseek takes. */
+function checkFiles(files: FileTable): void {
+  const file = nameOf(KINDS.FILES);
+  for (const e of files.entries) {
+    const details = FILE_DETAILS[e.type];
+    if (details !== undefined && e[details] === undefined) {
+      bad(`${file} has file ${e.id} of type ${e.type} without its details`);
+    }
+    if (e.reg && e.reg.name === "") bad(`${file} has file ${e.id} without a name`);
+    if (e.reg && e.reg.pos >= 1n << 63n) bad(`${file} has file ${e.id} at offset ${e.reg.pos}`);
+  }
+}
+
+function readCore(dir: ImageDir, tid: number, pid: number): core_entry {
+  const core = needOne<core_entry>(
+    dir,
+    KINDS.CORE,
+    tid,
+    `${nameOf(KINDS.PSTREE)} lists thread ${tid} of ${pid}`,
+  );
+  checkCore(tid, core);
   return core;
 }
 
@@ -185,21 +523,48 @@ function readCore(dir: ImageDir, tid: number): core_entry {
  */
 function checkMappedFile(pid: number, v: vma_entry, files: FileTable, checked: Set<number>): void {
   const id = Number(v.shmid);
-  const reg = files.get(id).reg; // throws for a dangling id
-  if (checked.has(id) || !reg || !isFieldSet(reg, reg_file_entrySchema.field.size)) return;
+  const reg = regFileFor(files, v.shmid, nameOf(KINDS.MM, pid), `the mapping at ${hex(v.start)}`);
+  if (checked.has(id) || !isFieldSet(reg, reg_file_entrySchema.field.size)) return;
   checked.add(id);
-  let size: number;
-  try {
-    size = Deno.statSync(reg.name).size;
-  } catch {
-    return;
-  }
+  const size = sizeOf(reg.name)!;
   if (BigInt(size) !== reg.size) {
     throw new RestoreError(
-      `${reg.name}, mapped by process ${pid} at ${
-        hex(v.start)
-      }, changed since the dump: it holds ${size} bytes, the dump saw ${reg.size}`,
+      `${reg.name}, mapped by process ${pid} at ${hex(v.start)}, changed since the dump: it holds ${size} ` +
+        `bytes, the dump saw ${reg.size} (${nameOf(KINDS.FILES)})`,
     );
+  }
+}
+
+/** fdinfo-ID.img: fd numbers the kernel can give, each once, of files that files.img holds. */
+function checkFdinfos(filesId: number, fdinfos: readonly fdinfo_entry[], files: FileTable): void {
+  const file = nameOf(KINDS.FDINFO, filesId);
+  const seen = new Set<number>();
+  for (const f of fdinfos) {
+    if (!Number.isInteger(f.fd) || f.fd < 0 || f.fd >= MAX_FD) {
+      bad(`${file} has fd ${f.fd}, expected 0 to ${MAX_FD - 1}`);
+    }
+    if (seen.has(f.fd)) bad(`${file} has fd ${f.fd} twice`);
+    seen.add(f.fd);
+    const entry = fileFor(files, f.id, file, `fd ${f.fd}`);
+    if (!canRestoreFdType(entry.type)) {
+      bad(`${file} has fd ${f.fd} of type ${f.type}, which restore cannot open`);
+    }
+    if (entry.type !== f.type) {
+      bad(
+        `${file} says fd ${f.fd} is of type ${f.type}, but ${
+          nameOf(KINDS.FILES)
+        } has file ${f.id} of type ${entry.type}`,
+      );
+    }
+    if (entry.type === fd_types.REG) regFileFor(files, f.id, file, `fd ${f.fd}`);
+  }
+  // An epoll watches fds of the task that has it: each must be there to be added again.
+  for (const f of fdinfos) {
+    for (const t of files.get(f.id).epfd?.tfd ?? []) {
+      if (!seen.has(t.tfd)) {
+        bad(`${nameOf(KINDS.FILES)} has epoll file ${f.id} watch fd ${t.tfd}, which ${file} does not have`);
+      }
+    }
   }
 }
 
@@ -211,8 +576,8 @@ function loadTask(
   checkedFiles: Set<number>,
 ): RestoreTaskImages {
   const pid = entry.pid;
-  const leader = readCore(dir, pid);
-  if (!leader.tc) bad(`core-${pid}.img has no task part`);
+  const leader = readCore(dir, pid, pid);
+  if (!leader.tc) bad(`${nameOf(KINDS.CORE, pid)} has no task part`);
   const state = leader.tc.taskState;
   const zombie = state === TASK_STATE.dead || state === OLD_TASK_STATE.zombie;
   const helper = state === OLD_TASK_STATE.helper;
@@ -220,19 +585,19 @@ function loadTask(
   if (zombie || helper) {
     return { entry, hostPid: 0, cores: [{ tid: pid, core: leader }], pages: [], fdinfos: [], zombie, helper };
   }
-  if (!entry.threads.includes(pid)) bad(`pstree entry of ${pid} does not list the process among its threads`);
+  if (!entry.threads.includes(pid)) {
+    bad(`${nameOf(KINDS.PSTREE)} does not list process ${pid} among its own threads`);
+  }
   const cores = [
     { tid: pid, core: leader },
-    ...entry.threads.filter((t) => t !== pid).map((tid) => ({ tid, core: readCore(dir, tid) })),
+    ...entry.threads.filter((t) => t !== pid).map((tid) => ({ tid, core: readCore(dir, tid, pid) })),
   ];
   const task: RestoreTaskImages = { entry, hostPid: 0, cores, pages: [], fdinfos: [], zombie, helper };
   for (const c of cores) {
-    if (!c.core.threadInfo?.gpregs) bad(`core-${c.tid}.img has no registers`);
+    if (!c.core.threadInfo?.gpregs) bad(`${nameOf(KINDS.CORE, c.tid)} has no registers`);
   }
-  const [ids] = dir.read<task_kobj_ids_entry>(KINDS.IDS, pid);
-  const [mm] = dir.read<mm_entry>(KINDS.MM, pid);
-  if (!ids) bad(`ids-${pid}.img is empty`);
-  if (!mm) bad(`mm-${pid}.img is empty`);
+  const ids = needOne<task_kobj_ids_entry>(dir, KINDS.IDS, pid, `process ${pid} is alive`);
+  const mm = needOne<mm_entry>(dir, KINDS.MM, pid, `process ${pid} is alive`);
   // CRIU records the vsyscall page; the kernel maps it in every process, so nothing restores it.
   mm.vmas = mm.vmas.filter((v) => !(v.status & VMA.VSYSCALL));
   sharedAnonFromMemfd(pid, mm, files, memfds);
@@ -240,12 +605,17 @@ function loadTask(
   const { runs, pagesPath } = loadPagemap(dir, pid);
   checkPages(pid, mm, runs, pagesPath);
   const [fs] = dir.readOptional<fs_entry>(KINDS.FS, pid);
+  if (fs) {
+    regFileFor(files, fs.cwdId, nameOf(KINDS.FS, pid), "the working directory", "directory");
+    regFileFor(files, fs.rootId, nameOf(KINDS.FS, pid), "the root", "directory");
+  }
   const fdinfos = dir.readOptional<fdinfo_entry>(KINDS.FDINFO, ids.filesId);
-  for (const f of fdinfos) files.get(f.id); // throws for a dangling id
+  checkFdinfos(ids.filesId, fdinfos, files);
   for (const v of mm.vmas) {
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) checkMappedFile(pid, v, files, checkedFiles);
   }
-  files.get(mm.exeFileId);
+  regFileFor(files, mm.exeFileId, nameOf(KINDS.MM, pid), "the executable", "file");
+  checkMmFields(pid, mm);
   Object.assign(task, { ids, mm, pages: runs, pagesPath, fdinfos });
   if (fs) task.fs = fs;
   return task;
@@ -253,11 +623,23 @@ function loadTask(
 
 function readPipeData(dir: ImageDir, files: FileTable): void {
   if (!dir.has(KINDS.PIPES_DATA)) return;
+  const file = nameOf(KINDS.PIPES_DATA);
   const r = ImageReader.open(dir.path, KINDS.PIPES_DATA);
   try {
     for (let e = r.readEntry() as pipe_data_entry | null; e; e = r.readEntry() as pipe_data_entry | null) {
+      const capacity = e.size ?? DEFAULT_PIPE_CAPACITY;
+      // A pipe holds at most its capacity: more would block the restore's write for ever.
+      if (capacity < PAGE_SIZE || capacity > maxPipeCapacity() || capacity & (capacity - 1)) {
+        bad(
+          `${file} gives pipe ${e.pipeId} a capacity of ${capacity} bytes, expected a power of two from ` +
+            `${PAGE_SIZE} to ${maxPipeCapacity()}`,
+        );
+      }
+      if (e.bytes > Math.max(capacity, DEFAULT_PIPE_CAPACITY)) {
+        bad(`${file} has ${e.bytes} bytes queued in pipe ${e.pipeId}, more than its capacity of ${capacity}`);
+      }
       const data = r.readBlob(e.bytes);
-      files.pipeData.set(e.pipeId, { data: new Uint8Array(data), capacity: e.size ?? 65536 });
+      files.pipeData.set(e.pipeId, { data: new Uint8Array(data), capacity });
     }
   } finally {
     r.close();
@@ -271,16 +653,17 @@ export function loadCheckpoint(imagesDir: string): Checkpoint {
   if (!dir.has(KINDS.INVENTORY)) {
     throw new RestoreError(`${imagesDir} holds no checkpoint (no inventory.img)`);
   }
-  const [inventory] = dir.read<inventory_entry>(KINDS.INVENTORY);
-  if (!inventory) bad("inventory.img is empty");
+  const inventory = needOne<inventory_entry>(dir, KINDS.INVENTORY, undefined, "");
   const tree = dir.read<pstree_entry>(KINDS.PSTREE);
-  if (tree.length === 0) bad("pstree.img lists no process");
+  checkTree(tree);
   const files = new FileTable(dir.readOptional<file_entry>(KINDS.FILES));
   for (const t of dir.readOptional<tty_info_entry>(KINDS.TTY_INFO)) files.ttyInfos.push(t);
+  checkFiles(files);
   readPipeData(dir, files);
   const memfds = dir.readOptional<memfd_inode_entry>(KINDS.MEMFD_INODE);
   const checkedFiles = new Set<number>();
   const tasks = tree.map((e) => loadTask(dir, e, files, memfds, checkedFiles));
+  checkSharedObjects(dir, tasks);
   const cp: Checkpoint = { dir, inventory, tasks, files };
   const netDevices = readNetns(dir, tasks[0]!.ids?.netNsId);
   if (netDevices) cp.netDevices = netDevices;

@@ -85,7 +85,7 @@ function checkPidsFree(tasks: readonly RestoreTaskImages[]): void {
           // gone meanwhile
         }
         throw new RestoreError(
-          `PID ${tid} is already in use by process ${tid}${comm}; it must be free to restore`,
+          `PID ${tid} is already in use by process ${tid}${comm}; it must be free to restore (pstree.img lists it)`,
           17, // EEXIST, as CRIU answers
         );
       }
@@ -141,7 +141,7 @@ function groupHelpers(tasks: readonly RestoreTaskImages[], shellJob: boolean): R
     const parent = leader && !leader.zombie ? leader : tasks.find((m) => m.entry.pgid === pgid && !m.zombie);
     if (!parent || parent.entry.sid !== sid) {
       throw new RestoreError(
-        `Process group ${pgid} has no leader in the images and no live member to recreate it from`,
+        `Process group ${pgid} has no leader in pstree.img and no live member to recreate it from`,
       );
     }
     const entry = create(pstree_entrySchema, {
