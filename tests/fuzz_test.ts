@@ -18,7 +18,9 @@ import { CRIU, descendants, exists, reap, reapZombies, sleep, tempDir, Workload 
 import { criuOk } from "./lib/harness.ts";
 import { readStatus } from "../ffi/proc.ts";
 import { decodeImageBytes } from "../src/images/image_json.ts";
-import { ImageReader } from "../src/images/file.ts";
+import { ImageReader, ImageWriter } from "../src/images/file.ts";
+import { create } from "@bufbuild/protobuf";
+import { pipe_data_entrySchema } from "../src/images/gen/pipe-data_pb.ts";
 import { isImageFormatError } from "../src/images/errors.ts";
 import { kindByMagic, KINDS } from "../src/images/kinds.ts";
 import type { pstree_entry } from "../src/images/gen/pstree_pb.ts";
@@ -28,7 +30,7 @@ import { RestoreError } from "../src/errors.ts";
 
 const SEED = Number(Deno.env.get("CRIU_TS_FUZZ_SEED") ?? "20261203") >>> 0;
 const ONLY_ROUND = Deno.env.get("CRIU_TS_FUZZ_ROUND");
-const RESTORE_ROUNDS = Number(Deno.env.get("CRIU_TS_FUZZ_ROUNDS") ?? "240");
+const RESTORE_ROUNDS = Number(Deno.env.get("CRIU_TS_FUZZ_ROUNDS") ?? "300");
 const READER_ROUNDS = Number(Deno.env.get("CRIU_TS_FUZZ_READER_ROUNDS") ?? "20000");
 const PREPARE_ROUNDS = Number(Deno.env.get("CRIU_TS_FUZZ_PREPARE_ROUNDS") ?? "3000");
 /** A restore of these workloads takes well under a second; a damaged one must not hang. */
@@ -287,6 +289,40 @@ Deno.test("the image reader refuses damaged images with a format error naming th
   assert.deepEqual(failures, []);
 });
 
+Deno.test("a blob size past the end of an image is refused without taking that much memory", () => {
+  const w = ImageWriter.inMemory(KINDS.PIPES_DATA);
+  w.writeEntry(create(pipe_data_entrySchema, { pipeId: 7, bytes: 0xf0000000 }));
+  w.writeBlob(new Uint8Array(10));
+  w.close();
+  // The reader's memory for a blob is what it hands its source to fill: it must follow the bytes
+  // that are there, not the size the image claims.
+  const bytes = w.contents();
+  let pos = 0;
+  let largest = 0;
+  const source = {
+    read(into: Uint8Array): number {
+      largest = Math.max(largest, into.length);
+      const n = Math.min(into.length, bytes.length - pos);
+      into.set(bytes.subarray(pos, pos + n));
+      pos += n;
+      return n;
+    },
+    close() {},
+  };
+  const r = ImageReader.fromSource(source, "pipes-data.img", KINDS.PIPES_DATA);
+  try {
+    const e = r.readEntry() as pipe_data_entry;
+    assert.throws(
+      () => r.readBlob(e.bytes),
+      (err: unknown) =>
+        isImageFormatError(err) && /Truncated data .* expected 4026531840 bytes, found 10/.test(err.message),
+    );
+  } finally {
+    r.close();
+  }
+  assert.ok(largest <= 16 * 1024 * 1024, `the reader asked for ${largest} bytes at once`);
+});
+
 // ---------------------------------------------------------------------------------------------
 // PREPARE, in process
 
@@ -364,13 +400,7 @@ async function restoreWithTimeout(dir: string): Promise<Run> {
 
 /** Processes that are ours (we are the subreaper) and still alive, i.e. not zombies. */
 function liveDescendants(): number[] {
-  return descendants(Deno.pid).filter((p) => {
-    try {
-      return readStatus(p).get("State")?.startsWith("Z") === false;
-    } catch {
-      return false;
-    }
-  });
+  return descendants(Deno.pid).filter(alive);
 }
 
 /** Kills and reaps every process the restore left, and waits until the dumped pids are free. */
@@ -422,12 +452,23 @@ function checkRefusal(stderr: string, file: string): string | null {
   return null;
 }
 
-/** Waits a little for what the restore killed to be gone; what is still alive then was left. */
-async function leftBehind(): Promise<number[]> {
+function alive(pid: number): boolean {
+  try {
+    return readStatus(pid).get("State")?.startsWith("Z") === false;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Waits a little for what the restore killed to be gone; what is still alive then was left:
+ * our descendants (we are the subreaper of whatever it made) and anything holding a dumped pid.
+ */
+async function leftBehind(pids: readonly number[]): Promise<number[]> {
   const end = Date.now() + 5000;
   for (;;) {
     reapZombies();
-    const live = liveDescendants();
+    const live = [...new Set([...liveDescendants(), ...pids.filter(alive)])];
     if (live.length === 0 || Date.now() > end) return live;
     await sleep(20);
   }
@@ -465,7 +506,7 @@ Deno.test("a restore of damaged images refuses cleanly or restores what they say
           refused++;
           const wrong = checkRefusal(run.stderr, file);
           if (wrong) failures.push(`${what}: ${wrong}`);
-          const left = await leftBehind();
+          const left = await leftBehind(d.pids);
           if (left.length) failures.push(`${what}: refused, but left process(es) ${left.join(", ")} behind`);
         } else {
           failures.push(`${what}: criu ended with ${run.code}: ${run.stderr}`);
