@@ -66,7 +66,9 @@ export const regFileKind: FdKind = {
     if (!reg) throw new RestoreError(`File ${entry.id} has no regular-file data`);
     ctx.agent.reset();
     const fd = ctx.agent.raw(NR.open, ctx.agent.string(reg.name), reg.flags & ~OPEN_ONLY, 0);
-    if (fd < 0n) throw new RestoreError(`Cannot reopen ${reg.name}: ${errnoText(fd)}`);
+    if (fd < 0n) {
+      throw new RestoreError(`Cannot reopen ${reg.name} (file ${entry.id} of files.img): ${errnoText(fd)}`);
+    }
     if (reg.pos !== 0n) ctx.agent.call(`lseek(${reg.name})`, NR.lseek, fd, reg.pos, 0);
     return Number(fd);
   },

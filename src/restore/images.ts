@@ -17,14 +17,14 @@ import type { reg_file_entry } from "../images/gen/regfile_pb.ts";
 import type { tty_info_entry } from "../images/gen/tty_pb.ts";
 import { imageFileName, type ImageKind, KINDS } from "../images/kinds.ts";
 import type { memfd_inode_entry } from "../images/gen/memfd_pb.ts";
-import { MAP } from "../../ffi/syscalls.ts";
+import { MAP, O } from "../../ffi/syscalls.ts";
+import { getRlimit } from "../../ffi/process.ts";
 import { unusableDirectory } from "../dirs.ts";
 import { ImageDir } from "../images/dir.ts";
 import { ImageReader } from "../images/file.ts";
 import type { pipe_data_entry } from "../images/gen/pipe-data_pb.ts";
 import { canRestoreFdType, FileTable } from "../objects/files.ts";
-import { dispositionSignals } from "../objects/signals.ts";
-import { threadInfoProblem } from "../objects/cpu.ts";
+import { coreProblem } from "./core_checks.ts";
 import "../objects/mod.ts";
 import { PAGE_SIZE, PE, VMA } from "../objects/memory.ts";
 import { RestoreError } from "../errors.ts";
@@ -36,12 +36,6 @@ import { readNetns } from "../objects/netns.ts";
 const USER_SPACE_END = 1n << 47n;
 const PROT_ALL = 7; // PROT_READ | PROT_WRITE | PROT_EXEC
 const DEFAULT_PIPE_CAPACITY = 65536;
-/** Linux has 64 signals; a queued one is a 128-byte siginfo_t. */
-const SIGNALS = 64;
-const SIGINFO_SIZE = 128;
-const RLIMITS = 16; // RLIM_NLIMITS
-const NGROUPS_MAX = 65536;
-const RLIM_INFINITY = 0xffffffffffffffffn;
 
 function sysctl(path: string, fallback: number): number {
   try {
@@ -53,6 +47,18 @@ function sysctl(path: string, fallback: number): number {
 
 /** The largest fd number plus one a task can have (fs.nr_open). */
 const MAX_FD = sysctl("/proc/sys/fs/nr_open", 1024 * 1024);
+const RLIMIT_NOFILE = 7;
+/** fds the restore may park above a task's highest fd while it puts the others in place. */
+const PARKING_ROOM = 1024;
+
+/**
+ * The highest fd number a restored task can be given: the tasks start with our hard limit on
+ * open files, and the restore needs room above the highest fd to park others.
+ */
+function highestFd(): number {
+  const hard = getRlimit(Deno.pid, RLIMIT_NOFILE).max; // RLIM_INFINITY becomes a huge number: fine
+  return Math.min(MAX_FD, Number(hard)) - PARKING_ROOM - 1;
+}
 
 /** The largest pipe an unprivileged F_SETPIPE_SZ gets (fs.pipe-max-size). */
 function maxPipeCapacity(): number {
@@ -188,6 +194,9 @@ function checkSession(tree: readonly pstree_entry[], i: number): void {
 function checkAreas(pid: number, mm: mm_entry): void {
   const file = nameOf(KINDS.MM, pid);
   const page = BigInt(PAGE_SIZE);
+  if (mm.vmas.length > MAX_MAP_COUNT) {
+    bad(`${file} has ${mm.vmas.length} areas, more than vm.max_map_count allows`);
+  }
   let prevEnd = 0n;
   for (const v of mm.vmas) {
     const where = `${file} has an area ${hex(v.start)}-${hex(v.end)}`;
@@ -197,10 +206,13 @@ function checkAreas(pid: number, mm: mm_entry): void {
     if (v.start < prevEnd) bad(`${where} that overlaps the area before it`);
     if (v.pgoff % page) bad(`${where} at a file offset ${hex(v.pgoff)} that is not page aligned`);
     if (v.prot & ~PROT_ALL) bad(`${where} with unknown protection bits ${hex(BigInt(v.prot))}`);
+    if (!(v.status & SPECIAL_AREAS)) checkAreaKind(where, v);
     prevEnd = v.end;
   }
 }
 
+/** How many areas a process may have (vm.max_map_count). */
+const MAX_MAP_COUNT = sysctl("/proc/sys/vm/max_map_count", 65530);
 /** The lowest address mmap gives out (vm.mmap_min_addr). */
 const MMAP_MIN_ADDR = BigInt(sysctl("/proc/sys/vm/mmap_min_addr", 65536));
 /** Words of the kernel's saved auxv (AT_VECTOR_SIZE on x86_64): PR_SET_MM_MAP takes no more. */
@@ -243,10 +255,27 @@ function checkMmFields(pid: number, mm: mm_entry): void {
       bad(`${file} has ${lo} ${hex(fields[lo])} after ${hi} ${hex(fields[hi])}`);
     }
   }
+  if (mm.dumpable !== undefined && mm.dumpable !== 0 && mm.dumpable !== 1) {
+    bad(`${file} has dumpable ${mm.dumpable}, which PR_SET_DUMPABLE cannot set (0 or 1)`);
+  }
   if (mm.mmSavedAuxv.length > MAX_AUXV_WORDS || mm.mmSavedAuxv.length % 2) {
     bad(
       `${file} has an auxiliary vector of ${mm.mmSavedAuxv.length} words, expected an even number up to ${MAX_AUXV_WORDS}`,
     );
+  }
+}
+
+/** Areas the kernel makes (vDSO, vvar, vsyscall): moved or left, never mapped by the restore. */
+const SPECIAL_AREAS = VMA.VDSO | VMA.VVAR | VMA.VSYSCALL;
+const AREA_KINDS = VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.ANON_SHARED | VMA.ANON_PRIVATE;
+
+/** An area is of one kind, and its mmap flags say shared exactly when its kind is. */
+function checkAreaKind(where: string, v: vma_entry): void {
+  const kind = v.status & AREA_KINDS;
+  if (kind & (kind - 1)) bad(`${where} of several kinds at once (status ${hex(BigInt(v.status))})`);
+  const shared = (v.status & (VMA.FILE_SHARED | VMA.ANON_SHARED)) !== 0;
+  if ((v.flags & (MAP.SHARED | MAP.PRIVATE)) !== (shared ? MAP.SHARED : MAP.PRIVATE)) {
+    bad(`${where} whose flags ${hex(BigInt(v.flags))} do not say ${shared ? "MAP_SHARED" : "MAP_PRIVATE"}`);
   }
 }
 
@@ -429,59 +458,6 @@ function statOf(path: string): Deno.FileInfo | undefined {
   }
 }
 
-/**
- * What the restore gives a thread from its core image, within what the kernel accepts: every
- * value here would otherwise fail a syscall (or overrun a buffer) once the tasks exist.
- */
-function checkCore(tid: number, core: core_entry): void {
-  const file = nameOf(KINDS.CORE, tid);
-  const ti = core.threadInfo;
-  const regs = ti ? threadInfoProblem(ti) : undefined;
-  if (regs) bad(`${file} has ${regs}`);
-  const tc = core.tc;
-  if (tc) {
-    const max = dispositionSignals().length;
-    if (tc.sigactions.length > max) {
-      bad(`${file} has ${tc.sigactions.length} signal actions, at most ${max} exist`);
-    }
-    checkSignals(file, tc.signalsS?.signals ?? []);
-    const rl = tc.rlimits?.rlimits ?? [];
-    if (rl.length > RLIMITS) bad(`${file} has ${rl.length} resource limits, at most ${RLIMITS} exist`);
-    rl.forEach((r, i) => {
-      if (r.max !== RLIM_INFINITY && r.cur > r.max) {
-        bad(`${file} has limit ${i} at ${r.cur}, above its maximum ${r.max}`);
-      }
-    });
-    const ids = new Set<number>();
-    for (const t of tc.timers?.posix ?? []) {
-      if (t.itId < 0 || ids.has(t.itId)) bad(`${file} has POSIX timer id ${t.itId} twice or out of range`);
-      ids.add(t.itId);
-    }
-  }
-  const th = core.threadCore;
-  if (th) {
-    checkSignals(file, th.signalsP?.signals ?? []);
-    const c = th.creds;
-    if (c && c.groups.length > NGROUPS_MAX) {
-      bad(`${file} has ${c.groups.length} groups, at most ${NGROUPS_MAX} exist`);
-    }
-    for (const caps of c ? [c.capInh, c.capPrm, c.capEff, c.capBnd, c.capAmb] : []) {
-      if (caps.length > 2) bad(`${file} has a capability set of ${caps.length} words, expected 2`);
-    }
-  }
-}
-
-/** Queued signals: a whole siginfo_t each, of a signal that exists. */
-function checkSignals(file: string, signals: readonly { siginfo: Uint8Array }[]): void {
-  for (const s of signals) {
-    if (s.siginfo.byteLength !== SIGINFO_SIZE) {
-      bad(`${file} has a queued signal of ${s.siginfo.byteLength} bytes, expected ${SIGINFO_SIZE}`);
-    }
-    const signo = new DataView(s.siginfo.buffer, s.siginfo.byteOffset, 4).getInt32(0, true);
-    if (signo < 1 || signo > SIGNALS) bad(`${file} has a queued signal ${signo}, expected 1 to ${SIGNALS}`);
-  }
-}
-
 /** Which field of file_entry holds the details of each kind of file the restore opens. */
 const FILE_DETAILS: Partial<Record<fd_types, keyof file_entry>> = {
   [fd_types.REG]: "reg",
@@ -504,14 +480,16 @@ function checkFiles(files: FileTable): void {
   }
 }
 
-function readCore(dir: ImageDir, tid: number, pid: number): core_entry {
+/** The core image of thread `tid` of process `pid`, whose threads are `threads`. */
+function readCore(dir: ImageDir, tid: number, pid: number, threads: readonly number[]): core_entry {
   const core = needOne<core_entry>(
     dir,
     KINDS.CORE,
     tid,
     `${nameOf(KINDS.PSTREE)} lists thread ${tid} of ${pid}`,
   );
-  checkCore(tid, core);
+  const problem = coreProblem(core, threads);
+  if (problem) bad(`${nameOf(KINDS.CORE, tid)} has ${problem}`);
   return core;
 }
 
@@ -538,10 +516,11 @@ function checkMappedFile(pid: number, v: vma_entry, files: FileTable, checked: S
 /** fdinfo-ID.img: fd numbers the kernel can give, each once, of files that files.img holds. */
 function checkFdinfos(filesId: number, fdinfos: readonly fdinfo_entry[], files: FileTable): void {
   const file = nameOf(KINDS.FDINFO, filesId);
+  const maxFd = highestFd();
   const seen = new Set<number>();
   for (const f of fdinfos) {
-    if (!Number.isInteger(f.fd) || f.fd < 0 || f.fd >= MAX_FD) {
-      bad(`${file} has fd ${f.fd}, expected 0 to ${MAX_FD - 1}`);
+    if (!Number.isInteger(f.fd) || f.fd < 0 || f.fd > maxFd) {
+      bad(`${file} has fd ${f.fd}, expected 0 to ${maxFd}`);
     }
     if (seen.has(f.fd)) bad(`${file} has fd ${f.fd} twice`);
     seen.add(f.fd);
@@ -556,7 +535,10 @@ function checkFdinfos(filesId: number, fdinfos: readonly fdinfo_entry[], files: 
         } has file ${f.id} of type ${entry.type}`,
       );
     }
-    if (entry.type === fd_types.REG) regFileFor(files, f.id, file, `fd ${f.fd}`);
+    if (entry.type === fd_types.REG) {
+      const directory = ((entry.reg?.flags ?? 0) & O.DIRECTORY) !== 0;
+      regFileFor(files, f.id, file, `fd ${f.fd}`, directory ? "directory" : undefined);
+    }
   }
   // An epoll watches fds of the task that has it: each must be there to be added again.
   for (const f of fdinfos) {
@@ -576,7 +558,7 @@ function loadTask(
   checkedFiles: Set<number>,
 ): RestoreTaskImages {
   const pid = entry.pid;
-  const leader = readCore(dir, pid, pid);
+  const leader = readCore(dir, pid, pid, entry.threads);
   if (!leader.tc) bad(`${nameOf(KINDS.CORE, pid)} has no task part`);
   const state = leader.tc.taskState;
   const zombie = state === TASK_STATE.dead || state === OLD_TASK_STATE.zombie;
@@ -590,7 +572,10 @@ function loadTask(
   }
   const cores = [
     { tid: pid, core: leader },
-    ...entry.threads.filter((t) => t !== pid).map((tid) => ({ tid, core: readCore(dir, tid, pid) })),
+    ...entry.threads.filter((t) => t !== pid).map((tid) => ({
+      tid,
+      core: readCore(dir, tid, pid, entry.threads),
+    })),
   ];
   const task: RestoreTaskImages = { entry, hostPid: 0, cores, pages: [], fdinfos: [], zombie, helper };
   for (const c of cores) {
