@@ -22,6 +22,11 @@ const SIGEV = { SIGNAL: 0, NONE: 1, THREAD: 2, THREAD_ID: 4 } as const;
 /** Policies sched_setscheduler sets: OTHER, FIFO, RR, BATCH, IDLE (not DEADLINE). */
 const SCHED_POLICIES = new Set([0, 1, 2, 3, 5]);
 const SCHED_RESET_ON_FORK = 0x40000000;
+/** set_robust_list takes exactly a struct robust_list_head; rseq a 32-byte aligned struct rseq. */
+const ROBUST_LIST_HEAD_SIZE = 24;
+const RSEQ_ALIGN = 32n;
+const RSEQ_MIN_SIZE = 32;
+const USER_SPACE_END = 1n << 47n;
 
 /** What is wrong with a thread's core image, worded to follow "core-TID.img has", or undefined. */
 export function coreProblem(core: core_entry, threads: readonly number[]): string | undefined {
@@ -87,6 +92,22 @@ function threadProblem(core: core_entry): string | undefined {
   }
   const nice = th.schedNice ?? 0;
   if (nice < -20 || nice > 19) return `a nice value of ${nice}, expected -20 to 19`;
+  if (th.futexRla && th.futexRlaLen !== ROBUST_LIST_HEAD_SIZE) {
+    return `a robust list head of ${th.futexRlaLen} bytes, expected ${ROBUST_LIST_HEAD_SIZE}`;
+  }
+  const rs = th.rseqEntry;
+  if (rs && rs.rseqAbiPointer !== 0n) {
+    if (rs.rseqAbiPointer % RSEQ_ALIGN || rs.rseqAbiPointer >= USER_SPACE_END) {
+      return `an rseq area at 0x${
+        rs.rseqAbiPointer.toString(16)
+      }, not a ${RSEQ_ALIGN}-byte aligned user address`;
+    }
+    if (rs.rseqAbiSize < RSEQ_MIN_SIZE) {
+      return `an rseq area of ${rs.rseqAbiSize} bytes, expected at least ${RSEQ_MIN_SIZE}`;
+    }
+  }
+  const pdeath = th.pdeathSig ?? 0;
+  if (pdeath < 0 || pdeath > SIGNALS) return `a parent-death signal ${pdeath}, expected 0 to ${SIGNALS}`;
   return signalsProblem(th.signalsP?.signals ?? []);
 }
 

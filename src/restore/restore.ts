@@ -19,7 +19,7 @@
  * is ever left behind, stopped or running.
  */
 import { RestoreError } from "../errors.ts";
-import { osReason } from "../../ffi/errors.ts";
+import { isSyscallError, osReason } from "../../ffi/errors.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { type Checkpoint, loadCheckpoint, type RestoreTaskImages } from "./images.ts";
@@ -224,12 +224,8 @@ function forkTree(
     }
     agents.set(t.entry.pid, agent);
     if (!t.zombie && !t.helper) {
-      restoreMemory(
-        ctx,
-        agent,
-        t,
-        t === tasks[0] ? undefined : tasks.find((p) => p.entry.pid === t.entry.ppid),
-      );
+      const parent = t === tasks[0] ? undefined : tasks.find((p) => p.entry.pid === t.entry.ppid);
+      fromImagesOf(t, () => restoreMemory(ctx, agent, t, parent));
     }
   }
   return agents;
@@ -309,7 +305,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     endShortLivedTasks(master, tasks, agents);
     for (const t of tasks) {
       if (t.zombie || t.helper) continue;
-      pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));
+      pending.set(t.entry.pid, fromImagesOf(t, () => restoreTask(ctx, t, agents.get(t.entry.pid)!)));
     }
     opts.hooks.run("post-restore", root);
     if (opts.pidfile) writePidfile(opts.pidfile, root);
@@ -321,7 +317,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       const threads = pending.get(t.entry.pid)!;
       closeParked(threads[0]!.agent, shared);
       dropScratch(threads[0]!.agent, master.scratch);
-      loadRegisters(threads, t.cores[0]!.core.tc, awayNs(cp.inventory.dumpUptime));
+      fromImagesOf(t, () => loadRegisters(threads, t.cores[0]!.core.tc, awayNs(cp.inventory.dumpUptime)));
     }
   } catch (e) {
     master.abort();
@@ -348,6 +344,25 @@ export function restore(opts: RestoreOptions): RestoreResult {
   log.info(`Restored ${tasks.length} task(s); root ${root}`);
   if (!opts.detached) result.exitCode = waitForRoot(root);
   return result;
+}
+
+/**
+ * Runs one step of rebuilding task `t`. The values the step hands the kernel come from the task's
+ * images, which PREPARE checked as far as it can: a syscall the kernel still refuses names them,
+ * so that a damaged checkpoint is recognisable as one.
+ */
+function fromImagesOf<T>(t: RestoreTaskImages, step: () => T): T {
+  try {
+    return step();
+  } catch (e) {
+    if (!isSyscallError(e)) throw e;
+    const pid = t.entry.pid;
+    throw new RestoreError(
+      `Restoring process ${pid} from core-${pid}.img and the images it names failed: ${e.message}`,
+      e.errno,
+      { cause: e },
+    );
+  }
 }
 
 /** As CRIU: after post-restore, before the tree runs; a pidfile we cannot write fails the restore. */
