@@ -1,7 +1,10 @@
 /**
- * Reading a checkpoint for restore, and refusing it before anything is created when it does not
- * add up: areas that overlap or leave user space, pages outside the areas, a pages image whose
- * size is not what the pagemap says, threads without a core, files that are not in files.img.
+ * Reading a checkpoint for restore (PREPARE), and refusing it before anything is created when it
+ * does not add up or holds what the kernel would refuse once the tasks exist. Every refusal names
+ * the image at fault, and the one it disagrees with: a pstree that does not make a tree, a missing
+ * core, ids, mm or pages image, pages outside the areas or a pages image of another size, an fd or
+ * a mapping of a file files.img does not hold or that is gone, pipe data beyond the pipe. What a
+ * core image or an mm image holds is checked in core_checks.ts and mm_checks.ts.
  */
 import type { pstree_entry } from "../images/gen/pstree_pb.ts";
 import type { core_entry, task_kobj_ids_entry } from "../images/gen/core_pb.ts";
@@ -25,6 +28,7 @@ import { ImageReader } from "../images/file.ts";
 import type { pipe_data_entry } from "../images/gen/pipe-data_pb.ts";
 import { canRestoreFdType, FileTable } from "../objects/files.ts";
 import { coreProblem } from "./core_checks.ts";
+import { mmProblem, sysctl } from "./mm_checks.ts";
 import "../objects/mod.ts";
 import { PAGE_SIZE, PE, VMA } from "../objects/memory.ts";
 import { RestoreError } from "../errors.ts";
@@ -32,18 +36,7 @@ import { OLD_TASK_STATE, TASK_STATE } from "../dump/task.ts";
 import type { net_device_entry } from "../images/gen/netdev_pb.ts";
 import { readNetns } from "../objects/netns.ts";
 
-/** Highest user-space address on x86_64 with 4-level paging (47 bits). */
-const USER_SPACE_END = 1n << 47n;
-const PROT_ALL = 7; // PROT_READ | PROT_WRITE | PROT_EXEC
 const DEFAULT_PIPE_CAPACITY = 65536;
-
-function sysctl(path: string, fallback: number): number {
-  try {
-    return Number(Deno.readTextFileSync(path).trim());
-  } catch {
-    return fallback;
-  }
-}
 
 /** The largest fd number plus one a task can have (fs.nr_open). */
 const MAX_FD = sysctl("/proc/sys/fs/nr_open", 1024 * 1024);
@@ -119,13 +112,13 @@ function nameOf(kind: ImageKind, id?: number | bigint): string {
 }
 
 /** Every entry of an image that must exist; `why` says who needs it when it does not. */
-function need<T>(dir: ImageDir, kind: ImageKind, id: number | bigint | undefined, why: string): T[] {
-  if (!dir.has(kind, id)) bad(`${nameOf(kind, id)} is missing (${why})`);
+function need<T>(dir: ImageDir, kind: ImageKind, id: number | bigint | undefined, why = ""): T[] {
+  if (!dir.has(kind, id)) bad(`${nameOf(kind, id)} is missing${why ? ` (${why})` : ""}`);
   return dir.read<T & Message>(kind, id);
 }
 
 /** The one entry of an image that holds exactly one. */
-function needOne<T>(dir: ImageDir, kind: ImageKind, id: number | bigint | undefined, why: string): T {
+function needOne<T>(dir: ImageDir, kind: ImageKind, id: number | bigint | undefined, why = ""): T {
   const entries = need<T>(dir, kind, id, why);
   if (entries.length !== 1) bad(`${nameOf(kind, id)} holds ${entries.length} entries, expected 1`);
   return entries[0]!;
@@ -133,11 +126,7 @@ function needOne<T>(dir: ImageDir, kind: ImageKind, id: number | bigint | undefi
 
 /** The highest pid the kernel gives out here; clone3 refuses a set_tid above it. */
 function pidMax(): number {
-  try {
-    return Number(Deno.readTextFileSync("/proc/sys/kernel/pid_max").trim());
-  } catch {
-    return 4 * 1024 * 1024; // PID_MAX_LIMIT on 64-bit
-  }
+  return sysctl("/proc/sys/kernel/pid_max", 4 * 1024 * 1024); // PID_MAX_LIMIT on 64-bit
 }
 
 /**
@@ -187,95 +176,6 @@ function checkSession(tree: readonly pstree_entry[], i: number): void {
   const other = tree.find((o) => o.pgid === e.pgid && o.sid !== e.sid && o !== e);
   if (other) {
     bad(`${file} puts process group ${e.pgid} in two sessions (${e.sid} and ${other.sid})`);
-  }
-}
-
-/** Areas sorted, page aligned, inside user space, not overlapping; mappable protections. */
-function checkAreas(pid: number, mm: mm_entry): void {
-  const file = nameOf(KINDS.MM, pid);
-  const page = BigInt(PAGE_SIZE);
-  if (mm.vmas.length > MAX_MAP_COUNT) {
-    bad(`${file} has ${mm.vmas.length} areas, more than vm.max_map_count allows`);
-  }
-  let prevEnd = 0n;
-  for (const v of mm.vmas) {
-    const where = `${file} has an area ${hex(v.start)}-${hex(v.end)}`;
-    if (v.start % page || v.end % page) bad(`${where} that is not page aligned`);
-    if (v.end <= v.start) bad(`${where} that ends before it starts`);
-    if (v.end > USER_SPACE_END || v.start < MMAP_MIN_ADDR) bad(`${where} that leaves user space`);
-    if (v.start < prevEnd) bad(`${where} that overlaps the area before it`);
-    if (v.pgoff % page) bad(`${where} at a file offset ${hex(v.pgoff)} that is not page aligned`);
-    if (v.prot & ~PROT_ALL) bad(`${where} with unknown protection bits ${hex(BigInt(v.prot))}`);
-    if (!(v.status & SPECIAL_AREAS)) checkAreaKind(where, v);
-    prevEnd = v.end;
-  }
-}
-
-/** How many areas a process may have (vm.max_map_count). */
-const MAX_MAP_COUNT = sysctl("/proc/sys/vm/max_map_count", 65530);
-/** The lowest address mmap gives out (vm.mmap_min_addr). */
-const MMAP_MIN_ADDR = BigInt(sysctl("/proc/sys/vm/mmap_min_addr", 65536));
-/** Words of the kernel's saved auxv (AT_VECTOR_SIZE on x86_64): PR_SET_MM_MAP takes no more. */
-const MAX_AUXV_WORDS = 2 * (3 + 22 + 1);
-
-/**
- * The fields PR_SET_MM_MAP sets, as the kernel checks them (kernel/sys.c,
- * validate_prctl_map_addr): each inside user space above mmap_min_addr, each pair in order,
- * the auxv no longer than the kernel keeps. Refused here, they cannot fail the prctl later.
- */
-function checkMmFields(pid: number, mm: mm_entry): void {
-  const file = nameOf(KINDS.MM, pid);
-  const fields = {
-    start_code: mm.mmStartCode,
-    end_code: mm.mmEndCode,
-    start_data: mm.mmStartData,
-    end_data: mm.mmEndData,
-    start_brk: mm.mmStartBrk,
-    brk: mm.mmBrk,
-    start_stack: mm.mmStartStack,
-    arg_start: mm.mmArgStart,
-    arg_end: mm.mmArgEnd,
-    env_start: mm.mmEnvStart,
-    env_end: mm.mmEnvEnd,
-  };
-  for (const [name, v] of Object.entries(fields)) {
-    if (v < MMAP_MIN_ADDR || v >= USER_SPACE_END - BigInt(PAGE_SIZE)) {
-      bad(`${file} has ${name} ${hex(v)}, outside user space`);
-    }
-  }
-  const pairs = [["start_code", "end_code"], ["start_data", "end_data"], ["start_brk", "brk"], [
-    "arg_start",
-    "arg_end",
-  ], [
-    "env_start",
-    "env_end",
-  ]] as const;
-  for (const [lo, hi] of pairs) {
-    if (fields[lo] > fields[hi] || (lo === "start_code" && fields[lo] === fields[hi])) {
-      bad(`${file} has ${lo} ${hex(fields[lo])} after ${hi} ${hex(fields[hi])}`);
-    }
-  }
-  if (mm.dumpable !== undefined && mm.dumpable !== 0 && mm.dumpable !== 1) {
-    bad(`${file} has dumpable ${mm.dumpable}, which PR_SET_DUMPABLE cannot set (0 or 1)`);
-  }
-  if (mm.mmSavedAuxv.length > MAX_AUXV_WORDS || mm.mmSavedAuxv.length % 2) {
-    bad(
-      `${file} has an auxiliary vector of ${mm.mmSavedAuxv.length} words, expected an even number up to ${MAX_AUXV_WORDS}`,
-    );
-  }
-}
-
-/** Areas the kernel makes (vDSO, vvar, vsyscall): moved or left, never mapped by the restore. */
-const SPECIAL_AREAS = VMA.VDSO | VMA.VVAR | VMA.VSYSCALL;
-const AREA_KINDS = VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.ANON_SHARED | VMA.ANON_PRIVATE;
-
-/** An area is of one kind, and its mmap flags say shared exactly when its kind is. */
-function checkAreaKind(where: string, v: vma_entry): void {
-  const kind = v.status & AREA_KINDS;
-  if (kind & (kind - 1)) bad(`${where} of several kinds at once (status ${hex(BigInt(v.status))})`);
-  const shared = (v.status & (VMA.FILE_SHARED | VMA.ANON_SHARED)) !== 0;
-  if ((v.flags & (MAP.SHARED | MAP.PRIVATE)) !== (shared ? MAP.SHARED : MAP.PRIVATE)) {
-    bad(`${where} whose flags ${hex(BigInt(v.flags))} do not say ${shared ? "MAP_SHARED" : "MAP_PRIVATE"}`);
   }
 }
 
@@ -334,7 +234,7 @@ function checkPages(pid: number, mm: mm_entry, runs: PageRun[], pagesPath: strin
 const MAX_PAGES = 2 ** 35;
 
 /** The runs of a pagemap image (its own or a shared object's) and the pages image it names. */
-function readPagemap(dir: ImageDir, kind: ImageKind, id: number | bigint, why: string) {
+function readPagemap(dir: ImageDir, kind: ImageKind, id: number | bigint, why = "") {
   const file = nameOf(kind, id);
   const [head, ...entries] = need<pagemap_head | pagemap_entry>(dir, kind, id, why);
   if (!head || !("pagesId" in head)) bad(`${file} has no header`);
@@ -373,7 +273,7 @@ function checkSharedObjects(dir: ImageDir, tasks: readonly RestoreTaskImages[]):
   for (const [shmid, v] of first) {
     if (!dir.has(KINDS.SHMEM_PAGEMAP, shmid)) continue;
     const file = nameOf(KINDS.SHMEM_PAGEMAP, shmid);
-    const { runs, pagesPath } = readPagemap(dir, KINDS.SHMEM_PAGEMAP, shmid, "");
+    const { runs, pagesPath } = readPagemap(dir, KINDS.SHMEM_PAGEMAP, shmid);
     const size = v.end - v.start;
     let total = 0;
     for (const r of runs) {
@@ -586,7 +486,8 @@ function loadTask(
   // CRIU records the vsyscall page; the kernel maps it in every process, so nothing restores it.
   mm.vmas = mm.vmas.filter((v) => !(v.status & VMA.VSYSCALL));
   sharedAnonFromMemfd(pid, mm, files, memfds);
-  checkAreas(pid, mm);
+  const wrong = mmProblem(mm);
+  if (wrong) bad(`${nameOf(KINDS.MM, pid)} has ${wrong}`);
   const { runs, pagesPath } = loadPagemap(dir, pid);
   checkPages(pid, mm, runs, pagesPath);
   const [fs] = dir.readOptional<fs_entry>(KINDS.FS, pid);
@@ -600,7 +501,6 @@ function loadTask(
     if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) checkMappedFile(pid, v, files, checkedFiles);
   }
   regFileFor(files, mm.exeFileId, nameOf(KINDS.MM, pid), "the executable", "file");
-  checkMmFields(pid, mm);
   Object.assign(task, { ids, mm, pages: runs, pagesPath, fdinfos });
   if (fs) task.fs = fs;
   return task;
@@ -638,7 +538,7 @@ export function loadCheckpoint(imagesDir: string): Checkpoint {
   if (!dir.has(KINDS.INVENTORY)) {
     throw new RestoreError(`${imagesDir} holds no checkpoint (no inventory.img)`);
   }
-  const inventory = needOne<inventory_entry>(dir, KINDS.INVENTORY, undefined, "");
+  const inventory = needOne<inventory_entry>(dir, KINDS.INVENTORY, undefined);
   const tree = dir.read<pstree_entry>(KINDS.PSTREE);
   checkTree(tree);
   const files = new FileTable(dir.readOptional<file_entry>(KINDS.FILES));
