@@ -22,7 +22,11 @@ import { ImageReader, ImageWriter } from "../src/images/file.ts";
 import { create } from "@bufbuild/protobuf";
 import { pipe_data_entrySchema } from "../src/images/gen/pipe-data_pb.ts";
 import { isImageFormatError } from "../src/images/errors.ts";
-import { kindByMagic, KINDS } from "../src/images/kinds.ts";
+import { type ImageKind, kindByMagic, KINDS } from "../src/images/kinds.ts";
+import type { Message } from "@bufbuild/protobuf";
+import type { fdinfo_entry, file_entry } from "../src/images/gen/fdinfo_pb.ts";
+import type { core_entry } from "../src/images/gen/core_pb.ts";
+import type { mm_entry } from "../src/images/gen/mm_pb.ts";
 import type { pstree_entry } from "../src/images/gen/pstree_pb.ts";
 import type { pipe_data_entry } from "../src/images/gen/pipe-data_pb.ts";
 import { loadCheckpoint } from "../src/restore/images.ts";
@@ -368,6 +372,116 @@ Deno.test("PREPARE refuses damaged images with a named error naming the file", a
   }
   console.log(`prepare: ${rounds(PREPARE_ROUNDS).length} rounds, ${refused} refused`);
   assert.deepEqual(failures, []);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Defects the fuzzers found, each made on purpose (PREPARE in process)
+
+interface ImageRecord {
+  entry: Message;
+  blob?: Uint8Array;
+}
+
+/** Every entry of an image, with the data that follows it in pipes-data.img. */
+function readRecords(path: string, kind: ImageKind): ImageRecord[] {
+  const r = ImageReader.openPath(path, kind);
+  const out: ImageRecord[] = [];
+  try {
+    for (let e = r.readEntry() as Message | null; e; e = r.readEntry() as Message | null) {
+      out.push(
+        kind === KINDS.PIPES_DATA
+          ? { entry: e, blob: r.readBlob((e as pipe_data_entry).bytes) }
+          : { entry: e },
+      );
+    }
+  } finally {
+    r.close();
+  }
+  return out;
+}
+
+/**
+ * Copies the checkpoint of workload `label`, changes the records of one image with `edit`, and
+ * returns PREPARE's refusal (or "loaded").
+ */
+async function prepareAfter(
+  label: string,
+  pick: (d: Dumped) => string,
+  kind: ImageKind,
+  edit: (records: ImageRecord[]) => void,
+): Promise<string> {
+  const d = (await checkpoints()).find((x) => x.label === label)!;
+  const dir = tempDir("criu-ts-fuzz-case-");
+  try {
+    copyCheckpoint(d.dir, dir);
+    const file = pick(d);
+    const records = readRecords(`${dir}/${file}`, kind);
+    edit(records);
+    const w = ImageWriter.createPath(`${dir}/${file}`, kind);
+    for (const r of records) {
+      w.writeEntry(r.entry);
+      if (r.blob) w.writeBlob(r.blob);
+    }
+    w.close();
+    try {
+      loadCheckpoint(dir);
+      return "loaded";
+    } catch (e) {
+      assert.ok(e instanceof RestoreError, `not a RestoreError: ${(e as Error)?.stack}`);
+      return e.message;
+    }
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+const fdinfoOf = (d: Dumped) => d.files.get("fdinfo")![0]!;
+const coreOf = (d: Dumped) => `core-${d.pids[0]}.img`;
+
+Deno.test("an fd of a file that files.img does not hold is refused naming both images", async () => {
+  // Issue 15's "Internal error: files.img has no file with id 6".
+  const said = await prepareAfter("shared_files", fdinfoOf, KINDS.FDINFO, (r) => {
+    (r[0]!.entry as fdinfo_entry).id = 999;
+  });
+  assert.match(
+    said,
+    /^Refusing the images: fdinfo-\d+\.img refers to file 999 for fd \d+, which files\.img does not hold$/,
+  );
+});
+
+Deno.test("pipe data beyond what the pipe holds is refused, not written until the restore hangs", async () => {
+  const said = await prepareAfter("shared_files", () => "pipes-data.img", KINDS.PIPES_DATA, (r) => {
+    const e = r[0]!.entry as pipe_data_entry;
+    e.size = 65536;
+    e.bytes = 70000;
+    r[0]!.blob = new Uint8Array(70000);
+  });
+  assert.match(said, /pipes-data\.img has 70000 bytes queued in pipe \d+, more than its capacity of 65536/);
+});
+
+Deno.test("a queued SIGKILL is refused by name, not sent to the task half-way through the restore", async () => {
+  const said = await prepareAfter("signals", coreOf, KINDS.CORE, (r) => {
+    const info = (r[0]!.entry as core_entry).tc!.signalsS!.signals[0]!.siginfo;
+    new DataView(info.buffer, info.byteOffset, 4).setInt32(0, 9, true);
+  });
+  assert.match(said, /core-\d+\.img has a queued signal 9, which cannot be queued again/);
+});
+
+Deno.test("a damaged file name is shown on one line, control characters escaped", async () => {
+  const said = await prepareAfter("files", () => "files.img", KINDS.FILES, (r) => {
+    const reg = r.map((x) => (x.entry as file_entry).reg).find((g) => g?.name.endsWith(".log"))!;
+    reg.name = reg.name.replace(".log", "\n.log");
+  });
+  assert.match(said, /\\x0a\.log does not exist \(file \d+ of files\.img, fd \d+ in fdinfo-\d+\.img\)/);
+  assert.ok(!said.includes("\n"));
+});
+
+Deno.test("mm fields PR_SET_MM_MAP would refuse are refused by name before anything is created", async () => {
+  const said = await prepareAfter("counter", (d) => `mm-${d.pids[0]}.img`, KINDS.MM, (r) => {
+    const mm = r[0]!.entry as mm_entry;
+    mm.mmArgEnd = mm.mmArgStart - 1n;
+  });
+  assert.match(said, /mm-\d+\.img has arg_start 0x[0-9a-f]+ after arg_end/);
 });
 
 // ---------------------------------------------------------------------------------------------
