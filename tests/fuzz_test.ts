@@ -512,21 +512,30 @@ async function restoreWithTimeout(dir: string): Promise<Run> {
   }
 }
 
-/** Processes that are ours (we are the subreaper) and still alive, i.e. not zombies. */
+/**
+ * Processes a restore made: our descendants (we are the subreaper of whatever it left), but for
+ * those that were there before the rounds began (other tests' processes are not ours to kill).
+ */
+let preexisting = new Set<number>();
+function madeByRestores(): number[] {
+  return descendants(Deno.pid).filter((p) => !preexisting.has(p));
+}
+
+/** Processes a restore made that are still alive, i.e. not zombies. */
 function liveDescendants(): number[] {
-  return descendants(Deno.pid).filter(alive);
+  return madeByRestores().filter(alive);
 }
 
 /** Kills and reaps every process the restore left, and waits until the dumped pids are free. */
 async function killEverything(pids: readonly number[]): Promise<void> {
-  for (const p of descendants(Deno.pid)) {
+  for (const p of madeByRestores()) {
     try {
       Deno.kill(p, "SIGKILL");
     } catch {
       // gone meanwhile
     }
   }
-  for (const p of descendants(Deno.pid)) await reap(p);
+  for (const p of madeByRestores()) await reap(p);
   for (const p of pids) await reap(p);
   reapZombies();
 }
@@ -590,6 +599,7 @@ async function leftBehind(pids: readonly number[]): Promise<number[]> {
 
 Deno.test("a restore of damaged images refuses cleanly or restores what they say", async () => {
   const all = await checkpoints();
+  preexisting = new Set(descendants(Deno.pid));
   const work = tempDir("criu-ts-fuzz-restore-");
   const copies = new Map<Dumped, string>();
   const failures: string[] = [];
