@@ -200,6 +200,7 @@ const WORKLOADS: { name: string; args?: string[]; settleMs?: number }[] = [
   { name: "mmap_zoo" },
   { name: "signals" },
   { name: "blocked", args: ["epoll", "eintr-ok", "ms=100000"] },
+  { name: "netns" },
 ];
 
 function tids(pid: number): number[] {
@@ -606,6 +607,7 @@ Deno.test("a restore of damaged images refuses cleanly or restores what they say
   const started = performance.now();
   let refused = 0;
   let restored = 0;
+  const kinds = new Map<string, number>();
   try {
     for (const d of all) {
       const to = `${work}/${copies.size}`;
@@ -615,6 +617,7 @@ Deno.test("a restore of damaged images refuses cleanly or restores what they say
     for (const round of rounds(RESTORE_ROUNDS)) {
       const rnd = new Random(roundSeed(2, round));
       const { d, file } = pickFile(all, rnd);
+      kinds.set(kindOfName(file), (kinds.get(kindOfName(file)) ?? 0) + 1);
       const dir = copies.get(d)!;
       const orig = Deno.readFileSync(`${d.dir}/${file}`);
       const { bytes, how } = damage(orig, file, rnd);
@@ -649,6 +652,9 @@ Deno.test("a restore of damaged images refuses cleanly or restores what they say
   const secs = ((performance.now() - started) / 1000).toFixed(1);
   console.log(
     `restore: ${rounds(RESTORE_ROUNDS).length} rounds in ${secs} s, ${refused} refused, ${restored} restored`,
+  );
+  console.log(
+    `restore: images damaged, by kind: ${[...kinds].sort().map(([k, n]) => `${k} ${n}`).join(", ")}`,
   );
   assert.deepEqual(failures, []);
 });

@@ -87,9 +87,8 @@ export function readNetns(dir: ImageDir, nsId: number | undefined): net_device_e
   for (const d of devices) {
     if (d.type !== nd_type.LOOPBACK) {
       throw new RestoreError(
-        `Cannot restore network device ${d.name} (${
-          nd_type[d.type] ?? d.type
-        }): only the loopback device can be restored yet`,
+        `Cannot restore network device ${d.name} (${nd_type[d.type] ?? d.type}) of netdev-${nsId}.img: ` +
+          "only the loopback device can be restored yet",
       );
     }
   }
