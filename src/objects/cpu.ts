@@ -17,6 +17,7 @@ import {
 import { REG_NAMES, type RegName, Regs } from "../../ffi/structs.ts";
 import { ERRNO } from "../../ffi/errors.ts";
 import { NR } from "../../ffi/syscalls.ts";
+import { RestoreError } from "../errors.ts";
 
 const FX = {
   cwd: 0,
@@ -154,7 +155,7 @@ export function threadInfoFromCpu(
 export function regsFromThreadInfo(ti: thread_info_x86): Regs {
   const regs = new Regs();
   const gp = ti.gpregs as unknown as Record<string, bigint> | undefined;
-  if (!gp) throw new Error("Image has no general registers");
+  if (!gp) throw new RestoreError("The core image has no general registers");
   for (const [reg, field] of GP_FIELDS) regs.set(reg, gp[field] ?? 0n);
   return regs;
 }
