@@ -414,7 +414,12 @@ function checkMappedFile(pid: number, v: vma_entry, files: FileTable, checked: S
 }
 
 /** fdinfo-ID.img: fd numbers the kernel can give, each once, of files that files.img holds. */
-function checkFdinfos(filesId: number, fdinfos: readonly fdinfo_entry[], files: FileTable): void {
+function checkFdinfos(
+  filesId: number,
+  fdinfos: readonly fdinfo_entry[],
+  files: FileTable,
+  epollsMade: Set<number>,
+): void {
   const file = nameOf(KINDS.FDINFO, filesId);
   const maxFd = highestFd();
   const seen = new Set<number>();
@@ -440,9 +445,13 @@ function checkFdinfos(filesId: number, fdinfos: readonly fdinfo_entry[], files: 
       regFileFor(files, f.id, file, `fd ${f.fd}`, directory ? "directory" : undefined);
     }
   }
-  // An epoll watches fds of the task that has it: each must be there to be added again.
+  // An epoll is made again by the first task (in tree order) that has it, and watches fds of that
+  // task: each must be there to be added again. Tasks that got it over fork may have closed some.
   for (const f of fdinfos) {
-    for (const t of files.get(f.id).epfd?.tfd ?? []) {
+    const epoll = files.get(f.id).epfd;
+    if (!epoll || epollsMade.has(f.id)) continue;
+    epollsMade.add(f.id);
+    for (const t of epoll.tfd) {
       if (!seen.has(t.tfd)) {
         bad(`${nameOf(KINDS.FILES)} has epoll file ${f.id} watch fd ${t.tfd}, which ${file} does not have`);
       }
@@ -450,12 +459,18 @@ function checkFdinfos(filesId: number, fdinfos: readonly fdinfo_entry[], files: 
   }
 }
 
+/** Files the checks of earlier tasks saw: mapped files whose size was checked, epolls made. */
+interface SeenFiles {
+  mapped: Set<number>;
+  epolls: Set<number>;
+}
+
 function loadTask(
   dir: ImageDir,
   entry: pstree_entry,
   files: FileTable,
   memfds: readonly memfd_inode_entry[],
-  checkedFiles: Set<number>,
+  seen: SeenFiles,
 ): RestoreTaskImages {
   const pid = entry.pid;
   const leader = readCore(dir, pid, pid, entry.threads);
@@ -496,9 +511,9 @@ function loadTask(
     regFileFor(files, fs.rootId, nameOf(KINDS.FS, pid), "the root", "directory");
   }
   const fdinfos = dir.readOptional<fdinfo_entry>(KINDS.FDINFO, ids.filesId);
-  checkFdinfos(ids.filesId, fdinfos, files);
+  checkFdinfos(ids.filesId, fdinfos, files, seen.epolls);
   for (const v of mm.vmas) {
-    if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) checkMappedFile(pid, v, files, checkedFiles);
+    if (v.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) checkMappedFile(pid, v, files, seen.mapped);
   }
   regFileFor(files, mm.exeFileId, nameOf(KINDS.MM, pid), "the executable", "file");
   Object.assign(task, { ids, mm, pages: runs, pagesPath, fdinfos });
@@ -546,8 +561,8 @@ export function loadCheckpoint(imagesDir: string): Checkpoint {
   checkFiles(files);
   readPipeData(dir, files);
   const memfds = dir.readOptional<memfd_inode_entry>(KINDS.MEMFD_INODE);
-  const checkedFiles = new Set<number>();
-  const tasks = tree.map((e) => loadTask(dir, e, files, memfds, checkedFiles));
+  const seen: SeenFiles = { mapped: new Set(), epolls: new Set() };
+  const tasks = tree.map((e) => loadTask(dir, e, files, memfds, seen));
   checkSharedObjects(dir, tasks);
   const cp: Checkpoint = { dir, inventory, tasks, files };
   const netDevices = readNetns(dir, tasks[0]!.ids?.netNsId);
