@@ -261,10 +261,14 @@ async function checkpoints(): Promise<Dumped[]> {
   return out;
 }
 
-/** Picks a workload, a kind of image and one file of that kind, evenly by kind. */
+/**
+ * Picks a kind of image (evenly: pipes-data.img or netdev-N.img come from one workload each), a
+ * workload whose checkpoint has one, and one file of that kind.
+ */
 function pickFile(all: readonly Dumped[], rnd: Random): { d: Dumped; file: string } {
-  const d = rnd.pick(all);
-  const kind = rnd.pick([...d.files.keys()].sort());
+  const kinds = [...new Set(all.flatMap((d) => [...d.files.keys()]))].sort();
+  const kind = rnd.pick(kinds);
+  const d = rnd.pick(all.filter((x) => x.files.has(kind)));
   return { d, file: rnd.pick(d.files.get(kind)!) };
 }
 

@@ -566,6 +566,14 @@ export function loadCheckpoint(imagesDir: string): Checkpoint {
   checkSharedObjects(dir, tasks);
   const cp: Checkpoint = { dir, inventory, tasks, files };
   const netDevices = readNetns(dir, tasks[0]!.ids?.netNsId);
+  for (const d of netDevices ?? []) {
+    // The new namespace's loopback is "lo"; the devices are found by name when they are set up.
+    if (d.name !== "lo") {
+      bad(
+        `${nameOf(KINDS.NETDEV, tasks[0]!.ids?.netNsId)} has a loopback device named ${d.name}, expected lo`,
+      );
+    }
+  }
   if (netDevices) cp.netDevices = netDevices;
   return cp;
 }

@@ -289,7 +289,13 @@ export function restore(opts: RestoreOptions): RestoreResult {
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     forkedAt = performance.now();
-    if (cp.netDevices && !opts.emptyNetNs) restoreNetDevices(agents.get(tasks[0]!.entry.pid)!, cp.netDevices);
+    if (cp.netDevices && !opts.emptyNetNs) {
+      const devices = cp.netDevices;
+      fromImage(
+        `netdev-${tasks[0]!.ids?.netNsId}.img`,
+        () => restoreNetDevices(agents.get(tasks[0]!.entry.pid)!, devices),
+      );
+    }
     // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces.
     if (namespaces !== 0n) {
       opts.hooks.run("setup-namespaces", root);
@@ -352,16 +358,16 @@ export function restore(opts: RestoreOptions): RestoreResult {
  * so that a damaged checkpoint is recognisable as one.
  */
 function fromImagesOf<T>(t: RestoreTaskImages, step: () => T): T {
+  return fromImage(`core-${t.entry.pid}.img and the images it names`, step, `process ${t.entry.pid}`);
+}
+
+/** Runs a step of the restore that gives the kernel what `image` holds; a refusal names it. */
+function fromImage<T>(image: string, step: () => T, what = "the restore"): T {
   try {
     return step();
   } catch (e) {
     if (!isSyscallError(e)) throw e;
-    const pid = t.entry.pid;
-    throw new RestoreError(
-      `Restoring process ${pid} from core-${pid}.img and the images it names failed: ${e.message}`,
-      e.errno,
-      { cause: e },
-    );
+    throw new RestoreError(`Restoring ${what} from ${image} failed: ${e.message}`, e.errno, { cause: e });
   }
 }
 
