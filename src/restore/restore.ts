@@ -225,7 +225,7 @@ function forkTree(
     agents.set(t.entry.pid, agent);
     if (!t.zombie && !t.helper) {
       const parent = t === tasks[0] ? undefined : tasks.find((p) => p.entry.pid === t.entry.ppid);
-      fromImagesOf(t, () => restoreMemory(ctx, agent, t, parent));
+      fromImagesOf(t, "memory", () => restoreMemory(ctx, agent, t, parent));
     }
   }
   return agents;
@@ -311,7 +311,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     endShortLivedTasks(master, tasks, agents);
     for (const t of tasks) {
       if (t.zombie || t.helper) continue;
-      pending.set(t.entry.pid, fromImagesOf(t, () => restoreTask(ctx, t, agents.get(t.entry.pid)!)));
+      pending.set(t.entry.pid, fromImagesOf(t, "task", () => restoreTask(ctx, t, agents.get(t.entry.pid)!)));
     }
     opts.hooks.run("post-restore", root);
     if (opts.pidfile) writePidfile(opts.pidfile, root);
@@ -323,7 +323,11 @@ export function restore(opts: RestoreOptions): RestoreResult {
       const threads = pending.get(t.entry.pid)!;
       closeParked(threads[0]!.agent, shared);
       dropScratch(threads[0]!.agent, master.scratch);
-      fromImagesOf(t, () => loadRegisters(threads, t.cores[0]!.core.tc, awayNs(cp.inventory.dumpUptime)));
+      fromImagesOf(
+        t,
+        "registers",
+        () => loadRegisters(threads, t.cores[0]!.core.tc, awayNs(cp.inventory.dumpUptime)),
+      );
     }
   } catch (e) {
     master.abort();
@@ -357,8 +361,24 @@ export function restore(opts: RestoreOptions): RestoreResult {
  * images, which PREPARE checked as far as it can: a syscall the kernel still refuses names them,
  * so that a damaged checkpoint is recognisable as one.
  */
-function fromImagesOf<T>(t: RestoreTaskImages, step: () => T): T {
-  return fromImage(`core-${t.entry.pid}.img and the images it names`, step, `process ${t.entry.pid}`);
+function fromImagesOf<T>(t: RestoreTaskImages, part: "memory" | "task" | "registers", step: () => T): T {
+  const pid = t.entry.pid;
+  switch (part) {
+    case "memory":
+      return fromImage(`mm-${pid}.img and pagemap-${pid}.img`, step, `the memory of process ${pid}`);
+    case "task":
+      return fromImage(
+        `core-${pid}.img, fs-${pid}.img and fdinfo-${t.ids?.filesId}.img`,
+        step,
+        `process ${pid}`,
+      );
+    case "registers":
+      return fromImage(
+        `core-${pid}.img and its threads' core images`,
+        step,
+        `the registers of process ${pid}`,
+      );
+  }
 }
 
 /** Runs a step of the restore that gives the kernel what `image` holds; a refusal names it. */
