@@ -255,7 +255,7 @@ function readPagemap(dir: ImageDir, kind: ImageKind, id: number | bigint, why = 
 }
 
 function loadPagemap(dir: ImageDir, pid: number): { runs: PageRun[]; pagesPath: string } {
-  return readPagemap(dir, KINDS.PAGEMAP, pid, `process ${pid} has memory`);
+  return readPagemap(dir, KINDS.PAGEMAP, pid, `${nameOf(KINDS.CORE, pid)} says process ${pid} is alive`);
 }
 
 /**
@@ -414,6 +414,8 @@ function checkMappedFile(pid: number, v: vma_entry, files: FileTable, checked: S
 }
 
 /** fdinfo-ID.img: fd numbers the kernel can give, each once, of files that files.img holds. */
+const FILES = imageFileName(KINDS.FILES);
+
 function checkFdinfos(
   filesId: number,
   fdinfos: readonly fdinfo_entry[],
@@ -430,14 +432,14 @@ function checkFdinfos(
     if (seen.has(f.fd)) bad(`${file} has fd ${f.fd} twice`);
     seen.add(f.fd);
     const entry = fileFor(files, f.id, file, `fd ${f.fd}`);
-    if (!canRestoreFdType(entry.type)) {
-      bad(`${file} has fd ${f.fd} of type ${f.type}, which restore cannot open`);
-    }
     if (entry.type !== f.type) {
       bad(
-        `${file} says fd ${f.fd} is of type ${f.type}, but ${
-          nameOf(KINDS.FILES)
-        } has file ${f.id} of type ${entry.type}`,
+        `${file} says fd ${f.fd} is of type ${f.type}, but ${FILES} has file ${f.id} of type ${entry.type}`,
+      );
+    }
+    if (!canRestoreFdType(entry.type)) {
+      bad(
+        `${FILES} has file ${f.id} (fd ${f.fd} in ${file}) of type ${entry.type}, which restore cannot open`,
       );
     }
     if (entry.type === fd_types.REG) {
@@ -474,7 +476,9 @@ function loadTask(
 ): RestoreTaskImages {
   const pid = entry.pid;
   const leader = readCore(dir, pid, pid, entry.threads);
-  if (!leader.tc) bad(`${nameOf(KINDS.CORE, pid)} has no task part`);
+  if (!leader.tc) {
+    bad(`${nameOf(KINDS.CORE, pid)} has no task part (${nameOf(KINDS.PSTREE)} lists ${pid} as a process)`);
+  }
   const state = leader.tc.taskState;
   const zombie = state === TASK_STATE.dead || state === OLD_TASK_STATE.zombie;
   const helper = state === OLD_TASK_STATE.helper;
@@ -496,8 +500,13 @@ function loadTask(
   for (const c of cores) {
     if (!c.core.threadInfo?.gpregs) bad(`${nameOf(KINDS.CORE, c.tid)} has no registers`);
   }
-  const ids = needOne<task_kobj_ids_entry>(dir, KINDS.IDS, pid, `process ${pid} is alive`);
-  const mm = needOne<mm_entry>(dir, KINDS.MM, pid, `process ${pid} is alive`);
+  const ids = needOne<task_kobj_ids_entry>(
+    dir,
+    KINDS.IDS,
+    pid,
+    `${nameOf(KINDS.CORE, pid)} says process ${pid} is alive`,
+  );
+  const mm = needOne<mm_entry>(dir, KINDS.MM, pid, `${nameOf(KINDS.CORE, pid)} says process ${pid} is alive`);
   // CRIU records the vsyscall page; the kernel maps it in every process, so nothing restores it.
   mm.vmas = mm.vmas.filter((v) => !(v.status & VMA.VSYSCALL));
   sharedAnonFromMemfd(pid, mm, files, memfds);
