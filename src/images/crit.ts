@@ -13,7 +13,7 @@ import { explore, type Explorer, EXPLORERS } from "./_explore.ts";
 import { type JsonValue, parseJson, stringifyJson } from "./_json_text.ts";
 import { isImageFormatError, isImageJsonError } from "./errors.ts";
 import { type CritImage, decodeImageBytes, decodeImageFile, encodeImage, imageInfo } from "./image_json.ts";
-import { osReason } from "../../ffi/errors.ts";
+import { isSyscallError, osReason } from "../../ffi/errors.ts";
 
 /** Where critMain reads and writes; tests pass their own. */
 export interface CritIO {
@@ -236,7 +236,7 @@ export function critMain(args: string[], io: CritIO = denoIO): number {
     } else if (
       isImageFormatError(e) || isImageJsonError(e) || e instanceof CritInputError ||
       e instanceof Deno.errors.NotFound || e instanceof Deno.errors.PermissionDenied ||
-      e instanceof Deno.errors.BrokenPipe
+      e instanceof Deno.errors.BrokenPipe || isSyscallError(e)
     ) {
       io.writeStderr(`crit: ${e.message}\n`);
     } else {

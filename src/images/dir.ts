@@ -6,6 +6,7 @@ import { imageFileName, type ImageKind } from "./kinds.ts";
 import { ImageReader, ImageWriter } from "./file.ts";
 import type { Message } from "@bufbuild/protobuf";
 import { pathExists } from "../../ffi/fd.ts";
+import { fromOsError } from "../../ffi/errors.ts";
 
 export class ImageDir {
   readonly path: string;
@@ -34,9 +35,17 @@ export class ImageDir {
     }
   }
 
-  /** Reads every entry of an image; throws ImageFormatError naming the file when it is damaged. */
+  /**
+   * Reads every entry of an image; throws ImageFormatError naming the file when it is damaged, and
+   * a SyscallError naming it when it cannot be opened.
+   */
   read<T extends Message>(kind: ImageKind, id?: number | bigint | string): T[] {
-    const r = ImageReader.open(this.path, kind, id);
+    let r: ImageReader;
+    try {
+      r = ImageReader.open(this.path, kind, id);
+    } catch (e) {
+      throw fromOsError(`open ${this.pathFor(kind, id)}`, e);
+    }
     try {
       return r.readAll() as unknown as T[];
     } finally {

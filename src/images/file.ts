@@ -29,6 +29,8 @@ import {
 export const MAX_ENTRY_SIZE = 64 * 1024 * 1024;
 
 const BUFFER_SIZE = 128 * 1024;
+/** Large blobs are read in parts of this size (see ImageReader #take). */
+const BLOB_PART = 8 * 1024 * 1024;
 
 /**
  * Creates (or truncates) an image file, mode 0644 as CRIU. A directory we cannot write to fails
@@ -77,9 +79,13 @@ class MemorySink implements ByteSink {
 }
 
 class FileSource implements ByteSource {
-  constructor(private readonly file: Deno.FsFile) {}
+  constructor(private readonly file: Deno.FsFile, private readonly path: string) {}
   read(into: Uint8Array): number {
-    return this.file.readSync(into) ?? 0;
+    try {
+      return this.file.readSync(into) ?? 0;
+    } catch (e) {
+      throw fromOsError(`read ${this.path}`, e);
+    }
   }
   close(): void {
     this.file.close();
@@ -317,7 +323,7 @@ export class ImageReader<K extends ImageKind = ImageKind> {
 
   /** Opens an image by path; without `kind`, the kind is recognised from the magics (as crit does). */
   static openPath<K extends ImageKind = ImageKind>(path: string, kind?: K): ImageReader<K> {
-    return new ImageReader<K>(new FileSource(Deno.openSync(path, { read: true })), path, kind);
+    return new ImageReader<K>(new FileSource(Deno.openSync(path, { read: true }), path), path, kind);
   }
 
   static fromBytes<K extends ImageKind = ImageKind>(
@@ -576,17 +582,24 @@ export class ImageReader<K extends ImageKind = ImageKind> {
       this.#offset += got;
       return out;
     }
-    // Larger than the buffer: drain what is buffered, then read straight into the result.
-    const out = new Uint8Array(n);
+    // Larger than the buffer: drain what is buffered, then read straight into the result. The
+    // size comes from the image: a damaged one may say gigabytes, so memory is taken as the bytes
+    // arrive, a part at a time, never all at once up front.
+    const parts = [this.#buf.slice(this.#start, this.#end)];
     let got = this.#end - this.#start;
-    out.set(this.#buf.subarray(this.#start, this.#end));
     this.#start = this.#end = 0;
     while (got < n && !this.#eof) {
-      const r = this.#src.read(out.subarray(got));
-      if (r === 0) this.#eof = true;
-      got += r;
+      const part = new Uint8Array(Math.min(n - got, BLOB_PART));
+      let filled = 0;
+      while (filled < part.length && !this.#eof) {
+        const r = this.#src.read(part.subarray(filled));
+        if (r === 0) this.#eof = true;
+        filled += r;
+      }
+      parts.push(filled === part.length ? part : part.subarray(0, filled));
+      got += filled;
     }
     this.#offset += got;
-    return got === n ? out : out.slice(0, got);
+    return parts.length === 1 ? parts[0]! : concat(parts);
   }
 }

@@ -17,6 +17,7 @@ import {
 import { REG_NAMES, type RegName, Regs } from "../../ffi/structs.ts";
 import { ERRNO } from "../../ffi/errors.ts";
 import { NR } from "../../ffi/syscalls.ts";
+import { RestoreError } from "../errors.ts";
 
 const FX = {
   cwd: 0,
@@ -32,6 +33,8 @@ const FX = {
   pad: 416,
 };
 const XSTATE_BV = 512;
+/** The end of user space on x86_64 with 4-level paging, less the guard page. */
+const TASK_SIZE_MAX = (1n << 47n) - 4096n;
 /** Extended components: [field, offset, u32 or u64 words, word count]. */
 const COMPONENTS = [
   ["ymmhSpace", 576, 4, 64],
@@ -152,9 +155,42 @@ export function threadInfoFromCpu(
 export function regsFromThreadInfo(ti: thread_info_x86): Regs {
   const regs = new Regs();
   const gp = ti.gpregs as unknown as Record<string, bigint> | undefined;
-  if (!gp) throw new Error("Image has no general registers");
+  if (!gp) throw new RestoreError("The core image has no general registers");
   for (const [reg, field] of GP_FIELDS) regs.set(reg, gp[field] ?? 0n);
   return regs;
+}
+
+/**
+ * What is wrong with a thread's saved CPU state, or undefined: registers missing, or FPU areas
+ * longer than the XSAVE layout has room for (they are copied into it word by word).
+ */
+export function threadInfoProblem(ti: thread_info_x86): string | undefined {
+  const gp = ti.gpregs;
+  if (gp) {
+    // What PTRACE_SETREGSET refuses with EIO (arch/x86/kernel/ptrace.c, putreg): selectors not
+    // of user privilege, a null code or stack segment, bases outside user space.
+    for (
+      const [name, v] of [["cs", gp.cs], ["ss", gp.ss], ["ds", gp.ds], ["es", gp.es], ["fs", gp.fs], [
+        "gs",
+        gp.gs,
+      ]] as const
+    ) {
+      const zeroOk = name !== "cs" && name !== "ss";
+      if ((v !== 0n || !zeroOk) && (v & 3n) !== 3n || v > 0xffffn) return `an invalid ${name} selector ${v}`;
+    }
+    for (const [name, v] of [["fs_base", gp.fsBase], ["gs_base", gp.gsBase]] as const) {
+      if (v >= TASK_SIZE_MAX) return `a ${name} of 0x${v.toString(16)}, outside user space`;
+    }
+  }
+  const fp = ti.fpregs;
+  if (!fp) return undefined;
+  if (fp.stSpace.length > 32) return `${fp.stSpace.length} x87 register words, expected 32`;
+  if (fp.xmmSpace.length > 64) return `${fp.xmmSpace.length} SSE register words, expected 64`;
+  for (const [field, , , n] of COMPONENTS) {
+    const words = (fp.xsave as unknown as Record<string, unknown[]> | undefined)?.[field] ?? [];
+    if (words.length > n) return `${words.length} words of XSAVE ${field}, expected ${n}`;
+  }
+  return undefined;
 }
 
 /** Fills `template` (the puppet's own XSAVE buffer) with the image's FPU state. */

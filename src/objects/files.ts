@@ -226,6 +226,10 @@ export class FileTable {
     this.#described.set(fd.target, list);
   }
 
+  has(id: number): boolean {
+    return this.#byId.has(id);
+  }
+
   /** The entry with this id; a missing one is a damaged checkpoint. */
   get(id: number): file_entry {
     const e = this.#byId.get(id);
@@ -389,6 +393,11 @@ function kindFor(type: fd_types): FdKind {
 /** Every fd's file has a kind that can restore it (PREPARE). */
 export function checkRestorable(table: FileTable, fdinfos: readonly fdinfo_entry[]): void {
   for (const f of fdinfos) kindFor(table.get(f.id).type);
+}
+
+/** Is there a kind that restores files of this type? */
+export function canRestoreFdType(type: fd_types): boolean {
+  return kinds.some((k) => k.type === type);
 }
 
 /**

@@ -38,6 +38,12 @@ function readDevices(dir: ImageDir, nsId: number | undefined): net_device_entry[
   if (nsId === undefined || !dir.has(KINDS.NETNS, nsId)) return undefined;
   const devices = dir.readOptional<net_device_entry>(KINDS.NETDEV, nsId);
   for (const d of devices) {
+    // The new namespace's loopback is "lo"; the devices are found by name when they are set up.
+    if (d.type === nd_type.LOOPBACK && d.name !== LOOPBACK) {
+      throw new RestoreError(
+        `Refusing the images: netdev-${nsId}.img has a loopback device named ${d.name}, expected ${LOOPBACK}`,
+      );
+    }
     if (d.type !== nd_type.LOOPBACK) {
       throw new RestoreError(
         `Cannot restore network device ${d.name} (${

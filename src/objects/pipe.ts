@@ -28,6 +28,16 @@ const PIPE_NAME = /^pipe:\[(\d+)\]$/;
 const F_SETPIPE_SZ = 1031;
 const DEFAULT_CAPACITY = 65536;
 const WRITE_CHUNK = 32768;
+const PAGE_SIZE = 4096;
+
+/** The largest pipe F_SETPIPE_SZ gives (fs.pipe-max-size). */
+function maxPipeCapacity(): number {
+  try {
+    return Number(Deno.readTextFileSync("/proc/sys/fs/pipe-max-size").trim()) || 1024 * 1024;
+  } catch {
+    return 1024 * 1024;
+  }
+}
 
 /** The bytes queued in a pipe and its capacity. */
 interface PipeData {
@@ -118,8 +128,21 @@ function readPipeData(session: FilesSession): void {
   const r = ImageReader.open(session.dir.path, KINDS.PIPES_DATA);
   try {
     for (let e = r.readEntry() as pipe_data_entry | null; e; e = r.readEntry() as pipe_data_entry | null) {
+      const capacity = e.size ?? DEFAULT_CAPACITY;
+      // A pipe holds at most its capacity: more would block the restore's write for ever.
+      const most = maxPipeCapacity();
+      if (capacity < PAGE_SIZE || capacity > most || capacity & (capacity - 1)) {
+        throw new RestoreError(
+          `Refusing the images: ${r.name} gives pipe ${e.pipeId} a capacity of ${capacity} bytes, expected a power of two from ${PAGE_SIZE} to ${most}`,
+        );
+      }
+      if (e.bytes > Math.max(capacity, DEFAULT_CAPACITY)) {
+        throw new RestoreError(
+          `Refusing the images: ${r.name} has ${e.bytes} bytes queued in pipe ${e.pipeId}, more than its capacity of ${capacity}`,
+        );
+      }
       const data = r.readBlob(e.bytes);
-      queued.set(e.pipeId, { data: new Uint8Array(data), capacity: e.size ?? DEFAULT_CAPACITY });
+      queued.set(e.pipeId, { data: new Uint8Array(data), capacity });
     }
   } finally {
     r.close();

@@ -94,7 +94,11 @@ export const regFileKind: FdKind = {
       );
     } catch (e) {
       if (!isSyscallError(e)) throw e;
-      throw new RestoreError(`Cannot reopen ${reg.name}: ${errnoName(e.errno)}`, e.errno, { cause: e });
+      throw new RestoreError(
+        `Cannot reopen ${reg.name} (file ${entry.id} of files.img): ${errnoName(e.errno)}`,
+        e.errno,
+        { cause: e },
+      );
     }
     // No answer needed: it rides along with the next trap (the dup3 that places the fd).
     if (reg.pos !== 0n) ctx.agent.later(`lseek(${reg.name})`, NR.lseek, fd, reg.pos, 0);

@@ -16,6 +16,7 @@ import { NR, SIG } from "../../ffi/syscalls.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { readStatus } from "../../ffi/proc.ts";
 import type { Agent, BatchCall, Query } from "../agent.ts";
+import { RestoreError } from "../errors.ts";
 
 const SIGMAX = 64;
 const SS_DISABLE = 2;
@@ -73,7 +74,9 @@ export function sigactionsQuery(agent: Agent): Query<sa_entry[]> {
 export function sigactionCalls(agent: Agent, actions: readonly sa_entry[]): BatchCall[] {
   const signals = dispositionSignals();
   if (actions.length > signals.length) {
-    throw new Error(`Image has ${actions.length} sigactions; at most ${signals.length} exist`);
+    throw new RestoreError(
+      `The core image has ${actions.length} sigactions; at most ${signals.length} exist`,
+    );
   }
   const calls: BatchCall[] = [];
   actions.forEach((sa, i) => {
@@ -134,7 +137,7 @@ export function pendingSignalCalls(
 ): BatchCall[] {
   return (q?.signals ?? []).map((s) => {
     if (s.siginfo.byteLength !== 128) {
-      throw new Error(`Queued signal record is ${s.siginfo.byteLength} bytes, expected 128`);
+      throw new RestoreError(`Queued signal record is ${s.siginfo.byteLength} bytes, expected 128`);
     }
     const signo = new DataView(s.siginfo.buffer, s.siginfo.byteOffset).getInt32(0, true);
     const info = agent.alloc(128, s.siginfo);

@@ -17,6 +17,7 @@ import { readTimers } from "../../ffi/proc.ts";
 import { readPairs, writeS64s } from "../../ffi/structs.ts";
 import { NR, PR } from "../../ffi/syscalls.ts";
 import type { Agent, Query } from "../agent.ts";
+import { RestoreError } from "../errors.ts";
 
 const ITIMERS = [0, 1, 2] as const; // ITIMER_REAL, ITIMER_VIRTUAL, ITIMER_PROF
 const SIGEV_THREAD_ID = 4;
@@ -123,7 +124,7 @@ function restorePosixTimer(agent: Agent, t: posix_timer_entry): void {
   const idBuf = agent.alloc(4, new Uint8Array(new Int32Array([t.itId]).buffer));
   agent.call(`timer_create(${t.itId})`, NR.timer_create, t.clockId, sev, idBuf);
   const got = new DataView(agent.read(idBuf, 4).buffer).getInt32(0, true);
-  if (got !== t.itId) throw new Error(`POSIX timer came back with id ${got}, expected ${t.itId}`);
+  if (got !== t.itId) throw new RestoreError(`POSIX timer came back with id ${got}, expected ${t.itId}`);
   if (t.vsec === 0n && t.vnsec === 0n) return;
   const spec = agent.alloc(32, writeS64s([t.isec, t.insec, t.vsec, t.vnsec]));
   agent.call("timer_settime", NR.timer_settime, t.itId, 0, spec, 0);

@@ -1,7 +1,10 @@
 /**
- * Reading a checkpoint for restore, and refusing it before anything is created when it does not
- * add up: areas that overlap or leave user space, pages outside the areas, a pages image whose
- * size is not what the pagemap says, threads without a core, files that are not in files.img.
+ * Reading a checkpoint for restore (PREPARE), and refusing it before anything is created when it
+ * does not add up or holds what the kernel would refuse once the tasks exist. Every refusal names
+ * the image at fault, and the one it disagrees with: a pstree that does not make a tree, a missing
+ * core, ids, mm or pages image, pages outside the areas or a pages image of another size, an fd or
+ * a mapping of a file files.img does not hold or that is gone, pipe data beyond the pipe. What a
+ * core image or an mm image holds is checked in core_checks.ts and mm_checks.ts.
  */
 import type { pstree_entry } from "../images/gen/pstree_pb.ts";
 import type { core_entry, task_kobj_ids_entry } from "../images/gen/core_pb.ts";
@@ -9,22 +12,40 @@ import type { mm_entry } from "../images/gen/mm_pb.ts";
 import type { vma_entry } from "../images/gen/vma_pb.ts";
 import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
 import type { fs_entry } from "../images/gen/fs_pb.ts";
-import type { fdinfo_entry, file_entry } from "../images/gen/fdinfo_pb.ts";
+import { fd_types, type fdinfo_entry, type file_entry } from "../images/gen/fdinfo_pb.ts";
 import type { inventory_entry } from "../images/gen/inventory_pb.ts";
-import { KINDS } from "../images/kinds.ts";
+import type { Message } from "@bufbuild/protobuf";
+import type { reg_file_entry } from "../images/gen/regfile_pb.ts";
+import type { remap_file_path_entry } from "../images/gen/remap-file-path_pb.ts";
+import { imageFileName, type ImageKind, KINDS } from "../images/kinds.ts";
 import type { memfd_inode_entry } from "../images/gen/memfd_pb.ts";
-import { MAP } from "../../ffi/syscalls.ts";
+import { MAP, O } from "../../ffi/syscalls.ts";
+import { getRlimit } from "../../ffi/process.ts";
 import { unusableDirectory } from "../dirs.ts";
 import { ImageDir } from "../images/dir.ts";
-import { checkRestorable, FileTable } from "../objects/files.ts";
+import { canRestoreFdType, FileTable } from "../objects/files.ts";
+import { coreProblem } from "./core_checks.ts";
+import { mmProblem, sysctl } from "./mm_checks.ts";
 import { PAGE_SIZE, PE, VMA } from "../objects/memory.ts";
 import { backingOf } from "../objects/mappings.ts";
 import "../objects/mod.ts";
 import { RestoreError } from "../errors.ts";
 import { OLD_TASK_STATE, TASK_STATE } from "../dump/task.ts";
 
-/** Highest user-space address on x86_64 with 4-level paging (47 bits). */
-const USER_SPACE_END = 1n << 47n;
+/** The largest fd number plus one a task can have (fs.nr_open). */
+const MAX_FD = sysctl("/proc/sys/fs/nr_open", 1024 * 1024);
+const RLIMIT_NOFILE = 7;
+/** fds the restore may park above a task's highest fd while it puts the others in place. */
+const PARKING_ROOM = 1024;
+
+/**
+ * The highest fd number a restored task can be given: the tasks start with our hard limit on
+ * open files, and the restore needs room above the highest fd to park others.
+ */
+function highestFd(): number {
+  const hard = getRlimit(Deno.pid, RLIMIT_NOFILE).max; // RLIM_INFINITY becomes a huge number: fine
+  return Math.min(MAX_FD, Number(hard)) - PARKING_ROOM - 1;
+}
 
 export interface PageRun {
   vaddr: bigint;
@@ -57,23 +78,93 @@ export interface Checkpoint {
   files: FileTable;
 }
 
+/**
+ * Refuses the checkpoint. `what` names the image file at fault (and the one it disagrees with,
+ * when two do not match), so a damaged checkpoint can be found and replaced.
+ */
 function bad(what: string): never {
-  throw new RestoreError(`Refusing the images: ${what}`);
+  throw new RestoreError(`Refusing the images: ${printable(what)}`);
+}
+
+/** Control characters (a damaged name may hold a newline) shown as escapes: one line per message. */
+function printable(text: string): string {
+  // deno-lint-ignore no-control-regex -- control characters are exactly what is looked for
+  return text.replace(/[\u0000-\u001f\u007f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
 }
 
 function hex(x: bigint): string {
   return "0x" + x.toString(16);
 }
 
-function checkAreas(pid: number, mm: mm_entry): void {
-  let prevEnd = 0n;
-  for (const v of mm.vmas) {
-    const where = `process ${pid}, area ${hex(v.start)}-${hex(v.end)}`;
-    if (v.start % BigInt(PAGE_SIZE) || v.end % BigInt(PAGE_SIZE)) bad(`${where} is not page aligned`);
-    if (v.end <= v.start) bad(`${where} ends before it starts`);
-    if (v.end > USER_SPACE_END) bad(`${where} leaves user space`);
-    if (v.start < prevEnd) bad(`${where} overlaps the area before it`);
-    prevEnd = v.end;
+function nameOf(kind: ImageKind, id?: number | bigint): string {
+  return imageFileName(kind, id);
+}
+
+/** Every entry of an image that must exist; `why` says who needs it when it does not. */
+function need<T>(dir: ImageDir, kind: ImageKind, id: number | bigint | undefined, why = ""): T[] {
+  if (!dir.has(kind, id)) bad(`${nameOf(kind, id)} is missing${why ? ` (${why})` : ""}`);
+  return dir.read<T & Message>(kind, id);
+}
+
+/** The one entry of an image that holds exactly one. */
+function needOne<T>(dir: ImageDir, kind: ImageKind, id: number | bigint | undefined, why = ""): T {
+  const entries = need<T>(dir, kind, id, why);
+  if (entries.length !== 1) bad(`${nameOf(kind, id)} holds ${entries.length} entries, expected 1`);
+  return entries[0]!;
+}
+
+/** The highest pid the kernel gives out here; clone3 refuses a set_tid above it. */
+function pidMax(): number {
+  return sysctl("/proc/sys/kernel/pid_max", 4 * 1024 * 1024); // PID_MAX_LIMIT on 64-bit
+}
+
+/**
+ * pstree.img: positive pids below pid_max, each pid and thread once, parents listed before
+ * their children (the tree is forked in this order), the leader among its threads.
+ */
+function checkTree(tree: readonly pstree_entry[]): void {
+  const file = nameOf(KINDS.PSTREE);
+  if (tree.length === 0) bad(`${file} lists no process`);
+  const max = pidMax();
+  const ok = (n: number) => Number.isInteger(n) && n > 0 && n <= max;
+  const seen = new Set<number>();
+  const tids = new Set<number>();
+  for (const [i, e] of tree.entries()) {
+    if (!ok(e.pid)) bad(`${file} lists a process with pid ${e.pid}, expected 1 to ${max}`);
+    if (seen.has(e.pid)) bad(`${file} lists process ${e.pid} twice`);
+    if (i > 0 && !seen.has(e.ppid)) {
+      bad(`${file} lists process ${e.pid} before its parent ${e.ppid}, or without it`);
+    }
+    for (const [what, v] of [["group", e.pgid], ["session", e.sid]] as const) {
+      if (!Number.isInteger(v) || v < 0 || v > max) bad(`${file} puts process ${e.pid} in ${what} ${v}`);
+    }
+    seen.add(e.pid);
+    checkSession(tree, i);
+    for (const t of e.threads) {
+      if (t === 0 && e.threads.length === 1) continue; // a zombie's, as CRIU writes them
+      if (!ok(t) || tids.has(t)) bad(`${file} lists thread ${t} of process ${e.pid} twice or out of range`);
+      tids.add(t);
+    }
+  }
+}
+
+/**
+ * Sessions and groups as the restore can make them: a task starts a session of its own or stays
+ * in its parent's (the root may stay in criu's, for --shell-job), and a process group lies in one
+ * session. Anything else would fail setpgid once the tasks exist, or come back different.
+ */
+function checkSession(tree: readonly pstree_entry[], i: number): void {
+  const file = nameOf(KINDS.PSTREE);
+  const e = tree[i]!;
+  const parent = i > 0 ? tree.find((p) => p.pid === e.ppid) : undefined;
+  if (parent && e.sid !== e.pid && e.sid !== parent.sid) {
+    bad(
+      `${file} puts process ${e.pid} in session ${e.sid}, neither its own nor its parent's (${parent.sid})`,
+    );
+  }
+  const other = tree.find((o) => o.pgid === e.pgid && o.sid !== e.sid && o !== e);
+  if (other) {
+    bad(`${file} puts process group ${e.pgid} in two sessions (${e.sid} and ${other.sid})`);
   }
 }
 
@@ -104,18 +195,28 @@ function areaAt(vmas: readonly vma_entry[], addr: bigint): vma_entry | undefined
   return undefined;
 }
 
+/** Size of a file, or undefined when it is missing. */
+function sizeOf(path: string): number | undefined {
+  try {
+    return Deno.statSync(path).size;
+  } catch {
+    return undefined;
+  }
+}
+
 function checkPages(pid: number, mm: mm_entry, runs: PageRun[], pagesPath: string): void {
+  const file = nameOf(KINDS.PAGEMAP, pid);
   let total = 0;
   for (const r of runs) {
-    const end = r.vaddr + BigInt(r.pages * PAGE_SIZE);
+    const end = r.vaddr + BigInt(r.pages) * BigInt(PAGE_SIZE);
     // A run may cross from one area into the next adjacent one, never into a hole.
     let at = r.vaddr;
     while (at < end) {
       const v = areaAt(mm.vmas, at);
-      if (!v) bad(`pagemap of process ${pid} has pages at ${hex(at)}, outside every area`);
+      if (!v) bad(`${file} has pages at ${hex(at)}, outside every area of ${nameOf(KINDS.MM, pid)}`);
       if (backingOf(v)?.ownPages(v) === "none") {
         bad(
-          `pagemap of process ${pid} has pages in area ${hex(v.start)}, whose pages its ${
+          `${file} has pages in the area at ${hex(v.start)} of ${nameOf(KINDS.MM, pid)}, whose pages its ${
             backingOf(v)!.name
           } holds`,
         );
@@ -124,35 +225,74 @@ function checkPages(pid: number, mm: mm_entry, runs: PageRun[], pagesPath: strin
     }
     total += r.pages;
   }
-  let size: number;
-  try {
-    size = Deno.statSync(pagesPath).size;
-  } catch {
-    return bad(`${pagesPath} is missing`);
-  }
+  const pages = pagesPath.slice(pagesPath.lastIndexOf("/") + 1);
+  const size = sizeOf(pagesPath);
+  if (size === undefined) bad(`${pages} is missing (${file} names it)`);
   if (size !== total * PAGE_SIZE) {
     bad(
-      `${pagesPath} holds ${size} bytes but the pagemap of process ${pid} lists ${total} pages (${
-        total * PAGE_SIZE
-      } bytes)`,
+      `${pages} holds ${size} bytes but the pagemap of process ${pid} (${file}) lists ${total} pages ` +
+        `(${total * PAGE_SIZE} bytes)`,
     );
   }
 }
 
-function loadPagemap(dir: ImageDir, pid: number): { runs: PageRun[]; pagesPath: string } {
-  const [head, ...entries] = dir.read<pagemap_head | pagemap_entry>(KINDS.PAGEMAP, pid);
-  if (!head || !("pagesId" in head)) bad(`pagemap-${pid}.img has no header`);
+/** Page counts above this cannot be in one address space (2^47 bytes of 4 KiB pages). */
+const MAX_PAGES = 2 ** 35;
+
+/** The runs of a pagemap image (its own or a shared object's) and the pages image it names. */
+function readPagemap(dir: ImageDir, kind: ImageKind, id: number | bigint, why = "") {
+  const file = nameOf(kind, id);
+  const [head, ...entries] = need<pagemap_head | pagemap_entry>(dir, kind, id, why);
+  if (!head || !("pagesId" in head)) bad(`${file} has no header`);
   const runs = (entries as pagemap_entry[]).map((e) => {
     // CRIU marks anonymous pages PE_LAZY as well when they are in the pages image (PE_PRESENT);
     // only pages kept elsewhere (a parent image, a lazy-pages server) are out of reach.
     if (e.flags !== undefined && (e.flags & PE.PARENT || !(e.flags & PE.PRESENT))) {
-      bad(`pagemap-${pid}.img refers to a parent image or lazy pages, which restore does not support yet`);
+      bad(`${file} refers to a parent image or lazy pages, which restore does not support yet`);
     }
-    const pages = Number(e.nrPages ?? BigInt(e.compatNrPages));
-    if (e.vaddr % BigInt(PAGE_SIZE)) bad(`pagemap-${pid}.img has an unaligned address ${hex(e.vaddr)}`);
-    return { vaddr: e.vaddr, pages };
+    const count = e.nrPages ?? BigInt(e.compatNrPages);
+    if (count <= 0n || count > BigInt(MAX_PAGES)) {
+      bad(`${file} has a run of ${count} pages at ${hex(e.vaddr)}`);
+    }
+    if (e.vaddr % BigInt(PAGE_SIZE)) bad(`${file} has an unaligned address ${hex(e.vaddr)}`);
+    return { vaddr: e.vaddr, pages: Number(count) };
   });
   return { runs, pagesPath: dir.pathFor(KINDS.PAGES, head.pagesId) };
+}
+
+function loadPagemap(dir: ImageDir, pid: number): { runs: PageRun[]; pagesPath: string } {
+  return readPagemap(dir, KINDS.PAGEMAP, pid, `${nameOf(KINDS.CORE, pid)} says process ${pid} is alive`);
+}
+
+/**
+ * Shared anonymous objects filled from pagemap-shmem-SHMID.img: the pages must lie inside the
+ * object (the first area mapping it), and the pages image must hold them, or the restore would
+ * write past the object.
+ */
+function checkSharedObjects(dir: ImageDir, tasks: readonly RestoreTaskImages[]): void {
+  const first = new Map<bigint, vma_entry>();
+  for (const t of tasks) {
+    for (const v of t.mm?.vmas ?? []) {
+      if (v.status & VMA.ANON_SHARED && !first.has(v.shmid)) first.set(v.shmid, v);
+    }
+  }
+  for (const [shmid, v] of first) {
+    if (!dir.has(KINDS.SHMEM_PAGEMAP, shmid)) continue;
+    const file = nameOf(KINDS.SHMEM_PAGEMAP, shmid);
+    const { runs, pagesPath } = readPagemap(dir, KINDS.SHMEM_PAGEMAP, shmid);
+    const size = v.end - v.start;
+    let total = 0;
+    for (const r of runs) {
+      if (r.vaddr + BigInt(r.pages * PAGE_SIZE) > size) {
+        bad(`${file} has pages at offset ${hex(r.vaddr)}, past the end of the ${size}-byte object`);
+      }
+      total += r.pages;
+    }
+    const pages = pagesPath.slice(pagesPath.lastIndexOf("/") + 1);
+    const have = sizeOf(pagesPath);
+    if (have === undefined) bad(`${pages} is missing (${file} names it)`);
+    if (have < total * PAGE_SIZE) bad(`${pages} holds ${have} bytes but ${file} lists ${total} pages`);
+  }
 }
 
 /**
@@ -168,7 +308,8 @@ function sharedAnonFromMemfd(
 ) {
   for (const v of mm.vmas) {
     if (!(v.status & VMA.MEMFD)) continue;
-    const inodeId = files.get(Number(v.shmid)).memfd?.inodeId;
+    const file = fileFor(files, v.shmid, nameOf(KINDS.MM, pid), `the mapping at ${hex(v.start)}`);
+    const inodeId = file.memfd?.inodeId;
     const inode = inodes.find((i) => i.inodeId === BigInt(inodeId ?? -1));
     if (inode?.name !== "/dev/zero") {
       throw new RestoreError(
@@ -183,10 +324,134 @@ function sharedAnonFromMemfd(
   }
 }
 
-function readCore(dir: ImageDir, tid: number): core_entry {
-  const [core] = dir.read<core_entry>(KINDS.CORE, tid);
-  if (!core) bad(`core-${tid}.img is empty`);
+/** The entry of files.img with id `id`, which image `by` uses for `role` (an fd, a mapping...). */
+function fileFor(files: FileTable, id: number | bigint, by: string, role: string): file_entry {
+  const n = Number(id);
+  if (!files.has(n)) {
+    bad(`${by} refers to file ${id} for ${role}, which ${nameOf(KINDS.FILES)} does not hold`);
+  }
+  return files.get(n);
+}
+
+/**
+ * A regular file of files.img, for what needs a path (an fd, a mapping, the executable, cwd,
+ * root). It must exist: finding it gone only once the tasks exist would be too late.
+ */
+function regFileFor(
+  files: FileTable,
+  id: number | bigint,
+  by: string,
+  role: string,
+  want?: "file" | "directory",
+): reg_file_entry {
+  const reg = fileFor(files, id, by, role).reg;
+  if (!reg) {
+    bad(`${by} refers to file ${id} for ${role}, which is not a regular file in ${nameOf(KINDS.FILES)}`);
+  }
+  const where = `file ${id} of ${nameOf(KINDS.FILES)}, ${role} in ${by}`;
+  if (files.stateOf("remapped-ids", () => new Set<number>()).has(Number(id))) return reg;
+  const st = statOf(reg.name);
+  if (!st) bad(`${reg.name} does not exist (${where})`);
+  if (want === "file" && !st.isFile) bad(`${reg.name} is not a regular file (${where})`);
+  if (want === "directory" && !st.isDirectory) bad(`${reg.name} is not a directory (${where})`);
+  return reg;
+}
+
+function statOf(path: string): Deno.FileInfo | undefined {
+  try {
+    return Deno.statSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Which field of file_entry holds the details of each kind of file the restore opens. */
+const FILE_DETAILS: Partial<Record<fd_types, keyof file_entry>> = {
+  [fd_types.REG]: "reg",
+  [fd_types.PIPE]: "pipe",
+  [fd_types.EVENTFD]: "efd",
+  [fd_types.EVENTPOLL]: "epfd",
+  [fd_types.TTY]: "tty",
+};
+
+/** files.img: each file has the details of its kind; offsets are ones lseek takes. */
+function checkFiles(files: FileTable): void {
+  const file = nameOf(KINDS.FILES);
+  for (const e of files.entries) {
+    const details = FILE_DETAILS[e.type];
+    if (details !== undefined && e[details] === undefined) {
+      bad(`${file} has file ${e.id} of type ${e.type} without its details`);
+    }
+    if (e.reg && e.reg.name === "") bad(`${file} has file ${e.id} without a name`);
+    if (e.reg && e.reg.pos >= 1n << 63n) bad(`${file} has file ${e.id} at offset ${e.reg.pos}`);
+  }
+}
+
+/** The core image of thread `tid` of process `pid`, whose threads are `threads`. */
+function readCore(dir: ImageDir, tid: number, pid: number, threads: readonly number[]): core_entry {
+  const core = needOne<core_entry>(
+    dir,
+    KINDS.CORE,
+    tid,
+    `${nameOf(KINDS.PSTREE)} lists thread ${tid} of ${pid}`,
+  );
+  const problem = coreProblem(core, threads);
+  if (problem) bad(`${nameOf(KINDS.CORE, tid)} has ${problem}`);
   return core;
+}
+
+/** fdinfo-ID.img: fd numbers the kernel can give, each once, of files that files.img holds. */
+const FILES = imageFileName(KINDS.FILES);
+
+function checkFdinfos(
+  filesId: number,
+  fdinfos: readonly fdinfo_entry[],
+  files: FileTable,
+  epollsMade: Set<number>,
+): void {
+  const file = nameOf(KINDS.FDINFO, filesId);
+  const maxFd = highestFd();
+  const seen = new Set<number>();
+  for (const f of fdinfos) {
+    if (!Number.isInteger(f.fd) || f.fd < 0 || f.fd > maxFd) {
+      bad(`${file} has fd ${f.fd}, expected 0 to ${maxFd}`);
+    }
+    if (seen.has(f.fd)) bad(`${file} has fd ${f.fd} twice`);
+    seen.add(f.fd);
+    const entry = fileFor(files, f.id, file, `fd ${f.fd}`);
+    if (entry.type !== f.type) {
+      bad(
+        `${file} says fd ${f.fd} is of type ${f.type}, but ${FILES} has file ${f.id} of type ${entry.type}`,
+      );
+    }
+    if (!canRestoreFdType(entry.type)) {
+      bad(
+        `${FILES} has file ${f.id} (fd ${f.fd} in ${file}) of type ${entry.type}, which restore cannot open`,
+      );
+    }
+    if (entry.type === fd_types.REG) {
+      const directory = ((entry.reg?.flags ?? 0) & O.DIRECTORY) !== 0;
+      regFileFor(files, f.id, file, `fd ${f.fd}`, directory ? "directory" : undefined);
+    }
+  }
+  // An epoll is made again by the first task (in tree order) that has it, and watches fds of that
+  // task: each must be there to be added again. Tasks that got it over fork may have closed some.
+  for (const f of fdinfos) {
+    const epoll = files.get(f.id).epfd;
+    if (!epoll || epollsMade.has(f.id)) continue;
+    epollsMade.add(f.id);
+    for (const t of epoll.tfd) {
+      if (!seen.has(t.tfd)) {
+        bad(`${nameOf(KINDS.FILES)} has epoll file ${f.id} watch fd ${t.tfd}, which ${file} does not have`);
+      }
+    }
+  }
+}
+
+/** Files the checks of earlier tasks saw: mapped files whose size was checked, epolls made. */
+interface SeenFiles {
+  mapped: Set<number>;
+  epolls: Set<number>;
 }
 
 function loadTask(
@@ -194,11 +459,13 @@ function loadTask(
   entry: pstree_entry,
   files: FileTable,
   memfds: readonly memfd_inode_entry[],
-  checkedFiles: Set<number>,
+  seen: SeenFiles,
 ): RestoreTaskImages {
   const pid = entry.pid;
-  const leader = readCore(dir, pid);
-  if (!leader.tc) bad(`core-${pid}.img has no task part`);
+  const leader = readCore(dir, pid, pid, entry.threads);
+  if (!leader.tc) {
+    bad(`${nameOf(KINDS.CORE, pid)} has no task part (${nameOf(KINDS.PSTREE)} lists ${pid} as a process)`);
+  }
   const state = leader.tc.taskState;
   const zombie = state === TASK_STATE.dead || state === OLD_TASK_STATE.zombie;
   const helper = state === OLD_TASK_STATE.helper;
@@ -206,19 +473,27 @@ function loadTask(
   if (zombie || helper) {
     return { entry, hostPid: 0, cores: [{ tid: pid, core: leader }], pages: [], fdinfos: [], zombie, helper };
   }
-  if (!entry.threads.includes(pid)) bad(`pstree entry of ${pid} does not list the process among its threads`);
+  if (!entry.threads.includes(pid)) {
+    bad(`${nameOf(KINDS.PSTREE)} does not list process ${pid} among its own threads`);
+  }
   const cores = [
     { tid: pid, core: leader },
-    ...entry.threads.filter((t) => t !== pid).map((tid) => ({ tid, core: readCore(dir, tid) })),
+    ...entry.threads.filter((t) => t !== pid).map((tid) => ({
+      tid,
+      core: readCore(dir, tid, pid, entry.threads),
+    })),
   ];
   const task: RestoreTaskImages = { entry, hostPid: 0, cores, pages: [], fdinfos: [], zombie, helper };
   for (const c of cores) {
-    if (!c.core.threadInfo?.gpregs) bad(`core-${c.tid}.img has no registers`);
+    if (!c.core.threadInfo?.gpregs) bad(`${nameOf(KINDS.CORE, c.tid)} has no registers`);
   }
-  const [ids] = dir.read<task_kobj_ids_entry>(KINDS.IDS, pid);
-  const [mm] = dir.read<mm_entry>(KINDS.MM, pid);
-  if (!ids) bad(`ids-${pid}.img is empty`);
-  if (!mm) bad(`mm-${pid}.img is empty`);
+  const ids = needOne<task_kobj_ids_entry>(
+    dir,
+    KINDS.IDS,
+    pid,
+    `${nameOf(KINDS.CORE, pid)} says process ${pid} is alive`,
+  );
+  const mm = needOne<mm_entry>(dir, KINDS.MM, pid, `${nameOf(KINDS.CORE, pid)} says process ${pid} is alive`);
   // CRIU records the vsyscall page; the kernel maps it in every process, so nothing restores it.
   mm.vmas = mm.vmas.filter((v) => !(v.status & VMA.VSYSCALL));
   // Guard ranges lie inside the areas: they are kept apart, to be installed once those are in.
@@ -226,14 +501,19 @@ function loadTask(
   mm.vmas = mm.vmas.filter((v) => v.status !== VMA.GUARD);
   for (const g of guards) checkGuard(pid, mm, g);
   sharedAnonFromMemfd(pid, mm, files, memfds);
-  checkAreas(pid, mm);
+  const wrong = mmProblem(mm);
+  if (wrong) bad(`${nameOf(KINDS.MM, pid)} has ${wrong}`);
   const { runs, pagesPath } = loadPagemap(dir, pid);
   checkPages(pid, mm, runs, pagesPath);
   const [fs] = dir.readOptional<fs_entry>(KINDS.FS, pid);
+  if (fs) {
+    regFileFor(files, fs.cwdId, nameOf(KINDS.FS, pid), "the working directory", "directory");
+    regFileFor(files, fs.rootId, nameOf(KINDS.FS, pid), "the root", "directory");
+  }
   const fdinfos = dir.readOptional<fdinfo_entry>(KINDS.FDINFO, ids.filesId);
-  checkRestorable(files, fdinfos); // a dangling id, or a kind of file no module restores
-  for (const v of mm.vmas) backingOf(v)?.check?.(pid, v, files, checkedFiles);
-  files.get(mm.exeFileId);
+  checkFdinfos(ids.filesId, fdinfos, files, seen.epolls);
+  for (const v of mm.vmas) backingOf(v)?.check?.(pid, v, files, seen.mapped);
+  regFileFor(files, mm.exeFileId, nameOf(KINDS.MM, pid), "the executable", "file");
   Object.assign(task, { ids, mm, pages: runs, pagesPath, fdinfos, guards });
   if (fs) task.fs = fs;
   return task;
@@ -246,13 +526,18 @@ export function loadCheckpoint(imagesDir: string): Checkpoint {
   if (!dir.has(KINDS.INVENTORY)) {
     throw new RestoreError(`${imagesDir} holds no checkpoint (no inventory.img)`);
   }
-  const [inventory] = dir.read<inventory_entry>(KINDS.INVENTORY);
-  if (!inventory) bad("inventory.img is empty");
+  const inventory = needOne<inventory_entry>(dir, KINDS.INVENTORY, undefined);
   const tree = dir.read<pstree_entry>(KINDS.PSTREE);
-  if (tree.length === 0) bad("pstree.img lists no process");
+  checkTree(tree);
   const files = new FileTable(dir.readOptional<file_entry>(KINDS.FILES));
+  checkFiles(files);
+  // Files the restore recreates (ghosts) or reaches by another name (link remaps) need not be
+  // where their name says: the checks below leave their existence to the remap.
+  const remapped = files.stateOf("remapped-ids", () => new Set<number>());
+  for (const r of dir.readOptional<remap_file_path_entry>(KINDS.REMAP_FPATH)) remapped.add(r.origId);
   const memfds = dir.readOptional<memfd_inode_entry>(KINDS.MEMFD_INODE);
-  const checkedFiles = new Set<number>();
-  const tasks = tree.map((e) => loadTask(dir, e, files, memfds, checkedFiles));
+  const seen: SeenFiles = { mapped: new Set(), epolls: new Set() };
+  const tasks = tree.map((e) => loadTask(dir, e, files, memfds, seen));
+  checkSharedObjects(dir, tasks);
   return { dir, inventory, tasks, files };
 }

@@ -14,6 +14,7 @@ import type { FileTable } from "../objects/files.ts";
 import { type FileRun, ownPagesOf, PAGE_SIZE, VMA } from "../objects/memory.ts";
 import { backingOf } from "../objects/mappings.ts";
 import type { Agent } from "../agent.ts";
+import { RestoreError } from "../errors.ts";
 
 const MADV_DONTNEED = 4;
 const COMPARE_CHUNK_PAGES = 256;
@@ -76,7 +77,7 @@ export function patchInherited(
         image.seekSync(r.offset + done * PAGE_SIZE, Deno.SeekMode.Start);
         for (let off = 0; off < want.length;) {
           const got = image.readSync(want.subarray(off));
-          if (!got) throw new Error(`${pagesPath} ends before its pagemap does`);
+          if (!got) throw new RestoreError(`${pagesPath} ends before its pagemap does`);
           off += got;
         }
         const have = mem.read(addr, want.length);

@@ -22,7 +22,7 @@
  * is ever left behind, stopped or running.
  */
 import { RestoreError } from "../errors.ts";
-import { osReason } from "../../ffi/errors.ts";
+import { isSyscallError, osReason } from "../../ffi/errors.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { loadCheckpoint, type RestoreTaskImages } from "./images.ts";
@@ -101,7 +101,7 @@ function checkPidsFree(tasks: readonly RestoreTaskImages[]): void {
           // gone meanwhile
         }
         throw new RestoreError(
-          `PID ${tid} is already in use by process ${tid}${comm}; it must be free to restore`,
+          `PID ${tid} is already in use by process ${tid}${comm}; it must be free to restore (pstree.img lists it)`,
           17, // EEXIST, as CRIU answers
         );
       }
@@ -149,7 +149,7 @@ function groupHelpers(tasks: readonly RestoreTaskImages[], shellJob: boolean): R
     const parent = leader && !leader.zombie ? leader : tasks.find((m) => m.entry.pgid === pgid && !m.zombie);
     if (!parent || parent.entry.sid !== sid) {
       throw new RestoreError(
-        `Process group ${pgid} has no leader in the images and no live member to recreate it from`,
+        `Process group ${pgid} has no leader in pstree.img and no live member to recreate it from`,
       );
     }
     const entry = create(pstree_entrySchema, {
@@ -232,12 +232,8 @@ function forkTree(
     }
     agents.set(t.entry.pid, agent);
     if (!t.zombie && !t.helper) {
-      restoreMemory(
-        ctx,
-        agent,
-        t,
-        t === tasks[0] ? undefined : tasks.find((p) => p.entry.pid === t.entry.ppid),
-      );
+      const parent = t === tasks[0] ? undefined : tasks.find((p) => p.entry.pid === t.entry.ppid);
+      fromImagesOf(t, "memory", () => restoreMemory(ctx, agent, t, parent));
     }
   }
   return agents;
@@ -321,7 +317,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     // RESTORE
     for (const t of tasks) {
       if (t.zombie || t.helper) continue;
-      pending.set(t.entry.pid, restoreTask(ctx, t, agents.get(t.entry.pid)!));
+      pending.set(t.entry.pid, fromImagesOf(t, "task", () => restoreTask(ctx, t, agents.get(t.entry.pid)!)));
     }
     afterAllFds(files, shared);
     opts.hooks.run("post-restore", root);
@@ -334,7 +330,11 @@ export function restore(opts: RestoreOptions): RestoreResult {
       const threads = pending.get(t.entry.pid)!;
       closeParked(threads[0]!.agent, shared);
       dropScratch(threads[0]!.agent, master.scratch);
-      loadRegisters(threads, t.cores[0]!.core.tc, awayNs(cp.inventory.dumpUptime));
+      fromImagesOf(
+        t,
+        "registers",
+        () => loadRegisters(threads, t.cores[0]!.core.tc, awayNs(cp.inventory.dumpUptime)),
+      );
     }
   } catch (e) {
     master.abort();
@@ -376,6 +376,41 @@ export function restore(opts: RestoreOptions): RestoreResult {
   log.info(`Restored ${tasks.length} task(s); root ${root}`);
   if (!detached) result.exitCode = waitForRoot(root);
   return result;
+}
+
+/**
+ * Runs one step of rebuilding task `t`. The values the step hands the kernel come from the task's
+ * images, which PREPARE checked as far as it can: a syscall the kernel still refuses names them,
+ * so that a damaged checkpoint is recognisable as one.
+ */
+function fromImagesOf<T>(t: RestoreTaskImages, part: "memory" | "task" | "registers", step: () => T): T {
+  const pid = t.entry.pid;
+  switch (part) {
+    case "memory":
+      return fromImage(`mm-${pid}.img and pagemap-${pid}.img`, step, `the memory of process ${pid}`);
+    case "task":
+      return fromImage(
+        `core-${pid}.img, fs-${pid}.img and fdinfo-${t.ids?.filesId}.img`,
+        step,
+        `process ${pid}`,
+      );
+    case "registers":
+      return fromImage(
+        `core-${pid}.img and its threads' core images`,
+        step,
+        `the registers of process ${pid}`,
+      );
+  }
+}
+
+/** Runs a step of the restore that gives the kernel what `image` holds; a refusal names it. */
+function fromImage<T>(image: string, step: () => T, what = "the restore"): T {
+  try {
+    return step();
+  } catch (e) {
+    if (!isSyscallError(e)) throw e;
+    throw new RestoreError(`Restoring ${what} from ${image} failed: ${e.message}`, e.errno, { cause: e });
+  }
 }
 
 /** As CRIU: after post-restore, before the tree runs; a pidfile we cannot write fails the restore. */

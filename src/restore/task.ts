@@ -376,7 +376,7 @@ export function restoreGroup(agent: Agent, t: RestoreTaskImages): void {
   if (pgid === currentGroup(agent.pid)) return;
   const r = agent.raw(NR.setpgid, 0, pgid);
   if (r < 0n && (pgid === pid || processExists(pgid))) {
-    throw new RestoreError(`Cannot put ${pid} into process group ${pgid}: errno ${-r}`);
+    throw new RestoreError(`Cannot put ${pid} into process group ${pgid} (pstree.img): errno ${-r}`);
   }
 }
 
