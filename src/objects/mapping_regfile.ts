@@ -56,8 +56,17 @@ function isRegularFile(pid: number, m: MapsEntry): boolean {
  */
 function checkMappedFile(pid: number, v: vma_entry, files: FileTable, checked: Set<number>): void {
   const id = Number(v.shmid);
-  const reg = files.get(id).reg; // throws for a dangling id
-  if (checked.has(id) || !reg || !isFieldSet(reg, reg_file_entrySchema.field.size)) return;
+  const at = `the mapping at 0x${v.start.toString(16)} of mm-${pid}.img`;
+  if (!files.has(id)) {
+    throw new RestoreError(`Refusing the images: files.img has no file ${id}, which ${at} maps`);
+  }
+  const reg = files.get(id).reg;
+  if (!reg) {
+    throw new RestoreError(
+      `Refusing the images: file ${id} of files.img, which ${at} maps, is not a regular file`,
+    );
+  }
+  if (checked.has(id) || !isFieldSet(reg, reg_file_entrySchema.field.size)) return;
   checked.add(id);
   let size: number;
   try {
@@ -69,7 +78,7 @@ function checkMappedFile(pid: number, v: vma_entry, files: FileTable, checked: S
     throw new RestoreError(
       `${reg.name}, mapped by process ${pid} at 0x${
         v.start.toString(16)
-      }, changed since the dump: it holds ${size} bytes, the dump saw ${reg.size}`,
+      }, changed since the dump: it holds ${size} bytes, the dump saw ${reg.size} (files.img)`,
     );
   }
 }
@@ -125,7 +134,11 @@ export const regularFileMapping: MappingBacking = {
     const agent = ctx.agent;
     agent.reset();
     const fd = agent.raw(NR.open, agent.string(name), openFlagsFor(e) | O.CLOEXEC, 0);
-    if (fd < 0n) throw new RestoreError(`Cannot open ${name} to map it at ${at}: errno ${-fd}`);
+    if (fd < 0n) {
+      throw new RestoreError(
+        `Cannot open ${JSON.stringify(name)} (file ${file.id} of files.img) to map it at ${at}: errno ${-fd}`,
+      );
+    }
     return fd;
   },
 };

@@ -23,7 +23,12 @@ import { MAP, O } from "../../ffi/syscalls.ts";
 import { getRlimit } from "../../ffi/process.ts";
 import { unusableDirectory } from "../dirs.ts";
 import { ImageDir } from "../images/dir.ts";
-import { canRestoreFdType, FileTable } from "../objects/files.ts";
+import { canRestoreFdType, type FilesSession, FileTable, loadFileImages } from "../objects/files.ts";
+import { defaultOptions, freezeOptions } from "../options/options.ts";
+import { noHooks } from "../actions/hooks.ts";
+import { quietLog } from "../log.ts";
+import { Plugins } from "../plugins/plugins.ts";
+import { STAGE } from "../plugins/api.ts";
 import { coreProblem } from "./core_checks.ts";
 import { mmProblem, sysctl } from "./mm_checks.ts";
 import { PAGE_SIZE, PE, VMA } from "../objects/memory.ts";
@@ -76,6 +81,22 @@ export interface Checkpoint {
   inventory: inventory_entry;
   tasks: RestoreTaskImages[];
   files: FileTable;
+  /** What every kind of file is told: the kinds read their own images into it at PREPARE. */
+  session: FilesSession;
+}
+
+/** What the kinds of file are told besides the images (a restore's options, hooks, plugins, log). */
+export type SessionServices = Omit<FilesSession, "table" | "dir">;
+
+/** For a look at images without restoring them (tests, crit): CRIU's defaults, no hooks, no plugins. */
+function quietServices(): SessionServices {
+  const log = quietLog();
+  return {
+    opts: freezeOptions(defaultOptions()),
+    hooks: noHooks,
+    plugins: Plugins.none(STAGE.RESTORE, log),
+    log,
+  };
 }
 
 /**
@@ -519,7 +540,7 @@ function loadTask(
   return task;
 }
 
-export function loadCheckpoint(imagesDir: string): Checkpoint {
+export function loadCheckpoint(imagesDir: string, services: SessionServices = quietServices()): Checkpoint {
   const unusable = unusableDirectory("images directory", imagesDir);
   if (unusable !== undefined) throw new RestoreError(unusable);
   const dir = new ImageDir(imagesDir);
@@ -539,5 +560,8 @@ export function loadCheckpoint(imagesDir: string): Checkpoint {
   const seen: SeenFiles = { mapped: new Set(), epolls: new Set() };
   const tasks = tree.map((e) => loadTask(dir, e, files, memfds, seen));
   checkSharedObjects(dir, tasks);
-  return { dir, inventory, tasks, files };
+  // Every kind of file reads (and checks) its own images before anything is created.
+  const session: FilesSession = { table: files, dir, ...services };
+  loadFileImages(session);
+  return { dir, inventory, tasks, files, session };
 }

@@ -40,13 +40,7 @@ import {
   restoreTask,
   type TaskRestoreContext,
 } from "./task.ts";
-import {
-  afterAllFds,
-  endFilesRestore,
-  type FilesSession,
-  loadFileImages,
-  SharedFiles,
-} from "../objects/files.ts";
+import { afterAllFds, endFilesRestore, SharedFiles } from "../objects/files.ts";
 import "../objects/mod.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { CLONE, NR, SIG } from "../../ffi/syscalls.ts";
@@ -244,20 +238,12 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const { shellJob, restoreDetached: detached, restoreSibling: sibling, pidfile } = opts.options;
   // PREPARE
   log.debug("Reading the images");
-  const cp = loadCheckpoint(opts.imagesDir);
-  cp.tasks.push(...groupHelpers(cp.tasks, shellJob));
-  const tasks = cp.tasks;
   const plugins = opts.plugins ?? Plugins.none(STAGE.RESTORE, log);
   plugins.notify("RESTORE_INIT");
-  const files: FilesSession = {
-    table: cp.files,
-    dir: cp.dir,
-    opts: opts.options,
-    hooks: opts.hooks,
-    plugins,
-    log,
-  };
-  loadFileImages(files);
+  const cp = loadCheckpoint(opts.imagesDir, { opts: opts.options, hooks: opts.hooks, plugins, log });
+  const files = cp.session;
+  cp.tasks.push(...groupHelpers(cp.tasks, shellJob));
+  const tasks = cp.tasks;
   log.debug(`Read the images of ${tasks.length} task(s)`);
   checkParents(tasks);
   if (tasks[0]!.entry.pid !== 1) checkPidsFree(tasks); // a new PID namespace has every pid free
