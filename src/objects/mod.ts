@@ -2,6 +2,7 @@
 import "./regfile.ts";
 import "./tty.ts";
 import "./pipe.ts";
+import "./fifo.ts";
 import "./eventfd.ts";
 import "./eventpoll.ts";
 // Last: what no kind above takes goes to the plugins.

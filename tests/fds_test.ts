@@ -1,0 +1,67 @@
+/**
+ * The other fds programs hold (FIFOs, signalfd, timerfd, memfd...): each workload through the
+ * usual matrix, and Debian's crit decoding what a dump of it writes, with the values it holds.
+ */
+import assert from "node:assert/strict";
+import { criuOk, tempDir, Workload } from "./lib/harness.ts";
+import { registerMatrix } from "./lib/matrix.ts";
+
+registerMatrix([
+  { name: "fifo" },
+]);
+
+/** Debian's crit, as JSON: an independent reader of our images. */
+async function critDecode(path: string): Promise<{ entries: Record<string, unknown>[] }> {
+  const out = await new Deno.Command("/usr/bin/crit", {
+    args: ["decode", "-i", path],
+    stdout: "piped",
+    stderr: "piped",
+  })
+    .output();
+  const d = new TextDecoder();
+  assert.equal(out.code, 0, `crit decode ${path}: ${d.decode(out.stderr)}`);
+  return JSON.parse(d.decode(out.stdout));
+}
+
+/** Dumps a running workload with -R, has crit decode every image, and hands the images to `check`. */
+async function critCase(
+  name: string,
+  check: (images: string, decode: (file: string) => Promise<Record<string, unknown>[]>) => Promise<void>,
+): Promise<void> {
+  const w = await Workload.start(name);
+  const images = tempDir();
+  try {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+    for (const f of Deno.readDirSync(images)) {
+      if (f.name.startsWith("pages-") || f.name.endsWith(".log")) continue;
+      await critDecode(`${images}/${f.name}`);
+    }
+    await check(images, async (file) => (await critDecode(`${images}/${file}`)).entries);
+    assert.equal(await w.finish(), "PASS", w.output());
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+}
+
+type Entry = Record<string, unknown>;
+const ofType = (files: Entry[], type: string) => files.filter((f) => f.type === type);
+
+Deno.test("crit decodes a dump of fifo: FIFO entries naming their paths, queued bytes in fifo-data.img", () =>
+  critCase("fifo", async (images, decode) => {
+    const files = await decode("files.img");
+    const fifos = ofType(files, "FIFO").map((f) => f.fifo as Entry);
+    assert.equal(fifos.length, 5);
+    for (const fifo of fifos) {
+      const reg = files.find((f) => f.id === fifo.regf_id)?.reg as Entry;
+      assert.match(String(reg.name), /\.fifo[12]$/);
+    }
+    const data = await decode("fifo-data.img");
+    const bytes = data.map((d) => d.bytes).sort((a, b) => Number(a) - Number(b));
+    assert.deepEqual(bytes, [3000, 70000]);
+    assert.ok(data.some((d) => d.size === 131072), "fifo2's capacity is not in fifo-data.img");
+    assert.ok(!Deno.readDirSync(images).some((f) => f.name === "pipes-data.img"));
+  }));
