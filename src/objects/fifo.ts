@@ -13,7 +13,7 @@ import { fifo_entrySchema } from "../images/gen/fifo_pb.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
 import { errnoName, isSyscallError } from "../../ffi/errors.ts";
 import { KINDS } from "../images/kinds.ts";
-import { addFdFile, emptyFown, type FdKind, type FileTable, registerFdKind } from "./files.ts";
+import { addFdFile, type FdKind, type FileTable, registerFdKind } from "./files.ts";
 import { addRegFile } from "./regfile.ts";
 import { PipeDataStore } from "./pipe_data.ts";
 import { refuse } from "./refusal.ts";
