@@ -8,6 +8,8 @@ import { registerMatrix } from "./lib/matrix.ts";
 
 registerMatrix([
   { name: "fifo" },
+  { name: "signalfd" },
+  { name: "timerfd", settleMs: 300 },
 ]);
 
 /** Debian's crit, as JSON: an independent reader of our images. */
@@ -64,4 +66,25 @@ Deno.test("crit decodes a dump of fifo: FIFO entries naming their paths, queued 
     assert.deepEqual(bytes, [3000, 70000]);
     assert.ok(data.some((d) => d.size === 131072), "fifo2's capacity is not in fifo-data.img");
     assert.ok(!Deno.readDirSync(images).some((f) => f.name === "pipes-data.img"));
+  }));
+
+Deno.test("crit decodes a dump of signalfd: each mask and flags", () =>
+  critCase("signalfd", async (_images, decode) => {
+    const fds = ofType(await decode("files.img"), "SIGNALFD").map((f) => f.sgfd as Entry);
+    assert.deepEqual(fds.map((f) => f.sigmask).sort(), [0xa00, 2 ** 36].sort()); // USR1+USR2, SIGRTMIN+3
+    assert.ok(fds.some((f) => (Number(f.flags) & 0o4000) !== 0), "no signalfd is non-blocking");
+  }));
+
+Deno.test("crit decodes a dump of timerfd: clocks, settime flags, time left, intervals, ticks", () =>
+  critCase("timerfd", async (_images, decode) => {
+    const fds = ofType(await decode("files.img"), "TIMERFD").map((f) => f.tfd as Entry);
+    assert.deepEqual(fds.map((f) => f.clockid).sort(), [0, 1, 1, 1, 7]);
+    const oneShot = fds.find((f) => f.clockid === 1 && Number(f.vsec) > 900)!;
+    assert.ok(Number(oneShot.vsec) <= 1000 && oneShot.isec === 0 && oneShot.insec === 0);
+    const absolute = fds.find((f) => f.clockid === 0)!;
+    assert.equal(absolute.settime_flags, 1); // TFD_TIMER_ABSTIME
+    assert.ok(Number(absolute.vsec) > 1900 && Number(absolute.vsec) <= 2000);
+    assert.ok(fds.some((f) => f.insec === 100000000), "the periodic timer's interval is missing");
+    const fired = fds.find((f) => f.clockid === 7)!;
+    assert.equal(fired.ticks, 1);
   }));

@@ -264,6 +264,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
       hooks: opts.hooks,
       plugins,
       log,
+      frozenUptimeUs,
     };
     const objectIds = new SharedObjectIds();
     let pagesId = 0;

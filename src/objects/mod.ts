@@ -4,6 +4,8 @@ import "./tty.ts";
 import "./pipe.ts";
 import "./fifo.ts";
 import "./eventfd.ts";
+import "./signalfd.ts";
+import "./timerfd.ts";
 import "./eventpoll.ts";
 // Last: what no kind above takes goes to the plugins.
 import "./ext_file.ts";

@@ -259,6 +259,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     hooks: opts.hooks,
     plugins,
     log,
+    frozenUptimeUs: cp.inventory.dumpUptime,
   };
   loadFileImages(files);
   log.debug(`Read the images of ${tasks.length} task(s)`);

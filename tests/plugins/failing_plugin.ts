@@ -1,8 +1,8 @@
 /**
- * A TypeScript plugin for the tests: the example signalfd plugin, with the same trace and failure
- * modes as the C test plugins (CRIU_TS_PLUGIN_TRACE, CRIU_TS_PLUGIN_MODE; see sigfd_common.h).
+ * A TypeScript plugin for the tests: the example perf event plugin, with the same trace and failure
+ * modes as the C test plugins (CRIU_TS_PLUGIN_TRACE, CRIU_TS_PLUGIN_MODE; see perf_common.h).
  */
-import example from "../../src/plugins/examples/signalfd.ts";
+import example from "../../src/plugins/examples/perf_event.ts";
 import type { CriuPlugin } from "../../src/plugins/api.ts";
 
 const EIO = 5;
@@ -15,10 +15,10 @@ function trace(line: string): void {
 const mode = () => Deno.env.get("CRIU_TS_PLUGIN_MODE") ?? "";
 
 const plugin: CriuPlugin = {
-  name: "signalfd-ts-test",
+  name: "perf-event-ts-test",
   init(stage, ctx) {
     trace(`init ${stage}`);
-    ctx.log.info(`signalfd-ts-test: init at stage ${stage}, images fd ${ctx.images.fd}`);
+    ctx.log.info(`perf-event-ts-test: init at stage ${stage}, images fd ${ctx.images.fd}`);
     return mode() === "fail-init" ? -1 : example.init!(stage, ctx);
   },
   exit(stage, ret) {
