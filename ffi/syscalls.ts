@@ -111,6 +111,8 @@ export const NR = {
   timerfd_gettime: 287,
   memfd_create: 319,
   ftruncate: 77,
+  fchmod: 91,
+  fchown: 93,
 } as const;
 
 export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;

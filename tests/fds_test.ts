@@ -10,6 +10,7 @@ registerMatrix([
   { name: "fifo" },
   { name: "signalfd" },
   { name: "timerfd", settleMs: 300 },
+  { name: "memfd" },
 ]);
 
 /** Debian's crit, as JSON: an independent reader of our images. */
@@ -87,4 +88,21 @@ Deno.test("crit decodes a dump of timerfd: clocks, settime flags, time left, int
     assert.ok(fds.some((f) => f.insec === 100000000), "the periodic timer's interval is missing");
     const fired = fds.find((f) => f.clockid === 7)!;
     assert.equal(fired.ticks, 1);
+  }));
+
+Deno.test("crit decodes a dump of memfd: inodes with names, sizes and seals, contents as shmem pages", () =>
+  critCase("memfd", async (images, decode) => {
+    const files = ofType(await decode("files.img"), "MEMFD").map((f) => f.memfd as Entry);
+    assert.equal(files.length, 4, "fds 5 and 7 share one open file description; 6, 8 and 9 have their own");
+    const inodes = await decode("memfd.img");
+    assert.deepEqual(inodes.map((i) => i.name).sort(), ["criu-ts data", "empty", "sealed"]);
+    const data = inodes.find((i) => i.name === "criu-ts data")!;
+    assert.equal(data.size, 1024 * 1024 + 123);
+    assert.equal(data.seals, 2 | 4); // F_SEAL_SHRINK | F_SEAL_GROW
+    assert.ok(files.some((f) => f.pos === 5000 && f.inode_id === data.inode_id));
+    const [head, ...runs] = await decode(`pagemap-shmem-${data.shmid}.img`);
+    const pages = runs.reduce((n, r) => n + Number(r.nr_pages), 0);
+    assert.equal(pages, 4 + 1 + 1, "pages 0-3, the one at 64 KiB and the last one: holes are not stored");
+    assert.equal(Deno.statSync(`${images}/pages-${head!.pages_id}.img`).size, pages * 4096);
+    assert.equal(inodes.find((i) => i.name === "empty")!.seals, 1); // F_SEAL_SEAL: not sealable
   }));

@@ -1,4 +1,6 @@
 /** Every kind of object criu-ts knows; importing this registers them all with their registries. */
+// Before regular files: a memfd looks like an unlinked file ("/memfd:NAME (deleted)").
+import "./memfd.ts";
 import "./regfile.ts";
 import "./tty.ts";
 import "./pipe.ts";
