@@ -113,6 +113,9 @@ export const NR = {
   ftruncate: 77,
   fchmod: 91,
   fchown: 93,
+  inotify_init1: 294,
+  inotify_add_watch: 254,
+  inotify_rm_watch: 255,
 } as const;
 
 export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;

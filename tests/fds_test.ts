@@ -11,6 +11,7 @@ registerMatrix([
   { name: "signalfd" },
   { name: "timerfd", settleMs: 300 },
   { name: "memfd" },
+  { name: "inotify" },
 ]);
 
 /** Debian's crit, as JSON: an independent reader of our images. */
@@ -105,4 +106,19 @@ Deno.test("crit decodes a dump of memfd: inodes with names, sizes and seals, con
     assert.equal(pages, 4 + 1 + 1, "pages 0-3, the one at 64 KiB and the last one: holes are not stored");
     assert.equal(Deno.statSync(`${images}/pages-${head!.pages_id}.img`).size, pages * 4096);
     assert.equal(inodes.find((i) => i.name === "empty")!.seals, 1); // F_SEAL_SEAL: not sealable
+  }));
+
+Deno.test("crit decodes a dump of inotify: watches with their wds, masks and file handles", () =>
+  critCase("inotify", async (_images, decode) => {
+    const fds = ofType(await decode("files.img"), "INOTIFY").map((f) => f.ify as Entry);
+    assert.equal(fds.length, 2);
+    const watches = (fds.find((f) => Array.isArray(f.wd) && f.wd.length > 0)!.wd as Entry[])
+      .sort((a, b) => Number(a.wd) - Number(b.wd));
+    assert.deepEqual(watches.map((w) => w.wd), [1, 2, 4]);
+    assert.equal(watches[0]!.mask, 0x100 | 0x200); // IN_CREATE | IN_DELETE
+    for (const w of watches) {
+      const fh = w.f_handle as Entry;
+      assert.ok(Number(fh.bytes) > 0 && (fh.handle as unknown[]).length >= 16, "a watch has no file handle");
+      assert.match(String(fh.path), /inotify\.result\.(dir|file|other)$/);
+    }
   }));

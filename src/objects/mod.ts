@@ -8,6 +8,7 @@ import "./fifo.ts";
 import "./eventfd.ts";
 import "./signalfd.ts";
 import "./timerfd.ts";
+import "./inotify.ts";
 import "./eventpoll.ts";
 // Last: what no kind above takes goes to the plugins.
 import "./ext_file.ts";
