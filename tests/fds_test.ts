@@ -3,7 +3,7 @@
  * usual matrix, and Debian's crit decoding what a dump of it writes, with the values it holds.
  */
 import assert from "node:assert/strict";
-import { criuOk, tempDir, Workload } from "./lib/harness.ts";
+import { criu, criuOk, tempDir, Workload } from "./lib/harness.ts";
 import { registerMatrix } from "./lib/matrix.ts";
 
 registerMatrix([
@@ -12,6 +12,7 @@ registerMatrix([
   { name: "timerfd", settleMs: 300 },
   { name: "memfd" },
   { name: "inotify" },
+  { name: "pidfd" },
 ]);
 
 /** Debian's crit, as JSON: an independent reader of our images. */
@@ -122,3 +123,35 @@ Deno.test("crit decodes a dump of inotify: watches with their wds, masks and fil
       assert.match(String(fh.path), /inotify\.result\.(dir|file|other)$/);
     }
   }));
+
+Deno.test("crit decodes a dump of pidfd: live ones by their pid, dead ones as -1 sharing an inode", () =>
+  critCase("pidfd", async (images) => {
+    // Debian's crit (CRIU 3.17) decodes files.img but predates pidfds: our crit shows them.
+    const ours = JSON.parse((await criuOk(["crit", "decode", "-i", `${images}/files.img`])).stdout);
+    const fds = ofType(ours.entries, "PIDFD").map((f) => f.pidfd as Entry);
+    assert.equal(fds.length, 6);
+    const dead = fds.filter((f) => f.nspid === -1);
+    assert.equal(dead.length, 2);
+    assert.equal(dead[0]!.ino, dead[1]!.ino, "the two pidfds of B are one process");
+    assert.ok(fds.some((f) => (Number(f.flags) & 0o4000) !== 0), "no pidfd is non-blocking");
+  }));
+
+Deno.test("a pidfd on a process outside the tree is refused by name and the process runs on", async () => {
+  const w = await Workload.start("pidfd", ["outside"]);
+  const images = tempDir();
+  try {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /Cannot dump fd 11 \(pidfd\) of process \d+: it refers to process \d+, which is not in the dumped tree/,
+    );
+    assert.equal(await w.finish(), "PASS", w.output());
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
