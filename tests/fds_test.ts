@@ -13,6 +13,7 @@ registerMatrix([
   { name: "memfd" },
   { name: "inotify" },
   { name: "pidfd" },
+  { name: "opath" },
 ]);
 
 /** Debian's crit, as JSON: an independent reader of our images. */

@@ -2,6 +2,8 @@
 // Before regular files: a memfd looks like an unlinked file ("/memfd:NAME (deleted)").
 import "./memfd.ts";
 import "./regfile.ts";
+// After regular files (which own type REG at restore), before FIFOs and terminals: any O_PATH fd.
+import "./opath.ts";
 import "./tty.ts";
 import "./pipe.ts";
 import "./fifo.ts";
