@@ -14,6 +14,7 @@ registerMatrix([
   { name: "inotify" },
   { name: "pidfd" },
   { name: "opath" },
+  { name: "pty" },
 ]);
 
 /** Debian's crit, as JSON: an independent reader of our images. */
@@ -146,6 +147,40 @@ Deno.test("a pidfd on a process outside the tree is refused by name and the proc
     assert.match(
       r.stderr,
       /Cannot dump fd 11 \(pidfd\) of process \d+: it refers to process \d+, which is not in the dumped tree/,
+    );
+    assert.equal(await w.finish(), "PASS", w.output());
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("crit decodes a dump of pty: each side's tty info (index, packet mode, lock, termios) and its path", () =>
+  critCase("pty", async (_images, decode) => {
+    const files = await decode("files.img");
+    const ttys = ofType(files, "TTY").map((f) => f.tty as Entry);
+    assert.equal(ttys.length, 6);
+    const paths = ttys.map((t) => (files.find((f) => f.id === t.regf_id)?.reg as Entry).name);
+    assert.equal(paths.filter((p) => p === "/dev/ptmx").length, 3);
+    const infos = await decode("tty-info.img");
+    assert.ok(infos.every((i) => i.type === "PTY" && (i.pty as Entry).index !== undefined && i.termios));
+    assert.equal(infos.filter((i) => i.packet_mode).length, 1, "B's master is in packet mode");
+    assert.equal(infos.filter((i) => i.locked).length, 1, "C's slave is locked");
+    assert.ok(infos.some((i) => (i.winsize as Entry).ws_row === 33 && (i.winsize as Entry).ws_col === 101));
+  }));
+
+Deno.test("a pty with bytes queued in it is refused by name and the process runs on", async () => {
+  const w = await Workload.start("pty", ["queued"]);
+  const images = tempDir();
+  try {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /Cannot dump fd \d+ \(pty \/dev\/pts\/\d+\) of process \d+: 1 bytes are queued in it/,
     );
     assert.equal(await w.finish(), "PASS", w.output());
   } catch (e) {
