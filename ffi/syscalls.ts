@@ -116,6 +116,8 @@ export const NR = {
   inotify_init1: 294,
   inotify_add_watch: 254,
   inotify_rm_watch: 255,
+  fanotify_init: 300,
+  fanotify_mark: 301,
 } as const;
 
 export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;

@@ -12,6 +12,7 @@ registerMatrix([
   { name: "timerfd", settleMs: 300 },
   { name: "memfd" },
   { name: "inotify" },
+  { name: "fanotify" },
   { name: "pidfd" },
   { name: "opath" },
   { name: "pty" },
@@ -191,3 +192,16 @@ Deno.test("a pty with bytes queued in it is refused by name and the process runs
     Deno.removeSync(images, { recursive: true });
   }
 });
+
+Deno.test("crit decodes a dump of fanotify: group flags and inode and mount marks", () =>
+  critCase("fanotify", async (_images, decode) => {
+    const groups = ofType(await decode("files.img"), "FANOTIFY").map((f) => f.ffy as Entry);
+    assert.equal(groups.length, 1);
+    assert.equal(groups[0]!.faflags, 2); // FAN_NONBLOCK
+    const marks = groups[0]!.mark as Entry[];
+    assert.deepEqual(marks.map((m) => m.type).sort(), ["INODE", "INODE", "MOUNT"]);
+    assert.ok(marks.some((m) => m.ignored_mask === 2 && m.mflags === 0x40), "the ignore mark is missing");
+    assert.ok(
+      marks.filter((m) => m.type === "INODE").every((m) => ((m.ie as Entry).f_handle as Entry).bytes),
+    );
+  }));

@@ -10,15 +10,11 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
-import { fh_entrySchema } from "../images/gen/fh_pb.ts";
 import {
   inotify_file_entrySchema,
   type inotify_wd_entry,
   inotify_wd_entrySchema,
 } from "../images/gen/fsnotify_pb.ts";
-import { kernelDev, mountOfDev, openByHandle } from "../../ffi/fhandle.ts";
-import { closeFd } from "../../ffi/fd.ts";
-import { errnoName, isSyscallError } from "../../ffi/errors.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
 import {
   addFdFile,
@@ -28,7 +24,7 @@ import {
   registerFdKind,
   type RestoreFilesContext,
 } from "./files.ts";
-import { takeFromCriu } from "./ext_file.ts";
+import { type Handle, handleEntry, parseHandle, reachWatched } from "./fsnotify.ts";
 import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
 
@@ -39,9 +35,6 @@ const INOTIFY_IOC_SETNEXTWD = 0x40044900;
 /** The events (IN_ALL_EVENTS) and the flags that shape a watch; lookup flags do not apply to /proc/self/fd. */
 const WATCH_BITS = 0xfff | 0x01000000 /* IN_ONLYDIR */ | 0x04000000 /* IN_EXCL_UNLINK */ |
   0x80000000; /* IN_ONESHOT */
-/** A handle is stored as at least this many u64 words (fh_entry_sizes.min_entries). */
-const HANDLE_WORDS = 16;
-
 /** A watch as fdinfo shows it. */
 interface Watch {
   wd: number;
@@ -49,8 +42,7 @@ interface Watch {
   sdev: number;
   mask: number;
   ignoredMask: number;
-  type: number;
-  handle: Uint8Array;
+  handle: Handle;
 }
 
 function readWatches(pid: number, fd: number): Watch[] {
@@ -58,62 +50,16 @@ function readWatches(pid: number, fd: number): Watch[] {
   return text.split("\n").filter((l) => l.startsWith("inotify ")).map((line) => {
     const m = WATCH_LINE.exec(line.trim());
     if (!m) refuse(pid, `fd ${fd} (inotify)`, `a watch in its fdinfo is not as expected: ${line}`);
-    const hex = m[8]!;
-    const handle = new Uint8Array(parseInt(m[6]!, 16));
-    for (let i = 0; i < handle.length; i++) handle[i] = parseInt(hex.slice(2 * i, 2 * i + 2) || "0", 16);
+    const sdev = parseInt(m[3]!, 16);
     return {
       wd: parseInt(m[1]!, 16),
       ino: BigInt(`0x${m[2]}`),
-      sdev: parseInt(m[3]!, 16),
+      sdev,
       mask: parseInt(m[4]!, 16),
       ignoredMask: parseInt(m[5]!, 16),
-      type: parseInt(m[7]!, 16),
-      handle,
+      handle: parseHandle(sdev, m[6]!, m[7]!, m[8]!),
     };
   });
-}
-
-/** The handle as fh_entry keeps it: its bytes in u64 words (little-endian), at least 16 of them. */
-function handleWords(handle: Uint8Array): bigint[] {
-  const padded = new Uint8Array(Math.max(HANDLE_WORDS, Math.ceil(handle.length / 8)) * 8);
-  padded.set(handle);
-  const v = new DataView(padded.buffer);
-  return Array.from({ length: padded.length / 8 }, (_, i) => v.getBigUint64(8 * i, true));
-}
-
-function handleBytes(words: readonly bigint[], bytes: number): Uint8Array {
-  const out = new Uint8Array(words.length * 8);
-  const v = new DataView(out.buffer);
-  words.forEach((w, i) => v.setBigUint64(8 * i, w, true));
-  return out.slice(0, bytes);
-}
-
-/** Opens a watched file by its handle, in criu; returns our O_PATH fd. Throws a SyscallError or an Error. */
-function openWatched(sdev: number, type: number, handle: Uint8Array): number {
-  const { major, minor } = kernelDev(sdev);
-  const mount = mountOfDev(major, minor);
-  if (mount === undefined) throw new Error(`no mount of device ${major}:${minor}`);
-  return openByHandle(mount, type, handle);
-}
-
-/** The path a watch's handle opens to now, for the image's hint; refuses a file that is gone. */
-function pathOf(pid: number, fd: number, w: Watch): string {
-  let ours: number;
-  try {
-    ours = openWatched(w.sdev, w.type, w.handle);
-  } catch (e) {
-    const why = isSyscallError(e) ? errnoName(e.errno) : (e as Error).message;
-    refuse(pid, `watch ${w.wd} of fd ${fd} (inotify)`, `its file cannot be opened by its handle (${why})`);
-  }
-  try {
-    const path = Deno.readLinkSync(`/proc/self/fd/${ours}`);
-    if (path.endsWith(" (deleted)")) {
-      refuse(pid, `watch ${w.wd} of fd ${fd} (inotify)`, `it watches a removed file (${path})`);
-    }
-    return path;
-  } finally {
-    closeFd(ours);
-  }
 }
 
 export const inotifyKind: FdKind = {
@@ -124,7 +70,9 @@ export const inotifyKind: FdKind = {
   },
   dump(ctx, fd) {
     const watches = readWatches(ctx.pid, fd.fd);
-    const paths = watches.map((w) => pathOf(ctx.pid, fd.fd, w));
+    const handles = watches.map((w) =>
+      handleEntry(ctx.pid, `watch ${w.wd} of fd ${fd.fd} (inotify)`, w.handle)
+    );
     return addFdFile(ctx, fd, (id) =>
       create(file_entrySchema, {
         type: fd_types.INOTIFY,
@@ -141,12 +89,7 @@ export const inotifyKind: FdKind = {
               ignoredMask: w.ignoredMask,
               sDev: w.sdev,
               wd: w.wd,
-              fHandle: create(fh_entrySchema, {
-                bytes: w.handle.length,
-                type: w.type,
-                handle: handleWords(w.handle),
-                path: paths[i]!,
-              }),
+              fHandle: handles[i]!,
             })
           ),
         }),
@@ -168,24 +111,7 @@ export const inotifyKind: FdKind = {
  */
 function addWatch(ctx: RestoreFilesContext, ifd: number, w: inotify_wd_entry): void {
   const { agent } = ctx;
-  const fh = w.fHandle;
-  let taken = -1;
-  try {
-    const ours = openWatched(w.sDev, fh?.type ?? 0, handleBytes(fh?.handle ?? [], fh?.bytes ?? 0));
-    try {
-      taken = takeFromCriu(ctx, ours);
-    } finally {
-      closeFd(ours);
-    }
-  } catch (e) {
-    if (!fh?.path) {
-      throw new RestoreError(`Cannot open the file of inotify watch ${w.wd}: ${(e as Error).message}`, 0, {
-        cause: e,
-      });
-    }
-    ctx.log.debug(`inotify watch ${w.wd}: by its path ${fh.path} (${(e as Error).message})`);
-  }
-  const target = taken >= 0 ? `/proc/self/fd/${taken}` : fh!.path!;
+  const { path: target, taken } = reachWatched(ctx, w.sDev, w.fHandle, `inotify watch ${w.wd}`);
   try {
     // The wd is the ioctl's argument itself, not a pointer to it.
     const settable = agent.raw(NR.ioctl, ifd, INOTIFY_IOC_SETNEXTWD, w.wd) === 0n;

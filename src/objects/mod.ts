@@ -11,6 +11,7 @@ import "./eventfd.ts";
 import "./signalfd.ts";
 import "./timerfd.ts";
 import "./inotify.ts";
+import "./fanotify.ts";
 import "./pidfd.ts";
 import "./eventpoll.ts";
 // Last: what no kind above takes goes to the plugins.
