@@ -16,6 +16,7 @@ registerMatrix([
   { name: "pidfd" },
   { name: "opath" },
   { name: "pty" },
+  { name: "fds_tree" },
 ]);
 
 /** Debian's crit, as JSON: an independent reader of our images. */

@@ -36,7 +36,8 @@ static void open_at(const char *path, int flags, int fd)
 
 	if (got < 0 || dup2(got, fd) != fd)
 		wl_die("open %s at fd %d", path, fd);
-	close(got);
+	if (got != fd)
+		close(got);
 }
 
 static void put(int fd, int fifo, size_t len)

@@ -61,7 +61,8 @@ static void at_fd(int got, int fd)
 {
 	if (got < 0 || dup2(got, fd) != fd)
 		wl_die("fd %d", fd);
-	close(got);
+	if (got != fd)
+		close(got);
 }
 
 static void check_name(int fd, const char *name)

@@ -27,7 +27,8 @@ static void at_fd(int i, const char *path, int flags)
 
 	if (got < 0 || dup2(got, 5 + i) != 5 + i)
 		wl_die("O_PATH open of %s", path);
-	close(got);
+	if (got != 5 + i)
+		close(got);
 	if (fstat(5 + i, &before[i]))
 		wl_die("fstat %s", path);
 }

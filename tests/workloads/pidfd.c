@@ -39,7 +39,8 @@ static void at_fd(int got, int fd)
 {
 	if (got < 0 || dup2(got, fd) != fd)
 		wl_die("pidfd at fd %d", fd);
-	close(got);
+	if (got != fd)
+		close(got);
 }
 
 /* fdinfo's Pid of fd: the pid, -1 for a process that is gone, -2 if unreadable. */

@@ -28,7 +28,8 @@ static void at_fd(int got, int fd)
 {
 	if (got < 0 || dup2(got, fd) != fd)
 		wl_die("fd %d", fd);
-	close(got);
+	if (got != fd)
+		close(got);
 }
 
 static void master_at(int fd, char *name, int unlock)

@@ -22,7 +22,8 @@ static void make_at(int fd, const sigset_t *set, int flags)
 
 	if (got < 0 || dup2(got, fd) != fd)
 		wl_die("signalfd at fd %d", fd);
-	close(got);
+	if (got != fd)
+		close(got);
 	if ((flags & O_CLOEXEC) && fcntl(fd, F_SETFD, FD_CLOEXEC))
 		wl_die("FD_CLOEXEC on fd %d", fd);
 }

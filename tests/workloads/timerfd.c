@@ -46,7 +46,8 @@ static void make_at(int fd, clockid_t clock, int flags, int settime, int64_t val
 
 	if (got < 0 || dup2(got, fd) != fd)
 		wl_die("timerfd at fd %d", fd);
-	close(got);
+	if (got != fd)
+		close(got);
 	if ((flags & O_CLOEXEC) && fcntl(fd, F_SETFD, FD_CLOEXEC))
 		wl_die("FD_CLOEXEC on fd %d", fd);
 	if ((value || interval) && timerfd_settime(fd, settime, &its, NULL))
