@@ -10,8 +10,9 @@
  * it. Slave fds are opened again by path in their task (O_NOCTTY). The lock and exclusive mode
  * come last, once every task has its slave fds.
  *
- * Not yet, each refused by name: a pty that is some task's controlling terminal, and bytes queued
- * in a pty (they cannot be read without being taken).
+ * A pty that is a session's controlling terminal becomes it again when the session leader's fd of
+ * it is opened (TIOCSCTTY), with its foreground group; the session must hold an fd of it.
+ * Not yet, refused by name: bytes queued in a pty (they cannot be read without being taken).
  */
 import { create } from "@bufbuild/protobuf";
 import { fd_types, type file_entry, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
@@ -47,6 +48,7 @@ import {
 import type { DumpFilesContext } from "./files.ts";
 import { addRegFile } from "./regfile.ts";
 import { takeFromCriu } from "./ext_file.ts";
+import { takeTerminal } from "./tty.ts";
 import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
 
@@ -57,6 +59,8 @@ const TIOCGWINSZ = 0x5413;
 const TIOCGLCKTRMIOS = 0x5456;
 const FIONREAD = 0x541b;
 const TIOCGPTN = 0x80045430;
+const TIOCGSID = 0x5429;
+const TIOCGPGRP = 0x540f;
 const TIOCGPKT = 0x80045438;
 const TIOCGPTLCK = 0x80045439;
 const TIOCGEXCL = 0x80045440;
@@ -133,7 +137,7 @@ function askPty(ctx: DumpFilesContext, fd: number, master: boolean) {
   const { agent } = ctx;
   agent.reset();
   const int = () => agent.alloc(4, new Uint8Array(4));
-  const [index, packet, locked, excl, queued] = [int(), int(), int(), int(), int()];
+  const [index, packet, locked, excl, queued, sid, pgrp] = [int(), int(), int(), int(), int(), int(), int()];
   const termios = agent.alloc(KERNEL_TERMIOS_SIZE, new Uint8Array(KERNEL_TERMIOS_SIZE));
   const lockedTermios = agent.alloc(KERNEL_TERMIOS_SIZE, new Uint8Array(KERNEL_TERMIOS_SIZE));
   const size = agent.alloc(WINSIZE_SIZE, new Uint8Array(WINSIZE_SIZE));
@@ -152,8 +156,15 @@ function askPty(ctx: DumpFilesContext, fd: number, master: boolean) {
       : []),
   ];
   agent.batch(calls);
+  // Answered only in a task whose controlling terminal this is (ENOTTY elsewhere).
+  const session = agent.batch([
+    { name: "ioctl(TIOCGSID)", nr: NR.ioctl, args: [fd, TIOCGSID, sid] },
+    { name: "ioctl(TIOCGPGRP)", nr: NR.ioctl, args: [fd, TIOCGPGRP, pgrp] },
+  ], true);
   const int32 = (addr: bigint) => new DataView(agent.read(addr, 4).buffer).getInt32(0, true);
   return {
+    sid: session[0] === 0n ? int32(sid) : 0,
+    pgrp: session[0] === 0n && session[1] === 0n ? int32(pgrp) : 0,
     index: master ? int32(index) : -1,
     packet: master && int32(packet) !== 0,
     locked: master && int32(locked) !== 0,
@@ -212,16 +223,6 @@ export function dumpTreePty(
     refuse(ctx.pid, what, `${s.queued} bytes are queued in it; queued pty data is not saved yet`);
   }
   const rdev = stat?.rdev ?? 0;
-  if (!master) {
-    const owner = treePtys(ctx).controlling.get(rdev);
-    if (owner !== undefined) {
-      refuse(
-        ctx.pid,
-        what,
-        `it is the controlling terminal of process ${owner}; not supported yet for a pty of the tree`,
-      );
-    }
-  }
   let info = infos.find((t) => t.pty?.index === index && t.rdev === rdev);
   if (!info) {
     info = create(tty_info_entrySchema, {
@@ -245,6 +246,11 @@ export function dumpTreePty(
     });
     infos.push(info);
   }
+  // The session whose controlling terminal it is, as a task of that session sees it.
+  if (!master && s.sid !== 0 && info.sid === 0) {
+    info.sid = s.sid;
+    info.pgrp = s.pgrp;
+  }
   const infoId = info.id;
   const regfId = addRegFile(ctx.table, fd.target, fd.flags, 0n, `pty-path:${ctx.pid}:${fd.fd}`);
   return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) =>
@@ -259,6 +265,30 @@ export function dumpTreePty(
         regfId,
       }),
     }));
+}
+
+/**
+ * Once the tree is dumped: a pty of the tree that is a task's controlling terminal comes back only
+ * through a task of that session holding an fd of it (its session and foreground group are asked
+ * there); one whose session holds none is refused.
+ */
+export function checkTreePtySessions(session: FilesSession, infos: readonly tty_info_entry[]): void {
+  // Made by the first pty the dump saw; empty when there was none.
+  const tree = session.table.stateOf<TreePtys>(
+    "pty-tree",
+    () => ({ masters: new Set(), controlling: new Map() }),
+  );
+  for (const [rdev, pid] of tree.controlling) {
+    const slave = infos.find((i) => i.type === TtyType.PTY && i.rdev === rdev);
+    if (!slave || !tree.masters.has(slave.pty?.index ?? -1)) continue; // not a pty of the tree
+    if (slave.sid === 0) {
+      refuse(
+        pid,
+        `its controlling terminal /dev/pts/${slave.pty!.index}`,
+        "no task of its session holds an fd of it, to make it the session's terminal again",
+      );
+    }
+  }
 }
 
 /** Restore: the tree's ptys by index, with criu's own master of each until the end. */
@@ -320,7 +350,7 @@ export function openTreePty(
   restoredPtys(ctx.table).slaves.set(pty.index, pty.info);
   agent.reset();
   const path = `/dev/pts/${pty.index}`;
-  return Number(
+  const fd = Number(
     agent.call(
       `open(${path})`,
       NR.open,
@@ -329,6 +359,11 @@ export function openTreePty(
       0,
     ),
   );
+  // The session leader makes it its session's terminal again, with its foreground group.
+  if (pty.info.sid !== 0 && pty.info.sid === ctx.nsPid && ctx.nsSid === ctx.nsPid) {
+    takeTerminal(agent, fd, pty.info.pgrp);
+  }
+  return fd;
 }
 
 /**

@@ -25,6 +25,7 @@ import { emptyFown, type FdKind, type FilesSession, type FileTable, registerFdKi
 import { addRegFile } from "./regfile.ts";
 import { refuse } from "./refusal.ts";
 import {
+  checkTreePtySessions,
   dumpTreePty,
   endTreePtys,
   finishTreePtys,
@@ -138,6 +139,7 @@ export const ttyKind: FdKind = {
   },
   finishDump(session) {
     const { infos } = terminals(session.table);
+    checkTreePtySessions(session, infos);
     if (infos.length) session.dir.write(KINDS.TTY_INFO, undefined, infos);
   },
   loadImages(session) {

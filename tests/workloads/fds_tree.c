@@ -4,7 +4,8 @@
  *             itself, read-only non-blocking: the bytes must come out of it once.
  *   fd 7 (both): one memfd open file description (forked), offset 3; fd 8 (C): C's own read-only open
  *             of it through /proc/self/fd/7.
- *   fd 9 (P): a pty master; fd 10 (C): its slave, opened by C.
+ *   fd 9 (P): a pty master; fd 10 (C): its slave, opened by C, which leads a session of its own
+ *             whose controlling terminal the slave is (C is its foreground group).
  *   fd 11 (both): one timerfd (forked), 1000 s left at the start.
  *   fd 13: P's pidfd on C, and C's pidfd on P.
  * On SIGTERM P passes it on; C checks its side and exits 0 or 1 (its failures in the log), having
@@ -23,6 +24,7 @@
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #define SEC 1000000000LL
@@ -84,6 +86,16 @@ static void child_checks(pid_t parent)
 	WL_CHECK(pread(8, buf, 12, 0) == 12 && memcmp(buf, "shared-memfd", 12) == 0, "C: the memfd lost its contents");
 	WL_CHECK((fcntl(8, F_GETFL) & O_ACCMODE) == O_RDONLY, "C: fd 8 is not read-only");
 	WL_CHECK(ttyname_r(10, name, sizeof(name)) == 0 && strcmp(name, pts) == 0, "C: fd 10 is %s, not %s", name, pts);
+	WL_CHECK(tcgetsid(10) == getpid(), "C: the pty is not our session's terminal (tcgetsid %d)", tcgetsid(10));
+	WL_CHECK(tcgetpgrp(10) == getpgrp(), "C: the pty's foreground group is %d, not ours", tcgetpgrp(10));
+	{
+		/* /dev/tty opens (ENXIO without a controlling terminal) and reaches the pty: P reads "tty". */
+		int tty = open("/dev/tty", O_RDWR | O_NOCTTY);
+
+		WL_CHECK(tty >= 0 && write(tty, "tty", 3) == 3, "C: /dev/tty does not open: %s", strerror(errno));
+		if (tty >= 0)
+			close(tty);
+	}
 	WL_CHECK(write(10, "hi", 2) == 2, "C: cannot write into the pty");
 	check_timer("C");
 	WL_CHECK(pidfd_pid(13) == parent, "C: fd 13 names %ld, not P %d", pidfd_pid(13), parent);
@@ -128,7 +140,9 @@ int main(int argc, char **argv)
 		at_fd(open(fifo, O_RDONLY | O_NONBLOCK), 6);
 		snprintf(path, sizeof(path), "/proc/self/fd/%d", 7);
 		at_fd(open(path, O_RDONLY), 8);
-		at_fd(open(pts, O_RDWR | O_NOCTTY), 10);
+		if (setsid() != getpid())
+			wl_die("setsid");
+		at_fd(open(pts, O_RDWR), 10); /* without O_NOCTTY: our session's terminal now */
 		at_fd(syscall(SYS_pidfd_open, parent, 0), 13);
 		close(sync[1]); /* ready */
 		wl_wait();
@@ -146,8 +160,14 @@ int main(int argc, char **argv)
 	kill(c, SIGTERM);
 	WL_CHECK(waitpid(c, &status, 0) == c && WIFEXITED(status) && WEXITSTATUS(status) == 0,
 		 "C failed (see the log), status %#x", status);
-	WL_CHECK(poll(&p, 1, 5000) == 1 && read(9, buf, 2) == 2 && memcmp(buf, "hi", 2) == 0,
-		 "P: C's bytes did not come out of the master");
+	memset(buf, 0, sizeof(buf));
+	for (int got = 0; got < 5 && poll(&p, 1, 5000) == 1;) {
+		ssize_t n = read(9, buf + got, 5 - got);
+		if (n <= 0)
+			break;
+		got += n;
+	}
+	WL_CHECK(memcmp(buf, "ttyhi", 5) == 0, "P: the master gave \"%.5s\", not C's \"ttyhi\"", buf);
 	WL_CHECK(lseek(7, 0, SEEK_CUR) == 3, "P: fd 7 is at %lld, not 3", (long long)lseek(7, 0, SEEK_CUR));
 	check_timer("P");
 	WL_CHECK(pidfd_pid(13) == -1, "P: fd 13 still names a live C (%ld)", pidfd_pid(13));
