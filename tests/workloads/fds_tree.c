@@ -8,6 +8,8 @@
  *             whose controlling terminal the slave is (C is its foreground group).
  *   fd 11 (both): one timerfd (forked), 1000 s left at the start.
  *   fd 13: P's pidfd on C, and C's pidfd on P.
+ *   fd 14 (P): an epoll set watching fd 15 (P), a signalfd for SIGUSR1 (blocked), and fd 12 (P), an
+ *             inotify fd watching RESULT.fifo: both must wake the set after the restore.
  * On SIGTERM P passes it on; C checks its side and exits 0 or 1 (its failures in the log), having
  * written "hi" into the pty; P then checks its side, reads "hi" from the master and C's status.
  */
@@ -19,7 +21,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/inotify.h>
 #include <sys/mman.h>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/timerfd.h>
@@ -130,6 +135,26 @@ int main(int argc, char **argv)
 	if (timerfd_settime(11, 0, &its, NULL))
 		wl_die("timerfd");
 
+	{
+		sigset_t usr1;
+		struct epoll_event ev = { .events = EPOLLIN };
+
+		sigemptyset(&usr1);
+		sigaddset(&usr1, SIGUSR1);
+		if (sigprocmask(SIG_BLOCK, &usr1, NULL))
+			wl_die("sigprocmask");
+		at_fd(signalfd(-1, &usr1, SFD_NONBLOCK), 15);
+		at_fd(inotify_init1(IN_NONBLOCK), 12);
+		if (inotify_add_watch(12, fifo, IN_ATTRIB) < 0)
+			wl_die("inotify_add_watch");
+		at_fd(epoll_create1(0), 14);
+		ev.data.fd = 15;
+		if (epoll_ctl(14, EPOLL_CTL_ADD, 15, &ev))
+			wl_die("epoll_ctl 15");
+		ev.data.fd = 12;
+		if (epoll_ctl(14, EPOLL_CTL_ADD, 12, &ev))
+			wl_die("epoll_ctl 12");
+	}
 	c = fork();
 	if (c < 0)
 		wl_die("fork");
@@ -170,6 +195,18 @@ int main(int argc, char **argv)
 	WL_CHECK(memcmp(buf, "ttyhi", 5) == 0, "P: the master gave \"%.5s\", not C's \"ttyhi\"", buf);
 	WL_CHECK(lseek(7, 0, SEEK_CUR) == 3, "P: fd 7 is at %lld, not 3", (long long)lseek(7, 0, SEEK_CUR));
 	check_timer("P");
+	{
+		struct epoll_event evs[4];
+		int seen = 0, n;
+
+		kill(getpid(), SIGUSR1);
+		chmod(fifo, 0640);
+		for (int i = 0; i < 10 && seen != 3 && (n = epoll_wait(14, evs, 4, 500)) >= 0; i++)
+			for (int j = 0; j < n; j++)
+				seen |= evs[j].data.fd == 15 ? 1 : evs[j].data.fd == 12 ? 2 : 0;
+		WL_CHECK(seen == 3, "P: the epoll set saw %s%s", seen & 1 ? "" : "no signal on fd 15 ",
+			 seen & 2 ? "" : "no inotify event on fd 12");
+	}
 	WL_CHECK(pidfd_pid(13) == -1, "P: fd 13 still names a live C (%ld)", pidfd_pid(13));
 	unlink(fifo);
 	wl_finish();
