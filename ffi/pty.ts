@@ -38,20 +38,38 @@ const MAX_INDEX_TRIES = 1024;
 
 /**
  * A new pty master of ours whose slave is /dev/pts/`index`. Ptys get the lowest free index, so
- * masters are opened until that one comes, and the others closed again; throws when it is taken.
+ * masters are opened until that one comes, and the others closed again. The kernel frees a closed
+ * pty's index a little later (its release is deferred), so an index in use is waited for a while;
+ * throws when it stays taken.
  */
-export function openPtyAt(index: number): number {
+export function openPtyAt(index: number, waitMs = 3000): number {
+  const until = Date.now() + waitMs;
+  for (;;) {
+    const master = tryOpenPtyAt(index);
+    if (master >= 0) return master;
+    if (Date.now() >= until) throw new Error(`/dev/pts/${index} is in use`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  }
+}
+
+/** One attempt of openPtyAt: our master, or -1 when the index is taken. */
+function tryOpenPtyAt(index: number): number {
   const extra: number[] = [];
   try {
     for (let i = 0; i < MAX_INDEX_TRIES; i++) {
       const master = openFd("/dev/ptmx", OPEN.RDWR | O_NOCTTY | OPEN.CLOEXEC);
       const value = new Int32Array(1);
-      call("ioctl(TIOCGPTN)", libc.ioctl(master, TIOCGPTN, new Uint8Array(value.buffer)), "/dev/ptmx");
+      try {
+        call("ioctl(TIOCGPTN)", libc.ioctl(master, TIOCGPTN, new Uint8Array(value.buffer)), "/dev/ptmx");
+      } catch (e) {
+        closeFd(master);
+        throw e;
+      }
       if (value[0] === index) return master;
       extra.push(master);
-      if (value[0]! > index) break;
+      if (value[0]! > index) return -1;
     }
-    throw new Error(`/dev/pts/${index} is in use`);
+    return -1;
   } finally {
     extra.forEach(closeFd);
   }

@@ -206,3 +206,23 @@ Deno.test("crit decodes a dump of fanotify: group flags and inode and mount mark
       marks.filter((m) => m.type === "INODE").every((m) => ((m.ie as Entry).f_handle as Entry).bytes),
     );
   }));
+
+Deno.test("a session whose terminal is a pty of the tree, with no fd of it in its leader, is refused by name", async () => {
+  const w = await Workload.start("pty", ["lost"]);
+  const images = tempDir();
+  try {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /Cannot dump its controlling terminal \/dev\/pts\/\d+ of process \d+: its session leader holds no fd of it/,
+    );
+    assert.equal(await w.finish(), "PASS", w.output());
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});

@@ -11,7 +11,7 @@
  * come last, once every task has its slave fds.
  *
  * A pty that is a session's controlling terminal becomes it again when the session leader's fd of
- * it is opened (TIOCSCTTY), with its foreground group; the session must hold an fd of it.
+ * it is opened (TIOCSCTTY), with its foreground group; the leader must hold an fd of it.
  * Not yet, refused by name: bytes queued in a pty (they cannot be read without being taken).
  */
 import { create } from "@bufbuild/protobuf";
@@ -78,6 +78,25 @@ interface TreePtys {
   masters: Set<number>;
   /** tty_nr (the terminal's device) → a pid whose controlling terminal it is. */
   controlling: Map<number, number>;
+  /** Pty index → the tasks (their pids as the tree sees them) holding an fd of its slave. */
+  slaveHolders: Map<number, Set<number>>;
+}
+
+function emptyTreePtys(): TreePtys {
+  return { masters: new Set(), controlling: new Map(), slaveHolders: new Map() };
+}
+
+/** The pid of `pid` as the tasks of its PID namespace see it (the last of NSpid). */
+function nsPidOf(pid: number): number {
+  const m = /^NSpid:\s*(.*)$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  return Number(m?.[1]?.trim().split(/\s+/).at(-1) ?? pid);
+}
+
+/** The pty index of a /dev/pts device number (Unix98 pty slaves: majors 136-143). */
+function ptsIndexOf(rdev: number): number {
+  const major = (rdev >>> 8) & 0xfff;
+  const minor = (rdev & 0xff) | ((rdev >>> 12) & 0xfff00);
+  return major >= 136 && major <= 143 ? (major - 136) * 256 + minor : -1;
 }
 
 function tasksOf(root: number): number[] {
@@ -105,11 +124,11 @@ function tasksOf(root: number): number[] {
 
 function treePtys(ctx: DumpFilesContext): TreePtys {
   return ctx.table.stateOf("pty-tree", () => {
-    const found: TreePtys = { masters: new Set(), controlling: new Map() };
+    const found = emptyTreePtys();
     for (const pid of tasksOf(ctx.session.opts.tree ?? ctx.pid)) {
       try {
         const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-        const ttyNr = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[TTY_NR_FIELD - 2]);
+        const ttyNr = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[TTY_NR_FIELD - 3]);
         if (ttyNr !== 0) found.controlling.set(ttyNr, pid);
         for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
           if (!PTMX.test(Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`))) continue;
@@ -251,6 +270,10 @@ export function dumpTreePty(
     info.sid = s.sid;
     info.pgrp = s.pgrp;
   }
+  if (!master) {
+    const holders = treePtys(ctx).slaveHolders;
+    holders.set(index, (holders.get(index) ?? new Set()).add(nsPidOf(ctx.pid)));
+  }
   const infoId = info.id;
   const regfId = addRegFile(ctx.table, fd.target, fd.flags, 0n, `pty-path:${ctx.pid}:${fd.fd}`);
   return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) =>
@@ -274,18 +297,17 @@ export function dumpTreePty(
  */
 export function checkTreePtySessions(session: FilesSession, infos: readonly tty_info_entry[]): void {
   // Made by the first pty the dump saw; empty when there was none.
-  const tree = session.table.stateOf<TreePtys>(
-    "pty-tree",
-    () => ({ masters: new Set(), controlling: new Map() }),
-  );
+  const tree = session.table.stateOf<TreePtys>("pty-tree", emptyTreePtys);
   for (const [rdev, pid] of tree.controlling) {
+    const index = ptsIndexOf(rdev);
+    if (!tree.masters.has(index)) continue; // not a pty of the tree
     const slave = infos.find((i) => i.type === TtyType.PTY && i.rdev === rdev);
-    if (!slave || !tree.masters.has(slave.pty?.index ?? -1)) continue; // not a pty of the tree
-    if (slave.sid === 0) {
+    const leader = slave?.sid ?? 0;
+    if (leader === 0 || !tree.slaveHolders.get(index)?.has(leader)) {
       refuse(
         pid,
-        `its controlling terminal /dev/pts/${slave.pty!.index}`,
-        "no task of its session holds an fd of it, to make it the session's terminal again",
+        `its controlling terminal /dev/pts/${index}`,
+        "its session leader holds no fd of it, to make it the session's terminal again",
       );
     }
   }

@@ -7,6 +7,8 @@
  *   fd 10: master C whose slave stays locked (never unlocked).
  * With the argument "queued", a byte written to A's master stays unread across the wait: a dump
  * must refuse it and leave us running (the byte is read first after the wait).
+ * With "lost", a child leads a session whose controlling terminal is A's slave but holds no fd of
+ * it any more: a dump must refuse it (the child is killed at the end).
  * After the wait: the same /dev/pts numbers, termios, locked termios, window size, packet mode,
  * exclusive and lock states, flags, and bytes flow both ways through A and (packetised) through B.
  */
@@ -20,9 +22,11 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <termios.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 static char name_a[64], name_b[64], name_c[64];
+static pid_t lost;
 
 static void at_fd(int got, int fd)
 {
@@ -84,8 +88,35 @@ int main(int argc, char **argv)
 	master_at(10, name_c, 0);
 	if (argc > 2 && strcmp(argv[2], "queued") == 0 && write(5, "q", 1) != 1)
 		wl_die("queueing a byte");
+	if (argc > 2 && strcmp(argv[2], "lost") == 0) {
+		int sync[2];
+		char c;
+
+		if (pipe(sync))
+			wl_die("pipe");
+		lost = fork();
+		if (lost == 0) {
+			int fd;
+
+			signal(SIGTERM, SIG_DFL);
+			setsid();
+			fd = open(name_a, O_RDWR); /* our controlling terminal now */
+			close(fd);
+			close(sync[1]);
+			for (;;)
+				pause();
+		}
+		close(sync[1]);
+		if (lost < 0 || read(sync[0], &c, 1) != 0)
+			wl_die("the child's session");
+		close(sync[0]);
+	}
 	wl_ready();
 	wl_wait();
+	if (lost > 0) {
+		kill(lost, SIGKILL);
+		waitpid(lost, NULL, 0);
+	}
 
 	if (argc > 2 && strcmp(argv[2], "queued") == 0)
 		expect(6, "q", 1, "A: the queued byte");
