@@ -207,22 +207,27 @@ Deno.test("crit decodes a dump of fanotify: group flags and inode and mount mark
     );
   }));
 
-Deno.test("a session whose terminal is a pty of the tree, with no fd of it in its leader, is refused by name", async () => {
-  const w = await Workload.start("pty", ["lost"]);
-  const images = tempDir();
-  try {
-    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
-    assert.equal(r.code, 1);
-    assert.match(
-      r.stderr,
-      /Cannot dump its controlling terminal \/dev\/pts\/\d+ of process \d+: its session leader holds no fd of it/,
-    );
-    assert.equal(await w.finish(), "PASS", w.output());
-  } catch (e) {
-    await w.kill();
-    throw e;
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
-});
+for (
+  const [mode, why] of [
+    ["lost", /its session leader holds no fd of it/],
+    ["member", /it does not lead its session, and only a session leader's terminal comes back yet/],
+  ] as const
+) {
+  Deno.test(`a pty of the tree as a terminal that cannot come back (${mode}) is refused by name`, async () => {
+    const w = await Workload.start("pty", [mode]);
+    const images = tempDir();
+    try {
+      const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /Cannot dump its controlling terminal \/dev\/pts\/\d+ of process \d+: /);
+      assert.match(r.stderr, why);
+      assert.equal(await w.finish(), "PASS", w.output());
+    } catch (e) {
+      await w.kill();
+      throw e;
+    } finally {
+      w.cleanup();
+      Deno.removeSync(images, { recursive: true });
+    }
+  });
+}

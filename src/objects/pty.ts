@@ -11,7 +11,8 @@
  * come last, once every task has its slave fds.
  *
  * A pty that is a session's controlling terminal becomes it again when the session leader's fd of
- * it is opened (TIOCSCTTY), with its foreground group; the leader must hold an fd of it.
+ * it is opened (TIOCSCTTY), with its foreground group; the leader must hold an fd of it, and no
+ * other task may have it as its terminal yet (they would have to inherit it over fork).
  * Not yet, refused by name: bytes queued in a pty (they cannot be read without being taken).
  */
 import { create } from "@bufbuild/protobuf";
@@ -66,6 +67,8 @@ const TIOCGPTLCK = 0x80045439;
 const TIOCGEXCL = 0x80045440;
 /** Words of termios_entry.c_cc, as CRIU writes them (see tty.ts). */
 const TERMIOS_NCC = 19;
+/** Fields of /proc/PID/stat, counted from 1 as proc(5) does. */
+const SESSION_FIELD = 6;
 const TTY_NR_FIELD = 7;
 
 /** Is this fd a pty master (/dev/ptmx)? */
@@ -76,8 +79,8 @@ export function isPtyMaster(fd: FdEntry): boolean {
 /** The dump's view of the tree's ptys: the indexes whose master some task holds, and who has which as its terminal. */
 interface TreePtys {
   masters: Set<number>;
-  /** tty_nr (the terminal's device) → a pid whose controlling terminal it is. */
-  controlling: Map<number, number>;
+  /** tty_nr (the terminal's device) → the tasks whose controlling terminal it is, and whether each leads its session. */
+  controlling: Map<number, { pid: number; leader: boolean }[]>;
   /** Pty index → the tasks (their pids as the tree sees them) holding an fd of its slave. */
   slaveHolders: Map<number, Set<number>>;
 }
@@ -128,8 +131,12 @@ function treePtys(ctx: DumpFilesContext): TreePtys {
     for (const pid of tasksOf(ctx.session.opts.tree ?? ctx.pid)) {
       try {
         const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-        const ttyNr = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[TTY_NR_FIELD - 3]);
-        if (ttyNr !== 0) found.controlling.set(ttyNr, pid);
+        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        const ttyNr = Number(fields[TTY_NR_FIELD - 3]);
+        const leader = Number(fields[SESSION_FIELD - 3]) === pid;
+        if (ttyNr !== 0) {
+          found.controlling.set(ttyNr, [...(found.controlling.get(ttyNr) ?? []), { pid, leader }]);
+        }
         for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
           if (!PTMX.test(Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`))) continue;
           const index = /^tty-index:\s*(\d+)$/m.exec(Deno.readTextFileSync(`/proc/${pid}/fdinfo/${e.name}`))
@@ -298,9 +305,20 @@ export function dumpTreePty(
 export function checkTreePtySessions(session: FilesSession, infos: readonly tty_info_entry[]): void {
   // Made by the first pty the dump saw; empty when there was none.
   const tree = session.table.stateOf<TreePtys>("pty-tree", emptyTreePtys);
-  for (const [rdev, pid] of tree.controlling) {
+  for (const [rdev, tasks] of tree.controlling) {
     const index = ptsIndexOf(rdev);
     if (!tree.masters.has(index)) continue; // not a pty of the tree
+    // Only a session leader can take a terminal (TIOCSCTTY); the others got theirs over fork,
+    // and are restored before their leader has it.
+    const member = tasks.find((t) => !t.leader);
+    if (member) {
+      refuse(
+        member.pid,
+        `its controlling terminal /dev/pts/${index}`,
+        "it does not lead its session, and only a session leader's terminal comes back yet",
+      );
+    }
+    const pid = tasks[0]!.pid;
     const slave = infos.find((i) => i.type === TtyType.PTY && i.rdev === rdev);
     const leader = slave?.sid ?? 0;
     if (leader === 0 || !tree.slaveHolders.get(index)?.has(leader)) {

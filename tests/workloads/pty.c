@@ -8,7 +8,8 @@
  * With the argument "queued", a byte written to A's master stays unread across the wait: a dump
  * must refuse it and leave us running (the byte is read first after the wait).
  * With "lost", a child leads a session whose controlling terminal is A's slave but holds no fd of
- * it any more: a dump must refuse it (the child is killed at the end).
+ * it any more: a dump must refuse it (the child is killed at the end). With "member" the child keeps
+ * its fd but has a child of its own, which inherited the terminal: refused too.
  * After the wait: the same /dev/pts numbers, termios, locked termios, window size, packet mode,
  * exclusive and lock states, flags, and bytes flow both ways through A and (packetised) through B.
  */
@@ -88,7 +89,7 @@ int main(int argc, char **argv)
 	master_at(10, name_c, 0);
 	if (argc > 2 && strcmp(argv[2], "queued") == 0 && write(5, "q", 1) != 1)
 		wl_die("queueing a byte");
-	if (argc > 2 && strcmp(argv[2], "lost") == 0) {
+	if (argc > 2 && (strcmp(argv[2], "lost") == 0 || strcmp(argv[2], "member") == 0)) {
 		int sync[2];
 		char c;
 
@@ -101,7 +102,13 @@ int main(int argc, char **argv)
 			signal(SIGTERM, SIG_DFL);
 			setsid();
 			fd = open(name_a, O_RDWR); /* our controlling terminal now */
-			close(fd);
+			if (strcmp(argv[2], "lost") == 0)
+				close(fd);
+			else if (fork() == 0) { /* member: a child that inherits the terminal */
+				close(sync[1]);
+				for (;;)
+					pause();
+			}
 			close(sync[1]);
 			for (;;)
 				pause();
@@ -114,7 +121,7 @@ int main(int argc, char **argv)
 	wl_ready();
 	wl_wait();
 	if (lost > 0) {
-		kill(lost, SIGKILL);
+		kill(-lost, SIGKILL); /* its group: the child and, with "member", the grandchild */
 		waitpid(lost, NULL, 0);
 	}
 
