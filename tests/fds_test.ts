@@ -231,3 +231,15 @@ for (
     }
   });
 }
+
+Deno.test("crit decodes a dump of fds_tree: the session's pty with its session and group, /dev/tty as CTTY", () =>
+  critCase("fds_tree", async (_images, decode) => {
+    const infos = await decode("tty-info.img");
+    assert.ok(infos.some((i) => i.type === "CTTY"), "no CTTY record for /dev/tty");
+    const slave = infos.find((i) => i.type === "PTY" && Number(i.sid) !== 0);
+    assert.ok(
+      slave && Number(slave.pgrp) === Number(slave.sid),
+      "the child's session is not on its pty's record",
+    );
+    assert.ok(ofType(await decode("files.img"), "FIFO").length === 2);
+  }));

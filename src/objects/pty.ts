@@ -54,6 +54,8 @@ import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
 
 const PTMX = /^\/dev\/(pts\/)?ptmx$/;
+/** The opener's controlling terminal, whichever it is. */
+const DEV_TTY = "/dev/tty";
 const SLAVE = /^\/dev\/pts\/(\d+)$/;
 const TCGETS = 0x5401;
 const TIOCGWINSZ = 0x5413;
@@ -125,6 +127,12 @@ function tasksOf(root: number): number[] {
   return out;
 }
 
+/** The device number of a task's controlling terminal (0: none), from /proc/PID/stat. */
+function controllingTerminalOf(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[TTY_NR_FIELD - 3]);
+}
+
 function treePtys(ctx: DumpFilesContext): TreePtys {
   return ctx.table.stateOf("pty-tree", () => {
     const found = emptyTreePtys();
@@ -154,6 +162,7 @@ function treePtys(ctx: DumpFilesContext): TreePtys {
 /** Is this fd a pty that is the tree's own: a master, or a slave whose master a task of the tree holds? */
 export function isTreePty(ctx: DumpFilesContext, fd: FdEntry): boolean {
   if (isPtyMaster(fd)) return true;
+  if (fd.target === DEV_TTY) return treePtys(ctx).masters.has(ptsIndexOf(controllingTerminalOf(ctx.pid)));
   const m = SLAVE.exec(fd.target);
   return m !== null && treePtys(ctx).masters.has(Number(m[1]));
 }
@@ -241,6 +250,7 @@ export function dumpTreePty(
   stat: Deno.FileInfo | null,
   infos: tty_info_entry[],
 ): number {
+  if (fd.target === DEV_TTY) return dumpTreeCtty(ctx, fd, stat, infos);
   const master = isPtyMaster(fd);
   const what = `fd ${fd.fd} (pty ${fd.target})`;
   const s = askPty(ctx, fd.fd, master);
@@ -295,6 +305,66 @@ export function dumpTreePty(
         regfId,
       }),
     }));
+}
+
+/**
+ * A /dev/tty fd of a task whose controlling terminal is a pty of the tree: a CTTY record, as CRIU
+ * writes it, opened again as /dev/tty once the task has its terminal back.
+ */
+function dumpTreeCtty(
+  ctx: DumpFilesContext,
+  fd: FdEntry,
+  stat: Deno.FileInfo | null,
+  infos: tty_info_entry[],
+): number {
+  let info = infos.find((i) => i.type === TtyType.CTTY);
+  if (!info) {
+    info = create(tty_info_entrySchema, {
+      id: infos.length + 1,
+      type: TtyType.CTTY,
+      locked: false,
+      exclusive: false,
+      packetMode: false,
+      sid: 0,
+      pgrp: 0,
+      rdev: stat?.rdev ?? 0,
+    });
+    infos.push(info);
+  }
+  const infoId = info.id;
+  const regfId = addRegFile(ctx.table, DEV_TTY, fd.flags, 0n, `pty-path:${ctx.pid}:${fd.fd}`);
+  return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) =>
+    create(file_entrySchema, {
+      type: fd_types.TTY,
+      id,
+      tty: create(tty_file_entrySchema, {
+        id,
+        ttyInfoId: infoId,
+        flags: fd.flags & ~O.CLOEXEC,
+        fown: emptyFown(),
+        regfId,
+      }),
+    }));
+}
+
+/** Is this entry a /dev/tty fd (a CTTY record)? It opens as /dev/tty in its task. */
+export function isCttyEntry(infos: readonly tty_info_entry[], entry: file_entry): boolean {
+  return infos.find((i) => i.id === entry.tty?.ttyInfoId)?.type === TtyType.CTTY;
+}
+
+/** Opens /dev/tty in the task: its controlling terminal, which it has by now (takeTreeTerminal). */
+export function openCtty(ctx: RestoreFilesContext, entry: file_entry): number {
+  const { agent } = ctx;
+  agent.reset();
+  return Number(
+    agent.call(
+      `open(${DEV_TTY})`,
+      NR.open,
+      agent.string(DEV_TTY),
+      entry.tty!.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC),
+      0,
+    ),
+  );
 }
 
 /**
@@ -377,11 +447,7 @@ export function openTreePty(
 ): number {
   const { agent } = ctx;
   const flags = entry.tty!.flags;
-  const key = `pty:${pty.index}`;
-  if (!ctx.shared.objects.has(key)) {
-    const parked = ctx.park(takeFromCriu(ctx, createPty(ctx.table, pty.index, pty.masterInfo)));
-    ctx.shared.objects.set(key, [{ pid: ctx.nsPid, fd: parked }]);
-  }
+  const key = ensurePty(ctx, pty);
   if (pty.master) {
     const fd = grabFd(ctx, ctx.shared.objects.get(key)![0]!);
     agent.later("fcntl(F_SETFL, pty master)", NR.fcntl, fd, 4, /* F_SETFL */ flags & O.NONBLOCK);
@@ -399,11 +465,44 @@ export function openTreePty(
       0,
     ),
   );
-  // The session leader makes it its session's terminal again, with its foreground group.
-  if (pty.info.sid !== 0 && pty.info.sid === ctx.nsPid && ctx.nsSid === ctx.nsPid) {
-    takeTerminal(agent, fd, pty.info.pgrp);
-  }
   return fd;
+}
+
+/** The pty made (by criu) and parked in a restored task; returns its key in the shared objects. */
+function ensurePty(ctx: RestoreFilesContext, pty: TreePty): string {
+  const key = `pty:${pty.index}`;
+  if (!ctx.shared.objects.has(key)) {
+    const parked = ctx.park(takeFromCriu(ctx, createPty(ctx.table, pty.index, pty.masterInfo)));
+    ctx.shared.objects.set(key, [{ pid: ctx.nsPid, fd: parked }]);
+  }
+  return key;
+}
+
+/**
+ * Before a session leader's fds: when its terminal is a pty of the tree, it takes it again
+ * (through a slave it opens for the purpose), with its foreground group, so that its /dev/tty
+ * fds and the slaves it opens find it so.
+ */
+export function takeTreeTerminal(
+  ctx: RestoreFilesContext,
+  infos: readonly tty_info_entry[],
+  entries: readonly file_entry[],
+): void {
+  if (ctx.nsSid !== ctx.nsPid) return;
+  const pty = entries.map((e) => treePtyOf(ctx.table, infos, e)).find((p) =>
+    p && !p.master && p.info.sid === ctx.nsPid
+  );
+  if (!pty) return;
+  ensurePty(ctx, pty);
+  const { agent } = ctx;
+  agent.reset();
+  const path = `/dev/pts/${pty.index}`;
+  const fd = agent.call(`open(${path})`, NR.open, agent.string(path), O.RDWR | O.NOCTTY, 0);
+  try {
+    takeTerminal(agent, Number(fd), pty.info.pgrp);
+  } finally {
+    agent.call("close", NR.close, fd);
+  }
 }
 
 /**

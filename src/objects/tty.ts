@@ -29,9 +29,12 @@ import {
   dumpTreePty,
   endTreePtys,
   finishTreePtys,
+  isCttyEntry,
   isPtyMaster,
   isTreePty,
+  openCtty,
   openTreePty,
+  takeTreeTerminal,
   treePtyOf,
 } from "./pty.ts";
 import { RestoreError } from "../errors.ts";
@@ -147,7 +150,8 @@ export const ttyKind: FdKind = {
   },
   beforeTaskFds(ctx, entries) {
     const infos = terminals(ctx.table).infos;
-    if (entries.every((e) => treePtyOf(ctx.table, infos, e))) return; // no shell-job terminal here
+    takeTreeTerminal(ctx, infos, entries);
+    if (entries.every((e) => treePtyOf(ctx.table, infos, e) || isCttyEntry(infos, e))) return; // no shell job's
     // Opened before the task's fds are closed: it may come from one of them (the inherited terminal).
     const opened = restoreTerminal(ctx.session).openIn(ctx.agent);
     if (opened >= 0) terminals(ctx.table).fdIn.set(ctx.nsPid, ctx.park(opened));
@@ -155,6 +159,7 @@ export const ttyKind: FdKind = {
   open(ctx, entry) {
     const pty = treePtyOf(ctx.table, terminals(ctx.table).infos, entry);
     if (pty) return openTreePty(ctx, entry, pty);
+    if (isCttyEntry(terminals(ctx.table).infos, entry)) return openCtty(ctx, entry);
     const terminalFd = terminals(ctx.table).fdIn.get(ctx.nsPid);
     if (terminalFd === undefined) {
       throw new RestoreError(

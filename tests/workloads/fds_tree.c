@@ -5,7 +5,8 @@
  *   fd 7 (both): one memfd open file description (forked), offset 3; fd 8 (C): C's own read-only open
  *             of it through /proc/self/fd/7.
  *   fd 9 (P): a pty master; fd 10 (C): its slave, opened by C, which leads a session of its own
- *             whose controlling terminal the slave is (C is its foreground group).
+ *             whose controlling terminal the slave is (C is its foreground group); fd 16 (C):
+ *             /dev/tty.
  *   fd 11 (both): one timerfd (forked), 1000 s left at the start.
  *   fd 13: P's pidfd on C, and C's pidfd on P.
  *   fd 14 (P): an epoll set watching fd 15 (P), a signalfd for SIGUSR1 (blocked), and fd 12 (P), an
@@ -94,12 +95,14 @@ static void child_checks(pid_t parent)
 	WL_CHECK(tcgetsid(10) == getpid(), "C: the pty is not our session's terminal (tcgetsid %d)", tcgetsid(10));
 	WL_CHECK(tcgetpgrp(10) == getpgrp(), "C: the pty's foreground group is %d, not ours", tcgetpgrp(10));
 	{
-		/* /dev/tty opens (ENXIO without a controlling terminal) and reaches the pty: P reads "tty". */
+		/* /dev/tty opens again (ENXIO without a controlling terminal), and fd 16, our /dev/tty from
+		 * before, reaches the pty: P reads "tty". */
 		int tty = open("/dev/tty", O_RDWR | O_NOCTTY);
 
-		WL_CHECK(tty >= 0 && write(tty, "tty", 3) == 3, "C: /dev/tty does not open: %s", strerror(errno));
+		WL_CHECK(tty >= 0, "C: /dev/tty does not open: %s", strerror(errno));
 		if (tty >= 0)
 			close(tty);
+		WL_CHECK(write(16, "tty", 3) == 3, "C: fd 16 (/dev/tty) cannot be written: %s", strerror(errno));
 	}
 	WL_CHECK(write(10, "hi", 2) == 2, "C: cannot write into the pty");
 	check_timer("C");
@@ -168,6 +171,7 @@ int main(int argc, char **argv)
 		if (setsid() != getpid())
 			wl_die("setsid");
 		at_fd(open(pts, O_RDWR), 10); /* without O_NOCTTY: our session's terminal now */
+		at_fd(open("/dev/tty", O_RDWR), 16);
 		at_fd(syscall(SYS_pidfd_open, parent, 0), 13);
 		close(sync[1]); /* ready */
 		wl_wait();
