@@ -10,9 +10,10 @@
  * it. Slave fds are opened again by path in their task (O_NOCTTY). The lock and exclusive mode
  * come last, once every task has its slave fds.
  *
- * A pty that is a session's controlling terminal becomes it again when the session leader's fd of
- * it is opened (TIOCSCTTY), with its foreground group; the leader must hold an fd of it, and no
- * other task may have it as its terminal yet (they would have to inherit it over fork).
+ * A pty that is a session's controlling terminal becomes it again before the session leader's fds
+ * are opened (TIOCSCTTY through a slave opened for it, then its foreground group), so the leader's
+ * /dev/tty fds (CTTY records) open on it; the leader must hold an fd of the slave, and no other
+ * task may have it as its terminal yet (they would have to inherit it over fork).
  * Not yet, refused by name: bytes queued in a pty (they cannot be read without being taken).
  */
 import { create } from "@bufbuild/protobuf";
