@@ -27,3 +27,83 @@ export function openPty(): Pty {
     throw e;
   }
 }
+
+const TIOCPKT = 0x5420n; // int *: packet mode on (1) or off (0)
+const TIOCEXCL = 0x540cn; // exclusive mode: no further opens but root's
+const TCSETS = 0x5402n;
+const TIOCSLCKTRMIOS = 0x5457n;
+const TIOCSWINSZ = 0x5414n;
+/** How many other ptys may hold the indexes below the one wanted. */
+const MAX_INDEX_TRIES = 1024;
+
+/**
+ * A new pty master of ours whose slave is /dev/pts/`index`. Ptys get the lowest free index, so
+ * masters are opened until that one comes, and the others closed again. The kernel frees a closed
+ * pty's index a little later (its release is deferred), so an index in use is waited for a while;
+ * throws when it stays taken.
+ */
+export function openPtyAt(index: number, waitMs = 3000): number {
+  const until = Date.now() + waitMs;
+  for (;;) {
+    const master = tryOpenPtyAt(index);
+    if (master >= 0) return master;
+    if (Date.now() >= until) throw new Error(`/dev/pts/${index} is in use`);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  }
+}
+
+/** One attempt of openPtyAt: our master, or -1 when the index is taken. */
+function tryOpenPtyAt(index: number): number {
+  const extra: number[] = [];
+  try {
+    for (let i = 0; i < MAX_INDEX_TRIES; i++) {
+      const master = openFd("/dev/ptmx", OPEN.RDWR | O_NOCTTY | OPEN.CLOEXEC);
+      const value = new Int32Array(1);
+      try {
+        call("ioctl(TIOCGPTN)", libc.ioctl(master, TIOCGPTN, new Uint8Array(value.buffer)), "/dev/ptmx");
+      } catch (e) {
+        closeFd(master);
+        throw e;
+      }
+      if (value[0] === index) return master;
+      extra.push(master);
+      if (value[0]! > index) return -1;
+    }
+    return -1;
+  } finally {
+    extra.forEach(closeFd);
+  }
+}
+
+function ioctlInt(fd: number, request: bigint, value: number, name: string): void {
+  call(name, libc.ioctl(fd, request, new Uint8Array(new Int32Array([value]).buffer)));
+}
+
+/** Locks (or unlocks) the slave of our master `fd`. */
+export function setPtyLocked(fd: number, locked: boolean): void {
+  ioctlInt(fd, TIOCSPTLCK, locked ? 1 : 0, "ioctl(TIOCSPTLCK)");
+}
+
+export function setPacketMode(fd: number, on: boolean): void {
+  ioctlInt(fd, TIOCPKT, on ? 1 : 0, "ioctl(TIOCPKT)");
+}
+
+/** The termios, locked termios (kernel layouts) and window size of the pty, through either side. */
+export function setTerminalState(
+  fd: number,
+  s: {
+    termios?: Uint8Array<ArrayBuffer>;
+    locked?: Uint8Array<ArrayBuffer>;
+    winsize?: Uint8Array<ArrayBuffer>;
+  },
+): void {
+  // Termios first: the locked bits would keep it from changing what they lock.
+  if (s.termios) call("ioctl(TCSETS)", libc.ioctl(fd, TCSETS, s.termios));
+  if (s.locked) call("ioctl(TIOCSLCKTRMIOS)", libc.ioctl(fd, TIOCSLCKTRMIOS, s.locked));
+  if (s.winsize) call("ioctl(TIOCSWINSZ)", libc.ioctl(fd, TIOCSWINSZ, s.winsize));
+}
+
+/** Puts the terminal behind `fd` in exclusive mode. */
+export function setExclusive(fd: number): void {
+  call("ioctl(TIOCEXCL)", libc.ioctl(fd, TIOCEXCL, new Uint8Array(4)));
+}

@@ -301,3 +301,29 @@ export function parseWinsize(b: Uint8Array): { row: number; col: number; xpixel:
     ypixel: v.getUint16(6, true),
   };
 }
+
+/** The kernel's struct termios (TCSETS) from its parts; `cc` beyond 19 bytes is dropped. */
+export function kernelTermios(k: KernelTermios): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(KERNEL_TERMIOS_SIZE);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, k.iflag, true);
+  v.setUint32(4, k.oflag, true);
+  v.setUint32(8, k.cflag, true);
+  v.setUint32(12, k.lflag, true);
+  b[16] = k.line;
+  b.set(k.cc.subarray(0, KERNEL_TERMIOS_SIZE - 17), 17);
+  return b;
+}
+
+/** struct winsize (TIOCSWINSZ) from its parts. */
+export function winsize(
+  w: { row: number; col: number; xpixel: number; ypixel: number },
+): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(WINSIZE_SIZE);
+  const v = new DataView(b.buffer);
+  v.setUint16(0, w.row, true);
+  v.setUint16(2, w.col, true);
+  v.setUint16(4, w.xpixel, true);
+  v.setUint16(6, w.ypixel, true);
+  return b;
+}

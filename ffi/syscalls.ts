@@ -107,6 +107,19 @@ export const NR = {
   eventfd2: 290,
   epoll_create1: 291,
   epoll_ctl: 233,
+  signalfd4: 289,
+  timerfd_create: 283,
+  timerfd_settime: 286,
+  timerfd_gettime: 287,
+  memfd_create: 319,
+  ftruncate: 77,
+  fchmod: 91,
+  fchown: 93,
+  inotify_init1: 294,
+  inotify_add_watch: 254,
+  inotify_rm_watch: 255,
+  fanotify_init: 300,
+  fanotify_mark: 301,
 } as const;
 
 export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;

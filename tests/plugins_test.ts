@@ -1,7 +1,7 @@
 /**
  * Plugins: C plugins of both APIs, built here against the header criu-ts ships
- * (src/plugins/include), and TypeScript plugins, taking a kind of fd criu-ts does not take itself
- * (a signalfd, held by the signalfd_held workload). Each scenario runs through the launcher as a
+ * (src/plugins/include), and TypeScript plugins, taking a kind of fd neither criu-ts nor CRIU takes
+ * (a perf event, held by the perf_event_held workload). Each scenario runs through the launcher as a
  * user would, with -L pointing at a directory of plugins; the plugins trace every call into a file.
  */
 import assert from "node:assert/strict";
@@ -57,19 +57,19 @@ function pluginDir(setup: (dir: string) => void): string {
   return dir;
 }
 
-const C_NEW = pluginDir((d) => buildPlugin(d, "sigfd_plugin"));
-const C_OLD = pluginDir((d) => buildPlugin(d, "sigfd_plugin_old"));
+const C_NEW = pluginDir((d) => buildPlugin(d, "perf_plugin"));
+const C_OLD = pluginDir((d) => buildPlugin(d, "perf_plugin_old"));
 const C_CHAIN = pluginDir((d) => {
   buildPlugin(d, "notsup_plugin", "00-notsup.so");
-  buildPlugin(d, "sigfd_plugin", "10-sigfd.so");
+  buildPlugin(d, "perf_plugin", "10-perf.so");
 });
-const TS_PLUGIN = pluginDir((d) => addScriptPlugin(d, `${SOURCES}/failing_plugin.ts`, "sigfd.ts"));
+const TS_PLUGIN = pluginDir((d) => addScriptPlugin(d, `${SOURCES}/failing_plugin.ts`, "perf.ts"));
 const TS_CHAIN = pluginDir((d) => {
   buildPlugin(d, "notsup_plugin", "00-notsup.so");
-  addScriptPlugin(d, `${SOURCES}/failing_plugin.ts`, "10-sigfd.ts");
+  addScriptPlugin(d, `${SOURCES}/failing_plugin.ts`, "10-perf.ts");
 });
 const TS_EXAMPLE = pluginDir((d) =>
-  addScriptPlugin(d, `${ROOT}/src/plugins/examples/signalfd.ts`, "signalfd.ts")
+  addScriptPlugin(d, `${ROOT}/src/plugins/examples/perf_event.ts`, "perf_event.ts")
 );
 
 globalThis.addEventListener("unload", () => {
@@ -78,11 +78,11 @@ globalThis.addEventListener("unload", () => {
   }
 });
 
-// The usual matrix, with each plugin taking the signalfd.
+// The usual matrix, with each plugin taking the perf event.
 registerMatrix([
-  { name: "signalfd_held", criuArgs: ["-L", C_NEW] },
-  { name: "signalfd_held", criuArgs: ["-L", C_OLD] },
-  { name: "signalfd_held", criuArgs: ["-L", TS_EXAMPLE] },
+  { name: "perf_event_held", criuArgs: ["-L", C_NEW] },
+  { name: "perf_event_held", criuArgs: ["-L", C_OLD] },
+  { name: "perf_event_held", criuArgs: ["-L", TS_EXAMPLE] },
 ]);
 
 interface Run {
@@ -94,11 +94,11 @@ interface Run {
 }
 
 /**
- * Starts signalfd_held, dumps it with the plugins of `dir` (and `mode`), restores it when the
+ * Starts perf_event_held, dumps it with the plugins of `dir` (and `mode`), restores it when the
  * dump worked; returns what happened, every process gone afterwards.
  */
 async function scenario(dir: string, mode = "", opts: { restoreMode?: string } = {}): Promise<Run> {
-  const w = await Workload.start("signalfd_held");
+  const w = await Workload.start("perf_event_held");
   const images = tempDir();
   const tracePath = `${w.dir}/plugin.trace`;
   const env = (m: string) => ({ CRIU_TS_PLUGIN_TRACE: tracePath, CRIU_TS_PLUGIN_MODE: m });
@@ -137,15 +137,15 @@ function readIf(path: string): string {
   return exists(path) ? Deno.readTextFileSync(path) : "";
 }
 
-Deno.test("without a plugin a signalfd is refused by name and the process runs on", async () => {
-  const w = await Workload.start("signalfd_held");
+Deno.test("without a plugin a perf event is refused by name and the process runs on", async () => {
+  const w = await Workload.start("perf_event_held");
   const images = tempDir();
   try {
     const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
     assert.equal(r.code, 1);
     assert.match(
       r.stderr,
-      /Cannot dump fd 5 \(anon_inode:\[signalfd\]\) of process \d+: this kind of file is not supported yet/,
+      /Cannot dump fd 5 \(anon_inode:\[perf_event\]\) of process \d+: this kind of file is not supported yet/,
     );
     assert.equal(await w.finish(), "PASS");
   } finally {
@@ -155,14 +155,14 @@ Deno.test("without a plugin a signalfd is refused by name and the process runs o
   }
 });
 
-Deno.test("a C plugin of the new API takes the signalfd, logs through pr_info, and exit sees success", async () => {
+Deno.test("a C plugin of the new API takes the perf event, logs through pr_info, and exit sees success", async () => {
   const r = await scenario(C_NEW);
   assert.equal(r.dump.code, 0, r.dump.stderr);
   assert.equal(r.restore?.code, 0, r.restore?.stderr);
   assert.ok(r.passed, "the workload did not pass after restore");
-  assert.match(r.dump.log, /sigfd plugin: init at stage 0, images fd \d+/);
-  assert.match(r.dump.log, /sigfd plugin: saving signalfd \d+ with mask a00/);
-  assert.match(r.dump.log, /A plugin took fd 5 \(anon_inode:\[signalfd\]\)/);
+  assert.match(r.dump.log, /perf plugin: init at stage 0, images fd \d+/);
+  assert.match(r.dump.log, /perf plugin: saving perf event \d+ with flags (200)?4002\n/);
+  assert.match(r.dump.log, /A plugin took fd 5 \(anon_inode:\[perf_event\]\)/);
   const id = /^dump (\d+)$/m.exec(r.trace.join("\n"))?.[1];
   assert.deepEqual(r.trace, ["init 0", `dump ${id}`, "exit 0 0", "init 2", `restore ${id}`, "exit 2 0"]);
 });
@@ -173,13 +173,13 @@ Deno.test("a C plugin of the old API is loaded by its function names, with CRIU'
   assert.equal(r.restore?.code, 0, r.restore?.stderr);
   assert.ok(r.passed);
   assert.match(r.dump.log, /Generating dynamic descriptor for plugin/);
-  assert.match(r.dump.log, /old sigfd plugin: saving signalfd/);
+  assert.match(r.dump.log, /old perf plugin: saving perf event/);
   const id = /^dump (\d+)$/m.exec(r.trace.join("\n"))?.[1];
   assert.deepEqual(r.trace, ["init", `dump ${id}`, "fini", "init", `restore ${id}`, "fini"]);
 });
 
 for (const [what, dir] of [["C", C_CHAIN], ["TypeScript", TS_CHAIN]] as const) {
-  Deno.test(`plugins are asked in load order: one answering -ENOTSUP passes the ${what} signalfd on`, async () => {
+  Deno.test(`plugins are asked in load order: one answering -ENOTSUP passes the ${what} perf event on`, async () => {
     const r = await scenario(dir);
     assert.equal(r.restore?.code, 0, r.restore?.stderr);
     assert.ok(r.passed);
@@ -193,7 +193,7 @@ for (const [what, dir] of [["C", C_NEW], ["TypeScript", TS_PLUGIN]] as const) {
   Deno.test(`a ${what} plugin whose init fails stops the dump by name; the process runs on`, async () => {
     const r = await scenario(dir, "fail-init");
     assert.equal(r.dump.code, 1);
-    assert.match(r.dump.stderr, /Failed in init\(0\) of "(sigfd|signalfd-ts-test)"/);
+    assert.match(r.dump.stderr, /Failed in init\(0\) of "(perf|perf-event-ts-test)"/);
     assert.ok(r.passed, "the process did not run on");
     assert.deepEqual(r.trace, ["init 0"], "a plugin whose init failed gets no exit, as in CRIU");
   });
@@ -216,7 +216,7 @@ for (const [what, dir] of [["C", C_NEW], ["TypeScript", TS_PLUGIN]] as const) {
 }
 
 Deno.test("a missing plugin directory is refused by name before anything is touched", async () => {
-  const w = await Workload.start("signalfd_held");
+  const w = await Workload.start("perf_event_held");
   const images = tempDir();
   try {
     const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-L", `${images}/no-such-dir`]);
@@ -252,7 +252,7 @@ Deno.test("a plugin built for a newer API is refused by name", async () => {
 });
 
 Deno.test("CRIU_LIBS_DIR names the plugin directory when -L is not given", async () => {
-  const w = await Workload.start("signalfd_held");
+  const w = await Workload.start("perf_event_held");
   const images = tempDir();
   try {
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"], { env: { CRIU_LIBS_DIR: C_NEW } });

@@ -256,6 +256,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     hooks: opts.hooks,
     plugins,
     log,
+    frozenUptimeUs,
   };
   try {
     const nsIds = new NamespaceIds();

@@ -45,6 +45,11 @@ export interface FilesSession {
   /** The plugins of the operation, asked before an object is refused. */
   readonly plugins: Plugins;
   readonly log: Log;
+  /**
+   * CLOCK_BOOTTIME (µs) when the tree was frozen: inventory's dump_uptime, at dump and restore
+   * alike, so that timers can take off the time the tree was away. Unknown: undefined.
+   */
+  readonly frozenUptimeUs?: bigint | undefined;
 }
 
 export interface DumpFilesContext {

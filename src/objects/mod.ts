@@ -1,8 +1,18 @@
 /** Every kind of object criu-ts knows; importing this registers them all with their registries. */
+// Before regular files: a memfd looks like an unlinked file ("/memfd:NAME (deleted)").
+import "./memfd.ts";
 import "./regfile.ts";
+// After regular files (which own type REG at restore), before FIFOs and terminals: any O_PATH fd.
+import "./opath.ts";
 import "./tty.ts";
 import "./pipe.ts";
+import "./fifo.ts";
 import "./eventfd.ts";
+import "./signalfd.ts";
+import "./timerfd.ts";
+import "./inotify.ts";
+import "./fanotify.ts";
+import "./pidfd.ts";
 import "./eventpoll.ts";
 import "./unix_socket.ts";
 import "./inet_socket.ts";

@@ -24,6 +24,19 @@ import { KINDS } from "../images/kinds.ts";
 import { emptyFown, type FdKind, type FilesSession, type FileTable, registerFdKind } from "./files.ts";
 import { addRegFile } from "./regfile.ts";
 import { refuse } from "./refusal.ts";
+import {
+  checkTreePtySessions,
+  dumpTreePty,
+  endTreePtys,
+  finishTreePtys,
+  isCttyEntry,
+  isPtyMaster,
+  isTreePty,
+  openCtty,
+  openTreePty,
+  takeTreeTerminal,
+  treePtyOf,
+} from "./pty.ts";
 import { RestoreError } from "../errors.ts";
 import type { Agent } from "../agent.ts";
 import type { Hooks } from "../actions/hooks.ts";
@@ -82,9 +95,11 @@ export const ttyKind: FdKind = {
   name: "terminal",
   type: fd_types.TTY,
   detect(fd, stat) {
-    return isTerminalPath(fd.target) && (stat === null || stat.isCharDevice === true);
+    return (isTerminalPath(fd.target) || isPtyMaster(fd)) && (stat === null || stat.isCharDevice === true);
   },
   dump(ctx, fd, stat) {
+    // A pty whose master is in the tree is the tree's own, not a shell job's terminal (pty.ts).
+    if (isTreePty(ctx, fd)) return dumpTreePty(ctx, fd, stat, terminals(ctx.table).infos);
     if (!ctx.session.opts.shellJob) {
       refuse(ctx.pid, `fd ${fd.fd} (terminal ${fd.target})`, "a terminal needs --shell-job");
     }
@@ -127,17 +142,24 @@ export const ttyKind: FdKind = {
   },
   finishDump(session) {
     const { infos } = terminals(session.table);
+    checkTreePtySessions(session, infos);
     if (infos.length) session.dir.write(KINDS.TTY_INFO, undefined, infos);
   },
   loadImages(session) {
     terminals(session.table).infos.push(...session.dir.readOptional<tty_info_entry>(KINDS.TTY_INFO));
   },
-  beforeTaskFds(ctx) {
+  beforeTaskFds(ctx, entries) {
+    const infos = terminals(ctx.table).infos;
+    takeTreeTerminal(ctx, infos, entries);
+    if (entries.every((e) => treePtyOf(ctx.table, infos, e) || isCttyEntry(infos, e))) return; // no shell job's
     // Opened before the task's fds are closed: it may come from one of them (the inherited terminal).
     const opened = restoreTerminal(ctx.session).openIn(ctx.agent);
     if (opened >= 0) terminals(ctx.table).fdIn.set(ctx.nsPid, ctx.park(opened));
   },
-  open(ctx) {
+  open(ctx, entry) {
+    const pty = treePtyOf(ctx.table, terminals(ctx.table).infos, entry);
+    if (pty) return openTreePty(ctx, entry, pty);
+    if (isCttyEntry(terminals(ctx.table).infos, entry)) return openCtty(ctx, entry);
     const terminalFd = terminals(ctx.table).fdIn.get(ctx.nsPid);
     if (terminalFd === undefined) {
       throw new RestoreError(
@@ -156,8 +178,10 @@ export const ttyKind: FdKind = {
     const info = infos.find((i) => i?.sid === ctx.nsPid);
     if (info) takeTerminal(ctx.agent, terminalFd, info.pgrp ?? 0);
   },
+  afterAllFds: finishTreePtys,
   endRestore(session) {
     terminals(session.table).restore?.close();
+    endTreePtys(session);
   },
 };
 

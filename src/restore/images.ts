@@ -561,7 +561,7 @@ export function loadCheckpoint(imagesDir: string, services: SessionServices = qu
   const tasks = tree.map((e) => loadTask(dir, e, files, memfds, seen));
   checkSharedObjects(dir, tasks);
   // Every kind of file reads (and checks) its own images before anything is created.
-  const session: FilesSession = { table: files, dir, ...services };
+  const session: FilesSession = { table: files, dir, ...services, frozenUptimeUs: inventory.dumpUptime };
   loadFileImages(session);
   return { dir, inventory, tasks, files, session };
 }

@@ -1,10 +1,10 @@
 /**
- * A TypeScript plugin for the tests: the example signalfd plugin, with the same trace and failure
- * modes as the C test plugins (CRIU_TS_PLUGIN_TRACE, CRIU_TS_PLUGIN_MODE; see sigfd_common.h), and
+ * A TypeScript plugin for the tests: the example perf event plugin, with the same trace and failure
+ * modes as the C test plugins (CRIU_TS_PLUGIN_TRACE, CRIU_TS_PLUGIN_MODE; see perf_common.h), and
  * as they do, it takes a unix stream socket connected outside the tree: it saves the path of the
  * socket's peer and connects a new socket there at restore (libc through FFI, as a plugin would).
  */
-import example from "../../src/plugins/examples/signalfd.ts";
+import example from "../../src/plugins/examples/perf_event.ts";
 import type { CriuPlugin } from "../../src/plugins/api.ts";
 
 const EIO = 5;
@@ -67,10 +67,10 @@ function connectTo(path: string): number {
 }
 
 const plugin: CriuPlugin = {
-  name: "signalfd-ts-test",
+  name: "perf-event-ts-test",
   init(stage, ctx) {
     trace(`init ${stage}`);
-    ctx.log.info(`signalfd-ts-test: init at stage ${stage}, images fd ${ctx.images.fd}`);
+    ctx.log.info(`perf-event-ts-test: init at stage ${stage}, images fd ${ctx.images.fd}`);
     images = ctx.images.path;
     return mode() === "fail-init" ? -1 : example.init!(stage, ctx);
   },

@@ -1,5 +1,5 @@
 /* A plugin that is asked first (its name sorts first) and takes nothing: the chain goes on. */
-#include "sigfd_common.h"
+#include "perf_common.h"
 #include "criu-plugin.h"
 
 static int notsup_dump(int fd, int id)

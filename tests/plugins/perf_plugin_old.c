@@ -1,5 +1,5 @@
-/* The same plugin through the old API: functions found by their names. */
-#include "sigfd_common.h"
+/* The same perf event plugin through the old API: functions found by their names. */
+#include "perf_common.h"
 #include "criu-plugin.h"
 #include "criu-log.h"
 
@@ -16,20 +16,19 @@ void cr_plugin_fini(void)
 
 int cr_plugin_dump_file(int fd, int id)
 {
-	unsigned long long mask = 0;
-	int flags = 0, r = read_signalfd(fd, &mask, &flags);
+	int flags = 0, r = read_perf_event(fd, &flags);
 
 	if (r)
 		return r;
 	trace("dump %d", id);
-	pr_info("old sigfd plugin: saving signalfd %d\n", id);
-	return save_signalfd(criu_get_image_dir(), id, mask, flags);
+	pr_info("old perf plugin: saving perf event %d\n", id);
+	return save_perf_event(criu_get_image_dir(), id, flags);
 }
 
 int cr_plugin_restore_file(int id)
 {
 	trace("restore %d", id);
-	return load_signalfd(criu_get_image_dir(), id);
+	return load_perf_event(criu_get_image_dir(), id);
 }
 
 int cr_plugin_dump_unix_sk(int fd, int id)

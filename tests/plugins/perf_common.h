@@ -1,7 +1,7 @@
 /*
- * What the test plugins share: a signalfd (a kind of fd criu-ts does not take itself) saved in
- * the images directory as one small file per id; a unix stream socket connected outside the tree,
- * saved as the path of its peer and connected there again; and a trace of every call for the tests.
+ * What the test plugins share: a perf event fd (a kind of fd neither criu-ts nor CRIU takes)
+ * saved in the images directory as one small file per id; a unix stream socket connected outside
+ * the tree, saved as the path of its peer and connected there again; and a trace of every call.
  *
  * Environment: CRIU_TS_PLUGIN_TRACE (a file each call appends a line to) and
  * CRIU_TS_PLUGIN_MODE ("fail-init", "fail-dump" or "fail-restore" makes that step fail).
@@ -14,7 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/signalfd.h>
+#include <linux/perf_event.h>
+#include <sys/syscall.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -40,35 +41,43 @@ static inline int mode_is(const char *mode)
 	return m && strcmp(m, mode) == 0;
 }
 
-/* The signal mask and flags of a signalfd, from /proc/self/fdinfo; -ENOTSUP for another file. */
-static inline int read_signalfd(int fd, unsigned long long *mask, int *flags)
+/*
+ * The flags of a perf event fd, from /proc/self/fdinfo; -ENOTSUP for another file. The kernel
+ * shows nothing of a perf event's attr, so the plugins keep the flags and re-create the event the
+ * tests use (PERF_TEST_ATTR).
+ */
+static inline int read_perf_event(int fd, int *flags)
 {
 	char path[64], line[256];
-	int found = 0;
+	ssize_t n;
 	FILE *f;
 
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	n = readlink(path, line, sizeof(line) - 1);
+	if (n < 0)
+		return -errno;
+	line[n] = 0;
+	if (strcmp(line, "anon_inode:[perf_event]") != 0)
+		return -ENOTSUP;
 	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
 	if (!(f = fopen(path, "r")))
 		return -errno;
-	while (fgets(line, sizeof(line), f)) {
-		if (sscanf(line, "sigmask: %llx", mask) == 1)
-			found = 1;
+	while (fgets(line, sizeof(line), f))
 		sscanf(line, "flags: %o", flags);
-	}
 	fclose(f);
-	return found ? 0 : -ENOTSUP;
+	return 0;
 }
 
-static inline int save_signalfd(int dir, int id, unsigned long long mask, int flags)
+static inline int save_perf_event(int dir, int id, int flags)
 {
 	char name[64], text[64];
 	int fd, n;
 
-	snprintf(name, sizeof(name), "sigfd-plugin-%d.txt", id);
+	snprintf(name, sizeof(name), "perf-plugin-%d.txt", id);
 	fd = openat(dir, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return -errno;
-	n = snprintf(text, sizeof(text), "%llx %o\n", mask, flags);
+	n = snprintf(text, sizeof(text), "%o\n", flags);
 	if (write(fd, text, n) != n) {
 		close(fd);
 		return -EIO;
@@ -77,15 +86,14 @@ static inline int save_signalfd(int dir, int id, unsigned long long mask, int fl
 	return 0;
 }
 
-/* A new signalfd for the saved id, or -ENOTSUP when the images hold none for it. */
-static inline int load_signalfd(int dir, int id)
+/* A new perf event (the tests' attr) with the saved flags, or -ENOTSUP when the images hold none for the id. */
+static inline int load_perf_event(int dir, int id)
 {
-	unsigned long long mask;
+	struct perf_event_attr attr;
 	char name[64], text[64];
-	sigset_t set;
-	int fd, flags, n, sig;
+	int fd, flags, n;
 
-	snprintf(name, sizeof(name), "sigfd-plugin-%d.txt", id);
+	snprintf(name, sizeof(name), "perf-plugin-%d.txt", id);
 	fd = openat(dir, name, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return errno == ENOENT ? -ENOTSUP : -errno;
@@ -94,14 +102,23 @@ static inline int load_signalfd(int dir, int id)
 	if (n <= 0)
 		return -EIO;
 	text[n] = 0;
-	if (sscanf(text, "%llx %o", &mask, &flags) != 2)
+	if (sscanf(text, "%o", &flags) != 1)
 		return -EIO;
-	sigemptyset(&set);
-	for (sig = 1; sig <= 64; sig++)
-		if (mask & (1ULL << (sig - 1)))
-			sigaddset(&set, sig);
-	fd = signalfd(-1, &set, flags & (O_NONBLOCK | O_CLOEXEC));
-	return fd < 0 ? -errno : fd;
+	memset(&attr, 0, sizeof(attr));
+	attr.size = sizeof(attr);
+	attr.type = PERF_TYPE_SOFTWARE;
+	attr.config = PERF_COUNT_SW_DUMMY;
+	attr.read_format = PERF_FORMAT_ID;
+	attr.disabled = 1;
+	fd = syscall(SYS_perf_event_open, &attr, 0, -1, -1, (flags & O_CLOEXEC) ? PERF_FLAG_FD_CLOEXEC : 0);
+	if (fd < 0)
+		return -errno;
+	if (fcntl(fd, F_SETFL, flags & O_NONBLOCK)) {
+		n = -errno;
+		close(fd);
+		return n;
+	}
+	return fd;
 }
 
 /* The path of a unix socket's peer, saved by the socket's inode; -ENOTSUP for another socket. */

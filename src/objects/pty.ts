@@ -1,0 +1,565 @@
+/**
+ * Ptys whose master is inside the dumped tree (a terminal emulator, `script`, an ssh server...),
+ * as opposed to a shell job's terminal, whose master is outside (tty.ts, which hands these over).
+ * Each side gets a `tty_info_entry` as CRIU writes them (type PTY, the pty's index, packet mode,
+ * lock state, exclusive mode, termios, locked termios, window size), and each fd a
+ * `tty_file_entry` with its path in a regular-file entry (/dev/ptmx for the master).
+ *
+ * At restore criu opens the master at the same index (/dev/pts/N keeps its name), sets its state
+ * and hands it to the first task that needs it, where it is parked; every master fd is a copy of
+ * it. Slave fds are opened again by path in their task (O_NOCTTY). The lock and exclusive mode
+ * come last, once every task has its slave fds.
+ *
+ * A pty that is a session's controlling terminal becomes it again before the session leader's fds
+ * are opened (TIOCSCTTY through a slave opened for it, then its foreground group), so the leader's
+ * /dev/tty fds (CTTY records) open on it; the leader must hold an fd of the slave, and no other
+ * task may have it as its terminal yet (they would have to inherit it over fork).
+ * Not yet, refused by name: bytes queued in a pty (they cannot be read without being taken).
+ */
+import { create } from "@bufbuild/protobuf";
+import { fd_types, type file_entry, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
+import {
+  type termios_entry,
+  tty_file_entrySchema,
+  type tty_info_entry,
+  tty_info_entrySchema,
+  tty_pty_entrySchema,
+  TtyType,
+  winsize_entrySchema,
+} from "../images/gen/tty_pb.ts";
+import type { FdEntry } from "../../ffi/proc.ts";
+import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
+import {
+  KERNEL_TERMIOS_SIZE,
+  kernelTermios,
+  parseKernelTermios,
+  parseWinsize,
+  winsize,
+  WINSIZE_SIZE,
+} from "../../ffi/structs.ts";
+import { openPtyAt, setExclusive, setPacketMode, setPtyLocked, setTerminalState } from "../../ffi/pty.ts";
+import { NR, O } from "../../ffi/syscalls.ts";
+import {
+  emptyFown,
+  type FilesSession,
+  type FileTable,
+  grabFd,
+  type RestoreFilesContext,
+  type SharedFiles,
+} from "./files.ts";
+import type { DumpFilesContext } from "./files.ts";
+import { addRegFile } from "./regfile.ts";
+import { takeFromCriu } from "./files.ts";
+import { takeTerminal } from "./tty.ts";
+import { refuse } from "./refusal.ts";
+import { RestoreError } from "../errors.ts";
+
+const PTMX = /^\/dev\/(pts\/)?ptmx$/;
+/** The opener's controlling terminal, whichever it is. */
+const DEV_TTY = "/dev/tty";
+const SLAVE = /^\/dev\/pts\/(\d+)$/;
+const TCGETS = 0x5401;
+const TIOCGWINSZ = 0x5413;
+const TIOCGLCKTRMIOS = 0x5456;
+const FIONREAD = 0x541b;
+const TIOCGPTN = 0x80045430;
+const TIOCGSID = 0x5429;
+const TIOCGPGRP = 0x540f;
+const TIOCGPKT = 0x80045438;
+const TIOCGPTLCK = 0x80045439;
+const TIOCGEXCL = 0x80045440;
+/** Words of termios_entry.c_cc, as CRIU writes them (see tty.ts). */
+const TERMIOS_NCC = 19;
+/** Fields of /proc/PID/stat, counted from 1 as proc(5) does. */
+const SESSION_FIELD = 6;
+const TTY_NR_FIELD = 7;
+
+/** Is this fd a pty master (/dev/ptmx)? */
+export function isPtyMaster(fd: FdEntry): boolean {
+  return PTMX.test(fd.target);
+}
+
+/** The dump's view of the tree's ptys: the indexes whose master some task holds, and who has which as its terminal. */
+interface TreePtys {
+  masters: Set<number>;
+  /** tty_nr (the terminal's device) → the tasks whose controlling terminal it is, and whether each leads its session. */
+  controlling: Map<number, { pid: number; leader: boolean }[]>;
+  /** Pty index → the tasks (their pids as the tree sees them) holding an fd of its slave. */
+  slaveHolders: Map<number, Set<number>>;
+}
+
+function emptyTreePtys(): TreePtys {
+  return { masters: new Set(), controlling: new Map(), slaveHolders: new Map() };
+}
+
+/** The pid of `pid` as the tasks of its PID namespace see it (the last of NSpid). */
+function nsPidOf(pid: number): number {
+  const m = /^NSpid:\s*(.*)$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
+  return Number(m?.[1]?.trim().split(/\s+/).at(-1) ?? pid);
+}
+
+/** The pty index of a /dev/pts device number (Unix98 pty slaves: majors 136-143). */
+function ptsIndexOf(rdev: number): number {
+  const major = (rdev >>> 8) & 0xfff;
+  const minor = (rdev & 0xff) | ((rdev >>> 12) & 0xfff00);
+  return major >= 136 && major <= 143 ? (major - 136) * 256 + minor : -1;
+}
+
+function tasksOf(root: number): number[] {
+  const out: number[] = [];
+  const walk = (pid: number) => {
+    out.push(pid);
+    let threads: string[] = [];
+    try {
+      threads = [...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => e.name);
+    } catch {
+      return;
+    }
+    for (const tid of threads) {
+      try {
+        const kids = Deno.readTextFileSync(`/proc/${pid}/task/${tid}/children`).trim();
+        for (const k of kids ? kids.split(/\s+/) : []) walk(Number(k));
+      } catch {
+        // a thread that ended meanwhile
+      }
+    }
+  };
+  walk(root);
+  return out;
+}
+
+/** The device number of a task's controlling terminal (0: none), from /proc/PID/stat. */
+function controllingTerminalOf(pid: number): number {
+  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+  return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[TTY_NR_FIELD - 3]);
+}
+
+function treePtys(ctx: DumpFilesContext): TreePtys {
+  return ctx.table.stateOf("pty-tree", () => {
+    const found = emptyTreePtys();
+    for (const pid of tasksOf(ctx.session.opts.tree ?? ctx.pid)) {
+      try {
+        const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+        const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+        const ttyNr = Number(fields[TTY_NR_FIELD - 3]);
+        const leader = Number(fields[SESSION_FIELD - 3]) === pid;
+        if (ttyNr !== 0) {
+          found.controlling.set(ttyNr, [...(found.controlling.get(ttyNr) ?? []), { pid, leader }]);
+        }
+        for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+          if (!PTMX.test(Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`))) continue;
+          const index = /^tty-index:\s*(\d+)$/m.exec(Deno.readTextFileSync(`/proc/${pid}/fdinfo/${e.name}`))
+            ?.[1];
+          if (index !== undefined) found.masters.add(Number(index));
+        }
+      } catch {
+        // a zombie has no fds
+      }
+    }
+    return found;
+  });
+}
+
+/** Is this fd a pty that is the tree's own: a master, or a slave whose master a task of the tree holds? */
+export function isTreePty(ctx: DumpFilesContext, fd: FdEntry): boolean {
+  if (isPtyMaster(fd)) return true;
+  if (fd.target === DEV_TTY) return treePtys(ctx).masters.has(ptsIndexOf(controllingTerminalOf(ctx.pid)));
+  const m = SLAVE.exec(fd.target);
+  return m !== null && treePtys(ctx).masters.has(Number(m[1]));
+}
+
+/** What the task's fd tells of its pty, asked in the task. */
+function askPty(ctx: DumpFilesContext, fd: number, master: boolean) {
+  const { agent } = ctx;
+  agent.reset();
+  const int = () => agent.alloc(4, new Uint8Array(4));
+  const [index, packet, locked, excl, queued, sid, pgrp] = [int(), int(), int(), int(), int(), int(), int()];
+  const termios = agent.alloc(KERNEL_TERMIOS_SIZE, new Uint8Array(KERNEL_TERMIOS_SIZE));
+  const lockedTermios = agent.alloc(KERNEL_TERMIOS_SIZE, new Uint8Array(KERNEL_TERMIOS_SIZE));
+  const size = agent.alloc(WINSIZE_SIZE, new Uint8Array(WINSIZE_SIZE));
+  const calls = [
+    { name: "ioctl(TCGETS)", nr: NR.ioctl, args: [fd, TCGETS, termios] },
+    { name: "ioctl(TIOCGLCKTRMIOS)", nr: NR.ioctl, args: [fd, TIOCGLCKTRMIOS, lockedTermios] },
+    { name: "ioctl(TIOCGWINSZ)", nr: NR.ioctl, args: [fd, TIOCGWINSZ, size] },
+    { name: "ioctl(TIOCGEXCL)", nr: NR.ioctl, args: [fd, TIOCGEXCL, excl] },
+    { name: "ioctl(FIONREAD)", nr: NR.ioctl, args: [fd, FIONREAD, queued] },
+    ...(master
+      ? [
+        { name: "ioctl(TIOCGPTN)", nr: NR.ioctl, args: [fd, TIOCGPTN, index] },
+        { name: "ioctl(TIOCGPKT)", nr: NR.ioctl, args: [fd, TIOCGPKT, packet] },
+        { name: "ioctl(TIOCGPTLCK)", nr: NR.ioctl, args: [fd, TIOCGPTLCK, locked] },
+      ]
+      : []),
+  ];
+  agent.batch(calls);
+  // Answered only in a task whose controlling terminal this is (ENOTTY elsewhere).
+  const session = agent.batch([
+    { name: "ioctl(TIOCGSID)", nr: NR.ioctl, args: [fd, TIOCGSID, sid] },
+    { name: "ioctl(TIOCGPGRP)", nr: NR.ioctl, args: [fd, TIOCGPGRP, pgrp] },
+  ], true);
+  const int32 = (addr: bigint) => new DataView(agent.read(addr, 4).buffer).getInt32(0, true);
+  return {
+    sid: session[0] === 0n ? int32(sid) : 0,
+    pgrp: session[0] === 0n && session[1] === 0n ? int32(pgrp) : 0,
+    index: master ? int32(index) : -1,
+    packet: master && int32(packet) !== 0,
+    locked: master && int32(locked) !== 0,
+    exclusive: int32(excl) !== 0,
+    queued: int32(queued),
+    termios: termiosEntry(agent.read(termios, KERNEL_TERMIOS_SIZE)),
+    lockedTermios: termiosEntry(agent.read(lockedTermios, KERNEL_TERMIOS_SIZE)),
+    winsize: parseWinsize(agent.read(size, WINSIZE_SIZE)),
+  };
+}
+
+/** A kernel termios as CRIU stores it: c_cc as glibc's 32-byte array, four to a word. */
+function termiosEntry(raw: Uint8Array) {
+  const k = parseKernelTermios(raw);
+  const cc = new Uint8Array(32);
+  cc.set(k.cc);
+  const words = new DataView(cc.buffer);
+  return {
+    cIflag: k.iflag,
+    cOflag: k.oflag,
+    cCflag: k.cflag,
+    cLflag: k.lflag,
+    cLine: k.line,
+    cIspeed: 0,
+    cOspeed: 0,
+    cCc: Array.from({ length: TERMIOS_NCC }, (_, i) => (i < 8 ? words.getUint32(4 * i, true) : 0)),
+  };
+}
+
+function kernelTermiosOf(t: termios_entry): Uint8Array<ArrayBuffer> {
+  const cc = new Uint8Array(32);
+  const words = new DataView(cc.buffer);
+  t.cCc.slice(0, 8).forEach((w, i) => words.setUint32(4 * i, w, true));
+  return kernelTermios({
+    iflag: t.cIflag,
+    oflag: t.cOflag,
+    cflag: t.cCflag,
+    lflag: t.cLflag,
+    line: t.cLine,
+    cc,
+  });
+}
+
+/** Dumps a pty fd of the tree into `infos` (tty-info.img's entries, shared with tty.ts); returns its file id. */
+export function dumpTreePty(
+  ctx: DumpFilesContext,
+  fd: FdEntry,
+  stat: Deno.FileInfo | null,
+  infos: tty_info_entry[],
+): number {
+  if (fd.target === DEV_TTY) return dumpTreeCtty(ctx, fd, stat, infos);
+  const master = isPtyMaster(fd);
+  const what = `fd ${fd.fd} (pty ${fd.target})`;
+  const s = askPty(ctx, fd.fd, master);
+  const index = master ? s.index : Number(SLAVE.exec(fd.target)![1]);
+  if (s.queued > 0) {
+    refuse(ctx.pid, what, `${s.queued} bytes are queued in it; queued pty data is not saved yet`);
+  }
+  const rdev = stat?.rdev ?? 0;
+  let info = infos.find((t) => t.pty?.index === index && t.rdev === rdev);
+  if (!info) {
+    info = create(tty_info_entrySchema, {
+      id: infos.length + 1,
+      type: TtyType.PTY,
+      locked: s.locked,
+      exclusive: s.exclusive,
+      packetMode: s.packet,
+      sid: 0,
+      pgrp: 0,
+      rdev,
+      termios: s.termios,
+      termiosLocked: s.lockedTermios,
+      winsize: create(winsize_entrySchema, {
+        wsRow: s.winsize.row,
+        wsCol: s.winsize.col,
+        wsXpixel: s.winsize.xpixel,
+        wsYpixel: s.winsize.ypixel,
+      }),
+      pty: create(tty_pty_entrySchema, { index }),
+    });
+    infos.push(info);
+  }
+  // The session whose controlling terminal it is, as a task of that session sees it.
+  if (!master && s.sid !== 0 && info.sid === 0) {
+    info.sid = s.sid;
+    info.pgrp = s.pgrp;
+  }
+  if (!master) {
+    const holders = treePtys(ctx).slaveHolders;
+    holders.set(index, (holders.get(index) ?? new Set()).add(nsPidOf(ctx.pid)));
+  }
+  const infoId = info.id;
+  const regfId = addRegFile(ctx.table, fd.target, fd.flags, 0n, `pty-path:${ctx.pid}:${fd.fd}`);
+  return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) =>
+    create(file_entrySchema, {
+      type: fd_types.TTY,
+      id,
+      tty: create(tty_file_entrySchema, {
+        id,
+        ttyInfoId: infoId,
+        flags: fd.flags & ~O.CLOEXEC,
+        fown: emptyFown(),
+        regfId,
+      }),
+    }));
+}
+
+/**
+ * A /dev/tty fd of a task whose controlling terminal is a pty of the tree: a CTTY record, as CRIU
+ * writes it, opened again as /dev/tty once the task has its terminal back.
+ */
+function dumpTreeCtty(
+  ctx: DumpFilesContext,
+  fd: FdEntry,
+  stat: Deno.FileInfo | null,
+  infos: tty_info_entry[],
+): number {
+  let info = infos.find((i) => i.type === TtyType.CTTY);
+  if (!info) {
+    info = create(tty_info_entrySchema, {
+      id: infos.length + 1,
+      type: TtyType.CTTY,
+      locked: false,
+      exclusive: false,
+      packetMode: false,
+      sid: 0,
+      pgrp: 0,
+      rdev: stat?.rdev ?? 0,
+    });
+    infos.push(info);
+  }
+  const infoId = info.id;
+  const regfId = addRegFile(ctx.table, DEV_TTY, fd.flags, 0n, `pty-path:${ctx.pid}:${fd.fd}`);
+  return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) =>
+    create(file_entrySchema, {
+      type: fd_types.TTY,
+      id,
+      tty: create(tty_file_entrySchema, {
+        id,
+        ttyInfoId: infoId,
+        flags: fd.flags & ~O.CLOEXEC,
+        fown: emptyFown(),
+        regfId,
+      }),
+    }));
+}
+
+/** Is this entry a /dev/tty fd (a CTTY record)? It opens as /dev/tty in its task. */
+export function isCttyEntry(infos: readonly tty_info_entry[], entry: file_entry): boolean {
+  return infos.find((i) => i.id === entry.tty?.ttyInfoId)?.type === TtyType.CTTY;
+}
+
+/** Opens /dev/tty in the task: its controlling terminal, which it has by now (takeTreeTerminal). */
+export function openCtty(ctx: RestoreFilesContext, entry: file_entry): number {
+  const { agent } = ctx;
+  agent.reset();
+  return Number(
+    agent.call(
+      `open(${DEV_TTY})`,
+      NR.open,
+      agent.string(DEV_TTY),
+      entry.tty!.flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC),
+      0,
+    ),
+  );
+}
+
+/**
+ * Once the tree is dumped: a pty of the tree that is a task's controlling terminal comes back only
+ * through a task of that session holding an fd of it (its session and foreground group are asked
+ * there); one whose session holds none is refused.
+ */
+export function checkTreePtySessions(session: FilesSession, infos: readonly tty_info_entry[]): void {
+  // Made by the first pty the dump saw; empty when there was none.
+  const tree = session.table.stateOf<TreePtys>("pty-tree", emptyTreePtys);
+  for (const [rdev, tasks] of tree.controlling) {
+    const index = ptsIndexOf(rdev);
+    if (!tree.masters.has(index)) continue; // not a pty of the tree
+    // Only a session leader can take a terminal (TIOCSCTTY); the others got theirs over fork,
+    // and are restored before their leader has it.
+    const member = tasks.find((t) => !t.leader);
+    if (member) {
+      refuse(
+        member.pid,
+        `its controlling terminal /dev/pts/${index}`,
+        "it does not lead its session, and only a session leader's terminal comes back yet",
+      );
+    }
+    const pid = tasks[0]!.pid;
+    const slave = infos.find((i) => i.type === TtyType.PTY && i.rdev === rdev);
+    const leader = slave?.sid ?? 0;
+    if (leader === 0 || !tree.slaveHolders.get(index)?.has(leader)) {
+      refuse(
+        pid,
+        `its controlling terminal /dev/pts/${index}`,
+        "its session leader holds no fd of it, to make it the session's terminal again",
+      );
+    }
+  }
+}
+
+/** Restore: the tree's ptys by index, with criu's own master of each until the end. */
+interface RestoredPtys {
+  masters: Map<number, { fd: number; info: tty_info_entry }>;
+  slaves: Map<number, tty_info_entry>;
+}
+
+function restoredPtys(table: FileTable): RestoredPtys {
+  return table.stateOf("pty-restore", () => ({ masters: new Map(), slaves: new Map() }));
+}
+
+/** A pty fd of the tree, at restore: the pty's index, which side, and both sides' records. */
+export interface TreePty {
+  index: number;
+  master: boolean;
+  info: tty_info_entry;
+  masterInfo: tty_info_entry;
+}
+
+/** What a tty entry is when it is a pty of the tree: its index and side; undefined for any other terminal. */
+export function treePtyOf(
+  table: FileTable,
+  infos: readonly tty_info_entry[],
+  entry: file_entry,
+): TreePty | undefined {
+  const info = infos.find((i) => i.id === entry.tty?.ttyInfoId);
+  if (!info || info.type !== TtyType.PTY || !info.pty) return undefined;
+  const index = info.pty.index;
+  const path = (i: tty_info_entry) => {
+    const f = table.entries.find((e) => e.tty?.ttyInfoId === i.id);
+    return f?.tty?.regfId ? table.get(f.tty.regfId).reg?.name ?? "" : "";
+  };
+  const masterInfo = infos.find((i) =>
+    i.type === TtyType.PTY && i.pty?.index === index && PTMX.test(path(i))
+  );
+  if (!masterInfo) return undefined; // a slave whose master is outside: a shell job's terminal
+  return { index, master: info === masterInfo, info, masterInfo };
+}
+
+/** Opens a pty fd of the tree in the task; returns the fd. */
+export function openTreePty(
+  ctx: RestoreFilesContext,
+  entry: file_entry,
+  pty: TreePty,
+): number {
+  const { agent } = ctx;
+  const flags = entry.tty!.flags;
+  const key = ensurePty(ctx, pty);
+  if (pty.master) {
+    const fd = grabFd(ctx, ctx.shared.objects.get(key)![0]!);
+    agent.later("fcntl(F_SETFL, pty master)", NR.fcntl, fd, 4, /* F_SETFL */ flags & O.NONBLOCK);
+    return fd;
+  }
+  restoredPtys(ctx.table).slaves.set(pty.index, pty.info);
+  agent.reset();
+  const path = `/dev/pts/${pty.index}`;
+  const fd = Number(
+    agent.call(
+      `open(${path})`,
+      NR.open,
+      agent.string(path),
+      (flags & ~(O.CREAT | O.EXCL | O.TRUNC | O.CLOEXEC)) | O.NOCTTY,
+      0,
+    ),
+  );
+  return fd;
+}
+
+/** The pty made (by criu) and parked in a restored task; returns its key in the shared objects. */
+function ensurePty(ctx: RestoreFilesContext, pty: TreePty): string {
+  const key = `pty:${pty.index}`;
+  if (!ctx.shared.objects.has(key)) {
+    const parked = ctx.park(takeFromCriu(ctx, createPty(ctx.table, pty.index, pty.masterInfo)));
+    ctx.shared.objects.set(key, [{ pid: ctx.nsPid, fd: parked }]);
+  }
+  return key;
+}
+
+/**
+ * Before a session leader's fds: when its terminal is a pty of the tree, it takes it again
+ * (through a slave it opens for the purpose), with its foreground group, so that its /dev/tty
+ * fds and the slaves it opens find it so.
+ */
+export function takeTreeTerminal(
+  ctx: RestoreFilesContext,
+  infos: readonly tty_info_entry[],
+  entries: readonly file_entry[],
+): void {
+  if (ctx.nsSid !== ctx.nsPid) return;
+  const pty = entries.map((e) => treePtyOf(ctx.table, infos, e)).find((p) =>
+    p && !p.master && p.info.sid === ctx.nsPid
+  );
+  if (!pty) return;
+  ensurePty(ctx, pty);
+  const { agent } = ctx;
+  agent.reset();
+  const path = `/dev/pts/${pty.index}`;
+  const fd = agent.call(`open(${path})`, NR.open, agent.string(path), O.RDWR | O.NOCTTY, 0);
+  try {
+    takeTerminal(agent, Number(fd), pty.info.pgrp);
+  } finally {
+    agent.call("close", NR.close, fd);
+  }
+}
+
+/**
+ * Criu's own master of pty `index`, made on first use: unlocked until every slave is open, in
+ * packet mode if it was, with the pair's termios, locked termios and window size.
+ */
+function createPty(table: FileTable, index: number, info: tty_info_entry): number {
+  const ptys = restoredPtys(table);
+  const known = ptys.masters.get(index);
+  if (known) return known.fd;
+  let fd: number;
+  try {
+    fd = openPtyAt(index);
+  } catch (e) {
+    throw new RestoreError(`Cannot make pty ${index} again: ${(e as Error).message}`, 0, { cause: e });
+  }
+  ptys.masters.set(index, { fd, info });
+  setPtyLocked(fd, false);
+  if (info.packetMode) setPacketMode(fd, true);
+  setTerminalState(fd, {
+    ...(info.termios ? { termios: kernelTermiosOf(info.termios) } : {}),
+    ...(info.termiosLocked ? { locked: kernelTermiosOf(info.termiosLocked) } : {}),
+    ...(info.winsize
+      ? {
+        winsize: winsize({
+          row: info.winsize.wsRow,
+          col: info.winsize.wsCol,
+          xpixel: info.winsize.wsXpixel,
+          ypixel: info.winsize.wsYpixel,
+        }),
+      }
+      : {}),
+  });
+  return fd;
+}
+
+/** Once every slave is open: the lock and exclusive mode, set through criu's own ends. */
+export function finishTreePtys(session: FilesSession, _shared: SharedFiles): void {
+  const ptys = restoredPtys(session.table);
+  for (const [index, { fd, info }] of ptys.masters) {
+    const slave = ptys.slaves.get(index);
+    if (slave?.exclusive) {
+      const ours = openFd(`/dev/pts/${index}`, OPEN.RDWR | O.NOCTTY | OPEN.CLOEXEC);
+      try {
+        setExclusive(ours);
+      } finally {
+        closeFd(ours);
+      }
+    }
+    if (info.locked) setPtyLocked(fd, true);
+  }
+}
+
+/** At the end, worked or not: criu's masters go (the tasks hold their own). */
+export function endTreePtys(session: FilesSession): void {
+  const ptys = restoredPtys(session.table);
+  for (const { fd } of ptys.masters.values()) closeFd(fd);
+  ptys.masters.clear();
+}
