@@ -378,12 +378,16 @@ function regFileFor(
   return reg;
 }
 
+/** What is at `path`: what it leads to, or the link itself when it leads nowhere (an O_PATH fd may hold one). */
 function statOf(path: string): Deno.FileInfo | undefined {
-  try {
-    return Deno.statSync(path);
-  } catch {
-    return undefined;
+  for (const look of [Deno.statSync, Deno.lstatSync]) {
+    try {
+      return look(path);
+    } catch {
+      // try the next way
+    }
   }
+  return undefined;
 }
 
 /** Which field of file_entry holds the details of each kind of file the restore opens. */
