@@ -21,7 +21,7 @@ import { rlimit_entrySchema } from "../images/gen/rlimit_pb.ts";
 import { rseq_entrySchema } from "../images/gen/rseq_pb.ts";
 import type { fdinfo_entry } from "../images/gen/fdinfo_pb.ts";
 import * as pt from "../../ffi/ptrace.ts";
-import { findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
+import type { RemoteThread } from "../../ffi/remote.ts";
 import {
   listFds,
   type MapsEntry,
@@ -195,7 +195,7 @@ function dumpThreads(
 ): void {
   const entered: RemoteThread[] = [];
   try {
-    for (const tid of tids) entered.push(RemoteThread.enter(tid, agent.thread.syscallIp));
+    entered.push(...agent.enterThreads(tids));
     agent.forThreads(entered, THREAD_SCRATCH, (a) => startThread(a, proc, a.tid), (t, i) =>
       ctx.writeCore(
         imageTid(tids[i]!),
@@ -206,21 +206,8 @@ function dumpThreads(
         }),
       ));
   } finally {
-    leaveAll(entered);
+    agent.leaveThreads(entered);
   }
-}
-
-/** Leaves every thread, even when one of them fails; then throws the first failure. */
-function leaveAll(threads: readonly RemoteThread[]): void {
-  let failure: unknown;
-  for (const t of threads) {
-    try {
-      t.leave();
-    } catch (e) {
-      failure ??= e;
-    }
-  }
-  if (failure !== undefined) throw failure;
 }
 
 /** What only the task can tell about itself and its memory, asked in one batch. */
@@ -358,12 +345,13 @@ function dumpFs(proc: ProcFiles, pid: number, table: FileTable): fs_entry {
   });
 }
 
-function vdsoSyscall(pid: number, maps: readonly MapsEntry[]): bigint {
+/** The [vdso], where the agent's runner goes (see Agent.enterGuarded). */
+function vdsoArea(pid: number, maps: readonly MapsEntry[]): MapsEntry {
   const vdso = maps.find((m) => m.path === "[vdso]");
   if (!vdso) {
     throw new UnsupportedObjectError(pid, "its address space", "it has no [vdso] to run syscalls from");
   }
-  return findSyscallInstruction(pid, vdso.start, vdso.end);
+  return vdso;
 }
 
 export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_ids_entry): DumpedTask {
@@ -376,8 +364,8 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   const vmas = collectVmas(pid, maps, ctx.table);
   log.debug(`Task ${pid}: ${vmas.length} areas, ${vmas.reduce((n, v) => n + v.runs.length, 0)} page runs`);
   const fds = listFds(pid);
-  const ip = vdsoSyscall(pid, maps);
-  const agent = Agent.enter(pid, pid, ip);
+  const vdso = vdsoArea(pid, maps);
+  const agent = Agent.enterGuarded(pid, vdso.start, vdso.end, task.threads.length);
   try {
     const out: DumpedTask = { pid, imagePid: task.ns.pid, vmas, ids, fdinfos: [] };
     const imageTid = new Map(task.threads.map((tid, i) => [tid, task.ns.threads[i]!]));
