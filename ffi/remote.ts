@@ -13,6 +13,10 @@
  * Each trap costs a few ptrace round trips (~60 µs here), whatever the syscall. A batch runs many
  * syscalls for one trap: BATCH_CODE, placed once in an executable page of the task, walks a table
  * of calls and stops at an `int3` when done, or at the first failure.
+ *
+ * That is for tasks that are ours to kill (restore puppets, `criu check` children). A dump's target
+ * must survive our death at any instant, which int3 and single steps do not allow: a dump uses the
+ * guarded runner below (GuardedThread).
  */
 import { ERRNO, SyscallError } from "./errors.ts";
 import * as pt from "./ptrace.ts";

@@ -2,10 +2,12 @@
  * An agent is our hand inside a stopped task: remote syscalls run by one of its threads, plus a
  * scratch area in its address space for the structs and strings those syscalls read or fill.
  *
- * Dump: the scratch area is mapped at an address the kernel picks and unmapped when the agent
- * closes, so the task is left as found. Restore: the puppet's scratch area is placed by the caller
- * and also holds the `syscall` instruction the agent runs. Either way the batch runner
- * (BATCH_CODE) sits in executable scratch, so that many syscalls cost one trap (see batch()).
+ * Dump (enterGuarded): the calls go through the guarded runner in the task's [vdso] (see
+ * GuardedThread in ffi/remote.ts), which leaves the task able to go on as before should criu die
+ * at any instant; the scratch area is read-write, at an address we pick, and unmapped when the
+ * agent closes. Restore and `criu check` (enter, or a scratch area placed by the caller): the batch
+ * runner (BATCH_CODE) sits in executable scratch and ends at an int3, a puppet being ours to
+ * kill. Either way many syscalls cost one trap (see batch()).
  *
  * The agent keeps a copy of its scratch area: what alloc() puts there reaches the task in one write
  * just before the next syscall, and after a batch the whole used part comes back in one read, from
