@@ -314,10 +314,14 @@ export const RUNNER_CODE = Uint8Array.from(
     "eb02", //          jmp got
     "0f05", // single:  syscall
     "4889c3", // got:   mov rbx,rax
-    "b8ea000000", // done: mov eax,234 (tgkill)
-    "498b7c2420", //    mov rdi,[r12+32]    ; tgid
-    "498b742428", //    mov rsi,[r12+40]    ; tid
+    "b8ba000000", // done: mov eax,186 (gettid) ; ids as the task's PID namespace sees them
+    "0f05", //          syscall
+    "4889c6", //        mov rsi,rax
+    "b827000000", //    mov eax,39 (getpid)
+    "0f05", //          syscall
+    "4889c7", //        mov rdi,rax
     "498b542430", //    mov rdx,[r12+48]    ; signal
+    "b8ea000000", //    mov eax,234 (tgkill)
     "0f05", //          syscall             ; its delivery stop is reported at home
     "498b7c2438", // home: mov rdi,[r12+56] ; the fd word's address, or 0
     "4885ff", //        test rdi,rdi
@@ -362,12 +366,12 @@ export const RUNNER_CODE = Uint8Array.from(
   (h) => parseInt(h, 16),
 );
 /** Entry points of RUNNER_CODE. */
-export const RUNNER = { batch: 0x00, owned: 0x60, single: 0x6c, home: 0x87 } as const;
+export const RUNNER = { batch: 0x00, owned: 0x60, single: 0x6c, home: 0x91 } as const;
 
 /**
  * The home block, 28 words: signal mask; scratch address and length (the leader unmaps it on its
- * way home, unless the next word says other threads are inside); tgid, tid and the signal that
- * ends a batch; the address of a word in scratch holding an fd our calls made in the task, closed
+ * way home, unless the next word says other threads are inside); tgid and tid as we see them
+ * (the runner asks its own, which differ in a PID namespace); the signal that ends a batch; the address of a word in scratch holding an fd our calls made in the task, closed
  * on the way home (0: no such word; a negative fd: none); r15..rdi as user_regs_struct orders
  * them; then rip, cs, rflags, rsp, ss for iretq. The leader's block is in [vdso], which the task
  * cannot write: the runner writes only the fd word.
@@ -388,6 +392,7 @@ export const HOME = {
 /** Room the runner takes at the end of [vdso]: its code, then the leader's home block. */
 export const RUNNER_ROOM = 512;
 const RUNNER_HOME_AT = 256;
+if (RUNNER_CODE.length > RUNNER_HOME_AT) throw new Error("RUNNER_CODE overlaps the leader's home block");
 
 /** Signals whose default action is to ignore them, in the order tried as a batch's end mark. */
 const QUIET_SIGNALS = [23, /* SIGURG */ 28, /* SIGWINCH */ 17 /* SIGCHLD */];

@@ -116,6 +116,37 @@ Deno.test("dump killed at each step leaves the counter running as before, mappin
   }
 });
 
+Deno.test("a stopped target stays stopped through killed dumps and runs on as before after SIGCONT", async () => {
+  const w = await Workload.start("counter");
+  try {
+    Deno.kill(w.pid, "SIGSTOP");
+    await waitFor("the counter to stop", () => threadStates(w.pid)?.every((s) => / T /.test(s)) ?? false);
+    const fds = fdsOf(w.pid);
+    // A task held by a group stop cannot go home until SIGCONT: the next dump lets it first.
+    for (let step = 1;; step += 5) {
+      const images = tempDir();
+      try {
+        const r = await criuKilledAt(step, ["dump", "-R", "-t", `${w.pid}`, "-D", images]);
+        // Detached, a task takes its group stop again on its own (it may be seen running first).
+        const stopped = (s: string) => / T traced by 0$/.test(s);
+        for (let i = 0; i < 300 && !threadStates(w.pid)?.every(stopped); i++) await sleep(10);
+        const states = threadStates(w.pid) ?? [];
+        assert.deepEqual(states.filter((s) => !stopped(s)), [], `killed at step ${step}`);
+        if (r.code === 0) break;
+        assert.equal(r.code, KILLED, `dump killed at step ${step} failed instead:\n${r.stderr}`);
+      } finally {
+        Deno.removeSync(images, { recursive: true });
+      }
+    }
+    Deno.kill(w.pid, "SIGCONT");
+    await waitFor("the counter to go home", () => fdsOf(w.pid) === fds);
+    assert.equal(await w.finish(), "PASS", w.output());
+  } finally {
+    await w.kill();
+    w.cleanup();
+  }
+});
+
 /** A small seeded generator (mulberry32): the same delays on every run. */
 function seeded(seed: number): () => number {
   let a = seed;

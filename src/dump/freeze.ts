@@ -5,7 +5,8 @@
  */
 import * as pt from "../../ffi/ptrace.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
-import { listChildren, listThreads, readStat, readStatus } from "../../ffi/proc.ts";
+import { listChildren, listThreads, readMaps, readStat, readStatus } from "../../ffi/proc.ts";
+import { RUNNER_ROOM } from "../../ffi/remote.ts";
 import { SIG } from "../../ffi/syscalls.ts";
 import { DumpError } from "../errors.ts";
 import type { Log } from "../log.ts";
@@ -30,6 +31,7 @@ export interface FrozenTask {
 }
 
 const MAX_SIGNAL_RETRIES = 64;
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
 
 export class FrozenTree {
   readonly tasks: FrozenTask[] = [];
@@ -81,8 +83,26 @@ export class FrozenTree {
   }
 }
 
+/** How many times a thread found in an earlier criu's runner is let go home before giving up. */
+const MAX_WAYS_HOME = 200;
+
+/**
+ * Whether `ip` is in the runner an earlier criu put in [vdso] (see GuardedThread): a thread there
+ * was left by a criu killed mid-dump, on its way back to its own code (or held on the way by a
+ * group stop). `vdso` is asked for once per task.
+ */
+function inRunner(ip: bigint, vdso: () => { start: bigint; end: bigint } | undefined): boolean {
+  const v = vdso();
+  return v !== undefined && ip >= v.end - BigInt(RUNNER_ROOM) && ip < v.end;
+}
+
 /** Seizes one thread and waits until it stops; false when it ended meanwhile (it is gone, or a zombie). */
-function seizeThread(tree: FrozenTree, tid: number, log: Log): boolean {
+function seizeThread(
+  tree: FrozenTree,
+  tid: number,
+  log: Log,
+  vdso: () => { start: bigint; end: bigint } | undefined,
+): boolean {
   try {
     pt.seize(tid, 0);
   } catch (e) {
@@ -92,13 +112,26 @@ function seizeThread(tree: FrozenTree, tid: number, log: Log): boolean {
   }
   tree.noteSeized(tid);
   pt.interrupt(tid);
+  let waysHome = 0;
   for (let i = 0; i < MAX_SIGNAL_RETRIES; i++) {
     const st = pt.wait(tid)!;
     if (st.kind !== "stopped") {
       tree.forget(tid);
       return false;
     }
-    if (st.event === pt.PTRACE_EVENT.STOP) return true;
+    if (st.event === pt.PTRACE_EVENT.STOP) {
+      if (!inRunner(pt.getRegs(tid).get("ip"), vdso)) return true;
+      // Its registers are not its own yet: let it finish its way home, then stop it again.
+      if (++waysHome > MAX_WAYS_HOME) {
+        throw new DumpError(`Task ${tid} does not leave an earlier criu's code`);
+      }
+      log.debug(`Task ${tid} is on its way home from a killed criu; letting it go on`);
+      pt.cont(tid, 0);
+      Atomics.wait(PAUSE, 0, 0, 1);
+      pt.interrupt(tid);
+      i--;
+      continue;
+    }
     // A signal was on its way in: let it be delivered, then take the pending interrupt stop.
     log.debug(`Task ${tid} had signal ${st.signal} in flight; delivering it before freezing`);
     pt.cont(tid, st.signal);
@@ -117,11 +150,16 @@ function isZombie(pid: number): boolean {
 /** Seizes every thread of `pid`, rescanning until its thread list is stable; null if it ended. */
 function seizeTask(tree: FrozenTree, pid: number, log: Log): number[] | null {
   const seized = new Set<number>();
+  let vdso: { start: bigint; end: bigint } | undefined | null = null;
+  const vdsoOnce = () => {
+    if (vdso === null) vdso = readMaps(pid).find((m) => m.path === "[vdso]");
+    return vdso;
+  };
   for (;;) {
     const fresh = listThreads(pid).filter((t) => !seized.has(t));
     if (fresh.length === 0) return [...seized].sort((a, b) => a - b);
     for (const tid of fresh) {
-      if (seizeThread(tree, tid, log)) seized.add(tid);
+      if (seizeThread(tree, tid, log, vdsoOnce)) seized.add(tid);
       else if (tid === pid) return null; // a thread that ends meanwhile is no error; the leader is
     }
   }
