@@ -397,13 +397,17 @@ if (RUNNER_CODE.length > RUNNER_HOME_AT) throw new Error("RUNNER_CODE overlaps t
 /** Signals whose default action is to ignore them, in the order tried as a batch's end mark. */
 const QUIET_SIGNALS = [23, /* SIGURG */ 28, /* SIGWINCH */ 17 /* SIGCHLD */];
 
+const has = (set: bigint, sig: number) => ((set >> BigInt(sig - 1)) & 1n) === 1n;
+
 /**
- * The signal that ends a batch in a task whose caught signals are `caught` (SigCgt): one it
- * ignores, so it is dropped if it ever reaches the task. If it catches all three, SIGURG: a kill
- * at that instant would then run its handler once, as a stray SIGURG would.
+ * The signal that ends a thread's batches, in a task whose caught signals are `caught` (SigCgt):
+ * one it ignores, so it is dropped if it ever reaches the task; better, one the thread's own mask
+ * `blocked` lets through too (see GuardedThread.leave). If it catches all three, SIGURG: a kill at
+ * that instant would then run its handler once, as a stray SIGURG would.
  */
-export function quietSignal(caught: bigint): number {
-  return QUIET_SIGNALS.find((s) => ((caught >> BigInt(s - 1)) & 1n) === 0n) ?? QUIET_SIGNALS[0]!;
+export function quietSignal(caught: bigint, blocked = 0n): number {
+  return QUIET_SIGNALS.find((s) => !has(caught, s) && !has(blocked, s)) ??
+    QUIET_SIGNALS.find((s) => !has(caught, s)) ?? QUIET_SIGNALS[0]!;
 }
 
 /** Where the runner goes in a task: its code and the leader's home block, in [vdso]'s padding. */
@@ -491,7 +495,8 @@ export interface GuardedEntry {
   tid: number;
   runner: bigint;
   home: bigint;
-  signal: number;
+  /** The task's caught signals (SigCgt), for choosing the thread's quiet signal. */
+  caught: bigint;
   /** Writes into the task's memory where the home block is (the [vdso] needs /proc/PID/mem). */
   write(addr: bigint, bytes: Uint8Array<ArrayBuffer>): void;
 }
@@ -513,19 +518,24 @@ export class GuardedThread extends RemoteThread {
   #signalSeen = false;
   /** The fd the fd word holds for closing on the way home, or -1. */
   #ownedFd = -1n;
+  /** startLeave() set it going towards its interrupt stop. */
+  #leaving = false;
   /** The fd word (see HOME.fdAt), once there is scratch for it; 0 before. */
   #fdWord = 0n;
+  /** The signal that ends this thread's batches (quietSignal). */
+  readonly signal: number;
 
   private constructor(entry: GuardedEntry) {
     super(entry.tid, entry.runner + BigInt(RUNNER.single), false);
     this.#entry = entry;
     this.#tgid = entry.tgid;
     this.home = entry.home;
-    entry.write(entry.home, homeBlock(this.savedRegs, this.savedMask, entry));
+    this.signal = quietSignal(entry.caught, this.savedMask);
+    entry.write(entry.home, homeBlock(this.savedRegs, this.savedMask, { ...entry, signal: this.signal }));
     // Registers first: from here a thread that wakes without us goes home through the runner,
     // which also sets the mask back.
     pt.setRegs(this.tid, this.#runnerRegs(RUNNER.home));
-    pt.setSigmask(this.tid, ALL_SIGNALS & ~(1n << BigInt(entry.signal - 1)));
+    pt.setSigmask(this.tid, ALL_SIGNALS & ~(1n << BigInt(this.signal - 1)));
   }
 
   /** Enters a thread stopped in a signal-free stop (PTRACE_INTERRUPT); see GuardedEntry. */
@@ -600,7 +610,7 @@ export class GuardedThread extends RemoteThread {
     const home = this.#entry.runner + BigInt(RUNNER.home);
     for (;;) {
       const st = this.waitStop();
-      if (st.event === 0 && st.signal === this.#entry.signal) {
+      if (st.event === 0 && st.signal === this.signal) {
         const regs = pt.getRegs(this.tid);
         if (regs.get("ip") === home) return regs;
         this.#signalSeen = true; // someone else's: the task would ignore it, or gets it on leave
@@ -613,21 +623,53 @@ export class GuardedThread extends RemoteThread {
    * Puts the thread back as it was: moved from the end-of-batch stop (which carries a signal) to
    * an interrupt stop, then the mask, then the registers, each step leaving it able to go home.
    */
+  /**
+   * Puts the thread back as it was. When its own mask lets the quiet signal through, it stays in
+   * the signal's delivery stop, given back first its mask, then its registers: woken without us
+   * at any point, it drops the signal and goes on (home through the runner, or from its own
+   * registers). Otherwise a delivered signal would stay pending, blocked: it is first moved to an
+   * interrupt stop (startLeave).
+   */
   override leave(): void {
-    if (!this.isOpen) return;
+    if (this.isOpen && !this.#leaving && !(this.savedMask & (1n << BigInt(this.signal - 1)))) {
+      if (this.running) this.waitBatch();
+      this.close();
+      pt.setSigmask(this.tid, this.savedMask);
+      pt.setRegs(this.tid, this.savedRegs);
+      if (this.#signalSeen) pt.tgkill(this.#tgid, this.tid, this.signal);
+      return;
+    }
+    this.startLeave();
+    this.finishLeave();
+  }
+
+  /**
+   * leave() in two halves, so that many threads make their way to the interrupt stop at once
+   * (see Agent.leaveThreads): here the thread is set going towards it.
+   */
+  startLeave(): void {
+    if (!this.isOpen || this.#leaving || !(this.savedMask & (1n << BigInt(this.signal - 1)))) return;
     if (this.running) this.waitBatch();
-    this.close();
+    this.#leaving = true;
     pt.interrupt(this.tid);
     pt.cont(this.tid, 0);
+  }
+
+  /** Waits for the interrupt stop startLeave() asked for, then gives back the mask and registers. */
+  finishLeave(): void {
+    if (!this.isOpen) return;
+    if (!this.#leaving) return this.leave();
+    this.close();
     for (;;) {
       const st = this.waitStop();
       if (st.event === pt.PTRACE_EVENT.STOP) break;
-      if (st.event === 0 && st.signal === this.#entry.signal) this.#signalSeen = true;
+      if (st.event === 0 && st.signal === this.signal) this.#signalSeen = true;
       else this.onStop(st);
       pt.cont(this.tid, 0);
     }
     pt.setSigmask(this.tid, this.savedMask);
     pt.setRegs(this.tid, this.savedRegs);
-    if (this.#signalSeen) pt.tgkill(this.#tgid, this.tid, this.#entry.signal);
+    if (this.#signalSeen) pt.tgkill(this.#tgid, this.tid, this.signal);
   }
+
 }

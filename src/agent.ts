@@ -23,7 +23,6 @@ import {
   GuardedThread,
   HOME,
   isRemoteError,
-  quietSignal,
   RemoteThread,
   RUNNER,
   RUNNER_CODE,
@@ -81,7 +80,8 @@ class ScratchFullError extends SyscallError {
 interface Guard {
   mem: ProcMem;
   place: RunnerPlace;
-  signal: number;
+  /** The task's caught signals (SigCgt): each thread picks its quiet signal by them. */
+  caught: bigint;
   /** The whole mapping: scratch, then the other threads' home blocks. */
   mapped: { addr: bigint; len: number };
   homes: bigint;
@@ -183,7 +183,6 @@ export class Agent {
       return Agent.enter(pid, pid, findSyscallInstruction(pid, vdsoStart, vdsoEnd));
     }
     const caught = BigInt(`0x${readStatus(pid).get("SigCgt") ?? "0"}`);
-    const signal = quietSignal(caught);
     const mem = new ProcMem(pid);
     let thread: GuardedThread | null = null;
     try {
@@ -193,7 +192,7 @@ export class Agent {
         tid: pid,
         runner: place.code,
         home: place.home,
-        signal,
+        caught,
         write: (addr, bytes) => mem.write(addr, bytes),
       });
       const homeSlots = Math.max(0, threads - 1);
@@ -218,7 +217,7 @@ export class Agent {
       agent.#guard = {
         mem,
         place,
-        signal,
+        caught,
         mapped: { addr, len },
         homes: addr + BigInt(SCRATCH_SIZE),
         homeSlots,
@@ -264,7 +263,7 @@ export class Agent {
           tid,
           runner: g.place.code,
           home,
-          signal: g.signal,
+          caught: g.caught,
           write: (addr, bytes) => writeMemory(this.pid, addr, bytes),
         }));
         g.inside++;
@@ -279,6 +278,14 @@ export class Agent {
   /** Leaves every thread, even when one of them fails; then throws the first failure. */
   leaveThreads(threads: readonly RemoteThread[]): void {
     let failure: unknown;
+    // Guarded threads go to their interrupt stops all at once: one round trip, not one each.
+    for (const t of threads) {
+      try {
+        if (t instanceof GuardedThread) t.startLeave();
+      } catch {
+        // leave() below tries again and reports it
+      }
+    }
     for (const t of threads) {
       try {
         t.leave();

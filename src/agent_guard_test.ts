@@ -81,4 +81,8 @@ Deno.test("the signal that ends a batch is one the task neither catches nor has 
   assert.equal(quietSignal(bit(23)), 28); // SIGWINCH
   assert.equal(quietSignal(bit(23) | bit(28)), 17); // SIGCHLD
   assert.equal(quietSignal(bit(23) | bit(28) | bit(17)), 23);
+  // One the thread's mask lets through is better; one the task catches never is.
+  assert.equal(quietSignal(0n, bit(23)), 28);
+  assert.equal(quietSignal(bit(28), bit(23)), 17);
+  assert.equal(quietSignal(bit(28) | bit(17), bit(23)), 23);
 });
