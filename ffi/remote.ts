@@ -447,6 +447,21 @@ export function runnerPlace(pid: number, vdsoStart: bigint, vdsoEnd: bigint): Ru
   return { code, home: code + BigInt(RUNNER_HOME_AT) };
 }
 
+/**
+ * Whether a thread of `pid` stopped at `ip` is inside a runner (left by a criu killed mid-dump,
+ * on its way home): the runner ends its page, so `ip` must be in the last RUNNER_ROOM bytes of
+ * one, and the code there must be ours. Costs a memory read only for those few addresses.
+ */
+export function inRunner(pid: number, ip: bigint): boolean {
+  const start = (ip | 0xfffn) + 1n - BigInt(RUNNER_ROOM);
+  if (ip < start || ip >= start + BigInt(RUNNER_CODE.length)) return false;
+  try {
+    return readMemory(pid, start, RUNNER_CODE.length).every((b, i) => b === RUNNER_CODE[i]);
+  } catch {
+    return false;
+  }
+}
+
 /** -ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND: the call is made again. */
 const RESTART_AGAIN = new Set([512n, 513n, 514n]);
 const ERESTART_RESTARTBLOCK = 516n;
@@ -671,5 +686,4 @@ export class GuardedThread extends RemoteThread {
     pt.setRegs(this.tid, this.savedRegs);
     if (this.#signalSeen) pt.tgkill(this.#tgid, this.tid, this.signal);
   }
-
 }

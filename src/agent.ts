@@ -31,7 +31,7 @@ import {
   runnerPlace,
 } from "../ffi/remote.ts";
 import { ProcMem, readMemory, writeMemory } from "../ffi/memory.ts";
-import { readMaps, readStatus } from "../ffi/proc.ts";
+import { type MapsEntry, readMaps, readStatus } from "../ffi/proc.ts";
 import { MAP, NR, PROT } from "../ffi/syscalls.ts";
 import { isSyscallError, SyscallError } from "../ffi/errors.ts";
 
@@ -98,8 +98,8 @@ const PAGE = 4096;
  * top-down placement would pick: a page of distance from its neighbours, and none just above the
  * heap (brk grows there) or below a stack (its guard gap).
  */
-function freeRange(pid: number, len: number): bigint {
-  const maps = readMaps(pid).sort((a, b) => (a.start < b.start ? -1 : 1));
+function freeRange(pid: number, len: number, known?: readonly MapsEntry[]): bigint {
+  const maps = [...(known ?? readMaps(pid))].sort((a, b) => (a.start < b.start ? -1 : 1));
   const need = BigInt(len + 2 * PAGE);
   for (let i = maps.length - 1; i > 0; i--) {
     const below = maps[i - 1]!;
@@ -172,9 +172,16 @@ export class Agent {
    * Enters a stopped task (its leader, in a PTRACE_INTERRUPT stop) so that it survives our death
    * at any instant: the calls go through the guarded runner (see GuardedThread in ffi/remote.ts),
    * placed in the padding of its [vdso]. `threads` is how many threads the task has: the others'
-   * home blocks get room past the scratch area. A vDSO without room falls back to enter().
+   * home blocks get room past the scratch area. `maps`, when the caller has them, spare a read.
+   * A vDSO without room falls back to enter().
    */
-  static enterGuarded(pid: number, vdsoStart: bigint, vdsoEnd: bigint, threads = 1): Agent {
+  static enterGuarded(
+    pid: number,
+    vdsoStart: bigint,
+    vdsoEnd: bigint,
+    threads = 1,
+    maps?: readonly MapsEntry[],
+  ): Agent {
     let place: RunnerPlace;
     try {
       place = runnerPlace(pid, vdsoStart, vdsoEnd);
@@ -200,7 +207,7 @@ export class Agent {
       // The place is chosen here and noted in the home block before the mmap: a death at any
       // point, even while the mmap runs without us, ends with the leader's way home unmapping
       // it (the range is free otherwise, and the frozen task maps nothing meanwhile).
-      const addr = freeRange(pid, len);
+      const addr = freeRange(pid, len, maps);
       mem.write(place.home + BigInt(HOME.unmapAddr), u64s(addr, BigInt(len)));
       const flags = MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE;
       const got = thread.raw(NR.mmap, addr, len, PROT.READ | PROT.WRITE, flags, -1, 0);

@@ -5,8 +5,8 @@
  */
 import * as pt from "../../ffi/ptrace.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
-import { listChildren, listThreads, readMaps, readStat, readStatus } from "../../ffi/proc.ts";
-import { RUNNER_ROOM } from "../../ffi/remote.ts";
+import { listChildren, listThreads, readStat, readStatus } from "../../ffi/proc.ts";
+import { inRunner } from "../../ffi/remote.ts";
 import { SIG } from "../../ffi/syscalls.ts";
 import { DumpError } from "../errors.ts";
 import type { Log } from "../log.ts";
@@ -86,23 +86,8 @@ export class FrozenTree {
 /** How many times a thread found in an earlier criu's runner is let go home before giving up. */
 const MAX_WAYS_HOME = 200;
 
-/**
- * Whether `ip` is in the runner an earlier criu put in [vdso] (see GuardedThread): a thread there
- * was left by a criu killed mid-dump, on its way back to its own code (or held on the way by a
- * group stop). `vdso` is asked for once per task.
- */
-function inRunner(ip: bigint, vdso: () => { start: bigint; end: bigint } | undefined): boolean {
-  const v = vdso();
-  return v !== undefined && ip >= v.end - BigInt(RUNNER_ROOM) && ip < v.end;
-}
-
 /** Seizes one thread and waits until it stops; false when it ended meanwhile (it is gone, or a zombie). */
-function seizeThread(
-  tree: FrozenTree,
-  tid: number,
-  log: Log,
-  vdso: () => { start: bigint; end: bigint } | undefined,
-): boolean {
+function seizeThread(tree: FrozenTree, pid: number, tid: number, log: Log): boolean {
   try {
     pt.seize(tid, 0);
   } catch (e) {
@@ -120,8 +105,9 @@ function seizeThread(
       return false;
     }
     if (st.event === pt.PTRACE_EVENT.STOP) {
-      if (!inRunner(pt.getRegs(tid).get("ip"), vdso)) return true;
-      // Its registers are not its own yet: let it finish its way home, then stop it again.
+      // A criu killed mid-dump may have left it in its runner, on its way back to its own
+      // registers (held by a group stop, or not there yet): let it finish, then stop it again.
+      if (!inRunner(pid, pt.getRegs(tid).get("ip"))) return true;
       if (++waysHome > MAX_WAYS_HOME) {
         throw new DumpError(`Task ${tid} does not leave an earlier criu's code`);
       }
@@ -150,16 +136,11 @@ function isZombie(pid: number): boolean {
 /** Seizes every thread of `pid`, rescanning until its thread list is stable; null if it ended. */
 function seizeTask(tree: FrozenTree, pid: number, log: Log): number[] | null {
   const seized = new Set<number>();
-  let vdso: { start: bigint; end: bigint } | undefined | null = null;
-  const vdsoOnce = () => {
-    if (vdso === null) vdso = readMaps(pid).find((m) => m.path === "[vdso]");
-    return vdso;
-  };
   for (;;) {
     const fresh = listThreads(pid).filter((t) => !seized.has(t));
     if (fresh.length === 0) return [...seized].sort((a, b) => a - b);
     for (const tid of fresh) {
-      if (seizeThread(tree, tid, log, vdsoOnce)) seized.add(tid);
+      if (seizeThread(tree, pid, tid, log)) seized.add(tid);
       else if (tid === pid) return null; // a thread that ends meanwhile is no error; the leader is
     }
   }

@@ -365,7 +365,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   log.debug(`Task ${pid}: ${vmas.length} areas, ${vmas.reduce((n, v) => n + v.runs.length, 0)} page runs`);
   const fds = listFds(pid);
   const vdso = vdsoArea(pid, maps);
-  const agent = Agent.enterGuarded(pid, vdso.start, vdso.end, task.threads.length);
+  const agent = Agent.enterGuarded(pid, vdso.start, vdso.end, task.threads.length, maps);
   try {
     const out: DumpedTask = { pid, imagePid: task.ns.pid, vmas, ids, fdinfos: [] };
     const imageTid = new Map(task.threads.map((tid, i) => [tid, task.ns.threads[i]!]));
