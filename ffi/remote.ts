@@ -540,22 +540,41 @@ export class GuardedThread extends RemoteThread {
   /** The signal that ends this thread's batches (quietSignal). */
   readonly signal: number;
 
-  private constructor(entry: GuardedEntry) {
+  private constructor(entry: GuardedEntry, writeHome: boolean) {
     super(entry.tid, entry.runner + BigInt(RUNNER.single), false);
     this.#entry = entry;
     this.#tgid = entry.tgid;
     this.home = entry.home;
     this.signal = quietSignal(entry.caught, this.savedMask);
-    entry.write(entry.home, homeBlock(this.savedRegs, this.savedMask, { ...entry, signal: this.signal }));
+    this.homeBlock = homeBlock(this.savedRegs, this.savedMask, { ...entry, signal: this.signal });
+    if (!writeHome) return;
+    entry.write(entry.home, this.homeBlock);
+    this.land();
+  }
+
+  /** What goes at `home` before the thread's registers may point into the runner. */
+  readonly homeBlock: Uint8Array<ArrayBuffer>;
+
+  /** Enters a thread stopped in a signal-free stop (PTRACE_INTERRUPT); see GuardedEntry. */
+  static enterGuarded(entry: GuardedEntry): GuardedThread {
+    return new GuardedThread(entry, true);
+  }
+
+  /**
+   * enterGuarded() for many threads at once: the thread's state is read and its home block made,
+   * nothing of it changed. The caller writes homeBlock at home (all the threads' blocks in one
+   * write) and then calls land().
+   */
+  static prepareGuarded(entry: GuardedEntry): GuardedThread {
+    return new GuardedThread(entry, false);
+  }
+
+  /** Hands the thread over to the runner, its home block written. */
+  land(): void {
     // Registers first: from here a thread that wakes without us goes home through the runner,
     // which also sets the mask back.
     pt.setRegs(this.tid, this.#runnerRegs(RUNNER.home));
     pt.setSigmask(this.tid, ALL_SIGNALS & ~(1n << BigInt(this.signal - 1)));
-  }
-
-  /** Enters a thread stopped in a signal-free stop (PTRACE_INTERRUPT); see GuardedEntry. */
-  static enterGuarded(entry: GuardedEntry): GuardedThread {
-    return new GuardedThread(entry);
   }
 
   /**

@@ -251,28 +251,37 @@ export class Agent {
   enterThreads(tids: readonly number[]): RemoteThread[] {
     const g = this.#guard;
     const entered: RemoteThread[] = [];
+    if (tids.length === 0) return entered;
     try {
-      if (g && tids.length) {
+      if (g) {
         if (g.nextSlot + tids.length > g.homeSlots) {
           throw new Error(`Task ${this.pid} has more threads than its agent has home blocks for`);
         }
         // Set before any thread is inside: the leader's way home then keeps the scratch area.
         g.mem.write(g.place.home + BigInt(HOME.othersInside), u64s(1n));
       }
-      for (const tid of tids) {
-        if (!g) {
-          entered.push(RemoteThread.enter(tid, this.thread.syscallIp));
-          continue;
-        }
-        const home = g.homes + BigInt(g.nextSlot++ * HOME.size);
-        entered.push(GuardedThread.enterGuarded({
+      if (!g) {
+        for (const tid of tids) entered.push(RemoteThread.enter(tid, this.thread.syscallIp));
+        return entered;
+      }
+      // Every thread's state first, then all home blocks in one write, then the threads go over.
+      const first = g.homes + BigInt(g.nextSlot * HOME.size);
+      const ready = tids.map((tid) =>
+        GuardedThread.prepareGuarded({
           tgid: this.pid,
           tid,
           runner: g.place.code,
-          home,
+          home: g.homes + BigInt(g.nextSlot++ * HOME.size),
           caught: g.caught,
           write: (addr, bytes) => writeMemory(this.pid, addr, bytes),
-        }));
+        })
+      );
+      const blocks = new Uint8Array(ready.length * HOME.size);
+      ready.forEach((t, i) => blocks.set(t.homeBlock, i * HOME.size));
+      writeMemory(this.pid, first, blocks);
+      for (const t of ready) {
+        t.land();
+        entered.push(t);
         g.inside++;
       }
       return entered;
