@@ -597,8 +597,8 @@ export class GuardedThread extends RemoteThread {
   }
 
   /**
-   * Runs one call. An fd it makes (open, openat, socket) is written into the home block by the
-   * runner itself, so that a death before we close it still closes it; its close clears it.
+   * Runs one call. An fd it makes (open, openat, socket) is noted in the fd word by the runner
+   * itself, so that a death before we close it still closes it; its close clears the word.
    */
   override raw(nr: number, ...args: (bigint | number)[]): bigint {
     this.checkOpen();
