@@ -107,6 +107,7 @@ export const ERRNO = {
   EFAULT: 14,
   EEXIST: 17,
   EINVAL: 22,
+  ENOSPC: 28,
   ENOSYS: 38,
   EOPNOTSUPP: 95,
   ERESTARTSYS: 512,

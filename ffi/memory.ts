@@ -1,6 +1,7 @@
 /** Reading and writing another task's memory. */
 import { addressOf, call, callBig, cstr, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
+import { killPoint } from "./ptrace.ts";
 
 /** process_vm_readv of one range into `into` (or a fresh buffer); short reads are errors. */
 /** The two iovecs of a one-range copy (ours, then the task's), made once. */
@@ -38,6 +39,7 @@ export function readMemory(
 
 /** process_vm_writev; only for writable mappings (use ProcMem for read-only ones). */
 export function writeMemory(pid: number, addr: bigint, data: Uint8Array<ArrayBuffer>): void {
+  killPoint();
   oneRange(data, addr, data.byteLength);
   const n = libc.process_vm_writev(pid, localIov, 1n, remoteIov, 1n, 0n);
   if (n !== BigInt(data.byteLength)) {
@@ -57,6 +59,7 @@ export class ProcMem {
     this.#fd = call("open", libc.open(cstr(`/proc/${pid}/mem`), 2 | 0o2000000, 0), `/proc/${pid}/mem`);
   }
   write(addr: bigint, data: Uint8Array<ArrayBuffer>): void {
+    killPoint();
     const n = callBig("pwrite(/proc/PID/mem)", libc.pwrite(this.#fd, data, BigInt(data.byteLength), addr));
     if (n !== data.byteLength) {
       throw new SyscallError("pwrite(/proc/PID/mem)", 14, `short write at 0x${addr.toString(16)}`);

@@ -52,6 +52,21 @@ export const NT_X86_XSTATE = 0x202;
 export const WALL = 0x40000000;
 export const WNOHANG = 1;
 
+/**
+ * Tests of criu's own death (tests/kill_test.ts) name a step: with CRIU_TS_KILL_AT_STEP=N, criu
+ * kills itself with SIGKILL just before its Nth ptrace request or write into a task's memory: the
+ * points between which a tracee's state changes. Read once; 0 (unset) costs one comparison.
+ */
+const KILL_AT_STEP = Number(Deno.env.get("CRIU_TS_KILL_AT_STEP") ?? 0) || 0;
+let steps = 0;
+
+/** Counts one step towards CRIU_TS_KILL_AT_STEP (see above). */
+export function killPoint(): void {
+  if (KILL_AT_STEP === 0 || ++steps < KILL_AT_STEP) return;
+  console.error(`Killed at step ${steps}: ${new Error().stack?.split("\n").slice(2, 7).join(" <")}`);
+  libc.kill(Deno.pid, 9);
+}
+
 function ptrace(
   name: string,
   req: number,
@@ -59,6 +74,7 @@ function ptrace(
   addr: bigint | number,
   data: bigint | number,
 ): number {
+  if (KILL_AT_STEP !== 0) killPoint();
   // The hottest call of the tool: nothing is built (not even the error text) unless it fails.
   const r = libc.ptrace(req, pid, BigInt(addr), BigInt(data));
   if (r === -1n) throw new SyscallError(`ptrace(${name})`, lastErrno(), `pid ${pid}`);

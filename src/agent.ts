@@ -2,10 +2,12 @@
  * An agent is our hand inside a stopped task: remote syscalls run by one of its threads, plus a
  * scratch area in its address space for the structs and strings those syscalls read or fill.
  *
- * Dump: the scratch area is mapped at an address the kernel picks and unmapped when the agent
- * closes, so the task is left as found. Restore: the puppet's scratch area is placed by the caller
- * and also holds the `syscall` instruction the agent runs. Either way the batch runner
- * (BATCH_CODE) sits in executable scratch, so that many syscalls cost one trap (see batch()).
+ * Dump (enterGuarded): the calls go through the guarded runner in the task's [vdso] (see
+ * GuardedThread in ffi/remote.ts), which leaves the task able to go on as before should criu die
+ * at any instant; the scratch area is read-write, at an address we pick, and unmapped when the
+ * agent closes. Restore and `criu check` (enter, or a scratch area placed by the caller): the batch
+ * runner (BATCH_CODE) sits in executable scratch and ends at an int3, a puppet being ours to
+ * kill. Either way many syscalls cost one trap (see batch()).
  *
  * The agent keeps a copy of its scratch area: what alloc() puts there reaches the task in one write
  * just before the next syscall, and after a batch the whole used part comes back in one read, from
@@ -17,14 +19,25 @@ import {
   BATCH_NOT_RUN,
   BATCH_SLOT_WORDS,
   batchNrWord,
+  findSyscallInstruction,
+  GuardedThread,
+  HOME,
   isRemoteError,
   RemoteThread,
+  RUNNER,
+  RUNNER_CODE,
+  RUNNER_ROOM,
+  type RunnerPlace,
+  runnerPlace,
 } from "../ffi/remote.ts";
-import { readMemory, writeMemory } from "../ffi/memory.ts";
+import { ProcMem, readMemory, writeMemory } from "../ffi/memory.ts";
+import { type MapsEntry, readMaps, readStatus } from "../ffi/proc.ts";
 import { MAP, NR, PROT } from "../ffi/syscalls.ts";
-import { ERRNO, SyscallError } from "../ffi/errors.ts";
+import { ERRNO, isSyscallError, SyscallError } from "../ffi/errors.ts";
 
 export const SCRATCH_SIZE = 64 * 1024;
+/** A guarded agent keeps its fd word (GuardedThread.setFdWord) in the last word of its scratch. */
+const GUARDED_SCRATCH = SCRATCH_SIZE - 8;
 /** Calls per trap at most: a call takes 64 bytes of scratch in the batch's table. */
 const BATCH_CALLS = 256;
 /** BATCH_NOT_RUN as a signed result. */
@@ -62,6 +75,44 @@ class ScratchFullError extends SyscallError {
   }
 }
 
+/**
+ * What a guarded agent (enterGuarded) keeps: the runner in [vdso], the signal that ends a batch,
+ * and the home blocks of the task's other threads, past the scratch area proper.
+ */
+interface Guard {
+  mem: ProcMem;
+  place: RunnerPlace;
+  /** The task's caught signals (SigCgt): each thread picks its quiet signal by them. */
+  caught: bigint;
+  /** The whole mapping: scratch, then the other threads' home blocks. */
+  mapped: { addr: bigint; len: number };
+  homes: bigint;
+  homeSlots: number;
+  nextSlot: number;
+  /** Other threads entered and not left: while any is, the runner must stay. */
+  inside: number;
+}
+
+const PAGE = 4096;
+
+/**
+ * A free range of `len` bytes in `pid`'s address space, as high as possible, as the kernel's own
+ * top-down placement would pick: a page of distance from its neighbours, and none just above the
+ * heap (brk grows there) or below a stack (its guard gap).
+ */
+function freeRange(pid: number, len: number, known?: readonly MapsEntry[]): bigint {
+  const maps = [...(known ?? readMaps(pid))].sort((a, b) => (a.start < b.start ? -1 : 1));
+  const need = BigInt(len + 2 * PAGE);
+  for (let i = maps.length - 1; i > 0; i--) {
+    const below = maps[i - 1]!;
+    const above = maps[i]!;
+    if (above.path === "[stack]" || above.path === "[vsyscall]" || below.path === "[heap]") continue;
+    if (above.start - below.end >= need) return above.start - BigInt(PAGE + len);
+  }
+  throw new SyscallError("find scratch range", 12, `no free range of ${len} bytes in task ${pid}`);
+}
+const u64s = (...words: bigint[]) => new Uint8Array(BigUint64Array.from(words).buffer);
+
 export class Agent {
   #next = 0;
   #ownsScratch: boolean;
@@ -74,6 +125,8 @@ export class Agent {
   #dirtyTo = 0;
   /** The copy matches the task below this offset (read back after the last batch). */
   #freshTo = 0;
+  /** Set when the agent runs through the guarded runner (enterGuarded). */
+  #guard: Guard | null = null;
 
   constructor(
     readonly pid: number,
@@ -115,6 +168,155 @@ export class Agent {
       thread.leave();
       throw e;
     }
+  }
+
+  /**
+   * Enters a stopped task (its leader, in a PTRACE_INTERRUPT stop) so that it survives our death
+   * at any instant: the calls go through the guarded runner (see GuardedThread in ffi/remote.ts),
+   * placed in the padding of its [vdso]. `threads` is how many threads the task has: the others'
+   * home blocks get room past the scratch area. `maps`, when the caller has them, spare a read.
+   * A vDSO without room falls back to enter().
+   */
+  static enterGuarded(
+    pid: number,
+    vdsoStart: bigint,
+    vdsoEnd: bigint,
+    threads = 1,
+    maps?: readonly MapsEntry[],
+  ): Agent {
+    let place: RunnerPlace;
+    try {
+      place = runnerPlace(pid, vdsoStart, vdsoEnd);
+    } catch (e) {
+      if (!isSyscallError(e, "ENOSPC")) throw e;
+      return Agent.enter(pid, pid, findSyscallInstruction(pid, vdsoStart, vdsoEnd));
+    }
+    const caught = BigInt(`0x${readStatus(pid).get("SigCgt") ?? "0"}`);
+    const mem = new ProcMem(pid);
+    let thread: GuardedThread | null = null;
+    try {
+      mem.write(place.code, RUNNER_CODE);
+      thread = GuardedThread.enterGuarded({
+        tgid: pid,
+        tid: pid,
+        runner: place.code,
+        home: place.home,
+        caught,
+        write: (addr, bytes) => mem.write(addr, bytes),
+      });
+      const homeSlots = Math.max(0, threads - 1);
+      const len = SCRATCH_SIZE + Math.ceil((homeSlots * HOME.size) / PAGE) * PAGE;
+      // The place is chosen here and noted in the home block before the mmap: a death at any
+      // point, even while the mmap runs without us, ends with the leader's way home unmapping
+      // it (the range is free otherwise, and the frozen task maps nothing meanwhile).
+      const addr = freeRange(pid, len, maps);
+      mem.write(place.home + BigInt(HOME.unmapAddr), u64s(addr, BigInt(len)));
+      const flags = MAP.PRIVATE | MAP.ANONYMOUS | MAP.FIXED_NOREPLACE;
+      const got = thread.raw(NR.mmap, addr, len, PROT.READ | PROT.WRITE, flags, -1, 0);
+      if (got !== addr) {
+        mem.write(place.home + BigInt(HOME.unmapLen), u64s(0n)); // not ours to unmap
+        throw new SyscallError(
+          "remote mmap(scratch)",
+          isRemoteError(got) ? Number(-got) : 17,
+          `in task ${pid}`,
+        );
+      }
+      thread.setFdWord(addr + BigInt(GUARDED_SCRATCH));
+      const agent = new Agent(pid, thread, addr, GUARDED_SCRATCH, true, place.code + BigInt(RUNNER.batch));
+      agent.#guard = {
+        mem,
+        place,
+        caught,
+        mapped: { addr, len },
+        homes: addr + BigInt(SCRATCH_SIZE),
+        homeSlots,
+        nextSlot: 0,
+        inside: 0,
+      };
+      return agent;
+    } catch (e) {
+      try {
+        thread?.leave();
+        mem.write(place.code, new Uint8Array(RUNNER_ROOM));
+      } finally {
+        mem.close();
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Enters other threads of this task, in PTRACE_INTERRUPT stops, for forThreads(). A guarded
+   * agent gives each a home block; leave them with leaveThreads(). If one cannot be entered, those
+   * entered are left before this throws.
+   */
+  enterThreads(tids: readonly number[]): RemoteThread[] {
+    const g = this.#guard;
+    const entered: RemoteThread[] = [];
+    if (tids.length === 0) return entered;
+    try {
+      if (g) {
+        if (g.nextSlot + tids.length > g.homeSlots) {
+          throw new Error(`Task ${this.pid} has more threads than its agent has home blocks for`);
+        }
+        // Set before any thread is inside: the leader's way home then keeps the scratch area.
+        g.mem.write(g.place.home + BigInt(HOME.othersInside), u64s(1n));
+      }
+      if (!g) {
+        for (const tid of tids) entered.push(RemoteThread.enter(tid, this.thread.syscallIp));
+        return entered;
+      }
+      // Every thread's state first, then all home blocks in one write, then the threads go over.
+      const first = g.homes + BigInt(g.nextSlot * HOME.size);
+      const ready = tids.map((tid) =>
+        GuardedThread.prepareGuarded({
+          tgid: this.pid,
+          tid,
+          runner: g.place.code,
+          home: g.homes + BigInt(g.nextSlot++ * HOME.size),
+          caught: g.caught,
+          write: (addr, bytes) => writeMemory(this.pid, addr, bytes),
+        })
+      );
+      const blocks = new Uint8Array(ready.length * HOME.size);
+      ready.forEach((t, i) => blocks.set(t.homeBlock, i * HOME.size));
+      writeMemory(this.pid, first, blocks);
+      for (const t of ready) {
+        t.land();
+        entered.push(t);
+        g.inside++;
+      }
+      return entered;
+    } catch (e) {
+      this.leaveThreads(entered);
+      throw e;
+    }
+  }
+
+  /** Leaves every thread, even when one of them fails; then throws the first failure. */
+  leaveThreads(threads: readonly RemoteThread[]): void {
+    let failure: unknown;
+    // Guarded threads go to their interrupt stops all at once: one round trip, not one each.
+    for (const t of threads) {
+      try {
+        if (t instanceof GuardedThread) t.startLeave();
+      } catch {
+        // leave() below tries again and reports it
+      }
+    }
+    for (const t of threads) {
+      try {
+        t.leave();
+        if (this.#guard && t instanceof GuardedThread) this.#guard.inside--;
+      } catch (e) {
+        failure ??= e;
+      }
+    }
+    const g = this.#guard;
+    if (g && g.inside === 0 && threads.length) {
+      g.mem.write(g.place.home + BigInt(HOME.othersInside), u64s(0n));
+    }
+    if (failure !== undefined) throw failure;
   }
 
   get tid(): number {
@@ -438,11 +640,33 @@ export class Agent {
 
   /** Unmaps the scratch area (when it is ours) and puts the thread back as it was. */
   leave(): void {
+    if (this.#guard) return this.#leaveGuarded(this.#guard);
     try {
       if (this.#ownsScratch) this.unmapRunner(this.scratch - BigInt(CODE_ROOM), this.scratchSize + CODE_ROOM);
       else this.settle();
     } finally {
       this.thread.leave();
+    }
+  }
+
+  /**
+   * The guarded leader leaves: the scratch area is unmapped by a call from the runner (which is
+   * not in it), the thread is put back, and the runner's bytes in [vdso] are zeroed again, unless
+   * a thread that could not be left still needs them.
+   */
+  #leaveGuarded(g: Guard): void {
+    try {
+      this.settle();
+      (this.thread as GuardedThread).setFdWord(0n);
+      this.thread.call("munmap(scratch)", NR.munmap, g.mapped.addr, g.mapped.len);
+      g.mem.write(g.place.home + BigInt(HOME.unmapLen), u64s(0n));
+    } finally {
+      try {
+        this.thread.leave();
+        if (g.inside === 0) g.mem.write(g.place.code, new Uint8Array(RUNNER_ROOM));
+      } finally {
+        g.mem.close();
+      }
     }
   }
 }

@@ -6,6 +6,7 @@
 import * as pt from "../../ffi/ptrace.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { listChildren, listThreads, readStat, readStatus } from "../../ffi/proc.ts";
+import { inRunner } from "../../ffi/remote.ts";
 import { SIG } from "../../ffi/syscalls.ts";
 import { DumpError } from "../errors.ts";
 import type { Log } from "../log.ts";
@@ -35,6 +36,7 @@ export interface FrozenTask {
 const STOP_SIGNALS: ReadonlySet<number> = new Set([SIG.STOP, SIG.TSTP, SIG.TTIN, SIG.TTOU]);
 
 const MAX_SIGNAL_RETRIES = 64;
+const PAUSE = new Int32Array(new SharedArrayBuffer(4));
 
 export class FrozenTree {
   readonly tasks: FrozenTask[] = [];
@@ -91,6 +93,9 @@ export class FrozenTree {
   }
 }
 
+/** How many times a thread found in an earlier criu's runner is let go home before giving up. */
+const MAX_WAYS_HOME = 200;
+
 /** How long a task let go with a stop signal may take to show it is stopped. */
 const STOP_TIMEOUT_MS = 2000;
 
@@ -125,7 +130,7 @@ export function waitUntilStopped(pids: readonly number[], log: Log): void {
  * Seizes one thread and waits until it stops. Answers the signal of the group stop the thread is
  * in (0 when it is not stopped), or null when it ended meanwhile (it is gone, or a zombie).
  */
-function seizeThread(tree: FrozenTree, tid: number, log: Log): number | null {
+function seizeThread(tree: FrozenTree, pid: number, tid: number, log: Log): number | null {
   try {
     pt.seize(tid, 0);
   } catch (e) {
@@ -135,7 +140,7 @@ function seizeThread(tree: FrozenTree, tid: number, log: Log): number | null {
   }
   tree.noteSeized(tid);
   pt.interrupt(tid);
-  const stop = waitForTrap(tid, 0, log);
+  const stop = waitForTrap(pid, tid, 0, log);
   if (stop === null) tree.forget(tid);
   // A stopped task may have more SIGSTOPs queued (sent while it was stopped); they would stop our
   // remote syscalls (SIGSTOP cannot be blocked). /proc is asked only then: it costs a running
@@ -149,12 +154,28 @@ function seizeThread(tree: FrozenTree, tid: number, log: Log): number | null {
  * that come first. Answers the signal of the group stop it is in (0: none), or null if it ended.
  * `groupStop` is what an earlier trap said, for a SIGSTOP that comes in a stopped task.
  */
-function waitForTrap(tid: number, groupStop: number, log: Log): number | null {
+function waitForTrap(pid: number, tid: number, groupStop: number, log: Log): number | null {
+  let waysHome = 0;
   for (let i = 0; i < MAX_SIGNAL_RETRIES; i++) {
     const st = pt.wait(tid)!;
     if (st.kind !== "stopped") return null;
-    // The trap of a task in a group stop carries the signal that stopped it.
-    if (st.event === pt.PTRACE_EVENT.STOP) return STOP_SIGNALS.has(st.signal) ? st.signal : 0;
+    if (st.event === pt.PTRACE_EVENT.STOP) {
+      // A criu killed mid-dump may have left it in its runner, on its way back to its own
+      // registers (held by a group stop, or not there yet): let it finish, then stop it again.
+      if (inRunner(pid, pt.getRegs(tid).get("ip"))) {
+        if (++waysHome > MAX_WAYS_HOME) {
+          throw new DumpError(`Task ${tid} does not leave an earlier criu's code`);
+        }
+        log.debug(`Task ${tid} is on its way home from a killed criu; letting it go on`);
+        pt.cont(tid, 0);
+        Atomics.wait(PAUSE, 0, 0, 1);
+        pt.interrupt(tid);
+        i--;
+        continue;
+      }
+      // The trap of a task in a group stop carries the signal that stopped it.
+      return STOP_SIGNALS.has(st.signal) ? st.signal : 0;
+    }
     if (st.event === 0 && st.signal === SIG.STOP && groupStop !== 0) {
       // Stopped already: a second SIGSTOP changes nothing (SIGCONT would discard it), so it is
       // dropped rather than stopping the group a second time.
@@ -180,7 +201,7 @@ function takeQueuedSigstop(tree: FrozenTree, tid: number, groupStop: number, log
   let stop: number | null = groupStop;
   for (let i = 0; i < MAX_SIGNAL_RETRIES && stop !== null && sigstopPending(tid); i++) {
     resume(tid, 0);
-    stop = waitForTrap(tid, stop, log);
+    stop = waitForTrap(tid, tid, stop, log); // /proc/TID shows the process's mappings too
   }
   if (stop === null) {
     tree.forget(tid);
@@ -227,7 +248,7 @@ function seizeTask(tree: FrozenTree, pid: number, log: Log): { threads: number[]
     const fresh = listThreads(pid).filter((t) => !seized.has(t));
     if (fresh.length === 0) return { threads: [...seized].sort((a, b) => a - b), stopSigno };
     for (const tid of fresh) {
-      const stop = seizeThread(tree, tid, log);
+      const stop = seizeThread(tree, pid, tid, log);
       if (stop !== null) {
         seized.add(tid);
         stopSigno ||= stop;

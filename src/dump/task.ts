@@ -240,7 +240,7 @@ function dumpThreads(
 ): void {
   const entered: RemoteThread[] = [];
   try {
-    for (const tid of tids) entered.push(RemoteThread.enter(tid, agent.thread.syscallIp));
+    entered.push(...agent.enterThreads(tids));
     agent.forThreads(entered, THREAD_SCRATCH, (a) => startThread(a, proc, a.tid), (t, i) =>
       ctx.writeCore(
         imageTid(tids[i]!),
@@ -251,21 +251,8 @@ function dumpThreads(
         }),
       ));
   } finally {
-    leaveAll(entered);
+    agent.leaveThreads(entered);
   }
-}
-
-/** Leaves every thread, even when one of them fails; then throws the first failure. */
-function leaveAll(threads: readonly RemoteThread[]): void {
-  let failure: unknown;
-  for (const t of threads) {
-    try {
-      t.leave();
-    } catch (e) {
-      failure ??= e;
-    }
-  }
-  if (failure !== undefined) throw failure;
 }
 
 /** What only the task can tell about itself and its memory, asked in one batch. */
@@ -467,8 +454,12 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   const vmas = collectVmas(pid, maps, ctx.table, ctx.files);
   log.debug(`Task ${pid}: ${vmas.length} areas, ${vmas.reduce((n, v) => n + v.runs.length, 0)} page runs`);
   const fds = listFds(pid);
-  const ip = syscallInstruction(pid, maps);
-  const agent = Agent.enter(pid, pid, ip);
+  // The guarded runner (a killed criu never costs the task) lives in the vDSO's padding; a task
+  // without a vDSO gets the plain one, from a syscall instruction of its own code.
+  const vdso = maps.find((m) => m.path === "[vdso]");
+  const agent = vdso
+    ? Agent.enterGuarded(pid, vdso.start, vdso.end, task.threads.length, maps)
+    : Agent.enter(pid, pid, syscallInstruction(pid, maps));
   try {
     const out: DumpedTask = { pid, imagePid: task.ns.pid, vmas, ids, fdinfos: [] };
     const imageTid = new Map(task.threads.map((tid, i) => [tid, task.ns.threads[i]!]));

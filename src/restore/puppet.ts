@@ -64,7 +64,9 @@ export class PuppetMaster {
 
   /** Starts the helper and gives it a scratch area that avoids `occupied` (the dumped layouts). */
   static start(occupied: readonly { start: bigint; end: bigint }[], log: Log): PuppetMaster {
-    const helper = spawn(helperBinary(), ["sleep", "1000000"], { fds: { 0: 0, 1: 1, 2: 2 } });
+    // It never runs its own code once seized, so its sleep is only how long it outlives a criu
+    // killed before seizing it.
+    const helper = spawn(helperBinary(), ["sleep", "5"], { fds: { 0: 0, 1: 1, 2: 2 } });
     try {
       pt.seize(helper, TRACE_OPTIONS);
       pt.interrupt(helper);
