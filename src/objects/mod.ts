@@ -20,3 +20,4 @@ import "./mapping_regfile.ts";
 // Every kind of namespace: importing these registers them with the namespaces registry.
 import "./pidns.ts";
 import "./netns.ts";
+import "./utsns.ts";

@@ -194,7 +194,6 @@ function unsavedKind(name: NsName, words: string, cloneFlag: number): NamespaceK
 // Namespace kinds criu-ts does not save yet: a tree in one other than criu's is refused.
 registerNamespaceKind(unsavedKind("mnt", "mount", CLONE.NEWNS));
 registerNamespaceKind(unsavedKind("ipc", "IPC", CLONE.NEWIPC));
-registerNamespaceKind(unsavedKind("uts", "UTS", CLONE.NEWUTS));
 registerNamespaceKind(unsavedKind("user", "user", CLONE.NEWUSER));
 registerNamespaceKind(unsavedKind("cgroup", "cgroup", CLONE.NEWCGROUP));
 registerNamespaceKind(unsavedKind("time", "time", CLONE.NEWTIME));
