@@ -7,6 +7,7 @@ import { type Case, registerMatrix } from "./lib/matrix.ts";
 
 const CASES: Case[] = [
   { name: "utsns" },
+  { name: "timens" },
 ];
 
 registerMatrix(CASES);

@@ -21,3 +21,4 @@ import "./mapping_regfile.ts";
 import "./pidns.ts";
 import "./netns.ts";
 import "./utsns.ts";
+import "./timens.ts";

@@ -299,6 +299,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shmem: new Map(),
       cowStats,
     };
+    for (const plan of ns.plans) if (plan.inCreator) master.inCreator(plan.inCreator);
     const agents = forkTree(ctx, tasks, shellJob, namespaces);
     root = tasks[0]!.hostPid;
     master.releaseHelper();
@@ -307,7 +308,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     // NAMESPACES
     for (const plan of ns.plans) plan.fill?.(agents.get(tasks[0]!.entry.pid)!);
     // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces.
-    if (namespaces !== 0n) {
+    if (ns.plans.length > 0) {
       opts.hooks.run("setup-namespaces", root);
       opts.hooks.run("post-setup-namespaces", root);
     }
