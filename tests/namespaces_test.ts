@@ -8,6 +8,7 @@ import { type Case, registerMatrix } from "./lib/matrix.ts";
 const CASES: Case[] = [
   { name: "utsns" },
   { name: "timens" },
+  { name: "ipcns" },
 ];
 
 registerMatrix(CASES);

@@ -22,3 +22,4 @@ import "./pidns.ts";
 import "./netns.ts";
 import "./utsns.ts";
 import "./timens.ts";
+import "./ipcns.ts";

@@ -204,6 +204,5 @@ function unsavedKind(name: NsName, words: string, cloneFlag: number): NamespaceK
 
 // Namespace kinds criu-ts does not save yet: a tree in one other than criu's is refused.
 registerNamespaceKind(unsavedKind("mnt", "mount", CLONE.NEWNS));
-registerNamespaceKind(unsavedKind("ipc", "IPC", CLONE.NEWIPC));
 registerNamespaceKind(unsavedKind("user", "user", CLONE.NEWUSER));
 registerNamespaceKind(unsavedKind("cgroup", "cgroup", CLONE.NEWCGROUP));
