@@ -3,12 +3,37 @@
  * (the clocks' offsets) and IPC (its sysctls and SysV objects). Each workload unshares its
  * namespace itself, so the dump's root is the process in it, and checks its own view after restore.
  */
+import assert from "node:assert/strict";
+import { criu, exists, tempDir, Workload } from "./lib/harness.ts";
 import { type Case, registerMatrix } from "./lib/matrix.ts";
 
 const CASES: Case[] = [
   { name: "utsns" },
   { name: "timens" },
   { name: "ipcns" },
+  { name: "ipcns", args: ["attached"] },
 ];
 
 registerMatrix(CASES);
+
+Deno.test("a dump of a process with SysV shared memory attached in criu's IPC namespace is refused, and it runs on", async () => {
+  const w = await Workload.start("sysv_host");
+  const images = tempDir();
+  try {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /SysV shared memory segment \d+ at 0x[0-9a-f]+-0x[0-9a-f]+ of process \d+: .*IPC namespace of the tree's own/,
+    );
+    const status = Deno.readTextFileSync(`/proc/${w.pid}/status`);
+    assert.match(status, /TracerPid:\s+0\n/, "still traced after a failed dump");
+    assert.doesNotMatch(status, /State:\s+[tT]/, "left stopped after a failed dump");
+    assert.deepEqual([...Deno.readDirSync(images)], [], "the refused dump left files behind");
+    assert.equal(await w.finish(), "PASS");
+  } finally {
+    if (exists(`/proc/${w.pid}`)) await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});

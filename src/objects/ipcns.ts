@@ -14,8 +14,12 @@
  * id back by writing the matching kernel/*_next_id sysctl just before creating it (no IPC_SET
  * trickery for the id); the saved next-id values are written last.
  *
+ * Tasks that have a segment attached attach it again once it exists (mapping_sysvshm.ts); a
+ * segment already removed (IPC_RMID, mode SHM_DEST) but still attached is removed again after.
+ *
  * Not saved: POSIX message queues (the namespace's mqueue filesystem), semaphore undo lists, the
- * objects' times and last pids. A task that maps a SysV segment is refused by the memory side.
+ * objects' times and last pids. With kernel/shm_rmid_forced set, a segment attached by no task
+ * is destroyed by the kernel when criu (which made it again) exits.
  */
 import { create } from "@bufbuild/protobuf";
 import { type ipc_var_entry, ipc_var_entrySchema } from "../images/gen/ipc-var_pb.ts";
@@ -38,6 +42,7 @@ import {
   msgCreate,
   msgQueueBytes,
   msgSend,
+  removeIpc,
   semCreate,
   semValues,
   setIpcOwner,
@@ -47,11 +52,14 @@ import {
   shmWrite,
 } from "../../ffi/sysvipc.ts";
 import { CLONE } from "../../ffi/syscalls.ts";
+import { attachSysvSegments, expectSysvSegments } from "./mapping_sysvshm.ts";
 import { RestoreError } from "../errors.ts";
 import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
 
 const SYSCTL = "/proc/sys";
+/** A segment's mode bit once IPC_RMID removed it while still attached. */
+const SHM_DEST = 0o1000;
 
 // ---------------------------------------------------------------------------------------------
 // The sysctls: [file under /proc/sys, field of ipc_var_entry], in CRIU's order. kernel/sem is four
@@ -327,11 +335,15 @@ registerNamespaceKind({
   prepareRestore(ctx) {
     const id = ctx.tasks[0]!.ids?.ipcNsId;
     const saved = id === undefined ? undefined : load(ctx.dir, id);
+    expectSysvSegments(saved !== undefined);
     if (!saved) return undefined;
     return {
       fill: (root) => {
         try {
           inNamespaceOf(root.pid, "ipc", () => rebuild(saved));
+          attachSysvSegments();
+          const removed = saved.shm.filter((s) => s.entry.desc!.mode & SHM_DEST);
+          inNamespaceOf(root.pid, "ipc", () => removed.forEach((s) => removeIpc("shm", s.entry.desc!.id)));
         } catch (e) {
           if (e instanceof RestoreError) throw e;
           throw new RestoreError(`Cannot rebuild the IPC namespace: ${(e as Error).message}`);

@@ -14,6 +14,7 @@ import "./ext_file.ts";
 import "./mapping_shmem.ts";
 import "./mapping_hugetlb.ts";
 import "./mapping_aio.ts";
+import "./mapping_sysvshm.ts";
 // Last: any other file with a path, its name gone or not (the kernel's own objects are taken above).
 import "./mapping_regfile.ts";
 

@@ -4,7 +4,11 @@
  * left attached), a semaphore set with values, a message queue with three messages and a byte
  * limit of its own, objects owned by another user, and changed sysctls. After restore every object
  * must be back under its id with its contents, owner and mode, and the sysctls with their values.
- *   bin/ipcns RESULT_FILE
+ * With "attached", the keyed segment stays attached read-write and the private one read-only and
+ * removed (IPC_RMID): after restore both must be attached at the same addresses, to the segments
+ * themselves (a write through one attachment shows through another), and the removed one still
+ * marked removed.
+ *   bin/ipcns RESULT_FILE [attached]
  */
 #include "lib.h"
 
@@ -29,6 +33,7 @@
 #define SHMMNI "1000"
 
 static int shm_keyed, shm_private, sem_id, msg_id;
+static unsigned char *keyed_at, *private_at;
 
 static const char *messages[] = { "first", "the second message", "3" };
 
@@ -129,6 +134,34 @@ static void check_queue(void)
 	}
 }
 
+static void check_attached(void)
+{
+	struct shmid_ds ds;
+	WL_CHECK(shmctl(shm_keyed, IPC_STAT, &ds) == 0 && ds.shm_nattch == 1, "segment %d attached %lu times",
+		 shm_keyed, ds.shm_nattch);
+	WL_CHECK(shmctl(shm_private, IPC_STAT, &ds) == 0 && ds.shm_nattch == 1 && (ds.shm_perm.mode & SHM_DEST),
+		 "removed segment %d: attached %lu times, mode %o", shm_private, ds.shm_nattch, ds.shm_perm.mode);
+	size_t bad = 0;
+	for (size_t i = 0; i < SHM_SIZE; i++)
+		bad += keyed_at[i] != pattern(1, i);
+	for (size_t i = 0; i < PRIVATE_SIZE; i++)
+		bad += private_at[i] != pattern(2, i);
+	WL_CHECK(bad == 0, "%zu bytes differ in the attached segments", bad);
+	/* The attachment is the segment: what is written through it shows through another one. */
+	unsigned char *other = shmat(shm_keyed, NULL, SHM_RDONLY);
+	if (other == (void *)-1) {
+		wl_fail("cannot attach segment %d again", shm_keyed);
+		return;
+	}
+	keyed_at[0] ^= 0xff;
+	WL_CHECK(other[0] == keyed_at[0], "a write to segment %d does not show through another attachment",
+		 shm_keyed);
+	keyed_at[0] ^= 0xff;
+	shmdt(other);
+	WL_CHECK(shmdt(keyed_at) == 0, "segment %d cannot be detached: %m", shm_keyed);
+	keyed_at = shmat(shm_keyed, keyed_at, 0);
+}
+
 static void check_all(void)
 {
 	char own[64], host[64];
@@ -138,7 +171,10 @@ static void check_all(void)
 	check_sysctl("/proc/sys/kernel/msgmnb", MSGMNB);
 	check_sysctl("/proc/sys/kernel/shmmni", SHMMNI);
 	check_segment(SHM_KEY, shm_keyed, SHM_SIZE, 1, 0);
-	check_segment(IPC_PRIVATE, shm_private, PRIVATE_SIZE, 2, OWNER);
+	if (private_at)
+		check_attached();
+	else
+		check_segment(IPC_PRIVATE, shm_private, PRIVATE_SIZE, 2, OWNER);
 	check_semaphores();
 	check_queue();
 }
@@ -161,6 +197,13 @@ int main(int argc, char **argv)
 	ds.shm_perm.uid = OWNER;
 	if (shmctl(shm_private, IPC_SET, &ds))
 		wl_die("shmctl(IPC_SET)");
+
+	if (argc > 2 && strcmp(argv[2], "attached") == 0) {
+		keyed_at = shmat(shm_keyed, NULL, 0);
+		private_at = shmat(shm_private, NULL, SHM_RDONLY);
+		if (keyed_at == (void *)-1 || private_at == (void *)-1 || shmctl(shm_private, IPC_RMID, NULL))
+			wl_die("attaching the segments");
+	}
 
 	sem_id = semget(SEM_KEY, NSEMS, IPC_CREAT | IPC_EXCL | 0600);
 	unsigned short values[NSEMS] = { 10, 20, 30 };
