@@ -96,6 +96,7 @@ export const NR = {
   prlimit64: 302,
   setns: 308,
   sethostname: 170,
+  statfs: 137,
   setdomainname: 171,
   unshare: 272,
   shmget: 29,

@@ -16,16 +16,14 @@ const CASES: Case[] = [
 
 registerMatrix(CASES);
 
-Deno.test("a dump of a process with SysV shared memory attached in criu's IPC namespace is refused, and it runs on", async () => {
-  const w = await Workload.start("sysv_host");
+/** Dumps workload `name`, which must be refused with `message`, and checks it runs on untouched. */
+async function assertRefusedAndRunsOn(name: string, message: RegExp): Promise<void> {
+  const w = await Workload.start(name);
   const images = tempDir();
   try {
     const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
     assert.equal(r.code, 1);
-    assert.match(
-      r.stderr,
-      /SysV shared memory segment \d+ at 0x[0-9a-f]+-0x[0-9a-f]+ of process \d+: .*IPC namespace of the tree's own/,
-    );
+    assert.match(r.stderr, message);
     const status = Deno.readTextFileSync(`/proc/${w.pid}/status`);
     assert.match(status, /TracerPid:\s+0\n/, "still traced after a failed dump");
     assert.doesNotMatch(status, /State:\s+[tT]/, "left stopped after a failed dump");
@@ -36,4 +34,16 @@ Deno.test("a dump of a process with SysV shared memory attached in criu's IPC na
     w.cleanup();
     Deno.removeSync(images, { recursive: true });
   }
-});
+}
+
+Deno.test("a dump of a process with SysV shared memory attached in criu's IPC namespace is refused, and it runs on", () =>
+  assertRefusedAndRunsOn(
+    "sysv_host",
+    /SysV shared memory segment \d+ at 0x[0-9a-f]+-0x[0-9a-f]+ of process \d+: .*IPC namespace of the tree's own/,
+  ));
+
+Deno.test("a dump of a process with a POSIX message queue open is refused by name, and it runs on", () =>
+  assertRefusedAndRunsOn(
+    "mqueue_fd",
+    /POSIX message queue \/criu-ts-mq-\d+ \(deleted\) \(fd \d+\) of process \d+: POSIX message queues are not supported yet/,
+  ));

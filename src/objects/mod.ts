@@ -1,4 +1,6 @@
 /** Every kind of object criu-ts knows; importing this registers them all with their registries. */
+// Before the regular files: a message queue's fd looks like one.
+import "./mqueue.ts";
 import "./regfile.ts";
 import "./tty.ts";
 import "./pipe.ts";
