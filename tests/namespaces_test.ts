@@ -12,6 +12,7 @@ const CASES: Case[] = [
   { name: "timens" },
   { name: "ipcns" },
   { name: "ipcns", args: ["attached"] },
+  { name: "ipcns", args: ["attached-child"] },
 ];
 
 registerMatrix(CASES);

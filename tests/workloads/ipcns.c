@@ -7,8 +7,9 @@
  * With "attached", the keyed segment stays attached read-write and the private one read-only and
  * removed (IPC_RMID): after restore both must be attached at the same addresses, to the segments
  * themselves (a write through one attachment shows through another), and the removed one still
- * marked removed.
- *   bin/ipcns RESULT_FILE [attached]
+ * marked removed. With "attached-child", a child forked after the attaching holds both too
+ * (each segment then has two attachments).
+ *   bin/ipcns RESULT_FILE [attached|attached-child]
  */
 #include "lib.h"
 
@@ -19,6 +20,7 @@
 #include <sys/msg.h>
 #include <sys/sem.h>
 #include <sys/shm.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define SHM_KEY 0x5e6d0001
@@ -34,6 +36,8 @@
 
 static int shm_keyed, shm_private, sem_id, msg_id;
 static unsigned char *keyed_at, *private_at;
+static pid_t child;
+static unsigned long attachments = 1;
 
 static const char *messages[] = { "first", "the second message", "3" };
 
@@ -137,9 +141,10 @@ static void check_queue(void)
 static void check_attached(void)
 {
 	struct shmid_ds ds;
-	WL_CHECK(shmctl(shm_keyed, IPC_STAT, &ds) == 0 && ds.shm_nattch == 1, "segment %d attached %lu times",
-		 shm_keyed, ds.shm_nattch);
-	WL_CHECK(shmctl(shm_private, IPC_STAT, &ds) == 0 && ds.shm_nattch == 1 && (ds.shm_perm.mode & SHM_DEST),
+	WL_CHECK(shmctl(shm_keyed, IPC_STAT, &ds) == 0 && ds.shm_nattch == attachments,
+		 "segment %d attached %lu times, expected %lu", shm_keyed, ds.shm_nattch, attachments);
+	WL_CHECK(shmctl(shm_private, IPC_STAT, &ds) == 0 && ds.shm_nattch == attachments &&
+			 (ds.shm_perm.mode & SHM_DEST),
 		 "removed segment %d: attached %lu times, mode %o", shm_private, ds.shm_nattch, ds.shm_perm.mode);
 	size_t bad = 0;
 	for (size_t i = 0; i < SHM_SIZE; i++)
@@ -198,11 +203,20 @@ int main(int argc, char **argv)
 	if (shmctl(shm_private, IPC_SET, &ds))
 		wl_die("shmctl(IPC_SET)");
 
-	if (argc > 2 && strcmp(argv[2], "attached") == 0) {
+	if (argc > 2 && strncmp(argv[2], "attached", 8) == 0) {
 		keyed_at = shmat(shm_keyed, NULL, 0);
 		private_at = shmat(shm_private, NULL, SHM_RDONLY);
 		if (keyed_at == (void *)-1 || private_at == (void *)-1 || shmctl(shm_private, IPC_RMID, NULL))
 			wl_die("attaching the segments");
+		if (strcmp(argv[2], "attached-child") == 0) {
+			child = fork();
+			if (child < 0)
+				wl_die("fork");
+			if (child == 0)
+				for (;;)
+					pause();
+			attachments = 2;
+		}
 	}
 
 	sem_id = semget(SEM_KEY, NSEMS, IPC_CREAT | IPC_EXCL | 0600);
@@ -231,5 +245,9 @@ int main(int argc, char **argv)
 	wl_ready();
 	wl_wait();
 	check_all();
+	if (child > 0) {
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+	}
 	wl_finish();
 }
