@@ -4,8 +4,8 @@
  * namespace itself, so the dump's root is the process in it, and checks its own view after restore.
  */
 import assert from "node:assert/strict";
-import { criu, exists, tempDir, Workload } from "./lib/harness.ts";
-import { type Case, registerMatrix } from "./lib/matrix.ts";
+import { criu, criuOk, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
 
 const CASES: Case[] = [
   { name: "utsns" },
@@ -48,3 +48,14 @@ Deno.test("a dump of a process with a POSIX message queue open is refused by nam
     "mqueue_fd",
     /POSIX message queue \/criu-ts-mq-\d+ \(deleted\) \(fd \d+\) of process \d+: POSIX message queues are not supported yet/,
   ));
+
+Deno.test("a time namespace cannot come back with --restore-sibling: refused clearly, nothing left, then restored", () =>
+  withWorkload({ name: "timens" }, async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    await reap(w.pid);
+    const r = await criu(["restore", "-d", "--restore-sibling", "-D", images]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /must exist before its root is created, which --restore-sibling cannot make/);
+    await reap(w.pid);
+    await criuOk(["restore", "-d", "-D", images]);
+  }));
