@@ -4,7 +4,17 @@
  * namespace itself, so the dump's root is the process in it, and checks its own view after restore.
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+import {
+  criu,
+  criuOk,
+  descendants,
+  exists,
+  killTree,
+  reap,
+  tempDir,
+  waitFor,
+  Workload,
+} from "./lib/harness.ts";
 import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
 
 const CASES: Case[] = [
@@ -59,3 +69,50 @@ Deno.test("a time namespace cannot come back with --restore-sibling: refused cle
     await reap(w.pid);
     await criuOk(["restore", "-d", "-D", images]);
   }));
+
+Deno.test("a dump of a tree with a task in a nested UTS, IPC or time namespace is refused by name, and it runs on", async () => {
+  const images = tempDir();
+  const comm = (pid: number) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${pid}/comm`).trim();
+    } catch {
+      return "";
+    }
+  };
+  try {
+    for (const [flag, words] of [["--uts", "UTS"], ["--ipc", "IPC"], ["--time", "time"]] as const) {
+      // sh starts unshare (which forks sleep in a namespace of its own), then execs sleep: the root.
+      const child = new Deno.Command("setsid", {
+        args: ["sh", "-c", `unshare ${flag} --fork sleep 60 & exec sleep 60`],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).spawn();
+      try {
+        await waitFor(
+          "the tree to start",
+          () => comm(child.pid) === "sleep" && descendants(child.pid).some((d) => comm(d) === "sleep"),
+        );
+        const r = await criu(["dump", "-t", `${child.pid}`, "-D", images]);
+        assert.equal(r.code, 1, flag);
+        assert.match(
+          r.stderr,
+          new RegExp(`${words} namespace \\w+:\\[\\d+\\] of process \\d+: it differs from the root's`),
+          flag,
+        );
+        const status = Deno.readTextFileSync(`/proc/${child.pid}/status`);
+        assert.match(status, /TracerPid:\s+0\n/, `${flag}: still traced after a failed dump`);
+        assert.doesNotMatch(status, /State:\s+[tT]/, `${flag}: left stopped after a failed dump`);
+        assert.deepEqual([...Deno.readDirSync(images)], [], `${flag}: the refused dump left files behind`);
+      } finally {
+        const rest = descendants(child.pid);
+        for (const p of rest) Deno.kill(p, "SIGKILL");
+        child.kill("SIGKILL");
+        await child.status;
+        for (const p of rest) await reap(p);
+      }
+    }
+  } finally {
+    Deno.removeSync(images, { recursive: true });
+  }
+});

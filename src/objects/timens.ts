@@ -90,31 +90,31 @@ registerNamespaceKind({
   words: "time",
   cloneFlag: CLONE.NEWTIME,
   check(tree, nsIds) {
-    // Every live task shares the root's time namespace, and so do the children they would make.
+    // Every live task shares the root's time namespace.
     const root = nsIds.linksOf(tree.root.pid).get("time");
     for (const t of tree.tasks) {
-      if (t.state === "zombie") continue;
       const theirs = nsIds.linksOf(t.pid).get("time");
-      if (theirs !== root) {
-        refuse(
-          t.pid,
-          `time namespace ${theirs}`,
-          `it differs from the root's (${root}); nested time namespaces are not supported`,
-        );
-      }
-      const forChildren = Deno.readLinkSync(`/proc/${t.pid}/ns/time_for_children`);
-      if (forChildren !== theirs) {
-        refuse(
-          t.pid,
-          `time namespace for children ${forChildren}`,
-          `it differs from its own (${theirs}); nested time namespaces are not supported`,
-        );
-      }
+      if (t.state === "zombie" || theirs === root) continue;
+      refuse(
+        t.pid,
+        `time namespace ${theirs}`,
+        `it differs from the root's (${root}); nested time namespaces are not supported`,
+      );
     }
   },
   dump(ctx) {
-    // The root's namespace is that of its children (checked above): its offsets are the ones shown.
-    const theirs = offsetsOf(ctx.tree.root.pid);
+    // /proc/PID/timens_offsets shows the namespace of the root's children: it must be its own.
+    const rootPid = ctx.tree.root.pid;
+    const own = Deno.readLinkSync(`/proc/${rootPid}/ns/time`);
+    const forChildren = Deno.readLinkSync(`/proc/${rootPid}/ns/time_for_children`);
+    if (forChildren !== own) {
+      refuse(
+        rootPid,
+        `time namespace for children ${forChildren}`,
+        `it differs from its own (${own}); nested time namespaces are not supported`,
+      );
+    }
+    const theirs = offsetsOf(rootPid);
     const host = hostClocks();
     ctx.dir.write(KINDS.TIMENS, ctx.id, [
       create(timens_entrySchema, {
