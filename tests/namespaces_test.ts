@@ -4,17 +4,7 @@
  * namespace itself, so the dump's root is the process in it, and checks its own view after restore.
  */
 import assert from "node:assert/strict";
-import {
-  criu,
-  criuOk,
-  descendants,
-  exists,
-  killTree,
-  reap,
-  tempDir,
-  waitFor,
-  Workload,
-} from "./lib/harness.ts";
+import { criu, criuOk, descendants, exists, reap, tempDir, waitFor, Workload } from "./lib/harness.ts";
 import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
 
 const CASES: Case[] = [
