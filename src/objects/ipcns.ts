@@ -176,8 +176,10 @@ function collect(rootPid: number): SavedIpc {
     const id = entry.desc!.id;
     entry.qbytes = Number(msgQueueBytes(id));
     const messages = [];
+    // No message is longer than the bytes queued, nor (unless msgmax was lowered since) than msgmax.
+    const longest = Math.max(vars.msgCtlmax, Number(c[3]));
     for (let i = 0; i < entry.qnum; i++) {
-      const m = msgCopy(id, i, vars.msgCtlmax);
+      const m = msgCopy(id, i, longest);
       messages.push({ head: create(ipc_msgSchema, { mtype: m.type, msize: m.text.length }), text: m.text });
     }
     return { entry, messages };
