@@ -38,6 +38,18 @@ Deno.test("Debian's crit decodes the ghost, remap and lock images of gone_files,
     ["remap-fpath.img", "ghost-file-1.img", "ghost-file-2.img", "ghost-file-3.img", "filelocks.img"],
   ));
 
+/** The UTS, time and IPC namespace images (ids as the ids images number them: ipc 3, uts 4, time 8). */
+for (
+  const [workload, args, expected] of [
+    ["utsns", [], ["utsns-4.img"]],
+    ["timens", [], ["timens-8.img"]],
+    ["ipcns", ["attached"], ["ipcns-var-3.img", "ipcns-shm-3.img", "ipcns-sem-3.img", "ipcns-msg-3.img"]],
+  ] as const
+) {
+  Deno.test(`Debian's crit decodes the namespace images of ${workload}, as our crit does`, () =>
+    critChecksEveryImage(workload, [...args], [], [...expected]));
+}
+
 async function critChecksEveryImage(
   workload: string,
   args: string[] = [],

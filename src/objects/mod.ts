@@ -1,6 +1,8 @@
 /** Every kind of object criu-ts knows; importing this registers them all with their registries. */
 // Before regular files: a memfd looks like an unlinked file ("/memfd:NAME (deleted)").
 import "./memfd.ts";
+// Before the regular files: a message queue's fd looks like one.
+import "./mqueue.ts";
 import "./regfile.ts";
 // After regular files (which own type REG at restore), before FIFOs and terminals: any O_PATH fd.
 import "./opath.ts";
@@ -24,9 +26,13 @@ import "./ext_file.ts";
 import "./mapping_shmem.ts";
 import "./mapping_hugetlb.ts";
 import "./mapping_aio.ts";
+import "./mapping_sysvshm.ts";
 // Last: any other file with a path, its name gone or not (the kernel's own objects are taken above).
 import "./mapping_regfile.ts";
 
 // Every kind of namespace: importing these registers them with the namespaces registry.
 import "./pidns.ts";
 import "./netns.ts";
+import "./utsns.ts";
+import "./timens.ts";
+import "./ipcns.ts";

@@ -1,13 +1,14 @@
 /**
- * Namespaces: the registry of namespace kinds, one module each (`pidns.ts`, `netns.ts`; mount,
- * UTS, IPC, user, cgroup and time come as modules of their own). A kind says:
+ * Namespaces: the registry of namespace kinds, one module each (`pidns.ts`, `netns.ts`, `utsns.ts`,
+ * `timens.ts`, `ipcns.ts`; mount, user and cgroup come as modules of their own). A kind says:
  *   - its name in /proc/PID/ns and in words, and its CLONE_NEW* flag;
  *   - `dump`: saves the tree's namespace of this kind when it is not criu's own (its images, the
  *     action scripts around it such as network-lock), or refuses it. A kind without `dump` is not
  *     saved yet: a tree in such a namespace other than criu's is refused by name, since its restore
  *     would land in criu's (other files behind the same paths, another hostname);
  *   - `prepareRestore`: at PREPARE, reads its images and says whether the root is created in a new
- *     namespace of this kind, and what to do in it once the root exists and after the restore.
+ *     namespace of this kind, and what to do in it before the root is cloned (from the task it is
+ *     cloned from), once the root exists and after the restore.
  * The dump and the restore loop over the kinds and know none of them by name.
  */
 import { refuse } from "./refusal.ts";
@@ -51,6 +52,13 @@ export interface NsRestoreContext {
 
 /** A namespace the restore creates for the root. */
 export interface NsRestorePlan {
+  /**
+   * For a kind whose namespace cannot come from the root's clone flag, because what it holds can
+   * only be set before any task is in it (a time namespace's clock offsets): runs in the task the
+   * root is cloned from, before that clone, and makes the namespace there for its children. Such a
+   * plan adds no clone flag.
+   */
+  inCreator?(creator: Agent): void;
   /** Once the root exists in it: what the namespace held (from inside the root). */
   fill?(root: Agent): void;
   /** After post-restore, before the tree runs (network-unlock, for one). */
@@ -173,14 +181,17 @@ function checkTasksInRootNamespaces(tree: FrozenTree, nsIds: NamespaceIds, ours:
   }
 }
 
-/** The namespaces the restore makes for the root: their CLONE_NEW* flags and plans (PREPARE). */
+/**
+ * The namespaces the restore makes for the root (PREPARE): the CLONE_NEW* flags of those its clone
+ * makes, and the plans of all (none when the root stays in criu's every namespace).
+ */
 export function prepareNamespaces(ctx: NsRestoreContext): { flags: bigint; plans: NsRestorePlan[] } {
   let flags = 0n;
   const plans: NsRestorePlan[] = [];
   for (const kind of kinds) {
     const plan = kind.prepareRestore?.(ctx);
     if (!plan) continue;
-    flags |= BigInt(kind.cloneFlag);
+    if (!plan.inCreator) flags |= BigInt(kind.cloneFlag);
     plans.push(plan);
   }
   return { flags, plans };
@@ -193,8 +204,5 @@ function unsavedKind(name: NsName, words: string, cloneFlag: number): NamespaceK
 
 // Namespace kinds criu-ts does not save yet: a tree in one other than criu's is refused.
 registerNamespaceKind(unsavedKind("mnt", "mount", CLONE.NEWNS));
-registerNamespaceKind(unsavedKind("ipc", "IPC", CLONE.NEWIPC));
-registerNamespaceKind(unsavedKind("uts", "UTS", CLONE.NEWUTS));
 registerNamespaceKind(unsavedKind("user", "user", CLONE.NEWUSER));
 registerNamespaceKind(unsavedKind("cgroup", "cgroup", CLONE.NEWCGROUP));
-registerNamespaceKind(unsavedKind("time", "time", CLONE.NEWTIME));

@@ -277,6 +277,21 @@ export class PuppetMaster {
     this.#helper = 0;
   }
 
+  /**
+   * Runs `work` in the task the root will be cloned from, before that clone (a namespace the root
+   * must be born in, see NsRestorePlan.inCreator). With --restore-sibling the root is made first,
+   * from our own process, so there is no such task.
+   */
+  inCreator(work: (creator: Agent) => void): void {
+    if (this.#siblingRoot) {
+      throw new RestoreError(
+        "The checkpoint has a namespace that must exist before its root is created, which --restore-sibling cannot make (restore without it)",
+      );
+    }
+    this.#helperAgent.reset();
+    work(this.#helperAgent);
+  }
+
   /** Kills every task created and the helper; nothing is left stopped or traced. */
   abort(): void {
     this.log.info(`Killing ${this.created.length} half-restored task(s)`);

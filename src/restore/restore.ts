@@ -3,11 +3,14 @@
  *
  *   PREPARE     we read every image, each kind of file and namespace reads its own, and a damaged
  *               checkpoint is refused; the PIDs must be free.            → "pre-restore"
- *   FORKING     the helper is started; each task is cloned with its PID from its parent (the root
- *               from the helper, so the root is our child, in the namespaces the kinds asked for)
+ *   FORKING     the helper is started and makes the namespaces the root must be born in (a time
+ *               namespace's clocks can only be set before a task enters it); each task is cloned
+ *               with its PID from its parent (the root from the helper, so the root is our child,
+ *               in the namespaces the kinds asked for)
  *               and gets its memory at once, parents first (children share what they shared
  *               copy-on-write). Then the helper ends.
- *   NAMESPACES  each new namespace is filled from inside the root (the loopback device's state).
+ *   NAMESPACES  each new namespace is filled from inside the root (the loopback device's state, the
+ *               host name, the IPC objects, which tasks attached to SysV memory attach again).
  *               → "setup-namespaces", "post-setup-namespaces" (only when namespaces were made)
  *   GROUPS      every task joins its process group; zombies and group helpers end.
  *   RESTORE     each task is rebuilt from inside by remote syscalls: files, fs, signals, timers,
@@ -281,6 +284,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shmem: new Map(),
       cowStats,
     };
+    for (const plan of ns.plans) if (plan.inCreator) master.inCreator(plan.inCreator);
     const agents = forkTree(ctx, tasks, shellJob, namespaces);
     root = tasks[0]!.hostPid;
     master.releaseHelper();
@@ -289,7 +293,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     // NAMESPACES
     for (const plan of ns.plans) plan.fill?.(agents.get(tasks[0]!.entry.pid)!);
     // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces.
-    if (namespaces !== 0n) {
+    if (ns.plans.length > 0) {
       opts.hooks.run("setup-namespaces", root);
       opts.hooks.run("post-setup-namespaces", root);
     }

@@ -1,0 +1,83 @@
+/**
+ * Work done from inside another task's UTS or IPC namespace. setns() moves only the calling thread,
+ * and Deno runs synchronous FFI calls on the JavaScript thread itself: the thread enters the
+ * namespace, runs `work` (synchronous FFI calls only, such as the files read here) and comes back,
+ * with no other JavaScript running meanwhile (see ffi/sock_diag.ts for the network namespace).
+ * Files under /proc/sys answer for the namespace of the thread reading them, so they are opened
+ * and read here with plain read(2), never through Deno's file API.
+ */
+import { call, callBig, cstr, libc } from "./libc.ts";
+import { closeFd, OPEN, openFd } from "./fd.ts";
+import { CLONE } from "./syscalls.ts";
+
+const NS_FLAGS = { uts: CLONE.NEWUTS, ipc: CLONE.NEWIPC } as const;
+export type EnterableNs = keyof typeof NS_FLAGS;
+
+/**
+ * Runs `work` with the calling thread in the `ns` namespace of `pid`, then puts the thread back.
+ * When `pid` is already in ours nothing is switched.
+ */
+export function inNamespaceOf<T>(pid: number, ns: EnterableNs, work: () => T): T {
+  const targetPath = `/proc/${pid}/ns/${ns}`;
+  if (Deno.readLinkSync(targetPath) === Deno.readLinkSync(`/proc/thread-self/ns/${ns}`)) return work();
+  const target = openFd(targetPath, OPEN.RDONLY | OPEN.CLOEXEC);
+  try {
+    const own = openFd(`/proc/thread-self/ns/${ns}`, OPEN.RDONLY | OPEN.CLOEXEC);
+    try {
+      call(`setns(${ns})`, libc.setns(target, NS_FLAGS[ns]), targetPath);
+      try {
+        return work();
+      } finally {
+        if (libc.setns(own, NS_FLAGS[ns]) !== 0) {
+          // deno-lint-ignore no-unsafe-finally
+          throw new Error(
+            `Cannot return to our own ${ns} namespace after entering that of process ${pid}; ` +
+              "criu-ts cannot go on safely",
+          );
+        }
+      }
+    } finally {
+      closeFd(own);
+    }
+  } finally {
+    closeFd(target);
+  }
+}
+
+/** The whole text of a small file (a /proc/sys value, a /proc/sysvipc table), read by this thread. */
+export function readSmallFile(path: string): string {
+  const fd = openFd(path, OPEN.RDONLY | OPEN.CLOEXEC);
+  try {
+    const parts: Uint8Array[] = [];
+    for (;;) {
+      const buf = new Uint8Array(65536);
+      const n = callBig("read", libc.read(fd, buf, BigInt(buf.length)), path);
+      if (n === 0) break;
+      parts.push(buf.subarray(0, n));
+    }
+    return new TextDecoder().decode(concat(parts));
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/** Writes `text` to a small file (a /proc/sys value) in one write, by this thread. */
+export function writeSmallFile(path: string, text: string): void {
+  const fd = openFd(path, OPEN.WRONLY | OPEN.CLOEXEC);
+  try {
+    const bytes = cstr(text).subarray(0, -1);
+    callBig("write", libc.write(fd, bytes, BigInt(bytes.length)), path);
+  } finally {
+    closeFd(fd);
+  }
+}
+
+function concat(parts: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
