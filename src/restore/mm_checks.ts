@@ -64,7 +64,7 @@ function areaProblem(v: vma_entry, prevEnd: bigint): string | undefined {
   // One kind, and mmap flags that say shared exactly when the kind is.
   const kind = v.status & AREA_KINDS;
   if (kind & (kind - 1)) return `of several kinds at once (status ${hex(v.status)})`;
-  const shared = (v.status & (VMA.FILE_SHARED | VMA.ANON_SHARED)) !== 0;
+  const shared = (v.status & (VMA.FILE_SHARED | VMA.ANON_SHARED | VMA.SYSVIPC)) !== 0;
   if ((v.flags & (MAP.SHARED | MAP.PRIVATE)) !== (shared ? MAP.SHARED : MAP.PRIVATE)) {
     return `whose flags ${hex(v.flags)} do not say ${shared ? "MAP_SHARED" : "MAP_PRIVATE"}`;
   }
