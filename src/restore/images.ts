@@ -291,17 +291,19 @@ function loadPagemap(dir: ImageDir, pid: number): { runs: PageRun[]; pagesPath: 
  * write past the object.
  */
 function checkSharedObjects(dir: ImageDir, tasks: readonly RestoreTaskImages[]): void {
-  const first = new Map<bigint, vma_entry>();
+  // An object is as large as the farthest any task's area reaches into it (its head may be unmapped).
+  const reach = new Map<bigint, bigint>();
   for (const t of tasks) {
     for (const v of t.mm?.vmas ?? []) {
-      if (v.status & VMA.ANON_SHARED && !first.has(v.shmid)) first.set(v.shmid, v);
+      if (!(v.status & VMA.ANON_SHARED)) continue;
+      const end = v.pgoff + (v.end - v.start);
+      if (end > (reach.get(v.shmid) ?? 0n)) reach.set(v.shmid, end);
     }
   }
-  for (const [shmid, v] of first) {
+  for (const [shmid, size] of reach) {
     if (!dir.has(KINDS.SHMEM_PAGEMAP, shmid)) continue;
     const file = nameOf(KINDS.SHMEM_PAGEMAP, shmid);
     const { runs, pagesPath } = readPagemap(dir, KINDS.SHMEM_PAGEMAP, shmid);
-    const size = v.end - v.start;
     let total = 0;
     for (const r of runs) {
       if (r.vaddr + BigInt(r.pages * PAGE_SIZE) > size) {

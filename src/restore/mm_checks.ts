@@ -29,7 +29,8 @@ const MMAP_MIN_ADDR = BigInt(sysctl("/proc/sys/vm/mmap_min_addr", 65536));
 /** Words of the kernel's saved auxv (AT_VECTOR_SIZE on x86_64): PR_SET_MM_MAP takes no more. */
 const MAX_AUXV_WORDS = 2 * (3 + 22 + 1);
 /** Areas the kernel makes (vDSO, vvar, vsyscall): moved or left, never mapped by the restore. */
-const SPECIAL_AREAS = VMA.VDSO | VMA.VVAR | VMA.VSYSCALL;
+/** Areas the kernel makes (and an AIO ring, which io_setup makes): their flags are the kernel's. */
+const SPECIAL_AREAS = VMA.VDSO | VMA.VVAR | VMA.VSYSCALL | VMA.AIORING;
 const AREA_KINDS = VMA.FILE_PRIVATE | VMA.FILE_SHARED | VMA.ANON_SHARED | VMA.ANON_PRIVATE;
 
 function hex(x: bigint | number): string {
@@ -53,6 +54,9 @@ function areasProblem(vmas: readonly vma_entry[]): string | undefined {
   return undefined;
 }
 
+/** The bits of mmap flags that say the mapping's type (MAP_TYPE). */
+const MAP_TYPE = 0x0f;
+
 function areaProblem(v: vma_entry, prevEnd: bigint): string | undefined {
   if (v.start % PAGE || v.end % PAGE) return "that is not page aligned";
   if (v.end <= v.start) return "that ends before it starts";
@@ -65,9 +69,10 @@ function areaProblem(v: vma_entry, prevEnd: bigint): string | undefined {
   const kind = v.status & AREA_KINDS;
   if (kind & (kind - 1)) return `of several kinds at once (status ${hex(v.status)})`;
   const shared = (v.status & (VMA.FILE_SHARED | VMA.ANON_SHARED | VMA.SYSVIPC)) !== 0;
-  if ((v.flags & (MAP.SHARED | MAP.PRIVATE)) !== (shared ? MAP.SHARED : MAP.PRIVATE)) {
-    return `whose flags ${hex(v.flags)} do not say ${shared ? "MAP_SHARED" : "MAP_PRIVATE"}`;
-  }
+  // The mapping type (MAP_TYPE's bits): shared, or private, which MAP_DROPPABLE is a kind of.
+  const type = v.flags & MAP_TYPE;
+  const fits = shared ? type === MAP.SHARED : type === MAP.PRIVATE || type === MAP.DROPPABLE;
+  if (!fits) return `whose flags ${hex(v.flags)} do not say ${shared ? "MAP_SHARED" : "MAP_PRIVATE"}`;
   return undefined;
 }
 
