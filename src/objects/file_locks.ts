@@ -118,7 +118,7 @@ export function readFileLocks(session: FilesSession): void {
   for (const e of entries) {
     if (!Object.values(FL).includes(e.flag as 1)) {
       throw new RestoreError(
-        `Refusing the images: file lock of process ${e.pid} on fd ${e.fd} has kind ${e.flag}`,
+        `Refusing the images: file lock of process ${e.pid} on fd ${e.fd} in filelocks.img has kind ${e.flag}`,
       );
     }
   }

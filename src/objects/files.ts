@@ -390,7 +390,9 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
 function kindFor(type: fd_types): FdKind {
   const kind = kinds.find((k) => k.type === type);
   if (!kind) {
-    throw new RestoreError(`Refusing the images: files of type ${fd_types[type] ?? type} cannot be restored`);
+    throw new RestoreError(
+      `Refusing the images: files of type ${fd_types[type] ?? type} (files.img) cannot be restored`,
+    );
   }
   return kind;
 }

@@ -152,7 +152,7 @@ function addressOfWords(family: number, words: readonly number[], port: number):
   const n = family === AF.INET ? 1 : 4;
   if (words.length !== n) {
     throw new RestoreError(
-      `Refusing the images: an inet address of family ${family} has ${words.length} words`,
+      `Refusing the images: an inet address of family ${family} in files.img has ${words.length} words`,
     );
   }
   const bytes = new Uint8Array(new Uint32Array(words).buffer);
@@ -451,7 +451,7 @@ function loadInetImages(session: FilesSession): void {
     if (f.type !== fd_types.INETSK || !e) continue;
     if (!FLAVOURS[flavourName(e)]) {
       throw new RestoreError(
-        `Refusing the images: inet socket ${e.ino} has family ${e.family}, type ${e.type}, protocol ${e.proto} (only TCP and UDP are restored)`,
+        `Refusing the images: inet socket ${e.ino} of files.img has family ${e.family}, type ${e.type}, protocol ${e.proto} (only TCP and UDP are restored)`,
       );
     }
     if (!isConnection(e)) continue;

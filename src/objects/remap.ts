@@ -392,11 +392,13 @@ export function readRemaps(session: FilesSession): void {
     if (r.remapType === remap_type.LINKED) session.table.get(r.remapId);
     else if (r.remapType === remap_type.GHOST) {
       if (!session.dir.has(KINDS.GHOST_FILE, r.remapId)) {
-        throw new RestoreError(`Refusing the images: ghost file ${r.remapId} of file ${r.origId} is missing`);
+        throw new RestoreError(
+          `Refusing the images: ghost file ${r.remapId} of file ${r.origId} (remap-fpath.img) is missing`,
+        );
       }
     } else {
       throw new RestoreError(
-        `Refusing the images: file ${r.origId} has a remap of type ${r.remapType}, not supported`,
+        `Refusing the images: file ${r.origId} has a remap of type ${r.remapType} in remap-fpath.img, not supported`,
       );
     }
     state.byFile.set(r.origId, r);

@@ -117,10 +117,10 @@ export function readStreamEntry(dir: ImageDir, ino: number): tcp_stream_entry {
   const r = ImageReader.open(dir.path, KINDS.TCP_STREAM, ino);
   try {
     const e = r.readEntry() as tcp_stream_entry | null;
-    if (!e) throw new RestoreError(`Refusing the images: tcp-stream image of socket ${ino} is empty`);
+    if (!e) throw new RestoreError(`Refusing the images: tcp-stream-${ino}.img is empty`);
     if ((e.unsqLen ?? 0) > e.outqLen) {
       throw new RestoreError(
-        `Refusing the images: socket ${ino} has ${e.unsqLen} unsent bytes in a send queue of ${e.outqLen}`,
+        `Refusing the images: tcp-stream-${ino}.img has ${e.unsqLen} unsent bytes in a send queue of ${e.outqLen}`,
       );
     }
     return e;

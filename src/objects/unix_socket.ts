@@ -563,7 +563,9 @@ function loadImages(session: FilesSession): void {
   const sockets = session.table.entries.filter((e) => e.type === fd_types.UNIXSK);
   for (const e of sockets) {
     if (!e.usk) {
-      throw new RestoreError(`Refusing the images: file ${e.id} is a unix socket without its entry`);
+      throw new RestoreError(
+        `Refusing the images: file ${e.id} of files.img is a unix socket without its entry`,
+      );
     }
     if (state.byIno.has(e.usk.ino)) {
       throw new RestoreError(`Refusing the images: unix socket ${e.usk.ino} is in files.img twice`);
@@ -577,20 +579,20 @@ function loadImages(session: FilesSession): void {
 function checkPeerImage(session: FilesSession, state: RestoreState, s: unix_sk_entry): void {
   if (s.uflags & ~(USK_EXTERN | USK_CALLBACK)) {
     throw new RestoreError(
-      `Refusing the images: unix socket ${s.ino} has flags ${s.uflags} criu-ts does not know`,
+      `Refusing the images: unix socket ${s.ino} of files.img has flags ${s.uflags} criu-ts does not know`,
     );
   }
   const path = pathOf(s.name);
   if (path !== null && !path.startsWith("/") && !s.nameDir.startsWith("/")) {
     throw new RestoreError(
-      `Refusing the images: unix socket ${s.ino} is bound to the relative path ${path} with no directory to bind it in`,
+      `Refusing the images: unix socket ${s.ino} of files.img is bound to the relative path ${path} with no directory to bind it in`,
     );
   }
   if (!s.peer || s.uflags & USK_CALLBACK) return; // a plugin's socket: its peer is the plugin's business
   const peer = state.byIno.get(s.peer);
   if (!peer) {
     throw new RestoreError(
-      `Refusing the images: unix socket ${s.ino} has peer ${s.peer}, which is not there`,
+      `Refusing the images: unix socket ${s.ino} of files.img has peer ${s.peer}, which is not there`,
     );
   }
   if (peer.uflags & USK_EXTERN && !session.opts.extUnixSk) {
