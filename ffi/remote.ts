@@ -41,6 +41,40 @@ export interface RemoteChild {
 }
 
 /**
+ * What both runners share: one call of the table a turn, from `loop` (the nr word may take an
+ * argument from an earlier result), its result written back in place, until the table ends or,
+ * unless r13 says to go on, a call fails. Each runner jumps into it with the same registers.
+ */
+const CALL_TABLE_LOOP: readonly string[] = [
+  "498b07", //       mov rax,[r15]
+  "4889c1", //       mov rcx,rax
+  "48c1e920", //     shr rcx,32          ; (argument + 1) | back << 8
+  "741b", //         jz args (+0x1b)     ; no argument from an earlier result
+  "0fb6d1", //       movzx edx,cl        ; argument + 1: its word in the slot
+  "48c1e908", //     shr rcx,8
+  "48c1e106", //     shl rcx,6           ; back * 64 bytes
+  "4c89fe", //       mov rsi,r15
+  "4829ce", //       sub rsi,rcx
+  "488b7638", //     mov rsi,[rsi+56]    ; that slot's result
+  "498934d7", //     mov [r15+rdx*8],rsi
+  "89c0", //         mov eax,eax         ; the nr alone
+  "498b7f08", // args: mov rdi,[r15+8]
+  "498b7710", //     mov rsi,[r15+16]
+  "498b5718", //     mov rdx,[r15+24]
+  "4d8b5720", //     mov r10,[r15+32]
+  "4d8b4728", //     mov r8,[r15+40]
+  "4d8b4f30", //     mov r9,[r15+48]
+  "0f05", //         syscall
+  "49894738", //     mov [r15+56],rax
+  "4983c740", //     add r15,64
+  "49ffce", //       dec r14
+  "483d01f0ffff", // cmp rax,-4095
+  "72a7", //         jb loop (unsigned below: not an error)
+  "4d85ed", //       test r13,r13
+  "75a2", //         jnz loop
+];
+
+/**
  * The batch runner, run with r15 = table, r14 = number of calls, r13 = 1 to go on after a failure.
  * Each table slot is 8 words: nr, six arguments, and the result, written back in place. A call
  * may take one argument from the result of an earlier call of the table (a new fd passed on, see
@@ -51,32 +85,7 @@ export const BATCH_CODE = Uint8Array.from(
   [
     "4d85f6", // loop: test r14,r14
     "7459", //         jz done (+0x59)
-    "498b07", //       mov rax,[r15]
-    "4889c1", //       mov rcx,rax
-    "48c1e920", //     shr rcx,32          ; (argument + 1) | back << 8
-    "741b", //         jz args (+0x1b)     ; no argument from an earlier result
-    "0fb6d1", //       movzx edx,cl        ; argument + 1: its word in the slot
-    "48c1e908", //     shr rcx,8
-    "48c1e106", //     shl rcx,6           ; back * 64 bytes
-    "4c89fe", //       mov rsi,r15
-    "4829ce", //       sub rsi,rcx
-    "488b7638", //     mov rsi,[rsi+56]    ; that slot's result
-    "498934d7", //     mov [r15+rdx*8],rsi
-    "89c0", //         mov eax,eax         ; the nr alone
-    "498b7f08", // args: mov rdi,[r15+8]
-    "498b7710", //     mov rsi,[r15+16]
-    "498b5718", //     mov rdx,[r15+24]
-    "4d8b5720", //     mov r10,[r15+32]
-    "4d8b4728", //     mov r8,[r15+40]
-    "4d8b4f30", //     mov r9,[r15+48]
-    "0f05", //         syscall
-    "49894738", //     mov [r15+56],rax
-    "4983c740", //     add r15,64
-    "49ffce", //       dec r14
-    "483d01f0ffff", // cmp rax,-4095
-    "72a7", //         jb loop (unsigned below: not an error)
-    "4d85ed", //       test r13,r13
-    "75a2", //         jnz loop
+    ...CALL_TABLE_LOOP,
     "cc", //     done: int3
   ].join("").match(/../g)!,
   (h) => parseInt(h, 16),
@@ -304,32 +313,7 @@ export const RUNNER_CODE = Uint8Array.from(
   [
     "4d85f6", // batch: test r14,r14
     "746c", //          jz done (+0x6c)
-    "498b07", //        mov rax,[r15]
-    "4889c1", //        mov rcx,rax
-    "48c1e920", //      shr rcx,32          ; (argument + 1) | back << 8
-    "741b", //          jz args (+0x1b)
-    "0fb6d1", //        movzx edx,cl
-    "48c1e908", //      shr rcx,8
-    "48c1e106", //      shl rcx,6           ; back * 64 bytes
-    "4c89fe", //        mov rsi,r15
-    "4829ce", //        sub rsi,rcx
-    "488b7638", //      mov rsi,[rsi+56]    ; that slot's result
-    "498934d7", //      mov [r15+rdx*8],rsi
-    "89c0", //          mov eax,eax         ; the nr alone
-    "498b7f08", // args: mov rdi,[r15+8]
-    "498b7710", //      mov rsi,[r15+16]
-    "498b5718", //      mov rdx,[r15+24]
-    "4d8b5720", //      mov r10,[r15+32]
-    "4d8b4728", //      mov r8,[r15+40]
-    "4d8b4f30", //      mov r9,[r15+48]
-    "0f05", //          syscall
-    "49894738", //      mov [r15+56],rax
-    "4983c740", //      add r15,64
-    "49ffce", //        dec r14
-    "483d01f0ffff", //  cmp rax,-4095
-    "72a7", //          jb batch
-    "4d85ed", //        test r13,r13
-    "75a2", //          jnz batch
+    ...CALL_TABLE_LOOP,
     "eb11", //          jmp done
     "0f05", // owned:   syscall
     "498b4c2438", //    mov rcx,[r12+56]    ; the fd word, in scratch
