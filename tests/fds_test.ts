@@ -3,8 +3,8 @@
  * usual matrix, and Debian's crit decoding what a dump of it writes, with the values it holds.
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, tempDir, Workload } from "./lib/harness.ts";
-import { registerMatrix } from "./lib/matrix.ts";
+import { criuOk } from "./lib/harness.ts";
+import { refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
 
 registerMatrix([
   { name: "fifo" },
@@ -33,27 +33,18 @@ async function critDecode(path: string): Promise<{ entries: Record<string, unkno
 }
 
 /** Dumps a running workload with -R, has crit decode every image, and hands the images to `check`. */
-async function critCase(
+function critCase(
   name: string,
   check: (images: string, decode: (file: string) => Promise<Record<string, unknown>[]>) => Promise<void>,
 ): Promise<void> {
-  const w = await Workload.start(name);
-  const images = tempDir();
-  try {
+  return withWorkload({ name }, async (w, images) => {
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
     for (const f of Deno.readDirSync(images)) {
       if (f.name.startsWith("pages-") || f.name.endsWith(".log")) continue;
       await critDecode(`${images}/${f.name}`);
     }
     await check(images, async (file) => (await critDecode(`${images}/${file}`)).entries);
-    assert.equal(await w.finish(), "PASS", w.output());
-  } catch (e) {
-    await w.kill();
-    throw e;
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
+  });
 }
 
 type Entry = Record<string, unknown>;
@@ -140,25 +131,12 @@ Deno.test("crit decodes a dump of pidfd: live ones by their pid, dead ones as -1
     assert.ok(fds.some((f) => (Number(f.flags) & 0o4000) !== 0), "no pidfd is non-blocking");
   }));
 
-Deno.test("a pidfd on a process outside the tree is refused by name and the process runs on", async () => {
-  const w = await Workload.start("pidfd", ["outside"]);
-  const images = tempDir();
-  try {
-    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
-    assert.equal(r.code, 1);
-    assert.match(
-      r.stderr,
-      /Cannot dump fd 11 \(pidfd\) of process \d+: it refers to process \d+, which is not in the dumped tree/,
-    );
-    assert.equal(await w.finish(), "PASS", w.output());
-  } catch (e) {
-    await w.kill();
-    throw e;
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
-});
+Deno.test("a pidfd on a process outside the tree is refused by name and the process runs on", () =>
+  refusedDump(
+    "pidfd",
+    ["outside"],
+    /Cannot dump fd 11 \(pidfd\) of process \d+: it refers to process \d+, which is not in the dumped tree/,
+  ));
 
 Deno.test("crit decodes a dump of pty: each side's tty info (index, packet mode, lock, termios) and its path", () =>
   critCase("pty", async (_images, decode) => {
@@ -174,25 +152,12 @@ Deno.test("crit decodes a dump of pty: each side's tty info (index, packet mode,
     assert.ok(infos.some((i) => (i.winsize as Entry).ws_row === 33 && (i.winsize as Entry).ws_col === 101));
   }));
 
-Deno.test("a pty with bytes queued in it is refused by name and the process runs on", async () => {
-  const w = await Workload.start("pty", ["queued"]);
-  const images = tempDir();
-  try {
-    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
-    assert.equal(r.code, 1);
-    assert.match(
-      r.stderr,
-      /Cannot dump fd \d+ \(pty \/dev\/pts\/\d+\) of process \d+: 1 bytes are queued in it/,
-    );
-    assert.equal(await w.finish(), "PASS", w.output());
-  } catch (e) {
-    await w.kill();
-    throw e;
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
-});
+Deno.test("a pty with bytes queued in it is refused by name and the process runs on", () =>
+  refusedDump(
+    "pty",
+    ["queued"],
+    /Cannot dump fd \d+ \(pty \/dev\/pts\/\d+\) of process \d+: 1 bytes are queued in it/,
+  ));
 
 Deno.test("crit decodes a dump of fanotify: group flags and inode and mount marks", () =>
   critCase("fanotify", async (_images, decode) => {
@@ -213,23 +178,11 @@ for (
     ["member", /it does not lead its session, and only a session leader's terminal comes back yet/],
   ] as const
 ) {
-  Deno.test(`a pty of the tree as a terminal that cannot come back (${mode}) is refused by name`, async () => {
-    const w = await Workload.start("pty", [mode]);
-    const images = tempDir();
-    try {
-      const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
-      assert.equal(r.code, 1);
-      assert.match(r.stderr, /Cannot dump its controlling terminal \/dev\/pts\/\d+ of process \d+: /);
-      assert.match(r.stderr, why);
-      assert.equal(await w.finish(), "PASS", w.output());
-    } catch (e) {
-      await w.kill();
-      throw e;
-    } finally {
-      w.cleanup();
-      Deno.removeSync(images, { recursive: true });
-    }
-  });
+  Deno.test(`a pty of the tree as a terminal that cannot come back (${mode}) is refused by name`, () =>
+    refusedDump("pty", [mode], [
+      /Cannot dump its controlling terminal \/dev\/pts\/\d+ of process \d+: /,
+      why,
+    ]));
 }
 
 Deno.test("crit decodes a dump of fds_tree: the session's pty with its session and group, /dev/tty as CTTY", () =>

@@ -32,7 +32,7 @@ import {
   Workload,
   workloadBin,
 } from "./lib/harness.ts";
-import { dumpRestore, registerMatrix } from "./lib/matrix.ts";
+import { dumpRestore, refusedDump, registerMatrix } from "./lib/matrix.ts";
 
 registerMatrix([
   { name: "unix_sockets", args: ["pair-stream", "pair-dgram", "pair-seqpacket", "unbound"] },
@@ -118,37 +118,11 @@ Deno.test("Debian's crit reads the unix sockets and their queues as dumped", asy
   assert.deepEqual(openFds(), fds, "the test leaked fds");
 });
 
-/** Dumps `w` expecting a refusal that says `expected`, then checks the workload runs on as before. */
-async function refused(
-  name: string,
-  args: string[],
-  expected: RegExp,
-  criuArgs: string[] = [],
-): Promise<void> {
-  const fds = openFds();
-  const w = await Workload.start(name, args);
-  const images = tempDir();
-  try {
-    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4", ...criuArgs]);
-    assert.equal(r.code, 1, `the dump should fail: ${r.stderr}`);
-    assert.match(r.stderr, expected);
-    assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
-    assert.equal(await w.finish(), "PASS", w.output());
-  } catch (e) {
-    await w.kill();
-    throw e;
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
-  assert.deepEqual(openFds(), fds, "the test leaked fds");
-}
-
 Deno.test("queued sender credentials (SCM_CREDENTIALS) are refused by name and stay queued", () =>
-  refused("unix_sockets", ["scm-creds"], /sender credentials \(SCM_CREDENTIALS\)/));
+  refusedDump("unix_sockets", ["scm-creds"], /sender credentials \(SCM_CREDENTIALS\)/));
 
 Deno.test("a connection waiting in a backlog with data sent is refused as CRIU does", () =>
-  refused("unix_sk", ["backlog-data"], /non-empty write queue on an in-flight socket/));
+  refusedDump("unix_sk", ["backlog-data"], /non-empty write queue on an in-flight socket/));
 
 Deno.test("a --leave-running dump leaves a socket's peek offset and queue as they were", async () => {
   const fds = openFds();
@@ -169,7 +143,7 @@ Deno.test("a --leave-running dump leaves a socket's peek offset and queue as the
 });
 
 Deno.test("a refused dump leaves a socket's peek offset as it was", () =>
-  refused("unix_sockets", ["options"], /sender credentials \(SCM_CREDENTIALS\)/));
+  refusedDump("unix_sockets", ["options"], /sender credentials \(SCM_CREDENTIALS\)/));
 
 /** A server outside the tree: a datagram socket and a listener at paths in `dir`; closed by the caller. */
 function externalServer(
@@ -189,17 +163,17 @@ Deno.test("a socket connected outside the tree is refused without --ext-unix-sk,
   const dir = tempDir();
   const ext = externalServer(dir);
   try {
-    await refused(
+    await refusedDump(
       "unix_sk",
       ["ext-dgram", `ext=${ext.dgramPath}`],
       /unix datagram socket \d+.*external socket is used: its peer unix socket \d+ \(.*ext-dgram.sock\) is outside the tree. Consider using --ext-unix-sk option/,
     );
-    await refused(
+    await refusedDump(
       "unix_sk",
       ["ext-stream", `extstream=${ext.streamPath}`],
       /unix stream socket \d+.*Consider using --ext-unix-sk option/,
     );
-    await refused(
+    await refusedDump(
       "unix_sk",
       ["ext-stream", `extstream=${ext.streamPath}`],
       /can't dump half of stream unix connection \(name: unnamed; peer name: .*ext-stream.sock\)/,

@@ -4,7 +4,7 @@
  * after ten dump/restore cycles in a row. Works for single processes and whole trees.
  */
 import assert from "node:assert/strict";
-import { criuOk, descendants, exists, openFds, reap, sleep, tempDir, Workload } from "./harness.ts";
+import { criu, criuOk, descendants, exists, openFds, reap, sleep, tempDir, Workload } from "./harness.ts";
 
 export interface Case {
   name: string;
@@ -69,4 +69,22 @@ export function registerMatrix(cases: readonly Case[]): void {
         for (let i = 0; i < 10; i++) await dumpRestore(w, images, c);
       }));
   }
+}
+
+/**
+ * A dump of the workload (with `criuArgs`) that must be refused: exit 1, every pattern in criu's
+ * words, no checkpoint left; the workload runs on and passes its own check afterwards.
+ */
+export function refusedDump(
+  name: string,
+  args: string[],
+  expected: RegExp | readonly RegExp[],
+  criuArgs: string[] = [],
+): Promise<void> {
+  return withWorkload({ name, args }, async (w, images) => {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4", ...criuArgs]);
+    assert.equal(r.code, 1, `the dump should fail: ${r.stderr}`);
+    for (const pattern of [expected].flat()) assert.match(r.stderr, pattern);
+    assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
+  });
 }
