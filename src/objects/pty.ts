@@ -50,7 +50,7 @@ import {
 import type { DumpFilesContext } from "./files.ts";
 import { addRegFile } from "./regfile.ts";
 import { takeFromCriu } from "./files.ts";
-import { takeTerminal } from "./tty.ts";
+import { addTtyFile, takeTerminal } from "./tty.ts";
 import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
 
@@ -292,20 +292,7 @@ export function dumpTreePty(
     const holders = treePtys(ctx).slaveHolders;
     holders.set(index, (holders.get(index) ?? new Set()).add(nsPidOf(ctx.pid)));
   }
-  const infoId = info.id;
-  const regfId = addRegFile(ctx.table, fd.target, fd.flags, 0n, `pty-path:${ctx.pid}:${fd.fd}`);
-  return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) =>
-    create(file_entrySchema, {
-      type: fd_types.TTY,
-      id,
-      tty: create(tty_file_entrySchema, {
-        id,
-        ttyInfoId: infoId,
-        flags: fd.flags & ~O.CLOEXEC,
-        fown: emptyFown(),
-        regfId,
-      }),
-    }));
+  return addTtyFile(ctx, fd, info.id, fd.flags & ~O.CLOEXEC, "pty");
 }
 
 /**

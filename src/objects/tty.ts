@@ -21,7 +21,15 @@ import { closeFd } from "../../ffi/fd.ts";
 import { KERNEL_TERMIOS_SIZE, parseKernelTermios, parseWinsize, WINSIZE_SIZE } from "../../ffi/structs.ts";
 import { openPty, type Pty } from "../../ffi/pty.ts";
 import { KINDS } from "../images/kinds.ts";
-import { emptyFown, type FdKind, type FilesSession, type FileTable, registerFdKind } from "./files.ts";
+import {
+  type DumpFilesContext,
+  emptyFown,
+  type FdKind,
+  type FilesSession,
+  type FileTable,
+  registerFdKind,
+} from "./files.ts";
+import type { FdEntry } from "../../ffi/proc.ts";
 import { addRegFile } from "./regfile.ts";
 import { refuse } from "./refusal.ts";
 import {
@@ -91,6 +99,30 @@ function restoreTerminal(session: FilesSession): RestoreTerminal {
   return state.restore;
 }
 
+/**
+ * The files.img entry of a terminal fd (shell job's or a pty of the tree): its tty-info record, and
+ * its path in a regular-file entry of its own, as CRIU writes it (it refuses a terminal without one
+ * as deprecated). `kind` keeps the keys of the two users apart.
+ */
+export function addTtyFile(
+  ctx: DumpFilesContext,
+  fd: FdEntry,
+  infoId: number,
+  flags: number,
+  kind: "tty" | "pty",
+): number {
+  const regfId = addRegFile(ctx.table, fd.target, fd.flags, 0n, `${kind}-path:${ctx.pid}:${fd.fd}`);
+  return ctx.table.add(
+    kind === "tty" ? `tty:${ctx.pid}:${fd.fd}` : `fd:${ctx.pid}:${fd.fd}`,
+    (id) =>
+      create(file_entrySchema, {
+        type: fd_types.TTY,
+        id,
+        tty: create(tty_file_entrySchema, { id, ttyInfoId: infoId, flags, fown: emptyFown(), regfId }),
+      }),
+  );
+}
+
 export const ttyKind: FdKind = {
   name: "terminal",
   type: fd_types.TTY,
@@ -123,22 +155,7 @@ export const ttyKind: FdKind = {
       infos.push(info);
     }
     if (info.sid === 0) recordSession(ctx.agent, fd.fd, info);
-    const infoId = info.id;
-    // The terminal's path goes in a regular-file entry of its own, as CRIU writes it (it refuses
-    // a terminal without one as deprecated).
-    const regfId = addRegFile(ctx.table, fd.target, fd.flags, 0n, `tty-path:${ctx.pid}:${fd.fd}`);
-    return ctx.table.add(`tty:${ctx.pid}:${fd.fd}`, (id) =>
-      create(file_entrySchema, {
-        type: fd_types.TTY,
-        id,
-        tty: create(tty_file_entrySchema, {
-          id,
-          ttyInfoId: infoId,
-          flags: fd.flags,
-          fown: emptyFown(),
-          regfId,
-        }),
-      }));
+    return addTtyFile(ctx, fd, info.id, fd.flags, "tty");
   },
   finishDump(session) {
     const { infos } = terminals(session.table);
