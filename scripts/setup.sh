@@ -10,23 +10,41 @@ if [ ! -x node_modules/.bin/deno ] || [ ! -x node_modules/.bin/buf ] || [ packag
   # npm ci never rewrites the lock file, so a checkout stays clean.
   npm ci --no-audit --no-fund --loglevel=error
 fi
-if ! command -v crit >/dev/null 2>&1 || ! /usr/bin/python3 -c 'import pycriu' >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing Debian's criu package (for crit and pycriu)"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq criu >/dev/null
+# Debian packages the tests drive, one row each: a command (or a python module, "py:NAME") whose
+# absence means the package is missing, the package, and what it is for. Debian's criu package
+# gives crit and pycriu, independent checks of our image and RPC formats (its criu binary is never
+# run). Installed in one apt call, only when something is missing.
+packages=(
+  "crit criu crit and pycriu, to check our images"
+  "py:pycriu criu crit and pycriu, to check our images"
+  "iptables-restore iptables the network lock of TCP connections (CRIU's default)"
+  "nft nftables the network lock through nftables"
+  "ip iproute2 network devices, addresses and routes of a namespace (ip addr/route save and restore)"
+  "busybox busybox-static a container's root file system, one static binary"
+)
+missing=()
+for row in "${packages[@]}"; do
+  read -r probe package _ <<<"$row"
+  if [[ $probe == py:* ]]; then
+    /usr/bin/python3 -c "import ${probe#py:}" >/dev/null 2>&1 && continue
   else
-    echo "setup: Debian's criu package is missing; tests that compare with crit/pycriu will fail" >&2
+    command -v "$probe" >/dev/null 2>&1 && continue
   fi
-fi
-# The network lock of dumped TCP connections goes through iptables (CRIU's default) or nft.
-if ! command -v iptables-restore >/dev/null 2>&1 || ! command -v nft >/dev/null 2>&1; then
+  [[ " ${missing[*]} " == *" $package "* ]] || missing+=("$package")
+done
+if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "setup: installing Debian's iptables and nftables (the network lock of TCP connections)"
+    echo "setup: installing Debian's ${missing[*]}"
     apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iptables nftables >/dev/null
+    # Packages that ship a daemon must not start it: the tests start their own, on their own ports.
+    no_daemons=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && no_daemons=1
+    fi
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    [ -z "$no_daemons" ] || rm -f /usr/sbin/policy-rc.d
   else
-    echo "setup: iptables or nft is missing; dumping established TCP connections will fail" >&2
+    echo "setup: missing Debian packages ${missing[*]}; the tests that use them will fail" >&2
   fi
 fi
 # The bundle the launcher runs (it would build it on first use too, but here it is built once,
