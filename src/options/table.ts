@@ -359,7 +359,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   bool("restore-detached", "d", DAEMONS, IMPLEMENTED, (o, on) => o.restoreDetached = on),
   bool("daemon", "", DAEMONS, IMPLEMENTED, (o, on) => o.restoreDetached = on),
   bool("restore-sibling", "S", RESTORE, IMPLEMENTED, (o, on) => o.restoreSibling = on),
-  opt("root", "r", "required", RESTORE, REFUSED, (o, v) => o.root = v, "restoring into another root"),
+  opt("root", "r", "required", RESTORE, IMPLEMENTED, (o, v) => o.root = v),
   opt(
     "join-ns",
     "J",
@@ -370,7 +370,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     "joining namespaces",
   ),
   opt("inherit-fd", "", "required", RESTORE, REFUSED, (o, v) => o.inheritFds.push(inheritFd(v))),
-  opt("ext-mount-map", "M", "required", DUMP_RESTORE, ACCEPTED, extMountMap),
+  opt("ext-mount-map", "M", "required", DUMP_RESTORE, IMPLEMENTED, extMountMap),
   opt("veth-pair", "", "required", RESTORE, ACCEPTED, (o, v) => o.vethPairs.push(vethPair(v))),
   opt("empty-ns", "", "required", RESTORE, IMPLEMENTED, (o, v) => {
     o.emptyNetNs = oneOf(v, ["net"]) === "net";
