@@ -102,20 +102,22 @@ Deno.test("a tree with a bind mount from outside its view is refused by name and
   const w = await Workload.start("mntns");
   const images = tempDir();
   try {
-    const src = tempDir();
-    const target = `${w.result}.mnt/over`;
-    // Bind a tmpfs of the host's into the workload's namespace: its source is outside the view.
-    run("mount", "-t", "tmpfs", "hosttmp", src);
-    try {
-      Deno.mkdirSync(`${src}/sub`);
-      run("nsenter", "-t", `${w.pid}`, "-m", "mount", "--bind", `/proc/1/root${src}/sub`, target);
-    } finally {
-      run("umount", "-l", src);
-      Deno.removeSync(src);
-    }
+    // In the workload's namespace: a tmpfs whose subdirectory is bound over "over", then the tmpfs
+    // itself unmounted: only /sub of that filesystem stays, with nothing to bind it from.
+    const base = `${w.result}.mnt`;
+    Deno.mkdirSync(`${base}/gone`);
+    run(
+      "nsenter",
+      "-t",
+      `${w.pid}`,
+      "-m",
+      "sh",
+      "-c",
+      `mount -t tmpfs gone ${base}/gone && mkdir ${base}/gone/sub && mount --bind ${base}/gone/sub ${base}/over && umount ${base}/gone`,
+    );
     const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /mount .*over \(tmpfs, mount \d+\)/);
+    assert.match(r.stderr, /mount \S*\/over \(tmpfs, mount \d+\)/);
     assert.match(r.stderr, /only \/sub of the filesystem is mounted/);
     assert.ok(exists(`/proc/${w.pid}`));
     const status = Deno.readTextFileSync(`/proc/${w.pid}/status`);
