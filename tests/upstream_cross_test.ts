@@ -17,6 +17,13 @@ registerCross([
   { name: "unix_sk", args: ["backlog", "dgram-server"] },
   // TCP established (locked by iptables, CRIU's default, between dump and restore), UDP, netlink.
   { name: "tcp_stream", args: ["pair"], criuArgs: ["--tcp-established"], settleMs: 300, after: noLockLeft },
+  {
+    name: "tcp_stream",
+    args: ["pair"],
+    criuArgs: ["--tcp-established", "--network-lock", "nftables"],
+    settleMs: 300,
+    after: noLockLeft,
+  },
   { name: "inet_sk" },
   { name: "netlink_sk" },
   // Files.

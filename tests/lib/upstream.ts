@@ -47,7 +47,9 @@ async function upstreamOk(dir: string, log: string, args: string[]): Promise<voi
   const errors = exists(path)
     ? Deno.readTextFileSync(path).split("\n").filter((l) => /Error|Warn/.test(l)).slice(-15).join("\n")
     : "";
-  assert.fail(`${UPSTREAM} ${all.join(" ")} exited ${out.code}\n${new TextDecoder().decode(out.stderr)}${errors}`);
+  assert.fail(
+    `${UPSTREAM} ${all.join(" ")} exited ${out.code}\n${new TextDecoder().decode(out.stderr)}${errors}`,
+  );
 }
 
 /**
