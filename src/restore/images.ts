@@ -295,7 +295,7 @@ function checkSharedObjects(dir: ImageDir, tasks: readonly RestoreTaskImages[]):
   const reach = new Map<bigint, bigint>();
   for (const t of tasks) {
     for (const v of t.mm?.vmas ?? []) {
-      if (!(v.status & VMA.ANON_SHARED)) continue;
+      if ((v.status & (VMA.ANON_SHARED | VMA.SYSVIPC)) !== VMA.ANON_SHARED) continue; // SysV: ipcns's
       const end = v.pgoff + (v.end - v.start);
       if (end > (reach.get(v.shmid) ?? 0n)) reach.set(v.shmid, end);
     }

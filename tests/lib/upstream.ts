@@ -74,6 +74,11 @@ export interface CrossCase extends Case {
    * needs CRIU's restore is then registered ignored, with the reason in its name.
    */
   upstreamRestoreFails?: string;
+  /**
+   * What CRIU 4.x's dump of this case leaves out on this kernel, so that no restore of it can
+   * pass: the direction that needs CRIU's dump is then registered ignored, with the reason.
+   */
+  upstreamDumpLoses?: string;
 }
 
 /** Registers both cross-checks of every case: our dump → CRIU's restore, CRIU's dump → ours. */
@@ -91,9 +96,10 @@ export function registerCross(cases: readonly CrossCase[]): void {
       ignore: !UPSTREAM || why !== undefined,
       fn: then(() => crossRoundTrip(c, ourDump(opts), upstreamRestore(opts))),
     });
+    const lost = c.upstreamDumpLoses;
     Deno.test({
-      name: `we restore CRIU 4.x's dump of ${label(c)}`,
-      ignore: !UPSTREAM,
+      name: `we restore CRIU 4.x's dump of ${label(c)}${lost ? ` (not here: ${lost})` : ""}`,
+      ignore: !UPSTREAM || lost !== undefined,
       fn: then(() => crossRoundTrip(c, upstreamDump(opts), ourRestore(opts))),
     });
   }
