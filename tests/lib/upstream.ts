@@ -75,10 +75,10 @@ export interface CrossCase extends Case {
    */
   upstreamRestoreFails?: string;
   /**
-   * What CRIU 4.x's dump of this case leaves out on this kernel, so that no restore of it can
-   * pass: the direction that needs CRIU's dump is then registered ignored, with the reason.
+   * What CRIU 4.x's dump of this case refuses or leaves out on this kernel, so that no restore of
+   * it can pass: the direction that needs CRIU's dump is then registered ignored, with the reason.
    */
-  upstreamDumpLoses?: string;
+  upstreamDumpFails?: string;
 }
 
 /** Registers both cross-checks of every case: our dump → CRIU's restore, CRIU's dump → ours. */
@@ -96,7 +96,7 @@ export function registerCross(cases: readonly CrossCase[]): void {
       ignore: !UPSTREAM || why !== undefined,
       fn: then(() => crossRoundTrip(c, ourDump(opts), upstreamRestore(opts))),
     });
-    const lost = c.upstreamDumpLoses;
+    const lost = c.upstreamDumpFails;
     Deno.test({
       name: `we restore CRIU 4.x's dump of ${label(c)}${lost ? ` (not here: ${lost})` : ""}`,
       ignore: !UPSTREAM || lost !== undefined,
