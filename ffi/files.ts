@@ -9,6 +9,7 @@ import { SyscallError } from "./errors.ts";
 
 const NR_SENDFILE = 40;
 const NR_FLOCK = 73;
+const NR_MKNODAT = 259;
 const NR_LINKAT = 265;
 const NR_COPY_FILE_RANGE = 326;
 const AT_FDCWD = -100;
@@ -105,6 +106,15 @@ export function linkOpenFile(procLink: string, newPath: string): void {
     BigInt(AT_SYMLINK_FOLLOW),
   );
   callBig("linkat", r, newPath);
+}
+
+/**
+ * A device node or FIFO at `path`: `mode` has the file type (S_IFCHR, S_IFBLK, S_IFIFO) and the
+ * permissions, `rdev` the device number as the kernel encodes it (stat's st_rdev).
+ */
+export function makeNode(path: string, mode: number, rdev: bigint): void {
+  const name = cstr(path);
+  callBig("mknodat", sys(NR_MKNODAT, BigInt(AT_FDCWD), addressOf(name), BigInt(mode), rdev), path);
 }
 
 /** Sets the size of an open file (holes where nothing is written). */

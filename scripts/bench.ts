@@ -13,6 +13,9 @@
  * Reported: wall time of dump and restore, frozen time (from stats-dump), MB/s, the tool's peak
  * RSS (GNU time), and the image size. Options: --mib N (default 1024), --maps N (default 2000),
  * --only WORD (run only the scenarios whose name contains WORD; may be repeated).
+ *
+ * With CRIU_UPSTREAM naming a CRIU 4.x binary, each scenario runs a second time with it (a new
+ * workload, the same options) and a second table gives CRIU's times and ours divided by them.
  */
 import { parseArgs } from "node:util";
 import { criu, descendants, reap, tempDir, Workload } from "../tests/lib/harness.ts";
@@ -34,11 +37,15 @@ interface Timed {
   maxRssKb: number;
 }
 
-/** Runs `criu ARGS` under GNU time; returns wall seconds and the tool's peak RSS. */
-async function timedCriu(args: string[]): Promise<Timed> {
+const OURS = new URL("./criu", import.meta.url).pathname;
+/** CRIU 4.x, to compare with, when CRIU_UPSTREAM names it. */
+const UPSTREAM = Deno.env.get("CRIU_UPSTREAM");
+
+/** Runs `TOOL ARGS` (criu-ts's launcher unless told) under GNU time; wall seconds and peak RSS. */
+async function timedCriu(args: string[], tool = OURS): Promise<Timed> {
   const t0 = performance.now();
   const r = await new Deno.Command("/usr/bin/time", {
-    args: ["-f", "%M", `${new URL("./criu", import.meta.url).pathname}`, ...args],
+    args: ["-f", "%M", tool, ...args],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -82,6 +89,66 @@ interface Row {
   restoreMBs: number;
   rssMiB: number;
   ddS?: number;
+  /** The same scenario with CRIU 4.x, or why it could not run. */
+  upstream?: Timing | string;
+}
+
+/** Wall times of one dump and its restore, and the tool's peak RSS. */
+interface Timing {
+  dumpS: number;
+  restoreS: number;
+  rssMiB: number;
+}
+
+/**
+ * Starts the workload afresh and dumps and restores it with `tool` (the same options); the restored
+ * workload must pass its checks. Returns the times, and the images' size for the caller's figures.
+ */
+async function dumpAndRestore(
+  label: string,
+  workload: string,
+  args: string[],
+  criuArgs: string[],
+  tool: string,
+  withDd = 0,
+): Promise<Timing & { images: number; frozenMs: number; ddS?: number }> {
+  const w = await Workload.start(workload, args);
+  const images = tempDir("criu-ts-bench-");
+  try {
+    const ddS = withDd ? await ddSeconds(images, withDd) : undefined;
+    const tree = [w.pid, ...descendants(w.pid)];
+    const d = await timedCriu(["dump", "-t", `${w.pid}`, "-D", images, ...criuArgs], tool);
+    for (const pid of tree) await reap(pid);
+    const size = dirBytes(images);
+    const frozen = await frozenMs(images);
+    const r = await timedCriu(["restore", "-D", images, "-d", ...criuArgs], tool);
+    const verdict = await w.finish();
+    if (verdict !== "PASS") throw new Error(`${label}: the restored process reports ${verdict}`);
+    return {
+      dumpS: d.seconds,
+      restoreS: r.seconds,
+      rssMiB: Math.max(d.maxRssKb, r.maxRssKb) / 1024,
+      images: size,
+      frozenMs: frozen,
+      ...(ddS !== undefined ? { ddS } : {}),
+    };
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+}
+
+/** The scenario with CRIU 4.x, or the first line of why it failed (the bench goes on). */
+async function upstreamTiming(label: string, workload: string, args: string[], criuArgs: string[]) {
+  try {
+    const t = await dumpAndRestore(label, workload, args, criuArgs, UPSTREAM!);
+    return { dumpS: t.dumpS, restoreS: t.restoreS, rssMiB: t.rssMiB };
+  } catch (e) {
+    return `failed: ${(e as Error).message.split("\n").find((l) => /Error|failed|reports/.test(l)) ?? ""}`;
+  }
 }
 
 async function scenario(
@@ -91,35 +158,21 @@ async function scenario(
   withDd = 0,
   criuArgs: string[] = [],
 ): Promise<Row> {
-  const w = await Workload.start(workload, args);
-  const images = tempDir("criu-ts-bench-");
-  try {
-    const ddS = withDd ? await ddSeconds(images, withDd) : undefined;
-    const tree = [w.pid, ...descendants(w.pid)];
-    const d = await timedCriu(["dump", "-t", `${w.pid}`, "-D", images, ...criuArgs]);
-    for (const pid of tree) await reap(pid);
-    const size = dirBytes(images);
-    const frozen = await frozenMs(images);
-    const r = await timedCriu(["restore", "-D", images, "-d", ...criuArgs]);
-    const verdict = await w.finish();
-    if (verdict !== "PASS") throw new Error(`${label}: the restored process reports ${verdict}`);
-    const mb = size / 1e6;
-    const row: Row = {
-      scenario: label,
-      dumpS: d.seconds,
-      frozenMs: frozen,
-      restoreS: r.seconds,
-      imageMiB: size / 1048576,
-      dumpMBs: mb / d.seconds,
-      restoreMBs: mb / r.seconds,
-      rssMiB: Math.max(d.maxRssKb, r.maxRssKb) / 1024,
-    };
-    if (ddS !== undefined) row.ddS = ddS;
-    return row;
-  } finally {
-    w.cleanup();
-    Deno.removeSync(images, { recursive: true });
-  }
+  const t = await dumpAndRestore(label, workload, args, criuArgs, OURS, withDd);
+  const mb = t.images / 1e6;
+  const row: Row = {
+    scenario: label,
+    dumpS: t.dumpS,
+    frozenMs: t.frozenMs,
+    restoreS: t.restoreS,
+    imageMiB: t.images / 1048576,
+    dumpMBs: mb / t.dumpS,
+    restoreMBs: mb / t.restoreS,
+    rssMiB: t.rssMiB,
+  };
+  if (t.ddS !== undefined) row.ddS = t.ddS;
+  if (UPSTREAM) row.upstream = await upstreamTiming(label, workload, args, criuArgs);
+  return row;
 }
 
 async function repeat(n: number, run: () => Promise<Row>): Promise<Row[]> {
@@ -134,6 +187,10 @@ async function repeat(n: number, run: () => Promise<Row>): Promise<Row[]> {
  */
 function median(runs: Row[]): Row {
   const mid = (pick: (r: Row) => number) => runs.map(pick).sort((a, b) => a - b)[runs.length >> 1]!;
+  const upstream = runs.map((r) => r.upstream).filter((u): u is Timing => typeof u === "object");
+  const failed = runs.map((r) => r.upstream).find((u) => typeof u === "string");
+  const midOf = (pick: (t: Timing) => number) =>
+    upstream.map(pick).sort((a, b) => a - b)[upstream.length >> 1]!;
   return {
     ...runs[0]!,
     dumpS: mid((r) => r.dumpS),
@@ -142,6 +199,15 @@ function median(runs: Row[]): Row {
     dumpMBs: mid((r) => r.dumpMBs),
     restoreMBs: mid((r) => r.restoreMBs),
     rssMiB: Math.max(...runs.map((r) => r.rssMiB)),
+    ...(failed !== undefined ? { upstream: failed } : upstream.length
+      ? {
+        upstream: {
+          dumpS: midOf((t) => t.dumpS),
+          restoreS: midOf((t) => t.restoreS),
+          rssMiB: Math.max(...upstream.map((t) => t.rssMiB)),
+        },
+      }
+      : {}),
   };
 }
 
@@ -189,4 +255,24 @@ for (const r of rows) {
       f(r.dumpMBs, 0)
     } | ${f(r.restoreMBs, 0)} | ${f(r.rssMiB, 1)} | ${dd} | ${ratio} |`,
   );
+}
+
+if (UPSTREAM) {
+  console.log(`\nThe same scenarios with ${UPSTREAM} (ours / CRIU's: below 1 is faster than CRIU)\n`);
+  console.log(
+    "| scenario | CRIU dump s | CRIU restore s | CRIU peak RSS MiB | dump ours/CRIU | restore ours/CRIU |",
+  );
+  console.log("|---|---|---|---|---|---|");
+  for (const r of rows) {
+    const u = r.upstream;
+    if (typeof u !== "object") {
+      console.log(`| ${r.scenario} | ${u ?? "not run"} | | | | |`);
+      continue;
+    }
+    console.log(
+      `| ${r.scenario} | ${f(u.dumpS)} | ${f(u.restoreS)} | ${f(u.rssMiB, 1)} | ${
+        f(r.dumpS / u.dumpS, 2)
+      } | ${f(r.restoreS / u.restoreS, 2)} |`,
+    );
+  }
 }

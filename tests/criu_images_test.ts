@@ -29,7 +29,8 @@ import {
 import { fown_entrySchema } from "../src/images/gen/fown_pb.ts";
 import { PAGE_SIZE, PE, VMA } from "../src/objects/memory.ts";
 import { MAP } from "../ffi/syscalls.ts";
-import { criuOk, descendants, reap } from "./lib/harness.ts";
+import { criuOk } from "./lib/harness.ts";
+import { crossRoundTrip, ourDump, ourRestore, registerCross } from "./lib/upstream.ts";
 import { withWorkload } from "./lib/matrix.ts";
 
 /** task_state of a zombie in CRIU's images (TASK_DEAD). */
@@ -43,29 +44,11 @@ function inspectDump(name: string, args: string[], check: (dir: ImageDir, root: 
   });
 }
 
-type Dump = (pid: number, dir: string) => Promise<void>;
-type Restore = (dir: string) => Promise<void>;
-
-const ourDump: Dump = async (pid, dir) =>
-  void await criuOk(["dump", "-t", `${pid}`, "-D", dir, "-o", "dump.log", "-v4"]);
-const ourRestore: Restore = async (dir) =>
-  void await criuOk(["restore", "-D", dir, "-d", "-o", "restore.log", "-v4"]);
-
-/** Dumps the workload's tree with `dump` (which ends it), waits until its PIDs are free, restores. */
-function roundTrip(name: string, args: string[], dump: Dump, restore: Restore) {
-  return withWorkload({ name, args }, async (w, images) => {
-    const tree = [w.pid, ...descendants(w.pid)];
-    await dump(w.pid, images);
-    for (const pid of tree) await reap(pid);
-    await restore(images);
-  });
-}
-
 /** Our dump, rewritten by `rewrite` into CRIU's way of writing it, then our restore. */
 function restoreRewritten(name: string, args: string[], rewrite: (dir: ImageDir) => void) {
-  return roundTrip(name, args, ourDump, (dir) => {
+  return crossRoundTrip({ name, args }, ourDump(), (dir) => {
     rewrite(new ImageDir(dir));
-    return ourRestore(dir);
+    return ourRestore()(dir);
   });
 }
 
@@ -248,39 +231,9 @@ Deno.test("restore takes registers and areas as criu-ts wrote them before: -ERES
     dir.write(KINDS.MM, root!.pid, [mm!]);
   }));
 
-// Cross-checks with CRIU itself, when there is one (this machine's Debian package is 3.17, which
-// fails on this kernel; CRIU_UPSTREAM may point at a build of CRIU 4.x).
-const upstream = Deno.env.get("CRIU_UPSTREAM");
-const CROSS = [["counter"], ["signals"], ["threads", "64"], ["tree"], ["waiter"], ["shared_files"], [
-  "mmap_zoo",
-  "alias",
-]];
-if (!upstream) {
-  console.log("criu_images_test: CRIU_UPSTREAM is not set, so the cross-checks with CRIU 4.x are skipped");
-}
-
-async function upstreamOk(args: string[]): Promise<void> {
-  const out = await new Deno.Command(upstream!, { args, stdout: "piped", stderr: "piped" }).output();
-  assert.equal(out.code, 0, `${upstream} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-}
-
-for (const [name, ...args] of CROSS) {
-  const label = [name, ...args].join(" ");
-  Deno.test({
-    name: `CRIU 4.x restores our dump of ${label}`,
-    ignore: !upstream,
-    fn: () =>
-      roundTrip(name!, args, ourDump, (dir) => upstreamOk(["restore", "-D", dir, "-d", "-o", "restore.log"])),
-  });
-  Deno.test({
-    name: `we restore CRIU 4.x's dump of ${label}`,
-    ignore: !upstream,
-    fn: () =>
-      roundTrip(
-        name!,
-        args,
-        (pid, dir) => upstreamOk(["dump", "-t", `${pid}`, "-D", dir, "-o", "dump.log"]),
-        ourRestore,
-      ),
-  });
-}
+// Cross-checks with CRIU itself, when CRIU_UPSTREAM names a CRIU 4.x binary (tests/lib/upstream.ts;
+// sockets, files and namespaces are in upstream_cross_test.ts).
+registerCross(
+  [["counter"], ["signals"], ["threads", "64"], ["tree"], ["waiter"], ["shared_files"], ["mmap_zoo", "alias"]]
+    .map(([name, ...args]) => ({ name: name!, args })),
+);

@@ -7,26 +7,13 @@
 import assert from "node:assert/strict";
 import { criu, criuOk, exists, reap, sleep, tempDir, waitFor, Workload } from "./lib/harness.ts";
 import { registerMatrix } from "./lib/matrix.ts";
+import { lockRules } from "./lib/netfilter.ts";
 
 registerMatrix([
   { name: "inet_sk" },
   // Both ends of a busy connection (and the listener that accepted one) in one process.
   { name: "tcp_stream", args: ["pair"], criuArgs: ["--tcp-established"], settleMs: 300 },
 ]);
-
-/** What netfilter holds now: iptables and ip6tables rules, and the nft ruleset. */
-function netfilterRules(): string {
-  const run = (cmd: string, args: string[]) =>
-    new TextDecoder().decode(
-      new Deno.Command(cmd, { args, stdout: "piped", stderr: "null" }).outputSync().stdout,
-    );
-  return run("iptables-save", []) + run("ip6tables-save", []) + run("nft", ["list", "ruleset"]);
-}
-
-/** Netfilter rules or tables of a network lock (CRIU's mark, table inet CRIU), one per line. */
-function lockRules(): string[] {
-  return netfilterRules().split("\n").filter((l) => /0xc114|table inet CRIU/i.test(l));
-}
 
 function critDecode(path: string): { entries: Record<string, unknown>[] } {
   const out = new Deno.Command("/usr/bin/crit", { args: ["decode", "-i", path] }).outputSync();

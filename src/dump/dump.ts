@@ -249,6 +249,8 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   };
   let namespaces: NsDumped | undefined;
   const table = new FileTable();
+  // Names this checkpoint's network lock (inventory's dump_criu_run_id), as CRIU's run id does.
+  const runId = crypto.randomUUID();
   const files: FilesSession = {
     table,
     dir,
@@ -257,6 +259,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     plugins,
     log,
     frozenUptimeUs,
+    runId,
   };
   try {
     const nsIds = new NamespaceIds();
@@ -339,6 +342,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         // How dumped connections were locked: the restore unlocks them the same way.
         networkLockMethod: NETWORK_LOCK_METHOD[opts.options.networkLock],
         dumpUptime: frozenUptimeUs,
+        dumpCriuRunId: runId,
       }),
     ]);
   } catch (e) {

@@ -50,6 +50,8 @@ export interface FilesSession {
    * alike, so that timers can take off the time the tree was away. Unknown: undefined.
    */
   readonly frozenUptimeUs?: bigint | undefined;
+  /** The dump's run id, a UUID (inventory's dump_criu_run_id): it names the network lock's nft table. */
+  readonly runId?: string | undefined;
 }
 
 export interface DumpFilesContext {

@@ -74,6 +74,8 @@ import {
   type Connection,
   connectionText,
   lockConnection,
+  type LockScope,
+  nftTableOf,
   onTheWire,
   unlockConnection,
 } from "./network_lock.ts";
@@ -122,6 +124,11 @@ function dumpedLockMethod(session: FilesSession): NetworkLock {
   const recorded = Object.entries(NETWORK_LOCK_METHOD).find(([, n]) => n === inventory?.networkLockMethod)
     ?.[0];
   return (recorded as NetworkLock | undefined) ?? socketOpts(session).networkLock;
+}
+
+/** How this dump locks its connections: the method asked for, in the checkpoint's own nft table. */
+function dumpLockScope(session: FilesSession): LockScope {
+  return { method: socketOpts(session).networkLock, nftTable: nftTableOf(session.runId) };
 }
 
 /** A connection in repair mode: criu's copy of it, and its lock. */
@@ -175,7 +182,7 @@ function describeFd(fd: FdEntry, what: string): string {
 // Dump
 
 /** The socket options CRIU keeps, read on criu's copy. */
-function readSocketOptions(s: number, tcp: boolean): sk_opts_entry {
+function readSocketOptions(s: number): sk_opts_entry {
   const int = (level: number, name: number) => getIntOption(s, level, name);
   const snd = getTimeout(s, SO.SNDTIMEO);
   const rcv = getTimeout(s, SO.RCVTIMEO);
@@ -202,13 +209,6 @@ function readSocketOptions(s: number, tcp: boolean): sk_opts_entry {
     soBroadcast: int(SOL.SOCKET, SO.BROADCAST) !== 0,
     soKeepalive: int(SOL.SOCKET, SO.KEEPALIVE) !== 0,
     soOobinline: int(SOL.SOCKET, SO.OOBINLINE),
-    ...(tcp
-      ? {
-        tcpKeepcnt: int(SOL.TCP, TCP.KEEPCNT),
-        tcpKeepidle: int(SOL.TCP, TCP.KEEPIDLE),
-        tcpKeepintvl: int(SOL.TCP, TCP.KEEPINTVL),
-      }
-      : {}),
     ...(linger !== undefined ? { soLinger: linger } : {}),
     ...(bufLock !== undefined ? { soBufLock: bufLock } : {}),
     ...(boundDev ? { soBoundDev: boundDev } : {}),
@@ -225,11 +225,19 @@ function readIpOptions(s: number, family: number): ip_opts_entry {
   });
 }
 
+/** TCP's own options; the keepalive values only when set, as CRIU 4.x writes them (here, not in sk_opts). */
 function readTcpOptions(s: number): tcp_opts_entry {
-  return create(tcp_opts_entrySchema, {
+  const t = create(tcp_opts_entrySchema, {
     cork: getIntOption(s, SOL.TCP, TCP.CORK) !== 0,
     nodelay: getIntOption(s, SOL.TCP, TCP.NODELAY) !== 0,
   });
+  const keepcnt = getIntOption(s, SOL.TCP, TCP.KEEPCNT);
+  const keepidle = getIntOption(s, SOL.TCP, TCP.KEEPIDLE);
+  const keepintvl = getIntOption(s, SOL.TCP, TCP.KEEPINTVL);
+  if (keepcnt) t.keepcnt = keepcnt;
+  if (keepidle) t.keepidle = keepidle;
+  if (keepintvl) t.keepintvl = keepintvl;
+  return t;
 }
 
 /** The socket's TCP or UDP state as CRIU writes it, refusing what cannot be restored. */
@@ -307,9 +315,10 @@ function dumpOne(ctx: DumpFilesContext, fd: FdEntry): number {
       flags: fileFlags(fd),
       backlog,
       srcAddr: addressWords(local),
-      dstAddr: peer ? addressWords(peer) : [],
+      // CRIU's restore wants both addresses, the peer's zero when there is none.
+      dstAddr: addressWords(peer ?? { ...local, address: flavour.family === AF.INET ? "0.0.0.0" : "::" }),
       fown: emptyFown(),
-      opts: readSocketOptions(s, tcp),
+      opts: readSocketOptions(s),
       ipOpts: readIpOptions(s, flavour.family),
       ...(flavour.family === AF.INET6 ? { v6only: getIntOption(s, SOL.IPV6, IPV6.V6ONLY) !== 0 } : {}),
       ...(tcp ? { tcpOpts: readTcpOptions(s) } : {}),
@@ -334,9 +343,8 @@ function dumpOne(ctx: DumpFilesContext, fd: FdEntry): number {
 function dumpConnection(ctx: DumpFilesContext, s: number, entry: inet_sk_entry): void {
   const state = inetState(ctx.table);
   const connection = connectionOf(entry);
-  const method = socketOpts(ctx.session).networkLock;
   state.locked.push(connection);
-  lockConnection(method, connection, ctx.log);
+  lockConnection(dumpLockScope(ctx.session), connection, ctx.log);
   repairOn(s);
   state.repaired.push({ fd: s, ino: entry.ino, connection });
   ctx.log.debug(`Socket ${entry.ino}: ${connectionText(connection)} in repair mode`);
@@ -357,7 +365,7 @@ function endInetDump(session: FilesSession, tasksGoOn: boolean): void {
   state.repaired.length = 0;
   // Killed or stopped tasks keep their connections locked until the restore unlocks them.
   if (tasksGoOn) {
-    for (const c of state.locked) unlockConnection(socketOpts(session).networkLock, c, session.log);
+    for (const c of state.locked) unlockConnection(dumpLockScope(session), c, session.log);
   }
   state.locked.length = 0;
 }
@@ -425,6 +433,9 @@ function restoreTcpOptions(s: number, t: tcp_opts_entry | undefined): void {
   if (!t) return;
   setIfDifferent(s, SOL.TCP, TCP.NODELAY, t.nodelay ? 1 : 0);
   setIfDifferent(s, SOL.TCP, TCP.CORK, t.cork ? 1 : 0);
+  if (t.keepcnt) setIfDifferent(s, SOL.TCP, TCP.KEEPCNT, t.keepcnt);
+  if (t.keepidle) setIfDifferent(s, SOL.TCP, TCP.KEEPIDLE, t.keepidle);
+  if (t.keepintvl) setIfDifferent(s, SOL.TCP, TCP.KEEPINTVL, t.keepintvl);
 }
 
 function isConnection(e: inet_sk_entry): boolean {
@@ -548,8 +559,8 @@ function endInetRestore(session: FilesSession): void {
   const state = restoreState(session.table);
   for (const r of state.repaired) closeFd(r.fd);
   state.repaired.length = 0;
-  const method = dumpedLockMethod(session);
-  for (const c of state.locked) unlockConnection(method, c, session.log);
+  const scope = { method: dumpedLockMethod(session), nftTable: nftTableOf(session.runId) };
+  for (const c of state.locked) unlockConnection(scope, c, session.log);
   state.locked.length = 0;
 }
 

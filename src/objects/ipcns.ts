@@ -5,7 +5,8 @@
  *   - ipcns-var-ID.img: the namespace's sysctls (kernel/sem, msg*, shm*, the next-id knobs, and
  *     fs/mqueue/*);
  *   - ipcns-shm-ID.img: each SysV shared memory segment (key, id, owner, mode, size), followed by
- *     its contents padded to 4 bytes;
+ *     its contents padded to 4 bytes (CRIU 4.x puts them in shared memory pagemaps instead,
+ *     in_pagemaps, which the restore reads too);
  *   - ipcns-sem-ID.img: each semaphore set, followed by its values (u16 each) padded to 8 bytes;
  *   - ipcns-msg-ID.img: each message queue, followed by its messages (an ipc_msg record and the
  *     text padded to 8 bytes each).
@@ -33,6 +34,9 @@ import {
 } from "../images/gen/ipc-msg_pb.ts";
 import { type ipc_desc_entry, ipc_desc_entrySchema } from "../images/gen/ipc-desc_pb.ts";
 import { KINDS } from "../images/kinds.ts";
+import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
+import { closeFd, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
+import { PAGE_SIZE } from "./memory.ts";
 import { ImageReader, ImageWriter } from "../images/file.ts";
 import type { ImageDir } from "../images/dir.ts";
 import type { ImageKind } from "../images/kinds.ts";
@@ -242,6 +246,36 @@ function withReader(
   }
 }
 
+/**
+ * A segment's contents as CRIU 4.x keeps them (in_pagemaps): shared memory pages, in
+ * pagemap-shmem-ID.img (ID the segment's id) and its pages image; pages not listed are zeros.
+ */
+function pagemapContents(dir: ImageDir, shmId: number, size: number): Uint8Array {
+  const data = new Uint8Array(Math.ceil(size / PAGE_SIZE) * PAGE_SIZE);
+  if (!dir.has(KINDS.SHMEM_PAGEMAP, shmId)) return data.subarray(0, size);
+  const [head, ...runs] = dir.read<pagemap_head | pagemap_entry>(KINDS.SHMEM_PAGEMAP, shmId);
+  if (!head || !("pagesId" in head)) throw new RestoreError(`pagemap-shmem-${shmId}.img has no header`);
+  const pagesPath = dir.pathFor(KINDS.PAGES, head.pagesId);
+  const pages = openFd(pagesPath, OPEN.RDONLY | OPEN.CLOEXEC);
+  try {
+    let from = 0;
+    for (const run of runs as pagemap_entry[]) {
+      const at = Number(run.vaddr);
+      const len = Number(run.nrPages ?? BigInt(run.compatNrPages)) * PAGE_SIZE;
+      if (at + len > data.length) {
+        throw new RestoreError(
+          `pagemap-shmem-${shmId}.img has pages past the end of SysV shared memory segment ${shmId} (${size} bytes)`,
+        );
+      }
+      preadFull(pages, data.subarray(at, at + len), from, pagesPath);
+      from += len;
+    }
+  } finally {
+    closeFd(pages);
+  }
+  return data.subarray(0, size);
+}
+
 function load(dir: ImageDir, id: number): SavedIpc | undefined {
   if (!dir.has(KINDS.IPC_VAR, id)) return undefined;
   const [vars] = dir.read<ipc_var_entry>(KINDS.IPC_VAR, id);
@@ -249,12 +283,11 @@ function load(dir: ImageDir, id: number): SavedIpc | undefined {
   const s: SavedIpc = { vars, shm: [], sem: [], msg: [] };
   withReader(dir, KINDS.IPCNS_SHM, id, (r) => {
     for (let e = r.readEntry() as ipc_shm_entry | null; e; e = r.readEntry() as ipc_shm_entry | null) {
-      if (e.inPagemaps) {
-        throw new RestoreError(
-          `SysV shared memory segment ${e.desc?.id} keeps its contents in pagemaps, which is not supported`,
-        );
-      }
       const size = Number(e.size);
+      if (e.inPagemaps) {
+        s.shm.push({ entry: e, data: pagemapContents(dir, e.desc?.id ?? 0, size) });
+        continue;
+      }
       s.shm.push({ entry: e, data: r.readBlob(Math.ceil(size / 4) * 4).subarray(0, size) });
     }
   });

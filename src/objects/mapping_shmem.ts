@@ -79,7 +79,7 @@ function objectSize(allVmas: readonly vma_entry[], shmid: bigint): bigint {
   if (!extents) {
     extents = new Map();
     for (const e of allVmas) {
-      if (!(e.status & VMA.ANON_SHARED)) continue;
+      if ((e.status & (VMA.ANON_SHARED | VMA.SYSVIPC)) !== VMA.ANON_SHARED) continue;
       const reach = e.pgoff + (e.end - e.start);
       if (reach > (extents.get(e.shmid) ?? 0n)) extents.set(e.shmid, reach);
     }
@@ -185,7 +185,8 @@ export const sharedMemoryMapping: MappingBacking = {
     return dumpObject(ctx.dir, pid, v.entry, ctx.nextPagesId());
   },
   owns(entry) {
-    return (entry.status & VMA.ANON_SHARED) !== 0;
+    // An attached SysV segment is anonymous shared memory too, in CRIU's images: sysvshm's.
+    return (entry.status & (VMA.ANON_SHARED | VMA.SYSVIPC)) === VMA.ANON_SHARED;
   },
   sameObject(a, b) {
     return a.shmid === b.shmid;

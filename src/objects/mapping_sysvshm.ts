@@ -1,7 +1,7 @@
 /**
  * SysV shared memory attached to a task (shmat): the kernel shows the area as "/SYSV<key>
  * (deleted)", whose inode number is the segment's id. Recorded as CRIU records it: status
- * VMA_AREA_SYSVIPC, shmid the segment's id, MAP_SHARED, no pages of the task's own (the segment's
+ * VMA_AREA_SYSVIPC and VMA_ANON_SHARED, shmid the segment's id, MAP_SHARED|MAP_ANONYMOUS, no pages of the task's own (the segment's
  * contents are in the IPC namespace's images, ipcns.ts).
  *
  * The segments only exist again once the IPC namespace is rebuilt, after every task has its
@@ -13,7 +13,7 @@
 import { refuse } from "./refusal.ts";
 import type { vma_entry } from "../images/gen/vma_pb.ts";
 import { inNamespaceOf, readSmallFile } from "../../ffi/nsenter.ts";
-import { NR, PROT } from "../../ffi/syscalls.ts";
+import { MAP, NR, PROT } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
 import type { Agent } from "../agent.ts";
 import { type MappingBacking, registerMappingBacking } from "./mappings.ts";
@@ -93,7 +93,9 @@ export const sysvShmMapping: MappingBacking = {
         `only a whole segment attached at once can be saved (the segment has ${size ?? "?"} bytes)`,
       );
     }
-    entry.status |= VMA.SYSVIPC;
+    // CRIU's restore attaches only an area that is also anonymous shared memory.
+    entry.status |= VMA.SYSVIPC | VMA.ANON_SHARED;
+    entry.flags |= MAP.ANONYMOUS;
     entry.shmid = BigInt(m.inode);
     entry.pgoff = 0n;
   },

@@ -6,8 +6,10 @@
  *   - iptables (the default): one DROP rule per direction in INPUT and OUTPUT of the filter
  *     table, matching the connection's addresses and ports (ip6tables for IPv6; a v4-mapped
  *     connection is an IPv4 one on the wire). Packets marked 0xC114 are let through, as CRIU's;
- *   - nftables: table `inet CRIU`, whose input and output chains drop what matches a set of
- *     connections; the table goes when its last connection is unlocked;
+ *   - nftables: a table of the checkpoint's own, `inet CRIU-<run id>` as CRIU names it (the run id
+ *     is inventory's dump_criu_run_id; a CRIU restore removes that table), whose input and output
+ *     chains drop what matches a set of connections; the table goes when its last connection is
+ *     unlocked;
  *   - skip: nothing (the caller takes care of the network).
  * Unlocking a connection that is not locked is not an error: a failed dump or restore unlocks
  * everything it may have locked.
@@ -26,9 +28,22 @@ export interface Connection {
 
 export type LockMethod = "iptables" | "nftables" | "skip";
 
+/** How a checkpoint's connections are locked: the method, and the nft table of the checkpoint. */
+export interface LockScope {
+  method: LockMethod;
+  nftTable: string;
+}
+
+/**
+ * The nft table of the checkpoint with run id `runId`, as CRIU names it: "inet CRIU-<run id>" cut
+ * to CRIU's 32-byte buffer (31 characters). Images without a run id: criu-ts's older "CRIU".
+ */
+export function nftTableOf(runId: string | undefined): string {
+  return runId ? `CRIU-${runId}`.slice(0, 31 - "inet ".length) : "CRIU";
+}
+
 /** The mark of packets the lock lets through (CRIU's SOCCR_MARK). */
 const PASS_MARK = "0xc114";
-const NFT_TABLE = "CRIU";
 
 export function connectionText(c: Connection): string {
   const at = (a: string, p: number) => (c.family === 6 ? `[${a}]:${p}` : `${a}:${p}`);
@@ -101,23 +116,25 @@ function nftScript(script: string): { ok: boolean; said: string } {
   }
 }
 
-const NFT_TABLE_SCRIPT = [
-  `table inet ${NFT_TABLE} {`,
-  "  set conns4 { type ipv4_addr . inet_service . ipv4_addr . inet_service; }",
-  "  set conns6 { type ipv6_addr . inet_service . ipv6_addr . inet_service; }",
-  "  chain input { type filter hook input priority 0; policy accept; }",
-  "  chain output { type filter hook output priority 0; policy accept; }",
-  "}",
-  `flush chain inet ${NFT_TABLE} input`,
-  `flush chain inet ${NFT_TABLE} output`,
-  ...["input", "output"].flatMap((chain) => [
-    `add rule inet ${NFT_TABLE} ${chain} meta mark != ${PASS_MARK} ip saddr . tcp sport . ip daddr . tcp dport @conns4 drop`,
-    `add rule inet ${NFT_TABLE} ${chain} meta mark != ${PASS_MARK} ip6 saddr . tcp sport . ip6 daddr . tcp dport @conns6 drop`,
-  ]),
-].join("\n");
+function nftTableScript(table: string): string {
+  return [
+    `table inet ${table} {`,
+    "  set conns4 { type ipv4_addr . inet_service . ipv4_addr . inet_service; }",
+    "  set conns6 { type ipv6_addr . inet_service . ipv6_addr . inet_service; }",
+    "  chain input { type filter hook input priority 0; policy accept; }",
+    "  chain output { type filter hook output priority 0; policy accept; }",
+    "}",
+    `flush chain inet ${table} input`,
+    `flush chain inet ${table} output`,
+    ...["input", "output"].flatMap((chain) => [
+      `add rule inet ${table} ${chain} meta mark != ${PASS_MARK} ip saddr . tcp sport . ip daddr . tcp dport @conns4 drop`,
+      `add rule inet ${table} ${chain} meta mark != ${PASS_MARK} ip6 saddr . tcp sport . ip6 daddr . tcp dport @conns6 drop`,
+    ]),
+  ].join("\n");
+}
 
 /** Drops every packet of `c`, both ways, until unlock(). Throws a DumpError naming the connection. */
-export function lockConnection(method: LockMethod, c: Connection, log: Log): void {
+export function lockConnection({ method, nftTable: table }: LockScope, c: Connection, log: Log): void {
   if (method === "skip") return;
   if (method === "iptables") {
     const program = c.family === 6 ? "ip6tables" : "iptables";
@@ -129,7 +146,7 @@ export function lockConnection(method: LockMethod, c: Connection, log: Log): voi
     }
   } else {
     const r = nftScript(
-      `${NFT_TABLE_SCRIPT}\nadd element inet ${NFT_TABLE} conns${c.family} { ${nftElements(c)} }\n`,
+      `${nftTableScript(table)}\nadd element inet ${table} conns${c.family} { ${nftElements(c)} }\n`,
     );
     if (!r.ok) throw new DumpError(`Cannot lock the TCP connection ${connectionText(c)} with nft: ${r.said}`);
   }
@@ -137,7 +154,7 @@ export function lockConnection(method: LockMethod, c: Connection, log: Log): voi
 }
 
 /** Lets the packets of `c` through again; never throws (what cannot be removed is logged). */
-export function unlockConnection(method: LockMethod, c: Connection, log: Log): void {
+export function unlockConnection({ method, nftTable: table }: LockScope, c: Connection, log: Log): void {
   if (method === "skip") return;
   if (method === "iptables") {
     const program = c.family === 6 ? "ip6tables" : "iptables";
@@ -149,19 +166,19 @@ export function unlockConnection(method: LockMethod, c: Connection, log: Log): v
       }
     }
   } else {
-    const listed = run("nft", ["list", "table", "inet", NFT_TABLE]);
+    const listed = run("nft", ["list", "table", "inet", table]);
     if (!listed.ok) return; // no table: nothing is locked
-    const r = nftScript(`delete element inet ${NFT_TABLE} conns${c.family} { ${nftElements(c)} }\n`);
+    const r = nftScript(`delete element inet ${table} conns${c.family} { ${nftElements(c)} }\n`);
     if (!r.ok) log.debug(`nft: ${r.said}`);
-    dropEmptyNftTable(log);
+    dropEmptyNftTable(table, log);
   }
   log.info(`Unlocked the TCP connection ${connectionText(c)} (${method})`);
 }
 
-/** Removes table inet CRIU once neither of its sets holds a connection. */
-function dropEmptyNftTable(log: Log): void {
-  const listed = run("nft", ["list", "table", "inet", NFT_TABLE]);
+/** Removes the checkpoint's table once neither of its sets holds a connection. */
+function dropEmptyNftTable(table: string, log: Log): void {
+  const listed = run("nft", ["list", "table", "inet", table]);
   if (!listed.ok || /elements\s*=/.test(listed.said)) return;
-  const r = run("nft", ["delete", "table", "inet", NFT_TABLE]);
-  if (!r.ok) log.error(`Cannot remove nft table inet ${NFT_TABLE}: ${r.said}`);
+  const r = run("nft", ["delete", "table", "inet", table]);
+  if (!r.ok) log.error(`Cannot remove nft table inet ${table}: ${r.said}`);
 }

@@ -34,7 +34,7 @@ import { KINDS } from "../images/kinds.ts";
 import { ImageReader, ImageWriter } from "../images/file.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
 import { closeFd, dataRanges, OPEN, openFd, pathExists, preadFull } from "../../ffi/fd.ts";
-import { copyRange, linkOpenFile, RawFdSink, truncateFd } from "../../ffi/files.ts";
+import { copyRange, linkOpenFile, makeNode, RawFdSink, truncateFd } from "../../ffi/files.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { O } from "../../ffi/syscalls.ts";
 import { type DumpFilesContext, emptyFown, type FilesSession, type FileTable } from "./files.ts";
@@ -49,6 +49,8 @@ const ST_UNIT = 512;
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
+/** The node types a ghost may be made as by mknod: character and block devices, FIFOs. */
+const NODE_TYPES = [0o020000, 0o060000, 0o010000];
 const OPEN_EXCL = 0o200;
 
 /** A ghost to write at the end of the dump: where its contents can still be read. */
@@ -474,7 +476,11 @@ function ghostPath(table: FileTable, name: string, ghostId: number): string {
   try {
     if (dir) Deno.mkdirSync(path, { mode: header.mode & 0o7777 });
     else if ((header.mode & S_IFMT) === S_IFREG) makeGhostFile(state.imagesPath, ghostId, path, header, at);
-    else throw new RestoreError(`Ghost file ${ghostId} of ${name} is neither a file nor a directory`);
+    // CRIU 4.x carries a removed device node or FIFO as a ghost too (mode and rdev, no contents).
+    else if (NODE_TYPES.includes(header.mode & S_IFMT)) makeNode(path, header.mode, BigInt(header.rdev));
+    else {throw new RestoreError(
+        `Ghost file ${ghostId} of ${name} is neither a file, a directory nor a device node`,
+      );}
     state.madeGhosts.set(ghostId, { path, dir });
     Deno.chownSync(path, header.uid, header.gid);
     Deno.chmodSync(path, header.mode & 0o7777);

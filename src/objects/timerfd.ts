@@ -141,7 +141,9 @@ function awayNs(frozenUptimeUs: bigint | undefined): bigint {
 function timeLeft(e: timerfd_entry, away: bigint): { value: bigint; missed: bigint } {
   const value = e.vsec * NS + e.vnsec;
   const interval = e.isec * NS + e.insec;
-  if (value === 0n) return { value: 0n, missed: 0n };
+  // fdinfo (which CRIU dumps from) shows an interval timer that fired and was not read yet as
+  // not armed: the kernel restarts it at the read. Its next expiry is one interval on.
+  if (value === 0n) return { value: interval > 0n && e.ticks > 0n ? interval : 0n, missed: 0n };
   const left = value - away;
   if (left > 0n) return { value: left, missed: 0n };
   if (interval === 0n) return { value: 0n, missed: 1n };

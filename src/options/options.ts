@@ -8,8 +8,11 @@
 export type FinalState = "dead" | "stopped" | "running";
 export type CgroupMode = "none" | "props" | "soft" | "full" | "strict" | "ignore";
 export type NetworkLock = "iptables" | "nftables" | "skip";
-/** Each method as CRIU numbers it (criu_network_lock_method, inventory_entry.network_lock_method). */
-export const NETWORK_LOCK_METHOD: Record<NetworkLock, number> = { iptables: 1, nftables: 2, skip: 3 };
+/**
+ * Each method as inventory_entry.network_lock_method stores it: CRIU writes its own enum there
+ * (iptables 0), not the RPC's criu_network_lock_method (iptables 1), and an unset field is iptables.
+ */
+export const NETWORK_LOCK_METHOD: Record<NetworkLock, number> = { iptables: 0, nftables: 1, skip: 2 };
 export type PreDumpMode = "splice" | "read";
 export type FileValidation = "filesize" | "buildid";
 

@@ -13,8 +13,8 @@ import type { vma_entry } from "../images/gen/vma_pb.ts";
 import type { pagemap_entry, pagemap_head } from "../images/gen/pagemap_pb.ts";
 import type { fs_entry } from "../images/gen/fs_pb.ts";
 import { fd_types, type fdinfo_entry, type file_entry } from "../images/gen/fdinfo_pb.ts";
-import type { inventory_entry } from "../images/gen/inventory_pb.ts";
-import type { Message } from "@bufbuild/protobuf";
+import { type inventory_entry, inventory_entrySchema } from "../images/gen/inventory_pb.ts";
+import { isFieldSet, type Message } from "@bufbuild/protobuf";
 import type { reg_file_entry } from "../images/gen/regfile_pb.ts";
 import type { remap_file_path_entry } from "../images/gen/remap-file-path_pb.ts";
 import { imageFileName, type ImageKind, KINDS } from "../images/kinds.ts";
@@ -295,7 +295,7 @@ function checkSharedObjects(dir: ImageDir, tasks: readonly RestoreTaskImages[]):
   const reach = new Map<bigint, bigint>();
   for (const t of tasks) {
     for (const v of t.mm?.vmas ?? []) {
-      if (!(v.status & VMA.ANON_SHARED)) continue;
+      if ((v.status & (VMA.ANON_SHARED | VMA.SYSVIPC)) !== VMA.ANON_SHARED) continue; // SysV: ipcns's
       const end = v.pgoff + (v.end - v.start);
       if (end > (reach.get(v.shmid) ?? 0n)) reach.set(v.shmid, end);
     }
@@ -575,7 +575,21 @@ export function loadCheckpoint(imagesDir: string, services: SessionServices = qu
   const tasks = tree.map((e) => loadTask(dir, e, files, memfds, seen));
   checkSharedObjects(dir, tasks);
   // Every kind of file reads (and checks) its own images before anything is created.
-  const session: FilesSession = { table: files, dir, ...services, frozenUptimeUs: inventory.dumpUptime };
+  const session: FilesSession = {
+    table: files,
+    dir,
+    ...services,
+    frozenUptimeUs: dumpedUptimeUs(inventory),
+    runId: inventory.dumpCriuRunId || undefined,
+  };
   loadFileImages(session);
   return { dir, inventory, tasks, files, session };
+}
+
+/**
+ * The uptime (µs) at which the dump froze the tree, when the inventory has it: CRIU 4.x writes it
+ * only for memory tracking, and an unset field reads as 0, which is no time to reckon from.
+ */
+export function dumpedUptimeUs(inventory: inventory_entry): bigint | undefined {
+  return isFieldSet(inventory, inventory_entrySchema.field.dumpUptime) ? inventory.dumpUptime : undefined;
 }

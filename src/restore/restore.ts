@@ -28,7 +28,7 @@ import { RestoreError } from "../errors.ts";
 import { isSyscallError, osReason } from "../../ffi/errors.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
-import { loadCheckpoint, type RestoreTaskImages } from "./images.ts";
+import { dumpedUptimeUs, loadCheckpoint, type RestoreTaskImages } from "./images.ts";
 import { prepareNamespaces } from "../objects/namespaces.ts";
 import { PuppetMaster } from "./puppet.ts";
 import {
@@ -332,7 +332,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       fromImagesOf(
         t,
         "registers",
-        () => loadRegisters(threads, t.cores[0]!.core.tc, awayNs(cp.inventory.dumpUptime)),
+        () => loadRegisters(threads, t.cores[0]!.core.tc, awayNs(dumpedUptimeUs(cp.inventory))),
       );
     }
   } catch (e) {
