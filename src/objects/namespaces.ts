@@ -1,6 +1,6 @@
 /**
  * Namespaces: the registry of namespace kinds, one module each (`pidns.ts`, `netns.ts`, `utsns.ts`,
- * `timens.ts`, `ipcns.ts`; mount, user and cgroup come as modules of their own). A kind says:
+ * `timens.ts`, `ipcns.ts`, `cgroupns.ts`; mount and user come as modules of their own). A kind says:
  *   - its name in /proc/PID/ns and in words, and its CLONE_NEW* flag;
  *   - `dump`: saves the tree's namespace of this kind when it is not criu's own (its images, the
  *     action scripts around it such as network-lock), or refuses it. A kind without `dump` is not
@@ -19,6 +19,7 @@ import type { Log } from "../log.ts";
 import type { Agent } from "../agent.ts";
 import type { FrozenTree } from "../dump/freeze.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
+import type { CgroupsRestore } from "./cgroups_restore.ts";
 
 /** The names of /proc/PID/ns/ that a task's ids image records, in CRIU's order of fields. */
 export const NS_NAMES = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] as const;
@@ -48,6 +49,8 @@ export interface NsRestoreContext {
   empty: ReadonlySet<NsName>;
   hooks: Hooks;
   log: Log;
+  /** The saved cgroups, made before the root's namespaces (a cgroup namespace is rooted in them). */
+  cgroups?: CgroupsRestore;
 }
 
 /** A namespace the restore creates for the root. */
@@ -205,4 +208,3 @@ function unsavedKind(name: NsName, words: string, cloneFlag: number): NamespaceK
 // Namespace kinds criu-ts does not save yet: a tree in one other than criu's is refused.
 registerNamespaceKind(unsavedKind("mnt", "mount", CLONE.NEWNS));
 registerNamespaceKind(unsavedKind("user", "user", CLONE.NEWUSER));
-registerNamespaceKind(unsavedKind("cgroup", "cgroup", CLONE.NEWCGROUP));

@@ -59,6 +59,7 @@ import { ImageDir } from "../images/dir.ts";
 import type { RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { STAGE } from "../plugins/api.ts";
+import { CgroupsRestore } from "../objects/cgroups_restore.ts";
 
 /**
  * What a restore needs; src/options/core.ts makes it from the options of the command line or RPC.
@@ -208,6 +209,7 @@ function forkTree(
   tasks: readonly RestoreTaskImages[],
   shellJob: boolean,
   rootFlags: bigint,
+  cgroups: CgroupsRestore,
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
@@ -221,6 +223,8 @@ function forkTree(
       t === tasks[0] ? null : parent,
       (t === tasks[0] ? rootFlags : 0n) | sharedWithParent(tasks, t),
     );
+    // Into its cgroups before its memory comes back, so that the memory is charged there.
+    cgroups.place(t, tasks);
     const agent = master.agentFor(t.hostPid);
     if (t.helper) agent.call("setpgid(helper)", NR.setpgid, 0, 0);
     // A session must exist before the children that inherit it are forked.
@@ -256,12 +260,14 @@ export function restore(opts: RestoreOptions): RestoreResult {
   if (sibling && !detached) {
     throw new RestoreError("--restore-sibling only makes sense with --restore-detached");
   }
+  const cgroups = CgroupsRestore.prepare(cp.dir, cp.inventory.rootCgSet, tasks, opts.options, log);
   const ns = prepareNamespaces({
     dir: cp.dir,
     tasks,
     empty: new Set(opts.options.emptyNetNs ? ["net"] : []),
     hooks: opts.hooks,
     log,
+    cgroups,
   });
   const namespaces = ns.flags;
   const master = sibling
@@ -284,8 +290,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shmem: new Map(),
       cowStats,
     };
+    cgroups.makeDirs();
     for (const plan of ns.plans) if (plan.inCreator) master.inCreator(plan.inCreator);
-    const agents = forkTree(ctx, tasks, shellJob, namespaces);
+    const agents = forkTree(ctx, tasks, shellJob, namespaces, cgroups);
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     plugins.notify("POST_FORKING");
@@ -328,6 +335,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     }
   } catch (e) {
     master.abort();
+    cgroups.undo();
     throw e;
   } finally {
     endFilesRestore(files);

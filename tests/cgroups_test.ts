@@ -1,0 +1,303 @@
+/**
+ * Cgroups: a process and its child in cgroups of their own with properties set (v2 unified, v1
+ * pids and cpu, as this machine mounts them), also in a cgroup namespace of their own, through
+ * the usual matrix; the --manage-cgroups modes; --cgroup-root; --freeze-cgroup; crit's reading of
+ * cgroup.img; a failed restore leaves no cgroup. Every test removes the cgroups it made.
+ */
+import assert from "node:assert/strict";
+import { criu, criuOk, descendants, exists, reap, tempDir } from "./lib/harness.ts";
+import { withWorkload } from "./lib/matrix.ts";
+
+const V2 = "/sys/fs/cgroup/unified";
+const V1 = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu"];
+let serial = 0;
+
+/** A cgroup name of this test alone. */
+function uniqueName(): string {
+  return `criu-ts-cg-${Deno.pid}-${++serial}`;
+}
+
+/** Every cgroup dir the workload `name` (or a restore of it) may have made, deepest first. */
+function dirsOf(name: string): string[] {
+  return [`${V2}/${name}/inner`, `${V2}/${name}/other`, `${V2}/${name}`, ...V1.map((h) => `${h}/${name}`)];
+}
+
+/** Removes the cgroups (once their tasks are gone, which may take a moment). */
+async function removeCgroups(dirs: string[]): Promise<void> {
+  for (const dir of dirs) {
+    for (let i = 0; exists(dir); i++) {
+      try {
+        Deno.removeSync(dir);
+      } catch (e) {
+        if (i > 200) throw new Error(`Cannot remove the cgroup ${dir}: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+}
+
+/** Runs `body` on a cgroup workload (plain or in a cgroup namespace) and removes its cgroups. */
+async function withCgroups(
+  ns: boolean,
+  body: (pid: number, images: string, name: string) => Promise<void>,
+  criuArgs: string[] = [],
+): Promise<void> {
+  const name = uniqueName();
+  try {
+    await withWorkload(
+      { name: "cgroup", args: [name, ...(ns ? ["ns"] : [])], criuArgs },
+      (w, images) => body(w.pid, images, name),
+    );
+  } finally {
+    await removeCgroups(dirsOf(name));
+  }
+}
+
+/** Dumps the tree (killing it) and waits until its pids are free. */
+async function dumpAndReap(pid: number, images: string, args: string[] = []): Promise<void> {
+  const tree = [pid, ...descendants(pid)];
+  await criuOk(["dump", "-t", `${pid}`, "-D", images, "-o", "dump.log", "-v4", ...args]);
+  for (const p of tree) await reap(p);
+}
+
+function restoreArgs(images: string, ...more: string[]): string[] {
+  return ["restore", "-D", images, "-d", "-o", "restore.log", "-v4", ...more];
+}
+
+function cgroupLine(pid: number, hierarchy: string): string | undefined {
+  return Deno.readTextFileSync(`/proc/${pid}/cgroup`).split("\n").find((l) => l.split(":")[1] === hierarchy)
+    ?.split(":")[2];
+}
+
+for (const ns of [false, true]) {
+  const what = ns ? "in a cgroup namespace of its own" : "in cgroups of its own";
+  Deno.test(`cgroup workload ${what} passes plain`, () => withCgroups(ns, async () => {}));
+  Deno.test(`cgroup workload ${what} passes after dump and restore`, () =>
+    withCgroups(ns, async (pid, images) => {
+      await dumpAndReap(pid, images);
+      await criuOk(restoreArgs(images));
+    }));
+  Deno.test(`cgroup workload ${what} keeps running after dump --leave-running`, () =>
+    withCgroups(ns, async (pid, images) => {
+      await criuOk(["dump", "-t", `${pid}`, "-D", images, "-R"]);
+      assert.ok(exists(`${images}/cgroup.img`));
+    }));
+  Deno.test(`cgroup workload ${what} passes after 10 dump/restore cycles`, () =>
+    withCgroups(ns, async (pid, images) => {
+      for (let i = 0; i < 10; i++) {
+        await dumpAndReap(pid, images);
+        await criuOk(restoreArgs(images));
+      }
+    }));
+  Deno.test(`cgroups removed after the dump are made again with their properties (${what})`, () =>
+    withCgroups(ns, async (pid, images, name) => {
+      await dumpAndReap(pid, images);
+      await removeCgroups(dirsOf(name));
+      await criuOk(restoreArgs(images));
+      assert.ok(exists(`${V2}/${name}/other`));
+    }));
+}
+
+Deno.test("crit decodes cgroup.img: the sets with their paths and namespace prefix, the dirs with their properties", () =>
+  withCgroups(true, async (pid, images, name) => {
+    await criuOk(["dump", "-t", `${pid}`, "-D", images, "-R"]);
+    const out = await new Deno.Command("crit", { args: ["decode", "-i", `${images}/cgroup.img`] }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const image = JSON.parse(new TextDecoder().decode(out.stdout)).entries[0];
+    const v2 = image.sets.flatMap((s: { ctls: { name: string; path: string; cgns_prefix?: number }[] }) =>
+      s.ctls.filter((c) => c.name === "")
+    );
+    assert.deepEqual(v2.map((c: { path: string }) => c.path).sort(), [`/${name}/inner`, `/${name}/other`]);
+    assert.ok(
+      v2.every((c: { cgns_prefix?: number }) => c.cgns_prefix === name.length + 1),
+      JSON.stringify(v2),
+    );
+    const pids = image.controllers.find((c: { cnames: string[] }) => c.cnames.includes("pids"));
+    const head = pids.dirs.find((d: { dir_name: string }) => d.dir_name === name);
+    assert.equal(head.properties.find((p: { name: string }) => p.name === "pids.max").value, "64");
+    const core = await new Deno.Command("crit", { args: ["decode", "-i", `${images}/core-${pid}.img`] })
+      .output();
+    const tc = JSON.parse(new TextDecoder().decode(core.stdout)).entries[0].tc;
+    assert.ok(image.sets.some((s: { id: number }) => s.id === tc.cg_set), `core's cg_set ${tc.cg_set}`);
+  }));
+
+Deno.test("--manage-cgroups soft leaves an existing cgroup's properties; props and full write them back", () =>
+  withCgroups(false, async (pid, images, name) => {
+    const pidsMax = `${V1[0]}/${name}/pids.max`;
+    await dumpAndReap(pid, images);
+    Deno.writeTextFileSync(pidsMax, "100");
+    await criuOk(restoreArgs(images, "--manage-cgroups=soft"));
+    assert.equal(Deno.readTextFileSync(pidsMax).trim(), "100");
+    for (const mode of ["props", "full"]) {
+      Deno.writeTextFileSync(pidsMax, "64");
+      await dumpAndReap(pid, images);
+      Deno.writeTextFileSync(pidsMax, "100");
+      await criuOk(restoreArgs(images, `--manage-cgroups=${mode}`));
+      assert.equal(Deno.readTextFileSync(pidsMax).trim(), "64", mode);
+    }
+  }));
+
+Deno.test("--manage-cgroups none and props refuse a missing cgroup, strict an existing one; nothing is left", () =>
+  withCgroups(false, async (pid, images, name) => {
+    await dumpAndReap(pid, images);
+    const r = await criu(restoreArgs(images, "--manage-cgroups=strict"));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /The cgroup \S+ exists already \(--manage-cgroups strict makes every one\)/);
+    assert.ok(!exists(`/proc/${pid}`));
+    await removeCgroups(dirsOf(name));
+    for (const mode of ["none", "props"]) {
+      const r = await criu(restoreArgs(images, `--manage-cgroups=${mode}`));
+      assert.equal(r.code, 1);
+      assert.match(
+        r.stderr,
+        new RegExp(`The cgroup \\S+${name} does not exist \\(--manage-cgroups ${mode} makes none\\)`),
+      );
+      assert.ok(!exists(`/proc/${pid}`));
+      assert.ok(!exists(`${V2}/${name}`));
+    }
+    await criuOk(restoreArgs(images, "--manage-cgroups=strict"));
+  }));
+
+Deno.test("--manage-cgroups ignore leaves the restored tasks in criu's cgroups", () =>
+  withCgroups(false, async (pid, images, name) => {
+    await dumpAndReap(pid, images);
+    await criuOk(restoreArgs(images, "--manage-cgroups=ignore"));
+    assert.equal(cgroupLine(pid, "pids"), cgroupLine(Deno.pid, "pids"));
+    moveBack(pid, name);
+  }));
+
+/** Puts the workload back where it checks itself: NAME (v1, v2) and its child in NAME/other (v2). */
+function moveBack(pid: number, name: string): void {
+  for (const task of [pid, ...descendants(pid)]) {
+    for (const h of V1) Deno.writeTextFileSync(`${h}/${name}/cgroup.procs`, `${task}`);
+    Deno.writeTextFileSync(`${V2}/${name}${task === pid ? "" : "/other"}/cgroup.procs`, `${task}`);
+  }
+}
+
+Deno.test("a restore that fails after making the cgroups removes them, and leaves no process", () =>
+  withCgroups(true, async (pid, images, name) => {
+    await dumpAndReap(pid, images);
+    await removeCgroups(dirsOf(name));
+    const r = await criu(restoreArgs(images, "--pidfile", "/proc/no-such-dir/pid"));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /pidfile/);
+    assert.ok(!exists(`/proc/${pid}`));
+    for (const dir of dirsOf(name)) assert.ok(!exists(dir), `${dir} was left behind`);
+    await reap(pid);
+    await criuOk(restoreArgs(images));
+  }));
+
+Deno.test("--cgroup-root puts the restored cgroups under another root", async () => {
+  let moved = "";
+  try {
+    await withCgroups(false, async (pid, images, name) => {
+      moved = `${name}-moved`;
+      await dumpAndReap(pid, images);
+      await criuOk(restoreArgs(images, "--cgroup-root", `/${moved}`));
+      assert.equal(cgroupLine(pid, "pids"), `/${moved}`);
+      assert.equal(cgroupLine(pid, ""), `/${moved}`);
+      assert.equal(Deno.readTextFileSync(`${V1[0]}/${moved}/pids.max`).trim(), "64");
+      assert.equal(cgroupLine(descendants(pid)[0]!, ""), `/${moved}/other`);
+      moveBack(pid, name);
+    });
+  } finally {
+    if (moved) await removeCgroups(dirsOf(moved));
+  }
+});
+
+Deno.test("--freeze-cgroup freezes through cgroup.freeze and thaws after dump -R", () =>
+  withCgroups(false, async (pid, images, name) => {
+    const r = await criu([
+      "dump",
+      "-t",
+      `${pid}`,
+      "-D",
+      images,
+      "-R",
+      "-v4",
+      "--freeze-cgroup",
+      `${V2}/${name}`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`Froze the cgroup ${V2}/${name}`));
+    assert.equal(Deno.readTextFileSync(`${V2}/${name}/cgroup.freeze`).trim(), "0");
+    assert.match(Deno.readTextFileSync(`${V2}/${name}/cgroup.events`), /^frozen 0$/m);
+  }));
+
+Deno.test("--freeze-cgroup: a dump that fails after freezing thaws the cgroup, and the tree runs on", () =>
+  withCgroups(false, async (pid, images, name) => {
+    const script = `${images}/../fail-post-dump-${name}.sh`;
+    Deno.writeTextFileSync(script, '#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && exit 1\nexit 0\n');
+    Deno.chmodSync(script, 0o755);
+    try {
+      const r = await criu([
+        "dump",
+        "-t",
+        `${pid}`,
+        "-D",
+        images,
+        "--freeze-cgroup",
+        `${V2}/${name}`,
+        "--action-script",
+        script,
+      ]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(Deno.readTextFileSync(`${V2}/${name}/cgroup.freeze`).trim(), "0");
+      assert.ok(!exists(`${images}/inventory.img`));
+    } finally {
+      Deno.removeSync(script);
+    }
+  }));
+
+Deno.test("--freeze-cgroup of a cgroup v1 freezer is refused by name before any task is touched", () =>
+  withCgroups(false, async (pid, images, name) => {
+    const freezer = `/sys/fs/cgroup/freezer/${name}`;
+    Deno.mkdirSync(freezer);
+    try {
+      const r = await criu(["dump", "-t", `${pid}`, "-D", images, "--freeze-cgroup", freezer]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, new RegExp(`--freeze-cgroup ${freezer} is a cgroup v1 freezer; only cgroup v2`));
+    } finally {
+      Deno.removeSync(freezer);
+    }
+  }));
+
+Deno.test("a bad --cgroup-props is refused with what was expected", async () => {
+  const images = tempDir();
+  try {
+    const r = await criu([
+      "dump",
+      "-t",
+      `${Deno.pid}`,
+      "-D",
+      images,
+      "--cgroup-props",
+      '"cpu":\n - "strategy": "swap"',
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--cgroup-props: expected strategy "merge" or "replace" for cpu, found "swap"/);
+  } finally {
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("--cgroup-props replaces a controller's saved properties; --cgroup-dump-controller limits the hierarchies", () =>
+  withCgroups(false, async (pid, images) => {
+    await criuOk([
+      "dump",
+      "-t",
+      `${pid}`,
+      "-D",
+      images,
+      "-R",
+      "--cgroup-props",
+      '"pids":\n - "strategy": "replace"\n - "properties": ["pids.current"]\n',
+      "--cgroup-dump-controller",
+      "pids",
+    ]);
+    const out = await new Deno.Command("crit", { args: ["decode", "-i", `${images}/cgroup.img`] }).output();
+    const image = JSON.parse(new TextDecoder().decode(out.stdout)).entries[0];
+    assert.deepEqual(image.controllers.map((c: { cnames: string[] }) => c.cnames), [["pids"]]);
+    const names = image.controllers[0].dirs[0].properties.map((p: { name: string }) => p.name);
+    assert.ok(names.includes("pids.current") && !names.includes("pids.max"), names.join(" "));
+  }));
