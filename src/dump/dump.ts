@@ -39,6 +39,7 @@ import { NETWORK_LOCK_METHOD, type RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { CgroupsDump } from "../objects/cgroups_dump.ts";
 import { freezeCgroup } from "./freeze_cgroup.ts";
+import { credsInUserNamespaceOf } from "../objects/userns.ts";
 import { STAGE } from "../plugins/api.ts";
 
 /** What a dump needs; src/options/core.ts makes it from the options of the command line or RPC. */
@@ -270,6 +271,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     checkGroups(tree, opts.options.shellJob);
     namespaces = dumpNamespaces(tree, nsIds, { dir, hooks: opts.hooks, log });
     cgroups?.collect(tree);
+    const credsInside = credsInUserNamespaceOf(tree.root.pid);
     const hostTids = new Map(tree.tasks.flatMap((t) => t.ns.threads.map((tid, i) => [tid, t.threads[i]!])));
     const objectIds = new SharedObjectIds();
     let pagesId = 0;
@@ -306,6 +308,8 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         const set = cgroups?.setOf(hostTids.get(imageTid) ?? 0) ?? 0;
         if (set && core.threadCore) core.threadCore.cgSet = set;
         if (set && core.tc) core.tc.cgSet = set;
+        // Credentials as the tasks' user namespace sees them, as CRIU saves them.
+        if (credsInside && core.threadCore?.creds) credsInside(core.threadCore.creds);
         dir.write(KINDS.CORE, imageTid, [core]);
       },
     };

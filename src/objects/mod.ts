@@ -37,3 +37,4 @@ import "./utsns.ts";
 import "./timens.ts";
 import "./ipcns.ts";
 import "./cgroupns.ts";
+import "./userns.ts";

@@ -1,6 +1,6 @@
 /**
  * Namespaces: the registry of namespace kinds, one module each (`pidns.ts`, `netns.ts`, `utsns.ts`,
- * `timens.ts`, `ipcns.ts`, `cgroupns.ts`; mount and user come as modules of their own). A kind says:
+ * `timens.ts`, `ipcns.ts`, `cgroupns.ts`, `userns.ts`; mount comes as a module of its own). A kind says:
  *   - its name in /proc/PID/ns and in words, and its CLONE_NEW* flag;
  *   - `dump`: saves the tree's namespace of this kind when it is not criu's own (its images, the
  *     action scripts around it such as network-lock), or refuses it. A kind without `dump` is not
@@ -62,6 +62,11 @@ export interface NsRestorePlan {
    * plan adds no clone flag.
    */
   inCreator?(creator: Agent): void;
+  /**
+   * Right after the root's clone, before it does anything (its memory comes after): what only
+   * criu can give the namespace from outside (a user namespace's uid and gid maps).
+   */
+  rootCreated?(rootPid: number): void;
   /** Once the root exists in it: what the namespace held (from inside the root). */
   fill?(root: Agent): void;
   /** After post-restore, before the tree runs (network-unlock, for one). */
@@ -207,4 +212,3 @@ function unsavedKind(name: NsName, words: string, cloneFlag: number): NamespaceK
 
 // Namespace kinds criu-ts does not save yet: a tree in one other than criu's is refused.
 registerNamespaceKind(unsavedKind("mnt", "mount", CLONE.NEWNS));
-registerNamespaceKind(unsavedKind("user", "user", CLONE.NEWUSER));

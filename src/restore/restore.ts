@@ -209,7 +209,7 @@ function forkTree(
   tasks: readonly RestoreTaskImages[],
   shellJob: boolean,
   rootFlags: bigint,
-  cgroups: CgroupsRestore,
+  created: (t: RestoreTaskImages) => void,
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
@@ -223,8 +223,7 @@ function forkTree(
       t === tasks[0] ? null : parent,
       (t === tasks[0] ? rootFlags : 0n) | sharedWithParent(tasks, t),
     );
-    // Into its cgroups before its memory comes back, so that the memory is charged there.
-    cgroups.place(t, tasks);
+    created(t);
     const agent = master.agentFor(t.hostPid);
     if (t.helper) agent.call("setpgid(helper)", NR.setpgid, 0, 0);
     // A session must exist before the children that inherit it are forked.
@@ -292,7 +291,11 @@ export function restore(opts: RestoreOptions): RestoreResult {
     };
     cgroups.makeDirs();
     for (const plan of ns.plans) if (plan.inCreator) master.inCreator(plan.inCreator);
-    const agents = forkTree(ctx, tasks, shellJob, namespaces, cgroups);
+    const agents = forkTree(ctx, tasks, shellJob, namespaces, (t) => {
+      if (t === tasks[0]) { for (const plan of ns.plans) plan.rootCreated?.(t.hostPid); }
+      // Into its cgroups before its memory comes back, so that the memory is charged there.
+      cgroups.place(t, tasks);
+    });
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     plugins.notify("POST_FORKING");
