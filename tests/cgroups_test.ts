@@ -7,6 +7,10 @@
 import assert from "node:assert/strict";
 import { criu, criuOk, descendants, exists, reap, tempDir } from "./lib/harness.ts";
 import { withWorkload } from "./lib/matrix.ts";
+import { create } from "@bufbuild/protobuf";
+import { criu_cg_mode, criu_optsSchema } from "../src/images/gen/rpc_pb.ts";
+import { setupRequest } from "../src/rpc/options.ts";
+import { defaultOptions } from "../src/cli/options.ts";
 
 const V2 = "/sys/fs/cgroup/unified";
 const V1 = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu"];
@@ -301,3 +305,33 @@ Deno.test("--cgroup-props replaces a controller's saved properties; --cgroup-dum
     const names = image.controllers[0].dirs[0].properties.map((p: { name: string }) => p.name);
     assert.ok(names.includes("pids.current") && !names.includes("pids.max"), names.join(" "));
   }));
+
+Deno.test("RPC: the cgroup fields fill the same options as the command line", () => {
+  const request = (kind: "dump" | "restore", init: Parameters<typeof create<typeof criu_optsSchema>>[1]) =>
+    setupRequest(kind, create(criu_optsSchema, { imagesDirFd: -1, imagesDir: "/tmp", ...init }), {
+      base: defaultOptions(),
+      peer: { pid: Deno.pid, uid: 0, gid: 0 },
+      mode: "swrk",
+    }).options;
+  const dump = request("dump", {
+    pid: 1,
+    freezeCgroup: "/sys/fs/cgroup/unified/x",
+    cgroupProps: '"pids":',
+    cgroupPropsFile: "/p.yaml",
+    cgroupDumpController: ["pids", ""],
+    cgroupYard: "/yard",
+  });
+  assert.deepEqual(
+    [dump.freezeCgroup, dump.cgroupProps, dump.cgroupPropsFile, dump.cgroupDumpControllers, dump.cgroupYard],
+    ["/sys/fs/cgroup/unified/x", '"pids":', "/p.yaml", ["pids", ""], "/yard"],
+  );
+  const restore = request("restore", {
+    manageCgroups: true,
+    manageCgroupsMode: criu_cg_mode.STRICT,
+    cgRoot: [{ ctrl: "pids", path: "/a" }, { path: "/b" }],
+  });
+  assert.equal(restore.manageCgroups, "strict");
+  assert.deepEqual(restore.cgroupRoots, [{ controller: "pids", path: "/a" }, { path: "/b" }]);
+  assert.equal(request("restore", { manageCgroups: false }).manageCgroups, "ignore");
+  assert.equal(request("restore", { manageCgroupsMode: criu_cg_mode.DEFAULT }).manageCgroups, "soft");
+});
