@@ -335,3 +335,35 @@ Deno.test("RPC: the cgroup fields fill the same options as the command line", ()
   assert.equal(request("restore", { manageCgroups: false }).manageCgroups, "ignore");
   assert.equal(request("restore", { manageCgroupsMode: criu_cg_mode.DEFAULT }).manageCgroups, "soft");
 });
+
+Deno.test("a thread in other cgroups than its leader's is refused by name, and the process runs on", async () => {
+  const name = uniqueName();
+  const dir = `${V1[0]}/${name}`;
+  Deno.mkdirSync(dir);
+  try {
+    await withWorkload({ name: "threads", args: ["2"] }, async (w, images) => {
+      const thread = [...Deno.readDirSync(`/proc/${w.pid}/task`)].map((e) => Number(e.name)).find((t) =>
+        t !== w.pid
+      )!;
+      const before = Deno.readTextFileSync(`/proc/${w.pid}/task/${thread}/cgroup`).split("\n")
+        .find((l) => l.split(":")[1] === "pids")!.split(":")[2];
+      Deno.writeTextFileSync(`${dir}/tasks`, `${thread}`);
+      try {
+        const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+        assert.equal(r.code, 1);
+        assert.match(
+          r.stderr,
+          new RegExp(
+            `the cgroups of thread ${thread} of process ${w.pid}|process ${w.pid}.*the cgroups of thread ${thread}`,
+          ),
+        );
+        assert.match(r.stderr, /per-thread cgroups are not supported yet/);
+        assert.ok(!exists(`${images}/inventory.img`));
+      } finally {
+        Deno.writeTextFileSync(`${V1[0]}${before}/tasks`, `${thread}`);
+      }
+    });
+  } finally {
+    await removeCgroups([dir]);
+  }
+});

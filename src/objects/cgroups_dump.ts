@@ -30,6 +30,7 @@ import type { FrozenTree } from "../dump/freeze.ts";
 import type { Log } from "../log.ts";
 import type { RunOptions } from "../options/options.ts";
 import { DumpError } from "../errors.ts";
+import { refuse } from "./refusal.ts";
 import { inNamespaceOf, readSmallFile } from "../../ffi/nsenter.ts";
 import {
   type CgroupLine,
@@ -79,7 +80,7 @@ export class CgroupsDump {
     const prefixes = this.#prefixesOf(tree.root.pid);
     for (const task of tree.tasks) {
       if (task.state === "zombie") continue;
-      for (const tid of task.threads) {
+      for (const tid of [task.pid, ...task.threads.filter((t) => t !== task.pid)]) {
         const members = this.#members(cgroupsOf(task.pid, tid)).map((m) => {
           const cgnsPrefix = prefixes.get(m.name) ?? 0;
           if (m.path.length < cgnsPrefix) {
@@ -91,7 +92,18 @@ export class CgroupsDump {
           }
           return { ...m, cgnsPrefix };
         });
-        this.#setOfTid.set(tid, this.#setOf(members, true).id);
+        const set = this.#setOf(members, true).id;
+        this.#setOfTid.set(tid, set);
+        // The restore moves whole processes (cgroup.procs): a thread elsewhere would come back
+        // in its leader's cgroups.
+        const leaderSet = this.#setOfTid.get(task.pid);
+        if (leaderSet !== set) {
+          refuse(
+            task.pid,
+            `the cgroups of thread ${tid}`,
+            "they differ from those of the thread group leader; per-thread cgroups are not supported yet",
+          );
+        }
       }
     }
   }
