@@ -367,3 +367,33 @@ Deno.test("a thread in other cgroups than its leader's is refused by name, and t
     await removeCgroups([dir]);
   }
 });
+
+Deno.test("--cgroup-yard: the hierarchies are read and made through the yard's mounts", () =>
+  withCgroups(false, async (pid, images, name) => {
+    const yard = tempDir("criu-ts-cgyard-");
+    const mounted: string[] = [];
+    const run = async (cmd: string, args: string[]) => {
+      const out = await new Deno.Command(cmd, { args, stderr: "piped" }).output();
+      assert.equal(out.code, 0, `${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+    };
+    try {
+      // Every hierarchy criu is in, named as CRIU names them in a yard.
+      for (const line of Deno.readTextFileSync("/proc/self/cgroup").trim().split("\n")) {
+        const hierarchy = line.split(":")[1]!;
+        const dir = hierarchy === "" ? "unified" : hierarchy.replace(/^name=/, "");
+        const options = hierarchy.startsWith("name=") ? `none,${hierarchy}` : hierarchy;
+        Deno.mkdirSync(`${yard}/${dir}`);
+        const type = hierarchy === "" ? ["-t", "cgroup2"] : ["-t", "cgroup", "-o", options];
+        await run("mount", [...type, "none", `${yard}/${dir}`]);
+        mounted.push(`${yard}/${dir}`);
+      }
+      await dumpAndReap(pid, images, ["--cgroup-yard", yard]);
+      await removeCgroups(dirsOf(name));
+      await criuOk(restoreArgs(images, "--cgroup-yard", yard));
+      assert.equal(Deno.readTextFileSync(`${yard}/pids/${name}/pids.max`).trim(), "64");
+      assert.ok(Deno.readTextFileSync(`${images}/restore.log`).includes(`Made cgroup ${yard}/pids/${name}`));
+    } finally {
+      for (const m of mounted.reverse()) await run("umount", [m]);
+      Deno.removeSync(yard, { recursive: true });
+    }
+  }));
