@@ -10,6 +10,8 @@ import { withWorkload } from "./lib/matrix.ts";
 import { create } from "@bufbuild/protobuf";
 import { criu_cg_mode, criu_optsSchema } from "../src/images/gen/rpc_pb.ts";
 import { setupRequest } from "../src/rpc/options.ts";
+import { rewriteRoots } from "../src/objects/cgroups_restore.ts";
+import { cgroup_entrySchema } from "../src/images/gen/cgroup_pb.ts";
 import { defaultOptions } from "../src/cli/options.ts";
 
 const V2 = "/sys/fs/cgroup/unified";
@@ -397,3 +399,33 @@ Deno.test("--cgroup-yard: the hierarchies are read and made through the yard's m
       Deno.removeSync(yard, { recursive: true });
     }
   }));
+
+Deno.test("rewriteRoots() moves heads and set paths under --cgroup-root, by hierarchy, as CRIU does", () => {
+  const image = create(cgroup_entrySchema, {
+    sets: [{
+      id: 2,
+      ctls: [
+        { name: "", path: "/a/inner", cgnsPrefix: 2 },
+        { name: "pids", path: "/ab/x" },
+        { name: "cpu", path: "/c" },
+      ],
+    }],
+    controllers: [
+      { cnames: [""], dirs: [{ dirName: "a/inner" }] },
+      { cnames: ["pids"], dirs: [{ dirName: "ab/x" }, { dirName: "a" }] },
+      { cnames: ["cpu"], dirs: [{ dirName: "" }] },
+    ],
+  });
+  rewriteRoots(image, [{ controller: "pids", path: "/p" }, { path: "/all" }]);
+  // v2: below the namespace's root; pids: its own root, "a" does not take "/ab"; cpu: a root head.
+  assert.deepEqual(image.sets[0]!.ctls.map((m) => [m.path, m.cgnsPrefix]), [
+    ["/all/inner", 4],
+    ["/p", 0],
+    ["/all/c", 0],
+  ]);
+  assert.deepEqual(image.controllers.map((c) => c.dirs.map((d) => d.dirName)), [
+    ["all/inner"],
+    ["p", "a"],
+    ["all"],
+  ]);
+});

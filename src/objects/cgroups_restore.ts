@@ -285,7 +285,7 @@ function write(file: string, value: string): void {
  * set's path keeps what lay below the old head (or below its cgroup namespace's root), and the head
  * takes the new root's name.
  */
-function rewriteRoots(image: cgroup_entry, roots: RunOptions["cgroupRoots"]): void {
+export function rewriteRoots(image: cgroup_entry, roots: RunOptions["cgroupRoots"]): void {
   for (const ctl of image.controllers) {
     const named = roots.filter((r) =>
       r.controller !== undefined && ctl.cnames.some((c) => r.controller!.split(",").includes(c))
@@ -312,7 +312,9 @@ function rewriteHead(
   let renamed: string | undefined;
   for (const set of image.sets) {
     for (const m of set.ctls) {
-      if (!controllerNames(m.name).every((n) => cnames.includes(n)) || !m.path.slice(1).startsWith(dir)) {
+      // (CRIU compares bare prefixes, so that "a" would also take "/ab"; a whole path component here.)
+      const below = dir === "" || m.path.slice(1) === dir || m.path.slice(1).startsWith(`${dir}/`);
+      if (!controllerNames(m.name).every((n) => cnames.includes(n)) || !below) {
         continue;
       }
       if (m.cgnsPrefix) {
@@ -321,7 +323,9 @@ function rewriteHead(
         m.cgnsPrefix = newRoot.length;
       } else {
         renamed ??= newRoot;
-        m.path = `${newRoot}${m.path.slice(dir.length + 1)}`;
+        // What lies below the head (CRIU drops the slash after a root head: "/a" would be "/NEWa").
+        const rest = dir === "" ? (m.path === "/" ? "" : m.path) : m.path.slice(dir.length + 1);
+        m.path = `${newRoot}${rest}`;
       }
     }
   }
