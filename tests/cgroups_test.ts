@@ -255,17 +255,52 @@ Deno.test("--freeze-cgroup: a dump that fails after freezing thaws the cgroup, a
     }
   }));
 
-Deno.test("--freeze-cgroup of a cgroup v1 freezer is refused by name before any task is touched", () =>
+Deno.test("--freeze-cgroup with a cgroup v1 freezer (runc's on this machine): dump -R, then dump and restore", () =>
   withCgroups(false, async (pid, images, name) => {
     const freezer = `/sys/fs/cgroup/freezer/${name}`;
     Deno.mkdirSync(freezer);
+    const before = cgroupLine(pid, "freezer");
     try {
-      const r = await criu(["dump", "-t", `${pid}`, "-D", images, "--freeze-cgroup", freezer]);
-      assert.equal(r.code, 1);
-      assert.match(r.stderr, new RegExp(`--freeze-cgroup ${freezer} is a cgroup v1 freezer; only cgroup v2`));
+      for (const task of [pid, ...descendants(pid)]) {
+        Deno.writeTextFileSync(`${freezer}/cgroup.procs`, `${task}`);
+      }
+      // A process of the cgroup outside the tree is frozen and seized with it, then let go.
+      const stranger = new Deno.Command("sleep", { args: ["60"], stdin: "null", stdout: "null" }).spawn();
+      try {
+        Deno.writeTextFileSync(`${freezer}/cgroup.procs`, `${stranger.pid}`);
+        const r = await criu(["dump", "-t", `${pid}`, "-D", images, "-R", "-v4", "--freeze-cgroup", freezer]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stderr, new RegExp(`Froze the cgroup ${freezer}`));
+        assert.match(r.stderr, new RegExp(`Seized 3 thread\\(s\\) of ${freezer} while it was frozen`));
+        assert.equal(Deno.readTextFileSync(`${freezer}/freezer.state`).trim(), "THAWED");
+        const status = Deno.readTextFileSync(`/proc/${stranger.pid}/status`);
+        assert.match(status, /\nState:\tS/);
+        assert.match(status, /\nTracerPid:\t0\n/);
+      } finally {
+        stranger.kill("SIGKILL");
+        await stranger.status;
+      }
+      await dumpAndReap(pid, images, ["--freeze-cgroup", freezer]);
+      await criuOk(restoreArgs(images));
+      assert.equal(cgroupLine(pid, "freezer"), `/${name}`);
     } finally {
-      Deno.removeSync(freezer);
+      for (const task of [pid, ...descendants(pid)]) {
+        if (exists(`/proc/${task}`)) {
+          Deno.writeTextFileSync(`/sys/fs/cgroup/freezer${before}/cgroup.procs`, `${task}`);
+        }
+      }
+      await removeCgroups([freezer]);
     }
+  }));
+
+Deno.test("--freeze-cgroup of a directory that is no freezer cgroup is refused before any task is touched", () =>
+  withCgroups(false, async (pid, images) => {
+    const r = await criu(["dump", "-t", `${pid}`, "-D", images, "--freeze-cgroup", images]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /is not a freezer cgroup: it has neither cgroup.freeze \(v2\) nor freezer.state \(v1\)/,
+    );
   }));
 
 Deno.test("a bad --cgroup-props is refused with what was expected", async () => {

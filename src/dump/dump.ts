@@ -382,17 +382,20 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
 }
 
 /**
- * Seizes the tree; with --freeze-cgroup, inside a freeze of the whole cgroup, which goes back to
- * its state (thawed) as soon as ptrace holds every task, whether the seize worked or not.
+ * Seizes the tree; with --freeze-cgroup, inside a freeze of the whole cgroup (freeze_cgroup.ts),
+ * which goes back to its state (thawed) as soon as ptrace holds every task, whether the seize
+ * worked or not.
  */
 function freezeTreeAsAsked(opts: DumpOptions): FrozenTree {
   const path = opts.options.freezeCgroup;
   if (path === undefined) return freezeTree(opts.pid, opts.log);
   const frozen = freezeCgroup(path, opts.log);
+  let tree: FrozenTree | undefined;
   try {
-    return freezeTree(opts.pid, opts.log);
+    tree = freezeTree(opts.pid, opts.log);
+    return tree;
   } finally {
-    frozen.restore();
+    frozen.restore(tree);
   }
 }
 
