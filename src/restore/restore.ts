@@ -59,6 +59,7 @@ import { ImageDir } from "../images/dir.ts";
 import type { RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { STAGE } from "../plugins/api.ts";
+import { CgroupsRestore } from "../objects/cgroups_restore.ts";
 
 /**
  * What a restore needs; src/options/core.ts makes it from the options of the command line or RPC.
@@ -208,7 +209,8 @@ function forkTree(
   tasks: readonly RestoreTaskImages[],
   shellJob: boolean,
   rootFlags: bigint,
-  onRoot: (root: Agent) => void,
+  created: (t: RestoreTaskImages) => void,
+  rootReady: (root: Agent) => void,
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
@@ -222,6 +224,7 @@ function forkTree(
       t === tasks[0] ? null : parent,
       (t === tasks[0] ? rootFlags : 0n) | sharedWithParent(tasks, t),
     );
+    created(t);
     const agent = master.agentFor(t.hostPid);
     if (t.helper) agent.call("setpgid(helper)", NR.setpgid, 0, 0);
     // A session must exist before the children that inherit it are forked.
@@ -229,7 +232,7 @@ function forkTree(
       agent.call("setsid", NR.setsid);
     }
     agents.set(t.entry.pid, agent);
-    if (t === tasks[0]) onRoot(agent);
+    if (t === tasks[0]) rootReady(agent);
     if (!t.zombie && !t.helper) {
       const parent = t === tasks[0] ? undefined : tasks.find((p) => p.entry.pid === t.entry.ppid);
       fromImagesOf(t, "memory", () => restoreMemory(ctx, agent, t, parent));
@@ -258,6 +261,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   if (sibling && !detached) {
     throw new RestoreError("--restore-sibling only makes sense with --restore-detached");
   }
+  const cgroups = CgroupsRestore.prepare(cp.dir, cp.inventory.rootCgSet, tasks, opts.options, log);
   const ns = prepareNamespaces({
     dir: cp.dir,
     tasks,
@@ -265,6 +269,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     hooks: opts.hooks,
     log,
     options: opts.options,
+    cgroups,
   });
   const namespaces = ns.flags;
   const master = sibling
@@ -287,14 +292,13 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shmem: new Map(),
       cowStats,
     };
+    cgroups.makeDirs();
     for (const plan of ns.plans) if (plan.inCreator) master.inCreator(plan.inCreator);
-    const agents = forkTree(
-      ctx,
-      tasks,
-      shellJob,
-      namespaces,
-      (r) => ns.plans.forEach((p) => p.beforeMemory?.(r)),
-    );
+    const agents = forkTree(ctx, tasks, shellJob, namespaces, (t) => {
+      if (t === tasks[0]) { for (const plan of ns.plans) plan.rootCreated?.(t.hostPid); }
+      // Into its cgroups before its memory comes back, so that the memory is charged there.
+      cgroups.place(t, tasks);
+    }, (root) => ns.plans.forEach((p) => p.beforeMemory?.(root)));
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     plugins.notify("POST_FORKING");
@@ -337,6 +341,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     }
   } catch (e) {
     master.abort();
+    cgroups.undo();
     throw e;
   } finally {
     endFilesRestore(files);
