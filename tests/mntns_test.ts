@@ -5,8 +5,9 @@
  * (non-recursive) bind mount of / that this file makes and removes.
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, descendants, exists, reap, tempDir, Workload } from "./lib/harness.ts";
-import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { CRIU, criu, criuOk, descendants, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+import { type Case, dumpRestore, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { CriuClient } from "../mod.ts";
 
 const ROOTFS = tempDir();
 
@@ -129,5 +130,154 @@ Deno.test("a tree with a bind mount from outside its view is refused by name and
     Deno.removeSync(images, { recursive: true });
   }
 });
+
+// ---------------------------------------------------------------------------------------------
+// External mounts: a tmpfs of the host (outside the workload's view) whose directory d and file
+// f.txt the workload binds at edir and efile before it pivots away from the host's mounts.
+
+interface HostTmpfs {
+  dir: string;
+  file: string;
+}
+
+async function withHostTmpfs(body: (host: HostTmpfs) => Promise<void>): Promise<void> {
+  const top = tempDir("criu-ts-ext-");
+  run("mount", "-t", "tmpfs", "criu-ts-ext", top);
+  try {
+    Deno.mkdirSync(`${top}/d`);
+    Deno.writeTextFileSync(`${top}/d/in.txt`, "host dir");
+    Deno.writeTextFileSync(`${top}/f.txt`, "host file");
+    const host = { dir: `${top}/d`, file: `${top}/f.txt` };
+    await body(host);
+    // The workload wrote these after its checks: the host's own directory and file took them.
+    assert.equal(Deno.readTextFileSync(`${host.dir}/out.txt`), "written into the host dir");
+    assert.equal(Deno.readTextFileSync(host.file), "written through the fd");
+  } finally {
+    run("umount", "-l", top);
+    Deno.removeSync(top, { recursive: true });
+  }
+}
+
+/** The mntns workload with its external binds, and the mountpoints they have inside its view. */
+function withExternalWorkload(
+  host: HostTmpfs,
+  body: (w: Workload, images: string, edir: string, efile: string) => Promise<void>,
+): Promise<void> {
+  return withWorkload(
+    { name: "mntns", args: ["ext", host.dir, host.file] },
+    (w, images) => body(w, images, `${w.result}.mnt/edir`, `${w.result}.mnt/efile`),
+  );
+}
+
+Deno.test("a bind of a host directory and of a host file, not named, is refused by name", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images) => {
+      const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /mount \S*\/e(dir|file) \(tmpfs, mount \d+\)/);
+      assert.match(r.stderr, /--external mnt\[\S*\/e(dir|file)\]:KEY/);
+      assert.ok(!exists(`${images}/inventory.img`));
+    })
+  ));
+
+Deno.test("external mounts: --external mnt[MOUNTPOINT]:KEY at dump, mnt[KEY]:PATH at restore, twice", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir, efile) => {
+      const c: Case = {
+        name: "mntns",
+        criuArgs: ["--external", `mnt[${edir}]:dirkey`, "--external", `mnt[${efile}]:filekey`],
+        restoreArgs: [
+          "--root",
+          ROOTFS,
+          "--external",
+          `mnt[dirkey]:${host.dir}`,
+          "--external",
+          `mnt[filekey]:${host.file}`,
+        ],
+      };
+      await dumpRestore(w, images, c);
+      await dumpRestore(w, images, c);
+    })
+  ));
+
+Deno.test("external mounts: --ext-mount-map MOUNTPOINT:KEY at dump, KEY:PATH at restore", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir, efile) => {
+      await dumpRestore(w, images, {
+        name: "mntns",
+        criuArgs: ["--ext-mount-map", `${edir}:dirkey`, "--ext-mount-map", `${efile}:filekey`],
+        restoreArgs: [
+          "--root",
+          ROOTFS,
+          "--ext-mount-map",
+          `dirkey:${host.dir}`,
+          "-M",
+          `filekey:${host.file}`,
+        ],
+      });
+    })
+  ));
+
+Deno.test("external mounts: a restore without the key's PATH is refused by name and leaves nothing", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir, efile) => {
+      const tree = [w.pid, ...descendants(w.pid)];
+      await criuOk([
+        "dump",
+        "-t",
+        `${w.pid}`,
+        "-D",
+        images,
+        "-M",
+        `${edir}:dirkey`,
+        "-M",
+        `${efile}:filekey`,
+      ]);
+      for (const pid of tree) await reap(pid);
+      const before = Deno.readTextFileSync("/proc/self/mountinfo");
+      const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS, "-M", `dirkey:${host.dir}`]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /The mount \S*\/efile is external with key filekey/);
+      assert.equal(Deno.readTextFileSync("/proc/self/mountinfo"), before);
+      await criuOk([
+        "restore",
+        "-D",
+        images,
+        "-d",
+        "--root",
+        ROOTFS,
+        "-M",
+        `dirkey:${host.dir}`,
+        "-M",
+        `filekey:${host.file}`,
+      ]);
+    })
+  ));
+
+Deno.test("external mounts over RPC as runc passes them: ext_mnt key = val = mountpoint, then key = source", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir, efile) => {
+      const tree = [w.pid, ...descendants(w.pid)];
+      const client = new CriuClient({ criuPath: CRIU });
+      await client.dump({
+        pid: w.pid,
+        imagesDir: images,
+        extMnt: [{ key: edir, val: edir }, { key: efile, val: efile }, {
+          key: "/dev/null",
+          val: "/dev/null",
+        }],
+      });
+      for (const pid of tree) await reap(pid);
+      const restored = await client.restore({
+        imagesDir: images,
+        root: ROOTFS,
+        extMnt: [{ key: edir, val: host.dir }, { key: efile, val: host.file }, {
+          key: "/dev/null",
+          val: "/dev/null",
+        }],
+      });
+      assert.equal(restored.pid, w.pid);
+    })
+  ));
 
 Deno.test("mntns: the --root bind mount is removed", () => dropRootfs());

@@ -213,7 +213,7 @@ function checkMounts(pid: number, infos: readonly MountInfo[], entries: readonly
       refuse(
         pid,
         what,
-        `only ${e.root} of the filesystem is mounted, and the filesystem's root is not in the tree`,
+        `only ${e.root} of the filesystem is mounted, and the filesystem's root is not in the tree; name it with --external mnt[${e.mountpoint}]:KEY`,
       );
     }
   });

@@ -12,7 +12,12 @@
  * and must be the same after restore, with the files' contents; propagation must still work (a
  * mount made under sh appears under sl, not the other way), ro must refuse writes.
  *
- *   mntns RESULT_FILE
+ * With `ext HOSTDIR HOSTFILE` it also binds, before leaving the host's view, the host directory
+ * HOSTDIR at edir and the host file HOSTFILE at efile (both outside its view: external mounts),
+ * keeps efile open, and at the end writes edir/out.txt and, through the open fd, efile: the test
+ * reads both from the host, so the mounts must be binds of the host's own directory and file.
+ *
+ *   mntns RESULT_FILE [ext HOSTDIR HOSTFILE]
  */
 #include "lib.h"
 
@@ -148,11 +153,24 @@ int main(int argc, char **argv)
 	put(at("src/f.txt"), "from src");
 	put(at("src2/g.txt"), "from src2");
 	put(at("bfile"), "");
+	int ext = argc == 5 && !strcmp(argv[2], "ext");
+	if (ext) {
+		if (mkdir(at("edir"), 0755) && errno != EEXIST)
+			wl_die("mkdir edir");
+		put(at("efile"), "");
+	}
 
 	if (unshare(CLONE_NEWNS))
 		wl_die("unshare(CLONE_NEWNS)");
 	mnt(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
 	mnt("/", at("newroot"), NULL, MS_BIND, NULL);
+	if (ext) {
+		char edir[1024], efile[1024];
+		snprintf(edir, sizeof(edir), "%s%s", at("newroot"), at("edir"));
+		snprintf(efile, sizeof(efile), "%s%s", at("newroot"), at("efile"));
+		mnt(argv[3], edir, NULL, MS_BIND, NULL);
+		mnt(argv[4], efile, NULL, MS_BIND, NULL);
+	}
 	if (chdir(at("newroot")) || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/"))
 		wl_die("pivot_root");
 	/* stdin (the host's /dev/null) is outside this view: a file of the view takes its place */
@@ -184,6 +202,9 @@ int main(int argc, char **argv)
 	char two[3] = "";
 	if (fd < 0 || read(fd, two, 2) != 2 || chdir(at("t/d")))
 		wl_die("open t/a.txt, chdir t/d");
+	int efd = ext ? open(at("efile"), O_RDWR) : -1;
+	if (ext && efd < 0)
+		wl_die("open efile");
 	view(before, sizeof(before));
 	wl_log("view:\n%s", before);
 	wl_ready();
@@ -210,6 +231,15 @@ int main(int argc, char **argv)
 	char cwd[1024] = "";
 	WL_CHECK(getcwd(cwd, sizeof(cwd)) && !strcmp(cwd, at("t/d")), "cwd is %s", cwd);
 	WL_CHECK(dev_of(".") == dev_of(at("t")), "cwd is not on the tmpfs t");
+
+	if (ext) {
+		expect_file("edir/in.txt", "host dir");
+		expect_file("efile", "host file");
+		put(at("edir/out.txt"), "written into the host dir");
+		const char *msg = "written through the fd";
+		WL_CHECK(pwrite(efd, msg, strlen(msg), 0) == (ssize_t)strlen(msg) && ftruncate(efd, strlen(msg)) == 0,
+			 "cannot write efile through its fd");
+	}
 
 	/* propagation still works: sh → sl, never back */
 	mnt("later", at("sh/later"), "tmpfs", 0, "size=64k");
