@@ -280,4 +280,37 @@ Deno.test("external mounts over RPC as runc passes them: ext_mnt key = val = mou
     })
   ));
 
+Deno.test("external mounts found by themselves: --external mnt[] at dump, --ext-mount-map auto at restore", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images) => {
+      const c: Case = { name: "mntns", restoreArgs: ["--root", ROOTFS, "--ext-mount-map", "auto"] };
+      await dumpRestore(w, images, { ...c, criuArgs: ["--external", "mnt[]"] });
+      const log = Deno.readTextFileSync(`${images}/dump.log`);
+      assert.match(log, new RegExp(`\\(${w.result}\\.mnt/edir\\) is external: a bind of ${host.dir}\n`));
+      assert.match(log, new RegExp(`\\(${w.result}\\.mnt/efile\\) is external: a bind of ${host.file}\n`));
+      await dumpRestore(w, images, { ...c, criuArgs: ["--ext-mount-map", "auto"] });
+    })
+  ));
+
+Deno.test("a mount found external by itself is refused at restore without auto, and nothing is left", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images) => {
+      const tree = [w.pid, ...descendants(w.pid)];
+      await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--external", "mnt[]"]);
+      for (const pid of tree) await reap(pid);
+      const before = Deno.readTextFileSync("/proc/self/mountinfo");
+      const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /was found external by itself at dump .*--ext-mount-map auto/);
+      assert.equal(Deno.readTextFileSync("/proc/self/mountinfo"), before);
+      await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS, "--external", "mnt[]"]);
+    })
+  ));
+
+Deno.test("--external mnt[] takes no options but :m and :s", async () => {
+  const r = await criu(["dump", "-t", "1", "-D", "/nonexistent", "--external", "mnt[]:x"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /mnt\[\], mnt\[\]:m or mnt\[\]:s/);
+});
+
 Deno.test("mntns: the --root bind mount is removed", () => dropRootfs());
