@@ -26,9 +26,27 @@ function dropRootfs(): void {
 }
 globalThis.addEventListener("unload", dropRootfs);
 
+/** The entries of the checkpoint's mountpoints image, as crit decodes them. */
+function mountEntries(images: string): { mountpoint: string; ext_key?: string; root: string }[] {
+  const name = [...Deno.readDirSync(images)].map((e) => e.name).find((n) => /^mountpoints-\d+\.img$/.test(n));
+  assert.ok(name, "no mountpoints image");
+  const out = new Deno.Command("crit", { args: ["decode", "-i", `${images}/${name}`], stdout: "piped" })
+    .outputSync();
+  assert.ok(out.success, "crit decode failed");
+  return JSON.parse(new TextDecoder().decode(out.stdout)).entries;
+}
+
 const MNTNS: Case = { name: "mntns", restoreArgs: ["--root", ROOTFS] };
 
-registerMatrix([MNTNS]);
+/** The devices a runc container binds from the host: external both ways (key and path alike). */
+const CONTAINER_DEVICES = ["/dev/null", "/dev/urandom"];
+const CONTAINER: Case = {
+  name: "mntns_container",
+  criuArgs: CONTAINER_DEVICES.flatMap((d) => ["--external", `mnt[${d}]:${d}`]),
+  restoreArgs: ["--root", ROOTFS],
+};
+
+registerMatrix([MNTNS, CONTAINER]);
 
 Deno.test("crit decodes the mountpoints image, and the tmpfs archives are gzip'd tar", () =>
   withWorkload(MNTNS, async (w, images) => {
@@ -312,5 +330,35 @@ Deno.test("--external mnt[] takes no options but :m and :s", async () => {
   assert.equal(r.code, 1);
   assert.match(r.stderr, /mnt\[\], mnt\[\]:m or mnt\[\]:s/);
 });
+
+Deno.test("a runc container's mounts over RPC as runc 1.1 names them: devices, masked files, binds", () =>
+  withWorkload({ name: "mntns_container" }, async (w, images) => {
+    // runc: every device of the config, key = val = its path; each masked path that is a file,
+    // val /dev/null; at restore the devices again and /dev/null for the masks.
+    const devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
+    const masked = ["/proc/keys", "/proc/timer_list"];
+    const tree = [w.pid, ...descendants(w.pid)];
+    const client = new CriuClient({ criuPath: CRIU });
+    await client.dump({
+      pid: w.pid,
+      imagesDir: images,
+      extMnt: [
+        ...devices.map((d) => ({ key: d, val: d })),
+        ...masked.map((m) => ({ key: m, val: "/dev/null" })),
+      ],
+    });
+    const keys = new Map(mountEntries(images).map((e) => [e.mountpoint, e.ext_key]));
+    assert.deepEqual(
+      ["/dev/null", "/dev/urandom", ...masked].map((m) => keys.get(m)),
+      ["/dev/null", "/dev/urandom", "/dev/null", "/dev/null"],
+    );
+    for (const pid of tree) await reap(pid);
+    const restored = await client.restore({
+      imagesDir: images,
+      root: ROOTFS,
+      extMnt: [...devices, "/dev/null"].map((d) => ({ key: d, val: d })),
+    });
+    assert.equal(restored.pid, w.pid);
+  }));
 
 Deno.test("mntns: the --root bind mount is removed", () => dropRootfs());

@@ -19,7 +19,7 @@
  * The tree is built by the root task itself (remote syscalls) right after it is cloned with
  * CLONE_NEWNS and before its memory comes back, so that its mapped files, its fds, cwd and root,
  * opened by path later, resolve through the restored mounts. It mounts everything under DIR in
- * mnt_id order (parents and bind sources first), private, keeping an O_PATH fd to each new mount
+ * an order where parents and bind sources come first (mount ids do not give one), private, keeping an O_PATH fd to each new mount
  * so that overmounted ones stay reachable; then sets each mount's flags (mount_setattr), pivots
  * into DIR, and only then recreates the peer groups and masters (move_mount MOVE_MOUNT_SET_GROUP,
  * Linux 5.15), so that nothing propagates while the tree is built. The namespace starts as a
@@ -190,12 +190,51 @@ function within(inner: string, outer: string): boolean {
   return outer === "/" || inner === outer || inner.startsWith(`${outer}/`);
 }
 
-/** The mount the tree already holds that `e` can be bound from: same filesystem, a root that holds e's. */
+/**
+ * The mount the tree already holds that `e` can be bound from: same filesystem, a root that holds
+ * e's. An external mount is one too (runc's masked files are binds of its external /dev/null).
+ */
 function bindSource(entries: readonly mnt_entry[], e: mnt_entry): mnt_entry | undefined {
   return entries.find((s) =>
-    s !== e && s.rootDev === e.rootDev && !s.extKey && within(e.root, s.root) &&
-    (s.root !== e.root || s.mntId < e.mntId)
+    s !== e && s.rootDev === e.rootDev && within(e.root, s.root) && (s.root !== e.root || boundFirst(s, e))
   );
+}
+
+/** Of two mounts of the same root, the one the other is bound from: an external one, else the lower id. */
+function boundFirst(a: mnt_entry, b: mnt_entry): boolean {
+  if (!a.extKey !== !b.extKey) return !!a.extKey;
+  return a.mntId < b.mntId;
+}
+
+/**
+ * The order the tree is built in: each mount after its parent and after the mount it is bound
+ * from. Mount ids do not give it: the kernel hands out the lowest free id, so a mount made after
+ * another may have a lower one.
+ */
+function buildOrder(entries: readonly mnt_entry[]): mnt_entry[] {
+  const ids = new Set(entries.map((e) => e.mntId));
+  const done = new Set<number>();
+  const pending = [...entries];
+  const out: mnt_entry[] = [];
+  const ready = (e: mnt_entry): boolean => {
+    if (ids.has(e.parentMntId) && e.parentMntId !== e.mntId && !done.has(e.parentMntId)) return false;
+    const src = e.extKey ? undefined : bindSource(entries, e);
+    return !src || done.has(src.mntId);
+  };
+  while (pending.length) {
+    const i = pending.findIndex(ready);
+    if (i < 0) {
+      throw new RestoreError(
+        `The mounts ${
+          pending.map((e) => e.mountpoint).join(", ")
+        } wait on each other; they cannot be made in any order`,
+      );
+    }
+    const [e] = pending.splice(i, 1);
+    done.add(e!.mntId);
+    out.push(e!);
+  }
+  return out;
 }
 
 function isRootMount(entries: readonly mnt_entry[], e: mnt_entry): boolean {
@@ -333,6 +372,8 @@ function dumpMounts(pid: number, id: number, dir: ImageDir, opts: RunOptions | u
 
 interface MountPlan {
   entries: mnt_entry[];
+  /** The entries in the order they are made (see buildOrder). */
+  order: mnt_entry[];
   rootDir: string;
   /** Each external mount's source path, by mnt_id. */
   externalPaths: Map<number, string>;
@@ -379,7 +420,7 @@ function planRestore(dir: ImageDir, id: number, opts: RunOptions | undefined, lo
       throw new RestoreError(`The tmpfs at ${e.mountpoint} has no archive tmpfs-dev-${e.rootDev}.tar.gz.img`);
     }
   }
-  return { entries, rootDir, externalPaths, dir, log };
+  return { entries, order: buildOrder(entries), rootDir, externalPaths, dir, log };
 }
 
 /** Builds the tree in the root task (see the top of this file). */
@@ -401,7 +442,7 @@ class TreeBuilder {
     r.call("mount(/, rslave)", NR.mount, 0, r.string("/"), 0, MS.REC | MS.SLAVE, 0);
     const root = entries.find((e) => isRootMount(entries, e))!;
     this.#mount(root, `mount(${rootDir}, bind)`, rootDir, rootDir, 0, MS.BIND | MS.REC, "");
-    for (const e of entries) if (e !== root) this.#make(e);
+    for (const e of this.#plan.order) if (e !== root) this.#make(e);
     for (const e of entries) this.#setFlags(e);
     this.#pivot(rootDir);
     for (const e of entries) this.#setAttr(e, 0, 0, MS.PRIVATE);
