@@ -5,7 +5,7 @@
  * (non-recursive) bind mount of / that this file makes and removes.
  */
 import assert from "node:assert/strict";
-import { CRIU, criu, criuOk, descendants, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+import { CRIU, criu, criuOk, descendants, exists, reap, ROOT, tempDir, Workload } from "./lib/harness.ts";
 import { type Case, dumpRestore, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { CriuClient } from "../mod.ts";
 
@@ -27,7 +27,15 @@ function dropRootfs(): void {
 globalThis.addEventListener("unload", dropRootfs);
 
 /** The entries of the checkpoint's mountpoints image, as crit decodes them. */
-function mountEntries(images: string): { mountpoint: string; ext_key?: string; root: string }[] {
+interface CritMount {
+  mnt_id: number;
+  mountpoint: string;
+  root: string;
+  ext_key?: string;
+  with_plugin?: boolean;
+}
+
+function mountEntries(images: string): CritMount[] {
   const name = [...Deno.readDirSync(images)].map((e) => e.name).find((n) => /^mountpoints-\d+\.img$/.test(n));
   assert.ok(name, "no mountpoints image");
   const out = new Deno.Command("crit", { args: ["decode", "-i", `${images}/${name}`], stdout: "piped" })
@@ -360,5 +368,113 @@ Deno.test("a runc container's mounts over RPC as runc 1.1 names them: devices, m
     });
     assert.equal(restored.pid, w.pid);
   }));
+
+// ---------------------------------------------------------------------------------------------
+// Plugins: tests/plugins/mount_plugin.c takes the mount whose mountpoint ends in
+// CRIU_TS_PLUGIN_MOUNT (DUMP_EXT_MOUNT) and binds CRIU_TS_PLUGIN_MOUNT_SOURCE there at restore.
+
+const PLUGINS = tempDir("criu-ts-mount-plugin-");
+globalThis.addEventListener("unload", () => Deno.removeSync(PLUGINS, { recursive: true }));
+
+/** Builds the plugin once, when a test first needs it (a build failure fails that test only). */
+function mountPlugin(): string {
+  if (exists(`${PLUGINS}/mount_plugin.so`)) return PLUGINS;
+  const out = new Deno.Command("gcc", {
+    args: [
+      "-shared",
+      "-fPIC",
+      "-O1",
+      "-Wall",
+      "-Werror",
+      "-I",
+      `${ROOT}/src/plugins/include`,
+      "-o",
+      `${PLUGINS}/mount_plugin.so`,
+      `${ROOT}/tests/plugins/mount_plugin.c`,
+    ],
+    stderr: "piped",
+  }).outputSync();
+  if (!out.success) {
+    throw new Error(`Building mount_plugin.c failed: ${new TextDecoder().decode(out.stderr)}`);
+  }
+  return PLUGINS;
+}
+
+function pluginEnv(trace: string, host: HostTmpfs, mode = ""): Record<string, string> {
+  return {
+    CRIU_TS_PLUGIN_TRACE: trace,
+    CRIU_TS_PLUGIN_MOUNT: "/edir",
+    CRIU_TS_PLUGIN_MOUNT_SOURCE: host.dir,
+    CRIU_TS_PLUGIN_MODE: mode,
+  };
+}
+
+Deno.test("a plugin takes a mount no option names (DUMP_EXT_MOUNT) and mounts it again (RESTORE_EXT_MOUNT)", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir, efile) => {
+      const trace = `${w.dir}/plugin.trace`;
+      const env = pluginEnv(trace, host);
+      const tree = [w.pid, ...descendants(w.pid)];
+      await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-L", mountPlugin(), "-M", `${efile}:filekey`], {
+        env,
+      });
+      const entry = mountEntries(images).find((e) => e.mountpoint === edir);
+      assert.ok(entry, `no mount ${edir} in the image`);
+      assert.equal(entry?.with_plugin, true, "the mount is not marked as the plugin's");
+      assert.deepEqual(Deno.readTextFileSync(trace).trim().split("\n"), [
+        `dump-mount .${edir} ${entry.mnt_id}`,
+      ]);
+      for (const pid of tree) await reap(pid);
+
+      // Without the plugin the restore is refused by name, before any mount is made.
+      const before = Deno.readTextFileSync("/proc/self/mountinfo");
+      const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS, "-M", `filekey:${host.file}`], {
+        env,
+      });
+      assert.equal(r.code, 1);
+      assert.match(
+        r.stderr,
+        new RegExp(`A plugin took the mount ${edir} \\(mount \\d+\\) at dump; load one`),
+      );
+      // A plugin that fails leaves nothing either.
+      const failed = await criu(
+        ["restore", "-D", images, "-d", "--root", ROOTFS, "-L", mountPlugin(), "-M", `filekey:${host.file}`],
+        { env: pluginEnv(trace, host, "fail-restore") },
+      );
+      assert.equal(failed.code, 1);
+      assert.match(
+        failed.stderr,
+        new RegExp(`A plugin failed to restore the mount ${edir} \\(mount \\d+\\): -22`),
+      );
+      assert.equal(Deno.readTextFileSync("/proc/self/mountinfo"), before);
+
+      Deno.writeTextFileSync(trace, "");
+      await criuOk(
+        ["restore", "-D", images, "-d", "--root", ROOTFS, "-L", mountPlugin(), "-M", `filekey:${host.file}`],
+        { env },
+      );
+      assert.match(
+        Deno.readTextFileSync(trace),
+        new RegExp(`^restore-mount ${entry.mnt_id} /\\S+ / NULL\n$`),
+      );
+    })
+  ));
+
+Deno.test("a mount that no plugin takes is refused by name, the plugins asked first", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir) => {
+      const trace = `${w.dir}/plugin.trace`;
+      const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-L", mountPlugin()], {
+        env: { ...pluginEnv(trace, host), CRIU_TS_PLUGIN_MOUNT: "/nothing" },
+      });
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /mount \S*\/e(dir|file) \(tmpfs, mount \d+\)/);
+      assert.match(
+        Deno.readTextFileSync(trace),
+        new RegExp(`dump-mount \\.(${edir}|${edir.replace("edir", "efile")}) \\d+`),
+      );
+      assert.ok(!exists(`${images}/inventory.img`));
+    })
+  ));
 
 Deno.test("mntns: the --root bind mount is removed", () => dropRootfs());

@@ -32,6 +32,9 @@ import { KINDS } from "../images/kinds.ts";
 import type { ImageDir } from "../images/dir.ts";
 import {
   AT_EMPTY_PATH,
+  AT_FDCWD,
+  cloneMountTree,
+  detachMount,
   kernelDev,
   MNT_DETACH,
   MOUNT_ATTR,
@@ -43,6 +46,9 @@ import {
 } from "../../ffi/mount.ts";
 import { CLONE, NR } from "../../ffi/syscalls.ts";
 import { DumpError, RestoreError } from "../errors.ts";
+import { closeFd } from "../../ffi/fd.ts";
+import { PluginError, type Plugins } from "../plugins/plugins.ts";
+import { ENOTSUP } from "../plugins/api.ts";
 import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
 import type { Agent } from "../agent.ts";
@@ -218,7 +224,7 @@ function buildOrder(entries: readonly mnt_entry[]): mnt_entry[] {
   const out: mnt_entry[] = [];
   const ready = (e: mnt_entry): boolean => {
     if (ids.has(e.parentMntId) && e.parentMntId !== e.mntId && !done.has(e.parentMntId)) return false;
-    const src = e.extKey ? undefined : bindSource(entries, e);
+    const src = e.extKey || e.withPlugin ? undefined : bindSource(entries, e);
     return !src || done.has(src.mntId);
   };
   while (pending.length) {
@@ -245,8 +251,28 @@ function describe(e: mnt_entry, fstype: string): string {
   return `the mount ${e.mountpoint} (${fstype}, mount ${e.mntId})`;
 }
 
+/**
+ * A bind mount with no source in the tree and no option naming it: the plugins are asked, as CRIU
+ * asks them (DUMP_EXT_MOUNT with its "./"-prefixed mountpoint and its id). True when one took it.
+ */
+function askPlugins(pid: number, e: mnt_entry, what: string, plugins: Plugins | undefined): boolean {
+  if (!plugins?.has("DUMP_EXT_MOUNT")) return false;
+  const answer = plugins.run("DUMP_EXT_MOUNT", (p) => p.dumpExtMount(`.${e.mountpoint}`, e.mntId));
+  if (answer === -ENOTSUP) return false;
+  if (answer < 0) {
+    throw new PluginError(`A plugin failed to dump ${what} of process ${pid}: ${answer}`, -answer);
+  }
+  e.withPlugin = true;
+  return true;
+}
+
 /** Says how each mount comes back, or refuses the first that cannot. */
-function checkMounts(pid: number, infos: readonly MountInfo[], entries: readonly mnt_entry[]): void {
+function checkMounts(
+  pid: number,
+  infos: readonly MountInfo[],
+  entries: readonly mnt_entry[],
+  plugins: Plugins | undefined,
+): void {
   const roots = entries.filter((e) => isRootMount(entries, e));
   if (roots.length !== 1) {
     throw new DumpError(
@@ -266,6 +292,7 @@ function checkMounts(pid: number, infos: readonly MountInfo[], entries: readonly
     }
     if (e === roots[0] || e.extKey) return;
     if (bindSource(entries, e)) return;
+    if (e.root !== "/" && askPlugins(pid, e, what, plugins)) return;
     if (e.fstype === FSTYPE_UNSUPPORTED) {
       refuse(
         pid,
@@ -344,7 +371,14 @@ function autodetectExternal(entries: readonly mnt_entry[], ext: ExternalOptions,
   }
 }
 
-function dumpMounts(pid: number, id: number, dir: ImageDir, opts: RunOptions | undefined, log: Log): void {
+function dumpMounts(
+  pid: number,
+  id: number,
+  dir: ImageDir,
+  opts: RunOptions | undefined,
+  plugins: Plugins | undefined,
+  log: Log,
+): void {
   const infos = parseMountinfo(Deno.readTextFileSync(`/proc/${pid}/mountinfo`));
   const external = externalOptions(opts);
   const entries = infos.map((m) => {
@@ -354,10 +388,12 @@ function dumpMounts(pid: number, id: number, dir: ImageDir, opts: RunOptions | u
     return e;
   });
   if (external.auto) autodetectExternal(entries, external, log);
-  checkMounts(pid, infos, entries);
+  checkMounts(pid, infos, entries, plugins);
   const archived = new Set<number>();
   entries.forEach((e, i) => {
-    if (e.fstype !== FSTYPE_TMPFS || e.root !== "/" || archived.has(e.rootDev) || e.extKey) return;
+    if (e.fstype !== FSTYPE_TMPFS || e.root !== "/" || archived.has(e.rootDev) || e.extKey || e.withPlugin) {
+      return;
+    }
     archived.add(e.rootDev);
     dumpTmpfs(pid, dir, e, infos[i]!);
   });
@@ -378,10 +414,18 @@ interface MountPlan {
   /** Each external mount's source path, by mnt_id. */
   externalPaths: Map<number, string>;
   dir: ImageDir;
+  /** For the mounts a plugin took at dump (RESTORE_EXT_MOUNT). */
+  plugins: Plugins | undefined;
   log: Log;
 }
 
-function planRestore(dir: ImageDir, id: number, opts: RunOptions | undefined, log: Log): MountPlan {
+function planRestore(
+  dir: ImageDir,
+  id: number,
+  opts: RunOptions | undefined,
+  plugins: Plugins | undefined,
+  log: Log,
+): MountPlan {
   const entries = dir.read<mnt_entry>(KINDS.MNTS, id).sort((a, b) => a.mntId - b.mntId);
   const image = `mountpoints-${id}.img`;
   const roots = entries.filter((e) => isRootMount(entries, e));
@@ -397,7 +441,13 @@ function planRestore(dir: ImageDir, id: number, opts: RunOptions | undefined, lo
   const externalPaths = new Map<number, string>();
   for (const e of entries) {
     if (e === roots[0]) continue;
-    if (e.extKey === AUTODETECTED) {
+    if (e.withPlugin) {
+      if (!plugins?.has("RESTORE_EXT_MOUNT")) {
+        throw new RestoreError(
+          `A plugin took the mount ${e.mountpoint} (mount ${e.mntId}) at dump; load one that restores it with -L`,
+        );
+      }
+    } else if (e.extKey === AUTODETECTED) {
       if (!external.auto) {
         throw new RestoreError(
           `The mount ${e.mountpoint} (mount ${e.mntId}) was found external by itself at dump (a bind of ${e.source}); restore it with --ext-mount-map auto or --external mnt[]`,
@@ -420,7 +470,7 @@ function planRestore(dir: ImageDir, id: number, opts: RunOptions | undefined, lo
       throw new RestoreError(`The tmpfs at ${e.mountpoint} has no archive tmpfs-dev-${e.rootDev}.tar.gz.img`);
     }
   }
-  return { entries, order: buildOrder(entries), rootDir, externalPaths, dir, log };
+  return { entries, order: buildOrder(entries), rootDir, externalPaths, dir, plugins, log };
 }
 
 /** Builds the tree in the root task (see the top of this file). */
@@ -468,6 +518,12 @@ class TreeBuilder {
     const fs = typeof fstype === "string" ? r.string(fstype) : fstype;
     const res = r.raw(NR.mount, r.string(source), r.string(target), fs, flags, data ? r.string(data) : 0);
     if (res < 0n) throw new RestoreError(`Cannot restore the mount ${e.mountpoint} (${what}): errno ${-res}`);
+    this.#keep(e, target);
+  }
+
+  /** Keeps an O_PATH fd on the mount just made at `target`. */
+  #keep(e: mnt_entry, target: string): void {
+    const r = this.#root;
     r.reset();
     const fd = r.raw(NR.open, r.string(target), 0o10000000 | 0o2000000 | 0o400000, 0);
     if (fd < 0n) throw new RestoreError(`Cannot open the new mount ${e.mountpoint}: errno ${-fd}`);
@@ -476,6 +532,7 @@ class TreeBuilder {
 
   #make(e: mnt_entry): void {
     const target = this.#target(e);
+    if (e.withPlugin) return this.#fromPlugin(e, target);
     const ext = this.#plan.externalPaths.get(e.mntId);
     if (ext !== undefined) return this.#mount(e, `bind from ${ext}`, ext, target, 0, MS.BIND, "");
     const src = bindSource(this.#plan.entries, e);
@@ -502,6 +559,61 @@ class TreeBuilder {
         e.options ? r.string(e.options) : 0,
       );
     }
+  }
+
+  /**
+   * A mount a plugin took at dump. The plugin mounts it in criu's namespace, on a path of ours of
+   * the kind of the target (directory or file) as CRIU's yard would be; criu takes a detached copy
+   * of it (open_tree) and the root task attaches that copy at the target (move_mount), reaching it
+   * through /proc/CRIU/fd/N, since a bind by path cannot cross mount namespaces.
+   */
+  #fromPlugin(e: mnt_entry, target: string): void {
+    const { plugins } = this.#plan;
+    const isDir = Deno.statSync(`/proc/${this.#root.pid}/root${target}`).isDirectory;
+    const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-mnt-" });
+    const place = isDir ? `${scratch}/mnt` : `${scratch}/file`;
+    let tree = -1;
+    try {
+      if (isDir) Deno.mkdirSync(place);
+      else Deno.writeTextFileSync(place, "");
+      const ret = plugins!.run("RESTORE_EXT_MOUNT", (p) => p.restoreExtMount(e.mntId, place, "/"));
+      if (ret !== 0) {
+        throw new RestoreError(
+          ret === -ENOTSUP
+            ? `No plugin restores the mount ${e.mountpoint} (mount ${e.mntId}); load the one that dumped it with -L`
+            : `A plugin failed to restore the mount ${e.mountpoint} (mount ${e.mntId}): ${ret}`,
+          ret === -ENOTSUP ? 0 : -ret,
+        );
+      }
+      tree = cloneMountTree(place);
+    } finally {
+      while (detachMount(place));
+      Deno.removeSync(scratch, { recursive: true });
+    }
+    const r = this.#root;
+    try {
+      r.reset();
+      const fd = r.raw(NR.open, r.string(`/proc/${Deno.pid}/fd/${tree}`), 0o10000000 | 0o2000000, 0);
+      if (fd < 0n) {
+        throw new RestoreError(`Cannot reach the plugin's mount for ${e.mountpoint}: errno ${-fd}`);
+      }
+      r.reset();
+      const res = r.raw(
+        NR.move_mount,
+        Number(fd),
+        r.string(""),
+        AT_FDCWD,
+        r.string(target),
+        MOVE_MOUNT.F_EMPTY_PATH,
+      );
+      r.call("close", NR.close, Number(fd));
+      if (res < 0n) {
+        throw new RestoreError(`Cannot attach the plugin's mount at ${e.mountpoint}: errno ${-res}`);
+      }
+    } finally {
+      closeFd(tree);
+    }
+    this.#keep(e, target);
   }
 
   #untar(e: mnt_entry, target: string): void {
@@ -634,12 +746,12 @@ registerNamespaceKind({
     }
   },
   dump(ctx) {
-    dumpMounts(ctx.tree.root.pid, ctx.id, ctx.dir, ctx.options, ctx.log);
+    dumpMounts(ctx.tree.root.pid, ctx.id, ctx.dir, ctx.options, ctx.plugins, ctx.log);
   },
   prepareRestore(ctx) {
     const id = ctx.tasks[0]!.ids?.mntNsId;
     if (id === undefined || !ctx.dir.has(KINDS.MNTS, id)) return undefined;
-    const plan = planRestore(ctx.dir, id, ctx.options, ctx.log);
+    const plan = planRestore(ctx.dir, id, ctx.options, ctx.plugins, ctx.log);
     return { beforeMemory: (root) => new TreeBuilder(root, plan).build() };
   },
 });

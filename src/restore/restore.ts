@@ -265,6 +265,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     hooks: opts.hooks,
     log,
     options: opts.options,
+    plugins,
   });
   const namespaces = ns.flags;
   const master = sibling
