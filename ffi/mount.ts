@@ -4,7 +4,7 @@
  * task of the restored tree (remote syscalls), so only their numbers and arguments live here;
  * except the two criu makes in its own namespace for a mount a plugin restores.
  */
-import { addressOf, callBig, cstr, libc } from "./libc.ts";
+import { addressOf, call, callBig, cstr, libc } from "./libc.ts";
 import { NR } from "./syscalls.ts";
 
 /** mount(2) flags (MS_*), as the kernel and CRIU's images use them. */
@@ -158,4 +158,10 @@ export function cloneMountTree(path: string): number {
 export function detachMount(path: string): boolean {
   const name = cstr(path);
   return libc.syscall(BigInt(NR.umount2), addressOf(name), BigInt(MNT_DETACH), 0n, 0n, 0n, 0n) === 0n;
+}
+
+/** An O_PATH fd of criu's on `path` (a mount another namespace's task reaches via /proc/CRIU/fd/N). */
+export function openPathFd(path: string): number {
+  const O_PATH = 0o10000000, O_CLOEXEC = 0o2000000;
+  return call("open(O_PATH)", libc.open(cstr(path), O_PATH | O_CLOEXEC, 0), path);
 }

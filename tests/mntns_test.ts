@@ -166,9 +166,10 @@ interface HostTmpfs {
   file: string;
 }
 
-async function withHostTmpfs(body: (host: HostTmpfs) => Promise<void>): Promise<void> {
+async function withHostTmpfs(body: (host: HostTmpfs) => Promise<void>, shared = false): Promise<void> {
   const top = tempDir("criu-ts-ext-");
   run("mount", "-t", "tmpfs", "criu-ts-ext", top);
+  if (shared) run("mount", "--make-shared", top);
   try {
     Deno.mkdirSync(`${top}/d`);
     Deno.writeTextFileSync(`${top}/d/in.txt`, "host dir");
@@ -188,11 +189,17 @@ async function withHostTmpfs(body: (host: HostTmpfs) => Promise<void>): Promise<
 function withExternalWorkload(
   host: HostTmpfs,
   body: (w: Workload, images: string, edir: string, efile: string) => Promise<void>,
+  mode: "ext" | "ext-slave" = "ext",
 ): Promise<void> {
-  return withWorkload(
-    { name: "mntns", args: ["ext", host.dir, host.file] },
-    (w, images) => body(w, images, `${w.result}.mnt/edir`, `${w.result}.mnt/efile`),
-  );
+  return withWorkload({ name: "mntns", args: [mode, host.dir, host.file] }, async (w, images) => {
+    await body(w, images, `${w.result}.mnt/edir`, `${w.result}.mnt/efile`);
+    if (mode === "ext-slave") {
+      // Propagation from the host's peer group: the workload must see this under edir/sub.
+      Deno.mkdirSync(`${host.dir}/sub`, { recursive: true });
+      run("mount", "-t", "tmpfs", "criu-ts-prop", `${host.dir}/sub`);
+      Deno.writeTextFileSync(`${host.dir}/sub/p.txt`, "from the host");
+    }
+  });
 }
 
 Deno.test("a bind of a host directory and of a host file, not named, is refused by name", () =>
@@ -476,5 +483,54 @@ Deno.test("a mount that no plugin takes is refused by name, the plugins asked fi
       assert.ok(!exists(`${images}/inventory.img`));
     })
   ));
+
+// ---------------------------------------------------------------------------------------------
+// External masters: edir and efile are slaves of a shared tmpfs of the host.
+
+Deno.test("a slave of a host peer group that is not external is refused: unreachable sharing", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images) => {
+      const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+      assert.equal(r.code, 1);
+      assert.match(
+        r.stderr,
+        /mount \S*\/e(dir|file) \(tmpfs, mount \d+\).*slave of peer group \d+.*unreachable sharing/,
+      );
+      assert.ok(!exists(`${images}/inventory.img`));
+    }, "ext-slave"), true));
+
+Deno.test("external masters: named external slaves of a host peer group are its slaves again after restore", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir, efile) => {
+      const c: Case = {
+        name: "mntns",
+        criuArgs: ["--external", `mnt[${edir}]:dirkey`, "--external", `mnt[${efile}]:filekey`],
+        restoreArgs: ["--root", ROOTFS, "-M", `dirkey:${host.dir}`, "-M", `filekey:${host.file}`],
+      };
+      await dumpRestore(w, images, c);
+      assert.match(
+        Deno.readTextFileSync(`${images}/restore.log`),
+        /is a slave of the peer group of \S+ again/,
+      );
+      await dumpRestore(w, images, c);
+    }, "ext-slave"), true));
+
+Deno.test("external masters: --external mnt[]:m finds the slaves by themselves; without :m they are refused", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images) => {
+      const refused = await criu(["dump", "-t", `${w.pid}`, "-D", images, "--external", "mnt[]"]);
+      assert.equal(refused.code, 1);
+      assert.match(refused.stderr, /unreachable sharing/);
+      await dumpRestore(w, images, {
+        name: "mntns",
+        criuArgs: ["--external", "mnt[]:m"],
+        restoreArgs: ["--root", ROOTFS],
+      });
+      await dumpRestore(w, images, {
+        name: "mntns",
+        criuArgs: ["--ext-mount-map", "auto", "--enable-external-masters"],
+        restoreArgs: ["--root", ROOTFS],
+      });
+    }, "ext-slave"), true));
 
 Deno.test("mntns: the --root bind mount is removed", () => dropRootfs());

@@ -42,6 +42,7 @@ import {
   type MountInfo,
   MOVE_MOUNT,
   MS,
+  openPathFd,
   parseMountinfo,
 } from "../../ffi/mount.ts";
 import { CLONE, NR } from "../../ffi/syscalls.ts";
@@ -243,6 +244,23 @@ function buildOrder(entries: readonly mnt_entry[]): mnt_entry[] {
   return out;
 }
 
+/**
+ * For a slave of a peer group outside the tree: the mount, `e` itself or another of its
+ * filesystem with a root that holds e's, slave of the same group, that `reaches` the host (an
+ * external mount, or the root), from which the restore takes the group back (CRIU's external
+ * slavery).
+ */
+function masterCarrier(
+  entries: readonly mnt_entry[],
+  e: mnt_entry,
+  reaches: (m: mnt_entry) => boolean,
+): mnt_entry | undefined {
+  const candidates = entries.filter((x) =>
+    x.rootDev === e.rootDev && x.masterId === e.masterId && within(e.root, x.root) && reaches(x)
+  );
+  return candidates.find((x) => x.extKey) ?? candidates[0];
+}
+
 function isRootMount(entries: readonly mnt_entry[], e: mnt_entry): boolean {
   return !entries.some((p) => p.mntId === e.parentMntId && p !== e);
 }
@@ -283,11 +301,14 @@ function checkMounts(
   entries.forEach((e, i) => {
     const what = describe(e, infos[i]!.fstype);
     if (e.deleted) refuse(pid, what, "its root was deleted");
-    if (e.masterId && !groups.has(e.masterId) && !(e === roots[0] || e.masterId === roots[0]!.masterId)) {
+    if (
+      e.masterId && !groups.has(e.masterId) &&
+      !masterCarrier(entries, e, (m) => m === roots[0] || !!m.extKey)
+    ) {
       refuse(
         pid,
         what,
-        `it is a slave of peer group ${e.masterId}, which is outside the tree (--enable-external-masters is not supported yet)`,
+        `it is a slave of peer group ${e.masterId}, which is outside the tree, and no external mount or the root of its filesystem carries that group (unreachable sharing; name it with --external mnt[${e.mountpoint}]:KEY, or try --external mnt[]:m / --enable-external-masters)`,
       );
     }
     if (e === roots[0] || e.extKey) return;
@@ -416,6 +437,12 @@ interface MountPlan {
   dir: ImageDir;
   /** For the mounts a plugin took at dump (RESTORE_EXT_MOUNT). */
   plugins: Plugins | undefined;
+  /**
+   * Mounts that are slaves of a peer group outside the tree, by mnt_id: the path in criu's
+   * namespace whose mount carries that group (an external mount's source, or --root), as CRIU
+   * takes it.
+   */
+  masterSources: Map<number, string>;
   log: Log;
 }
 
@@ -470,13 +497,22 @@ function planRestore(
       throw new RestoreError(`The tmpfs at ${e.mountpoint} has no archive tmpfs-dev-${e.rootDev}.tar.gz.img`);
     }
   }
-  return { entries, order: buildOrder(entries), rootDir, externalPaths, dir, plugins, log };
+  const masterSources = new Map<number, string>();
+  const groups = new Set(entries.filter((e) => e.sharedId).map((e) => e.sharedId));
+  for (const e of entries) {
+    if (!e.masterId || groups.has(e.masterId)) continue;
+    const x = masterCarrier(entries, e, (m) => m === roots[0] || externalPaths.has(m.mntId));
+    if (x) masterSources.set(e.mntId, x === roots[0] ? rootDir : externalPaths.get(x.mntId)!);
+  }
+  return { entries, order: buildOrder(entries), rootDir, externalPaths, dir, plugins, masterSources, log };
 }
 
 /** Builds the tree in the root task (see the top of this file). */
 class TreeBuilder {
   /** An O_PATH fd in the root task to each mount made, by mnt_id. */
   #fds = new Map<number, number>();
+  /** An O_PATH fd in the root task to a mount of criu's namespace carrying an outside master, by path. */
+  #hostMasters = new Map<string, number>();
   #root: Agent;
   #plan: MountPlan;
 
@@ -494,10 +530,11 @@ class TreeBuilder {
     this.#mount(root, `mount(${rootDir}, bind)`, rootDir, rootDir, 0, MS.BIND | MS.REC, "");
     for (const e of this.#plan.order) if (e !== root) this.#make(e);
     for (const e of entries) this.#setFlags(e);
+    this.#reachHostMasters();
     this.#pivot(rootDir);
     for (const e of entries) this.#setAttr(e, 0, 0, MS.PRIVATE);
     this.#peerGroups();
-    for (const fd of this.#fds.values()) r.call("close", NR.close, fd);
+    for (const fd of [...this.#fds.values(), ...this.#hostMasters.values()]) r.call("close", NR.close, fd);
   }
 
   #target(e: mnt_entry): string {
@@ -675,6 +712,35 @@ class TreeBuilder {
     r.call("chdir(/)", NR.chdir, r.string("/"));
   }
 
+  /**
+   * For each path that carries an outside master: the mount of criu's namespace it is on, opened
+   * by the root task through /proc/CRIU/fd/N while criu's /proc is still in its view (before the
+   * pivot).
+   */
+  #reachHostMasters(): void {
+    const host = parseMountinfo(Deno.readTextFileSync("/proc/self/mountinfo"));
+    for (const path of new Set(this.#plan.masterSources.values())) {
+      const real = Deno.realPathSync(path);
+      const mount = host.filter((m) => within(real, m.mountpoint)).reduce<MountInfo | undefined>(
+        (best, m) => (!best || m.mountpoint.length >= best.mountpoint.length ? m : best),
+        undefined,
+      );
+      if (!mount) continue;
+      const ours = openPathFd(mount.mountpoint);
+      try {
+        const r = this.#root;
+        r.reset();
+        const fd = r.raw(NR.open, r.string(`/proc/${Deno.pid}/fd/${ours}`), 0o10000000 | 0o2000000, 0);
+        if (fd < 0n) {
+          throw new RestoreError(`Cannot reach the mount ${mount.mountpoint} of criu: errno ${-fd}`);
+        }
+        this.#hostMasters.set(path, Number(fd));
+      } finally {
+        closeFd(ours);
+      }
+    }
+  }
+
   /** Peer groups and masters, each group's first member made shared before the others join it. */
   #peerGroups(): void {
     const { entries } = this.#plan;
@@ -697,33 +763,48 @@ class TreeBuilder {
     }
   }
 
-  /** Makes `e` a slave of `master`'s peer group; an external master (the root's) stays as it was. */
+  /**
+   * Makes `e` a slave of `master`'s peer group. A master outside the tree is taken from the mount
+   * of criu's namespace that carries it (see masterSources); without one, `e` stays private.
+   */
   #slaveOf(e: mnt_entry, master: mnt_entry | undefined): void {
-    if (!master) {
-      this.#plan.log.info(
-        `The master of mount ${e.mntId} (${e.mountpoint}) is outside the tree; it stays private`,
-      );
-      return;
+    if (master) {
+      this.#setGroup(master, e);
+    } else {
+      const path = this.#plan.masterSources.get(e.mntId);
+      const hostFd = path === undefined ? undefined : this.#hostMasters.get(path);
+      if (hostFd === undefined) {
+        this.#plan.log.info(
+          `The master of mount ${e.mntId} (${e.mountpoint}) is outside the tree; it stays private`,
+        );
+        return;
+      }
+      this.#moveSetGroup(hostFd, this.#fds.get(e.mntId)!, `${path}'s mount`, e.mountpoint);
+      this.#plan.log.info(`Mount ${e.mntId} (${e.mountpoint}) is a slave of the peer group of ${path} again`);
     }
-    this.#setGroup(master, e);
     this.#setAttr(e, 0, 0, MS.SLAVE);
   }
 
   #setGroup(from: mnt_entry, to: mnt_entry): void {
+    this.#moveSetGroup(this.#fds.get(from.mntId)!, this.#fds.get(to.mntId)!, from.mountpoint, to.mountpoint);
+  }
+
+  /** move_mount(MOVE_MOUNT_SET_GROUP): `to` joins the peer group and master of `from`. */
+  #moveSetGroup(from: number, to: number, fromName: string, toName: string): void {
     const r = this.#root;
     r.reset();
     const empty = r.string("");
     const res = r.raw(
       NR.move_mount,
-      this.#fds.get(from.mntId)!,
+      from,
       empty,
-      this.#fds.get(to.mntId)!,
+      to,
       empty,
       MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH,
     );
     if (res < 0n) {
       throw new RestoreError(
-        `Cannot put the mount ${to.mountpoint} into the peer group of ${from.mountpoint}: errno ${-res}`,
+        `Cannot put the mount ${toName} into the peer group of ${fromName}: errno ${-res}`,
       );
     }
   }

@@ -16,8 +16,12 @@
  * HOSTDIR at edir and the host file HOSTFILE at efile (both outside its view: external mounts),
  * keeps efile open, and at the end writes edir/out.txt and, through the open fd, efile: the test
  * reads both from the host, so the mounts must be binds of the host's own directory and file.
+ * `ext-slave` does the same after making the host's mounts slaves (not private) in its namespace:
+ * edir and efile are then slaves of HOSTDIR's peer group on the host, outside the tree. At the end
+ * the test has mounted a tmpfs with p.txt at HOSTDIR/sub, which must have reached edir/sub (the
+ * workload then unmounts its copy before it compares its view).
  *
- *   mntns RESULT_FILE [ext HOSTDIR HOSTFILE]
+ *   mntns RESULT_FILE [ext|ext-slave HOSTDIR HOSTFILE]
  */
 #include "lib.h"
 #include "mntns_view.h"
@@ -87,7 +91,8 @@ int main(int argc, char **argv)
 	put(at("src/f.txt"), "from src");
 	put(at("src2/g.txt"), "from src2");
 	put(at("bfile"), "");
-	int ext = argc == 5 && !strcmp(argv[2], "ext");
+	int slave = argc == 5 && !strcmp(argv[2], "ext-slave");
+	int ext = slave || (argc == 5 && !strcmp(argv[2], "ext"));
 	if (ext) {
 		if (mkdir(at("edir"), 0755) && errno != EEXIST)
 			wl_die("mkdir edir");
@@ -96,7 +101,7 @@ int main(int argc, char **argv)
 
 	if (unshare(CLONE_NEWNS))
 		wl_die("unshare(CLONE_NEWNS)");
-	mnt(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+	mnt(NULL, "/", NULL, MS_REC | (slave ? MS_SLAVE : MS_PRIVATE), NULL);
 	mnt("/", at("newroot"), NULL, MS_BIND, NULL);
 	if (ext) {
 		char edir[1024], efile[1024];
@@ -144,6 +149,11 @@ int main(int argc, char **argv)
 	wl_ready();
 	wl_wait();
 
+	if (slave) {
+		expect_file("edir/sub/p.txt", "from the host");
+		WL_CHECK(dev_of(at("edir/sub")) != dev_of(at("edir")), "the host's mount did not reach edir/sub");
+		umount2(at("edir/sub"), MNT_DETACH);
+	}
 	view(after, sizeof(after));
 	WL_CHECK(!strcmp(before, after), "the mount view changed:\n--- before\n%s--- after\n%s", before, after);
 	expect_file("t/a.txt", "hello tmpfs");
