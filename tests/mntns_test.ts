@@ -11,6 +11,16 @@ import { CriuClient } from "../mod.ts";
 
 const ROOTFS = tempDir();
 
+/**
+ * The mounts of this namespace under /tmp, where criu-ts and these tests make theirs (the whole
+ * table would also show what other programs on the machine mount meanwhile).
+ */
+function ourMounts(): string {
+  return Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) => / \/tmp\//.test(l)).join(
+    "\n",
+  );
+}
+
 function run(cmd: string, ...args: string[]): void {
   const out = new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).outputSync();
   if (!out.success) throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
@@ -33,6 +43,7 @@ interface CritMount {
   root: string;
   ext_key?: string;
   with_plugin?: boolean;
+  internal_sharing?: boolean;
 }
 
 function mountEntries(images: string): CritMount[] {
@@ -90,20 +101,20 @@ Deno.test("crit decodes the mountpoints image, and the tmpfs archives are gzip'd
 
 Deno.test("a restore of a mount namespace without --root is refused and leaves nothing", () =>
   withWorkload(MNTNS, async (w, images) => {
-    const before = Deno.readTextFileSync("/proc/self/mountinfo");
+    const before = ourMounts();
     const tree = [w.pid, ...descendants(w.pid)];
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
     for (const pid of tree) await reap(pid);
     const r = await criu(["restore", "-D", images, "-d"]);
     assert.equal(r.code, 1);
     assert.match(r.stderr, /The --root option is required to restore a mount namespace/);
-    assert.equal(Deno.readTextFileSync("/proc/self/mountinfo"), before);
+    assert.equal(ourMounts(), before);
     await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS]);
   }));
 
 Deno.test("a restore that fails once the mount tree is built leaves no mount behind", () =>
   withWorkload(MNTNS, async (w, images) => {
-    const before = Deno.readTextFileSync("/proc/self/mountinfo");
+    const before = ourMounts();
     const tree = [w.pid, ...descendants(w.pid)];
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
     for (const pid of tree) await reap(pid);
@@ -120,7 +131,7 @@ Deno.test("a restore that fails once the mount tree is built leaves no mount beh
     ]);
     assert.equal(r.code, 1);
     assert.ok(!exists(`/proc/${w.pid}`), "the failed restore left the task");
-    assert.equal(Deno.readTextFileSync("/proc/self/mountinfo"), before, "the failed restore left a mount");
+    assert.equal(ourMounts(), before, "the failed restore left a mount");
     await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS]);
   }));
 
@@ -189,11 +200,11 @@ async function withHostTmpfs(body: (host: HostTmpfs) => Promise<void>, shared = 
 function withExternalWorkload(
   host: HostTmpfs,
   body: (w: Workload, images: string, edir: string, efile: string) => Promise<void>,
-  mode: "ext" | "ext-slave" = "ext",
+  mode: "ext" | "ext-slave" | "ext-shared" = "ext",
 ): Promise<void> {
   return withWorkload({ name: "mntns", args: [mode, host.dir, host.file] }, async (w, images) => {
     await body(w, images, `${w.result}.mnt/edir`, `${w.result}.mnt/efile`);
-    if (mode === "ext-slave") {
+    if (mode !== "ext") {
       // Propagation from the host's peer group: the workload must see this under edir/sub.
       Deno.mkdirSync(`${host.dir}/sub`, { recursive: true });
       run("mount", "-t", "tmpfs", "criu-ts-prop", `${host.dir}/sub`);
@@ -267,11 +278,11 @@ Deno.test("external mounts: a restore without the key's PATH is refused by name 
         `${efile}:filekey`,
       ]);
       for (const pid of tree) await reap(pid);
-      const before = Deno.readTextFileSync("/proc/self/mountinfo");
+      const before = ourMounts();
       const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS, "-M", `dirkey:${host.dir}`]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /The mount \S*\/efile is external with key filekey/);
-      assert.equal(Deno.readTextFileSync("/proc/self/mountinfo"), before);
+      assert.equal(ourMounts(), before);
       await criuOk([
         "restore",
         "-D",
@@ -331,11 +342,11 @@ Deno.test("a mount found external by itself is refused at restore without auto, 
       const tree = [w.pid, ...descendants(w.pid)];
       await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--external", "mnt[]"]);
       for (const pid of tree) await reap(pid);
-      const before = Deno.readTextFileSync("/proc/self/mountinfo");
+      const before = ourMounts();
       const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /was found external by itself at dump .*--ext-mount-map auto/);
-      assert.equal(Deno.readTextFileSync("/proc/self/mountinfo"), before);
+      assert.equal(ourMounts(), before);
       await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS, "--external", "mnt[]"]);
     })
   ));
@@ -434,7 +445,7 @@ Deno.test("a plugin takes a mount no option names (DUMP_EXT_MOUNT) and mounts it
       for (const pid of tree) await reap(pid);
 
       // Without the plugin the restore is refused by name, before any mount is made.
-      const before = Deno.readTextFileSync("/proc/self/mountinfo");
+      const before = ourMounts();
       const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS, "-M", `filekey:${host.file}`], {
         env,
       });
@@ -453,7 +464,7 @@ Deno.test("a plugin takes a mount no option names (DUMP_EXT_MOUNT) and mounts it
         failed.stderr,
         new RegExp(`A plugin failed to restore the mount ${edir} \\(mount \\d+\\): -22`),
       );
-      assert.equal(Deno.readTextFileSync("/proc/self/mountinfo"), before);
+      assert.equal(ourMounts(), before);
 
       Deno.writeTextFileSync(trace, "");
       await criuOk(
@@ -532,5 +543,54 @@ Deno.test("external masters: --external mnt[]:m finds the slaves by themselves; 
         restoreArgs: ["--root", ROOTFS],
       });
     }, "ext-slave"), true));
+
+// ---------------------------------------------------------------------------------------------
+// External sharing: edir and efile are in the peer group of a shared tmpfs of the host.
+
+/** The workload's last mount under edir reached the host: the group is the host's both ways. */
+function assertSharedBack(host: HostTmpfs): void {
+  assert.equal(Deno.readTextFileSync(`${host.dir}/back/b.txt`), "from the workload");
+}
+
+Deno.test("external sharing: --enable-external-sharing keeps named external mounts in the host's peer group", () =>
+  withHostTmpfs(async (host) => {
+    await withExternalWorkload(host, async (w, images, edir, efile) => {
+      const c: Case = {
+        name: "mntns",
+        criuArgs: [
+          "--enable-external-sharing",
+          "--external",
+          `mnt[${edir}]:dirkey`,
+          "--external",
+          `mnt[${efile}]:filekey`,
+        ],
+        restoreArgs: ["--root", ROOTFS, "-M", `dirkey:${host.dir}`, "-M", `filekey:${host.file}`],
+      };
+      await dumpRestore(w, images, c);
+      assert.match(Deno.readTextFileSync(`${images}/restore.log`), /is in the peer group of \S+ again/);
+      await dumpRestore(w, images, c);
+    }, "ext-shared");
+    assertSharedBack(host);
+  }, true));
+
+Deno.test("external sharing: --external mnt[]:s finds the mounts by themselves and keeps their group", () =>
+  withHostTmpfs(async (host) => {
+    await withExternalWorkload(host, async (w, images) => {
+      await dumpRestore(w, images, {
+        name: "mntns",
+        criuArgs: ["--external", "mnt[]:s"],
+        restoreArgs: ["--root", ROOTFS, "--external", "mnt[]"],
+      });
+    }, "ext-shared");
+    assertSharedBack(host);
+  }, true));
+
+Deno.test("external sharing: without the option a shared external mount's group is written as the tree's own", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir, efile) => {
+      await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R", "-M", `${edir}:d`, "-M", `${efile}:f`]);
+      const entries = mountEntries(images).filter((e) => e.mountpoint === edir || e.mountpoint === efile);
+      assert.deepEqual(entries.map((e) => e.internal_sharing), [true, true]);
+    }, "ext-shared"), true));
 
 Deno.test("mntns: the --root bind mount is removed", () => dropRootfs());

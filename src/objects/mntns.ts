@@ -392,6 +392,25 @@ function autodetectExternal(entries: readonly mnt_entry[], ext: ExternalOptions,
   }
 }
 
+/**
+ * An external mount in a peer group of criu's namespace (its source mount's group) stays in it with
+ * --enable-external-sharing (or mnt[]:s); otherwise, as any other shared external mount, its group
+ * is the tree's own (internal_sharing, as CRIU writes it) and comes back as a new group.
+ */
+function markExternalSharing(entries: readonly mnt_entry[], ext: ExternalOptions, log: Log): void {
+  let host: MountInfo[] | undefined;
+  for (const e of entries) {
+    if (!e.extKey || !e.sharedId) continue;
+    host ??= parseMountinfo(Deno.readTextFileSync("/proc/self/mountinfo"));
+    const match = hostMatch(host, e);
+    if (ext.sharing && match && peerGroup(match, "shared:") === e.sharedId) {
+      log.info(`Mount ${e.mntId} (${e.mountpoint}) shares peer group ${e.sharedId} with ${match.mountpoint}`);
+    } else {
+      e.internalSharing = true;
+    }
+  }
+}
+
 function dumpMounts(
   pid: number,
   id: number,
@@ -409,6 +428,7 @@ function dumpMounts(
     return e;
   });
   if (external.auto) autodetectExternal(entries, external, log);
+  markExternalSharing(entries, external, log);
   checkMounts(pid, infos, entries, plugins);
   const archived = new Set<number>();
   entries.forEach((e, i) => {
@@ -443,6 +463,8 @@ interface MountPlan {
    * takes it.
    */
   masterSources: Map<number, string>;
+  /** External mounts that stay in a peer group of criu's namespace: their source path, by mnt_id. */
+  sharingSources: Map<number, string>;
   log: Log;
 }
 
@@ -504,14 +526,29 @@ function planRestore(
     const x = masterCarrier(entries, e, (m) => m === roots[0] || externalPaths.has(m.mntId));
     if (x) masterSources.set(e.mntId, x === roots[0] ? rootDir : externalPaths.get(x.mntId)!);
   }
-  return { entries, order: buildOrder(entries), rootDir, externalPaths, dir, plugins, masterSources, log };
+  const sharingSources = new Map<number, string>();
+  for (const [id, path] of externalPaths) {
+    const e = entries.find((x) => x.mntId === id)!;
+    if (e.sharedId && !e.internalSharing) sharingSources.set(id, path);
+  }
+  return {
+    entries,
+    order: buildOrder(entries),
+    rootDir,
+    externalPaths,
+    dir,
+    plugins,
+    masterSources,
+    sharingSources,
+    log,
+  };
 }
 
 /** Builds the tree in the root task (see the top of this file). */
 class TreeBuilder {
   /** An O_PATH fd in the root task to each mount made, by mnt_id. */
   #fds = new Map<number, number>();
-  /** An O_PATH fd in the root task to a mount of criu's namespace carrying an outside master, by path. */
+  /** An O_PATH fd in the root task to a mount of criu's namespace carrying an outside group, by path. */
   #hostMasters = new Map<string, number>();
   #root: Agent;
   #plan: MountPlan;
@@ -719,7 +756,8 @@ class TreeBuilder {
    */
   #reachHostMasters(): void {
     const host = parseMountinfo(Deno.readTextFileSync("/proc/self/mountinfo"));
-    for (const path of new Set(this.#plan.masterSources.values())) {
+    const { masterSources, sharingSources } = this.#plan;
+    for (const path of new Set([...masterSources.values(), ...sharingSources.values()])) {
       const real = Deno.realPathSync(path);
       const mount = host.filter((m) => within(real, m.mountpoint)).reduce<MountInfo | undefined>(
         (best, m) => (!best || m.mountpoint.length >= best.mountpoint.length ? m : best),
@@ -752,6 +790,16 @@ class TreeBuilder {
       const first = members[0];
       if (!first || done.has(group)) return first;
       done.add(group);
+      const joined = members.filter((m) => this.#joinHostGroup(m));
+      if (joined.length) {
+        // The others join from a member whose root holds theirs (the kernel's rule for SET_GROUP).
+        for (const m of members) {
+          if (!joined.includes(m)) {
+            this.#setGroup(joined.find((j) => within(m.root, j.root)) ?? joined[0]!, m);
+          }
+        }
+        return joined[0];
+      }
       if (first.masterId) this.#slaveOf(first, ensureGroup(first.masterId));
       this.#setAttr(first, 0, 0, MS.SHARED);
       for (const m of members.slice(1)) this.#setGroup(first, m);
@@ -761,6 +809,16 @@ class TreeBuilder {
       if (e.sharedId) ensureGroup(e.sharedId);
       else if (e.masterId) this.#slaveOf(e, ensureGroup(e.masterId));
     }
+  }
+
+  /** An external mount that shares its group with criu's namespace joins it again; false for others. */
+  #joinHostGroup(e: mnt_entry): boolean {
+    const path = this.#plan.sharingSources.get(e.mntId);
+    const hostFd = path === undefined ? undefined : this.#hostMasters.get(path);
+    if (hostFd === undefined) return false;
+    this.#moveSetGroup(hostFd, this.#fds.get(e.mntId)!, `${path}'s mount`, e.mountpoint);
+    this.#plan.log.info(`Mount ${e.mntId} (${e.mountpoint}) is in the peer group of ${path} again`);
+    return true;
   }
 
   /**

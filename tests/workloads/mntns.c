@@ -21,7 +21,12 @@
  * the test has mounted a tmpfs with p.txt at HOSTDIR/sub, which must have reached edir/sub (the
  * workload then unmounts its copy before it compares its view).
  *
- *   mntns RESULT_FILE [ext|ext-slave HOSTDIR HOSTFILE]
+ * `ext-shared` keeps the host's peer groups in its namespace instead (unshare copies them as
+ * peers), and leaves the host's view as runc does (the old root made a recursive slave before it
+ * is detached): edir and efile are in HOSTDIR's peer group on the host. Then, besides edir/sub, it
+ * mounts a tmpfs with b.txt at edir/back at the end, which the test looks for at HOSTDIR/back.
+ *
+ *   mntns RESULT_FILE [ext|ext-slave|ext-shared HOSTDIR HOSTFILE]
  */
 #include "lib.h"
 #include "mntns_view.h"
@@ -92,7 +97,8 @@ int main(int argc, char **argv)
 	put(at("src2/g.txt"), "from src2");
 	put(at("bfile"), "");
 	int slave = argc == 5 && !strcmp(argv[2], "ext-slave");
-	int ext = slave || (argc == 5 && !strcmp(argv[2], "ext"));
+	int shared = argc == 5 && !strcmp(argv[2], "ext-shared");
+	int ext = slave || shared || (argc == 5 && !strcmp(argv[2], "ext"));
 	if (ext) {
 		if (mkdir(at("edir"), 0755) && errno != EEXIST)
 			wl_die("mkdir edir");
@@ -101,7 +107,8 @@ int main(int argc, char **argv)
 
 	if (unshare(CLONE_NEWNS))
 		wl_die("unshare(CLONE_NEWNS)");
-	mnt(NULL, "/", NULL, MS_REC | (slave ? MS_SLAVE : MS_PRIVATE), NULL);
+	if (!shared)
+		mnt(NULL, "/", NULL, MS_REC | (slave ? MS_SLAVE : MS_PRIVATE), NULL);
 	mnt("/", at("newroot"), NULL, MS_BIND, NULL);
 	if (ext) {
 		char edir[1024], efile[1024];
@@ -110,8 +117,14 @@ int main(int argc, char **argv)
 		mnt(argv[3], edir, NULL, MS_BIND, NULL);
 		mnt(argv[4], efile, NULL, MS_BIND, NULL);
 	}
-	if (chdir(at("newroot")) || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/"))
+	int oldroot = open("/", O_DIRECTORY | O_RDONLY);
+	if (oldroot < 0 || chdir(at("newroot")) || syscall(SYS_pivot_root, ".", "."))
 		wl_die("pivot_root");
+	/* the old root's mounts must not take the detach to their host peers: made slaves first */
+	if (shared && (fchdir(oldroot) || mount(NULL, ".", NULL, MS_REC | MS_SLAVE, NULL)))
+		wl_die("make the old root a slave");
+	if (umount2(".", MNT_DETACH) || chdir("/") || close(oldroot))
+		wl_die("detach the old root");
 	/* stdin (the host's /dev/null) is outside this view: a file of the view takes its place */
 	int in = open(at("src/f.txt"), O_RDONLY);
 	if (in < 0 || dup2(in, 0) != 0 || close(in))
@@ -149,13 +162,21 @@ int main(int argc, char **argv)
 	wl_ready();
 	wl_wait();
 
-	if (slave) {
+	if (slave || shared) {
 		expect_file("edir/sub/p.txt", "from the host");
 		WL_CHECK(dev_of(at("edir/sub")) != dev_of(at("edir")), "the host's mount did not reach edir/sub");
 		umount2(at("edir/sub"), MNT_DETACH);
 	}
 	view(after, sizeof(after));
 	WL_CHECK(!strcmp(before, after), "the mount view changed:\n--- before\n%s--- after\n%s", before, after);
+	if (shared) {
+		if (mkdir(at("edir/back"), 0755) && errno != EEXIST)
+			wl_fail("mkdir edir/back");
+		else if (mount("back", at("edir/back"), "tmpfs", 0, "size=64k"))
+			wl_fail("mount edir/back: %s", strerror(errno));
+		else
+			put(at("edir/back/b.txt"), "from the workload");
+	}
 	expect_file("t/a.txt", "hello tmpfs");
 	expect_file("t/d/b.txt", "inner file");
 	expect_file("bfile", "hello tmpfs");
