@@ -65,7 +65,10 @@ const CONTAINER: Case = {
   restoreArgs: ["--root", ROOTFS],
 };
 
-registerMatrix([MNTNS, CONTAINER]);
+/** An overlayfs inside the tree, its layers on the root filesystem. */
+const OVERLAY: Case = { name: "mntns", args: ["overlay"], restoreArgs: ["--root", ROOTFS] };
+
+registerMatrix([MNTNS, CONTAINER, OVERLAY]);
 
 Deno.test("crit decodes the mountpoints image, and the tmpfs archives are gzip'd tar", () =>
   withWorkload(MNTNS, async (w, images) => {

@@ -7,12 +7,19 @@
  *     Debian's tar with CRIU's flags.
  * What each mount becomes at restore:
  *   - the root mount (the one whose parent is outside the view): `--root DIR`, bound recursively;
- *   - a mount named at dump by `--external mnt[MOUNTPOINT]:KEY` (or `--ext-mount-map MP:KEY`):
- *     bound from the PATH that `--external mnt[KEY]:PATH` (or `--ext-mount-map KEY:PATH`) gives;
+ *   - a mount named at dump by `--external mnt[MOUNTPOINT]:KEY` (or `--ext-mount-map MP:KEY`, or
+ *     RPC ext_mnt): bound from the PATH that `--external mnt[KEY]:PATH` (or `--ext-mount-map
+ *     KEY:PATH`) gives; with `--external mnt[]` (auto) a bind of a mount of criu's namespace is
+ *     external by itself, its host path kept in the image;
+ *   - a bind that nothing else takes: DUMP_EXT_MOUNT/RESTORE_EXT_MOUNT of the plugins;
  *   - a mount of a filesystem already mounted in the tree at a wider root (a bind mount, a copy a
  *     shared mount propagated): bound from that one;
  *   - a virtual filesystem (proc, sysfs, devpts, mqueue, cgroup2, tmpfs...): mounted anew with its
- *     options, a tmpfs then filled from its archive.
+ *     options, a tmpfs then filled from its archive; an overlayfs, whose options name paths of the
+ *     tree's view, from inside --root (chroot).
+ * A slave of a peer group outside the tree gets that group back from the mount of criu's namespace
+ * that an external mount's path (or --root) is on, and an external mount in a group of criu's
+ * namespace (--enable-external-sharing) joins it again, as CRIU's external masters and sharing.
  * Anything else (a disk mounted inside the namespace, a bind from outside not named) is refused
  * by name at dump, the tree left running.
  *
@@ -70,9 +77,13 @@ const FSTYPES: Record<string, number> = {
   debugfs: 11,
   cgroup: 12,
   mqueue: 14,
+  overlay: 17,
   tracefs: 19,
   cgroup2: 23,
 };
+const FSTYPE_OVERLAY = 17;
+/** The options of an overlayfs that name directories (as paths of the tree's view). */
+const OVERLAY_PATH_OPTIONS = ["lowerdir", "upperdir", "workdir"];
 const FSTYPE_UNSUPPORTED = 0;
 const FSTYPE_TMPFS = 5;
 const FSTYPE_NAMES = new Map(Object.entries(FSTYPES).map(([name, code]) => [code, name]));
@@ -284,6 +295,37 @@ function askPlugins(pid: number, e: mnt_entry, what: string, plugins: Plugins | 
   return true;
 }
 
+/**
+ * An overlayfs's options with each layer directory passed through `place` (the kernel shows them
+ * as they were given, octal-escaped; lowerdir holds a colon-separated list).
+ */
+function overlayLayers(options: string, place: (path: string) => string): string {
+  return options.split(",").map((o) => {
+    const eq = o.indexOf("=");
+    const key = o.slice(0, eq).replace(/\+$/, "");
+    if (eq < 0 || !OVERLAY_PATH_OPTIONS.includes(key)) return o;
+    const value = o.slice(eq + 1).replace(
+      /\\([0-7]{3})/g,
+      (_, c: string) => String.fromCharCode(parseInt(c, 8)),
+    );
+    return `${o.slice(0, eq + 1)}${
+      value.split(/(?<!\\):/).map((p) => (p.startsWith("/") ? place(p) : p)).join(":")
+    }`;
+  }).join(",");
+}
+
+/** The layers of an overlayfs must be in the tree's view: the restore finds them under --root. */
+function checkOverlay(pid: number, e: mnt_entry, what: string): void {
+  overlayLayers(e.options, (p) => {
+    try {
+      Deno.statSync(`/proc/${pid}/root${p}`);
+    } catch {
+      refuse(pid, what, `its layer ${p} is not in the tree's view`);
+    }
+    return p;
+  });
+}
+
 /** Says how each mount comes back, or refuses the first that cannot. */
 function checkMounts(
   pid: number,
@@ -314,6 +356,7 @@ function checkMounts(
     if (e === roots[0] || e.extKey) return;
     if (bindSource(entries, e)) return;
     if (e.root !== "/" && askPlugins(pid, e, what, plugins)) return;
+    if (e.fstype === FSTYPE_OVERLAY) checkOverlay(pid, e, what);
     if (e.fstype === FSTYPE_UNSUPPORTED) {
       refuse(
         pid,
@@ -618,7 +661,8 @@ class TreeBuilder {
     }
     const fstype = e.fstype === 16 ? e.fsname : FSTYPE_NAMES.get(e.fstype)!;
     const sbFlags = e.sbFlags & ~MS.RDONLY;
-    this.#mount(e, fstype, e.source, target, fstype, sbFlags, e.options);
+    if (e.fstype === FSTYPE_OVERLAY) this.#mountInView(e, fstype, sbFlags);
+    else this.#mount(e, fstype, e.source, target, fstype, sbFlags, e.options);
     if (e.fstype === FSTYPE_TMPFS) this.#untar(e, target);
     if (e.sbFlags & MS.RDONLY) {
       const r = this.#root;
@@ -688,6 +732,41 @@ class TreeBuilder {
       closeFd(tree);
     }
     this.#keep(e, target);
+  }
+
+  /**
+   * A mount whose options name paths of the tree's view (an overlayfs's layers): made with the root
+   * task chrooted into --root, so that the kernel resolves them there and shows them as they were.
+   */
+  #mountInView(e: mnt_entry, fstype: string, flags: number): void {
+    const r = this.#root;
+    r.reset();
+    const home = r.raw(NR.open, r.string("/"), 0o10000000 | 0o200000 | 0o2000000, 0);
+    if (home < 0n) {
+      throw new RestoreError(`Cannot open the root directory of the restored root: errno ${-home}`);
+    }
+    try {
+      r.reset();
+      r.call(`chroot(${this.#plan.rootDir})`, NR.chroot, r.string(this.#plan.rootDir));
+      r.reset();
+      const res = r.raw(
+        NR.mount,
+        r.string(e.source),
+        r.string(e.mountpoint),
+        r.string(fstype),
+        flags,
+        r.string(e.options),
+      );
+      if (res < 0n) {
+        throw new RestoreError(`Cannot restore the mount ${e.mountpoint} (${fstype}): errno ${-res}`);
+      }
+    } finally {
+      r.call("fchdir(/)", NR.fchdir, Number(home));
+      r.reset();
+      r.call("chroot(.)", NR.chroot, r.string("."));
+      r.call("close", NR.close, Number(home));
+    }
+    this.#keep(e, this.#target(e));
   }
 
   #untar(e: mnt_entry, target: string): void {

@@ -26,7 +26,11 @@
  * is detached): edir and efile are in HOSTDIR's peer group on the host. Then, besides edir/sub, it
  * mounts a tmpfs with b.txt at edir/back at the end, which the test looks for at HOSTDIR/back.
  *
- *   mntns RESULT_FILE [ext|ext-slave|ext-shared HOSTDIR HOSTFILE]
+ * `overlay` adds an overlayfs at ovl (layers lower, upper, work, given as paths of its view): l.txt
+ * from the lower layer, u.txt written through it before the checkpoint (and kept open); after it
+ * writes after.txt, which must land in the same upper directory.
+ *
+ *   mntns RESULT_FILE [ext|ext-slave|ext-shared HOSTDIR HOSTFILE | overlay]
  */
 #include "lib.h"
 #include "mntns_view.h"
@@ -99,6 +103,14 @@ int main(int argc, char **argv)
 	int slave = argc == 5 && !strcmp(argv[2], "ext-slave");
 	int shared = argc == 5 && !strcmp(argv[2], "ext-shared");
 	int ext = slave || shared || (argc == 5 && !strcmp(argv[2], "ext"));
+	int overlay = argc == 3 && !strcmp(argv[2], "overlay");
+	if (overlay) {
+		const char *layers[] = { "lower", "upper", "work", "ovl" };
+		for (size_t i = 0; i < sizeof(layers) / sizeof(layers[0]); i++)
+			if (mkdir(at(layers[i]), 0755) && errno != EEXIST)
+				wl_die("mkdir %s", layers[i]);
+		put(at("lower/l.txt"), "from the lower layer");
+	}
 	if (ext) {
 		if (mkdir(at("edir"), 0755) && errno != EEXIST)
 			wl_die("mkdir edir");
@@ -150,6 +162,17 @@ int main(int argc, char **argv)
 	mnt(at("src"), at("over"), NULL, MS_BIND, NULL);
 	mnt(at("src2"), at("over"), NULL, MS_BIND, NULL);
 
+	int ufd = -1;
+	if (overlay) {
+		char opts[2048];
+		snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", at("lower"), at("upper"), at("work"));
+		mnt("overlay", at("ovl"), "overlay", MS_NOSUID, opts);
+		put(at("ovl/u.txt"), "written through the overlay");
+		ufd = open(at("ovl/u.txt"), O_RDONLY);
+		if (ufd < 0)
+			wl_die("open ovl/u.txt");
+	}
+
 	int fd = open(at("t/a.txt"), O_RDONLY);
 	char two[3] = "";
 	if (fd < 0 || read(fd, two, 2) != 2 || chdir(at("t/d")))
@@ -176,6 +199,16 @@ int main(int argc, char **argv)
 			wl_fail("mount edir/back: %s", strerror(errno));
 		else
 			put(at("edir/back/b.txt"), "from the workload");
+	}
+	if (overlay) {
+		char buf[64] = "";
+		expect_file("ovl/l.txt", "from the lower layer");
+		expect_file("ovl/u.txt", "written through the overlay");
+		expect_file("upper/u.txt", "written through the overlay");
+		WL_CHECK(pread(ufd, buf, 7, 0) == 7 && !strcmp(buf, "written"), "the kept ovl/u.txt fd read \"%s\"", buf);
+		put(at("ovl/after.txt"), "after the restore");
+		expect_file("upper/after.txt", "after the restore");
+		WL_CHECK(access(at("lower/after.txt"), F_OK) != 0, "a write reached the lower layer");
 	}
 	expect_file("t/a.txt", "hello tmpfs");
 	expect_file("t/d/b.txt", "inner file");
