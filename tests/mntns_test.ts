@@ -481,6 +481,48 @@ Deno.test("a plugin takes a mount no option names (DUMP_EXT_MOUNT) and mounts it
     })
   ));
 
+Deno.test("a TypeScript plugin takes a mount and mounts it again, as a C plugin does", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir, efile) => {
+      const dir = tempDir("criu-ts-mount-plugin-ts-");
+      try {
+        Deno.writeTextFileSync(
+          `${dir}/mount.ts`,
+          `export { default } from "${new URL(`file://${ROOT}/tests/plugins/mount_plugin.ts`).href}";\n`,
+        );
+        const trace = `${w.dir}/plugin.trace`;
+        const env = pluginEnv(trace, host);
+        const tree = [w.pid, ...descendants(w.pid)];
+        await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-L", dir, "-M", `${efile}:filekey`], { env });
+        const entry = mountEntries(images).find((e) => e.mountpoint === edir);
+        assert.equal(entry?.with_plugin, true, "the mount is not marked as the plugin's");
+        for (const pid of tree) await reap(pid);
+        await criuOk([
+          "restore",
+          "-D",
+          images,
+          "-d",
+          "--root",
+          ROOTFS,
+          "-L",
+          dir,
+          "-M",
+          `filekey:${host.file}`,
+        ], {
+          env,
+        });
+        assert.match(
+          Deno.readTextFileSync(trace),
+          new RegExp(
+            `^ts dump-mount \\.${edir} ${entry!.mnt_id}\nts restore-mount ${entry!.mnt_id} /\\S+ /\n$`,
+          ),
+        );
+      } finally {
+        Deno.removeSync(dir, { recursive: true });
+      }
+    })
+  ));
+
 Deno.test("a mount that no plugin takes is refused by name, the plugins asked first", () =>
   withHostTmpfs((host) =>
     withExternalWorkload(host, async (w, images, edir) => {
