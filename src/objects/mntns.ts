@@ -607,7 +607,7 @@ class TreeBuilder {
     r.reset();
     r.call("mount(/, rslave)", NR.mount, 0, r.string("/"), 0, MS.REC | MS.SLAVE, 0);
     const root = entries.find((e) => isRootMount(entries, e))!;
-    this.#mount(root, `mount(${rootDir}, bind)`, rootDir, rootDir, 0, MS.BIND | MS.REC, "");
+    this.#mount(root, `mount(${rootDir}, bind)`, rootDir, rootDir, 0, MS.BIND, "");
     for (const e of this.#plan.order) if (e !== root) this.#make(e);
     for (const e of entries) this.#setFlags(e);
     this.#reachHostMasters();
