@@ -604,6 +604,17 @@ Deno.test("external masters: --external mnt[]:m finds the slaves by themselves; 
       });
     }, "ext-slave"), true));
 
+Deno.test("external masters over RPC: auto_ext_mnt with ext_masters at dump, auto_ext_mnt at restore", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images) => {
+      const tree = [w.pid, ...descendants(w.pid)];
+      const client = new CriuClient({ criuPath: CRIU });
+      await client.dump({ pid: w.pid, imagesDir: images, autoExtMnt: true, extMasters: true });
+      for (const pid of tree) await reap(pid);
+      const restored = await client.restore({ imagesDir: images, root: ROOTFS, autoExtMnt: true });
+      assert.equal(restored.pid, w.pid);
+    }, "ext-slave"), true));
+
 // ---------------------------------------------------------------------------------------------
 // External sharing: edir and efile are in the peer group of a shared tmpfs of the host.
 
