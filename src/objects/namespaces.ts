@@ -20,6 +20,7 @@ import type { FrozenTree } from "../dump/freeze.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { CgroupsRestore } from "./cgroups_restore.ts";
+import type { Plugins } from "../plugins/plugins.ts";
 
 /** The names of /proc/PID/ns/ that a task's ids image records, in CRIU's order of fields. */
 export const NS_NAMES = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] as const;
@@ -34,6 +35,8 @@ export interface NsDumpContext {
   log: Log;
   /** The run's options (--external mnt[...], for one); absent where a caller has none. */
   options?: RunOptions;
+  /** The plugins of the dump (DUMP_EXT_MOUNT); absent where a caller has none. */
+  plugins?: Plugins;
 }
 
 /** What a dumped namespace still has to do when the dump ends (the network lock, for one). */
@@ -55,6 +58,8 @@ export interface NsRestoreContext {
   options?: RunOptions;
   /** The saved cgroups, made before the root's namespaces (a cgroup namespace is rooted in them). */
   cgroups?: CgroupsRestore;
+  /** The plugins of the restore (RESTORE_EXT_MOUNT); absent where a caller has none. */
+  plugins?: Plugins;
 }
 
 /** A namespace the restore creates for the root. */

@@ -270,6 +270,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     log,
     options: opts.options,
     cgroups,
+    plugins,
   });
   const namespaces = ns.flags;
   const master = sibling
