@@ -19,6 +19,8 @@ import type { Log } from "../log.ts";
 import type { Agent } from "../agent.ts";
 import type { FrozenTree } from "../dump/freeze.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
+import type { Plugins } from "../plugins/plugins.ts";
+import type { RunOptions } from "../options/options.ts";
 
 /** The names of /proc/PID/ns/ that a task's ids image records, in CRIU's order of fields. */
 export const NS_NAMES = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] as const;
@@ -30,6 +32,8 @@ export interface NsDumpContext {
   id: number;
   dir: ImageDir;
   hooks: Hooks;
+  /** Asked about objects of the namespace criu-ts does not save itself (DUMP_EXT_LINK). */
+  plugins: Plugins;
   log: Log;
 }
 
@@ -46,6 +50,8 @@ export interface NsRestoreContext {
   tasks: readonly RestoreTaskImages[];
   /** --empty-ns: kinds whose new namespace is left as the kernel makes it, for the scripts to fill. */
   empty: ReadonlySet<NsName>;
+  /** The options that name outer objects (--veth-pair, --external). */
+  options: RunOptions;
   hooks: Hooks;
   log: Log;
 }

@@ -1,0 +1,280 @@
+/**
+ * The network devices of a saved network namespace (netdev-ID.img), as CRIU writes them: one
+ * NetDeviceEntry per device with its kind, index, MTU, flags, name, hardware address, the peer's
+ * index, its master and its IPv4/IPv6 settings (conf4/conf6).
+ *
+ * Kinds, as in CRIU:
+ *   - the loopback: exists in every new namespace, only its settings come back;
+ *   - veth: the inner end is saved, its peer taken to be outside (CRIU assumes so too). On restore
+ *     the pair is made again with the inner end at its index and the outer end in criu's
+ *     namespace, named by `--veth-pair IN=OUT` or `--external veth[IN]:OUT[@BRIDGE]` (then put in
+ *     that bridge and brought up); without a name the peer is made inside the namespace with a
+ *     name the kernel picks, as CRIU's restore does;
+ *   - bridge: made again, its ports put back in it;
+ *   - any other kind (dummy, tun/tap, macvlan, sit...) is offered to the plugins (DUMP_EXT_LINK):
+ *     one that takes it makes it an external link (EXTLINK), whose existence on restore is the
+ *     caller's (CRIU's setup-namespaces script); otherwise it is refused, named with its kind.
+ *     (tun/tap, macvlan and sit need more of CRIU than its links and are not saved yet.)
+ */
+import { create } from "@bufbuild/protobuf";
+import { nd_type, type net_device_entry, net_device_entrySchema } from "../images/gen/netdev_pb.ts";
+import { deviceState } from "../../ffi/netdev.ts";
+import { inNetns } from "../../ffi/netdev.ts";
+import { RestoreError } from "../errors.ts";
+import { ENOTSUP } from "../plugins/api.ts";
+import { PluginError, type Plugins } from "../plugins/plugins.ts";
+import type { Log } from "../log.ts";
+import { refuse } from "./refusal.ts";
+import { readConf, writeConf } from "./netns_sysctl.ts";
+import { ipTool, NetToolError, runInNetns, textInNetns } from "./netns_tools.ts";
+
+const LOOPBACK = "lo";
+const IFF_UP = 0x1;
+/** Flags past the 16 bits SIOCGIFFLAGS gives, which ifi_flags (CRIU's record) carries. */
+const HIGH_FLAGS: Record<string, number> = { LOWER_UP: 0x10000, DORMANT: 0x20000, ECHO: 0x40000 };
+
+/** One device as `ip -d -j link show` prints it (the fields read here). */
+interface IpLink {
+  ifindex: number;
+  ifname: string;
+  flags?: string[];
+  link_type?: string;
+  /** The peer's index (IFLA_LINK). */
+  link_index?: number;
+  /** Set when the peer is in another namespace (IFLA_LINK_NETNSID). */
+  link_netnsid?: number;
+  master?: string;
+  linkinfo?: { info_kind?: string };
+}
+
+/** The kinds CRIU makes again itself, by `ip -d` link kind. */
+const OWN_KINDS: Record<string, nd_type> = { veth: nd_type.VETH, bridge: nd_type.BRIDGE };
+
+function listLinks(pid: number): IpLink[] {
+  return JSON.parse(textInNetns(pid, ipTool("-d", "-j", "link", "show"))) as IpLink[];
+}
+
+/**
+ * The devices of the namespace of `pid`, each as its entry, or a refusal of the first that cannot
+ * be saved. `plugins` are asked about kinds criu-ts does not make itself.
+ */
+export function dumpLinks(pid: number, plugins: Plugins, log: Log): net_device_entry[] {
+  const links = listLinks(pid);
+  const indexOf = new Map(links.map((l) => [l.ifname, l.ifindex]));
+  return links.map((link) => {
+    const type = linkType(pid, link, plugins, links);
+    const state = deviceState(pid, link.ifname);
+    const highFlags = (link.flags ?? []).reduce((f, name) => f | (HIGH_FLAGS[name] ?? 0), 0);
+    const entry = create(net_device_entrySchema, {
+      type,
+      ifindex: link.ifindex,
+      mtu: state.mtu,
+      flags: state.flags | highFlags,
+      name: link.ifname,
+      peerIfindex: link.link_index ?? link.ifindex,
+    });
+    if (type !== nd_type.LOOPBACK) entry.address = state.address;
+    const master = link.master === undefined ? undefined : indexOf.get(link.master);
+    if (master !== undefined) entry.master = master;
+    inNetns(`/proc/${pid}/ns/net`, () => {
+      entry.conf4 = readConf("ipv4", link.ifname);
+      entry.conf6 = readConf("ipv6", link.ifname);
+    });
+    log.info(`Saved network device ${link.ifname} (${nd_type[type]}, index ${link.ifindex})`);
+    return entry;
+  });
+}
+
+function kindOf(link: IpLink): string {
+  return link.linkinfo?.info_kind ?? (link.link_type === "loopback" ? "loopback" : "none");
+}
+
+function linkType(pid: number, link: IpLink, plugins: Plugins, all: readonly IpLink[]): nd_type {
+  const kind = kindOf(link);
+  if (link.link_type === "loopback") return nd_type.LOOPBACK;
+  const own = OWN_KINDS[kind];
+  if (
+    own === nd_type.VETH && link.link_netnsid === undefined && all.some((l) => l.ifindex === link.link_index)
+  ) {
+    refuse(
+      pid,
+      `network device ${link.ifname} (veth)`,
+      "both ends of the veth pair are inside the namespace, which is not supported yet",
+    );
+  }
+  if (own !== undefined) return own;
+  const answer = plugins.run(
+    "DUMP_EXT_LINK",
+    (p) => p.dumpExtLink(link.ifindex, hardwareType(pid, link), kind),
+  );
+  if (answer === 0) return nd_type.EXTLINK;
+  if (answer === -ENOTSUP) {
+    refuse(
+      pid,
+      `network device ${link.ifname} (${kind})`,
+      `unsupported link ${link.ifindex} of kind ${kind}: criu-ts saves the loopback, veth and bridge devices, and a plugin took none`,
+    );
+  }
+  throw new PluginError(
+    `A plugin failed to dump network device ${link.ifname} (${kind}): ${answer}`,
+    -answer,
+  );
+}
+
+function hardwareType(pid: number, link: IpLink): number {
+  return deviceState(pid, link.ifname).type;
+}
+
+/** How the outer end of each veth is named on restore: by the inner end's name. */
+export interface VethOuter {
+  name: string;
+  bridge?: string;
+}
+
+/**
+ * The outer names given: `--veth-pair IN=OUT` and `--external veth[IN]:OUT[@BRIDGE]` (CRIU turns
+ * the first into the second). Later ones win.
+ */
+export function vethOuterNames(
+  pairs: readonly { inside: string; outside: string }[],
+  external: readonly string[],
+): Map<string, VethOuter> {
+  const out = new Map<string, VethOuter>();
+  for (const p of pairs) out.set(p.inside, { name: p.outside });
+  for (const e of external) {
+    const m = /^veth\[([^\]]+)\]:([^@]+)(?:@(.+))?$/.exec(e);
+    if (!m) continue;
+    out.set(m[1]!, m[3] === undefined ? { name: m[2]! } : { name: m[2]!, bridge: m[3] });
+  }
+  return out;
+}
+
+/** Checks the entries of netdev-ID.img before anything is made (PREPARE). */
+export function checkLinks(devices: readonly net_device_entry[], image: string): void {
+  for (const d of devices) {
+    if (d.type === nd_type.LOOPBACK && d.name !== LOOPBACK) {
+      throw new RestoreError(
+        `Refusing the images: ${image} has a loopback device named ${d.name}, expected ${LOOPBACK}`,
+      );
+    }
+    if (![nd_type.LOOPBACK, nd_type.VETH, nd_type.BRIDGE, nd_type.EXTLINK].includes(d.type)) {
+      throw new RestoreError(
+        `Cannot restore network device ${d.name} (${nd_type[d.type] ?? d.type}): ` +
+          "only loopback, veth, bridge and external devices can be restored yet",
+      );
+    }
+  }
+}
+
+function macText(bytes: Uint8Array | undefined): string | undefined {
+  if (!bytes || bytes.length === 0 || bytes.every((b) => b === 0)) return undefined;
+  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join(":");
+}
+
+/** `ip link add` arguments that give a made device its index, MTU and address. */
+function commonArgs(d: net_device_entry): string[] {
+  const args = ["index", `${d.ifindex}`, "mtu", `${d.mtu}`];
+  const mac = macText(d.address);
+  if (mac) args.push("address", mac);
+  return args;
+}
+
+function runIp(pid: number, d: net_device_entry, args: string[]): void {
+  try {
+    runInNetns(pid, ipTool(...args));
+  } catch (e) {
+    if (!(e instanceof NetToolError)) throw e;
+    throw new RestoreError(`Cannot restore network device ${d.name} (${nd_type[d.type]}): ${e.message}`);
+  }
+}
+
+/** Makes one device of the namespace of `pid` (down: links come up once all are made). */
+function makeLink(pid: number, d: net_device_entry, outer: Map<string, VethOuter>, log: Log): void {
+  switch (d.type) {
+    case nd_type.LOOPBACK:
+      runIp(pid, d, ["link", "set", "dev", d.name, "mtu", `${d.mtu}`]);
+      return;
+    case nd_type.EXTLINK: {
+      // Made by the caller (setup-namespaces, as with CRIU): only its parameters come back, and
+      // only those that differ (some kinds, ifb for one, refuse any new hardware address).
+      const now = currentState(pid, d);
+      const args = ["link", "set", "dev", d.name];
+      if (now.mtu !== d.mtu) args.push("mtu", `${d.mtu}`);
+      const mac = macText(d.address);
+      if (mac && mac !== macText(now.address)) args.push("address", mac);
+      if (args.length > 4) runIp(pid, d, args);
+      return;
+    }
+    case nd_type.BRIDGE:
+      runIp(pid, d, ["link", "add", d.name, ...commonArgs(d), "type", "bridge"]);
+      return;
+    case nd_type.VETH: {
+      const o = outer.get(d.name);
+      const peer = o ? ["peer", "name", o.name, "netns", `${Deno.pid}`] : ["peer"];
+      if (!o) {
+        log.warn(
+          `No outer name for veth ${d.name} (--veth-pair ${d.name}=OUT or --external veth[${d.name}]:OUT): ` +
+            "its peer is made inside the namespace",
+        );
+      }
+      runIp(pid, d, ["link", "add", d.name, ...commonArgs(d), "type", "veth", ...peer]);
+      if (o?.bridge) attachToBridge(d, o.name, o.bridge);
+      log.info(`Made veth ${d.name} with its peer ${o ? `${o.name} in criu's namespace` : "inside"}`);
+      return;
+    }
+    default:
+      throw new RestoreError(`Cannot restore network device ${d.name} (${nd_type[d.type] ?? d.type})`);
+  }
+}
+
+/** A device the caller was to make, as it is now; its absence is named. */
+function currentState(pid: number, d: net_device_entry): { mtu: number; address: Uint8Array } {
+  try {
+    return deviceState(pid, d.name);
+  } catch (e) {
+    throw new RestoreError(
+      `Cannot restore network device ${d.name} (EXTLINK): a plugin took it at the dump, and the ` +
+        `setup-namespaces script was to make it in the new namespace: ${(e as Error).message}`,
+    );
+  }
+}
+
+/** The outer end of a veth goes into a bridge of criu's namespace and comes up (CRIU's move_veth_to_bridge). */
+function attachToBridge(d: net_device_entry, outer: string, bridge: string): void {
+  runIp(Deno.pid, d, ["link", "set", "dev", outer, "master", bridge]);
+  runIp(Deno.pid, d, ["link", "set", "dev", outer, "up"]);
+}
+
+/**
+ * Makes the saved devices again in the namespace of `pid` (the restored root's, still empty but
+ * for its loopback): each device, then masters, then each device's settings, then the flags (a
+ * device comes up last, as its addresses need).
+ */
+export function restoreLinks(
+  pid: number,
+  devices: readonly net_device_entry[],
+  outer: Map<string, VethOuter>,
+  log: Log,
+): void {
+  const byIndex = new Map(devices.map((d) => [d.ifindex, d]));
+  for (const d of devices) makeLink(pid, d, outer, log);
+  for (const d of devices) {
+    if (!d.master) continue; // ifindex 0 is no device: no master
+    const master = byIndex.get(d.master);
+    if (!master) {
+      throw new RestoreError(
+        `Cannot restore network device ${d.name}: its master ${d.master} is not in the images`,
+      );
+    }
+    runIp(pid, d, ["link", "set", "dev", d.name, "master", master.name]);
+  }
+  inNetns(`/proc/${pid}/ns/net`, () => {
+    for (const d of devices) {
+      writeConf("ipv4", d.name, d.conf4, log);
+      writeConf("ipv6", d.name, d.conf6, log);
+    }
+  });
+  for (const d of devices) {
+    if (d.flags & IFF_UP) runIp(pid, d, ["link", "set", "dev", d.name, "up"]);
+  }
+}
