@@ -11,6 +11,7 @@
 import assert from "node:assert/strict";
 import { criu, criuOk, descendants, exists, reap, ROOT, tempDir, waitFor, Workload } from "./lib/harness.ts";
 import { withWorkload } from "./lib/matrix.ts";
+import { CriuClient } from "../mod.ts";
 
 const INNER = "eth0";
 let outerCount = 0;
@@ -154,6 +155,41 @@ Deno.test("a bridge inside comes back; --external veth[IN]:OUT@BRIDGE puts the o
     });
   } finally {
     run("ip", ["link", "del", bridge]);
+  }
+});
+
+Deno.test("over RPC, veths and external name the outer end as --veth-pair and --external do", () =>
+  withNetdev([], async (w, images, outer) => {
+    const client = new CriuClient();
+    for (
+      const named of [
+        { veths: [{ ifIn: INNER, ifOut: outer }] },
+        { external: [`veth[${INNER}]:${outer}`] },
+      ]
+    ) {
+      await dumpTree(w, images);
+      await waitGone(outer);
+      const restored = await client.restore({
+        imagesDir: images,
+        logFile: "restore.log",
+        logLevel: 4,
+        ...named,
+      });
+      assert.equal(restored.pid, w.pid);
+      assert.ok(linkExists(outer), `${JSON.stringify(named)} did not name the outer end ${outer}`);
+      configureOuter(outer);
+    }
+  }));
+
+Deno.test("routes saved while the veth had no carrier (its outer end down) come back", async () => {
+  const outer = outerName();
+  try {
+    await withWorkload({ name: "netdev", args: [outer] }, async (w, images) => {
+      // The outer end stays down until after the restore: the saved routes say "linkdown".
+      await cycle(w, images, outer, 0);
+    });
+  } finally {
+    if (linkExists(outer)) await waitGone(outer);
   }
 });
 

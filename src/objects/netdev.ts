@@ -18,8 +18,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { nd_type, type net_device_entry, net_device_entrySchema } from "../images/gen/netdev_pb.ts";
-import { deviceState } from "../../ffi/netdev.ts";
-import { inNetns } from "../../ffi/netdev.ts";
+import { deviceState, inNetns } from "../../ffi/netdev.ts";
 import { RestoreError } from "../errors.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { PluginError, type Plugins } from "../plugins/plugins.ts";
@@ -50,6 +49,12 @@ interface IpLink {
 /** The kinds CRIU makes again itself, by `ip -d` link kind. */
 const OWN_KINDS: Record<string, nd_type> = { veth: nd_type.VETH, bridge: nd_type.BRIDGE };
 
+/**
+ * The fallback tunnel devices the kernel makes in every new namespace once their module is loaded:
+ * CRIU leaves them out, and so do we (by name and kind).
+ */
+const FALLBACK_TUNNELS: Record<string, string> = { gre0: "gre", gretap0: "gretap", sit0: "sit" };
+
 function listLinks(pid: number): IpLink[] {
   return JSON.parse(textInNetns(pid, ipTool("-d", "-j", "link", "show"))) as IpLink[];
 }
@@ -59,11 +64,15 @@ function listLinks(pid: number): IpLink[] {
  * be saved. `plugins` are asked about kinds criu-ts does not make itself.
  */
 export function dumpLinks(pid: number, plugins: Plugins, log: Log): net_device_entry[] {
-  const links = listLinks(pid);
+  const links = listLinks(pid).filter((l) => {
+    const fallback = FALLBACK_TUNNELS[l.ifname] === kindOf(l);
+    if (fallback) log.info(`Found ${l.ifname}, ignoring (every new namespace gets one)`);
+    return !fallback;
+  });
   const indexOf = new Map(links.map((l) => [l.ifname, l.ifindex]));
   return links.map((link) => {
-    const type = linkType(pid, link, plugins, links);
     const state = deviceState(pid, link.ifname);
+    const type = linkType(pid, link, state.type, plugins, links);
     const highFlags = (link.flags ?? []).reduce((f, name) => f | (HIGH_FLAGS[name] ?? 0), 0);
     const entry = create(net_device_entrySchema, {
       type,
@@ -89,7 +98,14 @@ function kindOf(link: IpLink): string {
   return link.linkinfo?.info_kind ?? (link.link_type === "loopback" ? "loopback" : "none");
 }
 
-function linkType(pid: number, link: IpLink, plugins: Plugins, all: readonly IpLink[]): nd_type {
+/** The entry kind of a device; `hwType` is its ARPHRD type, which a plugin is told. */
+function linkType(
+  pid: number,
+  link: IpLink,
+  hwType: number,
+  plugins: Plugins,
+  all: readonly IpLink[],
+): nd_type {
   const kind = kindOf(link);
   if (link.link_type === "loopback") return nd_type.LOOPBACK;
   const own = OWN_KINDS[kind];
@@ -105,7 +121,7 @@ function linkType(pid: number, link: IpLink, plugins: Plugins, all: readonly IpL
   if (own !== undefined) return own;
   const answer = plugins.run(
     "DUMP_EXT_LINK",
-    (p) => p.dumpExtLink(link.ifindex, hardwareType(pid, link), kind),
+    (p) => p.dumpExtLink(link.ifindex, hwType, kind),
   );
   if (answer === 0) return nd_type.EXTLINK;
   if (answer === -ENOTSUP) {
@@ -119,10 +135,6 @@ function linkType(pid: number, link: IpLink, plugins: Plugins, all: readonly IpL
     `A plugin failed to dump network device ${link.ifname} (${kind}): ${answer}`,
     -answer,
   );
-}
-
-function hardwareType(pid: number, link: IpLink): number {
-  return deviceState(pid, link.ifname).type;
 }
 
 /** How the outer end of each veth is named on restore: by the inner end's name. */
