@@ -119,11 +119,11 @@ Deno.test("netdev passes after 10 dump/restore cycles", () =>
     for (let i = 0; i < 10; i++) await cycle(w, images, outer, i);
   }));
 
-Deno.test("a bridge inside comes back; --external veth[IN]:OUT@BRIDGE puts the outer end in our bridge", async () => {
+Deno.test("a bridge and a veth pair inside come back (a port in the bridge); --external veth[IN]:OUT@BRIDGE puts the outer end in our bridge", async () => {
   const bridge = `ctsbr${Deno.pid % 10000}`;
   run("ip", ["link", "add", bridge, "type", "bridge"]);
   try {
-    await withNetdev(["bridge"], async (w, images, outer) => {
+    await withNetdev(["bridge", "pair"], async (w, images, outer) => {
       await dumpTree(w, images);
       await waitGone(outer);
       await criuOk([
@@ -150,6 +150,8 @@ Deno.test("a bridge inside comes back; --external veth[IN]:OUT@BRIDGE puts the o
         "br0",
       ]);
       assert.match(inside, /mtu 1300 .*\n(.*\n)*.*bridge /, inside);
+      const in1 = run("nsenter", [`--net=/proc/${w.pid}/ns/net`, "ip", "-d", "link", "show", "dev", "in1"]);
+      assert.match(in1, /in1@in0: .* master br0 /, in1);
       // The outer end is a bridge port now: the addresses go on the bridge.
       configureOuter(bridge);
     });
@@ -294,6 +296,21 @@ for (const { kind, why } of REFUSED_KINDS) {
       assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
     }));
 }
+
+Deno.test("a dump whose ip tool fails says so and leaves the process running as it was", () =>
+  withNetdev([], async (w, images) => {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4"], {
+      env: { CR_IP_TOOL: "/bin/false" },
+    });
+    assert.equal(r.code, 1, `the dump should fail: ${r.stderr}`);
+    assert.match(
+      r.stderr,
+      new RegExp(`Cannot list the network devices of process ${w.pid}: /bin/false .*failed`),
+    );
+    assert.doesNotMatch(r.stderr, /\bat .*\.ts:\d+/, "no stack trace");
+    assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
+    assert.ok(!exists(`${images}/netdev-2.img`), "a failed dump leaves no image");
+  }));
 
 /** Builds the test plugin that takes ifb links into a directory of its own. */
 function ifbLinkPlugin(): string {

@@ -5,11 +5,13 @@
  *
  * Kinds, as in CRIU:
  *   - the loopback: exists in every new namespace, only its settings come back;
- *   - veth: the inner end is saved, its peer taken to be outside (CRIU assumes so too). On restore
- *     the pair is made again with the inner end at its index and the outer end in criu's
+ *   - veth whose peer is outside: the inner end is saved (its peer index, no peer namespace). On
+ *     restore the pair is made again with the inner end at its index and the outer end in criu's
  *     namespace, named by `--veth-pair IN=OUT` or `--external veth[IN]:OUT[@BRIDGE]` (then put in
  *     that bridge and brought up); without a name the peer is made inside the namespace with a
  *     name the kernel picks, as CRIU's restore does;
+ *   - veth with both ends inside: both are saved, each with the namespace's id as its peer's
+ *     (CRIU's peer_nsid), and the pair is made again at once, both ends at their indexes;
  *   - bridge: made again, its ports put back in it;
  *   - any other kind (dummy, tun/tap, macvlan, sit...) is offered to the plugins (DUMP_EXT_LINK):
  *     one that takes it makes it an external link (EXTLINK), whose existence on restore is the
@@ -19,7 +21,7 @@
 import { create } from "@bufbuild/protobuf";
 import { nd_type, type net_device_entry, net_device_entrySchema } from "../images/gen/netdev_pb.ts";
 import { deviceState, inNetns } from "../../ffi/netdev.ts";
-import { RestoreError } from "../errors.ts";
+import { DumpError, RestoreError } from "../errors.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { PluginError, type Plugins } from "../plugins/plugins.ts";
 import type { Log } from "../log.ts";
@@ -38,8 +40,10 @@ interface IpLink {
   ifname: string;
   flags?: string[];
   link_type?: string;
-  /** The peer's index (IFLA_LINK). */
+  /** The peer's index (IFLA_LINK) when it is in another namespace... */
   link_index?: number;
+  /** ...or its name when it is in this one. */
+  link?: string;
   /** Set when the peer is in another namespace (IFLA_LINK_NETNSID). */
   link_netnsid?: number;
   master?: string;
@@ -56,14 +60,19 @@ const OWN_KINDS: Record<string, nd_type> = { veth: nd_type.VETH, bridge: nd_type
 const FALLBACK_TUNNELS: Record<string, string> = { gre0: "gre", gretap0: "gretap", sit0: "sit" };
 
 function listLinks(pid: number): IpLink[] {
-  return JSON.parse(textInNetns(pid, ipTool("-d", "-j", "link", "show"))) as IpLink[];
+  try {
+    return JSON.parse(textInNetns(pid, ipTool("-d", "-j", "link", "show"))) as IpLink[];
+  } catch (e) {
+    if (!(e instanceof NetToolError) && !(e instanceof SyntaxError)) throw e;
+    throw new DumpError(`Cannot list the network devices of process ${pid}: ${e.message}`);
+  }
 }
 
 /**
- * The devices of the namespace of `pid`, each as its entry, or a refusal of the first that cannot
+ * The devices of the namespace of `pid` (image id `nsId`), each as its entry, or a refusal of the first that cannot
  * be saved. `plugins` are asked about kinds criu-ts does not make itself.
  */
-export function dumpLinks(pid: number, plugins: Plugins, log: Log): net_device_entry[] {
+export function dumpLinks(pid: number, nsId: number, plugins: Plugins, log: Log): net_device_entry[] {
   const links = listLinks(pid).filter((l) => {
     const fallback = FALLBACK_TUNNELS[l.ifname] === kindOf(l);
     if (fallback) log.info(`Found ${l.ifname}, ignoring (every new namespace gets one)`);
@@ -72,7 +81,7 @@ export function dumpLinks(pid: number, plugins: Plugins, log: Log): net_device_e
   const indexOf = new Map(links.map((l) => [l.ifname, l.ifindex]));
   return links.map((link) => {
     const state = deviceState(pid, link.ifname);
-    const type = linkType(pid, link, state.type, plugins, links);
+    const type = linkType(pid, link, state.type, plugins);
     const highFlags = (link.flags ?? []).reduce((f, name) => f | (HIGH_FLAGS[name] ?? 0), 0);
     const entry = create(net_device_entrySchema, {
       type,
@@ -80,9 +89,12 @@ export function dumpLinks(pid: number, plugins: Plugins, log: Log): net_device_e
       mtu: state.mtu,
       flags: state.flags | highFlags,
       name: link.ifname,
-      peerIfindex: link.link_index ?? link.ifindex,
+      peerIfindex: link.link_index ?? (link.link === undefined ? undefined : indexOf.get(link.link)) ??
+        link.ifindex,
     });
     if (type !== nd_type.LOOPBACK) entry.address = state.address;
+    // A peer in the same namespace (no IFLA_LINK_NETNSID) is one of ours: CRIU names its namespace.
+    if (type === nd_type.VETH && link.link_netnsid === undefined) entry.peerNsid = nsId;
     const master = link.master === undefined ? undefined : indexOf.get(link.master);
     if (master !== undefined) entry.master = master;
     inNetns(`/proc/${pid}/ns/net`, () => {
@@ -104,20 +116,10 @@ function linkType(
   link: IpLink,
   hwType: number,
   plugins: Plugins,
-  all: readonly IpLink[],
 ): nd_type {
   const kind = kindOf(link);
   if (link.link_type === "loopback") return nd_type.LOOPBACK;
   const own = OWN_KINDS[kind];
-  if (
-    own === nd_type.VETH && link.link_netnsid === undefined && all.some((l) => l.ifindex === link.link_index)
-  ) {
-    refuse(
-      pid,
-      `network device ${link.ifname} (veth)`,
-      "both ends of the veth pair are inside the namespace, which is not supported yet",
-    );
-  }
   if (own !== undefined) return own;
   const answer = plugins.run(
     "DUMP_EXT_LINK",
@@ -200,8 +202,32 @@ function runIp(pid: number, d: net_device_entry, args: string[]): void {
   }
 }
 
-/** Makes one device of the namespace of `pid` (down: links come up once all are made). */
-function makeLink(pid: number, d: net_device_entry, outer: Map<string, VethOuter>, log: Log): void {
+/** What making the devices of one namespace needs to know. */
+interface MakeContext {
+  pid: number;
+  devices: readonly net_device_entry[];
+  outer: Map<string, VethOuter>;
+  /** Indexes already made (the second end of a pair inside is made with the first). */
+  made: Set<number>;
+  log: Log;
+}
+
+/** Both ends of a veth pair inside the namespace, made at once: `d` and its peer. */
+function makeInnerPair(ctx: MakeContext, d: net_device_entry): boolean {
+  const peer = ctx.devices.find((p) => p.ifindex === d.peerIfindex && p.type === nd_type.VETH && p !== d);
+  if (!d.peerNsid || !peer) return false;
+  if (!ctx.made.has(d.ifindex)) {
+    const both = [d.name, ...commonArgs(d), "type", "veth", "peer", "name", peer.name, ...commonArgs(peer)];
+    runIp(ctx.pid, d, ["link", "add", ...both]);
+    ctx.made.add(d.ifindex).add(peer.ifindex);
+    ctx.log.info(`Made veth ${d.name} with its peer ${peer.name}, both inside`);
+  }
+  return true;
+}
+
+/** Makes one device of the namespace (down: links come up once all are made). */
+function makeLink(ctx: MakeContext, d: net_device_entry): void {
+  const { pid, outer, log } = ctx;
   switch (d.type) {
     case nd_type.LOOPBACK:
       runIp(pid, d, ["link", "set", "dev", d.name, "mtu", `${d.mtu}`]);
@@ -221,6 +247,7 @@ function makeLink(pid: number, d: net_device_entry, outer: Map<string, VethOuter
       runIp(pid, d, ["link", "add", d.name, ...commonArgs(d), "type", "bridge"]);
       return;
     case nd_type.VETH: {
+      if (makeInnerPair(ctx, d)) return;
       const o = outer.get(d.name);
       const peer = o ? ["peer", "name", o.name, "netns", `${Deno.pid}`] : ["peer"];
       if (!o) {
@@ -259,8 +286,8 @@ function attachToBridge(d: net_device_entry, outer: string, bridge: string): voi
 
 /**
  * Makes the saved devices again in the namespace of `pid` (the restored root's, still empty but
- * for its loopback): each device, then masters, then each device's settings, then the flags (a
- * device comes up last, as its addresses need).
+ * for its loopback): each device, then masters, MTUs that moved, each device's settings, then the
+ * flags (a device comes up last, as its addresses need).
  */
 export function restoreLinks(
   pid: number,
@@ -269,7 +296,8 @@ export function restoreLinks(
   log: Log,
 ): void {
   const byIndex = new Map(devices.map((d) => [d.ifindex, d]));
-  for (const d of devices) makeLink(pid, d, outer, log);
+  const ctx: MakeContext = { pid, devices, outer, made: new Set(), log };
+  for (const d of devices) makeLink(ctx, d);
   for (const d of devices) {
     if (!d.master) continue; // ifindex 0 is no device: no master
     const master = byIndex.get(d.master);
@@ -279,6 +307,13 @@ export function restoreLinks(
       );
     }
     runIp(pid, d, ["link", "set", "dev", d.name, "master", master.name]);
+  }
+  // A bridge takes the smallest MTU of its ports as they join, unless one was set after: the saved
+  // MTU is put back where it moved.
+  for (const d of devices) {
+    if (d.type !== nd_type.EXTLINK && deviceState(pid, d.name).mtu !== d.mtu) {
+      runIp(pid, d, ["link", "set", "dev", d.name, "mtu", `${d.mtu}`]);
+    }
   }
   inNetns(`/proc/${pid}/ns/net`, () => {
     for (const d of devices) {

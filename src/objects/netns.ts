@@ -45,7 +45,7 @@ function readSaved(dir: ImageDir, nsId: number | undefined): SavedNetns | undefi
 
 /** Saves the namespace of the root (see the top of this file), or refuses what it cannot. */
 function saveNetns(dir: ImageDir, rootPid: number, nsId: number, plugins: Plugins, log: Log): void {
-  dir.write(KINDS.NETDEV, nsId, dumpLinks(rootPid, plugins, log));
+  dir.write(KINDS.NETDEV, nsId, dumpLinks(rootPid, nsId, plugins, log));
   const settings = inNetns(`/proc/${rootPid}/ns/net`, () =>
     create(netns_entrySchema, {
       defConf4: readConf("ipv4", "default"),

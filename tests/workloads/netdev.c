@@ -12,8 +12,9 @@
  * which must still be open at the end. With `ifb` or `tap`, the namespace also holds a device of
  * that kind named extra0 (kinds criu-ts does not make itself), which must be there at the end.
  * With `bridge`, it also holds a bridge br0 with an address of its own (198.18.5.1/24), part of
- * the recorded view.
- *   bin/netdev RESULT_FILE OUTER [tcp] [ifb|tap] [bridge]
+ * the recorded view. With `pair`, a second veth pair with both ends inside, in0 (198.18.7.1/24)
+ * and in1, which is a port of br0 when there is one (the view lists br0's ports).
+ *   bin/netdev RESULT_FILE OUTER [tcp] [ifb|tap] [bridge] [pair]
  */
 #include "lib.h"
 
@@ -68,7 +69,8 @@ static void record_view(const char *file)
 		 "{ ip -o addr show | grep -v ' fe80:' | awk '{print $2, $3, $4}' | sed 's/@[^ ]*//';"
 		 "  ip route show | sed 's/ linkdown//';"
 		 "  ip -6 route show | grep -v '^fe80:' | sed 's/ linkdown//';"
-		 "  ip rule show; iptables -S; } > %s 2>&1",
+		 "  ip rule show; iptables -S;"
+		 "  ip -o link show master br0 2>/dev/null | awk '{print \"port\", $2}' | sed 's/@.*//'; } > %s 2>&1",
 		 file);
 	run(cmd);
 }
@@ -81,7 +83,7 @@ static int has_arg(int argc, char **argv, const char *word)
 	return 0;
 }
 
-static void setup(const char *outer, int ifb, int tap, int bridge)
+static void setup(const char *outer, int ifb, int tap, int bridge, int pair)
 {
 	char cmd[512];
 	int outside = open("/proc/self/ns/net", O_RDONLY);
@@ -106,6 +108,17 @@ static void setup(const char *outer, int ifb, int tap, int bridge)
 		run("ip link add br0 mtu 1300 type bridge");
 		run("ip addr add 198.18.5.1/24 dev br0");
 		run("ip link set br0 up");
+	}
+	if (pair) {
+		run("ip link add in0 type veth peer name in1");
+		run("ip addr add 198.18.7.1/24 dev in0");
+		run("ip link set in0 up");
+		run("ip link set in1 up");
+		if (bridge) {
+			run("ip link set in1 master br0");
+			/* set after a port joined: the bridge keeps it (and the restore must too) */
+			run("ip link set br0 mtu 1300");
+		}
 	}
 	if (ifb)
 		run("ip link add extra0 type ifb");
@@ -222,10 +235,10 @@ int main(int argc, char **argv)
 	char before[4096], after[4096];
 	wl_init(argc, argv);
 	if (argc < 3)
-		wl_die("usage: netdev RESULT_FILE OUTER [tcp] [ifb|tap]");
+		wl_die("usage: netdev RESULT_FILE OUTER [tcp] [ifb|tap] [bridge] [pair]");
 	int tcp = has_arg(argc, argv, "tcp"), ifb = has_arg(argc, argv, "ifb"), tap = has_arg(argc, argv, "tap");
-	int bridge = has_arg(argc, argv, "bridge");
-	setup(argv[2], ifb, tap, bridge);
+	int bridge = has_arg(argc, argv, "bridge"), pair = has_arg(argc, argv, "pair");
+	setup(argv[2], ifb, tap, bridge, pair);
 	record_view(wl_path("view-before", before, sizeof(before)));
 	check_settings();
 	int lsk = tcp ? listener() : -1, conn = -1;
