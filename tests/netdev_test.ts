@@ -195,6 +195,26 @@ Deno.test("routes saved while the veth had no carrier (its outer end down) come 
   }
 });
 
+Deno.test("a macvlan comes back on the parent --external macvlan[NAME]:PARENT names, and not without one", () =>
+  withNetdev(["macvlan"], async (w, images, outer) => {
+    await dumpTree(w, images);
+    await waitGone(outer);
+    const id = netnsId(images);
+    const mv0 = crit(`${images}/netdev-${id}.img`).entries.find((d) => d.name === "mv0");
+    assert.equal(mv0?.type, "MACVLAN");
+    assert.deepEqual(mv0.macvlan, { mode: 4, flags: 0 });
+    const bare = ["restore", "-D", images, "-d", "-o", "restore.log", "-v4", ...outerOption(outer, 0)];
+    const r = await criu(bare);
+    assert.equal(r.code, 1, `a restore without the parent should fail: ${r.stderr}`);
+    assert.match(r.stderr, /a macvlan parent for mv0 is required \(--external macvlan\[mv0\]:PARENT/);
+    await reap(w.pid);
+    await waitGone(outer);
+    await criuOk([...bare, "--external", `macvlan[mv0]:${outer}`]);
+    const shown = run("nsenter", [`--net=/proc/${w.pid}/ns/net`, "ip", "-d", "link", "show", "dev", "mv0"]);
+    assert.match(shown, /macvlan mode bridge/, shown);
+    configureOuter(outer);
+  }));
+
 /** crit's JSON of one image. */
 function crit(path: string): { entries: Record<string, unknown>[] } {
   return JSON.parse(run("crit", ["decode", "-i", path]));

@@ -13,13 +13,17 @@
  *   - veth with both ends inside: both are saved, each with the namespace's id as its peer's
  *     (CRIU's peer_nsid), and the pair is made again at once, both ends at their indexes;
  *   - bridge: made again, its ports put back in it;
+ *   - macvlan: its mode and flags saved; on restore made again on the parent device that
+ *     `--external macvlan[NAME]:PARENT` names in criu's namespace (CRIU asks for it too), then
+ *     moved into the namespace at its index;
  *   - any other kind (dummy, tun/tap, macvlan, sit...) is offered to the plugins (DUMP_EXT_LINK):
  *     one that takes it makes it an external link (EXTLINK), whose existence on restore is the
  *     caller's (CRIU's setup-namespaces script); otherwise it is refused, named with its kind.
- *     (tun/tap, macvlan and sit need more of CRIU than its links and are not saved yet.)
+ *     (tun/tap and sit, which CRIU makes itself, are not saved yet.)
  */
 import { create } from "@bufbuild/protobuf";
 import { nd_type, type net_device_entry, net_device_entrySchema } from "../images/gen/netdev_pb.ts";
+import { type macvlan_link_entry, macvlan_link_entrySchema } from "../images/gen/macvlan_pb.ts";
 import { deviceState, inNetns } from "../../ffi/netdev.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { ENOTSUP } from "../plugins/api.ts";
@@ -47,11 +51,29 @@ interface IpLink {
   /** Set when the peer is in another namespace (IFLA_LINK_NETNSID). */
   link_netnsid?: number;
   master?: string;
-  linkinfo?: { info_kind?: string };
+  linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> };
 }
 
 /** The kinds CRIU makes again itself, by `ip -d` link kind. */
-const OWN_KINDS: Record<string, nd_type> = { veth: nd_type.VETH, bridge: nd_type.BRIDGE };
+const OWN_KINDS: Record<string, nd_type> = {
+  veth: nd_type.VETH,
+  bridge: nd_type.BRIDGE,
+  macvlan: nd_type.MACVLAN,
+};
+
+/** MACVLAN_MODE_* by the name `ip` prints, and the MACVLAN_FLAG_* bits by theirs. */
+const MACVLAN_MODES: Record<string, number> = { private: 1, vepa: 2, bridge: 4, passthru: 8, source: 16 };
+const MACVLAN_FLAGS: Record<string, number> = { nopromisc: 1, nodst: 2 };
+
+function macvlanEntry(pid: number, link: IpLink): macvlan_link_entry {
+  const data = link.linkinfo?.info_data ?? {};
+  const mode = MACVLAN_MODES[String(data.mode)];
+  if (mode === undefined) {
+    refuse(pid, `network device ${link.ifname} (macvlan)`, `its mode ${String(data.mode)} is not known`);
+  }
+  const flags = Object.entries(MACVLAN_FLAGS).reduce((f, [name, bit]) => (data[name] ? f | bit : f), 0);
+  return create(macvlan_link_entrySchema, { mode, flags });
+}
 
 /**
  * The fallback tunnel devices the kernel makes in every new namespace once their module is loaded:
@@ -93,6 +115,7 @@ export function dumpLinks(pid: number, nsId: number, plugins: Plugins, log: Log)
         link.ifindex,
     });
     if (type !== nd_type.LOOPBACK) entry.address = state.address;
+    if (type === nd_type.MACVLAN) entry.macvlan = macvlanEntry(pid, link);
     // A peer in the same namespace (no IFLA_LINK_NETNSID) is one of ours: CRIU names its namespace.
     if (type === nd_type.VETH && link.link_netnsid === undefined) entry.peerNsid = nsId;
     const master = link.master === undefined ? undefined : indexOf.get(link.master);
@@ -130,7 +153,7 @@ function linkType(
     refuse(
       pid,
       `network device ${link.ifname} (${kind})`,
-      `unsupported link ${link.ifindex} of kind ${kind}: criu-ts saves the loopback, veth and bridge devices, and a plugin took none`,
+      `unsupported link ${link.ifindex} of kind ${kind}: criu-ts saves the loopback, veth, bridge and macvlan devices, and a plugin took none`,
     );
   }
   throw new PluginError(
@@ -145,22 +168,33 @@ export interface VethOuter {
   bridge?: string;
 }
 
+/** The devices of criu's namespace that the restore links to: veth outer ends, macvlan parents. */
+export interface OuterNames {
+  veths: Map<string, VethOuter>;
+  /** --external macvlan[NAME]:PARENT, by NAME. */
+  macvlanParents: Map<string, string>;
+}
+
 /**
  * The outer names given: `--veth-pair IN=OUT` and `--external veth[IN]:OUT[@BRIDGE]` (CRIU turns
- * the first into the second). Later ones win.
+ * the first into the second), `--external macvlan[NAME]:PARENT`. Later ones win.
  */
-export function vethOuterNames(
+export function outerNames(
   pairs: readonly { inside: string; outside: string }[],
   external: readonly string[],
-): Map<string, VethOuter> {
-  const out = new Map<string, VethOuter>();
-  for (const p of pairs) out.set(p.inside, { name: p.outside });
+): OuterNames {
+  const veths = new Map<string, VethOuter>();
+  const macvlanParents = new Map<string, string>();
+  for (const p of pairs) veths.set(p.inside, { name: p.outside });
   for (const e of external) {
-    const m = /^veth\[([^\]]+)\]:([^@]+)(?:@(.+))?$/.exec(e);
-    if (!m) continue;
-    out.set(m[1]!, m[3] === undefined ? { name: m[2]! } : { name: m[2]!, bridge: m[3] });
+    const veth = /^veth\[([^\]]+)\]:([^@]+)(?:@(.+))?$/.exec(e);
+    if (veth) {
+      veths.set(veth[1]!, veth[3] === undefined ? { name: veth[2]! } : { name: veth[2]!, bridge: veth[3] });
+    }
+    const macvlan = /^macvlan\[([^\]]+)\]:(.+)$/.exec(e);
+    if (macvlan) macvlanParents.set(macvlan[1]!, macvlan[2]!);
   }
-  return out;
+  return { veths, macvlanParents };
 }
 
 /** Checks the entries of netdev-ID.img before anything is made (PREPARE). */
@@ -171,10 +205,15 @@ export function checkLinks(devices: readonly net_device_entry[], image: string):
         `Refusing the images: ${image} has a loopback device named ${d.name}, expected ${LOOPBACK}`,
       );
     }
-    if (![nd_type.LOOPBACK, nd_type.VETH, nd_type.BRIDGE, nd_type.EXTLINK].includes(d.type)) {
+    if (d.type === nd_type.MACVLAN && !d.macvlan) {
+      throw new RestoreError(`Refusing the images: ${image} has macvlan ${d.name} without its mode`);
+    }
+    if (
+      ![nd_type.LOOPBACK, nd_type.VETH, nd_type.BRIDGE, nd_type.MACVLAN, nd_type.EXTLINK].includes(d.type)
+    ) {
       throw new RestoreError(
         `Cannot restore network device ${d.name} (${nd_type[d.type] ?? d.type}): ` +
-          "only loopback, veth, bridge and external devices can be restored yet",
+          "only loopback, veth, bridge, macvlan and external devices can be restored yet",
       );
     }
   }
@@ -206,7 +245,7 @@ function runIp(pid: number, d: net_device_entry, args: string[]): void {
 interface MakeContext {
   pid: number;
   devices: readonly net_device_entry[];
-  outer: Map<string, VethOuter>;
+  outer: OuterNames;
   /** Indexes already made (the second end of a pair inside is made with the first). */
   made: Set<number>;
   log: Log;
@@ -248,7 +287,7 @@ function makeLink(ctx: MakeContext, d: net_device_entry): void {
       return;
     case nd_type.VETH: {
       if (makeInnerPair(ctx, d)) return;
-      const o = outer.get(d.name);
+      const o = outer.veths.get(d.name);
       const peer = o ? ["peer", "name", o.name, "netns", `${Deno.pid}`] : ["peer"];
       if (!o) {
         log.warn(
@@ -261,9 +300,41 @@ function makeLink(ctx: MakeContext, d: net_device_entry): void {
       log.info(`Made veth ${d.name} with its peer ${o ? `${o.name} in criu's namespace` : "inside"}`);
       return;
     }
+    case nd_type.MACVLAN:
+      makeMacvlan(ctx, d);
+      return;
     default:
       throw new RestoreError(`Cannot restore network device ${d.name} (${nd_type[d.type] ?? d.type})`);
   }
+}
+
+/**
+ * A macvlan is made in criu's namespace on the parent named by --external macvlan[NAME]:PARENT,
+ * straight into the restored namespace (where its index is taken).
+ */
+function makeMacvlan(ctx: MakeContext, d: net_device_entry): void {
+  const parent = ctx.outer.macvlanParents.get(d.name);
+  if (parent === undefined) {
+    throw new RestoreError(
+      `Cannot restore network device ${d.name} (MACVLAN): a macvlan parent for ${d.name} is required ` +
+        `(--external macvlan[${d.name}]:PARENT, PARENT a device of criu's namespace)`,
+    );
+  }
+  const mode = Object.entries(MACVLAN_MODES).find(([, m]) => m === d.macvlan!.mode)?.[0];
+  if (mode === undefined) {
+    throw new RestoreError(`Cannot restore macvlan ${d.name}: unknown mode ${d.macvlan!.mode}`);
+  }
+  const flags = Object.entries(MACVLAN_FLAGS).filter(([, bit]) => (d.macvlan!.flags ?? 0) & bit);
+  const args = ["link", "add", d.name, "link", parent, ...commonArgs(d), "netns", `/proc/${ctx.pid}/ns/net`];
+  runIp(Deno.pid, d, [
+    ...args,
+    "type",
+    "macvlan",
+    "mode",
+    mode,
+    ...flags.flatMap(([name]) => ["flag", name]),
+  ]);
+  ctx.log.info(`Made macvlan ${d.name} on ${parent}`);
 }
 
 /** A device the caller was to make, as it is now; its absence is named. */
@@ -292,7 +363,7 @@ function attachToBridge(d: net_device_entry, outer: string, bridge: string): voi
 export function restoreLinks(
   pid: number,
   devices: readonly net_device_entry[],
-  outer: Map<string, VethOuter>,
+  outer: OuterNames,
   log: Log,
 ): void {
   const byIndex = new Map(devices.map((d) => [d.ifindex, d]));

@@ -4,8 +4,8 @@
  * action scripts run around it.
  *
  * What is saved, in CRIU's images (ID is the namespace's id in the ids images):
- *   - netdev-ID.img: its devices (`netdev.ts`: the loopback, veth pairs leading out of it,
- *     bridges, devices a plugin takes), with their IPv4/IPv6 settings;
+ *   - netdev-ID.img: its devices (`netdev.ts`: the loopback, veth pairs, bridges, macvlans,
+ *     devices a plugin takes), with their IPv4/IPv6 settings;
  *   - netns-ID.img: the namespace's `all` and `default` settings, net.unix.max_dgram_qlen and
  *     net.ipv4.ping_group_range (`netns_sysctl.ts`);
  *   - ifaddr, route, route6, rule, iptables, ip6tables, nftables-ID.img: addresses, routes, rules
@@ -24,7 +24,7 @@ import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
 import type { Plugins } from "../plugins/plugins.ts";
 import type { Log } from "../log.ts";
-import { checkLinks, dumpLinks, restoreLinks, type VethOuter, vethOuterNames } from "./netdev.ts";
+import { checkLinks, dumpLinks, type OuterNames, outerNames, restoreLinks } from "./netdev.ts";
 import { IPV4_SYSCTLS, readConf, readSysctls, UNIX_CONF, writeConf, writeSysctls } from "./netns_sysctl.ts";
 import { dumpNetConfig, restoreNetConfig } from "./netns_config.ts";
 
@@ -75,7 +75,7 @@ function fillNetns(
   dir: ImageDir,
   pid: number,
   saved: SavedNetns,
-  outer: Map<string, VethOuter>,
+  outer: OuterNames,
   log: Log,
 ): void {
   if (saved.settings) restoreSettings(pid, saved.settings, log);
@@ -129,7 +129,7 @@ registerNamespaceKind({
     const saved = readSaved(ctx.dir, ctx.tasks[0]!.ids?.netNsId);
     const empty = ctx.empty.has("net");
     if (!saved && !empty) return undefined;
-    const outer = vethOuterNames(ctx.options.vethPairs, ctx.options.external);
+    const outer = outerNames(ctx.options.vethPairs, ctx.options.external);
     return {
       fill: (root) => {
         if (saved && !empty) fillNetns(ctx.dir, root.pid, saved, outer, ctx.log);

@@ -14,7 +14,9 @@
  * With `bridge`, it also holds a bridge br0 with an address of its own (198.18.5.1/24), part of
  * the recorded view. With `pair`, a second veth pair with both ends inside, in0 (198.18.7.1/24)
  * and in1, which is a port of br0 when there is one (the view lists br0's ports).
- *   bin/netdev RESULT_FILE OUTER [tcp] [ifb|tap] [bridge] [pair]
+ * With `macvlan`, a macvlan mv0 (mode bridge, 198.18.9.1/24) whose parent is OUTER: it was made
+ * on OUTER in the parent's namespace and moved in.
+ *   bin/netdev RESULT_FILE OUTER [tcp] [ifb|tap] [bridge] [pair] [macvlan]
  */
 #include "lib.h"
 
@@ -83,7 +85,7 @@ static int has_arg(int argc, char **argv, const char *word)
 	return 0;
 }
 
-static void setup(const char *outer, int ifb, int tap, int bridge, int pair)
+static void setup(const char *outer, int ifb, int tap, int bridge, int pair, int macvlan)
 {
 	char cmd[512];
 	int outside = open("/proc/self/ns/net", O_RDONLY);
@@ -96,6 +98,14 @@ static void setup(const char *outer, int ifb, int tap, int bridge, int pair)
 	snprintf(cmd, sizeof(cmd), "ip link add eth0 mtu 1400 type veth peer name %s netns /proc/self/fd/%d", outer,
 		 outside);
 	run(cmd);
+	if (macvlan) {
+		snprintf(cmd, sizeof(cmd),
+			 "nsenter --net=/proc/self/fd/%d ip link add mv0 link %s netns %d type macvlan mode bridge",
+			 outside, outer, (int)getpid());
+		run(cmd);
+		run("ip addr add 198.18.9.1/24 dev mv0");
+		run("ip link set mv0 up");
+	}
 	close(outside);
 	run("ip addr add 198.18.0.2/24 dev eth0");
 	run("ip -6 addr add fd00:198:18::2/64 dev eth0 nodad");
@@ -235,10 +245,10 @@ int main(int argc, char **argv)
 	char before[4096], after[4096];
 	wl_init(argc, argv);
 	if (argc < 3)
-		wl_die("usage: netdev RESULT_FILE OUTER [tcp] [ifb|tap] [bridge] [pair]");
+		wl_die("usage: netdev RESULT_FILE OUTER [tcp] [ifb|tap] [bridge] [pair] [macvlan]");
 	int tcp = has_arg(argc, argv, "tcp"), ifb = has_arg(argc, argv, "ifb"), tap = has_arg(argc, argv, "tap");
 	int bridge = has_arg(argc, argv, "bridge"), pair = has_arg(argc, argv, "pair");
-	setup(argv[2], ifb, tap, bridge, pair);
+	setup(argv[2], ifb, tap, bridge, pair, has_arg(argc, argv, "macvlan"));
 	record_view(wl_path("view-before", before, sizeof(before)));
 	check_settings();
 	int lsk = tcp ? listener() : -1, conn = -1;
