@@ -215,6 +215,18 @@ Deno.test("a macvlan comes back on the parent --external macvlan[NAME]:PARENT na
     configureOuter(outer);
   }));
 
+Deno.test("a persistent tap device comes back at its index with its owner, group, header and MTU", () =>
+  withNetdev(["tap"], async (w, images, outer) => {
+    await cycle(w, images, outer, 0);
+    const tap = crit(`${images}/netdev-${netnsId(images)}.img`).entries.find((d) => d.name === "extra0");
+    assert.equal(tap?.type, "TUN");
+    const t = tap.tun as Record<string, number>;
+    assert.equal(t.owner, 65534);
+    assert.equal(t.group, 65534);
+    assert.equal(t.flags! & 0x4002, 0x4002, "IFF_TAP | IFF_VNET_HDR");
+    await cycle(w, images, outer, 1);
+  }));
+
 /** crit's JSON of one image. */
 function crit(path: string): { entries: Record<string, unknown>[] } {
   return JSON.parse(run("crit", ["decode", "-i", path]));
@@ -304,15 +316,15 @@ async function echo(conn: Deno.TcpConn, text: string): Promise<void> {
 }
 
 const REFUSED_KINDS = [
-  { kind: "ifb", why: "neither CRIU nor criu-ts makes it" },
-  { kind: "tap", why: "tun/tap devices are not saved yet" },
+  { arg: "ifb", device: "extra0", kind: "ifb", why: "neither CRIU nor criu-ts makes it" },
+  { arg: "heldtap", device: "held0", kind: "tun", why: "a process holds it: tun files are not saved yet" },
 ];
-for (const { kind, why } of REFUSED_KINDS) {
+for (const { arg, device, kind, why } of REFUSED_KINDS) {
   Deno.test(`a dump refuses a ${kind} device (${why}), naming the device and its kind`, () =>
-    withNetdev([kind], async (w, images) => {
+    withNetdev([arg], async (w, images) => {
       const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4"]);
       assert.equal(r.code, 1, `the dump should fail: ${r.stderr}`);
-      assert.match(r.stderr, new RegExp(`network device extra0 \\((${kind}|tun)\\) of process ${w.pid}`));
+      assert.match(r.stderr, new RegExp(`network device ${device} \\(${kind}\\) of process ${w.pid}`));
       assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
     }));
 }

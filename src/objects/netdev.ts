@@ -19,11 +19,17 @@
  *   - any other kind (dummy, tun/tap, macvlan, sit...) is offered to the plugins (DUMP_EXT_LINK):
  *     one that takes it makes it an external link (EXTLINK), whose existence on restore is the
  *     caller's (CRIU's setup-namespaces script); otherwise it is refused, named with its kind.
- *     (tun/tap and sit, which CRIU makes itself, are not saved yet.)
+ *     (sit, which CRIU makes itself, is not saved yet.)
+ *   - tun/tap devices that no process holds (persistent ones): their flags, owner, group,
+ *     virtio-net header size and send buffer (TunLinkEntry), made again at their index. One a
+ *     process holds is refused: the tun files of tasks are not saved yet.
  */
 import { create } from "@bufbuild/protobuf";
 import { nd_type, type net_device_entry, net_device_entrySchema } from "../images/gen/netdev_pb.ts";
 import { type macvlan_link_entry, macvlan_link_entrySchema } from "../images/gen/macvlan_pb.ts";
+import { type tun_link_entry, tun_link_entrySchema } from "../images/gen/tun_pb.ts";
+import { makeTunDevice, readTunDevice, TUN_FLAGS } from "../../ffi/tun.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 import { deviceState, inNetns } from "../../ffi/netdev.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { ENOTSUP } from "../plugins/api.ts";
@@ -59,11 +65,62 @@ const OWN_KINDS: Record<string, nd_type> = {
   veth: nd_type.VETH,
   bridge: nd_type.BRIDGE,
   macvlan: nd_type.MACVLAN,
+  tun: nd_type.TUN,
 };
 
 /** MACVLAN_MODE_* by the name `ip` prints, and the MACVLAN_FLAG_* bits by theirs. */
 const MACVLAN_MODES: Record<string, number> = { private: 1, vepa: 2, bridge: 4, passthru: 8, source: 16 };
 const MACVLAN_FLAGS: Record<string, number> = { nopromisc: 1, nodst: 2 };
+
+/** The flags a tun device was made with, from what `ip -d` prints of it. */
+function tunFlags(data: Record<string, unknown>): number {
+  let flags = data.type === "tap" ? TUN_FLAGS.TAP : TUN_FLAGS.TUN;
+  if (data.pi === false) flags |= TUN_FLAGS.NO_PI;
+  if (data.vnet_hdr) flags |= TUN_FLAGS.VNET_HDR;
+  if (data.multi_queue) flags |= TUN_FLAGS.MULTI_QUEUE;
+  return flags;
+}
+
+/** A uid or gid as `ip` prints it: a name (looked up in `table`), a number, or absent (-1: none). */
+function idOf(value: unknown, table: string): number {
+  if (value === undefined) return -1;
+  if (typeof value === "number") return value;
+  const line = Deno.readTextFileSync(table).split("\n").find((l) => l.split(":")[0] === value);
+  const id = Number(line?.split(":")[2]);
+  if (!Number.isInteger(id)) throw new DumpError(`Cannot find ${String(value)} in ${table}`);
+  return id;
+}
+
+function tunEntry(pid: number, link: IpLink): tun_link_entry {
+  const data = link.linkinfo?.info_data ?? {};
+  if (!data.persist) {
+    refuse(
+      pid,
+      `network device ${link.ifname} (tun)`,
+      "it is not persistent: tun files of tasks are not saved yet",
+    );
+  }
+  let device;
+  try {
+    device = readTunDevice(`/proc/${pid}/ns/net`, link.ifname, tunFlags(data));
+  } catch (e) {
+    if (!isSyscallError(e)) throw e;
+    refuse(
+      pid,
+      `network device ${link.ifname} (tun)`,
+      e.code === "EBUSY"
+        ? "a process holds it open: tun files of tasks are not saved yet"
+        : `cannot read it: ${e.message}`,
+    );
+  }
+  return create(tun_link_entrySchema, {
+    flags: device.flags,
+    owner: idOf(data.user, "/etc/passwd"),
+    group: idOf(data.group, "/etc/group"),
+    vnethdr: device.vnetHdrSize,
+    sndbuf: device.sndbuf,
+  });
+}
 
 function macvlanEntry(pid: number, link: IpLink): macvlan_link_entry {
   const data = link.linkinfo?.info_data ?? {};
@@ -116,6 +173,7 @@ export function dumpLinks(pid: number, nsId: number, plugins: Plugins, log: Log)
     });
     if (type !== nd_type.LOOPBACK) entry.address = state.address;
     if (type === nd_type.MACVLAN) entry.macvlan = macvlanEntry(pid, link);
+    if (type === nd_type.TUN) entry.tun = tunEntry(pid, link);
     // A peer in the same namespace (no IFLA_LINK_NETNSID) is one of ours: CRIU names its namespace.
     if (type === nd_type.VETH && link.link_netnsid === undefined) entry.peerNsid = nsId;
     const master = link.master === undefined ? undefined : indexOf.get(link.master);
@@ -153,7 +211,7 @@ function linkType(
     refuse(
       pid,
       `network device ${link.ifname} (${kind})`,
-      `unsupported link ${link.ifindex} of kind ${kind}: criu-ts saves the loopback, veth, bridge and macvlan devices, and a plugin took none`,
+      `unsupported link ${link.ifindex} of kind ${kind}: criu-ts saves the loopback, veth, bridge, macvlan and tun devices, and a plugin took none`,
     );
   }
   throw new PluginError(
@@ -205,15 +263,19 @@ export function checkLinks(devices: readonly net_device_entry[], image: string):
         `Refusing the images: ${image} has a loopback device named ${d.name}, expected ${LOOPBACK}`,
       );
     }
+    if (d.type === nd_type.TUN && !d.tun) {
+      throw new RestoreError(`Refusing the images: ${image} has tun device ${d.name} without its settings`);
+    }
     if (d.type === nd_type.MACVLAN && !d.macvlan) {
       throw new RestoreError(`Refusing the images: ${image} has macvlan ${d.name} without its mode`);
     }
     if (
-      ![nd_type.LOOPBACK, nd_type.VETH, nd_type.BRIDGE, nd_type.MACVLAN, nd_type.EXTLINK].includes(d.type)
+      ![nd_type.LOOPBACK, nd_type.VETH, nd_type.BRIDGE, nd_type.MACVLAN, nd_type.TUN, nd_type.EXTLINK]
+        .includes(d.type)
     ) {
       throw new RestoreError(
         `Cannot restore network device ${d.name} (${nd_type[d.type] ?? d.type}): ` +
-          "only loopback, veth, bridge, macvlan and external devices can be restored yet",
+          "only loopback, veth, bridge, macvlan, tun and external devices can be restored yet",
       );
     }
   }
@@ -303,6 +365,9 @@ function makeLink(ctx: MakeContext, d: net_device_entry): void {
     case nd_type.MACVLAN:
       makeMacvlan(ctx, d);
       return;
+    case nd_type.TUN:
+      makeTun(ctx, d);
+      return;
     default:
       throw new RestoreError(`Cannot restore network device ${d.name} (${nd_type[d.type] ?? d.type})`);
   }
@@ -335,6 +400,26 @@ function makeMacvlan(ctx: MakeContext, d: net_device_entry): void {
     ...flags.flatMap(([name]) => ["flag", name]),
   ]);
   ctx.log.info(`Made macvlan ${d.name} on ${parent}`);
+}
+
+/** A persistent tun/tap device, made at its index through /dev/net/tun; then its MTU and address. */
+function makeTun(ctx: MakeContext, d: net_device_entry): void {
+  const t = d.tun!;
+  try {
+    makeTunDevice(`/proc/${ctx.pid}/ns/net`, d.name, d.ifindex, t.owner, t.group, {
+      flags: t.flags,
+      vnetHdrSize: t.vnethdr,
+      sndbuf: t.sndbuf,
+    });
+  } catch (e) {
+    if (!isSyscallError(e)) throw e;
+    throw new RestoreError(`Cannot restore network device ${d.name} (TUN): ${e.message}`);
+  }
+  const args = ["link", "set", "dev", d.name, "mtu", `${d.mtu}`];
+  const mac = macText(d.address);
+  if (mac) args.push("address", mac);
+  runIp(ctx.pid, d, args);
+  ctx.log.info(`Made ${t.flags & TUN_FLAGS.TAP ? "tap" : "tun"} device ${d.name}`);
 }
 
 /** A device the caller was to make, as it is now; its absence is named. */

@@ -9,21 +9,25 @@
  * same, the sysctls must hold, and a TCP connect to 198.18.0.1 and fd00:198:18::1 on a closed port must
  * be refused by the other side (a reset came back through the veth).
  * With `tcp`, it also serves TCP on 198.18.0.2:7000: one connection, echoing what it reads,
- * which must still be open at the end. With `ifb` or `tap`, the namespace also holds a device of
- * that kind named extra0 (kinds criu-ts does not make itself), which must be there at the end.
+ * which must still be open at the end. With `ifb`, the namespace also holds an ifb device extra0
+ * (a kind neither CRIU nor criu-ts makes itself). With `tap`, a persistent tap device extra0
+ * (owner and group 65534, a virtio-net header, MTU 1234), in the view. With `heldtap`, a tap
+ * device held0 that only the workload's open /dev/net/tun keeps.
  * With `bridge`, it also holds a bridge br0 with an address of its own (198.18.5.1/24), part of
  * the recorded view. With `pair`, a second veth pair with both ends inside, in0 (198.18.7.1/24)
  * and in1, which is a port of br0 when there is one (the view lists br0's ports).
  * With `macvlan`, a macvlan mv0 (mode bridge, 198.18.9.1/24) whose parent is OUTER: it was made
  * on OUTER in the parent's namespace and moved in.
- *   bin/netdev RESULT_FILE OUTER [tcp] [ifb|tap] [bridge] [pair] [macvlan]
+ *   bin/netdev RESULT_FILE OUTER [tcp] [ifb|tap] [heldtap] [bridge] [pair] [macvlan]
  */
 #include "lib.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/if_tun.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sched.h>
@@ -72,9 +76,22 @@ static void record_view(const char *file)
 		 "  ip route show | sed 's/ linkdown//';"
 		 "  ip -6 route show | grep -v '^fe80:' | sed 's/ linkdown//';"
 		 "  ip rule show; iptables -S;"
-		 "  ip -o link show master br0 2>/dev/null | awk '{print \"port\", $2}' | sed 's/@.*//'; } > %s 2>&1",
+		 "  ip -o link show master br0 2>/dev/null | awk '{print \"port\", $2}' | sed 's/@.*//';"
+		 "  ip -d -o link show type tun | sed 's/^\\([0-9]*: [^:]*:\\).* mtu \\([0-9]*\\) .*\\(tun type .*\\) numtxqueues.*/\\1 \\2 \\3/'; }"
+		 " > %s 2>&1",
 		 file);
 	run(cmd);
+}
+
+/* A tap device that lives as long as this fd: not persistent, held by the process. */
+static int hold_tap(const char *name)
+{
+	struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI };
+	int fd = open("/dev/net/tun", O_RDWR);
+	strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
+	if (fd < 0 || ioctl(fd, TUNSETIFF, &ifr))
+		wl_die("make tap %s", name);
+	return fd;
 }
 
 static int has_arg(int argc, char **argv, const char *word)
@@ -132,8 +149,10 @@ static void setup(const char *outer, int ifb, int tap, int bridge, int pair, int
 	}
 	if (ifb)
 		run("ip link add extra0 type ifb");
-	if (tap)
-		run("ip tuntap add extra0 mode tap");
+	if (tap) {
+		run("ip tuntap add extra0 mode tap user 65534 group 65534 vnet_hdr");
+		run("ip link set extra0 mtu 1234");
+	}
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
 		write_setting(settings[i].path, settings[i].value);
 }
@@ -249,6 +268,7 @@ int main(int argc, char **argv)
 	int tcp = has_arg(argc, argv, "tcp"), ifb = has_arg(argc, argv, "ifb"), tap = has_arg(argc, argv, "tap");
 	int bridge = has_arg(argc, argv, "bridge"), pair = has_arg(argc, argv, "pair");
 	setup(argv[2], ifb, tap, bridge, pair, has_arg(argc, argv, "macvlan"));
+	int held = has_arg(argc, argv, "heldtap") ? hold_tap("held0") : -1;
 	record_view(wl_path("view-before", before, sizeof(before)));
 	check_settings();
 	int lsk = tcp ? listener() : -1, conn = -1;
@@ -266,6 +286,7 @@ int main(int argc, char **argv)
 	check_refused(AF_INET, "198.18.0.1");
 	check_refused(AF_INET6, "fd00:198:18::1");
 	WL_CHECK(!(ifb || tap) || if_nametoindex("extra0") != 0, "extra0 is gone");
+	WL_CHECK(held < 0 || if_nametoindex("held0") != 0, "held0 is gone");
 	WL_CHECK(!bridge || if_nametoindex("br0") != 0, "br0 is gone");
 	wl_finish();
 }
