@@ -26,7 +26,7 @@ import type { Plugins } from "../plugins/plugins.ts";
 import type { Log } from "../log.ts";
 import { checkLinks, dumpLinks, type OuterNames, outerNames, restoreLinks } from "./netdev.ts";
 import { IPV4_SYSCTLS, readConf, readSysctls, UNIX_CONF, writeConf, writeSysctls } from "./netns_sysctl.ts";
-import { dumpNetConfig, restoreNetConfig } from "./netns_config.ts";
+import { checkNetConfig, dumpNetConfig, restoreNetConfig } from "./netns_config.ts";
 
 /** A saved namespace, as the restore reads it at PREPARE. */
 interface SavedNetns {
@@ -39,6 +39,7 @@ function readSaved(dir: ImageDir, nsId: number | undefined): SavedNetns | undefi
   if (nsId === undefined || !dir.has(KINDS.NETNS, nsId)) return undefined;
   const devices = dir.readOptional<net_device_entry>(KINDS.NETDEV, nsId);
   checkLinks(devices, `netdev-${nsId}.img`);
+  checkNetConfig(dir, nsId);
   const settings = dir.read<netns_entry>(KINDS.NETNS, nsId)[0];
   return { id: nsId, settings, devices };
 }
