@@ -24,6 +24,7 @@
 import { create } from "@bufbuild/protobuf";
 import { nd_type, type net_device_entry, net_device_entrySchema } from "../images/gen/netdev_pb.ts";
 import { deviceState, inNetns } from "../../ffi/netdev.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { PluginError, type Plugins } from "../plugins/plugins.ts";
@@ -167,9 +168,21 @@ export function outerNames(
   return { veths, macvlanParents };
 }
 
+/** A name the kernel would give a device (dev_valid_name; ':' is an alias's). */
+function validName(name: string): boolean {
+  const bytes = new TextEncoder().encode(name).length;
+  return bytes > 0 && bytes <= 15 && name !== "." && name !== ".." && !/[/:\s]/.test(name);
+}
+
 /** Checks the entries of netdev-ID.img before anything is made (PREPARE). */
 export function checkLinks(devices: readonly net_device_entry[], image: string): void {
   for (const d of devices) {
+    if (!validName(d.name)) {
+      throw new RestoreError(
+        `Refusing the images: ${image} has a network device named ${JSON.stringify(d.name)}, ` +
+          "expected 1 to 15 bytes without '/', ':' or white space",
+      );
+    }
     if (d.type === nd_type.LOOPBACK && d.name !== LOOPBACK) {
       throw new RestoreError(
         `Refusing the images: ${image} has a loopback device named ${d.name}, expected ${LOOPBACK}`,
@@ -284,23 +297,37 @@ function attachToBridge(d: net_device_entry, outer: string, bridge: string): voi
 /**
  * Makes the saved devices again in the namespace of `pid` (the restored root's, still empty but
  * for its loopback): each device, then masters, MTUs that moved, each device's settings, then the
- * flags (a device comes up last, as its addresses need).
+ * flags (a device comes up last, as its addresses need). A failure names `image` too, where the
+ * device comes from.
  */
 export function restoreLinks(
   pid: number,
   devices: readonly net_device_entry[],
   outer: OuterNames,
+  image: string,
   log: Log,
 ): void {
+  try {
+    makeLinks({ pid, devices, outer, made: new Set(), log }, image);
+  } catch (e) {
+    if (e instanceof RestoreError && !e.message.includes(image)) {
+      throw new RestoreError(`${e.message} (restoring ${image})`);
+    }
+    if (isSyscallError(e)) throw new RestoreError(`Cannot restore the devices of ${image}: ${e.message}`);
+    throw e;
+  }
+}
+
+function makeLinks(ctx: MakeContext, image: string): void {
+  const { pid, devices, log } = ctx;
   const byIndex = new Map(devices.map((d) => [d.ifindex, d]));
-  const ctx: MakeContext = { pid, devices, outer, made: new Set(), log };
   for (const d of devices) makeLink(ctx, d);
   for (const d of devices) {
     if (!d.master) continue; // ifindex 0 is no device: no master
     const master = byIndex.get(d.master);
     if (!master) {
       throw new RestoreError(
-        `Cannot restore network device ${d.name}: its master ${d.master} is not in the images`,
+        `Cannot restore network device ${d.name}: its master ${d.master} is not in ${image}`,
       );
     }
     runIp(pid, d, ["link", "set", "dev", d.name, "master", master.name]);
@@ -314,8 +341,8 @@ export function restoreLinks(
   }
   inNetns(`/proc/${pid}/ns/net`, () => {
     for (const d of devices) {
-      writeConf("ipv4", d.name, d.conf4, log);
-      writeConf("ipv6", d.name, d.conf6, log);
+      writeConf("ipv4", d.name, d.conf4, image, log);
+      writeConf("ipv6", d.name, d.conf6, image, log);
     }
   });
   for (const d of devices) {

@@ -5,7 +5,7 @@
  *
  * What is saved, in CRIU's images (ID is the namespace's id in the ids images):
  *   - netdev-ID.img: its devices (`netdev.ts`: the loopback, veth pairs, bridges, macvlans,
- *     devices a plugin takes), with their IPv4/IPv6 settings;
+ *     persistent tun/tap devices, devices a plugin takes), with their IPv4/IPv6 settings;
  *   - netns-ID.img: the namespace's `all` and `default` settings, net.unix.max_dgram_qlen and
  *     net.ipv4.ping_group_range (`netns_sysctl.ts`);
  *   - ifaddr, route, route6, rule, iptables, ip6tables, nftables-ID.img: addresses, routes, rules
@@ -61,14 +61,14 @@ function saveNetns(dir: ImageDir, rootPid: number, nsId: number, plugins: Plugin
 }
 
 /** The namespace-wide settings, first, so that devices made later take the saved defaults (as CRIU). */
-function restoreSettings(pid: number, s: netns_entry, log: Log): void {
+function restoreSettings(pid: number, s: netns_entry, image: string, log: Log): void {
   inNetns(`/proc/${pid}/ns/net`, () => {
-    writeConf("ipv4", "all", s.allConf4, log);
-    writeConf("ipv4", "default", s.defConf4, log);
-    writeConf("ipv6", "all", s.allConf6, log);
-    writeConf("ipv6", "default", s.defConf6, log);
-    writeSysctls(UNIX_CONF, s.unixConf, log);
-    writeSysctls(IPV4_SYSCTLS, s.ipv4Sysctl, log);
+    writeConf("ipv4", "all", s.allConf4, image, log);
+    writeConf("ipv4", "default", s.defConf4, image, log);
+    writeConf("ipv6", "all", s.allConf6, image, log);
+    writeConf("ipv6", "default", s.defConf6, image, log);
+    writeSysctls(UNIX_CONF, s.unixConf, image, log);
+    writeSysctls(IPV4_SYSCTLS, s.ipv4Sysctl, image, log);
   });
 }
 
@@ -79,8 +79,8 @@ function fillNetns(
   outer: OuterNames,
   log: Log,
 ): void {
-  if (saved.settings) restoreSettings(pid, saved.settings, log);
-  restoreLinks(pid, saved.devices, outer, log);
+  if (saved.settings) restoreSettings(pid, saved.settings, `netns-${saved.id}.img`, log);
+  restoreLinks(pid, saved.devices, outer, `netdev-${saved.id}.img`, log);
   restoreNetConfig(dir, pid, saved.id, log);
 }
 
