@@ -234,8 +234,8 @@ function makeLink(ctx: MakeContext, d: net_device_entry): void {
   const { pid, outer, log } = ctx;
   switch (d.type) {
     case nd_type.LOOPBACK:
-      runIp(pid, d, ["link", "set", "dev", d.name, "mtu", `${d.mtu}`]);
-      return;
+      return; // every namespace has one; its MTU and flags come back with the others'
+
     case nd_type.EXTLINK: {
       // Made by the caller (setup-namespaces, as with CRIU): only its parameters come back, and
       // only those that differ (some kinds, ifb for one, refuse any new hardware address).
@@ -332,8 +332,8 @@ function makeLinks(ctx: MakeContext, image: string): void {
     }
     runIp(pid, d, ["link", "set", "dev", d.name, "master", master.name]);
   }
-  // A bridge takes the smallest MTU of its ports as they join, unless one was set after: the saved
-  // MTU is put back where it moved.
+  // The saved MTU is put back where it is not the device's yet: the loopback's, and a bridge's,
+  // which takes the smallest of its ports' as they join unless one was set after.
   for (const d of devices) {
     if (d.type !== nd_type.EXTLINK && deviceState(pid, d.name).mtu !== d.mtu) {
       runIp(pid, d, ["link", "set", "dev", d.name, "mtu", `${d.mtu}`]);
