@@ -1,7 +1,7 @@
 /**
  * Network namespaces beyond the loopback: the netdev workload leads out of its namespace through a
- * veth pair (outer end in the test's namespace, which the test gives 198.18.0.1 and
- * fd00:198:18::1), with addresses, routes, a rule, an iptables rule and changed sysctls inside.
+ * veth pair (outer end in the test's namespace, which the test gives 198.19.77.1 and
+ * fd00:198:19:77::1), with addresses, routes, a rule, an iptables rule and changed sysctls inside.
  * Every restore names the outer end (`--veth-pair` or `--external veth[]`) and the test gives it
  * its addresses again, as a runtime would; the workload then checks its own view and that traffic
  * flows through the veth. Also: an established TCP connection into the namespace, CRIU's tools
@@ -36,8 +36,8 @@ function linkExists(name: string): boolean {
 
 /** What a runtime does with the outer end of a restored veth: its addresses, and up. */
 function configureOuter(name: string): void {
-  run("ip", ["addr", "add", "198.18.0.1/24", "dev", name]);
-  run("ip", ["-6", "addr", "add", "fd00:198:18::1/64", "dev", name, "nodad"]);
+  run("ip", ["addr", "add", "198.19.77.1/24", "dev", name]);
+  run("ip", ["-6", "addr", "add", "fd00:198:19:77::1/64", "dev", name, "nodad"]);
   run("ip", ["link", "set", "dev", name, "up"]);
 }
 
@@ -262,10 +262,10 @@ Deno.test("crit and ip read the network namespace images", () =>
     // The raw images are what CRIU's tools wrote: ip reads them back.
     const showdump = (what: string[], image: string) =>
       run("/bin/sh", ["-c", `ip ${what.join(" ")} showdump < ${images}/${image}-${id}.img`]);
-    assert.match(showdump(["addr"], "ifaddr"), /198\.18\.0\.2\/24/);
-    assert.match(showdump(["addr"], "ifaddr"), /fd00:198:18::2\/64/);
-    assert.match(showdump(["route"], "route"), /198\.19\.0\.0\/24 via 198\.18\.0\.1/);
-    assert.match(showdump(["-6", "route"], "route6"), /fd00:198:19::\/64 via fd00:198:18::1/);
+    assert.match(showdump(["addr"], "ifaddr"), /198\.19\.77\.2\/24/);
+    assert.match(showdump(["addr"], "ifaddr"), /fd00:198:19:77::2\/64/);
+    assert.match(showdump(["route"], "route"), /198\.19\.78\.0\/24 via 198\.19\.77\.1/);
+    assert.match(showdump(["-6", "route"], "route6"), /fd00:198:19:78::\/64 via fd00:198:19:77::1/);
     // ip cannot show a saved rule dump: restore it into a namespace of its own instead.
     const rules = run("unshare", [
       "-n",
@@ -273,7 +273,7 @@ Deno.test("crit and ip read the network namespace images", () =>
       "-c",
       `ip rule restore < ${images}/rule-${id}.img && ip rule show`,
     ]);
-    assert.match(rules, /from 198\.18\.0\.2 lookup 100/);
+    assert.match(rules, /from 198\.19\.77\.2 lookup 100/);
     assert.match(Deno.readTextFileSync(`${images}/nftables-${id}.img`), /tcp dport 7777 .*drop/);
   }));
 
@@ -284,7 +284,7 @@ Deno.test("a TCP connection into the namespace through the veth survives dump an
   let conn: Deno.TcpConn | undefined;
   try {
     configureOuter(outer);
-    conn = await Deno.connect({ hostname: "198.18.0.2", port: 7000 });
+    conn = await Deno.connect({ hostname: "198.19.77.2", port: 7000 });
     await echo(conn, "before the dump");
     await cycle(w, images, outer, 0, ["--tcp-established"]);
     await echo(conn, "after the restore");

@@ -1,22 +1,23 @@
 /*
  * netdev: a process in a network namespace of its own that leads out through a veth pair: the
- * inner end eth0 (MTU 1400, 198.18.0.2/24 and fd00:198:18::2/64; not fd00::/64, which the host
- * may use), the outer end OUTER in the namespace
- * of its parent (the test gives it 198.18.0.1/24 and fd00:198:18::1/64 and brings it up). Inside: a
- * route, an IPv6 route, a rule, an iptables rule and changed sysctls (per device, `all`, unix).
- * At start it records its own view (addresses, routes, rules, firewall, as `ip` and `iptables -S`
- * print them, without what depends on the outer end's state); after SIGTERM that view must be the
- * same, the sysctls must hold, and a TCP connect to 198.18.0.1 and fd00:198:18::1 on a closed port must
- * be refused by the other side (a reset came back through the veth).
- * With `tcp`, it also serves TCP on 198.18.0.2:7000: one connection, echoing what it reads,
+ * inner end eth0 (MTU 1400, 198.19.77.2/24 and fd00:198:19:77::2/64, subnets other tests are
+ * unlikely to use; not fd00::/64, which the host may use), the outer end OUTER in the namespace
+ * of its parent (the test gives it 198.19.77.1/24 and fd00:198:19:77::1/64 and brings it up).
+ * Inside: a route, an IPv6 route, a rule, an iptables rule and changed sysctls (per device, `all`,
+ * `default`, unix). At start it records its own view (addresses, routes, rules, firewall, as `ip`
+ * and `iptables -S` print them, without what depends on the outer end's state); after SIGTERM
+ * that view must be the same, the sysctls must hold, and a TCP connect to 198.19.77.1 and
+ * fd00:198:19:77::1 on a closed port must be refused by the other side (a reset came back
+ * through the veth).
+ * With `tcp`, it also serves TCP on 198.19.77.2:7000: one connection, echoing what it reads,
  * which must still be open at the end. With `ifb`, the namespace also holds an ifb device extra0
  * (a kind neither CRIU nor criu-ts makes itself). With `tap`, a persistent tap device extra0
  * (owner and group 65534, a virtio-net header, MTU 1234), in the view. With `heldtap`, a tap
  * device held0 that only the workload's open /dev/net/tun keeps.
- * With `bridge`, it also holds a bridge br0 with an address of its own (198.18.5.1/24), part of
- * the recorded view. With `pair`, a second veth pair with both ends inside, in0 (198.18.7.1/24)
+ * With `bridge`, it also holds a bridge br0 with an address of its own (198.19.79.1/24), part of
+ * the recorded view. With `pair`, a second veth pair with both ends inside, in0 (198.19.80.1/24)
  * and in1, which is a port of br0 when there is one (the view lists br0's ports).
- * With `macvlan`, a macvlan mv0 (mode bridge, 198.18.9.1/24) whose parent is OUTER: it was made
+ * With `macvlan`, a macvlan mv0 (mode bridge, 198.19.81.1/24) whose parent is OUTER: it was made
  * on OUTER in the parent's namespace and moved in.
  *   bin/netdev RESULT_FILE OUTER [tcp] [ifb|tap] [heldtap] [bridge] [pair] [macvlan]
  */
@@ -120,25 +121,25 @@ static void setup(const char *outer, int ifb, int tap, int bridge, int pair, int
 			 "nsenter --net=/proc/self/fd/%d ip link add mv0 link %s netns %d type macvlan mode bridge",
 			 outside, outer, (int)getpid());
 		run(cmd);
-		run("ip addr add 198.18.9.1/24 dev mv0");
+		run("ip addr add 198.19.81.1/24 dev mv0");
 		run("ip link set mv0 up");
 	}
 	close(outside);
-	run("ip addr add 198.18.0.2/24 dev eth0");
-	run("ip -6 addr add fd00:198:18::2/64 dev eth0 nodad");
+	run("ip addr add 198.19.77.2/24 dev eth0");
+	run("ip -6 addr add fd00:198:19:77::2/64 dev eth0 nodad");
 	run("ip link set eth0 up");
-	run("ip route add 198.19.0.0/24 via 198.18.0.1 dev eth0 onlink");
-	run("ip -6 route add fd00:198:19::/64 via fd00:198:18::1 dev eth0 onlink");
-	run("ip rule add from 198.18.0.2 lookup 100 pref 100");
+	run("ip route add 198.19.78.0/24 via 198.19.77.1 dev eth0 onlink");
+	run("ip -6 route add fd00:198:19:78::/64 via fd00:198:19:77::1 dev eth0 onlink");
+	run("ip rule add from 198.19.77.2 lookup 100 pref 100");
 	run("iptables -A INPUT -p tcp --dport 7777 -j DROP");
 	if (bridge) {
 		run("ip link add br0 mtu 1300 type bridge");
-		run("ip addr add 198.18.5.1/24 dev br0");
+		run("ip addr add 198.19.79.1/24 dev br0");
 		run("ip link set br0 up");
 	}
 	if (pair) {
 		run("ip link add in0 type veth peer name in1");
-		run("ip addr add 198.18.7.1/24 dev in0");
+		run("ip addr add 198.19.80.1/24 dev in0");
 		run("ip link set in0 up");
 		run("ip link set in1 up");
 		if (bridge) {
@@ -225,11 +226,11 @@ static int listener(void)
 {
 	struct sockaddr_in in = { .sin_family = AF_INET, .sin_port = htons(SERVE_PORT) };
 	int one = 1;
-	inet_pton(AF_INET, "198.18.0.2", &in.sin_addr);
+	inet_pton(AF_INET, "198.19.77.2", &in.sin_addr);
 	int sk = socket(AF_INET, SOCK_STREAM, 0);
 	if (sk < 0 || setsockopt(sk, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) ||
 	    bind(sk, (struct sockaddr *)&in, sizeof(in)) || listen(sk, 4))
-		wl_die("listen on 198.18.0.2:%d", SERVE_PORT);
+		wl_die("listen on 198.19.77.2:%d", SERVE_PORT);
 	return sk;
 }
 
@@ -283,8 +284,8 @@ int main(int argc, char **argv)
 	}
 	check_settings();
 	check_view(before, wl_path("view-after", after, sizeof(after)));
-	check_refused(AF_INET, "198.18.0.1");
-	check_refused(AF_INET6, "fd00:198:18::1");
+	check_refused(AF_INET, "198.19.77.1");
+	check_refused(AF_INET6, "fd00:198:19:77::1");
 	WL_CHECK(!(ifb || tap) || if_nametoindex("extra0") != 0, "extra0 is gone");
 	WL_CHECK(held < 0 || if_nametoindex("held0") != 0, "held0 is gone");
 	WL_CHECK(!bridge || if_nametoindex("br0") != 0, "br0 is gone");
