@@ -32,11 +32,11 @@ export interface NsDumpContext {
   id: number;
   dir: ImageDir;
   hooks: Hooks;
+  /** Asked about objects of the namespace criu-ts does not save itself (DUMP_EXT_LINK, DUMP_EXT_MOUNT). */
+  plugins: Plugins;
   log: Log;
   /** The run's options (--external mnt[...], for one); absent where a caller has none. */
   options?: RunOptions;
-  /** The plugins of the dump (DUMP_EXT_MOUNT); absent where a caller has none. */
-  plugins?: Plugins;
 }
 
 /** What a dumped namespace still has to do when the dump ends (the network lock, for one). */
@@ -52,10 +52,10 @@ export interface NsRestoreContext {
   tasks: readonly RestoreTaskImages[];
   /** --empty-ns: kinds whose new namespace is left as the kernel makes it, for the scripts to fill. */
   empty: ReadonlySet<NsName>;
+  /** The options that name outer objects (--veth-pair, --external, --root). */
+  options: RunOptions;
   hooks: Hooks;
   log: Log;
-  /** The run's options (--root, --external mnt[KEY]:PATH, for some); absent where a caller has none. */
-  options?: RunOptions;
   /** The saved cgroups, made before the root's namespaces (a cgroup namespace is rooted in them). */
   cgroups?: CgroupsRestore;
   /** The plugins of the restore (RESTORE_EXT_MOUNT); absent where a caller has none. */
