@@ -251,3 +251,12 @@ export const MEMBARRIER = {
   /** The registered commands of the calling process (Linux 6.3). */
   GET_REGISTRATIONS: 1 << 9,
 } as const;
+
+/** arch_prctl(2) codes. */
+export const ARCH = {
+  /** Maps the vDSO at an address (EEXIST while one is mapped). */
+  MAP_VDSO_64: 0x2003,
+} as const;
+
+/** move_mount(2) flag: copy the sharing group of the source onto the target. */
+export const MOVE_MOUNT_SET_GROUP = 0x100;

@@ -372,7 +372,27 @@ export class Agent {
     return this.thread.call(name, nr, ...args);
   }
 
-  /** Runs a syscall and returns its raw result (negative errno on failure). */
+  /**
+   * Runs a syscall and answers its result or, not thrown, the SyscallError naming `name` that
+   * call() would throw: for a caller that decides what a failure means (a best-effort close, an
+   * errno it expects, which it names with isSyscallError(r, "EEXIST")).
+   */
+  attempt(name: string, nr: number, ...args: (bigint | number)[]): bigint | SyscallError {
+    const r = this.#later.length > 0
+      ? this.#afterLater({ name, nr, args }, false)
+      : (this.#flush(), this.thread.raw(nr, ...args));
+    return isRemoteError(r) ? this.#error(name, r) : r;
+  }
+
+  /** The SyscallError of `call` when `result`, its answer in a batch run with keepGoing, is a failure. */
+  failureOf(call: BatchCall, result: bigint): SyscallError | undefined {
+    return isRemoteError(result) ? this.#error(call.name, result) : undefined;
+  }
+
+  /**
+   * Runs a syscall and returns its raw result (negative errno on failure). Only the agent's own
+   * tests use it: callers above ffi/ go through call(), attempt() or later().
+   */
   raw(nr: number, ...args: (bigint | number)[]): bigint {
     if (this.#later.length > 0) return this.#afterLater({ name: `syscall ${nr}`, nr, args }, false);
     this.#flush();
@@ -460,7 +480,11 @@ export class Agent {
   }
 
   #fail(call: BatchCall, result: bigint): never {
-    throw new SyscallError(`remote ${call.name}`, Number(-result), `in task ${this.tid}`);
+    throw this.#error(call.name, result);
+  }
+
+  #error(name: string, result: bigint): SyscallError {
+    return new SyscallError(`remote ${name}`, Number(-result), `in task ${this.tid}`);
   }
 
   /**

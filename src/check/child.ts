@@ -8,7 +8,7 @@ import { spawn } from "../../ffi/spawn.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { findSyscallInstruction } from "../../ffi/remote.ts";
 import { type MapsEntry, readMaps } from "../../ffi/proc.ts";
-import { isSyscallError } from "../../ffi/errors.ts";
+import { isSyscallError, type SyscallError } from "../../ffi/errors.ts";
 import { NR } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 
@@ -94,9 +94,9 @@ export class ProbeChild {
     }
   }
 
-  /** Runs a syscall in the child; the raw result (negative errno on failure). */
-  raw(nr: number, ...args: (bigint | number)[]): bigint {
-    return this.agent.raw(nr, ...args);
+  /** Runs a syscall in the child; its result, or the SyscallError naming `name` when it failed. */
+  attempt(name: string, nr: number, ...args: (bigint | number)[]): bigint | SyscallError {
+    return this.agent.attempt(name, nr, ...args);
   }
 
   /** Runs a syscall in the child; throws a SyscallError naming `name` when it fails. */

@@ -164,16 +164,18 @@ export function restoreLoginuid(agent: Agent, pid: number, loginuid: number | un
   const path = agent.string("/proc/self/loginuid");
   const value = agent.alloc(text.length, text);
   // Every call runs, so the file is closed even when the kernel refuses the value.
-  const [fd, written] = agent.batch([
+  const calls: BatchCall[] = [
     { name: "open(/proc/self/loginuid)", nr: NR.open, args: [path, O.WRONLY | O.CLOEXEC, 0] },
     { name: "write(loginuid)", nr: NR.write, args: [0, value, text.length], ref: { arg: 0, back: 1 } },
     { name: "close(loginuid)", nr: NR.close, args: [0], ref: { arg: 0, back: 2 } },
-  ], true);
-  const failed = fd! < 0n ? fd! : written! < 0n ? written! : 0n;
-  if (failed < 0n) {
+  ];
+  const results = agent.batch(calls, true);
+  const failed = agent.failureOf(calls[0]!, results[0]!) ?? agent.failureOf(calls[1]!, results[1]!);
+  if (failed) {
     throw new RestoreError(
-      `Cannot give process ${pid} its audit loginuid ${loginuid}: errno ${-failed} (criu needs CAP_AUDIT_CONTROL, and the kernel must not hold loginuids immutable)`,
-      Number(-failed),
+      `Cannot give process ${pid} its audit loginuid ${loginuid}: ${failed.message} (criu needs CAP_AUDIT_CONTROL, and the kernel must not hold loginuids immutable)`,
+      failed.errno,
+      { cause: failed },
     );
   }
 }

@@ -91,7 +91,7 @@ function advanceTail(ctx: MappingRestoreContext, ring: bigint, old: AioRingHeade
       writeMemory(pid, ring + BigInt(AIO_RING_HEAD_OFFSET), u32Bytes(Math.min(done, old.head)));
     }
   } finally {
-    agent.raw(NR.close, fd);
+    agent.attempt("close(aio ring fd)", NR.close, fd); // best effort: what failed before matters more
   }
 }
 

@@ -162,6 +162,6 @@ function restoreNetDevices(agent: Agent, devices: readonly net_device_entry[]): 
       );
     }
   } finally {
-    agent.raw(NR.close, sock);
+    agent.attempt("close(ioctl socket)", NR.close, sock); // best effort: what failed before matters more
   }
 }

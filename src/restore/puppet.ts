@@ -200,11 +200,11 @@ export class PuppetMaster {
       88,
       cloneArgs({ flags: a.flags, exitSignal: a.exitSignal, setTid, setTidSize: 1 }),
     );
-    const r = from.raw(NR.clone3, args, 88);
-    if (r < 0n) {
-      if (r === -17n) throw new RestoreError(`PID ${pid} is already in use${describeHolder(pid)}`, 17);
-      throw new RestoreError(`Cannot create task ${pid}: clone3 failed with errno ${-r}`);
+    const r = from.attempt(`clone3(${pid})`, NR.clone3, args, 88);
+    if (isSyscallError(r, "EEXIST")) {
+      throw new RestoreError(`PID ${pid} is already in use${describeHolder(pid)}`, r.errno);
     }
+    if (isSyscallError(r)) throw new RestoreError(`Cannot create task ${pid}: ${r.message}`, 0, { cause: r });
     // clone3 answers with the pid the parent's namespace sees; ptrace tells us ours.
     const child = from.thread.children.pop()?.pid;
     if (child === undefined) throw new RestoreError(`No clone event for task ${pid}`);

@@ -194,7 +194,7 @@ function endShortLivedTasks(
     agent.reset();
     const set = agent.alloc(8, new Uint8Array(new BigUint64Array([1n << BigInt(SIG.CHLD - 1)]).buffer));
     const zero = agent.alloc(16, new Uint8Array(16));
-    agent.raw(NR.rt_sigtimedwait, set, 0, zero, 8); // -EAGAIN when none was queued
+    agent.attempt("rt_sigtimedwait(SIGCHLD)", NR.rt_sigtimedwait, set, 0, zero, 8); // EAGAIN when none was queued
   }
 }
 

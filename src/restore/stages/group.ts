@@ -2,6 +2,7 @@
 import { readStatus } from "../../../ffi/proc.ts";
 import { processExists } from "../../../ffi/process.ts";
 import { NR } from "../../../ffi/syscalls.ts";
+import { isSyscallError } from "../../../ffi/errors.ts";
 import type { Agent } from "../../agent.ts";
 import { RestoreError } from "../../errors.ts";
 import type { RestoreTaskImages } from "../images.ts";
@@ -15,9 +16,11 @@ export function restoreGroup(agent: Agent, t: RestoreTaskImages): void {
   const { pid, pgid } = t.entry;
   if (pgid === 0) return; // a group outside the tree's PID namespace: inherited
   if (pgid === currentGroup(agent.pid)) return;
-  const r = agent.raw(NR.setpgid, 0, pgid);
-  if (r < 0n && (pgid === pid || processExists(pgid))) {
-    throw new RestoreError(`Cannot put ${pid} into process group ${pgid} (pstree.img): errno ${-r}`);
+  const r = agent.attempt(`setpgid(${pgid})`, NR.setpgid, 0, pgid);
+  if (isSyscallError(r) && (pgid === pid || processExists(pgid))) {
+    throw new RestoreError(`Cannot put ${pid} into process group ${pgid} (pstree.img): ${r.message}`, 0, {
+      cause: r,
+    });
   }
 }
 

@@ -4,6 +4,7 @@ import * as pt from "../../../ffi/ptrace.ts";
 import { readMaps } from "../../../ffi/proc.ts";
 import { prctlMmMap } from "../../../ffi/structs.ts";
 import { NR, O, PR, RSEQ_FLAG_UNREGISTER } from "../../../ffi/syscalls.ts";
+import { isSyscallError } from "../../../ffi/errors.ts";
 import type { Agent } from "../../agent.ts";
 import {
   fillPages,
@@ -172,8 +173,12 @@ function setMmFields(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages
   // The kernel refuses to switch exe while the old one is mapped; when the puppet already runs
   // the very same file (restoring `sleep` itself), there is nothing to switch.
   const sameExe = Deno.readLinkSync(`/proc/${agent.pid}/exe`) === exe;
-  const exeFd = sameExe ? -1n : agent.raw(NR.open, agent.string(exe), O.RDONLY | O.CLOEXEC, 0);
-  if (exeFd < 0n && !sameExe) throw new RestoreError(`Cannot open the executable ${exe}: errno ${-exeFd}`);
+  const exeFd = sameExe
+    ? -1n
+    : agent.attempt(`open(${exe})`, NR.open, agent.string(exe), O.RDONLY | O.CLOEXEC, 0);
+  if (isSyscallError(exeFd)) {
+    throw new RestoreError(`Cannot open the executable ${exe}: ${exeFd.message}`, 0, { cause: exeFd });
+  }
   try {
     const auxv = new BigUint64Array(mm.mmSavedAuxv);
     const auxvAddr = agent.alloc(auxv.byteLength, new Uint8Array(auxv.buffer));
