@@ -71,7 +71,7 @@ type Answers<Q extends readonly Query<unknown>[]> = {
 /** What alloc() throws when the scratch area is used up (see forThreads for who retries). */
 class ScratchFullError extends SyscallError {
   constructor(needs: number, left: number) {
-    super("agent scratch", 12, `needs ${needs} bytes, ${left} left`);
+    super("agent scratch", ERRNO.ENOMEM, `needs ${needs} bytes, ${left} left`);
   }
 }
 
@@ -109,7 +109,7 @@ function freeRange(pid: number, len: number, known?: readonly MapsEntry[]): bigi
     if (above.path === "[stack]" || above.path === "[vsyscall]" || below.path === "[heap]") continue;
     if (above.start - below.end >= need) return above.start - BigInt(PAGE + len);
   }
-  throw new SyscallError("find scratch range", 12, `no free range of ${len} bytes in task ${pid}`);
+  throw new SyscallError("find scratch range", ERRNO.ENOMEM, `no free range of ${len} bytes in task ${pid}`);
 }
 const u64s = (...words: bigint[]) => new Uint8Array(BigUint64Array.from(words).buffer);
 
@@ -217,7 +217,7 @@ export class Agent {
         mem.write(place.home + BigInt(HOME.unmapLen), u64s(0n)); // not ours to unmap
         throw new SyscallError(
           "remote mmap(scratch)",
-          isRemoteError(got) ? Number(-got) : 17,
+          isRemoteError(got) ? Number(-got) : ERRNO.EEXIST,
           `in task ${pid}`,
         );
       }

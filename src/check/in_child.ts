@@ -6,19 +6,18 @@
 import * as pt from "../../ffi/ptrace.ts";
 import { ProcMem, readMemory, writeMemory } from "../../ffi/memory.ts";
 import { readStat } from "../../ffi/proc.ts";
-import {
-  ARCH,
-  CLONE,
-  MAP,
-  MOVE_MOUNT_SET_GROUP,
-  MREMAP,
-  NR as SYS,
-  O,
-  PR,
-  PROT,
-} from "../../ffi/syscalls.ts";
+import { ARCH, CLONE, MAP, MOVE_MOUNT_SET_GROUP, MREMAP, NR, O, PR, PROT, SIG } from "../../ffi/syscalls.ts";
 import { isSyscallError, type SyscallError } from "../../ffi/errors.ts";
-import { CLONE_ARGS_SIZE, cloneArgs, PRCTL_MM_MAP_SIZE, prctlMmMap } from "../../ffi/structs.ts";
+import {
+  CLONE_ARGS_SIZE,
+  cloneArgs,
+  PRCTL_MM_MAP_SIZE,
+  prctlMmMap,
+  siginfo,
+  timespec,
+  TIMESPEC_SIZE,
+} from "../../ffi/structs.ts";
+import { SOCK } from "../../ffi/sockcall.ts";
 import {
   closeFd,
   openPath,
@@ -44,23 +43,7 @@ import {
 import { PAGE_IS, PM_SCAN, UFFD_FEATURE } from "./own.ts";
 import { closeAll, errnoText, no, type ProbeEnv, type ProbeResult, yes } from "./result.ts";
 
-const NR = {
-  ...SYS,
-  io_setup: 206,
-  io_destroy: 207,
-  io_getevents: 208,
-  rt_sigqueueinfo: 129,
-  mkdir: 83,
-  mount: 165,
-  unshare: 272,
-  pipe2: 293,
-  userfaultfd: 323,
-  move_mount: 429,
-  ioctl: 16,
-} as const;
-
 const PAGE = 4096n;
-const SIGUSR1 = 10;
 const AT_FDCWD = -100;
 
 function bytesOf(words: readonly bigint[]): Uint8Array<ArrayBuffer> {
@@ -247,11 +230,9 @@ export function cloneParentNewpid(env: ProbeEnv): ProbeResult {
 
 export function sigqueueinfo(env: ProbeEnv): ProbeResult {
   const c = env.child();
-  const info = new Uint8Array(128); // siginfo_t
-  const v = new DataView(info.buffer);
-  v.setInt32(0, SIGUSR1, true);
-  v.setInt32(8, 1, true); // si_code > 0, as a restore queues them
-  const r = c.attempt("rt_sigqueueinfo", NR.rt_sigqueueinfo, c.pid, SIGUSR1, c.alloc(info.length, info)); // stays blocked, pending
+  const info = siginfo(SIG.USR1, 1); // si_code > 0, as a restore queues them
+  // The signal stays blocked, pending.
+  const r = c.attempt("rt_sigqueueinfo", NR.rt_sigqueueinfo, c.pid, SIG.USR1, c.alloc(info.length, info));
   return r === 0n
     ? yes("rt_sigqueueinfo queues a signal with a positive si_code")
     : no(`unable to send siginfo with positive si_code to itself: ${errnoText(r)}`);
@@ -397,7 +378,7 @@ export function aioRemap(env: ProbeEnv): ProbeResult {
     c.attempt("munmap", NR.munmap, to, len);
     return no(`cannot remap an AIO ring: ${errnoText(moved)}`);
   }
-  const zero = c.alloc(16, new Uint8Array(16)); // timespec 0: never wait
+  const zero = c.alloc(TIMESPEC_SIZE, timespec(0n)); // never wait
   const ev = c.attempt("io_getevents", NR.io_getevents, to, 0, 1, 0, zero);
   c.attempt("io_destroy", NR.io_destroy, to);
   return !isSyscallError(ev)
@@ -500,7 +481,7 @@ export function breakpoints(env: ProbeEnv): ProbeResult {
     while (performance.now() < deadline) {
       const st = pt.wait(c.pid, pt.WNOHANG);
       if (!st) continue;
-      if (st.kind === "stopped" && st.signal === 5) {
+      if (st.kind === "stopped" && st.signal === SIG.TRAP) {
         return yes("a hardware breakpoint stops the child with SIGTRAP");
       }
       return no(
@@ -629,14 +610,14 @@ const IFLA_LINK_NETNSID = 37;
 export function linkNsid(env: ProbeEnv): ProbeResult {
   return env.fresh((c) => {
     // Two new network namespaces in the child: a veth pair across them must report its peer's nsid.
-    c.call("unshare(CLONE_NEWNET)", NR.unshare, 0x40000000);
+    c.call("unshare(CLONE_NEWNET)", NR.unshare, CLONE.NEWNET);
     const nsFd = c.call("open(ns/net)", NR.open, c.string("/proc/self/ns/net"), O.RDONLY, 0);
-    c.call("unshare(CLONE_NEWNET)", NR.unshare, 0x40000000);
-    const sk = c.call("socket(NETLINK_ROUTE)", NR.socket, AF.NETLINK, 3, 0);
-    const pidfd = rawSyscall(434, c.pid, 0);
+    c.call("unshare(CLONE_NEWNET)", NR.unshare, CLONE.NEWNET);
+    const sk = c.call("socket(NETLINK_ROUTE)", NR.socket, AF.NETLINK, SOCK.RAW, 0);
+    const pidfd = rawSyscall(NR.pidfd_open, c.pid, 0);
     if (pidfd < 0) return no(`pidfd_open failed: ${errnoText(pidfd)}`);
-    const ns = rawSyscall(438, pidfd, Number(nsFd), 0);
-    const nl = rawSyscall(438, pidfd, Number(sk), 0);
+    const ns = rawSyscall(NR.pidfd_getfd, pidfd, Number(nsFd), 0);
+    const nl = rawSyscall(NR.pidfd_getfd, pidfd, Number(sk), 0);
     try {
       if (ns < 0 || nl < 0) return no(`pidfd_getfd failed: ${errnoText(Math.min(ns, nl))}`);
       setReceiveTimeout(nl);

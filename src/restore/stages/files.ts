@@ -3,19 +3,17 @@
  * fds in the way parked above them until every task has its own.
  */
 import { getRlimit, setRlimit } from "../../../ffi/process.ts";
-import { F, NR } from "../../../ffi/syscalls.ts";
+import { F, NR, RLIMIT } from "../../../ffi/syscalls.ts";
 import type { Agent } from "../../agent.ts";
 import { restoreFds, type SharedFiles } from "../../objects/files.ts";
 import type { RestoreTaskImages } from "../images.ts";
 import type { TaskRestoreContext } from "./context.ts";
 
-const RLIMIT_NOFILE = 7;
-
 export function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
   const pid = agent.pid;
   // Room for every fd number the task had, and for parking fds above them.
-  const hard = getRlimit(pid, RLIMIT_NOFILE).max;
-  setRlimit(pid, RLIMIT_NOFILE, hard, hard);
+  const hard = getRlimit(pid, RLIMIT.NOFILE).max;
+  setRlimit(pid, RLIMIT.NOFILE, hard, hard);
   const parkBase = Math.max(64, ...t.fdinfos.map((f) => f.fd + 1));
   const park = (fd: number): number => {
     const moved = Number(agent.call("fcntl(F_DUPFD_CLOEXEC)", NR.fcntl, fd, F.DUPFD_CLOEXEC, parkBase));

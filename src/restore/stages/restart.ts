@@ -1,5 +1,5 @@
 /** The restart fix-ups: an interrupted syscall made to start again when the thread resumes. */
-import type { Regs } from "../../../ffi/structs.ts";
+import { parseTimespec, type Regs, timespec, TIMESPEC_SIZE } from "../../../ffi/structs.ts";
 import { ProcMem } from "../../../ffi/memory.ts";
 import { applyRestart, restartedSleepTimespec } from "../../objects/cpu.ts";
 
@@ -25,12 +25,8 @@ export function sleepFixup(pid: number, awayNs: bigint): SleepFixup {
   return (addr) => {
     const mem = new ProcMem(pid);
     try {
-      const v = new DataView(mem.read(addr, 16).buffer);
-      const left = v.getBigInt64(0, true) * 1_000_000_000n + v.getBigInt64(8, true) - awayNs;
-      const ns = left > 0n ? left : 0n;
-      v.setBigInt64(0, ns / 1_000_000_000n, true);
-      v.setBigInt64(8, ns % 1_000_000_000n, true);
-      mem.write(addr, new Uint8Array(v.buffer));
+      const left = parseTimespec(mem.read(addr, TIMESPEC_SIZE)) - awayNs;
+      mem.write(addr, timespec(left > 0n ? left : 0n));
     } finally {
       mem.close();
     }
