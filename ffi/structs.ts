@@ -515,8 +515,8 @@ export interface Fxsave {
   rdp: bigint;
   mxcsr: number;
   mxcsrMask: number;
-  st: number[];
-  xmm: number[];
+  stSpace: number[];
+  xmmSpace: number[];
   padding: number[];
 }
 
@@ -561,8 +561,8 @@ export function parseXsave(b: Uint8Array): Xsave {
     rdp: v.getBigUint64(FXSAVE.rdp, true),
     mxcsr: v.getUint32(FXSAVE.mxcsr, true),
     mxcsrMask: v.getUint32(FXSAVE.mxcsrMask, true),
-    st: u32Words(v, FXSAVE.st, 32),
-    xmm: u32Words(v, FXSAVE.xmm, 64),
+    stSpace: u32Words(v, FXSAVE.st, 32),
+    xmmSpace: u32Words(v, FXSAVE.xmm, 64),
     padding: u32Words(v, FXSAVE.pad, 12),
   };
   if (b.byteLength <= XSTATE_BV_OFFSET) return { fx };
@@ -597,8 +597,8 @@ export function writeXsave(
   v.setBigUint64(FXSAVE.rdp, fx.rdp, true);
   v.setUint32(FXSAVE.mxcsr, fx.mxcsr, true);
   v.setUint32(FXSAVE.mxcsrMask, fx.mxcsrMask, true);
-  fx.st.forEach((w, i) => v.setUint32(FXSAVE.st + 4 * i, w, true));
-  fx.xmm.forEach((w, i) => v.setUint32(FXSAVE.xmm + 4 * i, w, true));
+  fx.stSpace.forEach((w, i) => v.setUint32(FXSAVE.st + 4 * i, w, true));
+  fx.xmmSpace.forEach((w, i) => v.setUint32(FXSAVE.xmm + 4 * i, w, true));
   if (!extended || out.byteLength <= XSTATE_BV_OFFSET) return out;
   let bv = extended.xstateBv & XSTATE_LEGACY_BITS;
   for (const name of COMPONENT_NAMES) {

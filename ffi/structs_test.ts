@@ -301,7 +301,7 @@ Deno.test("the XSAVE legacy region is user_fpregs_struct: control words, x87, SS
   v.setUint32(f.padding!, 33, true);
   const x = parseXsave(b);
   assert.deepEqual([x.fx.cwd, x.fx.fop, x.fx.rdp, x.fx.mxcsrMask], [0x37f, 7, 0x1234n, 0xffff]);
-  assert.deepEqual([x.fx.st[0], x.fx.xmm[0], x.fx.padding[0]], [11, 22, 33]);
+  assert.deepEqual([x.fx.stSpace[0], x.fx.xmmSpace[0], x.fx.padding[0]], [11, 22, 33]);
   const back = writeXsave(new Uint8Array(1024), x.fx);
   assert.deepEqual(back.subarray(0, f.padding!), b.subarray(0, f.padding!));
 });

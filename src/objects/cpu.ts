@@ -120,17 +120,7 @@ export function threadInfoFromCpu(
     clearTidAddr,
     gpregs: create(user_x86_regs_entrySchema, { ...gp, mode: user_x86_regs_mode.NATIVE }),
     fpregs: create(user_x86_fpregs_entrySchema, {
-      cwd: fx.cwd,
-      swd: fx.swd,
-      twd: fx.twd,
-      fop: fx.fop,
-      rip: fx.rip,
-      rdp: fx.rdp,
-      mxcsr: fx.mxcsr,
-      mxcsrMask: fx.mxcsrMask,
-      stSpace: fx.st,
-      xmmSpace: fx.xmm,
-      padding: fx.padding,
+      ...fx,
       xsave: extended ? create(user_x86_xsave_entrySchema, xsave) : undefined,
     }),
   });
@@ -186,24 +176,12 @@ export function xstateFromThreadInfo(
 ): Uint8Array<ArrayBuffer> {
   const fp = ti.fpregs;
   if (!fp) return template.slice();
-  const fx = {
-    cwd: fp.cwd,
-    swd: fp.swd,
-    twd: fp.twd,
-    fop: fp.fop,
-    rip: fp.rip,
-    rdp: fp.rdp,
-    mxcsr: fp.mxcsr,
-    mxcsrMask: fp.mxcsrMask,
-    st: fp.stSpace,
-    xmm: fp.xmmSpace,
-  };
   const xs = fp.xsave;
-  if (!xs) return writeXsave(template, fx);
+  if (!xs) return writeXsave(template, fp);
   // Only components this CPU's buffer has room for can come back; xstate_bv says which are live.
   const fields = xs as unknown as Record<string, (number | bigint)[]>;
   const components = Object.fromEntries(
     COMPONENT_NAMES.map((name) => [name, fields[XSAVE_FIELDS[name]] ?? []]),
   );
-  return writeXsave(template, fx, { xstateBv: xs.xstateBv, components });
+  return writeXsave(template, fp, { xstateBv: xs.xstateBv, components });
 }
