@@ -26,7 +26,8 @@
  * is ever left behind, stopped or running.
  */
 import { RestoreError } from "../errors.ts";
-import { isSyscallError, osReason } from "../../ffi/errors.ts";
+import { ERRNO, isSyscallError, osReason } from "../../ffi/errors.ts";
+import { KERNEL_SIGSET_SIZE, kernelSigset, timespec, TIMESPEC_SIZE } from "../../ffi/structs.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { dumpedUptimeUs, loadCheckpoint, type RestoreTaskImages } from "./images.ts";
@@ -101,7 +102,7 @@ function checkPidsFree(tasks: readonly RestoreTaskImages[]): void {
         }
         throw new RestoreError(
           `PID ${tid} is already in use by process ${tid}${comm}; it must be free to restore (pstree.img lists it)`,
-          17, // EEXIST, as CRIU answers
+          ERRNO.EEXIST, // as CRIU answers
         );
       }
     }
@@ -194,9 +195,10 @@ function endShortLivedTasks(
   for (const pid of parents) {
     const agent = agents.get(pid)!;
     agent.reset();
-    const set = agent.alloc(8, new Uint8Array(new BigUint64Array([1n << BigInt(SIG.CHLD - 1)]).buffer));
-    const zero = agent.alloc(16, new Uint8Array(16));
-    agent.raw(NR.rt_sigtimedwait, set, 0, zero, 8); // -EAGAIN when none was queued
+    const set = agent.alloc(KERNEL_SIGSET_SIZE, kernelSigset(1n << BigInt(SIG.CHLD - 1)));
+    const zero = agent.alloc(TIMESPEC_SIZE, timespec(0n));
+    // EAGAIN when none was queued
+    agent.attempt("rt_sigtimedwait(SIGCHLD)", NR.rt_sigtimedwait, set, 0, zero, KERNEL_SIGSET_SIZE);
   }
 }
 
