@@ -472,6 +472,13 @@ function externalPeer(session: FilesSession, s: DumpedSocket, what: string): voi
     return;
   }
   const peer = s.namespace.get(peerIno);
+  if (session.opts.extUnixSkInodes.includes(s.entry.ino)) {
+    // An exception (--ext-unix-sk=INO, RPC unix_sk_ino): the caller answers for its peer, whatever
+    // its type or name, as in CRIU; restore connects it again by the peer's name.
+    session.log.info(`${what} of process ${s.pid} is an external socket exception`);
+    recordExternalPeer(session, peerIno, peer?.name ?? new Uint8Array(0));
+    return;
+  }
   const peerText = `unix socket ${peerIno} (${nameText(peer?.name)})`;
   if (!session.opts.extUnixSk) {
     refuse(
@@ -490,7 +497,11 @@ function externalPeer(session: FilesSession, s: DumpedSocket, what: string): voi
     );
   }
   if (!peer.name?.length) refuse(s.pid, what, `can't dump name-less external socket ${peerText}`);
-  const name = peer.name;
+  recordExternalPeer(session, peerIno, peer.name);
+}
+
+/** The peer outside the tree, as CRIU writes one: a listening datagram socket marked USK_EXTERN. */
+function recordExternalPeer(session: FilesSession, peerIno: number, name: Uint8Array): void {
   session.table.add(`unix-extern:${peerIno}`, (id) =>
     create(file_entrySchema, {
       type: fd_types.UNIXSK,
