@@ -5,7 +5,9 @@
  * user would, with -L pointing at a directory of plugins; the plugins trace every call into a file.
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, exists, reap, ROOT, tempDir, Workload } from "./lib/harness.ts";
+import { criu, criuOk, exists, reap, ROOT, tempDir, waitFor, Workload } from "./lib/harness.ts";
+import { spawn } from "../ffi/spawn.ts";
+import { closeFd, OPEN, openFd } from "../ffi/fd.ts";
 import { dumpRestore, registerMatrix } from "./lib/matrix.ts";
 import {
   acceptSocket,
@@ -316,3 +318,101 @@ for (
     }
   });
 }
+
+/**
+ * HANDLE_DEVICE_VMA and UPDATE_VMA_MAP. No character device of this machine takes a plain mmap
+ * besides /dev/zero (a built-in backing; /dev/mem is not built in), so the device is a read-only
+ * loop block device, which CRIU sends down the same path: a mapping of a file that is neither
+ * regular nor /dev/zero goes to the plugins. A TypeScript plugin answers for it; at restore it is
+ * asked UPDATE_VMA_MAP with the area's path, address and offset, and leaves the mapping as dumped.
+ */
+const DEVICE_PLUGIN = `let trace = "";
+function note(line) { Deno.writeTextFileSync(trace, line + "\\n", { append: true }); }
+export default {
+  name: "device-vma-test",
+  init(_stage, ctx) { trace = ctx.images.path + "/../device-trace"; return 0; },
+  handleDeviceVma(device, stat) {
+    note("handle " + (stat.isBlockDevice ? "block" : stat.isCharDevice ? "char" : "other") + " " + (device.fd >= 0));
+    return 0;
+  },
+  updateVmaMap(path, addr, pgoff) {
+    note("update " + path + " " + addr.toString(16) + " " + pgoff);
+    return 0;
+  },
+};
+`;
+
+/** A Python process mapping `device` read-only and shared (libc mmap: Python's mmap keeps an fd), writing what it reads there into `out`. */
+function startDeviceReader(device: string, out: string): number {
+  const nul = openFd("/dev/null", OPEN.RDWR | OPEN.CLOEXEC);
+  try {
+    return spawn("/usr/bin/python3", [
+      "python3",
+      "-c",
+      `import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+fd = os.open(${JSON.stringify(device)}, os.O_RDONLY)
+at = libc.mmap(None, 8192, 1, 1, fd, 4096)  # PROT_READ, MAP_SHARED, the device's second page
+os.close(fd)  # only the mapping holds the device now
+i = 0
+while True:
+    i += 1
+    with open(${JSON.stringify(out)} + ".tmp", "w") as f:
+        f.write("%d %s" % (i, ctypes.string_at(at, 16).decode()))
+    os.rename(${JSON.stringify(out)} + ".tmp", ${JSON.stringify(out)})
+    time.sleep(0.02)`,
+    ], { fds: { 0: nul, 1: nul, 2: nul }, setsid: true });
+  } finally {
+    closeFd(nul);
+  }
+}
+
+Deno.test("a device mapping is refused without a plugin, and taken by HANDLE_DEVICE_VMA and UPDATE_VMA_MAP with one", async () => {
+  const dir = tempDir();
+  const backing = `${dir}/disk`;
+  const data = new Uint8Array(16384);
+  data.set(new TextEncoder().encode("device page one!"), 4096);
+  Deno.writeFileSync(backing, data);
+  const losetup = (...args: string[]) => {
+    const r = new Deno.Command("losetup", { args, stdout: "piped", stderr: "piped" }).outputSync();
+    assert.ok(r.success, new TextDecoder().decode(r.stderr));
+    return new TextDecoder().decode(r.stdout).trim();
+  };
+  const device = losetup("--find", "--show", "--read-only", backing);
+  const out = `${dir}/read`;
+  const pid = startDeviceReader(device, out);
+  const plugins = `${dir}/plugins`;
+  const images = `${dir}/images`;
+  Deno.mkdirSync(plugins);
+  Deno.mkdirSync(images);
+  Deno.writeTextFileSync(`${plugins}/device_vma.ts`, DEVICE_PLUGIN);
+  const count = () => Number((exists(out) ? Deno.readTextFileSync(out) : "0").split(" ")[0]);
+  try {
+    await waitFor("the reader to start", () => count() > 0);
+    assert.equal(Deno.readTextFileSync(out).split(" ").slice(1).join(" "), "device page one!");
+    const refused = await criu(["dump", "-t", `${pid}`, "-D", images, "-o", "refused.log"]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, new RegExp(`mapping of ${device}.*no plugin handles this device`));
+    assert.ok(exists(`/proc/${pid}`) && !exists(`${images}/inventory.img`));
+    await criuOk(["dump", "-t", `${pid}`, "-D", images, "-L", plugins, "-o", "dump.log", "-v4"]);
+    await reap(pid);
+    const atDump = count();
+    await criuOk(["restore", "-D", images, "-d", "-L", plugins, "-o", "restore.log", "-v4"]);
+    await waitFor("the restored reader to go on", () => count() > atDump + 2);
+    assert.equal(Deno.readTextFileSync(out).split(" ").slice(1).join(" "), "device page one!");
+    const trace = Deno.readTextFileSync(`${dir}/device-trace`).trim().split("\n");
+    assert.equal(trace[0], "handle block true");
+    assert.match(trace.at(-1)!, new RegExp(`^update ${device} [0-9a-f]+ 4096$`));
+  } finally {
+    try {
+      Deno.kill(pid, "SIGKILL");
+    } catch {
+      // gone already
+    }
+    await reap(pid);
+    losetup("-d", device);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

@@ -24,6 +24,7 @@ import {
   PLUGIN_VERSION_OLD,
   type PluginContext,
   type Stage,
+  type VmaMapUpdate,
 } from "./api.ts";
 import { ScriptPlugin } from "./script.ts";
 
@@ -47,6 +48,10 @@ export interface LoadedPlugin {
   /** RESTORE_EXT_FILE / RESTORE_UNIX_SK: an fd of criu's own, or -errno. */
   restoreFd(hook: "RESTORE_EXT_FILE" | "RESTORE_UNIX_SK", id: number): number;
   dumpExtLink(index: number, type: number, kind: string): number;
+  /** HANDLE_DEVICE_VMA with criu's fd on the mapped device. */
+  handleDeviceVma(fd: number): number;
+  /** UPDATE_VMA_MAP for the area at `addr` mapping `path` from page offset `pgoff`. */
+  updateVmaMap(path: string, addr: bigint, pgoff: bigint): VmaMapUpdate;
 }
 
 const DEFAULT_DIR = "/usr/lib/criu";
@@ -108,6 +113,12 @@ class Native implements LoadedPlugin {
   }
   dumpExtLink(index: number, type: number, kind: string) {
     return this.p.dumpExtLink(HOOK.DUMP_EXT_LINK, index, type, kind);
+  }
+  handleDeviceVma(fd: number) {
+    return this.p.handleDeviceVma(HOOK.HANDLE_DEVICE_VMA, fd);
+  }
+  updateVmaMap(path: string, addr: bigint, pgoff: bigint) {
+    return this.p.updateVmaMap(HOOK.UPDATE_VMA_MAP, path, addr, pgoff);
   }
 }
 
