@@ -42,7 +42,7 @@ registerMatrix([
   { name: "unix_sockets", args: ["fork", "shared", "shutdown", "scm-rights"] },
   {
     name: "unix_sk",
-    args: ["backlog", "options", "filter", "relative", "dgram-server", "semi-closed", "scm-mix"],
+    args: ["backlog", "options", "filter", "relative", "dgram-server", "semi-closed", "scm-mix", "peek-off"],
   },
 ]);
 

@@ -209,6 +209,8 @@ function readOptions(fd: number) {
   const rcv = getTimeout(fd, SO.RCVTIMEO);
   const mark = getIntOption(fd, SO.MARK);
   const linger = getLinger(fd);
+  // -1: peeks start at the head of the queue (the default, and all CRIU's restore gives back).
+  const peekOff = getIntOption(fd, SO.PEEK_OFF);
   return create(sk_opts_entrySchema, {
     soSndbuf: getIntOption(fd, SO.SNDBUF),
     soRcvbuf: getIntOption(fd, SO.RCVBUF),
@@ -231,6 +233,7 @@ function readOptions(fd: number) {
     ...(linger !== null ? { soLinger: linger } : {}),
     soBufLock: getIntOption(fd, SO.BUF_LOCK),
     soFilter: getFilter(fd),
+    ...(peekOff >= 0 ? { soPeekOff: peekOff } : {}),
   });
 }
 
@@ -1003,6 +1006,8 @@ function restoreOptions(fd: number, o: sk_opts_entry): void {
   setTimeout(fd, SO.SNDTIMEO, o.soSndTmoSec, o.soSndTmoUsec);
   setTimeout(fd, SO.RCVTIMEO, o.soRcvTmoSec, o.soRcvTmoUsec);
   if (o.soFilter.length) setFilter(fd, o.soFilter);
+  // After the queue is filled (sending to a socket leaves its peek offset alone).
+  if (isFieldSet(o, sk_opts_entrySchema.field.soPeekOff)) setIntOption(fd, SO.PEEK_OFF, o.soPeekOff);
 }
 
 function openSocket(ctx: RestoreFilesContext, entry: file_entry): number {

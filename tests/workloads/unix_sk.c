@@ -11,8 +11,8 @@
  *                SO_PRIORITY, SO_KEEPALIVE and O_NONBLOCK on one end, SO_PASSCRED on the other
  *                (its queue empty); every value must be the same after the wait
  *   peek-off     a stream pair with "0123456789" queued and SO_PEEK_OFF 3 on the reader: the peek
- *                offset and the queue as they were (only across a --leave-running dump: CRIU's
- *                images have no place for the peek offset)
+ *                offset and the queue as they were, a peek starting at offset 3 (CRIU's images have
+ *                no place for the peek offset: criu-ts keeps it in a field of its own)
  *   relative     a datagram socket bound to a relative name (RESULT_FILE.rel, from its directory, which
  *                becomes our working directory) and a client connected to it by that name: the name
  *                is still relative after the wait, the queued datagram is there, the client reaches it
@@ -262,6 +262,11 @@ static void check_peek_off(void)
 
 	if (getsockopt(pk_rx, SOL_SOCKET, SO_PEEK_OFF, &off, &len) || off != 3)
 		FAIL("SO_PEEK_OFF is %d, was 3", mode, off);
+	if (wait_in(pk_rx) <= 0 || recv(pk_rx, buf, 2, MSG_PEEK | MSG_DONTWAIT) != 2 || memcmp(buf, "34", 2) != 0)
+		FAIL("a peek did not start at offset 3 (got \"%.2s\")", mode, buf);
+	len = sizeof(off);
+	if (getsockopt(pk_rx, SOL_SOCKET, SO_PEEK_OFF, &off, &len) || off != 5)
+		FAIL("the peek offset did not move to 5 (it is %d)", mode, off);
 	if (recv_wait(pk_rx, buf, 10) != 10 || memcmp(buf, "0123456789", 10) != 0)
 		FAIL("the queue is not what was sent (\"%.10s\")", mode, buf);
 	(void)pk_tx;
