@@ -44,6 +44,7 @@ registerMatrix([
     name: "unix_sk",
     args: ["backlog", "options", "filter", "relative", "dgram-server", "semi-closed", "scm-mix", "peek-off"],
   },
+  { name: "unix_sk", args: ["dgram-senders"] },
 ]);
 
 async function crit(path: string): Promise<{ entries: Record<string, unknown>[] }> {
