@@ -369,7 +369,25 @@ while True:
   }
 }
 
-Deno.test("a device mapping is refused without a plugin, and taken by HANDLE_DEVICE_VMA and UPDATE_VMA_MAP with one", async () => {
+interface DeviceReader {
+  pid: number;
+  device: string;
+  dir: string;
+  images: string;
+  plugins: string;
+  /** How many times the reader has read the device so far. */
+  count(): number;
+  /** What it read there last. */
+  page(): string;
+  /** The plugin's trace, one call a line. */
+  trace(): string[];
+}
+
+/**
+ * A read-only loop device over a file whose second page says "device page one!", a Python process
+ * mapping it, and a plugin directory; all of it is gone afterwards.
+ */
+async function withDeviceReader(body: (r: DeviceReader) => Promise<void>): Promise<void> {
   const dir = tempDir();
   const backing = `${dir}/disk`;
   const data = new Uint8Array(16384);
@@ -382,37 +400,74 @@ Deno.test("a device mapping is refused without a plugin, and taken by HANDLE_DEV
   };
   const device = losetup("--find", "--show", "--read-only", backing);
   const out = `${dir}/read`;
-  const pid = startDeviceReader(device, out);
-  const plugins = `${dir}/plugins`;
-  const images = `${dir}/images`;
-  Deno.mkdirSync(plugins);
-  Deno.mkdirSync(images);
-  Deno.writeTextFileSync(`${plugins}/device_vma.ts`, DEVICE_PLUGIN);
-  const count = () => Number((exists(out) ? Deno.readTextFileSync(out) : "0").split(" ")[0]);
+  const read = () => (exists(out) ? Deno.readTextFileSync(out) : "0 ").split(" ");
+  const r: DeviceReader = {
+    pid: startDeviceReader(device, out),
+    device,
+    dir,
+    images: `${dir}/images`,
+    plugins: `${dir}/plugins`,
+    count: () => Number(read()[0]),
+    page: () => read().slice(1).join(" "),
+    trace: () => Deno.readTextFileSync(`${dir}/device-trace`).trim().split("\n"),
+  };
+  Deno.mkdirSync(r.plugins);
+  Deno.mkdirSync(r.images);
   try {
-    await waitFor("the reader to start", () => count() > 0);
-    assert.equal(Deno.readTextFileSync(out).split(" ").slice(1).join(" "), "device page one!");
-    const refused = await criu(["dump", "-t", `${pid}`, "-D", images, "-o", "refused.log"]);
-    assert.equal(refused.code, 1);
-    assert.match(refused.stderr, new RegExp(`mapping of ${device}.*no plugin handles this device`));
-    assert.ok(exists(`/proc/${pid}`) && !exists(`${images}/inventory.img`));
-    await criuOk(["dump", "-t", `${pid}`, "-D", images, "-L", plugins, "-o", "dump.log", "-v4"]);
-    await reap(pid);
-    const atDump = count();
-    await criuOk(["restore", "-D", images, "-d", "-L", plugins, "-o", "restore.log", "-v4"]);
-    await waitFor("the restored reader to go on", () => count() > atDump + 2);
-    assert.equal(Deno.readTextFileSync(out).split(" ").slice(1).join(" "), "device page one!");
-    const trace = Deno.readTextFileSync(`${dir}/device-trace`).trim().split("\n");
-    assert.equal(trace[0], "handle block true");
-    assert.match(trace.at(-1)!, new RegExp(`^update ${device} [0-9a-f]+ 4096$`));
+    await waitFor("the reader to start", () => r.count() > 0);
+    assert.equal(r.page(), "device page one!");
+    await body(r);
   } finally {
     try {
-      Deno.kill(pid, "SIGKILL");
+      Deno.kill(r.pid, "SIGKILL");
     } catch {
       // gone already
     }
-    await reap(pid);
+    await reap(r.pid);
     losetup("-d", device);
     Deno.removeSync(dir, { recursive: true });
   }
-});
+}
+
+Deno.test("a device mapping no plugin handles is refused by name, and the process runs on", () =>
+  withDeviceReader(async (r) => {
+    const refused = await criu(["dump", "-t", `${r.pid}`, "-D", r.images, "-o", "refused.log"]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, new RegExp(`mapping of ${r.device}.*no plugin handles this device`));
+    assert.ok(!exists(`${r.images}/inventory.img`));
+    const before = r.count();
+    await waitFor("the reader to go on", () => r.count() > before + 2);
+  }));
+
+for (const plugin of ["TypeScript", "C"] as const) {
+  for (const mode of ["dump and restore", "dump --leave-running", "10 dump/restore cycles"] as const) {
+    Deno.test(`a ${plugin} plugin takes a device mapping (HANDLE_DEVICE_VMA, UPDATE_VMA_MAP) across ${mode}`, () =>
+      withDeviceReader(async (r) => {
+        if (plugin === "C") buildPlugin(r.plugins, "device_vma_plugin");
+        else Deno.writeTextFileSync(`${r.plugins}/device_vma.ts`, DEVICE_PLUGIN);
+        const env = { CRIU_TS_PLUGIN_TRACE: `${r.dir}/device-trace` };
+        const common = ["-D", r.images, "-L", r.plugins, "-v4"];
+        if (mode === "dump --leave-running") {
+          await criuOk(["dump", "-t", `${r.pid}`, ...common, "-o", "dump.log", "-R"], { env });
+          const atDump = r.count();
+          await waitFor("the reader to go on", () => r.count() > atDump + 2);
+          assert.deepEqual(r.trace().map((l) => l.split(" ")[0]), ["handle"]);
+          return;
+        }
+        const cycles = mode === "dump and restore" ? 1 : 10;
+        for (let i = 0; i < cycles; i++) {
+          await criuOk(["dump", "-t", `${r.pid}`, ...common, "-o", "dump.log"], { env });
+          await reap(r.pid);
+          const atDump = r.count();
+          await criuOk(["restore", ...common, "-d", "-o", "restore.log"], { env });
+          await waitFor("the restored reader to go on", () => r.count() > atDump + 2);
+          assert.equal(r.page(), "device page one!");
+        }
+        const trace = r.trace();
+        assert.equal(trace.length, 2 * cycles, trace.join("\n"));
+        assert.match(trace[0]!, /^handle block /);
+        // The area's offset is in bytes, as CRIU's vma_entry.pgoff: the device's second page.
+        assert.match(trace[1]!, new RegExp(`^update ${r.device} [0-9a-f]+ 4096$`));
+      }));
+  }
+}
