@@ -8,8 +8,11 @@
  *                         the kernel takes up to MAX_ADDR_LEN (32) address bytes:    40 bytes
  *   struct tpacket_req3   { u32 block_size, block_nr, frame_size, frame_nr,
  *                           retire_blk_tov, sizeof_priv, feature_req_word; }       28 bytes
+ *   struct sockaddr       { u16 family; char data[14]; }   SOCK_PACKET binds by device name
+ *   struct ifreq          { char name[16]; union { int ifindex; ... } }            40 bytes
  */
 import { call, libc } from "./libc.ts";
+import { IFREQ_SIZE } from "./netdev.ts";
 import { setIntOption, setOptionBytes } from "./sockopt.ts";
 
 export const SOL_PACKET = 263;
@@ -43,6 +46,9 @@ const SOCKADDR_LL_SIZE = 20;
 const MAX_ADDR_LEN = 32;
 const PACKET_MREQ_MAX_SIZE = 8 + MAX_ADDR_LEN;
 const TPACKET_REQ3_SIZE = 28;
+const SOCKADDR_SIZE = 16;
+const SIOCGIFNAME = 0x8910;
+const IFNAMSIZ = 16;
 
 /** Binds a packet socket to interface `ifindex` (0: every one), keeping the protocol it has. */
 export function bindPacketSocket(fd: number, ifindex: number): void {
@@ -51,6 +57,24 @@ export function bindPacketSocket(fd: number, ifindex: number): void {
   v.setUint16(0, AF_PACKET, true);
   v.setInt32(4, ifindex, true);
   call("bind(AF_PACKET)", libc.bind(fd, sll, SOCKADDR_LL_SIZE), `fd ${fd} ifindex ${ifindex}`);
+}
+
+/** The name of interface `ifindex` in the network namespace of socket `fd` (SIOCGIFNAME). */
+export function interfaceName(fd: number, ifindex: number): string {
+  const req = new Uint8Array(IFREQ_SIZE);
+  new DataView(req.buffer).setInt32(IFNAMSIZ, ifindex, true);
+  call("ioctl(SIOCGIFNAME)", libc.ioctl(fd, BigInt(SIOCGIFNAME), req), `ifindex ${ifindex}`);
+  const name = req.subarray(0, IFNAMSIZ);
+  const end = name.indexOf(0);
+  return new TextDecoder().decode(name.subarray(0, end < 0 ? IFNAMSIZ : end));
+}
+
+/** Binds an obsolete SOCK_PACKET socket to a device by name (at most 13 bytes fit, as in the kernel). */
+export function bindPacketSocketToName(fd: number, name: string): void {
+  const sa = new Uint8Array(SOCKADDR_SIZE);
+  new DataView(sa.buffer).setUint16(0, AF_PACKET, true);
+  sa.set(new TextEncoder().encode(name).subarray(0, SOCKADDR_SIZE - 3), 2);
+  call("bind(SOCK_PACKET)", libc.bind(fd, sa, SOCKADDR_SIZE), `fd ${fd} device ${name}`);
 }
 
 /** PACKET_ADD_MEMBERSHIP: a multicast or unicast address, or promiscuous / all-multicast mode. */

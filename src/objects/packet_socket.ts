@@ -6,10 +6,11 @@
  * group, the receive and transmit rings' geometry, and the socket options. sock_diag
  * (PACKET_DIAG, in the task's network namespace) tells them, as CRIU reads them.
  *
- * Packets waiting in a socket's queue are not saved (CRIU drops them too: a capture loses what
- * arrived while it was checkpointed). Refused by name, as CRIU cannot take them either: a
- * membership added more than once, a membership of an unknown type. Not yet: the obsolete
- * SOCK_PACKET type, and a ring mapped into memory (the mapping is refused by the memory dump).
+ * The obsolete SOCK_PACKET type keeps only its device (bound by name) and the socket options, as
+ * in CRIU. Packets waiting in a socket's queue are not saved (CRIU drops them too: a capture loses
+ * what arrived while it was checkpointed). Refused by name, as CRIU cannot take them either: a
+ * membership added more than once, a membership of an unknown type. Not yet: a ring mapped into
+ * memory.
  *
  * At restore the socket is made in the task (its network namespace is the task's), then bound and
  * set up from criu's copy of it in CRIU's order: bind, version, reserve, timestamp, copy threshold,
@@ -27,6 +28,8 @@ import { type PacketSocketInfo, SockDiag } from "../../ffi/sock_diag.ts";
 import {
   addPacketMembership,
   bindPacketSocket,
+  bindPacketSocketToName,
+  interfaceName,
   PACKET_MR,
   PACKET_OPT,
   PDI,
@@ -108,7 +111,6 @@ function dumpPacket(ctx: DumpFilesContext, fd: FdEntry): number {
   const what = `fd ${fd.fd} (packet socket ${ino})`;
   const info = listed(ctx.table, ctx.pid).get(ino);
   if (!info) refuse(ctx.pid, what, "the kernel's list of packet sockets does not have it");
-  if (info.type === SOCK_PACKET) refuse(ctx.pid, what, "obsolete SOCK_PACKET sockets are not supported yet");
   const pdi = info.info;
   if (!pdi) refuse(ctx.pid, what, "sock_diag gave no packet socket info for it");
   const mclist = memberships(ctx.pid, what, info);
@@ -152,8 +154,15 @@ function ringNumbers(r: packet_ring): number[] {
   return [r.blockSize, r.blockNr, r.frameSize, r.frameNr, r.retireTmo, r.sizeofPriv, r.features];
 }
 
+/** An obsolete SOCK_PACKET socket: bound to its device by name, then its options. */
+function configureSpkt(fd: number, e: packet_sock_entry): void {
+  if (e.ifindex > 0) bindPacketSocketToName(fd, interfaceName(fd, e.ifindex));
+  if (e.opts) writeSkOpts(fd, e.opts);
+}
+
 /** Binds and sets up criu's copy of the new socket as the entry says, in CRIU's order. */
 function configure(fd: number, e: packet_sock_entry): void {
+  if (e.type === SOCK_PACKET) return configureSpkt(fd, e);
   bindPacketSocket(fd, e.ifindex);
   setPacketOption(fd, PACKET_OPT.VERSION, e.version);
   setPacketOption(fd, PACKET_OPT.RESERVE, e.reserve);
@@ -183,11 +192,6 @@ export const packetSocketKind: FdKind = {
   open(ctx, entry) {
     const e = entry.psk;
     if (!e) throw new RestoreError(`File ${entry.id} has no packet socket data`);
-    if (e.type === SOCK_PACKET) {
-      throw new RestoreError(
-        `Packet socket ${e.id} is of the obsolete type SOCK_PACKET, which criu-ts cannot restore yet`,
-      );
-    }
     const fd = Number(
       ctx.agent.call(
         `socket(AF_PACKET, ${e.type}, 0x${e.protocol.toString(16)})`,

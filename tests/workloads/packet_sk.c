@@ -10,8 +10,8 @@
  * the wait each must have its options back (getsockopt, getsockname), and the socket bound to lo
  * must see a UDP datagram this program sends to itself over lo.
  *
- * Modes that must be refused: "spkt" adds an obsolete SOCK_PACKET socket, "mapped" maps the
- * receive ring into memory.
+ * "spkt" adds an obsolete SOCK_PACKET socket bound to lo by name, which must still be bound there.
+ * "mapped" maps the receive ring into memory, which a dump must refuse.
  */
 #include "lib.h"
 
@@ -198,9 +198,11 @@ int main(int argc, char **argv)
 	setup_dgram();
 	setup_unbound(strcmp(mode, "mapped") == 0);
 	if (strcmp(mode, "spkt") == 0) {
+		struct sockaddr sa = { .sa_family = AF_PACKET, .sa_data = "lo" };
+
 		spkt = socket(AF_PACKET, SOCK_PACKET, htons(ETH_P_ALL));
-		if (spkt < 0)
-			wl_die("socket(AF_PACKET, SOCK_PACKET)");
+		if (spkt < 0 || bind(spkt, &sa, sizeof(sa)))
+			wl_die("socket(AF_PACKET, SOCK_PACKET) bound to lo");
 	}
 	wl_ready();
 	wl_wait();
@@ -208,5 +210,12 @@ int main(int argc, char **argv)
 	check_dgram();
 	check_unbound();
 	check_capture();
+	if (spkt >= 0) {
+		struct sockaddr sa;
+		socklen_t len = sizeof(sa);
+
+		WL_CHECK(getsockname(spkt, &sa, &len) == 0 && sa.sa_family == AF_PACKET && strcmp(sa.sa_data, "lo") == 0,
+			 "the SOCK_PACKET socket is not bound to lo (\"%.14s\")", sa.sa_data);
+	}
 	wl_finish();
 }
