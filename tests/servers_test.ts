@@ -189,7 +189,7 @@ const nodeBin = (() => {
   return "/usr/bin/node";
 })();
 
-const denoBin = `${ROOT}/node_modules/deno/deno`;
+const denoBin = `${ROOT}/node_modules/.bin/deno`;
 
 const servers: Server[] = [
   fileServer(
