@@ -4,6 +4,7 @@ export const NR = {
   write: 1,
   open: 2,
   close: 3,
+  fstat: 5,
   lseek: 8,
   mmap: 9,
   mprotect: 10,

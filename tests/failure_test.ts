@@ -178,8 +178,8 @@ Deno.test("a dump started with SIGINT ignored (a background job) keeps ignoring 
 Deno.test("a dump refused for an unsupported file names it and leaves the process untouched", async () => {
   const images = tempDir();
   try {
-    // A packet socket is not supported yet: the dump must refuse it by fd number.
-    await withPython("s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)", async (pid) => {
+    // A vsock socket is not supported yet: the dump must refuse it by fd number.
+    await withPython("s=socket.socket(socket.AF_VSOCK,socket.SOCK_STREAM)", async (pid) => {
       const r = await criu(["dump", "-t", `${pid}`, "-D", images]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /fd 3 \(socket:\[\d+\]\)/);

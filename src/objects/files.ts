@@ -250,7 +250,7 @@ export class FileTable {
  * with pidfd_getfd (the task is still root and ours to trace). The task must see criu's pid:
  * criu's PID namespace is the task's.
  */
-export function takeFromCriu(ctx: RestoreFilesContext, fd: number): number {
+export function takeFromCriu(ctx: { agent: Agent }, fd: number): number {
   const nsLink = (pid: number | "self") => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
   if (nsLink(ctx.agent.pid) !== nsLink("self")) {
     throw new RestoreError(

@@ -19,6 +19,7 @@ import "./eventpoll.ts";
 import "./unix_socket.ts";
 import "./inet_socket.ts";
 import "./netlink_socket.ts";
+import "./packet_socket.ts";
 // What no file kind above takes goes to the plugins.
 import "./ext_file.ts";
 
