@@ -369,7 +369,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     (o, v) => o.joinNs.push(joinNs(v)),
     "joining namespaces",
   ),
-  opt("inherit-fd", "", "required", RESTORE, REFUSED, (o, v) => o.inheritFds.push(inheritFd(v))),
+  opt("inherit-fd", "", "required", RESTORE, IMPLEMENTED, (o, v) => o.inheritFds.push(inheritFd(v))),
   opt("ext-mount-map", "M", "required", DUMP_RESTORE, ACCEPTED, extMountMap),
   opt("veth-pair", "", "required", RESTORE, ACCEPTED, (o, v) => o.vethPairs.push(vethPair(v))),
   opt("empty-ns", "", "required", RESTORE, IMPLEMENTED, (o, v) => {
