@@ -25,6 +25,7 @@ import {
   addExternalFile,
   checkExternalFiles,
   externalFileKey,
+  noteOtherExternals,
   openExternalFile,
 } from "./regfile_external.ts";
 
@@ -130,10 +131,14 @@ export const regFileKind: FdKind = {
   // CRIU's name of a file for --inherit-fd: its path without the leading slash ("." for "/").
   // An external file is named file[MNT_ID:INODE] and is only ever opened from its inherit fd.
   inheritName: (entry) => entry.reg && !entry.reg.ext ? entry.reg.name.slice(1) || "." : undefined,
-  finishDump: writeRemaps,
+  finishDump(session) {
+    writeRemaps(session);
+    noteOtherExternals(session);
+  },
   loadImages(session) {
     readRemaps(session);
     checkExternalFiles(session);
+    noteOtherExternals(session);
   },
   afterAllFds: (session) => removeLinks(session.table),
   endRestore: (session) => removeGhosts(session.table),

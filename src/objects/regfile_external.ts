@@ -94,3 +94,10 @@ export function openExternalFile(ctx: RestoreFilesContext, entry: file_entry): n
   if (reg.pos !== 0n) ctx.agent.later(`lseek(${reg.name})`, NR.lseek, fd, reg.pos, 0);
   return fd;
 }
+
+/** --external keys for what criu-ts does not take yet (mnt[], dev[], veth[]...): said in the log. */
+export function noteOtherExternals(session: FilesSession): void {
+  for (const key of session.opts.external) {
+    if (!key.startsWith("file[")) session.log.warn(`--external ${key} is accepted but not acted on yet`);
+  }
+}

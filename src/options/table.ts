@@ -314,7 +314,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   }),
   opt("timeout", "", "required", DUMP, ACCEPTED, (o, v) => o.timeout = integer(v, 0)),
   opt("freeze-cgroup", "", "required", DUMP, ACCEPTED, (o, v) => o.freezeCgroup = v),
-  opt("external", "", "required", DUMP_RESTORE, ACCEPTED, (o, v) => o.external.push(v)),
+  opt("external", "", "required", DUMP_RESTORE, IMPLEMENTED, (o, v) => o.external.push(v)),
   opt("ext-unix-sk", "x", "optional", DUMP_RESTORE, IMPLEMENTED, extUnixSk),
   bool("tcp-established", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpEstablished = on),
   bool("tcp-close", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpClose = on),
