@@ -125,9 +125,22 @@ export function pipeFds(nonblockingRead = false): [number, number] {
   return [fds[0]!, fds[1]!];
 }
 
+/** Makes one of our fds non-blocking. */
+export function setNonblocking(fd: number): void {
+  const F_GETFL = 3, F_SETFL = 4;
+  const flags = callBig(
+    "fcntl(F_GETFL)",
+    libc.syscall(BigInt(NR.fcntl), BigInt(fd), BigInt(F_GETFL), 0n, 0n, 0n, 0n),
+  );
+  callBig(
+    "fcntl(F_SETFL)",
+    libc.syscall(BigInt(NR.fcntl), BigInt(fd), BigInt(F_SETFL), BigInt(flags | O_NONBLOCK), 0n, 0n, 0n),
+  );
+}
+
 /**
  * One read() from a non-blocking fd of ours: the bytes read, "eof", or undefined when nothing is
- * there yet.
+ * there yet. A pty master whose slaves are all closed reads EIO: that is its end too.
  */
 export function readSome(fd: number, max = 4096): Uint8Array<ArrayBuffer> | "eof" | undefined {
   const buf = new Uint8Array(max);
@@ -135,6 +148,7 @@ export function readSome(fd: number, max = 4096): Uint8Array<ArrayBuffer> | "eof
   if (n === -1n) {
     const errno = lastErrno();
     if (errno === ERRNO.EAGAIN) return undefined;
+    if (errno === ERRNO.EIO) return "eof";
     throw new SyscallError("read", errno, `fd ${fd}`);
   }
   return n === 0n ? "eof" : buf.slice(0, Number(n));

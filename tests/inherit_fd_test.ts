@@ -5,7 +5,8 @@
  */
 import assert from "node:assert/strict";
 import { CRIU, criu, criuOk, exists, openFds, reap, sleep, tempDir, Workload } from "./lib/harness.ts";
-import { closeFd, OPEN, openFd, pipeFds, readSome, writeFull } from "../ffi/fd.ts";
+import { closeFd, OPEN, openFd, pipeFds, readSome, setNonblocking, writeFull } from "../ffi/fd.ts";
+import { openPty } from "../ffi/pty.ts";
 import { spawn } from "../ffi/spawn.ts";
 import { waitRaw } from "../ffi/wait.ts";
 import { CriuClient } from "../mod.ts";
@@ -24,7 +25,7 @@ class Lines {
         this.#ended = true;
         return;
       }
-      this.#text += new TextDecoder().decode(got);
+      this.#text += new TextDecoder().decode(got).replaceAll("\r", ""); // a terminal's ONLCR
     }
   }
 
@@ -67,27 +68,46 @@ function newStdio(): Stdio {
   return { toStdin: inW, fromStdout: new Lines(outR), stdin: inR, stdout: outW };
 }
 
+/** A new pty instead: we hold the master, the tree gets the slave as its stdin and stdout. */
+function newTtyStdio(): Stdio {
+  const pty = openPty();
+  setNonblocking(pty.master);
+  const slave = openFd(pty.slavePath, OPEN.RDWR | OPEN.CLOEXEC | 0o400); // O_NOCTTY
+  return { toStdin: pty.master, fromStdout: new Lines(pty.master), stdin: slave, stdout: slave };
+}
+
 /** Closes the ends we gave away (the tree or criu has its own copies now). */
 function closeGiven(s: Stdio): void {
-  closeFd(s.stdin);
-  closeFd(s.stdout);
+  new Set([s.stdin, s.stdout]).forEach(closeFd);
 }
 
 function closeOurs(s: Stdio): void {
-  closeFd(s.toStdin);
-  closeFd(s.fromStdout.fd);
+  new Set([s.toStdin, s.fromStdout.fd]).forEach(closeFd);
 }
 
-/** Sends a line into the tree and expects it back from the parent and the child, in any order. */
+/**
+ * Sends a line into the tree and expects it back from the parent and the child, in any order (a
+ * terminal also echoes the line itself).
+ */
 async function roundTrip(s: Stdio, word: string): Promise<void> {
   writeFull(s.toStdin, new TextEncoder().encode(`${word}\n`), "the tree's stdin");
-  const got = [await s.fromStdout.next(), await s.fromStdout.next()].sort();
-  assert.deepEqual(got, [`C:${word}`, `P:${word}`]);
+  const got: string[] = [];
+  while (got.length < 2) {
+    const line = await s.fromStdout.next();
+    if (line !== word) got.push(line);
+  }
+  assert.deepEqual(got.sort(), [`C:${word}`, `P:${word}`]);
 }
 
 /** The pipe names (pipe:[INO]) of the tree root's fds 0 and 1, as CRIU names them for --inherit-fd. */
 function stdioNames(pid: number): [string, string] {
   return [Deno.readLinkSync(`/proc/${pid}/fd/0`), Deno.readLinkSync(`/proc/${pid}/fd/1`)];
+}
+
+/** CRIU's name of the terminal at fd 0 of `pid`: tty[RDEV:DEV] in hex. */
+function ttyNameOf(pid: number): string {
+  const st = Deno.statSync(`/proc/${pid}/fd/0`);
+  return `tty[${st.rdev!.toString(16)}:${st.dev.toString(16)}]`;
 }
 
 /** Runs the launcher with `stdio`'s tree ends as its fds 0 and 1 (runc's way), stderr to a file. */
@@ -110,15 +130,25 @@ interface Run {
   w: Workload;
   stdio: Stdio;
   images: string;
+  /** On a terminal: dumps name it with --external tty[RDEV:DEV], restores make new ptys. */
+  tty: boolean;
+  /** The name of the terminal last dumped. */
+  ttyName?: string;
 }
 
 /** Starts stdio_pipes on new pipes; checks the first line flows. */
-async function withStdioTree(body: (run: Run) => Promise<void>): Promise<void> {
+async function withStdioTree(body: (run: Run) => Promise<void>, tty = false): Promise<void> {
   const fds = openFds();
   const images = tempDir();
-  const run: Run = { w: undefined as unknown as Workload, stdio: newStdio(), images };
+  const run: Run = {
+    w: undefined as unknown as Workload,
+    stdio: tty ? newTtyStdio() : newStdio(),
+    images,
+    tty,
+  };
   try {
-    run.w = await Workload.start("stdio_pipes", [], { stdin: run.stdio.stdin, stdout: run.stdio.stdout });
+    const args = tty ? ["tty"] : [];
+    run.w = await Workload.start("stdio_pipes", args, { stdin: run.stdio.stdin, stdout: run.stdio.stdout });
     closeGiven(run.stdio);
     assert.equal(await run.stdio.fromStdout.next(), "ready");
     await roundTrip(run.stdio, "first");
@@ -140,7 +170,9 @@ async function dumpTree(run: Run): Promise<[string, string]> {
   const { w, images } = run;
   const names = stdioNames(w.pid);
   const tree = [w.pid, ...descendantsOf(w.pid)];
-  await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4"]);
+  const external = run.tty ? ["--external", ttyNameOf(w.pid)] : [];
+  if (run.tty) run.ttyName = ttyNameOf(w.pid);
+  await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4", ...external]);
   for (const pid of tree) await reap(pid);
   return names;
 }
@@ -157,7 +189,9 @@ async function restoreWith(
   return { code, stderr: Deno.readTextFileSync(err) };
 }
 
-function inheritArgs([stdinName, stdoutName]: [string, string]): string[] {
+function inheritArgs([stdinName, stdoutName]: [string, string], run?: Run): string[] {
+  // One terminal stands for both: one name.
+  if (run?.tty) return ["--inherit-fd", `fd[0]:${run.ttyName}`];
   return ["--inherit-fd", `fd[0]:${stdinName}`, "--inherit-fd", `fd[1]:${stdoutName}`];
 }
 
@@ -175,9 +209,9 @@ async function checkNewPipes(run: Run, old: Stdio, fresh: Stdio, dumped: [string
  */
 async function dumpRestoreWithNewPipes(run: Run, old: Stdio): Promise<Stdio> {
   const dumped = await dumpTree(run);
-  const fresh = newStdio();
+  const fresh = run.tty ? newTtyStdio() : newStdio();
   try {
-    const r = await restoreWith(run, fresh, inheritArgs(dumped));
+    const r = await restoreWith(run, fresh, inheritArgs(dumped, run));
     assert.equal(r.code, 0, `restore failed: ${r.stderr}`);
   } finally {
     closeGiven(fresh);
@@ -290,3 +324,37 @@ Deno.test("RPC inherit_fd hands a swrk's own fds to the restored tree (runc's st
     closeOurs(run.stdio);
     Object.assign(run.stdio, fresh);
   }));
+
+Deno.test("stdio_pipes tty passes plain", () =>
+  withStdioTree(async (run) => await roundTrip(run.stdio, "again"), true));
+
+Deno.test("stdio_pipes tty passes after dump --external tty[] and restore with a new pty by --inherit-fd", () =>
+  withStdioTree(async (run) => {
+    const fresh = await dumpRestoreWithNewPipes(run, run.stdio);
+    closeOurs(run.stdio);
+    Object.assign(run.stdio, fresh);
+  }, true));
+
+Deno.test("stdio_pipes tty keeps its terminal after dump --external tty[] --leave-running", () =>
+  withStdioTree(async (run) => {
+    await criuOk(["dump", "-t", `${run.w.pid}`, "-D", run.images, "-R", "--external", ttyNameOf(run.w.pid)]);
+    await roundTrip(run.stdio, "still");
+  }, true));
+
+Deno.test("stdio_pipes tty passes after 10 cycles, each with a new pty", () =>
+  withStdioTree(async (run) => {
+    for (let i = 0; i < 10; i++) {
+      const fresh = await dumpRestoreWithNewPipes(run, run.stdio);
+      closeOurs(run.stdio);
+      Object.assign(run.stdio, fresh);
+    }
+  }, true));
+
+Deno.test("a terminal neither --external nor a shell job's is refused by name", () =>
+  withStdioTree(async (run) => {
+    const r = await criu(["dump", "-t", `${run.w.pid}`, "-D", run.images, "-o", "dump.log"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /terminal \/dev\/pts\/\d+\).*a terminal needs --shell-job/);
+    assert.ok(!exists(`${run.images}/inventory.img`));
+    await roundTrip(run.stdio, "on");
+  }, true));

@@ -149,7 +149,7 @@ export interface FdKind {
    * The name by which `--inherit-fd fd[N]:NAME` hands in a file of this kind, CRIU's spelling
    * (`pipe:[INO]`, a path without its leading slash...); undefined when it has none.
    */
-  inheritName?(entry: file_entry): string | undefined;
+  inheritName?(entry: file_entry, table: FileTable): string | undefined;
   /**
    * An inherited fd of this kind is opened again through /proc with the dumped flags (a new open
    * file description), as CRIU does for pipes; otherwise the task gets the caller's fd as it is.
@@ -480,7 +480,7 @@ function inheritedFile(
   kind: FdKind,
 ): { name: string; criuFd: number } | undefined {
   if (ctx.options.inheritFds.length === 0) return undefined;
-  const name = kind.inheritName?.(entry);
+  const name = kind.inheritName?.(entry, ctx.table);
   const criuFd = name === undefined ? undefined : inheritedFdFor(ctx.options, name);
   return criuFd === undefined ? undefined : { name: name!, criuFd };
 }

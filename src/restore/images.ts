@@ -398,7 +398,8 @@ function handedIn(files: FileTable, opts: RunOptions): number[] {
   return files.entries.filter((e) =>
     e.reg !== undefined &&
     (e.reg.ext ||
-      inheritedFdFor(opts, fdKinds().find((k) => k.type === e.type)?.inheritName?.(e) ?? "") !== undefined)
+      inheritedFdFor(opts, fdKinds().find((k) => k.type === e.type)?.inheritName?.(e, files) ?? "") !==
+        undefined)
   ).map((e) => e.id);
 }
 

@@ -6,7 +6,9 @@
  * wl_ready's "ready" line goes to stdout too (the first line the test reads).
  * On SIGTERM: fds 0 and 1 are still pipes, read-only and write-only, and the child (which checks
  * its own fd 1 the same way) ends with status 0.
- *   bin/stdio_pipes RESULT_FILE
+ * `tty`: stdin and stdout are one terminal instead (a pty slave opened O_RDWR, not the controlling
+ * terminal), as --external tty[RDEV:DEV] hands it over.
+ *   bin/stdio_pipes RESULT_FILE [tty]
  */
 #include "lib.h"
 
@@ -18,12 +20,19 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+static int on_tty;
+
+/* fd is a pipe end open with mode, or in tty mode a terminal open read-write. */
 static int is_pipe_end(int fd, int mode)
 {
 	struct stat st;
 	int flags = fcntl(fd, F_GETFL);
 
-	return fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode) && flags >= 0 && (flags & O_ACCMODE) == mode;
+	if (fstat(fd, &st) != 0 || flags < 0)
+		return 0;
+	if (on_tty)
+		return isatty(fd) && (flags & O_ACCMODE) == O_RDWR;
+	return S_ISFIFO(st.st_mode) && (flags & O_ACCMODE) == mode;
 }
 
 static void write_line(const char *prefix, const char *line, size_t len)
@@ -91,6 +100,7 @@ int main(int argc, char **argv)
 	pid_t child;
 
 	wl_init(argc, argv);
+	on_tty = argc > 2 && strcmp(argv[2], "tty") == 0;
 	if (!is_pipe_end(0, O_RDONLY) || !is_pipe_end(1, O_WRONLY))
 		wl_die("stdin and stdout must be the read end and the write end of pipes");
 	if (pipe(p))
