@@ -30,8 +30,9 @@ import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { loadCheckpoint, type RestoreTaskImages } from "./images.ts";
 import { prepareInheritedFds } from "../objects/inherited_fds.ts";
+import { planSeccomp, restoreSeccomp } from "../objects/seccomp.ts";
 import { prepareNamespaces } from "../objects/namespaces.ts";
-import { PuppetMaster } from "./puppet.ts";
+import { PuppetMaster, TRACE_OPTIONS } from "./puppet.ts";
 import {
   closeParked,
   detachTask,
@@ -247,6 +248,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   plugins.notify("RESTORE_INIT");
   const cp = loadCheckpoint(opts.imagesDir, { opts: opts.options, hooks: opts.hooks, plugins, log });
   const files = cp.session;
+  const seccomp = planSeccomp(cp.dir, cp.tasks); // checked now: nothing exists yet
   cp.tasks.push(...groupHelpers(cp.tasks, shellJob));
   const tasks = cp.tasks;
   log.debug(`Read the images of ${tasks.length} task(s)`);
@@ -321,6 +323,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
     for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
       const threads = pending.get(t.entry.pid)!;
       closeParked(threads[0]!.agent, shared);
+      // Seccomp last: a filter may forbid any call before (seccomp.ts).
+      fromImagesOf(t, "seccomp", () => restoreSeccomp(threads, seccomp, TRACE_OPTIONS));
       dropScratch(threads[0]!.agent, master.scratch);
       fromImagesOf(
         t,
@@ -375,7 +379,11 @@ export function restore(opts: RestoreOptions): RestoreResult {
  * images, which PREPARE checked as far as it can: a syscall the kernel still refuses names them,
  * so that a damaged checkpoint is recognisable as one.
  */
-function fromImagesOf<T>(t: RestoreTaskImages, part: "memory" | "task" | "registers", step: () => T): T {
+function fromImagesOf<T>(
+  t: RestoreTaskImages,
+  part: "memory" | "task" | "registers" | "seccomp",
+  step: () => T,
+): T {
   const pid = t.entry.pid;
   switch (part) {
     case "memory":
@@ -392,6 +400,8 @@ function fromImagesOf<T>(t: RestoreTaskImages, part: "memory" | "task" | "regist
         step,
         `the registers of process ${pid}`,
       );
+    case "seccomp":
+      return fromImage("seccomp.img", step, `the seccomp filters of process ${pid}`);
   }
 }
 
