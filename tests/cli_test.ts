@@ -303,10 +303,7 @@ Deno.test("parseCommandLine() splits --ext-mount-map, --veth-pair and --cgroup-r
 // Support levels.
 
 Deno.test("parseCommandLine() refuses an option criu-ts does not implement", () => {
-  assert.match(
-    usageError(() => parse("restore", "-d", "--root", "/r")),
-    /--root is not supported/,
-  );
+  assert.match(usageError(() => parse("restore", "-d", "--exec-cmd")), /--exec-cmd is not supported/);
   assert.match(usageError(() => parse("dump", "-t1", "--stream")), /--stream is not supported/);
 });
 
