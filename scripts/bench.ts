@@ -242,15 +242,16 @@ async function mountsScenario(label: string, count: number): Promise<Row> {
     if (!r.success) throw new Error(`mount ${args.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
   };
   mount("--bind", "/", rootfs);
+  let row: Row;
   try {
-    return await scenario(label, "bench_mounts", [String(count)], 0, [], ["--root", rootfs]);
+    row = await scenario(label, "bench_mounts", [String(count)], 0, [], ["--root", rootfs]);
   } finally {
     new Deno.Command("umount", { args: [rootfs] }).outputSync();
     Deno.removeSync(rootfs);
-    const after = hostMounts();
-    const left = after.filter((l) => !before.includes(l));
-    if (left.length) throw new Error(`${label}: the run left mounts behind:\n${left.join("\n")}`);
   }
+  const left = hostMounts().filter((l) => !before.includes(l));
+  if (left.length) throw new Error(`${label}: the run left mounts behind:\n${left.join("\n")}`);
+  return row;
 }
 
 /** The scenarios, by name; --only picks some. */

@@ -59,6 +59,7 @@ import { PluginError, type Plugins } from "../plugins/plugins.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
+import { runTarJobs, type TarJob } from "./tmpfs_tar.ts";
 import type { Agent } from "../agent.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { Log } from "../log.ts";
@@ -374,26 +375,34 @@ function checkMounts(
   });
 }
 
-/** The tmpfs's files, archived by tar from where the tree sees the mount. */
-function dumpTmpfs(pid: number, dir: ImageDir, e: mnt_entry, dev: { major: number; minor: number }): void {
+/**
+ * The tar job archiving a tmpfs's files from where the tree sees the mount (the jobs run together,
+ * see tmpfs_tar.ts).
+ */
+function tmpfsArchiveJob(
+  pid: number,
+  dir: ImageDir,
+  e: mnt_entry,
+  dev: { major: number; minor: number },
+): TarJob {
   const path = `/proc/${pid}/root${e.mountpoint}`;
   const st = Deno.statSync(path);
   if (st.dev !== ((dev.major << 8) | (dev.minor & 0xff) | ((dev.minor & ~0xff) << 12))) {
     refuse(pid, describe(e, "tmpfs"), "it is covered by another mount, so its files cannot be read");
   }
-  const image = dir.pathFor(KINDS.TMPFS_DEV, e.rootDev);
-  const out = new Deno.Command("tar", {
-    args: [...TAR_CREATE, "--file", image, "--directory", path, "."],
-    stdin: "null",
-    stdout: "null",
-    stderr: "piped",
-  }).outputSync();
-  dir.noteWritten(image);
-  if (!out.success) {
-    throw new DumpError(
-      `Cannot archive the tmpfs at ${e.mountpoint}: tar said ${new TextDecoder().decode(out.stderr).trim()}`,
-    );
-  }
+  return { file: dir.pathFor(KINDS.TMPFS_DEV, e.rootDev), directory: path, members: ["."] };
+}
+
+function archiveTmpfs(dir: ImageDir, mounts: readonly mnt_entry[], jobs: readonly TarJob[], log: Log): void {
+  const started = performance.now();
+  const results = runTarJobs(TAR_CREATE, jobs);
+  log.debug(`Archived ${jobs.length} tmpfs mount(s) in ${(performance.now() - started).toFixed(1)} ms`);
+  jobs.forEach((j) => dir.noteWritten(j.file));
+  results.forEach((r, i) => {
+    if (!r.ok) {
+      throw new DumpError(`Cannot archive the tmpfs at ${mounts[i]!.mountpoint}: tar said ${r.error}`);
+    }
+  });
 }
 
 /**
@@ -474,13 +483,17 @@ function dumpMounts(
   markExternalSharing(entries, external, log);
   checkMounts(pid, infos, entries, plugins);
   const archived = new Set<number>();
+  const tmpfs: mnt_entry[] = [];
+  const jobs: TarJob[] = [];
   entries.forEach((e, i) => {
     if (e.fstype !== FSTYPE_TMPFS || e.root !== "/" || archived.has(e.rootDev) || e.extKey || e.withPlugin) {
       return;
     }
     archived.add(e.rootDev);
-    dumpTmpfs(pid, dir, e, infos[i]!);
+    jobs.push(tmpfsArchiveJob(pid, dir, e, infos[i]!));
+    tmpfs.push(e);
   });
+  archiveTmpfs(dir, tmpfs, jobs, log);
   dir.write(KINDS.MNTS, id, entries);
   log.info(
     `Saved ${entries.length} mount(s) of the mount namespace ${id}, ${archived.size} tmpfs archive(s)`,
@@ -595,10 +608,14 @@ class TreeBuilder {
   #hostMasters = new Map<string, number>();
   #root: Agent;
   #plan: MountPlan;
+  /** Tmpfs mounts made and not filled yet, by mnt_id: their archives are extracted together. */
+  #unfilled = new Map<number, { e: mnt_entry; target: string }>();
+  #byId: Map<number, mnt_entry>;
 
   constructor(root: Agent, plan: MountPlan) {
     this.#root = root;
     this.#plan = plan;
+    this.#byId = new Map(plan.entries.map((e) => [e.mntId, e]));
   }
 
   build(): void {
@@ -608,7 +625,12 @@ class TreeBuilder {
     r.call("mount(/, rslave)", NR.mount, 0, r.string("/"), 0, MS.REC | MS.SLAVE, 0);
     const root = entries.find((e) => isRootMount(entries, e))!;
     this.#mount(root, `mount(${rootDir}, bind)`, rootDir, rootDir, 0, MS.BIND, "");
-    for (const e of this.#plan.order) if (e !== root) this.#make(e);
+    for (const e of this.#plan.order) {
+      if (e === root) continue;
+      if (this.#waitsOnFill(e)) this.#fill();
+      this.#make(e);
+    }
+    this.#fill();
     for (const e of entries) this.#setFlags(e);
     this.#reachHostMasters();
     this.#pivot(rootDir);
@@ -663,8 +685,9 @@ class TreeBuilder {
     const sbFlags = e.sbFlags & ~MS.RDONLY;
     if (e.fstype === FSTYPE_OVERLAY) this.#mountInView(e, fstype, sbFlags);
     else this.#mount(e, fstype, e.source, target, fstype, sbFlags, e.options);
-    if (e.fstype === FSTYPE_TMPFS) this.#untar(e, target);
+    if (e.fstype === FSTYPE_TMPFS) this.#unfilled.set(e.mntId, { e, target });
     if (e.sbFlags & MS.RDONLY) {
+      this.#fill();
       const r = this.#root;
       r.reset();
       r.call(
@@ -769,21 +792,46 @@ class TreeBuilder {
     this.#keep(e, this.#target(e));
   }
 
-  #untar(e: mnt_entry, target: string): void {
-    const image = this.#plan.dir.pathFor(KINDS.TMPFS_DEV, e.rootDev);
-    const out = new Deno.Command("tar", {
-      args: [...TAR_EXTRACT, "--file", image, "--directory", `/proc/${this.#root.pid}/root${target}`],
-      stdin: "null",
-      stdout: "null",
-      stderr: "piped",
-    }).outputSync();
-    if (!out.success) {
-      throw new RestoreError(
-        `Cannot fill the tmpfs at ${e.mountpoint} from ${image}: tar said ${
-          new TextDecoder().decode(out.stderr).trim()
-        }`,
-      );
+  /**
+   * Whether `e` needs the files of a tmpfs not filled yet: its mountpoint lies in one (a directory
+   * of the archive), it binds a directory of one, or it is a mount whose options name paths.
+   */
+  #waitsOnFill(e: mnt_entry): boolean {
+    if (this.#unfilled.size === 0) return false;
+    if (e.fstype === FSTYPE_OVERLAY || e.withPlugin) return true;
+    const seen = new Set<number>();
+    for (let p = this.#byId.get(e.parentMntId); p && !seen.has(p.mntId); p = this.#byId.get(p.parentMntId)) {
+      if (this.#unfilled.has(p.mntId)) return true;
+      seen.add(p.mntId);
     }
+    const src = this.#plan.externalPaths.has(e.mntId) ? undefined : bindSource(this.#plan.entries, e);
+    return !!src && this.#unfilled.has(src.mntId) && src.root !== e.root;
+  }
+
+  /** Fills every tmpfs made since the last time from its archive (the tar runs go together). */
+  #fill(): void {
+    const pending = [...this.#unfilled.values()];
+    this.#unfilled.clear();
+    const jobs = pending.map(({ e, target }) => ({
+      file: this.#plan.dir.pathFor(KINDS.TMPFS_DEV, e.rootDev),
+      directory: `/proc/${this.#root.pid}/root${target}`,
+      members: [],
+    }));
+    if (jobs.length === 0) return;
+    const started = performance.now();
+    const results = runTarJobs(TAR_EXTRACT, jobs);
+    this.#plan.log.debug(
+      `Filled ${jobs.length} tmpfs mount(s) from their archives in ${
+        (performance.now() - started).toFixed(1)
+      } ms`,
+    );
+    results.forEach((r, i) => {
+      if (!r.ok) {
+        throw new RestoreError(
+          `Cannot fill the tmpfs at ${pending[i]!.e.mountpoint} from ${jobs[i]!.file}: tar said ${r.error}`,
+        );
+      }
+    });
   }
 
   #setAttr(e: mnt_entry, set: number, clear: number, propagation: number): void {
