@@ -21,6 +21,8 @@ packages=(
   "nft nftables the network lock through nftables"
   "ip iproute2 network devices, addresses and routes of a namespace (ip addr/route save and restore)"
   "busybox busybox-static a container's root file system, one static binary"
+  "losetup mount a loop device for a disk filesystem mounted in a container (mntns tests)"
+  "mkfs.ext4 e2fsprogs an ext4 image for that loop device (mntns tests)"
 )
 missing=()
 for row in "${packages[@]}"; do
