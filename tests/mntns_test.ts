@@ -90,6 +90,22 @@ Deno.test("crit decodes the mountpoints image, and the tmpfs archives are gzip'd
     );
     for (const t of tmpfs) {
       assert.ok(names.includes(`tmpfs-dev-${t.root_dev}.tar.gz.img`), `no archive for tmpfs ${t.mountpoint}`);
+      const list = new Deno.Command("tar", {
+        args: ["--list", "--gzip", "--file", `${images}/tmpfs-dev-${t.root_dev}.tar.gz.img`],
+        stdout: "piped",
+        stderr: "piped",
+      }).outputSync();
+      assert.ok(
+        list.success,
+        `tar cannot read the archive of ${t.mountpoint}: ${new TextDecoder().decode(list.stderr)}`,
+      );
+      if (t.mountpoint.endsWith(".mnt/t")) {
+        assert.match(
+          new TextDecoder().decode(list.stdout),
+          /^\.\/d\/b\.txt$/m,
+          "t/d/b.txt is not in t's archive",
+        );
+      }
     }
     const ids = new Deno.Command("crit", {
       args: ["decode", "-i", `${images}/ids-${w.pid}.img`],

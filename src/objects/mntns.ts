@@ -63,7 +63,7 @@ import { PluginError, type Plugins } from "../plugins/plugins.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
-import { runTarJobs, type TarJob } from "./tmpfs_tar.ts";
+import { archiveTmpfs, extractTmpfs } from "./tmpfs_tar.ts";
 import type { Agent } from "../agent.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { Log } from "../log.ts";
@@ -116,20 +116,6 @@ const SUPER_OPTION_FLAGS: Record<string, number> = {
   dirsync: MS.DIRSYNC,
   mand: MS.MANDLOCK,
 };
-
-/** CRIU's tar flags for a tmpfs archive. */
-const TAR_CREATE = [
-  "--create",
-  "--gzip",
-  "--no-unquote",
-  "--no-wildcards",
-  "--one-file-system",
-  "--check-links",
-  "--preserve-permissions",
-  "--sparse",
-  "--numeric-owner",
-];
-const TAR_EXTRACT = ["--extract", "--gzip", "--no-unquote", "--no-wildcards"];
 
 // ---------------------------------------------------------------------------------------------
 // Options: --external mnt[A]:B and --ext-mount-map A:B (dump: mountpoint → key; restore: key → path);
@@ -227,8 +213,8 @@ function toEntry(m: MountInfo): mnt_entry {
  * kernel name).
  */
 function diskMount(e: mnt_entry, m: MountInfo, ext: ExternalOptions, log: Log): void {
-  if (e.fstype !== FSTYPE_UNSUPPORTED || e.root !== "/") return;
-  const key = ext.devices.get(`${m.major}/${m.minor}`);
+  if (e.fstype !== FSTYPE_UNSUPPORTED) return;
+  const key = e.root === "/" ? ext.devices.get(`${m.major}/${m.minor}`) : undefined;
   const name = m.fstype;
   if (key !== undefined) {
     e.extKey = EXTERNAL_DEV;
@@ -237,7 +223,8 @@ function diskMount(e: mnt_entry, m: MountInfo, ext: ExternalOptions, log: Log): 
       `Mount ${e.mntId} (${e.mountpoint}, ${name}) is external: device ${m.major}:${m.minor} as ${key}`,
     );
   } else if (ext.enableFs.includes("all") || ext.enableFs.includes(name)) {
-    log.info(`Mount ${e.mntId} (${e.mountpoint}, ${name}) will be mounted again from ${e.source}`);
+    // Every mount of the filesystem, binds too, as CRIU types them (its restore compares them).
+    log.info(`Mount ${e.mntId} (${e.mountpoint}, ${name}) is of a filesystem mounted again from its source`);
   } else {
     return;
   }
@@ -425,32 +412,34 @@ function checkMounts(
   });
 }
 
-/**
- * The tar job archiving a tmpfs's files from where the tree sees the mount (the jobs run together,
- * see tmpfs_tar.ts).
- */
+/** Where a tmpfs's files are archived from (as the tree sees the mount) and into which image. */
 function tmpfsArchiveJob(
   pid: number,
   dir: ImageDir,
   e: mnt_entry,
   dev: { major: number; minor: number },
-): TarJob {
+): { directory: string; image: string } {
   const path = `/proc/${pid}/root${e.mountpoint}`;
   const st = Deno.statSync(path);
   if (st.dev !== ((dev.major << 8) | (dev.minor & 0xff) | ((dev.minor & ~0xff) << 12))) {
     refuse(pid, describe(e, "tmpfs"), "it is covered by another mount, so its files cannot be read");
   }
-  return { file: dir.pathFor(KINDS.TMPFS_DEV, e.rootDev), directory: path, members: ["."] };
+  return { directory: path, image: dir.pathFor(KINDS.TMPFS_DEV, e.rootDev) };
 }
 
-function archiveTmpfs(dir: ImageDir, mounts: readonly mnt_entry[], jobs: readonly TarJob[], log: Log): void {
+function archiveAll(
+  dir: ImageDir,
+  mounts: readonly mnt_entry[],
+  jobs: readonly { directory: string; image: string }[],
+  log: Log,
+): void {
   const started = performance.now();
-  const results = runTarJobs(TAR_CREATE, jobs);
+  const outcomes = archiveTmpfs(jobs);
   log.debug(`Archived ${jobs.length} tmpfs mount(s) in ${(performance.now() - started).toFixed(1)} ms`);
-  jobs.forEach((j) => dir.noteWritten(j.file));
-  results.forEach((r, i) => {
-    if (!r.ok) {
-      throw new DumpError(`Cannot archive the tmpfs at ${mounts[i]!.mountpoint}: tar said ${r.error}`);
+  jobs.forEach((j) => dir.noteWritten(j.image));
+  outcomes.forEach((error, i) => {
+    if (error !== undefined) {
+      throw new DumpError(`Cannot archive the tmpfs at ${mounts[i]!.mountpoint}: tar said ${error}`);
     }
   });
 }
@@ -535,7 +524,7 @@ function dumpMounts(
   checkMounts(pid, infos, entries, plugins);
   const archived = new Set<number>();
   const tmpfs: mnt_entry[] = [];
-  const jobs: TarJob[] = [];
+  const jobs: { directory: string; image: string }[] = [];
   entries.forEach((e, i) => {
     if (e.fstype !== FSTYPE_TMPFS || e.root !== "/" || archived.has(e.rootDev) || e.extKey || e.withPlugin) {
       return;
@@ -544,7 +533,7 @@ function dumpMounts(
     jobs.push(tmpfsArchiveJob(pid, dir, e, infos[i]!));
     tmpfs.push(e);
   });
-  archiveTmpfs(dir, tmpfs, jobs, log);
+  archiveAll(dir, tmpfs, jobs, log);
   dir.write(KINDS.MNTS, id, entries);
   log.info(
     `Saved ${entries.length} mount(s) of the mount namespace ${id}, ${archived.size} tmpfs archive(s)`,
@@ -898,22 +887,21 @@ class TreeBuilder {
     const pending = [...this.#unfilled.values()];
     this.#unfilled.clear();
     const jobs = pending.map(({ e, target }) => ({
-      file: this.#plan.dir.pathFor(KINDS.TMPFS_DEV, e.rootDev),
+      image: this.#plan.dir.pathFor(KINDS.TMPFS_DEV, e.rootDev),
       directory: `/proc/${this.#root.pid}/root${target}`,
-      members: [],
     }));
     if (jobs.length === 0) return;
     const started = performance.now();
-    const results = runTarJobs(TAR_EXTRACT, jobs);
+    const outcomes = extractTmpfs(jobs);
     this.#plan.log.debug(
       `Filled ${jobs.length} tmpfs mount(s) from their archives in ${
         (performance.now() - started).toFixed(1)
       } ms`,
     );
-    results.forEach((r, i) => {
-      if (!r.ok) {
+    outcomes.forEach((error, i) => {
+      if (error !== undefined) {
         throw new RestoreError(
-          `Cannot fill the tmpfs at ${pending[i]!.e.mountpoint} from ${jobs[i]!.file}: tar said ${r.error}`,
+          `Cannot fill the tmpfs at ${pending[i]!.e.mountpoint} from ${jobs[i]!.image}: ${error}`,
         );
       }
     });
