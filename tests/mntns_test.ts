@@ -12,13 +12,15 @@ import { CriuClient } from "../mod.ts";
 const ROOTFS = tempDir();
 
 /**
- * The mounts of this namespace under /tmp, where criu-ts and these tests make theirs (the whole
- * table would also show what other programs on the machine mount meanwhile).
+ * The mounts of this namespace where a restore could leave one: under --root (ROOTFS, besides
+ * itself) and criu-ts's scratch directories. Other mounts under /tmp come and go with the other
+ * programs on the machine (their tests, their own --root binds).
  */
 function ourMounts(): string {
-  return Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) => / \/tmp\//.test(l)).join(
-    "\n",
-  );
+  return Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) => {
+    const mountpoint = l.split(" ")[4] ?? "";
+    return mountpoint.startsWith(`${ROOTFS}/`) || /^\/tmp\/criu-ts-(mnt|tar|tmpfs)-/.test(mountpoint);
+  }).join("\n");
 }
 
 function run(cmd: string, ...args: string[]): void {
@@ -166,6 +168,29 @@ Deno.test("a restore that fails once the mount tree is built leaves no mount beh
     assert.equal(r.code, 1);
     assert.ok(!exists(`/proc/${w.pid}`), "the failed restore left the task");
     assert.equal(ourMounts(), before, "the failed restore left a mount");
+    await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS]);
+  }));
+
+Deno.test("a restore whose tmpfs archive is damaged is refused by name and leaves no mount behind", () =>
+  withWorkload(MNTNS, async (w, images) => {
+    const tree = [w.pid, ...descendants(w.pid)];
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    for (const pid of tree) await reap(pid);
+    const archive = [...Deno.readDirSync(images)].map((e) => e.name).find((n) =>
+      /^tmpfs-dev-.*\.img$/.test(n)
+    )!;
+    const good = Deno.readFileSync(`${images}/${archive}`);
+    Deno.writeTextFileSync(`${images}/${archive}`, "not gzip");
+    const before = ourMounts();
+    const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      new RegExp(`Cannot fill the tmpfs at \\S+ from \\S*${archive}: it is not a gzip'd archive`),
+    );
+    assert.ok(!exists(`/proc/${w.pid}`), "the failed restore left the task");
+    assert.equal(ourMounts(), before, "the failed restore left a mount");
+    Deno.writeFileSync(`${images}/${archive}`, good);
     await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS]);
   }));
 
