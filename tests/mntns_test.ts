@@ -705,8 +705,6 @@ Deno.test("external sharing: without the option a shared external mount's group 
       assert.deepEqual(entries.map((e) => e.internal_sharing), [true, true]);
     }, "ext-shared"), true));
 
-Deno.test("mntns: the --root bind mount is removed", () => dropRootfs());
-
 /**
  * A 16 MiB ext4 filesystem image on a loop device (losetup, mkfs.ext4), for `body`; detached and
  * removed afterwards.
@@ -797,3 +795,5 @@ Deno.test("--enable-fs ext4: a disk filesystem in the tree is mounted again from
       assert.equal(disk.source, device);
     })
   ));
+
+Deno.test("mntns: the --root bind mount is removed", () => dropRootfs());
