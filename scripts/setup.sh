@@ -24,7 +24,8 @@ packages=(
   "nginx nginx-light a real HTTP server to checkpoint with keep-alive connections (tests/servers_test.ts)"
   "redis-server redis-server a real key-value store to checkpoint with a client connected"
   "memcached memcached a real cache to checkpoint with a client connected"
-  "losetup mount a loop block device, the mapped device of the plugin device-mapping hooks' tests"
+  "losetup mount a loop block device: the plugin device-mapping hooks' tests, disks mounted in a container"
+  "mkfs.ext4 e2fsprogs an ext4 image for that loop device (mntns tests)"
 )
 missing=()
 for row in "${packages[@]}"; do

@@ -347,7 +347,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   }),
   bool("allow-uprobes", "", DUMP_RESTORE, ACCEPTED, (o, on) => o.allowUprobes = on),
   opt("skip-mnt", "", "required", DUMP, ACCEPTED, (o, v) => o.skipMounts.push(v)),
-  opt("enable-fs", "", "required", DUMP, ACCEPTED, (o, v) => o.enableFs.push(...v.split(","))),
+  opt("enable-fs", "", "required", DUMP, IMPLEMENTED, (o, v) => o.enableFs.push(...v.split(","))),
   opt("enable-external-sharing", "", "none", DUMP, IMPLEMENTED, (o) => o.enableExternalSharing = true),
   opt("enable-external-masters", "", "none", DUMP, IMPLEMENTED, (o) => o.enableExternalMasters = true),
 
