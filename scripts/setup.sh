@@ -21,6 +21,9 @@ packages=(
   "nft nftables the network lock through nftables"
   "ip iproute2 network devices, addresses and routes of a namespace (ip addr/route save and restore)"
   "busybox busybox-static a container's root file system, one static binary"
+  "runc runc an OCI runtime that checkpoints and restores containers through criu swrk"
+  "crun crun another OCI runtime, tried with criu-ts as its criu"
+  "lxc-create lxc LXC containers, checkpointed by lxc-checkpoint through criu's command line"
 )
 missing=()
 for row in "${packages[@]}"; do

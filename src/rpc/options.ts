@@ -428,12 +428,21 @@ export function setupRequest(
     throw bad(`A ${kind} request needs options (criu_req.opts is missing)`);
   }
 
-  // CHECK looks only at the logging fields, as in CRIU.
-  if (o !== undefined && kind !== "check") applyRules(kind, o, options, ctx, notes);
+  // CHECK looks only at the logging fields, as in CRIU. A refused field is reported once the
+  // log file is known, so that the refusal can be written there as well.
+  let refusal: RpcRequestError | undefined;
+  if (o !== undefined && kind !== "check") {
+    try {
+      applyRules(kind, o, options, ctx, notes);
+    } catch (e) {
+      if (!(e instanceof RpcRequestError)) throw e;
+      refusal = e;
+    }
+  }
 
   // The RPC config file is read last and overrides what the request said.
   let fromConfig = new Set<keyof Options>();
-  if (o?.configFile) {
+  if (o?.configFile && refusal === undefined) {
     const cfg = readRpcConfig(kind, o.configFile);
     fromConfig = cfg.changed;
     for (const key of cfg.changed) {
@@ -482,6 +491,10 @@ export function setupRequest(
       }
       logPath = name.startsWith("/") ? name : `${workDir}/${name}`;
     }
+  }
+  if (refusal !== undefined) {
+    refusal.requestLog = logPath;
+    throw refusal;
   }
   const logLevel = fromConfig.has("verbosity") ? options.verbosity : (o?.logLevel ?? 2);
   options.verbosity = logLevel;
