@@ -264,7 +264,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     checkNamespaces(tree, nsIds);
     checkSessions(tree, opts.options.shellJob);
     checkGroups(tree, opts.options.shellJob);
-    namespaces = dumpNamespaces(tree, nsIds, { dir, hooks: opts.hooks, log });
+    namespaces = dumpNamespaces(tree, nsIds, { dir, hooks: opts.hooks, log, options: opts.options });
     const objectIds = new SharedObjectIds();
     let pagesId = 0;
     const objects: ObjectDumpContext = { dir, done: new Set(), nextPagesId: () => ++pagesId };

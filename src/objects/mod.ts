@@ -36,3 +36,4 @@ import "./netns.ts";
 import "./utsns.ts";
 import "./timens.ts";
 import "./ipcns.ts";
+import "./mntns.ts";

@@ -1,6 +1,6 @@
 /**
  * Namespaces: the registry of namespace kinds, one module each (`pidns.ts`, `netns.ts`, `utsns.ts`,
- * `timens.ts`, `ipcns.ts`; mount, user and cgroup come as modules of their own). A kind says:
+ * `timens.ts`, `ipcns.ts`, `mntns.ts`; user and cgroup come as modules of their own). A kind says:
  *   - its name in /proc/PID/ns and in words, and its CLONE_NEW* flag;
  *   - `dump`: saves the tree's namespace of this kind when it is not criu's own (its images, the
  *     action scripts around it such as network-lock), or refuses it. A kind without `dump` is not
@@ -19,6 +19,7 @@ import type { Log } from "../log.ts";
 import type { Agent } from "../agent.ts";
 import type { FrozenTree } from "../dump/freeze.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
+import type { RunOptions } from "../options/options.ts";
 
 /** The names of /proc/PID/ns/ that a task's ids image records, in CRIU's order of fields. */
 export const NS_NAMES = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] as const;
@@ -31,6 +32,8 @@ export interface NsDumpContext {
   dir: ImageDir;
   hooks: Hooks;
   log: Log;
+  /** The run's options (--external mnt[...], for one); absent where a caller has none. */
+  options?: RunOptions;
 }
 
 /** What a dumped namespace still has to do when the dump ends (the network lock, for one). */
@@ -48,6 +51,8 @@ export interface NsRestoreContext {
   empty: ReadonlySet<NsName>;
   hooks: Hooks;
   log: Log;
+  /** The run's options (--root, --external mnt[KEY]:PATH, for some); absent where a caller has none. */
+  options?: RunOptions;
 }
 
 /** A namespace the restore creates for the root. */
@@ -59,6 +64,11 @@ export interface NsRestorePlan {
    * plan adds no clone flag.
    */
   inCreator?(creator: Agent): void;
+  /**
+   * Right after the root is cloned in the new namespace, before its memory: what the root's files
+   * and mappings are opened through (the mount tree). Children cloned later inherit it.
+   */
+  beforeMemory?(root: Agent): void;
   /** Once the root exists in it: what the namespace held (from inside the root). */
   fill?(root: Agent): void;
   /** After post-restore, before the tree runs (network-unlock, for one). */
@@ -203,6 +213,5 @@ function unsavedKind(name: NsName, words: string, cloneFlag: number): NamespaceK
 }
 
 // Namespace kinds criu-ts does not save yet: a tree in one other than criu's is refused.
-registerNamespaceKind(unsavedKind("mnt", "mount", CLONE.NEWNS));
 registerNamespaceKind(unsavedKind("user", "user", CLONE.NEWUSER));
 registerNamespaceKind(unsavedKind("cgroup", "cgroup", CLONE.NEWCGROUP));

@@ -232,6 +232,14 @@ function inheritFd(value: string): InheritFd {
   return { fd: integer(m[2] ?? "", 0), resource: m[3] ?? "", debug: m[1] === "debug" };
 }
 
+/** `mnt[]` takes CRIU's auto options only: none, `:m` (external masters) or `:s` (external sharing). */
+function external(o: Options, value: string): void {
+  if (value.startsWith("mnt[]") && !/^mnt\[\](:[ms]?)?$/.test(value)) {
+    throw new InvalidValue("mnt[], mnt[]:m or mnt[]:s");
+  }
+  o.external.push(value);
+}
+
 function extMountMap(o: Options, value: string): void {
   if (value === "auto") {
     o.autoDetectExtMounts = true;
@@ -314,7 +322,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   }),
   opt("timeout", "", "required", DUMP, ACCEPTED, (o, v) => o.timeout = integer(v, 0)),
   opt("freeze-cgroup", "", "required", DUMP, ACCEPTED, (o, v) => o.freezeCgroup = v),
-  opt("external", "", "required", DUMP_RESTORE, ACCEPTED, (o, v) => o.external.push(v)),
+  opt("external", "", "required", DUMP_RESTORE, ACCEPTED, external),
   opt("ext-unix-sk", "x", "optional", DUMP_RESTORE, IMPLEMENTED, extUnixSk),
   bool("tcp-established", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpEstablished = on),
   bool("tcp-close", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpClose = on),
@@ -359,7 +367,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   bool("restore-detached", "d", DAEMONS, IMPLEMENTED, (o, on) => o.restoreDetached = on),
   bool("daemon", "", DAEMONS, IMPLEMENTED, (o, on) => o.restoreDetached = on),
   bool("restore-sibling", "S", RESTORE, IMPLEMENTED, (o, on) => o.restoreSibling = on),
-  opt("root", "r", "required", RESTORE, REFUSED, (o, v) => o.root = v, "restoring into another root"),
+  opt("root", "r", "required", RESTORE, IMPLEMENTED, (o, v) => o.root = v),
   opt(
     "join-ns",
     "J",
@@ -370,7 +378,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     "joining namespaces",
   ),
   opt("inherit-fd", "", "required", RESTORE, REFUSED, (o, v) => o.inheritFds.push(inheritFd(v))),
-  opt("ext-mount-map", "M", "required", DUMP_RESTORE, ACCEPTED, extMountMap),
+  opt("ext-mount-map", "M", "required", DUMP_RESTORE, IMPLEMENTED, extMountMap),
   opt("veth-pair", "", "required", RESTORE, ACCEPTED, (o, v) => o.vethPairs.push(vethPair(v))),
   opt("empty-ns", "", "required", RESTORE, IMPLEMENTED, (o, v) => {
     o.emptyNetNs = oneOf(v, ["net"]) === "net";

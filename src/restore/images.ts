@@ -373,6 +373,7 @@ function regFileFor(
   }
   const where = `file ${id} of ${nameOf(KINDS.FILES)}, ${role} in ${by}`;
   if (files.stateOf("remapped-ids", () => new Set<number>()).has(Number(id))) return reg;
+  if (files.stateOf("paths-in-own-mntns", () => ({ on: false })).on) return reg;
   const st = statOf(reg.name);
   if (!st) bad(`${reg.name} does not exist (${where})`);
   if (want === "file" && !st.isFile) bad(`${reg.name} is not a regular file (${where})`);
@@ -546,6 +547,10 @@ function loadTask(
   return task;
 }
 
+function ownMountTree(imagesDir: string): boolean {
+  return [...Deno.readDirSync(imagesDir)].some((f) => /^mountpoints-\d+\.img$/.test(f.name));
+}
+
 export function loadCheckpoint(imagesDir: string, services: SessionServices = quietServices()): Checkpoint {
   const unusable = unusableDirectory("images directory", imagesDir);
   if (unusable !== undefined) throw new RestoreError(unusable);
@@ -562,6 +567,9 @@ export function loadCheckpoint(imagesDir: string, services: SessionServices = qu
   // where their name says: the checks below leave their existence to the remap.
   const remapped = files.stateOf("remapped-ids", () => new Set<number>());
   for (const r of dir.readOptional<remap_file_path_entry>(KINDS.REMAP_FPATH)) remapped.add(r.origId);
+  // A tree with a mount namespace of its own names files as its restored mount tree shows them,
+  // which does not exist yet: their opening tells whether they are there (mntns.ts).
+  if (ownMountTree(imagesDir)) files.stateOf("paths-in-own-mntns", () => ({ on: true }));
   const memfds = dir.readOptional<memfd_inode_entry>(KINDS.MEMFD_INODE);
   const seen: SeenFiles = { mapped: new Set(), epolls: new Set() };
   const tasks = tree.map((e) => loadTask(dir, e, files, memfds, seen));

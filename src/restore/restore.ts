@@ -208,6 +208,7 @@ function forkTree(
   tasks: readonly RestoreTaskImages[],
   shellJob: boolean,
   rootFlags: bigint,
+  onRoot: (root: Agent) => void,
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
@@ -228,6 +229,7 @@ function forkTree(
       agent.call("setsid", NR.setsid);
     }
     agents.set(t.entry.pid, agent);
+    if (t === tasks[0]) onRoot(agent);
     if (!t.zombie && !t.helper) {
       const parent = t === tasks[0] ? undefined : tasks.find((p) => p.entry.pid === t.entry.ppid);
       fromImagesOf(t, "memory", () => restoreMemory(ctx, agent, t, parent));
@@ -262,6 +264,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     empty: new Set(opts.options.emptyNetNs ? ["net"] : []),
     hooks: opts.hooks,
     log,
+    options: opts.options,
   });
   const namespaces = ns.flags;
   const master = sibling
@@ -285,7 +288,13 @@ export function restore(opts: RestoreOptions): RestoreResult {
       cowStats,
     };
     for (const plan of ns.plans) if (plan.inCreator) master.inCreator(plan.inCreator);
-    const agents = forkTree(ctx, tasks, shellJob, namespaces);
+    const agents = forkTree(
+      ctx,
+      tasks,
+      shellJob,
+      namespaces,
+      (r) => ns.plans.forEach((p) => p.beforeMemory?.(r)),
+    );
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     plugins.notify("POST_FORKING");

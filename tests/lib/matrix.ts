@@ -13,6 +13,8 @@ export interface Case {
   settleMs?: number;
   /** Extra options for dump and restore (e.g. --shell-job). */
   criuArgs?: string[];
+  /** Extra options for restore only (e.g. --root). */
+  restoreArgs?: string[];
 }
 
 export function label(c: Case): string {
@@ -24,7 +26,17 @@ export async function dumpRestore(w: Workload, images: string, c: Case): Promise
   const tree = [w.pid, ...descendants(w.pid)];
   await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4", ...(c.criuArgs ?? [])]);
   for (const pid of tree) await reap(pid);
-  await criuOk(["restore", "-D", images, "-d", "-o", "restore.log", "-v4", ...(c.criuArgs ?? [])]);
+  await criuOk([
+    "restore",
+    "-D",
+    images,
+    "-d",
+    "-o",
+    "restore.log",
+    "-v4",
+    ...(c.criuArgs ?? []),
+    ...(c.restoreArgs ?? []),
+  ]);
   assert.ok(exists(`/proc/${w.pid}`), `${w.name} is not back after restore`);
 }
 

@@ -1,0 +1,364 @@
+/**
+ * Mount namespaces: the mntns workload lives in one of its own, rooted at a bind mount of the root
+ * filesystem, with a tmpfs, bind mounts of a file and a directory, a read-only mount, proc, a
+ * shared/slave pair and an overmount; it checks its view after restore. The restore's --root is a
+ * (non-recursive) bind mount of / that this file makes and removes.
+ */
+import assert from "node:assert/strict";
+import { CRIU, criu, criuOk, descendants, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+import { type Case, dumpRestore, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { CriuClient } from "../mod.ts";
+
+const ROOTFS = tempDir();
+
+function run(cmd: string, ...args: string[]): void {
+  const out = new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).outputSync();
+  if (!out.success) throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+run("mount", "--bind", "/", ROOTFS);
+let unmounted = false;
+function dropRootfs(): void {
+  if (unmounted) return;
+  unmounted = true;
+  run("umount", ROOTFS);
+  Deno.removeSync(ROOTFS);
+}
+globalThis.addEventListener("unload", dropRootfs);
+
+/** The entries of the checkpoint's mountpoints image, as crit decodes them. */
+function mountEntries(images: string): { mountpoint: string; ext_key?: string; root: string }[] {
+  const name = [...Deno.readDirSync(images)].map((e) => e.name).find((n) => /^mountpoints-\d+\.img$/.test(n));
+  assert.ok(name, "no mountpoints image");
+  const out = new Deno.Command("crit", { args: ["decode", "-i", `${images}/${name}`], stdout: "piped" })
+    .outputSync();
+  assert.ok(out.success, "crit decode failed");
+  return JSON.parse(new TextDecoder().decode(out.stdout)).entries;
+}
+
+const MNTNS: Case = { name: "mntns", restoreArgs: ["--root", ROOTFS] };
+
+/** The devices a runc container binds from the host: external both ways (key and path alike). */
+const CONTAINER_DEVICES = ["/dev/null", "/dev/urandom"];
+const CONTAINER: Case = {
+  name: "mntns_container",
+  criuArgs: CONTAINER_DEVICES.flatMap((d) => ["--external", `mnt[${d}]:${d}`]),
+  restoreArgs: ["--root", ROOTFS],
+};
+
+registerMatrix([MNTNS, CONTAINER]);
+
+Deno.test("crit decodes the mountpoints image, and the tmpfs archives are gzip'd tar", () =>
+  withWorkload(MNTNS, async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+    const names = [...Deno.readDirSync(images)].map((e) => e.name);
+    const mnts = names.find((n) => /^mountpoints-\d+\.img$/.test(n));
+    assert.ok(mnts, `no mountpoints image in ${names}`);
+    const out = new Deno.Command("crit", { args: ["decode", "-i", `${images}/${mnts}`], stdout: "piped" })
+      .outputSync();
+    assert.ok(out.success, "crit decode failed");
+    const img = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.equal(img.magic, "MNTS");
+    const points = img.entries.map((e: { mountpoint: string }) => e.mountpoint);
+    for (const p of ["/", "/proc", "/t", "/bfile", "/bdir", "/ro", "/sh", "/sl", "/sh/inner", "/over"]) {
+      assert.ok(points.some((m: string) => m === p || m.endsWith(`.mnt${p}`)), `${p} missing from ${points}`);
+    }
+    const tmpfs = img.entries.filter((e: { fstype: number; root: string }) =>
+      e.fstype === 5 && e.root === "/"
+    );
+    for (const t of tmpfs) {
+      assert.ok(names.includes(`tmpfs-dev-${t.root_dev}.tar.gz.img`), `no archive for tmpfs ${t.mountpoint}`);
+    }
+    const ids = new Deno.Command("crit", {
+      args: ["decode", "-i", `${images}/ids-${w.pid}.img`],
+      stdout: "piped",
+    })
+      .outputSync();
+    assert.match(
+      new TextDecoder().decode(ids.stdout),
+      new RegExp(`"mnt_ns_id": ${mnts.match(/\d+/)![0]}\\b`),
+    );
+  }));
+
+Deno.test("a restore of a mount namespace without --root is refused and leaves nothing", () =>
+  withWorkload(MNTNS, async (w, images) => {
+    const before = Deno.readTextFileSync("/proc/self/mountinfo");
+    const tree = [w.pid, ...descendants(w.pid)];
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    for (const pid of tree) await reap(pid);
+    const r = await criu(["restore", "-D", images, "-d"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /The --root option is required to restore a mount namespace/);
+    assert.equal(Deno.readTextFileSync("/proc/self/mountinfo"), before);
+    await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS]);
+  }));
+
+Deno.test("a restore that fails once the mount tree is built leaves no mount behind", () =>
+  withWorkload(MNTNS, async (w, images) => {
+    const before = Deno.readTextFileSync("/proc/self/mountinfo");
+    const tree = [w.pid, ...descendants(w.pid)];
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    for (const pid of tree) await reap(pid);
+    // The pidfile is written after every task is rebuilt: failing there undoes everything.
+    const r = await criu([
+      "restore",
+      "-D",
+      images,
+      "-d",
+      "--root",
+      ROOTFS,
+      "--pidfile",
+      "/nonexistent/dir/pid",
+    ]);
+    assert.equal(r.code, 1);
+    assert.ok(!exists(`/proc/${w.pid}`), "the failed restore left the task");
+    assert.equal(Deno.readTextFileSync("/proc/self/mountinfo"), before, "the failed restore left a mount");
+    await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS]);
+  }));
+
+Deno.test("a tree with a bind mount from outside its view is refused by name and runs on", async () => {
+  // The workload's root mount is fine; a bind of a host path named nowhere is refused.
+  const w = await Workload.start("mntns");
+  const images = tempDir();
+  try {
+    // In the workload's namespace: a tmpfs whose subdirectory is bound over "over", then the tmpfs
+    // itself unmounted: only /sub of that filesystem stays, with nothing to bind it from.
+    const base = `${w.result}.mnt`;
+    Deno.mkdirSync(`${base}/gone`);
+    run(
+      "nsenter",
+      "-t",
+      `${w.pid}`,
+      "-m",
+      "sh",
+      "-c",
+      `mount -t tmpfs gone ${base}/gone && mkdir ${base}/gone/sub && mount --bind ${base}/gone/sub ${base}/over && umount ${base}/gone`,
+    );
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /mount \S*\/over \(tmpfs, mount \d+\)/);
+    assert.match(r.stderr, /only \/sub of the filesystem is mounted/);
+    assert.ok(exists(`/proc/${w.pid}`));
+    const status = Deno.readTextFileSync(`/proc/${w.pid}/status`);
+    assert.match(status, /TracerPid:\s+0\n/);
+    await w.kill();
+  } finally {
+    if (exists(`/proc/${w.pid}`)) await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// External mounts: a tmpfs of the host (outside the workload's view) whose directory d and file
+// f.txt the workload binds at edir and efile before it pivots away from the host's mounts.
+
+interface HostTmpfs {
+  dir: string;
+  file: string;
+}
+
+async function withHostTmpfs(body: (host: HostTmpfs) => Promise<void>): Promise<void> {
+  const top = tempDir("criu-ts-ext-");
+  run("mount", "-t", "tmpfs", "criu-ts-ext", top);
+  try {
+    Deno.mkdirSync(`${top}/d`);
+    Deno.writeTextFileSync(`${top}/d/in.txt`, "host dir");
+    Deno.writeTextFileSync(`${top}/f.txt`, "host file");
+    const host = { dir: `${top}/d`, file: `${top}/f.txt` };
+    await body(host);
+    // The workload wrote these after its checks: the host's own directory and file took them.
+    assert.equal(Deno.readTextFileSync(`${host.dir}/out.txt`), "written into the host dir");
+    assert.equal(Deno.readTextFileSync(host.file), "written through the fd");
+  } finally {
+    run("umount", "-l", top);
+    Deno.removeSync(top, { recursive: true });
+  }
+}
+
+/** The mntns workload with its external binds, and the mountpoints they have inside its view. */
+function withExternalWorkload(
+  host: HostTmpfs,
+  body: (w: Workload, images: string, edir: string, efile: string) => Promise<void>,
+): Promise<void> {
+  return withWorkload(
+    { name: "mntns", args: ["ext", host.dir, host.file] },
+    (w, images) => body(w, images, `${w.result}.mnt/edir`, `${w.result}.mnt/efile`),
+  );
+}
+
+Deno.test("a bind of a host directory and of a host file, not named, is refused by name", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images) => {
+      const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /mount \S*\/e(dir|file) \(tmpfs, mount \d+\)/);
+      assert.match(r.stderr, /--external mnt\[\S*\/e(dir|file)\]:KEY/);
+      assert.ok(!exists(`${images}/inventory.img`));
+    })
+  ));
+
+Deno.test("external mounts: --external mnt[MOUNTPOINT]:KEY at dump, mnt[KEY]:PATH at restore, twice", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir, efile) => {
+      const c: Case = {
+        name: "mntns",
+        criuArgs: ["--external", `mnt[${edir}]:dirkey`, "--external", `mnt[${efile}]:filekey`],
+        restoreArgs: [
+          "--root",
+          ROOTFS,
+          "--external",
+          `mnt[dirkey]:${host.dir}`,
+          "--external",
+          `mnt[filekey]:${host.file}`,
+        ],
+      };
+      await dumpRestore(w, images, c);
+      await dumpRestore(w, images, c);
+    })
+  ));
+
+Deno.test("external mounts: --ext-mount-map MOUNTPOINT:KEY at dump, KEY:PATH at restore", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir, efile) => {
+      await dumpRestore(w, images, {
+        name: "mntns",
+        criuArgs: ["--ext-mount-map", `${edir}:dirkey`, "--ext-mount-map", `${efile}:filekey`],
+        restoreArgs: [
+          "--root",
+          ROOTFS,
+          "--ext-mount-map",
+          `dirkey:${host.dir}`,
+          "-M",
+          `filekey:${host.file}`,
+        ],
+      });
+    })
+  ));
+
+Deno.test("external mounts: a restore without the key's PATH is refused by name and leaves nothing", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir, efile) => {
+      const tree = [w.pid, ...descendants(w.pid)];
+      await criuOk([
+        "dump",
+        "-t",
+        `${w.pid}`,
+        "-D",
+        images,
+        "-M",
+        `${edir}:dirkey`,
+        "-M",
+        `${efile}:filekey`,
+      ]);
+      for (const pid of tree) await reap(pid);
+      const before = Deno.readTextFileSync("/proc/self/mountinfo");
+      const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS, "-M", `dirkey:${host.dir}`]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /The mount \S*\/efile is external with key filekey/);
+      assert.equal(Deno.readTextFileSync("/proc/self/mountinfo"), before);
+      await criuOk([
+        "restore",
+        "-D",
+        images,
+        "-d",
+        "--root",
+        ROOTFS,
+        "-M",
+        `dirkey:${host.dir}`,
+        "-M",
+        `filekey:${host.file}`,
+      ]);
+    })
+  ));
+
+Deno.test("external mounts over RPC as runc passes them: ext_mnt key = val = mountpoint, then key = source", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images, edir, efile) => {
+      const tree = [w.pid, ...descendants(w.pid)];
+      const client = new CriuClient({ criuPath: CRIU });
+      await client.dump({
+        pid: w.pid,
+        imagesDir: images,
+        extMnt: [{ key: edir, val: edir }, { key: efile, val: efile }, {
+          key: "/dev/null",
+          val: "/dev/null",
+        }],
+      });
+      for (const pid of tree) await reap(pid);
+      const restored = await client.restore({
+        imagesDir: images,
+        root: ROOTFS,
+        extMnt: [{ key: edir, val: host.dir }, { key: efile, val: host.file }, {
+          key: "/dev/null",
+          val: "/dev/null",
+        }],
+      });
+      assert.equal(restored.pid, w.pid);
+    })
+  ));
+
+Deno.test("external mounts found by themselves: --external mnt[] at dump, --ext-mount-map auto at restore", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images) => {
+      const c: Case = { name: "mntns", restoreArgs: ["--root", ROOTFS, "--ext-mount-map", "auto"] };
+      await dumpRestore(w, images, { ...c, criuArgs: ["--external", "mnt[]"] });
+      const log = Deno.readTextFileSync(`${images}/dump.log`);
+      assert.match(log, new RegExp(`\\(${w.result}\\.mnt/edir\\) is external: a bind of ${host.dir}\n`));
+      assert.match(log, new RegExp(`\\(${w.result}\\.mnt/efile\\) is external: a bind of ${host.file}\n`));
+      await dumpRestore(w, images, { ...c, criuArgs: ["--ext-mount-map", "auto"] });
+    })
+  ));
+
+Deno.test("a mount found external by itself is refused at restore without auto, and nothing is left", () =>
+  withHostTmpfs((host) =>
+    withExternalWorkload(host, async (w, images) => {
+      const tree = [w.pid, ...descendants(w.pid)];
+      await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--external", "mnt[]"]);
+      for (const pid of tree) await reap(pid);
+      const before = Deno.readTextFileSync("/proc/self/mountinfo");
+      const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /was found external by itself at dump .*--ext-mount-map auto/);
+      assert.equal(Deno.readTextFileSync("/proc/self/mountinfo"), before);
+      await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS, "--external", "mnt[]"]);
+    })
+  ));
+
+Deno.test("--external mnt[] takes no options but :m and :s", async () => {
+  const r = await criu(["dump", "-t", "1", "-D", "/nonexistent", "--external", "mnt[]:x"]);
+  assert.equal(r.code, 1);
+  assert.match(r.stderr, /mnt\[\], mnt\[\]:m or mnt\[\]:s/);
+});
+
+Deno.test("a runc container's mounts over RPC as runc 1.1 names them: devices, masked files, binds", () =>
+  withWorkload({ name: "mntns_container" }, async (w, images) => {
+    // runc: every device of the config, key = val = its path; each masked path that is a file,
+    // val /dev/null; at restore the devices again and /dev/null for the masks.
+    const devices = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
+    const masked = ["/proc/keys", "/proc/timer_list"];
+    const tree = [w.pid, ...descendants(w.pid)];
+    const client = new CriuClient({ criuPath: CRIU });
+    await client.dump({
+      pid: w.pid,
+      imagesDir: images,
+      extMnt: [
+        ...devices.map((d) => ({ key: d, val: d })),
+        ...masked.map((m) => ({ key: m, val: "/dev/null" })),
+      ],
+    });
+    const keys = new Map(mountEntries(images).map((e) => [e.mountpoint, e.ext_key]));
+    assert.deepEqual(
+      ["/dev/null", "/dev/urandom", ...masked].map((m) => keys.get(m)),
+      ["/dev/null", "/dev/urandom", "/dev/null", "/dev/null"],
+    );
+    for (const pid of tree) await reap(pid);
+    const restored = await client.restore({
+      imagesDir: images,
+      root: ROOTFS,
+      extMnt: [...devices, "/dev/null"].map((d) => ({ key: d, val: d })),
+    });
+    assert.equal(restored.pid, w.pid);
+  }));
+
+Deno.test("mntns: the --root bind mount is removed", () => dropRootfs());

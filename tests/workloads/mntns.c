@@ -1,0 +1,185 @@
+/*
+ * mntns: the process lives in a mount namespace of its own, rooted at a bind mount of the host's
+ * root filesystem (pivot_root), holding under BASE (RESULT_FILE.mnt):
+ *   t       a tmpfs with files (a.txt, d/b.txt), our cwd (t/d) and an open fd (t/a.txt, offset 2)
+ *   bfile   a bind mount of the file t/a.txt
+ *   bdir    a bind mount of the directory src
+ *   ro      a read-only bind mount of src
+ *   sh, sl  a shared tmpfs and its slave (a bind made MS_SLAVE), with a tmpfs mounted at sh/inner
+ *           that propagated to sl/inner
+ *   over    src bound there, then src2 bound over it
+ * and /proc. Its view (mountinfo with ids replaced by mountpoints, sorted) is recorded at start
+ * and must be the same after restore, with the files' contents; propagation must still work (a
+ * mount made under sh appears under sl, not the other way), ro must refuse writes.
+ *
+ * With `ext HOSTDIR HOSTFILE` it also binds, before leaving the host's view, the host directory
+ * HOSTDIR at edir and the host file HOSTFILE at efile (both outside its view: external mounts),
+ * keeps efile open, and at the end writes edir/out.txt and, through the open fd, efile: the test
+ * reads both from the host, so the mounts must be binds of the host's own directory and file.
+ *
+ *   mntns RESULT_FILE [ext HOSTDIR HOSTFILE]
+ */
+#include "lib.h"
+#include "mntns_view.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static char base[512];
+
+static const char *at(const char *rel)
+{
+	static char bufs[8][1024];
+	static int next;
+	char *b = bufs[next++ % 8];
+	snprintf(b, sizeof(bufs[0]), "%s/%s", base, rel);
+	return b;
+}
+
+static void put(const char *path, const char *text)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+	if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+		wl_die("write %s", path);
+	close(fd);
+}
+
+static void mnt(const char *src, const char *dst, const char *type, unsigned long flags, const char *data)
+{
+	if (mount(src, dst, type, flags, data))
+		wl_die("mount %s on %s", src ? src : "-", dst);
+}
+
+static void expect_file(const char *rel, const char *text)
+{
+	char buf[256];
+	ssize_t n = wl_read_file(at(rel), buf, sizeof(buf));
+	WL_CHECK(n >= 0 && !strcmp(buf, text), "%s holds \"%s\", expected \"%s\"", rel, n >= 0 ? buf : "(unreadable)",
+		 text);
+}
+
+static dev_t dev_of(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st))
+		return (dev_t)-1;
+	return st.st_dev;
+}
+
+int main(int argc, char **argv)
+{
+	static char before[VIEW], after[VIEW];
+	wl_init(argc, argv);
+	closefrom(3); /* fds inherited from a shell would be outside the view */
+	wl_path("mnt", base, sizeof(base));
+	const char *dirs[] = { "", "newroot", "t", "src", "src2", "bdir", "ro", "sh", "sl", "over" };
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
+		if (mkdir(at(dirs[i]), 0755) && errno != EEXIST)
+			wl_die("mkdir %s", dirs[i]);
+	put(at("src/f.txt"), "from src");
+	put(at("src2/g.txt"), "from src2");
+	put(at("bfile"), "");
+	int ext = argc == 5 && !strcmp(argv[2], "ext");
+	if (ext) {
+		if (mkdir(at("edir"), 0755) && errno != EEXIST)
+			wl_die("mkdir edir");
+		put(at("efile"), "");
+	}
+
+	if (unshare(CLONE_NEWNS))
+		wl_die("unshare(CLONE_NEWNS)");
+	mnt(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+	mnt("/", at("newroot"), NULL, MS_BIND, NULL);
+	if (ext) {
+		char edir[1024], efile[1024];
+		snprintf(edir, sizeof(edir), "%s%s", at("newroot"), at("edir"));
+		snprintf(efile, sizeof(efile), "%s%s", at("newroot"), at("efile"));
+		mnt(argv[3], edir, NULL, MS_BIND, NULL);
+		mnt(argv[4], efile, NULL, MS_BIND, NULL);
+	}
+	if (chdir(at("newroot")) || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/"))
+		wl_die("pivot_root");
+	/* stdin (the host's /dev/null) is outside this view: a file of the view takes its place */
+	int in = open(at("src/f.txt"), O_RDONLY);
+	if (in < 0 || dup2(in, 0) != 0 || close(in))
+		wl_die("reopen stdin");
+	mnt("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	mnt("tmpfs", at("t"), "tmpfs", MS_NOSUID, "size=1m,mode=755");
+	put(at("t/a.txt"), "hello tmpfs");
+	if (mkdir(at("t/d"), 0700))
+		wl_die("mkdir t/d");
+	put(at("t/d/b.txt"), "inner file");
+	mnt(at("t/a.txt"), at("bfile"), NULL, MS_BIND, NULL);
+	mnt(at("src"), at("bdir"), NULL, MS_BIND, NULL);
+	mnt(at("src"), at("ro"), NULL, MS_BIND, NULL);
+	mnt(NULL, at("ro"), NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL);
+	mnt("shm", at("sh"), "tmpfs", 0, "size=1m");
+	mnt(NULL, at("sh"), NULL, MS_SHARED, NULL);
+	mnt(at("sh"), at("sl"), NULL, MS_BIND, NULL);
+	mnt(NULL, at("sl"), NULL, MS_SLAVE, NULL);
+	if (mkdir(at("sh/inner"), 0755) || mkdir(at("sh/later"), 0755))
+		wl_die("mkdir sh/inner");
+	mnt("inner", at("sh/inner"), "tmpfs", 0, "size=64k");
+	put(at("sh/inner/i.txt"), "propagated");
+	mnt(at("src"), at("over"), NULL, MS_BIND, NULL);
+	mnt(at("src2"), at("over"), NULL, MS_BIND, NULL);
+
+	int fd = open(at("t/a.txt"), O_RDONLY);
+	char two[3] = "";
+	if (fd < 0 || read(fd, two, 2) != 2 || chdir(at("t/d")))
+		wl_die("open t/a.txt, chdir t/d");
+	int efd = ext ? open(at("efile"), O_RDWR) : -1;
+	if (ext && efd < 0)
+		wl_die("open efile");
+	view(before, sizeof(before));
+	wl_log("view:\n%s", before);
+	wl_ready();
+	wl_wait();
+
+	view(after, sizeof(after));
+	WL_CHECK(!strcmp(before, after), "the mount view changed:\n--- before\n%s--- after\n%s", before, after);
+	expect_file("t/a.txt", "hello tmpfs");
+	expect_file("t/d/b.txt", "inner file");
+	expect_file("bfile", "hello tmpfs");
+	expect_file("bdir/f.txt", "from src");
+	expect_file("ro/f.txt", "from src");
+	expect_file("over/g.txt", "from src2");
+	expect_file("sh/inner/i.txt", "propagated");
+	expect_file("sl/inner/i.txt", "propagated");
+	WL_CHECK(dev_of(at("bfile")) == dev_of(at("t")), "bfile is not on the tmpfs t");
+	WL_CHECK(dev_of(at("sl/inner")) == dev_of(at("sh/inner")), "sl/inner is not the mount sh/inner");
+	WL_CHECK(open(at("ro/new"), O_WRONLY | O_CREAT, 0644) < 0 && errno == EROFS, "ro is writable");
+
+	char rest[16] = "";
+	struct stat st;
+	WL_CHECK(read(fd, rest, sizeof(rest) - 1) == 9 && !strcmp(rest, "llo tmpfs"), "the fd read \"%s\"", rest);
+	WL_CHECK(fstat(fd, &st) == 0 && st.st_dev == dev_of(at("t")), "the fd is not on the tmpfs t");
+	char cwd[1024] = "";
+	WL_CHECK(getcwd(cwd, sizeof(cwd)) && !strcmp(cwd, at("t/d")), "cwd is %s", cwd);
+	WL_CHECK(dev_of(".") == dev_of(at("t")), "cwd is not on the tmpfs t");
+
+	if (ext) {
+		expect_file("edir/in.txt", "host dir");
+		expect_file("efile", "host file");
+		put(at("edir/out.txt"), "written into the host dir");
+		const char *msg = "written through the fd";
+		WL_CHECK(pwrite(efd, msg, strlen(msg), 0) == (ssize_t)strlen(msg) && ftruncate(efd, strlen(msg)) == 0,
+			 "cannot write efile through its fd");
+	}
+
+	/* propagation still works: sh → sl, never back */
+	mnt("later", at("sh/later"), "tmpfs", 0, "size=64k");
+	WL_CHECK(dev_of(at("sl/later")) == dev_of(at("sh/later")), "a mount under sh did not reach sl");
+	umount2(at("sh/later"), MNT_DETACH);
+	mnt("back", at("sl/later"), "tmpfs", 0, "size=64k");
+	WL_CHECK(dev_of(at("sh/later")) != dev_of(at("sl/later")), "a mount under sl reached sh");
+	wl_finish();
+}
