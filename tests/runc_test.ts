@@ -287,7 +287,7 @@ interface Container {
   work: string;
 }
 
-async function run(cmd: string, args: string[], cwd?: string): Promise<{ ok: boolean; out: string }> {
+async function run(cmd: string, args: string[], cwd = "/"): Promise<{ ok: boolean; out: string }> {
   const got = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped", stdin: "null" })
     .output();
   const text = new TextDecoder().decode(got.stdout) + new TextDecoder().decode(got.stderr);

@@ -23,6 +23,7 @@ import { type FdEntry, listFds } from "../../ffi/proc.ts";
 import { sameOpenFile } from "../../ffi/process.ts";
 import { F, NR, O } from "../../ffi/syscalls.ts";
 import { refuse } from "./refusal.ts";
+import { inheritedFdFor } from "./inherited_fds.ts";
 import { noteFdLocks, readFileLocks, restoreFileLocks, writeFileLocks } from "./file_locks.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
@@ -125,7 +126,7 @@ export function grabFd(ctx: RestoreFilesContext, src: OpenedFile): number {
 export function holdFile(ctx: RestoreFilesContext, id: number): number {
   const known = ctx.shared.byId.get(id);
   const entry = ctx.table.get(id);
-  const parked = ctx.park(known ? grabFd(ctx, known) : kindFor(entry.type).open(ctx, entry));
+  const parked = ctx.park(known ? grabFd(ctx, known) : openFile(ctx, entry, kindFor(entry.type)));
   if (!known) ctx.shared.byId.set(id, { pid: ctx.nsPid, fd: parked });
   return parked;
 }
@@ -144,6 +145,16 @@ export interface FdKind {
   dump(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.FileInfo | null): number;
   /** Opens the file in the restored task; returns the (temporary) fd it got. */
   open(ctx: RestoreFilesContext, entry: file_entry): number;
+  /**
+   * The name by which `--inherit-fd fd[N]:NAME` hands in a file of this kind, CRIU's spelling
+   * (`pipe:[INO]`, a path without its leading slash...); undefined when it has none.
+   */
+  inheritName?(entry: file_entry, table: FileTable): string | undefined;
+  /**
+   * An inherited fd of this kind is opened again through /proc with the dumped flags (a new open
+   * file description), as CRIU does for pipes; otherwise the task gets the caller's fd as it is.
+   */
+  reopenInherited?(entry: file_entry): number | undefined;
   /**
    * For opening many files in one trap, instead of open(): the one call whose result is the new
    * fd (its strings allocated in the agent's scratch, `bytes` of them), and the calls to make on
@@ -252,7 +263,7 @@ export function takeFromCriu(ctx: RestoreFilesContext, fd: number): number {
   const nsLink = (pid: number | "self") => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
   if (nsLink(ctx.agent.pid) !== nsLink("self")) {
     throw new RestoreError(
-      "A plugin's file cannot be handed to a task in a PID namespace of its own yet (the task cannot see criu)",
+      `A file of criu's own (fd ${fd}, a plugin's or an --inherit-fd one) cannot be handed to a task in a PID namespace of its own yet (the task cannot see criu)`,
     );
   }
   const pidfd = Number(ctx.agent.call("pidfd_open(criu)", NR.pidfd_open, Deno.pid, 0));
@@ -441,12 +452,15 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
       continue;
     }
     const kind = kindFor(entry.type);
-    if (kind.openInBatch && grabs.open(kind.openInBatch, entry, info.fd, (info.flags & 1) !== 0)) {
+    const inherited = inheritedFile(ctx, entry, kind) !== undefined;
+    if (
+      !inherited && kind.openInBatch && grabs.open(kind.openInBatch, entry, info.fd, (info.flags & 1) !== 0)
+    ) {
       ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
       continue;
     }
     grabs.run(); // in fd order: a kind may take what was restored before
-    const tmp = kind.open(ctx, entry);
+    const tmp = openFile(ctx, entry, kind);
     // Nothing below needs an answer: these ride along with the next fd's calls.
     if (tmp !== info.fd) {
       ctx.agent.later(`dup3(fd ${info.fd})`, NR.dup3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
@@ -457,6 +471,55 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
     ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
   }
   grabs.run();
+}
+
+/** The fd of criu's that --inherit-fd gives for this file, and the name it gave it by. */
+function inheritedFile(
+  ctx: RestoreFilesContext,
+  entry: file_entry,
+  kind: FdKind,
+): { name: string; criuFd: number } | undefined {
+  if (ctx.options.inheritFds.length === 0) return undefined;
+  const name = kind.inheritName?.(entry, ctx.table);
+  const criuFd = name === undefined ? undefined : inheritedFdFor(ctx.options, name);
+  return criuFd === undefined ? undefined : { name: name!, criuFd };
+}
+
+/**
+ * Opens a file in the task: the caller's fd when --inherit-fd names it (opened again with the
+ * dumped flags for kinds that want that), otherwise by its kind. Returns the temporary fd.
+ */
+function openFile(ctx: RestoreFilesContext, entry: file_entry, kind: FdKind): number {
+  const inherited = inheritedFile(ctx, entry, kind);
+  if (!inherited) return kind.open(ctx, entry);
+  ctx.log.info(
+    `File ${inherited.name} will be restored from inherit fd ${inherited.criuFd} (file ${entry.id} of files.img)`,
+  );
+  const flags = kind.reopenInherited?.(entry);
+  return flags === undefined
+    ? takeFromCriu(ctx, inherited.criuFd)
+    : reopenCriuFd(ctx, inherited.criuFd, flags, inherited.name);
+}
+
+/**
+ * Opens criu's fd `criuFd` again in the task, through /proc with `flags` (a new open file
+ * description, as CRIU's reopen of an inherited pipe or external file): /proc/CRIU/fd/N, which the
+ * task reaches whatever its PID namespace while it sees criu's /proc.
+ */
+export function reopenCriuFd(ctx: RestoreFilesContext, criuFd: number, flags: number, what: string): number {
+  ctx.agent.reset();
+  const path = `/proc/${Deno.pid}/fd/${criuFd}`;
+  try {
+    return Number(ctx.agent.call(`open(${path})`, NR.open, ctx.agent.string(path), flags & ~O.CLOEXEC, 0));
+  } catch (e) {
+    throw new RestoreError(
+      `Cannot open ${what} in task ${ctx.agent.pid} from criu's inherit fd ${criuFd}: ${
+        (e as Error).message
+      }`,
+      0,
+      { cause: e },
+    );
+  }
 }
 
 /** Scratch room the paths of one batch of opens may take (the scratch area is 64 KiB). */

@@ -138,6 +138,11 @@ export const memfdKind: FdKind = {
     if (m.pos !== 0n) agent.later(`lseek(memfd ${m.inodeId})`, NR.lseek, fd, m.pos, 0);
     return Number(fd);
   },
+  // CRIU's name for --inherit-fd: /memfd:NAME; the caller's fd is then used as it is.
+  inheritName(entry, table) {
+    const inode = entry.memfd && memfds(table).restored.get(BigInt(entry.memfd.inodeId));
+    return inode ? `/memfd:${inode.name}` : undefined;
+  },
   finishDump(session) {
     writeInodes(session);
   },

@@ -132,17 +132,21 @@ export const ttyKind: FdKind = {
   dump(ctx, fd, stat) {
     // A pty whose master is in the tree is the tree's own, not a shell job's terminal (pty.ts).
     if (isTreePty(ctx, fd)) return dumpTreePty(ctx, fd, stat, terminals(ctx.table).infos);
-    if (!ctx.session.opts.shellJob) {
+    const rdev = stat?.rdev ?? 0;
+    const dev = stat?.dev ?? 0;
+    // --external tty[RDEV:DEV]: the caller hands the terminal back at restore (--inherit-fd).
+    const external = ctx.session.opts.external.includes(ttyName(rdev, dev));
+    if (!ctx.session.opts.shellJob && !external) {
       refuse(ctx.pid, `fd ${fd.fd} (terminal ${fd.target})`, "a terminal needs --shell-job");
     }
-    const rdev = stat?.rdev ?? 0;
     const infos = terminals(ctx.table).infos;
     let info = infos.find((t) => t.rdev === rdev);
     if (!info) {
       const pts = /^\/dev\/pts\/(\d+)$/.exec(fd.target);
       info = create(tty_info_entrySchema, {
         id: infos.length + 1,
-        type: pts ? TtyType.PTY : TtyType.EXT_TTY,
+        type: pts && !external ? TtyType.PTY : TtyType.EXT_TTY,
+        dev,
         locked: false,
         exclusive: false,
         packetMode: false,
@@ -156,6 +160,11 @@ export const ttyKind: FdKind = {
     }
     if (info.sid === 0) recordSession(ctx.agent, fd.fd, info);
     return addTtyFile(ctx, fd, info.id, fd.flags, "tty");
+  },
+  // CRIU's name for --inherit-fd: tty[RDEV:DEV] in hex, the terminal's device and its filesystem's.
+  inheritName(entry, table) {
+    const info = terminals(table).infos.find((i) => i.id === entry.tty?.ttyInfoId);
+    return info ? ttyName(info.rdev, info.dev) : undefined;
   },
   finishDump(session) {
     const { infos } = terminals(session.table);
@@ -203,6 +212,11 @@ export const ttyKind: FdKind = {
 };
 
 registerFdKind(ttyKind);
+
+/** What --external and --inherit-fd call a terminal: tty[RDEV:DEV], both in hex (CRIU's u32s). */
+export function ttyName(rdev: number, dev: number): string {
+  return `tty[${(rdev >>> 0).toString(16)}:${(dev >>> 0).toString(16)}]`;
+}
 
 /**
  * The terminal's session and foreground group, as the task sees them (its PID namespace), with

@@ -322,7 +322,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   }),
   opt("timeout", "", "required", DUMP, ACCEPTED, (o, v) => o.timeout = integer(v, 0)),
   opt("freeze-cgroup", "", "required", DUMP, ACCEPTED, (o, v) => o.freezeCgroup = v),
-  opt("external", "", "required", DUMP_RESTORE, ACCEPTED, external),
+  opt("external", "", "required", DUMP_RESTORE, IMPLEMENTED, external),
   opt("ext-unix-sk", "x", "optional", DUMP_RESTORE, IMPLEMENTED, extUnixSk),
   bool("tcp-established", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpEstablished = on),
   bool("tcp-close", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpClose = on),
@@ -377,7 +377,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     (o, v) => o.joinNs.push(joinNs(v)),
     "joining namespaces",
   ),
-  opt("inherit-fd", "", "required", RESTORE, REFUSED, (o, v) => o.inheritFds.push(inheritFd(v))),
+  opt("inherit-fd", "", "required", RESTORE, IMPLEMENTED, (o, v) => o.inheritFds.push(inheritFd(v))),
   opt("ext-mount-map", "M", "required", DUMP_RESTORE, IMPLEMENTED, extMountMap),
   opt("veth-pair", "", "required", RESTORE, ACCEPTED, (o, v) => o.vethPairs.push(vethPair(v))),
   opt("empty-ns", "", "required", RESTORE, IMPLEMENTED, (o, v) => {

@@ -23,8 +23,9 @@ import { MAP, O } from "../../ffi/syscalls.ts";
 import { getRlimit } from "../../ffi/process.ts";
 import { unusableDirectory } from "../dirs.ts";
 import { ImageDir } from "../images/dir.ts";
-import { canRestoreFdType, type FilesSession, FileTable, loadFileImages } from "../objects/files.ts";
-import { defaultOptions, freezeOptions } from "../options/options.ts";
+import { canRestoreFdType, fdKinds, type FilesSession, FileTable, loadFileImages } from "../objects/files.ts";
+import { inheritedFdFor } from "../objects/inherited_fds.ts";
+import { defaultOptions, freezeOptions, type RunOptions } from "../options/options.ts";
 import { noHooks } from "../actions/hooks.ts";
 import { quietLog } from "../log.ts";
 import { Plugins } from "../plugins/plugins.ts";
@@ -393,6 +394,16 @@ function statOf(path: string): Deno.FileInfo | undefined {
   return undefined;
 }
 
+/** Regular files the restore does not open by their name: external ones, and those --inherit-fd names. */
+function handedIn(files: FileTable, opts: RunOptions): number[] {
+  return files.entries.filter((e) =>
+    e.reg !== undefined &&
+    (e.reg.ext ||
+      inheritedFdFor(opts, fdKinds().find((k) => k.type === e.type)?.inheritName?.(e, files) ?? "") !==
+        undefined)
+  ).map((e) => e.id);
+}
+
 /** Which field of file_entry holds the details of each kind of file the restore opens. */
 const FILE_DETAILS: Partial<Record<fd_types, keyof file_entry>> = {
   [fd_types.REG]: "reg",
@@ -570,6 +581,8 @@ export function loadCheckpoint(imagesDir: string, services: SessionServices = qu
   // A tree with a mount namespace of its own names files as its restored mount tree shows them,
   // which does not exist yet: their opening tells whether they are there (mntns.ts).
   if (ownMountTree(imagesDir)) files.stateOf("paths-in-own-mntns", () => ({ on: true }));
+  // So do external files and files the caller hands in (--inherit-fd): the fd given stands for them.
+  for (const id of handedIn(files, services.opts)) remapped.add(id);
   const memfds = dir.readOptional<memfd_inode_entry>(KINDS.MEMFD_INODE);
   const seen: SeenFiles = { mapped: new Set(), epolls: new Set() };
   const tasks = tree.map((e) => loadTask(dir, e, files, memfds, seen));

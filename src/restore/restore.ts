@@ -29,6 +29,7 @@ import { isSyscallError, osReason } from "../../ffi/errors.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { loadCheckpoint, type RestoreTaskImages } from "./images.ts";
+import { prepareInheritedFds } from "../objects/inherited_fds.ts";
 import { prepareNamespaces } from "../objects/namespaces.ts";
 import { PuppetMaster } from "./puppet.ts";
 import {
@@ -243,6 +244,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const { shellJob, restoreDetached: detached, restoreSibling: sibling, pidfile } = opts.options;
   // PREPARE
   log.debug("Reading the images");
+  prepareInheritedFds(opts.options, log); // the caller's fds first, as CRIU checks them when parsing
   const plugins = opts.plugins ?? Plugins.none(STAGE.RESTORE, log);
   plugins.notify("RESTORE_INIT");
   const cp = loadCheckpoint(opts.imagesDir, { opts: opts.options, hooks: opts.hooks, plugins, log });
