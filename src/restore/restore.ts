@@ -25,6 +25,7 @@
  * is ever left behind, stopped or running.
  */
 import { RestoreError } from "../errors.ts";
+import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
 import { isSyscallError, osReason } from "../../ffi/errors.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
@@ -269,9 +270,17 @@ export function restore(opts: RestoreOptions): RestoreResult {
     options: opts.options,
   });
   const namespaces = ns.flags;
-  const master = sibling
-    ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log)
-    : PuppetMaster.start(occupied, log);
+  // Every puppet holds the images dir at this number until its files are restored.
+  const imagesDirFd = openFd(opts.imagesDir, OPEN.DIRECTORY | OPEN.CLOEXEC);
+  let master: PuppetMaster;
+  try {
+    master = sibling
+      ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log)
+      : PuppetMaster.start(occupied, log, [imagesDirFd]);
+  } catch (e) {
+    closeFd(imagesDirFd);
+    throw e;
+  }
   let forkedAt = 0;
   let root = 0;
   const pending = new Map<number, PendingThread[]>();
@@ -288,6 +297,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shared,
       shmem: new Map(),
       cowStats,
+      imagesDirFd,
     };
     for (const plan of ns.plans) if (plan.inCreator) master.inCreator(plan.inCreator);
     const agents = forkTree(
@@ -342,6 +352,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     throw e;
   } finally {
     endFilesRestore(files);
+    closeFd(imagesDirFd);
   }
   const stopped: number[] = [];
   for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {

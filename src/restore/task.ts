@@ -73,6 +73,11 @@ export interface TaskRestoreContext {
   shmem: Map<string, RestoredObject>;
   /** The restore's options, read-only, as the object kinds get them. */
   options: RunOptions;
+  /**
+   * An fd of the images dir at this number in every puppet until its files are restored (the
+   * helper gets it from us, the sibling root inherits ours): pages are read through it.
+   */
+  imagesDirFd?: number;
 }
 
 /** A thread ready to be resumed: its agent (still inside) and the core it must end up with. */
@@ -200,7 +205,7 @@ export function restoreMemory(
     mm.vmas,
   );
   const { own, inheritedRuns } = splitRuns(runs, inherited);
-  fillPages(agent, t.pagesPath!, own);
+  fillPages(agent, t.pagesPath!, own, ctx.imagesDirFd);
   const cow = patchInherited(agent.pid, t.pagesPath!, inheritedRuns);
   ctx.cowStats.compared += cow.compared;
   ctx.cowStats.skipped += cow.compared - cow.written;
