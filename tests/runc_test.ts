@@ -8,7 +8,8 @@
  *
  * Then runc itself (Debian 12's runc 1.1.5, `runc --criu scripts/criu`): a busybox container
  * counting into a file on a bind mount from the host, checkpointed and restored; the count must go
- * on exactly where it stopped. Those need the container's mount namespace saved: see RUNC_E2E.
+ * on exactly where it stopped; also with --leave-running and with a tmpfs whose contents the
+ * container checks after its restore. Each test removes its container, mounts and cgroups.
  */
 import assert from "node:assert/strict";
 import { spawn } from "../ffi/spawn.ts";
@@ -22,15 +23,6 @@ const PYTHON = "/usr/bin/python3";
 const RUNC = "/usr/sbin/runc";
 const BUSYBOX = "/bin/busybox";
 const SIGKILL = 9;
-
-/**
- * The end-to-end runc tests run only when CRIU_TS_RUNC=1: today `runc checkpoint` fails with
- * "Cannot dump the mount namespace mnt:[N] of process PID: it is not criu's, and mount namespaces
- * are not saved yet" (the mntns branch brings them), and `runc restore` would be refused at
- * "criu_opts.root (--root) is not supported by criu-ts yet (restoring into another root)" and
- * "criu_opts.inherit_fd (--inherit-fd)" (the container's stdio pipes; the files3 branch).
- */
-const RUNC_E2E = Deno.env.get("CRIU_TS_RUNC") === "1";
 
 setChildSubreaper(true);
 
@@ -438,7 +430,7 @@ function assertUnbroken(lines: string[]): void {
 }
 
 function runcTest(name: string, fn: () => Promise<void>): void {
-  Deno.test({ name, ignore: !RUNC_E2E, fn });
+  Deno.test({ name, fn });
 }
 
 runcTest("runc checkpoint and restore: the container counts on exactly where it stopped", async () => {

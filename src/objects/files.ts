@@ -77,6 +77,11 @@ export interface RestoreFilesContext {
   parkBase: number;
   /** pidfds the task opened on other tasks while taking their fds (parked, so closed at the end). */
   pidfds?: Map<number, bigint>;
+  /**
+   * A pidfd of criu in the task (parked), which it inherited from the helper or, as a sibling
+   * root, from criu itself: how a task that cannot see criu's pid takes criu's fds.
+   */
+  criuPidfd?: number;
   /** The restore's options, read-only. */
   options: RunOptions;
   log: Log;
@@ -254,14 +259,22 @@ export class FileTable {
   }
 }
 
+/** Whether the task sees criu's pid: it is in criu's PID namespace. */
+function seesCriu(ctx: RestoreFilesContext): boolean {
+  const nsLink = (pid: number | "self") => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
+  return nsLink(ctx.agent.pid) === nsLink("self");
+}
+
 /**
  * A copy of criu's own fd `fd` in the restored task: it opens a pidfd on criu and takes the fd
  * with pidfd_getfd (the task is still root and ours to trace). The task must see criu's pid:
  * criu's PID namespace is the task's.
  */
 export function takeFromCriu(ctx: RestoreFilesContext, fd: number): number {
-  const nsLink = (pid: number | "self") => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
-  if (nsLink(ctx.agent.pid) !== nsLink("self")) {
+  if (!seesCriu(ctx)) {
+    if (ctx.criuPidfd !== undefined) {
+      return Number(ctx.agent.call(`pidfd_getfd(criu, ${fd})`, NR.pidfd_getfd, ctx.criuPidfd, fd, 0));
+    }
     throw new RestoreError(
       `A file of criu's own (fd ${fd}, a plugin's or an --inherit-fd one) cannot be handed to a task in a PID namespace of its own yet (the task cannot see criu)`,
     );
@@ -508,8 +521,15 @@ function openFile(ctx: RestoreFilesContext, entry: file_entry, kind: FdKind): nu
  */
 export function reopenCriuFd(ctx: RestoreFilesContext, criuFd: number, flags: number, what: string): number {
   ctx.agent.reset();
-  const path = `/proc/${Deno.pid}/fd/${criuFd}`;
+  let path = `/proc/${Deno.pid}/fd/${criuFd}`;
+  // A task that cannot see criu (a container's init in its own PID namespace and root) takes a
+  // copy of the fd first and reopens its own copy through the /proc it sees.
+  let copy: number | undefined;
   try {
+    if (ctx.criuPidfd !== undefined && !seesCriu(ctx)) {
+      copy = Number(ctx.agent.call(`pidfd_getfd(criu, ${criuFd})`, NR.pidfd_getfd, ctx.criuPidfd, criuFd, 0));
+      path = `/proc/self/fd/${copy}`;
+    }
     return Number(ctx.agent.call(`open(${path})`, NR.open, ctx.agent.string(path), flags & ~O.CLOEXEC, 0));
   } catch (e) {
     throw new RestoreError(
@@ -519,6 +539,8 @@ export function reopenCriuFd(ctx: RestoreFilesContext, criuFd: number, flags: nu
       0,
       { cause: e },
     );
+  } finally {
+    if (copy !== undefined) ctx.agent.call("close(copy)", NR.close, copy);
   }
 }
 

@@ -50,7 +50,7 @@ import "../objects/mod.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { CLONE, NR, SIG } from "../../ffi/syscalls.ts";
 import { WALL } from "../../ffi/ptrace.ts";
-import { CLOCK_BOOTTIME, clockNs, processExists } from "../../ffi/process.ts";
+import { CLOCK_BOOTTIME, clockNs, openPidfd, processExists } from "../../ffi/process.ts";
 import { KINDS } from "../images/kinds.ts";
 import { waitUntilStopped } from "../dump/freeze.ts";
 import { create } from "@bufbuild/protobuf";
@@ -270,15 +270,18 @@ export function restore(opts: RestoreOptions): RestoreResult {
     options: opts.options,
   });
   const namespaces = ns.flags;
-  // Every puppet holds the images dir at this number until its files are restored.
+  // Every puppet holds the images dir and a pidfd of criu at these numbers until its files are
+  // restored: a container's tasks see neither criu's paths nor its pid.
   const imagesDirFd = openFd(opts.imagesDir, OPEN.DIRECTORY | OPEN.CLOEXEC);
+  const criuPidfd = openPidfd(Deno.pid);
   let master: PuppetMaster;
   try {
     master = sibling
       ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log)
-      : PuppetMaster.start(occupied, log, [imagesDirFd]);
+      : PuppetMaster.start(occupied, log, [imagesDirFd, criuPidfd]);
   } catch (e) {
     closeFd(imagesDirFd);
+    closeFd(criuPidfd);
     throw e;
   }
   let forkedAt = 0;
@@ -298,6 +301,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shmem: new Map(),
       cowStats,
       imagesDirFd,
+      criuPidfd,
     };
     for (const plan of ns.plans) if (plan.inCreator) master.inCreator(plan.inCreator);
     const agents = forkTree(
@@ -353,6 +357,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   } finally {
     endFilesRestore(files);
     closeFd(imagesDirFd);
+    closeFd(criuPidfd);
   }
   const stopped: number[] = [];
   for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
