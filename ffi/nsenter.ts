@@ -1,5 +1,5 @@
 /**
- * Work done from inside another task's UTS or IPC namespace. setns() moves only the calling thread,
+ * Work done from inside another task's UTS, IPC or cgroup namespace. setns() moves only the calling thread,
  * and Deno runs synchronous FFI calls on the JavaScript thread itself: the thread enters the
  * namespace, runs `work` (synchronous FFI calls only, such as the files read here) and comes back,
  * with no other JavaScript running meanwhile (see ffi/sock_diag.ts for the network namespace).
@@ -10,7 +10,7 @@ import { call, callBig, cstr, libc } from "./libc.ts";
 import { closeFd, OPEN, openFd } from "./fd.ts";
 import { CLONE } from "./syscalls.ts";
 
-const NS_FLAGS = { uts: CLONE.NEWUTS, ipc: CLONE.NEWIPC } as const;
+const NS_FLAGS = { uts: CLONE.NEWUTS, ipc: CLONE.NEWIPC, cgroup: CLONE.NEWCGROUP } as const;
 export type EnterableNs = keyof typeof NS_FLAGS;
 
 /**

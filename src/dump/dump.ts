@@ -37,6 +37,9 @@ import type { Hooks } from "../actions/hooks.ts";
 import { checkNamespaces, dumpNamespaces, NamespaceIds, type NsDumped } from "../objects/namespaces.ts";
 import { NETWORK_LOCK_METHOD, type RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
+import { CgroupsDump } from "../objects/cgroups_dump.ts";
+import { freezeCgroup } from "./freeze_cgroup.ts";
+import { credsInUserNamespaceOf } from "../objects/userns.ts";
 import { STAGE } from "../plugins/api.ts";
 
 /** What a dump needs; src/options/core.ts makes it from the options of the command line or RPC. */
@@ -226,8 +229,10 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   const t0 = performance.now();
   const plugins = opts.plugins ?? Plugins.none(STAGE.DUMP, log);
   plugins.notify("PAUSE_DEVICES", opts.pid);
+  // CRIU leaves cgroups alone for --unprivileged; bad --cgroup-props are refused before freezing.
+  const cgroups = opts.options.unprivileged ? undefined : new CgroupsDump(opts.options, log);
   log.debug(`Freezing the tree of ${opts.pid}`);
-  const tree = freezeTree(opts.pid, log);
+  const tree = freezeTreeAsAsked(opts);
   const frozenAt = performance.now();
   const frozenUptimeUs = clockNs(CLOCK_BOOTTIME) / 1000n;
   log.info(`Frozen ${tree.tasks.length} task(s) in ${(frozenAt - t0).toFixed(1)} ms`);
@@ -265,6 +270,9 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     checkSessions(tree, opts.options.shellJob);
     checkGroups(tree, opts.options.shellJob);
     namespaces = dumpNamespaces(tree, nsIds, { dir, hooks: opts.hooks, log, options: opts.options });
+    cgroups?.collect(tree);
+    const credsInside = credsInUserNamespaceOf(tree.root.pid);
+    const hostTids = new Map(tree.tasks.flatMap((t) => t.ns.threads.map((tid, i) => [tid, t.threads[i]!])));
     const objectIds = new SharedObjectIds();
     let pagesId = 0;
     const objects: ObjectDumpContext = { dir, done: new Set(), nextPagesId: () => ++pagesId };
@@ -296,6 +304,12 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         }
       },
       writeCore(imageTid: number, core: core_entry) {
+        // As CRIU: each thread's cgroup set in its thread core, the leader's also in the task core.
+        const set = cgroups?.setOf(hostTids.get(imageTid) ?? 0) ?? 0;
+        if (set && core.threadCore) core.threadCore.cgSet = set;
+        if (set && core.tc) core.tc.cgSet = set;
+        // Credentials as the tasks' user namespace sees them, as CRIU saves them.
+        if (credsInside && core.threadCore?.creds) credsInside(core.threadCore.creds);
         dir.write(KINDS.CORE, imageTid, [core]);
       },
     };
@@ -324,6 +338,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     );
     finishFilesDump(files);
     dir.write(KINDS.FILES, undefined, table.entries);
+    cgroups?.write(dir);
     opts.hooks.run("post-dump");
     stats.frozenUs = Math.round((performance.now() - frozenAt) * 1000);
     writeStats(statsDir, stats);
@@ -339,6 +354,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         // How dumped connections were locked: the restore unlocks them the same way.
         networkLockMethod: NETWORK_LOCK_METHOD[opts.options.networkLock],
         dumpUptime: frozenUptimeUs,
+        ...(cgroups ? { rootCgSet: cgroups.rootSet } : {}),
       }),
     ]);
   } catch (e) {
@@ -362,6 +378,24 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     tree.resume();
     dir.removeWritten();
     if (statsDir !== dir) statsDir.removeWritten();
+  }
+}
+
+/**
+ * Seizes the tree; with --freeze-cgroup, inside a freeze of the whole cgroup (freeze_cgroup.ts),
+ * which goes back to its state (thawed) as soon as ptrace holds every task, whether the seize
+ * worked or not.
+ */
+function freezeTreeAsAsked(opts: DumpOptions): FrozenTree {
+  const path = opts.options.freezeCgroup;
+  if (path === undefined) return freezeTree(opts.pid, opts.log);
+  const frozen = freezeCgroup(path, opts.log);
+  let tree: FrozenTree | undefined;
+  try {
+    tree = freezeTree(opts.pid, opts.log);
+    return tree;
+  } finally {
+    frozen.restore(tree);
   }
 }
 

@@ -136,7 +136,8 @@ function seizeThread(tree: FrozenTree, pid: number, tid: number, log: Log): numb
   } catch (e) {
     // ESRCH: gone; EPERM on a task that has just become a zombie.
     if (isSyscallError(e, "ESRCH") || (isSyscallError(e, "EPERM") && isZombie(tid))) return null;
-    throw e;
+    // Seized already by us: a v1 --freeze-cgroup seizes the cgroup's threads while it is frozen.
+    if (!isSyscallError(e, "EPERM") || readStatus(tid).get("TracerPid") !== `${Deno.pid}`) throw e;
   }
   tree.noteSeized(tid);
   pt.interrupt(tid);

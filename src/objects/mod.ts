@@ -37,3 +37,5 @@ import "./utsns.ts";
 import "./timens.ts";
 import "./ipcns.ts";
 import "./mntns.ts";
+import "./cgroupns.ts";
+import "./userns.ts";

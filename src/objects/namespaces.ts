@@ -1,6 +1,6 @@
 /**
  * Namespaces: the registry of namespace kinds, one module each (`pidns.ts`, `netns.ts`, `utsns.ts`,
- * `timens.ts`, `ipcns.ts`, `mntns.ts`; user and cgroup come as modules of their own). A kind says:
+ * `timens.ts`, `ipcns.ts`, `mntns.ts`, `cgroupns.ts`, `userns.ts`). A kind says:
  *   - its name in /proc/PID/ns and in words, and its CLONE_NEW* flag;
  *   - `dump`: saves the tree's namespace of this kind when it is not criu's own (its images, the
  *     action scripts around it such as network-lock), or refuses it. A kind without `dump` is not
@@ -12,7 +12,6 @@
  * The dump and the restore loop over the kinds and know none of them by name.
  */
 import { refuse } from "./refusal.ts";
-import { CLONE } from "../../ffi/syscalls.ts";
 import type { ImageDir } from "../images/dir.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import type { Log } from "../log.ts";
@@ -20,6 +19,7 @@ import type { Agent } from "../agent.ts";
 import type { FrozenTree } from "../dump/freeze.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import type { RunOptions } from "../options/options.ts";
+import type { CgroupsRestore } from "./cgroups_restore.ts";
 
 /** The names of /proc/PID/ns/ that a task's ids image records, in CRIU's order of fields. */
 export const NS_NAMES = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] as const;
@@ -53,6 +53,8 @@ export interface NsRestoreContext {
   log: Log;
   /** The run's options (--root, --external mnt[KEY]:PATH, for some); absent where a caller has none. */
   options?: RunOptions;
+  /** The saved cgroups, made before the root's namespaces (a cgroup namespace is rooted in them). */
+  cgroups?: CgroupsRestore;
 }
 
 /** A namespace the restore creates for the root. */
@@ -69,6 +71,11 @@ export interface NsRestorePlan {
    * and mappings are opened through (the mount tree). Children cloned later inherit it.
    */
   beforeMemory?(root: Agent): void;
+  /**
+   * Right after the root's clone, before it does anything (its memory comes after): what only
+   * criu can give the namespace from outside (a user namespace's uid and gid maps).
+   */
+  rootCreated?(rootPid: number): void;
   /** Once the root exists in it: what the namespace held (from inside the root). */
   fill?(root: Agent): void;
   /** After post-restore, before the tree runs (network-unlock, for one). */
@@ -206,12 +213,3 @@ export function prepareNamespaces(ctx: NsRestoreContext): { flags: bigint; plans
   }
   return { flags, plans };
 }
-
-/** Kinds not saved yet, each a row: the name, the words and the flag. */
-function unsavedKind(name: NsName, words: string, cloneFlag: number): NamespaceKind {
-  return { name, words, cloneFlag };
-}
-
-// Namespace kinds criu-ts does not save yet: a tree in one other than criu's is refused.
-registerNamespaceKind(unsavedKind("user", "user", CLONE.NEWUSER));
-registerNamespaceKind(unsavedKind("cgroup", "cgroup", CLONE.NEWCGROUP));

@@ -321,7 +321,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     o.preDumpMode = oneOf(v, ["splice", "read"]);
   }),
   opt("timeout", "", "required", DUMP, ACCEPTED, (o, v) => o.timeout = integer(v, 0)),
-  opt("freeze-cgroup", "", "required", DUMP, ACCEPTED, (o, v) => o.freezeCgroup = v),
+  opt("freeze-cgroup", "", "required", DUMP, IMPLEMENTED, (o, v) => o.freezeCgroup = v),
   opt("external", "", "required", DUMP_RESTORE, IMPLEMENTED, external),
   opt("ext-unix-sk", "x", "optional", DUMP_RESTORE, IMPLEMENTED, extUnixSk),
   bool("tcp-established", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpEstablished = on),
@@ -352,16 +352,16 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   opt("enable-external-masters", "", "none", DUMP, ACCEPTED, (o) => o.enableExternalMasters = true),
 
   // Cgroups.
-  opt("manage-cgroups", "", "optional", DUMP_RESTORE, ACCEPTED, (o, v) => {
+  opt("manage-cgroups", "", "optional", DUMP_RESTORE, IMPLEMENTED, (o, v) => {
     o.manageCgroups = v === undefined
       ? "soft"
       : oneOf(v, ["none", "props", "soft", "full", "strict", "ignore"]);
   }),
-  opt("cgroup-root", "", "required", RESTORE, ACCEPTED, (o, v) => o.cgroupRoots.push(cgroupRoot(v))),
-  opt("cgroup-props", "", "required", DUMP, ACCEPTED, (o, v) => o.cgroupProps = v),
-  opt("cgroup-props-file", "", "required", DUMP, ACCEPTED, (o, v) => o.cgroupPropsFile = v),
-  opt("cgroup-dump-controller", "", "required", DUMP, ACCEPTED, (o, v) => o.cgroupDumpControllers.push(v)),
-  opt("cgroup-yard", "", "required", DUMP_RESTORE, ACCEPTED, (o, v) => o.cgroupYard = v),
+  opt("cgroup-root", "", "required", RESTORE, IMPLEMENTED, (o, v) => o.cgroupRoots.push(cgroupRoot(v))),
+  opt("cgroup-props", "", "required", DUMP, IMPLEMENTED, (o, v) => o.cgroupProps = v),
+  opt("cgroup-props-file", "", "required", DUMP, IMPLEMENTED, (o, v) => o.cgroupPropsFile = v),
+  opt("cgroup-dump-controller", "", "required", DUMP, IMPLEMENTED, (o, v) => o.cgroupDumpControllers.push(v)),
+  opt("cgroup-yard", "", "required", DUMP_RESTORE, IMPLEMENTED, (o, v) => o.cgroupYard = v),
 
   // Restore.
   bool("restore-detached", "d", DAEMONS, IMPLEMENTED, (o, on) => o.restoreDetached = on),

@@ -61,6 +61,7 @@ import { ImageDir } from "../images/dir.ts";
 import type { RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { STAGE } from "../plugins/api.ts";
+import { CgroupsRestore } from "../objects/cgroups_restore.ts";
 
 /**
  * What a restore needs; src/options/core.ts makes it from the options of the command line or RPC.
@@ -210,6 +211,7 @@ function forkTree(
   tasks: readonly RestoreTaskImages[],
   shellJob: boolean,
   rootFlags: bigint,
+  created: (t: RestoreTaskImages) => void,
   onRoot: (root: Agent) => void,
 ): Map<number, Agent> {
   const master = ctx.master;
@@ -224,6 +226,7 @@ function forkTree(
       t === tasks[0] ? null : parent,
       (t === tasks[0] ? rootFlags : 0n) | sharedWithParent(tasks, t),
     );
+    created(t);
     const agent = master.agentFor(t.hostPid);
     if (t.helper) agent.call("setpgid(helper)", NR.setpgid, 0, 0);
     // A session must exist before the children that inherit it are forked.
@@ -261,6 +264,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   if (sibling && !detached) {
     throw new RestoreError("--restore-sibling only makes sense with --restore-detached");
   }
+  const cgroups = CgroupsRestore.prepare(cp.dir, cp.inventory.rootCgSet, tasks, opts.options, log);
   const ns = prepareNamespaces({
     dir: cp.dir,
     tasks,
@@ -268,6 +272,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     hooks: opts.hooks,
     log,
     options: opts.options,
+    cgroups,
   });
   const namespaces = ns.flags;
   // Every puppet holds the images dir and a pidfd of criu at these numbers until its files are
@@ -303,12 +308,18 @@ export function restore(opts: RestoreOptions): RestoreResult {
       imagesDirFd,
       criuPidfd,
     };
+    cgroups.makeDirs();
     for (const plan of ns.plans) if (plan.inCreator) master.inCreator(plan.inCreator);
     const agents = forkTree(
       ctx,
       tasks,
       shellJob,
       namespaces,
+      (t) => {
+        if (t === tasks[0]) { for (const plan of ns.plans) plan.rootCreated?.(t.hostPid); }
+        // Into its cgroups before its memory comes back, so that the memory is charged there.
+        cgroups.place(t, tasks);
+      },
       (r) => ns.plans.forEach((p) => p.beforeMemory?.(r)),
     );
     root = tasks[0]!.hostPid;
@@ -353,6 +364,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     }
   } catch (e) {
     master.abort();
+    cgroups.undo();
     throw e;
   } finally {
     endFilesRestore(files);

@@ -1,0 +1,135 @@
+/**
+ * User namespaces. A tree in a user namespace of its own (a rootless or id-mapped container) gets
+ * a new one on restore with the same uid and gid maps, as CRIU writes them: userns-ID.img holds the
+ * maps (first id inside, first id outside, count). The tasks' credentials are saved as they are
+ * seen inside the namespace (criu reads them from /proc in its own, and puts them through the
+ * maps), and set again from inside it.
+ *
+ * The root is cloned with CLONE_NEWUSER together with its other namespaces, so that the kernel
+ * makes the user namespace first and the others belong to it, as in the container; criu writes
+ * the maps into /proc/ROOT/uid_map and gid_map right after that clone, before the root does
+ * anything (setgroups stays "allow", as a privileged writer leaves it).
+ *
+ * Refused by name: tasks in a user namespace nested below the root's; a tree of several tasks in
+ * a user namespace whose PID namespace is criu's (the children are cloned with their pids by a
+ * task of the new user namespace, which has no CAP_CHECKPOINT_RESTORE over criu's PID namespace).
+ */
+import { create } from "@bufbuild/protobuf";
+import {
+  type uid_gid_extent,
+  uid_gid_extentSchema,
+  type userns_entry,
+  userns_entrySchema,
+} from "../images/gen/userns_pb.ts";
+import type { creds_entry } from "../images/gen/creds_pb.ts";
+import { KINDS } from "../images/kinds.ts";
+import { CLONE } from "../../ffi/syscalls.ts";
+import { RestoreError } from "../errors.ts";
+import { refuse } from "./refusal.ts";
+import { registerNamespaceKind } from "./namespaces.ts";
+
+/** The id a user namespace shows for one outside its maps (/proc/sys/kernel/overflowuid). */
+const OVERFLOW_ID = 65534;
+
+/** A /proc/PID/uid_map or gid_map as extents. */
+function readMap(pid: number, which: "uid_map" | "gid_map"): uid_gid_extent[] {
+  const out: uid_gid_extent[] = [];
+  for (const line of Deno.readTextFileSync(`/proc/${pid}/${which}`).split("\n")) {
+    const f = line.trim().split(/\s+/).filter((s) => s !== "");
+    if (f.length !== 3) continue;
+    out.push(
+      create(uid_gid_extentSchema, { first: Number(f[0]), lowerFirst: Number(f[1]), count: Number(f[2]) }),
+    );
+  }
+  return out;
+}
+
+function mapText(extents: readonly uid_gid_extent[]): string {
+  return extents.map((e) => `${e.first} ${e.lowerFirst} ${e.count}`).join("\n") + "\n";
+}
+
+/** An id seen from criu's namespace as the task's namespace sees it. */
+function inside(extents: readonly uid_gid_extent[], id: number): number {
+  const e = extents.find((x) => id >= x.lowerFirst && id - x.lowerFirst < x.count);
+  return e ? e.first + (id - e.lowerFirst) : OVERFLOW_ID;
+}
+
+/**
+ * When `pid` is in a user namespace other than criu's: a function that turns a thread's
+ * credentials, read from criu's namespace, into those its namespace sees.
+ */
+export function credsInUserNamespaceOf(pid: number): ((c: creds_entry) => void) | undefined {
+  if (Deno.readLinkSync(`/proc/${pid}/ns/user`) === Deno.readLinkSync("/proc/self/ns/user")) return undefined;
+  const uids = readMap(pid, "uid_map");
+  const gids = readMap(pid, "gid_map");
+  return (c) => {
+    c.uid = inside(uids, c.uid);
+    c.euid = inside(uids, c.euid);
+    c.suid = inside(uids, c.suid);
+    c.fsuid = inside(uids, c.fsuid);
+    c.gid = inside(gids, c.gid);
+    c.egid = inside(gids, c.egid);
+    c.sgid = inside(gids, c.sgid);
+    c.fsgid = inside(gids, c.fsgid);
+    c.groups = c.groups.map((g) => inside(gids, g));
+  };
+}
+
+registerNamespaceKind({
+  name: "user",
+  words: "user",
+  cloneFlag: CLONE.NEWUSER,
+  check(tree, nsIds) {
+    const root = nsIds.linksOf(tree.root.pid).get("user");
+    for (const t of tree.tasks) {
+      const theirs = nsIds.linksOf(t.pid).get("user");
+      if (t.state === "zombie" || theirs === root) continue;
+      refuse(
+        t.pid,
+        `user namespace ${theirs}`,
+        `it differs from the root's (${root}); nested user namespaces are not supported`,
+      );
+    }
+  },
+  dump(ctx) {
+    const root = ctx.tree.root;
+    const ownPidNs = root.ns.pid === 1 && root.pid !== 1;
+    const others = ctx.tree.tasks.filter((t) => t !== root && t.state !== "zombie");
+    if (others.length > 0 && !ownPidNs) {
+      refuse(
+        others[0]!.pid,
+        `the user namespace ${Deno.readLinkSync(`/proc/${root.pid}/ns/user`)}`,
+        "a tree of several tasks in a user namespace of its own comes back only with a PID namespace of its own too " +
+          "(its tasks' pids are set from inside the new user namespace, which has no say over criu's PID namespace)",
+      );
+    }
+    ctx.dir.write(KINDS.USERNS, ctx.id, [
+      create(userns_entrySchema, {
+        uidMap: readMap(root.pid, "uid_map"),
+        gidMap: readMap(root.pid, "gid_map"),
+      }),
+    ]);
+  },
+  prepareRestore(ctx) {
+    const id = ctx.tasks[0]!.ids?.userNsId;
+    if (id === undefined || !ctx.dir.has(KINDS.USERNS, id)) return undefined;
+    const [maps] = ctx.dir.read<userns_entry>(KINDS.USERNS, id);
+    if (!maps) throw new RestoreError(`userns-${id}.img is empty`);
+    if (maps.uidMap.length === 0 || maps.gidMap.length === 0) {
+      throw new RestoreError(`userns-${id}.img has no uid map or no gid map`);
+    }
+    return {
+      rootCreated(rootPid) {
+        for (const [which, extents] of [["uid_map", maps.uidMap], ["gid_map", maps.gidMap]] as const) {
+          try {
+            Deno.writeTextFileSync(`/proc/${rootPid}/${which}`, mapText(extents));
+          } catch (e) {
+            throw new RestoreError(
+              `Cannot write the ${which} of userns-${id}.img to process ${rootPid}: ${(e as Error).message}`,
+            );
+          }
+        }
+      },
+    };
+  },
+});

@@ -1,0 +1,466 @@
+/**
+ * Cgroups: a process and its child in cgroups of their own with properties set (v2 unified, v1
+ * pids and cpu, as this machine mounts them), also in a cgroup namespace of their own, through
+ * the usual matrix; the --manage-cgroups modes; --cgroup-root; --freeze-cgroup; crit's reading of
+ * cgroup.img; a failed restore leaves no cgroup. Every test removes the cgroups it made.
+ */
+import assert from "node:assert/strict";
+import { criu, criuOk, descendants, exists, reap, tempDir } from "./lib/harness.ts";
+import { withWorkload } from "./lib/matrix.ts";
+import { create } from "@bufbuild/protobuf";
+import { criu_cg_mode, criu_optsSchema } from "../src/images/gen/rpc_pb.ts";
+import { setupRequest } from "../src/rpc/options.ts";
+import { rewriteRoots } from "../src/objects/cgroups_restore.ts";
+import { cgroup_entrySchema } from "../src/images/gen/cgroup_pb.ts";
+import { defaultOptions } from "../src/cli/options.ts";
+
+const V2 = "/sys/fs/cgroup/unified";
+const V1 = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/cpu"];
+let serial = 0;
+
+/** A cgroup name of this test alone. */
+function uniqueName(): string {
+  return `criu-ts-cg-${Deno.pid}-${++serial}`;
+}
+
+/** Every cgroup dir the workload `name` (or a restore of it) may have made, deepest first. */
+function dirsOf(name: string): string[] {
+  return [`${V2}/${name}/inner`, `${V2}/${name}/other`, `${V2}/${name}`, ...V1.map((h) => `${h}/${name}`)];
+}
+
+/** Removes the cgroups (once their tasks are gone, which may take a moment). */
+async function removeCgroups(dirs: string[]): Promise<void> {
+  for (const dir of dirs) {
+    for (let i = 0; exists(dir); i++) {
+      try {
+        Deno.removeSync(dir);
+      } catch (e) {
+        if (i > 200) throw new Error(`Cannot remove the cgroup ${dir}: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    }
+  }
+}
+
+/** Runs `body` on a cgroup workload (plain or in a cgroup namespace) and removes its cgroups. */
+async function withCgroups(
+  ns: boolean,
+  body: (pid: number, images: string, name: string) => Promise<void>,
+  criuArgs: string[] = [],
+): Promise<void> {
+  const name = uniqueName();
+  try {
+    await withWorkload(
+      { name: "cgroup", args: [name, ...(ns ? ["ns"] : [])], criuArgs },
+      (w, images) => body(w.pid, images, name),
+    );
+  } finally {
+    await removeCgroups(dirsOf(name));
+  }
+}
+
+/** Dumps the tree (killing it) and waits until its pids are free. */
+async function dumpAndReap(pid: number, images: string, args: string[] = []): Promise<void> {
+  const tree = [pid, ...descendants(pid)];
+  await criuOk(["dump", "-t", `${pid}`, "-D", images, "-o", "dump.log", "-v4", ...args]);
+  for (const p of tree) await reap(p);
+}
+
+function restoreArgs(images: string, ...more: string[]): string[] {
+  return ["restore", "-D", images, "-d", "-o", "restore.log", "-v4", ...more];
+}
+
+function cgroupLine(pid: number, hierarchy: string): string | undefined {
+  return Deno.readTextFileSync(`/proc/${pid}/cgroup`).split("\n").find((l) => l.split(":")[1] === hierarchy)
+    ?.split(":")[2];
+}
+
+for (const ns of [false, true]) {
+  const what = ns ? "in a cgroup namespace of its own" : "in cgroups of its own";
+  Deno.test(`cgroup workload ${what} passes plain`, () => withCgroups(ns, async () => {}));
+  Deno.test(`cgroup workload ${what} passes after dump and restore`, () =>
+    withCgroups(ns, async (pid, images) => {
+      await dumpAndReap(pid, images);
+      await criuOk(restoreArgs(images));
+    }));
+  Deno.test(`cgroup workload ${what} keeps running after dump --leave-running`, () =>
+    withCgroups(ns, async (pid, images) => {
+      await criuOk(["dump", "-t", `${pid}`, "-D", images, "-R"]);
+      assert.ok(exists(`${images}/cgroup.img`));
+    }));
+  Deno.test(`cgroup workload ${what} passes after 10 dump/restore cycles`, () =>
+    withCgroups(ns, async (pid, images) => {
+      for (let i = 0; i < 10; i++) {
+        await dumpAndReap(pid, images);
+        await criuOk(restoreArgs(images));
+      }
+    }));
+  Deno.test(`cgroups removed after the dump are made again with their properties (${what})`, () =>
+    withCgroups(ns, async (pid, images, name) => {
+      await dumpAndReap(pid, images);
+      await removeCgroups(dirsOf(name));
+      await criuOk(restoreArgs(images));
+      assert.ok(exists(`${V2}/${name}/other`));
+    }));
+}
+
+Deno.test("crit decodes cgroup.img: the sets with their paths and namespace prefix, the dirs with their properties", () =>
+  withCgroups(true, async (pid, images, name) => {
+    await criuOk(["dump", "-t", `${pid}`, "-D", images, "-R"]);
+    const out = await new Deno.Command("crit", { args: ["decode", "-i", `${images}/cgroup.img`] }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const image = JSON.parse(new TextDecoder().decode(out.stdout)).entries[0];
+    const v2 = image.sets.flatMap((s: { ctls: { name: string; path: string; cgns_prefix?: number }[] }) =>
+      s.ctls.filter((c) => c.name === "")
+    );
+    assert.deepEqual(v2.map((c: { path: string }) => c.path).sort(), [`/${name}/inner`, `/${name}/other`]);
+    assert.ok(
+      v2.every((c: { cgns_prefix?: number }) => c.cgns_prefix === name.length + 1),
+      JSON.stringify(v2),
+    );
+    const pids = image.controllers.find((c: { cnames: string[] }) => c.cnames.includes("pids"));
+    const head = pids.dirs.find((d: { dir_name: string }) => d.dir_name === name);
+    assert.equal(head.properties.find((p: { name: string }) => p.name === "pids.max").value, "64");
+    const core = await new Deno.Command("crit", { args: ["decode", "-i", `${images}/core-${pid}.img`] })
+      .output();
+    const tc = JSON.parse(new TextDecoder().decode(core.stdout)).entries[0].tc;
+    assert.ok(image.sets.some((s: { id: number }) => s.id === tc.cg_set), `core's cg_set ${tc.cg_set}`);
+  }));
+
+Deno.test("--manage-cgroups soft leaves an existing cgroup's properties; props and full write them back", () =>
+  withCgroups(false, async (pid, images, name) => {
+    const pidsMax = `${V1[0]}/${name}/pids.max`;
+    await dumpAndReap(pid, images);
+    Deno.writeTextFileSync(pidsMax, "100");
+    await criuOk(restoreArgs(images, "--manage-cgroups=soft"));
+    assert.equal(Deno.readTextFileSync(pidsMax).trim(), "100");
+    for (const mode of ["props", "full"]) {
+      Deno.writeTextFileSync(pidsMax, "64");
+      await dumpAndReap(pid, images);
+      Deno.writeTextFileSync(pidsMax, "100");
+      await criuOk(restoreArgs(images, `--manage-cgroups=${mode}`));
+      assert.equal(Deno.readTextFileSync(pidsMax).trim(), "64", mode);
+    }
+  }));
+
+Deno.test("--manage-cgroups none and props refuse a missing cgroup, strict an existing one; nothing is left", () =>
+  withCgroups(false, async (pid, images, name) => {
+    await dumpAndReap(pid, images);
+    const r = await criu(restoreArgs(images, "--manage-cgroups=strict"));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /The cgroup \S+ exists already \(--manage-cgroups strict makes every one\)/);
+    assert.ok(!exists(`/proc/${pid}`));
+    await removeCgroups(dirsOf(name));
+    for (const mode of ["none", "props"]) {
+      const r = await criu(restoreArgs(images, `--manage-cgroups=${mode}`));
+      assert.equal(r.code, 1);
+      assert.match(
+        r.stderr,
+        new RegExp(`The cgroup \\S+${name} does not exist \\(--manage-cgroups ${mode} makes none\\)`),
+      );
+      assert.ok(!exists(`/proc/${pid}`));
+      assert.ok(!exists(`${V2}/${name}`));
+    }
+    await criuOk(restoreArgs(images, "--manage-cgroups=strict"));
+  }));
+
+Deno.test("--manage-cgroups ignore leaves the restored tasks in criu's cgroups", () =>
+  withCgroups(false, async (pid, images, name) => {
+    await dumpAndReap(pid, images);
+    await criuOk(restoreArgs(images, "--manage-cgroups=ignore"));
+    assert.equal(cgroupLine(pid, "pids"), cgroupLine(Deno.pid, "pids"));
+    moveBack(pid, name);
+  }));
+
+/** Puts the workload back where it checks itself: NAME (v1, v2) and its child in NAME/other (v2). */
+function moveBack(pid: number, name: string): void {
+  for (const task of [pid, ...descendants(pid)]) {
+    for (const h of V1) Deno.writeTextFileSync(`${h}/${name}/cgroup.procs`, `${task}`);
+    Deno.writeTextFileSync(`${V2}/${name}${task === pid ? "" : "/other"}/cgroup.procs`, `${task}`);
+  }
+}
+
+Deno.test("a restore that fails after making the cgroups removes them, and leaves no process", () =>
+  withCgroups(true, async (pid, images, name) => {
+    await dumpAndReap(pid, images);
+    await removeCgroups(dirsOf(name));
+    const r = await criu(restoreArgs(images, "--pidfile", "/proc/no-such-dir/pid"));
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /pidfile/);
+    assert.ok(!exists(`/proc/${pid}`));
+    for (const dir of dirsOf(name)) assert.ok(!exists(dir), `${dir} was left behind`);
+    await reap(pid);
+    await criuOk(restoreArgs(images));
+  }));
+
+Deno.test("--cgroup-root puts the restored cgroups under another root", async () => {
+  let moved = "";
+  try {
+    await withCgroups(false, async (pid, images, name) => {
+      moved = `${name}-moved`;
+      await dumpAndReap(pid, images);
+      await criuOk(restoreArgs(images, "--cgroup-root", `/${moved}`));
+      assert.equal(cgroupLine(pid, "pids"), `/${moved}`);
+      assert.equal(cgroupLine(pid, ""), `/${moved}`);
+      assert.equal(Deno.readTextFileSync(`${V1[0]}/${moved}/pids.max`).trim(), "64");
+      assert.equal(cgroupLine(descendants(pid)[0]!, ""), `/${moved}/other`);
+      moveBack(pid, name);
+    });
+  } finally {
+    if (moved) await removeCgroups(dirsOf(moved));
+  }
+});
+
+Deno.test("--freeze-cgroup freezes through cgroup.freeze and thaws after dump -R", () =>
+  withCgroups(false, async (pid, images, name) => {
+    const r = await criu([
+      "dump",
+      "-t",
+      `${pid}`,
+      "-D",
+      images,
+      "-R",
+      "-v4",
+      "--freeze-cgroup",
+      `${V2}/${name}`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, new RegExp(`Froze the cgroup ${V2}/${name}`));
+    assert.equal(Deno.readTextFileSync(`${V2}/${name}/cgroup.freeze`).trim(), "0");
+    assert.match(Deno.readTextFileSync(`${V2}/${name}/cgroup.events`), /^frozen 0$/m);
+  }));
+
+Deno.test("--freeze-cgroup: a dump that fails after freezing thaws the cgroup, and the tree runs on", () =>
+  withCgroups(false, async (pid, images, name) => {
+    const script = `${images}/../fail-post-dump-${name}.sh`;
+    Deno.writeTextFileSync(script, '#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && exit 1\nexit 0\n');
+    Deno.chmodSync(script, 0o755);
+    try {
+      const r = await criu([
+        "dump",
+        "-t",
+        `${pid}`,
+        "-D",
+        images,
+        "--freeze-cgroup",
+        `${V2}/${name}`,
+        "--action-script",
+        script,
+      ]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(Deno.readTextFileSync(`${V2}/${name}/cgroup.freeze`).trim(), "0");
+      assert.ok(!exists(`${images}/inventory.img`));
+    } finally {
+      Deno.removeSync(script);
+    }
+  }));
+
+Deno.test("--freeze-cgroup with a cgroup v1 freezer (runc's on this machine): dump -R, then dump and restore", () =>
+  withCgroups(false, async (pid, images, name) => {
+    const freezer = `/sys/fs/cgroup/freezer/${name}`;
+    Deno.mkdirSync(freezer);
+    const before = cgroupLine(pid, "freezer");
+    try {
+      for (const task of [pid, ...descendants(pid)]) {
+        Deno.writeTextFileSync(`${freezer}/cgroup.procs`, `${task}`);
+      }
+      // A process of the cgroup outside the tree is frozen and seized with it, then let go.
+      const stranger = new Deno.Command("sleep", { args: ["60"], stdin: "null", stdout: "null" }).spawn();
+      try {
+        Deno.writeTextFileSync(`${freezer}/cgroup.procs`, `${stranger.pid}`);
+        const r = await criu(["dump", "-t", `${pid}`, "-D", images, "-R", "-v4", "--freeze-cgroup", freezer]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.match(r.stderr, new RegExp(`Froze the cgroup ${freezer}`));
+        assert.match(r.stderr, new RegExp(`Seized 3 thread\\(s\\) of ${freezer} while it was frozen`));
+        assert.equal(Deno.readTextFileSync(`${freezer}/freezer.state`).trim(), "THAWED");
+        const status = Deno.readTextFileSync(`/proc/${stranger.pid}/status`);
+        assert.match(status, /\nState:\tS/);
+        assert.match(status, /\nTracerPid:\t0\n/);
+      } finally {
+        stranger.kill("SIGKILL");
+        await stranger.status;
+      }
+      await dumpAndReap(pid, images, ["--freeze-cgroup", freezer]);
+      await criuOk(restoreArgs(images));
+      assert.equal(cgroupLine(pid, "freezer"), `/${name}`);
+    } finally {
+      for (const task of [pid, ...descendants(pid)]) {
+        if (exists(`/proc/${task}`)) {
+          Deno.writeTextFileSync(`/sys/fs/cgroup/freezer${before}/cgroup.procs`, `${task}`);
+        }
+      }
+      await removeCgroups([freezer]);
+    }
+  }));
+
+Deno.test("--freeze-cgroup of a directory that is no freezer cgroup is refused before any task is touched", () =>
+  withCgroups(false, async (pid, images) => {
+    const r = await criu(["dump", "-t", `${pid}`, "-D", images, "--freeze-cgroup", images]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /is not a freezer cgroup: it has neither cgroup.freeze \(v2\) nor freezer.state \(v1\)/,
+    );
+  }));
+
+Deno.test("a bad --cgroup-props is refused with what was expected", async () => {
+  const images = tempDir();
+  try {
+    const r = await criu([
+      "dump",
+      "-t",
+      `${Deno.pid}`,
+      "-D",
+      images,
+      "--cgroup-props",
+      '"cpu":\n - "strategy": "swap"',
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /--cgroup-props: expected strategy "merge" or "replace" for cpu, found "swap"/);
+  } finally {
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("--cgroup-props replaces a controller's saved properties; --cgroup-dump-controller limits the hierarchies", () =>
+  withCgroups(false, async (pid, images) => {
+    await criuOk([
+      "dump",
+      "-t",
+      `${pid}`,
+      "-D",
+      images,
+      "-R",
+      "--cgroup-props",
+      '"pids":\n - "strategy": "replace"\n - "properties": ["pids.current"]\n',
+      "--cgroup-dump-controller",
+      "pids",
+    ]);
+    const out = await new Deno.Command("crit", { args: ["decode", "-i", `${images}/cgroup.img`] }).output();
+    const image = JSON.parse(new TextDecoder().decode(out.stdout)).entries[0];
+    assert.deepEqual(image.controllers.map((c: { cnames: string[] }) => c.cnames), [["pids"]]);
+    const names = image.controllers[0].dirs[0].properties.map((p: { name: string }) => p.name);
+    assert.ok(names.includes("pids.current") && !names.includes("pids.max"), names.join(" "));
+  }));
+
+Deno.test("RPC: the cgroup fields fill the same options as the command line", () => {
+  const request = (kind: "dump" | "restore", init: Parameters<typeof create<typeof criu_optsSchema>>[1]) =>
+    setupRequest(kind, create(criu_optsSchema, { imagesDirFd: -1, imagesDir: "/tmp", ...init }), {
+      base: defaultOptions(),
+      peer: { pid: Deno.pid, uid: 0, gid: 0 },
+      mode: "swrk",
+    }).options;
+  const dump = request("dump", {
+    pid: 1,
+    freezeCgroup: "/sys/fs/cgroup/unified/x",
+    cgroupProps: '"pids":',
+    cgroupPropsFile: "/p.yaml",
+    cgroupDumpController: ["pids", ""],
+    cgroupYard: "/yard",
+  });
+  assert.deepEqual(
+    [dump.freezeCgroup, dump.cgroupProps, dump.cgroupPropsFile, dump.cgroupDumpControllers, dump.cgroupYard],
+    ["/sys/fs/cgroup/unified/x", '"pids":', "/p.yaml", ["pids", ""], "/yard"],
+  );
+  const restore = request("restore", {
+    manageCgroups: true,
+    manageCgroupsMode: criu_cg_mode.STRICT,
+    cgRoot: [{ ctrl: "pids", path: "/a" }, { path: "/b" }],
+  });
+  assert.equal(restore.manageCgroups, "strict");
+  assert.deepEqual(restore.cgroupRoots, [{ controller: "pids", path: "/a" }, { path: "/b" }]);
+  assert.equal(request("restore", { manageCgroups: false }).manageCgroups, "ignore");
+  assert.equal(request("restore", { manageCgroupsMode: criu_cg_mode.DEFAULT }).manageCgroups, "soft");
+});
+
+Deno.test("a thread in other cgroups than its leader's is refused by name, and the process runs on", async () => {
+  const name = uniqueName();
+  const dir = `${V1[0]}/${name}`;
+  Deno.mkdirSync(dir);
+  try {
+    await withWorkload({ name: "threads", args: ["2"] }, async (w, images) => {
+      const thread = [...Deno.readDirSync(`/proc/${w.pid}/task`)].map((e) => Number(e.name)).find((t) =>
+        t !== w.pid
+      )!;
+      const before = Deno.readTextFileSync(`/proc/${w.pid}/task/${thread}/cgroup`).split("\n")
+        .find((l) => l.split(":")[1] === "pids")!.split(":")[2];
+      Deno.writeTextFileSync(`${dir}/tasks`, `${thread}`);
+      try {
+        const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+        assert.equal(r.code, 1);
+        assert.match(
+          r.stderr,
+          new RegExp(
+            `the cgroups of thread ${thread} of process ${w.pid}|process ${w.pid}.*the cgroups of thread ${thread}`,
+          ),
+        );
+        assert.match(r.stderr, /per-thread cgroups are not supported yet/);
+        assert.ok(!exists(`${images}/inventory.img`));
+      } finally {
+        Deno.writeTextFileSync(`${V1[0]}${before}/tasks`, `${thread}`);
+      }
+    });
+  } finally {
+    await removeCgroups([dir]);
+  }
+});
+
+Deno.test("--cgroup-yard: the hierarchies are read and made through the yard's mounts", () =>
+  withCgroups(false, async (pid, images, name) => {
+    const yard = tempDir("criu-ts-cgyard-");
+    const mounted: string[] = [];
+    const run = async (cmd: string, args: string[]) => {
+      const out = await new Deno.Command(cmd, { args, stderr: "piped" }).output();
+      assert.equal(out.code, 0, `${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+    };
+    try {
+      // Every hierarchy criu is in, named as CRIU names them in a yard.
+      for (const line of Deno.readTextFileSync("/proc/self/cgroup").trim().split("\n")) {
+        const hierarchy = line.split(":")[1]!;
+        const dir = hierarchy === "" ? "unified" : hierarchy.replace(/^name=/, "");
+        const options = hierarchy.startsWith("name=") ? `none,${hierarchy}` : hierarchy;
+        Deno.mkdirSync(`${yard}/${dir}`);
+        const type = hierarchy === "" ? ["-t", "cgroup2"] : ["-t", "cgroup", "-o", options];
+        await run("mount", [...type, "none", `${yard}/${dir}`]);
+        mounted.push(`${yard}/${dir}`);
+      }
+      await dumpAndReap(pid, images, ["--cgroup-yard", yard]);
+      await removeCgroups(dirsOf(name));
+      await criuOk(restoreArgs(images, "--cgroup-yard", yard));
+      assert.equal(Deno.readTextFileSync(`${yard}/pids/${name}/pids.max`).trim(), "64");
+      assert.ok(Deno.readTextFileSync(`${images}/restore.log`).includes(`Made cgroup ${yard}/pids/${name}`));
+    } finally {
+      for (const m of mounted.reverse()) await run("umount", [m]);
+      Deno.removeSync(yard, { recursive: true });
+    }
+  }));
+
+Deno.test("rewriteRoots() moves heads and set paths under --cgroup-root, by hierarchy, as CRIU does", () => {
+  const image = create(cgroup_entrySchema, {
+    sets: [{
+      id: 2,
+      ctls: [
+        { name: "", path: "/a/inner", cgnsPrefix: 2 },
+        { name: "pids", path: "/ab/x" },
+        { name: "cpu", path: "/c" },
+      ],
+    }],
+    controllers: [
+      { cnames: [""], dirs: [{ dirName: "a/inner" }] },
+      { cnames: ["pids"], dirs: [{ dirName: "ab/x" }, { dirName: "a" }] },
+      { cnames: ["cpu"], dirs: [{ dirName: "" }] },
+    ],
+  });
+  rewriteRoots(image, [{ controller: "pids", path: "/p" }, { path: "/all" }]);
+  // v2: below the namespace's root; pids: its own root, "a" does not take "/ab"; cpu: a root head.
+  assert.deepEqual(image.sets[0]!.ctls.map((m) => [m.path, m.cgnsPrefix]), [
+    ["/all/inner", 4],
+    ["/p", 0],
+    ["/all/c", 0],
+  ]);
+  assert.deepEqual(image.controllers.map((c) => c.dirs.map((d) => d.dirName)), [
+    ["all/inner"],
+    ["p", "a"],
+    ["all"],
+  ]);
+});

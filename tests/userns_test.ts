@@ -1,0 +1,80 @@
+/**
+ * User namespaces: a process in a user namespace of its own, with uid and gid maps and
+ * credentials that differ inside and outside, through the usual matrix; the saved maps as crit
+ * reads them; a tree of several tasks in a user namespace without a PID namespace of its own is
+ * refused by name and runs on.
+ */
+import assert from "node:assert/strict";
+import { criuOk, descendants, exists, killTree, reap, tempDir, waitFor, workloadBin } from "./lib/harness.ts";
+import { spawn } from "../ffi/spawn.ts";
+import { refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
+
+registerMatrix([{ name: "userns" }]);
+
+Deno.test("crit decodes userns-ID.img: the uid and gid maps; the core holds the credentials seen inside", () =>
+  withWorkload({ name: "userns" }, async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+    const files = [...Deno.readDirSync(images)].map((e) => e.name).filter((n) => /^userns-\d+\.img$/.test(n));
+    assert.equal(files.length, 1, files.join(" "));
+    const decode = async (file: string) => {
+      const out = await new Deno.Command("crit", { args: ["decode", "-i", `${images}/${file}`] }).output();
+      assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+      return JSON.parse(new TextDecoder().decode(out.stdout)).entries[0];
+    };
+    const maps = await decode(files[0]!);
+    const expected = [{ first: 0, lower_first: 0, count: 1 }, {
+      first: 1000,
+      lower_first: 101000,
+      count: 1000,
+    }];
+    assert.deepEqual(maps.uid_map, expected);
+    assert.deepEqual(maps.gid_map, expected);
+    const creds = (await decode(`core-${w.pid}.img`)).thread_core.creds;
+    assert.deepEqual([creds.uid, creds.gid, creds.egid, creds.groups], [0, 1000, 1000, [1000, 1001]]);
+  }));
+
+Deno.test("a tree of several tasks in a user namespace without a PID namespace of its own is refused by name, and runs on", () =>
+  refusedDump(
+    "userns",
+    ["child"],
+    /Cannot dump the user namespace user:\[\d+\] of process \d+: a tree of several tasks in a user namespace of its own comes back only with a PID namespace of its own too/,
+  ));
+
+Deno.test("a user namespace with a PID namespace of its own: the init and a child with other credentials round-trip", async () => {
+  const dir = tempDir();
+  const result = `${dir}/userns.result`;
+  const launcher = spawn(await workloadBin("userns"), ["userns", result, "init"], { setsid: true });
+  let init = 0;
+  try {
+    await waitFor("the namespaces", () => exists(`${result}.ready`));
+    await reap(launcher);
+    init = Number(Deno.readTextFileSync(`${result}.pid`).trim());
+    for (let cycle = 0; cycle < 2; cycle++) {
+      const tree = [init, ...descendants(init)];
+      assert.equal(tree.length, 2);
+      await criuOk(["dump", "-t", `${init}`, "-D", dir, "-o", "dump.log", "-v4"]);
+      for (const pid of tree) await reap(pid);
+      await criuOk([
+        "restore",
+        "-D",
+        dir,
+        "-d",
+        "--pidfile",
+        `${dir}/restored.pid`,
+        "-o",
+        "restore.log",
+        "-v4",
+      ]);
+      init = Number(Deno.readTextFileSync(`${dir}/restored.pid`).trim());
+      const k = descendants(init)[0]!;
+      // Seen from criu's namespace: K's uid 1000 inside is 101000 outside.
+      assert.match(Deno.readTextFileSync(`/proc/${k}/status`), /\nUid:\t101000\t101000\t101000\t101000\n/);
+    }
+    Deno.kill(init, "SIGTERM");
+    await waitFor("the verdict", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"));
+    assert.equal(Deno.readTextFileSync(result).trim(), "PASS");
+  } finally {
+    await killTree(init);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

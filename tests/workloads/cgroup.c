@@ -1,0 +1,182 @@
+/*
+ * cgroup: a process and its child in cgroups of their own, with properties set, optionally in a
+ * cgroup namespace of their own. NAME is a name unique to the test, which removes the cgroups.
+ *   bin/cgroup RESULT_FILE NAME [ns]
+ * Made: unified (v2) NAME with cgroup.max.descendants 7 (the process), NAME/inner with
+ * cgroup.max.depth 2 and NAME/other with cgroup.max.depth 3 (the child); v1 pids NAME (pids.max 64)
+ * and cpu NAME (cpu.shares 512), both processes in them. With `ns` the process unshares a cgroup
+ * namespace at NAME, then enters NAME/inner, so that it sees itself in /inner (v2) and / (v1).
+ * Checked, as the process sees it: its /proc/self/cgroup, its child's cgroup, every property, and
+ * whether it is in a cgroup namespace other than the host's.
+ */
+#include "lib.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#define V2 "/sys/fs/cgroup/unified"
+#define PIDS "/sys/fs/cgroup/pids"
+#define CPU "/sys/fs/cgroup/cpu"
+
+static const char *name;
+static int in_ns;
+static pid_t child;
+/* The cgroup namespace the workload started in (criu's, the host's). */
+static char host_ns[64];
+
+static void put(const char *dir, const char *sub, const char *file, const char *value)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s%s/%s", dir, name, sub, file);
+	FILE *f = fopen(path, "w");
+	if (!f || fputs(value, f) < 0 || fclose(f) != 0)
+		wl_die("write %s to %s", value, path);
+}
+
+static void make(const char *dir, const char *sub)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s%s", dir, name, sub);
+	if (mkdir(path, 0755) && errno != EEXIST)
+		wl_die("mkdir %s", path);
+}
+
+static void enter(const char *dir, const char *sub)
+{
+	char pid[32];
+	snprintf(pid, sizeof(pid), "%d", getpid());
+	put(dir, sub, "cgroup.procs", pid);
+}
+
+/* The path of hierarchy `hier` ("pids", "cpu", "" for v2) in a /proc/PID/cgroup file. */
+static int path_in(const char *file, const char *hier, char *out, size_t size)
+{
+	char buf[4096], want[64];
+	if (wl_read_file(file, buf, sizeof(buf)) <= 0)
+		return -1;
+	snprintf(want, sizeof(want), ":%s:", hier);
+	for (char *line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+		char *at = strstr(line, want);
+		if (at && at == strchr(line, ':')) {
+			snprintf(out, size, "%s", at + strlen(want));
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static void check_path(const char *file, const char *hier, const char *expected)
+{
+	char path[512] = "";
+	WL_CHECK(path_in(file, hier, path, sizeof(path)) == 0 && strcmp(path, expected) == 0,
+		 "%s: %s cgroup \"%s\", expected \"%s\"", file, hier[0] ? hier : "v2", path, expected);
+}
+
+static void check_prop(const char *dir, const char *sub, const char *file, const char *expected)
+{
+	char path[512], value[256] = "";
+	snprintf(path, sizeof(path), "%s/%s%s/%s", dir, name, sub, file);
+	WL_CHECK(wl_read_file(path, value, sizeof(value)) > 0 && strcmp(value, expected) == 0,
+		 "%s is \"%s\", expected \"%s\"", path, value, expected);
+}
+
+static void check(void)
+{
+	char top[256], own_v2[256], other[256], file[64];
+	if (in_ns) {
+		snprintf(top, sizeof(top), "/");
+		snprintf(own_v2, sizeof(own_v2), "/inner");
+		snprintf(other, sizeof(other), "/other");
+	} else {
+		snprintf(top, sizeof(top), "/%s", name);
+		snprintf(own_v2, sizeof(own_v2), "/%s", name);
+		snprintf(other, sizeof(other), "/%s/other", name);
+	}
+	check_path("/proc/self/cgroup", "pids", top);
+	check_path("/proc/self/cgroup", "cpu", top);
+	check_path("/proc/self/cgroup", "", own_v2);
+	snprintf(file, sizeof(file), "/proc/%d/cgroup", child);
+	check_path(file, "", other);
+	check_path(file, "pids", top);
+
+	/* The saved properties are those of the tasks' cgroups and what lies below them. */
+	if (in_ns)
+		check_prop(V2, "/inner", "cgroup.max.depth", "2\n");
+	else
+		check_prop(V2, "", "cgroup.max.descendants", "7\n");
+	check_prop(V2, "/other", "cgroup.max.depth", "3\n");
+	check_prop(PIDS, "", "pids.max", "64\n");
+	check_prop(CPU, "", "cpu.shares", "512\n");
+
+	char own[64] = "";
+	ssize_t n = readlink("/proc/self/ns/cgroup", own, sizeof(own) - 1);
+	if (n > 0)
+		own[n] = 0;
+	WL_CHECK(own[0] && host_ns[0] && (strcmp(own, host_ns) != 0) == in_ns, "cgroup namespace %s, the host's %s%s",
+		 own, host_ns, in_ns ? " (expected one of its own)" : " (expected the host's)");
+}
+
+int main(int argc, char **argv)
+{
+	wl_init(argc, argv);
+	if (argc < 3)
+		wl_die("usage: cgroup RESULT_FILE NAME [ns]");
+	name = argv[2];
+	in_ns = argc > 3 && strcmp(argv[3], "ns") == 0;
+	ssize_t len = readlink("/proc/self/ns/cgroup", host_ns, sizeof(host_ns) - 1);
+	if (len <= 0)
+		wl_die("readlink /proc/self/ns/cgroup");
+	host_ns[len] = 0;
+
+	make(V2, "");
+	make(V2, "/inner");
+	make(V2, "/other");
+	make(PIDS, "");
+	make(CPU, "");
+	put(V2, "", "cgroup.max.descendants", "7");
+	put(V2, "/inner", "cgroup.max.depth", "2");
+	put(V2, "/other", "cgroup.max.depth", "3");
+	put(PIDS, "", "pids.max", "64");
+	put(CPU, "", "cpu.shares", "512");
+	enter(PIDS, "");
+	enter(CPU, "");
+	enter(V2, "");
+	if (in_ns) {
+		if (unshare(CLONE_NEWCGROUP))
+			wl_die("unshare(CLONE_NEWCGROUP)");
+		enter(V2, "/inner");
+	}
+
+	int ready[2];
+	if (pipe(ready))
+		wl_die("pipe");
+	child = fork();
+	if (child < 0)
+		wl_die("fork");
+	if (child == 0) {
+		close(ready[0]);
+		enter(V2, "/other");
+		close(ready[1]);
+		for (;;)
+			pause();
+	}
+	close(ready[1]);
+	char c;
+	if (read(ready[0], &c, 1) != 0)
+		wl_die("child setup");
+	close(ready[0]);
+
+	check();
+	wl_ready();
+	wl_wait();
+	check();
+	kill(child, SIGKILL);
+	waitpid(child, NULL, 0);
+	wl_finish();
+}
