@@ -52,7 +52,7 @@ async function runcLike(args: Record<string, unknown>): Promise<DriverResult> {
   return JSON.parse(stdout) as DriverResult;
 }
 
-/** The fields runc 1.1's Checkpoint() sets on every dump (its defaults: no flags given). */
+/** The fields runc 1.1's Checkpoint() sets on every dump (its defaults: no flags given), but freeze_cgroup. */
 function runcDumpOpts(pid: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     pid,
@@ -71,7 +71,7 @@ function runcDumpOpts(pid: number, extra: Record<string, unknown> = {}): Record<
     auto_dedup: false,
     lazy_pages: false,
     config_file: "/etc/criu/runc.conf",
-    freeze_cgroup: "/sys/fs/cgroup/freezer/criu-ts-runc-test",
+    // runc also names the container's freezer cgroup (freeze_cgroup): the runc tests below do.
     ...extra,
   };
 }
