@@ -18,6 +18,7 @@ import type { Log } from "../log.ts";
 import type { Agent } from "../agent.ts";
 import type { FrozenTree } from "../dump/freeze.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
+import type { Plugins } from "../plugins/plugins.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { CgroupsRestore } from "./cgroups_restore.ts";
 
@@ -31,6 +32,8 @@ export interface NsDumpContext {
   id: number;
   dir: ImageDir;
   hooks: Hooks;
+  /** Asked about objects of the namespace criu-ts does not save itself (DUMP_EXT_LINK). */
+  plugins: Plugins;
   log: Log;
   /** The run's options (--external mnt[...], for one); absent where a caller has none. */
   options?: RunOptions;
@@ -49,6 +52,8 @@ export interface NsRestoreContext {
   tasks: readonly RestoreTaskImages[];
   /** --empty-ns: kinds whose new namespace is left as the kernel makes it, for the scripts to fill. */
   empty: ReadonlySet<NsName>;
+  /** The options that name outer objects (--veth-pair, --external). */
+  options: RunOptions;
   hooks: Hooks;
   log: Log;
   /** The run's options (--root, --external mnt[KEY]:PATH, for some); absent where a caller has none. */

@@ -9,9 +9,10 @@
  *               in the namespaces the kinds asked for)
  *               and gets its memory at once, parents first (children share what they shared
  *               copy-on-write). Then the helper ends.
- *   NAMESPACES  each new namespace is filled from inside the root (the loopback device's state, the
+ *   NAMESPACES  "setup-namespaces" (only when namespaces were made) sees them new; then each is
+ *               filled from inside the root (network devices, addresses, routes and firewall, the
  *               host name, the IPC objects, which tasks attached to SysV memory attach again).
- *               → "setup-namespaces", "post-setup-namespaces" (only when namespaces were made)
+ *               → "post-setup-namespaces" (only when namespaces were made)
  *   GROUPS      every task joins its process group; zombies and group helpers end.
  *   RESTORE     each task is rebuilt from inside by remote syscalls: files, fs, signals, timers,
  *               threads, credentials; then what the kinds of file do once every task has its fds.
@@ -327,12 +328,12 @@ export function restore(opts: RestoreOptions): RestoreResult {
     plugins.notify("POST_FORKING");
     forkedAt = performance.now();
     // NAMESPACES
+    // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces; as in
+    // CRIU, the first sees them empty (it may make devices the images leave to it), the second
+    // filled.
+    if (ns.plans.length > 0) opts.hooks.run("setup-namespaces", root);
     for (const plan of ns.plans) plan.fill?.(agents.get(tasks[0]!.entry.pid)!);
-    // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces.
-    if (ns.plans.length > 0) {
-      opts.hooks.run("setup-namespaces", root);
-      opts.hooks.run("post-setup-namespaces", root);
-    }
+    if (ns.plans.length > 0) opts.hooks.run("post-setup-namespaces", root);
     // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
       if (!t.helper && !joinsCriuJob(tasks, t, shellJob).group) {
