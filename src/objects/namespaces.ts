@@ -52,12 +52,10 @@ export interface NsRestoreContext {
   tasks: readonly RestoreTaskImages[];
   /** --empty-ns: kinds whose new namespace is left as the kernel makes it, for the scripts to fill. */
   empty: ReadonlySet<NsName>;
-  /** The options that name outer objects (--veth-pair, --external). */
+  /** The run's options: those that name outer objects (--root, --veth-pair, --external). */
   options: RunOptions;
   hooks: Hooks;
   log: Log;
-  /** The run's options (--root, --external mnt[KEY]:PATH, for some); absent where a caller has none. */
-  options?: RunOptions;
   /** The saved cgroups, made before the root's namespaces (a cgroup namespace is rooted in them). */
   cgroups?: CgroupsRestore;
 }
