@@ -300,7 +300,7 @@ Deno.test("parseCommandLine() splits --ext-mount-map, --veth-pair and --cgroup-r
   );
   // An empty value, as CRIU takes it (LXC's restore passes `console:` without a console).
   assert.deepEqual(parse("restore", "-M", "console:").options.extMountMaps, [{ key: "console", value: "" }]);
-  assert.match(usageError(() => parse("restore", "-M", ":x")), /--ext-mount-map: expected KEY:VALUE or auto/);
+  assert.match(usageError(() => parse("restore", "-M", ":x")), /-M: expected KEY:VALUE or auto, found .:x./);
 });
 
 // Support levels.
