@@ -287,7 +287,7 @@ async function run(cmd: string, args: string[], cwd = "/"): Promise<{ ok: boolea
 }
 
 /** A bundle in a temp dir: busybox-static installed into rootfs, `runc spec` edited for the test. */
-async function makeBundle(opts: { tmpfs?: boolean } = {}): Promise<Container> {
+async function makeBundle(opts: { tmpfs?: boolean; veth?: string } = {}): Promise<Container> {
   const dir = Deno.makeTempDirSync({ prefix: "criu-runc-" });
   const id = `criu-ts-${dir.slice(dir.lastIndexOf("-") + 1)}`;
   const bundle = `${dir}/bundle`;
@@ -316,8 +316,41 @@ async function makeBundle(opts: { tmpfs?: boolean } = {}): Promise<Container> {
     config.mounts.push({ destination: "/scratch", type: "tmpfs", source: "tmpfs", options: ["size=1m"] });
     config.process.args = ["/bin/sh", "-c", 'echo "$SCRATCH" > /scratch/note; ' + COUNTER];
   }
+  if (opts.veth) {
+    // A TCP server in the container's own network namespace, answering with the count so far.
+    config.process.args = ["/bin/sh", "-c", "nc -ll -p 7000 -e /bin/tail -n1 /data/count & " + COUNTER];
+    const hook = `${dir}/veth-hook.sh`;
+    Deno.writeTextFileSync(hook, vethHook(opts.veth));
+    Deno.chmodSync(hook, 0o755);
+    config.hooks = { createRuntime: [{ path: hook, args: ["veth-hook.sh"] }] };
+  }
   Deno.writeTextFileSync(`${bundle}/config.json`, JSON.stringify(config, null, 1));
   return { id, dir, bundle, host, images: `${dir}/images`, work: `${dir}/work` };
+}
+
+/**
+ * The hook runc runs when it creates the container's namespaces, and again at the restore's
+ * setup-namespaces (its createRuntime hooks): a veth pair from the container (eth0, 198.18.0.2) to
+ * the client's namespace `clientNs` (198.18.0.1). At restore criu-ts has made eth0 again with its
+ * address, and its peer inside too (runc names no outer end): the hook moves that peer out.
+ */
+function vethHook(clientNs: string): string {
+  return `#!/bin/sh
+set -e
+pid=$(sed -n 's/.*"pid": *\\([0-9]*\\).*/\\1/p')
+inside() { /usr/bin/nsenter -t "$pid" -n "$@"; }
+if inside ip link show eth0 >/dev/null 2>&1; then
+  peer=$(inside ip -o link show type veth | sed -n 's/^[0-9]*: \\([^@:]*\\).*/\\1/p' | grep -vx eth0)
+  inside ip link set "$peer" netns ${clientNs} name outside
+else
+  ip link add outside netns ${clientNs} type veth peer name eth0 netns "$pid"
+  inside ip addr add 198.18.0.2/24 dev eth0
+  inside ip link set eth0 up
+  inside ip link set lo up
+fi
+ip -n ${clientNs} addr add 198.18.0.1/24 dev outside
+ip -n ${clientNs} link set outside up
+`;
 }
 
 /**
@@ -496,5 +529,40 @@ runcTest("runc checkpoint and restore of a container with a tmpfs: its contents 
     assertUnbroken(counts(c));
   } finally {
     await cleanUp(c);
+  }
+});
+
+/** What the container's TCP server answers, asked from the client's namespace through the veth. */
+async function askServer(clientNs: string): Promise<number> {
+  const deadline = performance.now() + 20_000;
+  for (;;) {
+    const got = await run("/usr/sbin/ip", ["netns", "exec", clientNs, BUSYBOX, "nc", "-w", "5", "198.18.0.2", "7000"]);
+    const n = Number(got.out.trim());
+    if (got.ok && got.out.trim() !== "" && Number.isInteger(n)) return n;
+    if (performance.now() > deadline) assert.fail(`The container's server did not answer: ${got.out}`);
+    await sleep(100);
+  }
+}
+
+runcTest("runc checkpoint and restore of a container with a TCP server behind a veth: it answers after restore", async () => {
+  const clientNs = `criu-ts-client-${Deno.pid}`;
+  const made = await run("/usr/sbin/ip", ["netns", "add", clientNs]);
+  assert.ok(made.ok, made.out);
+  const c = await makeBundle({ veth: clientNs });
+  try {
+    const started = await runcDetached(c, ["run", "-d", c.id]);
+    assert.ok(started.ok, started.out);
+    await countReaches(c, 3);
+    assert.ok((await askServer(clientNs)) >= 3);
+    await checkpoint(c);
+    const atCheckpoint = counts(c).length;
+    await restore(c);
+    await countReaches(c, atCheckpoint + 3);
+    assert.match(Deno.readTextFileSync(`${c.work}/restore.log`), /Made veth eth0/);
+    assert.ok((await askServer(clientNs)) > atCheckpoint, "the server answers with the count after restore");
+    assertUnbroken(counts(c));
+  } finally {
+    await cleanUp(c);
+    await run("/usr/sbin/ip", ["netns", "del", clientNs]);
   }
 });
