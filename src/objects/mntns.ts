@@ -7,12 +7,19 @@
  *     Debian's tar with CRIU's flags.
  * What each mount becomes at restore:
  *   - the root mount (the one whose parent is outside the view): `--root DIR`, bound recursively;
- *   - a mount named at dump by `--external mnt[MOUNTPOINT]:KEY` (or `--ext-mount-map MP:KEY`):
- *     bound from the PATH that `--external mnt[KEY]:PATH` (or `--ext-mount-map KEY:PATH`) gives;
+ *   - a mount named at dump by `--external mnt[MOUNTPOINT]:KEY` (or `--ext-mount-map MP:KEY`, or
+ *     RPC ext_mnt): bound from the PATH that `--external mnt[KEY]:PATH` (or `--ext-mount-map
+ *     KEY:PATH`) gives; with `--external mnt[]` (auto) a bind of a mount of criu's namespace is
+ *     external by itself, its host path kept in the image;
+ *   - a bind that nothing else takes: DUMP_EXT_MOUNT/RESTORE_EXT_MOUNT of the plugins;
  *   - a mount of a filesystem already mounted in the tree at a wider root (a bind mount, a copy a
  *     shared mount propagated): bound from that one;
  *   - a virtual filesystem (proc, sysfs, devpts, mqueue, cgroup2, tmpfs...): mounted anew with its
- *     options, a tmpfs then filled from its archive.
+ *     options, a tmpfs then filled from its archive; an overlayfs, whose options name paths of the
+ *     tree's view, from inside --root (chroot).
+ * A slave of a peer group outside the tree gets that group back from the mount of criu's namespace
+ * that an external mount's path (or --root) is on, and an external mount in a group of criu's
+ * namespace (--enable-external-sharing) joins it again, as CRIU's external masters and sharing.
  * Anything else (a disk mounted inside the namespace, a bind from outside not named) is refused
  * by name at dump, the tree left running.
  *
@@ -32,6 +39,9 @@ import { KINDS } from "../images/kinds.ts";
 import type { ImageDir } from "../images/dir.ts";
 import {
   AT_EMPTY_PATH,
+  AT_FDCWD,
+  cloneMountTree,
+  detachMount,
   kernelDev,
   MNT_DETACH,
   MOUNT_ATTR,
@@ -39,10 +49,14 @@ import {
   type MountInfo,
   MOVE_MOUNT,
   MS,
+  openPathFd,
   parseMountinfo,
 } from "../../ffi/mount.ts";
 import { CLONE, NR } from "../../ffi/syscalls.ts";
 import { DumpError, RestoreError } from "../errors.ts";
+import { closeFd } from "../../ffi/fd.ts";
+import { PluginError, type Plugins } from "../plugins/plugins.ts";
+import { ENOTSUP } from "../plugins/api.ts";
 import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
 import type { Agent } from "../agent.ts";
@@ -63,9 +77,13 @@ const FSTYPES: Record<string, number> = {
   debugfs: 11,
   cgroup: 12,
   mqueue: 14,
+  overlay: 17,
   tracefs: 19,
   cgroup2: 23,
 };
+const FSTYPE_OVERLAY = 17;
+/** The options of an overlayfs that name directories (as paths of the tree's view). */
+const OVERLAY_PATH_OPTIONS = ["lowerdir", "upperdir", "workdir"];
 const FSTYPE_UNSUPPORTED = 0;
 const FSTYPE_TMPFS = 5;
 const FSTYPE_NAMES = new Map(Object.entries(FSTYPES).map(([name, code]) => [code, name]));
@@ -218,7 +236,7 @@ function buildOrder(entries: readonly mnt_entry[]): mnt_entry[] {
   const out: mnt_entry[] = [];
   const ready = (e: mnt_entry): boolean => {
     if (ids.has(e.parentMntId) && e.parentMntId !== e.mntId && !done.has(e.parentMntId)) return false;
-    const src = e.extKey ? undefined : bindSource(entries, e);
+    const src = e.extKey || e.withPlugin ? undefined : bindSource(entries, e);
     return !src || done.has(src.mntId);
   };
   while (pending.length) {
@@ -237,6 +255,23 @@ function buildOrder(entries: readonly mnt_entry[]): mnt_entry[] {
   return out;
 }
 
+/**
+ * For a slave of a peer group outside the tree: the mount, `e` itself or another of its
+ * filesystem with a root that holds e's, slave of the same group, that `reaches` the host (an
+ * external mount, or the root), from which the restore takes the group back (CRIU's external
+ * slavery).
+ */
+function masterCarrier(
+  entries: readonly mnt_entry[],
+  e: mnt_entry,
+  reaches: (m: mnt_entry) => boolean,
+): mnt_entry | undefined {
+  const candidates = entries.filter((x) =>
+    x.rootDev === e.rootDev && x.masterId === e.masterId && within(e.root, x.root) && reaches(x)
+  );
+  return candidates.find((x) => x.extKey) ?? candidates[0];
+}
+
 function isRootMount(entries: readonly mnt_entry[], e: mnt_entry): boolean {
   return !entries.some((p) => p.mntId === e.parentMntId && p !== e);
 }
@@ -245,8 +280,59 @@ function describe(e: mnt_entry, fstype: string): string {
   return `the mount ${e.mountpoint} (${fstype}, mount ${e.mntId})`;
 }
 
+/**
+ * A bind mount with no source in the tree and no option naming it: the plugins are asked, as CRIU
+ * asks them (DUMP_EXT_MOUNT with its "./"-prefixed mountpoint and its id). True when one took it.
+ */
+function askPlugins(pid: number, e: mnt_entry, what: string, plugins: Plugins | undefined): boolean {
+  if (!plugins?.has("DUMP_EXT_MOUNT")) return false;
+  const answer = plugins.run("DUMP_EXT_MOUNT", (p) => p.dumpExtMount(`.${e.mountpoint}`, e.mntId));
+  if (answer === -ENOTSUP) return false;
+  if (answer < 0) {
+    throw new PluginError(`A plugin failed to dump ${what} of process ${pid}: ${answer}`, -answer);
+  }
+  e.withPlugin = true;
+  return true;
+}
+
+/**
+ * An overlayfs's options with each layer directory passed through `place` (the kernel shows them
+ * as they were given, octal-escaped; lowerdir holds a colon-separated list).
+ */
+function overlayLayers(options: string, place: (path: string) => string): string {
+  return options.split(",").map((o) => {
+    const eq = o.indexOf("=");
+    const key = o.slice(0, eq).replace(/\+$/, "");
+    if (eq < 0 || !OVERLAY_PATH_OPTIONS.includes(key)) return o;
+    const value = o.slice(eq + 1).replace(
+      /\\([0-7]{3})/g,
+      (_, c: string) => String.fromCharCode(parseInt(c, 8)),
+    );
+    return `${o.slice(0, eq + 1)}${
+      value.split(/(?<!\\):/).map((p) => (p.startsWith("/") ? place(p) : p)).join(":")
+    }`;
+  }).join(",");
+}
+
+/** The layers of an overlayfs must be in the tree's view: the restore finds them under --root. */
+function checkOverlay(pid: number, e: mnt_entry, what: string): void {
+  overlayLayers(e.options, (p) => {
+    try {
+      Deno.statSync(`/proc/${pid}/root${p}`);
+    } catch {
+      refuse(pid, what, `its layer ${p} is not in the tree's view`);
+    }
+    return p;
+  });
+}
+
 /** Says how each mount comes back, or refuses the first that cannot. */
-function checkMounts(pid: number, infos: readonly MountInfo[], entries: readonly mnt_entry[]): void {
+function checkMounts(
+  pid: number,
+  infos: readonly MountInfo[],
+  entries: readonly mnt_entry[],
+  plugins: Plugins | undefined,
+): void {
   const roots = entries.filter((e) => isRootMount(entries, e));
   if (roots.length !== 1) {
     throw new DumpError(
@@ -257,15 +343,20 @@ function checkMounts(pid: number, infos: readonly MountInfo[], entries: readonly
   entries.forEach((e, i) => {
     const what = describe(e, infos[i]!.fstype);
     if (e.deleted) refuse(pid, what, "its root was deleted");
-    if (e.masterId && !groups.has(e.masterId) && !(e === roots[0] || e.masterId === roots[0]!.masterId)) {
+    if (
+      e.masterId && !groups.has(e.masterId) &&
+      !masterCarrier(entries, e, (m) => m === roots[0] || !!m.extKey)
+    ) {
       refuse(
         pid,
         what,
-        `it is a slave of peer group ${e.masterId}, which is outside the tree (--enable-external-masters is not supported yet)`,
+        `it is a slave of peer group ${e.masterId}, which is outside the tree, and no external mount or the root of its filesystem carries that group (unreachable sharing; name it with --external mnt[${e.mountpoint}]:KEY, or try --external mnt[]:m / --enable-external-masters)`,
       );
     }
     if (e === roots[0] || e.extKey) return;
     if (bindSource(entries, e)) return;
+    if (e.root !== "/" && askPlugins(pid, e, what, plugins)) return;
+    if (e.fstype === FSTYPE_OVERLAY) checkOverlay(pid, e, what);
     if (e.fstype === FSTYPE_UNSUPPORTED) {
       refuse(
         pid,
@@ -344,7 +435,33 @@ function autodetectExternal(entries: readonly mnt_entry[], ext: ExternalOptions,
   }
 }
 
-function dumpMounts(pid: number, id: number, dir: ImageDir, opts: RunOptions | undefined, log: Log): void {
+/**
+ * An external mount in a peer group of criu's namespace (its source mount's group) stays in it with
+ * --enable-external-sharing (or mnt[]:s); otherwise, as any other shared external mount, its group
+ * is the tree's own (internal_sharing, as CRIU writes it) and comes back as a new group.
+ */
+function markExternalSharing(entries: readonly mnt_entry[], ext: ExternalOptions, log: Log): void {
+  let host: MountInfo[] | undefined;
+  for (const e of entries) {
+    if (!e.extKey || !e.sharedId) continue;
+    host ??= parseMountinfo(Deno.readTextFileSync("/proc/self/mountinfo"));
+    const match = hostMatch(host, e);
+    if (ext.sharing && match && peerGroup(match, "shared:") === e.sharedId) {
+      log.info(`Mount ${e.mntId} (${e.mountpoint}) shares peer group ${e.sharedId} with ${match.mountpoint}`);
+    } else {
+      e.internalSharing = true;
+    }
+  }
+}
+
+function dumpMounts(
+  pid: number,
+  id: number,
+  dir: ImageDir,
+  opts: RunOptions | undefined,
+  plugins: Plugins | undefined,
+  log: Log,
+): void {
   const infos = parseMountinfo(Deno.readTextFileSync(`/proc/${pid}/mountinfo`));
   const external = externalOptions(opts);
   const entries = infos.map((m) => {
@@ -354,10 +471,13 @@ function dumpMounts(pid: number, id: number, dir: ImageDir, opts: RunOptions | u
     return e;
   });
   if (external.auto) autodetectExternal(entries, external, log);
-  checkMounts(pid, infos, entries);
+  markExternalSharing(entries, external, log);
+  checkMounts(pid, infos, entries, plugins);
   const archived = new Set<number>();
   entries.forEach((e, i) => {
-    if (e.fstype !== FSTYPE_TMPFS || e.root !== "/" || archived.has(e.rootDev) || e.extKey) return;
+    if (e.fstype !== FSTYPE_TMPFS || e.root !== "/" || archived.has(e.rootDev) || e.extKey || e.withPlugin) {
+      return;
+    }
     archived.add(e.rootDev);
     dumpTmpfs(pid, dir, e, infos[i]!);
   });
@@ -378,10 +498,26 @@ interface MountPlan {
   /** Each external mount's source path, by mnt_id. */
   externalPaths: Map<number, string>;
   dir: ImageDir;
+  /** For the mounts a plugin took at dump (RESTORE_EXT_MOUNT). */
+  plugins: Plugins | undefined;
+  /**
+   * Mounts that are slaves of a peer group outside the tree, by mnt_id: the path in criu's
+   * namespace whose mount carries that group (an external mount's source, or --root), as CRIU
+   * takes it.
+   */
+  masterSources: Map<number, string>;
+  /** External mounts that stay in a peer group of criu's namespace: their source path, by mnt_id. */
+  sharingSources: Map<number, string>;
   log: Log;
 }
 
-function planRestore(dir: ImageDir, id: number, opts: RunOptions | undefined, log: Log): MountPlan {
+function planRestore(
+  dir: ImageDir,
+  id: number,
+  opts: RunOptions | undefined,
+  plugins: Plugins | undefined,
+  log: Log,
+): MountPlan {
   const entries = dir.read<mnt_entry>(KINDS.MNTS, id).sort((a, b) => a.mntId - b.mntId);
   const image = `mountpoints-${id}.img`;
   const roots = entries.filter((e) => isRootMount(entries, e));
@@ -397,7 +533,13 @@ function planRestore(dir: ImageDir, id: number, opts: RunOptions | undefined, lo
   const externalPaths = new Map<number, string>();
   for (const e of entries) {
     if (e === roots[0]) continue;
-    if (e.extKey === AUTODETECTED) {
+    if (e.withPlugin) {
+      if (!plugins?.has("RESTORE_EXT_MOUNT")) {
+        throw new RestoreError(
+          `A plugin took the mount ${e.mountpoint} (mount ${e.mntId}) at dump; load one that restores it with -L`,
+        );
+      }
+    } else if (e.extKey === AUTODETECTED) {
       if (!external.auto) {
         throw new RestoreError(
           `The mount ${e.mountpoint} (mount ${e.mntId}) was found external by itself at dump (a bind of ${e.source}); restore it with --ext-mount-map auto or --external mnt[]`,
@@ -420,13 +562,37 @@ function planRestore(dir: ImageDir, id: number, opts: RunOptions | undefined, lo
       throw new RestoreError(`The tmpfs at ${e.mountpoint} has no archive tmpfs-dev-${e.rootDev}.tar.gz.img`);
     }
   }
-  return { entries, order: buildOrder(entries), rootDir, externalPaths, dir, log };
+  const masterSources = new Map<number, string>();
+  const groups = new Set(entries.filter((e) => e.sharedId).map((e) => e.sharedId));
+  for (const e of entries) {
+    if (!e.masterId || groups.has(e.masterId)) continue;
+    const x = masterCarrier(entries, e, (m) => m === roots[0] || externalPaths.has(m.mntId));
+    if (x) masterSources.set(e.mntId, x === roots[0] ? rootDir : externalPaths.get(x.mntId)!);
+  }
+  const sharingSources = new Map<number, string>();
+  for (const [id, path] of externalPaths) {
+    const e = entries.find((x) => x.mntId === id)!;
+    if (e.sharedId && !e.internalSharing) sharingSources.set(id, path);
+  }
+  return {
+    entries,
+    order: buildOrder(entries),
+    rootDir,
+    externalPaths,
+    dir,
+    plugins,
+    masterSources,
+    sharingSources,
+    log,
+  };
 }
 
 /** Builds the tree in the root task (see the top of this file). */
 class TreeBuilder {
   /** An O_PATH fd in the root task to each mount made, by mnt_id. */
   #fds = new Map<number, number>();
+  /** An O_PATH fd in the root task to a mount of criu's namespace carrying an outside group, by path. */
+  #hostMasters = new Map<string, number>();
   #root: Agent;
   #plan: MountPlan;
 
@@ -441,13 +607,14 @@ class TreeBuilder {
     r.reset();
     r.call("mount(/, rslave)", NR.mount, 0, r.string("/"), 0, MS.REC | MS.SLAVE, 0);
     const root = entries.find((e) => isRootMount(entries, e))!;
-    this.#mount(root, `mount(${rootDir}, bind)`, rootDir, rootDir, 0, MS.BIND | MS.REC, "");
+    this.#mount(root, `mount(${rootDir}, bind)`, rootDir, rootDir, 0, MS.BIND, "");
     for (const e of this.#plan.order) if (e !== root) this.#make(e);
     for (const e of entries) this.#setFlags(e);
+    this.#reachHostMasters();
     this.#pivot(rootDir);
     for (const e of entries) this.#setAttr(e, 0, 0, MS.PRIVATE);
     this.#peerGroups();
-    for (const fd of this.#fds.values()) r.call("close", NR.close, fd);
+    for (const fd of [...this.#fds.values(), ...this.#hostMasters.values()]) r.call("close", NR.close, fd);
   }
 
   #target(e: mnt_entry): string {
@@ -468,6 +635,12 @@ class TreeBuilder {
     const fs = typeof fstype === "string" ? r.string(fstype) : fstype;
     const res = r.raw(NR.mount, r.string(source), r.string(target), fs, flags, data ? r.string(data) : 0);
     if (res < 0n) throw new RestoreError(`Cannot restore the mount ${e.mountpoint} (${what}): errno ${-res}`);
+    this.#keep(e, target);
+  }
+
+  /** Keeps an O_PATH fd on the mount just made at `target`. */
+  #keep(e: mnt_entry, target: string): void {
+    const r = this.#root;
     r.reset();
     const fd = r.raw(NR.open, r.string(target), 0o10000000 | 0o2000000 | 0o400000, 0);
     if (fd < 0n) throw new RestoreError(`Cannot open the new mount ${e.mountpoint}: errno ${-fd}`);
@@ -476,6 +649,7 @@ class TreeBuilder {
 
   #make(e: mnt_entry): void {
     const target = this.#target(e);
+    if (e.withPlugin) return this.#fromPlugin(e, target);
     const ext = this.#plan.externalPaths.get(e.mntId);
     if (ext !== undefined) return this.#mount(e, `bind from ${ext}`, ext, target, 0, MS.BIND, "");
     const src = bindSource(this.#plan.entries, e);
@@ -487,7 +661,8 @@ class TreeBuilder {
     }
     const fstype = e.fstype === 16 ? e.fsname : FSTYPE_NAMES.get(e.fstype)!;
     const sbFlags = e.sbFlags & ~MS.RDONLY;
-    this.#mount(e, fstype, e.source, target, fstype, sbFlags, e.options);
+    if (e.fstype === FSTYPE_OVERLAY) this.#mountInView(e, fstype, sbFlags);
+    else this.#mount(e, fstype, e.source, target, fstype, sbFlags, e.options);
     if (e.fstype === FSTYPE_TMPFS) this.#untar(e, target);
     if (e.sbFlags & MS.RDONLY) {
       const r = this.#root;
@@ -502,6 +677,96 @@ class TreeBuilder {
         e.options ? r.string(e.options) : 0,
       );
     }
+  }
+
+  /**
+   * A mount a plugin took at dump. The plugin mounts it in criu's namespace, on a path of ours of
+   * the kind of the target (directory or file) as CRIU's yard would be; criu takes a detached copy
+   * of it (open_tree) and the root task attaches that copy at the target (move_mount), reaching it
+   * through /proc/CRIU/fd/N, since a bind by path cannot cross mount namespaces.
+   */
+  #fromPlugin(e: mnt_entry, target: string): void {
+    const { plugins } = this.#plan;
+    const isDir = Deno.statSync(`/proc/${this.#root.pid}/root${target}`).isDirectory;
+    const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-mnt-" });
+    const place = isDir ? `${scratch}/mnt` : `${scratch}/file`;
+    let tree = -1;
+    try {
+      if (isDir) Deno.mkdirSync(place);
+      else Deno.writeTextFileSync(place, "");
+      const ret = plugins!.run("RESTORE_EXT_MOUNT", (p) => p.restoreExtMount(e.mntId, place, "/"));
+      if (ret !== 0) {
+        throw new RestoreError(
+          ret === -ENOTSUP
+            ? `No plugin restores the mount ${e.mountpoint} (mount ${e.mntId}); load the one that dumped it with -L`
+            : `A plugin failed to restore the mount ${e.mountpoint} (mount ${e.mntId}): ${ret}`,
+          ret === -ENOTSUP ? 0 : -ret,
+        );
+      }
+      tree = cloneMountTree(place);
+    } finally {
+      while (detachMount(place));
+      Deno.removeSync(scratch, { recursive: true });
+    }
+    const r = this.#root;
+    try {
+      r.reset();
+      const fd = r.raw(NR.open, r.string(`/proc/${Deno.pid}/fd/${tree}`), 0o10000000 | 0o2000000, 0);
+      if (fd < 0n) {
+        throw new RestoreError(`Cannot reach the plugin's mount for ${e.mountpoint}: errno ${-fd}`);
+      }
+      r.reset();
+      const res = r.raw(
+        NR.move_mount,
+        Number(fd),
+        r.string(""),
+        AT_FDCWD,
+        r.string(target),
+        MOVE_MOUNT.F_EMPTY_PATH,
+      );
+      r.call("close", NR.close, Number(fd));
+      if (res < 0n) {
+        throw new RestoreError(`Cannot attach the plugin's mount at ${e.mountpoint}: errno ${-res}`);
+      }
+    } finally {
+      closeFd(tree);
+    }
+    this.#keep(e, target);
+  }
+
+  /**
+   * A mount whose options name paths of the tree's view (an overlayfs's layers): made with the root
+   * task chrooted into --root, so that the kernel resolves them there and shows them as they were.
+   */
+  #mountInView(e: mnt_entry, fstype: string, flags: number): void {
+    const r = this.#root;
+    r.reset();
+    const home = r.raw(NR.open, r.string("/"), 0o10000000 | 0o200000 | 0o2000000, 0);
+    if (home < 0n) {
+      throw new RestoreError(`Cannot open the root directory of the restored root: errno ${-home}`);
+    }
+    try {
+      r.reset();
+      r.call(`chroot(${this.#plan.rootDir})`, NR.chroot, r.string(this.#plan.rootDir));
+      r.reset();
+      const res = r.raw(
+        NR.mount,
+        r.string(e.source),
+        r.string(e.mountpoint),
+        r.string(fstype),
+        flags,
+        r.string(e.options),
+      );
+      if (res < 0n) {
+        throw new RestoreError(`Cannot restore the mount ${e.mountpoint} (${fstype}): errno ${-res}`);
+      }
+    } finally {
+      r.call("fchdir(/)", NR.fchdir, Number(home));
+      r.reset();
+      r.call("chroot(.)", NR.chroot, r.string("."));
+      r.call("close", NR.close, Number(home));
+    }
+    this.#keep(e, this.#target(e));
   }
 
   #untar(e: mnt_entry, target: string): void {
@@ -563,6 +828,36 @@ class TreeBuilder {
     r.call("chdir(/)", NR.chdir, r.string("/"));
   }
 
+  /**
+   * For each path that carries an outside master: the mount of criu's namespace it is on, opened
+   * by the root task through /proc/CRIU/fd/N while criu's /proc is still in its view (before the
+   * pivot).
+   */
+  #reachHostMasters(): void {
+    const host = parseMountinfo(Deno.readTextFileSync("/proc/self/mountinfo"));
+    const { masterSources, sharingSources } = this.#plan;
+    for (const path of new Set([...masterSources.values(), ...sharingSources.values()])) {
+      const real = Deno.realPathSync(path);
+      const mount = host.filter((m) => within(real, m.mountpoint)).reduce<MountInfo | undefined>(
+        (best, m) => (!best || m.mountpoint.length >= best.mountpoint.length ? m : best),
+        undefined,
+      );
+      if (!mount) continue;
+      const ours = openPathFd(mount.mountpoint);
+      try {
+        const r = this.#root;
+        r.reset();
+        const fd = r.raw(NR.open, r.string(`/proc/${Deno.pid}/fd/${ours}`), 0o10000000 | 0o2000000, 0);
+        if (fd < 0n) {
+          throw new RestoreError(`Cannot reach the mount ${mount.mountpoint} of criu: errno ${-fd}`);
+        }
+        this.#hostMasters.set(path, Number(fd));
+      } finally {
+        closeFd(ours);
+      }
+    }
+  }
+
   /** Peer groups and masters, each group's first member made shared before the others join it. */
   #peerGroups(): void {
     const { entries } = this.#plan;
@@ -574,6 +869,16 @@ class TreeBuilder {
       const first = members[0];
       if (!first || done.has(group)) return first;
       done.add(group);
+      const joined = members.filter((m) => this.#joinHostGroup(m));
+      if (joined.length) {
+        // The others join from a member whose root holds theirs (the kernel's rule for SET_GROUP).
+        for (const m of members) {
+          if (!joined.includes(m)) {
+            this.#setGroup(joined.find((j) => within(m.root, j.root)) ?? joined[0]!, m);
+          }
+        }
+        return joined[0];
+      }
       if (first.masterId) this.#slaveOf(first, ensureGroup(first.masterId));
       this.#setAttr(first, 0, 0, MS.SHARED);
       for (const m of members.slice(1)) this.#setGroup(first, m);
@@ -585,33 +890,58 @@ class TreeBuilder {
     }
   }
 
-  /** Makes `e` a slave of `master`'s peer group; an external master (the root's) stays as it was. */
+  /** An external mount that shares its group with criu's namespace joins it again; false for others. */
+  #joinHostGroup(e: mnt_entry): boolean {
+    const path = this.#plan.sharingSources.get(e.mntId);
+    const hostFd = path === undefined ? undefined : this.#hostMasters.get(path);
+    if (hostFd === undefined) return false;
+    this.#moveSetGroup(hostFd, this.#fds.get(e.mntId)!, `${path}'s mount`, e.mountpoint);
+    this.#plan.log.info(`Mount ${e.mntId} (${e.mountpoint}) is in the peer group of ${path} again`);
+    return true;
+  }
+
+  /**
+   * Makes `e` a slave of `master`'s peer group. A master outside the tree is taken from the mount
+   * of criu's namespace that carries it (see masterSources); without one, `e` stays private.
+   */
   #slaveOf(e: mnt_entry, master: mnt_entry | undefined): void {
-    if (!master) {
-      this.#plan.log.info(
-        `The master of mount ${e.mntId} (${e.mountpoint}) is outside the tree; it stays private`,
-      );
-      return;
+    if (master) {
+      this.#setGroup(master, e);
+    } else {
+      const path = this.#plan.masterSources.get(e.mntId);
+      const hostFd = path === undefined ? undefined : this.#hostMasters.get(path);
+      if (hostFd === undefined) {
+        this.#plan.log.info(
+          `The master of mount ${e.mntId} (${e.mountpoint}) is outside the tree; it stays private`,
+        );
+        return;
+      }
+      this.#moveSetGroup(hostFd, this.#fds.get(e.mntId)!, `${path}'s mount`, e.mountpoint);
+      this.#plan.log.info(`Mount ${e.mntId} (${e.mountpoint}) is a slave of the peer group of ${path} again`);
     }
-    this.#setGroup(master, e);
     this.#setAttr(e, 0, 0, MS.SLAVE);
   }
 
   #setGroup(from: mnt_entry, to: mnt_entry): void {
+    this.#moveSetGroup(this.#fds.get(from.mntId)!, this.#fds.get(to.mntId)!, from.mountpoint, to.mountpoint);
+  }
+
+  /** move_mount(MOVE_MOUNT_SET_GROUP): `to` joins the peer group and master of `from`. */
+  #moveSetGroup(from: number, to: number, fromName: string, toName: string): void {
     const r = this.#root;
     r.reset();
     const empty = r.string("");
     const res = r.raw(
       NR.move_mount,
-      this.#fds.get(from.mntId)!,
+      from,
       empty,
-      this.#fds.get(to.mntId)!,
+      to,
       empty,
       MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH,
     );
     if (res < 0n) {
       throw new RestoreError(
-        `Cannot put the mount ${to.mountpoint} into the peer group of ${from.mountpoint}: errno ${-res}`,
+        `Cannot put the mount ${toName} into the peer group of ${fromName}: errno ${-res}`,
       );
     }
   }
@@ -634,12 +964,12 @@ registerNamespaceKind({
     }
   },
   dump(ctx) {
-    dumpMounts(ctx.tree.root.pid, ctx.id, ctx.dir, ctx.options, ctx.log);
+    dumpMounts(ctx.tree.root.pid, ctx.id, ctx.dir, ctx.options, ctx.plugins, ctx.log);
   },
   prepareRestore(ctx) {
     const id = ctx.tasks[0]!.ids?.mntNsId;
     if (id === undefined || !ctx.dir.has(KINDS.MNTS, id)) return undefined;
-    const plan = planRestore(ctx.dir, id, ctx.options, ctx.log);
+    const plan = planRestore(ctx.dir, id, ctx.options, ctx.plugins, ctx.log);
     return { beforeMemory: (root) => new TreeBuilder(root, plan).build() };
   },
 });

@@ -32,7 +32,7 @@ export interface NsDumpContext {
   id: number;
   dir: ImageDir;
   hooks: Hooks;
-  /** Asked about objects of the namespace criu-ts does not save itself (DUMP_EXT_LINK). */
+  /** Asked about objects of the namespace criu-ts does not save itself (DUMP_EXT_LINK, DUMP_EXT_MOUNT). */
   plugins: Plugins;
   log: Log;
   /** The run's options (--external mnt[...], for one); absent where a caller has none. */
@@ -58,6 +58,8 @@ export interface NsRestoreContext {
   log: Log;
   /** The saved cgroups, made before the root's namespaces (a cgroup namespace is rooted in them). */
   cgroups?: CgroupsRestore;
+  /** The plugins of the restore (RESTORE_EXT_MOUNT); absent where a caller has none. */
+  plugins?: Plugins;
 }
 
 /** A namespace the restore creates for the root. */

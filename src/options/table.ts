@@ -350,8 +350,8 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   bool("allow-uprobes", "", DUMP_RESTORE, ACCEPTED, (o, on) => o.allowUprobes = on),
   opt("skip-mnt", "", "required", DUMP, ACCEPTED, (o, v) => o.skipMounts.push(v)),
   opt("enable-fs", "", "required", DUMP, ACCEPTED, (o, v) => o.enableFs.push(...v.split(","))),
-  opt("enable-external-sharing", "", "none", DUMP, ACCEPTED, (o) => o.enableExternalSharing = true),
-  opt("enable-external-masters", "", "none", DUMP, ACCEPTED, (o) => o.enableExternalMasters = true),
+  opt("enable-external-sharing", "", "none", DUMP, IMPLEMENTED, (o) => o.enableExternalSharing = true),
+  opt("enable-external-masters", "", "none", DUMP, IMPLEMENTED, (o) => o.enableExternalMasters = true),
 
   // Cgroups.
   opt("manage-cgroups", "", "optional", DUMP_RESTORE, IMPLEMENTED, (o, v) => {

@@ -274,6 +274,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     log,
     options: opts.options,
     cgroups,
+    plugins,
   });
   const namespaces = ns.flags;
   // Every puppet holds the images dir and a pidfd of criu at these numbers until its files are

@@ -16,8 +16,21 @@
  * HOSTDIR at edir and the host file HOSTFILE at efile (both outside its view: external mounts),
  * keeps efile open, and at the end writes edir/out.txt and, through the open fd, efile: the test
  * reads both from the host, so the mounts must be binds of the host's own directory and file.
+ * `ext-slave` does the same after making the host's mounts slaves (not private) in its namespace:
+ * edir and efile are then slaves of HOSTDIR's peer group on the host, outside the tree. At the end
+ * the test has mounted a tmpfs with p.txt at HOSTDIR/sub, which must have reached edir/sub (the
+ * workload then unmounts its copy before it compares its view).
  *
- *   mntns RESULT_FILE [ext HOSTDIR HOSTFILE]
+ * `ext-shared` keeps the host's peer groups in its namespace instead (unshare copies them as
+ * peers), and leaves the host's view as runc does (the old root made a recursive slave before it
+ * is detached): edir and efile are in HOSTDIR's peer group on the host. Then, besides edir/sub, it
+ * mounts a tmpfs with b.txt at edir/back at the end, which the test looks for at HOSTDIR/back.
+ *
+ * `overlay` adds an overlayfs at ovl (layers lower, upper, work, given as paths of its view): l.txt
+ * from the lower layer, u.txt written through it before the checkpoint (and kept open); after it
+ * writes after.txt, which must land in the same upper directory.
+ *
+ *   mntns RESULT_FILE [ext|ext-slave|ext-shared HOSTDIR HOSTFILE | overlay]
  */
 #include "lib.h"
 #include "mntns_view.h"
@@ -87,7 +100,17 @@ int main(int argc, char **argv)
 	put(at("src/f.txt"), "from src");
 	put(at("src2/g.txt"), "from src2");
 	put(at("bfile"), "");
-	int ext = argc == 5 && !strcmp(argv[2], "ext");
+	int slave = argc == 5 && !strcmp(argv[2], "ext-slave");
+	int shared = argc == 5 && !strcmp(argv[2], "ext-shared");
+	int ext = slave || shared || (argc == 5 && !strcmp(argv[2], "ext"));
+	int overlay = argc == 3 && !strcmp(argv[2], "overlay");
+	if (overlay) {
+		const char *layers[] = { "lower", "upper", "work", "ovl" };
+		for (size_t i = 0; i < sizeof(layers) / sizeof(layers[0]); i++)
+			if (mkdir(at(layers[i]), 0755) && errno != EEXIST)
+				wl_die("mkdir %s", layers[i]);
+		put(at("lower/l.txt"), "from the lower layer");
+	}
 	if (ext) {
 		if (mkdir(at("edir"), 0755) && errno != EEXIST)
 			wl_die("mkdir edir");
@@ -96,7 +119,8 @@ int main(int argc, char **argv)
 
 	if (unshare(CLONE_NEWNS))
 		wl_die("unshare(CLONE_NEWNS)");
-	mnt(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+	if (!shared)
+		mnt(NULL, "/", NULL, MS_REC | (slave ? MS_SLAVE : MS_PRIVATE), NULL);
 	mnt("/", at("newroot"), NULL, MS_BIND, NULL);
 	if (ext) {
 		char edir[1024], efile[1024];
@@ -105,8 +129,14 @@ int main(int argc, char **argv)
 		mnt(argv[3], edir, NULL, MS_BIND, NULL);
 		mnt(argv[4], efile, NULL, MS_BIND, NULL);
 	}
-	if (chdir(at("newroot")) || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/"))
+	int oldroot = open("/", O_DIRECTORY | O_RDONLY);
+	if (oldroot < 0 || chdir(at("newroot")) || syscall(SYS_pivot_root, ".", "."))
 		wl_die("pivot_root");
+	/* the old root's mounts must not take the detach to their host peers: made slaves first */
+	if (shared && (fchdir(oldroot) || mount(NULL, ".", NULL, MS_REC | MS_SLAVE, NULL)))
+		wl_die("make the old root a slave");
+	if (umount2(".", MNT_DETACH) || chdir("/") || close(oldroot))
+		wl_die("detach the old root");
 	/* stdin (the host's /dev/null) is outside this view: a file of the view takes its place */
 	int in = open(at("src/f.txt"), O_RDONLY);
 	if (in < 0 || dup2(in, 0) != 0 || close(in))
@@ -132,6 +162,17 @@ int main(int argc, char **argv)
 	mnt(at("src"), at("over"), NULL, MS_BIND, NULL);
 	mnt(at("src2"), at("over"), NULL, MS_BIND, NULL);
 
+	int ufd = -1;
+	if (overlay) {
+		char opts[2048];
+		snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", at("lower"), at("upper"), at("work"));
+		mnt("overlay", at("ovl"), "overlay", MS_NOSUID, opts);
+		put(at("ovl/u.txt"), "written through the overlay");
+		ufd = open(at("ovl/u.txt"), O_RDONLY);
+		if (ufd < 0)
+			wl_die("open ovl/u.txt");
+	}
+
 	int fd = open(at("t/a.txt"), O_RDONLY);
 	char two[3] = "";
 	if (fd < 0 || read(fd, two, 2) != 2 || chdir(at("t/d")))
@@ -144,8 +185,31 @@ int main(int argc, char **argv)
 	wl_ready();
 	wl_wait();
 
+	if (slave || shared) {
+		expect_file("edir/sub/p.txt", "from the host");
+		WL_CHECK(dev_of(at("edir/sub")) != dev_of(at("edir")), "the host's mount did not reach edir/sub");
+		umount2(at("edir/sub"), MNT_DETACH);
+	}
 	view(after, sizeof(after));
 	WL_CHECK(!strcmp(before, after), "the mount view changed:\n--- before\n%s--- after\n%s", before, after);
+	if (shared) {
+		if (mkdir(at("edir/back"), 0755) && errno != EEXIST)
+			wl_fail("mkdir edir/back");
+		else if (mount("back", at("edir/back"), "tmpfs", 0, "size=64k"))
+			wl_fail("mount edir/back: %s", strerror(errno));
+		else
+			put(at("edir/back/b.txt"), "from the workload");
+	}
+	if (overlay) {
+		char buf[64] = "";
+		expect_file("ovl/l.txt", "from the lower layer");
+		expect_file("ovl/u.txt", "written through the overlay");
+		expect_file("upper/u.txt", "written through the overlay");
+		WL_CHECK(pread(ufd, buf, 7, 0) == 7 && !strcmp(buf, "written"), "the kept ovl/u.txt fd read \"%s\"", buf);
+		put(at("ovl/after.txt"), "after the restore");
+		expect_file("upper/after.txt", "after the restore");
+		WL_CHECK(access(at("lower/after.txt"), F_OK) != 0, "a write reached the lower layer");
+	}
 	expect_file("t/a.txt", "hello tmpfs");
 	expect_file("t/d/b.txt", "inner file");
 	expect_file("bfile", "hello tmpfs");
