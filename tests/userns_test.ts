@@ -78,3 +78,58 @@ Deno.test("a user namespace with a PID namespace of its own: the init and a chil
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namespaces together round-trip", async () => {
+  const dir = tempDir();
+  // unshare makes the user namespace first (root mapped to root), owning the others; sh is the init.
+  const unshare = new Deno.Command("setsid", {
+    args: [
+      "unshare",
+      "-r",
+      "--uts",
+      "--ipc",
+      "--net",
+      "--pid",
+      "--cgroup",
+      "--fork",
+      "sh",
+      "-c",
+      "hostname ct-host; sleep 600 & exec sleep 601",
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  let init = 0;
+  const nsOf = (pid: number) =>
+    ["user", "pid", "uts", "ipc", "net", "cgroup"].map((ns) => Deno.readLinkSync(`/proc/${pid}/ns/${ns}`));
+  try {
+    await waitFor("the init and its child", () => {
+      init = descendants(unshare.pid).find((p) => descendants(p).length === 1) ?? 0;
+      return init !== 0;
+    });
+    const host = nsOf(Deno.pid);
+    assert.ok(nsOf(init).every((link, i) => link !== host[i]));
+    await criuOk(["dump", "-t", `${init}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
+    await reap(init);
+    await unshare.status;
+    await criuOk(["restore", "-D", dir, "-d", "-j", "--pidfile", `${dir}/pid`, "-o", "restore.log", "-v4"]);
+    init = Number(Deno.readTextFileSync(`${dir}/pid`).trim());
+    const restored = nsOf(init);
+    assert.ok(restored.every((link, i) => link !== host[i]), restored.join(" "));
+    assert.equal(descendants(init).length, 1);
+    assert.match(Deno.readTextFileSync(`/proc/${init}/uid_map`), /^\s*0\s+0\s+1\n$/);
+    const hostname = await new Deno.Command("nsenter", { args: ["-t", `${init}`, "-u", "hostname"] })
+      .output();
+    assert.equal(new TextDecoder().decode(hostname.stdout).trim(), "ct-host");
+  } finally {
+    if (init) await killTree(init);
+    try {
+      unshare.kill("SIGKILL");
+    } catch {
+      // ended with its tree
+    }
+    await unshare.status;
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
