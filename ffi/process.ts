@@ -120,11 +120,6 @@ export function signalIgnored(signal: number): boolean {
   return old[0] === SIG_IGN;
 }
 
-/** A pidfd of process `pid` (O_CLOEXEC, as pidfd_open makes them); close it when done. */
-export function openPidfd(pid: number): number {
-  return callBig(`pidfd_open(${pid})`, libc.syscall(BigInt(NR.pidfd_open), BigInt(pid), 0n, 0n, 0n, 0n, 0n));
-}
-
 /**
  * A copy of fd `fd` of process `pid` in our own process (the same open file description), with
  * O_CLOEXEC; close it when done. pidfd_open + pidfd_getfd: we trace the process, so we may.

@@ -4,7 +4,19 @@
  * dumped pipes (`pipe:[INO]`); the data must then flow through the new pipes and never the old.
  */
 import assert from "node:assert/strict";
-import { CRIU, criu, criuOk, exists, openFds, reap, sleep, tempDir, Workload } from "./lib/harness.ts";
+import {
+  CRIU,
+  criu,
+  criuOk,
+  exists,
+  killTree,
+  openFds,
+  reap,
+  sleep,
+  tempDir,
+  waitFor,
+  Workload,
+} from "./lib/harness.ts";
 import { closeFd, OPEN, openFd, pipeFds, readSome, setNonblocking, writeFull } from "../ffi/fd.ts";
 import { openPty } from "../ffi/pty.ts";
 import { spawn } from "../ffi/spawn.ts";
@@ -358,3 +370,59 @@ Deno.test("a terminal neither --external nor a shell job's is refused by name", 
     assert.ok(!exists(`${run.images}/inventory.img`));
     await roundTrip(run.stdio, "on");
   }, true));
+
+Deno.test("a tree that is a PID namespace's init gets the new pipes too (runc's container shape)", async () => {
+  const fds = openFds();
+  const images = tempDir();
+  const stdio = newStdio();
+  let init = 0;
+  let fresh: Stdio | undefined;
+  const w = await Workload.start("stdio_pipes", ["pidns"], { stdin: stdio.stdin, stdout: stdio.stdout });
+  try {
+    closeGiven(stdio);
+    await reap(w.pid); // the launcher; the init runs on
+    init = Number(Deno.readTextFileSync(`${w.result}.pid`).trim());
+    assert.equal(await stdio.fromStdout.next(), "ready");
+    await roundTrip(stdio, "first");
+    const dumped = stdioNames(init);
+    const tree = [init, ...descendantsOf(init)];
+    await criuOk(["dump", "-t", `${init}`, "-D", images, "-o", "dump.log", "-v4"]);
+    for (const pid of tree) await reap(pid);
+    fresh = newStdio();
+    try {
+      const args = [
+        "restore",
+        "-D",
+        images,
+        "-d",
+        "-o",
+        "restore.log",
+        "-v4",
+        "--pidfile",
+        `${images}/restored.pid`,
+      ];
+      const code = await criuWithStdio([...args, ...inheritArgs(dumped)], fresh, `${images}/restore.err`);
+      assert.equal(code, 0, Deno.readTextFileSync(`${images}/restore.err`));
+    } finally {
+      closeGiven(fresh);
+    }
+    init = Number(Deno.readTextFileSync(`${images}/restored.pid`).trim());
+    assert.match(
+      Deno.readTextFileSync(`/proc/${init}/status`),
+      /NSpid:\s+\d+\s+1\n/,
+      "not a namespace's init",
+    );
+    assert.ok(stdio.fromStdout.ended(), "the old stdout pipe still has a writer after the restore");
+    await roundTrip(fresh, "after");
+    Deno.kill(init, "SIGTERM");
+    await waitFor("the verdict", () => exists(w.result) && Deno.readTextFileSync(w.result).endsWith("\n"));
+    assert.equal(Deno.readTextFileSync(w.result).trim(), "PASS", w.output());
+  } finally {
+    if (init) await killTree(init);
+    closeOurs(stdio);
+    if (fresh) closeOurs(fresh);
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+  assert.deepEqual(openFds(), fds, "the test leaked fds");
+});

@@ -20,7 +20,10 @@ import { create } from "@bufbuild/protobuf";
 import { fd_types, type fdinfo_entry, fdinfo_entrySchema, type file_entry } from "../images/gen/fdinfo_pb.ts";
 import { fown_entrySchema } from "../images/gen/fown_pb.ts";
 import { type FdEntry, listFds } from "../../ffi/proc.ts";
-import { sameOpenFile } from "../../ffi/process.ts";
+import { copyFdOf, sameOpenFile } from "../../ffi/process.ts";
+import { closeFd } from "../../ffi/fd.ts";
+import { sendFds } from "../../ffi/socket.ts";
+import { cmsgSpace, iovecs, msghdr, MSGHDR_SIZE, parseScmRights } from "../../ffi/structs.ts";
 import { F, NR, O } from "../../ffi/syscalls.ts";
 import { refuse } from "./refusal.ts";
 import { inheritedFdFor } from "./inherited_fds.ts";
@@ -77,11 +80,6 @@ export interface RestoreFilesContext {
   parkBase: number;
   /** pidfds the task opened on other tasks while taking their fds (parked, so closed at the end). */
   pidfds?: Map<number, bigint>;
-  /**
-   * A pidfd of criu in the task (parked), which it inherited from the helper or, as a sibling
-   * root, from criu itself: how a task that cannot see criu's pid takes criu's fds.
-   */
-  criuPidfd?: number;
   /** The restore's options, read-only. */
   options: RunOptions;
   log: Log;
@@ -259,31 +257,53 @@ export class FileTable {
   }
 }
 
-/** Whether the task sees criu's pid: it is in criu's PID namespace. */
-function seesCriu(ctx: RestoreFilesContext): boolean {
-  const nsLink = (pid: number | "self") => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
-  return nsLink(ctx.agent.pid) === nsLink("self");
-}
-
 /**
- * A copy of criu's own fd `fd` in the restored task: it opens a pidfd on criu and takes the fd
- * with pidfd_getfd (the task is still root and ours to trace). The task must see criu's pid:
- * criu's PID namespace is the task's.
+ * A copy of criu's own fd `fd` in the restored task. When the task sees criu's pid (its PID
+ * namespace is criu's) it opens a pidfd on criu and takes the fd with pidfd_getfd (the task is
+ * still root and ours to trace); otherwise criu sends it over a socketpair the task makes.
  */
 export function takeFromCriu(ctx: RestoreFilesContext, fd: number): number {
-  if (!seesCriu(ctx)) {
-    if (ctx.criuPidfd !== undefined) {
-      return Number(ctx.agent.call(`pidfd_getfd(criu, ${fd})`, NR.pidfd_getfd, ctx.criuPidfd, fd, 0));
-    }
-    throw new RestoreError(
-      `A file of criu's own (fd ${fd}, a plugin's or an --inherit-fd one) cannot be handed to a task in a PID namespace of its own yet (the task cannot see criu)`,
-    );
-  }
+  const nsLink = (pid: number | "self") => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
+  if (nsLink(ctx.agent.pid) !== nsLink("self")) return receiveFromCriu(ctx.agent, fd);
   const pidfd = Number(ctx.agent.call("pidfd_open(criu)", NR.pidfd_open, Deno.pid, 0));
   try {
     return Number(ctx.agent.call(`pidfd_getfd(criu, ${fd})`, NR.pidfd_getfd, pidfd, fd, 0));
   } finally {
     ctx.agent.call("close", NR.close, pidfd);
+  }
+}
+
+/**
+ * criu's fd `fd` handed to the task through SCM_RIGHTS, whatever namespaces the task is in: the
+ * task makes a datagram socketpair, criu takes a copy of one end (pidfd_getfd from its side) and
+ * sends the fd on it, the task receives it on the other end; both ends go.
+ */
+function receiveFromCriu(agent: Agent, fd: number): number {
+  agent.reset();
+  const pair = agent.alloc(8, new Uint8Array(8));
+  agent.call("socketpair(AF_UNIX, SOCK_DGRAM)", NR.socketpair, AF_UNIX, SOCK_DGRAM | O.CLOEXEC, 0, pair);
+  const ends = new DataView(agent.read(pair, 8).buffer);
+  const [ours, theirs] = [ends.getInt32(0, true), ends.getInt32(4, true)];
+  try {
+    const copy = copyFdOf(agent.pid, ours);
+    try {
+      sendFds(copy, [fd]);
+    } finally {
+      closeFd(copy);
+    }
+    agent.reset();
+    const byte = agent.alloc(1, new Uint8Array(1));
+    const iov = agent.alloc(16, new Uint8Array(iovecs([{ base: byte, len: 1 }]).buffer));
+    const controlLen = cmsgSpace(4);
+    const control = agent.alloc(controlLen, new Uint8Array(controlLen));
+    const header = agent.alloc(MSGHDR_SIZE, msghdr(1, iov, { addr: control, len: controlLen }));
+    agent.call("recvmsg(SCM_RIGHTS)", NR.recvmsg, theirs, header, MSG_CMSG_CLOEXEC);
+    const got = parseScmRights(agent.read(control, controlLen), controlLen);
+    if (got.length !== 1) throw new RestoreError(`criu's fd ${fd} did not reach task ${agent.pid}`);
+    return got[0]!;
+  } finally {
+    agent.call("close", NR.close, ours);
+    agent.call("close", NR.close, theirs);
   }
 }
 
@@ -515,34 +535,31 @@ function openFile(ctx: RestoreFilesContext, entry: file_entry, kind: FdKind): nu
 }
 
 /**
- * Opens criu's fd `criuFd` again in the task, through /proc with `flags` (a new open file
- * description, as CRIU's reopen of an inherited pipe or external file): /proc/CRIU/fd/N, which the
- * task reaches whatever its PID namespace while it sees criu's /proc.
+ * Opens criu's fd `criuFd` again in the task with `flags` (a new open file description, as CRIU's
+ * reopen of an inherited pipe or external file): a copy of it is taken into the task
+ * (takeFromCriu, whatever the task's namespaces) and opened through the task's /proc/self/fd.
  */
 export function reopenCriuFd(ctx: RestoreFilesContext, criuFd: number, flags: number, what: string): number {
-  ctx.agent.reset();
-  let path = `/proc/${Deno.pid}/fd/${criuFd}`;
-  // A task that cannot see criu (a container's init in its own PID namespace and root) takes a
-  // copy of the fd first and reopens its own copy through the /proc it sees.
-  let copy: number | undefined;
+  const copy = takeFromCriu(ctx, criuFd);
+  const agent = ctx.agent;
+  agent.reset();
+  const path = `/proc/self/fd/${copy}`;
   try {
-    if (ctx.criuPidfd !== undefined && !seesCriu(ctx)) {
-      copy = Number(ctx.agent.call(`pidfd_getfd(criu, ${criuFd})`, NR.pidfd_getfd, ctx.criuPidfd, criuFd, 0));
-      path = `/proc/self/fd/${copy}`;
-    }
-    return Number(ctx.agent.call(`open(${path})`, NR.open, ctx.agent.string(path), flags & ~O.CLOEXEC, 0));
+    return Number(agent.call(`open(${path})`, NR.open, agent.string(path), flags & ~O.CLOEXEC, 0));
   } catch (e) {
     throw new RestoreError(
-      `Cannot open ${what} in task ${ctx.agent.pid} from criu's inherit fd ${criuFd}: ${
-        (e as Error).message
-      }`,
+      `Cannot open ${what} in task ${agent.pid} from criu's inherit fd ${criuFd}: ${(e as Error).message}`,
       0,
       { cause: e },
     );
   } finally {
-    if (copy !== undefined) ctx.agent.call("close(copy)", NR.close, copy);
+    agent.call("close", NR.close, copy);
   }
 }
+
+const AF_UNIX = 1;
+const SOCK_DGRAM = 2;
+const MSG_CMSG_CLOEXEC = 0x40000000;
 
 /** Scratch room the paths of one batch of opens may take (the scratch area is 64 KiB). */
 const OPEN_BATCH_SCRATCH = 24 * 1024;

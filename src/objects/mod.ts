@@ -27,6 +27,8 @@ import "./mapping_shmem.ts";
 import "./mapping_hugetlb.ts";
 import "./mapping_aio.ts";
 import "./mapping_sysvshm.ts";
+// Before regular files: a memfd's area looks like a removed file's ("/memfd:NAME (deleted)").
+import "./mapping_memfd.ts";
 // Last: any other file with a path, its name gone or not (the kernel's own objects are taken above).
 import "./mapping_regfile.ts";
 

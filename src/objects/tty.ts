@@ -34,6 +34,7 @@ import { addRegFile } from "./regfile.ts";
 import { refuse } from "./refusal.ts";
 import {
   checkTreePtySessions,
+  dumpQueuedPtyData,
   dumpTreePty,
   endTreePtys,
   finishTreePtys,
@@ -42,6 +43,8 @@ import {
   isTreePty,
   openCtty,
   openTreePty,
+  putBackQueuedPtyData,
+  readQueuedPtyData,
   takeTreeTerminal,
   treePtyOf,
 } from "./pty.ts";
@@ -77,6 +80,11 @@ interface Terminals {
 
 function terminals(table: FileTable): Terminals {
   return table.stateOf("terminal", () => ({ infos: [], fdIn: new Map() }));
+}
+
+/** tty-info.img's entries of a dump or restore. */
+export function terminalInfos(table: FileTable): readonly tty_info_entry[] {
+  return terminals(table).infos;
 }
 
 /** The fd of criu's own terminal (stdin, stdout or stderr) that a shell job gets, or -1. */
@@ -170,9 +178,15 @@ export const ttyKind: FdKind = {
     const { infos } = terminals(session.table);
     checkTreePtySessions(session, infos);
     if (infos.length) session.dir.write(KINDS.TTY_INFO, undefined, infos);
+    dumpQueuedPtyData(session); // last: what it takes goes back if the tree goes on (endDump)
+  },
+  endDump(session, tasksGoOn) {
+    // As CRIU: unless the tasks are killed, the bytes taken from their ptys go back.
+    if (tasksGoOn || session.opts.finalState !== "dead") putBackQueuedPtyData(session);
   },
   loadImages(session) {
     terminals(session.table).infos.push(...session.dir.readOptional<tty_info_entry>(KINDS.TTY_INFO));
+    readQueuedPtyData(session);
   },
   beforeTaskFds(ctx, entries) {
     const infos = terminals(ctx.table).infos;

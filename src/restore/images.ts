@@ -322,7 +322,8 @@ function checkSharedObjects(dir: ImageDir, tasks: readonly RestoreTaskImages[]):
 /**
  * CRIU 4.x, on kernels where shared anonymous memory looks like a memfd, records it as a memfd
  * named "/dev/zero" whose inode's shmid names its contents (pagemap-shmem-SHMID.img). It is plain
- * shared anonymous memory, and comes back as such; other memfd mappings are not supported yet.
+ * shared anonymous memory, and comes back as such. Other memfd areas are memfd mappings
+ * (mapping_memfd.ts); their memfd must be in memfd.img.
  */
 function sharedAnonFromMemfd(
   pid: number,
@@ -335,13 +336,12 @@ function sharedAnonFromMemfd(
     const file = fileFor(files, v.shmid, nameOf(KINDS.MM, pid), `the mapping at ${hex(v.start)}`);
     const inodeId = file.memfd?.inodeId;
     const inode = inodes.find((i) => i.inodeId === BigInt(inodeId ?? -1));
-    if (inode?.name !== "/dev/zero") {
-      throw new RestoreError(
-        `Process ${pid} maps memfd ${inode?.name ?? `file ${v.shmid}`} at ${
-          hex(v.start)
-        }: memfd mappings are not supported yet`,
+    if (!inode) {
+      bad(
+        `${nameOf(KINDS.MM, pid)} maps file ${v.shmid} at ${hex(v.start)}, whose memfd is not in memfd.img`,
       );
     }
+    if (inode.name !== "/dev/zero") continue;
     v.status = (v.status & ~(VMA.MEMFD | VMA.FILE_SHARED)) | VMA.ANON_SHARED;
     v.flags |= MAP.ANONYMOUS;
     v.shmid = BigInt(inode.shmid);

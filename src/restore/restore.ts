@@ -32,8 +32,9 @@ import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { loadCheckpoint, type RestoreTaskImages } from "./images.ts";
 import { prepareInheritedFds } from "../objects/inherited_fds.ts";
+import { planSeccomp, restoreSeccomp } from "../objects/seccomp.ts";
 import { prepareNamespaces } from "../objects/namespaces.ts";
-import { PuppetMaster } from "./puppet.ts";
+import { PuppetMaster, TRACE_OPTIONS } from "./puppet.ts";
 import {
   closeParked,
   detachTask,
@@ -51,7 +52,7 @@ import "../objects/mod.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { CLONE, NR, SIG } from "../../ffi/syscalls.ts";
 import { WALL } from "../../ffi/ptrace.ts";
-import { CLOCK_BOOTTIME, clockNs, openPidfd, processExists } from "../../ffi/process.ts";
+import { CLOCK_BOOTTIME, clockNs, processExists } from "../../ffi/process.ts";
 import { KINDS } from "../images/kinds.ts";
 import { waitUntilStopped } from "../dump/freeze.ts";
 import { create } from "@bufbuild/protobuf";
@@ -254,6 +255,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   plugins.notify("RESTORE_INIT");
   const cp = loadCheckpoint(opts.imagesDir, { opts: opts.options, hooks: opts.hooks, plugins, log });
   const files = cp.session;
+  const seccomp = planSeccomp(cp.dir, cp.tasks); // checked now: nothing exists yet
   cp.tasks.push(...groupHelpers(cp.tasks, shellJob));
   const tasks = cp.tasks;
   log.debug(`Read the images of ${tasks.length} task(s)`);
@@ -277,18 +279,16 @@ export function restore(opts: RestoreOptions): RestoreResult {
     plugins,
   });
   const namespaces = ns.flags;
-  // Every puppet holds the images dir and a pidfd of criu at these numbers until its files are
-  // restored: a container's tasks see neither criu's paths nor its pid.
+  // Every puppet holds the images dir at this number until its files are restored: a
+  // container's tasks, pivoted into its mounts before their memory, cannot reach it by its path.
   const imagesDirFd = openFd(opts.imagesDir, OPEN.DIRECTORY | OPEN.CLOEXEC);
-  const criuPidfd = openPidfd(Deno.pid);
   let master: PuppetMaster;
   try {
     master = sibling
       ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log)
-      : PuppetMaster.start(occupied, log, [imagesDirFd, criuPidfd]);
+      : PuppetMaster.start(occupied, log, [imagesDirFd]);
   } catch (e) {
     closeFd(imagesDirFd);
-    closeFd(criuPidfd);
     throw e;
   }
   let forkedAt = 0;
@@ -308,7 +308,6 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shmem: new Map(),
       cowStats,
       imagesDirFd,
-      criuPidfd,
     };
     cgroups.makeDirs();
     for (const plan of ns.plans) if (plan.inCreator) master.inCreator(plan.inCreator);
@@ -357,6 +356,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
     for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
       const threads = pending.get(t.entry.pid)!;
       closeParked(threads[0]!.agent, shared);
+      // Seccomp last: a filter may forbid any call before (seccomp.ts).
+      fromImagesOf(t, "seccomp", () => restoreSeccomp(threads, seccomp, TRACE_OPTIONS));
       dropScratch(threads[0]!.agent, master.scratch);
       fromImagesOf(
         t,
@@ -371,7 +372,6 @@ export function restore(opts: RestoreOptions): RestoreResult {
   } finally {
     endFilesRestore(files);
     closeFd(imagesDirFd);
-    closeFd(criuPidfd);
   }
   const stopped: number[] = [];
   for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
@@ -414,7 +414,11 @@ export function restore(opts: RestoreOptions): RestoreResult {
  * images, which PREPARE checked as far as it can: a syscall the kernel still refuses names them,
  * so that a damaged checkpoint is recognisable as one.
  */
-function fromImagesOf<T>(t: RestoreTaskImages, part: "memory" | "task" | "registers", step: () => T): T {
+function fromImagesOf<T>(
+  t: RestoreTaskImages,
+  part: "memory" | "task" | "registers" | "seccomp",
+  step: () => T,
+): T {
   const pid = t.entry.pid;
   switch (part) {
     case "memory":
@@ -431,6 +435,8 @@ function fromImagesOf<T>(t: RestoreTaskImages, part: "memory" | "task" | "regist
         step,
         `the registers of process ${pid}`,
       );
+    case "seccomp":
+      return fromImage("seccomp.img", step, `the seccomp filters of process ${pid}`);
   }
 }
 

@@ -78,8 +78,6 @@ export interface TaskRestoreContext {
    * helper gets it from us, the sibling root inherits ours): pages are read through it.
    */
   imagesDirFd?: number;
-  /** A pidfd of criu at this number in every puppet, the same way: see RestoreFilesContext.criuPidfd. */
-  criuPidfd?: number;
 }
 
 /** A thread ready to be resumed: its agent (still inside) and the core it must end up with. */
@@ -301,8 +299,6 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
     ctx.shared.noteParked(pid, moved);
     return moved;
   };
-  // Kept above the restored fds (closed with the parked ones) for taking criu's inherit fds.
-  const criuPidfd = ctx.criuPidfd === undefined ? undefined : park(ctx.criuPidfd);
   restoreFds(
     {
       agent,
@@ -313,7 +309,6 @@ function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImage
       shared: ctx.shared,
       park,
       parkBase,
-      ...(criuPidfd === undefined ? {} : { criuPidfd }),
       options: ctx.options,
       log: ctx.log,
     },

@@ -8,7 +8,11 @@
  * its own fd 1 the same way) ends with status 0.
  * `tty`: stdin and stdout are one terminal instead (a pty slave opened O_RDWR, not the controlling
  * terminal), as --external tty[RDEV:DEV] hands it over.
- *   bin/stdio_pipes RESULT_FILE [tty]
+ * `pidns`: the tree is the init of a PID namespace of its own (a runc container's shape) leading
+ * its own session, with its child; the started process only launches it: it writes the init's
+ * pid (ours) to RESULT_FILE.pid and exits 0, and the init makes RESULT_FILE.ready and writes the
+ * result.
+ *   bin/stdio_pipes RESULT_FILE [tty|pidns]
  */
 #include "lib.h"
 
@@ -16,6 +20,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -94,13 +99,45 @@ static void parent_line(const char *line, size_t len)
 		wl_fail("writing to the child: %s", strerror(errno));
 }
 
+static int run(void);
+
+/* The init of the PID namespace: its own session, its pid (ours) for the harness, then the tree. */
+static int init_main(void *arg)
+{
+	char path[4096], self[32];
+	ssize_t n = readlink("/proc/self", self, sizeof(self) - 1);
+	FILE *f;
+
+	(void)arg;
+	if (setsid() < 0 || n <= 0)
+		wl_die("setsid or /proc/self");
+	self[n] = 0;
+	f = fopen(wl_path("pid", path, sizeof(path)), "w");
+	if (!f || fprintf(f, "%s\n", self) < 0 || fclose(f))
+		wl_die("writing %s", path);
+	return run();
+}
+
 int main(int argc, char **argv)
+{
+	static char stack[256 * 1024];
+	pid_t init;
+
+	wl_init(argc, argv);
+	on_tty = argc > 2 && strcmp(argv[2], "tty") == 0;
+	if (!(argc > 2 && strcmp(argv[2], "pidns") == 0))
+		return run();
+	init = clone(init_main, stack + sizeof(stack), CLONE_NEWPID | SIGCHLD, NULL);
+	if (init < 0)
+		wl_die("clone(CLONE_NEWPID)");
+	return 0; /* the harness adopts the init; the ends of our pipes close with us */
+}
+
+static int run(void)
 {
 	int p[2], status = 0;
 	pid_t child;
 
-	wl_init(argc, argv);
-	on_tty = argc > 2 && strcmp(argv[2], "tty") == 0;
 	if (!is_pipe_end(0, O_RDONLY) || !is_pipe_end(1, O_WRONLY))
 		wl_die("stdin and stdout must be the read end and the write end of pipes");
 	if (pipe(p))
