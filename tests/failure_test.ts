@@ -237,17 +237,18 @@ async function editImage(
   await criuOk(["crit", "encode", "-i", `${path}.json`, "-o", path]);
 }
 
-Deno.test("a dump refuses a network namespace holding more than the loopback device, by name", async () => {
+Deno.test("a dump refuses a network device of a kind it cannot make, by name", async () => {
   const w = await Workload.start("netns");
   const images = tempDir();
   try {
+    // ifb: neither CRIU nor criu-ts makes it again (netdev_test.ts has the kinds that come back).
     const ip = await new Deno.Command("nsenter", {
-      args: ["-t", `${w.pid}`, "-n", "ip", "link", "add", "crtsbr0", "type", "bridge"],
+      args: ["-t", `${w.pid}`, "-n", "ip", "link", "add", "crtsifb0", "type", "ifb"],
     }).output();
     assert.ok(ip.success, new TextDecoder().decode(ip.stderr));
     const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /network namespace .* with device\(s\) crtsbr0/);
+    assert.match(r.stderr, /network device crtsifb0 \(ifb\)/);
     assertUntouched(w.pid);
     assert.ok(!exists(`${images}/inventory.img`) && !exists(`${images}/netdev-2.img`));
   } finally {

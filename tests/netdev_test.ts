@@ -435,3 +435,23 @@ Deno.test("a failed restore leaves no process and no device behind", () =>
     await criuOk(["restore", "-D", images, "-d", "-o", "restore.log", "-v4", ...outerOption(outer, 1)]);
     configureOuter(outer);
   }));
+
+Deno.test("a damaged ip dump is refused by name before any process or device is made", () =>
+  withNetdev([], async (w, images, outer) => {
+    await dumpTree(w, images);
+    await waitGone(outer);
+    const path = `${images}/ifaddr-${netnsId(images)}.img`;
+    const good = Deno.readFileSync(path);
+    const bad = good.slice();
+    bad[0] = bad[0]! ^ 0xff;
+    Deno.writeFileSync(path, bad);
+    const restore = ["restore", "-D", images, "-d", "-o", "restore.log", "-v4", ...outerOption(outer, 0)];
+    const r = await criu(restore);
+    assert.equal(r.code, 1, `the restore should fail: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`${path} is not a dump of ip`));
+    assert.ok(!exists(`/proc/${w.pid}`), "no process made");
+    assert.ok(!linkExists(outer), "no device made");
+    Deno.writeFileSync(path, good);
+    await criuOk(restore);
+    configureOuter(outer);
+  }));

@@ -13,52 +13,33 @@
  *   - veth with both ends inside: both are saved, each with the namespace's id as its peer's
  *     (CRIU's peer_nsid), and the pair is made again at once, both ends at their indexes;
  *   - bridge: made again, its ports put back in it;
- *   - macvlan: its mode and flags saved; on restore made again on the parent device that
- *     `--external macvlan[NAME]:PARENT` names in criu's namespace (CRIU asks for it too), then
- *     moved into the namespace at its index;
- *   - any other kind (dummy, tun/tap, macvlan, sit...) is offered to the plugins (DUMP_EXT_LINK):
- *     one that takes it makes it an external link (EXTLINK), whose existence on restore is the
- *     caller's (CRIU's setup-namespaces script); otherwise it is refused, named with its kind.
- *     (sit, which CRIU makes itself, is not saved yet.)
- *   - tun/tap devices that no process holds (persistent ones): their flags, owner, group,
- *     virtio-net header size and send buffer (TunLinkEntry), made again at their index. One a
- *     process holds is refused: the tun files of tasks are not saved yet.
+ *   - macvlan (`netdev_macvlan.ts`) on the parent `--external macvlan[NAME]:PARENT` names;
+ *   - persistent tun/tap devices (`netdev_tun.ts`);
+ *   - any other kind (dummy, ifb, sit...) is offered to the plugins (DUMP_EXT_LINK): one that
+ *     takes it makes it an external link (EXTLINK), whose existence on restore is the caller's
+ *     (CRIU's setup-namespaces script); otherwise it is refused, named with its kind. (sit, which
+ *     CRIU makes itself, is not saved yet.)
+ * The fallback tunnels every namespace gets (gre0, gretap0, sit0) are left out, as CRIU does.
  */
 import { create } from "@bufbuild/protobuf";
 import { nd_type, type net_device_entry, net_device_entrySchema } from "../images/gen/netdev_pb.ts";
-import { type macvlan_link_entry, macvlan_link_entrySchema } from "../images/gen/macvlan_pb.ts";
-import { type tun_link_entry, tun_link_entrySchema } from "../images/gen/tun_pb.ts";
-import { makeTunDevice, readTunDevice, TUN_FLAGS } from "../../ffi/tun.ts";
-import { isSyscallError } from "../../ffi/errors.ts";
 import { deviceState, inNetns } from "../../ffi/netdev.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { PluginError, type Plugins } from "../plugins/plugins.ts";
 import type { Log } from "../log.ts";
 import { refuse } from "./refusal.ts";
 import { readConf, writeConf } from "./netns_sysctl.ts";
-import { ipTool, NetToolError, runInNetns, textInNetns } from "./netns_tools.ts";
+import { ipTool, NetToolError, textInNetns } from "./netns_tools.ts";
+import { commonArgs, type IpLink, kindOf, macText, runIp } from "./netdev_ip.ts";
+import { macvlanEntry, makeMacvlan } from "./netdev_macvlan.ts";
+import { makeTun, tunEntry } from "./netdev_tun.ts";
 
 const LOOPBACK = "lo";
 const IFF_UP = 0x1;
 /** Flags past the 16 bits SIOCGIFFLAGS gives, which ifi_flags (CRIU's record) carries. */
 const HIGH_FLAGS: Record<string, number> = { LOWER_UP: 0x10000, DORMANT: 0x20000, ECHO: 0x40000 };
-
-/** One device as `ip -d -j link show` prints it (the fields read here). */
-interface IpLink {
-  ifindex: number;
-  ifname: string;
-  flags?: string[];
-  link_type?: string;
-  /** The peer's index (IFLA_LINK) when it is in another namespace... */
-  link_index?: number;
-  /** ...or its name when it is in this one. */
-  link?: string;
-  /** Set when the peer is in another namespace (IFLA_LINK_NETNSID). */
-  link_netnsid?: number;
-  master?: string;
-  linkinfo?: { info_kind?: string; info_data?: Record<string, unknown> };
-}
 
 /** The kinds CRIU makes again itself, by `ip -d` link kind. */
 const OWN_KINDS: Record<string, nd_type> = {
@@ -67,70 +48,6 @@ const OWN_KINDS: Record<string, nd_type> = {
   macvlan: nd_type.MACVLAN,
   tun: nd_type.TUN,
 };
-
-/** MACVLAN_MODE_* by the name `ip` prints, and the MACVLAN_FLAG_* bits by theirs. */
-const MACVLAN_MODES: Record<string, number> = { private: 1, vepa: 2, bridge: 4, passthru: 8, source: 16 };
-const MACVLAN_FLAGS: Record<string, number> = { nopromisc: 1, nodst: 2 };
-
-/** The flags a tun device was made with, from what `ip -d` prints of it. */
-function tunFlags(data: Record<string, unknown>): number {
-  let flags = data.type === "tap" ? TUN_FLAGS.TAP : TUN_FLAGS.TUN;
-  if (data.pi === false) flags |= TUN_FLAGS.NO_PI;
-  if (data.vnet_hdr) flags |= TUN_FLAGS.VNET_HDR;
-  if (data.multi_queue) flags |= TUN_FLAGS.MULTI_QUEUE;
-  return flags;
-}
-
-/** A uid or gid as `ip` prints it: a name (looked up in `table`), a number, or absent (-1: none). */
-function idOf(value: unknown, table: string): number {
-  if (value === undefined) return -1;
-  if (typeof value === "number") return value;
-  const line = Deno.readTextFileSync(table).split("\n").find((l) => l.split(":")[0] === value);
-  const id = Number(line?.split(":")[2]);
-  if (!Number.isInteger(id)) throw new DumpError(`Cannot find ${String(value)} in ${table}`);
-  return id;
-}
-
-function tunEntry(pid: number, link: IpLink): tun_link_entry {
-  const data = link.linkinfo?.info_data ?? {};
-  if (!data.persist) {
-    refuse(
-      pid,
-      `network device ${link.ifname} (tun)`,
-      "it is not persistent: tun files of tasks are not saved yet",
-    );
-  }
-  let device;
-  try {
-    device = readTunDevice(`/proc/${pid}/ns/net`, link.ifname, tunFlags(data));
-  } catch (e) {
-    if (!isSyscallError(e)) throw e;
-    refuse(
-      pid,
-      `network device ${link.ifname} (tun)`,
-      e.code === "EBUSY"
-        ? "a process holds it open: tun files of tasks are not saved yet"
-        : `cannot read it: ${e.message}`,
-    );
-  }
-  return create(tun_link_entrySchema, {
-    flags: device.flags,
-    owner: idOf(data.user, "/etc/passwd"),
-    group: idOf(data.group, "/etc/group"),
-    vnethdr: device.vnetHdrSize,
-    sndbuf: device.sndbuf,
-  });
-}
-
-function macvlanEntry(pid: number, link: IpLink): macvlan_link_entry {
-  const data = link.linkinfo?.info_data ?? {};
-  const mode = MACVLAN_MODES[String(data.mode)];
-  if (mode === undefined) {
-    refuse(pid, `network device ${link.ifname} (macvlan)`, `its mode ${String(data.mode)} is not known`);
-  }
-  const flags = Object.entries(MACVLAN_FLAGS).reduce((f, [name, bit]) => (data[name] ? f | bit : f), 0);
-  return create(macvlan_link_entrySchema, { mode, flags });
-}
 
 /**
  * The fallback tunnel devices the kernel makes in every new namespace once their module is loaded:
@@ -148,8 +65,8 @@ function listLinks(pid: number): IpLink[] {
 }
 
 /**
- * The devices of the namespace of `pid` (image id `nsId`), each as its entry, or a refusal of the first that cannot
- * be saved. `plugins` are asked about kinds criu-ts does not make itself.
+ * The devices of the namespace of `pid` (image id `nsId`), each as its entry, or a refusal of the
+ * first that cannot be saved. `plugins` are asked about kinds criu-ts does not make itself.
  */
 export function dumpLinks(pid: number, nsId: number, plugins: Plugins, log: Log): net_device_entry[] {
   const links = listLinks(pid).filter((l) => {
@@ -185,10 +102,6 @@ export function dumpLinks(pid: number, nsId: number, plugins: Plugins, log: Log)
     log.info(`Saved network device ${link.ifname} (${nd_type[type]}, index ${link.ifindex})`);
     return entry;
   });
-}
-
-function kindOf(link: IpLink): string {
-  return link.linkinfo?.info_kind ?? (link.link_type === "loopback" ? "loopback" : "none");
 }
 
 /** The entry kind of a device; `hwType` is its ARPHRD type, which a plugin is told. */
@@ -255,9 +168,21 @@ export function outerNames(
   return { veths, macvlanParents };
 }
 
+/** A name the kernel would give a device (dev_valid_name; ':' is an alias's). */
+function validName(name: string): boolean {
+  const bytes = new TextEncoder().encode(name).length;
+  return bytes > 0 && bytes <= 15 && name !== "." && name !== ".." && !/[/:\s]/.test(name);
+}
+
 /** Checks the entries of netdev-ID.img before anything is made (PREPARE). */
 export function checkLinks(devices: readonly net_device_entry[], image: string): void {
   for (const d of devices) {
+    if (!validName(d.name)) {
+      throw new RestoreError(
+        `Refusing the images: ${image} has a network device named ${JSON.stringify(d.name)}, ` +
+          "expected 1 to 15 bytes without '/', ':' or white space",
+      );
+    }
     if (d.type === nd_type.LOOPBACK && d.name !== LOOPBACK) {
       throw new RestoreError(
         `Refusing the images: ${image} has a loopback device named ${d.name}, expected ${LOOPBACK}`,
@@ -278,28 +203,6 @@ export function checkLinks(devices: readonly net_device_entry[], image: string):
           "only loopback, veth, bridge, macvlan, tun and external devices can be restored yet",
       );
     }
-  }
-}
-
-function macText(bytes: Uint8Array | undefined): string | undefined {
-  if (!bytes || bytes.length === 0 || bytes.every((b) => b === 0)) return undefined;
-  return [...bytes].map((b) => b.toString(16).padStart(2, "0")).join(":");
-}
-
-/** `ip link add` arguments that give a made device its index, MTU and address. */
-function commonArgs(d: net_device_entry): string[] {
-  const args = ["index", `${d.ifindex}`, "mtu", `${d.mtu}`];
-  const mac = macText(d.address);
-  if (mac) args.push("address", mac);
-  return args;
-}
-
-function runIp(pid: number, d: net_device_entry, args: string[]): void {
-  try {
-    runInNetns(pid, ipTool(...args));
-  } catch (e) {
-    if (!(e instanceof NetToolError)) throw e;
-    throw new RestoreError(`Cannot restore network device ${d.name} (${nd_type[d.type]}): ${e.message}`);
   }
 }
 
@@ -363,63 +266,14 @@ function makeLink(ctx: MakeContext, d: net_device_entry): void {
       return;
     }
     case nd_type.MACVLAN:
-      makeMacvlan(ctx, d);
+      makeMacvlan(pid, d, outer.macvlanParents.get(d.name), log);
       return;
     case nd_type.TUN:
-      makeTun(ctx, d);
+      makeTun(pid, d, log);
       return;
     default:
       throw new RestoreError(`Cannot restore network device ${d.name} (${nd_type[d.type] ?? d.type})`);
   }
-}
-
-/**
- * A macvlan is made in criu's namespace on the parent named by --external macvlan[NAME]:PARENT,
- * straight into the restored namespace (where its index is taken).
- */
-function makeMacvlan(ctx: MakeContext, d: net_device_entry): void {
-  const parent = ctx.outer.macvlanParents.get(d.name);
-  if (parent === undefined) {
-    throw new RestoreError(
-      `Cannot restore network device ${d.name} (MACVLAN): a macvlan parent for ${d.name} is required ` +
-        `(--external macvlan[${d.name}]:PARENT, PARENT a device of criu's namespace)`,
-    );
-  }
-  const mode = Object.entries(MACVLAN_MODES).find(([, m]) => m === d.macvlan!.mode)?.[0];
-  if (mode === undefined) {
-    throw new RestoreError(`Cannot restore macvlan ${d.name}: unknown mode ${d.macvlan!.mode}`);
-  }
-  const flags = Object.entries(MACVLAN_FLAGS).filter(([, bit]) => (d.macvlan!.flags ?? 0) & bit);
-  const args = ["link", "add", d.name, "link", parent, ...commonArgs(d), "netns", `/proc/${ctx.pid}/ns/net`];
-  runIp(Deno.pid, d, [
-    ...args,
-    "type",
-    "macvlan",
-    "mode",
-    mode,
-    ...flags.flatMap(([name]) => ["flag", name]),
-  ]);
-  ctx.log.info(`Made macvlan ${d.name} on ${parent}`);
-}
-
-/** A persistent tun/tap device, made at its index through /dev/net/tun; then its MTU and address. */
-function makeTun(ctx: MakeContext, d: net_device_entry): void {
-  const t = d.tun!;
-  try {
-    makeTunDevice(`/proc/${ctx.pid}/ns/net`, d.name, d.ifindex, t.owner, t.group, {
-      flags: t.flags,
-      vnetHdrSize: t.vnethdr,
-      sndbuf: t.sndbuf,
-    });
-  } catch (e) {
-    if (!isSyscallError(e)) throw e;
-    throw new RestoreError(`Cannot restore network device ${d.name} (TUN): ${e.message}`);
-  }
-  const args = ["link", "set", "dev", d.name, "mtu", `${d.mtu}`];
-  const mac = macText(d.address);
-  if (mac) args.push("address", mac);
-  runIp(ctx.pid, d, args);
-  ctx.log.info(`Made ${t.flags & TUN_FLAGS.TAP ? "tap" : "tun"} device ${d.name}`);
 }
 
 /** A device the caller was to make, as it is now; its absence is named. */
@@ -443,23 +297,37 @@ function attachToBridge(d: net_device_entry, outer: string, bridge: string): voi
 /**
  * Makes the saved devices again in the namespace of `pid` (the restored root's, still empty but
  * for its loopback): each device, then masters, MTUs that moved, each device's settings, then the
- * flags (a device comes up last, as its addresses need).
+ * flags (a device comes up last, as its addresses need). A failure names `image` too, where the
+ * device comes from.
  */
 export function restoreLinks(
   pid: number,
   devices: readonly net_device_entry[],
   outer: OuterNames,
+  image: string,
   log: Log,
 ): void {
+  try {
+    makeLinks({ pid, devices, outer, made: new Set(), log }, image);
+  } catch (e) {
+    if (e instanceof RestoreError && !e.message.includes(image)) {
+      throw new RestoreError(`${e.message} (restoring ${image})`);
+    }
+    if (isSyscallError(e)) throw new RestoreError(`Cannot restore the devices of ${image}: ${e.message}`);
+    throw e;
+  }
+}
+
+function makeLinks(ctx: MakeContext, image: string): void {
+  const { pid, devices, log } = ctx;
   const byIndex = new Map(devices.map((d) => [d.ifindex, d]));
-  const ctx: MakeContext = { pid, devices, outer, made: new Set(), log };
   for (const d of devices) makeLink(ctx, d);
   for (const d of devices) {
     if (!d.master) continue; // ifindex 0 is no device: no master
     const master = byIndex.get(d.master);
     if (!master) {
       throw new RestoreError(
-        `Cannot restore network device ${d.name}: its master ${d.master} is not in the images`,
+        `Cannot restore network device ${d.name}: its master ${d.master} is not in ${image}`,
       );
     }
     runIp(pid, d, ["link", "set", "dev", d.name, "master", master.name]);
@@ -473,8 +341,8 @@ export function restoreLinks(
   }
   inNetns(`/proc/${pid}/ns/net`, () => {
     for (const d of devices) {
-      writeConf("ipv4", d.name, d.conf4, log);
-      writeConf("ipv6", d.name, d.conf6, log);
+      writeConf("ipv4", d.name, d.conf4, image, log);
+      writeConf("ipv6", d.name, d.conf6, image, log);
     }
   });
   for (const d of devices) {

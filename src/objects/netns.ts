@@ -5,7 +5,7 @@
  *
  * What is saved, in CRIU's images (ID is the namespace's id in the ids images):
  *   - netdev-ID.img: its devices (`netdev.ts`: the loopback, veth pairs, bridges, macvlans,
- *     devices a plugin takes), with their IPv4/IPv6 settings;
+ *     persistent tun/tap devices, devices a plugin takes), with their IPv4/IPv6 settings;
  *   - netns-ID.img: the namespace's `all` and `default` settings, net.unix.max_dgram_qlen and
  *     net.ipv4.ping_group_range (`netns_sysctl.ts`);
  *   - ifaddr, route, route6, rule, iptables, ip6tables, nftables-ID.img: addresses, routes, rules
@@ -26,7 +26,7 @@ import type { Plugins } from "../plugins/plugins.ts";
 import type { Log } from "../log.ts";
 import { checkLinks, dumpLinks, type OuterNames, outerNames, restoreLinks } from "./netdev.ts";
 import { IPV4_SYSCTLS, readConf, readSysctls, UNIX_CONF, writeConf, writeSysctls } from "./netns_sysctl.ts";
-import { dumpNetConfig, restoreNetConfig } from "./netns_config.ts";
+import { checkNetConfig, dumpNetConfig, restoreNetConfig } from "./netns_config.ts";
 
 /** A saved namespace, as the restore reads it at PREPARE. */
 interface SavedNetns {
@@ -39,6 +39,7 @@ function readSaved(dir: ImageDir, nsId: number | undefined): SavedNetns | undefi
   if (nsId === undefined || !dir.has(KINDS.NETNS, nsId)) return undefined;
   const devices = dir.readOptional<net_device_entry>(KINDS.NETDEV, nsId);
   checkLinks(devices, `netdev-${nsId}.img`);
+  checkNetConfig(dir, nsId);
   const settings = dir.read<netns_entry>(KINDS.NETNS, nsId)[0];
   return { id: nsId, settings, devices };
 }
@@ -60,14 +61,14 @@ function saveNetns(dir: ImageDir, rootPid: number, nsId: number, plugins: Plugin
 }
 
 /** The namespace-wide settings, first, so that devices made later take the saved defaults (as CRIU). */
-function restoreSettings(pid: number, s: netns_entry, log: Log): void {
+function restoreSettings(pid: number, s: netns_entry, image: string, log: Log): void {
   inNetns(`/proc/${pid}/ns/net`, () => {
-    writeConf("ipv4", "all", s.allConf4, log);
-    writeConf("ipv4", "default", s.defConf4, log);
-    writeConf("ipv6", "all", s.allConf6, log);
-    writeConf("ipv6", "default", s.defConf6, log);
-    writeSysctls(UNIX_CONF, s.unixConf, log);
-    writeSysctls(IPV4_SYSCTLS, s.ipv4Sysctl, log);
+    writeConf("ipv4", "all", s.allConf4, image, log);
+    writeConf("ipv4", "default", s.defConf4, image, log);
+    writeConf("ipv6", "all", s.allConf6, image, log);
+    writeConf("ipv6", "default", s.defConf6, image, log);
+    writeSysctls(UNIX_CONF, s.unixConf, image, log);
+    writeSysctls(IPV4_SYSCTLS, s.ipv4Sysctl, image, log);
   });
 }
 
@@ -78,8 +79,8 @@ function fillNetns(
   outer: OuterNames,
   log: Log,
 ): void {
-  if (saved.settings) restoreSettings(pid, saved.settings, log);
-  restoreLinks(pid, saved.devices, outer, log);
+  if (saved.settings) restoreSettings(pid, saved.settings, `netns-${saved.id}.img`, log);
+  restoreLinks(pid, saved.devices, outer, `netdev-${saved.id}.img`, log);
   restoreNetConfig(dir, pid, saved.id, log);
 }
 

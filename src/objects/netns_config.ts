@@ -80,6 +80,36 @@ function firewallTools(): SavedTool[] {
   return tools;
 }
 
+/** The first four bytes (little-endian) of each dump `ip ... save` writes. */
+const IP_DUMP_MAGIC = new Map<ImageKind, number>([
+  [KINDS.IFADDR, 0x47361222],
+  [KINDS.ROUTE, 0x45311224],
+  [KINDS.ROUTE6, 0x45311224],
+  [KINDS.RULE, 0x71706986],
+]);
+
+/**
+ * PREPARE: each `ip` dump of the namespace starts as `ip` writes it (or is empty), so that a
+ * damaged one is refused by name before any process exists. (What follows is for `ip` to judge.)
+ */
+export function checkNetConfig(dir: ImageDir, id: number): void {
+  for (const [kind, magic] of IP_DUMP_MAGIC) {
+    if (!dir.has(kind, id)) continue;
+    const bytes = Deno.readFileSync(dir.pathFor(kind, id));
+    if (bytes.length === 0) continue;
+    const found = bytes.length < 4
+      ? undefined
+      : new DataView(bytes.buffer, bytes.byteOffset).getUint32(0, true);
+    if (found !== magic) {
+      throw new RestoreError(
+        `Refusing the images: ${dir.pathFor(kind, id)} is not a dump of ip (magic 0x${
+          magic.toString(16)
+        }, found ${found === undefined ? `${bytes.length} byte(s)` : `0x${found.toString(16)}`})`,
+      );
+    }
+  }
+}
+
 /** Saves the addresses, routes, rules and firewall of the namespace of `pid` as image `id`. */
 export function dumpNetConfig(dir: ImageDir, pid: number, id: number, log: Log): void {
   for (const tool of [...ipTools(), ...firewallTools()]) {

@@ -12,6 +12,7 @@
 import { create } from "@bufbuild/protobuf";
 import { type sysctl_entry, sysctl_entrySchema, SysctlType } from "../images/gen/sysctl_pb.ts";
 import { RestoreError } from "../errors.ts";
+import { osReason } from "../../ffi/errors.ts";
 import type { Log } from "../log.ts";
 
 /** CRIU's devconfs4: the IPv4 settings of a device, in the order of the image's entries. */
@@ -153,9 +154,9 @@ function entryValue(e: sysctl_entry): string | undefined {
 /**
  * Sets what the entries say, in order, leaving alone what already holds the value (most of them,
  * in a new namespace) and what this kernel lacks. A value the kernel refuses fails the restore,
- * naming the sysctl.
+ * naming the sysctl and `image`, where the value comes from.
  */
-function writeList(list: SysctlList, entries: readonly sysctl_entry[], log: Log): void {
+function writeList(list: SysctlList, entries: readonly sysctl_entry[], image: string, log: Log): void {
   entries.forEach((e, i) => {
     const path = list.paths[i];
     const wanted = entryValue(e);
@@ -170,7 +171,9 @@ function writeList(list: SysctlList, entries: readonly sysctl_entry[], log: Log)
       Deno.writeTextFileSync(`/proc/sys/net/${path}`, wanted);
     } catch (e) {
       throw new RestoreError(
-        `Cannot set net.${path.replaceAll("/", ".")} to ${wanted} (it is ${now}): ${(e as Error).message}`,
+        `Cannot set net.${path.replaceAll("/", ".")} to ${wanted} from ${image} (it is ${now}): ${
+          osReason(e)
+        }`,
       );
     }
   });
@@ -186,11 +189,17 @@ export function writeConf(
   family: ConfFamily,
   device: string,
   entries: readonly sysctl_entry[],
+  image: string,
   log: Log,
 ): void {
-  writeList(confList(family, device), entries, log);
+  writeList(confList(family, device), entries, image, log);
 }
 
-export function writeSysctls(list: SysctlList, entries: readonly sysctl_entry[], log: Log): void {
-  writeList(list, entries, log);
+export function writeSysctls(
+  list: SysctlList,
+  entries: readonly sysctl_entry[],
+  image: string,
+  log: Log,
+): void {
+  writeList(list, entries, image, log);
 }
