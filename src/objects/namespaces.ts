@@ -72,6 +72,11 @@ export interface NsRestorePlan {
    */
   inCreator?(creator: Agent): void;
   /**
+   * Whether inCreator's namespace is the creator's own too (unshare(CLONE_NEWCGROUP) moves its
+   * caller, unlike a time namespace's): then a root made first (--restore-sibling) runs it itself.
+   */
+  inCreatorTakesItself?: boolean;
+  /**
    * Right after the root is cloned in the new namespace, before its memory: what the root's files
    * and mappings are opened through (the mount tree). Children cloned later inherit it.
    */

@@ -289,7 +289,17 @@ export class PuppetMaster {
    * must be born in, see NsRestorePlan.inCreator). With --restore-sibling the root is made first,
    * from our own process, so there is no such task.
    */
-  inCreator(work: (creator: Agent) => void): void {
+  inCreator(work: (creator: Agent) => void, takesItself = false): void {
+    if (this.#siblingRoot && takesItself) {
+      // The namespace is its caller's own as well: the sibling root makes it for itself (LXC).
+      const root = this.agentFor(this.#siblingRoot);
+      try {
+        work(root);
+      } finally {
+        root.thread.leave();
+      }
+      return;
+    }
     if (this.#siblingRoot) {
       throw new RestoreError(
         "The checkpoint has a namespace that must exist before its root is created, which --restore-sibling cannot make (restore without it)",

@@ -310,7 +310,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
       imagesDirFd,
     };
     cgroups.makeDirs();
-    for (const plan of ns.plans) if (plan.inCreator) master.inCreator(plan.inCreator);
+    for (const plan of ns.plans) {
+      if (plan.inCreator) master.inCreator(plan.inCreator, plan.inCreatorTakesItself === true);
+    }
     const agents = forkTree(
       ctx,
       tasks,
