@@ -22,6 +22,9 @@ import { openPty } from "../ffi/pty.ts";
 import { spawn } from "../ffi/spawn.ts";
 import { waitRaw } from "../ffi/wait.ts";
 import { CriuClient } from "../mod.ts";
+import { SeqpacketSocket } from "../ffi/socket.ts";
+import { bindSocket, closeSocket, makeSocket, MSG, receiveBytes, SOCK } from "../ffi/sockcall.ts";
+import { AF } from "../ffi/sockaddr.ts";
 
 /** The lines coming out of the read end of one of our pipes (non-blocking). */
 class Lines {
@@ -423,6 +426,61 @@ Deno.test("a tree that is a PID namespace's init gets the new pipes too (runc's 
     if (fresh) closeOurs(fresh);
     w.cleanup();
     Deno.removeSync(images, { recursive: true });
+  }
+  assert.deepEqual(openFds(), fds, "the test leaked fds");
+});
+
+Deno.test("--inherit-fd socket:[INO] replaces a unix socket connected outside the tree", async () => {
+  const fds = openFds();
+  const dir = tempDir();
+  const serverPath = `${dir}/server.sock`;
+  const server = makeSocket(AF.UNIX, SOCK.DGRAM);
+  bindSocket(server, { family: AF.UNIX, name: new TextEncoder().encode(serverPath) });
+  const [ours, given] = SeqpacketSocket.pair();
+  const w = await Workload.start("unix_sk", ["ext-dgram", `ext=${serverPath}`]);
+  try {
+    const socketFd = [...Deno.readDirSync(`/proc/${w.pid}/fd`)].find((e) =>
+      Deno.readLinkSync(`/proc/${w.pid}/fd/${e.name}`).startsWith("socket:")
+    )!.name;
+    const name = Deno.readLinkSync(`/proc/${w.pid}/fd/${socketFd}`);
+    assert.equal(new TextDecoder().decode(receiveBytes(server, 16)), "before");
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", dir, "-o", "dump.log", "-v4", "--ext-unix-sk"]);
+    await reap(w.pid);
+    const err = openFd(`${dir}/restore.err`, OPEN.WRONLY | OPEN.CREAT | OPEN.CLOEXEC);
+    let pid: number;
+    try {
+      const args = ["restore", "-D", dir, "-d", "-o", "restore.log", "-v4", "--ext-unix-sk"];
+      pid = spawn(CRIU, [CRIU, ...args, "--inherit-fd", `fd[5]:${name}`], { fds: { 2: err, 5: given.fd } });
+    } finally {
+      closeFd(err);
+      given.close();
+    }
+    for (;;) {
+      const done = waitRaw(pid, true);
+      if (done) {
+        assert.equal(done.status, 0, Deno.readTextFileSync(`${dir}/restore.err`));
+        break;
+      }
+      await sleep(20);
+    }
+    // The workload's "after" goes to the socket we gave, not to the server it was connected to.
+    assert.equal(await w.finish(), "PASS", w.output());
+    assert.ok(ours.readable(5000), "nothing reached the socket handed in");
+    assert.equal(new TextDecoder().decode(ours.receive()!.data), "after");
+    assert.throws(
+      () =>
+        receiveBytes(server, 16, MSG.DONTWAIT),
+      /EAGAIN/,
+      "the old server still got a datagram",
+    );
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    ours.close();
+    closeSocket(server);
+    w.cleanup();
+    Deno.removeSync(dir, { recursive: true });
   }
   assert.deepEqual(openFds(), fds, "the test leaked fds");
 });

@@ -1045,6 +1045,8 @@ export const unixSocketKind: FdKind = {
   },
   dump: dumpSocket,
   open: openSocket,
+  // CRIU's name for --inherit-fd: the caller's socket stands for it (its peer and queue are the caller's).
+  inheritName: (entry) => entry.usk ? `socket:[${entry.usk.ino}]` : undefined,
   finishDump,
   loadImages,
 };
