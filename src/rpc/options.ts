@@ -306,7 +306,13 @@ const RULES: readonly Rule[] = [
     option: "lsm-profile",
     apply: (t, o) => t.lsmProfile = o.lsmProfile,
   },
-  { field: "orphanPtsMaster", only: "restore", apply: (t) => t.orphanPtsMaster = true },
+  // A shell job's terminal becomes a new pty whose master goes to the client (tty.ts).
+  {
+    field: "orphanPtsMaster",
+    only: "restore",
+    support: "implemented",
+    apply: (t) => t.orphanPtsMaster = true,
+  },
   // Lets CRIU keep pidfds of the tree between pre-dumps to spot pid reuse; we keep none.
   { field: "pidfdStoreSk", support: "accepted-and-logged", asks: set("pidfdStoreSk") },
 ];
