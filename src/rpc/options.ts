@@ -306,10 +306,10 @@ const RULES: readonly Rule[] = [
     option: "lsm-profile",
     apply: (t, o) => t.lsmProfile = o.lsmProfile,
   },
-  // A shell job's terminal becomes a new pty whose master goes to the client (tty.ts).
+  // Dump: a terminal whose master is outside the tree is taken (runc's console); restore: it
+  // becomes a new pty whose master goes to the client (tty.ts).
   {
     field: "orphanPtsMaster",
-    only: "restore",
     support: "implemented",
     apply: (t) => t.orphanPtsMaster = true,
   },
