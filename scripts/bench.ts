@@ -13,6 +13,8 @@
  *   - a container with 200 mounts (bench_mounts: its own mount, IPC, UTS and network namespaces,
  *     tmpfs with files, bind mounts, proc, read-only binds), restored with --root at a bind mount
  *     of / that the bench makes; the host must hold no new mount afterwards.
+ *   - a busybox container under runc (`runc checkpoint`, `runc restore -d`, runc's wall time with
+ *     criu-ts as its criu, and with $CRIU_UPSTREAM too when set: median of 3 each).
  * Reported: wall time of dump and restore, frozen time (from stats-dump), MB/s, the tool's peak
  * RSS (GNU time), and the image size. Options: --mib N (default 1024), --maps N (default 2000),
  * --only WORD (run only the scenarios whose name contains WORD; may be repeated).
@@ -22,6 +24,7 @@
  */
 import { parseArgs } from "node:util";
 import { criu, descendants, reap, tempDir, Workload } from "../tests/lib/harness.ts";
+import * as runc from "../tests/lib/runc.ts";
 
 const { values } = parseArgs({
   args: Deno.args,
@@ -254,6 +257,64 @@ async function mountsScenario(label: string, count: number): Promise<Row> {
   return row;
 }
 
+/**
+ * A busybox container counting into a host file: runc's checkpoint and restore, timed as a user
+ * sees them (runc's own work included), with `criuPath` as runc's criu. The count must go on.
+ */
+async function runcScenario(label: string, criuPath: string): Promise<Row> {
+  const c = await runc.makeBundle();
+  try {
+    const started = await runc.runcDetached(c, criuPath, ["run", "-d", c.id]);
+    if (!started.ok) throw new Error(`runc run failed: ${started.out}`);
+    await runc.countReaches(c, 3);
+    const t0 = performance.now();
+    await runc.checkpoint(c, criuPath);
+    const dumpS = (performance.now() - t0) / 1000;
+    const atCheckpoint = runc.counts(c).length;
+    const size = dirBytes(c.images);
+    const frozen = await frozenMs(c.work);
+    const t1 = performance.now();
+    await runc.restore(c, criuPath);
+    const restoreS = (performance.now() - t1) / 1000;
+    await runc.countReaches(c, atCheckpoint + 2);
+    const lines = runc.counts(c);
+    if (lines.some((l, i) => l !== String(i + 1))) {
+      throw new Error(`${label}: the count broke: ${lines.join(" ")}`);
+    }
+    const mb = size / 1e6;
+    return {
+      scenario: label,
+      dumpS,
+      frozenMs: frozen,
+      restoreS,
+      imageMiB: size / 1048576,
+      dumpMBs: mb / dumpS,
+      restoreMBs: mb / restoreS,
+      rssMiB: 0, // runc runs criu: not measured here
+    };
+  } finally {
+    await runc.cleanUp(c);
+  }
+}
+
+function runcScenarios(): [string, () => Promise<Row>][] {
+  const upstream = Deno.env.get("CRIU_UPSTREAM");
+  const rows: [string, () => Promise<Row>][] = [[
+    "busybox container under runc",
+    async () => median(await repeat(3, () => runcScenario("busybox container under runc, criu-ts", CRIU_TS))),
+  ]];
+  if (upstream) {
+    rows.push([
+      "busybox container under runc (CRIU 4.x)",
+      async () =>
+        median(await repeat(3, () => runcScenario(`busybox container under runc, ${upstream}`, upstream))),
+    ]);
+  }
+  return rows;
+}
+
+const CRIU_TS = new URL("./criu", import.meta.url).pathname;
+
 /** The scenarios, by name; --only picks some. */
 const SCENARIOS: [string, () => Promise<Row>][] = [
   [
@@ -279,6 +340,7 @@ const SCENARIOS: [string, () => Promise<Row>][] = [
     () => scenario("TCP connection, 4 MiB queued each way", "bench_tcp", ["4"], 0, ["--tcp-established"]),
   ],
   ["a container with 200 mounts", () => mountsScenario("a container with 200 mounts", 200)],
+  ...runcScenarios(),
 ];
 
 const rows: Row[] = [];

@@ -26,6 +26,9 @@ packages=(
   "memcached memcached a real cache to checkpoint with a client connected"
   "losetup mount a loop block device: the plugin device-mapping hooks' tests, disks mounted in a container"
   "mkfs.ext4 e2fsprogs an ext4 image for that loop device (mntns tests)"
+  "runc runc an OCI runtime that checkpoints and restores containers through criu swrk"
+  "crun crun another OCI runtime, tried with criu-ts as its criu"
+  "lxc-create lxc LXC containers, checkpointed by lxc-checkpoint through criu's command line"
 )
 missing=()
 for row in "${packages[@]}"; do

@@ -298,6 +298,9 @@ Deno.test("parseCommandLine() splits --ext-mount-map, --veth-pair and --cgroup-r
     usageError(() => parse("restore", "--veth-pair", "eth0")),
     /--veth-pair: expected INSIDE=OUTSIDE/,
   );
+  // An empty value, as CRIU takes it (LXC's restore passes `console:` without a console).
+  assert.deepEqual(parse("restore", "-M", "console:").options.extMountMaps, [{ key: "console", value: "" }]);
+  assert.match(usageError(() => parse("restore", "-M", ":x")), /-M: expected KEY:VALUE or auto, found .:x./);
 });
 
 // Support levels.

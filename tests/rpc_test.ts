@@ -321,12 +321,19 @@ Deno.test("setupRequest() accepts and logs options not acted on yet", () => {
   assert.ok(s.notes.some((n) => /root is ignored for a dump/.test(n)));
 });
 
+Deno.test("setupRequest() takes runc's root for a restore (mount namespaces are restored)", () => {
+  assert.equal(setup("restore", { root: "/r" }).options.root, "/r");
+});
+
 Deno.test("setupRequest() refuses what would change the result", () => {
   assert.match(
     refusal(() => setup("dump", { pid: 1, trackMem: true })),
     /^56: criu_opts.track_mem .*not supported/,
   );
-  assert.match(refusal(() => setup("restore", { root: "/r" })), /criu_opts.root \(--root\) is not supported/);
+  assert.match(
+    refusal(() => setup("dump", { pid: 1, ps: {} })),
+    /criu_opts.ps \(--page-server\) is not supported/,
+  );
   assert.match(refusal(() => setup("restore", { lazyPages: true })), /lazy_pages/);
   assert.match(refusal(() => setup("restore", { emptyNs: 0x20000 })), /empty_ns/);
   assert.match(refusal(() => setup("dump", { pid: 1, logFile: "a/b.log" })), /plain file name/);

@@ -43,6 +43,7 @@ registerNamespaceKind({
         ctx.cgroups!.moveInto(creator.pid, prefixes);
         creator.call("unshare(CLONE_NEWCGROUP)", NR.unshare, CLONE.NEWCGROUP);
       },
+      inCreatorTakesItself: true,
     };
   },
 });

@@ -561,15 +561,27 @@ export function finishBackings(ctx: MappingRestoreContext, vmas: readonly vma_en
 /**
  * Reads pages into place: the puppet preadv()s them from the pages image itself, one call per
  * IOV_MAX runs that lie back to back in the file. `offset` is where each run starts in the file.
+ * With `imagesDirFd` (an fd of the images dir every puppet holds) the image is opened relative to
+ * it: a task whose root was already switched to a container's cannot reach it by its path.
  */
 export function fillPages(
   agent: Agent,
   pagesPath: string,
   runs: readonly FileRun[],
+  imagesDirFd?: number,
 ): number {
   if (runs.length === 0) return 0;
   agent.reset();
-  const fd = agent.call("open(pages image)", NR.open, agent.string(pagesPath), O.RDONLY | O.CLOEXEC, 0);
+  const fd = imagesDirFd === undefined
+    ? agent.call("open(pages image)", NR.open, agent.string(pagesPath), O.RDONLY | O.CLOEXEC, 0)
+    : agent.call(
+      "openat(images dir, pages image)",
+      NR.openat,
+      imagesDirFd,
+      agent.string(pagesPath.slice(pagesPath.lastIndexOf("/") + 1)),
+      O.RDONLY | O.CLOEXEC,
+      0,
+    );
   try {
     let group: Span[] = [];
     let groupStart = 0;

@@ -52,7 +52,7 @@ export interface NsRestoreContext {
   tasks: readonly RestoreTaskImages[];
   /** --empty-ns: kinds whose new namespace is left as the kernel makes it, for the scripts to fill. */
   empty: ReadonlySet<NsName>;
-  /** The options that name outer objects (--veth-pair, --external, --root). */
+  /** The run's options: those that name outer objects (--root, --veth-pair, --external). */
   options: RunOptions;
   hooks: Hooks;
   log: Log;
@@ -72,15 +72,20 @@ export interface NsRestorePlan {
    */
   inCreator?(creator: Agent): void;
   /**
-   * Right after the root's clone, before it does anything (its memory comes after): what only
-   * criu can give the namespace from outside (a user namespace's uid and gid maps).
+   * Whether inCreator's namespace is the creator's own too (unshare(CLONE_NEWCGROUP) moves its
+   * caller, unlike a time namespace's): then a root made first (--restore-sibling) runs it itself.
    */
-  rootCreated?(rootPid: number): void;
+  inCreatorTakesItself?: boolean;
   /**
    * Right after the root is cloned in the new namespace, before its memory: what the root's files
    * and mappings are opened through (the mount tree). Children cloned later inherit it.
    */
   beforeMemory?(root: Agent): void;
+  /**
+   * Right after the root's clone, before it does anything (its memory comes after): what only
+   * criu can give the namespace from outside (a user namespace's uid and gid maps).
+   */
+  rootCreated?(rootPid: number): void;
   /** Once the root exists in it: what the namespace held (from inside the root). */
   fill?(root: Agent): void;
   /** After post-restore, before the tree runs (network-unlock, for one). */

@@ -152,7 +152,8 @@ export const ttyKind: FdKind = {
     const dev = stat?.dev ?? 0;
     // --external tty[RDEV:DEV]: the caller hands the terminal back at restore (--inherit-fd).
     const external = ctx.session.opts.external.includes(ttyName(rdev, dev));
-    if (!ctx.session.opts.shellJob && !external) {
+    // As in CRIU, orphan_pts_master (runc's console) lets a slave without its master be dumped too.
+    if (!ctx.session.opts.shellJob && !ctx.session.opts.orphanPtsMaster && !external) {
       refuse(ctx.pid, `fd ${fd.fd} (terminal ${fd.target})`, "a terminal needs --shell-job");
     }
     const infos = terminals(ctx.table).infos;

@@ -245,8 +245,10 @@ function extMountMap(o: Options, value: string): void {
     o.autoDetectExtMounts = true;
     return;
   }
-  const [key, mapped] = pair(value, ":", "KEY:VALUE or auto");
-  o.extMountMaps.push({ key, value: mapped });
+  // The value may be empty, as CRIU takes it: LXC passes `console:` for a container without one.
+  const at = value.indexOf(":");
+  if (at <= 0) throw new InvalidValue("KEY:VALUE or auto");
+  o.extMountMaps.push({ key: value.slice(0, at), value: value.slice(at + 1) });
 }
 
 function vethPair(value: string): VethPair {

@@ -71,10 +71,16 @@ export class PuppetMaster {
   }
 
   /** Starts the helper and gives it a scratch area that avoids `occupied` (the dumped layouts). */
-  static start(occupied: readonly { start: bigint; end: bigint }[], log: Log): PuppetMaster {
+  static start(
+    occupied: readonly { start: bigint; end: bigint }[],
+    log: Log,
+    keepFds: readonly number[] = [],
+  ): PuppetMaster {
     // It never runs its own code once seized, so its sleep is only how long it outlives a criu
-    // killed before seizing it.
-    const helper = spawn(helperBinary(), ["sleep", "5"], { fds: { 0: 0, 1: 1, 2: 2 } });
+    // killed before seizing it. `keepFds` reach it at the same numbers, for the tasks cloned from it.
+    const fds: Record<number, number> = { 0: 0, 1: 1, 2: 2 };
+    for (const fd of keepFds) fds[fd] = fd;
+    const helper = spawn(helperBinary(), ["sleep", "5"], { fds });
     try {
       pt.seize(helper, TRACE_OPTIONS);
       pt.interrupt(helper);
@@ -297,7 +303,17 @@ export class PuppetMaster {
    * must be born in, see NsRestorePlan.inCreator). With --restore-sibling the root is made first,
    * from our own process, so there is no such task.
    */
-  inCreator(work: (creator: Agent) => void): void {
+  inCreator(work: (creator: Agent) => void, takesItself = false): void {
+    if (this.#siblingRoot && takesItself) {
+      // The namespace is its caller's own as well: the sibling root makes it for itself (LXC).
+      const root = this.agentFor(this.#siblingRoot);
+      try {
+        work(root);
+      } finally {
+        root.thread.leave();
+      }
+      return;
+    }
     if (this.#siblingRoot) {
       throw new RestoreError(
         "The checkpoint has a namespace that must exist before its root is created, which --restore-sibling cannot make (restore without it)",

@@ -28,6 +28,7 @@
 import { RestoreError } from "../errors.ts";
 import { ERRNO, isSyscallError, osReason } from "../../ffi/errors.ts";
 import { KERNEL_SIGSET_SIZE, kernelSigset, timespec, TIMESPEC_SIZE } from "../../ffi/structs.ts";
+import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { dumpedUptimeUs, loadCheckpoint, type RestoreTaskImages } from "./images.ts";
@@ -280,9 +281,18 @@ export function restore(opts: RestoreOptions): RestoreResult {
     plugins,
   });
   const namespaces = ns.flags;
-  const master = sibling
-    ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log)
-    : PuppetMaster.start(occupied, log);
+  // Every puppet holds the images dir at this number until its files are restored: a
+  // container's tasks, pivoted into its mounts before their memory, cannot reach it by its path.
+  const imagesDirFd = openFd(opts.imagesDir, OPEN.DIRECTORY | OPEN.CLOEXEC);
+  let master: PuppetMaster;
+  try {
+    master = sibling
+      ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log)
+      : PuppetMaster.start(occupied, log, [imagesDirFd]);
+  } catch (e) {
+    closeFd(imagesDirFd);
+    throw e;
+  }
   let forkedAt = 0;
   let root = 0;
   const pending = new Map<number, PendingThread[]>();
@@ -299,14 +309,24 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shared,
       shmem: new Map(),
       cowStats,
+      imagesDirFd,
     };
     cgroups.makeDirs();
-    for (const plan of ns.plans) if (plan.inCreator) master.inCreator(plan.inCreator);
-    const agents = forkTree(ctx, tasks, shellJob, namespaces, (t) => {
-      if (t === tasks[0]) { for (const plan of ns.plans) plan.rootCreated?.(t.hostPid); }
-      // Into its cgroups before its memory comes back, so that the memory is charged there.
-      cgroups.place(t, tasks);
-    }, (root) => ns.plans.forEach((p) => p.beforeMemory?.(root)));
+    for (const plan of ns.plans) {
+      if (plan.inCreator) master.inCreator(plan.inCreator, plan.inCreatorTakesItself === true);
+    }
+    const agents = forkTree(
+      ctx,
+      tasks,
+      shellJob,
+      namespaces,
+      (t) => {
+        if (t === tasks[0]) { for (const plan of ns.plans) plan.rootCreated?.(t.hostPid); }
+        // Into its cgroups before its memory comes back, so that the memory is charged there.
+        cgroups.place(t, tasks);
+      },
+      (r) => ns.plans.forEach((p) => p.beforeMemory?.(r)),
+    );
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     plugins.notify("POST_FORKING");
@@ -355,6 +375,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     throw e;
   } finally {
     endFilesRestore(files);
+    closeFd(imagesDirFd);
   }
   const stopped: number[] = [];
   for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {

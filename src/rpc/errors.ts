@@ -21,6 +21,11 @@ export const CR_ERRNO = {
 /** A request that cannot be carried out as asked; `crErrno` goes into the reply. */
 export class RpcRequestError extends Error {
   override name = "RpcRequestError";
+  /**
+   * The log file the request named, when it could be worked out before the request was refused:
+   * runc shows only the errno and the log's path, so the reason must be written there too.
+   */
+  requestLog: string | undefined;
   constructor(message: string, readonly crErrno: number = CR_ERRNO.EBADRQC) {
     super(message);
   }

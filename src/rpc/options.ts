@@ -308,7 +308,13 @@ const RULES: readonly Rule[] = [
     option: "lsm-profile",
     apply: (t, o) => t.lsmProfile = o.lsmProfile,
   },
-  { field: "orphanPtsMaster", only: "restore", apply: (t) => t.orphanPtsMaster = true },
+  // Dump: a terminal whose master is outside the tree is taken (runc's console); restore: it
+  // becomes a new pty whose master goes to the client (tty.ts).
+  {
+    field: "orphanPtsMaster",
+    support: "implemented",
+    apply: (t) => t.orphanPtsMaster = true,
+  },
   // Lets CRIU keep pidfds of the tree between pre-dumps to spot pid reuse; we keep none.
   { field: "pidfdStoreSk", support: "accepted-and-logged", asks: set("pidfdStoreSk") },
 ];
@@ -430,12 +436,21 @@ export function setupRequest(
     throw bad(`A ${kind} request needs options (criu_req.opts is missing)`);
   }
 
-  // CHECK looks only at the logging fields, as in CRIU.
-  if (o !== undefined && kind !== "check") applyRules(kind, o, options, ctx, notes);
+  // CHECK looks only at the logging fields, as in CRIU. A refused field is reported once the
+  // log file is known, so that the refusal can be written there as well.
+  let refusal: RpcRequestError | undefined;
+  if (o !== undefined && kind !== "check") {
+    try {
+      applyRules(kind, o, options, ctx, notes);
+    } catch (e) {
+      if (!(e instanceof RpcRequestError)) throw e;
+      refusal = e;
+    }
+  }
 
   // The RPC config file is read last and overrides what the request said.
   let fromConfig = new Set<keyof Options>();
-  if (o?.configFile) {
+  if (o?.configFile && refusal === undefined) {
     const cfg = readRpcConfig(kind, o.configFile);
     fromConfig = cfg.changed;
     for (const key of cfg.changed) {
@@ -484,6 +499,10 @@ export function setupRequest(
       }
       logPath = name.startsWith("/") ? name : `${workDir}/${name}`;
     }
+  }
+  if (refusal !== undefined) {
+    refusal.requestLog = logPath;
+    throw refusal;
   }
   const logLevel = fromConfig.has("verbosity") ? options.verbosity : (o?.logLevel ?? 2);
   options.verbosity = logLevel;

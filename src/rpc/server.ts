@@ -203,6 +203,7 @@ async function withRequest(
     log = openRequestLog(setup, ctx.base);
   } catch (e) {
     ctx.log.info(`RPC ${criu_req_type[type]} refused: ${messageOf(e)}`);
+    if (e instanceof RpcRequestError && e.requestLog !== undefined) logRefusal(e.requestLog, e, ctx.base);
     return failure(type, e, extra);
   }
   try {
@@ -211,6 +212,19 @@ async function withRequest(
     log.error(messageOf(e));
     if (!(e instanceof RpcRequestError) && !isKnownError(e)) log.debug(`${(e as Error)?.stack ?? e}`);
     return failure(type, e, extra);
+  } finally {
+    log.close();
+  }
+}
+
+/** Writes why a request was refused into the log it named, where its client will look. */
+function logRefusal(path: string, e: RpcRequestError, base: Options): void {
+  const log = new Log(0, base.logPid, false);
+  try {
+    log.openFile(path);
+    log.error(e.message);
+  } catch {
+    // The reply carries the message anyway.
   } finally {
     log.close();
   }

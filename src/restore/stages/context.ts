@@ -27,6 +27,11 @@ export interface TaskRestoreContext {
   shmem: Map<string, RestoredObject>;
   /** The restore's options, read-only, as the object kinds get them. */
   options: RunOptions;
+  /**
+   * An fd of the images dir at this number in every puppet until its files are restored (the
+   * helper gets it from us, the sibling root inherits ours): pages are read through it.
+   */
+  imagesDirFd?: number;
 }
 
 /** A thread ready to be resumed: its agent (still inside) and the core it must end up with. */

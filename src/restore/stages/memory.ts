@@ -145,7 +145,7 @@ export function restoreMemory(
     mm.vmas,
   );
   const { own, inheritedRuns } = splitRuns(runs, inherited);
-  fillPages(agent, t.pagesPath!, own);
+  fillPages(agent, t.pagesPath!, own, ctx.imagesDirFd);
   const cow = patchInherited(agent.pid, t.pagesPath!, inheritedRuns);
   ctx.cowStats.compared += cow.compared;
   ctx.cowStats.skipped += cow.compared - cow.written;

@@ -1,0 +1,511 @@
+/**
+ * runc with criu-ts as its criu.
+ *
+ * First the conversation runc 1.1 has with `criu swrk`, replayed request by request by a small
+ * Python client that does what libcontainer's criuSwrk does (tests/workloads/runc_rpc_client.py,
+ * on Debian's pycriu protobuf classes): VERSION, FEATURE_CHECK, a DUMP and a RESTORE with every
+ * field runc sets, the notifications in CRIU's order, the replies' fields runc reads.
+ *
+ * Then runc itself (Debian 12's runc 1.1.5, `runc --criu scripts/criu`): a busybox container
+ * counting into a file on a bind mount from the host, checkpointed and restored; the count must go
+ * on exactly where it stopped; also with --leave-running and with a tmpfs whose contents the
+ * container checks after its restore, and with a TCP server behind a veth. Each test removes its
+ * container, mounts, cgroups and namespaces.
+ * Last, LXC 5.0's lxc-checkpoint, which runs `criu` from PATH, on a busybox container.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "../ffi/spawn.ts";
+import { closeFd, OPEN, openFd } from "../ffi/fd.ts";
+import { setChildSubreaper, signalProcess, waitRaw } from "../ffi/wait.ts";
+import { isSyscallError } from "../ffi/errors.ts";
+import {
+  BUSYBOX,
+  checkpoint,
+  cleanUp,
+  countReaches,
+  counts,
+  makeBundle,
+  restore,
+  run,
+  RUNC,
+  runcDetached,
+  state,
+} from "./lib/runc.ts";
+
+const CRIU = new URL("../scripts/criu", import.meta.url).pathname;
+const DRIVER = new URL("./workloads/runc_rpc_client.py", import.meta.url).pathname;
+const PYTHON = "/usr/bin/python3";
+const SIGKILL = 9;
+
+setChildSubreaper(true);
+
+// ---------------------------------------------------------------------------------------------
+// The RPC conversation, as runc has it
+
+interface DriverResult {
+  ok: boolean;
+  resp?: Record<string, unknown>;
+  notifications: [string, number?][];
+  fds_with: string[];
+  criu_status: number;
+  error?: string;
+  client_pid?: number;
+  root_parent?: number;
+}
+
+async function runcLike(args: Record<string, unknown>): Promise<DriverResult> {
+  const out = await new Deno.Command(PYTHON, {
+    args: [DRIVER, JSON.stringify({ criu: CRIU, ...args })],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  const stderr = new TextDecoder().decode(out.stderr).trim();
+  assert.ok(out.success && stdout !== "", `runc-like driver failed (${out.code}): ${stderr}`);
+  return JSON.parse(stdout) as DriverResult;
+}
+
+/** The fields runc 1.1's Checkpoint() sets on every dump (its defaults: no flags given), but freeze_cgroup. */
+function runcDumpOpts(pid: number, extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    pid,
+    log_level: 4,
+    log_file: "dump.log",
+    root: "/",
+    manage_cgroups: true,
+    notify_scripts: true,
+    shell_job: false,
+    leave_running: false,
+    tcp_established: false,
+    ext_unix_sk: false,
+    file_locks: false,
+    empty_ns: 0x40000000, // always CLONE_NEWNET: "runc doesn't manage network devices"
+    orphan_pts_master: true,
+    auto_dedup: false,
+    lazy_pages: false,
+    config_file: "/etc/criu/runc.conf",
+    // runc also names the container's freezer cgroup (freeze_cgroup): the runc tests below do.
+    ...extra,
+  };
+}
+
+/** The fields runc 1.1's Restore() sets, but root (its bind mount of the container's rootfs). */
+function runcRestoreOpts(extra: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    evasive_devices: true,
+    log_level: 4,
+    log_file: "restore.log",
+    rst_sibling: true,
+    manage_cgroups: true,
+    notify_scripts: true,
+    shell_job: false,
+    ext_unix_sk: false,
+    tcp_established: false,
+    file_locks: false,
+    empty_ns: 0x40000000,
+    orphan_pts_master: true,
+    auto_dedup: false,
+    lazy_pages: false,
+    config_file: "/etc/criu/runc.conf",
+    ...extra,
+  };
+}
+
+/** A `sleep 100` in its own session, with stdio on /dev/null; our child. */
+function startSleeper(): number {
+  const devNull = openFd("/dev/null", OPEN.RDWR | OPEN.CLOEXEC);
+  try {
+    return spawn("/bin/sleep", ["sleep", "100"], {
+      fds: { 0: devNull, 1: devNull, 2: devNull },
+      setsid: true,
+    });
+  } finally {
+    closeFd(devNull);
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+function alive(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(Deno.readTextFileSync(`/proc/${pid}/stat`));
+  } catch {
+    return false;
+  }
+}
+
+/** Kills `pid` and waits until it is gone, reaping it once it is (or becomes) our child. */
+async function kill(pid: number): Promise<void> {
+  signalProcess(pid, SIGKILL);
+  const deadline = performance.now() + 10_000;
+  for (;;) {
+    try {
+      if (waitRaw(pid, true) !== null) return;
+    } catch (e) {
+      if (!isSyscallError(e, "ECHILD")) throw e;
+      if (!alive(pid)) return;
+    }
+    if (performance.now() > deadline) assert.fail(`Process ${pid} did not end`);
+    await sleep(10);
+  }
+}
+
+function dirs(): { root: string; images: string; work: string } {
+  const root = Deno.makeTempDirSync({ prefix: "criu-runc-rpc-" });
+  Deno.mkdirSync(`${root}/images`);
+  Deno.mkdirSync(`${root}/work`);
+  return { root, images: `${root}/images`, work: `${root}/work` };
+}
+
+Deno.test("runc's VERSION and FEATURE_CHECK requests get CRIU's answers", async () => {
+  const version = await runcLike({ type: "VERSION" });
+  assert.equal(version.ok, true);
+  const v = version.resp!.version as { major_number: number; minor_number: number };
+  // runc wants at least 3.0 (major*10000 + minor*100 + sublevel >= 30000) and 3.14 for cgroup v2.
+  assert.ok(v.major_number * 10000 + v.minor_number * 100 >= 31600, JSON.stringify(v));
+  assert.equal(version.criu_status, 0);
+
+  // --lazy-pages and --pre-dump: runc asks first, and stops itself on a false answer.
+  const features = await runcLike({ type: "FEATURE_CHECK", opts: {}, features: { lazy_pages: true } });
+  assert.equal(features.ok, true);
+  assert.deepEqual(features.resp!.features, { mem_track: false, lazy_pages: false, pidfd_store: false });
+});
+
+Deno.test("runc's dump request is carried out: notified pre-dump then post-dump, logs and stats in the work dir", async () => {
+  const { root, images, work } = dirs();
+  const pid = startSleeper();
+  try {
+    const dumped = await runcLike({
+      type: "DUMP",
+      images,
+      work,
+      opts: runcDumpOpts(pid),
+      // runc names every bind mount, and every masked file, as an external mount.
+      ext_mnt: [["/data", "/data"], ["/proc/kcore", "/dev/null"]],
+    });
+    assert.equal(dumped.ok, true, JSON.stringify(dumped));
+    assert.deepEqual(dumped.resp, { type: "DUMP", success: true, dump: { restored: false } });
+    assert.deepEqual(dumped.notifications, [["pre-dump"], ["post-dump"]]);
+    assert.equal(dumped.criu_status, 0);
+    assert.ok(!alive(pid), "a dump without leave_running ends the tree");
+    await kill(pid); // reaps the zombie, so that its pid is free again
+    const inWork = [...Deno.readDirSync(work)].map((e) => e.name).sort();
+    assert.deepEqual(inWork, ["dump.log", "stats-dump"]);
+    const inImages = [...Deno.readDirSync(images)].map((e) => e.name);
+    assert.ok(inImages.includes("inventory.img") && inImages.includes(`core-${pid}.img`), inImages.join(" "));
+    assert.match(Deno.readTextFileSync(`${work}/dump.log`), /criu_opts\.root is ignored for a dump/);
+
+    // The restore runc asks for: the root comes back a child of the client (rst_sibling), its pid
+    // in the post-restore notification and in restore.pid.
+    // runc's empty_ns CLONE_NEWNET is left out here: criu-ts makes a new network namespace for it
+    // even for a tree that had none (CRIU only empties a namespace the tree had); runc's
+    // containers always have one, as the tests below.
+    const restored = await runcLike({
+      type: "RESTORE",
+      images,
+      work,
+      opts: runcRestoreOpts({ empty_ns: 0 }),
+    });
+    assert.equal(restored.ok, true, JSON.stringify(restored));
+    assert.deepEqual(restored.resp, { type: "RESTORE", success: true, restore: { pid } });
+    assert.deepEqual(restored.notifications, [["pre-restore"], ["post-restore", pid], ["pre-resume"], [
+      "post-resume",
+    ]]);
+    assert.equal(restored.root_parent, restored.client_pid, "the restored root is the client's child");
+    assert.equal(Deno.readTextFileSync(`/proc/${pid}/cmdline`), "sleep\x00100\x00");
+    // Acted on (a shell job's terminal would become a pty for runc's console socket), not noted.
+    assert.doesNotMatch(Deno.readTextFileSync(`${work}/restore.log`), /orphan_pts_master/);
+    assert.ok(Deno.statSync(`${work}/stats-restore`).isFile);
+  } finally {
+    if (alive(pid)) await kill(pid);
+    Deno.removeSync(root, { recursive: true });
+  }
+});
+
+Deno.test("runc checkpoint --leave-running: the tree runs on and the dump is notified as without it", async () => {
+  const { root, images, work } = dirs();
+  const pid = startSleeper();
+  try {
+    const dumped = await runcLike({
+      type: "DUMP",
+      images,
+      work,
+      opts: runcDumpOpts(pid, { leave_running: true }),
+    });
+    assert.equal(dumped.ok, true, JSON.stringify(dumped));
+    assert.deepEqual(dumped.notifications, [["pre-dump"], ["post-dump"]]);
+    assert.ok(alive(pid), "leave_running keeps the tree running");
+    const state = Deno.readTextFileSync(`/proc/${pid}/stat`).split(") ")[1]!.split(" ")[0];
+    assert.equal(state, "S", "neither stopped nor traced after the dump");
+  } finally {
+    await kill(pid);
+    Deno.removeSync(root, { recursive: true });
+  }
+});
+
+Deno.test("What runc may ask and criu-ts cannot do is refused by name, in the reply and in runc's log file", async () => {
+  const { root, images, work } = dirs();
+  const pid = startSleeper();
+  try {
+    const cases: [Record<string, unknown>, RegExp][] = [
+      // runc checkpoint --parent-path
+      [
+        { parent_img: "../parent", track_mem: true },
+        /^criu_opts\.track_mem \(--track-mem\) is not supported/,
+      ],
+      // runc checkpoint --lazy-pages (when the feature check was skipped)
+      [{ lazy_pages: true }, /^criu_opts\.lazy_pages \(--lazy-pages\) is not supported/],
+    ];
+    for (const [extra, message] of cases) {
+      const refused = await runcLike({ type: "DUMP", images, work, opts: runcDumpOpts(pid, extra) });
+      assert.equal(refused.ok, false);
+      assert.equal(refused.resp!.cr_errno, 56, "EBADRQC, as CRIU answers a request it cannot set up");
+      assert.match(String(refused.resp!.cr_errmsg), message);
+      // runc prints only "criu failed: type DUMP errno 56" and the log's path: the reason is there.
+      assert.match(
+        Deno.readTextFileSync(`${work}/dump.log`),
+        new RegExp(`Error: ${message.source.slice(1)}`),
+      );
+      assert.ok(alive(pid), "a refused dump leaves the tree running");
+    }
+    // runc checkpoint --pre-dump
+    const preDump = await runcLike({ type: "PRE_DUMP", images, work, opts: runcDumpOpts(pid) });
+    assert.equal(preDump.ok, false);
+    assert.deepEqual(
+      [preDump.resp!.type, preDump.resp!.cr_errno, preDump.resp!.cr_errmsg],
+      ["PRE_DUMP", 95, "Pre-dump (iterative migration) is not supported by criu-ts yet"],
+    );
+    assert.deepEqual([...Deno.readDirSync(images)], [], "no image is written by a refused request");
+  } finally {
+    await kill(pid);
+    Deno.removeSync(root, { recursive: true });
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// runc itself
+
+/** Every line is the one before plus one: the count went on exactly where it stopped. */
+function assertUnbroken(lines: string[]): void {
+  lines.forEach((line, i) =>
+    assert.equal(line, String(i + 1), `line ${i + 1} of the count: ${lines.join(" ")}`)
+  );
+}
+
+function runcTest(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name, fn });
+}
+
+runcTest("runc checkpoint and restore: the container counts on exactly where it stopped", async () => {
+  const c = await makeBundle();
+  try {
+    const started = await runcDetached(c, CRIU, ["run", "-d", c.id]);
+    assert.ok(started.ok, started.out);
+    await countReaches(c, 5);
+    await checkpoint(c, CRIU);
+    assert.equal(await state(c), "gone", "runc removes a checkpointed container");
+    const atCheckpoint = counts(c).length;
+    await sleep(500);
+    assert.equal(counts(c).length, atCheckpoint, "nothing counts while the container is checkpointed");
+    await restore(c, CRIU);
+    assert.equal(await state(c), "running");
+    await countReaches(c, atCheckpoint + 5);
+    assertUnbroken(counts(c));
+  } finally {
+    await cleanUp(c);
+  }
+});
+
+runcTest("runc checkpoint --leave-running, then restore after the container is gone", async () => {
+  const c = await makeBundle();
+  try {
+    const started = await runcDetached(c, CRIU, ["run", "-d", c.id]);
+    assert.ok(started.ok, started.out);
+    await countReaches(c, 5);
+    const before = counts(c).length;
+    await checkpoint(c, CRIU, ["--leave-running"]);
+    const after = counts(c).length;
+    assert.equal(await state(c), "running");
+    await countReaches(c, after + 3);
+    await run(RUNC, ["kill", c.id, "KILL"]);
+    while ((await state(c)) === "running") await sleep(50);
+    await run(RUNC, ["delete", "-f", c.id]);
+    const beforeRestore = counts(c).length;
+    await restore(c, CRIU);
+    await countReaches(c, beforeRestore + 3);
+    // The restored shell goes on from the count it had when it was frozen.
+    const resumed = Number(counts(c)[beforeRestore]);
+    assert.ok(
+      resumed >= before + 1 && resumed <= after + 1,
+      `resumed at ${resumed}, dumped between ${before}..${after}`,
+    );
+    assertUnbroken(counts(c).slice(beforeRestore).map((n) => String(Number(n) - resumed + 1)));
+  } finally {
+    await cleanUp(c);
+  }
+});
+
+runcTest("runc checkpoint and restore of a container with a tmpfs: its contents come back", async () => {
+  const c = await makeBundle({ tmpfs: true });
+  try {
+    const started = await runcDetached(c, CRIU, ["run", "-d", c.id]);
+    assert.ok(started.ok, started.out);
+    await countReaches(c, 5);
+    await checkpoint(c, CRIU);
+    const atCheckpoint = counts(c).length;
+    await restore(c, CRIU);
+    await countReaches(c, atCheckpoint + 5);
+    assert.ok(!counts(c).includes("LOST"), `the tmpfs note was lost: ${counts(c).join(" ")}`);
+    assertUnbroken(counts(c));
+  } finally {
+    await cleanUp(c);
+  }
+});
+
+/** What the container's TCP server answers, asked from the client's namespace through the veth. */
+async function askServer(clientNs: string): Promise<number> {
+  const deadline = performance.now() + 20_000;
+  for (;;) {
+    const got = await run("/usr/sbin/ip", [
+      "netns",
+      "exec",
+      clientNs,
+      BUSYBOX,
+      "nc",
+      "-w",
+      "5",
+      "198.18.0.2",
+      "7000",
+    ]);
+    const n = Number(got.out.trim());
+    if (got.ok && got.out.trim() !== "" && Number.isInteger(n)) return n;
+    if (performance.now() > deadline) assert.fail(`The container's server did not answer: ${got.out}`);
+    await sleep(100);
+  }
+}
+
+runcTest(
+  "runc checkpoint and restore of a container with a TCP server behind a veth: it answers after restore",
+  async () => {
+    const clientNs = `criu-ts-client-${Deno.pid}`;
+    const made = await run("/usr/sbin/ip", ["netns", "add", clientNs]);
+    assert.ok(made.ok, made.out);
+    const c = await makeBundle({ veth: clientNs });
+    try {
+      const started = await runcDetached(c, CRIU, ["run", "-d", c.id]);
+      assert.ok(started.ok, started.out);
+      await countReaches(c, 3);
+      assert.ok((await askServer(clientNs)) >= 3);
+      await checkpoint(c, CRIU);
+      const atCheckpoint = counts(c).length;
+      await restore(c, CRIU);
+      await countReaches(c, atCheckpoint + 3);
+      assert.deepEqual(Deno.readTextFileSync(`${c.dir}/veth-hook.log`).trim().split("\n"), [
+        "made",
+        "made",
+      ]);
+      assert.ok(
+        (await askServer(clientNs)) > atCheckpoint,
+        "the server answers with the count after restore",
+      );
+      assertUnbroken(counts(c));
+    } finally {
+      await cleanUp(c);
+      await run("/usr/sbin/ip", ["netns", "del", clientNs]);
+    }
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// LXC: lxc-checkpoint runs `criu` from PATH (dump, then restore with --restore-sibling)
+
+const LXC_CONFIG_EDITS: [RegExp, string][] = [
+  [/^lxc\.net\.0\.type = .*$/m, "lxc.net.0.type = empty"],
+  [/^lxc\.net\.0\.(link|flags) = .*\n/gm, ""],
+  [/^lxc\.apparmor\..*\n/gm, ""], // no AppArmor in this kernel: LXC would pass --lsm-profile
+  [/^lxc\.tty\.max = .*$/m, "lxc.tty.max = 0"], // a getty's tty is a pty of the host LXC holds
+];
+
+async function lxc(tool: string, args: string[], path: string): Promise<{ ok: boolean; out: string }> {
+  const got = await new Deno.Command(`/usr/bin/${tool}`, {
+    args,
+    env: { PATH: `${path}:/usr/sbin:/usr/bin:/sbin:/bin` },
+    stdin: "null",
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const out = new TextDecoder().decode(got.stdout) + new TextDecoder().decode(got.stderr);
+  return { ok: got.success, out: out.trim() };
+}
+
+Deno.test("lxc-checkpoint and restore a busybox container twice: it runs in its cgroup namespace again", async () => {
+  const dir = Deno.makeTempDirSync({ prefix: "criu-lxc-" });
+  const name = `criu-ts-${dir.slice(dir.lastIndexOf("-") + 1)}`;
+  Deno.symlinkSync(CRIU, `${dir}/criu`);
+  const images = `${dir}/images`;
+  try {
+    const created = await lxc("lxc-create", ["-t", "busybox", "-n", name], dir);
+    assert.ok(created.ok, created.out);
+    const configPath = `/var/lib/lxc/${name}/config`;
+    let config = Deno.readTextFileSync(configPath);
+    for (const [from, to] of LXC_CONFIG_EDITS) config = config.replace(from, to);
+    Deno.writeTextFileSync(configPath, config + "lxc.console.path = none\n");
+    const started = await lxc("lxc-start", ["-n", name, "-d"], dir);
+    assert.ok(started.ok, started.out);
+    for (let cycle = 0; cycle < 2; cycle++) {
+      const dumped = await lxc("lxc-checkpoint", ["-n", name, "-D", images, "-s"], dir);
+      assert.ok(dumped.ok, `${dumped.out}\n${criuErrors(`${images}/dump.log`)}`);
+      assert.match((await lxc("lxc-info", ["-n", name, "-s"], dir)).out, /STOPPED/);
+      // Its monitor stays behind with our pipes: the restore's output goes to a file.
+      const restored = await lxcDetached(["-n", name, "-D", images, "-r"], dir);
+      assert.ok(restored, criuErrors(`${images}/restore.log`));
+      const pid = Number((await lxc("lxc-info", ["-n", name, "-p", "-H"], dir)).out);
+      assert.equal(Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0")[0], "init");
+      const inside = await lxc("lxc-attach", ["-n", name, "--", "/bin/cat", "/proc/self/cgroup"], dir);
+      // Seen inside, every cgroup is the namespace's root (lxc-attach puts itself in .lxc of v2).
+      assert.ok(inside.ok && inside.out.split("\n").every((l) => /:\/(\.lxc)?$/.test(l)), inside.out);
+      Deno.removeSync(images, { recursive: true });
+    }
+  } finally {
+    await lxc("lxc-stop", ["-n", name, "-k"], dir);
+    await lxc("lxc-destroy", ["-n", name], dir);
+    Deno.removeSync(dir, { recursive: true });
+    removeLxcPivots();
+  }
+  assert.ok(!(await lxc("lxc-ls", [], "/nonexistent")).out.includes(name), "the container is gone");
+});
+
+/** lxc-checkpoint -r with its output in a file: true once the container runs. */
+async function lxcDetached(args: string[], path: string): Promise<boolean> {
+  const out = `${path}/lxc-restore.out`;
+  const got = await new Deno.Command("/bin/sh", {
+    args: [
+      "-c",
+      `PATH=${path}:$PATH exec /usr/bin/lxc-checkpoint "$@" >${out} 2>&1 </dev/null`,
+      "sh",
+      ...args,
+    ],
+  }).output();
+  return got.success;
+}
+
+function criuErrors(log: string): string {
+  try {
+    return Deno.readTextFileSync(log).split("\n").filter((l) => /Error/.test(l)).join("\n");
+  } catch {
+    return `(no ${log})`;
+  }
+}
+
+/** The empty `lxc.pivot` cgroups lxc-start makes in every hierarchy for its monitor. */
+function removeLxcPivots(): void {
+  for (const h of Deno.readDirSync("/sys/fs/cgroup")) {
+    try {
+      Deno.removeSync(`/sys/fs/cgroup/${h.name}/lxc.pivot`);
+    } catch {
+      // none there, or still in use
+    }
+  }
+}
