@@ -2,6 +2,7 @@
  * Kernel struct layouts for x86_64, as byte builders and readers. Sizes and offsets are pinned by
  * tests (ffi/structs_test.ts) against the kernel ABI.
  */
+import { xstateComponentPlaces } from "./cpuid.ts";
 
 /** Field order of `struct user_regs_struct` (NT_PRSTATUS), 27 u64 slots. */
 export const REG_NAMES = [
@@ -520,18 +521,33 @@ export interface Fxsave {
   padding: number[];
 }
 
-/** The extended components: offset, word size, word count and xstate_bv bit of each. */
+/**
+ * The extended components: word size, word count and xstate_bv bit (the component number) of
+ * each. Where each sits in the area differs between CPUs (an Intel CPU with MPX puts opmask at
+ * 1088, an AMD EPYC without it at 832): xsaveOffset() asks this CPU.
+ */
 export const XSAVE_COMPONENTS = {
-  ymmh: { offset: 576, wordSize: 4, words: 64, bit: 2 },
-  bndregs: { offset: 960, wordSize: 8, words: 8, bit: 3 },
-  bndcsr: { offset: 1024, wordSize: 8, words: 2, bit: 4 },
-  opmask: { offset: 1088, wordSize: 8, words: 8, bit: 5 },
-  zmmUpper: { offset: 1152, wordSize: 8, words: 64, bit: 6 },
-  hi16Zmm: { offset: 1664, wordSize: 8, words: 128, bit: 7 },
-  pkru: { offset: 2688, wordSize: 4, words: 2, bit: 9 },
+  ymmh: { wordSize: 4, words: 64, bit: 2 },
+  bndregs: { wordSize: 8, words: 8, bit: 3 },
+  bndcsr: { wordSize: 8, words: 2, bit: 4 },
+  opmask: { wordSize: 8, words: 8, bit: 5 },
+  zmmUpper: { wordSize: 8, words: 64, bit: 6 },
+  hi16Zmm: { wordSize: 8, words: 128, bit: 7 },
+  pkru: { wordSize: 4, words: 2, bit: 9 },
 } as const;
 export type XsaveComponent = keyof typeof XSAVE_COMPONENTS;
 const COMPONENT_NAMES = Object.keys(XSAVE_COMPONENTS) as XsaveComponent[];
+
+/**
+ * The offset of component `name` in this CPU's standard-format XSAVE area (what
+ * PTRACE_GETREGSET(NT_X86_XSTATE) gives and takes), from CPUID leaf 0xD; undefined when the CPU
+ * does not have the component (or says it has another size than the image's fields hold).
+ */
+export function xsaveOffset(name: XsaveComponent): number | undefined {
+  const { wordSize, words, bit } = XSAVE_COMPONENTS[name];
+  const place = xstateComponentPlaces().get(bit);
+  return place && place.size === wordSize * words && place.offset > 0 ? place.offset : undefined;
+}
 
 /** An XSAVE area: the legacy region, and past it (a buffer longer than 512 bytes) the rest. */
 export interface Xsave {
@@ -569,8 +585,10 @@ export function parseXsave(b: Uint8Array): Xsave {
   const xstateBv = v.getBigUint64(XSTATE_BV_OFFSET, true);
   const components: Partial<Record<XsaveComponent, (number | bigint)[]>> = {};
   for (const name of COMPONENT_NAMES) {
-    const { offset, wordSize, words, bit } = XSAVE_COMPONENTS[name];
-    if (b.byteLength < offset + wordSize * words || !(xstateBv & (1n << BigInt(bit)))) continue;
+    const { wordSize, words, bit } = XSAVE_COMPONENTS[name];
+    const offset = xsaveOffset(name);
+    if (offset === undefined || b.byteLength < offset + wordSize * words) continue;
+    if (!(xstateBv & (1n << BigInt(bit)))) continue;
     components[name] = wordSize === 4 ? u32Words(v, offset, words) : u64Words(v, offset, words);
   }
   return { fx, extended: { xstateBv, components } };
@@ -602,9 +620,10 @@ export function writeXsave(
   if (!extended || out.byteLength <= XSTATE_BV_OFFSET) return out;
   let bv = extended.xstateBv & XSTATE_LEGACY_BITS;
   for (const name of COMPONENT_NAMES) {
-    const { offset, wordSize, words: count, bit } = XSAVE_COMPONENTS[name];
+    const { wordSize, words: count, bit } = XSAVE_COMPONENTS[name];
+    const offset = xsaveOffset(name);
     const words = extended.components[name] ?? [];
-    if (words.length === 0 || out.byteLength < offset + wordSize * count) continue;
+    if (words.length === 0 || offset === undefined || out.byteLength < offset + wordSize * count) continue;
     words.forEach((w, j) => {
       if (wordSize === 4) v.setUint32(offset + 4 * j, Number(w), true);
       else v.setBigUint64(offset + 8 * j, BigInt(w), true);
