@@ -9,9 +9,25 @@
  */
 import { addressOf, cstr, lastErrno, libc } from "./libc.ts";
 import { NR } from "./syscalls.ts";
+import { errnoName } from "./errors.ts";
 
 const PTRACE_POKEUSER = 6;
 const AT_FDCWD = -100;
+
+/**
+ * The errno name of a probe call's result when it failed (-22, or a netlink answer's -22: "EINVAL"),
+ * undefined when it succeeded: probes above ffi/ name what the kernel said through this, never by
+ * its number.
+ */
+export function failureName(r: number | bigint): string | undefined {
+  const n = Number(r);
+  return n < 0 ? errnoName(-n) : undefined;
+}
+
+/** Did a probe call fail with errno `code` (e.g. "ENOSYS")? */
+export function failedWith(r: number | bigint, code: string): boolean {
+  return failureName(r) === code;
+}
 
 /** One syscall through libc; the result, or -errno. Addresses are passed as bigints. */
 function sys(nr: number, ...args: (number | bigint)[]): number {

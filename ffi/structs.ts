@@ -633,3 +633,46 @@ export function writeXsave(
   v.setBigUint64(XSTATE_BV_OFFSET, bv, true);
   return out;
 }
+
+/** struct sock_filter, one classic BPF instruction: code (u16), jt, jf (u8), k (u32). */
+export const SOCK_FILTER_SIZE = 8;
+/** BPF_RET | BPF_K: return the constant k. */
+export const BPF_RET_K = 0x06;
+/** What a seccomp filter returns to let a call through. */
+export const SECCOMP_RET_ALLOW = 0x7fff0000;
+/** seccomp(2) operation installing a filter. */
+export const SECCOMP_SET_MODE_FILTER = 1;
+export function sockFilter(code: number, jt: number, jf: number, k: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(SOCK_FILTER_SIZE);
+  const v = new DataView(b.buffer);
+  v.setUint16(0, code, true);
+  v.setUint8(2, jt);
+  v.setUint8(3, jf);
+  v.setUint32(4, k, true);
+  return b;
+}
+
+/** struct sock_fprog: the instruction count (u16, padded to 8), then the instructions' address. */
+export const SOCK_FPROG_SIZE = 16;
+export function sockFprog(count: number, filter: bigint): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(SOCK_FPROG_SIZE);
+  const v = new DataView(b.buffer);
+  v.setUint16(0, count, true);
+  v.setBigUint64(8, filter, true);
+  return b;
+}
+
+/** struct uffdio_api: api, features, ioctls (u64 each); the kernel fills the last two. */
+export const UFFDIO_API_SIZE = 24;
+/** The userfaultfd API version UFFDIO_API asks for. */
+export const UFFD_API = 0xaan;
+export function uffdioApi(features: bigint): Uint8Array<ArrayBuffer> {
+  return writeS64s([UFFD_API, features, 0n]);
+}
+
+/** struct uffdio_register: a range (start, len), the mode, and the ioctls the kernel fills (u64 each). */
+export const UFFDIO_REGISTER_SIZE = 32;
+export const UFFDIO_REGISTER_MODE = { MISSING: 1n, WP: 2n } as const;
+export function uffdioRegister(start: bigint, len: bigint, mode: bigint): Uint8Array<ArrayBuffer> {
+  return writeS64s([start, len, mode, 0n]);
+}

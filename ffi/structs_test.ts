@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  BPF_RET_K,
   CAP_DATA_SIZE,
   CAP_HEADER_SIZE,
   capData,
@@ -42,17 +43,29 @@ import {
   SCHED_PARAM_SIZE,
   schedParam,
   scmRights,
+  SECCOMP_RET_ALLOW,
+  SECCOMP_SET_MODE_FILTER,
   sigevent,
   SIGEVENT_SIZE,
   siginfo,
   SIGINFO_SIZE,
   siginfoSigno,
+  SOCK_FILTER_SIZE,
+  SOCK_FPROG_SIZE,
   SOCKADDR_UN_SIZE,
   sockaddrUn,
+  sockFilter,
+  sockFprog,
   STACK_T_SIZE,
   stackT,
   timespec,
   TIMESPEC_SIZE,
+  UFFD_API,
+  UFFDIO_API_SIZE,
+  UFFDIO_REGISTER_MODE,
+  UFFDIO_REGISTER_SIZE,
+  uffdioApi,
+  uffdioRegister,
   USER_REGS_SIZE,
   WINSIZE_SIZE,
   writeXsave,
@@ -344,4 +357,53 @@ Deno.test("parseXsave() and writeXsave() put each component at this CPU's offset
   assert.deepEqual(x.extended?.components.opmask, Array.from({ length: 8 }, (_, i) => BigInt(0x100 + i)));
   const back = writeXsave(new Uint8Array(area.length), x.fx, x.extended);
   assert.deepEqual([...back.subarray(512)], [...area.subarray(512)]);
+});
+
+Deno.test("sock_filter and sock_fprog are laid out as <linux/filter.h> says, with the seccomp constants", async () => {
+  const f = await cFacts(["linux/filter.h", "linux/seccomp.h"], {
+    filter: "sizeof(struct sock_filter)",
+    jt: "offsetof(struct sock_filter, jt)",
+    jf: "offsetof(struct sock_filter, jf)",
+    k: "offsetof(struct sock_filter, k)",
+    fprog: "sizeof(struct sock_fprog)",
+    progFilter: "offsetof(struct sock_fprog, filter)",
+    retK: "BPF_RET | BPF_K",
+    allow: "SECCOMP_RET_ALLOW",
+    setFilter: "SECCOMP_SET_MODE_FILTER",
+  });
+  assert.deepEqual([SOCK_FILTER_SIZE, SOCK_FPROG_SIZE], [f.filter, f.fprog]);
+  assert.deepEqual([BPF_RET_K, SECCOMP_RET_ALLOW, SECCOMP_SET_MODE_FILTER], [f.retK, f.allow, f.setFilter]);
+  const insn = new DataView(sockFilter(0x15, 1, 2, 0xabcdef).buffer);
+  assert.deepEqual(
+    [insn.getUint16(0, true), insn.getUint8(f.jt!), insn.getUint8(f.jf!), insn.getUint32(f.k!, true)],
+    [0x15, 1, 2, 0xabcdef],
+  );
+  const prog = new DataView(sockFprog(3, 0x7f0000001000n).buffer);
+  assert.deepEqual([prog.getUint16(0, true), prog.getBigUint64(f.progFilter!, true)], [3, 0x7f0000001000n]);
+});
+
+Deno.test("uffdio_api and uffdio_register are laid out as <linux/userfaultfd.h> says", async () => {
+  const f = await cFacts(["linux/userfaultfd.h"], {
+    api: "sizeof(struct uffdio_api)",
+    features: "offsetof(struct uffdio_api, features)",
+    register: "sizeof(struct uffdio_register)",
+    len: "offsetof(struct uffdio_register, range.len)",
+    mode: "offsetof(struct uffdio_register, mode)",
+    version: "UFFD_API",
+    missing: "UFFDIO_REGISTER_MODE_MISSING",
+    wp: "UFFDIO_REGISTER_MODE_WP",
+  });
+  assert.deepEqual([UFFDIO_API_SIZE, UFFDIO_REGISTER_SIZE], [f.api, f.register]);
+  assert.deepEqual([UFFD_API, UFFDIO_REGISTER_MODE.MISSING, UFFDIO_REGISTER_MODE.WP].map(Number), [
+    f.version,
+    f.missing,
+    f.wp,
+  ]);
+  const api = new DataView(uffdioApi(0x8000n).buffer);
+  assert.deepEqual([api.getBigUint64(0, true), api.getBigUint64(f.features!, true)], [UFFD_API, 0x8000n]);
+  const reg = new DataView(uffdioRegister(0x1000n, 0x4000n, UFFDIO_REGISTER_MODE.WP).buffer);
+  assert.deepEqual(
+    [reg.getBigUint64(0, true), reg.getBigUint64(f.len!, true), reg.getBigUint64(f.mode!, true)],
+    [0x1000n, 0x4000n, 2n],
+  );
 });
