@@ -232,6 +232,16 @@ export function fcntlGetOwnerUids(fd: number): { r: number; uids: [number, numbe
   return { r, uids: [out[0]!, out[1]!] };
 }
 
+/** UFFD_FEATURE_* bits of struct uffdio_api (the ones criu check asks about). */
+export const UFFD_FEATURE = {
+  EVENT_FORK: 1n << 1n,
+  EVENT_REMAP: 1n << 2n,
+  EVENT_REMOVE: 1n << 3n,
+  EVENT_UNMAP: 1n << 6n,
+  WP_UNPOPULATED: 1n << 13n,
+  WP_ASYNC: 1n << 15n,
+} as const;
+
 /** userfaultfd(2) then UFFDIO_API asking for `features`; the fd is closed before returning. */
 export function userfaultfdApi(
   flags: number,
@@ -271,6 +281,19 @@ export interface PageRegion {
   end: bigint;
   categories: number;
 }
+
+/** PAGEMAP_SCAN categories (PAGE_IS_*) and flags (PM_SCAN_*). */
+export const PAGE_IS = {
+  WPALLOWED: 1 << 0,
+  WRITTEN: 1 << 1,
+  FILE: 1 << 2,
+  PRESENT: 1 << 3,
+  SWAPPED: 1 << 4,
+  PFNZERO: 1 << 5,
+  SOFT_DIRTY: 1 << 7,
+  GUARD: 1 << 8,
+} as const;
+export const PM_SCAN = { WP_MATCHING: 1, CHECK_WPASYNC: 2 } as const;
 
 /**
  * ioctl(PAGEMAP_SCAN) on an open /proc/PID/pagemap fd, with room for `vecLen` regions (0: none,

@@ -4,6 +4,7 @@
  * in a throwaway child instead. See child.ts for how the child is made and disposed of.
  */
 import * as pt from "../../ffi/ptrace.ts";
+import { AT_FDCWD } from "../../ffi/mount.ts";
 import { ProcMem, readMemory, writeMemory } from "../../ffi/memory.ts";
 import { readStat } from "../../ffi/proc.ts";
 import { ARCH, CLONE, MAP, MOVE_MOUNT_SET_GROUP, MREMAP, NR, O, PR, PROT, SIG } from "../../ffi/syscalls.ts";
@@ -33,9 +34,12 @@ import { SOCK } from "../../ffi/sockcall.ts";
 import {
   closeFd,
   openPath,
+  PAGE_IS,
   pagemapScan,
+  PM_SCAN,
   pokeUser,
   rawSyscall,
+  UFFD_FEATURE,
   UFFDIO_API,
   UFFDIO_REGISTER,
 } from "../../ffi/probe.ts";
@@ -52,11 +56,9 @@ import {
   request,
   setReceiveTimeout,
 } from "./netlink.ts";
-import { PAGE_IS, PM_SCAN, UFFD_FEATURE } from "./own.ts";
 import { closeAll, errnoText, no, type ProbeEnv, type ProbeResult, yes } from "./result.ts";
 
 const PAGE = 4096n;
-const AT_FDCWD = -100;
 
 function u64At(b: Uint8Array<ArrayBuffer>, off = 0): bigint {
   return new DataView(b.buffer, b.byteOffset).getBigUint64(off, true);

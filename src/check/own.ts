@@ -16,6 +16,7 @@ import {
   memfdCreate,
   openat2WithoutHow,
   openPath,
+  PAGE_IS,
   pagemapScan,
   type PagemapScanArgs,
   pipe2,
@@ -25,6 +26,7 @@ import {
   readBytes,
   signalfd,
   socketpair,
+  UFFD_FEATURE,
   userfaultfdApi,
   vmspliceOneByte,
   writeString,
@@ -363,15 +365,6 @@ export function timerCrIds(): ProbeResult {
 
 // --- userfaultfd ---------------------------------------------------------------------------------
 
-export const UFFD_FEATURE = {
-  EVENT_FORK: 1n << 1n,
-  EVENT_REMAP: 1n << 2n,
-  EVENT_REMOVE: 1n << 3n,
-  EVENT_UNMAP: 1n << 6n,
-  WP_UNPOPULATED: 1n << 13n,
-  WP_ASYNC: 1n << 15n,
-} as const;
-
 /** userfaultfd's answer to UFFDIO_API with no feature asked: what the kernel offers. */
 function uffdFeatures(env: ProbeEnv): { r: number; features: bigint } {
   return env.once("uffd", () => userfaultfdApi(CLOEXEC | O.NONBLOCK, 0n));
@@ -395,18 +388,6 @@ export function uffdNoncoop(env: ProbeEnv): ProbeResult {
 }
 
 // --- PAGEMAP_SCAN --------------------------------------------------------------------------------
-
-export const PAGE_IS = {
-  WPALLOWED: 1 << 0,
-  WRITTEN: 1 << 1,
-  FILE: 1 << 2,
-  PRESENT: 1 << 3,
-  SWAPPED: 1 << 4,
-  PFNZERO: 1 << 5,
-  SOFT_DIRTY: 1 << 7,
-  GUARD: 1 << 8,
-} as const;
-export const PM_SCAN = { WP_MATCHING: 1, CHECK_WPASYNC: 2 } as const;
 
 /** One PAGEMAP_SCAN of our own address space asking for the first present page. */
 function scanSelf(extraReturn: number): number {
