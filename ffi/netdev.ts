@@ -8,7 +8,8 @@
 import { call, libc } from "./libc.ts";
 import { closeFd, OPEN, openFd } from "./fd.ts";
 import { AF } from "./sockaddr.ts";
-import { CLONE, O } from "./syscalls.ts";
+import { CLONE } from "./syscalls.ts";
+import { SOCK } from "./sockcall.ts";
 
 export const IFREQ_SIZE = 40;
 export const SIOC = {
@@ -24,9 +25,6 @@ const HWADDR_BYTES = 6;
 export const IFF = { UP: 0x1, LOWER_UP: 0x10000, DORMANT: 0x20000, ECHO: 0x40000 } as const;
 /** The union of an ifreq starts here (ifr_flags, ifr_mtu, ifr_hwaddr.sa_family). */
 const IFREQ_UNION = 16;
-const SOCK_DGRAM = 2;
-/** SOCK_CLOEXEC is O_CLOEXEC. */
-const SOCK_CLOEXEC = O.CLOEXEC;
 
 /** The device names of PID's network namespace, in the kernel's order. */
 export function deviceNames(pid: number): string[] {
@@ -87,7 +85,7 @@ export function deviceState(pid: number, name: string): DeviceState {
 function socketInNetns(nsPath: string): number {
   return inNetns(
     nsPath,
-    () => call("socket", libc.socket(AF.INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), `in ${nsPath}`),
+    () => call("socket", libc.socket(AF.INET, SOCK.DGRAM | SOCK.CLOEXEC, 0), `in ${nsPath}`),
   );
 }
 

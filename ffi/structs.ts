@@ -487,7 +487,7 @@ export function winsize(
 /**
  * The XSAVE area as PTRACE_GETREGSET(NT_X86_XSTATE) returns it, in the standard (non-compacted)
  * layout: the legacy FXSAVE region (x87 and SSE state), xstate_bv in the header at 512, then the
- * extended components at fixed offsets.
+ * extended components, each at the offset CPUID leaf 0xD gives on this CPU (xsaveOffset).
  */
 const FXSAVE = {
   cwd: 0,
