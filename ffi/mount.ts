@@ -5,7 +5,7 @@
  * except the two criu makes in its own namespace for a mount a plugin restores.
  */
 import { addressOf, call, callBig, cstr, libc } from "./libc.ts";
-import { NR } from "./syscalls.ts";
+import { NR, O } from "./syscalls.ts";
 
 /** mount(2) flags (MS_*), as the kernel and CRIU's images use them. */
 export const MS = {
@@ -129,9 +129,8 @@ export function kernelDev(major: number, minor: number): number {
   return ((major << 20) | minor) >>> 0;
 }
 
-/** open_tree(2) flags. */
-const OPEN_TREE_CLONE = 0x1;
-const OPEN_TREE_CLOEXEC = 0o2000000;
+/** open_tree(2) flags (OPEN_TREE_CLOEXEC is O_CLOEXEC). */
+const OPEN_TREE = { CLONE: 0x1, CLOEXEC: O.CLOEXEC } as const;
 
 /**
  * A detached copy of the mount at `path` in criu's own namespace (open_tree OPEN_TREE_CLONE): an fd
@@ -146,7 +145,7 @@ export function cloneMountTree(path: string): number {
       BigInt(NR.open_tree),
       BigInt(AT_FDCWD),
       addressOf(name),
-      BigInt(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC),
+      BigInt(OPEN_TREE.CLONE | OPEN_TREE.CLOEXEC),
       0n,
       0n,
       0n,
@@ -162,6 +161,5 @@ export function detachMount(path: string): boolean {
 
 /** An O_PATH fd of criu's on `path` (a mount another namespace's task reaches via /proc/CRIU/fd/N). */
 export function openPathFd(path: string): number {
-  const O_PATH = 0o10000000, O_CLOEXEC = 0o2000000;
-  return call("open(O_PATH)", libc.open(cstr(path), O_PATH | O_CLOEXEC, 0), path);
+  return call("open(O_PATH)", libc.open(cstr(path), O.PATH | O.CLOEXEC, 0), path);
 }

@@ -7,6 +7,9 @@
  */
 import { call, libc } from "./libc.ts";
 import { closeFd, OPEN, openFd } from "./fd.ts";
+import { AF } from "./sockaddr.ts";
+import { CLONE } from "./syscalls.ts";
+import { SOCK } from "./sockcall.ts";
 
 export const IFREQ_SIZE = 40;
 export const SIOC = {
@@ -18,16 +21,20 @@ export const SIOC = {
 } as const;
 /** The bytes of a hardware address in ifr_hwaddr.sa_data (14 bytes, an Ethernet address uses 6). */
 const HWADDR_BYTES = 6;
-export const IFF_UP = 0x1;
-const CLONE_NEWNET = 0x40000000;
-const AF_INET = 2;
-const SOCK_DGRAM = 2;
-const SOCK_CLOEXEC = 0o2000000;
+/** Device flags (IFF_*): the low 16 bits as SIOCGIFFLAGS gives them, and those only ifi_flags carries. */
+export const IFF = { UP: 0x1, LOWER_UP: 0x10000, DORMANT: 0x20000, ECHO: 0x40000 } as const;
+/** The union of an ifreq starts here (ifr_flags, ifr_mtu, ifr_hwaddr.sa_family). */
+const IFREQ_UNION = 16;
 
 /** The device names of PID's network namespace, in the kernel's order. */
 export function deviceNames(pid: number): string[] {
   const lines = Deno.readTextFileSync(`/proc/${pid}/net/dev`).split("\n").slice(2);
   return lines.map((l) => l.split(":")[0]!.trim()).filter((n) => n !== "");
+}
+
+/** ifr_flags of an ifreq (a short). */
+export function ifreqFlags(req: Uint8Array<ArrayBuffer>): number {
+  return new DataView(req.buffer).getUint16(IFREQ_UNION, true);
 }
 
 /** An ifreq naming `name`, with `value` in its union (a short for flags, an int for the MTU). */
@@ -36,7 +43,7 @@ export function ifreq(name: string, value = 0): Uint8Array<ArrayBuffer> {
   const bytes = new TextEncoder().encode(name);
   if (bytes.length > 15) throw new RangeError(`Interface name ${name} is longer than 15 bytes`);
   buf.set(bytes);
-  new DataView(buf.buffer).setInt32(16, value, true);
+  new DataView(buf.buffer).setInt32(IFREQ_UNION, value, true);
   return buf;
 }
 
@@ -60,11 +67,16 @@ export function deviceState(pid: number, name: string): DeviceState {
     const req = ifreq(name);
     const view = new DataView(req.buffer);
     call("ioctl(SIOCGIFFLAGS)", libc.ioctl(sock, BigInt(SIOC.GIFFLAGS), req), name);
-    const flags = view.getUint16(16, true);
+    const flags = ifreqFlags(req);
     call("ioctl(SIOCGIFMTU)", libc.ioctl(sock, BigInt(SIOC.GIFMTU), req), name);
-    const mtu = view.getInt32(16, true);
+    const mtu = view.getInt32(IFREQ_UNION, true);
     call("ioctl(SIOCGIFHWADDR)", libc.ioctl(sock, BigInt(SIOC.GIFHWADDR), req), name);
-    return { flags, mtu, type: view.getUint16(16, true), address: req.slice(18, 18 + HWADDR_BYTES) };
+    return {
+      flags,
+      mtu,
+      type: view.getUint16(IFREQ_UNION, true),
+      address: req.slice(IFREQ_UNION + 2, IFREQ_UNION + 2 + HWADDR_BYTES),
+    };
   } finally {
     closeFd(sock);
   }
@@ -73,7 +85,7 @@ export function deviceState(pid: number, name: string): DeviceState {
 function socketInNetns(nsPath: string): number {
   return inNetns(
     nsPath,
-    () => call("socket", libc.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), `in ${nsPath}`),
+    () => call("socket", libc.socket(AF.INET, SOCK.DGRAM | SOCK.CLOEXEC, 0), `in ${nsPath}`),
   );
 }
 
@@ -86,11 +98,11 @@ export function inNetns<T>(nsPath: string, work: () => T): T {
   const own = openFd("/proc/thread-self/ns/net", OPEN.RDONLY | OPEN.CLOEXEC);
   const target = openFd(nsPath, OPEN.RDONLY | OPEN.CLOEXEC);
   try {
-    call("setns(net)", libc.setns(target, CLONE_NEWNET), nsPath);
+    call("setns(net)", libc.setns(target, CLONE.NEWNET), nsPath);
     try {
       return work();
     } finally {
-      if (libc.setns(own, CLONE_NEWNET) !== 0) {
+      if (libc.setns(own, CLONE.NEWNET) !== 0) {
         // deno-lint-ignore no-unsafe-finally
         throw new Error(
           `Cannot return to our own network namespace after entering ${nsPath}; criu-ts cannot go on safely`,

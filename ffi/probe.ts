@@ -9,9 +9,25 @@
  */
 import { addressOf, cstr, lastErrno, libc } from "./libc.ts";
 import { NR } from "./syscalls.ts";
+import { errnoName } from "./errors.ts";
 
 const PTRACE_POKEUSER = 6;
 const AT_FDCWD = -100;
+
+/**
+ * The errno name of a probe call's result when it failed (-22, or a netlink answer's -22: "EINVAL"),
+ * undefined when it succeeded: probes above ffi/ name what the kernel said through this, never by
+ * its number.
+ */
+export function failureName(r: number | bigint): string | undefined {
+  const n = Number(r);
+  return n < 0 ? errnoName(-n) : undefined;
+}
+
+/** Did a probe call fail with errno `code` (e.g. "ENOSYS")? */
+export function failedWith(r: number | bigint, code: string): boolean {
+  return failureName(r) === code;
+}
 
 /** One syscall through libc; the result, or -errno. Addresses are passed as bigints. */
 function sys(nr: number, ...args: (number | bigint)[]): number {
@@ -216,6 +232,16 @@ export function fcntlGetOwnerUids(fd: number): { r: number; uids: [number, numbe
   return { r, uids: [out[0]!, out[1]!] };
 }
 
+/** UFFD_FEATURE_* bits of struct uffdio_api (the ones criu check asks about). */
+export const UFFD_FEATURE = {
+  EVENT_FORK: 1n << 1n,
+  EVENT_REMAP: 1n << 2n,
+  EVENT_REMOVE: 1n << 3n,
+  EVENT_UNMAP: 1n << 6n,
+  WP_UNPOPULATED: 1n << 13n,
+  WP_ASYNC: 1n << 15n,
+} as const;
+
 /** userfaultfd(2) then UFFDIO_API asking for `features`; the fd is closed before returning. */
 export function userfaultfdApi(
   flags: number,
@@ -255,6 +281,19 @@ export interface PageRegion {
   end: bigint;
   categories: number;
 }
+
+/** PAGEMAP_SCAN categories (PAGE_IS_*) and flags (PM_SCAN_*). */
+export const PAGE_IS = {
+  WPALLOWED: 1 << 0,
+  WRITTEN: 1 << 1,
+  FILE: 1 << 2,
+  PRESENT: 1 << 3,
+  SWAPPED: 1 << 4,
+  PFNZERO: 1 << 5,
+  SOFT_DIRTY: 1 << 7,
+  GUARD: 1 << 8,
+} as const;
+export const PM_SCAN = { WP_MATCHING: 1, CHECK_WPASYNC: 2 } as const;
 
 /**
  * ioctl(PAGEMAP_SCAN) on an open /proc/PID/pagemap fd, with room for `vecLen` regions (0: none,

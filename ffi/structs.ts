@@ -2,6 +2,7 @@
  * Kernel struct layouts for x86_64, as byte builders and readers. Sizes and offsets are pinned by
  * tests (ffi/structs_test.ts) against the kernel ABI.
  */
+import { xstateComponentPlaces } from "./cpuid.ts";
 
 /** Field order of `struct user_regs_struct` (NT_PRSTATUS), 27 u64 slots. */
 export const REG_NAMES = [
@@ -490,7 +491,7 @@ export function winsize(
 /**
  * The XSAVE area as PTRACE_GETREGSET(NT_X86_XSTATE) returns it, in the standard (non-compacted)
  * layout: the legacy FXSAVE region (x87 and SSE state), xstate_bv in the header at 512, then the
- * extended components at fixed offsets.
+ * extended components, each at the offset CPUID leaf 0xD gives on this CPU (xsaveOffset).
  */
 const FXSAVE = {
   cwd: 0,
@@ -524,18 +525,33 @@ export interface Fxsave {
   padding: number[];
 }
 
-/** The extended components: offset, word size, word count and xstate_bv bit of each. */
+/**
+ * The extended components: word size, word count and xstate_bv bit (the component number) of
+ * each. Where each sits in the area differs between CPUs (an Intel CPU with MPX puts opmask at
+ * 1088, an AMD EPYC without it at 832): xsaveOffset() asks this CPU.
+ */
 export const XSAVE_COMPONENTS = {
-  ymmh: { offset: 576, wordSize: 4, words: 64, bit: 2 },
-  bndregs: { offset: 960, wordSize: 8, words: 8, bit: 3 },
-  bndcsr: { offset: 1024, wordSize: 8, words: 2, bit: 4 },
-  opmask: { offset: 1088, wordSize: 8, words: 8, bit: 5 },
-  zmmUpper: { offset: 1152, wordSize: 8, words: 64, bit: 6 },
-  hi16Zmm: { offset: 1664, wordSize: 8, words: 128, bit: 7 },
-  pkru: { offset: 2688, wordSize: 4, words: 2, bit: 9 },
+  ymmh: { wordSize: 4, words: 64, bit: 2 },
+  bndregs: { wordSize: 8, words: 8, bit: 3 },
+  bndcsr: { wordSize: 8, words: 2, bit: 4 },
+  opmask: { wordSize: 8, words: 8, bit: 5 },
+  zmmUpper: { wordSize: 8, words: 64, bit: 6 },
+  hi16Zmm: { wordSize: 8, words: 128, bit: 7 },
+  pkru: { wordSize: 4, words: 2, bit: 9 },
 } as const;
 export type XsaveComponent = keyof typeof XSAVE_COMPONENTS;
 const COMPONENT_NAMES = Object.keys(XSAVE_COMPONENTS) as XsaveComponent[];
+
+/**
+ * The offset of component `name` in this CPU's standard-format XSAVE area (what
+ * PTRACE_GETREGSET(NT_X86_XSTATE) gives and takes), from CPUID leaf 0xD; undefined when the CPU
+ * does not have the component (or says it has another size than the image's fields hold).
+ */
+export function xsaveOffset(name: XsaveComponent): number | undefined {
+  const { wordSize, words, bit } = XSAVE_COMPONENTS[name];
+  const place = xstateComponentPlaces().get(bit);
+  return place && place.size === wordSize * words && place.offset > 0 ? place.offset : undefined;
+}
 
 /** An XSAVE area: the legacy region, and past it (a buffer longer than 512 bytes) the rest. */
 export interface Xsave {
@@ -573,8 +589,10 @@ export function parseXsave(b: Uint8Array): Xsave {
   const xstateBv = v.getBigUint64(XSTATE_BV_OFFSET, true);
   const components: Partial<Record<XsaveComponent, (number | bigint)[]>> = {};
   for (const name of COMPONENT_NAMES) {
-    const { offset, wordSize, words, bit } = XSAVE_COMPONENTS[name];
-    if (b.byteLength < offset + wordSize * words || !(xstateBv & (1n << BigInt(bit)))) continue;
+    const { wordSize, words, bit } = XSAVE_COMPONENTS[name];
+    const offset = xsaveOffset(name);
+    if (offset === undefined || b.byteLength < offset + wordSize * words) continue;
+    if (!(xstateBv & (1n << BigInt(bit)))) continue;
     components[name] = wordSize === 4 ? u32Words(v, offset, words) : u64Words(v, offset, words);
   }
   return { fx, extended: { xstateBv, components } };
@@ -606,9 +624,10 @@ export function writeXsave(
   if (!extended || out.byteLength <= XSTATE_BV_OFFSET) return out;
   let bv = extended.xstateBv & XSTATE_LEGACY_BITS;
   for (const name of COMPONENT_NAMES) {
-    const { offset, wordSize, words: count, bit } = XSAVE_COMPONENTS[name];
+    const { wordSize, words: count, bit } = XSAVE_COMPONENTS[name];
+    const offset = xsaveOffset(name);
     const words = extended.components[name] ?? [];
-    if (words.length === 0 || out.byteLength < offset + wordSize * count) continue;
+    if (words.length === 0 || offset === undefined || out.byteLength < offset + wordSize * count) continue;
     words.forEach((w, j) => {
       if (wordSize === 4) v.setUint32(offset + 4 * j, Number(w), true);
       else v.setBigUint64(offset + 8 * j, BigInt(w), true);
@@ -617,4 +636,47 @@ export function writeXsave(
   }
   v.setBigUint64(XSTATE_BV_OFFSET, bv, true);
   return out;
+}
+
+/** struct sock_filter, one classic BPF instruction: code (u16), jt, jf (u8), k (u32). */
+export const SOCK_FILTER_SIZE = 8;
+/** BPF_RET | BPF_K: return the constant k. */
+export const BPF_RET_K = 0x06;
+/** What a seccomp filter returns to let a call through. */
+export const SECCOMP_RET_ALLOW = 0x7fff0000;
+/** seccomp(2) operation installing a filter. */
+export const SECCOMP_SET_MODE_FILTER = 1;
+export function sockFilter(code: number, jt: number, jf: number, k: number): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(SOCK_FILTER_SIZE);
+  const v = new DataView(b.buffer);
+  v.setUint16(0, code, true);
+  v.setUint8(2, jt);
+  v.setUint8(3, jf);
+  v.setUint32(4, k, true);
+  return b;
+}
+
+/** struct sock_fprog: the instruction count (u16, padded to 8), then the instructions' address. */
+export const SOCK_FPROG_SIZE = 16;
+export function sockFprog(count: number, filter: bigint): Uint8Array<ArrayBuffer> {
+  const b = new Uint8Array(SOCK_FPROG_SIZE);
+  const v = new DataView(b.buffer);
+  v.setUint16(0, count, true);
+  v.setBigUint64(8, filter, true);
+  return b;
+}
+
+/** struct uffdio_api: api, features, ioctls (u64 each); the kernel fills the last two. */
+export const UFFDIO_API_SIZE = 24;
+/** The userfaultfd API version UFFDIO_API asks for. */
+export const UFFD_API = 0xaan;
+export function uffdioApi(features: bigint): Uint8Array<ArrayBuffer> {
+  return writeS64s([UFFD_API, features, 0n]);
+}
+
+/** struct uffdio_register: a range (start, len), the mode, and the ioctls the kernel fills (u64 each). */
+export const UFFDIO_REGISTER_SIZE = 32;
+export const UFFDIO_REGISTER_MODE = { MISSING: 1n, WP: 2n } as const;
+export function uffdioRegister(start: bigint, len: bigint, mode: bigint): Uint8Array<ArrayBuffer> {
+  return writeS64s([start, len, mode, 0n]);
 }

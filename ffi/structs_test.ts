@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  BPF_RET_K,
   CAP_DATA_SIZE,
   CAP_HEADER_SIZE,
   capData,
@@ -42,21 +43,35 @@ import {
   SCHED_PARAM_SIZE,
   schedParam,
   scmRights,
+  SECCOMP_RET_ALLOW,
+  SECCOMP_SET_MODE_FILTER,
   sigevent,
   SIGEVENT_SIZE,
   siginfo,
   SIGINFO_SIZE,
   siginfoSigno,
+  SOCK_FILTER_SIZE,
+  SOCK_FPROG_SIZE,
   SOCKADDR_UN_SIZE,
   sockaddrUn,
+  sockFilter,
+  sockFprog,
   STACK_T_SIZE,
   stackT,
   timespec,
   TIMESPEC_SIZE,
+  UFFD_API,
+  UFFDIO_API_SIZE,
+  UFFDIO_REGISTER_MODE,
+  UFFDIO_REGISTER_SIZE,
+  uffdioApi,
+  uffdioRegister,
   USER_REGS_SIZE,
   WINSIZE_SIZE,
   writeXsave,
   XSAVE_COMPONENTS,
+  type XsaveComponent,
+  xsaveOffset,
 } from "./structs.ts";
 import { FD_CLOEXEC, PRIO_PROCESS, RLIMIT, SCHED, SIG, SS } from "./syscalls.ts";
 import { cFacts } from "../tests/lib/cfacts.ts";
@@ -306,29 +321,89 @@ Deno.test("the XSAVE legacy region is user_fpregs_struct: control words, x87, SS
   assert.deepEqual(back.subarray(0, f.padding!), b.subarray(0, f.padding!));
 });
 
-// Ignored: a known defect, kept here as the check that will pass once it is fixed. The
-// standard-format offset of each XSAVE component is what CPUID leaf 0xD says, which differs
-// between CPUs (this AMD EPYC has no MPX: opmask at 832, ZMM_Hi256 at 896, Hi16_ZMM at 1408),
-// while XSAVE_COMPONENTS holds fixed offsets (Intel with MPX).
-Deno.test({
-  name: "each XSAVE component sits where CPUID leaf 0xD puts it on this CPU",
-  ignore: true,
-  fn: async () => {
-    const cpuid = (bit: number, reg: "a" | "b") =>
-      `({ unsigned a, b, c, d; __cpuid_count(0xd, ${bit}, a, b, c, d); ${reg}; })`;
-    const facts: Record<string, string> = {};
-    for (const [name, c] of Object.entries(XSAVE_COMPONENTS)) {
-      facts[`${name}Size`] = cpuid(c.bit, "a");
-      facts[`${name}Offset`] = cpuid(c.bit, "b");
+// The standard-format offset of each XSAVE component is what CPUID leaf 0xD says, which differs
+// between CPUs (an AMD EPYC without MPX: opmask at 832, ZMM_Hi256 at 896, Hi16_ZMM at 1408).
+Deno.test("each XSAVE component sits where CPUID leaf 0xD puts it on this CPU", async () => {
+  const cpuid = (bit: number, reg: "a" | "b") =>
+    `({ unsigned a, b, c, d; __cpuid_count(0xd, ${bit}, a, b, c, d); ${reg}; })`;
+  const facts: Record<string, string> = {};
+  for (const [name, c] of Object.entries(XSAVE_COMPONENTS)) {
+    facts[`${name}Size`] = cpuid(c.bit, "a");
+    facts[`${name}Offset`] = cpuid(c.bit, "b");
+  }
+  const f = await cFacts(["cpuid.h"], facts);
+  let checked = 0;
+  for (const [name, c] of Object.entries(XSAVE_COMPONENTS)) {
+    const offset = xsaveOffset(name as XsaveComponent);
+    if (f[`${name}Size`] === 0) { // a component this CPU does not have
+      assert.equal(offset, undefined, `${name} is absent`);
+      continue;
     }
-    const f = await cFacts(["cpuid.h"], facts);
-    let checked = 0;
-    for (const [name, c] of Object.entries(XSAVE_COMPONENTS)) {
-      if (f[`${name}Size`] === 0) continue; // a component this CPU does not have
-      assert.equal(c.offset, f[`${name}Offset`], `${name} offset`);
-      assert.equal(c.wordSize * c.words, f[`${name}Size`], `${name} size`);
-      checked++;
-    }
-    assert.ok(checked > 0, "this CPU told of no XSAVE component at all");
-  },
+    assert.equal(offset, f[`${name}Offset`], `${name} offset`);
+    assert.equal(c.wordSize * c.words, f[`${name}Size`], `${name} size`);
+    checked++;
+  }
+  assert.ok(checked > 0, "this CPU told of no XSAVE component at all");
+});
+
+Deno.test("parseXsave() and writeXsave() put each component at this CPU's offset", () => {
+  const opmask = xsaveOffset("opmask");
+  if (opmask === undefined) return; // no AVX-512 here: nothing beyond AVX to place
+  const area = new Uint8Array(opmask + 64);
+  const v = new DataView(area.buffer);
+  v.setBigUint64(512, 0x23n, true); // xstate_bv: x87, SSE, opmask
+  for (let i = 0; i < 8; i++) v.setBigUint64(opmask + 8 * i, BigInt(0x100 + i), true);
+  const x = parseXsave(area);
+  assert.deepEqual(x.extended?.components.opmask, Array.from({ length: 8 }, (_, i) => BigInt(0x100 + i)));
+  const back = writeXsave(new Uint8Array(area.length), x.fx, x.extended);
+  assert.deepEqual([...back.subarray(512)], [...area.subarray(512)]);
+});
+
+Deno.test("sock_filter and sock_fprog are laid out as <linux/filter.h> says, with the seccomp constants", async () => {
+  const f = await cFacts(["linux/filter.h", "linux/seccomp.h"], {
+    filter: "sizeof(struct sock_filter)",
+    jt: "offsetof(struct sock_filter, jt)",
+    jf: "offsetof(struct sock_filter, jf)",
+    k: "offsetof(struct sock_filter, k)",
+    fprog: "sizeof(struct sock_fprog)",
+    progFilter: "offsetof(struct sock_fprog, filter)",
+    retK: "BPF_RET | BPF_K",
+    allow: "SECCOMP_RET_ALLOW",
+    setFilter: "SECCOMP_SET_MODE_FILTER",
+  });
+  assert.deepEqual([SOCK_FILTER_SIZE, SOCK_FPROG_SIZE], [f.filter, f.fprog]);
+  assert.deepEqual([BPF_RET_K, SECCOMP_RET_ALLOW, SECCOMP_SET_MODE_FILTER], [f.retK, f.allow, f.setFilter]);
+  const insn = new DataView(sockFilter(0x15, 1, 2, 0xabcdef).buffer);
+  assert.deepEqual(
+    [insn.getUint16(0, true), insn.getUint8(f.jt!), insn.getUint8(f.jf!), insn.getUint32(f.k!, true)],
+    [0x15, 1, 2, 0xabcdef],
+  );
+  const prog = new DataView(sockFprog(3, 0x7f0000001000n).buffer);
+  assert.deepEqual([prog.getUint16(0, true), prog.getBigUint64(f.progFilter!, true)], [3, 0x7f0000001000n]);
+});
+
+Deno.test("uffdio_api and uffdio_register are laid out as <linux/userfaultfd.h> says", async () => {
+  const f = await cFacts(["linux/userfaultfd.h"], {
+    api: "sizeof(struct uffdio_api)",
+    features: "offsetof(struct uffdio_api, features)",
+    register: "sizeof(struct uffdio_register)",
+    len: "offsetof(struct uffdio_register, range.len)",
+    mode: "offsetof(struct uffdio_register, mode)",
+    version: "UFFD_API",
+    missing: "UFFDIO_REGISTER_MODE_MISSING",
+    wp: "UFFDIO_REGISTER_MODE_WP",
+  });
+  assert.deepEqual([UFFDIO_API_SIZE, UFFDIO_REGISTER_SIZE], [f.api, f.register]);
+  assert.deepEqual([UFFD_API, UFFDIO_REGISTER_MODE.MISSING, UFFDIO_REGISTER_MODE.WP].map(Number), [
+    f.version,
+    f.missing,
+    f.wp,
+  ]);
+  const api = new DataView(uffdioApi(0x8000n).buffer);
+  assert.deepEqual([api.getBigUint64(0, true), api.getBigUint64(f.features!, true)], [UFFD_API, 0x8000n]);
+  const reg = new DataView(uffdioRegister(0x1000n, 0x4000n, UFFDIO_REGISTER_MODE.WP).buffer);
+  assert.deepEqual(
+    [reg.getBigUint64(0, true), reg.getBigUint64(f.len!, true), reg.getBigUint64(f.mode!, true)],
+    [0x1000n, 0x4000n, 2n],
+  );
 });

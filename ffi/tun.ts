@@ -7,7 +7,8 @@
  */
 import { call, callBig, libc } from "./libc.ts";
 import { closeFd, OPEN, openFd } from "./fd.ts";
-import { ifreq, inNetns } from "./netdev.ts";
+import { ifreq, ifreqFlags, inNetns } from "./netdev.ts";
+import { int32Bytes, INT_SIZE, readInt32 } from "./structs.ts";
 import { NR } from "./syscalls.ts";
 
 const TUN = {
@@ -44,15 +45,13 @@ function openTun(nsPath: string): number {
 }
 
 function getInt(fd: number, request: number, what: string): number {
-  const buf = new Uint8Array(4);
+  const buf = new Uint8Array(INT_SIZE);
   call(what, libc.ioctl(fd, BigInt(request), buf));
-  return new DataView(buf.buffer).getInt32(0, true);
+  return readInt32(buf);
 }
 
 function setIntByPointer(fd: number, request: number, value: number, what: string): void {
-  const buf = new Uint8Array(4);
-  new DataView(buf.buffer).setInt32(0, value, true);
-  call(what, libc.ioctl(fd, BigInt(request), buf));
+  call(what, libc.ioctl(fd, BigInt(request), int32Bytes(value)));
 }
 
 function setIntByValue(fd: number, request: number, value: number, what: string): void {
@@ -71,7 +70,7 @@ export function readTunDevice(nsPath: string, name: string, flags: number): TunD
     call("ioctl(TUNSETIFF)", libc.ioctl(fd, BigInt(TUN.SETIFF), req), name);
     call("ioctl(TUNGETIFF)", libc.ioctl(fd, BigInt(TUN.GETIFF), req), name);
     return {
-      flags: new DataView(req.buffer).getUint16(16, true),
+      flags: ifreqFlags(req),
       vnetHdrSize: getInt(fd, TUN.GETVNETHDRSZ, "ioctl(TUNGETVNETHDRSZ)"),
       sndbuf: getInt(fd, TUN.GETSNDBUF, "ioctl(TUNGETSNDBUF)"),
     };

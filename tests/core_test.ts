@@ -7,6 +7,11 @@ import assert from "node:assert/strict";
 import { criu, criuOk, exists, reap, sleep, tempDir, waitFor, Workload } from "./lib/harness.ts";
 import { type Case, registerMatrix } from "./lib/matrix.ts";
 
+/** The AVX-512 state (opmask, all of zmm0-31) where the CPU has it; the workload refuses to run without. */
+const AVX512 = ["avx512f", "avx512bw"].every((flag) =>
+  new RegExp(`\\b${flag}\\b`).test(Deno.readTextFileSync("/proc/cpuinfo"))
+);
+
 const CASES: Case[] = [
   { name: "counter" },
   { name: "taskstate" },
@@ -15,6 +20,7 @@ const CASES: Case[] = [
   { name: "mmap_zoo" },
   { name: "mmap_zoo", args: ["alias"] },
   { name: "fpu" },
+  ...(AVX512 ? [{ name: "avx512" }] : []),
   { name: "signals" },
   { name: "blocked", args: ["nanosleep"] },
   { name: "blocked", args: ["clock_nanosleep"] },

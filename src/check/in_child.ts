@@ -4,26 +4,42 @@
  * in a throwaway child instead. See child.ts for how the child is made and disposed of.
  */
 import * as pt from "../../ffi/ptrace.ts";
+import { AT_FDCWD } from "../../ffi/mount.ts";
 import { ProcMem, readMemory, writeMemory } from "../../ffi/memory.ts";
 import { readStat } from "../../ffi/proc.ts";
 import { ARCH, CLONE, MAP, MOVE_MOUNT_SET_GROUP, MREMAP, NR, O, PR, PROT, SIG } from "../../ffi/syscalls.ts";
 import { isSyscallError, type SyscallError } from "../../ffi/errors.ts";
 import {
+  BPF_RET_K,
   CLONE_ARGS_SIZE,
   cloneArgs,
   PRCTL_MM_MAP_SIZE,
   prctlMmMap,
+  SECCOMP_RET_ALLOW,
+  SECCOMP_SET_MODE_FILTER,
   siginfo,
+  SOCK_FILTER_SIZE,
+  SOCK_FPROG_SIZE,
+  sockFilter,
+  sockFprog,
   timespec,
   TIMESPEC_SIZE,
+  UFFDIO_API_SIZE,
+  UFFDIO_REGISTER_MODE,
+  UFFDIO_REGISTER_SIZE,
+  uffdioApi,
+  uffdioRegister,
 } from "../../ffi/structs.ts";
 import { SOCK } from "../../ffi/sockcall.ts";
 import {
   closeFd,
   openPath,
+  PAGE_IS,
   pagemapScan,
+  PM_SCAN,
   pokeUser,
   rawSyscall,
+  UFFD_FEATURE,
   UFFDIO_API,
   UFFDIO_REGISTER,
 } from "../../ffi/probe.ts";
@@ -40,15 +56,9 @@ import {
   request,
   setReceiveTimeout,
 } from "./netlink.ts";
-import { PAGE_IS, PM_SCAN, UFFD_FEATURE } from "./own.ts";
 import { closeAll, errnoText, no, type ProbeEnv, type ProbeResult, yes } from "./result.ts";
 
 const PAGE = 4096n;
-const AT_FDCWD = -100;
-
-function bytesOf(words: readonly bigint[]): Uint8Array<ArrayBuffer> {
-  return new Uint8Array(new BigUint64Array(words).buffer);
-}
 
 function u64At(b: Uint8Array<ArrayBuffer>, off = 0): bigint {
   return new DataView(b.buffer, b.byteOffset).getBigUint64(off, true);
@@ -273,11 +283,15 @@ export function seccompSuspend(env: ProbeEnv): ProbeResult {
 
 export function seccompFilters(env: ProbeEnv): ProbeResult {
   return env.fresh((c) => {
-    const insn = new Uint8Array(8); // struct sock_filter: BPF_RET | BPF_K, SECCOMP_RET_ALLOW
-    new DataView(insn.buffer).setUint16(0, 0x06, true);
-    new DataView(insn.buffer).setUint32(4, 0x7fff0000, true);
-    const prog = bytesOf([1n, c.alloc(8, insn)]); // struct sock_fprog {u16 len; filter *}
-    c.call("seccomp(SECCOMP_SET_MODE_FILTER)", NR.seccomp, 1, 0, c.alloc(16, prog));
+    const allowAll = sockFilter(BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW);
+    const prog = sockFprog(1, c.alloc(SOCK_FILTER_SIZE, allowAll));
+    c.call(
+      "seccomp(SECCOMP_SET_MODE_FILTER)",
+      NR.seccomp,
+      SECCOMP_SET_MODE_FILTER,
+      0,
+      c.alloc(SOCK_FPROG_SIZE, prog),
+    );
     const got = pt.seccompFilter(c.pid, 0);
     return got && got.length === 8
       ? yes("PTRACE_SECCOMP_GET_FILTER reads back a child's filter")
@@ -313,7 +327,7 @@ export function pagemapScanDirtyTrack(env: ProbeEnv): ProbeResult {
     writeMemory(c.pid, base, new Uint8Array(Number(len)).fill(1)); // populate every page
     const uffd = c.attempt("userfaultfd", NR.userfaultfd, O.CLOEXEC | O.NONBLOCK);
     if (isSyscallError(uffd)) return no(`userfaultfd failed in a child: ${errnoText(uffd)}`);
-    const api = c.alloc(24, bytesOf([0xaan, UFFD_FEATURE.WP_ASYNC | UFFD_FEATURE.WP_UNPOPULATED, 0n]));
+    const api = c.alloc(UFFDIO_API_SIZE, uffdioApi(UFFD_FEATURE.WP_ASYNC | UFFD_FEATURE.WP_UNPOPULATED));
     const r = c.attempt("ioctl(UFFDIO_API)", NR.ioctl, uffd, UFFDIO_API, api);
     if (isSyscallError(r)) {
       return no(`userfaultfd has no asynchronous write-protect (UFFD_FEATURE_WP_ASYNC): ${errnoText(r)}`);
@@ -323,7 +337,7 @@ export function pagemapScanDirtyTrack(env: ProbeEnv): ProbeResult {
       NR.ioctl,
       uffd,
       UFFDIO_REGISTER,
-      c.alloc(32, bytesOf([base, len, 2n, 0n])), // MODE_WP
+      c.alloc(UFFDIO_REGISTER_SIZE, uffdioRegister(base, len, UFFDIO_REGISTER_MODE.WP)),
     );
     if (isSyscallError(registered)) {
       return no(`UFFDIO_REGISTER in write-protect mode failed: ${errnoText(registered)}`);

@@ -6,6 +6,7 @@ import {
   accessPath,
   closeFd,
   epollCtl,
+  failedWith,
   fcntlGetOwnerUids,
   inotifyAddWatch,
   ioctlInt,
@@ -15,6 +16,7 @@ import {
   memfdCreate,
   openat2WithoutHow,
   openPath,
+  PAGE_IS,
   pagemapScan,
   type PagemapScanArgs,
   pipe2,
@@ -24,6 +26,7 @@ import {
   readBytes,
   signalfd,
   socketpair,
+  UFFD_FEATURE,
   userfaultfdApi,
   vmspliceOneByte,
   writeString,
@@ -40,10 +43,6 @@ const PR_TIMER_CREATE_RESTORE_IDS_GET = 2;
 const R_OK = 4;
 const W_OK = 2;
 const F_OK = 0;
-const ENOSYS = -38;
-const EINVAL = -22;
-const EFAULT = -14;
-const EIO = -5;
 
 function exists(path: string): boolean {
   return accessPath(path, F_OK) === 0;
@@ -139,7 +138,9 @@ export function kcmp(): ProbeResult {
     const r = rawSyscall(NR.kcmp, Deno.pid, Deno.pid, 0, fd, fd); // KCMP_FILE, same fd: equal
     if (r === 0) return yes("kcmp(KCMP_FILE) finds an fd equal to itself");
     return no(
-      r === ENOSYS ? "the kcmp system call is not supported" : `kcmp(KCMP_FILE) answered ${errnoText(r)}`,
+      failedWith(r, "ENOSYS")
+        ? "the kcmp system call is not supported"
+        : `kcmp(KCMP_FILE) answered ${errnoText(r)}`,
     );
   });
 }
@@ -167,9 +168,11 @@ export function fcntlOwnerUids(): ProbeResult {
 export function closeRange(): ProbeResult {
   // first > last: the kernel refuses the range without closing anything.
   const r = rawSyscall(NR.close_range, 2, 1, 0);
-  if (r === EINVAL) return yes("close_range(2) exists (refused an empty range with EINVAL)");
+  if (failedWith(r, "EINVAL")) return yes("close_range(2) exists (refused an empty range with EINVAL)");
   return no(
-    r === ENOSYS ? "the close_range system call is not supported" : `close_range answered ${errnoText(r)}`,
+    failedWith(r, "ENOSYS")
+      ? "the close_range system call is not supported"
+      : `close_range answered ${errnoText(r)}`,
   );
 }
 
@@ -237,7 +240,7 @@ export function tty(): ProbeResult {
       closeFd(slave);
       return no(`opened /dev/pts/${ptn.value} although its master is locked`);
     }
-    return slave === EIO
+    return failedWith(slave, "EIO")
       ? yes("ptys work and a locked pty refuses to open")
       : no(`unexpected error opening a locked pty: ${errnoText(slave)}`);
   });
@@ -273,7 +276,7 @@ export function timerfd(): ProbeResult {
   if (fd < 0) return no(`timerfd_create failed: ${errnoText(fd)}`);
   return withFd(fd, (fd) => {
     const r = ioctlNone(fd, TFD_IOC_SET_TICKS); // NULL argument: EFAULT when the ioctl exists
-    return r === EFAULT
+    return failedWith(r, "EFAULT")
       ? yes("timerfd has the TFD_IOC_SET_TICKS ioctl")
       : no(`no timerfd support for restore (TFD_IOC_SET_TICKS: ${errnoText(r)})`);
   });
@@ -329,7 +332,7 @@ export function memfdHugetlb(): ProbeResult {
 
 export function openat2(): ProbeResult {
   const r = openat2WithoutHow();
-  return r === ENOSYS
+  return failedWith(r, "ENOSYS")
     ? no("the openat2 system call is not supported")
     : yes(`openat2 exists (${errnoText(r)} for a NULL how)`);
 }
@@ -362,15 +365,6 @@ export function timerCrIds(): ProbeResult {
 
 // --- userfaultfd ---------------------------------------------------------------------------------
 
-export const UFFD_FEATURE = {
-  EVENT_FORK: 1n << 1n,
-  EVENT_REMAP: 1n << 2n,
-  EVENT_REMOVE: 1n << 3n,
-  EVENT_UNMAP: 1n << 6n,
-  WP_UNPOPULATED: 1n << 13n,
-  WP_ASYNC: 1n << 15n,
-} as const;
-
 /** userfaultfd's answer to UFFDIO_API with no feature asked: what the kernel offers. */
 function uffdFeatures(env: ProbeEnv): { r: number; features: bigint } {
   return env.once("uffd", () => userfaultfdApi(CLOEXEC | O.NONBLOCK, 0n));
@@ -394,18 +388,6 @@ export function uffdNoncoop(env: ProbeEnv): ProbeResult {
 }
 
 // --- PAGEMAP_SCAN --------------------------------------------------------------------------------
-
-export const PAGE_IS = {
-  WPALLOWED: 1 << 0,
-  WRITTEN: 1 << 1,
-  FILE: 1 << 2,
-  PRESENT: 1 << 3,
-  SWAPPED: 1 << 4,
-  PFNZERO: 1 << 5,
-  SOFT_DIRTY: 1 << 7,
-  GUARD: 1 << 8,
-} as const;
-export const PM_SCAN = { WP_MATCHING: 1, CHECK_WPASYNC: 2 } as const;
 
 /** One PAGEMAP_SCAN of our own address space asking for the first present page. */
 function scanSelf(extraReturn: number): number {

@@ -1,6 +1,6 @@
 /** What a probe answers, and the environment probes share during one `criu check` run. */
-import { errnoName, SyscallError } from "../../ffi/errors.ts";
-import { closeFd } from "../../ffi/probe.ts";
+import { SyscallError } from "../../ffi/errors.ts";
+import { closeFd, failureName } from "../../ffi/probe.ts";
 import { ProbeChild, withChild } from "./child.ts";
 
 /** A probe's answer: whether the feature works here, and how that was found (or why it does not). */
@@ -22,7 +22,9 @@ export function no(detail: string): ProbeResult {
  * or the SyscallError of a call run in a probe child.
  */
 export function errnoText(result: number | bigint | SyscallError): string {
-  return result instanceof SyscallError ? result.code : errnoName(Math.abs(Number(result)));
+  if (result instanceof SyscallError) return result.code;
+  const errno = Math.abs(Number(result));
+  return failureName(-errno) ?? `errno ${errno}`;
 }
 
 /** Runs `fn` with an fd the kernel returned (or -errno), closing it afterwards. */

@@ -3,6 +3,7 @@ import {
   bindTo,
   closeFd,
   connectTo,
+  failedWith,
   getsockname,
   getsockoptBytes,
   ioctlNone,
@@ -31,8 +32,6 @@ const TCP_REPAIR_WINDOW = 29;
 const IPV6_FREEBIND = 78;
 const SIOCGSKNS = 0x894c;
 const SIOCUNIXFILE = 0x89e0;
-const ENOPROTOOPT = -92;
-const ENOENT = -2;
 
 function socket(domain: number, type: number, protocol = 0): number {
   return rawSyscall(NR.socket, domain, type | O.CLOEXEC, protocol);
@@ -129,7 +128,9 @@ export function sockoptBufLock(): ProbeResult {
     const o = getsockoptBytes(fd, SOL_SOCKET, SO_BUF_LOCK, 4);
     if (o.r === 0) return yes("SO_BUF_LOCK reads");
     return no(
-      o.r === ENOPROTOOPT ? "SO_BUF_LOCK is not known to this kernel" : `SO_BUF_LOCK: ${errnoText(o.r)}`,
+      failedWith(o.r, "ENOPROTOOPT")
+        ? "SO_BUF_LOCK is not known to this kernel"
+        : `SO_BUF_LOCK: ${errnoText(o.r)}`,
     );
   });
 }
@@ -144,7 +145,9 @@ export function ipv6Freebind(): ProbeResult {
     const r = setsockoptInt(fd, SOL_IPV6, IPV6_FREEBIND, 1);
     if (r === 0) return yes("IPV6_FREEBIND sets");
     return no(
-      r === ENOPROTOOPT ? "IPV6_FREEBIND is not known to this kernel" : `IPV6_FREEBIND: ${errnoText(r)}`,
+      failedWith(r, "ENOPROTOOPT")
+        ? "IPV6_FREEBIND is not known to this kernel"
+        : `IPV6_FREEBIND: ${errnoText(r)}`,
     );
   });
 }
@@ -162,7 +165,7 @@ export function skUnixFile(): ProbeResult {
   return withSocket(AF.UNIX, SOCK_DGRAM, 0, (fd) => {
     const r = ioctlNone(fd, SIOCUNIXFILE);
     if (r >= 0) closeFd(r);
-    return r >= 0 || r === ENOENT
+    return r >= 0 || failedWith(r, "ENOENT")
       ? yes("SIOCUNIXFILE exists (ENOENT for an unbound socket)")
       : no(`SIOCUNIXFILE cannot open a socket's file: ${errnoText(r)}`);
   });
@@ -236,8 +239,6 @@ const NETNSA_NSID = 1;
 const NETNSA_PID = 2;
 const IFLA_IFNAME = 3;
 const IFLA_NEW_IFINDEX = 49;
-const ERANGE = -34;
-const ENODEV = -19;
 
 export function nsid(): ProbeResult {
   const msg = request(RTM_GETNSID, NLM_F.REQUEST | NLM_F.ACK, new Uint8Array(1), [
@@ -256,7 +257,9 @@ export function newIfindex(): ProbeResult {
     attrString(IFLA_IFNAME, "criu-ts-kdat"),
   ]);
   const { error } = ask(NETLINK.ROUTE, msg);
-  if (error === ERANGE) return yes("rtnetlink checks IFLA_NEW_IFINDEX (ERANGE for a negative index)");
-  if (error === ENODEV) return no("IFLA_NEW_IFINDEX isn't supported");
+  if (failedWith(error, "ERANGE")) {
+    return yes("rtnetlink checks IFLA_NEW_IFINDEX (ERANGE for a negative index)");
+  }
+  if (failedWith(error, "ENODEV")) return no("IFLA_NEW_IFINDEX isn't supported");
   return no(`unexpected answer to IFLA_NEW_IFINDEX: ${error < 0 ? errnoText(error) : "success"}`);
 }

@@ -2,8 +2,11 @@
  * CPU state of a thread: general registers and the XSAVE area (x87, SSE, AVX, AVX-512, PKRU),
  * converted to and from thread_info_x86 as CRIU lays it out.
  *
- * XSAVE offsets below are the standard (non-compacted) layout that PTRACE_GETREGSET(NT_X86_XSTATE)
- * returns; restore starts from the puppet's own XSAVE buffer, so sizes always match this CPU.
+ * The XSAVE area is the standard (non-compacted) format that PTRACE_GETREGSET(NT_X86_XSTATE)
+ * returns, each component where this CPU's CPUID puts it (ffi/structs.ts). The image holds each
+ * component's contents, not its place, as CRIU's does: an image made on a CPU with another layout
+ * comes back into this one's. Restore starts from the puppet's own XSAVE buffer, so sizes always
+ * match this CPU.
  */
 import { create } from "@bufbuild/protobuf";
 import {

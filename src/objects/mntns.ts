@@ -56,7 +56,8 @@ import {
   openPathFd,
   parseMountinfo,
 } from "../../ffi/mount.ts";
-import { CLONE, NR } from "../../ffi/syscalls.ts";
+import { CLONE, NR, O } from "../../ffi/syscalls.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { closeFd } from "../../ffi/fd.ts";
 import { PluginError, type Plugins } from "../plugins/plugins.ts";
@@ -728,8 +729,20 @@ class TreeBuilder {
     const r = this.#root;
     r.reset();
     const fs = typeof fstype === "string" ? r.string(fstype) : fstype;
-    const res = r.raw(NR.mount, r.string(source), r.string(target), fs, flags, data ? r.string(data) : 0);
-    if (res < 0n) throw new RestoreError(`Cannot restore the mount ${e.mountpoint} (${what}): errno ${-res}`);
+    const res = r.attempt(
+      `mount(${target})`,
+      NR.mount,
+      r.string(source),
+      r.string(target),
+      fs,
+      flags,
+      data ? r.string(data) : 0,
+    );
+    if (isSyscallError(res)) {
+      throw new RestoreError(`Cannot restore the mount ${e.mountpoint} (${what}): ${res.message}`, 0, {
+        cause: res,
+      });
+    }
     this.#keep(e, target);
   }
 
@@ -737,8 +750,10 @@ class TreeBuilder {
   #keep(e: mnt_entry, target: string): void {
     const r = this.#root;
     r.reset();
-    const fd = r.raw(NR.open, r.string(target), 0o10000000 | 0o2000000 | 0o400000, 0);
-    if (fd < 0n) throw new RestoreError(`Cannot open the new mount ${e.mountpoint}: errno ${-fd}`);
+    const fd = r.attempt(`open(${target})`, NR.open, r.string(target), O.PATH | O.CLOEXEC | O.NOFOLLOW, 0);
+    if (isSyscallError(fd)) {
+      throw new RestoreError(`Cannot open the new mount ${e.mountpoint}: ${fd.message}`, 0, { cause: fd });
+    }
     this.#fds.set(e.mntId, Number(fd));
   }
 
@@ -808,12 +823,21 @@ class TreeBuilder {
     const r = this.#root;
     try {
       r.reset();
-      const fd = r.raw(NR.open, r.string(`/proc/${Deno.pid}/fd/${tree}`), 0o10000000 | 0o2000000, 0);
-      if (fd < 0n) {
-        throw new RestoreError(`Cannot reach the plugin's mount for ${e.mountpoint}: errno ${-fd}`);
+      const fd = r.attempt(
+        "open(the plugin's mount)",
+        NR.open,
+        r.string(`/proc/${Deno.pid}/fd/${tree}`),
+        O.PATH | O.CLOEXEC,
+        0,
+      );
+      if (isSyscallError(fd)) {
+        throw new RestoreError(`Cannot reach the plugin's mount for ${e.mountpoint}: ${fd.message}`, 0, {
+          cause: fd,
+        });
       }
       r.reset();
-      const res = r.raw(
+      const res = r.attempt(
+        `move_mount(${target})`,
         NR.move_mount,
         Number(fd),
         r.string(""),
@@ -822,8 +846,10 @@ class TreeBuilder {
         MOVE_MOUNT.F_EMPTY_PATH,
       );
       r.call("close", NR.close, Number(fd));
-      if (res < 0n) {
-        throw new RestoreError(`Cannot attach the plugin's mount at ${e.mountpoint}: errno ${-res}`);
+      if (isSyscallError(res)) {
+        throw new RestoreError(`Cannot attach the plugin's mount at ${e.mountpoint}: ${res.message}`, 0, {
+          cause: res,
+        });
       }
     } finally {
       closeFd(tree);
@@ -838,15 +864,18 @@ class TreeBuilder {
   #mountInView(e: mnt_entry, fstype: string, flags: number): void {
     const r = this.#root;
     r.reset();
-    const home = r.raw(NR.open, r.string("/"), 0o10000000 | 0o200000 | 0o2000000, 0);
-    if (home < 0n) {
-      throw new RestoreError(`Cannot open the root directory of the restored root: errno ${-home}`);
+    const home = r.attempt("open(/)", NR.open, r.string("/"), O.PATH | O.DIRECTORY | O.CLOEXEC, 0);
+    if (isSyscallError(home)) {
+      throw new RestoreError(`Cannot open the root directory of the restored root: ${home.message}`, 0, {
+        cause: home,
+      });
     }
     try {
       r.reset();
       r.call(`chroot(${this.#plan.rootDir})`, NR.chroot, r.string(this.#plan.rootDir));
       r.reset();
-      const res = r.raw(
+      const res = r.attempt(
+        `mount(${e.mountpoint})`,
         NR.mount,
         r.string(e.source),
         r.string(e.mountpoint),
@@ -854,8 +883,10 @@ class TreeBuilder {
         flags,
         r.string(e.options),
       );
-      if (res < 0n) {
-        throw new RestoreError(`Cannot restore the mount ${e.mountpoint} (${fstype}): errno ${-res}`);
+      if (isSyscallError(res)) {
+        throw new RestoreError(`Cannot restore the mount ${e.mountpoint} (${fstype}): ${res.message}`, 0, {
+          cause: res,
+        });
       }
     } finally {
       r.call("fchdir(/)", NR.fchdir, Number(home));
@@ -911,7 +942,8 @@ class TreeBuilder {
     const r = this.#root;
     r.reset();
     const attr = mountAttr(set, clear, propagation);
-    const res = r.raw(
+    const res = r.attempt(
+      `mount_setattr(${e.mountpoint})`,
       NR.mount_setattr,
       this.#fds.get(e.mntId)!,
       r.string(""),
@@ -919,7 +951,11 @@ class TreeBuilder {
       r.alloc(attr.length, attr),
       attr.length,
     );
-    if (res < 0n) throw new RestoreError(`Cannot set the flags of the mount ${e.mountpoint}: errno ${-res}`);
+    if (isSyscallError(res)) {
+      throw new RestoreError(`Cannot set the flags of the mount ${e.mountpoint}: ${res.message}`, 0, {
+        cause: res,
+      });
+    }
   }
 
   #setFlags(e: mnt_entry): void {
@@ -968,9 +1004,17 @@ class TreeBuilder {
       try {
         const r = this.#root;
         r.reset();
-        const fd = r.raw(NR.open, r.string(`/proc/${Deno.pid}/fd/${ours}`), 0o10000000 | 0o2000000, 0);
-        if (fd < 0n) {
-          throw new RestoreError(`Cannot reach the mount ${mount.mountpoint} of criu: errno ${-fd}`);
+        const fd = r.attempt(
+          `open(${mount.mountpoint} of criu)`,
+          NR.open,
+          r.string(`/proc/${Deno.pid}/fd/${ours}`),
+          O.PATH | O.CLOEXEC,
+          0,
+        );
+        if (isSyscallError(fd)) {
+          throw new RestoreError(`Cannot reach the mount ${mount.mountpoint} of criu: ${fd.message}`, 0, {
+            cause: fd,
+          });
         }
         this.#hostMasters.set(path, Number(fd));
       } finally {
@@ -1052,7 +1096,8 @@ class TreeBuilder {
     const r = this.#root;
     r.reset();
     const empty = r.string("");
-    const res = r.raw(
+    const res = r.attempt(
+      "move_mount(MOVE_MOUNT_SET_GROUP)",
       NR.move_mount,
       from,
       empty,
@@ -1060,9 +1105,13 @@ class TreeBuilder {
       empty,
       MOVE_MOUNT.SET_GROUP | MOVE_MOUNT.F_EMPTY_PATH | MOVE_MOUNT.T_EMPTY_PATH,
     );
-    if (res < 0n) {
+    if (isSyscallError(res)) {
       throw new RestoreError(
-        `Cannot put the mount ${toName} into the peer group of ${fromName}: errno ${-res}`,
+        `Cannot put the mount ${toName} into the peer group of ${fromName}: ${res.message}`,
+        0,
+        {
+          cause: res,
+        },
       );
     }
   }

@@ -23,7 +23,7 @@
  */
 import { create } from "@bufbuild/protobuf";
 import { nd_type, type net_device_entry, net_device_entrySchema } from "../images/gen/netdev_pb.ts";
-import { deviceState, inNetns } from "../../ffi/netdev.ts";
+import { deviceState, IFF, inNetns } from "../../ffi/netdev.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { ENOTSUP } from "../plugins/api.ts";
@@ -37,9 +37,8 @@ import { macvlanEntry, makeMacvlan } from "./netdev_macvlan.ts";
 import { makeTun, tunEntry } from "./netdev_tun.ts";
 
 const LOOPBACK = "lo";
-const IFF_UP = 0x1;
 /** Flags past the 16 bits SIOCGIFFLAGS gives, which ifi_flags (CRIU's record) carries. */
-const HIGH_FLAGS: Record<string, number> = { LOWER_UP: 0x10000, DORMANT: 0x20000, ECHO: 0x40000 };
+const HIGH_FLAGS: Record<string, number> = { LOWER_UP: IFF.LOWER_UP, DORMANT: IFF.DORMANT, ECHO: IFF.ECHO };
 
 /** The kinds CRIU makes again itself, by `ip -d` link kind. */
 const OWN_KINDS: Record<string, nd_type> = {
@@ -346,6 +345,6 @@ function makeLinks(ctx: MakeContext, image: string): void {
     }
   });
   for (const d of devices) {
-    if (d.flags & IFF_UP) runIp(pid, d, ["link", "set", "dev", d.name, "up"]);
+    if (d.flags & IFF.UP) runIp(pid, d, ["link", "set", "dev", d.name, "up"]);
   }
 }
