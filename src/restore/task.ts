@@ -485,20 +485,16 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
     if (creds && !(leaderHasCreds && sameCreds(creds, leaderCreds!))) {
       if (!leader && !sameIds(creds.capBnd, leaderCreds?.capBnd ?? [])) restoreBoundingSet(a, creds);
       calls.push(...credsCalls(a, creds));
+      // A change of ids makes the task non-dumpable, and the tasks restored after it (its
+      // children in a user namespace) could no longer take fds from it: it stays dumpable until
+      // every task is restored (restoreDumpable).
+      calls.push({ name: "prctl(PR_SET_DUMPABLE)", nr: NR.prctl, args: [PR.SET_DUMPABLE, 1, 0, 0, 0] });
     }
     if (tcore?.pdeathSig) {
       calls.push({
         name: "prctl(PR_SET_PDEATHSIG)",
         nr: NR.prctl,
         args: [PR.SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0],
-      });
-    }
-    const dumpable = t.mm?.dumpable;
-    if (leader && dumpable !== undefined) {
-      calls.push({
-        name: "prctl(PR_SET_DUMPABLE)",
-        nr: NR.prctl,
-        args: [PR.SET_DUMPABLE, dumpable, 0, 0, 0],
       });
     }
     return calls;
@@ -513,6 +509,17 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   agent.settle();
   if (others.length) log.debug(`Task ${t.entry.pid}: threads restored`);
   return threads;
+}
+
+/**
+ * Gives task `t` back its dumped dumpable flag. Called once every task has its fds: until then a
+ * task stays dumpable, so that others (in a user namespace, without CAP_SYS_PTRACE over criu's
+ * namespace) may still take fds from it after it changed its ids.
+ */
+export function restoreDumpable(agent: Agent, t: RestoreTaskImages): void {
+  const dumpable = t.mm?.dumpable;
+  if (dumpable === undefined) return;
+  agent.call("prctl(PR_SET_DUMPABLE)", NR.prctl, PR.SET_DUMPABLE, dumpable, 0, 0, 0);
 }
 
 /** Scratch for each thread's batch while the threads run theirs at once (Agent.forThreads). */
