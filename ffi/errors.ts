@@ -40,6 +40,7 @@ const ERRNO_NAMES: Record<number, string> = {
   40: "ELOOP",
   61: "ENODATA",
   75: "EOVERFLOW",
+  77: "EBADFD",
   88: "ENOTSOCK",
   95: "EOPNOTSUPP",
   98: "EADDRINUSE",

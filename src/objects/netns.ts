@@ -5,7 +5,7 @@
  *
  * What is saved, in CRIU's images (ID is the namespace's id in the ids images):
  *   - netdev-ID.img: its devices (`netdev.ts`: the loopback, veth pairs, bridges, macvlans,
- *     persistent tun/tap devices, devices a plugin takes), with their IPv4/IPv6 settings;
+ *     tun/tap devices, devices a plugin takes), with their IPv4/IPv6 settings;
  *   - netns-ID.img: the namespace's `all` and `default` settings, net.unix.max_dgram_qlen and
  *     net.ipv4.ping_group_range (`netns_sysctl.ts`);
  *   - ifaddr, route, route6, rule, iptables, ip6tables, nftables-ID.img: addresses, routes, rules
@@ -45,8 +45,15 @@ function readSaved(dir: ImageDir, nsId: number | undefined): SavedNetns | undefi
 }
 
 /** Saves the namespace of the root (see the top of this file), or refuses what it cannot. */
-function saveNetns(dir: ImageDir, rootPid: number, nsId: number, plugins: Plugins, log: Log): void {
-  dir.write(KINDS.NETDEV, nsId, dumpLinks(rootPid, nsId, plugins, log));
+function saveNetns(
+  dir: ImageDir,
+  tree: readonly number[],
+  nsId: number,
+  plugins: Plugins,
+  log: Log,
+): void {
+  const rootPid = tree[0]!;
+  dir.write(KINDS.NETDEV, nsId, dumpLinks(rootPid, nsId, plugins, log, tree));
   const settings = inNetns(`/proc/${rootPid}/ns/net`, () =>
     create(netns_entrySchema, {
       defConf4: readConf("ipv4", "default"),
@@ -103,7 +110,8 @@ registerNamespaceKind({
   },
   dump(ctx) {
     const rootPid = ctx.tree.root.pid;
-    saveNetns(ctx.dir, rootPid, ctx.id, ctx.plugins, ctx.log);
+    const pids = [rootPid, ...ctx.tree.tasks.map((t) => t.pid).filter((p) => p !== rootPid)];
+    saveNetns(ctx.dir, pids, ctx.id, ctx.plugins, ctx.log);
     // Only a tree in a namespace of its own gets its network locked, as in CRIU. A lock script
     // that fails may have locked half-way: the unlock runs on failure too.
     const unlock = () => {
