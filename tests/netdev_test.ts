@@ -10,8 +10,17 @@
  */
 import assert from "node:assert/strict";
 import { criu, criuOk, descendants, exists, reap, ROOT, tempDir, waitFor, Workload } from "./lib/harness.ts";
-import { withWorkload } from "./lib/matrix.ts";
+import { refusedDump, withWorkload } from "./lib/matrix.ts";
 import { CriuClient } from "../mod.ts";
+import {
+  type Dump,
+  ourDump,
+  ourRestore,
+  type Restore,
+  UPSTREAM,
+  upstreamDump,
+  upstreamRestore,
+} from "./lib/upstream.ts";
 
 const INNER = "eth0";
 let outerCount = 0;
@@ -162,6 +171,78 @@ Deno.test("crit decodes a held tap: tunfile entries (device, detached queue, nam
     // IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE, not persistent.
     assert.equal(held?.tun?.flags, 0x5102);
   }));
+
+/** The held tap dumped by one tool and restored by the other (CRIU 4.x where CRIU_UPSTREAM names it). */
+function crossHeldTap(dump: Dump, restore: (outer: string) => Restore): () => Promise<void> {
+  return () =>
+    withNetdev(["heldtap"], async (w, images, outer) => {
+      const tree = [w.pid, ...descendants(w.pid)];
+      await dump(w.pid, images);
+      for (const pid of tree) await reap(pid);
+      await waitGone(outer);
+      await restore(outer)(images);
+      assert.ok(exists(`/proc/${w.pid}`), "netdev is not back after restore");
+      configureOuter(outer);
+    });
+}
+
+Deno.test({
+  name: "CRIU 4.x restores our dump of a held tap (tun files attached again, frames arrive)",
+  ignore: !UPSTREAM,
+  fn: crossHeldTap(ourDump(), (outer) => upstreamRestore(["--veth-pair", `${INNER}=${outer}`])),
+});
+
+// CRIU's dump locks the namespace from inside (iptables by default, or an nft table) and saves
+// the lock with its firewall: our restore drops it, as CRIU's does.
+for (const lock of [[], ["--network-lock", "nftables"]]) {
+  Deno.test({
+    name: `we restore CRIU 4.x's dump of a held tap (tun files attached again, frames arrive)${
+      lock.length ? ` with ${lock.join(" ")}` : ""
+    }`,
+    ignore: !UPSTREAM,
+    fn: crossHeldTap(upstreamDump(lock), (outer) => ourRestore(["--veth-pair", `${INNER}=${outer}`])),
+  });
+}
+
+// Nested network namespaces (a task in another one than the root's): refused by name at dump,
+// and CRIU's dump of them (CRIU saves them) refused by name at restore, before any process exists.
+Deno.test("a dump refuses a task in a network namespace nested in the tree's, naming it, and the tree runs on", () =>
+  refusedDump(
+    "netns",
+    ["nested"],
+    /Cannot dump network namespace net:\[\d+\] of process \d+: it differs from the root's \(net:\[\d+\]\); nested network namespaces are not supported yet/,
+  ));
+
+Deno.test({
+  name: "we refuse CRIU 4.x's dump of a nested network namespace by name, leaving nothing behind",
+  ignore: !UPSTREAM,
+  fn: async () => {
+    const w = await Workload.start("netns", ["nested"]);
+    const images = tempDir();
+    try {
+      const tree = [w.pid, ...descendants(w.pid)];
+      assert.equal(tree.length, 2);
+      await upstreamDump()(w.pid, images);
+      for (const pid of tree) await reap(pid);
+      const r = await criu(["restore", "-D", images, "-d", "-o", "restore.log", "-v4"]);
+      assert.equal(r.code, 1, `the restore should fail: ${r.stderr}`);
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `Cannot restore process ${
+            tree[1]
+          }: its network namespace \\(id \\d+\\) is not the root's \\(id \\d+\\); nested network namespaces are not restored yet`,
+        ),
+      );
+      assert.doesNotMatch(r.stderr, /\bat .*\.ts:\d+/, "no stack trace");
+      for (const pid of tree) assert.ok(!exists(`/proc/${pid}`), `process ${pid} was left behind`);
+    } finally {
+      await w.kill();
+      w.cleanup();
+      Deno.removeSync(images, { recursive: true });
+    }
+  },
+});
 
 Deno.test("a bridge and a veth pair inside come back (a port in the bridge); --external veth[IN]:OUT@BRIDGE puts the outer end in our bridge", async () => {
   const bridge = `ctsbr${Deno.pid % 10000}`;
