@@ -5,7 +5,8 @@
  * the device's namespace (`inNetns`). The ioctls take `struct ifreq` (name, then flags as a short)
  * or an int, by pointer or by value as the kernel's tun.c reads them.
  */
-import { call, callBig, libc } from "./libc.ts";
+import { call, callBig, lastErrno, libc } from "./libc.ts";
+import { SyscallError } from "./errors.ts";
 import { closeFd, OPEN, openFd } from "./fd.ts";
 import { ifreq, ifreqFlags, inNetns } from "./netdev.ts";
 import { int32Bytes, INT_SIZE, readInt32 } from "./structs.ts";
@@ -21,6 +22,7 @@ const TUN = {
   SETSNDBUF: 0x400454d4,
   GETVNETHDRSZ: 0x800454d7,
   SETVNETHDRSZ: 0x400454d8,
+  SETQUEUE: 0x400454d9,
   SETIFINDEX: 0x400454da,
 } as const;
 
@@ -29,6 +31,8 @@ export const TUN_FLAGS = {
   TUN: 0x1,
   TAP: 0x2,
   MULTI_QUEUE: 0x100,
+  ATTACH_QUEUE: 0x200,
+  DETACH_QUEUE: 0x400,
   PERSIST: 0x800,
   NO_PI: 0x1000,
   VNET_HDR: 0x4000,
@@ -107,4 +111,71 @@ export function makeTunDevice(
   } finally {
     closeFd(fd);
   }
+}
+
+/** What an open /dev/net/tun file is attached to, read through an fd of criu's own. */
+export interface TunFile {
+  /** The device's name. */
+  name: string;
+  /** TUNGETIFF's flags; 0x1000 there may mean "no filter" (IFF_NOFILTER) rather than IFF_NO_PI. */
+  flags: number;
+  /** The file is a queue of a multi-queue device, detached from it (TUNSETQUEUE). */
+  detached: boolean;
+  vnetHdrSize: number;
+  sndbuf: number;
+}
+
+/** The device the tun file `fd` is attached to; null when it is attached to none (EBADFD). */
+export function readTunFile(fd: number): TunFile | null {
+  const req = ifreq("", 0);
+  if (libc.ioctl(fd, BigInt(TUN.GETIFF), req) === -1) {
+    const e = new SyscallError("ioctl(TUNGETIFF)", lastErrno());
+    if (e.code === "EBADFD") return null;
+    throw e;
+  }
+  const nul = req.indexOf(0);
+  const flags = new DataView(req.buffer).getUint16(16, true);
+  return {
+    name: new TextDecoder().decode(req.subarray(0, nul < 0 || nul > 16 ? 16 : nul)),
+    flags,
+    detached: (flags & TUN_FLAGS.DETACH_QUEUE) !== 0,
+    vnetHdrSize: getInt(fd, TUN.GETVNETHDRSZ, "ioctl(TUNGETVNETHDRSZ)"),
+    sndbuf: getInt(fd, TUN.GETSNDBUF, "ioctl(TUNGETSNDBUF)"),
+  };
+}
+
+/**
+ * A remote ioctl on a tun file, for a task to make itself: the request and its argument, an
+ * ifreq (put in the task's memory by the caller) or an int passed by value.
+ */
+export interface TunIoctl {
+  name: string;
+  request: number;
+  ifreq?: Uint8Array<ArrayBuffer>;
+  value?: number;
+}
+
+/**
+ * What a task does to a /dev/net/tun file it opened to attach it again as it was: TUNSETIFF on
+ * the device `name` with the device's `flags` (TUN or TAP, NO_PI, VNET_HDR, MULTI_QUEUE), its
+ * queue detached again when it was, and the persistence the restore gave the device taken back
+ * when the device was not persistent (the file keeps it alive, as before).
+ */
+export function tunAttachIoctls(name: string, flags: number, detached: boolean): TunIoctl[] {
+  const out: TunIoctl[] = [{
+    name: `ioctl(TUNSETIFF, ${name})`,
+    request: TUN.SETIFF,
+    ifreq: ifreq(name, flags & ~(TUN_FLAGS.PERSIST | TUN_FLAGS.DETACH_QUEUE | TUN_FLAGS.ATTACH_QUEUE)),
+  }];
+  if (detached) {
+    out.push({
+      name: `ioctl(TUNSETQUEUE, ${name})`,
+      request: TUN.SETQUEUE,
+      ifreq: ifreq("", TUN_FLAGS.DETACH_QUEUE),
+    });
+  }
+  if (!(flags & TUN_FLAGS.PERSIST)) {
+    out.push({ name: `ioctl(TUNSETPERSIST, ${name}, 0)`, request: TUN.SETPERSIST, value: 0 });
+  }
+  return out;
 }

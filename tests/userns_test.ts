@@ -40,18 +40,26 @@ Deno.test("a tree of several tasks in a user namespace without a PID namespace o
     /Cannot dump the user namespace user:\[\d+\] of process \d+: a tree of several tasks in a user namespace of its own comes back only with a PID namespace of its own too/,
   ));
 
-Deno.test("a user namespace with a PID namespace of its own: the init and a child with other credentials round-trip", async () => {
+/**
+ * Runs the userns workload in `mode` (init: I is root inside; init-setuid: I switched to uid 1000
+ * without exec before forking K, which shares a pipe with it) through `cycles` dump/restore
+ * cycles, with `-R` dumps in between when `leaveRunning` is set, then lets it check itself.
+ */
+async function initTree(mode: "init" | "init-setuid", cycles: number, leaveRunning = false): Promise<void> {
   const dir = tempDir();
   const result = `${dir}/userns.result`;
-  const launcher = spawn(await workloadBin("userns"), ["userns", result, "init"], { setsid: true });
+  // With init-setuid, I writes its ready and result files as uid 101000 of the host.
+  if (mode === "init-setuid") Deno.chmodSync(dir, 0o777);
+  const launcher = spawn(await workloadBin("userns"), ["userns", result, mode], { setsid: true });
   let init = 0;
   try {
     await waitFor("the namespaces", () => exists(`${result}.ready`));
     await reap(launcher);
     init = Number(Deno.readTextFileSync(`${result}.pid`).trim());
-    for (let cycle = 0; cycle < 2; cycle++) {
+    for (let cycle = 0; cycle < cycles; cycle++) {
       const tree = [init, ...descendants(init)];
       assert.equal(tree.length, 2);
+      if (leaveRunning) await criuOk(["dump", "-t", `${init}`, "-D", dir, "-R", "-o", "dump-r.log", "-v4"]);
       await criuOk(["dump", "-t", `${init}`, "-D", dir, "-o", "dump.log", "-v4"]);
       for (const pid of tree) await reap(pid);
       await criuOk([
@@ -69,6 +77,8 @@ Deno.test("a user namespace with a PID namespace of its own: the init and a chil
       const k = descendants(init)[0]!;
       // Seen from criu's namespace: K's uid 1000 inside is 101000 outside.
       assert.match(Deno.readTextFileSync(`/proc/${k}/status`), /\nUid:\t101000\t101000\t101000\t101000\n/);
+      // I is non-dumpable again once restored (its /proc files are then root's, else 101000's).
+      if (mode === "init-setuid") assert.equal(Deno.statSync(`/proc/${init}/environ`).uid, 0);
     }
     Deno.kill(init, "SIGTERM");
     await waitFor("the verdict", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"));
@@ -77,7 +87,21 @@ Deno.test("a user namespace with a PID namespace of its own: the init and a chil
     await killTree(init);
     Deno.removeSync(dir, { recursive: true });
   }
-});
+}
+
+Deno.test("a user namespace with a PID namespace of its own: the init and a child with other credentials round-trip", () =>
+  initTree("init", 2));
+
+for (
+  const [what, cycles, leaveRunning] of [["plain", 0, false], ["dump and restore", 1, false], [
+    "-R, then dump and restore",
+    1,
+    true,
+  ], ["10 cycles", 10, false]] as const
+) {
+  Deno.test(`userns: a parent that changed its uid without exec and its child sharing a pipe with it (${what})`, () =>
+    initTree("init-setuid", cycles, leaveRunning));
+}
 
 Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namespaces together round-trip", async () => {
   const dir = tempDir();

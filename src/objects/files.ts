@@ -218,9 +218,37 @@ export class FileTable {
   }
 
   #add(e: file_entry): void {
-    if (this.#byId.has(e.id)) throw new RestoreError(`Refusing the images: files.img has file ${e.id} twice`);
+    const known = this.#byId.get(e.id);
+    if (known && isTunPair(known, e)) return this.#addCompanion(e.type === fd_types.REG ? e : known, e);
+    if (known) throw new RestoreError(`Refusing the images: files.img has file ${e.id} twice`);
     this.entries.push(e);
     this.#byId.set(e.id, e);
+  }
+
+  /** Regular-file entries that share the id of another kind's (CRIU's tun files), by id. */
+  #companions = new Map<number, file_entry>();
+
+  /**
+   * Adds `reg`, a regular-file entry, under the id of an entry already added: CRIU writes a tun
+   * file as the REG entry of the /dev/net/tun it opened (flags, position) and a TUNF one beside it.
+   */
+  addCompanion(reg: file_entry): void {
+    this.entries.push(reg);
+    this.#companions.set(reg.id, reg);
+  }
+
+  /** The regular-file entry sharing id `id` with another kind's, if any. */
+  companionOf(id: number): file_entry | undefined {
+    return this.#companions.get(id);
+  }
+
+  #addCompanion(reg: file_entry, added: file_entry): void {
+    if (this.#companions.has(reg.id)) {
+      throw new RestoreError(`Refusing the images: files.img has file ${reg.id} twice`);
+    }
+    this.entries.push(added);
+    this.#byId.set(reg.id, reg === added ? this.#byId.get(reg.id)! : added);
+    this.#companions.set(reg.id, reg);
   }
 
   /**
@@ -257,6 +285,12 @@ export class FileTable {
     if (!e) throw new RestoreError(`Refusing the images: files.img has no file with id ${id}`);
     return e;
   }
+}
+
+/** A REG and a TUNF entry with one id: how CRIU writes a tun file. */
+function isTunPair(a: file_entry, b: file_entry): boolean {
+  const types = [a.type, b.type].sort((x, y) => x - y);
+  return types[0] === fd_types.REG && types[1] === fd_types.TUNF;
 }
 
 /**

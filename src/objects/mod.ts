@@ -6,6 +6,8 @@ import "./mqueue.ts";
 import "./regfile.ts";
 // After regular files (which own type REG at restore), before FIFOs and terminals: any O_PATH fd.
 import "./opath.ts";
+// Before terminals: /dev/net/tun is a character device too.
+import "./tunfile.ts";
 import "./tty.ts";
 import "./pipe.ts";
 import "./fifo.ts";

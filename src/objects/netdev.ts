@@ -14,7 +14,7 @@
  *     (CRIU's peer_nsid), and the pair is made again at once, both ends at their indexes;
  *   - bridge: made again, its ports put back in it;
  *   - macvlan (`netdev_macvlan.ts`) on the parent `--external macvlan[NAME]:PARENT` names;
- *   - persistent tun/tap devices (`netdev_tun.ts`);
+ *   - tun/tap devices, persistent or held by a tun file of the tree (`netdev_tun.ts`);
  *   - any other kind (dummy, ifb, sit...) is offered to the plugins (DUMP_EXT_LINK): one that
  *     takes it makes it an external link (EXTLINK), whose existence on restore is the caller's
  *     (CRIU's setup-namespaces script); otherwise it is refused, named with its kind. (sit, which
@@ -65,9 +65,16 @@ function listLinks(pid: number): IpLink[] {
 
 /**
  * The devices of the namespace of `pid` (image id `nsId`), each as its entry, or a refusal of the
- * first that cannot be saved. `plugins` are asked about kinds criu-ts does not make itself.
+ * first that cannot be saved. `plugins` are asked about kinds criu-ts does not make itself; `tree`
+ * are the tree's pids, whose tun files may hold a tun device.
  */
-export function dumpLinks(pid: number, nsId: number, plugins: Plugins, log: Log): net_device_entry[] {
+export function dumpLinks(
+  pid: number,
+  nsId: number,
+  plugins: Plugins,
+  log: Log,
+  tree: readonly number[] = [pid],
+): net_device_entry[] {
   const links = listLinks(pid).filter((l) => {
     const fallback = FALLBACK_TUNNELS[l.ifname] === kindOf(l);
     if (fallback) log.info(`Found ${l.ifname}, ignoring (every new namespace gets one)`);
@@ -89,7 +96,7 @@ export function dumpLinks(pid: number, nsId: number, plugins: Plugins, log: Log)
     });
     if (type !== nd_type.LOOPBACK) entry.address = state.address;
     if (type === nd_type.MACVLAN) entry.macvlan = macvlanEntry(pid, link);
-    if (type === nd_type.TUN) entry.tun = tunEntry(pid, link);
+    if (type === nd_type.TUN) entry.tun = tunEntry(pid, link, tree);
     // A peer in the same namespace (no IFLA_LINK_NETNSID) is one of ours: CRIU names its namespace.
     if (type === nd_type.VETH && link.link_netnsid === undefined) entry.peerNsid = nsId;
     const master = link.master === undefined ? undefined : indexOf.get(link.master);

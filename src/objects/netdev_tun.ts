@@ -1,13 +1,17 @@
 /**
- * tun/tap devices that no process holds (persistent ones): CRIU's TunLinkEntry (flags, owner,
- * group, virtio-net header size, send buffer), read by attaching to the device for a moment
- * (`ffi/tun.ts`), and the device made again at its index through /dev/net/tun. A device a process
- * holds open is refused: the tun files of tasks are not saved yet.
+ * tun/tap devices: CRIU's TunLinkEntry (flags, owner, group, virtio-net header size, send
+ * buffer). A device a process of the tree holds open (through a tun file, `tunfile.ts`) is read
+ * through a copy of that file; a persistent one that nobody holds by attaching to it for a moment
+ * (`ffi/tun.ts`). On restore the device is made again at its index through /dev/net/tun, always
+ * persistent at first: the first tun file attached to it again takes the persistence back when
+ * the device had none, as CRIU does.
  */
 import { create } from "@bufbuild/protobuf";
 import type { net_device_entry } from "../images/gen/netdev_pb.ts";
 import { type tun_link_entry, tun_link_entrySchema } from "../images/gen/tun_pb.ts";
-import { makeTunDevice, readTunDevice, TUN_FLAGS } from "../../ffi/tun.ts";
+import { makeTunDevice, readTunDevice, readTunFile, TUN_FLAGS, type TunDevice } from "../../ffi/tun.ts";
+import { copyFdOf } from "../../ffi/process.ts";
+import { closeFd } from "../../ffi/fd.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import type { Log } from "../log.ts";
@@ -33,17 +37,61 @@ function idOf(value: unknown, table: string): number {
   return id;
 }
 
-export function tunEntry(pid: number, link: IpLink): tun_link_entry {
+/** A tun file of one of `pids` attached to device `name`, as "iff:" in its fdinfo names it. */
+function holderOf(pids: readonly number[], name: string): { pid: number; fd: number } | undefined {
+  for (const pid of pids) {
+    let fds: Deno.DirEntry[];
+    try {
+      fds = [...Deno.readDirSync(`/proc/${pid}/fd`)];
+    } catch {
+      continue; // a zombie has no fds
+    }
+    for (const e of fds) {
+      const fd = Number(e.name);
+      try {
+        if (Deno.readLinkSync(`/proc/${pid}/fd/${fd}`) !== "/dev/net/tun") continue;
+        const info = Deno.readTextFileSync(`/proc/${pid}/fdinfo/${fd}`);
+        if (info.split("\n").some((l) => l === `iff:\t${name}`)) return { pid, fd };
+      } catch {
+        // closed meanwhile: the tree is frozen, so not one of its fds
+      }
+    }
+  }
+  return undefined;
+}
+
+/** What a tun file of the tree tells of its device (the file itself is saved by tunfile.ts). */
+function readHeldDevice(holder: { pid: number; fd: number }, flags: number): TunDevice {
+  const copy = copyFdOf(holder.pid, holder.fd);
+  try {
+    const file = readTunFile(copy);
+    return { flags, vnetHdrSize: file?.vnetHdrSize ?? 0, sndbuf: file?.sndbuf ?? 0 };
+  } finally {
+    closeFd(copy);
+  }
+}
+
+/**
+ * The TunLinkEntry of device `link` of the namespace of `pid`; `tree` are the pids of the tree's
+ * tasks, whose tun files may hold the device.
+ */
+export function tunEntry(pid: number, link: IpLink, tree: readonly number[]): tun_link_entry {
   const data = link.linkinfo?.info_data ?? {};
   const what = `network device ${link.ifname} (tun)`;
-  if (!data.persist) refuse(pid, what, "it is not persistent: tun files of tasks are not saved yet");
-  let device;
-  try {
-    device = readTunDevice(`/proc/${pid}/ns/net`, link.ifname, tunFlags(data));
-  } catch (e) {
-    if (!isSyscallError(e)) throw e;
-    const busy = e.code === "EBUSY";
-    refuse(pid, what, busy ? "a process holds it open: tun files of tasks are not saved yet" : e.message);
+  const persist = data.persist === true;
+  const holder = holderOf(tree, link.ifname);
+  let device: TunDevice;
+  if (holder) {
+    device = readHeldDevice(holder, tunFlags(data) | (persist ? TUN_FLAGS.PERSIST : 0));
+  } else {
+    if (!persist) refuse(pid, what, "it is not persistent and no process of the tree holds it open");
+    try {
+      device = readTunDevice(`/proc/${pid}/ns/net`, link.ifname, tunFlags(data));
+    } catch (e) {
+      if (!isSyscallError(e)) throw e;
+      const busy = e.code === "EBUSY";
+      refuse(pid, what, busy ? "a process outside the tree holds it open" : e.message);
+    }
   }
   return create(tun_link_entrySchema, {
     flags: device.flags,

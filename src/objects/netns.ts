@@ -5,7 +5,7 @@
  *
  * What is saved, in CRIU's images (ID is the namespace's id in the ids images):
  *   - netdev-ID.img: its devices (`netdev.ts`: the loopback, veth pairs, bridges, macvlans,
- *     persistent tun/tap devices, devices a plugin takes), with their IPv4/IPv6 settings;
+ *     tun/tap devices, devices a plugin takes), with their IPv4/IPv6 settings;
  *   - netns-ID.img: the namespace's `all` and `default` settings, net.unix.max_dgram_qlen and
  *     net.ipv4.ping_group_range (`netns_sysctl.ts`);
  *   - ifaddr, route, route6, rule, iptables, ip6tables, nftables-ID.img: addresses, routes, rules
@@ -27,6 +27,11 @@ import type { Log } from "../log.ts";
 import { checkLinks, dumpLinks, type OuterNames, outerNames, restoreLinks } from "./netdev.ts";
 import { IPV4_SYSCTLS, readConf, readSysctls, UNIX_CONF, writeConf, writeSysctls } from "./netns_sysctl.ts";
 import { checkNetConfig, dumpNetConfig, restoreNetConfig } from "./netns_config.ts";
+import { NetToolError, runInNetns, textInNetns } from "./netns_tools.ts";
+import { nftTableOf } from "./network_lock.ts";
+import type { inventory_entry } from "../images/gen/inventory_pb.ts";
+import type { RestoreTaskImages } from "../restore/images.ts";
+import { RestoreError } from "../errors.ts";
 
 /** A saved namespace, as the restore reads it at PREPARE. */
 interface SavedNetns {
@@ -45,8 +50,15 @@ function readSaved(dir: ImageDir, nsId: number | undefined): SavedNetns | undefi
 }
 
 /** Saves the namespace of the root (see the top of this file), or refuses what it cannot. */
-function saveNetns(dir: ImageDir, rootPid: number, nsId: number, plugins: Plugins, log: Log): void {
-  dir.write(KINDS.NETDEV, nsId, dumpLinks(rootPid, nsId, plugins, log));
+function saveNetns(
+  dir: ImageDir,
+  tree: readonly number[],
+  nsId: number,
+  plugins: Plugins,
+  log: Log,
+): void {
+  const rootPid = tree[0]!;
+  dir.write(KINDS.NETDEV, nsId, dumpLinks(rootPid, nsId, plugins, log, tree));
   const settings = inNetns(`/proc/${rootPid}/ns/net`, () =>
     create(netns_entrySchema, {
       defConf4: readConf("ipv4", "default"),
@@ -84,6 +96,62 @@ function fillNetns(
   restoreNetConfig(dir, pid, saved.id, log);
 }
 
+/**
+ * CRIU's dump locks a tree's own namespace from inside (a table `inet CRIU-<run id>` with
+ * `--network-lock nftables`; a CRIU chain of iptables and ip6tables jumped to from INPUT and
+ * OUTPUT, letting through only packets marked 0xc114, by default) and saves that lock with the
+ * namespace's firewall; its restore drops it once the tree is back. So does this one, for images
+ * CRIU wrote (criu-ts's own dumps lock a namespace only through the action scripts).
+ */
+function dropCriuLock(pid: number, runId: string | undefined, log: Log): void {
+  const table = nftTableOf(runId);
+  try {
+    if (textInNetns(pid, ["nft", "list", "tables"]).split("\n").includes(`table inet ${table}`)) {
+      runInNetns(pid, ["nft", "delete", "table", "inet", table]);
+      log.info(`Dropped CRIU's network lock (nft table inet ${table})`);
+    }
+  } catch (e) {
+    if (!(e instanceof NetToolError)) throw e;
+    log.warn(`Cannot look for CRIU's nftables network lock: ${e.message}`);
+  }
+  for (const tool of ["iptables", "ip6tables"]) {
+    let chain: string;
+    try {
+      chain = textInNetns(pid, [tool, "-w", "-S", "CRIU"]);
+    } catch (e) {
+      if (!(e instanceof NetToolError)) throw e;
+      continue; // no such chain (or no such tool): nothing of CRIU's
+    }
+    if (!chain.includes("-A CRIU -m mark --mark 0xc114 -j ACCEPT")) continue;
+    try {
+      for (const hook of ["INPUT", "OUTPUT"]) runInNetns(pid, [tool, "-w", "-D", hook, "-j", "CRIU"]);
+      runInNetns(pid, [tool, "-w", "-F", "CRIU"]);
+      runInNetns(pid, [tool, "-w", "-X", "CRIU"]);
+      log.info(`Dropped CRIU's network lock (${tool} chain CRIU)`);
+    } catch (e) {
+      if (!(e instanceof NetToolError)) throw e;
+      log.warn(`Cannot drop CRIU's ${tool} network lock: ${e.message}`);
+    }
+  }
+}
+
+/**
+ * Images (CRIU's: it saves nested network namespaces) where a task is in another network
+ * namespace than the root's are refused before any process exists: criu-ts would restore that
+ * task in the root's namespace.
+ */
+function refuseNested(tasks: readonly RestoreTaskImages[]): void {
+  const root = tasks[0]!.ids?.netNsId;
+  const nested = tasks.find((t) => !t.zombie && t.ids?.netNsId !== undefined && t.ids.netNsId !== root);
+  if (!nested) return;
+  throw new RestoreError(
+    `Cannot restore process ${nested.entry.pid}: its network namespace (id ${
+      nested.ids!.netNsId
+    }) is not the ` +
+      `root's (id ${root}); nested network namespaces are not restored yet`,
+  );
+}
+
 registerNamespaceKind({
   name: "net",
   words: "network",
@@ -103,7 +171,8 @@ registerNamespaceKind({
   },
   dump(ctx) {
     const rootPid = ctx.tree.root.pid;
-    saveNetns(ctx.dir, rootPid, ctx.id, ctx.plugins, ctx.log);
+    const pids = [rootPid, ...ctx.tree.tasks.map((t) => t.pid).filter((p) => p !== rootPid)];
+    saveNetns(ctx.dir, pids, ctx.id, ctx.plugins, ctx.log);
     // Only a tree in a namespace of its own gets its network locked, as in CRIU. A lock script
     // that fails may have locked half-way: the unlock runs on failure too.
     const unlock = () => {
@@ -127,15 +196,20 @@ registerNamespaceKind({
     };
   },
   prepareRestore(ctx) {
+    refuseNested(ctx.tasks);
     const saved = readSaved(ctx.dir, ctx.tasks[0]!.ids?.netNsId);
     const empty = ctx.empty.has("net");
     if (!saved && !empty) return undefined;
     const outer = outerNames(ctx.options.vethPairs, ctx.options.external);
+    const runId = ctx.dir.read<inventory_entry>(KINDS.INVENTORY)[0]?.dumpCriuRunId || undefined;
     return {
       fill: (root) => {
         if (saved && !empty) fillNetns(ctx.dir, root.pid, saved, outer, ctx.log);
       },
-      afterRestore: (rootPid) => ctx.hooks.run("network-unlock", rootPid),
+      afterRestore: (rootPid) => {
+        if (saved && !empty) dropCriuLock(rootPid, runId, ctx.log);
+        ctx.hooks.run("network-unlock", rootPid);
+      },
     };
   },
 });

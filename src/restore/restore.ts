@@ -43,6 +43,7 @@ import {
   loadRegisters,
   type PendingThread,
   restoredStopSignal,
+  restoreDumpable,
   restoreGroup,
   restoreMemory,
   restoreTask,
@@ -351,6 +352,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       pending.set(t.entry.pid, fromImagesOf(t, "task", () => restoreTask(ctx, t, agents.get(t.entry.pid)!)));
     }
     afterAllFds(files, shared);
+    for (const t of tasks) if (!t.zombie && !t.helper) restoreDumpable(agents.get(t.entry.pid)!, t);
     opts.hooks.run("post-restore", root);
     if (pidfile) writePidfile(pidfile, root);
     for (const plan of ns.plans) plan.afterRestore?.(root);

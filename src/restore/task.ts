@@ -27,6 +27,7 @@ import { createThreads, runThreadBatches, threadStateCalls } from "./stages/thre
 export type { PendingThread, TaskRestoreContext } from "./stages/context.ts";
 export { restoreMemory } from "./stages/memory.ts";
 export { restoreGroup } from "./stages/group.ts";
+export { restoreDumpable } from "./stages/creds.ts";
 export { closeParked } from "./stages/files.ts";
 export { dropScratch, loadRegisters } from "./stages/registers.ts";
 export { detachTask, restoredStopSignal } from "./stages/detach.ts";

@@ -13,7 +13,11 @@
  * which must still be open at the end. With `ifb`, the namespace also holds an ifb device extra0
  * (a kind neither CRIU nor criu-ts makes itself). With `tap`, a persistent tap device extra0
  * (owner and group 65534, a virtio-net header, MTU 1234), in the view. With `heldtap`, a tap
- * device held0 that only the workload's open /dev/net/tun keeps.
+ * device held0 (no packet information, virtio-net headers, two queues, up) that only the workload's
+ * two open /dev/net/tun files keep, the second one's queue detached: after SIGTERM both files
+ * must still be attached to held0 with the same flags (the second still detached), a frame written
+ * into the first must arrive on held0 (its received packets in /proc/net/dev), and held0 must go
+ * once both files are closed (it was not persistent, and must not be after restore either).
  * With `bridge`, it also holds a bridge br0 with an address of its own (198.19.79.1/24), part of
  * the recorded view. With `pair`, a second veth pair with both ends inside, in0 (198.19.80.1/24)
  * and in1, which is a port of br0 when there is one (the view lists br0's ports).
@@ -84,15 +88,77 @@ static void record_view(const char *file)
 	run(cmd);
 }
 
-/* A tap device that lives as long as this fd: not persistent, held by the process. */
-static int hold_tap(const char *name)
+#define HELD_FLAGS (IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_MULTI_QUEUE)
+
+/* One queue of the multi-queue tap device `name`, made by the first. */
+static int tap_queue(const char *name)
 {
-	struct ifreq ifr = { .ifr_flags = IFF_TAP | IFF_NO_PI };
+	struct ifreq ifr = { .ifr_flags = HELD_FLAGS };
 	int fd = open("/dev/net/tun", O_RDWR);
 	strncpy(ifr.ifr_name, name, IFNAMSIZ - 1);
 	if (fd < 0 || ioctl(fd, TUNSETIFF, &ifr))
-		wl_die("make tap %s", name);
+		wl_die("attach to tap %s", name);
 	return fd;
+}
+
+/* A tap device that lives as long as its two files (in held[]): not persistent; the second queue detached. */
+static void hold_tap(const char *name, int held[2])
+{
+	char cmd[128];
+	struct ifreq ifr = { .ifr_flags = IFF_DETACH_QUEUE };
+	held[0] = tap_queue(name);
+	held[1] = tap_queue(name);
+	if (ioctl(held[1], TUNSETQUEUE, &ifr))
+		wl_die("detach the second queue of %s", name);
+	snprintf(cmd, sizeof(cmd), "ip link set %s up", name);
+	run(cmd);
+}
+
+/* The packets device `name` received, from /proc/net/dev (this namespace's view); -1 if absent. */
+static long rx_packets(const char *name)
+{
+	char buf[8192], *line;
+	long bytes, packets;
+	size_t len = strlen(name);
+	if (wl_read_file("/proc/net/dev", buf, sizeof(buf)) <= 0)
+		return -1;
+	for (line = strtok(buf, "\n"); line; line = strtok(NULL, "\n")) {
+		while (*line == ' ')
+			line++;
+		if (strncmp(line, name, len) == 0 && line[len] == ':' &&
+		    sscanf(line + len + 1, "%ld %ld", &bytes, &packets) == 2)
+			return packets;
+	}
+	return -1;
+}
+
+/* The tap files are attached as before, a frame written into the first arrives, and closing them ends held0. */
+static void check_held_tap(int held[2])
+{
+	struct ifreq ifr[2];
+	for (int i = 0; i < 2; i++) {
+		memset(&ifr[i], 0, sizeof(ifr[i]));
+		WL_CHECK(ioctl(held[i], TUNGETIFF, &ifr[i]) == 0, "TUNGETIFF on tap file %d: %s", i, strerror(errno));
+		WL_CHECK(strcmp(ifr[i].ifr_name, "held0") == 0, "tap file %d is attached to \"%s\"", i, ifr[i].ifr_name);
+		WL_CHECK((ifr[i].ifr_flags & (IFF_TAP | IFF_VNET_HDR | IFF_MULTI_QUEUE)) ==
+				 (IFF_TAP | IFF_VNET_HDR | IFF_MULTI_QUEUE),
+			 "tap file %d has flags 0x%x", i, ifr[i].ifr_flags);
+	}
+	WL_CHECK(!(ifr[0].ifr_flags & IFF_DETACH_QUEUE), "the first queue is detached");
+	WL_CHECK(ifr[1].ifr_flags & IFF_DETACH_QUEUE, "the second queue is no longer detached");
+	/* A virtio-net header (all zero: no offloads), then an Ethernet frame of a local experimental type. */
+	unsigned char frame[10 + 14 + 32] = { 0 };
+	memset(frame + 10, 0xff, 6);
+	frame[16] = 0x02, frame[21] = 0x01, frame[22] = 0x88, frame[23] = 0xb5;
+	long before = rx_packets("held0");
+	WL_CHECK(write(held[0], frame, sizeof(frame)) == (ssize_t)sizeof(frame), "write to the tap: %s", strerror(errno));
+	long after = rx_packets("held0");
+	WL_CHECK(before >= 0 && after == before + 1, "held0 received %ld packets, then %ld", before, after);
+	close(held[0]);
+	close(held[1]);
+	for (int i = 0; i < 100 && if_nametoindex("held0") != 0; i++)
+		usleep(20000);
+	WL_CHECK(if_nametoindex("held0") == 0, "held0 stays once its files are closed: it became persistent");
 }
 
 static int has_arg(int argc, char **argv, const char *word)
@@ -269,7 +335,9 @@ int main(int argc, char **argv)
 	int tcp = has_arg(argc, argv, "tcp"), ifb = has_arg(argc, argv, "ifb"), tap = has_arg(argc, argv, "tap");
 	int bridge = has_arg(argc, argv, "bridge"), pair = has_arg(argc, argv, "pair");
 	setup(argv[2], ifb, tap, bridge, pair, has_arg(argc, argv, "macvlan"));
-	int held = has_arg(argc, argv, "heldtap") ? hold_tap("held0") : -1;
+	int held[2] = { -1, -1 };
+	if (has_arg(argc, argv, "heldtap"))
+		hold_tap("held0", held);
 	record_view(wl_path("view-before", before, sizeof(before)));
 	check_settings();
 	int lsk = tcp ? listener() : -1, conn = -1;
@@ -287,7 +355,8 @@ int main(int argc, char **argv)
 	check_refused(AF_INET, "198.19.77.1");
 	check_refused(AF_INET6, "fd00:198:19:77::1");
 	WL_CHECK(!(ifb || tap) || if_nametoindex("extra0") != 0, "extra0 is gone");
-	WL_CHECK(held < 0 || if_nametoindex("held0") != 0, "held0 is gone");
+	if (held[0] >= 0)
+		check_held_tap(held);
 	WL_CHECK(!bridge || if_nametoindex("br0") != 0, "br0 is gone");
 	wl_finish();
 }

@@ -2,7 +2,9 @@
  * netns: a process in a network namespace of its own (it unshares one at start), holding only the
  * loopback device, brought up with a non-default MTU. After restore it must still be outside the
  * host's namespace, see lo alone, up, with that MTU, and move a datagram over 127.0.0.1.
- *   bin/netns RESULT_FILE
+ * With `nested`, it also forks a child that unshares a network namespace of its own (nested in
+ * the tree's) and waits; the child is killed at the end.
+ *   bin/netns RESULT_FILE [nested]
  */
 #include "lib.h"
 
@@ -10,9 +12,11 @@
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
+#include <signal.h>
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define LO_MTU 61440
@@ -87,9 +91,30 @@ int main(int argc, char **argv)
 		wl_die("SIOCSIFMTU");
 	check_namespace();
 	check_loopback_traffic();
+	pid_t nested = 0;
+	if (argc > 2 && strcmp(argv[2], "nested") == 0) {
+		int ready[2];
+		char c;
+		if (pipe(ready) || (nested = fork()) < 0)
+			wl_die("pipe/fork");
+		if (nested == 0) {
+			if (unshare(CLONE_NEWNET) || write(ready[1], "x", 1) != 1)
+				_exit(1);
+			for (;;)
+				pause();
+		}
+		close(ready[1]);
+		if (read(ready[0], &c, 1) != 1)
+			wl_die("the nested namespace was not made");
+		close(ready[0]);
+	}
 	wl_ready();
 	wl_wait();
 	check_namespace();
 	check_loopback_traffic();
+	if (nested > 0) {
+		kill(nested, SIGKILL);
+		waitpid(nested, NULL, 0);
+	}
 	wl_finish();
 }

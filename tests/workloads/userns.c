@@ -11,6 +11,9 @@
  * (`init-exec FD`, as a container's init is exec'd inside its namespaces), writes I's host pid
  * into RESULT_FILE.pid and exits. I forks K (pid 2), which switches to uid 1000 inside; I is the
  * root to dump. On SIGTERM I checks itself, then has K check its own credentials (K's exit status).
+ * With `init-setuid` I itself switches to uid 1000 inside (without exec, so the kernel makes it
+ * non-dumpable) before it forks K, and K keeps a pipe it shares with I: after restore K writes a
+ * byte into it that I must read (K takes its copy of the pipe from I at restore).
  */
 #define _GNU_SOURCE
 #include "lib.h"
@@ -27,6 +30,8 @@
 #define MAP "0 0 1\n1000 101000 1000\n"
 
 static char host_ns[64];
+static uid_t own_uid; /* I's uid inside: 1000 with init-setuid */
+static int shared_pipe[2] = { -1, -1 };
 
 static void link_name(const char *path, char *buf, size_t size)
 {
@@ -60,7 +65,8 @@ static void check(void)
 
 	uid_t r, e, s;
 	gid_t gr, ge, gs;
-	WL_CHECK(getresuid(&r, &e, &s) == 0 && r == 0 && e == 0 && s == 0, "uids %u %u %u, expected 0", r, e, s);
+	WL_CHECK(getresuid(&r, &e, &s) == 0 && r == own_uid && e == own_uid && s == own_uid,
+		 "uids %u %u %u, expected %u", r, e, s, own_uid);
 	WL_CHECK(getresgid(&gr, &ge, &gs) == 0 && gr == 1000 && ge == 1000 && gs == 1000,
 		 "gids %u %u %u, expected 1000", gr, ge, gs);
 	gid_t groups[8];
@@ -74,16 +80,18 @@ static void check(void)
 /* K: uid 1000 inside (101000 outside); on SIGTERM it checks that this is still so. */
 static void run_k(void)
 {
-	if (setresuid(1000, 1000, 1000))
+	if (own_uid == 0 && setresuid(1000, 1000, 1000))
 		_exit(3);
 	while (!wl_stop)
 		pause();
+	if (shared_pipe[1] >= 0 && write(shared_pipe[1], "k", 1) != 1)
+		_exit(4);
 	uid_t r, e, s;
 	_exit(getresuid(&r, &e, &s) == 0 && r == 1000 && e == 1000 && s == 1000 && getpid() == 2 ? 0 : 1);
 }
 
 /* R forks I in a new PID namespace, I execs itself; R writes I's pid and leaves. Never returns. */
-static void run_launcher(char **argv)
+static void run_launcher(char **argv, const char *mode)
 {
 	int down[2];
 	if (pipe(down) || unshare(CLONE_NEWPID))
@@ -95,7 +103,7 @@ static void run_launcher(char **argv)
 		char fd[16];
 		close(down[1]);
 		snprintf(fd, sizeof(fd), "%d", down[0]);
-		execl("/proc/self/exe", argv[0], argv[1], "init-exec", fd, (char *)NULL);
+		execl("/proc/self/exe", argv[0], argv[1], "init-exec", fd, mode, (char *)NULL);
 		wl_die("exec");
 	}
 	char path[512], pid[32];
@@ -115,17 +123,25 @@ static void run_init(int down)
 	if (read(down, &c, 1) != 0 || setsid() < 0)
 		wl_die("wait for the launcher / setsid");
 	close(down);
+	if (own_uid != 0 && (pipe(shared_pipe) || setresuid(own_uid, own_uid, own_uid)))
+		wl_die("pipe/setresuid in I");
 	pid_t k = fork();
 	if (k < 0)
 		wl_die("fork K");
 	if (k == 0)
 		run_k();
+	if (shared_pipe[1] >= 0)
+		close(shared_pipe[1]);
 	check();
 	WL_CHECK(getpid() == 1 && k == 2, "init is %d and K %d, expected 1 and 2", getpid(), k);
 	wl_ready();
 	wl_wait();
 	check();
 	kill(k, SIGTERM);
+	if (shared_pipe[0] >= 0) {
+		char c = 0;
+		WL_CHECK(read(shared_pipe[0], &c, 1) == 1 && c == 'k', "K's byte did not come through the shared pipe");
+	}
 	int st = -1;
 	WL_CHECK(waitpid(k, &st, 0) == k && WIFEXITED(st) && WEXITSTATUS(st) == 0,
 		 "K's credentials inside are not uid 1000 (status 0x%x)", st);
@@ -138,6 +154,8 @@ int main(int argc, char **argv)
 	if (argc > 3 && strcmp(argv[2], "init-exec") == 0) {
 		/* I, in the namespaces R made: they are the host's for it no longer. */
 		snprintf(host_ns, sizeof(host_ns), "%s", getenv("USERNS_HOST") ? getenv("USERNS_HOST") : "");
+		if (argc > 4 && strcmp(argv[4], "init-setuid") == 0)
+			own_uid = 1000;
 		run_init(atoi(argv[3]));
 	}
 	link_name("/proc/self/ns/user", host_ns, sizeof(host_ns));
@@ -176,8 +194,8 @@ int main(int argc, char **argv)
 	gid_t groups[] = { 1000, 1001 };
 	if (setgroups(2, groups) || setresgid(1000, 1000, 1000))
 		wl_die("setgroups/setresgid inside");
-	if (argc > 2 && strcmp(argv[2], "init") == 0)
-		run_launcher(argv);
+	if (argc > 2 && strncmp(argv[2], "init", 4) == 0)
+		run_launcher(argv, argv[2]);
 	check();
 	pid_t child = 0;
 	if (argc > 2 && strcmp(argv[2], "child") == 0) {

@@ -32,8 +32,10 @@ export function leaderCreds(ctx: TaskRestoreContext, agent: Agent, t: RestoreTas
 }
 
 /**
- * The calls that end thread `i`'s batch: its credentials, then the parent-death signal (and, in
- * the leader, the dumpable flag), since a change of ids clears them.
+ * The calls that end thread `i`'s batch: its credentials, then the parent-death signal, since a
+ * change of ids clears it. A change of ids also makes the task non-dumpable, and the tasks
+ * restored after it (its children in a user namespace) could then no longer take fds from it: it
+ * stays dumpable until every task is restored (restoreDumpable).
  */
 export function threadCredsCalls(
   a: Agent,
@@ -49,6 +51,7 @@ export function threadCredsCalls(
   if (creds && !(leaderCreds.alreadySet && sameCreds(creds, leaderCreds.creds!))) {
     if (!leader && !sameIds(creds.capBnd, leaderCreds.creds?.capBnd ?? [])) restoreBoundingSet(a, creds);
     calls.push(...credsCalls(a, creds));
+    calls.push({ name: "prctl(PR_SET_DUMPABLE)", nr: NR.prctl, args: [PR.SET_DUMPABLE, 1, 0, 0, 0] });
   }
   if (tcore?.pdeathSig) {
     calls.push({
@@ -57,13 +60,16 @@ export function threadCredsCalls(
       args: [PR.SET_PDEATHSIG, tcore.pdeathSig, 0, 0, 0],
     });
   }
-  const dumpable = t.mm?.dumpable;
-  if (leader && dumpable !== undefined) {
-    calls.push({
-      name: "prctl(PR_SET_DUMPABLE)",
-      nr: NR.prctl,
-      args: [PR.SET_DUMPABLE, dumpable, 0, 0, 0],
-    });
-  }
   return calls;
+}
+
+/**
+ * Gives task `t` back its dumped dumpable flag. Called once every task has its fds: until then a
+ * task stays dumpable, so that others (in a user namespace, without CAP_SYS_PTRACE over criu's
+ * namespace) may still take fds from it after it changed its ids.
+ */
+export function restoreDumpable(agent: Agent, t: RestoreTaskImages): void {
+  const dumpable = t.mm?.dumpable;
+  if (dumpable === undefined) return;
+  agent.call("prctl(PR_SET_DUMPABLE)", NR.prctl, PR.SET_DUMPABLE, dumpable, 0, 0, 0);
 }
