@@ -11,8 +11,11 @@
  * and /proc. Its view (mountinfo with ids replaced by mountpoints, sorted) is recorded at start
  * and must be the same after restore, with the files' contents; propagation must still work (a
  * mount made under sh appears under sl, not the other way), ro must refuse writes.
+ * With `exec`, once in its new root the program execs itself again (`exec-inside`) with its log
+ * reopened there, as a container's init is: then its program, libraries and fds all live on
+ * mounts of the namespace (CRIU refuses a mapping or fd on a mount outside it).
  *
- *   mntns RESULT_FILE
+ *   mntns RESULT_FILE [exec]
  */
 #include "lib.h"
 
@@ -135,12 +138,28 @@ static dev_t dev_of(const char *path)
 	return st.st_dev;
 }
 
+/* The new root is a bind of the host's /: a host path names the same file there. */
+static void exec_inside(char **argv, const char *exe, const char *log)
+{
+	int fd = open(log, O_WRONLY | O_APPEND);
+	if (fd < 0 || dup2(fd, 1) != 1 || dup2(fd, 2) != 2 || close(fd))
+		wl_die("reopen the log %s", log);
+	execl(exe, argv[0], argv[1], "exec-inside", (char *)NULL);
+	wl_die("exec %s", exe);
+}
+
 int main(int argc, char **argv)
 {
 	static char before[VIEW], after[VIEW];
+	static char exe[1024], log[1024];
+	int inside = argc > 2 && !strcmp(argv[2], "exec-inside");
 	wl_init(argc, argv);
 	closefrom(3); /* fds inherited from a shell would be outside the view */
 	wl_path("mnt", base, sizeof(base));
+	if (inside)
+		goto in_new_root;
+	if (readlink("/proc/self/exe", exe, sizeof(exe) - 1) < 0 || readlink("/proc/self/fd/1", log, sizeof(log) - 1) < 0)
+		wl_die("readlink exe, log");
 	const char *dirs[] = { "", "newroot", "t", "src", "src2", "bdir", "ro", "sh", "sl", "over" };
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
 		if (mkdir(at(dirs[i]), 0755) && errno != EEXIST)
@@ -155,6 +174,9 @@ int main(int argc, char **argv)
 	mnt("/", at("newroot"), NULL, MS_BIND, NULL);
 	if (chdir(at("newroot")) || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/"))
 		wl_die("pivot_root");
+	if (argc > 2 && !strcmp(argv[2], "exec"))
+		exec_inside(argv, exe, log);
+in_new_root:;
 	/* stdin (the host's /dev/null) is outside this view: a file of the view takes its place */
 	int in = open(at("src/f.txt"), O_RDONLY);
 	if (in < 0 || dup2(in, 0) != 0 || close(in))
