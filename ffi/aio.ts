@@ -9,9 +9,6 @@
  *               u32 aio_flags, aio_resfd; }   (64 bytes)
  */
 
-export const NR_IO_SETUP = 206;
-export const NR_IO_SUBMIT = 209;
-
 export const AIO_RING_MAGIC = 0xa10a10a1;
 export const AIO_RING_HEADER_SIZE = 32;
 export const IO_EVENT_SIZE = 32;

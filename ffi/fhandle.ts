@@ -5,8 +5,8 @@
  */
 import { addressOf, callBig, libc } from "./libc.ts";
 import { OPEN, openFd } from "./fd.ts";
+import { NR } from "./syscalls.ts";
 
-const NR_OPEN_BY_HANDLE_AT = 304n;
 const O_PATH = 0o10000000;
 const MAX_HANDLE_SZ = 128;
 
@@ -49,7 +49,7 @@ export function openByHandle(mountPoint: string, type: number, handle: Uint8Arra
     return callBig(
       "open_by_handle_at",
       libc.syscall(
-        NR_OPEN_BY_HANDLE_AT,
+        BigInt(NR.open_by_handle_at),
         BigInt(mount),
         addressOf(fh),
         BigInt(O_PATH | OPEN.CLOEXEC),

@@ -6,12 +6,8 @@
  */
 import { addressOf, callBig, cstr, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
+import { NR } from "./syscalls.ts";
 
-const NR_SENDFILE = 40;
-const NR_FLOCK = 73;
-const NR_MKNODAT = 259;
-const NR_LINKAT = 265;
-const NR_COPY_FILE_RANGE = 326;
 const AT_FDCWD = -100;
 const AT_SYMLINK_FOLLOW = 0x400;
 const EXDEV = 18;
@@ -22,7 +18,7 @@ const EOPNOTSUPP = 95;
 const COPY_STEP = 1 << 30;
 
 /** Numbers of the syscalls the lock kinds run in a task. */
-export const LOCK_NR = { flock: NR_FLOCK } as const;
+export const LOCK_NR = { flock: NR.flock } as const;
 
 /** fcntl commands and flock(2) operations for file locks and leases. */
 export const LOCK = {
@@ -75,13 +71,13 @@ export function copyRange(
   let left = len;
   while (left > 0) {
     const step = BigInt(Math.min(left, COPY_STEP));
-    let n = sys(NR_COPY_FILE_RANGE, BigInt(src), inPtr, BigInt(dst), outPtr, step, 0n);
+    let n = sys(NR.copy_file_range, BigInt(src), inPtr, BigInt(dst), outPtr, step, 0n);
     if (n === -1n) {
       const err = new SyscallError("copy_file_range", lastErrno(), what);
       if (![EXDEV, EINVAL, ENOSYS, EOPNOTSUPP].includes(err.errno)) throw err;
       // Across file systems (or where copy_file_range is missing): sendfile, still in the kernel.
-      if (dstOff !== null) callBig("lseek", sys(8, BigInt(dst), outOff[0]!, 0n), what);
-      n = sys(NR_SENDFILE, BigInt(dst), BigInt(src), inPtr, step);
+      if (dstOff !== null) callBig("lseek", sys(NR.lseek, BigInt(dst), outOff[0]!, 0n), what);
+      n = sys(NR.sendfile, BigInt(dst), BigInt(src), inPtr, step);
       if (n === -1n) throw new SyscallError("sendfile", lastErrno(), what);
       if (dstOff !== null) outOff[0] = outOff[0]! + n;
     }
@@ -98,7 +94,7 @@ export function linkOpenFile(procLink: string, newPath: string): void {
   const from = cstr(procLink);
   const to = cstr(newPath);
   const r = sys(
-    NR_LINKAT,
+    NR.linkat,
     BigInt(AT_FDCWD),
     addressOf(from),
     BigInt(AT_FDCWD),
@@ -114,12 +110,12 @@ export function linkOpenFile(procLink: string, newPath: string): void {
  */
 export function makeNode(path: string, mode: number, rdev: bigint): void {
   const name = cstr(path);
-  callBig("mknodat", sys(NR_MKNODAT, BigInt(AT_FDCWD), addressOf(name), BigInt(mode), rdev), path);
+  callBig("mknodat", sys(NR.mknodat, BigInt(AT_FDCWD), addressOf(name), BigInt(mode), rdev), path);
 }
 
 /** Sets the size of an open file (holes where nothing is written). */
 export function truncateFd(fd: number, size: number, what: string): void {
-  callBig("ftruncate", sys(77, BigInt(fd), BigInt(size)), what);
+  callBig("ftruncate", sys(NR.ftruncate, BigInt(fd), BigInt(size)), what);
 }
 
 /** An fd of ours that an image writer writes to; its position is where copies land too. */

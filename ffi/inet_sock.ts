@@ -13,22 +13,9 @@
  */
 import { addressOf, cstr, lastErrno, libc } from "./libc.ts";
 import { ERRNO, SyscallError } from "./errors.ts";
+import { NR } from "./syscalls.ts";
 import { SO, SOL, TCP } from "./sockopt.ts";
 import { decodeSockaddr, encodeSockaddr, SOCKADDR_STORAGE_SIZE, type SocketAddress } from "./sockaddr.ts";
-
-const NR = {
-  ioctl: 16,
-  sendto: 44,
-  recvfrom: 45,
-  getsockname: 51,
-  getpeername: 52,
-  setsockopt: 54,
-  getsockopt: 55,
-  fcntl: 72,
-  getxattr: 191,
-  pidfd_open: 434,
-  pidfd_getfd: 438,
-} as const;
 
 /** The kernel's TCP states (include/net/tcp_states.h). */
 export const TCP_STATE = {

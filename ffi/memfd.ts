@@ -9,7 +9,6 @@ import { NR } from "./syscalls.ts";
 const PAGE = 4096;
 const F_GET_SEALS = 1034;
 const SEEK_SET = 0;
-const SENDFILE = 40;
 /** sendfile moves at most this much per call (Linux caps it near 2 GiB). */
 const SENDFILE_MAX = 1 << 30;
 
@@ -45,7 +44,7 @@ function sendAll(dst: number, src: number, from: number, len: number, what: stri
     const n = callBig(
       "sendfile",
       libc.syscall(
-        BigInt(SENDFILE),
+        BigInt(NR.sendfile),
         BigInt(dst),
         BigInt(src),
         addressOf(offset),

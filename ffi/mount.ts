@@ -1,8 +1,11 @@
 /**
  * Mounts: the kernel's flag values for mount(2), mount_setattr(2) and move_mount(2), the layout of
  * struct mount_attr, and the reading of /proc/PID/mountinfo. The calls themselves are made by a
- * task of the restored tree (remote syscalls), so only their numbers and arguments live here.
+ * task of the restored tree (remote syscalls), so only their numbers and arguments live here;
+ * except the two criu makes in its own namespace for a mount a plugin restores.
  */
+import { addressOf, call, callBig, cstr, libc } from "./libc.ts";
+import { NR } from "./syscalls.ts";
 
 /** mount(2) flags (MS_*), as the kernel and CRIU's images use them. */
 export const MS = {
@@ -124,4 +127,41 @@ export function parseMountinfo(text: string): MountInfo[] {
 /** A device number as the kernel keeps it inside (MKDEV: major << 20 | minor), as CRIU records s_dev. */
 export function kernelDev(major: number, minor: number): number {
   return ((major << 20) | minor) >>> 0;
+}
+
+/** open_tree(2) flags. */
+const OPEN_TREE_CLONE = 0x1;
+const OPEN_TREE_CLOEXEC = 0o2000000;
+
+/**
+ * A detached copy of the mount at `path` in criu's own namespace (open_tree OPEN_TREE_CLONE): an fd
+ * that a task in another mount namespace can attach with move_mount, as a bind it could not make
+ * by path. O_CLOEXEC; close it when done.
+ */
+export function cloneMountTree(path: string): number {
+  const name = cstr(path);
+  return callBig(
+    `open_tree(${path}, OPEN_TREE_CLONE)`,
+    libc.syscall(
+      BigInt(NR.open_tree),
+      BigInt(AT_FDCWD),
+      addressOf(name),
+      BigInt(OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC),
+      0n,
+      0n,
+      0n,
+    ),
+  );
+}
+
+/** Detaches the mount at `path` in criu's own namespace (umount2 MNT_DETACH); false if none is there. */
+export function detachMount(path: string): boolean {
+  const name = cstr(path);
+  return libc.syscall(BigInt(NR.umount2), addressOf(name), BigInt(MNT_DETACH), 0n, 0n, 0n, 0n) === 0n;
+}
+
+/** An O_PATH fd of criu's on `path` (a mount another namespace's task reaches via /proc/CRIU/fd/N). */
+export function openPathFd(path: string): number {
+  const O_PATH = 0o10000000, O_CLOEXEC = 0o2000000;
+  return call("open(O_PATH)", libc.open(cstr(path), O_PATH | O_CLOEXEC, 0), path);
 }

@@ -189,6 +189,16 @@ export class NativePlugin {
     return { ret, retry: retry[0] !== 0 };
   }
 
+  /** DUMP_EXT_MOUNT(mountpoint, id). */
+  dumpExtMount(hook: number, mountpoint: string, id: number): number {
+    return cFunction(this.#hook(hook), SIGNATURES[4]).call(cstr(mountpoint), id);
+  }
+
+  /** RESTORE_EXT_MOUNT(id, mountpoint, old_root, is_file): CRIU passes NULL for is_file. */
+  restoreExtMount(hook: number, id: number, mountpoint: string, oldRoot: string): number {
+    return cFunction(this.#hook(hook), SIGNATURES[5]).call(id, cstr(mountpoint), cstr(oldRoot), null);
+  }
+
   /** DUMP_EXT_LINK(index, type, kind). */
   dumpExtLink(hook: number, index: number, type: number, kind: string): number {
     return cFunction(this.#hook(hook), SIGNATURES[6]).call(index, type, cstr(kind));

@@ -1,14 +1,23 @@
 /**
  * Network devices of a network namespace: their names (from /proc/PID/net/dev, which shows the
- * namespace of PID) and the flags and MTU of one of them, asked through a socket made inside
- * that namespace. `struct ifreq` is 40 bytes: the name in 16, then a union (flags are a short,
- * the MTU an int, both at offset 16).
+ * namespace of PID) and the flags, MTU, hardware type and address of one of them, asked through a
+ * socket made inside that namespace. `struct ifreq` is 40 bytes: the name in 16, then a union
+ * (flags are a short, the MTU an int, both at offset 16; the hardware address a sockaddr whose
+ * family is the ARPHRD type, its bytes from offset 18).
  */
 import { call, libc } from "./libc.ts";
 import { closeFd, OPEN, openFd } from "./fd.ts";
 
 export const IFREQ_SIZE = 40;
-export const SIOC = { GIFFLAGS: 0x8913, SIFFLAGS: 0x8914, GIFMTU: 0x8921, SIFMTU: 0x8922 } as const;
+export const SIOC = {
+  GIFFLAGS: 0x8913,
+  SIFFLAGS: 0x8914,
+  GIFMTU: 0x8921,
+  SIFMTU: 0x8922,
+  GIFHWADDR: 0x8927,
+} as const;
+/** The bytes of a hardware address in ifr_hwaddr.sa_data (14 bytes, an Ethernet address uses 6). */
+const HWADDR_BYTES = 6;
 export const IFF_UP = 0x1;
 const CLONE_NEWNET = 0x40000000;
 const AF_INET = 2;
@@ -34,6 +43,10 @@ export function ifreq(name: string, value = 0): Uint8Array<ArrayBuffer> {
 export interface DeviceState {
   flags: number;
   mtu: number;
+  /** The ARPHRD_* hardware type (1 for Ethernet, 772 for the loopback). */
+  type: number;
+  /** The first six bytes of the hardware address. */
+  address: Uint8Array;
 }
 
 /**
@@ -49,24 +62,72 @@ export function deviceState(pid: number, name: string): DeviceState {
     call("ioctl(SIOCGIFFLAGS)", libc.ioctl(sock, BigInt(SIOC.GIFFLAGS), req), name);
     const flags = view.getUint16(16, true);
     call("ioctl(SIOCGIFMTU)", libc.ioctl(sock, BigInt(SIOC.GIFMTU), req), name);
-    return { flags, mtu: view.getInt32(16, true) };
+    const mtu = view.getInt32(16, true);
+    call("ioctl(SIOCGIFHWADDR)", libc.ioctl(sock, BigInt(SIOC.GIFHWADDR), req), name);
+    return { flags, mtu, type: view.getUint16(16, true), address: req.slice(18, 18 + HWADDR_BYTES) };
   } finally {
     closeFd(sock);
   }
 }
 
 function socketInNetns(nsPath: string): number {
+  return inNetns(
+    nsPath,
+    () => call("socket", libc.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), `in ${nsPath}`),
+  );
+}
+
+/**
+ * Runs `work` with the calling thread inside the network namespace at `nsPath`, then brings the
+ * thread back. What `work` opens under /proc/sys/net belongs to that namespace (the kernel looks
+ * at the opener's namespace), and so does a socket it makes. `work` must be synchronous.
+ */
+export function inNetns<T>(nsPath: string, work: () => T): T {
   const own = openFd("/proc/thread-self/ns/net", OPEN.RDONLY | OPEN.CLOEXEC);
   const target = openFd(nsPath, OPEN.RDONLY | OPEN.CLOEXEC);
   try {
     call("setns(net)", libc.setns(target, CLONE_NEWNET), nsPath);
     try {
-      return call("socket", libc.socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0), `in ${nsPath}`);
+      return work();
     } finally {
-      call("setns(back)", libc.setns(own, CLONE_NEWNET));
+      if (libc.setns(own, CLONE_NEWNET) !== 0) {
+        // deno-lint-ignore no-unsafe-finally
+        throw new Error(
+          `Cannot return to our own network namespace after entering ${nsPath}; criu-ts cannot go on safely`,
+        );
+      }
     }
   } finally {
     closeFd(target);
     closeFd(own);
   }
+}
+
+/** `ip route save`'s dump starts with this magic, then netlink messages (nlmsghdr + rtmsg + attributes). */
+const IP_ROUTE_DUMP_MAGIC = 0x45311224;
+const NLMSG_HDRLEN = 16;
+/** rtmsg.rtm_flags: after family, dst_len, src_len, tos, table, protocol, scope and type (one byte each). */
+const RTM_FLAGS_OFFSET = NLMSG_HDRLEN + 8;
+/** RTNH_F_DEAD | RTNH_F_LINKDOWN: states the kernel sets itself and refuses in a new route. */
+const NEXTHOP_STATE_FLAGS = 0x1 | 0x10;
+
+/**
+ * A copy of an `ip route save` dump whose routes no longer carry the link state of the moment
+ * they were saved (dead, linkdown: the device had no carrier then). The kernel sets those flags
+ * itself and refuses them in a route it is given, so `ip route restore` would fail on them. A dump
+ * that does not start with the magic is returned as it is, for `ip` to judge.
+ */
+export function routesWithoutLinkState(dump: Uint8Array): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(dump);
+  const view = new DataView(out.buffer);
+  if (out.length < 4 || view.getUint32(0, true) !== IP_ROUTE_DUMP_MAGIC) return out;
+  let at = 4;
+  while (at + RTM_FLAGS_OFFSET + 4 <= out.length) {
+    const len = view.getUint32(at, true);
+    if (len < RTM_FLAGS_OFFSET + 4) break;
+    const flags = view.getUint32(at + RTM_FLAGS_OFFSET, true);
+    view.setUint32(at + RTM_FLAGS_OFFSET, flags & ~NEXTHOP_STATE_FLAGS, true);
+    at += (len + 3) & ~3;
+  }
+  return out;
 }

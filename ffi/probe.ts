@@ -8,33 +8,7 @@
  * unless returning the fd is its purpose (then the caller closes it with `closeFd`).
  */
 import { addressOf, cstr, lastErrno, libc } from "./libc.ts";
-
-const NR = {
-  read: 0,
-  write: 1,
-  close: 3,
-  mmap: 9,
-  munmap: 11,
-  ioctl: 16,
-  access: 21,
-  madvise: 28,
-  sendto: 44,
-  recvfrom: 45,
-  getsockname: 51,
-  setsockopt: 54,
-  getsockopt: 55,
-  fcntl: 72,
-  prctl: 157,
-  epoll_ctl: 233,
-  inotify_add_watch: 254,
-  vmsplice: 278,
-  signalfd4: 289,
-  pipe2: 293,
-  kcmp: 312,
-  memfd_create: 319,
-  userfaultfd: 323,
-  openat2: 437,
-} as const;
+import { NR } from "./syscalls.ts";
 
 const PTRACE_POKEUSER = 6;
 const AT_FDCWD = -100;

@@ -1,7 +1,7 @@
 /** Readers for /proc/PID files. Each returns plain data; nothing here holds a file open. */
 import { addressOf, cstr, libc } from "./libc.ts";
+import { NR } from "./syscalls.ts";
 
-const NR_READLINK = 89;
 const O_RDONLY_CLOEXEC = 0o2000000;
 /** One buffer for the small /proc files read per fd (thousands per task: Deno's readers cost 3x). */
 let procBuf = new Uint8Array(4096);
@@ -34,7 +34,7 @@ function readProcLink(path: string): string | null {
   const name = cstr(path);
   const n = Number(
     libc.syscall(
-      BigInt(NR_READLINK),
+      BigInt(NR.readlink),
       addressOf(name),
       addressOf(procBuf),
       BigInt(procBuf.length),

@@ -12,6 +12,7 @@ import {
   SIGINFO_SIZE,
   USER_REGS_SIZE,
 } from "./structs.ts";
+import { NR } from "./syscalls.ts";
 
 export const PTRACE = {
   CONT: 7,
@@ -250,7 +251,11 @@ export function kill(pid: number, signal: number): void {
 
 /** tgkill(tgid, tid, sig): signals exactly one thread. */
 export function tgkill(tgid: number, tid: number, signal: number): void {
-  callBig("tgkill", libc.syscall(234n, BigInt(tgid), BigInt(tid), BigInt(signal), 0n, 0n, 0n), `tid ${tid}`);
+  callBig(
+    "tgkill",
+    libc.syscall(BigInt(NR.tgkill), BigInt(tgid), BigInt(tid), BigInt(signal), 0n, 0n, 0n),
+    `tid ${tid}`,
+  );
 }
 
 /**

@@ -23,6 +23,7 @@ import { ERRNO, SyscallError } from "./errors.ts";
 import * as pt from "./ptrace.ts";
 import { Regs } from "./structs.ts";
 import { readMemory } from "./memory.ts";
+import { NR } from "./syscalls.ts";
 
 const SIGTRAP = 5;
 const SIGSTOP = 19;
@@ -472,7 +473,6 @@ export function inRunner(pid: number, ip: bigint): boolean {
 /** -ERESTARTSYS, -ERESTARTNOINTR, -ERESTARTNOHAND: the call is made again. */
 const RESTART_AGAIN = new Set([512n, 513n, 514n]);
 const ERESTART_RESTARTBLOCK = 516n;
-const NR_RESTART_SYSCALL = 219;
 
 /**
  * The registers a thread resumes with after a stop in which no signal was delivered: an
@@ -484,7 +484,7 @@ export function resumeRegs(regs: Regs): Regs {
   if (regs.getSigned("orig_ax") < 0n) return out;
   const err = -regs.getSigned("ax");
   if (RESTART_AGAIN.has(err)) out.set("ax", regs.get("orig_ax"));
-  else if (err === ERESTART_RESTARTBLOCK) out.set("ax", NR_RESTART_SYSCALL);
+  else if (err === ERESTART_RESTARTBLOCK) out.set("ax", NR.restart_syscall);
   else return out;
   out.set("ip", regs.get("ip") - 2n);
   return out;
@@ -525,7 +525,6 @@ export interface GuardedEntry {
 
 /** Calls whose result is an fd of ours in the task while it lives: open, openat, socket. */
 const FD_MAKERS = new Set([2, 257, 41]);
-const NR_CLOSE = 3;
 
 /**
  * A thread run through the guarded runner: the same calls as RemoteThread, safe at every instant
@@ -618,7 +617,7 @@ export class GuardedThread extends RemoteThread {
     pt.cont(this.tid, 0);
     const result = this.#waitHome().getSigned("bx");
     if (owns && result >= 0n) this.#ownedFd = result;
-    if (nr === NR_CLOSE && this.#ownedFd >= 0n && BigInt(args[0] ?? -1) === this.#ownedFd) {
+    if (nr === NR.close && this.#ownedFd >= 0n && BigInt(args[0] ?? -1) === this.#ownedFd) {
       // Closed: a second close on the way home would find it free (the task is frozen) anyway.
       this.#entry.write(this.#fdWord, word(NO_FD));
       this.#ownedFd = -1n;

@@ -12,6 +12,7 @@ import {
 import { AF, unixAddress } from "./sockaddr.ts";
 import { getIntOption, setBoolOption, setIntOption, SO, SOL } from "./sockopt.ts";
 import { addressOf, libc } from "./libc.ts";
+import { NR, O } from "./syscalls.ts";
 import { iovecs, msghdr, scmRights } from "./structs.ts";
 import { cFacts } from "../tests/lib/cfacts.ts";
 
@@ -53,7 +54,7 @@ Deno.test("peekQueue() returns each datagram with its fds and credentials and le
   const before = openFds();
   const [a, b] = makeSocketPair(SOCK.DGRAM);
   const pipe = new Int32Array(2);
-  libc.syscall(293n, addressOf(pipe), 0o2000000n, 0n, 0n, 0n, 0n); // pipe2(O_CLOEXEC)
+  libc.syscall(BigInt(NR.pipe2), addressOf(pipe), BigInt(O.CLOEXEC), 0n, 0n, 0n, 0n);
   const opened: number[] = [];
   try {
     setBoolOption(b, SOL.SOCKET, SO.PASSCRED, true);

@@ -255,8 +255,163 @@ export function writeS64s(values: readonly (bigint | number)[]): Uint8Array<Arra
   return new Uint8Array(buf);
 }
 
+/**
+ * `struct itimerspec` (timer_settime, timerfd_settime) and `struct itimerval` (setitimer): the
+ * interval, then the value, each as seconds and a fraction (nano- or microseconds), s64 each.
+ */
+export const ITIMER_SIZE = 32;
+export interface Itimer {
+  intervalSec: bigint;
+  intervalFrac: bigint;
+  valueSec: bigint;
+  valueFrac: bigint;
+}
+export function itimer(t: Itimer): Uint8Array<ArrayBuffer> {
+  return writeS64s([t.intervalSec, t.intervalFrac, t.valueSec, t.valueFrac]);
+}
+export function parseItimer(b: Uint8Array<ArrayBuffer>): Itimer {
+  const [intervalSec, intervalFrac, valueSec, valueFrac] = readPairs(b, 4) as [
+    bigint,
+    bigint,
+    bigint,
+    bigint,
+  ];
+  return { intervalSec, intervalFrac, valueSec, valueFrac };
+}
+
+/** `struct __user_cap_header_struct { u32 version; int pid; }`, version 3 (64-bit sets). */
+export const CAP_HEADER_SIZE = 8;
+const LINUX_CAPABILITY_VERSION_3 = 0x20080522;
+export function capHeader(pid: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(new Uint32Array([LINUX_CAPABILITY_VERSION_3, pid]).buffer);
+}
+/**
+ * The two `struct __user_cap_data_struct { u32 effective, permitted, inheritable; }` of version
+ * 3: the low words of the three sets, then their high words.
+ */
+export const CAP_DATA_SIZE = 24;
+export function capData(
+  sets: { effective: readonly number[]; permitted: readonly number[]; inheritable: readonly number[] },
+): Uint8Array<ArrayBuffer> {
+  const word = (set: readonly number[], i: number) => set[i] ?? 0;
+  const { effective: e, permitted: p, inheritable: h } = sets;
+  return new Uint8Array(
+    new Uint32Array([word(e, 0), word(p, 0), word(h, 0), word(e, 1), word(p, 1), word(h, 1)]).buffer,
+  );
+}
+
+/** An `int` the kernel reads or fills through a pointer (a pid for set_tid, a group, a timer id). */
+export const INT_SIZE = 4;
+export function int32Bytes(n: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(new Int32Array([n]).buffer);
+}
+export function readInt32(b: Uint8Array, at = 0): number {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength).getInt32(at, true);
+}
+/** A 64-bit word the kernel fills through a pointer (an address, an aio_context_t). */
+export function readU64(b: Uint8Array, at = 0): bigint {
+  return new DataView(b.buffer, b.byteOffset, b.byteLength).getBigUint64(at, true);
+}
+/** `int fds[2]`, as pipe2 and socketpair fill it. */
+export const FD_PAIR_SIZE = 8;
+export function parseFdPair(b: Uint8Array): [number, number] {
+  return [readInt32(b, 0), readInt32(b, 4)];
+}
+
 /** `struct kernel_sigaction` on x86_64: handler, flags, restorer, mask (u64 each). */
 export const KSIGACTION_SIZE = 32;
+export interface KernelSigaction {
+  handler: bigint;
+  flags: bigint;
+  restorer: bigint;
+  mask: bigint;
+}
+export function kernelSigaction(a: KernelSigaction): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(new BigUint64Array([a.handler, a.flags, a.restorer, a.mask]).buffer);
+}
+export function parseKernelSigaction(b: Uint8Array): KernelSigaction {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return {
+    handler: v.getBigUint64(0, true),
+    flags: v.getBigUint64(8, true),
+    restorer: v.getBigUint64(16, true),
+    mask: v.getBigUint64(24, true),
+  };
+}
+
+/** The kernel's sigset_t: one u64, bit N-1 for signal N (the size rt_sigaction and friends take). */
+export const KERNEL_SIGSET_SIZE = 8;
+export function kernelSigset(mask: bigint): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(new BigUint64Array([BigInt.asUintN(64, mask)]).buffer);
+}
+
+/** `stack_t { void *ss_sp; int ss_flags; size_t ss_size; }` (sigaltstack): 24 bytes. */
+export const STACK_T_SIZE = 24;
+export interface StackT {
+  sp: bigint;
+  flags: number;
+  size: bigint;
+}
+export function stackT(s: StackT): Uint8Array<ArrayBuffer> {
+  const v = new DataView(new ArrayBuffer(STACK_T_SIZE));
+  v.setBigUint64(0, s.sp, true);
+  v.setUint32(8, s.flags >>> 0, true);
+  v.setBigUint64(16, s.size, true);
+  return new Uint8Array(v.buffer);
+}
+export function parseStackT(b: Uint8Array): StackT {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return { sp: v.getBigUint64(0, true), flags: v.getUint32(8, true), size: v.getBigUint64(16, true) };
+}
+
+/** siginfo_t begins with si_signo, si_errno and si_code (s32 each); see SIGINFO_SIZE. */
+export function siginfoSigno(b: Uint8Array): number {
+  return readInt32(b);
+}
+/** A siginfo_t with only its signal and code set (the rest zero). */
+export function siginfo(signo: number, code: number): Uint8Array<ArrayBuffer> {
+  const v = new DataView(new ArrayBuffer(SIGINFO_SIZE));
+  v.setInt32(0, signo, true);
+  v.setInt32(8, code, true);
+  return new Uint8Array(v.buffer);
+}
+
+/** `struct sched_param { int sched_priority; }`. */
+export const SCHED_PARAM_SIZE = 4;
+export function schedParam(priority: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(new Int32Array([priority]).buffer);
+}
+
+/** `struct timespec`: seconds and nanoseconds, s64 each; here as nanoseconds in all. */
+export const TIMESPEC_SIZE = 16;
+const NS_PER_SEC = 1_000_000_000n;
+export function timespec(ns: bigint): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(new BigInt64Array([ns / NS_PER_SEC, ns % NS_PER_SEC]).buffer);
+}
+export function parseTimespec(b: Uint8Array): bigint {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  return v.getBigInt64(0, true) * NS_PER_SEC + v.getBigInt64(8, true);
+}
+
+/**
+ * `struct sigevent` (timer_create): sigev_value, sigev_signo, sigev_notify, then a union whose
+ * first member is the thread id of SIGEV_THREAD_ID; 64 bytes.
+ */
+export const SIGEVENT_SIZE = 64;
+export interface Sigevent {
+  value: bigint;
+  signo: number;
+  notify: number;
+  threadId: number;
+}
+export function sigevent(e: Sigevent): Uint8Array<ArrayBuffer> {
+  const v = new DataView(new ArrayBuffer(SIGEVENT_SIZE));
+  v.setBigUint64(0, e.value, true);
+  v.setInt32(8, e.signo, true);
+  v.setInt32(12, e.notify, true);
+  v.setInt32(16, e.threadId, true);
+  return new Uint8Array(v.buffer);
+}
 
 /** struct epoll_event, packed on x86_64: u32 events, then u64 data. */
 export const EPOLL_EVENT_SIZE = 12;
@@ -326,4 +481,136 @@ export function winsize(
   v.setUint16(4, w.xpixel, true);
   v.setUint16(6, w.ypixel, true);
   return b;
+}
+
+/**
+ * The XSAVE area as PTRACE_GETREGSET(NT_X86_XSTATE) returns it, in the standard (non-compacted)
+ * layout: the legacy FXSAVE region (x87 and SSE state), xstate_bv in the header at 512, then the
+ * extended components at fixed offsets.
+ */
+const FXSAVE = {
+  cwd: 0,
+  swd: 2,
+  twd: 4,
+  fop: 6,
+  rip: 8,
+  rdp: 16,
+  mxcsr: 24,
+  mxcsrMask: 28,
+  st: 32,
+  xmm: 160,
+  pad: 416,
+} as const;
+const XSTATE_BV_OFFSET = 512;
+/** x87 and SSE: their xstate_bv bits, always in the legacy region. */
+const XSTATE_LEGACY_BITS = 0x3n;
+
+/** The legacy region: control words, then 32 x87 words, 64 SSE words and 12 words of padding. */
+export interface Fxsave {
+  cwd: number;
+  swd: number;
+  twd: number;
+  fop: number;
+  rip: bigint;
+  rdp: bigint;
+  mxcsr: number;
+  mxcsrMask: number;
+  stSpace: number[];
+  xmmSpace: number[];
+  padding: number[];
+}
+
+/** The extended components: offset, word size, word count and xstate_bv bit of each. */
+export const XSAVE_COMPONENTS = {
+  ymmh: { offset: 576, wordSize: 4, words: 64, bit: 2 },
+  bndregs: { offset: 960, wordSize: 8, words: 8, bit: 3 },
+  bndcsr: { offset: 1024, wordSize: 8, words: 2, bit: 4 },
+  opmask: { offset: 1088, wordSize: 8, words: 8, bit: 5 },
+  zmmUpper: { offset: 1152, wordSize: 8, words: 64, bit: 6 },
+  hi16Zmm: { offset: 1664, wordSize: 8, words: 128, bit: 7 },
+  pkru: { offset: 2688, wordSize: 4, words: 2, bit: 9 },
+} as const;
+export type XsaveComponent = keyof typeof XSAVE_COMPONENTS;
+const COMPONENT_NAMES = Object.keys(XSAVE_COMPONENTS) as XsaveComponent[];
+
+/** An XSAVE area: the legacy region, and past it (a buffer longer than 512 bytes) the rest. */
+export interface Xsave {
+  fx: Fxsave;
+  extended?: {
+    xstateBv: bigint;
+    /** The components the buffer has room for and xstate_bv marks live. */
+    components: Partial<Record<XsaveComponent, (number | bigint)[]>>;
+  };
+}
+
+function u32Words(v: DataView, off: number, n: number): number[] {
+  return Array.from({ length: n }, (_, i) => v.getUint32(off + 4 * i, true));
+}
+function u64Words(v: DataView, off: number, n: number): bigint[] {
+  return Array.from({ length: n }, (_, i) => v.getBigUint64(off + 8 * i, true));
+}
+
+export function parseXsave(b: Uint8Array): Xsave {
+  const v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  const fx: Fxsave = {
+    cwd: v.getUint16(FXSAVE.cwd, true),
+    swd: v.getUint16(FXSAVE.swd, true),
+    twd: v.getUint16(FXSAVE.twd, true),
+    fop: v.getUint16(FXSAVE.fop, true),
+    rip: v.getBigUint64(FXSAVE.rip, true),
+    rdp: v.getBigUint64(FXSAVE.rdp, true),
+    mxcsr: v.getUint32(FXSAVE.mxcsr, true),
+    mxcsrMask: v.getUint32(FXSAVE.mxcsrMask, true),
+    stSpace: u32Words(v, FXSAVE.st, 32),
+    xmmSpace: u32Words(v, FXSAVE.xmm, 64),
+    padding: u32Words(v, FXSAVE.pad, 12),
+  };
+  if (b.byteLength <= XSTATE_BV_OFFSET) return { fx };
+  const xstateBv = v.getBigUint64(XSTATE_BV_OFFSET, true);
+  const components: Partial<Record<XsaveComponent, (number | bigint)[]>> = {};
+  for (const name of COMPONENT_NAMES) {
+    const { offset, wordSize, words, bit } = XSAVE_COMPONENTS[name];
+    if (b.byteLength < offset + wordSize * words || !(xstateBv & (1n << BigInt(bit)))) continue;
+    components[name] = wordSize === 4 ? u32Words(v, offset, words) : u64Words(v, offset, words);
+  }
+  return { fx, extended: { xstateBv, components } };
+}
+
+/**
+ * `template` (an XSAVE buffer of this CPU) with the given state written over it. The legacy
+ * region's padding is left as it is. Of the extended components, those with words that the buffer
+ * has room for are written, and xstate_bv marks live the legacy state and those of them that
+ * `xstateBv` marks live.
+ */
+export function writeXsave(
+  template: Uint8Array<ArrayBuffer>,
+  fx: Omit<Fxsave, "padding">,
+  extended?: { xstateBv: bigint; components: Partial<Record<XsaveComponent, readonly (number | bigint)[]>> },
+): Uint8Array<ArrayBuffer> {
+  const out = template.slice();
+  const v = new DataView(out.buffer);
+  v.setUint16(FXSAVE.cwd, fx.cwd, true);
+  v.setUint16(FXSAVE.swd, fx.swd, true);
+  v.setUint16(FXSAVE.twd, fx.twd, true);
+  v.setUint16(FXSAVE.fop, fx.fop, true);
+  v.setBigUint64(FXSAVE.rip, fx.rip, true);
+  v.setBigUint64(FXSAVE.rdp, fx.rdp, true);
+  v.setUint32(FXSAVE.mxcsr, fx.mxcsr, true);
+  v.setUint32(FXSAVE.mxcsrMask, fx.mxcsrMask, true);
+  fx.stSpace.forEach((w, i) => v.setUint32(FXSAVE.st + 4 * i, w, true));
+  fx.xmmSpace.forEach((w, i) => v.setUint32(FXSAVE.xmm + 4 * i, w, true));
+  if (!extended || out.byteLength <= XSTATE_BV_OFFSET) return out;
+  let bv = extended.xstateBv & XSTATE_LEGACY_BITS;
+  for (const name of COMPONENT_NAMES) {
+    const { offset, wordSize, words: count, bit } = XSAVE_COMPONENTS[name];
+    const words = extended.components[name] ?? [];
+    if (words.length === 0 || out.byteLength < offset + wordSize * count) continue;
+    words.forEach((w, j) => {
+      if (wordSize === 4) v.setUint32(offset + 4 * j, Number(w), true);
+      else v.setBigUint64(offset + 8 * j, BigInt(w), true);
+    });
+    bv |= extended.xstateBv & (1n << BigInt(bit));
+  }
+  v.setBigUint64(XSTATE_BV_OFFSET, bv, true);
+  return out;
 }

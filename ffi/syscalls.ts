@@ -141,6 +141,25 @@ export const NR = {
   inotify_rm_watch: 255,
   fanotify_init: 300,
   fanotify_mark: 301,
+  access: 21,
+  sendfile: 40,
+  socketpair: 53,
+  flock: 73,
+  mkdir: 83,
+  readlink: 89,
+  io_setup: 206,
+  io_destroy: 207,
+  io_getevents: 208,
+  io_submit: 209,
+  mknodat: 259,
+  fchownat: 260,
+  linkat: 265,
+  fchmodat: 268,
+  vmsplice: 278,
+  open_by_handle_at: 304,
+  userfaultfd: 323,
+  copy_file_range: 326,
+  openat2: 437,
 } as const;
 
 export const PROT = { NONE: 0, READ: 1, WRITE: 2, EXEC: 4 } as const;
@@ -241,6 +260,7 @@ export const SIG = {
   HUP: 1,
   INT: 2,
   KILL: 9,
+  USR1: 10,
   SEGV: 11,
   TERM: 15,
   CHLD: 17,
@@ -257,3 +277,41 @@ export const MEMBARRIER = {
   /** The registered commands of the calling process (Linux 6.3). */
   GET_REGISTRATIONS: 1 << 9,
 } as const;
+
+/** sigaltstack(2) flags (stack_t.ss_flags). */
+export const SS = {
+  /** The thread runs on its alternate stack now: a state the kernel reports, not one to set. */
+  ONSTACK: 1,
+  DISABLE: 2,
+  /** Cleared while a handler runs on the stack (bit 31). */
+  AUTODISARM: 0x80000000,
+} as const;
+
+/** Scheduling policies (sched_setscheduler), and the flag that resets them in children. */
+export const SCHED = {
+  OTHER: 0,
+  FIFO: 1,
+  RR: 2,
+  BATCH: 3,
+  IDLE: 5,
+  DEADLINE: 6,
+  RESET_ON_FORK: 0x40000000,
+} as const;
+
+/** setpriority(2)'s `which`: one process (or thread). */
+export const PRIO_PROCESS = 0;
+
+/** The one fd flag (F_GETFD/F_SETFD; fdinfo's flags in the images). */
+export const FD_CLOEXEC = 1;
+
+/** getrlimit/prlimit resources criu-ts names. */
+export const RLIMIT = { NOFILE: 7 } as const;
+
+/** arch_prctl(2) codes. */
+export const ARCH = {
+  /** Maps the vDSO at an address (EEXIST while one is mapped). */
+  MAP_VDSO_64: 0x2003,
+} as const;
+
+/** move_mount(2) flag: copy the sharing group of the source onto the target. */
+export const MOVE_MOUNT_SET_GROUP = 0x100;

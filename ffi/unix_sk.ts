@@ -20,8 +20,6 @@ const MSG_DONTWAIT = 0x40;
 const MSG_NOSIGNAL = 0x4000;
 const EINTR = 4;
 const EAGAIN = 11;
-const NR_FCHMODAT = 268;
-const NR_FCHOWNAT = 260;
 /** Room for the control messages of one peeked message (CRIU takes 1 KiB too). */
 const CONTROL_SIZE = 1024;
 /** The first buffer a peek uses; datagrams larger than this grow it. */
@@ -252,8 +250,8 @@ export function setFilePerms(path: string, mode: number, uid: number, gid: numbe
   const p = cstr(path);
   const AT_FDCWD = -100;
   const AT_SYMLINK_NOFOLLOW = 0x100;
-  callBig("fchownat", sys(NR_FCHOWNAT, AT_FDCWD, addressOf(p), uid, gid, AT_SYMLINK_NOFOLLOW), path);
-  callBig("fchmodat", sys(NR_FCHMODAT, AT_FDCWD, addressOf(p), mode & 0o7777), path);
+  callBig("fchownat", sys(NR.fchownat, AT_FDCWD, addressOf(p), uid, gid, AT_SYMLINK_NOFOLLOW), path);
+  callBig("fchmodat", sys(NR.fchmodat, AT_FDCWD, addressOf(p), mode & 0o7777), path);
 }
 
 export { SO, socketProtocolName } from "./sockopt.ts";

@@ -71,7 +71,7 @@ type Answers<Q extends readonly Query<unknown>[]> = {
 /** What alloc() throws when the scratch area is used up (see forThreads for who retries). */
 class ScratchFullError extends SyscallError {
   constructor(needs: number, left: number) {
-    super("agent scratch", 12, `needs ${needs} bytes, ${left} left`);
+    super("agent scratch", ERRNO.ENOMEM, `needs ${needs} bytes, ${left} left`);
   }
 }
 
@@ -109,7 +109,7 @@ function freeRange(pid: number, len: number, known?: readonly MapsEntry[]): bigi
     if (above.path === "[stack]" || above.path === "[vsyscall]" || below.path === "[heap]") continue;
     if (above.start - below.end >= need) return above.start - BigInt(PAGE + len);
   }
-  throw new SyscallError("find scratch range", 12, `no free range of ${len} bytes in task ${pid}`);
+  throw new SyscallError("find scratch range", ERRNO.ENOMEM, `no free range of ${len} bytes in task ${pid}`);
 }
 const u64s = (...words: bigint[]) => new Uint8Array(BigUint64Array.from(words).buffer);
 
@@ -217,7 +217,7 @@ export class Agent {
         mem.write(place.home + BigInt(HOME.unmapLen), u64s(0n)); // not ours to unmap
         throw new SyscallError(
           "remote mmap(scratch)",
-          isRemoteError(got) ? Number(-got) : 17,
+          isRemoteError(got) ? Number(-got) : ERRNO.EEXIST,
           `in task ${pid}`,
         );
       }
@@ -372,7 +372,27 @@ export class Agent {
     return this.thread.call(name, nr, ...args);
   }
 
-  /** Runs a syscall and returns its raw result (negative errno on failure). */
+  /**
+   * Runs a syscall and answers its result or, not thrown, the SyscallError naming `name` that
+   * call() would throw: for a caller that decides what a failure means (a best-effort close, an
+   * errno it expects, which it names with isSyscallError(r, "EEXIST")).
+   */
+  attempt(name: string, nr: number, ...args: (bigint | number)[]): bigint | SyscallError {
+    const r = this.#later.length > 0
+      ? this.#afterLater({ name, nr, args }, false)
+      : (this.#flush(), this.thread.raw(nr, ...args));
+    return isRemoteError(r) ? this.#error(name, r) : r;
+  }
+
+  /** The SyscallError of `call` when `result`, its answer in a batch run with keepGoing, is a failure. */
+  failureOf(call: BatchCall, result: bigint): SyscallError | undefined {
+    return isRemoteError(result) ? this.#error(call.name, result) : undefined;
+  }
+
+  /**
+   * Runs a syscall and returns its raw result (negative errno on failure). Only the agent's own
+   * tests use it: callers above ffi/ go through call(), attempt() or later().
+   */
   raw(nr: number, ...args: (bigint | number)[]): bigint {
     if (this.#later.length > 0) return this.#afterLater({ name: `syscall ${nr}`, nr, args }, false);
     this.#flush();
@@ -460,7 +480,11 @@ export class Agent {
   }
 
   #fail(call: BatchCall, result: bigint): never {
-    throw new SyscallError(`remote ${call.name}`, Number(-result), `in task ${this.tid}`);
+    throw this.#error(call.name, result);
+  }
+
+  #error(name: string, result: bigint): SyscallError {
+    return new SyscallError(`remote ${name}`, Number(-result), `in task ${this.tid}`);
   }
 
   /**

@@ -88,6 +88,33 @@ Deno.test("Agent.batch() takes more calls than one trap holds, in order, stoppin
   }
 });
 
+Deno.test("Agent.attempt() answers a failure as the SyscallError call() throws, naming the call and errno", () => {
+  const { pid, agent } = seizedSleep();
+  try {
+    assert.equal(agent.attempt("getpid", NR.getpid), BigInt(pid));
+    const failed = agent.attempt("close(12345)", NR.close, 12345);
+    assert.ok(isSyscallError(failed, "EBADF"), "the errno by its name");
+    assert.match(failed.message, /^remote close\(12345\) failed: EBADF \(in task \d+\)$/);
+    const calls = [{ name: "close(12345)", nr: NR.close, args: [12345] }, {
+      name: "getpid",
+      nr: NR.getpid,
+      args: [],
+    }];
+    const [closed, self] = agent.batch(calls, true);
+    assert.ok(isSyscallError(agent.failureOf(calls[0]!, closed!), "EBADF"));
+    assert.equal(agent.failureOf(calls[1]!, self!), undefined);
+    agent.later("close(12346)", NR.close, 12346);
+    assert.throws(
+      () => agent.attempt("getpid", NR.getpid),
+      (e) => isSyscallError(e, "EBADF"),
+      "a queued call's failure is thrown",
+    );
+    agent.leave();
+  } finally {
+    finish(pid);
+  }
+});
+
 Deno.test("Agent.later() calls run at the next trap, in order, and their failures are thrown there", () => {
   const { pid, agent } = seizedSleep();
   const hasFd = (fd: number) => {

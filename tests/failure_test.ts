@@ -237,17 +237,18 @@ async function editImage(
   await criuOk(["crit", "encode", "-i", `${path}.json`, "-o", path]);
 }
 
-Deno.test("a dump refuses a network namespace holding more than the loopback device, by name", async () => {
+Deno.test("a dump refuses a network device of a kind it cannot make, by name", async () => {
   const w = await Workload.start("netns");
   const images = tempDir();
   try {
+    // ifb: neither CRIU nor criu-ts makes it again (netdev_test.ts has the kinds that come back).
     const ip = await new Deno.Command("nsenter", {
-      args: ["-t", `${w.pid}`, "-n", "ip", "link", "add", "crtsbr0", "type", "bridge"],
+      args: ["-t", `${w.pid}`, "-n", "ip", "link", "add", "crtsifb0", "type", "ifb"],
     }).output();
     assert.ok(ip.success, new TextDecoder().decode(ip.stderr));
     const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /network namespace .* with device\(s\) crtsbr0/);
+    assert.match(r.stderr, /network device crtsifb0 \(ifb\)/);
     assertUntouched(w.pid);
     assert.ok(!exists(`${images}/inventory.img`) && !exists(`${images}/netdev-2.img`));
   } finally {
@@ -385,13 +386,6 @@ async function withSleeper(args: string[], cwd: string, body: (pid: number) => P
   }
 }
 
-/** A dump refused with `message`: status 1, no stack, the process untouched, nothing written. */
-async function assertDumpRefused(pid: number, images: string, message: RegExp, what: string): Promise<void> {
-  assertRefused(await criu(["dump", "-t", `${pid}`, "-D", images]), message, what);
-  assertUntouched(pid);
-  assert.deepEqual([...Deno.readDirSync(images)], [], `${what}: the refused dump left files behind`);
-}
-
 Deno.test("a dump of a process whose working directory was deleted carries it as a ghost, and it runs on", async () => {
   // As CRIU: a removed directory is a ghost (tests/gone_files_test.ts restores one), no refusal.
   const images = tempDir();
@@ -410,19 +404,30 @@ Deno.test("a dump of a process whose working directory was deleted carries it as
   }
 });
 
-Deno.test("a dump of a process in a mount namespace of its own is refused, and it runs on", async () => {
+Deno.test("a dump of a copy of criu's mount namespace saves its mounts or names the one it cannot, and it runs on", async () => {
+  // unshare copies criu's whole mount tree: every mount of the host is then the tree's. Whether each
+  // can be saved depends on the host (this one stacks two tmpfs on /dev/shm, the lower one unreadable),
+  // so the check is: saved with its mountpoints image, or refused naming the mount; never half done.
   const images = tempDir();
   try {
-    // unshare execs the shell, which execs sleep: the namespaces' only process is the dump's root.
-    for (const [flag, words] of [["--mount", "mount"]] as const) {
-      await withSleeper(["unshare", flag, "sh", "-c", "exec sleep 60"], images, (pid) =>
-        assertDumpRefused(
-          pid,
-          images,
-          new RegExp(`the ${words} namespace \\w+:\\[\\d+\\] of process ${pid}: it is not criu's`),
-          flag,
-        ));
-    }
+    await withSleeper(["unshare", "--mount", "sh", "-c", "exec sleep 60"], images, async (pid) => {
+      const r = await criu(["dump", "-t", `${pid}`, "-D", images, "-R"]);
+      assertUntouched(pid);
+      const written = [...Deno.readDirSync(images)].map((e) => e.name);
+      if (r.code === 0) {
+        assert.ok(
+          written.some((n) => /^mountpoints-\d+\.img$/.test(n)),
+          `no mountpoints image in ${written}`,
+        );
+      } else {
+        assertRefused(
+          r,
+          new RegExp(`Cannot dump the mount \\S+ \\(\\w+, mount \\d+\\) of process ${pid}: `),
+          "--mount",
+        );
+        assert.deepEqual(written, [], "the refused dump left files behind");
+      }
+    });
   } finally {
     Deno.removeSync(images, { recursive: true });
   }

@@ -8,8 +8,8 @@ import { spawn } from "../../ffi/spawn.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { findSyscallInstruction } from "../../ffi/remote.ts";
 import { type MapsEntry, readMaps } from "../../ffi/proc.ts";
-import { isSyscallError } from "../../ffi/errors.ts";
-import { NR } from "../../ffi/syscalls.ts";
+import { isSyscallError, type SyscallError } from "../../ffi/errors.ts";
+import { NR, SIG } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
 
 const SLEEP_PATHS = ["/usr/bin/sleep", "/bin/sleep"];
@@ -82,7 +82,7 @@ export class ProbeChild {
         const st = pt.wait(pid)!;
         if (st.kind !== "stopped") throw new Error(`Probe child ${pid} ended before it stopped`);
         if (st.event === pt.PTRACE_EVENT.STOP) break;
-        pt.cont(pid, st.signal === 19 ? 0 : st.signal); // not the interrupt stop yet: let it on
+        pt.cont(pid, st.signal === SIG.STOP ? 0 : st.signal); // not the interrupt stop yet: let it on
       }
       const vdso = readMaps(pid).find((m) => m.path === "[vdso]");
       if (!vdso) throw new Error(`Probe child ${pid} has no [vdso]`);
@@ -94,9 +94,9 @@ export class ProbeChild {
     }
   }
 
-  /** Runs a syscall in the child; the raw result (negative errno on failure). */
-  raw(nr: number, ...args: (bigint | number)[]): bigint {
-    return this.agent.raw(nr, ...args);
+  /** Runs a syscall in the child; its result, or the SyscallError naming `name` when it failed. */
+  attempt(name: string, nr: number, ...args: (bigint | number)[]): bigint | SyscallError {
+    return this.agent.attempt(name, nr, ...args);
   }
 
   /** Runs a syscall in the child; throws a SyscallError naming `name` when it fails. */

@@ -6,8 +6,18 @@
 import * as pt from "../../ffi/ptrace.ts";
 import { ProcMem, readMemory, writeMemory } from "../../ffi/memory.ts";
 import { readStat } from "../../ffi/proc.ts";
-import { CLONE, MAP, MREMAP, NR as SYS, O, PR, PROT } from "../../ffi/syscalls.ts";
-import { CLONE_ARGS_SIZE, cloneArgs, PRCTL_MM_MAP_SIZE, prctlMmMap } from "../../ffi/structs.ts";
+import { ARCH, CLONE, MAP, MOVE_MOUNT_SET_GROUP, MREMAP, NR, O, PR, PROT, SIG } from "../../ffi/syscalls.ts";
+import { isSyscallError, type SyscallError } from "../../ffi/errors.ts";
+import {
+  CLONE_ARGS_SIZE,
+  cloneArgs,
+  PRCTL_MM_MAP_SIZE,
+  prctlMmMap,
+  siginfo,
+  timespec,
+  TIMESPEC_SIZE,
+} from "../../ffi/structs.ts";
+import { SOCK } from "../../ffi/sockcall.ts";
 import {
   closeFd,
   openPath,
@@ -33,24 +43,7 @@ import {
 import { PAGE_IS, PM_SCAN, UFFD_FEATURE } from "./own.ts";
 import { closeAll, errnoText, no, type ProbeEnv, type ProbeResult, yes } from "./result.ts";
 
-const NR = {
-  ...SYS,
-  io_setup: 206,
-  io_destroy: 207,
-  io_getevents: 208,
-  rt_sigqueueinfo: 129,
-  mkdir: 83,
-  mount: 165,
-  unshare: 272,
-  pipe2: 293,
-  userfaultfd: 323,
-  move_mount: 429,
-  ioctl: 16,
-} as const;
-
 const PAGE = 4096n;
-const EEXIST = -17n;
-const SIGUSR1 = 10;
 const AT_FDCWD = -100;
 
 function bytesOf(words: readonly bigint[]): Uint8Array<ArrayBuffer> {
@@ -78,10 +71,10 @@ export function ptraceSeize(env: ProbeEnv): ProbeResult {
 
 export function remoteSyscall(env: ProbeEnv): ProbeResult {
   const c = env.child();
-  const r = c.raw(NR.getpid);
+  const r = c.attempt("getpid", NR.getpid);
   return r === BigInt(c.pid)
     ? yes("a syscall single-stepped from the child's [vdso] returned the child's pid")
-    : no(`getpid run in child ${c.pid} returned ${r}`);
+    : no(`getpid run in child ${c.pid} returned ${isSyscallError(r) ? r.code : r}`);
 }
 
 export function processVmRw(env: ProbeEnv): ProbeResult {
@@ -113,7 +106,7 @@ export function procPidMem(env: ProbeEnv): ProbeResult {
       ? yes("/proc/PID/mem writes into a read-only private mapping")
       : no("a write through /proc/PID/mem did not land");
   } finally {
-    c.raw(NR.munmap, page, PAGE);
+    c.attempt("munmap", NR.munmap, page, PAGE);
   }
 }
 
@@ -148,8 +141,8 @@ export function prctlMmMapInChild(env: ProbeEnv): ProbeResult {
   const c = env.child();
   const st = readStat(c.pid);
   const size = c.alloc(4, new Uint8Array(4));
-  const r0 = c.raw(NR.prctl, PR.SET_MM, PR.SET_MM_MAP_SIZE, size, 0, 0);
-  if (r0 < 0n) return no(`prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE) failed: ${errnoText(r0)}`);
+  const r0 = c.attempt("prctl(PR_SET_MM_MAP_SIZE)", NR.prctl, PR.SET_MM, PR.SET_MM_MAP_SIZE, size, 0, 0);
+  if (isSyscallError(r0)) return no(`prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE) failed: ${errnoText(r0)}`);
   const expected = new DataView(c.read(size, 4).buffer).getUint32(0, true);
   if (expected !== PRCTL_MM_MAP_SIZE) {
     return no(`the kernel's prctl_mm_map is ${expected} bytes, not ${PRCTL_MM_MAP_SIZE}`);
@@ -171,7 +164,15 @@ export function prctlMmMapInChild(env: ProbeEnv): ProbeResult {
     auxvSize: auxv.length,
     exeFd: -1,
   });
-  const r = c.raw(NR.prctl, PR.SET_MM, PR.SET_MM_MAP, c.alloc(map.length, map), map.length, 0);
+  const r = c.attempt(
+    "prctl(PR_SET_MM_MAP)",
+    NR.prctl,
+    PR.SET_MM,
+    PR.SET_MM_MAP,
+    c.alloc(map.length, map),
+    map.length,
+    0,
+  );
   return r === 0n
     ? yes("prctl(PR_SET_MM, PR_SET_MM_MAP) set a child's memory layout and auxv")
     : no(`prctl(PR_SET_MM, PR_SET_MM_MAP) failed in a child: ${errnoText(r)}`);
@@ -195,15 +196,15 @@ function freePids(count: number): number[] {
 }
 
 /** clone3 in the child with `flags` (CLONE_PARENT: the new task is ours to reap). */
-function clone3(c: ProbeChild, flags: number, setTid?: number): bigint {
+function clone3(c: ProbeChild, flags: number, setTid?: number): bigint | SyscallError {
   const tid = setTid === undefined ? 0n : c.alloc(4, new Uint8Array(new Int32Array([setTid]).buffer));
   const args = cloneArgs({
     flags: BigInt(flags | CLONE.PARENT),
     exitSignal: 0,
     ...(setTid === undefined ? {} : { setTid: tid, setTidSize: 1 }),
   });
-  const r = c.raw(NR.clone3, c.alloc(CLONE_ARGS_SIZE, args), CLONE_ARGS_SIZE);
-  if (r > 0n) c.adopt(Number(r));
+  const r = c.attempt("clone3", NR.clone3, c.alloc(CLONE_ARGS_SIZE, args), CLONE_ARGS_SIZE);
+  if (!isSyscallError(r) && r > 0n) c.adopt(Number(r));
   return r;
 }
 
@@ -211,8 +212,8 @@ export function clone3SetTid(env: ProbeEnv): ProbeResult {
   const c = env.child();
   for (const want of freePids(5)) {
     const r = clone3(c, 0, want);
-    if (r === EEXIST) continue; // taken meanwhile: try another
-    if (r < 0n) return no(`clone3() with set_tid failed: ${errnoText(r)}`);
+    if (isSyscallError(r, "EEXIST")) continue; // taken meanwhile: try another
+    if (isSyscallError(r)) return no(`clone3() with set_tid failed: ${errnoText(r)}`);
     return r === BigInt(want)
       ? yes(`clone3() with set_tid created a task with the chosen pid ${want}`)
       : no(`clone3() with set_tid = ${want} created pid ${r}`);
@@ -222,18 +223,16 @@ export function clone3SetTid(env: ProbeEnv): ProbeResult {
 
 export function cloneParentNewpid(env: ProbeEnv): ProbeResult {
   const r = clone3(env.child(), CLONE.NEWPID);
-  return r > 0n
+  return !isSyscallError(r) && r > 0n
     ? yes("CLONE_PARENT and CLONE_NEWPID work together")
     : no(`CLONE_PARENT | CLONE_NEWPID don't work together: ${errnoText(r)}`);
 }
 
 export function sigqueueinfo(env: ProbeEnv): ProbeResult {
   const c = env.child();
-  const info = new Uint8Array(128); // siginfo_t
-  const v = new DataView(info.buffer);
-  v.setInt32(0, SIGUSR1, true);
-  v.setInt32(8, 1, true); // si_code > 0, as a restore queues them
-  const r = c.raw(NR.rt_sigqueueinfo, c.pid, SIGUSR1, c.alloc(info.length, info)); // stays blocked, pending
+  const info = siginfo(SIG.USR1, 1); // si_code > 0, as a restore queues them
+  // The signal stays blocked, pending.
+  const r = c.attempt("rt_sigqueueinfo", NR.rt_sigqueueinfo, c.pid, SIG.USR1, c.alloc(info.length, info));
   return r === 0n
     ? yes("rt_sigqueueinfo queues a signal with a positive si_code")
     : no(`unable to send siginfo with positive si_code to itself: ${errnoText(r)}`);
@@ -312,15 +311,23 @@ export function pagemapScanDirtyTrack(env: ProbeEnv): ProbeResult {
     const len = 4n * PAGE;
     const base = anonPages(c, len, PROT.READ | PROT.WRITE);
     writeMemory(c.pid, base, new Uint8Array(Number(len)).fill(1)); // populate every page
-    const uffd = c.raw(NR.userfaultfd, O.CLOEXEC | O.NONBLOCK);
-    if (uffd < 0n) return no(`userfaultfd failed in a child: ${errnoText(uffd)}`);
+    const uffd = c.attempt("userfaultfd", NR.userfaultfd, O.CLOEXEC | O.NONBLOCK);
+    if (isSyscallError(uffd)) return no(`userfaultfd failed in a child: ${errnoText(uffd)}`);
     const api = c.alloc(24, bytesOf([0xaan, UFFD_FEATURE.WP_ASYNC | UFFD_FEATURE.WP_UNPOPULATED, 0n]));
-    let r = c.raw(NR.ioctl, uffd, UFFDIO_API, api);
-    if (r < 0n) {
+    const r = c.attempt("ioctl(UFFDIO_API)", NR.ioctl, uffd, UFFDIO_API, api);
+    if (isSyscallError(r)) {
       return no(`userfaultfd has no asynchronous write-protect (UFFD_FEATURE_WP_ASYNC): ${errnoText(r)}`);
     }
-    r = c.raw(NR.ioctl, uffd, UFFDIO_REGISTER, c.alloc(32, bytesOf([base, len, 2n, 0n]))); // MODE_WP
-    if (r < 0n) return no(`UFFDIO_REGISTER in write-protect mode failed: ${errnoText(r)}`);
+    const registered = c.attempt(
+      "ioctl(UFFDIO_REGISTER)",
+      NR.ioctl,
+      uffd,
+      UFFDIO_REGISTER,
+      c.alloc(32, bytesOf([base, len, 2n, 0n])), // MODE_WP
+    );
+    if (isSyscallError(registered)) {
+      return no(`UFFDIO_REGISTER in write-protect mode failed: ${errnoText(registered)}`);
+    }
     const fd = openPath(`/proc/${c.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
     if (fd < 0) return no(`cannot open /proc/PID/pagemap: ${errnoText(fd)}`);
     try {
@@ -355,26 +362,26 @@ export function pagemapScanDirtyTrack(env: ProbeEnv): ProbeResult {
 export function aioRemap(env: ProbeEnv): ProbeResult {
   const c = env.child();
   const ctxAt = c.alloc(8, new Uint8Array(8));
-  const r = c.raw(NR.io_setup, 16, ctxAt);
-  if (r < 0n) return no(`no AIO syscall: ${errnoText(r)}`);
+  const r = c.attempt("io_setup", NR.io_setup, 16, ctxAt);
+  if (isSyscallError(r)) return no(`no AIO syscall: ${errnoText(r)}`);
   const ctx = u64At(c.read(ctxAt, 8));
   const ring = c.maps().find((m) => m.start === ctx && m.path.includes("[aio]"));
   if (!ring) {
-    c.raw(NR.io_destroy, ctx);
+    c.attempt("io_destroy", NR.io_destroy, ctx);
     return no("no AIO ring at the address io_setup returned");
   }
   const len = ring.end - ring.start;
   const to = anonPages(c, len, PROT.READ | PROT.WRITE);
-  const moved = c.raw(NR.mremap, ctx, len, len, MREMAP.MAYMOVE | MREMAP.FIXED, to);
+  const moved = c.attempt("mremap(aio ring)", NR.mremap, ctx, len, len, MREMAP.MAYMOVE | MREMAP.FIXED, to);
   if (moved !== to) {
-    c.raw(NR.io_destroy, ctx);
-    c.raw(NR.munmap, to, len);
+    c.attempt("io_destroy", NR.io_destroy, ctx);
+    c.attempt("munmap", NR.munmap, to, len);
     return no(`cannot remap an AIO ring: ${errnoText(moved)}`);
   }
-  const zero = c.alloc(16, new Uint8Array(16)); // timespec 0: never wait
-  const ev = c.raw(NR.io_getevents, to, 0, 1, 0, zero);
-  c.raw(NR.io_destroy, to);
-  return ev >= 0n
+  const zero = c.alloc(TIMESPEC_SIZE, timespec(0n)); // never wait
+  const ev = c.attempt("io_getevents", NR.io_getevents, to, 0, 1, 0, zero);
+  c.attempt("io_destroy", NR.io_destroy, to);
+  return !isSyscallError(ev)
     ? yes("an AIO ring moved with mremap keeps working")
     : no(`AIO remap doesn't work properly: ${errnoText(ev)}`);
 }
@@ -388,7 +395,15 @@ export function specialMappingMremap(env: ProbeEnv): ProbeResult {
     const moved = new Map<string, bigint>();
     for (const m of specials) {
       const size = m.end - m.start;
-      const r = c.raw(NR.mremap, m.start, size, size, MREMAP.MAYMOVE | MREMAP.FIXED, at);
+      const r = c.attempt(
+        `mremap(${m.path})`,
+        NR.mremap,
+        m.start,
+        size,
+        size,
+        MREMAP.MAYMOVE | MREMAP.FIXED,
+        at,
+      );
       if (r !== at) return no(`cannot move ${m.path} with mremap: ${errnoText(r)}`);
       if (m.path === "[vdso]") c.syscallIp = c.syscallIp - m.start + at;
       moved.set(m.path, at);
@@ -400,7 +415,7 @@ export function specialMappingMremap(env: ProbeEnv): ProbeResult {
         return no(`${path} is not where mremap put it`);
       }
     }
-    const r = c.raw(NR.getpid);
+    const r = c.attempt("getpid", NR.getpid);
     return r === BigInt(c.pid)
       ? yes(`${[...moved.keys()].join(", ")} move with mremap and the moved vDSO still runs syscalls`)
       : no(`a syscall from the moved vDSO returned ${errnoText(r)}`);
@@ -409,8 +424,9 @@ export function specialMappingMremap(env: ProbeEnv): ProbeResult {
 
 export function canMapVdso(env: ProbeEnv): ProbeResult {
   const c = env.child();
-  const r = c.raw(NR.arch_prctl, 0x2003, c.vdso.start); // ARCH_MAP_VDSO_64 while one is mapped
-  return r === EEXIST || r === 0n ? yes("arch_prctl(ARCH_MAP_VDSO_64) exists") : no(
+  // While one is mapped: EEXIST says the call exists.
+  const r = c.attempt("arch_prctl(ARCH_MAP_VDSO_64)", NR.arch_prctl, ARCH.MAP_VDSO_64, c.vdso.start);
+  return isSyscallError(r, "EEXIST") || r === 0n ? yes("arch_prctl(ARCH_MAP_VDSO_64) exists") : no(
     `no API to map the vDSO (arch_prctl(ARCH_MAP_VDSO_64): ${errnoText(r)}); a restore moves it with mremap`,
   );
 }
@@ -423,17 +439,25 @@ export function loginuid(env: ProbeEnv): ProbeResult {
   } catch {
     return no("loginuid restore is off: /proc/PID/loginuid is missing (no CONFIG_AUDITSYSCALL)");
   }
-  const fd = c.raw(NR.open, c.string("/proc/self/loginuid"), O.RDWR | O.CLOEXEC, 0);
-  if (fd < 0n) return no(`loginuid restore is off: cannot open /proc/self/loginuid (${errnoText(fd)})`);
+  const fd = c.attempt(
+    "open(/proc/self/loginuid)",
+    NR.open,
+    c.string("/proc/self/loginuid"),
+    O.RDWR | O.CLOEXEC,
+    0,
+  );
+  if (isSyscallError(fd)) {
+    return no(`loginuid restore is off: cannot open /proc/self/loginuid (${errnoText(fd)})`);
+  }
   try {
     for (const value of ["4294967295", saved]) {
-      const r = c.raw(NR.pwrite64, fd, c.string(value), value.length, 0);
+      const r = c.attempt("pwrite64(loginuid)", NR.pwrite64, fd, c.string(value), value.length, 0);
       if (r !== BigInt(value.length)) {
         return no(`loginuid restore is off: writing loginuid failed (${errnoText(r)})`);
       }
     }
   } finally {
-    c.raw(NR.close, fd);
+    c.attempt("close(loginuid)", NR.close, fd);
   }
   return yes("a task can unset its loginuid and set it back");
 }
@@ -457,7 +481,7 @@ export function breakpoints(env: ProbeEnv): ProbeResult {
     while (performance.now() < deadline) {
       const st = pt.wait(c.pid, pt.WNOHANG);
       if (!st) continue;
-      if (st.kind === "stopped" && st.signal === 5) {
+      if (st.kind === "stopped" && st.signal === SIG.TRAP) {
         return yes("a hardware breakpoint stops the child with SIGTRAP");
       }
       return no(
@@ -491,7 +515,15 @@ export function moveMountSetGroup(env: ProbeEnv): ProbeResult {
     mkdirs(c, "/tmp/a");
     c.call("mount(--bind)", NR.mount, c.string("/tmp/a"), c.string("/tmp/a"), 0, MS.BIND, 0);
     c.call("mount(MS_SHARED)", NR.mount, 0, c.string("/tmp"), 0, MS.SHARED, 0);
-    const r = c.raw(NR.move_mount, AT_FDCWD, c.string("/tmp"), AT_FDCWD, c.string("/tmp/a"), 0x100);
+    const r = c.attempt(
+      "move_mount(MOVE_MOUNT_SET_GROUP)",
+      NR.move_mount,
+      AT_FDCWD,
+      c.string("/tmp"),
+      AT_FDCWD,
+      c.string("/tmp/a"),
+      MOVE_MOUNT_SET_GROUP,
+    );
     return r === 0n
       ? yes("move_mount(MOVE_MOUNT_SET_GROUP) copies a sharing group")
       : no(`move_mount(MOVE_MOUNT_SET_GROUP) is not supported: ${errnoText(r)}`);
@@ -511,7 +543,8 @@ export function overlayfsMaps(env: ProbeEnv): ProbeResult {
     privateTmp(c);
     mkdirs(c, "/tmp/l", "/tmp/u", "/tmp/w", "/tmp/m");
     const opts = "lowerdir=/tmp/l,upperdir=/tmp/u,workdir=/tmp/w";
-    const r = c.raw(
+    const r = c.attempt(
+      "mount(overlay)",
       NR.mount,
       c.string("overlay"),
       c.string("/tmp/m"),
@@ -519,7 +552,7 @@ export function overlayfsMaps(env: ProbeEnv): ProbeResult {
       0,
       c.string(opts),
     );
-    if (r < 0n) return no(`cannot mount overlayfs: ${errnoText(r)}`);
+    if (isSyscallError(r)) return no(`cannot mount overlayfs: ${errnoText(r)}`);
     const fd = c.call("open", NR.open, c.string("/tmp/m/f"), O.RDWR | O.CREAT, 0o644);
     const addr = c.call("mmap(file)", NR.mmap, 0, PAGE, PROT.READ, MAP.SHARED, fd, 0);
     const vma = c.maps().find((m) => m.start === addr);
@@ -542,8 +575,16 @@ export function autofs(env: ProbeEnv): ProbeResult {
     const write = new DataView(c.read(fds, 8).buffer).getInt32(4, true);
     const pgrp = readStat(c.pid).field(5);
     const opts = `fd=${write},pgrp=${pgrp},minproto=5,maxproto=5,direct`;
-    const r = c.raw(NR.mount, c.string("criu-ts"), c.string("/tmp/a"), c.string("autofs"), 0, c.string(opts));
-    if (r < 0n) return no(`cannot mount autofs: ${errnoText(r)}`);
+    const r = c.attempt(
+      "mount(autofs)",
+      NR.mount,
+      c.string("criu-ts"),
+      c.string("/tmp/a"),
+      c.string("autofs"),
+      0,
+      c.string(opts),
+    );
+    if (isSyscallError(r)) return no(`cannot mount autofs: ${errnoText(r)}`);
     const line = Deno.readTextFileSync(`/proc/${c.pid}/mountinfo`).split("\n").find((l) =>
       / - autofs /.test(l)
     );
@@ -569,14 +610,14 @@ const IFLA_LINK_NETNSID = 37;
 export function linkNsid(env: ProbeEnv): ProbeResult {
   return env.fresh((c) => {
     // Two new network namespaces in the child: a veth pair across them must report its peer's nsid.
-    c.call("unshare(CLONE_NEWNET)", NR.unshare, 0x40000000);
+    c.call("unshare(CLONE_NEWNET)", NR.unshare, CLONE.NEWNET);
     const nsFd = c.call("open(ns/net)", NR.open, c.string("/proc/self/ns/net"), O.RDONLY, 0);
-    c.call("unshare(CLONE_NEWNET)", NR.unshare, 0x40000000);
-    const sk = c.call("socket(NETLINK_ROUTE)", NR.socket, AF.NETLINK, 3, 0);
-    const pidfd = rawSyscall(434, c.pid, 0);
+    c.call("unshare(CLONE_NEWNET)", NR.unshare, CLONE.NEWNET);
+    const sk = c.call("socket(NETLINK_ROUTE)", NR.socket, AF.NETLINK, SOCK.RAW, 0);
+    const pidfd = rawSyscall(NR.pidfd_open, c.pid, 0);
     if (pidfd < 0) return no(`pidfd_open failed: ${errnoText(pidfd)}`);
-    const ns = rawSyscall(438, pidfd, Number(nsFd), 0);
-    const nl = rawSyscall(438, pidfd, Number(sk), 0);
+    const ns = rawSyscall(NR.pidfd_getfd, pidfd, Number(nsFd), 0);
+    const nl = rawSyscall(NR.pidfd_getfd, pidfd, Number(sk), 0);
     try {
       if (ns < 0 || nl < 0) return no(`pidfd_getfd failed: ${errnoText(Math.min(ns, nl))}`);
       setReceiveTimeout(nl);

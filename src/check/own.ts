@@ -28,24 +28,15 @@ import {
   vmspliceOneByte,
   writeString,
 } from "../../ffi/probe.ts";
-import { O } from "../../ffi/syscalls.ts";
+import { NR, O, PR } from "../../ffi/syscalls.ts";
+import { AF } from "../../ffi/sockaddr.ts";
+import { SOCK } from "../../ffi/sockcall.ts";
 import { readStatus } from "../../ffi/proc.ts";
 import { closeAll, errnoText, no, type ProbeEnv, type ProbeResult, withFd, yes } from "./result.ts";
 
-const NR = {
-  flock: 73,
-  prctl: 157,
-  kcmp: 312,
-  timerfd_create: 283,
-  eventfd2: 290,
-  epoll_create1: 291,
-  inotify_init1: 294,
-  close_range: 436,
-  pidfd_open: 434,
-  pidfd_getfd: 438,
-} as const;
-
 const CLOEXEC = O.CLOEXEC;
+/** prctl(PR_TIMER_CREATE_RESTORE_IDS)'s argument that asks whether the mode is on. */
+const PR_TIMER_CREATE_RESTORE_IDS_GET = 2;
 const R_OK = 4;
 const W_OK = 2;
 const F_OK = 0;
@@ -346,7 +337,7 @@ export function openat2(): ProbeResult {
 export function pidfdStore(): ProbeResult {
   const pidfd = rawSyscall(NR.pidfd_open, Deno.pid, 0);
   if (pidfd < 0) return no(`pidfd_open is not supported: ${errnoText(pidfd)}`);
-  const pair = socketpair(1, 2 | CLOEXEC, 0); // AF_UNIX, SOCK_DGRAM
+  const pair = socketpair(AF.UNIX, SOCK.DGRAM | CLOEXEC, 0);
   let stolen = -1;
   try {
     if (typeof pair === "number") return no(`cannot make a socket pair: ${errnoText(pair)}`);
@@ -363,7 +354,7 @@ export function pidfdStore(): ProbeResult {
 }
 
 export function timerCrIds(): ProbeResult {
-  const r = rawSyscall(NR.prctl, 77, 2, 0, 0, 0); // PR_TIMER_CREATE_RESTORE_IDS, _GET
+  const r = rawSyscall(NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_GET, 0, 0, 0);
   return r >= 0
     ? yes("prctl(PR_TIMER_CREATE_RESTORE_IDS) exists")
     : no(`prctl(PR_TIMER_CREATE_RESTORE_IDS) is not supported: ${errnoText(r)}`);

@@ -1,5 +1,5 @@
 /** What a probe answers, and the environment probes share during one `criu check` run. */
-import { errnoName } from "../../ffi/errors.ts";
+import { errnoName, SyscallError } from "../../ffi/errors.ts";
 import { closeFd } from "../../ffi/probe.ts";
 import { ProbeChild, withChild } from "./child.ts";
 
@@ -17,19 +17,12 @@ export function no(detail: string): ProbeResult {
   return { supported: false, detail };
 }
 
-/** Errno names ffi/errors.ts does not list but the probes meet. */
-const MORE_ERRNO_NAMES: Record<number, string> = {
-  71: "EPROTO",
-  77: "EBADFD",
-  92: "ENOPROTOOPT",
-  93: "EPROTONOSUPPORT",
-  97: "EAFNOSUPPORT",
-};
-
-/** The name of an errno given as a kernel-style negative result (-22 → "EINVAL") or a positive one. */
-export function errnoText(result: number | bigint): string {
-  const n = Math.abs(Number(result));
-  return MORE_ERRNO_NAMES[n] ?? errnoName(n);
+/**
+ * The name of an errno given as a kernel-style negative result (-22 → "EINVAL"), a positive one,
+ * or the SyscallError of a call run in a probe child.
+ */
+export function errnoText(result: number | bigint | SyscallError): string {
+  return result instanceof SyscallError ? result.code : errnoName(Math.abs(Number(result)));
 }
 
 /** Runs `fn` with an fd the kernel returned (or -errno), closing it afterwards. */

@@ -9,11 +9,10 @@ import {
   rawSyscall,
   setsockoptInt,
 } from "../../ffi/probe.ts";
-import { O } from "../../ffi/syscalls.ts";
+import { NR, O } from "../../ffi/syscalls.ts";
 import { AF, ask, attrS32, attrString, NETLINK, NLM_F, parseAttrs, request } from "./netlink.ts";
 import { closeAll, errnoText, no, type ProbeResult, withFd, yes } from "./result.ts";
 
-const NR = { socket: 41, shutdown: 48, listen: 50 } as const;
 const SOCK_STREAM = 1;
 const SOCK_DGRAM = 2;
 const IPPROTO_TCP = 6;

@@ -272,7 +272,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     checkNamespaces(tree, nsIds);
     checkSessions(tree, opts.options.shellJob);
     checkGroups(tree, opts.options.shellJob);
-    namespaces = dumpNamespaces(tree, nsIds, { dir, hooks: opts.hooks, log, options: opts.options });
+    namespaces = dumpNamespaces(tree, nsIds, { dir, hooks: opts.hooks, log, options: opts.options, plugins });
     cgroups?.collect(tree);
     const credsInside = credsInUserNamespaceOf(tree.root.pid);
     const hostTids = new Map(tree.tasks.flatMap((t) => t.ns.threads.map((tid, i) => [tid, t.threads[i]!])));

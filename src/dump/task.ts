@@ -38,9 +38,9 @@ import {
   RLIMIT_COUNT,
   schedulingOf,
 } from "../../ffi/process.ts";
-import { MEMBARRIER, NR, O, PR } from "../../ffi/syscalls.ts";
+import { MEMBARRIER, NR, O, PR, SCHED } from "../../ffi/syscalls.ts";
 import { Agent } from "../agent.ts";
-import { UnsupportedObjectError } from "../errors.ts";
+import { refuse } from "../objects/refusal.ts";
 import { classify, type DumpedVma, guardEntries, scanPages, VMA } from "../objects/memory.ts";
 import { backingOf } from "../objects/mappings.ts";
 import { credsQuery, readLoginuid } from "../objects/creds.ts";
@@ -54,6 +54,7 @@ import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
 import type { RunOptions } from "../options/options.ts";
 import "../objects/mod.ts";
+import { readInt32, readU64 } from "../../ffi/structs.ts";
 
 /** task_core_entry.task_state, as CRIU writes it: a zombie is recorded as dead (TASK_DEAD). */
 export const TASK_STATE = { alive: 1, dead: 2, stopped: 3 } as const;
@@ -125,7 +126,7 @@ function dumpRseq(tid: number) {
 function checkSeccomp(proc: ProcFiles, pid: number, tid: number): void {
   const mode = Number(proc.status(tid).get("Seccomp") ?? "0");
   if (mode !== 0) {
-    throw new UnsupportedObjectError(
+    refuse(
       pid,
       `seccomp mode ${mode} of thread ${tid}`,
       "seccomp filters are not supported yet",
@@ -143,7 +144,7 @@ function checkPendingTrap(proc: ProcFiles, pid: number, tid: number): void {
   const st = proc.status(tid);
   for (const [key, where] of [["SigPnd", `for thread ${tid}`], ["ShdPnd", "process-wide"]] as const) {
     if (BigInt("0x" + (st.get(key) ?? "0")) & SIGTRAP_BIT) {
-      throw new UnsupportedObjectError(
+      refuse(
         pid,
         `a SIGTRAP queued ${where}`,
         "criu's own code in the task ends in traps, which a queued SIGTRAP would be confused with",
@@ -152,12 +153,10 @@ function checkPendingTrap(proc: ProcFiles, pid: number, tid: number): void {
   }
 }
 
-const SCHED_DEADLINE = 6;
-
 /** SCHED_DEADLINE has parameters sched_setscheduler cannot set, and images no room for them. */
 function checkScheduling(pid: number, tid: number, policy: number): void {
-  if ((policy & 0xff) === SCHED_DEADLINE) {
-    throw new UnsupportedObjectError(
+  if ((policy & 0xff) === SCHED.DEADLINE) {
+    refuse(
       pid,
       `the SCHED_DEADLINE policy of thread ${tid}`,
       "it cannot be restored",
@@ -172,8 +171,6 @@ function cString(b: Uint8Array): string {
   const end = b.indexOf(0);
   return new TextDecoder().decode(end < 0 ? b : b.subarray(0, end));
 }
-const int32At = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset).getInt32(at, true);
-const u64At = (b: Uint8Array, at = 0) => new DataView(b.buffer, b.byteOffset).getBigUint64(at, true);
 
 type ThreadState = { threadInfo: ReturnType<typeof threadInfoFromCpu>; threadCore: thread_core_entry };
 
@@ -204,7 +201,7 @@ function startThread(agent: Agent, proc: ProcFiles, tid: number): () => ThreadSt
   return () => {
     const [tidAddress, pdeath, comm, sas, creds] = answers();
     return {
-      threadInfo: threadInfoFromCpu(regs, xstate, u64At(tidAddress)),
+      threadInfo: threadInfoFromCpu(regs, xstate, readU64(tidAddress)),
       threadCore: create(thread_core_entrySchema, {
         futexRla: robust.head,
         futexRlaLen: robust.len,
@@ -213,7 +210,7 @@ function startThread(agent: Agent, proc: ProcFiles, tid: number): () => ThreadSt
         schedPrio: sched.prio,
         blkSigset: agent.thread.savedMask, // the live mask is ours while the agent is inside
         sas,
-        pdeathSig: int32At(pdeath),
+        pdeathSig: readInt32(pdeath),
         signalsP,
         creds,
         seccompMode: seccomp_mode.disabled,
@@ -276,7 +273,7 @@ function askTask(agent: Agent) {
     membarrier,
   ]);
   return {
-    childSubreaper: int32At(childSub) !== 0,
+    childSubreaper: readInt32(childSub) !== 0,
     itimers,
     sigactions,
     brk: BigInt.asUintN(64, brk),
@@ -434,7 +431,7 @@ function syscallInstruction(pid: number, maps: readonly MapsEntry[]): bigint {
       }
     }
   }
-  throw new UnsupportedObjectError(
+  refuse(
     pid,
     "its address space",
     "it has neither a [vdso] nor any executable code holding a syscall instruction to run criu's syscalls from",

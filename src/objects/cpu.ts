@@ -14,39 +14,32 @@ import {
   user_x86_regs_mode,
   user_x86_xsave_entrySchema,
 } from "../images/gen/core-x86_pb.ts";
-import { REG_NAMES, type RegName, Regs } from "../../ffi/structs.ts";
+import {
+  parseXsave,
+  REG_NAMES,
+  type RegName,
+  Regs,
+  writeXsave,
+  XSAVE_COMPONENTS,
+  type XsaveComponent,
+} from "../../ffi/structs.ts";
 import { ERRNO } from "../../ffi/errors.ts";
 import { NR } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
 
-const FX = {
-  cwd: 0,
-  swd: 2,
-  twd: 4,
-  fop: 6,
-  rip: 8,
-  rdp: 16,
-  mxcsr: 24,
-  mxcsrMask: 28,
-  st: 32,
-  xmm: 160,
-  pad: 416,
-};
-const XSTATE_BV = 512;
 /** The end of user space on x86_64 with 4-level paging, less the guard page. */
 const TASK_SIZE_MAX = (1n << 47n) - 4096n;
-/** Extended components: [field, offset, u32 or u64 words, word count]. */
-const COMPONENTS = [
-  ["ymmhSpace", 576, 4, 64],
-  ["bndregState", 960, 8, 8],
-  ["bndcsrState", 1024, 8, 2],
-  ["opmaskReg", 1088, 8, 8],
-  ["zmmUpper", 1152, 8, 64],
-  ["hi16Zmm", 1664, 8, 128],
-  ["pkru", 2688, 4, 2],
-] as const;
-/** xstate_bv bit of each component above. */
-const COMPONENT_BIT = [2, 3, 4, 5, 6, 7, 9];
+/** The image's field (user_x86_xsave_entry) of each extended XSAVE component. */
+const XSAVE_FIELDS: Record<XsaveComponent, string> = {
+  ymmh: "ymmhSpace",
+  bndregs: "bndregState",
+  bndcsr: "bndcsrState",
+  opmask: "opmaskReg",
+  zmmUpper: "zmmUpper",
+  hi16Zmm: "hi16Zmm",
+  pkru: "pkru",
+};
+const COMPONENT_NAMES = Object.keys(XSAVE_FIELDS) as XsaveComponent[];
 
 /**
  * Each user_regs_struct slot with the gpregs field that holds it (the image spells a few of them
@@ -55,13 +48,6 @@ const COMPONENT_BIT = [2, 3, 4, 5, 6, 7, 9];
 const GP_FIELDS = REG_NAMES.map((reg) =>
   [reg, reg.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase())] as const
 );
-
-function words32(v: DataView, off: number, n: number): number[] {
-  return Array.from({ length: n }, (_, i) => v.getUint32(off + 4 * i, true));
-}
-function words64(v: DataView, off: number, n: number): bigint[] {
-  return Array.from({ length: n }, (_, i) => v.getBigUint64(off + 8 * i, true));
-}
 
 const RESTART_ERRORS = new Set([ERRNO.ERESTARTSYS, ERRNO.ERESTARTNOINTR, ERRNO.ERESTARTNOHAND].map(BigInt));
 const TIMER_ABSTIME = 1n;
@@ -125,29 +111,17 @@ export function threadInfoFromCpu(
 ): thread_info_x86 {
   const gp: Record<string, bigint> = {};
   for (const [reg, field] of GP_FIELDS) gp[field] = regs.get(reg);
-  const v = new DataView(xstate.buffer, xstate.byteOffset, xstate.byteLength);
-  const xstateBv = xstate.byteLength > XSTATE_BV ? v.getBigUint64(XSTATE_BV, true) : 0n;
-  const xsave: Record<string, unknown> = { xstateBv };
-  COMPONENTS.forEach(([field, off, size, n], i) => {
-    if (xstate.byteLength < off + size * n || !(xstateBv & (1n << BigInt(COMPONENT_BIT[i]!)))) return;
-    xsave[field] = size === 4 ? words32(v, off, n) : words64(v, off, n);
-  });
+  const { fx, extended } = parseXsave(xstate);
+  const xsave: Record<string, unknown> = { xstateBv: extended?.xstateBv ?? 0n };
+  for (const [name, words] of Object.entries(extended?.components ?? {})) {
+    xsave[XSAVE_FIELDS[name as XsaveComponent]] = words;
+  }
   return create(thread_info_x86Schema, {
     clearTidAddr,
     gpregs: create(user_x86_regs_entrySchema, { ...gp, mode: user_x86_regs_mode.NATIVE }),
     fpregs: create(user_x86_fpregs_entrySchema, {
-      cwd: v.getUint16(FX.cwd, true),
-      swd: v.getUint16(FX.swd, true),
-      twd: v.getUint16(FX.twd, true),
-      fop: v.getUint16(FX.fop, true),
-      rip: v.getBigUint64(FX.rip, true),
-      rdp: v.getBigUint64(FX.rdp, true),
-      mxcsr: v.getUint32(FX.mxcsr, true),
-      mxcsrMask: v.getUint32(FX.mxcsrMask, true),
-      stSpace: words32(v, FX.st, 32),
-      xmmSpace: words32(v, FX.xmm, 64),
-      padding: words32(v, FX.pad, 12),
-      xsave: xstate.byteLength > XSTATE_BV ? create(user_x86_xsave_entrySchema, xsave) : undefined,
+      ...fx,
+      xsave: extended ? create(user_x86_xsave_entrySchema, xsave) : undefined,
     }),
   });
 }
@@ -186,7 +160,9 @@ export function threadInfoProblem(ti: thread_info_x86): string | undefined {
   if (!fp) return undefined;
   if (fp.stSpace.length > 32) return `${fp.stSpace.length} x87 register words, expected 32`;
   if (fp.xmmSpace.length > 64) return `${fp.xmmSpace.length} SSE register words, expected 64`;
-  for (const [field, , , n] of COMPONENTS) {
+  for (const name of COMPONENT_NAMES) {
+    const field = XSAVE_FIELDS[name];
+    const n = XSAVE_COMPONENTS[name].words;
     const words = (fp.xsave as unknown as Record<string, unknown[]> | undefined)?.[field] ?? [];
     if (words.length > n) return `${words.length} words of XSAVE ${field}, expected ${n}`;
   }
@@ -198,33 +174,14 @@ export function xstateFromThreadInfo(
   ti: thread_info_x86,
   template: Uint8Array<ArrayBuffer>,
 ): Uint8Array<ArrayBuffer> {
-  const out = template.slice();
   const fp = ti.fpregs;
-  if (!fp) return out;
-  const v = new DataView(out.buffer);
-  v.setUint16(FX.cwd, fp.cwd, true);
-  v.setUint16(FX.swd, fp.swd, true);
-  v.setUint16(FX.twd, fp.twd, true);
-  v.setUint16(FX.fop, fp.fop, true);
-  v.setBigUint64(FX.rip, fp.rip, true);
-  v.setBigUint64(FX.rdp, fp.rdp, true);
-  v.setUint32(FX.mxcsr, fp.mxcsr, true);
-  v.setUint32(FX.mxcsrMask, fp.mxcsrMask, true);
-  fp.stSpace.forEach((w, i) => v.setUint32(FX.st + 4 * i, w, true));
-  fp.xmmSpace.forEach((w, i) => v.setUint32(FX.xmm + 4 * i, w, true));
+  if (!fp) return template.slice();
   const xs = fp.xsave;
-  if (!xs || out.byteLength <= XSTATE_BV) return out;
+  if (!xs) return writeXsave(template, fp);
   // Only components this CPU's buffer has room for can come back; xstate_bv says which are live.
-  let bv = xs.xstateBv & 0x3n; // x87 and SSE always fit
-  COMPONENTS.forEach(([field, off, size, n], i) => {
-    const words = (xs as unknown as Record<string, (number | bigint)[]>)[field] ?? [];
-    if (words.length === 0 || out.byteLength < off + size * n) return;
-    words.forEach((w, j) => {
-      if (size === 4) v.setUint32(off + 4 * j, Number(w), true);
-      else v.setBigUint64(off + 8 * j, BigInt(w), true);
-    });
-    bv |= xs.xstateBv & (1n << BigInt(COMPONENT_BIT[i]!));
-  });
-  v.setBigUint64(XSTATE_BV, bv, true);
-  return out;
+  const fields = xs as unknown as Record<string, (number | bigint)[]>;
+  const components = Object.fromEntries(
+    COMPONENT_NAMES.map((name) => [name, fields[XSAVE_FIELDS[name]] ?? []]),
+  );
+  return writeXsave(template, fp, { xstateBv: xs.xstateBv, components });
 }

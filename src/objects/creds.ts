@@ -8,10 +8,10 @@ import { readStatus } from "../../ffi/proc.ts";
 import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
 import type { Agent, BatchCall, Query } from "../agent.ts";
+import { CAP_DATA_SIZE, CAP_HEADER_SIZE, capData, capHeader } from "../../ffi/structs.ts";
 
 const PR_CAPBSET_DROP = 24;
 const PR_CAP_AMBIENT_RAISE = 2;
-const CAPABILITY_VERSION_3 = 0x20080522;
 const LAST_CAP = 63;
 
 function ids(line: string | undefined): number[] {
@@ -122,19 +122,11 @@ export function credsCalls(agent: Agent, c: creds_entry): BatchCall[] {
     { name: "setresuid", nr: NR.setresuid, args: [c.uid, c.euid, c.suid] },
     { name: "setfsuid", nr: NR.setfsuid, args: [c.fsuid] },
   );
-  const header = new Uint32Array([CAPABILITY_VERSION_3, 0]);
-  const data = new Uint32Array([
-    c.capEff[0] ?? 0,
-    c.capPrm[0] ?? 0,
-    c.capInh[0] ?? 0,
-    c.capEff[1] ?? 0,
-    c.capPrm[1] ?? 0,
-    c.capInh[1] ?? 0,
-  ]);
+  const data = capData({ effective: c.capEff, permitted: c.capPrm, inheritable: c.capInh });
   calls.push({
     name: "capset",
     nr: NR.capset,
-    args: [agent.alloc(8, new Uint8Array(header.buffer)), agent.alloc(24, new Uint8Array(data.buffer))],
+    args: [agent.alloc(CAP_HEADER_SIZE, capHeader(0)), agent.alloc(CAP_DATA_SIZE, data)],
   });
   const amb = capBits(c.capAmb);
   for (let cap = 0; cap <= LAST_CAP; cap++) {
@@ -164,16 +156,18 @@ export function restoreLoginuid(agent: Agent, pid: number, loginuid: number | un
   const path = agent.string("/proc/self/loginuid");
   const value = agent.alloc(text.length, text);
   // Every call runs, so the file is closed even when the kernel refuses the value.
-  const [fd, written] = agent.batch([
+  const calls: BatchCall[] = [
     { name: "open(/proc/self/loginuid)", nr: NR.open, args: [path, O.WRONLY | O.CLOEXEC, 0] },
     { name: "write(loginuid)", nr: NR.write, args: [0, value, text.length], ref: { arg: 0, back: 1 } },
     { name: "close(loginuid)", nr: NR.close, args: [0], ref: { arg: 0, back: 2 } },
-  ], true);
-  const failed = fd! < 0n ? fd! : written! < 0n ? written! : 0n;
-  if (failed < 0n) {
+  ];
+  const results = agent.batch(calls, true);
+  const failed = agent.failureOf(calls[0]!, results[0]!) ?? agent.failureOf(calls[1]!, results[1]!);
+  if (failed) {
     throw new RestoreError(
-      `Cannot give process ${pid} its audit loginuid ${loginuid}: errno ${-failed} (criu needs CAP_AUDIT_CONTROL, and the kernel must not hold loginuids immutable)`,
-      Number(-failed),
+      `Cannot give process ${pid} its audit loginuid ${loginuid}: ${failed.message} (criu needs CAP_AUDIT_CONTROL, and the kernel must not hold loginuids immutable)`,
+      failed.errno,
+      { cause: failed },
     );
   }
 }

@@ -21,7 +21,7 @@ import { fd_types, type fdinfo_entry, fdinfo_entrySchema, type file_entry } from
 import { fown_entrySchema } from "../images/gen/fown_pb.ts";
 import { type FdEntry, listFds } from "../../ffi/proc.ts";
 import { sameOpenFile } from "../../ffi/process.ts";
-import { F, NR, O } from "../../ffi/syscalls.ts";
+import { F, FD_CLOEXEC, NR, O } from "../../ffi/syscalls.ts";
 import { refuse } from "./refusal.ts";
 import { noteFdLocks, readFileLocks, restoreFileLocks, writeFileLocks } from "./file_locks.ts";
 import { DumpError, RestoreError } from "../errors.ts";
@@ -382,7 +382,7 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
     ctx.log.debug(`fd ${fd.fd}: ${kind.name} ${fd.target} as file ${id}`);
     return create(fdinfo_entrySchema, {
       id,
-      flags: fd.flags & O.CLOEXEC ? 1 : 0, // FD_CLOEXEC
+      flags: fd.flags & O.CLOEXEC ? FD_CLOEXEC : 0,
       type: kind.type,
       fd: fd.fd,
     });
@@ -439,11 +439,11 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
     const entry = ctx.table.get(info.id);
     const known = ctx.shared.byId.get(info.id);
     if (known) {
-      grabs.add(known, info.fd, (info.flags & 1) !== 0);
+      grabs.add(known, info.fd, (info.flags & FD_CLOEXEC) !== 0);
       continue;
     }
     const kind = kindFor(entry.type);
-    if (kind.openInBatch && grabs.open(kind.openInBatch, entry, info.fd, (info.flags & 1) !== 0)) {
+    if (kind.openInBatch && grabs.open(kind.openInBatch, entry, info.fd, (info.flags & FD_CLOEXEC) !== 0)) {
       ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
       continue;
     }
@@ -451,10 +451,10 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
     const tmp = kind.open(ctx, entry);
     // Nothing below needs an answer: these ride along with the next fd's calls.
     if (tmp !== info.fd) {
-      ctx.agent.later(`dup3(fd ${info.fd})`, NR.dup3, tmp, info.fd, info.flags & 1 ? O.CLOEXEC : 0);
+      ctx.agent.later(`dup3(fd ${info.fd})`, NR.dup3, tmp, info.fd, info.flags & FD_CLOEXEC ? O.CLOEXEC : 0);
       ctx.agent.later("close", NR.close, tmp);
-    } else if (info.flags & 1) {
-      ctx.agent.later("fcntl(F_SETFD)", NR.fcntl, info.fd, F.SETFD, 1); // FD_CLOEXEC
+    } else if (info.flags & FD_CLOEXEC) {
+      ctx.agent.later("fcntl(F_SETFD)", NR.fcntl, info.fd, F.SETFD, FD_CLOEXEC);
     }
     ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
   }

@@ -27,6 +27,7 @@ import {
 import { type Handle, handleEntry, parseHandle, reachWatched } from "./fsnotify.ts";
 import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 
 const WATCH_LINE =
   /^inotify wd:([0-9a-f]+) ino:([0-9a-f]+) sdev:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+) fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*)$/;
@@ -114,7 +115,9 @@ function addWatch(ctx: RestoreFilesContext, ifd: number, w: inotify_wd_entry): v
   const { path: target, taken } = reachWatched(ctx, w.sDev, w.fHandle, `inotify watch ${w.wd}`);
   try {
     // The wd is the ioctl's argument itself, not a pointer to it.
-    const settable = agent.raw(NR.ioctl, ifd, INOTIFY_IOC_SETNEXTWD, w.wd) === 0n;
+    const settable = !isSyscallError(
+      agent.attempt("ioctl(INOTIFY_IOC_SETNEXTWD)", NR.ioctl, ifd, INOTIFY_IOC_SETNEXTWD, w.wd),
+    );
     agent.reset();
     const path = agent.string(target);
     for (;;) {

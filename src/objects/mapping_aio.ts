@@ -20,8 +20,7 @@ import {
   AIO_RING_MAGIC,
   type AioRingHeader,
   IO_EVENT_SIZE,
-  NR_IO_SETUP,
-  NR_IO_SUBMIT,
+  IOCB_SIZE,
   parseAioRingHeader,
   u32Bytes,
   writeIocb,
@@ -31,6 +30,7 @@ import { MREMAP, NR, O } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
 import { type MappingBacking, type MappingRestoreContext, registerMappingBacking } from "./mappings.ts";
 import { PAGE_SIZE, VMA } from "./memory.ts";
+import { readU64 } from "../../ffi/structs.ts";
 
 /** Events a ring of `len` bytes holds. */
 function eventsIn(len: number): number {
@@ -77,12 +77,12 @@ function advanceTail(ctx: MappingRestoreContext, ring: bigint, old: AioRingHeade
   const fd = agent.call("open(/dev/null)", NR.open, agent.string("/dev/null"), O.WRONLY | O.CLOEXEC, 0);
   try {
     const byte = agent.alloc(8, new Uint8Array(8));
-    const iocb = agent.alloc(64, writeIocb(Number(fd), byte, 1));
+    const iocb = agent.alloc(IOCB_SIZE, writeIocb(Number(fd), byte, 1));
     const pointers = agent.alloc(perCall * 8, new Uint8Array(new BigUint64Array(perCall).fill(iocb).buffer));
     let done = 0;
     while (done < count) {
       const n = Number(
-        agent.call("io_submit", NR_IO_SUBMIT, ring, Math.min(count - done, perCall), pointers),
+        agent.call("io_submit", NR.io_submit, ring, Math.min(count - done, perCall), pointers),
       );
       if (n <= 0) {
         throw new RestoreError(`io_submit made no progress rebuilding the AIO ring at ${hex(ring)}`);
@@ -91,7 +91,7 @@ function advanceTail(ctx: MappingRestoreContext, ring: bigint, old: AioRingHeade
       writeMemory(pid, ring + BigInt(AIO_RING_HEAD_OFFSET), u32Bytes(Math.min(done, old.head)));
     }
   } finally {
-    agent.raw(NR.close, fd);
+    agent.attempt("close(aio ring fd)", NR.close, fd); // best effort: what failed before matters more
   }
 }
 
@@ -105,8 +105,8 @@ function rebuildRing(ctx: MappingRestoreContext, e: vma_entry): void {
   const problem = ringProblem(old, len);
   if (problem) throw new RestoreError(`${where} cannot be restored: ${problem} in the image`);
   agent.reset();
-  const ctxId = agent.fetch("io_setup", 8, (b) => [NR_IO_SETUP, requestsFor(len), b]);
-  const ring = new DataView(ctxId.buffer).getBigUint64(0, true);
+  const ctxId = agent.fetch("io_setup", 8, (b) => [NR.io_setup, requestsFor(len), b]);
+  const ring = readU64(ctxId);
   const fresh = parseAioRingHeader(readMemory(pid, ring, AIO_RING_HEADER_SIZE));
   if (fresh.nr !== old.nr) {
     throw new RestoreError(

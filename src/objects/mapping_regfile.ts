@@ -12,6 +12,7 @@ import { reg_file_entrySchema } from "../images/gen/regfile_pb.ts";
 import type { MapsEntry } from "../../ffi/proc.ts";
 import { NR, O, PROT } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 import type { FileTable } from "./files.ts";
 import { addRegFile } from "./regfile.ts";
 import { addRemovedMapping, pathToOpen } from "./remap.ts";
@@ -133,10 +134,14 @@ export const regularFileMapping: MappingBacking = {
     }
     const agent = ctx.agent;
     agent.reset();
-    const fd = agent.raw(NR.open, agent.string(name), openFlagsFor(e) | O.CLOEXEC, 0);
-    if (fd < 0n) {
+    const fd = agent.attempt(`open(${name})`, NR.open, agent.string(name), openFlagsFor(e) | O.CLOEXEC, 0);
+    if (isSyscallError(fd)) {
       throw new RestoreError(
-        `Cannot open ${JSON.stringify(name)} (file ${file.id} of files.img) to map it at ${at}: errno ${-fd}`,
+        `Cannot open ${
+          JSON.stringify(name)
+        } (file ${file.id} of files.img) to map it at ${at}: ${fd.message}`,
+        0,
+        { cause: fd },
       );
     }
     return fd;

@@ -22,6 +22,7 @@ import { createImageFile } from "../images/file.ts";
 import { closeFd, dataRanges, OPEN, openFd, preadFull, pwriteFull } from "../../ffi/fd.ts";
 import { MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 import {
   type MappingBacking,
   type MappingRestoreContext,
@@ -121,8 +122,10 @@ function openObject(ctx: MappingRestoreContext, path: string, e: vma_entry): big
   const agent = ctx.agent;
   agent.reset();
   const flags = (e.prot & PROT.WRITE ? O.RDWR : O.RDONLY) | O.CLOEXEC;
-  const fd = agent.raw(NR.open, agent.string(path), flags, 0);
-  if (fd < 0n) throw new RestoreError(`Cannot open ${path} (shared memory ${e.shmid}): errno ${-fd}`);
+  const fd = agent.attempt(`open(${path})`, NR.open, agent.string(path), flags, 0);
+  if (isSyscallError(fd)) {
+    throw new RestoreError(`Cannot open ${path} (shared memory ${e.shmid}): ${fd.message}`, 0, { cause: fd });
+  }
   return fd;
 }
 

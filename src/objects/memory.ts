@@ -24,6 +24,7 @@ import { ProcMem } from "../../ffi/memory.ts";
 import { PAGE_IS_GUARD, scanCategory } from "../../ffi/pagemap_scan.ts";
 import { createImageFile } from "../images/file.ts";
 import { RestoreError } from "../errors.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import {
   backingOf,
@@ -274,11 +275,17 @@ export function writePages(agent: Agent, vmas: DumpedVma[], pagesPath: string): 
   const out = createImageFile(pagesPath);
   let remoteFd = -1n;
   agent.reset();
-  const opened = agent.raw(NR.open, agent.string(pagesPath), O.WRONLY | O.APPEND | O.CLOEXEC, 0);
-  if (opened >= 0n) {
+  const opened = agent.attempt(
+    `open(${pagesPath})`,
+    NR.open,
+    agent.string(pagesPath),
+    O.WRONLY | O.APPEND | O.CLOEXEC,
+    0,
+  );
+  if (!isSyscallError(opened)) {
     // The target resolves the path in its own mount namespace: use its fd only if it is our file.
     if (sameFile(`/proc/${agent.pid}/fd/${opened}`, out)) remoteFd = opened;
-    else agent.raw(NR.close, opened);
+    else agent.attempt("close(pages image)", NR.close, opened);
   }
   let procMem: ProcMem | null = null;
   try {
@@ -306,7 +313,7 @@ export function writePages(agent: Agent, vmas: DumpedVma[], pagesPath: string): 
     }
     flush();
   } finally {
-    if (remoteFd >= 0n) agent.raw(NR.close, remoteFd);
+    if (remoteFd >= 0n) agent.attempt("close(pages image)", NR.close, remoteFd);
     procMem?.close();
     out.close();
   }
@@ -582,7 +589,7 @@ export function fillPages(
     }
     flush();
   } finally {
-    agent.raw(NR.close, fd);
+    agent.attempt("close(pages image)", NR.close, fd); // best effort: what failed before matters more
   }
   return runs.reduce((n, r) => n + r.pages, 0);
 }

@@ -20,6 +20,7 @@ import type { FrozenTree } from "../dump/freeze.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { CgroupsRestore } from "./cgroups_restore.ts";
+import type { Plugins } from "../plugins/plugins.ts";
 
 /** The names of /proc/PID/ns/ that a task's ids image records, in CRIU's order of fields. */
 export const NS_NAMES = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] as const;
@@ -31,6 +32,8 @@ export interface NsDumpContext {
   id: number;
   dir: ImageDir;
   hooks: Hooks;
+  /** Asked about objects of the namespace criu-ts does not save itself (DUMP_EXT_LINK, DUMP_EXT_MOUNT). */
+  plugins: Plugins;
   log: Log;
   /** The run's options (--external mnt[...], for one); absent where a caller has none. */
   options?: RunOptions;
@@ -49,12 +52,14 @@ export interface NsRestoreContext {
   tasks: readonly RestoreTaskImages[];
   /** --empty-ns: kinds whose new namespace is left as the kernel makes it, for the scripts to fill. */
   empty: ReadonlySet<NsName>;
+  /** The options that name outer objects (--veth-pair, --external, --root). */
+  options: RunOptions;
   hooks: Hooks;
   log: Log;
-  /** The run's options (--root, --external mnt[KEY]:PATH, for some); absent where a caller has none. */
-  options?: RunOptions;
   /** The saved cgroups, made before the root's namespaces (a cgroup namespace is rooted in them). */
   cgroups?: CgroupsRestore;
+  /** The plugins of the restore (RESTORE_EXT_MOUNT); absent where a caller has none. */
+  plugins?: Plugins;
 }
 
 /** A namespace the restore creates for the root. */

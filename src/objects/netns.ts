@@ -3,79 +3,85 @@
  * container) gets one again on restore, as CRIU does, and the network-lock / network-unlock
  * action scripts run around it.
  *
- * What is saved so far: the loopback device, its flags (up or down) and MTU, in netdev-ID.img, with
- * an empty netns-ID.img marking the namespace (ID is the namespace's id in the ids images). A
- * namespace with any other device (veth, tun, macvlan...) is refused by name; its sysctls,
- * addresses beyond the loopback's own, routes and firewall rules are not saved yet.
- * `--empty-ns net` makes the namespace and leaves it as the kernel creates it (loopback down), for
- * a setup-namespaces script to fill.
+ * What is saved, in CRIU's images (ID is the namespace's id in the ids images):
+ *   - netdev-ID.img: its devices (`netdev.ts`: the loopback, veth pairs, bridges, macvlans,
+ *     persistent tun/tap devices, devices a plugin takes), with their IPv4/IPv6 settings;
+ *   - netns-ID.img: the namespace's `all` and `default` settings, net.unix.max_dgram_qlen and
+ *     net.ipv4.ping_group_range (`netns_sysctl.ts`);
+ *   - ifaddr, route, route6, rule, iptables, ip6tables, nftables-ID.img: addresses, routes, rules
+ *     and firewall as CRIU's tools print them (`netns_config.ts`).
+ * The restore fills the new namespace in CRIU's order: the namespace's settings, the devices (with
+ * theirs), addresses, routes, rules, firewall. `--empty-ns net` makes the namespace and leaves it
+ * as the kernel creates it (loopback down), for a setup-namespaces script to fill.
  */
 import { create } from "@bufbuild/protobuf";
-import {
-  nd_type,
-  type net_device_entry,
-  net_device_entrySchema,
-  netns_entrySchema,
-} from "../images/gen/netdev_pb.ts";
+import { type net_device_entry, type netns_entry, netns_entrySchema } from "../images/gen/netdev_pb.ts";
 import { KINDS } from "../images/kinds.ts";
 import type { ImageDir } from "../images/dir.ts";
-import { deviceNames, deviceState, ifreq, IFREQ_SIZE, SIOC } from "../../ffi/netdev.ts";
-import { CLONE, NR } from "../../ffi/syscalls.ts";
-import { RestoreError } from "../errors.ts";
+import { inNetns } from "../../ffi/netdev.ts";
+import { CLONE } from "../../ffi/syscalls.ts";
 import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
-import type { Agent } from "../agent.ts";
+import type { Plugins } from "../plugins/plugins.ts";
+import type { Log } from "../log.ts";
+import { checkLinks, dumpLinks, type OuterNames, outerNames, restoreLinks } from "./netdev.ts";
+import { IPV4_SYSCTLS, readConf, readSysctls, UNIX_CONF, writeConf, writeSysctls } from "./netns_sysctl.ts";
+import { checkNetConfig, dumpNetConfig, restoreNetConfig } from "./netns_config.ts";
 
-const LOOPBACK = "lo";
-/** A new namespace's loopback device: index 1, MTU 65536, down. */
-const LOOPBACK_IFINDEX = 1;
-const DEFAULT_LOOPBACK_MTU = 65536;
-const AF_INET = 2;
-const SOCK_DGRAM = 2;
-
-/** The devices of a saved namespace, as the restore reads them. */
-function readDevices(dir: ImageDir, nsId: number | undefined): net_device_entry[] | undefined {
-  if (nsId === undefined || !dir.has(KINDS.NETNS, nsId)) return undefined;
-  const devices = dir.readOptional<net_device_entry>(KINDS.NETDEV, nsId);
-  for (const d of devices) {
-    // The new namespace's loopback is "lo"; the devices are found by name when they are set up.
-    if (d.type === nd_type.LOOPBACK && d.name !== LOOPBACK) {
-      throw new RestoreError(
-        `Refusing the images: netdev-${nsId}.img has a loopback device named ${d.name}, expected ${LOOPBACK}`,
-      );
-    }
-    if (d.type !== nd_type.LOOPBACK) {
-      throw new RestoreError(
-        `Cannot restore network device ${d.name} (${
-          nd_type[d.type] ?? d.type
-        }): only the loopback device can be restored yet`,
-      );
-    }
-  }
-  return devices;
+/** A saved namespace, as the restore reads it at PREPARE. */
+interface SavedNetns {
+  id: number;
+  settings: netns_entry | undefined;
+  devices: net_device_entry[];
 }
 
-/** Saves the devices of the root's namespace (netdev-ID.img, netns-ID.img), or refuses them. */
-function saveDevices(dir: ImageDir, rootPid: number, root: string, nsId: number): void {
-  const others = deviceNames(rootPid).filter((n) => n !== LOOPBACK);
-  if (others.length > 0) {
-    refuse(
-      rootPid,
-      `network namespace ${root} with device(s) ${others.join(", ")}`,
-      "only a namespace holding the loopback device alone can be saved yet",
-    );
-  }
-  const lo = deviceState(rootPid, LOOPBACK);
-  dir.write(KINDS.NETDEV, nsId, [
-    create(net_device_entrySchema, {
-      type: nd_type.LOOPBACK,
-      ifindex: LOOPBACK_IFINDEX,
-      mtu: lo.mtu,
-      flags: lo.flags,
-      name: LOOPBACK,
-    }),
-  ]);
-  dir.write(KINDS.NETNS, nsId, [create(netns_entrySchema, {})]);
+function readSaved(dir: ImageDir, nsId: number | undefined): SavedNetns | undefined {
+  if (nsId === undefined || !dir.has(KINDS.NETNS, nsId)) return undefined;
+  const devices = dir.readOptional<net_device_entry>(KINDS.NETDEV, nsId);
+  checkLinks(devices, `netdev-${nsId}.img`);
+  checkNetConfig(dir, nsId);
+  const settings = dir.read<netns_entry>(KINDS.NETNS, nsId)[0];
+  return { id: nsId, settings, devices };
+}
+
+/** Saves the namespace of the root (see the top of this file), or refuses what it cannot. */
+function saveNetns(dir: ImageDir, rootPid: number, nsId: number, plugins: Plugins, log: Log): void {
+  dir.write(KINDS.NETDEV, nsId, dumpLinks(rootPid, nsId, plugins, log));
+  const settings = inNetns(`/proc/${rootPid}/ns/net`, () =>
+    create(netns_entrySchema, {
+      defConf4: readConf("ipv4", "default"),
+      allConf4: readConf("ipv4", "all"),
+      defConf6: readConf("ipv6", "default"),
+      allConf6: readConf("ipv6", "all"),
+      unixConf: readSysctls(UNIX_CONF),
+      ipv4Sysctl: readSysctls(IPV4_SYSCTLS),
+    }));
+  dir.write(KINDS.NETNS, nsId, [settings]);
+  dumpNetConfig(dir, rootPid, nsId, log);
+}
+
+/** The namespace-wide settings, first, so that devices made later take the saved defaults (as CRIU). */
+function restoreSettings(pid: number, s: netns_entry, image: string, log: Log): void {
+  inNetns(`/proc/${pid}/ns/net`, () => {
+    writeConf("ipv4", "all", s.allConf4, image, log);
+    writeConf("ipv4", "default", s.defConf4, image, log);
+    writeConf("ipv6", "all", s.allConf6, image, log);
+    writeConf("ipv6", "default", s.defConf6, image, log);
+    writeSysctls(UNIX_CONF, s.unixConf, image, log);
+    writeSysctls(IPV4_SYSCTLS, s.ipv4Sysctl, image, log);
+  });
+}
+
+function fillNetns(
+  dir: ImageDir,
+  pid: number,
+  saved: SavedNetns,
+  outer: OuterNames,
+  log: Log,
+): void {
+  if (saved.settings) restoreSettings(pid, saved.settings, `netns-${saved.id}.img`, log);
+  restoreLinks(pid, saved.devices, outer, `netdev-${saved.id}.img`, log);
+  restoreNetConfig(dir, pid, saved.id, log);
 }
 
 registerNamespaceKind({
@@ -97,7 +103,7 @@ registerNamespaceKind({
   },
   dump(ctx) {
     const rootPid = ctx.tree.root.pid;
-    saveDevices(ctx.dir, rootPid, Deno.readLinkSync(`/proc/${rootPid}/ns/net`), ctx.id);
+    saveNetns(ctx.dir, rootPid, ctx.id, ctx.plugins, ctx.log);
     // Only a tree in a namespace of its own gets its network locked, as in CRIU. A lock script
     // that fails may have locked half-way: the unlock runs on failure too.
     const unlock = () => {
@@ -121,47 +127,15 @@ registerNamespaceKind({
     };
   },
   prepareRestore(ctx) {
-    const devices = readDevices(ctx.dir, ctx.tasks[0]!.ids?.netNsId);
+    const saved = readSaved(ctx.dir, ctx.tasks[0]!.ids?.netNsId);
     const empty = ctx.empty.has("net");
-    if (!devices && !empty) return undefined;
+    if (!saved && !empty) return undefined;
+    const outer = outerNames(ctx.options.vethPairs, ctx.options.external);
     return {
       fill: (root) => {
-        if (devices && !empty) restoreNetDevices(root, devices);
+        if (saved && !empty) fillNetns(ctx.dir, root.pid, saved, outer, ctx.log);
       },
       afterRestore: (rootPid) => ctx.hooks.run("network-unlock", rootPid),
     };
   },
 });
-
-/**
- * Gives the loopback device of the new namespace its saved MTU and flags, from inside the root
- * task (a socket made there belongs to its namespace).
- */
-function restoreNetDevices(agent: Agent, devices: readonly net_device_entry[]): void {
-  agent.reset();
-  const sock = Number(agent.call("socket(AF_INET)", NR.socket, AF_INET, SOCK_DGRAM, 0));
-  try {
-    for (const d of devices) {
-      if (d.mtu !== DEFAULT_LOOPBACK_MTU) {
-        agent.call(
-          `ioctl(SIOCSIFMTU ${d.name})`,
-          NR.ioctl,
-          sock,
-          SIOC.SIFMTU,
-          agent.alloc(IFREQ_SIZE, ifreq(d.name, d.mtu)),
-        );
-      }
-      // Only the flags one can set matter; the kernel keeps the state bits (RUNNING...) itself.
-      const flags = d.flags & 0xffff;
-      agent.call(
-        `ioctl(SIOCSIFFLAGS ${d.name})`,
-        NR.ioctl,
-        sock,
-        SIOC.SIFFLAGS,
-        agent.alloc(IFREQ_SIZE, ifreq(d.name, flags)),
-      );
-    }
-  } finally {
-    agent.raw(NR.close, sock);
-  }
-}

@@ -20,6 +20,7 @@ import {
   type RestoreFilesContext,
 } from "./files.ts";
 import { RestoreError } from "../errors.ts";
+import { FD_PAIR_SIZE, parseFdPair } from "../../ffi/structs.ts";
 
 const PIPE_NAME = /^pipe:\[(\d+)\]$/;
 
@@ -31,11 +32,11 @@ function pipeData(table: FileTable): PipeDataStore {
 function createPipe(ctx: RestoreFilesContext, pipeId: number): void {
   const { agent } = ctx;
   agent.reset();
-  const fds = agent.alloc(8);
+  const fds = agent.alloc(FD_PAIR_SIZE);
   agent.call("pipe2", NR.pipe2, fds, O.CLOEXEC);
-  const v = new DataView(agent.read(fds, 8).buffer);
-  const r = ctx.park(v.getInt32(0, true));
-  const w = ctx.park(v.getInt32(4, true));
+  const [readEnd, writeEnd] = parseFdPair(agent.read(fds, FD_PAIR_SIZE));
+  const r = ctx.park(readEnd);
+  const w = ctx.park(writeEnd);
   pipeData(ctx.table).refill(agent, pipeId, w);
   ctx.shared.objects.set(`pipe:${pipeId}`, [{ pid: ctx.nsPid, fd: r }, { pid: ctx.nsPid, fd: w }]);
 }

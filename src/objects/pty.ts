@@ -30,10 +30,12 @@ import {
 import type { FdEntry } from "../../ffi/proc.ts";
 import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
 import {
+  INT_SIZE,
   KERNEL_TERMIOS_SIZE,
   kernelTermios,
   parseKernelTermios,
   parseWinsize,
+  readInt32,
   winsize,
   WINSIZE_SIZE,
 } from "../../ffi/structs.ts";
@@ -172,7 +174,7 @@ export function isTreePty(ctx: DumpFilesContext, fd: FdEntry): boolean {
 function askPty(ctx: DumpFilesContext, fd: number, master: boolean) {
   const { agent } = ctx;
   agent.reset();
-  const int = () => agent.alloc(4, new Uint8Array(4));
+  const int = () => agent.alloc(INT_SIZE, new Uint8Array(INT_SIZE));
   const [index, packet, locked, excl, queued, sid, pgrp] = [int(), int(), int(), int(), int(), int(), int()];
   const termios = agent.alloc(KERNEL_TERMIOS_SIZE, new Uint8Array(KERNEL_TERMIOS_SIZE));
   const lockedTermios = agent.alloc(KERNEL_TERMIOS_SIZE, new Uint8Array(KERNEL_TERMIOS_SIZE));
@@ -197,7 +199,7 @@ function askPty(ctx: DumpFilesContext, fd: number, master: boolean) {
     { name: "ioctl(TIOCGSID)", nr: NR.ioctl, args: [fd, TIOCGSID, sid] },
     { name: "ioctl(TIOCGPGRP)", nr: NR.ioctl, args: [fd, TIOCGPGRP, pgrp] },
   ], true);
-  const int32 = (addr: bigint) => new DataView(agent.read(addr, 4).buffer).getInt32(0, true);
+  const int32 = (addr: bigint) => readInt32(agent.read(addr, INT_SIZE));
   return {
     sid: session[0] === 0n ? int32(sid) : 0,
     pgrp: session[0] === 0n && session[1] === 0n ? int32(pgrp) : 0,

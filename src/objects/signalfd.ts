@@ -3,13 +3,10 @@ import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { signalfd_entrySchema } from "../images/gen/signalfd_pb.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
-import { writeS64s } from "../../ffi/structs.ts";
+import { KERNEL_SIGSET_SIZE, kernelSigset } from "../../ffi/structs.ts";
 import { addFdFile, emptyFown, type FdKind, fileFlags, registerFdKind } from "./files.ts";
 import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
-
-/** The kernel's sigset_t, as signalfd4 takes it: 8 bytes. */
-const SIGSET_SIZE = 8;
 
 export const signalfdKind: FdKind = {
   name: "signalfd",
@@ -39,8 +36,8 @@ export const signalfdKind: FdKind = {
     if (!e) throw new RestoreError(`File ${entry.id} has no signalfd data`);
     const { agent } = ctx;
     agent.reset();
-    const mask = agent.alloc(SIGSET_SIZE, writeS64s([BigInt.asIntN(64, e.sigmask)]));
-    return Number(agent.call("signalfd4", NR.signalfd4, -1, mask, SIGSET_SIZE, e.flags & O.NONBLOCK));
+    const mask = agent.alloc(KERNEL_SIGSET_SIZE, kernelSigset(e.sigmask));
+    return Number(agent.call("signalfd4", NR.signalfd4, -1, mask, KERNEL_SIGSET_SIZE, e.flags & O.NONBLOCK));
   },
 };
 

@@ -11,15 +11,24 @@ import {
   signal_queue_entrySchema,
 } from "../images/gen/siginfo_pb.ts";
 import { type thread_sas_entry, thread_sas_entrySchema } from "../images/gen/core_pb.ts";
-import { KSIGACTION_SIZE } from "../../ffi/structs.ts";
-import { NR, SIG } from "../../ffi/syscalls.ts";
+import {
+  KERNEL_SIGSET_SIZE,
+  kernelSigaction,
+  KSIGACTION_SIZE,
+  parseKernelSigaction,
+  parseStackT,
+  SIGINFO_SIZE,
+  siginfoSigno,
+  STACK_T_SIZE,
+  stackT,
+} from "../../ffi/structs.ts";
+import { NR, SIG, SS } from "../../ffi/syscalls.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { readStatus } from "../../ffi/proc.ts";
 import type { Agent, BatchCall, Query } from "../agent.ts";
 import { RestoreError } from "../errors.ts";
 
 const SIGMAX = 64;
-const SS_DISABLE = 2;
 
 /** Signals whose disposition is stored, in CRIU's order: 1..64 without SIGKILL and SIGSTOP. */
 export function dispositionSignals(): number[] {
@@ -53,18 +62,18 @@ export function sigactionsQuery(agent: Agent): Query<sa_entry[]> {
     calls: [...bufs].map(([sig, buf]) => ({
       name: `rt_sigaction(${sig})`,
       nr: NR.rt_sigaction,
-      args: [sig, 0, buf, 8],
+      args: [sig, 0, buf, KERNEL_SIGSET_SIZE],
     })),
     answer: () =>
       signals.map((sig) => {
         const buf = bufs.get(sig);
         if (buf === undefined) return DEFAULT_ACTION();
-        const v = new DataView(agent.read(buf, KSIGACTION_SIZE).buffer);
+        const a = parseKernelSigaction(agent.read(buf, KSIGACTION_SIZE));
         return create(sa_entrySchema, {
-          sigaction: v.getBigUint64(0, true),
-          flags: v.getBigUint64(8, true),
-          restorer: v.getBigUint64(16, true),
-          mask: v.getBigUint64(24, true),
+          sigaction: a.handler,
+          flags: a.flags,
+          restorer: a.restorer,
+          mask: a.mask,
         });
       }),
   };
@@ -82,38 +91,40 @@ export function sigactionCalls(agent: Agent, actions: readonly sa_entry[]): Batc
   actions.forEach((sa, i) => {
     const sig = signals[i]!;
     if (sa.sigaction === 0n && sa.flags === 0n && sa.mask === 0n) return; // default: the puppet has it
-    const act = new BigUint64Array([sa.sigaction, sa.flags, sa.restorer, sa.mask]);
-    const buf = agent.alloc(KSIGACTION_SIZE, new Uint8Array(act.buffer));
-    calls.push({ name: `rt_sigaction(${sig})`, nr: NR.rt_sigaction, args: [sig, buf, 0, 8] });
+    const act = kernelSigaction({
+      handler: sa.sigaction,
+      flags: sa.flags,
+      restorer: sa.restorer,
+      mask: sa.mask,
+    });
+    const buf = agent.alloc(KSIGACTION_SIZE, act);
+    calls.push({
+      name: `rt_sigaction(${sig})`,
+      nr: NR.rt_sigaction,
+      args: [sig, buf, 0, KERNEL_SIGSET_SIZE],
+    });
   });
   return calls;
 }
 
-/** `stack_t { void *ss_sp; int ss_flags; size_t ss_size; }`: 24 bytes. */
+/** The thread's alternate signal stack. */
 export function sigaltstackQuery(agent: Agent): Query<thread_sas_entry> {
-  const q = agent.fetchQuery("sigaltstack", 24, (buf) => [NR.sigaltstack, 0, buf]);
+  const q = agent.fetchQuery("sigaltstack", STACK_T_SIZE, (buf) => [NR.sigaltstack, 0, buf]);
   return {
     calls: q.calls,
     answer: (r) => {
-      const v = new DataView(q.answer(r).buffer);
-      return create(thread_sas_entrySchema, {
-        ssSp: v.getBigUint64(0, true),
-        ssFlags: v.getUint32(8, true), // SS_AUTODISARM is bit 31
-        ssSize: v.getBigUint64(16, true),
-      });
+      const s = parseStackT(q.answer(r)); // flags unsigned: SS_AUTODISARM is bit 31
+      return create(thread_sas_entrySchema, { ssSp: s.sp, ssFlags: s.flags, ssSize: s.size });
     },
   };
 }
 
 /** The call that sets the thread's alternate stack (its struct placed in scratch); none when disabled. */
 export function sigaltstackCall(agent: Agent, sas: thread_sas_entry | undefined): BatchCall[] {
-  if (!sas || (sas.ssFlags & SS_DISABLE) !== 0) return [];
-  const buf = new ArrayBuffer(24);
-  const v = new DataView(buf);
-  v.setBigUint64(0, sas.ssSp, true);
-  v.setUint32(8, (sas.ssFlags & ~1) >>> 0, true); // SS_ONSTACK is a state, not a flag one can set
-  v.setBigUint64(16, sas.ssSize, true);
-  return [{ name: "sigaltstack", nr: NR.sigaltstack, args: [agent.alloc(24, new Uint8Array(buf)), 0] }];
+  if (!sas || (sas.ssFlags & SS.DISABLE) !== 0) return [];
+  // SS_ONSTACK is a state, not a flag one can set.
+  const stack = stackT({ sp: sas.ssSp, flags: sas.ssFlags & ~SS.ONSTACK, size: sas.ssSize });
+  return [{ name: "sigaltstack", nr: NR.sigaltstack, args: [agent.alloc(STACK_T_SIZE, stack), 0] }];
 }
 
 export function dumpPendingSignals(tid: number, shared: boolean): signal_queue_entry | undefined {
@@ -136,11 +147,13 @@ export function pendingSignalCalls(
   shared: boolean,
 ): BatchCall[] {
   return (q?.signals ?? []).map((s) => {
-    if (s.siginfo.byteLength !== 128) {
-      throw new RestoreError(`Queued signal record is ${s.siginfo.byteLength} bytes, expected 128`);
+    if (s.siginfo.byteLength !== SIGINFO_SIZE) {
+      throw new RestoreError(
+        `Queued signal record is ${s.siginfo.byteLength} bytes, expected ${SIGINFO_SIZE}`,
+      );
     }
-    const signo = new DataView(s.siginfo.buffer, s.siginfo.byteOffset).getInt32(0, true);
-    const info = agent.alloc(128, s.siginfo);
+    const signo = siginfoSigno(s.siginfo);
+    const info = agent.alloc(SIGINFO_SIZE, s.siginfo);
     return shared
       ? { name: `rt_sigqueueinfo(${signo})`, nr: NR.rt_sigqueueinfo, args: [pid, signo, info] }
       : { name: `rt_tgsigqueueinfo(${signo})`, nr: NR.rt_tgsigqueueinfo, args: [pid, tid, signo, info] };

@@ -13,7 +13,7 @@ import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { type timerfd_entry, timerfd_entrySchema } from "../images/gen/timerfd_pb.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
-import { readPairs, writeS64s } from "../../ffi/structs.ts";
+import { itimer, ITIMER_SIZE, parseItimer, writeS64s } from "../../ffi/structs.ts";
 import { CLOCK_BOOTTIME, clockNs } from "../../ffi/process.ts";
 import type { Agent } from "../agent.ts";
 import { addFdFile, emptyFown, type FdKind, fileFlags, registerFdKind } from "./files.ts";
@@ -51,11 +51,11 @@ function readFdinfo(pid: number, fd: number): Map<string, string> {
  */
 function askTimeLeft(agent: Agent, fd: number): { value: bigint; interval: bigint; at: bigint } {
   agent.reset();
-  const spec = agent.alloc(32, new Uint8Array(32));
+  const spec = agent.alloc(ITIMER_SIZE, new Uint8Array(ITIMER_SIZE));
   agent.call("timerfd_gettime", NR.timerfd_gettime, fd, spec);
   const at = clockNs(CLOCK_BOOTTIME);
-  const [isec, insec, vsec, vnsec] = readPairs(agent.read(spec, 32), 4);
-  return { value: vsec! * NS + vnsec!, interval: isec! * NS + insec!, at };
+  const t = parseItimer(agent.read(spec, ITIMER_SIZE));
+  return { value: t.valueSec * NS + t.valueFrac, interval: t.intervalSec * NS + t.intervalFrac, at };
 }
 
 export const timerfdKind: FdKind = {
@@ -116,7 +116,15 @@ export const timerfdKind: FdKind = {
       const abs = (e.settimeFlags & TFD_TIMER_ABSTIME) !== 0;
       const at = abs ? clockNs(e.clockid) + value : value;
       const interval = e.isec * NS + e.insec;
-      const spec = agent.alloc(32, writeS64s([interval / NS, interval % NS, at / NS, at % NS]));
+      const spec = agent.alloc(
+        ITIMER_SIZE,
+        itimer({
+          intervalSec: interval / NS,
+          intervalFrac: interval % NS,
+          valueSec: at / NS,
+          valueFrac: at % NS,
+        }),
+      );
       agent.call("timerfd_settime", NR.timerfd_settime, fd, e.settimeFlags, spec, 0);
     }
     if (ticks > 0n) {

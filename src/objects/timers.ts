@@ -14,7 +14,16 @@ import {
   task_timers_entrySchema,
 } from "../images/gen/timer_pb.ts";
 import { readTimers } from "../../ffi/proc.ts";
-import { readPairs, writeS64s } from "../../ffi/structs.ts";
+import {
+  int32Bytes,
+  INT_SIZE,
+  itimer,
+  ITIMER_SIZE,
+  parseItimer,
+  readInt32,
+  sigevent,
+  SIGEVENT_SIZE,
+} from "../../ffi/structs.ts";
 import { NR, PR } from "../../ffi/syscalls.ts";
 import type { Agent, Query } from "../agent.ts";
 import { RestoreError } from "../errors.ts";
@@ -25,13 +34,20 @@ const NOTIFY_KIND: Record<string, number> = { signal: 0, none: 1, thread: 2 };
 
 /** The three interval timers: real, virtual, prof. */
 export function itimersQuery(agent: Agent): Query<itimer_entry[]> {
-  const qs = ITIMERS.map((which) => agent.fetchQuery("getitimer", 32, (b) => [NR.getitimer, which, b]));
+  const qs = ITIMERS.map((which) =>
+    agent.fetchQuery("getitimer", ITIMER_SIZE, (b) => [NR.getitimer, which, b])
+  );
   return {
     calls: qs.flatMap((q) => q.calls),
     answer: (r) =>
       qs.map((q, i) => {
-        const [isec, iusec, vsec, vusec] = readPairs(q.answer([r[i]!]), 4);
-        return create(itimer_entrySchema, { isec: isec!, iusec: iusec!, vsec: vsec!, vusec: vusec! });
+        const t = parseItimer(q.answer([r[i]!]));
+        return create(itimer_entrySchema, {
+          isec: t.intervalSec,
+          iusec: t.intervalFrac,
+          vsec: t.valueSec,
+          vusec: t.valueFrac,
+        });
       }),
   };
 }
@@ -40,10 +56,7 @@ function dumpPosixTimers(agent: Agent, pid: number, imageTid: (tid: number) => n
   // In ascending id order, as CRIU writes them.
   return readTimers(pid).sort((a, b) => a.id - b.id).map((t) => {
     agent.reset();
-    const [isec, insec, vsec, vnsec] = readPairs(
-      agent.fetch("timer_gettime", 32, (b) => [NR.timer_gettime, t.id, b]),
-      4,
-    );
+    const spec = parseItimer(agent.fetch("timer_gettime", ITIMER_SIZE, (b) => [NR.timer_gettime, t.id, b]));
     const overrun = Number(agent.call("timer_getoverrun", NR.timer_getoverrun, t.id));
     const threadId = t.notifyTid !== 0 && t.notifyThread;
     return create(
@@ -55,10 +68,10 @@ function dumpPosixTimers(agent: Agent, pid: number, imageTid: (tid: number) => n
         itSigevNotify: (NOTIFY_KIND[t.notify] ?? 0) | (threadId ? SIGEV_THREAD_ID : 0),
         sivalPtr: t.sigevValue,
         overrun,
-        isec: isec!,
-        insec: insec!,
-        vsec: vsec!,
-        vnsec: vnsec!,
+        isec: spec.intervalSec,
+        insec: spec.intervalFrac,
+        vsec: spec.valueSec,
+        vnsec: spec.valueFrac,
         // /proc names the thread as criu's PID namespace sees it; the task's own is what it asks for.
         notifyThreadId: threadId ? imageTid(t.notifyTid) : undefined,
       }),
@@ -100,32 +113,43 @@ export function restoreTimers(agent: Agent, timers: task_timers_entry | undefine
 function restoreItimer(agent: Agent, which: number, it: itimer_entry): void {
   const set = (usec: bigint) => {
     agent.reset();
-    const val = agent.alloc(32, writeS64s([it.isec, it.iusec, usec / 1_000_000n, usec % 1_000_000n]));
+    const val = agent.alloc(
+      ITIMER_SIZE,
+      itimer({
+        intervalSec: it.isec,
+        intervalFrac: it.iusec,
+        valueSec: usec / 1_000_000n,
+        valueFrac: usec % 1_000_000n,
+      }),
+    );
     agent.call("setitimer", NR.setitimer, which, val, 0);
   };
   const want = it.vsec * 1_000_000n + it.vusec;
   set(want);
   if (which === 0) return; // ITIMER_REAL counts wall time and gets no extra tick
   agent.reset();
-  const [, , sec, usec] = readPairs(agent.fetch("getitimer", 32, (b) => [NR.getitimer, which, b]), 4);
-  const extra = sec! * 1_000_000n + usec! - want;
+  const now = parseItimer(agent.fetch("getitimer", ITIMER_SIZE, (b) => [NR.getitimer, which, b]));
+  const extra = now.valueSec * 1_000_000n + now.valueFrac - want;
   if (extra > 0n && extra < 20_000n && want > extra) set(want - extra);
 }
 
 function restorePosixTimer(agent: Agent, t: posix_timer_entry): void {
   agent.reset();
-  // struct sigevent: sigev_value (8), sigev_signo (4), sigev_notify (4), then a union (tid at 16).
-  const ev = new DataView(new ArrayBuffer(64));
-  ev.setBigUint64(0, t.sivalPtr, true);
-  ev.setInt32(8, t.siSigno, true);
-  ev.setInt32(12, t.itSigevNotify, true);
-  ev.setInt32(16, t.notifyThreadId ?? 0, true);
-  const sev = agent.alloc(64, new Uint8Array(ev.buffer));
-  const idBuf = agent.alloc(4, new Uint8Array(new Int32Array([t.itId]).buffer));
+  const ev = sigevent({
+    value: t.sivalPtr,
+    signo: t.siSigno,
+    notify: t.itSigevNotify,
+    threadId: t.notifyThreadId ?? 0,
+  });
+  const sev = agent.alloc(SIGEVENT_SIZE, ev);
+  const idBuf = agent.alloc(INT_SIZE, int32Bytes(t.itId));
   agent.call(`timer_create(${t.itId})`, NR.timer_create, t.clockId, sev, idBuf);
-  const got = new DataView(agent.read(idBuf, 4).buffer).getInt32(0, true);
+  const got = readInt32(agent.read(idBuf, INT_SIZE));
   if (got !== t.itId) throw new RestoreError(`POSIX timer came back with id ${got}, expected ${t.itId}`);
   if (t.vsec === 0n && t.vnsec === 0n) return;
-  const spec = agent.alloc(32, writeS64s([t.isec, t.insec, t.vsec, t.vnsec]));
+  const spec = agent.alloc(
+    ITIMER_SIZE,
+    itimer({ intervalSec: t.isec, intervalFrac: t.insec, valueSec: t.vsec, valueFrac: t.vnsec }),
+  );
   agent.call("timer_settime", NR.timer_settime, t.itId, 0, spec, 0);
 }

@@ -18,7 +18,15 @@ import {
 } from "../images/gen/tty_pb.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
 import { closeFd } from "../../ffi/fd.ts";
-import { KERNEL_TERMIOS_SIZE, parseKernelTermios, parseWinsize, WINSIZE_SIZE } from "../../ffi/structs.ts";
+import {
+  int32Bytes,
+  INT_SIZE,
+  KERNEL_TERMIOS_SIZE,
+  parseKernelTermios,
+  parseWinsize,
+  readInt32,
+  WINSIZE_SIZE,
+} from "../../ffi/structs.ts";
 import { openPty, type Pty } from "../../ffi/pty.ts";
 import { KINDS } from "../images/kinds.ts";
 import {
@@ -212,8 +220,8 @@ registerFdKind(ttyKind);
  */
 function recordSession(agent: Agent, fd: number, info: tty_info_entry): void {
   agent.reset();
-  const sid = agent.alloc(4, new Uint8Array(4));
-  const pgrp = agent.alloc(4, new Uint8Array(4));
+  const sid = agent.alloc(INT_SIZE, new Uint8Array(INT_SIZE));
+  const pgrp = agent.alloc(INT_SIZE, new Uint8Array(INT_SIZE));
   const termios = agent.alloc(KERNEL_TERMIOS_SIZE, new Uint8Array(KERNEL_TERMIOS_SIZE));
   const locked = agent.alloc(KERNEL_TERMIOS_SIZE, new Uint8Array(KERNEL_TERMIOS_SIZE));
   const winsize = agent.alloc(WINSIZE_SIZE, new Uint8Array(WINSIZE_SIZE));
@@ -224,7 +232,7 @@ function recordSession(agent: Agent, fd: number, info: tty_info_entry): void {
     { name: "ioctl(TIOCGLCKTRMIOS)", nr: NR.ioctl, args: [fd, TIOCGLCKTRMIOS, locked] },
     { name: "ioctl(TIOCGWINSZ)", nr: NR.ioctl, args: [fd, TIOCGWINSZ, winsize] },
   ], true);
-  const int32 = (addr: bigint) => new DataView(agent.read(addr, 4).buffer).getInt32(0, true);
+  const int32 = (addr: bigint) => readInt32(agent.read(addr, INT_SIZE));
   if (results[0] !== 0n) return;
   info.sid = int32(sid);
   if (results[1] === 0n) info.pgrp = int32(pgrp);
@@ -331,6 +339,6 @@ export function takeTerminal(agent: Agent, fd: number, pgrp: number): void {
   agent.call("ioctl(TIOCSCTTY)", NR.ioctl, fd, TIOCSCTTY, 0);
   if (pgrp === 0) return;
   agent.reset();
-  const buf = agent.alloc(4, new Uint8Array(new Int32Array([pgrp]).buffer));
+  const buf = agent.alloc(INT_SIZE, int32Bytes(pgrp));
   agent.call("ioctl(TIOCSPGRP)", NR.ioctl, fd, TIOCSPGRP, buf);
 }

@@ -78,10 +78,10 @@ import { copyFdOf } from "../../ffi/process.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { PluginError } from "../plugins/plugins.ts";
 import { RestoreError } from "../errors.ts";
+import { FD_PAIR_SIZE, parseFdPair } from "../../ffi/structs.ts";
 
 const SOCKET_NAME = /^socket:\[(\d+)\]$/;
 const AF_UNIX = 1;
-const NR_SOCKETPAIR = 53;
 const SOCK = { STREAM: 1, DGRAM: 2, SEQPACKET: 5 } as const;
 /** A unix socket's state as sock_diag gives it (TCP state numbers). */
 const STATE = { ESTABLISHED: 1, CLOSE: 7, LISTEN: 10 } as const;
@@ -705,10 +705,10 @@ function socketIn(ctx: RestoreFilesContext, type: number): number {
 function socketPairIn(ctx: RestoreFilesContext, type: number): [number, number] {
   const { agent } = ctx;
   agent.reset();
-  const fds = agent.alloc(8, new Uint8Array(8));
-  agent.call("socketpair(AF_UNIX)", NR_SOCKETPAIR, AF_UNIX, type | O.CLOEXEC, 0, fds);
-  const v = new DataView(agent.read(fds, 8).buffer);
-  return [ctx.park(v.getInt32(0, true)), ctx.park(v.getInt32(4, true))];
+  const fds = agent.alloc(FD_PAIR_SIZE, new Uint8Array(FD_PAIR_SIZE));
+  agent.call("socketpair(AF_UNIX)", NR.socketpair, AF_UNIX, type | O.CLOEXEC, 0, fds);
+  const [a, b] = parseFdPair(agent.read(fds, FD_PAIR_SIZE));
+  return [ctx.park(a), ctx.park(b)];
 }
 
 /** Sockets made for a component: their fds in the creating task and our copies of them. */

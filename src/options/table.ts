@@ -232,6 +232,14 @@ function inheritFd(value: string): InheritFd {
   return { fd: integer(m[2] ?? "", 0), resource: m[3] ?? "", debug: m[1] === "debug" };
 }
 
+/** `mnt[]` takes CRIU's auto options only: none, `:m` (external masters) or `:s` (external sharing). */
+function external(o: Options, value: string): void {
+  if (value.startsWith("mnt[]") && !/^mnt\[\](:[ms]?)?$/.test(value)) {
+    throw new InvalidValue("mnt[], mnt[]:m or mnt[]:s");
+  }
+  o.external.push(value);
+}
+
 function extMountMap(o: Options, value: string): void {
   if (value === "auto") {
     o.autoDetectExtMounts = true;
@@ -314,7 +322,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   }),
   opt("timeout", "", "required", DUMP, ACCEPTED, (o, v) => o.timeout = integer(v, 0)),
   opt("freeze-cgroup", "", "required", DUMP, IMPLEMENTED, (o, v) => o.freezeCgroup = v),
-  opt("external", "", "required", DUMP_RESTORE, ACCEPTED, (o, v) => o.external.push(v)),
+  opt("external", "", "required", DUMP_RESTORE, ACCEPTED, external),
   opt("ext-unix-sk", "x", "optional", DUMP_RESTORE, IMPLEMENTED, extUnixSk),
   bool("tcp-established", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpEstablished = on),
   bool("tcp-close", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpClose = on),
@@ -340,8 +348,8 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   bool("allow-uprobes", "", DUMP_RESTORE, ACCEPTED, (o, on) => o.allowUprobes = on),
   opt("skip-mnt", "", "required", DUMP, ACCEPTED, (o, v) => o.skipMounts.push(v)),
   opt("enable-fs", "", "required", DUMP, ACCEPTED, (o, v) => o.enableFs.push(...v.split(","))),
-  opt("enable-external-sharing", "", "none", DUMP, ACCEPTED, (o) => o.enableExternalSharing = true),
-  opt("enable-external-masters", "", "none", DUMP, ACCEPTED, (o) => o.enableExternalMasters = true),
+  opt("enable-external-sharing", "", "none", DUMP, IMPLEMENTED, (o) => o.enableExternalSharing = true),
+  opt("enable-external-masters", "", "none", DUMP, IMPLEMENTED, (o) => o.enableExternalMasters = true),
 
   // Cgroups.
   opt("manage-cgroups", "", "optional", DUMP_RESTORE, IMPLEMENTED, (o, v) => {
@@ -371,7 +379,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   ),
   opt("inherit-fd", "", "required", RESTORE, REFUSED, (o, v) => o.inheritFds.push(inheritFd(v))),
   opt("ext-mount-map", "M", "required", DUMP_RESTORE, IMPLEMENTED, extMountMap),
-  opt("veth-pair", "", "required", RESTORE, ACCEPTED, (o, v) => o.vethPairs.push(vethPair(v))),
+  opt("veth-pair", "", "required", RESTORE, IMPLEMENTED, (o, v) => o.vethPairs.push(vethPair(v))),
   opt("empty-ns", "", "required", RESTORE, IMPLEMENTED, (o, v) => {
     o.emptyNetNs = oneOf(v, ["net"]) === "net";
   }),

@@ -90,6 +90,13 @@ export interface CriuPlugin {
   /** A unix socket whose peer is outside the tree; `id` is its inode. */
   dumpUnixSk?(socket: PluginFd, id: number): number;
   restoreUnixSk?(id: number): RestoredFile | number;
+  /**
+   * A bind mount whose source is outside the tree and that no option names: `mountpoint` as CRIU
+   * gives it ("./" and the path in the tree's view), `id` its mount id. 0 takes it.
+   */
+  dumpExtMount?(mountpoint: string, id: number): number;
+  /** Mounts what was dumped as mount `id` at `mountpoint` (a path of criu's); 0 when done. */
+  restoreExtMount?(id: number, mountpoint: string, oldRoot: string): number;
   /** A network link no built-in kind takes. */
   dumpExtLink?(index: number, type: number, kind: string): number;
   pauseDevices?(pid: number): number;

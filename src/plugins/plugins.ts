@@ -47,6 +47,10 @@ export interface LoadedPlugin {
   /** RESTORE_EXT_FILE / RESTORE_UNIX_SK: an fd of criu's own, or -errno. */
   restoreFd(hook: "RESTORE_EXT_FILE" | "RESTORE_UNIX_SK", id: number): number;
   dumpExtLink(index: number, type: number, kind: string): number;
+  /** DUMP_EXT_MOUNT(mountpoint, id). */
+  dumpExtMount(mountpoint: string, id: number): number;
+  /** RESTORE_EXT_MOUNT(id, mountpoint, old_root, NULL), as CRIU asks it. */
+  restoreExtMount(id: number, mountpoint: string, oldRoot: string): number;
 }
 
 const DEFAULT_DIR = "/usr/lib/criu";
@@ -108,6 +112,12 @@ class Native implements LoadedPlugin {
   }
   dumpExtLink(index: number, type: number, kind: string) {
     return this.p.dumpExtLink(HOOK.DUMP_EXT_LINK, index, type, kind);
+  }
+  dumpExtMount(mountpoint: string, id: number) {
+    return this.p.dumpExtMount(HOOK.DUMP_EXT_MOUNT, mountpoint, id);
+  }
+  restoreExtMount(id: number, mountpoint: string, oldRoot: string) {
+    return this.p.restoreExtMount(HOOK.RESTORE_EXT_MOUNT, id, mountpoint, oldRoot);
   }
 }
 

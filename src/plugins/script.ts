@@ -19,8 +19,8 @@ const HOOK_METHODS: Record<HookName, keyof CriuPlugin> = {
   RESTORE_UNIX_SK: "restoreUnixSk",
   DUMP_EXT_FILE: "dumpExtFile",
   RESTORE_EXT_FILE: "restoreExtFile",
-  DUMP_EXT_MOUNT: "name", // not offered to TypeScript plugins yet
-  RESTORE_EXT_MOUNT: "name",
+  DUMP_EXT_MOUNT: "dumpExtMount",
+  RESTORE_EXT_MOUNT: "restoreExtMount",
   DUMP_EXT_LINK: "dumpExtLink",
   HANDLE_DEVICE_VMA: "name",
   UPDATE_VMA_MAP: "name",
@@ -69,6 +69,14 @@ export class ScriptPlugin implements LoadedPlugin {
 
   dumpExtLink(index: number, type: number, kind: string): number {
     return this.p.dumpExtLink?.(index, type, kind) ?? -ENOTSUP;
+  }
+
+  dumpExtMount(mountpoint: string, id: number): number {
+    return this.p.dumpExtMount?.(mountpoint, id) ?? -ENOTSUP;
+  }
+
+  restoreExtMount(id: number, mountpoint: string, oldRoot: string): number {
+    return this.p.restoreExtMount?.(id, mountpoint, oldRoot) ?? -ENOTSUP;
   }
 }
 

@@ -7,21 +7,19 @@ import type { core_entry } from "../images/gen/core_pb.ts";
 import type { posix_timer_entry } from "../images/gen/timer_pb.ts";
 import { dispositionSignals } from "../objects/signals.ts";
 import { threadInfoProblem } from "../objects/cpu.ts";
+import { SIGINFO_SIZE, siginfoSigno } from "../../ffi/structs.ts";
+import { SCHED, SIG } from "../../ffi/syscalls.ts";
 
-/** Linux has 64 signals; a queued one is a 128-byte siginfo_t. */
+/** Linux has 64 signals; a queued one is a siginfo_t. */
 const SIGNALS = 64;
-const SIGINFO_SIZE = 128;
-const SIGKILL = 9;
-const SIGSTOP = 19;
 const RLIMITS = 16; // RLIM_NLIMITS
 const RLIM_INFINITY = 0xffffffffffffffffn;
 const NGROUPS_MAX = 65536;
 /** Clocks timer_create takes (besides the negative per-process and per-thread CPU clocks). */
 const TIMER_CLOCKS = new Set([0, 1, 2, 3, 7, 8, 9, 11]);
 const SIGEV = { SIGNAL: 0, NONE: 1, THREAD: 2, THREAD_ID: 4 } as const;
-/** Policies sched_setscheduler sets: OTHER, FIFO, RR, BATCH, IDLE (not DEADLINE). */
-const SCHED_POLICIES = new Set([0, 1, 2, 3, 5]);
-const SCHED_RESET_ON_FORK = 0x40000000;
+/** Policies sched_setscheduler sets (not DEADLINE). */
+const SCHED_POLICIES = new Set<number>([SCHED.OTHER, SCHED.FIFO, SCHED.RR, SCHED.BATCH, SCHED.IDLE]);
 /** set_robust_list takes exactly a struct robust_list_head; rseq a 32-byte aligned struct rseq. */
 const ROBUST_LIST_HEAD_SIZE = 24;
 const RSEQ_ALIGN = 32n;
@@ -74,6 +72,21 @@ function timerProblem(t: posix_timer_entry, threads: readonly number[]): string 
   return undefined;
 }
 
+/**
+ * What sched_setscheduler and setpriority would refuse of a thread's policy (with its
+ * reset-on-fork flag), real-time priority and nice value.
+ */
+export function schedulingProblem(schedPolicy: number, prio: number, nice: number): string | undefined {
+  const policy = schedPolicy & ~SCHED.RESET_ON_FORK;
+  if (!SCHED_POLICIES.has(policy)) return `an unknown scheduling policy ${schedPolicy}`;
+  const realtime = policy === SCHED.FIFO || policy === SCHED.RR;
+  if (realtime ? prio < 1 || prio > 99 : prio !== 0) {
+    return `a priority ${prio} that policy ${policy} does not take`;
+  }
+  if (nice < -20 || nice > 19) return `a nice value of ${nice}, expected -20 to 19`;
+  return undefined;
+}
+
 /** The thread part: its queued signals, credentials and scheduling. */
 function threadProblem(core: core_entry): string | undefined {
   const th = core.threadCore;
@@ -83,15 +96,8 @@ function threadProblem(core: core_entry): string | undefined {
   for (const caps of c ? [c.capInh, c.capPrm, c.capEff, c.capBnd, c.capAmb] : []) {
     if (caps.length > 2) return `a capability set of ${caps.length} words, expected 2`;
   }
-  const policy = (th.schedPolicy ?? 0) & ~SCHED_RESET_ON_FORK;
-  if (!SCHED_POLICIES.has(policy)) return `an unknown scheduling policy ${th.schedPolicy}`;
-  const prio = th.schedPrio ?? 0;
-  const realtime = policy === 1 || policy === 2;
-  if (realtime ? prio < 1 || prio > 99 : prio !== 0) {
-    return `a priority ${prio} that policy ${policy} does not take`;
-  }
-  const nice = th.schedNice ?? 0;
-  if (nice < -20 || nice > 19) return `a nice value of ${nice}, expected -20 to 19`;
+  const sched = schedulingProblem(th.schedPolicy ?? 0, th.schedPrio ?? 0, th.schedNice ?? 0);
+  if (sched) return sched;
   if (th.futexRla && th.futexRlaLen !== ROBUST_LIST_HEAD_SIZE) {
     return `a robust list head of ${th.futexRlaLen} bytes, expected ${ROBUST_LIST_HEAD_SIZE}`;
   }
@@ -120,9 +126,9 @@ function signalsProblem(signals: readonly { siginfo: Uint8Array }[]): string | u
     if (s.siginfo.byteLength !== SIGINFO_SIZE) {
       return `a queued signal of ${s.siginfo.byteLength} bytes, expected ${SIGINFO_SIZE}`;
     }
-    const signo = new DataView(s.siginfo.buffer, s.siginfo.byteOffset, 4).getInt32(0, true);
+    const signo = siginfoSigno(s.siginfo);
     if (signo < 1 || signo > SIGNALS) return `a queued signal ${signo}, expected 1 to ${SIGNALS}`;
-    if (signo === SIGKILL || signo === SIGSTOP) {
+    if (signo === SIG.KILL || signo === SIG.STOP) {
       return `a queued signal ${signo}, which cannot be queued again`;
     }
   }

@@ -5,13 +5,20 @@
  * inherits that page and can be driven by remote syscalls until it becomes the dumped program.
  */
 import * as pt from "../../ffi/ptrace.ts";
-import { isSyscallError } from "../../ffi/errors.ts";
+import { ERRNO, isSyscallError } from "../../ffi/errors.ts";
 import { spawn } from "../../ffi/spawn.ts";
 import { readMaps, readStatus } from "../../ffi/proc.ts";
 import { cloneSibling } from "../../ffi/sibling.ts";
 import { BATCH_CODE, BATCH_CODE_ROOM, findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
 import { ProcMem } from "../../ffi/memory.ts";
-import { cloneArgs, KSIGACTION_SIZE } from "../../ffi/structs.ts";
+import {
+  CLONE_ARGS_SIZE,
+  cloneArgs,
+  int32Bytes,
+  INT_SIZE,
+  KERNEL_SIGSET_SIZE,
+  KSIGACTION_SIZE,
+} from "../../ffi/structs.ts";
 import { CLONE, MAP, NR, PR, PROT, SIG } from "../../ffi/syscalls.ts";
 import { Agent, type BatchCall } from "../agent.ts";
 import { RestoreError } from "../errors.ts";
@@ -160,9 +167,12 @@ export class PuppetMaster {
       const chunk = tids.slice(at, at + THREADS_PER_BATCH);
       leader.reset();
       const calls = chunk.map((tid) => {
-        const setTid = leader.alloc(4, new Uint8Array(new Int32Array([tid]).buffer));
-        const args = leader.alloc(88, cloneArgs({ flags, exitSignal: 0, setTid, setTidSize: 1 }));
-        return { name: `clone3(thread ${tid})`, nr: NR.clone3, args: [args, 88] };
+        const setTid = leader.alloc(INT_SIZE, int32Bytes(tid));
+        const args = leader.alloc(
+          CLONE_ARGS_SIZE,
+          cloneArgs({ flags, exitSignal: 0, setTid, setTidSize: 1 }),
+        );
+        return { name: `clone3(thread ${tid})`, nr: NR.clone3, args: [args, CLONE_ARGS_SIZE] };
       });
       const before = leader.thread.children.length;
       let results: bigint[];
@@ -173,7 +183,7 @@ export class PuppetMaster {
         const failed = chunk[leader.thread.children.length - before] ?? chunk[0]!;
         this.created.push(...leader.thread.children.splice(before).map((c) => c.pid));
         if (isSyscallError(e, "EEXIST")) {
-          throw new RestoreError(`PID ${failed} is already in use${describeHolder(failed)}`, 17);
+          throw new RestoreError(`PID ${failed} is already in use${describeHolder(failed)}`, ERRNO.EEXIST);
         }
         throw new RestoreError(`Cannot create thread ${failed}: ${(e as Error).message}`);
       }
@@ -195,16 +205,16 @@ export class PuppetMaster {
 
   #clone(from: Agent, pid: number, a: { flags: bigint; exitSignal: number }): number {
     from.reset();
-    const setTid = from.alloc(4, new Uint8Array(new Int32Array([pid]).buffer));
+    const setTid = from.alloc(INT_SIZE, int32Bytes(pid));
     const args = from.alloc(
-      88,
+      CLONE_ARGS_SIZE,
       cloneArgs({ flags: a.flags, exitSignal: a.exitSignal, setTid, setTidSize: 1 }),
     );
-    const r = from.raw(NR.clone3, args, 88);
-    if (r < 0n) {
-      if (r === -17n) throw new RestoreError(`PID ${pid} is already in use${describeHolder(pid)}`, 17);
-      throw new RestoreError(`Cannot create task ${pid}: clone3 failed with errno ${-r}`);
+    const r = from.attempt(`clone3(${pid})`, NR.clone3, args, CLONE_ARGS_SIZE);
+    if (isSyscallError(r, "EEXIST")) {
+      throw new RestoreError(`PID ${pid} is already in use${describeHolder(pid)}`, r.errno);
     }
+    if (isSyscallError(r)) throw new RestoreError(`Cannot create task ${pid}: ${r.message}`, 0, { cause: r });
     // clone3 answers with the pid the parent's namespace sees; ptrace tells us ours.
     const child = from.thread.children.pop()?.pid;
     if (child === undefined) throw new RestoreError(`No clone event for task ${pid}`);
@@ -240,7 +250,11 @@ export class PuppetMaster {
       // The puppet's disposition is its creator's, which may ignore the signal (nohup): default it.
       if (signal !== SIG.KILL) {
         const dfl = agent.alloc(KSIGACTION_SIZE, new Uint8Array(KSIGACTION_SIZE));
-        calls.push({ name: `rt_sigaction(${signal})`, nr: NR.rt_sigaction, args: [signal, dfl, 0, 8] });
+        calls.push({
+          name: `rt_sigaction(${signal})`,
+          nr: NR.rt_sigaction,
+          args: [signal, dfl, 0, KERNEL_SIGSET_SIZE],
+        });
       }
     }
     agent.batch(calls);

@@ -9,9 +9,10 @@
  *               in the namespaces the kinds asked for)
  *               and gets its memory at once, parents first (children share what they shared
  *               copy-on-write). Then the helper ends.
- *   NAMESPACES  each new namespace is filled from inside the root (the loopback device's state, the
+ *   NAMESPACES  "setup-namespaces" (only when namespaces were made) sees them new; then each is
+ *               filled from inside the root (network devices, addresses, routes and firewall, the
  *               host name, the IPC objects, which tasks attached to SysV memory attach again).
- *               → "setup-namespaces", "post-setup-namespaces" (only when namespaces were made)
+ *               → "post-setup-namespaces" (only when namespaces were made)
  *   GROUPS      every task joins its process group; zombies and group helpers end.
  *   RESTORE     each task is rebuilt from inside by remote syscalls: files, fs, signals, timers,
  *               threads, credentials; then what the kinds of file do once every task has its fds.
@@ -25,7 +26,8 @@
  * is ever left behind, stopped or running.
  */
 import { RestoreError } from "../errors.ts";
-import { isSyscallError, osReason } from "../../ffi/errors.ts";
+import { ERRNO, isSyscallError, osReason } from "../../ffi/errors.ts";
+import { KERNEL_SIGSET_SIZE, kernelSigset, timespec, TIMESPEC_SIZE } from "../../ffi/structs.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { dumpedUptimeUs, loadCheckpoint, type RestoreTaskImages } from "./images.ts";
@@ -100,7 +102,7 @@ function checkPidsFree(tasks: readonly RestoreTaskImages[]): void {
         }
         throw new RestoreError(
           `PID ${tid} is already in use by process ${tid}${comm}; it must be free to restore (pstree.img lists it)`,
-          17, // EEXIST, as CRIU answers
+          ERRNO.EEXIST, // as CRIU answers
         );
       }
     }
@@ -193,9 +195,10 @@ function endShortLivedTasks(
   for (const pid of parents) {
     const agent = agents.get(pid)!;
     agent.reset();
-    const set = agent.alloc(8, new Uint8Array(new BigUint64Array([1n << BigInt(SIG.CHLD - 1)]).buffer));
-    const zero = agent.alloc(16, new Uint8Array(16));
-    agent.raw(NR.rt_sigtimedwait, set, 0, zero, 8); // -EAGAIN when none was queued
+    const set = agent.alloc(KERNEL_SIGSET_SIZE, kernelSigset(1n << BigInt(SIG.CHLD - 1)));
+    const zero = agent.alloc(TIMESPEC_SIZE, timespec(0n));
+    // EAGAIN when none was queued
+    agent.attempt("rt_sigtimedwait(SIGCHLD)", NR.rt_sigtimedwait, set, 0, zero, KERNEL_SIGSET_SIZE);
   }
 }
 
@@ -266,10 +269,11 @@ export function restore(opts: RestoreOptions): RestoreResult {
     dir: cp.dir,
     tasks,
     empty: new Set(opts.options.emptyNetNs ? ["net"] : []),
+    options: opts.options,
     hooks: opts.hooks,
     log,
-    options: opts.options,
     cgroups,
+    plugins,
   });
   const namespaces = ns.flags;
   const master = sibling
@@ -304,12 +308,12 @@ export function restore(opts: RestoreOptions): RestoreResult {
     plugins.notify("POST_FORKING");
     forkedAt = performance.now();
     // NAMESPACES
+    // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces; as in
+    // CRIU, the first sees them empty (it may make devices the images leave to it), the second
+    // filled.
+    if (ns.plans.length > 0) opts.hooks.run("setup-namespaces", root);
     for (const plan of ns.plans) plan.fill?.(agents.get(tasks[0]!.entry.pid)!);
-    // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces.
-    if (ns.plans.length > 0) {
-      opts.hooks.run("setup-namespaces", root);
-      opts.hooks.run("post-setup-namespaces", root);
-    }
+    if (ns.plans.length > 0) opts.hooks.run("post-setup-namespaces", root);
     // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
       if (!t.helper && !joinsCriuJob(tasks, t, shellJob).group) {

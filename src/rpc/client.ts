@@ -39,6 +39,7 @@ import { SeqpacketSocket } from "../../ffi/socket.ts";
 import { spawn } from "../../ffi/spawn.ts";
 import { closeFd } from "../../ffi/fd.ts";
 import { signalProcess, waitRaw } from "../../ffi/wait.ts";
+import { SIG } from "../../ffi/syscalls.ts";
 import { RpcChannel } from "./channel.ts";
 
 /** The options of a request, as a plain object: `{ pid: 42, imagesDir: "/tmp/x", shellJob: true }`. */
@@ -305,7 +306,7 @@ export class CriuConnection extends CriuRequests {
     for (;;) {
       const done = waitRaw(child, true);
       if (done !== null) return (done.status & 0x7f) === 0 ? (done.status >> 8) & 0xff : null;
-      if (performance.now() > deadline) signalProcess(child, 9);
+      if (performance.now() > deadline) signalProcess(child, SIG.KILL);
       await new Promise((resolve) => setTimeout(resolve, 5));
     }
   }

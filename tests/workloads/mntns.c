@@ -15,9 +15,28 @@
  * reopened there, as a container's init is: then its program, libraries and fds all live on
  * mounts of the namespace (CRIU refuses a mapping or fd on a mount outside it).
  *
- *   mntns RESULT_FILE [exec]
+ * With `ext HOSTDIR HOSTFILE` it also binds, before leaving the host's view, the host directory
+ * HOSTDIR at edir and the host file HOSTFILE at efile (both outside its view: external mounts),
+ * keeps efile open, and at the end writes edir/out.txt and, through the open fd, efile: the test
+ * reads both from the host, so the mounts must be binds of the host's own directory and file.
+ * `ext-slave` does the same after making the host's mounts slaves (not private) in its namespace:
+ * edir and efile are then slaves of HOSTDIR's peer group on the host, outside the tree. At the end
+ * the test has mounted a tmpfs with p.txt at HOSTDIR/sub, which must have reached edir/sub (the
+ * workload then unmounts its copy before it compares its view).
+ *
+ * `ext-shared` keeps the host's peer groups in its namespace instead (unshare copies them as
+ * peers), and leaves the host's view as runc does (the old root made a recursive slave before it
+ * is detached): edir and efile are in HOSTDIR's peer group on the host. Then, besides edir/sub, it
+ * mounts a tmpfs with b.txt at edir/back at the end, which the test looks for at HOSTDIR/back.
+ *
+ * `overlay` adds an overlayfs at ovl (layers lower, upper, work, given as paths of its view): l.txt
+ * from the lower layer, u.txt written through it before the checkpoint (and kept open); after it
+ * writes after.txt, which must land in the same upper directory.
+ *
+ *   mntns RESULT_FILE [ext|ext-slave|ext-shared HOSTDIR HOSTFILE | overlay | exec]
  */
 #include "lib.h"
+#include "mntns_view.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -29,9 +48,6 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
-
-#define MAXLINES 128
-#define VIEW 16384
 
 static char base[512];
 
@@ -56,70 +72,6 @@ static void mnt(const char *src, const char *dst, const char *type, unsigned lon
 {
 	if (mount(src, dst, type, flags, data))
 		wl_die("mount %s on %s", src ? src : "-", dst);
-}
-
-struct line {
-	int id, parent;
-	char mp[512], text[2048];
-	int shared, master;
-};
-
-/* Mount ids and peer group numbers change across a restore: name them by mountpoints instead. */
-static void view(char *out, size_t size)
-{
-	static char buf[65536];
-	static struct line l[MAXLINES];
-	char *lines[MAXLINES];
-	int n = 0;
-	if (wl_read_file("/proc/self/mountinfo", buf, sizeof(buf)) <= 0)
-		wl_die("read mountinfo");
-	for (char *s = strtok(buf, "\n"); s && n < MAXLINES; s = strtok(NULL, "\n"), n++) {
-		char root[512], opts[256], rest[1024] = "", fs[64], src[256], sopts[512];
-		char opt1[64] = "", opt2[64] = "";
-		int off = 0;
-		if (sscanf(s, "%d %d %*s %511s %511s %255s %n", &l[n].id, &l[n].parent, root, l[n].mp, opts, &off) != 5)
-			wl_die("parse %s", s);
-		char *dash = strstr(s + off, "- ");
-		sscanf(dash + 2, "%63s %255s %511s", fs, src, sopts);
-		sscanf(s + off, "%63s %63s", opt1, opt2);
-		l[n].shared = l[n].master = 0;
-		for (char *o = opt1; o; o = (o == opt1 ? opt2 : NULL)) {
-			if (!strncmp(o, "shared:", 7))
-				l[n].shared = atoi(o + 7);
-			if (!strncmp(o, "master:", 7))
-				l[n].master = atoi(o + 7);
-		}
-		snprintf(l[n].text, sizeof(l[n].text), "%s root=%s %s %s %s %s", l[n].mp, root, opts, fs, src, sopts);
-		(void)rest;
-	}
-	for (int i = 0; i < n; i++) {
-		char extra[1600] = "";
-		const char *parent = "(outside)", *peer = "", *master = "";
-		for (int j = 0; j < n; j++) {
-			if (l[j].id == l[i].parent)
-				parent = l[j].mp;
-			if (l[i].shared && l[j].shared == l[i].shared && !*peer)
-				peer = l[j].mp;
-			if (l[i].master && l[j].shared == l[i].master && !*master)
-				master = l[j].mp;
-		}
-		snprintf(extra, sizeof(extra), " parent=%s%s%s%s%s", parent, *peer ? " shared-with=" : "", peer,
-			 l[i].master ? " slave-of=" : "", l[i].master ? (*master ? master : "(outside)") : "");
-		strncat(l[i].text, extra, sizeof(l[i].text) - strlen(l[i].text) - 1);
-		lines[i] = l[i].text;
-	}
-	/* sorted: the kernel's order of siblings may differ */
-	for (int i = 1; i < n; i++)
-		for (int j = i; j > 0 && strcmp(lines[j - 1], lines[j]) > 0; j--) {
-			char *t = lines[j];
-			lines[j] = lines[j - 1];
-			lines[j - 1] = t;
-		}
-	out[0] = 0;
-	for (int i = 0; i < n; i++) {
-		strncat(out, lines[i], size - strlen(out) - 2);
-		strcat(out, "\n");
-	}
 }
 
 static void expect_file(const char *rel, const char *text)
@@ -156,6 +108,10 @@ int main(int argc, char **argv)
 	wl_init(argc, argv);
 	closefrom(3); /* fds inherited from a shell would be outside the view */
 	wl_path("mnt", base, sizeof(base));
+	int slave = argc == 5 && !strcmp(argv[2], "ext-slave");
+	int shared = argc == 5 && !strcmp(argv[2], "ext-shared");
+	int ext = slave || shared || (argc == 5 && !strcmp(argv[2], "ext"));
+	int overlay = argc == 3 && !strcmp(argv[2], "overlay");
 	if (inside)
 		goto in_new_root;
 	if (readlink("/proc/self/exe", exe, sizeof(exe) - 1) < 0 || readlink("/proc/self/fd/1", log, sizeof(log) - 1) < 0)
@@ -167,13 +123,39 @@ int main(int argc, char **argv)
 	put(at("src/f.txt"), "from src");
 	put(at("src2/g.txt"), "from src2");
 	put(at("bfile"), "");
+	if (overlay) {
+		const char *layers[] = { "lower", "upper", "work", "ovl" };
+		for (size_t i = 0; i < sizeof(layers) / sizeof(layers[0]); i++)
+			if (mkdir(at(layers[i]), 0755) && errno != EEXIST)
+				wl_die("mkdir %s", layers[i]);
+		put(at("lower/l.txt"), "from the lower layer");
+	}
+	if (ext) {
+		if (mkdir(at("edir"), 0755) && errno != EEXIST)
+			wl_die("mkdir edir");
+		put(at("efile"), "");
+	}
 
 	if (unshare(CLONE_NEWNS))
 		wl_die("unshare(CLONE_NEWNS)");
-	mnt(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+	if (!shared)
+		mnt(NULL, "/", NULL, MS_REC | (slave ? MS_SLAVE : MS_PRIVATE), NULL);
 	mnt("/", at("newroot"), NULL, MS_BIND, NULL);
-	if (chdir(at("newroot")) || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/"))
+	if (ext) {
+		char edir[1024], efile[1024];
+		snprintf(edir, sizeof(edir), "%s%s", at("newroot"), at("edir"));
+		snprintf(efile, sizeof(efile), "%s%s", at("newroot"), at("efile"));
+		mnt(argv[3], edir, NULL, MS_BIND, NULL);
+		mnt(argv[4], efile, NULL, MS_BIND, NULL);
+	}
+	int oldroot = open("/", O_DIRECTORY | O_RDONLY);
+	if (oldroot < 0 || chdir(at("newroot")) || syscall(SYS_pivot_root, ".", "."))
 		wl_die("pivot_root");
+	/* the old root's mounts must not take the detach to their host peers: made slaves first */
+	if (shared && (fchdir(oldroot) || mount(NULL, ".", NULL, MS_REC | MS_SLAVE, NULL)))
+		wl_die("make the old root a slave");
+	if (umount2(".", MNT_DETACH) || chdir("/") || close(oldroot))
+		wl_die("detach the old root");
 	if (argc > 2 && !strcmp(argv[2], "exec"))
 		exec_inside(argv, exe, log);
 in_new_root:;
@@ -202,17 +184,54 @@ in_new_root:;
 	mnt(at("src"), at("over"), NULL, MS_BIND, NULL);
 	mnt(at("src2"), at("over"), NULL, MS_BIND, NULL);
 
+	int ufd = -1;
+	if (overlay) {
+		char opts[2048];
+		snprintf(opts, sizeof(opts), "lowerdir=%s,upperdir=%s,workdir=%s", at("lower"), at("upper"), at("work"));
+		mnt("overlay", at("ovl"), "overlay", MS_NOSUID, opts);
+		put(at("ovl/u.txt"), "written through the overlay");
+		ufd = open(at("ovl/u.txt"), O_RDONLY);
+		if (ufd < 0)
+			wl_die("open ovl/u.txt");
+	}
+
 	int fd = open(at("t/a.txt"), O_RDONLY);
 	char two[3] = "";
 	if (fd < 0 || read(fd, two, 2) != 2 || chdir(at("t/d")))
 		wl_die("open t/a.txt, chdir t/d");
+	int efd = ext ? open(at("efile"), O_RDWR) : -1;
+	if (ext && efd < 0)
+		wl_die("open efile");
 	view(before, sizeof(before));
 	wl_log("view:\n%s", before);
 	wl_ready();
 	wl_wait();
 
+	if (slave || shared) {
+		expect_file("edir/sub/p.txt", "from the host");
+		WL_CHECK(dev_of(at("edir/sub")) != dev_of(at("edir")), "the host's mount did not reach edir/sub");
+		umount2(at("edir/sub"), MNT_DETACH);
+	}
 	view(after, sizeof(after));
 	WL_CHECK(!strcmp(before, after), "the mount view changed:\n--- before\n%s--- after\n%s", before, after);
+	if (shared) {
+		if (mkdir(at("edir/back"), 0755) && errno != EEXIST)
+			wl_fail("mkdir edir/back");
+		else if (mount("back", at("edir/back"), "tmpfs", 0, "size=64k"))
+			wl_fail("mount edir/back: %s", strerror(errno));
+		else
+			put(at("edir/back/b.txt"), "from the workload");
+	}
+	if (overlay) {
+		char buf[64] = "";
+		expect_file("ovl/l.txt", "from the lower layer");
+		expect_file("ovl/u.txt", "written through the overlay");
+		expect_file("upper/u.txt", "written through the overlay");
+		WL_CHECK(pread(ufd, buf, 7, 0) == 7 && !strcmp(buf, "written"), "the kept ovl/u.txt fd read \"%s\"", buf);
+		put(at("ovl/after.txt"), "after the restore");
+		expect_file("upper/after.txt", "after the restore");
+		WL_CHECK(access(at("lower/after.txt"), F_OK) != 0, "a write reached the lower layer");
+	}
 	expect_file("t/a.txt", "hello tmpfs");
 	expect_file("t/d/b.txt", "inner file");
 	expect_file("bfile", "hello tmpfs");
@@ -232,6 +251,15 @@ in_new_root:;
 	char cwd[1024] = "";
 	WL_CHECK(getcwd(cwd, sizeof(cwd)) && !strcmp(cwd, at("t/d")), "cwd is %s", cwd);
 	WL_CHECK(dev_of(".") == dev_of(at("t")), "cwd is not on the tmpfs t");
+
+	if (ext) {
+		expect_file("edir/in.txt", "host dir");
+		expect_file("efile", "host file");
+		put(at("edir/out.txt"), "written into the host dir");
+		const char *msg = "written through the fd";
+		WL_CHECK(pwrite(efd, msg, strlen(msg), 0) == (ssize_t)strlen(msg) && ftruncate(efd, strlen(msg)) == 0,
+			 "cannot write efile through its fd");
+	}
 
 	/* propagation still works: sh → sl, never back */
 	mnt("later", at("sh/later"), "tmpfs", 0, "size=64k");

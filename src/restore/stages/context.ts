@@ -1,0 +1,36 @@
+/** What every stage of a task's restore is handed, and what the thread stage hands to RESUME. */
+import type { core_entry } from "../../images/gen/core_pb.ts";
+import type { Agent } from "../../agent.ts";
+import type { RestoredObject } from "../../objects/mappings.ts";
+import type { FilesSession, SharedFiles } from "../../objects/files.ts";
+import type { Checkpoint } from "../images.ts";
+import type { PuppetMaster } from "../puppet.ts";
+import type { Log } from "../../log.ts";
+import type { RunOptions } from "../../options/options.ts";
+
+export interface TaskRestoreContext {
+  checkpoint: Checkpoint;
+  master: PuppetMaster;
+  log: Log;
+  /** What every kind of file is told, from PREPARE to the end. */
+  files: FilesSession;
+  /** Files open in the tasks restored so far. */
+  shared: SharedFiles;
+  /** Pages compared with the parent's and left shared, and pages filled from the images (stats-restore). */
+  cowStats: { compared: number; skipped: number; restored: number };
+  /**
+   * The securebits every puppet has until its own credentials are set: each is a copy of the
+   * helper (or of the sibling root), so they are asked once.
+   */
+  puppetSecbits?: number;
+  /** Objects behind mappings (shared memory) restored so far, by their backing's key. */
+  shmem: Map<string, RestoredObject>;
+  /** The restore's options, read-only, as the object kinds get them. */
+  options: RunOptions;
+}
+
+/** A thread ready to be resumed: its agent (still inside) and the core it must end up with. */
+export interface PendingThread {
+  agent: Agent;
+  core: core_entry;
+}

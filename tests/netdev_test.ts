@@ -1,0 +1,457 @@
+/**
+ * Network namespaces beyond the loopback: the netdev workload leads out of its namespace through a
+ * veth pair (outer end in the test's namespace, which the test gives 198.19.77.1 and
+ * fd00:198:19:77::1), with addresses, routes, a rule, an iptables rule and changed sysctls inside.
+ * Every restore names the outer end (`--veth-pair` or `--external veth[]`) and the test gives it
+ * its addresses again, as a runtime would; the workload then checks its own view and that traffic
+ * flows through the veth. Also: an established TCP connection into the namespace, CRIU's tools
+ * reading the images, device kinds refused by name, a plugin taking one (DUMP_EXT_LINK),
+ * and a failed restore leaving no device behind.
+ */
+import assert from "node:assert/strict";
+import { criu, criuOk, descendants, exists, reap, ROOT, tempDir, waitFor, Workload } from "./lib/harness.ts";
+import { withWorkload } from "./lib/matrix.ts";
+import { CriuClient } from "../mod.ts";
+
+const INNER = "eth0";
+let outerCount = 0;
+
+/** A name for the outer end of one test's veth (15 bytes at most), not used by anyone else. */
+function outerName(): string {
+  return `ctsnd${Deno.pid % 10000}x${outerCount++}`;
+}
+
+function run(program: string, args: string[], opts: { env?: Record<string, string> } = {}): string {
+  const out = new Deno.Command(program, { args, stdin: "null", stdout: "piped", stderr: "piped", ...opts })
+    .outputSync();
+  const dec = new TextDecoder();
+  if (!out.success) throw new Error(`${program} ${args.join(" ")}: ${dec.decode(out.stderr)}`);
+  return dec.decode(out.stdout);
+}
+
+function linkExists(name: string): boolean {
+  return new Deno.Command("ip", { args: ["link", "show", "dev", name], stdout: "null", stderr: "null" })
+    .outputSync().success;
+}
+
+/** What a runtime does with the outer end of a restored veth: its addresses, and up. */
+function configureOuter(name: string): void {
+  run("ip", ["addr", "add", "198.19.77.1/24", "dev", name]);
+  run("ip", ["-6", "addr", "add", "fd00:198:19:77::1/64", "dev", name, "nodad"]);
+  run("ip", ["link", "set", "dev", name, "up"]);
+}
+
+/** The outer end goes with the namespace, a moment after its last task. */
+async function waitGone(name: string): Promise<void> {
+  await waitFor(`${name} to go with its namespace`, () => !linkExists(name), 20000);
+}
+
+/** `--veth-pair` on even cycles, `--external veth[]` on odd ones: both name the outer end. */
+function outerOption(outer: string, cycle: number): string[] {
+  return cycle % 2 === 0 ? ["--veth-pair", `${INNER}=${outer}`] : ["--external", `veth[${INNER}]:${outer}`];
+}
+
+async function dumpTree(w: Workload, images: string, extra: string[] = [], env?: Record<string, string>) {
+  const tree = [w.pid, ...descendants(w.pid)];
+  await criuOk(
+    ["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4", ...extra],
+    env ? { env } : {},
+  );
+  for (const pid of tree) await reap(pid);
+}
+
+/** Dump (the namespace goes), restore naming the outer end, give it its addresses again. */
+async function cycle(
+  w: Workload,
+  images: string,
+  outer: string,
+  n: number,
+  extra: string[] = [],
+): Promise<void> {
+  await dumpTree(w, images, extra);
+  await waitGone(outer);
+  await criuOk([
+    "restore",
+    "-D",
+    images,
+    "-d",
+    "-o",
+    "restore.log",
+    "-v4",
+    ...outerOption(outer, n),
+    ...extra,
+  ]);
+  assert.ok(exists(`/proc/${w.pid}`), "netdev is not back after restore");
+  assert.ok(linkExists(outer), `the outer end ${outer} was not made in our namespace`);
+  configureOuter(outer);
+}
+
+/** Runs the netdev workload with its outer end configured; leaves no device behind. */
+async function withNetdev(
+  args: string[],
+  body: (w: Workload, images: string, outer: string) => Promise<void>,
+): Promise<void> {
+  const outer = outerName();
+  try {
+    await withWorkload({ name: "netdev", args: [outer, ...args] }, async (w, images) => {
+      configureOuter(outer);
+      await body(w, images, outer);
+    });
+  } finally {
+    if (linkExists(outer)) await waitGone(outer);
+  }
+}
+
+Deno.test("netdev passes plain", () => withNetdev([], async () => {}));
+
+Deno.test("netdev passes after dump and restore", () =>
+  withNetdev([], (w, images, outer) => cycle(w, images, outer, 0)));
+
+Deno.test("netdev keeps running after dump --leave-running", () =>
+  withNetdev([], async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+    assert.ok(exists(`/proc/${w.pid}`));
+    assert.ok(exists(`${images}/inventory.img`));
+  }));
+
+Deno.test("netdev passes after 10 dump/restore cycles", () =>
+  withNetdev([], async (w, images, outer) => {
+    for (let i = 0; i < 10; i++) await cycle(w, images, outer, i);
+  }));
+
+Deno.test("a bridge and a veth pair inside come back (a port in the bridge); --external veth[IN]:OUT@BRIDGE puts the outer end in our bridge", async () => {
+  const bridge = `ctsbr${Deno.pid % 10000}`;
+  run("ip", ["link", "add", bridge, "type", "bridge"]);
+  try {
+    await withNetdev(["bridge", "pair"], async (w, images, outer) => {
+      await dumpTree(w, images);
+      await waitGone(outer);
+      await criuOk([
+        "restore",
+        "-D",
+        images,
+        "-d",
+        "-o",
+        "restore.log",
+        "-v4",
+        "--external",
+        `veth[${INNER}]:${outer}@${bridge}`,
+      ]);
+      const shown = run("ip", ["-d", "link", "show", "dev", outer]);
+      assert.match(shown, new RegExp(`master ${bridge}`), shown);
+      assert.match(shown, /<[^>]*\bUP\b[^>]*>/, `${outer} is not up: ${shown}`);
+      const inside = run("nsenter", [
+        `--net=/proc/${w.pid}/ns/net`,
+        "ip",
+        "-d",
+        "link",
+        "show",
+        "dev",
+        "br0",
+      ]);
+      assert.match(inside, /mtu 1300 .*\n(.*\n)*.*bridge /, inside);
+      const in1 = run("nsenter", [`--net=/proc/${w.pid}/ns/net`, "ip", "-d", "link", "show", "dev", "in1"]);
+      assert.match(in1, /in1@in0: .* master br0 /, in1);
+      // The outer end is a bridge port now: the addresses go on the bridge.
+      configureOuter(bridge);
+    });
+  } finally {
+    run("ip", ["link", "del", bridge]);
+  }
+});
+
+Deno.test("over RPC, veths and external name the outer end as --veth-pair and --external do", () =>
+  withNetdev([], async (w, images, outer) => {
+    const client = new CriuClient();
+    for (
+      const named of [
+        { veths: [{ ifIn: INNER, ifOut: outer }] },
+        { external: [`veth[${INNER}]:${outer}`] },
+      ]
+    ) {
+      await dumpTree(w, images);
+      await waitGone(outer);
+      const restored = await client.restore({
+        imagesDir: images,
+        logFile: "restore.log",
+        logLevel: 4,
+        ...named,
+      });
+      assert.equal(restored.pid, w.pid);
+      assert.ok(linkExists(outer), `${JSON.stringify(named)} did not name the outer end ${outer}`);
+      configureOuter(outer);
+    }
+  }));
+
+Deno.test("routes saved while the veth had no carrier (its outer end down) come back", async () => {
+  const outer = outerName();
+  try {
+    await withWorkload({ name: "netdev", args: [outer] }, async (w, images) => {
+      // The outer end stays down until after the restore: the saved routes say "linkdown".
+      await cycle(w, images, outer, 0);
+    });
+  } finally {
+    if (linkExists(outer)) await waitGone(outer);
+  }
+});
+
+Deno.test("a macvlan comes back on the parent --external macvlan[NAME]:PARENT names, and not without one", () =>
+  withNetdev(["macvlan"], async (w, images, outer) => {
+    await dumpTree(w, images);
+    await waitGone(outer);
+    const id = netnsId(images);
+    const mv0 = crit(`${images}/netdev-${id}.img`).entries.find((d) => d.name === "mv0");
+    assert.equal(mv0?.type, "MACVLAN");
+    assert.deepEqual(mv0.macvlan, { mode: 4, flags: 0 });
+    const bare = ["restore", "-D", images, "-d", "-o", "restore.log", "-v4", ...outerOption(outer, 0)];
+    const r = await criu(bare);
+    assert.equal(r.code, 1, `a restore without the parent should fail: ${r.stderr}`);
+    assert.match(r.stderr, /a macvlan parent for mv0 is required \(--external macvlan\[mv0\]:PARENT/);
+    await reap(w.pid);
+    await waitGone(outer);
+    await criuOk([...bare, "--external", `macvlan[mv0]:${outer}`]);
+    const shown = run("nsenter", [`--net=/proc/${w.pid}/ns/net`, "ip", "-d", "link", "show", "dev", "mv0"]);
+    assert.match(shown, /macvlan mode bridge/, shown);
+    configureOuter(outer);
+  }));
+
+Deno.test("a persistent tap device comes back at its index with its owner, group, header and MTU", () =>
+  withNetdev(["tap"], async (w, images, outer) => {
+    await cycle(w, images, outer, 0);
+    const tap = crit(`${images}/netdev-${netnsId(images)}.img`).entries.find((d) => d.name === "extra0");
+    assert.equal(tap?.type, "TUN");
+    const t = tap.tun as Record<string, number>;
+    assert.equal(t.owner, 65534);
+    assert.equal(t.group, 65534);
+    assert.equal(t.flags! & 0x4002, 0x4002, "IFF_TAP | IFF_VNET_HDR");
+    await cycle(w, images, outer, 1);
+  }));
+
+/** crit's JSON of one image. */
+function crit(path: string): { entries: Record<string, unknown>[] } {
+  return JSON.parse(run("crit", ["decode", "-i", path]));
+}
+
+function netnsId(images: string): number {
+  const name = [...Deno.readDirSync(images)].map((e) => e.name).find((n) => /^netns-\d+\.img$/.test(n));
+  assert.ok(name, "no netns-ID.img written");
+  return Number(/\d+/.exec(name)![0]);
+}
+
+type Sysctl = { type: string; iarg?: number };
+
+Deno.test("crit and ip read the network namespace images", () =>
+  withNetdev([], async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+    const id = netnsId(images);
+    const devices = crit(`${images}/netdev-${id}.img`).entries;
+    const eth0 = devices.find((d) => d.name === INNER);
+    assert.ok(eth0, `no ${INNER} in netdev-${id}.img: ${JSON.stringify(devices.map((d) => d.name))}`);
+    assert.equal(eth0.type, "VETH");
+    assert.equal(eth0.mtu, 1400);
+    assert.ok(typeof eth0.peer_ifindex === "number" && eth0.peer_ifindex > 0, "no peer index");
+    assert.equal(atob(String(eth0.address)).length, 6, "no 6-byte hardware address");
+    // CRIU's order of settings: accept_redirects is the second IPv4 one, hop_limit the 20th IPv6 one.
+    assert.deepEqual((eth0.conf4 as Sysctl[])[1], { type: "CTL_32", iarg: 0 });
+    assert.deepEqual((eth0.conf6 as Sysctl[])[19], { type: "CTL_32", iarg: 33 });
+    assert.equal(devices.find((d) => d.name === "lo")?.type, "LOOPBACK");
+    const netns = crit(`${images}/netns-${id}.img`).entries[0]!;
+    assert.deepEqual((netns.all_conf4 as Sysctl[])[15], { type: "CTL_32", iarg: 1 }, "all.log_martians");
+    assert.deepEqual((netns.def_conf6 as Sysctl[])[19], { type: "CTL_32", iarg: 44 }, "default.hop_limit");
+    assert.deepEqual((netns.unix_conf as Sysctl[])[0], { type: "CTL_32", iarg: 77 }, "max_dgram_qlen");
+    // The raw images are what CRIU's tools wrote: ip reads them back.
+    const showdump = (what: string[], image: string) =>
+      run("/bin/sh", ["-c", `ip ${what.join(" ")} showdump < ${images}/${image}-${id}.img`]);
+    assert.match(showdump(["addr"], "ifaddr"), /198\.19\.77\.2\/24/);
+    assert.match(showdump(["addr"], "ifaddr"), /fd00:198:19:77::2\/64/);
+    assert.match(showdump(["route"], "route"), /198\.19\.78\.0\/24 via 198\.19\.77\.1/);
+    assert.match(showdump(["-6", "route"], "route6"), /fd00:198:19:78::\/64 via fd00:198:19:77::1/);
+    // ip cannot show a saved rule dump: restore it into a namespace of its own instead.
+    const rules = run("unshare", [
+      "-n",
+      "/bin/sh",
+      "-c",
+      `ip rule restore < ${images}/rule-${id}.img && ip rule show`,
+    ]);
+    assert.match(rules, /from 198\.19\.77\.2 lookup 100/);
+    assert.match(Deno.readTextFileSync(`${images}/nftables-${id}.img`), /tcp dport 7777 .*drop/);
+  }));
+
+Deno.test("a TCP connection into the namespace through the veth survives dump and restore", async () => {
+  const outer = outerName();
+  const w = await Workload.start("netdev", [outer, "tcp"]);
+  const images = tempDir();
+  let conn: Deno.TcpConn | undefined;
+  try {
+    configureOuter(outer);
+    conn = await Deno.connect({ hostname: "198.19.77.2", port: 7000 });
+    await echo(conn, "before the dump");
+    await cycle(w, images, outer, 0, ["--tcp-established"]);
+    await echo(conn, "after the restore");
+    await cycle(w, images, outer, 1, ["--tcp-established"]);
+    await echo(conn, "after the second restore");
+    assert.equal(await w.finish(), "PASS", w.output());
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    conn?.close();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+    if (linkExists(outer)) await waitGone(outer);
+  }
+});
+
+async function echo(conn: Deno.TcpConn, text: string): Promise<void> {
+  const sent = new TextEncoder().encode(text);
+  await conn.write(sent);
+  const got = new Uint8Array(sent.length);
+  let n = 0;
+  while (n < got.length) {
+    const r = await conn.read(got.subarray(n));
+    assert.ok(r !== null, `the connection ended before "${text}" came back`);
+    n += r;
+  }
+  assert.equal(new TextDecoder().decode(got), text);
+}
+
+const REFUSED_KINDS = [
+  { arg: "ifb", device: "extra0", kind: "ifb", why: "neither CRIU nor criu-ts makes it" },
+  { arg: "heldtap", device: "held0", kind: "tun", why: "a process holds it: tun files are not saved yet" },
+];
+for (const { arg, device, kind, why } of REFUSED_KINDS) {
+  Deno.test(`a dump refuses a ${kind} device (${why}), naming the device and its kind`, () =>
+    withNetdev([arg], async (w, images) => {
+      const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4"]);
+      assert.equal(r.code, 1, `the dump should fail: ${r.stderr}`);
+      assert.match(r.stderr, new RegExp(`network device ${device} \\(${kind}\\) of process ${w.pid}`));
+      assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
+    }));
+}
+
+Deno.test("a dump whose ip tool fails says so and leaves the process running as it was", () =>
+  withNetdev([], async (w, images) => {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4"], {
+      env: { CR_IP_TOOL: "/bin/false" },
+    });
+    assert.equal(r.code, 1, `the dump should fail: ${r.stderr}`);
+    assert.match(
+      r.stderr,
+      new RegExp(`Cannot list the network devices of process ${w.pid}: /bin/false .*failed`),
+    );
+    assert.doesNotMatch(r.stderr, /\bat .*\.ts:\d+/, "no stack trace");
+    assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
+    assert.ok(!exists(`${images}/netdev-2.img`), "a failed dump leaves no image");
+  }));
+
+/** Builds the test plugin that takes ifb links into a directory of its own. */
+function ifbLinkPlugin(): string {
+  const dir = tempDir("criu-ts-netdev-plugin-");
+  run("gcc", [
+    "-shared",
+    "-fPIC",
+    "-O1",
+    "-Wall",
+    "-Werror",
+    "-I",
+    `${ROOT}/src/plugins/include`,
+    "-o",
+    `${dir}/ifb_link.so`,
+    `${ROOT}/tests/plugins/ifb_link_plugin.c`,
+  ]);
+  return dir;
+}
+
+Deno.test("a plugin takes an ifb device (DUMP_EXT_LINK); setup-namespaces makes it on restore", async () => {
+  const plugins = ifbLinkPlugin();
+  const trace = `${plugins}/trace`;
+  const script = `${plugins}/make-ifb.sh`;
+  try {
+    await withNetdev(["ifb"], async (w, images, outer) => {
+      await dumpTree(w, images, ["-L", plugins], { IFB_LINK_TRACE: trace });
+      // Asked once, about extra0 alone (an Ethernet-type device, ARPHRD_ETHER = 1).
+      assert.match(Deno.readTextFileSync(trace), /^link \d+ type 1 kind ifb\n$/);
+      const devices = crit(`${images}/netdev-${netnsId(images)}.img`).entries;
+      const extra = devices.find((d) => d.name === "extra0");
+      assert.equal(extra?.type, "EXTLINK");
+      // The runtime makes the device at its index (the veth takes its own index back after it),
+      // with its address (an ifb device takes none once made).
+      const mac = [...Uint8Array.from(atob(String(extra.address)), (c) => c.charCodeAt(0))]
+        .map((b) => b.toString(16).padStart(2, "0")).join(":");
+      Deno.writeTextFileSync(
+        script,
+        '#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = setup-namespaces ] || exit 0\n' +
+          `exec nsenter --net=/proc/$CRTOOLS_INIT_PID/ns/net ip link add extra0 index ${extra.ifindex} address ${mac} type ifb\n`,
+      );
+      Deno.chmodSync(script, 0o755);
+      await waitGone(outer);
+      await criuOk([
+        "restore",
+        "-D",
+        images,
+        "-d",
+        "-o",
+        "restore.log",
+        "-v4",
+        "--action-script",
+        script,
+        ...outerOption(outer, 0),
+      ]);
+      configureOuter(outer);
+    });
+  } finally {
+    Deno.removeSync(plugins, { recursive: true });
+  }
+});
+
+Deno.test("a failed restore leaves no process and no device behind", () =>
+  withNetdev([], async (w, images, outer) => {
+    await dumpTree(w, images);
+    await waitGone(outer);
+    // The namespace is filled (the veth made) before post-setup-namespaces fails the restore.
+    const script = `${images}/fail.sh`;
+    Deno.writeTextFileSync(
+      script,
+      '#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-setup-namespaces ] && exit 3\nexit 0\n',
+    );
+    Deno.chmodSync(script, 0o755);
+    const r = await criu([
+      "restore",
+      "-D",
+      images,
+      "-d",
+      "-o",
+      "restore.log",
+      "-v4",
+      "--action-script",
+      script,
+      ...outerOption(outer, 0),
+    ]);
+    assert.equal(r.code, 1, `the restore should fail: ${r.stderr}`);
+    assert.match(Deno.readTextFileSync(`${images}/restore.log`), new RegExp(`Made veth ${INNER}`));
+    await reap(w.pid);
+    await waitGone(outer);
+    // The same images restore afterwards: nothing was left in the way.
+    await criuOk(["restore", "-D", images, "-d", "-o", "restore.log", "-v4", ...outerOption(outer, 1)]);
+    configureOuter(outer);
+  }));
+
+Deno.test("a damaged ip dump is refused by name before any process or device is made", () =>
+  withNetdev([], async (w, images, outer) => {
+    await dumpTree(w, images);
+    await waitGone(outer);
+    const path = `${images}/ifaddr-${netnsId(images)}.img`;
+    const good = Deno.readFileSync(path);
+    const bad = good.slice();
+    bad[0] = bad[0]! ^ 0xff;
+    Deno.writeFileSync(path, bad);
+    const restore = ["restore", "-D", images, "-d", "-o", "restore.log", "-v4", ...outerOption(outer, 0)];
+    const r = await criu(restore);
+    assert.equal(r.code, 1, `the restore should fail: ${r.stderr}`);
+    assert.match(r.stderr, new RegExp(`${path} is not a dump of ip`));
+    assert.ok(!exists(`/proc/${w.pid}`), "no process made");
+    assert.ok(!linkExists(outer), "no device made");
+    Deno.writeFileSync(path, good);
+    await criuOk(restore);
+    configureOuter(outer);
+  }));
