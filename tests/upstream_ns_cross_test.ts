@@ -72,6 +72,46 @@ function cgroupCase(ns: boolean, criuArgs: string[], remove: boolean): CrossCase
   };
 }
 
+/** Runs `ip` (or another tool) and fails with what it said. */
+function tool(program: string, ...args: string[]): void {
+  run(program, ...args);
+}
+
+function linkExists(name: string): boolean {
+  return new Deno.Command("ip", { args: ["link", "show", "dev", name], stdout: "null", stderr: "null" })
+    .outputSync().success;
+}
+
+/**
+ * The netdev workload (a veth from its network namespace to ours, addresses, routes, a rule, an
+ * iptables rule, sysctls): the outer end is given its addresses, as a runtime does, at start and
+ * again after the restore, which names it with `outerOption`.
+ */
+function netdevCase(outerOption: (outer: string) => string[], args: string[] = []): CrossCase {
+  const outer = `ctsx${Deno.pid % 10000}n${++serial}`;
+  const configure = () => {
+    tool("ip", "addr", "add", "198.19.77.1/24", "dev", outer);
+    tool("ip", "-6", "addr", "add", "fd00:198:19:77::1/64", "dev", outer, "nodad");
+    tool("ip", "link", "set", "dev", outer, "up");
+  };
+  const gone = async () => {
+    for (let i = 0; linkExists(outer); i++) {
+      if (i > 1000) throw new Error(`The outer end ${outer} stays after its namespace is gone`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  return {
+    name: "netdev",
+    args: [outer, ...args],
+    title: ["netdev", ...args, ...outerOption("OUTER")].join(" "),
+    restoreArgs: outerOption(outer),
+    started: configure,
+    afterDump: gone,
+    restored: configure,
+    cleanup: gone,
+  };
+}
+
 registerCross([
   {
     name: "mntns",
@@ -96,6 +136,8 @@ registerCross([
     upstreamRestoreFails:
       "without a PID and mount namespace of its own, mounting proc in the new user namespace fails (EPERM)",
   },
+  netdevCase((outer) => ["--veth-pair", `eth0=${outer}`]),
+  netdevCase((outer) => ["--external", `veth[eth0]:${outer}`]),
 ]);
 
 Deno.test("upstream_ns_cross: the --root bind mount is removed", () => dropRootfs());

@@ -17,6 +17,7 @@
 import { create } from "@bufbuild/protobuf";
 import { type net_device_entry, type netns_entry, netns_entrySchema } from "../images/gen/netdev_pb.ts";
 import { KINDS } from "../images/kinds.ts";
+import type { inventory_entry } from "../images/gen/inventory_pb.ts";
 import type { ImageDir } from "../images/dir.ts";
 import { inNetns } from "../../ffi/netdev.ts";
 import { CLONE } from "../../ffi/syscalls.ts";
@@ -26,7 +27,8 @@ import type { Plugins } from "../plugins/plugins.ts";
 import type { Log } from "../log.ts";
 import { checkLinks, dumpLinks, type OuterNames, outerNames, restoreLinks } from "./netdev.ts";
 import { IPV4_SYSCTLS, readConf, readSysctls, UNIX_CONF, writeConf, writeSysctls } from "./netns_sysctl.ts";
-import { checkNetConfig, dumpNetConfig, restoreNetConfig } from "./netns_config.ts";
+import { checkNetConfig, dumpNetConfig, removeSavedNetnsLock, restoreNetConfig } from "./netns_config.ts";
+import { nftTableOf } from "./network_lock.ts";
 
 /** A saved namespace, as the restore reads it at PREPARE. */
 interface SavedNetns {
@@ -135,7 +137,23 @@ registerNamespaceKind({
       fill: (root) => {
         if (saved && !empty) fillNetns(ctx.dir, root.pid, saved, outer, ctx.log);
       },
-      afterRestore: (rootPid) => ctx.hooks.run("network-unlock", rootPid),
+      afterRestore: (rootPid) => {
+        ctx.hooks.run("network-unlock", rootPid);
+        if (saved && !empty) {
+          removeSavedNetnsLock(
+            rootPid,
+            ctx.options.networkLock,
+            nftTableOf(inventoryRunId(ctx.dir)),
+            ctx.log,
+          );
+        }
+      },
     };
   },
 });
+
+/** The dump's run id (inventory), which names CRIU's nftables lock. */
+function inventoryRunId(dir: ImageDir): string | undefined {
+  const inventory = dir.readOptional<inventory_entry>(KINDS.INVENTORY)[0];
+  return inventory?.dumpCriuRunId || undefined;
+}

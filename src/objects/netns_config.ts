@@ -172,3 +172,56 @@ function restoreToolFor(kind: ImageKind): SavedTool {
   const legacy = `${family}tables-legacy-restore`;
   return { kind, save: [], restore: [onPath(legacy) ? legacy : `${family}tables-restore`, "-w"] };
 }
+
+/** What CRIU's iptables lock adds to a namespace: removed as its unlock does, jumps first. */
+const CRIU_LOCK_JUMPS = "*filter\n:CRIU - [0:0]\n-D INPUT -j CRIU\n-D OUTPUT -j CRIU\nCOMMIT\n";
+const CRIU_LOCK_CHAIN = "*filter\n:CRIU - [0:0]\n-X CRIU\nCOMMIT\n";
+
+/**
+ * CRIU locks a namespace of the tree's own as a whole before it saves its firewall, so its images
+ * hold the lock: the `CRIU` chain (and jumps to it from INPUT and OUTPUT) of iptables, or the
+ * nftables table `inet <nftTable>`. Its restore removes them once the tree is back, after the
+ * network-unlock scripts; so does this, inside the namespace of `pid`. Images without the lock
+ * (criu-ts's) have nothing to remove: each step may fail.
+ */
+export function removeSavedNetnsLock(
+  pid: number,
+  method: "iptables" | "nftables" | "skip",
+  nftTable: string,
+  log: Log,
+): void {
+  const attempt = (argv: string[], input?: string) => {
+    try {
+      runInNetns(pid, argv, input === undefined ? undefined : new TextEncoder().encode(input));
+      return true;
+    } catch (e) {
+      if (!(e instanceof NetToolError)) throw e;
+      log.debug(`${argv.join(" ")}: ${e.message}`);
+      return false;
+    }
+  };
+  if (method === "nftables") {
+    if (attempt(["nft", "delete", "table", "inet", nftTable])) {
+      log.info(`Removed the saved lock table ${nftTable}`);
+    }
+    return;
+  }
+  if (method !== "iptables") return;
+  // The lock is in whichever backend CRIU's iptables-restore wrote: nf_tables, or legacy when the
+  // namespace has a legacy filter table (only looked at then: a look would make one).
+  const legacy = (family: string) => {
+    try {
+      return Deno.readTextFileSync(`/proc/${pid}/net/${family}_tables_names`).split("\n").includes("filter");
+    } catch {
+      return false;
+    }
+  };
+  const tools = ["iptables", "ip6tables", ...["ip", "ip6"].filter(legacy).map((f) => `${f}tables-legacy`)];
+  for (const tool of tools) {
+    if (!onPath(tool) || !attempt([tool, "-w", "-n", "-L", "CRIU"])) continue;
+    const restore = [tool.replace("tables", "tables-restore"), "-w", "--noflush"];
+    attempt(restore, CRIU_LOCK_JUMPS);
+    attempt(restore, CRIU_LOCK_CHAIN);
+    log.info(`Removed the saved lock chain CRIU (${tool})`);
+  }
+}

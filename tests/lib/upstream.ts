@@ -58,12 +58,14 @@ async function upstreamOk(dir: string, log: string, args: string[]): Promise<voi
  */
 export function crossRoundTrip(c: CrossCase, dump: Dump, restore: Restore): Promise<void> {
   return withWorkload(c, async (w, images) => {
+    c.started?.();
     const tree = [w.pid, ...descendants(w.pid)];
     await dump(w.pid, images);
     for (const pid of tree) await reap(pid);
     await c.afterDump?.();
     await restore(images);
     assert.ok(exists(`/proc/${w.pid}`), `${w.name} is not back after restore`);
+    c.restored?.();
   });
 }
 
@@ -72,6 +74,10 @@ export interface CrossCase extends Case {
   after?: () => void;
   /** The case's name in the tests' names, when its arguments do not say it (e.g. a unique name). */
   title?: string;
+  /** Run once the workload is ready, before the dump (e.g. what a runtime sets up outside it). */
+  started?: () => void;
+  /** Run after the restore, before the workload checks itself (e.g. what a runtime sets up again). */
+  restored?: () => void;
   /** Run between the dump and the restore, the dumped tree gone (e.g. to remove its cgroups). */
   afterDump?: () => Promise<void>;
   /** Run after each cross-check, passed or not (e.g. to remove the cgroups the workload made). */
