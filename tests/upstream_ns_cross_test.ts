@@ -85,9 +85,14 @@ function linkExists(name: string): boolean {
 /**
  * The netdev workload (a veth from its network namespace to ours, addresses, routes, a rule, an
  * iptables rule, sysctls): the outer end is given its addresses, as a runtime does, at start and
- * again after the restore, which names it with `outerOption`.
+ * again after the restore, which names it with `outerOption`. Its subnets are netdev_test.ts's:
+ * the two files must not run at the same time (two outer ends with 198.19.77.1 on the host).
  */
-function netdevCase(outerOption: (outer: string) => string[], args: string[] = []): CrossCase {
+function netdevCase(
+  outerOption: (outer: string) => string[],
+  args: string[] = [],
+  criuArgs: string[] = [],
+): CrossCase {
   const outer = `ctsx${Deno.pid % 10000}n${++serial}`;
   const configure = () => {
     tool("ip", "addr", "add", "198.19.77.1/24", "dev", outer);
@@ -103,7 +108,8 @@ function netdevCase(outerOption: (outer: string) => string[], args: string[] = [
   return {
     name: "netdev",
     args: [outer, ...args],
-    title: ["netdev", ...args, ...outerOption("OUTER")].join(" "),
+    title: ["netdev", ...args, ...outerOption("OUTER"), ...criuArgs].join(" "),
+    criuArgs,
     restoreArgs: outerOption(outer),
     started: configure,
     afterDump: gone,
@@ -138,6 +144,8 @@ registerCross([
   },
   netdevCase((outer) => ["--veth-pair", `eth0=${outer}`]),
   netdevCase((outer) => ["--external", `veth[eth0]:${outer}`]),
+  netdevCase((outer) => ["--veth-pair", `eth0=${outer}`], [], ["--network-lock", "nftables"]),
+  netdevCase((outer) => ["--veth-pair", `eth0=${outer}`], ["bridge", "pair"]),
 ]);
 
 Deno.test("upstream_ns_cross: the --root bind mount is removed", () => dropRootfs());
