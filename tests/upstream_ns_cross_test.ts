@@ -72,6 +72,13 @@ function cgroupCase(ns: boolean, criuArgs: string[], remove: boolean): CrossCase
   };
 }
 
+/**
+ * Why CRIU 4.2 cannot dump a workload that made its mount namespace without exec'ing itself in it:
+ * the program's mapping is on the host's mount, outside the namespace.
+ */
+const EXE_OUTSIDE =
+  "its program stays mapped from the host's mount, which is not in the namespace (\"Can't lookup mount\")";
+
 /** Runs `ip` (or another tool) and fails with what it said. */
 function tool(program: string, ...args: string[]): void {
   run(program, ...args);
@@ -122,11 +129,23 @@ registerCross([
   {
     name: "mntns",
     restoreArgs: ["--root", ROOTFS],
-    upstreamDumpFails:
-      "its program stays mapped from the host's mount, which is not in the namespace (\"Can't lookup mount\")",
+    upstreamDumpFails: EXE_OUTSIDE,
   },
   // The same tree as a container's init: exec'd inside its new root.
   { name: "mntns", args: ["exec"], restoreArgs: ["--root", ROOTFS] },
+  {
+    name: "mntns",
+    args: ["overlay"],
+    restoreArgs: ["--root", ROOTFS],
+    upstreamDumpFails: EXE_OUTSIDE,
+  },
+  // A runc-like container: devices bound from the host, external both ways.
+  {
+    name: "mntns_container",
+    criuArgs: ["/dev/null", "/dev/urandom"].flatMap((d) => ["--external", `mnt[${d}]:${d}`]),
+    restoreArgs: ["--root", ROOTFS],
+    upstreamDumpFails: EXE_OUTSIDE,
+  },
   cgroupCase(false, [], false),
   cgroupCase(false, [], true),
   cgroupCase(false, ["--manage-cgroups=full"], false),
