@@ -107,6 +107,7 @@ export const ERRNO = {
   ENOENT: 2,
   ESRCH: 3,
   EINTR: 4,
+  EIO: 5,
   EAGAIN: 11,
   ENOMEM: 12,
   EFAULT: 14,

@@ -1,5 +1,6 @@
 /** Raw fds of our own process, for handing to children (Deno 2 does not expose its fd numbers). */
-import { call, callBig, cstr, libc } from "./libc.ts";
+import { call, callBig, cstr, lastErrno, libc } from "./libc.ts";
+import { ERRNO, SyscallError } from "./errors.ts";
 import { NR } from "./syscalls.ts";
 
 export const OPEN = {
@@ -81,4 +82,74 @@ export function pwriteFull(fd: number, buf: Uint8Array<ArrayBuffer>, offset: num
       what,
     );
   }
+}
+
+/** write() all of `buf` to one of our fds (a pipe, a socket: no offset). */
+export function writeFull(fd: number, buf: Uint8Array<ArrayBuffer>, what: string): void {
+  let done = 0;
+  while (done < buf.length) {
+    done += callBig("write", libc.write(fd, buf.subarray(done), BigInt(buf.length - done)), what);
+  }
+}
+
+const F_GETFD = 1;
+
+/** Is `fd` open in our own process? */
+export function isOpenFd(fd: number): boolean {
+  return libc.syscall(BigInt(NR.fcntl), BigInt(fd), BigInt(F_GETFD), 0n, 0n, 0n, 0n) >= 0n;
+}
+
+const O_NONBLOCK = 0o4000;
+const O_CLOEXEC = 0o2000000;
+
+/** A new pipe of our own, both ends close-on-exec: [read end, write end]. */
+export function pipeFds(nonblockingRead = false): [number, number] {
+  const fds = new Int32Array(2);
+  const r = libc.syscall(
+    BigInt(NR.pipe2),
+    BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(fds))),
+    BigInt(O_CLOEXEC),
+    0n,
+    0n,
+    0n,
+    0n,
+  );
+  callBig("pipe2", r);
+  if (nonblockingRead) {
+    const F_SETFL = 4;
+    callBig(
+      "fcntl(F_SETFL)",
+      libc.syscall(BigInt(NR.fcntl), BigInt(fds[0]!), BigInt(F_SETFL), BigInt(O_NONBLOCK), 0n, 0n, 0n),
+    );
+  }
+  return [fds[0]!, fds[1]!];
+}
+
+/** Makes one of our fds non-blocking. */
+export function setNonblocking(fd: number): void {
+  const F_GETFL = 3, F_SETFL = 4;
+  const flags = callBig(
+    "fcntl(F_GETFL)",
+    libc.syscall(BigInt(NR.fcntl), BigInt(fd), BigInt(F_GETFL), 0n, 0n, 0n, 0n),
+  );
+  callBig(
+    "fcntl(F_SETFL)",
+    libc.syscall(BigInt(NR.fcntl), BigInt(fd), BigInt(F_SETFL), BigInt(flags | O_NONBLOCK), 0n, 0n, 0n),
+  );
+}
+
+/**
+ * One read() from a non-blocking fd of ours: the bytes read, "eof", or undefined when nothing is
+ * there yet. A pty master whose slaves are all closed reads EIO: that is its end too.
+ */
+export function readSome(fd: number, max = 4096): Uint8Array<ArrayBuffer> | "eof" | undefined {
+  const buf = new Uint8Array(max);
+  const n = libc.read(fd, buf, BigInt(max));
+  if (n === -1n) {
+    const errno = lastErrno();
+    if (errno === ERRNO.EAGAIN) return undefined;
+    if (errno === ERRNO.EIO) return "eof";
+    throw new SyscallError("read", errno, `fd ${fd}`);
+  }
+  return n === 0n ? "eof" : buf.slice(0, Number(n));
 }

@@ -132,3 +132,41 @@ export class RawFdSink {
     libc.close(this.fd);
   }
 }
+
+const NR_MKNODAT = 259;
+const NR_READLINKAT = 267;
+const S_IFIFO = 0o010000;
+const O_PATH_CLOEXEC = 0o10000000 | 0o2000000;
+const PATH_MAX = 4096;
+
+/** A new FIFO at `path` with permission bits `mode` (mknod, as CRIU makes a ghost FIFO). */
+export function makeFifo(path: string, mode: number): void {
+  const p = cstr(path);
+  callBig(
+    "mknodat",
+    sys(NR_MKNODAT, BigInt(AT_FDCWD), addressOf(p), BigInt(S_IFIFO | (mode & 0o7777)), 0n),
+    path,
+  );
+}
+
+/**
+ * What the symlink a /proc magic link leads to (/proc/PID/fd/N of an O_PATH|O_NOFOLLOW fd) points
+ * at, read through an O_PATH fd of the link itself (readlinkat with an empty path), even when the
+ * link's name is gone.
+ */
+export function symlinkTargetOf(procLink: string): string {
+  const p = cstr(procLink);
+  const fd = Number(callBig("open(O_PATH)", BigInt(libc.open(p, O_PATH_CLOEXEC, 0)), procLink));
+  try {
+    const buf = new Uint8Array(PATH_MAX);
+    const empty = cstr("");
+    const n = callBig(
+      "readlinkat",
+      sys(NR_READLINKAT, BigInt(fd), addressOf(empty), addressOf(buf), BigInt(buf.length)),
+      procLink,
+    );
+    return new TextDecoder().decode(buf.subarray(0, n));
+  } finally {
+    libc.close(fd);
+  }
+}

@@ -28,6 +28,18 @@ export function memfdSeals(path: string): number {
   }
 }
 
+const F_ADD_SEALS = 1033;
+
+/** Adds `seals` to the memfd behind `path` (a /proc link of a task's fd or area; opened for writing, which sealing needs). */
+export function addMemfdSeals(path: string, seals: number): void {
+  const fd = openFd(path, OPEN.RDWR | OPEN.CLOEXEC);
+  try {
+    call("fcntl(F_ADD_SEALS)", libc.fcntl(fd, F_ADD_SEALS, BigInt(seals)), path);
+  } finally {
+    libc.close(fd);
+  }
+}
+
 function seek(fd: number, at: number, what: string): void {
   callBig(
     "lseek",

@@ -16,7 +16,8 @@
  * their names, as CRIU does, and it counts as version 0.1.0.
  */
 import { dlclose, dlopen, dlsym, PluginHost, RTLD } from "./plugin_host.ts";
-import { cstr } from "./libc.ts";
+import { addressOf, callBig, cstr, libc } from "./libc.ts";
+import { NR } from "./syscalls.ts";
 
 const DESC = { name: 0, init: 8, exit: 16, version: 24, maxHooks: 28, hooks: 32 } as const;
 
@@ -38,6 +39,16 @@ const OLD_HOOK_NAMES = [
   "cr_plugin_restore_init",
   "cr_plugin_dump_devices_late",
 ] as const;
+
+/** sizeof(struct stat) on x86_64, what fstat(2) fills. */
+const STAT_SIZE = 144;
+
+/** What UPDATE_VMA_MAP answered: its return, the new page offset and the plugin's fd (or -1). */
+export interface VmaMapUpdate {
+  ret: number;
+  newPgoff: bigint;
+  pluginFd: number;
+}
 
 /** The C signature of each hook, by number. */
 const SIGNATURES = [
@@ -197,6 +208,33 @@ export class NativePlugin {
   /** RESTORE_EXT_MOUNT(id, mountpoint, old_root, is_file): CRIU passes NULL for is_file. */
   restoreExtMount(hook: number, id: number, mountpoint: string, oldRoot: string): number {
     return cFunction(this.#hook(hook), SIGNATURES[5]).call(id, cstr(mountpoint), cstr(oldRoot), null);
+  }
+
+  /**
+   * HANDLE_DEVICE_VMA(fd, &stat): the plugin is shown criu's fd on a mapped device and the
+   * kernel's struct stat of it (fstat's own bytes: criu-ts never lays it out).
+   */
+  handleDeviceVma(hook: number, fd: number): number {
+    const stat = new Uint8Array(STAT_SIZE);
+    callBig("fstat", libc.syscall(BigInt(NR.fstat), BigInt(fd), addressOf(stat), 0n, 0n, 0n, 0n));
+    return cFunction(this.#hook(hook), SIGNATURES[7]).call(fd, stat);
+  }
+
+  /**
+   * UPDATE_VMA_MAP(path, addr, old_pgoff, &new_pgoff, &plugin_fd): 1 when the plugin moved the
+   * area's offset (and may give an fd of criu's own to map from, or -1), else its answer.
+   */
+  updateVmaMap(hook: number, path: string, addr: bigint, pgoff: bigint): VmaMapUpdate {
+    const newPgoff = new BigUint64Array(1);
+    const pluginFd = new Int32Array([-1]);
+    const ret = cFunction(this.#hook(hook), SIGNATURES[8]).call(
+      cstr(path),
+      addr,
+      pgoff,
+      new Uint8Array(newPgoff.buffer),
+      new Uint8Array(pluginFd.buffer),
+    );
+    return { ret, newPgoff: newPgoff[0]!, pluginFd: pluginFd[0]! };
   }
 
   /** DUMP_EXT_LINK(index, type, kind). */

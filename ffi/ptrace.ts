@@ -201,7 +201,7 @@ export function rseqConfiguration(pid: number) {
   return parseRseqConfig(buf);
 }
 
-/** One classic BPF filter of a task's seccomp stack (index 0 = most recent), or null past the end. */
+/** One classic BPF filter of a task's seccomp stack (index 0 = the oldest), or null past the end. */
 export function seccompFilter(pid: number, index: number): Uint8Array<ArrayBuffer> | null {
   const count = libc.ptrace(PTRACE.SECCOMP_GET_FILTER, pid, BigInt(index), 0n);
   if (count === -1n) {

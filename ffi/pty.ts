@@ -1,7 +1,8 @@
 /**
  * Pseudo-terminals of our own: a new master from /dev/ptmx, unlocked, with the path of its slave.
  */
-import { call, libc } from "./libc.ts";
+import { call, lastErrno, libc } from "./libc.ts";
+import { SyscallError } from "./errors.ts";
 import { closeFd, OPEN, openFd } from "./fd.ts";
 
 const O_NOCTTY = 0o400;
@@ -106,4 +107,36 @@ export function setTerminalState(
 /** Puts the terminal behind `fd` in exclusive mode. */
 export function setExclusive(fd: number): void {
   call("ioctl(TIOCEXCL)", libc.ioctl(fd, TIOCEXCL, new Uint8Array(4)));
+}
+
+const F_GETFL = 3;
+const F_SETFL = 4;
+const O_NONBLOCK = 0o4000;
+const EAGAIN = 11;
+const EIO = 5;
+
+/**
+ * Takes every byte one side of a pty has for reading now, up to `max`, without waiting: the open
+ * file is made non-blocking for the reads (it is shared with a task: its flags are put back).
+ */
+export function drainTty(fd: number, max: number): Uint8Array<ArrayBuffer> {
+  const flags = call("fcntl(F_GETFL)", libc.fcntl(fd, F_GETFL, 0n));
+  call("fcntl(F_SETFL)", libc.fcntl(fd, F_SETFL, BigInt(flags | O_NONBLOCK)));
+  const buf = new Uint8Array(max);
+  let got = 0;
+  try {
+    while (got < max) {
+      const n = libc.read(fd, buf.subarray(got), BigInt(max - got));
+      if (n === -1n) {
+        const errno = lastErrno();
+        if (errno === EAGAIN || errno === EIO) break; // nothing more, or no other side open
+        throw new SyscallError("read", errno, "a pty's queued bytes");
+      }
+      if (n === 0n) break;
+      got += Number(n);
+    }
+  } finally {
+    call("fcntl(F_SETFL)", libc.fcntl(fd, F_SETFL, BigInt(flags)));
+  }
+  return buf.slice(0, got);
 }

@@ -309,3 +309,17 @@ export class SeqpacketListener {
     this.#fd = -1;
   }
 }
+
+/**
+ * Sends `fds` (ours) with one byte over `fd`, a datagram or seqpacket socket of ours (SCM_RIGHTS):
+ * the way to hand a file to a task that can see neither criu's pid nor its /proc.
+ */
+export function sendFds(fd: number, fds: readonly number[]): void {
+  const msg = new MessageBuffers(new Uint8Array([0]), scmRights(fds));
+  for (;;) {
+    const n = libc.sendmsg(fd, msg.header, MSG_NOSIGNAL);
+    if (n >= 0n) return;
+    const errno = lastErrno();
+    if (errno !== ERRNO.EINTR) throw new SyscallError("sendmsg", errno);
+  }
+}

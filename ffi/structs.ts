@@ -172,15 +172,19 @@ export const SCM_RIGHTS = 1;
 export function cmsgSpace(dataLen: number): number {
   return CMSG_HDR_SIZE + ((dataLen + 7) & ~7);
 }
+/** msg_namelen in struct msghdr: how much of msg_name the kernel filled. */
+export const MSGHDR_NAMELEN_AT = 8;
+
 export function msghdr(
   iovCount: number,
   iovAddr: bigint,
   control: { addr: bigint; len: number } | null,
+  name: { addr: bigint; len: number } | null = null,
 ): Uint8Array<ArrayBuffer> {
   const buf = new ArrayBuffer(MSGHDR_SIZE);
   const v = new DataView(buf);
-  v.setBigUint64(0, 0n, true); // msg_name
-  v.setUint32(8, 0, true); // msg_namelen
+  v.setBigUint64(0, name?.addr ?? 0n, true); // msg_name
+  v.setUint32(8, name?.len ?? 0, true); // msg_namelen
   v.setBigUint64(16, iovAddr, true); // msg_iov
   v.setBigUint64(24, BigInt(iovCount), true); // msg_iovlen
   v.setBigUint64(32, control?.addr ?? 0n, true); // msg_control

@@ -11,7 +11,19 @@ import { addressOf, callBig, cstr, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
 import { NR } from "./syscalls.ts";
 import { SO } from "./sockopt.ts";
-import { CMSG_HDR_SIZE, iovecs, msghdr, SCM_RIGHTS, scmRights, SOL_SOCKET } from "./structs.ts";
+import {
+  CMSG_HDR_SIZE,
+  iovecs,
+  msghdr,
+  MSGHDR_NAMELEN_AT,
+  SCM_RIGHTS,
+  scmRights,
+  SOL_SOCKET,
+} from "./structs.ts";
+import { SOCKADDR_UN_SIZE } from "./sockaddr.ts";
+
+/** Where sun_path starts in struct sockaddr_un (after the u16 family). */
+const SUN_PATH_AT = 2;
 
 const SCM_CREDENTIALS = 2;
 const MSG_PEEK = 0x2;
@@ -87,13 +99,23 @@ export interface PeekedControl {
   credentials: boolean;
   /** Any other control message (SCM_SECURITY, SCM_PIDFD...), or control data cut short. */
   other: boolean;
+  /**
+   * The name the sender was bound to when it sent (sun_path's bytes as the kernel keeps them: a
+   * path with its NUL, an abstract name with its leading NUL); empty for an unnamed sender.
+   */
+  sender: Uint8Array<ArrayBuffer>;
 }
 
 const MSG_CTRUNC = 0x8;
 
 function readControl(control: Uint8Array<ArrayBuffer>, len: number, msgFlags: number): PeekedControl {
   const v = new DataView(control.buffer);
-  const seen: PeekedControl = { rights: [], credentials: false, other: (msgFlags & MSG_CTRUNC) !== 0 };
+  const seen: PeekedControl = {
+    rights: [],
+    credentials: false,
+    other: (msgFlags & MSG_CTRUNC) !== 0,
+    sender: new Uint8Array(0),
+  };
   for (let off = 0; off + CMSG_HDR_SIZE <= len;) {
     const cmsgLen = Number(v.getBigUint64(off, true));
     if (cmsgLen < CMSG_HDR_SIZE) break;
@@ -129,10 +151,16 @@ export function peekQueue(
   try {
     let buf = new Uint8Array(PEEK_CHUNK);
     const control = new Uint8Array(CONTROL_SIZE);
+    const name = new Uint8Array(SOCKADDR_UN_SIZE);
     let offset = 0;
     for (;;) {
       const iov = iovecs([{ base: addressOf(buf), len: buf.length }]);
-      const msg = msghdr(1, addressOf(iov), { addr: addressOf(control), len: control.length });
+      const msg = msghdr(
+        1,
+        addressOf(iov),
+        { addr: addressOf(control), len: control.length },
+        { addr: addressOf(name), len: name.length },
+      );
       const flags = MSG_PEEK | MSG_DONTWAIT | (datagrams ? MSG_TRUNC : 0);
       const n = libc.recvmsg(fd, msg, flags);
       if (n < 0n) {
@@ -144,6 +172,8 @@ export function peekQueue(
       const got = Number(n);
       const header = new DataView(msg.buffer);
       const seen = readControl(control, Number(header.getBigUint64(40, true)), header.getInt32(48, true));
+      const nameLength = Math.min(header.getUint32(MSGHDR_NAMELEN_AT, true), name.length);
+      if (nameLength > SUN_PATH_AT) seen.sender = name.slice(SUN_PATH_AT, nameLength);
       if (datagrams && got > buf.length) {
         for (const fd of seen.rights) libc.close(fd);
         // Truncated: walk back to its start and peek it again whole.

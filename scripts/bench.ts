@@ -9,7 +9,10 @@
  *   - a process with 10,000 open regular files, and one holding a 64 MiB unlinked file (dumped
  *     with --ghost-limit 128M);
  *   - a process holding 1,000 sockets of mixed kinds (unix pairs with queued bytes, UDP, TCP
- *     listeners), and one TCP connection with 4 MiB queued each way (--tcp-established).
+ *     listeners), and one TCP connection with 4 MiB queued each way (--tcp-established);
+ *   - a container with 200 mounts (bench_mounts: its own mount, IPC, UTS and network namespaces,
+ *     tmpfs with files, bind mounts, proc, read-only binds), restored with --root at a bind mount
+ *     of / that the bench makes; the host must hold no new mount afterwards.
  * Reported: wall time of dump and restore, frozen time (from stats-dump), MB/s, the tool's peak
  * RSS (GNU time), and the image size. Options: --mib N (default 1024), --maps N (default 2000),
  * --only WORD (run only the scenarios whose name contains WORD; may be repeated).
@@ -111,6 +114,7 @@ async function dumpAndRestore(
   criuArgs: string[],
   tool: string,
   withDd = 0,
+  restoreArgs: string[] = [],
 ): Promise<Timing & { images: number; frozenMs: number; ddS?: number }> {
   const w = await Workload.start(workload, args);
   const images = tempDir("criu-ts-bench-");
@@ -121,7 +125,7 @@ async function dumpAndRestore(
     for (const pid of tree) await reap(pid);
     const size = dirBytes(images);
     const frozen = await frozenMs(images);
-    const r = await timedCriu(["restore", "-D", images, "-d", ...criuArgs], tool);
+    const r = await timedCriu(["restore", "-D", images, "-d", ...criuArgs, ...restoreArgs], tool);
     const verdict = await w.finish();
     if (verdict !== "PASS") throw new Error(`${label}: the restored process reports ${verdict}`);
     return {
@@ -142,9 +146,15 @@ async function dumpAndRestore(
 }
 
 /** The scenario with CRIU 4.x, or the first line of why it failed (the bench goes on). */
-async function upstreamTiming(label: string, workload: string, args: string[], criuArgs: string[]) {
+async function upstreamTiming(
+  label: string,
+  workload: string,
+  args: string[],
+  criuArgs: string[],
+  restoreArgs: string[],
+) {
   try {
-    const t = await dumpAndRestore(label, workload, args, criuArgs, UPSTREAM!);
+    const t = await dumpAndRestore(label, workload, args, criuArgs, UPSTREAM!, 0, restoreArgs);
     return { dumpS: t.dumpS, restoreS: t.restoreS, rssMiB: t.rssMiB };
   } catch (e) {
     return `failed: ${(e as Error).message.split("\n").find((l) => /Error|failed|reports/.test(l)) ?? ""}`;
@@ -157,8 +167,9 @@ async function scenario(
   args: string[],
   withDd = 0,
   criuArgs: string[] = [],
+  restoreArgs: string[] = [],
 ): Promise<Row> {
-  const t = await dumpAndRestore(label, workload, args, criuArgs, OURS, withDd);
+  const t = await dumpAndRestore(label, workload, args, criuArgs, OURS, withDd, restoreArgs);
   const mb = t.images / 1e6;
   const row: Row = {
     scenario: label,
@@ -171,7 +182,7 @@ async function scenario(
     rssMiB: t.rssMiB,
   };
   if (t.ddS !== undefined) row.ddS = t.ddS;
-  if (UPSTREAM) row.upstream = await upstreamTiming(label, workload, args, criuArgs);
+  if (UPSTREAM) row.upstream = await upstreamTiming(label, workload, args, criuArgs, restoreArgs);
   return row;
 }
 
@@ -211,6 +222,38 @@ function median(runs: Row[]): Row {
   };
 }
 
+/** The mounts of criu's namespace, one line each without ids (what a run must leave as it found). */
+function hostMounts(): string[] {
+  return Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter(Boolean).map((l) =>
+    l.split(" ").slice(3).join(" ")
+  ).sort();
+}
+
+/**
+ * A container with COUNT mounts, restored with --root at a bind mount of / (as the mntns tests
+ * do). Every restored mount lives in the container's namespace: the host must hold the same
+ * mounts afterwards, or the bench fails.
+ */
+async function mountsScenario(label: string, count: number): Promise<Row> {
+  const rootfs = tempDir("criu-ts-bench-root-");
+  const before = hostMounts();
+  const mount = (...args: string[]) => {
+    const r = new Deno.Command("mount", { args, stderr: "piped" }).outputSync();
+    if (!r.success) throw new Error(`mount ${args.join(" ")}: ${new TextDecoder().decode(r.stderr)}`);
+  };
+  mount("--bind", "/", rootfs);
+  let row: Row;
+  try {
+    row = await scenario(label, "bench_mounts", [String(count)], 0, [], ["--root", rootfs]);
+  } finally {
+    new Deno.Command("umount", { args: [rootfs] }).outputSync();
+    Deno.removeSync(rootfs);
+  }
+  const left = hostMounts().filter((l) => !before.includes(l));
+  if (left.length) throw new Error(`${label}: the run left mounts behind:\n${left.join("\n")}`);
+  return row;
+}
+
 /** The scenarios, by name; --only picks some. */
 const SCENARIOS: [string, () => Promise<Row>][] = [
   [
@@ -235,6 +278,7 @@ const SCENARIOS: [string, () => Promise<Row>][] = [
     "TCP connection, 4 MiB queued each way",
     () => scenario("TCP connection, 4 MiB queued each way", "bench_tcp", ["4"], 0, ["--tcp-established"]),
   ],
+  ["a container with 200 mounts", () => mountsScenario("a container with 200 mounts", 200)],
 ];
 
 const rows: Row[] = [];

@@ -21,6 +21,11 @@ packages=(
   "nft nftables the network lock through nftables"
   "ip iproute2 network devices, addresses and routes of a namespace (ip addr/route save and restore)"
   "busybox busybox-static a container's root file system, one static binary"
+  "nginx nginx-light a real HTTP server to checkpoint with keep-alive connections (tests/servers_test.ts)"
+  "redis-server redis-server a real key-value store to checkpoint with a client connected"
+  "memcached memcached a real cache to checkpoint with a client connected"
+  "losetup mount a loop block device: the plugin device-mapping hooks' tests, disks mounted in a container"
+  "mkfs.ext4 e2fsprogs an ext4 image for that loop device (mntns tests)"
 )
 missing=()
 for row in "${packages[@]}"; do

@@ -178,8 +178,8 @@ Deno.test("a dump started with SIGINT ignored (a background job) keeps ignoring 
 Deno.test("a dump refused for an unsupported file names it and leaves the process untouched", async () => {
   const images = tempDir();
   try {
-    // A packet socket is not supported yet: the dump must refuse it by fd number.
-    await withPython("s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)", async (pid) => {
+    // A vsock socket is not supported yet: the dump must refuse it by fd number.
+    await withPython("s=socket.socket(socket.AF_VSOCK,socket.SOCK_STREAM)", async (pid) => {
       const r = await criu(["dump", "-t", `${pid}`, "-D", images]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, /fd 3 \(socket:\[\d+\]\)/);
@@ -429,21 +429,6 @@ Deno.test("a dump of a copy of criu's mount namespace saves its mounts or names 
       }
     });
   } finally {
-    Deno.removeSync(images, { recursive: true });
-  }
-});
-
-Deno.test("a process under a seccomp filter is refused clearly and runs on", async () => {
-  const w = await Workload.start("seccomp");
-  const images = tempDir();
-  try {
-    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /seccomp mode 2 of thread \d+.*not supported/);
-    assertUntouched(w.pid);
-    assert.equal(await w.finish(), "PASS");
-  } finally {
-    w.cleanup();
     Deno.removeSync(images, { recursive: true });
   }
 });

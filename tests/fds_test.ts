@@ -152,13 +152,6 @@ Deno.test("crit decodes a dump of pty: each side's tty info (index, packet mode,
     assert.ok(infos.some((i) => (i.winsize as Entry).ws_row === 33 && (i.winsize as Entry).ws_col === 101));
   }));
 
-Deno.test("a pty with bytes queued in it is refused by name and the process runs on", () =>
-  refusedDump(
-    "pty",
-    ["queued"],
-    /Cannot dump fd \d+ \(pty \/dev\/pts\/\d+\) of process \d+: 1 bytes are queued in it/,
-  ));
-
 Deno.test("crit decodes a dump of fanotify: group flags and inode and mount marks", () =>
   critCase("fanotify", async (_images, decode) => {
     const groups = ofType(await decode("files.img"), "FANOTIFY").map((f) => f.ffy as Entry);

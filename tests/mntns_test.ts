@@ -12,13 +12,15 @@ import { CriuClient } from "../mod.ts";
 const ROOTFS = tempDir();
 
 /**
- * The mounts of this namespace under /tmp, where criu-ts and these tests make theirs (the whole
- * table would also show what other programs on the machine mount meanwhile).
+ * The mounts of this namespace where a restore could leave one: under --root (ROOTFS, besides
+ * itself) and criu-ts's scratch directories. Other mounts under /tmp come and go with the other
+ * programs on the machine (their tests, their own --root binds).
  */
 function ourMounts(): string {
-  return Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) => / \/tmp\//.test(l)).join(
-    "\n",
-  );
+  return Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) => {
+    const mountpoint = l.split(" ")[4] ?? "";
+    return mountpoint.startsWith(`${ROOTFS}/`) || /^\/tmp\/criu-ts-(mnt|tar|tmpfs)-/.test(mountpoint);
+  }).join("\n");
 }
 
 function run(cmd: string, ...args: string[]): void {
@@ -90,6 +92,22 @@ Deno.test("crit decodes the mountpoints image, and the tmpfs archives are gzip'd
     );
     for (const t of tmpfs) {
       assert.ok(names.includes(`tmpfs-dev-${t.root_dev}.tar.gz.img`), `no archive for tmpfs ${t.mountpoint}`);
+      const list = new Deno.Command("tar", {
+        args: ["--list", "--gzip", "--file", `${images}/tmpfs-dev-${t.root_dev}.tar.gz.img`],
+        stdout: "piped",
+        stderr: "piped",
+      }).outputSync();
+      assert.ok(
+        list.success,
+        `tar cannot read the archive of ${t.mountpoint}: ${new TextDecoder().decode(list.stderr)}`,
+      );
+      if (t.mountpoint.endsWith(".mnt/t")) {
+        assert.match(
+          new TextDecoder().decode(list.stdout),
+          /^\.\/d\/b\.txt$/m,
+          "t/d/b.txt is not in t's archive",
+        );
+      }
     }
     const ids = new Deno.Command("crit", {
       args: ["decode", "-i", `${images}/ids-${w.pid}.img`],
@@ -150,6 +168,29 @@ Deno.test("a restore that fails once the mount tree is built leaves no mount beh
     assert.equal(r.code, 1);
     assert.ok(!exists(`/proc/${w.pid}`), "the failed restore left the task");
     assert.equal(ourMounts(), before, "the failed restore left a mount");
+    await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS]);
+  }));
+
+Deno.test("a restore whose tmpfs archive is damaged is refused by name and leaves no mount behind", () =>
+  withWorkload(MNTNS, async (w, images) => {
+    const tree = [w.pid, ...descendants(w.pid)];
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    for (const pid of tree) await reap(pid);
+    const archive = [...Deno.readDirSync(images)].map((e) => e.name).find((n) =>
+      /^tmpfs-dev-.*\.img$/.test(n)
+    )!;
+    const good = Deno.readFileSync(`${images}/${archive}`);
+    Deno.writeTextFileSync(`${images}/${archive}`, "not gzip");
+    const before = ourMounts();
+    const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      new RegExp(`Cannot fill the tmpfs at \\S+ from \\S*${archive}: it is not a gzip'd archive`),
+    );
+    assert.ok(!exists(`/proc/${w.pid}`), "the failed restore left the task");
+    assert.equal(ourMounts(), before, "the failed restore left a mount");
+    Deno.writeFileSync(`${images}/${archive}`, good);
     await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS]);
   }));
 
@@ -663,5 +704,96 @@ Deno.test("external sharing: without the option a shared external mount's group 
       const entries = mountEntries(images).filter((e) => e.mountpoint === edir || e.mountpoint === efile);
       assert.deepEqual(entries.map((e) => e.internal_sharing), [true, true]);
     }, "ext-shared"), true));
+
+/**
+ * A 16 MiB ext4 filesystem image on a loop device (losetup, mkfs.ext4), for `body`; detached and
+ * removed afterwards.
+ */
+async function withLoopDisk(body: (device: string, majorMinor: string) => Promise<void>): Promise<void> {
+  const image = `${tempDir()}/disk.img`;
+  Deno.writeFileSync(image, new Uint8Array(0));
+  Deno.truncateSync(image, 16 << 20);
+  run("mkfs.ext4", "-q", "-F", image);
+  const out = new Deno.Command("losetup", { args: ["-f", "--show", image], stdout: "piped", stderr: "piped" })
+    .outputSync();
+  assert.ok(out.success, `losetup: ${new TextDecoder().decode(out.stderr)}`);
+  const device = new TextDecoder().decode(out.stdout).trim();
+  try {
+    const rdev = Deno.statSync(device).rdev!;
+    await body(device, `${(rdev >> 8) & 0xfff}/${(rdev & 0xff) | ((rdev >> 12) & 0xfff00)}`);
+  } finally {
+    // The workload's namespace, gone with its last task, held the only mount of the device.
+    for (let i = 0; i < 50; i++) {
+      if (new Deno.Command("losetup", { args: ["-d", device], stderr: "null" }).outputSync().success) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    Deno.removeSync(image.replace(/\/disk\.img$/, ""), { recursive: true });
+  }
+}
+
+Deno.test("a disk filesystem mounted in the tree, not named, is refused by name with CRIU's hint, and runs on", () =>
+  withLoopDisk((device, majorMinor) =>
+    withWorkload({ name: "mntns", args: ["disk", device] }, async (w, images) => {
+      const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /the mount \S*\.mnt\/disk \(ext4, mount \d+\)/);
+      assert.ok(r.stderr.includes(`--external dev[${majorMinor}]:KEY`), r.stderr);
+      assert.match(r.stderr, /--enable-fs ext4/);
+      assert.ok(!exists(`${images}/inventory.img`));
+    })
+  ));
+
+Deno.test("--external dev[MAJOR/MINOR]:KEY at dump, dev[KEY]:DEVPATH at restore: the disk is mounted from the device, twice", () =>
+  withLoopDisk((device, majorMinor) =>
+    withWorkload({ name: "mntns", args: ["disk", device] }, async (w, images) => {
+      const c: Case = {
+        name: "mntns",
+        criuArgs: ["--external", `dev[${majorMinor}]:disk`],
+        restoreArgs: ["--root", ROOTFS, "--external", `dev[disk]:${device}`],
+      };
+      await dumpRestore(w, images, c);
+      const disk = mountEntries(images).find((e) => e.mountpoint.endsWith(".mnt/disk")) as
+        & CritMount
+        & { fstype: number; fsname?: string; source: string };
+      assert.equal(disk.ext_key, "CRIU:EXTERNAL_DEV");
+      assert.equal(disk.fstype, 16);
+      assert.equal(disk.fsname, "ext4");
+      assert.equal(disk.source, "dev[disk]");
+      await dumpRestore(w, images, c);
+    })
+  ));
+
+Deno.test("--external dev[]: a restore without the device is refused by name and leaves nothing", () =>
+  withLoopDisk((device, majorMinor) =>
+    withWorkload({ name: "mntns", args: ["disk", device] }, async (w, images) => {
+      const tree = [w.pid, ...descendants(w.pid)];
+      await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--external", `dev[${majorMinor}]:disk`]);
+      for (const pid of tree) await reap(pid);
+      const before = ourMounts();
+      const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, /No device for the mount \S*\.mnt\/disk .*--external dev\[disk\]:DEVPATH/);
+      assert.ok(!exists(`/proc/${w.pid}`), "the failed restore left the task");
+      assert.equal(ourMounts(), before, "the failed restore left a mount");
+      await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS, "--external", `dev[disk]:${device}`]);
+    })
+  ));
+
+Deno.test("--enable-fs ext4: a disk filesystem in the tree is mounted again from its source device", () =>
+  withLoopDisk((device) =>
+    withWorkload({ name: "mntns", args: ["disk", device] }, async (w, images) => {
+      await dumpRestore(w, images, {
+        name: "mntns",
+        criuArgs: ["--enable-fs", "ext4"],
+        restoreArgs: ["--root", ROOTFS],
+      });
+      const disk = mountEntries(images).find((e) => e.mountpoint.endsWith(".mnt/disk")) as
+        & CritMount
+        & { fstype: number; fsname?: string; source: string };
+      assert.equal(disk.fstype, 16);
+      assert.equal(disk.fsname, "ext4");
+      assert.equal(disk.source, device);
+    })
+  ));
 
 Deno.test("mntns: the --root bind mount is removed", () => dropRootfs());

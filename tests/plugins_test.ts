@@ -5,7 +5,9 @@
  * user would, with -L pointing at a directory of plugins; the plugins trace every call into a file.
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, exists, reap, ROOT, tempDir, Workload } from "./lib/harness.ts";
+import { criu, criuOk, exists, reap, ROOT, tempDir, waitFor, Workload } from "./lib/harness.ts";
+import { spawn } from "../ffi/spawn.ts";
+import { closeFd, OPEN, openFd } from "../ffi/fd.ts";
 import { dumpRestore, registerMatrix } from "./lib/matrix.ts";
 import {
   acceptSocket,
@@ -315,4 +317,157 @@ for (
       Deno.removeSync(place, { recursive: true });
     }
   });
+}
+
+/**
+ * HANDLE_DEVICE_VMA and UPDATE_VMA_MAP. No character device of this machine takes a plain mmap
+ * besides /dev/zero (a built-in backing; /dev/mem is not built in), so the device is a read-only
+ * loop block device, which CRIU sends down the same path: a mapping of a file that is neither
+ * regular nor /dev/zero goes to the plugins. A TypeScript plugin answers for it; at restore it is
+ * asked UPDATE_VMA_MAP with the area's path, address and offset, and leaves the mapping as dumped.
+ */
+const DEVICE_PLUGIN = `let trace = "";
+function note(line) { Deno.writeTextFileSync(trace, line + "\\n", { append: true }); }
+export default {
+  name: "device-vma-test",
+  init(_stage, ctx) { trace = ctx.images.path + "/../device-trace"; return 0; },
+  handleDeviceVma(device, stat) {
+    note("handle " + (stat.isBlockDevice ? "block" : stat.isCharDevice ? "char" : "other") + " " + (device.fd >= 0));
+    return 0;
+  },
+  updateVmaMap(path, addr, pgoff) {
+    note("update " + path + " " + addr.toString(16) + " " + pgoff);
+    return 0;
+  },
+};
+`;
+
+/** A Python process mapping `device` read-only and shared (libc mmap: Python's mmap keeps an fd), writing what it reads there into `out`. */
+function startDeviceReader(device: string, out: string): number {
+  const nul = openFd("/dev/null", OPEN.RDWR | OPEN.CLOEXEC);
+  try {
+    return spawn("/usr/bin/python3", [
+      "python3",
+      "-c",
+      `import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+fd = os.open(${JSON.stringify(device)}, os.O_RDONLY)
+at = libc.mmap(None, 8192, 1, 1, fd, 4096)  # PROT_READ, MAP_SHARED, the device's second page
+os.close(fd)  # only the mapping holds the device now
+i = 0
+while True:
+    i += 1
+    with open(${JSON.stringify(out)} + ".tmp", "w") as f:
+        f.write("%d %s" % (i, ctypes.string_at(at, 16).decode()))
+    os.rename(${JSON.stringify(out)} + ".tmp", ${JSON.stringify(out)})
+    time.sleep(0.02)`,
+    ], { fds: { 0: nul, 1: nul, 2: nul }, setsid: true });
+  } finally {
+    closeFd(nul);
+  }
+}
+
+interface DeviceReader {
+  pid: number;
+  device: string;
+  dir: string;
+  images: string;
+  plugins: string;
+  /** How many times the reader has read the device so far. */
+  count(): number;
+  /** What it read there last. */
+  page(): string;
+  /** The plugin's trace, one call a line. */
+  trace(): string[];
+}
+
+/**
+ * A read-only loop device over a file whose second page says "device page one!", a Python process
+ * mapping it, and a plugin directory; all of it is gone afterwards.
+ */
+async function withDeviceReader(body: (r: DeviceReader) => Promise<void>): Promise<void> {
+  const dir = tempDir();
+  const backing = `${dir}/disk`;
+  const data = new Uint8Array(16384);
+  data.set(new TextEncoder().encode("device page one!"), 4096);
+  Deno.writeFileSync(backing, data);
+  const losetup = (...args: string[]) => {
+    const r = new Deno.Command("losetup", { args, stdout: "piped", stderr: "piped" }).outputSync();
+    assert.ok(r.success, new TextDecoder().decode(r.stderr));
+    return new TextDecoder().decode(r.stdout).trim();
+  };
+  const device = losetup("--find", "--show", "--read-only", backing);
+  const out = `${dir}/read`;
+  const read = () => (exists(out) ? Deno.readTextFileSync(out) : "0 ").split(" ");
+  const r: DeviceReader = {
+    pid: startDeviceReader(device, out),
+    device,
+    dir,
+    images: `${dir}/images`,
+    plugins: `${dir}/plugins`,
+    count: () => Number(read()[0]),
+    page: () => read().slice(1).join(" "),
+    trace: () => Deno.readTextFileSync(`${dir}/device-trace`).trim().split("\n"),
+  };
+  Deno.mkdirSync(r.plugins);
+  Deno.mkdirSync(r.images);
+  try {
+    await waitFor("the reader to start", () => r.count() > 0);
+    assert.equal(r.page(), "device page one!");
+    await body(r);
+  } finally {
+    try {
+      Deno.kill(r.pid, "SIGKILL");
+    } catch {
+      // gone already
+    }
+    await reap(r.pid);
+    losetup("-d", device);
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+Deno.test("a device mapping no plugin handles is refused by name, and the process runs on", () =>
+  withDeviceReader(async (r) => {
+    const refused = await criu(["dump", "-t", `${r.pid}`, "-D", r.images, "-o", "refused.log"]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, new RegExp(`mapping of ${r.device}.*no plugin handles this device`));
+    assert.ok(!exists(`${r.images}/inventory.img`));
+    const before = r.count();
+    await waitFor("the reader to go on", () => r.count() > before + 2);
+  }));
+
+for (const plugin of ["TypeScript", "C"] as const) {
+  for (const mode of ["dump and restore", "dump --leave-running", "10 dump/restore cycles"] as const) {
+    Deno.test(`a ${plugin} plugin takes a device mapping (HANDLE_DEVICE_VMA, UPDATE_VMA_MAP) across ${mode}`, () =>
+      withDeviceReader(async (r) => {
+        if (plugin === "C") buildPlugin(r.plugins, "device_vma_plugin");
+        else Deno.writeTextFileSync(`${r.plugins}/device_vma.ts`, DEVICE_PLUGIN);
+        const env = { CRIU_TS_PLUGIN_TRACE: `${r.dir}/device-trace` };
+        const common = ["-D", r.images, "-L", r.plugins, "-v4"];
+        if (mode === "dump --leave-running") {
+          await criuOk(["dump", "-t", `${r.pid}`, ...common, "-o", "dump.log", "-R"], { env });
+          const atDump = r.count();
+          await waitFor("the reader to go on", () => r.count() > atDump + 2);
+          assert.deepEqual(r.trace().map((l) => l.split(" ")[0]), ["handle"]);
+          return;
+        }
+        const cycles = mode === "dump and restore" ? 1 : 10;
+        for (let i = 0; i < cycles; i++) {
+          await criuOk(["dump", "-t", `${r.pid}`, ...common, "-o", "dump.log"], { env });
+          await reap(r.pid);
+          const atDump = r.count();
+          await criuOk(["restore", ...common, "-d", "-o", "restore.log"], { env });
+          await waitFor("the restored reader to go on", () => r.count() > atDump + 2);
+          assert.equal(r.page(), "device page one!");
+        }
+        const trace = r.trace();
+        assert.equal(trace.length, 2 * cycles, trace.join("\n"));
+        assert.match(trace[0]!, /^handle block /);
+        // The area's offset is in bytes, as CRIU's vma_entry.pgoff: the device's second page.
+        assert.match(trace[1]!, new RegExp(`^update ${r.device} [0-9a-f]+ 4096$`));
+      }));
+  }
 }

@@ -299,6 +299,15 @@ Deno.test("setupRequest() maps criu_opts onto the CLI's options", () => {
   assert.equal(s.logPath, `${Deno.realPathSync("/tmp")}/d.log`);
 });
 
+Deno.test("setupRequest() reads unix_sk_ino only alongside ext_unix_sk, as CRIU", () => {
+  const inodes = [{ inode: 12345 }, { inode: 678 }];
+  assert.deepEqual(setup("dump", { pid: 1, extUnixSk: true, unixSkIno: inodes }).options.extUnixSkInodes, [
+    12345,
+    678,
+  ]);
+  assert.deepEqual(setup("dump", { pid: 1, unixSkIno: inodes }).options.extUnixSkInodes, []);
+});
+
 Deno.test("setupRequest() dumps the client itself when no pid is given", () => {
   const s = setup("dump", {});
   assert.equal(s.pid, Deno.pid);

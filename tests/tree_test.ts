@@ -108,11 +108,11 @@ Deno.test("a PID namespace nested below the dump root is refused by name, tree u
 
 Deno.test("a tree with one process that cannot be dumped is resumed whole, and the error names it", async () => {
   const dir = tempDir();
-  // The child holds a packet socket, which is not supported yet; the parent holds only plain files.
+  // The child holds a vsock socket, which is not supported yet; the parent holds only plain files.
   const py = new Deno.Command("/usr/bin/python3", {
     args: [
       "-c",
-      "import os,socket,sys,time\nos.setsid()\nc=os.fork()\nif c==0:\n    s=socket.socket(socket.AF_PACKET,socket.SOCK_RAW)\n    time.sleep(60)\nprint(os.getpid(),c,flush=True)\ntime.sleep(60)",
+      "import os,socket,sys,time\nos.setsid()\nc=os.fork()\nif c==0:\n    s=socket.socket(socket.AF_VSOCK,socket.SOCK_STREAM)\n    time.sleep(60)\nprint(os.getpid(),c,flush=True)\ntime.sleep(60)",
     ],
     stdout: "piped",
     stdin: "null",

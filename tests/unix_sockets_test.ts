@@ -20,6 +20,7 @@ import {
 import { AF, encodeSockaddr, unixAddress } from "../ffi/sockaddr.ts";
 import { sendSome } from "../ffi/unix_sk.ts";
 import {
+  CRIU,
   criu,
   criuOk,
   descendants,
@@ -32,6 +33,7 @@ import {
   Workload,
   workloadBin,
 } from "./lib/harness.ts";
+import { CriuClient, CriuRpcError } from "../mod.ts";
 import { dumpRestore, refusedDump, registerMatrix } from "./lib/matrix.ts";
 
 registerMatrix([
@@ -40,8 +42,9 @@ registerMatrix([
   { name: "unix_sockets", args: ["fork", "shared", "shutdown", "scm-rights"] },
   {
     name: "unix_sk",
-    args: ["backlog", "options", "filter", "relative", "dgram-server", "semi-closed", "scm-mix"],
+    args: ["backlog", "options", "filter", "relative", "dgram-server", "semi-closed", "scm-mix", "peek-off"],
   },
+  { name: "unix_sk", args: ["dgram-senders"] },
 ]);
 
 async function crit(path: string): Promise<{ entries: Record<string, unknown>[] }> {
@@ -202,6 +205,53 @@ Deno.test("with --ext-unix-sk a datagram socket connected outside the tree is re
     assert.equal(await w.finish(), "PASS", w.output());
     const got = [receiveBytes(ext.dgram, 64, MSG.DONTWAIT), receiveBytes(ext.dgram, 64, MSG.DONTWAIT)];
     assert.deepEqual(got.map((b) => new TextDecoder().decode(b)), ["before", "after"]);
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    closeSocket(ext.dgram);
+    closeSocket(ext.listener);
+    Deno.removeSync(dir, { recursive: true });
+  }
+  assert.deepEqual(openFds(), fds, "the test leaked fds");
+});
+
+/** The inodes of the sockets process `pid` holds. */
+function socketInodes(pid: number): number[] {
+  return [...Deno.readDirSync(`/proc/${pid}/fd`)]
+    .map((e) => /^socket:\[(\d+)\]$/.exec(Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`)))
+    .filter((m) => m !== null).map((m) => Number(m[1]));
+}
+
+Deno.test("RPC unix_sk_ino: a stream socket connected outside the tree is an exception, connected again by name", async () => {
+  const fds = openFds();
+  const dir = tempDir();
+  const ext = externalServer(dir);
+  const w = await Workload.start("unix_sk", ["ext-stream", `extstream=${ext.streamPath}`]);
+  const images = `${dir}/images`;
+  Deno.mkdirSync(images);
+  try {
+    const [ino] = socketInodes(w.pid);
+    assert.ok(ino, "the workload holds no socket");
+    // Without the exception the dump is refused, as CRIU refuses half of a stream connection.
+    const client = new CriuClient({ criuPath: CRIU, inheritOutput: false });
+    await assert.rejects(
+      client.dump({ pid: w.pid, imagesDir: images, extUnixSk: true, logFile: "refused.log" }),
+      CriuRpcError,
+    );
+    assert.ok(!exists(`${images}/inventory.img`));
+    await client.dump({
+      pid: w.pid,
+      imagesDir: images,
+      extUnixSk: true,
+      unixSkIno: [{ inode: ino }],
+      logFile: "dump.log",
+      logLevel: 4,
+    });
+    await reap(w.pid);
+    await criuOk(["restore", "-D", images, "-d", "--ext-unix-sk", "-o", "restore.log", "-v4"]);
+    assert.equal(await w.finish(), "PASS", w.output());
   } catch (e) {
     await w.kill();
     throw e;

@@ -26,6 +26,7 @@ import { CRTOOLS_IMAGES_V1_1, KINDS } from "../images/kinds.ts";
 import { freezeTree, type FrozenTask, type FrozenTree } from "./freeze.ts";
 import { type DumpedTask, dumpTask, dumpZombie } from "./task.ts";
 import { endFilesDump, type FilesSession, FileTable, finishFilesDump } from "../objects/files.ts";
+import { writeSeccomp } from "../objects/seccomp.ts";
 import { type DumpedVma, PAGE_SIZE, PE, VMA, writePages } from "../objects/memory.ts";
 import { backingOf, type ObjectDumpContext } from "../objects/mappings.ts";
 import { DumpError } from "../errors.ts";
@@ -340,6 +341,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
       ),
     );
     finishFilesDump(files);
+    writeSeccomp(dir, table);
     dir.write(KINDS.FILES, undefined, table.entries);
     cgroups?.write(dir);
     opts.hooks.run("post-dump");

@@ -18,6 +18,7 @@ import {
 import { type mm_entry, mm_entrySchema } from "../images/gen/mm_pb.ts";
 import { type fs_entry, fs_entrySchema } from "../images/gen/fs_pb.ts";
 import { rlimit_entrySchema } from "../images/gen/rlimit_pb.ts";
+import { applySeccomp, collectSeccomp, seccompModeOf } from "../objects/seccomp.ts";
 import { rseq_entrySchema } from "../images/gen/rseq_pb.ts";
 import type { fdinfo_entry } from "../images/gen/fdinfo_pb.ts";
 import * as pt from "../../ffi/ptrace.ts";
@@ -121,17 +122,6 @@ function dumpRseq(tid: number) {
     rseqAbiSize: c.abiSize,
     signature: c.signature,
   });
-}
-
-function checkSeccomp(proc: ProcFiles, pid: number, tid: number): void {
-  const mode = Number(proc.status(tid).get("Seccomp") ?? "0");
-  if (mode !== 0) {
-    refuse(
-      pid,
-      `seccomp mode ${mode} of thread ${tid}`,
-      "seccomp filters are not supported yet",
-    );
-  }
 }
 
 const SIGTRAP_BIT = 1n << 4n;
@@ -442,9 +432,16 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
   const pid = task.pid;
   const log = ctx.log;
   const proc = new ProcFiles();
-  for (const tid of task.threads) {
-    checkSeccomp(proc, pid, tid);
-    checkPendingTrap(proc, pid, tid);
+  for (const tid of task.threads) checkPendingTrap(proc, pid, tid);
+  // Seccomp (seccomp.ts): read while frozen; each thread's core says its mode and newest filter.
+  const modes = task.threads.map((tid) => seccompModeOf(proc.status(tid)));
+  const seccomp = collectSeccomp(ctx.table, pid, task.threads, modes);
+  // Our own calls in a thread under seccomp must not be filtered (until we let it go).
+  task.threads.forEach((tid, i) => modes[i] !== 0 && pt.setOptions(tid, pt.PTRACE_O.SUSPEND_SECCOMP));
+  if (seccomp.size > 0) {
+    const hostTid = new Map(task.threads.map((tid, i) => [task.ns.threads[i]!, tid]));
+    const writeCore = ctx.writeCore;
+    ctx = { ...ctx, writeCore: (t, core) => writeCore(t, applySeccomp(core, seccomp.get(hostTid.get(t)!))) };
   }
   // Mappings and fds are read before the agent adds its scratch area.
   const maps = readSmaps(pid);

@@ -16,7 +16,7 @@ import { KINDS } from "../images/kinds.ts";
 import { addFdFile, type FdKind, type FileTable, registerFdKind } from "./files.ts";
 import { addRegFile } from "./regfile.ts";
 import { PipeDataStore } from "./pipe_data.ts";
-import { refuse } from "./refusal.ts";
+import { addRemovedFifo, nameIsGone, pathToOpen } from "./remap.ts";
 import { RestoreError } from "../errors.ts";
 import type { Agent } from "../agent.ts";
 
@@ -34,16 +34,13 @@ export const fifoKind: FdKind = {
     return fd.target.startsWith("/") && stat?.isFifo === true;
   },
   dump(ctx, fd, stat) {
-    if (fd.target.endsWith(" (deleted)")) {
-      refuse(
-        ctx.pid,
-        `fd ${fd.fd} (FIFO ${fd.target})`,
-        "a FIFO whose path was removed is not supported yet",
-      );
-    }
     const pipeId = Number(stat!.ino);
     fifoData(ctx.table).collect(pipeId, ctx.pid, fd.fd);
-    const regfId = addRegFile(ctx.table, fd.target, fd.flags, 0n, `fifo-path:${ctx.pid}:${fd.fd}`);
+    // A FIFO whose name is gone is carried as CRIU does: a ghost FIFO, or a link remap (remap.ts).
+    const key = `fifo-path:${ctx.pid}:${fd.fd}`;
+    const regfId = nameIsGone(fd.target, stat)
+      ? addRemovedFifo(ctx, fd, stat!, key)
+      : addRegFile(ctx.table, fd.target, fd.flags, 0n, key);
     return addFdFile(ctx, fd, (id) =>
       create(file_entrySchema, {
         type: fd_types.FIFO,
@@ -57,11 +54,12 @@ export const fifoKind: FdKind = {
     const reg = ctx.table.get(fifo.regfId ?? 0).reg;
     if (!reg) throw new RestoreError(`FIFO ${entry.id} names file ${fifo.regfId}, which is no path`);
     const { agent } = ctx;
+    const name = pathToOpen(ctx.table, fifo.regfId ?? 0); // a ghost's or link remap's path
     agent.reset();
-    const path = agent.string(reg.name);
-    const both = Number(openIn(agent, reg.name, path, O.RDWR));
+    const path = agent.string(name);
+    const both = Number(openIn(agent, name, path, O.RDWR));
     try {
-      const fd = Number(openIn(agent, reg.name, path, reg.flags & ~OPEN_ONLY));
+      const fd = Number(openIn(agent, name, path, reg.flags & ~OPEN_ONLY));
       const key = `fifo-data:${fifo.pipeId}`;
       if (!ctx.shared.objects.has(key)) {
         fifoData(ctx.table).refill(agent, fifo.pipeId, both);

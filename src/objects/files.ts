@@ -20,9 +20,13 @@ import { create } from "@bufbuild/protobuf";
 import { fd_types, type fdinfo_entry, fdinfo_entrySchema, type file_entry } from "../images/gen/fdinfo_pb.ts";
 import { fown_entrySchema } from "../images/gen/fown_pb.ts";
 import { type FdEntry, listFds } from "../../ffi/proc.ts";
-import { sameOpenFile } from "../../ffi/process.ts";
+import { copyFdOf, sameOpenFile } from "../../ffi/process.ts";
+import { closeFd } from "../../ffi/fd.ts";
+import { sendFds } from "../../ffi/socket.ts";
+import { cmsgSpace, iovecs, msghdr, MSGHDR_SIZE, parseScmRights } from "../../ffi/structs.ts";
 import { F, FD_CLOEXEC, NR, O } from "../../ffi/syscalls.ts";
 import { refuse } from "./refusal.ts";
+import { inheritedFdFor } from "./inherited_fds.ts";
 import { noteFdLocks, readFileLocks, restoreFileLocks, writeFileLocks } from "./file_locks.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
@@ -127,7 +131,7 @@ export function grabFd(ctx: RestoreFilesContext, src: OpenedFile): number {
 export function holdFile(ctx: RestoreFilesContext, id: number): number {
   const known = ctx.shared.byId.get(id);
   const entry = ctx.table.get(id);
-  const parked = ctx.park(known ? grabFd(ctx, known) : kindFor(entry.type).open(ctx, entry));
+  const parked = ctx.park(known ? grabFd(ctx, known) : openFile(ctx, entry, kindFor(entry.type)));
   if (!known) ctx.shared.byId.set(id, { pid: ctx.nsPid, fd: parked });
   return parked;
 }
@@ -146,6 +150,16 @@ export interface FdKind {
   dump(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.FileInfo | null): number;
   /** Opens the file in the restored task; returns the (temporary) fd it got. */
   open(ctx: RestoreFilesContext, entry: file_entry): number;
+  /**
+   * The name by which `--inherit-fd fd[N]:NAME` hands in a file of this kind, CRIU's spelling
+   * (`pipe:[INO]`, a path without its leading slash...); undefined when it has none.
+   */
+  inheritName?(entry: file_entry, table: FileTable): string | undefined;
+  /**
+   * An inherited fd of this kind is opened again through /proc with the dumped flags (a new open
+   * file description), as CRIU does for pipes; otherwise the task gets the caller's fd as it is.
+   */
+  reopenInherited?(entry: file_entry): number | undefined;
   /**
    * For opening many files in one trap, instead of open(): the one call whose result is the new
    * fd (its strings allocated in the agent's scratch, `bytes` of them), and the calls to make on
@@ -246,22 +260,52 @@ export class FileTable {
 }
 
 /**
- * A copy of criu's own fd `fd` in the restored task: it opens a pidfd on criu and takes the fd
- * with pidfd_getfd (the task is still root and ours to trace). The task must see criu's pid:
- * criu's PID namespace is the task's.
+ * A copy of criu's own fd `fd` in the restored task. When the task sees criu's pid (its PID
+ * namespace is criu's) it opens a pidfd on criu and takes the fd with pidfd_getfd (the task is
+ * still root and ours to trace); otherwise criu sends it over a socketpair the task makes.
  */
-export function takeFromCriu(ctx: RestoreFilesContext, fd: number): number {
+export function takeFromCriu(ctx: { agent: Agent }, fd: number): number {
   const nsLink = (pid: number | "self") => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
-  if (nsLink(ctx.agent.pid) !== nsLink("self")) {
-    throw new RestoreError(
-      "A plugin's file cannot be handed to a task in a PID namespace of its own yet (the task cannot see criu)",
-    );
-  }
+  if (nsLink(ctx.agent.pid) !== nsLink("self")) return receiveFromCriu(ctx.agent, fd);
   const pidfd = Number(ctx.agent.call("pidfd_open(criu)", NR.pidfd_open, Deno.pid, 0));
   try {
     return Number(ctx.agent.call(`pidfd_getfd(criu, ${fd})`, NR.pidfd_getfd, pidfd, fd, 0));
   } finally {
     ctx.agent.call("close", NR.close, pidfd);
+  }
+}
+
+/**
+ * criu's fd `fd` handed to the task through SCM_RIGHTS, whatever namespaces the task is in: the
+ * task makes a datagram socketpair, criu takes a copy of one end (pidfd_getfd from its side) and
+ * sends the fd on it, the task receives it on the other end; both ends go.
+ */
+function receiveFromCriu(agent: Agent, fd: number): number {
+  agent.reset();
+  const pair = agent.alloc(8, new Uint8Array(8));
+  agent.call("socketpair(AF_UNIX, SOCK_DGRAM)", NR.socketpair, AF_UNIX, SOCK_DGRAM | O.CLOEXEC, 0, pair);
+  const ends = new DataView(agent.read(pair, 8).buffer);
+  const [ours, theirs] = [ends.getInt32(0, true), ends.getInt32(4, true)];
+  try {
+    const copy = copyFdOf(agent.pid, ours);
+    try {
+      sendFds(copy, [fd]);
+    } finally {
+      closeFd(copy);
+    }
+    agent.reset();
+    const byte = agent.alloc(1, new Uint8Array(1));
+    const iov = agent.alloc(16, new Uint8Array(iovecs([{ base: byte, len: 1 }]).buffer));
+    const controlLen = cmsgSpace(4);
+    const control = agent.alloc(controlLen, new Uint8Array(controlLen));
+    const header = agent.alloc(MSGHDR_SIZE, msghdr(1, iov, { addr: control, len: controlLen }));
+    agent.call("recvmsg(SCM_RIGHTS)", NR.recvmsg, theirs, header, MSG_CMSG_CLOEXEC);
+    const got = parseScmRights(agent.read(control, controlLen), controlLen);
+    if (got.length !== 1) throw new RestoreError(`criu's fd ${fd} did not reach task ${agent.pid}`);
+    return got[0]!;
+  } finally {
+    agent.call("close", NR.close, ours);
+    agent.call("close", NR.close, theirs);
   }
 }
 
@@ -443,12 +487,16 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
       continue;
     }
     const kind = kindFor(entry.type);
-    if (kind.openInBatch && grabs.open(kind.openInBatch, entry, info.fd, (info.flags & FD_CLOEXEC) !== 0)) {
+    const inherited = inheritedFile(ctx, entry, kind) !== undefined;
+    if (
+      !inherited && kind.openInBatch &&
+      grabs.open(kind.openInBatch, entry, info.fd, (info.flags & FD_CLOEXEC) !== 0)
+    ) {
       ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
       continue;
     }
     grabs.run(); // in fd order: a kind may take what was restored before
-    const tmp = kind.open(ctx, entry);
+    const tmp = openFile(ctx, entry, kind);
     // Nothing below needs an answer: these ride along with the next fd's calls.
     if (tmp !== info.fd) {
       ctx.agent.later(`dup3(fd ${info.fd})`, NR.dup3, tmp, info.fd, info.flags & FD_CLOEXEC ? O.CLOEXEC : 0);
@@ -460,6 +508,61 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
   }
   grabs.run();
 }
+
+/** The fd of criu's that --inherit-fd gives for this file, and the name it gave it by. */
+function inheritedFile(
+  ctx: RestoreFilesContext,
+  entry: file_entry,
+  kind: FdKind,
+): { name: string; criuFd: number } | undefined {
+  if (ctx.options.inheritFds.length === 0) return undefined;
+  const name = kind.inheritName?.(entry, ctx.table);
+  const criuFd = name === undefined ? undefined : inheritedFdFor(ctx.options, name);
+  return criuFd === undefined ? undefined : { name: name!, criuFd };
+}
+
+/**
+ * Opens a file in the task: the caller's fd when --inherit-fd names it (opened again with the
+ * dumped flags for kinds that want that), otherwise by its kind. Returns the temporary fd.
+ */
+function openFile(ctx: RestoreFilesContext, entry: file_entry, kind: FdKind): number {
+  const inherited = inheritedFile(ctx, entry, kind);
+  if (!inherited) return kind.open(ctx, entry);
+  ctx.log.info(
+    `File ${inherited.name} will be restored from inherit fd ${inherited.criuFd} (file ${entry.id} of files.img)`,
+  );
+  const flags = kind.reopenInherited?.(entry);
+  return flags === undefined
+    ? takeFromCriu(ctx, inherited.criuFd)
+    : reopenCriuFd(ctx, inherited.criuFd, flags, inherited.name);
+}
+
+/**
+ * Opens criu's fd `criuFd` again in the task with `flags` (a new open file description, as CRIU's
+ * reopen of an inherited pipe or external file): a copy of it is taken into the task
+ * (takeFromCriu, whatever the task's namespaces) and opened through the task's /proc/self/fd.
+ */
+export function reopenCriuFd(ctx: RestoreFilesContext, criuFd: number, flags: number, what: string): number {
+  const copy = takeFromCriu(ctx, criuFd);
+  const agent = ctx.agent;
+  agent.reset();
+  const path = `/proc/self/fd/${copy}`;
+  try {
+    return Number(agent.call(`open(${path})`, NR.open, agent.string(path), flags & ~O.CLOEXEC, 0));
+  } catch (e) {
+    throw new RestoreError(
+      `Cannot open ${what} in task ${agent.pid} from criu's inherit fd ${criuFd}: ${(e as Error).message}`,
+      0,
+      { cause: e },
+    );
+  } finally {
+    agent.call("close", NR.close, copy);
+  }
+}
+
+const AF_UNIX = 1;
+const SOCK_DGRAM = 2;
+const MSG_CMSG_CLOEXEC = 0x40000000;
 
 /** Scratch room the paths of one batch of opens may take (the scratch area is 64 KiB). */
 const OPEN_BATCH_SCRATCH = 24 * 1024;

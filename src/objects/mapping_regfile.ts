@@ -16,30 +16,20 @@ import { isSyscallError } from "../../ffi/errors.ts";
 import type { FileTable } from "./files.ts";
 import { addRegFile } from "./regfile.ts";
 import { addRemovedMapping, pathToOpen } from "./remap.ts";
-import { type MappingBacking, registerMappingBacking } from "./mappings.ts";
+import {
+  type MappingBacking,
+  type MappingDumpContext,
+  type MappingRestoreContext,
+  registerMappingBacking,
+} from "./mappings.ts";
+import { takeFromCriu } from "./files.ts";
+import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
+import { osReason } from "../../ffi/errors.ts";
+import { DumpError } from "../errors.ts";
+import { PluginError } from "../plugins/plugins.ts";
+import { ENOTSUP, type VmaMapUpdate } from "../plugins/api.ts";
 import { mapFilesPath, VMA } from "./memory.ts";
-
-/** The mode bits of a /proc/PID/map_files link: the read and write rights of its open file. */
-const LINK_READ = 0o400;
-const LINK_WRITE = 0o200;
-
-/**
- * The access mode of the file the task mapped, as CRIU records it in fdflags: the kernel gives a
- * map_files link the rights of the open file behind the area. When the link cannot be read, the
- * least the area needs.
- */
-function fdflagsOf(pid: number, m: MapsEntry): number {
-  let mode: number | null = null;
-  try {
-    mode = Deno.lstatSync(mapFilesPath(pid, m)).mode;
-  } catch {
-    // no map_files (an old kernel, or no rights): guess as CRIU does
-  }
-  if (mode === null) return m.perms[3] === "s" && m.perms[1] === "w" ? O.RDWR : O.RDONLY;
-  const r = (mode & LINK_READ) !== 0;
-  const w = (mode & LINK_WRITE) !== 0;
-  return r && w ? O.RDWR : w ? O.WRONLY : O.RDONLY;
-}
+import { fdflagsOf } from "./mapping_access.ts";
 
 function isRegularFile(pid: number, m: MapsEntry): boolean {
   try {
@@ -97,12 +87,16 @@ export const regularFileMapping: MappingBacking = {
   },
   dump(ctx, m, entry) {
     if (!isRegularFile(ctx.pid, m)) {
-      // A device or other special file: reopening it by path would not give the same memory.
-      refuse(
-        ctx.pid,
-        `the mapping of ${m.path} at 0x${m.start.toString(16)}`,
-        "only regular files can back a mapping",
-      );
+      // A device or other special file: reopening it by path would not give the same memory,
+      // unless a plugin answers for it, as CRIU asks one (HANDLE_DEVICE_VMA).
+      if (!takenByDevicePlugin(ctx, m)) {
+        refuse(
+          ctx.pid,
+          `the mapping of ${m.path} at 0x${m.start.toString(16)}`,
+          "only regular files can back a mapping (and no plugin handles this device)",
+        );
+      }
+      entry.status |= VMA.EXT_PLUGIN;
     }
     const shared = m.perms[3] === "s";
     const fdflags = fdflagsOf(ctx.pid, m);
@@ -116,7 +110,7 @@ export const regularFileMapping: MappingBacking = {
     );
   },
   ownPages(entry) {
-    return entry.status & VMA.FILE_SHARED ? "none" : "present";
+    return entry.status & (VMA.FILE_SHARED | VMA.EXT_PLUGIN) ? "none" : "present";
   },
   owns(entry) {
     return (entry.status & (VMA.FILE_PRIVATE | VMA.FILE_SHARED)) !== 0;
@@ -133,6 +127,10 @@ export const regularFileMapping: MappingBacking = {
       throw new RestoreError(`Mapping at ${at} refers to file ${file.id}, which is not a regular file`);
     }
     const agent = ctx.agent;
+    if (e.status & VMA.EXT_PLUGIN) {
+      const fromPlugin = updateDeviceMapping(ctx, e, name);
+      if (fromPlugin !== null) return fromPlugin;
+    }
     agent.reset();
     const fd = agent.attempt(`open(${name})`, NR.open, agent.string(name), openFlagsFor(e) | O.CLOEXEC, 0);
     if (isSyscallError(fd)) {
@@ -147,5 +145,61 @@ export const regularFileMapping: MappingBacking = {
     return fd;
   },
 };
+
+/**
+ * Asks the plugins about a device mapping (HANDLE_DEVICE_VMA, with criu's fd on the mapped file
+ * and its stat), as CRIU does for any mapping of a file that is neither regular nor /dev/zero.
+ */
+function takenByDevicePlugin(ctx: MappingDumpContext, m: MapsEntry): boolean {
+  const plugins = ctx.files?.plugins;
+  if (!plugins?.has("HANDLE_DEVICE_VMA")) return false;
+  let fd: number;
+  try {
+    fd = openFd(mapFilesPath(ctx.pid, m), OPEN.RDONLY | OPEN.CLOEXEC);
+  } catch (e) {
+    throw new DumpError(`Cannot open the mapping of ${m.path} at 0x${m.start.toString(16)}: ${osReason(e)}`);
+  }
+  try {
+    const answer = plugins.run("HANDLE_DEVICE_VMA", (p) => p.handleDeviceVma(fd));
+    if (answer === -ENOTSUP) return false;
+    if (answer < 0) {
+      throw new PluginError(
+        `A plugin failed to handle the device mapping of ${m.path} at 0x${m.start.toString(16)}: ${answer}`,
+        -answer,
+      );
+    }
+    ctx.files!.log.info(
+      `Found device file mapping of ${m.path} at 0x${m.start.toString(16)}, plugin is available`,
+    );
+    return true;
+  } finally {
+    closeFd(fd);
+  }
+}
+
+/**
+ * UPDATE_VMA_MAP before a plugin's device area is mapped, as CRIU asks it: an answer of 1 moves
+ * the area's page offset and may give an fd of criu's own to map from (taken into the task).
+ * Returns that fd in the task, or null to open the file by its path.
+ */
+function updateDeviceMapping(ctx: MappingRestoreContext, e: vma_entry, path: string): bigint | null {
+  const plugins = ctx.plugins;
+  if (!plugins?.has("UPDATE_VMA_MAP")) return null;
+  let update: VmaMapUpdate = { ret: -ENOTSUP, newPgoff: e.pgoff, pluginFd: -1 };
+  plugins.run("UPDATE_VMA_MAP", (p) => (update = p.updateVmaMap(path, e.start, e.pgoff)).ret);
+  if (update.ret !== 1) return null;
+  ctx.log.info(
+    `New mmap 0x${e.start.toString(16)}:0x${e.pgoff.toString(16)}->0x${
+      update.newPgoff.toString(16)
+    } fd ${update.pluginFd}`,
+  );
+  e.pgoff = update.newPgoff;
+  if (update.pluginFd < 0) return null;
+  try {
+    return BigInt(takeFromCriu(ctx, update.pluginFd));
+  } finally {
+    closeFd(update.pluginFd);
+  }
+}
 
 registerMappingBacking(regularFileMapping);

@@ -16,6 +16,7 @@ import type { ImageDir } from "../images/dir.ts";
 import type { Agent } from "../agent.ts";
 import type { FilesSession, FileTable } from "./files.ts";
 import type { Log } from "../log.ts";
+import type { Plugins } from "../plugins/plugins.ts";
 
 export interface MappingDumpContext {
   pid: number;
@@ -57,6 +58,8 @@ export interface MappingRestoreContext {
   /** Every area of every task of the checkpoint (the same array for the whole restore). */
   allVmas: readonly vma_entry[];
   log: Log;
+  /** The restore's plugins (UPDATE_VMA_MAP for a plugin's device area); none in a bare look. */
+  plugins?: Plugins;
 }
 
 /** Which pages of an area the task's own pages image holds. */

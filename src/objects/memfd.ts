@@ -9,7 +9,7 @@
  * mode, then seals), and keeps it parked; every fd of it, in any task, is a new open of that
  * memfd through /proc/self/fd with the fd's own flags and offset, as CRIU does.
  *
- * Mappings of memfds are the memory side's (memory.ts); only the fds are here.
+ * Areas mapping a memfd are mapping_memfd.ts's; the memfd they share with fds is made here.
  */
 import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
@@ -24,10 +24,13 @@ import {
   type pagemap_head,
   pagemap_headSchema,
 } from "../images/gen/pagemap_pb.ts";
-import { copyMemfdIn, copyMemfdOut, memfdSeals, type PageRun } from "../../ffi/memfd.ts";
+import { addMemfdSeals, copyMemfdIn, copyMemfdOut, memfdSeals, type PageRun } from "../../ffi/memfd.ts";
+import type { MapsEntry } from "../../ffi/proc.ts";
+import type { ImageDir } from "../images/dir.ts";
+import type { Agent } from "../agent.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
 import { KINDS } from "../images/kinds.ts";
-import { PE } from "./memory.ts";
+import { mapFilesPath, PE } from "./memory.ts";
 import {
   addFdFile,
   emptyFown,
@@ -44,6 +47,7 @@ import { RestoreError } from "../errors.ts";
 const MEMFD_LINK = /^\/memfd:(.*?)( \(deleted\))?$/;
 const MFD_ALLOW_SEALING = 2;
 const MFD_HUGETLB = 4;
+const MFD_CLOEXEC = 1;
 const F_SEAL_SEAL = 1;
 const F_ADD_SEALS = 1033;
 /** Flags that only matter at open time and must not be replayed. */
@@ -56,26 +60,30 @@ interface DumpedInode {
   procPath: string;
 }
 
-/** The memfds of a dump (by inode number) or of a restore (by inode id). */
+/**
+ * The memfds of a dump (by inode number) or of a restore (by inode id). At restore, a memfd that
+ * some task maps is made by the first mapping (mapping_memfd.ts, before any fd): `mapped` says
+ * where it is (that area's /proc/PID/map_files link), and its seals wait until every task has its
+ * areas and fds (F_SEAL_FUTURE_WRITE would forbid a writable shared mapping made after it).
+ */
 interface Memfds {
   dumped: Map<number, DumpedInode>;
   restored: Map<bigint, memfd_inode_entry>;
+  mapped: Map<bigint, string>;
 }
 
 function memfds(table: FileTable): Memfds {
-  return table.stateOf("memfd", () => ({ dumped: new Map(), restored: new Map() }));
+  return table.stateOf("memfd", () => ({ dumped: new Map(), restored: new Map(), mapped: new Map() }));
 }
 
 function dumpInode(
-  pid: number,
-  fd: number,
+  procPath: string,
   name: string,
   stat: Deno.FileInfo,
   state: Memfds,
 ): memfd_inode_entry {
   const known = state.dumped.get(stat.ino!);
   if (known) return known.entry;
-  const procPath = `/proc/${pid}/fd/${fd}`;
   const entry = create(memfd_inode_entrySchema, {
     name,
     uid: stat.uid ?? 0,
@@ -105,7 +113,7 @@ export const memfdKind: FdKind = {
         `its name is longer than memfd_create takes (${NAME_MAX} bytes)`,
       );
     }
-    const inode = dumpInode(ctx.pid, fd.fd, name, stat!, memfds(ctx.table));
+    const inode = dumpInode(`/proc/${ctx.pid}/fd/${fd.fd}`, name, stat!, memfds(ctx.table));
     return addFdFile(ctx, fd, (id) =>
       create(file_entrySchema, {
         type: fd_types.MEMFD,
@@ -138,6 +146,11 @@ export const memfdKind: FdKind = {
     if (m.pos !== 0n) agent.later(`lseek(memfd ${m.inodeId})`, NR.lseek, fd, m.pos, 0);
     return Number(fd);
   },
+  // CRIU's name for --inherit-fd: /memfd:NAME; the caller's fd is then used as it is.
+  inheritName(entry, table) {
+    const inode = entry.memfd && memfds(table).restored.get(BigInt(entry.memfd.inodeId));
+    return inode ? `/memfd:${inode.name}` : undefined;
+  },
   finishDump(session) {
     writeInodes(session);
   },
@@ -147,7 +160,101 @@ export const memfdKind: FdKind = {
       state.restored.set(e.inodeId, e);
     }
   },
+  // The seals of mapped memfds, now that every area and fd of every task is there.
+  afterAllFds(session) {
+    const state = memfds(session.table);
+    for (const [inodeId, path] of state.mapped) {
+      const inode = state.restored.get(inodeId)!;
+      if (inode.seals !== F_SEAL_SEAL && inode.seals !== 0) addMemfdSeals(path, inode.seals);
+    }
+  },
 };
+
+/** A memfd area as /proc/PID/maps names it: its memfd's name. */
+const MEMFD_AREA = /^\/memfd:(.*) \(deleted\)$/;
+
+/** Is this area of /proc/PID/maps a memfd's? */
+export function isMemfdArea(m: MapsEntry): boolean {
+  return m.inode !== 0 && MEMFD_AREA.test(m.path);
+}
+
+/**
+ * The files.img entry of the memfd behind an area (dump), with its inode in memfd.img (its
+ * contents read through /proc/PID/map_files while the tree is frozen); returns the entry's id.
+ * One entry per memfd and access mode, as CRIU makes one per mapping's open file.
+ */
+export function addMappedMemfd(table: FileTable, pid: number, m: MapsEntry, fdflags: number): number {
+  const procPath = mapFilesPath(pid, m);
+  const stat = Deno.statSync(procPath);
+  const inode = dumpInode(procPath, MEMFD_AREA.exec(m.path)![1]!, stat, memfds(table));
+  return table.add(`memfd-map:${stat.ino}:${fdflags}`, (id) =>
+    create(file_entrySchema, {
+      type: fd_types.MEMFD,
+      id,
+      memfd: create(memfd_file_entrySchema, {
+        id,
+        flags: fdflags,
+        pos: 0n,
+        fown: emptyFown(),
+        inodeId: Number(inode.inodeId),
+      }),
+    }));
+}
+
+/** The memfd inode a files.img entry names, for a restore. */
+export function memfdInodeOf(table: FileTable, fileId: number): memfd_inode_entry {
+  const inodeId = table.get(fileId).memfd?.inodeId;
+  const inode = inodeId === undefined ? undefined : memfds(table).restored.get(BigInt(inodeId));
+  if (!inode) {
+    throw new RestoreError(`Refusing the images: file ${fileId} of files.img is no memfd of memfd.img`);
+  }
+  return inode;
+}
+
+/**
+ * An fd of the memfd that area `e` maps, in the task `agent` drives, to map it from: the first
+ * area of a memfd creates it (contents, owner, mode; seals come after every area), later ones
+ * open it again through that area's /proc/PID/map_files link with `flags`.
+ */
+export function openMappedMemfd(
+  agent: Agent,
+  table: FileTable,
+  dir: ImageDir,
+  inode: memfd_inode_entry,
+  e: { start: bigint; end: bigint },
+  flags: number,
+): bigint {
+  const state = memfds(table);
+  const known = state.mapped.get(inode.inodeId);
+  agent.reset();
+  if (known) return agent.call(`open(${known})`, NR.open, agent.string(known), flags | O.CLOEXEC, 0);
+  const fd = makeMemfd(agent, inode, dir);
+  state.mapped.set(inode.inodeId, mapFilesPath(agent.pid, e));
+  return BigInt(fd);
+}
+
+/** memfd_create in the task, then its size, contents (copied by criu through /proc), owner and mode. */
+function makeMemfd(agent: Agent, inode: memfd_inode_entry, dir: ImageDir): number {
+  if ((inode.hugetlbFlag ?? 0) & MFD_HUGETLB) {
+    throw new RestoreError(`Memfd ${inode.name} is backed by huge pages: not supported yet`);
+  }
+  agent.reset();
+  const sealable = inode.seals !== F_SEAL_SEAL;
+  const fd = Number(agent.call(
+    `memfd_create(${inode.name})`,
+    NR.memfd_create,
+    agent.string(inode.name),
+    (sealable ? MFD_ALLOW_SEALING : 0) | MFD_CLOEXEC,
+  ));
+  agent.call(`ftruncate(memfd ${inode.name})`, NR.ftruncate, fd, inode.size);
+  copyMemfdIn(`/proc/${agent.pid}/fd/${fd}`, ...contentsOf(dir, inode));
+  agent.later(`fchown(memfd ${inode.name})`, NR.fchown, fd, inode.uid, inode.gid);
+  if (inode.mode !== undefined) {
+    agent.later(`fchmod(memfd ${inode.name})`, NR.fchmod, fd, inode.mode & 0o7777);
+  }
+  agent.settle();
+  return fd;
+}
 
 /**
  * memfd.img, and each memfd's contents in a pages image of its own, numbered after those the
@@ -187,43 +294,37 @@ function lastPagesId(dir: string): number {
 }
 
 /**
- * Creates memfd `inodeId` in the context's task, parked: its size, contents (copied in by criu
- * through /proc), owner and mode, then its seals, last since a write seal would stop the rest.
+ * Makes memfd `inodeId` open in the context's task, parked: a new open of it through an area's
+ * /proc link when a task maps it (its seals come once every task has its fds, afterAllFds),
+ * else made here (memfd_create, contents, owner, mode), then sealed, last, since a write seal
+ * would stop the rest.
  */
 function createMemfd(ctx: RestoreFilesContext, inodeId: bigint, key: string): void {
-  const inode = memfds(ctx.table).restored.get(inodeId);
+  const state = memfds(ctx.table);
+  const inode = state.restored.get(inodeId);
   if (!inode) throw new RestoreError(`Refusing the images: memfd.img has no memfd inode ${inodeId}`);
-  if ((inode.hugetlbFlag ?? 0) & MFD_HUGETLB) {
-    throw new RestoreError(`Memfd ${inode.name} is backed by huge pages: not supported yet`);
-  }
   const { agent } = ctx;
-  agent.reset();
-  const sealable = inode.seals !== F_SEAL_SEAL;
-  const made = agent.call(
-    `memfd_create(${inode.name})`,
-    NR.memfd_create,
-    agent.string(inode.name),
-    sealable ? MFD_ALLOW_SEALING : 0,
-  );
-  const fd = ctx.park(Number(made));
-  agent.call(`ftruncate(memfd ${inode.name})`, NR.ftruncate, fd, inode.size);
-  copyMemfdIn(`/proc/${agent.pid}/fd/${fd}`, ...contentsOf(ctx.session, inode));
-  agent.later(`fchown(memfd ${inode.name})`, NR.fchown, fd, inode.uid, inode.gid);
-  if (inode.mode !== undefined) {
-    agent.later(`fchmod(memfd ${inode.name})`, NR.fchmod, fd, inode.mode & 0o7777);
+  const mapped = state.mapped.get(inodeId);
+  if (mapped) {
+    agent.reset();
+    const fd = ctx.park(
+      Number(agent.call(`open(${mapped})`, NR.open, agent.string(mapped), O.RDWR | O.CLOEXEC, 0)),
+    );
+    ctx.shared.objects.set(key, [{ pid: ctx.nsPid, fd }]);
+    return;
   }
-  if (sealable && inode.seals !== 0) {
-    agent.later(`fcntl(F_ADD_SEALS, ${inode.name})`, NR.fcntl, fd, F_ADD_SEALS, inode.seals);
+  const fd = ctx.park(makeMemfd(agent, inode, ctx.session.dir));
+  if (inode.seals !== F_SEAL_SEAL && inode.seals !== 0) {
+    agent.call(`fcntl(F_ADD_SEALS, ${inode.name})`, NR.fcntl, fd, F_ADD_SEALS, inode.seals);
   }
-  agent.settle();
   ctx.shared.objects.set(key, [{ pid: ctx.nsPid, fd }]);
 }
 
 /** Where a memfd's contents are: the pages image, its runs, and the size they may fill. */
-function contentsOf(session: FilesSession, inode: memfd_inode_entry): [string, PageRun[], number] {
+function contentsOf(dir: ImageDir, inode: memfd_inode_entry): [string, PageRun[], number] {
   const size = Number(inode.size);
-  if (!session.dir.has(KINDS.SHMEM_PAGEMAP, inode.shmid)) return ["/dev/null", [], size];
-  const [head, ...entries] = session.dir.read<pagemap_head | pagemap_entry>(KINDS.SHMEM_PAGEMAP, inode.shmid);
+  if (!dir.has(KINDS.SHMEM_PAGEMAP, inode.shmid)) return ["/dev/null", [], size];
+  const [head, ...entries] = dir.read<pagemap_head | pagemap_entry>(KINDS.SHMEM_PAGEMAP, inode.shmid);
   if (!head || !("pagesId" in head)) {
     throw new RestoreError(`Refusing the images: pagemap-shmem-${inode.shmid}.img has no header`);
   }
@@ -231,7 +332,7 @@ function contentsOf(session: FilesSession, inode: memfd_inode_entry): [string, P
     offset: Number(e.vaddr),
     pages: Number(e.nrPages ?? BigInt(e.compatNrPages)),
   }));
-  return [session.dir.pathFor(KINDS.PAGES, head.pagesId), runs, size];
+  return [dir.pathFor(KINDS.PAGES, head.pagesId), runs, size];
 }
 
 registerFdKind(memfdKind);

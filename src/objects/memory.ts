@@ -58,6 +58,8 @@ export const VMA = {
    * only this bit, after every real area (it lies inside one of them).
    */
   GUARD: 1 << 16,
+  /** A device mapping a plugin answers for (HANDLE_DEVICE_VMA); its memory is the plugin's. */
+  EXT_PLUGIN: 1 << 27,
 } as const;
 
 /** pagemap_entry.flags bits. */

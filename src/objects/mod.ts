@@ -19,6 +19,7 @@ import "./eventpoll.ts";
 import "./unix_socket.ts";
 import "./inet_socket.ts";
 import "./netlink_socket.ts";
+import "./packet_socket.ts";
 // What no file kind above takes goes to the plugins.
 import "./ext_file.ts";
 
@@ -27,6 +28,8 @@ import "./mapping_shmem.ts";
 import "./mapping_hugetlb.ts";
 import "./mapping_aio.ts";
 import "./mapping_sysvshm.ts";
+// Before regular files: a memfd's area looks like a removed file's ("/memfd:NAME (deleted)").
+import "./mapping_memfd.ts";
 // Last: any other file with a path, its name gone or not (the kernel's own objects are taken above).
 import "./mapping_regfile.ts";
 

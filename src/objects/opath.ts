@@ -8,7 +8,7 @@
 import { fd_types } from "../images/gen/fdinfo_pb.ts";
 import { type FdKind, registerFdKind } from "./files.ts";
 import { addRegFile } from "./regfile.ts";
-import { refuse } from "./refusal.ts";
+import { dumpRemappedFd, nameIsGone } from "./remap.ts";
 import { RestoreError } from "../errors.ts";
 import { O } from "../../ffi/syscalls.ts";
 
@@ -18,14 +18,9 @@ export const opathKind: FdKind = {
   detect(fd) {
     return (fd.flags & O.PATH) !== 0 && fd.target.startsWith("/");
   },
-  dump(ctx, fd) {
-    if (fd.target.endsWith(" (deleted)")) {
-      refuse(
-        ctx.pid,
-        `fd ${fd.fd} (O_PATH ${fd.target})`,
-        "an O_PATH fd of a removed file is not supported yet",
-      );
-    }
+  dump(ctx, fd, stat) {
+    // A removed symlink, FIFO or socket path: a ghost or link remap, as for regular files (remap.ts).
+    if (stat && nameIsGone(fd.target, stat)) return dumpRemappedFd(ctx, fd, stat);
     return addRegFile(ctx.table, fd.target, fd.flags, 0n, `fd:${ctx.pid}:${fd.fd}`);
   },
   open(_ctx, entry) {

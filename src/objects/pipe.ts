@@ -66,6 +66,9 @@ export const pipeKind: FdKind = {
     if (p.flags & O.NONBLOCK) ctx.agent.call("fcntl(F_SETFL)", NR.fcntl, fd, F.SETFL, O.NONBLOCK);
     return fd;
   },
+  // CRIU's name for --inherit-fd; the caller's pipe is opened again with the dumped end's flags.
+  inheritName: (entry) => entry.pipe ? `pipe:[${entry.pipe.pipeId}]` : undefined,
+  reopenInherited: (entry) => entry.pipe?.flags,
   finishDump(session) {
     pipeData(session.table).write(session);
   },

@@ -14,12 +14,19 @@
  * are opened (TIOCSCTTY through a slave opened for it, then its foreground group), so the leader's
  * /dev/tty fds (CTTY records) open on it; the leader must hold an fd of the slave, and no other
  * task may have it as its terminal yet (they would have to inherit it over fork).
- * Not yet, refused by name: bytes queued in a pty (they cannot be read without being taken).
+ * Bytes queued in a pty of the tree, both ways, as CRIU keeps them (tty-data.img: what one side
+ * had to read, by the id of that side's file): at the end of the dump criu takes them from a copy
+ * of each side's open file (pidfd_getfd), and puts them back when the tree goes on; at restore they
+ * are written into the other side before the lock and exclusive mode come back, so the same side
+ * reads them again. Refused by name: more than CRIU's 16 KiB on one side, and input that is a
+ * partial line of a canonical-mode slave (a read cannot take it).
  */
 import { create } from "@bufbuild/protobuf";
 import { fd_types, type file_entry, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import {
   type termios_entry,
+  type tty_data_entry,
+  tty_data_entrySchema,
   tty_file_entrySchema,
   type tty_info_entry,
   tty_info_entrySchema,
@@ -28,7 +35,9 @@ import {
   winsize_entrySchema,
 } from "../images/gen/tty_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
-import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
+import { closeFd, OPEN, openFd, writeFull } from "../../ffi/fd.ts";
+import { copyFdOf } from "../../ffi/process.ts";
+import { KINDS } from "../images/kinds.ts";
 import {
   INT_SIZE,
   KERNEL_TERMIOS_SIZE,
@@ -39,7 +48,14 @@ import {
   winsize,
   WINSIZE_SIZE,
 } from "../../ffi/structs.ts";
-import { openPtyAt, setExclusive, setPacketMode, setPtyLocked, setTerminalState } from "../../ffi/pty.ts";
+import {
+  drainTty,
+  openPtyAt,
+  setExclusive,
+  setPacketMode,
+  setPtyLocked,
+  setTerminalState,
+} from "../../ffi/pty.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
 import {
   emptyFown,
@@ -52,7 +68,7 @@ import {
 import type { DumpFilesContext } from "./files.ts";
 import { addRegFile } from "./regfile.ts";
 import { takeFromCriu } from "./files.ts";
-import { addTtyFile, takeTerminal } from "./tty.ts";
+import { addTtyFile, takeTerminal, terminalInfos } from "./tty.ts";
 import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
 
@@ -258,8 +274,15 @@ export function dumpTreePty(
   const what = `fd ${fd.fd} (pty ${fd.target})`;
   const s = askPty(ctx, fd.fd, master);
   const index = master ? s.index : Number(SLAVE.exec(fd.target)![1]);
-  if (s.queued > 0) {
-    refuse(ctx.pid, what, `${s.queued} bytes are queued in it; queued pty data is not saved yet`);
+  if (s.queued > QUEUED_MAX) {
+    refuse(ctx.pid, what, `${s.queued} bytes are queued in it, more than the ${QUEUED_MAX} CRIU keeps`);
+  }
+  if (s.queued > 0 && !master && (s.termios.cLflag & ICANON) !== 0) {
+    refuse(
+      ctx.pid,
+      what,
+      `${s.queued} bytes of input are queued in canonical mode, which a read cannot take whole`,
+    );
   }
   const rdev = stat?.rdev ?? 0;
   let info = infos.find((t) => t.pty?.index === index && t.rdev === rdev);
@@ -294,7 +317,73 @@ export function dumpTreePty(
     const holders = treePtys(ctx).slaveHolders;
     holders.set(index, (holders.get(index) ?? new Set()).add(nsPidOf(ctx.pid)));
   }
-  return addTtyFile(ctx, fd, info.id, fd.flags & ~O.CLOEXEC, "pty");
+  const id = addTtyFile(ctx, fd, info.id, fd.flags & ~O.CLOEXEC, "pty");
+  const sides = queuedSides(ctx.table);
+  const pair = sides.get(index) ?? {};
+  pair[master ? "master" : "slave"] ??= { pid: ctx.pid, fd: fd.fd, id };
+  sides.set(index, pair);
+  return id;
+}
+
+/** CRIU's limit on the bytes kept per side of a pty. */
+const QUEUED_MAX = 16384;
+const ICANON = 0o2;
+
+/** One fd of a pty side in the dumped tree, to read its queued bytes through. */
+interface PtySide {
+  pid: number;
+  fd: number;
+  /** Its tty file id: tty-data.img's tty_id. */
+  id: number;
+}
+
+/** At dump, per pty index, the first fd seen of each side, and what was taken from each. */
+function queuedSides(table: FileTable): Map<number, { master?: PtySide; slave?: PtySide }> {
+  return table.stateOf("pty-queued", () => new Map());
+}
+
+function takenBytes(table: FileTable): { from: PtySide; to: PtySide; data: Uint8Array<ArrayBuffer> }[] {
+  return table.stateOf("pty-taken", () => []);
+}
+
+/**
+ * Once the tree is dumped (frozen): the bytes each side of every pty pair of the tree has to read,
+ * into tty-data.img, as CRIU reads them, through copies of the tasks' open files.
+ */
+export function dumpQueuedPtyData(session: FilesSession): void {
+  const taken = takenBytes(session.table);
+  for (const { master, slave } of queuedSides(session.table).values()) {
+    if (!master || !slave) continue; // CRIU takes queued bytes of pairs only
+    for (const [from, to] of [[master, slave], [slave, master]] as const) {
+      const fd = copyFdOf(from.pid, from.fd);
+      try {
+        const data = drainTty(fd, QUEUED_MAX);
+        if (data.length > 0) taken.push({ from, to, data });
+      } finally {
+        closeFd(fd);
+      }
+    }
+  }
+  if (taken.length === 0) return;
+  session.dir.write(
+    KINDS.TTY_DATA,
+    undefined,
+    taken.map((t) => create(tty_data_entrySchema, { ttyId: t.from.id, data: t.data })),
+  );
+  session.log.info(`Took ${taken.reduce((n, t) => n + t.data.length, 0)} queued bytes from ptys`);
+}
+
+/** When the tree goes on after the dump (-R, a failed dump): the bytes taken go back, as CRIU does. */
+export function putBackQueuedPtyData(session: FilesSession): void {
+  const taken = takenBytes(session.table);
+  for (const { to, data } of taken.splice(0)) {
+    const fd = copyFdOf(to.pid, to.fd);
+    try {
+      writeFull(fd, data, `pty fd ${to.fd} of process ${to.pid}`);
+    } finally {
+      closeFd(fd);
+    }
+  }
 }
 
 /**
@@ -395,10 +484,33 @@ export function checkTreePtySessions(session: FilesSession, infos: readonly tty_
 interface RestoredPtys {
   masters: Map<number, { fd: number; info: tty_info_entry }>;
   slaves: Map<number, tty_info_entry>;
+  /** tty-data.img: the bytes a side (by its file id) had to read. */
+  queued: Map<number, Uint8Array>;
 }
 
 function restoredPtys(table: FileTable): RestoredPtys {
-  return table.stateOf("pty-restore", () => ({ masters: new Map(), slaves: new Map() }));
+  return table.stateOf("pty-restore", () => ({ masters: new Map(), slaves: new Map(), queued: new Map() }));
+}
+
+/** Writes each side's queued bytes into the other side, as CRIU does (a terminal may echo them). */
+function putQueuedBytes(session: FilesSession, ptys: RestoredPtys): void {
+  const infos = terminalInfos(session.table);
+  for (const [fileId, data] of ptys.queued) {
+    const pty = treePtyOf(session.table, infos, session.table.get(fileId));
+    const master = pty && ptys.masters.get(pty.index);
+    if (!pty || !master) continue; // the pty was not restored (no fd of it left): nothing reads them
+    if (!pty.master) {
+      writeFull(master.fd, new Uint8Array(data), `pty ${pty.index}`);
+      continue;
+    }
+    const slave = openFd(`/dev/pts/${pty.index}`, OPEN.WRONLY | O.NOCTTY | OPEN.CLOEXEC);
+    try {
+      writeFull(slave, new Uint8Array(data), `/dev/pts/${pty.index}`);
+    } finally {
+      closeFd(slave);
+    }
+  }
+  ptys.queued.clear();
 }
 
 /** A pty fd of the tree, at restore: the pty's index, which side, and both sides' records. */
@@ -529,9 +641,26 @@ function createPty(table: FileTable, index: number, info: tty_info_entry): numbe
   return fd;
 }
 
-/** Once every slave is open: the lock and exclusive mode, set through criu's own ends. */
+/** PREPARE: tty-data.img, each entry naming a pty side of files.img. */
+export function readQueuedPtyData(session: FilesSession): void {
+  const queued = restoredPtys(session.table).queued;
+  for (const e of session.dir.readOptional<tty_data_entry>(KINDS.TTY_DATA)) {
+    if (!session.table.has(e.ttyId) || !session.table.get(e.ttyId).tty) {
+      throw new RestoreError(
+        `Refusing the images: tty-data.img names file ${e.ttyId}, which is no terminal of files.img`,
+      );
+    }
+    queued.set(e.ttyId, e.data);
+  }
+}
+
+/**
+ * Once every slave is open: the queued bytes, written into the side opposite the one that had them
+ * to read (through criu's own master, or a slave criu opens), then the lock and exclusive mode.
+ */
 export function finishTreePtys(session: FilesSession, _shared: SharedFiles): void {
   const ptys = restoredPtys(session.table);
+  putQueuedBytes(session, ptys);
   for (const [index, { fd, info }] of ptys.masters) {
     const slave = ptys.slaves.get(index);
     if (slave?.exclusive) {

@@ -21,6 +21,13 @@ import {
   removeLinks,
   writeRemaps,
 } from "./remap.ts";
+import {
+  addExternalFile,
+  checkExternalFiles,
+  externalFileKey,
+  noteOtherExternals,
+  openExternalFile,
+} from "./regfile_external.ts";
 
 const PLAIN_DEVICES = new Set(["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]);
 /** Flags that only matter at open time and must not be replayed (O_TRUNC would empty the file). */
@@ -73,6 +80,8 @@ export const regFileKind: FdKind = {
     return PLAIN_DEVICES.has(fd.target) || (isDevice(stat) && nameIsGone(fd.target, stat));
   },
   dump(ctx, fd, stat) {
+    const external = externalFileKey(ctx.session.opts, fd, stat);
+    if (external) return addExternalFile(ctx.table, fd, stat, external, `fd:${ctx.pid}:${fd.fd}`);
     if (stat && nameIsGone(fd.target, stat)) return dumpRemappedFd(ctx, fd, stat);
     // Each fd gets its own description unless the caller proves two fds share one.
     // The fd's own stat is the file's: no second stat by path (thousands of fds add up).
@@ -81,6 +90,7 @@ export const regFileKind: FdKind = {
   open(ctx, entry) {
     const reg = entry.reg;
     if (!reg) throw new RestoreError(`File ${entry.id} has no regular-file data`);
+    if (reg.ext) return openExternalFile(ctx, entry);
     const path = pathToOpen(ctx.table, entry.id);
     ctx.agent.reset();
     let fd: bigint;
@@ -106,7 +116,7 @@ export const regFileKind: FdKind = {
   },
   openInBatch(ctx, entry) {
     const reg = entry.reg;
-    if (!reg) return null;
+    if (!reg || reg.ext) return null;
     const path = pathToOpen(ctx.table, entry.id);
     const name = new TextEncoder().encode(path).length + 1;
     const open = {
@@ -118,8 +128,18 @@ export const regFileKind: FdKind = {
       reg.pos === 0n ? [] : [{ name: `lseek(${path})`, nr: NR.lseek, args: [fd, reg.pos, 0] }];
     return { open, bytes: name, at };
   },
-  finishDump: writeRemaps,
-  loadImages: readRemaps,
+  // CRIU's name of a file for --inherit-fd: its path without the leading slash ("." for "/").
+  // An external file is named file[MNT_ID:INODE] and is only ever opened from its inherit fd.
+  inheritName: (entry) => entry.reg && !entry.reg.ext ? entry.reg.name.slice(1) || "." : undefined,
+  finishDump(session) {
+    writeRemaps(session);
+    noteOtherExternals(session);
+  },
+  loadImages(session) {
+    readRemaps(session);
+    checkExternalFiles(session);
+    noteOtherExternals(session);
+  },
   afterAllFds: (session) => removeLinks(session.table),
   endRestore: (session) => removeGhosts(session.table),
 };

@@ -34,7 +34,15 @@ import { KINDS } from "../images/kinds.ts";
 import { ImageReader, ImageWriter } from "../images/file.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
 import { closeFd, dataRanges, OPEN, openFd, pathExists, preadFull } from "../../ffi/fd.ts";
-import { copyRange, linkOpenFile, makeNode, RawFdSink, truncateFd } from "../../ffi/files.ts";
+import {
+  copyRange,
+  linkOpenFile,
+  makeFifo,
+  makeNode,
+  RawFdSink,
+  symlinkTargetOf,
+  truncateFd,
+} from "../../ffi/files.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { O } from "../../ffi/syscalls.ts";
 import { type DumpFilesContext, emptyFown, type FilesSession, type FileTable } from "./files.ts";
@@ -49,8 +57,12 @@ const ST_UNIT = 512;
 const S_IFMT = 0o170000;
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
-/** The node types a ghost may be made as by mknod: character and block devices, FIFOs. */
-const NODE_TYPES = [0o020000, 0o060000, 0o010000];
+const S_IFIFO = 0o010000;
+const S_IFLNK = 0o120000;
+/** What a ghost can be, as CRIU carries them: contents for a regular file, a target for a symlink. */
+const GHOST_KINDS = new Set([S_IFREG, S_IFDIR, S_IFIFO, S_IFLNK]);
+/** The device nodes a ghost may be made as by mknod (CRIU 4.x carries removed ones): character, block. */
+const DEVICE_NODE_TYPES = [0o020000, 0o060000];
 const OPEN_EXCL = 0o200;
 
 /** A ghost to write at the end of the dump: where its contents can still be read. */
@@ -140,6 +152,18 @@ export function dumpRemappedFd(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.Fi
 }
 
 /**
+ * The path entry of a FIFO fd whose name is gone (fifo.ts keeps it as the FIFO's regf_id): a ghost
+ * FIFO made again with mknod, or a link remap when another name remains.
+ */
+export function addRemovedFifo(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.FileInfo, key: string): number {
+  const name = withoutDeleted(fd.target);
+  const what = `FIFO ${name} (fd ${fd.fd})`;
+  const source = `/proc/${ctx.pid}/fd/${fd.fd}`;
+  if ((stat.nlink ?? 0) === 0) return addGhost(ctx, what, name, source, stat, fd.flags, 0n, key);
+  return addLinkRemap(ctx, source, key, what, name, fd.flags, 0n);
+}
+
+/**
  * The file entry of a mapping of a file whose name is gone (" (deleted)" in /proc/PID/maps),
  * reached through /proc/PID/map_files: a ghost or a link remap, as for an fd. For the mappings'
  * own registry (memory.ts); the restore opens it through pathToOpen().
@@ -198,8 +222,12 @@ function addGhost(
   key = `ghost:${ctx.pid}:${source}`,
 ): number {
   const mode = stat.mode ?? 0;
-  if ((mode & S_IFMT) !== S_IFREG && (mode & S_IFMT) !== S_IFDIR) {
-    refuse(ctx.pid, what, "it was removed, and only removed regular files and directories are carried");
+  if (!GHOST_KINDS.has(mode & S_IFMT)) {
+    refuse(
+      ctx.pid,
+      what,
+      "it was removed, and only removed regular files, directories, FIFOs and symlinks are carried",
+    );
   }
   const onDisk = (stat.blocks ?? 0) * ST_UNIT;
   const limit = ctx.session.opts.ghostLimit;
@@ -216,7 +244,7 @@ function addGhost(
   if (ghostId === undefined) {
     ghostId = state.ghostByInode.size + 1;
     state.ghostByInode.set(inode, ghostId);
-    state.ghosts.push({ id: ghostId, source, entry: ghostEntry(stat) });
+    state.ghosts.push({ id: ghostId, source, entry: ghostEntry(stat, source) });
   }
   const known = ctx.table.nextId();
   const id = ctx.table.add(key, (id) => regEntry(id, name, flags, pos));
@@ -233,7 +261,7 @@ function timeval(t: Date | null) {
   return create(timevalSchema, { tvSec: BigInt(Math.floor(ms / 1000)), tvUsec: BigInt((ms % 1000) * 1000) });
 }
 
-function ghostEntry(stat: Deno.FileInfo): ghost_file_entry {
+function ghostEntry(stat: Deno.FileInfo, source: string): ghost_file_entry {
   const mode = stat.mode ?? 0;
   const chunked = (mode & S_IFMT) === S_IFREG && stat.size >= GHOST_CHUNKS_THRESH;
   return create(
@@ -248,6 +276,7 @@ function ghostEntry(stat: Deno.FileInfo): ghost_file_entry {
       mtim: timeval(stat.mtime),
       chunks: chunked ? true : undefined,
       size: chunked ? BigInt(stat.size) : undefined,
+      symlnkTarget: (mode & S_IFMT) === S_IFLNK ? symlinkTargetOf(source) : undefined,
     }),
   );
 }
@@ -473,15 +502,25 @@ function ghostPath(table: FileTable, name: string, ghostId: number): string {
   // A directory cannot be linked under its own name later: as CRIU, it is made there when free.
   const parent = name.slice(0, name.lastIndexOf("/")) || "/";
   const path = dir && !pathExists(name) && pathExists(parent) ? name : ghost;
+  const type = header.mode & S_IFMT;
   try {
     if (dir) Deno.mkdirSync(path, { mode: header.mode & 0o7777 });
-    else if ((header.mode & S_IFMT) === S_IFREG) makeGhostFile(state.imagesPath, ghostId, path, header, at);
-    // CRIU 4.x carries a removed device node or FIFO as a ghost too (mode and rdev, no contents).
-    else if (NODE_TYPES.includes(header.mode & S_IFMT)) makeNode(path, header.mode, BigInt(header.rdev));
-    else {throw new RestoreError(
-        `Ghost file ${ghostId} of ${name} is neither a file, a directory nor a device node`,
-      );}
+    else if (type === S_IFREG) makeGhostFile(state.imagesPath, ghostId, path, header, at);
+    else if (type === S_IFIFO) makeFifo(path, header.mode);
+    else if (type === S_IFLNK && header.symlnkTarget !== undefined) {
+      Deno.symlinkSync(header.symlnkTarget, path);
+    } // CRIU 4.x carries a removed device node as a ghost too (mode and rdev, no contents).
+    else if (DEVICE_NODE_TYPES.includes(type)) makeNode(path, header.mode, BigInt(header.rdev));
+    else {
+      throw new RestoreError(
+        `Ghost file ${ghostId} of ${name} is not a file, directory, FIFO, device node or symlink with its target (mode 0${
+          header.mode.toString(8)
+        })`,
+      );
+    }
     state.madeGhosts.set(ghostId, { path, dir });
+    // A symlink has no mode or times of its own to set, and chown would follow it.
+    if (type === S_IFLNK) return path;
     Deno.chownSync(path, header.uid, header.gid);
     Deno.chmodSync(path, header.mode & 0o7777);
     if (header.atim && header.mtim) {

@@ -42,6 +42,7 @@ import { addRegFile } from "./regfile.ts";
 import { refuse } from "./refusal.ts";
 import {
   checkTreePtySessions,
+  dumpQueuedPtyData,
   dumpTreePty,
   endTreePtys,
   finishTreePtys,
@@ -50,6 +51,8 @@ import {
   isTreePty,
   openCtty,
   openTreePty,
+  putBackQueuedPtyData,
+  readQueuedPtyData,
   takeTreeTerminal,
   treePtyOf,
 } from "./pty.ts";
@@ -85,6 +88,11 @@ interface Terminals {
 
 function terminals(table: FileTable): Terminals {
   return table.stateOf("terminal", () => ({ infos: [], fdIn: new Map() }));
+}
+
+/** tty-info.img's entries of a dump or restore. */
+export function terminalInfos(table: FileTable): readonly tty_info_entry[] {
+  return terminals(table).infos;
 }
 
 /** The fd of criu's own terminal (stdin, stdout or stderr) that a shell job gets, or -1. */
@@ -140,17 +148,21 @@ export const ttyKind: FdKind = {
   dump(ctx, fd, stat) {
     // A pty whose master is in the tree is the tree's own, not a shell job's terminal (pty.ts).
     if (isTreePty(ctx, fd)) return dumpTreePty(ctx, fd, stat, terminals(ctx.table).infos);
-    if (!ctx.session.opts.shellJob) {
+    const rdev = stat?.rdev ?? 0;
+    const dev = stat?.dev ?? 0;
+    // --external tty[RDEV:DEV]: the caller hands the terminal back at restore (--inherit-fd).
+    const external = ctx.session.opts.external.includes(ttyName(rdev, dev));
+    if (!ctx.session.opts.shellJob && !external) {
       refuse(ctx.pid, `fd ${fd.fd} (terminal ${fd.target})`, "a terminal needs --shell-job");
     }
-    const rdev = stat?.rdev ?? 0;
     const infos = terminals(ctx.table).infos;
     let info = infos.find((t) => t.rdev === rdev);
     if (!info) {
       const pts = /^\/dev\/pts\/(\d+)$/.exec(fd.target);
       info = create(tty_info_entrySchema, {
         id: infos.length + 1,
-        type: pts ? TtyType.PTY : TtyType.EXT_TTY,
+        type: pts && !external ? TtyType.PTY : TtyType.EXT_TTY,
+        dev,
         locked: false,
         exclusive: false,
         packetMode: false,
@@ -165,13 +177,24 @@ export const ttyKind: FdKind = {
     if (info.sid === 0) recordSession(ctx.agent, fd.fd, info);
     return addTtyFile(ctx, fd, info.id, fd.flags, "tty");
   },
+  // CRIU's name for --inherit-fd: tty[RDEV:DEV] in hex, the terminal's device and its filesystem's.
+  inheritName(entry, table) {
+    const info = terminals(table).infos.find((i) => i.id === entry.tty?.ttyInfoId);
+    return info ? ttyName(info.rdev, info.dev) : undefined;
+  },
   finishDump(session) {
     const { infos } = terminals(session.table);
     checkTreePtySessions(session, infos);
     if (infos.length) session.dir.write(KINDS.TTY_INFO, undefined, infos);
+    dumpQueuedPtyData(session); // last: what it takes goes back if the tree goes on (endDump)
+  },
+  endDump(session, tasksGoOn) {
+    // As CRIU: unless the tasks are killed, the bytes taken from their ptys go back.
+    if (tasksGoOn || session.opts.finalState !== "dead") putBackQueuedPtyData(session);
   },
   loadImages(session) {
     terminals(session.table).infos.push(...session.dir.readOptional<tty_info_entry>(KINDS.TTY_INFO));
+    readQueuedPtyData(session);
   },
   beforeTaskFds(ctx, entries) {
     const infos = terminals(ctx.table).infos;
@@ -211,6 +234,11 @@ export const ttyKind: FdKind = {
 };
 
 registerFdKind(ttyKind);
+
+/** What --external and --inherit-fd call a terminal: tty[RDEV:DEV], both in hex (CRIU's u32s). */
+export function ttyName(rdev: number, dev: number): string {
+  return `tty[${(rdev >>> 0).toString(16)}:${(dev >>> 0).toString(16)}]`;
+}
 
 /**
  * The terminal's session and foreground group, as the task sees them (its PID namespace), with

@@ -209,6 +209,8 @@ function readOptions(fd: number) {
   const rcv = getTimeout(fd, SO.RCVTIMEO);
   const mark = getIntOption(fd, SO.MARK);
   const linger = getLinger(fd);
+  // -1: peeks start at the head of the queue (the default, and all CRIU's restore gives back).
+  const peekOff = getIntOption(fd, SO.PEEK_OFF);
   return create(sk_opts_entrySchema, {
     soSndbuf: getIntOption(fd, SO.SNDBUF),
     soRcvbuf: getIntOption(fd, SO.RCVBUF),
@@ -231,6 +233,7 @@ function readOptions(fd: number) {
     ...(linger !== null ? { soLinger: linger } : {}),
     soBufLock: getIntOption(fd, SO.BUF_LOCK),
     soFilter: getFilter(fd),
+    ...(peekOff >= 0 ? { soPeekOff: peekOff } : {}),
   });
 }
 
@@ -342,7 +345,9 @@ function dumpQueue(
         rights: control.rights.map((fd) => dumpHeldFile(ctx, fd)),
       }),
     ];
-    w.writeEntry(create(sk_packet_entrySchema, { idFor: id, length: bytes.length, scm }));
+    // A datagram's sender, when it had a name: restore sends it back from the socket bound there.
+    const addr = info.type === SOCK.DGRAM && control.sender.length > 0 ? { addr: control.sender } : {};
+    w.writeEntry(create(sk_packet_entrySchema, { idFor: id, length: bytes.length, scm, ...addr }));
     w.writeBlob(bytes);
   });
   w.flush();
@@ -472,6 +477,13 @@ function externalPeer(session: FilesSession, s: DumpedSocket, what: string): voi
     return;
   }
   const peer = s.namespace.get(peerIno);
+  if (session.opts.extUnixSkInodes.includes(s.entry.ino)) {
+    // An exception (--ext-unix-sk=INO, RPC unix_sk_ino): the caller answers for its peer, whatever
+    // its type or name, as in CRIU; restore connects it again by the peer's name.
+    session.log.info(`${what} of process ${s.pid} is an external socket exception`);
+    recordExternalPeer(session, peerIno, peer?.name ?? new Uint8Array(0));
+    return;
+  }
   const peerText = `unix socket ${peerIno} (${nameText(peer?.name)})`;
   if (!session.opts.extUnixSk) {
     refuse(
@@ -490,7 +502,11 @@ function externalPeer(session: FilesSession, s: DumpedSocket, what: string): voi
     );
   }
   if (!peer.name?.length) refuse(s.pid, what, `can't dump name-less external socket ${peerText}`);
-  const name = peer.name;
+  recordExternalPeer(session, peerIno, peer.name);
+}
+
+/** The peer outside the tree, as CRIU writes one: a listening datagram socket marked USK_EXTERN. */
+function recordExternalPeer(session: FilesSession, peerIno: number, name: Uint8Array): void {
   session.table.add(`unix-extern:${peerIno}`, (id) =>
     create(file_entrySchema, {
       type: fd_types.UNIXSK,
@@ -538,6 +554,8 @@ interface QueuedPiece {
   length: number;
   /** The ids of the files in flight with it (SCM_RIGHTS). */
   rights: number[];
+  /** A datagram's named sender (sk_packet_entry.addr), empty when unnamed or not recorded. */
+  sender: Uint8Array;
 }
 
 interface RestoreState {
@@ -621,7 +639,7 @@ function readQueueIndex(session: FilesSession, state: RestoreState): void {
         rights.push(...scm.rights);
       }
       const pieces = state.queues.get(e.idFor) ?? [];
-      pieces.push({ offset: r.offset, length: e.length, rights });
+      pieces.push({ offset: r.offset, length: e.length, rights, sender: e.addr });
       state.queues.set(e.idFor, pieces);
       r.skip(e.length);
     }
@@ -633,11 +651,18 @@ function readQueueIndex(session: FilesSession, state: RestoreState): void {
 /** The sockets linked to `first` by peers (external ones left out), `first` first. */
 function componentOf(state: RestoreState, first: unix_sk_entry): unix_sk_entry[] {
   const linked = new Map<number, number[]>();
-  const link = (a: number, b: number) => linked.set(a, [...(linked.get(a) ?? []), b]);
+  const link = (a: number, b: number) => {
+    linked.set(a, [...(linked.get(a) ?? []), b]);
+    linked.set(b, [...(linked.get(b) ?? []), a]);
+  };
   for (const s of state.byIno.values()) {
     if (s.peer && state.byIno.has(s.peer) && !isExternal(state, s.peer) && !(s.uflags & USK_CALLBACK)) {
       link(s.ino, s.peer);
-      link(s.peer, s.ino);
+    }
+    // The senders of its queued datagrams are made with it, to send them back.
+    for (const p of state.queues.get(s.id) ?? []) {
+      const sender = namedSender(state, s, p);
+      if (sender && sender !== s) link(s.ino, sender.ino);
     }
   }
   const seen = new Set([first.ino]);
@@ -689,6 +714,39 @@ function senderFor(state: RestoreState, members: readonly unix_sk_entry[], r: un
   if (r.peer && named) return { kind: "sendto", ino: r.peer };
   if (!r.peer && named) return { kind: "stranger" };
   return { kind: "spare" };
+}
+
+/**
+ * The socket of the images bound to the name a queued datagram came from, when it can send it
+ * back so that `r` sees the same sender: bound to that name, and allowed to send to `r` (connected
+ * to it, or `r` has a name to send to and takes datagrams from anyone). Otherwise the datagram
+ * comes from `r`'s usual sender, as in CRIU, which keeps no sender.
+ */
+function namedSender(state: RestoreState, r: unix_sk_entry, p: QueuedPiece): unix_sk_entry | undefined {
+  if (r.type !== SOCK.DGRAM || p.sender.length === 0) return undefined;
+  const s = boundByName(state).get(nameKey(p.sender));
+  if (!s || isExternal(state, s.ino) || s.type !== SOCK.DGRAM) return undefined;
+  if (s.peer === r.ino) return s;
+  return r.name.length > 0 && (!r.peer || r.peer === s.ino) && !s.peer ? s : undefined;
+}
+
+function nameKey(name: Uint8Array): string {
+  return Array.from(name, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const boundNames = new WeakMap<RestoreState, Map<string, unix_sk_entry>>();
+
+/** The sockets of the images that restore binds, by their name's bytes. */
+function boundByName(state: RestoreState): Map<string, unix_sk_entry> {
+  let byName = boundNames.get(state);
+  if (!byName) {
+    byName = new Map();
+    for (const s of state.byIno.values()) {
+      if (shouldBind(s) && !(s.uflags & USK_EXTERN)) byName.set(nameKey(s.name), s);
+    }
+    boundNames.set(state, byName);
+  }
+  return byName;
 }
 
 /** Does restoring the socket need a spare socket paired with it, closed at the end? */
@@ -911,8 +969,13 @@ function fillQueue(
   try {
     for (const p of pieces) {
       const rights = p.rights.map((id) => copyFdOf(ctx.agent.pid, holdFile(ctx, id)));
+      // A datagram from a named socket of the tree goes back from that socket.
+      const named = namedSender(state, r, p);
+      const via = named ? made.ourFd(named.ino) : from;
+      const address = named ? (named.peer === r.ino ? undefined : addressBytes(r.name)) : to;
+      if (named) setIntOption(via, SO.SNDBUFFORCE, FILL_BUFFER);
       try {
-        inNameDir(r, () => sendPiece(image, state.queuesPath, from, to, p, r, rights));
+        inNameDir(r, () => sendPiece(image, state.queuesPath, via, address, p, r, rights));
       } finally {
         for (const fd of rights) closeFd(fd);
       }
@@ -992,6 +1055,8 @@ function restoreOptions(fd: number, o: sk_opts_entry): void {
   setTimeout(fd, SO.SNDTIMEO, o.soSndTmoSec, o.soSndTmoUsec);
   setTimeout(fd, SO.RCVTIMEO, o.soRcvTmoSec, o.soRcvTmoUsec);
   if (o.soFilter.length) setFilter(fd, o.soFilter);
+  // After the queue is filled (sending to a socket leaves its peek offset alone).
+  if (isFieldSet(o, sk_opts_entrySchema.field.soPeekOff)) setIntOption(fd, SO.PEEK_OFF, o.soPeekOff);
 }
 
 function openSocket(ctx: RestoreFilesContext, entry: file_entry): number {
@@ -1045,6 +1110,8 @@ export const unixSocketKind: FdKind = {
   },
   dump: dumpSocket,
   open: openSocket,
+  // CRIU's name for --inherit-fd: the caller's socket stands for it (its peer and queue are the caller's).
+  inheritName: (entry) => entry.usk ? `socket:[${entry.usk.ino}]` : undefined,
   finishDump,
   loadImages,
 };

@@ -322,7 +322,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   }),
   opt("timeout", "", "required", DUMP, ACCEPTED, (o, v) => o.timeout = integer(v, 0)),
   opt("freeze-cgroup", "", "required", DUMP, IMPLEMENTED, (o, v) => o.freezeCgroup = v),
-  opt("external", "", "required", DUMP_RESTORE, ACCEPTED, external),
+  opt("external", "", "required", DUMP_RESTORE, IMPLEMENTED, external),
   opt("ext-unix-sk", "x", "optional", DUMP_RESTORE, IMPLEMENTED, extUnixSk),
   bool("tcp-established", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpEstablished = on),
   bool("tcp-close", "", DUMP_RESTORE, IMPLEMENTED, (o, on) => o.tcpClose = on),
@@ -347,7 +347,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   }),
   bool("allow-uprobes", "", DUMP_RESTORE, ACCEPTED, (o, on) => o.allowUprobes = on),
   opt("skip-mnt", "", "required", DUMP, ACCEPTED, (o, v) => o.skipMounts.push(v)),
-  opt("enable-fs", "", "required", DUMP, ACCEPTED, (o, v) => o.enableFs.push(...v.split(","))),
+  opt("enable-fs", "", "required", DUMP, IMPLEMENTED, (o, v) => o.enableFs.push(...v.split(","))),
   opt("enable-external-sharing", "", "none", DUMP, IMPLEMENTED, (o) => o.enableExternalSharing = true),
   opt("enable-external-masters", "", "none", DUMP, IMPLEMENTED, (o) => o.enableExternalMasters = true),
 
@@ -377,7 +377,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
     (o, v) => o.joinNs.push(joinNs(v)),
     "joining namespaces",
   ),
-  opt("inherit-fd", "", "required", RESTORE, REFUSED, (o, v) => o.inheritFds.push(inheritFd(v))),
+  opt("inherit-fd", "", "required", RESTORE, IMPLEMENTED, (o, v) => o.inheritFds.push(inheritFd(v))),
   opt("ext-mount-map", "M", "required", DUMP_RESTORE, IMPLEMENTED, extMountMap),
   opt("veth-pair", "", "required", RESTORE, IMPLEMENTED, (o, v) => o.vethPairs.push(vethPair(v))),
   opt("empty-ns", "", "required", RESTORE, IMPLEMENTED, (o, v) => {

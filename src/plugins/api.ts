@@ -54,6 +54,13 @@ export interface PluginFd {
 /** What a restore hook gives back: a file criu opens, or an fd of criu's own (ownership passes). */
 export type RestoredFile = { path: string; flags: number } | { fd: number };
 
+/** UPDATE_VMA_MAP's answer: its return, the area's new page offset, an fd of criu's or -1. */
+export interface VmaMapUpdate {
+  ret: number;
+  newPgoff: bigint;
+  pluginFd: number;
+}
+
 /** Where the images are: a path, and an fd on the directory (criu_get_image_dir()). */
 export interface PluginImages {
   readonly path: string;
@@ -99,6 +106,16 @@ export interface CriuPlugin {
   restoreExtMount?(id: number, mountpoint: string, oldRoot: string): number;
   /** A network link no built-in kind takes. */
   dumpExtLink?(index: number, type: number, kind: string): number;
+  /**
+   * A mapping of a device no built-in backing takes (HANDLE_DEVICE_VMA): 0 when the plugin
+   * answers for it (its memory is then the plugin's to save), -ENOTSUP when not.
+   */
+  handleDeviceVma?(device: PluginFd, stat: Deno.FileInfo): number;
+  /**
+   * At restore, before such an area is mapped (UPDATE_VMA_MAP): 1 with a new page offset (and
+   * optionally an fd of criu's own to map from), or 0 / -ENOTSUP to map the file as dumped.
+   */
+  updateVmaMap?(path: string, addr: bigint, pgoff: bigint): VmaMapUpdate | number;
   pauseDevices?(pid: number): number;
   checkpointDevices?(pid: number): number;
   dumpDevicesLate?(id: number): number;

@@ -24,6 +24,7 @@ import {
   PLUGIN_VERSION_OLD,
   type PluginContext,
   type Stage,
+  type VmaMapUpdate,
 } from "./api.ts";
 import { ScriptPlugin } from "./script.ts";
 
@@ -51,6 +52,10 @@ export interface LoadedPlugin {
   dumpExtMount(mountpoint: string, id: number): number;
   /** RESTORE_EXT_MOUNT(id, mountpoint, old_root, NULL), as CRIU asks it. */
   restoreExtMount(id: number, mountpoint: string, oldRoot: string): number;
+  /** HANDLE_DEVICE_VMA with criu's fd on the mapped device. */
+  handleDeviceVma(fd: number): number;
+  /** UPDATE_VMA_MAP for the area at `addr` mapping `path` from page offset `pgoff`. */
+  updateVmaMap(path: string, addr: bigint, pgoff: bigint): VmaMapUpdate;
 }
 
 const DEFAULT_DIR = "/usr/lib/criu";
@@ -118,6 +123,12 @@ class Native implements LoadedPlugin {
   }
   restoreExtMount(id: number, mountpoint: string, oldRoot: string) {
     return this.p.restoreExtMount(HOOK.RESTORE_EXT_MOUNT, id, mountpoint, oldRoot);
+  }
+  handleDeviceVma(fd: number) {
+    return this.p.handleDeviceVma(HOOK.HANDLE_DEVICE_VMA, fd);
+  }
+  updateVmaMap(path: string, addr: bigint, pgoff: bigint) {
+    return this.p.updateVmaMap(HOOK.UPDATE_VMA_MAP, path, addr, pgoff);
   }
 }
 

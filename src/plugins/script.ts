@@ -11,6 +11,7 @@ import {
   type PluginContext,
   type RestoredFile,
   type Stage,
+  type VmaMapUpdate,
 } from "./api.ts";
 import type { LoadedPlugin } from "./plugins.ts";
 
@@ -22,8 +23,8 @@ const HOOK_METHODS: Record<HookName, keyof CriuPlugin> = {
   DUMP_EXT_MOUNT: "dumpExtMount",
   RESTORE_EXT_MOUNT: "restoreExtMount",
   DUMP_EXT_LINK: "dumpExtLink",
-  HANDLE_DEVICE_VMA: "name",
-  UPDATE_VMA_MAP: "name",
+  HANDLE_DEVICE_VMA: "handleDeviceVma",
+  UPDATE_VMA_MAP: "updateVmaMap",
   RESUME_DEVICES_LATE: "resumeDevicesLate",
   PAUSE_DEVICES: "pauseDevices",
   CHECKPOINT_DEVICES: "checkpointDevices",
@@ -77,6 +78,16 @@ export class ScriptPlugin implements LoadedPlugin {
 
   restoreExtMount(id: number, mountpoint: string, oldRoot: string): number {
     return this.p.restoreExtMount?.(id, mountpoint, oldRoot) ?? -ENOTSUP;
+  }
+
+  handleDeviceVma(fd: number): number {
+    const path = `/proc/self/fd/${fd}`;
+    return this.p.handleDeviceVma?.({ fd, path }, Deno.statSync(path)) ?? -ENOTSUP;
+  }
+
+  updateVmaMap(path: string, addr: bigint, pgoff: bigint): VmaMapUpdate {
+    const got = this.p.updateVmaMap?.(path, addr, pgoff) ?? -ENOTSUP;
+    return typeof got === "number" ? { ret: got, newPgoff: pgoff, pluginFd: -1 } : got;
   }
 }
 

@@ -23,8 +23,9 @@ import { MAP, O } from "../../ffi/syscalls.ts";
 import { getRlimit } from "../../ffi/process.ts";
 import { unusableDirectory } from "../dirs.ts";
 import { ImageDir } from "../images/dir.ts";
-import { canRestoreFdType, type FilesSession, FileTable, loadFileImages } from "../objects/files.ts";
-import { defaultOptions, freezeOptions } from "../options/options.ts";
+import { canRestoreFdType, fdKinds, type FilesSession, FileTable, loadFileImages } from "../objects/files.ts";
+import { inheritedFdFor } from "../objects/inherited_fds.ts";
+import { defaultOptions, freezeOptions, type RunOptions } from "../options/options.ts";
 import { noHooks } from "../actions/hooks.ts";
 import { quietLog } from "../log.ts";
 import { Plugins } from "../plugins/plugins.ts";
@@ -321,7 +322,8 @@ function checkSharedObjects(dir: ImageDir, tasks: readonly RestoreTaskImages[]):
 /**
  * CRIU 4.x, on kernels where shared anonymous memory looks like a memfd, records it as a memfd
  * named "/dev/zero" whose inode's shmid names its contents (pagemap-shmem-SHMID.img). It is plain
- * shared anonymous memory, and comes back as such; other memfd mappings are not supported yet.
+ * shared anonymous memory, and comes back as such. Other memfd areas are memfd mappings
+ * (mapping_memfd.ts); their memfd must be in memfd.img.
  */
 function sharedAnonFromMemfd(
   pid: number,
@@ -334,13 +336,12 @@ function sharedAnonFromMemfd(
     const file = fileFor(files, v.shmid, nameOf(KINDS.MM, pid), `the mapping at ${hex(v.start)}`);
     const inodeId = file.memfd?.inodeId;
     const inode = inodes.find((i) => i.inodeId === BigInt(inodeId ?? -1));
-    if (inode?.name !== "/dev/zero") {
-      throw new RestoreError(
-        `Process ${pid} maps memfd ${inode?.name ?? `file ${v.shmid}`} at ${
-          hex(v.start)
-        }: memfd mappings are not supported yet`,
+    if (!inode) {
+      bad(
+        `${nameOf(KINDS.MM, pid)} maps file ${v.shmid} at ${hex(v.start)}, whose memfd is not in memfd.img`,
       );
     }
+    if (inode.name !== "/dev/zero") continue;
     v.status = (v.status & ~(VMA.MEMFD | VMA.FILE_SHARED)) | VMA.ANON_SHARED;
     v.flags |= MAP.ANONYMOUS;
     v.shmid = BigInt(inode.shmid);
@@ -391,6 +392,16 @@ function statOf(path: string): Deno.FileInfo | undefined {
     }
   }
   return undefined;
+}
+
+/** Regular files the restore does not open by their name: external ones, and those --inherit-fd names. */
+function handedIn(files: FileTable, opts: RunOptions): number[] {
+  return files.entries.filter((e) =>
+    e.reg !== undefined &&
+    (e.reg.ext ||
+      inheritedFdFor(opts, fdKinds().find((k) => k.type === e.type)?.inheritName?.(e, files) ?? "") !==
+        undefined)
+  ).map((e) => e.id);
 }
 
 /** Which field of file_entry holds the details of each kind of file the restore opens. */
@@ -570,6 +581,8 @@ export function loadCheckpoint(imagesDir: string, services: SessionServices = qu
   // A tree with a mount namespace of its own names files as its restored mount tree shows them,
   // which does not exist yet: their opening tells whether they are there (mntns.ts).
   if (ownMountTree(imagesDir)) files.stateOf("paths-in-own-mntns", () => ({ on: true }));
+  // So do external files and files the caller hands in (--inherit-fd): the fd given stands for them.
+  for (const id of handedIn(files, services.opts)) remapped.add(id);
   const memfds = dir.readOptional<memfd_inode_entry>(KINDS.MEMFD_INODE);
   const seen: SeenFiles = { mapped: new Set(), epolls: new Set() };
   const tasks = tree.map((e) => loadTask(dir, e, files, memfds, seen));

@@ -30,7 +30,8 @@ const BATCH_AT = 16;
 const CODE_BYTES = BATCH_AT + BATCH_CODE_ROOM;
 /** Threads cloned per batch: each takes 160 bytes of scratch (its slot, set_tid and clone_args). */
 const THREADS_PER_BATCH = 256;
-const TRACE_OPTIONS = pt.PTRACE_O.TRACECLONE | pt.PTRACE_O.TRACEFORK | pt.PTRACE_O.TRACEVFORK |
+/** The ptrace options of every restored thread (seccomp.ts adds SUSPEND_SECCOMP at the end). */
+export const TRACE_OPTIONS = pt.PTRACE_O.TRACECLONE | pt.PTRACE_O.TRACEFORK | pt.PTRACE_O.TRACEVFORK |
   pt.PTRACE_O.EXITKILL;
 
 function helperBinary(): string {

@@ -31,8 +31,10 @@ import { KERNEL_SIGSET_SIZE, kernelSigset, timespec, TIMESPEC_SIZE } from "../..
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { dumpedUptimeUs, loadCheckpoint, type RestoreTaskImages } from "./images.ts";
+import { prepareInheritedFds } from "../objects/inherited_fds.ts";
+import { planSeccomp, restoreSeccomp } from "../objects/seccomp.ts";
 import { prepareNamespaces } from "../objects/namespaces.ts";
-import { PuppetMaster } from "./puppet.ts";
+import { PuppetMaster, TRACE_OPTIONS } from "./puppet.ts";
 import {
   closeParked,
   detachTask,
@@ -249,10 +251,12 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const { shellJob, restoreDetached: detached, restoreSibling: sibling, pidfile } = opts.options;
   // PREPARE
   log.debug("Reading the images");
+  prepareInheritedFds(opts.options, log); // the caller's fds first, as CRIU checks them when parsing
   const plugins = opts.plugins ?? Plugins.none(STAGE.RESTORE, log);
   plugins.notify("RESTORE_INIT");
   const cp = loadCheckpoint(opts.imagesDir, { opts: opts.options, hooks: opts.hooks, plugins, log });
   const files = cp.session;
+  const seccomp = planSeccomp(cp.dir, cp.tasks); // checked now: nothing exists yet
   cp.tasks.push(...groupHelpers(cp.tasks, shellJob));
   const tasks = cp.tasks;
   log.debug(`Read the images of ${tasks.length} task(s)`);
@@ -336,6 +340,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
     for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
       const threads = pending.get(t.entry.pid)!;
       closeParked(threads[0]!.agent, shared);
+      // Seccomp last: a filter may forbid any call before (seccomp.ts).
+      fromImagesOf(t, "seccomp", () => restoreSeccomp(threads, seccomp, TRACE_OPTIONS));
       dropScratch(threads[0]!.agent, master.scratch);
       fromImagesOf(
         t,
@@ -391,7 +397,11 @@ export function restore(opts: RestoreOptions): RestoreResult {
  * images, which PREPARE checked as far as it can: a syscall the kernel still refuses names them,
  * so that a damaged checkpoint is recognisable as one.
  */
-function fromImagesOf<T>(t: RestoreTaskImages, part: "memory" | "task" | "registers", step: () => T): T {
+function fromImagesOf<T>(
+  t: RestoreTaskImages,
+  part: "memory" | "task" | "registers" | "seccomp",
+  step: () => T,
+): T {
   const pid = t.entry.pid;
   switch (part) {
     case "memory":
@@ -408,6 +418,8 @@ function fromImagesOf<T>(t: RestoreTaskImages, part: "memory" | "task" | "regist
         step,
         `the registers of process ${pid}`,
       );
+    case "seccomp":
+      return fromImage("seccomp.img", step, `the seccomp filters of process ${pid}`);
   }
 }
 

@@ -174,6 +174,12 @@ export interface CriuClientOptions {
   env?: Record<string, string>;
   /** Give the started criu our stdout and stderr (default true); otherwise both are /dev/null. */
   inheritOutput?: boolean;
+  /**
+   * More fds of ours for the started criu, by the number it gets them at (the fds `inherit_fd`
+   * names: runc passes a container's new stdio pipes as criu's 0, 1 and 2). These win over
+   * inheritOutput; 3 is taken by the RPC socket.
+   */
+  fds?: Record<number, number>;
 }
 
 /** One-shot requests: each call has a connection of its own. */
@@ -222,6 +228,7 @@ export class CriuConnection extends CriuRequests {
     try {
       const fds: Record<number, number> = { 3: theirs.fd };
       if (o.inheritOutput !== false) Object.assign(fds, { 1: 1, 2: 2 });
+      for (const [at, ours] of Object.entries(o.fds ?? {})) if (Number(at) !== 3) fds[Number(at)] = ours;
       child = spawn(path, [path, "swrk", "3"], { fds, ...(o.env ? { env: o.env } : {}) });
     } catch (e) {
       ours.close();

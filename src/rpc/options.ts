@@ -124,8 +124,10 @@ const RULES: readonly Rule[] = [
   { field: "shellJob", option: "shell-job", apply: (t) => t.shellJob = true },
   { field: "extUnixSk", option: "ext-unix-sk", apply: (t) => t.extUnixSk = true },
   {
+    // Exceptions by inode, read only alongside ext_unix_sk, as CRIU reads them.
     field: "unixSkIno",
     option: "ext-unix-sk",
+    asks: (o) => o.unixSkIno.length > 0 && isFieldSet(o, criu_optsSchema.field.extUnixSk),
     apply: (t, o) => t.extUnixSkInodes.push(...o.unixSkIno.map((u) => u.inode)),
   },
   { field: "tcpEstablished", option: "tcp-established", apply: (t) => t.tcpEstablished = true },

@@ -153,7 +153,12 @@ export class Workload {
     readonly result: string,
   ) {}
 
-  static async start(name: string, args: string[] = [], opts: { dir?: string } = {}): Promise<Workload> {
+  /** `stdin`/`stdout`: fds of ours the workload gets instead of /dev/null and its log. */
+  static async start(
+    name: string,
+    args: string[] = [],
+    opts: { dir?: string; stdin?: number; stdout?: number } = {},
+  ): Promise<Workload> {
     const dir = opts.dir ?? tempDir();
     const result = `${dir}/${name}.result`;
     const log = openFd(`${dir}/${name}.log`, OPEN.WRONLY | OPEN.CREAT | OPEN.APPEND | OPEN.CLOEXEC);
@@ -164,7 +169,7 @@ export class Workload {
       : [name, result, ...args];
     let pid: number;
     try {
-      pid = spawn(bin, argv, { fds: { 0: nul, 1: log, 2: log }, setsid: true });
+      pid = spawn(bin, argv, { fds: { 0: opts.stdin ?? nul, 1: opts.stdout ?? log, 2: log }, setsid: true });
     } finally {
       closeFd(log);
       closeFd(nul);

@@ -33,7 +33,12 @@
  * from the lower layer, u.txt written through it before the checkpoint (and kept open); after it
  * writes after.txt, which must land in the same upper directory.
  *
- *   mntns RESULT_FILE [ext|ext-slave|ext-shared HOSTDIR HOSTFILE | overlay | exec]
+ * `disk DEVICE` mounts the ext4 filesystem on the block device DEVICE at disk (before leaving the
+ * host's view, where the device node is), writes disk/d.txt and disk/sub/s.txt, binds disk/sub at
+ * dbind and keeps disk/d.txt open; after it reads them back through both mounts and the fd, and
+ * writes disk/after.txt: the disk must be mounted again (the same filesystem, seen at dbind too).
+ *
+ *   mntns RESULT_FILE [ext|ext-slave|ext-shared HOSTDIR HOSTFILE | overlay | disk DEVICE | exec]
  */
 #include "lib.h"
 #include "mntns_view.h"
@@ -112,6 +117,7 @@ int main(int argc, char **argv)
 	int shared = argc == 5 && !strcmp(argv[2], "ext-shared");
 	int ext = slave || shared || (argc == 5 && !strcmp(argv[2], "ext"));
 	int overlay = argc == 3 && !strcmp(argv[2], "overlay");
+	int disk = argc == 4 && !strcmp(argv[2], "disk");
 	if (inside)
 		goto in_new_root;
 	if (readlink("/proc/self/exe", exe, sizeof(exe) - 1) < 0 || readlink("/proc/self/fd/1", log, sizeof(log) - 1) < 0)
@@ -123,6 +129,8 @@ int main(int argc, char **argv)
 	put(at("src/f.txt"), "from src");
 	put(at("src2/g.txt"), "from src2");
 	put(at("bfile"), "");
+	if (disk && ((mkdir(at("disk"), 0755) && errno != EEXIST) || (mkdir(at("dbind"), 0755) && errno != EEXIST)))
+		wl_die("mkdir disk, dbind");
 	if (overlay) {
 		const char *layers[] = { "lower", "upper", "work", "ovl" };
 		for (size_t i = 0; i < sizeof(layers) / sizeof(layers[0]); i++)
@@ -147,6 +155,11 @@ int main(int argc, char **argv)
 		snprintf(efile, sizeof(efile), "%s%s", at("newroot"), at("efile"));
 		mnt(argv[3], edir, NULL, MS_BIND, NULL);
 		mnt(argv[4], efile, NULL, MS_BIND, NULL);
+	}
+	if (disk) {
+		char where[1024];
+		snprintf(where, sizeof(where), "%s%s", at("newroot"), at("disk"));
+		mnt(argv[3], where, "ext4", MS_NOSUID | MS_NODEV, NULL);
 	}
 	int oldroot = open("/", O_DIRECTORY | O_RDONLY);
 	if (oldroot < 0 || chdir(at("newroot")) || syscall(SYS_pivot_root, ".", "."))
@@ -195,6 +208,19 @@ in_new_root:;
 			wl_die("open ovl/u.txt");
 	}
 
+	int dfd = -1;
+	if (disk) {
+		if (mkdir(at("disk/sub"), 0755) && errno != EEXIST)
+			wl_die("mkdir disk/sub");
+		put(at("disk/d.txt"), "on the disk");
+		put(at("disk/sub/s.txt"), "under the disk's sub");
+		unlink(at("disk/after.txt"));
+		mnt(at("disk/sub"), at("dbind"), NULL, MS_BIND, NULL);
+		dfd = open(at("disk/d.txt"), O_RDONLY);
+		if (dfd < 0)
+			wl_die("open disk/d.txt");
+	}
+
 	int fd = open(at("t/a.txt"), O_RDONLY);
 	char two[3] = "";
 	if (fd < 0 || read(fd, two, 2) != 2 || chdir(at("t/d")))
@@ -231,6 +257,18 @@ in_new_root:;
 		put(at("ovl/after.txt"), "after the restore");
 		expect_file("upper/after.txt", "after the restore");
 		WL_CHECK(access(at("lower/after.txt"), F_OK) != 0, "a write reached the lower layer");
+	}
+	if (disk) {
+		char buf[32] = "";
+		expect_file("disk/d.txt", "on the disk");
+		expect_file("disk/sub/s.txt", "under the disk's sub");
+		expect_file("dbind/s.txt", "under the disk's sub");
+		WL_CHECK(dev_of(at("dbind")) == dev_of(at("disk")), "dbind is not on the disk");
+		WL_CHECK(dev_of(at("disk")) != dev_of("/"), "disk is not a mount of its own");
+		WL_CHECK(pread(dfd, buf, 7, 3) == 7 && !strcmp(buf, "the dis"), "the kept disk/d.txt fd read \"%s\"", buf);
+		struct stat fst;
+		WL_CHECK(fstat(dfd, &fst) == 0 && fst.st_dev == dev_of(at("disk")), "the kept fd is not on the disk");
+		put(at("disk/after.txt"), "after the restore");
 	}
 	expect_file("t/a.txt", "hello tmpfs");
 	expect_file("t/d/b.txt", "inner file");

@@ -5,8 +5,9 @@
  *         read-only and non-blocking (its own open file description).
  *   fd 8: master B in packet mode; fd 9: its slave, in exclusive mode.
  *   fd 10: master C whose slave stays locked (never unlocked).
- * With the argument "queued", a byte written to A's master stays unread across the wait: a dump
- * must refuse it and leave us running (the byte is read first after the wait).
+ * With the argument "queued", bytes stay unread across the wait both ways: "q" written to A's
+ * master (input the slave has to read) and "OUT" written to A's slave (output the master has to
+ * read); after the wait each side reads them once, first.
  * With "lost", a child leads a session whose controlling terminal is A's slave but holds no fd of
  * it any more: a dump must refuse it (the child is killed at the end). With "member" the child keeps
  * its fd but has a child of its own, which inherited the terminal: refused too.
@@ -87,8 +88,8 @@ int main(int argc, char **argv)
 	if (ioctl(8, TIOCPKT, &v) || ioctl(9, TIOCEXCL))
 		wl_die("pty B setup");
 	master_at(10, name_c, 0);
-	if (argc > 2 && strcmp(argv[2], "queued") == 0 && write(5, "q", 1) != 1)
-		wl_die("queueing a byte");
+	if (argc > 2 && strcmp(argv[2], "queued") == 0 && (write(5, "q", 1) != 1 || write(6, "OUT", 3) != 3))
+		wl_die("queueing bytes");
 	if (argc > 2 && (strcmp(argv[2], "lost") == 0 || strcmp(argv[2], "member") == 0)) {
 		int sync[2];
 		char c;
@@ -125,8 +126,10 @@ int main(int argc, char **argv)
 		waitpid(lost, NULL, 0);
 	}
 
-	if (argc > 2 && strcmp(argv[2], "queued") == 0)
-		expect(6, "q", 1, "A: the queued byte");
+	if (argc > 2 && strcmp(argv[2], "queued") == 0) {
+		expect(6, "q", 1, "A: the queued input byte");
+		expect(5, "OUT", 3, "A: the queued output bytes");
+	}
 
 	WL_CHECK(ptsname_r(5, name, sizeof(name)) == 0 && strcmp(name, name_a) == 0, "A is %s, not %s", name, name_a);
 	WL_CHECK(ptsname_r(8, name, sizeof(name)) == 0 && strcmp(name, name_b) == 0, "B is %s, not %s", name, name_b);

@@ -11,8 +11,8 @@
  *                SO_PRIORITY, SO_KEEPALIVE and O_NONBLOCK on one end, SO_PASSCRED on the other
  *                (its queue empty); every value must be the same after the wait
  *   peek-off     a stream pair with "0123456789" queued and SO_PEEK_OFF 3 on the reader: the peek
- *                offset and the queue as they were (only across a --leave-running dump: CRIU's
- *                images have no place for the peek offset)
+ *                offset and the queue as they were, a peek starting at offset 3 (CRIU's images have
+ *                no place for the peek offset: criu-ts keeps it in a field of its own)
  *   relative     a datagram socket bound to a relative name (RESULT_FILE.rel, from its directory, which
  *                becomes our working directory) and a client connected to it by that name: the name
  *                is still relative after the wait, the queued datagram is there, the client reaches it
@@ -21,6 +21,10 @@
  *   dgram-server a datagram server bound to RESULT_FILE.srv and two clients connect()ed to it,
  *                datagrams queued from both; after the wait they arrive in order, the clients are
  *                still connected to the server (getpeername) and can send more
+ *   dgram-senders a datagram server bound to an abstract name with six requests queued from three
+ *                senders taking turns: two bound to names of their own (sendto, not connected) and
+ *                one unnamed; after the wait each request says who sent it (recvfrom) and a reply
+ *                to that address reaches the sender
  *   semi-closed  a stream pair whose other end was closed after sending 3000 bytes: they are read
  *                back, then EOF, and a send fails with EPIPE
  *   scm-mix      two fds in flight in one message of a stream pair: a file also open here at
@@ -262,6 +266,11 @@ static void check_peek_off(void)
 
 	if (getsockopt(pk_rx, SOL_SOCKET, SO_PEEK_OFF, &off, &len) || off != 3)
 		FAIL("SO_PEEK_OFF is %d, was 3", mode, off);
+	if (wait_in(pk_rx) <= 0 || recv(pk_rx, buf, 2, MSG_PEEK | MSG_DONTWAIT) != 2 || memcmp(buf, "34", 2) != 0)
+		FAIL("a peek did not start at offset 3 (got \"%.2s\")", mode, buf);
+	len = sizeof(off);
+	if (getsockopt(pk_rx, SOL_SOCKET, SO_PEEK_OFF, &off, &len) || off != 5)
+		FAIL("the peek offset did not move to 5 (it is %d)", mode, off);
 	if (recv_wait(pk_rx, buf, 10) != 10 || memcmp(buf, "0123456789", 10) != 0)
 		FAIL("the queue is not what was sent (\"%.10s\")", mode, buf);
 	(void)pk_tx;
@@ -406,6 +415,86 @@ static void check_dgram_server(void)
 			FAIL("client %d cannot send to the server: %s", mode, i, strerror(errno));
 	}
 	unlink(srv_path);
+}
+
+/* ---------------------------------------------------------------- dgram-senders */
+
+static int ds_srv, ds_senders[3];
+
+/* An abstract address "@criu-ts-PID-TAG"; returns its length. */
+static socklen_t abstract_addr(struct sockaddr_un *sa, const char *tag)
+{
+	char name[64];
+
+	snprintf(name, sizeof(name), "criu-ts-%d-%s", getpid(), tag);
+	return addr_of(sa, name, 1);
+}
+
+static void setup_dgram_senders(void)
+{
+	struct sockaddr_un sa, to;
+	socklen_t len, to_len = abstract_addr(&to, "ds-srv");
+
+	ds_srv = socket(AF_UNIX, SOCK_DGRAM, 0);
+	if (ds_srv < 0 || bind(ds_srv, (struct sockaddr *)&to, to_len))
+		wl_die("%s: bind the server", mode);
+	/* Two named senders (sendto, not connected) and an unnamed one, taking turns. */
+	for (int i = 0; i < 3; i++) {
+		char tag[16];
+
+		ds_senders[i] = socket(AF_UNIX, SOCK_DGRAM, 0);
+		snprintf(tag, sizeof(tag), "ds-%d", i);
+		len = abstract_addr(&sa, tag);
+		if (ds_senders[i] < 0 || (i < 2 && bind(ds_senders[i], (struct sockaddr *)&sa, len)))
+			wl_die("%s: sender %d", mode, i);
+	}
+	for (int i = 0; i < 6; i++) {
+		char msg[32];
+		int n = snprintf(msg, sizeof(msg), "request %d", i);
+
+		if (sendto(ds_senders[i % 3], msg, (size_t)n, 0, (struct sockaddr *)&to, to_len) != n)
+			wl_die("%s: send %d", mode, i);
+	}
+}
+
+/* Each request comes from its own sender, and a reply to that address reaches it. */
+static void check_dgram_senders(void)
+{
+	for (int i = 0; i < 6; i++) {
+		struct sockaddr_un from, want;
+		socklen_t from_len = sizeof(from), want_len = 0;
+		char msg[32], tag[16], want_msg[32], reply[32];
+		int n = snprintf(want_msg, sizeof(want_msg), "request %d", i);
+		ssize_t got;
+
+		if (wait_in(ds_srv) <= 0) {
+			FAIL("request %d did not come", mode, i);
+			return;
+		}
+		got = recvfrom(ds_srv, msg, sizeof(msg), MSG_DONTWAIT, (struct sockaddr *)&from, &from_len);
+		if (got != n || memcmp(msg, want_msg, (size_t)n) != 0) {
+			FAIL("request %d: got %zd bytes \"%.*s\"", mode, i, got, (int)(got > 0 ? got : 0), msg);
+			continue;
+		}
+		if (i % 3 == 2) {
+			if (from_len > sizeof(sa_family_t))
+				FAIL("request %d came from a named socket, its sender had no name", mode, i);
+			continue;
+		}
+		snprintf(tag, sizeof(tag), "ds-%d", i % 3);
+		want_len = abstract_addr(&want, tag);
+		if (from_len != want_len || memcmp(&from, &want, want_len) != 0) {
+			FAIL("request %d came from \"%.*s\", not from its sender %s", mode, i,
+			     (int)(from_len > 3 ? from_len - 3 : 0), from.sun_path + 1, tag);
+			continue;
+		}
+		/* The reply goes to the address the request came from. */
+		snprintf(reply, sizeof(reply), "reply %d", i);
+		if (sendto(ds_srv, reply, strlen(reply), 0, (struct sockaddr *)&from, from_len) != (ssize_t)strlen(reply) ||
+		    recv_wait(ds_senders[i % 3], msg, sizeof(msg)) != (ssize_t)strlen(reply) ||
+		    memcmp(msg, reply, strlen(reply)) != 0)
+			FAIL("the reply to request %d did not reach %s", mode, i, tag);
+	}
 }
 
 /* ---------------------------------------------------------------- semi-closed */
@@ -588,6 +677,7 @@ static const struct mode_desc modes[] = {
 	{ "relative", setup_relative, check_relative },
 	{ "filter", setup_filter, check_filter },
 	{ "dgram-server", setup_dgram_server, check_dgram_server },
+	{ "dgram-senders", setup_dgram_senders, check_dgram_senders },
 	{ "semi-closed", setup_semi_closed, check_semi_closed },
 	{ "scm-mix", setup_scm_mix, check_scm_mix },
 	{ "ext-dgram", setup_ext_dgram, check_ext_dgram },

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sk-opts.proto.
  */
 export const file_sk_opts: GenFile = /*@__PURE__*/
-  fileDesc("Cg1zay1vcHRzLnByb3RvIqQECg1za19vcHRzX2VudHJ5EhEKCXNvX3NuZGJ1ZhgBIAIoDRIRCglzb19yY3ZidWYYAiACKA0SFgoOc29fc25kX3Rtb19zZWMYAyACKAQSFwoPc29fc25kX3Rtb191c2VjGAQgAigEEhYKDnNvX3Jjdl90bW9fc2VjGAUgAigEEhcKD3NvX3Jjdl90bW9fdXNlYxgGIAIoBBIRCglyZXVzZWFkZHIYByABKAgSEwoLc29fcHJpb3JpdHkYCCABKA0SEwoLc29fcmN2bG93YXQYCSABKA0SDwoHc29fbWFyaxgKIAEoDRITCgtzb19wYXNzY3JlZBgLIAEoCBISCgpzb19wYXNzc2VjGAwgASgIEhQKDHNvX2RvbnRyb3V0ZRgNIAEoCBITCgtzb19ub19jaGVjaxgOIAEoCBIUCgxzb19ib3VuZF9kZXYYDyABKAkSEQoJc29fZmlsdGVyGBAgAygGEhQKDHNvX3JldXNlcG9ydBgRIAEoCBIUCgxzb19icm9hZGNhc3QYEiABKAgSFAoMc29fa2VlcGFsaXZlGBMgASgIEhMKC3RjcF9rZWVwY250GBQgASgNEhQKDHRjcF9rZWVwaWRsZRgVIAEoDRIVCg10Y3Bfa2VlcGludHZsGBYgASgNEhQKDHNvX29vYmlubGluZRgXIAEoDRIRCglzb19saW5nZXIYGCABKA0SEwoLc29fYnVmX2xvY2sYGSABKA0qNgoLc2tfc2h1dGRvd24SCAoETk9ORRAAEggKBFJFQUQQARIJCgVXUklURRACEggKBEJPVEgQAw");
+  fileDesc("Cg1zay1vcHRzLnByb3RvIroECg1za19vcHRzX2VudHJ5EhEKCXNvX3NuZGJ1ZhgBIAIoDRIRCglzb19yY3ZidWYYAiACKA0SFgoOc29fc25kX3Rtb19zZWMYAyACKAQSFwoPc29fc25kX3Rtb191c2VjGAQgAigEEhYKDnNvX3Jjdl90bW9fc2VjGAUgAigEEhcKD3NvX3Jjdl90bW9fdXNlYxgGIAIoBBIRCglyZXVzZWFkZHIYByABKAgSEwoLc29fcHJpb3JpdHkYCCABKA0SEwoLc29fcmN2bG93YXQYCSABKA0SDwoHc29fbWFyaxgKIAEoDRITCgtzb19wYXNzY3JlZBgLIAEoCBISCgpzb19wYXNzc2VjGAwgASgIEhQKDHNvX2RvbnRyb3V0ZRgNIAEoCBITCgtzb19ub19jaGVjaxgOIAEoCBIUCgxzb19ib3VuZF9kZXYYDyABKAkSEQoJc29fZmlsdGVyGBAgAygGEhQKDHNvX3JldXNlcG9ydBgRIAEoCBIUCgxzb19icm9hZGNhc3QYEiABKAgSFAoMc29fa2VlcGFsaXZlGBMgASgIEhMKC3RjcF9rZWVwY250GBQgASgNEhQKDHRjcF9rZWVwaWRsZRgVIAEoDRIVCg10Y3Bfa2VlcGludHZsGBYgASgNEhQKDHNvX29vYmlubGluZRgXIAEoDRIRCglzb19saW5nZXIYGCABKA0SEwoLc29fYnVmX2xvY2sYGSABKA0SFAoLc29fcGVla19vZmYY6AcgASgRKjYKC3NrX3NodXRkb3duEggKBE5PTkUQABIICgRSRUFEEAESCQoFV1JJVEUQAhIICgRCT1RIEAM");
 
 /**
  * @generated from message sk_opts_entry
@@ -146,6 +146,14 @@ export type sk_opts_entry = Message<"sk_opts_entry"> & {
    * @generated from field: optional uint32 so_buf_lock = 25;
    */
   soBufLock: number;
+
+  /**
+   * criu-ts only: a unix socket's SO_PEEK_OFF when peeking uses an offset (CRIU keeps no peek offset
+   * and skips this field; absent, the socket peeks from the head of its queue, as after CRIU's restore).
+   *
+   * @generated from field: optional sint32 so_peek_off = 1000;
+   */
+  soPeekOff: number;
 };
 
 /**

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file sk-packet.proto.
  */
 export const file_sk_packet: GenFile = /*@__PURE__*/
-  fileDesc("Cg9zay1wYWNrZXQucHJvdG8iKQoJc2NtX2VudHJ5EgwKBHR5cGUYASACKA0SDgoGcmlnaHRzGAIgAygNIlAKD3NrX3BhY2tldF9lbnRyeRIOCgZpZF9mb3IYASACKA0SDgoGbGVuZ3RoGAIgAigNEhcKA3NjbRgEIAMoCzIKLnNjbV9lbnRyeUoECAMQBA");
+  fileDesc("Cg9zay1wYWNrZXQucHJvdG8iKQoJc2NtX2VudHJ5EgwKBHR5cGUYASACKA0SDgoGcmlnaHRzGAIgAygNIlgKD3NrX3BhY2tldF9lbnRyeRIOCgZpZF9mb3IYASACKA0SDgoGbGVuZ3RoGAIgAigNEgwKBGFkZHIYAyABKAwSFwoDc2NtGAQgAygLMgouc2NtX2VudHJ5");
 
 /**
  * Ancillary data sent with a queued message (SCM_RIGHTS: file ids).
@@ -54,6 +54,15 @@ export type sk_packet_entry = Message<"sk_packet_entry"> & {
    * @generated from field: required uint32 length = 2;
    */
   length: number;
+
+  /**
+   * The name a datagram's sender was bound to (sun_path bytes), when it had one. CRIU holds this
+   * field for the message address and does not write it yet; criu-ts sends the datagram back from
+   * the socket of the tree bound to that name, so the receiver sees the same sender.
+   *
+   * @generated from field: optional bytes addr = 3;
+   */
+  addr: Uint8Array;
 
   /**
    * @generated from field: repeated scm_entry scm = 4;

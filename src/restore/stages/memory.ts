@@ -91,6 +91,7 @@ function mappingContext(ctx: TaskRestoreContext, agent: Agent): MappingRestoreCo
     objects: ctx.shmem,
     allVmas: allVmasOf(ctx.checkpoint),
     log: ctx.log,
+    plugins: ctx.checkpoint.session.plugins,
   };
 }
 
