@@ -67,6 +67,11 @@ registerCross([
     upstreamRestoreFails:
       "a slave's exclusive mode is saved but never set again (no TIOCEXCL), and A's slave comes back with other termios",
   },
+  // Seccomp filters: one, on threads (TSYNC), several stacked with their flags, strict mode.
+  { name: "seccomp" },
+  { name: "seccomp", args: ["threads"] },
+  { name: "seccomp", args: ["mixed"] },
+  { name: "seccomp", args: ["strict"] },
   // Namespaces of the tree's own.
   { name: "utsns" },
   { name: "ipcns", upstreamRestoreFails: "a message queue's msg_qbytes is saved but never set again" },
