@@ -230,6 +230,24 @@ function askPty(ctx: DumpFilesContext, fd: number, master: boolean) {
   };
 }
 
+/**
+ * The settings CRIU saves of a terminal it counts as a master (an external one, for one), which
+ * its restore refuses without: termios, locked termios and window size, asked in the task.
+ */
+export function terminalSettings(ctx: DumpFilesContext, fd: number) {
+  const s = askPty(ctx, fd, false);
+  return {
+    termios: s.termios,
+    termiosLocked: s.lockedTermios,
+    winsize: create(winsize_entrySchema, {
+      wsRow: s.winsize.row,
+      wsCol: s.winsize.col,
+      wsXpixel: s.winsize.xpixel,
+      wsYpixel: s.winsize.ypixel,
+    }),
+  };
+}
+
 /** A kernel termios as CRIU stores it: c_cc as glibc's 32-byte array, four to a word. */
 function termiosEntry(raw: Uint8Array) {
   const k = parseKernelTermios(raw);
