@@ -236,7 +236,7 @@ async function checkNewPipes(run: Run, old: Stdio, fresh: Stdio, dumped: [string
 async function dumpRestoreWithNewPipes(
   run: Run,
   old: Stdio,
-  tools: { dump?: string; restore?: string } = {},
+  tools: { dump?: string | undefined; restore?: string | undefined } = {},
 ): Promise<Stdio> {
   const dumped = await dumpTree(run, tools.dump);
   const fresh = run.tty ? newTtyStdio() : newStdio();
