@@ -126,11 +126,11 @@ function ttyNameOf(pid: number): string {
 }
 
 /** Runs the launcher with `stdio`'s tree ends as its fds 0 and 1 (runc's way), stderr to a file. */
-async function criuWithStdio(args: string[], stdio: Stdio, errPath: string): Promise<number> {
+async function criuWithStdio(args: string[], stdio: Stdio, errPath: string, bin = CRIU): Promise<number> {
   const err = openFd(errPath, OPEN.WRONLY | OPEN.CREAT | OPEN.TRUNC | OPEN.CLOEXEC);
   let pid: number;
   try {
-    pid = spawn(CRIU, [CRIU, ...args], { fds: { 0: stdio.stdin, 1: stdio.stdout, 2: err } });
+    pid = spawn(bin, [bin, ...args], { fds: { 0: stdio.stdin, 1: stdio.stdout, 2: err } });
   } finally {
     closeFd(err);
   }
@@ -180,14 +180,24 @@ async function withStdioTree(body: (run: Run) => Promise<void>, tty = false): Pr
   assert.deepEqual(openFds(), fds, "the test leaked fds");
 }
 
-/** Dumps the tree (which kills it); returns the names of its stdin and stdout pipes. */
-async function dumpTree(run: Run): Promise<[string, string]> {
+/**
+ * Dumps the tree (which kills it), with criu-ts or the CRIU binary `bin`; returns the names of its
+ * stdin and stdout pipes.
+ */
+async function dumpTree(run: Run, bin?: string): Promise<[string, string]> {
   const { w, images } = run;
   const names = stdioNames(w.pid);
   const tree = [w.pid, ...descendantsOf(w.pid)];
   const external = run.tty ? ["--external", ttyNameOf(w.pid)] : [];
   if (run.tty) run.ttyName = ttyNameOf(w.pid);
-  await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4", ...external]);
+  const dump = ["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4", ...external];
+  if (bin) {
+    const out = await new Deno.Command(bin, { args: dump, stdin: "null", stdout: "null", stderr: "piped" })
+      .output();
+    assert.equal(out.code, 0, `${bin} dump failed: ${new TextDecoder().decode(out.stderr)}`);
+  } else {
+    await criuOk(dump);
+  }
   for (const pid of tree) await reap(pid);
   return names;
 }
@@ -197,10 +207,11 @@ async function restoreWith(
   run: Run,
   fresh: Stdio,
   args: string[],
+  bin = CRIU,
 ): Promise<{ code: number; stderr: string }> {
   const err = `${run.images}/restore.err`;
   const restore = ["restore", "-D", run.images, "-d", "-o", "restore.log", "-v4", ...args];
-  const code = await criuWithStdio(restore, fresh, err);
+  const code = await criuWithStdio(restore, fresh, err, bin);
   return { code, stderr: Deno.readTextFileSync(err) };
 }
 
@@ -222,12 +233,20 @@ async function checkNewPipes(run: Run, old: Stdio, fresh: Stdio, dumped: [string
  * Dumps the tree, restores it with new stdio pipes handed in by --inherit-fd, and checks lines go
  * through the new pipes while the old stdout has no writer left. Returns the new stdio.
  */
-async function dumpRestoreWithNewPipes(run: Run, old: Stdio): Promise<Stdio> {
-  const dumped = await dumpTree(run);
+async function dumpRestoreWithNewPipes(
+  run: Run,
+  old: Stdio,
+  tools: { dump?: string | undefined; restore?: string | undefined } = {},
+): Promise<Stdio> {
+  const dumped = await dumpTree(run, tools.dump);
   const fresh = run.tty ? newTtyStdio() : newStdio();
   try {
-    const r = await restoreWith(run, fresh, inheritArgs(dumped, run));
-    assert.equal(r.code, 0, `restore failed: ${r.stderr}`);
+    const r = await restoreWith(run, fresh, inheritArgs(dumped, run), tools.restore);
+    const log = `${run.images}/restore.log`;
+    const errors = exists(log)
+      ? Deno.readTextFileSync(log).split("\n").filter((l) => /Error|Warn|tty:/.test(l))
+      : [];
+    assert.equal(r.code, 0, `restore failed: ${r.stderr}${errors.slice(-10).join("\n")}`);
   } finally {
     closeGiven(fresh);
   }
@@ -484,3 +503,26 @@ Deno.test("--inherit-fd socket:[INO] replaces a unix socket connected outside th
   }
   assert.deepEqual(openFds(), fds, "the test leaked fds");
 });
+
+// Across the tools, with CRIU_UPSTREAM pointing at a CRIU 4.x binary: the same new pipes (or a
+// new pty for a tree on a terminal dumped with --external tty[]) handed in.
+const UPSTREAM = Deno.env.get("CRIU_UPSTREAM");
+for (const tty of [false, true]) {
+  for (
+    const [what, tools] of [
+      ["CRIU 4.x restores our dump of", { restore: UPSTREAM }],
+      ["we restore CRIU 4.x's dump of", { dump: UPSTREAM }],
+    ] as const
+  ) {
+    Deno.test({
+      name: `${what} stdio_pipes${tty ? " tty" : ""} with --inherit-fd ${tty ? "pty" : "pipes"}`,
+      ignore: !UPSTREAM,
+      fn: () =>
+        withStdioTree(async (run) => {
+          const fresh = await dumpRestoreWithNewPipes(run, run.stdio, tools);
+          closeOurs(run.stdio);
+          Object.assign(run.stdio, fresh);
+        }, tty),
+    });
+  }
+}

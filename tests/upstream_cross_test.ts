@@ -67,6 +67,22 @@ registerCross([
     upstreamRestoreFails:
       "a slave's exclusive mode is saved but never set again (no TIOCEXCL), and A's slave comes back with other termios",
   },
+  // Seccomp filters: one, on threads (TSYNC), several stacked with their flags, strict mode.
+  { name: "seccomp" },
+  { name: "seccomp", args: ["threads"] },
+  { name: "seccomp", args: ["mixed"] },
+  { name: "seccomp", args: ["strict"] },
+  // Ghost FIFOs and symlinks, memfd mappings, packet sockets, a pty's queued bytes.
+  { name: "gone_special" },
+  { name: "mem_memfd" },
+  { name: "packet_sk" },
+  { name: "packet_sk", args: ["spkt"] },
+  {
+    name: "pty",
+    args: ["queued"],
+    upstreamRestoreFails:
+      'as for pty, and A\'s slave-to-master flow fails its check after CRIU puts the queued bytes back ("read 4 of 4 bytes")',
+  },
   // Namespaces of the tree's own.
   { name: "utsns" },
   { name: "ipcns", upstreamRestoreFails: "a message queue's msg_qbytes is saved but never set again" },

@@ -17,6 +17,7 @@
 import { create } from "@bufbuild/protobuf";
 import { type net_device_entry, type netns_entry, netns_entrySchema } from "../images/gen/netdev_pb.ts";
 import { KINDS } from "../images/kinds.ts";
+import type { inventory_entry } from "../images/gen/inventory_pb.ts";
 import type { ImageDir } from "../images/dir.ts";
 import { inNetns } from "../../ffi/netdev.ts";
 import { CLONE } from "../../ffi/syscalls.ts";
@@ -29,7 +30,6 @@ import { IPV4_SYSCTLS, readConf, readSysctls, UNIX_CONF, writeConf, writeSysctls
 import { checkNetConfig, dumpNetConfig, restoreNetConfig } from "./netns_config.ts";
 import { NetToolError, runInNetns, textInNetns } from "./netns_tools.ts";
 import { nftTableOf } from "./network_lock.ts";
-import type { inventory_entry } from "../images/gen/inventory_pb.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import { RestoreError } from "../errors.ts";
 
@@ -207,8 +207,9 @@ registerNamespaceKind({
         if (saved && !empty) fillNetns(ctx.dir, root.pid, saved, outer, ctx.log);
       },
       afterRestore: (rootPid) => {
-        if (saved && !empty) dropCriuLock(rootPid, runId, ctx.log);
         ctx.hooks.run("network-unlock", rootPid);
+        // As CRIU's restore: its own lock, saved in the namespace's firewall, goes after the scripts.
+        if (saved && !empty) dropCriuLock(rootPid, runId, ctx.log);
       },
     };
   },

@@ -230,6 +230,24 @@ function askPty(ctx: DumpFilesContext, fd: number, master: boolean) {
   };
 }
 
+/**
+ * The settings CRIU saves of a terminal it counts as a master (an external one, for one), which
+ * its restore refuses without: termios, locked termios and window size, asked in the task.
+ */
+export function terminalSettings(ctx: DumpFilesContext, fd: number) {
+  const s = askPty(ctx, fd, false);
+  return {
+    termios: s.termios,
+    termiosLocked: s.lockedTermios,
+    winsize: create(winsize_entrySchema, {
+      wsRow: s.winsize.row,
+      wsCol: s.winsize.col,
+      wsXpixel: s.winsize.xpixel,
+      wsYpixel: s.winsize.ypixel,
+    }),
+  };
+}
+
 /** A kernel termios as CRIU stores it: c_cc as glibc's 32-byte array, four to a word. */
 function termiosEntry(raw: Uint8Array) {
   const k = parseKernelTermios(raw);
@@ -320,7 +338,7 @@ export function dumpTreePty(
   const id = addTtyFile(ctx, fd, info.id, fd.flags & ~O.CLOEXEC, "pty");
   const sides = queuedSides(ctx.table);
   const pair = sides.get(index) ?? {};
-  pair[master ? "master" : "slave"] ??= { pid: ctx.pid, fd: fd.fd, id };
+  pair[master ? "master" : "slave"] ??= { pid: ctx.pid, fd: fd.fd, infoId: info.id };
   sides.set(index, pair);
   return id;
 }
@@ -333,8 +351,8 @@ const ICANON = 0o2;
 interface PtySide {
   pid: number;
   fd: number;
-  /** Its tty file id: tty-data.img's tty_id. */
-  id: number;
+  /** Its side's tty_info_entry id: tty-data.img's tty_id, as CRIU names the side there. */
+  infoId: number;
 }
 
 /** At dump, per pty index, the first fd seen of each side, and what was taken from each. */
@@ -368,7 +386,7 @@ export function dumpQueuedPtyData(session: FilesSession): void {
   session.dir.write(
     KINDS.TTY_DATA,
     undefined,
-    taken.map((t) => create(tty_data_entrySchema, { ttyId: t.from.id, data: t.data })),
+    taken.map((t) => create(tty_data_entrySchema, { ttyId: t.from.infoId, data: t.data })),
   );
   session.log.info(`Took ${taken.reduce((n, t) => n + t.data.length, 0)} queued bytes from ptys`);
 }
@@ -645,12 +663,14 @@ function createPty(table: FileTable, index: number, info: tty_info_entry): numbe
 export function readQueuedPtyData(session: FilesSession): void {
   const queued = restoredPtys(session.table).queued;
   for (const e of session.dir.readOptional<tty_data_entry>(KINDS.TTY_DATA)) {
-    if (!session.table.has(e.ttyId) || !session.table.get(e.ttyId).tty) {
+    // tty_id names a side's tty_info_entry (CRIU's id for it); any file of that side will do.
+    const file = session.table.entries.find((f) => f.tty?.ttyInfoId === e.ttyId);
+    if (!file) {
       throw new RestoreError(
-        `Refusing the images: tty-data.img names file ${e.ttyId}, which is no terminal of files.img`,
+        `Refusing the images: tty-data.img names terminal ${e.ttyId}, which no file of files.img opens`,
       );
     }
-    queued.set(e.ttyId, e.data);
+    queued.set(file.id, e.data);
   }
 }
 

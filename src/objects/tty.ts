@@ -54,6 +54,7 @@ import {
   putBackQueuedPtyData,
   readQueuedPtyData,
   takeTreeTerminal,
+  terminalSettings,
   treePtyOf,
 } from "./pty.ts";
 import { RestoreError } from "../errors.ts";
@@ -170,8 +171,10 @@ export const ttyKind: FdKind = {
         sid: 0,
         pgrp: 0,
         rdev,
-        // CRIU refuses a pty without its index.
-        ...(pts ? { pty: create(tty_pty_entrySchema, { index: Number(pts[1]) }) } : {}),
+        // CRIU refuses a pty without its index, and an external terminal with one.
+        ...(pts && !external ? { pty: create(tty_pty_entrySchema, { index: Number(pts[1]) }) } : {}),
+        // CRIU counts an external terminal as a master, whose settings its restore requires.
+        ...(external ? terminalSettings(ctx, fd.fd) : {}),
       });
       infos.push(info);
     }

@@ -56,19 +56,32 @@ async function upstreamOk(dir: string, log: string, args: string[]): Promise<voi
  * Starts the workload, dumps its tree with `dump` (which ends it), waits until its PIDs are free,
  * restores it with `restore`; the restored workload must then pass its own checks.
  */
-export function crossRoundTrip(c: Case, dump: Dump, restore: Restore): Promise<void> {
+export function crossRoundTrip(c: CrossCase, dump: Dump, restore: Restore): Promise<void> {
   return withWorkload(c, async (w, images) => {
+    c.started?.();
     const tree = [w.pid, ...descendants(w.pid)];
     await dump(w.pid, images);
     for (const pid of tree) await reap(pid);
+    await c.afterDump?.();
     await restore(images);
     assert.ok(exists(`/proc/${w.pid}`), `${w.name} is not back after restore`);
+    c.restored?.();
   });
 }
 
 export interface CrossCase extends Case {
   /** Checked after each cross-check, the workload gone (e.g. that no network lock is left). */
   after?: () => void;
+  /** The case's name in the tests' names, when its arguments do not say it (e.g. a unique name). */
+  title?: string;
+  /** Run once the workload is ready, before the dump (e.g. what a runtime sets up outside it). */
+  started?: () => void;
+  /** Run after the restore, before the workload checks itself (e.g. what a runtime sets up again). */
+  restored?: () => void;
+  /** Run between the dump and the restore, the dumped tree gone (e.g. to remove its cgroups). */
+  afterDump?: () => Promise<void>;
+  /** Run after each cross-check, passed or not (e.g. to remove the cgroups the workload made). */
+  cleanup?: () => Promise<void>;
   /**
    * Why CRIU 4.x cannot restore even its own dump of this case on this kernel: the direction that
    * needs CRIU's restore is then registered ignored, with the reason in its name.
@@ -86,21 +99,27 @@ export function registerCross(cases: readonly CrossCase[]): void {
   if (!UPSTREAM) console.log("CRIU_UPSTREAM is not set, so the cross-checks with CRIU 4.x are skipped");
   for (const c of cases) {
     const opts = c.criuArgs ?? [];
+    const restoreOpts = [...opts, ...(c.restoreArgs ?? [])];
     const then = (run: () => Promise<void>) => async () => {
-      await run();
-      c.after?.();
+      try {
+        await run();
+        c.after?.();
+      } finally {
+        await c.cleanup?.();
+      }
     };
+    const what = c.title ?? label(c);
     const why = c.upstreamRestoreFails;
     Deno.test({
-      name: `CRIU 4.x restores our dump of ${label(c)}${why ? ` (not here: ${why})` : ""}`,
+      name: `CRIU 4.x restores our dump of ${what}${why ? ` (not here: ${why})` : ""}`,
       ignore: !UPSTREAM || why !== undefined,
-      fn: then(() => crossRoundTrip(c, ourDump(opts), upstreamRestore(opts))),
+      fn: then(() => crossRoundTrip(c, ourDump(opts), upstreamRestore(restoreOpts))),
     });
     const lost = c.upstreamDumpFails;
     Deno.test({
-      name: `we restore CRIU 4.x's dump of ${label(c)}${lost ? ` (not here: ${lost})` : ""}`,
+      name: `we restore CRIU 4.x's dump of ${what}${lost ? ` (not here: ${lost})` : ""}`,
       ignore: !UPSTREAM || lost !== undefined,
-      fn: then(() => crossRoundTrip(c, upstreamDump(opts), ourRestore(opts))),
+      fn: then(() => crossRoundTrip(c, upstreamDump(opts), ourRestore(restoreOpts))),
     });
   }
 }

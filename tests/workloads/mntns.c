@@ -11,6 +11,9 @@
  * and /proc. Its view (mountinfo with ids replaced by mountpoints, sorted) is recorded at start
  * and must be the same after restore, with the files' contents; propagation must still work (a
  * mount made under sh appears under sl, not the other way), ro must refuse writes.
+ * With `exec`, once in its new root the program execs itself again (`exec-inside`) with its log
+ * reopened there, as a container's init is: then its program, libraries and fds all live on
+ * mounts of the namespace (CRIU refuses a mapping or fd on a mount outside it).
  *
  * With `ext HOSTDIR HOSTFILE` it also binds, before leaving the host's view, the host directory
  * HOSTDIR at edir and the host file HOSTFILE at efile (both outside its view: external mounts),
@@ -35,7 +38,7 @@
  * dbind and keeps disk/d.txt open; after it reads them back through both mounts and the fd, and
  * writes disk/after.txt: the disk must be mounted again (the same filesystem, seen at dbind too).
  *
- *   mntns RESULT_FILE [ext|ext-slave|ext-shared HOSTDIR HOSTFILE | overlay | disk DEVICE]
+ *   mntns RESULT_FILE [ext|ext-slave|ext-shared HOSTDIR HOSTFILE | overlay | disk DEVICE | exec]
  */
 #include "lib.h"
 #include "mntns_view.h"
@@ -92,12 +95,33 @@ static dev_t dev_of(const char *path)
 	return st.st_dev;
 }
 
+/* The new root is a bind of the host's /: a host path names the same file there. */
+static void exec_inside(char **argv, const char *exe, const char *log)
+{
+	int fd = open(log, O_WRONLY | O_APPEND);
+	if (fd < 0 || dup2(fd, 1) != 1 || dup2(fd, 2) != 2 || close(fd))
+		wl_die("reopen the log %s", log);
+	execl(exe, argv[0], argv[1], "exec-inside", (char *)NULL);
+	wl_die("exec %s", exe);
+}
+
 int main(int argc, char **argv)
 {
 	static char before[VIEW], after[VIEW];
+	static char exe[1024], log[1024];
+	int inside = argc > 2 && !strcmp(argv[2], "exec-inside");
 	wl_init(argc, argv);
 	closefrom(3); /* fds inherited from a shell would be outside the view */
 	wl_path("mnt", base, sizeof(base));
+	int slave = argc == 5 && !strcmp(argv[2], "ext-slave");
+	int shared = argc == 5 && !strcmp(argv[2], "ext-shared");
+	int ext = slave || shared || (argc == 5 && !strcmp(argv[2], "ext"));
+	int overlay = argc == 3 && !strcmp(argv[2], "overlay");
+	int disk = argc == 4 && !strcmp(argv[2], "disk");
+	if (inside)
+		goto in_new_root;
+	if (readlink("/proc/self/exe", exe, sizeof(exe) - 1) < 0 || readlink("/proc/self/fd/1", log, sizeof(log) - 1) < 0)
+		wl_die("readlink exe, log");
 	const char *dirs[] = { "", "newroot", "t", "src", "src2", "bdir", "ro", "sh", "sl", "over" };
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
 		if (mkdir(at(dirs[i]), 0755) && errno != EEXIST)
@@ -105,11 +129,6 @@ int main(int argc, char **argv)
 	put(at("src/f.txt"), "from src");
 	put(at("src2/g.txt"), "from src2");
 	put(at("bfile"), "");
-	int slave = argc == 5 && !strcmp(argv[2], "ext-slave");
-	int shared = argc == 5 && !strcmp(argv[2], "ext-shared");
-	int ext = slave || shared || (argc == 5 && !strcmp(argv[2], "ext"));
-	int overlay = argc == 3 && !strcmp(argv[2], "overlay");
-	int disk = argc == 4 && !strcmp(argv[2], "disk");
 	if (disk && ((mkdir(at("disk"), 0755) && errno != EEXIST) || (mkdir(at("dbind"), 0755) && errno != EEXIST)))
 		wl_die("mkdir disk, dbind");
 	if (overlay) {
@@ -150,6 +169,9 @@ int main(int argc, char **argv)
 		wl_die("make the old root a slave");
 	if (umount2(".", MNT_DETACH) || chdir("/") || close(oldroot))
 		wl_die("detach the old root");
+	if (argc > 2 && !strcmp(argv[2], "exec"))
+		exec_inside(argv, exe, log);
+in_new_root:;
 	/* stdin (the host's /dev/null) is outside this view: a file of the view takes its place */
 	int in = open(at("src/f.txt"), O_RDONLY);
 	if (in < 0 || dup2(in, 0) != 0 || close(in))
