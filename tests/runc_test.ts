@@ -22,6 +22,8 @@ import {
   BUSYBOX,
   checkpoint,
   cleanUp,
+  type ConsoleSocket,
+  consoleSocket,
   countReaches,
   counts,
   makeBundle,
@@ -31,6 +33,7 @@ import {
   runcDetached,
   state,
 } from "./lib/runc.ts";
+import { workloadBin } from "./lib/harness.ts";
 
 const CRIU = new URL("../scripts/criu", import.meta.url).pathname;
 const DRIVER = new URL("./workloads/runc_rpc_client.py", import.meta.url).pathname;
@@ -346,6 +349,40 @@ runcTest("runc checkpoint --leave-running, then restore after the container is g
     await cleanUp(c);
   }
 });
+
+runcTest(
+  "runc restore --console-socket: the container's shell answers on the new master, its count goes on",
+  async () => {
+    const c = await makeBundle({ terminal: true });
+    const relay = await workloadBin("console_socket");
+    const first = await consoleSocket(c, relay, "run");
+    let second: ConsoleSocket | undefined;
+    try {
+      const started = await runcDetached(c, CRIU, ["run", "-d", "--console-socket", first.path, c.id]);
+      assert.ok(started.ok, started.out);
+      await first.type("echo before-$((6*7)) $(tty)\n");
+      await first.says(/before-42 \/dev\/pts\/\d+/);
+      const tty = /before-42 (\/dev\/pts\/\d+)/.exec(Deno.readTextFileSync(first.out))![1]!;
+      await countReaches(c, 5);
+      await checkpoint(c, CRIU);
+      await first.close();
+      const atCheckpoint = counts(c).length;
+      second = await consoleSocket(c, relay, "restore");
+      // runc binds the slave onto /dev/console: the restore must make that pty before the bind.
+      await restore(c, CRIU, ["--console-socket", second.path]);
+      assert.equal(await state(c), "running");
+      // The shell reads what we type into the master runc got, on the slave it had.
+      await second.type("echo after-$((6*7)) $(tty)\n");
+      await second.says(new RegExp(`after-42 ${tty}`));
+      await countReaches(c, atCheckpoint + 5);
+      assertUnbroken(counts(c));
+    } finally {
+      await first.close();
+      await second?.close();
+      await cleanUp(c);
+    }
+  },
+);
 
 runcTest("runc checkpoint and restore of a container with a tmpfs: its contents come back", async () => {
   const c = await makeBundle({ tmpfs: true });
