@@ -351,34 +351,37 @@ runcTest("runc checkpoint --leave-running, then restore after the container is g
 });
 
 runcTest(
-  "runc restore --console-socket: the container's shell answers on the new master, its count goes on",
+  "runc restore --console-socket, twice: the container's shell answers on each new master, its count goes on",
   async () => {
     const c = await makeBundle({ terminal: true });
     const relay = await workloadBin("console_socket");
-    const first = await consoleSocket(c, relay, "run");
-    let second: ConsoleSocket | undefined;
+    const consoles: ConsoleSocket[] = [await consoleSocket(c, relay, "run")];
     try {
-      const started = await runcDetached(c, CRIU, ["run", "-d", "--console-socket", first.path, c.id]);
+      const started = await runcDetached(c, CRIU, ["run", "-d", "--console-socket", consoles[0]!.path, c.id]);
       assert.ok(started.ok, started.out);
-      await first.type("echo before-$((6*7)) $(tty)\n");
-      await first.says(/before-42 \/dev\/pts\/\d+/);
-      const tty = /before-42 (\/dev\/pts\/\d+)/.exec(Deno.readTextFileSync(first.out))![1]!;
+      await consoles[0]!.type("echo before-$((6*7)) $(tty)\n");
+      await consoles[0]!.says(/before-42 \/dev\/pts\/\d+/);
+      const tty = /before-42 (\/dev\/pts\/\d+)/.exec(Deno.readTextFileSync(consoles[0]!.out))![1]!;
       await countReaches(c, 5);
-      await checkpoint(c, CRIU);
-      await first.close();
-      const atCheckpoint = counts(c).length;
-      second = await consoleSocket(c, relay, "restore");
-      // runc binds the slave onto /dev/console: the restore must make that pty before the bind.
-      await restore(c, CRIU, ["--console-socket", second.path]);
-      assert.equal(await state(c), "running");
-      // The shell reads what we type into the master runc got, on the slave it had.
-      await second.type("echo after-$((6*7)) $(tty)\n");
-      await second.says(new RegExp(`after-42 ${tty}`));
-      await countReaches(c, atCheckpoint + 5);
+      for (const cycle of [1, 2]) {
+        await checkpoint(c, CRIU);
+        await consoles.at(-1)!.close();
+        Deno.removeSync(c.work, { recursive: true });
+        const atCheckpoint = counts(c).length;
+        const relayed = await consoleSocket(c, relay, `restore-${cycle}`);
+        consoles.push(relayed);
+        // runc binds the slave onto /dev/console: the restore must make that pty before the bind.
+        await restore(c, CRIU, ["--console-socket", relayed.path]);
+        Deno.removeSync(c.images, { recursive: true });
+        assert.equal(await state(c), "running");
+        // The shell reads what we type into the master runc got, on the slave it had.
+        await relayed.type(`echo after${cycle}-$((6*7)) $(tty)\n`);
+        await relayed.says(new RegExp(`after${cycle}-42 ${tty}`));
+        await countReaches(c, atCheckpoint + 5);
+      }
       assertUnbroken(counts(c));
     } finally {
-      await first.close();
-      await second?.close();
+      for (const relayed of consoles) await relayed.close();
       await cleanUp(c);
     }
   },
