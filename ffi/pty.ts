@@ -38,30 +38,30 @@ const TIOCSWINSZ = 0x5414n;
 const MAX_INDEX_TRIES = 1024;
 
 /**
- * A new pty master of ours whose slave is /dev/pts/`index`. Ptys get the lowest free index, so
+ * A new pty master of ours whose slave is pts `index` of the devpts of `ptmx`. Ptys get the lowest free index, so
  * masters are opened until that one comes, and the others closed again. The kernel frees a closed
  * pty's index a little later (its release is deferred), so an index in use is waited for a while;
  * throws when it stays taken.
  */
-export function openPtyAt(index: number, waitMs = 3000): number {
+export function openPtyAt(index: number, waitMs = 3000, ptmx = "/dev/ptmx"): number {
   const until = Date.now() + waitMs;
   for (;;) {
-    const master = tryOpenPtyAt(index);
+    const master = tryOpenPtyAt(index, ptmx);
     if (master >= 0) return master;
-    if (Date.now() >= until) throw new Error(`/dev/pts/${index} is in use`);
+    if (Date.now() >= until) throw new Error(`Pty ${index} of ${ptmx} is in use`);
     Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
   }
 }
 
 /** One attempt of openPtyAt: our master, or -1 when the index is taken. */
-function tryOpenPtyAt(index: number): number {
+function tryOpenPtyAt(index: number, ptmx: string): number {
   const extra: number[] = [];
   try {
     for (let i = 0; i < MAX_INDEX_TRIES; i++) {
-      const master = openFd("/dev/ptmx", OPEN.RDWR | O_NOCTTY | OPEN.CLOEXEC);
+      const master = openFd(ptmx, OPEN.RDWR | O_NOCTTY | OPEN.CLOEXEC);
       const value = new Int32Array(1);
       try {
-        call("ioctl(TIOCGPTN)", libc.ioctl(master, TIOCGPTN, new Uint8Array(value.buffer)), "/dev/ptmx");
+        call("ioctl(TIOCGPTN)", libc.ioctl(master, TIOCGPTN, new Uint8Array(value.buffer)), ptmx);
       } catch (e) {
         closeFd(master);
         throw e;

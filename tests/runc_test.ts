@@ -22,6 +22,8 @@ import {
   BUSYBOX,
   checkpoint,
   cleanUp,
+  type ConsoleSocket,
+  consoleSocket,
   countReaches,
   counts,
   makeBundle,
@@ -31,6 +33,7 @@ import {
   runcDetached,
   state,
 } from "./lib/runc.ts";
+import { workloadBin } from "./lib/harness.ts";
 
 const CRIU = new URL("../scripts/criu", import.meta.url).pathname;
 const DRIVER = new URL("./workloads/runc_rpc_client.py", import.meta.url).pathname;
@@ -346,6 +349,43 @@ runcTest("runc checkpoint --leave-running, then restore after the container is g
     await cleanUp(c);
   }
 });
+
+runcTest(
+  "runc restore --console-socket, twice: the container's shell answers on each new master, its count goes on",
+  async () => {
+    const c = await makeBundle({ terminal: true });
+    const relay = await workloadBin("console_socket");
+    const consoles: ConsoleSocket[] = [await consoleSocket(c, relay, "run")];
+    try {
+      const started = await runcDetached(c, CRIU, ["run", "-d", "--console-socket", consoles[0]!.path, c.id]);
+      assert.ok(started.ok, started.out);
+      await consoles[0]!.type("echo before-$((6*7)) $(tty)\n");
+      await consoles[0]!.says(/before-42 \/dev\/pts\/\d+/);
+      const tty = /before-42 (\/dev\/pts\/\d+)/.exec(Deno.readTextFileSync(consoles[0]!.out))![1]!;
+      await countReaches(c, 5);
+      for (const cycle of [1, 2]) {
+        await checkpoint(c, CRIU);
+        await consoles.at(-1)!.close();
+        Deno.removeSync(c.work, { recursive: true });
+        const atCheckpoint = counts(c).length;
+        const relayed = await consoleSocket(c, relay, `restore-${cycle}`);
+        consoles.push(relayed);
+        // runc binds the slave onto /dev/console: the restore must make that pty before the bind.
+        await restore(c, CRIU, ["--console-socket", relayed.path]);
+        Deno.removeSync(c.images, { recursive: true });
+        assert.equal(await state(c), "running");
+        // The shell reads what we type into the master runc got, on the slave it had.
+        await relayed.type(`echo after${cycle}-$((6*7)) $(tty)\n`);
+        await relayed.says(new RegExp(`after${cycle}-42 ${tty}`));
+        await countReaches(c, atCheckpoint + 5);
+      }
+      assertUnbroken(counts(c));
+    } finally {
+      for (const relayed of consoles) await relayed.close();
+      await cleanUp(c);
+    }
+  },
+);
 
 runcTest("runc checkpoint and restore of a container with a tmpfs: its contents come back", async () => {
   const c = await makeBundle({ tmpfs: true });

@@ -65,6 +65,7 @@ import { ENOTSUP } from "../plugins/api.ts";
 import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
 import { archiveTmpfs, extractTmpfs } from "./tmpfs_tar.ts";
+import { boundPtsIndex, makeBoundPty } from "./devpts_bind.ts";
 import type { Agent } from "../agent.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { Log } from "../log.ts";
@@ -88,6 +89,7 @@ const FSTYPES: Record<string, number> = {
   cgroup2: 23,
 };
 const FSTYPE_OVERLAY = 17;
+const FSTYPE_DEVPTS = 6;
 /** The options of an overlayfs that name directories (as paths of the tree's view). */
 const OVERLAY_PATH_OPTIONS = ["lowerdir", "upperdir", "workdir"];
 const FSTYPE_UNSUPPORTED = 0;
@@ -775,6 +777,7 @@ class TreeBuilder {
     if (e.fstype === FSTYPE_OVERLAY) this.#mountInView(e, fstype, sbFlags);
     else this.#mount(e, `${fstype} from ${source}`, source, target, fstype, sbFlags, e.options);
     if (e.fstype === FSTYPE_TMPFS) this.#unfilled.set(e.mntId, { e, target });
+    if (e.fstype === FSTYPE_DEVPTS) this.#makeBoundSlaves(e);
     if (e.sbFlags & MS.RDONLY) {
       this.#fill();
       const r = this.#root;
@@ -788,6 +791,24 @@ class TreeBuilder {
         MS.REMOUNT | e.sbFlags,
         e.options ? r.string(e.options) : 0,
       );
+    }
+  }
+
+  /**
+   * A new devpts has no slaves yet, so a bind of one (runc's /dev/console) would have no source: its
+   * pty is made now, through the devpts's own ptmx, as CRIU's devpts_restore does (devpts_bind.ts).
+   */
+  #makeBoundSlaves(devpts: mnt_entry): void {
+    const here = `/proc/${this.#root.pid}/fd/${this.#fds.get(devpts.mntId)}`;
+    for (const e of this.#plan.entries) {
+      const index = boundPtsIndex(e.root);
+      if (index === undefined || bindSource(this.#plan.entries, e) !== devpts) continue;
+      try {
+        Deno.statSync(`${here}/${index}`);
+        continue; // already there
+      } catch {
+        makeBoundPty(index, `${here}/ptmx`, e.mountpoint);
+      }
     }
   }
 

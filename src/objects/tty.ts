@@ -5,7 +5,7 @@
  * to a new pty whose master side goes to the client (runc hands it to the container's console).
  */
 import { create } from "@bufbuild/protobuf";
-import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
+import { fd_types, type file_entry, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import {
   type termios_entry,
   termios_entrySchema,
@@ -58,6 +58,7 @@ import {
   treePtyOf,
 } from "./pty.ts";
 import { RestoreError } from "../errors.ts";
+import { boundPtsIndex, dropBoundPtys, takeBoundPty } from "./devpts_bind.ts";
 import type { Agent } from "../agent.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import type { Log } from "../log.ts";
@@ -205,7 +206,7 @@ export const ttyKind: FdKind = {
     takeTreeTerminal(ctx, infos, entries);
     if (entries.every((e) => treePtyOf(ctx.table, infos, e) || isCttyEntry(infos, e))) return; // no shell job's
     // Opened before the task's fds are closed: it may come from one of them (the inherited terminal).
-    const opened = restoreTerminal(ctx.session).openIn(ctx.agent);
+    const opened = restoreTerminal(ctx.session).openIn(ctx.agent, boundPty(ctx.table, infos, entries));
     if (opened >= 0) terminals(ctx.table).fdIn.set(ctx.nsPid, ctx.park(opened));
   },
   open(ctx, entry) {
@@ -233,11 +234,32 @@ export const ttyKind: FdKind = {
   afterAllFds: finishTreePtys,
   endRestore(session) {
     terminals(session.table).restore?.close();
+    dropBoundPtys();
     endTreePtys(session);
   },
 };
 
 registerFdKind(ttyKind);
+
+/**
+ * The pty the mount tree made for a bind of the job's terminal slave (devpts_bind.ts), with the
+ * slave's path as the task saw it: the job's terminal must be that very pty.
+ */
+function boundPty(
+  table: FileTable,
+  infos: readonly tty_info_entry[],
+  entries: readonly file_entry[],
+): Pty | undefined {
+  for (const entry of entries) {
+    const info = infos.find((i) => i.id === entry.tty?.ttyInfoId);
+    if (!info?.pty || info.type !== TtyType.PTY || !entry.tty?.regfId) continue;
+    const path = table.get(entry.tty.regfId).reg?.name ?? "";
+    if (boundPtsIndex(path.slice(path.lastIndexOf("/"))) !== info.pty.index) continue;
+    const master = takeBoundPty(info.pty.index);
+    if (master !== undefined) return { master, slavePath: path };
+  }
+  return undefined;
+}
 
 /** What --external and --inherit-fd call a terminal: tty[RDEV:DEV], both in hex (CRIU's u32s). */
 export function ttyName(rdev: number, dev: number): string {
@@ -328,8 +350,8 @@ export class RestoreTerminal {
   }
 
   /** Opens the terminal in the task; returns the task's fd, or -1 when there is no terminal. */
-  openIn(agent: Agent): number {
-    const pty = this.#newPty();
+  openIn(agent: Agent, bound?: Pty): number {
+    const pty = this.#newPty(bound);
     if (pty) {
       agent.reset();
       const path = agent.string(pty.slavePath);
@@ -343,14 +365,19 @@ export class RestoreTerminal {
     if (this.#pty) closeFd(this.#pty.master);
   }
 
-  #newPty(): Pty | undefined {
-    if (!this.#wantsPty || this.#pty) return this.#pty;
+  /** `bound`: a pty made for a bind of the slave, used instead of a new one (ours to close). */
+  #newPty(bound?: Pty): Pty | undefined {
+    if (!this.#wantsPty || this.#pty) {
+      if (bound) closeFd(bound.master);
+      return this.#pty;
+    }
     if (!this.hooks.sendFd) {
       this.log.warn("orphan_pts_master needs notify_scripts to hand the master over; using our own terminal");
       this.#wantsPty = false;
+      if (bound) closeFd(bound.master);
       return undefined;
     }
-    const pty = openPty();
+    const pty = bound ?? openPty();
     try {
       this.hooks.sendFd("orphan-pts-master", pty.master);
     } catch (e) {

@@ -36,7 +36,9 @@ export async function run(cmd: string, args: string[], cwd = "/"): Promise<{ ok:
 }
 
 /** A bundle in a temp dir: busybox-static installed into rootfs, `runc spec` edited for the test. */
-export async function makeBundle(opts: { tmpfs?: boolean; veth?: string } = {}): Promise<Container> {
+export async function makeBundle(
+  opts: { tmpfs?: boolean; veth?: string; terminal?: boolean } = {},
+): Promise<Container> {
   const dir = Deno.makeTempDirSync({ prefix: "criu-runc-" });
   const id = `criu-ts-${dir.slice(dir.lastIndexOf("-") + 1)}`;
   const bundle = `${dir}/bundle`;
@@ -64,6 +66,12 @@ export async function makeBundle(opts: { tmpfs?: boolean; veth?: string } = {}):
   if (opts.tmpfs) {
     config.mounts.push({ destination: "/scratch", type: "tmpfs", source: "tmpfs", options: ["size=1m"] });
     config.process.args = ["/bin/sh", "-c", 'echo "$SCRATCH" > /scratch/note; ' + COUNTER];
+  }
+  if (opts.terminal) {
+    // A shell on the container's terminal (runc's console: a pty whose slave is /dev/console too),
+    // with the counter beside it.
+    config.process.terminal = true;
+    config.process.args = ["/bin/sh", "-c", `(${COUNTER}) & exec /bin/sh`];
   }
   if (opts.veth) {
     // A TCP server in the container's own network namespace, answering with the count so far.
@@ -175,10 +183,11 @@ export async function checkpoint(c: Container, criu: string, extra: string[] = [
   assert.ok(got.ok, `runc checkpoint failed: ${got.out}\n${criuLog(c, "dump.log")}`);
 }
 
-export async function restore(c: Container, criu: string): Promise<void> {
+export async function restore(c: Container, criu: string, extra: string[] = []): Promise<void> {
   const got = await runcDetached(c, criu, [
     "restore",
     "-d",
+    ...extra,
     "--image-path",
     c.images,
     "--work-path",
@@ -191,6 +200,75 @@ export async function restore(c: Container, criu: string): Promise<void> {
 export async function state(c: Container): Promise<string> {
   const got = await run(RUNC, ["state", c.id]);
   return got.ok ? JSON.parse(got.out).status : "gone";
+}
+
+/**
+ * The other end of `--console-socket` (tests/workloads/console_socket.c): takes the pty master
+ * runc sends and relays it, the terminal's output appended to `out`, `type` writing to its input.
+ */
+export interface ConsoleSocket {
+  path: string;
+  out: string;
+  type(text: string): Promise<void>;
+  /** Waits until the terminal has said `pattern`; fails with what it said. */
+  says(pattern: RegExp): Promise<void>;
+  close(): Promise<void>;
+}
+
+export async function consoleSocket(c: Container, bin: string, name: string): Promise<ConsoleSocket> {
+  const path = `${c.dir}/${name}.sock`;
+  const out = `${c.dir}/${name}.out`;
+  const child = new Deno.Command(bin, { args: [path, out], stdin: "piped", stdout: "null", stderr: "piped" })
+    .spawn();
+  const writer = child.stdin.getWriter();
+  let closed = false;
+  const said = () => {
+    try {
+      return Deno.readTextFileSync(out);
+    } catch {
+      return "";
+    }
+  };
+  const deadline = performance.now() + 10_000;
+  while (!exists(path)) {
+    if (performance.now() > deadline) assert.fail(`${bin} did not listen on ${path}`);
+    await sleep(20);
+  }
+  return {
+    path,
+    out,
+    type: (text) => writer.write(new TextEncoder().encode(text)),
+    async says(pattern) {
+      const until = performance.now() + 30_000;
+      while (!pattern.test(said())) {
+        if (performance.now() > until) {
+          assert.fail(`The console did not say ${pattern}: ${JSON.stringify(said())}`);
+        }
+        await sleep(50);
+      }
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      await writer.close().catch(() => {});
+      try {
+        child.kill("SIGTERM");
+      } catch {
+        // gone already: the terminal hung up
+      }
+      await child.status;
+      await child.stderr.cancel();
+    },
+  };
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.statSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Removes the container (any state), its temp dir, and checks nothing of it is left. */
