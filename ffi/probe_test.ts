@@ -1,5 +1,7 @@
 import assert from "node:assert/strict";
-import { failedWith, failureName, UFFD_FEATURE } from "./probe.ts";
+import { failed, failedWith, failureName, openPath, rawSyscall, UFFD_FEATURE } from "./probe.ts";
+import { closeFd } from "./fd.ts";
+import { NR } from "./syscalls.ts";
 import { cFacts } from "../tests/lib/cfacts.ts";
 
 Deno.test("failureName() names a failed probe result and failedWith() matches it", () => {
@@ -9,6 +11,19 @@ Deno.test("failureName() names a failed probe result and failedWith() matches it
   assert.ok(failedWith(-2, "ENOENT"));
   assert.ok(!failedWith(0, "ENOENT"));
   assert.ok(!failedWith(-22, "ENOENT"));
+});
+
+Deno.test("a failed probe call answers a SyscallError naming the errno, a successful one its result", () => {
+  const missing = openPath("/nonexistent-criu-ts-probe", 0);
+  assert.ok(failed(missing));
+  assert.equal(failureName(missing), "ENOENT");
+  assert.ok(failedWith(missing, "ENOENT"));
+  const range = rawSyscall(NR.close_range, 2, 1, 0); // first > last: refused, nothing closed
+  assert.ok(failedWith(range, "EINVAL"));
+  const fd = openPath("/", 0);
+  assert.ok(!failed(fd));
+  assert.equal(failureName(fd), undefined);
+  closeFd(fd);
 });
 
 // Debian 12's headers (Linux 6.1) predate PAGEMAP_SCAN and the write-protect features: only the

@@ -33,12 +33,12 @@ import {
 import { SOCK } from "../../ffi/sockcall.ts";
 import {
   closeFd,
-  openPath,
+  openPathErrno as openPath,
   PAGE_IS,
-  pagemapScan,
+  pagemapScanErrno as pagemapScan,
   PM_SCAN,
   pokeUser,
-  rawSyscall,
+  rawSyscallErrno as rawSyscall,
   UFFD_FEATURE,
   UFFDIO_API,
   UFFDIO_REGISTER,

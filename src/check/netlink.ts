@@ -6,7 +6,13 @@
  * u16 flags, u32 seq, u32 port} then the body, padded to 4 bytes; an attribute is {u16 len,
  * u16 type} then its payload, padded to 4 bytes.
  */
-import { closeFd, rawSyscall, recvBytes, sendBytes, setsockoptBytes } from "../../ffi/probe.ts";
+import {
+  closeFd,
+  rawSyscallErrno as rawSyscall,
+  recvBytes,
+  sendBytes,
+  setsockoptBytes,
+} from "../../ffi/probe.ts";
 import { NR } from "../../ffi/syscalls.ts";
 
 export const AF = { UNSPEC: 0, UNIX: 1, INET: 2, INET6: 10, NETLINK: 16, PACKET: 17 } as const;

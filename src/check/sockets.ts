@@ -6,8 +6,8 @@ import {
   failedWith,
   getsockname,
   getsockoptBytes,
-  ioctlNone,
-  rawSyscall,
+  ioctlNoneErrno as ioctlNone,
+  rawSyscallErrno as rawSyscall,
   setsockoptInt,
 } from "../../ffi/probe.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
