@@ -100,8 +100,11 @@ export function setsockoptBytes(
   level: number,
   name: number,
   value: Uint8Array<ArrayBuffer>,
-): number {
-  return sys(NR.setsockopt, fd, level, name, addressOf(value), value.byteLength);
+): Answer {
+  return answer(
+    `setsockopt(${level}, ${name})`,
+    sys(NR.setsockopt, fd, level, name, addressOf(value), value.byteLength),
+  );
 }
 
 /**
@@ -155,15 +158,25 @@ export function connectTo(fd: number, addr: Uint8Array<ArrayBuffer>): number {
 }
 
 /** sendto(2) with no destination address (netlink: the kernel). */
-export function sendBytes(fd: number, bytes: Uint8Array<ArrayBuffer>): number {
-  return sys(NR.sendto, fd, addressOf(bytes), bytes.byteLength, 0, 0, 0);
+export function sendBytes(fd: number, bytes: Uint8Array<ArrayBuffer>): Answer {
+  return answer("sendto", sys(NR.sendto, fd, addressOf(bytes), bytes.byteLength, 0, 0, 0));
 }
 
 /** recvfrom(2) into a fresh buffer of `size` bytes: the result and the bytes received. */
-export function recvBytes(fd: number, size: number): { r: number; bytes: Uint8Array<ArrayBuffer> } {
+export function recvBytes(fd: number, size: number): { r: Answer; bytes: Uint8Array<ArrayBuffer> } {
   const buf = new Uint8Array(size);
   const r = sys(NR.recvfrom, fd, addressOf(buf), size, 0, 0, 0);
-  return { r, bytes: r > 0 ? buf.slice(0, r) : new Uint8Array(0) };
+  return { r: answer("recvfrom", r), bytes: r > 0 ? buf.slice(0, r) : new Uint8Array(0) };
+}
+
+/**
+ * The kernel's answer in the body of a netlink NLMSG_ERROR or NLMSG_DONE message (`struct nlmsgerr`
+ * or the dump's final int, both starting with an s32 that is 0 or -errno): 0, or the failure
+ * named after `call`. A body too short to hold it counts as 0, as the kernel sends none then.
+ */
+export function netlinkAnswer(call: string, body: Uint8Array<ArrayBuffer>): Answer {
+  const code = body.length >= 4 ? new DataView(body.buffer, body.byteOffset).getInt32(0, true) : 0;
+  return code < 0 ? new SyscallError(call, -code) : 0;
 }
 
 export function readBytes(fd: number, size: number): { r: Answer; bytes: Uint8Array<ArrayBuffer> } {

@@ -33,6 +33,7 @@ import {
 import { SOCK } from "../../ffi/sockcall.ts";
 import {
   closeFd,
+  failed,
   openPathErrno as openPath,
   PAGE_IS,
   pagemapScanErrno as pagemapScan,
@@ -645,9 +646,11 @@ export function linkNsid(env: ProbeEnv): ProbeResult {
         attrNested(IFLA_LINKINFO, [attrString(IFLA_INFO_KIND, "veth"), attrNested(IFLA_INFO_DATA, [peer])]),
       ]);
       const made = exchange(nl, create);
-      if (made.error < 0) return no(`cannot create a veth pair across namespaces: ${errnoText(made.error)}`);
+      if (failed(made.error)) {
+        return no(`cannot create a veth pair across namespaces: ${errnoText(made.error)}`);
+      }
       const links = exchange(nl, request(RTM_GETLINK, NLM_F.REQUEST | NLM_F.DUMP, ifinfo));
-      if (links.error < 0) return no(`cannot list links: ${errnoText(links.error)}`);
+      if (failed(links.error)) return no(`cannot list links: ${errnoText(links.error)}`);
       const found = links.replies.some((m) =>
         m.type === RTM_NEWLINK && parseAttrs(m.payload, 16).has(IFLA_LINK_NETNSID)
       );

@@ -3,6 +3,7 @@ import {
   bindTo,
   closeFd,
   connectTo,
+  failed as failedCall,
   failedWith,
   getsockname,
   getsockoptBytes,
@@ -198,7 +199,7 @@ function diagFailures(kinds: readonly [string, number, number][]): string[] {
   const failed: string[] = [];
   for (const [name, family, protocol] of kinds) {
     const { error } = ask(NETLINK.SOCK_DIAG, diagRequest(family, protocol));
-    if (error < 0) failed.push(`${name} (${errnoText(error)})`);
+    if (failedCall(error)) failed.push(`${name} (${errnoText(error)})`);
   }
   return failed;
 }
@@ -247,7 +248,7 @@ export function nsid(): ProbeResult {
   const { error, replies } = ask(NETLINK.ROUTE, msg);
   const reply = replies.find((r) => r.type === RTM_NEWNSID);
   if (reply && parseAttrs(reply.payload, 1).has(NETNSA_NSID)) return yes("RTM_GETNSID answers with an nsid");
-  return no(`NSID isn't supported${error < 0 ? `: ${errnoText(error)}` : ""}`);
+  return no(`NSID isn't supported${failedCall(error) ? `: ${errnoText(error)}` : ""}`);
 }
 
 export function newIfindex(): ProbeResult {
@@ -261,5 +262,5 @@ export function newIfindex(): ProbeResult {
     return yes("rtnetlink checks IFLA_NEW_IFINDEX (ERANGE for a negative index)");
   }
   if (failedWith(error, "ENODEV")) return no("IFLA_NEW_IFINDEX isn't supported");
-  return no(`unexpected answer to IFLA_NEW_IFINDEX: ${error < 0 ? errnoText(error) : "success"}`);
+  return no(`unexpected answer to IFLA_NEW_IFINDEX: ${failedCall(error) ? errnoText(error) : "success"}`);
 }
