@@ -90,9 +90,10 @@ export function writeString(fd: number, text: string): Answer {
   return answer("write", sys(NR.write, fd, addressOf(buf), buf.length));
 }
 
-export function setsockoptInt(fd: number, level: number, name: number, value: number): number {
+export function setsockoptInt(fd: number, level: number, name: number, value: number): Answer {
   const v = new Int32Array([value]);
-  return sys(NR.setsockopt, fd, level, name, addressOf(new Uint8Array(v.buffer)), 4);
+  const r = sys(NR.setsockopt, fd, level, name, addressOf(new Uint8Array(v.buffer)), 4);
+  return answer(`setsockopt(${level}, ${name})`, r);
 }
 
 export function setsockoptBytes(
@@ -116,7 +117,7 @@ export function getsockoptBytes(
   level: number,
   name: number,
   size: number,
-): { r: number; bytes: Uint8Array<ArrayBuffer>; len: number } {
+): { r: Answer; bytes: Uint8Array<ArrayBuffer>; len: number } {
   const bytes = new Uint8Array(size);
   const len = new Uint32Array([size]);
   const r = sys(
@@ -127,7 +128,7 @@ export function getsockoptBytes(
     size ? addressOf(bytes) : 0n,
     addressOf(new Uint8Array(len.buffer)),
   );
-  return { r, bytes, len: len[0]! };
+  return { r: answer(`getsockopt(${level}, ${name})`, r), bytes, len: len[0]! };
 }
 
 /** socketpair(2): the two fds, or the failure. */
@@ -142,19 +143,19 @@ export function socketpair(
 }
 
 /** getsockname(2): the result and the address bytes. */
-export function getsockname(fd: number): { r: number; addr: Uint8Array<ArrayBuffer> } {
+export function getsockname(fd: number): { r: Answer; addr: Uint8Array<ArrayBuffer> } {
   const addr = new Uint8Array(128);
   const len = new Uint32Array([addr.length]);
   const r = sys(NR.getsockname, fd, addressOf(addr), addressOf(new Uint8Array(len.buffer)));
-  return { r, addr: addr.slice(0, len[0]!) };
+  return { r: answer("getsockname", r), addr: addr.slice(0, len[0]!) };
 }
 
-export function bindTo(fd: number, addr: Uint8Array<ArrayBuffer>): number {
-  return libc.bind(fd, addr, addr.byteLength) === -1 ? -lastErrno() : 0;
+export function bindTo(fd: number, addr: Uint8Array<ArrayBuffer>): Answer {
+  return libc.bind(fd, addr, addr.byteLength) === -1 ? new SyscallError("bind", lastErrno()) : 0;
 }
 
-export function connectTo(fd: number, addr: Uint8Array<ArrayBuffer>): number {
-  return libc.connect(fd, addr, addr.byteLength) === -1 ? -lastErrno() : 0;
+export function connectTo(fd: number, addr: Uint8Array<ArrayBuffer>): Answer {
+  return libc.connect(fd, addr, addr.byteLength) === -1 ? new SyscallError("connect", lastErrno()) : 0;
 }
 
 /** sendto(2) with no destination address (netlink: the kernel). */
@@ -188,11 +189,6 @@ export function readBytes(fd: number, size: number): { r: Answer; bytes: Uint8Ar
 /** ioctl(2) with no argument (0). */
 export function ioctlNone(fd: number, request: number): Answer {
   return answer(`ioctl(0x${request.toString(16)})`, sys(NR.ioctl, fd, request, 0));
-}
-
-/** ioctlNone answering -errno, for the probes not yet moved over to Answer (issue 16). */
-export function ioctlNoneErrno(fd: number, request: number): number {
-  return sys(NR.ioctl, fd, request, 0);
 }
 
 /** ioctl(2) whose argument points at one int: the result and the int afterwards. */
