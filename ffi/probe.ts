@@ -4,14 +4,12 @@
  *
  * A probe wants to know what the kernel answered, not to fail, so these wrappers do not throw on a
  * failed call: each returns an `Answer`, the kernel's non-negative result or the failure as a
- * `SyscallError` naming the call and the errno (a few not yet moved over still answer `-errno`;
- * issue 16). They never
- * keep an fd or a mapping: whatever a wrapper opens or maps it closes or unmaps before returning,
+ * `SyscallError` naming the call and the errno. Nothing above ffi/ sees -errno. They never keep an fd or a mapping: whatever a wrapper opens or maps it closes or unmaps before returning,
  * unless returning the fd is its purpose (then the caller closes it with `closeFd`).
  */
 import { addressOf, cstr, lastErrno, libc } from "./libc.ts";
 import { NR } from "./syscalls.ts";
-import { errnoName, SyscallError } from "./errors.ts";
+import { SyscallError } from "./errors.ts";
 
 const PTRACE_POKEUSER = 6;
 const AT_FDCWD = -100;
@@ -31,17 +29,14 @@ export function failed(r: Answer | [number, number]): r is SyscallError {
 
 /**
  * The errno name of a probe call's answer when it failed ("EINVAL"), undefined when it succeeded:
- * probes above ffi/ name what the kernel said through this, never by its number. A kernel-style
- * negative number (-22) is still understood for the callers not yet moved over (issue 16).
+ * probes above ffi/ name what the kernel said through this, never by its number.
  */
-export function failureName(r: number | bigint | SyscallError): string | undefined {
-  if (r instanceof SyscallError) return r.code;
-  const n = Number(r);
-  return n < 0 ? errnoName(-n) : undefined;
+export function failureName(r: Answer): string | undefined {
+  return r instanceof SyscallError ? r.code : undefined;
 }
 
 /** Did a probe call fail with errno `code` (e.g. "ENOSYS")? */
-export function failedWith(r: number | bigint | SyscallError, code: string): boolean {
+export function failedWith(r: Answer, code: string): boolean {
   return failureName(r) === code;
 }
 
@@ -57,23 +52,13 @@ export function rawSyscall(nr: number, ...args: number[]): Answer {
   return answer(`syscall ${nr}`, sys(nr, ...args));
 }
 
-/** rawSyscall answering -errno, for the probes not yet moved over to Answer (issue 16). */
-export function rawSyscallErrno(nr: number, ...args: number[]): number {
-  return sys(nr, ...args);
-}
-
 import { closeFd } from "./fd.ts";
 export { closeFd };
 
 /** open(2): the fd or the failure. */
 export function openPath(path: string, flags: number, mode = 0): Answer {
-  return answer(`open(${path})`, openPathErrno(path, flags, mode));
-}
-
-/** openPath answering -errno, for the probes not yet moved over to Answer (issue 16). */
-export function openPathErrno(path: string, flags: number, mode = 0): number {
   const fd = libc.open(cstr(path), flags, mode);
-  return fd === -1 ? -lastErrno() : fd;
+  return fd === -1 ? new SyscallError(`open(${path})`, lastErrno()) : fd;
 }
 
 /** access(2) with R_OK=4, W_OK=2, X_OK=1, F_OK=0. */
@@ -351,16 +336,6 @@ export function pagemapScan(
   a: PagemapScanArgs,
   vecLen: number,
 ): { r: Answer; regions: PageRegion[] } {
-  const { r, regions } = pagemapScanErrno(fd, a, vecLen);
-  return { r: answer("ioctl(PAGEMAP_SCAN)", r), regions };
-}
-
-/** pagemapScan answering -errno, for the probes not yet moved over to Answer (issue 16). */
-export function pagemapScanErrno(
-  fd: number,
-  a: PagemapScanArgs,
-  vecLen: number,
-): { r: number; regions: PageRegion[] } {
   const vec = new BigUint64Array(Math.max(vecLen, 1) * 3);
   const arg = new BigUint64Array([
     96n, // size of struct pm_scan_arg
@@ -381,7 +356,7 @@ export function pagemapScanErrno(
   for (let i = 0; i < r && i < vecLen; i++) {
     regions.push({ start: vec[3 * i]!, end: vec[3 * i + 1]!, categories: Number(vec[3 * i + 2]!) });
   }
-  return { r, regions };
+  return { r: answer("ioctl(PAGEMAP_SCAN)", r), regions };
 }
 
 /**
@@ -400,7 +375,7 @@ export function madviseScratchPage(advice: number): Answer {
 }
 
 /** ptrace(PTRACE_POKEUSER): writes one word of a stopped tracee's `struct user` (debug registers). */
-export function pokeUser(pid: number, offset: number, value: bigint): number {
+export function pokeUser(pid: number, offset: number, value: bigint): Answer {
   const r = libc.ptrace(PTRACE_POKEUSER, pid, BigInt(offset), value);
-  return r === -1n ? -lastErrno() : 0;
+  return r === -1n ? new SyscallError("ptrace(PTRACE_POKEUSER)", lastErrno()) : 0;
 }

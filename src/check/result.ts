@@ -1,6 +1,6 @@
 /** What a probe answers, and the environment probes share during one `criu check` run. */
 import { SyscallError } from "../../ffi/errors.ts";
-import { type Answer, closeFd, failureName } from "../../ffi/probe.ts";
+import { type Answer, closeFd } from "../../ffi/probe.ts";
 import { ProbeChild, withChild } from "./child.ts";
 
 /** A probe's answer: whether the feature works here, and how that was found (or why it does not). */
@@ -17,22 +17,16 @@ export function no(detail: string): ProbeResult {
   return { supported: false, detail };
 }
 
-/**
- * The errno name of a failed probe call's SyscallError (from ffi/probe.ts or a probe child); a
- * kernel-style negative result (-22 → "EINVAL") or a positive errno is still understood for the
- * probes not yet moved over (issue 16).
- */
-export function errnoText(result: number | bigint | SyscallError): string {
-  if (result instanceof SyscallError) return result.code;
-  const errno = Math.abs(Number(result));
-  return failureName(-errno) ?? `errno ${errno}`;
+/** The errno name of a failed probe call (from ffi/probe.ts or a probe child), e.g. "EINVAL". */
+export function errnoText(failure: SyscallError): string {
+  return failure.code;
 }
 
 /**
  * What a probe call answered, for a message: the errno name when it failed, else its result (a
  * probe that expected 0 and got 1 says "result 1", not an errno).
  */
-export function answerText(r: Answer): string {
+export function answerText(r: Answer | bigint): string {
   return r instanceof SyscallError ? r.code : `result ${r}`;
 }
 
