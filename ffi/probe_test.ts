@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { failed, failedWith, failureName, openPath, rawSyscall, UFFD_FEATURE } from "./probe.ts";
+import {
+  failed,
+  failedWith,
+  failureName,
+  netlinkAnswer,
+  openPath,
+  rawSyscall,
+  UFFD_FEATURE,
+} from "./probe.ts";
 import { closeFd } from "./fd.ts";
 import { NR } from "./syscalls.ts";
 import { cFacts } from "../tests/lib/cfacts.ts";
@@ -16,6 +24,13 @@ Deno.test("a failed probe call answers a SyscallError naming the errno, a succes
   assert.ok(!failed(fd));
   assert.equal(failureName(fd), undefined);
   closeFd(fd);
+});
+
+Deno.test("netlinkAnswer() names the kernel's -errno in an NLMSG_ERROR body and reads 0 as success", () => {
+  const body = (code: number) => new Uint8Array(new Int32Array([code, 0, 0, 0, 0]).buffer);
+  assert.ok(failedWith(netlinkAnswer("rtnetlink", body(-34)), "ERANGE"));
+  assert.equal(netlinkAnswer("rtnetlink", body(0)), 0);
+  assert.equal(netlinkAnswer("rtnetlink", new Uint8Array(2)), 0); // too short to hold an error: none
 });
 
 // Debian 12's headers (Linux 6.1) predate PAGEMAP_SCAN and the write-protect features: only the
