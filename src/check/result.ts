@@ -30,7 +30,7 @@ export function answerText(r: Answer | bigint): string {
   return r instanceof SyscallError ? r.code : `result ${r}`;
 }
 
-/** Runs `fn` with an fd the kernel returned (or -errno), closing it afterwards. */
+/** Runs `fn` with an open fd, closing it afterwards. */
 export function withFd<T>(fd: number, fn: (fd: number) => T): T {
   try {
     return fn(fd);
