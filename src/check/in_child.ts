@@ -33,6 +33,7 @@ import {
 import { SOCK } from "../../ffi/sockcall.ts";
 import {
   closeFd,
+  failed,
   openPath,
   PAGE_IS,
   pagemapScan,
@@ -56,7 +57,7 @@ import {
   request,
   setReceiveTimeout,
 } from "./netlink.ts";
-import { closeAll, errnoText, no, type ProbeEnv, type ProbeResult, yes } from "./result.ts";
+import { answerText, closeAll, errnoText, no, type ProbeEnv, type ProbeResult, yes } from "./result.ts";
 
 const PAGE = 4096n;
 
@@ -185,7 +186,7 @@ export function prctlMmMapInChild(env: ProbeEnv): ProbeResult {
   );
   return r === 0n
     ? yes("prctl(PR_SET_MM, PR_SET_MM_MAP) set a child's memory layout and auxv")
-    : no(`prctl(PR_SET_MM, PR_SET_MM_MAP) failed in a child: ${errnoText(r)}`);
+    : no(`prctl(PR_SET_MM, PR_SET_MM_MAP) failed in a child: ${answerText(r)}`);
 }
 
 /** Pids not in use now, a little above the last one handed out. */
@@ -235,7 +236,7 @@ export function cloneParentNewpid(env: ProbeEnv): ProbeResult {
   const r = clone3(env.child(), CLONE.NEWPID);
   return !isSyscallError(r) && r > 0n
     ? yes("CLONE_PARENT and CLONE_NEWPID work together")
-    : no(`CLONE_PARENT | CLONE_NEWPID don't work together: ${errnoText(r)}`);
+    : no(`CLONE_PARENT | CLONE_NEWPID don't work together: ${answerText(r)}`);
 }
 
 export function sigqueueinfo(env: ProbeEnv): ProbeResult {
@@ -245,7 +246,7 @@ export function sigqueueinfo(env: ProbeEnv): ProbeResult {
   const r = c.attempt("rt_sigqueueinfo", NR.rt_sigqueueinfo, c.pid, SIG.USR1, c.alloc(info.length, info));
   return r === 0n
     ? yes("rt_sigqueueinfo queues a signal with a positive si_code")
-    : no(`unable to send siginfo with positive si_code to itself: ${errnoText(r)}`);
+    : no(`unable to send siginfo with positive si_code to itself: ${answerText(r)}`);
 }
 
 export function ptracePeeksiginfo(env: ProbeEnv): ProbeResult {
@@ -343,7 +344,7 @@ export function pagemapScanDirtyTrack(env: ProbeEnv): ProbeResult {
       return no(`UFFDIO_REGISTER in write-protect mode failed: ${errnoText(registered)}`);
     }
     const fd = openPath(`/proc/${c.pid}/pagemap`, O.RDONLY | O.CLOEXEC);
-    if (fd < 0) return no(`cannot open /proc/PID/pagemap: ${errnoText(fd)}`);
+    if (failed(fd)) return no(`cannot open /proc/PID/pagemap: ${errnoText(fd)}`);
     try {
       const scan = (flags: number) =>
         pagemapScan(fd, {
@@ -356,10 +357,10 @@ export function pagemapScanDirtyTrack(env: ProbeEnv): ProbeResult {
           returnMask: PAGE_IS.WRITTEN,
         }, 8);
       const reset = scan(PM_SCAN.WP_MATCHING | PM_SCAN.CHECK_WPASYNC); // report and write-protect
-      if (reset.r < 0) return no(`PAGEMAP_SCAN cannot write-protect: ${errnoText(reset.r)}`);
+      if (failed(reset.r)) return no(`PAGEMAP_SCAN cannot write-protect: ${errnoText(reset.r)}`);
       writeMemory(c.pid, base + 2n * PAGE, new Uint8Array([9]));
       const after = scan(0);
-      if (after.r < 0) return no(`PAGEMAP_SCAN failed: ${errnoText(after.r)}`);
+      if (failed(after.r)) return no(`PAGEMAP_SCAN failed: ${errnoText(after.r)}`);
       const exact = after.regions.length === 1 && after.regions[0]!.start === base + 2n * PAGE &&
         after.regions[0]!.end === base + 3n * PAGE;
       return exact
@@ -390,7 +391,7 @@ export function aioRemap(env: ProbeEnv): ProbeResult {
   if (moved !== to) {
     c.attempt("io_destroy", NR.io_destroy, ctx);
     c.attempt("munmap", NR.munmap, to, len);
-    return no(`cannot remap an AIO ring: ${errnoText(moved)}`);
+    return no(`cannot remap an AIO ring: ${answerText(moved)}`);
   }
   const zero = c.alloc(TIMESPEC_SIZE, timespec(0n)); // never wait
   const ev = c.attempt("io_getevents", NR.io_getevents, to, 0, 1, 0, zero);
@@ -418,7 +419,7 @@ export function specialMappingMremap(env: ProbeEnv): ProbeResult {
         MREMAP.MAYMOVE | MREMAP.FIXED,
         at,
       );
-      if (r !== at) return no(`cannot move ${m.path} with mremap: ${errnoText(r)}`);
+      if (r !== at) return no(`cannot move ${m.path} with mremap: ${answerText(r)}`);
       if (m.path === "[vdso]") c.syscallIp = c.syscallIp - m.start + at;
       moved.set(m.path, at);
       at += size;
@@ -432,7 +433,7 @@ export function specialMappingMremap(env: ProbeEnv): ProbeResult {
     const r = c.attempt("getpid", NR.getpid);
     return r === BigInt(c.pid)
       ? yes(`${[...moved.keys()].join(", ")} move with mremap and the moved vDSO still runs syscalls`)
-      : no(`a syscall from the moved vDSO returned ${errnoText(r)}`);
+      : no(`a syscall from the moved vDSO returned ${answerText(r)}`);
   });
 }
 
@@ -441,7 +442,7 @@ export function canMapVdso(env: ProbeEnv): ProbeResult {
   // While one is mapped: EEXIST says the call exists.
   const r = c.attempt("arch_prctl(ARCH_MAP_VDSO_64)", NR.arch_prctl, ARCH.MAP_VDSO_64, c.vdso.start);
   return isSyscallError(r, "EEXIST") || r === 0n ? yes("arch_prctl(ARCH_MAP_VDSO_64) exists") : no(
-    `no API to map the vDSO (arch_prctl(ARCH_MAP_VDSO_64): ${errnoText(r)}); a restore moves it with mremap`,
+    `no API to map the vDSO (arch_prctl(ARCH_MAP_VDSO_64): ${answerText(r)}); a restore moves it with mremap`,
   );
 }
 
@@ -467,7 +468,7 @@ export function loginuid(env: ProbeEnv): ProbeResult {
     for (const value of ["4294967295", saved]) {
       const r = c.attempt("pwrite64(loginuid)", NR.pwrite64, fd, c.string(value), value.length, 0);
       if (r !== BigInt(value.length)) {
-        return no(`loginuid restore is off: writing loginuid failed (${errnoText(r)})`);
+        return no(`loginuid restore is off: writing loginuid failed (${answerText(r)})`);
       }
     }
   } finally {
@@ -485,7 +486,7 @@ export function breakpoints(env: ProbeEnv): ProbeResult {
     const ip = c.syscallIp;
     let r = pokeUser(c.pid, DEBUGREG_OFFSET, ip); // DR0: the address
     if (r === 0) r = pokeUser(c.pid, DEBUGREG_OFFSET + 7 * 8, 1n); // DR7: local enable 0, on execution
-    if (r < 0) return no(`cannot set a hardware breakpoint: ${errnoText(r)}`);
+    if (failed(r)) return no(`cannot set a hardware breakpoint: ${errnoText(r)}`);
     const regs = pt.getRegs(c.pid);
     regs.set("ip", ip);
     regs.set("orig_ax", -1);
@@ -540,7 +541,7 @@ export function moveMountSetGroup(env: ProbeEnv): ProbeResult {
     );
     return r === 0n
       ? yes("move_mount(MOVE_MOUNT_SET_GROUP) copies a sharing group")
-      : no(`move_mount(MOVE_MOUNT_SET_GROUP) is not supported: ${errnoText(r)}`);
+      : no(`move_mount(MOVE_MOUNT_SET_GROUP) is not supported: ${answerText(r)}`);
   });
 }
 
@@ -629,11 +630,12 @@ export function linkNsid(env: ProbeEnv): ProbeResult {
     c.call("unshare(CLONE_NEWNET)", NR.unshare, CLONE.NEWNET);
     const sk = c.call("socket(NETLINK_ROUTE)", NR.socket, AF.NETLINK, SOCK.RAW, 0);
     const pidfd = rawSyscall(NR.pidfd_open, c.pid, 0);
-    if (pidfd < 0) return no(`pidfd_open failed: ${errnoText(pidfd)}`);
+    if (failed(pidfd)) return no(`pidfd_open failed: ${errnoText(pidfd)}`);
     const ns = rawSyscall(NR.pidfd_getfd, pidfd, Number(nsFd), 0);
     const nl = rawSyscall(NR.pidfd_getfd, pidfd, Number(sk), 0);
     try {
-      if (ns < 0 || nl < 0) return no(`pidfd_getfd failed: ${errnoText(Math.min(ns, nl))}`);
+      if (failed(ns)) return no(`pidfd_getfd failed: ${errnoText(ns)}`);
+      if (failed(nl)) return no(`pidfd_getfd failed: ${errnoText(nl)}`);
       setReceiveTimeout(nl);
       const ifinfo = new Uint8Array(16);
       const peer = attr(
@@ -645,9 +647,11 @@ export function linkNsid(env: ProbeEnv): ProbeResult {
         attrNested(IFLA_LINKINFO, [attrString(IFLA_INFO_KIND, "veth"), attrNested(IFLA_INFO_DATA, [peer])]),
       ]);
       const made = exchange(nl, create);
-      if (made.error < 0) return no(`cannot create a veth pair across namespaces: ${errnoText(made.error)}`);
+      if (failed(made.error)) {
+        return no(`cannot create a veth pair across namespaces: ${errnoText(made.error)}`);
+      }
       const links = exchange(nl, request(RTM_GETLINK, NLM_F.REQUEST | NLM_F.DUMP, ifinfo));
-      if (links.error < 0) return no(`cannot list links: ${errnoText(links.error)}`);
+      if (failed(links.error)) return no(`cannot list links: ${errnoText(links.error)}`);
       const found = links.replies.some((m) =>
         m.type === RTM_NEWLINK && parseAttrs(m.payload, 16).has(IFLA_LINK_NETNSID)
       );

@@ -6,7 +6,17 @@
  * u16 flags, u32 seq, u32 port} then the body, padded to 4 bytes; an attribute is {u16 len,
  * u16 type} then its payload, padded to 4 bytes.
  */
-import { closeFd, rawSyscall, recvBytes, sendBytes, setsockoptBytes } from "../../ffi/probe.ts";
+import { ERRNO, SyscallError } from "../../ffi/errors.ts";
+import {
+  type Answer,
+  closeFd,
+  failed,
+  netlinkAnswer,
+  rawSyscall,
+  recvBytes,
+  sendBytes,
+  setsockoptBytes,
+} from "../../ffi/probe.ts";
 import { NR } from "../../ffi/syscalls.ts";
 
 export const AF = { UNSPEC: 0, UNIX: 1, INET: 2, INET6: 10, NETLINK: 16, PACKET: 17 } as const;
@@ -117,34 +127,35 @@ export function setReceiveTimeout(fd: number): void {
   setsockoptBytes(fd, SOL_SOCKET, SO_RCVTIMEO, new Uint8Array(timeout.buffer));
 }
 
-/** A netlink socket of `protocol` with a receive timeout, or -errno. */
-export function openNetlink(protocol: number): number {
+/** A netlink socket of `protocol` with a receive timeout, or the failure. */
+export function openNetlink(protocol: number): Answer {
   const fd = rawSyscall(NR.socket, AF.NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
-  if (fd >= 0) setReceiveTimeout(fd);
+  if (!failed(fd)) setReceiveTimeout(fd);
   return fd;
 }
 
 /**
  * Sends `msg` and reads answers until the kernel's ACK or error (NLMSG_ERROR) or the end of a dump
- * (NLMSG_DONE). `error` is 0 or -errno, from the kernel's answer or from send/recv themselves.
+ * (NLMSG_DONE). `error` is 0 or the failure, from the kernel's answer or from send/recv themselves.
  */
-export function exchange(fd: number, msg: Uint8Array<ArrayBuffer>): { error: number; replies: Reply[] } {
+export function exchange(fd: number, msg: Uint8Array<ArrayBuffer>): { error: Answer; replies: Reply[] } {
   const replies: Reply[] = [];
   const sent = sendBytes(fd, msg);
-  if (sent < 0) return { error: sent, replies };
+  if (failed(sent)) return { error: sent, replies };
   for (;;) {
     const { r, bytes } = recvBytes(fd, 64 * 1024);
-    if (r < 0) return { error: r, replies };
-    if (r === 0) return { error: -104, replies }; // ECONNRESET: the kernel closed on us
+    if (failed(r)) return { error: r, replies };
+    if (r === 0) return { error: new SyscallError("recvfrom(netlink)", ERRNO.ECONNRESET), replies }; // the kernel closed on us
     const v = new DataView(bytes.buffer);
     for (let off = 0; off + HDR <= bytes.length;) {
       const len = v.getUint32(off, true);
       const type = v.getUint16(off + 4, true);
-      if (len < HDR || off + len > bytes.length) return { error: -71, replies }; // EPROTO
+      if (len < HDR || off + len > bytes.length) {
+        return { error: new SyscallError("recvfrom(netlink)", ERRNO.EPROTO, "truncated message"), replies };
+      }
       const payload = bytes.slice(off + HDR, off + len);
       if (type === NLMSG_ERROR || type === NLMSG_DONE) {
-        const code = payload.length >= 4 ? new DataView(payload.buffer).getInt32(0, true) : 0;
-        return { error: code < 0 ? code : 0, replies };
+        return { error: netlinkAnswer("netlink", payload), replies };
       }
       replies.push({ type, payload });
       off += pad4(len);
@@ -153,9 +164,9 @@ export function exchange(fd: number, msg: Uint8Array<ArrayBuffer>): { error: num
 }
 
 /** Opens a netlink socket, runs one exchange, closes the socket. */
-export function ask(protocol: number, msg: Uint8Array<ArrayBuffer>): { error: number; replies: Reply[] } {
+export function ask(protocol: number, msg: Uint8Array<ArrayBuffer>): { error: Answer; replies: Reply[] } {
   const fd = openNetlink(protocol);
-  if (fd < 0) return { error: fd, replies: [] };
+  if (failed(fd)) return { error: fd, replies: [] };
   try {
     return exchange(fd, msg);
   } finally {

@@ -4,8 +4,10 @@
  */
 import {
   accessPath,
+  type Answer,
   closeFd,
   epollCtl,
+  failed,
   failedWith,
   fcntlGetOwnerUids,
   inotifyAddWatch,
@@ -35,7 +37,17 @@ import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { AF } from "../../ffi/sockaddr.ts";
 import { SOCK } from "../../ffi/sockcall.ts";
 import { readStatus } from "../../ffi/proc.ts";
-import { closeAll, errnoText, no, type ProbeEnv, type ProbeResult, withFd, yes } from "./result.ts";
+import {
+  answerText,
+  closeAll,
+  errnoText,
+  no,
+  type ProbeEnv,
+  type ProbeResult,
+  withFd,
+  withOpened,
+  yes,
+} from "./result.ts";
 
 const CLOEXEC = O.CLOEXEC;
 /** prctl(PR_TIMER_CREATE_RESTORE_IDS)'s argument that asks whether the mode is on. */
@@ -71,21 +83,21 @@ export function mapFilesSelf(): ProbeResult {
   const r = accessPath("/proc/self/map_files", R_OK);
   return r === 0
     ? yes("/proc/self/map_files is readable")
-    : no(`/proc/self/map_files is not readable: ${errnoText(r)}`);
+    : no(`/proc/self/map_files is not readable: ${answerText(r)}`);
 }
 
 export function nsLastPid(): ProbeResult {
   const r = accessPath("/proc/sys/kernel/ns_last_pid", W_OK);
   return r === 0
     ? yes("/proc/sys/kernel/ns_last_pid is writable")
-    : no(`/proc/sys/kernel/ns_last_pid is not writable: ${errnoText(r)}`);
+    : no(`/proc/sys/kernel/ns_last_pid is not writable: ${answerText(r)}`);
 }
 
 export function ipcNextId(): ProbeResult {
   const r = accessPath("/proc/sys/kernel/sem_next_id", R_OK | W_OK);
   return r === 0
     ? yes("/proc/sys/kernel/sem_next_id is readable and writable")
-    : no(`/proc/sys/kernel/sem_next_id is not readable and writable: ${errnoText(r)}`);
+    : no(`/proc/sys/kernel/sem_next_id is not readable and writable: ${answerText(r)}`);
 }
 
 export function procStat(): ProbeResult {
@@ -101,7 +113,7 @@ export function posixTimers(): ProbeResult {
   const r = accessPath("/proc/self/timers", R_OK);
   return r === 0
     ? yes("/proc/self/timers is readable")
-    : no(`/proc/<pid>/timers is missing: ${errnoText(r)}`);
+    : no(`/proc/<pid>/timers is missing: ${answerText(r)}`);
 }
 
 export function nsFile(ns: string, what: string): () => ProbeResult {
@@ -128,28 +140,28 @@ export function userns(): ProbeResult {
   const { r } = prctlMmMapSize();
   return r === 0
     ? yes("/proc/self/ns/user exists and prctl(PR_SET_MM_MAP_SIZE) answers")
-    : no(`prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE) failed: ${errnoText(r)}`);
+    : no(`prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE) failed: ${answerText(r)}`);
 }
 
 // --- syscalls -----------------------------------------------------------------------------------
 
 export function kcmp(): ProbeResult {
-  return withFd(openPath("/", O.RDONLY | O.DIRECTORY | CLOEXEC), (fd) => {
+  return withOpened(openPath("/", O.RDONLY | O.DIRECTORY | CLOEXEC), (fd) => {
     const r = rawSyscall(NR.kcmp, Deno.pid, Deno.pid, 0, fd, fd); // KCMP_FILE, same fd: equal
     if (r === 0) return yes("kcmp(KCMP_FILE) finds an fd equal to itself");
     return no(
       failedWith(r, "ENOSYS")
         ? "the kcmp system call is not supported"
-        : `kcmp(KCMP_FILE) answered ${errnoText(r)}`,
+        : `kcmp(KCMP_FILE) answered ${answerText(r)}`,
     );
-  });
+  }, (e) => no(`cannot open /: ${errnoText(e)}`));
 }
 
 export function prctlBasics(): ProbeResult {
   const tid = prctlGetTidAddress();
-  if (tid.r < 0) return no(`prctl(PR_GET_TID_ADDRESS) is not supported: ${errnoText(tid.r)}`);
+  if (failed(tid.r)) return no(`prctl(PR_GET_TID_ADDRESS) is not supported: ${errnoText(tid.r)}`);
   const map = prctlMmMapSize();
-  if (map.r < 0) {
+  if (failed(map.r)) {
     // Old kernels had only the single-field PR_SET_MM calls, which need CAP_SYS_RESOURCE; we do not use them.
     return no(`prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE) is not supported: ${errnoText(map.r)}`);
   }
@@ -157,12 +169,12 @@ export function prctlBasics(): ProbeResult {
 }
 
 export function fcntlOwnerUids(): ProbeResult {
-  return withFd(openPath("/proc/self/comm", O.RDONLY | CLOEXEC), (fd) => {
+  return withOpened(openPath("/proc/self/comm", O.RDONLY | CLOEXEC), (fd) => {
     const { r } = fcntlGetOwnerUids(fd);
     return r === 0
       ? yes("fcntl(F_GETOWNER_UIDS) works")
-      : no(`fcntl(F_GETOWNER_UIDS) failed: ${errnoText(r)}`);
-  });
+      : no(`fcntl(F_GETOWNER_UIDS) failed: ${answerText(r)}`);
+  }, (e) => no(`cannot open /proc/self/comm: ${errnoText(e)}`));
 }
 
 export function closeRange(): ProbeResult {
@@ -172,7 +184,7 @@ export function closeRange(): ProbeResult {
   return no(
     failedWith(r, "ENOSYS")
       ? "the close_range system call is not supported"
-      : `close_range answered ${errnoText(r)}`,
+      : `close_range answered ${answerText(r)}`,
   );
 }
 
@@ -182,29 +194,29 @@ export function fdinfoExt(): ProbeResult {
   const expect = (what: string, ok: boolean) => (ok ? seen : missing).push(what);
 
   const efd = rawSyscall(NR.eventfd2, 13, CLOEXEC);
-  if (efd < 0) missing.push(`eventfd (${errnoText(efd)})`);
+  if (failed(efd)) missing.push(`eventfd (${errnoText(efd)})`);
   else withFd(efd, (fd) => expect("eventfd", /eventfd-count:\s*d\b/.test(fdinfo(fd))));
 
   const pipe = pipe2(CLOEXEC);
   const ep = rawSyscall(NR.epoll_create1, CLOEXEC);
   try {
-    if (typeof pipe === "number" || ep < 0) missing.push("epoll (cannot make a pipe or an epoll fd)");
-    else if (epollCtl(ep, 1, pipe[0], 1) < 0) missing.push("epoll (EPOLL_CTL_ADD failed)");
+    if (failed(pipe) || failed(ep)) missing.push("epoll (cannot make a pipe or an epoll fd)");
+    else if (failed(epollCtl(ep, 1, pipe[0], 1))) missing.push("epoll (EPOLL_CTL_ADD failed)");
     else expect("epoll", new RegExp(`tfd:\\s*${pipe[0]}\\b`).test(fdinfo(ep)));
   } finally {
-    closeAll(ep, ...(typeof pipe === "number" ? [] : pipe));
+    closeAll(ep, ...(failed(pipe) ? [] : pipe));
   }
 
   const sfd = signalfd(1n << 9n, CLOEXEC); // SIGUSR1
-  if (sfd < 0) missing.push(`signalfd (${errnoText(sfd)})`);
+  if (failed(sfd)) missing.push(`signalfd (${errnoText(sfd)})`);
   else withFd(sfd, (fd) => expect("signalfd", /sigmask:\s*0*200\b/.test(fdinfo(fd))));
 
   const ifd = rawSyscall(NR.inotify_init1, CLOEXEC);
-  if (ifd < 0) missing.push(`inotify (${errnoText(ifd)})`);
+  if (failed(ifd)) missing.push(`inotify (${errnoText(ifd)})`);
   else {
     withFd(ifd, (fd) => {
       const wd = inotifyAddWatch(fd, "/", 0xfff);
-      expect("inotify", wd >= 0 && /inotify wd:/.test(fdinfo(fd)));
+      expect("inotify", !failed(wd) && /inotify wd:/.test(fdinfo(fd)));
     });
   }
   return missing.length
@@ -214,12 +226,12 @@ export function fdinfoExt(): ProbeResult {
 
 export function unalignedVmsplice(): ProbeResult {
   const p = pipe2(CLOEXEC | O.NONBLOCK);
-  if (typeof p === "number") return no(`cannot make a pipe: ${errnoText(p)}`);
+  if (failed(p)) return no(`cannot make a pipe: ${errnoText(p)}`);
   try {
     const r = vmspliceOneByte(p[1], 8 | 2); // SPLICE_F_GIFT | SPLICE_F_NONBLOCK
     return r === 1
       ? yes("vmsplice of one unaligned byte works")
-      : no(`unaligned vmsplice failed: ${errnoText(r)}`);
+      : no(`unaligned vmsplice failed: ${failed(r) ? errnoText(r) : `wrote ${r} bytes`}`);
   } finally {
     closeAll(...p);
   }
@@ -230,13 +242,13 @@ const TIOCSPTLCK = 0x40045431;
 
 export function tty(): ProbeResult {
   const master = openPath("/dev/ptmx", O.RDWR | O.NOCTTY | CLOEXEC);
-  if (master < 0) return no(`cannot open /dev/ptmx: ${errnoText(master)}`);
+  if (failed(master)) return no(`cannot open /dev/ptmx: ${errnoText(master)}`);
   return withFd(master, (fd) => {
-    if (ioctlInt(fd, TIOCSPTLCK, 1).r < 0) return no("cannot lock a pty master (TIOCSPTLCK)");
+    if (failed(ioctlInt(fd, TIOCSPTLCK, 1).r)) return no("cannot lock a pty master (TIOCSPTLCK)");
     const ptn = ioctlInt(fd, TIOCGPTN, 0);
-    if (ptn.r < 0) return no(`cannot get the pty number: ${errnoText(ptn.r)}`);
+    if (failed(ptn.r)) return no(`cannot get the pty number: ${errnoText(ptn.r)}`);
     const slave = openPath(`/dev/pts/${ptn.value}`, O.RDWR | O.NOCTTY | CLOEXEC);
-    if (slave >= 0) {
+    if (!failed(slave)) {
       closeFd(slave);
       return no(`opened /dev/pts/${ptn.value} although its master is locked`);
     }
@@ -251,19 +263,19 @@ const SIOCGSKNS = 0x894c;
 
 export function tun(): ProbeResult {
   const fd = openPath("/dev/net/tun", O.RDWR | CLOEXEC);
-  if (fd < 0) return no(`cannot open /dev/net/tun: ${errnoText(fd)}`);
+  if (failed(fd)) return no(`cannot open /dev/net/tun: ${errnoText(fd)}`);
   return withFd(fd, (fd) => {
     const { r } = ioctlInt(fd, TUNSETIFINDEX, 13);
-    return r === 0 ? yes("/dev/net/tun accepts TUNSETIFINDEX") : no(`TUNSETIFINDEX failed: ${errnoText(r)}`);
+    return r === 0 ? yes("/dev/net/tun accepts TUNSETIFINDEX") : no(`TUNSETIFINDEX failed: ${answerText(r)}`);
   });
 }
 
 export function tunNetns(): ProbeResult {
   const fd = openPath("/dev/net/tun", O.RDONLY | CLOEXEC);
-  if (fd < 0) return no(`cannot open /dev/net/tun: ${errnoText(fd)}`);
+  if (failed(fd)) return no(`cannot open /dev/net/tun: ${errnoText(fd)}`);
   return withFd(fd, (fd) => {
     const ns = ioctlNone(fd, SIOCGSKNS);
-    if (ns < 0) return no(`SIOCGSKNS on a tun fd failed: ${errnoText(ns)}`);
+    if (failed(ns)) return no(`SIOCGSKNS on a tun fd failed: ${errnoText(ns)}`);
     closeFd(ns);
     return yes("SIOCGSKNS on a tun fd returns its network namespace");
   });
@@ -273,44 +285,44 @@ const TFD_IOC_SET_TICKS = 0x40085400;
 
 export function timerfd(): ProbeResult {
   const fd = rawSyscall(NR.timerfd_create, 1, CLOEXEC); // CLOCK_MONOTONIC
-  if (fd < 0) return no(`timerfd_create failed: ${errnoText(fd)}`);
+  if (failed(fd)) return no(`timerfd_create failed: ${errnoText(fd)}`);
   return withFd(fd, (fd) => {
     const r = ioctlNone(fd, TFD_IOC_SET_TICKS); // NULL argument: EFAULT when the ioctl exists
     return failedWith(r, "EFAULT")
       ? yes("timerfd has the TFD_IOC_SET_TICKS ioctl")
-      : no(`no timerfd support for restore (TFD_IOC_SET_TICKS: ${errnoText(r)})`);
+      : no(`no timerfd support for restore (TFD_IOC_SET_TICKS: ${answerText(r)})`);
   });
 }
 
 export function mntId(): ProbeResult {
-  return withFd(openPath("/", O.RDONLY | O.DIRECTORY | CLOEXEC), (fd) => {
+  return withOpened(openPath("/", O.RDONLY | O.DIRECTORY | CLOEXEC), (fd) => {
     return /^mnt_id:/m.test(fdinfo(fd))
       ? yes("fdinfo has mnt_id")
       : no("fdinfo does not contain the mnt_id field");
-  });
+  }, (e) => no(`cannot open /: ${errnoText(e)}`));
 }
 
 export function fdinfoLock(): ProbeResult {
-  return withFd(openPath("/proc/locks", O.RDONLY | CLOEXEC), (fd) => {
+  return withOpened(openPath("/proc/locks", O.RDONLY | CLOEXEC), (fd) => {
     const r = rawSyscall(NR.flock, fd, 1); // LOCK_SH, released by the close
-    if (r < 0) return no(`cannot take a lock: ${errnoText(r)}`);
+    if (failed(r)) return no(`cannot take a lock: ${errnoText(r)}`);
     return /^lock:/m.test(fdinfo(fd))
       ? yes("fdinfo shows file locks")
       : no("fdinfo does not contain the lock field");
-  });
+  }, (e) => no(`cannot open /proc/locks: ${errnoText(e)}`));
 }
 
 export function kcmpEpoll(): ProbeResult {
   const p = pipe2(CLOEXEC);
-  if (typeof p === "number") return no(`cannot make a pipe: ${errnoText(p)}`);
+  if (failed(p)) return no(`cannot make a pipe: ${errnoText(p)}`);
   const ep = rawSyscall(NR.epoll_create1, CLOEXEC);
   try {
-    if (ep < 0) return no(`cannot make an epoll fd: ${errnoText(ep)}`);
-    if (epollCtl(ep, 1, p[0], 1 | 4) < 0) return no("EPOLL_CTL_ADD failed");
+    if (failed(ep)) return no(`cannot make an epoll fd: ${errnoText(ep)}`);
+    if (failed(epollCtl(ep, 1, p[0], 1 | 4))) return no("EPOLL_CTL_ADD failed");
     const r = kcmpEpollTfd(Deno.pid, p[0], ep, p[0], 0);
     return r === 0
       ? yes("kcmp(KCMP_EPOLL_TFD) finds an epoll target")
-      : no(`kcmp(KCMP_EPOLL_TFD): ${errnoText(r)}`);
+      : no(`kcmp(KCMP_EPOLL_TFD): ${answerText(r)}`);
   } finally {
     closeAll(ep, ...p);
   }
@@ -318,14 +330,14 @@ export function kcmpEpoll(): ProbeResult {
 
 export function memfd(): ProbeResult {
   const fd = memfdCreate("criu-ts-check", 1); // MFD_CLOEXEC
-  if (fd < 0) return no(`memfd_create failed: ${errnoText(fd)}`);
+  if (failed(fd)) return no(`memfd_create failed: ${errnoText(fd)}`);
   closeFd(fd);
   return yes("memfd_create works");
 }
 
 export function memfdHugetlb(): ProbeResult {
   const fd = memfdCreate("criu-ts-check", 1 | 4); // MFD_CLOEXEC | MFD_HUGETLB
-  if (fd < 0) return no(`memfd_create(MFD_HUGETLB) failed: ${errnoText(fd)}`);
+  if (failed(fd)) return no(`memfd_create(MFD_HUGETLB) failed: ${errnoText(fd)}`);
   closeFd(fd);
   return yes("memfd_create(MFD_HUGETLB) works");
 }
@@ -334,31 +346,31 @@ export function openat2(): ProbeResult {
   const r = openat2WithoutHow();
   return failedWith(r, "ENOSYS")
     ? no("the openat2 system call is not supported")
-    : yes(`openat2 exists (${errnoText(r)} for a NULL how)`);
+    : yes(`openat2 exists (${answerText(r)} for a NULL how)`);
 }
 
 export function pidfdStore(): ProbeResult {
   const pidfd = rawSyscall(NR.pidfd_open, Deno.pid, 0);
-  if (pidfd < 0) return no(`pidfd_open is not supported: ${errnoText(pidfd)}`);
+  if (failed(pidfd)) return no(`pidfd_open is not supported: ${errnoText(pidfd)}`);
   const pair = socketpair(AF.UNIX, SOCK.DGRAM | CLOEXEC, 0);
-  let stolen = -1;
+  let stolen: Answer | undefined;
   try {
-    if (typeof pair === "number") return no(`cannot make a socket pair: ${errnoText(pair)}`);
+    if (failed(pair)) return no(`cannot make a socket pair: ${errnoText(pair)}`);
     if (writeString(pair[0], "1984") !== 4) return no("cannot write to a socket pair");
     stolen = rawSyscall(NR.pidfd_getfd, pidfd, pair[1], 0);
-    if (stolen < 0) return no(`pidfd_getfd is not supported: ${errnoText(stolen)}`);
+    if (failed(stolen)) return no(`pidfd_getfd is not supported: ${errnoText(stolen)}`);
     const got = new TextDecoder().decode(readBytes(stolen, 16).bytes);
     return got === "1984"
       ? yes("pidfd_open and pidfd_getfd work")
       : no("pidfd_getfd returned a different file");
   } finally {
-    closeAll(stolen, pidfd, ...(typeof pair === "number" ? [] : pair));
+    closeAll(stolen, pidfd, ...(failed(pair) ? [] : pair));
   }
 }
 
 export function timerCrIds(): ProbeResult {
   const r = rawSyscall(NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_GET, 0, 0, 0);
-  return r >= 0
+  return !failed(r)
     ? yes("prctl(PR_TIMER_CREATE_RESTORE_IDS) exists")
     : no(`prctl(PR_TIMER_CREATE_RESTORE_IDS) is not supported: ${errnoText(r)}`);
 }
@@ -366,7 +378,7 @@ export function timerCrIds(): ProbeResult {
 // --- userfaultfd ---------------------------------------------------------------------------------
 
 /** userfaultfd's answer to UFFDIO_API with no feature asked: what the kernel offers. */
-function uffdFeatures(env: ProbeEnv): { r: number; features: bigint } {
+function uffdFeatures(env: ProbeEnv): { r: Answer; features: bigint } {
   return env.once("uffd", () => userfaultfdApi(CLOEXEC | O.NONBLOCK, 0n));
 }
 
@@ -374,12 +386,12 @@ export function uffd(env: ProbeEnv): ProbeResult {
   const { r, features } = uffdFeatures(env);
   return r === 0
     ? yes(`userfaultfd works (features 0x${features.toString(16)})`)
-    : no(`UFFD is not supported: ${errnoText(r)}`);
+    : no(`UFFD is not supported: ${answerText(r)}`);
 }
 
 export function uffdNoncoop(env: ProbeEnv): ProbeResult {
   const { r, features } = uffdFeatures(env);
-  if (r !== 0) return no(`UFFD is not supported: ${errnoText(r)}`);
+  if (r !== 0) return no(`UFFD is not supported: ${answerText(r)}`);
   const need = UFFD_FEATURE.EVENT_FORK | UFFD_FEATURE.EVENT_REMAP | UFFD_FEATURE.EVENT_REMOVE |
     UFFD_FEATURE.EVENT_UNMAP;
   return (features & need) === need
@@ -390,9 +402,8 @@ export function uffdNoncoop(env: ProbeEnv): ProbeResult {
 // --- PAGEMAP_SCAN --------------------------------------------------------------------------------
 
 /** One PAGEMAP_SCAN of our own address space asking for the first present page. */
-function scanSelf(extraReturn: number): number {
-  return withFd(openPath("/proc/self/pagemap", O.RDONLY | CLOEXEC), (fd) => {
-    if (fd < 0) return fd;
+function scanSelf(extraReturn: number): Answer {
+  return withOpened(openPath("/proc/self/pagemap", O.RDONLY | CLOEXEC), (fd) => {
     const args: PagemapScanArgs = {
       start: 0n,
       end: (1n << 47n) - 4096n, // the top of the smallest x86_64 user address space
@@ -404,12 +415,12 @@ function scanSelf(extraReturn: number): number {
       maxPages: 1,
     };
     return pagemapScan(fd, args, 1).r;
-  });
+  }, (e) => e);
 }
 
 export function pagemapScanFeature(env: ProbeEnv): ProbeResult {
   const r = env.once("scan", () => scanSelf(0));
-  return r >= 0
+  return !failed(r)
     ? yes("ioctl(PAGEMAP_SCAN) on /proc/self/pagemap works")
     : no(`ioctl(PAGEMAP_SCAN) is not supported: ${errnoText(r)}`);
 }
@@ -417,7 +428,7 @@ export function pagemapScanFeature(env: ProbeEnv): ProbeResult {
 export function pagemapScanGuardPages(): ProbeResult {
   const r = scanSelf(PAGE_IS.GUARD);
   const guards = madviseScratchPage(102) === 0; // MADV_GUARD_INSTALL
-  if (r >= 0) return yes("PAGEMAP_SCAN reports guard regions (PAGE_IS_GUARD)");
+  if (!failed(r)) return yes("PAGEMAP_SCAN reports guard regions (PAGE_IS_GUARD)");
   return no(
     `PAGEMAP_SCAN does not take PAGE_IS_GUARD (${errnoText(r)})` +
       (guards ? "; madvise(MADV_GUARD_INSTALL) works, so a task using guard regions cannot be dumped" : ""),

@@ -1,6 +1,6 @@
 /** What a probe answers, and the environment probes share during one `criu check` run. */
 import { SyscallError } from "../../ffi/errors.ts";
-import { closeFd, failureName } from "../../ffi/probe.ts";
+import { type Answer, closeFd } from "../../ffi/probe.ts";
 import { ProbeChild, withChild } from "./child.ts";
 
 /** A probe's answer: whether the feature works here, and how that was found (or why it does not). */
@@ -17,17 +17,20 @@ export function no(detail: string): ProbeResult {
   return { supported: false, detail };
 }
 
-/**
- * The name of an errno given as a kernel-style negative result (-22 → "EINVAL"), a positive one,
- * or the SyscallError of a call run in a probe child.
- */
-export function errnoText(result: number | bigint | SyscallError): string {
-  if (result instanceof SyscallError) return result.code;
-  const errno = Math.abs(Number(result));
-  return failureName(-errno) ?? `errno ${errno}`;
+/** The errno name of a failed probe call (from ffi/probe.ts or a probe child), e.g. "EINVAL". */
+export function errnoText(failure: SyscallError): string {
+  return failure.code;
 }
 
-/** Runs `fn` with an fd the kernel returned (or -errno), closing it afterwards. */
+/**
+ * What a probe call answered, for a message: the errno name when it failed, else its result (a
+ * probe that expected 0 and got 1 says "result 1", not an errno).
+ */
+export function answerText(r: Answer | bigint): string {
+  return r instanceof SyscallError ? r.code : `result ${r}`;
+}
+
+/** Runs `fn` with an open fd, closing it afterwards. */
 export function withFd<T>(fd: number, fn: (fd: number) => T): T {
   try {
     return fn(fd);
@@ -36,9 +39,21 @@ export function withFd<T>(fd: number, fn: (fd: number) => T): T {
   }
 }
 
-/** Closes every fd of the list that is valid. */
-export function closeAll(...fds: number[]): void {
-  for (const fd of fds) closeFd(fd);
+/**
+ * Runs `fn` with the fd a probe call answered, closing it afterwards; when the call failed, the
+ * answer is `failed` of its error instead.
+ */
+export function withOpened<T>(
+  fd: Answer,
+  fn: (fd: number) => T,
+  failed: (error: SyscallError) => T,
+): T {
+  return fd instanceof SyscallError ? failed(fd) : withFd(fd, fn);
+}
+
+/** Closes every fd of the list that was opened (failed or never made calls are skipped). */
+export function closeAll(...fds: (Answer | undefined)[]): void {
+  for (const fd of fds) if (typeof fd === "number") closeFd(fd);
 }
 
 /**

@@ -1,8 +1,10 @@
 /** Probes of socket features: options TCP repair relies on, sock_diag, rtnetlink. All in our process. */
 import {
+  type Answer,
   bindTo,
   closeFd,
   connectTo,
+  failed,
   failedWith,
   getsockname,
   getsockoptBytes,
@@ -12,7 +14,7 @@ import {
 } from "../../ffi/probe.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
 import { AF, ask, attrS32, attrString, NETLINK, NLM_F, parseAttrs, request } from "./netlink.ts";
-import { closeAll, errnoText, no, type ProbeResult, withFd, yes } from "./result.ts";
+import { answerText, closeAll, errnoText, no, type ProbeResult, withFd, yes } from "./result.ts";
 
 const SOCK_STREAM = 1;
 const SOCK_DGRAM = 2;
@@ -33,7 +35,7 @@ const IPV6_FREEBIND = 78;
 const SIOCGSKNS = 0x894c;
 const SIOCUNIXFILE = 0x89e0;
 
-function socket(domain: number, type: number, protocol = 0): number {
+function socket(domain: number, type: number, protocol = 0): Answer {
   return rawSyscall(NR.socket, domain, type | O.CLOEXEC, protocol);
 }
 
@@ -45,7 +47,7 @@ function withSocket(
   fn: (fd: number) => ProbeResult,
 ): ProbeResult {
   const fd = socket(domain, type, protocol);
-  if (fd < 0) return no(`cannot make a socket: ${errnoText(fd)}`);
+  if (failed(fd)) return no(`cannot make a socket: ${errnoText(fd)}`);
   return withFd(fd, fn);
 }
 
@@ -56,9 +58,9 @@ function readInt(b: Uint8Array<ArrayBuffer>): number {
 export function tcp(): ProbeResult {
   return withSocket(AF.INET, SOCK_STREAM, IPPROTO_TCP, (fd) => {
     const r = setsockoptInt(fd, SOL_TCP, TCP_REPAIR, 1);
-    if (r < 0) return no(`cannot turn TCP repair mode on: ${errnoText(r)}`);
+    if (failed(r)) return no(`cannot turn TCP repair mode on: ${errnoText(r)}`);
     const ts = getsockoptBytes(fd, SOL_TCP, TCP_TIMESTAMP, 4);
-    if (ts.r < 0) return no(`cannot read TCP_TIMESTAMP: ${errnoText(ts.r)}`);
+    if (failed(ts.r)) return no(`cannot read TCP_TIMESTAMP: ${errnoText(ts.r)}`);
     return yes("TCP_REPAIR turns on and TCP_TIMESTAMP reads");
   });
 }
@@ -75,20 +77,23 @@ export function tcpHalfClosed(): ProbeResult {
   const server = socket(AF.INET, SOCK_STREAM, IPPROTO_TCP);
   const client = socket(AF.INET, SOCK_STREAM, IPPROTO_TCP);
   try {
-    if (server < 0 || client < 0) {
-      return no(`cannot make a TCP socket: ${errnoText(Math.min(server, client))}`);
-    }
+    if (failed(server)) return no(`cannot make a TCP socket: ${errnoText(server)}`);
+    if (failed(client)) return no(`cannot make a TCP socket: ${errnoText(client)}`);
     let r = bindTo(server, loopback());
-    if (r < 0) return no(`cannot bind to 127.0.0.1: ${errnoText(r)}`);
+    if (failed(r)) return no(`cannot bind to 127.0.0.1: ${errnoText(r)}`);
     const name = getsockname(server);
-    if (name.r < 0) return no(`getsockname failed: ${errnoText(name.r)}`);
-    if ((r = rawSyscall(NR.listen, server, 1)) < 0) return no(`listen failed: ${errnoText(r)}`);
-    if ((r = connectTo(client, name.addr)) < 0) return no(`cannot connect over loopback: ${errnoText(r)}`);
-    if ((r = rawSyscall(NR.shutdown, client, 1)) < 0) return no(`shutdown(SHUT_WR) failed: ${errnoText(r)}`);
+    if (failed(name.r)) return no(`getsockname failed: ${errnoText(name.r)}`);
+    if (failed(r = rawSyscall(NR.listen, server, 1))) return no(`listen failed: ${errnoText(r)}`);
+    if (failed(r = connectTo(client, name.addr))) {
+      return no(`cannot connect over loopback: ${errnoText(r)}`);
+    }
+    if (failed(r = rawSyscall(NR.shutdown, client, 1))) {
+      return no(`shutdown(SHUT_WR) failed: ${errnoText(r)}`);
+    }
     r = setsockoptInt(client, SOL_TCP, TCP_REPAIR, 1);
     return r === 0
       ? yes("TCP_REPAIR turns on for a half-closed connection")
-      : no(`TCP_REPAIR can't be enabled for half-closed sockets: ${errnoText(r)}`);
+      : no(`TCP_REPAIR can't be enabled for half-closed sockets: ${answerText(r)}`);
   } finally {
     closeAll(client, server);
   }
@@ -97,10 +102,10 @@ export function tcpHalfClosed(): ProbeResult {
 export function tcpRepairWindow(): ProbeResult {
   return withSocket(AF.INET, SOCK_STREAM, IPPROTO_TCP, (fd) => {
     const r = setsockoptInt(fd, SOL_TCP, TCP_REPAIR, 1);
-    if (r < 0) return no(`cannot turn TCP repair mode on: ${errnoText(r)}`);
+    if (failed(r)) return no(`cannot turn TCP repair mode on: ${errnoText(r)}`);
     const w = getsockoptBytes(fd, SOL_TCP, TCP_REPAIR_WINDOW, 20);
     if (w.r === 0) return yes("TCP_REPAIR_WINDOW reads in repair mode");
-    return no(`the TCP_REPAIR_WINDOW option is not supported: ${errnoText(w.r)}`);
+    return no(`the TCP_REPAIR_WINDOW option is not supported: ${answerText(w.r)}`);
   });
 }
 
@@ -109,16 +114,20 @@ export function sockPeekOff(): ProbeResult {
     const o = getsockoptBytes(fd, SOL_SOCKET, SO_PEEK_OFF, 4);
     return o.r === 0 && o.len === 4 && readInt(o.bytes) === -1
       ? yes("SO_PEEK_OFF reads -1 (off) on a new unix socket")
-      : no(`SO_PEEK_OFF does not work (${o.r < 0 ? errnoText(o.r) : `value ${readInt(o.bytes)}`})`);
+      : no(`SO_PEEK_OFF does not work (${failed(o.r) ? errnoText(o.r) : `value ${readInt(o.bytes)}`})`);
   });
 }
 
 export function soGets(): ProbeResult {
   return withSocket(AF.INET, SOCK_DGRAM, IPPROTO_UDP, (fd) => {
     const filter = getsockoptBytes(fd, SOL_SOCKET, SO_GET_FILTER, 0);
-    if (filter.r < 0) return no(`cannot read a socket filter (SO_GET_FILTER): ${errnoText(filter.r)}`);
+    if (failed(filter.r)) {
+      return no(`cannot read a socket filter (SO_GET_FILTER): ${errnoText(filter.r)}`);
+    }
     const dev = getsockoptBytes(fd, SOL_SOCKET, SO_BINDTODEVICE, 16);
-    if (dev.r < 0) return no(`cannot read a socket's bound device (SO_BINDTODEVICE): ${errnoText(dev.r)}`);
+    if (failed(dev.r)) {
+      return no(`cannot read a socket's bound device (SO_BINDTODEVICE): ${errnoText(dev.r)}`);
+    }
     return yes("SO_GET_FILTER and SO_BINDTODEVICE read");
   });
 }
@@ -130,7 +139,7 @@ export function sockoptBufLock(): ProbeResult {
     return no(
       failedWith(o.r, "ENOPROTOOPT")
         ? "SO_BUF_LOCK is not known to this kernel"
-        : `SO_BUF_LOCK: ${errnoText(o.r)}`,
+        : `SO_BUF_LOCK: ${answerText(o.r)}`,
     );
   });
 }
@@ -147,7 +156,7 @@ export function ipv6Freebind(): ProbeResult {
     return no(
       failedWith(r, "ENOPROTOOPT")
         ? "IPV6_FREEBIND is not known to this kernel"
-        : `IPV6_FREEBIND: ${errnoText(r)}`,
+        : `IPV6_FREEBIND: ${answerText(r)}`,
     );
   });
 }
@@ -155,7 +164,7 @@ export function ipv6Freebind(): ProbeResult {
 export function skNetns(): ProbeResult {
   return withSocket(AF.UNIX, SOCK_DGRAM, 0, (fd) => {
     const ns = ioctlNone(fd, SIOCGSKNS);
-    if (ns < 0) return no(`SIOCGSKNS cannot get a socket's network namespace: ${errnoText(ns)}`);
+    if (failed(ns)) return no(`SIOCGSKNS cannot get a socket's network namespace: ${errnoText(ns)}`);
     closeFd(ns);
     return yes("SIOCGSKNS returns a socket's network namespace");
   });
@@ -164,8 +173,8 @@ export function skNetns(): ProbeResult {
 export function skUnixFile(): ProbeResult {
   return withSocket(AF.UNIX, SOCK_DGRAM, 0, (fd) => {
     const r = ioctlNone(fd, SIOCUNIXFILE);
-    if (r >= 0) closeFd(r);
-    return r >= 0 || failedWith(r, "ENOENT")
+    if (!failed(r)) closeFd(r);
+    return !failed(r) || failedWith(r, "ENOENT")
       ? yes("SIOCUNIXFILE exists (ENOENT for an unbound socket)")
       : no(`SIOCUNIXFILE cannot open a socket's file: ${errnoText(r)}`);
   });
@@ -195,12 +204,12 @@ function diagRequest(family: number, protocol: number): Uint8Array<ArrayBuffer> 
 
 /** Dumps every kind in `kinds`; the ones the kernel refused, with why. */
 function diagFailures(kinds: readonly [string, number, number][]): string[] {
-  const failed: string[] = [];
+  const refused: string[] = [];
   for (const [name, family, protocol] of kinds) {
     const { error } = ask(NETLINK.SOCK_DIAG, diagRequest(family, protocol));
-    if (error < 0) failed.push(`${name} (${errnoText(error)})`);
+    if (failed(error)) refused.push(`${name} (${errnoText(error)})`);
   }
-  return failed;
+  return refused;
 }
 
 export function sockDiag(): ProbeResult {
@@ -217,16 +226,16 @@ export function sockDiag(): ProbeResult {
   } catch {
     // no IPv6: nothing to dump there
   }
-  const failed = diagFailures(kinds);
-  return failed.length
-    ? no(`sock_diag cannot dump ${failed.join(", ")}: the *_DIAG kernel options or modules are missing`)
+  const refused = diagFailures(kinds);
+  return refused.length
+    ? no(`sock_diag cannot dump ${refused.join(", ")}: the *_DIAG kernel options or modules are missing`)
     : yes(`sock_diag dumps ${kinds.map((k) => k[0]).join(", ")} sockets`);
 }
 
 export function netDiagRaw(): ProbeResult {
-  const failed = diagFailures([["raw", AF.INET, IPPROTO_RAW], ["raw6", AF.INET6, IPPROTO_RAW]]);
-  return failed.length
-    ? no(`sock_diag cannot dump ${failed.join(", ")} sockets (CONFIG_INET_RAW_DIAG)`)
+  const refused = diagFailures([["raw", AF.INET, IPPROTO_RAW], ["raw6", AF.INET6, IPPROTO_RAW]]);
+  return refused.length
+    ? no(`sock_diag cannot dump ${refused.join(", ")} sockets (CONFIG_INET_RAW_DIAG)`)
     : yes("sock_diag dumps raw and raw6 sockets");
 }
 
@@ -247,7 +256,7 @@ export function nsid(): ProbeResult {
   const { error, replies } = ask(NETLINK.ROUTE, msg);
   const reply = replies.find((r) => r.type === RTM_NEWNSID);
   if (reply && parseAttrs(reply.payload, 1).has(NETNSA_NSID)) return yes("RTM_GETNSID answers with an nsid");
-  return no(`NSID isn't supported${error < 0 ? `: ${errnoText(error)}` : ""}`);
+  return no(`NSID isn't supported${failed(error) ? `: ${errnoText(error)}` : ""}`);
 }
 
 export function newIfindex(): ProbeResult {
@@ -261,5 +270,5 @@ export function newIfindex(): ProbeResult {
     return yes("rtnetlink checks IFLA_NEW_IFINDEX (ERANGE for a negative index)");
   }
   if (failedWith(error, "ENODEV")) return no("IFLA_NEW_IFINDEX isn't supported");
-  return no(`unexpected answer to IFLA_NEW_IFINDEX: ${error < 0 ? errnoText(error) : "success"}`);
+  return no(`unexpected answer to IFLA_NEW_IFINDEX: ${failed(error) ? errnoText(error) : "success"}`);
 }
