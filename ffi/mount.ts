@@ -130,7 +130,7 @@ export function kernelDev(major: number, minor: number): number {
 }
 
 /** open_tree(2) flags (OPEN_TREE_CLOEXEC is O_CLOEXEC). */
-const OPEN_TREE = { CLONE: 0x1, CLOEXEC: O.CLOEXEC } as const;
+export const OPEN_TREE = { CLONE: 0x1, CLOEXEC: O.CLOEXEC } as const;
 
 /**
  * A detached copy of the mount at `path` in criu's own namespace (open_tree OPEN_TREE_CLONE): an fd

@@ -107,6 +107,14 @@ Deno.test("crit decodes the mountpoints image, and the tmpfs archives are gzip'd
           /^\.\/d\/b\.txt$/m,
           "t/d/b.txt is not in t's archive",
         );
+        // t/h is covered by another tmpfs: t's archive holds what lies under it, as CRIU's does
+        const listing = new TextDecoder().decode(list.stdout);
+        assert.match(
+          listing,
+          /^\.\/h\/hidden\.txt$/m,
+          "t/h/hidden.txt (under the child mount) is not in t's archive",
+        );
+        assert.doesNotMatch(listing, /^\.\/h\/top\.txt$/m, "the child mount's top.txt is in t's archive");
       }
     }
     const ids = new Deno.Command("crit", {

@@ -53,10 +53,15 @@ import {
   type MountInfo,
   MOVE_MOUNT,
   MS,
+  OPEN_TREE,
   openPathFd,
   parseMountinfo,
 } from "../../ffi/mount.ts";
-import { CLONE, NR, O } from "../../ffi/syscalls.ts";
+import { CLONE, NR, O, SIG } from "../../ffi/syscalls.ts";
+import * as pt from "../../ffi/ptrace.ts";
+import { spawn } from "../../ffi/spawn.ts";
+import { readMaps } from "../../ffi/proc.ts";
+import { findSyscallInstruction } from "../../ffi/remote.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { closeFd } from "../../ffi/fd.ts";
@@ -66,7 +71,7 @@ import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
 import { archiveTmpfs, extractTmpfs } from "./tmpfs_tar.ts";
 import { boundPtsIndex, makeBoundPty } from "./devpts_bind.ts";
-import type { Agent } from "../agent.ts";
+import { Agent } from "../agent.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { Log } from "../log.ts";
 
@@ -415,36 +420,153 @@ function checkMounts(
   });
 }
 
-/** Where a tmpfs's files are archived from (as the tree sees the mount) and into which image. */
-function tmpfsArchiveJob(
-  pid: number,
-  dir: ImageDir,
-  e: mnt_entry,
-  dev: { major: number; minor: number },
-): { directory: string; image: string } {
-  const path = `/proc/${pid}/root${e.mountpoint}`;
-  const st = Deno.statSync(path);
-  if (st.dev !== ((dev.major << 8) | (dev.minor & 0xff) | ((dev.minor & ~0xff) << 12))) {
-    refuse(pid, describe(e, "tmpfs"), "it is covered by another mount, so its files cannot be read");
+/** A tmpfs to archive: its entry, its line of mountinfo, and whether other mounts lie inside it. */
+interface TmpfsToArchive {
+  e: mnt_entry;
+  info: MountInfo;
+  hasChildren: boolean;
+}
+
+/** Refuses a tmpfs that another mount covers: neither the tree's view nor a copy of it reaches it. */
+function checkNotCovered(pid: number, m: TmpfsToArchive): void {
+  const st = Deno.statSync(`/proc/${pid}/root${m.e.mountpoint}`);
+  if (st.dev !== userDev(m.info)) {
+    refuse(pid, describe(m.e, "tmpfs"), "it is covered by another mount, so its files cannot be read");
   }
-  return { directory: path, image: dir.pathFor(KINDS.TMPFS_DEV, e.rootDev) };
+}
+
+/** The device number of a mountinfo line as stat() reports it (new_encode_dev). */
+function userDev(info: MountInfo): number {
+  return (info.major << 8) | (info.minor & 0xff) | ((info.minor & ~0xff) << 12);
 }
 
 function archiveAll(
+  pid: number,
   dir: ImageDir,
-  mounts: readonly mnt_entry[],
-  jobs: readonly { directory: string; image: string }[],
+  mounts: readonly TmpfsToArchive[],
   log: Log,
 ): void {
+  mounts.forEach((m) => checkNotCovered(pid, m));
   const started = performance.now();
-  const outcomes = archiveTmpfs(jobs);
-  log.debug(`Archived ${jobs.length} tmpfs mount(s) in ${(performance.now() - started).toFixed(1)} ms`);
-  jobs.forEach((j) => dir.noteWritten(j.image));
+  const outcomes = withBareViews(pid, mounts, log, (views) => {
+    const jobs = mounts.map((m, i) => ({
+      directory: views[i] ?? `/proc/${pid}/root${m.e.mountpoint}`,
+      image: dir.pathFor(KINDS.TMPFS_DEV, m.e.rootDev),
+    }));
+    const outcomes = archiveTmpfs(jobs);
+    jobs.forEach((j) => dir.noteWritten(j.image));
+    return outcomes;
+  });
+  log.debug(`Archived ${mounts.length} tmpfs mount(s) in ${(performance.now() - started).toFixed(1)} ms`);
   outcomes.forEach((error, i) => {
     if (error !== undefined) {
-      throw new DumpError(`Cannot archive the tmpfs at ${mounts[i]!.mountpoint}: tar said ${error}`);
+      throw new DumpError(`Cannot archive the tmpfs at ${mounts[i]!.e.mountpoint}: tar said ${error}`);
     }
   });
+}
+
+/**
+ * Runs `work` with, for each tmpfs that has mounts inside it, a path to that tmpfs alone (undefined
+ * for the others, whose view through the tree's root is already whole). As CRIU archives such a
+ * tmpfs through a copy without its children, so that files under a child's mountpoint and the
+ * mountpoint directory itself are saved rather than the child's: a helper process (coreutils'
+ * sleep, seized and driven by remote syscalls) joins the tree's mount namespace and holds a
+ * detached copy of each (open_tree OPEN_TREE_CLONE, not recursive), which tar reaches through
+ * /proc/HELPER/fd/N. open_tree only copies a mount of the caller's own namespace, hence the helper:
+ * criu runs threads, and a threaded process cannot join another mount namespace.
+ */
+function withBareViews<T>(
+  pid: number,
+  mounts: readonly TmpfsToArchive[],
+  log: Log,
+  work: (views: readonly (string | undefined)[]) => T,
+): T {
+  if (!mounts.some((m) => m.hasChildren)) return work(mounts.map(() => undefined));
+  const helper = spawn(sleepBinary(), ["sleep", "600"], { fds: {}, env: {} });
+  try {
+    pt.seize(helper, pt.PTRACE_O.EXITKILL);
+    pt.interrupt(helper);
+    const st = pt.wait(helper);
+    if (st?.kind !== "stopped") throw new DumpError(`The mount helper ${helper} did not stop (${st?.kind})`);
+    const agent = enterHelper(helper);
+    joinMountNamespace(agent, pid);
+    const views = mounts.map((m) => m.hasChildren ? bareCopy(agent, helper, m, log) : undefined);
+    return work(views);
+  } finally {
+    try {
+      pt.kill(helper, SIG.KILL);
+    } catch {
+      // already gone
+    }
+    pt.reapAll([helper]);
+  }
+}
+
+function sleepBinary(): string {
+  for (const p of ["/bin/sleep", "/usr/bin/sleep"]) {
+    try {
+      if (Deno.statSync(p).isFile) return p;
+    } catch {
+      // try the next
+    }
+  }
+  throw new DumpError("Archiving a tmpfs with mounts inside needs coreutils' sleep (/bin/sleep) as a helper");
+}
+
+function enterHelper(helper: number): Agent {
+  const vdso = readMaps(helper).find((m) => m.path === "[vdso]");
+  if (!vdso) throw new DumpError(`The mount helper ${helper} has no [vdso]`);
+  return Agent.enter(helper, helper, findSyscallInstruction(helper, vdso.start, vdso.end));
+}
+
+/** setns(CLONE_NEWNS) of the helper into the mount namespace of `pid`; its root and cwd become that namespace's. */
+function joinMountNamespace(agent: Agent, pid: number): void {
+  agent.reset();
+  const ns = agent.call(
+    `open(/proc/${pid}/ns/mnt)`,
+    NR.open,
+    agent.string(`/proc/${pid}/ns/mnt`),
+    O.RDONLY | O.CLOEXEC,
+    0,
+  );
+  const res = agent.attempt("setns(CLONE_NEWNS)", NR.setns, Number(ns), CLONE.NEWNS);
+  agent.call("close", NR.close, Number(ns));
+  if (isSyscallError(res)) {
+    throw new DumpError(
+      `Cannot enter the mount namespace of task ${pid} to archive its tmpfs mounts: ${res.message}`,
+      0,
+      {
+        cause: res,
+      },
+    );
+  }
+}
+
+/**
+ * A detached copy of the tmpfs alone, held by the helper: its path in /proc, or undefined (with a
+ * warning) when the kernel refuses the copy, e.g. for children locked by a user namespace; the
+ * tmpfs is then archived as the tree sees it, its children's contents in place of what they cover.
+ */
+function bareCopy(agent: Agent, helper: number, m: TmpfsToArchive, log: Log): string | undefined {
+  agent.reset();
+  const fd = agent.attempt(
+    `open_tree(${m.e.mountpoint}, OPEN_TREE_CLONE)`,
+    NR.open_tree,
+    AT_FDCWD,
+    agent.string(m.e.mountpoint),
+    OPEN_TREE.CLONE | OPEN_TREE.CLOEXEC,
+  );
+  if (isSyscallError(fd)) {
+    log.warn(
+      `Cannot copy the tmpfs at ${m.e.mountpoint} without the mounts inside it (${fd.message}); archiving it as the tree sees it, so what those mounts cover is not saved`,
+    );
+    return undefined;
+  }
+  const view = `/proc/${helper}/fd/${fd}`;
+  if (Deno.statSync(view).dev !== userDev(m.info)) {
+    throw new DumpError(`The copy of the tmpfs at ${m.e.mountpoint} is not that tmpfs`);
+  }
+  return view;
 }
 
 /**
@@ -526,17 +648,16 @@ function dumpMounts(
   markExternalSharing(entries, external, log);
   checkMounts(pid, infos, entries, plugins);
   const archived = new Set<number>();
-  const tmpfs: mnt_entry[] = [];
-  const jobs: { directory: string; image: string }[] = [];
+  const tmpfs: TmpfsToArchive[] = [];
   entries.forEach((e, i) => {
     if (e.fstype !== FSTYPE_TMPFS || e.root !== "/" || archived.has(e.rootDev) || e.extKey || e.withPlugin) {
       return;
     }
     archived.add(e.rootDev);
-    jobs.push(tmpfsArchiveJob(pid, dir, e, infos[i]!));
-    tmpfs.push(e);
+    const info = infos[i]!;
+    tmpfs.push({ e, info, hasChildren: infos.some((c) => c.parentId === info.id && c.id !== info.id) });
   });
-  archiveAll(dir, tmpfs, jobs, log);
+  archiveAll(pid, dir, tmpfs, log);
   dir.write(KINDS.MNTS, id, entries);
   log.info(
     `Saved ${entries.length} mount(s) of the mount namespace ${id}, ${archived.size} tmpfs archive(s)`,

@@ -1,7 +1,9 @@
 /*
  * mntns: the process lives in a mount namespace of its own, rooted at a bind mount of the host's
  * root filesystem (pivot_root), holding under BASE (RESULT_FILE.mnt):
- *   t       a tmpfs with files (a.txt, d/b.txt), our cwd (t/d) and an open fd (t/a.txt, offset 2)
+ *   t       a tmpfs with files (a.txt, d/b.txt), our cwd (t/d) and an open fd (t/a.txt, offset 2),
+ *           and a directory h (mode 0750, holding hidden.txt) covered by another tmpfs (mode 1777):
+ *           after restore, unmounting t/h must show t's own h and hidden.txt again
  *   bfile   a bind mount of the file t/a.txt
  *   bdir    a bind mount of the directory src
  *   ro      a read-only bind mount of src
@@ -85,6 +87,15 @@ static void expect_file(const char *rel, const char *text)
 	ssize_t n = wl_read_file(at(rel), buf, sizeof(buf));
 	WL_CHECK(n >= 0 && !strcmp(buf, text), "%s holds \"%s\", expected \"%s\"", rel, n >= 0 ? buf : "(unreadable)",
 		 text);
+}
+
+/* The permission bits of path (with setuid, setgid and sticky), or -1 when it cannot be read. */
+static int mode_of(const char *path)
+{
+	struct stat st;
+	if (stat(path, &st))
+		return -1;
+	return st.st_mode & 07777;
 }
 
 static dev_t dev_of(const char *path)
@@ -182,6 +193,11 @@ in_new_root:;
 	if (mkdir(at("t/d"), 0700))
 		wl_die("mkdir t/d");
 	put(at("t/d/b.txt"), "inner file");
+	if (mkdir(at("t/h"), 0750) || chmod(at("t/h"), 0750))
+		wl_die("mkdir t/h");
+	put(at("t/h/hidden.txt"), "under the child");
+	mnt("child", at("t/h"), "tmpfs", 0, "size=64k,mode=1777");
+	put(at("t/h/top.txt"), "in the child");
 	mnt(at("t/a.txt"), at("bfile"), NULL, MS_BIND, NULL);
 	mnt(at("src"), at("bdir"), NULL, MS_BIND, NULL);
 	mnt(at("src"), at("ro"), NULL, MS_BIND, NULL);
@@ -298,6 +314,15 @@ in_new_root:;
 		WL_CHECK(pwrite(efd, msg, strlen(msg), 0) == (ssize_t)strlen(msg) && ftruncate(efd, strlen(msg)) == 0,
 			 "cannot write efile through its fd");
 	}
+
+	/* t/h: the child tmpfs first, then what it covers, the directory and file of t's own */
+	expect_file("t/h/top.txt", "in the child");
+	WL_CHECK(mode_of(at("t/h")) == 01777, "t/h has mode %o, expected the child's 1777", mode_of(at("t/h")));
+	WL_CHECK(umount2(at("t/h"), 0) == 0, "cannot unmount t/h: %s", strerror(errno));
+	WL_CHECK(dev_of(at("t/h")) == dev_of(at("t")), "t/h is still another mount");
+	WL_CHECK(mode_of(at("t/h")) == 0750, "t/h under the child has mode %o, expected 750", mode_of(at("t/h")));
+	expect_file("t/h/hidden.txt", "under the child");
+	WL_CHECK(access(at("t/h/top.txt"), F_OK) != 0, "the child's top.txt is also under it");
 
 	/* propagation still works: sh → sl, never back */
 	mnt("later", at("sh/later"), "tmpfs", 0, "size=64k");
