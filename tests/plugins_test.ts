@@ -20,7 +20,7 @@ import {
   SOCK,
 } from "../ffi/sockcall.ts";
 import { AF } from "../ffi/sockaddr.ts";
-import { scriptSourceUrl } from "../src/plugins/plugins.ts";
+import { importSource } from "../src/plugins/plugins.ts";
 import type { CriuPlugin, PluginContext } from "../src/plugins/api.ts";
 
 const INCLUDE = `${ROOT}/src/plugins/include`;
@@ -279,9 +279,7 @@ Deno.test("a TypeScript plugin that does not parse is refused by name with its e
 // exists; the transpiling and importing are the same here.
 Deno.test("a TypeScript plugin's source becomes a module the compiled binary can import", async () => {
   const example = `${ROOT}/src/plugins/examples/perf_event.ts`;
-  const url = scriptSourceUrl(example, Deno.readTextFileSync(example));
-  assert.match(url, /^data:text\/javascript;/);
-  const plugin = (await import(url)).default as CriuPlugin;
+  const plugin = (await importSource(example, Deno.readTextFileSync(example))).default as CriuPlugin;
   assert.equal(plugin.name, "perf-event-ts");
   assert.equal(typeof plugin.dumpExtFile, "function");
   assert.equal(typeof plugin.restoreExtFile, "function");
@@ -292,11 +290,20 @@ class Counter { constructor(private readonly start: number) {} next(): number { 
 const plugin: CriuPlugin = { name: "typed", init: (): number => new Counter(-1).next(), dumpExtLink: () => Answer.NotMine };
 export default plugin;
 `;
-  const typed = (await import(scriptSourceUrl("/plugins/typed.ts", source))).default as CriuPlugin;
+  const typed = (await importSource("/plugins/typed.ts", source)).default as CriuPlugin;
   assert.equal(typed.name, "typed");
   assert.equal(typed.init?.(0, undefined as unknown as PluginContext), 0);
   assert.equal(typed.dumpExtLink?.(1, 0, "x"), -95);
-  assert.throws(() => scriptSourceUrl("/plugins/broken.ts", "const x: number = ;"), SyntaxError);
+  const js = (await importSource("/plugins/plain.js", `export default { name: "plain" };`)).default;
+  assert.equal((js as CriuPlugin).name, "plain");
+  await assert.rejects(importSource("/plugins/broken.ts", "const x: number = ;"), SyntaxError);
+  await assert.rejects(
+    importSource(
+      "/plugins/two.ts",
+      `import { helper } from "./helper.ts";\nexport default { name: helper };\n`,
+    ),
+    /the compiled criu imports a plugin as one file/,
+  );
 });
 
 Deno.test("CRIU_LIBS_DIR names the plugin directory when -L is not given", async () => {

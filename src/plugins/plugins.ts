@@ -166,21 +166,27 @@ function loadNative(path: string, log: Log): LoadedPlugin {
  */
 async function importScript(path: string): Promise<Record<string, unknown>> {
   if (!Deno.build.standalone) return await import(new URL(`file://${path}`).href);
-  return await import(scriptSourceUrl(path, Deno.readTextFileSync(path)));
+  return await importSource(path, Deno.readTextFileSync(path));
 }
 
 /**
- * A plugin's source as a self-contained data: URL of JavaScript: types erased (and enums,
- * namespaces, parameter properties made JavaScript, as Deno does), `sourceURL` naming the file so
- * stack traces show it. Such a module has no base to resolve relative imports against: a plugin
- * for the compiled binary is one file (type-only imports are fine, they are erased).
+ * Imports a plugin from its source, as the compiled binary does: made JavaScript (types erased;
+ * enums, namespaces and parameter properties turned into JavaScript, as Deno does) and imported
+ * as a data: URL. Such a module has no directory to resolve relative imports against, and the
+ * binary has no other file to give: a plugin for the compiled binary is one file (type-only
+ * imports are fine, they are erased). Stack traces show the data: URL, not the file.
  */
-export function scriptSourceUrl(path: string, source: string): string {
-  const sourceUrl = new URL(`file://${path}`).href;
-  const js = path.endsWith(".ts")
-    ? stripTypeScriptTypes(source, { mode: "transform", sourceUrl })
-    : `${source}\n//# sourceURL=${sourceUrl}\n`;
-  return `data:text/javascript;charset=utf-8,${encodeURIComponent(js)}`;
+export async function importSource(path: string, source: string): Promise<Record<string, unknown>> {
+  const js = path.endsWith(".ts") ? stripTypeScriptTypes(source, { mode: "transform" }) : source;
+  try {
+    return await import(`data:text/javascript;charset=utf-8,${encodeURIComponent(js)}`);
+  } catch (e) {
+    const why = (e as Error).message;
+    if (!/cannot-be-a-base|Module not found/.test(why)) throw e;
+    throw new Error(
+      `${why.split("\n")[0]}: the compiled criu imports a plugin as one file, without the files it imports`,
+    );
+  }
 }
 
 async function loadScript(path: string, ctx: PluginContext): Promise<LoadedPlugin> {
