@@ -31,6 +31,16 @@ export class NotSupportedError extends Error {
   override name = "NotSupportedError";
 }
 
-export function isCriuError(e: unknown): e is DumpError | RestoreError | NotSupportedError {
-  return e instanceof DumpError || e instanceof RestoreError || e instanceof NotSupportedError;
+/** A plugin failed to load, or failed the operation (src/plugins/plugins.ts). */
+export class PluginError extends Error {
+  override name = "PluginError";
+  /** The errno CRIU's callers would see, when a hook gave one. */
+  constructor(message: string, readonly errno = 0) {
+    super(message);
+  }
+}
+
+export function isCriuError(e: unknown): e is DumpError | RestoreError | NotSupportedError | PluginError {
+  return e instanceof DumpError || e instanceof RestoreError || e instanceof NotSupportedError ||
+    e instanceof PluginError;
 }

@@ -20,6 +20,8 @@ import {
   SOCK,
 } from "../ffi/sockcall.ts";
 import { AF } from "../ffi/sockaddr.ts";
+import { importSource } from "../src/plugins/plugins.ts";
+import type { CriuPlugin, PluginContext } from "../src/plugins/api.ts";
 
 const INCLUDE = `${ROOT}/src/plugins/include`;
 const SOURCES = `${ROOT}/tests/plugins`;
@@ -251,6 +253,57 @@ Deno.test("a plugin built for a newer API is refused by name", async () => {
   } finally {
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+Deno.test("a TypeScript plugin that does not parse is refused by name with its error, no stack trace", async () => {
+  const w = await Workload.start("perf_event_held");
+  const dir = tempDir("criu-ts-plugins-");
+  const images = tempDir();
+  try {
+    Deno.writeTextFileSync(`${dir}/broken.ts`, `const x: number = ;\nexport default { name: "broken" };\n`);
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "-L", dir]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Unable to load plugin .*broken\.ts: SyntaxError/);
+    assert.doesNotMatch(r.stderr, /Internal error|at loadScript/);
+    assert.equal(await w.finish(), "PASS");
+  } finally {
+    await w.kill();
+    w.cleanup();
+    Deno.removeSync(dir, { recursive: true });
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+// The compiled binary's way of loading a TypeScript plugin (its own source, made JavaScript by the
+// runtime, imported as a data: URL): the binary itself is tested in compile_test.ts where a denort
+// exists; the transpiling and importing are the same here.
+Deno.test("a TypeScript plugin's source becomes a module the compiled binary can import", async () => {
+  const example = `${ROOT}/src/plugins/examples/perf_event.ts`;
+  const plugin = (await importSource(example, Deno.readTextFileSync(example))).default as CriuPlugin;
+  assert.equal(plugin.name, "perf-event-ts");
+  assert.equal(typeof plugin.dumpExtFile, "function");
+  assert.equal(typeof plugin.restoreExtFile, "function");
+  // What only TypeScript has: annotations, a type-only import, an enum, a parameter property.
+  const source = `import type { CriuPlugin } from "../api.ts";
+enum Answer { Mine = 0, NotMine = -95 }
+class Counter { constructor(private readonly start: number) {} next(): number { return this.start + 1; } }
+const plugin: CriuPlugin = { name: "typed", init: (): number => new Counter(-1).next(), dumpExtLink: () => Answer.NotMine };
+export default plugin;
+`;
+  const typed = (await importSource("/plugins/typed.ts", source)).default as CriuPlugin;
+  assert.equal(typed.name, "typed");
+  assert.equal(typed.init?.(0, undefined as unknown as PluginContext), 0);
+  assert.equal(typed.dumpExtLink?.(1, 0, "x"), -95);
+  const js = (await importSource("/plugins/plain.js", `export default { name: "plain" };`)).default;
+  assert.equal((js as CriuPlugin).name, "plain");
+  await assert.rejects(importSource("/plugins/broken.ts", "const x: number = ;"), SyntaxError);
+  await assert.rejects(
+    importSource(
+      "/plugins/two.ts",
+      `import { helper } from "./helper.ts";\nexport default { name: helper };\n`,
+    ),
+    /the compiled criu imports a plugin as one file/,
+  );
 });
 
 Deno.test("CRIU_LIBS_DIR names the plugin directory when -L is not given", async () => {

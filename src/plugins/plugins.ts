@@ -9,6 +9,7 @@
  * directory that cannot be read, a plugin that does not load, a newer API than ours, or an `init`
  * that fails stops the operation with a message naming the plugin.
  */
+import { stripTypeScriptTypes } from "node:module";
 import { NativePlugin } from "../../ffi/native_plugin.ts";
 import { PluginHost } from "../../ffi/plugin_host.ts";
 import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
@@ -27,15 +28,10 @@ import {
   type VmaMapUpdate,
 } from "./api.ts";
 import { ScriptPlugin } from "./script.ts";
+import { PluginError } from "../errors.ts";
 
-/** A plugin failed to load, or failed the operation. */
-export class PluginError extends Error {
-  override name = "PluginError";
-  /** The errno CRIU's callers would see, when a hook gave one. */
-  constructor(message: string, readonly errno = 0) {
-    super(message);
-  }
-}
+// Named with the other errors of criu-ts, so a plugin's failure reaches the user as a message.
+export { PluginError };
 
 /** What the chain asks of one plugin, C or TypeScript alike. */
 export interface LoadedPlugin {
@@ -160,10 +156,43 @@ function loadNative(path: string, log: Log): LoadedPlugin {
   return new Native(p);
 }
 
+/**
+ * The module of a TypeScript or JavaScript plugin. Run by `deno run` (the launcher), Deno imports
+ * and transpiles any file on disk itself. A `deno compile`d binary only serves the modules it
+ * embedded at compile time (any other file: URL is "Module not found") and loads a data: URL as
+ * JavaScript, untranspiled: there the plugin's source is read, its TypeScript turned into
+ * JavaScript by the runtime's own transpiler (node:module's stripTypeScriptTypes), and imported
+ * as a data: URL.
+ */
+async function importScript(path: string): Promise<Record<string, unknown>> {
+  if (!Deno.build.standalone) return await import(new URL(`file://${path}`).href);
+  return await importSource(path, Deno.readTextFileSync(path));
+}
+
+/**
+ * Imports a plugin from its source, as the compiled binary does: made JavaScript (types erased;
+ * enums, namespaces and parameter properties turned into JavaScript, as Deno does) and imported
+ * as a data: URL. Such a module has no directory to resolve relative imports against, and the
+ * binary has no other file to give: a plugin for the compiled binary is one file (type-only
+ * imports are fine, they are erased). Stack traces show the data: URL, not the file.
+ */
+export async function importSource(path: string, source: string): Promise<Record<string, unknown>> {
+  const js = path.endsWith(".ts") ? stripTypeScriptTypes(source, { mode: "transform" }) : source;
+  try {
+    return await import(`data:text/javascript;charset=utf-8,${encodeURIComponent(js)}`);
+  } catch (e) {
+    const why = (e as Error).message;
+    if (!/cannot-be-a-base|Module not found/.test(why)) throw e;
+    throw new Error(
+      `${why.split("\n")[0]}: the compiled criu imports a plugin as one file, without the files it imports`,
+    );
+  }
+}
+
 async function loadScript(path: string, ctx: PluginContext): Promise<LoadedPlugin> {
   let mod: Record<string, unknown>;
   try {
-    mod = await import(new URL(`file://${path}`).href);
+    mod = await importScript(path);
   } catch (e) {
     throw new PluginError(`Unable to load plugin ${path}: ${(e as Error).message}`);
   }
