@@ -13,6 +13,8 @@ registerMatrix([
   { name: "inet_sk" },
   // Both ends of a busy connection (and the listener that accepted one) in one process.
   { name: "tcp_stream", args: ["pair"], criuArgs: ["--tcp-established"], settleMs: 300 },
+  // Half-closed connections (FIN_WAIT2 and CLOSE_WAIT ends, IPv4 and IPv6): the FINs come back.
+  { name: "tcp_halfclosed", criuArgs: ["--tcp-established"] },
 ]);
 
 function critDecode(path: string): { entries: Record<string, unknown>[] } {
