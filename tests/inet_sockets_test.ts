@@ -1,12 +1,13 @@
 /**
  * IPv4/IPv6 TCP and UDP sockets: listeners (they accept after a restore), bound and unbound
  * sockets, UDP bound and connected, v6only and v4-mapped, their options (inet_sk in the matrix);
- * what Debian's crit reads of the images; established connections refused by name without
- * --tcp-established.
+ * what Debian's crit reads of the images; established and half-closed connections refused by name
+ * without --tcp-established; half-closed connections (tcp_halfclosed) with it, also across CRIU 4.x.
  */
 import assert from "node:assert/strict";
 import { criu, criuOk, exists, reap, sleep, tempDir, waitFor, Workload } from "./lib/harness.ts";
-import { registerMatrix } from "./lib/matrix.ts";
+import { refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { registerCross } from "./lib/upstream.ts";
 import { lockRules } from "./lib/netfilter.ts";
 
 registerMatrix([
@@ -15,7 +16,38 @@ registerMatrix([
   { name: "tcp_stream", args: ["pair"], criuArgs: ["--tcp-established"], settleMs: 300 },
   // Half-closed connections (FIN_WAIT2 and CLOSE_WAIT ends, IPv4 and IPv6): the FINs come back.
   { name: "tcp_halfclosed", criuArgs: ["--tcp-established"] },
+  // The segments that replay the FINs carry the mark nft's lock lets through too.
+  { name: "tcp_halfclosed", criuArgs: ["--tcp-established", "--network-lock", "nftables"] },
 ]);
+
+// Across the tools (CRIU_UPSTREAM): CRIU's libsoccr replays the same FINs from the same images.
+const noLockLeft = () => assert.deepEqual(lockRules(), [], "a network lock was left behind");
+registerCross([{ name: "tcp_halfclosed", criuArgs: ["--tcp-established"], after: noLockLeft }]);
+
+Deno.test("a half-closed TCP connection is refused by name without --tcp-established", () =>
+  refusedDump(
+    "tcp_halfclosed",
+    [],
+    /Cannot dump fd \d+ \(TCP socket\) of process \d+: connected TCP socket, consider using --tcp-established option/,
+  ));
+
+Deno.test("crit decodes half-closed connections: their states, and queues without the FIN", async () => {
+  await withWorkload({ name: "tcp_halfclosed" }, async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R", "--tcp-established"]);
+    const sockets = critDecode(`${images}/files.img`).entries.filter((f) => f["type"] === "INETSK").map((f) =>
+      f["isk"] as Record<string, unknown>
+    );
+    // FIN_WAIT2 is 5, CLOSE_WAIT 8: a client and a server of each family.
+    const states = sockets.map((s) => `${s["family"]}:${s["state"]}`).sort();
+    assert.deepEqual(states, ["10:5", "10:8", "2:5", "2:8"], JSON.stringify(sockets));
+    for (const s of sockets) {
+      const stream = critDecode(`${images}/tcp-stream-${(s["ino"] as number).toString(16)}.img`).entries[0]!;
+      // Each end holds "hello" or "world" unread; the client's FIN is in no length.
+      assert.equal(stream["inq_len"], 5, JSON.stringify(stream));
+      assert.equal(stream["outq_len"], 0, JSON.stringify(stream));
+    }
+  });
+});
 
 function critDecode(path: string): { entries: Record<string, unknown>[] } {
   const out = new Deno.Command("/usr/bin/crit", { args: ["decode", "-i", path] }).outputSync();
