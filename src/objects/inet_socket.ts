@@ -340,7 +340,9 @@ function dumpOne(ctx: DumpFilesContext, fd: FdEntry): number {
       return create(file_entrySchema, { type: fd_types.INETSK, id, isk: entry });
     });
   } finally {
-    if (!keep) closeFd(s);
+    // A copy in repair mode is endInetDump's to close, after it left repair mode, even when its
+    // stream image failed: closed here, the task's socket would stay in repair mode.
+    if (!keep && !inetState(ctx.table).repaired.some((r) => r.fd === s)) closeFd(s);
   }
 }
 

@@ -8,6 +8,13 @@
  * After the wait, each connection must be in the same states; the server reads "hello" then end of
  * stream; the client reads "world"; the client's writes fail with EPIPE; the server's writes still
  * reach the client ("after"), and when the server shuts down too the client sees end of stream.
+ *
+ * With the argument `closing`, one IPv4 connection whose FINs cross while the test drops what the
+ * client sends: the workload writes the server's port to RESULT_FILE.port and waits for
+ * RESULT_FILE.go (the test's drop rule is in place), then both ends shut down writing. The client
+ * ends in CLOSING (its FIN unacknowledged, the server's received), the server in FIN_WAIT1 (its FIN
+ * unacknowledged). The test removes the rule before the check: then the retransmissions must close
+ * both ends (end of stream on each, writes failing, both in CLOSE at last).
  */
 #include "lib.h"
 
@@ -20,6 +27,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define TIMEOUT_MS 10000
@@ -137,11 +145,64 @@ static void check(struct conn *c)
 	expect(c, "the client", c->client, NULL);
 }
 
+static int port_of(int fd)
+{
+	struct sockaddr_in sa;
+	socklen_t len = sizeof(sa);
+
+	if (getsockname(fd, (struct sockaddr *)&sa, &len))
+		wl_die("getsockname");
+	return ntohs(sa.sin_port);
+}
+
+/* Waits for the test's RESULT_FILE.go, after publishing the port its drop rule names. */
+static void wait_for_go(int port)
+{
+	char path[4096], go[4096];
+	struct stat st;
+	FILE *f = fopen(wl_path("port", path, sizeof(path)), "w");
+
+	if (!f)
+		wl_die("port file");
+	fprintf(f, "%d\n", port);
+	fclose(f);
+	wl_path("go", go, sizeof(go));
+	for (int i = 0; stat(go, &st) != 0; i++) {
+		if (i > TIMEOUT_MS / 10)
+			wl_die("no %s", go);
+		usleep(10000);
+	}
+}
+
+static void closing(void)
+{
+	struct conn c = make_pair("IPv4 closing", AF_INET);
+
+	wait_for_go(port_of(c.server));
+	if (shutdown(c.client, SHUT_WR) || shutdown(c.server, SHUT_WR))
+		wl_die("shutdown");
+	if (!reaches(c.client, TCP_CLOSING) || !reaches(c.server, TCP_FIN_WAIT1))
+		wl_die("the states are %d and %d, not CLOSING and FIN_WAIT1", tcp_state(c.client), tcp_state(c.server));
+	wl_ready();
+	wl_wait();
+	expect(&c, "the server", c.server, NULL);
+	expect(&c, "the client", c.client, NULL);
+	WL_CHECK(reaches(c.client, TCP_CLOSE) && reaches(c.server, TCP_CLOSE),
+		 "the connection does not close: the client is in state %d, the server in %d", tcp_state(c.client),
+		 tcp_state(c.server));
+	errno = 0;
+	WL_CHECK(send(c.client, "x", 1, MSG_NOSIGNAL) < 0 && send(c.server, "x", 1, MSG_NOSIGNAL) < 0,
+		 "an end can still write");
+	wl_finish();
+}
+
 int main(int argc, char **argv)
 {
 	struct conn conns[2];
 
 	wl_init(argc, argv);
+	if (argc > 2 && strcmp(argv[2], "closing") == 0)
+		closing();
 	signal(SIGPIPE, SIG_IGN);
 	conns[0] = make_pair("IPv4", AF_INET);
 	conns[1] = make_pair("IPv6", AF_INET6);
