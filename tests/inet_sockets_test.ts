@@ -228,7 +228,7 @@ Deno.test("--tcp-close dumps connections without locking them and restores them 
  * sends dropped, its FIN and the server's cross, leaving CLOSING and FIN_WAIT1. Dumped so, restored
  * (the drop rule gone, only the lock in between); the retransmissions must then close both ends.
  */
-function crossedFins(dump: Dump, restore: Restore) {
+function crossedFins(mode: "closing" | "last-ack", dump: Dump, restore: Restore) {
   return async () => {
     const rule = (port: number) => ["INPUT", "-i", "lo", "-p", "tcp", "--dport", `${port}`, "-j", "DROP"];
     const iptables = (args: string[]) => {
@@ -239,7 +239,7 @@ function crossedFins(dump: Dump, restore: Restore) {
     // port file is answered meanwhile.
     const dir = tempDir();
     const result = `${dir}/tcp_halfclosed.result`;
-    const started = Workload.start("tcp_halfclosed", ["closing"], { dir });
+    const started = Workload.start("tcp_halfclosed", [mode], { dir });
     let port = 0;
     try {
       await waitFor(
@@ -278,17 +278,23 @@ function crossedFins(dump: Dump, restore: Restore) {
 }
 
 const established = ["--tcp-established"];
-Deno.test(
-  "crossed FINs (CLOSING and FIN_WAIT1, unacknowledged) come back and close after restore",
-  crossedFins(ourDump(established), ourRestore(established)),
-);
-Deno.test({
-  name: "CRIU 4.x restores our dump of crossed FINs (CLOSING and FIN_WAIT1)",
-  ignore: !UPSTREAM,
-  fn: crossedFins(ourDump(established), upstreamRestore(established)),
-});
-Deno.test({
-  name: "we restore CRIU 4.x's dump of crossed FINs (CLOSING and FIN_WAIT1)",
-  ignore: !UPSTREAM,
-  fn: crossedFins(upstreamDump(established), ourRestore(established)),
-});
+const crossedModes = [
+  ["closing", "crossed FINs (CLOSING and FIN_WAIT1, unacknowledged)"],
+  ["last-ack", "FINs sent both ways, unacknowledged (FIN_WAIT1 and LAST_ACK)"],
+] as const;
+for (const [mode, what] of crossedModes) {
+  Deno.test(
+    `${what} come back and close after restore`,
+    crossedFins(mode, ourDump(established), ourRestore(established)),
+  );
+  Deno.test({
+    name: `CRIU 4.x restores our dump of ${what}`,
+    ignore: !UPSTREAM,
+    fn: crossedFins(mode, ourDump(established), upstreamRestore(established)),
+  });
+  Deno.test({
+    name: `we restore CRIU 4.x's dump of ${what}`,
+    ignore: !UPSTREAM,
+    fn: crossedFins(mode, upstreamDump(established), ourRestore(established)),
+  });
+}

@@ -13,8 +13,10 @@
  * client sends: the workload writes the server's port to RESULT_FILE.port and waits for
  * RESULT_FILE.go (the test's drop rule is in place), then both ends shut down writing. The client
  * ends in CLOSING (its FIN unacknowledged, the server's received), the server in FIN_WAIT1 (its FIN
- * unacknowledged). The test removes the rule before the check: then the retransmissions must close
- * both ends (end of stream on each, writes failing, both in CLOSE at last).
+ * unacknowledged). With `last-ack`, the server's packets are dropped instead (the client's port in
+ * RESULT_FILE.port): the client's FIN arrives, its ACK does not, then the server shuts down; client
+ * in FIN_WAIT1, server in LAST_ACK. The test removes the rule before the check: then the
+ * retransmissions must close both ends (end of stream on each, writes failing, both in CLOSE).
  */
 #include "lib.h"
 
@@ -174,15 +176,27 @@ static void wait_for_go(int port)
 	}
 }
 
-static void closing(void)
+/*
+ * `closing`: the client's packets are dropped, the FINs cross: client CLOSING, server FIN_WAIT1.
+ * `last-ack`: the server's packets are dropped; the client's FIN arrives, then the server shuts
+ * down: client FIN_WAIT1, server LAST_ACK.
+ */
+static void closing(int last_ack)
 {
-	struct conn c = make_pair("IPv4 closing", AF_INET);
+	struct conn c = make_pair(last_ack ? "IPv4 last-ack" : "IPv4 closing", AF_INET);
+	int want_client = last_ack ? TCP_FIN_WAIT1 : TCP_CLOSING;
+	int want_server = last_ack ? TCP_LAST_ACK : TCP_FIN_WAIT1;
 
-	wait_for_go(port_of(c.server));
-	if (shutdown(c.client, SHUT_WR) || shutdown(c.server, SHUT_WR))
+	wait_for_go(port_of(last_ack ? c.client : c.server));
+	if (shutdown(c.client, SHUT_WR))
 		wl_die("shutdown");
-	if (!reaches(c.client, TCP_CLOSING) || !reaches(c.server, TCP_FIN_WAIT1))
-		wl_die("the states are %d and %d, not CLOSING and FIN_WAIT1", tcp_state(c.client), tcp_state(c.server));
+	if (last_ack && !reaches(c.server, TCP_CLOSE_WAIT))
+		wl_die("the server is in state %d, not CLOSE_WAIT", tcp_state(c.server));
+	if (shutdown(c.server, SHUT_WR))
+		wl_die("shutdown");
+	if (!reaches(c.client, want_client) || !reaches(c.server, want_server))
+		wl_die("the states are %d and %d, not %d and %d", tcp_state(c.client), tcp_state(c.server), want_client,
+		       want_server);
 	wl_ready();
 	wl_wait();
 	expect(&c, "the server", c.server, NULL);
@@ -190,7 +204,6 @@ static void closing(void)
 	WL_CHECK(reaches(c.client, TCP_CLOSE) && reaches(c.server, TCP_CLOSE),
 		 "the connection does not close: the client is in state %d, the server in %d", tcp_state(c.client),
 		 tcp_state(c.server));
-	errno = 0;
 	WL_CHECK(send(c.client, "x", 1, MSG_NOSIGNAL) < 0 && send(c.server, "x", 1, MSG_NOSIGNAL) < 0,
 		 "an end can still write");
 	wl_finish();
@@ -201,8 +214,8 @@ int main(int argc, char **argv)
 	struct conn conns[2];
 
 	wl_init(argc, argv);
-	if (argc > 2 && strcmp(argv[2], "closing") == 0)
-		closing();
+	if (argc > 2 && (strcmp(argv[2], "closing") == 0 || strcmp(argv[2], "last-ack") == 0))
+		closing(strcmp(argv[2], "last-ack") == 0);
 	signal(SIGPIPE, SIG_IGN);
 	conns[0] = make_pair("IPv4", AF_INET);
 	conns[1] = make_pair("IPv6", AF_INET6);
