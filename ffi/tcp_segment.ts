@@ -17,7 +17,6 @@
 import { addressOf, lastErrno, libc } from "./libc.ts";
 import { ERRNO, SyscallError } from "./errors.ts";
 import { NR } from "./syscalls.ts";
-import { closeFd } from "./fd.ts";
 import { AF, encodeSockaddr, type InetAddress, parseIP } from "./sockaddr.ts";
 import { SO, SOL } from "./sockopt.ts";
 
@@ -144,37 +143,39 @@ export function buildSegment(
   return { family: src.family, packet };
 }
 
-/** Sends segment `s` from `from` to `to` with the lock's pass mark. */
-export function injectSegment(from: InetAddress, to: InetAddress, s: Segment): void {
+/** The raw socket a segment between these addresses needs: socket(domain, type, protocol). */
+export function rawSocketFor(from: InetAddress): { domain: number; type: number; protocol: number } {
+  return {
+    domain: wireAddress(from).family === 4 ? AF.INET : AF.INET6,
+    type: SOCK_RAW | SOCK_CLOEXEC,
+    protocol: IPPROTO_RAW,
+  };
+}
+
+/**
+ * Sends segment `s` from `from` to `to` with the lock's pass mark, through `raw`, a socket made as
+ * rawSocketFor says in the network namespace of the connection.
+ */
+export function injectSegment(raw: number, from: InetAddress, to: InetAddress, s: Segment): void {
   const { family, packet } = buildSegment(from, to, s);
   const what = `a segment from ${from.address}:${from.port} to ${to.address}:${to.port}`;
-  const domain = family === 4 ? AF.INET : AF.INET6;
-  const fd = checked(
-    "socket(SOCK_RAW)",
-    () => sys(NR.socket, domain, SOCK_RAW | SOCK_CLOEXEC, IPPROTO_RAW),
+  const mark = new Int32Array([PASS_MARK]);
+  checked(
+    "setsockopt(SO_MARK)",
+    () => sys(NR.setsockopt, raw, SOL.SOCKET, SO.MARK, addressOf(mark), 4),
     what,
   );
-  try {
-    const mark = new Int32Array([PASS_MARK]);
-    checked(
-      "setsockopt(SO_MARK)",
-      () => sys(NR.setsockopt, fd, SOL.SOCKET, SO.MARK, addressOf(mark), 4),
-      what,
-    );
-    const dest = family === 4
-      ? { family: AF.INET, address: ipv4Text(packet.subarray(16, 20)), port: 0, scopeId: 0, flowinfo: 0 }
-      : { ...to, family: AF.INET6, port: 0, flowinfo: 0 };
-    const { bytes, len } = encodeSockaddr(dest as InetAddress);
-    const sent = checked(
-      "sendto",
-      () => sys(NR.sendto, fd, addressOf(packet), packet.length, 0, addressOf(bytes), len),
-      what,
-    );
-    if (sent !== packet.length) {
-      throw new SyscallError("sendto", ERRNO.EIO, `${what}: ${sent} of ${packet.length} bytes`);
-    }
-  } finally {
-    closeFd(fd);
+  const dest: InetAddress = family === 4
+    ? { family: AF.INET, address: ipv4Text(packet.subarray(16, 20)), port: 0, scopeId: 0, flowinfo: 0 }
+    : { ...to, family: AF.INET6, port: 0, flowinfo: 0 };
+  const { bytes, len } = encodeSockaddr(dest);
+  const sent = checked(
+    "sendto",
+    () => sys(NR.sendto, raw, addressOf(packet), packet.length, 0, addressOf(bytes), len),
+    what,
+  );
+  if (sent !== packet.length) {
+    throw new SyscallError("sendto", ERRNO.EIO, `${what}: ${sent} of ${packet.length} bytes`);
   }
 }
 

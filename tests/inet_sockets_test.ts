@@ -6,7 +6,20 @@
  * CLOSE_WAIT, then crossed FINs in CLOSING and FIN_WAIT1) with it, also across CRIU 4.x.
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, exists, reap, sleep, tempDir, waitFor, Workload } from "./lib/harness.ts";
+import { spawn } from "../ffi/spawn.ts";
+import { closeFd, OPEN, openFd } from "../ffi/fd.ts";
+import {
+  criu,
+  criuOk,
+  exists,
+  killTree,
+  reap,
+  sleep,
+  tempDir,
+  waitFor,
+  Workload,
+  workloadBin,
+} from "./lib/harness.ts";
 import { refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import {
   type Dump,
@@ -298,3 +311,41 @@ for (const [mode, what] of crossedModes) {
     fn: crossedFins(mode, upstreamDump(established), ourRestore(established)),
   });
 }
+
+// In a network namespace of the tree's own, the segment that replays a FIN must be sent there: the
+// raw socket is made by the restored task, as its connections are.
+Deno.test("half-closed connections of a tree in its own network namespace come back in the new one", async () => {
+  const dir = tempDir();
+  const result = `${dir}/tcp_halfclosed.result`;
+  const log = openFd(`${dir}/log`, OPEN.WRONLY | OPEN.CREAT | OPEN.CLOEXEC);
+  let pid = 0;
+  try {
+    // The shell execs the workload (same pid) once the namespace's loopback is up.
+    const bin = await workloadBin("tcp_halfclosed");
+    pid = spawn("/usr/bin/unshare", [
+      "unshare",
+      "-n",
+      "/bin/sh",
+      "-c",
+      `ip link set lo up && exec ${bin} ${result}`,
+    ], { fds: { 1: log, 2: log }, setsid: true });
+    await waitFor("the workload", () => exists(`${result}.ready`) || exists(result));
+    assert.ok(!exists(result), `the workload failed to set up: ${Deno.readTextFileSync(`${dir}/log`)}`);
+    const opts = ["--tcp-established"];
+    await criuOk(["dump", "-t", `${pid}`, "-D", dir, "-o", "dump.log", "-v4", ...opts]);
+    assert.ok(
+      [...Deno.readDirSync(dir)].some((e) => e.name.startsWith("netns-")),
+      "no network namespace dumped",
+    );
+    await reap(pid);
+    await criuOk(["restore", "-D", dir, "-d", "-o", "restore.log", "-v4", ...opts]);
+    Deno.kill(pid, "SIGTERM");
+    await waitFor("the result", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"), 30000);
+    await reap(pid);
+    assert.equal(Deno.readTextFileSync(result).trim(), "PASS");
+  } finally {
+    closeFd(log);
+    await killTree(pid);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});

@@ -89,6 +89,7 @@ import {
   restoreStream,
   STREAM_STATES,
 } from "./tcp_stream.ts";
+import { rawSocketFor } from "../../ffi/tcp_segment.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { SyscallError } from "../../ffi/errors.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
@@ -536,7 +537,7 @@ function configure(ctx: RestoreFilesContext, s: number, e: inet_sk_entry): boole
     const peer = addressOfWords(e.family, e.dstAddr, e.dstPort);
     connectTo(s, peer);
     restoreStream(s, e.ino, stream, e.state, ctx.session.dir);
-    replayFins(s, e.ino, stream, e.state, local, peer);
+    replayFins(s, e.ino, stream, e.state, local, peer, () => rawSocketOfTask(ctx, peer));
     // The queues went in with bigger buffers.
     if (e.opts) restoreBuffers(s, e.opts);
     state.repaired.push({ fd: s, ino: e.ino, connection: connectionOf(e) });
@@ -555,6 +556,20 @@ function configure(ctx: RestoreFilesContext, s: number, e: inet_sk_entry): boole
   if (e.flags & O.NONBLOCK) setNonBlocking(s, true);
   ctx.log.debug(`Socket ${e.ino} restored${stream ? " (established, in repair mode)" : ""}`);
   return stream !== undefined;
+}
+
+/**
+ * A raw socket for the segments that replay a connection's FINs, made by the task so that it is
+ * in the task's network namespace; criu keeps a copy, the task's fd is closed.
+ */
+function rawSocketOfTask(ctx: RestoreFilesContext, from: InetAddress): number {
+  const { domain, type, protocol } = rawSocketFor(from);
+  const theirs = Number(ctx.agent.call("socket(raw)", NR.socket, domain, type, protocol));
+  try {
+    return copyFdOf(ctx.agent.pid, theirs);
+  } finally {
+    ctx.agent.call("close", NR.close, theirs);
+  }
 }
 
 /** Every task has its sockets: the connections leave repair mode with their dumped SO_REUSEADDR. */

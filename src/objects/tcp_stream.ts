@@ -47,6 +47,7 @@ import {
 import { DumpError, RestoreError } from "../errors.ts";
 import { type InetAddress } from "../../ffi/sockaddr.ts";
 import { injectSegment, TCP_FLAG } from "../../ffi/tcp_segment.ts";
+import { closeFd } from "../../ffi/fd.ts";
 
 const bit = (state: number) => 1 << state;
 /** Our FIN is in the send queue, put back before the peer's. */
@@ -277,6 +278,7 @@ function sendFromImage(r: ImageReader, fd: number, length: number, what: string)
  * mode, the network lock letting only marked segments in): our FIN by shutdown, the peer's FIN or
  * its ACK of ours by a segment from `peer` to `local`, in the order CRIU's libsoccr uses. Then
  * waits until the kernel has taken the segments, checking that the socket is in `state`.
+ * `rawSocket` gives a raw socket (rawSocketFor) of the connection's network namespace, ours to close.
  */
 export function replayFins(
   fd: number,
@@ -285,12 +287,19 @@ export function replayFins(
   state: number,
   local: InetAddress,
   peer: InetAddress,
+  rawSocket: () => number,
 ): void {
   if (state === TCP_STATE.ESTABLISHED) return;
   const { inqSeq, outqSeq } = sequencesWithoutFins(e, state);
   const window = (e.sndWnd >>> (e.sndWscale ?? 0)) & 0xffff;
-  const fromPeer = (seq: number, ack: number, flags: number) =>
-    injectSegment(peer, local, { seq, ack: ack >>> 0, flags, window });
+  const fromPeer = (seq: number, ack: number, flags: number) => {
+    const raw = rawSocket();
+    try {
+      injectSegment(raw, peer, local, { seq, ack: ack >>> 0, flags, window });
+    } finally {
+      closeFd(raw);
+    }
+  };
   if (bit(state) & SNDQ_FIRST_FIN) finInSendQueue(fd);
   if (receivedFin(state)) fromPeer(inqSeq, outqSeq - e.outqLen, TCP_FLAG.FIN | TCP_FLAG.ACK);
   if (bit(state) & SNDQ_SECOND_FIN) finInSendQueue(fd);
