@@ -307,3 +307,9 @@ export function queueAll(fd: number, bytes: Uint8Array<ArrayBuffer>, what: strin
 export { copyFdOf } from "./process.ts";
 export { IP, IPV6, SO, SOL, TCP, TCP_QUEUE, TCPI_OPT, TCPOPT } from "./sockopt.ts";
 export { socketProtocolName } from "./sockopt.ts";
+
+/** shutdown(SHUT_WR): in repair mode this puts our FIN in the send queue without a packet. */
+export function shutdownWrite(fd: number): void {
+  const SHUT_WR = 1;
+  checked("shutdown(SHUT_WR)", () => sys(NR.shutdown, fd, SHUT_WR), `fd ${fd}`);
+}

@@ -1,19 +1,76 @@
 /**
  * IPv4/IPv6 TCP and UDP sockets: listeners (they accept after a restore), bound and unbound
  * sockets, UDP bound and connected, v6only and v4-mapped, their options (inet_sk in the matrix);
- * what Debian's crit reads of the images; established connections refused by name without
- * --tcp-established.
+ * what Debian's crit reads of the images; established and half-closed connections refused by name
+ * without --tcp-established; half-closed and closing connections (tcp_halfclosed: FIN_WAIT2 and
+ * CLOSE_WAIT, then crossed FINs in CLOSING and FIN_WAIT1) with it, also across CRIU 4.x.
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, exists, reap, sleep, tempDir, waitFor, Workload } from "./lib/harness.ts";
-import { registerMatrix } from "./lib/matrix.ts";
+import { spawn } from "../ffi/spawn.ts";
+import { closeFd, OPEN, openFd } from "../ffi/fd.ts";
+import {
+  criu,
+  criuOk,
+  exists,
+  killTree,
+  reap,
+  sleep,
+  tempDir,
+  waitFor,
+  Workload,
+  workloadBin,
+} from "./lib/harness.ts";
+import { refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import {
+  type Dump,
+  ourDump,
+  ourRestore,
+  registerCross,
+  type Restore,
+  UPSTREAM,
+  upstreamDump,
+  upstreamRestore,
+} from "./lib/upstream.ts";
 import { lockRules } from "./lib/netfilter.ts";
 
 registerMatrix([
   { name: "inet_sk" },
   // Both ends of a busy connection (and the listener that accepted one) in one process.
   { name: "tcp_stream", args: ["pair"], criuArgs: ["--tcp-established"], settleMs: 300 },
+  // Half-closed connections (FIN_WAIT2 and CLOSE_WAIT ends, IPv4 and IPv6): the FINs come back.
+  { name: "tcp_halfclosed", criuArgs: ["--tcp-established"] },
+  // The segments that replay the FINs carry the mark nft's lock lets through too.
+  { name: "tcp_halfclosed", criuArgs: ["--tcp-established", "--network-lock", "nftables"] },
 ]);
+
+// Across the tools (CRIU_UPSTREAM): CRIU's libsoccr replays the same FINs from the same images.
+const noLockLeft = () => assert.deepEqual(lockRules(), [], "a network lock was left behind");
+registerCross([{ name: "tcp_halfclosed", criuArgs: ["--tcp-established"], after: noLockLeft }]);
+
+Deno.test("a half-closed TCP connection is refused by name without --tcp-established", () =>
+  refusedDump(
+    "tcp_halfclosed",
+    [],
+    /Cannot dump fd \d+ \(TCP socket\) of process \d+: connected TCP socket, consider using --tcp-established option/,
+  ));
+
+Deno.test("crit decodes half-closed connections: their states, and queues without the FIN", async () => {
+  await withWorkload({ name: "tcp_halfclosed" }, async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R", "--tcp-established"]);
+    const sockets = critDecode(`${images}/files.img`).entries.filter((f) => f["type"] === "INETSK").map((f) =>
+      f["isk"] as Record<string, unknown>
+    );
+    // FIN_WAIT2 is 5, CLOSE_WAIT 8: a client and a server of each family.
+    const states = sockets.map((s) => `${s["family"]}:${s["state"]}`).sort();
+    assert.deepEqual(states, ["10:5", "10:8", "2:5", "2:8"], JSON.stringify(sockets));
+    for (const s of sockets) {
+      const stream = critDecode(`${images}/tcp-stream-${(s["ino"] as number).toString(16)}.img`).entries[0]!;
+      // Each end holds "hello" or "world" unread; the client's FIN is in no length.
+      assert.equal(stream["inq_len"], 5, JSON.stringify(stream));
+      assert.equal(stream["outq_len"], 0, JSON.stringify(stream));
+    }
+  });
+});
 
 function critDecode(path: string): { entries: Record<string, unknown>[] } {
   const out = new Deno.Command("/usr/bin/crit", { args: ["decode", "-i", path] }).outputSync();
@@ -176,5 +233,119 @@ Deno.test("--tcp-close dumps connections without locking them and restores them 
   } finally {
     w.cleanup();
     Deno.removeSync(images, { recursive: true });
+  }
+});
+
+/**
+ * The closing states that do not last on loopback unless packets are lost: with what the client
+ * sends dropped, its FIN and the server's cross, leaving CLOSING and FIN_WAIT1. Dumped so, restored
+ * (the drop rule gone, only the lock in between); the retransmissions must then close both ends.
+ */
+function crossedFins(mode: "closing" | "last-ack", dump: Dump, restore: Restore) {
+  return async () => {
+    const rule = (port: number) => ["INPUT", "-i", "lo", "-p", "tcp", "--dport", `${port}`, "-j", "DROP"];
+    const iptables = (args: string[]) => {
+      const out = new Deno.Command("iptables", { args: ["-w", ...args], stderr: "piped" }).outputSync();
+      assert.ok(out.success, new TextDecoder().decode(out.stderr));
+    };
+    // Workload.start returns once the workload is ready, which it is only after the go file: the
+    // port file is answered meanwhile.
+    const dir = tempDir();
+    const result = `${dir}/tcp_halfclosed.result`;
+    const started = Workload.start("tcp_halfclosed", [mode], { dir });
+    let port = 0;
+    try {
+      await waitFor(
+        "the port file",
+        () => exists(`${result}.port`) && Deno.readTextFileSync(`${result}.port`).endsWith("\n"),
+      );
+      port = Number(Deno.readTextFileSync(`${result}.port`).trim());
+      iptables(["-I", ...rule(port)]);
+      Deno.writeTextFileSync(`${result}.go`, "");
+    } finally {
+      // A workload that failed its setup leaves no rule behind either.
+      await started.catch((e) => {
+        if (port) iptables(["-D", ...rule(port)]);
+        throw e;
+      });
+    }
+    const w = await started;
+    const images = tempDir();
+    try {
+      await dump(w.pid, images);
+      await reap(w.pid);
+      iptables(["-D", ...rule(port)]);
+      port = 0;
+      await restore(images);
+      assert.equal(await w.finish(), "PASS", w.output());
+      assert.deepEqual(lockRules(), [], "a network lock was left behind");
+    } catch (e) {
+      await w.kill();
+      throw e;
+    } finally {
+      if (port) iptables(["-D", ...rule(port)]);
+      w.cleanup();
+      Deno.removeSync(images, { recursive: true });
+    }
+  };
+}
+
+const established = ["--tcp-established"];
+const crossedModes = [
+  ["closing", "crossed FINs (CLOSING and FIN_WAIT1, unacknowledged)"],
+  ["last-ack", "FINs sent both ways, unacknowledged (FIN_WAIT1 and LAST_ACK)"],
+] as const;
+for (const [mode, what] of crossedModes) {
+  Deno.test(
+    `${what} come back and close after restore`,
+    crossedFins(mode, ourDump(established), ourRestore(established)),
+  );
+  Deno.test({
+    name: `CRIU 4.x restores our dump of ${what}`,
+    ignore: !UPSTREAM,
+    fn: crossedFins(mode, ourDump(established), upstreamRestore(established)),
+  });
+  Deno.test({
+    name: `we restore CRIU 4.x's dump of ${what}`,
+    ignore: !UPSTREAM,
+    fn: crossedFins(mode, upstreamDump(established), ourRestore(established)),
+  });
+}
+
+// In a network namespace of the tree's own, the segment that replays a FIN must be sent there: the
+// raw socket is made by the restored task, as its connections are.
+Deno.test("half-closed connections of a tree in its own network namespace come back in the new one", async () => {
+  const dir = tempDir();
+  const result = `${dir}/tcp_halfclosed.result`;
+  const log = openFd(`${dir}/log`, OPEN.WRONLY | OPEN.CREAT | OPEN.CLOEXEC);
+  let pid = 0;
+  try {
+    // The shell execs the workload (same pid) once the namespace's loopback is up.
+    const bin = await workloadBin("tcp_halfclosed");
+    pid = spawn("/usr/bin/unshare", [
+      "unshare",
+      "-n",
+      "/bin/sh",
+      "-c",
+      `ip link set lo up && exec ${bin} ${result}`,
+    ], { fds: { 1: log, 2: log }, setsid: true });
+    await waitFor("the workload", () => exists(`${result}.ready`) || exists(result));
+    assert.ok(!exists(result), `the workload failed to set up: ${Deno.readTextFileSync(`${dir}/log`)}`);
+    const opts = ["--tcp-established"];
+    await criuOk(["dump", "-t", `${pid}`, "-D", dir, "-o", "dump.log", "-v4", ...opts]);
+    assert.ok(
+      [...Deno.readDirSync(dir)].some((e) => e.name.startsWith("netns-")),
+      "no network namespace dumped",
+    );
+    await reap(pid);
+    await criuOk(["restore", "-D", dir, "-d", "-o", "restore.log", "-v4", ...opts]);
+    Deno.kill(pid, "SIGTERM");
+    await waitFor("the result", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"), 30000);
+    await reap(pid);
+    assert.equal(Deno.readTextFileSync(result).trim(), "PASS");
+  } finally {
+    closeFd(log);
+    await killTree(pid);
+    Deno.removeSync(dir, { recursive: true });
   }
 });

@@ -84,9 +84,12 @@ import {
   readStreamEntry,
   repairOff,
   repairOn,
+  replayFins,
   restoreSequences,
   restoreStream,
+  STREAM_STATES,
 } from "./tcp_stream.ts";
+import { rawSocketFor } from "../../ffi/tcp_segment.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { SyscallError } from "../../ffi/errors.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
@@ -265,6 +268,12 @@ function socketState(
       }
       return { state: info.state, backlog: info.sacked };
     case TCP_STATE.ESTABLISHED:
+    case TCP_STATE.FIN_WAIT1:
+    case TCP_STATE.FIN_WAIT2:
+    case TCP_STATE.CLOSE_WAIT:
+    case TCP_STATE.LAST_ACK:
+    case TCP_STATE.CLOSING:
+      // Half-closed and closing ones too, as CRIU: tcp_stream.ts replays their FINs.
       // --tcp-close alone: the connection is noted, to come back closed; nothing is locked or read.
       if (!opts.tcpEstablished && !opts.tcpClose) {
         refuse(ctx.pid, name, "connected TCP socket, consider using --tcp-established option");
@@ -276,7 +285,7 @@ function socketState(
         name,
         `a TCP socket in state ${
           STATE_NAMES[info.state] ?? info.state
-        } is not supported yet (only closed, listening and established ones)`,
+        } is not supported yet (only closed, listening, established and half-closed ones)`,
       );
   }
 }
@@ -323,7 +332,7 @@ function dumpOne(ctx: DumpFilesContext, fd: FdEntry): number {
       ...(flavour.family === AF.INET6 ? { v6only: getIntOption(s, SOL.IPV6, IPV6.V6ONLY) !== 0 } : {}),
       ...(tcp ? { tcpOpts: readTcpOptions(s) } : {}),
     });
-    if (tcp && state === TCP_STATE.ESTABLISHED && socketOpts(ctx.session).tcpEstablished) {
+    if (tcp && STREAM_STATES.includes(state) && socketOpts(ctx.session).tcpEstablished) {
       dumpConnection(ctx, s, entry);
       keep = true;
     }
@@ -332,7 +341,9 @@ function dumpOne(ctx: DumpFilesContext, fd: FdEntry): number {
       return create(file_entrySchema, { type: fd_types.INETSK, id, isk: entry });
     });
   } finally {
-    if (!keep) closeFd(s);
+    // A copy in repair mode is endInetDump's to close, after it left repair mode, even when its
+    // stream image failed: closed here, the task's socket would stay in repair mode.
+    if (!keep && !inetState(ctx.table).repaired.some((r) => r.fd === s)) closeFd(s);
   }
 }
 
@@ -439,7 +450,7 @@ function restoreTcpOptions(s: number, t: tcp_opts_entry | undefined): void {
 }
 
 function isConnection(e: inet_sk_entry): boolean {
-  return e.proto === IPPROTO_TCP && e.state === TCP_STATE.ESTABLISHED;
+  return e.proto === IPPROTO_TCP && STREAM_STATES.includes(e.state);
 }
 
 /** Restore-wide: the stream entries read at PREPARE, the connections held in repair mode. */
@@ -522,9 +533,11 @@ function configure(ctx: RestoreFilesContext, s: number, e: inet_sk_entry): boole
     // In repair mode a bind always succeeds (the listener that accepted it may hold the port).
     repairOn(s);
     bindTo(s, local);
-    restoreSequences(s, stream);
-    connectTo(s, addressOfWords(e.family, e.dstAddr, e.dstPort));
-    restoreStream(s, e.ino, stream, ctx.session.dir);
+    restoreSequences(s, stream, e.state);
+    const peer = addressOfWords(e.family, e.dstAddr, e.dstPort);
+    connectTo(s, peer);
+    restoreStream(s, e.ino, stream, e.state, ctx.session.dir);
+    replayFins(s, e.ino, stream, e.state, local, peer, () => rawSocketOfTask(ctx, peer));
     // The queues went in with bigger buffers.
     if (e.opts) restoreBuffers(s, e.opts);
     state.repaired.push({ fd: s, ino: e.ino, connection: connectionOf(e) });
@@ -543,6 +556,20 @@ function configure(ctx: RestoreFilesContext, s: number, e: inet_sk_entry): boole
   if (e.flags & O.NONBLOCK) setNonBlocking(s, true);
   ctx.log.debug(`Socket ${e.ino} restored${stream ? " (established, in repair mode)" : ""}`);
   return stream !== undefined;
+}
+
+/**
+ * A raw socket for the segments that replay a connection's FINs, made by the task so that it is
+ * in the task's network namespace; criu keeps a copy, the task's fd is closed.
+ */
+function rawSocketOfTask(ctx: RestoreFilesContext, from: InetAddress): number {
+  const { domain, type, protocol } = rawSocketFor(from);
+  const theirs = Number(ctx.agent.call("socket(raw)", NR.socket, domain, type, protocol));
+  try {
+    return copyFdOf(ctx.agent.pid, theirs);
+  } finally {
+    ctx.agent.call("close", NR.close, theirs);
+  }
 }
 
 /** Every task has its sockets: the connections leave repair mode with their dumped SO_REUSEADDR. */

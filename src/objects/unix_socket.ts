@@ -331,10 +331,12 @@ function dumpQueue(
   const w = queueWriter(ctx.session, state);
   peekQueue(copy, info.type !== SOCK.STREAM, (bytes, control) => {
     state.held.push(...control.rights);
+    // CRIU 4.2 keeps only SCM_RIGHTS (sk_packet_entry has no field for a sender's ucred) and
+    // refuses any other control message in a queue; so does criu-ts, in CRIU's words.
     if (control.credentials) {
-      refuse(ctx.pid, what, "its queue holds sender credentials (SCM_CREDENTIALS), which are not saved yet");
+      refuse(ctx.pid, what, "Control messages in queue, not supported (sender credentials, SCM_CREDENTIALS)");
     }
-    if (control.other) refuse(ctx.pid, what, "its queue holds control messages that are not saved yet");
+    if (control.other) refuse(ctx.pid, what, "Control messages in queue, not supported");
     if (bytes.length === 0 && control.rights.length === 0) {
       if (info.shutdown & RCV_SHUTDOWN) return;
       refuse(ctx.pid, what, "its queue holds an empty datagram, which cannot be read without taking it");
