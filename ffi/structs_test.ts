@@ -75,6 +75,8 @@ import {
 } from "./structs.ts";
 import { FD_CLOEXEC, PRIO_PROCESS, RLIMIT, SCHED, SIG, SS } from "./syscalls.ts";
 import { cFacts } from "../tests/lib/cfacts.ts";
+import { AF, sockDiagDumpRequest } from "./netlink.ts";
+import { MSG } from "./sockcall.ts";
 
 Deno.test("user_regs_struct is 27 slots with orig_ax at 15, ip at 16, fs_base at 21", () => {
   assert.equal(USER_REGS_SIZE, 216);
@@ -406,4 +408,54 @@ Deno.test("uffdio_api and uffdio_register are laid out as <linux/userfaultfd.h> 
     [reg.getBigUint64(0, true), reg.getBigUint64(f.len!, true), reg.getBigUint64(f.mode!, true)],
     [0x1000n, 0x4000n, 2n],
   );
+});
+
+Deno.test("the probes' netlink requests are laid out as <linux/netlink.h> and the diag headers say", async () => {
+  const f = await cFacts(
+    [
+      "sys/socket.h",
+      "linux/netlink.h",
+      "linux/sock_diag.h",
+      "linux/inet_diag.h",
+      "linux/unix_diag.h",
+      "linux/packet_diag.h",
+      "linux/netlink_diag.h",
+    ],
+    {
+      hdr: "sizeof(struct nlmsghdr)",
+      type: "offsetof(struct nlmsghdr, nlmsg_type)",
+      flags: "offsetof(struct nlmsghdr, nlmsg_flags)",
+      seq: "offsetof(struct nlmsghdr, nlmsg_seq)",
+      inet: "sizeof(struct inet_diag_req_v2)",
+      inetStates: "offsetof(struct inet_diag_req_v2, idiag_states)",
+      unix: "sizeof(struct unix_diag_req)",
+      unixStates: "offsetof(struct unix_diag_req, udiag_states)",
+      packet: "sizeof(struct packet_diag_req)",
+      netlink: "sizeof(struct netlink_diag_req)",
+      protoAll: "NDIAG_PROTO_ALL",
+      byFamily: "SOCK_DIAG_BY_FAMILY",
+      dump: "NLM_F_REQUEST | NLM_F_DUMP",
+      cmsgCloexec: "MSG_CMSG_CLOEXEC",
+    },
+  );
+  const header = (m: Uint8Array<ArrayBuffer>) => {
+    const v = new DataView(m.buffer);
+    return [
+      v.getUint32(0, true),
+      v.getUint16(f.type!, true),
+      v.getUint16(f.flags!, true),
+      v.getUint32(f.seq!, true),
+    ];
+  };
+  const inet = sockDiagDumpRequest(AF.INET, 6);
+  assert.deepEqual(header(inet), [f.hdr! + f.inet!, f.byFamily, f.dump, 1]);
+  assert.equal(new DataView(inet.buffer).getUint32(f.hdr! + f.inetStates!, true), 0xffffffff);
+  const unix = sockDiagDumpRequest(AF.UNIX, 0);
+  assert.deepEqual(header(unix), [f.hdr! + f.unix!, f.byFamily, f.dump, 1]);
+  assert.equal(new DataView(unix.buffer).getUint32(f.hdr! + f.unixStates!, true), 0xffffffff);
+  assert.equal(f.packet, f.netlink);
+  const netlink = sockDiagDumpRequest(AF.NETLINK, 0);
+  assert.deepEqual(header(netlink), [f.hdr! + f.netlink!, f.byFamily, f.dump, 1]);
+  assert.deepEqual([...netlink.subarray(f.hdr!, f.hdr! + 2)], [AF.NETLINK, f.protoAll]);
+  assert.equal(MSG.CMSG_CLOEXEC, f.cmsgCloexec);
 });

@@ -156,6 +156,7 @@ export const NR = {
   mknodat: 259,
   fchownat: 260,
   linkat: 265,
+  readlinkat: 267,
   fchmodat: 268,
   vmsplice: 278,
   open_by_handle_at: 304,
@@ -317,3 +318,6 @@ export const ARCH = {
 
 /** move_mount(2) flag: copy the sharing group of the source onto the target. */
 export const MOVE_MOUNT_SET_GROUP = 0x100;
+
+/** The dirfd of the *at calls that means the caller's working directory. */
+export const AT_FDCWD = -100;

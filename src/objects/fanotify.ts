@@ -16,7 +16,7 @@ import {
   fanotify_mount_mark_entrySchema,
   mark_type,
 } from "../images/gen/fsnotify_pb.ts";
-import { NR, O } from "../../ffi/syscalls.ts";
+import { AT_FDCWD, NR, O } from "../../ffi/syscalls.ts";
 import {
   addFdFile,
   emptyFown,
@@ -38,7 +38,6 @@ const FAN_NONBLOCK = 2;
 const FAN_MARK_ADD = 1;
 const FAN_MARK_IGNORED_MASK = 0x20;
 const FAN_MARK_MOUNT = 0x10;
-const AT_FDCWD = -100;
 
 /** The mount point of mount `mntId` as task `pid` sees it (its mountinfo); undefined if none. */
 function mountPoint(pid: number, mntId: number): string | undefined {
