@@ -26,17 +26,13 @@ import {
 } from "../../ffi/netlink.ts";
 import { encodeSockaddr, inetAddress } from "../../ffi/sockaddr.ts";
 import { SOCK } from "../../ffi/sockcall.ts";
-import { SO, SOL } from "../../ffi/sockopt.ts";
+import { IPV6, SO, SOL, TCP } from "../../ffi/sockopt.ts";
 import { readInt32 } from "../../ffi/structs.ts";
 import { answerText, closeAll, errnoText, no, type ProbeResult, withFd, yes } from "./result.ts";
 
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 const IPPROTO_RAW = 255;
-const TCP_REPAIR = 19;
-const TCP_TIMESTAMP = 24;
-const TCP_REPAIR_WINDOW = 29;
-const IPV6_FREEBIND = 78;
 const SIOCGSKNS = 0x894c;
 const SIOCUNIXFILE = 0x89e0;
 
@@ -58,9 +54,9 @@ function withSocket(
 
 export function tcp(): ProbeResult {
   return withSocket(AF.INET, SOCK.STREAM, IPPROTO_TCP, (fd) => {
-    const r = setsockoptInt(fd, SOL.TCP, TCP_REPAIR, 1);
+    const r = setsockoptInt(fd, SOL.TCP, TCP.REPAIR, 1);
     if (failed(r)) return no(`cannot turn TCP repair mode on: ${errnoText(r)}`);
-    const ts = getsockoptBytes(fd, SOL.TCP, TCP_TIMESTAMP, 4);
+    const ts = getsockoptBytes(fd, SOL.TCP, TCP.TIMESTAMP, 4);
     if (failed(ts.r)) return no(`cannot read TCP_TIMESTAMP: ${errnoText(ts.r)}`);
     return yes("TCP_REPAIR turns on and TCP_TIMESTAMP reads");
   });
@@ -88,7 +84,7 @@ export function tcpHalfClosed(): ProbeResult {
     if (failed(r = rawSyscall(NR.shutdown, client, 1))) {
       return no(`shutdown(SHUT_WR) failed: ${errnoText(r)}`);
     }
-    r = setsockoptInt(client, SOL.TCP, TCP_REPAIR, 1);
+    r = setsockoptInt(client, SOL.TCP, TCP.REPAIR, 1);
     return r === 0
       ? yes("TCP_REPAIR turns on for a half-closed connection")
       : no(`TCP_REPAIR can't be enabled for half-closed sockets: ${answerText(r)}`);
@@ -99,9 +95,9 @@ export function tcpHalfClosed(): ProbeResult {
 
 export function tcpRepairWindow(): ProbeResult {
   return withSocket(AF.INET, SOCK.STREAM, IPPROTO_TCP, (fd) => {
-    const r = setsockoptInt(fd, SOL.TCP, TCP_REPAIR, 1);
+    const r = setsockoptInt(fd, SOL.TCP, TCP.REPAIR, 1);
     if (failed(r)) return no(`cannot turn TCP repair mode on: ${errnoText(r)}`);
-    const w = getsockoptBytes(fd, SOL.TCP, TCP_REPAIR_WINDOW, 20);
+    const w = getsockoptBytes(fd, SOL.TCP, TCP.REPAIR_WINDOW, 20);
     if (w.r === 0) return yes("TCP_REPAIR_WINDOW reads in repair mode");
     return no(`the TCP_REPAIR_WINDOW option is not supported: ${answerText(w.r)}`);
   });
@@ -111,8 +107,8 @@ export function sockPeekOff(): ProbeResult {
   return withSocket(AF.UNIX, SOCK.DGRAM, 0, (fd) => {
     const o = getsockoptBytes(fd, SOL.SOCKET, SO.PEEK_OFF, 4);
     return o.r === 0 && o.len === 4 && readInt32(o.bytes) === -1
-      ? yes("SO.PEEK_OFF reads -1 (off) on a new unix socket")
-      : no(`SO.PEEK_OFF does not work (${failed(o.r) ? errnoText(o.r) : `value ${readInt32(o.bytes)}`})`);
+      ? yes("SO_PEEK_OFF reads -1 (off) on a new unix socket")
+      : no(`SO_PEEK_OFF does not work (${failed(o.r) ? errnoText(o.r) : `value ${readInt32(o.bytes)}`})`);
   });
 }
 
@@ -120,24 +116,24 @@ export function soGets(): ProbeResult {
   return withSocket(AF.INET, SOCK.DGRAM, IPPROTO_UDP, (fd) => {
     const filter = getsockoptBytes(fd, SOL.SOCKET, SO.GET_FILTER, 0);
     if (failed(filter.r)) {
-      return no(`cannot read a socket filter (SO.GET_FILTER): ${errnoText(filter.r)}`);
+      return no(`cannot read a socket filter (SO_GET_FILTER): ${errnoText(filter.r)}`);
     }
     const dev = getsockoptBytes(fd, SOL.SOCKET, SO.BINDTODEVICE, 16);
     if (failed(dev.r)) {
-      return no(`cannot read a socket's bound device (SO.BINDTODEVICE): ${errnoText(dev.r)}`);
+      return no(`cannot read a socket's bound device (SO_BINDTODEVICE): ${errnoText(dev.r)}`);
     }
-    return yes("SO.GET_FILTER and SO.BINDTODEVICE read");
+    return yes("SO_GET_FILTER and SO_BINDTODEVICE read");
   });
 }
 
 export function sockoptBufLock(): ProbeResult {
   return withSocket(AF.INET, SOCK.STREAM, IPPROTO_TCP, (fd) => {
     const o = getsockoptBytes(fd, SOL.SOCKET, SO.BUF_LOCK, 4);
-    if (o.r === 0) return yes("SO.BUF_LOCK reads");
+    if (o.r === 0) return yes("SO_BUF_LOCK reads");
     return no(
       failedWith(o.r, "ENOPROTOOPT")
-        ? "SO.BUF_LOCK is not known to this kernel"
-        : `SO.BUF_LOCK: ${answerText(o.r)}`,
+        ? "SO_BUF_LOCK is not known to this kernel"
+        : `SO_BUF_LOCK: ${answerText(o.r)}`,
     );
   });
 }
@@ -149,7 +145,7 @@ export function ipv6Freebind(): ProbeResult {
     return no("IPv6 is disabled (/proc/sys/net/ipv6 is missing)");
   }
   return withSocket(AF.INET6, SOCK.DGRAM, IPPROTO_UDP, (fd) => {
-    const r = setsockoptInt(fd, SOL.IPV6, IPV6_FREEBIND, 1);
+    const r = setsockoptInt(fd, SOL.IPV6, IPV6.FREEBIND, 1);
     if (r === 0) return yes("IPV6_FREEBIND sets");
     return no(
       failedWith(r, "ENOPROTOOPT")
