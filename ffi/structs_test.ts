@@ -73,10 +73,13 @@ import {
   type XsaveComponent,
   xsaveOffset,
 } from "./structs.ts";
-import { FD_CLOEXEC, PRIO_PROCESS, RLIMIT, SCHED, SIG, SS } from "./syscalls.ts";
+import { FD_CLOEXEC, PR, PRIO_PROCESS, RLIMIT, SCHED, SIG, SS } from "./syscalls.ts";
 import { cFacts } from "../tests/lib/cfacts.ts";
 import { AF, sockDiagDumpRequest } from "./netlink.ts";
 import { MSG } from "./sockcall.ts";
+import { TTY_IOCTL } from "./pty.ts";
+import { F_ADD_SEALS, F_SEAL_SEAL, MFD } from "./memfd.ts";
+import { FAN_MARK, FAN_NONBLOCK } from "./fanotify.ts";
 
 Deno.test("user_regs_struct is 27 slots with orig_ax at 15, ip at 16, fs_base at 21", () => {
   assert.equal(USER_REGS_SIZE, 216);
@@ -458,4 +461,44 @@ Deno.test("the probes' netlink requests are laid out as <linux/netlink.h> and th
   assert.deepEqual(header(netlink), [f.hdr! + f.netlink!, f.byFamily, f.dump, 1]);
   assert.deepEqual([...netlink.subarray(f.hdr!, f.hdr! + 2)], [AF.NETLINK, f.protoAll]);
   assert.equal(MSG.CMSG_CLOEXEC, f.cmsgCloexec);
+});
+
+Deno.test("memfd, terminal ioctl, prctl and fanotify constants are the headers'", async () => {
+  const tty = Object.keys(TTY_IOCTL) as (keyof typeof TTY_IOCTL)[];
+  const f = await cFacts(
+    ["sys/mman.h", "fcntl.h", "sys/ioctl.h", "termios.h", "sys/prctl.h", "sys/fanotify.h"],
+    {
+      ...Object.fromEntries(tty.map((n) => [n, n])),
+      MFD_CLOEXEC: "MFD_CLOEXEC",
+      MFD_ALLOW_SEALING: "MFD_ALLOW_SEALING",
+      MFD_HUGETLB: "MFD_HUGETLB",
+      F_SEAL_SEAL: "F_SEAL_SEAL",
+      F_ADD_SEALS: "F_ADD_SEALS",
+      PR_CAPBSET_DROP: "PR_CAPBSET_DROP",
+      PR_CAP_AMBIENT: "PR_CAP_AMBIENT",
+      PR_CAP_AMBIENT_RAISE: "PR_CAP_AMBIENT_RAISE",
+      FAN_NONBLOCK: "FAN_NONBLOCK",
+      FAN_MARK_ADD: "FAN_MARK_ADD",
+      FAN_MARK_MOUNT: "FAN_MARK_MOUNT",
+      FAN_MARK_IGNORED_MASK: "FAN_MARK_IGNORED_MASK",
+    },
+  );
+  for (const n of tty) assert.equal(TTY_IOCTL[n], f[n], n);
+  assert.deepEqual([MFD.CLOEXEC, MFD.ALLOW_SEALING, MFD.HUGETLB], [
+    f.MFD_CLOEXEC,
+    f.MFD_ALLOW_SEALING,
+    f.MFD_HUGETLB,
+  ]);
+  assert.deepEqual([F_SEAL_SEAL, F_ADD_SEALS], [f.F_SEAL_SEAL, f.F_ADD_SEALS]);
+  assert.deepEqual([PR.CAPBSET_DROP, PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE], [
+    f.PR_CAPBSET_DROP,
+    f.PR_CAP_AMBIENT,
+    f.PR_CAP_AMBIENT_RAISE,
+  ]);
+  assert.deepEqual([FAN_NONBLOCK, FAN_MARK.ADD, FAN_MARK.MOUNT, FAN_MARK.IGNORED_MASK], [
+    f.FAN_NONBLOCK,
+    f.FAN_MARK_ADD,
+    f.FAN_MARK_MOUNT,
+    f.FAN_MARK_IGNORED_MASK,
+  ]);
 });

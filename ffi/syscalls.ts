@@ -252,7 +252,10 @@ export const PR = {
   GET_TID_ADDRESS: 40,
   SET_THP_DISABLE: 41,
   GET_THP_DISABLE: 42,
+  CAPBSET_DROP: 24,
   CAP_AMBIENT: 47,
+  /** PR_CAP_AMBIENT's first argument: raise one capability in the ambient set. */
+  CAP_AMBIENT_RAISE: 2,
   SET_MM_MAP: 14,
   SET_MM_MAP_SIZE: 15,
   TIMER_CREATE_RESTORE_IDS: 77,

@@ -37,6 +37,7 @@ import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { AF } from "../../ffi/sockaddr.ts";
 import { SOCK } from "../../ffi/sockcall.ts";
 import { readStatus } from "../../ffi/proc.ts";
+import { TTY_IOCTL } from "../../ffi/pty.ts";
 import {
   answerText,
   closeAll,
@@ -237,8 +238,7 @@ export function unalignedVmsplice(): ProbeResult {
   }
 }
 
-const TIOCGPTN = 0x80045430;
-const TIOCSPTLCK = 0x40045431;
+const { TIOCGPTN, TIOCSPTLCK } = TTY_IOCTL;
 
 export function tty(): ProbeResult {
   const master = openPath("/dev/ptmx", O.RDWR | O.NOCTTY | CLOEXEC);
