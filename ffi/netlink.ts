@@ -118,6 +118,13 @@ export function parseAttrs(
   return out;
 }
 
+/** rtnetlink message types and link attributes the probes use (<linux/rtnetlink.h>, <linux/if_link.h>). */
+export const RTM = { NEWLINK: 16, GETLINK: 18 } as const;
+export const IFLA = { IFNAME: 3, LINKINFO: 18, NET_NS_FD: 28, LINK_NETNSID: 37 } as const;
+export const IFLA_INFO = { KIND: 1, DATA: 2 } as const;
+/** <linux/veth.h>: the peer's attributes in a veth's IFLA_INFO_DATA. */
+export const VETH_INFO_PEER = 1;
+
 const SOCK_DIAG_BY_FAMILY = 20;
 const IPPROTO_RAW = 255;
 const NDIAG_PROTO_ALL = 255;

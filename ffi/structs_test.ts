@@ -75,11 +75,13 @@ import {
 } from "./structs.ts";
 import { FD_CLOEXEC, PR, PRIO_PROCESS, RLIMIT, SCHED, SIG, SS } from "./syscalls.ts";
 import { cFacts } from "../tests/lib/cfacts.ts";
-import { AF, sockDiagDumpRequest } from "./netlink.ts";
+import { AF, IFLA, IFLA_INFO, RTM, sockDiagDumpRequest, VETH_INFO_PEER } from "./netlink.ts";
 import { MSG } from "./sockcall.ts";
 import { TTY_IOCTL } from "./pty.ts";
 import { F_ADD_SEALS, F_SEAL_SEAL, MFD } from "./memfd.ts";
 import { FAN_MARK, FAN_NONBLOCK } from "./fanotify.ts";
+import { SIOC_SOCKET } from "./sockopt.ts";
+import { TUN } from "./tun.ts";
 
 Deno.test("user_regs_struct is 27 slots with orig_ax at 15, ip at 16, fs_base at 21", () => {
   assert.equal(USER_REGS_SIZE, 216);
@@ -501,4 +503,47 @@ Deno.test("memfd, terminal ioctl, prctl and fanotify constants are the headers'"
     f.FAN_MARK_MOUNT,
     f.FAN_MARK_IGNORED_MASK,
   ]);
+});
+
+Deno.test("rtnetlink, socket and tun ioctl constants of the probes are the headers'", async () => {
+  const f = await cFacts(
+    [
+      "linux/rtnetlink.h",
+      "linux/if_link.h",
+      "linux/veth.h",
+      "linux/sockios.h",
+      "linux/un.h",
+      "linux/if_tun.h",
+    ],
+    {
+      RTM_NEWLINK: "RTM_NEWLINK",
+      RTM_GETLINK: "RTM_GETLINK",
+      IFLA_IFNAME: "IFLA_IFNAME",
+      IFLA_LINKINFO: "IFLA_LINKINFO",
+      IFLA_NET_NS_FD: "IFLA_NET_NS_FD",
+      IFLA_LINK_NETNSID: "IFLA_LINK_NETNSID",
+      IFLA_INFO_KIND: "IFLA_INFO_KIND",
+      IFLA_INFO_DATA: "IFLA_INFO_DATA",
+      VETH_INFO_PEER: "VETH_INFO_PEER",
+      SIOCGSKNS: "SIOCGSKNS",
+      SIOCUNIXFILE: "SIOCUNIXFILE",
+    },
+  );
+  assert.deepEqual([RTM.NEWLINK, RTM.GETLINK], [f.RTM_NEWLINK, f.RTM_GETLINK]);
+  assert.deepEqual([IFLA.IFNAME, IFLA.LINKINFO, IFLA.NET_NS_FD, IFLA.LINK_NETNSID], [
+    f.IFLA_IFNAME,
+    f.IFLA_LINKINFO,
+    f.IFLA_NET_NS_FD,
+    f.IFLA_LINK_NETNSID,
+  ]);
+  assert.deepEqual([IFLA_INFO.KIND, IFLA_INFO.DATA, VETH_INFO_PEER], [
+    f.IFLA_INFO_KIND,
+    f.IFLA_INFO_DATA,
+    f.VETH_INFO_PEER,
+  ]);
+  assert.deepEqual([SIOC_SOCKET.GSKNS, SIOC_SOCKET.UNIXFILE], [f.SIOCGSKNS, f.SIOCUNIXFILE]);
+  // TUNSETIFINDEX is _IOW('T', 218, unsigned int): write direction, a 4-byte argument, type 'T', number 218.
+  const iow = (type: string, nr: number, size: number) =>
+    ((1 << 30) | (size << 16) | (type.charCodeAt(0) << 8) | nr) >>> 0;
+  assert.equal(TUN.SETIFINDEX, iow("T", 218, 4));
 });

@@ -178,6 +178,11 @@ export const MAP = {
   HUGETLB: 0x40000,
   FIXED_NOREPLACE: 0x100000,
 } as const;
+/**
+ * madvise advice criu-ts gives itself. MADV_GUARD_INSTALL came with Linux 6.13, after the C
+ * headers of Debian 12, so no header test can pin it: the number is <linux/mman.h>'s of 6.13.
+ */
+export const MADV = { GUARD_INSTALL: 102 } as const;
 export const MREMAP = { MAYMOVE: 1, FIXED: 2, DONTUNMAP: 4 } as const;
 
 /** fcntl commands. */

@@ -56,10 +56,14 @@ import {
   attrS32,
   attrString,
   exchange,
+  IFLA,
+  IFLA_INFO,
   NLM_F,
   parseAttrs,
   request,
+  RTM,
   setReceiveTimeout,
+  VETH_INFO_PEER,
 } from "../../ffi/netlink.ts";
 import { answerText, closeAll, errnoText, no, type ProbeEnv, type ProbeResult, yes } from "./result.ts";
 
@@ -612,15 +616,14 @@ export function autofs(env: ProbeEnv): ProbeResult {
 
 // --- network namespace probes --------------------------------------------------------------------
 
-const RTM_NEWLINK = 16;
-const RTM_GETLINK = 18;
-const IFLA_IFNAME = 3;
-const IFLA_LINKINFO = 18;
-const IFLA_INFO_KIND = 1;
-const IFLA_INFO_DATA = 2;
-const VETH_INFO_PEER = 1;
-const IFLA_NET_NS_FD = 28;
-const IFLA_LINK_NETNSID = 37;
+const { NEWLINK: RTM_NEWLINK, GETLINK: RTM_GETLINK } = RTM;
+const {
+  IFNAME: IFLA_IFNAME,
+  LINKINFO: IFLA_LINKINFO,
+  NET_NS_FD: IFLA_NET_NS_FD,
+  LINK_NETNSID: IFLA_LINK_NETNSID,
+} = IFLA;
+const { KIND: IFLA_INFO_KIND, DATA: IFLA_INFO_DATA } = IFLA_INFO;
 
 export function linkNsid(env: ProbeEnv): ProbeResult {
   return env.fresh((c) => {

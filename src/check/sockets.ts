@@ -26,15 +26,14 @@ import {
 } from "../../ffi/netlink.ts";
 import { encodeSockaddr, inetAddress } from "../../ffi/sockaddr.ts";
 import { SOCK } from "../../ffi/sockcall.ts";
-import { IPV6, SO, SOL, TCP } from "../../ffi/sockopt.ts";
+import { IPV6, SIOC_SOCKET, SO, SOL, TCP } from "../../ffi/sockopt.ts";
 import { readInt32 } from "../../ffi/structs.ts";
 import { answerText, closeAll, errnoText, no, type ProbeResult, withFd, yes } from "./result.ts";
 
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 const IPPROTO_RAW = 255;
-const SIOCGSKNS = 0x894c;
-const SIOCUNIXFILE = 0x89e0;
+const { GSKNS: SIOCGSKNS, UNIXFILE: SIOCUNIXFILE } = SIOC_SOCKET;
 
 function socket(domain: number, type: number, protocol = 0): Answer {
   return rawSyscall(NR.socket, domain, type | O.CLOEXEC, protocol);
