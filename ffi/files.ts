@@ -6,9 +6,8 @@
  */
 import { addressOf, callBig, cstr, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
-import { NR } from "./syscalls.ts";
+import { AT_FDCWD, NR } from "./syscalls.ts";
 
-const AT_FDCWD = -100;
 const AT_SYMLINK_FOLLOW = 0x400;
 const EXDEV = 18;
 const EINVAL = 22;
@@ -133,8 +132,6 @@ export class RawFdSink {
   }
 }
 
-const NR_MKNODAT = 259;
-const NR_READLINKAT = 267;
 const S_IFIFO = 0o010000;
 const O_PATH_CLOEXEC = 0o10000000 | 0o2000000;
 const PATH_MAX = 4096;
@@ -144,7 +141,7 @@ export function makeFifo(path: string, mode: number): void {
   const p = cstr(path);
   callBig(
     "mknodat",
-    sys(NR_MKNODAT, BigInt(AT_FDCWD), addressOf(p), BigInt(S_IFIFO | (mode & 0o7777)), 0n),
+    sys(NR.mknodat, BigInt(AT_FDCWD), addressOf(p), BigInt(S_IFIFO | (mode & 0o7777)), 0n),
     path,
   );
 }
@@ -162,7 +159,7 @@ export function symlinkTargetOf(procLink: string): string {
     const empty = cstr("");
     const n = callBig(
       "readlinkat",
-      sys(NR_READLINKAT, BigInt(fd), addressOf(empty), addressOf(buf), BigInt(buf.length)),
+      sys(NR.readlinkat, BigInt(fd), addressOf(empty), addressOf(buf), BigInt(buf.length)),
       procLink,
     );
     return new TextDecoder().decode(buf.subarray(0, n));

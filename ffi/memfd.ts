@@ -8,6 +8,10 @@ import { NR } from "./syscalls.ts";
 
 const PAGE = 4096;
 const F_GET_SEALS = 1034;
+/** memfd_create flags. */
+export const MFD = { CLOEXEC: 1, ALLOW_SEALING: 2, HUGETLB: 4 } as const;
+/** The seal that forbids further seals (a memfd made without MFD_ALLOW_SEALING has just it). */
+export const F_SEAL_SEAL = 1;
 const SEEK_SET = 0;
 /** sendfile moves at most this much per call (Linux caps it near 2 GiB). */
 const SENDFILE_MAX = 1 << 30;
@@ -28,7 +32,7 @@ export function memfdSeals(path: string): number {
   }
 }
 
-const F_ADD_SEALS = 1033;
+export const F_ADD_SEALS = 1033;
 
 /** Adds `seals` to the memfd behind `path` (a /proc link of a task's fd or area; opened for writing, which sealing needs). */
 export function addMemfdSeals(path: string, seals: number): void {

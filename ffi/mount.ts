@@ -5,7 +5,7 @@
  * except the two criu makes in its own namespace for a mount a plugin restores.
  */
 import { addressOf, call, callBig, cstr, libc } from "./libc.ts";
-import { NR, O } from "./syscalls.ts";
+import { AT_FDCWD, NR, O } from "./syscalls.ts";
 
 /** mount(2) flags (MS_*), as the kernel and CRIU's images use them. */
 export const MS = {
@@ -51,7 +51,7 @@ export const MOVE_MOUNT = {
 } as const;
 
 export const AT_EMPTY_PATH = 0x1000;
-export const AT_FDCWD = -100;
+export { AT_FDCWD };
 export const MNT_DETACH = 0x2;
 
 /** sizeof(struct mount_attr): attr_set, attr_clr, propagation, userns_fd, each a u64. */

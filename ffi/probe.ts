@@ -8,11 +8,10 @@
  * unless returning the fd is its purpose (then the caller closes it with `closeFd`).
  */
 import { addressOf, cstr, lastErrno, libc } from "./libc.ts";
-import { NR } from "./syscalls.ts";
+import { AT_FDCWD, NR } from "./syscalls.ts";
 import { SyscallError } from "./errors.ts";
 
 const PTRACE_POKEUSER = 6;
-const AT_FDCWD = -100;
 
 /** What a probe call answers: the kernel's non-negative result, or the failure named. */
 export type Answer = number | SyscallError;

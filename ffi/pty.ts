@@ -6,6 +6,23 @@ import { SyscallError } from "./errors.ts";
 import { closeFd, OPEN, openFd } from "./fd.ts";
 
 const O_NOCTTY = 0o400;
+
+/** The terminal ioctls criu-ts calls in a task (x86_64 numbers; pinned by ffi/structs_test.ts). */
+export const TTY_IOCTL = {
+  TCGETS: 0x5401,
+  TIOCSCTTY: 0x540e,
+  TIOCGPGRP: 0x540f,
+  TIOCSPGRP: 0x5410,
+  TIOCGWINSZ: 0x5413,
+  FIONREAD: 0x541b,
+  TIOCGSID: 0x5429,
+  TIOCGPTN: 0x80045430,
+  TIOCSPTLCK: 0x40045431,
+  TIOCGPKT: 0x80045438,
+  TIOCGPTLCK: 0x80045439,
+  TIOCGEXCL: 0x80045440,
+  TIOCGLCKTRMIOS: 0x5456,
+} as const;
 const TIOCSPTLCK = 0x40045431n; // _IOW('T', 0x31, int): lock (1) or unlock (0) the slave
 const TIOCGPTN = 0x80045430n; // _IOR('T', 0x30, unsigned int): the slave's number
 

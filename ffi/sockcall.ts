@@ -25,6 +25,7 @@ export const MSG = {
   TRUNC: 0x20,
   DONTWAIT: 0x40,
   NOSIGNAL: 0x4000,
+  CMSG_CLOEXEC: 0x40000000,
 } as const;
 
 const EINTR = 4;

@@ -96,6 +96,8 @@ export const TCPI_OPT = { TIMESTAMPS: 1, SACK: 2, WSCALE: 4, ECN: 8, ECN_SEEN: 1
 
 /** The queue-size ioctls (SIOCINQ = FIONREAD, SIOCOUTQ = TIOCOUTQ). */
 export const SIOC = { INQ: 0x541b, OUTQ: 0x5411, OUTQNSD: 0x894b } as const;
+/** Socket ioctls of criu check's probes: the socket's network namespace, a unix socket's file. */
+export const SIOC_SOCKET = { GSKNS: 0x894c, UNIXFILE: 0x89e0 } as const;
 
 export const TIMEVAL_SIZE = 16;
 export const LINGER_SIZE = 8;

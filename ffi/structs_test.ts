@@ -73,8 +73,15 @@ import {
   type XsaveComponent,
   xsaveOffset,
 } from "./structs.ts";
-import { FD_CLOEXEC, PRIO_PROCESS, RLIMIT, SCHED, SIG, SS } from "./syscalls.ts";
+import { FD_CLOEXEC, PR, PRIO_PROCESS, RLIMIT, SCHED, SIG, SS } from "./syscalls.ts";
 import { cFacts } from "../tests/lib/cfacts.ts";
+import { AF, IFLA, IFLA_INFO, RTM, sockDiagDumpRequest, VETH_INFO_PEER } from "./netlink.ts";
+import { MSG } from "./sockcall.ts";
+import { TTY_IOCTL } from "./pty.ts";
+import { F_ADD_SEALS, F_SEAL_SEAL, MFD } from "./memfd.ts";
+import { FAN_MARK, FAN_NONBLOCK } from "./fanotify.ts";
+import { SIOC_SOCKET } from "./sockopt.ts";
+import { TUN } from "./tun.ts";
 
 Deno.test("user_regs_struct is 27 slots with orig_ax at 15, ip at 16, fs_base at 21", () => {
   assert.equal(USER_REGS_SIZE, 216);
@@ -406,4 +413,137 @@ Deno.test("uffdio_api and uffdio_register are laid out as <linux/userfaultfd.h> 
     [reg.getBigUint64(0, true), reg.getBigUint64(f.len!, true), reg.getBigUint64(f.mode!, true)],
     [0x1000n, 0x4000n, 2n],
   );
+});
+
+Deno.test("the probes' netlink requests are laid out as <linux/netlink.h> and the diag headers say", async () => {
+  const f = await cFacts(
+    [
+      "sys/socket.h",
+      "linux/netlink.h",
+      "linux/sock_diag.h",
+      "linux/inet_diag.h",
+      "linux/unix_diag.h",
+      "linux/packet_diag.h",
+      "linux/netlink_diag.h",
+    ],
+    {
+      hdr: "sizeof(struct nlmsghdr)",
+      type: "offsetof(struct nlmsghdr, nlmsg_type)",
+      flags: "offsetof(struct nlmsghdr, nlmsg_flags)",
+      seq: "offsetof(struct nlmsghdr, nlmsg_seq)",
+      inet: "sizeof(struct inet_diag_req_v2)",
+      inetStates: "offsetof(struct inet_diag_req_v2, idiag_states)",
+      unix: "sizeof(struct unix_diag_req)",
+      unixStates: "offsetof(struct unix_diag_req, udiag_states)",
+      packet: "sizeof(struct packet_diag_req)",
+      netlink: "sizeof(struct netlink_diag_req)",
+      protoAll: "NDIAG_PROTO_ALL",
+      byFamily: "SOCK_DIAG_BY_FAMILY",
+      dump: "NLM_F_REQUEST | NLM_F_DUMP",
+      cmsgCloexec: "MSG_CMSG_CLOEXEC",
+    },
+  );
+  const header = (m: Uint8Array<ArrayBuffer>) => {
+    const v = new DataView(m.buffer);
+    return [
+      v.getUint32(0, true),
+      v.getUint16(f.type!, true),
+      v.getUint16(f.flags!, true),
+      v.getUint32(f.seq!, true),
+    ];
+  };
+  const inet = sockDiagDumpRequest(AF.INET, 6);
+  assert.deepEqual(header(inet), [f.hdr! + f.inet!, f.byFamily, f.dump, 1]);
+  assert.equal(new DataView(inet.buffer).getUint32(f.hdr! + f.inetStates!, true), 0xffffffff);
+  const unix = sockDiagDumpRequest(AF.UNIX, 0);
+  assert.deepEqual(header(unix), [f.hdr! + f.unix!, f.byFamily, f.dump, 1]);
+  assert.equal(new DataView(unix.buffer).getUint32(f.hdr! + f.unixStates!, true), 0xffffffff);
+  assert.equal(f.packet, f.netlink);
+  const netlink = sockDiagDumpRequest(AF.NETLINK, 0);
+  assert.deepEqual(header(netlink), [f.hdr! + f.netlink!, f.byFamily, f.dump, 1]);
+  assert.deepEqual([...netlink.subarray(f.hdr!, f.hdr! + 2)], [AF.NETLINK, f.protoAll]);
+  assert.equal(MSG.CMSG_CLOEXEC, f.cmsgCloexec);
+});
+
+Deno.test("memfd, terminal ioctl, prctl and fanotify constants are the headers'", async () => {
+  const tty = Object.keys(TTY_IOCTL) as (keyof typeof TTY_IOCTL)[];
+  const f = await cFacts(
+    ["sys/mman.h", "fcntl.h", "sys/ioctl.h", "termios.h", "sys/prctl.h", "sys/fanotify.h"],
+    {
+      ...Object.fromEntries(tty.map((n) => [n, n])),
+      MFD_CLOEXEC: "MFD_CLOEXEC",
+      MFD_ALLOW_SEALING: "MFD_ALLOW_SEALING",
+      MFD_HUGETLB: "MFD_HUGETLB",
+      F_SEAL_SEAL: "F_SEAL_SEAL",
+      F_ADD_SEALS: "F_ADD_SEALS",
+      PR_CAPBSET_DROP: "PR_CAPBSET_DROP",
+      PR_CAP_AMBIENT: "PR_CAP_AMBIENT",
+      PR_CAP_AMBIENT_RAISE: "PR_CAP_AMBIENT_RAISE",
+      FAN_NONBLOCK: "FAN_NONBLOCK",
+      FAN_MARK_ADD: "FAN_MARK_ADD",
+      FAN_MARK_MOUNT: "FAN_MARK_MOUNT",
+      FAN_MARK_IGNORED_MASK: "FAN_MARK_IGNORED_MASK",
+    },
+  );
+  for (const n of tty) assert.equal(TTY_IOCTL[n], f[n], n);
+  assert.deepEqual([MFD.CLOEXEC, MFD.ALLOW_SEALING, MFD.HUGETLB], [
+    f.MFD_CLOEXEC,
+    f.MFD_ALLOW_SEALING,
+    f.MFD_HUGETLB,
+  ]);
+  assert.deepEqual([F_SEAL_SEAL, F_ADD_SEALS], [f.F_SEAL_SEAL, f.F_ADD_SEALS]);
+  assert.deepEqual([PR.CAPBSET_DROP, PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE], [
+    f.PR_CAPBSET_DROP,
+    f.PR_CAP_AMBIENT,
+    f.PR_CAP_AMBIENT_RAISE,
+  ]);
+  assert.deepEqual([FAN_NONBLOCK, FAN_MARK.ADD, FAN_MARK.MOUNT, FAN_MARK.IGNORED_MASK], [
+    f.FAN_NONBLOCK,
+    f.FAN_MARK_ADD,
+    f.FAN_MARK_MOUNT,
+    f.FAN_MARK_IGNORED_MASK,
+  ]);
+});
+
+Deno.test("rtnetlink, socket and tun ioctl constants of the probes are the headers'", async () => {
+  const f = await cFacts(
+    [
+      "linux/rtnetlink.h",
+      "linux/if_link.h",
+      "linux/veth.h",
+      "linux/sockios.h",
+      "linux/un.h",
+      "linux/if_tun.h",
+    ],
+    {
+      RTM_NEWLINK: "RTM_NEWLINK",
+      RTM_GETLINK: "RTM_GETLINK",
+      IFLA_IFNAME: "IFLA_IFNAME",
+      IFLA_LINKINFO: "IFLA_LINKINFO",
+      IFLA_NET_NS_FD: "IFLA_NET_NS_FD",
+      IFLA_LINK_NETNSID: "IFLA_LINK_NETNSID",
+      IFLA_INFO_KIND: "IFLA_INFO_KIND",
+      IFLA_INFO_DATA: "IFLA_INFO_DATA",
+      VETH_INFO_PEER: "VETH_INFO_PEER",
+      SIOCGSKNS: "SIOCGSKNS",
+      SIOCUNIXFILE: "SIOCUNIXFILE",
+    },
+  );
+  assert.deepEqual([RTM.NEWLINK, RTM.GETLINK], [f.RTM_NEWLINK, f.RTM_GETLINK]);
+  assert.deepEqual([IFLA.IFNAME, IFLA.LINKINFO, IFLA.NET_NS_FD, IFLA.LINK_NETNSID], [
+    f.IFLA_IFNAME,
+    f.IFLA_LINKINFO,
+    f.IFLA_NET_NS_FD,
+    f.IFLA_LINK_NETNSID,
+  ]);
+  assert.deepEqual([IFLA_INFO.KIND, IFLA_INFO.DATA, VETH_INFO_PEER], [
+    f.IFLA_INFO_KIND,
+    f.IFLA_INFO_DATA,
+    f.VETH_INFO_PEER,
+  ]);
+  assert.deepEqual([SIOC_SOCKET.GSKNS, SIOC_SOCKET.UNIXFILE], [f.SIOCGSKNS, f.SIOCUNIXFILE]);
+  // TUNSETIFINDEX is _IOW('T', 218, unsigned int): write direction, a 4-byte argument, type 'T', number 218.
+  const iow = (type: string, nr: number, size: number) =>
+    ((1 << 30) | (size << 16) | (type.charCodeAt(0) << 8) | nr) >>> 0;
+  assert.equal(TUN.SETIFINDEX, iow("T", 218, 4));
 });

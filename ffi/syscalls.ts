@@ -156,6 +156,7 @@ export const NR = {
   mknodat: 259,
   fchownat: 260,
   linkat: 265,
+  readlinkat: 267,
   fchmodat: 268,
   vmsplice: 278,
   open_by_handle_at: 304,
@@ -177,6 +178,11 @@ export const MAP = {
   HUGETLB: 0x40000,
   FIXED_NOREPLACE: 0x100000,
 } as const;
+/**
+ * madvise advice criu-ts gives itself. MADV_GUARD_INSTALL came with Linux 6.13, after the C
+ * headers of Debian 12, so no header test can pin it: the number is <linux/mman.h>'s of 6.13.
+ */
+export const MADV = { GUARD_INSTALL: 102 } as const;
 export const MREMAP = { MAYMOVE: 1, FIXED: 2, DONTUNMAP: 4 } as const;
 
 /** fcntl commands. */
@@ -251,7 +257,10 @@ export const PR = {
   GET_TID_ADDRESS: 40,
   SET_THP_DISABLE: 41,
   GET_THP_DISABLE: 42,
+  CAPBSET_DROP: 24,
   CAP_AMBIENT: 47,
+  /** PR_CAP_AMBIENT's first argument: raise one capability in the ambient set. */
+  CAP_AMBIENT_RAISE: 2,
   SET_MM_MAP: 14,
   SET_MM_MAP_SIZE: 15,
   TIMER_CREATE_RESTORE_IDS: 77,
@@ -317,3 +326,6 @@ export const ARCH = {
 
 /** move_mount(2) flag: copy the sharing group of the source onto the target. */
 export const MOVE_MOUNT_SET_GROUP = 0x100;
+
+/** The dirfd of the *at calls that means the caller's working directory. */
+export const AT_FDCWD = -100;

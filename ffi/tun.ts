@@ -12,7 +12,8 @@ import { ifreq, ifreqFlags, inNetns } from "./netdev.ts";
 import { int32Bytes, INT_SIZE, readInt32 } from "./structs.ts";
 import { NR } from "./syscalls.ts";
 
-const TUN = {
+/** The tun ioctls (<linux/if_tun.h>). */
+export const TUN = {
   SETIFF: 0x400454ca,
   SETPERSIST: 0x400454cb,
   SETOWNER: 0x400454cc,

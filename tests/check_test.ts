@@ -14,6 +14,7 @@ import {
 import { listChildren } from "../ffi/proc.ts";
 import { summarize } from "../src/cli/commands/check.ts";
 import { criu } from "./lib/harness.ts";
+import { python3 } from "./lib/tools.ts";
 
 /** CRIU's `--feature` names, in CRIU's order (facts of its interface). */
 const CRIU_NAMES = [
@@ -123,7 +124,7 @@ const NOT_SUPPORTED_HERE = [
  */
 function kernelAnswers(): Map<string, boolean> {
   const fsList = Deno.readTextFileSync("/proc/filesystems");
-  const softDirty = new Deno.Command("/usr/bin/python3", {
+  const softDirty = new Deno.Command(python3(), {
     args: [
       "-c",
       [

@@ -8,6 +8,7 @@ import { getoptLong } from "../src/options/getopt.ts";
 import { Log } from "../src/log.ts";
 import { ScriptHooks } from "../src/actions/scripts.ts";
 import { criuOk, reap, tempDir, Workload } from "./lib/harness.ts";
+import { debianCrit } from "./lib/tools.ts";
 
 /** A config environment with the given files and no variables set unless asked. */
 function fakeEnv(
@@ -879,7 +880,7 @@ Deno.test("src/rpc imports nothing from src/cli", () => {
 // Stats, as runtimes read them.
 
 async function debianCritEntries(path: string): Promise<Record<string, Record<string, unknown>>> {
-  const out = await new Deno.Command("/usr/bin/crit", { args: ["decode", "-i", path], stdout: "piped" })
+  const out = await new Deno.Command(debianCrit(), { args: ["decode", "-i", path], stdout: "piped" })
     .output();
   assert.equal(out.code, 0, `crit decode ${path}`);
   return JSON.parse(new TextDecoder().decode(out.stdout)).entries[0];

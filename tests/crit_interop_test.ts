@@ -4,9 +4,10 @@
  */
 import assert from "node:assert/strict";
 import { criuOk, descendants, reap, tempDir, Workload } from "./lib/harness.ts";
+import { debianCrit as debianCritPath } from "./lib/tools.ts";
 
 async function debianCrit(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command("/usr/bin/crit", { args, stdout: "piped", stderr: "piped" }).output();
+  const out = await new Deno.Command(debianCritPath(), { args, stdout: "piped", stderr: "piped" }).output();
   const d = new TextDecoder();
   return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
 }

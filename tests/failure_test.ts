@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { CRIU, criu, criuOk, exists, readNumbers, reap, tempDir, waitFor, Workload } from "./lib/harness.ts";
+import { python3 } from "./lib/tools.ts";
 
 /** The task runs, is not stopped and nobody traces it. */
 function assertUntouched(pid: number): void {
@@ -120,7 +121,7 @@ Deno.test("a restore told a wrong images directory or log file says which", asyn
 async function withPython(setup: string, body: (pid: number) => Promise<void>): Promise<void> {
   const script =
     `import fcntl,os,socket,time\nos.setsid()\n${setup}\nprint(os.getpid(),flush=True)\ntime.sleep(30)`;
-  const py = new Deno.Command("/usr/bin/python3", { args: ["-c", script], stdout: "piped", stdin: "null" })
+  const py = new Deno.Command(python3(), { args: ["-c", script], stdout: "piped", stdin: "null" })
     .spawn();
   try {
     const [pid] = await readNumbers(py.stdout, 1);

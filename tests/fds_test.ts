@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { criuOk } from "./lib/harness.ts";
+import { debianCrit } from "./lib/tools.ts";
 import { refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
 
 registerMatrix([
@@ -21,7 +22,7 @@ registerMatrix([
 
 /** Debian's crit, as JSON: an independent reader of our images. */
 async function critDecode(path: string): Promise<{ entries: Record<string, unknown>[] }> {
-  const out = await new Deno.Command("/usr/bin/crit", {
+  const out = await new Deno.Command(debianCrit(), {
     args: ["decode", "-i", path],
     stdout: "piped",
     stderr: "piped",

@@ -21,6 +21,7 @@ import {
 } from "./lib/harness.ts";
 import { spawn } from "../ffi/spawn.ts";
 import { closeFd, OPEN, openFd } from "../ffi/fd.ts";
+import { python3 } from "./lib/tools.ts";
 
 const ALL = ["--link-remap", "--evasive-devices", "--file-locks"];
 
@@ -130,7 +131,7 @@ Deno.test("a restore that fails after making ghost files removes them", async ()
 /** Debian's pycriu over `criu swrk`, as runtimes drive it (tests/workloads/pycriu_client.py). */
 async function pycriu(args: Record<string, unknown>): Promise<{ ok: boolean; error?: string }> {
   const driver = new URL("./workloads/pycriu_client.py", import.meta.url).pathname;
-  const out = await new Deno.Command("/usr/bin/python3", {
+  const out = await new Deno.Command(python3(), {
     args: [driver, JSON.stringify({ criu: CRIU, ...args })],
     stdout: "piped",
     stderr: "piped",

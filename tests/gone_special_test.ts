@@ -6,12 +6,13 @@
  */
 import assert from "node:assert/strict";
 import { criuOk, reap } from "./lib/harness.ts";
+import { debianCrit } from "./lib/tools.ts";
 import { refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
 
 registerMatrix([{ name: "gone_special" }]);
 
 async function crit(dir: string, image: string): Promise<{ entries: Record<string, unknown>[] }> {
-  const out = await new Deno.Command("/usr/bin/crit", {
+  const out = await new Deno.Command(debianCrit(), {
     args: ["decode", "-i", `${dir}/${image}`],
     stdout: "piped",
   })

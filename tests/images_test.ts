@@ -41,6 +41,7 @@ import { tcp_stream_entrySchema } from "../src/images/gen/tcp-stream_pb.ts";
 import { fs_entrySchema } from "../src/images/gen/fs_pb.ts";
 import { task_kobj_ids_entrySchema } from "../src/images/gen/core_pb.ts";
 import { fromQuotedPrintable, ipFromString, ipToString, toQuotedPrintable } from "../src/images/_convert.ts";
+import { python3 } from "./lib/tools.ts";
 
 // ---- helpers
 
@@ -1094,7 +1095,7 @@ Deno.test("quoted-printable names and IPv6 text match Python's", { ignore: !have
     "ip = [ipaddress.IPv6Address(':'.join('%x' % g for g in a)).compressed for a in d['addrs']]",
     "json.dump({'q': q, 'ip': ip}, sys.stdout)",
   ].join("\n");
-  const p = new Deno.Command("/usr/bin/python3", { args: ["-c", script], stdin: "piped", stdout: "piped" })
+  const p = new Deno.Command(python3(), { args: ["-c", script], stdin: "piped", stdout: "piped" })
     .spawn();
   const w = p.stdin.getWriter();
   void w.write(new TextEncoder().encode(JSON.stringify({ names, addrs }))).then(() => w.close());

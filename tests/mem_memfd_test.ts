@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { criu, criuOk, descendants, exists, reap } from "./lib/harness.ts";
+import { debianCrit } from "./lib/tools.ts";
 import { registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { ImageDir } from "../src/images/dir.ts";
 import { KINDS } from "../src/images/kinds.ts";
@@ -18,7 +19,7 @@ const VMA_FILE_PRIVATE = 1 << 6;
 const VMA_FILE_SHARED = 1 << 7;
 
 async function crit(dir: string, image: string): Promise<{ entries: Record<string, unknown>[] }> {
-  const out = await new Deno.Command("/usr/bin/crit", {
+  const out = await new Deno.Command(debianCrit(), {
     args: ["decode", "-i", `${dir}/${image}`],
     stdout: "piped",
   }).output();

@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { criu, criuOk, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+import { debianCrit as debianCritPath } from "./lib/tools.ts";
 import { type Case, dumpRestore, label, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { ImageDir } from "../src/images/dir.ts";
 import { KINDS } from "../src/images/kinds.ts";
@@ -27,7 +28,7 @@ const CASES: Case[] = [
 registerMatrix(CASES);
 
 async function debianCrit(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command("/usr/bin/crit", { args, stdout: "piped", stderr: "piped" }).output();
+  const out = await new Deno.Command(debianCritPath(), { args, stdout: "piped", stderr: "piped" }).output();
   const d = new TextDecoder();
   return { code: out.code, stdout: d.decode(out.stdout), stderr: d.decode(out.stderr) };
 }

@@ -8,12 +8,13 @@
  */
 import assert from "node:assert/strict";
 import { criuOk, tempDir, Workload } from "./lib/harness.ts";
+import { debianCrit } from "./lib/tools.ts";
 import { refusedDump, registerMatrix } from "./lib/matrix.ts";
 
 registerMatrix([{ name: "packet_sk" }, { name: "packet_sk", args: ["spkt"] }]);
 
 function critDecode(path: string): { entries: Record<string, unknown>[] } {
-  const out = new Deno.Command("/usr/bin/crit", { args: ["decode", "-i", path] }).outputSync();
+  const out = new Deno.Command(debianCrit(), { args: ["decode", "-i", path] }).outputSync();
   assert.ok(out.success, new TextDecoder().decode(out.stderr));
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }

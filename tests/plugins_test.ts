@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { criu, criuOk, exists, reap, ROOT, tempDir, waitFor, Workload } from "./lib/harness.ts";
+import { python3 } from "./lib/tools.ts";
 import { spawn } from "../ffi/spawn.ts";
 import { closeFd, OPEN, openFd } from "../ffi/fd.ts";
 import { dumpRestore, registerMatrix } from "./lib/matrix.ts";
@@ -399,7 +400,7 @@ export default {
 function startDeviceReader(device: string, out: string): number {
   const nul = openFd("/dev/null", OPEN.RDWR | OPEN.CLOEXEC);
   try {
-    return spawn("/usr/bin/python3", [
+    return spawn(python3(), [
       "python3",
       "-c",
       `import ctypes, os, time

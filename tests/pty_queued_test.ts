@@ -5,6 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { criuOk } from "./lib/harness.ts";
+import { debianCrit } from "./lib/tools.ts";
 import { registerMatrix, withWorkload } from "./lib/matrix.ts";
 
 registerMatrix([{ name: "pty", args: ["queued"] }]);
@@ -12,7 +13,7 @@ registerMatrix([{ name: "pty", args: ["queued"] }]);
 Deno.test("tty-data.img holds each side's queued bytes by its tty-info id, as CRIU (Debian's crit)", () =>
   withWorkload({ name: "pty", args: ["queued"] }, async (w, images) => {
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
-    const out = await new Deno.Command("/usr/bin/crit", {
+    const out = await new Deno.Command(debianCrit(), {
       args: ["decode", "-i", `${images}/tty-data.img`],
       stdout: "piped",
     }).output();
@@ -25,7 +26,7 @@ Deno.test("tty-data.img holds each side's queued bytes by its tty-info id, as CR
     assert.deepEqual(data, ["OUT", "q"]);
     const files = JSON.parse(
       new TextDecoder().decode(
-        (await new Deno.Command("/usr/bin/crit", {
+        (await new Deno.Command(debianCrit(), {
           args: ["decode", "-i", `${images}/files.img`],
           stdout: "piped",
         })

@@ -19,10 +19,11 @@ import { defaultOptions } from "../src/cli/options.ts";
 import { create } from "@bufbuild/protobuf";
 import { criu_optsSchema } from "../src/images/gen/rpc_pb.ts";
 import { RpcRequestError } from "../src/rpc/errors.ts";
+import { python3 } from "./lib/tools.ts";
 
 const CRIU = new URL("../scripts/criu", import.meta.url).pathname;
 const DRIVER = new URL("./workloads/pycriu_client.py", import.meta.url).pathname;
-const PYTHON = "/usr/bin/python3";
+const PYTHON = python3();
 const NOBODY = 65534;
 const SIGKILL = 9;
 const SIGTERM = 15;
@@ -494,8 +495,9 @@ rpcTest("A failed notification aborts the dump and leaves the process running", 
 });
 
 rpcTest("criu swrk answers a dump of a missing process with ESRCH", async (dir) => {
-  const pid = startSleeper();
-  await kill(pid); // a pid that was in use and is free now
+  // Above the kernel's pid_max: no process can have it, however busy the machine (a pid freed a
+  // moment ago may be taken again by then).
+  const pid = Number(Deno.readTextFileSync("/proc/sys/kernel/pid_max").trim()) + 1;
   const r = await pycriu({
     criu: CRIU,
     action: "raw",

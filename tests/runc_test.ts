@@ -34,10 +34,11 @@ import {
   state,
 } from "./lib/runc.ts";
 import { workloadBin } from "./lib/harness.ts";
+import { python3 } from "./lib/tools.ts";
 
 const CRIU = new URL("../scripts/criu", import.meta.url).pathname;
 const DRIVER = new URL("./workloads/runc_rpc_client.py", import.meta.url).pathname;
-const PYTHON = "/usr/bin/python3";
+const PYTHON = python3();
 const SIGKILL = 9;
 
 setChildSubreaper(true);

@@ -6,6 +6,7 @@
  */
 import assert from "node:assert/strict";
 import { criu, criuOk, exists, reap } from "./lib/harness.ts";
+import { debianCrit } from "./lib/tools.ts";
 import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { ImageDir } from "../src/images/dir.ts";
 import { KINDS } from "../src/images/kinds.ts";
@@ -22,7 +23,7 @@ registerMatrix(cases);
 
 /** Debian's crit's JSON of one image of `dir` (an independent reader of CRIU's format). */
 async function decode(dir: string, image: string): Promise<{ entries: Record<string, unknown>[] }> {
-  const out = await new Deno.Command("/usr/bin/crit", {
+  const out = await new Deno.Command(debianCrit(), {
     args: ["decode", "-i", `${dir}/${image}`],
     stdout: "piped",
   })

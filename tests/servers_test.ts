@@ -10,6 +10,7 @@ import assert from "node:assert/strict";
 import { spawn } from "../ffi/spawn.ts";
 import { closeFd, OPEN, openFd } from "../ffi/fd.ts";
 import { criuOk, descendants, exists, killTree, openFds, reap, ROOT, sleep, tempDir } from "./lib/harness.ts";
+import { findInPath, installed } from "./lib/tools.ts";
 
 /** One connection of the client, kept open; a reply ends where `complete` says it does. */
 class Connection {
@@ -182,12 +183,8 @@ http {
   return conf;
 }
 
-const nodeBin = (() => {
-  for (const dir of (Deno.env.get("PATH") ?? "").split(":")) {
-    if (exists(`${dir}/node`)) return `${dir}/node`;
-  }
-  return "/usr/bin/node";
-})();
+/** Node wherever this machine has it; checked when a server starts. */
+const nodeBin = findInPath("node") ?? "node (in no directory of PATH)";
 
 const denoBin = `${ROOT}/node_modules/.bin/deno`;
 
@@ -303,7 +300,7 @@ function startServer(s: Server, dir: string, port: number): number {
   const log = openFd(`${dir}/server.log`, OPEN.WRONLY | OPEN.CREAT | OPEN.APPEND | OPEN.CLOEXEC);
   const nul = openFd("/dev/null", OPEN.RDONLY | OPEN.CLOEXEC);
   try {
-    return spawn(s.binary, argv, {
+    return spawn(installed(s.binary, `${s.name}'s`), argv, {
       fds: { 0: nul, 1: log, 2: log },
       setsid: true,
       env: { PATH: "/usr/sbin:/usr/bin:/bin", HOME: dir, DENO_DIR: `${dir}/deno`, NO_COLOR: "1" },

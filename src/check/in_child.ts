@@ -13,8 +13,12 @@ import {
   BPF_RET_K,
   CLONE_ARGS_SIZE,
   cloneArgs,
+  FD_PAIR_SIZE,
+  parseFdPair,
   PRCTL_MM_MAP_SIZE,
   prctlMmMap,
+  readInt32,
+  readU64,
   SECCOMP_RET_ALLOW,
   SECCOMP_SET_MODE_FILTER,
   siginfo,
@@ -52,18 +56,18 @@ import {
   attrS32,
   attrString,
   exchange,
+  IFLA,
+  IFLA_INFO,
   NLM_F,
   parseAttrs,
   request,
+  RTM,
   setReceiveTimeout,
-} from "./netlink.ts";
+  VETH_INFO_PEER,
+} from "../../ffi/netlink.ts";
 import { answerText, closeAll, errnoText, no, type ProbeEnv, type ProbeResult, yes } from "./result.ts";
 
 const PAGE = 4096n;
-
-function u64At(b: Uint8Array<ArrayBuffer>, off = 0): bigint {
-  return new DataView(b.buffer, b.byteOffset).getBigUint64(off, true);
-}
 
 function anonPages(c: ProbeChild, len: bigint, prot: number): bigint {
   return c.call("mmap", NR.mmap, 0, len, prot, MAP.PRIVATE | MAP.ANONYMOUS, -1, 0);
@@ -128,7 +132,7 @@ function pagemapEntry(pid: number, addr: bigint): bigint {
     const buf = new Uint8Array(8);
     f.seekSync(Number(addr / PAGE * 8n), Deno.SeekMode.Start);
     if (f.readSync(buf) !== 8) throw new Error(`Short read from /proc/${pid}/pagemap`);
-    return u64At(buf);
+    return readU64(buf);
   } finally {
     f.close();
   }
@@ -154,7 +158,7 @@ export function prctlMmMapInChild(env: ProbeEnv): ProbeResult {
   const size = c.alloc(4, new Uint8Array(4));
   const r0 = c.attempt("prctl(PR_SET_MM_MAP_SIZE)", NR.prctl, PR.SET_MM, PR.SET_MM_MAP_SIZE, size, 0, 0);
   if (isSyscallError(r0)) return no(`prctl(PR_SET_MM, PR_SET_MM_MAP_SIZE) failed: ${errnoText(r0)}`);
-  const expected = new DataView(c.read(size, 4).buffer).getUint32(0, true);
+  const expected = readInt32(c.read(size, 4)) >>> 0;
   if (expected !== PRCTL_MM_MAP_SIZE) {
     return no(`the kernel's prctl_mm_map is ${expected} bytes, not ${PRCTL_MM_MAP_SIZE}`);
   }
@@ -379,7 +383,7 @@ export function aioRemap(env: ProbeEnv): ProbeResult {
   const ctxAt = c.alloc(8, new Uint8Array(8));
   const r = c.attempt("io_setup", NR.io_setup, 16, ctxAt);
   if (isSyscallError(r)) return no(`no AIO syscall: ${errnoText(r)}`);
-  const ctx = u64At(c.read(ctxAt, 8));
+  const ctx = readU64(c.read(ctxAt, 8));
   const ring = c.maps().find((m) => m.start === ctx && m.path.includes("[aio]"));
   if (!ring) {
     c.attempt("io_destroy", NR.io_destroy, ctx);
@@ -585,9 +589,9 @@ export function autofs(env: ProbeEnv): ProbeResult {
   return env.fresh((c) => {
     privateTmp(c);
     mkdirs(c, "/tmp/a");
-    const fds = c.alloc(8, new Uint8Array(8));
+    const fds = c.alloc(FD_PAIR_SIZE, new Uint8Array(FD_PAIR_SIZE));
     c.call("pipe2", NR.pipe2, fds, 0);
-    const write = new DataView(c.read(fds, 8).buffer).getInt32(4, true);
+    const [, write] = parseFdPair(c.read(fds, FD_PAIR_SIZE));
     const pgrp = readStat(c.pid).field(5);
     const opts = `fd=${write},pgrp=${pgrp},minproto=5,maxproto=5,direct`;
     const r = c.attempt(
@@ -612,15 +616,14 @@ export function autofs(env: ProbeEnv): ProbeResult {
 
 // --- network namespace probes --------------------------------------------------------------------
 
-const RTM_NEWLINK = 16;
-const RTM_GETLINK = 18;
-const IFLA_IFNAME = 3;
-const IFLA_LINKINFO = 18;
-const IFLA_INFO_KIND = 1;
-const IFLA_INFO_DATA = 2;
-const VETH_INFO_PEER = 1;
-const IFLA_NET_NS_FD = 28;
-const IFLA_LINK_NETNSID = 37;
+const { NEWLINK: RTM_NEWLINK, GETLINK: RTM_GETLINK } = RTM;
+const {
+  IFNAME: IFLA_IFNAME,
+  LINKINFO: IFLA_LINKINFO,
+  NET_NS_FD: IFLA_NET_NS_FD,
+  LINK_NETNSID: IFLA_LINK_NETNSID,
+} = IFLA;
+const { KIND: IFLA_INFO_KIND, DATA: IFLA_INFO_DATA } = IFLA_INFO;
 
 export function linkNsid(env: ProbeEnv): ProbeResult {
   return env.fresh((c) => {

@@ -33,10 +33,13 @@ import {
   vmspliceOneByte,
   writeString,
 } from "../../ffi/probe.ts";
-import { NR, O, PR } from "../../ffi/syscalls.ts";
+import { MADV, NR, O, PR } from "../../ffi/syscalls.ts";
+import { TUN } from "../../ffi/tun.ts";
+import { SIOC_SOCKET } from "../../ffi/sockopt.ts";
 import { AF } from "../../ffi/sockaddr.ts";
 import { SOCK } from "../../ffi/sockcall.ts";
 import { readStatus } from "../../ffi/proc.ts";
+import { TTY_IOCTL } from "../../ffi/pty.ts";
 import {
   answerText,
   closeAll,
@@ -237,8 +240,7 @@ export function unalignedVmsplice(): ProbeResult {
   }
 }
 
-const TIOCGPTN = 0x80045430;
-const TIOCSPTLCK = 0x40045431;
+const { TIOCGPTN, TIOCSPTLCK } = TTY_IOCTL;
 
 export function tty(): ProbeResult {
   const master = openPath("/dev/ptmx", O.RDWR | O.NOCTTY | CLOEXEC);
@@ -258,8 +260,8 @@ export function tty(): ProbeResult {
   });
 }
 
-const TUNSETIFINDEX = 0x400454da;
-const SIOCGSKNS = 0x894c;
+const TUNSETIFINDEX = TUN.SETIFINDEX;
+const SIOCGSKNS = SIOC_SOCKET.GSKNS;
 
 export function tun(): ProbeResult {
   const fd = openPath("/dev/net/tun", O.RDWR | CLOEXEC);
@@ -427,7 +429,7 @@ export function pagemapScanFeature(env: ProbeEnv): ProbeResult {
 
 export function pagemapScanGuardPages(): ProbeResult {
   const r = scanSelf(PAGE_IS.GUARD);
-  const guards = madviseScratchPage(102) === 0; // MADV_GUARD_INSTALL
+  const guards = madviseScratchPage(MADV.GUARD_INSTALL) === 0;
   if (!failed(r)) return yes("PAGEMAP_SCAN reports guard regions (PAGE_IS_GUARD)");
   return no(
     `PAGEMAP_SCAN does not take PAGE_IS_GUARD (${errnoText(r)})` +

@@ -13,27 +13,27 @@ import {
   setsockoptInt,
 } from "../../ffi/probe.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
-import { AF, ask, attrS32, attrString, NETLINK, NLM_F, parseAttrs, request } from "./netlink.ts";
+import {
+  AF,
+  ask,
+  attrS32,
+  attrString,
+  NETLINK,
+  NLM_F,
+  parseAttrs,
+  request,
+  sockDiagDumpRequest,
+} from "../../ffi/netlink.ts";
+import { encodeSockaddr, inetAddress } from "../../ffi/sockaddr.ts";
+import { SOCK } from "../../ffi/sockcall.ts";
+import { IPV6, SIOC_SOCKET, SO, SOL, TCP } from "../../ffi/sockopt.ts";
+import { readInt32 } from "../../ffi/structs.ts";
 import { answerText, closeAll, errnoText, no, type ProbeResult, withFd, yes } from "./result.ts";
 
-const SOCK_STREAM = 1;
-const SOCK_DGRAM = 2;
 const IPPROTO_TCP = 6;
 const IPPROTO_UDP = 17;
 const IPPROTO_RAW = 255;
-const SOL_SOCKET = 1;
-const SOL_TCP = 6;
-const SOL_IPV6 = 41;
-const SO_BINDTODEVICE = 25;
-const SO_GET_FILTER = 26;
-const SO_PEEK_OFF = 42;
-const SO_BUF_LOCK = 72;
-const TCP_REPAIR = 19;
-const TCP_TIMESTAMP = 24;
-const TCP_REPAIR_WINDOW = 29;
-const IPV6_FREEBIND = 78;
-const SIOCGSKNS = 0x894c;
-const SIOCUNIXFILE = 0x89e0;
+const { GSKNS: SIOCGSKNS, UNIXFILE: SIOCUNIXFILE } = SIOC_SOCKET;
 
 function socket(domain: number, type: number, protocol = 0): Answer {
   return rawSyscall(NR.socket, domain, type | O.CLOEXEC, protocol);
@@ -51,15 +51,11 @@ function withSocket(
   return withFd(fd, fn);
 }
 
-function readInt(b: Uint8Array<ArrayBuffer>): number {
-  return new DataView(b.buffer).getInt32(0, true);
-}
-
 export function tcp(): ProbeResult {
-  return withSocket(AF.INET, SOCK_STREAM, IPPROTO_TCP, (fd) => {
-    const r = setsockoptInt(fd, SOL_TCP, TCP_REPAIR, 1);
+  return withSocket(AF.INET, SOCK.STREAM, IPPROTO_TCP, (fd) => {
+    const r = setsockoptInt(fd, SOL.TCP, TCP.REPAIR, 1);
     if (failed(r)) return no(`cannot turn TCP repair mode on: ${errnoText(r)}`);
-    const ts = getsockoptBytes(fd, SOL_TCP, TCP_TIMESTAMP, 4);
+    const ts = getsockoptBytes(fd, SOL.TCP, TCP.TIMESTAMP, 4);
     if (failed(ts.r)) return no(`cannot read TCP_TIMESTAMP: ${errnoText(ts.r)}`);
     return yes("TCP_REPAIR turns on and TCP_TIMESTAMP reads");
   });
@@ -67,15 +63,12 @@ export function tcp(): ProbeResult {
 
 /** struct sockaddr_in for 127.0.0.1, port 0. */
 function loopback(): Uint8Array<ArrayBuffer> {
-  const a = new Uint8Array(16);
-  new DataView(a.buffer).setUint16(0, AF.INET, true);
-  a.set([127, 0, 0, 1], 4);
-  return a;
+  return encodeSockaddr(inetAddress(AF.INET, "127.0.0.1", 0)).bytes;
 }
 
 export function tcpHalfClosed(): ProbeResult {
-  const server = socket(AF.INET, SOCK_STREAM, IPPROTO_TCP);
-  const client = socket(AF.INET, SOCK_STREAM, IPPROTO_TCP);
+  const server = socket(AF.INET, SOCK.STREAM, IPPROTO_TCP);
+  const client = socket(AF.INET, SOCK.STREAM, IPPROTO_TCP);
   try {
     if (failed(server)) return no(`cannot make a TCP socket: ${errnoText(server)}`);
     if (failed(client)) return no(`cannot make a TCP socket: ${errnoText(client)}`);
@@ -90,7 +83,7 @@ export function tcpHalfClosed(): ProbeResult {
     if (failed(r = rawSyscall(NR.shutdown, client, 1))) {
       return no(`shutdown(SHUT_WR) failed: ${errnoText(r)}`);
     }
-    r = setsockoptInt(client, SOL_TCP, TCP_REPAIR, 1);
+    r = setsockoptInt(client, SOL.TCP, TCP.REPAIR, 1);
     return r === 0
       ? yes("TCP_REPAIR turns on for a half-closed connection")
       : no(`TCP_REPAIR can't be enabled for half-closed sockets: ${answerText(r)}`);
@@ -100,31 +93,31 @@ export function tcpHalfClosed(): ProbeResult {
 }
 
 export function tcpRepairWindow(): ProbeResult {
-  return withSocket(AF.INET, SOCK_STREAM, IPPROTO_TCP, (fd) => {
-    const r = setsockoptInt(fd, SOL_TCP, TCP_REPAIR, 1);
+  return withSocket(AF.INET, SOCK.STREAM, IPPROTO_TCP, (fd) => {
+    const r = setsockoptInt(fd, SOL.TCP, TCP.REPAIR, 1);
     if (failed(r)) return no(`cannot turn TCP repair mode on: ${errnoText(r)}`);
-    const w = getsockoptBytes(fd, SOL_TCP, TCP_REPAIR_WINDOW, 20);
+    const w = getsockoptBytes(fd, SOL.TCP, TCP.REPAIR_WINDOW, 20);
     if (w.r === 0) return yes("TCP_REPAIR_WINDOW reads in repair mode");
     return no(`the TCP_REPAIR_WINDOW option is not supported: ${answerText(w.r)}`);
   });
 }
 
 export function sockPeekOff(): ProbeResult {
-  return withSocket(AF.UNIX, SOCK_DGRAM, 0, (fd) => {
-    const o = getsockoptBytes(fd, SOL_SOCKET, SO_PEEK_OFF, 4);
-    return o.r === 0 && o.len === 4 && readInt(o.bytes) === -1
+  return withSocket(AF.UNIX, SOCK.DGRAM, 0, (fd) => {
+    const o = getsockoptBytes(fd, SOL.SOCKET, SO.PEEK_OFF, 4);
+    return o.r === 0 && o.len === 4 && readInt32(o.bytes) === -1
       ? yes("SO_PEEK_OFF reads -1 (off) on a new unix socket")
-      : no(`SO_PEEK_OFF does not work (${failed(o.r) ? errnoText(o.r) : `value ${readInt(o.bytes)}`})`);
+      : no(`SO_PEEK_OFF does not work (${failed(o.r) ? errnoText(o.r) : `value ${readInt32(o.bytes)}`})`);
   });
 }
 
 export function soGets(): ProbeResult {
-  return withSocket(AF.INET, SOCK_DGRAM, IPPROTO_UDP, (fd) => {
-    const filter = getsockoptBytes(fd, SOL_SOCKET, SO_GET_FILTER, 0);
+  return withSocket(AF.INET, SOCK.DGRAM, IPPROTO_UDP, (fd) => {
+    const filter = getsockoptBytes(fd, SOL.SOCKET, SO.GET_FILTER, 0);
     if (failed(filter.r)) {
       return no(`cannot read a socket filter (SO_GET_FILTER): ${errnoText(filter.r)}`);
     }
-    const dev = getsockoptBytes(fd, SOL_SOCKET, SO_BINDTODEVICE, 16);
+    const dev = getsockoptBytes(fd, SOL.SOCKET, SO.BINDTODEVICE, 16);
     if (failed(dev.r)) {
       return no(`cannot read a socket's bound device (SO_BINDTODEVICE): ${errnoText(dev.r)}`);
     }
@@ -133,8 +126,8 @@ export function soGets(): ProbeResult {
 }
 
 export function sockoptBufLock(): ProbeResult {
-  return withSocket(AF.INET, SOCK_STREAM, IPPROTO_TCP, (fd) => {
-    const o = getsockoptBytes(fd, SOL_SOCKET, SO_BUF_LOCK, 4);
+  return withSocket(AF.INET, SOCK.STREAM, IPPROTO_TCP, (fd) => {
+    const o = getsockoptBytes(fd, SOL.SOCKET, SO.BUF_LOCK, 4);
     if (o.r === 0) return yes("SO_BUF_LOCK reads");
     return no(
       failedWith(o.r, "ENOPROTOOPT")
@@ -150,8 +143,8 @@ export function ipv6Freebind(): ProbeResult {
   } catch {
     return no("IPv6 is disabled (/proc/sys/net/ipv6 is missing)");
   }
-  return withSocket(AF.INET6, SOCK_DGRAM, IPPROTO_UDP, (fd) => {
-    const r = setsockoptInt(fd, SOL_IPV6, IPV6_FREEBIND, 1);
+  return withSocket(AF.INET6, SOCK.DGRAM, IPPROTO_UDP, (fd) => {
+    const r = setsockoptInt(fd, SOL.IPV6, IPV6.FREEBIND, 1);
     if (r === 0) return yes("IPV6_FREEBIND sets");
     return no(
       failedWith(r, "ENOPROTOOPT")
@@ -162,7 +155,7 @@ export function ipv6Freebind(): ProbeResult {
 }
 
 export function skNetns(): ProbeResult {
-  return withSocket(AF.UNIX, SOCK_DGRAM, 0, (fd) => {
+  return withSocket(AF.UNIX, SOCK.DGRAM, 0, (fd) => {
     const ns = ioctlNone(fd, SIOCGSKNS);
     if (failed(ns)) return no(`SIOCGSKNS cannot get a socket's network namespace: ${errnoText(ns)}`);
     closeFd(ns);
@@ -171,7 +164,7 @@ export function skNetns(): ProbeResult {
 }
 
 export function skUnixFile(): ProbeResult {
-  return withSocket(AF.UNIX, SOCK_DGRAM, 0, (fd) => {
+  return withSocket(AF.UNIX, SOCK.DGRAM, 0, (fd) => {
     const r = ioctlNone(fd, SIOCUNIXFILE);
     if (!failed(r)) closeFd(r);
     return !failed(r) || failedWith(r, "ENOENT")
@@ -182,31 +175,11 @@ export function skUnixFile(): ProbeResult {
 
 // --- sock_diag -----------------------------------------------------------------------------------
 
-const SOCK_DIAG_BY_FAMILY = 20;
-
-/** A sock_diag dump request body for one family (and protocol, for inet). */
-function diagRequest(family: number, protocol: number): Uint8Array<ArrayBuffer> {
-  let body: Uint8Array<ArrayBuffer>;
-  if (family === AF.INET || family === AF.INET6) {
-    body = new Uint8Array(56); // struct inet_diag_req_v2
-    body.set([family, protocol, 0, protocol === IPPROTO_RAW ? IPPROTO_RAW : 0]);
-    new DataView(body.buffer).setUint32(4, 0xffffffff, true); // every state
-  } else if (family === AF.UNIX) {
-    body = new Uint8Array(24); // struct unix_diag_req
-    body[0] = family;
-    new DataView(body.buffer).setUint32(4, 0xffffffff, true);
-  } else {
-    body = new Uint8Array(20); // struct packet_diag_req / netlink_diag_req
-    body.set([family, family === AF.NETLINK ? 255 : 0]); // NDIAG_PROTO_ALL for netlink
-  }
-  return request(SOCK_DIAG_BY_FAMILY, NLM_F.REQUEST | NLM_F.DUMP, body);
-}
-
 /** Dumps every kind in `kinds`; the ones the kernel refused, with why. */
 function diagFailures(kinds: readonly [string, number, number][]): string[] {
   const refused: string[] = [];
   for (const [name, family, protocol] of kinds) {
-    const { error } = ask(NETLINK.SOCK_DIAG, diagRequest(family, protocol));
+    const { error } = ask(NETLINK.SOCK_DIAG, sockDiagDumpRequest(family, protocol));
     if (failed(error)) refused.push(`${name} (${errnoText(error)})`);
   }
   return refused;

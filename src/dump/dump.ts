@@ -1,13 +1,18 @@
 /**
  * `criu dump`, as a flat list of steps:
- *   1. run the pre-dump action script
- *   2. freeze the tree (seize every thread of every task)
- *   3. check the tree can be restored (sessions, groups); save its network namespace when it
- *      has its own, then run the network-lock action script
- *   4. dump each task: CPU, signals, memory, files — pages are written while it is frozen
- *   5. write the tree-wide images (pstree, files, tty-info), then stats and inventory last
- *   6. run the post-dump action script
- *   7. kill the tree, or resume it (--leave-running), or leave it stopped (--leave-stopped)
+ *   1. run the pre-dump action script; plugins hear PAUSE_DEVICES; bad --cgroup-props are refused
+ *   2. freeze the tree (seize every thread of every task; with --freeze-cgroup inside a cgroup
+ *      freeze); plugins hear CHECKPOINT_DEVICES for each live task
+ *   3. check the tree can be restored (namespaces, sessions, groups); each namespace kind dumps
+ *      its namespace (a network namespace of its own is saved, then the network-lock action
+ *      script runs); the tree's cgroups are collected
+ *   4. dump each task: CPU, signals, memory, files — pages are written while it is frozen; then
+ *      plugins hear DUMP_DEVICES_LATE
+ *   5. write the tree-wide images (core and the other task images, pstree, what each kind of
+ *      file keeps for the whole tree, seccomp, files, cgroups)
+ *   6. run the post-dump action script; then stats and inventory last
+ *   7. kill the tree, or resume it (--leave-running: the network is unlocked), or leave it
+ *      stopped (--leave-stopped)
  * Any failure before step 7 resumes the tree exactly as it was and removes what was written, so
  * the images dir never holds something that looks like a good checkpoint.
  */

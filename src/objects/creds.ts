@@ -10,8 +10,6 @@ import { RestoreError } from "../errors.ts";
 import type { Agent, BatchCall, Query } from "../agent.ts";
 import { CAP_DATA_SIZE, CAP_HEADER_SIZE, capData, capHeader } from "../../ffi/structs.ts";
 
-const PR_CAPBSET_DROP = 24;
-const PR_CAP_AMBIENT_RAISE = 2;
 const LAST_CAP = 63;
 
 function ids(line: string | undefined): number[] {
@@ -67,7 +65,7 @@ export function restoreBoundingSet(agent: Agent, c: creds_entry): void {
   for (let cap = 0; cap <= LAST_CAP; cap++) {
     const bit = 1n << BigInt(cap);
     if (!(have & bit) || want & bit) continue;
-    agent.call(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, PR_CAPBSET_DROP, cap, 0, 0, 0);
+    agent.call(`prctl(PR_CAPBSET_DROP, ${cap})`, NR.prctl, PR.CAPBSET_DROP, cap, 0, 0, 0);
   }
 }
 
@@ -131,7 +129,7 @@ export function credsCalls(agent: Agent, c: creds_entry): BatchCall[] {
   const amb = capBits(c.capAmb);
   for (let cap = 0; cap <= LAST_CAP; cap++) {
     if (amb & (1n << BigInt(cap))) {
-      calls.push(prctl("prctl(PR_CAP_AMBIENT)", PR.CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap, 0, 0));
+      calls.push(prctl("prctl(PR_CAP_AMBIENT)", PR.CAP_AMBIENT, PR.CAP_AMBIENT_RAISE, cap, 0, 0));
     }
   }
   calls.push(prctl("prctl(PR_SET_KEEPCAPS)", PR.SET_KEEPCAPS, c.secbits & 0x10 ? 1 : 0, 0, 0, 0));

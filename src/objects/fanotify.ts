@@ -16,7 +16,8 @@ import {
   fanotify_mount_mark_entrySchema,
   mark_type,
 } from "../images/gen/fsnotify_pb.ts";
-import { NR, O } from "../../ffi/syscalls.ts";
+import { AT_FDCWD, NR, O } from "../../ffi/syscalls.ts";
+import { FAN_MARK, FAN_NONBLOCK } from "../../ffi/fanotify.ts";
 import {
   addFdFile,
   emptyFown,
@@ -34,11 +35,6 @@ const INODE_MARK =
   /^fanotify ino:([0-9a-f]+) sdev:([0-9a-f]+) mflags:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+) fhandle-bytes:([0-9a-f]+) fhandle-type:([0-9a-f]+) f_handle:([0-9a-f]*)$/;
 const MOUNT_MARK =
   /^fanotify mnt_id:([0-9a-f]+) mflags:([0-9a-f]+) mask:([0-9a-f]+) ignored_mask:([0-9a-f]+)$/;
-const FAN_NONBLOCK = 2;
-const FAN_MARK_ADD = 1;
-const FAN_MARK_IGNORED_MASK = 0x20;
-const FAN_MARK_MOUNT = 0x10;
-const AT_FDCWD = -100;
 
 /** The mount point of mount `mntId` as task `pid` sees it (its mountinfo); undefined if none. */
 function mountPoint(pid: number, mntId: number): string | undefined {
@@ -139,11 +135,11 @@ export const fanotifyKind: FdKind = {
 function addMark(ctx: RestoreFilesContext, fd: number, mark: fanotify_mark_entry): void {
   const { agent } = ctx;
   let target: { path: string; taken: number };
-  let flags = FAN_MARK_ADD | mark.mflags;
+  let flags = FAN_MARK.ADD | mark.mflags;
   if (mark.type === mark_type.MOUNT) {
     if (!mark.me?.path) throw new RestoreError(`A fanotify mount mark of file ${mark.id} has no mount point`);
     target = { path: mark.me.path, taken: -1 };
-    flags |= FAN_MARK_MOUNT;
+    flags |= FAN_MARK.MOUNT;
   } else {
     target = reachWatched(ctx, mark.sDev, mark.ie?.fHandle, `a fanotify mark of file ${mark.id}`);
   }
@@ -158,7 +154,7 @@ function addMark(ctx: RestoreFilesContext, fd: number, mark: fanotify_mark_entry
         `fanotify_mark(${target.path}, ignored)`,
         NR.fanotify_mark,
         fd,
-        flags | FAN_MARK_IGNORED_MASK,
+        flags | FAN_MARK.IGNORED_MASK,
         mark.ignoredMask,
         AT_FDCWD,
         path,

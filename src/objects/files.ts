@@ -23,7 +23,17 @@ import { type FdEntry, listFds } from "../../ffi/proc.ts";
 import { copyFdOf, sameOpenFile } from "../../ffi/process.ts";
 import { closeFd } from "../../ffi/fd.ts";
 import { sendFds } from "../../ffi/socket.ts";
-import { cmsgSpace, iovecs, msghdr, MSGHDR_SIZE, parseScmRights } from "../../ffi/structs.ts";
+import { AF } from "../../ffi/sockaddr.ts";
+import { MSG, SOCK } from "../../ffi/sockcall.ts";
+import {
+  cmsgSpace,
+  FD_PAIR_SIZE,
+  iovecs,
+  msghdr,
+  MSGHDR_SIZE,
+  parseFdPair,
+  parseScmRights,
+} from "../../ffi/structs.ts";
 import { F, FD_CLOEXEC, NR, O } from "../../ffi/syscalls.ts";
 import { refuse } from "./refusal.ts";
 import { inheritedFdFor } from "./inherited_fds.ts";
@@ -316,10 +326,9 @@ export function takeFromCriu(ctx: { agent: Agent }, fd: number): number {
  */
 function receiveFromCriu(agent: Agent, fd: number): number {
   agent.reset();
-  const pair = agent.alloc(8, new Uint8Array(8));
-  agent.call("socketpair(AF_UNIX, SOCK_DGRAM)", NR.socketpair, AF_UNIX, SOCK_DGRAM | O.CLOEXEC, 0, pair);
-  const ends = new DataView(agent.read(pair, 8).buffer);
-  const [ours, theirs] = [ends.getInt32(0, true), ends.getInt32(4, true)];
+  const pair = agent.alloc(FD_PAIR_SIZE, new Uint8Array(FD_PAIR_SIZE));
+  agent.call("socketpair(AF_UNIX, SOCK_DGRAM)", NR.socketpair, AF.UNIX, SOCK.DGRAM | O.CLOEXEC, 0, pair);
+  const [ours, theirs] = parseFdPair(agent.read(pair, FD_PAIR_SIZE));
   try {
     const copy = copyFdOf(agent.pid, ours);
     try {
@@ -333,7 +342,7 @@ function receiveFromCriu(agent: Agent, fd: number): number {
     const controlLen = cmsgSpace(4);
     const control = agent.alloc(controlLen, new Uint8Array(controlLen));
     const header = agent.alloc(MSGHDR_SIZE, msghdr(1, iov, { addr: control, len: controlLen }));
-    agent.call("recvmsg(SCM_RIGHTS)", NR.recvmsg, theirs, header, MSG_CMSG_CLOEXEC);
+    agent.call("recvmsg(SCM_RIGHTS)", NR.recvmsg, theirs, header, MSG.CMSG_CLOEXEC);
     const got = parseScmRights(agent.read(control, controlLen), controlLen);
     if (got.length !== 1) throw new RestoreError(`criu's fd ${fd} did not reach task ${agent.pid}`);
     return got[0]!;
@@ -593,10 +602,6 @@ export function reopenCriuFd(ctx: RestoreFilesContext, criuFd: number, flags: nu
     agent.call("close", NR.close, copy);
   }
 }
-
-const AF_UNIX = 1;
-const SOCK_DGRAM = 2;
-const MSG_CMSG_CLOEXEC = 0x40000000;
 
 /** Scratch room the paths of one batch of opens may take (the scratch area is 64 KiB). */
 const OPEN_BATCH_SCRATCH = 24 * 1024;

@@ -24,7 +24,16 @@ import {
   type pagemap_head,
   pagemap_headSchema,
 } from "../images/gen/pagemap_pb.ts";
-import { addMemfdSeals, copyMemfdIn, copyMemfdOut, memfdSeals, type PageRun } from "../../ffi/memfd.ts";
+import {
+  addMemfdSeals,
+  copyMemfdIn,
+  copyMemfdOut,
+  F_ADD_SEALS,
+  F_SEAL_SEAL,
+  memfdSeals,
+  MFD,
+  type PageRun,
+} from "../../ffi/memfd.ts";
 import type { MapsEntry } from "../../ffi/proc.ts";
 import type { ImageDir } from "../images/dir.ts";
 import type { Agent } from "../agent.ts";
@@ -45,11 +54,6 @@ import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
 
 const MEMFD_LINK = /^\/memfd:(.*?)( \(deleted\))?$/;
-const MFD_ALLOW_SEALING = 2;
-const MFD_HUGETLB = 4;
-const MFD_CLOEXEC = 1;
-const F_SEAL_SEAL = 1;
-const F_ADD_SEALS = 1033;
 /** Flags that only matter at open time and must not be replayed. */
 const OPEN_ONLY = O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY | O.CLOEXEC;
 const NAME_MAX = 249; // memfd_create's limit, "memfd:" excluded
@@ -235,7 +239,7 @@ export function openMappedMemfd(
 
 /** memfd_create in the task, then its size, contents (copied by criu through /proc), owner and mode. */
 function makeMemfd(agent: Agent, inode: memfd_inode_entry, dir: ImageDir): number {
-  if ((inode.hugetlbFlag ?? 0) & MFD_HUGETLB) {
+  if ((inode.hugetlbFlag ?? 0) & MFD.HUGETLB) {
     throw new RestoreError(`Memfd ${inode.name} is backed by huge pages: not supported yet`);
   }
   agent.reset();
@@ -244,7 +248,7 @@ function makeMemfd(agent: Agent, inode: memfd_inode_entry, dir: ImageDir): numbe
     `memfd_create(${inode.name})`,
     NR.memfd_create,
     agent.string(inode.name),
-    (sealable ? MFD_ALLOW_SEALING : 0) | MFD_CLOEXEC,
+    (sealable ? MFD.ALLOW_SEALING : 0) | MFD.CLOEXEC,
   ));
   agent.call(`ftruncate(memfd ${inode.name})`, NR.ftruncate, fd, inode.size);
   copyMemfdIn(`/proc/${agent.pid}/fd/${fd}`, ...contentsOf(dir, inode));

@@ -19,7 +19,7 @@ import { refuse } from "./refusal.ts";
 import { create } from "@bufbuild/protobuf";
 import { type vma_entry, vma_entrySchema } from "../images/gen/vma_pb.ts";
 import { type MapsEntry } from "../../ffi/proc.ts";
-import { MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
+import { MADV, MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { PAGE_IS_GUARD, scanCategory } from "../../ffi/pagemap_scan.ts";
 import { createImageFile } from "../images/file.ts";
@@ -188,7 +188,7 @@ export function guardEntries(pid: number): vma_entry[] {
   );
 }
 
-const MADV_GUARD_INSTALL = 102;
+const MADV_GUARD_INSTALL = MADV.GUARD_INSTALL;
 
 /** Installs the guards again once the areas under them are mapped and filled. */
 export function installGuards(agent: Agent, guards: readonly vma_entry[]): void {

@@ -37,6 +37,7 @@ import {
 import type { FdEntry } from "../../ffi/proc.ts";
 import { closeFd, OPEN, openFd, writeFull } from "../../ffi/fd.ts";
 import { copyFdOf } from "../../ffi/process.ts";
+import { TTY_IOCTL } from "../../ffi/pty.ts";
 import { KINDS } from "../images/kinds.ts";
 import {
   INT_SIZE,
@@ -76,16 +77,18 @@ const PTMX = /^\/dev\/(pts\/)?ptmx$/;
 /** The opener's controlling terminal, whichever it is. */
 const DEV_TTY = "/dev/tty";
 const SLAVE = /^\/dev\/pts\/(\d+)$/;
-const TCGETS = 0x5401;
-const TIOCGWINSZ = 0x5413;
-const TIOCGLCKTRMIOS = 0x5456;
-const FIONREAD = 0x541b;
-const TIOCGPTN = 0x80045430;
-const TIOCGSID = 0x5429;
-const TIOCGPGRP = 0x540f;
-const TIOCGPKT = 0x80045438;
-const TIOCGPTLCK = 0x80045439;
-const TIOCGEXCL = 0x80045440;
+const {
+  TCGETS,
+  TIOCGWINSZ,
+  TIOCGLCKTRMIOS,
+  FIONREAD,
+  TIOCGPTN,
+  TIOCGSID,
+  TIOCGPGRP,
+  TIOCGPKT,
+  TIOCGPTLCK,
+  TIOCGEXCL,
+} = TTY_IOCTL;
 /** Words of termios_entry.c_cc, as CRIU writes them (see tty.ts). */
 const TERMIOS_NCC = 19;
 /** Fields of /proc/PID/stat, counted from 1 as proc(5) does. */

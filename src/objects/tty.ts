@@ -27,7 +27,7 @@ import {
   readInt32,
   WINSIZE_SIZE,
 } from "../../ffi/structs.ts";
-import { openPty, type Pty } from "../../ffi/pty.ts";
+import { openPty, type Pty, TTY_IOCTL } from "../../ffi/pty.ts";
 import { KINDS } from "../images/kinds.ts";
 import {
   type DumpFilesContext,
@@ -63,13 +63,7 @@ import type { Agent } from "../agent.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import type { Log } from "../log.ts";
 
-const TIOCSCTTY = 0x540e;
-const TIOCGPGRP = 0x540f;
-const TIOCSPGRP = 0x5410;
-const TIOCGSID = 0x5429;
-const TCGETS = 0x5401;
-const TIOCGWINSZ = 0x5413;
-const TIOCGLCKTRMIOS = 0x5456;
+const { TIOCSCTTY, TIOCGPGRP, TIOCSPGRP, TIOCGSID, TCGETS, TIOCGWINSZ, TIOCGLCKTRMIOS } = TTY_IOCTL;
 /** Words of termios_entry.c_cc, as CRIU writes them. */
 const TERMIOS_NCC = 19;
 

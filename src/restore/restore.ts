@@ -1,29 +1,41 @@
 /**
- * `criu restore`. The stages, in order, with who moves them on and the action scripts after them:
+ * `criu restore`. The stages, in order, with who moves them on and the action scripts and plugin
+ * hooks around them (each namespace kind's part is a hook of its NsRestorePlan, namespaces.ts):
  *
- *   PREPARE     we read every image, each kind of file and namespace reads its own, and a damaged
- *               checkpoint is refused; the PIDs must be free.            → "pre-restore"
- *   FORKING     the helper is started and makes the namespaces the root must be born in (a time
- *               namespace's clocks can only be set before a task enters it); each task is cloned
- *               with its PID from its parent (the root from the helper, so the root is our child,
- *               in the namespaces the kinds asked for)
- *               and gets its memory at once, parents first (children share what they shared
- *               copy-on-write). Then the helper ends.
- *   NAMESPACES  "setup-namespaces" (only when namespaces were made) sees them new; then each is
- *               filled from inside the root (network devices, addresses, routes and firewall, the
- *               host name, the IPC objects, which tasks attached to SysV memory attach again).
+ *   PREPARE     plugins hear RESTORE_INIT; the caller's inherited fds are checked; every image is
+ *               read (each kind of file and namespace reads its own) and a damaged checkpoint is
+ *               refused, seccomp filters included; the PIDs must be free.  → "pre-restore"
+ *               Then the cgroups and each namespace kind plan their part.
+ *   FORKING     the cgroup directories are made; the helper is started and makes the namespaces
+ *               the root must be born in (plan.inCreator: a time namespace's clocks can only be set
+ *               before a task enters it, the cgroup namespace is rooted where the helper stands).
+ *               Each task is cloned with its PID from its parent (the root from the helper, so the
+ *               root is our child, with the clone flags the kinds asked for) and placed in its
+ *               cgroups at once; after the root's clone its user namespace gets its uid and gid
+ *               maps (plan.rootCreated), and its mount tree is built inside it (plan.beforeMemory),
+ *               before its memory. Each task then gets its memory, parents first (children forked
+ *               later share what they shared copy-on-write). The helper ends.  plugins: POST_FORKING
+ *   NAMESPACES  "setup-namespaces" (only when namespaces were made) sees them empty; then each is
+ *               filled from inside the root (plan.fill: network devices, addresses, routes and
+ *               firewall, the host name, the IPC objects).
  *               → "post-setup-namespaces" (only when namespaces were made)
  *   GROUPS      every task joins its process group; zombies and group helpers end.
- *   RESTORE     each task is rebuilt from inside by remote syscalls: files, fs, signals, timers,
- *               threads, credentials; then what the kinds of file do once every task has its fds.
+ *   RESTORE     each task is rebuilt from inside by remote syscalls, in the order of task.ts: fs,
+ *               files, task state, threads, then each thread's state, signals and credentials
+ *               (credentials last), timers; then what the kinds of file do once every task has its
+ *               fds, and only then each task's dumpable flag is set back (until then every task
+ *               stays dumpable, so that the others may take fds from it after it changed its ids).
  *               Tasks stay stopped under ptrace.
- *               → "post-restore"; the pidfile is written; → "network-unlock" (a new network
- *               namespace only); → "pre-resume"
- *   RESUME      registers are loaded, the scratch page unmapped and every thread detached, so the
- *               tree runs.                                                → "post-resume"
+ *               → "post-restore"; the pidfile is written; plan.afterRestore: → "network-unlock"
+ *               (a restored network namespace only, then CRIU's own lock is dropped);
+ *               → "pre-resume"
+ *   RESUME      task by task: fds parked for peers are closed, seccomp filters are installed last
+ *               in each thread (a filter may forbid any call after it), the scratch page is
+ *               unmapped and registers are loaded; then every thread is detached, so the tree runs.
+ *               plugins: RESUME_DEVICES_LATE; stats-restore is written.    → "post-resume"
  *
- * A failure in any stage before RESUME kills every task created so far: no half-restored process
- * is ever left behind, stopped or running.
+ * A failure in any stage before RESUME kills every task created so far and removes the cgroup
+ * directories made: no half-restored process is ever left behind, stopped or running.
  */
 import { RestoreError } from "../errors.ts";
 import { ERRNO, isSyscallError, osReason } from "../../ffi/errors.ts";

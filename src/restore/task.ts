@@ -7,9 +7,12 @@
  *   group       (GROUPS) once every task exists, so that each group's leader is there before its
  *               members join it (stages/group.ts)
  *   restoreTask (RESTORE) the rest of the task from inside, in the order written there
- *   closeParked once every task has its fds: other tasks may take fds from this one until then
- *               (stages/files.ts)
- *   registers   (RESUME) the scratch page is unmapped (its last remote syscall), then registers,
+ *   dumpable    once every task has its fds: until then every task stays dumpable, so that the
+ *               others may take fds from it after it changed its ids (stages/creds.ts)
+ *   closeParked (RESUME) the fds this task held for its peers are closed (stages/files.ts)
+ *   seccomp     its filters, last in each thread: a filter may forbid any call after it
+ *               (objects/seccomp.ts)
+ *   registers   the scratch page is unmapped (its last remote syscall), then registers,
  *               FPU state and masks are loaded from outside (stages/registers.ts, restart.ts)
  *   detach      last, when nothing can fail any more (stages/detach.ts)
  */

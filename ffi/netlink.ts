@@ -6,7 +6,7 @@
  * u16 flags, u32 seq, u32 port} then the body, padded to 4 bytes; an attribute is {u16 len,
  * u16 type} then its payload, padded to 4 bytes.
  */
-import { ERRNO, SyscallError } from "../../ffi/errors.ts";
+import { ERRNO, SyscallError } from "./errors.ts";
 import {
   type Answer,
   closeFd,
@@ -16,8 +16,12 @@ import {
   recvBytes,
   sendBytes,
   setsockoptBytes,
-} from "../../ffi/probe.ts";
-import { NR } from "../../ffi/syscalls.ts";
+} from "./probe.ts";
+import { SOCK } from "./sockcall.ts";
+import { NLMSG_DONE, NLMSG_ERROR, NLMSGHDR_SIZE } from "./sock_diag.ts";
+import { SO } from "./sockopt.ts";
+import { SOL_SOCKET, writeS64s } from "./structs.ts";
+import { NR } from "./syscalls.ts";
 
 export const AF = { UNSPEC: 0, UNIX: 1, INET: 2, INET6: 10, NETLINK: 16, PACKET: 17 } as const;
 export const NETLINK = { ROUTE: 0, SOCK_DIAG: 4 } as const;
@@ -30,14 +34,7 @@ export const NLM_F = {
   DUMP: 0x300,
   CREATE: 0x400,
 } as const;
-const NLMSG_ERROR = 2;
-const NLMSG_DONE = 3;
-const HDR = 16;
-
-const SOCK_RAW = 3;
-const SOCK_CLOEXEC = 0o2000000;
-const SOL_SOCKET = 1;
-const SO_RCVTIMEO = 20;
+const HDR = NLMSGHDR_SIZE;
 
 function pad4(n: number): number {
   return (n + 3) & ~3;
@@ -121,15 +118,48 @@ export function parseAttrs(
   return out;
 }
 
+/** rtnetlink message types and link attributes the probes use (<linux/rtnetlink.h>, <linux/if_link.h>). */
+export const RTM = { NEWLINK: 16, GETLINK: 18 } as const;
+export const IFLA = { IFNAME: 3, LINKINFO: 18, NET_NS_FD: 28, LINK_NETNSID: 37 } as const;
+export const IFLA_INFO = { KIND: 1, DATA: 2 } as const;
+/** <linux/veth.h>: the peer's attributes in a veth's IFLA_INFO_DATA. */
+export const VETH_INFO_PEER = 1;
+
+const SOCK_DIAG_BY_FAMILY = 20;
+const IPPROTO_RAW = 255;
+const NDIAG_PROTO_ALL = 255;
+/** `struct inet_diag_req_v2`, `unix_diag_req` and `packet_diag_req`/`netlink_diag_req` sizes. */
+const INET_DIAG_REQ_V2_SIZE = 56;
+const UNIX_DIAG_REQ_SIZE = 24;
+const PACKET_DIAG_REQ_SIZE = 20;
+const EVERY_STATE = 0xffffffff;
+
+/** A sock_diag dump request for every socket of one family (and protocol, for inet). */
+export function sockDiagDumpRequest(family: number, protocol: number): Uint8Array<ArrayBuffer> {
+  let body: Uint8Array<ArrayBuffer>;
+  if (family === AF.INET || family === AF.INET6) {
+    body = new Uint8Array(INET_DIAG_REQ_V2_SIZE);
+    body.set([family, protocol, 0, protocol === IPPROTO_RAW ? IPPROTO_RAW : 0]);
+    new DataView(body.buffer).setUint32(4, EVERY_STATE, true);
+  } else if (family === AF.UNIX) {
+    body = new Uint8Array(UNIX_DIAG_REQ_SIZE);
+    body[0] = family;
+    new DataView(body.buffer).setUint32(4, EVERY_STATE, true);
+  } else {
+    body = new Uint8Array(PACKET_DIAG_REQ_SIZE);
+    body.set([family, family === AF.NETLINK ? NDIAG_PROTO_ALL : 0]);
+  }
+  return request(SOCK_DIAG_BY_FAMILY, NLM_F.REQUEST | NLM_F.DUMP, body);
+}
+
 /** Bounds every wait for an answer on `fd` to one second: a missing answer is an error, not a hang. */
 export function setReceiveTimeout(fd: number): void {
-  const timeout = new BigInt64Array([1n, 0n]); // struct timeval
-  setsockoptBytes(fd, SOL_SOCKET, SO_RCVTIMEO, new Uint8Array(timeout.buffer));
+  setsockoptBytes(fd, SOL_SOCKET, SO.RCVTIMEO, writeS64s([1, 0])); // struct timeval: one second
 }
 
 /** A netlink socket of `protocol` with a receive timeout, or the failure. */
 export function openNetlink(protocol: number): Answer {
-  const fd = rawSyscall(NR.socket, AF.NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
+  const fd = rawSyscall(NR.socket, AF.NETLINK, SOCK.RAW | SOCK.CLOEXEC, protocol);
   if (!failed(fd)) setReceiveTimeout(fd);
   return fd;
 }
