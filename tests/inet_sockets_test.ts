@@ -32,6 +32,7 @@ import {
   upstreamRestore,
 } from "./lib/upstream.ts";
 import { lockRules } from "./lib/netfilter.ts";
+import { debianCrit } from "./lib/tools.ts";
 
 registerMatrix([
   { name: "inet_sk" },
@@ -73,7 +74,7 @@ Deno.test("crit decodes half-closed connections: their states, and queues withou
 });
 
 function critDecode(path: string): { entries: Record<string, unknown>[] } {
-  const out = new Deno.Command("/usr/bin/crit", { args: ["decode", "-i", path] }).outputSync();
+  const out = new Deno.Command(debianCrit(), { args: ["decode", "-i", path] }).outputSync();
   assert.ok(out.success, new TextDecoder().decode(out.stderr));
   return JSON.parse(new TextDecoder().decode(out.stdout));
 }

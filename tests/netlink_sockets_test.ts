@@ -5,6 +5,7 @@
 import assert from "node:assert/strict";
 import { registerMatrix } from "./lib/matrix.ts";
 import { criu, readNumbers, tempDir } from "./lib/harness.ts";
+import { python3 } from "./lib/tools.ts";
 
 registerMatrix([{ name: "netlink_sk" }]);
 
@@ -20,7 +21,7 @@ Deno.test("a netlink socket with data waiting is refused by name, and the proces
     "print(os.getpid(),flush=True)",
     "time.sleep(30)",
   ].join("\n");
-  const py = new Deno.Command("/usr/bin/python3", { args: ["-c", script], stdout: "piped", stdin: "null" })
+  const py = new Deno.Command(python3(), { args: ["-c", script], stdout: "piped", stdin: "null" })
     .spawn();
   try {
     const [pid] = await readNumbers(py.stdout, 1);

@@ -34,7 +34,10 @@ import {
   state,
 } from "./lib/runc.ts";
 import { workloadBin } from "./lib/harness.ts";
-import { python3 } from "./lib/tools.ts";
+import { installed, python3 } from "./lib/tools.ts";
+
+/** iproute2's ip, which the veth case drives. */
+const ipTool = () => installed("/usr/sbin/ip", "iproute2");
 
 const CRIU = new URL("../scripts/criu", import.meta.url).pathname;
 const DRIVER = new URL("./workloads/runc_rpc_client.py", import.meta.url).pathname;
@@ -409,7 +412,7 @@ runcTest("runc checkpoint and restore of a container with a tmpfs: its contents 
 async function askServer(clientNs: string): Promise<number> {
   const deadline = performance.now() + 20_000;
   for (;;) {
-    const got = await run("/usr/sbin/ip", [
+    const got = await run(ipTool(), [
       "netns",
       "exec",
       clientNs,
@@ -431,7 +434,7 @@ runcTest(
   "runc checkpoint and restore of a container with a TCP server behind a veth: it answers after restore",
   async () => {
     const clientNs = `criu-ts-client-${Deno.pid}`;
-    const made = await run("/usr/sbin/ip", ["netns", "add", clientNs]);
+    const made = await run(ipTool(), ["netns", "add", clientNs]);
     assert.ok(made.ok, made.out);
     const c = await makeBundle({ veth: clientNs });
     try {
@@ -454,7 +457,7 @@ runcTest(
       assertUnbroken(counts(c));
     } finally {
       await cleanUp(c);
-      await run("/usr/sbin/ip", ["netns", "del", clientNs]);
+      await run(ipTool(), ["netns", "del", clientNs]);
     }
   },
 );

@@ -18,6 +18,7 @@ import {
   workloadBin,
 } from "./lib/harness.ts";
 import { registerMatrix } from "./lib/matrix.ts";
+import { python3 } from "./lib/tools.ts";
 
 registerMatrix([
   { name: "threads", args: ["1"] },
@@ -109,7 +110,7 @@ Deno.test("a PID namespace nested below the dump root is refused by name, tree u
 Deno.test("a tree with one process that cannot be dumped is resumed whole, and the error names it", async () => {
   const dir = tempDir();
   // The child holds a vsock socket, which is not supported yet; the parent holds only plain files.
-  const py = new Deno.Command("/usr/bin/python3", {
+  const py = new Deno.Command(python3(), {
     args: [
       "-c",
       "import os,socket,sys,time\nos.setsid()\nc=os.fork()\nif c==0:\n    s=socket.socket(socket.AF_VSOCK,socket.SOCK_STREAM)\n    time.sleep(60)\nprint(os.getpid(),c,flush=True)\ntime.sleep(60)",
@@ -149,7 +150,7 @@ Deno.test("with --shell-job a root that led its own session keeps it (as CRIU)",
 Deno.test("memory a tree shares copy-on-write stays shared after restore (not restored once per process)", async () => {
   const prog =
     "import os,time\ndata=bytearray(os.urandom(32<<20))\nfor i in range(4):\n    if os.fork()==0:\n        data[0]=i\n        time.sleep(60)\ntime.sleep(60)";
-  const pid = spawn("/usr/bin/python3", ["python3", "-c", prog], { setsid: true, fds: {} });
+  const pid = spawn(python3(), ["python3", "-c", prog], { setsid: true, fds: {} });
   const dir = tempDir();
   const pss = (pids: number[]) =>
     pids.reduce(

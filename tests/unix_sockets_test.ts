@@ -36,6 +36,7 @@ import {
 import { CriuClient, CriuRpcError } from "../mod.ts";
 import { dumpRestore, refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { UPSTREAM } from "./lib/upstream.ts";
+import { debianCrit, python3 } from "./lib/tools.ts";
 
 registerMatrix([
   { name: "unix_sockets", args: ["pair-stream", "pair-dgram", "pair-seqpacket", "unbound"] },
@@ -49,7 +50,7 @@ registerMatrix([
 ]);
 
 async function crit(path: string): Promise<{ entries: Record<string, unknown>[] }> {
-  const out = await new Deno.Command("/usr/bin/crit", {
+  const out = await new Deno.Command(debianCrit(), {
     args: ["decode", "--pretty", "-i", path],
     stdout: "piped",
     stderr: "piped",
@@ -376,7 +377,7 @@ Deno.test("Python's socketserver.UnixStreamServer answers the same after dump an
   const nul = openFd("/dev/null", OPEN.RDWR | OPEN.CLOEXEC);
   let pid = 0;
   try {
-    pid = spawn("/usr/bin/python3", ["python3", "-c", ECHO_SERVER, path], {
+    pid = spawn(python3(), ["python3", "-c", ECHO_SERVER, path], {
       fds: { 0: nul, 1: nul, 2: nul },
       setsid: true,
     });
