@@ -264,7 +264,9 @@ export const PR = {
   SET_MM_MAP: 14,
   SET_MM_MAP_SIZE: 15,
   TIMER_CREATE_RESTORE_IDS: 77,
-  /** PR_TIMER_CREATE_RESTORE_IDS's argument that asks whether the mode is on (Linux 6.17). */
+  /** PR_TIMER_CREATE_RESTORE_IDS's arguments (Linux 6.17): leave, enter, or ask about the mode. */
+  TIMER_CREATE_RESTORE_IDS_OFF: 0,
+  TIMER_CREATE_RESTORE_IDS_ON: 1,
   TIMER_CREATE_RESTORE_IDS_GET: 2,
 } as const;
 
