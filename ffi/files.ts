@@ -6,7 +6,7 @@
  */
 import { addressOf, callBig, cstr, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
-import { AT_FDCWD, NR } from "./syscalls.ts";
+import { AT_FDCWD, NR, S } from "./syscalls.ts";
 
 const AT_SYMLINK_FOLLOW = 0x400;
 const EXDEV = 18;
@@ -132,7 +132,6 @@ export class RawFdSink {
   }
 }
 
-const S_IFIFO = 0o010000;
 const O_PATH_CLOEXEC = 0o10000000 | 0o2000000;
 const PATH_MAX = 4096;
 
@@ -141,7 +140,7 @@ export function makeFifo(path: string, mode: number): void {
   const p = cstr(path);
   callBig(
     "mknodat",
-    sys(NR.mknodat, BigInt(AT_FDCWD), addressOf(p), BigInt(S_IFIFO | (mode & 0o7777)), 0n),
+    sys(NR.mknodat, BigInt(AT_FDCWD), addressOf(p), BigInt(S.IFIFO | (mode & 0o7777)), 0n),
     path,
   );
 }

@@ -60,7 +60,10 @@ export function openPath(path: string, flags: number, mode = 0): Answer {
   return fd === -1 ? new SyscallError(`open(${path})`, lastErrno()) : fd;
 }
 
-/** access(2) with R_OK=4, W_OK=2, X_OK=1, F_OK=0. */
+/** access(2)'s modes: the file exists, or may be executed, written, read. */
+export const ACCESS = { F_OK: 0, X_OK: 1, W_OK: 2, R_OK: 4 } as const;
+
+/** access(2) with a mode of ACCESS. */
 export function accessPath(path: string, mode: number): Answer {
   const p = cstr(path);
   return answer(`access(${path})`, sys(NR.access, addressOf(p), mode));

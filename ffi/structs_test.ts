@@ -42,6 +42,7 @@ import {
   Regs,
   SCHED_PARAM_SIZE,
   schedParam,
+  SCM_RIGHTS,
   scmRights,
   SECCOMP_RET_ALLOW,
   SECCOMP_SET_MODE_FILTER,
@@ -76,7 +77,11 @@ import {
 import { FD_CLOEXEC, PR, PRIO_PROCESS, RLIMIT, SCHED, SIG, SS } from "./syscalls.ts";
 import { cFacts } from "../tests/lib/cfacts.ts";
 import { AF, IFLA, IFLA_INFO, RTM, sockDiagDumpRequest, VETH_INFO_PEER } from "./netlink.ts";
-import { MSG } from "./sockcall.ts";
+import { MSG, SOCK } from "./sockcall.ts";
+import { AF as ADDRESS_FAMILY } from "./sockaddr.ts";
+import { IPPROTO } from "./sock_diag.ts";
+import { TCP_STATE } from "./inet_sock.ts";
+import { TCP_REPAIR_MODE } from "./sockopt.ts";
 import { TTY_IOCTL } from "./pty.ts";
 import { F_ADD_SEALS, F_SEAL_SEAL, MFD } from "./memfd.ts";
 import { FAN_MARK, FAN_NONBLOCK } from "./fanotify.ts";
@@ -546,4 +551,35 @@ Deno.test("rtnetlink, socket and tun ioctl constants of the probes are the heade
   const iow = (type: string, nr: number, size: number) =>
     ((1 << 30) | (size << 16) | (type.charCodeAt(0) << 8) | nr) >>> 0;
   assert.equal(TUN.SETIFINDEX, iow("T", 218, 4));
+});
+
+Deno.test("socket family, type, protocol, state and repair numbers of the socket objects are the headers'", async () => {
+  const f = await cFacts(["sys/socket.h", "netinet/in.h", "netinet/tcp.h"], {
+    AF_UNIX: "AF_UNIX",
+    SOCK_STREAM: "SOCK_STREAM",
+    SOCK_DGRAM: "SOCK_DGRAM",
+    SOCK_SEQPACKET: "SOCK_SEQPACKET",
+    SCM_RIGHTS: "SCM_RIGHTS",
+    IPPROTO_TCP: "IPPROTO_TCP",
+    IPPROTO_UDP: "IPPROTO_UDP",
+    TCP_ESTABLISHED: "TCP_ESTABLISHED",
+    TCP_CLOSE: "TCP_CLOSE",
+    TCP_LISTEN: "TCP_LISTEN",
+    TCP_REPAIR_ON: "TCP_REPAIR_ON",
+    TCP_REPAIR_OFF: "TCP_REPAIR_OFF",
+  });
+  assert.deepEqual([ADDRESS_FAMILY.UNIX, AF.UNIX], [f.AF_UNIX, f.AF_UNIX]);
+  assert.deepEqual([SOCK.STREAM, SOCK.DGRAM, SOCK.SEQPACKET], [
+    f.SOCK_STREAM,
+    f.SOCK_DGRAM,
+    f.SOCK_SEQPACKET,
+  ]);
+  assert.equal(SCM_RIGHTS, f.SCM_RIGHTS);
+  assert.deepEqual([IPPROTO.TCP, IPPROTO.UDP], [f.IPPROTO_TCP, f.IPPROTO_UDP]);
+  assert.deepEqual([TCP_STATE.ESTABLISHED, TCP_STATE.CLOSE, TCP_STATE.LISTEN], [
+    f.TCP_ESTABLISHED,
+    f.TCP_CLOSE,
+    f.TCP_LISTEN,
+  ]);
+  assert.deepEqual([TCP_REPAIR_MODE.ON, TCP_REPAIR_MODE.OFF], [f.TCP_REPAIR_ON, f.TCP_REPAIR_OFF]);
 });

@@ -264,6 +264,10 @@ export const PR = {
   SET_MM_MAP: 14,
   SET_MM_MAP_SIZE: 15,
   TIMER_CREATE_RESTORE_IDS: 77,
+  /** PR_TIMER_CREATE_RESTORE_IDS's arguments (Linux 6.17): leave, enter, or ask about the mode. */
+  TIMER_CREATE_RESTORE_IDS_OFF: 0,
+  TIMER_CREATE_RESTORE_IDS_ON: 1,
+  TIMER_CREATE_RESTORE_IDS_GET: 2,
 } as const;
 
 export const RSEQ_FLAG_UNREGISTER = 1;
@@ -281,6 +285,9 @@ export const SIG = {
   TTIN: 21,
   TTOU: 22,
   TRAP: 5,
+  ABRT: 6,
+  URG: 23,
+  WINCH: 28,
 } as const;
 
 /** membarrier(2) commands (a bitmask: each command is one bit). */
@@ -317,6 +324,30 @@ export const FD_CLOEXEC = 1;
 
 /** getrlimit/prlimit resources criu-ts names. */
 export const RLIMIT = { NOFILE: 7 } as const;
+/** How many rlimits the kernel has (RLIM_NLIMITS): a task's core image carries this many. */
+export const RLIM_NLIMITS = 16;
+/** The most supplementary groups a task may have (setgroups). */
+export const NGROUPS_MAX = 65536;
+/** The most iovecs one readv/writev/preadv/process_vm_readv call takes (UIO_MAXIOV). */
+export const IOV_MAX = 1024;
+
+/** st_mode's file type field (S_IFMT) and its values. */
+export const S = {
+  IFMT: 0o170000,
+  IFSOCK: 0o140000,
+  IFLNK: 0o120000,
+  IFREG: 0o100000,
+  IFBLK: 0o060000,
+  IFDIR: 0o040000,
+  IFCHR: 0o020000,
+  IFIFO: 0o010000,
+} as const;
+
+/** Capability numbers (linux/capability.h) criu-ts asks about. */
+export const CAP = { SYS_ADMIN: 21, CHECKPOINT_RESTORE: 40 } as const;
+
+/** timerfd's ioctl that sets the count of expirations not yet read: _IOW('T', 0, __u64). */
+export const TFD_IOC_SET_TICKS = 0x40085400;
 
 /** arch_prctl(2) codes. */
 export const ARCH = {

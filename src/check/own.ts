@@ -3,6 +3,7 @@
  * page) is closed or undone before the probe returns.
  */
 import {
+  ACCESS,
   accessPath,
   type Answer,
   closeFd,
@@ -33,7 +34,7 @@ import {
   vmspliceOneByte,
   writeString,
 } from "../../ffi/probe.ts";
-import { MADV, NR, O, PR } from "../../ffi/syscalls.ts";
+import { CAP, MADV, NR, O, PR, TFD_IOC_SET_TICKS } from "../../ffi/syscalls.ts";
 import { TUN } from "../../ffi/tun.ts";
 import { SIOC_SOCKET } from "../../ffi/sockopt.ts";
 import { AF } from "../../ffi/sockaddr.ts";
@@ -53,11 +54,7 @@ import {
 } from "./result.ts";
 
 const CLOEXEC = O.CLOEXEC;
-/** prctl(PR_TIMER_CREATE_RESTORE_IDS)'s argument that asks whether the mode is on. */
-const PR_TIMER_CREATE_RESTORE_IDS_GET = 2;
-const R_OK = 4;
-const W_OK = 2;
-const F_OK = 0;
+const { R_OK, W_OK, F_OK } = ACCESS;
 
 function exists(path: string): boolean {
   return accessPath(path, F_OK) === 0;
@@ -69,8 +66,8 @@ function fdinfo(fd: number): string {
 
 // --- capabilities and /proc ---------------------------------------------------------------------
 
-const CAP_SYS_ADMIN = 21n;
-const CAP_CHECKPOINT_RESTORE = 40n;
+const CAP_SYS_ADMIN = BigInt(CAP.SYS_ADMIN);
+const CAP_CHECKPOINT_RESTORE = BigInt(CAP.CHECKPOINT_RESTORE);
 
 export function capabilities(): ProbeResult {
   const eff = BigInt("0x" + (readStatus(Deno.pid).get("CapEff") ?? "0"));
@@ -283,8 +280,6 @@ export function tunNetns(): ProbeResult {
   });
 }
 
-const TFD_IOC_SET_TICKS = 0x40085400;
-
 export function timerfd(): ProbeResult {
   const fd = rawSyscall(NR.timerfd_create, 1, CLOEXEC); // CLOCK_MONOTONIC
   if (failed(fd)) return no(`timerfd_create failed: ${errnoText(fd)}`);
@@ -371,7 +366,7 @@ export function pidfdStore(): ProbeResult {
 }
 
 export function timerCrIds(): ProbeResult {
-  const r = rawSyscall(NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, PR_TIMER_CREATE_RESTORE_IDS_GET, 0, 0, 0);
+  const r = rawSyscall(NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, PR.TIMER_CREATE_RESTORE_IDS_GET, 0, 0, 0);
   return !failed(r)
     ? yes("prctl(PR_TIMER_CREATE_RESTORE_IDS) exists")
     : no(`prctl(PR_TIMER_CREATE_RESTORE_IDS) is not supported: ${errnoText(r)}`);

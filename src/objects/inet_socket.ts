@@ -57,6 +57,8 @@ import {
   tcpInfo,
 } from "../../ffi/inet_sock.ts";
 import { closeFd } from "../../ffi/fd.ts";
+import { SOCK } from "../../ffi/sockcall.ts";
+import { IPPROTO } from "../../ffi/sock_diag.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
 import {
   addFdFile,
@@ -98,17 +100,13 @@ import { NETWORK_LOCK_METHOD, type NetworkLock } from "../options/options.ts";
 import { KINDS } from "../images/kinds.ts";
 
 const SOCKET_NAME = /^socket:\[(\d+)\]$/;
-const SOCK_STREAM = 1;
-const SOCK_DGRAM = 2;
-const IPPROTO_TCP = 6;
-const IPPROTO_UDP = 17;
 
 /** The sockets this kind takes, by the protocol name the kernel gives them. */
 const FLAVOURS: Record<string, { family: typeof AF.INET | typeof AF.INET6; type: number; proto: number }> = {
-  TCP: { family: AF.INET, type: SOCK_STREAM, proto: IPPROTO_TCP },
-  TCPv6: { family: AF.INET6, type: SOCK_STREAM, proto: IPPROTO_TCP },
-  UDP: { family: AF.INET, type: SOCK_DGRAM, proto: IPPROTO_UDP },
-  UDPv6: { family: AF.INET6, type: SOCK_DGRAM, proto: IPPROTO_UDP },
+  TCP: { family: AF.INET, type: SOCK.STREAM, proto: IPPROTO.TCP },
+  TCPv6: { family: AF.INET6, type: SOCK.STREAM, proto: IPPROTO.TCP },
+  UDP: { family: AF.INET, type: SOCK.DGRAM, proto: IPPROTO.UDP },
+  UDPv6: { family: AF.INET6, type: SOCK.DGRAM, proto: IPPROTO.UDP },
 };
 
 const STATE_NAMES = Object.fromEntries(Object.entries(TCP_STATE).map(([k, v]) => [v, k]));
@@ -302,7 +300,7 @@ function dumpInetSocket(ctx: DumpFilesContext, fd: FdEntry): number {
 function dumpOne(ctx: DumpFilesContext, fd: FdEntry): number {
   const ino = Number(SOCKET_NAME.exec(fd.target)![1]);
   const flavour = FLAVOURS[socketProtocolName(`/proc/${ctx.pid}/fd/${fd.fd}`) ?? ""]!;
-  const tcp = flavour.proto === IPPROTO_TCP;
+  const tcp = flavour.proto === IPPROTO.TCP;
   const s = copyFdOf(ctx.pid, fd.fd);
   let keep = false;
   try {
@@ -450,7 +448,7 @@ function restoreTcpOptions(s: number, t: tcp_opts_entry | undefined): void {
 }
 
 function isConnection(e: inet_sk_entry): boolean {
-  return e.proto === IPPROTO_TCP && STREAM_STATES.includes(e.state);
+  return e.proto === IPPROTO.TCP && STREAM_STATES.includes(e.state);
 }
 
 /** Restore-wide: the stream entries read at PREPARE, the connections held in repair mode. */
@@ -522,7 +520,7 @@ function openOne(ctx: RestoreFilesContext, e: inet_sk_entry): number {
 
 /** Makes criu's copy `s` of a new socket into the dumped one; true when it is kept in repair mode. */
 function configure(ctx: RestoreFilesContext, s: number, e: inet_sk_entry): boolean {
-  const tcp = e.proto === IPPROTO_TCP;
+  const tcp = e.proto === IPPROTO.TCP;
   const state = restoreState(ctx.table);
   const stream = isConnection(e) ? state.streams.get(e.ino) : undefined;
   // IP_TOS sets the priority as well: SO_PRIORITY comes after it.

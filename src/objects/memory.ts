@@ -19,7 +19,7 @@ import { refuse } from "./refusal.ts";
 import { create } from "@bufbuild/protobuf";
 import { type vma_entry, vma_entrySchema } from "../images/gen/vma_pb.ts";
 import { type MapsEntry } from "../../ffi/proc.ts";
-import { MADV, MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
+import { IOV_MAX, MADV, MAP, MREMAP, NR, O, PROT } from "../../ffi/syscalls.ts";
 import { ProcMem } from "../../ffi/memory.ts";
 import { PAGE_IS_GUARD, scanCategory } from "../../ffi/pagemap_scan.ts";
 import { createImageFile } from "../images/file.ts";
@@ -337,8 +337,6 @@ interface Span {
   addr: bigint;
   len: number;
 }
-
-const IOV_MAX = 1024;
 
 /**
  * Moves the bytes of `spans` between the task's memory and `fd` with as few remote calls as

@@ -44,7 +44,7 @@ import {
   truncateFd,
 } from "../../ffi/files.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
-import { O } from "../../ffi/syscalls.ts";
+import { O, S } from "../../ffi/syscalls.ts";
 import { type DumpFilesContext, emptyFown, type FilesSession, type FileTable } from "./files.ts";
 import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
@@ -54,15 +54,11 @@ const DELETED = " (deleted)";
 const GHOST_CHUNKS_THRESH = 3 * 4096;
 /** --ghost-limit counts what the file holds on disk: st_blocks in 512-byte units. */
 const ST_UNIT = 512;
-const S_IFMT = 0o170000;
-const S_IFDIR = 0o040000;
-const S_IFREG = 0o100000;
-const S_IFIFO = 0o010000;
-const S_IFLNK = 0o120000;
+const { IFMT: S_IFMT, IFDIR: S_IFDIR, IFREG: S_IFREG, IFIFO: S_IFIFO, IFLNK: S_IFLNK } = S;
 /** What a ghost can be, as CRIU carries them: contents for a regular file, a target for a symlink. */
-const GHOST_KINDS = new Set([S_IFREG, S_IFDIR, S_IFIFO, S_IFLNK]);
+const GHOST_KINDS: ReadonlySet<number> = new Set([S_IFREG, S_IFDIR, S_IFIFO, S_IFLNK]);
 /** The device nodes a ghost may be made as by mknod (CRIU 4.x carries removed ones): character, block. */
-const DEVICE_NODE_TYPES = [0o020000, 0o060000];
+const DEVICE_NODE_TYPES: readonly number[] = [S.IFCHR, S.IFBLK];
 const OPEN_EXCL = 0o200;
 
 /** A ghost to write at the end of the dump: where its contents can still be read. */

@@ -48,6 +48,7 @@ import { DumpError, RestoreError } from "../errors.ts";
 import { type InetAddress } from "../../ffi/sockaddr.ts";
 import { injectSegment, TCP_FLAG } from "../../ffi/tcp_segment.ts";
 import { closeFd } from "../../ffi/fd.ts";
+import { TCP_REPAIR_MODE } from "../../ffi/sockopt.ts";
 
 const bit = (state: number) => 1 << state;
 /** Our FIN is in the send queue, put back before the peer's. */
@@ -72,19 +73,16 @@ export const STREAM_STATES: readonly number[] = [
 const sendsFin = (state: number) => (bit(state) & (SNDQ_FIRST_FIN | SNDQ_SECOND_FIN)) !== 0;
 const receivedFin = (state: number) => (bit(state) & RCVQ_FIN) !== 0;
 
-/** TCP_REPAIR values. */
-const REPAIR_ON = 1;
-const REPAIR_OFF = 0;
 /** Restored queue bytes are read from the image in chunks of this size. */
 const CHUNK = 256 * 1024;
 
 export function repairOn(fd: number): void {
-  setIntOption(fd, SOL.TCP, TCP.REPAIR, REPAIR_ON);
+  setIntOption(fd, SOL.TCP, TCP.REPAIR, TCP_REPAIR_MODE.ON);
 }
 
 /** Leaves repair mode: the connection sends and answers packets again (a window probe first). */
 export function repairOff(fd: number): void {
-  setIntOption(fd, SOL.TCP, TCP.REPAIR, REPAIR_OFF);
+  setIntOption(fd, SOL.TCP, TCP.REPAIR, TCP_REPAIR_MODE.OFF);
 }
 
 function selectQueue(fd: number, queue: number): void {

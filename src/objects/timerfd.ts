@@ -12,7 +12,7 @@
 import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { type timerfd_entry, timerfd_entrySchema } from "../images/gen/timerfd_pb.ts";
-import { NR, O } from "../../ffi/syscalls.ts";
+import { NR, O, TFD_IOC_SET_TICKS } from "../../ffi/syscalls.ts";
 import { itimer, ITIMER_SIZE, parseItimer, writeS64s } from "../../ffi/structs.ts";
 import { CLOCK_BOOTTIME, clockNs } from "../../ffi/process.ts";
 import type { Agent } from "../agent.ts";
@@ -21,8 +21,6 @@ import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
 
 const TFD_TIMER_ABSTIME = 1;
-/** _IOW('T', 0, u64): sets the expiration count (CONFIG_CHECKPOINT_RESTORE). */
-const TFD_IOC_SET_TICKS = 0x40085400;
 const NS = 1_000_000_000n;
 
 /** What fdinfo says of a timerfd: clock, settime flags, ticks; undefined when not as expected. */

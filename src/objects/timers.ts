@@ -99,11 +99,27 @@ export function restoreTimers(agent: Agent, timers: task_timers_entry | undefine
     if (it && (it.vsec !== 0n || it.vusec !== 0n)) restoreItimer(agent, which, it);
   });
   if (timers.posix.length === 0) return;
-  agent.call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, 1, 0, 0, 0);
+  agent.call(
+    "prctl(PR_TIMER_CREATE_RESTORE_IDS)",
+    NR.prctl,
+    PR.TIMER_CREATE_RESTORE_IDS,
+    PR.TIMER_CREATE_RESTORE_IDS_ON,
+    0,
+    0,
+    0,
+  );
   // /proc lists the newest timer first. Ids are given out in ascending order, so creating them
   // in that order gives the list back as it was, whatever order the image has them in.
   for (const t of [...timers.posix].sort((a, b) => a.itId - b.itId)) restorePosixTimer(agent, t);
-  agent.call("prctl(PR_TIMER_CREATE_RESTORE_IDS)", NR.prctl, PR.TIMER_CREATE_RESTORE_IDS, 0, 0, 0, 0);
+  agent.call(
+    "prctl(PR_TIMER_CREATE_RESTORE_IDS)",
+    NR.prctl,
+    PR.TIMER_CREATE_RESTORE_IDS,
+    PR.TIMER_CREATE_RESTORE_IDS_OFF,
+    0,
+    0,
+    0,
+  );
 }
 
 /**

@@ -34,8 +34,9 @@ import {
 import { type sk_opts_entry, sk_opts_entrySchema, sk_shutdown } from "../images/gen/sk-opts_pb.ts";
 import { scm_entrySchema, type sk_packet_entry, sk_packet_entrySchema } from "../images/gen/sk-packet_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
-import { SockDiag, type UnixSocketInfo } from "../../ffi/sock_diag.ts";
-import { encodeSockaddr, unixNameText } from "../../ffi/sockaddr.ts";
+import { SHUTDOWN, SockDiag, type UnixSocketInfo } from "../../ffi/sock_diag.ts";
+import { AF, encodeSockaddr, unixNameText } from "../../ffi/sockaddr.ts";
+import { TCP_STATE } from "../../ffi/inet_sock.ts";
 import {
   getFilter,
   getIntOption,
@@ -52,7 +53,7 @@ import {
   SO,
   socketProtocolName,
 } from "../../ffi/unix_sk.ts";
-import { bindSocket, connectSocket, listenSocket, shutdownSocket } from "../../ffi/sockcall.ts";
+import { bindSocket, connectSocket, listenSocket, shutdownSocket, SOCK } from "../../ffi/sockcall.ts";
 import { closeFd, OPEN, openFd, preadFull } from "../../ffi/fd.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
 import { SyscallError } from "../../ffi/errors.ts";
@@ -78,17 +79,11 @@ import { copyFdOf } from "../../ffi/process.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { PluginError } from "../plugins/plugins.ts";
 import { RestoreError } from "../errors.ts";
-import { FD_PAIR_SIZE, parseFdPair } from "../../ffi/structs.ts";
+import { FD_PAIR_SIZE, parseFdPair, SCM_RIGHTS } from "../../ffi/structs.ts";
 
 const SOCKET_NAME = /^socket:\[(\d+)\]$/;
-const AF_UNIX = 1;
-const SOCK = { STREAM: 1, DGRAM: 2, SEQPACKET: 5 } as const;
-/** A unix socket's state as sock_diag gives it (TCP state numbers). */
-const STATE = { ESTABLISHED: 1, CLOSE: 7, LISTEN: 10 } as const;
-/** sk_shutdown bits as sock_diag gives them. */
-const RCV_SHUTDOWN = 1;
-/** A control message carrying fds. */
-const SCM_RIGHTS = 1;
+/** A unix socket's state as sock_diag gives it is a TCP state number. */
+const STATE = TCP_STATE;
 /** unix_sk_entry.uflags: the socket is outside the tree, a datagram socket's peer (--ext-unix-sk). */
 const USK_EXTERN = 1;
 /** unix_sk_entry.uflags: a plugin took the socket (DUMP_UNIX_SK) and gives it back (RESTORE_UNIX_SK). */
@@ -338,7 +333,7 @@ function dumpQueue(
     }
     if (control.other) refuse(ctx.pid, what, "Control messages in queue, not supported");
     if (bytes.length === 0 && control.rights.length === 0) {
-      if (info.shutdown & RCV_SHUTDOWN) return;
+      if (info.shutdown & SHUTDOWN.RCV) return;
       refuse(ctx.pid, what, "its queue holds an empty datagram, which cannot be read without taking it");
     }
     const scm = control.rights.length === 0 ? [] : [
@@ -759,14 +754,14 @@ function needsSpare(state: RestoreState, members: readonly unix_sk_entry[], s: u
 
 /** A socket in the task, parked; returns its fd there. */
 function socketIn(ctx: RestoreFilesContext, type: number): number {
-  return ctx.park(Number(ctx.agent.call("socket(AF_UNIX)", NR.socket, AF_UNIX, type | O.CLOEXEC, 0)));
+  return ctx.park(Number(ctx.agent.call("socket(AF_UNIX)", NR.socket, AF.UNIX, type | O.CLOEXEC, 0)));
 }
 
 function socketPairIn(ctx: RestoreFilesContext, type: number): [number, number] {
   const { agent } = ctx;
   agent.reset();
   const fds = agent.alloc(FD_PAIR_SIZE, new Uint8Array(FD_PAIR_SIZE));
-  agent.call("socketpair(AF_UNIX)", NR.socketpair, AF_UNIX, type | O.CLOEXEC, 0, fds);
+  agent.call("socketpair(AF_UNIX)", NR.socketpair, AF.UNIX, type | O.CLOEXEC, 0, fds);
   const [a, b] = parseFdPair(agent.read(fds, FD_PAIR_SIZE));
   return [ctx.park(a), ctx.park(b)];
 }
@@ -880,7 +875,7 @@ function shouldBind(s: unix_sk_entry): boolean {
 function bindName(fd: number, s: unix_sk_entry, bound: string[]): void {
   const path = fsPathOf(s);
   if (path !== null) removeStaleSocket(path, s.ino);
-  inNameDir(s, () => bindSocket(fd, { family: AF_UNIX, name: new Uint8Array(trimPath(s.name)) }));
+  inNameDir(s, () => bindSocket(fd, { family: AF.UNIX, name: new Uint8Array(trimPath(s.name)) }));
   if (path !== null) bound.push(path);
   if (path !== null && s.filePerms) {
     setFilePerms(path, s.filePerms.mode, s.filePerms.uid, s.filePerms.gid);
@@ -912,7 +907,7 @@ function connectToPeer(state: RestoreState, made: Made, s: unix_sk_entry): void 
   }
   inNameDir(
     peer,
-    () => connectSocket(made.ourFd(s.ino), { family: AF_UNIX, name: new Uint8Array(trimPath(peer.name)) }),
+    () => connectSocket(made.ourFd(s.ino), { family: AF.UNIX, name: new Uint8Array(trimPath(peer.name)) }),
   );
 }
 
@@ -1029,7 +1024,7 @@ function sendPiece(
 
 /** The sockaddr_un of a name, as long as the name (abstract names count every byte). */
 function addressBytes(name: Uint8Array): Uint8Array<ArrayBuffer> {
-  const a = encodeSockaddr({ family: AF_UNIX, name: new Uint8Array(trimPath(name)) });
+  const a = encodeSockaddr({ family: AF.UNIX, name: new Uint8Array(trimPath(name)) });
   return a.bytes.slice(0, a.len);
 }
 

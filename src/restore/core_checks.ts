@@ -8,13 +8,11 @@ import type { posix_timer_entry } from "../images/gen/timer_pb.ts";
 import { dispositionSignals } from "../objects/signals.ts";
 import { threadInfoProblem } from "../objects/cpu.ts";
 import { SIGINFO_SIZE, siginfoSigno } from "../../ffi/structs.ts";
-import { SCHED, SIG } from "../../ffi/syscalls.ts";
+import { NGROUPS_MAX, RLIM_NLIMITS, SCHED, SIG } from "../../ffi/syscalls.ts";
 
 /** Linux has 64 signals; a queued one is a siginfo_t. */
 const SIGNALS = 64;
-const RLIMITS = 16; // RLIM_NLIMITS
 const RLIM_INFINITY = 0xffffffffffffffffn;
-const NGROUPS_MAX = 65536;
 /** Clocks timer_create takes (besides the negative per-process and per-thread CPU clocks). */
 const TIMER_CLOCKS = new Set([0, 1, 2, 3, 7, 8, 9, 11]);
 const SIGEV = { SIGNAL: 0, NONE: 1, THREAD: 2, THREAD_ID: 4 } as const;
@@ -41,7 +39,7 @@ function taskProblem(core: core_entry, threads: readonly number[]): string | und
   const max = dispositionSignals().length;
   if (tc.sigactions.length > max) return `${tc.sigactions.length} signal actions, at most ${max} exist`;
   const rl = tc.rlimits?.rlimits ?? [];
-  if (rl.length > RLIMITS) return `${rl.length} resource limits, at most ${RLIMITS} exist`;
+  if (rl.length > RLIM_NLIMITS) return `${rl.length} resource limits, at most ${RLIM_NLIMITS} exist`;
   for (const [i, r] of rl.entries()) {
     if (r.max !== RLIM_INFINITY && r.cur > r.max) return `limit ${i} at ${r.cur}, above its maximum ${r.max}`;
   }

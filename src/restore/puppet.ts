@@ -334,12 +334,20 @@ export class PuppetMaster {
 }
 
 /** Signals whose default action does not end a task: ignored (CHLD, CONT, URG, WINCH) or stopping. */
-const NOT_FATAL: ReadonlySet<number> = new Set([17, 18, 19, 20, 21, 22, 23, 28]);
-const SIGABRT = 6;
+const NOT_FATAL: ReadonlySet<number> = new Set([
+  SIG.CHLD,
+  SIG.CONT,
+  SIG.STOP,
+  SIG.TSTP,
+  SIG.TTIN,
+  SIG.TTOU,
+  SIG.URG,
+  SIG.WINCH,
+]);
 
 /** The signal that ends a task as `signal` did (0: it exited). */
 function fatalSignal(signal: number): number {
-  return NOT_FATAL.has(signal) ? SIGABRT : signal;
+  return NOT_FATAL.has(signal) ? SIG.ABRT : signal;
 }
 
 /** The pid a task has in its own (innermost) PID namespace. */
