@@ -15,7 +15,8 @@
 import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { type netlink_sk_entry, netlink_sk_entrySchema } from "../images/gen/sk-netlink_pb.ts";
-import { type NetlinkSocketInfo, SockDiag } from "../../ffi/sock_diag.ts";
+import type { NetlinkSocketInfo } from "../../ffi/sock_diag.ts";
+import { socketsInNetnsOf } from "./socket_listing.ts";
 import { socketKind } from "../../ffi/sockopt.ts";
 import { bindSocket, connectSocket, MSG, receiveBytes, SOCK } from "../../ffi/sockcall.ts";
 import { AF } from "../../ffi/sockaddr.ts";
@@ -45,19 +46,7 @@ const NETLINK_UNCONNECTED = 0;
 
 /** The netlink sockets sock_diag lists, per network namespace, asked once per dump. */
 function listed(table: FileTable, pid: number): Map<number, NetlinkSocketInfo> {
-  const byNetns = table.stateOf("netlink", () => new Map<string, Map<number, NetlinkSocketInfo>>());
-  const netns = Deno.readLinkSync(`/proc/${pid}/ns/net`);
-  let sockets = byNetns.get(netns);
-  if (!sockets) {
-    const diag = SockDiag.open(pid);
-    try {
-      sockets = new Map(diag.netlinkSockets().map((s) => [s.ino, s]));
-    } finally {
-      diag.close();
-    }
-    byNetns.set(netns, sockets);
-  }
-  return sockets;
+  return socketsInNetnsOf(table, "netlink", pid, (diag) => diag.netlinkSockets());
 }
 
 /** Does the socket have a message waiting? A peek that finds none says EAGAIN. */

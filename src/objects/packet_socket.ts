@@ -24,7 +24,8 @@ import {
   type packet_sock_entry,
   packet_sock_entrySchema,
 } from "../images/gen/packet-sock_pb.ts";
-import { type PacketSocketInfo, SockDiag } from "../../ffi/sock_diag.ts";
+import type { PacketSocketInfo } from "../../ffi/sock_diag.ts";
+import { socketsInNetnsOf } from "./socket_listing.ts";
 import {
   addPacketMembership,
   bindPacketSocket,
@@ -60,19 +61,7 @@ const SOCKET_NAME = /^socket:\[(\d+)\]$/;
 
 /** The packet sockets sock_diag lists, per network namespace, asked once per dump. */
 function listed(table: FileTable, pid: number): Map<number, PacketSocketInfo> {
-  const byNetns = table.stateOf("packet", () => new Map<string, Map<number, PacketSocketInfo>>());
-  const netns = Deno.readLinkSync(`/proc/${pid}/ns/net`);
-  let sockets = byNetns.get(netns);
-  if (!sockets) {
-    const diag = SockDiag.open(pid);
-    try {
-      sockets = new Map(diag.packetSockets().map((s) => [s.ino, s]));
-    } finally {
-      diag.close();
-    }
-    byNetns.set(netns, sockets);
-  }
-  return sockets;
+  return socketsInNetnsOf(table, "packet", pid, (diag) => diag.packetSockets());
 }
 
 /** The protocol as socket() takes it: the ethertype in network byte order (CRIU's htons). */

@@ -34,7 +34,8 @@ import {
 import { type sk_opts_entry, sk_opts_entrySchema, sk_shutdown } from "../images/gen/sk-opts_pb.ts";
 import { scm_entrySchema, type sk_packet_entry, sk_packet_entrySchema } from "../images/gen/sk-packet_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
-import { SHUTDOWN, SockDiag, type UnixSocketInfo } from "../../ffi/sock_diag.ts";
+import { SHUTDOWN, type UnixSocketInfo } from "../../ffi/sock_diag.ts";
+import { socketsInNetnsOf } from "./socket_listing.ts";
 import { AF, encodeSockaddr, unixNameText } from "../../ffi/sockaddr.ts";
 import { TCP_STATE } from "../../ffi/inet_sock.ts";
 import {
@@ -112,8 +113,6 @@ interface DumpedSocket {
 }
 
 interface DumpState {
-  /** Every unix socket of each network namespace met, by the namespace's inode, then by inode. */
-  namespaces: Map<number, Map<number, UnixSocketInfo>>;
   dumped: Map<number, DumpedSocket>;
   queues?: ImageWriter;
   /** Our copies of the files in flight, open until the dump ends (later fds are compared with them). */
@@ -121,23 +120,7 @@ interface DumpState {
 }
 
 function dumpState(table: FileTable): DumpState {
-  return table.stateOf("unix-dump", () => ({ namespaces: new Map(), dumped: new Map(), held: [] }));
-}
-
-/** The unix sockets of the network namespace of `pid`, asked of the kernel once per namespace. */
-function namespaceSockets(state: DumpState, pid: number): Map<number, UnixSocketInfo> {
-  const nsIno = Deno.statSync(`/proc/${pid}/ns/net`).ino ?? 0;
-  let sockets = state.namespaces.get(nsIno);
-  if (!sockets) {
-    const diag = SockDiag.open(pid);
-    try {
-      sockets = new Map(diag.unixSockets().map((s) => [s.ino, s]));
-    } finally {
-      diag.close();
-    }
-    state.namespaces.set(nsIno, sockets);
-  }
-  return sockets;
+  return table.stateOf("unix-dump", () => ({ dumped: new Map(), held: [] }));
 }
 
 /** A socket's name for people: "/path", "@abstract", or "unnamed". */
@@ -353,7 +336,7 @@ function dumpQueue(
 function dumpSocket(ctx: DumpFilesContext, fd: FdEntry): number {
   const ino = Number(SOCKET_NAME.exec(fd.target)![1]);
   const state = dumpState(ctx.table);
-  const sockets = namespaceSockets(state, ctx.pid);
+  const sockets = socketsInNetnsOf(ctx.table, "unix", ctx.pid, (diag) => diag.unixSockets());
   const info = sockets.get(ino);
   if (!info) {
     refuse(ctx.pid, `fd ${fd.fd} (unix socket ${ino})`, "the kernel's list of unix sockets does not have it");
