@@ -32,7 +32,7 @@ import {
   upstreamRestore,
 } from "./lib/upstream.ts";
 import { lockRules } from "./lib/netfilter.ts";
-import { debianCrit } from "./lib/tools.ts";
+import { critDecode } from "./lib/tools.ts";
 
 registerMatrix([
   { name: "inet_sk" },
@@ -72,12 +72,6 @@ Deno.test("crit decodes half-closed connections: their states, and queues withou
     }
   });
 });
-
-function critDecode(path: string): { entries: Record<string, unknown>[] } {
-  const out = new Deno.Command(debianCrit(), { args: ["decode", "-i", path] }).outputSync();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  return JSON.parse(new TextDecoder().decode(out.stdout));
-}
 
 Deno.test("crit decodes the inet sockets of files.img", async () => {
   const w = await Workload.start("inet_sk");

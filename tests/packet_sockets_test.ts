@@ -8,16 +8,10 @@
  */
 import assert from "node:assert/strict";
 import { criuOk, tempDir, Workload } from "./lib/harness.ts";
-import { debianCrit } from "./lib/tools.ts";
+import { critDecode } from "./lib/tools.ts";
 import { refusedDump, registerMatrix } from "./lib/matrix.ts";
 
 registerMatrix([{ name: "packet_sk" }, { name: "packet_sk", args: ["spkt"] }]);
-
-function critDecode(path: string): { entries: Record<string, unknown>[] } {
-  const out = new Deno.Command(debianCrit(), { args: ["decode", "-i", path] }).outputSync();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  return JSON.parse(new TextDecoder().decode(out.stdout));
-}
 
 Deno.test("crit decodes the packet sockets of files.img as CRIU writes them", async () => {
   const w = await Workload.start("packet_sk");

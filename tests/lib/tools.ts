@@ -37,6 +37,13 @@ export function debianCrit(): string {
   return installed("/usr/bin/crit", "criu");
 }
 
+/** An image as Debian's crit decodes it (JSON): fails the test, with crit's words, if crit cannot. */
+export function critDecode(path: string): { entries: Record<string, unknown>[] } {
+  const out = new Deno.Command(debianCrit(), { args: ["decode", "-i", path] }).outputSync();
+  if (!out.success) throw new Error(`crit decode ${path}: ${new TextDecoder().decode(out.stderr)}`);
+  return JSON.parse(new TextDecoder().decode(out.stdout));
+}
+
 /** The Python that Debian's pycriu (package criu) is installed for. */
 export function python3(): string {
   return installed("/usr/bin/python3", "python3");
