@@ -166,7 +166,7 @@ async function dumpTree(t: Tree): Promise<void> {
   Deno.removeSync(t.cgroup);
 }
 
-function restoreArgs(t: Tree, script: string): string[] {
+function restoreArgs(t: Tree, script: string, pidfile = `${t.dir}/restored.pid`): string[] {
   return [
     "restore",
     "-D",
@@ -178,7 +178,7 @@ function restoreArgs(t: Tree, script: string): string[] {
     "--veth-pair",
     `${INNER}=${t.outer}`,
     "--pidfile",
-    `${t.dir}/restored.pid`,
+    pidfile,
     "--action-script",
     script,
     "-o",
@@ -299,32 +299,48 @@ Deno.test("the setup-namespaces and post-setup-namespaces scripts of a container
   }
 });
 
-Deno.test("a restore of a container-like tree failing at post-restore leaves no process, mount, namespace, device or cgroup", async () => {
+/**
+ * Restores the dumped tree with a failure injected late (after post-setup-namespaces filled the
+ * namespaces and post-restore ran) and checks that nothing of it is left.
+ */
+async function failedRestore(t: Tree, extra: { failAt?: string; pidfile?: string }, error: RegExp) {
+  // What an earlier restore recorded must not pass for this one's.
+  for (const e of Deno.readDirSync(t.dir)) {
+    if (HOOKS.some((hook) => e.name.startsWith(`${hook}.`))) Deno.removeSync(`${t.dir}/${e.name}`);
+  }
+  const mountsBefore = ourMounts();
+  const r = await criu(restoreArgs(t, writeRecorder(t.dir, extra.failAt), extra.pidfile));
+  assert.equal(r.code, 1, `the restore should fail: ${r.stderr}`);
+  assert.match(r.stderr, error);
+  // The tree was made, in its cgroup, with its namespaces filled, before the failure.
+  const made = recordedNs(t.dir, "post-setup-namespaces");
+  assert.match(recorded(t.dir, "post-setup-namespaces", "links"), new RegExp(`^\\d+: ${INNER}@`, "m"));
+  const cgroupLine = `0::/${t.cgroup.slice(V2.length + 1)}`;
+  assert.ok(recorded(t.dir, "post-setup-namespaces", "cgroup").split("\n").includes(cgroupLine));
+  const root = Number(recorded(t.dir, "post-setup-namespaces", "pid").trim());
+  // No process of the tree (the root, criu's child, was killed and reaped), and no task or fd
+  // anywhere holds one of the namespaces it was given.
+  await waitFor(`the root ${root} to go`, () => !exists(`/proc/${root}`));
+  await waitFor("the restored namespaces to be let go", () => {
+    const held = heldNamespaces();
+    return KINDS.every((k) => !held.has(made[k]!));
+  }, 20000);
+  assert.deepEqual(ourMounts(), mountsBefore, "a mount was left in criu's namespace");
+  await waitFor(`${t.outer} to go`, () => !linkExists(t.outer), 20000);
+  assert.ok(!exists(t.cgroup), `the cgroup ${t.cgroup} the restore made is still there`);
+}
+
+Deno.test("a restore of a container-like tree failing late (a post-restore script, the pidfile) leaves no process, mount, namespace, device or cgroup", async () => {
   const t = await startTree();
   try {
     await dumpTree(t);
-    const mountsBefore = ourMounts();
-    const script = writeRecorder(t.dir, "post-restore");
-    const r = await criu(restoreArgs(t, script));
-    assert.equal(r.code, 1, `the restore should fail: ${r.stderr}`);
-    assert.match(r.stderr, /at the post-restore hook/);
-    // The tree was made, with its namespaces filled, before the failure.
-    const made = recordedNs(t.dir, "post-setup-namespaces");
-    assert.match(recorded(t.dir, "post-setup-namespaces", "links"), new RegExp(`^\\d+: ${INNER}@`, "m"));
-    const cgroupLine = `0::/${t.cgroup.slice(V2.length + 1)}`;
-    assert.ok(recorded(t.dir, "post-setup-namespaces", "cgroup").split("\n").includes(cgroupLine));
-    const root = Number(recorded(t.dir, "post-setup-namespaces", "pid").trim());
+    await failedRestore(t, { failAt: "post-restore" }, /at the post-restore hook/);
     assert.ok(!exists(`${t.dir}/restored.pid`), "a pidfile was written for a failed restore");
-    // No process of the tree (the root, criu's child, was killed and reaped), and no task or fd
-    // anywhere holds one of the namespaces it was given.
-    await waitFor(`the root ${root} to go`, () => !exists(`/proc/${root}`));
-    await waitFor("the restored namespaces to be let go", () => {
-      const held = heldNamespaces();
-      return KINDS.every((k) => !held.has(made[k]!));
-    }, 20000);
-    assert.deepEqual(ourMounts(), mountsBefore, "a mount was left in criu's namespace");
-    await waitFor(`${t.outer} to go`, () => !linkExists(t.outer), 20000);
-    assert.ok(!exists(t.cgroup), `the cgroup ${t.cgroup} the restore made is still there`);
+    await failedRestore(
+      t,
+      { pidfile: `${t.dir}/no-such-dir/pid` },
+      /Cannot write the pidfile .*no-such-dir\/pid/,
+    );
     // Nothing is in the way: the same images restore.
     await criuOk(restoreArgs(t, writeRecorder(t.dir)));
     t.init = Number(Deno.readTextFileSync(`${t.dir}/restored.pid`).trim());
