@@ -17,6 +17,7 @@ import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { type netlink_sk_entry, netlink_sk_entrySchema } from "../images/gen/sk-netlink_pb.ts";
 import type { NetlinkSocketInfo } from "../../ffi/sock_diag.ts";
 import { socketsInNetnsOf } from "./socket_listing.ts";
+import { makeSocketInTask } from "./socket_in_task.ts";
 import { socketKind } from "../../ffi/sockopt.ts";
 import { bindSocket, connectSocket, MSG, receiveBytes, SOCK } from "../../ffi/sockcall.ts";
 import { AF } from "../../ffi/sockaddr.ts";
@@ -25,7 +26,6 @@ import { copyFdOf } from "../../ffi/process.ts";
 import { closeFd } from "../../ffi/fd.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
-import { F, NR, O } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
 import {
   addFdFile,
@@ -129,27 +129,14 @@ export const netlinkSocketKind: FdKind = {
   open(ctx, entry) {
     const e = entry.nlsk;
     if (!e) throw new RestoreError(`File ${entry.id} has no netlink socket data`);
-    const fd = Number(
-      ctx.agent.call(
-        `socket(AF_NETLINK, ${e.protocol})`,
-        NR.socket,
-        AF.NETLINK,
-        SOCK.RAW | O.CLOEXEC,
-        e.protocol,
-      ),
-    );
-    const ours = copyFdOf(ctx.agent.pid, fd);
-    try {
-      configure(ours, e, ctx.log);
-    } catch (err) {
-      throw new RestoreError(`Cannot restore netlink socket ${e.ino}: ${(err as Error).message}`, 0, {
-        cause: err,
-      });
-    } finally {
-      closeFd(ours);
-    }
-    if (e.flags & O.NONBLOCK) ctx.agent.call("fcntl(F_SETFL)", NR.fcntl, fd, F.SETFL, O.NONBLOCK);
-    return fd;
+    return makeSocketInTask(ctx.agent, {
+      call: `socket(AF_NETLINK, ${e.protocol})`,
+      what: `netlink socket ${e.ino}`,
+      family: AF.NETLINK,
+      type: SOCK.RAW,
+      protocol: e.protocol,
+      flags: e.flags,
+    }, (ours) => configure(ours, e, ctx.log));
   },
 };
 

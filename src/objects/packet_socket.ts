@@ -26,6 +26,7 @@ import {
 } from "../images/gen/packet-sock_pb.ts";
 import type { PacketSocketInfo } from "../../ffi/sock_diag.ts";
 import { socketsInNetnsOf } from "./socket_listing.ts";
+import { makeSocketInTask } from "./socket_in_task.ts";
 import {
   addPacketMembership,
   bindPacketSocket,
@@ -43,7 +44,6 @@ import { socketProtocolName } from "../../ffi/inet_sock.ts";
 import { copyFdOf } from "../../ffi/process.ts";
 import { closeFd } from "../../ffi/fd.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
-import { F, NR, O } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
 import {
   addFdFile,
@@ -181,27 +181,14 @@ export const packetSocketKind: FdKind = {
   open(ctx, entry) {
     const e = entry.psk;
     if (!e) throw new RestoreError(`File ${entry.id} has no packet socket data`);
-    const fd = Number(
-      ctx.agent.call(
-        `socket(AF_PACKET, ${e.type}, 0x${e.protocol.toString(16)})`,
-        NR.socket,
-        AF.PACKET,
-        e.type | O.CLOEXEC,
-        e.protocol,
-      ),
-    );
-    const ours = copyFdOf(ctx.agent.pid, fd);
-    try {
-      configure(ours, e);
-    } catch (err) {
-      throw new RestoreError(`Cannot restore packet socket ${e.id}: ${(err as Error).message}`, 0, {
-        cause: err,
-      });
-    } finally {
-      closeFd(ours);
-    }
-    if (e.flags & O.NONBLOCK) ctx.agent.call("fcntl(F_SETFL)", NR.fcntl, fd, F.SETFL, O.NONBLOCK);
-    return fd;
+    return makeSocketInTask(ctx.agent, {
+      call: `socket(AF_PACKET, ${e.type}, 0x${e.protocol.toString(16)})`,
+      what: `packet socket ${e.id}`,
+      family: AF.PACKET,
+      type: e.type,
+      protocol: e.protocol,
+      flags: e.flags,
+    }, (ours) => configure(ours, e));
   },
 };
 
