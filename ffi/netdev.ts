@@ -18,6 +18,8 @@ export const SIOC = {
   GIFMTU: 0x8921,
   SIFMTU: 0x8922,
   GIFHWADDR: 0x8927,
+  /** An fd of the network namespace a socket belongs to (linux/sockios.h). */
+  GSKNS: 0x894c,
 } as const;
 /** The bytes of a hardware address in ifr_hwaddr.sa_data (14 bytes, an Ethernet address uses 6). */
 const HWADDR_BYTES = 6;
@@ -142,4 +144,17 @@ export function routesWithoutLinkState(dump: Uint8Array): Uint8Array<ArrayBuffer
     at += (len + 3) & ~3;
   }
   return out;
+}
+
+/**
+ * The network namespace a socket belongs to, as its /proc link reads (`net:[INODE]`): a socket
+ * stays in the namespace it was made in, whichever task holds it now.
+ */
+export function socketNetns(sock: number): string {
+  const ns = call("ioctl(SIOCGSKNS)", libc.ioctl(sock, BigInt(SIOC.GSKNS), null));
+  try {
+    return Deno.readLinkSync(`/proc/self/fd/${ns}`);
+  } finally {
+    closeFd(ns);
+  }
 }

@@ -60,7 +60,8 @@ Deno.test("a time namespace cannot come back with --restore-sibling: refused cle
     await criuOk(["restore", "-d", "-D", images]);
   }));
 
-Deno.test("a dump of a tree with a task in a nested UTS, IPC or time namespace is refused by name, and it runs on", async () => {
+// Nested UTS and IPC namespaces are saved (tests/nested_ns_test.ts); nested time ones are not.
+Deno.test("a dump of a tree with a task in a nested time namespace is refused by name, and it runs on", async () => {
   const images = tempDir();
   const comm = (pid: number) => {
     try {
@@ -70,7 +71,7 @@ Deno.test("a dump of a tree with a task in a nested UTS, IPC or time namespace i
     }
   };
   try {
-    for (const [flag, words] of [["--uts", "UTS"], ["--ipc", "IPC"], ["--time", "time"]] as const) {
+    for (const [flag, words] of [["--time", "time"]] as const) {
       // sh starts unshare (which forks sleep in a namespace of its own), then execs sleep: the root.
       const child = new Deno.Command("setsid", {
         args: ["sh", "-c", `unshare ${flag} --fork sleep 60 & exec sleep 60`],

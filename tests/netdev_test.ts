@@ -10,7 +10,7 @@
  */
 import assert from "node:assert/strict";
 import { criu, criuOk, descendants, exists, reap, ROOT, tempDir, waitFor, Workload } from "./lib/harness.ts";
-import { refusedDump, withWorkload } from "./lib/matrix.ts";
+import { withWorkload } from "./lib/matrix.ts";
 import { CriuClient } from "../mod.ts";
 import {
   type Dump,
@@ -204,45 +204,19 @@ for (const lock of [[], ["--network-lock", "nftables"]]) {
   });
 }
 
-// Nested network namespaces (a task in another one than the root's): refused by name at dump,
-// and CRIU's dump of them (CRIU saves them) refused by name at restore, before any process exists.
-Deno.test("a dump refuses a task in a network namespace nested in the tree's, naming it, and the tree runs on", () =>
-  refusedDump(
-    "netns",
-    ["nested"],
-    /Cannot dump network namespace net:\[\d+\] of process \d+: it differs from the root's \(net:\[\d+\]\); nested network namespaces are not supported yet/,
-  ));
-
-Deno.test({
-  name: "we refuse CRIU 4.x's dump of a nested network namespace by name, leaving nothing behind",
-  ignore: !UPSTREAM,
-  fn: async () => {
-    const w = await Workload.start("netns", ["nested"]);
-    const images = tempDir();
-    try {
-      const tree = [w.pid, ...descendants(w.pid)];
-      assert.equal(tree.length, 2);
-      await upstreamDump()(w.pid, images);
-      for (const pid of tree) await reap(pid);
-      const r = await criu(["restore", "-D", images, "-d", "-o", "restore.log", "-v4"]);
-      assert.equal(r.code, 1, `the restore should fail: ${r.stderr}`);
-      assert.match(
-        r.stderr,
-        new RegExp(
-          `Cannot restore process ${
-            tree[1]
-          }: its network namespace \\(id \\d+\\) is not the root's \\(id \\d+\\); nested network namespaces are not restored yet`,
-        ),
-      );
-      assert.doesNotMatch(r.stderr, /\bat .*\.ts:\d+/, "no stack trace");
-      for (const pid of tree) assert.ok(!exists(`/proc/${pid}`), `process ${pid} was left behind`);
-    } finally {
-      await w.kill();
-      w.cleanup();
-      Deno.removeSync(images, { recursive: true });
-    }
-  },
-});
+// Nested network namespaces (a task in another one than the root's) are saved and restored, also
+// across CRIU 4.x: tests/nested_ns_test.ts. The netns workload's `nested` variant is one too.
+Deno.test("a task in a network namespace nested in the tree's comes back in a new one of its own", () =>
+  withWorkload({ name: "netns", args: ["nested"] }, async (w, images) => {
+    const tree = [w.pid, ...descendants(w.pid)];
+    assert.equal(tree.length, 2);
+    const link = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/net`);
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4"]);
+    for (const pid of tree) await reap(pid);
+    await criuOk(["restore", "-D", images, "-d", "-o", "restore.log", "-v4"]);
+    assert.notEqual(link(tree[1]!), link(w.pid), "the child is back in the root's network namespace");
+    assert.notEqual(link(w.pid), link(Deno.pid), "the root is in criu's network namespace");
+  }));
 
 Deno.test("a bridge and a veth pair inside come back (a port in the bridge); --external veth[IN]:OUT@BRIDGE puts the outer end in our bridge", async () => {
   const bridge = `ctsbr${Deno.pid % 10000}`;

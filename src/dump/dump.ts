@@ -262,6 +262,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   const table = new FileTable();
   // Names this checkpoint's network lock (inventory's dump_criu_run_id), as CRIU's run id does.
   const runId = crypto.randomUUID();
+  const nsIds = new NamespaceIds();
   const files: FilesSession = {
     table,
     dir,
@@ -271,9 +272,10 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     log,
     frozenUptimeUs,
     runId,
+    // CRIU's ns_id of each socket: the id its network namespace has in the ids images.
+    nsIdOfLink: (link) => nsIds.idOfLink(link),
   };
   try {
-    const nsIds = new NamespaceIds();
     for (const t of tree.tasks) if (t.state !== "zombie") plugins.notify("CHECKPOINT_DEVICES", t.pid);
     checkNamespaces(tree, nsIds);
     checkSessions(tree, opts.options.shellJob);

@@ -66,6 +66,8 @@ export interface FilesSession {
   readonly frozenUptimeUs?: bigint | undefined;
   /** The dump's run id, a UUID (inventory's dump_criu_run_id): it names the network lock's nft table. */
   readonly runId?: string | undefined;
+  /** At dump: the id in the ids images of the namespace with link `link` (a socket's, ns_id). */
+  readonly nsIdOfLink?: (link: string) => number;
 }
 
 export interface DumpFilesContext {

@@ -15,6 +15,8 @@
  * are held back by the network lock meanwhile, and until the restore is complete.
  */
 import { create } from "@bufbuild/protobuf";
+import { socketNsId } from "./socket_options.ts";
+import { socketNetns } from "../../ffi/netdev.ts";
 import { fd_types, type file_entry, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import {
   type inet_sk_entry,
@@ -325,6 +327,7 @@ function dumpOne(ctx: DumpFilesContext, fd: FdEntry): number {
       // CRIU's restore wants both addresses, the peer's zero when there is none.
       dstAddr: addressWords(peer ?? { ...local, address: flavour.family === AF.INET ? "0.0.0.0" : "::" }),
       fown: emptyFown(),
+      ...socketNsId(ctx.session, s),
       opts: readSocketOptions(s),
       ipOpts: readIpOptions(s, flavour.family),
       ...(flavour.family === AF.INET6 ? { v6only: getIntOption(s, SOL.IPV6, IPV6.V6ONLY) !== 0 } : {}),
@@ -347,17 +350,37 @@ function dumpOne(ctx: DumpFilesContext, fd: FdEntry): number {
 
 /**
  * Locks the connection's packets out, puts it in repair mode (it stays so until the dump ends,
- * with criu's copy kept for that) and writes its stream image.
+ * with criu's copy kept for that) and writes its stream image. The lock's rules go in criu's
+ * netfilter, which sees only the packets of its own network namespace: a connection of another
+ * one (the tree's, or one nested in it) is not locked there, as CRIU does not (the root's
+ * namespace is locked as a whole by the network-lock scripts; a CRIU restore would not lift rules
+ * it did not expect).
  */
 function dumpConnection(ctx: DumpFilesContext, s: number, entry: inet_sk_entry): void {
   const state = inetState(ctx.table);
   const connection = connectionOf(entry);
-  state.locked.push(connection);
-  lockConnection(dumpLockScope(ctx.session), connection, ctx.log);
+  if (inCriuNetns(s)) {
+    state.locked.push(connection);
+    lockConnection(dumpLockScope(ctx.session), connection, ctx.log);
+  } else {
+    ctx.log.debug(
+      `Socket ${entry.ino}: ${connectionText(connection)} is not in criu's network namespace: not locked`,
+    );
+  }
   repairOn(s);
   state.repaired.push({ fd: s, ino: entry.ino, connection });
   ctx.log.debug(`Socket ${entry.ino}: ${connectionText(connection)} in repair mode`);
   dumpStream(s, entry.ino, ctx.session.dir);
+}
+
+/** Whether the socket at `s` belongs to criu's own network namespace (not knowing: it does). */
+function inCriuNetns(s: number): boolean {
+  try {
+    return socketNetns(s) === Deno.readLinkSync("/proc/self/ns/net");
+  } catch (e) {
+    if (!(e instanceof SyscallError)) throw e;
+    return true;
+  }
 }
 
 function endInetDump(session: FilesSession, tasksGoOn: boolean): void {

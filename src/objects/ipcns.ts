@@ -11,12 +11,18 @@
  *   - ipcns-msg-ID.img: each message queue, followed by its messages (an ipc_msg record and the
  *     text padded to 8 bytes each).
  * Everything is read and made by criu's own thread inside the namespace (ffi/nsenter.ts): at the
- * dump the tree's, at the restore the new root's, before any task runs. Each object gets its old
+ * dump the tree's, at the restore the new one's (that of the task that made it), before any task
+ * runs. Each object gets its old
  * id back by writing the matching kernel/*_next_id sysctl just before creating it (no IPC_SET
  * trickery for the id); the saved next-id values are written last.
  *
- * Tasks that have a segment attached attach it again once it exists (mapping_sysvshm.ts); a
- * segment already removed (IPC_RMID, mode SHM_DEST) but still attached is removed again after.
+ * Tasks that have a segment attached attach it again once it exists (mapping_sysvshm.ts), each
+ * once its own namespace is rebuilt; a segment already removed (IPC_RMID, mode SHM_DEST) but still
+ * attached is removed again after.
+ *
+ * Nested: each IPC namespace a live task of the tree is in, other than criu's, is saved the same
+ * way (the images above per id) and made again by the first task in it (namespaces.ts). CRIU 4.2
+ * refuses to dump a nested IPC namespace ("Can't dump nested ipc namespace") and to restore one.
  *
  * Not saved: POSIX message queues (the namespace's mqueue filesystem), semaphore undo lists, the
  * objects' times and last pids. With kernel/shm_rmid_forced set, a segment attached by no task
@@ -350,35 +356,23 @@ registerNamespaceKind({
   name: "ipc",
   words: "IPC",
   cloneFlag: CLONE.NEWIPC,
-  check(tree, nsIds) {
-    // Every live task shares the root's IPC namespace: nested ones are not saved.
-    const root = nsIds.linksOf(tree.root.pid).get("ipc");
-    for (const t of tree.tasks) {
-      const theirs = nsIds.linksOf(t.pid).get("ipc");
-      if (t.state === "zombie" || theirs === root) continue;
-      refuse(
-        t.pid,
-        `IPC namespace ${theirs}`,
-        `it differs from the root's (${root}); nested IPC namespaces are not supported`,
-      );
-    }
-  },
+  nested: true,
   dump(ctx) {
-    const rootPid = ctx.tree.root.pid;
-    save(ctx.dir, ctx.id, inNamespaceOf(rootPid, "ipc", () => collect(rootPid)));
+    save(ctx.dir, ctx.id, inNamespaceOf(ctx.pid, "ipc", () => collect(ctx.pid)));
   },
   prepareRestore(ctx) {
-    const id = ctx.tasks[0]!.ids?.ipcNsId;
+    const id = ctx.id;
     const saved = id === undefined ? undefined : load(ctx.dir, id);
-    expectSysvSegments(saved !== undefined);
+    // The root's plan comes first: it starts the restore's list of namespaces holding segments.
+    expectSysvSegments(saved !== undefined, ctx.ofRoot);
     if (!saved) return undefined;
     return {
-      fill: (root) => {
+      fill: (creator) => {
         try {
-          inNamespaceOf(root.pid, "ipc", () => rebuild(saved));
-          attachSysvSegments();
+          inNamespaceOf(creator.pid, "ipc", () => rebuild(saved));
+          attachSysvSegments(creator.pid);
           const removed = saved.shm.filter((s) => s.entry.desc!.mode & SHM_DEST);
-          inNamespaceOf(root.pid, "ipc", () => removed.forEach((s) => removeIpc("shm", s.entry.desc!.id)));
+          inNamespaceOf(creator.pid, "ipc", () => removed.forEach((s) => removeIpc("shm", s.entry.desc!.id)));
         } catch (e) {
           if (e instanceof RestoreError) throw e;
           throw new RestoreError(`Cannot rebuild the IPC namespace: ${(e as Error).message}`);

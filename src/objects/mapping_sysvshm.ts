@@ -6,9 +6,9 @@
  *
  * The segments only exist again once the IPC namespace is rebuilt, after every task has its
  * memory: the area is first mapped as a placeholder of plain memory, and the task attaches the
- * segment over it (shmat with SHM_REMAP at the same address) when the namespace is rebuilt
- * (ipcns.ts calls attachSysvSegments). A segment is saved only with an IPC namespace of the tree's
- * own, and only attached whole (an area that is part of a segment is refused by name).
+ * segment over it (shmat with SHM_REMAP at the same address) when its namespace is rebuilt
+ * (ipcns.ts calls attachSysvSegments for each). A segment is saved only with an IPC namespace of the tree's
+ * own (the root's or one nested in it), and only attached whole (an area that is part of a segment is refused by name).
  */
 import { refuse } from "./refusal.ts";
 import type { vma_entry } from "../images/gen/vma_pb.ts";
@@ -41,16 +41,27 @@ interface PendingAttach {
 /** The restore in progress: whether an IPC namespace will be rebuilt, and the areas waiting for it. */
 const pending = { expected: false, areas: [] as PendingAttach[] };
 
-/** At PREPARE, by the IPC namespace kind: a new restore, whose namespace is rebuilt or not. */
-export function expectSysvSegments(rebuilt: boolean): void {
-  pending.expected = rebuilt;
-  pending.areas = [];
+/**
+ * At PREPARE, by the IPC namespace kind, for each namespace it plans: whether that one is rebuilt
+ * (`first`: the root's, which starts a new restore).
+ */
+export function expectSysvSegments(rebuilt: boolean, first: boolean): void {
+  if (first) {
+    pending.expected = false;
+    pending.areas = [];
+  }
+  pending.expected ||= rebuilt;
 }
 
-/** Once the IPC namespace holds its segments again: every waiting area attaches its segment. */
-export function attachSysvSegments(): void {
-  const areas = pending.areas;
-  pending.areas = [];
+/**
+ * Once the IPC namespace that task `inside` is in holds its segments again: every area waiting in
+ * a task of that namespace attaches its segment.
+ */
+export function attachSysvSegments(inside: number): void {
+  const ns = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/ipc`);
+  const here = ns(inside);
+  const areas = pending.areas.filter((a) => ns(a.agent.pid) === here);
+  pending.areas = pending.areas.filter((a) => !areas.includes(a));
   for (const { agent, entry: e } of areas) {
     const flags = SHM_REMAP | (e.prot & PROT.WRITE ? 0 : SHM_RDONLY) | (e.prot & PROT.EXEC ? SHM_EXEC : 0);
     agent.reset();

@@ -188,12 +188,15 @@ export class NamespaceIds {
 
   idsOf(pid: number): Partial<Record<NsName, number>> {
     const out: Partial<Record<NsName, number>> = {};
-    for (const [ns, link] of this.linksOf(pid)) {
-      let id = this.#ids.get(link);
-      if (id === undefined) this.#ids.set(link, id = this.#ids.size + 1);
-      out[ns] = id;
-    }
+    for (const [ns, link] of this.linksOf(pid)) out[ns] = this.idOfLink(link);
     return out;
+  }
+
+  /** The id of the namespace with link `link` (a socket's, for one). */
+  idOfLink(link: string): number {
+    let id = this.#ids.get(link);
+    if (id === undefined) this.#ids.set(link, id = this.#ids.size + 1);
+    return id;
   }
 }
 
@@ -364,19 +367,20 @@ export class RestoreNamespaces {
    * with its parent, then its own new namespaces are set up from inside it (beforeMemory).
    */
   beforeMemory(t: RestoreTaskImages, agent: Agent): void {
-    for (const j of this.#joins.get(t) ?? []) this.#enter(agent, j);
+    for (const j of this.#joins.get(t) ?? []) this.#enter(t, agent, j);
     for (const p of this.planned) if (p.creator === t) p.plan.beforeMemory?.(agent);
   }
 
-  #enter(agent: Agent, j: Join): void {
+  #enter(t: RestoreTaskImages, agent: Agent, j: Join): void {
     const path = j.creator ? `/proc/${j.creator.hostPid}/ns/${j.kind.name}` : `/proc/self/ns/${j.kind.name}`;
     const whose = j.creator ? `that of process ${j.creator.entry.pid}` : "criu's own";
-    this.#log.debug(`Process ${agent.pid} enters the ${j.kind.words} namespace ${j.id} (${whose})`);
+    const who = `Process ${t.entry.pid}`;
+    this.#log.debug(`${who} enters the ${j.kind.words} namespace ${j.id} (${whose})`);
     let ours: number;
     try {
       ours = openFd(path, OPEN.RDONLY | OPEN.CLOEXEC);
     } catch (e) {
-      throw new RestoreError(`Cannot open ${path} for process ${agent.pid}: ${(e as Error).message}`);
+      throw new RestoreError(`Cannot open ${path} for process ${t.entry.pid}: ${(e as Error).message}`);
     }
     try {
       const theirs = takeFromCriu({ agent }, ours);
@@ -384,7 +388,7 @@ export class RestoreNamespaces {
         const r = agent.attempt(`setns(${j.kind.name})`, NR.setns, theirs, j.kind.cloneFlag);
         if (typeof r !== "bigint") {
           throw new RestoreError(
-            `Process ${agent.pid} cannot enter the ${j.kind.words} namespace ${j.id} (${whose}): ${r.message}`,
+            `${who} cannot enter the ${j.kind.words} namespace ${j.id} (${whose}): ${r.message}`,
             r.errno,
           );
         }

@@ -54,7 +54,8 @@ const OWN_KINDS: Record<string, nd_type> = {
  */
 const FALLBACK_TUNNELS: Record<string, string> = { gre0: "gre", gretap0: "gretap", sit0: "sit" };
 
-function listLinks(pid: number): IpLink[] {
+/** The devices of the network namespace of `pid`, as `ip -d -j link show` describes them there. */
+export function listLinks(pid: number): IpLink[] {
   try {
     return JSON.parse(textInNetns(pid, ipTool("-d", "-j", "link", "show"))) as IpLink[];
   } catch (e) {

@@ -37,7 +37,7 @@ import {
   registerFdKind,
 } from "./files.ts";
 import { refuse } from "./refusal.ts";
-import { readSkOpts, writeSkOpts } from "./socket_options.ts";
+import { readSkOpts, socketNsId, writeSkOpts } from "./socket_options.ts";
 
 const SOCKET_NAME = /^socket:\[(\d+)\]$/;
 /** netlink_sk_entry.state: connected to a port or group (the kernel's NETLINK_CONNECTED). */
@@ -86,6 +86,7 @@ function dumpNetlink(ctx: DumpFilesContext, fd: FdEntry): number {
       dstPortid: info?.dstPortid ?? 0,
       dstGroup: info?.dstGroup ?? 0,
       fown: emptyFown(),
+      ...socketNsId(ctx.session, ours),
       opts: readSkOpts(ours, AF.NETLINK),
     };
     return addFdFile(ctx, fd, (id) =>

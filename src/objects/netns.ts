@@ -3,6 +3,16 @@
  * container) gets one again on restore, as CRIU does, and the network-lock / network-unlock
  * action scripts run around it.
  *
+ * Nested ones too, as CRIU 4.2 saves them: every network namespace a live task of the tree is in,
+ * other than criu's, is saved in the images below under its own id, and the restore makes each
+ * again in the first task found in it (cloned with CLONE_NEWNET; the others enter it with setns,
+ * namespaces.ts), then fills it from inside that task. As in CRIU, only the root's namespace is
+ * locked (the network-lock / network-unlock scripts, and CRIU's own lock in images CRIU wrote);
+ * a nested one is not, and its connections are not locked in criu's netfilter either, which never
+ * sees their packets (inet_socket.ts). Each socket records the namespace it belongs to (ns_id,
+ * which CRIU's restore reads); criu-ts makes it in the namespace of the task that restores it. A
+ * veth pair joining two namespaces of the tree is not saved yet (refused by name).
+ *
  * What is saved, in CRIU's images (ID is the namespace's id in the ids images):
  *   - netdev-ID.img: its devices (`netdev.ts`: the loopback, veth pairs, bridges, macvlans,
  *     tun/tap devices, devices a plugin takes), with their IPv4/IPv6 settings;
@@ -25,13 +35,15 @@ import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
 import type { Plugins } from "../plugins/plugins.ts";
 import type { Log } from "../log.ts";
-import { checkLinks, dumpLinks, type OuterNames, outerNames, restoreLinks } from "./netdev.ts";
+import { checkLinks, dumpLinks, listLinks, type OuterNames, outerNames, restoreLinks } from "./netdev.ts";
+import { kindOf } from "./netdev_ip.ts";
+import type { FrozenTree } from "../dump/freeze.ts";
+import type { NamespaceIds } from "./namespaces.ts";
 import { IPV4_SYSCTLS, readConf, readSysctls, UNIX_CONF, writeConf, writeSysctls } from "./netns_sysctl.ts";
 import { checkNetConfig, dumpNetConfig, restoreNetConfig } from "./netns_config.ts";
 import { NetToolError, runInNetns, textInNetns } from "./netns_tools.ts";
 import { nftTableOf } from "./network_lock.ts";
-import type { RestoreTaskImages } from "../restore/images.ts";
-import { RestoreError } from "../errors.ts";
+import type { Agent } from "../agent.ts";
 
 /** A saved namespace, as the restore reads it at PREPARE. */
 interface SavedNetns {
@@ -49,7 +61,10 @@ function readSaved(dir: ImageDir, nsId: number | undefined): SavedNetns | undefi
   return { id: nsId, settings, devices };
 }
 
-/** Saves the namespace of the root (see the top of this file), or refuses what it cannot. */
+/**
+ * Saves one namespace (see the top of this file), or refuses what it cannot: `tree` are the pids
+ * of the tree, a task inside the namespace first.
+ */
 function saveNetns(
   dir: ImageDir,
   tree: readonly number[],
@@ -136,43 +151,53 @@ function dropCriuLock(pid: number, runId: string | undefined, log: Log): void {
 }
 
 /**
- * Images (CRIU's: it saves nested network namespaces) where a task is in another network
- * namespace than the root's are refused before any process exists: criu-ts would restore that
- * task in the root's namespace.
+ * A veth pair joining two network namespaces of the tree (the root's and a nested one, or two
+ * nested ones) would come back as two pairs leading out of them: refused by name. An end whose
+ * peer is in another namespace names it by its index and a namespace id of its own
+ * (IFLA_LINK_NETNSID); such a pair is two ends, in two saved namespaces, each the other's peer.
  */
-function refuseNested(tasks: readonly RestoreTaskImages[]): void {
-  const root = tasks[0]!.ids?.netNsId;
-  const nested = tasks.find((t) => !t.zombie && t.ids?.netNsId !== undefined && t.ids.netNsId !== root);
-  if (!nested) return;
-  throw new RestoreError(
-    `Cannot restore process ${nested.entry.pid}: its network namespace (id ${
-      nested.ids!.netNsId
-    }) is not the ` +
-      `root's (id ${root}); nested network namespaces are not restored yet`,
-  );
+function refuseVethsBetween(tree: FrozenTree, nsIds: NamespaceIds): void {
+  const ours = nsIds.linksOf(Deno.pid).get("net");
+  const saved = new Map<string, number>();
+  for (const t of tree.tasks) {
+    const link = t.state === "zombie" ? undefined : nsIds.linksOf(t.pid).get("net");
+    if (link !== undefined && link !== ours && !saved.has(link)) saved.set(link, t.pid);
+  }
+  if (saved.size < 2) return;
+  const leading = [...saved].map(([link, pid]) => ({
+    link,
+    pid,
+    veths: listLinks(pid).filter((l) => kindOf(l) === "veth" && l.link_netnsid !== undefined),
+  }));
+  for (const a of leading) {
+    for (const v of a.veths) {
+      const b = leading.find((o) =>
+        o !== a && o.veths.some((w) => w.ifindex === v.link_index && w.link_index === v.ifindex)
+      );
+      if (!b) continue;
+      refuse(
+        a.pid,
+        `veth ${v.ifname} of network namespace ${a.link}`,
+        `its peer is in the tree's network namespace ${b.link} (of process ${b.pid}); ` +
+          "a veth pair between two network namespaces of the tree is not saved yet",
+      );
+    }
+  }
 }
 
 registerNamespaceKind({
   name: "net",
   words: "network",
   cloneFlag: CLONE.NEWNET,
+  nested: true,
   check(tree, nsIds) {
-    // Every live task shares the root's network namespace: nested ones are not saved yet.
-    const root = nsIds.linksOf(tree.root.pid).get("net");
-    for (const t of tree.tasks) {
-      const theirs = nsIds.linksOf(t.pid).get("net");
-      if (t.state === "zombie" || theirs === root) continue;
-      refuse(
-        t.pid,
-        `network namespace ${theirs}`,
-        `it differs from the root's (${root}); nested network namespaces are not supported yet`,
-      );
-    }
+    refuseVethsBetween(tree, nsIds);
   },
   dump(ctx) {
     const rootPid = ctx.tree.root.pid;
-    const pids = [rootPid, ...ctx.tree.tasks.map((t) => t.pid).filter((p) => p !== rootPid)];
+    const pids = [ctx.pid, ...ctx.tree.tasks.map((t) => t.pid).filter((p) => p !== ctx.pid)];
     saveNetns(ctx.dir, pids, ctx.id, ctx.plugins, ctx.log);
+    if (!ctx.ofRoot) return; // as CRIU, only the root's namespace is locked
     // Only a tree in a namespace of its own gets its network locked, as in CRIU. A lock script
     // that fails may have locked half-way: the unlock runs on failure too.
     const unlock = () => {
@@ -196,16 +221,18 @@ registerNamespaceKind({
     };
   },
   prepareRestore(ctx) {
-    refuseNested(ctx.tasks);
-    const saved = readSaved(ctx.dir, ctx.tasks[0]!.ids?.netNsId);
+    const saved = readSaved(ctx.dir, ctx.id);
     const empty = ctx.empty.has("net");
-    if (!saved && !empty) return undefined;
+    // --empty-ns net leaves every saved namespace empty; it makes none the images do not hold.
+    if (!saved && (!empty || !ctx.ofRoot)) return undefined;
     const outer = outerNames(ctx.options.vethPairs, ctx.options.external);
     const runId = ctx.dir.read<inventory_entry>(KINDS.INVENTORY)[0]?.dumpCriuRunId || undefined;
+    const fill = (creator: Agent) => {
+      if (saved && !empty) fillNetns(ctx.dir, creator.pid, saved, outer, ctx.log);
+    };
+    if (!ctx.ofRoot) return { fill };
     return {
-      fill: (root) => {
-        if (saved && !empty) fillNetns(ctx.dir, root.pid, saved, outer, ctx.log);
-      },
+      fill,
       afterRestore: (rootPid) => {
         ctx.hooks.run("network-unlock", rootPid);
         // As CRIU's restore: its own lock, saved in the namespace's firewall, goes after the scripts.

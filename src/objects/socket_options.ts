@@ -12,6 +12,26 @@ import {
   type SocketOptions,
   writeSocketOptions,
 } from "../../ffi/sockopt.ts";
+import { socketNetns } from "../../ffi/netdev.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
+import type { FilesSession } from "./files.ts";
+
+/**
+ * CRIU's ns_id of a socket entry: the id of the network namespace the socket at `fd` belongs to
+ * (which a restore makes it in); nothing when the dump has no ids to give.
+ */
+export function socketNsId(session: FilesSession, fd: number): { nsId?: number } {
+  if (!session.nsIdOfLink) return {};
+  let link: string;
+  try {
+    link = socketNetns(fd);
+  } catch (e) {
+    // A kernel without SIOCGSKNS: the entry says nothing, which CRIU reads as the root's namespace.
+    if (!isSyscallError(e)) throw e;
+    return {};
+  }
+  return { nsId: session.nsIdOfLink(link) };
+}
 
 /** The options of the socket at `fd` (of address family `family`), as an image entry. */
 export function readSkOpts(fd: number, family: number): sk_opts_entry {

@@ -24,6 +24,7 @@
  * and the options.
  */
 import { create, isFieldSet } from "@bufbuild/protobuf";
+import { socketNsId } from "./socket_options.ts";
 import { fd_types, type file_entry, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import {
   type file_perms_entry,
@@ -355,6 +356,7 @@ function dumpSocket(ctx: DumpFilesContext, fd: FdEntry): number {
       backlog: info.state === STATE.LISTEN ? info.rqlen.wq : 0,
       peer,
       fown: emptyFown(),
+      ...socketNsId(ctx.session, copy),
       opts: readOptions(copy),
       name: info.name ?? new Uint8Array(0),
       ...(info.shutdown ? { shutdown: info.shutdown as sk_shutdown } : {}),

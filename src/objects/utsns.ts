@@ -2,7 +2,11 @@
  * UTS namespaces. A tree in a UTS namespace of its own (`unshare --uts`, a container) gets a new
  * one on restore with the same host and domain names, as CRIU does: utsns-ID.img holds the two
  * names (ID is the namespace's id in the ids images). The names are read with criu's thread inside
- * the tree's namespace, and set again by the root task itself once it exists in the new one.
+ * the namespace, and set again by the task that makes the new one, once it exists in it.
+ *
+ * Nested: each UTS namespace a live task of the tree is in, other than criu's, is saved the same
+ * way (utsns-ID.img per id) and made again by the first task in it (namespaces.ts). CRIU 4.2
+ * refuses to dump a nested UTS namespace ("Can't dump nested uts namespace") and to restore one.
  */
 import { create } from "@bufbuild/protobuf";
 import { type utsns_entry, utsns_entrySchema } from "../images/gen/utsns_pb.ts";
@@ -10,7 +14,6 @@ import { KINDS } from "../images/kinds.ts";
 import { inNamespaceOf, readSmallFile } from "../../ffi/nsenter.ts";
 import { CLONE, NR } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
-import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
 import type { Agent } from "../agent.ts";
 
@@ -46,27 +49,15 @@ registerNamespaceKind({
   name: "uts",
   words: "UTS",
   cloneFlag: CLONE.NEWUTS,
-  check(tree, nsIds) {
-    // Every live task shares the root's UTS namespace: nested ones are not saved.
-    const root = nsIds.linksOf(tree.root.pid).get("uts");
-    for (const t of tree.tasks) {
-      const theirs = nsIds.linksOf(t.pid).get("uts");
-      if (t.state === "zombie" || theirs === root) continue;
-      refuse(
-        t.pid,
-        `UTS namespace ${theirs}`,
-        `it differs from the root's (${root}); nested UTS namespaces are not supported`,
-      );
-    }
-  },
+  nested: true,
   dump(ctx) {
-    ctx.dir.write(KINDS.UTSNS, ctx.id, [create(utsns_entrySchema, readNames(ctx.tree.root.pid))]);
+    ctx.dir.write(KINDS.UTSNS, ctx.id, [create(utsns_entrySchema, readNames(ctx.pid))]);
   },
   prepareRestore(ctx) {
-    const id = ctx.tasks[0]!.ids?.utsNsId;
+    const id = ctx.id;
     if (id === undefined || !ctx.dir.has(KINDS.UTSNS, id)) return undefined;
     const [names] = ctx.dir.read<utsns_entry>(KINDS.UTSNS, id);
     if (!names) throw new RestoreError(`utsns-${id}.img is empty`);
-    return { fill: (root) => setNames(root, names) };
+    return { fill: (creator) => setNames(creator, names) };
   },
 });
