@@ -37,6 +37,7 @@ import {
 import { F, FD_CLOEXEC, NR, O } from "../../ffi/syscalls.ts";
 import { refuse } from "./refusal.ts";
 import { inheritedFdFor } from "./inherited_fds.ts";
+import { openInSocketNetns } from "./socket_netns.ts";
 import { noteFdLocks, readFileLocks, restoreFileLocks, writeFileLocks } from "./file_locks.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
@@ -572,7 +573,7 @@ function inheritedFile(
  */
 function openFile(ctx: RestoreFilesContext, entry: file_entry, kind: FdKind): number {
   const inherited = inheritedFile(ctx, entry, kind);
-  if (!inherited) return kind.open(ctx, entry);
+  if (!inherited) return openInSocketNetns(ctx, entry, () => kind.open(ctx, entry));
   ctx.log.info(
     `File ${inherited.name} will be restored from inherit fd ${inherited.criuFd} (file ${entry.id} of files.img)`,
   );

@@ -319,6 +319,8 @@ export class RestoreNamespaces {
   readonly planned: PlannedNamespace[] = [];
   #nested: PlannedNamespace[] = [];
   #joins = new Map<RestoreTaskImages, Join[]>();
+  /** Where each namespace of the images is, by "KIND:ID": its creator, or null for criu's own. */
+  #where = new Map<string, RestoreTaskImages | null>();
   #root: RestoreTaskImages;
   #log: Log;
 
@@ -339,6 +341,21 @@ export class RestoreNamespaces {
       this.planned.push(p);
       this.#nested.push(p);
     }
+  }
+
+  /** prepareNamespaces' bookkeeping: where namespace `id` of kind `ns` is (null: criu's own). */
+  noteWhere(ns: NsName, id: number, creator: RestoreTaskImages | null): void {
+    this.#where.set(`${ns}:${id}`, creator);
+  }
+
+  /**
+   * A path of namespace `id` of kind `ns` once its creator exists (a socket's, say): under the
+   * creator's /proc/PID/ns, or criu's own; undefined when the images do not place it.
+   */
+  pathOf(ns: NsName, id: number): string | undefined {
+    const creator = this.#where.get(`${ns}:${id}`);
+    if (creator === undefined || creator?.hostPid === 0) return undefined;
+    return creator === null ? `/proc/self/ns/${ns}` : `/proc/${creator.hostPid}/ns/${ns}`;
   }
 
   /** prepareNamespaces' bookkeeping: a namespace task `t` enters once it exists. */
@@ -424,6 +441,7 @@ export function prepareNamespaces(
 ): RestoreNamespaces {
   const root = ctx.tasks[0]!;
   const out = new RestoreNamespaces(root, ctx.log);
+  restoring = out;
   const byPid = new Map(ctx.tasks.map((t) => [t.entry.pid, t]));
   for (const kind of kinds) {
     const rootId = nsIdIn(root.ids, kind.name);
@@ -455,8 +473,17 @@ export function prepareNamespaces(
       out.addPlan({ kind, id, plan, creator: t });
       where.set(id, t);
     }
+    for (const [id, creator] of where) out.noteWhere(kind.name, id, creator ?? null);
   }
   return out;
+}
+
+/** The namespaces of the restore in progress (the last one prepared). */
+let restoring: RestoreNamespaces | undefined;
+
+/** RestoreNamespaces.pathOf of the restore in progress, for objects that live in a namespace. */
+export function restoredNamespacePath(ns: NsName, id: number): string | undefined {
+  return restoring?.pathOf(ns, id);
 }
 
 function refuseNested(

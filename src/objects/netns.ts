@@ -9,9 +9,9 @@
  * namespaces.ts), then fills it from inside that task. As in CRIU, only the root's namespace is
  * locked (the network-lock / network-unlock scripts, and CRIU's own lock in images CRIU wrote);
  * a nested one is not, and its connections are not locked in criu's netfilter either, which never
- * sees their packets (inet_socket.ts). Each socket records the namespace it belongs to (ns_id,
- * which CRIU's restore reads); criu-ts makes it in the namespace of the task that restores it. A
- * veth pair joining two namespaces of the tree is not saved yet (refused by name).
+ * sees their packets (inet_socket.ts). Each socket records the namespace it belongs to (ns_id)
+ * and is made in it again (socket_netns.ts), also when the task holding it has moved to another.
+ * A veth pair joining two namespaces of the tree is not saved yet (refused by name).
  *
  * What is saved, in CRIU's images (ID is the namespace's id in the ids images):
  *   - netdev-ID.img: its devices (`netdev.ts`: the loopback, veth pairs, bridges, macvlans,

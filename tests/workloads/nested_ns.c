@@ -4,8 +4,9 @@
  *   - the root unshares a network namespace of its own (loopback up);
  *   - `net`: child N unshares another network namespace: loopback up with a non-default MTU, a
  *     veth pair with both ends inside (198.18.5.1/24 and 198.18.5.2/24, up), a TCP listener on
- *     127.0.0.1 and an established connection to it; its child NB goes back to the root's
- *     network namespace with setns(2);
+ *     127.0.0.1 and an established connection to it; its child NB makes a listener of its own
+ *     there, then goes back to the root's network namespace with setns(2), keeping it (a socket
+ *     of another namespace than its holder's);
  *   - `uts-ipc`: child U unshares UTS and IPC namespaces: its own host name, and a SysV shared
  *     memory segment with contents, kept attached; its child UB goes back to the root's UTS
  *     namespace (criu's own) with setns(2).
@@ -41,6 +42,9 @@
 #define NESTED_HOST "nested-uts"
 #define SHM_SIZE 20000
 #define PORT 47311
+#ifndef SIOCGSKNS
+#define SIOCGSKNS 0x894C
+#endif
 
 static pid_t root_pid;
 static int veth_between;
@@ -266,9 +270,29 @@ static void check_devices(void)
 		close(r);
 }
 
-/* NB: back in the root's network namespace. */
+/* Whether socket `sk` belongs to the network namespace of `pid`. */
+static int socket_in_ns_of(int sk, pid_t pid)
+{
+	char ns[64], link[64], theirs[64];
+	int fd = ioctl(sk, SIOCGSKNS);
+	if (fd < 0)
+		return 0;
+	snprintf(ns, sizeof(ns), "/proc/self/fd/%d", fd);
+	ssize_t n = readlink(ns, link, sizeof(link) - 1);
+	link[n < 0 ? 0 : n] = 0;
+	close(fd);
+	link_name(pid, "net", theirs, sizeof(theirs));
+	return link[0] && strcmp(link, theirs) == 0;
+}
+
+/* NB: back in the root's network namespace, with a listener of N's namespace. */
 static void net_back(int ready)
 {
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(PORT + 2) };
+	a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	int own = socket(AF_INET, SOCK_STREAM, 0);
+	if (own < 0 || bind(own, (struct sockaddr *)&a, sizeof(a)) || listen(own, 1))
+		_exit(2);
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/ns/net", root_pid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -279,6 +303,11 @@ static void net_back(int ready)
 	wait_for_term();
 	WL_CHECK(same_ns(0, root_pid, "net"), "not in the root's network namespace");
 	WL_CHECK(!same_ns(0, getppid(), "net"), "in its parent's network namespace");
+	int listening = 0;
+	socklen_t len = sizeof(listening);
+	WL_CHECK(socket_in_ns_of(own, getppid()), "its listener is not in its parent's network namespace");
+	WL_CHECK(getsockopt(own, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening,
+		 "its listener does not listen");
 }
 
 /* N: a network namespace of its own below the root's. */
