@@ -14,8 +14,9 @@
  * devices, addresses, the connection and the listener, the host name, the segment) and exits 1
  * if anything differs; the root reports each child that failed. Default: both parts.
  * `veth-between` (with `net`) also joins N's namespace and the root's with a veth pair (nx0 in N's,
- * nx1 in the root's), which criu-ts does not save yet: its dump must be refused.
- *   bin/nested_ns RESULT_FILE [net] [uts-ipc] [veth-between]
+ * nx1 in the root's), which criu-ts does not save yet: its dump must be refused. `host-root`: the
+ * root stays in the host's network namespace (criu's), where NB then goes back.
+ *   bin/nested_ns RESULT_FILE [net] [uts-ipc] [veth-between] [host-root]
  */
 #include "lib.h"
 
@@ -398,17 +399,22 @@ static void uts_ipc_child(int ready)
 int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
-	int net = argc <= 2, uts = argc <= 2;
+	int net = argc <= 2, uts = argc <= 2, host_root = 0;
 	for (int i = 2; i < argc; i++) {
 		net |= strcmp(argv[i], "net") == 0;
+		host_root |= strcmp(argv[i], "host-root") == 0;
 		uts |= strcmp(argv[i], "uts-ipc") == 0;
 		veth_between |= strcmp(argv[i], "veth-between") == 0;
 	}
 	root_pid = getpid();
 	gethostname(root_hostname, sizeof(root_hostname) - 1);
-	if (unshare(CLONE_NEWNET))
+	/* The namespace it was started in: the test's, which is criu's at every dump and restore. */
+	char start_net[64], now_net[64];
+	link_name(0, "net", start_net, sizeof(start_net));
+	if (!host_root && unshare(CLONE_NEWNET))
 		wl_die("unshare(CLONE_NEWNET)");
-	lo_up(0);
+	if (!host_root)
+		lo_up(0);
 	pid_t n = net ? spawn(net_child, "the task in a network namespace of its own") : 0;
 	pid_t u = uts ? spawn(uts_ipc_child, "the task in UTS and IPC namespaces of its own") : 0;
 	wl_ready();
@@ -416,7 +422,9 @@ int main(int argc, char **argv)
 	char name[65] = { 0 };
 	gethostname(name, sizeof(name) - 1);
 	WL_CHECK(strcmp(name, root_hostname) == 0, "host name %s, expected %s", name, root_hostname);
-	WL_CHECK(!same_ns(0, 1, "net"), "the root is in the host's network namespace");
+	link_name(0, "net", now_net, sizeof(now_net));
+	WL_CHECK((strcmp(now_net, start_net) == 0) == host_root, "the root is %sin criu's network namespace",
+		 host_root ? "not " : "");
 	if (n)
 		end_child(n, "the task in a network namespace of its own");
 	if (u)
