@@ -68,6 +68,8 @@ export interface NsDumpContext {
   pid: number;
   /** Whether this is the root's namespace (false: one that a task below it entered). */
   ofRoot: boolean;
+  /** The id in the ids images of the namespace with link `link` (another one a device leads to). */
+  idOfLink(link: string): number;
   dir: ImageDir;
   hooks: Hooks;
   /** Asked about objects of the namespace criu-ts does not save itself (DUMP_EXT_LINK, DUMP_EXT_MOUNT). */
@@ -215,7 +217,7 @@ export function checkNamespaces(tree: FrozenTree, nsIds: NamespaceIds): void {
 export function dumpNamespaces(
   tree: FrozenTree,
   nsIds: NamespaceIds,
-  base: Omit<NsDumpContext, "tree" | "id" | "pid" | "ofRoot">,
+  base: Omit<NsDumpContext, "tree" | "id" | "pid" | "ofRoot" | "idOfLink">,
 ): NsDumped {
   const ours = nsIds.linksOf(Deno.pid);
   const done: NsDumped[] = [];
@@ -234,7 +236,8 @@ export function dumpNamespaces(
           );
         }
         const id = nsIds.idsOf(pid)[kind.name]!;
-        const d = kind.dump({ ...base, tree, id, pid, ofRoot: pid === tree.root.pid });
+        const ofRoot = pid === tree.root.pid;
+        const d = kind.dump({ ...base, tree, id, pid, ofRoot, idOfLink: (l) => nsIds.idOfLink(l) });
         if (d) done.push(d);
       }
     }

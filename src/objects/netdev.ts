@@ -12,6 +12,9 @@
  *     name the kernel picks, as CRIU's restore does;
  *   - veth with both ends inside: both are saved, each with the namespace's id as its peer's
  *     (CRIU's peer_nsid), and the pair is made again at once, both ends at their indexes;
+ *   - veth between two network namespaces of the tree: each end is saved in its namespace's
+ *     image with the other namespace's id as its peer's, and the pair is made once, from the
+ *     namespace filled first, with the peer put in the other (OtherNamespaces);
  *   - bridge: made again, its ports put back in it;
  *   - macvlan (`netdev_macvlan.ts`) on the parent `--external macvlan[NAME]:PARENT` names;
  *   - tun/tap devices, persistent or held by a tun file of the tree (`netdev_tun.ts`);
@@ -67,7 +70,8 @@ export function listLinks(pid: number): IpLink[] {
 /**
  * The devices of the namespace of `pid` (image id `nsId`), each as its entry, or a refusal of the
  * first that cannot be saved. `plugins` are asked about kinds criu-ts does not make itself; `tree`
- * are the tree's pids, whose tun files may hold a tun device.
+ * are the tree's pids, whose tun files may hold a tun device; `peerNsOf` names the namespace of
+ * the tree (its id) a veth's peer is in, when it is in another one.
  */
 export function dumpLinks(
   pid: number,
@@ -75,6 +79,7 @@ export function dumpLinks(
   plugins: Plugins,
   log: Log,
   tree: readonly number[] = [pid],
+  peerNsOf: (ifindex: number) => number | undefined = () => undefined,
 ): net_device_entry[] {
   const links = listLinks(pid).filter((l) => {
     const fallback = FALLBACK_TUNNELS[l.ifname] === kindOf(l);
@@ -98,8 +103,11 @@ export function dumpLinks(
     if (type !== nd_type.LOOPBACK) entry.address = state.address;
     if (type === nd_type.MACVLAN) entry.macvlan = macvlanEntry(pid, link);
     if (type === nd_type.TUN) entry.tun = tunEntry(pid, link, tree);
-    // A peer in the same namespace (no IFLA_LINK_NETNSID) is one of ours: CRIU names its namespace.
+    // A peer in the same namespace (no IFLA_LINK_NETNSID) is one of ours: CRIU names its namespace;
+    // so it does for a peer in another namespace of the tree.
     if (type === nd_type.VETH && link.link_netnsid === undefined) entry.peerNsid = nsId;
+    const peerNs = type === nd_type.VETH ? peerNsOf(link.ifindex) : undefined;
+    if (peerNs !== undefined) entry.peerNsid = peerNs;
     const master = link.master === undefined ? undefined : indexOf.get(link.master);
     if (master !== undefined) entry.master = master;
     inNetns(`/proc/${pid}/ns/net`, () => {
@@ -213,6 +221,19 @@ export function checkLinks(devices: readonly net_device_entry[], image: string):
   }
 }
 
+/**
+ * The restore's other network namespaces, for a veth pair between two of them: made once, with
+ * its two ends in place, by whichever of the two namespaces is filled first.
+ */
+export interface OtherNamespaces {
+  /** The saved devices of namespace `id`; undefined when the images have no such namespace. */
+  devicesOf(id: number): readonly net_device_entry[] | undefined;
+  /** A path of namespace `id` in criu's view, once it exists. */
+  pathOf(id: number): string | undefined;
+  /** Ends already made, as "NSID:IFINDEX". */
+  made: Set<string>;
+}
+
 /** What making the devices of one namespace needs to know. */
 interface MakeContext {
   pid: number;
@@ -221,12 +242,45 @@ interface MakeContext {
   /** Indexes already made (the second end of a pair inside is made with the first). */
   made: Set<number>;
   log: Log;
+  /** The namespace's id, and the others of the restore (veth pairs between two of them). */
+  nsId?: number;
+  others?: OtherNamespaces;
+}
+
+/** Whether a veth's peer is in another namespace of the restore. */
+function peerElsewhere(ctx: MakeContext, d: net_device_entry): boolean {
+  return !!d.peerNsid && d.peerNsid !== ctx.nsId && ctx.others?.devicesOf(d.peerNsid) !== undefined;
+}
+
+/**
+ * A veth pair between this namespace and another of the restore, made once with both ends at
+ * their indexes: `d` here, its peer in the other namespace.
+ */
+function makePairAcross(ctx: MakeContext, d: net_device_entry): boolean {
+  if (!peerElsewhere(ctx, d)) return false;
+  const others = ctx.others!;
+  const peerNs = d.peerNsid;
+  if (others.made.has(`${ctx.nsId}:${d.ifindex}`)) return true; // made from the other side
+  const peer = others.devicesOf(peerNs)!.find((p) =>
+    p.ifindex === d.peerIfindex && p.type === nd_type.VETH && p.peerNsid === ctx.nsId
+  );
+  const path = others.pathOf(peerNs);
+  if (!peer || !path) {
+    throw new RestoreError(
+      `Cannot restore veth ${d.name}: its peer (index ${d.peerIfindex}) is not a veth of netdev-${peerNs}.img leading back`,
+    );
+  }
+  const both = [d.name, ...commonArgs(d), "type", "veth", "peer", "name", peer.name, ...commonArgs(peer)];
+  runIp(ctx.pid, d, ["link", "add", ...both, "netns", path]);
+  others.made.add(`${ctx.nsId}:${d.ifindex}`).add(`${peerNs}:${peer.ifindex}`);
+  ctx.log.info(`Made veth ${d.name} with its peer ${peer.name} in network namespace ${peerNs}`);
+  return true;
 }
 
 /** Both ends of a veth pair inside the namespace, made at once: `d` and its peer. */
 function makeInnerPair(ctx: MakeContext, d: net_device_entry): boolean {
   const peer = ctx.devices.find((p) => p.ifindex === d.peerIfindex && p.type === nd_type.VETH && p !== d);
-  if (!d.peerNsid || !peer) return false;
+  if (!d.peerNsid || !peer || peerElsewhere(ctx, d)) return false;
   if (!ctx.made.has(d.ifindex)) {
     const both = [d.name, ...commonArgs(d), "type", "veth", "peer", "name", peer.name, ...commonArgs(peer)];
     runIp(ctx.pid, d, ["link", "add", ...both]);
@@ -258,7 +312,7 @@ function makeLink(ctx: MakeContext, d: net_device_entry): void {
       runIp(pid, d, ["link", "add", d.name, ...commonArgs(d), "type", "bridge"]);
       return;
     case nd_type.VETH: {
-      if (makeInnerPair(ctx, d)) return;
+      if (makePairAcross(ctx, d) || makeInnerPair(ctx, d)) return;
       const o = outer.veths.get(d.name);
       const peer = o ? ["peer", "name", o.name, "netns", `${Deno.pid}`] : ["peer"];
       if (!o) {
@@ -305,7 +359,8 @@ function attachToBridge(d: net_device_entry, outer: string, bridge: string): voi
  * Makes the saved devices again in the namespace of `pid` (the restored root's, still empty but
  * for its loopback): each device, then masters, MTUs that moved, each device's settings, then the
  * flags (a device comes up last, as its addresses need). A failure names `image` too, where the
- * device comes from.
+ * device comes from. `across`: the namespace's id and the restore's others, for veth pairs
+ * between two of them.
  */
 export function restoreLinks(
   pid: number,
@@ -313,9 +368,10 @@ export function restoreLinks(
   outer: OuterNames,
   image: string,
   log: Log,
+  across?: { nsId: number; others: OtherNamespaces },
 ): void {
   try {
-    makeLinks({ pid, devices, outer, made: new Set(), log }, image);
+    makeLinks({ pid, devices, outer, made: new Set(), log, ...across }, image);
   } catch (e) {
     if (e instanceof RestoreError && !e.message.includes(image)) {
       throw new RestoreError(`${e.message} (restoring ${image})`);

@@ -11,7 +11,8 @@
  * a nested one is not, and its connections are not locked in criu's netfilter either, which never
  * sees their packets (inet_socket.ts). Each socket records the namespace it belongs to (ns_id)
  * and is made in it again (socket_netns.ts), also when the task holding it has moved to another.
- * A veth pair joining two namespaces of the tree is not saved yet (refused by name).
+ * A veth pair joining two namespaces of the tree is saved in both, each end naming the other's
+ * namespace, and made once (see findVethsBetween).
  *
  * What is saved, in CRIU's images (ID is the namespace's id in the ids images):
  *   - netdev-ID.img: its devices (`netdev.ts`: the loopback, veth pairs, bridges, macvlans,
@@ -31,11 +32,18 @@ import type { inventory_entry } from "../images/gen/inventory_pb.ts";
 import type { ImageDir } from "../images/dir.ts";
 import { inNetns } from "../../ffi/netdev.ts";
 import { CLONE } from "../../ffi/syscalls.ts";
-import { refuse } from "./refusal.ts";
-import { registerNamespaceKind } from "./namespaces.ts";
+import { registerNamespaceKind, restoredNamespacePath } from "./namespaces.ts";
 import type { Plugins } from "../plugins/plugins.ts";
 import type { Log } from "../log.ts";
-import { checkLinks, dumpLinks, listLinks, type OuterNames, outerNames, restoreLinks } from "./netdev.ts";
+import {
+  checkLinks,
+  dumpLinks,
+  listLinks,
+  type OtherNamespaces,
+  type OuterNames,
+  outerNames,
+  restoreLinks,
+} from "./netdev.ts";
 import { kindOf } from "./netdev_ip.ts";
 import type { FrozenTree } from "../dump/freeze.ts";
 import type { NamespaceIds } from "./namespaces.ts";
@@ -71,9 +79,10 @@ function saveNetns(
   nsId: number,
   plugins: Plugins,
   log: Log,
+  peerNsOf: (ifindex: number) => number | undefined,
 ): void {
   const rootPid = tree[0]!;
-  dir.write(KINDS.NETDEV, nsId, dumpLinks(rootPid, nsId, plugins, log, tree));
+  dir.write(KINDS.NETDEV, nsId, dumpLinks(rootPid, nsId, plugins, log, tree, peerNsOf));
   const settings = inNetns(`/proc/${rootPid}/ns/net`, () =>
     create(netns_entrySchema, {
       defConf4: readConf("ipv4", "default"),
@@ -99,6 +108,18 @@ function restoreSettings(pid: number, s: netns_entry, image: string, log: Log): 
   });
 }
 
+/**
+ * The network namespaces of the restore in progress, by id (each plan adds its own at PREPARE,
+ * the root's first), for veth pairs between two of them.
+ */
+const restoring = { devices: new Map<number, readonly net_device_entry[]>(), made: new Set<string>() };
+
+const otherNamespaces: OtherNamespaces = {
+  devicesOf: (id) => restoring.devices.get(id),
+  pathOf: (id) => restoredNamespacePath("net", id),
+  made: restoring.made,
+};
+
 function fillNetns(
   dir: ImageDir,
   pid: number,
@@ -107,7 +128,10 @@ function fillNetns(
   log: Log,
 ): void {
   if (saved.settings) restoreSettings(pid, saved.settings, `netns-${saved.id}.img`, log);
-  restoreLinks(pid, saved.devices, outer, `netdev-${saved.id}.img`, log);
+  restoreLinks(pid, saved.devices, outer, `netdev-${saved.id}.img`, log, {
+    nsId: saved.id,
+    others: otherNamespaces,
+  });
   restoreNetConfig(dir, pid, saved.id, log);
 }
 
@@ -151,22 +175,26 @@ function dropCriuLock(pid: number, runId: string | undefined, log: Log): void {
 }
 
 /**
- * A veth pair joining two network namespaces of the tree (the root's and a nested one, or two
- * nested ones) would come back as two pairs leading out of them: refused by name. An end whose
- * peer is in another namespace names it by its index and a namespace id of its own
- * (IFLA_LINK_NETNSID); such a pair is two ends, in two saved namespaces, each the other's peer.
+ * Veth pairs joining two network namespaces of the tree (the root's and a nested one, or two
+ * nested ones), found at each dump's check: by namespace link, each end's index and the link of
+ * its peer's namespace. An end whose peer is in another namespace names it by its index and a
+ * namespace id of its own (IFLA_LINK_NETNSID); such a pair is two ends, in two saved namespaces,
+ * each the other's peer. Both are saved with the peer's namespace id (CRIU's peer_nsid), and the
+ * restore makes the pair once, from whichever of the two it fills first.
  */
-function refuseVethsBetween(tree: FrozenTree, nsIds: NamespaceIds): void {
+let pairsBetween = new Map<string, Map<number, string>>();
+
+function findVethsBetween(tree: FrozenTree, nsIds: NamespaceIds): Map<string, Map<number, string>> {
+  const out = new Map<string, Map<number, string>>();
   const ours = nsIds.linksOf(Deno.pid).get("net");
   const saved = new Map<string, number>();
   for (const t of tree.tasks) {
     const link = t.state === "zombie" ? undefined : nsIds.linksOf(t.pid).get("net");
     if (link !== undefined && link !== ours && !saved.has(link)) saved.set(link, t.pid);
   }
-  if (saved.size < 2) return;
+  if (saved.size < 2) return out;
   const leading = [...saved].map(([link, pid]) => ({
     link,
-    pid,
     veths: listLinks(pid).filter((l) => kindOf(l) === "veth" && l.link_netnsid !== undefined),
   }));
   for (const a of leading) {
@@ -175,14 +203,11 @@ function refuseVethsBetween(tree: FrozenTree, nsIds: NamespaceIds): void {
         o !== a && o.veths.some((w) => w.ifindex === v.link_index && w.link_index === v.ifindex)
       );
       if (!b) continue;
-      refuse(
-        a.pid,
-        `veth ${v.ifname} of network namespace ${a.link}`,
-        `its peer is in the tree's network namespace ${b.link} (of process ${b.pid}); ` +
-          "a veth pair between two network namespaces of the tree is not saved yet",
-      );
+      const ends = out.get(a.link) ?? new Map<number, string>();
+      out.set(a.link, ends.set(v.ifindex, b.link));
     }
   }
+  return out;
 }
 
 registerNamespaceKind({
@@ -191,12 +216,17 @@ registerNamespaceKind({
   cloneFlag: CLONE.NEWNET,
   nested: true,
   check(tree, nsIds) {
-    refuseVethsBetween(tree, nsIds);
+    pairsBetween = findVethsBetween(tree, nsIds);
   },
   dump(ctx) {
     const rootPid = ctx.tree.root.pid;
     const pids = [ctx.pid, ...ctx.tree.tasks.map((t) => t.pid).filter((p) => p !== ctx.pid)];
-    saveNetns(ctx.dir, pids, ctx.id, ctx.plugins, ctx.log);
+    const ends = pairsBetween.get(Deno.readLinkSync(`/proc/${ctx.pid}/ns/net`));
+    const peerNsOf = (ifindex: number) => {
+      const link = ends?.get(ifindex);
+      return link === undefined ? undefined : ctx.idOfLink(link);
+    };
+    saveNetns(ctx.dir, pids, ctx.id, ctx.plugins, ctx.log, peerNsOf);
     if (!ctx.ofRoot) return; // as CRIU, only the root's namespace is locked
     // Only a tree in a namespace of its own gets its network locked, as in CRIU. A lock script
     // that fails may have locked half-way: the unlock runs on failure too.
@@ -221,7 +251,12 @@ registerNamespaceKind({
     };
   },
   prepareRestore(ctx) {
+    if (ctx.ofRoot) {
+      restoring.devices.clear();
+      restoring.made.clear();
+    }
     const saved = readSaved(ctx.dir, ctx.id);
+    if (saved) restoring.devices.set(saved.id, saved.devices);
     const empty = ctx.empty.has("net");
     // --empty-ns net leaves every saved namespace empty; it makes none the images do not hold.
     if (!saved && (!empty || !ctx.ofRoot)) return undefined;

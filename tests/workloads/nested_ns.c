@@ -13,8 +13,9 @@
  * On SIGTERM the root passes it on; each task checks its own view (which namespace it is in, the
  * devices, addresses, the connection and the listener, the host name, the segment) and exits 1
  * if anything differs; the root reports each child that failed. Default: both parts.
- * `veth-between` (with `net`) also joins N's namespace and the root's with a veth pair (nx0 in N's,
- * nx1 in the root's), which criu-ts does not save yet: its dump must be refused. `host-root`: the
+ * `veth-between` (with `net`) also joins N's namespace and the root's with a veth pair (nx0 in N's
+ * with 198.18.6.1/24, nx1 in the root's with 198.18.6.2/24, both up, the root listening on
+ * 198.18.6.2): N must still reach the root's listener through it. `host-root`: the
  * root stays in the host's network namespace (criu's), where NB then goes back.
  *   bin/nested_ns RESULT_FILE [net] [uts-ipc] [veth-between] [host-root]
  */
@@ -252,6 +253,19 @@ static void check_devices(void)
 		 LO_MTU);
 	WL_CHECK(has_address("nv0", "198.18.5.1"), "nv0 is not up with 198.18.5.1");
 	WL_CHECK(has_address("nv1", "198.18.5.2"), "nv1 is not up with 198.18.5.2");
+	if (veth_between) {
+		WL_CHECK(has_address("nx0", "198.18.6.1"), "nx0 is not up with 198.18.6.1");
+		/* Through the pair into the root's namespace, where the root listens. */
+		struct sockaddr_in r = { .sin_family = AF_INET, .sin_port = htons(PORT + 3) };
+		inet_pton(AF_INET, "198.18.6.2", &r.sin_addr);
+		struct timeval limit = { .tv_sec = 10 };
+		int c = socket(AF_INET, SOCK_STREAM, 0);
+		setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &limit, sizeof(limit));
+		WL_CHECK(c >= 0 && connect(c, (struct sockaddr *)&r, sizeof(r)) == 0,
+			 "no connection through nx0 to the root's 198.18.6.2: %s", strerror(errno));
+		if (c >= 0)
+			close(c);
+	}
 	/* A datagram between the two addresses: both are ours. */
 	int sk = socket(AF_INET, SOCK_DGRAM, 0);
 	struct sockaddr_in a = { .sin_family = AF_INET };
@@ -326,6 +340,8 @@ static void net_child(int ready)
 		char cmd[128];
 		snprintf(cmd, sizeof(cmd), "ip link add nx0 type veth peer name nx1 netns %d", root_pid);
 		run(cmd);
+		run("ip addr add 198.18.6.1/24 dev nx0");
+		run("ip link set nx0 up");
 	}
 	open_connection();
 	pid_t back = spawn(net_back, "the task back in the root's network namespace");
@@ -416,6 +432,16 @@ int main(int argc, char **argv)
 	if (!host_root)
 		lo_up(0);
 	pid_t n = net ? spawn(net_child, "the task in a network namespace of its own") : 0;
+	int outer = -1;
+	if (veth_between && n) {
+		struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons(PORT + 3) };
+		run("ip addr add 198.18.6.2/24 dev nx1");
+		run("ip link set nx1 up");
+		inet_pton(AF_INET, "198.18.6.2", &a.sin_addr);
+		outer = socket(AF_INET, SOCK_STREAM, 0);
+		if (outer < 0 || bind(outer, (struct sockaddr *)&a, sizeof(a)) || listen(outer, 4))
+			wl_die("listen on 198.18.6.2:%d", PORT + 3);
+	}
 	pid_t u = uts ? spawn(uts_ipc_child, "the task in UTS and IPC namespaces of its own") : 0;
 	wl_ready();
 	wl_wait();
@@ -425,6 +451,8 @@ int main(int argc, char **argv)
 	link_name(0, "net", now_net, sizeof(now_net));
 	WL_CHECK((strcmp(now_net, start_net) == 0) == host_root, "the root is %sin criu's network namespace",
 		 host_root ? "not " : "");
+	if (outer >= 0)
+		WL_CHECK(has_address("nx1", "198.18.6.2"), "nx1 is not up with 198.18.6.2");
 	if (n)
 		end_child(n, "the task in a network namespace of its own");
 	if (u)
