@@ -368,12 +368,12 @@ function checkOverlay(pid: number, e: mnt_entry, what: string): void {
 }
 
 /**
- * A mount of a namespace restored earlier (the root's, or one nested before) that `e`, in a nested
- * namespace, can be bound from: same filesystem, a root that holds e's. The restore reaches it in
- * the nested namespace's first task, a copy of its parent's tree.
+ * A mount of the parent namespace (the one a nested namespace starts as a copy of) that `e` can
+ * be bound from: same filesystem, a root that holds e's. The restore reaches it in the nested
+ * namespace's first task, in the copy of its parent's tree.
  */
-function earlierSource(earlier: readonly mnt_entry[], e: mnt_entry): mnt_entry | undefined {
-  const candidates = earlier.filter((s) => s.rootDev === e.rootDev && within(e.root, s.root));
+function earlierSource(parent: readonly mnt_entry[], e: mnt_entry): mnt_entry | undefined {
+  const candidates = parent.filter((s) => s.rootDev === e.rootDev && within(e.root, s.root));
   return candidates.find((s) => s.root === e.root) ?? candidates[0];
 }
 
@@ -394,8 +394,10 @@ function earlierMasterCarrier(earlier: readonly mnt_entry[], e: mnt_entry): mnt_
 interface TreeMounts {
   /** Every peer group of the tree's namespaces. */
   groups: ReadonlySet<number>;
-  /** The mounts of the namespaces restored before this one; undefined for the root's namespace. */
-  earlier: readonly mnt_entry[] | undefined;
+  /** The mounts of the namespace a nested one starts as a copy of; undefined for the root's namespace. */
+  parent: readonly mnt_entry[] | undefined;
+  /** The mounts of every namespace saved before this one (their groups and masters can be taken). */
+  earlier: readonly mnt_entry[];
 }
 
 /** Says how each mount comes back, or refuses the first that cannot. */
@@ -415,7 +417,7 @@ function checkMounts(
   entries.forEach((e, i) => {
     const what = describe(e, infos[i]!.fstype);
     if (e.deleted) refuse(pid, what, "its root was deleted");
-    if (tree.earlier) return checkNestedMount(pid, e, what, entries, tree, roots[0]!);
+    if (tree.parent) return checkNestedMount(pid, e, what, entries, tree, roots[0]!);
     if (
       e.masterId && !tree.groups.has(e.masterId) &&
       !masterCarrier(entries, e, (m) => m === roots[0] || !!m.extKey)
@@ -443,15 +445,14 @@ function checkNestedMount(
   tree: TreeMounts,
   root: mnt_entry,
 ): void {
-  const earlier = tree.earlier!;
-  if (e.masterId && !tree.groups.has(e.masterId) && !earlierMasterCarrier(earlier, e)) {
+  if (e.masterId && !tree.groups.has(e.masterId) && !earlierMasterCarrier(tree.earlier, e)) {
     refuse(
       pid,
       what,
       `it is a slave of peer group ${e.masterId}, which is outside the tree, and no mount of the namespaces before this nested one carries that group`,
     );
   }
-  if (earlierSource(earlier, e)) return;
+  if (earlierSource(tree.parent!, e)) return;
   if (e === root) {
     refuse(
       pid,
@@ -533,11 +534,6 @@ function checkNotCovered(pid: number, m: TmpfsToArchive): void {
 /** The device number of a mountinfo line as stat() reports it (new_encode_dev). */
 function userDev(info: MountInfo): number {
   return (info.major << 8) | (info.minor & 0xff) | ((info.minor & ~0xff) << 12);
-}
-
-/** The same for a device number as the images keep it (kernelDev). */
-function userDevOf(rootDev: number): number {
-  return userDev({ major: rootDev >>> 20, minor: rootDev & 0xfffff } as MountInfo);
 }
 
 function archiveAll(
@@ -756,8 +752,8 @@ function readMounts(id: number, pid: number, external: ExternalOptions, log: Log
 interface TreeDump {
   /** Every peer group of the tree's namespaces: a slave's master may be in another namespace. */
   groups: Set<number>;
-  /** The mounts of the namespaces saved so far. */
-  earlier: mnt_entry[];
+  /** The mounts of each namespace saved so far, by its /proc/PID/ns/mnt link. */
+  saved: Map<string, mnt_entry[]>;
   /** The tmpfs archived so far, by device: one archive each, whichever namespaces show it. */
   archived: Set<number>;
 }
@@ -766,8 +762,18 @@ const treeDumps = new WeakMap<FrozenTree, TreeDump>();
 
 function treeDumpOf(tree: FrozenTree): TreeDump {
   let d = treeDumps.get(tree);
-  if (!d) treeDumps.set(tree, d = { groups: peerGroupsOf(tree), earlier: [], archived: new Set() });
+  if (!d) treeDumps.set(tree, d = { groups: peerGroupsOf(tree), saved: new Map(), archived: new Set() });
   return d;
+}
+
+/**
+ * The mounts of the namespace a nested one starts as a copy of: that of the parent of its first
+ * task (which unshared, or was cloned with CLONE_NEWNS, there); none when it is not saved.
+ */
+function parentNamespaceMounts(ctx: NsDumpContext, tree: TreeDump): mnt_entry[] {
+  const ppid = ctx.tree.tasks.find((t) => t.pid === ctx.pid)?.ppid;
+  const link = ppid === undefined ? undefined : Deno.readLinkSync(`/proc/${ppid}/ns/mnt`);
+  return (link !== undefined && tree.saved.get(link)) || [];
 }
 
 /** The peer groups of every mount namespace of the tree's live tasks but criu's. */
@@ -797,8 +803,9 @@ function dumpMounts(ctx: NsDumpContext): void {
   const { dir, log } = ctx;
   const tree = treeDumpOf(ctx.tree);
   const n = readMounts(ctx.id, ctx.pid, externalOptions(ctx.options), log);
-  const earlier = ctx.ofRoot ? undefined : tree.earlier;
-  checkMounts(n.pid, n.infos, n.entries, { groups: tree.groups, earlier }, ctx.plugins);
+  const parent = ctx.ofRoot ? undefined : parentNamespaceMounts(ctx, tree);
+  const earlier = [...tree.saved.values()].flat();
+  checkMounts(n.pid, n.infos, n.entries, { groups: tree.groups, parent, earlier }, ctx.plugins);
   const tmpfs: TmpfsToArchive[] = [];
   n.entries.forEach((e, i) => {
     if (
@@ -812,7 +819,7 @@ function dumpMounts(ctx: NsDumpContext): void {
   });
   archiveAll(n.pid, dir, tmpfs, log);
   dir.write(KINDS.MNTS, n.id, n.entries);
-  tree.earlier.push(...n.entries);
+  tree.saved.set(Deno.readLinkSync(`/proc/${ctx.pid}/ns/mnt`), n.entries);
   log.info(
     `Saved ${n.entries.length} mount(s) of the mount namespace ${n.id} (process ${n.pid}), ${tmpfs.length} tmpfs archive(s)`,
   );
@@ -861,8 +868,8 @@ interface BuiltNamespace {
 
 /** What the restore of one tree knows across its mount namespaces, planned and built in fork order. */
 interface TreeRestore {
-  /** The mounts of the namespaces planned so far. */
-  planned: mnt_entry[];
+  /** The mounts of each namespace planned so far, by id. */
+  planned: Map<number, mnt_entry[]>;
   built: BuiltNamespace[];
 }
 
@@ -870,7 +877,7 @@ const treeRestores = new WeakMap<readonly RestoreTaskImages[], TreeRestore>();
 
 function treeRestoreOf(tasks: readonly RestoreTaskImages[]): TreeRestore {
   let r = treeRestores.get(tasks);
-  if (!r) treeRestores.set(tasks, r = { planned: [], built: [] });
+  if (!r) treeRestores.set(tasks, r = { planned: new Map(), built: [] });
   return r;
 }
 
@@ -976,7 +983,7 @@ function planRestore(
     const e = entries.find((x) => x.mntId === id)!;
     if (e.sharedId && !e.internalSharing) sharingSources.set(id, path);
   }
-  tree.planned.push(...entries);
+  tree.planned.set(id, entries);
   return {
     entries,
     order: buildOrder(entries, new Map()),
@@ -994,17 +1001,35 @@ function planRestore(
   };
 }
 
+/** The mount namespace of the parent of the first task in namespace `id` (which makes it from a copy of that one). */
+function parentNamespaceOf(tasks: readonly RestoreTaskImages[], id: number): number | undefined {
+  const first = tasks.find((t) => !t.zombie && !t.helper && t.ids?.mntNsId === id);
+  return tasks.find((t) => t.entry.pid === first?.entry.ppid)?.ids?.mntNsId;
+}
+
 /**
  * The plan of a nested namespace: its first task is cloned with CLONE_NEWNS from a task of an
  * earlier namespace, so it starts with a copy of that tree, whose mounts its own are bound from
  * (its root too); what no earlier mount holds is made anew (a tmpfs filled from its archive, proc...)
  * or bound from a mount of its own.
  */
-function planNested(dir: ImageDir, id: number, tree: TreeRestore, log: Log): MountPlan {
+function planNested(
+  dir: ImageDir,
+  id: number,
+  tasks: readonly RestoreTaskImages[],
+  tree: TreeRestore,
+  log: Log,
+): MountPlan {
   const { entries, root } = readPlanned(dir, id);
+  const parent = tree.planned.get(parentNamespaceOf(tasks, id) ?? -1);
+  if (!parent) {
+    throw new RestoreError(
+      `The nested mount namespace ${id} was made from one the images do not hold (criu's own); it cannot be restored`,
+    );
+  }
   const fromEarlier = new Map<number, mnt_entry>();
   for (const e of entries) {
-    const src = earlierSource(tree.planned, e);
+    const src = earlierSource(parent, e);
     if (src) {
       fromEarlier.set(e.mntId, src);
       continue;
@@ -1023,7 +1048,7 @@ function planNested(dir: ImageDir, id: number, tree: TreeRestore, log: Log): Mou
       throw new RestoreError(`The tmpfs at ${e.mountpoint} has no archive tmpfs-dev-${e.rootDev}.tar.gz.img`);
     }
   }
-  tree.planned.push(...entries);
+  tree.planned.set(id, entries);
   return {
     entries,
     order: buildOrder(entries, fromEarlier),
@@ -1123,7 +1148,12 @@ class TreeBuilder {
       }
       this.#fds.set(src.mntId, Number(fd));
       const dev = Deno.statSync(`/proc/${r.pid}/fd/${fd}`).dev;
-      if (dev !== userDevOf(src.rootDev)) {
+      // The restored mount's device (one made anew has another number than the image's).
+      const built = this.#plan.tree.built.find((b) => b.fds.has(src.mntId));
+      const expected = built
+        ? Deno.statSync(`/proc/${built.pid}/fd/${built.fds.get(src.mntId)}`).dev
+        : undefined;
+      if (dev !== expected) {
         throw new RestoreError(
           `The mount ${src.mountpoint} (mount ${src.mntId}) is covered by another in the copy a nested mount namespace starts from`,
         );
@@ -1699,7 +1729,7 @@ registerNamespaceKind({
     const tree = treeRestoreOf(ctx.tasks);
     const plan = ctx.ofRoot
       ? planRestore(ctx.dir, id, tree, ctx.options, ctx.plugins, ctx.log)
-      : planNested(ctx.dir, id, tree, ctx.log);
+      : planNested(ctx.dir, id, ctx.tasks, tree, ctx.log);
     let built: BuiltNamespace | undefined;
     return {
       beforeMemory: (creator) => {

@@ -1,0 +1,165 @@
+/**
+ * Nested mount namespaces: the nested_mntns workload's root lives in a mount namespace of its own
+ * (a bind of / with proc, a tmpfs t and a shared tmpfs sh); its child A unshares CLONE_NEWNS, makes
+ * everything a slave and mounts a private tmpfs priv (an open file and its cwd on it), as a
+ * systemd service with PrivateTmp= in a container; its child B stays in the root's. After restore
+ * the workload checks A's tmpfs, file and cwd, that the root does not see them, and that a mount
+ * the root makes under sh reaches A (the slave relation came back) and not the other way.
+ * The restore's --root is a (non-recursive) bind mount of / that this file makes and removes.
+ */
+import assert from "node:assert/strict";
+import { criu, criuOk, descendants, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { type CrossCase, registerCross } from "./lib/upstream.ts";
+import { critDecode } from "./lib/tools.ts";
+
+const ROOTFS = tempDir();
+
+function run(cmd: string, ...args: string[]): void {
+  const out = new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).outputSync();
+  if (!out.success) throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+}
+
+run("mount", "--bind", "/", ROOTFS);
+let unmounted = false;
+function dropRootfs(): void {
+  if (unmounted) return;
+  unmounted = true;
+  run("umount", ROOTFS);
+  Deno.removeSync(ROOTFS);
+}
+globalThis.addEventListener("unload", dropRootfs);
+
+/** The mounts of this namespace a restore could leave behind: under --root and criu-ts's scratch directories. */
+function ourMounts(): string {
+  return Deno.readTextFileSync("/proc/self/mountinfo").split("\n").filter((l) => {
+    const mountpoint = l.split(" ")[4] ?? "";
+    return mountpoint.startsWith(`${ROOTFS}/`) || /^\/tmp\/criu-ts-(mnt|tar|tmpfs)-/.test(mountpoint);
+  }).join("\n");
+}
+
+const NESTED: Case = { name: "nested_mntns", restoreArgs: ["--root", ROOTFS] };
+
+registerMatrix([NESTED]);
+
+/** The workload's children: A (in a mount namespace of its own) and B (in the root's). */
+function children(root: number): { a: number; b: number } {
+  const ns = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/mnt`);
+  const kids = descendants(root);
+  const a = kids.find((p) => ns(p) !== ns(root));
+  const b = kids.find((p) => ns(p) === ns(root));
+  assert.ok(a && b && kids.length === 2, `unexpected children ${kids}`);
+  return { a, b };
+}
+
+interface CritMount {
+  mnt_id: number;
+  mountpoint: string;
+  fstype: number;
+  root_dev: number;
+  shared_id?: number;
+  master_id?: number;
+}
+
+/** The mount namespace id each task's ids image names, by pid. */
+function mntNsIds(images: string): Map<number, number> {
+  const out = new Map<number, number>();
+  for (const name of Deno.readDirSync(images)) {
+    const m = /^ids-(\d+)\.img$/.exec(name.name);
+    if (!m) continue;
+    const entry = critDecode(`${images}/${name.name}`).entries[0] as { mnt_ns_id: number };
+    out.set(Number(m[1]), entry.mnt_ns_id);
+  }
+  return out;
+}
+
+function mounts(images: string, id: number): CritMount[] {
+  return critDecode(`${images}/mountpoints-${id}.img`).entries as unknown as CritMount[];
+}
+
+Deno.test("each mount namespace has its mountpoints image, and A's sh is a slave of the root's group", () =>
+  withWorkload(NESTED, async (w, images) => {
+    const { a, b } = children(w.pid);
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+    const ids = mntNsIds(images);
+    const rootId = ids.get(w.pid)!;
+    const aId = ids.get(a)!;
+    assert.ok(rootId && aId && rootId !== aId, `A's mount namespace id ${aId} is the root's ${rootId}`);
+    assert.equal(ids.get(b), rootId, "B's mount namespace is not the root's");
+    const names = [...Deno.readDirSync(images)].map((e) => e.name).filter((n) =>
+      n.startsWith("mountpoints-")
+    );
+    assert.deepEqual(names.sort(), [`mountpoints-${aId}.img`, `mountpoints-${rootId}.img`].sort());
+    const rootMounts = mounts(images, rootId);
+    const aMounts = mounts(images, aId);
+    const at = (list: CritMount[], rel: string) => list.find((m) => m.mountpoint.endsWith(`.mnt/${rel}`));
+    assert.ok(!at(rootMounts, "priv"), "priv is in the root's namespace image");
+    const priv = at(aMounts, "priv");
+    assert.ok(priv && priv.fstype === 5, "A's priv tmpfs is not in its image");
+    assert.ok(exists(`${images}/tmpfs-dev-${priv.root_dev}.tar.gz.img`), "no archive of A's priv");
+    const [sh, aSh] = [at(rootMounts, "sh"), at(aMounts, "sh")];
+    assert.ok(sh?.shared_id, "the root's sh is not shared");
+    assert.equal(aSh?.master_id, sh.shared_id, "A's sh is not a slave of the root's sh group");
+    const allIds = [...rootMounts, ...aMounts].map((m) => m.mnt_id);
+    assert.equal(new Set(allIds).size, allIds.length, "a mount id is in both namespaces");
+  }));
+
+Deno.test("a restore that fails while a nested namespace is built leaves no mount or process", () =>
+  withWorkload(NESTED, async (w, images) => {
+    const tree = [w.pid, ...descendants(w.pid)];
+    const { a } = children(w.pid);
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    for (const pid of tree) await reap(pid);
+    const priv = mounts(images, mntNsIds(images).get(a)!).find((m) => m.mountpoint.endsWith(".mnt/priv"))!;
+    const archive = `${images}/tmpfs-dev-${priv.root_dev}.tar.gz.img`;
+    const good = Deno.readFileSync(archive);
+    Deno.writeTextFileSync(archive, "not gzip");
+    const before = ourMounts();
+    const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /Cannot fill the tmpfs at \S+\.mnt\/priv from \S+: it is not a gzip'd archive/);
+    // Killed at once; PID 1 may take a moment to reap them (reap fails if one lives on).
+    for (const pid of tree) await reap(pid, 5000);
+    assert.equal(ourMounts(), before, "the failed restore left a mount");
+    // And late, once every namespace is built: the pidfile is written after every task is rebuilt.
+    Deno.writeFileSync(archive, good);
+    const late = await criu([
+      "restore",
+      "-D",
+      images,
+      "-d",
+      "--root",
+      ROOTFS,
+      "--pidfile",
+      "/nonexistent/dir/pid",
+    ]);
+    assert.equal(late.code, 1);
+    for (const pid of tree) await reap(pid);
+    assert.equal(ourMounts(), before, "the failed restore left a mount");
+    await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS]);
+  }));
+
+Deno.test("a child in a mount namespace of its own under a root in criu's is refused by name and runs on", async () => {
+  const w = await Workload.start("nested_mntns", ["host"]);
+  const images = tempDir();
+  try {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /Cannot dump mount namespace mnt:\[\d+\] of process \d+: it differs from the root's, which is criu's own/,
+    );
+    assert.equal(await w.finish(), "PASS", w.output());
+  } catch (e) {
+    await w.kill();
+    throw e;
+  } finally {
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+const CROSS: CrossCase = { ...NESTED, title: "a tree with a nested mount namespace" };
+registerCross([CROSS]);
+
+Deno.test("nested_mntns: the --root bind mount is removed", () => dropRootfs());
