@@ -8,7 +8,7 @@ import { compact } from "../compact.ts";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { reg_file_entrySchema } from "../images/gen/regfile_pb.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
-import { openPathFd } from "../../ffi/mount.ts";
+import { openPathFd, parseMountinfo } from "../../ffi/mount.ts";
 import { closeFd } from "../../ffi/fd.ts";
 import { emptyFown, type FdKind, type FileTable, registerFdKind } from "./files.ts";
 import { RestoreError } from "../errors.ts";
@@ -70,27 +70,31 @@ export function addRegFile(
     }));
 }
 
-/** Per dump (its file table): whether each task's mount namespace is saved (not criu's). */
-const savedMountNs = new WeakMap<FileTable, Map<number, boolean>>();
+/** Per dump (its file table): the mounts of each task's namespace when it is saved (not criu's), else null. */
+const savedMounts = new WeakMap<FileTable, Map<number, Set<number> | null>>();
 
 /**
  * The mount id to record with a file of task `pid`, as CRIU records it: the restore opens the file
  * in the mount namespace that mount belongs to (a nested one's tasks see other files by the same
- * names). Undefined when the task is in criu's own mount namespace, which no image holds.
+ * names). Undefined when the task is in criu's own mount namespace, which no image holds, or the
+ * mount is not in the task's view (a file opened before it left criu's: no image names it either).
  */
 export function mountIdToSave(table: FileTable, pid: number, mntId: number): number | undefined {
-  let byPid = savedMountNs.get(table);
-  if (!byPid) savedMountNs.set(table, byPid = new Map());
-  let saved = byPid.get(pid);
-  if (saved === undefined) {
+  let byPid = savedMounts.get(table);
+  if (!byPid) savedMounts.set(table, byPid = new Map());
+  let mounts = byPid.get(pid);
+  if (mounts === undefined) {
+    mounts = null;
     try {
-      saved = Deno.readLinkSync(`/proc/${pid}/ns/mnt`) !== Deno.readLinkSync("/proc/self/ns/mnt");
+      if (Deno.readLinkSync(`/proc/${pid}/ns/mnt`) !== Deno.readLinkSync("/proc/self/ns/mnt")) {
+        mounts = new Set(parseMountinfo(Deno.readTextFileSync(`/proc/${pid}/mountinfo`)).map((m) => m.id));
+      }
     } catch {
-      saved = false;
+      // gone: nothing to record
     }
-    byPid.set(pid, saved);
+    byPid.set(pid, mounts);
   }
-  return saved && mntId > 0 ? mntId : undefined;
+  return mounts?.has(mntId) ? mntId : undefined;
 }
 
 /**
@@ -100,7 +104,7 @@ export function mountIdToSave(table: FileTable, pid: number, mntId: number): num
 export function addTaskDirectory(table: FileTable, pid: number, which: "cwd" | "root", path: string): number {
   const link = `/proc/${pid}/${which}`;
   let mntId: number | undefined;
-  if (mountIdToSave(table, pid, 1) !== undefined) {
+  if (inSavedMountNs(table, pid)) {
     const fd = openPathFd(link);
     try {
       const line = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`).split("\n").find((l) =>
@@ -112,6 +116,11 @@ export function addTaskDirectory(table: FileTable, pid: number, which: "cwd" | "
     }
   }
   return addRegFile(table, path, O.RDONLY | O.DIRECTORY, 0n, undefined, safeStat(link), mntId);
+}
+
+function inSavedMountNs(table: FileTable, pid: number): boolean {
+  mountIdToSave(table, pid, 0);
+  return !!savedMounts.get(table)?.get(pid);
 }
 
 function safeStat(path: string): Deno.FileInfo | null {
