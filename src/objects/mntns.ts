@@ -36,6 +36,22 @@
  * Linux 5.15), so that nothing propagates while the tree is built. The namespace starts as a
  * recursive slave of criu's: no mount made in it reaches the host, and a failed restore, which
  * kills the root, leaves no mount anywhere.
+ *
+ * Nested mount namespaces (a task below the root that unshared CLONE_NEWNS: a systemd service's
+ * PrivateTmp= in a container) are saved as CRIU 4.2 saves them: a mountpoints-ID.img each (the
+ * ids of each task's ids image name it), mount ids and peer groups the kernel's, so that a master
+ * or a group may be in another namespace; a tmpfs seen by several is archived once; a file, cwd or
+ * root of a task in such a namespace records the mount it is on (reg mnt_id), which CRIU's restore
+ * needs to open it in the right namespace. A child in a namespace of its own under a root in criu's
+ * is refused (CRIU saves nothing of it and cannot restore it). The restore builds a nested
+ * namespace in its first task (namespaces.ts clones it with CLONE_NEWNS from its parent, a task of
+ * the parent namespace, already built): it starts with a copy of the parent's tree, from which each
+ * mount that is a copy of one of the parent's is bound (open_tree/move_mount, its root too, attached
+ * on top of the task's root with its cwd in it); what no parent mount holds is made anew or bound
+ * from one of its own; then the pivot drops the copy. Peer groups and masters held by a namespace
+ * built before are joined there (SET_GROUP from an fd on that namespace's mount, which its builder
+ * keeps until every namespace is built and criu copies in). A nested namespace's external, plugin,
+ * disk or overlay mount that is no copy of its parent's is refused.
  */
 import { create } from "@bufbuild/protobuf";
 import { type mnt_entry, mnt_entrySchema } from "../images/gen/mnt_pb.ts";
