@@ -8,12 +8,15 @@
  * The root lives in a mount namespace of its own, rooted at a bind mount of the host's root
  * filesystem (pivot_root), with /proc, a tmpfs t (t/root.txt) and a shared tmpfs sh. A unshares
  * CLONE_NEWNS, makes every mount a slave (mount --make-rslave /, as systemd does), mounts a tmpfs
- * of its own at priv (priv/a.txt), keeps priv/a.txt open (read 2 bytes) and its cwd in priv.
+ * of its own at priv (priv/a.txt), keeps priv/a.txt open (read 2 bytes) and its cwd in priv; then,
+ * as PrivateTmp= and ProtectSystem= do, binds t/svc (a directory of the root's tmpfs) over t, and
+ * ro (a directory of the root filesystem) on itself read-only.
  *
- * After SIGTERM the root checks its view: t/root.txt is there, priv is no mount and holds no
- * a.txt, A is in another mount namespace and B in its own; it mounts a tmpfs at sh/later with
+ * After SIGTERM the root checks its view: t/root.txt is there (its t not covered), ro is
+ * writable, priv is no mount and holds no a.txt, A is in another mount namespace and B in its own; it mounts a tmpfs at sh/later with
  * l.txt and lets A and B check. A checks priv/a.txt, its fd (the rest of the file, on priv), its
- * cwd, t/root.txt (its copy of t), and that sh/later/l.txt reached it (its sh is a slave of the
+ * cwd, t/svc.txt (t/svc bound over its copy of t), that ro refuses writes (EROFS), and that
+ * sh/later/l.txt reached it (its sh is a slave of the
  * root's: the relation must have come back); then it mounts a tmpfs at sh/back, which the root must
  * not see (a slave does not propagate back). B checks it sees t and not priv. Reports go through a
  * MAP_SHARED area made before the forks.
@@ -134,6 +137,9 @@ static void child_a(void)
 	if (fd < 0 || write(fd, "private tmp", 11) != 11 || pread(fd, two, 2, 0) != 2 || lseek(fd, 2, SEEK_SET) != 2 ||
 	    chdir(at("priv")))
 		_exit(4);
+	if (!host && (mount(at("t/svc"), at("t"), NULL, MS_BIND, NULL) || mount(at("ro"), at("ro"), NULL, MS_BIND, NULL) ||
+	    mount(NULL, at("ro"), NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL)))
+		_exit(6);
 	atomic_store(&sh->ready[A], 1);
 	wait_go();
 	verdict = sh->verdict[A];
@@ -146,7 +152,8 @@ static void child_a(void)
 	CHILD_CHECK(dev_of(".") == dev_of(at("priv")), "A: cwd is not on priv");
 	if (host)
 		goto done;
-	CHILD_CHECK(file_is(at("t/root.txt"), "the root's tmpfs"), "A: t/root.txt is not there");
+	CHILD_CHECK(file_is(at("t/svc.txt"), "the service's tmp"), "A: t/svc is not bound over t");
+	CHILD_CHECK(open(at("ro/a-write"), O_WRONLY | O_CREAT, 0644) < 0 && errno == EROFS, "A: ro is writable");
 	CHILD_CHECK(file_is(at("sh/later/l.txt"), "after the restore"),
 		    "A: the root's mount at sh/later did not reach A (its sh is no slave of the root's)");
 	if (mount("back", at("sh/back"), "tmpfs", 0, "size=64k") == 0)
@@ -172,7 +179,7 @@ static void child_b(void)
 
 static void make_dirs(void)
 {
-	const char *dirs[] = { "", "newroot", "t", "sh", "priv" };
+	const char *dirs[] = { "", "newroot", "t", "sh", "priv", "ro" };
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
 		if (mkdir(at(dirs[i]), 0755) && errno != EEXIST)
 			wl_die("mkdir %s", dirs[i]);
@@ -209,6 +216,9 @@ static void fill_own_root(void)
 	mnt("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	mnt("tmpfs", at("t"), "tmpfs", MS_NOSUID, "size=1m,mode=755");
 	put(at("t/root.txt"), "the root's tmpfs");
+	if (mkdir(at("t/svc"), 0755))
+		wl_die("mkdir t/svc");
+	put(at("t/svc/svc.txt"), "the service's tmp");
 	mnt("shm", at("sh"), "tmpfs", 0, "size=1m");
 	mnt(NULL, at("sh"), NULL, MS_SHARED, NULL);
 	if (mkdir(at("sh/later"), 0755) || mkdir(at("sh/back"), 0755))
@@ -268,6 +278,10 @@ int main(int argc, char **argv)
 		goto reap;
 	}
 	WL_CHECK(file_is(at("t/root.txt"), "the root's tmpfs"), "t/root.txt is not there");
+	int w = open(at("ro/root-write"), O_WRONLY | O_CREAT, 0644);
+	WL_CHECK(w >= 0, "ro is not writable for the root: %s", strerror(errno));
+	if (w >= 0)
+		close(w), unlink(at("ro/root-write"));
 	WL_CHECK(access(at("priv/a.txt"), F_OK) != 0, "the root sees A's priv/a.txt");
 	WL_CHECK(dev_of(at("priv")) == dev_of(base), "priv is a mount in the root's namespace");
 	mnt("later", at("sh/later"), "tmpfs", 0, "size=64k");
