@@ -2,7 +2,8 @@
  * Nested mount namespaces: the nested_mntns workload's root lives in a mount namespace of its own
  * (a bind of / with proc, a tmpfs t and a shared tmpfs sh); its child A unshares CLONE_NEWNS, makes
  * everything a slave and mounts a private tmpfs priv (an open file and its cwd on it), as a
- * systemd service with PrivateTmp= in a container; its child B stays in the root's. After restore
+ * systemd service with PrivateTmp= in a container; its child B stays in the root's; C unshares with
+ * propagation unchanged (its sh a peer of the root's, mounts going both ways). After restore
  * the workload checks A's tmpfs, file and cwd, that the root does not see them, and that a mount
  * the root makes under sh reaches A (the slave relation came back) and not the other way.
  * The restore's --root is a (non-recursive) bind mount of / that this file makes and removes.
@@ -42,14 +43,19 @@ const NESTED: Case = { name: "nested_mntns", restoreArgs: ["--root", ROOTFS] };
 
 registerMatrix([NESTED]);
 
-/** The workload's children: A (in a mount namespace of its own) and B (in the root's). */
-function children(root: number): { a: number; b: number } {
+/**
+ * The workload's children: A (in a mount namespace of its own, with its priv tmpfs), B (in the
+ * root's) and C (in one of its own, propagation unchanged).
+ */
+function children(root: number): { a: number; b: number; c: number } {
   const ns = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/mnt`);
+  const hasPriv = (pid: number) => /\.mnt\/priv /.test(Deno.readTextFileSync(`/proc/${pid}/mountinfo`));
   const kids = descendants(root);
-  const a = kids.find((p) => ns(p) !== ns(root));
+  const a = kids.find((p) => ns(p) !== ns(root) && hasPriv(p));
   const b = kids.find((p) => ns(p) === ns(root));
-  assert.ok(a && b && kids.length === 2, `unexpected children ${kids}`);
-  return { a, b };
+  const c = kids.find((p) => ns(p) !== ns(root) && !hasPriv(p));
+  assert.ok(a && b && c && kids.length === 3, `unexpected children ${kids}`);
+  return { a, b, c };
 }
 
 interface CritMount {
@@ -77,9 +83,9 @@ function mounts(images: string, id: number): CritMount[] {
   return critDecode(`${images}/mountpoints-${id}.img`).entries as unknown as CritMount[];
 }
 
-Deno.test("each mount namespace has its mountpoints image, and A's sh is a slave of the root's group", () =>
+Deno.test("each mount namespace has its mountpoints image; A's sh is a slave of the root's group, C's a peer", () =>
   withWorkload(NESTED, async (w, images) => {
-    const { a, b } = children(w.pid);
+    const { a, b, c } = children(w.pid);
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
     const ids = mntNsIds(images);
     const rootId = ids.get(w.pid)!;
@@ -89,7 +95,9 @@ Deno.test("each mount namespace has its mountpoints image, and A's sh is a slave
     const names = [...Deno.readDirSync(images)].map((e) => e.name).filter((n) =>
       n.startsWith("mountpoints-")
     );
-    assert.deepEqual(names.sort(), [`mountpoints-${aId}.img`, `mountpoints-${rootId}.img`].sort());
+    const cId = ids.get(c)!;
+    assert.ok(cId && cId !== rootId && cId !== aId, `C's mount namespace id ${cId} is not its own`);
+    assert.deepEqual(names.sort(), [aId, cId, rootId].map((id) => `mountpoints-${id}.img`).sort());
     const rootMounts = mounts(images, rootId);
     const aMounts = mounts(images, aId);
     const at = (list: CritMount[], rel: string) => list.find((m) => m.mountpoint.endsWith(`.mnt/${rel}`));
@@ -100,6 +108,11 @@ Deno.test("each mount namespace has its mountpoints image, and A's sh is a slave
     const [sh, aSh] = [at(rootMounts, "sh"), at(aMounts, "sh")];
     assert.ok(sh?.shared_id, "the root's sh is not shared");
     assert.equal(aSh?.master_id, sh.shared_id, "A's sh is not a slave of the root's sh group");
+    assert.equal(
+      at(mounts(images, cId), "sh")?.shared_id,
+      sh.shared_id,
+      "C's sh is not a peer of the root's sh",
+    );
     const allIds = [...rootMounts, ...aMounts].map((m) => m.mnt_id);
     assert.equal(new Set(allIds).size, allIds.length, "a mount id is in both namespaces");
   }));

@@ -3,7 +3,8 @@
  * PrivateTmp= inside a system container:
  *
  *   root ─┬─ A    A: a mount namespace of its own, a copy of the root's made slave of it
- *         └─ B    B: the root's mount namespace
+ *         ├─ B    B: the root's mount namespace
+ *         └─ C    C: a mount namespace of its own, propagation unchanged (its sh a peer of the root's)
  *
  * The root lives in a mount namespace of its own, rooted at a bind mount of the host's root
  * filesystem (pivot_root), with /proc, a tmpfs t (t/root.txt) and a shared tmpfs sh. A unshares
@@ -18,7 +19,8 @@
  * cwd, t/svc.txt (t/svc bound over its copy of t), that ro refuses writes (EROFS), and that
  * sh/later/l.txt reached it (its sh is a slave of the
  * root's: the relation must have come back); then it mounts a tmpfs at sh/back, which the root must
- * not see (a slave does not propagate back). B checks it sees t and not priv. Reports go through a
+ * not see (a slave does not propagate back). B checks it sees t and not priv. C checks sh/later
+ * reached it too and mounts a tmpfs at sh/fromc, which the root must see (peers propagate both ways). Reports go through a
  * MAP_SHARED area made before the forks.
  *
  * The root enters its namespace, then execs itself there (`inside`), as a container's init is.
@@ -43,13 +45,14 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { A, B, NCHILD };
+enum { A, B, C, NCHILD };
 
 struct shared {
 	atomic_int ready[NCHILD];
 	atomic_int go; /* the root has made its checks and sh/later */
 	atomic_int done[NCHILD];
 	atomic_int back_mounted; /* A has mounted sh/back */
+	atomic_int fromc_mounted; /* C has mounted sh/fromc */
 	char verdict[NCHILD][1024];
 };
 
@@ -185,6 +188,28 @@ static void make_dirs(void)
 			wl_die("mkdir %s", dirs[i]);
 }
 
+/* C unshares and changes no propagation: its sh is a peer of the root's (and A's master). */
+static void child_c(void)
+{
+	if (unshare(CLONE_NEWNS))
+		_exit(2);
+	atomic_store(&sh->ready[C], 1);
+	wait_go();
+	verdict = sh->verdict[C];
+	if (!host) {
+		CHILD_CHECK(file_is(at("sh/later/l.txt"), "after the restore"),
+			    "C: the root's mount at sh/later did not reach C (its sh is no peer of the root's)");
+		if (mount("fromc", at("sh/fromc"), "tmpfs", 0, "size=64k") == 0) {
+			put(at("sh/fromc/c.txt"), "from C");
+			atomic_store(&sh->fromc_mounted, 1);
+		} else {
+			CHILD_CHECK(0, "C: cannot mount sh/fromc: %s", strerror(errno));
+		}
+	}
+	atomic_store(&sh->done[C], 1);
+	_exit(0);
+}
+
 static void enter_own_root(void)
 {
 	if (unshare(CLONE_NEWNS))
@@ -221,7 +246,7 @@ static void fill_own_root(void)
 	put(at("t/svc/svc.txt"), "the service's tmp");
 	mnt("shm", at("sh"), "tmpfs", 0, "size=1m");
 	mnt(NULL, at("sh"), NULL, MS_SHARED, NULL);
-	if (mkdir(at("sh/later"), 0755) || mkdir(at("sh/back"), 0755))
+	if (mkdir(at("sh/later"), 0755) || mkdir(at("sh/back"), 0755) || mkdir(at("sh/fromc"), 0755))
 		wl_die("mkdir sh/later, sh/back");
 }
 
@@ -254,6 +279,8 @@ int main(int argc, char **argv)
 		if (kids[i] == 0) {
 			if (i == A)
 				child_a();
+			if (i == C)
+				child_c();
 			child_b();
 		}
 	}
@@ -267,11 +294,14 @@ int main(int argc, char **argv)
 	wl_ready();
 	wl_wait();
 
-	char pid_a[16], pid_b[16];
+	char pid_a[16], pid_b[16], pid_c[16];
 	snprintf(pid_a, sizeof(pid_a), "%d", kids[A]);
 	snprintf(pid_b, sizeof(pid_b), "%d", kids[B]);
+	snprintf(pid_c, sizeof(pid_c), "%d", kids[C]);
 	ino_t ours = mntns_of("self");
 	WL_CHECK(ours != 0 && mntns_of(pid_a) != 0 && mntns_of(pid_a) != ours, "A is not in a mount namespace of its own");
+	WL_CHECK(mntns_of(pid_c) != 0 && mntns_of(pid_c) != ours && mntns_of(pid_c) != mntns_of(pid_a),
+		 "C is not in a mount namespace of its own");
 	WL_CHECK(mntns_of(pid_b) == ours, "B is not in the root's mount namespace");
 	if (host) {
 		atomic_store(&sh->go, 1);
@@ -301,6 +331,9 @@ reap:
 		wl_finish();
 	WL_CHECK(atomic_load(&sh->back_mounted) && dev_of(at("sh/back")) == dev_of(at("sh")),
 		 "A's mount at sh/back reached the root (or A could not make it)");
+	WL_CHECK(atomic_load(&sh->fromc_mounted) && file_is(at("sh/fromc/c.txt"), "from C"),
+		 "C's mount at sh/fromc did not reach the root (its sh is no peer of the root's)");
 	umount2(at("sh/later"), MNT_DETACH);
+	umount2(at("sh/fromc"), MNT_DETACH);
 	wl_finish();
 }
