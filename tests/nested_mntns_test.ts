@@ -3,7 +3,8 @@
  * (a bind of / with proc, a tmpfs t and a shared tmpfs sh); its child A unshares CLONE_NEWNS, makes
  * everything a slave and mounts a private tmpfs priv (an open file and its cwd on it), as a
  * systemd service with PrivateTmp= in a container; its child B stays in the root's; C unshares with
- * propagation unchanged (its sh a peer of the root's, mounts going both ways). After restore
+ * propagation unchanged (its sh a peer of the root's, mounts going both ways); A's child A1 makes
+ * one of its own again, a copy of A's with a tmpfs of its own. After restore
  * the workload checks A's tmpfs, file and cwd, that the root does not see them, and that a mount
  * the root makes under sh reaches A (the slave relation came back) and not the other way.
  * The restore's --root is a (non-recursive) bind mount of / that this file makes and removes.
@@ -44,18 +45,21 @@ const NESTED: Case = { name: "nested_mntns", restoreArgs: ["--root", ROOTFS] };
 registerMatrix([NESTED]);
 
 /**
- * The workload's children: A (in a mount namespace of its own, with its priv tmpfs), B (in the
- * root's) and C (in one of its own, propagation unchanged).
+ * The workload's tasks below the root: A (in a mount namespace of its own, with its priv tmpfs),
+ * B (in the root's), C (in one of its own, propagation unchanged) and A's child A1 (in one of its
+ * own again, with a tmpfs at priv/deep).
  */
-function children(root: number): { a: number; b: number; c: number } {
+function children(root: number): { a: number; b: number; c: number; a1: number } {
   const ns = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/mnt`);
-  const hasPriv = (pid: number) => /\.mnt\/priv /.test(Deno.readTextFileSync(`/proc/${pid}/mountinfo`));
+  const has = (pid: number, rel: string) =>
+    Deno.readTextFileSync(`/proc/${pid}/mountinfo`).includes(`.mnt/${rel} `);
   const kids = descendants(root);
-  const a = kids.find((p) => ns(p) !== ns(root) && hasPriv(p));
+  const a = kids.find((p) => ns(p) !== ns(root) && has(p, "priv") && !has(p, "priv/deep"));
   const b = kids.find((p) => ns(p) === ns(root));
-  const c = kids.find((p) => ns(p) !== ns(root) && !hasPriv(p));
-  assert.ok(a && b && c && kids.length === 3, `unexpected children ${kids}`);
-  return { a, b, c };
+  const c = kids.find((p) => ns(p) !== ns(root) && !has(p, "priv"));
+  const a1 = kids.find((p) => has(p, "priv/deep"));
+  assert.ok(a && b && c && a1 && kids.length === 4, `unexpected tasks ${kids}`);
+  return { a, b, c, a1 };
 }
 
 interface CritMount {
@@ -85,7 +89,7 @@ function mounts(images: string, id: number): CritMount[] {
 
 Deno.test("each mount namespace has its mountpoints image; A's sh is a slave of the root's group, C's a peer", () =>
   withWorkload(NESTED, async (w, images) => {
-    const { a, b, c } = children(w.pid);
+    const { a, b, c, a1 } = children(w.pid);
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
     const ids = mntNsIds(images);
     const rootId = ids.get(w.pid)!;
@@ -97,7 +101,9 @@ Deno.test("each mount namespace has its mountpoints image; A's sh is a slave of 
     );
     const cId = ids.get(c)!;
     assert.ok(cId && cId !== rootId && cId !== aId, `C's mount namespace id ${cId} is not its own`);
-    assert.deepEqual(names.sort(), [aId, cId, rootId].map((id) => `mountpoints-${id}.img`).sort());
+    const a1Id = ids.get(a1)!;
+    assert.ok(a1Id && ![rootId, aId, cId].includes(a1Id), `A1's mount namespace id ${a1Id} is not its own`);
+    assert.deepEqual(names.sort(), [aId, cId, rootId, a1Id].map((id) => `mountpoints-${id}.img`).sort());
     const rootMounts = mounts(images, rootId);
     const aMounts = mounts(images, aId);
     const at = (list: CritMount[], rel: string) => list.find((m) => m.mountpoint.endsWith(`.mnt/${rel}`));

@@ -2,7 +2,8 @@
  * nested_mntns: a tree whose tasks sit in two mount namespaces, as a systemd service with
  * PrivateTmp= inside a system container:
  *
- *   root ─┬─ A    A: a mount namespace of its own, a copy of the root's made slave of it
+ *   root ─┬─ A ── A1   A: a mount namespace of its own, a copy of the root's made slave of it;
+ *         │           A1: one of its own again, a copy of A's, with a tmpfs at priv/deep
  *         ├─ B    B: the root's mount namespace
  *         └─ C    C: a mount namespace of its own, propagation unchanged (its sh a peer of the root's)
  *
@@ -20,7 +21,9 @@
  * sh/later/l.txt reached it (its sh is a slave of the
  * root's: the relation must have come back); then it mounts a tmpfs at sh/back, which the root must
  * not see (a slave does not propagate back). B checks it sees t and not priv. C checks sh/later
- * reached it too and mounts a tmpfs at sh/fromc, which the root must see (peers propagate both ways). Reports go through a
+ * reached it too and mounts a tmpfs at sh/fromc, which the root must see (peers propagate both ways).
+ * A1 checks its deep.txt, its copy of A's priv/a.txt and sh/later (its sh a slave of the root's,
+ * through A's); A checks it does not see deep.txt and that A1 passed. Reports go through a
  * MAP_SHARED area made before the forks.
  *
  * The root enters its namespace, then execs itself there (`inside`), as a container's init is.
@@ -45,15 +48,16 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-enum { A, B, C, NCHILD };
+/* The root's children, then A's child A1 (a slot of its own in the shared area). */
+enum { A, B, C, NCHILD, A1 = NCHILD, NSLOT };
 
 struct shared {
-	atomic_int ready[NCHILD];
+	atomic_int ready[NSLOT];
 	atomic_int go; /* the root has made its checks and sh/later */
-	atomic_int done[NCHILD];
+	atomic_int done[NSLOT];
 	atomic_int back_mounted; /* A has mounted sh/back */
 	atomic_int fromc_mounted; /* C has mounted sh/fromc */
-	char verdict[NCHILD][1024];
+	char verdict[NSLOT][1024];
 };
 
 static char base[512];
@@ -129,6 +133,23 @@ static void wait_go(void)
 	}
 }
 
+/* A1 unshares again inside A's namespace and mounts a tmpfs of its own at priv/deep. */
+static void child_a1(void)
+{
+	if (unshare(CLONE_NEWNS) || mount("deep", at("priv/deep"), "tmpfs", 0, "size=64k"))
+		_exit(2);
+	put(at("priv/deep/deep.txt"), "two levels down");
+	atomic_store(&sh->ready[A1], 1);
+	wait_go();
+	verdict = sh->verdict[A1];
+	CHILD_CHECK(file_is(at("priv/deep/deep.txt"), "two levels down"), "A1: priv/deep/deep.txt is not there");
+	CHILD_CHECK(file_is(at("priv/a.txt"), "private tmp"), "A1: its copy of A's priv has no a.txt");
+	CHILD_CHECK(file_is(at("sh/later/l.txt"), "after the restore"),
+		    "A1: the root's mount at sh/later did not reach A1 (its sh is no slave of the root's)");
+	atomic_store(&sh->done[A1], 1);
+	_exit(0);
+}
+
 static void child_a(void)
 {
 	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL))
@@ -143,6 +164,16 @@ static void child_a(void)
 	if (!host && (mount(at("t/svc"), at("t"), NULL, MS_BIND, NULL) || mount(at("ro"), at("ro"), NULL, MS_BIND, NULL) ||
 	    mount(NULL, at("ro"), NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL)))
 		_exit(6);
+	pid_t a1 = -1;
+	if (!host) {
+		if (mkdir(at("priv/deep"), 0755))
+			_exit(7);
+		a1 = fork();
+		if (a1 < 0)
+			_exit(8);
+		if (a1 == 0)
+			child_a1();
+	}
 	atomic_store(&sh->ready[A], 1);
 	wait_go();
 	verdict = sh->verdict[A];
@@ -163,6 +194,11 @@ static void child_a(void)
 		atomic_store(&sh->back_mounted, 1);
 	else
 		CHILD_CHECK(0, "A: cannot mount sh/back: %s", strerror(errno));
+	int status = 0;
+	CHILD_CHECK(waitpid(a1, &status, 0) == a1 && WIFEXITED(status) && WEXITSTATUS(status) == 0 &&
+			    atomic_load(&sh->done[A1]),
+		    "A: A1 ended with status %#x before its checks", status);
+	CHILD_CHECK(access(at("priv/deep/deep.txt"), F_OK) != 0, "A: sees A1's priv/deep/deep.txt");
 done:
 	atomic_store(&sh->done[A], 1);
 	_exit(0);
@@ -285,9 +321,9 @@ int main(int argc, char **argv)
 		}
 	}
 	int64_t limit = wl_now_ns() + 30000000000LL;
-	for (int i = 0; i < NCHILD; i++)
-		while (!atomic_load(&sh->ready[i]))
-			if (wl_now_ns() > limit || waitpid(kids[i], NULL, WNOHANG) == kids[i])
+	for (int i = 0; i < NSLOT; i++)
+		while (!(host && i == A1) && !atomic_load(&sh->ready[i]))
+			if (wl_now_ns() > limit || waitpid(kids[i == A1 ? A : i], NULL, WNOHANG) > 0)
 				wl_die("child %d did not set up", i);
 			else
 				usleep(10000);
@@ -327,6 +363,8 @@ reap:
 		if (sh->verdict[i][0])
 			wl_fail("%s", sh->verdict[i]);
 	}
+	if (sh->verdict[A1][0])
+		wl_fail("%s", sh->verdict[A1]);
 	if (host)
 		wl_finish();
 	WL_CHECK(atomic_load(&sh->back_mounted) && dev_of(at("sh/back")) == dev_of(at("sh")),
