@@ -11,7 +11,7 @@
  */
 import assert from "node:assert/strict";
 import { criu, criuOk, descendants, exists, reap, tempDir, Workload } from "./lib/harness.ts";
-import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { type Case, dumpRestore, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { type CrossCase, registerCross } from "./lib/upstream.ts";
 import { critDecode } from "./lib/tools.ts";
 
@@ -121,6 +121,34 @@ Deno.test("each mount namespace has its mountpoints image; A's sh is a slave of 
     );
     const allIds = [...rootMounts, ...aMounts].map((m) => m.mnt_id);
     assert.equal(new Set(allIds).size, allIds.length, "a mount id is in both namespaces");
+  }));
+
+/**
+ * The mount views of the tree's tasks (root, A, B, C, A1), each line of mountinfo as mountpoint,
+ * root, options, filesystem, source, superblock options and propagation, sorted; peer groups named
+ * by the order they first appear in, across all the views (their numbers change on restore).
+ */
+function views(root: number): string[] {
+  const { a, b, c, a1 } = children(root);
+  const groups = new Map<string, string>();
+  const name = (n: string) => {
+    if (!groups.has(n)) groups.set(n, `g${groups.size + 1}`);
+    return groups.get(n)!;
+  };
+  return [root, a, b, c, a1].map((pid) =>
+    Deno.readTextFileSync(`/proc/${pid}/mountinfo`).trim().split("\n").map((line) => {
+      const f = line.split(" ");
+      const dash = f.indexOf("-");
+      return [f[4], f[3], f[5], ...f.slice(dash + 1), ...f.slice(6, dash)].join(" ");
+    }).sort().map((l) => l.replace(/(shared|master):(\d+)/g, (_, kind, n) => `${kind}:${name(n)}`)).join("\n")
+  );
+}
+
+Deno.test("every task's mount view comes back as it was: mounts, roots, flags, peers and masters", () =>
+  withWorkload(NESTED, async (w, images) => {
+    const before = views(w.pid);
+    await dumpRestore(w, images, NESTED);
+    assert.deepEqual(views(w.pid), before);
   }));
 
 Deno.test("a restore that fails while a nested namespace is built leaves no mount or process", () =>

@@ -80,7 +80,7 @@ import { readMaps } from "../../ffi/proc.ts";
 import { findSyscallInstruction } from "../../ffi/remote.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { DumpError, RestoreError } from "../errors.ts";
-import { closeFd } from "../../ffi/fd.ts";
+import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
 import { copyFdOf } from "../../ffi/process.ts";
 import { PluginError, type Plugins } from "../plugins/plugins.ts";
 import { ENOTSUP } from "../plugins/api.ts";
@@ -385,8 +385,8 @@ function checkOverlay(pid: number, e: mnt_entry, what: string): void {
 
 /**
  * A mount of the parent namespace (the one a nested namespace starts as a copy of) that `e` can
- * be bound from: same filesystem, a root that holds e's. The restore reaches it in the nested
- * namespace's first task, in the copy of its parent's tree.
+ * be bound from: same filesystem, a root that holds e's. The restore copies it (open_tree) from
+ * inside the parent namespace, in the nested namespace's first task.
  */
 function earlierSource(parent: readonly mnt_entry[], e: mnt_entry): mnt_entry | undefined {
   const candidates = parent.filter((s) => s.rootDev === e.rootDev && within(e.root, s.root));
@@ -450,8 +450,8 @@ function checkMounts(
 }
 
 /**
- * A mount of a nested namespace: a copy of one of an earlier namespace (bound from it at restore),
- * or one made in it; a slave's master must be a group of the tree or carried by an earlier mount.
+ * A mount of a nested namespace: a copy of one of its parent's namespace (bound from it at
+ * restore), or one made in it; a slave's master must be a group of the tree or carried by an earlier mount.
  */
 function checkNestedMount(
   pid: number,
@@ -473,7 +473,7 @@ function checkNestedMount(
     refuse(
       pid,
       what,
-      "it is the root of a nested mount namespace and no mount of the tree's other mount namespaces holds it (a nested namespace is restored from a copy of its parent's)",
+      "it is the root of a nested mount namespace and no mount of its parent's namespace holds it (a nested namespace is restored from a copy of its parent's)",
     );
   }
   if (bindSource(entries, e)) return;
@@ -483,7 +483,7 @@ function checkNestedMount(
     refuse(
       pid,
       what,
-      "it is in a nested mount namespace and is no copy of a mount of the root's namespace; only filesystems made anew (tmpfs, proc, sysfs...) and binds are restored there",
+      "it is in a nested mount namespace and is no copy of a mount of its parent's namespace; only filesystems made anew (tmpfs, proc, sysfs...) and binds are restored there",
     );
   }
   if (e.root !== "/") {
@@ -1088,6 +1088,8 @@ class TreeBuilder {
   #fds = new Map<number, number>();
   /** An fd in the root task to a mount of an earlier namespace itself (its peer group), by mnt_id. */
   #foreign = new Map<number, number>();
+  /** Nested: the detached copies of the parent's mounts not attached yet, by the mnt_id they become. */
+  #clones = new Map<number, number>();
   /** An O_PATH fd in the root task to a mount of criu's namespace carrying an outside group, by path. */
   #hostMasters = new Map<string, number>();
   #root: Agent;
@@ -1110,7 +1112,7 @@ class TreeBuilder {
     r.call("mount(/, rslave)", NR.mount, 0, r.string("/"), 0, MS.REC | MS.SLAVE, 0);
     const root = entries.find((e) => isRootMount(entries, e))!;
     if (nested) {
-      this.#openEarlierSources();
+      this.#cloneEarlierSources();
       this.#attachNestedRoot(root);
     } else {
       this.#mount(root, `mount(${rootDir}, bind)`, rootDir, rootDir, 0, MS.BIND, "");
@@ -1128,7 +1130,7 @@ class TreeBuilder {
     this.#peerGroups();
     const own = new Map(entries.map((e) => [e.mntId, this.#fds.get(e.mntId)!]));
     for (const [id, fd] of this.#fds) if (!own.has(id)) r.call("close", NR.close, fd);
-    for (const fd of [...this.#hostMasters.values(), ...this.#foreign.values()]) {
+    for (const fd of [...this.#hostMasters.values(), ...this.#foreign.values(), ...this.#clones.values()]) {
       r.call("close", NR.close, fd);
     }
     const built = { entries, pid: r.pid, fds: own };
@@ -1137,43 +1139,57 @@ class TreeBuilder {
   }
 
   /**
-   * A nested namespace's first task starts with a copy of its parent's tree: an O_PATH fd to the
-   * copy of each earlier mount its own are bound from, reached by its mountpoint (the copy's root
-   * is the task's), checked to be of the right filesystem (not overmounted by another).
+   * The copies of the parent namespace's mounts that the nested one's are bound from, made by its
+   * first task from inside the parent namespace itself (setns there and back): open_tree only
+   * copies a mount of the caller's namespace, and the copy of the parent's tree the task starts
+   * with may have them covered (PrivateTmp='s bind over /tmp). Each is a detached mount (an fd),
+   * attached at its place later; the task comes back at its own namespace's root, the copy's.
    */
-  #openEarlierSources(): void {
+  #cloneEarlierSources(): void {
+    const { fromEarlier, tree } = this.#plan;
+    if (fromEarlier.size === 0) return;
     const r = this.#root;
-    for (const src of new Set(this.#plan.fromEarlier.values())) {
-      if (this.#fds.has(src.mntId)) continue;
-      r.reset();
-      const fd = r.attempt(
-        `open(${src.mountpoint})`,
-        NR.open,
-        r.string(src.mountpoint),
-        O.PATH | O.CLOEXEC,
+    const parent = tree.built.find((b) => b.fds.has(fromEarlier.values().next().value!.mntId))!;
+    const own = this.#nsFdInTask(r.pid);
+    try {
+      this.#setns(this.#nsFdInTask(parent.pid), "its parent's");
+    } catch (e) {
+      r.call("close", NR.close, own);
+      throw e;
+    }
+    try {
+      for (const [id, src] of fromEarlier) {
+        const e = this.#byId.get(id)!;
+        this.#clones.set(id, this.#cloneMount(e, src, this.#foreignFd(src)));
+      }
+    } finally {
+      this.#setns(own, "its own");
+    }
+  }
+
+  /** An fd in the building task on the mount namespace of task `pid` (criu's copy handed in). */
+  #nsFdInTask(pid: number): number {
+    const ours = openFd(`/proc/${pid}/ns/mnt`, OPEN.RDONLY | OPEN.CLOEXEC);
+    try {
+      return takeFromCriu({ agent: this.#root }, ours);
+    } finally {
+      closeFd(ours);
+    }
+  }
+
+  /** setns(CLONE_NEWNS) of the building task onto `fd`, which it closes. */
+  #setns(fd: number, whose: string): void {
+    const r = this.#root;
+    const res = r.attempt(`setns(${whose} mount namespace)`, NR.setns, fd, CLONE.NEWNS);
+    r.call("close", NR.close, fd);
+    if (isSyscallError(res)) {
+      throw new RestoreError(
+        `A nested mount namespace's first task cannot enter ${whose} namespace: ${res.message}`,
         0,
+        {
+          cause: res,
+        },
       );
-      if (isSyscallError(fd)) {
-        throw new RestoreError(
-          `Cannot reach the mount ${src.mountpoint} in a nested mount namespace: ${fd.message}`,
-          0,
-          {
-            cause: fd,
-          },
-        );
-      }
-      this.#fds.set(src.mntId, Number(fd));
-      const dev = Deno.statSync(`/proc/${r.pid}/fd/${fd}`).dev;
-      // The restored mount's device (one made anew has another number than the image's).
-      const built = this.#plan.tree.built.find((b) => b.fds.has(src.mntId));
-      const expected = built
-        ? Deno.statSync(`/proc/${built.pid}/fd/${built.fds.get(src.mntId)}`).dev
-        : undefined;
-      if (dev !== expected) {
-        throw new RestoreError(
-          `The mount ${src.mountpoint} (mount ${src.mntId}) is covered by another in the copy a nested mount namespace starts from`,
-        );
-      }
     }
   }
 
@@ -1184,7 +1200,8 @@ class TreeBuilder {
    */
   #attachNestedRoot(root: mnt_entry): void {
     const r = this.#root;
-    const tree = this.#cloneMount(root, this.#plan.fromEarlier.get(root.mntId)!);
+    const tree = this.#clones.get(root.mntId)!;
+    this.#clones.delete(root.mntId);
     r.call("fchdir(new root)", NR.fchdir, tree);
     r.reset();
     const res = r.attempt(
@@ -1204,34 +1221,38 @@ class TreeBuilder {
     this.#fds.set(root.mntId, tree);
   }
 
-  /** A detached copy (open_tree OPEN_TREE_CLONE) of `e`'s part of the mount `src` (made or reached): its fd. */
-  #cloneMount(e: mnt_entry, src: mnt_entry): number {
+  /** A detached copy (open_tree OPEN_TREE_CLONE) of `e`'s part of the mount `src` (through `fd`): its fd. */
+  #cloneMount(e: mnt_entry, src: mnt_entry, fd = this.#fds.get(src.mntId)!): number {
     const r = this.#root;
     const sub = e.root.slice(src.root === "/" ? 0 : src.root.length).replace(/^\/+/, "");
     r.reset();
-    const fd = r.attempt(
+    const tree = r.attempt(
       `open_tree(${src.mountpoint}, ${sub || "."})`,
       NR.open_tree,
-      this.#fds.get(src.mntId)!,
+      fd,
       r.string(sub),
       OPEN_TREE.CLONE | OPEN_TREE.CLOEXEC | (sub ? 0 : AT_EMPTY_PATH),
     );
-    if (isSyscallError(fd)) {
+    if (isSyscallError(tree)) {
       throw new RestoreError(
-        `Cannot restore the mount ${e.mountpoint} (bind from mount ${src.mntId}): ${fd.message}`,
+        `Cannot restore the mount ${e.mountpoint} (bind from mount ${src.mntId}): ${tree.message}`,
         0,
         {
-          cause: fd,
+          cause: tree,
         },
       );
     }
-    return Number(fd);
+    return Number(tree);
   }
 
-  /** A bind of `src` (a mount made or reached) at e's place: its copy attached there (move_mount). */
+  /**
+   * A bind of `src` at e's place: its copy attached there (move_mount), the one made in the parent
+   * namespace for a mount of a nested one (see #cloneEarlierSources).
+   */
   #bindFrom(e: mnt_entry, src: mnt_entry, target: string): void {
     const r = this.#root;
-    const tree = this.#cloneMount(e, src);
+    const tree = this.#clones.get(e.mntId) ?? this.#cloneMount(e, src);
+    this.#clones.delete(e.mntId);
     r.reset();
     const res = r.attempt(
       `move_mount(${target})`,
@@ -1626,6 +1647,21 @@ class TreeBuilder {
     }
   }
 
+  /** An fd in the building task on mount `x` of a namespace built before (its builder's, copied in by criu). */
+  #foreignFd(x: mnt_entry): number {
+    let fd = this.#foreign.get(x.mntId);
+    if (fd !== undefined) return fd;
+    const b = this.#plan.tree.built.find((b) => b.fds.has(x.mntId))!;
+    const copy = copyFdOf(b.pid, b.fds.get(x.mntId)!);
+    try {
+      fd = takeFromCriu({ agent: this.#root }, copy);
+    } finally {
+      closeFd(copy);
+    }
+    this.#foreign.set(x.mntId, fd);
+    return fd;
+  }
+
   /** The mounts of the namespaces built before this one (a nested one takes their groups). */
   #earlierMounts(): mnt_entry[] {
     return this.#plan.nested ? this.#plan.tree.built.flatMap((b) => b.entries) : [];
@@ -1636,17 +1672,7 @@ class TreeBuilder {
    * an fd its builder holds (copied into this task by criu: SET_GROUP works across namespaces).
    */
   #joinEarlier(x: mnt_entry, e: mnt_entry): void {
-    let fd = this.#foreign.get(x.mntId);
-    if (fd === undefined) {
-      const b = this.#plan.tree.built.find((b) => b.fds.has(x.mntId))!;
-      const copy = copyFdOf(b.pid, b.fds.get(x.mntId)!);
-      try {
-        fd = takeFromCriu({ agent: this.#root }, copy);
-      } finally {
-        closeFd(copy);
-      }
-      this.#foreign.set(x.mntId, fd);
-    }
+    const fd = this.#foreignFd(x);
     this.#moveSetGroup(fd, this.#fds.get(e.mntId)!, `${x.mountpoint} (mount ${x.mntId})`, e.mountpoint);
     this.#plan.log.info(
       `Mount ${e.mntId} (${e.mountpoint}) takes the peer group of mount ${x.mntId} of an earlier namespace`,
