@@ -45,10 +45,12 @@
  * needs to open it in the right namespace. A child in a namespace of its own under a root in criu's
  * is refused (CRIU saves nothing of it and cannot restore it). The restore builds a nested
  * namespace in its first task (namespaces.ts clones it with CLONE_NEWNS from its parent, a task of
- * the parent namespace, already built): it starts with a copy of the parent's tree, from which each
- * mount that is a copy of one of the parent's is bound (open_tree/move_mount, its root too, attached
- * on top of the task's root with its cwd in it); what no parent mount holds is made anew or bound
- * from one of its own; then the pivot drops the copy. Peer groups and masters held by a namespace
+ * the parent namespace, already built): each of its mounts that is a copy of one of the parent's
+ * is copied (open_tree) from that mount itself, the task entering the parent namespace for it and
+ * coming back (the copy of the parent's tree it starts with may have them covered); its root is
+ * attached on top of the task's root, its cwd moved into it, the others below it (move_mount);
+ * what no parent mount holds is made anew or bound from one of its own; the pivot then drops the
+ * copy it started with. Peer groups and masters held by a namespace
  * built before are joined there (SET_GROUP from an fd on that namespace's mount, which its builder
  * keeps until every namespace is built and criu copies in). A nested namespace's external, plugin,
  * disk or overlay mount that is no copy of its parent's is refused.
