@@ -10,10 +10,23 @@
  * The restore's --root is a (non-recursive) bind mount of / that this file makes and removes.
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, descendants, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+import {
+  criu,
+  criuOk,
+  descendants,
+  exists,
+  killTree,
+  reap,
+  tempDir,
+  waitFor,
+  Workload,
+  workloadBin,
+} from "./lib/harness.ts";
+import { spawn } from "../ffi/spawn.ts";
+import { closeFd, OPEN, openFd } from "../ffi/fd.ts";
 import { type Case, dumpRestore, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { type CrossCase, registerCross } from "./lib/upstream.ts";
-import { critDecode } from "./lib/tools.ts";
+import { critDecode, installed } from "./lib/tools.ts";
 
 const ROOTFS = tempDir();
 
@@ -202,6 +215,53 @@ Deno.test("a child in a mount namespace of its own under a root in criu's is ref
     throw e;
   } finally {
     w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("the tree in a PID namespace of its own too (nested mount namespaces built through fds passed over sockets)", async () => {
+  // The tree's root is pid 1 of a new PID namespace (util-linux's unshare forks it, outside the
+  // tree: hence --shell-job); criu cannot take fds from its tasks by pidfd there.
+  const dir = tempDir();
+  const images = tempDir();
+  const result = `${dir}/nested_mntns.result`;
+  const log = openFd(`${dir}/nested_mntns.log`, OPEN.WRONLY | OPEN.CREAT | OPEN.CLOEXEC);
+  const unshare = spawn(installed("/usr/bin/unshare", "util-linux"), [
+    "unshare",
+    "-p",
+    "-f",
+    await workloadBin("nested_mntns"),
+    result,
+  ], {
+    fds: { 1: log, 2: log },
+    setsid: true,
+  });
+  closeFd(log);
+  let root = 0;
+  try {
+    await waitFor("nested_mntns to be ready", () => exists(`${result}.ready`) || exists(result));
+    root = descendants(unshare)[0]!;
+    const tree = [root, ...descendants(root)];
+    await criuOk(["dump", "-j", "-t", `${root}`, "-D", images, "-o", "dump.log", "-v4"]);
+    for (const pid of tree) await reap(pid);
+    await criuOk(["restore", "-j", "-D", images, "-d", "--root", ROOTFS, "--pidfile", `${images}/pid`]);
+    root = Number(Deno.readTextFileSync(`${images}/pid`));
+    Deno.kill(root, "SIGTERM");
+    await waitFor(
+      "nested_mntns to report",
+      () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"),
+      30000,
+    );
+    await reap(root);
+    assert.equal(
+      Deno.readTextFileSync(result).trim(),
+      "PASS",
+      Deno.readTextFileSync(`${dir}/nested_mntns.log`),
+    );
+  } finally {
+    if (root) await killTree(root);
+    await killTree(unshare);
+    Deno.removeSync(dir, { recursive: true });
     Deno.removeSync(images, { recursive: true });
   }
 });
