@@ -1162,7 +1162,11 @@ class TreeBuilder {
     try {
       for (const [id, src] of fromEarlier) {
         const e = this.#byId.get(id)!;
-        this.#clones.set(id, this.#cloneMount(e, src, this.#foreignFd(src)));
+        const clone = this.#cloneMount(e, src, this.#foreignFd(src));
+        this.#clones.set(id, clone);
+        // A copy of a shared mount is its peer: private at once, so that nothing made in the
+        // namespace being built reaches the parent's (its groups come back at the end).
+        this.#setAttr(e, 0, 0, MS.PRIVATE, clone);
       }
     } finally {
       this.#setns(own, "its own");
@@ -1524,14 +1528,20 @@ class TreeBuilder {
     });
   }
 
-  #setAttr(e: mnt_entry, set: number, clear: number, propagation: number): void {
+  #setAttr(
+    e: mnt_entry,
+    set: number,
+    clear: number,
+    propagation: number,
+    fd = this.#fds.get(e.mntId)!,
+  ): void {
     const r = this.#root;
     r.reset();
     const attr = mountAttr(set, clear, propagation);
     const res = r.attempt(
       `mount_setattr(${e.mountpoint})`,
       NR.mount_setattr,
-      this.#fds.get(e.mntId)!,
+      fd,
       r.string(""),
       AT_EMPTY_PATH,
       r.alloc(attr.length, attr),

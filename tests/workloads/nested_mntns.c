@@ -3,7 +3,7 @@
  * PrivateTmp= inside a system container:
  *
  *   root ─┬─ A ── A1   A: a mount namespace of its own, a copy of the root's made slave of it;
- *         │           A1: one of its own again, a copy of A's, with a tmpfs at priv/deep
+ *         │           A1: one of its own again, a copy of A's made slave of it, a tmpfs at priv/deep
  *         ├─ B    B: the root's mount namespace
  *         └─ C    C: a mount namespace of its own, propagation unchanged (its sh a peer of the root's)
  *
@@ -12,7 +12,8 @@
  * CLONE_NEWNS, makes every mount a slave (mount --make-rslave /, as systemd does), mounts a tmpfs
  * of its own at priv (priv/a.txt), keeps priv/a.txt open (read 2 bytes) and its cwd in priv; then,
  * as PrivateTmp= and ProtectSystem= do, binds t/svc (a directory of the root's tmpfs) over t, and
- * ro (a directory of the root filesystem) on itself read-only.
+ * ro (a directory of the root filesystem) on itself read-only; and, as systemd ends, makes every
+ * mount shared (its sh then shared and a slave of the root's).
  *
  * After SIGTERM the root checks its view: t/root.txt is there (its t not covered), ro is
  * writable, priv is no mount and holds no a.txt, A is in another mount namespace and B in its own; it mounts a tmpfs at sh/later with
@@ -133,10 +134,11 @@ static void wait_go(void)
 	}
 }
 
-/* A1 unshares again inside A's namespace and mounts a tmpfs of its own at priv/deep. */
+/* A1 unshares again inside A's namespace, makes every mount a slave, mounts a tmpfs at priv/deep. */
 static void child_a1(void)
 {
-	if (unshare(CLONE_NEWNS) || mount("deep", at("priv/deep"), "tmpfs", 0, "size=64k"))
+	if (unshare(CLONE_NEWNS) || mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL) ||
+	    mount("deep", at("priv/deep"), "tmpfs", 0, "size=64k"))
 		_exit(2);
 	put(at("priv/deep/deep.txt"), "two levels down");
 	atomic_store(&sh->ready[A1], 1);
@@ -164,6 +166,9 @@ static void child_a(void)
 	if (!host && (mount(at("t/svc"), at("t"), NULL, MS_BIND, NULL) || mount(at("ro"), at("ro"), NULL, MS_BIND, NULL) ||
 	    mount(NULL, at("ro"), NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL)))
 		_exit(6);
+	/* systemd ends a service's namespace setup so: every mount shared (and still a slave) */
+	if (!host && mount(NULL, "/", NULL, MS_SHARED | MS_REC, NULL))
+		_exit(9);
 	pid_t a1 = -1;
 	if (!host) {
 		if (mkdir(at("priv/deep"), 0755))
