@@ -50,7 +50,7 @@ import { dumpTimers, itimersQuery } from "../objects/timers.ts";
 import { applyRestart, threadInfoFromCpu } from "../objects/cpu.ts";
 import { dumpFds, type DumpFilesContext, type FilesSession, type FileTable } from "../objects/files.ts";
 import { addRemovedDirectory, addRemovedExe } from "../objects/remap.ts";
-import { addRegFile } from "../objects/regfile.ts";
+import { addRegFile, addTaskDirectory } from "../objects/regfile.ts";
 import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
 import type { RunOptions } from "../options/options.ts";
@@ -382,7 +382,7 @@ function collectVmas(
 function fsDirectory(files: DumpFilesContext, which: "cwd" | "root"): number {
   const path = Deno.readLinkSync(`/proc/${files.pid}/${which}`);
   if (path.endsWith(" (deleted)")) return addRemovedDirectory(files, which, path);
-  return addRegFile(files.table, path, O.RDONLY | O.DIRECTORY);
+  return addTaskDirectory(files.table, files.pid, which, path);
 }
 
 function dumpFs(proc: ProcFiles, files: DumpFilesContext): fs_entry {

@@ -36,6 +36,24 @@
  * Linux 5.15), so that nothing propagates while the tree is built. The namespace starts as a
  * recursive slave of criu's: no mount made in it reaches the host, and a failed restore, which
  * kills the root, leaves no mount anywhere.
+ *
+ * Nested mount namespaces (a task below the root that unshared CLONE_NEWNS: a systemd service's
+ * PrivateTmp= in a container) are saved as CRIU 4.2 saves them: a mountpoints-ID.img each (the
+ * ids of each task's ids image name it), mount ids and peer groups the kernel's, so that a master
+ * or a group may be in another namespace; a tmpfs seen by several is archived once; a file, cwd or
+ * root of a task in such a namespace records the mount it is on (reg mnt_id), which CRIU's restore
+ * needs to open it in the right namespace. A child in a namespace of its own under a root in criu's
+ * is refused (CRIU saves nothing of it and cannot restore it). The restore builds a nested
+ * namespace in its first task (namespaces.ts clones it with CLONE_NEWNS from its parent, a task of
+ * the parent namespace, already built): each of its mounts that is a copy of one of the parent's
+ * is copied (open_tree) from that mount itself, the task entering the parent namespace for it and
+ * coming back (the copy of the parent's tree it starts with may have them covered); its root is
+ * attached on top of the task's root, its cwd moved into it, the others below it (move_mount);
+ * what no parent mount holds is made anew or bound from one of its own; the pivot then drops the
+ * copy it started with. Peer groups and masters held by a namespace
+ * built before are joined there (SET_GROUP from an fd on that namespace's mount, which its builder
+ * keeps until every namespace is built and criu copies in). A nested namespace's external, plugin,
+ * disk or overlay mount that is no copy of its parent's is refused.
  */
 import { create } from "@bufbuild/protobuf";
 import { type mnt_entry, mnt_entrySchema } from "../images/gen/mnt_pb.ts";
@@ -64,11 +82,15 @@ import { readMaps } from "../../ffi/proc.ts";
 import { findSyscallInstruction } from "../../ffi/remote.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { DumpError, RestoreError } from "../errors.ts";
-import { closeFd } from "../../ffi/fd.ts";
+import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
+import { copyFdOf } from "../../ffi/process.ts";
 import { PluginError, type Plugins } from "../plugins/plugins.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { refuse } from "./refusal.ts";
-import { registerNamespaceKind } from "./namespaces.ts";
+import { type NsDumpContext, registerNamespaceKind } from "./namespaces.ts";
+import type { FrozenTree } from "../dump/freeze.ts";
+import type { RestoreTaskImages } from "../restore/images.ts";
+import { takeFromCriu } from "./files.ts";
 import { archiveTmpfs, extractTmpfs } from "./tmpfs_tar.ts";
 import { boundPtsIndex, makeBoundPty } from "./devpts_bind.ts";
 import { Agent } from "../agent.ts";
@@ -266,14 +288,14 @@ function boundFirst(a: mnt_entry, b: mnt_entry): boolean {
  * from. Mount ids do not give it: the kernel hands out the lowest free id, so a mount made after
  * another may have a lower one.
  */
-function buildOrder(entries: readonly mnt_entry[]): mnt_entry[] {
+function buildOrder(entries: readonly mnt_entry[], fromEarlier: ReadonlyMap<number, mnt_entry>): mnt_entry[] {
   const ids = new Set(entries.map((e) => e.mntId));
   const done = new Set<number>();
   const pending = [...entries];
   const out: mnt_entry[] = [];
   const ready = (e: mnt_entry): boolean => {
     if (ids.has(e.parentMntId) && e.parentMntId !== e.mntId && !done.has(e.parentMntId)) return false;
-    const src = e.extKey || e.withPlugin ? undefined : bindSource(entries, e);
+    const src = e.extKey || e.withPlugin || fromEarlier.has(e.mntId) ? undefined : bindSource(entries, e);
     return !src || done.has(src.mntId);
   };
   while (pending.length) {
@@ -363,11 +385,45 @@ function checkOverlay(pid: number, e: mnt_entry, what: string): void {
   });
 }
 
+/**
+ * A mount of the parent namespace (the one a nested namespace starts as a copy of) that `e` can
+ * be bound from: same filesystem, a root that holds e's. The restore copies it (open_tree) from
+ * inside the parent namespace, in the nested namespace's first task.
+ */
+function earlierSource(parent: readonly mnt_entry[], e: mnt_entry): mnt_entry | undefined {
+  const candidates = parent.filter((s) => s.rootDev === e.rootDev && within(e.root, s.root));
+  return candidates.find((s) => s.root === e.root) ?? candidates[0];
+}
+
+/**
+ * For a slave in a nested namespace: a mount of an earlier namespace that its master's group can
+ * be taken from, a member of the group or a slave of it that is no member of another.
+ */
+function earlierMasterCarrier(earlier: readonly mnt_entry[], e: mnt_entry): mnt_entry | undefined {
+  return earlier.find((x) =>
+    x.rootDev === e.rootDev && within(e.root, x.root) && x.sharedId === e.masterId
+  ) ??
+    earlier.find((x) =>
+      x.rootDev === e.rootDev && within(e.root, x.root) && x.masterId === e.masterId && !x.sharedId
+    );
+}
+
+/** What a namespace's mounts are checked against: the groups of the whole tree, the mounts before it. */
+interface TreeMounts {
+  /** Every peer group of the tree's namespaces. */
+  groups: ReadonlySet<number>;
+  /** The mounts of the namespace a nested one starts as a copy of; undefined for the root's namespace. */
+  parent: readonly mnt_entry[] | undefined;
+  /** The mounts of every namespace saved before this one (their groups and masters can be taken). */
+  earlier: readonly mnt_entry[];
+}
+
 /** Says how each mount comes back, or refuses the first that cannot. */
 function checkMounts(
   pid: number,
   infos: readonly MountInfo[],
   entries: readonly mnt_entry[],
+  tree: TreeMounts,
   plugins: Plugins | undefined,
 ): void {
   const roots = entries.filter((e) => isRootMount(entries, e));
@@ -376,12 +432,12 @@ function checkMounts(
       `The mount namespace of process ${pid} has ${roots.length} root mounts; expected one`,
     );
   }
-  const groups = new Set(entries.filter((e) => e.sharedId).map((e) => e.sharedId));
   entries.forEach((e, i) => {
     const what = describe(e, infos[i]!.fstype);
     if (e.deleted) refuse(pid, what, "its root was deleted");
+    if (tree.parent) return checkNestedMount(pid, e, what, entries, tree, roots[0]!);
     if (
-      e.masterId && !groups.has(e.masterId) &&
+      e.masterId && !tree.groups.has(e.masterId) &&
       !masterCarrier(entries, e, (m) => m === roots[0] || !!m.extKey)
     ) {
       refuse(
@@ -391,33 +447,91 @@ function checkMounts(
       );
     }
     if (e === roots[0] || e.extKey) return;
-    if (bindSource(entries, e)) return;
-    if (e.root !== "/" && askPlugins(pid, e, what, plugins)) return;
-    if (e.fstype === FSTYPE_OVERLAY) checkOverlay(pid, e, what);
-    if (e.fstype === FSTYPE_UNSUPPORTED && e.root === "/" && (e.rootDev >>> 20) !== 0) {
-      const [major, minor] = [e.rootDev >>> 20, e.rootDev & 0xfffff];
-      const fs = infos[i]!.fstype;
-      refuse(
-        pid,
-        what,
-        `its filesystem (${fs} on device ${major}:${minor}) cannot be mounted anew (unsupported); give it back by a device with --external dev[${major}/${minor}]:KEY at dump and --external dev[KEY]:DEVPATH at restore, or mount its source again with --enable-fs ${fs}`,
-      );
-    }
-    if (e.fstype === FSTYPE_UNSUPPORTED) {
-      refuse(
-        pid,
-        what,
-        `its source ${e.source}:${e.root} is outside the tree's view; name it with --external mnt[${e.mountpoint}]:KEY`,
-      );
-    }
-    if (e.root !== "/") {
-      refuse(
-        pid,
-        what,
-        `only ${e.root} of the filesystem is mounted, and the filesystem's root is not in the tree; name it with --external mnt[${e.mountpoint}]:KEY`,
-      );
-    }
+    checkMadeMount(pid, e, what, infos[i]!, entries, plugins);
   });
+}
+
+/**
+ * A mount of a nested namespace: a copy of one of its parent's namespace (bound from it at
+ * restore), or one made in it; a slave's master must be a group of the tree or carried by an earlier mount.
+ */
+function checkNestedMount(
+  pid: number,
+  e: mnt_entry,
+  what: string,
+  entries: readonly mnt_entry[],
+  tree: TreeMounts,
+  root: mnt_entry,
+): void {
+  if (e.masterId && !tree.groups.has(e.masterId) && !earlierMasterCarrier(tree.earlier, e)) {
+    refuse(
+      pid,
+      what,
+      `it is a slave of peer group ${e.masterId}, which is outside the tree, and no mount of the namespaces before this nested one carries that group`,
+    );
+  }
+  if (earlierSource(tree.parent!, e)) return;
+  if (e === root) {
+    refuse(
+      pid,
+      what,
+      "it is the root of a nested mount namespace and no mount of its parent's namespace holds it (a nested namespace is restored from a copy of its parent's)",
+    );
+  }
+  if (bindSource(entries, e)) return;
+  if (
+    e.extKey || e.fstype === FSTYPE_AUTO || e.fstype === FSTYPE_OVERLAY || e.fstype === FSTYPE_UNSUPPORTED
+  ) {
+    refuse(
+      pid,
+      what,
+      "it is in a nested mount namespace and is no copy of a mount of its parent's namespace; only filesystems made anew (tmpfs, proc, sysfs...) and binds are restored there",
+    );
+  }
+  if (e.root !== "/") {
+    refuse(
+      pid,
+      what,
+      `only ${e.root} of the filesystem is mounted, and the filesystem's root is not in the tree`,
+    );
+  }
+}
+
+/** A mount of the root's namespace that is made at restore: a bind, a plugin's, or a filesystem made anew. */
+function checkMadeMount(
+  pid: number,
+  e: mnt_entry,
+  what: string,
+  info: MountInfo,
+  entries: readonly mnt_entry[],
+  plugins: Plugins | undefined,
+): void {
+  if (bindSource(entries, e)) return;
+  if (e.root !== "/" && askPlugins(pid, e, what, plugins)) return;
+  if (e.fstype === FSTYPE_OVERLAY) checkOverlay(pid, e, what);
+  if (e.fstype === FSTYPE_UNSUPPORTED && e.root === "/" && (e.rootDev >>> 20) !== 0) {
+    const [major, minor] = [e.rootDev >>> 20, e.rootDev & 0xfffff];
+    const fs = info.fstype;
+    refuse(
+      pid,
+      what,
+      `its filesystem (${fs} on device ${major}:${minor}) cannot be mounted anew (unsupported); give it back by a device with --external dev[${major}/${minor}]:KEY at dump and --external dev[KEY]:DEVPATH at restore, or mount its source again with --enable-fs ${fs}`,
+    );
+  }
+  if (e.fstype === FSTYPE_UNSUPPORTED) {
+    refuse(
+      pid,
+      what,
+      `its source ${e.source}:${e.root} is outside the tree's view; name it with --external mnt[${e.mountpoint}]:KEY`,
+    );
+  }
+  if (e.root !== "/") {
+    refuse(
+      pid,
+      what,
+      `only ${e.root} of the filesystem is mounted, and the filesystem's root is not in the tree; name it with --external mnt[${e.mountpoint}]:KEY`,
+    );
+  }
 }
 
 /** A tmpfs to archive: its entry, its line of mountinfo, and whether other mounts lie inside it. */
@@ -627,16 +741,16 @@ function markExternalSharing(entries: readonly mnt_entry[], ext: ExternalOptions
   }
 }
 
-function dumpMounts(
-  pid: number,
-  id: number,
-  dir: ImageDir,
-  opts: RunOptions | undefined,
-  plugins: Plugins | undefined,
-  log: Log,
-): void {
+/** One mount namespace of the tree as read at dump: its id, a task in it, its mounts. */
+interface NamespaceMounts {
+  id: number;
+  pid: number;
+  infos: MountInfo[];
+  entries: mnt_entry[];
+}
+
+function readMounts(id: number, pid: number, external: ExternalOptions, log: Log): NamespaceMounts {
   const infos = parseMountinfo(Deno.readTextFileSync(`/proc/${pid}/mountinfo`));
-  const external = externalOptions(opts);
   const entries = infos.map((m) => {
     const e = toEntry(m);
     const key = external.byKey.get(m.mountpoint);
@@ -646,21 +760,86 @@ function dumpMounts(
   entries.forEach((e, i) => diskMount(e, infos[i]!, external, log));
   if (external.auto) autodetectExternal(entries, external, log);
   markExternalSharing(entries, external, log);
-  checkMounts(pid, infos, entries, plugins);
-  const archived = new Set<number>();
+  return { id, pid, infos, entries };
+}
+
+/**
+ * What the dump of one tree knows across its mount namespaces, which are saved one by one, the
+ * root's first, then the nested ones in the order of the tree (the order the restore makes them).
+ */
+interface TreeDump {
+  /** Every peer group of the tree's namespaces: a slave's master may be in another namespace. */
+  groups: Set<number>;
+  /** The mounts of each namespace saved so far, by its /proc/PID/ns/mnt link. */
+  saved: Map<string, mnt_entry[]>;
+  /** The tmpfs archived so far, by device: one archive each, whichever namespaces show it. */
+  archived: Set<number>;
+}
+
+const treeDumps = new WeakMap<FrozenTree, TreeDump>();
+
+function treeDumpOf(tree: FrozenTree): TreeDump {
+  let d = treeDumps.get(tree);
+  if (!d) treeDumps.set(tree, d = { groups: peerGroupsOf(tree), saved: new Map(), archived: new Set() });
+  return d;
+}
+
+/**
+ * The mounts of the namespace a nested one starts as a copy of: that of the parent of its first
+ * task (which unshared, or was cloned with CLONE_NEWNS, there); none when it is not saved.
+ */
+function parentNamespaceMounts(ctx: NsDumpContext, tree: TreeDump): mnt_entry[] {
+  const ppid = ctx.tree.tasks.find((t) => t.pid === ctx.pid)?.ppid;
+  const link = ppid === undefined ? undefined : Deno.readLinkSync(`/proc/${ppid}/ns/mnt`);
+  return (link !== undefined && tree.saved.get(link)) || [];
+}
+
+/** The peer groups of every mount namespace of the tree's live tasks but criu's. */
+function peerGroupsOf(tree: FrozenTree): Set<number> {
+  const ours = Deno.readLinkSync("/proc/self/ns/mnt");
+  const seen = new Set<string>([ours]);
+  const groups = new Set<number>();
+  for (const t of tree.tasks) {
+    if (t.state === "zombie") continue;
+    const link = Deno.readLinkSync(`/proc/${t.pid}/ns/mnt`);
+    if (seen.has(link)) continue;
+    seen.add(link);
+    for (const m of parseMountinfo(Deno.readTextFileSync(`/proc/${t.pid}/mountinfo`))) {
+      const group = peerGroup(m, "shared:");
+      if (group) groups.add(group);
+    }
+  }
+  return groups;
+}
+
+/**
+ * Saves one mount namespace of the tree, as CRIU 4.2 does: its mountpoints-ID.img (mount ids and
+ * peer groups are the kernel's, so they hold across namespaces), and an archive of each tmpfs no
+ * namespace saved before has shown whole.
+ */
+function dumpMounts(ctx: NsDumpContext): void {
+  const { dir, log } = ctx;
+  const tree = treeDumpOf(ctx.tree);
+  const n = readMounts(ctx.id, ctx.pid, externalOptions(ctx.options), log);
+  const parent = ctx.ofRoot ? undefined : parentNamespaceMounts(ctx, tree);
+  const earlier = [...tree.saved.values()].flat();
+  checkMounts(n.pid, n.infos, n.entries, { groups: tree.groups, parent, earlier }, ctx.plugins);
   const tmpfs: TmpfsToArchive[] = [];
-  entries.forEach((e, i) => {
-    if (e.fstype !== FSTYPE_TMPFS || e.root !== "/" || archived.has(e.rootDev) || e.extKey || e.withPlugin) {
+  n.entries.forEach((e, i) => {
+    if (
+      e.fstype !== FSTYPE_TMPFS || e.root !== "/" || tree.archived.has(e.rootDev) || e.extKey || e.withPlugin
+    ) {
       return;
     }
-    archived.add(e.rootDev);
-    const info = infos[i]!;
-    tmpfs.push({ e, info, hasChildren: infos.some((c) => c.parentId === info.id && c.id !== info.id) });
+    tree.archived.add(e.rootDev);
+    const info = n.infos[i]!;
+    tmpfs.push({ e, info, hasChildren: n.infos.some((c) => c.parentId === info.id && c.id !== info.id) });
   });
-  archiveAll(pid, dir, tmpfs, log);
-  dir.write(KINDS.MNTS, id, entries);
+  archiveAll(n.pid, dir, tmpfs, log);
+  dir.write(KINDS.MNTS, n.id, n.entries);
+  tree.saved.set(Deno.readLinkSync(`/proc/${ctx.pid}/ns/mnt`), n.entries);
   log.info(
-    `Saved ${entries.length} mount(s) of the mount namespace ${id}, ${archived.size} tmpfs archive(s)`,
+    `Saved ${n.entries.length} mount(s) of the mount namespace ${n.id} (process ${n.pid}), ${tmpfs.length} tmpfs archive(s)`,
   );
 }
 
@@ -687,7 +866,37 @@ interface MountPlan {
   masterSources: Map<number, string>;
   /** External mounts that stay in a peer group of criu's namespace: their source path, by mnt_id. */
   sharingSources: Map<number, string>;
+  /**
+   * For a nested namespace (made from a copy of its parent's tree): the mount of an earlier
+   * namespace each of its mounts is bound from, by mnt_id (see earlierSource); empty for the root's.
+   */
+  fromEarlier: Map<number, mnt_entry>;
+  /** The namespaces of the tree restored so far (their peer groups), and where this one goes when built. */
+  tree: TreeRestore;
+  nested: boolean;
   log: Log;
+}
+
+/** A mount namespace built: its mounts, and the task holding an O_PATH fd to each, by mnt_id. */
+interface BuiltNamespace {
+  entries: readonly mnt_entry[];
+  pid: number;
+  fds: ReadonlyMap<number, number>;
+}
+
+/** What the restore of one tree knows across its mount namespaces, planned and built in fork order. */
+interface TreeRestore {
+  /** The mounts of each namespace planned so far, by id. */
+  planned: Map<number, mnt_entry[]>;
+  built: BuiltNamespace[];
+}
+
+const treeRestores = new WeakMap<readonly RestoreTaskImages[], TreeRestore>();
+
+function treeRestoreOf(tasks: readonly RestoreTaskImages[]): TreeRestore {
+  let r = treeRestores.get(tasks);
+  if (!r) treeRestores.set(tasks, r = { planned: new Map(), built: [] });
+  return r;
 }
 
 /**
@@ -715,17 +924,26 @@ function deviceFor(e: mnt_entry, ext: ExternalOptions): string {
   );
 }
 
+function readPlanned(dir: ImageDir, id: number): { entries: mnt_entry[]; root: mnt_entry } {
+  const entries = dir.read<mnt_entry>(KINDS.MNTS, id).sort((a, b) => a.mntId - b.mntId);
+  const roots = entries.filter((e) => isRootMount(entries, e));
+  if (roots.length !== 1) {
+    throw new RestoreError(`mountpoints-${id}.img holds ${roots.length} root mounts; expected one`);
+  }
+  return { entries, root: roots[0]! };
+}
+
 function planRestore(
   dir: ImageDir,
   id: number,
+  tree: TreeRestore,
   opts: RunOptions | undefined,
   plugins: Plugins | undefined,
   log: Log,
 ): MountPlan {
-  const entries = dir.read<mnt_entry>(KINDS.MNTS, id).sort((a, b) => a.mntId - b.mntId);
+  const { entries, root } = readPlanned(dir, id);
   const image = `mountpoints-${id}.img`;
-  const roots = entries.filter((e) => isRootMount(entries, e));
-  if (roots.length !== 1) throw new RestoreError(`${image} holds ${roots.length} root mounts; expected one`);
+  const roots = [root];
   if (!opts?.root) throw new RestoreError("The --root option is required to restore a mount namespace");
   let rootDir: string;
   try {
@@ -783,9 +1001,10 @@ function planRestore(
     const e = entries.find((x) => x.mntId === id)!;
     if (e.sharedId && !e.internalSharing) sharingSources.set(id, path);
   }
+  tree.planned.set(id, entries);
   return {
     entries,
-    order: buildOrder(entries),
+    order: buildOrder(entries, new Map()),
     rootDir,
     externalPaths,
     devices,
@@ -793,14 +1012,86 @@ function planRestore(
     plugins,
     masterSources,
     sharingSources,
+    fromEarlier: new Map(),
+    tree,
+    nested: false,
+    log,
+  };
+}
+
+/** The mount namespace of the parent of the first task in namespace `id` (which makes it from a copy of that one). */
+function parentNamespaceOf(tasks: readonly RestoreTaskImages[], id: number): number | undefined {
+  const first = tasks.find((t) => !t.zombie && !t.helper && t.ids?.mntNsId === id);
+  return tasks.find((t) => t.entry.pid === first?.entry.ppid)?.ids?.mntNsId;
+}
+
+/**
+ * The plan of a nested namespace: its first task is cloned with CLONE_NEWNS from a task of an
+ * earlier namespace, so it starts with a copy of that tree, whose mounts its own are bound from
+ * (its root too); what no earlier mount holds is made anew (a tmpfs filled from its archive, proc...)
+ * or bound from a mount of its own.
+ */
+function planNested(
+  dir: ImageDir,
+  id: number,
+  tasks: readonly RestoreTaskImages[],
+  tree: TreeRestore,
+  log: Log,
+): MountPlan {
+  const { entries, root } = readPlanned(dir, id);
+  const parent = tree.planned.get(parentNamespaceOf(tasks, id) ?? -1);
+  if (!parent) {
+    throw new RestoreError(
+      `The nested mount namespace ${id} was made from one the images do not hold (criu's own); it cannot be restored`,
+    );
+  }
+  const fromEarlier = new Map<number, mnt_entry>();
+  for (const e of entries) {
+    const src = earlierSource(parent, e);
+    if (src) {
+      fromEarlier.set(e.mntId, src);
+      continue;
+    }
+    const what = `The mount ${e.mountpoint} (mount ${e.mntId}) of the nested mount namespace ${id}`;
+    if (e === root) {
+      throw new RestoreError(`${what} is its root, and no mount of an earlier namespace holds it`);
+    }
+    if (bindSource(entries, e)) continue;
+    if (e.extKey || e.withPlugin || !FSTYPE_NAMES.has(e.fstype) || e.fstype === FSTYPE_OVERLAY) {
+      throw new RestoreError(
+        `${what} is no copy of a mount of an earlier namespace, and only filesystems made anew and binds are restored there`,
+      );
+    }
+    if (e.fstype === FSTYPE_TMPFS && !dir.has(KINDS.TMPFS_DEV, e.rootDev)) {
+      throw new RestoreError(`The tmpfs at ${e.mountpoint} has no archive tmpfs-dev-${e.rootDev}.tar.gz.img`);
+    }
+  }
+  tree.planned.set(id, entries);
+  return {
+    entries,
+    order: buildOrder(entries, fromEarlier),
+    rootDir: ".",
+    externalPaths: new Map(),
+    devices: new Map(),
+    dir,
+    plugins: undefined,
+    masterSources: new Map(),
+    sharingSources: new Map(),
+    fromEarlier,
+    tree,
+    nested: true,
     log,
   };
 }
 
 /** Builds the tree in the root task (see the top of this file). */
 class TreeBuilder {
-  /** An O_PATH fd in the root task to each mount made, by mnt_id. */
+  /** An O_PATH fd in the root task to each mount made (and, nested, each earlier one reached), by mnt_id. */
   #fds = new Map<number, number>();
+  /** An fd in the root task to a mount of an earlier namespace itself (its peer group), by mnt_id. */
+  #foreign = new Map<number, number>();
+  /** Nested: the detached copies of the parent's mounts not attached yet, by the mnt_id they become. */
+  #clones = new Map<number, number>();
   /** An O_PATH fd in the root task to a mount of criu's namespace carrying an outside group, by path. */
   #hostMasters = new Map<string, number>();
   #root: Agent;
@@ -815,13 +1106,19 @@ class TreeBuilder {
     this.#byId = new Map(plan.entries.map((e) => [e.mntId, e]));
   }
 
-  build(): void {
-    const { entries, rootDir } = this.#plan;
+  /** Builds the tree; returns what later namespaces take groups from (the fds stay open until fill). */
+  build(): BuiltNamespace {
+    const { entries, rootDir, nested } = this.#plan;
     const r = this.#root;
     r.reset();
     r.call("mount(/, rslave)", NR.mount, 0, r.string("/"), 0, MS.REC | MS.SLAVE, 0);
     const root = entries.find((e) => isRootMount(entries, e))!;
-    this.#mount(root, `mount(${rootDir}, bind)`, rootDir, rootDir, 0, MS.BIND, "");
+    if (nested) {
+      this.#cloneEarlierSources();
+      this.#attachNestedRoot(root);
+    } else {
+      this.#mount(root, `mount(${rootDir}, bind)`, rootDir, rootDir, 0, MS.BIND, "");
+    }
     for (const e of this.#plan.order) {
       if (e === root) continue;
       if (this.#waitsOnFill(e)) this.#fill();
@@ -829,11 +1126,166 @@ class TreeBuilder {
     }
     this.#fill();
     for (const e of entries) this.#setFlags(e);
-    this.#reachHostMasters();
+    if (!nested) this.#reachHostMasters();
     this.#pivot(rootDir);
     for (const e of entries) this.#setAttr(e, 0, 0, MS.PRIVATE);
     this.#peerGroups();
-    for (const fd of [...this.#fds.values(), ...this.#hostMasters.values()]) r.call("close", NR.close, fd);
+    const own = new Map(entries.map((e) => [e.mntId, this.#fds.get(e.mntId)!]));
+    for (const [id, fd] of this.#fds) if (!own.has(id)) r.call("close", NR.close, fd);
+    for (const fd of [...this.#hostMasters.values(), ...this.#foreign.values(), ...this.#clones.values()]) {
+      r.call("close", NR.close, fd);
+    }
+    const built = { entries, pid: r.pid, fds: own };
+    this.#plan.tree.built.push(built);
+    return built;
+  }
+
+  /**
+   * The copies of the parent namespace's mounts that the nested one's are bound from, made by its
+   * first task from inside the parent namespace itself (setns there and back): open_tree only
+   * copies a mount of the caller's namespace, and the copy of the parent's tree the task starts
+   * with may have them covered (PrivateTmp='s bind over /tmp). Each is a detached mount (an fd),
+   * attached at its place later; the task comes back at its own namespace's root, the copy's.
+   */
+  #cloneEarlierSources(): void {
+    const { fromEarlier, tree } = this.#plan;
+    if (fromEarlier.size === 0) return;
+    const r = this.#root;
+    const parent = tree.built.find((b) => b.fds.has(fromEarlier.values().next().value!.mntId))!;
+    const own = this.#nsFdInTask(r.pid);
+    try {
+      this.#setns(this.#nsFdInTask(parent.pid), "its parent's");
+    } catch (e) {
+      r.call("close", NR.close, own);
+      throw e;
+    }
+    try {
+      for (const [id, src] of fromEarlier) {
+        const e = this.#byId.get(id)!;
+        const clone = this.#cloneMount(e, src, this.#foreignFd(src));
+        this.#clones.set(id, clone);
+        // A copy of a shared mount is its peer: private at once, so that nothing made in the
+        // namespace being built reaches the parent's (its groups come back at the end).
+        this.#setAttr(e, 0, 0, MS.PRIVATE, clone);
+      }
+    } finally {
+      this.#setns(own, "its own");
+    }
+  }
+
+  /** An fd in the building task on the mount namespace of task `pid` (criu's copy handed in). */
+  #nsFdInTask(pid: number): number {
+    const ours = openFd(`/proc/${pid}/ns/mnt`, OPEN.RDONLY | OPEN.CLOEXEC);
+    try {
+      return takeFromCriu({ agent: this.#root }, ours);
+    } finally {
+      closeFd(ours);
+    }
+  }
+
+  /** setns(CLONE_NEWNS) of the building task onto `fd`, which it closes. */
+  #setns(fd: number, whose: string): void {
+    const r = this.#root;
+    const res = r.attempt(`setns(${whose} mount namespace)`, NR.setns, fd, CLONE.NEWNS);
+    r.call("close", NR.close, fd);
+    if (isSyscallError(res)) {
+      throw new RestoreError(
+        `A nested mount namespace's first task cannot enter ${whose} namespace: ${res.message}`,
+        0,
+        {
+          cause: res,
+        },
+      );
+    }
+  }
+
+  /**
+   * The root of a nested namespace: a copy of its source (open_tree) attached on top of the task's
+   * root, its cwd moved into it first: the mounts below are made by paths relative to it (rootDir
+   * "."), and the pivot then drops the copy of the parent's tree from under it.
+   */
+  #attachNestedRoot(root: mnt_entry): void {
+    const r = this.#root;
+    const tree = this.#clones.get(root.mntId)!;
+    this.#clones.delete(root.mntId);
+    r.call("fchdir(new root)", NR.fchdir, tree);
+    r.reset();
+    const res = r.attempt(
+      "move_mount(new root, /)",
+      NR.move_mount,
+      tree,
+      r.string(""),
+      AT_FDCWD,
+      r.string("/"),
+      MOVE_MOUNT.F_EMPTY_PATH,
+    );
+    if (isSyscallError(res)) {
+      throw new RestoreError(`Cannot attach the root of a nested mount namespace: ${res.message}`, 0, {
+        cause: res,
+      });
+    }
+    this.#fds.set(root.mntId, tree);
+  }
+
+  /** A detached copy (open_tree OPEN_TREE_CLONE) of `e`'s part of the mount `src` (through `fd`): its fd. */
+  #cloneMount(e: mnt_entry, src: mnt_entry, fd = this.#fds.get(src.mntId)!): number {
+    const r = this.#root;
+    const sub = e.root.slice(src.root === "/" ? 0 : src.root.length).replace(/^\/+/, "");
+    r.reset();
+    const tree = r.attempt(
+      `open_tree(${src.mountpoint}, ${sub || "."})`,
+      NR.open_tree,
+      fd,
+      r.string(sub),
+      OPEN_TREE.CLONE | OPEN_TREE.CLOEXEC | (sub ? 0 : AT_EMPTY_PATH),
+    );
+    if (isSyscallError(tree)) {
+      throw new RestoreError(
+        `Cannot restore the mount ${e.mountpoint} (bind from mount ${src.mntId}): ${tree.message}`,
+        0,
+        {
+          cause: tree,
+        },
+      );
+    }
+    return Number(tree);
+  }
+
+  /**
+   * A bind of `src` at e's place: its copy attached there (move_mount), the one made in the parent
+   * namespace for a mount of a nested one (see #cloneEarlierSources).
+   */
+  #bindFrom(e: mnt_entry, src: mnt_entry, target: string): void {
+    const r = this.#root;
+    const tree = this.#clones.get(e.mntId) ?? this.#cloneMount(e, src);
+    this.#clones.delete(e.mntId);
+    r.reset();
+    const res = r.attempt(
+      `move_mount(${target})`,
+      NR.move_mount,
+      tree,
+      r.string(""),
+      AT_FDCWD,
+      r.string(target),
+      MOVE_MOUNT.F_EMPTY_PATH,
+    );
+    if (isSyscallError(res)) {
+      r.call("close", NR.close, tree);
+      throw new RestoreError(
+        `Cannot restore the mount ${e.mountpoint} (bind from mount ${src.mntId}): ${res.message}`,
+        0,
+        {
+          cause: res,
+        },
+      );
+    }
+    this.#fds.set(e.mntId, tree);
+  }
+
+  /** Where criu reaches a path of the tree being built: under --root, or (nested) under the task's cwd. */
+  #fromCriu(target: string): string {
+    const pid = this.#root.pid;
+    return this.#plan.nested ? `/proc/${pid}/cwd/${target}` : `/proc/${pid}/root${target}`;
   }
 
   #target(e: mnt_entry): string {
@@ -885,13 +1337,8 @@ class TreeBuilder {
     if (e.withPlugin) return this.#fromPlugin(e, target);
     const ext = this.#plan.externalPaths.get(e.mntId);
     if (ext !== undefined) return this.#mount(e, `bind from ${ext}`, ext, target, 0, MS.BIND, "");
-    const src = bindSource(this.#plan.entries, e);
-    if (src) {
-      const from = `/proc/self/fd/${this.#fds.get(src.mntId)}${
-        e.root.slice(src.root === "/" ? 0 : src.root.length)
-      }`;
-      return this.#mount(e, `bind from mount ${src.mntId}`, from, target, 0, MS.BIND, "");
-    }
+    const src = this.#plan.fromEarlier.get(e.mntId) ?? bindSource(this.#plan.entries, e);
+    if (src) return this.#bindFrom(e, src, target);
     const fstype = e.fstype === FSTYPE_AUTO ? e.fsname : FSTYPE_NAMES.get(e.fstype)!;
     const sbFlags = e.sbFlags & ~MS.RDONLY;
     const source = this.#plan.devices.get(e.mntId) ?? e.source;
@@ -1051,7 +1498,8 @@ class TreeBuilder {
       if (this.#unfilled.has(p.mntId)) return true;
       seen.add(p.mntId);
     }
-    const src = this.#plan.externalPaths.has(e.mntId) ? undefined : bindSource(this.#plan.entries, e);
+    const elsewhere = this.#plan.externalPaths.has(e.mntId) || this.#plan.fromEarlier.has(e.mntId);
+    const src = elsewhere ? undefined : bindSource(this.#plan.entries, e);
     return !!src && this.#unfilled.has(src.mntId) && src.root !== e.root;
   }
 
@@ -1061,7 +1509,7 @@ class TreeBuilder {
     this.#unfilled.clear();
     const jobs = pending.map(({ e, target }) => ({
       image: this.#plan.dir.pathFor(KINDS.TMPFS_DEV, e.rootDev),
-      directory: `/proc/${this.#root.pid}/root${target}`,
+      directory: this.#fromCriu(target),
     }));
     if (jobs.length === 0) return;
     const started = performance.now();
@@ -1080,14 +1528,20 @@ class TreeBuilder {
     });
   }
 
-  #setAttr(e: mnt_entry, set: number, clear: number, propagation: number): void {
+  #setAttr(
+    e: mnt_entry,
+    set: number,
+    clear: number,
+    propagation: number,
+    fd = this.#fds.get(e.mntId)!,
+  ): void {
     const r = this.#root;
     r.reset();
     const attr = mountAttr(set, clear, propagation);
     const res = r.attempt(
       `mount_setattr(${e.mountpoint})`,
       NR.mount_setattr,
-      this.#fds.get(e.mntId)!,
+      fd,
       r.string(""),
       AT_EMPTY_PATH,
       r.alloc(attr.length, attr),
@@ -1176,6 +1630,14 @@ class TreeBuilder {
       const first = members[0];
       if (!first || done.has(group)) return first;
       done.add(group);
+      const earlier = this.#earlierMounts().filter((x) => x.sharedId === group);
+      if (earlier.length) {
+        // A group an earlier namespace holds already (a copy's peers): every member joins it there.
+        for (const m of members) {
+          this.#joinEarlier(earlier.find((x) => within(m.root, x.root)) ?? earlier[0]!, m);
+        }
+        return first;
+      }
       const joined = members.filter((m) => this.#joinHostGroup(m));
       if (joined.length) {
         // The others join from a member whose root holds theirs (the kernel's rule for SET_GROUP).
@@ -1197,6 +1659,38 @@ class TreeBuilder {
     }
   }
 
+  /** An fd in the building task on mount `x` of a namespace built before (its builder's, copied in by criu). */
+  #foreignFd(x: mnt_entry): number {
+    let fd = this.#foreign.get(x.mntId);
+    if (fd !== undefined) return fd;
+    const b = this.#plan.tree.built.find((b) => b.fds.has(x.mntId))!;
+    const copy = copyFdOf(b.pid, b.fds.get(x.mntId)!);
+    try {
+      fd = takeFromCriu({ agent: this.#root }, copy);
+    } finally {
+      closeFd(copy);
+    }
+    this.#foreign.set(x.mntId, fd);
+    return fd;
+  }
+
+  /** The mounts of the namespaces built before this one (a nested one takes their groups). */
+  #earlierMounts(): mnt_entry[] {
+    return this.#plan.nested ? this.#plan.tree.built.flatMap((b) => b.entries) : [];
+  }
+
+  /**
+   * `e` takes the peer group and master of `x`, a mount of an earlier namespace, reached through
+   * an fd its builder holds (copied into this task by criu: SET_GROUP works across namespaces).
+   */
+  #joinEarlier(x: mnt_entry, e: mnt_entry): void {
+    const fd = this.#foreignFd(x);
+    this.#moveSetGroup(fd, this.#fds.get(e.mntId)!, `${x.mountpoint} (mount ${x.mntId})`, e.mountpoint);
+    this.#plan.log.info(
+      `Mount ${e.mntId} (${e.mountpoint}) takes the peer group of mount ${x.mntId} of an earlier namespace`,
+    );
+  }
+
   /** An external mount that shares its group with criu's namespace joins it again; false for others. */
   #joinHostGroup(e: mnt_entry): boolean {
     const path = this.#plan.sharingSources.get(e.mntId);
@@ -1212,8 +1706,11 @@ class TreeBuilder {
    * of criu's namespace that carries it (see masterSources); without one, `e` stays private.
    */
   #slaveOf(e: mnt_entry, master: mnt_entry | undefined): void {
+    const carrier = master ? undefined : earlierMasterCarrier(this.#earlierMounts(), e);
     if (master) {
       this.#setGroup(master, e);
+    } else if (carrier) {
+      this.#joinEarlier(carrier, e);
     } else {
       const path = this.#plan.masterSources.get(e.mntId);
       const hostFd = path === undefined ? undefined : this.#hostMasters.get(path);
@@ -1263,25 +1760,39 @@ registerNamespaceKind({
   name: "mnt",
   words: "mount",
   cloneFlag: CLONE.NEWNS,
+  nested: true,
   check(tree, nsIds) {
     const root = nsIds.linksOf(tree.root.pid).get("mnt");
+    if (root !== nsIds.linksOf(Deno.pid).get("mnt")) return;
     for (const t of tree.tasks) {
       const theirs = nsIds.linksOf(t.pid).get("mnt");
       if (t.state === "zombie" || theirs === root) continue;
       refuse(
         t.pid,
         `mount namespace ${theirs}`,
-        `it differs from the root's (${root}); nested mount namespaces are not supported`,
+        `it differs from the root's, which is criu's own (${root}); a task's mount namespace of its own is saved only when the tree's root is in one too (CRIU does not restore it either)`,
       );
     }
   },
   dump(ctx) {
-    dumpMounts(ctx.tree.root.pid, ctx.id, ctx.dir, ctx.options, ctx.plugins, ctx.log);
+    dumpMounts(ctx);
   },
   prepareRestore(ctx) {
-    const id = ctx.tasks[0]!.ids?.mntNsId;
+    const id = ctx.id;
     if (id === undefined || !ctx.dir.has(KINDS.MNTS, id)) return undefined;
-    const plan = planRestore(ctx.dir, id, ctx.options, ctx.plugins, ctx.log);
-    return { beforeMemory: (root) => new TreeBuilder(root, plan).build() };
+    const tree = treeRestoreOf(ctx.tasks);
+    const plan = ctx.ofRoot
+      ? planRestore(ctx.dir, id, tree, ctx.options, ctx.plugins, ctx.log)
+      : planNested(ctx.dir, id, ctx.tasks, tree, ctx.log);
+    let built: BuiltNamespace | undefined;
+    return {
+      beforeMemory: (creator) => {
+        built = new TreeBuilder(creator, plan).build();
+      },
+      // Every namespace is built by now: the fds its later ones took groups from go.
+      fill: (creator) => {
+        for (const fd of built?.fds.values() ?? []) creator.call("close", NR.close, fd);
+      },
+    };
   },
 });

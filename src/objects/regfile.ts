@@ -8,6 +8,8 @@ import { compact } from "../compact.ts";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { reg_file_entrySchema } from "../images/gen/regfile_pb.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
+import { openPathFd, parseMountinfo } from "../../ffi/mount.ts";
+import { closeFd } from "../../ffi/fd.ts";
 import { emptyFown, type FdKind, type FileTable, registerFdKind } from "./files.ts";
 import { RestoreError } from "../errors.ts";
 import { errnoName, isSyscallError } from "../../ffi/errors.ts";
@@ -33,7 +35,10 @@ const PLAIN_DEVICES = new Set(["/dev/null", "/dev/zero", "/dev/full", "/dev/rand
 /** Flags that only matter at open time and must not be replayed (O_TRUNC would empty the file). */
 const OPEN_ONLY = O.CREAT | O.EXCL | O.TRUNC | O.NOCTTY | O.CLOEXEC;
 
-/** Adds (or finds) a regular-file entry; mappings and cwd/root/exe use this too. */
+/**
+ * Adds (or finds) a regular-file entry; mappings and cwd/root/exe use this too. `mntId`: the
+ * mount it is on, for a task in a mount namespace the dump saves (see mountIdToSave).
+ */
 export function addRegFile(
   table: FileTable,
   path: string,
@@ -41,9 +46,11 @@ export function addRegFile(
   pos = 0n,
   key?: string,
   known?: Deno.FileInfo | null,
+  mntId?: number,
 ): number {
   const st = known ?? safeStat(path);
-  return table.add(key ?? `reg:${path}:${flags}`, (id) =>
+  const shared = mntId === undefined ? `reg:${path}:${flags}` : `reg:${path}:${flags}:${mntId}`;
+  return table.add(key ?? shared, (id) =>
     create(file_entrySchema, {
       type: fd_types.REG,
       id,
@@ -57,9 +64,63 @@ export function addRegFile(
           name: path,
           size: st?.isFile ? BigInt(st.size) : undefined,
           mode: st?.mode ?? undefined,
+          mntId,
         }),
       ),
     }));
+}
+
+/** Per dump (its file table): the mounts of each task's namespace when it is saved (not criu's), else null. */
+const savedMounts = new WeakMap<FileTable, Map<number, Set<number> | null>>();
+
+/**
+ * The mount id to record with a file of task `pid`, as CRIU records it: the restore opens the file
+ * in the mount namespace that mount belongs to (a nested one's tasks see other files by the same
+ * names). Undefined when the task is in criu's own mount namespace, which no image holds, or the
+ * mount is not in the task's view (a file opened before it left criu's: no image names it either).
+ */
+export function mountIdToSave(table: FileTable, pid: number, mntId: number): number | undefined {
+  let byPid = savedMounts.get(table);
+  if (!byPid) savedMounts.set(table, byPid = new Map());
+  let mounts = byPid.get(pid);
+  if (mounts === undefined) {
+    mounts = null;
+    try {
+      if (Deno.readLinkSync(`/proc/${pid}/ns/mnt`) !== Deno.readLinkSync("/proc/self/ns/mnt")) {
+        mounts = new Set(parseMountinfo(Deno.readTextFileSync(`/proc/${pid}/mountinfo`)).map((m) => m.id));
+      }
+    } catch {
+      // gone: nothing to record
+    }
+    byPid.set(pid, mounts);
+  }
+  return mounts?.has(mntId) ? mntId : undefined;
+}
+
+/**
+ * A task's cwd or root (named `path`): stat'd through /proc, since in a mount namespace of the
+ * tree's own the same name may be another directory in criu's, with the mount it is on.
+ */
+export function addTaskDirectory(table: FileTable, pid: number, which: "cwd" | "root", path: string): number {
+  const link = `/proc/${pid}/${which}`;
+  let mntId: number | undefined;
+  if (inSavedMountNs(table, pid)) {
+    const fd = openPathFd(link);
+    try {
+      const line = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`).split("\n").find((l) =>
+        l.startsWith("mnt_id:")
+      );
+      mntId = line ? mountIdToSave(table, pid, Number(line.slice(7).trim())) : undefined;
+    } finally {
+      closeFd(fd);
+    }
+  }
+  return addRegFile(table, path, O.RDONLY | O.DIRECTORY, 0n, undefined, safeStat(link), mntId);
+}
+
+function inSavedMountNs(table: FileTable, pid: number): boolean {
+  mountIdToSave(table, pid, 0);
+  return !!savedMounts.get(table)?.get(pid);
 }
 
 function safeStat(path: string): Deno.FileInfo | null {
@@ -85,7 +146,8 @@ export const regFileKind: FdKind = {
     if (stat && nameIsGone(fd.target, stat)) return dumpRemappedFd(ctx, fd, stat);
     // Each fd gets its own description unless the caller proves two fds share one.
     // The fd's own stat is the file's: no second stat by path (thousands of fds add up).
-    return addRegFile(ctx.table, fd.target, fd.flags, fd.pos, `fd:${ctx.pid}:${fd.fd}`, stat);
+    const mntId = mountIdToSave(ctx.table, ctx.pid, fd.mntId);
+    return addRegFile(ctx.table, fd.target, fd.flags, fd.pos, `fd:${ctx.pid}:${fd.fd}`, stat, mntId);
   },
   open(ctx, entry) {
     const reg = entry.reg;
