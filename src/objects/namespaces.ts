@@ -136,12 +136,15 @@ export class NamespaceIds {
 
   idsOf(pid: number): Partial<Record<NsName, number>> {
     const out: Partial<Record<NsName, number>> = {};
-    for (const [ns, link] of this.linksOf(pid)) {
-      let id = this.#ids.get(link);
-      if (id === undefined) this.#ids.set(link, id = this.#ids.size + 1);
-      out[ns] = id;
-    }
+    for (const [ns, link] of this.linksOf(pid)) out[ns] = this.idOf(link);
     return out;
+  }
+
+  /** The id of the namespace behind a link (`pid:[4026531836]`), given on first sight. */
+  idOf(link: string): number {
+    let id = this.#ids.get(link);
+    if (id === undefined) this.#ids.set(link, id = this.#ids.size + 1);
+    return id;
   }
 }
 

@@ -47,6 +47,7 @@ import { dumpedUptimeUs, loadCheckpoint, type RestoreTaskImages } from "./images
 import { prepareInheritedFds } from "../objects/inherited_fds.ts";
 import { planSeccomp, restoreSeccomp } from "../objects/seccomp.ts";
 import { prepareNamespaces } from "../objects/namespaces.ts";
+import { pidChain, PidNesting } from "../objects/pidns.ts";
 import { PuppetMaster, TRACE_OPTIONS } from "./puppet.ts";
 import {
   closeParked,
@@ -233,15 +234,17 @@ function forkTree(
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
-  for (const t of tasks) {
+  // Nested PID namespaces want an order and, per task, a flag or its parent's unshare (pidns.ts).
+  const pidNesting = new PidNesting(tasks);
+  for (const t of pidNesting.order()) {
     const parent = agents.get(t.entry.ppid) ?? null;
     if (t !== tasks[0] && !parent) {
       throw new RestoreError(`Parent ${t.entry.ppid} of ${t.entry.pid} was not created`);
     }
     t.hostPid = master.createTask(
-      t.entry.pid,
+      pidChain(t.entry),
       t === tasks[0] ? null : parent,
-      (t === tasks[0] ? rootFlags : 0n) | sharedWithParent(tasks, t),
+      (t === tasks[0] ? rootFlags : 0n) | sharedWithParent(tasks, t) | pidNesting.beforeClone(t, parent),
     );
     created(t);
     const agent = master.agentFor(t.hostPid);
