@@ -225,9 +225,15 @@ export class PuppetMaster {
     );
     const r = from.attempt(`clone3(${pid})`, NR.clone3, args, CLONE_ARGS_SIZE);
     if (isSyscallError(r, "EEXIST")) {
-      throw new RestoreError(`PID ${pid} is already in use${describeHolder(pid)}`, r.errno);
+      // A pid of a nested namespace is no pid of ours: there is no holder to name.
+      const what = chain.length > 1
+        ? `PIDs ${chain.join(", ")} (its own namespace first) are not all free`
+        : `PID ${pid} is already in use${describeHolder(pid)}`;
+      throw new RestoreError(what, r.errno);
     }
-    if (isSyscallError(r)) throw new RestoreError(`Cannot create task ${pid}: ${r.message}`, 0, { cause: r });
+    if (isSyscallError(r)) {
+      throw new RestoreError(`Cannot create task ${chain.join("/")}: ${r.message}`, 0, { cause: r });
+    }
     // clone3 answers with the pid the parent's namespace sees; ptrace tells us ours.
     const child = from.thread.children.pop()?.pid;
     if (child === undefined) throw new RestoreError(`No clone event for task ${pid}`);
