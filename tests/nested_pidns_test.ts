@@ -6,7 +6,7 @@
  * refuses to dump such a tree.
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, descendants, exists, reap, tempDir, Workload } from "./lib/harness.ts";
+import { criu, criuOk, descendants, reap, tempDir, Workload } from "./lib/harness.ts";
 import { registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { UPSTREAM } from "./lib/upstream.ts";
 
