@@ -76,7 +76,7 @@ Deno.test("nested_pidns: a pid taken inside the nested namespace fails the resto
     const r = json.entries[4]!.nested![0]!;
     assert.equal(r.pid, 3);
     r.pid = 2;
-    r.threads = [2];
+    r.threads[0] = 2;
     Deno.writeTextFileSync(`${path}.json`, JSON.stringify(json));
     await criuOk(["crit", "encode", "-i", `${path}.json`, "-o", path]);
     const res = await criu(["restore", "-D", images, "-d", "-o", "restore.log", "-v4"]);

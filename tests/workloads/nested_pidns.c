@@ -5,7 +5,7 @@
  *   ├── A   a plain child, forked first, in O's namespace
  *   └── I   forked after O's unshare(CLONE_NEWPID): the init (pid 1) of namespace N
  *       ├── Z  N's pid 2, exited with status 7, left a zombie (I reaps it only at the end)
- *       └── R  N's pid 3, running
+ *       └── R  N's pid 3, running, with a second thread (N's tid 4)
  *
  *   bin/nested_pidns RESULT_FILE [clone]
  *     `clone` makes I with clone(CLONE_NEWPID) instead of unshare + fork, so that O's
@@ -13,12 +13,13 @@
  *
  * Checks after SIGTERM (each process checks its own ids, as it sees them):
  *   A: getpid() and getppid() unchanged (O);
- *   I: getpid() 1, getppid() 0; Z still a zombie of I with status 7 (waitid WNOWAIT then
+ *   I: getpid() 1, getppid() 0; a SIGRTMIN it queued to itself (blocked) is still pending, with
+ *      its value and sender pid 1; Z still a zombie of I with status 7 (waitid WNOWAIT then
  *      waitpid), R answers and exits 0 when told (SIGTERM), then no child is left;
- *   R: getpid() 3, getppid() 1;
+ *   R: getpid() 3, getppid() 1, its thread's gettid() still 4;
  *   O: I still has its outer pid (kill 0, /proc NSpid "<outer> 1"), I's namespace is not O's; with
  *      unshare, O's pid_for_children is still I's namespace: a child O forks now lands in N (NSpid
- *      has two levels, its inner pid is neither 1, 2 nor 3) and O reaps it before I ends; without
+ *      has two levels, its inner pid above 4, R's thread's) and O reaps it before I ends; without
  *      it (clone) O's pid_for_children is O's own namespace. Then O collects A's and I's verdicts
  *      (exit status 0) with waitpid by their outer pids.
  * Verdicts travel by exit status; details go to the log.
@@ -26,6 +27,7 @@
 #include "lib.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,14 +86,60 @@ static __attribute__((noreturn)) void plain_body(const char *who, pid_t pid, pid
 	_exit(0);
 }
 
+static volatile pid_t thread_tid;
+static volatile int thread_ok = -1;
+
+/* R's second thread: its tid inside, then again after the wait. */
+static void *thread_body(void *arg)
+{
+	pid_t tid = (pid_t)syscall(SYS_gettid);
+
+	(void)arg;
+	thread_tid = tid;
+	wl_wait();
+	thread_ok = (pid_t)syscall(SYS_gettid) == tid;
+	return NULL;
+}
+
+/* R: running in N with a second thread; exits 0 when its ids and its thread's hold. */
+static __attribute__((noreturn)) void running_body(int ready_fd)
+{
+	pthread_t th;
+
+	if (pthread_create(&th, NULL, thread_body, NULL) != 0)
+		_exit(2);
+	while (thread_tid == 0)
+		usleep(1000);
+	if (write(ready_fd, "R", 1) != 1)
+		_exit(2);
+	close(ready_fd);
+	wl_wait();
+	pthread_join(th, NULL);
+	if (getpid() != 3 || getppid() != 1 || thread_tid != 4 || thread_ok != 1) {
+		wl_log("R: pid %d ppid %d, thread tid %d (ok %d); expected 3 1 4", getpid(), getppid(), thread_tid,
+		       thread_ok);
+		_exit(1);
+	}
+	_exit(0);
+}
+
 /* I's checks after the wait; 0 when all hold. */
 static int init_checks(pid_t z, pid_t r)
 {
 	siginfo_t si;
+	sigset_t rt;
+	struct timespec none = { 0, 0 };
 	int status = -1, bad = 0;
 
 	if (getpid() != 1 || getppid() != 0) {
 		wl_log("I: pid %d ppid %d, expected 1 0", getpid(), getppid());
+		bad = 1;
+	}
+	sigemptyset(&rt);
+	sigaddset(&rt, SIGRTMIN);
+	memset(&si, 0, sizeof(si));
+	if (sigtimedwait(&rt, &si, &none) != SIGRTMIN || si.si_value.sival_int != 42 || si.si_pid != 1) {
+		wl_log("I: queued SIGRTMIN: value %d pid %d (%s)", si.si_value.sival_int, si.si_pid, strerror(errno));
 		bad = 1;
 	}
 	memset(&si, 0, sizeof(si));
@@ -117,7 +165,7 @@ static int init_checks(pid_t z, pid_t r)
 	return bad;
 }
 
-/* I: the namespace's init; tells O through the pipe once Z is a zombie and R runs. */
+/* I: the namespace's init; I and R each tell O through the pipe once set up (Z a zombie, R's thread up). */
 static __attribute__((noreturn)) void init_body(int ready_fd)
 {
 	pid_t z, r;
@@ -132,10 +180,21 @@ static __attribute__((noreturn)) void init_body(int ready_fd)
 		_exit(7);
 	r = fork();
 	if (r == 0)
-		plain_body("R", 3, 1);
+		running_body(ready_fd);
 	if (z != 2 || r != 3) {
 		wl_log("I: children got pids %d %d, expected 2 3", z, r);
 		_exit(1);
+	}
+	{
+		sigset_t rt;
+		union sigval v = { .sival_int = 42 };
+
+		sigemptyset(&rt);
+		sigaddset(&rt, SIGRTMIN);
+		if (sigprocmask(SIG_BLOCK, &rt, NULL) != 0 || sigqueue(1, SIGRTMIN, v) != 0) {
+			wl_log("I: sigqueue: %s", strerror(errno));
+			_exit(1);
+		}
 	}
 	/* Z must be a zombie before O says ready */
 	memset(&si, 0, sizeof(si));
@@ -190,7 +249,7 @@ static void check_outside(pid_t i)
 			return;
 		}
 		n = nspids(c, ids, 8);
-		if (n != 2 || ids[1] <= 3)
+		if (n != 2 || ids[1] <= 4)
 			wl_fail("O's new child: %d levels, inner pid %d", n, n > 1 ? ids[1] : -1);
 		if (waitpid(c, &status, 0) != c || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 			wl_fail("O's new child in N: status %#x", status);
@@ -222,8 +281,8 @@ int main(int argc, char **argv)
 		init_body(pipefd[1]);
 	}
 	close(pipefd[1]);
-	if (read(pipefd[0], &c, 1) != 1)
-		wl_die("I did not get ready");
+	if (read(pipefd[0], &c, 1) != 1 || read(pipefd[0], &c, 1) != 1)
+		wl_die("I or R did not get ready");
 	close(pipefd[0]);
 	wl_ready();
 	wl_wait();
