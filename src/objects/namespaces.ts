@@ -6,10 +6,22 @@
  *     action scripts around it such as network-lock), or refuses it. A kind without `dump` is not
  *     saved yet: a tree in such a namespace other than criu's is refused by name, since its restore
  *     would land in criu's (other files behind the same paths, another hostname);
+ *   - `nested`: whether it also saves the namespaces of this kind that tasks below the root entered
+ *     (unshare, setns): then `dump` runs once for each namespace of the kind the live tasks are in
+ *     (other than criu's own), told its id and a task inside it;
  *   - `prepareRestore`: at PREPARE, reads its images and says whether the root is created in a new
  *     namespace of this kind, and what to do in it before the root is cloned (from the task it is
- *     cloned from), once the root exists and after the restore.
+ *     cloned from), once the root exists and after the restore. A nested kind is asked once more
+ *     for each other namespace of its kind in the images.
  * The dump and the restore loop over the kinds and know none of them by name.
+ *
+ * Where the restore puts each task (RestoreNamespaces): the root is cloned with the flags of the
+ * kinds that make it a namespace, as before. A task whose namespace of a kind is not its parent's
+ * either creates it (the first such task in the order tasks are forked: it is cloned with the
+ * kind's CLONE_NEW* flag, and that namespace's plan runs for it as the root's does for the root)
+ * or joins it once it exists: before its memory, it enters the namespace with setns(2) on an fd of
+ * the creator's /proc/PID/ns/KIND (or of criu's own namespace, which the dump's inventory names:
+ * a task may have gone back to it). That covers a child that went back to an ancestor's namespace.
  */
 import { refuse } from "./refusal.ts";
 import type { ImageDir } from "../images/dir.ts";
@@ -21,15 +33,41 @@ import type { RestoreTaskImages } from "../restore/images.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { CgroupsRestore } from "./cgroups_restore.ts";
 import type { Plugins } from "../plugins/plugins.ts";
+import type { task_kobj_ids_entry } from "../images/gen/core_pb.ts";
+import { RestoreError } from "../errors.ts";
+import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
+import { NR } from "../../ffi/syscalls.ts";
+import { takeFromCriu } from "./files.ts";
 
 /** The names of /proc/PID/ns/ that a task's ids image records, in CRIU's order of fields. */
 export const NS_NAMES = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] as const;
 export type NsName = typeof NS_NAMES[number];
 
+/** The field of a task's ids image (TaskKobjIdsEntry) that holds its namespace of each kind. */
+const ID_FIELDS = {
+  pid: "pidNsId",
+  net: "netNsId",
+  ipc: "ipcNsId",
+  uts: "utsNsId",
+  mnt: "mntNsId",
+  user: "userNsId",
+  cgroup: "cgroupNsId",
+  time: "timeNsId",
+} as const satisfies Record<NsName, keyof task_kobj_ids_entry>;
+
+/** The id of a namespace kind in a task's (or criu's) ids; undefined when none is recorded (0). */
+export function nsIdIn(ids: task_kobj_ids_entry | undefined, ns: NsName): number | undefined {
+  return ids?.[ID_FIELDS[ns]] || undefined;
+}
+
 export interface NsDumpContext {
   tree: FrozenTree;
   /** The namespace's id in the ids images. */
   id: number;
+  /** A live task inside the namespace (the root, for the root's): what it is read through. */
+  pid: number;
+  /** Whether this is the root's namespace (false: one that a task below it entered). */
+  ofRoot: boolean;
   dir: ImageDir;
   hooks: Hooks;
   /** Asked about objects of the namespace criu-ts does not save itself (DUMP_EXT_LINK, DUMP_EXT_MOUNT). */
@@ -48,6 +86,12 @@ export interface NsDumped {
 }
 
 export interface NsRestoreContext {
+  /**
+   * The namespace planned: its id in the ids images (the root's, for a kind that is not nested;
+   * undefined when the root's ids have none) and whether it is the root's.
+   */
+  id: number | undefined;
+  ofRoot: boolean;
   dir: ImageDir;
   tasks: readonly RestoreTaskImages[];
   /** --empty-ns: kinds whose new namespace is left as the kernel makes it, for the scripts to fill. */
@@ -62,7 +106,10 @@ export interface NsRestoreContext {
   plugins?: Plugins;
 }
 
-/** A namespace the restore creates for the root. */
+/**
+ * A namespace the restore creates, for the root or (nested kinds) for the first task in it; its
+ * hooks say "root" for that task, its creator.
+ */
 export interface NsRestorePlan {
   /**
    * For a kind whose namespace cannot come from the root's clone flag, because what it holds can
@@ -97,10 +144,21 @@ export interface NamespaceKind {
   /** In words, for messages ("network"). */
   readonly words: string;
   readonly cloneFlag: number;
+  /** Saves and restores namespaces of this kind below the root's (see the top of this file). */
+  readonly nested?: boolean;
+  /**
+   * Makes the namespaces of this kind below the root's itself, not through plans: PID
+   * (pidns.ts: clone flags and unshare from forkTree, since a PID namespace cannot be entered by
+   * setns, only made the children's).
+   */
+  readonly nestsByItself?: boolean;
   /** Every dump, before anything is written: may refuse how the tree's tasks sit in namespaces of this kind (nesting). */
   check?(tree: FrozenTree, nsIds: NamespaceIds): void;
   dump?(ctx: NsDumpContext): NsDumped | void;
-  /** The plan for the root's namespace of this kind; undefined when the root stays in criu's. */
+  /**
+   * The plan for the namespace ctx.id of this kind; undefined when there is nothing to make (the
+   * root stays in criu's namespace).
+   */
   prepareRestore?(ctx: NsRestoreContext): NsRestorePlan | undefined;
 }
 
@@ -154,15 +212,16 @@ export function checkNamespaces(tree: FrozenTree, nsIds: NamespaceIds): void {
 }
 
 /**
- * Saves every namespace of the tree's root that is not criu's own, kind by kind, or refuses it.
+ * Saves every namespace of the tree that is not criu's own, kind by kind, or refuses it: the
+ * root's, then (nested kinds) each other one a live task is in, in the order of the tree.
  * (checkNamespaces has run first.) A live task in a namespace of a kind that is not saved yet is
- * refused here. Returns what the
- * dumped kinds must do when the dump ends; on failure, what was done is undone first.
+ * refused here. Returns what the dumped kinds must do when the dump ends; on failure, what was
+ * done is undone first.
  */
 export function dumpNamespaces(
   tree: FrozenTree,
   nsIds: NamespaceIds,
-  base: Omit<NsDumpContext, "tree" | "id">,
+  base: Omit<NsDumpContext, "tree" | "id" | "pid" | "ofRoot">,
 ): NsDumped {
   const ours = nsIds.linksOf(Deno.pid);
   const done: NsDumped[] = [];
@@ -172,17 +231,18 @@ export function dumpNamespaces(
   };
   try {
     for (const kind of kinds) {
-      const theirs = nsIds.linksOf(tree.root.pid).get(kind.name);
-      if (theirs === ours.get(kind.name)) continue;
-      if (!kind.dump) {
-        refuse(
-          tree.root.pid,
-          `the ${kind.words} namespace ${theirs}`,
-          `it is not criu's, and ${kind.words} namespaces are not saved yet`,
-        );
+      for (const { pid, link } of namespacesToSave(tree, nsIds, kind, ours.get(kind.name))) {
+        if (!kind.dump) {
+          refuse(
+            pid,
+            `the ${kind.words} namespace ${link}`,
+            `it is not criu's, and ${kind.words} namespaces are not saved yet`,
+          );
+        }
+        const id = nsIds.idsOf(pid)[kind.name]!;
+        const d = kind.dump({ ...base, tree, id, pid, ofRoot: pid === tree.root.pid });
+        if (d) done.push(d);
       }
-      const d = kind.dump({ ...base, tree, id: nsIds.idsOf(tree.root.pid)[kind.name]! });
-      if (d) done.push(d);
     }
     checkTasksInRootNamespaces(tree, nsIds, ours);
   } catch (e) {
@@ -190,6 +250,30 @@ export function dumpNamespaces(
     throw e;
   }
   return all;
+}
+
+/**
+ * The namespaces of one kind the dump saves, each with the first live task found in it: the
+ * root's unless it is criu's; for a nested kind also every other one of the live tasks but criu's
+ * (a task back in criu's namespace returns to the restoring criu's).
+ */
+function namespacesToSave(
+  tree: FrozenTree,
+  nsIds: NamespaceIds,
+  kind: NamespaceKind,
+  ours: string | undefined,
+): { pid: number; link: string }[] {
+  const out = new Map<string, number>();
+  const rootLink = nsIds.linksOf(tree.root.pid).get(kind.name);
+  if (rootLink !== undefined && rootLink !== ours) out.set(rootLink, tree.root.pid);
+  if (kind.nested) {
+    for (const t of tree.tasks) {
+      if (t.state === "zombie") continue;
+      const link = nsIds.linksOf(t.pid).get(kind.name);
+      if (link !== undefined && link !== ours && !out.has(link)) out.set(link, t.pid);
+    }
+  }
+  return [...out].map(([link, pid]) => ({ pid, link }));
 }
 
 /**
@@ -211,18 +295,188 @@ function checkTasksInRootNamespaces(tree: FrozenTree, nsIds: NamespaceIds, ours:
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Restore: which task makes or joins which namespace.
+
+/** A namespace the restore makes: its kind, id, plan, and the task that creates it. */
+export interface PlannedNamespace {
+  kind: NamespaceKind;
+  id: number | undefined;
+  plan: NsRestorePlan;
+  /** The creator (the root for the root's namespaces), by its pid in the images. */
+  creator: RestoreTaskImages;
+}
+
+/** A namespace a task enters by setns once it is created: criu's own, or one a task made. */
+interface Join {
+  kind: NamespaceKind;
+  id: number;
+  /** The task that made it; undefined for criu's own namespace. */
+  creator: RestoreTaskImages | undefined;
+}
+
 /**
- * The namespaces the restore makes for the root (PREPARE): the CLONE_NEW* flags of those its clone
- * makes, and the plans of all (none when the root stays in criu's every namespace).
+ * The namespaces a restore makes and where each task goes (see the top of this file). Made at
+ * PREPARE by prepareNamespaces; forkTree asks it, for each task, for its clone flags, then tells
+ * it when the task exists (created, beforeMemory).
  */
-export function prepareNamespaces(ctx: NsRestoreContext): { flags: bigint; plans: NsRestorePlan[] } {
-  let flags = 0n;
-  const plans: NsRestorePlan[] = [];
-  for (const kind of kinds) {
-    const plan = kind.prepareRestore?.(ctx);
-    if (!plan) continue;
-    if (!plan.inCreator) flags |= BigInt(kind.cloneFlag);
-    plans.push(plan);
+export class RestoreNamespaces {
+  /** Every namespace made: the root's first, in the order of the kinds, then the nested ones. */
+  readonly planned: PlannedNamespace[] = [];
+  #nested: PlannedNamespace[] = [];
+  #joins = new Map<RestoreTaskImages, Join[]>();
+  #root: RestoreTaskImages;
+  #log: Log;
+
+  constructor(root: RestoreTaskImages, log: Log) {
+    this.#root = root;
+    this.#log = log;
   }
-  return { flags, plans };
+
+  /** The plans of the root's namespaces (the scripts around the namespaces run when there is one). */
+  get rootPlans(): NsRestorePlan[] {
+    return this.planned.filter((p) => p.creator === this.#root).map((p) => p.plan);
+  }
+
+  /** prepareNamespaces' bookkeeping: a namespace made. */
+  addPlan(p: PlannedNamespace): void {
+    if (p.creator === this.#root) this.planned.splice(this.planned.length - this.#nested.length, 0, p);
+    else {
+      this.planned.push(p);
+      this.#nested.push(p);
+    }
+  }
+
+  /** prepareNamespaces' bookkeeping: a namespace task `t` enters once it exists. */
+  addJoin(t: RestoreTaskImages, j: Join): void {
+    const list = this.#joins.get(t) ?? [];
+    list.push(j);
+    this.#joins.set(t, list);
+  }
+
+  /** The CLONE_NEW* flags task `t` is cloned with: the kinds whose namespace it creates. */
+  cloneFlags(t: RestoreTaskImages): bigint {
+    let flags = 0n;
+    for (const p of this.planned) {
+      if (p.creator === t && !p.plan.inCreator) flags |= BigInt(p.kind.cloneFlag);
+    }
+    return flags;
+  }
+
+  /** Right after `t`'s clone: what criu gives its new namespaces from outside (rootCreated). */
+  created(t: RestoreTaskImages): void {
+    for (const p of this.planned) if (p.creator === t) p.plan.rootCreated?.(t.hostPid);
+  }
+
+  /**
+   * Before `t`'s memory: it enters the namespaces it shares with a task made before it but not
+   * with its parent, then its own new namespaces are set up from inside it (beforeMemory).
+   */
+  beforeMemory(t: RestoreTaskImages, agent: Agent): void {
+    for (const j of this.#joins.get(t) ?? []) this.#enter(agent, j);
+    for (const p of this.planned) if (p.creator === t) p.plan.beforeMemory?.(agent);
+  }
+
+  #enter(agent: Agent, j: Join): void {
+    const path = j.creator ? `/proc/${j.creator.hostPid}/ns/${j.kind.name}` : `/proc/self/ns/${j.kind.name}`;
+    const whose = j.creator ? `that of process ${j.creator.entry.pid}` : "criu's own";
+    this.#log.debug(`Process ${agent.pid} enters the ${j.kind.words} namespace ${j.id} (${whose})`);
+    let ours: number;
+    try {
+      ours = openFd(path, OPEN.RDONLY | OPEN.CLOEXEC);
+    } catch (e) {
+      throw new RestoreError(`Cannot open ${path} for process ${agent.pid}: ${(e as Error).message}`);
+    }
+    try {
+      const theirs = takeFromCriu({ agent }, ours);
+      try {
+        const r = agent.attempt(`setns(${j.kind.name})`, NR.setns, theirs, j.kind.cloneFlag);
+        if (typeof r !== "bigint") {
+          throw new RestoreError(
+            `Process ${agent.pid} cannot enter the ${j.kind.words} namespace ${j.id} (${whose}): ${r.message}`,
+            r.errno,
+          );
+        }
+      } finally {
+        agent.call("close", NR.close, theirs);
+      }
+    } finally {
+      closeFd(ours);
+    }
+  }
+
+  /** Once every task exists: each namespace is filled from inside its creator. */
+  fill(agentOf: (t: RestoreTaskImages) => Agent): void {
+    for (const p of this.planned) p.plan.fill?.(agentOf(p.creator));
+  }
+
+  /** After post-restore, before the tree runs. */
+  afterRestore(): void {
+    for (const p of this.planned) p.plan.afterRestore?.(p.creator.hostPid);
+  }
+}
+
+/**
+ * The namespaces the restore makes (PREPARE), kind by kind: the root's, and for nested kinds each
+ * other one of the images, made by the first task in it (in the order tasks are forked) and
+ * entered by the others. Images with a task in a namespace its kind does not restore (not nested,
+ * or without images) are refused here, before any process exists. `criuIds` are the dump's criu's
+ * ids (inventory's root_ids): a task may be in criu's own namespace.
+ */
+export function prepareNamespaces(
+  ctx: Omit<NsRestoreContext, "id" | "ofRoot">,
+  criuIds: task_kobj_ids_entry | undefined,
+): RestoreNamespaces {
+  const root = ctx.tasks[0]!;
+  const out = new RestoreNamespaces(root, ctx.log);
+  const byPid = new Map(ctx.tasks.map((t) => [t.entry.pid, t]));
+  for (const kind of kinds) {
+    const rootId = nsIdIn(root.ids, kind.name);
+    const rootPlan = kind.prepareRestore?.({ ...ctx, id: rootId, ofRoot: true });
+    if (rootPlan) out.addPlan({ kind, id: rootId, plan: rootPlan, creator: root });
+    // Where each namespace of the kind is: made by a task, or criu's own.
+    const where = new Map<number, RestoreTaskImages | undefined>();
+    if (rootId !== undefined) where.set(rootId, rootPlan ? root : undefined);
+    const criuId = nsIdIn(criuIds, kind.name);
+    if (criuId !== undefined && !where.has(criuId)) where.set(criuId, undefined);
+    if (kind.nestsByItself) continue;
+    for (const t of ctx.tasks.slice(1)) {
+      if (t.zombie || t.helper) continue; // born where its parent is; nothing of it runs
+      const id = nsIdIn(t.ids, kind.name);
+      const parentId = nsIdIn(byPid.get(t.entry.ppid)?.ids, kind.name);
+      if (id === undefined || id === parentId) continue;
+      // A kind that is not nested (PID, time: setns moves only the children) keeps every task in its parent's.
+      if (!kind.nested && parentId !== undefined) refuseNested(t, kind, id, rootId);
+      if (where.has(id)) {
+        out.addJoin(t, { kind, id, creator: where.get(id) });
+        continue;
+      }
+      const plan = kind.nested ? kind.prepareRestore?.({ ...ctx, id, ofRoot: false }) : undefined;
+      if (!plan) refuseNested(t, kind, id, rootId);
+      if (plan.inCreator) {
+        throw new RestoreError(
+          `Process ${t.entry.pid} is in a ${kind.words} namespace of its own (id ${id}), which can only be made for the root`,
+        );
+      }
+      out.addPlan({ kind, id, plan, creator: t });
+      where.set(id, t);
+    }
+  }
+  return out;
+}
+
+function refuseNested(
+  t: RestoreTaskImages,
+  kind: NamespaceKind,
+  id: number,
+  rootId: number | undefined,
+): never {
+  const why = kind.nested
+    ? "the images hold nothing of it"
+    : `nested ${kind.words} namespaces are not restored yet`;
+  throw new RestoreError(
+    `Cannot restore process ${t.entry.pid}: its ${kind.words} namespace (id ${id}) is not the root's (id ${
+      rootId ?? "none"
+    }) nor criu's; ${why}`,
+  );
 }

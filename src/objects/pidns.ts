@@ -54,6 +54,7 @@ registerNamespaceKind({
   name: "pid",
   words: "PID",
   cloneFlag: CLONE.NEWPID,
+  nestsByItself: true,
   check(tree, nsIds) {
     const root = tree.root;
     if (root.ns.pid !== root.pid && root.ns.pid !== 1) {

@@ -46,7 +46,7 @@ import type { Hooks } from "../actions/hooks.ts";
 import { dumpedUptimeUs, loadCheckpoint, type RestoreTaskImages } from "./images.ts";
 import { prepareInheritedFds } from "../objects/inherited_fds.ts";
 import { planSeccomp, restoreSeccomp } from "../objects/seccomp.ts";
-import { prepareNamespaces } from "../objects/namespaces.ts";
+import { prepareNamespaces, type RestoreNamespaces } from "../objects/namespaces.ts";
 import { pidChain, PidNesting } from "../objects/pidns.ts";
 import { PuppetMaster, TRACE_OPTIONS } from "./puppet.ts";
 import {
@@ -228,9 +228,8 @@ function forkTree(
   ctx: TaskRestoreContext,
   tasks: readonly RestoreTaskImages[],
   shellJob: boolean,
-  rootFlags: bigint,
-  created: (t: RestoreTaskImages) => void,
-  rootReady: (root: Agent) => void,
+  ns: RestoreNamespaces,
+  placed: (t: RestoreTaskImages) => void,
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
@@ -244,9 +243,11 @@ function forkTree(
     t.hostPid = master.createTask(
       pidChain(t.entry),
       t === tasks[0] ? null : parent,
-      (t === tasks[0] ? rootFlags : 0n) | sharedWithParent(tasks, t) | pidNesting.beforeClone(t, parent),
+      ns.cloneFlags(t) | sharedWithParent(tasks, t) | pidNesting.beforeClone(t, parent),
     );
-    created(t);
+    ns.created(t);
+    // Into its cgroups before its memory comes back, so that the memory is charged there.
+    placed(t);
     const agent = master.agentFor(t.hostPid);
     if (t.helper) agent.call("setpgid(helper)", NR.setpgid, 0, 0);
     // A session must exist before the children that inherit it are forked.
@@ -254,7 +255,8 @@ function forkTree(
       agent.call("setsid", NR.setsid);
     }
     agents.set(t.entry.pid, agent);
-    if (t === tasks[0]) rootReady(agent);
+    // Its namespaces (entered, or set up as it made them) before its memory and files.
+    ns.beforeMemory(t, agent);
     if (!t.zombie && !t.helper) {
       const parent = t === tasks[0] ? undefined : tasks.find((p) => p.entry.pid === t.entry.ppid);
       fromImagesOf(t, "memory", () => restoreMemory(ctx, agent, t, parent));
@@ -295,8 +297,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
     log,
     cgroups,
     plugins,
-  });
-  const namespaces = ns.flags;
+  }, cp.inventory.rootIds);
+  const namespaces = ns.cloneFlags(tasks[0]!);
   // Every puppet holds the images dir at this number until its files are restored: a
   // container's tasks, pivoted into its mounts before their memory, cannot reach it by its path.
   const imagesDirFd = openFd(opts.imagesDir, OPEN.DIRECTORY | OPEN.CLOEXEC);
@@ -328,21 +330,10 @@ export function restore(opts: RestoreOptions): RestoreResult {
       imagesDirFd,
     };
     cgroups.makeDirs();
-    for (const plan of ns.plans) {
+    for (const plan of ns.rootPlans) {
       if (plan.inCreator) master.inCreator(plan.inCreator, plan.inCreatorTakesItself === true);
     }
-    const agents = forkTree(
-      ctx,
-      tasks,
-      shellJob,
-      namespaces,
-      (t) => {
-        if (t === tasks[0]) { for (const plan of ns.plans) plan.rootCreated?.(t.hostPid); }
-        // Into its cgroups before its memory comes back, so that the memory is charged there.
-        cgroups.place(t, tasks);
-      },
-      (r) => ns.plans.forEach((p) => p.beforeMemory?.(r)),
-    );
+    const agents = forkTree(ctx, tasks, shellJob, ns, (t) => cgroups.place(t, tasks));
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     plugins.notify("POST_FORKING");
@@ -351,9 +342,10 @@ export function restore(opts: RestoreOptions): RestoreResult {
     // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces; as in
     // CRIU, the first sees them empty (it may make devices the images leave to it), the second
     // filled.
-    if (ns.plans.length > 0) opts.hooks.run("setup-namespaces", root);
-    for (const plan of ns.plans) plan.fill?.(agents.get(tasks[0]!.entry.pid)!);
-    if (ns.plans.length > 0) opts.hooks.run("post-setup-namespaces", root);
+    const rootMakesNs = ns.rootPlans.length > 0;
+    if (rootMakesNs) opts.hooks.run("setup-namespaces", root);
+    ns.fill((t) => agents.get(t.entry.pid)!);
+    if (rootMakesNs) opts.hooks.run("post-setup-namespaces", root);
     // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
       if (!t.helper && !joinsCriuJob(tasks, t, shellJob).group) {
@@ -370,7 +362,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     for (const t of tasks) if (!t.zombie && !t.helper) restoreDumpable(agents.get(t.entry.pid)!, t);
     opts.hooks.run("post-restore", root);
     if (pidfile) writePidfile(pidfile, root);
-    for (const plan of ns.plans) plan.afterRestore?.(root);
+    ns.afterRestore();
     opts.hooks.run("pre-resume", root);
     log.debug("Loading registers");
     // RESUME: from here on nothing can fail half-way in a way we could undo.
