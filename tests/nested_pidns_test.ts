@@ -1,19 +1,36 @@
 /**
  * PID namespaces nested below the dump root's (src/objects/pidns.ts): the nested_pidns workload
  * (an init made after unshare, or with `clone` by clone(CLONE_NEWPID), with a zombie and a running
- * child, beside a plain child) in the usual matrix; the pids it sees inside and its parent's
- * pid_for_children come back. A restore whose pids are taken fails and leaves nothing. CRIU 4.2
+ * child, beside a plain child; with `pending` a root that unshared and forked nothing since) in the
+ * usual matrix; the pids it sees inside and its parent's pid_for_children come back. What cannot
+ * be restored is refused at dump. A restore whose pids are taken fails and leaves nothing. CRIU 4.2
  * refuses to dump such a tree.
  */
 import assert from "node:assert/strict";
 import { criu, criuOk, descendants, reap, tempDir, Workload } from "./lib/harness.ts";
-import { registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { UPSTREAM } from "./lib/upstream.ts";
 
 registerMatrix([
   { name: "nested_pidns" },
   { name: "nested_pidns", args: ["clone"] },
+  // unshared, no child since: the restored root must make its next child a new namespace's init
+  { name: "nested_pidns", args: ["pending"] },
 ]);
+
+Deno.test("a dump refuses a multi-threaded task with children born after its unshare, and the tree runs on", () =>
+  refusedDump(
+    "nested_pidns",
+    ["thread"],
+    /Process \d+ has 2 threads and children born in PID namespace pid:\[\d+\] after an unshare/,
+  ));
+
+Deno.test("a dump refuses a pid_for_children namespace whose init ended, and the tree runs on", () =>
+  refusedDump(
+    "nested_pidns",
+    ["deadns"],
+    /Process \d+ makes its children in PID namespace pid:\[\d+\], which has no process left/,
+  ));
 
 /** The pids of every live process named like the workload (none must be left by a failed restore). */
 function workloadProcesses(): number[] {

@@ -7,9 +7,13 @@
  *       ├── Z  N's pid 2, exited with status 7, left a zombie (I reaps it only at the end)
  *       └── R  N's pid 3, running, with a second thread (N's tid 4)
  *
- *   bin/nested_pidns RESULT_FILE [clone]
+ *   bin/nested_pidns RESULT_FILE [clone|pending|thread|deadns]
  *     `clone` makes I with clone(CLONE_NEWPID) instead of unshare + fork, so that O's
- *     pid_for_children stays its own namespace.
+ *     pid_for_children stays its own namespace. `pending`: O unshares and forks nothing more (no
+ *     I): after the wait its next child must be pid 1 of a new namespace. `thread`: O also has a
+ *     second thread (a dump must refuse: a multi-threaded task with children born after its
+ *     unshare). `deadns`: O's first child after the unshare exits and is reaped, so O's
+ *     pid_for_children is a namespace without processes (a dump must refuse it); no I.
  *
  * Checks after SIGTERM (each process checks its own ids, as it sees them):
  *   A: getpid() and getppid() unchanged (O);
@@ -256,14 +260,49 @@ static void check_outside(pid_t i)
 	}
 }
 
+/* O's thread in `thread` mode: it only waits. */
+static void *idle_thread(void *arg)
+{
+	(void)arg;
+	wl_wait();
+	return NULL;
+}
+
+/*
+ * `pending`: O unshared but has forked nothing since: its next child, forked after the wait, must
+ * be the init of a new namespace (NSpid "<outer> 1"), reaped with its status.
+ */
+static void check_pending(void)
+{
+	int ids[8], n, status = -1;
+	pid_t c = fork();
+
+	if (c == 0)
+		_exit(getpid() == 1 && getppid() == 0 ? 0 : 1);
+	if (c < 0) {
+		wl_fail("fork after unshare: %s", strerror(errno));
+		return;
+	}
+	n = nspids(c, ids, 8);
+	if (n != 2 || ids[0] != c || ids[1] != 1)
+		wl_fail("O's first child after unshare: %d levels, inner pid %d; expected 1", n, n > 1 ? ids[1] : -1);
+	if (waitpid(c, &status, 0) != c || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		wl_fail("O's first child after unshare: status %#x", status);
+}
+
 int main(int argc, char **argv)
 {
 	int pipefd[2], status;
-	pid_t o = getpid(), a, i;
+	pid_t o = getpid(), a, i = 0;
+	const char *mode = argc > 2 ? argv[2] : "";
+	int pending = strcmp(mode, "pending") == 0, dead_ns = strcmp(mode, "deadns") == 0;
+	pthread_t th;
 	char c;
 
 	wl_init(argc, argv);
-	use_clone = argc > 2 && strcmp(argv[2], "clone") == 0;
+	use_clone = strcmp(mode, "clone") == 0;
+	if (strcmp(mode, "thread") == 0 && pthread_create(&th, NULL, idle_thread, NULL) != 0)
+		wl_die("pthread_create");
 	a = fork();
 	if (a < 0)
 		wl_die("fork A");
@@ -273,6 +312,23 @@ int main(int argc, char **argv)
 		wl_die("pipe");
 	if (!use_clone && unshare(CLONE_NEWPID) != 0)
 		wl_die("unshare(CLONE_NEWPID)");
+	if (dead_ns) {
+		/* the namespace's init ends and is reaped: O's pid_for_children is a dead namespace */
+		i = fork();
+		if (i == 0)
+			_exit(0);
+		if (i < 0 || waitpid(i, &status, 0) != i)
+			wl_die("the short-lived init");
+	}
+	if (pending || dead_ns) {
+		close(pipefd[0]);
+		close(pipefd[1]);
+		wl_ready();
+		wl_wait();
+		if (pending)
+			check_pending();
+		goto end;
+	}
 	i = use_clone ? clone_init() : fork();
 	if (i < 0)
 		wl_die("make I");
@@ -288,11 +344,12 @@ int main(int argc, char **argv)
 	wl_wait();
 
 	check_outside(i);
-	kill(a, SIGTERM);
-	if (waitpid(a, &status, 0) != a || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
-		wl_fail("A: status %#x", status);
 	kill(i, SIGTERM);
 	if (waitpid(i, &status, 0) != i || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		wl_fail("I: status %#x", status);
+end:
+	kill(a, SIGTERM);
+	if (waitpid(a, &status, 0) != a || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		wl_fail("A: status %#x", status);
 	wl_finish();
 }
