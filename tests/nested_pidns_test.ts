@@ -16,6 +16,8 @@ registerMatrix([
   { name: "nested_pidns", args: ["clone"] },
   // unshared, no child since: the restored root must make its next child a new namespace's init
   { name: "nested_pidns", args: ["pending"] },
+  // A leads its own group and has a nested init J in it, which cannot see the group
+  { name: "nested_pidns", args: ["group"] },
 ]);
 
 Deno.test("a dump refuses a multi-threaded task with children born after its unshare, and the tree runs on", () =>

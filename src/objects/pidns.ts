@@ -30,7 +30,8 @@
  *      it drops its credentials (task.ts calls unshareLate).
  * Inside, a task then sees the pids, groups and sessions it saw; its queued signals are re-sent
  * and its group joined by the ids of its own namespace. A group whose leader is not seen there
- * (0) is inherited from the parent at fork, as the kernel gave it.
+ * (0 inside) is joined by its parent's hand (setpgid on the child, named as the parent's namespace
+ * sees both): the group it inherited at its fork was its parent's then, which may have changed since.
  *
  * Not restored (refused at dump): a child in a nested namespace that is not its init and that its
  * parent no longer makes its children in (the parent went back with setns); a pid_for_children
@@ -40,6 +41,7 @@
  * task and its parent (setns into a deeper namespace).
  */
 import { CLONE, NR, SIG } from "../../ffi/syscalls.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { type NamespaceIds, registerNamespaceKind } from "./namespaces.ts";
 import type { FrozenTask, FrozenTree } from "../dump/freeze.ts";
@@ -252,6 +254,31 @@ export function pidfdsForNested(
       return other ? pidSeenBy(t.entry, other.entry) : undefined;
     },
   };
+}
+
+/**
+ * For a task whose process group its own namespace cannot see (a group of its parent's
+ * namespace, pgid 0 inside): its parent puts it there, naming both as its own namespace sees them
+ * (setpgid on a child that has not exec'd). Its group at fork was its parent's then, which the
+ * GROUPS stage may have changed since. Nothing when the parent cannot see the group either.
+ */
+export function joinGroupFromParent(
+  parentAgent: Agent,
+  parent: RestoreTaskImages,
+  t: RestoreTaskImages,
+): void {
+  const depth = parent.entry.nested.length;
+  const pgid = depth === 0 ? t.entry.pgid : t.entry.nested[depth - 1]?.pgid ?? 0;
+  const pid = pidSeenBy(parent.entry, t.entry);
+  if (!pgid || pid === undefined) return;
+  const r = parentAgent.attempt(`setpgid(${pid}, ${pgid})`, NR.setpgid, pid, pgid);
+  if (isSyscallError(r)) {
+    throw new RestoreError(
+      `Cannot put ${t.entry.pid} into process group ${t.entry.pgid} (pstree.img) from its parent ${parent.entry.pid}: ${r.message}`,
+      0,
+      { cause: r },
+    );
+  }
 }
 
 /** How a task comes into being from its parent. */

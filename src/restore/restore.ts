@@ -349,7 +349,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
     // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
       if (!t.helper && !joinsCriuJob(tasks, t, shellJob).group) {
-        restoreGroup(agents.get(t.entry.pid)!, t);
+        // In a nested PID namespace, a group it cannot see is set by its parent (pidns.ts).
+        const parent = t.entry.nested.length ? tasks.find((p) => p.entry.pid === t.entry.ppid) : undefined;
+        restoreGroup(agents.get(t.entry.pid)!, t, parent && [agents.get(parent.entry.pid)!, parent]);
       }
     }
     endShortLivedTasks(master, tasks, agents);

@@ -7,13 +7,16 @@
  *       ├── Z  N's pid 2, exited with status 7, left a zombie (I reaps it only at the end)
  *       └── R  N's pid 3, running, with a second thread (N's tid 4)
  *
- *   bin/nested_pidns RESULT_FILE [clone|pending|thread|deadns]
+ *   bin/nested_pidns RESULT_FILE [clone|pending|thread|deadns|group]
  *     `clone` makes I with clone(CLONE_NEWPID) instead of unshare + fork, so that O's
  *     pid_for_children stays its own namespace. `pending`: O unshares and forks nothing more (no
  *     I): after the wait its next child must be pid 1 of a new namespace. `thread`: O also has a
  *     second thread (a dump must refuse: a multi-threaded task with children born after its
  *     unshare). `deadns`: O's first child after the unshare exits and is reaped, so O's
  *     pid_for_children is a namespace without processes (a dump must refuse it); no I.
+ *     `group`: A also leads a process group of its own and, after an unshare, forks J, the init
+ *     of a second nested namespace, which must still be in A's group after the wait (a group J
+ *     does not see; the restore's parent puts it there).
  *
  * Checks after SIGTERM (each process checks its own ids, as it sees them):
  *   A: getpid() and getppid() unchanged (O);
@@ -260,6 +263,55 @@ static void check_outside(pid_t i)
 	}
 }
 
+/* The pgrp field of /proc/PID/stat (the host's /proc), or -1. */
+static pid_t stat_pgrp(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	int ppid, pgrp;
+	char state;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	if (wl_read_file(path, buf, sizeof(buf)) < 0 || !(p = strrchr(buf, ')')))
+		return -1;
+	if (sscanf(p + 1, " %c %d %d", &state, &ppid, &pgrp) != 3)
+		return -1;
+	return pgrp;
+}
+
+/*
+ * A in `group` mode: leads a group of its own, then unshares and forks J, the init of a second
+ * nested namespace, which inherits A's group (0 inside: not seen there). After the wait J must
+ * still be in A's group, seen from the host's /proc.
+ */
+static __attribute__((noreturn)) void group_body(pid_t o, int ready_fd)
+{
+	pid_t me = getpid(), j, pgrp;
+	int status = -1, bad = 0;
+
+	if (setpgid(0, 0) != 0 || unshare(CLONE_NEWPID) != 0)
+		_exit(2);
+	j = fork();
+	if (j == 0) {
+		wl_wait();
+		_exit(getpid() == 1 && getppid() == 0 && getpgrp() == 0 ? 0 : 1);
+	}
+	if (j < 0 || write(ready_fd, "A", 1) != 1)
+		_exit(2);
+	close(ready_fd);
+	wl_wait();
+	pgrp = stat_pgrp(j);
+	if (pgrp != me || getpid() != me || getppid() != o || getpgrp() != me) {
+		wl_log("A: J's group %d, A's pid %d ppid %d pgrp %d; expected %d %d %d", pgrp, getpid(), getppid(),
+		       getpgrp(), me, o, me);
+		bad = 1;
+	}
+	if (kill(j, SIGTERM) != 0 || waitpid(j, &status, 0) != j || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		wl_log("A: J did not pass: status %#x", status);
+		bad = 1;
+	}
+	_exit(bad);
+}
+
 /* O's thread in `thread` mode: it only waits. */
 static void *idle_thread(void *arg)
 {
@@ -296,6 +348,7 @@ int main(int argc, char **argv)
 	pid_t o = getpid(), a, i = 0;
 	const char *mode = argc > 2 ? argv[2] : "";
 	int pending = strcmp(mode, "pending") == 0, dead_ns = strcmp(mode, "deadns") == 0;
+	int group = strcmp(mode, "group") == 0;
 	pthread_t th;
 	char c;
 
@@ -303,13 +356,18 @@ int main(int argc, char **argv)
 	use_clone = strcmp(mode, "clone") == 0;
 	if (strcmp(mode, "thread") == 0 && pthread_create(&th, NULL, idle_thread, NULL) != 0)
 		wl_die("pthread_create");
+	if (pipe(pipefd) != 0)
+		wl_die("pipe");
 	a = fork();
 	if (a < 0)
 		wl_die("fork A");
-	if (a == 0)
+	if (a == 0) {
+		close(pipefd[0]);
+		if (group)
+			group_body(o, pipefd[1]);
+		close(pipefd[1]);
 		plain_body("A", getpid(), o);
-	if (pipe(pipefd) != 0)
-		wl_die("pipe");
+	}
 	if (!use_clone && unshare(CLONE_NEWPID) != 0)
 		wl_die("unshare(CLONE_NEWPID)");
 	if (dead_ns) {
@@ -337,8 +395,10 @@ int main(int argc, char **argv)
 		init_body(pipefd[1]);
 	}
 	close(pipefd[1]);
-	if (read(pipefd[0], &c, 1) != 1 || read(pipefd[0], &c, 1) != 1)
-		wl_die("I or R did not get ready");
+	for (int k = group ? 3 : 2; k > 0; k--) {
+		if (read(pipefd[0], &c, 1) != 1)
+			wl_die("I, R or A did not get ready");
+	}
 	close(pipefd[0]);
 	wl_ready();
 	wl_wait();
