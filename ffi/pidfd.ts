@@ -5,6 +5,11 @@ import { NR } from "./syscalls.ts";
 
 const SIGKILL = 9;
 
+/** A pidfd of ours on process `pid` (a pid of our namespace); close it when done. */
+export function openPidfd(pid: number): number {
+  return callBig(`pidfd_open(${pid})`, libc.syscall(BigInt(NR.pidfd_open), BigInt(pid), 0n, 0n, 0n, 0n, 0n));
+}
+
 /**
  * One pidfd per entry of `flags`, all on one short-lived process of ours that is killed and reaped
  * before this returns: every pidfd then refers to the same dead process.

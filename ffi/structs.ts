@@ -310,6 +310,10 @@ export const INT_SIZE = 4;
 export function int32Bytes(n: number): Uint8Array<ArrayBuffer> {
   return new Uint8Array(new Int32Array([n]).buffer);
 }
+/** Native-endian 32-bit integers in a row (clone3's set_tid array). */
+export function int32ArrayBytes(values: readonly number[]): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(new Int32Array(values).buffer);
+}
 export function readInt32(b: Uint8Array, at = 0): number {
   return new DataView(b.buffer, b.byteOffset, b.byteLength).getInt32(at, true);
 }

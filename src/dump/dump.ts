@@ -41,6 +41,7 @@ import { unusableDirectory } from "../dirs.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { checkNamespaces, dumpNamespaces, NamespaceIds, type NsDumped } from "../objects/namespaces.ts";
+import { nestedPidsOf, pidForChildrenId } from "../objects/pidns.ts";
 import { NETWORK_LOCK_METHOD, type RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { CgroupsDump } from "../objects/cgroups_dump.ts";
@@ -143,6 +144,7 @@ function taskIds(
       userNsId: ns.user,
       cgroupNsId: ns.cgroup,
       timeNsId: ns.time,
+      pidForChildrenNsId: ns.pidForChildren,
     }),
   );
 }
@@ -326,7 +328,10 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     };
     const m0 = performance.now();
     const dumped = tree.tasks.map((task) => {
-      const ids = taskIds(objectIds.idsOf(task), nsIds.idsOf(task.pid));
+      const ids = taskIds(objectIds.idsOf(task), {
+        ...nsIds.idsOf(task.pid),
+        pidForChildren: pidForChildrenId(nsIds, task),
+      });
       log.info(`Dumping task ${task.pid} (${task.threads.length} thread(s), ${task.state})`);
       return task.state === "zombie" ? dumpZombie(ctx, task, ids) : dumpTask(ctx, task, ids);
     });
@@ -337,13 +342,14 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     dir.write(
       KINDS.PSTREE,
       undefined,
-      tree.tasks.map((t) => t.ns).map((ns) =>
+      tree.tasks.map((t) =>
         create(pstree_entrySchema, {
-          pid: ns.pid,
-          ppid: ns.ppid,
-          pgid: ns.pgid,
-          sid: ns.sid,
-          threads: ns.threads,
+          pid: t.ns.pid,
+          ppid: t.ns.ppid,
+          pgid: t.ns.pgid,
+          sid: t.ns.sid,
+          threads: t.ns.threads,
+          nested: nestedPidsOf(tree, nsIds, t),
         })
       ),
     );

@@ -24,12 +24,23 @@ export interface FrozenTask {
    * the host ids unless the root is the init of a namespace of its own. 0 stands for a process
    * outside that namespace (the root's parent, a session leader outside it).
    */
-  ns: { pid: number; ppid: number; pgid: number; sid: number; threads: number[] };
+  ns: { pid: number; ppid: number; pgid: number; sid: number; threads: number[]; nested: NestedIds[] };
   state: TaskState;
   /** Exit status for zombies (the wait status code). */
   exitCode: number;
   /** For a stopped task, the signal that stopped it (SIGSTOP, SIGTSTP, SIGTTIN or SIGTTOU). */
   stopSigno?: number;
+}
+
+/**
+ * A task's ids in one PID namespace nested below the tree's (0: not seen from there), in the
+ * order of the namespaces from the tree's child down to the task's own.
+ */
+export interface NestedIds {
+  pid: number;
+  pgid: number;
+  sid: number;
+  threads: number[];
 }
 
 /** The signals whose default action stops a task: a group stop names one of them. */
@@ -278,33 +289,61 @@ function describe(pid: number): Described {
   };
 }
 
-/** The innermost value of an NSpid/NSpgid/NSsid line of /proc/PID/status. */
-function innermost(status: Map<string, string>, key: string, fallback: number): number {
-  const values = (status.get(key) ?? "").split(/\s+/).filter((v) => v);
-  return values.length ? Number(values[values.length - 1]) : fallback;
+/** The values of an NSpid/NSpgid/NSsid line of /proc/PID/status, criu's namespace first. */
+function levels(status: Map<string, string>, key: string, fallback: number): number[] {
+  const values = (status.get(key) ?? "").split(/\s+/).filter((v) => v).map(Number);
+  return values.length ? values : [fallback];
 }
 
-/** The ids of a task as its own PID namespace sees them (ppid is filled in by the caller). */
-function namespaceIds(d: Described, threads: number[]): FrozenTask["ns"] {
+/**
+ * The ids of a task as the tree's PID namespace sees them (ppid is filled in by the caller), and
+ * in each namespace nested below it down to the task's own. `level` is the tree's namespace's
+ * place in NSpid lines (criu's own is 0).
+ */
+function namespaceIds(d: Described, threads: number[], level: number): FrozenTask["ns"] {
   const st = readStatus(d.pid);
+  const pids = levels(st, "NSpid", d.pid);
+  const pgids = levels(st, "NSpgid", d.pgid);
+  const sids = levels(st, "NSsid", d.sid);
   // A task of our own PID namespace has one id per thread, ours: no need to ask each thread.
-  const nested = (st.get("NSpid") ?? "").split(/\s+/).filter((v) => v).length > 1;
+  const tids = threads.map((tid) => {
+    if (tid === d.pid) return pids;
+    return pids.length > 1 ? levels(readStatus(tid), "NSpid", tid) : [tid];
+  });
+  const at = (values: number[], i: number) => values[i] ?? 0;
+  const nested: NestedIds[] = [];
+  for (let i = level + 1; i < pids.length; i++) {
+    nested.push({
+      pid: at(pids, i),
+      pgid: at(pgids, i),
+      sid: at(sids, i),
+      threads: tids.map((t) => at(t, i)),
+    });
+  }
   return {
-    pid: innermost(st, "NSpid", d.pid),
+    pid: at(pids, level),
     ppid: 0,
-    pgid: innermost(st, "NSpgid", d.pgid),
-    sid: innermost(st, "NSsid", d.sid),
-    threads: threads.map((tid) => {
-      if (tid === d.pid) return innermost(st, "NSpid", tid);
-      return nested ? innermost(readStatus(tid), "NSpid", tid) : tid;
-    }),
+    pgid: at(pgids, level),
+    sid: at(sids, level),
+    threads: tids.map((t) => at(t, level)),
+    nested,
   };
+}
+
+/** Where the tree's PID namespace (the root's own) sits in NSpid lines. */
+function treeLevel(rootPid: number): number {
+  try {
+    return levels(readStatus(rootPid), "NSpid", rootPid).length - 1;
+  } catch {
+    return 0; // gone: describe() says so
+  }
 }
 
 export function freezeTree(rootPid: number, log: Log): FrozenTree {
   const tree = new FrozenTree(log);
   let pid = rootPid;
   try {
+    const level = treeLevel(rootPid);
     const queue = [rootPid];
     while (queue.length) {
       pid = queue.shift()!;
@@ -315,7 +354,7 @@ export function freezeTree(rootPid: number, log: Log): FrozenTree {
         throw new DumpError(`Process ${pid} does not exist`, 3);
       }
       if (info.state === "zombie") {
-        tree.tasks.push({ ...info, threads: [pid], ns: namespaceIds(info, [pid]) });
+        tree.tasks.push({ ...info, threads: [pid], ns: namespaceIds(info, [pid], level) });
         continue;
       }
       if (pid === Deno.pid) {
@@ -330,13 +369,13 @@ export function freezeTree(rootPid: number, log: Log): FrozenTree {
           throw new DumpError(`Process ${pid} ended while being frozen`, 3);
         }
         const now = describe(pid);
-        tree.tasks.push({ ...now, threads: [pid], ns: namespaceIds(now, [pid]) });
+        tree.tasks.push({ ...now, threads: [pid], ns: namespaceIds(now, [pid], level) });
         continue;
       }
       const { threads, stopSigno } = seized;
       // What the traps said, not what /proc said before: a stop may have come in between.
       const state: TaskState = stopSigno ? "stopped" : "alive";
-      tree.tasks.push({ ...info, state, stopSigno, threads, ns: namespaceIds(info, threads) });
+      tree.tasks.push({ ...info, state, stopSigno, threads, ns: namespaceIds(info, threads, level) });
       for (const tid of threads) queue.push(...listChildren(pid, tid));
     }
     const vpid = new Map(tree.tasks.map((t) => [t.pid, t.ns.pid]));

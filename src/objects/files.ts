@@ -95,6 +95,11 @@ export interface RestoreFilesContext {
   parkBase: number;
   /** pidfds the task opened on other tasks while taking their fds (parked, so closed at the end). */
   pidfds?: Map<number, bigint>;
+  /**
+   * For a task in a nested PID namespace: the pid by which it sees task `pid` (the tree's id), or
+   * undefined when it cannot see it (pidns.ts). Absent: the ids are the same.
+   */
+  pidSeen?(pid: number): number | undefined;
   /** The restore's options, read-only. */
   options: RunOptions;
   log: Log;
@@ -662,8 +667,14 @@ class GrabBatch {
   #pidfd(pid: number): bigint | number {
     const known = this.ctx.pidfds?.get(pid) ?? this.#pidfdAt.get(pid);
     if (known !== undefined) return known;
+    const seen = this.ctx.pidSeen ? this.ctx.pidSeen(pid) : pid;
+    if (seen === undefined) {
+      throw new RestoreError(
+        `Process ${this.ctx.nsPid} shares a file with process ${pid}, which its PID namespace cannot see (only its ancestors' files can be taken from outside it)`,
+      );
+    }
     const c = this.#calls;
-    c.push({ name: `pidfd_open(${pid})`, nr: NR.pidfd_open, args: [pid, 0] });
+    c.push({ name: `pidfd_open(${seen})`, nr: NR.pidfd_open, args: [seen, 0] });
     // Parked, so that restoring an fd at its number can never close it; closed with the others.
     c.push(this.#parkCall(`fcntl(F_DUPFD_CLOEXEC, pidfd ${pid})`));
     c.push({ name: "close", nr: NR.close, args: [], ref: { arg: 0, back: 2 } });

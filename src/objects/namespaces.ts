@@ -148,6 +148,12 @@ export interface NamespaceKind {
   readonly cloneFlag: number;
   /** Saves and restores namespaces of this kind below the root's (see the top of this file). */
   readonly nested?: boolean;
+  /**
+   * Makes the namespaces of this kind below the root's itself, not through plans: PID
+   * (pidns.ts: clone flags and unshare from forkTree, since a PID namespace cannot be entered by
+   * setns, only made the children's).
+   */
+  readonly nestsByItself?: boolean;
   /** Every dump, before anything is written: may refuse how the tree's tasks sit in namespaces of this kind (nesting). */
   check?(tree: FrozenTree, nsIds: NamespaceIds): void;
   dump?(ctx: NsDumpContext): NsDumped | void;
@@ -455,6 +461,7 @@ export function prepareNamespaces(
     if (rootId !== undefined) where.set(rootId, rootPlan ? root : undefined);
     const criuId = nsIdIn(criuIds, kind.name);
     if (criuId !== undefined && !where.has(criuId)) where.set(criuId, undefined);
+    if (kind.nestsByItself) continue;
     for (const t of ctx.tasks.slice(1)) {
       if (t.zombie || t.helper) continue; // born where its parent is; nothing of it runs
       const id = nsIdIn(t.ids, kind.name);

@@ -14,7 +14,7 @@ import { ProcMem } from "../../ffi/memory.ts";
 import {
   CLONE_ARGS_SIZE,
   cloneArgs,
-  int32Bytes,
+  int32ArrayBytes,
   INT_SIZE,
   KERNEL_SIGSET_SIZE,
   KSIGACTION_SIZE,
@@ -150,11 +150,12 @@ export class PuppetMaster {
   }
 
   /**
-   * Creates a task with PID `pid` (as its PID namespace sees it) and returns its pid in ours.
+   * Creates a task with PID `pid` (as its PID namespace sees it; or its pid in each namespace from
+   * its own up, clone3's set_tid) and returns its pid in ours.
    * With no parent agent it is cloned from the helper with CLONE_PARENT, so it becomes our child;
    * otherwise it is a child of the parent's task. `extraFlags` may ask for CLONE_NEWPID or CLONE_NEWNET.
    */
-  createTask(pid: number, parent: Agent | null, extraFlags = 0n): number {
+  createTask(pid: number | readonly number[], parent: Agent | null, extraFlags = 0n): number {
     if (!parent && this.#siblingRoot) return this.#siblingRoot; // made by startSibling
     const from = parent ?? this.#helperAgent;
     const flags = (parent ? 0n : BigInt(CLONE.PARENT)) | extraFlags;
@@ -167,17 +168,19 @@ export class PuppetMaster {
    * many per batch; returns their tids in ours. Each new thread stops before its first
    * instruction (it is traced from birth), so it never runs the batch code it was cloned in.
    */
-  createThreads(leader: Agent, tids: readonly number[]): number[] {
+  createThreads(leader: Agent, tids: readonly (number | readonly number[])[]): number[] {
     const flags = BigInt(CLONE.VM | CLONE.FS | CLONE.FILES | CLONE.SIGHAND | CLONE.THREAD | CLONE.SYSVSEM);
     const out: number[] = [];
     for (let at = 0; at < tids.length; at += THREADS_PER_BATCH) {
       const chunk = tids.slice(at, at + THREADS_PER_BATCH);
       leader.reset();
-      const calls = chunk.map((tid) => {
-        const setTid = leader.alloc(INT_SIZE, int32Bytes(tid));
+      const calls = chunk.map((ids) => {
+        const chain = [ids].flat();
+        const tid = chain[0]!;
+        const setTid = leader.alloc(INT_SIZE * chain.length, int32ArrayBytes(chain));
         const args = leader.alloc(
           CLONE_ARGS_SIZE,
-          cloneArgs({ flags, exitSignal: 0, setTid, setTidSize: 1 }),
+          cloneArgs({ flags, exitSignal: 0, setTid, setTidSize: chain.length }),
         );
         return { name: `clone3(thread ${tid})`, nr: NR.clone3, args: [args, CLONE_ARGS_SIZE] };
       });
@@ -187,7 +190,7 @@ export class PuppetMaster {
         results = leader.batch(calls);
       } catch (e) {
         // The batch stopped at the first clone that failed; the ones before it made threads.
-        const failed = chunk[leader.thread.children.length - before] ?? chunk[0]!;
+        const failed = [chunk[leader.thread.children.length - before] ?? chunk[0]!].flat()[0]!;
         this.created.push(...leader.thread.children.splice(before).map((c) => c.pid));
         if (isSyscallError(e, "EEXIST")) {
           throw new RestoreError(`PID ${failed} is already in use${describeHolder(failed)}`, ERRNO.EEXIST);
@@ -196,7 +199,8 @@ export class PuppetMaster {
       }
       const born = leader.thread.children.splice(before).map((c) => c.pid);
       this.created.push(...born);
-      chunk.forEach((tid, i) => {
+      chunk.forEach((ids, i) => {
+        const tid = [ids].flat()[0]!; // the leader's namespace answers: the thread's own
         if (results[i] !== BigInt(tid)) {
           throw new RestoreError(`Thread came back as ${results[i]}, not ${tid}`);
         }
@@ -210,24 +214,42 @@ export class PuppetMaster {
     return out;
   }
 
-  #clone(from: Agent, pid: number, a: { flags: bigint; exitSignal: number }): number {
+  #clone(from: Agent, ids: number | readonly number[], a: { flags: bigint; exitSignal: number }): number {
+    const chain = [ids].flat();
+    const pid = chain[0]!;
     from.reset();
-    const setTid = from.alloc(INT_SIZE, int32Bytes(pid));
+    const setTid = from.alloc(INT_SIZE * chain.length, int32ArrayBytes(chain));
     const args = from.alloc(
       CLONE_ARGS_SIZE,
-      cloneArgs({ flags: a.flags, exitSignal: a.exitSignal, setTid, setTidSize: 1 }),
+      cloneArgs({ flags: a.flags, exitSignal: a.exitSignal, setTid, setTidSize: chain.length }),
     );
     const r = from.attempt(`clone3(${pid})`, NR.clone3, args, CLONE_ARGS_SIZE);
     if (isSyscallError(r, "EEXIST")) {
-      throw new RestoreError(`PID ${pid} is already in use${describeHolder(pid)}`, r.errno);
+      // A pid of a nested namespace is no pid of ours: there is no holder to name.
+      const what = chain.length > 1
+        ? `PIDs ${chain.join(", ")} (its own namespace first) are not all free`
+        : `PID ${pid} is already in use${describeHolder(pid)}`;
+      throw new RestoreError(what, r.errno);
     }
-    if (isSyscallError(r)) throw new RestoreError(`Cannot create task ${pid}: ${r.message}`, 0, { cause: r });
+    if (isSyscallError(r)) {
+      throw new RestoreError(`Cannot create task ${chain.join("/")}: ${r.message}`, 0, { cause: r });
+    }
     // clone3 answers with the pid the parent's namespace sees; ptrace tells us ours.
     const child = from.thread.children.pop()?.pid;
     if (child === undefined) throw new RestoreError(`No clone event for task ${pid}`);
-    const seen = a.flags & BigInt(CLONE.NEWPID) ? innermostPid(child) : Number(r);
-    if (seen !== pid) throw new RestoreError(`Task came back as ${seen}, not ${pid}`);
     this.created.push(child);
+    if (chain.length > 1) {
+      // Born below its creator's namespace: clone3 answered with the pid up there; /proc has all.
+      const seen = nsPids(child).slice(-chain.length).reverse();
+      if (seen.join() !== chain.join()) {
+        throw new RestoreError(
+          `Task came back as ${seen.join("/")}, not ${chain.join("/")} (innermost first)`,
+        );
+      }
+    } else {
+      const seen = a.flags & BigInt(CLONE.NEWPID) ? nsPids(child).at(-1) : Number(r);
+      if (seen !== pid) throw new RestoreError(`Task came back as ${seen}, not ${pid}`);
+    }
     // The new task starts in a ptrace stop of its own before running anything.
     const st = pt.wait(child);
     if (st?.kind !== "stopped") throw new RestoreError(`New task ${child} did not stop (${st?.kind})`);
@@ -350,10 +372,10 @@ function fatalSignal(signal: number): number {
   return NOT_FATAL.has(signal) ? SIG.ABRT : signal;
 }
 
-/** The pid a task has in its own (innermost) PID namespace. */
-function innermostPid(pid: number): number {
-  const ns = (readStatus(pid).get("NSpid") ?? "").split(/\s+/).filter((s) => s);
-  return Number(ns[ns.length - 1] ?? pid);
+/** A task's pid in each PID namespace from ours down to its own (NSpid). */
+function nsPids(pid: number): number[] {
+  const ns = (readStatus(pid).get("NSpid") ?? "").split(/\s+/).filter((s) => s).map(Number);
+  return ns.length ? ns : [pid];
 }
 
 function describeHolder(pid: number): string {

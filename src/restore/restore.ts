@@ -47,6 +47,7 @@ import { dumpedUptimeUs, loadCheckpoint, type RestoreTaskImages } from "./images
 import { prepareInheritedFds } from "../objects/inherited_fds.ts";
 import { planSeccomp, restoreSeccomp } from "../objects/seccomp.ts";
 import { prepareNamespaces, type RestoreNamespaces } from "../objects/namespaces.ts";
+import { pidChain, PidNesting } from "../objects/pidns.ts";
 import { PuppetMaster, TRACE_OPTIONS } from "./puppet.ts";
 import {
   closeParked,
@@ -232,15 +233,17 @@ function forkTree(
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
-  for (const t of tasks) {
+  // Nested PID namespaces want an order and, per task, a flag or its parent's unshare (pidns.ts).
+  const pidNesting = new PidNesting(tasks);
+  for (const t of pidNesting.order()) {
     const parent = agents.get(t.entry.ppid) ?? null;
     if (t !== tasks[0] && !parent) {
       throw new RestoreError(`Parent ${t.entry.ppid} of ${t.entry.pid} was not created`);
     }
     t.hostPid = master.createTask(
-      t.entry.pid,
+      pidChain(t.entry),
       t === tasks[0] ? null : parent,
-      ns.cloneFlags(t) | sharedWithParent(tasks, t),
+      ns.cloneFlags(t) | sharedWithParent(tasks, t) | pidNesting.beforeClone(t, parent),
     );
     ns.created(t);
     // Into its cgroups before its memory comes back, so that the memory is charged there.
@@ -346,7 +349,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
     // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
       if (!t.helper && !joinsCriuJob(tasks, t, shellJob).group) {
-        restoreGroup(agents.get(t.entry.pid)!, t);
+        // In a nested PID namespace, a group it cannot see is set by its parent (pidns.ts).
+        const parent = t.entry.nested.length ? tasks.find((p) => p.entry.pid === t.entry.ppid) : undefined;
+        restoreGroup(agents.get(t.entry.pid)!, t, parent && [agents.get(parent.entry.pid)!, parent]);
       }
     }
     endShortLivedTasks(master, tasks, agents);

@@ -16,6 +16,7 @@
  *               FPU state and masks are loaded from outside (stages/registers.ts, restart.ts)
  *   detach      last, when nothing can fail any more (stages/detach.ts)
  */
+import { ownIds, ownTid, unshareLate } from "../objects/pidns.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import { pendingSignalCalls, sigactionCalls } from "../objects/signals.ts";
 import { restoreTimers } from "../objects/timers.ts";
@@ -54,6 +55,7 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   const creds = leaderCreds(ctx, agent, t);
   const others = t.cores.slice(1);
   const hostTids = createThreads(ctx, agent, t);
+  unshareLate(ctx.checkpoint.tasks, t, agent); // after the threads, before the credentials
   const batchOf = (a: Agent, i: number) => threadBatch(a, t, i, creds);
   agent.batch(batchOf(agent, 0));
   runThreadBatches(agent, hostTids, batchOf).forEach((a, i) =>
@@ -78,11 +80,15 @@ function threadBatch(a: Agent, t: RestoreTaskImages, i: number, creds: LeaderCre
   const tc = t.cores[0]!.core.tc!;
   a.reset();
   const calls = threadStateCalls(a, core);
+  // Queued again from inside: by the ids the task's own PID namespace knows.
+  const pid = ownIds(t.entry).pid;
   if (leader) {
     calls.push(...sigactionCalls(a, tc.sigactions));
-    calls.push(...pendingSignalCalls(a, t.entry.pid, t.entry.pid, tc.signalsS, true));
+    calls.push(...pendingSignalCalls(a, pid, pid, tc.signalsS, true));
   }
-  calls.push(...pendingSignalCalls(a, t.entry.pid, t.cores[i]!.tid, core.threadCore?.signalsP, false));
+  calls.push(
+    ...pendingSignalCalls(a, pid, ownTid(t.entry, t.cores[i]!.tid), core.threadCore?.signalsP, false),
+  );
   calls.push(...threadCredsCalls(a, t, i, creds));
   return calls;
 }

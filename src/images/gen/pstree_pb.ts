@@ -12,13 +12,62 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file pstree.proto.
  */
 export const file_pstree: GenFile = /*@__PURE__*/
-  fileDesc("Cgxwc3RyZWUucHJvdG8iVQoMcHN0cmVlX2VudHJ5EgsKA3BpZBgBIAIoDRIMCgRwcGlkGAIgAigNEgwKBHBnaWQYAyACKA0SCwoDc2lkGAQgAigNEg8KB3RocmVhZHMYBSADKA0");
+  fileDesc("Cgxwc3RyZWUucHJvdG8iXAoScHN0cmVlX25lc3RlZF9waWRzEg0KBW5zX2lkGAEgAigNEgsKA3BpZBgCIAIoDRIMCgRwZ2lkGAMgAigNEgsKA3NpZBgEIAIoDRIPCgd0aHJlYWRzGAUgAygNInsKDHBzdHJlZV9lbnRyeRILCgNwaWQYASACKA0SDAoEcHBpZBgCIAIoDRIMCgRwZ2lkGAMgAigNEgsKA3NpZBgEIAIoDRIPCgd0aHJlYWRzGAUgAygNEiQKBm5lc3RlZBjoByADKAsyEy5wc3RyZWVfbmVzdGVkX3BpZHM");
+
+/**
+ * criu-ts only: a task's ids in one PID namespace nested below the tree's (see pstree_entry.nested).
+ *
+ * @generated from message pstree_nested_pids
+ */
+export type pstree_nested_pids = Message<"pstree_nested_pids"> & {
+  /**
+   * the namespace, numbered as pid_ns_id in the ids images
+   *
+   * @generated from field: required uint32 ns_id = 1;
+   */
+  nsId: number;
+
+  /**
+   * @generated from field: required uint32 pid = 2;
+   */
+  pid: number;
+
+  /**
+   * 0: the group's leader is not in this namespace
+   *
+   * @generated from field: required uint32 pgid = 3;
+   */
+  pgid: number;
+
+  /**
+   * 0: the session's leader is not in this namespace
+   *
+   * @generated from field: required uint32 sid = 4;
+   */
+  sid: number;
+
+  /**
+   * in the order of pstree_entry.threads
+   *
+   * @generated from field: repeated uint32 threads = 5;
+   */
+  threads: number[];
+};
+
+/**
+ * Describes the message pstree_nested_pids.
+ * Use `create(pstree_nested_pidsSchema)` to create a new message.
+ */
+export const pstree_nested_pidsSchema: GenMessage<pstree_nested_pids> = /*@__PURE__*/
+  messageDesc(file_pstree, 0);
 
 /**
  * @generated from message pstree_entry
  */
 export type pstree_entry = Message<"pstree_entry"> & {
   /**
+   * Ids as the tree's own PID namespace (the root's) sees them: they name the task's images.
+   *
    * @generated from field: required uint32 pid = 1;
    */
   pid: number;
@@ -46,6 +95,16 @@ export type pstree_entry = Message<"pstree_entry"> & {
    * @generated from field: repeated uint32 threads = 5;
    */
   threads: number[];
+
+  /**
+   * criu-ts only: for a task in a PID namespace nested below the tree's, its ids in each namespace
+   * from the tree's child down to its own, outermost first; empty otherwise. CRIU 4.2 keeps one
+   * level and has no published field for more (Virtuozzo's fork reserved 6-9, never merged), so this
+   * takes a number CRIU will not: CRIU skips it, and its images, without it, mean "no nesting".
+   *
+   * @generated from field: repeated pstree_nested_pids nested = 1000;
+   */
+  nested: pstree_nested_pids[];
 };
 
 /**
@@ -53,5 +112,5 @@ export type pstree_entry = Message<"pstree_entry"> & {
  * Use `create(pstree_entrySchema)` to create a new message.
  */
 export const pstree_entrySchema: GenMessage<pstree_entry> = /*@__PURE__*/
-  messageDesc(file_pstree, 0);
+  messageDesc(file_pstree, 1);
 

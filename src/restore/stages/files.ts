@@ -7,6 +7,7 @@ import { F, NR, RLIMIT } from "../../../ffi/syscalls.ts";
 import type { Agent } from "../../agent.ts";
 import { restoreFds, type SharedFiles } from "../../objects/files.ts";
 import type { RestoreTaskImages } from "../images.ts";
+import { pidfdsForNested } from "../../objects/pidns.ts";
 import type { TaskRestoreContext } from "./context.ts";
 
 export function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
@@ -31,6 +32,7 @@ export function restoreFiles(ctx: TaskRestoreContext, agent: Agent, t: RestoreTa
       shared: ctx.shared,
       park,
       parkBase,
+      ...pidfdsForNested(ctx.checkpoint.tasks, t, agent, park),
       options: ctx.options,
       log: ctx.log,
     },

@@ -10,6 +10,7 @@ import { sigaltstackCall } from "../../objects/signals.ts";
 import type { RestoreTaskImages } from "../images.ts";
 import type { TaskRestoreContext } from "./context.ts";
 import { schedulingCalls } from "./scheduling.ts";
+import { tidChain } from "../../objects/pidns.ts";
 
 /** Per-thread state set from inside the thread itself. */
 export function threadStateCalls(agent: Agent, core: core_entry): BatchCall[] {
@@ -41,7 +42,7 @@ export function threadStateCalls(agent: Agent, core: core_entry): BatchCall[] {
 /** Creates the task's threads but the leader, with their tids; answers their host tids. */
 export function createThreads(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): number[] {
   const others = t.cores.slice(1);
-  const hostTids = ctx.master.createThreads(agent, others.map((c) => c.tid));
+  const hostTids = ctx.master.createThreads(agent, others.map((c) => tidChain(t.entry, c.tid)));
   if (others.length) ctx.log.debug(`Task ${t.entry.pid}: created ${others.length} thread(s)`);
   return hostTids;
 }

@@ -1,0 +1,128 @@
+/**
+ * PID namespaces nested below the dump root's (src/objects/pidns.ts): the nested_pidns workload
+ * (an init made after unshare, or with `clone` by clone(CLONE_NEWPID), with a zombie and a running
+ * child, beside a plain child; with `pending` a root that unshared and forked nothing since) in the
+ * usual matrix; the pids it sees inside and its parent's pid_for_children come back. What cannot
+ * be restored is refused at dump. A restore whose pids are taken fails and leaves nothing. CRIU 4.2
+ * refuses to dump such a tree.
+ */
+import assert from "node:assert/strict";
+import { criu, criuOk, descendants, reap, tempDir, Workload } from "./lib/harness.ts";
+import { refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { UPSTREAM } from "./lib/upstream.ts";
+
+registerMatrix([
+  { name: "nested_pidns" },
+  { name: "nested_pidns", args: ["clone"] },
+  // unshared, no child since: the restored root must make its next child a new namespace's init
+  { name: "nested_pidns", args: ["pending"] },
+  // A leads its own group and has a nested init J in it, which cannot see the group
+  { name: "nested_pidns", args: ["group"] },
+]);
+
+Deno.test("a dump refuses a multi-threaded task with children born after its unshare, and the tree runs on", () =>
+  refusedDump(
+    "nested_pidns",
+    ["thread"],
+    /Process \d+ has 2 threads and children born in PID namespace pid:\[\d+\] after an unshare/,
+  ));
+
+Deno.test("a dump refuses a pid_for_children namespace whose init ended, and the tree runs on", () =>
+  refusedDump(
+    "nested_pidns",
+    ["deadns"],
+    /Process \d+ makes its children in PID namespace pid:\[\d+\], which has no process left/,
+  ));
+
+/** The pids of every live process named like the workload (none must be left by a failed restore). */
+function workloadProcesses(): number[] {
+  const out: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      if (Deno.readTextFileSync(`/proc/${e.name}/comm`).trim() === "nested_pidns") out.push(Number(e.name));
+    } catch {
+      // gone
+    }
+  }
+  return out;
+}
+
+/** The NSpid line of a process, outermost first. */
+function nsPids(pid: number): number[] {
+  const line = Deno.readTextFileSync(`/proc/${pid}/status`).match(/^NSpid:(.*)$/m)?.[1] ?? "";
+  return line.trim().split(/\s+/).map(Number);
+}
+
+Deno.test("nested_pidns: each task comes back with its pid at each level", () =>
+  withWorkload({ name: "nested_pidns" }, async (w, images) => {
+    const tree = [w.pid, ...descendants(w.pid)];
+    const before = tree.map(nsPids);
+    assert.deepEqual(before.map((p) => p.length), [1, 1, 2, 2, 2], "the workload's shape");
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4"]);
+    for (const pid of tree) await reap(pid);
+    await criuOk(["restore", "-D", images, "-d", "-o", "restore.log", "-v4"]);
+    assert.deepEqual(tree.map(nsPids), before);
+    const pstree = await criuOk(["crit", "decode", "-i", `${images}/pstree.img`]);
+    const entries = JSON.parse(pstree.stdout).entries as { nested?: { pid: number }[] }[];
+    assert.deepEqual(entries.map((e) => (e.nested ?? []).map((n) => n.pid)), [[], [], [1], [2], [3]]);
+  }));
+
+Deno.test("nested_pidns: a restore whose pids are taken is refused before anything is made", () =>
+  withWorkload({ name: "nested_pidns" }, async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+    const running = workloadProcesses().sort();
+    const r = await criu(["restore", "-D", images, "-d"]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      new RegExp(`PID ${w.pid} is already in use by process ${w.pid} \\(nested_pidns\\)`),
+    );
+    assert.deepEqual(workloadProcesses().sort(), running, "the failed restore left a process");
+  }));
+
+Deno.test("nested_pidns: a pid taken inside the nested namespace fails the restore half-way, leaving nothing", async () => {
+  const w = await Workload.start("nested_pidns");
+  const images = tempDir();
+  try {
+    const tree = [w.pid, ...descendants(w.pid)];
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4"]);
+    for (const pid of tree) await reap(pid);
+    // R (pid 3 inside) asks for Z's pid 2: the clone fails once O, A, I and Z exist.
+    const path = `${images}/pstree.img`;
+    const dec = await criuOk(["crit", "decode", "-i", path]);
+    const json = JSON.parse(dec.stdout) as { entries: { nested?: { pid: number; threads: number[] }[] }[] };
+    const r = json.entries[4]!.nested![0]!;
+    assert.equal(r.pid, 3);
+    r.pid = 2;
+    r.threads[0] = 2;
+    Deno.writeTextFileSync(`${path}.json`, JSON.stringify(json));
+    await criuOk(["crit", "encode", "-i", `${path}.json`, "-o", path]);
+    const res = await criu(["restore", "-D", images, "-d", "-o", "restore.log", "-v4"]);
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /PIDs 2, \d+ \(its own namespace first\) are not all free/);
+    assert.doesNotMatch(res.stderr, /\n\s+at /, "a stack trace");
+    // Killed puppets may stay zombies for a moment (PID 1 reaps what criu's exit left it).
+    for (const pid of tree) await reap(pid);
+    assert.deepEqual(workloadProcesses(), [], "the failed restore left a process");
+  } finally {
+    await w.kill();
+    w.cleanup();
+    Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test({
+  name: "CRIU 4.2 refuses to dump a nested PID namespace, and the tree runs on",
+  ignore: !UPSTREAM,
+  fn: () =>
+    withWorkload({ name: "nested_pidns" }, async (w, images) => {
+      const out = await new Deno.Command(UPSTREAM!, {
+        args: ["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4"],
+        stdout: "null",
+        stderr: "null",
+      }).output();
+      assert.equal(out.code, 1);
+      assert.match(Deno.readTextFileSync(`${images}/dump.log`), /Can't dump nested pid namespace/);
+    }),
+});

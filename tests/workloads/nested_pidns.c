@@ -1,0 +1,415 @@
+/*
+ * nested_pidns: a tree with a PID namespace nested below the root's.
+ *
+ *   O (the root, in the host namespace)
+ *   ├── A   a plain child, forked first, in O's namespace
+ *   └── I   forked after O's unshare(CLONE_NEWPID): the init (pid 1) of namespace N
+ *       ├── Z  N's pid 2, exited with status 7, left a zombie (I reaps it only at the end)
+ *       └── R  N's pid 3, running, with a second thread (N's tid 4)
+ *
+ *   bin/nested_pidns RESULT_FILE [clone|pending|thread|deadns|group]
+ *     `clone` makes I with clone(CLONE_NEWPID) instead of unshare + fork, so that O's
+ *     pid_for_children stays its own namespace. `pending`: O unshares and forks nothing more (no
+ *     I): after the wait its next child must be pid 1 of a new namespace. `thread`: O also has a
+ *     second thread (a dump must refuse: a multi-threaded task with children born after its
+ *     unshare). `deadns`: O's first child after the unshare exits and is reaped, so O's
+ *     pid_for_children is a namespace without processes (a dump must refuse it); no I.
+ *     `group`: A also leads a process group of its own and, after an unshare, forks J, the init
+ *     of a second nested namespace, which must still be in A's group after the wait (a group J
+ *     does not see; the restore's parent puts it there).
+ *
+ * Checks after SIGTERM (each process checks its own ids, as it sees them):
+ *   A: getpid() and getppid() unchanged (O);
+ *   I: getpid() 1, getppid() 0; a SIGRTMIN it queued to itself (blocked) is still pending, with
+ *      its value and sender pid 1; Z still a zombie of I with status 7 (waitid WNOWAIT then
+ *      waitpid), R answers and exits 0 when told (SIGTERM), then no child is left;
+ *   R: getpid() 3, getppid() 1, its thread's gettid() still 4;
+ *   O: I still has its outer pid (kill 0, /proc NSpid "<outer> 1"), I's namespace is not O's; with
+ *      unshare, O's pid_for_children is still I's namespace: a child O forks now lands in N (NSpid
+ *      has two levels, its inner pid above 4, R's thread's) and O reaps it before I ends; without
+ *      it (clone) O's pid_for_children is O's own namespace. Then O collects A's and I's verdicts
+ *      (exit status 0) with waitpid by their outer pids.
+ * Verdicts travel by exit status; details go to the log.
+ */
+#include "lib.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static int use_clone;
+
+/* The NSpid line of /proc/PID/status (the host's /proc: outermost first), into out[]. */
+static int nspids(pid_t pid, int *out, int max)
+{
+	char path[64], buf[4096], *p;
+	int n = 0;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	if (wl_read_file(path, buf, sizeof(buf)) < 0)
+		return -1;
+	p = strstr(buf, "NSpid:");
+	if (!p)
+		return -1;
+	p += 6;
+	while (n < max && *p && *p != '\n') {
+		char *end;
+		long v = strtol(p, &end, 10);
+
+		if (end == p)
+			break;
+		out[n++] = (int)v;
+		p = end;
+	}
+	return n;
+}
+
+static int same_link(const char *a, const char *b)
+{
+	char la[128], lb[128];
+	ssize_t na = readlink(a, la, sizeof(la) - 1), nb = readlink(b, lb, sizeof(lb) - 1);
+
+	if (na < 0 || nb < 0)
+		return -1;
+	la[na] = lb[nb] = '\0';
+	return strcmp(la, lb) == 0;
+}
+
+/* Sleeps until SIGTERM (wl_wait), then exits 0 when its ids are still `pid` and `ppid`. */
+static __attribute__((noreturn)) void plain_body(const char *who, pid_t pid, pid_t ppid)
+{
+	wl_wait();
+	if (getpid() != pid || getppid() != ppid) {
+		wl_log("%s: pid %d ppid %d, expected %d %d", who, getpid(), getppid(), pid, ppid);
+		_exit(1);
+	}
+	_exit(0);
+}
+
+static volatile pid_t thread_tid;
+static volatile int thread_ok = -1;
+
+/* R's second thread: its tid inside, then again after the wait. */
+static void *thread_body(void *arg)
+{
+	pid_t tid = (pid_t)syscall(SYS_gettid);
+
+	(void)arg;
+	thread_tid = tid;
+	wl_wait();
+	thread_ok = (pid_t)syscall(SYS_gettid) == tid;
+	return NULL;
+}
+
+/* R: running in N with a second thread; exits 0 when its ids and its thread's hold. */
+static __attribute__((noreturn)) void running_body(int ready_fd)
+{
+	pthread_t th;
+
+	if (pthread_create(&th, NULL, thread_body, NULL) != 0)
+		_exit(2);
+	while (thread_tid == 0)
+		usleep(1000);
+	if (write(ready_fd, "R", 1) != 1)
+		_exit(2);
+	close(ready_fd);
+	wl_wait();
+	pthread_join(th, NULL);
+	if (getpid() != 3 || getppid() != 1 || thread_tid != 4 || thread_ok != 1) {
+		wl_log("R: pid %d ppid %d, thread tid %d (ok %d); expected 3 1 4", getpid(), getppid(), thread_tid,
+		       thread_ok);
+		_exit(1);
+	}
+	_exit(0);
+}
+
+/* I's checks after the wait; 0 when all hold. */
+static int init_checks(pid_t z, pid_t r)
+{
+	siginfo_t si;
+	sigset_t rt;
+	struct timespec none = { 0, 0 };
+	int status = -1, bad = 0;
+
+	if (getpid() != 1 || getppid() != 0) {
+		wl_log("I: pid %d ppid %d, expected 1 0", getpid(), getppid());
+		bad = 1;
+	}
+	sigemptyset(&rt);
+	sigaddset(&rt, SIGRTMIN);
+	memset(&si, 0, sizeof(si));
+	if (sigtimedwait(&rt, &si, &none) != SIGRTMIN || si.si_value.sival_int != 42 || si.si_pid != 1) {
+		wl_log("I: queued SIGRTMIN: value %d pid %d (%s)", si.si_value.sival_int, si.si_pid, strerror(errno));
+		bad = 1;
+	}
+	memset(&si, 0, sizeof(si));
+	if (waitid(P_PID, (id_t)z, &si, WEXITED | WNOHANG | WNOWAIT) != 0 || si.si_pid != z ||
+	    si.si_code != CLD_EXITED || si.si_status != 7) {
+		wl_log("I: Z (%d) is not a zombie with status 7: pid %d code %d status %d (%s)", z, si.si_pid,
+		       si.si_code, si.si_status, strerror(errno));
+		bad = 1;
+	}
+	if (kill(r, SIGTERM) != 0 || waitpid(r, &status, 0) != r || !WIFEXITED(status) ||
+	    WEXITSTATUS(status) != 0) {
+		wl_log("I: R (%d) did not pass: status %#x", r, status);
+		bad = 1;
+	}
+	if (waitpid(z, &status, 0) != z || !WIFEXITED(status) || WEXITSTATUS(status) != 7) {
+		wl_log("I: waitpid(Z) gave status %#x", status);
+		bad = 1;
+	}
+	if (waitpid(-1, &status, WNOHANG) != -1 || errno != ECHILD) {
+		wl_log("I: a child is left");
+		bad = 1;
+	}
+	return bad;
+}
+
+/* I: the namespace's init; I and R each tell O through the pipe once set up (Z a zombie, R's thread up). */
+static __attribute__((noreturn)) void init_body(int ready_fd)
+{
+	pid_t z, r;
+	siginfo_t si;
+
+	if (getpid() != 1 || getppid() != 0) {
+		wl_log("I: born as pid %d ppid %d", getpid(), getppid());
+		_exit(1);
+	}
+	z = fork();
+	if (z == 0)
+		_exit(7);
+	r = fork();
+	if (r == 0)
+		running_body(ready_fd);
+	if (z != 2 || r != 3) {
+		wl_log("I: children got pids %d %d, expected 2 3", z, r);
+		_exit(1);
+	}
+	{
+		sigset_t rt;
+		union sigval v = { .sival_int = 42 };
+
+		sigemptyset(&rt);
+		sigaddset(&rt, SIGRTMIN);
+		if (sigprocmask(SIG_BLOCK, &rt, NULL) != 0 || sigqueue(1, SIGRTMIN, v) != 0) {
+			wl_log("I: sigqueue: %s", strerror(errno));
+			_exit(1);
+		}
+	}
+	/* Z must be a zombie before O says ready */
+	memset(&si, 0, sizeof(si));
+	if (waitid(P_PID, (id_t)z, &si, WEXITED | WNOWAIT) != 0) {
+		wl_log("I: waitid(Z): %s", strerror(errno));
+		_exit(1);
+	}
+	if (write(ready_fd, "I", 1) != 1)
+		_exit(1);
+	close(ready_fd);
+	wl_wait();
+	_exit(init_checks(z, r));
+}
+
+static int clone_init(void)
+{
+	/* fork with CLONE_NEWPID: the raw syscall without a new stack returns in the child like fork */
+	return (int)syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, NULL, NULL, NULL, NULL);
+}
+
+static void check_outside(pid_t i)
+{
+	int ids[8], n;
+
+	if (kill(i, 0) != 0)
+		wl_fail("I (outer pid %d) is gone: %s", i, strerror(errno));
+	n = nspids(i, ids, 8);
+	if (n != 2 || ids[0] != i || ids[1] != 1)
+		wl_fail("I's NSpid: %d levels, %d %d; expected %d 1", n, n > 0 ? ids[0] : -1, n > 1 ? ids[1] : -1, i);
+	{
+		char path[64];
+
+		snprintf(path, sizeof(path), "/proc/%d/ns/pid", i);
+		if (same_link(path, "/proc/self/ns/pid") != 0)
+			wl_fail("I is in O's PID namespace");
+		if (use_clone) {
+			if (same_link("/proc/self/ns/pid_for_children", "/proc/self/ns/pid") != 1)
+				wl_fail("O's pid_for_children is not its own namespace");
+		} else if (same_link("/proc/self/ns/pid_for_children", path) != 1) {
+			wl_fail("O's pid_for_children is not I's namespace");
+		}
+	}
+	if (!use_clone) {
+		/* A new child of O is born in N, neither its init nor one of I's */
+		int status = -1;
+		pid_t c = fork();
+
+		if (c == 0)
+			_exit(getppid() == 0 ? 0 : 1);
+		if (c < 0) {
+			wl_fail("fork into N: %s", strerror(errno));
+			return;
+		}
+		n = nspids(c, ids, 8);
+		if (n != 2 || ids[1] <= 4)
+			wl_fail("O's new child: %d levels, inner pid %d", n, n > 1 ? ids[1] : -1);
+		if (waitpid(c, &status, 0) != c || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			wl_fail("O's new child in N: status %#x", status);
+	}
+}
+
+/* The pgrp field of /proc/PID/stat (the host's /proc), or -1. */
+static pid_t stat_pgrp(pid_t pid)
+{
+	char path[64], buf[1024], *p;
+	int ppid, pgrp;
+	char state;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+	if (wl_read_file(path, buf, sizeof(buf)) < 0 || !(p = strrchr(buf, ')')))
+		return -1;
+	if (sscanf(p + 1, " %c %d %d", &state, &ppid, &pgrp) != 3)
+		return -1;
+	return pgrp;
+}
+
+/*
+ * A in `group` mode: leads a group of its own, then unshares and forks J, the init of a second
+ * nested namespace, which inherits A's group (0 inside: not seen there). After the wait J must
+ * still be in A's group, seen from the host's /proc.
+ */
+static __attribute__((noreturn)) void group_body(pid_t o, int ready_fd)
+{
+	pid_t me = getpid(), j, pgrp;
+	int status = -1, bad = 0;
+
+	if (setpgid(0, 0) != 0 || unshare(CLONE_NEWPID) != 0)
+		_exit(2);
+	j = fork();
+	if (j == 0) {
+		wl_wait();
+		_exit(getpid() == 1 && getppid() == 0 && getpgrp() == 0 ? 0 : 1);
+	}
+	if (j < 0 || write(ready_fd, "A", 1) != 1)
+		_exit(2);
+	close(ready_fd);
+	wl_wait();
+	pgrp = stat_pgrp(j);
+	if (pgrp != me || getpid() != me || getppid() != o || getpgrp() != me) {
+		wl_log("A: J's group %d, A's pid %d ppid %d pgrp %d; expected %d %d %d", pgrp, getpid(), getppid(),
+		       getpgrp(), me, o, me);
+		bad = 1;
+	}
+	if (kill(j, SIGTERM) != 0 || waitpid(j, &status, 0) != j || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+		wl_log("A: J did not pass: status %#x", status);
+		bad = 1;
+	}
+	_exit(bad);
+}
+
+/* O's thread in `thread` mode: it only waits. */
+static void *idle_thread(void *arg)
+{
+	(void)arg;
+	wl_wait();
+	return NULL;
+}
+
+/*
+ * `pending`: O unshared but has forked nothing since: its next child, forked after the wait, must
+ * be the init of a new namespace (NSpid "<outer> 1"), reaped with its status.
+ */
+static void check_pending(void)
+{
+	int ids[8], n, status = -1;
+	pid_t c = fork();
+
+	if (c == 0)
+		_exit(getpid() == 1 && getppid() == 0 ? 0 : 1);
+	if (c < 0) {
+		wl_fail("fork after unshare: %s", strerror(errno));
+		return;
+	}
+	n = nspids(c, ids, 8);
+	if (n != 2 || ids[0] != c || ids[1] != 1)
+		wl_fail("O's first child after unshare: %d levels, inner pid %d; expected 1", n, n > 1 ? ids[1] : -1);
+	if (waitpid(c, &status, 0) != c || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		wl_fail("O's first child after unshare: status %#x", status);
+}
+
+int main(int argc, char **argv)
+{
+	int pipefd[2], status;
+	pid_t o = getpid(), a, i = 0;
+	const char *mode = argc > 2 ? argv[2] : "";
+	int pending = strcmp(mode, "pending") == 0, dead_ns = strcmp(mode, "deadns") == 0;
+	int group = strcmp(mode, "group") == 0;
+	pthread_t th;
+	char c;
+
+	wl_init(argc, argv);
+	use_clone = strcmp(mode, "clone") == 0;
+	if (strcmp(mode, "thread") == 0 && pthread_create(&th, NULL, idle_thread, NULL) != 0)
+		wl_die("pthread_create");
+	if (pipe(pipefd) != 0)
+		wl_die("pipe");
+	a = fork();
+	if (a < 0)
+		wl_die("fork A");
+	if (a == 0) {
+		close(pipefd[0]);
+		if (group)
+			group_body(o, pipefd[1]);
+		close(pipefd[1]);
+		plain_body("A", getpid(), o);
+	}
+	if (!use_clone && unshare(CLONE_NEWPID) != 0)
+		wl_die("unshare(CLONE_NEWPID)");
+	if (dead_ns) {
+		/* the namespace's init ends and is reaped: O's pid_for_children is a dead namespace */
+		i = fork();
+		if (i == 0)
+			_exit(0);
+		if (i < 0 || waitpid(i, &status, 0) != i)
+			wl_die("the short-lived init");
+	}
+	if (pending || dead_ns) {
+		close(pipefd[0]);
+		close(pipefd[1]);
+		wl_ready();
+		wl_wait();
+		if (pending)
+			check_pending();
+		goto end;
+	}
+	i = use_clone ? clone_init() : fork();
+	if (i < 0)
+		wl_die("make I");
+	if (i == 0) {
+		close(pipefd[0]);
+		init_body(pipefd[1]);
+	}
+	close(pipefd[1]);
+	for (int k = group ? 3 : 2; k > 0; k--) {
+		if (read(pipefd[0], &c, 1) != 1)
+			wl_die("I, R or A did not get ready");
+	}
+	close(pipefd[0]);
+	wl_ready();
+	wl_wait();
+
+	check_outside(i);
+	kill(i, SIGTERM);
+	if (waitpid(i, &status, 0) != i || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		wl_fail("I: status %#x", status);
+end:
+	kill(a, SIGTERM);
+	if (waitpid(a, &status, 0) != a || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		wl_fail("A: status %#x", status);
+	wl_finish();
+}
