@@ -161,6 +161,12 @@ registerCross([
     upstreamRestoreFails:
       "without a PID and mount namespace of its own, mounting proc in the new user namespace fails (EPERM)",
   },
+  // Several tasks in a user namespace whose PID namespace is criu's (with network, IPC and UTS).
+  {
+    name: "userns_tree",
+    upstreamRestoreFails:
+      "without a PID and mount namespace of its own, mounting proc in the new user namespace fails (EPERM)",
+  },
   netdevCase((outer) => ["--veth-pair", `eth0=${outer}`]),
   netdevCase((outer) => ["--external", `veth[eth0]:${outer}`]),
   netdevCase((outer) => ["--veth-pair", `eth0=${outer}`], [], ["--network-lock", "nftables"]),

@@ -1,15 +1,16 @@
 /**
  * User namespaces: a process in a user namespace of its own, with uid and gid maps and
- * credentials that differ inside and outside, through the usual matrix; the saved maps as crit
- * reads them; a tree of several tasks in a user namespace without a PID namespace of its own is
- * refused by name and runs on.
+ * credentials that differ inside and outside, through the usual matrix, alone and with a child; a
+ * tree of several tasks (a zombie, a grandchild, other credentials) in a user namespace whose PID
+ * namespace is criu's, with network, IPC and UTS namespaces that user namespace owns; the saved
+ * maps as crit reads them; a nested user namespace is refused by name, as in CRIU, and runs on.
  */
 import assert from "node:assert/strict";
 import { criuOk, descendants, exists, killTree, reap, tempDir, waitFor, workloadBin } from "./lib/harness.ts";
 import { spawn } from "../ffi/spawn.ts";
 import { refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
 
-registerMatrix([{ name: "userns" }]);
+registerMatrix([{ name: "userns" }, { name: "userns", args: ["child"] }, { name: "userns_tree" }]);
 
 Deno.test("crit decodes userns-ID.img: the uid and gid maps; the core holds the credentials seen inside", () =>
   withWorkload({ name: "userns" }, async (w, images) => {
@@ -33,11 +34,11 @@ Deno.test("crit decodes userns-ID.img: the uid and gid maps; the core holds the 
     assert.deepEqual([creds.uid, creds.gid, creds.egid, creds.groups], [0, 1000, 1000, [1000, 1001]]);
   }));
 
-Deno.test("a tree of several tasks in a user namespace without a PID namespace of its own is refused by name, and runs on", () =>
+Deno.test("a task in a user namespace nested below the root's is refused by name, and runs on", () =>
   refusedDump(
-    "userns",
-    ["child"],
-    /Cannot dump the user namespace user:\[\d+\] of process \d+: a tree of several tasks in a user namespace of its own comes back only with a PID namespace of its own too/,
+    "userns_tree",
+    ["nested"],
+    /Cannot dump user namespace user:\[\d+\] of process \d+: it differs from the root's \(user:\[\d+\]\); nested user namespaces are not supported/,
   ));
 
 /**

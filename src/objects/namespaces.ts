@@ -86,6 +86,13 @@ export interface NsRestorePlan {
    * criu can give the namespace from outside (a user namespace's uid and gid maps).
    */
   rootCreated?(rootPid: number): void;
+  /**
+   * A user namespace whose tasks' pids criu's PID namespace must take (several tasks, no PID
+   * namespace of their own): it is made with the root's other namespaces in a holder task, and the
+   * tasks, each cloned in criu's user namespace, join it once the tree is forked
+   * (restore/ns_holder.ts); rootCreated is then given the holder's pid.
+   */
+  joinedAfterForking?: boolean;
   /** Once the root exists in it: what the namespace held (from inside the root). */
   fill?(root: Agent): void;
   /** After post-restore, before the tree runs (network-unlock, for one). */
@@ -210,9 +217,12 @@ function checkTasksInRootNamespaces(tree: FrozenTree, nsIds: NamespaceIds, ours:
 
 /**
  * The namespaces the restore makes for the root (PREPARE): the CLONE_NEW* flags of those its clone
- * makes, and the plans of all (none when the root stays in criu's every namespace).
+ * makes, and the plans of all (none when the root stays in criu's every namespace); `holder` when
+ * those flags go to a holder task instead (NsRestorePlan.joinedAfterForking).
  */
-export function prepareNamespaces(ctx: NsRestoreContext): { flags: bigint; plans: NsRestorePlan[] } {
+export function prepareNamespaces(
+  ctx: NsRestoreContext,
+): { flags: bigint; plans: NsRestorePlan[]; holder: boolean } {
   let flags = 0n;
   const plans: NsRestorePlan[] = [];
   for (const kind of kinds) {
@@ -221,5 +231,5 @@ export function prepareNamespaces(ctx: NsRestoreContext): { flags: bigint; plans
     if (!plan.inCreator) flags |= BigInt(kind.cloneFlag);
     plans.push(plan);
   }
-  return { flags, plans };
+  return { flags, plans, holder: plans.some((p) => p.joinedAfterForking) };
 }

@@ -8,11 +8,16 @@
  * The root is cloned with CLONE_NEWUSER together with its other namespaces, so that the kernel
  * makes the user namespace first and the others belong to it, as in the container; criu writes
  * the maps into /proc/ROOT/uid_map and gid_map right after that clone, before the root does
- * anything (setgroups stays "allow", as a privileged writer leaves it).
+ * anything (setgroups stays "allow", as a privileged writer leaves it). A tree of several tasks
+ * whose PID namespace is criu's cannot be made so (a parent inside the new user namespace has no
+ * right to set its children's pids in criu's PID namespace): the namespaces are then made in a
+ * holder task, and the tasks, cloned in criu's user namespace, join it once the tree is forked
+ * (restore/ns_holder.ts).
  *
- * Refused by name: tasks in a user namespace nested below the root's; a tree of several tasks in
- * a user namespace whose PID namespace is criu's (the children are cloned with their pids by a
- * task of the new user namespace, which has no CAP_CHECKPOINT_RESTORE over criu's PID namespace).
+ * Refused by name: tasks in a user namespace nested below the root's, as CRIU 4.2 refuses them
+ * ("Can't dump nested user namespace"). Such a namespace's maps are relative to its parent's and
+ * only a task of the parent namespace can make it; its tasks' pids would have to be set from
+ * inside it as well.
  */
 import { create } from "@bufbuild/protobuf";
 import {
@@ -25,6 +30,7 @@ import type { creds_entry } from "../images/gen/creds_pb.ts";
 import { KINDS } from "../images/kinds.ts";
 import { CLONE } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
+import type { RestoreTaskImages } from "../restore/images.ts";
 import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
 
@@ -93,16 +99,6 @@ registerNamespaceKind({
   },
   dump(ctx) {
     const root = ctx.tree.root;
-    const ownPidNs = root.ns.pid === 1 && root.pid !== 1;
-    const others = ctx.tree.tasks.filter((t) => t !== root && t.state !== "zombie");
-    if (others.length > 0 && !ownPidNs) {
-      refuse(
-        others[0]!.pid,
-        `the user namespace ${Deno.readLinkSync(`/proc/${root.pid}/ns/user`)}`,
-        "a tree of several tasks in a user namespace of its own comes back only with a PID namespace of its own too " +
-          "(its tasks' pids are set from inside the new user namespace, which has no say over criu's PID namespace)",
-      );
-    }
     ctx.dir.write(KINDS.USERNS, ctx.id, [
       create(userns_entrySchema, {
         uidMap: readMap(root.pid, "uid_map"),
@@ -118,7 +114,10 @@ registerNamespaceKind({
     if (maps.uidMap.length === 0 || maps.gidMap.length === 0) {
       throw new RestoreError(`userns-${id}.img has no uid map or no gid map`);
     }
+    const joinedAfterForking = ctx.tasks.length > 1 && ctx.tasks[0]!.entry.pid !== 1;
+    if (joinedAfterForking) checkFsNotShared(ctx.tasks);
     return {
+      joinedAfterForking,
       rootCreated(rootPid) {
         for (const [which, extents] of [["uid_map", maps.uidMap], ["gid_map", maps.gidMap]] as const) {
           try {
@@ -133,3 +132,19 @@ registerNamespaceKind({
     };
   },
 });
+
+/**
+ * A task joins a user namespace by setns, which the kernel refuses to a task sharing its fs_struct
+ * (CLONE_FS): such a tree, with its pids in criu's PID namespace, cannot come back.
+ */
+function checkFsNotShared(tasks: readonly RestoreTaskImages[]): void {
+  for (const t of tasks.slice(1)) {
+    const parent = tasks.find((p) => p.entry.pid === t.entry.ppid && p !== t);
+    if (parent?.ids && t.ids && parent.ids.fsId === t.ids.fsId) {
+      throw new RestoreError(
+        `Process ${t.entry.pid} shares its fs (CLONE_FS) with its parent ${parent.entry.pid} in a user namespace ` +
+          "whose PID namespace is criu's: it cannot join the user namespace after being created with its pid",
+      );
+    }
+  }
+}

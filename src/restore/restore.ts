@@ -13,7 +13,9 @@
  *               root is our child, with the clone flags the kinds asked for) and placed in its
  *               cgroups at once; after the root's clone its user namespace gets its uid and gid
  *               maps (plan.rootCreated), and its mount tree is built inside it (plan.beforeMemory),
- *               before its memory. Each task then gets its memory, parents first (children forked
+ *               before its memory. (Several tasks in a user namespace without a PID namespace of
+ *               their own: the namespaces are made in a holder first, the root enters all but the
+ *               user one, and every task joins that once the tree is forked: ns_holder.ts.) Each task then gets its memory, parents first (children forked
  *               later share what they shared copy-on-write). The helper ends.  plugins: POST_FORKING
  *   NAMESPACES  "setup-namespaces" (only when namespaces were made) sees them empty; then each is
  *               filled from inside the root (plan.fill: network devices, addresses, routes and
@@ -78,6 +80,7 @@ import type { RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { STAGE } from "../plugins/api.ts";
 import { CgroupsRestore } from "../objects/cgroups_restore.ts";
+import { NamespaceHolder } from "./ns_holder.ts";
 
 /**
  * What a restore needs; src/options/core.ts makes it from the options of the command line or RPC.
@@ -328,18 +331,25 @@ export function restore(opts: RestoreOptions): RestoreResult {
     for (const plan of ns.plans) {
       if (plan.inCreator) master.inCreator(plan.inCreator, plan.inCreatorTakesItself === true);
     }
+    // A user namespace the tasks join once forked (their pids are criu's PID namespace's).
+    const holder = ns.holder ? NamespaceHolder.start(master, namespaces) : undefined;
+    if (holder) { for (const plan of ns.plans) plan.rootCreated?.(holder.pid); }
     const agents = forkTree(
       ctx,
       tasks,
       shellJob,
-      namespaces,
+      holder ? 0n : namespaces,
       (t) => {
-        if (t === tasks[0]) { for (const plan of ns.plans) plan.rootCreated?.(t.hostPid); }
+        if (t === tasks[0] && !holder) { for (const plan of ns.plans) plan.rootCreated?.(t.hostPid); }
         // Into its cgroups before its memory comes back, so that the memory is charged there.
         cgroups.place(t, tasks);
       },
-      (r) => ns.plans.forEach((p) => p.beforeMemory?.(r)),
+      (r) => {
+        holder?.enterOthers(r);
+        ns.plans.forEach((p) => p.beforeMemory?.(r));
+      },
     );
+    holder?.joinUser([...agents.values()]);
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     plugins.notify("POST_FORKING");
