@@ -34,6 +34,7 @@ let serial = 0;
 async function removeCgroups(name: string): Promise<void> {
   const dirs = [
     `${V2}/${name}/inner`,
+    `${V2}/${name}/other/deep`,
     `${V2}/${name}/other`,
     `${V2}/${name}`,
     ...V1.map((h) => `${h}/${name}`),

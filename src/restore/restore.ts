@@ -15,7 +15,8 @@
  *               maps (plan.rootCreated), and its mount tree is built inside it (plan.beforeMemory),
  *               before its memory. (Several tasks in a user namespace without a PID namespace of
  *               their own: the namespaces are made in a holder first, the root enters all but the
- *               user one, and every task joins that once the tree is forked: ns_holder.ts.) Each task then gets its memory, parents first (children forked
+ *               user one, and every task joins that once the tree is forked: ns_holder.ts.) A task
+ *               in a cgroup namespace other than its parent's makes or enters it then too. Each task then gets its memory, parents first (children forked
  *               later share what they shared copy-on-write). The helper ends.  plugins: POST_FORKING
  *   NAMESPACES  "setup-namespaces" (only when namespaces were made) sees them empty; then each is
  *               filled from inside the root (plan.fill: network devices, addresses, routes and
@@ -81,6 +82,7 @@ import { Plugins } from "../plugins/plugins.ts";
 import { STAGE } from "../plugins/api.ts";
 import { CgroupsRestore } from "../objects/cgroups_restore.ts";
 import { NamespaceHolder } from "./ns_holder.ts";
+import { TaskCgroupNamespaces } from "../objects/cgroupns.ts";
 
 /**
  * What a restore needs; src/options/core.ts makes it from the options of the command line or RPC.
@@ -232,7 +234,7 @@ function forkTree(
   shellJob: boolean,
   rootFlags: bigint,
   created: (t: RestoreTaskImages) => void,
-  rootReady: (root: Agent) => void,
+  ready: (t: RestoreTaskImages, agent: Agent) => void,
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
@@ -254,7 +256,7 @@ function forkTree(
       agent.call("setsid", NR.setsid);
     }
     agents.set(t.entry.pid, agent);
-    if (t === tasks[0]) rootReady(agent);
+    ready(t, agent);
     if (!t.zombie && !t.helper) {
       const parent = t === tasks[0] ? undefined : tasks.find((p) => p.entry.pid === t.entry.ppid);
       fromImagesOf(t, "memory", () => restoreMemory(ctx, agent, t, parent));
@@ -333,6 +335,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
     }
     // A user namespace the tasks join once forked (their pids are criu's PID namespace's).
     const holder = ns.holder ? NamespaceHolder.start(master, namespaces) : undefined;
+    // Tasks in a cgroup namespace other than their parent's (cgroupns.ts).
+    const taskCgroupNs = new TaskCgroupNamespaces(tasks, cgroups);
     if (holder) { for (const plan of ns.plans) plan.rootCreated?.(holder.pid); }
     const agents = forkTree(
       ctx,
@@ -344,9 +348,12 @@ export function restore(opts: RestoreOptions): RestoreResult {
         // Into its cgroups before its memory comes back, so that the memory is charged there.
         cgroups.place(t, tasks);
       },
-      (r) => {
-        holder?.enterOthers(r);
-        ns.plans.forEach((p) => p.beforeMemory?.(r));
+      (t, agent) => {
+        if (t === tasks[0]) {
+          holder?.enterOthers(agent);
+          ns.plans.forEach((p) => p.beforeMemory?.(agent));
+        }
+        taskCgroupNs.enter(t, agent);
       },
     );
     holder?.joinUser([...agents.values()]);
