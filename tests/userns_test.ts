@@ -2,15 +2,35 @@
  * User namespaces: a process in a user namespace of its own, with uid and gid maps and
  * credentials that differ inside and outside, through the usual matrix, alone and with a child; a
  * tree of several tasks (a zombie, a grandchild, other credentials) in a user namespace whose PID
- * namespace is criu's, with network, IPC and UTS namespaces that user namespace owns; the saved
- * maps as crit reads them; a nested user namespace is refused by name, as in CRIU, and runs on.
+ * namespace is criu's, with network, IPC and UTS namespaces that user namespace owns; user
+ * namespaces nested below the root's (which CRIU 4.2 refuses to dump), without and with a PID
+ * namespace of the tree's own; the saved maps as crit reads them; a user namespace below a root in
+ * criu's is refused by name and the tree runs on.
  */
 import assert from "node:assert/strict";
-import { criuOk, descendants, exists, killTree, reap, tempDir, waitFor, workloadBin } from "./lib/harness.ts";
+import {
+  criu,
+  criuOk,
+  descendants,
+  exists,
+  killTree,
+  reap,
+  tempDir,
+  waitFor,
+  workloadBin,
+} from "./lib/harness.ts";
 import { spawn } from "../ffi/spawn.ts";
-import { refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { create } from "@bufbuild/protobuf";
+import { uid_gid_extentSchema } from "../src/images/gen/userns_pb.ts";
+import { relativeTo } from "../src/objects/userns_nested.ts";
 
-registerMatrix([{ name: "userns" }, { name: "userns", args: ["child"] }, { name: "userns_tree" }]);
+registerMatrix([
+  { name: "userns" },
+  { name: "userns", args: ["child"] },
+  { name: "userns_tree" },
+  { name: "userns_tree", args: ["nested"] },
+]);
 
 Deno.test("crit decodes userns-ID.img: the uid and gid maps; the core holds the credentials seen inside", () =>
   withWorkload({ name: "userns" }, async (w, images) => {
@@ -34,12 +54,86 @@ Deno.test("crit decodes userns-ID.img: the uid and gid maps; the core holds the 
     assert.deepEqual([creds.uid, creds.gid, creds.egid, creds.groups], [0, 1000, 1000, [1000, 1001]]);
   }));
 
-Deno.test("a task in a user namespace nested below the root's is refused by name, and runs on", () =>
-  refusedDump(
-    "userns_tree",
-    ["nested"],
-    /Cannot dump user namespace user:\[\d+\] of process \d+: it differs from the root's \(user:\[\d+\]\); nested user namespaces are not supported/,
-  ));
+/** `sh -c SCRIPT` started by unshare with `unshareArgs` in a session of its own; output dropped. */
+function unshared(unshareArgs: string[], script: string): Deno.ChildProcess {
+  return new Deno.Command("setsid", {
+    args: ["unshare", ...unshareArgs, "sh", "-c", script],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
+async function endUnshared(p: Deno.ChildProcess): Promise<void> {
+  try {
+    p.kill("SIGKILL");
+  } catch {
+    // ended with its tree
+  }
+  await p.status;
+}
+
+Deno.test("a user namespace below a root in criu's is refused by name, and the tree runs on", async () => {
+  const dir = tempDir();
+  // sh execs into the root (criu's user namespace); its child unshares one of its own.
+  const p = unshared(["--fork"], "unshare -U -r sleep 600 & exec sleep 601");
+  let root = 0;
+  try {
+    await waitFor("the root and its child", () => {
+      root = descendants(p.pid).find((x) => descendants(x).length === 1) ?? 0;
+      return root !== 0 && Deno.readLinkSync(`/proc/${descendants(root)[0]}/ns/user`) !==
+          Deno.readLinkSync("/proc/self/ns/user");
+    });
+    const r = await criu(["dump", "-t", `${root}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /Cannot dump user namespace user:\[\d+\] of process \d+: it differs from the root's, which is criu's \(user:\[\d+\]\); a user namespace below a root in criu's is not supported/,
+    );
+    assert.ok(!exists(`${dir}/inventory.img`));
+    assert.equal(descendants(root).length, 1, "the tree runs on");
+  } finally {
+    if (root) await killTree(root);
+    await endUnshared(p);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("a user namespace nested below a container's, with a PID namespace of its own, round-trips", async () => {
+  const dir = tempDir();
+  // The container's init (pid 1, root mapped to root) and its child in a user namespace below.
+  const p = unshared(["-r", "--pid", "--fork"], "unshare -U -r sleep 600 & exec sleep 601");
+  let init = 0;
+  const userNs = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/user`);
+  try {
+    await waitFor("the init and its child in a nested user namespace", () => {
+      init = descendants(p.pid).find((x) => descendants(x).length === 1) ?? 0;
+      return init !== 0 && userNs(descendants(init)[0]!) !== userNs(init);
+    });
+    await criuOk(["dump", "-t", `${init}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
+    await reap(init);
+    await endUnshared(p);
+    await criuOk(["restore", "-D", dir, "-d", "-j", "--pidfile", `${dir}/pid`, "-o", "restore.log", "-v4"]);
+    init = Number(Deno.readTextFileSync(`${dir}/pid`).trim());
+    const [child] = descendants(init);
+    assert.ok(child !== undefined, "the child is back");
+    assert.notEqual(userNs(init), userNs(Deno.pid));
+    assert.notEqual(userNs(child), userNs(init));
+    assert.match(Deno.readTextFileSync(`/proc/${child}/status`), /\nNSpid:\t\d+\t2\n/);
+    // Its maps as its parent namespace sees them, and the parent namespace the init's.
+    const lsns = new TextDecoder().decode(
+      (await new Deno.Command("lsns", { args: ["-t", "user", "-n", "-o", "NS,PNS,PID"] }).output()).stdout,
+    );
+    const inode = (link: string) => link.replace(/\D/g, "");
+    const row = lsns.split("\n").map((l) => l.trim().split(/\s+/)).find((f) => f[0] === inode(userNs(child)));
+    assert.equal(row?.[1], inode(userNs(init)), lsns);
+    assert.match(Deno.readTextFileSync(`/proc/${child}/uid_map`), /^\s*0\s+0\s+1\n$/);
+  } finally {
+    if (init) await killTree(init);
+    await endUnshared(p);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
 
 /**
  * Runs the userns workload in `mode` (init: I is root inside; init-setuid: I switched to uid 1000
@@ -157,4 +251,24 @@ Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namesp
     await unshare.status;
     Deno.removeSync(dir, { recursive: true });
   }
+});
+
+Deno.test("relativeTo() turns a nested namespace's map into ids of the namespace above, split across its extents", () => {
+  const ext = (first: number, lowerFirst: number, count: number) =>
+    create(uid_gid_extentSchema, { first, lowerFirst, count });
+  // The namespace above: its 0 is criu's 0, 1000-1999 criu's 101000-101999, 5000-5009 criu's 102000-102009.
+  const above = [ext(0, 0, 1), ext(1000, 101000, 1000), ext(5000, 102000, 10)];
+  const nested = [ext(0, 101500, 10)];
+  assert.deepEqual(relativeTo(nested, above, "test").map((e) => [e.first, e.lowerFirst, e.count]), [[
+    0,
+    1500,
+    10,
+  ]]);
+  const spanning = [ext(0, 101999, 2), ext(5, 0, 1)];
+  assert.deepEqual(relativeTo(spanning, above, "test").map((e) => [e.first, e.lowerFirst, e.count]), [
+    [0, 1999, 1],
+    [1, 5000, 1],
+    [5, 0, 1],
+  ]);
+  assert.throws(() => relativeTo([ext(0, 5, 1)], above, "the uid map"), /the uid map: id 5 is not mapped/);
 });

@@ -21,6 +21,7 @@ import type { RestoreTaskImages } from "../restore/images.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { CgroupsRestore } from "./cgroups_restore.ts";
 import type { Plugins } from "../plugins/plugins.ts";
+import type { PuppetMaster } from "../restore/puppet.ts";
 
 /** The names of /proc/PID/ns/ that a task's ids image records, in CRIU's order of fields. */
 export const NS_NAMES = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] as const;
@@ -37,6 +38,8 @@ export interface NsDumpContext {
   log: Log;
   /** The run's options (--external mnt[...], for one); absent where a caller has none. */
   options?: RunOptions;
+  /** The ids of every task's namespaces (those below the root's, nested user namespaces). */
+  nsIds?: NamespaceIds;
 }
 
 /** What a dumped namespace still has to do when the dump ends (the network lock, for one). */
@@ -93,6 +96,14 @@ export interface NsRestorePlan {
    * (restore/ns_holder.ts); rootCreated is then given the holder's pid.
    */
   joinedAfterForking?: boolean;
+  /**
+   * Once every task is forked (and has joined the root's user namespace, see joinedAfterForking),
+   * the helper still there: namespaces nested below the root's that the tasks enter later (user
+   * namespaces, made by holders). `agents` by pid in the images.
+   */
+  afterForking?(agents: ReadonlyMap<number, Agent>, master: PuppetMaster): void;
+  /** In each task's restore, once its files are back and before its state, threads and credentials. */
+  beforeTaskState?(t: RestoreTaskImages, agent: Agent): void;
   /** Once the root exists in it: what the namespace held (from inside the root). */
   fill?(root: Agent): void;
   /** After post-restore, before the tree runs (network-unlock, for one). */
@@ -185,7 +196,7 @@ export function dumpNamespaces(
           `it is not criu's, and ${kind.words} namespaces are not saved yet`,
         );
       }
-      const d = kind.dump({ ...base, tree, id: nsIds.idsOf(tree.root.pid)[kind.name]! });
+      const d = kind.dump({ ...base, tree, nsIds, id: nsIds.idsOf(tree.root.pid)[kind.name]! });
       if (d) done.push(d);
     }
     checkTasksInRootNamespaces(tree, nsIds, ours);

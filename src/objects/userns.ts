@@ -14,10 +14,10 @@
  * holder task, and the tasks, cloned in criu's user namespace, join it once the tree is forked
  * (restore/ns_holder.ts).
  *
- * Refused by name: tasks in a user namespace nested below the root's, as CRIU 4.2 refuses them
- * ("Can't dump nested user namespace"). Such a namespace's maps are relative to its parent's and
- * only a task of the parent namespace can make it; its tasks' pids would have to be set from
- * inside it as well.
+ * User namespaces nested below the root's, which CRIU 4.2 refuses to dump, are saved the same way
+ * and made again after the tree is forked (userns_nested.ts). Refused by name: a task in a user
+ * namespace other than criu's below a root in criu's, and a nested namespace that its first task
+ * (parents first) did not make below its parent process's.
  */
 import { create } from "@bufbuild/protobuf";
 import {
@@ -33,6 +33,10 @@ import { RestoreError } from "../errors.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
+import { NestedUserNamespaces } from "./userns_nested.ts";
+import { parentUserNamespaceOf } from "../../ffi/nsenter.ts";
+import type { Agent } from "../agent.ts";
+import type { PuppetMaster } from "../restore/puppet.ts";
 
 /** The id a user namespace shows for one outside its maps (/proc/sys/kernel/overflowuid). */
 const OVERFLOW_ID = 65534;
@@ -81,30 +85,64 @@ export function credsInUserNamespaceOf(pid: number): ((c: creds_entry) => void) 
   };
 }
 
+/**
+ * For each thread (our tid; 0 for none): the function of credsInUserNamespaceOf for its user
+ * namespace (the root's, or one nested below it), read once per namespace.
+ */
+export function credsInUserNamespaces(): (tid: number) => ((c: creds_entry) => void) | undefined {
+  const byNamespace = new Map<string, ((c: creds_entry) => void) | undefined>();
+  return (tid) => {
+    if (tid === 0) return undefined;
+    const link = Deno.readLinkSync(`/proc/${tid}/ns/user`);
+    if (!byNamespace.has(link)) byNamespace.set(link, credsInUserNamespaceOf(tid));
+    return byNamespace.get(link);
+  };
+}
+
 registerNamespaceKind({
   name: "user",
   words: "user",
   cloneFlag: CLONE.NEWUSER,
   check(tree, nsIds) {
     const root = nsIds.linksOf(tree.root.pid).get("user");
+    const criu = nsIds.linksOf(Deno.pid).get("user");
+    const seen = new Set([root]);
     for (const t of tree.tasks) {
       const theirs = nsIds.linksOf(t.pid).get("user");
-      if (t.state === "zombie" || theirs === root) continue;
-      refuse(
-        t.pid,
-        `user namespace ${theirs}`,
-        `it differs from the root's (${root}); nested user namespaces are not supported`,
-      );
+      if (t.state === "zombie" || seen.has(theirs)) continue;
+      if (root === criu) {
+        refuse(
+          t.pid,
+          `user namespace ${theirs}`,
+          `it differs from the root's, which is criu's (${root}); a user namespace below a root in criu's is not supported`,
+        );
+      }
+      const parents = tree.tasks.find((p) => p.pid === t.ppid);
+      const parentsNs = parents && nsIds.linksOf(parents.pid).get("user");
+      if (parentUserNamespaceOf(t.pid) !== parentsNs) {
+        refuse(
+          t.pid,
+          `user namespace ${theirs}`,
+          `it was not made below its parent process's (${parentsNs}), which is how it would be made again`,
+        );
+      }
+      seen.add(theirs);
     }
   },
   dump(ctx) {
-    const root = ctx.tree.root;
-    ctx.dir.write(KINDS.USERNS, ctx.id, [
-      create(userns_entrySchema, {
-        uidMap: readMap(root.pid, "uid_map"),
-        gidMap: readMap(root.pid, "gid_map"),
-      }),
-    ]);
+    // The root's, then each nested one, as its first task (parents first) sees it.
+    const written = new Set<number>();
+    for (const t of [ctx.tree.root, ...ctx.tree.tasks.filter((x) => x.state !== "zombie")]) {
+      const id = t === ctx.tree.root ? ctx.id : ctx.nsIds?.idsOf(t.pid).user;
+      if (id === undefined || written.has(id)) continue;
+      written.add(id);
+      ctx.dir.write(KINDS.USERNS, id, [
+        create(userns_entrySchema, {
+          uidMap: readMap(t.pid, "uid_map"),
+          gidMap: readMap(t.pid, "gid_map"),
+        }),
+      ]);
+    }
   },
   prepareRestore(ctx) {
     const id = ctx.tasks[0]!.ids?.userNsId;
@@ -115,9 +153,21 @@ registerNamespaceKind({
       throw new RestoreError(`userns-${id}.img has no uid map or no gid map`);
     }
     const joinedAfterForking = ctx.tasks.length > 1 && ctx.tasks[0]!.entry.pid !== 1;
-    if (joinedAfterForking) checkFsNotShared(ctx.tasks);
+    const nested = NestedUserNamespaces.prepare(ctx.dir, ctx.tasks, id, maps);
+    let release = () => {};
+    checkFsNotShared(ctx.tasks, (t) => joinedAfterForking || nested?.holds(t) === true);
     return {
       joinedAfterForking,
+      ...(nested
+        ? {
+          afterForking: (agents: ReadonlyMap<number, Agent>, master: PuppetMaster) => {
+            release = () => nested.release(master);
+            nested.makeNamespaces(master, agents);
+          },
+          beforeTaskState: (t: RestoreTaskImages, agent: Agent) => nested.enter(t, agent),
+          afterRestore: () => release(),
+        }
+        : {}),
       rootCreated(rootPid) {
         for (const [which, extents] of [["uid_map", maps.uidMap], ["gid_map", maps.gidMap]] as const) {
           try {
@@ -134,16 +184,21 @@ registerNamespaceKind({
 });
 
 /**
- * A task joins a user namespace by setns, which the kernel refuses to a task sharing its fs_struct
- * (CLONE_FS): such a tree, with its pids in criu's PID namespace, cannot come back.
+ * A task joins or makes a user namespace by setns or unshare, which the kernel refuses to a task
+ * sharing its fs_struct (CLONE_FS): such a task (`moves`: one that must, once created with its pid
+ * in criu's user namespace or in a nested one) cannot come back.
  */
-function checkFsNotShared(tasks: readonly RestoreTaskImages[]): void {
+function checkFsNotShared(
+  tasks: readonly RestoreTaskImages[],
+  moves: (t: RestoreTaskImages) => boolean,
+): void {
   for (const t of tasks.slice(1)) {
+    if (!moves(t)) continue;
     const parent = tasks.find((p) => p.entry.pid === t.entry.ppid && p !== t);
     if (parent?.ids && t.ids && parent.ids.fsId === t.ids.fsId) {
       throw new RestoreError(
-        `Process ${t.entry.pid} shares its fs (CLONE_FS) with its parent ${parent.entry.pid} in a user namespace ` +
-          "whose PID namespace is criu's: it cannot join the user namespace after being created with its pid",
+        `Process ${t.entry.pid} shares its fs (CLONE_FS) with its parent ${parent.entry.pid}: it cannot join ` +
+          "its user namespace after being created with its pid (setns and unshare of a user namespace refuse it)",
       );
     }
   }

@@ -328,6 +328,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shmem: new Map(),
       cowStats,
       imagesDirFd,
+      beforeTaskState: (t: RestoreTaskImages, agent: Agent) =>
+        ns.plans.forEach((p) => p.beforeTaskState?.(t, agent)),
     };
     cgroups.makeDirs();
     for (const plan of ns.plans) {
@@ -357,6 +359,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       },
     );
     holder?.joinUser([...agents.values()]);
+    for (const plan of ns.plans) plan.afterForking?.(agents, master);
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     plugins.notify("POST_FORKING");

@@ -13,7 +13,8 @@
  * (NS_GET_USERNS); the host name; its own credentials; its pid is the one it had. On SIGTERM R checks
  * itself, passes the signal to A (which passes it to G), and takes A's and Z's exit statuses.
  * With `nested` R forks only N, which unshares a user namespace below R's (R writes its maps,
- * "0 0 1": N's root is R's); a tree criu-ts (as CRIU) refuses.
+ * "0 0 1": N's root is R's) and forks K in it; R checks that N and K are in one user namespace
+ * whose parent is R's, with those maps; N and K check they are root in it (exit statuses).
  */
 #define _GNU_SOURCE
 #include "lib.h"
@@ -185,7 +186,19 @@ static __attribute__((noreturn)) void run_a(int ready)
 	end_child("A", me, 1000, 1000, 1000);
 }
 
-/* N: a user namespace below R's, mapped by R. */
+/* K: N's child, in N's user namespace; checks it is so on SIGTERM from N. */
+static __attribute__((noreturn)) void run_k(void)
+{
+	char own[64], parents[64], path[64];
+	while (!wl_stop)
+		pause();
+	link_name("/proc/self/ns/user", own, sizeof(own));
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", getppid());
+	link_name(path, parents, sizeof(parents));
+	_exit(getuid() == 0 && own[0] && strcmp(own, parents) == 0 ? 0 : 1);
+}
+
+/* N: a user namespace below R's, mapped by R; forks K in it. */
 static __attribute__((noreturn)) void run_n(int go)
 {
 	char c;
@@ -193,10 +206,59 @@ static __attribute__((noreturn)) void run_n(int go)
 		_exit(3);
 	if (write(go, "n", 1) != 1 || read(go, &c, 1) != 1)
 		_exit(3);
+	pid_t k = fork();
+	if (k < 0)
+		_exit(3);
+	if (k == 0) {
+		close(go);
+		run_k();
+	}
+	char buf[32];
+	int n = snprintf(buf, sizeof(buf), "%d", k);
+	if (write(go, buf, n) != n)
+		_exit(3);
 	close(go);
 	while (!wl_stop)
 		pause();
-	_exit(getuid() == 0 ? 0 : 1);
+	kill(k, SIGTERM);
+	int st = waited_status(k);
+	_exit(getuid() == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1);
+}
+
+/* The inode of a task's user namespace, or of that namespace's parent. */
+static ino_t user_ns_of(pid_t pid, int parent)
+{
+	char path[64];
+	struct stat st;
+	snprintf(path, sizeof(path), "/proc/%d/ns/user", pid);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	int which = parent ? ioctl(fd, NS_GET_PARENT) : dup(fd);
+	close(fd);
+	if (which < 0)
+		return 0;
+	int ok = fstat(which, &st) == 0;
+	close(which);
+	return ok ? st.st_ino : 0;
+}
+
+/* R's view of N and K: one user namespace below R's, N's maps as R wrote them. */
+static void check_nested(pid_t n, pid_t k)
+{
+	char path[64], map[512];
+	ino_t mine = user_ns_of(getpid(), 0), ns = user_ns_of(n, 0);
+	WL_CHECK(ns != 0 && ns != mine, "N's user namespace %lu, R's %lu", (unsigned long)ns, (unsigned long)mine);
+	WL_CHECK(user_ns_of(k, 0) == ns, "K's user namespace %lu, N's %lu", (unsigned long)user_ns_of(k, 0),
+		 (unsigned long)ns);
+	WL_CHECK(user_ns_of(n, 1) == mine, "the parent of N's user namespace is %lu, not R's %lu",
+		 (unsigned long)user_ns_of(n, 1), (unsigned long)mine);
+	const char *files[] = { "uid_map", "gid_map" };
+	for (int i = 0; i < 2; i++) {
+		snprintf(path, sizeof(path), "/proc/%d/%s", n, files[i]);
+		read_map(path, map, sizeof(map));
+		WL_CHECK(strcmp(map, "0 0 1\n") == 0, "N's %s is \"%s\"", files[i], map);
+	}
 }
 
 /* R's user namespace, mapped by a helper that stays in the host's. */
@@ -233,8 +295,8 @@ static void make_user_ns(void)
 		wl_die("the helper could not write the maps (status 0x%x)", st);
 }
 
-/* Forks N and writes its maps from R. */
-static pid_t start_nested(void)
+/* Forks N, writes its maps from R and learns K's pid. */
+static pid_t start_nested(pid_t *k)
 {
 	int sk[2];
 	char c, path[64];
@@ -259,6 +321,10 @@ static pid_t start_nested(void)
 	}
 	if (write(sk[0], "r", 1) != 1)
 		wl_die("write to N");
+	char buf[32] = "";
+	if (read(sk[0], buf, sizeof(buf) - 1) <= 0)
+		wl_die("N did not fork K");
+	*k = atoi(buf);
 	close(sk[0]);
 	return n;
 }
@@ -294,9 +360,13 @@ int main(int argc, char **argv)
 		wl_die("sethostname");
 
 	if (nested) {
-		pid_t n = start_nested();
+		pid_t k = 0, n = start_nested(&k);
+		check("R", root_pid, 0, 0, 0);
+		check_nested(n, k);
 		wl_ready();
 		wl_wait();
+		check("R", root_pid, 0, 0, 0);
+		check_nested(n, k);
 		kill(n, SIGTERM);
 		int st = waited_status(n);
 		WL_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "N's checks failed (status 0x%x)", st);
