@@ -16,16 +16,18 @@
  *               before its memory. (Several tasks in a user namespace without a PID namespace of
  *               their own: the namespaces are made in a holder first, the root enters all but the
  *               user one, and every task joins that once the tree is forked: ns_holder.ts.) A task
- *               in a cgroup namespace other than its parent's makes or enters it then too. Each task then gets its memory, parents first (children forked
- *               later share what they shared copy-on-write). The helper ends.  plugins: POST_FORKING
+ *               in a cgroup namespace other than its parent's makes or enters it then too. Each
+ *               task then gets its memory, parents first (children forked later share what they
+ *               shared copy-on-write). Holders make the user namespaces nested below the root's
+ *               (plan.afterForking). The helper ends.  plugins: POST_FORKING
  *   NAMESPACES  "setup-namespaces" (only when namespaces were made) sees them empty; then each is
  *               filled from inside the root (plan.fill: network devices, addresses, routes and
  *               firewall, the host name, the IPC objects).
  *               → "post-setup-namespaces" (only when namespaces were made)
  *   GROUPS      every task joins its process group; zombies and group helpers end.
  *   RESTORE     each task is rebuilt from inside by remote syscalls, in the order of task.ts: fs,
- *               files, task state, threads, then each thread's state, signals and credentials
- *               (credentials last), timers; then what the kinds of file do once every task has its
+ *               files, its nested user namespace (plan.beforeTaskState), task state, threads, then
+ *               each thread's state, signals and credentials (credentials last), timers; then what the kinds of file do once every task has its
  *               fds, and only then each task's dumpable flag is set back (until then every task
  *               stays dumpable, so that the others may take fds from it after it changed its ids).
  *               Tasks stay stopped under ptrace.

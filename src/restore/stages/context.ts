@@ -32,7 +32,7 @@ export interface TaskRestoreContext {
    * helper gets it from us, the sibling root inherits ours): pages are read through it.
    */
   imagesDirFd?: number;
-  /** Once the task's files are back, before its state: what the namespace kinds do there (nested user namespaces). */
+  /** Once the task's files are back, before its state: the namespace kinds' part (nested user namespaces). */
   beforeTaskState?: (t: RestoreTaskImages, agent: Agent) => void;
 }
 
