@@ -15,6 +15,7 @@ import {
   exists,
   killTree,
   reap,
+  reapZombies,
   tempDir,
   waitFor,
   workloadBin,
@@ -71,6 +72,59 @@ async function endUnshared(p: Deno.ChildProcess): Promise<void> {
     // ended with its tree
   }
   await p.status;
+}
+
+for (const mode of ["flat", "nested"]) {
+  Deno.test(`a failed restore of userns_tree ${mode} leaves no task and no namespace holder behind`, async () => {
+    const dir = tempDir();
+    const result = `${dir}/userns_tree.result`;
+    const root = spawn(await workloadBin("userns_tree"), ["userns_tree", result, mode], { setsid: true });
+    try {
+      await waitFor("the tree", () => exists(`${result}.ready`));
+      const tree = [root, ...descendants(root)];
+      await criuOk(["dump", "-t", `${root}`, "-D", dir, "-o", "dump.log", "-v4"]);
+      for (const pid of tree) await reap(pid);
+      // The pidfile is written after every task is back, just before the tree would run.
+      const r = await criu([
+        "restore",
+        "-D",
+        dir,
+        "-d",
+        "--pidfile",
+        `${dir}/none/pid`,
+        "-o",
+        "restore.log",
+        "-v4",
+      ]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /Cannot write the pidfile/);
+      const log = Deno.readTextFileSync(`${dir}/restore.log`);
+      const holders = [...log.matchAll(/Namespace holder (\d+)/g)].map((m) => Number(m[1]));
+      // The holder of the tree's user namespace; with nested, the first holder of the nested ones and N's.
+      assert.equal(holders.length, mode === "nested" ? 3 : 1, log);
+      for (const pid of [...tree, ...holders]) {
+        // Orphans come to this test (a subreaper) or to PID 1.
+        await waitFor(`process ${pid} to be gone (${statOf(pid)})`, () => {
+          reapZombies();
+          return !exists(`/proc/${pid}`) || isZombieOfInit(pid);
+        });
+      }
+    } finally {
+      await killTree(root);
+      Deno.removeSync(dir, { recursive: true });
+    }
+  });
+}
+
+/** A process that ended and waits for PID 1 (which reaps slowly here) to take its status. */
+function isZombieOfInit(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return fields[0] === "Z" && fields[1] === "1";
+  } catch {
+    return true;
+  }
 }
 
 Deno.test("a user namespace below a root in criu's is refused by name, and the tree runs on", async () => {
@@ -272,3 +326,11 @@ Deno.test("relativeTo() turns a nested namespace's map into ids of the namespace
   ]);
   assert.throws(() => relativeTo([ext(0, 5, 1)], above, "the uid map"), /the uid map: id 5 is not mapped/);
 });
+
+function statOf(pid: number): string {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/stat`).slice(0, 60);
+  } catch {
+    return "gone";
+  }
+}

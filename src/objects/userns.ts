@@ -162,7 +162,7 @@ registerNamespaceKind({
         ? {
           afterForking: (agents: ReadonlyMap<number, Agent>, master: PuppetMaster) => {
             release = () => nested.release(master);
-            nested.makeNamespaces(master, agents);
+            nested.makeNamespaces(master, agents, ctx.log);
           },
           beforeTaskState: (t: RestoreTaskImages, agent: Agent) => nested.enter(t, agent),
           afterRestore: () => release(),

@@ -24,6 +24,7 @@ import { KINDS } from "../images/kinds.ts";
 import type { ImageDir } from "../images/dir.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import type { Agent } from "../agent.ts";
+import type { Log } from "../log.ts";
 import { AT_FDCWD, CLONE, NR, O } from "../../ffi/syscalls.ts";
 import { CLONE_ARGS_SIZE, cloneArgs } from "../../ffi/structs.ts";
 import * as pt from "../../ffi/ptrace.ts";
@@ -86,8 +87,8 @@ export class NestedUserNamespaces {
   }
 
   /** Once the tree is forked (the helper still there): the holders make every nested namespace. */
-  makeNamespaces(master: PuppetMaster, agents: ReadonlyMap<number, Agent>): void {
-    const base = NamespaceHolder.start(master, 0n);
+  makeNamespaces(master: PuppetMaster, agents: ReadonlyMap<number, Agent>, log: Log): void {
+    const base = NamespaceHolder.start(master, 0n, log);
     this.#holders.push(base.pid);
     const baseAgent = master.agentFor(base.pid);
     const root = agents.get(this.tasks[0]!.entry.pid)!;
@@ -96,6 +97,7 @@ export class NestedUserNamespaces {
     for (const [id, ns] of this.nested) {
       const above = holderAgents.get(ns.parent)!;
       const holder = cloneHolder(master, above, id);
+      log.info(`Namespace holder ${holder} of user namespace ${id}`);
       this.#holders.push(holder);
       this.#holderOf.set(id, holder);
       writeMaps(above, holder, id, ns);

@@ -22,6 +22,7 @@ import * as pt from "../../ffi/ptrace.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import type { Agent } from "../agent.ts";
 import { RestoreError } from "../errors.ts";
+import type { Log } from "../log.ts";
 import { killAndReap, type PuppetMaster } from "./puppet.ts";
 
 export class NamespaceHolder {
@@ -34,7 +35,7 @@ export class NamespaceHolder {
   ) {}
 
   /** Clones the holder from the helper with `flags` (CLONE_NEWUSER and the root's other kinds). */
-  static start(master: PuppetMaster, flags: bigint): NamespaceHolder {
+  static start(master: PuppetMaster, flags: bigint, log: Log): NamespaceHolder {
     let pid = 0;
     master.inCreator((helper) => {
       const args = helper.alloc(
@@ -56,6 +57,7 @@ export class NamespaceHolder {
       }
       pid = child;
     });
+    log.info(`Namespace holder ${pid} (clone flags 0x${flags.toString(16)})`);
     return new NamespaceHolder(pid, flags, master);
   }
 

@@ -338,7 +338,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       if (plan.inCreator) master.inCreator(plan.inCreator, plan.inCreatorTakesItself === true);
     }
     // A user namespace the tasks join once forked (their pids are criu's PID namespace's).
-    const holder = ns.holder ? NamespaceHolder.start(master, namespaces) : undefined;
+    const holder = ns.holder ? NamespaceHolder.start(master, namespaces, log) : undefined;
     // Tasks in a cgroup namespace other than their parent's (cgroupns.ts).
     const taskCgroupNs = new TaskCgroupNamespaces(tasks, cgroups);
     if (holder) { for (const plan of ns.plans) plan.rootCreated?.(holder.pid); }
