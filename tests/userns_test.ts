@@ -116,6 +116,36 @@ for (const mode of ["flat", "nested"]) {
   });
 }
 
+Deno.test("a task sharing its fs with its parent in a rootless-style tree is refused at restore by name, before any task is made", async () => {
+  const dir = tempDir();
+  const result = `${dir}/userns_tree.result`;
+  const root = spawn(await workloadBin("userns_tree"), ["userns_tree", result, "fs"], { setsid: true });
+  try {
+    await waitFor("the tree", () => exists(`${result}.ready`));
+    const tree = [root, ...descendants(root)];
+    assert.equal(tree.length, 2);
+    await criuOk(["dump", "-t", `${root}`, "-D", dir, "-o", "dump.log", "-v4"]);
+    for (const pid of tree) await reap(pid);
+    const r = await criu(["restore", "-D", dir, "-d", "-o", "restore.log", "-v4"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `Process ${
+          tree[1]
+        } shares its fs \\(CLONE_FS\\) with its parent ${root}: it cannot join its user namespace`,
+      ),
+    );
+    assert.doesNotMatch(Deno.readTextFileSync(`${dir}/restore.log`), /Namespace holder|Restore helper/);
+    for (const pid of tree) {
+      assert.ok(!exists(`/proc/${pid}`) || isZombieOfInit(pid), `process ${pid} is back`);
+    }
+  } finally {
+    await killTree(root);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 /** A process that ended and waits for PID 1 (which reaps slowly here) to take its status. */
 function isZombieOfInit(pid: number): boolean {
   try {

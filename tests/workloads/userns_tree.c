@@ -1,7 +1,7 @@
 /*
  * userns_tree: a tree of several tasks in a user namespace of its own whose PID namespace is the
  * host's (as `unshare -U -n -i -u` and a fork leave a rootless-style tree).
- *   bin/userns_tree RESULT_FILE [flat|nested]
+ *   bin/userns_tree RESULT_FILE [flat|nested|fs]
  * R (the started process) has a helper in the host's namespace write its maps ("0 0 1" and
  * "1000 101000 1000", the same for gids), then unshares network, IPC and UTS namespaces, which the
  * new user namespace owns, and names its host "userns-tree". Its children:
@@ -15,6 +15,8 @@
  * With `nested` R forks only N, which unshares a user namespace below R's (R writes its maps,
  * "0 0 1": N's root is R's) and forks K in it; R checks that N and K are in one user namespace
  * whose parent is R's, with those maps; N and K check they are root in it (exit statuses).
+ * With `fs` R's only child F shares R's fs_struct (CLONE_FS): a tree criu-ts cannot restore there
+ * (F would have to join the user namespace after being created, which the kernel refuses).
  */
 #define _GNU_SOURCE
 #include "lib.h"
@@ -225,6 +227,15 @@ static __attribute__((noreturn)) void run_n(int go)
 	_exit(getuid() == 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : 1);
 }
 
+/* F: shares R's fs_struct; waits to be killed. */
+static int run_f(void *arg)
+{
+	(void)arg;
+	for (;;)
+		pause();
+	return 0;
+}
+
 /* The inode of a task's user namespace, or of that namespace's parent. */
 static ino_t user_ns_of(pid_t pid, int parent)
 {
@@ -351,6 +362,7 @@ int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
 	int nested = argc > 2 && strcmp(argv[2], "nested") == 0;
+	int shares_fs = argc > 2 && strcmp(argv[2], "fs") == 0;
 	root_pid = getpid();
 	link_name("/proc/self/ns/user", host_user_ns, sizeof(host_user_ns));
 	make_user_ns();
@@ -358,6 +370,19 @@ int main(int argc, char **argv)
 		wl_die("unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)");
 	if (sethostname(HOSTNAME, strlen(HOSTNAME)))
 		wl_die("sethostname");
+
+	if (shares_fs) {
+		/* F shares R's fs_struct (CLONE_FS), as a thread-like helper would. */
+		static char stack[64 * 1024];
+		pid_t f = clone(run_f, stack + sizeof(stack), CLONE_FS | SIGCHLD, NULL);
+		if (f < 0)
+			wl_die("clone(CLONE_FS)");
+		wl_ready();
+		wl_wait();
+		kill(f, SIGKILL);
+		waitpid(f, NULL, 0);
+		wl_finish();
+	}
 
 	if (nested) {
 		pid_t k = 0, n = start_nested(&k);
