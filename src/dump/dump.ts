@@ -280,7 +280,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     checkGroups(tree, opts.options.shellJob);
     namespaces = dumpNamespaces(tree, nsIds, { dir, hooks: opts.hooks, log, options: opts.options, plugins });
     cgroups?.collect(tree);
-    const credsInside = credsInUserNamespaces();
+    const credsInside = credsInUserNamespaces(tree.root.pid);
     const hostTids = new Map(tree.tasks.flatMap((t) => t.ns.threads.map((tid, i) => [tid, t.threads[i]!])));
     const objectIds = new SharedObjectIds();
     let pagesId = 0;

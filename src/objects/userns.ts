@@ -86,14 +86,22 @@ export function credsInUserNamespaceOf(pid: number): ((c: creds_entry) => void) 
 }
 
 /**
- * For each thread (our tid; 0 for none): the function of credsInUserNamespaceOf for its user
- * namespace (the root's, or one nested below it), read once per namespace.
+ * For each thread (our tid): the function of credsInUserNamespaceOf for its user namespace (the
+ * root's, or one nested below it), read once per namespace; the root's for a thread whose
+ * namespaces cannot be read (a zombie has none left).
  */
-export function credsInUserNamespaces(): (tid: number) => ((c: creds_entry) => void) | undefined {
+export function credsInUserNamespaces(
+  rootPid: number,
+): (tid: number) => ((c: creds_entry) => void) | undefined {
+  const root = credsInUserNamespaceOf(rootPid);
   const byNamespace = new Map<string, ((c: creds_entry) => void) | undefined>();
   return (tid) => {
-    if (tid === 0) return undefined;
-    const link = Deno.readLinkSync(`/proc/${tid}/ns/user`);
+    let link: string;
+    try {
+      link = Deno.readLinkSync(`/proc/${tid}/ns/user`);
+    } catch {
+      return root;
+    }
     if (!byNamespace.has(link)) byNamespace.set(link, credsInUserNamespaceOf(tid));
     return byNamespace.get(link);
   };
