@@ -4,8 +4,7 @@
  * tree of several tasks (a zombie, a grandchild, other credentials) in a user namespace whose PID
  * namespace is criu's, with network, IPC and UTS namespaces that user namespace owns; user
  * namespaces nested below the root's (which CRIU 4.2 refuses to dump), without and with a PID
- * namespace of the tree's own; the saved maps as crit reads them; a user namespace below a root in
- * criu's is refused by name and the tree runs on.
+ * namespace of the tree's own, and below a root in criu's; the saved maps as crit reads them.
  */
 import assert from "node:assert/strict";
 import {
@@ -157,25 +156,46 @@ function isZombieOfInit(pid: number): boolean {
   }
 }
 
-Deno.test("a user namespace below a root in criu's is refused by name, and the tree runs on", async () => {
+Deno.test("a user namespace a child made below a root in criu's round-trips (the root stays in criu's)", async () => {
   const dir = tempDir();
   // sh execs into the root (criu's user namespace); its child unshares one of its own.
   const p = unshared(["--fork"], "unshare -U -r sleep 600 & exec sleep 601");
   let root = 0;
+  const userNs = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/user`);
   try {
-    await waitFor("the root and its child", () => {
+    await waitFor("the root and its child in a user namespace of its own", () => {
       root = descendants(p.pid).find((x) => descendants(x).length === 1) ?? 0;
-      return root !== 0 && Deno.readLinkSync(`/proc/${descendants(root)[0]}/ns/user`) !==
-          Deno.readLinkSync("/proc/self/ns/user");
+      return root !== 0 && userNs(descendants(root)[0]!) !== userNs(Deno.pid);
     });
-    const r = await criu(["dump", "-t", `${root}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
-    assert.equal(r.code, 1, r.stderr);
-    assert.match(
-      r.stderr,
-      /Cannot dump user namespace user:\[\d+\] of process \d+: it differs from the root's, which is criu's \(user:\[\d+\]\); a user namespace below a root in criu's is not supported/,
-    );
-    assert.ok(!exists(`${dir}/inventory.img`));
-    assert.equal(descendants(root).length, 1, "the tree runs on");
+    await criuOk(["dump", "-t", `${root}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
+    await reap(root);
+    await endUnshared(p);
+    // The namespace scripts are not run: the root gets no namespace of its own.
+    const script = `${dir}/script.sh`;
+    Deno.writeTextFileSync(script, `#!/bin/sh\necho "$CRTOOLS_SCRIPT_ACTION" >> ${dir}/actions\n`);
+    Deno.chmodSync(script, 0o755);
+    await criuOk([
+      "restore",
+      "-D",
+      dir,
+      "-d",
+      "-j",
+      "--pidfile",
+      `${dir}/pid`,
+      "--action-script",
+      script,
+      "-o",
+      "restore.log",
+      "-v4",
+    ]);
+    root = Number(Deno.readTextFileSync(`${dir}/pid`).trim());
+    const [child] = descendants(root);
+    assert.ok(child !== undefined, "the child is back");
+    assert.equal(userNs(root), userNs(Deno.pid));
+    assert.notEqual(userNs(child), userNs(root));
+    assert.match(Deno.readTextFileSync(`/proc/${child}/uid_map`), /^\s*0\s+0\s+1\n$/);
+    assert.match(Deno.readTextFileSync(`/proc/${child}/status`), /\nUid:\t0\t0\t0\t0\n/);
+    assert.doesNotMatch(Deno.readTextFileSync(`${dir}/actions`), /setup-namespaces/);
   } finally {
     if (root) await killTree(root);
     await endUnshared(p);

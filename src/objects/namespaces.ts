@@ -90,6 +90,11 @@ export interface NsRestorePlan {
    */
   rootCreated?(rootPid: number): void;
   /**
+   * The root stays in criu's namespace of this kind (no clone flag; the namespace scripts do not
+   * run for it): the plan is only for namespaces of tasks below it.
+   */
+  onlyBelowRoot?: boolean;
+  /**
    * A user namespace whose tasks' pids criu's PID namespace must take (several tasks, no PID
    * namespace of their own): it is made with the root's other namespaces in a holder task, and the
    * tasks, each cloned in criu's user namespace, join it once the tree is forked
@@ -118,6 +123,11 @@ export interface NamespaceKind {
   /** Every dump, before anything is written: may refuse how the tree's tasks sit in namespaces of this kind (nesting). */
   check?(tree: FrozenTree, nsIds: NamespaceIds): void;
   dump?(ctx: NsDumpContext): NsDumped | void;
+  /**
+   * When the root's namespace of this kind is criu's: saves the namespaces of this kind that tasks
+   * below it are in (user namespaces a task made), which check() let through. `ctx.id` is criu's.
+   */
+  dumpBelow?(ctx: NsDumpContext): void;
   /** The plan for the root's namespace of this kind; undefined when the root stays in criu's. */
   prepareRestore?(ctx: NsRestoreContext): NsRestorePlan | undefined;
 }
@@ -188,7 +198,10 @@ export function dumpNamespaces(
   try {
     for (const kind of kinds) {
       const theirs = nsIds.linksOf(tree.root.pid).get(kind.name);
-      if (theirs === ours.get(kind.name)) continue;
+      if (theirs === ours.get(kind.name)) {
+        kind.dumpBelow?.({ ...base, tree, nsIds, id: nsIds.idsOf(tree.root.pid)[kind.name]! });
+        continue;
+      }
       if (!kind.dump) {
         refuse(
           tree.root.pid,
@@ -229,18 +242,24 @@ function checkTasksInRootNamespaces(tree: FrozenTree, nsIds: NamespaceIds, ours:
 /**
  * The namespaces the restore makes for the root (PREPARE): the CLONE_NEW* flags of those its clone
  * makes, and the plans of all (none when the root stays in criu's every namespace); `holder` when
- * those flags go to a holder task instead (NsRestorePlan.joinedAfterForking).
+ * those flags go to a holder task instead (NsRestorePlan.joinedAfterForking); `made` when the root
+ * gets a namespace of its own (the namespace scripts run then).
  */
 export function prepareNamespaces(
   ctx: NsRestoreContext,
-): { flags: bigint; plans: NsRestorePlan[]; holder: boolean } {
+): { flags: bigint; plans: NsRestorePlan[]; holder: boolean; made: boolean } {
   let flags = 0n;
   const plans: NsRestorePlan[] = [];
   for (const kind of kinds) {
     const plan = kind.prepareRestore?.(ctx);
     if (!plan) continue;
-    if (!plan.inCreator) flags |= BigInt(kind.cloneFlag);
+    if (!plan.inCreator && !plan.onlyBelowRoot) flags |= BigInt(kind.cloneFlag);
     plans.push(plan);
   }
-  return { flags, plans, holder: plans.some((p) => p.joinedAfterForking) };
+  return {
+    flags,
+    plans,
+    holder: plans.some((p) => p.joinedAfterForking),
+    made: plans.some((p) => !p.onlyBelowRoot),
+  };
 }

@@ -14,10 +14,10 @@
  * holder task, and the tasks, cloned in criu's user namespace, join it once the tree is forked
  * (restore/ns_holder.ts).
  *
- * User namespaces nested below the root's, which CRIU 4.2 refuses to dump, are saved the same way
- * and made again after the tree is forked (userns_nested.ts). Refused by name: a task in a user
- * namespace other than criu's below a root in criu's, and a nested namespace that its first task
- * (parents first) did not make below its parent process's.
+ * User namespaces nested below the root's (also below a root that stays in criu's), which CRIU
+ * 4.2 refuses to dump, are saved the same way and made again after the tree is forked
+ * (userns_nested.ts). Refused by name: a nested namespace that its first task (parents first) did
+ * not make below its parent process's.
  */
 import { create } from "@bufbuild/protobuf";
 import {
@@ -32,11 +32,14 @@ import { CLONE } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import { refuse } from "./refusal.ts";
-import { registerNamespaceKind } from "./namespaces.ts";
+import {
+  type NsDumpContext,
+  type NsRestoreContext,
+  type NsRestorePlan,
+  registerNamespaceKind,
+} from "./namespaces.ts";
 import { NestedUserNamespaces } from "./userns_nested.ts";
 import { parentUserNamespaceOf } from "../../ffi/nsenter.ts";
-import type { Agent } from "../agent.ts";
-import type { PuppetMaster } from "../restore/puppet.ts";
 
 /** The id a user namespace shows for one outside its maps (/proc/sys/kernel/overflowuid). */
 const OVERFLOW_ID = 65534;
@@ -113,18 +116,10 @@ registerNamespaceKind({
   cloneFlag: CLONE.NEWUSER,
   check(tree, nsIds) {
     const root = nsIds.linksOf(tree.root.pid).get("user");
-    const criu = nsIds.linksOf(Deno.pid).get("user");
     const seen = new Set([root]);
     for (const t of tree.tasks) {
       const theirs = nsIds.linksOf(t.pid).get("user");
       if (t.state === "zombie" || seen.has(theirs)) continue;
-      if (root === criu) {
-        refuse(
-          t.pid,
-          `user namespace ${theirs}`,
-          `it differs from the root's, which is criu's (${root}); a user namespace below a root in criu's is not supported`,
-        );
-      }
       const parents = tree.tasks.find((p) => p.pid === t.ppid);
       const parentsNs = parents && nsIds.linksOf(parents.pid).get("user");
       if (parentUserNamespaceOf(t.pid) !== parentsNs) {
@@ -138,44 +133,26 @@ registerNamespaceKind({
     }
   },
   dump(ctx) {
-    // The root's, then each nested one, as its first task (parents first) sees it.
-    const written = new Set<number>();
-    for (const t of [ctx.tree.root, ...ctx.tree.tasks.filter((x) => x.state !== "zombie")]) {
-      const id = t === ctx.tree.root ? ctx.id : ctx.nsIds?.idsOf(t.pid).user;
-      if (id === undefined || written.has(id)) continue;
-      written.add(id);
-      ctx.dir.write(KINDS.USERNS, id, [
-        create(userns_entrySchema, {
-          uidMap: readMap(t.pid, "uid_map"),
-          gidMap: readMap(t.pid, "gid_map"),
-        }),
-      ]);
-    }
+    writeUserNamespaces(ctx, true);
+  },
+  dumpBelow(ctx) {
+    writeUserNamespaces(ctx, false);
   },
   prepareRestore(ctx) {
     const id = ctx.tasks[0]!.ids?.userNsId;
-    if (id === undefined || !ctx.dir.has(KINDS.USERNS, id)) return undefined;
+    if (id === undefined) return undefined;
+    if (!ctx.dir.has(KINDS.USERNS, id)) return belowCriusPlan(ctx, id);
     const [maps] = ctx.dir.read<userns_entry>(KINDS.USERNS, id);
     if (!maps) throw new RestoreError(`userns-${id}.img is empty`);
     if (maps.uidMap.length === 0 || maps.gidMap.length === 0) {
       throw new RestoreError(`userns-${id}.img has no uid map or no gid map`);
     }
     const joinedAfterForking = ctx.tasks.length > 1 && ctx.tasks[0]!.entry.pid !== 1;
-    const nested = NestedUserNamespaces.prepare(ctx.dir, ctx.tasks, id, maps);
-    let release = () => {};
+    const nested = NestedUserNamespaces.prepare(ctx.dir, ctx.tasks, id, maps, false);
     checkFsNotShared(ctx.tasks, (t) => joinedAfterForking || nested?.holds(t) === true);
     return {
       joinedAfterForking,
-      ...(nested
-        ? {
-          afterForking: (agents: ReadonlyMap<number, Agent>, master: PuppetMaster) => {
-            release = () => nested.release(master);
-            nested.makeNamespaces(master, agents, ctx.log);
-          },
-          beforeTaskState: (t: RestoreTaskImages, agent: Agent) => nested.enter(t, agent),
-          afterRestore: () => release(),
-        }
-        : {}),
+      ...(nested ? nestedHooks(ctx, nested) : {}),
       rootCreated(rootPid) {
         for (const [which, extents] of [["uid_map", maps.uidMap], ["gid_map", maps.gidMap]] as const) {
           try {
@@ -190,6 +167,54 @@ registerNamespaceKind({
     };
   },
 });
+
+/**
+ * The root's user namespace and each nested one, as its first task (parents first) sees it; with
+ * `withRoot` false the root's is criu's and only those below it are written.
+ */
+function writeUserNamespaces(ctx: NsDumpContext, withRoot: boolean): void {
+  const written = new Set<number>([ctx.id]);
+  if (withRoot) writeMapsOf(ctx, ctx.id, ctx.tree.root.pid);
+  for (const t of ctx.tree.tasks.filter((x) => x.state !== "zombie")) {
+    const id = ctx.nsIds?.idsOf(t.pid).user;
+    if (id === undefined || written.has(id)) continue;
+    written.add(id);
+    writeMapsOf(ctx, id, t.pid);
+  }
+}
+
+function writeMapsOf(ctx: NsDumpContext, id: number, pid: number): void {
+  ctx.dir.write(KINDS.USERNS, id, [
+    create(userns_entrySchema, { uidMap: readMap(pid, "uid_map"), gidMap: readMap(pid, "gid_map") }),
+  ]);
+}
+
+/** Every id of criu's user namespace maps to itself. */
+const IDENTITY = create(userns_entrySchema, {
+  uidMap: [create(uid_gid_extentSchema, { first: 0, lowerFirst: 0, count: 4294967295 })],
+  gidMap: [create(uid_gid_extentSchema, { first: 0, lowerFirst: 0, count: 4294967295 })],
+});
+
+/** The root stays in criu's user namespace (`id`); tasks below it may be in their own. */
+function belowCriusPlan(ctx: NsRestoreContext, id: number): NsRestorePlan | undefined {
+  const nested = NestedUserNamespaces.prepare(ctx.dir, ctx.tasks, id, IDENTITY, true);
+  if (!nested) return undefined;
+  checkFsNotShared(ctx.tasks, (t) => nested.holds(t));
+  return { onlyBelowRoot: true, ...nestedHooks(ctx, nested) };
+}
+
+/** The plan's part for namespaces nested below the root's. */
+function nestedHooks(ctx: NsRestoreContext, nested: NestedUserNamespaces): Partial<NsRestorePlan> {
+  let release = () => {};
+  return {
+    afterForking: (agents, master) => {
+      release = () => nested.release(master);
+      nested.makeNamespaces(master, agents, ctx.log);
+    },
+    beforeTaskState: (t, agent) => nested.enter(t, agent),
+    afterRestore: () => release(),
+  };
+}
 
 /**
  * A task joins or makes a user namespace by setns or unshare, which the kernel refuses to a task

@@ -1,6 +1,7 @@
 /**
- * User namespaces nested below the root's (a task that unshared CLONE_NEWUSER inside a container),
- * which CRIU 4.2 refuses to dump ("Can't dump nested user namespace"). Each is saved as the root's
+ * User namespaces nested below the root's (a task that unshared CLONE_NEWUSER inside a container,
+ * or below a root in criu's user namespace), which CRIU 4.2 refuses to dump ("Can't dump nested
+ * user namespace"). Each is saved as the root's
  * is, in userns-ID.img, with the maps criu reads from its own namespace. At dump, the first task in
  * each (parents first) must have made it below its parent process's user namespace (NS_GET_PARENT
  * says so): that is the namespace it is made below again.
@@ -8,7 +9,7 @@
  * At restore every task is forked in the root's user namespace (or joins it once forked), so that
  * parents can give their children their pids. Then, before any task's state comes back:
  *   - holders make the nested namespaces: a first holder, cloned from the helper, enters the
- *     root's user namespace; each nested namespace is made by a holder cloned with CLONE_NEWUSER
+ *     root's user namespace (unless that is criu's); each nested namespace is made by a holder cloned with CLONE_NEWUSER
  *     from the holder of the namespace above, which then writes its maps (the kernel takes them
  *     only from a task of the namespace above with CAP_SETUID there, with ids as that namespace
  *     sees them: the saved ones, criu's, are turned through the saved maps of the one above);
@@ -47,6 +48,8 @@ export class NestedUserNamespaces {
     private readonly tasks: readonly RestoreTaskImages[],
     private readonly rootId: number,
     private readonly nested: ReadonlyMap<number, Nested>,
+    /** The root's user namespace is criu's: the first holder stays in it. */
+    private readonly rootInCriu: boolean,
   ) {}
 
   /** PREPARE: reads the nested namespaces' maps; undefined when every task is in the root's. */
@@ -55,6 +58,7 @@ export class NestedUserNamespaces {
     tasks: readonly RestoreTaskImages[],
     rootId: number,
     rootMaps: userns_entry,
+    rootInCriu: boolean,
   ): NestedUserNamespaces | undefined {
     const saved = new Map<number, userns_entry>([[rootId, rootMaps]]);
     const nested = new Map<number, Nested>();
@@ -77,7 +81,7 @@ export class NestedUserNamespaces {
         gidMap: relativeTo(maps.gidMap, above.gidMap, `the gid map of userns-${id}.img`),
       });
     }
-    return nested.size > 0 ? new NestedUserNamespaces(tasks, rootId, nested) : undefined;
+    return nested.size > 0 ? new NestedUserNamespaces(tasks, rootId, nested, rootInCriu) : undefined;
   }
 
   /** Whether task `t` is in a nested user namespace. */
@@ -92,7 +96,7 @@ export class NestedUserNamespaces {
     this.#holders.push(base.pid);
     const baseAgent = master.agentFor(base.pid);
     const root = agents.get(this.tasks[0]!.entry.pid)!;
-    enterUserNs(baseAgent, root.pid, "the first namespace holder");
+    if (!this.rootInCriu) enterUserNs(baseAgent, root.pid, "the first namespace holder");
     const holderAgents = new Map<number, Agent>([[this.rootId, baseAgent]]);
     for (const [id, ns] of this.nested) {
       const above = holderAgents.get(ns.parent)!;

@@ -370,9 +370,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
     // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces; as in
     // CRIU, the first sees them empty (it may make devices the images leave to it), the second
     // filled.
-    if (ns.plans.length > 0) opts.hooks.run("setup-namespaces", root);
+    if (ns.made) opts.hooks.run("setup-namespaces", root);
     for (const plan of ns.plans) plan.fill?.(agents.get(tasks[0]!.entry.pid)!);
-    if (ns.plans.length > 0) opts.hooks.run("post-setup-namespaces", root);
+    if (ns.made) opts.hooks.run("post-setup-namespaces", root);
     // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
       if (!t.helper && !joinsCriuJob(tasks, t, shellJob).group) {
