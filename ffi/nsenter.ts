@@ -81,3 +81,23 @@ function concat(parts: readonly Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/** NS_GET_PARENT, _IO(0xb7, 0x2) in <linux/nsfs.h>: an fd of a user or PID namespace's parent. */
+const NS_GET_PARENT = 0xb702n;
+
+/** The link (`user:[INO]`) of the parent of the user namespace of `pid`; undefined for the initial one. */
+export function parentUserNamespaceOf(pid: number): string | undefined {
+  const path = `/proc/${pid}/ns/user`;
+  const ns = openFd(path, OPEN.RDONLY | OPEN.CLOEXEC);
+  try {
+    const parent = libc.ioctl(ns, NS_GET_PARENT, null);
+    if (parent === -1) return undefined; // EPERM: the initial namespace, or one above ours
+    try {
+      return Deno.readLinkSync(`/proc/self/fd/${parent}`);
+    } finally {
+      closeFd(parent);
+    }
+  } finally {
+    closeFd(ns);
+  }
+}

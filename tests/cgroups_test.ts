@@ -25,7 +25,13 @@ function uniqueName(): string {
 
 /** Every cgroup dir the workload `name` (or a restore of it) may have made, deepest first. */
 function dirsOf(name: string): string[] {
-  return [`${V2}/${name}/inner`, `${V2}/${name}/other`, `${V2}/${name}`, ...V1.map((h) => `${h}/${name}`)];
+  return [
+    `${V2}/${name}/inner`,
+    `${V2}/${name}/other/deep`,
+    `${V2}/${name}/other`,
+    `${V2}/${name}`,
+    ...V1.map((h) => `${h}/${name}`),
+  ];
 }
 
 /** Removes the cgroups (once their tasks are gone, which may take a moment). */
@@ -42,16 +48,20 @@ async function removeCgroups(dirs: string[]): Promise<void> {
   }
 }
 
-/** Runs `body` on a cgroup workload (plain or in a cgroup namespace) and removes its cgroups. */
+/**
+ * Runs `body` on a cgroup workload (plain or in a cgroup namespace, or the workload's modes given:
+ * `ns`, `nested`) and removes its cgroups.
+ */
 async function withCgroups(
-  ns: boolean,
+  ns: boolean | readonly string[],
   body: (pid: number, images: string, name: string) => Promise<void>,
   criuArgs: string[] = [],
 ): Promise<void> {
   const name = uniqueName();
+  const modes = typeof ns === "boolean" ? (ns ? ["ns"] : []) : ns;
   try {
     await withWorkload(
-      { name: "cgroup", args: [name, ...(ns ? ["ns"] : [])], criuArgs },
+      { name: "cgroup", args: [name, ...modes], criuArgs },
       (w, images) => body(w.pid, images, name),
     );
   } finally {
@@ -101,6 +111,29 @@ for (const ns of [false, true]) {
       await removeCgroups(dirsOf(name));
       await criuOk(restoreArgs(images));
       assert.ok(exists(`${V2}/${name}/other`));
+    }));
+}
+
+// A child in a cgroup namespace of its own, below the root's cgroup namespace or criu's.
+for (const modes of [["nested"], ["ns", "nested"]]) {
+  const what = `with a child in a cgroup namespace of its own (${modes.join(" ")})`;
+  Deno.test(`cgroup workload ${what} passes plain`, () => withCgroups(modes, async () => {}));
+  Deno.test(`cgroup workload ${what} passes after dump and restore`, () =>
+    withCgroups(modes, async (pid, images) => {
+      await dumpAndReap(pid, images);
+      await criuOk(restoreArgs(images));
+    }));
+  Deno.test(`cgroup workload ${what} keeps running after dump --leave-running`, () =>
+    withCgroups(modes, async (pid, images) => {
+      await criuOk(["dump", "-t", `${pid}`, "-D", images, "-R"]);
+      assert.ok(exists(`${images}/cgroup.img`));
+    }));
+  Deno.test(`cgroup workload ${what} passes after 10 dump/restore cycles`, () =>
+    withCgroups(modes, async (pid, images) => {
+      for (let i = 0; i < 10; i++) {
+        await dumpAndReap(pid, images);
+        await criuOk(restoreArgs(images));
+      }
     }));
 }
 

@@ -34,6 +34,7 @@ let serial = 0;
 async function removeCgroups(name: string): Promise<void> {
   const dirs = [
     `${V2}/${name}/inner`,
+    `${V2}/${name}/other/deep`,
     `${V2}/${name}/other`,
     `${V2}/${name}`,
     ...V1.map((h) => `${h}/${name}`),
@@ -158,6 +159,12 @@ registerCross([
   cgroupCase(true, [], true),
   {
     name: "userns",
+    upstreamRestoreFails:
+      "without a PID and mount namespace of its own, mounting proc in the new user namespace fails (EPERM)",
+  },
+  // Several tasks in a user namespace whose PID namespace is criu's (with network, IPC and UTS).
+  {
+    name: "userns_tree",
     upstreamRestoreFails:
       "without a PID and mount namespace of its own, mounting proc in the new user namespace fails (EPERM)",
   },

@@ -1,15 +1,36 @@
 /**
  * User namespaces: a process in a user namespace of its own, with uid and gid maps and
- * credentials that differ inside and outside, through the usual matrix; the saved maps as crit
- * reads them; a tree of several tasks in a user namespace without a PID namespace of its own is
- * refused by name and runs on.
+ * credentials that differ inside and outside, through the usual matrix, alone and with a child; a
+ * tree of several tasks (a zombie, a grandchild, other credentials) in a user namespace whose PID
+ * namespace is criu's, with network, IPC and UTS namespaces that user namespace owns; user
+ * namespaces nested below the root's (which CRIU 4.2 refuses to dump), without and with a PID
+ * namespace of the tree's own, and below a root in criu's; the saved maps as crit reads them.
  */
 import assert from "node:assert/strict";
-import { criuOk, descendants, exists, killTree, reap, tempDir, waitFor, workloadBin } from "./lib/harness.ts";
+import {
+  criu,
+  criuOk,
+  descendants,
+  exists,
+  killTree,
+  reap,
+  reapZombies,
+  tempDir,
+  waitFor,
+  workloadBin,
+} from "./lib/harness.ts";
 import { spawn } from "../ffi/spawn.ts";
-import { refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { create } from "@bufbuild/protobuf";
+import { uid_gid_extentSchema } from "../src/images/gen/userns_pb.ts";
+import { relativeTo } from "../src/objects/userns_nested.ts";
 
-registerMatrix([{ name: "userns" }]);
+registerMatrix([
+  { name: "userns" },
+  { name: "userns", args: ["child"] },
+  { name: "userns_tree" },
+  { name: "userns_tree", args: ["nested"] },
+]);
 
 Deno.test("crit decodes userns-ID.img: the uid and gid maps; the core holds the credentials seen inside", () =>
   withWorkload({ name: "userns" }, async (w, images) => {
@@ -33,12 +54,190 @@ Deno.test("crit decodes userns-ID.img: the uid and gid maps; the core holds the 
     assert.deepEqual([creds.uid, creds.gid, creds.egid, creds.groups], [0, 1000, 1000, [1000, 1001]]);
   }));
 
-Deno.test("a tree of several tasks in a user namespace without a PID namespace of its own is refused by name, and runs on", () =>
-  refusedDump(
-    "userns",
-    ["child"],
-    /Cannot dump the user namespace user:\[\d+\] of process \d+: a tree of several tasks in a user namespace of its own comes back only with a PID namespace of its own too/,
-  ));
+/** `sh -c SCRIPT` started by unshare with `unshareArgs` in a session of its own; output dropped. */
+function unshared(unshareArgs: string[], script: string): Deno.ChildProcess {
+  return new Deno.Command("setsid", {
+    args: ["unshare", ...unshareArgs, "sh", "-c", script],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+}
+
+async function endUnshared(p: Deno.ChildProcess): Promise<void> {
+  try {
+    p.kill("SIGKILL");
+  } catch {
+    // ended with its tree
+  }
+  await p.status;
+}
+
+for (const mode of ["flat", "nested"]) {
+  Deno.test(`a failed restore of userns_tree ${mode} leaves no task and no namespace holder behind`, async () => {
+    const dir = tempDir();
+    const result = `${dir}/userns_tree.result`;
+    const root = spawn(await workloadBin("userns_tree"), ["userns_tree", result, mode], { setsid: true });
+    try {
+      await waitFor("the tree", () => exists(`${result}.ready`));
+      const tree = [root, ...descendants(root)];
+      await criuOk(["dump", "-t", `${root}`, "-D", dir, "-o", "dump.log", "-v4"]);
+      for (const pid of tree) await reap(pid);
+      // The pidfile is written after every task is back, just before the tree would run.
+      const r = await criu([
+        "restore",
+        "-D",
+        dir,
+        "-d",
+        "--pidfile",
+        `${dir}/none/pid`,
+        "-o",
+        "restore.log",
+        "-v4",
+      ]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /Cannot write the pidfile/);
+      const log = Deno.readTextFileSync(`${dir}/restore.log`);
+      const holders = [...log.matchAll(/Namespace holder (\d+)/g)].map((m) => Number(m[1]));
+      // The holder of the tree's user namespace; with nested, the first holder of the nested ones and N's.
+      assert.equal(holders.length, mode === "nested" ? 3 : 1, log);
+      for (const pid of [...tree, ...holders]) {
+        // Orphans come to this test (a subreaper) or to PID 1.
+        await waitFor(`process ${pid} to be gone (${statOf(pid)})`, () => {
+          reapZombies();
+          return !exists(`/proc/${pid}`) || isZombieOfInit(pid);
+        });
+      }
+    } finally {
+      await killTree(root);
+      Deno.removeSync(dir, { recursive: true });
+    }
+  });
+}
+
+Deno.test("a task sharing its fs with its parent in a rootless-style tree is refused at restore by name, before any task is made", async () => {
+  const dir = tempDir();
+  const result = `${dir}/userns_tree.result`;
+  const root = spawn(await workloadBin("userns_tree"), ["userns_tree", result, "fs"], { setsid: true });
+  try {
+    await waitFor("the tree", () => exists(`${result}.ready`));
+    const tree = [root, ...descendants(root)];
+    assert.equal(tree.length, 2);
+    await criuOk(["dump", "-t", `${root}`, "-D", dir, "-o", "dump.log", "-v4"]);
+    for (const pid of tree) await reap(pid);
+    const r = await criu(["restore", "-D", dir, "-d", "-o", "restore.log", "-v4"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `Process ${
+          tree[1]
+        } shares its fs \\(CLONE_FS\\) with its parent ${root}: it cannot join its user namespace`,
+      ),
+    );
+    assert.doesNotMatch(Deno.readTextFileSync(`${dir}/restore.log`), /Namespace holder|Restore helper/);
+    for (const pid of tree) {
+      assert.ok(!exists(`/proc/${pid}`) || isZombieOfInit(pid), `process ${pid} is back`);
+    }
+  } finally {
+    await killTree(root);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+/** A process that ended and waits for PID 1 (which reaps slowly here) to take its status. */
+function isZombieOfInit(pid: number): boolean {
+  try {
+    const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return fields[0] === "Z" && fields[1] === "1";
+  } catch {
+    return true;
+  }
+}
+
+Deno.test("a user namespace a child made below a root in criu's round-trips (the root stays in criu's)", async () => {
+  const dir = tempDir();
+  // sh execs into the root (criu's user namespace); its child unshares one of its own.
+  const p = unshared(["--fork"], "unshare -U -r sleep 600 & exec sleep 601");
+  let root = 0;
+  const userNs = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/user`);
+  try {
+    await waitFor("the root and its child in a user namespace of its own", () => {
+      root = descendants(p.pid).find((x) => descendants(x).length === 1) ?? 0;
+      return root !== 0 && userNs(descendants(root)[0]!) !== userNs(Deno.pid);
+    });
+    await criuOk(["dump", "-t", `${root}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
+    await reap(root);
+    await endUnshared(p);
+    // The namespace scripts are not run: the root gets no namespace of its own.
+    const script = `${dir}/script.sh`;
+    Deno.writeTextFileSync(script, `#!/bin/sh\necho "$CRTOOLS_SCRIPT_ACTION" >> ${dir}/actions\n`);
+    Deno.chmodSync(script, 0o755);
+    await criuOk([
+      "restore",
+      "-D",
+      dir,
+      "-d",
+      "-j",
+      "--pidfile",
+      `${dir}/pid`,
+      "--action-script",
+      script,
+      "-o",
+      "restore.log",
+      "-v4",
+    ]);
+    root = Number(Deno.readTextFileSync(`${dir}/pid`).trim());
+    const [child] = descendants(root);
+    assert.ok(child !== undefined, "the child is back");
+    assert.equal(userNs(root), userNs(Deno.pid));
+    assert.notEqual(userNs(child), userNs(root));
+    assert.match(Deno.readTextFileSync(`/proc/${child}/uid_map`), /^\s*0\s+0\s+1\n$/);
+    assert.match(Deno.readTextFileSync(`/proc/${child}/status`), /\nUid:\t0\t0\t0\t0\n/);
+    assert.doesNotMatch(Deno.readTextFileSync(`${dir}/actions`), /setup-namespaces/);
+  } finally {
+    if (root) await killTree(root);
+    await endUnshared(p);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
+Deno.test("a user namespace nested below a container's, with a PID namespace of its own, round-trips", async () => {
+  const dir = tempDir();
+  // The container's init (pid 1, root mapped to root) and its child in a user namespace below.
+  const p = unshared(["-r", "--pid", "--fork"], "unshare -U -r sleep 600 & exec sleep 601");
+  let init = 0;
+  const userNs = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/user`);
+  try {
+    await waitFor("the init and its child in a nested user namespace", () => {
+      init = descendants(p.pid).find((x) => descendants(x).length === 1) ?? 0;
+      return init !== 0 && userNs(descendants(init)[0]!) !== userNs(init);
+    });
+    await criuOk(["dump", "-t", `${init}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
+    await reap(init);
+    await endUnshared(p);
+    await criuOk(["restore", "-D", dir, "-d", "-j", "--pidfile", `${dir}/pid`, "-o", "restore.log", "-v4"]);
+    init = Number(Deno.readTextFileSync(`${dir}/pid`).trim());
+    const [child] = descendants(init);
+    assert.ok(child !== undefined, "the child is back");
+    assert.notEqual(userNs(init), userNs(Deno.pid));
+    assert.notEqual(userNs(child), userNs(init));
+    assert.match(Deno.readTextFileSync(`/proc/${child}/status`), /\nNSpid:\t\d+\t2\n/);
+    // Its maps as its parent namespace sees them, and the parent namespace the init's.
+    const lsns = new TextDecoder().decode(
+      (await new Deno.Command("lsns", { args: ["-t", "user", "-n", "-o", "NS,PNS,PID"] }).output()).stdout,
+    );
+    const inode = (link: string) => link.replace(/\D/g, "");
+    const row = lsns.split("\n").map((l) => l.trim().split(/\s+/)).find((f) => f[0] === inode(userNs(child)));
+    assert.equal(row?.[1], inode(userNs(init)), lsns);
+    assert.match(Deno.readTextFileSync(`/proc/${child}/uid_map`), /^\s*0\s+0\s+1\n$/);
+  } finally {
+    if (init) await killTree(init);
+    await endUnshared(p);
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
 
 /**
  * Runs the userns workload in `mode` (init: I is root inside; init-setuid: I switched to uid 1000
@@ -157,3 +356,31 @@ Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namesp
     Deno.removeSync(dir, { recursive: true });
   }
 });
+
+Deno.test("relativeTo() turns a nested namespace's map into ids of the namespace above, split across its extents", () => {
+  const ext = (first: number, lowerFirst: number, count: number) =>
+    create(uid_gid_extentSchema, { first, lowerFirst, count });
+  // The namespace above: its 0 is criu's 0, 1000-1999 criu's 101000-101999, 5000-5009 criu's 102000-102009.
+  const above = [ext(0, 0, 1), ext(1000, 101000, 1000), ext(5000, 102000, 10)];
+  const nested = [ext(0, 101500, 10)];
+  assert.deepEqual(relativeTo(nested, above, "test").map((e) => [e.first, e.lowerFirst, e.count]), [[
+    0,
+    1500,
+    10,
+  ]]);
+  const spanning = [ext(0, 101999, 2), ext(5, 0, 1)];
+  assert.deepEqual(relativeTo(spanning, above, "test").map((e) => [e.first, e.lowerFirst, e.count]), [
+    [0, 1999, 1],
+    [1, 5000, 1],
+    [5, 0, 1],
+  ]);
+  assert.throws(() => relativeTo([ext(0, 5, 1)], above, "the uid map"), /the uid map: id 5 is not mapped/);
+});
+
+function statOf(pid: number): string {
+  try {
+    return Deno.readTextFileSync(`/proc/${pid}/stat`).slice(0, 60);
+  } catch {
+    return "gone";
+  }
+}

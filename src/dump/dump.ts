@@ -46,7 +46,7 @@ import { NETWORK_LOCK_METHOD, type RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { CgroupsDump } from "../objects/cgroups_dump.ts";
 import { freezeCgroup } from "./freeze_cgroup.ts";
-import { credsInUserNamespaceOf } from "../objects/userns.ts";
+import { credsInUserNamespaces } from "../objects/userns.ts";
 import { STAGE } from "../plugins/api.ts";
 
 /** What a dump needs; src/options/core.ts makes it from the options of the command line or RPC. */
@@ -284,7 +284,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     checkGroups(tree, opts.options.shellJob);
     namespaces = dumpNamespaces(tree, nsIds, { dir, hooks: opts.hooks, log, options: opts.options, plugins });
     cgroups?.collect(tree);
-    const credsInside = credsInUserNamespaceOf(tree.root.pid);
+    const credsInside = credsInUserNamespaces(tree.root.pid);
     const hostTids = new Map(tree.tasks.flatMap((t) => t.ns.threads.map((tid, i) => [tid, t.threads[i]!])));
     const objectIds = new SharedObjectIds();
     let pagesId = 0;
@@ -322,7 +322,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         if (set && core.threadCore) core.threadCore.cgSet = set;
         if (set && core.tc) core.tc.cgSet = set;
         // Credentials as the tasks' user namespace sees them, as CRIU saves them.
-        if (credsInside && core.threadCore?.creds) credsInside(core.threadCore.creds);
+        if (core.threadCore?.creds) credsInside(hostTids.get(imageTid) ?? 0)?.(core.threadCore.creds);
         dir.write(KINDS.CORE, imageTid, [core]);
       },
     };

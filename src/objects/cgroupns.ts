@@ -6,8 +6,20 @@
  * cgroup namespace there (a namespace is rooted at the cgroups of the task that makes it); the
  * root is born in it and then moved on into its own cgroups below (cgroups_restore.ts). With
  * `--manage-cgroups ignore` the tree stays in criu's cgroup namespace, as in CRIU.
+ *
+ * A task below the root in a cgroup namespace of its own (it unshared one in another cgroup; CRIU
+ * 4.2 refuses to dump it, "Can't dump nested cgroup namespace") has its own prefixes in its set.
+ * Right after its clone it is moved into the cgroups at those prefixes (the root of a hierarchy
+ * where it had none), unshares a cgroup namespace there and is moved on into its own cgroups; a
+ * task in a namespace an earlier task made (or the root's, left and joined again) enters it by
+ * setns. Refused by name: a task in criu's cgroup namespace below a root that is not in it.
  */
 import { CLONE, NR } from "../../ffi/syscalls.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
+import { RestoreError } from "../errors.ts";
+import type { Agent } from "../agent.ts";
+import type { RestoreTaskImages } from "../restore/images.ts";
+import type { CgroupsRestore } from "./cgroups_restore.ts";
 import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
 
@@ -15,16 +27,21 @@ registerNamespaceKind({
   name: "cgroup",
   words: "cgroup",
   cloneFlag: CLONE.NEWCGROUP,
+  // A task in a cgroup namespace other than its parent's makes it itself, in its own cgroups
+  // (TaskCgroupNamespaces): a clone flag would root it in its parent's.
+  nestsByItself: true,
   check(tree, nsIds) {
-    // Every live task shares the root's cgroup namespace: one prefix per hierarchy is saved.
+    // A task's set saves the prefixes of its own namespace; criu's own has none to tell it by.
     const root = nsIds.linksOf(tree.root.pid).get("cgroup");
+    const criu = nsIds.linksOf(Deno.pid).get("cgroup");
+    if (root === criu) return;
     for (const t of tree.tasks) {
       const theirs = nsIds.linksOf(t.pid).get("cgroup");
-      if (t.state === "zombie" || theirs === root) continue;
+      if (t.state === "zombie" || theirs !== criu) continue;
       refuse(
         t.pid,
         `cgroup namespace ${theirs}`,
-        `it differs from the root's (${root}); nested cgroup namespaces are not supported`,
+        `it is criu's, below a root in another (${root}); a task cannot be put back into criu's cgroup namespace`,
       );
     }
   },
@@ -47,3 +64,69 @@ registerNamespaceKind({
     };
   },
 });
+
+/**
+ * The cgroup namespaces of tasks below the root that differ from their parent's, made or entered
+ * right after each such task's clone (before its memory, so that it is charged where it ends).
+ */
+export class TaskCgroupNamespaces {
+  /**
+   * A live task in each cgroup namespace of the images made so far, by ids image id: its pid in
+   * the tree's PID namespace, which the tasks that join it share.
+   */
+  readonly #holders = new Map<number, number>();
+
+  constructor(
+    private readonly tasks: readonly RestoreTaskImages[],
+    private readonly cgroups: CgroupsRestore,
+  ) {}
+
+  /** Task `t`, just cloned (driven by `agent`), gets its cgroup namespace when it is not its parent's. */
+  enter(t: RestoreTaskImages, agent: Agent): void {
+    const id = t.ids?.cgroupNsId;
+    if (id === undefined || t.zombie || t.helper || !this.cgroups.managed) return;
+    const parent = t === this.tasks[0]
+      ? undefined
+      : this.tasks.find((p) => p.entry.pid === t.entry.ppid && p !== t);
+    const parentsId = parent?.ids?.cgroupNsId;
+    const holder = this.#holders.get(id);
+    if (parent && parentsId !== undefined && parentsId !== id) {
+      if (holder !== undefined) this.#join(agent, t, holder);
+      else this.#make(agent, t);
+    }
+    if (holder === undefined) this.#holders.set(id, t.entry.pid);
+  }
+
+  /** Into the cgroups at its prefixes, a new namespace there, then on into its own cgroups. */
+  #make(agent: Agent, t: RestoreTaskImages): void {
+    const set = this.cgroups.setOf(t);
+    if (!set) {
+      throw new RestoreError(
+        `Process ${t.entry.pid} is in a cgroup namespace of its own, but cgroup.img holds no cgroups for it`,
+      );
+    }
+    const roots = set.ctls.map((m) => ({ name: m.name, path: m.path.slice(0, m.cgnsPrefix ?? 0) || "/" }));
+    this.cgroups.moveInto(t.hostPid, roots);
+    agent.call("unshare(CLONE_NEWCGROUP)", NR.unshare, CLONE.NEWCGROUP);
+    this.cgroups.moveInto(t.hostPid, set.ctls);
+  }
+
+  /** Enters the cgroup namespace that task `holder` is in. */
+  #join(agent: Agent, t: RestoreTaskImages, holder: number): void {
+    const fd = agent.call("pidfd_open(cgroup namespace)", NR.pidfd_open, holder, 0);
+    try {
+      const r = agent.attempt("setns(CLONE_NEWCGROUP)", NR.setns, fd, CLONE.NEWCGROUP);
+      if (isSyscallError(r)) {
+        throw new RestoreError(
+          `Process ${t.entry.pid} cannot enter its cgroup namespace: ${r.message}`,
+          r.errno,
+          {
+            cause: r,
+          },
+        );
+      }
+    } finally {
+      agent.call("close(pidfd)", NR.close, fd);
+    }
+  }
+}

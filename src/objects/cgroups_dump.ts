@@ -3,7 +3,8 @@
  *   - sets: each distinct combination of cgroups a thread is in (one path per hierarchy) gets an id;
  *     criu's own set comes first (id 1, inventory.img's root_cg_set) and is not written; every
  *     task's core says its set (core.tc.cg_set and thread_core.cg_set). A member's cgns_prefix is
- *     how much of its path lies above the root of the tree's cgroup namespace.
+ *     how much of its path lies above the root of its task's cgroup namespace (the tree's, or one a
+ *     task made below it, which CRIU 4.2 refuses to dump).
  *   - controllers: one per hierarchy, with the directories below the tasks' cgroups and the
  *     properties CRIU saves (cgroup_props.ts), each with its owner and mode.
  * When every task is in criu's own set, nothing is written (as CRIU): the restore leaves them in
@@ -75,11 +76,17 @@ export class CgroupsDump {
     return this.#setOfTid.get(tid) ?? 0;
   }
 
-  /** Reads the cgroups of every live thread; the root's cgroup namespace gives every set its prefixes. */
+  /**
+   * Reads the cgroups of every live thread; each task's cgroup namespace gives its set the prefixes
+   * (the root's for most; a task that made one of its own below has its own).
+   */
   collect(tree: FrozenTree): void {
-    const prefixes = this.#prefixesOf(tree.root.pid);
+    const byNamespace = new Map<string, Map<string, number>>();
     for (const task of tree.tasks) {
       if (task.state === "zombie") continue;
+      const ns = Deno.readLinkSync(`/proc/${task.pid}/ns/cgroup`);
+      const prefixes = byNamespace.get(ns) ?? this.#prefixesOf(task.pid);
+      byNamespace.set(ns, prefixes);
       for (const tid of [task.pid, ...task.threads.filter((t) => t !== task.pid)]) {
         const members = this.#members(cgroupsOf(task.pid, tid)).map((m) => {
           const cgnsPrefix = prefixes.get(m.name) ?? 0;

@@ -79,6 +79,16 @@ export class CgroupsRestore {
     return cg;
   }
 
+  /** Whether the cgroups of cgroup.img are restored (not with --manage-cgroups ignore, nor without one). */
+  get managed(): boolean {
+    return this.image !== undefined;
+  }
+
+  /** The set a task's leader was in, when the images hold it. */
+  setOf(t: RestoreTaskImages): cg_set_entry | undefined {
+    return this.#sets.get(setOfTask(t));
+  }
+
   /** The set the root was in, when it is not criu's and the images hold it. */
   rootSetOf(root: RestoreTaskImages): cg_set_entry | undefined {
     const set = setOfTask(root);

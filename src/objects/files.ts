@@ -22,6 +22,7 @@ import { fown_entrySchema } from "../images/gen/fown_pb.ts";
 import { type FdEntry, listFds } from "../../ffi/proc.ts";
 import { copyFdOf, sameOpenFile } from "../../ffi/process.ts";
 import { closeFd } from "../../ffi/fd.ts";
+import { isSyscallError, type SyscallError } from "../../ffi/errors.ts";
 import { sendFds } from "../../ffi/socket.ts";
 import { AF } from "../../ffi/sockaddr.ts";
 import { MSG, SOCK } from "../../ffi/sockcall.ts";
@@ -320,11 +321,16 @@ export function takeFromCriu(ctx: { agent: Agent }, fd: number): number {
   const nsLink = (pid: number | "self") => Deno.readLinkSync(`/proc/${pid}/ns/pid`);
   if (nsLink(ctx.agent.pid) !== nsLink("self")) return receiveFromCriu(ctx.agent, fd);
   const pidfd = Number(ctx.agent.call("pidfd_open(criu)", NR.pidfd_open, Deno.pid, 0));
+  let copy: bigint | SyscallError;
   try {
-    return Number(ctx.agent.call(`pidfd_getfd(criu, ${fd})`, NR.pidfd_getfd, pidfd, fd, 0));
+    copy = ctx.agent.attempt(`pidfd_getfd(criu, ${fd})`, NR.pidfd_getfd, pidfd, fd, 0);
   } finally {
     ctx.agent.call("close", NR.close, pidfd);
   }
+  // A task already in a user namespace below criu's has no right to take criu's fds itself.
+  if (isSyscallError(copy, "EPERM")) return receiveFromCriu(ctx.agent, fd);
+  if (isSyscallError(copy)) throw copy;
+  return Number(copy);
 }
 
 /**

@@ -38,6 +38,7 @@ import { RestoreError } from "../errors.ts";
 import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
 import { NR } from "../../ffi/syscalls.ts";
 import { takeFromCriu } from "./files.ts";
+import type { PuppetMaster } from "../restore/puppet.ts";
 
 /** The names of /proc/PID/ns/ that a task's ids image records, in CRIU's order of fields. */
 export const NS_NAMES = ["pid", "net", "ipc", "uts", "mnt", "user", "cgroup", "time"] as const;
@@ -77,6 +78,8 @@ export interface NsDumpContext {
   log: Log;
   /** The run's options (--external mnt[...], for one); absent where a caller has none. */
   options?: RunOptions;
+  /** The ids of every task's namespaces (those below the root's, nested user namespaces). */
+  nsIds?: NamespaceIds;
 }
 
 /** What a dumped namespace still has to do when the dump ends (the network lock, for one). */
@@ -135,6 +138,26 @@ export interface NsRestorePlan {
    * criu can give the namespace from outside (a user namespace's uid and gid maps).
    */
   rootCreated?(rootPid: number): void;
+  /**
+   * The root stays in criu's namespace of this kind (no clone flag; the namespace scripts do not
+   * run for it): the plan is only for namespaces of tasks below it.
+   */
+  onlyBelowRoot?: boolean;
+  /**
+   * A user namespace whose tasks' pids criu's PID namespace must take (several tasks, no PID
+   * namespace of their own): it is made with the root's other namespaces in a holder task, and the
+   * tasks, each cloned in criu's user namespace, join it once the tree is forked
+   * (restore/ns_holder.ts); rootCreated is then given the holder's pid.
+   */
+  joinedAfterForking?: boolean;
+  /**
+   * Once every task is forked (and has joined the root's user namespace, see joinedAfterForking),
+   * the helper still there: namespaces nested below the root's that the tasks enter later (user
+   * namespaces, made by holders). `agents` by pid in the images.
+   */
+  afterForking?(agents: ReadonlyMap<number, Agent>, master: PuppetMaster): void;
+  /** In each task's restore, once its files are back and before its state, threads and credentials. */
+  beforeTaskState?(t: RestoreTaskImages, agent: Agent): void;
   /** Once the root exists in it: what the namespace held (from inside the root). */
   fill?(root: Agent): void;
   /** After post-restore, before the tree runs (network-unlock, for one). */
@@ -157,6 +180,11 @@ export interface NamespaceKind {
   /** Every dump, before anything is written: may refuse how the tree's tasks sit in namespaces of this kind (nesting). */
   check?(tree: FrozenTree, nsIds: NamespaceIds): void;
   dump?(ctx: NsDumpContext): NsDumped | void;
+  /**
+   * When the root's namespace of this kind is criu's: saves the namespaces of this kind that tasks
+   * below it are in (user namespaces a task made), which check() let through. `ctx.id` is criu's.
+   */
+  dumpBelow?(ctx: NsDumpContext): void;
   /**
    * The plan for the namespace ctx.id of this kind; undefined when there is nothing to make (the
    * root stays in criu's namespace).
@@ -233,6 +261,12 @@ export function dumpNamespaces(
   };
   try {
     for (const kind of kinds) {
+      const rootIds = nsIds.idsOf(tree.root.pid);
+      if (nsIds.linksOf(tree.root.pid).get(kind.name) === ours.get(kind.name)) {
+        const idOfLink = (l: string) => nsIds.idOfLink(l);
+        const pid = tree.root.pid;
+        kind.dumpBelow?.({ ...base, tree, nsIds, id: rootIds[kind.name]!, pid, ofRoot: true, idOfLink });
+      }
       for (const { pid, link } of namespacesToSave(tree, nsIds, kind, ours.get(kind.name))) {
         if (!kind.dump) {
           refuse(
@@ -243,7 +277,7 @@ export function dumpNamespaces(
         }
         const id = nsIds.idsOf(pid)[kind.name]!;
         const ofRoot = pid === tree.root.pid;
-        const d = kind.dump({ ...base, tree, id, pid, ofRoot, idOfLink: (l) => nsIds.idOfLink(l) });
+        const d = kind.dump({ ...base, tree, nsIds, id, pid, ofRoot, idOfLink: (l) => nsIds.idOfLink(l) });
         if (d) done.push(d);
       }
     }
@@ -332,6 +366,8 @@ export class RestoreNamespaces {
   #where = new Map<string, RestoreTaskImages | null>();
   #root: RestoreTaskImages;
   #log: Log;
+  /** The holder the root's namespaces were made in, if any (madeInHolder). */
+  #holderPid: number | undefined;
 
   constructor(root: RestoreTaskImages, log: Log) {
     this.#root = root;
@@ -341,6 +377,28 @@ export class RestoreNamespaces {
   /** The plans of the root's namespaces (the scripts around the namespaces run when there is one). */
   get rootPlans(): NsRestorePlan[] {
     return this.planned.filter((p) => p.creator === this.#root).map((p) => p.plan);
+  }
+
+  /**
+   * Whether the root's namespaces are made in a holder task, not by the root's clone (a user
+   * namespace the tasks join once forked: NsRestorePlan.joinedAfterForking, ns_holder.ts).
+   */
+  get holder(): boolean {
+    return this.rootPlans.some((p) => p.joinedAfterForking);
+  }
+
+  /** Whether the root gets a namespace of its own (the namespace scripts run then). */
+  get made(): boolean {
+    return this.rootPlans.some((p) => !p.onlyBelowRoot);
+  }
+
+  /**
+   * The root's namespaces were made in holder `pid` (see `holder`): criu gives them what it gives
+   * from outside there, and the root's own clone makes none.
+   */
+  madeInHolder(pid: number): void {
+    this.#holderPid = pid;
+    for (const plan of this.rootPlans) plan.rootCreated?.(pid);
   }
 
   /** prepareNamespaces' bookkeeping: a namespace made. */
@@ -377,15 +435,27 @@ export class RestoreNamespaces {
   /** The CLONE_NEW* flags task `t` is cloned with: the kinds whose namespace it creates. */
   cloneFlags(t: RestoreTaskImages): bigint {
     let flags = 0n;
+    if (t === this.#root && this.#holderPid !== undefined) return flags;
     for (const p of this.planned) {
-      if (p.creator === t && !p.plan.inCreator) flags |= BigInt(p.kind.cloneFlag);
+      if (p.creator === t && !p.plan.inCreator && !p.plan.onlyBelowRoot) flags |= BigInt(p.kind.cloneFlag);
     }
     return flags;
   }
 
   /** Right after `t`'s clone: what criu gives its new namespaces from outside (rootCreated). */
   created(t: RestoreTaskImages): void {
+    if (t === this.#root && this.#holderPid !== undefined) return;
     for (const p of this.planned) if (p.creator === t) p.plan.rootCreated?.(t.hostPid);
+  }
+
+  /** Once every task is forked, the helper still there: namespaces tasks enter later (afterForking). */
+  afterForking(agents: ReadonlyMap<number, Agent>, master: PuppetMaster): void {
+    for (const p of this.planned) p.plan.afterForking?.(agents, master);
+  }
+
+  /** In `t`'s restore, once its files are back and before its state (beforeTaskState). */
+  beforeTaskState(t: RestoreTaskImages, agent: Agent): void {
+    for (const p of this.planned) p.plan.beforeTaskState?.(t, agent);
   }
 
   /**

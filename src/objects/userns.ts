@@ -8,11 +8,16 @@
  * The root is cloned with CLONE_NEWUSER together with its other namespaces, so that the kernel
  * makes the user namespace first and the others belong to it, as in the container; criu writes
  * the maps into /proc/ROOT/uid_map and gid_map right after that clone, before the root does
- * anything (setgroups stays "allow", as a privileged writer leaves it).
+ * anything (setgroups stays "allow", as a privileged writer leaves it). A tree of several tasks
+ * whose PID namespace is criu's cannot be made so (a parent inside the new user namespace has no
+ * right to set its children's pids in criu's PID namespace): the namespaces are then made in a
+ * holder task, and the tasks, cloned in criu's user namespace, join it once the tree is forked
+ * (restore/ns_holder.ts).
  *
- * Refused by name: tasks in a user namespace nested below the root's; a tree of several tasks in
- * a user namespace whose PID namespace is criu's (the children are cloned with their pids by a
- * task of the new user namespace, which has no CAP_CHECKPOINT_RESTORE over criu's PID namespace).
+ * User namespaces nested below the root's (also below a root that stays in criu's), which CRIU
+ * 4.2 refuses to dump, are saved the same way and made again after the tree is forked
+ * (userns_nested.ts). Refused by name: a nested namespace that its first task (parents first) did
+ * not make below its parent process's.
  */
 import { create } from "@bufbuild/protobuf";
 import {
@@ -25,8 +30,16 @@ import type { creds_entry } from "../images/gen/creds_pb.ts";
 import { KINDS } from "../images/kinds.ts";
 import { CLONE } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
+import type { RestoreTaskImages } from "../restore/images.ts";
 import { refuse } from "./refusal.ts";
-import { registerNamespaceKind } from "./namespaces.ts";
+import {
+  type NsDumpContext,
+  type NsRestoreContext,
+  type NsRestorePlan,
+  registerNamespaceKind,
+} from "./namespaces.ts";
+import { NestedUserNamespaces } from "./userns_nested.ts";
+import { parentUserNamespaceOf } from "../../ffi/nsenter.ts";
 
 /** The id a user namespace shows for one outside its maps (/proc/sys/kernel/overflowuid). */
 const OVERFLOW_ID = 65534;
@@ -75,50 +88,74 @@ export function credsInUserNamespaceOf(pid: number): ((c: creds_entry) => void) 
   };
 }
 
+/**
+ * For each thread (our tid): the function of credsInUserNamespaceOf for its user namespace (the
+ * root's, or one nested below it), read once per namespace; the root's for a thread whose
+ * namespaces cannot be read (a zombie has none left).
+ */
+export function credsInUserNamespaces(
+  rootPid: number,
+): (tid: number) => ((c: creds_entry) => void) | undefined {
+  const root = credsInUserNamespaceOf(rootPid);
+  const byNamespace = new Map<string, ((c: creds_entry) => void) | undefined>();
+  return (tid) => {
+    let link: string;
+    try {
+      link = Deno.readLinkSync(`/proc/${tid}/ns/user`);
+    } catch {
+      return root;
+    }
+    if (!byNamespace.has(link)) byNamespace.set(link, credsInUserNamespaceOf(tid));
+    return byNamespace.get(link);
+  };
+}
+
 registerNamespaceKind({
   name: "user",
   words: "user",
   cloneFlag: CLONE.NEWUSER,
+  // Nested user namespaces are made by holders and entered before each task's state
+  // (userns_nested.ts), not by the clone that makes the task.
+  nestsByItself: true,
   check(tree, nsIds) {
     const root = nsIds.linksOf(tree.root.pid).get("user");
+    const seen = new Set([root]);
     for (const t of tree.tasks) {
       const theirs = nsIds.linksOf(t.pid).get("user");
-      if (t.state === "zombie" || theirs === root) continue;
-      refuse(
-        t.pid,
-        `user namespace ${theirs}`,
-        `it differs from the root's (${root}); nested user namespaces are not supported`,
-      );
+      if (t.state === "zombie" || seen.has(theirs)) continue;
+      const parents = tree.tasks.find((p) => p.pid === t.ppid);
+      const parentsNs = parents && nsIds.linksOf(parents.pid).get("user");
+      if (parentUserNamespaceOf(t.pid) !== parentsNs) {
+        refuse(
+          t.pid,
+          `user namespace ${theirs}`,
+          `it was not made below its parent process's (${parentsNs}), which is how it would be made again`,
+        );
+      }
+      seen.add(theirs);
     }
   },
   dump(ctx) {
-    const root = ctx.tree.root;
-    const ownPidNs = root.ns.pid === 1 && root.pid !== 1;
-    const others = ctx.tree.tasks.filter((t) => t !== root && t.state !== "zombie");
-    if (others.length > 0 && !ownPidNs) {
-      refuse(
-        others[0]!.pid,
-        `the user namespace ${Deno.readLinkSync(`/proc/${root.pid}/ns/user`)}`,
-        "a tree of several tasks in a user namespace of its own comes back only with a PID namespace of its own too " +
-          "(its tasks' pids are set from inside the new user namespace, which has no say over criu's PID namespace)",
-      );
-    }
-    ctx.dir.write(KINDS.USERNS, ctx.id, [
-      create(userns_entrySchema, {
-        uidMap: readMap(root.pid, "uid_map"),
-        gidMap: readMap(root.pid, "gid_map"),
-      }),
-    ]);
+    writeUserNamespaces(ctx, true);
+  },
+  dumpBelow(ctx) {
+    writeUserNamespaces(ctx, false);
   },
   prepareRestore(ctx) {
     const id = ctx.tasks[0]!.ids?.userNsId;
-    if (id === undefined || !ctx.dir.has(KINDS.USERNS, id)) return undefined;
+    if (id === undefined) return undefined;
+    if (!ctx.dir.has(KINDS.USERNS, id)) return belowCriusPlan(ctx, id);
     const [maps] = ctx.dir.read<userns_entry>(KINDS.USERNS, id);
     if (!maps) throw new RestoreError(`userns-${id}.img is empty`);
     if (maps.uidMap.length === 0 || maps.gidMap.length === 0) {
       throw new RestoreError(`userns-${id}.img has no uid map or no gid map`);
     }
+    const joinedAfterForking = ctx.tasks.length > 1 && ctx.tasks[0]!.entry.pid !== 1;
+    const nested = NestedUserNamespaces.prepare(ctx.dir, ctx.tasks, id, maps, false);
+    checkFsNotShared(ctx.tasks, (t) => joinedAfterForking || nested?.holds(t) === true);
     return {
+      joinedAfterForking,
+      ...(nested ? nestedHooks(ctx, nested) : {}),
       rootCreated(rootPid) {
         for (const [which, extents] of [["uid_map", maps.uidMap], ["gid_map", maps.gidMap]] as const) {
           try {
@@ -133,3 +170,72 @@ registerNamespaceKind({
     };
   },
 });
+
+/**
+ * The root's user namespace and each nested one, as its first task (parents first) sees it; with
+ * `withRoot` false the root's is criu's and only those below it are written.
+ */
+function writeUserNamespaces(ctx: NsDumpContext, withRoot: boolean): void {
+  const written = new Set<number>([ctx.id]);
+  if (withRoot) writeMapsOf(ctx, ctx.id, ctx.tree.root.pid);
+  for (const t of ctx.tree.tasks.filter((x) => x.state !== "zombie")) {
+    const id = ctx.nsIds?.idsOf(t.pid).user;
+    if (id === undefined || written.has(id)) continue;
+    written.add(id);
+    writeMapsOf(ctx, id, t.pid);
+  }
+}
+
+function writeMapsOf(ctx: NsDumpContext, id: number, pid: number): void {
+  ctx.dir.write(KINDS.USERNS, id, [
+    create(userns_entrySchema, { uidMap: readMap(pid, "uid_map"), gidMap: readMap(pid, "gid_map") }),
+  ]);
+}
+
+/** Every id of criu's user namespace maps to itself. */
+const IDENTITY = create(userns_entrySchema, {
+  uidMap: [create(uid_gid_extentSchema, { first: 0, lowerFirst: 0, count: 4294967295 })],
+  gidMap: [create(uid_gid_extentSchema, { first: 0, lowerFirst: 0, count: 4294967295 })],
+});
+
+/** The root stays in criu's user namespace (`id`); tasks below it may be in their own. */
+function belowCriusPlan(ctx: NsRestoreContext, id: number): NsRestorePlan | undefined {
+  const nested = NestedUserNamespaces.prepare(ctx.dir, ctx.tasks, id, IDENTITY, true);
+  if (!nested) return undefined;
+  checkFsNotShared(ctx.tasks, (t) => nested.holds(t));
+  return { onlyBelowRoot: true, ...nestedHooks(ctx, nested) };
+}
+
+/** The plan's part for namespaces nested below the root's. */
+function nestedHooks(ctx: NsRestoreContext, nested: NestedUserNamespaces): Partial<NsRestorePlan> {
+  let release = () => {};
+  return {
+    afterForking: (agents, master) => {
+      release = () => nested.release(master);
+      nested.makeNamespaces(master, agents, ctx.log);
+    },
+    beforeTaskState: (t, agent) => nested.enter(t, agent),
+    afterRestore: () => release(),
+  };
+}
+
+/**
+ * A task joins or makes a user namespace by setns or unshare, which the kernel refuses to a task
+ * sharing its fs_struct (CLONE_FS): such a task (`moves`: one that must, once created with its pid
+ * in criu's user namespace or in a nested one) cannot come back.
+ */
+function checkFsNotShared(
+  tasks: readonly RestoreTaskImages[],
+  moves: (t: RestoreTaskImages) => boolean,
+): void {
+  for (const t of tasks.slice(1)) {
+    if (!moves(t)) continue;
+    const parent = tasks.find((p) => p.entry.pid === t.entry.ppid && p !== t);
+    if (parent?.ids && t.ids && parent.ids.fsId === t.ids.fsId) {
+      throw new RestoreError(
+        `Process ${t.entry.pid} shares its fs (CLONE_FS) with its parent ${parent.entry.pid}: it cannot join ` +
+          "its user namespace after being created with its pid (setns and unshare of a user namespace refuse it)",
+      );
+    }
+  }
+}

@@ -163,7 +163,9 @@ function checkTree(tree: readonly pstree_entry[]): void {
     seen.add(e.pid);
     checkSession(tree, i);
     for (const t of e.threads) {
-      if (t === 0 && e.threads.length === 1) continue; // a zombie's, as CRIU writes them
+      // A zombie's, as CRIU writes them: 0, or (a zombie in a user namespace of its own) whatever
+      // CRIU 4.2 left there. loadTask refuses a live process whose leader is not among its threads.
+      if (e.threads.length === 1 && t !== e.pid) continue;
       if (!ok(t) || tids.has(t)) bad(`${file} lists thread ${t} of process ${e.pid} twice or out of range`);
       tids.add(t);
     }
@@ -508,7 +510,9 @@ function loadTask(
   const state = leader.tc.taskState;
   const zombie = state === TASK_STATE.dead || state === OLD_TASK_STATE.zombie;
   const helper = state === OLD_TASK_STATE.helper;
-  // CRIU lists a zombie's threads as [0]: it has none left.
+  // CRIU lists a zombie's threads as [0]: it has none left (and CRIU 4.2 leaves a stray value
+  // there for a zombie in a user namespace of its own, which nothing must take for a pid).
+  if (zombie) entry.threads = [0];
   if (zombie || helper) {
     return { entry, hostPid: 0, cores: [{ tid: pid, core: leader }], pages: [], fdinfos: [], zombie, helper };
   }

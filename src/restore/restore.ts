@@ -13,16 +13,21 @@
  *               root is our child, with the clone flags the kinds asked for) and placed in its
  *               cgroups at once; after the root's clone its user namespace gets its uid and gid
  *               maps (plan.rootCreated), and its mount tree is built inside it (plan.beforeMemory),
- *               before its memory. Each task then gets its memory, parents first (children forked
- *               later share what they shared copy-on-write). The helper ends.  plugins: POST_FORKING
+ *               before its memory. (Several tasks in a user namespace without a PID namespace of
+ *               their own: the namespaces are made in a holder first, the root enters all but the
+ *               user one, and every task joins that once the tree is forked: ns_holder.ts.) A task
+ *               in a cgroup namespace other than its parent's makes or enters it then too. Each
+ *               task then gets its memory, parents first (children forked later share what they
+ *               shared copy-on-write). Holders make the user namespaces nested below the root's
+ *               (plan.afterForking). The helper ends.  plugins: POST_FORKING
  *   NAMESPACES  "setup-namespaces" (only when namespaces were made) sees them empty; then each is
  *               filled from inside the root (plan.fill: network devices, addresses, routes and
  *               firewall, the host name, the IPC objects).
  *               → "post-setup-namespaces" (only when namespaces were made)
  *   GROUPS      every task joins its process group; zombies and group helpers end.
  *   RESTORE     each task is rebuilt from inside by remote syscalls, in the order of task.ts: fs,
- *               files, task state, threads, then each thread's state, signals and credentials
- *               (credentials last), timers; then what the kinds of file do once every task has its
+ *               files, its nested user namespace (plan.beforeTaskState), task state, threads, then
+ *               each thread's state, signals and credentials (credentials last), timers; then what the kinds of file do once every task has its
  *               fds, and only then each task's dumpable flag is set back (until then every task
  *               stays dumpable, so that the others may take fds from it after it changed its ids).
  *               Tasks stay stopped under ptrace.
@@ -79,6 +84,8 @@ import type { RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { STAGE } from "../plugins/api.ts";
 import { CgroupsRestore } from "../objects/cgroups_restore.ts";
+import { NamespaceHolder } from "./ns_holder.ts";
+import { TaskCgroupNamespaces } from "../objects/cgroupns.ts";
 
 /**
  * What a restore needs; src/options/core.ts makes it from the options of the command line or RPC.
@@ -230,6 +237,7 @@ function forkTree(
   shellJob: boolean,
   ns: RestoreNamespaces,
   placed: (t: RestoreTaskImages) => void,
+  ready: (t: RestoreTaskImages, agent: Agent) => void,
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
@@ -255,6 +263,7 @@ function forkTree(
       agent.call("setsid", NR.setsid);
     }
     agents.set(t.entry.pid, agent);
+    ready(t, agent);
     // Its namespaces (entered, or set up as it made them) before its memory and files.
     ns.beforeMemory(t, agent);
     if (!t.zombie && !t.helper) {
@@ -328,12 +337,23 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shmem: new Map(),
       cowStats,
       imagesDirFd,
+      beforeTaskState: (t: RestoreTaskImages, agent: Agent) => ns.beforeTaskState(t, agent),
     };
     cgroups.makeDirs();
     for (const plan of ns.rootPlans) {
       if (plan.inCreator) master.inCreator(plan.inCreator, plan.inCreatorTakesItself === true);
     }
-    const agents = forkTree(ctx, tasks, shellJob, ns, (t) => cgroups.place(t, tasks));
+    // A user namespace the tasks join once forked (their pids are criu's PID namespace's).
+    const holder = ns.holder ? NamespaceHolder.start(master, namespaces, log) : undefined;
+    if (holder) ns.madeInHolder(holder.pid);
+    // Tasks in a cgroup namespace other than their parent's (cgroupns.ts).
+    const taskCgroupNs = new TaskCgroupNamespaces(tasks, cgroups);
+    const agents = forkTree(ctx, tasks, shellJob, ns, (t) => cgroups.place(t, tasks), (t, agent) => {
+      if (t === tasks[0]) holder?.enterOthers(agent);
+      taskCgroupNs.enter(t, agent);
+    });
+    holder?.joinUser([...agents.values()]);
+    ns.afterForking(agents, master);
     root = tasks[0]!.hostPid;
     master.releaseHelper();
     plugins.notify("POST_FORKING");
@@ -342,10 +362,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
     // setup-namespaces/post-setup-namespaces run only when the restore makes namespaces; as in
     // CRIU, the first sees them empty (it may make devices the images leave to it), the second
     // filled.
-    const rootMakesNs = ns.rootPlans.length > 0;
-    if (rootMakesNs) opts.hooks.run("setup-namespaces", root);
+    if (ns.made) opts.hooks.run("setup-namespaces", root);
     ns.fill((t) => agents.get(t.entry.pid)!);
-    if (rootMakesNs) opts.hooks.run("post-setup-namespaces", root);
+    if (ns.made) opts.hooks.run("post-setup-namespaces", root);
     // GROUPS: helpers made their groups when forked; every task joins its own now.
     for (const t of tasks) {
       if (!t.helper && !joinsCriuJob(tasks, t, shellJob).group) {

@@ -50,6 +50,7 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   const parent = ctx.checkpoint.tasks.find((p) => p.entry.pid === t.entry.ppid && p !== t);
   if (!parent?.ids || parent.ids.fsId !== t.ids?.fsId) restoreFs(ctx, agent, t);
   if (!parent?.ids || parent.ids.filesId !== t.ids?.filesId) restoreFiles(ctx, agent, t);
+  ctx.beforeTaskState?.(t, agent);
   restoreTaskState(agent, t);
   const threads: PendingThread[] = [{ agent, core: t.cores[0]!.core }];
   const creds = leaderCreds(ctx, agent, t);

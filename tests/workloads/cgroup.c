@@ -1,11 +1,14 @@
 /*
  * cgroup: a process and its child in cgroups of their own, with properties set, optionally in a
  * cgroup namespace of their own. NAME is a name unique to the test, which removes the cgroups.
- *   bin/cgroup RESULT_FILE NAME [ns]
+ *   bin/cgroup RESULT_FILE NAME [ns] [nested]
  * Made: unified (v2) NAME with cgroup.max.descendants 7 (the process), NAME/inner with
  * cgroup.max.depth 2 and NAME/other with cgroup.max.depth 3 (the child); v1 pids NAME (pids.max 64)
  * and cpu NAME (cpu.shares 512), both processes in them. With `ns` the process unshares a cgroup
  * namespace at NAME, then enters NAME/inner, so that it sees itself in /inner (v2) and / (v1).
+ * With `nested` the child enters NAME/other, unshares a cgroup namespace of its own there and goes
+ * on into NAME/other/deep: it sees itself in /deep (v2) and / (v1), in a cgroup namespace other
+ * than its parent's, and checks so itself on SIGTERM (its exit status).
  * Checked, as the process sees it: its /proc/self/cgroup, its child's cgroup, every property, and
  * whether it is in a cgroup namespace other than the host's.
  */
@@ -25,7 +28,7 @@
 #define CPU "/sys/fs/cgroup/cpu"
 
 static const char *name;
-static int in_ns;
+static int in_ns, nested;
 static pid_t child;
 /* The cgroup namespace the workload started in (criu's, the host's). */
 static char host_ns[64];
@@ -102,7 +105,13 @@ static void check(void)
 	check_path("/proc/self/cgroup", "cpu", top);
 	check_path("/proc/self/cgroup", "", own_v2);
 	snprintf(file, sizeof(file), "/proc/%d/cgroup", child);
-	check_path(file, "", other);
+	if (nested) {
+		char deep[300];
+		snprintf(deep, sizeof(deep), "%s/deep", other);
+		check_path(file, "", deep);
+	} else {
+		check_path(file, "", other);
+	}
 	check_path(file, "pids", top);
 
 	/* The saved properties are those of the tasks' cgroups and what lies below them. */
@@ -122,13 +131,33 @@ static void check(void)
 		 own, host_ns, in_ns ? " (expected one of its own)" : " (expected the host's)");
 }
 
+/* The child with `nested`: its view from inside its own cgroup namespace; exit status 0 when right. */
+static __attribute__((noreturn)) void check_nested_child(void)
+{
+	char own[64] = "", parents[64] = "", path[64];
+	check_path("/proc/self/cgroup", "", "/deep");
+	check_path("/proc/self/cgroup", "pids", "/");
+	check_path("/proc/self/cgroup", "cpu", "/");
+	ssize_t n = readlink("/proc/self/ns/cgroup", own, sizeof(own) - 1);
+	own[n > 0 ? n : 0] = 0;
+	snprintf(path, sizeof(path), "/proc/%d/ns/cgroup", getppid());
+	n = readlink(path, parents, sizeof(parents) - 1);
+	parents[n > 0 ? n : 0] = 0;
+	WL_CHECK(own[0] && parents[0] && strcmp(own, parents) != 0, "child: cgroup namespace %s, its parent's %s", own,
+		 parents);
+	_exit(wl_failures() == 0 ? 0 : 1);
+}
+
 int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
 	if (argc < 3)
-		wl_die("usage: cgroup RESULT_FILE NAME [ns]");
+		wl_die("usage: cgroup RESULT_FILE NAME [ns] [nested]");
 	name = argv[2];
-	in_ns = argc > 3 && strcmp(argv[3], "ns") == 0;
+	for (int i = 3; i < argc; i++) {
+		in_ns |= strcmp(argv[i], "ns") == 0;
+		nested |= strcmp(argv[i], "nested") == 0;
+	}
 	ssize_t len = readlink("/proc/self/ns/cgroup", host_ns, sizeof(host_ns) - 1);
 	if (len <= 0)
 		wl_die("readlink /proc/self/ns/cgroup");
@@ -137,6 +166,8 @@ int main(int argc, char **argv)
 	make(V2, "");
 	make(V2, "/inner");
 	make(V2, "/other");
+	if (nested)
+		make(V2, "/other/deep");
 	make(PIDS, "");
 	make(CPU, "");
 	put(V2, "", "cgroup.max.descendants", "7");
@@ -162,9 +193,21 @@ int main(int argc, char **argv)
 	if (child == 0) {
 		close(ready[0]);
 		enter(V2, "/other");
+		if (nested) {
+			if (unshare(CLONE_NEWCGROUP))
+				_exit(2);
+			/* Seen from its own namespace now: NAME/other is its root. */
+			char pid[32], path[512];
+			snprintf(pid, sizeof(pid), "%d", getpid());
+			snprintf(path, sizeof(path), "%s/%s/other/deep/cgroup.procs", V2, name);
+			FILE *f = fopen(path, "w");
+			if (!f || fputs(pid, f) < 0 || fclose(f) != 0)
+				_exit(2);
+		}
 		close(ready[1]);
-		for (;;)
+		while (!wl_stop || !nested)
 			pause();
+		check_nested_child();
 	}
 	close(ready[1]);
 	char c;
@@ -176,7 +219,10 @@ int main(int argc, char **argv)
 	wl_ready();
 	wl_wait();
 	check();
-	kill(child, SIGKILL);
-	waitpid(child, NULL, 0);
+	kill(child, nested ? SIGTERM : SIGKILL);
+	int st = -1;
+	waitpid(child, &st, 0);
+	if (nested)
+		WL_CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the child's checks failed (status 0x%x)", st);
 	wl_finish();
 }

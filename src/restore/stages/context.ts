@@ -3,7 +3,7 @@ import type { core_entry } from "../../images/gen/core_pb.ts";
 import type { Agent } from "../../agent.ts";
 import type { RestoredObject } from "../../objects/mappings.ts";
 import type { FilesSession, SharedFiles } from "../../objects/files.ts";
-import type { Checkpoint } from "../images.ts";
+import type { Checkpoint, RestoreTaskImages } from "../images.ts";
 import type { PuppetMaster } from "../puppet.ts";
 import type { Log } from "../../log.ts";
 import type { RunOptions } from "../../options/options.ts";
@@ -32,6 +32,8 @@ export interface TaskRestoreContext {
    * helper gets it from us, the sibling root inherits ours): pages are read through it.
    */
   imagesDirFd?: number;
+  /** Once the task's files are back, before its state: the namespace kinds' part (nested user namespaces). */
+  beforeTaskState?: (t: RestoreTaskImages, agent: Agent) => void;
 }
 
 /** A thread ready to be resumed: its agent (still inside) and the core it must end up with. */
