@@ -579,3 +579,44 @@ Deno.test("a damaged ip dump is refused by name before any process or device is 
     await criuOk(restore);
     configureOuter(outer);
   }));
+
+// Policy routing: routes in table 100 (where the workload's rule leads), IPv4 and IPv6, and a route
+// added by hand to the local table, all in the view the workload compares; the local table's own
+// entries must come back once.
+Deno.test("netdev policy passes plain", () => withNetdev(["policy"], async () => {}));
+
+Deno.test("netdev policy passes after dump and restore", () =>
+  withNetdev(["policy"], (w, images, outer) => cycle(w, images, outer, 0)));
+
+Deno.test("netdev policy keeps running after dump --leave-running", () =>
+  withNetdev(["policy"], async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+    assert.ok(exists(`/proc/${w.pid}`));
+    assert.ok(exists(`${images}/inventory.img`));
+  }));
+
+Deno.test("netdev policy passes after 10 dump/restore cycles", () =>
+  withNetdev(["policy"], async (w, images, outer) => {
+    for (let i = 0; i < 10; i++) await cycle(w, images, outer, i);
+  }));
+
+Deno.test("the route images hold every table, without the local routes the kernel makes for addresses", () =>
+  withNetdev(["policy"], async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+    const id = netnsId(images);
+    const showdump = (family: string, image: string) =>
+      run("/bin/sh", ["-c", `ip ${family} route showdump < ${images}/${image}-${id}.img`]);
+    const v4 = showdump("-4", "route");
+    const v6 = showdump("-6", "route6");
+    assert.match(v4, /198\.19\.82\.0\/24 via 198\.19\.77\.1 dev \S+ table 100/);
+    assert.match(v4, /198\.19\.78\.0\/24 via 198\.19\.77\.1/, "the main table's route");
+    assert.match(v4, /local 198\.19\.83\.0\/24 dev \S+ table local scope host/, "the route added to local");
+    assert.doesNotMatch(
+      v4,
+      /proto kernel.*table local|table local.*proto kernel/,
+      "a kernel-made local route",
+    );
+    assert.doesNotMatch(v4, /fd00:/, "an IPv6 route in the IPv4 image");
+    assert.match(v6, /fd00:198:19:82::\/64 via fd00:198:19:77::1 dev \S+ table 100/);
+    assert.doesNotMatch(v6, /table local.*proto kernel/, "a kernel-made local route");
+  }));
