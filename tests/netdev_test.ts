@@ -620,3 +620,131 @@ Deno.test("the route images hold every table, without the local routes the kerne
     assert.match(v6, /fd00:198:19:82::\/64 via fd00:198:19:77::1 dev \S+ table 100/);
     assert.doesNotMatch(v6, /table local.*proto kernel/, "a kernel-made local route");
   }));
+
+// --empty-ns net, as CRIU 4.2 takes it: the dump saves nothing of the namespace, the restore makes
+// it empty (loopback down) and locks it as CRIU does (its CRIU chain in iptables and ip6tables)
+// from setup-namespaces until after the network-unlock script.
+
+/**
+ * An action script (a file: CRIU runs it as a program) recording the root's namespace at
+ * post-setup-namespaces and network-unlock into `log`.
+ */
+function namespaceRecorder(log: string): string {
+  const look = `ip -o link | cut -d' ' -f2,3; iptables -w -S; ip6tables -w -S`;
+  const script = `${log}.sh`;
+  Deno.writeTextFileSync(
+    script,
+    `#!/bin/sh\ncase "$CRTOOLS_SCRIPT_ACTION" in post-setup-namespaces|network-unlock) ` +
+      `{ echo "== $CRTOOLS_SCRIPT_ACTION"; nsenter -t "$CRTOOLS_INIT_PID" -n sh -c "${look}"; } >> ${log};; esac\n`,
+    { mode: 0o755 },
+  );
+  return script;
+}
+
+interface EmptyNsSeen {
+  /** The namespace's images the dump wrote. */
+  images: string[];
+  /** What the scripts saw, then the namespace after the restore. */
+  scripts: string;
+  after: string;
+  /** Whether the restored root is in a namespace other than ours. */
+  ownNs: boolean;
+}
+
+/** Dumps `name` with `dump`, restores it with `restore` and the recorder, and says what it saw. */
+async function emptyNsRoundTrip(name: string, dump: Dump, restore: ScriptedRestore): Promise<EmptyNsSeen> {
+  const w = await Workload.start(name);
+  try {
+    const images = tempDir();
+    await dump(w.pid, images);
+    await reap(w.pid);
+    const log = `${images}/seen.log`;
+    await restore(images, log);
+    const after = run("nsenter", [
+      "-t",
+      `${w.pid}`,
+      "-n",
+      "sh",
+      "-c",
+      `ip -o link | cut -d' ' -f2,3; iptables -w -S; ip6tables -w -S`,
+    ]);
+    const seen = {
+      images: [...Deno.readDirSync(images)].map((e) => e.name).filter((n) =>
+        /^(netns|netdev|ifaddr|route|route6|rule|iptables|ip6tables|nftables)-/.test(n)
+      ).sort(),
+      scripts: exists(log) ? Deno.readTextFileSync(log) : "",
+      after,
+      ownNs: Deno.readLinkSync(`/proc/${w.pid}/ns/net`) !== Deno.readLinkSync("/proc/self/ns/net"),
+    };
+    Deno.removeSync(images, { recursive: true });
+    return seen;
+  } finally {
+    await w.kill();
+    w.cleanup();
+  }
+}
+
+type ScriptedRestore = (images: string, log: string) => Promise<void>;
+const EMPTY = ["--empty-ns", "net"];
+const oursEmpty = (extra: string[]): ScriptedRestore => (images, log) =>
+  ourRestore([...extra, "--action-script", namespaceRecorder(log)])(images);
+const upstreamEmpty = (extra: string[]): ScriptedRestore => (images, log) =>
+  upstreamRestore([...extra, "--action-script", namespaceRecorder(log)])(images);
+
+/** CRIU's lock in iptables -S (and ip6tables -S) form. */
+const LOCK_LINES = [
+  "-N CRIU",
+  "-A INPUT -j CRIU",
+  "-A OUTPUT -j CRIU",
+  "-A CRIU -m mark --mark 0xc114 -j ACCEPT",
+  "-A CRIU -j DROP",
+];
+
+Deno.test("--empty-ns net: no image of the namespace; it comes back empty, locked as CRIU locks it until network-unlock ran", async () => {
+  const seen = await emptyNsRoundTrip("netns", ourDump(EMPTY), oursEmpty(EMPTY));
+  assert.deepEqual(seen.images, [], "the dump saved the namespace");
+  assert.ok(seen.ownNs, "the tree is not in a namespace of its own");
+  const [post, unlock] = seen.scripts.split(/^== /m).filter((s) => s !== "");
+  for (const [hook, text] of [["post-setup-namespaces", post], ["network-unlock", unlock]] as const) {
+    assert.ok(text?.startsWith(hook), `no ${hook} record in ${seen.scripts}`);
+    assert.match(text!, /^lo: <LOOPBACK>$/m, `${hook}: the loopback, down, alone:\n${text}`);
+    assert.doesNotMatch(text!, /^(?!lo:)\S+: </m, `${hook}: a device besides the loopback`);
+    for (const line of LOCK_LINES) assert.ok(text!.includes(line), `${hook}: no "${line}" in\n${text}`);
+  }
+  assert.match(seen.after, /^lo: <LOOPBACK>$/m);
+  assert.doesNotMatch(seen.after, /CRIU/, `the lock stays after the restore:\n${seen.after}`);
+});
+
+Deno.test("a tree in criu's network namespace stays there with --empty-ns net (dump and restore)", async () => {
+  const seen = await emptyNsRoundTrip("counter", ourDump(EMPTY), oursEmpty(EMPTY));
+  assert.equal(seen.ownNs, false);
+  assert.equal(seen.scripts, "", "no namespace scripts: no namespace was made");
+});
+
+Deno.test({
+  name:
+    "--empty-ns net: CRIU 4.x and criu-ts save and restore the same empty namespace, either's dump by either",
+  ignore: !UPSTREAM,
+  async fn() {
+    const ours = await emptyNsRoundTrip("netns", ourDump(EMPTY), oursEmpty(EMPTY));
+    const theirs = await emptyNsRoundTrip("netns", upstreamDump(EMPTY), upstreamEmpty(EMPTY));
+    assert.deepEqual(ours, theirs);
+    // Either restores the other's dump (no image of the namespace) as CRIU restores its own, with
+    // the option and without (then the namespace is empty, but not locked).
+    for (const extra of [EMPTY, []]) {
+      const reference = await emptyNsRoundTrip("netns", upstreamDump(EMPTY), upstreamEmpty(extra));
+      assert.deepEqual(await emptyNsRoundTrip("netns", upstreamDump(EMPTY), oursEmpty(extra)), reference);
+      assert.deepEqual(await emptyNsRoundTrip("netns", ourDump(EMPTY), upstreamEmpty(extra)), reference);
+      assert.deepEqual(await emptyNsRoundTrip("netns", ourDump(EMPTY), oursEmpty(extra)), reference);
+      assert.equal(reference.scripts.includes("-N CRIU"), extra.length > 0, "locked only with the option");
+    }
+    for (
+      const [dump, restore] of [[ourDump(EMPTY), oursEmpty(EMPTY)], [
+        upstreamDump(EMPTY),
+        upstreamEmpty(EMPTY),
+      ]] as const
+    ) {
+      assert.equal((await emptyNsRoundTrip("counter", dump, restore)).ownNs, false);
+    }
+  },
+});
