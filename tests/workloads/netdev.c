@@ -27,7 +27,9 @@
  * the local table one route added by hand (198.19.83.0/24 taken as local, as "any IP" setups do),
  * and the view lists every table of both families (the local table's own entries must come back
  * once, not twice; without the link-local and multicast ones, which come and go with the carrier) and where `ip route get` sends a packet from 198.19.77.2.
- *   bin/netdev RESULT_FILE OUTER [tcp] [ifb|tap] [heldtap] [bridge] [pair] [macvlan] [policy]
+ * With `sit`, a sit tunnel sit1 (remote 198.18.0.2, local 198.18.0.1, ttl 64, up) with
+ * fd00:198:19:84::1/64, its parameters in the view (a kernel without sit refuses the setup).
+ *   bin/netdev RESULT_FILE OUTER [tcp] [ifb|tap] [heldtap] [bridge] [pair] [macvlan] [policy] [sit]
  */
 #include "lib.h"
 
@@ -90,6 +92,7 @@ static void record_view(const char *file)
 		 "  %s"
 		 "  ip rule show; iptables -S;"
 		 "  ip -o link show master br0 2>/dev/null | awk '{print \"port\", $2}' | sed 's/@.*//';"
+		 "  ip -d -o link show type sit | sed 's/^[0-9]*: \\([^:]*\\):.* mtu \\([0-9]*\\) .*\\(sit .*\\) addrgenmode.*/\\1 \\2 \\3/';"
 		 "  ip -d -o link show type tun | sed 's/^\\([0-9]*: [^:]*:\\).* mtu \\([0-9]*\\) .*\\(tun type .*\\) numtxqueues.*/\\1 \\2 \\3/'; }"
 		 " > %s 2>&1",
 		 policy ? "table all" : "", policy ? "table all" : "",
@@ -178,6 +181,8 @@ static int has_arg(int argc, char **argv, const char *word)
 	return 0;
 }
 
+static int sit;
+
 static void setup(const char *outer, int ifb, int tap, int bridge, int pair, int macvlan)
 {
 	char cmd[512];
@@ -230,6 +235,11 @@ static void setup(const char *outer, int ifb, int tap, int bridge, int pair, int
 	}
 	if (ifb)
 		run("ip link add extra0 type ifb");
+	if (sit) {
+		run("ip link add name sit1 type sit remote 198.18.0.2 local 198.18.0.1 ttl 64");
+		run("ip -6 addr add fd00:198:19:84::1/64 dev sit1 nodad");
+		run("ip link set sit1 up");
+	}
 	if (tap) {
 		run("ip tuntap add extra0 mode tap user 65534 group 65534 vnet_hdr");
 		run("ip link set extra0 mtu 1234");
@@ -367,6 +377,7 @@ int main(int argc, char **argv)
 	int tcp = has_arg(argc, argv, "tcp"), ifb = has_arg(argc, argv, "ifb"), tap = has_arg(argc, argv, "tap");
 	int bridge = has_arg(argc, argv, "bridge"), pair = has_arg(argc, argv, "pair");
 	policy = has_arg(argc, argv, "policy");
+	sit = has_arg(argc, argv, "sit");
 	setup(argv[2], ifb, tap, bridge, pair, has_arg(argc, argv, "macvlan"));
 	int held[2] = { -1, -1 };
 	if (has_arg(argc, argv, "heldtap"))
@@ -393,5 +404,6 @@ int main(int argc, char **argv)
 	if (held[0] >= 0)
 		check_held_tap(held);
 	WL_CHECK(!bridge || if_nametoindex("br0") != 0, "br0 is gone");
+	WL_CHECK(!sit || if_nametoindex("sit1") != 0, "sit1 is gone");
 	wl_finish();
 }
