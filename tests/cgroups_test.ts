@@ -565,3 +565,27 @@ Deno.test("--freeze-cgroup of a cgroup its user froze: the dump saves it frozen 
     await dumpAndReap(pid, images, ["--freeze-cgroup", `${V2}/${name}`]);
     await criuOk(restoreArgs(images));
   }));
+
+Deno.test("a failed restore into a frozen cgroup leaves it frozen, and a failed dump leaves the tree frozen", () =>
+  withFrozenCgroup(async (pid, images, name) => {
+    // The dump fails late (post-dump): the tree is let go frozen, as it was.
+    const script = `${images}/../fail-post-dump-${name}.sh`;
+    Deno.writeTextFileSync(script, '#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && exit 1\nexit 0\n');
+    Deno.chmodSync(script, 0o755);
+    try {
+      const r = await criu(["dump", "-t", `${pid}`, "-D", images, "--action-script", script]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.ok(exists(`/proc/${pid}`));
+    } finally {
+      Deno.removeSync(script);
+    }
+    await waitFrozen(name);
+    // The restore fails late (pidfile): the cgroup it found frozen (and empty) is frozen again.
+    await dumpAndReap(pid, images);
+    const r = await criu(restoreArgs(images, "--pidfile", "/proc/no-such-dir/pid"));
+    assert.equal(r.code, 1);
+    assert.ok(!exists(`/proc/${pid}`));
+    assert.equal(freezeState(name).freeze, "1");
+    await reap(pid);
+    await criuOk(restoreArgs(images));
+  }));

@@ -632,11 +632,19 @@ Deno.test("the route images hold every table, without the local routes the kerne
 // from setup-namespaces until after the network-unlock script.
 
 /**
+ * What the --empty-ns tests look at in the namespace: devices, iptables, nft tables (the run id left
+ * out, and iptables' own filter tables, which CRIU's unlock leaves behind even where nothing was
+ * locked: its iptables-restore calls make them).
+ */
+const NAMESPACE_LOOK = `ip -o link | cut -d' ' -f2,3; iptables -w -S; ip6tables -w -S; ` +
+  `nft list tables | grep -v -e '^table ip filter$' -e '^table ip6 filter$' | sed 's/CRIU-.*/CRIU-RUNID/'`;
+
+/**
  * An action script (a file: CRIU runs it as a program) recording the root's namespace at
  * post-setup-namespaces and network-unlock into `log`.
  */
 function namespaceRecorder(log: string): string {
-  const look = `ip -o link | cut -d' ' -f2,3; iptables -w -S; ip6tables -w -S`;
+  const look = `${NAMESPACE_LOOK}`;
   const script = `${log}.sh`;
   Deno.writeTextFileSync(
     script,
@@ -672,7 +680,7 @@ async function emptyNsRoundTrip(name: string, dump: Dump, restore: ScriptedResto
       "-n",
       "sh",
       "-c",
-      `ip -o link | cut -d' ' -f2,3; iptables -w -S; ip6tables -w -S`,
+      NAMESPACE_LOOK,
     ]);
     const seen = {
       images: [...Deno.readDirSync(images)].map((e) => e.name).filter((n) =>
@@ -930,5 +938,19 @@ Deno.test("a checkpoint with a sit device: it comes back with its endpoints on a
     await w.kill();
     w.cleanup();
     Deno.removeSync(images, { recursive: true });
+  }
+});
+
+Deno.test("--empty-ns net with --network-lock nftables: the empty namespace is locked by CRIU's nft table until network-unlock ran", async () => {
+  const extra = [...EMPTY, "--network-lock", "nftables"];
+  const seen = await emptyNsRoundTrip("netns", ourDump(extra), oursEmpty(EMPTY));
+  const [post, unlock] = seen.scripts.split(/^== /m).filter((s) => s !== "");
+  for (const text of [post, unlock]) {
+    assert.match(text ?? "", /^table inet CRIU-RUNID$/m, `no CRIU table in\n${seen.scripts}`);
+    assert.doesNotMatch(text ?? "", /-N CRIU/, "an iptables lock besides");
+  }
+  assert.doesNotMatch(seen.after, /CRIU/, `the lock stays after the restore:\n${seen.after}`);
+  if (UPSTREAM) {
+    assert.deepEqual(await emptyNsRoundTrip("netns", upstreamDump(extra), upstreamEmpty(EMPTY)), seen);
   }
 });
