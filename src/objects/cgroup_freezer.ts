@@ -14,7 +14,8 @@
  *   - restore: cgroups whose saved cgroup.freeze is 1 (and an existing one still frozen) are kept
  *     thawed while the tasks are made, and frozen once they are complete, before they are let go
  *     (CRIU writes the saved cgroup.freeze with the other properties there too).
- * Meanwhile other tasks of such a cgroup, outside the tree, run: they are not criu's to hold.
+ * Meanwhile other tasks of such a cgroup, outside the tree, run: they are not criu's to hold. A
+ * criu killed half-way (SIGKILL) cannot freeze it again: its tasks are let go thawed.
  */
 import type { Log } from "../log.ts";
 import { cgroupsOf, hierarchyMounts } from "./cgroup_fs.ts";
