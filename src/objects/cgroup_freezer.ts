@@ -13,7 +13,8 @@
  *     is frozen again first, so the tasks stop again as they come out of ptrace;
  *   - restore: cgroups whose saved cgroup.freeze is 1 (and an existing one still frozen) are kept
  *     thawed while the tasks are made, and frozen once they are complete, before they are let go
- *     (CRIU writes the saved cgroup.freeze with the other properties there too).
+ *     (CRIU 4.2 writes the saved cgroup.freeze with the other properties, before its tasks are
+ *     complete: it hangs restoring such a checkpoint, as checked by hand).
  * Meanwhile other tasks of such a cgroup, outside the tree, run: they are not criu's to hold. A
  * criu killed half-way (SIGKILL) cannot freeze it again: its tasks are let go thawed.
  */
