@@ -187,7 +187,15 @@ function lockEmptyNetns(pid: number, method: NetworkLock, table: string, log: Lo
   const input = new TextEncoder();
   try {
     if (method === "iptables") {
-      for (const tool of ["iptables-restore", "ip6tables-restore"]) {
+      // ip6tables only where the kernel has IPv6 (CRIU's kdat.ipv6).
+      const ipv6 = (() => {
+        try {
+          return Deno.statSync("/proc/sys/net/ipv6").isDirectory;
+        } catch {
+          return false;
+        }
+      })();
+      for (const tool of ipv6 ? ["iptables-restore", "ip6tables-restore"] : ["iptables-restore"]) {
         runInNetns(pid, [tool, "-w", "--noflush"], input.encode(IPTABLES_LOCK));
       }
     } else if (method === "nftables") {
