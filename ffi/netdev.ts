@@ -122,6 +122,12 @@ const IP_ROUTE_DUMP_MAGIC = 0x45311224;
 const NLMSG_HDRLEN = 16;
 /** rtmsg.rtm_flags: after family, dst_len, src_len, tos, table, protocol, scope and type (one byte each). */
 const RTM_FLAGS_OFFSET = NLMSG_HDRLEN + 8;
+/** rtmsg.rtm_table and rtm_protocol (one byte each, after family, dst_len, src_len and tos). */
+const RTM_TABLE_OFFSET = NLMSG_HDRLEN + 4;
+const RTM_PROTOCOL_OFFSET = NLMSG_HDRLEN + 5;
+/** RT_TABLE_LOCAL, and RTPROT_KERNEL: a route the kernel made itself (for an address). */
+const RT_TABLE_LOCAL = 255;
+const RTPROT_KERNEL = 2;
 /** RTNH_F_DEAD | RTNH_F_LINKDOWN: states the kernel sets itself and refuses in a new route. */
 const NEXTHOP_STATE_FLAGS = 0x1 | 0x10;
 
@@ -157,4 +163,36 @@ export function socketNetns(sock: number): string {
   } finally {
     closeFd(ns);
   }
+}
+
+/**
+ * A copy of an `ip route save table all` dump without the routes the kernel keeps in its local
+ * table for each address (local, broadcast, anycast, multicast; protocol "kernel"): the restored
+ * addresses make them again, and saving them would bring them back twice or fail on a device
+ * that is down. Routes of the local table that someone added stay. A dump that does not start
+ * with the magic is returned as it is, for `ip` to judge.
+ */
+export function routesWithoutKernelLocal(dump: Uint8Array): Uint8Array<ArrayBuffer> {
+  if (dump.length < 4) return new Uint8Array(dump);
+  const view = new DataView(dump.buffer, dump.byteOffset, dump.byteLength);
+  if (view.getUint32(0, true) !== IP_ROUTE_DUMP_MAGIC) return new Uint8Array(dump);
+  const kept: Uint8Array[] = [dump.subarray(0, 4)];
+  let at = 4;
+  while (at + RTM_FLAGS_OFFSET <= dump.length) {
+    const len = view.getUint32(at, true);
+    if (len < RTM_FLAGS_OFFSET) break;
+    const next = Math.min(dump.length, at + ((len + 3) & ~3));
+    const kernelLocal = dump[at + RTM_TABLE_OFFSET] === RT_TABLE_LOCAL &&
+      dump[at + RTM_PROTOCOL_OFFSET] === RTPROT_KERNEL;
+    if (!kernelLocal) kept.push(dump.subarray(at, next));
+    at = next;
+  }
+  if (at < dump.length) kept.push(dump.subarray(at)); // a damaged tail: left for `ip` to refuse
+  const out = new Uint8Array(kept.reduce((n, part) => n + part.length, 0));
+  let to = 0;
+  for (const part of kept) {
+    out.set(part, to);
+    to += part.length;
+  }
+  return out;
 }

@@ -1,7 +1,8 @@
 /**
  * Cgroups: a process and its child in cgroups of their own with properties set (v2 unified, v1
  * pids and cpu, as this machine mounts them), also in a cgroup namespace of their own, through
- * the usual matrix; the --manage-cgroups modes; --cgroup-root; --freeze-cgroup; crit's reading of
+ * the usual matrix, also frozen by the test as a user would (the tasks come back frozen); the
+ * --manage-cgroups modes; --cgroup-root; --freeze-cgroup; crit's reading of
  * cgroup.img; a failed restore leaves no cgroup. Every test removes the cgroups it made.
  */
 import assert from "node:assert/strict";
@@ -497,3 +498,127 @@ Deno.test("rewriteRoots() moves heads and set paths under --cgroup-root, by hier
     ["all"],
   ]);
 });
+
+// A cgroup (v2) frozen by its user, not by --freeze-cgroup: the tasks must come back frozen, and
+// run on as before once thawed (CRIU 4.2 hangs on such a tree, and with --freeze-cgroup thaws it
+// for good: see cgroup_freezer.ts).
+
+function freezeState(name: string): { freeze: string; frozen: boolean; populated: boolean } {
+  const events = Deno.readTextFileSync(`${V2}/${name}/cgroup.events`);
+  return {
+    freeze: Deno.readTextFileSync(`${V2}/${name}/cgroup.freeze`).trim(),
+    frozen: /^frozen 1$/m.test(events),
+    populated: /^populated 1$/m.test(events),
+  };
+}
+
+/** Waits until the kernel says the cgroup `name` (v2) is frozen with its tasks in it. */
+async function waitFrozen(name: string): Promise<void> {
+  for (let i = 0; !freezeState(name).frozen; i++) {
+    if (i > 500) assert.fail(`${V2}/${name} did not freeze: ${JSON.stringify(freezeState(name))}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.deepEqual(freezeState(name), { freeze: "1", frozen: true, populated: true });
+}
+
+/** The cgroup workload, its v2 cgroup frozen by the test (as a user would) around `body`, thawed after. */
+function withFrozenCgroup(body: (pid: number, images: string, name: string) => Promise<void>): Promise<void> {
+  return withCgroups(false, async (pid, images, name) => {
+    Deno.writeTextFileSync(`${V2}/${name}/cgroup.freeze`, "1");
+    try {
+      await waitFrozen(name);
+      await body(pid, images, name);
+      await waitFrozen(name);
+    } finally {
+      Deno.writeTextFileSync(`${V2}/${name}/cgroup.freeze`, "0");
+    }
+  });
+}
+
+/** cgroup.freeze as cgroup.img saves it for `dir` (the v2 hierarchy's directory of that name). */
+function savedFreeze(images: string, dirName: string): string | undefined {
+  const out = new Deno.Command("crit", { args: ["decode", "-i", `${images}/cgroup.img`], stdout: "piped" })
+    .outputSync();
+  const image = JSON.parse(new TextDecoder().decode(out.stdout));
+  type Dir = { dir_name: string; properties?: { name: string; value: string }[]; children?: Dir[] };
+  const find = (dirs: Dir[], path: string[]): Dir | undefined => {
+    for (const d of dirs) {
+      const parts = d.dir_name.split("/");
+      if (parts.every((p, i) => path[i] === p)) {
+        return parts.length === path.length ? d : find(d.children ?? [], path.slice(parts.length));
+      }
+    }
+    return undefined;
+  };
+  const v2 = image.entries[0].controllers.find((c: { cnames: string[] }) =>
+    c.cnames.length === 1 && c.cnames[0] === ""
+  );
+  return find(v2.dirs, dirName.split("/"))?.properties?.find((p) => p.name === "cgroup.freeze")?.value;
+}
+
+Deno.test("cgroup workload in a frozen cgroup passes plain (frozen, then thawed)", () =>
+  withFrozenCgroup(async () => {}));
+
+Deno.test("cgroup workload in a frozen cgroup comes back frozen after dump and restore", () =>
+  withFrozenCgroup(async (pid, images, name) => {
+    await dumpAndReap(pid, images);
+    assert.equal(savedFreeze(images, name), "1");
+    assert.equal(savedFreeze(images, `${name}/inner`), "0");
+    await criuOk(restoreArgs(images));
+    assert.ok(exists(`/proc/${pid}`));
+  }));
+
+Deno.test("cgroup workload in a frozen cgroup stays frozen after dump --leave-running", () =>
+  withFrozenCgroup(async (pid, images, name) => {
+    await criuOk(["dump", "-t", `${pid}`, "-D", images, "-R"]);
+    assert.equal(savedFreeze(images, name), "1");
+  }));
+
+Deno.test("cgroup workload in a frozen cgroup comes back frozen after 10 dump/restore cycles", () =>
+  withFrozenCgroup(async (pid, images, name) => {
+    for (let i = 0; i < 10; i++) {
+      await dumpAndReap(pid, images);
+      await criuOk(restoreArgs(images));
+      await waitFrozen(name);
+    }
+  }));
+
+Deno.test("a frozen cgroup removed after the dump is made again frozen", () =>
+  withFrozenCgroup(async (pid, images, name) => {
+    await dumpAndReap(pid, images);
+    await removeCgroups(dirsOf(name));
+    await criuOk(restoreArgs(images));
+    assert.ok(exists(`/proc/${pid}`));
+  }));
+
+Deno.test("--freeze-cgroup of a cgroup its user froze: the dump saves it frozen and leaves it frozen", () =>
+  withFrozenCgroup(async (pid, images, name) => {
+    await criuOk(["dump", "-t", `${pid}`, "-D", images, "-R", "--freeze-cgroup", `${V2}/${name}`]);
+    assert.equal(savedFreeze(images, name), "1");
+    await dumpAndReap(pid, images, ["--freeze-cgroup", `${V2}/${name}`]);
+    await criuOk(restoreArgs(images));
+  }));
+
+Deno.test("a failed restore into a frozen cgroup leaves it frozen, and a failed dump leaves the tree frozen", () =>
+  withFrozenCgroup(async (pid, images, name) => {
+    // The dump fails late (post-dump): the tree is let go frozen, as it was.
+    const script = `${images}/../fail-post-dump-${name}.sh`;
+    Deno.writeTextFileSync(script, '#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = post-dump ] && exit 1\nexit 0\n');
+    Deno.chmodSync(script, 0o755);
+    try {
+      const r = await criu(["dump", "-t", `${pid}`, "-D", images, "--action-script", script]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.ok(exists(`/proc/${pid}`));
+    } finally {
+      Deno.removeSync(script);
+    }
+    await waitFrozen(name);
+    // The restore fails late (pidfile): the cgroup it found frozen (and empty) is frozen again.
+    await dumpAndReap(pid, images);
+    const r = await criu(restoreArgs(images, "--pidfile", "/proc/no-such-dir/pid"));
+    assert.equal(r.code, 1);
+    assert.ok(!exists(`/proc/${pid}`));
+    assert.equal(freezeState(name).freeze, "1");
+    await reap(pid);
+    await criuOk(restoreArgs(images));
+  }));

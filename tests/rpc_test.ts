@@ -290,6 +290,10 @@ Deno.test("setupRequest() takes orphan_pts_master and empty_ns net for a restore
   assert.deepEqual([s.options.orphanPtsMaster, s.options.emptyNetNs], [true, true]);
 });
 
+Deno.test("setupRequest() takes empty_ns net for a dump too (CRIU's dump then saves nothing of the namespace)", () => {
+  assert.equal(setup("dump", { pid: 42, emptyNs: 0x40000000 }).options.emptyNetNs, true);
+});
+
 Deno.test("setupRequest() maps criu_opts onto the CLI's options", () => {
   const s = setup("dump", { pid: 42, leaveRunning: true, shellJob: true, logLevel: 4, logFile: "d.log" });
   assert.equal(s.pid, 42);

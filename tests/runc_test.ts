@@ -206,9 +206,8 @@ Deno.test("runc's dump request is carried out: notified pre-dump then post-dump,
 
     // The restore runc asks for: the root comes back a child of the client (rst_sibling), its pid
     // in the post-restore notification and in restore.pid.
-    // runc's empty_ns CLONE_NEWNET is left out here: criu-ts makes a new network namespace for it
-    // even for a tree that had none (CRIU only empties a namespace the tree had); runc's
-    // containers always have one, as the tests below.
+    // runc's empty_ns CLONE_NEWNET is left out here (with it, a tree in criu's network namespace
+    // stays there, as in CRIU); runc's containers always have one, as the tests below.
     const restored = await runcLike({
       type: "RESTORE",
       images,

@@ -116,7 +116,7 @@ const OPTION_HELP: readonly { title: string; rows: readonly [string, string][] }
       ["--inherit-fd fd[N]:RES", "give the restored tasks our fd N in place of RES"],
       ["-M, --ext-mount-map KEY:VAL", "map an external mount, or auto"],
       ["--veth-pair IN=OUT", "pair an inner veth with an outer one"],
-      ["--empty-ns net", "create the network namespace empty"],
+      ["--empty-ns net", "save nothing of the network namespace, restore it empty"],
       ["--lsm-profile TYPE:NAME", "restore under this apparmor or selinux profile"],
       ["--lsm-mount-context CTX", "mount context for restored mounts"],
       ["--weak-sysctls", "skip sysctls this kernel does not have"],

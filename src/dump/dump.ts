@@ -47,6 +47,7 @@ import { Plugins } from "../plugins/plugins.ts";
 import { CgroupsDump } from "../objects/cgroups_dump.ts";
 import { freezeCgroup } from "./freeze_cgroup.ts";
 import { credsInUserNamespaces } from "../objects/userns.ts";
+import { frozenCgroupsOf, ThawedCgroups } from "../objects/cgroup_freezer.ts";
 import { STAGE } from "../plugins/api.ts";
 
 /** What a dump needs; src/options/core.ts makes it from the options of the command line or RPC. */
@@ -241,6 +242,8 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   const cgroups = opts.options.unprivileged ? undefined : new CgroupsDump(opts.options, log);
   log.debug(`Freezing the tree of ${opts.pid}`);
   const tree = freezeTreeAsAsked(opts);
+  const thawed = thawFrozenCgroups(tree, opts);
+  cgroups?.savesFrozen(thawed.paths);
   const frozenAt = performance.now();
   const frozenUptimeUs = clockNs(CLOCK_BOOTTIME) / 1000n;
   log.info(`Frozen ${tree.tasks.length} task(s) in ${(frozenAt - t0).toFixed(1)} ms`);
@@ -386,6 +389,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
       namespaces?.release(opts.options.finalState === "running");
       log.debug(`Images complete; releasing the tree`);
       endFilesDump(files, opts.options.finalState === "running");
+      thawed.freezeAgain();
       finish(tree, opts);
     },
     cancel: undo,
@@ -394,6 +398,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   function undo(): void {
     endFilesDump(files, true);
     namespaces?.undo();
+    thawed.freezeAgain();
     tree.resume();
     dir.removeWritten();
     if (statsDir !== dir) statsDir.removeWritten();
@@ -415,6 +420,21 @@ function freezeTreeAsAsked(opts: DumpOptions): FrozenTree {
     return tree;
   } finally {
     frozen.restore(tree);
+  }
+}
+
+/**
+ * Cgroups (v2) that their user froze are thawed while ptrace holds the tree, frozen again before it
+ * is let go (cgroup_freezer.ts); a failure to thaw lets the tree go as it was.
+ */
+function thawFrozenCgroups(tree: FrozenTree, opts: DumpOptions): ThawedCgroups {
+  if (opts.options.unprivileged) return ThawedCgroups.none(opts.log);
+  const live = tree.tasks.filter((t) => t.state !== "zombie").map((t) => t.pid);
+  try {
+    return ThawedCgroups.thaw(frozenCgroupsOf(live, opts.options.cgroupYard), opts.log);
+  } catch (e) {
+    tree.resume();
+    throw new DumpError(`Cannot thaw the frozen cgroup of the tree: ${(e as Error).message}`);
   }
 }
 

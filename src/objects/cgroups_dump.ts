@@ -59,6 +59,8 @@ export class CgroupsDump {
   readonly #props: CgroupProps;
   readonly #mountOf: ReturnType<typeof hierarchyMounts>;
   readonly #criu: CgSet;
+  /** v2 cgroups frozen by their user, thawed for the dump (cgroup_freezer.ts): saved frozen. */
+  #thawed: ReadonlySet<string> = new Set();
 
   constructor(private readonly options: RunOptions, private readonly log: Log) {
     this.#props = CgroupProps.fromOptions(options);
@@ -204,6 +206,11 @@ export class CgroupsDump {
     addDir(ctl.dirs, m.path, (name) => this.#readDir(ctl, cnames, `${mount}${m.path}`, name));
   }
 
+  /** The cgroups at these full paths were frozen before the dump thawed them: cgroup.freeze is saved as 1. */
+  savesFrozen(paths: readonly string[]): void {
+    this.#thawed = new Set(paths);
+  }
+
   #readDir(ctl: cg_controller_entry, cnames: string[], full: string, dirName: string): cgroup_dir_entry {
     const st = Deno.statSync(full);
     const dir = create(cgroup_dir_entrySchema, {
@@ -215,6 +222,7 @@ export class CgroupsDump {
     for (const name of names) {
       const value = readProp(`${full}/${name}`, name);
       if (value === undefined) continue;
+      if (name === "cgroup.freeze" && this.#thawed.has(full)) value.value = "1";
       if ((name === "cgroup.type" && value.value === "threaded") || name === "tasks") ctl.isThreaded = true;
       dir.properties.push(create(cgroup_prop_entrySchema, { name, ...value }));
     }

@@ -10,6 +10,11 @@
  * moved into its cgroups right after it is created, before its memory is restored (so the memory
  * is charged there). `--cgroup-root [CONTROLLER:]/PATH` puts the saved cgroups under another root,
  * as CRIU rewrites them. A restore that fails removes the cgroups it made, deepest first.
+ *
+ * Frozen cgroups (v2, cgroup_freezer.ts): a cgroup whose saved cgroup.freeze is 1, where the
+ * properties are written, and an existing one on the tasks' way that is frozen now, are kept
+ * thawed while the tasks are made and frozen once they are complete, before they are let go, so
+ * that they come back frozen as they were.
  */
 import type {
   cg_set_entry,
@@ -24,6 +29,7 @@ import type { RunOptions } from "../options/options.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import { RestoreError } from "../errors.ts";
 import { controllerNames, hierarchyMounts } from "./cgroup_fs.ts";
+import { frozenByItself } from "./cgroup_freezer.ts";
 
 /** Properties that only take effect on a cgroup without tasks or children: written first. */
 const WRITTEN_FIRST = new Set([
@@ -41,6 +47,10 @@ const RMDIR_TRIES = 200;
 
 export class CgroupsRestore {
   readonly #created: string[] = [];
+  /** Cgroups to freeze once the tasks are complete (saved frozen, or frozen when the restore began). */
+  readonly #toFreeze = new Set<string>();
+  /** Of those, the ones that existed frozen and were thawed for the restore. */
+  readonly #thawed: string[] = [];
   readonly #sets: Map<number, cg_set_entry>;
   readonly #mountOf: ReturnType<typeof hierarchyMounts>;
 
@@ -108,7 +118,9 @@ export class CgroupsRestore {
         );
       }
       for (const head of ctl.dirs) {
-        this.#makeDir(mount, head.dirName === "" ? "" : `/${head.dirName.replace(/^\//, "")}`, head);
+        const path = head.dirName === "" ? "" : `/${head.dirName.replace(/^\//, "")}`;
+        this.#thawAbove(mount, path);
+        this.#makeDir(mount, path, head);
       }
     }
   }
@@ -137,8 +149,34 @@ export class CgroupsRestore {
     }
   }
 
+  /**
+   * Once the tasks are complete, before they are let go: the cgroups saved frozen, and those that
+   * were frozen before the restore, are frozen (again).
+   */
+  freezeAgain(): void {
+    for (const path of this.#toFreeze) {
+      try {
+        write(`${path}/cgroup.freeze`, "1");
+        this.log.info(`Froze the cgroup ${path}, as it was at the dump`);
+      } catch (e) {
+        // The tasks are complete: they run on rather than be lost (criu-ts cannot undo now).
+        this.log.error((e as Error).message);
+      }
+    }
+    this.#toFreeze.clear();
+    this.#thawed.length = 0;
+  }
+
   /** After a failed restore (the tasks are gone): removes the cgroups made, deepest first. */
   undo(): void {
+    // Those found frozen are left frozen, as found.
+    for (const path of this.#thawed.splice(0)) {
+      try {
+        write(`${path}/cgroup.freeze`, "1");
+      } catch (e) {
+        this.log.warn((e as Error).message);
+      }
+    }
     const pause = new Int32Array(new SharedArrayBuffer(4));
     for (const path of this.#created.splice(0).reverse()) {
       for (let i = 0;; i++) {
@@ -154,6 +192,19 @@ export class CgroupsRestore {
           Atomics.wait(pause, 0, 0, 10);
         }
       }
+    }
+  }
+
+  /** An existing frozen cgroup at or above a head (v2) is thawed until the tasks are complete. */
+  #thawAbove(mount: string, path: string): void {
+    const parts = path.split("/").filter((p) => p !== "");
+    for (let i = 1; i <= parts.length; i++) {
+      const full = `${mount}/${parts.slice(0, i).join("/")}`;
+      if (this.#toFreeze.has(full) || !frozenByItself(full)) continue;
+      write(`${full}/cgroup.freeze`, "0");
+      this.#thawed.push(full);
+      this.#toFreeze.add(full);
+      this.log.info(`Thawed the frozen cgroup ${full} until its tasks are restored`);
     }
   }
 
@@ -204,6 +255,15 @@ export class CgroupsRestore {
       const first = dir.properties.filter((p) => WRITTEN_FIRST.has(p.name));
       const rest = dir.properties.filter((p) => !WRITTEN_FIRST.has(p.name));
       for (const p of [...first, ...rest]) writeProp(full, p, this.log);
+      if (dir.properties.some((p) => p.name === "cgroup.freeze" && p.value.trim() === "1")) {
+        this.#toFreeze.add(full);
+      }
+    }
+    // A child of a head is not on #thawAbove's way: one found frozen is thawed the same way.
+    if (path !== "" && exists && !this.#toFreeze.has(full) && frozenByItself(full)) {
+      write(`${full}/cgroup.freeze`, "0");
+      this.#thawed.push(full);
+      this.#toFreeze.add(full);
     }
     for (const child of dir.children) this.#makeDir(mount, `${path}/${child.dirName}`, child);
   }

@@ -18,10 +18,10 @@
  *   - bridge: made again, its ports put back in it;
  *   - macvlan (`netdev_macvlan.ts`) on the parent `--external macvlan[NAME]:PARENT` names;
  *   - tun/tap devices, persistent or held by a tun file of the tree (`netdev_tun.ts`);
- *   - any other kind (dummy, ifb, sit...) is offered to the plugins (DUMP_EXT_LINK): one that
- *     takes it makes it an external link (EXTLINK), whose existence on restore is the caller's
- *     (CRIU's setup-namespaces script); otherwise it is refused, named with its kind. (sit, which
- *     CRIU makes itself, is not saved yet.)
+ *   - sit tunnels (`netdev_sit.ts`), with their endpoints and settings;
+ *   - any other kind (dummy, ifb...) is offered to the plugins (DUMP_EXT_LINK): one that takes it
+ *     makes it an external link (EXTLINK), whose existence on restore is the caller's (CRIU's
+ *     setup-namespaces script); otherwise it is refused, named with its kind.
  * The fallback tunnels every namespace gets (gre0, gretap0, sit0) are left out, as CRIU does.
  */
 import { create } from "@bufbuild/protobuf";
@@ -38,6 +38,7 @@ import { ipTool, NetToolError, textInNetns } from "./netns_tools.ts";
 import { commonArgs, type IpLink, kindOf, macText, runIp } from "./netdev_ip.ts";
 import { macvlanEntry, makeMacvlan } from "./netdev_macvlan.ts";
 import { makeTun, tunEntry } from "./netdev_tun.ts";
+import { makeSit, sitEntry } from "./netdev_sit.ts";
 
 const LOOPBACK = "lo";
 /** Flags past the 16 bits SIOCGIFFLAGS gives, which ifi_flags (CRIU's record) carries. */
@@ -49,6 +50,7 @@ const OWN_KINDS: Record<string, nd_type> = {
   bridge: nd_type.BRIDGE,
   macvlan: nd_type.MACVLAN,
   tun: nd_type.TUN,
+  sit: nd_type.SIT,
 };
 
 /**
@@ -103,6 +105,7 @@ export function dumpLinks(
     if (type !== nd_type.LOOPBACK) entry.address = state.address;
     if (type === nd_type.MACVLAN) entry.macvlan = macvlanEntry(pid, link);
     if (type === nd_type.TUN) entry.tun = tunEntry(pid, link, tree);
+    if (type === nd_type.SIT) entry.sit = sitEntry(pid, link, indexOf);
     // A peer in the same namespace (no IFLA_LINK_NETNSID) is one of ours: CRIU names its namespace;
     // so it does for a peer in another namespace of the tree.
     if (type === nd_type.VETH && link.link_netnsid === undefined) entry.peerNsid = nsId;
@@ -139,7 +142,7 @@ function linkType(
     refuse(
       pid,
       `network device ${link.ifname} (${kind})`,
-      `unsupported link ${link.ifindex} of kind ${kind}: criu-ts saves the loopback, veth, bridge, macvlan and tun devices, and a plugin took none`,
+      `unsupported link ${link.ifindex} of kind ${kind}: criu-ts saves the loopback, veth, bridge, macvlan, tun and sit devices, and a plugin took none`,
     );
   }
   throw new PluginError(
@@ -209,13 +212,24 @@ export function checkLinks(devices: readonly net_device_entry[], image: string):
     if (d.type === nd_type.MACVLAN && !d.macvlan) {
       throw new RestoreError(`Refusing the images: ${image} has macvlan ${d.name} without its mode`);
     }
+    if (d.type === nd_type.SIT && !d.sit) {
+      throw new RestoreError(`Refusing the images: ${image} has sit ${d.name} without its settings`);
+    }
     if (
-      ![nd_type.LOOPBACK, nd_type.VETH, nd_type.BRIDGE, nd_type.MACVLAN, nd_type.TUN, nd_type.EXTLINK]
+      ![
+        nd_type.LOOPBACK,
+        nd_type.VETH,
+        nd_type.BRIDGE,
+        nd_type.MACVLAN,
+        nd_type.TUN,
+        nd_type.SIT,
+        nd_type.EXTLINK,
+      ]
         .includes(d.type)
     ) {
       throw new RestoreError(
         `Cannot restore network device ${d.name} (${nd_type[d.type] ?? d.type}): ` +
-          "only loopback, veth, bridge, macvlan, tun and external devices can be restored yet",
+          "only loopback, veth, bridge, macvlan, tun, sit and external devices can be restored yet",
       );
     }
   }
@@ -331,6 +345,9 @@ function makeLink(ctx: MakeContext, d: net_device_entry): void {
       return;
     case nd_type.TUN:
       makeTun(pid, d, log);
+      return;
+    case nd_type.SIT:
+      makeSit(pid, d, ctx.devices, log);
       return;
     default:
       throw new RestoreError(`Cannot restore network device ${d.name} (${nd_type[d.type] ?? d.type})`);

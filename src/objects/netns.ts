@@ -22,8 +22,19 @@
  *   - ifaddr, route, route6, rule, iptables, ip6tables, nftables-ID.img: addresses, routes, rules
  *     and firewall as CRIU's tools print them (`netns_config.ts`).
  * The restore fills the new namespace in CRIU's order: the namespace's settings, the devices (with
- * theirs), addresses, routes, rules, firewall. `--empty-ns net` makes the namespace and leaves it
- * as the kernel creates it (loopback down), for a setup-namespaces script to fill.
+ * theirs), addresses, routes, rules, firewall.
+ *
+ * `--empty-ns net`, as CRIU 4.2 takes it (for a tree in a network namespace of its own only; a tree
+ * in criu's namespace stays there):
+ *   - dump: none of these images is written (the network-lock scripts still run);
+ *   - restore: the namespace is made and left as the kernel creates it (loopback down), for the
+ *     scripts to fill. Since no firewall comes back, the lock CRIU would have restored with it is
+ *     put in from setup-namespaces on (`--network-lock` of the dump: a CRIU chain jumped to from
+ *     INPUT and OUTPUT of iptables and ip6tables, or the table `inet CRIU-<run id>`, each letting
+ *     only packets marked 0xC114 through) and dropped after the network-unlock script.
+ * A checkpoint whose tree had a namespace of its own (the inventory's root ids say so) but holds
+ * no image of it (a dump with `--empty-ns net`) restored without the option gets an empty namespace
+ * too, without the lock, as CRIU restores it.
  */
 import { create } from "@bufbuild/protobuf";
 import { type net_device_entry, type netns_entry, netns_entrySchema } from "../images/gen/netdev_pb.ts";
@@ -52,6 +63,8 @@ import { checkNetConfig, dumpNetConfig, restoreNetConfig } from "./netns_config.
 import { NetToolError, runInNetns, textInNetns } from "./netns_tools.ts";
 import { nftTableOf } from "./network_lock.ts";
 import type { Agent } from "../agent.ts";
+import { NETWORK_LOCK_METHOD, type NetworkLock } from "../options/options.ts";
+import { RestoreError } from "../errors.ts";
 
 /** A saved namespace, as the restore reads it at PREPARE. */
 interface SavedNetns {
@@ -174,6 +187,75 @@ function dropCriuLock(pid: number, runId: string | undefined, log: Log): void {
   }
 }
 
+/** The --network-lock method of the dump, as the inventory records it (unset: iptables). */
+function lockMethodOf(inventory: inventory_entry | undefined): NetworkLock {
+  const n = inventory?.networkLockMethod ?? 0;
+  const found = Object.entries(NETWORK_LOCK_METHOD).find(([, v]) => v === n)?.[0] as NetworkLock | undefined;
+  return found ?? "iptables";
+}
+
+/** The rules of CRIU's namespace lock, for iptables-restore --noflush (the same for ip6tables). */
+const IPTABLES_LOCK = [
+  "*filter",
+  ":CRIU - [0:0]",
+  "-I INPUT -j CRIU",
+  "-I OUTPUT -j CRIU",
+  "-A CRIU -m mark --mark 0xC114 -j ACCEPT",
+  "-A CRIU -j DROP",
+  "COMMIT",
+  "",
+].join("\n");
+
+/** CRIU's namespace lock in nftables: both hooks drop all but packets marked 0xC114. */
+function nftLock(table: string): string {
+  return [
+    `add table inet ${table}`,
+    ...["output", "input"].flatMap((hook) => [
+      `add chain inet ${table} ${hook} { type filter hook ${hook} priority 0; policy drop; }`,
+      `add rule inet ${table} ${hook} meta mark 0xC114 accept`,
+    ]),
+    "",
+  ].join("\n");
+}
+
+/**
+ * --empty-ns net: no firewall comes back, so the lock CRIU's dump saved with it is put in the new
+ * namespace as CRIU's restore does (network_lock_internal): until the network-unlock script has
+ * run, only packets marked by criu pass.
+ */
+function lockEmptyNetns(pid: number, method: NetworkLock, table: string, log: Log): void {
+  const input = new TextEncoder();
+  try {
+    if (method === "iptables") {
+      // ip6tables only where the kernel has IPv6 (CRIU's kdat.ipv6).
+      const ipv6 = (() => {
+        try {
+          return Deno.statSync("/proc/sys/net/ipv6").isDirectory;
+        } catch {
+          return false;
+        }
+      })();
+      for (const tool of ipv6 ? ["iptables-restore", "ip6tables-restore"] : ["iptables-restore"]) {
+        runInNetns(pid, [tool, "-w", "--noflush"], input.encode(IPTABLES_LOCK));
+      }
+    } else if (method === "nftables") {
+      runInNetns(pid, ["nft", "-f", "/dev/stdin"], input.encode(nftLock(table)));
+    } else {
+      return;
+    }
+  } catch (e) {
+    if (!(e instanceof NetToolError)) throw e;
+    throw new RestoreError(
+      `Cannot lock the empty network namespace (--network-lock ${method}): ${e.message}`,
+    );
+  }
+  log.info(
+    `Locked the empty network namespace (${
+      method === "nftables" ? `nft table inet ${table}` : "iptables chain CRIU"
+    })`,
+  );
+}
+
 /**
  * Veth pairs joining two network namespaces of the tree (the root's and a nested one, or two
  * nested ones), found at each dump's check: by namespace link, each end's index and the link of
@@ -226,7 +308,11 @@ registerNamespaceKind({
       const link = ends?.get(ifindex);
       return link === undefined ? undefined : ctx.idOfLink(link);
     };
-    saveNetns(ctx.dir, pids, ctx.id, ctx.plugins, ctx.log, peerNsOf);
+    if (ctx.ofRoot && ctx.options?.emptyNetNs) {
+      ctx.log.info(`The network namespace of process ${rootPid} is not saved (--empty-ns net)`);
+    } else {
+      saveNetns(ctx.dir, pids, ctx.id, ctx.plugins, ctx.log, peerNsOf);
+    }
     if (!ctx.ofRoot) return; // as CRIU, only the root's namespace is locked
     // Only a tree in a namespace of its own gets its network locked, as in CRIU. A lock script
     // that fails may have locked half-way: the unlock runs on failure too.
@@ -258,20 +344,41 @@ registerNamespaceKind({
     const saved = readSaved(ctx.dir, ctx.id);
     if (saved) restoring.devices.set(saved.id, saved.devices);
     const empty = ctx.empty.has("net");
-    // --empty-ns net leaves every saved namespace empty; it makes none the images do not hold.
-    if (!saved && (!empty || !ctx.ofRoot)) return undefined;
     const outer = outerNames(ctx.options.vethPairs, ctx.options.external);
-    const runId = ctx.dir.read<inventory_entry>(KINDS.INVENTORY)[0]?.dumpCriuRunId || undefined;
-    const fill = (creator: Agent) => {
-      if (saved && !empty) fillNetns(ctx.dir, creator.pid, saved, outer, ctx.log);
-    };
-    if (!ctx.ofRoot) return { fill };
+    const inventory = ctx.dir.read<inventory_entry>(KINDS.INVENTORY)[0];
+    if (!ctx.ofRoot) {
+      // A nested namespace: made when the images hold it (--empty-ns net leaves it empty too).
+      if (!saved) return undefined;
+      return {
+        fill: (creator: Agent) => {
+          if (!empty) fillNetns(ctx.dir, creator.pid, saved, outer, ctx.log);
+        },
+      };
+    }
+    const criuNsId = inventory?.rootIds?.netNsId;
+    // A namespace of its own: its images, or else the root's id differing from criu's at the dump.
+    const own = saved !== undefined ||
+      (criuNsId !== undefined && ctx.id !== undefined && ctx.id !== criuNsId);
+    if (!own) {
+      if (empty) ctx.log.info("--empty-ns net: the tree was in criu's network namespace, it stays");
+      return undefined;
+    }
+    const toFill = empty ? undefined : saved;
+    if (!toFill) {
+      ctx.log.info(`The network namespace is left empty (${saved ? "--empty-ns net" : "no image of it"})`);
+    }
+    const runId = inventory?.dumpCriuRunId || undefined;
+    const method = lockMethodOf(inventory);
     return {
-      fill,
+      fill: (root) => {
+        if (toFill) fillNetns(ctx.dir, root.pid, toFill, outer, ctx.log);
+        else if (empty) lockEmptyNetns(root.pid, method, nftTableOf(runId), ctx.log);
+      },
       afterRestore: (rootPid) => {
         ctx.hooks.run("network-unlock", rootPid);
-        // As CRIU's restore: its own lock, saved in the namespace's firewall, goes after the scripts.
-        if (saved && !empty) dropCriuLock(rootPid, runId, ctx.log);
+        // As CRIU's restore: its lock (saved in the namespace's firewall, or put in an empty one)
+        // goes after the scripts.
+        dropCriuLock(rootPid, runId, ctx.log);
       },
     };
   },

@@ -1,10 +1,11 @@
 /**
  * What a network namespace holds beyond its devices, in CRIU's raw images, each the output of the
- * tool CRIU runs inside the namespace and restored by feeding it back, in CRIU's order:
+ * tool CRIU runs inside the namespace (routes: see below) and restored by feeding it back, in
+ * CRIU's order:
  *   ifaddr-ID.img     `ip addr save`           `ip addr restore`
- *   route-ID.img      `ip route save`          `ip route restore`
- *   route6-ID.img     `ip -6 route save`       `ip route restore` (both without the saved
- *                                              link state: see routesWithoutLinkState)
+ *   route-ID.img      `ip -4 route save ...`   `ip route restore` (both without the saved
+ *   route6-ID.img     `ip -6 route save ...`   `ip route restore`  link state: see
+ *                                                                  routesWithoutLinkState)
  *   rule-ID.img       `ip rule save`           `ip rule flush`, `ip rule delete table local`,
  *                                              `ip rule restore` (the kernel's default rules
  *                                              would otherwise come twice)
@@ -15,6 +16,13 @@
  * rules in nftables, so `nft list ruleset` holds them, and the iptables images hold only the
  * legacy tables. On a host without `nft` the iptables images come from `iptables-save` and
  * `ip6tables-save` (CRIU built without it). An empty image is skipped on restore.
+ *
+ * Routes: CRIU 4.2 runs `ip route save` and `ip -6 route save`, which keep the main table only, so
+ * policy routing (`ip route add ... table 100` with an `ip rule` leading there) is lost. criu-ts
+ * saves every table instead (`ip -4 route save table all`, `ip -6 route save table all`; without
+ * `-4` the first would hold both families), in the same format (`ip route restore` takes any table, so CRIU
+ * restores these images whole), without the routes the kernel makes itself in the local table for
+ * each address (routesWithoutKernelLocal): the restored addresses make those again.
  */
 import { KINDS } from "../images/kinds.ts";
 import type { ImageKind } from "../images/kinds.ts";
@@ -22,7 +30,7 @@ import type { ImageDir } from "../images/dir.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import type { Log } from "../log.ts";
 import { ipTool, NetToolError, runInNetns } from "./netns_tools.ts";
-import { routesWithoutLinkState } from "../../ffi/netdev.ts";
+import { routesWithoutKernelLocal, routesWithoutLinkState } from "../../ffi/netdev.ts";
 
 interface SavedTool {
   kind: ImageKind;
@@ -30,6 +38,8 @@ interface SavedTool {
   restore: string[];
   /** Run before the restore, allowed to fail. */
   before?: string[][];
+  /** What of the tool's output the image keeps (all of it without). */
+  keep?: (saved: Uint8Array) => Uint8Array;
 }
 
 function onPath(program: string): boolean {
@@ -47,8 +57,18 @@ function onPath(program: string): boolean {
 function ipTools(): SavedTool[] {
   return [
     { kind: KINDS.IFADDR, save: ipTool("addr", "save"), restore: ipTool("addr", "restore") },
-    { kind: KINDS.ROUTE, save: ipTool("route", "save"), restore: ipTool("route", "restore") },
-    { kind: KINDS.ROUTE6, save: ipTool("-6", "route", "save"), restore: ipTool("route", "restore") },
+    {
+      kind: KINDS.ROUTE,
+      save: ipTool("-4", "route", "save", "table", "all"),
+      restore: ipTool("route", "restore"),
+      keep: routesWithoutKernelLocal,
+    },
+    {
+      kind: KINDS.ROUTE6,
+      save: ipTool("-6", "route", "save", "table", "all"),
+      restore: ipTool("route", "restore"),
+      keep: routesWithoutKernelLocal,
+    },
     {
       kind: KINDS.RULE,
       save: ipTool("rule", "save"),
@@ -116,6 +136,7 @@ export function dumpNetConfig(dir: ImageDir, pid: number, id: number, log: Log):
     let bytes: Uint8Array;
     try {
       bytes = runInNetns(pid, tool.save);
+      if (tool.keep) bytes = tool.keep(bytes);
     } catch (e) {
       if (!(e instanceof NetToolError)) throw e;
       throw new DumpError(`Cannot save the network namespace of process ${pid}: ${e.message}`);

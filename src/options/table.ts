@@ -382,7 +382,7 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   opt("inherit-fd", "", "required", RESTORE, IMPLEMENTED, (o, v) => o.inheritFds.push(inheritFd(v))),
   opt("ext-mount-map", "M", "required", DUMP_RESTORE, IMPLEMENTED, extMountMap),
   opt("veth-pair", "", "required", RESTORE, IMPLEMENTED, (o, v) => o.vethPairs.push(vethPair(v))),
-  opt("empty-ns", "", "required", RESTORE, IMPLEMENTED, (o, v) => {
+  opt("empty-ns", "", "required", DUMP_RESTORE, IMPLEMENTED, (o, v) => {
     o.emptyNetNs = oneOf(v, ["net"]) === "net";
   }),
   opt(

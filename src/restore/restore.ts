@@ -407,6 +407,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
     endFilesRestore(files);
     closeFd(imagesDirFd);
   }
+  // Nothing runs in the tasks any more: cgroups saved frozen take them as they are let go.
+  cgroups.freezeAgain();
   const stopped: number[] = [];
   for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
     const threads = pending.get(t.entry.pid)!;

@@ -23,7 +23,13 @@
  * and in1, which is a port of br0 when there is one (the view lists br0's ports).
  * With `macvlan`, a macvlan mv0 (mode bridge, 198.19.81.1/24) whose parent is OUTER: it was made
  * on OUTER in the parent's namespace and moved in.
- *   bin/netdev RESULT_FILE OUTER [tcp] [ifb|tap] [heldtap] [bridge] [pair] [macvlan]
+ * With `policy`, policy routing: table 100 (where the rule leads) holds an IPv4 and an IPv6 route,
+ * the local table one route added by hand (198.19.83.0/24 taken as local, as "any IP" setups do),
+ * and the view lists every table of both families (the local table's own entries must come back
+ * once, not twice; without the link-local and multicast ones, which come and go with the carrier) and where `ip route get` sends a packet from 198.19.77.2.
+ * With `sit`, a sit tunnel sit1 (remote 198.18.0.2, local 198.18.0.1, ttl 64, up) with
+ * fd00:198:19:84::1/64, its parameters in the view (a kernel without sit refuses the setup).
+ *   bin/netdev RESULT_FILE OUTER [tcp] [ifb|tap] [heldtap] [bridge] [pair] [macvlan] [policy] [sit]
  */
 #include "lib.h"
 
@@ -72,19 +78,25 @@ static void write_setting(const char *path, const char *value)
 	close(fd);
 }
 
+static int policy;
+
 /* What the namespace looks like from inside, without what changes with the outer end's state. */
 static void record_view(const char *file)
 {
-	char cmd[1024];
+	char cmd[1536];
 	snprintf(cmd, sizeof(cmd),
 		 "{ ip -o addr show | grep -v ' fe80:' | awk '{print $2, $3, $4}' | sed 's/@[^ ]*//';"
-		 "  ip route show | sed 's/ linkdown//';"
-		 "  ip -6 route show | grep -v '^fe80:' | sed 's/ linkdown//';"
+		 "  ip -4 route show %s | sed 's/ linkdown//';"
+		 "  ip -6 route show %s | grep -v -e '^fe80:' -e 'fe80::.* table local' -e '^multicast ff00::/8' |"
+		 "  sed 's/ linkdown//';"
+		 "  %s"
 		 "  ip rule show; iptables -S;"
 		 "  ip -o link show master br0 2>/dev/null | awk '{print \"port\", $2}' | sed 's/@.*//';"
+		 "  ip -d -o link show type sit | sed 's/^[0-9]*: \\([^:]*\\):.* mtu \\([0-9]*\\) .*\\(sit .*\\) addrgenmode.*/\\1 \\2 \\3/';"
 		 "  ip -d -o link show type tun | sed 's/^\\([0-9]*: [^:]*:\\).* mtu \\([0-9]*\\) .*\\(tun type .*\\) numtxqueues.*/\\1 \\2 \\3/'; }"
 		 " > %s 2>&1",
-		 file);
+		 policy ? "table all" : "", policy ? "table all" : "",
+		 policy ? "ip route get 198.19.82.9 from 198.19.77.2 | sed -n 1p | sed 's/ uid [0-9]*//';" : "", file);
 	run(cmd);
 }
 
@@ -169,6 +181,8 @@ static int has_arg(int argc, char **argv, const char *word)
 	return 0;
 }
 
+static int sit;
+
 static void setup(const char *outer, int ifb, int tap, int bridge, int pair, int macvlan)
 {
 	char cmd[512];
@@ -197,6 +211,11 @@ static void setup(const char *outer, int ifb, int tap, int bridge, int pair, int
 	run("ip route add 198.19.78.0/24 via 198.19.77.1 dev eth0 onlink");
 	run("ip -6 route add fd00:198:19:78::/64 via fd00:198:19:77::1 dev eth0 onlink");
 	run("ip rule add from 198.19.77.2 lookup 100 pref 100");
+	if (policy) {
+		run("ip route add 198.19.82.0/24 via 198.19.77.1 dev eth0 onlink table 100");
+		run("ip -6 route add fd00:198:19:82::/64 via fd00:198:19:77::1 dev eth0 onlink table 100");
+		run("ip route add local 198.19.83.0/24 dev lo table local");
+	}
 	run("iptables -A INPUT -p tcp --dport 7777 -j DROP");
 	if (bridge) {
 		run("ip link add br0 mtu 1300 type bridge");
@@ -216,12 +235,35 @@ static void setup(const char *outer, int ifb, int tap, int bridge, int pair, int
 	}
 	if (ifb)
 		run("ip link add extra0 type ifb");
+	if (sit) {
+		run("ip link add name sit1 type sit remote 198.18.0.2 local 198.18.0.1 ttl 64");
+		run("ip -6 addr add fd00:198:19:84::1/64 dev sit1 nodad");
+		run("ip link set sit1 up");
+	}
 	if (tap) {
 		run("ip tuntap add extra0 mode tap user 65534 group 65534 vnet_hdr");
 		run("ip link set extra0 mtu 1234");
 	}
 	for (size_t i = 0; i < sizeof(settings) / sizeof(settings[0]); i++)
 		write_setting(settings[i].path, settings[i].value);
+}
+
+/* The recorded view holds what policy routing put in place: else comparing views proves nothing. */
+static void check_policy(const char *view_file)
+{
+	char view[8192];
+	if (wl_read_file(view_file, view, sizeof(view)) <= 0) {
+		wl_fail("cannot read %s", view_file);
+		return;
+	}
+	WL_CHECK(strstr(view, "198.19.82.0/24 via 198.19.77.1 dev eth0 table 100") != NULL, "no table 100 route in:\n%s", view);
+	WL_CHECK(strstr(view, "fd00:198:19:82::/64 via fd00:198:19:77::1 dev eth0 table 100") != NULL,
+		 "no IPv6 table 100 route in:\n%s", view);
+	WL_CHECK(strstr(view, "local 198.19.83.0/24 dev lo table local") != NULL, "no local route in:\n%s", view);
+	WL_CHECK(strstr(view, "local 198.19.77.2 dev eth0 table local proto kernel") != NULL,
+		 "no kernel local route in:\n%s", view);
+	WL_CHECK(strstr(view, "198.19.82.9 from 198.19.77.2 via 198.19.77.1 dev eth0 table 100") != NULL,
+		 "ip route get does not go through table 100:\n%s", view);
 }
 
 static void check_settings(void)
@@ -334,11 +376,15 @@ int main(int argc, char **argv)
 		wl_die("usage: netdev RESULT_FILE OUTER [tcp] [ifb|tap] [bridge] [pair] [macvlan]");
 	int tcp = has_arg(argc, argv, "tcp"), ifb = has_arg(argc, argv, "ifb"), tap = has_arg(argc, argv, "tap");
 	int bridge = has_arg(argc, argv, "bridge"), pair = has_arg(argc, argv, "pair");
+	policy = has_arg(argc, argv, "policy");
+	sit = has_arg(argc, argv, "sit");
 	setup(argv[2], ifb, tap, bridge, pair, has_arg(argc, argv, "macvlan"));
 	int held[2] = { -1, -1 };
 	if (has_arg(argc, argv, "heldtap"))
 		hold_tap("held0", held);
 	record_view(wl_path("view-before", before, sizeof(before)));
+	if (policy)
+		check_policy(before);
 	check_settings();
 	int lsk = tcp ? listener() : -1, conn = -1;
 	wl_ready();
@@ -358,5 +404,6 @@ int main(int argc, char **argv)
 	if (held[0] >= 0)
 		check_held_tap(held);
 	WL_CHECK(!bridge || if_nametoindex("br0") != 0, "br0 is gone");
+	WL_CHECK(!sit || if_nametoindex("sit1") != 0, "sit1 is gone");
 	wl_finish();
 }
