@@ -38,6 +38,7 @@
  * directories made: no half-restored process is ever left behind, stopped or running.
  */
 import { RestoreError } from "../errors.ts";
+import { lsmProfileProblem } from "../lsm.ts";
 import { ERRNO, isSyscallError, osReason } from "../../ffi/errors.ts";
 import { KERNEL_SIGSET_SIZE, kernelSigset, timespec, TIMESPEC_SIZE } from "../../ffi/structs.ts";
 import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
@@ -264,6 +265,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const { log } = opts;
   const { shellJob, restoreDetached: detached, restoreSibling: sibling, pidfile } = opts.options;
   // PREPARE
+  const lsmProblem = lsmProfileProblem(opts.options.lsmProfile);
+  if (lsmProblem !== undefined) throw new RestoreError(lsmProblem);
   log.debug("Reading the images");
   prepareInheritedFds(opts.options, log); // the caller's fds first, as CRIU checks them when parsing
   const plugins = opts.plugins ?? Plugins.none(STAGE.RESTORE, log);
@@ -300,7 +303,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   let master: PuppetMaster;
   try {
     master = sibling
-      ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log)
+      ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log, [imagesDirFd])
       : PuppetMaster.start(occupied, log, [imagesDirFd]);
   } catch (e) {
     closeFd(imagesDirFd);
