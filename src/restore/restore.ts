@@ -29,8 +29,9 @@
  *               → "post-restore"; the pidfile is written; plan.afterRestore: → "network-unlock"
  *               (a restored network namespace only, then CRIU's own lock is dropped);
  *               → "pre-resume"
- *   RESUME      task by task: fds parked for peers are closed, seccomp filters are installed last
- *               in each thread (a filter may forbid any call after it), the scratch page is
+ *   RESUME      task by task: fds parked for peers are closed, a thread's own seccomp filters
+ *               are installed last in it (a filter may forbid any call after it; a leader's went
+ *               in before its credentials, at RESTORE), the scratch page is
  *               unmapped and registers are loaded; then every thread is detached, so the tree runs.
  *               plugins: RESUME_DEVICES_LATE; stats-restore is written.    → "post-resume"
  *
@@ -326,6 +327,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shmem: new Map(),
       cowStats,
       imagesDirFd,
+      seccomp,
     };
     cgroups.makeDirs();
     for (const plan of ns.plans) {
@@ -377,7 +379,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
       const threads = pending.get(t.entry.pid)!;
       closeParked(threads[0]!.agent, shared);
-      // Seccomp last: a filter may forbid any call before (seccomp.ts).
+      // A thread's own seccomp last: a filter may forbid any call before (seccomp.ts).
       fromImagesOf(t, "seccomp", () => restoreSeccomp(threads, seccomp, TRACE_OPTIONS));
       dropScratch(threads[0]!.agent, master.scratch);
       fromImagesOf(
