@@ -71,6 +71,7 @@ import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
 import { archiveTmpfs, extractTmpfs } from "./tmpfs_tar.ts";
 import { boundPtsIndex, makeBoundPty } from "./devpts_bind.ts";
+import { ptyMastersOf } from "./pty.ts";
 import { Agent } from "../agent.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { Log } from "../log.ts";
@@ -369,6 +370,7 @@ function checkMounts(
   infos: readonly MountInfo[],
   entries: readonly mnt_entry[],
   plugins: Plugins | undefined,
+  ptySlaveBinds: (e: mnt_entry, what: string) => void,
 ): void {
   const roots = entries.filter((e) => isRootMount(entries, e));
   if (roots.length !== 1) {
@@ -391,6 +393,7 @@ function checkMounts(
       );
     }
     if (e === roots[0] || e.extKey) return;
+    if (e.fstype === FSTYPE_DEVPTS) ptySlaveBinds(e, what);
     if (bindSource(entries, e)) return;
     if (e.root !== "/" && askPlugins(pid, e, what, plugins)) return;
     if (e.fstype === FSTYPE_OVERLAY) checkOverlay(pid, e, what);
@@ -627,8 +630,40 @@ function markExternalSharing(entries: readonly mnt_entry[], ext: ExternalOptions
   }
 }
 
+/**
+ * Refuses a bind of one pty slave of a devpts (its root `/N`) whose master no task of the tree
+ * holds, as CRIU does ("Unable to find a master"): a restore makes the pty anew in the new devpts
+ * and nobody would hold its other end. LXC's ttys (lxc.tty.max) are such binds, their masters in
+ * its monitor. An RPC client's orphan_pts_master takes the master (runc's console).
+ */
+function ptySlaveBindCheck(
+  pid: number,
+  treePids: readonly number[],
+  opts: RunOptions | undefined,
+): (e: mnt_entry, what: string) => void {
+  let masters: Set<number> | undefined;
+  return (e, what) => {
+    const index = boundPtsIndex(e.root);
+    if (index === undefined || opts?.orphanPtsMaster) return;
+    masters ??= new Set(treePids.flatMap((p) => {
+      try {
+        return ptyMastersOf(p);
+      } catch {
+        return []; // a zombie has no fds
+      }
+    }));
+    if (masters.has(index)) return;
+    refuse(
+      pid,
+      what,
+      `it is pty ${index} of a devpts of the tree, whose master no task of the tree holds (CRIU: "Unable to find a master for ${e.root}"); with LXC, set lxc.tty.max = 0`,
+    );
+  };
+}
+
 function dumpMounts(
   pid: number,
+  treePids: readonly number[],
   id: number,
   dir: ImageDir,
   opts: RunOptions | undefined,
@@ -646,7 +681,7 @@ function dumpMounts(
   entries.forEach((e, i) => diskMount(e, infos[i]!, external, log));
   if (external.auto) autodetectExternal(entries, external, log);
   markExternalSharing(entries, external, log);
-  checkMounts(pid, infos, entries, plugins);
+  checkMounts(pid, infos, entries, plugins, ptySlaveBindCheck(pid, treePids, opts));
   const archived = new Set<number>();
   const tmpfs: TmpfsToArchive[] = [];
   entries.forEach((e, i) => {
@@ -1276,7 +1311,8 @@ registerNamespaceKind({
     }
   },
   dump(ctx) {
-    dumpMounts(ctx.tree.root.pid, ctx.id, ctx.dir, ctx.options, ctx.plugins, ctx.log);
+    const pids = ctx.tree.tasks.map((t) => t.pid);
+    dumpMounts(ctx.tree.root.pid, pids, ctx.id, ctx.dir, ctx.options, ctx.plugins, ctx.log);
   },
   prepareRestore(ctx) {
     const id = ctx.tasks[0]!.ids?.mntNsId;
