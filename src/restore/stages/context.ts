@@ -7,6 +7,7 @@ import type { Checkpoint } from "../images.ts";
 import type { PuppetMaster } from "../puppet.ts";
 import type { Log } from "../../log.ts";
 import type { RunOptions } from "../../options/options.ts";
+import type { SeccompPlan } from "../../objects/seccomp.ts";
 
 export interface TaskRestoreContext {
   checkpoint: Checkpoint;
@@ -32,6 +33,8 @@ export interface TaskRestoreContext {
    * helper gets it from us, the sibling root inherits ours): pages are read through it.
    */
   imagesDirFd?: number;
+  /** Each thread's seccomp chain still to install (objects/seccomp.ts), by its core. */
+  seccomp?: Map<core_entry, SeccompPlan>;
 }
 
 /** A thread ready to be resumed: its agent (still inside) and the core it must end up with. */
