@@ -166,6 +166,18 @@ async function seccompMode(s: Store, name: string): Promise<string> {
   return /^Seccomp:\s+(\d+)$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]!;
 }
 
+/** Runs the counter detached as container `name`, and waits until it has counted to 5. */
+async function startCounter(s: Store, name: string): Promise<void> {
+  const args = ["run", "-d", "--name", name, "--network", "none", ...ulimits(), "-v", `${s.host}:/data`];
+  const started = await s.podman([...args, IMAGE, "/bin/sh", "-c", COUNTER]);
+  assert.ok(started.ok, started.out);
+  await countReaches(s, 5);
+}
+
+function assertUnbroken(s: Store): void {
+  counts(s).forEach((line, i) => assert.equal(line, String(i + 1), `line ${i + 1} of the count`));
+}
+
 Deno.test({
   name: "podman container checkpoint and restore, twice: the container counts on exactly where it stopped",
   ignore: !probed.ok,
@@ -173,23 +185,7 @@ Deno.test({
     const s = await makeStore();
     const name = "counter";
     try {
-      const started = await s.podman([
-        "run",
-        "-d",
-        "--name",
-        name,
-        "--network",
-        "none",
-        ...ulimits(),
-        "-v",
-        `${s.host}:/data`,
-        IMAGE,
-        "/bin/sh",
-        "-c",
-        COUNTER,
-      ]);
-      assert.ok(started.ok, started.out);
-      await countReaches(s, 5);
+      await startCounter(s, name);
       assert.equal(await seccompMode(s, name), "2", "Podman gives its containers a seccomp filter");
       for (let cycle = 0; cycle < 2; cycle++) {
         const dumped = await s.podman(["container", "checkpoint", name]);
@@ -202,12 +198,39 @@ Deno.test({
         assert.ok(restored.ok, restored.out);
         assert.equal(await inspect(s, name, "{{.State.Status}}"), "running");
         await countReaches(s, atCheckpoint + 5);
-        counts(s).forEach((line, i) => assert.equal(line, String(i + 1), `line ${i + 1} of the count`));
+        assertUnbroken(s);
         assert.equal(await seccompMode(s, name), "2", "the seccomp filter after the restore");
       }
       // The container's stdout (conmon's log) went on as well.
       const logs = await s.podman(["logs", name]);
       assert.deepEqual(logs.out.split("\n").slice(0, counts(s).length - 2), counts(s).slice(0, -2));
+    } finally {
+      await removeStore(s);
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "podman container checkpoint --export, rm, restore --import: the container counts on exactly where it stopped",
+  ignore: !probed.ok,
+  fn: async () => {
+    const s = await makeStore();
+    const name = "migrant";
+    try {
+      await startCounter(s, name);
+      const archive = `${s.dir}/checkpoint.tar.gz`;
+      const dumped = await s.podman(["container", "checkpoint", "--export", archive, name]);
+      assert.ok(dumped.ok, dumped.out);
+      const atCheckpoint = counts(s).length;
+      const removed = await s.podman(["rm", "-f", name]);
+      assert.ok(removed.ok, removed.out);
+      assert.equal((await s.podman(["ps", "-a", "-q"])).out, "", "the container is gone");
+      const restored = await s.podman(["container", "restore", "--import", archive]);
+      assert.ok(restored.ok, restored.out);
+      assert.equal(await inspect(s, name, "{{.State.Status}}"), "running");
+      await countReaches(s, atCheckpoint + 5);
+      assertUnbroken(s);
     } finally {
       await removeStore(s);
     }
