@@ -29,6 +29,7 @@ packages=(
   "runc runc an OCI runtime that checkpoints and restores containers through criu swrk"
   "crun crun another OCI runtime, tried with criu-ts as its criu"
   "lxc-create lxc LXC containers, checkpointed by lxc-checkpoint through criu's command line"
+  "podman podman Podman containers, checkpointed by podman container checkpoint through runc and criu"
 )
 missing=()
 for row in "${packages[@]}"; do

@@ -330,6 +330,14 @@ Deno.test("setupRequest() takes runc's root for a restore (mount namespaces are 
   assert.equal(setup("restore", { root: "/r" }).options.root, "/r");
 });
 
+Deno.test("setupRequest() takes lsm_profile for a dump and a restore, to be checked as --lsm-profile is", () => {
+  for (const kind of ["dump", "restore"] as const) {
+    const s = setup(kind, { pid: 1, lsmProfile: "apparmor:unconfined" });
+    assert.equal(s.options.lsmProfile, "apparmor:unconfined");
+    assert.ok(!s.notes.some((n) => /lsm_profile/.test(n)), s.notes.join("\n"));
+  }
+});
+
 Deno.test("setupRequest() refuses what would change the result", () => {
   assert.match(
     refusal(() => setup("dump", { pid: 1, trackMem: true })),

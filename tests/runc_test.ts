@@ -10,8 +10,7 @@
  * counting into a file on a bind mount from the host, checkpointed and restored; the count must go
  * on exactly where it stopped; also with --leave-running and with a tmpfs whose contents the
  * container checks after its restore, and with a TCP server behind a veth. Each test removes its
- * container, mounts, cgroups and namespaces.
- * Last, LXC 5.0's lxc-checkpoint, which runs `criu` from PATH, on a busybox container.
+ * container, mounts, cgroups and namespaces. LXC's lxc-checkpoint: tests/lxc_test.ts.
  */
 import assert from "node:assert/strict";
 import { spawn } from "../ffi/spawn.ts";
@@ -460,95 +459,3 @@ runcTest(
     }
   },
 );
-
-// ---------------------------------------------------------------------------------------------
-// LXC: lxc-checkpoint runs `criu` from PATH (dump, then restore with --restore-sibling)
-
-const LXC_CONFIG_EDITS: [RegExp, string][] = [
-  [/^lxc\.net\.0\.type = .*$/m, "lxc.net.0.type = empty"],
-  [/^lxc\.net\.0\.(link|flags) = .*\n/gm, ""],
-  [/^lxc\.apparmor\..*\n/gm, ""], // no AppArmor in this kernel: LXC would pass --lsm-profile
-  [/^lxc\.tty\.max = .*$/m, "lxc.tty.max = 0"], // a getty's tty is a pty of the host LXC holds
-];
-
-async function lxc(tool: string, args: string[], path: string): Promise<{ ok: boolean; out: string }> {
-  const got = await new Deno.Command(`/usr/bin/${tool}`, {
-    args,
-    env: { PATH: `${path}:/usr/sbin:/usr/bin:/sbin:/bin` },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const out = new TextDecoder().decode(got.stdout) + new TextDecoder().decode(got.stderr);
-  return { ok: got.success, out: out.trim() };
-}
-
-Deno.test("lxc-checkpoint and restore a busybox container twice: it runs in its cgroup namespace again", async () => {
-  const dir = Deno.makeTempDirSync({ prefix: "criu-lxc-" });
-  const name = `criu-ts-${dir.slice(dir.lastIndexOf("-") + 1)}`;
-  Deno.symlinkSync(CRIU, `${dir}/criu`);
-  const images = `${dir}/images`;
-  try {
-    const created = await lxc("lxc-create", ["-t", "busybox", "-n", name], dir);
-    assert.ok(created.ok, created.out);
-    const configPath = `/var/lib/lxc/${name}/config`;
-    let config = Deno.readTextFileSync(configPath);
-    for (const [from, to] of LXC_CONFIG_EDITS) config = config.replace(from, to);
-    Deno.writeTextFileSync(configPath, config + "lxc.console.path = none\n");
-    const started = await lxc("lxc-start", ["-n", name, "-d"], dir);
-    assert.ok(started.ok, started.out);
-    for (let cycle = 0; cycle < 2; cycle++) {
-      const dumped = await lxc("lxc-checkpoint", ["-n", name, "-D", images, "-s"], dir);
-      assert.ok(dumped.ok, `${dumped.out}\n${criuErrors(`${images}/dump.log`)}`);
-      assert.match((await lxc("lxc-info", ["-n", name, "-s"], dir)).out, /STOPPED/);
-      // Its monitor stays behind with our pipes: the restore's output goes to a file.
-      const restored = await lxcDetached(["-n", name, "-D", images, "-r"], dir);
-      assert.ok(restored, criuErrors(`${images}/restore.log`));
-      const pid = Number((await lxc("lxc-info", ["-n", name, "-p", "-H"], dir)).out);
-      assert.equal(Deno.readTextFileSync(`/proc/${pid}/cmdline`).split("\0")[0], "init");
-      const inside = await lxc("lxc-attach", ["-n", name, "--", "/bin/cat", "/proc/self/cgroup"], dir);
-      // Seen inside, every cgroup is the namespace's root (lxc-attach puts itself in .lxc of v2).
-      assert.ok(inside.ok && inside.out.split("\n").every((l) => /:\/(\.lxc)?$/.test(l)), inside.out);
-      Deno.removeSync(images, { recursive: true });
-    }
-  } finally {
-    await lxc("lxc-stop", ["-n", name, "-k"], dir);
-    await lxc("lxc-destroy", ["-n", name], dir);
-    Deno.removeSync(dir, { recursive: true });
-    removeLxcPivots();
-  }
-  assert.ok(!(await lxc("lxc-ls", [], "/nonexistent")).out.includes(name), "the container is gone");
-});
-
-/** lxc-checkpoint -r with its output in a file: true once the container runs. */
-async function lxcDetached(args: string[], path: string): Promise<boolean> {
-  const out = `${path}/lxc-restore.out`;
-  const got = await new Deno.Command("/bin/sh", {
-    args: [
-      "-c",
-      `PATH=${path}:$PATH exec /usr/bin/lxc-checkpoint "$@" >${out} 2>&1 </dev/null`,
-      "sh",
-      ...args,
-    ],
-  }).output();
-  return got.success;
-}
-
-function criuErrors(log: string): string {
-  try {
-    return Deno.readTextFileSync(log).split("\n").filter((l) => /Error/.test(l)).join("\n");
-  } catch {
-    return `(no ${log})`;
-  }
-}
-
-/** The empty `lxc.pivot` cgroups lxc-start makes in every hierarchy for its monitor. */
-function removeLxcPivots(): void {
-  for (const h of Deno.readDirSync("/sys/fs/cgroup")) {
-    try {
-      Deno.removeSync(`/sys/fs/cgroup/${h.name}/lxc.pivot`);
-    } catch {
-      // none there, or still in use
-    }
-  }
-}

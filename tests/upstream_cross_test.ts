@@ -67,11 +67,13 @@ registerCross([
     upstreamRestoreFails:
       "a slave's exclusive mode is saved but never set again (no TIOCEXCL), and A's slave comes back with other termios",
   },
-  // Seccomp filters: one, on threads (TSYNC), several stacked with their flags, strict mode.
+  // Seccomp filters: one, on threads (TSYNC), several stacked with their flags, strict mode, and
+  // filters installed with CAP_SYS_ADMIN, which the task then dropped.
   { name: "seccomp" },
   { name: "seccomp", args: ["threads"] },
   { name: "seccomp", args: ["mixed"] },
   { name: "seccomp", args: ["strict"] },
+  { name: "seccomp", args: ["nocaps"] },
   // Ghost FIFOs and symlinks, memfd mappings, packet sockets, a pty's queued bytes.
   { name: "gone_special" },
   { name: "mem_memfd" },

@@ -35,6 +35,7 @@ import { writeSeccomp } from "../objects/seccomp.ts";
 import { type DumpedVma, PAGE_SIZE, PE, VMA, writePages } from "../objects/memory.ts";
 import { backingOf, type ObjectDumpContext } from "../objects/mappings.ts";
 import { DumpError } from "../errors.ts";
+import { lsmProfileProblem } from "../lsm.ts";
 import { CLOCK_BOOTTIME, clockNs, compareResource, KCMP } from "../../ffi/process.ts";
 import { ImageDir } from "../images/dir.ts";
 import { unusableDirectory } from "../dirs.ts";
@@ -230,6 +231,8 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   const { log } = opts;
   const unusable = unusableDirectory("images directory", opts.imagesDir);
   if (unusable !== undefined) throw new DumpError(unusable);
+  const lsmProblem = lsmProfileProblem(opts.options.lsmProfile);
+  if (lsmProblem !== undefined) throw new DumpError(lsmProblem);
   const dir = new ImageDir(opts.imagesDir);
   // Like CRIU, which runs in its work dir (-W), stats-dump goes there: runtimes look for it there.
   const workDir = opts.options.workDir;

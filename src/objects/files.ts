@@ -558,8 +558,9 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
     if (tmp !== info.fd) {
       ctx.agent.later(`dup3(fd ${info.fd})`, NR.dup3, tmp, info.fd, info.flags & FD_CLOEXEC ? O.CLOEXEC : 0);
       ctx.agent.later("close", NR.close, tmp);
-    } else if (info.flags & FD_CLOEXEC) {
-      ctx.agent.later("fcntl(F_SETFD)", NR.fcntl, info.fd, F.SETFD, FD_CLOEXEC);
+    } else if (info.flags & FD_CLOEXEC || inherited) {
+      // A copy of criu's fd (pidfd_getfd, SCM_RIGHTS) comes close-on-exec, whatever was dumped.
+      ctx.agent.later("fcntl(F_SETFD)", NR.fcntl, info.fd, F.SETFD, info.flags & FD_CLOEXEC ? FD_CLOEXEC : 0);
     }
     ctx.shared.byId.set(info.id, { pid: ctx.nsPid, fd: info.fd });
   }

@@ -93,6 +93,7 @@ import type { RestoreTaskImages } from "../restore/images.ts";
 import { takeFromCriu } from "./files.ts";
 import { archiveTmpfs, extractTmpfs } from "./tmpfs_tar.ts";
 import { boundPtsIndex, makeBoundPty } from "./devpts_bind.ts";
+import { ptyMastersOf } from "./pty.ts";
 import { Agent } from "../agent.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { Log } from "../log.ts";
@@ -425,6 +426,7 @@ function checkMounts(
   entries: readonly mnt_entry[],
   tree: TreeMounts,
   plugins: Plugins | undefined,
+  ptySlaveBinds: (e: mnt_entry, what: string) => void,
 ): void {
   const roots = entries.filter((e) => isRootMount(entries, e));
   if (roots.length !== 1) {
@@ -447,6 +449,7 @@ function checkMounts(
       );
     }
     if (e === roots[0] || e.extKey) return;
+    if (e.fstype === FSTYPE_DEVPTS) ptySlaveBinds(e, what);
     checkMadeMount(pid, e, what, infos[i]!, entries, plugins);
   });
 }
@@ -741,6 +744,37 @@ function markExternalSharing(entries: readonly mnt_entry[], ext: ExternalOptions
   }
 }
 
+/**
+ * Refuses a bind of one pty slave of a devpts (its root `/N`) whose master no task of the tree
+ * holds, as CRIU does ("Unable to find a master"): a restore makes the pty anew in the new devpts
+ * and nobody would hold its other end. LXC's ttys (lxc.tty.max) are such binds, their masters in
+ * its monitor. An RPC client's orphan_pts_master takes the master (runc's console).
+ */
+function ptySlaveBindCheck(
+  pid: number,
+  treePids: readonly number[],
+  opts: RunOptions | undefined,
+): (e: mnt_entry, what: string) => void {
+  let masters: Set<number> | undefined;
+  return (e, what) => {
+    const index = boundPtsIndex(e.root);
+    if (index === undefined || opts?.orphanPtsMaster) return;
+    masters ??= new Set(treePids.flatMap((p) => {
+      try {
+        return ptyMastersOf(p);
+      } catch {
+        return []; // a zombie has no fds
+      }
+    }));
+    if (masters.has(index)) return;
+    refuse(
+      pid,
+      what,
+      `it is pty ${index} of a devpts of the tree, whose master no task of the tree holds (CRIU: "Unable to find a master for ${e.root}"); with LXC, set lxc.tty.max = 0`,
+    );
+  };
+}
+
 /** One mount namespace of the tree as read at dump: its id, a task in it, its mounts. */
 interface NamespaceMounts {
   id: number;
@@ -823,7 +857,15 @@ function dumpMounts(ctx: NsDumpContext): void {
   const n = readMounts(ctx.id, ctx.pid, externalOptions(ctx.options), log);
   const parent = ctx.ofRoot ? undefined : parentNamespaceMounts(ctx, tree);
   const earlier = [...tree.saved.values()].flat();
-  checkMounts(n.pid, n.infos, n.entries, { groups: tree.groups, parent, earlier }, ctx.plugins);
+  const ptySlaveBinds = ptySlaveBindCheck(n.pid, ctx.tree.tasks.map((t) => t.pid), ctx.options);
+  checkMounts(
+    n.pid,
+    n.infos,
+    n.entries,
+    { groups: tree.groups, parent, earlier },
+    ctx.plugins,
+    ptySlaveBinds,
+  );
   const tmpfs: TmpfsToArchive[] = [];
   n.entries.forEach((e, i) => {
     if (

@@ -167,18 +167,24 @@ function treePtys(ctx: DumpFilesContext): TreePtys {
         if (ttyNr !== 0) {
           found.controlling.set(ttyNr, [...(found.controlling.get(ttyNr) ?? []), { pid, leader }]);
         }
-        for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
-          if (!PTMX.test(Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`))) continue;
-          const index = /^tty-index:\s*(\d+)$/m.exec(Deno.readTextFileSync(`/proc/${pid}/fdinfo/${e.name}`))
-            ?.[1];
-          if (index !== undefined) found.masters.add(Number(index));
-        }
+        for (const index of ptyMastersOf(pid)) found.masters.add(index);
       } catch {
         // a zombie has no fds
       }
     }
     return found;
   });
+}
+
+/** The indexes of the ptys whose master a task holds (fdinfo's tty-index of its ptmx fds). */
+export function ptyMastersOf(pid: number): number[] {
+  const indexes: number[] = [];
+  for (const e of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    if (!PTMX.test(Deno.readLinkSync(`/proc/${pid}/fd/${e.name}`))) continue;
+    const index = /^tty-index:\s*(\d+)$/m.exec(Deno.readTextFileSync(`/proc/${pid}/fdinfo/${e.name}`))?.[1];
+    if (index !== undefined) indexes.push(Number(index));
+  }
+  return indexes;
 }
 
 /** Is this fd a pty that is the tree's own: a master, or a slave whose master a task of the tree holds? */

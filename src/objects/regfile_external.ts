@@ -95,9 +95,15 @@ export function openExternalFile(ctx: RestoreFilesContext, entry: file_entry): n
   return fd;
 }
 
-/** --external keys for what criu-ts does not take yet (mnt[], dev[], veth[]...): said in the log. */
+/**
+ * The --external kinds criu-ts acts on: files and terminals (fds), mounts and devices (mntns.ts),
+ * veth and macvlan links (netdev.ts).
+ */
+const ACTED_ON = /^(file|tty|mnt|dev|veth|macvlan)\[/;
+
+/** --external keys for what criu-ts does not take yet: said in the log. */
 export function noteOtherExternals(session: FilesSession): void {
   for (const key of session.opts.external) {
-    if (!key.startsWith("file[")) session.log.warn(`--external ${key} is accepted but not acted on yet`);
+    if (!ACTED_ON.test(key)) session.log.warn(`--external ${key} is accepted but not acted on yet`);
   }
 }

@@ -10,12 +10,14 @@
  * with SECCOMP_FILTER_FLAG_TSYNC, or one inherited by threads made after it), only the leader
  * keeps it, flagged TSYNC, and the other threads say no seccomp: the leader's install reaches them.
  *
- * Restore: after everything else the task does by syscalls, since a filter may forbid any of
- * them, each thread installs its chain, oldest first (seccomp(SECCOMP_SET_MODE_FILTER) with the
+ * Restore: each thread installs its chain, oldest first (seccomp(SECCOMP_SET_MODE_FILTER) with the
  * saved flags), or enters strict mode. PTRACE_O_SUSPEND_SECCOMP is set on the threads first, so
- * the last calls criu makes in them (unmapping its scratch) are not filtered; it ends when they
- * are let go. The dump sets the same option when it seizes a thread under seccomp, so that its
- * own calls in the task are never filtered either.
+ * that no call criu makes in them afterwards is filtered; it ends when they are let go. The
+ * leader's chain goes in before the task's credentials, as CRIU's restorer does: seccomp(2) wants
+ * CAP_SYS_ADMIN or no_new_privs, and a container's task (Podman's default profile, without
+ * no_new_privs) has neither once its own credentials are set; with TSYNC it reaches the threads
+ * too. A thread's own chain goes in last, after everything else. The dump sets the same option
+ * when it seizes a thread under seccomp, so that its own calls in the task are never filtered.
  */
 import { create, isFieldSet } from "@bufbuild/protobuf";
 import { type core_entry, seccomp_mode } from "../images/gen/core_pb.ts";
@@ -234,8 +236,40 @@ export function planSeccomp(
 }
 
 /**
- * The last thing a task does by syscalls before its scratch goes: every thread's seccomp. The
- * threads get PTRACE_O_SUSPEND_SECCOMP (with `traceOptions`, the ones they have) first.
+ * Before a task's threads are made: PTRACE_O_SUSPEND_SECCOMP (with `traceOptions`, the ones it
+ * has) on its leader when any of its threads has a chain, so that the threads made from it have
+ * the option too. True when it was set.
+ */
+export function suspendSeccompEarly(
+  agent: Agent,
+  cores: readonly { core: core_entry }[],
+  plans: ReadonlyMap<core_entry, SeccompPlan>,
+  traceOptions: number,
+): boolean {
+  if (!cores.some((c) => plans.has(c.core))) return false;
+  setOptions(agent.tid, traceOptions | PTRACE_O.SUSPEND_SECCOMP);
+  return true;
+}
+
+/**
+ * The leader's chain, before the task's credentials (see the top of this file); taken out of
+ * `plans`, so that restoreSeccomp leaves it alone. suspendSeccompEarly must have run.
+ */
+export function installLeaderSeccomp(
+  agent: Agent,
+  core: core_entry,
+  plans: Map<core_entry, SeccompPlan>,
+): void {
+  const plan = plans.get(core);
+  if (!plan) return;
+  installSeccomp(agent, plan);
+  plans.delete(core);
+}
+
+/**
+ * The last thing a task does by syscalls before its scratch goes: the seccomp of every thread
+ * whose chain is still to go in. The threads get PTRACE_O_SUSPEND_SECCOMP (with `traceOptions`,
+ * the ones they have) first.
  */
 export function restoreSeccomp(
   threads: readonly RestoredThread[],

@@ -385,15 +385,8 @@ export const OPTION_TABLE: readonly OptionSpec[] = [
   opt("empty-ns", "", "required", DUMP_RESTORE, IMPLEMENTED, (o, v) => {
     o.emptyNetNs = oneOf(v, ["net"]) === "net";
   }),
-  opt(
-    "lsm-profile",
-    "",
-    "required",
-    RESTORE,
-    REFUSED,
-    (o, v) => o.lsmProfile = v,
-    "restoring under another LSM label",
-  ),
+  // Checked against the host's security module before a dump or restore starts (src/lsm.ts).
+  opt("lsm-profile", "", "required", DUMP_RESTORE, IMPLEMENTED, (o, v) => o.lsmProfile = v),
   opt("lsm-mount-context", "", "required", RESTORE, ACCEPTED, (o, v) => o.lsmMountContext = v),
   bool("weak-sysctls", "", RESTORE, ACCEPTED, (o, on) => o.weakSysctls = on),
   bool("skip-file-rwx-check", "", RESTORE, ACCEPTED, (o, on) => o.skipFileRwxCheck = on),

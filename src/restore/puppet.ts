@@ -104,13 +104,16 @@ export class PuppetMaster {
   /**
    * For --restore-sibling: the root is made first, as a sibling of ours (CLONE_PARENT from our
    * own process), and becomes the first puppet; there is no helper. `nsFlags` (CLONE_NEWPID,
-   * CLONE_NEWNET) give it namespaces of its own (pid 1 in a new PID namespace).
+   * CLONE_NEWNET) give it namespaces of its own (pid 1 in a new PID namespace). It starts with a
+   * copy of our fd table: all but stdio and `keepFds` are closed in it at once, as the helper's
+   * spawn does, so that no fd of ours (nor one our caller left us, like LXC's) reaches the tree.
    */
   static startSibling(
     rootPid: number,
     nsFlags: bigint,
     occupied: readonly { start: bigint; end: bigint }[],
     log: Log,
+    keepFds: readonly number[] = [],
   ): PuppetMaster {
     const root = cloneSibling(nsFlags & BigInt(CLONE.NEWPID) ? 0 : rootPid, nsFlags);
     try {
@@ -123,6 +126,7 @@ export class PuppetMaster {
       const vdso = live.find((m) => m.path === "[vdso]");
       if (!vdso) throw new RestoreError("The sibling root has no [vdso]");
       const agent = makeScratch(root, scratch, vdso.start, vdso.end);
+      closeAllBut(agent, keepFds);
       agent.thread.leave();
       const master = new PuppetMaster(0, agent, scratch, log);
       master.created.push(root);
@@ -388,6 +392,22 @@ function describeHolder(pid: number): string {
 }
 
 /** Maps the scratch area in the helper and writes `syscall; int3...` at its start. */
+/** Closes every fd of the agent's task but stdio and `keep` (close_range over the gaps). */
+function closeAllBut(agent: Agent, keep: readonly number[]): void {
+  const LAST_FD = 0xffffffff; // close_range's "to the end" (~0U)
+  const kept = [...new Set(keep)].filter((fd) => fd > 2).sort((a, b) => a - b);
+  const ranges: [number, number][] = [];
+  let from = 3;
+  for (const fd of kept) {
+    if (fd > from) ranges.push([from, fd - 1]);
+    from = fd + 1;
+  }
+  ranges.push([from, LAST_FD]);
+  agent.batch(
+    ranges.map(([a, b]) => ({ name: `close_range(${a}, ${b})`, nr: NR.close_range, args: [a, b, 0] })),
+  );
+}
+
 function makeScratch(helper: number, scratch: bigint, vdsoStart: bigint, vdsoEnd: bigint): Agent {
   const entry = RemoteThread.enter(helper, findSyscallInstruction(helper, vdsoStart, vdsoEnd));
   const at = entry.call(

@@ -34,8 +34,9 @@
  *               → "post-restore"; the pidfile is written; plan.afterRestore: → "network-unlock"
  *               (a restored network namespace only, then CRIU's own lock is dropped);
  *               → "pre-resume"
- *   RESUME      task by task: fds parked for peers are closed, seccomp filters are installed last
- *               in each thread (a filter may forbid any call after it), the scratch page is
+ *   RESUME      task by task: fds parked for peers are closed, a thread's own seccomp filters
+ *               are installed last in it (a filter may forbid any call after it; a leader's went
+ *               in before its credentials, at RESTORE), the scratch page is
  *               unmapped and registers are loaded; then every thread is detached, so the tree runs.
  *               plugins: RESUME_DEVICES_LATE; stats-restore is written.    → "post-resume"
  *
@@ -43,6 +44,7 @@
  * directories made: no half-restored process is ever left behind, stopped or running.
  */
 import { RestoreError } from "../errors.ts";
+import { lsmProfileProblem } from "../lsm.ts";
 import { ERRNO, isSyscallError, osReason } from "../../ffi/errors.ts";
 import { KERNEL_SIGSET_SIZE, kernelSigset, timespec, TIMESPEC_SIZE } from "../../ffi/structs.ts";
 import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
@@ -278,6 +280,8 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const { log } = opts;
   const { shellJob, restoreDetached: detached, restoreSibling: sibling, pidfile } = opts.options;
   // PREPARE
+  const lsmProblem = lsmProfileProblem(opts.options.lsmProfile);
+  if (lsmProblem !== undefined) throw new RestoreError(lsmProblem);
   log.debug("Reading the images");
   prepareInheritedFds(opts.options, log); // the caller's fds first, as CRIU checks them when parsing
   const plugins = opts.plugins ?? Plugins.none(STAGE.RESTORE, log);
@@ -314,7 +318,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
   let master: PuppetMaster;
   try {
     master = sibling
-      ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log)
+      ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log, [imagesDirFd])
       : PuppetMaster.start(occupied, log, [imagesDirFd]);
   } catch (e) {
     closeFd(imagesDirFd);
@@ -338,6 +342,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
       cowStats,
       imagesDirFd,
       beforeTaskState: (t: RestoreTaskImages, agent: Agent) => ns.beforeTaskState(t, agent),
+      seccomp,
     };
     cgroups.makeDirs();
     for (const plan of ns.rootPlans) {
@@ -390,7 +395,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
     for (const t of tasks.filter((x) => !x.zombie && !x.helper)) {
       const threads = pending.get(t.entry.pid)!;
       closeParked(threads[0]!.agent, shared);
-      // Seccomp last: a filter may forbid any call before (seccomp.ts).
+      // A thread's own seccomp last: a filter may forbid any call before (seccomp.ts).
       fromImagesOf(t, "seccomp", () => restoreSeccomp(threads, seccomp, TRACE_OPTIONS));
       dropScratch(threads[0]!.agent, master.scratch);
       fromImagesOf(

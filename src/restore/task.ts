@@ -6,11 +6,12 @@
  *               forked from it with what they shared copy-on-write (stages/memory.ts)
  *   group       (GROUPS) once every task exists, so that each group's leader is there before its
  *               members join it (stages/group.ts)
- *   restoreTask (RESTORE) the rest of the task from inside, in the order written there
+ *   restoreTask (RESTORE) the rest of the task from inside, in the order written there; the
+ *               leader's seccomp goes in before the credentials (objects/seccomp.ts)
  *   dumpable    once every task has its fds: until then every task stays dumpable, so that the
  *               others may take fds from it after it changed its ids (stages/creds.ts)
  *   closeParked (RESUME) the fds this task held for its peers are closed (stages/files.ts)
- *   seccomp     its filters, last in each thread: a filter may forbid any call after it
+ *   seccomp     a thread's own filters, last in it: a filter may forbid any call after it
  *               (objects/seccomp.ts)
  *   registers   the scratch page is unmapped (its last remote syscall), then registers,
  *               FPU state and masks are loaded from outside (stages/registers.ts, restart.ts)
@@ -27,6 +28,8 @@ import { restoreFiles } from "./stages/files.ts";
 import { restoreTaskState } from "./stages/task_state.ts";
 import { type LeaderCreds, leaderCreds, threadCredsCalls } from "./stages/creds.ts";
 import { createThreads, runThreadBatches, threadStateCalls } from "./stages/threads.ts";
+import { installLeaderSeccomp, suspendSeccompEarly } from "../objects/seccomp.ts";
+import { TRACE_OPTIONS } from "./puppet.ts";
 
 export type { PendingThread, TaskRestoreContext } from "./stages/context.ts";
 export { restoreMemory } from "./stages/memory.ts";
@@ -55,8 +58,13 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   const threads: PendingThread[] = [{ agent, core: t.cores[0]!.core }];
   const creds = leaderCreds(ctx, agent, t);
   const others = t.cores.slice(1);
+  const seccomp = ctx.seccomp !== undefined &&
+    suspendSeccompEarly(agent, t.cores, ctx.seccomp, TRACE_OPTIONS);
   const hostTids = createThreads(ctx, agent, t);
   unshareLate(ctx.checkpoint.tasks, t, agent); // after the threads, before the credentials
+  // Before the credentials, while the puppet may still install it (as CRIU does), after the late
+  // unshare, which a filter may forbid.
+  if (seccomp) installLeaderSeccomp(agent, t.cores[0]!.core, ctx.seccomp!);
   const batchOf = (a: Agent, i: number) => threadBatch(a, t, i, creds);
   agent.batch(batchOf(agent, 0));
   runThreadBatches(agent, hostTids, batchOf).forEach((a, i) =>

@@ -12,11 +12,16 @@
  * on the main thread alone (one filter in the other threads, two in the main one).
  * `strict`: also a child in strict mode (SECCOMP_MODE_STRICT) blocked in read() on a pipe; after
  * the wait it must still say Seccomp 1 and answer a byte with a byte, then end by exit().
+ * `nocaps`: as a container's init under runc (Podman's default profile): the filters are installed
+ * with CAP_SYS_ADMIN instead of no_new_privs, then CAP_SYS_ADMIN is dropped (effective, permitted);
+ * a restore must install them before it sets the credentials. After the wait no_new_privs must
+ * still be off and CAP_SYS_ADMIN still gone.
  */
 #include "lib.h"
 
 #include <errno.h>
 #include <linux/audit.h>
+#include <linux/capability.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
 #include <pthread.h>
@@ -179,9 +184,34 @@ static void check_kill(void)
 		 "a child calling acct() ended with status %#x, expected death by SIGSYS", status);
 }
 
+/* Whether CAP_SYS_ADMIN is in the effective or permitted set, by capget. */
+static int has_sys_admin(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct data[2];
+
+	if (syscall(SYS_capget, &hdr, data))
+		wl_die("capget");
+	return ((data[0].effective | data[0].permitted) >> CAP_SYS_ADMIN) & 1;
+}
+
+/* Drops CAP_SYS_ADMIN from the effective and permitted sets, by capset. */
+static void drop_sys_admin(void)
+{
+	struct __user_cap_header_struct hdr = { .version = _LINUX_CAPABILITY_VERSION_3, .pid = 0 };
+	struct __user_cap_data_struct data[2];
+
+	if (syscall(SYS_capget, &hdr, data))
+		wl_die("capget");
+	data[0].effective &= ~(1u << CAP_SYS_ADMIN);
+	data[0].permitted &= ~(1u << CAP_SYS_ADMIN);
+	if (syscall(SYS_capset, &hdr, data))
+		wl_die("capset");
+}
+
 int main(int argc, char **argv)
 {
-	int threads = 0, mixed = 0, strict = 0, to = -1, from = -1, i, n;
+	int threads = 0, mixed = 0, strict = 0, nocaps = 0, to = -1, from = -1, i, n;
 	pthread_t th[NTHREADS];
 	pid_t strict_pid = -1;
 
@@ -190,6 +220,7 @@ int main(int argc, char **argv)
 		threads |= !strcmp(argv[i], "threads") || !strcmp(argv[i], "mixed");
 		mixed |= !strcmp(argv[i], "mixed");
 		strict |= !strcmp(argv[i], "strict");
+		nocaps |= !strcmp(argv[i], "nocaps");
 	}
 	n = threads ? NTHREADS : 0;
 	if (strict)
@@ -199,7 +230,7 @@ int main(int argc, char **argv)
 			wl_die("pthread_create");
 	while (threads_up < n)
 		usleep(1000);
-	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+	if (!nocaps && prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
 		wl_die("PR_SET_NO_NEW_PRIVS");
 	if (install(SYS_getppid, SECCOMP_RET_ERRNO | ENOMSG, SYS_getpgrp, SECCOMP_RET_ERRNO | ENOMSG,
 		    threads ? SECCOMP_FILTER_FLAG_TSYNC : 0))
@@ -207,6 +238,11 @@ int main(int argc, char **argv)
 	if (install(SYS_acct, SECCOMP_RET_KILL_PROCESS, SYS_getpgrp, SECCOMP_RET_ERRNO | EXFULL,
 		    threads && !mixed ? SECCOMP_FILTER_FLAG_TSYNC : 0))
 		wl_die("seccomp(acct)");
+	if (nocaps) {
+		drop_sys_admin();
+		if (has_sys_admin())
+			wl_die("CAP_SYS_ADMIN is still there");
+	}
 	views[0].tid = getpid();
 	for (i = 0; i <= n; i++) {
 		views[i].want_getpgrp_errno = mixed && i > 0 ? ENOMSG : EXFULL;
@@ -228,6 +264,10 @@ int main(int argc, char **argv)
 	for (i = 0; i <= n; i++)
 		check_view(i ? "a thread" : "main", &views[i]);
 	check_kill();
+	if (nocaps) {
+		WL_CHECK(prctl(PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0) == 0, "no_new_privs is on after the wait");
+		WL_CHECK(!has_sys_admin(), "CAP_SYS_ADMIN is back after the wait");
+	}
 	if (strict)
 		check_strict(strict_pid, to, from);
 	wl_finish();

@@ -7,6 +7,7 @@ import type { Checkpoint, RestoreTaskImages } from "../images.ts";
 import type { PuppetMaster } from "../puppet.ts";
 import type { Log } from "../../log.ts";
 import type { RunOptions } from "../../options/options.ts";
+import type { SeccompPlan } from "../../objects/seccomp.ts";
 
 export interface TaskRestoreContext {
   checkpoint: Checkpoint;
@@ -34,6 +35,8 @@ export interface TaskRestoreContext {
   imagesDirFd?: number;
   /** Once the task's files are back, before its state: the namespace kinds' part (nested user namespaces). */
   beforeTaskState?: (t: RestoreTaskImages, agent: Agent) => void;
+  /** Each thread's seccomp chain still to install (objects/seccomp.ts), by its core. */
+  seccomp?: Map<core_entry, SeccompPlan>;
 }
 
 /** A thread ready to be resumed: its agent (still inside) and the core it must end up with. */
