@@ -384,3 +384,38 @@ function statOf(pid: number): string {
     return "gone";
   }
 }
+
+Deno.test("a rootless tree whose mount namespace copies a host tree with a covered tmpfs is refused by name, and runs on", async () => {
+  // The "host" tree here is a private mount namespace of this test's with a tmpfs covered by
+  // another at `dir`; the tree copies it with `unshare -U -m --map-root-user` (no pivot_root).
+  const dir = tempDir();
+  const images = tempDir();
+  const p = unshared(
+    ["-m", "--propagation", "private"],
+    `mount -t tmpfs under ${dir} && mount -t tmpfs over ${dir} && exec unshare -U -m --map-root-user sleep 600`,
+  );
+  try {
+    await waitFor("the rootless tree", () => {
+      try {
+        return Deno.readLinkSync(`/proc/${p.pid}/exe`).endsWith("/sleep");
+      } catch {
+        return false;
+      }
+    });
+    const r = await criu(["dump", "-t", `${p.pid}`, "-D", images, "-o", "dump.log", "-v4"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /Cannot dump the mount \S+ \(tmpfs, mount \d+\) of process \d+: it is covered by mount \d+ \(tmpfs at \S+\), so its files cannot be read; the tree's mount namespace is a copy of the host's mount tree \(its root is criu's \/, with no pivot_root into a rootfs\)/,
+    );
+    assert.match(r.stderr, /a user namespace's copy locks its mounts together/);
+    assert.match(r.stderr, /give the tree a mount namespace with a rootfs of its own \(pivot_root\)/);
+    assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
+    const state = Deno.readTextFileSync(`/proc/${p.pid}/stat`).split(") ")[1]?.[0];
+    assert.equal(state, "S", `the tree is left in state ${state}`);
+  } finally {
+    await endUnshared(p);
+    Deno.removeSync(dir, { recursive: true });
+    Deno.removeSync(images, { recursive: true });
+  }
+});
