@@ -18,6 +18,8 @@ registerMatrix([
   { name: "nested_pidns", args: ["pending"] },
   // A leads its own group and has a nested init J in it, which cannot see the group
   { name: "nested_pidns", args: ["group"] },
+  // I and R hold O's pidfd of itself, inherited: a process their namespace cannot see, shared with O
+  { name: "nested_pidns", args: ["outer-pidfd"] },
 ]);
 
 Deno.test("a dump refuses a multi-threaded task with children born after its unshare, and the tree runs on", () =>

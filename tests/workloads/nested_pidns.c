@@ -7,7 +7,7 @@
  *       ├── Z  N's pid 2, exited with status 7, left a zombie (I reaps it only at the end)
  *       └── R  N's pid 3, running, with a second thread (N's tid 4)
  *
- *   bin/nested_pidns RESULT_FILE [clone|pending|thread|deadns|group]
+ *   bin/nested_pidns RESULT_FILE [clone|pending|thread|deadns|group|outer-pidfd]
  *     `clone` makes I with clone(CLONE_NEWPID) instead of unshare + fork, so that O's
  *     pid_for_children stays its own namespace. `pending`: O unshares and forks nothing more (no
  *     I): after the wait its next child must be pid 1 of a new namespace. `thread`: O also has a
@@ -16,7 +16,9 @@
  *     pid_for_children is a namespace without processes (a dump must refuse it); no I.
  *     `group`: A also leads a process group of its own and, after an unshare, forks J, the init
  *     of a second nested namespace, which must still be in A's group after the wait (a group J
- *     does not see; the restore's parent puts it there).
+ *     does not see; the restore's parent puts it there). `outer-pidfd`: O opens a pidfd of itself
+ *     before I is made, which I and R inherit (one open file: their namespace cannot see O, yet
+ *     their copies must still refer to it after restore, its outermost NSpid O's pid).
  *
  * Checks after SIGTERM (each process checks its own ids, as it sees them):
  *   A: getpid() and getppid() unchanged (O);
@@ -118,6 +120,27 @@ static int open_pidfd(pid_t pid)
 	return fd;
 }
 
+/* `outer-pidfd`: O's pidfd of itself (inherited by I and R), and O's pid. */
+static int own_fd = -1;
+static pid_t outer_o;
+
+/* Whether this task's copy of O's pidfd still refers to O: its outermost NSpid (host's /proc). */
+static int inherited_pidfd_ok(const char *who)
+{
+	char path[64];
+	int theirs[8], n;
+
+	if (own_fd < 0)
+		return 1;
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", own_fd);
+	n = nspids_in(path, theirs, 8);
+	if (n < 1 || theirs[0] != outer_o) {
+		wl_log("%s: O's pidfd refers to %d, expected %d", who, n >= 1 ? theirs[0] : -1, outer_o);
+		return 0;
+	}
+	return 1;
+}
+
 static int same_link(const char *a, const char *b)
 {
 	char la[128], lb[128];
@@ -175,7 +198,7 @@ static __attribute__((noreturn)) void running_body(int ready_fd)
 		       thread_ok);
 		_exit(1);
 	}
-	_exit(pidfd_is(init_fd, 1, "R") ? 0 : 1);
+	_exit(pidfd_is(init_fd, 1, "R") && inherited_pidfd_ok("R") ? 0 : 1);
 }
 
 /* I's pidfd of R. */
@@ -207,7 +230,7 @@ static int init_checks(pid_t z, pid_t r)
 		       si.si_code, si.si_status, strerror(errno));
 		bad = 1;
 	}
-	if (!pidfd_is(r_fd, r, "I"))
+	if (!pidfd_is(r_fd, r, "I") || !inherited_pidfd_ok("I"))
 		bad = 1;
 	if (kill(r, SIGTERM) != 0 || waitpid(r, &status, 0) != r || !WIFEXITED(status) ||
 	    WEXITSTATUS(status) != 0) {
@@ -422,6 +445,9 @@ int main(int argc, char **argv)
 		close(pipefd[1]);
 		plain_body("A", getpid(), o);
 	}
+	/* `outer-pidfd`: I and R inherit O's pidfd of itself, a process their namespace cannot see */
+	outer_o = o;
+	own_fd = strcmp(mode, "outer-pidfd") == 0 ? open_pidfd(o) : -1;
 	if (!use_clone && unshare(CLONE_NEWPID) != 0)
 		wl_die("unshare(CLONE_NEWPID)");
 	if (dead_ns) {
@@ -461,6 +487,8 @@ int main(int argc, char **argv)
 	check_outside(i);
 	if (!pidfd_is(i_fd, i, "O"))
 		wl_fail("O's pidfd of I does not refer to it (log)");
+	if (own_fd >= 0 && !pidfd_is(own_fd, o, "O"))
+		wl_fail("O's pidfd of itself does not refer to it (log)");
 	kill(i, SIGTERM);
 	if (waitpid(i, &status, 0) != i || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		wl_fail("I: status %#x", status);
