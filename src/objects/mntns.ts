@@ -552,16 +552,30 @@ interface TmpfsToArchive {
  * mounts are locked together and the one on top cannot be unmounted), nor restore such a tree.
  */
 function checkNotCovered(pid: number, m: TmpfsToArchive, infos: readonly MountInfo[]): void {
-  const st = Deno.statSync(`/proc/${pid}/root${m.e.mountpoint}`);
-  if (st.dev === userDev(m.info)) return;
-  const top = infos.findLast((i) => i.mountpoint === m.info.mountpoint && userDev(i) === st.dev) ??
-    infos.findLast((i) => userDev(i) === st.dev);
-  const by = top ? `mount ${top.id} (${top.fstype} at ${top.mountpoint})` : "another mount";
+  const dev = visibleDev(`/proc/${pid}/root${m.e.mountpoint}`);
+  if (dev === userDev(m.info)) return;
+  const top = infos.findLast((i) => i.mountpoint === m.info.mountpoint && userDev(i) === dev) ??
+    infos.findLast((i) => userDev(i) === dev);
+  const by = top
+    ? `mount ${top.id} (${top.fstype} at ${top.mountpoint})`
+    : dev === undefined
+    ? "a mount above it (its mountpoint is not in the tree's view)"
+    : "another mount";
   refuse(
     pid,
     describe(m.e, "tmpfs"),
     `it is covered by ${by}, so its files cannot be read${hostCopyHint(pid)}`,
   );
+}
+
+/** The device of what `path` shows; undefined when nothing is there (a mount above hides the name). */
+function visibleDev(path: string): number | undefined {
+  try {
+    return Deno.statSync(path).dev;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
 }
 
 /** Why a covered mount of a tree without a rootfs of its own cannot be had, and what to do; else nothing. */
