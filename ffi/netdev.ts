@@ -152,12 +152,17 @@ export function routesWithoutLinkState(dump: Uint8Array): Uint8Array<ArrayBuffer
   return out;
 }
 
+/** An fd (ours to close) of the network namespace the socket at `sock` belongs to (SIOCGSKNS). */
+export function socketNetnsFd(sock: number): number {
+  return call("ioctl(SIOCGSKNS)", libc.ioctl(sock, BigInt(SIOC.GSKNS), null));
+}
+
 /**
  * The network namespace a socket belongs to, as its /proc link reads (`net:[INODE]`): a socket
  * stays in the namespace it was made in, whichever task holds it now.
  */
 export function socketNetns(sock: number): string {
-  const ns = call("ioctl(SIOCGSKNS)", libc.ioctl(sock, BigInt(SIOC.GSKNS), null));
+  const ns = socketNetnsFd(sock);
   try {
     return Deno.readLinkSync(`/proc/self/fd/${ns}`);
   } finally {

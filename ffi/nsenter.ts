@@ -101,3 +101,23 @@ export function parentUserNamespaceOf(pid: number): string | undefined {
     closeFd(ns);
   }
 }
+
+/**
+ * The links (`pid:[INO]`) of the PID namespace of `pid` and of each one above it, innermost first,
+ * up to the highest one we can see (NS_GET_PARENT answers EPERM above ours).
+ */
+export function pidNamespaceChain(pid: number): string[] {
+  const links: string[] = [];
+  let ns = openFd(`/proc/${pid}/ns/pid`, OPEN.RDONLY | OPEN.CLOEXEC);
+  try {
+    for (;;) {
+      links.push(Deno.readLinkSync(`/proc/self/fd/${ns}`));
+      const parent = libc.ioctl(ns, NS_GET_PARENT, null);
+      if (parent === -1) return links;
+      closeFd(ns);
+      ns = parent;
+    }
+  } finally {
+    closeFd(ns);
+  }
+}

@@ -597,6 +597,20 @@ export class SockDiag {
     return new SockDiag(inNetnsOf(pid, newDiagSocket));
   }
 
+  /**
+   * A sock_diag socket in the network namespace open at `nsFd` (ours), which need not be any
+   * task's: that of a socket a task made before it moved to another namespace.
+   */
+  static openInNetns(nsFd: number): SockDiag {
+    return new SockDiag(
+      inNetnsAt(
+        `/proc/self/fd/${nsFd}`,
+        `namespace ${Deno.readLinkSync(`/proc/self/fd/${nsFd}`)}`,
+        newDiagSocket,
+      ),
+    );
+  }
+
   close(): void {
     closeFd(this.#fd);
     this.#fd = -1;
@@ -813,7 +827,11 @@ function newDiagSocket(): number {
  * then puts the thread back. When `pid` is already in our namespace nothing is switched.
  */
 export function inNetnsOf(pid: number, make: () => number): number {
-  const targetPath = `/proc/${pid}/ns/net`;
+  return inNetnsAt(`/proc/${pid}/ns/net`, `that of process ${pid}`, make);
+}
+
+/** As inNetnsOf, for the network namespace at `targetPath` (`whose` names it in errors). */
+function inNetnsAt(targetPath: string, whose: string, make: () => number): number {
   const target = openFd(targetPath, O_RDONLY_CLOEXEC);
   try {
     const own = openFd("/proc/thread-self/ns/net", O_RDONLY_CLOEXEC);
@@ -826,7 +844,7 @@ export function inNetnsOf(pid: number, make: () => number): number {
         if (libc.setns(own, CLONE_NEWNET) !== 0) {
           // deno-lint-ignore no-unsafe-finally
           throw new Error(
-            `Cannot return to our own network namespace after entering that of process ${pid}; ` +
+            `Cannot return to our own network namespace after entering ${whose}; ` +
               "criu-ts cannot go on safely",
           );
         }

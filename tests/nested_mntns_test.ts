@@ -134,6 +134,11 @@ Deno.test("each mount namespace has its mountpoints image; A's sh is a slave of 
     );
     const allIds = [...rootMounts, ...aMounts].map((m) => m.mnt_id);
     assert.equal(new Set(allIds).size, allIds.length, "a mount id is in both namespaces");
+    // The file A maps from its priv names priv's mount, as an open file does: CRIU opens it there.
+    const files = critDecode(`${images}/files.img`).entries as { reg?: { name: string; mnt_id?: number } }[];
+    const mapped = files.filter((f) => f.reg?.name.endsWith("/priv/map.bin"));
+    assert.equal(mapped.length, 1, "no single entry for A's mapped priv/map.bin");
+    assert.equal(mapped[0]!.reg!.mnt_id, priv.mnt_id, "the mapped file's entry does not name priv's mount");
   }));
 
 /**

@@ -74,6 +74,9 @@ Deno.test("each namespace of the tree has its own images, and every task's ids p
       entries<Record<string, number>>(`${images}/ids-${pid}.img`)[0]![kind]!;
     const devices = entries<{ name: string }>(`${images}/netdev-${idOf(tree[1]!, "net_ns_id")}.img`);
     assert.deepEqual(devices.map((d) => d.name).sort(), ["lo", "nv0", "nv1"]);
+    // NB's packet socket was made in N's namespace: its entry names that one, not NB's.
+    const packets = entries<{ psk?: { ns_id?: number } }>(`${images}/files.img`).filter((f) => f.psk);
+    assert.deepEqual(packets.map((f) => f.psk!.ns_id), [idOf(tree[1]!, "net_ns_id")]);
     const [uts] = entries<{ nodename: string }>(`${images}/utsns-${idOf(tree[3]!, "uts_ns_id")}.img`);
     assert.equal(uts?.nodename, "nested-uts");
   }));

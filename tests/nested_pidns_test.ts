@@ -18,6 +18,8 @@ registerMatrix([
   { name: "nested_pidns", args: ["pending"] },
   // A leads its own group and has a nested init J in it, which cannot see the group
   { name: "nested_pidns", args: ["group"] },
+  // I and R hold O's pidfd of itself, inherited: a process their namespace cannot see, shared with O
+  { name: "nested_pidns", args: ["outer-pidfd"] },
 ]);
 
 Deno.test("a dump refuses a multi-threaded task with children born after its unshare, and the tree runs on", () =>
@@ -66,6 +68,13 @@ Deno.test("nested_pidns: each task comes back with its pid at each level", () =>
     const pstree = await criuOk(["crit", "decode", "-i", `${images}/pstree.img`]);
     const entries = JSON.parse(pstree.stdout).entries as { nested?: { pid: number }[] }[];
     assert.deepEqual(entries.map((e) => (e.nested ?? []).map((n) => n.pid)), [[], [], [1], [2], [3]]);
+    // The pidfds (O's and R's of I, I's of R) name their process as pstree.img does, not as the
+    // holder's namespace sees it.
+    const files = await criuOk(["crit", "decode", "-i", `${images}/files.img`]);
+    const pidfds = (JSON.parse(files.stdout).entries as { pidfd?: { nspid: number } }[])
+      .flatMap((f) => f.pidfd ? [f.pidfd.nspid] : []);
+    const byNumber = (a: number, b: number) => a - b;
+    assert.deepEqual(pidfds.sort(byNumber), [tree[2]!, tree[2]!, tree[4]!].sort(byNumber));
   }));
 
 Deno.test("nested_pidns: a restore whose pids are taken is refused before anything is made", () =>

@@ -4,7 +4,9 @@
  * tree of several tasks (a zombie, a grandchild, other credentials) in a user namespace whose PID
  * namespace is criu's, with network, IPC and UTS namespaces that user namespace owns; user
  * namespaces nested below the root's (which CRIU 4.2 refuses to dump), without and with a PID
- * namespace of the tree's own, and below a root in criu's; the saved maps as crit reads them.
+ * namespace of the tree's own, and below a root in criu's; the saved maps as crit reads them; a
+ * rootless tree whose mount namespace is a copy of a host tree with a covered tmpfs, refused with
+ * the reason and what to do (CRIU 4.2 cannot dump it either).
  */
 import assert from "node:assert/strict";
 import {
@@ -21,6 +23,7 @@ import {
 } from "./lib/harness.ts";
 import { spawn } from "../ffi/spawn.ts";
 import { registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { UPSTREAM } from "./lib/upstream.ts";
 import { create } from "@bufbuild/protobuf";
 import { uid_gid_extentSchema } from "../src/images/gen/userns_pb.ts";
 import { relativeTo } from "../src/objects/userns_nested.ts";
@@ -384,3 +387,88 @@ function statOf(pid: number): string {
     return "gone";
   }
 }
+
+/**
+ * Runs `check` on a rootless tree (`unshare -U -m --map-root-user sleep`) whose mount namespace
+ * copies a "host" tree with a covered tmpfs: a private mount namespace of this test's with a
+ * tmpfs covered by another at a directory of its own (no pivot_root anywhere). Its stdio is opened
+ * inside, so that CRIU sees no file of a mount outside its view. The tree must be left sleeping
+ * (state S) after `check`. Needs the test's temporary directory on the root filesystem. `under`:
+ * where the covered tmpfs is, below the directory the other one is mounted on (a name it hides).
+ */
+async function withRootlessCopyOfCoveredTree(
+  check: (pid: number, images: string) => Promise<void>,
+  under = "",
+): Promise<void> {
+  const dir = tempDir();
+  const images = tempDir();
+  // The test's private namespace drops the mounts it can (other tests' come and go on the host)
+  // and mounts a fresh proc; then the covered tmpfs; the tree's stdio is a file on the one on top.
+  // Spawned with no fd of ours but 0-2 (a file of criu's namespace would stop CRIU first).
+  const script = [
+    `for m in $(awk '$5 != "/" {print $5}' /proc/self/mountinfo | tac); do umount -l "$m" 2>/dev/null; done`,
+    `mount -t proc proc /proc && mkdir -p ${dir}${under} && mount -t tmpfs under ${dir}${under} && mount -t tmpfs over ${dir} && : >${dir}/out`,
+    `exec unshare -U -m --map-root-user sh -c 'exec sleep 600 <${dir}/out >${dir}/out 2>&1'`,
+  ].join("\n");
+  const pid = spawn("/usr/bin/unshare", ["unshare", "-m", "--propagation", "private", "sh", "-c", script], {
+    setsid: true,
+  });
+  try {
+    await waitFor("the rootless tree", () => {
+      try {
+        return Deno.readLinkSync(`/proc/${pid}/exe`).endsWith("/sleep");
+      } catch {
+        return false;
+      }
+    });
+    await check(pid, images);
+    assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
+    // Left running as before: not stopped nor traced, back asleep.
+    const status = () => Deno.readTextFileSync(`/proc/${pid}/status`);
+    assert.match(status(), /^TracerPid:\s+0$/m);
+    await waitFor("the tree to sleep again", () => /^State:\s+S/m.test(status()));
+  } finally {
+    await killTree(pid);
+    Deno.removeSync(dir, { recursive: true });
+    Deno.removeSync(images, { recursive: true });
+  }
+}
+
+Deno.test("a rootless tree whose mount namespace copies a host tree with a covered tmpfs is refused by name, and runs on", () =>
+  withRootlessCopyOfCoveredTree(async (pid, images) => {
+    const r = await criu(["dump", "-t", `${pid}`, "-D", images, "-o", "dump.log", "-v4"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /Cannot dump the mount \S+ \(tmpfs, mount \d+\) of process \d+: it is covered by mount \d+ \(tmpfs at \S+\), so its files cannot be read; the tree's mount namespace is a copy of the host's mount tree \(its root is criu's \/, with no pivot_root into a rootfs\)/,
+    );
+    assert.match(r.stderr, /a user namespace's copy locks its mounts together/);
+    assert.match(r.stderr, /give the tree a mount namespace with a rootfs of its own \(pivot_root\)/);
+  }));
+
+Deno.test("a covered tmpfs whose mountpoint a mount above hides is refused by name too, not as an internal error", () =>
+  withRootlessCopyOfCoveredTree(async (pid, images) => {
+    const r = await criu(["dump", "-t", `${pid}`, "-D", images]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.match(
+      r.stderr,
+      /Cannot dump the mount \S+\/sub \(tmpfs, mount \d+\) of process \d+: it is covered by a mount above it \(its mountpoint is not in the tree's view\), so its files cannot be read; the tree's mount namespace is a copy of the host's mount tree/,
+    );
+  }, "/sub"));
+
+Deno.test({
+  name:
+    "CRIU 4.2 cannot dump a rootless tree whose mount namespace copies a host tree with a covered tmpfs either",
+  ignore: !UPSTREAM,
+  fn: () =>
+    withRootlessCopyOfCoveredTree(async (pid, images) => {
+      const out = await new Deno.Command(UPSTREAM!, {
+        args: ["dump", "-t", `${pid}`, "-D", images, "-o", "dump.log", "-v4"],
+        stdout: "null",
+        stderr: "null",
+      }).output();
+      assert.equal(out.code, 1);
+      const errors = Deno.readTextFileSync(`${images}/dump.log`).split("\n").filter((l) => / Error /.test(l));
+      assert.ok(errors.some((l) => /Unable to umount child-overmount/.test(l)), errors.join("\n"));
+    }),
+});

@@ -50,7 +50,7 @@ import { dumpTimers, itimersQuery } from "../objects/timers.ts";
 import { applyRestart, threadInfoFromCpu } from "../objects/cpu.ts";
 import { dumpFds, type DumpFilesContext, type FilesSession, type FileTable } from "../objects/files.ts";
 import { addRemovedDirectory, addRemovedExe } from "../objects/remap.ts";
-import { addRegFile, addTaskDirectory } from "../objects/regfile.ts";
+import { addMappedFile, addTaskDirectory } from "../objects/regfile.ts";
 import type { FrozenTask } from "./freeze.ts";
 import type { Log } from "../log.ts";
 import type { RunOptions } from "../options/options.ts";
@@ -326,7 +326,7 @@ function dumpMm(
   // A removed executable is carried as CRIU does: a ghost or a link remap (remap.ts).
   const exeFileId = exe.endsWith(" (deleted)")
     ? addRemovedExe(files, pid, exe)
-    : addRegFile(table, exe, O.RDONLY);
+    : addMappedFile(table, pid, `/proc/${pid}/exe`, exe, O.RDONLY);
   const mm = create(mm_entrySchema, {
     mmStartCode: f(26),
     mmEndCode: f(27),

@@ -3,7 +3,9 @@
  * files.img (vma shmid names it), reopened by path on restore with the rights the task's own open
  * file had (vma fdflags), so that an mprotect the task makes later is allowed as before. A mapped
  * file whose name is gone is carried as the fds of such files are (remap.ts: a ghost file in the
- * images, or a link remap), and reopened through it.
+ * images, or a link remap), and reopened through it. The entry records the mount the file is on
+ * (mnt_id), as for an open file, for a task in a mount namespace the dump saves: CRIU opens it in
+ * that mount's namespace (the task's own view, where criu-ts opens it).
  */
 import { refuse } from "./refusal.ts";
 import { isFieldSet } from "@bufbuild/protobuf";
@@ -14,7 +16,7 @@ import { NR, O, PROT } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import type { FileTable } from "./files.ts";
-import { addRegFile } from "./regfile.ts";
+import { addMappedFile } from "./regfile.ts";
 import { addRemovedMapping, pathToOpen } from "./remap.ts";
 import {
   type MappingBacking,
@@ -106,7 +108,9 @@ export const regularFileMapping: MappingBacking = {
     const gone = m.path.endsWith(" (deleted)");
     if (gone && !ctx.files) refuse(ctx.pid, `the mapping of ${m.path}`, "its file was deleted");
     entry.shmid = BigInt(
-      gone ? addRemovedMapping(ctx.files!, ctx.pid, m, fdflags) : addRegFile(ctx.table, m.path, fdflags),
+      gone
+        ? addRemovedMapping(ctx.files!, ctx.pid, m, fdflags)
+        : addMappedFile(ctx.table, ctx.pid, mapFilesPath(ctx.pid, m), m.path, fdflags),
     );
   },
   ownPages(entry) {

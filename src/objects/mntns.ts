@@ -544,12 +544,49 @@ interface TmpfsToArchive {
   hasChildren: boolean;
 }
 
-/** Refuses a tmpfs that another mount covers: neither the tree's view nor a copy of it reaches it. */
-function checkNotCovered(pid: number, m: TmpfsToArchive): void {
-  const st = Deno.statSync(`/proc/${pid}/root${m.e.mountpoint}`);
-  if (st.dev !== userDev(m.info)) {
-    refuse(pid, describe(m.e, "tmpfs"), "it is covered by another mount, so its files cannot be read");
+/**
+ * Refuses a tmpfs that another mount covers: neither the tree's view nor a copy of it reaches it.
+ * The refusal names the mount on top, and says what to do when the tree's namespace is a copy of
+ * the host's mount tree (a rootless tree made by `unshare -U -m`, no pivot_root), where the
+ * overmount is the host's own: CRIU 4.2 cannot dump it either (in a user namespace's copy the
+ * mounts are locked together and the one on top cannot be unmounted), nor restore such a tree.
+ */
+function checkNotCovered(pid: number, m: TmpfsToArchive, infos: readonly MountInfo[]): void {
+  const dev = visibleDev(`/proc/${pid}/root${m.e.mountpoint}`);
+  if (dev === userDev(m.info)) return;
+  const top = infos.findLast((i) => i.mountpoint === m.info.mountpoint && userDev(i) === dev) ??
+    infos.findLast((i) => userDev(i) === dev);
+  const by = top
+    ? `mount ${top.id} (${top.fstype} at ${top.mountpoint})`
+    : dev === undefined
+    ? "a mount above it (its mountpoint is not in the tree's view)"
+    : "another mount";
+  refuse(
+    pid,
+    describe(m.e, "tmpfs"),
+    `it is covered by ${by}, so its files cannot be read${hostCopyHint(pid)}`,
+  );
+}
+
+/** The device of what `path` shows; undefined when nothing is there (a mount above hides the name). */
+function visibleDev(path: string): number | undefined {
+  try {
+    return Deno.statSync(path).dev;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
   }
+}
+
+/** Why a covered mount of a tree without a rootfs of its own cannot be had, and what to do; else nothing. */
+function hostCopyHint(pid: number): string {
+  const [theirs, ours] = [Deno.statSync(`/proc/${pid}/root`), Deno.statSync("/")];
+  if (theirs.dev !== ours.dev || theirs.ino !== ours.ino) return "";
+  const userns = (p: number | "self") => Deno.readLinkSync(`/proc/${p}/ns/user`);
+  const locked = userns(pid) !== userns("self")
+    ? ", and a user namespace's copy locks its mounts together, so the one on top cannot be unmounted to reach it (CRIU 4.2 fails there too)"
+    : "";
+  return `; the tree's mount namespace is a copy of the host's mount tree (its root is criu's /, with no pivot_root into a rootfs), overmount included${locked}; give the tree a mount namespace with a rootfs of its own (pivot_root), as container runtimes do, or take the overmount off the host's tree before the namespace is made`;
 }
 
 /** The device number of a mountinfo line as stat() reports it (new_encode_dev). */
@@ -561,9 +598,10 @@ function archiveAll(
   pid: number,
   dir: ImageDir,
   mounts: readonly TmpfsToArchive[],
+  infos: readonly MountInfo[],
   log: Log,
 ): void {
-  mounts.forEach((m) => checkNotCovered(pid, m));
+  mounts.forEach((m) => checkNotCovered(pid, m, infos));
   const started = performance.now();
   const outcomes = withBareViews(pid, mounts, log, (views) => {
     const jobs = mounts.map((m, i) => ({
@@ -877,7 +915,7 @@ function dumpMounts(ctx: NsDumpContext): void {
     const info = n.infos[i]!;
     tmpfs.push({ e, info, hasChildren: n.infos.some((c) => c.parentId === info.id && c.id !== info.id) });
   });
-  archiveAll(n.pid, dir, tmpfs, log);
+  archiveAll(n.pid, dir, tmpfs, n.infos, log);
   dir.write(KINDS.MNTS, n.id, n.entries);
   tree.saved.set(Deno.readLinkSync(`/proc/${ctx.pid}/ns/mnt`), n.entries);
   log.info(

@@ -12,8 +12,12 @@
  * membership added more than once, a membership of an unknown type. Not yet: a ring mapped into
  * memory.
  *
- * At restore the socket is made in the task (its network namespace is the task's), then bound and
- * set up from criu's copy of it in CRIU's order: bind, version, reserve, timestamp, copy threshold,
+ * A socket belongs to the network namespace it was made in, which need not be its holder's (a task
+ * may make it, then move to another namespace with setns): sock_diag is asked in the socket's own
+ * namespace, and the entry records that namespace (CRIU's ns_id, found with SIOCGSKNS).
+ *
+ * At restore the socket is made in the task, inside the socket's namespace (socket_netns.ts), then
+ * bound and set up from criu's copy of it in CRIU's order: bind, version, reserve, timestamp, copy threshold,
  * the flags, memberships, rings, fanout, file flags and socket options.
  */
 import { create } from "@bufbuild/protobuf";
@@ -25,7 +29,7 @@ import {
   packet_sock_entrySchema,
 } from "../images/gen/packet-sock_pb.ts";
 import type { PacketSocketInfo } from "../../ffi/sock_diag.ts";
-import { socketsInNetnsOf } from "./socket_listing.ts";
+import { socketsInNetnsOfSocket } from "./socket_listing.ts";
 import { makeSocketInTask } from "./socket_in_task.ts";
 import {
   addPacketMembership,
@@ -55,13 +59,16 @@ import {
   registerFdKind,
 } from "./files.ts";
 import { refuse } from "./refusal.ts";
-import { readSkOpts, writeSkOpts } from "./socket_options.ts";
+import { readSkOpts, socketNsId, writeSkOpts } from "./socket_options.ts";
 
 const SOCKET_NAME = /^socket:\[(\d+)\]$/;
 
-/** The packet sockets sock_diag lists, per network namespace, asked once per dump. */
-function listed(table: FileTable, pid: number): Map<number, PacketSocketInfo> {
-  return socketsInNetnsOf(table, "packet", pid, (diag) => diag.packetSockets());
+/**
+ * The packet sockets sock_diag lists in the network namespace of the socket at `sock` (criu's
+ * copy), asked once per namespace and dump.
+ */
+function listed(table: FileTable, sock: number): Map<number, PacketSocketInfo> {
+  return socketsInNetnsOfSocket(table, "packet", sock, (diag) => diag.packetSockets());
 }
 
 /** The protocol as socket() takes it: the ethertype in network byte order (CRIU's htons). */
@@ -98,16 +105,16 @@ function memberships(pid: number, what: string, info: PacketSocketInfo) {
 function dumpPacket(ctx: DumpFilesContext, fd: FdEntry): number {
   const ino = Number(SOCKET_NAME.exec(fd.target)![1]);
   const what = `fd ${fd.fd} (packet socket ${ino})`;
-  const info = listed(ctx.table, ctx.pid).get(ino);
-  if (!info) refuse(ctx.pid, what, "the kernel's list of packet sockets does not have it");
-  const pdi = info.info;
-  if (!pdi) refuse(ctx.pid, what, "sock_diag gave no packet socket info for it");
-  const mclist = memberships(ctx.pid, what, info);
-  if (info.meminfo?.rmemAlloc) {
-    ctx.log.info(`${what} of process ${ctx.pid}: its queued packets are not saved, as in CRIU`);
-  }
   const ours = copyFdOf(ctx.pid, fd.fd);
   try {
+    const info = listed(ctx.table, ours).get(ino);
+    if (!info) refuse(ctx.pid, what, "the kernel's list of packet sockets does not have it");
+    const pdi = info.info;
+    if (!pdi) refuse(ctx.pid, what, "sock_diag gave no packet socket info for it");
+    const mclist = memberships(ctx.pid, what, info);
+    if (info.meminfo?.rmemAlloc) {
+      ctx.log.info(`${what} of process ${ctx.pid}: its queued packets are not saved, as in CRIU`);
+    }
     const fields = {
       type: info.type,
       protocol: networkOrder(info.protocol),
@@ -115,6 +122,7 @@ function dumpPacket(ctx: DumpFilesContext, fd: FdEntry): number {
       ifindex: pdi.ifindex,
       fown: emptyFown(),
       opts: readSkOpts(ours, AF.PACKET),
+      ...socketNsId(ctx.session, ours),
       version: pdi.version,
       reserve: pdi.reserve,
       auxData: (pdi.flags & PDI.AUXDATA) !== 0,

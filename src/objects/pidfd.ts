@@ -1,7 +1,9 @@
 /**
- * pidfds: the process a pidfd refers to, by its pid as the tree sees it (CRIU's nspid), or -1 for
- * a process that has ended. A live one must be in the dumped tree, so that it exists again after
- * the restore, where the task opens a new pidfd on it (pidfd_open). Pidfds of an ended process
+ * pidfds: the process a pidfd refers to, by its pid as the tree's PID namespace sees it (CRIU's
+ * nspid, the pid pstree.img has), or -1 for a process that has ended. A live one must be in the
+ * dumped tree, so that it exists again after the restore, where the task opens a new pidfd on it
+ * (pidfd_open) by the pid it sees it by: the same for a task of the tree's namespace, its pid in
+ * the task's own namespace for a task in a nested one (pidns.ts), which must see it. Pidfds of an ended process
  * (the same one when they share an inode) come back as pidfds on a short-lived process of criu's
  * own that is killed before they are handed over, as CRIU does it.
  */
@@ -9,6 +11,7 @@ import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import { pidfd_entrySchema } from "../images/gen/pidfd_pb.ts";
 import { deadPidfds } from "../../ffi/pidfd.ts";
+import { pidNamespaceChain } from "../../ffi/nsenter.ts";
 import { closeFd } from "../../ffi/fd.ts";
 import { NR, O } from "../../ffi/syscalls.ts";
 import {
@@ -39,6 +42,12 @@ function parentOf(pid: number): number {
 function tgidOf(pid: number): number {
   const m = /^Tgid:\s*(\d+)$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`));
   return m ? Number(m[1]) : pid;
+}
+
+/** Where the tree's PID namespace (its root's own) sits in NSpid lines: criu's own is 0. */
+function treeLevel(root: number): number {
+  const m = /^NSpid:(.*)$/m.exec(Deno.readTextFileSync(`/proc/${root}/status`));
+  return Math.max(0, (m?.[1] ?? "").split(/\s+/).filter((s) => s !== "").length - 1);
 }
 
 /** Is `pid` (a process, or a thread of one) the tree's root or one of its descendants? */
@@ -73,11 +82,15 @@ export const pidfdKind: FdKind = {
       if (!inTree(pid, root)) {
         refuse(ctx.pid, what, `it refers to process ${pid}, which is not in the dumped tree`);
       }
-      const ns = (p: number) => Deno.readLinkSync(`/proc/${p}/ns/pid`);
-      if (ns(pid) !== ns(ctx.pid)) {
-        refuse(ctx.pid, what, `it refers to process ${pid}, in another PID namespace than the task's`);
+      const own = Deno.readLinkSync(`/proc/${ctx.pid}/ns/pid`);
+      if (!pidNamespaceChain(pid).includes(own)) {
+        refuse(
+          ctx.pid,
+          what,
+          `it refers to process ${pid}, which the task's PID namespace (${own}) cannot see`,
+        );
       }
-      nspid = Number(nspids.at(-1) ?? pid);
+      nspid = Number(nspids[treeLevel(root)] ?? pid);
     }
     return addFdFile(ctx, fd, (id) =>
       create(file_entrySchema, {
@@ -97,7 +110,13 @@ export const pidfdKind: FdKind = {
     if (!p) throw new RestoreError(`File ${entry.id} has no pidfd data`);
     const flags = p.flags & (O.NONBLOCK | PIDFD_THREAD);
     if (p.nspid !== -1) {
-      return Number(ctx.agent.call(`pidfd_open(${p.nspid})`, NR.pidfd_open, p.nspid, flags));
+      const seen = ctx.pidSeen ? ctx.pidSeen(p.nspid) : p.nspid;
+      if (seen === undefined) {
+        throw new RestoreError(
+          `Process ${ctx.nsPid} holds a pidfd of process ${p.nspid}, which its PID namespace cannot see`,
+        );
+      }
+      return Number(ctx.agent.call(`pidfd_open(${seen})`, NR.pidfd_open, seen, flags));
     }
     return handOverDead(ctx, entry.id, p.ino);
   },

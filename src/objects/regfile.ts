@@ -103,19 +103,45 @@ export function mountIdToSave(table: FileTable, pid: number, mntId: number): num
  */
 export function addTaskDirectory(table: FileTable, pid: number, which: "cwd" | "root", path: string): number {
   const link = `/proc/${pid}/${which}`;
-  let mntId: number | undefined;
-  if (inSavedMountNs(table, pid)) {
-    const fd = openPathFd(link);
-    try {
-      const line = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`).split("\n").find((l) =>
-        l.startsWith("mnt_id:")
-      );
-      mntId = line ? mountIdToSave(table, pid, Number(line.slice(7).trim())) : undefined;
-    } finally {
-      closeFd(fd);
-    }
+  return addRegFile(
+    table,
+    path,
+    O.RDONLY | O.DIRECTORY,
+    0n,
+    undefined,
+    safeStat(link),
+    mountIdOfLink(table, pid, link),
+  );
+}
+
+/**
+ * A file task `pid` maps (named `path` in its view), reached through `link` (its entry in
+ * /proc/PID/map_files, or /proc/PID/exe): stat'd there and recorded with the mount it is on, as
+ * a task directory is, so that a restore opens it in the namespace of that mount (a file of a
+ * nested namespace's own tmpfs is nowhere else).
+ */
+export function addMappedFile(
+  table: FileTable,
+  pid: number,
+  link: string,
+  path: string,
+  flags: number,
+): number {
+  return addRegFile(table, path, flags, 0n, undefined, safeStat(link), mountIdOfLink(table, pid, link));
+}
+
+/** The mount id to save (mountIdToSave) of the file /proc link `link` of task `pid` leads to. */
+function mountIdOfLink(table: FileTable, pid: number, link: string): number | undefined {
+  if (!inSavedMountNs(table, pid)) return undefined;
+  const fd = openPathFd(link);
+  try {
+    const line = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`).split("\n").find((l) =>
+      l.startsWith("mnt_id:")
+    );
+    return line ? mountIdToSave(table, pid, Number(line.slice(7).trim())) : undefined;
+  } finally {
+    closeFd(fd);
   }
-  return addRegFile(table, path, O.RDONLY | O.DIRECTORY, 0n, undefined, safeStat(link), mntId);
 }
 
 function inSavedMountNs(table: FileTable, pid: number): boolean {

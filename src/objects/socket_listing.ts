@@ -3,6 +3,8 @@
  * (unix, netlink, packet): a tree of many tasks in one namespace costs one netlink exchange.
  */
 import { SockDiag } from "../../ffi/sock_diag.ts";
+import { socketNetnsFd } from "../../ffi/netdev.ts";
+import { closeFd } from "../../ffi/fd.ts";
 import type { FileTable } from "./files.ts";
 
 /**
@@ -15,11 +17,40 @@ export function socketsInNetnsOf<T extends { ino: number }>(
   pid: number,
   list: (diag: SockDiag) => T[],
 ): Map<number, T> {
-  const byNetns = table.stateOf(`sock-diag-${kind}`, () => new Map<number, Map<number, T>>());
   const netns = Deno.statSync(`/proc/${pid}/ns/net`).ino ?? 0;
+  return listedOnce(table, kind, netns, () => SockDiag.open(pid), list);
+}
+
+/**
+ * The sockets of `kind` in the network namespace the socket at `sock` (criu's copy) belongs to,
+ * by inode: a socket made in a namespace its holder has left since is listed only there.
+ */
+export function socketsInNetnsOfSocket<T extends { ino: number }>(
+  table: FileTable,
+  kind: string,
+  sock: number,
+  list: (diag: SockDiag) => T[],
+): Map<number, T> {
+  const nsFd = socketNetnsFd(sock);
+  try {
+    const netns = Deno.statSync(`/proc/self/fd/${nsFd}`).ino ?? 0;
+    return listedOnce(table, kind, netns, () => SockDiag.openInNetns(nsFd), list);
+  } finally {
+    closeFd(nsFd);
+  }
+}
+
+function listedOnce<T extends { ino: number }>(
+  table: FileTable,
+  kind: string,
+  netns: number,
+  open: () => SockDiag,
+  list: (diag: SockDiag) => T[],
+): Map<number, T> {
+  const byNetns = table.stateOf(`sock-diag-${kind}`, () => new Map<number, Map<number, T>>());
   let sockets = byNetns.get(netns);
   if (!sockets) {
-    const diag = SockDiag.open(pid);
+    const diag = open();
     try {
       sockets = new Map(list(diag).map((s) => [s.ino, s]));
     } finally {

@@ -1,6 +1,6 @@
 /**
  * The network namespace a socket is made in at restore. A socket belongs for good to the namespace
- * it was made in, which its entry records (CRIU's ns_id: inet, unix and netlink sockets), and that
+ * it was made in, which its entry records (CRIU's ns_id: inet, unix, netlink and packet sockets), and that
  * need not be the namespace of the task restoring it: a task may make a socket, then move to
  * another namespace with setns (or a child that moved inherits it). Such a socket is opened with
  * the task moved into the socket's namespace for the time of its open (setns there, then back),
@@ -15,7 +15,7 @@ import { restoredNamespacePath } from "./namespaces.ts";
 
 /** The ns_id a socket entry records; undefined for other files and entries without one. */
 function socketNsId(e: file_entry): number | undefined {
-  return e.isk?.nsId || e.usk?.nsId || e.nlsk?.nsId || undefined;
+  return e.isk?.nsId || e.usk?.nsId || e.nlsk?.nsId || e.psk?.nsId || undefined;
 }
 
 /** Runs `open` (which makes the file of `entry` in the task) in the socket's network namespace. */

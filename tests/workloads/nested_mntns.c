@@ -10,7 +10,8 @@
  * The root lives in a mount namespace of its own, rooted at a bind mount of the host's root
  * filesystem (pivot_root), with /proc, a tmpfs t (t/root.txt) and a shared tmpfs sh. A unshares
  * CLONE_NEWNS, makes every mount a slave (mount --make-rslave /, as systemd does), mounts a tmpfs
- * of its own at priv (priv/a.txt), keeps priv/a.txt open (read 2 bytes) and its cwd in priv; then,
+ * of its own at priv (priv/a.txt), keeps priv/a.txt open (read 2 bytes) and its cwd in priv, and
+ * priv/map.bin mapped shared (a file no other namespace has); then,
  * as PrivateTmp= and ProtectSystem= do, binds t/svc (a directory of the root's tmpfs) over t, and
  * ro (a directory of the root filesystem) on itself read-only; and, as systemd ends, makes every
  * mount shared (its sh then shared and a slave of the root's).
@@ -18,7 +19,7 @@
  * After SIGTERM the root checks its view: t/root.txt is there (its t not covered), ro is
  * writable, priv is no mount and holds no a.txt, A is in another mount namespace and B in its own; it mounts a tmpfs at sh/later with
  * l.txt and lets A and B check. A checks priv/a.txt, its fd (the rest of the file, on priv), its
- * cwd, t/svc.txt (t/svc bound over its copy of t), that ro refuses writes (EROFS), and that
+ * mapping (its contents, and a write through it reaching the file), its cwd, t/svc.txt (t/svc bound over its copy of t), that ro refuses writes (EROFS), and that
  * sh/later/l.txt reached it (its sh is a slave of the
  * root's: the relation must have come back); then it mounts a tmpfs at sh/back, which the root must
  * not see (a slave does not propagate back). B checks it sees t and not priv. C checks sh/later
@@ -179,9 +180,21 @@ static void child_a(void)
 		if (a1 == 0)
 			child_a1();
 	}
+	/* a file only A's namespace has, mapped shared (after A1's fork: A's alone) */
+	int mfd = open(at("priv/map.bin"), O_RDWR | O_CREAT | O_TRUNC, 0600);
+	char *map = MAP_FAILED;
+	if (mfd >= 0 && ftruncate(mfd, 4096) == 0)
+		map = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, mfd, 0);
+	if (map == MAP_FAILED)
+		_exit(10);
+	strcpy(map, "mapped in A");
+	close(mfd);
 	atomic_store(&sh->ready[A], 1);
 	wait_go();
 	verdict = sh->verdict[A];
+	CHILD_CHECK(!strcmp(map, "mapped in A"), "A: its mapping of priv/map.bin holds \"%.20s\"", map);
+	map[0] = 'M';
+	CHILD_CHECK(file_is(at("priv/map.bin"), "Mapped in A"), "A: its mapping is not priv/map.bin's (shared) pages");
 	char rest[32] = "";
 	struct stat st;
 	CHILD_CHECK(file_is(at("priv/a.txt"), "private tmp"), "A: priv/a.txt is not there");

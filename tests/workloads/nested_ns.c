@@ -5,8 +5,8 @@
  *   - `net`: child N unshares another network namespace: loopback up with a non-default MTU, a
  *     veth pair with both ends inside (198.18.5.1/24 and 198.18.5.2/24, up), a TCP listener on
  *     127.0.0.1 and an established connection to it; its child NB makes a listener of its own
- *     there, then goes back to the root's network namespace with setns(2), keeping it (a socket
- *     of another namespace than its holder's);
+ *     there and a packet socket bound to nv0, then goes back to the root's network namespace with
+ *     setns(2), keeping both (sockets of another namespace than their holder's);
  *   - `uts-ipc`: child U unshares UTS and IPC namespaces: its own host name, and a SysV shared
  *     memory segment with contents, kept attached; its child UB goes back to the root's UTS
  *     namespace (criu's own) with setns(2).
@@ -25,6 +25,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
+#include <linux/if_packet.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -308,6 +309,10 @@ static void net_back(int ready)
 	int own = socket(AF_INET, SOCK_STREAM, 0);
 	if (own < 0 || bind(own, (struct sockaddr *)&a, sizeof(a)) || listen(own, 1))
 		_exit(2);
+	struct sockaddr_ll ll = { .sll_family = AF_PACKET, .sll_ifindex = (int)if_nametoindex("nv0") };
+	int packet = socket(AF_PACKET, SOCK_DGRAM, 0);
+	if (packet < 0 || !ll.sll_ifindex || bind(packet, (struct sockaddr *)&ll, sizeof(ll)))
+		_exit(2);
 	char path[64];
 	snprintf(path, sizeof(path), "/proc/%d/ns/net", root_pid);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -323,6 +328,11 @@ static void net_back(int ready)
 	WL_CHECK(socket_in_ns_of(own, getppid()), "its listener is not in its parent's network namespace");
 	WL_CHECK(getsockopt(own, SOL_SOCKET, SO_ACCEPTCONN, &listening, &len) == 0 && listening,
 		 "its listener does not listen");
+	WL_CHECK(socket_in_ns_of(packet, getppid()), "its packet socket is not in its parent's network namespace");
+	struct sockaddr_ll bound = { 0 };
+	len = sizeof(bound);
+	WL_CHECK(getsockname(packet, (struct sockaddr *)&bound, &len) == 0 && bound.sll_ifindex == ll.sll_ifindex,
+		 "its packet socket is bound to interface %d, expected nv0's %d", bound.sll_ifindex, ll.sll_ifindex);
 }
 
 /* N: a network namespace of its own below the root's. */

@@ -7,7 +7,7 @@
  *       ├── Z  N's pid 2, exited with status 7, left a zombie (I reaps it only at the end)
  *       └── R  N's pid 3, running, with a second thread (N's tid 4)
  *
- *   bin/nested_pidns RESULT_FILE [clone|pending|thread|deadns|group]
+ *   bin/nested_pidns RESULT_FILE [clone|pending|thread|deadns|group|outer-pidfd]
  *     `clone` makes I with clone(CLONE_NEWPID) instead of unshare + fork, so that O's
  *     pid_for_children stays its own namespace. `pending`: O unshares and forks nothing more (no
  *     I): after the wait its next child must be pid 1 of a new namespace. `thread`: O also has a
@@ -16,7 +16,9 @@
  *     pid_for_children is a namespace without processes (a dump must refuse it); no I.
  *     `group`: A also leads a process group of its own and, after an unshare, forks J, the init
  *     of a second nested namespace, which must still be in A's group after the wait (a group J
- *     does not see; the restore's parent puts it there).
+ *     does not see; the restore's parent puts it there). `outer-pidfd`: O opens a pidfd of itself
+ *     before I is made, which I and R inherit (one open file: their namespace cannot see O, yet
+ *     their copies must still refer to it after restore, its outermost NSpid O's pid).
  *
  * Checks after SIGTERM (each process checks its own ids, as it sees them):
  *   A: getpid() and getppid() unchanged (O);
@@ -29,6 +31,10 @@
  *      has two levels, its inner pid above 4, R's thread's) and O reaps it before I ends; without
  *      it (clone) O's pid_for_children is O's own namespace. Then O collects A's and I's verdicts
  *      (exit status 0) with waitpid by their outer pids.
+ * pidfds: I holds one of R (a task of its own namespace), R one of I (its init, pid 1 inside), and
+ * O one of I (a task of a nested namespace, which O sees by its outer pid). After the wait each
+ * must still refer to that process: pidfd_send_signal(0) works, and the fd's NSpid, read at the
+ * holder's own level, is the pid by which the holder sees it.
  * Verdicts travel by exit status; details go to the log.
  */
 #include "lib.h"
@@ -46,13 +52,12 @@
 
 static int use_clone;
 
-/* The NSpid line of /proc/PID/status (the host's /proc: outermost first), into out[]. */
-static int nspids(pid_t pid, int *out, int max)
+/* The NSpid line of file `path` (status or a pidfd's fdinfo; outermost first), into out[]. */
+static int nspids_in(const char *path, int *out, int max)
 {
-	char path[64], buf[4096], *p;
+	char buf[4096], *p;
 	int n = 0;
 
-	snprintf(path, sizeof(path), "/proc/%d/status", pid);
 	if (wl_read_file(path, buf, sizeof(buf)) < 0)
 		return -1;
 	p = strstr(buf, "NSpid:");
@@ -69,6 +74,71 @@ static int nspids(pid_t pid, int *out, int max)
 		p = end;
 	}
 	return n;
+}
+
+/* The NSpid line of /proc/PID/status (the host's /proc: outermost first), into out[]. */
+static int nspids(pid_t pid, int *out, int max)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	return nspids_in(path, out, max);
+}
+
+/*
+ * Whether pidfd `fd` of this process refers to a live process that it sees as `expected`: a null
+ * signal reaches it, and its NSpid at our own level (the host's /proc lists every level) is it.
+ */
+static int pidfd_is(int fd, pid_t expected, const char *who)
+{
+	char path[64];
+	int own[8], theirs[8], n_own, n_theirs;
+
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", fd);
+	n_own = nspids_in("/proc/self/status", own, 8);
+	n_theirs = nspids_in(path, theirs, 8);
+	if (syscall(SYS_pidfd_send_signal, fd, 0, NULL, 0) != 0) {
+		wl_log("%s: pidfd %d: pidfd_send_signal: %s", who, fd, strerror(errno));
+		return 0;
+	}
+	if (n_own < 1 || n_theirs < n_own || theirs[n_own - 1] != expected) {
+		wl_log("%s: pidfd %d refers to %d (level %d of %d), expected %d", who, fd,
+		       n_own >= 1 && n_theirs >= n_own ? theirs[n_own - 1] : -1, n_own, n_theirs, expected);
+		return 0;
+	}
+	return 1;
+}
+
+static int open_pidfd(pid_t pid)
+{
+	int fd = (int)syscall(SYS_pidfd_open, pid, 0);
+
+	if (fd < 0) {
+		wl_log("pidfd_open(%d): %s", pid, strerror(errno));
+		_exit(2);
+	}
+	return fd;
+}
+
+/* `outer-pidfd`: O's pidfd of itself (inherited by I and R), and O's pid. */
+static int own_fd = -1;
+static pid_t outer_o;
+
+/* Whether this task's copy of O's pidfd still refers to O: its outermost NSpid (host's /proc). */
+static int inherited_pidfd_ok(const char *who)
+{
+	char path[64];
+	int theirs[8], n;
+
+	if (own_fd < 0)
+		return 1;
+	snprintf(path, sizeof(path), "/proc/self/fdinfo/%d", own_fd);
+	n = nspids_in(path, theirs, 8);
+	if (n < 1 || theirs[0] != outer_o) {
+		wl_log("%s: O's pidfd refers to %d, expected %d", who, n >= 1 ? theirs[0] : -1, outer_o);
+		return 0;
+	}
+	return 1;
 }
 
 static int same_link(const char *a, const char *b)
@@ -112,6 +182,7 @@ static void *thread_body(void *arg)
 static __attribute__((noreturn)) void running_body(int ready_fd)
 {
 	pthread_t th;
+	int init_fd = open_pidfd(1);
 
 	if (pthread_create(&th, NULL, thread_body, NULL) != 0)
 		_exit(2);
@@ -127,8 +198,11 @@ static __attribute__((noreturn)) void running_body(int ready_fd)
 		       thread_ok);
 		_exit(1);
 	}
-	_exit(0);
+	_exit(pidfd_is(init_fd, 1, "R") && inherited_pidfd_ok("R") ? 0 : 1);
 }
+
+/* I's pidfd of R. */
+static int r_fd = -1;
 
 /* I's checks after the wait; 0 when all hold. */
 static int init_checks(pid_t z, pid_t r)
@@ -156,6 +230,8 @@ static int init_checks(pid_t z, pid_t r)
 		       si.si_code, si.si_status, strerror(errno));
 		bad = 1;
 	}
+	if (!pidfd_is(r_fd, r, "I") || !inherited_pidfd_ok("I"))
+		bad = 1;
 	if (kill(r, SIGTERM) != 0 || waitpid(r, &status, 0) != r || !WIFEXITED(status) ||
 	    WEXITSTATUS(status) != 0) {
 		wl_log("I: R (%d) did not pass: status %#x", r, status);
@@ -192,6 +268,7 @@ static __attribute__((noreturn)) void init_body(int ready_fd)
 		wl_log("I: children got pids %d %d, expected 2 3", z, r);
 		_exit(1);
 	}
+	r_fd = open_pidfd(r);
 	{
 		sigset_t rt;
 		union sigval v = { .sival_int = 42 };
@@ -368,6 +445,9 @@ int main(int argc, char **argv)
 		close(pipefd[1]);
 		plain_body("A", getpid(), o);
 	}
+	/* `outer-pidfd`: I and R inherit O's pidfd of itself, a process their namespace cannot see */
+	outer_o = o;
+	own_fd = strcmp(mode, "outer-pidfd") == 0 ? open_pidfd(o) : -1;
 	if (!use_clone && unshare(CLONE_NEWPID) != 0)
 		wl_die("unshare(CLONE_NEWPID)");
 	if (dead_ns) {
@@ -395,6 +475,7 @@ int main(int argc, char **argv)
 		init_body(pipefd[1]);
 	}
 	close(pipefd[1]);
+	int i_fd = open_pidfd(i);
 	for (int k = group ? 3 : 2; k > 0; k--) {
 		if (read(pipefd[0], &c, 1) != 1)
 			wl_die("I, R or A did not get ready");
@@ -404,6 +485,10 @@ int main(int argc, char **argv)
 	wl_wait();
 
 	check_outside(i);
+	if (!pidfd_is(i_fd, i, "O"))
+		wl_fail("O's pidfd of I does not refer to it (log)");
+	if (own_fd >= 0 && !pidfd_is(own_fd, o, "O"))
+		wl_fail("O's pidfd of itself does not refer to it (log)");
 	kill(i, SIGTERM);
 	if (waitpid(i, &status, 0) != i || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
 		wl_fail("I: status %#x", status);
