@@ -28,6 +28,7 @@ import { lockRules } from "./lib/netfilter.ts";
 import { UPSTREAM } from "./lib/upstream.ts";
 
 const PODMAN = "/usr/bin/podman";
+const NSENTER = "/usr/bin/nsenter";
 const CRIU = new URL("../scripts/criu", import.meta.url).pathname;
 const IMAGE = "localhost/criu-ts-busybox:1";
 const COUNTER = "i=0; while true; do i=$((i+1)); echo $i >> /data/count; echo $i; sleep 0.1; done";
@@ -56,7 +57,12 @@ function ulimits(): string[] {
   return ["--ulimit", `nofile=${nofile}:${nofile}`, "--ulimit", `nproc=${nproc}:${nproc}`];
 }
 
-async function makeStore(criu = CRIU): Promise<Store> {
+/**
+ * A Podman of the test's own (see Store), with criu `criu`; with `netns` (a name under /run/netns)
+ * every podman command runs in that network namespace, and its networks are netavark's, configured
+ * in the store.
+ */
+async function makeStore(criu = CRIU, netns?: string): Promise<Store> {
   const dir = Deno.makeTempDirSync({ prefix: "criu-podman-" });
   const host = `${dir}/host`;
   for (const d of ["bin", "host", "rootfs/bin", "tmp"]) Deno.mkdirSync(`${dir}/${d}`, { recursive: true });
@@ -76,10 +82,15 @@ async function makeStore(criu = CRIU): Promise<Store> {
     "file",
     "--runtime",
     "runc",
+    "--network-config-dir",
+    `${dir}/networks`,
+    "--network-backend",
+    "netavark",
   ];
+  const inNetns = netns === undefined ? [] : [`--net=/run/netns/${netns}`, PODMAN];
   const podman = async (args: string[]) => {
-    const got = await new Deno.Command(PODMAN, {
-      args: [...global, ...args],
+    const got = await new Deno.Command(netns === undefined ? PODMAN : NSENTER, {
+      args: [...inNetns, ...global, ...args],
       env: { PATH: `${dir}/bin:/usr/sbin:/usr/bin:/sbin:/bin` },
       stdin: "null",
       stdout: "piped",
@@ -252,10 +263,14 @@ function freePort(): number {
   return port;
 }
 
-/** Whether some socket of the host's network listens on `port` (/proc/net/tcp and tcp6). */
-function listening(port: number): boolean {
+/**
+ * Whether some socket listens on `port` (/proc/net/tcp and tcp6) in the host's network, or in the
+ * network namespace of process `pid`.
+ */
+function listening(port: number, pid?: string): boolean {
   const hex = `:${port.toString(16).toUpperCase().padStart(4, "0")} `;
-  return ["/proc/net/tcp", "/proc/net/tcp6"].some((f) =>
+  const net = pid === undefined ? "/proc/net" : `/proc/${pid}/net`;
+  return [`${net}/tcp`, `${net}/tcp6`].some((f) =>
     Deno.readTextFileSync(f).split("\n").some((l) => {
       const fields = l.trim().split(/\s+/);
       return `${fields[1]} `.endsWith(hex) && fields[3] === "0A";
@@ -264,30 +279,27 @@ function listening(port: number): boolean {
 }
 
 /**
- * Starts container `name` in the host's network: a busybox nc that accepts one connection on
- * `port` and hands it to a shell numbering every line it reads ("N line"), so that an answer
- * shows the server's state (its count) went on. Connects to it from the test's own process.
+ * Runs container `name` with network options `network`: a busybox nc that accepts one connection
+ * on `port` and hands it to a shell numbering every line it reads ("N line"), so that an answer
+ * shows the server's state (its count) went on. Waits until it listens, in its own network.
  */
-async function startNumberingServer(s: Store, name: string, port: number): Promise<Deno.TcpConn> {
+async function runNumberingServer(s: Store, name: string, port: number, network: string[]): Promise<void> {
   const numbering = 'i=0; while read l; do i=$((i+1)); echo "$i $l"; done';
-  const args = ["run", "-d", "--name", name, "--network", "host", ...ulimits(), IMAGE];
-  const started = await s.podman([
-    ...args,
-    "/bin/nc",
-    "-l",
-    "-p",
-    String(port),
-    "-e",
-    "/bin/sh",
-    "-c",
-    numbering,
-  ]);
+  const args = ["run", "-d", "--name", name, ...network, ...ulimits(), IMAGE];
+  const server = ["/bin/nc", "-l", "-p", String(port), "-e", "/bin/sh", "-c", numbering];
+  const started = await s.podman([...args, ...server]);
   assert.ok(started.ok, started.out);
+  const pid = await inspect(s, name, "{{.State.Pid}}");
   const deadline = performance.now() + 30_000;
-  while (!listening(port)) {
+  while (!listening(port, pid)) {
     if (performance.now() > deadline) assert.fail(`The container's server never listened on port ${port}`);
     await sleep(50);
   }
+}
+
+/** The numbering server in the host's network, and a connection to it from the test's own process. */
+async function startNumberingServer(s: Store, name: string, port: number): Promise<Deno.TcpConn> {
+  await runNumberingServer(s, name, port, ["--network", "host"]);
   return await Deno.connect({ hostname: "127.0.0.1", port });
 }
 
@@ -385,6 +397,121 @@ async function tcpExported(criu: string): Promise<void> {
   }
 }
 
+/**
+ * A client in network namespace `netns`: a busybox nc connected to `host`:`port`, a line in for
+ * each line out.
+ */
+class NetnsClient {
+  #child: Deno.ChildProcess;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #text = "";
+
+  constructor(netns: string, host: string, port: number) {
+    this.#child = new Deno.Command(NSENTER, {
+      args: [`--net=/run/netns/${netns}`, BUSYBOX, "nc", host, String(port)],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    this.#writer = this.#child.stdin.getWriter();
+    this.#reader = this.#child.stdout.getReader();
+  }
+
+  /** Sends `line`, and returns the next whole line the server answers, failing after `ms`. */
+  async ask(line: string, ms = 60_000): Promise<string> {
+    await this.#writer.write(new TextEncoder().encode(`${line}\n`));
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), ms));
+    try {
+      while (!this.#text.includes("\n")) {
+        const got = await Promise.race([this.#reader.read(), timeout]);
+        if (got === null || got.done) {
+          assert.fail(`The server gave no whole line (${ms} ms or the connection's end): "${this.#text}"`);
+        }
+        this.#text += new TextDecoder().decode(got.value);
+      }
+    } finally {
+      clearTimeout(timer);
+    }
+    const answer = this.#text.slice(0, this.#text.indexOf("\n"));
+    this.#text = this.#text.slice(answer.length + 1);
+    return answer;
+  }
+
+  async close(): Promise<void> {
+    try {
+      this.#child.kill("SIGKILL");
+    } catch {
+      // already gone
+    }
+    await this.#reader.cancel();
+    await this.#writer.abort().catch(() => {});
+    await this.#child.status;
+  }
+}
+
+/** The network lock's rules in the network namespace of process `pid`: CRIU's chain or its mark. */
+async function lockRulesIn(pid: string): Promise<string[]> {
+  const rules: string[] = [];
+  for (const tool of ["iptables-save", "ip6tables-save"]) {
+    const got = await run(NSENTER, [`--net=/proc/${pid}/ns/net`, tool]);
+    assert.ok(got.ok, got.out);
+    rules.push(...got.out.split("\n").filter((l) => /0xc114|CRIU/i.test(l)));
+  }
+  return rules;
+}
+
+/** The subnet of the bridge network (in a network namespace of the test's own). */
+const BRIDGE_NET = "198.18.7";
+
+async function bridgeTcp(criu: string): Promise<void> {
+  const netns = `criu-ts-podman-${crypto.randomUUID().slice(0, 8)}`;
+  const added = await run("/usr/sbin/ip", ["netns", "add", netns]);
+  assert.ok(added.ok, added.out);
+  let s: Store | undefined;
+  let client: NetnsClient | undefined;
+  const name = "bridged";
+  const port = 7000;
+  try {
+    const lo = await run("/usr/sbin/ip", ["-n", netns, "link", "set", "lo", "up"]);
+    assert.ok(lo.ok, lo.out);
+    s = await makeStore(criu, netns);
+    const network = [
+      "network",
+      "create",
+      "--subnet",
+      `${BRIDGE_NET}.0/24`,
+      "--disable-dns",
+      "criu-ts-bridge",
+    ];
+    const created = await s.podman(network);
+    assert.ok(created.ok, created.out);
+    await runNumberingServer(s, name, port, ["--network", "criu-ts-bridge", "--ip", `${BRIDGE_NET}.10`]);
+    client = new NetnsClient(netns, `${BRIDGE_NET}.10`, port);
+    assert.equal(await client.ask("hello"), "1 hello");
+
+    const dumped = await s.podman(["container", "checkpoint", "--tcp-established", name]);
+    assert.ok(dumped.ok, dumped.out);
+    assert.equal(await inspect(s, name, "{{.State.Status}}"), "exited");
+    const restored = await s.podman(["container", "restore", "--tcp-established", name]);
+    assert.ok(restored.ok, restored.out);
+    assert.equal(await inspect(s, name, "{{.State.Status}}"), "running");
+    const pid = await inspect(s, name, "{{.State.Pid}}");
+    // In the namespace Podman made again for it (its address on the bridge), not an empty one.
+    const addresses = await run(NSENTER, [`--net=/proc/${pid}/ns/net`, "/usr/sbin/ip", "-brief", "address"]);
+    assert.match(addresses.out, new RegExp(`${BRIDGE_NET.replaceAll(".", "\\.")}\\.10/24`));
+    assert.equal(await client.ask("again"), "2 again");
+    assert.equal(await client.ask("and again"), "3 and again");
+    assert.deepEqual(await lockRulesIn(pid), [], "the network lock in the container's namespace");
+  } finally {
+    await client?.close();
+    if (s) await removeStore(s);
+    const deleted = await run("/usr/sbin/ip", ["netns", "delete", netns]);
+    assert.ok(deleted.ok, deleted.out);
+  }
+}
+
 /** The numbers the container printed on its terminal so far (`podman logs`), in order. */
 async function loggedNumbers(s: Store, name: string): Promise<number[]> {
   const logs = await s.podman(["logs", name]);
@@ -478,6 +605,10 @@ async function keptCheckpoint(criu: string): Promise<void> {
 
 /** Each scenario with criu-ts as Podman's criu, and with CRIU 4.x (CRIU_UPSTREAM) to compare. */
 const scenarios: [string, (criu: string) => Promise<void>][] = [
+  [
+    "podman container checkpoint and restore --tcp-established on a bridge network (netavark, in a network namespace of the test's): the connection from outside the container carries data both ways",
+    bridgeTcp,
+  ],
   [
     "podman container checkpoint and restore --tcp-established: a connection from the host carries data both ways after the restore, the lock is gone",
     tcpInPlace,
