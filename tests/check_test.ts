@@ -112,7 +112,6 @@ const NOT_SUPPORTED_HERE = [
   "compat_cr", // criu-ts: 64-bit only
   "nftables", // criu-ts: no libnftables
   "network_lock_nftables",
-  "external_net_ns",
 ];
 
 /**

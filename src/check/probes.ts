@@ -18,7 +18,7 @@
 import * as own from "./own.ts";
 import * as net from "./sockets.ts";
 import * as child from "./in_child.ts";
-import { no, ProbeEnv, type ProbeResult } from "./result.ts";
+import { no, ProbeEnv, type ProbeResult, yes } from "./result.ts";
 
 export { ProbeEnv, type ProbeResult } from "./result.ts";
 
@@ -126,7 +126,7 @@ export const FEATURES: readonly Feature[] = [
     "external_net_ns",
     "on-request",
     "criu-ts capability",
-    own.notInCriuTs("criu-ts accepts --external net[INODE]:NAME but does not act on it yet"),
+    () => yes("--external net[INODE]:KEY and --inherit-fd fd[N]:KEY (src/objects/netns_external.ts)"),
   ),
   criu("clone3_set_tid", "core", "clone3 with set_tid in a child creates the chosen pid", child.clone3SetTid),
   criu("newifindex", "extra", "RTM_SETLINK with a negative IFLA_NEW_IFINDEX answers ERANGE", net.newIfindex),

@@ -32,6 +32,8 @@
  *     put in from setup-namespaces on (`--network-lock` of the dump: a CRIU chain jumped to from
  *     INPUT and OUTPUT of iptables and ip6tables, or the table `inet CRIU-<run id>`, each letting
  *     only packets marked 0xC114 through) and dropped after the network-unlock script.
+ * An external namespace (`--external net[INODE]:KEY` at dump, `--inherit-fd fd[N]:KEY` at restore,
+ * as runc passes for a namespace its config names by path): `netns_external.ts`.
  * A checkpoint whose tree had a namespace of its own (the inventory's root ids say so) but holds
  * no image of it (a dump with `--empty-ns net`) restored without the option gets an empty namespace
  * too, without the lock, as CRIU restores it.
@@ -65,6 +67,12 @@ import { nftTableOf } from "./network_lock.ts";
 import type { Agent } from "../agent.ts";
 import { NETWORK_LOCK_METHOD, type NetworkLock } from "../options/options.ts";
 import { RestoreError } from "../errors.ts";
+import {
+  enterExternalNetns,
+  externalNetnsFd,
+  externalNetnsKey,
+  saveExternalNetns,
+} from "./netns_external.ts";
 
 /** A saved namespace, as the restore reads it at PREPARE. */
 interface SavedNetns {
@@ -308,7 +316,13 @@ registerNamespaceKind({
       const link = ends?.get(ifindex);
       return link === undefined ? undefined : ctx.idOfLink(link);
     };
-    if (ctx.ofRoot && ctx.options?.emptyNetNs) {
+    const extKey = ctx.ofRoot ? externalNetnsKey(ctx.options?.external ?? [], ctx.pid) : undefined;
+    if (extKey !== undefined) {
+      ctx.log.info(
+        `The network namespace of process ${rootPid} is external (key ${extKey}): only its key is saved`,
+      );
+      saveExternalNetns(ctx.dir, ctx.id, extKey);
+    } else if (ctx.ofRoot && ctx.options?.emptyNetNs) {
       ctx.log.info(`The network namespace of process ${rootPid} is not saved (--empty-ns net)`);
     } else {
       saveNetns(ctx.dir, pids, ctx.id, ctx.plugins, ctx.log, peerNsOf);
@@ -363,23 +377,37 @@ registerNamespaceKind({
       if (empty) ctx.log.info("--empty-ns net: the tree was in criu's network namespace, it stays");
       return undefined;
     }
+    const runId = inventory?.dumpCriuRunId || undefined;
+    const method = lockMethodOf(inventory);
+    const afterRestore = (rootPid: number) => {
+      ctx.hooks.run("network-unlock", rootPid);
+      // As CRIU's restore: its lock (saved in the namespace's firewall, or put in an empty one)
+      // goes after the scripts.
+      dropCriuLock(rootPid, runId, ctx.log);
+    };
+    const extKey = saved?.settings?.extKey;
+    if (extKey) {
+      // The caller's namespace, as it made it; locked as CRIU locks an empty one (--empty-ns net).
+      const fd = externalNetnsFd(ctx.options, extKey);
+      return {
+        inCreator: (creator) => enterExternalNetns(creator, fd, extKey, ctx.log),
+        inCreatorTakesItself: true,
+        fill: (root) => {
+          if (empty) lockEmptyNetns(root.pid, method, nftTableOf(runId), ctx.log);
+        },
+        afterRestore,
+      };
+    }
     const toFill = empty ? undefined : saved;
     if (!toFill) {
       ctx.log.info(`The network namespace is left empty (${saved ? "--empty-ns net" : "no image of it"})`);
     }
-    const runId = inventory?.dumpCriuRunId || undefined;
-    const method = lockMethodOf(inventory);
     return {
       fill: (root) => {
         if (toFill) fillNetns(ctx.dir, root.pid, toFill, outer, ctx.log);
         else if (empty) lockEmptyNetns(root.pid, method, nftTableOf(runId), ctx.log);
       },
-      afterRestore: (rootPid) => {
-        ctx.hooks.run("network-unlock", rootPid);
-        // As CRIU's restore: its lock (saved in the namespace's firewall, or put in an empty one)
-        // goes after the scripts.
-        dropCriuLock(rootPid, runId, ctx.log);
-      },
+      afterRestore,
     };
   },
 });
