@@ -30,6 +30,7 @@ packages=(
   "crun crun another OCI runtime, tried with criu-ts as its criu"
   "lxc-create lxc LXC containers, checkpointed by lxc-checkpoint through criu's command line"
   "podman podman Podman containers, checkpointed by podman container checkpoint through runc and criu"
+  "ctr containerd containerd and its ctr client, checkpointing a container through runc and criu"
 )
 missing=()
 for row in "${packages[@]}"; do

@@ -46,7 +46,7 @@ import { nestedPidsOf, pidForChildrenId } from "../objects/pidns.ts";
 import { NETWORK_LOCK_METHOD, type RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { CgroupsDump } from "../objects/cgroups_dump.ts";
-import { freezeCgroup } from "./freeze_cgroup.ts";
+import { freezeCgroup, type FrozenCgroup } from "./freeze_cgroup.ts";
 import { credsInUserNamespaces } from "../objects/userns.ts";
 import { frozenCgroupsOf, ThawedCgroups } from "../objects/cgroup_freezer.ts";
 import { STAGE } from "../plugins/api.ts";
@@ -244,8 +244,8 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
   // CRIU leaves cgroups alone for --unprivileged; bad --cgroup-props are refused before freezing.
   const cgroups = opts.options.unprivileged ? undefined : new CgroupsDump(opts.options, log);
   log.debug(`Freezing the tree of ${opts.pid}`);
-  const tree = freezeTreeAsAsked(opts);
-  const thawed = thawFrozenCgroups(tree, opts);
+  const { tree, cgroup } = freezeTreeAsAsked(opts);
+  const thawed = thawFrozenCgroups(tree, opts, cgroup);
   cgroups?.savesFrozen(thawed.paths);
   const frozenAt = performance.now();
   const frozenUptimeUs = clockNs(CLOCK_BOOTTIME) / 1000n;
@@ -393,6 +393,8 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
       log.debug(`Images complete; releasing the tree`);
       endFilesDump(files, opts.options.finalState === "running");
       thawed.freezeAgain();
+      // As CRIU: a task killed at the end is not frozen again (a v1-frozen task cannot die).
+      if (opts.options.finalState !== "dead") cgroup?.freezeAgain();
       finish(tree, opts);
     },
     cancel: undo,
@@ -402,6 +404,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     endFilesDump(files, true);
     namespaces?.undo();
     thawed.freezeAgain();
+    cgroup?.freezeAgain();
     tree.resume();
     dir.removeWritten();
     if (statsDir !== dir) statsDir.removeWritten();
@@ -413,16 +416,16 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
  * which goes back to its state (thawed) as soon as ptrace holds every task, whether the seize
  * worked or not.
  */
-function freezeTreeAsAsked(opts: DumpOptions): FrozenTree {
+function freezeTreeAsAsked(opts: DumpOptions): { tree: FrozenTree; cgroup?: FrozenCgroup } {
   const path = opts.options.freezeCgroup;
-  if (path === undefined) return freezeTree(opts.pid, opts.log);
-  const frozen = freezeCgroup(path, opts.log);
+  if (path === undefined) return { tree: freezeTree(opts.pid, opts.log) };
+  const cgroup = freezeCgroup(path, opts.log);
   let tree: FrozenTree | undefined;
   try {
     tree = freezeTree(opts.pid, opts.log);
-    return tree;
+    return { tree, cgroup };
   } finally {
-    frozen.restore(tree);
+    cgroup.restore(tree);
   }
 }
 
@@ -430,12 +433,13 @@ function freezeTreeAsAsked(opts: DumpOptions): FrozenTree {
  * Cgroups (v2) that their user froze are thawed while ptrace holds the tree, frozen again before it
  * is let go (cgroup_freezer.ts); a failure to thaw lets the tree go as it was.
  */
-function thawFrozenCgroups(tree: FrozenTree, opts: DumpOptions): ThawedCgroups {
+function thawFrozenCgroups(tree: FrozenTree, opts: DumpOptions, cgroup?: FrozenCgroup): ThawedCgroups {
   if (opts.options.unprivileged) return ThawedCgroups.none(opts.log);
   const live = tree.tasks.filter((t) => t.state !== "zombie").map((t) => t.pid);
   try {
     return ThawedCgroups.thaw(frozenCgroupsOf(live, opts.options.cgroupYard), opts.log);
   } catch (e) {
+    cgroup?.freezeAgain();
     tree.resume();
     throw new DumpError(`Cannot thaw the frozen cgroup of the tree: ${(e as Error).message}`);
   }

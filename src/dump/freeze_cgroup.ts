@@ -9,6 +9,10 @@
  *     the cgroup is thawed: each thread then stops at once in the interrupt, before it can run a
  *     single instruction of its own. The tree's freeze then takes its threads as seized already
  *     (FrozenTree); threads of the cgroup outside the tree are let go once it is frozen.
+ *     A v1 cgroup frozen before the dump (containerd pauses a task before it asks runc for a
+ *     checkpoint) is thawed all the same once its threads are seized, else they would never stop
+ *     for ptrace, and frozen again before the tree is let go (`freezeAgain`), as CRIU does: the
+ *     tasks then stop in the freezer as they come out of ptrace, where their owner left them.
  * A dump that fails on the way thaws the cgroup and lets every thread go.
  */
 import * as pt from "../../ffi/ptrace.ts";
@@ -29,6 +33,8 @@ export interface FrozenCgroup {
    * state before the dump, and the threads seized here that the tree did not take are let go.
    */
   restore(tree: FrozenTree | undefined): void;
+  /** Before the tree is let go: a v1 cgroup frozen before the dump is frozen again (once). */
+  freezeAgain(): void;
 }
 
 /** Freezes the cgroup at `path` (v2 or v1) and waits until the kernel says it is frozen. */
@@ -66,20 +72,36 @@ export function freezeCgroup(path: string, log: Log): FrozenCgroup {
     Atomics.wait(pause, 0, 0, POLL_MS);
   }
   log.info(`Froze the cgroup ${path}`);
-  if (v2) return { restore: () => thaw() };
-  // v1: seize and interrupt every thread while frozen, then thaw; they stop as they wake.
+  if (v2) return { restore: () => thaw(), freezeAgain: () => {} };
+  // v1: seize and interrupt every thread while frozen, then thaw (even a cgroup frozen before:
+  // a frozen thread never stops for ptrace); they stop as they wake.
   let seized: number[] = [];
   try {
     seized = seizeFrozenThreads(path);
-  } finally {
+  } catch (e) {
     thaw();
+    throw e;
   }
-  log.debug(`Seized ${seized.length} thread(s) of ${path} while it was frozen`);
+  write(control, thawed);
+  log.debug(`Seized ${seized.length} thread(s) of ${path} while it was frozen, then thawed it`);
+  let frozenAgain = before === thawed;
+  const freezeAgain = () => {
+    if (frozenAgain) return;
+    frozenAgain = true;
+    try {
+      write(control, frozen);
+      log.info(`Froze the cgroup ${path} again, as it was before the dump`);
+    } catch (e) {
+      log.error((e as Error).message);
+    }
+  };
   return {
     restore(tree) {
+      if (tree === undefined) freezeAgain();
       const ours = new Set(tree?.tasks.flatMap((t) => t.threads) ?? []);
       for (const tid of seized) if (!ours.has(tid)) letGo(tid);
     },
+    freezeAgain,
   };
 }
 
