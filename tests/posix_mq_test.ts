@@ -10,7 +10,7 @@ import { criu, criuOk, descendants, reap } from "./lib/harness.ts";
 import { type Case, refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { debianCrit } from "./lib/tools.ts";
 
-const CASES: Case[] = [{ name: "posix_mq" }];
+const CASES: Case[] = [{ name: "posix_mq" }, { name: "posix_mq", args: ["nested"] }];
 
 registerMatrix(CASES);
 
@@ -41,6 +41,13 @@ Deno.test("a queue with a registered notification (mq_notify) is refused by name
     "posix_mq",
     ["notify"],
     /POSIX message queue \/criu-ts-a of process \d+: process \d+ is registered for its notification \(mq_notify\)/,
+  ));
+
+Deno.test("an fd of a queue in criu's own IPC namespace (not saved) is refused by name, the queue untouched", () =>
+  refusedDump(
+    "mqueue_fd",
+    ["named"],
+    /POSIX message queue \/criu-ts-mq-\d+ \(fd \d+\) of process \d+: it is in criu's own IPC namespace/,
   ));
 
 /** Images Debian's crit has no reader for: pages and the network tools' raw dumps. */

@@ -7,10 +7,13 @@
  * holds two messages and is closed. After SIGTERM: both queues with their attributes, owners
  * and modes, the fds with their flags, every message with its priority in order, and mq_send and
  * mq_receive still work; msg_max is still 8.
+ * With "nested", a child in an IPC namespace of its own below (it unshares one) holds /criu-ts-c
+ * with three messages: after SIGTERM it checks them and its namespace, and exits 0 if they hold;
+ * neither namespace may see the other's queues.
  * With "notify", the process is registered for /criu-ts-a's notification (mq_notify): its dump
  * must be refused by name, the queues untouched. With "refused", it also holds a semaphore-mode
  * eventfd, which the dump refuses after the queues were read: they must be as they were.
- *   bin/posix_mq RESULT_FILE [notify|refused]
+ *   bin/posix_mq RESULT_FILE [nested|notify|refused]
  */
 #include "lib.h"
 
@@ -23,10 +26,12 @@
 #include <string.h>
 #include <sys/eventfd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define QA "/criu-ts-a"
 #define QB "/criu-ts-b"
+#define QC "/criu-ts-c"
 #define OWNER 1000
 #define LONG_SIZE 100
 
@@ -97,6 +102,47 @@ static void check_messages(mqd_t q, const char *name, const struct msg *order, s
 	WL_CHECK(mq_receive(q, buf, LONG_SIZE, NULL) == -1 && errno == EAGAIN, "%s has more messages", name);
 }
 
+static const struct msg sent_c[] = { { "low", 0 }, { "high", 9 }, { "mid", 4 } };
+static const struct msg order_c[] = { { "high", 9 }, { "mid", 4 }, { "low", 0 } };
+
+/* The nested child: its own namespace and queue; exits 0 when all is still there after SIGTERM. */
+static pid_t nested_child(void)
+{
+	int ready[2];
+	if (pipe(ready))
+		wl_die("pipe");
+	pid_t pid = fork();
+	if (pid < 0)
+		wl_die("fork");
+	if (pid == 0) {
+		close(ready[0]);
+		struct mq_attr attr = { .mq_maxmsg = 4, .mq_msgsize = 16 };
+		if (unshare(CLONE_NEWIPC))
+			_exit(2);
+		mqd_t q = mq_open(QC, O_CREAT | O_EXCL | O_RDWR | O_NONBLOCK, 0604, &attr);
+		if (q == (mqd_t)-1)
+			_exit(2);
+		for (size_t i = 0; i < 3; i++)
+			send(q, &sent_c[i]);
+		if (write(ready[1], "r", 1) != 1)
+			_exit(2);
+		close(ready[1]);
+		wl_wait();
+		mqd_t other = mq_open(QA, O_RDONLY);
+		WL_CHECK(other == (mqd_t)-1 && errno == ENOENT, "the nested namespace sees %s", QA);
+		check_attr(q, QC, O_NONBLOCK, 4, 16, 3);
+		check_owner(q, QC, 0604, 0);
+		check_messages(q, QC, order_c, 3);
+		_exit(wl_failures() ? 1 : 0);
+	}
+	close(ready[1]);
+	char c;
+	if (read(ready[0], &c, 1) != 1)
+		wl_die("the nested child did not start");
+	close(ready[0]);
+	return pid;
+}
+
 int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
@@ -133,6 +179,7 @@ int main(int argc, char **argv)
 	}
 	if (strcmp(mode, "refused") == 0 && eventfd(0, EFD_SEMAPHORE) < 0)
 		wl_die("eventfd");
+	pid_t child = strcmp(mode, "nested") == 0 ? nested_child() : 0;
 	wl_ready();
 	wl_wait();
 
@@ -160,5 +207,13 @@ int main(int argc, char **argv)
 	static const struct msg again = { "again", 2 };
 	send(qa_w, &again);
 	check_messages(qa, QA " (after a send)", &again, 1);
+	if (child > 0) {
+		int status = 0;
+		errno = 0;
+		WL_CHECK(mq_open(QC, O_RDONLY) == (mqd_t)-1 && errno == ENOENT, "the root's namespace sees %s", QC);
+		kill(child, SIGTERM);
+		WL_CHECK(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+			 "the nested child's checks failed (status 0x%x)", status);
+	}
 	wl_finish();
 }
