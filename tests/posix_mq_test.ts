@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import { criu, criuOk, descendants, reap } from "./lib/harness.ts";
-import { type Case, refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { type Case, dumpRestore, refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { debianCrit } from "./lib/tools.ts";
 
 const CASES: Case[] = [{ name: "posix_mq" }, { name: "posix_mq", args: ["nested"] }];
@@ -34,6 +34,35 @@ Deno.test("a dump refused after the queues were read leaves every queue and mess
       ["dump.log"],
       "the failed dump left images",
     );
+  }));
+
+Deno.test("a queue of 256 KiB (eight 32 KiB messages) comes back in order after dump and restore", () =>
+  withWorkload(
+    { name: "posix_mq", args: ["big"] },
+    (w, images) => dumpRestore(w, images, { name: "posix_mq" }),
+  ));
+
+Deno.test("a dump that runs out of disk while writing the queues leaves every queue and message as it was", () =>
+  withWorkload({ name: "posix_mq", args: ["big"] }, async (w, images) => {
+    const small = `${images}/small`;
+    Deno.mkdirSync(small);
+    const mount = await new Deno.Command("mount", {
+      args: ["-t", "tmpfs", "-o", "size=128k", "tmpfs", small],
+    })
+      .output();
+    assert.ok(mount.success, "mounting a small tmpfs");
+    try {
+      const r = await criu(["dump", "-t", `${w.pid}`, "-D", small, "-o", `${images}/dump.log`, "-v4"]);
+      assert.equal(r.code, 1, `the dump should fail: ${r.stderr}`);
+      assert.match(r.stderr, /ENOSPC|No space/);
+      assert.deepEqual([...Deno.readDirSync(small)], [], "the failed dump left files behind");
+    } finally {
+      await new Deno.Command("umount", { args: [small] }).output();
+    }
+    // It failed in the queue image: the big queue was being written when the space ran out.
+    const log = Deno.readTextFileSync(`${images}/dump.log`);
+    assert.doesNotMatch(log, /POSIX message queue \/criu-ts-big .* read and put back/);
+    assert.match(log, /POSIX message queue \/criu-ts-a .* read and put back/);
   }));
 
 Deno.test("a queue with a registered notification (mq_notify) is refused by name, the queues untouched", () =>

@@ -10,10 +10,12 @@
  * With "nested", a child in an IPC namespace of its own below (it unshares one) holds /criu-ts-c
  * with three messages: after SIGTERM it checks them and its namespace, and exits 0 if they hold;
  * neither namespace may see the other's queues.
+ * With "big", it also holds /criu-ts-big: eight messages of 32 KiB (fs/mqueue/msgsize_max raised
+ * for it), each of its own bytes, priorities 0 to 2, checked in order after SIGTERM.
  * With "notify", the process is registered for /criu-ts-a's notification (mq_notify): its dump
  * must be refused by name, the queues untouched. With "refused", it also holds a semaphore-mode
  * eventfd, which the dump refuses after the queues were read: they must be as they were.
- *   bin/posix_mq RESULT_FILE [nested|notify|refused]
+ *   bin/posix_mq RESULT_FILE [big|nested|notify|refused]
  */
 #include "lib.h"
 
@@ -32,6 +34,9 @@
 #define QA "/criu-ts-a"
 #define QB "/criu-ts-b"
 #define QC "/criu-ts-c"
+#define QBIG "/criu-ts-big"
+#define BIG_SIZE 32768
+#define BIG_COUNT 8
 #define OWNER 1000
 #define LONG_SIZE 100
 
@@ -143,6 +148,39 @@ static pid_t nested_child(void)
 	return pid;
 }
 
+static mqd_t big_queue(void)
+{
+	static char buf[BIG_SIZE];
+	struct mq_attr attr = { .mq_maxmsg = BIG_COUNT, .mq_msgsize = BIG_SIZE };
+	write_sysctl("/proc/sys/fs/mqueue/msgsize_max", "32768");
+	mqd_t q = mq_open(QBIG, O_CREAT | O_EXCL | O_RDWR | O_NONBLOCK, 0600, &attr);
+	if (q == (mqd_t)-1)
+		wl_die("mq_open %s", QBIG);
+	for (int i = 0; i < BIG_COUNT; i++) {
+		memset(buf, 'A' + i, sizeof(buf));
+		if (mq_send(q, buf, sizeof(buf), i % 3))
+			wl_die("mq_send %s", QBIG);
+	}
+	return q;
+}
+
+/* Highest priority first, in the order sent within a priority. */
+static void check_big(mqd_t q)
+{
+	static char buf[BIG_SIZE];
+	for (int prio = 2; prio >= 0; prio--) {
+		for (int i = prio; i < BIG_COUNT; i += 3) {
+			unsigned got = 99;
+			ssize_t len = mq_receive(q, buf, sizeof(buf), &got);
+			int same = len == BIG_SIZE;
+			for (int j = 0; same && j < BIG_SIZE; j++)
+				same = buf[j] == 'A' + i;
+			WL_CHECK(same && got == (unsigned)prio, "%s: message %d: %zd bytes of '%c' priority %u", QBIG, i,
+				 len, len > 0 ? buf[0] : '?', got);
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
 	wl_init(argc, argv);
@@ -180,6 +218,7 @@ int main(int argc, char **argv)
 	if (strcmp(mode, "refused") == 0 && eventfd(0, EFD_SEMAPHORE) < 0)
 		wl_die("eventfd");
 	pid_t child = strcmp(mode, "nested") == 0 ? nested_child() : 0;
+	mqd_t big = strcmp(mode, "big") == 0 ? big_queue() : (mqd_t)-1;
 	wl_ready();
 	wl_wait();
 
@@ -207,6 +246,8 @@ int main(int argc, char **argv)
 	static const struct msg again = { "again", 2 };
 	send(qa_w, &again);
 	check_messages(qa, QA " (after a send)", &again, 1);
+	if (big != (mqd_t)-1)
+		check_big(big);
 	if (child > 0) {
 		int status = 0;
 		errno = 0;
