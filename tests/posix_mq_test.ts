@@ -6,7 +6,7 @@
  * crit reads every image of such a dump but criu-ts's own queue image, which our crit reads.
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, descendants, reap } from "./lib/harness.ts";
+import { criu, criuOk, descendants, exists, reap } from "./lib/harness.ts";
 import { type Case, dumpRestore, refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { debianCrit } from "./lib/tools.ts";
 
@@ -78,6 +78,24 @@ Deno.test("an fd of a queue in criu's own IPC namespace (not saved) is refused b
     ["named"],
     /POSIX message queue \/criu-ts-mq-\d+ \(fd \d+\) of process \d+: it is in criu's own IPC namespace/,
   ));
+
+Deno.test("a queue image cut short is refused before anything is created, then the whole one restores", () =>
+  withWorkload({ name: "posix_mq" }, async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    await reap(w.pid);
+    const name = [...Deno.readDirSync(images)].map((e) => e.name).find((n) =>
+      n.startsWith("ipcns-posix-mq-")
+    );
+    assert.ok(name, "no queue image");
+    const whole = Deno.readFileSync(`${images}/${name}`);
+    Deno.writeFileSync(`${images}/${name}`, whole.subarray(0, whole.length - 30));
+    const r = await criu(["restore", "-D", images, "-d"]);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, new RegExp(name.replace(".", "\\.")));
+    assert.ok(!exists(`/proc/${w.pid}`), "a refused restore left the process");
+    Deno.writeFileSync(`${images}/${name}`, whole);
+    await criuOk(["restore", "-D", images, "-d"]);
+  }));
 
 /** Images Debian's crit has no reader for: pages and the network tools' raw dumps. */
 const RAW_IMAGE = /^(pages-\d+|ifaddr|route6?|rule|ip6?tables|nftables)(-\d+)?\.img$/;
