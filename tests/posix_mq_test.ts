@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { criu, criuOk, descendants, exists, reap } from "./lib/harness.ts";
 import { type Case, dumpRestore, refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { debianCrit } from "./lib/tools.ts";
+import { UPSTREAM } from "./lib/upstream.ts";
 
 const CASES: Case[] = [{ name: "posix_mq" }, { name: "posix_mq", args: ["nested"] }];
 
@@ -135,3 +136,24 @@ Deno.test("Debian's crit decodes every image of a dump with queues but ours, whi
     assert.match(files.stdout, /"type": "EXT"/);
     await criuOk(["restore", "-D", images, "-d"]);
   }));
+
+Deno.test({
+  name:
+    "CRIU 4.2 refuses to restore such a dump (no plugin for the queues' fds), leaves nothing; ours restores it",
+  ignore: UPSTREAM === undefined,
+  fn: () =>
+    withWorkload({ name: "posix_mq" }, async (w, images) => {
+      await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+      await reap(w.pid);
+      const out = await new Deno.Command(UPSTREAM!, {
+        args: ["restore", "-D", images, "-d", "-o", "upstream.log", "-v4"],
+        stdin: "null",
+        stdout: "null",
+        stderr: "null",
+      }).output();
+      assert.notEqual(out.code, 0, "CRIU restored fds it has no image for");
+      assert.match(Deno.readTextFileSync(`${images}/upstream.log`), /Unable to restore 0x[0-9a-f]+/);
+      await reap(w.pid);
+      await criuOk(["restore", "-D", images, "-d"]);
+    }),
+});

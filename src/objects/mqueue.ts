@@ -11,7 +11,7 @@
  * restores, which is what a CRIU restore will say) with a posix_mq_file_entry beside it in field
  * 1000, which CRIU skips. Refused by name: a queue whose name was removed (mq_unlink) while the
  * fd stays open, a queue of criu's own IPC namespace (not saved, as its SysV objects are not),
- * and an fd of a queue of another namespace than its task's.
+ * an fd of a queue of another namespace than its task's, and one in flight in a socket queue.
  */
 import { create } from "@bufbuild/protobuf";
 import { fd_types, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
@@ -64,6 +64,10 @@ const mqueueKind: FdKind = {
     const what = `POSIX message queue ${fd.target} (fd ${fd.fd})`;
     if (fd.target.endsWith(" (deleted)")) {
       refuse(ctx.pid, what, "its name was removed (mq_unlink) while it is open, which is not supported yet");
+    }
+    if (ctx.pid === Deno.pid) {
+      // Taken out of a socket queue by criu: which namespace it came from is not known here.
+      refuse(ctx.pid, what, "an fd of a queue in flight in a socket queue is not supported yet");
     }
     const name = fd.target.slice(1);
     if (Deno.readLinkSync(`/proc/${ctx.pid}/ns/ipc`) === Deno.readLinkSync("/proc/self/ns/ipc")) {
