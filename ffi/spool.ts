@@ -15,6 +15,7 @@ export class Spool {
   readonly #what: string;
   #end = 0;
   #at = 0;
+  #count = 0;
 
   constructor(what: string) {
     this.#what = what;
@@ -41,6 +42,12 @@ export class Spool {
     pwriteFull(this.#fd, head, this.#end, this.#what);
     pwriteFull(this.#fd, data, this.#end + HEAD, this.#what);
     this.#end += HEAD + data.length;
+    this.#count++;
+  }
+
+  /** How many records were appended. */
+  get count(): number {
+    return this.#count;
   }
 
   /** Back to the first record. */

@@ -12,7 +12,7 @@
  *      before any queue is touched (sending into the emptied queue would fire it and drop it);
  *   2. the messages are received one at a time into a spool (a memfd: kernel memory, so the
  *      JavaScript heap holds one message at most), highest priority first, oldest first within
- *      a priority;
+ *      a priority (should a receive fail, those taken go back at once, behind any left);
  *   3. they are read back from the spool one at a time and each is sent to the queue again,
  *      then written to the image. Sending them in the order received puts every message back at
  *      its place (the queue keeps FIFO order within a priority). A failure to write the image
@@ -120,7 +120,14 @@ function saveQueue(w: ImageWriter, mount: number, name: string): number {
     const attr = queueAttr(fd);
     const spool = new Spool(`mqueue ${name}`);
     try {
-      const count = drain(fd, attr.msgsize, attr.curmsgs, spool);
+      let count: number;
+      try {
+        count = drain(fd, attr.msgsize, attr.curmsgs, spool);
+      } catch (e) {
+        // Not one message lost: those taken go back (behind any not taken, should that happen).
+        putBackAndSave(fd, spool, spool.count, () => {});
+        throw e;
+      }
       putBackAndSave(fd, spool, count, (head, data) => {
         if (head === null) {
           w.writeEntry(create(posix_mq_entrySchema, {
