@@ -43,10 +43,10 @@ Deno.test("a dump of a process with SysV shared memory attached in criu's IPC na
     /SysV shared memory segment \d+ at 0x[0-9a-f]+-0x[0-9a-f]+ of process \d+: .*IPC namespace of the tree's own/,
   ));
 
-Deno.test("a dump of a process with a POSIX message queue open is refused by name, and it runs on", () =>
+Deno.test("a dump of a process with a removed POSIX message queue open is refused by name, and it runs on", () =>
   assertRefusedAndRunsOn(
     "mqueue_fd",
-    /POSIX message queue \/criu-ts-mq-\d+ \(deleted\) \(fd \d+\) of process \d+: POSIX message queues are not supported yet/,
+    /POSIX message queue \/criu-ts-mq-\d+ \(deleted\) \(fd \d+\) of process \d+: its name was removed \(mq_unlink\)/,
   ));
 
 Deno.test("a time namespace cannot come back with --restore-sibling: refused clearly, nothing left, then restored", () =>

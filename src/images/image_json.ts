@@ -22,6 +22,7 @@ import type { ipc_msg, ipc_msg_entry } from "./gen/ipc-msg_pb.ts";
 import type { ipc_sem_entry } from "./gen/ipc-sem_pb.ts";
 import type { ipc_shm_entry } from "./gen/ipc-shm_pb.ts";
 import type { pipe_data_entry } from "./gen/pipe-data_pb.ts";
+import type { posix_mq_entry, posix_mq_msg } from "./gen/posix-mq_pb.ts";
 import type { sk_packet_entry } from "./gen/sk-packet_pb.ts";
 import type { tcp_stream_entry } from "./gen/tcp-stream_pb.ts";
 import { type ImageKind, kindByMagicName } from "./kinds.ts";
@@ -110,8 +111,8 @@ export function decodeImage(reader: ImageReader, opts: DecodeOptions = {}): Crit
       json.extra = skip
         ? `... <${humanSize(2 * n)}>`
         : Array.from({ length: n }, (_, i) => view.getUint16(2 * i, true));
-    } else if (k.payload === "ipc-msg") {
-      json.extra = decodeMessageQueue(reader, msg as ipc_msg_entry, pretty, skip);
+    } else if (k.payload === "ipc-msg" || k.payload === "posix-mq") {
+      json.extra = decodeMessageQueue(reader, queueShape(k, msg), pretty, skip);
     } else if (k.payload === "ghost") {
       const g = msg as ghost_file_entry | ghost_chunk_entry;
       if (g.$typeName === "ghost_chunk_entry") {
@@ -133,28 +134,50 @@ export function decodeImage(reader: ImageReader, opts: DecodeOptions = {}): Crit
   return { magic: k.magicName, entries };
 }
 
+/**
+ * The messages after a queue's entry (SysV ipc_msg records, POSIX posix_mq_msg ones): how many,
+ * each one's size from its record, and what its data is padded to.
+ */
+interface QueueShape {
+  count: number;
+  sizeOf(record: Message): number;
+  pad: number;
+}
+
+function queueShape(k: ImageKind, msg: Message): QueueShape {
+  if (k.payload === "posix-mq") {
+    return {
+      count: Number((msg as posix_mq_entry).curmsgs),
+      sizeOf: (m) => (m as posix_mq_msg).size,
+      pad: 1,
+    };
+  }
+  return { count: (msg as ipc_msg_entry).qnum, sizeOf: (m) => (m as ipc_msg).msize, pad: 8 };
+}
+
 function decodeMessageQueue(
   reader: ImageReader,
-  q: ipc_msg_entry,
+  q: QueueShape,
   pretty: boolean,
   skip: boolean,
 ): JsonValue {
   const inner = reader.kind.inner as DescMessage;
   const out: JsonValue[] = [];
   let total = 0;
-  for (let i = 0; i < q.qnum; i++) {
+  for (let i = 0; i < q.count; i++) {
     const at = reader.offset;
-    const m = reader.readEntry(inner) as ipc_msg | null;
+    const m = reader.readEntry(inner);
     if (m === null) {
       throw new ImageFormatError(
         reader.name,
         at,
         "Truncated message queue",
-        `expected ${q.qnum} messages, found ${i}`,
+        `expected ${q.count} messages, found ${i}`,
       );
     }
-    const data = reader.readBlob(roundUp(m.msize, 8)).subarray(0, m.msize);
-    total += m.msize;
+    const size = q.sizeOf(m);
+    const data = reader.readBlob(roundUp(size, q.pad)).subarray(0, size);
+    total += size;
     out.push(messageToJson(inner, m, pretty), base64Lines(data));
   }
   return skip ? `... <${humanSize(total)}>` : out;
@@ -255,8 +278,8 @@ export function encodeImage(doc: JsonValue): Uint8Array {
         view.setUint16(2 * j, v, true);
       });
       w.writeBlob(raw);
-    } else if (k.payload === "ipc-msg") {
-      encodeMessageQueue(w, k, extra, (msg as ipc_msg_entry).qnum, at);
+    } else if (k.payload === "ipc-msg" || k.payload === "posix-mq") {
+      encodeMessageQueue(w, k, extra, queueShape(k, msg), at);
     } else if (k.payload === "ghost") {
       if (i === 0) chunked = (msg as ghost_file_entry).chunks;
       if (i > 0) w.writeBlob(bytesIn(extra, at, Number((msg as ghost_chunk_entry).len)));
@@ -278,17 +301,17 @@ function encodeMessageQueue(
   w: ImageWriter,
   k: ImageKind,
   extra: JsonValue | undefined,
-  qnum: number,
+  q: QueueShape,
   at: string,
 ) {
   const items = extra ?? [];
-  if (!Array.isArray(items) || items.length !== 2 * qnum) {
-    throw new ImageJsonError(at, `Expected ${qnum} message headers each followed by its data`);
+  if (!Array.isArray(items) || items.length !== 2 * q.count) {
+    throw new ImageJsonError(at, `Expected ${q.count} message headers each followed by its data`);
   }
-  for (let j = 0; j < qnum; j++) {
+  for (let j = 0; j < q.count; j++) {
     const msg = messageFromJson(k.inner as DescMessage, items[2 * j] as JsonValue, `${at}[${2 * j}]`);
     w.writeEntry(msg);
-    const size = (msg as ipc_msg).msize;
-    w.writeBlob(padded(bytesIn(items[2 * j + 1], `${at}[${2 * j + 1}]`, size), 8));
+    const size = q.sizeOf(msg);
+    w.writeBlob(padded(bytesIn(items[2 * j + 1], `${at}[${2 * j + 1}]`, size), q.pad));
   }
 }

@@ -150,7 +150,7 @@ export function grabFd(ctx: RestoreFilesContext, src: OpenedFile): number {
 export function holdFile(ctx: RestoreFilesContext, id: number): number {
   const known = ctx.shared.byId.get(id);
   const entry = ctx.table.get(id);
-  const parked = ctx.park(known ? grabFd(ctx, known) : openFile(ctx, entry, kindFor(entry.type)));
+  const parked = ctx.park(known ? grabFd(ctx, known) : openFile(ctx, entry, kindFor(entry)));
   if (!known) ctx.shared.byId.set(id, { pid: ctx.nsPid, fd: parked });
   return parked;
 }
@@ -158,6 +158,11 @@ export function holdFile(ctx: RestoreFilesContext, id: number): number {
 export interface FdKind {
   readonly name: string;
   readonly type: fd_types;
+  /**
+   * Where kinds share a type: whether this one restores `entry` (POSIX message queues are EXT
+   * files with their own member). A kind without it takes what the others of its type leave.
+   */
+  claims?(entry: file_entry): boolean;
   /** Kinds with a higher rank are restored after the others in a task (epoll needs its targets). */
   readonly rank?: number;
   /**
@@ -389,7 +394,7 @@ export function registerFdKind(kind: FdKind): void {
 
 /** The kind of what no other kind takes (registered last, detecting nothing). */
 function externalFileKind(): FdKind {
-  return kinds.find((k) => k.type === fd_types.EXT)!;
+  return kinds.find((k) => k.type === fd_types.EXT && !k.claims)!;
 }
 
 /** Every registered kind, for the steps that ask each in turn. */
@@ -490,11 +495,14 @@ export function dumpFds(ctx: DumpFilesContext, fds: FdEntry[]): fdinfo_entry[] {
   });
 }
 
-function kindFor(type: fd_types): FdKind {
-  const kind = kinds.find((k) => k.type === type);
+function kindFor(entry: file_entry): FdKind {
+  const ofType = kinds.filter((k) => k.type === entry.type);
+  const kind = ofType.find((k) => k.claims?.(entry)) ?? ofType.find((k) => !k.claims);
   if (!kind) {
     throw new RestoreError(
-      `Refusing the images: files of type ${fd_types[type] ?? type} (files.img) cannot be restored`,
+      `Refusing the images: files of type ${
+        fd_types[entry.type] ?? entry.type
+      } (files.img) cannot be restored`,
     );
   }
   return kind;
@@ -502,7 +510,7 @@ function kindFor(type: fd_types): FdKind {
 
 /** Every fd's file has a kind that can restore it (PREPARE). */
 export function checkRestorable(table: FileTable, fdinfos: readonly fdinfo_entry[]): void {
-  for (const f of fdinfos) kindFor(table.get(f.id).type);
+  for (const f of fdinfos) kindFor(table.get(f.id));
 }
 
 /** Is there a kind that restores files of this type? */
@@ -519,7 +527,7 @@ export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_en
   const byKind = new Map<FdKind, file_entry[]>();
   for (const f of fdinfos) {
     const entry = ctx.table.get(f.id);
-    const kind = kindFor(entry.type);
+    const kind = kindFor(entry);
     const list = byKind.get(kind) ?? [];
     list.push(entry); // not a copy per fd: a task may have thousands
     byKind.set(kind, list);
@@ -527,7 +535,7 @@ export function restoreFds(ctx: RestoreFilesContext, fdinfos: readonly fdinfo_en
   for (const [kind, entries] of byKind) kind.beforeTaskFds?.(ctx, entries);
   // Whatever the task holds below parkBase goes (its puppet's fds), with the next calls.
   ctx.agent.later("close_range", NR.close_range, 0, ctx.parkBase - 1, 0);
-  const rank = (f: fdinfo_entry) => kindFor(ctx.table.get(f.id).type).rank ?? 0;
+  const rank = (f: fdinfo_entry) => kindFor(ctx.table.get(f.id)).rank ?? 0;
   const order = [...fdinfos].sort((a, b) => rank(a) - rank(b) || a.fd - b.fd);
   restoreEach(ctx, order);
   for (const [kind, entries] of byKind) kind.afterTaskFds?.(ctx, entries);
@@ -543,7 +551,7 @@ function restoreEach(ctx: RestoreFilesContext, order: readonly fdinfo_entry[]): 
       grabs.add(known, info.fd, (info.flags & FD_CLOEXEC) !== 0);
       continue;
     }
-    const kind = kindFor(entry.type);
+    const kind = kindFor(entry);
     const inherited = inheritedFile(ctx, entry, kind) !== undefined;
     if (
       !inherited && kind.openInBatch &&

@@ -24,8 +24,10 @@
  * way (the images above per id) and made again by the first task in it (namespaces.ts). CRIU 4.2
  * refuses to dump a nested IPC namespace ("Can't dump nested ipc namespace") and to restore one.
  *
- * Not saved: POSIX message queues (the namespace's mqueue filesystem), semaphore undo lists, the
- * objects' times and last pids. With kernel/shm_rmid_forced set, a segment attached by no task
+ * POSIX message queues (the namespace's mqueue filesystem) are saved and made again with the
+ * namespace, in criu-ts's own image (posix_mq.ts), after its SysV objects.
+ *
+ * Not saved: semaphore undo lists, the objects' times and last pids. With kernel/shm_rmid_forced set, a segment attached by no task
  * is destroyed by the kernel when criu (which made it again) exits.
  */
 import { create } from "@bufbuild/protobuf";
@@ -66,6 +68,7 @@ import { attachSysvSegments, expectSysvSegments } from "./mapping_sysvshm.ts";
 import { RestoreError } from "../errors.ts";
 import { refuse } from "./refusal.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
+import { checkPosixQueues, dumpPosixQueues, restorePosixQueues } from "./posix_mq.ts";
 
 const SYSCTL = "/proc/sys";
 /** A segment's mode bit once IPC_RMID removed it while still attached. */
@@ -359,6 +362,7 @@ registerNamespaceKind({
   nested: true,
   dump(ctx) {
     save(ctx.dir, ctx.id, inNamespaceOf(ctx.pid, "ipc", () => collect(ctx.pid)));
+    dumpPosixQueues(ctx.dir, ctx.id, ctx.pid, ctx.log);
   },
   prepareRestore(ctx) {
     const id = ctx.id;
@@ -366,10 +370,12 @@ registerNamespaceKind({
     // The root's plan comes first: it starts the restore's list of namespaces holding segments.
     expectSysvSegments(saved !== undefined, ctx.ofRoot);
     if (!saved) return undefined;
+    checkPosixQueues(ctx.dir, id!);
     return {
       fill: (creator) => {
         try {
           inNamespaceOf(creator.pid, "ipc", () => rebuild(saved));
+          restorePosixQueues(ctx.dir, id!, creator.pid, saved.vars);
           attachSysvSegments(creator.pid);
           const removed = saved.shm.filter((s) => s.entry.desc!.mode & SHM_DEST);
           inNamespaceOf(creator.pid, "ipc", () => removed.forEach((s) => removeIpc("shm", s.entry.desc!.id)));
