@@ -116,8 +116,7 @@ export function addTaskDirectory(table: FileTable, pid: number, which: "cwd" | "
 
 /**
  * A file task `pid` maps (named `path` in its view), reached through `link` (its entry in
- * /proc/PID/map_files, or /proc/PID/exe): stat'd there and recorded with the mount it is on, as
- * a task directory is, so that a restore opens it in the namespace of that mount (a file of a
+ * /proc/PID/map_files, or /proc/PID/exe): recorded with the mount it is on, as a task directory is, so that a restore opens it in the namespace of that mount (a file of a
  * nested namespace's own tmpfs is nowhere else).
  */
 export function addMappedFile(
@@ -127,7 +126,9 @@ export function addMappedFile(
   path: string,
   flags: number,
 ): number {
-  return addRegFile(table, path, flags, 0n, undefined, safeStat(link), mountIdOfLink(table, pid, link));
+  // The size stays the one at `path` in criu's view, which is what the restore's check of a mapped
+  // file compares it with (mapping_regfile.ts) before any mount namespace of the tree exists.
+  return addRegFile(table, path, flags, 0n, undefined, safeStat(path), mountIdOfLink(table, pid, link));
 }
 
 /** The mount id to save (mountIdToSave) of the file /proc link `link` of task `pid` leads to. */
