@@ -15,13 +15,12 @@
  * setns. Refused by name: a task in criu's cgroup namespace below a root that is not in it.
  */
 import { CLONE, NR } from "../../ffi/syscalls.ts";
-import { isSyscallError } from "../../ffi/errors.ts";
 import { RestoreError } from "../errors.ts";
 import type { Agent } from "../agent.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import type { CgroupsRestore } from "./cgroups_restore.ts";
 import { refuse } from "./refusal.ts";
-import { registerNamespaceKind } from "./namespaces.ts";
+import { enterNamespaceFd, registerNamespaceKind } from "./namespaces.ts";
 
 registerNamespaceKind({
   name: "cgroup",
@@ -114,19 +113,6 @@ export class TaskCgroupNamespaces {
   /** Enters the cgroup namespace that task `holder` is in. */
   #join(agent: Agent, t: RestoreTaskImages, holder: number): void {
     const fd = agent.call("pidfd_open(cgroup namespace)", NR.pidfd_open, holder, 0);
-    try {
-      const r = agent.attempt("setns(CLONE_NEWCGROUP)", NR.setns, fd, CLONE.NEWCGROUP);
-      if (isSyscallError(r)) {
-        throw new RestoreError(
-          `Process ${t.entry.pid} cannot enter its cgroup namespace: ${r.message}`,
-          r.errno,
-          {
-            cause: r,
-          },
-        );
-      }
-    } finally {
-      agent.call("close(pidfd)", NR.close, fd);
-    }
+    enterNamespaceFd(agent, fd, CLONE.NEWCGROUP, `Process ${t.entry.pid} cannot enter its cgroup namespace`);
   }
 }

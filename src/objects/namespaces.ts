@@ -35,6 +35,7 @@ import type { CgroupsRestore } from "./cgroups_restore.ts";
 import type { Plugins } from "../plugins/plugins.ts";
 import type { task_kobj_ids_entry } from "../images/gen/core_pb.ts";
 import { RestoreError } from "../errors.ts";
+import { isSyscallError } from "../../ffi/errors.ts";
 import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
 import { NR } from "../../ffi/syscalls.ts";
 import { takeFromCriu } from "./files.ts";
@@ -480,17 +481,12 @@ export class RestoreNamespaces {
     }
     try {
       const theirs = takeFromCriu({ agent }, ours);
-      try {
-        const r = agent.attempt(`setns(${j.kind.name})`, NR.setns, theirs, j.kind.cloneFlag);
-        if (typeof r !== "bigint") {
-          throw new RestoreError(
-            `${who} cannot enter the ${j.kind.words} namespace ${j.id} (${whose}): ${r.message}`,
-            r.errno,
-          );
-        }
-      } finally {
-        agent.call("close", NR.close, theirs);
-      }
+      enterNamespaceFd(
+        agent,
+        theirs,
+        j.kind.cloneFlag,
+        `${who} cannot enter the ${j.kind.words} namespace ${j.id} (${whose})`,
+      );
     } finally {
       closeFd(ours);
     }
@@ -556,6 +552,19 @@ export function prepareNamespaces(
     for (const [id, creator] of where) out.noteWhere(kind.name, id, creator ?? null);
   }
   return out;
+}
+
+/**
+ * Has `agent`'s task enter the namespace its own fd `fd` names (setns with `flag`), then closes
+ * that fd; a refusal is a RestoreError that starts with `failure` ("Process 7 cannot enter ...").
+ */
+export function enterNamespaceFd(agent: Agent, fd: number | bigint, flag: number, failure: string): void {
+  try {
+    const r = agent.attempt("setns", NR.setns, fd, flag);
+    if (isSyscallError(r)) throw new RestoreError(`${failure}: ${r.message}`, r.errno, { cause: r });
+  } finally {
+    agent.call("close", NR.close, fd);
+  }
 }
 
 /** The namespaces of the restore in progress (the last one prepared). */

@@ -34,6 +34,7 @@ import { NamespaceHolder } from "../restore/ns_holder.ts";
 import { closeFd, openFd } from "../../ffi/fd.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { RestoreError } from "../errors.ts";
+import { enterNamespaceFd } from "./namespaces.ts";
 import { takeFromCriu } from "./files.ts";
 
 interface Nested {
@@ -121,20 +122,7 @@ export class NestedUserNamespaces {
     } finally {
       closeFd(ours);
     }
-    try {
-      const r = agent.attempt("setns(CLONE_NEWUSER)", NR.setns, fd, CLONE.NEWUSER);
-      if (isSyscallError(r)) {
-        throw new RestoreError(
-          `Process ${t.entry.pid} cannot enter its user namespace: ${r.message}`,
-          r.errno,
-          {
-            cause: r,
-          },
-        );
-      }
-    } finally {
-      agent.call("close", NR.close, fd);
-    }
+    enterNamespaceFd(agent, fd, CLONE.NEWUSER, `Process ${t.entry.pid} cannot enter its user namespace`);
   }
 
   /** Once every task is in its namespace for good: the holders end. */
@@ -198,14 +186,7 @@ export function relativeTo(
 /** A task in criu's PID namespace enters the user namespace of task `pid` (criu's pid). */
 function enterUserNs(agent: Agent, pid: number, what: string): void {
   const pidfd = agent.call("pidfd_open(root)", NR.pidfd_open, pid, 0);
-  try {
-    const r = agent.attempt("setns(CLONE_NEWUSER)", NR.setns, pidfd, CLONE.NEWUSER);
-    if (isSyscallError(r)) {
-      throw new RestoreError(`${what} cannot enter the root's user namespace: ${r.message}`);
-    }
-  } finally {
-    agent.call("close(pidfd)", NR.close, pidfd);
-  }
+  enterNamespaceFd(agent, pidfd, CLONE.NEWUSER, `${what} cannot enter the root's user namespace`);
 }
 
 /** A holder of nested namespace `id`, cloned with CLONE_NEWUSER by the holder of the one above. */
