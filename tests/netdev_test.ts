@@ -188,6 +188,15 @@ function crossHeldTap(dump: Dump, restore: (outer: string) => Restore): () => Pr
       await waitGone(outer);
       await restore(outer)(images);
       assert.ok(exists(`/proc/${w.pid}`), "netdev is not back after restore");
+      // A dump by CRIU saved its lock with the firewall: the restore must have dropped it.
+      const firewall = run("nsenter", [
+        `--net=/proc/${w.pid}/ns/net`,
+        "sh",
+        "-c",
+        "iptables -w -S; nft list ruleset",
+      ]);
+      assert.match(firewall, /-P INPUT/, "iptables -S printed nothing: the check cannot see the firewall");
+      assert.doesNotMatch(firewall, /CRIU|0xc114/i, `the lock stays after the restore:\n${firewall}`);
       configureOuter(outer);
     });
 }

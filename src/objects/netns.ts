@@ -61,8 +61,8 @@ import { kindOf } from "./netdev_ip.ts";
 import type { FrozenTree } from "../dump/freeze.ts";
 import type { NamespaceIds } from "./namespaces.ts";
 import { IPV4_SYSCTLS, readConf, readSysctls, UNIX_CONF, writeConf, writeSysctls } from "./netns_sysctl.ts";
-import { checkNetConfig, dumpNetConfig, restoreNetConfig } from "./netns_config.ts";
-import { NetToolError, runInNetns, textInNetns } from "./netns_tools.ts";
+import { checkNetConfig, dumpNetConfig, firewallImagesMention, restoreNetConfig } from "./netns_config.ts";
+import { NetToolError, runEachInNetns, runInNetns, textInNetns } from "./netns_tools.ts";
 import { nftTableOf } from "./network_lock.ts";
 import type { Agent } from "../agent.ts";
 import { NETWORK_LOCK_METHOD, type NetworkLock } from "../options/options.ts";
@@ -157,14 +157,60 @@ function fillNetns(
 }
 
 /**
+ * Where CRIU's namespace lock may be at the end of a restore:
+ *   - "iptables", "nftables": this restore locked the empty namespace so (--empty-ns net);
+ *   - "maybe": the namespace's firewall came from CRIU's images, which hold a lock of CRIU's, or
+ *     the namespace is the caller's: looked for with the tools;
+ *   - "none": neither (criu-ts's own dumps lock only through the action scripts).
+ */
+type LockPlace = NetworkLock | "maybe" | "none";
+
+/** The iptables lines that undo IPTABLES_LOCK, for iptables-restore --noflush. */
+const IPTABLES_UNLOCK = [
+  "*filter",
+  "-D INPUT -j CRIU",
+  "-D OUTPUT -j CRIU",
+  "-F CRIU",
+  "-X CRIU",
+  "COMMIT",
+  "",
+]
+  .join("\n");
+
+/**
  * CRIU's dump locks a tree's own namespace from inside (a table `inet CRIU-<run id>` with
  * `--network-lock nftables`; a CRIU chain of iptables and ip6tables jumped to from INPUT and
  * OUTPUT, letting through only packets marked 0xc114, by default) and saves that lock with the
  * namespace's firewall; its restore drops it once the tree is back. So does this one, for images
- * CRIU wrote (criu-ts's own dumps lock a namespace only through the action scripts).
+ * CRIU wrote and for the lock it put in an empty namespace itself.
  */
-function dropCriuLock(pid: number, runId: string | undefined, log: Log): void {
+function dropCriuLock(pid: number, runId: string | undefined, place: LockPlace, log: Log): void {
   const table = nftTableOf(runId);
+  if (place === "none" || place === "skip") return;
+  if (place === "nftables") {
+    try {
+      runInNetns(pid, ["nft", "delete", "table", "inet", table]);
+      log.info(`Dropped the network lock (nft table inet ${table})`);
+    } catch (e) {
+      if (!(e instanceof NetToolError)) throw e;
+      log.warn(`Cannot drop the nftables network lock: ${e.message}`);
+    }
+    return;
+  }
+  if (place === "iptables") {
+    try {
+      runEachInNetns(
+        pid,
+        iptablesTools("restore").map((tool) => [tool, "-w", "--noflush"]),
+        encode(IPTABLES_UNLOCK),
+      );
+      log.info("Dropped the network lock (iptables chain CRIU)");
+    } catch (e) {
+      if (!(e instanceof NetToolError)) throw e;
+      log.warn(`Cannot drop the iptables network lock: ${e.message}`);
+    }
+    return;
+  }
   try {
     if (textInNetns(pid, ["nft", "list", "tables"]).split("\n").includes(`table inet ${table}`)) {
       runInNetns(pid, ["nft", "delete", "table", "inet", table]);
@@ -174,7 +220,7 @@ function dropCriuLock(pid: number, runId: string | undefined, log: Log): void {
     if (!(e instanceof NetToolError)) throw e;
     log.warn(`Cannot look for CRIU's nftables network lock: ${e.message}`);
   }
-  for (const tool of ["iptables", "ip6tables"]) {
+  for (const tool of iptablesTools("")) {
     let chain: string;
     try {
       chain = textInNetns(pid, [tool, "-w", "-S", "CRIU"]);
@@ -184,15 +230,34 @@ function dropCriuLock(pid: number, runId: string | undefined, log: Log): void {
     }
     if (!chain.includes("-A CRIU -m mark --mark 0xc114 -j ACCEPT")) continue;
     try {
-      for (const hook of ["INPUT", "OUTPUT"]) runInNetns(pid, [tool, "-w", "-D", hook, "-j", "CRIU"]);
-      runInNetns(pid, [tool, "-w", "-F", "CRIU"]);
-      runInNetns(pid, [tool, "-w", "-X", "CRIU"]);
+      runInNetns(pid, [`${tool}-restore`, "-w", "--noflush"], encode(IPTABLES_UNLOCK));
       log.info(`Dropped CRIU's network lock (${tool} chain CRIU)`);
     } catch (e) {
       if (!(e instanceof NetToolError)) throw e;
       log.warn(`Cannot drop CRIU's ${tool} network lock: ${e.message}`);
     }
   }
+}
+
+/** iptables, and ip6tables where the kernel has IPv6 (CRIU's kdat.ipv6), with `suffix` ("-restore"). */
+function iptablesTools(suffix: "" | "restore"): string[] {
+  let ipv6 = false;
+  try {
+    ipv6 = Deno.statSync("/proc/sys/net/ipv6").isDirectory;
+  } catch {
+    // no IPv6 in this kernel
+  }
+  const tools = ipv6 ? ["iptables", "ip6tables"] : ["iptables"];
+  return suffix ? tools.map((t) => `${t}-${suffix}`) : tools;
+}
+
+function encode(text: string): Uint8Array {
+  return new TextEncoder().encode(text);
+}
+
+/** The key of an external namespace (--external net[INODE]:KEY at the dump), if it is one. */
+function extKeyOf(saved: SavedNetns | undefined): string | undefined {
+  return saved?.settings?.extKey || undefined;
 }
 
 /** The --network-lock method of the dump, as the inventory records it (unset: iptables). */
@@ -231,37 +296,29 @@ function nftLock(table: string): string {
  * namespace as CRIU's restore does (network_lock_internal): until the network-unlock script has
  * run, only packets marked by criu pass.
  */
-function lockEmptyNetns(pid: number, method: NetworkLock, table: string, log: Log): void {
-  const input = new TextEncoder();
+function lockEmptyNetns(pid: number, method: NetworkLock, table: string, log: Log): LockPlace {
   try {
     if (method === "iptables") {
-      // ip6tables only where the kernel has IPv6 (CRIU's kdat.ipv6).
-      const ipv6 = (() => {
-        try {
-          return Deno.statSync("/proc/sys/net/ipv6").isDirectory;
-        } catch {
-          return false;
-        }
-      })();
-      for (const tool of ipv6 ? ["iptables-restore", "ip6tables-restore"] : ["iptables-restore"]) {
-        runInNetns(pid, [tool, "-w", "--noflush"], input.encode(IPTABLES_LOCK));
-      }
-    } else if (method === "nftables") {
-      runInNetns(pid, ["nft", "-f", "/dev/stdin"], input.encode(nftLock(table)));
-    } else {
-      return;
+      runEachInNetns(
+        pid,
+        iptablesTools("restore").map((tool) => [tool, "-w", "--noflush"]),
+        encode(IPTABLES_LOCK),
+      );
+      log.info("Locked the empty network namespace (iptables chain CRIU)");
+      return method;
     }
+    if (method === "nftables") {
+      runInNetns(pid, ["nft", "-f", "/dev/stdin"], encode(nftLock(table)));
+      log.info(`Locked the empty network namespace (nft table inet ${table})`);
+      return method;
+    }
+    return "none";
   } catch (e) {
     if (!(e instanceof NetToolError)) throw e;
     throw new RestoreError(
       `Cannot lock the empty network namespace (--network-lock ${method}): ${e.message}`,
     );
   }
-  log.info(
-    `Locked the empty network namespace (${
-      method === "nftables" ? `nft table inet ${table}` : "iptables chain CRIU"
-    })`,
-  );
 }
 
 /**
@@ -379,22 +436,29 @@ registerNamespaceKind({
     }
     const runId = inventory?.dumpCriuRunId || undefined;
     const method = lockMethodOf(inventory);
+    // CRIU's lock is in the firewall CRIU's dump saved with its chain or table; the caller's
+    // namespace is looked at too. Otherwise no lock is there but the one this restore puts in.
+    let lock: LockPlace = extKeyOf(saved) !== undefined ||
+        (!empty && saved !== undefined && firewallImagesMention(ctx.dir, saved.id, "CRIU"))
+      ? "maybe"
+      : "none";
+    const lockIfEmpty = (pid: number) => {
+      if (empty) lock = lockEmptyNetns(pid, method, nftTableOf(runId), ctx.log);
+    };
     const afterRestore = (rootPid: number) => {
       ctx.hooks.run("network-unlock", rootPid);
       // As CRIU's restore: its lock (saved in the namespace's firewall, or put in an empty one)
       // goes after the scripts.
-      dropCriuLock(rootPid, runId, ctx.log);
+      dropCriuLock(rootPid, runId, lock, ctx.log);
     };
-    const extKey = saved?.settings?.extKey;
+    const extKey = extKeyOf(saved);
     if (extKey) {
       // The caller's namespace, as it made it; locked as CRIU locks an empty one (--empty-ns net).
       const fd = externalNetnsFd(ctx.options, extKey);
       return {
         inCreator: (creator) => enterExternalNetns(creator, fd, extKey, ctx.log),
         inCreatorTakesItself: true,
-        fill: (root) => {
-          if (empty) lockEmptyNetns(root.pid, method, nftTableOf(runId), ctx.log);
-        },
+        fill: (root) => lockIfEmpty(root.pid),
         afterRestore,
       };
     }
@@ -405,7 +469,7 @@ registerNamespaceKind({
     return {
       fill: (root) => {
         if (toFill) fillNetns(ctx.dir, root.pid, toFill, outer, ctx.log);
-        else if (empty) lockEmptyNetns(root.pid, method, nftTableOf(runId), ctx.log);
+        else lockIfEmpty(root.pid);
       },
       afterRestore,
     };

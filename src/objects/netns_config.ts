@@ -193,3 +193,11 @@ function restoreToolFor(kind: ImageKind): SavedTool {
   const legacy = `${family}tables-legacy-restore`;
   return { kind, save: [], restore: [onPath(legacy) ? legacy : `${family}tables-restore`, "-w"] };
 }
+
+/** Whether a firewall image (iptables, ip6tables, nftables) of namespace `id` holds `text`. */
+export function firewallImagesMention(dir: ImageDir, id: number, text: string): boolean {
+  return [KINDS.IPTABLES, KINDS.IP6TABLES, KINDS.NFTABLES].some((kind) =>
+    dir.has(kind, id) &&
+    new TextDecoder("latin1").decode(Deno.readFileSync(dir.pathFor(kind, id))).includes(text)
+  );
+}

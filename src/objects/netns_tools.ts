@@ -58,3 +58,25 @@ export function runInNetns(pid: number, argv: readonly string[], input?: Uint8Ar
 export function textInNetns(pid: number, argv: readonly string[]): string {
   return new TextDecoder().decode(runInNetns(pid, argv));
 }
+
+/** `word` quoted for /bin/sh. */
+function shellWord(word: string): string {
+  return `'${word.replaceAll("'", `'\\''`)}'`;
+}
+
+/**
+ * Runs each of `argvs` in turn inside the network namespace of `pid`, each with `input` on its
+ * stdin, through one nsenter and one shell, stopping at the first that fails. For the network
+ * lock's small firewall edits, starting a process costs more than the edit: one start for all the
+ * tools keeps them off a runtime's restore time.
+ */
+export function runEachInNetns(pid: number, argvs: readonly (readonly string[])[], input: Uint8Array): void {
+  const inputFile = Deno.makeTempFileSync({ prefix: "criu-ts-net-" });
+  try {
+    Deno.writeFileSync(inputFile, input);
+    const script = argvs.map((argv) => `${argv.map(shellWord).join(" ")} < "$1"`).join(" && ");
+    runInNetns(pid, ["/bin/sh", "-c", script, "sh", inputFile]);
+  } finally {
+    Deno.removeSync(inputFile);
+  }
+}
