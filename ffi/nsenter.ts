@@ -8,7 +8,7 @@
  */
 import { call, callBig, cstr, libc } from "./libc.ts";
 import { closeFd, OPEN, openFd } from "./fd.ts";
-import { CLONE } from "./syscalls.ts";
+import { CLONE, NR } from "./syscalls.ts";
 
 const NS_FLAGS = { uts: CLONE.NEWUTS, ipc: CLONE.NEWIPC, cgroup: CLONE.NEWCGROUP } as const;
 export type EnterableNs = keyof typeof NS_FLAGS;
@@ -41,6 +41,26 @@ export function inNamespaceOf<T>(pid: number, ns: EnterableNs, work: () => T): T
     }
   } finally {
     closeFd(target);
+  }
+}
+
+/**
+ * Runs `work` with the calling thread's effective uid set to `uid` (setresuid on this thread
+ * only: the raw syscall, not glibc's, which would change every thread), then back to 0. An IPC
+ * namespace's sysctls (kernel/sem, msg*, shm*, fs/mqueue/*) are writable by its user namespace's
+ * root uid, whatever capabilities the writer holds: criu writes them as that uid. Going back to 0
+ * gives the thread its capabilities again (its real and saved uids stay 0).
+ */
+export function asEffectiveUid<T>(uid: number, work: () => T): T {
+  const set = (to: number) => libc.syscall(BigInt(NR.setresuid), -1n, BigInt(to), -1n, 0n, 0n, 0n);
+  callBig(`setresuid(-1, ${uid}, -1)`, set(uid));
+  try {
+    return work();
+  } finally {
+    if (set(0) !== 0n) {
+      // deno-lint-ignore no-unsafe-finally
+      throw new Error(`Cannot take back uid 0 after writing as uid ${uid}; criu-ts cannot go on safely`);
+    }
   }
 }
 

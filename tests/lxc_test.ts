@@ -83,7 +83,7 @@ interface LxcContainer {
  * counting into host/count (/data in the container, a bind of the host's directory).
  */
 async function makeContainer(
-  opts: { ttys: number; console: boolean; counter: boolean },
+  opts: { ttys: number; console: boolean; counter: boolean; idmap?: boolean },
 ): Promise<LxcContainer> {
   const dir = Deno.makeTempDirSync({ prefix: "criu-lxc-" });
   const name = `criu-ts-${dir.slice(dir.lastIndexOf("-") + 1)}`;
@@ -112,8 +112,51 @@ async function makeContainer(
       append: true,
     });
   }
+  if (opts.idmap) {
+    // An unprivileged container: its root is uid and gid ID_BASE here; its files and the host's
+    // directory are theirs (lxc-create made every file root's).
+    config += `lxc.idmap = u 0 ${ID_BASE} 65536\nlxc.idmap = g 0 ${ID_BASE} 65536\n`;
+    const owner = `${ID_BASE}:${ID_BASE}`;
+    // The container's root must reach its rootfs and the host's directory (mkdtemp makes 0700).
+    for (const path of [dir, `/var/lib/lxc/${name}`]) Deno.chmodSync(path, 0o755);
+    for (const path of [`/var/lib/lxc/${name}/rootfs`, c.host]) {
+      const got = await new Deno.Command("chown", { args: ["-R", "-h", owner, path] }).output();
+      assert.ok(got.success, `chown -R ${owner} ${path}: ${new TextDecoder().decode(got.stderr)}`);
+    }
+  }
   Deno.writeTextFileSync(configPath, config);
   return c;
+}
+
+/** The first host uid and gid of an unprivileged container's range. */
+const ID_BASE = 100000;
+
+/**
+ * Runs `work` with root allowed ID_BASE's range in /etc/subuid and /etc/subgid: LXC maps ids with
+ * newuidmap/newgidmap where they are installed (Debian's uidmap, which Podman brings), and they
+ * refuse a range the files do not give. The files are put back as they were.
+ */
+async function withSubordinateIds(work: () => Promise<void>): Promise<void> {
+  const line = `root:${ID_BASE}:65536\n`;
+  const saved = new Map<string, string | undefined>();
+  for (const file of ["/etc/subuid", "/etc/subgid"]) {
+    let text: string | undefined;
+    try {
+      text = Deno.readTextFileSync(file);
+    } catch {
+      text = undefined;
+    }
+    saved.set(file, text);
+    if (!(text ?? "").split("\n").includes(line.trim())) Deno.writeTextFileSync(file, line, { append: true });
+  }
+  try {
+    await work();
+  } finally {
+    for (const [file, text] of saved) {
+      if (text === undefined) Deno.removeSync(file);
+      else Deno.writeTextFileSync(file, text);
+    }
+  }
 }
 
 async function removeContainer(c: LxcContainer): Promise<void> {
@@ -289,3 +332,57 @@ Deno.test("lxc-checkpoint of a container with ttys is refused as CRIU refuses it
     await removeContainer(c);
   }
 });
+
+Deno.test("lxc-checkpoint and restore an unprivileged container (lxc.idmap) counting on its console twice: it counts on, still root of its own user namespace", () =>
+  withSubordinateIds(async () => {
+    const c = await makeContainer({ ttys: 0, console: true, counter: true, idmap: true });
+    try {
+      const started = await lxc("lxc-start", ["-n", c.name, "-d"], c.dir);
+      assert.ok(started.ok, started.out);
+      await countReaches(c, 5);
+      const init = await initPid(c);
+      const uidMap = Deno.readTextFileSync(`/proc/${init}/uid_map`);
+      assert.match(
+        uidMap,
+        new RegExp(`^\\s*0\\s+${ID_BASE}\\s+65536\\s*$`),
+        "the container is not id-mapped",
+      );
+      const before = fdsOf(init);
+      for (let cycle = 0; cycle < 2; cycle++) {
+        const dumped = await lxc("lxc-checkpoint", ["-n", c.name, "-D", c.images, "-s"], c.dir);
+        assert.ok(dumped.ok, `${dumped.out}\n${criuErrors(`${c.images}/dump.log`)}`);
+        assert.equal(await lxcState(c), "STOPPED");
+        // The container's /dev (a tmpfs its user namespace owns) is archived with the ids it sees,
+        // as CRIU archives it: its root's files are 0/0, not ID_BASE's.
+        const dev = [...Deno.readDirSync(c.images)].map((e) => e.name).filter((n) =>
+          n.startsWith("tmpfs-dev-")
+        );
+        assert.ok(dev.length > 0, "no tmpfs archive in the images");
+        const listing = await new Deno.Command("tar", { args: ["tvzf", `${c.images}/${dev[0]}`] }).output();
+        const owners = new TextDecoder().decode(listing.stdout).split("\n").filter((l) => l).map((l) =>
+          l.split(/\s+/)[1]
+        );
+        assert.ok(
+          owners.length > 0 && owners.every((o) => o === "0/0"),
+          `owners in ${dev[0]}: ${owners.join(" ")}`,
+        );
+        const atCheckpoint = counts(c).length;
+        const restored = await lxcDetached(["-n", c.name, "-D", c.images, "-r"], c.dir);
+        assert.ok(
+          restored,
+          `${Deno.readTextFileSync(`${c.dir}/lxc-restore.out`)}\n${criuErrors(`${c.images}/restore.log`)}`,
+        );
+        assert.equal(await lxcState(c), "RUNNING");
+        await countReaches(c, atCheckpoint + 5);
+        assertUnbroken(counts(c));
+        const now = await initPid(c);
+        assert.equal(Deno.readTextFileSync(`/proc/${now}/uid_map`), uidMap, "the container's uid map");
+        assert.match(Deno.readTextFileSync(`/proc/${now}/status`), new RegExp(`^Uid:\\s+${ID_BASE}\\s`, "m"));
+        assert.deepEqual(fdsOf(now), before, "the tasks' fds after the restore");
+        assertOnMonitorsConsole(now);
+        Deno.removeSync(c.images, { recursive: true });
+      }
+    } finally {
+      await removeContainer(c);
+    }
+  }));

@@ -48,7 +48,8 @@ import { PAGE_SIZE } from "./memory.ts";
 import { ImageReader, ImageWriter } from "../images/file.ts";
 import type { ImageDir } from "../images/dir.ts";
 import type { ImageKind } from "../images/kinds.ts";
-import { inNamespaceOf, readSmallFile, writeSmallFile } from "../../ffi/nsenter.ts";
+import { asEffectiveUid, inNamespaceOf, readSmallFile, writeSmallFile } from "../../ffi/nsenter.ts";
+import { namespaceRootUidOf } from "./userns.ts";
 import {
   msgCopy,
   msgCreate,
@@ -332,8 +333,10 @@ function withId(kind: "shm" | "sem" | "msg", d: ipc_desc_entry, make: () => numb
   return got;
 }
 
-function rebuild(s: SavedIpc): void {
-  writeVars(s.vars);
+/** Remakes the namespace's objects; its sysctls are written as `nsRoot` (asEffectiveUid) if given. */
+function rebuild(s: SavedIpc, nsRoot: number | undefined): void {
+  if (nsRoot === undefined) writeVars(s.vars);
+  else asEffectiveUid(nsRoot, () => writeVars(s.vars));
   for (const { entry, data } of s.shm) {
     const d = entry.desc!;
     const id = withId("shm", d, () => shmCreate(d.key, entry.size, d.mode & 0o777));
@@ -374,8 +377,9 @@ registerNamespaceKind({
     return {
       fill: (creator) => {
         try {
-          inNamespaceOf(creator.pid, "ipc", () => rebuild(saved));
-          restorePosixQueues(ctx.dir, id!, creator.pid, saved.vars);
+          const nsRoot = namespaceRootUidOf(creator.pid);
+          inNamespaceOf(creator.pid, "ipc", () => rebuild(saved, nsRoot));
+          restorePosixQueues(ctx.dir, id!, creator.pid, saved.vars, nsRoot);
           attachSysvSegments(creator.pid);
           const removed = saved.shm.filter((s) => s.entry.desc!.mode & SHM_DEST);
           inNamespaceOf(creator.pid, "ipc", () => removed.forEach((s) => removeIpc("shm", s.entry.desc!.id)));

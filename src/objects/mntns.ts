@@ -80,6 +80,7 @@ import * as pt from "../../ffi/ptrace.ts";
 import { spawn } from "../../ffi/spawn.ts";
 import { readMaps } from "../../ffi/proc.ts";
 import { findSyscallInstruction } from "../../ffi/remote.ts";
+import { foreignUserNamespaceOf, mountOptionsInUserNamespaceOf } from "./userns.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
@@ -608,7 +609,7 @@ function archiveAll(
       directory: views[i] ?? `/proc/${pid}/root${m.e.mountpoint}`,
       image: dir.pathFor(KINDS.TMPFS_DEV, m.e.rootDev),
     }));
-    const outcomes = archiveTmpfs(jobs);
+    const outcomes = archiveTmpfs(jobs, foreignUserNamespaceOf(pid));
     jobs.forEach((j) => dir.noteWritten(j.image));
     return outcomes;
   });
@@ -1412,21 +1413,49 @@ class TreeBuilder {
     this.#fds.set(e.mntId, Number(fd));
   }
 
+  /**
+   * An external mount (--external mnt[KEY]:PATH, --ext-mount-map) bound at `target`. A root in a
+   * user namespace of its own cannot bind it itself: its copy of criu's mounts is locked (the
+   * kernel refuses a bind of a mount with locked mounts inside), so criu clones the mount and the
+   * root attaches the clone.
+   */
+  #bindExternal(e: mnt_entry, ext: string, target: string): void {
+    if (foreignUserNamespaceOf(this.#root.pid) === undefined) {
+      return this.#mount(e, `bind from ${ext}`, ext, target, 0, MS.BIND, "");
+    }
+    let tree: number;
+    try {
+      tree = cloneMountTree(ext);
+    } catch (err) {
+      throw new RestoreError(
+        `Cannot restore the mount ${e.mountpoint} (bind from ${ext}): ${(err as Error).message}`,
+      );
+    }
+    this.#attach(e, tree, target, `the external mount ${ext}`);
+  }
+
   #make(e: mnt_entry): void {
     const target = this.#target(e);
     if (e.withPlugin) return this.#fromPlugin(e, target);
     const ext = this.#plan.externalPaths.get(e.mntId);
-    if (ext !== undefined) return this.#mount(e, `bind from ${ext}`, ext, target, 0, MS.BIND, "");
+    if (ext !== undefined) return this.#bindExternal(e, ext, target);
     const src = this.#plan.fromEarlier.get(e.mntId) ?? bindSource(this.#plan.entries, e);
     if (src) return this.#bindFrom(e, src, target);
     const fstype = e.fstype === FSTYPE_AUTO ? e.fsname : FSTYPE_NAMES.get(e.fstype)!;
-    const sbFlags = e.sbFlags & ~MS.RDONLY;
+    // A tmpfs is filled and a devpts gets its bound ptys before it turns read-only; any other
+    // filesystem is mounted read-only at once: a remount of its superblock needs CAP_SYS_ADMIN over
+    // the superblock's user namespace, which a sysfs of a container's user namespace refuses.
+    const fillFirst = e.fstype === FSTYPE_TMPFS || e.fstype === FSTYPE_DEVPTS;
+    const sbFlags = fillFirst ? e.sbFlags & ~MS.RDONLY : e.sbFlags;
     const source = this.#plan.devices.get(e.mntId) ?? e.source;
     if (e.fstype === FSTYPE_OVERLAY) this.#mountInView(e, fstype, sbFlags);
-    else this.#mount(e, `${fstype} from ${source}`, source, target, fstype, sbFlags, e.options);
+    else {
+      const options = mountOptionsInUserNamespaceOf(this.#root.pid, e.options);
+      this.#mount(e, `${fstype} from ${source}`, source, target, fstype, sbFlags, options);
+    }
     if (e.fstype === FSTYPE_TMPFS) this.#unfilled.set(e.mntId, { e, target });
     if (e.fstype === FSTYPE_DEVPTS) this.#makeBoundSlaves(e);
-    if (e.sbFlags & MS.RDONLY) {
+    if (fillFirst && e.sbFlags & MS.RDONLY) {
       this.#fill();
       const r = this.#root;
       r.reset();
@@ -1489,34 +1518,30 @@ class TreeBuilder {
       while (detachMount(place));
       Deno.removeSync(scratch, { recursive: true });
     }
+    this.#attach(e, tree, target, "the plugin's mount");
+  }
+
+  /**
+   * Attaches criu's detached mount `tree` (open_tree) at `target` in the tree being built: the root
+   * task takes a copy of the fd and moves the mount there (move_mount). criu's fd is closed.
+   */
+  #attach(e: mnt_entry, tree: number, target: string, what: string): void {
     const r = this.#root;
     try {
-      r.reset();
-      const fd = r.attempt(
-        "open(the plugin's mount)",
-        NR.open,
-        r.string(`/proc/${Deno.pid}/fd/${tree}`),
-        O.PATH | O.CLOEXEC,
-        0,
-      );
-      if (isSyscallError(fd)) {
-        throw new RestoreError(`Cannot reach the plugin's mount for ${e.mountpoint}: ${fd.message}`, 0, {
-          cause: fd,
-        });
-      }
+      const fd = takeFromCriu({ agent: r }, tree);
       r.reset();
       const res = r.attempt(
         `move_mount(${target})`,
         NR.move_mount,
-        Number(fd),
+        fd,
         r.string(""),
         AT_FDCWD,
         r.string(target),
         MOVE_MOUNT.F_EMPTY_PATH,
       );
-      r.call("close", NR.close, Number(fd));
+      r.call("close", NR.close, fd);
       if (isSyscallError(res)) {
-        throw new RestoreError(`Cannot attach the plugin's mount at ${e.mountpoint}: ${res.message}`, 0, {
+        throw new RestoreError(`Cannot attach ${what} at ${e.mountpoint}: ${res.message}`, 0, {
           cause: res,
         });
       }
@@ -1593,7 +1618,7 @@ class TreeBuilder {
     }));
     if (jobs.length === 0) return;
     const started = performance.now();
-    const outcomes = extractTmpfs(jobs);
+    const outcomes = extractTmpfs(jobs, foreignUserNamespaceOf(this.#root.pid));
     this.#plan.log.debug(
       `Filled ${jobs.length} tmpfs mount(s) from their archives in ${
         (performance.now() - started).toFixed(1)

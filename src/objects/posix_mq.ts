@@ -51,7 +51,7 @@ import {
 } from "../../ffi/posix_mq.ts";
 import { Spool } from "../../ffi/spool.ts";
 import { closeFd } from "../../ffi/fd.ts";
-import { inNamespaceOf, readSmallFile, writeSmallFile } from "../../ffi/nsenter.ts";
+import { asEffectiveUid, inNamespaceOf, readSmallFile, writeSmallFile } from "../../ffi/nsenter.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
@@ -256,25 +256,36 @@ const MQ_SYSCTL = "/proc/sys/fs/mqueue";
  * Makes the saved queues of namespace `id` in the IPC namespace of `pid` (a task of the new one),
  * then sets the namespace's mqueue limits to their saved values (`vars`).
  */
-export function restorePosixQueues(dir: ImageDir, id: number, pid: number, vars: ipc_var_entry): void {
+export function restorePosixQueues(
+  dir: ImageDir,
+  id: number,
+  pid: number,
+  vars: ipc_var_entry,
+  nsRoot?: number,
+): void {
   const queues = checkPosixQueues(dir, id);
   if (queues.length === 0) return;
+  // The namespace's sysctls are writable by its user namespace's root only (ffi/nsenter.ts).
+  const writeSysctl = (path: string, value: string) =>
+    nsRoot === undefined
+      ? writeSmallFile(path, value)
+      : asEffectiveUid(nsRoot, () => writeSmallFile(path, value));
   inNamespaceOf(pid, "ipc", () => {
     // Room for every queue whatever criu's capabilities (see the top of this file).
     const most = (f: (q: posix_mq_entry) => bigint) => queues.reduce((n, q) => (f(q) > n ? f(q) : n), 0n);
-    raiseLimit("msg_max", most((q) => q.maxmsg));
-    raiseLimit("msgsize_max", most((q) => q.msgsize));
-    raiseLimit("queues_max", BigInt(queues.length));
+    raiseLimit("msg_max", most((q) => q.maxmsg), writeSysctl);
+    raiseLimit("msgsize_max", most((q) => q.msgsize), writeSysctl);
+    raiseLimit("queues_max", BigInt(queues.length), writeSysctl);
     readQueues(dir, id, (q, messages) => makeQueue(q, messages));
-    writeSmallFile(`${MQ_SYSCTL}/msg_max`, `${vars.mqMsgMax}`);
-    writeSmallFile(`${MQ_SYSCTL}/msgsize_max`, `${vars.mqMsgsizeMax}`);
-    writeSmallFile(`${MQ_SYSCTL}/queues_max`, `${vars.mqQueuesMax}`);
+    writeSysctl(`${MQ_SYSCTL}/msg_max`, `${vars.mqMsgMax}`);
+    writeSysctl(`${MQ_SYSCTL}/msgsize_max`, `${vars.mqMsgsizeMax}`);
+    writeSysctl(`${MQ_SYSCTL}/queues_max`, `${vars.mqQueuesMax}`);
   });
 }
 
-function raiseLimit(name: string, atLeast: bigint): void {
+function raiseLimit(name: string, atLeast: bigint, write: (path: string, value: string) => void): void {
   const now = BigInt(readSmallFile(`${MQ_SYSCTL}/${name}`).trim());
-  if (atLeast > now) writeSmallFile(`${MQ_SYSCTL}/${name}`, `${atLeast}`);
+  if (atLeast > now) write(`${MQ_SYSCTL}/${name}`, `${atLeast}`);
 }
 
 function makeQueue(q: posix_mq_entry, messages: Iterable<{ priority: number; data: Uint8Array }>): void {

@@ -39,18 +39,39 @@ function quote(word: string): string {
 }
 
 /**
- * Runs each argv (a tar command) from one shell, PARALLEL at a time; for each, undefined when it
- * exited 0, else what it printed on stderr (or its status).
+ * One tar run: in `directory` (its working directory, entered by criu's shell), reading its
+ * archive from `input` or writing it to `output` (opened by criu's shell too).
  */
-function runAll(commands: readonly string[][]): TarOutcome[] {
-  if (commands.length === 0) return [];
+interface TarRun {
+  argv: string[];
+  directory: string;
+  input?: string;
+  output?: string;
+}
+
+/**
+ * Runs each tar from one shell, PARALLEL at a time; for each, undefined when it exited 0, else
+ * what it printed on stderr (or its status). With `userns` (a /proc/PID/ns/user of a user
+ * namespace other than criu's), each tar runs as that namespace's root, as CRIU runs it: a tmpfs a
+ * container's user namespace owns takes new files only from a creator whose ids that namespace
+ * maps, and the archive's owners are the container's ids, as CRIU writes them. criu's shell opens
+ * the archive and enters the directory first, so tar needs no right over criu's files.
+ */
+function runAll(runs: readonly TarRun[], userns?: string): TarOutcome[] {
+  if (runs.length === 0) return [];
   const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-tar-" });
+  const enter = userns ? `nsenter --user=${quote(userns)} -- ` : "";
   try {
     const lines = [
-      `run() { i=$1; shift; "$@" 2>${quote(scratch)}/$i.err </dev/null >/dev/null; echo "$i $?"; }`,
+      "run() {",
+      "  i=$1 dir=$2 in=$3 out=$4; shift 4",
+      `  ( cd "$dir" && exec "$@" <"$in" >"$out" ) 2>${quote(scratch)}/$i.err`,
+      '  echo "$i $?"',
+      "}",
     ];
-    commands.forEach((argv, i) => {
-      lines.push(`run ${i} ${argv.map(quote).join(" ")} &`);
+    runs.forEach((r, i) => {
+      const files = [r.directory, r.input ?? "/dev/null", r.output ?? "/dev/null"].map(quote).join(" ");
+      lines.push(`run ${i} ${files} ${enter}${r.argv.map(quote).join(" ")} &`);
       if ((i + 1) % PARALLEL === 0) lines.push("wait");
     });
     lines.push("wait");
@@ -65,7 +86,7 @@ function runAll(commands: readonly string[][]): TarOutcome[] {
       const m = /^(\d+) (\d+)$/.exec(line);
       if (m) status.set(Number(m[1]), Number(m[2]));
     }
-    return commands.map((_, i) => {
+    return runs.map((_, i) => {
       const rc = status.get(i);
       if (rc === 0) return undefined;
       let error = "";
@@ -82,13 +103,20 @@ function runAll(commands: readonly string[][]): TarOutcome[] {
   }
 }
 
-/** Archives each directory (a tmpfs, as the tree sees it) into its image. */
-export function archiveTmpfs(jobs: readonly { directory: string; image: string }[]): TarOutcome[] {
+/**
+ * Archives each directory (a tmpfs, as the tree sees it) into its image; `userns` as for runAll.
+ */
+export function archiveTmpfs(
+  jobs: readonly { directory: string; image: string }[],
+  userns?: string,
+): TarOutcome[] {
   const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-tmpfs-" });
   try {
     const plain = (i: number) => `${scratch}/${i}.tar`;
+    const create = (gzip: boolean) => ["tar", ...TAR_CREATE, ...(gzip ? ["--gzip"] : []), "--file", "-", "."];
     const outcomes = runAll(
-      jobs.map((j, i) => ["tar", ...TAR_CREATE, "--file", plain(i), "--directory", j.directory, "."]),
+      jobs.map((j, i) => ({ argv: create(false), directory: j.directory, output: plain(i) })),
+      userns,
     );
     const large: number[] = [];
     jobs.forEach((j, i) => {
@@ -100,16 +128,10 @@ export function archiveTmpfs(jobs: readonly { directory: string; image: string }
       }
       Deno.removeSync(plain(i));
     });
-    const again = runAll(large.map((i) => [
-      "tar",
-      ...TAR_CREATE,
-      "--gzip",
-      "--file",
-      jobs[i]!.image,
-      "--directory",
-      jobs[i]!.directory,
-      ".",
-    ]));
+    const again = runAll(
+      large.map((i) => ({ argv: create(true), directory: jobs[i]!.directory, output: jobs[i]!.image })),
+      userns,
+    );
     large.forEach((i, k) => outcomes[i] = again[k]);
     return outcomes;
   } finally {
@@ -131,25 +153,35 @@ function decompress(image: string, plain: string): boolean {
   return true;
 }
 
-/** Extracts each image into its directory (a new tmpfs, as the restored tree sees it). */
-export function extractTmpfs(jobs: readonly { image: string; directory: string }[]): TarOutcome[] {
+/**
+ * Extracts each image into its directory (a new tmpfs, as the restored tree sees it); `userns` as
+ * for runAll.
+ */
+export function extractTmpfs(
+  jobs: readonly { image: string; directory: string }[],
+  userns?: string,
+): TarOutcome[] {
   if (jobs.length === 0) return [];
   const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-tmpfs-" });
   try {
     const early: TarOutcome[] = [];
-    const commands = jobs.map((j, i) => {
+    const runs = jobs.map((j, i): TarRun => {
       const plain = `${scratch}/${i}.tar`;
       try {
         if (decompress(j.image, plain)) {
-          return ["tar", ...TAR_EXTRACT, "--file", plain, "--directory", j.directory];
+          return { argv: ["tar", ...TAR_EXTRACT, "--file", "-"], directory: j.directory, input: plain };
         }
       } catch (e) {
         early[i] = (e as Error).message;
-        return ["false"];
+        return { argv: ["false"], directory: "/" };
       }
-      return ["tar", ...TAR_EXTRACT, "--gzip", "--file", j.image, "--directory", j.directory];
+      return {
+        argv: ["tar", ...TAR_EXTRACT, "--gzip", "--file", "-"],
+        directory: j.directory,
+        input: j.image,
+      };
     });
-    const outcomes = runAll(commands);
+    const outcomes = runAll(runs, userns);
     return outcomes.map((o, i) => early[i] ?? o);
   } finally {
     Deno.removeSync(scratch, { recursive: true });

@@ -88,6 +88,39 @@ export function credsInUserNamespaceOf(pid: number): ((c: creds_entry) => void) 
   };
 }
 
+/** /proc/PID/ns/user when `pid` is in a user namespace other than criu's; else undefined. */
+export function foreignUserNamespaceOf(pid: number): string | undefined {
+  const path = `/proc/${pid}/ns/user`;
+  return Deno.readLinkSync(path) === Deno.readLinkSync("/proc/self/ns/user") ? undefined : path;
+}
+
+/**
+ * The uid, as criu sees it, of the root (uid 0) of the user namespace of `pid`; undefined when
+ * that is criu's own namespace, or when the namespace does not map uid 0 (the kernel then takes
+ * criu's root as its root).
+ */
+export function namespaceRootUidOf(pid: number): number | undefined {
+  if (foreignUserNamespaceOf(pid) === undefined) return undefined;
+  const extent = readMap(pid, "uid_map").find((e) => e.first === 0);
+  return extent?.lowerFirst || undefined;
+}
+
+/**
+ * A mount's options as a task in the user namespace of `pid` must give them: tmpfs, devpts,
+ * hugetlbfs and proc show their uid= and gid= in the initial namespace's ids, which a mount made
+ * from inside a container's user namespace must name as that namespace sees them (the kernel
+ * refuses an id outside the caller's maps with EINVAL).
+ */
+export function mountOptionsInUserNamespaceOf(pid: number, options: string): string {
+  if (!/(^|,)[ug]id=/.test(options)) return options;
+  if (foreignUserNamespaceOf(pid) === undefined) return options;
+  const maps = { uid: readMap(pid, "uid_map"), gid: readMap(pid, "gid_map") };
+  return options.split(",").map((o) => {
+    const m = /^([ug]id)=(\d+)$/.exec(o);
+    return m ? `${m[1]}=${inside(maps[m[1] as "uid" | "gid"], Number(m[2]))}` : o;
+  }).join(",");
+}
+
 /**
  * For each thread (our tid): the function of credsInUserNamespaceOf for its user namespace (the
  * root's, or one nested below it), read once per namespace; the root's for a thread whose
