@@ -71,6 +71,13 @@ Deno.test("a dump of a tree with a time namespace no task makes its children in 
     ["unreadable"],
   ));
 
+Deno.test("a dump of a process whose threads are in different time namespaces is refused by name, and it runs on", () =>
+  assertRefusedAndRunsOn(
+    "nested_timens",
+    /time_for_children namespace time:\[\d+\] of thread \d+ of process \d+: it differs from its leader's/,
+    ["thread-unshared"],
+  ));
+
 Deno.test("a time namespace comes back with --restore-sibling, its clocks going on", () =>
   withWorkload({ name: "timens" }, async (w, images) => {
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
@@ -88,6 +95,27 @@ Deno.test("nested time namespaces come back with --restore-sibling, each task wh
     for (const pid of tree) await reap(pid);
     await criuOk(["restore", "-d", "--restore-sibling", "-D", images, "-o", "restore.log", "-v4"]);
     assert.deepEqual(timeNsPattern(tree), before);
+  }));
+
+Deno.test("a restore whose images lack a nested time namespace is refused before any process exists, then restored", () =>
+  withWorkload({ name: "nested_timens" }, async (w, images) => {
+    const tree = treeOf(w.pid);
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    for (const pid of tree) await reap(pid);
+    const [rootIds] = critDecode(`${images}/ids-${w.pid}.img`).entries as { time_ns_id: number }[];
+    const nested = [...Deno.readDirSync(images)].map((e) => e.name)
+      .find((n) => /^timens-\d+\.img$/.test(n) && n !== `timens-${rootIds!.time_ns_id}.img`)!;
+    Deno.renameSync(`${images}/${nested}`, `${images}/${nested}.away`);
+    const r = await criu(["restore", "-d", "-D", images]);
+    assert.equal(r.code, 1);
+    const id = /\d+/.exec(nested)![0];
+    assert.match(
+      r.stderr,
+      new RegExp(`Process \\d+ is in time namespace ${id}, but there is no timens-${id}\\.img`),
+    );
+    for (const pid of tree) assert.ok(!exists(`/proc/${pid}`), `process ${pid} was left behind`);
+    Deno.renameSync(`${images}/${nested}.away`, `${images}/${nested}`);
+    await criuOk(["restore", "-d", "-D", images]);
   }));
 
 Deno.test("each time namespace of a tree has its own image, which Debian's crit decodes, and each task's ids name its namespace", () =>

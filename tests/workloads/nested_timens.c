@@ -13,17 +13,20 @@
  *   - F, forked before the root unshares, stays in the host's time namespace (criu's).
  * `unreadable`: C unshares once more after entering its namespace, which no task then makes its
  * children in (its offsets cannot be read: the dump must refuse it).
+ * `thread-unshared`: a second thread of the root unshares a time namespace of its own (for its
+ * children): the dump must refuse it, since a restored process's threads share the leader's.
  * `host-root`: the root stays in the host's time namespace (criu's), where E's namespace is then
  * 50 days ahead of E's own.
  * Each task reads its clocks and namespace links when ready and again on SIGTERM (which each
  * parent passes on): its monotonic and boot-time clocks must not have gone back nor gone on by
  * more than the wall time elapsed (plus a margin), and which tasks share a namespace (and the
  * host's) must be as before. The root reports every task that failed.
- *   bin/nested_timens RESULT_FILE [host-root|unreadable]
+ *   bin/nested_timens RESULT_FILE [host-root|unreadable|thread-unshared]
  */
 #include "lib.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
@@ -261,6 +264,28 @@ static void setup_f(void)
 {
 }
 
+/* `thread-unshared`: a thread of the root makes a time namespace for its own children, then waits. */
+static void *unsharing_thread(void *ready)
+{
+	int r = unshare(CLONE_NEWTIME);
+	*(volatile int *)ready = r == 0 ? 1 : -1;
+	for (;;)
+		pause();
+	return NULL;
+}
+
+static void start_unsharing_thread(void)
+{
+	static volatile int ready;
+	pthread_t thread;
+	if (pthread_create(&thread, NULL, unsharing_thread, (void *)&ready))
+		wl_die("pthread_create");
+	for (int i = 0; i < 500 && !ready; i++)
+		usleep(10000);
+	if (ready != 1)
+		wl_die("the thread did not unshare its time namespace");
+}
+
 /* D waits (on a pipe from the root) for B's pid, then enters B's time_for_children. */
 
 static void setup_d(void)
@@ -330,6 +355,8 @@ int main(int argc, char **argv)
 	await_ready(D, d_ready);
 	children[C] = spawn(C, setup_c);
 	children[E] = spawn(E, setup_e);
+	if (argc > 2 && strcmp(argv[2], "thread-unshared") == 0)
+		start_unsharing_thread();
 	take_reading(&slots[R].before);
 	wl_ready();
 	wl_wait();
