@@ -193,7 +193,7 @@ function saveNamespace(ctx: NsDumpContext, nsIds: NamespaceIds, link: string, id
   ctx.log.debug(`Saved time namespace ${id} (${link}) through process ${reader.pid}`);
 }
 
-/** The namespaces tasks made for their children that no task is in yet (dump saves those tasks are in). */
+/** The namespaces tasks made for their children that no task is in yet (`dump` saves the others). */
 function saveForChildrenOnly(ctx: NsDumpContext): void {
   const nsIds = needIds(ctx);
   const criu = nsIds.linksOf(Deno.pid).get("time");
