@@ -4,12 +4,16 @@
  * namespace itself, so the dump's root is the process in it, and checks its own view after restore.
  */
 import assert from "node:assert/strict";
-import { criu, criuOk, descendants, exists, reap, tempDir, waitFor, Workload } from "./lib/harness.ts";
+import { criu, criuOk, descendants, exists, reap, tempDir, Workload } from "./lib/harness.ts";
 import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { critDecode } from "./lib/tools.ts";
 
 const CASES: Case[] = [
   { name: "utsns" },
   { name: "timens" },
+  { name: "nested_timens" },
+  // The root in criu's time namespace, which is not saved; those below it are.
+  { name: "nested_timens", args: ["host-root"] },
   { name: "ipcns" },
   { name: "ipcns", args: ["attached"] },
   { name: "ipcns", args: ["attached-child"] },
@@ -18,8 +22,8 @@ const CASES: Case[] = [
 registerMatrix(CASES);
 
 /** Dumps workload `name`, which must be refused with `message`, and checks it runs on untouched. */
-async function assertRefusedAndRunsOn(name: string, message: RegExp): Promise<void> {
-  const w = await Workload.start(name);
+async function assertRefusedAndRunsOn(name: string, message: RegExp, args: string[] = []): Promise<void> {
+  const w = await Workload.start(name, args);
   const images = tempDir();
   try {
     const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
@@ -49,61 +53,98 @@ Deno.test("a dump of a process with a removed POSIX message queue open is refuse
     /POSIX message queue \/criu-ts-mq-\d+ \(deleted\) \(fd \d+\) of process \d+: its name was removed \(mq_unlink\)/,
   ));
 
-Deno.test("a time namespace cannot come back with --restore-sibling: refused clearly, nothing left, then restored", () =>
+/** The tree's pids, parents first by the workload's order of forks. */
+function treeOf(root: number): number[] {
+  return [root, ...descendants(root)];
+}
+
+/** Which of the tree's tasks share a time namespace: for each task, the index of the first in its. */
+function timeNsPattern(pids: readonly number[]): number[] {
+  const links = pids.map((p) => Deno.readLinkSync(`/proc/${p}/ns/time`));
+  return links.map((l) => links.indexOf(l));
+}
+
+Deno.test("a dump of a tree with a time namespace no task makes its children in is refused by name, and it runs on", () =>
+  assertRefusedAndRunsOn(
+    "nested_timens",
+    /time namespace time:\[\d+\] of process \d+: no process of the tree makes its children in it, so its clocks' offsets cannot be read/,
+    ["unreadable"],
+  ));
+
+Deno.test("a dump of a process whose threads are in different time namespaces is refused by name, and it runs on", () =>
+  assertRefusedAndRunsOn(
+    "nested_timens",
+    /time_for_children namespace time:\[\d+\] of thread \d+ of process \d+: it differs from its leader's/,
+    ["thread-unshared"],
+  ));
+
+Deno.test("a time namespace comes back with --restore-sibling, its clocks going on", () =>
   withWorkload({ name: "timens" }, async (w, images) => {
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
     await reap(w.pid);
-    const r = await criu(["restore", "-d", "--restore-sibling", "-D", images]);
+    await criuOk(["restore", "-d", "--restore-sibling", "-D", images, "-o", "restore.log", "-v4"]);
+    assert.notEqual(Deno.readLinkSync(`/proc/${w.pid}/ns/time`), Deno.readLinkSync("/proc/self/ns/time"));
+  }));
+
+Deno.test("nested time namespaces come back with --restore-sibling, each task where it was", () =>
+  withWorkload({ name: "nested_timens" }, async (w, images) => {
+    const tree = treeOf(w.pid);
+    assert.equal(tree.length, 7, `expected 7 tasks, found ${tree.join(" ")}`);
+    const before = timeNsPattern(tree);
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    for (const pid of tree) await reap(pid);
+    await criuOk(["restore", "-d", "--restore-sibling", "-D", images, "-o", "restore.log", "-v4"]);
+    assert.deepEqual(timeNsPattern(tree), before);
+  }));
+
+Deno.test("a restore whose images lack a nested time namespace is refused before any process exists, then restored", () =>
+  withWorkload({ name: "nested_timens" }, async (w, images) => {
+    const tree = treeOf(w.pid);
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    for (const pid of tree) await reap(pid);
+    const [rootIds] = critDecode(`${images}/ids-${w.pid}.img`).entries as { time_ns_id: number }[];
+    const nested = [...Deno.readDirSync(images)].map((e) => e.name)
+      .find((n) => /^timens-\d+\.img$/.test(n) && n !== `timens-${rootIds!.time_ns_id}.img`)!;
+    Deno.renameSync(`${images}/${nested}`, `${images}/${nested}.away`);
+    const r = await criu(["restore", "-d", "-D", images]);
     assert.equal(r.code, 1);
-    assert.match(r.stderr, /must exist before its root is created, which --restore-sibling cannot make/);
-    await reap(w.pid);
+    const id = /\d+/.exec(nested)![0];
+    assert.match(
+      r.stderr,
+      new RegExp(`Process \\d+ is in time namespace ${id}, but there is no timens-${id}\\.img`),
+    );
+    for (const pid of tree) assert.ok(!exists(`/proc/${pid}`), `process ${pid} was left behind`);
+    Deno.renameSync(`${images}/${nested}.away`, `${images}/${nested}`);
     await criuOk(["restore", "-d", "-D", images]);
   }));
 
-// Nested UTS and IPC namespaces are saved (tests/nested_ns_test.ts); nested time ones are not.
-Deno.test("a dump of a tree with a task in a nested time namespace is refused by name, and it runs on", async () => {
-  const images = tempDir();
-  const comm = (pid: number) => {
-    try {
-      return Deno.readTextFileSync(`/proc/${pid}/comm`).trim();
-    } catch {
-      return "";
-    }
-  };
-  try {
-    for (const [flag, words] of [["--time", "time"]] as const) {
-      // sh starts unshare (which forks sleep in a namespace of its own), then execs sleep: the root.
-      const child = new Deno.Command("setsid", {
-        args: ["sh", "-c", `unshare ${flag} --fork sleep 60 & exec sleep 60`],
-        stdin: "null",
-        stdout: "null",
-        stderr: "null",
-      }).spawn();
-      try {
-        await waitFor(
-          "the tree to start",
-          () => comm(child.pid) === "sleep" && descendants(child.pid).some((d) => comm(d) === "sleep"),
-        );
-        const r = await criu(["dump", "-t", `${child.pid}`, "-D", images]);
-        assert.equal(r.code, 1, flag);
-        assert.match(
-          r.stderr,
-          new RegExp(`${words} namespace \\w+:\\[\\d+\\] of process \\d+: it differs from the root's`),
-          flag,
-        );
-        const status = Deno.readTextFileSync(`/proc/${child.pid}/status`);
-        assert.match(status, /TracerPid:\s+0\n/, `${flag}: still traced after a failed dump`);
-        assert.doesNotMatch(status, /State:\s+[tT]/, `${flag}: left stopped after a failed dump`);
-        assert.deepEqual([...Deno.readDirSync(images)], [], `${flag}: the refused dump left files behind`);
-      } finally {
-        const rest = descendants(child.pid);
-        for (const p of rest) Deno.kill(p, "SIGKILL");
-        child.kill("SIGKILL");
-        await child.status;
-        for (const p of rest) await reap(p);
+Deno.test("each time namespace of a tree has its own image, which Debian's crit decodes, and each task's ids name its namespace", () =>
+  withWorkload({ name: "nested_timens" }, async (w, images) => {
+    const tree = treeOf(w.pid);
+    const criuNs = Deno.readLinkSync("/proc/self/ns/time");
+    const links = tree.map((p) => Deno.readLinkSync(`/proc/${p}/ns/time`));
+    const forChildren = tree.map((p) => Deno.readLinkSync(`/proc/${p}/ns/time_for_children`));
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R"]);
+    const ids = tree.map((p) =>
+      (critDecode(`${images}/ids-${p}.img`).entries as { time_ns_id: number }[])[0]!.time_ns_id
+    );
+    // Tasks in one namespace share one id; two namespaces never do.
+    for (let i = 0; i < tree.length; i++) {
+      for (let j = 0; j < tree.length; j++) {
+        assert.equal(ids[i] === ids[j], links[i] === links[j], `tasks ${tree[i]} and ${tree[j]}`);
       }
     }
-  } finally {
-    Deno.removeSync(images, { recursive: true });
-  }
-});
+    // One image per namespace but criu's, for those tasks are in and the one only made for children.
+    const saved = new Set([...links, ...forChildren].filter((l) => l !== criuNs));
+    const files = [...Deno.readDirSync(images)].map((e) => e.name).filter((n) => /^timens-\d+\.img$/.test(n));
+    assert.equal(files.length, saved.size, files.join(" "));
+    for (let i = 0; i < tree.length; i++) {
+      if (links[i] !== criuNs) {
+        assert.ok(files.includes(`timens-${ids[i]}.img`), `no image for task ${tree[i]}`);
+      }
+    }
+    for (const f of files) {
+      const [entry] = critDecode(`${images}/${f}`).entries as { monotonic: { tv_sec: number } }[];
+      assert.ok(entry!.monotonic.tv_sec > 0, `${f} has no monotonic clock`);
+    }
+  }));

@@ -43,6 +43,7 @@ import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { checkNamespaces, dumpNamespaces, NamespaceIds, type NsDumped } from "../objects/namespaces.ts";
 import { nestedPidsOf, pidForChildrenId } from "../objects/pidns.ts";
+import { timeForChildrenId } from "../objects/timens.ts";
 import { NETWORK_LOCK_METHOD, type RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { CgroupsDump } from "../objects/cgroups_dump.ts";
@@ -147,6 +148,7 @@ function taskIds(
       cgroupNsId: ns.cgroup,
       timeNsId: ns.time,
       pidForChildrenNsId: ns.pidForChildren,
+      timeForChildrenNsId: ns.timeForChildren,
     }),
   );
 }
@@ -337,6 +339,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
       const ids = taskIds(objectIds.idsOf(task), {
         ...nsIds.idsOf(task.pid),
         pidForChildren: pidForChildrenId(nsIds, task),
+        timeForChildren: timeForChildrenId(nsIds, task),
       });
       log.info(`Dumping task ${task.pid} (${task.threads.length} thread(s), ${task.state})`);
       return task.state === "zombie" ? dumpZombie(ctx, task, ids) : dumpTask(ctx, task, ids);

@@ -126,7 +126,8 @@ export interface NsRestorePlan {
   inCreator?(creator: Agent): void;
   /**
    * Whether inCreator's namespace is the creator's own too (unshare(CLONE_NEWCGROUP) moves its
-   * caller, unlike a time namespace's): then a root made first (--restore-sibling) runs it itself.
+   * caller; a time namespace's creator enters it by setns): then a root made first
+   * (--restore-sibling) runs it itself.
    */
   inCreatorTakesItself?: boolean;
   /**
