@@ -466,9 +466,18 @@ export class PidNesting {
 /** The id of a task's own PID namespace, for a task in a nested one. */
 const ownNsOf = (t: RestoreTaskImages) => t.entry.nested.at(-1)!.nsId;
 
-/** The link of a PID namespace file of a created task, as criu's /proc shows it. */
-const hostLink = (t: RestoreTaskImages, file: "pid" | "pid_for_children") =>
-  Deno.readLinkSync(`/proc/${t.hostPid}/ns/${file}`);
+/**
+ * The link of a PID namespace file of a created task, as criu's /proc shows it; "pending" for a
+ * pid_for_children without an init yet (which no task of the tree is in).
+ */
+function hostLink(t: RestoreTaskImages, file: "pid" | "pid_for_children"): string {
+  try {
+    return Deno.readLinkSync(`/proc/${t.hostPid}/ns/${file}`);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return "pending";
+    throw e;
+  }
+}
 
 /** The fd, in the task of `agent`, of the PID namespace task `holder` is in (criu opens it, hands it over). */
 function pidNamespaceFdOf(agent: Agent, holder: RestoreTaskImages): number {
