@@ -42,7 +42,7 @@ import { unusableDirectory } from "../dirs.ts";
 import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { checkNamespaces, dumpNamespaces, NamespaceIds, type NsDumped } from "../objects/namespaces.ts";
-import { nestedPidsOf, pidForChildrenId } from "../objects/pidns.ts";
+import { nestedPidsOf, pidForChildrenId, threadPidForChildrenId } from "../objects/pidns.ts";
 import { timeForChildrenId } from "../objects/timens.ts";
 import { NETWORK_LOCK_METHOD, type RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
@@ -331,6 +331,9 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         if (set && core.tc) core.tc.cgSet = set;
         // Credentials as the tasks' user namespace sees them, as CRIU saves them.
         if (core.threadCore?.creds) credsInside(hostTids.get(imageTid) ?? 0)?.(core.threadCore.creds);
+        // A thread other than the leader may make its children in a PID namespace of its own (pidns.ts).
+        const childrenNs = core.tc ? undefined : threadPidForChildrenId(nsIds, hostTids.get(imageTid) ?? 0);
+        if (childrenNs !== undefined && core.threadCore) core.threadCore.pidForChildrenNsId = childrenNs;
         dir.write(KINDS.CORE, imageTid, [core]);
       },
     };

@@ -273,6 +273,7 @@ function forkTree(
       fromImagesOf(t, "memory", () => restoreMemory(ctx, agent, t, parent));
     }
   }
+  pidNesting.afterForking(agents);
   return agents;
 }
 

@@ -17,7 +17,7 @@
  *               FPU state and masks are loaded from outside (stages/registers.ts, restart.ts)
  *   detach      last, when nothing can fail any more (stages/detach.ts)
  */
-import { ownIds, ownTid, unshareLate } from "../objects/pidns.ts";
+import { ownIds, ownTid, restorePidForChildren, type ThreadsPidForChildren } from "../objects/pidns.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import { pendingSignalCalls, sigactionCalls } from "../objects/signals.ts";
 import { restoreTimers } from "../objects/timers.ts";
@@ -61,15 +61,17 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   const seccomp = ctx.seccomp !== undefined &&
     suspendSeccompEarly(agent, t.cores, ctx.seccomp, TRACE_OPTIONS);
   const hostTids = createThreads(ctx, agent, t);
-  unshareLate(ctx.checkpoint.tasks, t, agent); // after the threads, before the credentials
+  // After the threads (made where the leader's children are its own namespace's), before the credentials.
+  const childrenNs = restorePidForChildren(ctx.checkpoint.tasks, t, agent);
   // Before the credentials, while the puppet may still install it (as CRIU does), after the late
   // unshare, which a filter may forbid.
   if (seccomp) installLeaderSeccomp(agent, t.cores[0]!.core, ctx.seccomp!);
-  const batchOf = (a: Agent, i: number) => threadBatch(a, t, i, creds);
+  const batchOf = (a: Agent, i: number) => threadBatch(a, t, i, creds, childrenNs);
   agent.batch(batchOf(agent, 0));
   runThreadBatches(agent, hostTids, batchOf).forEach((a, i) =>
     threads.push({ agent: a, core: others[i]!.core })
   );
+  childrenNs.close();
   restoreTimers(agent, t.cores[0]!.core.tc!.timers);
   // Other tasks take fds from this one from now on: nothing may be left queued.
   agent.settle();
@@ -83,7 +85,13 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
  * (after them the puppet may no longer be allowed the rest), and what a change of ids clears
  * after them.
  */
-function threadBatch(a: Agent, t: RestoreTaskImages, i: number, creds: LeaderCreds): BatchCall[] {
+function threadBatch(
+  a: Agent,
+  t: RestoreTaskImages,
+  i: number,
+  creds: LeaderCreds,
+  childrenNs: ThreadsPidForChildren,
+): BatchCall[] {
   const leader = i === 0;
   const core = t.cores[i]!.core;
   const tc = t.cores[0]!.core.tc!;
@@ -98,6 +106,7 @@ function threadBatch(a: Agent, t: RestoreTaskImages, i: number, creds: LeaderCre
   calls.push(
     ...pendingSignalCalls(a, pid, ownTid(t.entry, t.cores[i]!.tid), core.threadCore?.signalsP, false),
   );
+  calls.push(...childrenNs.callsOf(i)); // setns and unshare want the capabilities the credentials may drop
   calls.push(...threadCredsCalls(a, t, i, creds));
   return calls;
 }

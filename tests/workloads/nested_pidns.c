@@ -7,12 +7,20 @@
  *       ├── Z  N's pid 2, exited with status 7, left a zombie (I reaps it only at the end)
  *       └── R  N's pid 3, running, with a second thread (N's tid 4)
  *
- *   bin/nested_pidns RESULT_FILE [clone|pending|thread|deadns|group|outer-pidfd]
+ *   bin/nested_pidns RESULT_FILE [clone|pending|thread|thread-ns|left|deadns|group|outer-pidfd]
  *     `clone` makes I with clone(CLONE_NEWPID) instead of unshare + fork, so that O's
  *     pid_for_children stays its own namespace. `pending`: O unshares and forks nothing more (no
  *     I): after the wait its next child must be pid 1 of a new namespace. `thread`: O also has a
- *     second thread (a dump must refuse: a multi-threaded task with children born after its
- *     unshare). `deadns`: O's first child after the unshare exits and is reaped, so O's
+ *     thread T1, started before the unshare, which starts a thread T2 once I exists (O itself no
+ *     longer can: the kernel refuses CLONE_THREAD to a thread whose pid_for_children is not its
+ *     own namespace); after the wait both keep their tids and a child each forks is born in O's
+ *     own namespace, not in N. `thread-ns` (with I made as by `clone`): O's thread T unshares and
+ *     forks K (N2's init, O's child), its thread U unshares and forks nothing; after the wait a
+ *     child T forks lands in N2 (not its init), one U forks is pid 1 of a namespace of its own,
+ *     and K still sees itself as pid 1. `left`: once I and R are up, O forks M into N (a member,
+ *     its pid there kept), then goes back to its own namespace with setns and forks B there;
+ *     after the wait O's children are born in its own namespace, M is still in N with its pid and
+ *     parent 0 there, B in O's namespace. `deadns`: O's first child after the unshare exits and is reaped, so O's
  *     pid_for_children is a namespace without processes (a dump must refuse it); no I.
  *     `group`: A also leads a process group of its own and, after an unshare, forks J, the init
  *     of a second nested namespace, which must still be in A's group after the wait (a group J
@@ -40,6 +48,7 @@
 #include "lib.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
@@ -299,6 +308,11 @@ static int clone_init(void)
 	return (int)syscall(SYS_clone, CLONE_NEWPID | SIGCHLD, NULL, NULL, NULL, NULL);
 }
 
+/* Whether O's pid_for_children must be its own namespace after the wait (not I's). */
+static int children_at_home;
+
+static void check_born_at_home(const char *who);
+
 static void check_outside(pid_t i)
 {
 	int ids[8], n;
@@ -314,14 +328,16 @@ static void check_outside(pid_t i)
 		snprintf(path, sizeof(path), "/proc/%d/ns/pid", i);
 		if (same_link(path, "/proc/self/ns/pid") != 0)
 			wl_fail("I is in O's PID namespace");
-		if (use_clone) {
+		if (children_at_home) {
 			if (same_link("/proc/self/ns/pid_for_children", "/proc/self/ns/pid") != 1)
 				wl_fail("O's pid_for_children is not its own namespace");
 		} else if (same_link("/proc/self/ns/pid_for_children", path) != 1) {
 			wl_fail("O's pid_for_children is not I's namespace");
 		}
 	}
-	if (!use_clone) {
+	if (children_at_home) {
+		check_born_at_home("O");
+	} else {
 		/* A new child of O is born in N, neither its init nor one of I's */
 		int status = -1;
 		pid_t c = fork();
@@ -389,12 +405,229 @@ static __attribute__((noreturn)) void group_body(pid_t o, int ready_fd)
 	_exit(bad);
 }
 
-/* O's thread in `thread` mode: it only waits. */
-static void *idle_thread(void *arg)
+/*
+ * A child forked by the calling thread, alive until its NSpid (outermost first, into ids[]) and
+ * PID namespace link (into ns[]) are read; then it exits 0 if it sees itself as pid 1 with parent
+ * 0, else 1. Answers the number of NSpid levels, *init whether it was its namespace's init, or -1.
+ */
+static int probe_child(int *ids, int max, char *ns, size_t size, int *init)
+{
+	int gate[2], status = -1, n;
+	char path[64], c;
+	ssize_t len;
+	pid_t pid;
+
+	if (pipe(gate) != 0)
+		return -1;
+	pid = fork();
+	if (pid == 0) {
+		close(gate[1]);
+		if (read(gate[0], &c, 1) < 0)
+			_exit(2);
+		_exit(getpid() == 1 && getppid() == 0 ? 0 : 1);
+	}
+	close(gate[0]);
+	if (pid < 0) {
+		close(gate[1]);
+		return -1;
+	}
+	n = nspids(pid, ids, max);
+	snprintf(path, sizeof(path), "/proc/%d/ns/pid", pid);
+	len = readlink(path, ns, size - 1);
+	ns[len < 0 ? 0 : len] = '\0';
+	close(gate[1]);
+	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) > 1)
+		return -1;
+	*init = WEXITSTATUS(status) == 0;
+	return n;
+}
+
+/* The link of a PID namespace file into buf ("" if unreadable). */
+static void read_link(const char *path, char *buf, size_t size)
+{
+	ssize_t len = readlink(path, buf, size - 1);
+
+	buf[len < 0 ? 0 : len] = '\0';
+}
+
+/* Whether a child the calling thread forks now is born in its process's own PID namespace. */
+static int born_at_home(const char *who)
+{
+	char ns[128], own[128];
+	int ids[8], init = -1, n = probe_child(ids, 8, ns, sizeof(ns), &init);
+
+	read_link("/proc/self/ns/pid", own, sizeof(own));
+	if (n < 1 || init != 0 || strcmp(ns, own) != 0) {
+		wl_log("%s: a child it forks: %d levels, init %d, in %s; expected its own namespace %s", who, n, init,
+		       ns, own);
+		return 0;
+	}
+	return 1;
+}
+
+static void check_born_at_home(const char *who)
+{
+	if (!born_at_home(who))
+		wl_fail("%s's new child is not born in its own PID namespace (log)", who);
+}
+
+/* `thread`: T1 (started before O's unshare) starts T2 once told; each checks itself after the wait. */
+static volatile int start_t2 = 0;
+static volatile pid_t t1_tid, t2_tid;
+static volatile int t1_ok = -1, t2_ok = -1;
+
+/* A thread's checks after the wait: its tid, and its children still born in O's own namespace. */
+static int thread_checks(const char *who, pid_t tid)
+{
+	if ((pid_t)syscall(SYS_gettid) != tid) {
+		wl_log("%s: tid %d, expected %d", who, (int)syscall(SYS_gettid), tid);
+		return 0;
+	}
+	return born_at_home(who);
+}
+
+static void *t2_body(void *arg)
 {
 	(void)arg;
+	t2_tid = (pid_t)syscall(SYS_gettid);
 	wl_wait();
+	t2_ok = thread_checks("T2", t2_tid);
 	return NULL;
+}
+
+static void *t1_body(void *arg)
+{
+	pthread_t t2;
+
+	(void)arg;
+	t1_tid = (pid_t)syscall(SYS_gettid);
+	while (!start_t2)
+		usleep(1000);
+	if (pthread_create(&t2, NULL, t2_body, NULL) != 0) {
+		wl_log("T1: pthread_create(T2) failed");
+		t1_ok = 0;
+		t2_tid = -1;
+		return NULL;
+	}
+	wl_wait();
+	t1_ok = thread_checks("T1", t1_tid);
+	pthread_join(t2, NULL);
+	return NULL;
+}
+
+/* `thread-ns`: T unshares and forks K, U unshares only. */
+static volatile pid_t k_pid;
+static volatile int t_ready, u_ready, t_ok = -1, u_ok = -1;
+
+/* K, N2's init: exits 0 when it is still pid 1 with parent 0 there. */
+static __attribute__((noreturn)) void k_body(void)
+{
+	wl_wait();
+	_exit(getpid() == 1 && getppid() == 0 ? 0 : 1);
+}
+
+static void *t_body(void *arg)
+{
+	char ns[128], k_ns[128], path[64];
+	int ids[8], init = -1, n;
+	pid_t k;
+
+	(void)arg;
+	if (unshare(CLONE_NEWPID) != 0) {
+		wl_log("T: unshare: %s", strerror(errno));
+		t_ready = -1;
+		return NULL;
+	}
+	k = fork();
+	if (k == 0)
+		k_body();
+	k_pid = k;
+	t_ready = k > 0 ? 1 : -1;
+	wl_wait();
+	/* T's next child is born in K's namespace, not its init */
+	n = probe_child(ids, 8, ns, sizeof(ns), &init);
+	snprintf(path, sizeof(path), "/proc/%d/ns/pid", k);
+	read_link(path, k_ns, sizeof(k_ns));
+	t_ok = n == 2 && init == 0 && ids[1] > 1 && strcmp(ns, k_ns) == 0;
+	if (!t_ok)
+		wl_log("T: a child it forks: %d levels, init %d, inner pid %d, in %s; expected K's %s", n, init,
+		       n > 1 ? ids[1] : -1, ns, k_ns);
+	return NULL;
+}
+
+static void *u_body(void *arg)
+{
+	char ns[128], own[128];
+	int ids[8], init = -1, n;
+
+	(void)arg;
+	if (unshare(CLONE_NEWPID) != 0) {
+		wl_log("U: unshare: %s", strerror(errno));
+		u_ready = -1;
+		return NULL;
+	}
+	u_ready = 1;
+	wl_wait();
+	/* U's next child is the init of a namespace of its own */
+	n = probe_child(ids, 8, ns, sizeof(ns), &init);
+	read_link("/proc/self/ns/pid", own, sizeof(own));
+	u_ok = n == 2 && init == 1 && ids[1] == 1 && strcmp(ns, own) != 0;
+	if (!u_ok)
+		wl_log("U: a child it forks: %d levels, init %d, inner pid %d, in %s (O's: %s)", n, init,
+		       n > 1 ? ids[1] : -1, ns, own);
+	return NULL;
+}
+
+/* `left`: M, a member of N O forked, and B, forked after O went back to its own namespace. */
+static __attribute__((noreturn)) void member_body(void)
+{
+	pid_t born = getpid();
+
+	wl_wait();
+	if (getpid() != born || getppid() != 0) {
+		wl_log("M: pid %d ppid %d, expected %d 0", getpid(), getppid(), born);
+		_exit(1);
+	}
+	_exit(0);
+}
+
+/* Forks M into N, goes back to O's own namespace (setns) and forks B there. */
+static void leave_namespace(pid_t o, pid_t *m, pid_t *b)
+{
+	int fd;
+
+	*m = fork();
+	if (*m == 0)
+		member_body();
+	if (*m < 0)
+		wl_die("fork M");
+	fd = open("/proc/self/ns/pid", O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || setns(fd, CLONE_NEWPID) != 0)
+		wl_die("setns back to O's PID namespace");
+	close(fd);
+	*b = fork();
+	if (*b == 0)
+		plain_body("B", getpid(), o);
+	if (*b < 0)
+		wl_die("fork B");
+}
+
+/* O's checks of M (still in I's namespace, at a pid above R's thread's) after the wait; then reaps M and B. */
+static void check_left(pid_t i, pid_t m, pid_t b)
+{
+	char path[64], i_path[64];
+	int ids[8], n = nspids(m, ids, 8), status = -1;
+
+	snprintf(path, sizeof(path), "/proc/%d/ns/pid", m);
+	snprintf(i_path, sizeof(i_path), "/proc/%d/ns/pid", i);
+	if (n != 2 || ids[0] != m || ids[1] <= 4 || same_link(path, i_path) != 1)
+		wl_fail("M: %d levels, inner pid %d, or not in I's namespace", n, n > 1 ? ids[1] : -1);
+	kill(m, SIGTERM);
+	if (waitpid(m, &status, 0) != m || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		wl_fail("M: status %#x", status);
+	kill(b, SIGTERM);
+	if (waitpid(b, &status, 0) != b || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+		wl_fail("B: status %#x", status);
 }
 
 /*
@@ -425,14 +658,26 @@ int main(int argc, char **argv)
 	pid_t o = getpid(), a, i = 0;
 	const char *mode = argc > 2 ? argv[2] : "";
 	int pending = strcmp(mode, "pending") == 0, dead_ns = strcmp(mode, "deadns") == 0;
-	int group = strcmp(mode, "group") == 0;
-	pthread_t th;
+	int group = strcmp(mode, "group") == 0, threads = strcmp(mode, "thread") == 0;
+	int thread_ns = strcmp(mode, "thread-ns") == 0, left = strcmp(mode, "left") == 0;
+	pthread_t t1, t, u;
+	pid_t m = 0, b = 0;
 	char c;
 
 	wl_init(argc, argv);
-	use_clone = strcmp(mode, "clone") == 0;
-	if (strcmp(mode, "thread") == 0 && pthread_create(&th, NULL, idle_thread, NULL) != 0)
-		wl_die("pthread_create");
+	use_clone = strcmp(mode, "clone") == 0 || thread_ns;
+	children_at_home = use_clone || left;
+	/* T1 before the unshare: O cannot start a thread after it */
+	if (threads && pthread_create(&t1, NULL, t1_body, NULL) != 0)
+		wl_die("pthread_create(T1)");
+	if (thread_ns) {
+		if (pthread_create(&t, NULL, t_body, NULL) != 0 || pthread_create(&u, NULL, u_body, NULL) != 0)
+			wl_die("pthread_create(T, U)");
+		while (t_ready == 0 || u_ready == 0)
+			usleep(1000);
+		if (t_ready < 0 || u_ready < 0)
+			wl_die("T or U did not get ready (log)");
+	}
 	if (pipe(pipefd) != 0)
 		wl_die("pipe");
 	a = fork();
@@ -481,10 +726,33 @@ int main(int argc, char **argv)
 			wl_die("I, R or A did not get ready");
 	}
 	close(pipefd[0]);
+	if (threads) {
+		start_t2 = 1;
+		while (t2_tid == 0)
+			usleep(1000);
+		if (t2_tid < 0)
+			wl_die("T1 could not start T2 (log)");
+	}
+	if (left)
+		leave_namespace(o, &m, &b);
 	wl_ready();
 	wl_wait();
 
 	check_outside(i);
+	if (threads) {
+		pthread_join(t1, NULL);
+		WL_CHECK(t1_ok == 1 && t2_ok == 1, "T1 or T2 did not pass: %d %d (log)", t1_ok, t2_ok);
+	}
+	if (thread_ns) {
+		pthread_join(t, NULL);
+		pthread_join(u, NULL);
+		WL_CHECK(t_ok == 1 && u_ok == 1, "T or U did not pass: %d %d (log)", t_ok, u_ok);
+		kill(k_pid, SIGTERM);
+		if (waitpid(k_pid, &status, 0) != k_pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+			wl_fail("K: status %#x", status);
+	}
+	if (left)
+		check_left(i, m, b);
 	if (!pidfd_is(i_fd, i, "O"))
 		wl_fail("O's pidfd of I does not refer to it (log)");
 	if (own_fd >= 0 && !pidfd_is(own_fd, o, "O"))
