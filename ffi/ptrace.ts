@@ -261,12 +261,14 @@ export function tgkill(tgid: number, tid: number, signal: number): void {
 /**
  * Collects the end of every task in `tids` (as tracer or parent), in whatever order they end.
  * Waiting on one at a time can deadlock: a dying PID-namespace init waits for its children, and
- * those wait for their tracer to take their exit first. Returns the tids still there at `timeoutMs`.
+ * those wait for their tracer to take their exit first. Returns the tids still there at `timeoutMs`,
+ * or as soon as every one left has been inside do_exit for `stuckMs` (see allStuckExiting).
  */
-export function reapAll(tids: readonly number[], timeoutMs = 10000): number[] {
+export function reapAll(tids: readonly number[], timeoutMs = 10000, stuckMs = Infinity): number[] {
   let pending = [...tids];
   const deadline = Date.now() + timeoutMs;
   const pause = new Int32Array(new SharedArrayBuffer(4));
+  const exitingSince = new Map<number, number>();
   while (pending.length && Date.now() < deadline) {
     pending = pending.filter((tid) => {
       try {
@@ -281,7 +283,33 @@ export function reapAll(tids: readonly number[], timeoutMs = 10000): number[] {
         return false; // ECHILD: not ours to wait for, or already collected
       }
     });
+    if (pending.length && stuckMs !== Infinity && allStuckExiting(pending, exitingSince, stuckMs)) break;
     if (pending.length) Atomics.wait(pause, 0, 0, 1);
   }
   return pending;
+}
+
+/** PF_EXITING in /proc/TID/stat's flags: the thread is inside do_exit. */
+const PF_EXITING = 0x4;
+
+/**
+ * Whether every thread of `tids` has been inside do_exit for `stuckMs` or more (`since` keeps when
+ * each was first seen there). An exit that long is waiting on something outside the tracer: a
+ * PID namespace's init waits until every other task of its namespace is reaped, by a parent that
+ * may be the caller of criu.
+ */
+function allStuckExiting(tids: readonly number[], since: Map<number, number>, stuckMs: number): boolean {
+  const now = Date.now();
+  return tids.every((tid) => {
+    let stat: string;
+    try {
+      stat = Deno.readTextFileSync(`/proc/${tid}/stat`);
+    } catch {
+      return true; // gone meanwhile
+    }
+    const flags = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[6]);
+    if (!(flags & PF_EXITING)) return false;
+    if (!since.has(tid)) since.set(tid, now);
+    return now - since.get(tid)! >= stuckMs;
+  });
 }

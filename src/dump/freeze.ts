@@ -99,10 +99,17 @@ export class FrozenTree {
     if (this.#released) return;
     this.#released = true;
     for (const t of this.tasks) if (t.state !== "zombie") pt.kill(t.pid, SIG.KILL);
-    const left = pt.reapAll(this.#seized);
-    if (left.length) this.log.warn(`Tasks ${left.join(", ")} did not end after SIGKILL`);
+    // A nested PID namespace's init ends only once its other members are reaped; one whose parent
+    // ended belongs to criu's caller now, which reaps it only once criu is done.
+    const left = pt.reapAll(this.#seized, 10000, EXIT_STUCK_MS);
+    if (left.length) {
+      this.log.info(`Tasks ${left.join(", ")} are still ending (waiting for other processes to be reaped)`);
+    }
   }
 }
+
+/** How long killed tasks may stay inside their exit before criu stops waiting for them. */
+const EXIT_STUCK_MS = 500;
 
 /** How many times a thread found in an earlier criu's runner is let go home before giving up. */
 const MAX_WAYS_HOME = 200;
