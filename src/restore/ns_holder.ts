@@ -17,13 +17,14 @@
  * The one-task tree and a tree with a PID namespace of its own keep the root's single clone.
  */
 import { CLONE, NR } from "../../ffi/syscalls.ts";
-import { CLONE_ARGS_SIZE, cloneArgs } from "../../ffi/structs.ts";
+import { CLONE_ARGS_SIZE, cloneArgs, int32ArrayBytes, INT_SIZE } from "../../ffi/structs.ts";
 import * as pt from "../../ffi/ptrace.ts";
-import { isSyscallError } from "../../ffi/errors.ts";
+import { isSyscallError, type SyscallError } from "../../ffi/errors.ts";
 import type { Agent } from "../agent.ts";
 import { RestoreError } from "../errors.ts";
 import type { Log } from "../log.ts";
 import { killAndReap, type PuppetMaster } from "./puppet.ts";
+import { PID_ATTEMPTS } from "./free_pid.ts";
 
 export class NamespaceHolder {
   private constructor(
@@ -34,16 +35,22 @@ export class NamespaceHolder {
     private readonly master: PuppetMaster,
   ) {}
 
-  /** Clones the holder from the helper with `flags` (CLONE_NEWUSER and the root's other kinds). */
+  /**
+   * Clones the holder from the helper with `flags` (CLONE_NEWUSER and the root's other kinds), at a
+   * pid that no task or thread of the tree needs (clone3's set_tid: the helper is in criu's user
+   * namespace), the next free one when another process takes the chosen pid first.
+   */
   static start(master: PuppetMaster, flags: bigint, log: Log): NamespaceHolder {
     let pid = 0;
     master.inCreator((helper) => {
-      const args = helper.alloc(
-        CLONE_ARGS_SIZE,
-        cloneArgs({ flags: flags | BigInt(CLONE.PARENT), exitSignal: 0, setTid: 0n, setTidSize: 0 }),
-      );
-      const r = helper.attempt("clone3(namespace holder)", NR.clone3, args, CLONE_ARGS_SIZE);
-      if (isSyscallError(r)) {
+      let want = master.treePids.nextFree();
+      for (let attempt = 0;; attempt++) {
+        const r = cloneAt(helper, flags, want);
+        if (!isSyscallError(r)) break;
+        if (isSyscallError(r, "EEXIST") && attempt < PID_ATTEMPTS) {
+          want = master.treePids.nextFree(want);
+          continue;
+        }
         throw new RestoreError(`Cannot make the user namespace of the tree: ${r.message}`, r.errno, {
           cause: r,
         });
@@ -94,4 +101,15 @@ export class NamespaceHolder {
       task.call("close(pidfd)", NR.close, fd);
     }
   }
+}
+
+/** clone3 of a holder from `helper` with `flags`, as pid `pid` of criu's PID namespace. */
+function cloneAt(helper: Agent, flags: bigint, pid: number): bigint | SyscallError {
+  helper.reset();
+  const setTid = helper.alloc(INT_SIZE, int32ArrayBytes([pid]));
+  const args = helper.alloc(
+    CLONE_ARGS_SIZE,
+    cloneArgs({ flags: flags | BigInt(CLONE.PARENT), exitSignal: 0, setTid, setTidSize: 1 }),
+  );
+  return helper.attempt(`clone3(namespace holder, pid ${pid})`, NR.clone3, args, CLONE_ARGS_SIZE);
 }

@@ -87,6 +87,7 @@ import { Plugins } from "../plugins/plugins.ts";
 import { STAGE } from "../plugins/api.ts";
 import { CgroupsRestore } from "../objects/cgroups_restore.ts";
 import { NamespaceHolder } from "./ns_holder.ts";
+import { TreePids } from "./free_pid.ts";
 import { TaskCgroupNamespaces } from "../objects/cgroupns.ts";
 
 /**
@@ -316,10 +317,12 @@ export function restore(opts: RestoreOptions): RestoreResult {
   // container's tasks, pivoted into its mounts before their memory, cannot reach it by its path.
   const imagesDirFd = openFd(opts.imagesDir, OPEN.DIRECTORY | OPEN.CLOEXEC);
   let master: PuppetMaster;
+  // The helper and the namespace holders take pids none of the tree's tasks and threads needs.
+  const treePids = new TreePids(tasks);
   try {
     master = sibling
-      ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log, [imagesDirFd])
-      : PuppetMaster.start(occupied, log, [imagesDirFd]);
+      ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log, [imagesDirFd], treePids)
+      : PuppetMaster.start(occupied, log, [imagesDirFd], treePids);
   } catch (e) {
     closeFd(imagesDirFd);
     throw e;
