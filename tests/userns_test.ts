@@ -27,6 +27,7 @@ import { UPSTREAM } from "./lib/upstream.ts";
 import { create } from "@bufbuild/protobuf";
 import { uid_gid_extentSchema } from "../src/images/gen/userns_pb.ts";
 import { relativeTo } from "../src/objects/userns_nested.ts";
+import { ownerUserNamespaceOf } from "../ffi/nsenter.ts";
 
 registerMatrix([
   { name: "userns" },
@@ -373,7 +374,7 @@ for (
     initTree("init-setuid", cycles, leaveRunning));
 }
 
-Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namespaces together round-trip", async () => {
+Deno.test("a container-like tree: user, PID, UTS, IPC, network, cgroup and time namespaces together round-trip, all owned by its user namespace", async () => {
   const dir = tempDir();
   // unshare makes the user namespace first (root mapped to root), owning the others; sh is the init.
   const unshare = new Deno.Command("setsid", {
@@ -385,6 +386,7 @@ Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namesp
       "--net",
       "--pid",
       "--cgroup",
+      "--time",
       "--fork",
       "sh",
       "-c",
@@ -395,8 +397,14 @@ Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namesp
     stderr: "null",
   }).spawn();
   let init = 0;
-  const nsOf = (pid: number) =>
-    ["user", "pid", "uts", "ipc", "net", "cgroup"].map((ns) => Deno.readLinkSync(`/proc/${pid}/ns/${ns}`));
+  const kinds = ["user", "pid", "uts", "ipc", "net", "cgroup", "time"];
+  const nsOf = (pid: number) => kinds.map((ns) => Deno.readLinkSync(`/proc/${pid}/ns/${ns}`));
+  // Each of its namespaces is owned by its user namespace (NS_GET_USERNS), as unshare made them.
+  const checkOwners = (pid: number) => {
+    const user = Deno.readLinkSync(`/proc/${pid}/ns/user`);
+    const owners = kinds.slice(1).map((kind) => `${kind} ${ownerUserNamespaceOf(pid, kind)}`);
+    assert.deepEqual(owners, kinds.slice(1).map((kind) => `${kind} ${user}`), `process ${pid}`);
+  };
   try {
     await waitFor("the init and its child", () => {
       init = descendants(unshare.pid).find((p) => descendants(p).length === 1) ?? 0;
@@ -404,6 +412,7 @@ Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namesp
     });
     const host = nsOf(Deno.pid);
     assert.ok(nsOf(init).every((link, i) => link !== host[i]));
+    for (const pid of [init, ...descendants(init)]) checkOwners(pid);
     await criuOk(["dump", "-t", `${init}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
     await reap(init);
     await unshare.status;
@@ -412,6 +421,7 @@ Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namesp
     const restored = nsOf(init);
     assert.ok(restored.every((link, i) => link !== host[i]), restored.join(" "));
     assert.equal(descendants(init).length, 1);
+    for (const pid of [init, ...descendants(init)]) checkOwners(pid);
     assert.match(Deno.readTextFileSync(`/proc/${init}/uid_map`), /^\s*0\s+0\s+1\n$/);
     const hostname = await new Deno.Command("nsenter", { args: ["-t", `${init}`, "-u", "hostname"] })
       .output();

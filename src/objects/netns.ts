@@ -392,6 +392,7 @@ registerNamespaceKind({
       return {
         inCreator: (creator) => enterExternalNetns(creator, fd, extKey, ctx.log),
         inCreatorTakesItself: true,
+        inCreatorJoinsExisting: true,
         fill: (root) => {
           if (empty) lockEmptyNetns(root.pid, method, nftTableOf(runId), ctx.log);
         },

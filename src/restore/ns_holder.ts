@@ -15,14 +15,22 @@
  *      before its threads, credentials and files come back: the kernel takes only a task alone in
  *      its mm and its fs_struct, which each is until then; then the holder is killed.
  * The one-task tree and a tree with a PID namespace of its own keep the root's single clone.
+ *
+ * Namespaces a root must be born in rather than cloned into (NsRestorePlan.inCreator: a cgroup
+ * namespace rooted at the saved prefixes, a time namespace with its clock offsets) are made inside
+ * the tree's user namespace, so that it owns them as it did before the dump (NS_GET_USERNS): by the
+ * holder, whose namespaces the root then enters with the others, or, when the root's own clone
+ * makes the user namespace, by the root itself right after that clone (makeInside). Made by the
+ * task the root is cloned from, in criu's user namespace, they would be criu's user namespace's.
  */
-import { CLONE, NR } from "../../ffi/syscalls.ts";
+import { AT_FDCWD, CLONE, NR, O } from "../../ffi/syscalls.ts";
 import { CLONE_ARGS_SIZE, cloneArgs, int32ArrayBytes, INT_SIZE } from "../../ffi/structs.ts";
 import * as pt from "../../ffi/ptrace.ts";
 import { isSyscallError, type SyscallError } from "../../ffi/errors.ts";
 import type { Agent } from "../agent.ts";
 import { RestoreError } from "../errors.ts";
 import type { Log } from "../log.ts";
+import { enterNamespaceFd, type NsRestorePlan } from "../objects/namespaces.ts";
 import { killAndReap, type PuppetMaster } from "./puppet.ts";
 import { PID_ATTEMPTS } from "./free_pid.ts";
 
@@ -68,9 +76,26 @@ export class NamespaceHolder {
     return new NamespaceHolder(pid, flags, master);
   }
 
+  /** The CLONE_NEW* flags of namespaces made in the holder after its clone (makeIn). */
+  #madeInside = 0n;
+
+  /**
+   * Makes the root's namespaces that the root must be born in (plans' inCreator) in the holder,
+   * inside the tree's user namespace (its maps written): enterOthers takes the root into them.
+   */
+  makeIn(master: PuppetMaster, plans: readonly NsRestorePlan[]): void {
+    if (!plans.some((p) => p.inCreator)) return;
+    const agent = master.agentFor(this.pid);
+    try {
+      this.#madeInside |= makeInside(agent, plans);
+    } finally {
+      agent.thread.leave();
+    }
+  }
+
   /** The root, just cloned in criu's namespaces, enters the holder's others (not the user one yet). */
   enterOthers(root: Agent): void {
-    const others = this.flags & ~BigInt(CLONE.NEWUSER);
+    const others = (this.flags | this.#madeInside) & ~BigInt(CLONE.NEWUSER);
     if (others !== 0n) this.#enter(root, others, "its namespaces");
   }
 
@@ -112,4 +137,48 @@ function cloneAt(helper: Agent, flags: bigint, pid: number): bigint | SyscallErr
     cloneArgs({ flags: flags | BigInt(CLONE.PARENT), exitSignal: 0, setTid, setTidSize: 1 }),
   );
   return helper.attempt(`clone3(namespace holder, pid ${pid})`, NR.clone3, args, CLONE_ARGS_SIZE);
+}
+
+/** The kinds a task's namespaces may change by inCreator work, with their flags. */
+const MADE_INSIDE = [
+  ["cgroup", CLONE.NEWCGROUP],
+  ["time", CLONE.NEWTIME],
+  ["net", CLONE.NEWNET],
+  ["ipc", CLONE.NEWIPC],
+  ["uts", CLONE.NEWUTS],
+  ["mnt", CLONE.NEWNS],
+] as const;
+
+/**
+ * Runs the plans' inCreator work in `agent`'s task, which is in the tree's user namespace (the
+ * holder, or a root whose clone made that namespace), so that what it makes belongs to that user
+ * namespace; a time namespace made for its children it then enters itself (a task alone in its mm,
+ * which it is). Returns the CLONE_NEW* flags of the kinds whose namespace it changed.
+ */
+export function makeInside(agent: Agent, plans: readonly NsRestorePlan[]): bigint {
+  const before = linksOf(agent.pid);
+  for (const plan of plans) {
+    if (!plan.inCreator) continue;
+    agent.reset();
+    plan.inCreator(agent);
+  }
+  if (Deno.readLinkSync(`/proc/${agent.pid}/ns/time_for_children`) !== before.get("time")) {
+    agent.reset();
+    const path = agent.string("/proc/self/ns/time_for_children");
+    const fd = agent.call("open(time_for_children)", NR.openat, AT_FDCWD, path, O.RDONLY | O.CLOEXEC);
+    enterNamespaceFd(
+      agent,
+      fd,
+      CLONE.NEWTIME,
+      `Process ${agent.pid} cannot enter the time namespace it made`,
+    );
+  }
+  const after = linksOf(agent.pid);
+  let changed = 0n;
+  for (const [kind, flag] of MADE_INSIDE) if (after.get(kind) !== before.get(kind)) changed |= BigInt(flag);
+  return changed;
+}
+
+function linksOf(pid: number): Map<string, string> {
+  return new Map(MADE_INSIDE.map(([kind]) => [kind, Deno.readLinkSync(`/proc/${pid}/ns/${kind}`)]));
 }

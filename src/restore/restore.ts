@@ -86,7 +86,7 @@ import type { RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { STAGE } from "../plugins/api.ts";
 import { CgroupsRestore } from "../objects/cgroups_restore.ts";
-import { NamespaceHolder } from "./ns_holder.ts";
+import { makeInside, NamespaceHolder } from "./ns_holder.ts";
 import { TreePids } from "./free_pid.ts";
 import { TaskCgroupNamespaces } from "../objects/cgroupns.ts";
 
@@ -348,19 +348,33 @@ export function restore(opts: RestoreOptions): RestoreResult {
       seccomp,
     };
     cgroups.makeDirs();
+    // Namespaces the root is born in are made inside the tree's user namespace when there is one
+    // (ns_holder.ts): by the holder, or by the root once its clone made it; else, as those the
+    // root joins that exist already, by the helper it is cloned from.
+    const userNsMade = ns.holder || (!sibling && (namespaces & BigInt(CLONE.NEWUSER)) !== 0n);
+    const madeInside = ns.rootPlans.filter((p) => userNsMade && p.inCreator && !p.inCreatorJoinsExisting);
     for (const plan of ns.rootPlans) {
-      if (plan.inCreator) master.inCreator(plan.inCreator, plan.inCreatorTakesItself === true);
+      if (plan.inCreator && !madeInside.includes(plan)) {
+        master.inCreator(plan.inCreator, plan.inCreatorTakesItself === true);
+      }
     }
     // A user namespace the tasks join once forked (their pids are criu's PID namespace's).
     const holder = ns.holder ? NamespaceHolder.start(master, namespaces, log) : undefined;
     if (holder) ns.madeInHolder(holder.pid);
-    // Tasks in a cgroup namespace other than their parent's (cgroupns.ts).
-    const taskCgroupNs = new TaskCgroupNamespaces(tasks, cgroups);
+    holder?.makeIn(master, madeInside);
+    const madeByRoot = holder ? [] : madeInside;
+    // Tasks in a cgroup namespace other than their parent's (cgroupns.ts); with a holder, made once
+    // the tasks are in the tree's user namespace.
+    const taskCgroupNs = new TaskCgroupNamespaces(tasks, cgroups, holder !== undefined);
     const agents = forkTree(ctx, tasks, shellJob, ns, (t) => cgroups.place(t, tasks), (t, agent) => {
       if (t === tasks[0]) holder?.enterOthers(agent);
+      if (t === tasks[0] && madeByRoot.length && makeInside(agent, madeByRoot) & BigInt(CLONE.NEWCGROUP)) {
+        cgroups.placeAgain(t); // it made its cgroup namespace at the cgroups above its own
+      }
       taskCgroupNs.enter(t, agent);
     });
     holder?.joinUser([...agents.values()]);
+    taskCgroupNs.inUserNamespace();
     ns.afterForking(agents, master);
     root = tasks[0]!.hostPid;
     master.releaseHelper();
