@@ -93,6 +93,38 @@ export class NamespaceHolder {
     }
   }
 
+  /**
+   * Task `task` (below the root, just cloned in criu's user namespace) gets the namespaces of kinds
+   * `flags` it makes itself (ns.cloneFlags) owned by the tree's user namespace, as they were: a
+   * short-lived holder cloned from this one (inside that user namespace) is born with those flags,
+   * the task enters its namespaces, and it ends. Its pid is none of the tree's, as the holder above
+   * may not choose it (TreePids.createOutside).
+   */
+  giveNamespaces(task: Agent, flags: bigint): void {
+    const above = this.master.agentFor(this.pid);
+    let sub = 0;
+    try {
+      sub = this.master.treePids.createOutside(
+        "a namespace holder",
+        () => cloneBelow(this.master, above, flags),
+        (pid) => this.#forget(pid),
+      );
+    } finally {
+      above.thread.leave();
+    }
+    try {
+      this.#enterOf(task, sub, flags, "its namespaces");
+    } finally {
+      this.#forget(sub);
+    }
+  }
+
+  #forget(pid: number): void {
+    const at = this.master.created.indexOf(pid);
+    if (at >= 0) this.master.created.splice(at, 1);
+    killAndReap([pid]);
+  }
+
   /** The root, just cloned in criu's namespaces, enters the holder's others (not the user one yet). */
   enterOthers(root: Agent): void {
     const others = (this.flags | this.#madeInside) & ~BigInt(CLONE.NEWUSER);
@@ -114,7 +146,11 @@ export class NamespaceHolder {
   }
 
   #enter(task: Agent, flags: bigint, what: string): void {
-    const fd = task.call("pidfd_open(namespace holder)", NR.pidfd_open, this.pid, 0);
+    this.#enterOf(task, this.pid, flags, what);
+  }
+
+  #enterOf(task: Agent, holder: number, flags: bigint, what: string): void {
+    const fd = task.call("pidfd_open(namespace holder)", NR.pidfd_open, holder, 0);
     try {
       const r = task.attempt("setns(namespace holder)", NR.setns, fd, flags);
       if (isSyscallError(r)) {
@@ -181,4 +217,25 @@ export function makeInside(agent: Agent, plans: readonly NsRestorePlan[]): bigin
 
 function linksOf(pid: number): Map<string, string> {
   return new Map(MADE_INSIDE.map(([kind]) => [kind, Deno.readLinkSync(`/proc/${pid}/ns/${kind}`)]));
+}
+
+/** A holder cloned by holder `above` (in the tree's user namespace) with `flags`; any pid. */
+function cloneBelow(master: PuppetMaster, above: Agent, flags: bigint): number {
+  above.reset();
+  const args = above.alloc(
+    CLONE_ARGS_SIZE,
+    cloneArgs({ flags: flags | BigInt(CLONE.PARENT), exitSignal: 0 }),
+  );
+  const r = above.attempt("clone3(namespace holder)", NR.clone3, args, CLONE_ARGS_SIZE);
+  if (isSyscallError(r)) {
+    throw new RestoreError(`Cannot make namespaces in the tree's user namespace: ${r.message}`, r.errno, {
+      cause: r,
+    });
+  }
+  const child = above.thread.children.pop()?.pid;
+  if (child === undefined) throw new RestoreError("No clone event for a namespace holder");
+  master.created.push(child);
+  const st = pt.wait(child);
+  if (st?.kind !== "stopped") throw new RestoreError(`Namespace holder ${child} did not stop (${st?.kind})`);
+  return child;
 }

@@ -241,6 +241,7 @@ function forkTree(
   ns: RestoreNamespaces,
   placed: (t: RestoreTaskImages) => void,
   ready: (t: RestoreTaskImages, agent: Agent) => void,
+  holder?: NamespaceHolder,
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
@@ -251,11 +252,23 @@ function forkTree(
     if (t !== tasks[0] && !parent) {
       throw new RestoreError(`Parent ${t.entry.ppid} of ${t.entry.pid} was not created`);
     }
+    // With a holder, a task below the root is cloned in criu's user namespace: the namespaces it
+    // makes are made in the tree's and entered (ns_holder.ts), but a mount namespace, its parent's copy.
+    const own = ns.cloneFlags(t);
+    const apart = holder && t !== tasks[0] ? own & ~BigInt(CLONE.NEWNS) : 0n;
     t.hostPid = master.createTask(
       pidChain(t.entry),
       t === tasks[0] ? null : parent,
-      ns.cloneFlags(t) | sharedWithParent(tasks, t) | pidNesting.beforeClone(t, parent),
+      (own & ~apart) | sharedWithParent(tasks, t) | pidNesting.beforeClone(t, parent),
     );
+    if (apart) {
+      const newborn = master.agentFor(t.hostPid);
+      try {
+        holder!.giveNamespaces(newborn, apart);
+      } finally {
+        newborn.thread.leave();
+      }
+    }
     ns.created(t);
     // Into its cgroups before its memory comes back, so that the memory is charged there.
     placed(t);
@@ -372,7 +385,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
         cgroups.placeAgain(t); // it made its cgroup namespace at the cgroups above its own
       }
       taskCgroupNs.enter(t, agent);
-    });
+    }, holder);
     holder?.joinUser([...agents.values()]);
     taskCgroupNs.inUserNamespace();
     ns.afterForking(agents, master);
