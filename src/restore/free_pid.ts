@@ -6,7 +6,9 @@
  * task of criu's is created at a pid chosen outside the tree's: with clone3's set_tid where the
  * creator may set it (CAP_CHECKPOINT_RESTORE over criu's PID namespace), else by pointing
  * ns_last_pid just before the chosen pid, checking the pid it got, and trying again with the next
- * one when another process took it first.
+ * one when another process took it first. Before all that, the kernel's next pid is moved past the
+ * tree's pids when they lie ahead of it (moveCursorPast): criu's own threads and the action
+ * scripts' processes take pids too.
  */
 import { processExists } from "../../ffi/process.ts";
 import type { RestoreTaskImages } from "./images.ts";
@@ -36,6 +38,17 @@ export class TreePids {
   /** No tree: nothing to avoid (a restore whose tree has a PID namespace of its own still has pids). */
   static none(): TreePids {
     return new TreePids([]);
+  }
+
+  /**
+   * Points the kernel's next pid past every pid of the tree when some lie ahead of it, so that
+   * nothing started during the restore takes one until the pids wrap: not criu's own tasks, nor
+   * its own threads (V8 starts workers when it needs them), nor the action scripts' processes.
+   */
+  moveCursorPast(): void {
+    let highest = 0;
+    for (const pid of this.#taken) highest = Math.max(highest, pid);
+    if (highest > lastPid() && highest < this.#max) aimAt(highest + 1);
   }
 
   /** Whether `pid` is one the tree needs. */

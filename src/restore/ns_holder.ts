@@ -41,6 +41,7 @@ export class NamespaceHolder {
     /** The CLONE_NEW* flags it was born with, CLONE_NEWUSER among them. */
     private readonly flags: bigint,
     private readonly master: PuppetMaster,
+    private readonly log: Log,
   ) {}
 
   /**
@@ -73,7 +74,7 @@ export class NamespaceHolder {
       pid = child;
     });
     log.info(`Namespace holder ${pid} (clone flags 0x${flags.toString(16)})`);
-    return new NamespaceHolder(pid, flags, master);
+    return new NamespaceHolder(pid, flags, master, log);
   }
 
   /** The CLONE_NEW* flags of namespaces made in the holder after its clone (makeIn). */
@@ -112,6 +113,7 @@ export class NamespaceHolder {
     } finally {
       above.thread.leave();
     }
+    this.log.info(`Namespace holder ${sub} (clone flags 0x${flags.toString(16)}) for process ${task.pid}`);
     try {
       this.#enterOf(task, sub, flags, "its namespaces");
     } finally {

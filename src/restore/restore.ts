@@ -308,7 +308,11 @@ export function restore(opts: RestoreOptions): RestoreResult {
   log.debug(`Read the images of ${tasks.length} task(s)`);
   checkParents(tasks);
   if (tasks[0]!.entry.pid !== 1) checkPidsFree(tasks); // a new PID namespace has every pid free
+  // Nothing criu or a script starts takes a pid of the tree (free_pid.ts); again after the script.
+  const treePids = new TreePids(tasks);
+  treePids.moveCursorPast();
   opts.hooks.run("pre-restore");
+  treePids.moveCursorPast();
   const occupied = tasks.flatMap((t) => t.mm?.vmas ?? []);
   const t0 = performance.now();
   if (sibling && !detached) {
@@ -331,7 +335,6 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const imagesDirFd = openFd(opts.imagesDir, OPEN.DIRECTORY | OPEN.CLOEXEC);
   let master: PuppetMaster;
   // The helper and the namespace holders take pids none of the tree's tasks and threads needs.
-  const treePids = new TreePids(tasks);
   try {
     master = sibling
       ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log, [imagesDirFd], treePids)
