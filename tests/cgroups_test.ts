@@ -118,8 +118,18 @@ for (const ns of [false, true]) {
 
 // A child in a cgroup namespace of its own, below the root's cgroup namespace or criu's; with
 // userns, both tasks in a user namespace of their own (criu's PID namespace): each cgroup
-// namespace must come back owned by it, as the workload checks.
-for (const modes of [["nested"], ["ns", "nested"], ["userns", "ns"], ["userns", "ns", "nested"]]) {
+// namespace must come back owned by it, as the workload checks; with child-userns, the child's
+// by the user namespace it made below.
+for (
+  const modes of [
+    ["nested"],
+    ["ns", "nested"],
+    ["userns", "ns"],
+    ["userns", "ns", "nested"],
+    ["ns", "nested", "child-userns"],
+    ["userns", "ns", "nested", "child-userns"],
+  ]
+) {
   const what = `with a child in a cgroup namespace of its own (${modes.join(" ")})`;
   Deno.test(`cgroup workload ${what} passes plain`, () => withCgroups(modes, async () => {}));
   Deno.test(`cgroup workload ${what} passes after dump and restore`, () =>

@@ -77,15 +77,17 @@ registerNamespaceKind({
  */
 export class TaskCgroupNamespaces {
   /**
-   * A live task in each cgroup namespace of the images made so far, by ids image id: its pid in
-   * the tree's PID namespace, which the tasks that join it share.
+   * A live task in each cgroup namespace of the images made so far, by ids image id (its pid in
+   * the tree's PID namespace is what the tasks that join it open).
    */
-  readonly #holders = new Map<number, number>();
+  readonly #holders = new Map<number, RestoreTaskImages>();
 
   /**
    * `untilInUserNamespace`: the tasks are cloned in criu's user namespace and join the tree's once
    * forked (ns_holder.ts); a cgroup namespace made before would be owned by criu's, so every one is
-   * made or entered only then (inUserNamespace).
+   * made or entered only then (inUserNamespace). A task in a user namespace nested below the root's
+   * enters that one only before its state (userns_nested.ts): its cgroup namespace waits until
+   * then (inOwnUserNamespace), and so do its children's, which are in it or below.
    */
   constructor(
     private readonly tasks: readonly RestoreTaskImages[],
@@ -95,11 +97,17 @@ export class TaskCgroupNamespaces {
 
   /** The tasks left for inUserNamespace, in the order they were forked. */
   readonly #later: [RestoreTaskImages, Agent][] = [];
+  /** The tasks left for inOwnUserNamespace. */
+  readonly #inNestedUserNs = new Set<RestoreTaskImages>();
 
   /** Task `t`, just cloned (driven by `agent`), gets its cgroup namespace when it is not its parent's. */
   enter(t: RestoreTaskImages, agent: Agent): void {
     const id = t.ids?.cgroupNsId;
     if (id === undefined || t.zombie || t.helper || !this.cgroups.managed) return;
+    if (t.ids?.userNsId !== this.tasks[0]?.ids?.userNsId) {
+      this.#inNestedUserNs.add(t);
+      return;
+    }
     if (this.untilInUserNamespace) {
       this.#later.push([t, agent]);
       return;
@@ -113,7 +121,7 @@ export class TaskCgroupNamespaces {
       if (holder !== undefined) this.#join(agent, t, holder);
       else this.#make(agent, t);
     }
-    if (holder === undefined) this.#holders.set(id, t.entry.pid);
+    if (holder === undefined) this.#holders.set(id, t);
   }
 
   /**
@@ -130,8 +138,23 @@ export class TaskCgroupNamespaces {
         if (holder !== undefined) this.#join(agent, t, holder);
         else this.#make(agent, t);
       }
-      if (holder === undefined) this.#holders.set(id, t.entry.pid);
+      if (holder === undefined) this.#holders.set(id, t);
     }
+  }
+
+  /**
+   * Task `t`, in a nested user namespace it has just entered (before its state; tasks come in
+   * the order they were forked): it enters its cgroup namespace where a task made it already and
+   * it is not there, else it makes it.
+   */
+  inOwnUserNamespace(t: RestoreTaskImages, agent: Agent): void {
+    if (!this.#inNestedUserNs.delete(t)) return;
+    const id = t.ids!.cgroupNsId!;
+    const holder = this.#holders.get(id);
+    agent.reset();
+    if (holder === undefined) this.#make(agent, t);
+    else if (cgroupNsOf(holder.hostPid) !== cgroupNsOf(t.hostPid)) this.#join(agent, t, holder);
+    if (holder === undefined) this.#holders.set(id, t);
   }
 
   /** Into the cgroups at its prefixes, a new namespace there, then on into its own cgroups. */
@@ -149,8 +172,12 @@ export class TaskCgroupNamespaces {
   }
 
   /** Enters the cgroup namespace that task `holder` is in. */
-  #join(agent: Agent, t: RestoreTaskImages, holder: number): void {
-    const fd = agent.call("pidfd_open(cgroup namespace)", NR.pidfd_open, holder, 0);
+  #join(agent: Agent, t: RestoreTaskImages, holder: RestoreTaskImages): void {
+    const fd = agent.call("pidfd_open(cgroup namespace)", NR.pidfd_open, holder.entry.pid, 0);
     enterNamespaceFd(agent, fd, CLONE.NEWCGROUP, `Process ${t.entry.pid} cannot enter its cgroup namespace`);
   }
+}
+
+function cgroupNsOf(hostPid: number): string {
+  return Deno.readLinkSync(`/proc/${hostPid}/ns/cgroup`);
 }

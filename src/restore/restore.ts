@@ -349,6 +349,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const shared = new SharedFiles();
   const cowStats = { compared: 0, skipped: 0, restored: 0 };
   try {
+    // Tasks in a cgroup namespace other than their parent's (cgroupns.ts); with a holder, made once
+    // the tasks are in the tree's user namespace.
+    const taskCgroupNs = new TaskCgroupNamespaces(tasks, cgroups, ns.holder);
     // FORKING (and memory, parents first)
     const ctx = {
       checkpoint: cp,
@@ -360,7 +363,10 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shmem: new Map(),
       cowStats,
       imagesDirFd,
-      beforeTaskState: (t: RestoreTaskImages, agent: Agent) => ns.beforeTaskState(t, agent),
+      beforeTaskState: (t: RestoreTaskImages, agent: Agent) => {
+        ns.beforeTaskState(t, agent);
+        taskCgroupNs.inOwnUserNamespace(t, agent);
+      },
       seccomp,
     };
     cgroups.makeDirs();
@@ -379,9 +385,6 @@ export function restore(opts: RestoreOptions): RestoreResult {
     if (holder) ns.madeInHolder(holder.pid);
     holder?.makeIn(master, madeInside);
     const madeByRoot = holder ? [] : madeInside;
-    // Tasks in a cgroup namespace other than their parent's (cgroupns.ts); with a holder, made once
-    // the tasks are in the tree's user namespace.
-    const taskCgroupNs = new TaskCgroupNamespaces(tasks, cgroups, holder !== undefined);
     const agents = forkTree(ctx, tasks, shellJob, ns, (t) => cgroups.place(t, tasks), (t, agent) => {
       if (t === tasks[0]) holder?.enterOthers(agent);
       if (t === tasks[0] && madeByRoot.length && makeInside(agent, madeByRoot) & BigInt(CLONE.NEWCGROUP)) {
