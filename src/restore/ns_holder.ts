@@ -4,13 +4,15 @@
  * cloned with its pid by its parent, and clone3's set_tid needs CAP_CHECKPOINT_RESTORE over the PID
  * namespace's owner, criu's user namespace: a parent already inside the new user namespace has no
  * such right. So:
- *   1. a holder task, cloned from the helper (any pid, never run), is born with CLONE_NEWUSER and
- *      the root's other CLONE_NEW* flags, as the root would be in a one-task tree: the kernel makes
- *      the user namespace first, so the others belong to it as in the original; criu writes its uid
- *      and gid maps (plan.rootCreated, given the holder's pid);
+ *   1. a holder task, cloned from the helper at a pid the tree does not need (free_pid.ts; it never
+ *      runs), is born with CLONE_NEWUSER and the root's other CLONE_NEW* flags, as the root would be
+ *      in a one-task tree: the kernel makes the user namespace first, so the others belong to it as
+ *      in the original; criu writes its uid and gid maps (plan.rootCreated, given the holder's pid);
  *   2. the root is cloned in criu's namespaces and enters the holder's network, IPC, UTS and mount
  *      namespaces (setns by pidfd) before its mount tree and memory; children inherit them;
  *   3. every task is cloned with its pid by its parent, all of them still in criu's user namespace;
+ *      the network, IPC and UTS namespaces a task below the root makes come from a short-lived
+ *      holder cloned by the first one with those flags (giveNamespaces), which it enters;
  *   4. once the tree is forked, every task enters the holder's user namespace (setns(CLONE_NEWUSER)),
  *      before its threads, credentials and files come back: the kernel takes only a task alone in
  *      its mm and its fs_struct, which each is until then; then the holder is killed.
