@@ -122,6 +122,28 @@ export function parentUserNamespaceOf(pid: number): string | undefined {
   }
 }
 
+/** NS_GET_USERNS, _IO(0xb7, 0x1) in <linux/nsfs.h>: an fd of the user namespace owning a namespace. */
+const NS_GET_USERNS = 0xb701n;
+
+/**
+ * The link (`user:[INO]`) of the user namespace that owns namespace `kind` (`cgroup`, `net`, ...) of
+ * `pid`; undefined when that owner is above criu's own (the kernel answers EPERM).
+ */
+export function ownerUserNamespaceOf(pid: number, kind: string): string | undefined {
+  const ns = openFd(`/proc/${pid}/ns/${kind}`, OPEN.RDONLY | OPEN.CLOEXEC);
+  try {
+    const owner = libc.ioctl(ns, NS_GET_USERNS, null);
+    if (owner === -1) return undefined;
+    try {
+      return Deno.readLinkSync(`/proc/self/fd/${owner}`);
+    } finally {
+      closeFd(owner);
+    }
+  } finally {
+    closeFd(ns);
+  }
+}
+
 /**
  * The links (`pid:[INO]`) of the PID namespace of `pid` and of each one above it, innermost first,
  * up to the highest one we can see (NS_GET_PARENT answers EPERM above ours).

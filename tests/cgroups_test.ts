@@ -2,7 +2,8 @@
  * Cgroups: a process and its child in cgroups of their own with properties set (v2 unified, v1
  * pids and cpu, as this machine mounts them), also in a cgroup namespace of their own, through
  * the usual matrix, also frozen by the test as a user would (the tasks come back frozen); the
- * --manage-cgroups modes; --cgroup-root; --freeze-cgroup; crit's reading of
+ * --manage-cgroups modes; --cgroup-root; --freeze-cgroup; in a rootless-style user namespace
+ * that owns the cgroup namespaces (NS_GET_USERNS, checked by the workload); crit's reading of
  * cgroup.img; a failed restore leaves no cgroup. Every test removes the cgroups it made.
  */
 import assert from "node:assert/strict";
@@ -115,8 +116,20 @@ for (const ns of [false, true]) {
     }));
 }
 
-// A child in a cgroup namespace of its own, below the root's cgroup namespace or criu's.
-for (const modes of [["nested"], ["ns", "nested"]]) {
+// A child in a cgroup namespace of its own, below the root's cgroup namespace or criu's; with
+// userns, both tasks in a user namespace of their own (criu's PID namespace): each cgroup
+// namespace must come back owned by it, as the workload checks; with child-userns, the child's
+// by the user namespace it made below.
+for (
+  const modes of [
+    ["nested"],
+    ["ns", "nested"],
+    ["userns", "ns"],
+    ["userns", "ns", "nested"],
+    ["ns", "nested", "child-userns"],
+    ["userns", "ns", "nested", "child-userns"],
+  ]
+) {
   const what = `with a child in a cgroup namespace of its own (${modes.join(" ")})`;
   Deno.test(`cgroup workload ${what} passes plain`, () => withCgroups(modes, async () => {}));
   Deno.test(`cgroup workload ${what} passes after dump and restore`, () =>

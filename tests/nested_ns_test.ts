@@ -5,7 +5,8 @@
  * the root's with setns; another child unshares UTS and IPC namespaces (its host name, a SysV
  * segment kept attached) and its child goes back to the root's UTS namespace, criu's own. Each
  * task checks its own view after restore; variants put a veth pair between the root's network
- * namespace and the child's, or leave the root in criu's. Also: the images (one set per namespace
+ * namespace and the child's, or leave the root in criu's, or put the whole tree in a user
+ * namespace of its own (rootless-style) that must own every nested namespace again. Also: the images (one set per namespace
  * id, each task's ids pointing at them), a restore failing late leaving no process or namespace,
  * images missing a namespace refused, and cross-checks with CRIU 4.2 (which saves nested network
  * namespaces, but refuses nested UTS and IPC ones).
@@ -27,6 +28,9 @@ registerMatrix([
   { name: "nested_ns", args: ["net", "host-root"], criuArgs: TCP },
   // A veth pair between the root's network namespace and the child's, made again with both ends.
   { name: "nested_ns", args: ["net", "veth-between"], criuArgs: TCP },
+  // The whole tree in a user namespace of its own (criu's PID namespace): each nested namespace
+  // must come back owned by it, which every task checks (NS_GET_USERNS).
+  { name: "nested_ns", args: ["net", "uts-ipc", "userns"], criuArgs: TCP },
 ]);
 
 const KINDS = ["net", "uts", "ipc"] as const;

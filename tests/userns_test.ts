@@ -27,6 +27,7 @@ import { UPSTREAM } from "./lib/upstream.ts";
 import { create } from "@bufbuild/protobuf";
 import { uid_gid_extentSchema } from "../src/images/gen/userns_pb.ts";
 import { relativeTo } from "../src/objects/userns_nested.ts";
+import { ownerUserNamespaceOf } from "../ffi/nsenter.ts";
 
 registerMatrix([
   { name: "userns" },
@@ -117,6 +118,106 @@ for (const mode of ["flat", "nested"]) {
     }
   });
 }
+
+/**
+ * A workload to restore with the kernel's next pid pointed at a pid of its tree (aimedRestore):
+ * `skip` pids before it are left for the tasks criu starts first, and `ours` of them must be logged
+ * ("Restore helper N", "Namespace holder N"). `later`: the target is none of the `later` lowest
+ * pids (the root, the tasks forked first), so that it is a task forked after the holders came.
+ */
+interface Aimed {
+  name: string;
+  args: string[];
+  criuArgs?: string[];
+  skip: number;
+  ours: number;
+  later?: number;
+}
+
+/**
+ * Dumps the workload, then restores it with a pre-restore script that points ns_last_pid so that
+ * the next pid the kernel gives out, `skip` pids on, is a pid of the tree. The restore must still
+ * put every task at its pid, and the workload pass.
+ * Pointing the kernel there lets any process of the machine take a pid of the tree too: a restore
+ * refused for a pid that none of criu's own tasks took is tried again, with a new tree.
+ */
+async function aimedRestore(w: Aimed): Promise<void> {
+  for (let attempt = 1;; attempt++) {
+    const stolen = await aimedRestoreOnce(w);
+    if (stolen === undefined) return;
+    assert.ok(attempt < 5, `pid ${stolen} of the tree was taken by another process at each attempt`);
+  }
+}
+
+/** One try of aimedRestore; the pid another process took, if one did. */
+async function aimedRestoreOnce(w: Aimed): Promise<number | undefined> {
+  const dir = tempDir();
+  const result = `${dir}/${w.name}.result`;
+  let root = spawn(await workloadBin(w.name), [w.name, result, ...w.args], { setsid: true });
+  try {
+    await waitFor("the tree", () => exists(`${result}.ready`));
+    const tree = [root, ...descendants(root)];
+    const criuArgs = w.criuArgs ?? [];
+    await criuOk(["dump", "-t", `${root}`, "-D", dir, "-o", "dump.log", "-v4", ...criuArgs]);
+    for (const pid of tree) await reap(pid);
+    root = 0; // its pid may be another process's now
+    // A pid of the tree with `skip` pids of no task before it.
+    const target = [...tree].sort((a, b) => a - b).slice(w.later ?? 0).find((p) =>
+      [...Array(w.skip).keys()].every((i) => !tree.includes(p - 1 - i))
+    );
+    assert.ok(target !== undefined, `no pid of ${tree.join(" ")} with ${w.skip} free before it`);
+    const script = `${dir}/aim.sh`;
+    Deno.writeTextFileSync(
+      script,
+      `#!/bin/sh\n[ "$CRTOOLS_SCRIPT_ACTION" = pre-restore ] && echo ${
+        target - 1 - w.skip
+      } > /proc/sys/kernel/ns_last_pid\nexit 0\n`,
+    );
+    Deno.chmodSync(script, 0o755);
+    const args = ["-D", dir, "-d", "--pidfile", `${dir}/pid`, "--action-script", script, ...criuArgs];
+    const r = await criu(["restore", ...args, "-o", "restore.log", "-v4"]);
+    const log = Deno.readTextFileSync(`${dir}/restore.log`);
+    const ours = [...log.matchAll(/(?:Restore helper|Namespace holder) (\d+)/g)].map((m) => Number(m[1]));
+    const taken = Number(/PIDs? (\d+)[^\n]* (?:is already in use|are not all free)/.exec(r.stderr)?.[1] ?? 0);
+    if (r.code !== 0 && taken && !ours.includes(taken)) {
+      console.error(`Trying again, a pid of the tree was taken meanwhile: ${r.stderr.trim()}`);
+      return taken;
+    }
+    assert.equal(r.code, 0, r.stderr);
+    root = Number(Deno.readTextFileSync(`${dir}/pid`).trim());
+    assert.deepEqual([root, ...descendants(root)].sort(), [...tree].sort());
+    assert.equal(ours.length, w.ours, log);
+    assert.ok(ours.every((p) => !tree.includes(p)), `criu's tasks ${ours.join(" ")}, tree ${tree.join(" ")}`);
+    Deno.kill(root, "SIGTERM");
+    await waitFor("the verdict", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"));
+    assert.equal(Deno.readTextFileSync(result).trim(), "PASS");
+    return undefined;
+  } finally {
+    if (root) await killTree(root);
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+const USERNS_TREE = { name: "userns_tree", args: ["flat"], ours: 2 };
+
+Deno.test("userns_tree comes back when the next free pid at restore is one of the tree's (the helper's turn)", () =>
+  aimedRestore({ ...USERNS_TREE, skip: 0 }));
+
+Deno.test("userns_tree comes back when the pid after the helper's is one of the tree's (the namespace holder's turn)", () =>
+  aimedRestore({ ...USERNS_TREE, skip: 1 }));
+
+// nested_ns: the root R, then N (a network namespace of its own, which a short-lived holder makes
+// inside the tree's user namespace), then NB, U, UB: with the helper and the holder of the user
+// namespace before it, N's holder would take a pid of a task forked after N.
+Deno.test("nested_ns userns comes back when the pid after the holders' is one forked later (a nested namespace's holder's turn)", () =>
+  aimedRestore({
+    name: "nested_ns",
+    args: ["net", "uts-ipc", "userns"],
+    criuArgs: ["--tcp-established"],
+    skip: 2,
+    ours: 4,
+    later: 2,
+  }));
 
 Deno.test("a task sharing its fs with its parent in a rootless-style tree is refused at restore by name, before any task is made", async () => {
   const dir = tempDir();
@@ -305,7 +406,7 @@ for (
     initTree("init-setuid", cycles, leaveRunning));
 }
 
-Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namespaces together round-trip", async () => {
+Deno.test("a container-like tree: user, PID, UTS, IPC, network, cgroup and time namespaces together round-trip, all owned by its user namespace", async () => {
   const dir = tempDir();
   // unshare makes the user namespace first (root mapped to root), owning the others; sh is the init.
   const unshare = new Deno.Command("setsid", {
@@ -317,6 +418,7 @@ Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namesp
       "--net",
       "--pid",
       "--cgroup",
+      "--time",
       "--fork",
       "sh",
       "-c",
@@ -327,8 +429,14 @@ Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namesp
     stderr: "null",
   }).spawn();
   let init = 0;
-  const nsOf = (pid: number) =>
-    ["user", "pid", "uts", "ipc", "net", "cgroup"].map((ns) => Deno.readLinkSync(`/proc/${pid}/ns/${ns}`));
+  const kinds = ["user", "pid", "uts", "ipc", "net", "cgroup", "time"];
+  const nsOf = (pid: number) => kinds.map((ns) => Deno.readLinkSync(`/proc/${pid}/ns/${ns}`));
+  // Each of its namespaces is owned by its user namespace (NS_GET_USERNS), as unshare made them.
+  const checkOwners = (pid: number) => {
+    const user = Deno.readLinkSync(`/proc/${pid}/ns/user`);
+    const owners = kinds.slice(1).map((kind) => `${kind} ${ownerUserNamespaceOf(pid, kind)}`);
+    assert.deepEqual(owners, kinds.slice(1).map((kind) => `${kind} ${user}`), `process ${pid}`);
+  };
   try {
     await waitFor("the init and its child", () => {
       init = descendants(unshare.pid).find((p) => descendants(p).length === 1) ?? 0;
@@ -336,6 +444,7 @@ Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namesp
     });
     const host = nsOf(Deno.pid);
     assert.ok(nsOf(init).every((link, i) => link !== host[i]));
+    for (const pid of [init, ...descendants(init)]) checkOwners(pid);
     await criuOk(["dump", "-t", `${init}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
     await reap(init);
     await unshare.status;
@@ -344,6 +453,7 @@ Deno.test("a container-like tree: user, PID, UTS, IPC, network and cgroup namesp
     const restored = nsOf(init);
     assert.ok(restored.every((link, i) => link !== host[i]), restored.join(" "));
     assert.equal(descendants(init).length, 1);
+    for (const pid of [init, ...descendants(init)]) checkOwners(pid);
     assert.match(Deno.readTextFileSync(`/proc/${init}/uid_map`), /^\s*0\s+0\s+1\n$/);
     const hostname = await new Deno.Command("nsenter", { args: ["-t", `${init}`, "-u", "hostname"] })
       .output();

@@ -13,6 +13,13 @@
  * where it had none), unshares a cgroup namespace there and is moved on into its own cgroups; a
  * task in a namespace an earlier task made (or the root's, left and joined again) enters it by
  * setns. Refused by name: a task in criu's cgroup namespace below a root that is not in it.
+ *
+ * A cgroup namespace is owned by the user namespace of the task that makes it. In a tree with a user
+ * namespace of its own, the root's is made inside it (restore/ns_holder.ts, makeInside: by the
+ * holder or by the root, not by the helper in criu's); and where the tasks join their user
+ * namespace only once the tree is forked (the holder's path), each task's own is made or entered
+ * only then (TaskCgroupNamespaces.inUserNamespace): memory is charged to the cgroups a task was
+ * placed in before it, whatever cgroups it passes through later.
  */
 import { CLONE, NR } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
@@ -70,20 +77,41 @@ registerNamespaceKind({
  */
 export class TaskCgroupNamespaces {
   /**
-   * A live task in each cgroup namespace of the images made so far, by ids image id: its pid in
-   * the tree's PID namespace, which the tasks that join it share.
+   * A live task in each cgroup namespace of the images made so far, by ids image id (its pid in
+   * the tree's PID namespace is what the tasks that join it open).
    */
-  readonly #holders = new Map<number, number>();
+  readonly #holders = new Map<number, RestoreTaskImages>();
 
+  /**
+   * `untilInUserNamespace`: the tasks are cloned in criu's user namespace and join the tree's once
+   * forked (ns_holder.ts); a cgroup namespace made before would be owned by criu's, so every one is
+   * made or entered only then (inUserNamespace). A task in a user namespace nested below the root's
+   * enters that one only before its state (userns_nested.ts): its cgroup namespace waits until
+   * then (inOwnUserNamespace), and so do its children's, which are in it or below.
+   */
   constructor(
     private readonly tasks: readonly RestoreTaskImages[],
     private readonly cgroups: CgroupsRestore,
+    private readonly untilInUserNamespace = false,
   ) {}
+
+  /** The tasks left for inUserNamespace, in the order they were forked. */
+  readonly #later: [RestoreTaskImages, Agent][] = [];
+  /** The tasks left for inOwnUserNamespace. */
+  readonly #inNestedUserNs = new Set<RestoreTaskImages>();
 
   /** Task `t`, just cloned (driven by `agent`), gets its cgroup namespace when it is not its parent's. */
   enter(t: RestoreTaskImages, agent: Agent): void {
     const id = t.ids?.cgroupNsId;
     if (id === undefined || t.zombie || t.helper || !this.cgroups.managed) return;
+    if (t.ids?.userNsId !== this.tasks[0]?.ids?.userNsId) {
+      this.#inNestedUserNs.add(t);
+      return;
+    }
+    if (this.untilInUserNamespace) {
+      this.#later.push([t, agent]);
+      return;
+    }
     const parent = t === this.tasks[0]
       ? undefined
       : this.tasks.find((p) => p.entry.pid === t.entry.ppid && p !== t);
@@ -93,7 +121,40 @@ export class TaskCgroupNamespaces {
       if (holder !== undefined) this.#join(agent, t, holder);
       else this.#make(agent, t);
     }
-    if (holder === undefined) this.#holders.set(id, t.entry.pid);
+    if (holder === undefined) this.#holders.set(id, t);
+  }
+
+  /**
+   * With untilInUserNamespace, once every task is in the tree's user namespace: each task forked
+   * in the root's cgroup namespace (none made its own yet, so every one did) makes or enters its own.
+   */
+  inUserNamespace(): void {
+    const rootsId = this.tasks[0]?.ids?.cgroupNsId;
+    for (const [t, agent] of this.#later.splice(0)) {
+      const id = t.ids!.cgroupNsId!;
+      const holder = this.#holders.get(id);
+      if (t !== this.tasks[0] && id !== rootsId) {
+        agent.reset();
+        if (holder !== undefined) this.#join(agent, t, holder);
+        else this.#make(agent, t);
+      }
+      if (holder === undefined) this.#holders.set(id, t);
+    }
+  }
+
+  /**
+   * Task `t`, in a nested user namespace it has just entered (before its state; tasks come in
+   * the order they were forked): it enters its cgroup namespace where a task made it already and
+   * it is not there, else it makes it.
+   */
+  inOwnUserNamespace(t: RestoreTaskImages, agent: Agent): void {
+    if (!this.#inNestedUserNs.delete(t)) return;
+    const id = t.ids!.cgroupNsId!;
+    const holder = this.#holders.get(id);
+    agent.reset();
+    if (holder === undefined) this.#make(agent, t);
+    else if (cgroupNsOf(holder.hostPid) !== cgroupNsOf(t.hostPid)) this.#join(agent, t, holder);
+    if (holder === undefined) this.#holders.set(id, t);
   }
 
   /** Into the cgroups at its prefixes, a new namespace there, then on into its own cgroups. */
@@ -111,8 +172,12 @@ export class TaskCgroupNamespaces {
   }
 
   /** Enters the cgroup namespace that task `holder` is in. */
-  #join(agent: Agent, t: RestoreTaskImages, holder: number): void {
-    const fd = agent.call("pidfd_open(cgroup namespace)", NR.pidfd_open, holder, 0);
+  #join(agent: Agent, t: RestoreTaskImages, holder: RestoreTaskImages): void {
+    const fd = agent.call("pidfd_open(cgroup namespace)", NR.pidfd_open, holder.entry.pid, 0);
     enterNamespaceFd(agent, fd, CLONE.NEWCGROUP, `Process ${t.entry.pid} cannot enter its cgroup namespace`);
   }
+}
+
+function cgroupNsOf(hostPid: number): string {
+  return Deno.readLinkSync(`/proc/${hostPid}/ns/cgroup`);
 }

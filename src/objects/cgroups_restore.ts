@@ -133,6 +133,12 @@ export class CgroupsRestore {
     this.moveInto(t.hostPid, this.#sets.get(set)!.ctls);
   }
 
+  /** Task `t` back into its own cgroups (it made a cgroup namespace at those above them). */
+  placeAgain(t: RestoreTaskImages): void {
+    const set = this.setOf(t);
+    if (set) this.moveInto(t.hostPid, set.ctls);
+  }
+
   /** Writes `pid` into the cgroup.procs of each cgroup named (a hierarchy's name field and a path). */
   moveInto(pid: number, cgroups: readonly { name: string; path: string }[]): void {
     for (const m of cgroups) {

@@ -131,6 +131,12 @@ export interface NsRestorePlan {
    */
   inCreatorTakesItself?: boolean;
   /**
+   * Whether inCreator enters a namespace that exists outside the images (the caller's network
+   * namespace), whose owner is its own: it runs in the task the root is cloned from even when
+   * the others are made inside the tree's user namespace (restore/ns_holder.ts, makeInside).
+   */
+  inCreatorJoinsExisting?: boolean;
+  /**
    * Right after the root is cloned in the new namespace, before its memory: what the root's files
    * and mappings are opened through (the mount tree). Children cloned later inherit it.
    */

@@ -458,6 +458,7 @@ registerNamespaceKind({
       return {
         inCreator: (creator) => enterExternalNetns(creator, fd, extKey, ctx.log),
         inCreatorTakesItself: true,
+        inCreatorJoinsExisting: true,
         fill: (root) => lockIfEmpty(root.pid),
         afterRestore,
       };

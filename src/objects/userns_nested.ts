@@ -189,8 +189,23 @@ function enterUserNs(agent: Agent, pid: number, what: string): void {
   enterNamespaceFd(agent, pidfd, CLONE.NEWUSER, `${what} cannot enter the root's user namespace`);
 }
 
-/** A holder of nested namespace `id`, cloned with CLONE_NEWUSER by the holder of the one above. */
+/**
+ * A holder of nested namespace `id`, cloned with CLONE_NEWUSER by the holder of the one above. That
+ * one, in a user namespace below criu's, may not choose the pid (set_tid): a holder born at a pid of
+ * the tree (a thread made later) is ended and made again at another (TreePids.createOutside).
+ */
 function cloneHolder(master: PuppetMaster, above: Agent, id: number): number {
+  return master.treePids.createOutside(
+    `the holder of user namespace ${id}`,
+    () => cloneHolderOnce(master, above, id),
+    (pid) => {
+      master.created.splice(master.created.indexOf(pid), 1);
+      killAndReap([pid]);
+    },
+  );
+}
+
+function cloneHolderOnce(master: PuppetMaster, above: Agent, id: number): number {
   above.reset();
   const flags = BigInt(CLONE.NEWUSER | CLONE.PARENT);
   const args = above.alloc(CLONE_ARGS_SIZE, cloneArgs({ flags, exitSignal: 0 }));

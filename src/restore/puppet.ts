@@ -23,6 +23,7 @@ import { CLONE, MAP, NR, PR, PROT, SIG } from "../../ffi/syscalls.ts";
 import { Agent, type BatchCall } from "../agent.ts";
 import { RestoreError } from "../errors.ts";
 import type { Log } from "../log.ts";
+import { TreePids } from "./free_pid.ts";
 
 export const PUPPET_SCRATCH_SIZE = 64 * 1024;
 /** The scratch page starts with `syscall` then `int3`s, then the batch runner; data goes after. */
@@ -65,22 +66,32 @@ export class PuppetMaster {
     helperAgent: Agent,
     readonly scratch: bigint,
     private readonly log: Log,
+    /** The pids of the tree, which the restore's own tasks (the helper, the holders) must leave free. */
+    readonly treePids: TreePids,
   ) {
     this.#helper = helper;
     this.#helperAgent = helperAgent;
   }
 
-  /** Starts the helper and gives it a scratch area that avoids `occupied` (the dumped layouts). */
+  /**
+   * Starts the helper, at a pid none of `treePids`, and gives it a scratch area that avoids
+   * `occupied` (the dumped layouts).
+   */
   static start(
     occupied: readonly { start: bigint; end: bigint }[],
     log: Log,
     keepFds: readonly number[] = [],
+    treePids = TreePids.none(),
   ): PuppetMaster {
     // It never runs its own code once seized, so its sleep is only how long it outlives a criu
     // killed before seizing it. `keepFds` reach it at the same numbers, for the tasks cloned from it.
     const fds: Record<number, number> = { 0: 0, 1: 1, 2: 2 };
     for (const fd of keepFds) fds[fd] = fd;
-    const helper = spawn(helperBinary(), ["sleep", "5"], { fds });
+    const helper = treePids.createOutside(
+      "the restore helper",
+      () => spawn(helperBinary(), ["sleep", "5"], { fds }),
+      (pid) => killAndReap([pid]),
+    );
     try {
       pt.seize(helper, TRACE_OPTIONS);
       pt.interrupt(helper);
@@ -94,7 +105,7 @@ export class PuppetMaster {
       if (!vdso) throw new RestoreError("The restore helper has no [vdso]");
       const agent = makeScratch(helper, scratch, vdso.start, vdso.end);
       log.debug(`Restore helper ${helper}, scratch at 0x${scratch.toString(16)}`);
-      return new PuppetMaster(helper, agent, scratch, log);
+      return new PuppetMaster(helper, agent, scratch, log, treePids);
     } catch (e) {
       killAndReap([helper]);
       throw e;
@@ -114,6 +125,7 @@ export class PuppetMaster {
     occupied: readonly { start: bigint; end: bigint }[],
     log: Log,
     keepFds: readonly number[] = [],
+    treePids = TreePids.none(),
   ): PuppetMaster {
     const root = cloneSibling(nsFlags & BigInt(CLONE.NEWPID) ? 0 : rootPid, nsFlags);
     try {
@@ -128,7 +140,7 @@ export class PuppetMaster {
       const agent = makeScratch(root, scratch, vdso.start, vdso.end);
       closeAllBut(agent, keepFds);
       agent.thread.leave();
-      const master = new PuppetMaster(0, agent, scratch, log);
+      const master = new PuppetMaster(0, agent, scratch, log, treePids);
       master.created.push(root);
       master.#siblingRoot = root;
       log.debug(`Sibling root ${root}, scratch at 0x${scratch.toString(16)}`);

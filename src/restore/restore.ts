@@ -86,7 +86,8 @@ import type { RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { STAGE } from "../plugins/api.ts";
 import { CgroupsRestore } from "../objects/cgroups_restore.ts";
-import { NamespaceHolder } from "./ns_holder.ts";
+import { makeInside, NamespaceHolder } from "./ns_holder.ts";
+import { TreePids } from "./free_pid.ts";
 import { TaskCgroupNamespaces } from "../objects/cgroupns.ts";
 
 /**
@@ -240,6 +241,7 @@ function forkTree(
   ns: RestoreNamespaces,
   placed: (t: RestoreTaskImages) => void,
   ready: (t: RestoreTaskImages, agent: Agent) => void,
+  holder?: NamespaceHolder,
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
@@ -250,11 +252,23 @@ function forkTree(
     if (t !== tasks[0] && !parent) {
       throw new RestoreError(`Parent ${t.entry.ppid} of ${t.entry.pid} was not created`);
     }
+    // With a holder, a task below the root is cloned in criu's user namespace: the namespaces it
+    // makes are made in the tree's and entered (ns_holder.ts), but a mount namespace, its parent's copy.
+    const own = ns.cloneFlags(t);
+    const apart = holder && t !== tasks[0] ? own & ~BigInt(CLONE.NEWNS) : 0n;
     t.hostPid = master.createTask(
       pidChain(t.entry),
       t === tasks[0] ? null : parent,
-      ns.cloneFlags(t) | sharedWithParent(tasks, t) | pidNesting.beforeClone(t, parent),
+      (own & ~apart) | sharedWithParent(tasks, t) | pidNesting.beforeClone(t, parent),
     );
+    if (apart) {
+      const newborn = master.agentFor(t.hostPid);
+      try {
+        holder!.giveNamespaces(newborn, apart);
+      } finally {
+        newborn.thread.leave();
+      }
+    }
     ns.created(t);
     // Into its cgroups before its memory comes back, so that the memory is charged there.
     placed(t);
@@ -295,7 +309,11 @@ export function restore(opts: RestoreOptions): RestoreResult {
   log.debug(`Read the images of ${tasks.length} task(s)`);
   checkParents(tasks);
   if (tasks[0]!.entry.pid !== 1) checkPidsFree(tasks); // a new PID namespace has every pid free
+  // Nothing criu or a script starts takes a pid of the tree (free_pid.ts); again after the script.
+  const treePids = new TreePids(tasks);
+  treePids.moveCursorPast();
   opts.hooks.run("pre-restore");
+  treePids.moveCursorPast();
   const occupied = tasks.flatMap((t) => t.mm?.vmas ?? []);
   const t0 = performance.now();
   if (sibling && !detached) {
@@ -317,10 +335,11 @@ export function restore(opts: RestoreOptions): RestoreResult {
   // container's tasks, pivoted into its mounts before their memory, cannot reach it by its path.
   const imagesDirFd = openFd(opts.imagesDir, OPEN.DIRECTORY | OPEN.CLOEXEC);
   let master: PuppetMaster;
+  // The helper and the namespace holders take pids none of the tree's tasks and threads needs.
   try {
     master = sibling
-      ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log, [imagesDirFd])
-      : PuppetMaster.start(occupied, log, [imagesDirFd]);
+      ? PuppetMaster.startSibling(tasks[0]!.entry.pid, namespaces, occupied, log, [imagesDirFd], treePids)
+      : PuppetMaster.start(occupied, log, [imagesDirFd], treePids);
   } catch (e) {
     closeFd(imagesDirFd);
     throw e;
@@ -331,6 +350,9 @@ export function restore(opts: RestoreOptions): RestoreResult {
   const shared = new SharedFiles();
   const cowStats = { compared: 0, skipped: 0, restored: 0 };
   try {
+    // Tasks in a cgroup namespace other than their parent's (cgroupns.ts); with a holder, made once
+    // the tasks are in the tree's user namespace.
+    const taskCgroupNs = new TaskCgroupNamespaces(tasks, cgroups, ns.holder);
     // FORKING (and memory, parents first)
     const ctx = {
       checkpoint: cp,
@@ -342,23 +364,37 @@ export function restore(opts: RestoreOptions): RestoreResult {
       shmem: new Map(),
       cowStats,
       imagesDirFd,
-      beforeTaskState: (t: RestoreTaskImages, agent: Agent) => ns.beforeTaskState(t, agent),
+      beforeTaskState: (t: RestoreTaskImages, agent: Agent) => {
+        ns.beforeTaskState(t, agent);
+        taskCgroupNs.inOwnUserNamespace(t, agent);
+      },
       seccomp,
     };
     cgroups.makeDirs();
+    // Namespaces the root is born in are made inside the tree's user namespace when there is one
+    // (ns_holder.ts): by the holder, or by the root once its clone made it; else, as those the
+    // root joins that exist already, by the helper it is cloned from.
+    const userNsMade = ns.holder || (!sibling && (namespaces & BigInt(CLONE.NEWUSER)) !== 0n);
+    const madeInside = ns.rootPlans.filter((p) => userNsMade && p.inCreator && !p.inCreatorJoinsExisting);
     for (const plan of ns.rootPlans) {
-      if (plan.inCreator) master.inCreator(plan.inCreator, plan.inCreatorTakesItself === true);
+      if (plan.inCreator && !madeInside.includes(plan)) {
+        master.inCreator(plan.inCreator, plan.inCreatorTakesItself === true);
+      }
     }
     // A user namespace the tasks join once forked (their pids are criu's PID namespace's).
     const holder = ns.holder ? NamespaceHolder.start(master, namespaces, log) : undefined;
     if (holder) ns.madeInHolder(holder.pid);
-    // Tasks in a cgroup namespace other than their parent's (cgroupns.ts).
-    const taskCgroupNs = new TaskCgroupNamespaces(tasks, cgroups);
+    holder?.makeIn(master, madeInside);
+    const madeByRoot = holder ? [] : madeInside;
     const agents = forkTree(ctx, tasks, shellJob, ns, (t) => cgroups.place(t, tasks), (t, agent) => {
       if (t === tasks[0]) holder?.enterOthers(agent);
+      if (t === tasks[0] && madeByRoot.length && makeInside(agent, madeByRoot) & BigInt(CLONE.NEWCGROUP)) {
+        cgroups.placeAgain(t); // it made its cgroup namespace at the cgroups above its own
+      }
       taskCgroupNs.enter(t, agent);
-    });
+    }, holder);
     holder?.joinUser([...agents.values()]);
+    taskCgroupNs.inUserNamespace();
     ns.afterForking(agents, master);
     root = tasks[0]!.hostPid;
     master.releaseHelper();

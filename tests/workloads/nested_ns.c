@@ -17,7 +17,12 @@
  * with 198.18.6.1/24, nx1 in the root's with 198.18.6.2/24, both up, the root listening on
  * 198.18.6.2): N must still reach the root's listener through it. `host-root`: the
  * root stays in the host's network namespace (criu's), where NB then goes back.
- *   bin/nested_ns RESULT_FILE [net] [uts-ipc] [veth-between] [host-root]
+ * `userns` (not with `host-root`): the root first unshares a user namespace (a helper in the host's
+ * maps "0 0 1" for uids and gids) and UTS and IPC namespaces, so that the whole tree is in a user namespace
+ * of its own whose PID namespace is the host's (rootless-style); every task also checks that its
+ * network, UTS and IPC namespaces are owned by that user namespace (NS_GET_USERNS), as those made
+ * by unshare inside it are.
+ *   bin/nested_ns RESULT_FILE [net] [uts-ipc] [veth-between] [host-root] [userns]
  */
 #include "lib.h"
 
@@ -26,6 +31,7 @@
 #include <fcntl.h>
 #include <ifaddrs.h>
 #include <linux/if_packet.h>
+#include <linux/nsfs.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sched.h>
@@ -37,6 +43,7 @@
 #include <sys/ipc.h>
 #include <sys/shm.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -50,7 +57,7 @@
 #endif
 
 static pid_t root_pid;
-static int veth_between;
+static int veth_between, in_userns;
 static char root_hostname[65];
 
 static void link_name(pid_t pid, const char *ns, char *buf, size_t size)
@@ -106,10 +113,78 @@ static void lo_up(int mtu)
 	}
 }
 
-/* Waits for SIGTERM (inherited handler), as the root does. */
+/* The inode of this task's user namespace (kind "user") or of the owner of its `kind` one. */
+static ino_t user_ns_ino(const char *kind)
+{
+	char path[64];
+	struct stat st;
+	snprintf(path, sizeof(path), "/proc/self/ns/%s", kind);
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	int ns = strcmp(kind, "user") == 0 ? dup(fd) : ioctl(fd, NS_GET_USERNS);
+	close(fd);
+	if (ns < 0)
+		return 0;
+	int ok = fstat(ns, &st) == 0;
+	close(ns);
+	return ok ? st.st_ino : 0;
+}
+
+/* With `userns`: its network, UTS and IPC namespaces are owned by its user namespace. */
+static void check_owners(void)
+{
+	const char *kinds[] = { "net", "uts", "ipc" };
+	ino_t user = user_ns_ino("user");
+	for (int i = 0; in_userns && i < 3; i++) {
+		ino_t owner = user_ns_ino(kinds[i]);
+		WL_CHECK(user && owner == user,
+			 "process %d: its %s namespace is owned by user namespace %lu (0: one above its own), not %lu",
+			 getpid(), kinds[i], (unsigned long)owner, (unsigned long)user);
+	}
+}
+
+/* Waits for SIGTERM (inherited handler), as the root does; then the namespaces' owners. */
 static void wait_for_term(void)
 {
 	wl_wait();
+	check_owners();
+}
+
+/* The root's user namespace, mapped "0 0 1" by a helper that stays in the host's. */
+static void make_user_ns(void)
+{
+	int go[2];
+	if (pipe(go))
+		wl_die("pipe");
+	pid_t helper = fork();
+	if (helper < 0)
+		wl_die("fork");
+	if (helper == 0) {
+		char c, path[64];
+		close(go[1]);
+		if (read(go[0], &c, 1) != 1)
+			_exit(1);
+		const char *files[] = { "uid_map", "gid_map" };
+		for (int i = 0; i < 2; i++) {
+			snprintf(path, sizeof(path), "/proc/%d/%s", getppid(), files[i]);
+			FILE *f = fopen(path, "w");
+			if (!f || fputs("0 0 1\n", f) < 0 || fclose(f) != 0)
+				_exit(2);
+		}
+		_exit(0);
+	}
+	close(go[0]);
+	if (unshare(CLONE_NEWUSER))
+		wl_die("unshare(CLONE_NEWUSER)");
+	if (write(go[1], "x", 1) != 1)
+		wl_die("write");
+	close(go[1]);
+	int st = -1;
+	if (waitpid(helper, &st, 0) != helper || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		wl_die("the helper could not write the maps (status 0x%x)", st);
+	if (unshare(CLONE_NEWUTS | CLONE_NEWIPC))
+		wl_die("unshare(CLONE_NEWUTS | CLONE_NEWIPC)");
 }
 
 /* A child that failed its setup says so on its pipe and ends. */
@@ -431,8 +506,13 @@ int main(int argc, char **argv)
 		host_root |= strcmp(argv[i], "host-root") == 0;
 		uts |= strcmp(argv[i], "uts-ipc") == 0;
 		veth_between |= strcmp(argv[i], "veth-between") == 0;
+		in_userns |= strcmp(argv[i], "userns") == 0;
 	}
+	if (in_userns && host_root)
+		wl_die("userns and host-root do not go together");
 	root_pid = getpid();
+	if (in_userns)
+		make_user_ns();
 	gethostname(root_hostname, sizeof(root_hostname) - 1);
 	/* The namespace it was started in: the test's, which is criu's at every dump and restore. */
 	char start_net[64], now_net[64];
@@ -454,7 +534,7 @@ int main(int argc, char **argv)
 	}
 	pid_t u = uts ? spawn(uts_ipc_child, "the task in UTS and IPC namespaces of its own") : 0;
 	wl_ready();
-	wl_wait();
+	wait_for_term();
 	char name[65] = { 0 };
 	gethostname(name, sizeof(name) - 1);
 	WL_CHECK(strcmp(name, root_hostname) == 0, "host name %s, expected %s", name, root_hostname);

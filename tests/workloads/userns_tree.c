@@ -3,14 +3,15 @@
  * host's (as `unshare -U -n -i -u` and a fork leave a rootless-style tree).
  *   bin/userns_tree RESULT_FILE [flat|nested|fs]
  * R (the started process) has a helper in the host's namespace write its maps ("0 0 1" and
- * "1000 101000 1000", the same for gids), then unshares network, IPC and UTS namespaces, which the
- * new user namespace owns, and names its host "userns-tree". Its children:
+ * "1000 101000 1000", the same for gids), then unshares network, IPC, UTS, cgroup and time
+ * namespaces, which the new user namespace owns (R enters the time namespace it made for its
+ * children), and names its host "userns-tree". Its children:
  *   A  switches to uid and gid 1000 inside (101000 outside) and forks G, which switches to uid 1500
  *      (saved uid 1000);
  *   Z  exits with status 7 at once and stays a zombie until R's check.
  * Each of R, A and G checks, before and after: it is in a user namespace other than the host's, with
- * R's maps; its network, IPC and UTS namespaces are R's and owned by that user namespace
- * (NS_GET_USERNS); the host name; its own credentials; its pid is the one it had. On SIGTERM R checks
+ * R's maps; its network, IPC, UTS, cgroup and time namespaces are R's and owned by that user
+ * namespace (NS_GET_USERNS); the host name; its own credentials; its pid is the one it had. On SIGTERM R checks
  * itself, passes the signal to A (which passes it to G), and takes A's and Z's exit statuses.
  * With `nested` R forks only N, which unshares a user namespace below R's (R writes its maps,
  * "0 0 1": N's root is R's) and forks K in it; R checks that N and K are in one user namespace
@@ -81,13 +82,13 @@ static ino_t owner_of(const char *kind)
 	return ok ? st.st_ino : 0;
 }
 
-/* This task's user, network, IPC and UTS namespaces: "user:[I] net:[J] ipc:[K] uts:[L]". */
+/* This task's user, network, IPC, UTS, cgroup and time namespaces: "user:[I] net:[J] ...". */
 static void links(char *out, size_t size)
 {
-	const char *kinds[] = { "user", "net", "ipc", "uts" };
+	const char *kinds[] = { "user", "net", "ipc", "uts", "cgroup", "time" };
 	size_t at = 0;
 	out[0] = 0;
-	for (int i = 0; i < 4 && at < size; i++) {
+	for (int i = 0; i < 6 && at < size; i++) {
 		char path[64], name[64];
 		snprintf(path, sizeof(path), "/proc/self/ns/%s", kinds[i]);
 		link_name(path, name, sizeof(name));
@@ -108,11 +109,12 @@ static void check(const char *who, pid_t pid, uid_t uid, uid_t suid, gid_t gid)
 
 	struct stat user;
 	WL_CHECK(stat("/proc/self/ns/user", &user) == 0, "%s: stat /proc/self/ns/user", who);
-	const char *kinds[] = { "net", "ipc", "uts" };
-	for (int i = 0; i < 3; i++) {
+	const char *kinds[] = { "net", "ipc", "uts", "cgroup", "time" };
+	for (int i = 0; i < 5; i++) {
 		ino_t owner = owner_of(kinds[i]);
-		WL_CHECK(owner != 0 && owner == user.st_ino, "%s: its %s namespace is owned by user namespace %lu, not %lu",
-			 who, kinds[i], (unsigned long)owner, (unsigned long)user.st_ino);
+		WL_CHECK(owner != 0 && owner == user.st_ino,
+			 "%s: its %s namespace is owned by user namespace %lu (0: one above its own), not %lu", who,
+			 kinds[i], (unsigned long)owner, (unsigned long)user.st_ino);
 	}
 	char name[64] = "";
 	WL_CHECK(gethostname(name, sizeof(name)) == 0 && strcmp(name, HOSTNAME) == 0, "%s: host name \"%s\"", who,
@@ -366,8 +368,12 @@ int main(int argc, char **argv)
 	root_pid = getpid();
 	link_name("/proc/self/ns/user", host_user_ns, sizeof(host_user_ns));
 	make_user_ns();
-	if (unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS))
-		wl_die("unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS)");
+	if (unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP | CLONE_NEWTIME))
+		wl_die("unshare(CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS | CLONE_NEWCGROUP | CLONE_NEWTIME)");
+	int time_ns = open("/proc/self/ns/time_for_children", O_RDONLY | O_CLOEXEC);
+	if (time_ns < 0 || setns(time_ns, CLONE_NEWTIME))
+		wl_die("entering the time namespace made for its children");
+	close(time_ns);
 	if (sethostname(HOSTNAME, strlen(HOSTNAME)))
 		wl_die("sethostname");
 
