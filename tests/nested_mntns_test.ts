@@ -350,6 +350,13 @@ const N_SLAVE_SHARED: CrossCase = {
   restoreArgs: ["--root", ROOTFS],
   title: "a shared root mount that is a slave of a nested namespace's peer group",
 };
+/** A nested namespace's root mount a slave of a group only its sibling's namespace, made after it, holds. */
+const N_SIBLING: CrossCase = {
+  name: "nested_mounts",
+  args: ["slave-sibling"],
+  restoreArgs: ["--root", ROOTFS],
+  title: "a nested root mount that is a slave of a later sibling namespace's peer group",
+};
 /**
  * An external bind the nested namespace alone has (gone), and a bind there of a directory of the
  * root's external mount (esub), found external by themselves (--external mnt[] both ways).
@@ -370,7 +377,7 @@ const N_DISK: CrossCase = {
   title: "a disk mounted in a nested mount namespace",
 };
 
-registerMatrix([N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_EXT, N_DISK]);
+registerMatrix([N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK]);
 
 /**
  * The mount views of the workload's tasks (the root, then A), as views() writes them, peer groups
@@ -383,7 +390,7 @@ function treeViews(root: number): string[] {
     if (!groups.has(n)) groups.set(n, `g${groups.size + 1}`);
     return groups.get(n)!;
   };
-  return [root, ...descendants(root)].map((pid) =>
+  return [root, ...descendants(root).sort((x, y) => x - y)].map((pid) =>
     Deno.readTextFileSync(`/proc/${pid}/mountinfo`).trim().split("\n").map((line) => {
       const f = line.split(" ");
       const dash = f.indexOf("-");
@@ -394,11 +401,11 @@ function treeViews(root: number): string[] {
   );
 }
 
-for (const c of [N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_EXT, N_DISK]) {
+for (const c of [N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK]) {
   Deno.test(`${c.title}: every task's mount view comes back as it was, propagation included`, () =>
     withWorkload(c, async (w, images) => {
       const before = treeViews(w.pid);
-      assert.equal(before.length, 2, "not two tasks");
+      assert.equal(before.length, c === N_SIBLING ? 3 : 2, "not the workload's tasks");
       await dumpRestore(w, images, c);
       assert.deepEqual(treeViews(w.pid), before);
     }));
@@ -425,6 +432,23 @@ for (const c of [N_SLAVE, N_SLAVE_SHARED]) {
       // The workload checks both directions: A's mount at pr/froma reaches the root, not the other way.
     }));
 }
+
+Deno.test(`${N_SIBLING.title}: saved so, and its master comes back`, () =>
+  withWorkload(N_SIBLING, async (w, images) => {
+    const [a, b] = descendants(w.pid).sort((x, y) => x - y);
+    await dumpRestore(w, images, N_SIBLING);
+    const ids = mntNsIds(images);
+    const root = (pid: number) => mounts(images, ids.get(pid)!).find((m) => m.mountpoint === "/")!;
+    assert.ok(root(b!).shared_id, "B's root mount is not shared");
+    assert.equal(root(a!).master_id, root(b!).shared_id, "A's root mount is not a slave of B's group");
+    assert.ok(!root(w.pid).shared_id && !root(w.pid).master_id, "the root's root mount is not private");
+    const log = Deno.readTextFileSync(`${images}/restore.log`);
+    assert.match(
+      log,
+      /Mount \d+ \(\/\) of an earlier namespace is a slave of the peer group of mount \d+ again/,
+    );
+    // The workload checks both directions: B's mount at pr/fromb reaches A, A's at pr/froma not B.
+  }));
 
 Deno.test("an overlayfs of a nested namespace whose layer is no longer in its view is refused by name", () =>
   refusedDump(
@@ -591,7 +615,7 @@ Deno.test("a plugin takes a nested namespace's mount no option names, and mounts
     assert.match(Deno.readTextFileSync(trace), new RegExp(`^restore-mount ${gone.mnt_id} /\\S+ / NULL\n$`));
   }));
 
-registerCross([N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_EXT, N_DISK]);
+registerCross([N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK]);
 
 Deno.test("nested_mntns: the --root bind mount, the host tmpfs and the loop device are removed", async () => {
   dropRootfs();

@@ -97,7 +97,7 @@ import { copyFdOf } from "../../ffi/process.ts";
 import { PluginError, type Plugins } from "../plugins/plugins.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { refuse } from "./refusal.ts";
-import { type NsDumpContext, registerNamespaceKind } from "./namespaces.ts";
+import { enterNamespaceFd, type NsDumpContext, registerNamespaceKind } from "./namespaces.ts";
 import type { FrozenTree } from "../dump/freeze.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import { takeFromCriu } from "./files.ts";
@@ -1347,18 +1347,12 @@ class TreeBuilder {
 
   /** setns(CLONE_NEWNS) of the building task onto `fd`, which it closes. */
   #setns(fd: number, whose: string): void {
-    const r = this.#root;
-    const res = r.attempt(`setns(${whose} mount namespace)`, NR.setns, fd, CLONE.NEWNS);
-    r.call("close", NR.close, fd);
-    if (isSyscallError(res)) {
-      throw new RestoreError(
-        `A nested mount namespace's first task cannot enter ${whose} namespace: ${res.message}`,
-        0,
-        {
-          cause: res,
-        },
-      );
-    }
+    enterNamespaceFd(
+      this.#root,
+      fd,
+      CLONE.NEWNS,
+      `A nested mount namespace's first task cannot enter ${whose} namespace`,
+    );
   }
 
   /**

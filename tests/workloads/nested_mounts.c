@@ -27,6 +27,11 @@
  *                          must reach the root, and one the root mounts at pr/fromroot must not reach A.
  *   slave-shared-root      as slave-root, then the root makes its root mount shared again: a peer
  *                          group of its own under a master only A holds (the same checks).
+ *   slave-sibling          the root makes its root mount shared, A and then its sibling B unshare
+ *                          (their root mounts peers of it), the root makes its own private and A its
+ *                          own a slave: A's root mount is a slave of a group only B, a namespace made
+ *                          after A's, holds. After: a tmpfs B mounts at pr/fromb must reach A, one A
+ *                          mounts at pr/froma must not reach B, and the root sees neither.
  *
  * Reports go through a MAP_SHARED area made before the fork.
  *
@@ -50,7 +55,12 @@
 
 struct shared {
 	atomic_int ready; /* A has set up */
-	atomic_int root_done; /* the root has made its part of the setup */
+	atomic_int a_unshared; /* slave-sibling: A is in its namespace, propagation unchanged */
+	atomic_int b_ready; /* slave-sibling: B is in its namespace */
+	atomic_int root_done; /* slave-sibling: the root made its root mount private */
+	atomic_int fromb; /* slave-sibling: B has tried to mount pr/fromb */
+	atomic_int b_done;
+	char b_verdict[1024];
 	atomic_int go; /* the root checked its view (and, slave-root, mounted pr/fromroot) */
 	atomic_int froma; /* slave-root: A has mounted pr/froma */
 	atomic_int done;
@@ -104,13 +114,15 @@ static int file_is(const char *path, const char *text)
 	return n >= 0 && !strcmp(buf, text);
 }
 
+/* A child's checks go into its verdict ("" when they passed): A's sh->verdict, B's sh->b_verdict. */
+static char *verdict;
 static size_t verdict_len;
 #define CHILD_CHECK(cond, ...)                                                                      \
 	do {                                                                                        \
 		if (!(cond) && verdict_len < sizeof(sh->verdict) - 1) {                             \
-			verdict_len += snprintf(sh->verdict + verdict_len, sizeof(sh->verdict) - verdict_len, \
+			verdict_len += snprintf(verdict + verdict_len, sizeof(sh->verdict) - verdict_len, \
 						__VA_ARGS__);                                       \
-			verdict_len += snprintf(sh->verdict + verdict_len, sizeof(sh->verdict) - verdict_len, "; "); \
+			verdict_len += snprintf(verdict + verdict_len, sizeof(sh->verdict) - verdict_len, "; "); \
 		}                                                                                   \
 	} while (0)
 
@@ -129,6 +141,13 @@ static int setup_a(void)
 {
 	if (unshare(CLONE_NEWNS))
 		_exit(2);
+	if (is("slave-sibling")) {
+		atomic_store(&sh->a_unshared, 1);
+		wait_for(&sh->root_done);
+		if (mount(NULL, "/", NULL, MS_SLAVE, NULL))
+			_exit(3);
+		return -1;
+	}
 	if (!is("slave-root") && !is("slave-shared-root") && mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL))
 		_exit(3);
 	int fd = -1;
@@ -165,6 +184,7 @@ static void child_a(void)
 	int fd = setup_a();
 	atomic_store(&sh->ready, 1);
 	wait_for(&sh->go);
+	verdict = sh->verdict;
 	char buf[64] = "";
 	struct stat st;
 	if (is("ext")) {
@@ -201,15 +221,45 @@ static void child_a(void)
 		} else {
 			CHILD_CHECK(0, "A: cannot mount pr/froma: %s", strerror(errno));
 		}
+	} else if (is("slave-sibling")) {
+		wait_for(&sh->fromb);
+		CHILD_CHECK(file_is(at("pr/fromb/b.txt"), "from B"),
+			    "A: B's mount at pr/fromb did not reach A (its root mount is no slave of B's)");
+		if (mount("froma", at("pr/froma"), "tmpfs", 0, "size=64k") == 0) {
+			put(at("pr/froma/a.txt"), "from A");
+		} else {
+			CHILD_CHECK(0, "A: cannot mount pr/froma: %s", strerror(errno));
+		}
+		atomic_store(&sh->froma, 1);
 	}
 	atomic_store(&sh->done, 1);
+	_exit(0);
+}
+
+/* slave-sibling's B: in a namespace of its own made after A's, its root mount the master of A's. */
+static void child_b(void)
+{
+	if (unshare(CLONE_NEWNS))
+		_exit(2);
+	atomic_store(&sh->b_ready, 1);
+	wait_for(&sh->go);
+	verdict = sh->b_verdict;
+	if (mount("fromb", at("pr/fromb"), "tmpfs", 0, "size=64k") == 0)
+		put(at("pr/fromb/b.txt"), "from B");
+	else
+		CHILD_CHECK(0, "B: cannot mount pr/fromb: %s", strerror(errno));
+	atomic_store(&sh->fromb, 1);
+	wait_for(&sh->froma);
+	CHILD_CHECK(access(at("pr/froma/a.txt"), F_OK) != 0,
+		    "B: A's mount at pr/froma reached B (a slave propagated to its master)");
+	atomic_store(&sh->b_done, 1);
 	_exit(0);
 }
 
 static void make_dirs(void)
 {
 	const char *dirs[] = { "", "newroot", "ext", "gone", "esub", "lower", "lowtmp", "upper", "work", "ovl", "disk", "pr", "pr/froma",
-			       "pr/fromroot" };
+			       "pr/fromroot", "pr/fromb" };
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
 		if (mkdir(at(dirs[i]), 0755) && errno != EEXIST)
 			wl_die("mkdir %s", dirs[i]);
@@ -261,7 +311,7 @@ int main(int argc, char **argv)
 		wl_die("usage: nested_mounts RESULT_FILE MODE [ARGS]");
 	mode = argv[2];
 	if (!(is("ext") && argc == 5) && !is("overlay") && !is("overlay-gone") && !(is("disk") && argc == 4) &&
-	    !is("slave-root") && !is("slave-shared-root"))
+	    !is("slave-root") && !is("slave-shared-root") && !is("slave-sibling"))
 		wl_die("unknown mode %s", mode);
 	if (!inside) {
 		char exe[1024] = "", log[1024] = "";
@@ -281,7 +331,7 @@ int main(int argc, char **argv)
 	if (in < 0 || dup2(in, 0) != 0 || close(in))
 		wl_die("reopen stdin");
 	mnt("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
-	if (is("slave-root") || is("slave-shared-root"))
+	if (is("slave-root") || is("slave-shared-root") || is("slave-sibling"))
 		mnt(NULL, "/", NULL, MS_SHARED, NULL);
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED)
@@ -292,6 +342,26 @@ int main(int argc, char **argv)
 	if (a == 0)
 		child_a();
 	int64_t limit = wl_now_ns() + 30000000000LL;
+	pid_t b = -1;
+	if (is("slave-sibling")) {
+		while (!atomic_load(&sh->a_unshared))
+			if (wl_now_ns() > limit || waitpid(a, NULL, WNOHANG) > 0)
+				wl_die("A did not unshare");
+			else
+				usleep(10000);
+		b = fork();
+		if (b < 0)
+			wl_die("fork");
+		if (b == 0)
+			child_b();
+		while (!atomic_load(&sh->b_ready))
+			if (wl_now_ns() > limit || waitpid(b, NULL, WNOHANG) > 0)
+				wl_die("B did not unshare");
+			else
+				usleep(10000);
+		mnt(NULL, "/", NULL, MS_PRIVATE, NULL);
+		atomic_store(&sh->root_done, 1);
+	}
 	while (!atomic_load(&sh->ready))
 		if (wl_now_ns() > limit || waitpid(a, NULL, WNOHANG) > 0)
 			wl_die("A did not set up");
@@ -321,6 +391,16 @@ int main(int argc, char **argv)
 		wl_fail("A ended with status %#x before its checks", status);
 	if (sh->verdict[0])
 		wl_fail("%s", sh->verdict);
+	if (is("slave-sibling")) {
+		if (waitpid(b, &status, 0) != b)
+			wl_fail("waitpid B: %s", strerror(errno));
+		else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0 || !atomic_load(&sh->b_done))
+			wl_fail("B ended with status %#x before its checks", status);
+		if (sh->b_verdict[0])
+			wl_fail("%s", sh->b_verdict);
+		WL_CHECK(access(at("pr/fromb/b.txt"), F_OK) != 0 && access(at("pr/froma/a.txt"), F_OK) != 0,
+			 "the root sees B's or A's mount under pr (its root mount is private)");
+	}
 	if (is("slave-root") || is("slave-shared-root")) {
 		WL_CHECK(atomic_load(&sh->froma) && file_is(at("pr/froma/a.txt"), "from A"),
 			 "A's mount at pr/froma did not reach the root (its root mount is no slave of A's)");
