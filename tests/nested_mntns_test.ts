@@ -377,7 +377,16 @@ const N_DISK: CrossCase = {
   title: "a disk mounted in a nested mount namespace",
 };
 
-registerMatrix([N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK]);
+/** The same disk mounted again from its own source (--enable-fs). */
+const N_DISK_FS: CrossCase = {
+  name: "nested_mounts",
+  args: ["disk", DISK.device],
+  criuArgs: ["--enable-fs", "ext4"],
+  restoreArgs: ["--root", ROOTFS],
+  title: "a disk mounted in a nested mount namespace, --enable-fs",
+};
+
+registerMatrix([N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK, N_DISK_FS]);
 
 /**
  * The mount views of the workload's tasks (the root, then A), as views() writes them, peer groups
@@ -464,20 +473,40 @@ Deno.test("a disk mounted in a nested namespace, not named, is refused by name w
     /--enable-fs ext4/,
   ]));
 
-Deno.test("--enable-fs ext4: a disk mounted in a nested namespace is mounted again from its source", () =>
-  withWorkload({ name: "nested_mounts", args: ["disk", DISK.device] }, async (w, images) => {
-    const c: Case = {
-      name: "nested_mounts",
-      criuArgs: ["--enable-fs", "ext4"],
-      restoreArgs: ["--root", ROOTFS],
-    };
+Deno.test("--enable-fs ext4: a disk mounted in a nested namespace is saved as a filesystem mounted again from its source", () =>
+  withWorkload(N_DISK_FS, async (w, images) => {
     const [a] = descendants(w.pid);
-    await dumpRestore(w, images, c);
+    await dumpRestore(w, images, N_DISK_FS);
     const disk = mounts(images, mntNsIds(images).get(a!)!).find((m) => m.mountpoint.endsWith(".mnt/disk")) as
       & CritMount
-      & { fsname?: string };
+      & { fsname?: string; source: string };
     assert.equal(disk.fstype, 16);
     assert.equal(disk.fsname, "ext4");
+    assert.equal(disk.source, `${w.result}.mnt/loopdev`);
+  }));
+
+Deno.test("a nested namespace's external bind whose host directory is gone at restore fails by name and leaves nothing", () =>
+  withWorkload({ name: "nested_mounts", args: N_EXT.args! }, async (w, images) => {
+    const tree = [w.pid, ...descendants(w.pid)];
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--external", "mnt[]"]);
+    for (const pid of tree) await reap(pid);
+    const moved = `${HOST[1]!.top}/moved`;
+    Deno.renameSync(HOST[1]!.dir, moved);
+    try {
+      const before = ourMounts();
+      const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS, "--external", "mnt[]"]);
+      assert.equal(r.code, 1);
+      assert.ok(
+        r.stderr.includes(`Cannot restore the mount ${w.result}.mnt/gone (bind from ${HOST[1]!.dir}): `) &&
+          r.stderr.includes("ENOENT"),
+        r.stderr,
+      );
+      for (const pid of tree) await reap(pid, 5000);
+      assert.equal(ourMounts(), before, "the failed restore left a mount");
+    } finally {
+      Deno.renameSync(moved, HOST[1]!.dir);
+    }
+    await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS, "--external", "mnt[]"]);
   }));
 
 Deno.test("a nested namespace's external bind named by mountpoint is refused: a mountpoint key names the root's mounts", () =>
@@ -615,7 +644,7 @@ Deno.test("a plugin takes a nested namespace's mount no option names, and mounts
     assert.match(Deno.readTextFileSync(trace), new RegExp(`^restore-mount ${gone.mnt_id} /\\S+ / NULL\n$`));
   }));
 
-registerCross([N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK]);
+registerCross([N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK, N_DISK_FS]);
 
 Deno.test("nested_mntns: the --root bind mount, the host tmpfs and the loop device are removed", async () => {
   dropRootfs();
