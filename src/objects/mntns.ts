@@ -58,11 +58,12 @@
  * entering its namespace, makes it a slave (one that is also shared: its whole group made again).
  * A nested namespace's own mounts that its parent's has no copy of come back as the root
  * namespace's do, but what comes from criu's view (an external bind found by itself with
- * --external mnt[], a disk from its device, a plugin's mount) is mounted by criu in its own
- * namespace and handed to the building task as a detached mount (an fd), since a nested
- * namespace does not see criu's paths; an overlayfs is mounted with the task chrooted into its
- * new root. A mountpoint key names a mount of the root's namespace only (CRIU's rule: a nested
- * namespace may hold another mount at that place).
+ * --external mnt[], also a slave of a host group with mnt[]:m, which it carries as the root
+ * namespace's external mounts do; a disk from its device; a plugin's mount) is mounted by criu
+ * in its own namespace and handed to the building task as a detached mount (an fd), since a
+ * nested namespace does not see criu's paths; an overlayfs is mounted with the task chrooted
+ * into its new root. A mountpoint key names a mount of the root's namespace only (CRIU's rule:
+ * a nested namespace may hold another mount at that place).
  */
 import { create } from "@bufbuild/protobuf";
 import { type mnt_entry, mnt_entrySchema } from "../images/gen/mnt_pb.ts";
@@ -480,11 +481,14 @@ function checkNestedMount(
   root: mnt_entry,
   plugins: Plugins | undefined,
 ): void {
-  if (e.masterId && !tree.groups.has(e.masterId) && !earlierMasterCarrier(tree.earlier, e)) {
+  if (
+    e.masterId && !tree.groups.has(e.masterId) && !earlierMasterCarrier(tree.earlier, e) &&
+    !masterCarrier(entries, e, (m) => !!m.extKey && !earlierSource(tree.parent!, m))
+  ) {
     refuse(
       pid,
       what,
-      `it is a slave of peer group ${e.masterId}, which is outside the tree, and no mount of the namespaces before this nested one carries that group`,
+      `it is a slave of peer group ${e.masterId}, which is outside the tree, and no mount of the namespaces before this nested one or external mount of its own carries that group (try --external mnt[]:m)`,
     );
   }
   if (earlierSource(tree.parent!, e)) return;
@@ -1076,19 +1080,7 @@ function planRestore(
   for (const e of entries) {
     if (e !== roots[0]) planMadeMount(e, entries, { external, externalPaths, devices, plugins, dir, image });
   }
-  const masterSources = new Map<number, string>();
-  const groups = new Set(entries.filter((e) => e.sharedId).map((e) => e.sharedId));
-  for (const e of entries) {
-    // A master in another namespace of the tree is taken there (see TreeBuilder.#slaveOf).
-    if (!e.masterId || groups.has(e.masterId) || tree.groups.has(e.masterId)) continue;
-    const x = masterCarrier(entries, e, (m) => m === roots[0] || externalPaths.has(m.mntId));
-    if (x) masterSources.set(e.mntId, x === roots[0] ? rootDir : externalPaths.get(x.mntId)!);
-  }
-  const sharingSources = new Map<number, string>();
-  for (const [id, path] of externalPaths) {
-    const e = entries.find((x) => x.mntId === id)!;
-    if (e.sharedId && !e.internalSharing) sharingSources.set(id, path);
-  }
+  const { masterSources, sharingSources } = hostSources(entries, externalPaths, tree, roots[0]!, rootDir);
   tree.planned.set(id, entries);
   return {
     entries,
@@ -1105,6 +1097,34 @@ function planRestore(
     nested: false,
     log,
   };
+}
+
+/**
+ * The paths of criu's namespace whose mounts carry the host's groups: for each slave of a group
+ * outside the tree, an external mount's source (or, for the root's namespace, --root) carrying it
+ * (CRIU's external masters); for each external mount that stays in a host group, its source.
+ */
+function hostSources(
+  entries: readonly mnt_entry[],
+  externalPaths: ReadonlyMap<number, string>,
+  tree: TreeRestore,
+  root: mnt_entry | undefined,
+  rootDir: string,
+): { masterSources: Map<number, string>; sharingSources: Map<number, string> } {
+  const masterSources = new Map<number, string>();
+  const groups = new Set(entries.filter((e) => e.sharedId).map((e) => e.sharedId));
+  for (const e of entries) {
+    // A master in another namespace of the tree is taken there (see TreeBuilder.#slaveOf).
+    if (!e.masterId || groups.has(e.masterId) || tree.groups.has(e.masterId)) continue;
+    const x = masterCarrier(entries, e, (m) => m === root || externalPaths.has(m.mntId));
+    if (x) masterSources.set(e.mntId, x === root ? rootDir : externalPaths.get(x.mntId)!);
+  }
+  const sharingSources = new Map<number, string>();
+  for (const [id, path] of externalPaths) {
+    const e = entries.find((x) => x.mntId === id)!;
+    if (e.sharedId && !e.internalSharing) sharingSources.set(id, path);
+  }
+  return { masterSources, sharingSources };
 }
 
 /** Where the made mounts of a namespace come from: filled in by planMadeMount. */
@@ -1210,6 +1230,9 @@ function planNested(
     planMadeMount(e, entries, made);
   }
   tree.planned.set(id, entries);
+  // A nested namespace's own external mounts carry host groups as the root namespace's do (not its root).
+  const own = entries.filter((e) => !fromEarlier.has(e.mntId));
+  const { masterSources, sharingSources } = hostSources(own, made.externalPaths, tree, undefined, "");
   return {
     entries,
     order: buildOrder(entries, fromEarlier),
@@ -1218,8 +1241,8 @@ function planNested(
     devices: made.devices,
     dir,
     plugins,
-    masterSources: new Map(),
-    sharingSources: new Map(),
+    masterSources,
+    sharingSources,
     fromEarlier,
     tree,
     nested: true,
@@ -1287,7 +1310,7 @@ class TreeBuilder {
     }
     this.#fill();
     for (const e of entries) this.#setFlags(e);
-    if (!nested) this.#reachHostMasters();
+    this.#reachHostMasters();
     this.#pivot(rootDir);
     for (const e of entries) this.#setAttr(e, 0, 0, MS.PRIVATE);
     this.#peerGroups();
@@ -1773,6 +1796,11 @@ class TreeBuilder {
       if (!mount) continue;
       const ours = openPathFd(mount.mountpoint);
       try {
+        if (this.#plan.nested) {
+          // A nested namespace's builder sees criu's /proc no more (the parent's tree is pivoted).
+          this.#hostMasters.set(path, takeFromCriu({ agent: this.#root }, ours));
+          continue;
+        }
         const r = this.#root;
         r.reset();
         const fd = r.attempt(

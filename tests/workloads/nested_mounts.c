@@ -10,6 +10,10 @@
  *                          has from then on. After: A reads gone/in.txt and esub/s.txt and writes
  *                          gone/out.txt and esub/out.txt (they must reach the host's directories),
  *                          the root checks gone is no mount of its own.
+ *   ext-slave HOSTDIR1 HOSTDIR2  as ext, the root's namespace made a slave of the host's (not private)
+ *                          at first: A's gone is a slave of the host tmpfs's peer group (shared),
+ *                          which only A's external mount carries. After: A must see the host's
+ *                          mount at HOSTDIR2/sub (the test makes it before SIGTERM) as gone/sub/p.txt.
  *   overlay                A mounts an overlayfs at ovl, its layers lower, upper and work
  *                          (directories of the root filesystem, given as paths of the view), writes
  *                          ovl/u.txt and keeps it open. After: the lower and upper files are seen
@@ -85,6 +89,11 @@ static int is(const char *m)
 	return !strcmp(mode, m);
 }
 
+static int ext_mode(void)
+{
+	return is("ext") || is("ext-slave");
+}
+
 static void put(const char *path, const char *text)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -152,7 +161,7 @@ static int setup_a(void)
 		_exit(3);
 	int fd = -1;
 	char opts[2048];
-	if (is("ext")) {
+	if (ext_mode()) {
 		if (mount(at("ext/sub"), at("esub"), NULL, MS_BIND, NULL))
 			_exit(4);
 	} else if (is("overlay") || is("overlay-gone")) {
@@ -187,12 +196,14 @@ static void child_a(void)
 	verdict = sh->verdict;
 	char buf[64] = "";
 	struct stat st;
-	if (is("ext")) {
+	if (ext_mode()) {
 		CHILD_CHECK(file_is(at("gone/in.txt"), "host dir 2"), "A: gone/in.txt is not the host's");
 		CHILD_CHECK(file_is(at("esub/s.txt"), "host sub"), "A: esub/s.txt is not the host's");
 		CHILD_CHECK(file_is(at("ext/in.txt"), "host dir 1"), "A: ext/in.txt is not the host's");
 		CHILD_CHECK(dev_of(at("gone")) != dev_of(base) && dev_of(at("gone")) != dev_of(at("ext")),
 			    "A: gone is not a mount of its own filesystem");
+		CHILD_CHECK(!is("ext-slave") || file_is(at("gone/sub/p.txt"), "from the host"),
+			    "A: the host's mount at its sub did not reach gone/sub (gone is no slave of the host's group)");
 		put(at("gone/out.txt"), "written into gone");
 		put(at("esub/out.txt"), "written into esub");
 	} else if (is("overlay") || is("overlay-gone")) {
@@ -270,9 +281,9 @@ static void enter_own_root(char **argv)
 {
 	if (unshare(CLONE_NEWNS))
 		wl_die("unshare(CLONE_NEWNS)");
-	mnt(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL);
+	mnt(NULL, "/", NULL, MS_REC | (is("ext-slave") ? MS_SLAVE : MS_PRIVATE), NULL);
 	mnt("/", at("newroot"), NULL, MS_BIND, NULL);
-	if (is("ext")) {
+	if (ext_mode()) {
 		char where[1024];
 		snprintf(where, sizeof(where), "%s%s", at("newroot"), at("ext"));
 		mnt(argv[3], where, NULL, MS_BIND, NULL);
@@ -310,7 +321,7 @@ int main(int argc, char **argv)
 	if (argc < 3)
 		wl_die("usage: nested_mounts RESULT_FILE MODE [ARGS]");
 	mode = argv[2];
-	if (!(is("ext") && argc == 5) && !is("overlay") && !is("overlay-gone") && !(is("disk") && argc == 4) &&
+	if (!(ext_mode() && argc == 5) && !is("overlay") && !is("overlay-gone") && !(is("disk") && argc == 4) &&
 	    !is("slave-root") && !is("slave-shared-root") && !is("slave-sibling"))
 		wl_die("unknown mode %s", mode);
 	if (!inside) {
@@ -367,7 +378,7 @@ int main(int argc, char **argv)
 			wl_die("A did not set up");
 		else
 			usleep(10000);
-	if (is("ext") && umount2(at("gone"), 0))
+	if (ext_mode() && umount2(at("gone"), 0))
 		wl_die("umount gone");
 	if (is("slave-root") || is("slave-shared-root"))
 		mnt(NULL, "/", NULL, MS_SLAVE, NULL);
