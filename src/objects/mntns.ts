@@ -2062,6 +2062,12 @@ registerNamespaceKind({
       // Every namespace is built by now: the fds its later ones took groups from go.
       fill: (creator) => {
         for (const fd of built?.fds.values() ?? []) creator.call("close", NR.close, fd);
+        // A master no later namespace gave (no member whose root holds the slave's): said once.
+        for (const e of tree.lateSlaves.splice(0)) {
+          ctx.log.warn(
+            `Mount ${e.mntId} (${e.mountpoint}) stays private: no mount of peer group ${e.masterId} holds its root`,
+          );
+        }
       },
     };
   },
