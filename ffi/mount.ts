@@ -2,7 +2,8 @@
  * Mounts: the kernel's flag values for mount(2), mount_setattr(2) and move_mount(2), the layout of
  * struct mount_attr, and the reading of /proc/PID/mountinfo. The calls themselves are made by a
  * task of the restored tree (remote syscalls), so only their numbers and arguments live here;
- * except the two criu makes in its own namespace for a mount a plugin restores.
+ * except the few criu makes in its own namespace for a mount it hands to such a task (a plugin's,
+ * or a nested namespace's device or external bind).
  */
 import { addressOf, call, callBig, cstr, libc } from "./libc.ts";
 import { AT_FDCWD, NR, O } from "./syscalls.ts";
@@ -148,6 +149,32 @@ export function cloneMountTree(path: string): number {
       BigInt(OPEN_TREE.CLONE | OPEN_TREE.CLOEXEC),
       0n,
       0n,
+      0n,
+    ),
+  );
+}
+
+/**
+ * mount(2) in criu's own namespace: a filesystem a nested namespace of a restored tree gets from a
+ * device of criu's view, mounted on a scratch directory of criu's and copied (cloneMountTree).
+ */
+export function mountInCriu(
+  source: string,
+  target: string,
+  fstype: string,
+  flags: number,
+  data: string,
+): void {
+  const [src, dst, type, opts] = [cstr(source), cstr(target), cstr(fstype), cstr(data)];
+  callBig(
+    `mount(${source}, ${target}, ${fstype})`,
+    libc.syscall(
+      BigInt(NR.mount),
+      addressOf(src),
+      addressOf(dst),
+      addressOf(type),
+      BigInt(flags),
+      data ? addressOf(opts) : 0n,
       0n,
     ),
   );

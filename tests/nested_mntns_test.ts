@@ -17,6 +17,7 @@ import {
   exists,
   killTree,
   reap,
+  ROOT,
   tempDir,
   waitFor,
   Workload,
@@ -24,7 +25,7 @@ import {
 } from "./lib/harness.ts";
 import { spawn } from "../ffi/spawn.ts";
 import { closeFd, OPEN, openFd } from "../ffi/fd.ts";
-import { type Case, dumpRestore, registerMatrix, withWorkload } from "./lib/matrix.ts";
+import { type Case, dumpRestore, label, refusedDump, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { type CrossCase, registerCross } from "./lib/upstream.ts";
 import { critDecode, installed } from "./lib/tools.ts";
 
@@ -274,4 +275,472 @@ Deno.test("the tree in a PID namespace of its own too (nested mount namespaces b
 const CROSS: CrossCase = { ...NESTED, title: "a tree with a nested mount namespace" };
 registerCross([CROSS]);
 
-Deno.test("nested_mntns: the --root bind mount is removed", () => dropRootfs());
+// ---------------------------------------------------------------------------------------------
+// Mounts a nested namespace made itself that its parent's has no copy of (nested_mounts): an
+// external bind found by itself and a bind of a directory of the root's external mount, an
+// overlayfs, a disk; and a root mount that is a slave of a peer group only the nested namespace
+// holds.
+
+/** Two host tmpfs (outside the workload's view), each with a directory d; made once, for every case. */
+const HOST = [1, 2].map((n) => {
+  const top = tempDir("criu-ts-ext-");
+  run("mount", "-t", "tmpfs", `criu-ts-ext${n}`, top);
+  // Shared: ext-slave's binds are slaves of its group (the private modes do not see it).
+  run("mount", "--make-shared", top);
+  Deno.mkdirSync(`${top}/d/sub`, { recursive: true });
+  Deno.writeTextFileSync(`${top}/d/in.txt`, `host dir ${n}`);
+  if (n === 1) Deno.writeTextFileSync(`${top}/d/sub/s.txt`, "host sub");
+  return { top, dir: `${top}/d` };
+});
+
+/** A 16 MiB ext4 filesystem on a loop device (losetup, mkfs.ext4), for every disk case. */
+const DISK = (() => {
+  const dir = tempDir();
+  const image = `${dir}/disk.img`;
+  Deno.writeFileSync(image, new Uint8Array(0));
+  Deno.truncateSync(image, 16 << 20);
+  run(installed("/usr/sbin/mkfs.ext4", "e2fsprogs"), "-q", "-F", image);
+  const out = new Deno.Command(installed("/usr/sbin/losetup", "mount"), {
+    args: ["-f", "--show", image],
+    stdout: "piped",
+    stderr: "piped",
+  }).outputSync();
+  assert.ok(out.success, `losetup: ${new TextDecoder().decode(out.stderr)}`);
+  const device = new TextDecoder().decode(out.stdout).trim();
+  const rdev = Deno.statSync(device).rdev!;
+  return { dir, device, majorMinor: `${(rdev >> 8) & 0xfff}/${(rdev & 0xff) | ((rdev >> 12) & 0xfff00)}` };
+})();
+
+let hostGone = false;
+/** Takes the host tmpfs and the loop device away; `tries` times, 100 ms apart, for the device. */
+async function dropHost(tries = 50): Promise<void> {
+  if (hostGone) return;
+  hostGone = true;
+  for (const h of HOST) {
+    run("umount", "-l", h.top);
+    Deno.removeSync(h.top, { recursive: true });
+  }
+  // The workloads' namespaces, gone with their last tasks, held the only mounts of the device.
+  for (let i = 0; i < tries; i++) {
+    if (new Deno.Command("losetup", { args: ["-d", DISK.device], stderr: "null" }).outputSync().success) {
+      break;
+    }
+    if (i + 1 < tries) await new Promise((r) => setTimeout(r, 100));
+  }
+  Deno.removeSync(DISK.dir, { recursive: true });
+}
+globalThis.addEventListener("unload", () => void dropHost(1));
+
+/** An overlayfs made in the nested namespace, its layers directories of the tree's root filesystem. */
+const N_OVERLAY: CrossCase = {
+  name: "nested_mounts",
+  args: ["overlay"],
+  restoreArgs: ["--root", ROOTFS],
+  title: "an overlayfs made in a nested mount namespace",
+};
+/** The root's root mount a slave of a peer group only the nested namespace holds. */
+const N_SLAVE: CrossCase = {
+  name: "nested_mounts",
+  args: ["slave-root"],
+  restoreArgs: ["--root", ROOTFS],
+  title: "a root mount that is a slave of a nested namespace's peer group",
+};
+/** As N_SLAVE, the root's root mount then shared again: a group of its own under a master only A holds. */
+const N_SLAVE_SHARED: CrossCase = {
+  name: "nested_mounts",
+  args: ["slave-shared-root"],
+  restoreArgs: ["--root", ROOTFS],
+  title: "a shared root mount that is a slave of a nested namespace's peer group",
+};
+/** A nested namespace's root mount a slave of a group only its sibling's namespace, made after it, holds. */
+const N_SIBLING: CrossCase = {
+  name: "nested_mounts",
+  args: ["slave-sibling"],
+  restoreArgs: ["--root", ROOTFS],
+  title: "a nested root mount that is a slave of a later sibling namespace's peer group",
+};
+/**
+ * An external bind the nested namespace alone has (gone), and a bind there of a directory of the
+ * root's external mount (esub), found external by themselves (--external mnt[] both ways).
+ */
+const N_EXT: CrossCase = {
+  name: "nested_mounts",
+  args: ["ext", HOST[0]!.dir, HOST[1]!.dir],
+  criuArgs: ["--external", "mnt[]"],
+  restoreArgs: ["--root", ROOTFS],
+  title: "external binds in a nested mount namespace",
+};
+/** An ext4 mounted in the nested namespace, given back by its device (--external dev[]). */
+const N_DISK: CrossCase = {
+  name: "nested_mounts",
+  args: ["disk", DISK.device],
+  criuArgs: ["--external", `dev[${DISK.majorMinor}]:disk`],
+  restoreArgs: ["--root", ROOTFS, "--external", `dev[disk]:${DISK.device}`],
+  title: "a disk mounted in a nested mount namespace",
+};
+
+/** The same disk mounted again from its own source (--enable-fs). */
+const N_DISK_FS: CrossCase = {
+  name: "nested_mounts",
+  args: ["disk", DISK.device],
+  criuArgs: ["--enable-fs", "ext4"],
+  restoreArgs: ["--root", ROOTFS],
+  title: "a disk mounted in a nested mount namespace, --enable-fs",
+};
+
+registerMatrix([N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK, N_DISK_FS]);
+
+/**
+ * The mount views of the workload's tasks (the root, then A), as views() writes them, peer groups
+ * named by the order they first appear in; the disk's source is the device path the restore was
+ * given, hence named DISK.
+ */
+function treeViews(root: number): string[] {
+  const groups = new Map<string, string>();
+  const name = (n: string) => {
+    if (!groups.has(n)) groups.set(n, `g${groups.size + 1}`);
+    return groups.get(n)!;
+  };
+  return [root, ...descendants(root).sort((x, y) => x - y)].map((pid) =>
+    Deno.readTextFileSync(`/proc/${pid}/mountinfo`).trim().split("\n").map((line) => {
+      const f = line.split(" ");
+      const dash = f.indexOf("-");
+      const fs = f.slice(dash + 1);
+      if (f[4]!.endsWith(".mnt/disk")) fs[1] = "DISK";
+      return [f[4], f[3], f[5], ...fs, ...f.slice(6, dash)].join(" ");
+    }).sort().map((l) => l.replace(/(shared|master):(\d+)/g, (_, kind, n) => `${kind}:${name(n)}`)).join("\n")
+  );
+}
+
+for (const c of [N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK]) {
+  Deno.test(`${c.title}: every task's mount view comes back as it was, propagation included`, () =>
+    withWorkload(c, async (w, images) => {
+      const before = treeViews(w.pid);
+      assert.equal(before.length, c === N_SIBLING ? 3 : 2, "not the workload's tasks");
+      await dumpRestore(w, images, c);
+      assert.deepEqual(treeViews(w.pid), before);
+    }));
+}
+
+for (const c of [N_SLAVE, N_SLAVE_SHARED]) {
+  Deno.test(`${c.title}: saved so, and its master comes back`, () =>
+    withWorkload(c, async (w, images) => {
+      const [a] = descendants(w.pid);
+      await dumpRestore(w, images, c);
+      const ids = mntNsIds(images);
+      const root = mounts(images, ids.get(w.pid)!).find((m) => m.mountpoint === "/")!;
+      const aRoot = mounts(images, ids.get(a!)!).find((m) => m.mountpoint === "/")!;
+      assert.ok(aRoot.shared_id, "A's root mount is not shared");
+      assert.equal(root.master_id, aRoot.shared_id, "the root's root mount is not a slave of A's group");
+      const shared = c === N_SLAVE_SHARED;
+      assert.equal(!!root.shared_id, shared, `the root's root mount is ${shared ? "not " : ""}shared`);
+      assert.notEqual(root.shared_id, aRoot.shared_id, "the root's root mount is a peer of A's");
+      const log = Deno.readTextFileSync(`${images}/restore.log`);
+      assert.match(
+        log,
+        /Mount \d+ \(\/\) of an earlier namespace is a slave of the peer group of mount \d+ again/,
+      );
+      // The workload checks both directions: A's mount at pr/froma reaches the root, not the other way.
+    }));
+}
+
+Deno.test(`${N_SIBLING.title}: saved so, and its master comes back`, () =>
+  withWorkload(N_SIBLING, async (w, images) => {
+    const [a, b] = descendants(w.pid).sort((x, y) => x - y);
+    await dumpRestore(w, images, N_SIBLING);
+    const ids = mntNsIds(images);
+    const root = (pid: number) => mounts(images, ids.get(pid)!).find((m) => m.mountpoint === "/")!;
+    assert.ok(root(b!).shared_id, "B's root mount is not shared");
+    assert.equal(root(a!).master_id, root(b!).shared_id, "A's root mount is not a slave of B's group");
+    assert.ok(!root(w.pid).shared_id && !root(w.pid).master_id, "the root's root mount is not private");
+    const log = Deno.readTextFileSync(`${images}/restore.log`);
+    assert.match(
+      log,
+      /Mount \d+ \(\/\) of an earlier namespace is a slave of the peer group of mount \d+ again/,
+    );
+    // The workload checks both directions: B's mount at pr/fromb reaches A, A's at pr/froma not B.
+  }));
+
+Deno.test("an overlayfs of a nested namespace whose layer is no longer in its view is refused by name", () =>
+  refusedDump(
+    "nested_mounts",
+    ["overlay-gone"],
+    /Cannot dump the mount \S+\.mnt\/ovl \(overlay, mount \d+\) of process \d+: its layer \S+\.mnt\/lowtmp\/lower is not in the tree's view/,
+  ));
+
+Deno.test("a disk mounted in a nested namespace, not named, is refused by name with CRIU's hints", () =>
+  refusedDump("nested_mounts", ["disk", DISK.device], [
+    /Cannot dump the mount \S+\.mnt\/disk \(ext4, mount \d+\)/,
+    new RegExp(`--external dev\\[${DISK.majorMinor}\\]:KEY`),
+    /--enable-fs ext4/,
+  ]));
+
+Deno.test("--enable-fs ext4: a disk mounted in a nested namespace is saved as a filesystem mounted again from its source", () =>
+  withWorkload(N_DISK_FS, async (w, images) => {
+    const [a] = descendants(w.pid);
+    await dumpRestore(w, images, N_DISK_FS);
+    const disk = mounts(images, mntNsIds(images).get(a!)!).find((m) => m.mountpoint.endsWith(".mnt/disk")) as
+      & CritMount
+      & { fsname?: string; source: string };
+    assert.equal(disk.fstype, 16);
+    assert.equal(disk.fsname, "ext4");
+    assert.equal(disk.source, `${w.result}.mnt/loopdev`);
+  }));
+
+Deno.test("a nested namespace's external bind whose host directory is gone at restore fails by name and leaves nothing", () =>
+  withWorkload({ name: "nested_mounts", args: N_EXT.args! }, async (w, images) => {
+    const tree = [w.pid, ...descendants(w.pid)];
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--external", "mnt[]"]);
+    for (const pid of tree) await reap(pid);
+    const moved = `${HOST[1]!.top}/moved`;
+    Deno.renameSync(HOST[1]!.dir, moved);
+    try {
+      const before = ourMounts();
+      const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS, "--external", "mnt[]"]);
+      assert.equal(r.code, 1);
+      assert.ok(
+        r.stderr.includes(`Cannot restore the mount ${w.result}.mnt/gone (bind from ${HOST[1]!.dir}): `) &&
+          r.stderr.includes("ENOENT"),
+        r.stderr,
+      );
+      for (const pid of tree) await reap(pid, 5000);
+      assert.equal(ourMounts(), before, "the failed restore left a mount");
+    } finally {
+      Deno.renameSync(moved, HOST[1]!.dir);
+    }
+    await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS, "--external", "mnt[]"]);
+  }));
+
+Deno.test("a nested namespace's external bind named by mountpoint is refused: a mountpoint key names the root's mounts", () =>
+  withWorkload({ name: "nested_mounts", args: N_EXT.args! }, async (w, images) => {
+    const base = `${w.result}.mnt`;
+    const r = await criu([
+      "dump",
+      "-t",
+      `${w.pid}`,
+      "-D",
+      images,
+      "--external",
+      `mnt[${base}/ext]:k1`,
+      "--external",
+      `mnt[${base}/gone]:k2`,
+    ]);
+    assert.equal(r.code, 1);
+    assert.ok(
+      r.stderr.includes(`Cannot dump the mount ${base}/gone (tmpfs, mount `) &&
+        r.stderr.includes(
+          "it is in a nested mount namespace, where a mount from outside is found by itself with --external mnt[]",
+        ),
+      r.stderr,
+    );
+    assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
+  }));
+
+Deno.test("external binds of a nested namespace: the root's keyed by mountpoint, the nested one's found by itself, the host's directories written", async () => {
+  const written = [`${HOST[0]!.dir}/sub/out.txt`, `${HOST[1]!.dir}/out.txt`];
+  for (const f of written) Deno.removeSync(f, { recursive: true });
+  await withWorkload({ name: "nested_mounts", args: N_EXT.args! }, async (w, images) => {
+    const [a] = descendants(w.pid);
+    const ext = `${w.result}.mnt/ext`;
+    await dumpRestore(w, images, {
+      name: "nested_mounts",
+      criuArgs: ["--external", `mnt[${ext}]:k1`, "--external", "mnt[]"],
+      restoreArgs: ["--root", ROOTFS, "--external", `mnt[k1]:${HOST[0]!.dir}`],
+    });
+    const ids = mntNsIds(images);
+    const keyed = mounts(images, ids.get(w.pid)!).find((m) => m.mountpoint === ext) as CritMount & {
+      ext_key?: string;
+    };
+    assert.equal(keyed.ext_key, "k1");
+    const gone = mounts(images, ids.get(a!)!).find((m) => m.mountpoint.endsWith(".mnt/gone")) as
+      & CritMount
+      & { ext_key?: string; source: string };
+    assert.equal(gone.ext_key, "CRIU:AUTOGENERATED");
+    assert.equal(gone.source, HOST[1]!.dir);
+  });
+  // A wrote these through its esub and gone after the restore: the host's directories took them.
+  assert.equal(Deno.readTextFileSync(written[0]!), "written into esub");
+  assert.equal(Deno.readTextFileSync(written[1]!), "written into gone");
+});
+
+Deno.test("a nested namespace's mount found external by itself is refused at restore without auto, and nothing is left", () =>
+  withWorkload({ name: "nested_mounts", args: N_EXT.args! }, async (w, images) => {
+    const tree = [w.pid, ...descendants(w.pid)];
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "--external", "mnt[]"]);
+    for (const pid of tree) await reap(pid);
+    const before = ourMounts();
+    const r = await criu(["restore", "-D", images, "-d", "--root", ROOTFS]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /The mount \S+\.mnt\/(ext|gone|esub) \(mount \d+\) was found external by itself at dump/,
+    );
+    for (const pid of tree) await reap(pid, 5000);
+    assert.equal(ourMounts(), before, "the failed restore left a mount");
+    await criuOk(["restore", "-D", images, "-d", "--root", ROOTFS, "--external", "mnt[]"]);
+  }));
+
+/** tests/plugins/mount_plugin.c, built once into a directory of its own for -L. */
+const PLUGINS = tempDir("criu-ts-mount-plugin-");
+globalThis.addEventListener("unload", () => Deno.removeSync(PLUGINS, { recursive: true }));
+function mountPlugin(): string {
+  if (exists(`${PLUGINS}/mount_plugin.so`)) return PLUGINS;
+  run(
+    "gcc",
+    "-shared",
+    "-fPIC",
+    "-O1",
+    "-Wall",
+    "-Werror",
+    "-I",
+    `${ROOT}/src/plugins/include`,
+    "-o",
+    `${PLUGINS}/mount_plugin.so`,
+    `${ROOT}/tests/plugins/mount_plugin.c`,
+  );
+  return PLUGINS;
+}
+
+Deno.test("a plugin takes a nested namespace's mount no option names, and mounts it again there", () =>
+  withWorkload({ name: "nested_mounts", args: N_EXT.args! }, async (w, images) => {
+    const trace = `${w.dir}/plugin.trace`;
+    const env = {
+      CRIU_TS_PLUGIN_TRACE: trace,
+      CRIU_TS_PLUGIN_MOUNT: "/gone",
+      CRIU_TS_PLUGIN_MOUNT_SOURCE: HOST[1]!.dir,
+    };
+    const [a] = descendants(w.pid);
+    const tree = [w.pid, a!];
+    const ext = `${w.result}.mnt/ext`;
+    await criuOk([
+      "dump",
+      "-t",
+      `${w.pid}`,
+      "-D",
+      images,
+      "-L",
+      mountPlugin(),
+      "--external",
+      `mnt[${ext}]:k1`,
+    ], {
+      env,
+    });
+    const gone = mounts(images, mntNsIds(images).get(a!)!).find((m) => m.mountpoint.endsWith(".mnt/gone")) as
+      & CritMount
+      & { with_plugin?: boolean };
+    assert.equal(gone.with_plugin, true, "A's gone is not marked as the plugin's");
+    for (const pid of tree) await reap(pid);
+    Deno.writeTextFileSync(trace, "");
+    await criuOk([
+      "restore",
+      "-D",
+      images,
+      "-d",
+      "--root",
+      ROOTFS,
+      "-L",
+      mountPlugin(),
+      "--external",
+      `mnt[k1]:${HOST[0]!.dir}`,
+    ], { env });
+    assert.match(Deno.readTextFileSync(trace), new RegExp(`^restore-mount ${gone.mnt_id} /\\S+ / NULL\n$`));
+  }));
+
+/**
+ * ext-slave: A's external bind a slave of the host tmpfs's peer group (--external mnt[]:m), which
+ * only that mount carries. The matrix by hand: each run mounts a tmpfs under the host directory
+ * before the workload's checks, which A must see through its gone.
+ */
+const N_EXT_SLAVE: CrossCase = {
+  name: "nested_mounts",
+  args: ["ext-slave", HOST[0]!.dir, HOST[1]!.dir],
+  criuArgs: ["--external", "mnt[]:m"],
+  restoreArgs: ["--root", ROOTFS],
+  title: "a nested namespace's external bind that is a slave of a host peer group",
+  restored: () => mountUnderHost(),
+  started: () => unmountUnderHost(),
+  cleanup: () => Promise.resolve(unmountUnderHost()),
+};
+
+/** A tmpfs at the second host directory's sub, with p.txt: a slave of its group must see it. */
+function mountUnderHost(): void {
+  unmountUnderHost();
+  run("mount", "-t", "tmpfs", "criu-ts-prop", `${HOST[1]!.dir}/sub`);
+  Deno.writeTextFileSync(`${HOST[1]!.dir}/sub/p.txt`, "from the host");
+}
+
+function unmountUnderHost(): void {
+  while (new Deno.Command("umount", { args: [`${HOST[1]!.dir}/sub`], stderr: "null" }).outputSync().success);
+}
+
+/** Runs `body` on the ext-slave workload, then the host's mount, then the workload's checks. */
+function withExtSlave(body: (w: Workload, images: string) => Promise<void>): Promise<void> {
+  unmountUnderHost();
+  return withWorkload(N_EXT_SLAVE, async (w, images) => {
+    try {
+      await body(w, images);
+      mountUnderHost();
+    } catch (e) {
+      unmountUnderHost();
+      throw e;
+    }
+  }).finally(unmountUnderHost);
+}
+
+Deno.test(`${label(N_EXT_SLAVE)} passes plain`, () => withExtSlave(async () => {}));
+Deno.test(`${label(N_EXT_SLAVE)} passes after dump and restore`, () =>
+  withExtSlave((w, images) => dumpRestore(w, images, N_EXT_SLAVE)));
+Deno.test(`${label(N_EXT_SLAVE)} keeps running after dump --leave-running`, () =>
+  withExtSlave(async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R", ...N_EXT_SLAVE.criuArgs!]);
+    assert.ok(exists(`/proc/${w.pid}`));
+  }));
+Deno.test(`${label(N_EXT_SLAVE)} passes after 10 dump/restore cycles`, () =>
+  withExtSlave(async (w, images) => {
+    for (let i = 0; i < 10; i++) await dumpRestore(w, images, N_EXT_SLAVE);
+  }));
+Deno.test(`${N_EXT_SLAVE.title}: saved external by itself, a slave of the host's group again, the view as it was`, () =>
+  withExtSlave(async (w, images) => {
+    const before = treeViews(w.pid);
+    const [a] = descendants(w.pid);
+    await dumpRestore(w, images, N_EXT_SLAVE);
+    assert.deepEqual(treeViews(w.pid), before);
+    const gone = mounts(images, mntNsIds(images).get(a!)!).find((m) => m.mountpoint.endsWith(".mnt/gone")) as
+      & CritMount
+      & { ext_key?: string };
+    assert.equal(gone.ext_key, "CRIU:AUTOGENERATED");
+    assert.ok(gone.master_id, "A's gone is no slave in the image");
+    const log = Deno.readTextFileSync(`${images}/restore.log`);
+    assert.ok(
+      log.includes(`) is a slave of the peer group of ${HOST[1]!.dir} again`),
+      "no host master taken",
+    );
+  }));
+Deno.test("a nested namespace's slave of a host peer group that no external mount carries is refused by name", () =>
+  withExtSlave(async (w, images) => {
+    const ext = `${w.result}.mnt/ext`;
+    const r = await criu([
+      "dump",
+      "-t",
+      `${w.pid}`,
+      "-D",
+      images,
+      "--external",
+      `mnt[${ext}]:k1`,
+      "--external",
+      "mnt[]",
+    ]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /Cannot dump the mount \S+\.mnt\/gone \(tmpfs, mount \d+\) of process \d+: it is a slave of peer group \d+, which is outside the tree, .*try --external mnt\[\]:m/,
+    );
+    assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
+  }));
+
+registerCross([N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK, N_DISK_FS, N_EXT_SLAVE]);
+
+Deno.test("nested_mntns: the --root bind mount, the host tmpfs and the loop device are removed", async () => {
+  dropRootfs();
+  await dropHost();
+});

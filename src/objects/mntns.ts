@@ -52,8 +52,18 @@
  * what no parent mount holds is made anew or bound from one of its own; the pivot then drops the
  * copy it started with. Peer groups and masters held by a namespace
  * built before are joined there (SET_GROUP from an fd on that namespace's mount, which its builder
- * keeps until every namespace is built and criu copies in). A nested namespace's external, plugin,
- * disk or overlay mount that is no copy of its parent's is refused.
+ * keeps until every namespace is built and criu copies in). A slave of a group that only a
+ * namespace built later holds (the root's root mount made a slave after a nested namespace copied
+ * it) stays private until that one is built, which then puts it into the group (SET_GROUP) and,
+ * entering its namespace, makes it a slave (one that is also shared: its whole group made again).
+ * A nested namespace's own mounts that its parent's has no copy of come back as the root
+ * namespace's do, but what comes from criu's view (an external bind found by itself with
+ * --external mnt[], also a slave of a host group with mnt[]:m, which it carries as the root
+ * namespace's external mounts do; a disk from its device; a plugin's mount) is mounted by criu
+ * in its own namespace and handed to the building task as a detached mount (an fd), since a
+ * nested namespace does not see criu's paths; an overlayfs is mounted with the task chrooted
+ * into its new root. A mountpoint key names a mount of the root's namespace only (CRIU's rule:
+ * a nested namespace may hold another mount at that place).
  */
 import { create } from "@bufbuild/protobuf";
 import { type mnt_entry, mnt_entrySchema } from "../images/gen/mnt_pb.ts";
@@ -68,6 +78,7 @@ import {
   MNT_DETACH,
   MOUNT_ATTR,
   mountAttr,
+  mountInCriu,
   type MountInfo,
   MOVE_MOUNT,
   MS,
@@ -80,7 +91,6 @@ import * as pt from "../../ffi/ptrace.ts";
 import { spawn } from "../../ffi/spawn.ts";
 import { readMaps } from "../../ffi/proc.ts";
 import { findSyscallInstruction } from "../../ffi/remote.ts";
-import { foreignUserNamespaceOf, mountOptionsInUserNamespaceOf } from "./userns.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
@@ -88,7 +98,7 @@ import { copyFdOf } from "../../ffi/process.ts";
 import { PluginError, type Plugins } from "../plugins/plugins.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { refuse } from "./refusal.ts";
-import { type NsDumpContext, registerNamespaceKind } from "./namespaces.ts";
+import { enterNamespaceFd, type NsDumpContext, registerNamespaceKind } from "./namespaces.ts";
 import type { FrozenTree } from "../dump/freeze.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import { takeFromCriu } from "./files.ts";
@@ -438,7 +448,7 @@ function checkMounts(
   entries.forEach((e, i) => {
     const what = describe(e, infos[i]!.fstype);
     if (e.deleted) refuse(pid, what, "its root was deleted");
-    if (tree.parent) return checkNestedMount(pid, e, what, entries, tree, roots[0]!);
+    if (tree.parent) return checkNestedMount(pid, e, what, infos[i]!, entries, tree, roots[0]!, plugins);
     if (
       e.masterId && !tree.groups.has(e.masterId) &&
       !masterCarrier(entries, e, (m) => m === roots[0] || !!m.extKey)
@@ -457,21 +467,28 @@ function checkMounts(
 
 /**
  * A mount of a nested namespace: a copy of one of its parent's namespace (bound from it at
- * restore), or one made in it; a slave's master must be a group of the tree or carried by an earlier mount.
+ * restore), or one made in it, checked as the root namespace's made mounts are (an external mount
+ * found by itself, a disk, an overlay, a plugin's); a slave's master must be a group of the tree or
+ * carried by an earlier mount.
  */
 function checkNestedMount(
   pid: number,
   e: mnt_entry,
   what: string,
+  info: MountInfo,
   entries: readonly mnt_entry[],
   tree: TreeMounts,
   root: mnt_entry,
+  plugins: Plugins | undefined,
 ): void {
-  if (e.masterId && !tree.groups.has(e.masterId) && !earlierMasterCarrier(tree.earlier, e)) {
+  if (
+    e.masterId && !tree.groups.has(e.masterId) && !earlierMasterCarrier(tree.earlier, e) &&
+    !masterCarrier(entries, e, (m) => !!m.extKey && !earlierSource(tree.parent!, m))
+  ) {
     refuse(
       pid,
       what,
-      `it is a slave of peer group ${e.masterId}, which is outside the tree, and no mount of the namespaces before this nested one carries that group`,
+      `it is a slave of peer group ${e.masterId}, which is outside the tree, and no mount of the namespaces before this nested one or external mount of its own carries that group (try --external mnt[]:m)`,
     );
   }
   if (earlierSource(tree.parent!, e)) return;
@@ -482,23 +499,8 @@ function checkNestedMount(
       "it is the root of a nested mount namespace and no mount of its parent's namespace holds it (a nested namespace is restored from a copy of its parent's)",
     );
   }
-  if (bindSource(entries, e)) return;
-  if (
-    e.extKey || e.fstype === FSTYPE_AUTO || e.fstype === FSTYPE_OVERLAY || e.fstype === FSTYPE_UNSUPPORTED
-  ) {
-    refuse(
-      pid,
-      what,
-      "it is in a nested mount namespace and is no copy of a mount of its parent's namespace; only filesystems made anew (tmpfs, proc, sysfs...) and binds are restored there",
-    );
-  }
-  if (e.root !== "/") {
-    refuse(
-      pid,
-      what,
-      `only ${e.root} of the filesystem is mounted, and the filesystem's root is not in the tree`,
-    );
-  }
+  if (e.extKey) return;
+  checkMadeMount(pid, e, what, info, entries, plugins, true);
 }
 
 /** A mount of the root's namespace that is made at restore: a bind, a plugin's, or a filesystem made anew. */
@@ -509,9 +511,14 @@ function checkMadeMount(
   info: MountInfo,
   entries: readonly mnt_entry[],
   plugins: Plugins | undefined,
+  nested = false,
 ): void {
   if (bindSource(entries, e)) return;
   if (e.root !== "/" && askPlugins(pid, e, what, plugins)) return;
+  // A mountpoint key names a mount of the root's namespace only (CRIU's rule): found by itself here.
+  const nameIt = nested
+    ? `it is in a nested mount namespace, where a mount from outside is found by itself with --external mnt[] (a mountpoint key names a mount of the root's namespace only, as in CRIU)`
+    : `name it with --external mnt[${e.mountpoint}]:KEY`;
   if (e.fstype === FSTYPE_OVERLAY) checkOverlay(pid, e, what);
   if (e.fstype === FSTYPE_UNSUPPORTED && e.root === "/" && (e.rootDev >>> 20) !== 0) {
     const [major, minor] = [e.rootDev >>> 20, e.rootDev & 0xfffff];
@@ -526,14 +533,14 @@ function checkMadeMount(
     refuse(
       pid,
       what,
-      `its source ${e.source}:${e.root} is outside the tree's view; name it with --external mnt[${e.mountpoint}]:KEY`,
+      `its source ${e.source}:${e.root} is outside the tree's view; ${nameIt}`,
     );
   }
   if (e.root !== "/") {
     refuse(
       pid,
       what,
-      `only ${e.root} of the filesystem is mounted, and the filesystem's root is not in the tree; name it with --external mnt[${e.mountpoint}]:KEY`,
+      `only ${e.root} of the filesystem is mounted, and the filesystem's root is not in the tree; ${nameIt}`,
     );
   }
 }
@@ -609,7 +616,7 @@ function archiveAll(
       directory: views[i] ?? `/proc/${pid}/root${m.e.mountpoint}`,
       image: dir.pathFor(KINDS.TMPFS_DEV, m.e.rootDev),
     }));
-    const outcomes = archiveTmpfs(jobs, foreignUserNamespaceOf(pid));
+    const outcomes = archiveTmpfs(jobs);
     jobs.forEach((j) => dir.noteWritten(j.image));
     return outcomes;
   });
@@ -822,11 +829,22 @@ interface NamespaceMounts {
   entries: mnt_entry[];
 }
 
-function readMounts(id: number, pid: number, external: ExternalOptions, log: Log): NamespaceMounts {
+/**
+ * A namespace's mounts as read at dump. A key given by mountpoint (`--external mnt[MP]:KEY`) names a
+ * mount of the root's namespace only, as in CRIU: a nested namespace may hold another mount at the
+ * same place; its mounts from outside are found by themselves (--external mnt[]).
+ */
+function readMounts(
+  id: number,
+  pid: number,
+  ofRoot: boolean,
+  external: ExternalOptions,
+  log: Log,
+): NamespaceMounts {
   const infos = parseMountinfo(Deno.readTextFileSync(`/proc/${pid}/mountinfo`));
   const entries = infos.map((m) => {
     const e = toEntry(m);
-    const key = external.byKey.get(m.mountpoint);
+    const key = ofRoot ? external.byKey.get(m.mountpoint) : undefined;
     if (key !== undefined) e.extKey = key;
     return e;
   });
@@ -893,7 +911,7 @@ function peerGroupsOf(tree: FrozenTree): Set<number> {
 function dumpMounts(ctx: NsDumpContext): void {
   const { dir, log } = ctx;
   const tree = treeDumpOf(ctx.tree);
-  const n = readMounts(ctx.id, ctx.pid, externalOptions(ctx.options), log);
+  const n = readMounts(ctx.id, ctx.pid, ctx.ofRoot, externalOptions(ctx.options), log);
   const parent = ctx.ofRoot ? undefined : parentNamespaceMounts(ctx, tree);
   const earlier = [...tree.saved.values()].flat();
   const ptySlaveBinds = ptySlaveBindCheck(n.pid, ctx.tree.tasks.map((t) => t.pid), ctx.options);
@@ -970,14 +988,38 @@ interface TreeRestore {
   /** The mounts of each namespace planned so far, by id. */
   planned: Map<number, mnt_entry[]>;
   built: BuiltNamespace[];
+  /** Every peer group of the tree's namespaces (a slave's master may be in any of them). */
+  groups: ReadonlySet<number>;
+  /**
+   * Slaves of a group that only a namespace built later holds, left private until that one is
+   * built (see TreeBuilder.#lateMasters).
+   */
+  lateSlaves: mnt_entry[];
 }
 
 const treeRestores = new WeakMap<readonly RestoreTaskImages[], TreeRestore>();
 
-function treeRestoreOf(tasks: readonly RestoreTaskImages[]): TreeRestore {
+function treeRestoreOf(tasks: readonly RestoreTaskImages[], dir: ImageDir): TreeRestore {
   let r = treeRestores.get(tasks);
-  if (!r) treeRestores.set(tasks, r = { planned: new Map(), built: [] });
+  if (!r) {
+    treeRestores.set(
+      tasks,
+      r = { planned: new Map(), built: [], groups: treeGroups(tasks, dir), lateSlaves: [] },
+    );
+  }
   return r;
+}
+
+/** The peer groups of every mount namespace the tree's tasks are in, from their images. */
+function treeGroups(tasks: readonly RestoreTaskImages[], dir: ImageDir): Set<number> {
+  const ids = new Set(
+    tasks.map((t) => t.ids?.mntNsId).filter((id) => id !== undefined && dir.has(KINDS.MNTS, id)),
+  );
+  const groups = new Set<number>();
+  for (const id of ids) {
+    for (const e of dir.read<mnt_entry>(KINDS.MNTS, id!)) if (e.sharedId) groups.add(e.sharedId);
+  }
+  return groups;
 }
 
 /**
@@ -1036,52 +1078,9 @@ function planRestore(
   const externalPaths = new Map<number, string>();
   const devices = new Map<number, string>();
   for (const e of entries) {
-    if (e === roots[0]) continue;
-    if (e.withPlugin) {
-      if (!plugins?.has("RESTORE_EXT_MOUNT")) {
-        throw new RestoreError(
-          `A plugin took the mount ${e.mountpoint} (mount ${e.mntId}) at dump; load one that restores it with -L`,
-        );
-      }
-    } else if (e.extKey === AUTODETECTED) {
-      if (!external.auto) {
-        throw new RestoreError(
-          `The mount ${e.mountpoint} (mount ${e.mntId}) was found external by itself at dump (a bind of ${e.source}); restore it with --ext-mount-map auto or --external mnt[]`,
-        );
-      }
-      externalPaths.set(e.mntId, e.source);
-    } else if (
-      e.extKey === EXTERNAL_DEV || (e.fstype === FSTYPE_AUTO && !e.extKey && !bindSource(entries, e))
-    ) {
-      devices.set(e.mntId, deviceFor(e, external));
-    } else if (e.extKey) {
-      const path = external.byKey.get(e.extKey);
-      if (path === undefined) {
-        throw new RestoreError(
-          `The mount ${e.mountpoint} is external with key ${e.extKey}; give its source with --external mnt[${e.extKey}]:PATH`,
-        );
-      }
-      externalPaths.set(e.mntId, path);
-    } else if (!bindSource(entries, e) && !FSTYPE_NAMES.has(e.fstype)) {
-      throw new RestoreError(
-        `${image}: mount ${e.mntId} at ${e.mountpoint} has filesystem type ${e.fstype}, which cannot be mounted anew`,
-      );
-    } else if (!bindSource(entries, e) && e.fstype === FSTYPE_TMPFS && !dir.has(KINDS.TMPFS_DEV, e.rootDev)) {
-      throw new RestoreError(`The tmpfs at ${e.mountpoint} has no archive tmpfs-dev-${e.rootDev}.tar.gz.img`);
-    }
+    if (e !== roots[0]) planMadeMount(e, entries, { external, externalPaths, devices, plugins, dir, image });
   }
-  const masterSources = new Map<number, string>();
-  const groups = new Set(entries.filter((e) => e.sharedId).map((e) => e.sharedId));
-  for (const e of entries) {
-    if (!e.masterId || groups.has(e.masterId)) continue;
-    const x = masterCarrier(entries, e, (m) => m === roots[0] || externalPaths.has(m.mntId));
-    if (x) masterSources.set(e.mntId, x === roots[0] ? rootDir : externalPaths.get(x.mntId)!);
-  }
-  const sharingSources = new Map<number, string>();
-  for (const [id, path] of externalPaths) {
-    const e = entries.find((x) => x.mntId === id)!;
-    if (e.sharedId && !e.internalSharing) sharingSources.set(id, path);
-  }
+  const { masterSources, sharingSources } = hostSources(entries, externalPaths, tree, roots[0]!, rootDir);
   tree.planned.set(id, entries);
   return {
     entries,
@@ -1098,6 +1097,87 @@ function planRestore(
     nested: false,
     log,
   };
+}
+
+/**
+ * The paths of criu's namespace whose mounts carry the host's groups: for each slave of a group
+ * outside the tree, an external mount's source (or, for the root's namespace, --root) carrying it
+ * (CRIU's external masters); for each external mount that stays in a host group, its source.
+ */
+function hostSources(
+  entries: readonly mnt_entry[],
+  externalPaths: ReadonlyMap<number, string>,
+  tree: TreeRestore,
+  root: mnt_entry | undefined,
+  rootDir: string,
+): { masterSources: Map<number, string>; sharingSources: Map<number, string> } {
+  const masterSources = new Map<number, string>();
+  const groups = new Set(entries.filter((e) => e.sharedId).map((e) => e.sharedId));
+  for (const e of entries) {
+    // A master in another namespace of the tree is taken there (see TreeBuilder.#slaveOf).
+    if (!e.masterId || groups.has(e.masterId) || tree.groups.has(e.masterId)) continue;
+    const x = masterCarrier(entries, e, (m) => m === root || externalPaths.has(m.mntId));
+    if (x) masterSources.set(e.mntId, x === root ? rootDir : externalPaths.get(x.mntId)!);
+  }
+  const sharingSources = new Map<number, string>();
+  for (const [id, path] of externalPaths) {
+    const e = entries.find((x) => x.mntId === id)!;
+    if (e.sharedId && !e.internalSharing) sharingSources.set(id, path);
+  }
+  return { masterSources, sharingSources };
+}
+
+/** Where the made mounts of a namespace come from: filled in by planMadeMount. */
+interface MadeMounts {
+  external: ExternalOptions;
+  /** Each external mount's source path, by mnt_id. */
+  externalPaths: Map<number, string>;
+  /** The source each disk filesystem is mounted from again, by mnt_id. */
+  devices: Map<number, string>;
+  plugins: Plugins | undefined;
+  dir: ImageDir;
+  image: string;
+}
+
+/**
+ * How a mount that is neither the root nor a copy of an earlier namespace's comes back: from a
+ * plugin, an external path, a device, a bind of another of its namespace, or made anew; refused
+ * when the options or images it needs are missing.
+ */
+function planMadeMount(e: mnt_entry, entries: readonly mnt_entry[], made: MadeMounts): void {
+  const { external, externalPaths, devices, plugins, dir, image } = made;
+  if (e.withPlugin) {
+    if (!plugins?.has("RESTORE_EXT_MOUNT")) {
+      throw new RestoreError(
+        `A plugin took the mount ${e.mountpoint} (mount ${e.mntId}) at dump; load one that restores it with -L`,
+      );
+    }
+  } else if (e.extKey === AUTODETECTED) {
+    if (!external.auto) {
+      throw new RestoreError(
+        `The mount ${e.mountpoint} (mount ${e.mntId}) was found external by itself at dump (a bind of ${e.source}); restore it with --ext-mount-map auto or --external mnt[]`,
+      );
+    }
+    externalPaths.set(e.mntId, e.source);
+  } else if (
+    e.extKey === EXTERNAL_DEV || (e.fstype === FSTYPE_AUTO && !e.extKey && !bindSource(entries, e))
+  ) {
+    devices.set(e.mntId, deviceFor(e, external));
+  } else if (e.extKey) {
+    const path = external.byKey.get(e.extKey);
+    if (path === undefined) {
+      throw new RestoreError(
+        `The mount ${e.mountpoint} is external with key ${e.extKey}; give its source with --external mnt[${e.extKey}]:PATH`,
+      );
+    }
+    externalPaths.set(e.mntId, path);
+  } else if (!bindSource(entries, e) && !FSTYPE_NAMES.has(e.fstype)) {
+    throw new RestoreError(
+      `${image}: mount ${e.mntId} at ${e.mountpoint} has filesystem type ${e.fstype}, which cannot be mounted anew`,
+    );
+  } else if (!bindSource(entries, e) && e.fstype === FSTYPE_TMPFS && !dir.has(KINDS.TMPFS_DEV, e.rootDev)) {
+    throw new RestoreError(`The tmpfs at ${e.mountpoint} has no archive tmpfs-dev-${e.rootDev}.tar.gz.img`);
+  }
 }
 
 /** The mount namespace of the parent of the first task in namespace `id` (which makes it from a copy of that one). */
@@ -1117,9 +1197,19 @@ function planNested(
   id: number,
   tasks: readonly RestoreTaskImages[],
   tree: TreeRestore,
+  opts: RunOptions | undefined,
+  plugins: Plugins | undefined,
   log: Log,
 ): MountPlan {
   const { entries, root } = readPlanned(dir, id);
+  const made: MadeMounts = {
+    external: externalOptions(opts),
+    externalPaths: new Map(),
+    devices: new Map(),
+    plugins,
+    dir,
+    image: `mountpoints-${id}.img`,
+  };
   const parent = tree.planned.get(parentNamespaceOf(tasks, id) ?? -1);
   if (!parent) {
     throw new RestoreError(
@@ -1137,32 +1227,45 @@ function planNested(
     if (e === root) {
       throw new RestoreError(`${what} is its root, and no mount of an earlier namespace holds it`);
     }
-    if (bindSource(entries, e)) continue;
-    if (e.extKey || e.withPlugin || !FSTYPE_NAMES.has(e.fstype) || e.fstype === FSTYPE_OVERLAY) {
-      throw new RestoreError(
-        `${what} is no copy of a mount of an earlier namespace, and only filesystems made anew and binds are restored there`,
-      );
-    }
-    if (e.fstype === FSTYPE_TMPFS && !dir.has(KINDS.TMPFS_DEV, e.rootDev)) {
-      throw new RestoreError(`The tmpfs at ${e.mountpoint} has no archive tmpfs-dev-${e.rootDev}.tar.gz.img`);
-    }
+    planMadeMount(e, entries, made);
   }
   tree.planned.set(id, entries);
+  // A nested namespace's own external mounts carry host groups as the root namespace's do (not its root).
+  const own = entries.filter((e) => !fromEarlier.has(e.mntId));
+  const { masterSources, sharingSources } = hostSources(own, made.externalPaths, tree, undefined, "");
   return {
     entries,
     order: buildOrder(entries, fromEarlier),
     rootDir: ".",
-    externalPaths: new Map(),
-    devices: new Map(),
+    externalPaths: made.externalPaths,
+    devices: made.devices,
     dir,
-    plugins: undefined,
-    masterSources: new Map(),
-    sharingSources: new Map(),
+    plugins,
+    masterSources,
+    sharingSources,
     fromEarlier,
     tree,
     nested: true,
     log,
   };
+}
+
+/**
+ * A detached copy (an fd of criu's) of what `mount` puts on a scratch directory (or file) of criu's
+ * namespace; the scratch mount and its place go at once.
+ */
+function madeInScratch(isDir: boolean, mount: (place: string) => void): number {
+  const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-mnt-" });
+  const place = isDir ? `${scratch}/mnt` : `${scratch}/file`;
+  try {
+    if (isDir) Deno.mkdirSync(place);
+    else Deno.writeTextFileSync(place, "");
+    mount(place);
+    return cloneMountTree(place);
+  } finally {
+    while (detachMount(place));
+    Deno.removeSync(scratch, { recursive: true });
+  }
 }
 
 /** Builds the tree in the root task (see the top of this file). */
@@ -1207,10 +1310,11 @@ class TreeBuilder {
     }
     this.#fill();
     for (const e of entries) this.#setFlags(e);
-    if (!nested) this.#reachHostMasters();
+    this.#reachHostMasters();
     this.#pivot(rootDir);
     for (const e of entries) this.#setAttr(e, 0, 0, MS.PRIVATE);
     this.#peerGroups();
+    this.#lateMasters();
     const own = new Map(entries.map((e) => [e.mntId, this.#fds.get(e.mntId)!]));
     for (const [id, fd] of this.#fds) if (!own.has(id)) r.call("close", NR.close, fd);
     for (const fd of [...this.#hostMasters.values(), ...this.#foreign.values(), ...this.#clones.values()]) {
@@ -1266,18 +1370,12 @@ class TreeBuilder {
 
   /** setns(CLONE_NEWNS) of the building task onto `fd`, which it closes. */
   #setns(fd: number, whose: string): void {
-    const r = this.#root;
-    const res = r.attempt(`setns(${whose} mount namespace)`, NR.setns, fd, CLONE.NEWNS);
-    r.call("close", NR.close, fd);
-    if (isSyscallError(res)) {
-      throw new RestoreError(
-        `A nested mount namespace's first task cannot enter ${whose} namespace: ${res.message}`,
-        0,
-        {
-          cause: res,
-        },
-      );
-    }
+    enterNamespaceFd(
+      this.#root,
+      fd,
+      CLONE.NEWNS,
+      `A nested mount namespace's first task cannot enter ${whose} namespace`,
+    );
   }
 
   /**
@@ -1413,49 +1511,36 @@ class TreeBuilder {
     this.#fds.set(e.mntId, Number(fd));
   }
 
-  /**
-   * An external mount (--external mnt[KEY]:PATH, --ext-mount-map) bound at `target`. A root in a
-   * user namespace of its own cannot bind it itself: its copy of criu's mounts is locked (the
-   * kernel refuses a bind of a mount with locked mounts inside), so criu clones the mount and the
-   * root attaches the clone.
-   */
-  #bindExternal(e: mnt_entry, ext: string, target: string): void {
-    if (foreignUserNamespaceOf(this.#root.pid) === undefined) {
-      return this.#mount(e, `bind from ${ext}`, ext, target, 0, MS.BIND, "");
-    }
-    let tree: number;
-    try {
-      tree = cloneMountTree(ext);
-    } catch (err) {
-      throw new RestoreError(
-        `Cannot restore the mount ${e.mountpoint} (bind from ${ext}): ${(err as Error).message}`,
-      );
-    }
-    this.#attach(e, tree, target, `the external mount ${ext}`);
-  }
-
   #make(e: mnt_entry): void {
     const target = this.#target(e);
     if (e.withPlugin) return this.#fromPlugin(e, target);
+    const { nested } = this.#plan;
     const ext = this.#plan.externalPaths.get(e.mntId);
-    if (ext !== undefined) return this.#bindExternal(e, ext, target);
+    if (ext !== undefined && nested) {
+      return this.#attachFromCriu(e, target, `bind from ${ext}`, () => cloneMountTree(ext));
+    }
+    if (ext !== undefined) return this.#mount(e, `bind from ${ext}`, ext, target, 0, MS.BIND, "");
     const src = this.#plan.fromEarlier.get(e.mntId) ?? bindSource(this.#plan.entries, e);
     if (src) return this.#bindFrom(e, src, target);
     const fstype = e.fstype === FSTYPE_AUTO ? e.fsname : FSTYPE_NAMES.get(e.fstype)!;
-    // A tmpfs is filled and a devpts gets its bound ptys before it turns read-only; any other
-    // filesystem is mounted read-only at once: a remount of its superblock needs CAP_SYS_ADMIN over
-    // the superblock's user namespace, which a sysfs of a container's user namespace refuses.
-    const fillFirst = e.fstype === FSTYPE_TMPFS || e.fstype === FSTYPE_DEVPTS;
-    const sbFlags = fillFirst ? e.sbFlags & ~MS.RDONLY : e.sbFlags;
-    const source = this.#plan.devices.get(e.mntId) ?? e.source;
-    if (e.fstype === FSTYPE_OVERLAY) this.#mountInView(e, fstype, sbFlags);
-    else {
-      const options = mountOptionsInUserNamespaceOf(this.#root.pid, e.options);
-      this.#mount(e, `${fstype} from ${source}`, source, target, fstype, sbFlags, options);
+    const sbFlags = e.sbFlags & ~MS.RDONLY;
+    const device = this.#plan.devices.get(e.mntId);
+    const source = device ?? e.source;
+    if (e.fstype === FSTYPE_OVERLAY) {
+      this.#mountInView(e, fstype, sbFlags);
+    } else if (device !== undefined && nested) {
+      this.#attachFromCriu(
+        e,
+        target,
+        `${fstype} from ${device}`,
+        () => madeInScratch(true, (place) => mountInCriu(device, place, fstype, sbFlags, e.options)),
+      );
+    } else {
+      this.#mount(e, `${fstype} from ${source}`, source, target, fstype, sbFlags, e.options);
     }
     if (e.fstype === FSTYPE_TMPFS) this.#unfilled.set(e.mntId, { e, target });
     if (e.fstype === FSTYPE_DEVPTS) this.#makeBoundSlaves(e);
-    if (fillFirst && e.sbFlags & MS.RDONLY) {
+    if (e.sbFlags & MS.RDONLY) {
       this.#fill();
       const r = this.#root;
       r.reset();
@@ -1497,58 +1582,61 @@ class TreeBuilder {
    */
   #fromPlugin(e: mnt_entry, target: string): void {
     const { plugins } = this.#plan;
-    const isDir = Deno.statSync(`/proc/${this.#root.pid}/root${target}`).isDirectory;
-    const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-mnt-" });
-    const place = isDir ? `${scratch}/mnt` : `${scratch}/file`;
-    let tree = -1;
-    try {
-      if (isDir) Deno.mkdirSync(place);
-      else Deno.writeTextFileSync(place, "");
-      const ret = plugins!.run("RESTORE_EXT_MOUNT", (p) => p.restoreExtMount(e.mntId, place, "/"));
-      if (ret !== 0) {
-        throw new RestoreError(
-          ret === -ENOTSUP
-            ? `No plugin restores the mount ${e.mountpoint} (mount ${e.mntId}); load the one that dumped it with -L`
-            : `A plugin failed to restore the mount ${e.mountpoint} (mount ${e.mntId}): ${ret}`,
-          ret === -ENOTSUP ? 0 : -ret,
-        );
-      }
-      tree = cloneMountTree(place);
-    } finally {
-      while (detachMount(place));
-      Deno.removeSync(scratch, { recursive: true });
-    }
-    this.#attach(e, tree, target, "the plugin's mount");
+    const isDir = Deno.statSync(this.#fromCriu(target)).isDirectory;
+    this.#attachFromCriu(e, target, "a plugin's mount", () =>
+      madeInScratch(isDir, (place) => {
+        const ret = plugins!.run("RESTORE_EXT_MOUNT", (p) => p.restoreExtMount(e.mntId, place, "/"));
+        if (ret !== 0) {
+          throw new RestoreError(
+            ret === -ENOTSUP
+              ? `No plugin restores the mount ${e.mountpoint} (mount ${e.mntId}); load the one that dumped it with -L`
+              : `A plugin failed to restore the mount ${e.mountpoint} (mount ${e.mntId}): ${ret}`,
+            ret === -ENOTSUP ? 0 : -ret,
+          );
+        }
+      }));
   }
 
   /**
-   * Attaches criu's detached mount `tree` (open_tree) at `target` in the tree being built: the root
-   * task takes a copy of the fd and moves the mount there (move_mount). criu's fd is closed.
+   * A mount criu makes in its own namespace (`make` returns a detached copy of it, an fd of
+   * criu's), attached at `target` by the building task, which takes the fd (takeFromCriu): what a
+   * plugin mounts, and for a nested namespace an external bind or a device, whose paths are of
+   * criu's view, not of the namespace's. A detached mount crosses namespaces.
    */
-  #attach(e: mnt_entry, tree: number, target: string, what: string): void {
-    const r = this.#root;
+  #attachFromCriu(e: mnt_entry, target: string, what: string, make: () => number): void {
+    let ours: number;
     try {
-      const fd = takeFromCriu({ agent: r }, tree);
-      r.reset();
-      const res = r.attempt(
-        `move_mount(${target})`,
-        NR.move_mount,
-        fd,
-        r.string(""),
-        AT_FDCWD,
-        r.string(target),
-        MOVE_MOUNT.F_EMPTY_PATH,
-      );
-      r.call("close", NR.close, fd);
-      if (isSyscallError(res)) {
-        throw new RestoreError(`Cannot attach ${what} at ${e.mountpoint}: ${res.message}`, 0, {
-          cause: res,
-        });
-      }
-    } finally {
-      closeFd(tree);
+      ours = make();
+    } catch (err) {
+      if (!isSyscallError(err)) throw err;
+      throw new RestoreError(`Cannot restore the mount ${e.mountpoint} (${what}): ${err.message}`, 0, {
+        cause: err,
+      });
     }
-    this.#keep(e, target);
+    let fd: number;
+    try {
+      fd = takeFromCriu({ agent: this.#root }, ours);
+    } finally {
+      closeFd(ours);
+    }
+    const r = this.#root;
+    r.reset();
+    const res = r.attempt(
+      `move_mount(${target})`,
+      NR.move_mount,
+      fd,
+      r.string(""),
+      AT_FDCWD,
+      r.string(target),
+      MOVE_MOUNT.F_EMPTY_PATH,
+    );
+    if (isSyscallError(res)) {
+      r.call("close", NR.close, fd);
+      throw new RestoreError(`Cannot attach the mount ${e.mountpoint} (${what}): ${res.message}`, 0, {
+        cause: res,
+      });
+    }
+    this.#fds.set(e.mntId, fd);
   }
 
   /**
@@ -1564,6 +1652,9 @@ class TreeBuilder {
         cause: home,
       });
     }
+    // A nested namespace's mounts are made relative to the cwd, its new root: kept to come back to.
+    r.reset();
+    const here = r.call("open(.)", NR.open, r.string("."), O.PATH | O.DIRECTORY | O.CLOEXEC, 0);
     try {
       r.reset();
       r.call(`chroot(${this.#plan.rootDir})`, NR.chroot, r.string(this.#plan.rootDir));
@@ -1586,7 +1677,9 @@ class TreeBuilder {
       r.call("fchdir(/)", NR.fchdir, Number(home));
       r.reset();
       r.call("chroot(.)", NR.chroot, r.string("."));
+      r.call("fchdir(cwd)", NR.fchdir, Number(here));
       r.call("close", NR.close, Number(home));
+      r.call("close", NR.close, Number(here));
     }
     this.#keep(e, this.#target(e));
   }
@@ -1618,7 +1711,7 @@ class TreeBuilder {
     }));
     if (jobs.length === 0) return;
     const started = performance.now();
-    const outcomes = extractTmpfs(jobs, foreignUserNamespaceOf(this.#root.pid));
+    const outcomes = extractTmpfs(jobs);
     this.#plan.log.debug(
       `Filled ${jobs.length} tmpfs mount(s) from their archives in ${
         (performance.now() - started).toFixed(1)
@@ -1703,6 +1796,11 @@ class TreeBuilder {
       if (!mount) continue;
       const ours = openPathFd(mount.mountpoint);
       try {
+        if (this.#plan.nested) {
+          // A nested namespace's builder sees criu's /proc no more (the parent's tree is pivoted).
+          this.#hostMasters.set(path, takeFromCriu({ agent: this.#root }, ours));
+          continue;
+        }
         const r = this.#root;
         r.reset();
         const fd = r.attempt(
@@ -1764,6 +1862,67 @@ class TreeBuilder {
     }
   }
 
+  /**
+   * The slaves of earlier namespaces whose master is a group of this one (a root mount made a slave
+   * after a nested namespace copied it): each joins the group of a member here whose root holds
+   * its own (SET_GROUP works across namespaces), then is made a slave of it. One that is shared too
+   * heads a group of its own, which is made again under the master: every member private, the
+   * first a slave then shared, the others joining it.
+   */
+  #lateMasters(): void {
+    const { tree, entries, log } = this.#plan;
+    const ready = tree.lateSlaves.flatMap((p) => {
+      const m = entries.find((x) =>
+        x.sharedId === p.masterId && x.rootDev === p.rootDev && within(p.root, x.root)
+      );
+      return m ? [{ p, m }] : [];
+    });
+    if (ready.length === 0) return;
+    tree.lateSlaves = tree.lateSlaves.filter((p) => !ready.some((x) => x.p === p));
+    for (const { p, m } of ready) {
+      const peers = p.sharedId
+        ? [...tree.built.flatMap((b) => b.entries), ...entries].filter((x) => x.sharedId === p.sharedId)
+        : [];
+      for (const q of peers) this.#propagationOf(q, MS.PRIVATE);
+      const where = `${p.mountpoint} (mount ${p.mntId}) of an earlier namespace`;
+      this.#moveSetGroup(this.#fdOf(m), this.#fdOf(p), `${m.mountpoint} (mount ${m.mntId})`, where);
+      this.#propagationOf(p, MS.SLAVE);
+      if (p.sharedId) this.#propagationOf(p, MS.SHARED);
+      for (const q of peers) {
+        if (q !== p) {
+          this.#moveSetGroup(this.#fdOf(p), this.#fdOf(q), where, `${q.mountpoint} (mount ${q.mntId})`);
+        }
+      }
+      log.info(
+        `Mount ${p.mntId} (${p.mountpoint}) of an earlier namespace is a slave of the peer group of mount ${m.mntId} again${
+          peers.length ? `, with its ${peers.length - 1} peer(s)` : ""
+        }`,
+      );
+    }
+  }
+
+  /** An fd in the building task on mount `x`, of its namespace or of an earlier one. */
+  #fdOf(x: mnt_entry): number {
+    return this.#byId.has(x.mntId) ? this.#fds.get(x.mntId)! : this.#foreignFd(x);
+  }
+
+  /**
+   * Sets the propagation of mount `x`; for a mount of an earlier namespace the task enters that
+   * namespace for it and comes back (mount_setattr changes only the caller's mounts).
+   */
+  #propagationOf(x: mnt_entry, propagation: number): void {
+    if (this.#byId.has(x.mntId)) return this.#setAttr(x, 0, 0, propagation);
+    const b = this.#plan.tree.built.find((b) => b.fds.has(x.mntId))!;
+    const fd = this.#foreignFd(x);
+    const own = this.#nsFdInTask(this.#root.pid);
+    try {
+      this.#setns(this.#nsFdInTask(b.pid), "an earlier");
+      this.#setAttr(x, 0, 0, propagation, fd);
+    } finally {
+      this.#setns(own, "its own");
+    }
+  }
+
   /** An fd in the building task on mount `x` of a namespace built before (its builder's, copied in by criu). */
   #foreignFd(x: mnt_entry): number {
     let fd = this.#foreign.get(x.mntId);
@@ -1816,6 +1975,12 @@ class TreeBuilder {
       this.#setGroup(master, e);
     } else if (carrier) {
       this.#joinEarlier(carrier, e);
+    } else if (this.#plan.tree.groups.has(e.masterId)) {
+      this.#plan.tree.lateSlaves.push(e);
+      this.#plan.log.info(
+        `Mount ${e.mntId} (${e.mountpoint}) is a slave of peer group ${e.masterId}, which a namespace built later holds; it becomes one then`,
+      );
+      return;
     } else {
       const path = this.#plan.masterSources.get(e.mntId);
       const hostFd = path === undefined ? undefined : this.#hostMasters.get(path);
@@ -1885,10 +2050,10 @@ registerNamespaceKind({
   prepareRestore(ctx) {
     const id = ctx.id;
     if (id === undefined || !ctx.dir.has(KINDS.MNTS, id)) return undefined;
-    const tree = treeRestoreOf(ctx.tasks);
+    const tree = treeRestoreOf(ctx.tasks, ctx.dir);
     const plan = ctx.ofRoot
       ? planRestore(ctx.dir, id, tree, ctx.options, ctx.plugins, ctx.log)
-      : planNested(ctx.dir, id, ctx.tasks, tree, ctx.log);
+      : planNested(ctx.dir, id, ctx.tasks, tree, ctx.options, ctx.plugins, ctx.log);
     let built: BuiltNamespace | undefined;
     return {
       beforeMemory: (creator) => {
@@ -1897,6 +2062,12 @@ registerNamespaceKind({
       // Every namespace is built by now: the fds its later ones took groups from go.
       fill: (creator) => {
         for (const fd of built?.fds.values() ?? []) creator.call("close", NR.close, fd);
+        // A master no later namespace gave (no member whose root holds the slave's): said once.
+        for (const e of tree.lateSlaves.splice(0)) {
+          ctx.log.warn(
+            `Mount ${e.mntId} (${e.mountpoint}) stays private: no mount of peer group ${e.masterId} holds its root`,
+          );
+        }
       },
     };
   },
