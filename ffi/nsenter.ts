@@ -8,7 +8,7 @@
  */
 import { call, callBig, cstr, libc } from "./libc.ts";
 import { closeFd, OPEN, openFd } from "./fd.ts";
-import { CLONE } from "./syscalls.ts";
+import { CLONE, NR } from "./syscalls.ts";
 
 const NS_FLAGS = { uts: CLONE.NEWUTS, ipc: CLONE.NEWIPC, cgroup: CLONE.NEWCGROUP } as const;
 export type EnterableNs = keyof typeof NS_FLAGS;
@@ -58,6 +58,35 @@ export function readSmallFile(path: string): string {
     return new TextDecoder().decode(concat(parts));
   } finally {
     closeFd(fd);
+  }
+}
+
+/**
+ * Runs `work` with the calling thread's effective uid and gid set to `ids` (criu's root keeps its
+ * real and saved ids, so it can come back), then back to root. Only this thread changes: the raw
+ * syscalls, not glibc's wrappers, which change every thread. For files whose owner a namespace
+ * decides, such as the IPC sysctls of a namespace owned by another user namespace, writable only
+ * by that namespace's root.
+ */
+export function asEffectiveIds<T>(ids: { uid: number; gid: number }, work: () => T): T {
+  const set = (nr: number, id: number, what: string) =>
+    callBig(what, libc.syscall(BigInt(nr), -1n, BigInt(id), -1n, 0n, 0n, 0n), what);
+  set(NR.setresgid, ids.gid, "setresgid");
+  try {
+    set(NR.setresuid, ids.uid, "setresuid");
+    try {
+      return work();
+    } finally {
+      if (libc.syscall(BigInt(NR.setresuid), -1n, 0n, -1n, 0n, 0n, 0n) !== 0n) {
+        // deno-lint-ignore no-unsafe-finally
+        throw new Error("Cannot take back criu's effective uid 0; criu-ts cannot go on safely");
+      }
+    }
+  } finally {
+    if (libc.syscall(BigInt(NR.setresgid), -1n, 0n, -1n, 0n, 0n, 0n) !== 0n) {
+      // deno-lint-ignore no-unsafe-finally
+      throw new Error("Cannot take back criu's effective gid 0; criu-ts cannot go on safely");
+    }
   }
 }
 

@@ -48,7 +48,8 @@ import { PAGE_SIZE } from "./memory.ts";
 import { ImageReader, ImageWriter } from "../images/file.ts";
 import type { ImageDir } from "../images/dir.ts";
 import type { ImageKind } from "../images/kinds.ts";
-import { inNamespaceOf, readSmallFile, writeSmallFile } from "../../ffi/nsenter.ts";
+import { asEffectiveIds, inNamespaceOf, readSmallFile, writeSmallFile } from "../../ffi/nsenter.ts";
+import { userNamespaceRootOf } from "./userns.ts";
 import {
   msgCopy,
   msgCreate,
@@ -332,8 +333,13 @@ function withId(kind: "shm" | "sem" | "msg", d: ipc_desc_entry, make: () => numb
   return got;
 }
 
-function rebuild(s: SavedIpc): void {
-  writeVars(s.vars);
+/**
+ * `owner`: the ids of the root of the user namespace owning the IPC namespace, when that is not
+ * criu's: its sysctls are writable only by that root (criu's root may only read them).
+ */
+function rebuild(s: SavedIpc, owner: { uid: number; gid: number } | undefined): void {
+  if (owner) asEffectiveIds(owner, () => writeVars(s.vars));
+  else writeVars(s.vars);
   for (const { entry, data } of s.shm) {
     const d = entry.desc!;
     const id = withId("shm", d, () => shmCreate(d.key, entry.size, d.mode & 0o777));
@@ -374,7 +380,8 @@ registerNamespaceKind({
     return {
       fill: (creator) => {
         try {
-          inNamespaceOf(creator.pid, "ipc", () => rebuild(saved));
+          const owner = userNamespaceRootOf(creator.pid);
+          inNamespaceOf(creator.pid, "ipc", () => rebuild(saved, owner));
           restorePosixQueues(ctx.dir, id!, creator.pid, saved.vars);
           attachSysvSegments(creator.pid);
           const removed = saved.shm.filter((s) => s.entry.desc!.mode & SHM_DEST);

@@ -91,6 +91,7 @@ import { type NsDumpContext, registerNamespaceKind } from "./namespaces.ts";
 import type { FrozenTree } from "../dump/freeze.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import { takeFromCriu } from "./files.ts";
+import { idsInUserNamespaceOf, userNamespaceRootOf } from "./userns.ts";
 import { archiveTmpfs, extractTmpfs } from "./tmpfs_tar.ts";
 import { boundPtsIndex, makeBoundPty } from "./devpts_bind.ts";
 import { ptyMastersOf } from "./pty.ts";
@@ -235,6 +236,19 @@ function toEntry(m: MountInfo): mnt_entry {
   });
   if (deleted) e.deleted = true;
   return e;
+}
+
+/**
+ * A filesystem's `uid=` and `gid=` options as the task's user namespace sees them, as CRIU saves
+ * them: the kernel shows them to criu in its own ids (a tmpfs of an id-mapped container's root:
+ * uid=100000), and a mount made again inside that namespace takes them in its ids (uid=0).
+ */
+function optionIdsInside(options: string, ids: { uid(id: number): number; gid(id: number): number }): string {
+  return options.split(",").map((o) => {
+    const m = /^(uid|gid)=(\d+)$/.exec(o);
+    if (!m) return o;
+    return `${m[1]}=${m[1] === "uid" ? ids.uid(Number(m[2])) : ids.gid(Number(m[2]))}`;
+  }).join(",");
 }
 
 /**
@@ -603,12 +617,13 @@ function archiveAll(
 ): void {
   mounts.forEach((m) => checkNotCovered(pid, m, infos));
   const started = performance.now();
+  const userNs = userNamespaceRootOf(pid);
   const outcomes = withBareViews(pid, mounts, log, (views) => {
     const jobs = mounts.map((m, i) => ({
       directory: views[i] ?? `/proc/${pid}/root${m.e.mountpoint}`,
       image: dir.pathFor(KINDS.TMPFS_DEV, m.e.rootDev),
     }));
-    const outcomes = archiveTmpfs(jobs);
+    const outcomes = archiveTmpfs(jobs, userNs?.path);
     jobs.forEach((j) => dir.noteWritten(j.image));
     return outcomes;
   });
@@ -823,8 +838,10 @@ interface NamespaceMounts {
 
 function readMounts(id: number, pid: number, external: ExternalOptions, log: Log): NamespaceMounts {
   const infos = parseMountinfo(Deno.readTextFileSync(`/proc/${pid}/mountinfo`));
+  const ids = idsInUserNamespaceOf(pid);
   const entries = infos.map((m) => {
     const e = toEntry(m);
+    if (ids) e.options = optionIdsInside(e.options, ids);
     const key = external.byKey.get(m.mountpoint);
     if (key !== undefined) e.extKey = key;
     return e;
@@ -1420,23 +1437,30 @@ class TreeBuilder {
     const src = this.#plan.fromEarlier.get(e.mntId) ?? bindSource(this.#plan.entries, e);
     if (src) return this.#bindFrom(e, src, target);
     const fstype = e.fstype === FSTYPE_AUTO ? e.fsname : FSTYPE_NAMES.get(e.fstype)!;
-    const sbFlags = e.sbFlags & ~MS.RDONLY;
+    // Read-only from the start but for what is filled or layered after it is mounted: a remount
+    // would change a superblock shared with criu's (a sysfs of criu's network namespace), and the
+    // kernel refuses it for a sysfs or proc made in a user namespace (EPERM).
+    const later = e.fstype === FSTYPE_TMPFS || e.fstype === FSTYPE_OVERLAY;
+    const sbFlags = later ? e.sbFlags & ~MS.RDONLY : e.sbFlags;
     const source = this.#plan.devices.get(e.mntId) ?? e.source;
     if (e.fstype === FSTYPE_OVERLAY) this.#mountInView(e, fstype, sbFlags);
     else this.#mount(e, `${fstype} from ${source}`, source, target, fstype, sbFlags, e.options);
     if (e.fstype === FSTYPE_TMPFS) this.#unfilled.set(e.mntId, { e, target });
     if (e.fstype === FSTYPE_DEVPTS) this.#makeBoundSlaves(e);
-    if (e.sbFlags & MS.RDONLY) {
+    if (later && (e.sbFlags & MS.RDONLY)) {
       this.#fill();
       const r = this.#root;
       r.reset();
+      // A remount sets the mount's flags too, and in a user namespace a new mount may inherit the
+      // locks of criu's (nosuid, nodev, noexec): asked without them, EPERM.
+      const kept = e.flags & (MS.NOSUID | MS.NODEV | MS.NOEXEC);
       r.call(
         `remount ${e.mountpoint} ro`,
         NR.mount,
         0,
         r.string(`/proc/self/fd/${this.#fds.get(e.mntId)}`),
         0,
-        MS.REMOUNT | e.sbFlags,
+        MS.REMOUNT | e.sbFlags | kept,
         e.options ? r.string(e.options) : 0,
       );
     }
@@ -1593,7 +1617,7 @@ class TreeBuilder {
     }));
     if (jobs.length === 0) return;
     const started = performance.now();
-    const outcomes = extractTmpfs(jobs);
+    const outcomes = extractTmpfs(jobs, userNamespaceRootOf(this.#root.pid)?.path);
     this.#plan.log.debug(
       `Filled ${jobs.length} tmpfs mount(s) from their archives in ${
         (performance.now() - started).toFixed(1)

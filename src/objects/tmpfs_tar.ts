@@ -6,6 +6,14 @@
  * tars side by side, and criu itself compresses and decompresses the small archives (zlib), so a
  * tmpfs costs one short tar process. A large tmpfs still goes through `tar --gzip`, so that no
  * archive is ever held whole in memory.
+ *
+ * The tmpfs of a tree in a user namespace of its own (an id-mapped container's /dev) is archived
+ * and filled by a tar in that namespace, as root there (`nsenter --user`), as CRIU does: the
+ * archive holds the owners as the tree sees them (0, not 100000), and only such a tar may create
+ * files in a tmpfs that namespace owns (criu's root is no id of it: EOVERFLOW). What that root may
+ * not reach (criu's files, directories of criu's only, another task's /proc/PID/fd) the shell,
+ * criu's, opens for it: tar reads and writes its archive on stdin and stdout, and starts in the
+ * tmpfs as its working directory (`--directory .`).
  */
 import { gunzipSync, gzipSync } from "node:zlib";
 
@@ -38,19 +46,32 @@ function quote(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
+/** A tar to run: its arguments, the files the shell gives it as stdin and stdout, where it starts. */
+interface TarRun {
+  argv: string[];
+  stdin?: string;
+  stdout?: string;
+  directory?: string;
+}
+
 /**
- * Runs each argv (a tar command) from one shell, PARALLEL at a time; for each, undefined when it
- * exited 0, else what it printed on stderr (or its status).
+ * Runs each tar command from one shell, PARALLEL at a time, inside the user namespace `userNs`
+ * (a /proc/PID/ns/user path) when one is given; for each, undefined when it exited 0, else what it
+ * printed on stderr (or its status).
  */
-function runAll(commands: readonly string[][]): TarOutcome[] {
+function runAll(commands: readonly TarRun[], userNs?: string): TarOutcome[] {
   if (commands.length === 0) return [];
   const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-tar-" });
+  const inNs = userNs === undefined ? [] : ["nsenter", `--user=${userNs}`, "--"];
   try {
     const lines = [
-      `run() { i=$1; shift; "$@" 2>${quote(scratch)}/$i.err </dev/null >/dev/null; echo "$i $?"; }`,
+      `run() { i=$1; in=$2; out=$3; dir=$4; shift 4; (cd "$dir" && exec "$@") 2>${
+        quote(scratch)
+      }/$i.err <"$in" >"$out"; echo "$i $?"; }`,
     ];
-    commands.forEach((argv, i) => {
-      lines.push(`run ${i} ${argv.map(quote).join(" ")} &`);
+    commands.forEach((c, i) => {
+      const io = [c.stdin ?? "/dev/null", c.stdout ?? "/dev/null", c.directory ?? "/"];
+      lines.push(`run ${i} ${[...io, ...inNs, ...c.argv].map(quote).join(" ")} &`);
       if ((i + 1) % PARALLEL === 0) lines.push("wait");
     });
     lines.push("wait");
@@ -82,13 +103,24 @@ function runAll(commands: readonly string[][]): TarOutcome[] {
   }
 }
 
-/** Archives each directory (a tmpfs, as the tree sees it) into its image. */
-export function archiveTmpfs(jobs: readonly { directory: string; image: string }[]): TarOutcome[] {
+/**
+ * Archives each directory (a tmpfs, as the tree sees it) into its image, from inside the user
+ * namespace `userNs` when given.
+ */
+export function archiveTmpfs(
+  jobs: readonly { directory: string; image: string }[],
+  userNs?: string,
+): TarOutcome[] {
   const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-tmpfs-" });
   try {
     const plain = (i: number) => `${scratch}/${i}.tar`;
     const outcomes = runAll(
-      jobs.map((j, i) => ["tar", ...TAR_CREATE, "--file", plain(i), "--directory", j.directory, "."]),
+      jobs.map((j, i) => ({
+        argv: ["tar", ...TAR_CREATE, "--file", "-", "--directory", ".", "."],
+        stdout: plain(i),
+        directory: j.directory,
+      })),
+      userNs,
     );
     const large: number[] = [];
     jobs.forEach((j, i) => {
@@ -100,16 +132,14 @@ export function archiveTmpfs(jobs: readonly { directory: string; image: string }
       }
       Deno.removeSync(plain(i));
     });
-    const again = runAll(large.map((i) => [
-      "tar",
-      ...TAR_CREATE,
-      "--gzip",
-      "--file",
-      jobs[i]!.image,
-      "--directory",
-      jobs[i]!.directory,
-      ".",
-    ]));
+    const again = runAll(
+      large.map((i) => ({
+        argv: ["tar", ...TAR_CREATE, "--gzip", "--file", "-", "--directory", ".", "."],
+        stdout: jobs[i]!.image,
+        directory: jobs[i]!.directory,
+      })),
+      userNs,
+    );
     large.forEach((i, k) => outcomes[i] = again[k]);
     return outcomes;
   } finally {
@@ -131,25 +161,39 @@ function decompress(image: string, plain: string): boolean {
   return true;
 }
 
-/** Extracts each image into its directory (a new tmpfs, as the restored tree sees it). */
-export function extractTmpfs(jobs: readonly { image: string; directory: string }[]): TarOutcome[] {
+/**
+ * Extracts each image into its directory (a new tmpfs, as the restored tree sees it), from inside
+ * the user namespace `userNs` when given.
+ */
+export function extractTmpfs(
+  jobs: readonly { image: string; directory: string }[],
+  userNs?: string,
+): TarOutcome[] {
   if (jobs.length === 0) return [];
   const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-tmpfs-" });
   try {
     const early: TarOutcome[] = [];
-    const commands = jobs.map((j, i) => {
+    const commands = jobs.map((j, i): TarRun => {
       const plain = `${scratch}/${i}.tar`;
       try {
         if (decompress(j.image, plain)) {
-          return ["tar", ...TAR_EXTRACT, "--file", plain, "--directory", j.directory];
+          return {
+            argv: ["tar", ...TAR_EXTRACT, "--file", "-", "--directory", "."],
+            stdin: plain,
+            directory: j.directory,
+          };
         }
       } catch (e) {
         early[i] = (e as Error).message;
-        return ["false"];
+        return { argv: ["false"] };
       }
-      return ["tar", ...TAR_EXTRACT, "--gzip", "--file", j.image, "--directory", j.directory];
+      return {
+        argv: ["tar", ...TAR_EXTRACT, "--gzip", "--file", "-", "--directory", "."],
+        stdin: j.image,
+        directory: j.directory,
+      };
     });
-    const outcomes = runAll(commands);
+    const outcomes = runAll(commands, userNs);
     return outcomes.map((o, i) => early[i] ?? o);
   } finally {
     Deno.removeSync(scratch, { recursive: true });

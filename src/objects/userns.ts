@@ -89,6 +89,32 @@ export function credsInUserNamespaceOf(pid: number): ((c: creds_entry) => void) 
 }
 
 /**
+ * When `pid` is in a user namespace other than criu's: its uid and gid translations, ids read from
+ * criu's namespace turned into those its namespace sees (overflow ids for unmapped ones).
+ */
+export function idsInUserNamespaceOf(
+  pid: number,
+): { uid(id: number): number; gid(id: number): number } | undefined {
+  if (Deno.readLinkSync(`/proc/${pid}/ns/user`) === Deno.readLinkSync("/proc/self/ns/user")) return undefined;
+  const uids = readMap(pid, "uid_map");
+  const gids = readMap(pid, "gid_map");
+  return { uid: (id) => inside(uids, id), gid: (id) => inside(gids, id) };
+}
+
+/**
+ * The user namespace of `pid` when it is not criu's and maps its root: a path to enter it by
+ * (nsenter --user), and the ids that root has in criu's namespace.
+ */
+export function userNamespaceRootOf(pid: number): { path: string; uid: number; gid: number } | undefined {
+  const path = `/proc/${pid}/ns/user`;
+  if (Deno.readLinkSync(path) === Deno.readLinkSync("/proc/self/ns/user")) return undefined;
+  const outside = (extents: readonly uid_gid_extent[]) => extents.find((e) => e.first === 0)?.lowerFirst;
+  const uid = outside(readMap(pid, "uid_map"));
+  const gid = outside(readMap(pid, "gid_map"));
+  return uid === undefined || gid === undefined ? undefined : { path, uid, gid };
+}
+
+/**
  * For each thread (our tid): the function of credsInUserNamespaceOf for its user namespace (the
  * root's, or one nested below it), read once per namespace; the root's for a thread whose
  * namespaces cannot be read (a zombie has none left).
