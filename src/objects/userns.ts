@@ -102,8 +102,10 @@ export function idsInUserNamespaceOf(
 }
 
 /**
- * The user namespace of `pid` when it is not criu's and maps its root: a path to enter it by
- * (nsenter --user), and the ids that root has in criu's namespace.
+ * The user namespace of `pid` when its root is another user than criu's (an id-mapped container's:
+ * 0 is the host's 100000): a path to enter it by (nsenter --user), and the ids that root has in
+ * criu's namespace. Undefined in criu's namespace, and in one whose root is criu's own uid 0
+ * (`unshare --map-root-user` run as root), where criu's root may do all that one's may.
  */
 export function userNamespaceRootOf(pid: number): { path: string; uid: number; gid: number } | undefined {
   const path = `/proc/${pid}/ns/user`;
@@ -111,7 +113,8 @@ export function userNamespaceRootOf(pid: number): { path: string; uid: number; g
   const outside = (extents: readonly uid_gid_extent[]) => extents.find((e) => e.first === 0)?.lowerFirst;
   const uid = outside(readMap(pid, "uid_map"));
   const gid = outside(readMap(pid, "gid_map"));
-  return uid === undefined || gid === undefined ? undefined : { path, uid, gid };
+  if (uid === undefined || gid === undefined || uid === 0) return undefined;
+  return { path, uid, gid };
 }
 
 /**
