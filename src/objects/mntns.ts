@@ -614,10 +614,11 @@ function archiveAll(
   mounts: readonly TmpfsToArchive[],
   infos: readonly MountInfo[],
   log: Log,
+  idsView: number | undefined,
 ): void {
   mounts.forEach((m) => checkNotCovered(pid, m, infos));
   const started = performance.now();
-  const userNs = userNamespaceRootOf(pid);
+  const userNs = idsView === undefined ? undefined : userNamespaceRootOf(idsView);
   const outcomes = withBareViews(pid, mounts, log, (views) => {
     const jobs = mounts.map((m, i) => ({
       directory: views[i] ?? `/proc/${pid}/root${m.e.mountpoint}`,
@@ -836,9 +837,31 @@ interface NamespaceMounts {
   entries: mnt_entry[];
 }
 
-function readMounts(id: number, pid: number, external: ExternalOptions, log: Log): NamespaceMounts {
+/**
+ * The task whose user namespace a tree's mount ids (`uid=` options, tmpfs archives) are saved as
+ * seen from: the root's, where every mount namespace of the tree is built again at restore (nested
+ * user namespaces are entered later). None (criu's view) when the tree joins its user namespace
+ * only once forked (several tasks whose PID namespace is not their own, userns.ts): its root
+ * builds the mounts while still in criu's.
+ */
+function idsViewOf(tree: FrozenTree): number | undefined {
+  const root = tree.root.pid;
+  const nsPids = /^NSpid:\s+(.*)$/m.exec(Deno.readTextFileSync(`/proc/${root}/status`))?.[1]?.trim().split(
+    /\s+/,
+  );
+  const joinsAfterForking = tree.tasks.length > 1 && nsPids?.at(-1) !== "1";
+  return joinsAfterForking ? undefined : root;
+}
+
+function readMounts(
+  id: number,
+  pid: number,
+  external: ExternalOptions,
+  log: Log,
+  idsView: number | undefined,
+): NamespaceMounts {
   const infos = parseMountinfo(Deno.readTextFileSync(`/proc/${pid}/mountinfo`));
-  const ids = idsInUserNamespaceOf(pid);
+  const ids = idsView === undefined ? undefined : idsInUserNamespaceOf(idsView);
   const entries = infos.map((m) => {
     const e = toEntry(m);
     if (ids) e.options = optionIdsInside(e.options, ids);
@@ -909,7 +932,8 @@ function peerGroupsOf(tree: FrozenTree): Set<number> {
 function dumpMounts(ctx: NsDumpContext): void {
   const { dir, log } = ctx;
   const tree = treeDumpOf(ctx.tree);
-  const n = readMounts(ctx.id, ctx.pid, externalOptions(ctx.options), log);
+  const idsView = idsViewOf(ctx.tree);
+  const n = readMounts(ctx.id, ctx.pid, externalOptions(ctx.options), log, idsView);
   const parent = ctx.ofRoot ? undefined : parentNamespaceMounts(ctx, tree);
   const earlier = [...tree.saved.values()].flat();
   const ptySlaveBinds = ptySlaveBindCheck(n.pid, ctx.tree.tasks.map((t) => t.pid), ctx.options);
@@ -932,7 +956,7 @@ function dumpMounts(ctx: NsDumpContext): void {
     const info = n.infos[i]!;
     tmpfs.push({ e, info, hasChildren: n.infos.some((c) => c.parentId === info.id && c.id !== info.id) });
   });
-  archiveAll(n.pid, dir, tmpfs, n.infos, log);
+  archiveAll(n.pid, dir, tmpfs, n.infos, log, idsView);
   dir.write(KINDS.MNTS, n.id, n.entries);
   tree.saved.set(Deno.readLinkSync(`/proc/${ctx.pid}/ns/mnt`), n.entries);
   log.info(

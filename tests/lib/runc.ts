@@ -21,12 +21,14 @@ const COUNTER = "i=0; while true; do i=$((i+1)); echo $i >> /data/count; " +
 
 /**
  * The container's program in a user namespace of its own: counts as COUNTER does, and each step
- * writes who it is (its uid and /proc/self/uid_map, as it sees them) to /data/whoami; should that
- * ever differ from what it was at its start, it writes CHANGED into the count.
+ * writes who it is (its uid and /proc/self/uid_map, as it sees them) to /data/whoami (renamed into
+ * place, so that a reader never finds it half written); should that ever differ from what it was at
+ * its start, it writes CHANGED into the count.
  */
 const USERNS_COUNTER = 'me="$(id -u) $(cat /proc/self/uid_map)"; i=0; while true; do i=$((i+1)); ' +
   'echo $i >> /data/count; now="$(id -u) $(cat /proc/self/uid_map)"; ' +
-  '[ "$now" = "$me" ] || echo CHANGED >> /data/count; echo "$now" > /data/whoami; sleep 0.1; done';
+  '[ "$now" = "$me" ] || echo CHANGED >> /data/count; echo "$now" > /data/whoami.new; ' +
+  "mv /data/whoami.new /data/whoami; sleep 0.1; done";
 
 /** The ids a user-namespaced container's root has on the host (its uid and gid maps: 0 → this, 65536 ids). */
 export const USERNS_HOST_ID = 100000;
