@@ -14,7 +14,7 @@
  *
  * And an id-mapped container (a user namespace in config.json, ids 0..65535 mapped to the host's
  * 100000..): after its restore it is still root in its namespace with the same uid and gid maps,
- * and counts on where it stopped; also with --leave-running, and across the tools with CRIU 4.x
+ * its tmpfs holds its files with their owners, and it counts on where it stopped; also with --leave-running, and across the tools with CRIU 4.x
  * when CRIU_UPSTREAM names it.
  */
 import assert from "node:assert/strict";
@@ -503,6 +503,13 @@ async function assertStillMapped(
   assert.equal(Deno.statSync(`${c.host}/count`).uid, USERNS_HOST_ID, "the count file's owner on the host");
   const made = Deno.statSync(`${c.host}/whoami`);
   assert.deepEqual([made.uid, made.gid], [USERNS_HOST_ID, USERNS_HOST_ID], "a file made after the restore");
+  // The tmpfs's files, as the host sees them through the container's root: the ids went through the maps.
+  const user = Deno.statSync(`/proc/${pid}/root/scratch/user`);
+  assert.deepEqual(
+    [user.uid, user.gid],
+    [USERNS_HOST_ID + 1000, USERNS_HOST_ID + 1000],
+    "the tmpfs file of uid 1000",
+  );
   assertUnbroken(count);
 }
 

@@ -23,12 +23,17 @@ const COUNTER = "i=0; while true; do i=$((i+1)); echo $i >> /data/count; " +
  * The container's program in a user namespace of its own: counts as COUNTER does, and each step
  * writes who it is (its uid and /proc/self/uid_map, as it sees them) to /data/whoami (renamed into
  * place, so that a reader never finds it half written); should that ever differ from what it was at
- * its start, it writes CHANGED into the count.
+ * its start, it writes CHANGED into the count. Its tmpfs /scratch holds a note of its root's and
+ * one it gave to its uid and gid 1000: should either lose its contents or owner, LOST.
  */
-const USERNS_COUNTER = 'me="$(id -u) $(cat /proc/self/uid_map)"; i=0; while true; do i=$((i+1)); ' +
+const USERNS_COUNTER = 'echo "$SCRATCH" > /scratch/note; echo 1000 > /scratch/user; ' +
+  "chown 1000:1000 /scratch/user; " +
+  'me="$(id -u) $(cat /proc/self/uid_map)"; i=0; while true; do i=$((i+1)); ' +
   'echo $i >> /data/count; now="$(id -u) $(cat /proc/self/uid_map)"; ' +
   '[ "$now" = "$me" ] || echo CHANGED >> /data/count; echo "$now" > /data/whoami.new; ' +
-  "mv /data/whoami.new /data/whoami; sleep 0.1; done";
+  "mv /data/whoami.new /data/whoami; " +
+  '[ "$(cat /scratch/note) $(stat -c %u:%g /scratch/note) $(cat /scratch/user) $(stat -c %u:%g /scratch/user)" = ' +
+  '"$SCRATCH 0:0 1000 1000:1000" ] || echo LOST >> /data/count; sleep 0.1; done';
 
 /** The ids a user-namespaced container's root has on the host (its uid and gid maps: 0 → this, 65536 ids). */
 export const USERNS_HOST_ID = 100000;
@@ -106,12 +111,21 @@ export async function makeBundle(
  * system and the host directory belong to those ids, and the temp dir above them may be crossed).
  */
 async function idMapped(
-  config: { process: { args: string[] }; linux: Record<string, unknown> & { namespaces: unknown[] } },
+  config: {
+    process: { args: string[]; capabilities: Record<string, string[]> };
+    mounts: unknown[];
+    linux: Record<string, unknown> & { namespaces: unknown[] };
+  },
   dir: string,
   bundle: string,
   host: string,
 ): Promise<void> {
   config.process.args = ["/bin/sh", "-c", USERNS_COUNTER];
+  // runc spec's root keeps only CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE: chown needs its own.
+  for (const set of ["bounding", "effective", "permitted"]) {
+    config.process.capabilities[set]!.push("CAP_CHOWN");
+  }
+  config.mounts.push({ destination: "/scratch", type: "tmpfs", source: "tmpfs", options: ["size=1m"] });
   config.linux.namespaces.push({ type: "user" });
   const map = [{ containerID: 0, hostID: USERNS_HOST_ID, size: 65536 }];
   config.linux.uidMappings = map;
