@@ -44,26 +44,6 @@ export function inNamespaceOf<T>(pid: number, ns: EnterableNs, work: () => T): T
   }
 }
 
-/**
- * Runs `work` with the calling thread's effective uid set to `uid` (setresuid on this thread
- * only: the raw syscall, not glibc's, which would change every thread), then back to 0. An IPC
- * namespace's sysctls (kernel/sem, msg*, shm*, fs/mqueue/*) are writable by its user namespace's
- * root uid, whatever capabilities the writer holds: criu writes them as that uid. Going back to 0
- * gives the thread its capabilities again (its real and saved uids stay 0).
- */
-export function asEffectiveUid<T>(uid: number, work: () => T): T {
-  const set = (to: number) => libc.syscall(BigInt(NR.setresuid), -1n, BigInt(to), -1n, 0n, 0n, 0n);
-  callBig(`setresuid(-1, ${uid}, -1)`, set(uid));
-  try {
-    return work();
-  } finally {
-    if (set(0) !== 0n) {
-      // deno-lint-ignore no-unsafe-finally
-      throw new Error(`Cannot take back uid 0 after writing as uid ${uid}; criu-ts cannot go on safely`);
-    }
-  }
-}
-
 /** The whole text of a small file (a /proc/sys value, a /proc/sysvipc table), read by this thread. */
 export function readSmallFile(path: string): string {
   const fd = openFd(path, OPEN.RDONLY | OPEN.CLOEXEC);
@@ -78,6 +58,35 @@ export function readSmallFile(path: string): string {
     return new TextDecoder().decode(concat(parts));
   } finally {
     closeFd(fd);
+  }
+}
+
+/**
+ * Runs `work` with the calling thread's effective uid and gid set to `ids` (criu's root keeps its
+ * real and saved ids, so it can come back), then back to root. Only this thread changes: the raw
+ * syscalls, not glibc's wrappers, which change every thread. For files whose owner a namespace
+ * decides, such as the IPC sysctls of a namespace owned by another user namespace, writable only
+ * by that namespace's root.
+ */
+export function asEffectiveIds<T>(ids: { uid: number; gid: number }, work: () => T): T {
+  const set = (nr: number, id: number, what: string) =>
+    callBig(what, libc.syscall(BigInt(nr), -1n, BigInt(id), -1n, 0n, 0n, 0n), what);
+  set(NR.setresgid, ids.gid, "setresgid");
+  try {
+    set(NR.setresuid, ids.uid, "setresuid");
+    try {
+      return work();
+    } finally {
+      if (libc.syscall(BigInt(NR.setresuid), -1n, 0n, -1n, 0n, 0n, 0n) !== 0n) {
+        // deno-lint-ignore no-unsafe-finally
+        throw new Error("Cannot take back criu's effective uid 0; criu-ts cannot go on safely");
+      }
+    }
+  } finally {
+    if (libc.syscall(BigInt(NR.setresgid), -1n, 0n, -1n, 0n, 0n, 0n) !== 0n) {
+      // deno-lint-ignore no-unsafe-finally
+      throw new Error("Cannot take back criu's effective gid 0; criu-ts cannot go on safely");
+    }
   }
 }
 

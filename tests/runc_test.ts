@@ -11,6 +11,11 @@
  * on exactly where it stopped; also with --leave-running and with a tmpfs whose contents the
  * container checks after its restore, and with a TCP server behind a veth. Each test removes its
  * container, mounts, cgroups and namespaces. LXC's lxc-checkpoint: tests/lxc_test.ts.
+ *
+ * And an id-mapped container (a user namespace in config.json, ids 0..65535 mapped to the host's
+ * 100000..): after its restore it is still root in its namespace with the same uid and gid maps,
+ * its tmpfs holds its files with their owners, and it counts on where it stopped; also with --leave-running, and across the tools with CRIU 4.x
+ * when CRIU_UPSTREAM names it.
  */
 import assert from "node:assert/strict";
 import { spawn } from "../ffi/spawn.ts";
@@ -31,6 +36,7 @@ import {
   RUNC,
   runcDetached,
   state,
+  USERNS_HOST_ID,
 } from "./lib/runc.ts";
 import { workloadBin } from "./lib/harness.ts";
 import { installed, python3 } from "./lib/tools.ts";
@@ -459,3 +465,165 @@ runcTest(
     }
   },
 );
+
+// ---------------------------------------------------------------------------------------------
+// An id-mapped container: a user namespace of its own in config.json
+
+const UPSTREAM = Deno.env.get("CRIU_UPSTREAM");
+
+async function containerPid(c: Awaited<ReturnType<typeof makeBundle>>): Promise<number> {
+  const got = await run(RUNC, ["state", c.id]);
+  assert.ok(got.ok, got.out);
+  return JSON.parse(got.out).pid as number;
+}
+
+const words = (text: string) => text.trim().split(/\s+/).join(" ");
+
+/**
+ * The container, as it sees itself and as the host sees it: root of a user namespace whose maps are
+ * 0 → USERNS_HOST_ID for 65536 ids, its files written as that id on the host, its count unbroken.
+ */
+async function assertStillMapped(
+  c: Awaited<ReturnType<typeof makeBundle>>,
+  count = counts(c),
+): Promise<void> {
+  const pid = await containerPid(c);
+  for (const map of ["uid_map", "gid_map"]) {
+    assert.equal(words(Deno.readTextFileSync(`/proc/${pid}/${map}`)), `0 ${USERNS_HOST_ID} 65536`, map);
+  }
+  const uids = /^Uid:\s+(.*)$/m.exec(Deno.readTextFileSync(`/proc/${pid}/status`))![1]!;
+  assert.equal(words(uids), Array(4).fill(USERNS_HOST_ID).join(" "), "the container's uids on the host");
+  assert.notEqual(
+    Deno.readLinkSync(`/proc/${pid}/ns/user`),
+    Deno.readLinkSync("/proc/self/ns/user"),
+    "the container has a user namespace of its own",
+  );
+  // Written by the container after its restore (the count went on since): root there, same map.
+  assert.equal(words(Deno.readTextFileSync(`${c.host}/whoami`)), `0 0 ${USERNS_HOST_ID} 65536`);
+  assert.equal(Deno.statSync(`${c.host}/count`).uid, USERNS_HOST_ID, "the count file's owner on the host");
+  const made = Deno.statSync(`${c.host}/whoami`);
+  assert.deepEqual([made.uid, made.gid], [USERNS_HOST_ID, USERNS_HOST_ID], "a file made after the restore");
+  // The tmpfs's files, as the host sees them through the container's root: the ids went through the maps.
+  const user = Deno.statSync(`/proc/${pid}/root/scratch/user`);
+  assert.deepEqual(
+    [user.uid, user.gid],
+    [USERNS_HOST_ID + 1000, USERNS_HOST_ID + 1000],
+    "the tmpfs file of uid 1000",
+  );
+  assertUnbroken(count);
+}
+
+/**
+ * Runs the id-mapped container, checkpoints it with `dumper`, restores it with `restorer`. With
+ * `imagesMode` the images dir is made beforehand with that mode; else runc makes it (mode 0600).
+ */
+async function idMappedCycle(dumper: string, restorer: string, imagesMode?: number): Promise<void> {
+  const c = await makeBundle({ userns: true });
+  try {
+    const started = await runcDetached(c, dumper, ["run", "-d", c.id]);
+    assert.ok(started.ok, started.out);
+    await countReaches(c, 5);
+    if (imagesMode !== undefined) {
+      Deno.mkdirSync(c.images);
+      Deno.chmodSync(c.images, imagesMode);
+    }
+    await checkpoint(c, dumper);
+    assert.equal(await state(c), "gone", "runc removes a checkpointed container");
+    const atCheckpoint = counts(c).length;
+    Deno.removeSync(`${c.host}/whoami`);
+    await restore(c, restorer);
+    assert.equal(await state(c), "running");
+    await countReaches(c, atCheckpoint + 5);
+    await assertStillMapped(c);
+  } finally {
+    await cleanUp(c);
+  }
+}
+
+runcTest(
+  "runc checkpoint and restore of an id-mapped container (a user namespace in config.json): still root there, same maps, the count goes on",
+  () => idMappedCycle(CRIU, CRIU),
+);
+
+runcTest(
+  "runc checkpoint --leave-running of an id-mapped container, then restore after it is gone",
+  async () => {
+    const c = await makeBundle({ userns: true });
+    try {
+      const started = await runcDetached(c, CRIU, ["run", "-d", c.id]);
+      assert.ok(started.ok, started.out);
+      await countReaches(c, 5);
+      const before = counts(c).length;
+      await checkpoint(c, CRIU, ["--leave-running"]);
+      const after = counts(c).length;
+      assert.equal(await state(c), "running");
+      await countReaches(c, after + 3);
+      await assertStillMapped(c);
+      await run(RUNC, ["kill", c.id, "KILL"]);
+      while ((await state(c)) === "running") await sleep(50);
+      await run(RUNC, ["delete", "-f", c.id]);
+      Deno.removeSync(`${c.host}/whoami`);
+      const beforeRestore = counts(c).length;
+      await restore(c, CRIU);
+      await countReaches(c, beforeRestore + 3);
+      const resumed = Number(counts(c)[beforeRestore]);
+      assert.ok(
+        resumed >= before + 1 && resumed <= after + 1,
+        `resumed at ${resumed}, dumped between ${before}..${after}`,
+      );
+      // The restored shell goes on from the count it had when it was frozen.
+      await assertStillMapped(c, counts(c).slice(beforeRestore).map((n) => String(Number(n) - resumed + 1)));
+    } finally {
+      await cleanUp(c);
+    }
+  },
+);
+
+Deno.test({
+  name: "an id-mapped runc container checkpointed by CRIU 4.x comes back with criu-ts, and the other way",
+  ignore: !UPSTREAM,
+  fn: async () => {
+    await idMappedCycle(UPSTREAM!, CRIU);
+    // CRIU opens its images from the restored task, already in the container's user namespace,
+    // whose root may not search the images dir runc makes (mode 0600): made 0755 beforehand.
+    await idMappedCycle(CRIU, UPSTREAM!, 0o755);
+  },
+});
+
+Deno.test({
+  name:
+    "CRIU 4.x cannot restore an id-mapped runc container from an images dir runc made (0600); criu-ts can",
+  ignore: !UPSTREAM,
+  fn: async () => {
+    const c = await makeBundle({ userns: true });
+    try {
+      const started = await runcDetached(c, CRIU, ["run", "-d", c.id]);
+      assert.ok(started.ok, started.out);
+      await countReaches(c, 5);
+      await checkpoint(c, CRIU);
+      assert.equal(Deno.statSync(c.images).mode! & 0o777, 0o600, "runc makes the images dir 0600");
+      const refused = await runcDetached(c, UPSTREAM!, [
+        "restore",
+        "-d",
+        "--image-path",
+        c.images,
+        "--work-path",
+        c.work,
+        c.id,
+      ]);
+      assert.ok(!refused.ok, "CRIU restored it");
+      assert.match(
+        Deno.readTextFileSync(`${c.work}/restore.log`),
+        /Error \(criu\/image\.c:\d+\): Unable to open \S+\.img: Permission denied/,
+      );
+      await run(RUNC, ["delete", "-f", c.id]);
+      const atCheckpoint = counts(c).length;
+      Deno.removeSync(`${c.host}/whoami`);
+      await restore(c, CRIU);
+      await countReaches(c, atCheckpoint + 5);
+      await assertStillMapped(c);
+    } finally {
+      await cleanUp(c);
+    }
+  },
+});

@@ -48,8 +48,8 @@ import { PAGE_SIZE } from "./memory.ts";
 import { ImageReader, ImageWriter } from "../images/file.ts";
 import type { ImageDir } from "../images/dir.ts";
 import type { ImageKind } from "../images/kinds.ts";
-import { asEffectiveUid, inNamespaceOf, readSmallFile, writeSmallFile } from "../../ffi/nsenter.ts";
-import { namespaceRootUidOf } from "./userns.ts";
+import { asEffectiveIds, inNamespaceOf, readSmallFile, writeSmallFile } from "../../ffi/nsenter.ts";
+import { userNamespaceRootOf } from "./userns.ts";
 import {
   msgCopy,
   msgCreate,
@@ -333,10 +333,13 @@ function withId(kind: "shm" | "sem" | "msg", d: ipc_desc_entry, make: () => numb
   return got;
 }
 
-/** Remakes the namespace's objects; its sysctls are written as `nsRoot` (asEffectiveUid) if given. */
-function rebuild(s: SavedIpc, nsRoot: number | undefined): void {
-  if (nsRoot === undefined) writeVars(s.vars);
-  else asEffectiveUid(nsRoot, () => writeVars(s.vars));
+/**
+ * `owner`: the ids of the root of the user namespace owning the IPC namespace, when that is not
+ * criu's: its sysctls are writable only by that root (criu's root may only read them).
+ */
+function rebuild(s: SavedIpc, owner: { uid: number; gid: number } | undefined): void {
+  if (owner) asEffectiveIds(owner, () => writeVars(s.vars));
+  else writeVars(s.vars);
   for (const { entry, data } of s.shm) {
     const d = entry.desc!;
     const id = withId("shm", d, () => shmCreate(d.key, entry.size, d.mode & 0o777));
@@ -377,9 +380,9 @@ registerNamespaceKind({
     return {
       fill: (creator) => {
         try {
-          const nsRoot = namespaceRootUidOf(creator.pid);
-          inNamespaceOf(creator.pid, "ipc", () => rebuild(saved, nsRoot));
-          restorePosixQueues(ctx.dir, id!, creator.pid, saved.vars, nsRoot);
+          const owner = userNamespaceRootOf(creator.pid);
+          inNamespaceOf(creator.pid, "ipc", () => rebuild(saved, owner));
+          restorePosixQueues(ctx.dir, id!, creator.pid, saved.vars, owner);
           attachSysvSegments(creator.pid);
           const removed = saved.shm.filter((s) => s.entry.desc!.mode & SHM_DEST);
           inNamespaceOf(creator.pid, "ipc", () => removed.forEach((s) => removeIpc("shm", s.entry.desc!.id)));

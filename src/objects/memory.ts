@@ -25,6 +25,8 @@ import { PAGE_IS_GUARD, scanCategory } from "../../ffi/pagemap_scan.ts";
 import { createImageFile } from "../images/file.ts";
 import { RestoreError } from "../errors.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
+import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
+import { takeFromCriu } from "./files.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import {
   backingOf,
@@ -557,6 +559,37 @@ export function finishBackings(ctx: MappingRestoreContext, vmas: readonly vma_en
 }
 
 /**
+ * The pages image, opened in the task: by its path, or relative to the images dir's fd. A task
+ * already in a user namespace of its own may be denied the images dir (runc makes it with mode
+ * 0600: criu's root searches it only as CAP_DAC_OVERRIDE, which the task has only over its own
+ * namespace's ids): criu then opens the image and hands the task a copy.
+ */
+function openPagesImage(agent: Agent, pagesPath: string, imagesDirFd: number | undefined): bigint {
+  agent.reset();
+  if (imagesDirFd === undefined) {
+    return agent.call("open(pages image)", NR.open, agent.string(pagesPath), O.RDONLY | O.CLOEXEC, 0);
+  }
+  const fd = agent.attempt(
+    "openat(images dir, pages image)",
+    NR.openat,
+    imagesDirFd,
+    agent.string(pagesPath.slice(pagesPath.lastIndexOf("/") + 1)),
+    O.RDONLY | O.CLOEXEC,
+    0,
+  );
+  if (!isSyscallError(fd, "EACCES")) {
+    if (isSyscallError(fd)) throw fd;
+    return fd;
+  }
+  const ours = openFd(pagesPath, OPEN.RDONLY | OPEN.CLOEXEC);
+  try {
+    return BigInt(takeFromCriu({ agent }, ours));
+  } finally {
+    closeFd(ours);
+  }
+}
+
+/**
  * Reads pages into place: the puppet preadv()s them from the pages image itself, one call per
  * IOV_MAX runs that lie back to back in the file. `offset` is where each run starts in the file.
  * With `imagesDirFd` (an fd of the images dir every puppet holds) the image is opened relative to
@@ -569,17 +602,7 @@ export function fillPages(
   imagesDirFd?: number,
 ): number {
   if (runs.length === 0) return 0;
-  agent.reset();
-  const fd = imagesDirFd === undefined
-    ? agent.call("open(pages image)", NR.open, agent.string(pagesPath), O.RDONLY | O.CLOEXEC, 0)
-    : agent.call(
-      "openat(images dir, pages image)",
-      NR.openat,
-      imagesDirFd,
-      agent.string(pagesPath.slice(pagesPath.lastIndexOf("/") + 1)),
-      O.RDONLY | O.CLOEXEC,
-      0,
-    );
+  const fd = openPagesImage(agent, pagesPath, imagesDirFd);
   try {
     let group: Span[] = [];
     let groupStart = 0;

@@ -102,6 +102,7 @@ import { enterNamespaceFd, type NsDumpContext, registerNamespaceKind } from "./n
 import type { FrozenTree } from "../dump/freeze.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import { takeFromCriu } from "./files.ts";
+import { idsInUserNamespaceOf, userNamespaceRootOf } from "./userns.ts";
 import { archiveTmpfs, extractTmpfs } from "./tmpfs_tar.ts";
 import { boundPtsIndex, makeBoundPty } from "./devpts_bind.ts";
 import { ptyMastersOf } from "./pty.ts";
@@ -246,6 +247,19 @@ function toEntry(m: MountInfo): mnt_entry {
   });
   if (deleted) e.deleted = true;
   return e;
+}
+
+/**
+ * A filesystem's `uid=` and `gid=` options as the task's user namespace sees them, as CRIU saves
+ * them: the kernel shows them to criu in its own ids (a tmpfs of an id-mapped container's root:
+ * uid=100000), and a mount made again inside that namespace takes them in its ids (uid=0).
+ */
+function optionIdsInside(options: string, ids: { uid(id: number): number; gid(id: number): number }): string {
+  return options.split(",").map((o) => {
+    const m = /^(uid|gid)=(\d+)$/.exec(o);
+    if (!m) return o;
+    return `${m[1]}=${m[1] === "uid" ? ids.uid(Number(m[2])) : ids.gid(Number(m[2]))}`;
+  }).join(",");
 }
 
 /**
@@ -608,15 +622,17 @@ function archiveAll(
   mounts: readonly TmpfsToArchive[],
   infos: readonly MountInfo[],
   log: Log,
+  idsView: number | undefined,
 ): void {
   mounts.forEach((m) => checkNotCovered(pid, m, infos));
   const started = performance.now();
+  const userNs = idsView === undefined ? undefined : userNamespaceRootOf(idsView);
   const outcomes = withBareViews(pid, mounts, log, (views) => {
     const jobs = mounts.map((m, i) => ({
       directory: views[i] ?? `/proc/${pid}/root${m.e.mountpoint}`,
       image: dir.pathFor(KINDS.TMPFS_DEV, m.e.rootDev),
     }));
-    const outcomes = archiveTmpfs(jobs);
+    const outcomes = archiveTmpfs(jobs, userNs?.path);
     jobs.forEach((j) => dir.noteWritten(j.image));
     return outcomes;
   });
@@ -830,9 +846,26 @@ interface NamespaceMounts {
 }
 
 /**
+ * The task whose user namespace a tree's mount ids (`uid=` options, tmpfs archives) are saved as
+ * seen from: the root's, where every mount namespace of the tree is built again at restore (nested
+ * user namespaces are entered later). None (criu's view) when the tree joins its user namespace
+ * only once forked (several tasks whose PID namespace is not their own, userns.ts): its root
+ * builds the mounts while still in criu's.
+ */
+function idsViewOf(tree: FrozenTree): number | undefined {
+  const root = tree.root.pid;
+  const nsPids = /^NSpid:\s+(.*)$/m.exec(Deno.readTextFileSync(`/proc/${root}/status`))?.[1]?.trim().split(
+    /\s+/,
+  );
+  const joinsAfterForking = tree.tasks.length > 1 && nsPids?.at(-1) !== "1";
+  return joinsAfterForking ? undefined : root;
+}
+
+/**
  * A namespace's mounts as read at dump. A key given by mountpoint (`--external mnt[MP]:KEY`) names a
  * mount of the root's namespace only, as in CRIU: a nested namespace may hold another mount at the
- * same place; its mounts from outside are found by themselves (--external mnt[]).
+ * same place; its mounts from outside are found by themselves (--external mnt[]). `idsView`: as
+ * idsViewOf gives it.
  */
 function readMounts(
   id: number,
@@ -840,10 +873,13 @@ function readMounts(
   ofRoot: boolean,
   external: ExternalOptions,
   log: Log,
+  idsView: number | undefined,
 ): NamespaceMounts {
   const infos = parseMountinfo(Deno.readTextFileSync(`/proc/${pid}/mountinfo`));
+  const ids = idsView === undefined ? undefined : idsInUserNamespaceOf(idsView);
   const entries = infos.map((m) => {
     const e = toEntry(m);
+    if (ids) e.options = optionIdsInside(e.options, ids);
     const key = ofRoot ? external.byKey.get(m.mountpoint) : undefined;
     if (key !== undefined) e.extKey = key;
     return e;
@@ -911,7 +947,8 @@ function peerGroupsOf(tree: FrozenTree): Set<number> {
 function dumpMounts(ctx: NsDumpContext): void {
   const { dir, log } = ctx;
   const tree = treeDumpOf(ctx.tree);
-  const n = readMounts(ctx.id, ctx.pid, ctx.ofRoot, externalOptions(ctx.options), log);
+  const idsView = idsViewOf(ctx.tree);
+  const n = readMounts(ctx.id, ctx.pid, ctx.ofRoot, externalOptions(ctx.options), log, idsView);
   const parent = ctx.ofRoot ? undefined : parentNamespaceMounts(ctx, tree);
   const earlier = [...tree.saved.values()].flat();
   const ptySlaveBinds = ptySlaveBindCheck(n.pid, ctx.tree.tasks.map((t) => t.pid), ctx.options);
@@ -934,7 +971,7 @@ function dumpMounts(ctx: NsDumpContext): void {
     const info = n.infos[i]!;
     tmpfs.push({ e, info, hasChildren: n.infos.some((c) => c.parentId === info.id && c.id !== info.id) });
   });
-  archiveAll(n.pid, dir, tmpfs, n.infos, log);
+  archiveAll(n.pid, dir, tmpfs, n.infos, log, idsView);
   dir.write(KINDS.MNTS, n.id, n.entries);
   tree.saved.set(Deno.readLinkSync(`/proc/${ctx.pid}/ns/mnt`), n.entries);
   log.info(
@@ -1516,14 +1553,20 @@ class TreeBuilder {
     if (e.withPlugin) return this.#fromPlugin(e, target);
     const { nested } = this.#plan;
     const ext = this.#plan.externalPaths.get(e.mntId);
-    if (ext !== undefined && nested) {
+    // A root in a user namespace of its own cannot bind it either: its copy of criu's mounts is
+    // locked (the kernel refuses a bind of a mount with locked mounts inside).
+    if (ext !== undefined && (nested || idsInUserNamespaceOf(this.#root.pid) !== undefined)) {
       return this.#attachFromCriu(e, target, `bind from ${ext}`, () => cloneMountTree(ext));
     }
     if (ext !== undefined) return this.#mount(e, `bind from ${ext}`, ext, target, 0, MS.BIND, "");
     const src = this.#plan.fromEarlier.get(e.mntId) ?? bindSource(this.#plan.entries, e);
     if (src) return this.#bindFrom(e, src, target);
     const fstype = e.fstype === FSTYPE_AUTO ? e.fsname : FSTYPE_NAMES.get(e.fstype)!;
-    const sbFlags = e.sbFlags & ~MS.RDONLY;
+    // Read-only from the start but for what is filled or layered after it is mounted: a remount
+    // would change a superblock shared with criu's (a sysfs of criu's network namespace), and the
+    // kernel refuses it for a sysfs or proc made in a user namespace (EPERM).
+    const later = e.fstype === FSTYPE_TMPFS || e.fstype === FSTYPE_OVERLAY;
+    const sbFlags = later ? e.sbFlags & ~MS.RDONLY : e.sbFlags;
     const device = this.#plan.devices.get(e.mntId);
     const source = device ?? e.source;
     if (e.fstype === FSTYPE_OVERLAY) {
@@ -1540,17 +1583,20 @@ class TreeBuilder {
     }
     if (e.fstype === FSTYPE_TMPFS) this.#unfilled.set(e.mntId, { e, target });
     if (e.fstype === FSTYPE_DEVPTS) this.#makeBoundSlaves(e);
-    if (e.sbFlags & MS.RDONLY) {
+    if (later && (e.sbFlags & MS.RDONLY)) {
       this.#fill();
       const r = this.#root;
       r.reset();
+      // A remount sets the mount's flags too, and in a user namespace a new mount may inherit the
+      // locks of criu's (nosuid, nodev, noexec): asked without them, EPERM.
+      const kept = e.flags & (MS.NOSUID | MS.NODEV | MS.NOEXEC);
       r.call(
         `remount ${e.mountpoint} ro`,
         NR.mount,
         0,
         r.string(`/proc/self/fd/${this.#fds.get(e.mntId)}`),
         0,
-        MS.REMOUNT | e.sbFlags,
+        MS.REMOUNT | e.sbFlags | kept,
         e.options ? r.string(e.options) : 0,
       );
     }
@@ -1711,7 +1757,7 @@ class TreeBuilder {
     }));
     if (jobs.length === 0) return;
     const started = performance.now();
-    const outcomes = extractTmpfs(jobs);
+    const outcomes = extractTmpfs(jobs, userNamespaceRootOf(this.#root.pid)?.path);
     this.#plan.log.debug(
       `Filled ${jobs.length} tmpfs mount(s) from their archives in ${
         (performance.now() - started).toFixed(1)

@@ -51,7 +51,7 @@ import {
 } from "../../ffi/posix_mq.ts";
 import { Spool } from "../../ffi/spool.ts";
 import { closeFd } from "../../ffi/fd.ts";
-import { asEffectiveUid, inNamespaceOf, readSmallFile, writeSmallFile } from "../../ffi/nsenter.ts";
+import { asEffectiveIds, inNamespaceOf, readSmallFile, writeSmallFile } from "../../ffi/nsenter.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { refuse } from "./refusal.ts";
 import { RestoreError } from "../errors.ts";
@@ -261,15 +261,15 @@ export function restorePosixQueues(
   id: number,
   pid: number,
   vars: ipc_var_entry,
-  nsRoot?: number,
+  owner?: { uid: number; gid: number },
 ): void {
   const queues = checkPosixQueues(dir, id);
   if (queues.length === 0) return;
   // The namespace's sysctls are writable by its user namespace's root only (ffi/nsenter.ts).
   const writeSysctl = (path: string, value: string) =>
-    nsRoot === undefined
+    owner === undefined
       ? writeSmallFile(path, value)
-      : asEffectiveUid(nsRoot, () => writeSmallFile(path, value));
+      : asEffectiveIds(owner, () => writeSmallFile(path, value));
   inNamespaceOf(pid, "ipc", () => {
     // Room for every queue whatever criu's capabilities (see the top of this file).
     const most = (f: (q: posix_mq_entry) => bigint) => queues.reduce((n, q) => (f(q) > n ? f(q) : n), 0n);

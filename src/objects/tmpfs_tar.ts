@@ -6,6 +6,14 @@
  * tars side by side, and criu itself compresses and decompresses the small archives (zlib), so a
  * tmpfs costs one short tar process. A large tmpfs still goes through `tar --gzip`, so that no
  * archive is ever held whole in memory.
+ *
+ * The tmpfs of a tree in a user namespace of its own (an id-mapped container's /dev) is archived
+ * and filled by a tar in that namespace, as root there (`nsenter --user`), as CRIU does: the
+ * archive holds the owners as the tree sees them (0, not 100000), and only such a tar may create
+ * files in a tmpfs that namespace owns (criu's root is no id of it: EOVERFLOW). What that root may
+ * not reach (criu's files, directories of criu's only, another task's /proc/PID/fd) the shell,
+ * criu's, opens for it: tar reads and writes its archive on stdin and stdout, and starts in the
+ * tmpfs as its working directory (`--directory .`).
  */
 import { gunzipSync, gzipSync } from "node:zlib";
 
@@ -38,40 +46,32 @@ function quote(word: string): string {
   return `'${word.replaceAll("'", `'\\''`)}'`;
 }
 
-/**
- * One tar run: in `directory` (its working directory, entered by criu's shell), reading its
- * archive from `input` or writing it to `output` (opened by criu's shell too).
- */
+/** A tar to run: its arguments, the files the shell gives it as stdin and stdout, where it starts. */
 interface TarRun {
   argv: string[];
-  directory: string;
-  input?: string;
-  output?: string;
+  stdin?: string;
+  stdout?: string;
+  directory?: string;
 }
 
 /**
- * Runs each tar from one shell, PARALLEL at a time; for each, undefined when it exited 0, else
- * what it printed on stderr (or its status). With `userns` (a /proc/PID/ns/user of a user
- * namespace other than criu's), each tar runs as that namespace's root, as CRIU runs it: a tmpfs a
- * container's user namespace owns takes new files only from a creator whose ids that namespace
- * maps, and the archive's owners are the container's ids, as CRIU writes them. criu's shell opens
- * the archive and enters the directory first, so tar needs no right over criu's files.
+ * Runs each tar command from one shell, PARALLEL at a time, inside the user namespace `userNs`
+ * (a /proc/PID/ns/user path) when one is given; for each, undefined when it exited 0, else what it
+ * printed on stderr (or its status).
  */
-function runAll(runs: readonly TarRun[], userns?: string): TarOutcome[] {
-  if (runs.length === 0) return [];
+function runAll(commands: readonly TarRun[], userNs?: string): TarOutcome[] {
+  if (commands.length === 0) return [];
   const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-tar-" });
-  const enter = userns ? `nsenter --user=${quote(userns)} -- ` : "";
+  const inNs = userNs === undefined ? [] : ["nsenter", `--user=${userNs}`, "--"];
   try {
     const lines = [
-      "run() {",
-      "  i=$1 dir=$2 in=$3 out=$4; shift 4",
-      `  ( cd "$dir" && exec "$@" <"$in" >"$out" ) 2>${quote(scratch)}/$i.err`,
-      '  echo "$i $?"',
-      "}",
+      `run() { i=$1; in=$2; out=$3; dir=$4; shift 4; (cd "$dir" && exec "$@") 2>${
+        quote(scratch)
+      }/$i.err <"$in" >"$out"; echo "$i $?"; }`,
     ];
-    runs.forEach((r, i) => {
-      const files = [r.directory, r.input ?? "/dev/null", r.output ?? "/dev/null"].map(quote).join(" ");
-      lines.push(`run ${i} ${files} ${enter}${r.argv.map(quote).join(" ")} &`);
+    commands.forEach((c, i) => {
+      const io = [c.stdin ?? "/dev/null", c.stdout ?? "/dev/null", c.directory ?? "/"];
+      lines.push(`run ${i} ${[...io, ...inNs, ...c.argv].map(quote).join(" ")} &`);
       if ((i + 1) % PARALLEL === 0) lines.push("wait");
     });
     lines.push("wait");
@@ -86,7 +86,7 @@ function runAll(runs: readonly TarRun[], userns?: string): TarOutcome[] {
       const m = /^(\d+) (\d+)$/.exec(line);
       if (m) status.set(Number(m[1]), Number(m[2]));
     }
-    return runs.map((_, i) => {
+    return commands.map((_, i) => {
       const rc = status.get(i);
       if (rc === 0) return undefined;
       let error = "";
@@ -104,19 +104,23 @@ function runAll(runs: readonly TarRun[], userns?: string): TarOutcome[] {
 }
 
 /**
- * Archives each directory (a tmpfs, as the tree sees it) into its image; `userns` as for runAll.
+ * Archives each directory (a tmpfs, as the tree sees it) into its image, from inside the user
+ * namespace `userNs` when given.
  */
 export function archiveTmpfs(
   jobs: readonly { directory: string; image: string }[],
-  userns?: string,
+  userNs?: string,
 ): TarOutcome[] {
   const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-tmpfs-" });
   try {
     const plain = (i: number) => `${scratch}/${i}.tar`;
-    const create = (gzip: boolean) => ["tar", ...TAR_CREATE, ...(gzip ? ["--gzip"] : []), "--file", "-", "."];
     const outcomes = runAll(
-      jobs.map((j, i) => ({ argv: create(false), directory: j.directory, output: plain(i) })),
-      userns,
+      jobs.map((j, i) => ({
+        argv: ["tar", ...TAR_CREATE, "--file", "-", "--directory", ".", "."],
+        stdout: plain(i),
+        directory: j.directory,
+      })),
+      userNs,
     );
     const large: number[] = [];
     jobs.forEach((j, i) => {
@@ -129,8 +133,12 @@ export function archiveTmpfs(
       Deno.removeSync(plain(i));
     });
     const again = runAll(
-      large.map((i) => ({ argv: create(true), directory: jobs[i]!.directory, output: jobs[i]!.image })),
-      userns,
+      large.map((i) => ({
+        argv: ["tar", ...TAR_CREATE, "--gzip", "--file", "-", "--directory", ".", "."],
+        stdout: jobs[i]!.image,
+        directory: jobs[i]!.directory,
+      })),
+      userNs,
     );
     large.forEach((i, k) => outcomes[i] = again[k]);
     return outcomes;
@@ -154,34 +162,38 @@ function decompress(image: string, plain: string): boolean {
 }
 
 /**
- * Extracts each image into its directory (a new tmpfs, as the restored tree sees it); `userns` as
- * for runAll.
+ * Extracts each image into its directory (a new tmpfs, as the restored tree sees it), from inside
+ * the user namespace `userNs` when given.
  */
 export function extractTmpfs(
   jobs: readonly { image: string; directory: string }[],
-  userns?: string,
+  userNs?: string,
 ): TarOutcome[] {
   if (jobs.length === 0) return [];
   const scratch = Deno.makeTempDirSync({ prefix: "criu-ts-tmpfs-" });
   try {
     const early: TarOutcome[] = [];
-    const runs = jobs.map((j, i): TarRun => {
+    const commands = jobs.map((j, i): TarRun => {
       const plain = `${scratch}/${i}.tar`;
       try {
         if (decompress(j.image, plain)) {
-          return { argv: ["tar", ...TAR_EXTRACT, "--file", "-"], directory: j.directory, input: plain };
+          return {
+            argv: ["tar", ...TAR_EXTRACT, "--file", "-", "--directory", "."],
+            stdin: plain,
+            directory: j.directory,
+          };
         }
       } catch (e) {
         early[i] = (e as Error).message;
-        return { argv: ["false"], directory: "/" };
+        return { argv: ["false"] };
       }
       return {
-        argv: ["tar", ...TAR_EXTRACT, "--gzip", "--file", "-"],
+        argv: ["tar", ...TAR_EXTRACT, "--gzip", "--file", "-", "--directory", "."],
+        stdin: j.image,
         directory: j.directory,
-        input: j.image,
       };
     });
-    const outcomes = runAll(runs, userns);
+    const outcomes = runAll(commands, userNs);
     return outcomes.map((o, i) => early[i] ?? o);
   } finally {
     Deno.removeSync(scratch, { recursive: true });

@@ -88,37 +88,33 @@ export function credsInUserNamespaceOf(pid: number): ((c: creds_entry) => void) 
   };
 }
 
-/** /proc/PID/ns/user when `pid` is in a user namespace other than criu's; else undefined. */
-export function foreignUserNamespaceOf(pid: number): string | undefined {
+/**
+ * When `pid` is in a user namespace other than criu's: its uid and gid translations, ids read from
+ * criu's namespace turned into those its namespace sees (overflow ids for unmapped ones).
+ */
+export function idsInUserNamespaceOf(
+  pid: number,
+): { uid(id: number): number; gid(id: number): number } | undefined {
+  if (Deno.readLinkSync(`/proc/${pid}/ns/user`) === Deno.readLinkSync("/proc/self/ns/user")) return undefined;
+  const uids = readMap(pid, "uid_map");
+  const gids = readMap(pid, "gid_map");
+  return { uid: (id) => inside(uids, id), gid: (id) => inside(gids, id) };
+}
+
+/**
+ * The user namespace of `pid` when its root is another user than criu's (an id-mapped container's:
+ * 0 is the host's 100000): a path to enter it by (nsenter --user), and the ids that root has in
+ * criu's namespace. Undefined in criu's namespace, and in one whose root is criu's own uid 0
+ * (`unshare --map-root-user` run as root), where criu's root may do all that one's may.
+ */
+export function userNamespaceRootOf(pid: number): { path: string; uid: number; gid: number } | undefined {
   const path = `/proc/${pid}/ns/user`;
-  return Deno.readLinkSync(path) === Deno.readLinkSync("/proc/self/ns/user") ? undefined : path;
-}
-
-/**
- * The uid, as criu sees it, of the root (uid 0) of the user namespace of `pid`; undefined when
- * that is criu's own namespace, or when the namespace does not map uid 0 (the kernel then takes
- * criu's root as its root).
- */
-export function namespaceRootUidOf(pid: number): number | undefined {
-  if (foreignUserNamespaceOf(pid) === undefined) return undefined;
-  const extent = readMap(pid, "uid_map").find((e) => e.first === 0);
-  return extent?.lowerFirst || undefined;
-}
-
-/**
- * A mount's options as a task in the user namespace of `pid` must give them: tmpfs, devpts,
- * hugetlbfs and proc show their uid= and gid= in the initial namespace's ids, which a mount made
- * from inside a container's user namespace must name as that namespace sees them (the kernel
- * refuses an id outside the caller's maps with EINVAL).
- */
-export function mountOptionsInUserNamespaceOf(pid: number, options: string): string {
-  if (!/(^|,)[ug]id=/.test(options)) return options;
-  if (foreignUserNamespaceOf(pid) === undefined) return options;
-  const maps = { uid: readMap(pid, "uid_map"), gid: readMap(pid, "gid_map") };
-  return options.split(",").map((o) => {
-    const m = /^([ug]id)=(\d+)$/.exec(o);
-    return m ? `${m[1]}=${inside(maps[m[1] as "uid" | "gid"], Number(m[2]))}` : o;
-  }).join(",");
+  if (Deno.readLinkSync(path) === Deno.readLinkSync("/proc/self/ns/user")) return undefined;
+  const outside = (extents: readonly uid_gid_extent[]) => extents.find((e) => e.first === 0)?.lowerFirst;
+  const uid = outside(readMap(pid, "uid_map"));
+  const gid = outside(readMap(pid, "gid_map"));
+  if (uid === undefined || gid === undefined || uid === 0) return undefined;
+  return { path, uid, gid };
 }
 
 /**

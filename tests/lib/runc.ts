@@ -19,6 +19,25 @@ const COUNTER = "i=0; while true; do i=$((i+1)); echo $i >> /data/count; " +
   '[ -e /scratch ] && { [ "$(cat /scratch/note)" = "$SCRATCH" ] || echo LOST >> /data/count; }; ' +
   "sleep 0.1; done";
 
+/**
+ * The container's program in a user namespace of its own: counts as COUNTER does, and each step
+ * writes who it is (its uid and /proc/self/uid_map, as it sees them) to /data/whoami (renamed into
+ * place, so that a reader never finds it half written); should that ever differ from what it was at
+ * its start, it writes CHANGED into the count. Its tmpfs /scratch holds a note of its root's and
+ * one it gave to its uid and gid 1000: should either lose its contents or owner, LOST.
+ */
+const USERNS_COUNTER = 'echo "$SCRATCH" > /scratch/note; echo 1000 > /scratch/user; ' +
+  "chown 1000:1000 /scratch/user; " +
+  'me="$(id -u) $(cat /proc/self/uid_map)"; i=0; while true; do i=$((i+1)); ' +
+  'echo $i >> /data/count; now="$(id -u) $(cat /proc/self/uid_map)"; ' +
+  '[ "$now" = "$me" ] || echo CHANGED >> /data/count; echo "$now" > /data/whoami.new; ' +
+  "mv /data/whoami.new /data/whoami; " +
+  '[ "$(cat /scratch/note) $(stat -c %u:%g /scratch/note) $(cat /scratch/user) $(stat -c %u:%g /scratch/user)" = ' +
+  '"$SCRATCH 0:0 1000 1000:1000" ] || echo LOST >> /data/count; sleep 0.1; done';
+
+/** The ids a user-namespaced container's root has on the host (its uid and gid maps: 0 → this, 65536 ids). */
+export const USERNS_HOST_ID = 100000;
+
 export interface Container {
   id: string;
   dir: string;
@@ -37,7 +56,7 @@ export async function run(cmd: string, args: string[], cwd = "/"): Promise<{ ok:
 
 /** A bundle in a temp dir: busybox-static installed into rootfs, `runc spec` edited for the test. */
 export async function makeBundle(
-  opts: { tmpfs?: boolean; veth?: string; terminal?: boolean } = {},
+  opts: { tmpfs?: boolean; veth?: string; terminal?: boolean; userns?: boolean } = {},
 ): Promise<Container> {
   const dir = Deno.makeTempDirSync({ prefix: "criu-runc-" });
   const id = `criu-ts-${dir.slice(dir.lastIndexOf("-") + 1)}`;
@@ -81,8 +100,40 @@ export async function makeBundle(
     Deno.chmodSync(hook, 0o755);
     config.hooks = { createRuntime: [{ path: hook, args: ["veth-hook.sh"] }] };
   }
+  if (opts.userns) await idMapped(config, dir, bundle, host);
   Deno.writeTextFileSync(`${bundle}/config.json`, JSON.stringify(config, null, 1));
   return { id, dir, bundle, host, images: `${dir}/images`, work: `${dir}/work` };
+}
+
+/**
+ * An id-mapped container, as rootless runtimes run them: a user namespace of its own whose ids
+ * 0..65535 are the host's USERNS_HOST_ID.. (runc 1.1 has no id-mapped mounts, so the root file
+ * system and the host directory belong to those ids, and the temp dir above them may be crossed).
+ */
+async function idMapped(
+  config: {
+    process: { args: string[]; capabilities: Record<string, string[]> };
+    mounts: unknown[];
+    linux: Record<string, unknown> & { namespaces: unknown[] };
+  },
+  dir: string,
+  bundle: string,
+  host: string,
+): Promise<void> {
+  config.process.args = ["/bin/sh", "-c", USERNS_COUNTER];
+  // runc spec's root keeps only CAP_AUDIT_WRITE, CAP_KILL, CAP_NET_BIND_SERVICE: chown needs its own.
+  for (const set of ["bounding", "effective", "permitted"]) {
+    config.process.capabilities[set]!.push("CAP_CHOWN");
+  }
+  config.mounts.push({ destination: "/scratch", type: "tmpfs", source: "tmpfs", options: ["size=1m"] });
+  config.linux.namespaces.push({ type: "user" });
+  const map = [{ containerID: 0, hostID: USERNS_HOST_ID, size: 65536 }];
+  config.linux.uidMappings = map;
+  config.linux.gidMappings = map;
+  Deno.chmodSync(dir, 0o755);
+  const owner = `${USERNS_HOST_ID}:${USERNS_HOST_ID}`;
+  const chown = await run("/bin/chown", ["-R", "-h", owner, `${bundle}/rootfs`, host]);
+  assert.ok(chown.ok, chown.out);
 }
 
 /**
