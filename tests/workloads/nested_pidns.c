@@ -435,6 +435,12 @@ static int probe_child(int *ids, int max, char *ns, size_t size, int *init)
 	snprintf(path, sizeof(path), "/proc/%d/ns/pid", pid);
 	len = readlink(path, ns, size - 1);
 	ns[len < 0 ? 0 : len] = '\0';
+	/*
+	 * A byte, not the pipe's end: a child another thread forks meanwhile holds a copy of this
+	 * write end too, and would keep this child waiting for an end of file while it waits for its own.
+	 */
+	if (write(gate[1], "x", 1) != 1)
+		wl_log("probe_child: write to the gate failed");
 	close(gate[1]);
 	if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) > 1)
 		return -1;
