@@ -72,19 +72,18 @@ function inside(extents: readonly uid_gid_extent[], id: number): number {
  * credentials, read from criu's namespace, into those its namespace sees.
  */
 export function credsInUserNamespaceOf(pid: number): ((c: creds_entry) => void) | undefined {
-  if (Deno.readLinkSync(`/proc/${pid}/ns/user`) === Deno.readLinkSync("/proc/self/ns/user")) return undefined;
-  const uids = readMap(pid, "uid_map");
-  const gids = readMap(pid, "gid_map");
+  const ids = idsInUserNamespaceOf(pid);
+  if (!ids) return undefined;
   return (c) => {
-    c.uid = inside(uids, c.uid);
-    c.euid = inside(uids, c.euid);
-    c.suid = inside(uids, c.suid);
-    c.fsuid = inside(uids, c.fsuid);
-    c.gid = inside(gids, c.gid);
-    c.egid = inside(gids, c.egid);
-    c.sgid = inside(gids, c.sgid);
-    c.fsgid = inside(gids, c.fsgid);
-    c.groups = c.groups.map((g) => inside(gids, g));
+    c.uid = ids.uid(c.uid);
+    c.euid = ids.uid(c.euid);
+    c.suid = ids.uid(c.suid);
+    c.fsuid = ids.uid(c.fsuid);
+    c.gid = ids.gid(c.gid);
+    c.egid = ids.gid(c.egid);
+    c.sgid = ids.gid(c.sgid);
+    c.fsgid = ids.gid(c.fsgid);
+    c.groups = c.groups.map((g) => ids.gid(g));
   };
 }
 

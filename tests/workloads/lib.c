@@ -9,6 +9,8 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sched.h>
+#include <sys/wait.h>
 
 volatile sig_atomic_t wl_stop;
 
@@ -183,4 +185,39 @@ ssize_t wl_read_file(const char *path, char *buf, size_t size)
 	close(fd);
 	buf[len] = '\0';
 	return (ssize_t)len;
+}
+
+void wl_unshare_user(const char *map)
+{
+	int go[2];
+	if (pipe(go))
+		wl_die("pipe");
+	pid_t helper = fork();
+	if (helper < 0)
+		wl_die("fork");
+	if (helper == 0) {
+		char c, path[64];
+		close(go[1]);
+		if (read(go[0], &c, 1) != 1)
+			_exit(1);
+		const char *files[] = { "uid_map", "gid_map" };
+		for (int i = 0; i < 2; i++) {
+			snprintf(path, sizeof(path), "/proc/%d/%s", getppid(), files[i]);
+			FILE *f = fopen(path, "w");
+			if (!f || fputs(map, f) < 0 || fclose(f) != 0)
+				_exit(2);
+		}
+		_exit(0);
+	}
+	close(go[0]);
+	if (unshare(CLONE_NEWUSER))
+		wl_die("unshare(CLONE_NEWUSER)");
+	if (write(go[1], "x", 1) != 1)
+		wl_die("write");
+	close(go[1]);
+	int st = -1;
+	while (waitpid(helper, &st, 0) < 0 && errno == EINTR)
+		;
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		wl_die("the helper could not write the maps (status 0x%x)", st);
 }

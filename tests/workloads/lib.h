@@ -49,6 +49,13 @@ __attribute__((noreturn)) void wl_finish(void);
 /* A setup step failed: records it (with errno text when errno is set) and finishes. */
 __attribute__((noreturn, format(printf, 1, 2))) void wl_die(const char *fmt, ...);
 
+/*
+ * Moves the calling process into a user namespace of its own whose uid and gid maps are `map`
+ * (e.g. "0 0 1\n"), written by a helper child that stays in the caller's namespace (a process may
+ * not write its own maps beyond its own id). Dies on failure.
+ */
+void wl_unshare_user(const char *map);
+
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t wl_now_ns(void);
 

@@ -277,35 +277,7 @@ static void check_nested(pid_t n, pid_t k)
 /* R's user namespace, mapped by a helper that stays in the host's. */
 static void make_user_ns(void)
 {
-	int go[2];
-	if (pipe(go))
-		wl_die("pipe");
-	pid_t helper = fork();
-	if (helper < 0)
-		wl_die("fork");
-	if (helper == 0) {
-		char c, path[64];
-		close(go[1]);
-		if (read(go[0], &c, 1) != 1)
-			_exit(1);
-		const char *files[] = { "uid_map", "gid_map" };
-		for (int i = 0; i < 2; i++) {
-			snprintf(path, sizeof(path), "/proc/%d/%s", getppid(), files[i]);
-			FILE *f = fopen(path, "w");
-			if (!f || fputs(MAP, f) < 0 || fclose(f) != 0)
-				_exit(2);
-		}
-		_exit(0);
-	}
-	close(go[0]);
-	if (unshare(CLONE_NEWUSER))
-		wl_die("unshare(CLONE_NEWUSER)");
-	if (write(go[1], "x", 1) != 1)
-		wl_die("write");
-	close(go[1]);
-	int st = waited_status(helper);
-	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-		wl_die("the helper could not write the maps (status 0x%x)", st);
+	wl_unshare_user(MAP);
 }
 
 /* Forks N, writes its maps from R and learns K's pid. */
