@@ -288,6 +288,7 @@ const HOST = [1, 2].map((n) => {
   // Shared: ext-slave's binds are slaves of its group (the private modes do not see it).
   run("mount", "--make-shared", top);
   Deno.mkdirSync(`${top}/d/sub`, { recursive: true });
+  Deno.mkdirSync(`${top}/d/back`);
   Deno.writeTextFileSync(`${top}/d/in.txt`, `host dir ${n}`);
   if (n === 1) Deno.writeTextFileSync(`${top}/d/sub/s.txt`, "host sub");
   return { top, dir: `${top}/d` };
@@ -388,7 +389,39 @@ const N_DISK_FS: CrossCase = {
   title: "a disk mounted in a nested mount namespace, --enable-fs",
 };
 
-registerMatrix([N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK, N_DISK_FS]);
+/**
+ * Slaves of a peer group whose only member's root (pin: /in) holds neither of them: A's pt and the
+ * root's pw (root /). The restore founds the group on a helper bind whose root holds them all.
+ */
+const N_SLAVE_WIDE: CrossCase = {
+  name: "nested_mounts",
+  args: ["slave-wide"],
+  restoreArgs: ["--root", ROOTFS],
+  title: "slaves of a peer group whose members' roots do not hold theirs",
+  upstreamRestoreFails:
+    "CRIU 4.2 copies a slave's group from the group's first member (MOVE_MOUNT_SET_GROUP), which the kernel refuses when that member's root does not hold the slave's: \"Failed to copy sharing\"; with --mntns-compat-mode it binds the slave from that member and fails too",
+};
+
+/** The root's pt (root /) a slave of a group whose only member is A's pin (root /in), A's namespace made later. */
+const N_SLAVE_WIDE_LATE: CrossCase = {
+  name: "nested_mounts",
+  args: ["slave-wide-late"],
+  restoreArgs: ["--root", ROOTFS],
+  title: "a slave of a later namespace's peer group whose member's root does not hold its",
+  upstreamRestoreFails: N_SLAVE_WIDE.upstreamRestoreFails!,
+};
+
+registerMatrix([
+  N_OVERLAY,
+  N_SLAVE,
+  N_SLAVE_SHARED,
+  N_SIBLING,
+  N_EXT,
+  N_DISK,
+  N_DISK_FS,
+  N_SLAVE_WIDE,
+  N_SLAVE_WIDE_LATE,
+]);
 
 /**
  * The mount views of the workload's tasks (the root, then A), as views() writes them, peer groups
@@ -412,7 +445,9 @@ function treeViews(root: number): string[] {
   );
 }
 
-for (const c of [N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK]) {
+for (
+  const c of [N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK, N_SLAVE_WIDE, N_SLAVE_WIDE_LATE]
+) {
   Deno.test(`${c.title}: every task's mount view comes back as it was, propagation included`, () =>
     withWorkload(c, async (w, images) => {
       const before = treeViews(w.pid);
@@ -459,6 +494,54 @@ Deno.test(`${N_SIBLING.title}: saved so, and its master comes back`, () =>
       /Mount \d+ \(\/\) of an earlier namespace is a slave of the peer group of mount \d+ again/,
     );
     // The workload checks both directions: B's mount at pr/fromb reaches A, A's at pr/froma not B.
+  }));
+
+Deno.test(`${N_SLAVE_WIDE.title}: saved so, and both come back slaves of the group through a helper`, () =>
+  withWorkload(N_SLAVE_WIDE, async (w, images) => {
+    const [a] = descendants(w.pid);
+    await dumpRestore(w, images, N_SLAVE_WIDE);
+    const ids = mntNsIds(images);
+    const at = (pid: number, rel: string) =>
+      mounts(images, ids.get(pid)!).find((m) => m.mountpoint === `${w.result}.mnt/${rel}`)! as
+        & CritMount
+        & { root: string };
+    const pin = at(w.pid, "pin");
+    assert.equal(pin.root, "/in");
+    assert.ok(pin.shared_id, "pin is not shared");
+    for (const [pid, rel] of [[w.pid, "pw"], [a!, "pt"]] as const) {
+      const m = at(pid, rel);
+      assert.equal(m.root, "/");
+      assert.equal(m.master_id, pin.shared_id, `${rel} is not a slave of pin's group`);
+    }
+    const log = Deno.readTextFileSync(`${images}/restore.log`);
+    assert.match(log, /Peer group \d+ is founded on a helper bind of \S+\/pt/);
+    assert.doesNotMatch(log, /stays private/);
+    // The workload checks the propagation: pin/x reaches pt/in/x (A) and pw/in/x, pt/in/z not pin.
+  }));
+
+Deno.test(`${N_SLAVE_WIDE_LATE.title}: saved so, and a slave of the group again through a helper`, () =>
+  withWorkload(N_SLAVE_WIDE_LATE, async (w, images) => {
+    const [a] = descendants(w.pid);
+    await dumpRestore(w, images, N_SLAVE_WIDE_LATE);
+    const ids = mntNsIds(images);
+    const at = (pid: number, rel: string) =>
+      mounts(images, ids.get(pid)!).find((m) => m.mountpoint === `${w.result}.mnt/${rel}`)! as
+        & CritMount
+        & { root: string };
+    const pin = at(a!, "pin");
+    assert.equal(pin.root, "/in");
+    const pt = at(w.pid, "pt");
+    assert.equal(pt.root, "/");
+    assert.equal(pt.master_id, pin.shared_id, "the root's pt is not a slave of A's pin's group");
+    assert.ok(!at(a!, "pt").shared_id && !at(a!, "pt").master_id, "A's pt is not private");
+    const log = Deno.readTextFileSync(`${images}/restore.log`);
+    assert.match(log, /Peer group \d+ is founded on a helper bind of \S+\/pt/);
+    assert.match(
+      log,
+      /Mount \d+ \(\S+\/pt\) of an earlier namespace is a slave of the peer group of a helper bind of \S+\/pt again/,
+    );
+    assert.doesNotMatch(log, /stays private/);
+    // The workload checks the propagation: A's pin/x reaches the root's pt/in/x, pt/in/z not pin.
   }));
 
 Deno.test("an overlayfs of a nested namespace whose layer is no longer in its view is refused by name", () =>
@@ -662,6 +745,38 @@ const N_EXT_SLAVE: CrossCase = {
   cleanup: () => Promise.resolve(unmountUnderHost()),
 };
 
+/**
+ * ext-shared: A's external bind gone in the host tmpfs's peer group (--external mnt[]:s), which
+ * only that mount carries: it must see the host's mount at its sub, and its own mount at gone/back
+ * must reach the host directory's back (a peer both ways).
+ */
+const N_EXT_SHARED: CrossCase = {
+  name: "nested_mounts",
+  args: ["ext-shared", HOST[0]!.dir, HOST[1]!.dir],
+  criuArgs: ["--external", "mnt[]:s"],
+  restoreArgs: ["--root", ROOTFS],
+  title: "a nested namespace's external bind in a host peer group",
+  restored: () => mountUnderHost(),
+  started: () => unmountUnderHost(),
+  cleanup: () => Promise.resolve(unmountUnderHost()),
+  after: () => assertBackOnHost(),
+  upstreamRestoreFails:
+    "CRIU 4.2's restore (mount-v2) makes an external mount's peer group anew (restore_one_sharing: MS_SHARED), so it is no peer of the host's mount; its --mntns-compat-mode keeps it, checked below",
+};
+
+/** N_EXT_SHARED with CRIU's older mount restore (--mntns-compat-mode), which keeps the host's group as ours does. */
+const N_EXT_SHARED_COMPAT: CrossCase = {
+  name: "nested_mounts",
+  args: N_EXT_SHARED.args!,
+  criuArgs: N_EXT_SHARED.criuArgs!,
+  restoreArgs: ["--root", ROOTFS, "--mntns-compat-mode"],
+  title: `${N_EXT_SHARED.title}, --mntns-compat-mode at restore`,
+  restored: () => mountUnderHost(),
+  started: () => unmountUnderHost(),
+  cleanup: () => Promise.resolve(unmountUnderHost()),
+  after: () => assertBackOnHost(),
+};
+
 /** A tmpfs at the second host directory's sub, with p.txt: a slave of its group must see it. */
 function mountUnderHost(): void {
   unmountUnderHost();
@@ -670,13 +785,23 @@ function mountUnderHost(): void {
 }
 
 function unmountUnderHost(): void {
-  while (new Deno.Command("umount", { args: [`${HOST[1]!.dir}/sub`], stderr: "null" }).outputSync().success);
+  for (const dir of ["sub", "back"]) {
+    while (
+      new Deno.Command("umount", { args: [`${HOST[1]!.dir}/${dir}`], stderr: "null" }).outputSync().success
+    );
+  }
 }
 
-/** Runs `body` on the ext-slave workload, then the host's mount, then the workload's checks. */
-function withExtSlave(body: (w: Workload, images: string) => Promise<void>): Promise<void> {
+/**
+ * Runs `body` on the ext-slave (or ext-shared) workload, then the host's mount, then the workload's
+ * checks; for ext-shared then looks for A's mount at the host directory's back.
+ */
+function withExtSlave(
+  body: (w: Workload, images: string) => Promise<void>,
+  c: CrossCase = N_EXT_SLAVE,
+): Promise<void> {
   unmountUnderHost();
-  return withWorkload(N_EXT_SLAVE, async (w, images) => {
+  return withWorkload(c, async (w, images) => {
     try {
       await body(w, images);
       mountUnderHost();
@@ -684,7 +809,18 @@ function withExtSlave(body: (w: Workload, images: string) => Promise<void>): Pro
       unmountUnderHost();
       throw e;
     }
+  }).then(() => {
+    if (c === N_EXT_SHARED) assertBackOnHost();
   }).finally(unmountUnderHost);
+}
+
+/** ext-shared's A mounted a tmpfs at gone/back at the end: as a peer of the host's mount, it is there too. */
+function assertBackOnHost(): void {
+  assert.equal(
+    Deno.readTextFileSync(`${HOST[1]!.dir}/back/b.txt`),
+    "from A",
+    "A's mount at gone/back did not reach the host (gone is no peer of the host's mount)",
+  );
 }
 
 Deno.test(`${label(N_EXT_SLAVE)} passes plain`, () => withExtSlave(async () => {}));
@@ -738,7 +874,57 @@ Deno.test("a nested namespace's slave of a host peer group that no external moun
     assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
   }));
 
-registerCross([N_OVERLAY, N_SLAVE, N_SLAVE_SHARED, N_SIBLING, N_EXT, N_DISK, N_DISK_FS, N_EXT_SLAVE]);
+Deno.test(`${label(N_EXT_SHARED)} passes plain`, () => withExtSlave(async () => {}, N_EXT_SHARED));
+Deno.test(`${label(N_EXT_SHARED)} passes after dump and restore`, () =>
+  withExtSlave((w, images) => dumpRestore(w, images, N_EXT_SHARED), N_EXT_SHARED));
+Deno.test(`${label(N_EXT_SHARED)} keeps running after dump --leave-running`, () =>
+  withExtSlave(async (w, images) => {
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R", ...N_EXT_SHARED.criuArgs!]);
+    assert.ok(exists(`/proc/${w.pid}`));
+  }, N_EXT_SHARED));
+Deno.test(`${label(N_EXT_SHARED)} passes after 10 dump/restore cycles`, () =>
+  withExtSlave(async (w, images) => {
+    for (let i = 0; i < 10; i++) await dumpRestore(w, images, N_EXT_SHARED);
+  }, N_EXT_SHARED));
+Deno.test(`${N_EXT_SHARED.title}: saved external by itself in the host's group, in it again, the view as it was`, () =>
+  withExtSlave(async (w, images) => {
+    const before = treeViews(w.pid);
+    const [a] = descendants(w.pid);
+    await dumpRestore(w, images, N_EXT_SHARED);
+    assert.deepEqual(treeViews(w.pid), before);
+    const gone = mounts(images, mntNsIds(images).get(a!)!).find((m) => m.mountpoint.endsWith(".mnt/gone")) as
+      & CritMount
+      & { ext_key?: string; internal_sharing?: boolean };
+    assert.equal(gone.ext_key, "CRIU:AUTOGENERATED");
+    assert.ok(gone.shared_id && !gone.internal_sharing, "A's gone is not in the host's group in the image");
+    const log = Deno.readTextFileSync(`${images}/restore.log`);
+    assert.ok(log.includes(`) is in the peer group of ${HOST[1]!.dir} again`), "no host group taken");
+  }, N_EXT_SHARED));
+Deno.test("a nested namespace's external bind in a host peer group is refused by name without mnt[]:s", () =>
+  withExtSlave(async (w, images) => {
+    const r = await criu(["dump", "-t", `${w.pid}`, "-D", images, "--external", "mnt[]"]);
+    assert.equal(r.code, 1);
+    assert.match(
+      r.stderr,
+      /Cannot dump the mount \S+\.mnt\/(ext|gone) \(tmpfs, mount \d+\) of process \d+: .*--external mnt\[\]:s/,
+    );
+    assert.ok(!exists(`${images}/inventory.img`), "a failed dump leaves no checkpoint");
+  }, N_EXT_SHARED));
+
+registerCross([
+  N_OVERLAY,
+  N_SLAVE,
+  N_SLAVE_SHARED,
+  N_SIBLING,
+  N_EXT,
+  N_DISK,
+  N_DISK_FS,
+  N_EXT_SLAVE,
+  N_EXT_SHARED,
+  N_EXT_SHARED_COMPAT,
+  N_SLAVE_WIDE,
+  N_SLAVE_WIDE_LATE,
+]);
 
 Deno.test("nested_mntns: the --root bind mount, the host tmpfs and the loop device are removed", async () => {
   dropRootfs();

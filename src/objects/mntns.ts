@@ -56,6 +56,11 @@
  * namespace built later holds (the root's root mount made a slave after a nested namespace copied
  * it) stays private until that one is built, which then puts it into the group (SET_GROUP) and,
  * entering its namespace, makes it a slave (one that is also shared: its whole group made again).
+ * A group with a slave whose root none of its members' holds (a bind of pt/in joined pt's group,
+ * then pt, whose copy elsewhere was its slave, was made private) is founded on a helper: a detached
+ * copy of a mount whose root holds them all, made shared, that the members and slaves join (the
+ * kernel lets a mount join a group only from a member whose root holds its own, which CRIU 4.2
+ * relies on and fails with); it goes once every namespace is built, the group and slaves stay.
  * A nested namespace's own mounts that its parent's has no copy of come back as the root
  * namespace's do, but what comes from criu's view (an external bind found by itself with
  * --external mnt[], also a slave of a host group with mnt[]:m, which it carries as the root
@@ -530,7 +535,9 @@ function checkMadeMount(
   if (bindSource(entries, e)) return;
   if (e.root !== "/" && askPlugins(pid, e, what, plugins)) return;
   // A mountpoint key names a mount of the root's namespace only (CRIU's rule): found by itself here.
-  const nameIt = nested
+  const nameIt = sharedHostBinds.has(e)
+    ? `it is a bind of a mount of criu's namespace in peer group ${e.sharedId}, which --external mnt[] takes only with :s (--external mnt[]:s, or --enable-external-sharing)`
+    : nested
     ? `it is in a nested mount namespace, where a mount from outside is found by itself with --external mnt[] (a mountpoint key names a mount of the root's namespace only, as in CRIU)`
     : `name it with --external mnt[${e.mountpoint}]:KEY`;
   if (e.fstype === FSTYPE_OVERLAY) checkOverlay(pid, e, what);
@@ -768,6 +775,9 @@ function peerGroup(m: MountInfo, tag: "shared:" | "master:"): number {
   return o ? Number(o.slice(tag.length)) : 0;
 }
 
+/** Binds of a mount of criu's namespace that --external mnt[] left out for being shared (the hint: mnt[]:s). */
+const sharedHostBinds = new WeakSet<mnt_entry>();
+
 /** --external mnt[]: each mount that is a bind of one of criu's becomes external, its source that path. */
 function autodetectExternal(entries: readonly mnt_entry[], ext: ExternalOptions, log: Log): void {
   const host = parseMountinfo(Deno.readTextFileSync("/proc/self/mountinfo"));
@@ -775,7 +785,10 @@ function autodetectExternal(entries: readonly mnt_entry[], ext: ExternalOptions,
     if (isRootMount(entries, e) || e.extKey) continue;
     const match = hostMatch(host, e);
     if (!match) continue;
-    if (e.sharedId && !ext.sharing) continue;
+    if (e.sharedId && !ext.sharing) {
+      sharedHostBinds.add(e);
+      continue;
+    }
     if (e.masterId) {
       if (!ext.masters) continue;
       if (e.masterId !== peerGroup(match, "shared:") && e.masterId !== peerGroup(match, "master:")) continue;
@@ -1016,6 +1029,8 @@ interface MountPlan {
 /** A mount namespace built: its mounts, and the task holding an O_PATH fd to each, by mnt_id. */
 interface BuiltNamespace {
   entries: readonly mnt_entry[];
+  /** The helper binds peer groups were founded on (their fds in `fds` too), see TreeBuilder.#helperFor. */
+  helpers: readonly mnt_entry[];
   pid: number;
   fds: ReadonlyMap<number, number>;
 }
@@ -1027,6 +1042,8 @@ interface TreeRestore {
   built: BuiltNamespace[];
   /** Every peer group of the tree's namespaces (a slave's master may be in any of them). */
   groups: ReadonlySet<number>;
+  /** The mounts of every namespace of the tree, as the images hold them (a group's slaves anywhere). */
+  all: readonly mnt_entry[];
   /**
    * Slaves of a group that only a namespace built later holds, left private until that one is
    * built (see TreeBuilder.#lateMasters).
@@ -1039,24 +1056,31 @@ const treeRestores = new WeakMap<readonly RestoreTaskImages[], TreeRestore>();
 function treeRestoreOf(tasks: readonly RestoreTaskImages[], dir: ImageDir): TreeRestore {
   let r = treeRestores.get(tasks);
   if (!r) {
-    treeRestores.set(
-      tasks,
-      r = { planned: new Map(), built: [], groups: treeGroups(tasks, dir), lateSlaves: [] },
-    );
+    const all = treeMounts(tasks, dir);
+    const groups = new Set(all.filter((e) => e.sharedId).map((e) => e.sharedId));
+    treeRestores.set(tasks, r = { planned: new Map(), built: [], groups, all, lateSlaves: [] });
   }
   return r;
 }
 
-/** The peer groups of every mount namespace the tree's tasks are in, from their images. */
-function treeGroups(tasks: readonly RestoreTaskImages[], dir: ImageDir): Set<number> {
+/** The mounts of every mount namespace the tree's tasks are in, from their images. */
+function treeMounts(tasks: readonly RestoreTaskImages[], dir: ImageDir): mnt_entry[] {
   const ids = new Set(
     tasks.map((t) => t.ids?.mntNsId).filter((id) => id !== undefined && dir.has(KINDS.MNTS, id)),
   );
-  const groups = new Set<number>();
-  for (const id of ids) {
-    for (const e of dir.read<mnt_entry>(KINDS.MNTS, id!)) if (e.sharedId) groups.add(e.sharedId);
-  }
-  return groups;
+  return [...ids].flatMap((id) => dir.read<mnt_entry>(KINDS.MNTS, id!));
+}
+
+/**
+ * The slaves of peer group `group`, in any namespace of the tree, whose root no member's root
+ * holds: none can join the group from a member (the kernel's rule for MOVE_MOUNT_SET_GROUP), so
+ * the group is founded on a helper bind whose root holds them all (see TreeBuilder.#helperFor).
+ */
+function uncoveredSlaves(all: readonly mnt_entry[], group: number): mnt_entry[] {
+  const members = all.filter((x) => x.sharedId === group);
+  return all.filter((s) =>
+    s.masterId === group && !members.some((m) => m.rootDev === s.rootDev && within(s.root, m.root))
+  );
 }
 
 /**
@@ -1320,6 +1344,8 @@ class TreeBuilder {
   /** Tmpfs mounts made and not filled yet, by mnt_id: their archives are extracted together. */
   #unfilled = new Map<number, { e: mnt_entry; target: string }>();
   #byId: Map<number, mnt_entry>;
+  /** Helper binds made here that peer groups are founded on, their fds in #fds (by a negative id). */
+  #helpers: mnt_entry[] = [];
 
   constructor(root: Agent, plan: MountPlan) {
     this.#root = root;
@@ -1352,12 +1378,12 @@ class TreeBuilder {
     for (const e of entries) this.#setAttr(e, 0, 0, MS.PRIVATE);
     this.#peerGroups();
     this.#lateMasters();
-    const own = new Map(entries.map((e) => [e.mntId, this.#fds.get(e.mntId)!]));
+    const own = new Map([...entries, ...this.#helpers].map((e) => [e.mntId, this.#fds.get(e.mntId)!]));
     for (const [id, fd] of this.#fds) if (!own.has(id)) r.call("close", NR.close, fd);
     for (const fd of [...this.#hostMasters.values(), ...this.#foreign.values(), ...this.#clones.values()]) {
       r.call("close", NR.close, fd);
     }
-    const built = { entries, pid: r.pid, fds: own };
+    const built = { entries, helpers: this.#helpers, pid: r.pid, fds: own };
     this.#plan.tree.built.push(built);
     return built;
   }
@@ -1868,16 +1894,20 @@ class TreeBuilder {
     }
   }
 
-  /** Peer groups and masters, each group's first member made shared before the others join it. */
+  /**
+   * Peer groups and masters, each group's first member made shared before the others join it; a
+   * group with a slave whose root none of its members' holds is founded on a helper bind instead.
+   */
   #peerGroups(): void {
     const { entries } = this.#plan;
     const done = new Set<number>();
+    const heads = new Map<number, mnt_entry>();
     const ensureGroup = (group: number): mnt_entry | undefined => {
       const members = entries.filter((e) => e.sharedId === group).sort((a, b) =>
         a.root.length - b.root.length
       );
       const first = members[0];
-      if (!first || done.has(group)) return first;
+      if (!first || done.has(group)) return heads.get(group) ?? first;
       done.add(group);
       const earlier = this.#earlierMounts().filter((x) => x.sharedId === group);
       if (earlier.length) {
@@ -1897,10 +1927,12 @@ class TreeBuilder {
         }
         return joined[0];
       }
-      if (first.masterId) this.#slaveOf(first, ensureGroup(first.masterId));
-      this.#setAttr(first, 0, 0, MS.SHARED);
-      for (const m of members.slice(1)) this.#setGroup(first, m);
-      return first;
+      const head = this.#helperFor(group, first) ?? first;
+      heads.set(group, head);
+      if (head.masterId) this.#slaveOf(head, ensureGroup(head.masterId));
+      this.#setAttr(head, 0, 0, MS.SHARED);
+      for (const m of members) if (m !== head) this.#setGroup(head, m);
+      return head;
     };
     for (const e of entries) {
       if (e.sharedId) ensureGroup(e.sharedId);
@@ -1918,7 +1950,7 @@ class TreeBuilder {
   #lateMasters(): void {
     const { tree, entries, log } = this.#plan;
     const ready = tree.lateSlaves.flatMap((p) => {
-      const m = entries.find((x) =>
+      const m = [...this.#helpers, ...entries].find((x) =>
         x.sharedId === p.masterId && x.rootDev === p.rootDev && within(p.root, x.root)
       );
       return m ? [{ p, m }] : [];
@@ -1940,16 +1972,16 @@ class TreeBuilder {
         }
       }
       log.info(
-        `Mount ${p.mntId} (${p.mountpoint}) of an earlier namespace is a slave of the peer group of mount ${m.mntId} again${
-          peers.length ? `, with its ${peers.length - 1} peer(s)` : ""
-        }`,
+        `Mount ${p.mntId} (${p.mountpoint}) of an earlier namespace is a slave of the peer group of ${
+          m.mntId < 0 ? m.mountpoint : `mount ${m.mntId}`
+        } again${peers.length ? `, with its ${peers.length - 1} peer(s)` : ""}`,
       );
     }
   }
 
   /** An fd in the building task on mount `x`, of its namespace or of an earlier one. */
   #fdOf(x: mnt_entry): number {
-    return this.#byId.has(x.mntId) ? this.#fds.get(x.mntId)! : this.#foreignFd(x);
+    return this.#fds.get(x.mntId) ?? this.#foreignFd(x);
   }
 
   /**
@@ -1986,7 +2018,73 @@ class TreeBuilder {
 
   /** The mounts of the namespaces built before this one (a nested one takes their groups). */
   #earlierMounts(): mnt_entry[] {
-    return this.#plan.nested ? this.#plan.tree.built.flatMap((b) => b.entries) : [];
+    return this.#plan.nested ? this.#plan.tree.built.flatMap((b) => [...b.entries, ...b.helpers]) : [];
+  }
+
+  /**
+   * The helper bind peer group `group` (whose first member here is `first`) is founded on when a
+   * slave of it, in any namespace of the tree, has a root that none of its members' holds (a slave
+   * made wider than the group it stayed with: `mount --bind pt/in pin` with pt a slave, then pt
+   * made private). The kernel lets a mount join a group only from a member whose root holds its
+   * own, and a group's roots never grow, so such a slave can only come back if the group starts
+   * from a mount that holds them all: a copy (open_tree) of the narrowest mount of this namespace,
+   * or of an earlier one, whose root holds every member's and slave's, made shared. The members
+   * and the slaves join it; it is kept (an fd) until every namespace is built, then closed, and the
+   * group and its slaves go on without it. Undefined when no slave needs one, or no mount holds
+   * them all (those slaves then stay private, said at fill).
+   */
+  #helperFor(group: number, first: mnt_entry): mnt_entry | undefined {
+    const { tree, log } = this.#plan;
+    const wide = uncoveredSlaves(tree.all, group);
+    if (wide.length === 0) return undefined;
+    const roots = [...tree.all.filter((x) => x.sharedId === group), ...wide].map((x) => x.root);
+    const holds = (x: mnt_entry) => x.rootDev === first.rootDev && roots.every((r) => within(r, x.root));
+    const narrowest = (list: mnt_entry[]) =>
+      list.filter(holds).sort((a, b) => b.root.length - a.root.length)[0];
+    const src = narrowest(this.#plan.entries) ?? narrowest(this.#earlierMounts());
+    if (!src) {
+      log.warn(
+        `Peer group ${group} has slaves whose root none of its members' holds (${
+          wide.map((s) => `mount ${s.mntId}`).join(", ")
+        }), and no mount of its filesystem holds them all`,
+      );
+      return undefined;
+    }
+    const fd = this.#copyOf(src);
+    const helper = create(mnt_entrySchema, {
+      mntId: -group,
+      rootDev: src.rootDev,
+      root: src.root,
+      mountpoint: `a helper bind of ${src.mountpoint}`,
+      sharedId: group,
+      masterId: first.masterId,
+    });
+    this.#fds.set(helper.mntId, fd);
+    this.#setAttr(helper, 0, 0, MS.PRIVATE);
+    this.#helpers.push(helper);
+    log.info(
+      `Peer group ${group} is founded on ${helper.mountpoint} (mount ${src.mntId}, root ${src.root}): the root of none of its members holds that of its slave(s) ${
+        wide.map((s) => `${s.mntId} (${s.mountpoint})`).join(", ")
+      }`,
+    );
+    return helper;
+  }
+
+  /**
+   * A detached copy (open_tree) of mount `x` of this namespace or of an earlier one, whose
+   * namespace the task enters for it and leaves (open_tree copies only a mount of the caller's).
+   */
+  #copyOf(x: mnt_entry): number {
+    if (this.#byId.has(x.mntId)) return this.#cloneMount(x, x);
+    const b = this.#plan.tree.built.find((b) => b.fds.has(x.mntId))!;
+    const fd = this.#foreignFd(x);
+    const own = this.#nsFdInTask(this.#root.pid);
+    try {
+      this.#setns(this.#nsFdInTask(b.pid), "an earlier");
+      return this.#cloneMount(x, x, fd);
+    } finally {
+      this.#setns(own, "its own");
+    }
   }
 
   /**
@@ -2016,9 +2114,18 @@ class TreeBuilder {
    * of criu's namespace that carries it (see masterSources); without one, `e` stays private.
    */
   #slaveOf(e: mnt_entry, master: mnt_entry | undefined): void {
-    const carrier = master ? undefined : earlierMasterCarrier(this.#earlierMounts(), e);
-    if (master) {
-      this.#setGroup(master, e);
+    // A member here whose root holds e's (the kernel's rule for SET_GROUP), the group's head first.
+    const cover = [...(master ? [master] : []), ...this.#plan.entries].find((x) =>
+      x.sharedId === e.masterId && x.rootDev === e.rootDev && within(e.root, x.root)
+    );
+    const carrier = cover ? undefined : earlierMasterCarrier(this.#earlierMounts(), e);
+    if (cover) {
+      this.#setGroup(cover, e);
+    } else if (master && !carrier) {
+      this.#plan.log.warn(
+        `Mount ${e.mntId} (${e.mountpoint}) stays private: no mount of peer group ${e.masterId} holds its root`,
+      );
+      return;
     } else if (carrier) {
       this.#joinEarlier(carrier, e);
     } else if (this.#plan.tree.groups.has(e.masterId)) {

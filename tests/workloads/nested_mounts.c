@@ -14,6 +14,14 @@
  *                          at first: A's gone is a slave of the host tmpfs's peer group (shared),
  *                          which only A's external mount carries. After: A must see the host's
  *                          mount at HOSTDIR2/sub (the test makes it before SIGTERM) as gone/sub/p.txt.
+ *   ext-shared HOSTDIR1 HOSTDIR2  as ext, but the root's namespace keeps the host's peer groups (its
+ *                          binds are peers of the host tmpfs's groups; the old root is made a
+ *                          slave before it is detached) and A does not make its mounts slaves: A's
+ *                          gone is in the host tmpfs's peer group, which only A's external mount
+ *                          carries (--external mnt[]:s). After: A must see the host's mount at
+ *                          HOSTDIR2/sub as gone/sub/p.txt, and mounts a tmpfs with b.txt at
+ *                          gone/back, which the test must find at HOSTDIR2/back (a peer, not a
+ *                          slave).
  *   overlay                A mounts an overlayfs at ovl, its layers lower, upper and work
  *                          (directories of the root filesystem, given as paths of the view), writes
  *                          ovl/u.txt and keeps it open. After: the lower and upper files are seen
@@ -36,6 +44,20 @@
  *                          own a slave: A's root mount is a slave of a group only B, a namespace made
  *                          after A's, holds. After: a tmpfs B mounts at pr/fromb must reach A, one A
  *                          mounts at pr/froma must not reach B, and the root sees neither.
+ *   slave-wide             the root mounts a shared tmpfs at pt (directories in, in/x, in/z), A
+ *                          unshares and makes its mounts slaves (its pt a slave of pt's group, root
+ *                          /), then the root binds pt at pw and pt/in at pin (both peers), makes pw
+ *                          a slave and pt private: the group's only member left is pin (root /in),
+ *                          whose root holds neither A's pt nor the root's pw (both root /), yet
+ *                          both are its slaves. After: a tmpfs the root mounts at pin/x must reach
+ *                          A's pt/in/x and the root's pw/in/x, one A mounts at pt/in/z must not
+ *                          reach pin, and the root's pt (private) sees neither.
+ *   slave-wide-late        the other way round: the root mounts a shared tmpfs at pt, A unshares
+ *                          (its pt a peer), binds its pt/in at pin and makes its pt private, then
+ *                          the root makes its pt a slave: a slave (root /) of a group whose only
+ *                          member is pin (root /in) in A's namespace, made after the root's. After:
+ *                          a tmpfs A mounts at pin/x must reach the root's pt/in/x, one the root
+ *                          mounts at pt/in/z must not reach A's pin.
  *
  * Reports go through a MAP_SHARED area made before the fork.
  *
@@ -91,7 +113,7 @@ static int is(const char *m)
 
 static int ext_mode(void)
 {
-	return is("ext") || is("ext-slave");
+	return is("ext") || is("ext-slave") || is("ext-shared");
 }
 
 static void put(const char *path, const char *text)
@@ -157,8 +179,12 @@ static int setup_a(void)
 			_exit(3);
 		return -1;
 	}
-	if (!is("slave-root") && !is("slave-shared-root") && mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL))
+	if (!is("slave-root") && !is("slave-shared-root") && !is("ext-shared") && !is("slave-wide-late") &&
+	    mount(NULL, "/", NULL, MS_REC | MS_SLAVE, NULL))
 		_exit(3);
+	if (is("slave-wide-late") &&
+	    (mount(at("pt/in"), at("pin"), NULL, MS_BIND, NULL) || mount(NULL, at("pt"), NULL, MS_PRIVATE, NULL)))
+		_exit(4);
 	int fd = -1;
 	char opts[2048];
 	if (ext_mode()) {
@@ -202,8 +228,15 @@ static void child_a(void)
 		CHILD_CHECK(file_is(at("ext/in.txt"), "host dir 1"), "A: ext/in.txt is not the host's");
 		CHILD_CHECK(dev_of(at("gone")) != dev_of(base) && dev_of(at("gone")) != dev_of(at("ext")),
 			    "A: gone is not a mount of its own filesystem");
-		CHILD_CHECK(!is("ext-slave") || file_is(at("gone/sub/p.txt"), "from the host"),
+		CHILD_CHECK(is("ext") || file_is(at("gone/sub/p.txt"), "from the host"),
 			    "A: the host's mount at its sub did not reach gone/sub (gone is no slave of the host's group)");
+		if (is("ext-shared")) {
+			/* a peer of the host's mount: this one must reach HOSTDIR2/back, where the test looks */
+			if (mount("back", at("gone/back"), "tmpfs", 0, "size=64k") == 0)
+				put(at("gone/back/b.txt"), "from A");
+			else
+				CHILD_CHECK(0, "A: cannot mount gone/back: %s", strerror(errno));
+		}
 		put(at("gone/out.txt"), "written into gone");
 		put(at("esub/out.txt"), "written into esub");
 	} else if (is("overlay") || is("overlay-gone")) {
@@ -232,6 +265,21 @@ static void child_a(void)
 		} else {
 			CHILD_CHECK(0, "A: cannot mount pr/froma: %s", strerror(errno));
 		}
+	} else if (is("slave-wide")) {
+		CHILD_CHECK(file_is(at("pt/in/x/f.txt"), "from pin"),
+			    "A: the root's mount at pin/x did not reach pt/in/x (A's pt is no slave of pin's group)");
+		if (mount("froma", at("pt/in/z"), "tmpfs", 0, "size=64k") == 0)
+			put(at("pt/in/z/a.txt"), "from A");
+		else
+			CHILD_CHECK(0, "A: cannot mount pt/in/z: %s", strerror(errno));
+		/* left mounted: it goes with A's namespace, and had it reached pin, the root sees it there */
+	} else if (is("slave-wide-late")) {
+		CHILD_CHECK(access(at("pin/z/r.txt"), F_OK) != 0,
+			    "A: the root's mount at pt/in/z reached pin (the root's pt is a peer of pin, not its slave)");
+		if (mount("froma", at("pin/x"), "tmpfs", 0, "size=64k") == 0)
+			put(at("pin/x/f.txt"), "from pin");
+		else
+			CHILD_CHECK(0, "A: cannot mount pin/x: %s", strerror(errno));
 	} else if (is("slave-sibling")) {
 		wait_for(&sh->fromb);
 		CHILD_CHECK(file_is(at("pr/fromb/b.txt"), "from B"),
@@ -270,7 +318,7 @@ static void child_b(void)
 static void make_dirs(void)
 {
 	const char *dirs[] = { "", "newroot", "ext", "gone", "esub", "lower", "lowtmp", "upper", "work", "ovl", "disk", "pr", "pr/froma",
-			       "pr/fromroot", "pr/fromb" };
+			       "pr/fromroot", "pr/fromb", "pt", "pw", "pin" };
 	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]); i++)
 		if (mkdir(at(dirs[i]), 0755) && errno != EEXIST)
 			wl_die("mkdir %s", dirs[i]);
@@ -281,7 +329,8 @@ static void enter_own_root(char **argv)
 {
 	if (unshare(CLONE_NEWNS))
 		wl_die("unshare(CLONE_NEWNS)");
-	mnt(NULL, "/", NULL, MS_REC | (is("ext-slave") ? MS_SLAVE : MS_PRIVATE), NULL);
+	if (!is("ext-shared"))
+		mnt(NULL, "/", NULL, MS_REC | (is("ext-slave") ? MS_SLAVE : MS_PRIVATE), NULL);
 	mnt("/", at("newroot"), NULL, MS_BIND, NULL);
 	if (ext_mode()) {
 		char where[1024];
@@ -290,8 +339,14 @@ static void enter_own_root(char **argv)
 		snprintf(where, sizeof(where), "%s%s", at("newroot"), at("gone"));
 		mnt(argv[4], where, NULL, MS_BIND, NULL);
 	}
-	if (chdir(at("newroot")) || syscall(SYS_pivot_root, ".", ".") || umount2(".", MNT_DETACH) || chdir("/"))
+	int oldroot = open("/", O_DIRECTORY | O_RDONLY);
+	if (oldroot < 0 || chdir(at("newroot")) || syscall(SYS_pivot_root, ".", "."))
 		wl_die("pivot_root");
+	/* ext-shared: the old root's mounts must not take the detach to their host peers */
+	if (is("ext-shared") && (fchdir(oldroot) || mount(NULL, ".", NULL, MS_REC | MS_SLAVE, NULL)))
+		wl_die("make the old root a slave");
+	if (umount2(".", MNT_DETACH) || chdir("/") || close(oldroot))
+		wl_die("detach the old root");
 }
 
 /* Runs itself again inside (its program and libraries then mapped from mounts of the namespace). */
@@ -322,7 +377,8 @@ int main(int argc, char **argv)
 		wl_die("usage: nested_mounts RESULT_FILE MODE [ARGS]");
 	mode = argv[2];
 	if (!(ext_mode() && argc == 5) && !is("overlay") && !is("overlay-gone") && !(is("disk") && argc == 4) &&
-	    !is("slave-root") && !is("slave-shared-root") && !is("slave-sibling"))
+	    !is("slave-root") && !is("slave-shared-root") && !is("slave-sibling") && !is("slave-wide") &&
+	    !is("slave-wide-late"))
 		wl_die("unknown mode %s", mode);
 	if (!inside) {
 		char exe[1024] = "", log[1024] = "";
@@ -344,6 +400,12 @@ int main(int argc, char **argv)
 	mnt("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	if (is("slave-root") || is("slave-shared-root") || is("slave-sibling"))
 		mnt(NULL, "/", NULL, MS_SHARED, NULL);
+	if (is("slave-wide") || is("slave-wide-late")) {
+		mnt("wide", at("pt"), "tmpfs", 0, "size=64k");
+		mnt(NULL, at("pt"), NULL, MS_SHARED, NULL);
+		if (mkdir(at("pt/in"), 0755) || mkdir(at("pt/in/x"), 0755) || mkdir(at("pt/in/z"), 0755))
+			wl_die("mkdir pt/in");
+	}
 	sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	if (sh == MAP_FAILED)
 		wl_die("mmap");
@@ -384,6 +446,14 @@ int main(int argc, char **argv)
 		mnt(NULL, "/", NULL, MS_SLAVE, NULL);
 	if (is("slave-shared-root"))
 		mnt(NULL, "/", NULL, MS_SHARED, NULL);
+	if (is("slave-wide")) {
+		mnt(at("pt"), at("pw"), NULL, MS_BIND, NULL);
+		mnt(at("pt/in"), at("pin"), NULL, MS_BIND, NULL);
+		mnt(NULL, at("pw"), NULL, MS_SLAVE, NULL);
+		mnt(NULL, at("pt"), NULL, MS_PRIVATE, NULL);
+	}
+	if (is("slave-wide-late"))
+		mnt(NULL, at("pt"), NULL, MS_SLAVE, NULL);
 	wl_ready();
 	wl_wait();
 
@@ -393,6 +463,14 @@ int main(int argc, char **argv)
 	if (is("slave-root") || is("slave-shared-root")) {
 		mnt("fromroot", at("pr/fromroot"), "tmpfs", 0, "size=64k");
 		put(at("pr/fromroot/r.txt"), "from the root");
+	}
+	if (is("slave-wide")) {
+		mnt("x", at("pin/x"), "tmpfs", 0, "size=64k");
+		put(at("pin/x/f.txt"), "from pin");
+	}
+	if (is("slave-wide-late")) {
+		mnt("z", at("pt/in/z"), "tmpfs", 0, "size=64k");
+		put(at("pt/in/z/r.txt"), "from the root");
 	}
 	atomic_store(&sh->go, 1);
 	int status = 0;
@@ -417,6 +495,22 @@ int main(int argc, char **argv)
 			 "A's mount at pr/froma did not reach the root (its root mount is no slave of A's)");
 		umount2(at("pr/froma"), MNT_DETACH);
 		umount2(at("pr/fromroot"), MNT_DETACH);
+	}
+	if (is("slave-wide")) {
+		WL_CHECK(file_is(at("pw/in/x/f.txt"), "from pin"),
+			 "the mount at pin/x did not reach pw/in/x (pw is no slave of pin's group)");
+		WL_CHECK(access(at("pt/in/x/f.txt"), F_OK) != 0, "the mount at pin/x reached pt (pt is not private)");
+		WL_CHECK(access(at("pin/z/a.txt"), F_OK) != 0,
+			 "A's mount at pt/in/z reached pin (A's pt is a peer of pin, not its slave)");
+		umount2(at("pin/z"), MNT_DETACH);
+		umount2(at("pin/x"), MNT_DETACH);
+		umount2(at("pw/in/x"), MNT_DETACH);
+	}
+	if (is("slave-wide-late")) {
+		WL_CHECK(file_is(at("pt/in/x/f.txt"), "from pin"),
+			 "A's mount at pin/x did not reach the root's pt/in/x (pt is no slave of pin's group)");
+		umount2(at("pt/in/x"), MNT_DETACH);
+		umount2(at("pt/in/z"), MNT_DETACH);
 	}
 	wl_finish();
 }
