@@ -17,9 +17,14 @@
  * sysctl's file) and that each object still works (contents read back, a datagram to the socket's
  * path, bytes through the pty both ways).
  *   bin/userns_owners RESULT_FILE [no-mq] [no-pty] [no-ghost] [no-sysv] [no-unix] [no-memfd]
- *                                 [no-loginuid] [no-sysctl]
+ *                                 [no-loginuid] [no-sysctl] [container]
  * Each no-X leaves that part out (for a tool that cannot dump or restore it, or to try one part
  * alone).
+ * With `container` it is the init of a container whose runtime made all its namespaces (runc with
+ * the same maps and its loginuid already 1000 inside): it makes no namespace and touches no
+ * directory or loginuid; its log goes to RESULT_FILE.log and its stdin is /dev/null (a runtime's
+ * pipes would be gone); the ghost file and the socket are /tmp/owners.ghost and /tmp/owners.sock,
+ * on the container's root (its /tmp, root's inside), not beside the result on a bind mount.
  */
 #define _GNU_SOURCE
 #include "lib.h"
@@ -121,10 +126,10 @@ static void enter(void)
 		wl_die("unshare(CLONE_NEWIPC | CLONE_NEWNET)");
 }
 
-static void make_ghost(const char *result)
+static void make_ghost(const char *base)
 {
 	char path[512];
-	snprintf(path, sizeof(path), "%s.ghost", result);
+	snprintf(path, sizeof(path), "%s.ghost", base);
 	ghost_fd = open(path, O_CREAT | O_EXCL | O_RDWR, 0640);
 	if (ghost_fd < 0 || write(ghost_fd, "ghost data", 10) != 10 || fchown(ghost_fd, OWNER, GROUP) ||
 	    unlink(path))
@@ -180,10 +185,10 @@ static void make_mq(void)
 		wl_die("the POSIX message queue");
 }
 
-static void make_unix(const char *result)
+static void make_unix(const char *base)
 {
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
-	snprintf(sock_path, sizeof(sock_path), "%s.sock", result);
+	snprintf(sock_path, sizeof(sock_path), "%s.sock", base);
 	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", sock_path);
 	sock_fd = socket(AF_UNIX, SOCK_DGRAM, 0);
 	if (sock_fd < 0 || bind(sock_fd, (struct sockaddr *)&addr, sizeof(addr)) || chown(sock_path, OWNER, GROUP))
@@ -338,10 +343,24 @@ int main(int argc, char **argv)
 	int unix_on = !has(argc, argv, "no-unix"), memfd_on = !has(argc, argv, "no-memfd");
 	int sysctl_on = !has(argc, argv, "no-sysctl");
 
-	before_unshare(argv[1], !has(argc, argv, "no-loginuid"));
-	enter();
+	const char *base = argv[1];
+	if (has(argc, argv, "container")) {
+		base = "/tmp/owners";
+		char path[512], buf[32];
+		int log = open(wl_path("log", path, sizeof(path)), O_WRONLY | O_CREAT | O_APPEND, 0644);
+		int null = open("/dev/null", O_RDONLY);
+		if (log < 0 || null < 0 || dup2(null, 0) != 0 || dup2(log, 1) != 1 || dup2(log, 2) != 2)
+			wl_die("stdio in the container");
+		close(log);
+		close(null);
+		loginuid_set = !has(argc, argv, "no-loginuid") &&
+			       wl_read_file("/proc/self/loginuid", buf, sizeof(buf)) > 0 && strcmp(buf, "1000") == 0;
+	} else {
+		before_unshare(argv[1], !has(argc, argv, "no-loginuid"));
+		enter();
+	}
 	if (ghost_on)
-		make_ghost(argv[1]);
+		make_ghost(base);
 	if (memfd_on)
 		make_memfd();
 	if (sysv_on)
@@ -349,7 +368,7 @@ int main(int argc, char **argv)
 	if (mq_on)
 		make_mq();
 	if (unix_on)
-		make_unix(argv[1]);
+		make_unix(base);
 	if (pty_on)
 		make_pty();
 	if (sysctl_on)
