@@ -45,7 +45,7 @@ import { parentUserNamespaceOf } from "../../ffi/nsenter.ts";
 const OVERFLOW_ID = 65534;
 
 /** A /proc/PID/uid_map or gid_map as extents. */
-function readMap(pid: number, which: "uid_map" | "gid_map"): uid_gid_extent[] {
+export function readMap(pid: number, which: "uid_map" | "gid_map"): uid_gid_extent[] {
   const out: uid_gid_extent[] = [];
   for (const line of Deno.readTextFileSync(`/proc/${pid}/${which}`).split("\n")) {
     const f = line.trim().split(/\s+/).filter((s) => s !== "");
