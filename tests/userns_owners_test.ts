@@ -249,7 +249,8 @@ const NO_MQ = ["no-mq"];
 /**
  * What CRIU 4.2's restore gets wrong even from its own checkpoint (its baseline below), left out
  * when it restores: net.ipv4.ping_group_range is written from criu's user namespace (the container
- * reads "65534 65534"), and a datagram sent to the bound socket's path no longer reaches it.
+ * reads "65534 65534"), and the socket is bound at its path in criu's root, not the container's (a
+ * /tmp/owners.sock appeared on the host): a datagram sent to the path inside does not reach it.
  */
 const THEIR_RESTORE = [...NO_MQ, "no-sysctl", "no-unix"];
 
