@@ -84,7 +84,7 @@ export function copyMemfdOut(srcPath: string, size: number, pagesPath: string): 
   const src = openFd(srcPath, OPEN.RDONLY | OPEN.CLOEXEC);
   let dst = -1;
   try {
-    dst = openFd(pagesPath, OPEN.WRONLY | OPEN.CREAT | OPEN.TRUNC | OPEN.CLOEXEC, 0o600);
+    dst = openFd(pagesPath, OPEN.WRONLY | OPEN.CREAT | OPEN.TRUNC | OPEN.CLOEXEC, 0o644);
     const runs: PageRun[] = [];
     let written = 0;
     for (const [start, end] of dataRanges(src, size)) {

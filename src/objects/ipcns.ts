@@ -332,14 +332,16 @@ function load(dir: ImageDir, id: number): SavedIpc | undefined {
 function withId(
   kind: "shm" | "sem" | "msg",
   d: ipc_desc_entry,
-  ids: TreeIds | undefined,
+  ns: { owner: { uid: number; gid: number } | undefined; ids: TreeIds | undefined },
   make: () => number,
 ): number {
   writeSmallFile(`${SYSCTL}/kernel/${kind}_next_id`, `${d.id}`);
-  const got = make();
+  // Made as the namespace's root, as a task of the tree makes it in CRIU: its creator (cuid) is
+  // then one the tree sees, not criu's root (an overflow id inside).
+  const got = ns.owner ? asEffectiveIds(ns.owner, make) : make();
   if (got !== d.id) throw new RestoreError(`SysV ${kind} object ${d.id} came back as ${got}`);
-  const owner = ownerOutside(ids, d.uid, d.gid);
-  setIpcOwner(kind, got, owner.uid, owner.gid);
+  const saved = ownerOutside(ns.ids, d.uid, d.gid);
+  setIpcOwner(kind, got, saved.uid, saved.gid);
   return got;
 }
 
@@ -356,17 +358,17 @@ function rebuild(
   else writeVars(s.vars);
   for (const { entry, data } of s.shm) {
     const d = entry.desc!;
-    const id = withId("shm", d, ids, () => shmCreate(d.key, entry.size, d.mode & 0o777));
+    const id = withId("shm", d, { owner, ids }, () => shmCreate(d.key, entry.size, d.mode & 0o777));
     shmWrite(id, data);
   }
   for (const { entry, values } of s.sem) {
     const d = entry.desc!;
-    const id = withId("sem", d, ids, () => semCreate(d.key, entry.nsems, d.mode & 0o777));
+    const id = withId("sem", d, { owner, ids }, () => semCreate(d.key, entry.nsems, d.mode & 0o777));
     setSemValues(id, values);
   }
   for (const { entry, messages } of s.msg) {
     const d = entry.desc!;
-    const id = withId("msg", d, ids, () => msgCreate(d.key, d.mode & 0o777));
+    const id = withId("msg", d, { owner, ids }, () => msgCreate(d.key, d.mode & 0o777));
     if (BigInt(entry.qbytes) !== msgQueueBytes(id)) {
       const o = ownerOutside(ids, d.uid, d.gid);
       setIpcOwner("msg", id, o.uid, o.gid, BigInt(entry.qbytes));

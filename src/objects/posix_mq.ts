@@ -283,7 +283,7 @@ export function restorePosixQueues(
     raiseLimit("msg_max", most((q) => q.maxmsg), writeSysctl);
     raiseLimit("msgsize_max", most((q) => q.msgsize), writeSysctl);
     raiseLimit("queues_max", BigInt(queues.length), writeSysctl);
-    readQueues(dir, id, (q, messages) => makeQueue(q, messages, ids));
+    readQueues(dir, id, (q, messages) => makeQueue(q, messages, owner, ids));
     writeSysctl(`${MQ_SYSCTL}/msg_max`, `${vars.mqMsgMax}`);
     writeSysctl(`${MQ_SYSCTL}/msgsize_max`, `${vars.mqMsgsizeMax}`);
     writeSysctl(`${MQ_SYSCTL}/queues_max`, `${vars.mqQueuesMax}`);
@@ -298,11 +298,15 @@ function raiseLimit(name: string, atLeast: bigint, write: (path: string, value: 
 function makeQueue(
   q: posix_mq_entry,
   messages: Iterable<{ priority: number; data: Uint8Array }>,
+  owner: { uid: number; gid: number } | undefined,
   ids: TreeIds | undefined,
 ): void {
   let fd: number;
+  // As the namespace's root: the kernel refuses to make a file in an mqueue filesystem its user
+  // namespace owns for a creator it cannot map (criu's root: EOVERFLOW).
+  const create = () => createQueue(q.name, q.mode & 0o7777, Number(q.maxmsg), Number(q.msgsize));
   try {
-    fd = createQueue(q.name, q.mode & 0o7777, Number(q.maxmsg), Number(q.msgsize));
+    fd = owner ? asEffectiveIds(owner, create) : create();
   } catch (e) {
     throw new RestoreError(`Cannot create POSIX message queue /${q.name}: ${(e as Error).message}`);
   }

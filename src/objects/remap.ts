@@ -389,7 +389,7 @@ export function writeRemaps(session: FilesSession): void {
 
 function writeGhost(session: FilesSession, g: PendingGhost): void {
   const path = session.dir.pathFor(KINDS.GHOST_FILE, g.id);
-  const imageFd = openFd(path, OPEN.WRONLY | OPEN.CREAT | OPEN.TRUNC | OPEN.CLOEXEC, 0o600);
+  const imageFd = openFd(path, OPEN.WRONLY | OPEN.CREAT | OPEN.TRUNC | OPEN.CLOEXEC, 0o644);
   session.dir.noteWritten(path);
   const w = ImageWriter.toSink(new RawFdSink(imageFd, path), path, KINDS.GHOST_FILE);
   try {
