@@ -54,7 +54,7 @@ export const fifoKind: FdKind = {
     const reg = ctx.table.get(fifo.regfId ?? 0).reg;
     if (!reg) throw new RestoreError(`FIFO ${entry.id} names file ${fifo.regfId}, which is no path`);
     const { agent } = ctx;
-    const name = pathToOpen(ctx.table, fifo.regfId ?? 0); // a ghost's or link remap's path
+    const name = pathToOpen(ctx.table, fifo.regfId ?? 0, ctx.agent.pid); // a ghost's or link remap's path
     agent.reset();
     const path = agent.string(name);
     const both = Number(openIn(agent, name, path, O.RDWR));

@@ -125,7 +125,7 @@ export const regularFileMapping: MappingBacking = {
   },
   open(ctx, e) {
     const file = ctx.files.get(Number(e.shmid));
-    const name = file.reg ? pathToOpen(ctx.files, file.id) : undefined; // a ghost's or link's path
+    const name = file.reg ? pathToOpen(ctx.files, file.id, ctx.agent.pid) : undefined; // a ghost's or link's path
     const at = `0x${e.start.toString(16)}`;
     if (!name) {
       throw new RestoreError(`Mapping at ${at} refers to file ${file.id}, which is not a regular file`);

@@ -180,7 +180,7 @@ export const regFileKind: FdKind = {
     const reg = entry.reg;
     if (!reg) throw new RestoreError(`File ${entry.id} has no regular-file data`);
     if (reg.ext) return openExternalFile(ctx, entry);
-    const path = pathToOpen(ctx.table, entry.id);
+    const path = pathToOpen(ctx.table, entry.id, ctx.agent.pid);
     ctx.agent.reset();
     let fd: bigint;
     try {
@@ -206,7 +206,7 @@ export const regFileKind: FdKind = {
   openInBatch(ctx, entry) {
     const reg = entry.reg;
     if (!reg || reg.ext) return null;
-    const path = pathToOpen(ctx.table, entry.id);
+    const path = pathToOpen(ctx.table, entry.id, ctx.agent.pid);
     const name = new TextEncoder().encode(path).length + 1;
     const open = {
       name: `reopen ${path}`,

@@ -47,6 +47,7 @@ import { isSyscallError } from "../../ffi/errors.ts";
 import { O, S } from "../../ffi/syscalls.ts";
 import { type DumpFilesContext, emptyFown, type FilesSession, type FileTable } from "./files.ts";
 import { refuse } from "./refusal.ts";
+import { mountIdToSave } from "./regfile.ts";
 import { chownAsSaved, ownerInside, type TreeIds } from "./tree_ids.ts";
 import { RestoreError } from "../errors.ts";
 
@@ -79,10 +80,17 @@ interface RemapState {
   imagesPath: string;
   /** The tree's view of owners, which the ghosts' images hold (tree_ids.ts). */
   treeIds?: TreeIds | undefined;
-  madeGhosts: Map<number, { path: string; dir: boolean }>;
+  /** Ghosts made, by id: their path as the tasks see it, and as criu reaches it (`at`). */
+  madeGhosts: Map<number, { path: string; at: string; dir: boolean }>;
+  /** Link remaps to remove once every task has its files, as criu reaches them. */
   links: Set<string>;
-  /** Files linked back under their own name for the open (name -> what it links to), removed at the end. */
+  /**
+   * Files linked back under their own name for the open (name -> what it links to), removed at
+   * the end; the name as criu reaches it.
+   */
   ownNames: Map<string, string>;
+  /** A tree with a mount tree of its own: criu's fd of each mount namespace's root (by its link). */
+  roots: Map<string, number>;
 }
 
 function remapState(table: FileTable): RemapState {
@@ -95,6 +103,7 @@ function remapState(table: FileTable): RemapState {
     madeGhosts: new Map(),
     links: new Set(),
     ownNames: new Map(),
+    roots: new Map(),
   }));
 }
 
@@ -120,11 +129,22 @@ function withoutDeleted(target: string): string {
   return target.endsWith(DELETED) ? target.slice(0, -DELETED.length) : target;
 }
 
-function regEntry(id: number, name: string, flags: number, pos: bigint): file_entry {
+/**
+ * `mntId`: the mount the file was opened through, for a tree with a mount namespace of its own
+ * (CRIU's restore makes the ghost or finds the link in that mount).
+ */
+function regEntry(id: number, name: string, flags: number, pos: bigint, mntId?: number): file_entry {
   return create(file_entrySchema, {
     type: fd_types.REG,
     id,
-    reg: create(reg_file_entrySchema, { id, flags: flags & ~O.CLOEXEC, pos, fown: emptyFown(), name }),
+    reg: create(reg_file_entrySchema, {
+      id,
+      flags: flags & ~O.CLOEXEC,
+      pos,
+      fown: emptyFown(),
+      name,
+      ...(mntId !== undefined ? { mntId } : {}),
+    }),
   });
 }
 
@@ -146,8 +166,10 @@ export function dumpRemappedFd(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.Fi
     return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) => regEntry(id, other, fd.flags, fd.pos));
   }
   const source = `/proc/${ctx.pid}/fd/${fd.fd}`;
-  if ((stat.nlink ?? 0) === 0) return addGhost(ctx, what, name, source, stat, fd.flags, fd.pos);
-  return addLinkRemap(ctx, source, `fd:${ctx.pid}:${fd.fd}`, what, name, fd.flags, fd.pos);
+  const key = `fd:${ctx.pid}:${fd.fd}`;
+  const mntId = mountIdToSave(ctx.table, ctx.pid, fd.mntId);
+  if ((stat.nlink ?? 0) === 0) return addGhost(ctx, what, name, source, stat, fd.flags, fd.pos, key, mntId);
+  return addLinkRemap(ctx, source, key, what, name, fd.flags, fd.pos, mntId);
 }
 
 /**
@@ -158,8 +180,9 @@ export function addRemovedFifo(ctx: DumpFilesContext, fd: FdEntry, stat: Deno.Fi
   const name = withoutDeleted(fd.target);
   const what = `FIFO ${name} (fd ${fd.fd})`;
   const source = `/proc/${ctx.pid}/fd/${fd.fd}`;
-  if ((stat.nlink ?? 0) === 0) return addGhost(ctx, what, name, source, stat, fd.flags, 0n, key);
-  return addLinkRemap(ctx, source, key, what, name, fd.flags, 0n);
+  const mntId = mountIdToSave(ctx.table, ctx.pid, fd.mntId);
+  if ((stat.nlink ?? 0) === 0) return addGhost(ctx, what, name, source, stat, fd.flags, 0n, key, mntId);
+  return addLinkRemap(ctx, source, key, what, name, fd.flags, 0n, mntId);
 }
 
 /**
@@ -219,6 +242,7 @@ function addGhost(
   flags: number,
   pos: bigint,
   key = `ghost:${ctx.pid}:${source}`,
+  mntId?: number,
 ): number {
   const mode = stat.mode ?? 0;
   if (!GHOST_KINDS.has(mode & S_IFMT)) {
@@ -246,7 +270,7 @@ function addGhost(
     state.ghosts.push({ id: ghostId, source, entry: ghostEntry(stat, source, ctx.session.treeIds) });
   }
   const known = ctx.table.nextId();
-  const id = ctx.table.add(key, (id) => regEntry(id, name, flags, pos));
+  const id = ctx.table.add(key, (id) => regEntry(id, name, flags, pos, mntId));
   if (id !== known) return id; // a second mapping of the same file: one entry, one remap
   state.remaps.push(
     create(remap_file_path_entrySchema, { origId: id, remapId: ghostId, remapType: remap_type.GHOST }),
@@ -289,6 +313,7 @@ function addLinkRemap(
   name: string,
   flags: number,
   pos: bigint,
+  mntId?: number,
 ): number {
   if (!ctx.session.opts.linkRemap) {
     refuse(
@@ -298,7 +323,7 @@ function addLinkRemap(
     );
   }
   const known = ctx.table.nextId();
-  const id = ctx.table.add(key, (id) => regEntry(id, name, flags, pos));
+  const id = ctx.table.add(key, (id) => regEntry(id, name, flags, pos, mntId));
   if (id !== known) return id; // a second mapping of the same file: linked already
   const linkId = ctx.table.nextId();
   let dir = name.slice(0, name.lastIndexOf("/")) || "/";
@@ -318,7 +343,7 @@ function addLinkRemap(
   }
   // Removed again if the dump fails; kept for the restore otherwise.
   ctx.session.dir.noteWritten(link);
-  const made = ctx.table.add(`link:${link}`, (lid) => regEntry(lid, link, 0, 0n));
+  const made = ctx.table.add(`link:${link}`, (lid) => regEntry(lid, link, 0, 0n, mntId));
   remapState(ctx.table).remaps.push(
     create(remap_file_path_entrySchema, { origId: id, remapId: made, remapType: remap_type.LINKED }),
   );
@@ -441,20 +466,38 @@ export function readRemaps(session: FilesSession): void {
  * The path a restored task opens for regular file `id`: its ghost (made on first use), its link
  * remap, or its own name.
  */
-export function pathToOpen(table: FileTable, id: number): string {
+export function pathToOpen(table: FileTable, id: number, pid: number): string {
   const entry = table.get(id);
   const name = entry.reg?.name ?? "/";
   const state = remapState(table);
   const remap = state.byFile.get(id);
   if (!remap) return name;
+  const at = criuSideOf(table, pid);
   if (remap.remapType === remap_type.LINKED) {
     const link = table.get(remap.remapId).reg?.name;
     if (!link) throw new RestoreError(`Link remap ${remap.remapId} of ${name} is not a regular file`);
-    state.links.add(link);
-    return underOwnName(state, name, link);
+    state.links.add(at + link);
+    return underOwnName(state, name, link, at);
   }
-  const ghost = ghostPath(table, name, remap.remapId);
-  return ghost === name ? name : underOwnName(state, name, ghost);
+  const ghost = ghostPath(table, name, remap.remapId, at);
+  return ghost === name ? name : underOwnName(state, name, ghost, at);
+}
+
+/**
+ * How criu reaches the paths task `pid` opens: as they are, unless the tree has a mount tree of
+ * its own (a container's), where they are under the task's root, which criu holds an fd of (it
+ * outlives the task, for the removal at the end).
+ */
+function criuSideOf(table: FileTable, pid: number): string {
+  if (!table.stateOf("paths-in-own-mntns", () => ({ on: false })).on) return "";
+  const roots = remapState(table).roots;
+  const ns = Deno.readLinkSync(`/proc/${pid}/ns/mnt`);
+  let fd = roots.get(ns);
+  if (fd === undefined) {
+    fd = openFd(`/proc/${pid}/root`, OPEN.RDONLY | OPEN.DIRECTORY | OPEN.CLOEXEC);
+    roots.set(ns, fd);
+  }
+  return `/proc/self/fd/${fd}`;
 }
 
 /**
@@ -462,15 +505,15 @@ export function pathToOpen(table: FileTable, id: number): string {
  * the open and removed at the end), so the task sees the same name, "(deleted)", as before the
  * dump; otherwise by the remap's name.
  */
-function underOwnName(state: RemapState, name: string, remapPath: string): string {
-  const known = state.ownNames.get(name);
-  if (known !== undefined) return known === remapPath ? name : remapPath;
+function underOwnName(state: RemapState, name: string, remapPath: string, at: string): string {
+  const known = state.ownNames.get(at + name);
+  if (known !== undefined) return known === at + remapPath ? name : remapPath;
   try {
-    Deno.linkSync(remapPath, name);
+    Deno.linkSync(at + remapPath, at + name);
   } catch {
     return remapPath; // the name is taken again, or its directory is gone
   }
-  state.ownNames.set(name, remapPath);
+  state.ownNames.set(at + name, at + remapPath);
   return name;
 }
 
@@ -478,40 +521,42 @@ function underOwnName(state: RemapState, name: string, remapPath: string): strin
  * NAME.cr.ID.ghost, in the file's directory or, as CRIU does when that directory is gone too,
  * in its nearest parent that exists.
  */
-function ghostName(name: string, ghostId: number): string {
+function ghostName(name: string, ghostId: number, at: string): string {
   const base = name.slice(name.lastIndexOf("/") + 1);
   let dir = name.slice(0, name.lastIndexOf("/")) || "/";
-  while (dir !== "/" && !pathExists(dir)) dir = dir.slice(0, dir.lastIndexOf("/")) || "/";
+  while (dir !== "/" && !pathExists(at + dir)) dir = dir.slice(0, dir.lastIndexOf("/")) || "/";
   return `${dir === "/" ? "" : dir}/${base}.cr.${ghostId.toString(16)}.ghost`;
 }
 
-function ghostPath(table: FileTable, name: string, ghostId: number): string {
+/** The ghost's path as the tasks see it; criu makes it at `at` + that path. */
+function ghostPath(table: FileTable, name: string, ghostId: number, at: string): string {
   const state = remapState(table);
-  const made = state.madeGhosts.get(ghostId);
-  if (made) return made.path;
-  const ghost = ghostName(name, ghostId);
+  const known = state.madeGhosts.get(ghostId);
+  if (known) return known.path;
+  const ghost = ghostName(name, ghostId, at);
   const r = ImageReader.open(state.imagesPath, KINDS.GHOST_FILE, ghostId);
   let header: ghost_file_entry;
-  let at: number;
+  let offset: number;
   try {
     header = r.readEntry() as ghost_file_entry;
-    at = r.offset;
+    offset = r.offset;
   } finally {
     r.close();
   }
   const dir = (header.mode & S_IFMT) === S_IFDIR;
   // A directory cannot be linked under its own name later: as CRIU, it is made there when free.
   const parent = name.slice(0, name.lastIndexOf("/")) || "/";
-  const path = dir && !pathExists(name) && pathExists(parent) ? name : ghost;
+  const path = dir && !pathExists(at + name) && pathExists(at + parent) ? name : ghost;
   const type = header.mode & S_IFMT;
+  const made = at + path;
   try {
-    if (dir) Deno.mkdirSync(path, { mode: header.mode & 0o7777 });
-    else if (type === S_IFREG) makeGhostFile(state.imagesPath, ghostId, path, header, at);
-    else if (type === S_IFIFO) makeFifo(path, header.mode);
+    if (dir) Deno.mkdirSync(made, { mode: header.mode & 0o7777 });
+    else if (type === S_IFREG) makeGhostFile(state.imagesPath, ghostId, made, header, offset);
+    else if (type === S_IFIFO) makeFifo(made, header.mode);
     else if (type === S_IFLNK && header.symlnkTarget !== undefined) {
-      Deno.symlinkSync(header.symlnkTarget, path);
+      Deno.symlinkSync(header.symlnkTarget, made);
     } // CRIU 4.x carries a removed device node as a ghost too (mode and rdev, no contents).
-    else if (DEVICE_NODE_TYPES.includes(type)) makeNode(path, header.mode, BigInt(header.rdev));
+    else if (DEVICE_NODE_TYPES.includes(type)) makeNode(made, header.mode, BigInt(header.rdev));
     else {
       throw new RestoreError(
         `Ghost file ${ghostId} of ${name} is not a file, directory, FIFO, device node or symlink with its target (mode 0${
@@ -519,14 +564,14 @@ function ghostPath(table: FileTable, name: string, ghostId: number): string {
         })`,
       );
     }
-    state.madeGhosts.set(ghostId, { path, dir });
+    state.madeGhosts.set(ghostId, { path, at: made, dir });
     // A symlink has no mode or times of its own to set, and chown would follow it.
     if (type === S_IFLNK) return path;
-    chownAsSaved(path, state.treeIds, header.uid, header.gid);
-    Deno.chmodSync(path, header.mode & 0o7777);
+    chownAsSaved(made, state.treeIds, header.uid, header.gid);
+    Deno.chmodSync(made, header.mode & 0o7777);
     if (header.atim && header.mtim) {
-      const at = (t: { tvSec: bigint; tvUsec: bigint }) => Number(t.tvSec) + Number(t.tvUsec) / 1e6;
-      Deno.utimeSync(path, at(header.atim), at(header.mtim));
+      const seconds = (t: { tvSec: bigint; tvUsec: bigint }) => Number(t.tvSec) + Number(t.tvUsec) / 1e6;
+      Deno.utimeSync(made, seconds(header.atim), seconds(header.mtim));
     }
   } catch (e) {
     if (e instanceof RestoreError) throw e;
@@ -593,12 +638,14 @@ export function removeGhosts(table: FileTable): void {
     }
   }
   state.ownNames.clear();
-  for (const { path } of state.madeGhosts.values()) {
+  for (const { at } of state.madeGhosts.values()) {
     try {
-      Deno.removeSync(path);
+      Deno.removeSync(at);
     } catch {
       // already gone
     }
   }
   state.madeGhosts.clear();
+  for (const fd of state.roots.values()) closeFd(fd);
+  state.roots.clear();
 }

@@ -9,7 +9,7 @@ import type { TaskRestoreContext } from "./context.ts";
 
 export function restoreFs(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
   if (!t.fs) return;
-  const dirOf = (id: number) => pathToOpen(ctx.checkpoint.files, id); // a removed one: its ghost
+  const dirOf = (id: number) => pathToOpen(ctx.checkpoint.files, id, agent.pid); // a removed one: its ghost
   const root = dirOf(t.fs.rootId);
   const cwd = dirOf(t.fs.cwdId);
   agent.reset();

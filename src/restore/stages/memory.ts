@@ -165,7 +165,7 @@ export function restoreMemory(
 function setMmFields(ctx: TaskRestoreContext, agent: Agent, t: RestoreTaskImages): void {
   const mm = t.mm!;
   const exe = ctx.checkpoint.files.get(mm.exeFileId).reg
-    ? pathToOpen(ctx.checkpoint.files, mm.exeFileId)
+    ? pathToOpen(ctx.checkpoint.files, mm.exeFileId, agent.pid)
     : undefined;
   if (!exe) {
     throw new RestoreError(`The executable of ${t.entry.pid} (file ${mm.exeFileId}) is not a regular file`);
