@@ -37,50 +37,67 @@ Deno.test("a network namespace a task made before the user namespace it is in is
     /Cannot dump the network namespace net:\[\d+\] of process \d+: it is owned by user namespace user:\[\d+\], not by the process's own \(user:\[\d+\]\), where the restore makes it again \(it was made before its maker entered its user namespace/,
   ));
 
-Deno.test("in a container with a PID namespace of its own, the network, UTS and IPC namespaces a child made in a user namespace below the container's come back owned by that one, twice", async () => {
-  const dir = tempDir();
-  // The container's init (pid 1) and its child, which unshares a user namespace with the others.
-  const p = new Deno.Command("setsid", {
-    args: [
-      "unshare",
-      "-r",
-      "--pid",
-      "--fork",
-      "sh",
-      "-c",
-      "unshare -U -r -n -u -i sleep 600 & exec sleep 601",
-    ],
-    stdin: "null",
-    stdout: "null",
-    stderr: "null",
-  }).spawn();
-  const userNs = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/user`);
-  const owners = (pid: number) => ["net", "uts", "ipc"].map((k) => ownerUserNamespaceOf(pid, k));
-  let init = 0;
-  try {
-    await waitFor("the init and its child in a nested user namespace", () => {
-      init = descendants(p.pid).find((x) => descendants(x).length === 1) ?? 0;
-      return init !== 0 && userNs(descendants(init)[0]!) !== userNs(init);
-    });
-    for (let cycle = 0; cycle < 2; cycle++) {
-      const child = descendants(init)[0]!;
-      assert.deepEqual(owners(child), [userNs(child), userNs(child), userNs(child)], `cycle ${cycle}`);
-      await criuOk(["dump", "-t", `${init}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
-      await reap(init);
-      await criuOk(["restore", "-D", dir, "-d", "-j", "--pidfile", `${dir}/pid`, "-o", "restore.log", "-v4"]);
-      init = Number(Deno.readTextFileSync(`${dir}/pid`).trim());
-    }
-    const child = descendants(init)[0]!;
-    assert.notEqual(userNs(child), userNs(init));
-    assert.deepEqual(owners(child), [userNs(child), userNs(child), userNs(child)]);
-  } finally {
-    if (init) await killTree(init);
+// The root and its child, which unshares a user namespace with the others: in a container (its
+// init, pid 1, root of a user namespace of its own), and in criu's namespaces (sh execs into it).
+for (
+  const [where, unshareArgs] of [
+    ["in a container with a PID namespace of its own", ["-r", "--pid", "--fork"]],
+    ["below a root in criu's user namespace", ["--fork"]],
+  ] as const
+) {
+  Deno.test(`${where}, the network, UTS and IPC namespaces a child made in a user namespace of its own come back owned by that one, twice`, async () => {
+    const dir = tempDir();
+    const p = new Deno.Command("setsid", {
+      args: [
+        "unshare",
+        ...unshareArgs,
+        "sh",
+        "-c",
+        "unshare -U -r -n -u -i sleep 600 & exec sleep 601",
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const userNs = (pid: number) => Deno.readLinkSync(`/proc/${pid}/ns/user`);
+    const owners = (pid: number) => ["net", "uts", "ipc"].map((k) => ownerUserNamespaceOf(pid, k));
+    let root = 0;
     try {
-      p.kill("SIGKILL");
-    } catch {
-      // ended with its tree
+      await waitFor("the root and its child in a user namespace of its own", () => {
+        root = descendants(p.pid).find((x) => descendants(x).length === 1) ?? 0;
+        return root !== 0 && userNs(descendants(root)[0]!) !== userNs(root);
+      });
+      for (let cycle = 0; cycle < 2; cycle++) {
+        const child = descendants(root)[0]!;
+        assert.deepEqual(owners(child), [userNs(child), userNs(child), userNs(child)], `cycle ${cycle}`);
+        await criuOk(["dump", "-t", `${root}`, "-D", dir, "-j", "-o", "dump.log", "-v4"]);
+        await reap(root);
+        await criuOk([
+          "restore",
+          "-D",
+          dir,
+          "-d",
+          "-j",
+          "--pidfile",
+          `${dir}/pid`,
+          "-o",
+          "restore.log",
+          "-v4",
+        ]);
+        root = Number(Deno.readTextFileSync(`${dir}/pid`).trim());
+      }
+      const child = descendants(root)[0]!;
+      assert.notEqual(userNs(child), userNs(root));
+      assert.deepEqual(owners(child), [userNs(child), userNs(child), userNs(child)]);
+    } finally {
+      if (root) await killTree(root);
+      try {
+        p.kill("SIGKILL");
+      } catch {
+        // ended with its tree
+      }
+      await p.status;
+      Deno.removeSync(dir, { recursive: true });
     }
-    await p.status;
-    Deno.removeSync(dir, { recursive: true });
-  }
-});
+  });
+}
