@@ -49,8 +49,9 @@ export function setIpcOwner(kind: IpcObject, id: number, uid: number, gid: numbe
   const ds = new Uint8Array(DS_SIZE);
   ctl(kind, id, IPC.STAT, ds);
   const view = new DataView(ds.buffer);
-  view.setUint32(PERM_UID, uid, true);
-  view.setUint32(PERM_GID, gid, true);
+  // -1 keeps that id, as chown does (IPC_SET itself refuses an id its caller cannot map).
+  if (uid !== 0xffffffff) view.setUint32(PERM_UID, uid, true);
+  if (gid !== 0xffffffff) view.setUint32(PERM_GID, gid, true);
   if (qbytes !== undefined) view.setBigUint64(MSG_QBYTES, qbytes, true);
   ctl(kind, id, IPC.SET, ds);
 }

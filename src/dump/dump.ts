@@ -51,6 +51,7 @@ import { freezeCgroup, type FrozenCgroup } from "./freeze_cgroup.ts";
 import { credsInUserNamespaces } from "../objects/userns.ts";
 import { frozenCgroupsOf, ThawedCgroups } from "../objects/cgroup_freezer.ts";
 import { STAGE } from "../plugins/api.ts";
+import { treeIdsAtDump } from "../objects/tree_ids.ts";
 
 /** What a dump needs; src/options/core.ts makes it from the options of the command line or RPC. */
 export interface DumpOptions {
@@ -284,6 +285,7 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
     runId,
     // CRIU's ns_id of each socket: the id its network namespace has in the ids images.
     nsIdOfLink: (link) => nsIds.idOfLink(link),
+    treeIds: treeIdsAtDump(tree.root.pid),
   };
   try {
     for (const t of tree.tasks) if (t.state !== "zombie") plugins.notify("CHECKPOINT_DEVICES", t.pid);

@@ -45,6 +45,7 @@ import { refuse } from "../objects/refusal.ts";
 import { classify, type DumpedVma, guardEntries, scanPages, VMA } from "../objects/memory.ts";
 import { backingOf } from "../objects/mappings.ts";
 import { credsQuery, readLoginuid } from "../objects/creds.ts";
+import type { TreeIds } from "../objects/tree_ids.ts";
 import { dumpPendingSignals, sigactionsQuery, sigaltstackQuery } from "../objects/signals.ts";
 import { dumpTimers, itimersQuery } from "../objects/timers.ts";
 import { applyRestart, threadInfoFromCpu } from "../objects/cpu.ts";
@@ -275,7 +276,13 @@ function askTask(agent: Agent) {
 
 type TaskAnswers = ReturnType<typeof askTask>;
 
-function dumpTaskCore(agent: Agent, proc: ProcFiles, task: FrozenTask, answers: TaskAnswers) {
+function dumpTaskCore(
+  agent: Agent,
+  proc: ProcFiles,
+  task: FrozenTask,
+  answers: TaskAnswers,
+  treeIds: TreeIds | undefined,
+) {
   const pid = task.pid;
   return create(
     task_core_entrySchema,
@@ -296,7 +303,8 @@ function dumpTaskCore(agent: Agent, proc: ProcFiles, task: FrozenTask, answers: 
         rlimits: readLimits(pid).slice(0, RLIMIT_COUNT).map((l) => create(rlimit_entrySchema, l)),
       }),
       signalsS: dumpPendingSignals(pid, true),
-      loginuid: readLoginuid(pid),
+      // As the tree sees it (4294967295, unset, stays so: no map covers it).
+      loginuid: treeIds ? treeIds.uidInside(readLoginuid(pid)) : readLoginuid(pid),
       oomScoreAdj: readProcNumber(`/proc/${pid}/oom_score_adj`),
       sigactions: answers.sigactions,
       childSubreaper: answers.childSubreaper,
@@ -464,7 +472,7 @@ export function dumpTask(ctx: TaskDumpContext, task: FrozenTask, ids: task_kobj_
       create(core_entrySchema, {
         mtype: core_entry_march.X86_64,
         threadInfo: leader.threadInfo,
-        tc: dumpTaskCore(agent, proc, task, answers),
+        tc: dumpTaskCore(agent, proc, task, answers, ctx.files.treeIds),
         threadCore: leader.threadCore,
       }),
     );

@@ -28,7 +28,7 @@ import type { Log } from "../log.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import { RestoreError } from "../errors.ts";
-import { controllerNames, hierarchyMounts } from "./cgroup_fs.ts";
+import { cgroupsOf, controllerNames, hierarchyMounts } from "./cgroup_fs.ts";
 import { frozenByItself } from "./cgroup_freezer.ts";
 
 /** Properties that only take effect on a cgroup without tasks or children: written first. */
@@ -130,6 +130,12 @@ export class CgroupsRestore {
     if (!this.image) return;
     const set = setOfTask(t);
     if (set === 0 || set === parentSet(t, tasks, this.rootSet)) return;
+    // criu's own set at the dump, which CRIU does not write (a task below a root in a cgroup of
+    // its own that stayed in criu's): criu's own cgroups now, in the hierarchies mounted here.
+    if (set === this.rootSet && !this.#sets.has(set)) {
+      this.moveInto(t.hostPid, cgroupsOf(Deno.pid).filter((c) => this.#mountOf(controllerNames(c.name))));
+      return;
+    }
     this.moveInto(t.hostPid, this.#sets.get(set)!.ctls);
   }
 

@@ -8,6 +8,8 @@ import { readStatus } from "../../ffi/proc.ts";
 import { NR, O, PR } from "../../ffi/syscalls.ts";
 import { RestoreError } from "../errors.ts";
 import type { Agent, BatchCall, Query } from "../agent.ts";
+import { INVALID_ID, type TreeIds } from "./tree_ids.ts";
+import { idsInUserNamespaceOf } from "./userns.ts";
 import { CAP_DATA_SIZE, CAP_HEADER_SIZE, capData, capHeader } from "../../ffi/structs.ts";
 
 const LAST_CAP = 63;
@@ -147,10 +149,22 @@ export function readLoginuid(pid: number): number {
  * CAP_AUDIT_CONTROL once it is set), and its threads get it when they are cloned: so the leader
  * writes it before its threads exist and before it drops its credentials. A puppet has criu's.
  */
-export function restoreLoginuid(agent: Agent, pid: number, loginuid: number | undefined): void {
-  if (loginuid === undefined || readLoginuid(agent.pid) === loginuid) return;
+export function restoreLoginuid(
+  agent: Agent,
+  pid: number,
+  saved: number | undefined,
+  treeIds: TreeIds | undefined,
+): void {
+  if (saved === undefined) return;
+  // The image holds it as the tree sees it; the kernel reads what the task writes as its own user
+  // namespace sees it, which may be criu's still, or one nested below the tree's.
+  const loginuid = treeIds ? treeIds.uidOutside(saved) : saved;
+  if (readLoginuid(agent.pid) === loginuid) return;
+  const written = loginuid === INVALID_ID
+    ? loginuid
+    : idsInUserNamespaceOf(agent.pid)?.uid(loginuid) ?? loginuid;
   agent.reset();
-  const text = new TextEncoder().encode(String(loginuid));
+  const text = new TextEncoder().encode(String(written));
   const path = agent.string("/proc/self/loginuid");
   const value = agent.alloc(text.length, text);
   // Every call runs, so the file is closed even when the kernel refuses the value.

@@ -43,6 +43,7 @@ import { noteFdLocks, readFileLocks, restoreFileLocks, writeFileLocks } from "./
 import { DumpError, RestoreError } from "../errors.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import type { Log } from "../log.ts";
+import type { TreeIds } from "./tree_ids.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { ImageDir } from "../images/dir.ts";
 import type { Hooks } from "../actions/hooks.ts";
@@ -70,6 +71,8 @@ export interface FilesSession {
   readonly runId?: string | undefined;
   /** At dump: the id in the ids images of the namespace with link `link` (a socket's, ns_id). */
   readonly nsIdOfLink?: (link: string) => number;
+  /** For a tree in a user namespace of its own: owners as it sees them (tree_ids.ts). */
+  readonly treeIds?: TreeIds | undefined;
 }
 
 export interface DumpFilesContext {

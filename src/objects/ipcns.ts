@@ -68,6 +68,7 @@ import { CLONE } from "../../ffi/syscalls.ts";
 import { attachSysvSegments, expectSysvSegments } from "./mapping_sysvshm.ts";
 import { RestoreError } from "../errors.ts";
 import { refuse } from "./refusal.ts";
+import { ownerInside, ownerOutside, type TreeIds, treeIdsAtDump, treeIdsAtRestore } from "./tree_ids.ts";
 import { registerNamespaceKind } from "./namespaces.ts";
 import { checkPosixQueues, dumpPosixQueues, restorePosixQueues } from "./posix_mq.ts";
 
@@ -145,16 +146,19 @@ function table(name: "shm" | "sem" | "msg"): string[][] {
   );
 }
 
-function desc(cols: string[], owner: number): ipc_desc_entry {
+/** `ids`: criu reads owners in its user namespace, the image holds them as the tree sees them. */
+function desc(cols: string[], owner: number, ids: TreeIds | undefined): ipc_desc_entry {
   const n = (i: number) => Number(cols[i]);
+  const now = ownerInside(ids, n(owner), n(owner + 1));
+  const creator = ownerInside(ids, n(owner + 2), n(owner + 3));
   return create(ipc_desc_entrySchema, {
     key: n(0) >>> 0,
     id: n(1),
     mode: parseInt(cols[2]!, 8),
-    uid: n(owner),
-    gid: n(owner + 1),
-    cuid: n(owner + 2),
-    cgid: n(owner + 3),
+    uid: now.uid,
+    gid: now.gid,
+    cuid: creator.uid,
+    cgid: creator.gid,
   });
 }
 
@@ -172,21 +176,21 @@ interface SavedIpc {
 }
 
 /** Everything the namespace holds (run inside it). */
-function collect(rootPid: number): SavedIpc {
+function collect(rootPid: number, ids: TreeIds | undefined): SavedIpc {
   const vars = readVars();
   const shm = table("shm").map((c) => {
-    const entry = create(ipc_shm_entrySchema, { desc: desc(c, 7), size: BigInt(c[3]!) });
+    const entry = create(ipc_shm_entrySchema, { desc: desc(c, 7, ids), size: BigInt(c[3]!) });
     if (entry.size > BigInt(Number.MAX_SAFE_INTEGER)) {
       refuse(rootPid, `SysV shared memory segment ${c[1]}`, `its size ${c[3]} is too large`);
     }
     return { entry, data: shmRead(entry.desc!.id, Number(entry.size)) };
   });
   const sem = table("sem").map((c) => {
-    const entry = create(ipc_sem_entrySchema, { desc: desc(c, 4), nsems: Number(c[3]) });
+    const entry = create(ipc_sem_entrySchema, { desc: desc(c, 4, ids), nsems: Number(c[3]) });
     return { entry, values: semValues(entry.desc!.id, entry.nsems) };
   });
   const msg = table("msg").map((c) => {
-    const entry = create(ipc_msg_entrySchema, { desc: desc(c, 7), qnum: Number(c[4]) });
+    const entry = create(ipc_msg_entrySchema, { desc: desc(c, 7, ids), qnum: Number(c[4]) });
     const id = entry.desc!.id;
     entry.qbytes = Number(msgQueueBytes(id));
     const messages = [];
@@ -325,11 +329,17 @@ function load(dir: ImageDir, id: number): SavedIpc | undefined {
 // Restore (run inside the new namespace).
 
 /** Creates an object with its saved id: the next-id knob is set just before. */
-function withId(kind: "shm" | "sem" | "msg", d: ipc_desc_entry, make: () => number): number {
+function withId(
+  kind: "shm" | "sem" | "msg",
+  d: ipc_desc_entry,
+  ids: TreeIds | undefined,
+  make: () => number,
+): number {
   writeSmallFile(`${SYSCTL}/kernel/${kind}_next_id`, `${d.id}`);
   const got = make();
   if (got !== d.id) throw new RestoreError(`SysV ${kind} object ${d.id} came back as ${got}`);
-  setIpcOwner(kind, got, d.uid, d.gid);
+  const owner = ownerOutside(ids, d.uid, d.gid);
+  setIpcOwner(kind, got, owner.uid, owner.gid);
   return got;
 }
 
@@ -337,24 +347,29 @@ function withId(kind: "shm" | "sem" | "msg", d: ipc_desc_entry, make: () => numb
  * `owner`: the ids of the root of the user namespace owning the IPC namespace, when that is not
  * criu's: its sysctls are writable only by that root (criu's root may only read them).
  */
-function rebuild(s: SavedIpc, owner: { uid: number; gid: number } | undefined): void {
+function rebuild(
+  s: SavedIpc,
+  owner: { uid: number; gid: number } | undefined,
+  ids: TreeIds | undefined,
+): void {
   if (owner) asEffectiveIds(owner, () => writeVars(s.vars));
   else writeVars(s.vars);
   for (const { entry, data } of s.shm) {
     const d = entry.desc!;
-    const id = withId("shm", d, () => shmCreate(d.key, entry.size, d.mode & 0o777));
+    const id = withId("shm", d, ids, () => shmCreate(d.key, entry.size, d.mode & 0o777));
     shmWrite(id, data);
   }
   for (const { entry, values } of s.sem) {
     const d = entry.desc!;
-    const id = withId("sem", d, () => semCreate(d.key, entry.nsems, d.mode & 0o777));
+    const id = withId("sem", d, ids, () => semCreate(d.key, entry.nsems, d.mode & 0o777));
     setSemValues(id, values);
   }
   for (const { entry, messages } of s.msg) {
     const d = entry.desc!;
-    const id = withId("msg", d, () => msgCreate(d.key, d.mode & 0o777));
+    const id = withId("msg", d, ids, () => msgCreate(d.key, d.mode & 0o777));
     if (BigInt(entry.qbytes) !== msgQueueBytes(id)) {
-      setIpcOwner("msg", id, d.uid, d.gid, BigInt(entry.qbytes));
+      const o = ownerOutside(ids, d.uid, d.gid);
+      setIpcOwner("msg", id, o.uid, o.gid, BigInt(entry.qbytes));
     }
     for (const m of messages) msgSend(id, m.head.mtype, m.text);
   }
@@ -367,8 +382,9 @@ registerNamespaceKind({
   cloneFlag: CLONE.NEWIPC,
   nested: true,
   dump(ctx) {
-    save(ctx.dir, ctx.id, inNamespaceOf(ctx.pid, "ipc", () => collect(ctx.pid)));
-    dumpPosixQueues(ctx.dir, ctx.id, ctx.pid, ctx.log);
+    const ids = treeIdsAtDump(ctx.tree.root.pid);
+    save(ctx.dir, ctx.id, inNamespaceOf(ctx.pid, "ipc", () => collect(ctx.pid, ids)));
+    dumpPosixQueues(ctx.dir, ctx.id, ctx.pid, ctx.log, ids);
   },
   prepareRestore(ctx) {
     const id = ctx.id;
@@ -381,8 +397,9 @@ registerNamespaceKind({
       fill: (creator) => {
         try {
           const owner = userNamespaceRootOf(creator.pid);
-          inNamespaceOf(creator.pid, "ipc", () => rebuild(saved, owner));
-          restorePosixQueues(ctx.dir, id!, creator.pid, saved.vars, owner);
+          const ids = treeIdsAtRestore(ctx.dir, ctx.tasks[0]?.ids?.userNsId);
+          inNamespaceOf(creator.pid, "ipc", () => rebuild(saved, owner, ids));
+          restorePosixQueues(ctx.dir, id!, creator.pid, saved.vars, owner, ids);
           attachSysvSegments(creator.pid);
           const removed = saved.shm.filter((s) => s.entry.desc!.mode & SHM_DEST);
           inNamespaceOf(creator.pid, "ipc", () => removed.forEach((s) => removeIpc("shm", s.entry.desc!.id)));

@@ -51,6 +51,7 @@ import {
   type RestoreFilesContext,
 } from "./files.ts";
 import { refuse } from "./refusal.ts";
+import { chownAsSaved, ownerInside, type TreeIds } from "./tree_ids.ts";
 import { RestoreError } from "../errors.ts";
 
 const MEMFD_LINK = /^\/memfd:(.*?)( \(deleted\))?$/;
@@ -74,6 +75,8 @@ interface Memfds {
   dumped: Map<number, DumpedInode>;
   restored: Map<bigint, memfd_inode_entry>;
   mapped: Map<bigint, string>;
+  /** Restore: the tree's view of owners, which the inodes' entries hold (tree_ids.ts). */
+  treeIds?: TreeIds | undefined;
 }
 
 function memfds(table: FileTable): Memfds {
@@ -160,6 +163,7 @@ export const memfdKind: FdKind = {
   },
   loadImages(session) {
     const state = memfds(session.table);
+    state.treeIds = session.treeIds;
     for (const e of session.dir.readOptional<memfd_inode_entry>(KINDS.MEMFD_INODE)) {
       state.restored.set(e.inodeId, e);
     }
@@ -232,13 +236,18 @@ export function openMappedMemfd(
   const known = state.mapped.get(inode.inodeId);
   agent.reset();
   if (known) return agent.call(`open(${known})`, NR.open, agent.string(known), flags | O.CLOEXEC, 0);
-  const fd = makeMemfd(agent, inode, dir);
+  const fd = makeMemfd(agent, inode, dir, state.treeIds);
   state.mapped.set(inode.inodeId, mapFilesPath(agent.pid, e));
   return BigInt(fd);
 }
 
 /** memfd_create in the task, then its size, contents (copied by criu through /proc), owner and mode. */
-function makeMemfd(agent: Agent, inode: memfd_inode_entry, dir: ImageDir): number {
+function makeMemfd(
+  agent: Agent,
+  inode: memfd_inode_entry,
+  dir: ImageDir,
+  treeIds: TreeIds | undefined,
+): number {
   if ((inode.hugetlbFlag ?? 0) & MFD.HUGETLB) {
     throw new RestoreError(`Memfd ${inode.name} is backed by huge pages: not supported yet`);
   }
@@ -252,7 +261,8 @@ function makeMemfd(agent: Agent, inode: memfd_inode_entry, dir: ImageDir): numbe
   ));
   agent.call(`ftruncate(memfd ${inode.name})`, NR.ftruncate, fd, inode.size);
   copyMemfdIn(`/proc/${agent.pid}/fd/${fd}`, ...contentsOf(dir, inode));
-  agent.later(`fchown(memfd ${inode.name})`, NR.fchown, fd, inode.uid, inode.gid);
+  // criu sets the owner (through the maps): the task may not be in its user namespace yet.
+  chownAsSaved(`/proc/${agent.pid}/fd/${fd}`, treeIds, inode.uid, inode.gid);
   if (inode.mode !== undefined) {
     agent.later(`fchmod(memfd ${inode.name})`, NR.fchmod, fd, inode.mode & 0o7777);
   }
@@ -285,7 +295,11 @@ function writeInodes(session: FilesSession): void {
       ),
     ]);
   }
-  session.dir.write(KINDS.MEMFD_INODE, undefined, [...dumped.values()].map((d) => d.entry));
+  // Owners as the tree sees them, known here where the session is (an area's memfd has none).
+  const entries = [...dumped.values()].map((d) =>
+    Object.assign(d.entry, ownerInside(session.treeIds, d.entry.uid, d.entry.gid))
+  );
+  session.dir.write(KINDS.MEMFD_INODE, undefined, entries);
 }
 
 function lastPagesId(dir: string): number {
@@ -317,7 +331,7 @@ function createMemfd(ctx: RestoreFilesContext, inodeId: bigint, key: string): vo
     ctx.shared.objects.set(key, [{ pid: ctx.nsPid, fd }]);
     return;
   }
-  const fd = ctx.park(makeMemfd(agent, inode, ctx.session.dir));
+  const fd = ctx.park(makeMemfd(agent, inode, ctx.session.dir, ctx.session.treeIds));
   if (inode.seals !== F_SEAL_SEAL && inode.seals !== 0) {
     agent.call(`fcntl(F_ADD_SEALS, ${inode.name})`, NR.fcntl, fd, F_ADD_SEALS, inode.seals);
   }

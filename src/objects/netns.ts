@@ -59,8 +59,17 @@ import {
 } from "./netdev.ts";
 import { kindOf } from "./netdev_ip.ts";
 import type { FrozenTree } from "../dump/freeze.ts";
-import type { NamespaceIds } from "./namespaces.ts";
-import { IPV4_SYSCTLS, readConf, readSysctls, UNIX_CONF, writeConf, writeSysctls } from "./netns_sysctl.ts";
+import type { NamespaceIds, NsRestoreContext } from "./namespaces.ts";
+import {
+  IPV4_SYSCTLS,
+  pingGroupsThrough,
+  readConf,
+  readSysctls,
+  UNIX_CONF,
+  writeConf,
+  writeSysctls,
+} from "./netns_sysctl.ts";
+import { type TreeIds, treeIdsAtDump, treeIdsAtRestore } from "./tree_ids.ts";
 import { checkNetConfig, dumpNetConfig, firewallImagesMention, restoreNetConfig } from "./netns_config.ts";
 import { NetToolError, runEachInNetns, runInNetns, textInNetns } from "./netns_tools.ts";
 import { nftTableOf } from "./network_lock.ts";
@@ -101,6 +110,7 @@ function saveNetns(
   plugins: Plugins,
   log: Log,
   peerNsOf: (ifindex: number) => number | undefined,
+  treeIds: TreeIds | undefined,
 ): void {
   const rootPid = tree[0]!;
   dir.write(KINDS.NETDEV, nsId, dumpLinks(rootPid, nsId, plugins, log, tree, peerNsOf));
@@ -111,21 +121,29 @@ function saveNetns(
       defConf6: readConf("ipv6", "default"),
       allConf6: readConf("ipv6", "all"),
       unixConf: readSysctls(UNIX_CONF),
-      ipv4Sysctl: readSysctls(IPV4_SYSCTLS),
+      // The ping groups as the tree sees them, as CRIU saves them.
+      ipv4Sysctl: pingGroupsThrough(readSysctls(IPV4_SYSCTLS), treeIds?.gidInside),
     }));
   dir.write(KINDS.NETNS, nsId, [settings]);
   dumpNetConfig(dir, rootPid, nsId, log);
 }
 
 /** The namespace-wide settings, first, so that devices made later take the saved defaults (as CRIU). */
-function restoreSettings(pid: number, s: netns_entry, image: string, log: Log): void {
+function restoreSettings(
+  pid: number,
+  s: netns_entry,
+  image: string,
+  log: Log,
+  treeIds: TreeIds | undefined,
+): void {
   inNetns(`/proc/${pid}/ns/net`, () => {
     writeConf("ipv4", "all", s.allConf4, image, log);
     writeConf("ipv4", "default", s.defConf4, image, log);
     writeConf("ipv6", "all", s.allConf6, image, log);
     writeConf("ipv6", "default", s.defConf6, image, log);
     writeSysctls(UNIX_CONF, s.unixConf, image, log);
-    writeSysctls(IPV4_SYSCTLS, s.ipv4Sysctl, image, log);
+    // criu writes the ping groups, as ids of its own user namespace.
+    writeSysctls(IPV4_SYSCTLS, pingGroupsThrough(s.ipv4Sysctl, treeIds?.gidOutside), image, log);
   });
 }
 
@@ -141,14 +159,19 @@ const otherNamespaces: OtherNamespaces = {
   made: restoring.made,
 };
 
+function treeIdsOf(ctx: NsRestoreContext): TreeIds | undefined {
+  return treeIdsAtRestore(ctx.dir, ctx.tasks[0]?.ids?.userNsId);
+}
+
 function fillNetns(
   dir: ImageDir,
   pid: number,
   saved: SavedNetns,
   outer: OuterNames,
   log: Log,
+  treeIds: TreeIds | undefined,
 ): void {
-  if (saved.settings) restoreSettings(pid, saved.settings, `netns-${saved.id}.img`, log);
+  if (saved.settings) restoreSettings(pid, saved.settings, `netns-${saved.id}.img`, log, treeIds);
   restoreLinks(pid, saved.devices, outer, `netdev-${saved.id}.img`, log, {
     nsId: saved.id,
     others: otherNamespaces,
@@ -382,7 +405,7 @@ registerNamespaceKind({
     } else if (ctx.ofRoot && ctx.options?.emptyNetNs) {
       ctx.log.info(`The network namespace of process ${rootPid} is not saved (--empty-ns net)`);
     } else {
-      saveNetns(ctx.dir, pids, ctx.id, ctx.plugins, ctx.log, peerNsOf);
+      saveNetns(ctx.dir, pids, ctx.id, ctx.plugins, ctx.log, peerNsOf, treeIdsAtDump(ctx.tree.root.pid));
     }
     if (!ctx.ofRoot) return; // as CRIU, only the root's namespace is locked
     // Only a tree in a namespace of its own gets its network locked, as in CRIU. A lock script
@@ -422,7 +445,7 @@ registerNamespaceKind({
       if (!saved) return undefined;
       return {
         fill: (creator: Agent) => {
-          if (!empty) fillNetns(ctx.dir, creator.pid, saved, outer, ctx.log);
+          if (!empty) fillNetns(ctx.dir, creator.pid, saved, outer, ctx.log, treeIdsOf(ctx));
         },
       };
     }
@@ -469,7 +492,7 @@ registerNamespaceKind({
     }
     return {
       fill: (root) => {
-        if (toFill) fillNetns(ctx.dir, root.pid, toFill, outer, ctx.log);
+        if (toFill) fillNetns(ctx.dir, root.pid, toFill, outer, ctx.log, treeIdsOf(ctx));
         else lockIfEmpty(root.pid);
       },
       afterRestore,

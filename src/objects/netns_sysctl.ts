@@ -114,6 +114,21 @@ function confList(family: ConfFamily, device: string): SysctlList {
 export const UNIX_CONF: SysctlList = { words: "net.unix", paths: ["unix/max_dgram_qlen"] };
 export const IPV4_SYSCTLS: SysctlList = { words: "net.ipv4", paths: ["ipv4/ping_group_range"] };
 
+/**
+ * net.ipv4.ping_group_range (IPV4_SYSCTLS' entry) with both its gids through `gid`: the kernel shows
+ * and takes them as ids of the reader's user namespace. Its default, "1 0" (no group), is no range.
+ */
+export function pingGroupsThrough(
+  entries: sysctl_entry[],
+  gid: ((id: number) => number) | undefined,
+): sysctl_entry[] {
+  const range = entries[0]?.sarg?.trim().split(/\s+/).map(Number);
+  if (!gid || range?.length !== 2 || (range[0] === 1 && range[1] === 0)) return entries;
+  return [
+    create(sysctl_entrySchema, { type: SysctlType.CTL_STR, sarg: `${gid(range[0]!)}\t${gid(range[1]!)}` }),
+  ];
+}
+
 function typeOf(path: string): SysctlType {
   return STRING_SETTINGS.has(path.slice(path.lastIndexOf("/") + 1)) ? SysctlType.CTL_STR : SysctlType.CTL_32;
 }

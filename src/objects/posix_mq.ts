@@ -54,6 +54,7 @@ import { closeFd } from "../../ffi/fd.ts";
 import { asEffectiveIds, inNamespaceOf, readSmallFile, writeSmallFile } from "../../ffi/nsenter.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { refuse } from "./refusal.ts";
+import { ownerInside, ownerOutside, type TreeIds } from "./tree_ids.ts";
 import { RestoreError } from "../errors.ts";
 
 /** A queue's status line, the read of its file: "QSIZE:n NOTIFY:n SIGNO:n NOTIFY_PID:n". */
@@ -83,7 +84,13 @@ function queueNames(mount: number): string[] {
  * Saves every queue of the IPC namespace `pid` is in as ipcns-posix-mq-ID.img (none when it has
  * no queue: Debian's crit reads every image of such a dump). The tree must be frozen.
  */
-export function dumpPosixQueues(dir: ImageDir, id: number, pid: number, log: Log): void {
+export function dumpPosixQueues(
+  dir: ImageDir,
+  id: number,
+  pid: number,
+  log: Log,
+  ids?: TreeIds,
+): void {
   withQueuesOf(pid, (mount) => {
     const names = queueNames(mount);
     if (names.length === 0) return;
@@ -101,7 +108,7 @@ export function dumpPosixQueues(dir: ImageDir, id: number, pid: number, log: Log
     dir.noteWritten(w.name);
     try {
       for (const name of names) {
-        const count = saveQueue(w, mount, name);
+        const count = saveQueue(w, mount, name, ids);
         log.info(
           `POSIX message queue /${name} of IPC namespace ${id}: ${count} message(s) read and put back`,
         );
@@ -113,7 +120,7 @@ export function dumpPosixQueues(dir: ImageDir, id: number, pid: number, log: Log
 }
 
 /** Saves one queue with its messages, and puts them back; returns how many there are. */
-function saveQueue(w: ImageWriter, mount: number, name: string): number {
+function saveQueue(w: ImageWriter, mount: number, name: string, ids: TreeIds | undefined): number {
   const st = Deno.statSync(`/proc/self/fd/${mount}/${name}`);
   const fd = openQueueIn(mount, name);
   try {
@@ -133,8 +140,7 @@ function saveQueue(w: ImageWriter, mount: number, name: string): number {
           w.writeEntry(create(posix_mq_entrySchema, {
             name,
             mode: (st.mode ?? 0) & 0o7777,
-            uid: st.uid ?? 0,
-            gid: st.gid ?? 0,
+            ...ownerInside(ids, st.uid ?? 0, st.gid ?? 0),
             maxmsg: BigInt(attr.maxmsg),
             msgsize: BigInt(attr.msgsize),
             curmsgs: BigInt(count),
@@ -262,6 +268,7 @@ export function restorePosixQueues(
   pid: number,
   vars: ipc_var_entry,
   owner?: { uid: number; gid: number },
+  ids?: TreeIds,
 ): void {
   const queues = checkPosixQueues(dir, id);
   if (queues.length === 0) return;
@@ -276,7 +283,7 @@ export function restorePosixQueues(
     raiseLimit("msg_max", most((q) => q.maxmsg), writeSysctl);
     raiseLimit("msgsize_max", most((q) => q.msgsize), writeSysctl);
     raiseLimit("queues_max", BigInt(queues.length), writeSysctl);
-    readQueues(dir, id, (q, messages) => makeQueue(q, messages));
+    readQueues(dir, id, (q, messages) => makeQueue(q, messages, ids));
     writeSysctl(`${MQ_SYSCTL}/msg_max`, `${vars.mqMsgMax}`);
     writeSysctl(`${MQ_SYSCTL}/msgsize_max`, `${vars.mqMsgsizeMax}`);
     writeSysctl(`${MQ_SYSCTL}/queues_max`, `${vars.mqQueuesMax}`);
@@ -288,7 +295,11 @@ function raiseLimit(name: string, atLeast: bigint, write: (path: string, value: 
   if (atLeast > now) write(`${MQ_SYSCTL}/${name}`, `${atLeast}`);
 }
 
-function makeQueue(q: posix_mq_entry, messages: Iterable<{ priority: number; data: Uint8Array }>): void {
+function makeQueue(
+  q: posix_mq_entry,
+  messages: Iterable<{ priority: number; data: Uint8Array }>,
+  ids: TreeIds | undefined,
+): void {
   let fd: number;
   try {
     fd = createQueue(q.name, q.mode & 0o7777, Number(q.maxmsg), Number(q.msgsize));
@@ -296,7 +307,8 @@ function makeQueue(q: posix_mq_entry, messages: Iterable<{ priority: number; dat
     throw new RestoreError(`Cannot create POSIX message queue /${q.name}: ${(e as Error).message}`);
   }
   try {
-    setQueueOwner(fd, q.uid, q.gid);
+    const saved = ownerOutside(ids, q.uid, q.gid);
+    setQueueOwner(fd, saved.uid, saved.gid);
     for (const m of messages) sendMessage(fd, new Uint8Array(m.data), m.priority);
   } finally {
     closeFd(fd);

@@ -21,7 +21,7 @@
  * reads them again. Refused by name: more than CRIU's 16 KiB on one side, and input that is a
  * partial line of a canonical-mode slave (a read cannot take it).
  */
-import { create } from "@bufbuild/protobuf";
+import { create, isFieldSet } from "@bufbuild/protobuf";
 import { fd_types, type file_entry, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
 import {
   type termios_entry,
@@ -71,6 +71,7 @@ import { addRegFile } from "./regfile.ts";
 import { takeFromCriu } from "./files.ts";
 import { addTtyFile, takeTerminal, terminalInfos } from "./tty.ts";
 import { refuse } from "./refusal.ts";
+import { chownAsSaved, ownerInside } from "./tree_ids.ts";
 import { RestoreError } from "../errors.ts";
 
 const PTMX = /^\/dev\/(pts\/)?ptmx$/;
@@ -332,6 +333,8 @@ export function dumpTreePty(
         wsYpixel: s.winsize.ypixel,
       }),
       pty: create(tty_pty_entrySchema, { index }),
+      // The side's owner as the tree sees it (a slave's is its user's: sshd, a container's root).
+      ...ownerInside(ctx.session.treeIds, stat?.uid ?? 0, stat?.gid ?? 0),
     });
     infos.push(info);
   }
@@ -594,6 +597,12 @@ export function openTreePty(
       0,
     ),
   );
+  // criu made the pair, so the slave is criu's: it gets its saved owner back, as CRIU gives it.
+  // (A master's is /dev/ptmx's, which stays as it is.)
+  const info = pty.info;
+  if (isFieldSet(info, tty_info_entrySchema.field.uid) && isFieldSet(info, tty_info_entrySchema.field.gid)) {
+    chownAsSaved(`/proc/${agent.pid}/fd/${fd}`, ctx.session.treeIds, info.uid, info.gid);
+  }
   return fd;
 }
 

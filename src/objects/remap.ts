@@ -47,6 +47,7 @@ import { isSyscallError } from "../../ffi/errors.ts";
 import { O, S } from "../../ffi/syscalls.ts";
 import { type DumpFilesContext, emptyFown, type FilesSession, type FileTable } from "./files.ts";
 import { refuse } from "./refusal.ts";
+import { chownAsSaved, ownerInside, type TreeIds } from "./tree_ids.ts";
 import { RestoreError } from "../errors.ts";
 
 const DELETED = " (deleted)";
@@ -76,6 +77,8 @@ interface RemapState {
   /** Restore: the remap of each file id, the images directory, and what to remove at the end. */
   byFile: Map<number, remap_file_path_entry>;
   imagesPath: string;
+  /** The tree's view of owners, which the ghosts' images hold (tree_ids.ts). */
+  treeIds?: TreeIds | undefined;
   madeGhosts: Map<number, { path: string; dir: boolean }>;
   links: Set<string>;
   /** Files linked back under their own name for the open (name -> what it links to), removed at the end. */
@@ -240,7 +243,7 @@ function addGhost(
   if (ghostId === undefined) {
     ghostId = state.ghostByInode.size + 1;
     state.ghostByInode.set(inode, ghostId);
-    state.ghosts.push({ id: ghostId, source, entry: ghostEntry(stat, source) });
+    state.ghosts.push({ id: ghostId, source, entry: ghostEntry(stat, source, ctx.session.treeIds) });
   }
   const known = ctx.table.nextId();
   const id = ctx.table.add(key, (id) => regEntry(id, name, flags, pos));
@@ -257,14 +260,15 @@ function timeval(t: Date | null) {
   return create(timevalSchema, { tvSec: BigInt(Math.floor(ms / 1000)), tvUsec: BigInt((ms % 1000) * 1000) });
 }
 
-function ghostEntry(stat: Deno.FileInfo, source: string): ghost_file_entry {
+function ghostEntry(stat: Deno.FileInfo, source: string, treeIds: TreeIds | undefined): ghost_file_entry {
   const mode = stat.mode ?? 0;
+  const owner = ownerInside(treeIds, stat.uid ?? 0, stat.gid ?? 0);
   const chunked = (mode & S_IFMT) === S_IFREG && stat.size >= GHOST_CHUNKS_THRESH;
   return create(
     ghost_file_entrySchema,
     compact({
-      uid: stat.uid ?? 0,
-      gid: stat.gid ?? 0,
+      uid: owner.uid,
+      gid: owner.gid,
       mode,
       dev: kernelDev(stat.dev),
       ino: BigInt(stat.ino ?? 0),
@@ -414,6 +418,7 @@ function writeGhost(session: FilesSession, g: PendingGhost): void {
 export function readRemaps(session: FilesSession): void {
   const state = remapState(session.table);
   state.imagesPath = session.dir.path;
+  state.treeIds = session.treeIds;
   for (const r of session.dir.readOptional<remap_file_path_entry>(KINDS.REMAP_FPATH)) {
     session.table.get(r.origId);
     if (r.remapType === remap_type.LINKED) session.table.get(r.remapId);
@@ -517,7 +522,7 @@ function ghostPath(table: FileTable, name: string, ghostId: number): string {
     state.madeGhosts.set(ghostId, { path, dir });
     // A symlink has no mode or times of its own to set, and chown would follow it.
     if (type === S_IFLNK) return path;
-    Deno.chownSync(path, header.uid, header.gid);
+    chownAsSaved(path, state.treeIds, header.uid, header.gid);
     Deno.chmodSync(path, header.mode & 0o7777);
     if (header.atim && header.mtim) {
       const at = (t: { tvSec: bigint; tvUsec: bigint }) => Number(t.tvSec) + Number(t.tvUsec) / 1e6;

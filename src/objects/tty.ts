@@ -40,6 +40,7 @@ import {
 import type { FdEntry } from "../../ffi/proc.ts";
 import { addRegFile } from "./regfile.ts";
 import { refuse } from "./refusal.ts";
+import { ownerInside } from "./tree_ids.ts";
 import {
   checkTreePtySessions,
   dumpQueuedPtyData,
@@ -166,6 +167,7 @@ export const ttyKind: FdKind = {
         sid: 0,
         pgrp: 0,
         rdev,
+        ...ownerInside(ctx.session.treeIds, stat?.uid ?? 0, stat?.gid ?? 0),
         // CRIU refuses a pty without its index, and an external terminal with one.
         ...(pts && !external ? { pty: create(tty_pty_entrySchema, { index: Number(pts[1]) }) } : {}),
         // CRIU counts an external terminal as a master, whose settings its restore requires.

@@ -77,6 +77,7 @@ import {
   takeFromCriu,
 } from "./files.ts";
 import { refuse } from "./refusal.ts";
+import { ownerInside, ownerOutside, type TreeIds } from "./tree_ids.ts";
 import { copyFdOf } from "../../ffi/process.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { PluginError } from "../plugins/plugins.ts";
@@ -226,6 +227,7 @@ function pathFacts(
   pid: number,
   what: string,
   info: UnixSocketInfo,
+  treeIds: TreeIds | undefined,
 ): { deleted?: boolean; filePerms?: file_perms_entry; nameDir?: string } {
   const path = pathOf(info.name ?? new Uint8Array(0));
   if (path === null) return {};
@@ -253,7 +255,10 @@ function pathFacts(
   }
   if (!isOurs(st)) return { deleted: true };
   return {
-    filePerms: create(file_perms_entrySchema, { mode: st!.mode ?? 0, uid: st!.uid ?? 0, gid: st!.gid ?? 0 }),
+    filePerms: create(file_perms_entrySchema, {
+      mode: st!.mode ?? 0,
+      ...ownerInside(treeIds, st!.uid ?? 0, st!.gid ?? 0),
+    }),
     ...(nameDir !== undefined ? { nameDir } : {}),
   };
 }
@@ -360,7 +365,7 @@ function dumpSocket(ctx: DumpFilesContext, fd: FdEntry): number {
       opts: readOptions(copy),
       name: info.name ?? new Uint8Array(0),
       ...(info.shutdown ? { shutdown: info.shutdown as sk_shutdown } : {}),
-      ...pathFacts(ctx.pid, what, info),
+      ...pathFacts(ctx.pid, what, info, ctx.session.treeIds),
     });
     const id = addFdFile(ctx, fd, (id) => {
       entry.id = id;
@@ -823,7 +828,7 @@ function configure(
 ): void {
   const bound: string[] = [];
   try {
-    for (const m of members) if (shouldBind(m)) bindName(made.ourFd(m.ino), m, bound);
+    for (const m of members) if (shouldBind(m)) bindName(made.ourFd(m.ino), m, bound, ctx.session.treeIds);
     for (const m of members) if (m.state === STATE.LISTEN) listenSocket(made.ourFd(m.ino), m.backlog);
     for (const m of members) if (!isExternal(state, m.peer)) connectToPeer(state, made, m);
   } catch (e) {
@@ -857,13 +862,14 @@ function shouldBind(s: unix_sk_entry): boolean {
 }
 
 /** Binds to the socket's name; a socket file left at the path (by the dumped process) goes first. */
-function bindName(fd: number, s: unix_sk_entry, bound: string[]): void {
+function bindName(fd: number, s: unix_sk_entry, bound: string[], treeIds: TreeIds | undefined): void {
   const path = fsPathOf(s);
   if (path !== null) removeStaleSocket(path, s.ino);
   inNameDir(s, () => bindSocket(fd, { family: AF.UNIX, name: new Uint8Array(trimPath(s.name)) }));
   if (path !== null) bound.push(path);
   if (path !== null && s.filePerms) {
-    setFilePerms(path, s.filePerms.mode, s.filePerms.uid, s.filePerms.gid);
+    const owner = ownerOutside(treeIds, s.filePerms.uid, s.filePerms.gid);
+    setFilePerms(path, s.filePerms.mode, owner.uid, owner.gid);
   }
 }
 

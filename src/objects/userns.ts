@@ -50,7 +50,7 @@ import type { PuppetMaster } from "../restore/puppet.ts";
 const OVERFLOW_ID = 65534;
 
 /** A /proc/PID/uid_map or gid_map as extents. */
-function readMap(pid: number, which: "uid_map" | "gid_map"): uid_gid_extent[] {
+export function readMap(pid: number, which: "uid_map" | "gid_map"): uid_gid_extent[] {
   const out: uid_gid_extent[] = [];
   for (const line of Deno.readTextFileSync(`/proc/${pid}/${which}`).split("\n")) {
     const f = line.trim().split(/\s+/).filter((s) => s !== "");

@@ -37,6 +37,7 @@ import { backingOf } from "../objects/mappings.ts";
 import "../objects/mod.ts";
 import { RestoreError } from "../errors.ts";
 import { OLD_TASK_STATE, TASK_STATE } from "../dump/task.ts";
+import { treeIdsAtRestore } from "../objects/tree_ids.ts";
 
 /** The largest fd number plus one a task can have (fs.nr_open). */
 const MAX_FD = sysctl("/proc/sys/fs/nr_open", 1024 * 1024);
@@ -598,6 +599,7 @@ export function loadCheckpoint(imagesDir: string, services: SessionServices = qu
     ...services,
     frozenUptimeUs: dumpedUptimeUs(inventory),
     runId: inventory.dumpCriuRunId || undefined,
+    treeIds: treeIdsAtRestore(dir, tasks[0]?.ids?.userNsId),
   };
   loadFileImages(session);
   return { dir, inventory, tasks, files, session };

@@ -54,7 +54,7 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   if (!parent?.ids || parent.ids.fsId !== t.ids?.fsId) restoreFs(ctx, agent, t);
   if (!parent?.ids || parent.ids.filesId !== t.ids?.filesId) restoreFiles(ctx, agent, t);
   ctx.beforeTaskState?.(t, agent);
-  restoreTaskState(agent, t);
+  restoreTaskState(agent, t, ctx.files.treeIds);
   const threads: PendingThread[] = [{ agent, core: t.cores[0]!.core }];
   const creds = leaderCreds(ctx, agent, t);
   const others = t.cores.slice(1);

@@ -8,15 +8,16 @@ import { NR, PR } from "../../../ffi/syscalls.ts";
 import type { Agent } from "../../agent.ts";
 import { restoreLoginuid } from "../../objects/creds.ts";
 import type { RestoreTaskImages } from "../images.ts";
+import type { TreeIds } from "../../objects/tree_ids.ts";
 
-export function restoreTaskState(agent: Agent, t: RestoreTaskImages): void {
+export function restoreTaskState(agent: Agent, t: RestoreTaskImages, treeIds: TreeIds | undefined): void {
   const tc = t.cores[0]!.core.tc!;
   const pid = agent.pid;
   agent.later("personality", NR.personality, tc.personality);
   // Limits are set from outside: what the files left queued (dup3 to high fds) must be done.
   agent.settle();
   tc.rlimits?.rlimits.forEach((r, res) => restoreRlimit(pid, res, r.cur, r.max));
-  restoreLoginuid(agent, t.entry.pid, tc.loginuid);
+  restoreLoginuid(agent, t.entry.pid, tc.loginuid, treeIds);
   restoreMembarrier(agent, tc.membarrierRegistrationMask ?? 0);
   if (tc.childSubreaper) {
     agent.later("prctl(PR_SET_CHILD_SUBREAPER)", NR.prctl, PR.SET_CHILD_SUBREAPER, 1, 0, 0, 0);
