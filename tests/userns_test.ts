@@ -438,9 +438,17 @@ Deno.test("a container-like tree: user, PID, UTS, IPC, network, cgroup and time 
     assert.deepEqual(owners, kinds.slice(1).map((kind) => `${kind} ${user}`), `process ${pid}`);
   };
   try {
+    // Its child is `sleep 600`, not `hostname` (which ends at once).
+    const isSleep = (pid: number) => {
+      try {
+        return Deno.readLinkSync(`/proc/${pid}/exe`).endsWith("/sleep");
+      } catch {
+        return false;
+      }
+    };
     await waitFor("the init and its child", () => {
-      init = descendants(unshare.pid).find((p) => descendants(p).length === 1) ?? 0;
-      return init !== 0;
+      init = descendants(unshare.pid).find((p) => descendants(p).length === 1 && isSleep(p)) ?? 0;
+      return init !== 0 && isSleep(descendants(init)[0]!);
     });
     const host = nsOf(Deno.pid);
     assert.ok(nsOf(init).every((link, i) => link !== host[i]));

@@ -166,6 +166,17 @@ export interface NsRestorePlan {
   afterForking?(agents: ReadonlyMap<number, Agent>, master: PuppetMaster): void;
   /** In each task's restore, once its files are back and before its state, threads and credentials. */
   beforeTaskState?(t: RestoreTaskImages, agent: Agent): void;
+  /**
+   * For task `t` below the root whose own namespaces (its clone flags) belong to a user namespace
+   * it is not in when it is cloned (the tree's, joined once forked; one nested below the root's,
+   * entered before its state): a function that makes them inside that user namespace and has the
+   * new task (`task`; its parent `parent`, criu's pid) enter them. The task is then cloned without
+   * those flags. Undefined: its clone makes them.
+   */
+  ownsApart?(
+    t: RestoreTaskImages,
+    master: PuppetMaster,
+  ): ((task: Agent, parent: number, flags: bigint) => void) | undefined;
   /** Once the root exists in it: what the namespace held (from inside the root). */
   fill?(root: Agent): void;
   /** After post-restore, before the tree runs (network-unlock, for one). */
@@ -459,6 +470,18 @@ export class RestoreNamespaces {
   /** Once every task is forked, the helper still there: namespaces tasks enter later (afterForking). */
   afterForking(agents: ReadonlyMap<number, Agent>, master: PuppetMaster): void {
     for (const p of this.planned) p.plan.afterForking?.(agents, master);
+  }
+
+  /** How `t`'s own namespaces are made apart from its clone, if they are (NsRestorePlan.ownsApart). */
+  ownsApart(
+    t: RestoreTaskImages,
+    master: PuppetMaster,
+  ): ((task: Agent, parent: number, flags: bigint) => void) | undefined {
+    for (const p of this.planned) {
+      const apart = p.plan.ownsApart?.(t, master);
+      if (apart) return apart;
+    }
+    return undefined;
   }
 
   /** In `t`'s restore, once its files are back and before its state (beforeTaskState). */

@@ -17,7 +17,8 @@
  * User namespaces nested below the root's (also below a root that stays in criu's), which CRIU
  * 4.2 refuses to dump, are saved the same way and made again after the tree is forked
  * (userns_nested.ts). Refused by name: a nested namespace that its first task (parents first) did
- * not make below its parent process's.
+ * not make below its parent process's; a network, IPC, UTS, mount or cgroup namespace of a task below
+ * the root that the user namespace of its first task does not own (the restore makes it there).
  */
 import { create } from "@bufbuild/protobuf";
 import {
@@ -33,13 +34,17 @@ import { RestoreError } from "../errors.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
 import { refuse } from "./refusal.ts";
 import {
+  type NamespaceIds,
   type NsDumpContext,
   type NsRestoreContext,
   type NsRestorePlan,
   registerNamespaceKind,
 } from "./namespaces.ts";
 import { NestedUserNamespaces } from "./userns_nested.ts";
-import { parentUserNamespaceOf } from "../../ffi/nsenter.ts";
+import { ownerUserNamespaceOf, parentUserNamespaceOf } from "../../ffi/nsenter.ts";
+import type { FrozenTree } from "../dump/freeze.ts";
+import { giveNamespacesOwnedBy } from "../restore/ns_holder.ts";
+import type { PuppetMaster } from "../restore/puppet.ts";
 
 /** The id a user namespace shows for one outside its maps (/proc/sys/kernel/overflowuid). */
 const OVERFLOW_ID = 65534;
@@ -162,6 +167,7 @@ registerNamespaceKind({
       }
       seen.add(theirs);
     }
+    checkOwners(tree, nsIds);
   },
   dump(ctx) {
     writeUserNamespaces(ctx, true);
@@ -181,10 +187,21 @@ registerNamespaceKind({
     const joinedAfterForking = ctx.tasks.length > 1 && ctx.tasks[0]!.entry.pid !== 1;
     const nested = NestedUserNamespaces.prepare(ctx.dir, ctx.tasks, id, maps, false);
     checkFsNotShared(ctx.tasks, (t) => joinedAfterForking || nested?.holds(t) === true);
+    // A task in the new user namespace from its birth on: the holder, or the root (rootCreated).
+    let inside: number | undefined;
+    const hooks = nested ? nestedHooks(ctx, nested, () => inside) : {};
     return {
       joinedAfterForking,
-      ...(nested ? nestedHooks(ctx, nested) : {}),
+      ...hooks,
+      // A task below the root, cloned in criu's user namespace, gets the namespaces it made
+      // inside the tree's made there (a nested one's: nestedHooks).
+      ownsApart: (t, master) =>
+        hooks.ownsApart?.(t, master) ??
+          (joinedAfterForking && t !== ctx.tasks[0]
+            ? (task, parent, flags) => giveNamespacesOwnedBy(master, ctx.log, task, parent, inside!, flags)
+            : undefined),
       rootCreated(rootPid) {
+        inside = rootPid;
         for (const [which, extents] of [["uid_map", maps.uidMap], ["gid_map", maps.gidMap]] as const) {
           try {
             Deno.writeTextFileSync(`/proc/${rootPid}/${which}`, mapText(extents));
@@ -198,6 +215,43 @@ registerNamespaceKind({
     };
   },
 });
+
+/** The kinds of namespace a task below the root makes again itself, inside its own user namespace. */
+const MADE_BY_TASKS = [["net", "network"], ["ipc", "IPC"], ["uts", "UTS"], ["mnt", "mount"], [
+  "cgroup",
+  "cgroup",
+]] as const;
+
+/**
+ * The restore makes each namespace of those kinds that a task below the root is the first in
+ * (parents first; not the root's nor criu's) inside that task's own user namespace, so that this
+ * one owns it (NS_GET_USERNS) as when the task made it after entering that user namespace. One
+ * with another owner (made before its maker entered its user namespace, or by a process outside
+ * the tree) would come back owned by the wrong one: refused by name. (CRIU records no owner.)
+ */
+function checkOwners(tree: FrozenTree, nsIds: NamespaceIds): void {
+  const criu = nsIds.linksOf(Deno.pid);
+  const live = tree.tasks.filter((t) => t.state !== "zombie");
+  for (const [kind, words] of MADE_BY_TASKS) {
+    const seen = new Set([nsIds.linksOf(tree.root.pid).get(kind), criu.get(kind)]);
+    for (const t of live) {
+      const links = nsIds.linksOf(t.pid);
+      const theirs = links.get(kind);
+      const parent = live.find((p) => p.pid === t.ppid);
+      if (!parent || seen.has(theirs) || theirs === nsIds.linksOf(parent.pid).get(kind)) continue;
+      seen.add(theirs);
+      const owner = ownerUserNamespaceOf(t.pid, kind);
+      if (owner === links.get("user")) continue;
+      refuse(
+        t.pid,
+        `the ${words} namespace ${theirs}`,
+        `it is owned by user namespace ${owner ?? "(one above criu's)"}, not by the process's own (${
+          links.get("user")
+        }), where the restore makes it again (it was made before its maker entered its user namespace, or by a process outside it; CRIU records no owner)`,
+      );
+    }
+  }
+}
 
 /**
  * The root's user namespace and each nested one, as its first task (parents first) sees it; with
@@ -231,17 +285,35 @@ function belowCriusPlan(ctx: NsRestoreContext, id: number): NsRestorePlan | unde
   const nested = NestedUserNamespaces.prepare(ctx.dir, ctx.tasks, id, IDENTITY, true);
   if (!nested) return undefined;
   checkFsNotShared(ctx.tasks, (t) => nested.holds(t));
-  return { onlyBelowRoot: true, ...nestedHooks(ctx, nested) };
+  return { onlyBelowRoot: true, ...nestedHooks(ctx, nested, () => undefined) };
 }
 
-/** The plan's part for namespaces nested below the root's. */
-function nestedHooks(ctx: NsRestoreContext, nested: NestedUserNamespaces): Partial<NsRestorePlan> {
+/**
+ * The plan's part for namespaces nested below the root's. Their holders are made once the tree is
+ * forked, or before, when a task of one made namespaces of its own in it, which are made inside it
+ * (ownsApart). `inRoots`: a task in the root's user namespace once the root exists (none when it
+ * is criu's).
+ */
+function nestedHooks(
+  ctx: NsRestoreContext,
+  nested: NestedUserNamespaces,
+  inRoots: () => number | undefined,
+): Partial<NsRestorePlan> {
   let release = () => {};
+  const make = (master: PuppetMaster, inRootsNow: number | undefined) => {
+    if (nested.made) return;
+    release = () => nested.release(master);
+    nested.makeNamespaces(master, inRootsNow, ctx.log);
+  };
   return {
-    afterForking: (agents, master) => {
-      release = () => nested.release(master);
-      nested.makeNamespaces(master, agents, ctx.log);
+    ownsApart: (t, master) => {
+      if (!nested.holds(t)) return undefined;
+      return (task, parent, flags) => {
+        make(master, inRoots());
+        giveNamespacesOwnedBy(master, ctx.log, task, parent, nested.holderOf(t), flags);
+      };
     },
+    afterForking: (agents, master) => make(master, agents.get(ctx.tasks[0]!.entry.pid)!.pid),
     beforeTaskState: (t, agent) => nested.enter(t, agent),
     afterRestore: () => release(),
   };

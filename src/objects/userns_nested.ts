@@ -17,6 +17,10 @@
  *     it, once its files are back (it takes fds from tasks of the root's namespace, which a task
  *     of a namespace below may not) and before its threads and credentials (setns of a user
  *     namespace is only for a task alone in its mm and fs_struct, with every capability there).
+ * Network, UTS, IPC and mount namespaces a task made in its nested namespace are made inside that
+ * one when the task is forked, so that it owns them again (NS_GET_USERNS): the holders are then made
+ * at that point already, and a short-lived one in the parent's mount namespace enters the nested
+ * user namespace and unshares them for the task (ns_holder.ts, giveNamespacesOwnedBy).
  * The holders end with the restore; a failed one kills them with every task.
  */
 import { create } from "@bufbuild/protobuf";
@@ -91,13 +95,24 @@ export class NestedUserNamespaces {
     return id !== undefined && this.nested.has(id);
   }
 
-  /** Once the tree is forked (the helper still there): the holders make every nested namespace. */
-  makeNamespaces(master: PuppetMaster, agents: ReadonlyMap<number, Agent>, log: Log): void {
+  /** Whether makeNamespaces has run. */
+  get made(): boolean {
+    return this.#holders.length > 0;
+  }
+
+  /**
+   * Once the tree is forked, or when a task forked before needs one (the helper still there): the
+   * holders make every nested namespace. `inRoots`: a task in the root's user namespace (criu's
+   * pid; none when that is criu's).
+   */
+  makeNamespaces(master: PuppetMaster, inRoots: number | undefined, log: Log): void {
     const base = NamespaceHolder.start(master, 0n, log);
     this.#holders.push(base.pid);
     const baseAgent = master.agentFor(base.pid);
-    const root = agents.get(this.tasks[0]!.entry.pid)!;
-    if (!this.rootInCriu) enterUserNs(baseAgent, root.pid, "the first namespace holder");
+    if (!this.rootInCriu) {
+      if (inRoots === undefined) throw new RestoreError("No task is in the root's user namespace yet");
+      enterUserNs(baseAgent, inRoots, "the first namespace holder");
+    }
     const holderAgents = new Map<number, Agent>([[this.rootId, baseAgent]]);
     for (const [id, ns] of this.nested) {
       const above = holderAgents.get(ns.parent)!;
@@ -108,6 +123,16 @@ export class NestedUserNamespaces {
       writeMaps(above, holder, id, ns);
       holderAgents.set(id, master.agentFor(holder));
     }
+  }
+
+  /** The holder of task `t`'s nested namespace (criu's pid), once made. */
+  holderOf(t: RestoreTaskImages): number {
+    const id = userNsOf(t);
+    const holder = id === undefined ? undefined : this.#holderOf.get(id);
+    if (holder === undefined) {
+      throw new RestoreError(`No holder of the user namespace of process ${t.entry.pid}`);
+    }
+    return holder;
   }
 
   /** Task `t`, its files back, enters its nested namespace (before its threads and credentials). */

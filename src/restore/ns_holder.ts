@@ -11,8 +11,10 @@
  *   2. the root is cloned in criu's namespaces and enters the holder's network, IPC, UTS and mount
  *      namespaces (setns by pidfd) before its mount tree and memory; children inherit them;
  *   3. every task is cloned with its pid by its parent, all of them still in criu's user namespace;
- *      the network, IPC and UTS namespaces a task below the root makes come from a short-lived
- *      holder cloned by the first one with those flags (giveNamespaces), which it enters;
+ *      the network, IPC, UTS and mount namespaces a task below the root makes come from a
+ *      short-lived holder that enters the tree's user namespace (and, for a mount namespace, the
+ *      parent's first) and unshares them (giveNamespacesOwnedBy), which the task enters; so do
+ *      those a task in a user namespace nested below the root's made in it (userns_nested.ts);
  *   4. once the tree is forked, every task enters the holder's user namespace (setns(CLONE_NEWUSER)),
  *      before its threads, credentials and files come back: the kernel takes only a task alone in
  *      its mm and its fs_struct, which each is until then; then the holder is killed.
@@ -35,6 +37,8 @@ import type { Log } from "../log.ts";
 import { enterNamespaceFd, type NsRestorePlan } from "../objects/namespaces.ts";
 import { killAndReap, type PuppetMaster } from "./puppet.ts";
 import { PID_ATTEMPTS } from "./free_pid.ts";
+import { closeFd, openFd } from "../../ffi/fd.ts";
+import { takeFromCriu } from "../objects/files.ts";
 
 export class NamespaceHolder {
   private constructor(
@@ -96,39 +100,6 @@ export class NamespaceHolder {
     }
   }
 
-  /**
-   * Task `task` (below the root, just cloned in criu's user namespace) gets the namespaces of kinds
-   * `flags` it makes itself (ns.cloneFlags) owned by the tree's user namespace, as they were: a
-   * short-lived holder cloned from this one (inside that user namespace) is born with those flags,
-   * the task enters its namespaces, and it ends. Its pid is none of the tree's, as the holder above
-   * may not choose it (TreePids.createOutside).
-   */
-  giveNamespaces(task: Agent, flags: bigint): void {
-    const above = this.master.agentFor(this.pid);
-    let sub = 0;
-    try {
-      sub = this.master.treePids.createOutside(
-        "a namespace holder",
-        () => cloneBelow(this.master, above, flags),
-        (pid) => this.#forget(pid),
-      );
-    } finally {
-      above.thread.leave();
-    }
-    this.log.info(`Namespace holder ${sub} (clone flags 0x${flags.toString(16)}) for process ${task.pid}`);
-    try {
-      this.#enterOf(task, sub, flags, "its namespaces");
-    } finally {
-      this.#forget(sub);
-    }
-  }
-
-  #forget(pid: number): void {
-    const at = this.master.created.indexOf(pid);
-    if (at >= 0) this.master.created.splice(at, 1);
-    killAndReap([pid]);
-  }
-
   /** The root, just cloned in criu's namespaces, enters the holder's others (not the user one yet). */
   enterOthers(root: Agent): void {
     const others = (this.flags | this.#madeInside) & ~BigInt(CLONE.NEWUSER);
@@ -150,11 +121,7 @@ export class NamespaceHolder {
   }
 
   #enter(task: Agent, flags: bigint, what: string): void {
-    this.#enterOf(task, this.pid, flags, what);
-  }
-
-  #enterOf(task: Agent, holder: number, flags: bigint, what: string): void {
-    const fd = task.call("pidfd_open(namespace holder)", NR.pidfd_open, holder, 0);
+    const fd = task.call("pidfd_open(namespace holder)", NR.pidfd_open, this.pid, 0);
     try {
       const r = task.attempt("setns(namespace holder)", NR.setns, fd, flags);
       if (isSyscallError(r)) {
@@ -165,6 +132,65 @@ export class NamespaceHolder {
     } finally {
       task.call("close(pidfd)", NR.close, fd);
     }
+  }
+}
+
+/**
+ * Task `task` (below the root, just cloned with none of them) gets its own namespaces of kinds
+ * `flags` (ns.cloneFlags) owned by the user namespace task `owner` is in, as they were when it
+ * made them there (NS_GET_USERNS): the tree's, which it joins only once forked, or one nested
+ * below the root's, which it enters only before its state. A short-lived holder, cloned from the
+ * helper at a pid the tree does not need, enters the mount namespace of the task's parent (`parent`,
+ * criu's pid: the task's mount namespace starts as a copy of it), then that user namespace, and
+ * unshares them; the task enters them (it is capable there: in criu's user namespace or one
+ * above), and the holder ends.
+ */
+export function giveNamespacesOwnedBy(
+  master: PuppetMaster,
+  log: Log,
+  task: Agent,
+  parent: number,
+  owner: number,
+  flags: bigint,
+): void {
+  const sub = NamespaceHolder.start(master, 0n, log);
+  try {
+    const agent = master.agentFor(sub.pid);
+    try {
+      const failure = `The holder of the namespaces of process ${task.pid}`;
+      if (flags & BigInt(CLONE.NEWNS)) {
+        const fd = agent.call("pidfd_open(parent)", NR.pidfd_open, parent, 0);
+        enterNamespaceFd(agent, fd, CLONE.NEWNS, `${failure} cannot enter its parent's mount namespace`);
+      }
+      const fd = agent.call("pidfd_open(owner)", NR.pidfd_open, owner, 0);
+      enterNamespaceFd(agent, fd, CLONE.NEWUSER, `${failure} cannot enter their user namespace`);
+      const r = agent.attempt(`unshare(0x${flags.toString(16)})`, NR.unshare, flags);
+      if (isSyscallError(r)) {
+        throw new RestoreError(`${failure} cannot make them in their user namespace: ${r.message}`, r.errno, {
+          cause: r,
+        });
+      }
+    } finally {
+      agent.thread.leave();
+    }
+    const kinds = `0x${flags.toString(16)}`;
+    log.info(
+      `Holder ${sub.pid} made namespaces ${kinds} in the user namespace of ${owner} for process ${task.pid}`,
+    );
+    // By fds criu hands over: a task in a PID namespace of its own cannot name the holder.
+    for (const [kind, flag] of MADE_INSIDE) {
+      if (!(flags & BigInt(flag))) continue;
+      const ours = openFd(`/proc/${sub.pid}/ns/${kind}`, O.RDONLY | O.CLOEXEC);
+      let fd: number;
+      try {
+        fd = takeFromCriu({ agent: task }, ours);
+      } finally {
+        closeFd(ours);
+      }
+      enterNamespaceFd(task, fd, flag, `Process ${task.pid} cannot enter its ${kind} namespace`);
+    }
+  } finally {
+    sub.release();
   }
 }
 
@@ -221,25 +247,4 @@ export function makeInside(agent: Agent, plans: readonly NsRestorePlan[]): bigin
 
 function linksOf(pid: number): Map<string, string> {
   return new Map(MADE_INSIDE.map(([kind]) => [kind, Deno.readLinkSync(`/proc/${pid}/ns/${kind}`)]));
-}
-
-/** A holder cloned by holder `above` (in the tree's user namespace) with `flags`; any pid. */
-function cloneBelow(master: PuppetMaster, above: Agent, flags: bigint): number {
-  above.reset();
-  const args = above.alloc(
-    CLONE_ARGS_SIZE,
-    cloneArgs({ flags: flags | BigInt(CLONE.PARENT), exitSignal: 0 }),
-  );
-  const r = above.attempt("clone3(namespace holder)", NR.clone3, args, CLONE_ARGS_SIZE);
-  if (isSyscallError(r)) {
-    throw new RestoreError(`Cannot make namespaces in the tree's user namespace: ${r.message}`, r.errno, {
-      cause: r,
-    });
-  }
-  const child = above.thread.children.pop()?.pid;
-  if (child === undefined) throw new RestoreError("No clone event for a namespace holder");
-  master.created.push(child);
-  const st = pt.wait(child);
-  if (st?.kind !== "stopped") throw new RestoreError(`Namespace holder ${child} did not stop (${st?.kind})`);
-  return child;
 }

@@ -241,7 +241,6 @@ function forkTree(
   ns: RestoreNamespaces,
   placed: (t: RestoreTaskImages) => void,
   ready: (t: RestoreTaskImages, agent: Agent) => void,
-  holder?: NamespaceHolder,
 ): Map<number, Agent> {
   const master = ctx.master;
   const agents = new Map<number, Agent>();
@@ -252,19 +251,19 @@ function forkTree(
     if (t !== tasks[0] && !parent) {
       throw new RestoreError(`Parent ${t.entry.ppid} of ${t.entry.pid} was not created`);
     }
-    // With a holder, a task below the root is cloned in criu's user namespace: the namespaces it
-    // makes are made in the tree's and entered (ns_holder.ts), but a mount namespace, its parent's copy.
+    // A task cloned outside the user namespace that owned the namespaces it made (the tree's, joined
+    // once forked; a nested one, entered later) gets them made there and enters them (ns_holder.ts).
     const own = ns.cloneFlags(t);
-    const apart = holder && t !== tasks[0] ? own & ~BigInt(CLONE.NEWNS) : 0n;
+    const apart = own && parent ? ns.ownsApart(t, master) : undefined;
     t.hostPid = master.createTask(
       pidChain(t.entry),
       t === tasks[0] ? null : parent,
-      (own & ~apart) | sharedWithParent(tasks, t) | pidNesting.beforeClone(t, parent),
+      (apart ? 0n : own) | sharedWithParent(tasks, t) | pidNesting.beforeClone(t, parent),
     );
     if (apart) {
       const newborn = master.agentFor(t.hostPid);
       try {
-        holder!.giveNamespaces(newborn, apart);
+        apart(newborn, parent!.pid, own);
       } finally {
         newborn.thread.leave();
       }
@@ -392,7 +391,7 @@ export function restore(opts: RestoreOptions): RestoreResult {
         cgroups.placeAgain(t); // it made its cgroup namespace at the cgroups above its own
       }
       taskCgroupNs.enter(t, agent);
-    }, holder);
+    });
     holder?.joinUser([...agents.values()]);
     taskCgroupNs.inUserNamespace();
     ns.afterForking(agents, master);
