@@ -1,5 +1,5 @@
 /*
- * userns_owners: a process in a user namespace of its own with the maps of an id-mapped container
+ * userns_ids: a process in a user namespace of its own with the maps of an id-mapped container
  * (uids and gids "0 100000 65536", written by a helper in the host's namespace), and IPC and network
  * namespaces that user namespace owns. Before it leaves the host's namespace it sets its loginuid
  * to 101000 when /proc/self/loginuid lets it (1000 inside), and gives its result file's directory
@@ -16,7 +16,7 @@
  * On SIGTERM it checks every owner as it sees them (fstat, IPC_STAT, /proc/self/loginuid, the
  * sysctl's file) and that each object still works (contents read back, a datagram to the socket's
  * path, bytes through the pty both ways).
- *   bin/userns_owners RESULT_FILE [no-mq] [no-pty] [no-ghost] [no-sysv] [no-unix] [no-memfd]
+ *   bin/userns_ids RESULT_FILE [no-mq] [no-pty] [no-ghost] [no-sysv] [no-unix] [no-memfd]
  *                                 [no-loginuid] [no-sysctl] [container]
  * Each no-X leaves that part out (for a tool that cannot dump or restore it, or to try one part
  * alone).

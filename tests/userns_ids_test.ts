@@ -2,7 +2,7 @@
  * The owners of what a tree in a user namespace of its own holds, saved as the tree sees them (as
  * CRIU 4.2 saves them, through the root's maps: userns_uid()/userns_gid()) and set back through
  * the maps: a ghost file, a memfd, SysV shm/sem/msg, a POSIX message queue, a unix socket's file, a
- * pty's slave, the loginuid and net.ipv4.ping_group_range of the userns_owners workload (maps
+ * pty's slave, the loginuid and net.ipv4.ping_group_range of the userns_ids workload (maps
  * "0 100000 65536"; everything owned by 1000:1001 inside, 101000:101001 on the host). The standard
  * matrix; the images as crit reads them (never a host id); the owner fields of our images against
  * CRIU 4.2's images of the same workload; and the dumps of each tool restored by the other, as a
@@ -20,7 +20,7 @@ import type { netns_entry } from "../src/images/gen/netdev_pb.ts";
 import type { posix_mq_entry } from "../src/images/gen/posix-mq_pb.ts";
 import { checkpoint, cleanUp, makeBundle, restore, run, RUNC, USERNS_HOST_ID } from "./lib/runc.ts";
 
-registerMatrix([{ name: "userns_owners" }, { name: "userns_owners", args: ["no-mq"] }]);
+registerMatrix([{ name: "userns_ids" }, { name: "userns_ids", args: ["no-mq"] }]);
 
 /** What the ids of one image say, as the tests compare them. */
 type Owners = Record<string, unknown>;
@@ -117,8 +117,8 @@ function loginuidInside(pid: number): number {
   return host === 101000 ? 1000 : UNMAPPED;
 }
 
-Deno.test("crit reads the owners of userns_owners' images as the tree sees them (1000:1001), never the host's (101000:101001)", () =>
-  withWorkload({ name: "userns_owners" }, async (w, images) => {
+Deno.test("crit reads the owners of userns_ids' images as the tree sees them (1000:1001), never the host's (101000:101001)", () =>
+  withWorkload({ name: "userns_ids" }, async (w, images) => {
     const loginuid = loginuidInside(w.pid);
     await criuOk(["dump", "-t", `${w.pid}`, "-D", images, "-R", "-o", "dump.log", "-v4"]);
     const got = ownersIn(images, w.pid, true);
@@ -136,10 +136,10 @@ Deno.test("crit reads the owners of userns_owners' images as the tree sees them 
   }));
 
 Deno.test({
-  name: "our images of userns_owners hold the owners CRIU 4.x's images of the same tree hold",
+  name: "our images of userns_ids hold the owners CRIU 4.x's images of the same tree hold",
   ignore: !UPSTREAM,
   fn: () =>
-    withWorkload({ name: "userns_owners", args: ["no-mq"] }, async (w, images) => {
+    withWorkload({ name: "userns_ids", args: ["no-mq"] }, async (w, images) => {
       // CRIU refuses the POSIX queue ("Can't lookup mount"): both dumps leave it out.
       const ours = `${images}/ours`, theirs = `${images}/theirs`;
       Deno.mkdirSync(ours);
@@ -162,7 +162,7 @@ Deno.test({
 registerCross([
   {
     // CRIU 4.2 refuses an open POSIX message queue ("Can't lookup mount" for its fd): left out.
-    name: "userns_owners",
+    name: "userns_ids",
     args: ["no-mq"],
     upstreamRestoreFails:
       "without a PID and mount namespace of its own, mounting proc in the new user namespace fails (EPERM)",
@@ -177,7 +177,7 @@ registerCross([
 async function staticWorkload(to: string): Promise<void> {
   const src = new URL("./workloads/", import.meta.url).pathname;
   const out = await new Deno.Command("gcc", {
-    args: ["-static", "-O1", "-Wall", "-Werror", "-o", to, `${src}userns_owners.c`, `${src}lib.c`],
+    args: ["-static", "-O1", "-Wall", "-Werror", "-o", to, `${src}userns_ids.c`, `${src}lib.c`],
     stdout: "piped",
     stderr: "piped",
   }).output();
@@ -185,7 +185,7 @@ async function staticWorkload(to: string): Promise<void> {
 }
 
 /**
- * Runs userns_owners without the parts `leftOut` names (those a tool cannot do), as the init of an
+ * Runs userns_ids without the parts `leftOut` names (those a tool cannot do), as the init of an
  * id-mapped container (maps 0 → 100000 for 65536 ids, its own PID, mount, IPC, network and UTS
  * namespaces), started by a shell that set its loginuid to 101000 first; checkpoints it through runc with `dumper`, restores it with `restorer`,
  * then has it check itself (runc kill TERM).
@@ -195,7 +195,7 @@ async function containerCycle(dumper: string, restorer: string, leftOut: string[
   try {
     const path = `${c.bundle}/config.json`;
     const config = JSON.parse(Deno.readTextFileSync(path));
-    config.process.args = ["/bin/userns_owners", "/data/owners", "container", ...leftOut];
+    config.process.args = ["/bin/userns_ids", "/data/owners", "container", ...leftOut];
     // The workload writes net.ipv4.ping_group_range: /proc/sys is read-only in runc's spec, and a
     // net sysctl is writable in a user namespace only with CAP_NET_ADMIN there.
     config.linux.readonlyPaths = (config.linux.readonlyPaths as string[]).filter((p) => p !== "/proc/sys");
@@ -203,7 +203,7 @@ async function containerCycle(dumper: string, restorer: string, leftOut: string[
       config.process.capabilities[set].push("CAP_NET_ADMIN");
     }
     Deno.writeTextFileSync(path, JSON.stringify(config, null, 1));
-    await staticWorkload(`${c.bundle}/rootfs/bin/userns_owners`);
+    await staticWorkload(`${c.bundle}/rootfs/bin/userns_ids`);
     Deno.mkdirSync(`${c.bundle}/rootfs/tmp`, { mode: 0o755 });
     Deno.chownSync(`${c.bundle}/rootfs/tmp`, USERNS_HOST_ID, USERNS_HOST_ID);
     const result = `${c.host}/owners`;
@@ -262,24 +262,24 @@ const THEIR_RESTORE = [...NO_MQ, "no-sysctl", "no-unix"];
  */
 const NOT_IN_CONTAINERS_YET = [...NO_MQ, "no-pty", "no-unix", "no-sysctl"];
 
-Deno.test("userns_owners as an id-mapped runc container's init passes after runc checkpoint and restore", () =>
+Deno.test("userns_ids as an id-mapped runc container's init passes after runc checkpoint and restore", () =>
   containerCycle(CRIU, CRIU, NOT_IN_CONTAINERS_YET));
 
 Deno.test({
-  name: "userns_owners as an id-mapped runc container's init: CRIU 4.x restores our checkpoint",
+  name: "userns_ids as an id-mapped runc container's init: CRIU 4.x restores our checkpoint",
   ignore: !UPSTREAM,
   fn: () => containerCycle(CRIU, UPSTREAM!, [...THEIR_RESTORE, ...NOT_IN_CONTAINERS_YET]),
 });
 
 Deno.test({
-  name: "userns_owners as an id-mapped runc container's init: we restore CRIU 4.x's checkpoint",
+  name: "userns_ids as an id-mapped runc container's init: we restore CRIU 4.x's checkpoint",
   ignore: !UPSTREAM,
   fn: () => containerCycle(UPSTREAM!, CRIU, NOT_IN_CONTAINERS_YET),
 });
 
 Deno.test({
   name:
-    "userns_owners as an id-mapped runc container's init: CRIU 4.x restores its own checkpoint (what it cannot, left out above)",
+    "userns_ids as an id-mapped runc container's init: CRIU 4.x restores its own checkpoint (what it cannot, left out above)",
   ignore: !UPSTREAM,
   fn: () => containerCycle(UPSTREAM!, UPSTREAM!, THEIR_RESTORE),
 });
