@@ -472,7 +472,7 @@ export function pathToOpen(table: FileTable, id: number, pid: number): string {
   const state = remapState(table);
   const remap = state.byFile.get(id);
   if (!remap) return name;
-  const at = criuSideOf(table, pid);
+  const at = criuPrefixOf(table, pid);
   if (remap.remapType === remap_type.LINKED) {
     const link = table.get(remap.remapId).reg?.name;
     if (!link) throw new RestoreError(`Link remap ${remap.remapId} of ${name} is not a regular file`);
@@ -488,7 +488,7 @@ export function pathToOpen(table: FileTable, id: number, pid: number): string {
  * its own (a container's), where they are under the task's root, which criu holds an fd of (it
  * outlives the task, for the removal at the end).
  */
-function criuSideOf(table: FileTable, pid: number): string {
+export function criuPrefixOf(table: FileTable, pid: number): string {
   if (!table.stateOf("paths-in-own-mntns", () => ({ on: false })).on) return "";
   const roots = remapState(table).roots;
   const ns = Deno.readLinkSync(`/proc/${pid}/ns/mnt`);

@@ -78,6 +78,8 @@ import {
 } from "./files.ts";
 import { refuse } from "./refusal.ts";
 import { ownerInside, ownerOutside, type TreeIds } from "./tree_ids.ts";
+import { criuPrefixOf } from "./remap.ts";
+import type { Agent } from "../agent.ts";
 import { copyFdOf } from "../../ffi/process.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { PluginError } from "../plugins/plugins.ts";
@@ -235,7 +237,8 @@ function pathFacts(
   let nameDir: string | undefined;
   let st: Deno.FileInfo | null = null;
   if (path.startsWith("/")) {
-    st = lstatOrNull(path);
+    // Under the task's root: a container's socket file is in its own mount tree.
+    st = lstatOrNull(`/proc/${pid}/root${path}`);
   } else {
     for (const which of ["cwd", "root"]) {
       const dir = Deno.readLinkSync(`/proc/${pid}/${which}`);
@@ -763,6 +766,11 @@ class Made {
   /** Our copies of the spare ends, by the socket each is paired with. */
   readonly spares = new Map<number, number>();
   readonly strangers: number[] = [];
+  /**
+   * How criu reaches the sockets' paths: "" when they are criu's, the task's root (remap.ts)
+   * in a container's mount namespace, where a name is bound by the task itself.
+   */
+  at = "";
 
   ourFd(ino: number): number {
     const fd = this.ours.get(ino);
@@ -797,6 +805,7 @@ function createComponent(ctx: RestoreFilesContext, state: RestoreState, first: u
   }
   const pid = ctx.agent.pid;
   try {
+    made.at = criuPrefixOf(ctx.table, pid);
     for (const [ino, fd] of made.inTask) made.ours.set(ino, copyFdOf(pid, fd));
     for (const [ino, fd] of spareInTask) made.spares.set(ino, copyFdOf(pid, fd));
     configure(ctx, state, members, made);
@@ -828,7 +837,7 @@ function configure(
 ): void {
   const bound: string[] = [];
   try {
-    for (const m of members) if (shouldBind(m)) bindName(made.ourFd(m.ino), m, bound, ctx.session.treeIds);
+    for (const m of members) if (shouldBind(m)) bindName(ctx, made, m, bound);
     for (const m of members) if (m.state === STATE.LISTEN) listenSocket(made.ourFd(m.ino), m.backlog);
     for (const m of members) if (!isExternal(state, m.peer)) connectToPeer(state, made, m);
   } catch (e) {
@@ -838,7 +847,7 @@ function configure(
   }
   for (const m of members) {
     const path = fsPathOf(m);
-    if (m.deleted && path !== null && shouldBind(m)) Deno.removeSync(path);
+    if (m.deleted && path !== null && shouldBind(m)) Deno.removeSync(made.at + path);
   }
   for (const m of members) fillQueue(ctx, state, members, made, m);
   // A socket connected outside the tree takes datagrams from there only: its queue is filled first.
@@ -862,15 +871,40 @@ function shouldBind(s: unix_sk_entry): boolean {
 }
 
 /** Binds to the socket's name; a socket file left at the path (by the dumped process) goes first. */
-function bindName(fd: number, s: unix_sk_entry, bound: string[], treeIds: TreeIds | undefined): void {
+function bindName(ctx: RestoreFilesContext, made: Made, s: unix_sk_entry, bound: string[]): void {
   const path = fsPathOf(s);
-  if (path !== null) removeStaleSocket(path, s.ino);
-  inNameDir(s, () => bindSocket(fd, { family: AF.UNIX, name: new Uint8Array(trimPath(s.name)) }));
-  if (path !== null) bound.push(path);
+  const { at } = made;
+  if (path !== null) removeStaleSocket(at + path, s.ino);
+  const name = new Uint8Array(trimPath(s.name));
+  // The name is the path as given: an absolute one under a root that is not criu's is bound by
+  // the task, whose root it is.
+  if (at !== "" && pathOf(s.name)?.startsWith("/")) bindInTask(ctx.agent, made.inTask.get(s.ino)!, name);
+  else inNameDir(s, at, () => bindSocket(made.ourFd(s.ino), { family: AF.UNIX, name }));
+  if (path !== null) bound.push(at + path);
   if (path !== null && s.filePerms) {
-    const owner = ownerOutside(treeIds, s.filePerms.uid, s.filePerms.gid);
-    setFilePerms(path, s.filePerms.mode, owner.uid, owner.gid);
+    const owner = ownerOutside(ctx.session.treeIds, s.filePerms.uid, s.filePerms.gid);
+    setFilePerms(at + path, s.filePerms.mode, owner.uid, owner.gid);
   }
+}
+
+function bindInTask(agent: Agent, fd: number, name: Uint8Array<ArrayBuffer>): void {
+  const { bytes, len } = encodeSockaddr({ family: AF.UNIX, name });
+  agent.settle();
+  agent.reset();
+  agent.call(
+    `bind(${new TextDecoder().decode(name)})`,
+    NR.bind,
+    fd,
+    agent.alloc(len, bytes.slice(0, len)),
+    len,
+  );
+}
+
+/** A name to connect or send to, as criu reaches it (a path under the tasks' root: `at`). */
+function reachableName(name: Uint8Array, at: string): Uint8Array<ArrayBuffer> {
+  const path = pathOf(name);
+  if (at === "" || !path?.startsWith("/")) return new Uint8Array(trimPath(name));
+  return new TextEncoder().encode(at + path);
 }
 
 /** A socket file left at `path` goes; any other file stays, and socket `ino` cannot be bound there. */
@@ -898,7 +932,8 @@ function connectToPeer(state: RestoreState, made: Made, s: unix_sk_entry): void 
   }
   inNameDir(
     peer,
-    () => connectSocket(made.ourFd(s.ino), { family: AF.UNIX, name: new Uint8Array(trimPath(peer.name)) }),
+    made.at,
+    () => connectSocket(made.ourFd(s.ino), { family: AF.UNIX, name: reachableName(peer.name, made.at) }),
   );
 }
 
@@ -912,11 +947,11 @@ function fsPathOf(s: unix_sk_entry): string | null {
  * Runs `f` (a bind, connect or send by the socket's name) from the directory a relative name was
  * bound in, so the name stays as the task gave it. Our working directory is put back after.
  */
-function inNameDir<T>(s: unix_sk_entry, f: () => T): T {
+function inNameDir<T>(s: unix_sk_entry, at: string, f: () => T): T {
   const path = pathOf(s.name);
   if (path === null || path.startsWith("/")) return f();
   const back = Deno.cwd();
-  Deno.chdir(s.nameDir);
+  Deno.chdir(at + s.nameDir);
   try {
     return f();
   } finally {
@@ -941,14 +976,14 @@ function fillQueue(
     from = made.ourFd(sender.ino);
   } else if (sender.kind === "sendto") {
     from = made.ourFd(sender.ino);
-    to = addressBytes(r.name);
+    to = addressBytes(r.name, made.at);
   } else if (sender.kind === "spare") {
     from = made.spares.get(r.ino)!;
   } else {
     const tmp = copyFdOf(ctx.agent.pid, socketIn(ctx, SOCK.DGRAM));
     made.strangers.push(tmp);
     from = tmp;
-    to = addressBytes(r.name);
+    to = addressBytes(r.name, made.at);
   }
   // Room for the whole queue while it is refilled; the dumped sizes are set afterwards.
   setIntOption(from, SO.SNDBUFFORCE, FILL_BUFFER);
@@ -960,10 +995,10 @@ function fillQueue(
       // A datagram from a named socket of the tree goes back from that socket.
       const named = namedSender(state, r, p);
       const via = named ? made.ourFd(named.ino) : from;
-      const address = named ? (named.peer === r.ino ? undefined : addressBytes(r.name)) : to;
+      const address = named ? (named.peer === r.ino ? undefined : addressBytes(r.name, made.at)) : to;
       if (named) setIntOption(via, SO.SNDBUFFORCE, FILL_BUFFER);
       try {
-        inNameDir(r, () => sendPiece(image, state.queuesPath, via, address, p, r, rights));
+        inNameDir(r, made.at, () => sendPiece(image, state.queuesPath, via, address, p, r, rights));
       } finally {
         for (const fd of rights) closeFd(fd);
       }
@@ -1014,8 +1049,8 @@ function sendPiece(
 }
 
 /** The sockaddr_un of a name, as long as the name (abstract names count every byte). */
-function addressBytes(name: Uint8Array): Uint8Array<ArrayBuffer> {
-  const a = encodeSockaddr({ family: AF.UNIX, name: new Uint8Array(trimPath(name)) });
+function addressBytes(name: Uint8Array, at: string): Uint8Array<ArrayBuffer> {
+  const a = encodeSockaddr({ family: AF.UNIX, name: reachableName(name, at) });
   return a.bytes.slice(0, a.len);
 }
 

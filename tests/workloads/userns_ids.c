@@ -191,7 +191,9 @@ static void make_unix(const char *base)
 	snprintf(sock_path, sizeof(sock_path), "%s.sock", base);
 	snprintf(addr.sun_path, sizeof(addr.sun_path), "%s", sock_path);
 	sock_fd = socket(AF_UNIX, SOCK_DGRAM, 0);
-	if (sock_fd < 0 || bind(sock_fd, (struct sockaddr *)&addr, sizeof(addr)) || chown(sock_path, OWNER, GROUP))
+	/* Writable by all: a container's root may lack CAP_DAC_OVERRIDE, and sends to it after restore. */
+	if (sock_fd < 0 || bind(sock_fd, (struct sockaddr *)&addr, sizeof(addr)) || chmod(sock_path, 0777) ||
+	    chown(sock_path, OWNER, GROUP))
 		wl_die("the unix socket at %s", sock_path);
 }
 
@@ -281,8 +283,10 @@ static void check_mq(void)
 static void check_unix(void)
 {
 	struct stat st;
-	if (stat(sock_path, &st) == 0)
+	if (stat(sock_path, &st) == 0) {
 		owned("unix socket's file", st.st_uid, st.st_gid);
+		WL_CHECK((st.st_mode & 07777) == 0777, "the socket's file has mode %o, not 777", st.st_mode & 07777);
+	}
 	else
 		wl_fail("the socket's file %s: %s", sock_path, strerror(errno));
 	struct sockaddr_un addr = { .sun_family = AF_UNIX };
