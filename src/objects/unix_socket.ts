@@ -79,7 +79,8 @@ import {
 import { refuse } from "./refusal.ts";
 import { ownerInside, ownerOutside, type TreeIds } from "./tree_ids.ts";
 import { criuPrefixOf } from "./remap.ts";
-import type { Agent } from "../agent.ts";
+import type { Agent, BatchCall } from "../agent.ts";
+import { idsInUserNamespaceOf, userNamespaceRootOf } from "./userns.ts";
 import { copyFdOf } from "../../ffi/process.ts";
 import { ENOTSUP } from "../plugins/api.ts";
 import { PluginError } from "../plugins/plugins.ts";
@@ -887,17 +888,30 @@ function bindName(ctx: RestoreFilesContext, made: Made, s: unix_sk_entry, bound:
   }
 }
 
+/**
+ * The task binds. A filesystem its user namespace owns (a tmpfs the container mounted) refuses a
+ * file whose owner it cannot map (EOVERFLOW), as criu's root is: then the task binds again as
+ * that namespace's root (fsuid and fsgid), as CRIU's tasks are from the start. The task keeps those
+ * until its own credentials are set (criu's root cannot be named from inside the namespace).
+ */
 function bindInTask(agent: Agent, fd: number, name: Uint8Array<ArrayBuffer>): void {
   const { bytes, len } = encodeSockaddr({ family: AF.UNIX, name });
   agent.settle();
   agent.reset();
-  agent.call(
-    `bind(${new TextDecoder().decode(name)})`,
-    NR.bind,
-    fd,
-    agent.alloc(len, bytes.slice(0, len)),
-    len,
-  );
+  const what = `bind(${new TextDecoder().decode(name)})`;
+  const bind: BatchCall = { name: what, nr: NR.bind, args: [fd, agent.alloc(len, bytes.slice(0, len)), len] };
+  const [first] = agent.batch([bind], true);
+  const failed = agent.failureOf(bind, first!);
+  if (!failed) return;
+  const root = userNamespaceRootOf(agent.pid);
+  const seen = root && idsInUserNamespaceOf(agent.pid);
+  if (failed.errno !== 75 /* EOVERFLOW */ || !root || !seen) throw failed;
+  agent.batch([
+    // Both answer with the previous id, never an error.
+    { name: "setfsgid", nr: NR.setfsgid, args: [seen.gid(root.gid)] },
+    { name: "setfsuid", nr: NR.setfsuid, args: [seen.uid(root.uid)] },
+    bind,
+  ]);
 }
 
 /** A name to connect or send to, as criu reaches it (a path under the tasks' root: `at`). */
