@@ -70,6 +70,13 @@ function timeNsPattern(pids: readonly number[]): number[] {
   return links.map((l) => links.indexOf(l));
 }
 
+Deno.test("a dump of a process whose threads share a time namespace for children one of them unshared is refused by name, and it runs on", () =>
+  assertRefusedAndRunsOn(
+    "nested_timens",
+    /time namespace for children time:\[\d+\] of process \d+: thread \d+ of process \d+ also makes its children in it from another time namespace; criu-ts clones every thread from its leader/,
+    ["thread-shared"],
+  ));
+
 for (const mode of ["unreadable", "threads"]) {
   Deno.test({
     name: `CRIU 4.2 refuses to dump nested_timens ${mode} (nested time namespaces), and the tree runs on`,

@@ -24,13 +24,17 @@
  *   - any other namespace is made by the first task in it, which then enters it itself;
  *   - every other task in it enters it with setns, as do tasks back in criu's own.
  * Threads: each holds its own namespaces, but the kernel lets no thread enter a time namespace
- * (setns wants a single-threaded caller) nor clones one (CLONE_VM) from a thread whose
- * time_for_children differs from its own: a thread is always in its leader's namespace, and only
- * its time_for_children may differ, after unshare (thread_core's time_for_children_ns_id, 1001,
- * which CRIU skips). Such a namespace, and one a multi-threaded leader unshared, is made once the
- * threads exist: the thread unshares in its batch, before its credentials, and criu writes the
- * offsets (threadsForChildren); the tasks in it enter it in their own restore before their threads
- * (beforeTaskState), so after the maker's in the images' order.
+ * (setns wants a single-threaded caller), and a thread is cloned into its creator's namespace (not
+ * its time_for_children) sharing its creator's time_for_children: a thread is always in its
+ * leader's namespace, and only its time_for_children may differ, after an unshare of its own or of
+ * its creator's (thread_core's time_for_children_ns_id, 1001, which CRIU skips). The restore clones
+ * every thread from the leader (threadPlan): a namespace a thread made for its children, and one a
+ * leader made while some of its threads stay in its own, is made once the threads exist: the thread
+ * unshares in its batch, before its credentials, and criu writes the offsets (threadsForChildren);
+ * the tasks in it enter it in their own restore before their threads (beforeTaskState), so after
+ * the maker's in the images' order. Two threads sharing a namespace for children other than by
+ * being cloned by the leader after its unshare (a thread that unshared, then cloned another) are
+ * refused at dump.
  * A namespace's offsets are read at the dump through a thread whose children are born in it
  * (/proc/TID/timens_offsets shows those); for one that none makes its children in (each task in it
  * unshared again), a helper process enters it (setns on an fd of ours) and shows them in its own
@@ -162,6 +166,25 @@ export function threadTimeForChildrenId(nsIds: NamespaceIds, tid: number): numbe
   return links && links.forChildren !== links.own ? nsIds.idOfLink(links.forChildren) : undefined;
 }
 
+/**
+ * How the threads of a task come to make their children where they do (`own`: the task's namespace,
+ * `leader`: the leader's time_for_children, `threads`: each other thread's; links or ids). The
+ * restore clones every thread from its leader, and a thread shares its creator's time_for_children
+ * when cloned: the leader makes its namespace for children before its threads (`leaderFirst`) when
+ * none of them makes its children in the task's own namespace, else after them; each thread whose
+ * namespace for children is not the one it was cloned with then unshares itself (`unsharing`, indices
+ * in `threads`).
+ */
+function threadPlan<T>(
+  own: T,
+  leader: T,
+  threads: readonly T[],
+): { leaderFirst: boolean; unsharing: number[] } {
+  const leaderFirst = leader !== own && threads.every((f) => f !== own);
+  const cloned = leaderFirst ? leader : own;
+  return { leaderFirst, unsharing: threads.flatMap((f, i) => f === cloned ? [] : [i]) };
+}
+
 /** A thread (a leader: its task's pid) whose children are born in a namespace other than its own. */
 interface Maker {
   pid: number;
@@ -195,7 +218,7 @@ function survey(tree: FrozenTree, nsIds: NamespaceIds): Survey {
       refuse(
         m.pid,
         `time namespace for children ${link}`,
-        `thread ${other.tid} of process ${other.pid} also makes its children in it from another time namespace; only the one thread that unshared it can be restored so`,
+        `thread ${other.tid} of process ${other.pid} also makes its children in it from another time namespace; criu-ts clones every thread from its leader, so only the thread that unshared it (with the threads it cloned after, if it is the leader and none of its threads makes its children in its own namespace) can be restored so`,
       );
     }
     out.makers.set(link, m);
@@ -206,6 +229,7 @@ function survey(tree: FrozenTree, nsIds: NamespaceIds): Survey {
     out.tasks.push({ t, links });
     if (!out.members.has(links.own)) out.members.set(links.own, t.pid);
     if (links.forChildren !== links.own) addMaker(links.forChildren, { pid: t.pid, tid: t.pid });
+    const threads: { tid: number; forChildren: string }[] = [];
     for (const tid of t.threads) {
       if (tid === t.pid) continue;
       const theirs = threadLinksOf(tid);
@@ -217,10 +241,11 @@ function survey(tree: FrozenTree, nsIds: NamespaceIds): Survey {
           `it differs from its leader's (${links.own})`,
         );
       }
-      if (theirs.forChildren === theirs.own) continue;
-      addMaker(theirs.forChildren, { pid: t.pid, tid });
-      out.byThread.set(tid, theirs.forChildren);
+      threads.push({ tid, forChildren: theirs.forChildren });
+      if (theirs.forChildren !== theirs.own) out.byThread.set(tid, theirs.forChildren);
     }
+    const plan = threadPlan(links.own, links.forChildren, threads.map((th) => th.forChildren));
+    for (const i of plan.unsharing) addMaker(threads[i]!.forChildren, { pid: t.pid, tid: threads[i]!.tid });
   }
   surveys.set(nsIds, out);
   return out;
@@ -383,8 +408,10 @@ interface Placed {
   t: RestoreTaskImages;
   own: number;
   forChildren: number;
-  /** The threads (index in the task's cores, the leader 0) that make their children elsewhere, and where. */
+  /** The threads (index in the task's cores) that unshare once they exist, and the namespace each makes. */
   threads: { index: number; forChildren: number }[];
+  /** The leader makes its namespace for children once its threads exist (some are in its own). */
+  leaderLate: boolean;
 }
 
 /** The thread that made a namespace for its children only: `index` in its task's cores, the leader 0. */
@@ -396,10 +423,11 @@ interface MadeBy {
 /**
  * Puts every task in its time namespace (see the top): once the tree is forked in the root's,
  * tasks in the order of the images, each namespace made before the first task that enters it.
- * A namespace a thread made for its children (any thread of a process with several: none can be
- * cloned once the creator's time_for_children differs from its own) is made once the thread exists,
- * in its batch (threadsForChildren); a task in such a namespace, or in one a task there makes, enters
- * it in its own restore, before its threads (beforeTaskState), so after the maker's.
+ * A namespace a thread made for its children (a leader too, when some of its threads make theirs in
+ * its own namespace: threads are cloned with their creator's time_for_children) is made once the
+ * thread exists, in its batch (threadsForChildren); a task in such a namespace, or in one a task
+ * there makes, enters it in its own restore, before its threads (beforeTaskState), so after the
+ * maker's.
  */
 class TimePlacement {
   /** What criu opens to enter each namespace that exists, by id. */
@@ -427,7 +455,7 @@ class TimePlacement {
   /** Whether namespace `id` is made by a thread once its process's threads exist. */
   #late(id: number): boolean {
     const m = this.#makers.get(id);
-    return m !== undefined && (m.index > 0 || m.p.t.cores.length > 1);
+    return m !== undefined && (m.index > 0 || m.p.leaderLate);
   }
 
   /** Whether `p` is placed in its own restore: its namespace is made late, or by a task that is. */
@@ -490,7 +518,7 @@ class TimePlacement {
         this.#where.set(p.own, `/proc/${p.t.hostPid}/ns/time`);
       }
     }
-    if (p.forChildren !== p.own && !this.#late(p.forChildren)) {
+    if (p.forChildren !== p.own && !p.leaderLate) {
       this.log.debug(`Process ${p.t.entry.pid} makes time namespace ${p.forChildren} for its children`);
       makeForChildren(agent, this.saved.get(p.forChildren)!, `time namespace ${p.forChildren} in ${who}`);
       this.#where.set(p.forChildren, `/proc/${p.t.hostPid}/ns/time_for_children`);
@@ -506,7 +534,7 @@ class TimePlacement {
     const p = this.#byTask.get(t);
     if (!p) return [];
     const out = p.threads.map((th) => ({ index: th.index, id: th.forChildren }));
-    if (p.forChildren !== p.own && this.#late(p.forChildren)) out.unshift({ index: 0, id: p.forChildren });
+    if (p.leaderLate) out.unshift({ index: 0, id: p.forChildren });
     return out;
   }
 
@@ -533,12 +561,11 @@ function planNested(
   for (const t of tasks) {
     if (t.zombie || t.helper) continue;
     const own = t.ids?.timeNsId || rootId;
-    const threads = t.cores.map((c, index) => ({
-      index,
-      forChildren: c.core.threadCore?.timeForChildrenNsId || own,
-    }))
-      .filter((th) => th.index > 0 && th.forChildren !== own);
-    placed.push({ t, own, forChildren: t.ids?.timeForChildrenNsId || own, threads });
+    const forChildren = t.ids?.timeForChildrenNsId || own;
+    const theirs = t.cores.slice(1).map((c) => c.core.threadCore?.timeForChildrenNsId || own);
+    const plan = threadPlan(own, forChildren, theirs);
+    const threads = plan.unsharing.map((i) => ({ index: i + 1, forChildren: theirs[i]! }));
+    placed.push({ t, own, forChildren, threads, leaderLate: forChildren !== own && !plan.leaderFirst });
   }
   if (placed.every((p) => p.own === rootId && p.forChildren === rootId && !p.threads.length)) {
     return undefined;

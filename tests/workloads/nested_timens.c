@@ -18,14 +18,17 @@
  * `threads`: thread X of the root unshares a namespace (300 and 300 days ahead) and forks G in
  * it; thread Y unshares one (400 days) and forks nothing (after the wait it forks a child, whose
  * clock must run 300 days ahead of its own); E starts a thread before it unshares (a leader whose
- * time_for_children differs from its threads'). Each thread's namespace links are compared too.
+ * time_for_children differs from its threads'), B one after it (which shares B's). Each thread's
+ * namespace links are compared too.
+ * `thread-shared`: as `threads`, but X starts a thread after its unshare, which then shares X's
+ * namespace for children: the dump must refuse it (criu-ts clones every thread from its leader).
  * `host-root`: the root stays in the host's time namespace (criu's), where E's namespace is then
  * 50 days ahead of E's own.
  * Each task reads its clocks and namespace links when ready and again on SIGTERM (which each
  * parent passes on): its monotonic and boot-time clocks must not have gone back nor gone on by
  * more than the wall time elapsed (plus a margin), and which tasks share a namespace (and the
  * host's) must be as before. The root reports every task that failed.
- *   bin/nested_timens RESULT_FILE [host-root|unreadable|left|threads]
+ *   bin/nested_timens RESULT_FILE [host-root|unreadable|left|threads|thread-shared]
  */
 #include "lib.h"
 
@@ -180,6 +183,30 @@ static void check_child_clock(const char *who, int64_t days)
 		 "%s: its child is in %s, not in its time_for_children %s", who, child.own, for_children);
 }
 
+static void *idle_thread(void *unused);
+/* `threads`: B's thread, started after its unshare. */
+static pid_t b_thread;
+
+static void read_b_thread(char links[2][LINK_SIZE])
+{
+	char path[96];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/ns/time", b_thread);
+	link_name(path, links[0]);
+	snprintf(path, sizeof(path), "/proc/self/task/%d/ns/time_for_children", b_thread);
+	link_name(path, links[1]);
+}
+
+/* B after the wait: its thread must still be in its namespace and share its time_for_children. */
+static void check_b_thread(void)
+{
+	char now[2][LINK_SIZE];
+	read_b_thread(now);
+	struct reading *b = &slots[B].after;
+	WL_CHECK(strcmp(now[0], b->own) == 0 && strcmp(now[1], b->for_children) == 0,
+		 "B's thread is in %s making its children in %s, B in %s and %s", now[0], now[1], b->own,
+		 b->for_children);
+}
+
 static pid_t children[TASKS];
 /* The time namespace the workload started in (the host's, criu's), which outlives the tree. */
 static char host[LINK_SIZE];
@@ -199,6 +226,8 @@ static void finish_task(int me)
 	check_clock(names[me], "boot-time", s->before.boottime, s->after.boottime, wall);
 	if (me == E)
 		check_child_clock("E", 50);
+	if (me == B && b_thread)
+		check_b_thread();
 	for (int i = 0; i < TASKS; i++)
 		if (children[i] > 0)
 			reap_child(children[i], names[i]);
@@ -258,6 +287,22 @@ static void setup_b1(void)
 static void setup_b(void)
 {
 	make_for_children(10, 30);
+	if (strcmp(mode, "threads") == 0) {
+		pthread_t thread;
+		static volatile pid_t tid;
+		if (pthread_create(&thread, NULL, idle_thread, (void *)&tid))
+			wl_die("pthread_create");
+		for (int i = 0; i < 500 && !tid; i++)
+			usleep(10000);
+		if (!tid)
+			wl_die("B's thread did not start");
+		b_thread = tid;
+		char links[2][LINK_SIZE], mine[LINK_SIZE];
+		read_b_thread(links);
+		link_name("/proc/self/ns/time_for_children", mine);
+		if (strcmp(links[1], mine) != 0 || strcmp(links[0], links[1]) == 0)
+			wl_die("B's thread does not share B's time namespace for children");
+	}
 	children[B1] = spawn(B1, setup_b1);
 	if (strcmp(mode, "left") == 0)
 		enter("/proc/self/ns/time"); /* back: B1's namespace is no task's time_for_children */
@@ -274,9 +319,11 @@ static void setup_c(void)
 		make_for_children(2000, 2000);
 }
 
-static void *idle_thread(void *unused)
+/* Says its tid in `*tid` (when given), then waits for ever. */
+static void *idle_thread(void *tid)
 {
-	(void)unused;
+	if (tid)
+		*(volatile pid_t *)tid = gettid();
 	for (;;)
 		pause();
 	return NULL;
@@ -306,6 +353,9 @@ static void *unsharing_thread(void *arg)
 {
 	int me = (int)(intptr_t)arg;
 	make_for_children(me == X ? 300 : 400, me == X ? 300 : 400);
+	pthread_t thread;
+	if (me == X && strcmp(mode, "thread-shared") == 0 && pthread_create(&thread, NULL, idle_thread, NULL))
+		wl_die("pthread_create");
 	if (me == X)
 		children[G] = spawn(G, setup_g);
 	take_reading(&slots[me].before);
@@ -416,7 +466,7 @@ int main(int argc, char **argv)
 	await_ready(D, d_ready);
 	children[C] = spawn(C, setup_c);
 	children[E] = spawn(E, setup_e);
-	int threads = strcmp(mode, "threads") == 0;
+	int threads = strcmp(mode, "threads") == 0 || strcmp(mode, "thread-shared") == 0;
 	if (threads) {
 		start_unsharing_thread(X);
 		start_unsharing_thread(Y);
