@@ -154,7 +154,7 @@ function threadLinksOf(tid: number): { own: string; forChildren: string } | unde
 
 /**
  * For the core image of thread `tid` (not a leader): the id of the time namespace its next children
- * are born in, when that is not its own (it called unshare itself); else undefined.
+ * are born in, when that is not its own (it unshared, or the thread that cloned it had); else undefined.
  */
 export function threadTimeForChildrenId(nsIds: NamespaceIds, tid: number): number | undefined {
   const known = surveys.get(nsIds);
@@ -193,10 +193,8 @@ interface Maker {
 
 /**
  * Where the live tasks and their threads are: each task's links, the one thread that made each
- * namespace it holds for its children only (by link), and a task in each namespace (by link).
- * Each thread holds its own namespaces, but the kernel lets a thread neither enter a time namespace
- * (setns wants a single-threaded caller) nor be cloned while its children's differs from its own:
- * a thread's own is always its leader's, and only unshare makes its time_for_children differ.
+ * namespace it holds for its children only (by link; threadPlan), and a task in each namespace (by
+ * link). A thread's own namespace is its leader's (see the top); its time_for_children may differ.
  */
 interface Survey {
   tasks: { t: FrozenTask; links: { own: string; forChildren: string } }[];
