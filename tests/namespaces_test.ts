@@ -113,6 +113,25 @@ Deno.test("nested time namespaces come back with --restore-sibling, each task wh
     assert.deepEqual(timeNsPattern(tree), before);
   }));
 
+Deno.test("time namespaces threads made for their children come back with --restore-sibling, each thread's where it was", () =>
+  withWorkload({ name: "nested_timens", args: ["threads"] }, async (w, images) => {
+    const tree = treeOf(w.pid);
+    const threads = tree.flatMap((p) =>
+      [...Deno.readDirSync(`/proc/${p}/task`)].map((e) => `${p}/task/${e.name}`)
+    );
+    const pattern = () => {
+      const links = threads.map((t) => Deno.readLinkSync(`/proc/${t}/ns/time_for_children`));
+      return links.map((l) => links.indexOf(l));
+    };
+    const before = pattern();
+    // The root's leader and its threads X and Y each make their children in a namespace of their own.
+    assert.equal(new Set(before.slice(0, 3)).size, 3, `the root's threads: ${before.join(" ")}`);
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    for (const pid of tree) await reap(pid);
+    await criuOk(["restore", "-d", "--restore-sibling", "-D", images, "-o", "restore.log", "-v4"]);
+    assert.deepEqual(pattern(), before);
+  }));
+
 Deno.test("a restore whose images lack a nested time namespace is refused before any process exists, then restored", () =>
   withWorkload({ name: "nested_timens" }, async (w, images) => {
     const tree = treeOf(w.pid);
