@@ -7,6 +7,7 @@ import assert from "node:assert/strict";
 import { criu, criuOk, descendants, exists, reap, tempDir, Workload } from "./lib/harness.ts";
 import { type Case, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { critDecode } from "./lib/tools.ts";
+import { UPSTREAM } from "./lib/upstream.ts";
 
 const CASES: Case[] = [
   { name: "utsns" },
@@ -14,6 +15,11 @@ const CASES: Case[] = [
   { name: "nested_timens" },
   // The root in criu's time namespace, which is not saved; those below it are.
   { name: "nested_timens", args: ["host-root"] },
+  // A namespace no task makes its children in: C's (it unshared again), B1's (B went back).
+  { name: "nested_timens", args: ["unreadable"] },
+  { name: "nested_timens", args: ["left"] },
+  // Threads of one process making their children in namespaces of their own.
+  { name: "nested_timens", args: ["threads"] },
   { name: "ipcns" },
   { name: "ipcns", args: ["attached"] },
   { name: "ipcns", args: ["attached-child"] },
@@ -64,19 +70,29 @@ function timeNsPattern(pids: readonly number[]): number[] {
   return links.map((l) => links.indexOf(l));
 }
 
-Deno.test("a dump of a tree with a time namespace no task makes its children in is refused by name, and it runs on", () =>
+Deno.test("a dump of a process whose threads share a time namespace for children one of them unshared is refused by name, and it runs on", () =>
   assertRefusedAndRunsOn(
     "nested_timens",
-    /time namespace time:\[\d+\] of process \d+: no process of the tree makes its children in it, so its clocks' offsets cannot be read/,
-    ["unreadable"],
+    /time namespace for children time:\[\d+\] of process \d+: thread \d+ of process \d+ also makes its children in it from another time namespace; criu-ts clones every thread from its leader/,
+    ["thread-shared"],
   ));
 
-Deno.test("a dump of a process whose threads are in different time namespaces is refused by name, and it runs on", () =>
-  assertRefusedAndRunsOn(
-    "nested_timens",
-    /time_for_children namespace time:\[\d+\] of thread \d+ of process \d+: it differs from its leader's/,
-    ["thread-unshared"],
-  ));
+for (const mode of ["unreadable", "threads"]) {
+  Deno.test({
+    name: `CRIU 4.2 refuses to dump nested_timens ${mode} (nested time namespaces), and the tree runs on`,
+    ignore: !UPSTREAM,
+    fn: () =>
+      withWorkload({ name: "nested_timens", args: [mode] }, async (w, images) => {
+        const out = await new Deno.Command(UPSTREAM!, {
+          args: ["dump", "-t", `${w.pid}`, "-D", images, "-o", "dump.log", "-v4"],
+          stdout: "null",
+          stderr: "null",
+        }).output();
+        assert.equal(out.code, 1);
+        assert.match(Deno.readTextFileSync(`${images}/dump.log`), /Can't dump nested time namespace/);
+      }),
+  });
+}
 
 Deno.test("a time namespace comes back with --restore-sibling, its clocks going on", () =>
   withWorkload({ name: "timens" }, async (w, images) => {
@@ -95,6 +111,25 @@ Deno.test("nested time namespaces come back with --restore-sibling, each task wh
     for (const pid of tree) await reap(pid);
     await criuOk(["restore", "-d", "--restore-sibling", "-D", images, "-o", "restore.log", "-v4"]);
     assert.deepEqual(timeNsPattern(tree), before);
+  }));
+
+Deno.test("time namespaces threads made for their children come back with --restore-sibling, each thread's where it was", () =>
+  withWorkload({ name: "nested_timens", args: ["threads"] }, async (w, images) => {
+    const tree = treeOf(w.pid);
+    const threads = tree.flatMap((p) =>
+      [...Deno.readDirSync(`/proc/${p}/task`)].map((e) => `${p}/task/${e.name}`)
+    );
+    const pattern = () => {
+      const links = threads.map((t) => Deno.readLinkSync(`/proc/${t}/ns/time_for_children`));
+      return links.map((l) => links.indexOf(l));
+    };
+    const before = pattern();
+    // The root's leader and its threads X and Y each make their children in a namespace of their own.
+    assert.equal(new Set(before.slice(0, 3)).size, 3, `the root's threads: ${before.join(" ")}`);
+    await criuOk(["dump", "-t", `${w.pid}`, "-D", images]);
+    for (const pid of tree) await reap(pid);
+    await criuOk(["restore", "-d", "--restore-sibling", "-D", images, "-o", "restore.log", "-v4"]);
+    assert.deepEqual(pattern(), before);
   }));
 
 Deno.test("a restore whose images lack a nested time namespace is refused before any process exists, then restored", () =>

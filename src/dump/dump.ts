@@ -43,7 +43,7 @@ import type { Log } from "../log.ts";
 import type { Hooks } from "../actions/hooks.ts";
 import { checkNamespaces, dumpNamespaces, NamespaceIds, type NsDumped } from "../objects/namespaces.ts";
 import { nestedPidsOf, pidForChildrenId, threadPidForChildrenId } from "../objects/pidns.ts";
-import { timeForChildrenId } from "../objects/timens.ts";
+import { threadTimeForChildrenId, timeForChildrenId } from "../objects/timens.ts";
 import { NETWORK_LOCK_METHOD, type RunOptions } from "../options/options.ts";
 import { Plugins } from "../plugins/plugins.ts";
 import { CgroupsDump } from "../objects/cgroups_dump.ts";
@@ -336,6 +336,11 @@ export function dumpHeld(opts: DumpOptions): HeldDump {
         // A thread other than the leader may make its children in a PID namespace of its own (pidns.ts).
         const childrenNs = core.tc ? undefined : threadPidForChildrenId(nsIds, hostTids.get(imageTid) ?? 0);
         if (childrenNs !== undefined && core.threadCore) core.threadCore.pidForChildrenNsId = childrenNs;
+        // And in a time namespace of its own (timens.ts).
+        const childrenTime = core.tc
+          ? undefined
+          : threadTimeForChildrenId(nsIds, hostTids.get(imageTid) ?? 0);
+        if (childrenTime !== undefined && core.threadCore) core.threadCore.timeForChildrenNsId = childrenTime;
         dir.write(KINDS.CORE, imageTid, [core]);
       },
     };

@@ -18,6 +18,7 @@
  *   detach      last, when nothing can fail any more (stages/detach.ts)
  */
 import { ownIds, ownTid, restorePidForChildren, type ThreadsPidForChildren } from "../objects/pidns.ts";
+import { threadsForChildren } from "../objects/timens.ts";
 import type { Agent, BatchCall } from "../agent.ts";
 import { pendingSignalCalls, sigactionCalls } from "../objects/signals.ts";
 import { restoreTimers } from "../objects/timers.ts";
@@ -61,8 +62,10 @@ export function restoreTask(ctx: TaskRestoreContext, t: RestoreTaskImages, agent
   const seccomp = ctx.seccomp !== undefined &&
     suspendSeccompEarly(agent, t.cores, ctx.seccomp, TRACE_OPTIONS);
   const hostTids = createThreads(ctx, agent, t);
-  // After the threads (made where the leader's children are its own namespace's), before the credentials.
-  const childrenNs = restorePidForChildren(ctx.checkpoint.tasks, t, agent);
+  // After the threads (made where the leader's children are its own namespace's), before the
+  // credentials; the PID and time namespaces threads made for their children.
+  const pidNs = restorePidForChildren(ctx.checkpoint.tasks, t, agent);
+  const childrenNs = threadsForChildren(pidNs, t, agent, hostTids);
   // Before the credentials, while the puppet may still install it (as CRIU does), after the late
   // unshare, which a filter may forbid.
   if (seccomp) installLeaderSeccomp(agent, t.cores[0]!.core, ctx.seccomp!);

@@ -12,16 +12,23 @@
  *     there (after the wait E forks one and compares their clocks: 50 days behind E's);
  *   - F, forked before the root unshares, stays in the host's time namespace (criu's).
  * `unreadable`: C unshares once more after entering its namespace, which no task then makes its
- * children in (its offsets cannot be read: the dump must refuse it).
- * `thread-unshared`: a second thread of the root unshares a time namespace of its own (for its
- * children): the dump must refuse it, since a restored process's threads share the leader's.
+ * children in (criu must read its offsets from inside it).
+ * `left`: B goes back to its own namespace (setns) once B1 is forked, so that B1's namespace is
+ * no longer B's time_for_children (D enters B1's namespace instead).
+ * `threads`: thread X of the root unshares a namespace (300 and 300 days ahead) and forks G in
+ * it; thread Y unshares one (400 days) and forks nothing (after the wait it forks a child, whose
+ * clock must run 300 days ahead of its own); E starts a thread before it unshares (a leader whose
+ * time_for_children differs from its threads'), B one after it (which shares B's). Each thread's
+ * namespace links are compared too.
+ * `thread-shared`: as `threads`, but X starts a thread after its unshare, which then shares X's
+ * namespace for children: the dump must refuse it (criu-ts clones every thread from its leader).
  * `host-root`: the root stays in the host's time namespace (criu's), where E's namespace is then
  * 50 days ahead of E's own.
  * Each task reads its clocks and namespace links when ready and again on SIGTERM (which each
  * parent passes on): its monotonic and boot-time clocks must not have gone back nor gone on by
  * more than the wall time elapsed (plus a margin), and which tasks share a namespace (and the
  * host's) must be as before. The root reports every task that failed.
- *   bin/nested_timens RESULT_FILE [host-root|unreadable|thread-unshared]
+ *   bin/nested_timens RESULT_FILE [host-root|unreadable|left|threads|thread-shared]
  */
 #include "lib.h"
 
@@ -43,8 +50,9 @@
 #define MARGIN_S 30
 #define LINK_SIZE 64
 
-enum { R, D, B, B1, C, E, F, TASKS };
-static const char *const names[TASKS] = { "R", "D", "B", "B1", "C", "E", "F" };
+/* X and Y are threads of R (`threads`), with readings of their own: /proc/thread-self. */
+enum { R, D, B, B1, C, E, F, G, X, Y, TASKS };
+static const char *const names[TASKS] = { "R", "D", "B", "B1", "C", "E", "F", "G", "X", "Y" };
 
 struct reading {
 	int64_t monotonic, boottime, realtime; /* ns */
@@ -55,10 +63,12 @@ struct reading {
 struct slot {
 	struct reading before, after;
 	int checked, failures;
+	pid_t pid;
 };
 static struct slot *slots;
 /* How far ahead of the host's the root's monotonic clock runs (days). */
 static int64_t root_monotonic_days = 100;
+static const char *mode = "";
 
 static int64_t clock_ns(clockid_t id)
 {
@@ -78,16 +88,22 @@ static void take_reading(struct reading *r)
 	r->monotonic = clock_ns(CLOCK_MONOTONIC);
 	r->boottime = clock_ns(CLOCK_BOOTTIME);
 	r->realtime = clock_ns(CLOCK_REALTIME);
-	link_name("/proc/self/ns/time", r->own);
-	link_name("/proc/self/ns/time_for_children", r->for_children);
+	/* The calling thread's own (a process's leader: the process's). */
+	link_name("/proc/thread-self/ns/time", r->own);
+	link_name("/proc/thread-self/ns/time_for_children", r->for_children);
 }
 
-/* Makes a namespace for our children whose clocks run that many days ahead of the host's. */
+/*
+ * Makes a namespace for the calling thread's children whose clocks run that many days ahead of
+ * the host's (/proc/TID/timens_offsets is that thread's, /proc/self/ its process leader's).
+ */
 static void make_for_children(int64_t monotonic_days, int64_t boottime_days)
 {
 	if (unshare(CLONE_NEWTIME))
 		wl_die("unshare(CLONE_NEWTIME)");
-	int fd = open("/proc/self/timens_offsets", O_WRONLY);
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/timens_offsets", gettid());
+	int fd = open(path, O_WRONLY);
 	char text[128];
 	int len = snprintf(text, sizeof(text), "monotonic %lld 0\nboottime %lld 0\n",
 			   (long long)(monotonic_days * DAY_S), (long long)(boottime_days * DAY_S));
@@ -127,12 +143,15 @@ static void reap_child(pid_t pid, const char *who)
 	waitpid(pid, NULL, 0);
 }
 
-/* E, after the wait: its next child must be born in the namespace it made (50 days ahead). */
-static void check_child_clock(void)
+/*
+ * E (or thread Y), after the wait: its next child must be born in the namespace `who` made
+ * (`days` ahead of the host's).
+ */
+static void check_child_clock(const char *who, int64_t days)
 {
 	int p[2];
 	if (pipe(p)) {
-		wl_fail("E: pipe: %s", strerror(errno));
+		wl_fail("%s: pipe: %s", who, strerror(errno));
 		return;
 	}
 	pid_t pid = fork();
@@ -147,21 +166,45 @@ static void check_child_clock(void)
 	ssize_t n = pid < 0 ? -1 : read(p[0], &child, sizeof(child));
 	close(p[0]);
 	if (pid > 0)
-		reap_child(pid, "E's child");
+		reap_child(pid, "a child");
 	if (n != sizeof(child)) {
-		wl_fail("E: its child did not report its clocks");
+		wl_fail("%s: its child did not report its clocks", who);
 		return;
 	}
 	int64_t mine = clock_ns(CLOCK_MONOTONIC);
-	int64_t behind = mine - child.monotonic, expected = (root_monotonic_days - 50) * DAY_S * 1000000000LL;
+	int64_t behind = mine - child.monotonic, expected = (root_monotonic_days - days) * DAY_S * 1000000000LL;
 	WL_CHECK(behind > expected - MARGIN_S * 1000000000LL && behind < expected + MARGIN_S * 1000000000LL,
-		 "E: its child's monotonic clock is %lld s behind its own, expected %lld s",
+		 "%s: its child's monotonic clock is %lld s behind its own, expected %lld s", who,
 		 (long long)(behind / 1000000000), (long long)(expected / 1000000000));
 	char own[LINK_SIZE], for_children[LINK_SIZE];
-	link_name("/proc/self/ns/time", own);
-	link_name("/proc/self/ns/time_for_children", for_children);
+	link_name("/proc/thread-self/ns/time", own);
+	link_name("/proc/thread-self/ns/time_for_children", for_children);
 	WL_CHECK(strcmp(child.own, for_children) == 0 && strcmp(child.own, own) != 0,
-		 "E: its child is in %s, not in its time_for_children %s", child.own, for_children);
+		 "%s: its child is in %s, not in its time_for_children %s", who, child.own, for_children);
+}
+
+static void *idle_thread(void *unused);
+/* `threads`: B's thread, started after its unshare. */
+static pid_t b_thread;
+
+static void read_b_thread(char links[2][LINK_SIZE])
+{
+	char path[96];
+	snprintf(path, sizeof(path), "/proc/self/task/%d/ns/time", b_thread);
+	link_name(path, links[0]);
+	snprintf(path, sizeof(path), "/proc/self/task/%d/ns/time_for_children", b_thread);
+	link_name(path, links[1]);
+}
+
+/* B after the wait: its thread must still be in its namespace and share its time_for_children. */
+static void check_b_thread(void)
+{
+	char now[2][LINK_SIZE];
+	read_b_thread(now);
+	struct reading *b = &slots[B].after;
+	WL_CHECK(strcmp(now[0], b->own) == 0 && strcmp(now[1], b->for_children) == 0,
+		 "B's thread is in %s making its children in %s, B in %s and %s", now[0], now[1], b->own,
+		 b->for_children);
 }
 
 static pid_t children[TASKS];
@@ -182,7 +225,9 @@ static void finish_task(int me)
 	check_clock(names[me], "monotonic", s->before.monotonic, s->after.monotonic, wall);
 	check_clock(names[me], "boot-time", s->before.boottime, s->after.boottime, wall);
 	if (me == E)
-		check_child_clock();
+		check_child_clock("E", 50);
+	if (me == B && b_thread)
+		check_b_thread();
 	for (int i = 0; i < TASKS; i++)
 		if (children[i] > 0)
 			reap_child(children[i], names[i]);
@@ -201,6 +246,7 @@ static pid_t start(int me, void (*setup)(void), int *ready)
 		wl_die("fork");
 	if (pid == 0) {
 		close(p[0]);
+		slots[me].pid = getpid();
 		memset(children, 0, sizeof(children));
 		if (me == B)
 			close(to_d[1]); /* D's pipe, which B is forked between the ends of */
@@ -241,7 +287,25 @@ static void setup_b1(void)
 static void setup_b(void)
 {
 	make_for_children(10, 30);
+	if (strcmp(mode, "threads") == 0) {
+		pthread_t thread;
+		static volatile pid_t tid;
+		if (pthread_create(&thread, NULL, idle_thread, (void *)&tid))
+			wl_die("pthread_create");
+		for (int i = 0; i < 500 && !tid; i++)
+			usleep(10000);
+		if (!tid)
+			wl_die("B's thread did not start");
+		b_thread = tid;
+		char links[2][LINK_SIZE], mine[LINK_SIZE];
+		read_b_thread(links);
+		link_name("/proc/self/ns/time_for_children", mine);
+		if (strcmp(links[1], mine) != 0 || strcmp(links[0], links[1]) == 0)
+			wl_die("B's thread does not share B's time namespace for children");
+	}
 	children[B1] = spawn(B1, setup_b1);
+	if (strcmp(mode, "left") == 0)
+		enter("/proc/self/ns/time"); /* back: B1's namespace is no task's time_for_children */
 }
 
 /* `unreadable`: C then unshares again, so that no task makes its children in C's namespace. */
@@ -255,8 +319,21 @@ static void setup_c(void)
 		make_for_children(2000, 2000);
 }
 
+/* Says its tid in `*tid` (when given), then waits for ever. */
+static void *idle_thread(void *tid)
+{
+	if (tid)
+		*(volatile pid_t *)tid = gettid();
+	for (;;)
+		pause();
+	return NULL;
+}
+
 static void setup_e(void)
 {
+	pthread_t thread;
+	if (strcmp(mode, "threads") == 0 && pthread_create(&thread, NULL, idle_thread, NULL))
+		wl_die("pthread_create");
 	make_for_children(50, 50);
 }
 
@@ -264,26 +341,54 @@ static void setup_f(void)
 {
 }
 
-/* `thread-unshared`: a thread of the root makes a time namespace for its own children, then waits. */
-static void *unsharing_thread(void *ready)
+static void setup_g(void)
 {
-	int r = unshare(CLONE_NEWTIME);
-	*(volatile int *)ready = r == 0 ? 1 : -1;
+}
+
+/* `threads`: set by the root after the wait; each thread then takes its reading and checks. */
+static volatile int threads_check;
+
+/* Thread X (me == X) or Y of the root: a namespace for its own children, G forked by X in it. */
+static void *unsharing_thread(void *arg)
+{
+	int me = (int)(intptr_t)arg;
+	make_for_children(me == X ? 300 : 400, me == X ? 300 : 400);
+	pthread_t thread;
+	if (me == X && strcmp(mode, "thread-shared") == 0 && pthread_create(&thread, NULL, idle_thread, NULL))
+		wl_die("pthread_create");
+	if (me == X)
+		children[G] = spawn(G, setup_g);
+	take_reading(&slots[me].before);
+	__atomic_store_n(&slots[me].pid, gettid(), __ATOMIC_SEQ_CST);
+	while (!threads_check)
+		usleep(10000);
+	take_reading(&slots[me].after);
+	if (me == Y)
+		check_child_clock("Y", 400);
+	slots[me].failures = wl_failures();
+	__atomic_store_n(&slots[me].checked, 1, __ATOMIC_SEQ_CST);
 	for (;;)
 		pause();
 	return NULL;
 }
 
-static void start_unsharing_thread(void)
+static void start_unsharing_thread(int me)
 {
-	static volatile int ready;
 	pthread_t thread;
-	if (pthread_create(&thread, NULL, unsharing_thread, (void *)&ready))
+	if (pthread_create(&thread, NULL, unsharing_thread, (void *)(intptr_t)me))
 		wl_die("pthread_create");
-	for (int i = 0; i < 500 && !ready; i++)
+	for (int i = 0; i < 500 && !__atomic_load_n(&slots[me].pid, __ATOMIC_SEQ_CST); i++)
 		usleep(10000);
-	if (ready != 1)
-		wl_die("the thread did not unshare its time namespace");
+	if (!slots[me].pid)
+		wl_die("thread %s did not set up", names[me]);
+}
+
+/* The root, after the wait: lets its threads check, then waits for them (20 s at most). */
+static void check_threads(void)
+{
+	threads_check = 1;
+	for (int i = 0; i < 2000 && !(slots[X].checked && slots[Y].checked); i++)
+		usleep(10000);
 }
 
 /* D waits (on a pipe from the root) for B's pid, then enters B's time_for_children. */
@@ -296,7 +401,11 @@ static void setup_d(void)
 		wl_die("D: no pid of B");
 	close(to_d[0]);
 	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/ns/time_for_children", b);
+	/* `left`: B went back to its own namespace; B1's is the one it made. */
+	if (strcmp(mode, "left") == 0)
+		snprintf(path, sizeof(path), "/proc/%d/ns/time", slots[B1].pid);
+	else
+		snprintf(path, sizeof(path), "/proc/%d/ns/time_for_children", b);
 	enter(path);
 }
 
@@ -334,9 +443,11 @@ int main(int argc, char **argv)
 	if (slots == MAP_FAILED)
 		wl_die("mmap");
 	link_name("/proc/self/ns/time", host);
+	if (argc > 2)
+		mode = argv[2];
 	children[F] = spawn(F, setup_f);
-	c_unshares_again = argc > 2 && strcmp(argv[2], "unreadable") == 0;
-	if (argc > 2 && strcmp(argv[2], "host-root") == 0) {
+	c_unshares_again = strcmp(mode, "unreadable") == 0;
+	if (strcmp(mode, "host-root") == 0) {
 		root_monotonic_days = 0;
 	} else {
 		make_for_children(100, 200);
@@ -355,14 +466,19 @@ int main(int argc, char **argv)
 	await_ready(D, d_ready);
 	children[C] = spawn(C, setup_c);
 	children[E] = spawn(E, setup_e);
-	if (argc > 2 && strcmp(argv[2], "thread-unshared") == 0)
-		start_unsharing_thread();
+	int threads = strcmp(mode, "threads") == 0 || strcmp(mode, "thread-shared") == 0;
+	if (threads) {
+		start_unsharing_thread(X);
+		start_unsharing_thread(Y);
+	}
 	take_reading(&slots[R].before);
 	wl_ready();
 	wl_wait();
+	if (threads)
+		check_threads();
 	finish_task(R);
 	for (int i = 0; i < TASKS; i++) {
-		if (i == R)
+		if (i == R || (!threads && (i == G || i == X || i == Y)))
 			continue;
 		WL_CHECK(slots[i].checked == 1, "%s did not check itself", names[i]);
 		WL_CHECK(slots[i].failures == 0, "%s failed %d check(s)", names[i], slots[i].failures);
