@@ -91,11 +91,7 @@ import {
   openPathFd,
   parseMountinfo,
 } from "../../ffi/mount.ts";
-import { CLONE, NR, O, SIG } from "../../ffi/syscalls.ts";
-import * as pt from "../../ffi/ptrace.ts";
-import { spawn } from "../../ffi/spawn.ts";
-import { readMaps } from "../../ffi/proc.ts";
-import { findSyscallInstruction } from "../../ffi/remote.ts";
+import { CLONE, NR, O } from "../../ffi/syscalls.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
 import { DumpError, RestoreError } from "../errors.ts";
 import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
@@ -112,6 +108,7 @@ import { archiveTmpfs, extractTmpfs } from "./tmpfs_tar.ts";
 import { boundPtsIndex, makeBoundPty } from "./devpts_bind.ts";
 import { ptyMastersOf } from "./pty.ts";
 import { Agent } from "../agent.ts";
+import { withSleepHelper } from "./sleep_helper.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { Log } from "../log.ts";
 
@@ -668,41 +665,11 @@ function withBareViews<T>(
   work: (views: readonly (string | undefined)[]) => T,
 ): T {
   if (!mounts.some((m) => m.hasChildren)) return work(mounts.map(() => undefined));
-  const helper = spawn(sleepBinary(), ["sleep", "600"], { fds: {}, env: {} });
-  try {
-    pt.seize(helper, pt.PTRACE_O.EXITKILL);
-    pt.interrupt(helper);
-    const st = pt.wait(helper);
-    if (st?.kind !== "stopped") throw new DumpError(`The mount helper ${helper} did not stop (${st?.kind})`);
-    const agent = enterHelper(helper);
+  return withSleepHelper("Archiving a tmpfs with mounts inside", {}, (helper, syscallAt) => {
+    const agent = Agent.enter(helper, helper, syscallAt);
     joinMountNamespace(agent, pid);
-    const views = mounts.map((m) => m.hasChildren ? bareCopy(agent, helper, m, log) : undefined);
-    return work(views);
-  } finally {
-    try {
-      pt.kill(helper, SIG.KILL);
-    } catch {
-      // already gone
-    }
-    pt.reapAll([helper]);
-  }
-}
-
-function sleepBinary(): string {
-  for (const p of ["/bin/sleep", "/usr/bin/sleep"]) {
-    try {
-      if (Deno.statSync(p).isFile) return p;
-    } catch {
-      // try the next
-    }
-  }
-  throw new DumpError("Archiving a tmpfs with mounts inside needs coreutils' sleep (/bin/sleep) as a helper");
-}
-
-function enterHelper(helper: number): Agent {
-  const vdso = readMaps(helper).find((m) => m.path === "[vdso]");
-  if (!vdso) throw new DumpError(`The mount helper ${helper} has no [vdso]`);
-  return Agent.enter(helper, helper, findSyscallInstruction(helper, vdso.start, vdso.end));
+    return work(mounts.map((m) => m.hasChildren ? bareCopy(agent, helper, m, log) : undefined));
+  });
 }
 
 /** setns(CLONE_NEWNS) of the helper into the mount namespace of `pid`; its root and cwd become that namespace's. */

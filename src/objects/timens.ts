@@ -49,11 +49,8 @@ import { CLOCK_BOOTTIME, clockNs } from "../../ffi/process.ts";
 import { writeSmallFile } from "../../ffi/nsenter.ts";
 import { closeFd, OPEN, openFd } from "../../ffi/fd.ts";
 import { isSyscallError } from "../../ffi/errors.ts";
-import { CLONE, NR, SIG } from "../../ffi/syscalls.ts";
-import * as pt from "../../ffi/ptrace.ts";
-import { spawn } from "../../ffi/spawn.ts";
-import { readMaps } from "../../ffi/proc.ts";
-import { findSyscallInstruction, RemoteThread } from "../../ffi/remote.ts";
+import { CLONE, NR } from "../../ffi/syscalls.ts";
+import { RemoteThread } from "../../ffi/remote.ts";
 import { RestoreError } from "../errors.ts";
 import { refuse } from "./refusal.ts";
 import {
@@ -64,6 +61,7 @@ import {
 } from "./namespaces.ts";
 import { takeFromCriu } from "./files.ts";
 import type { Agent } from "../agent.ts";
+import { withSleepHelper } from "./sleep_helper.ts";
 import type { ThreadsPidForChildren } from "./pidns.ts";
 import type { FrozenTask, FrozenTree } from "../dump/freeze.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
@@ -286,47 +284,18 @@ function saveNamespace(ctx: NsDumpContext, nsIds: NamespaceIds, link: string, id
 function offsetsFromInside(pid: number, link: string): Offsets {
   const NS_FD = 3;
   const nsFd = openFd(`/proc/${pid}/ns/time`, OPEN.RDONLY | OPEN.CLOEXEC);
-  let helper: number;
   try {
-    helper = spawn(sleepBinary(), ["sleep", "5"], { fds: { [NS_FD]: nsFd } });
+    return withSleepHelper("Reading a time namespace from inside", { [NS_FD]: nsFd }, (helper, syscallAt) => {
+      RemoteThread.enter(helper, syscallAt).call("setns(CLONE_NEWTIME)", NR.setns, NS_FD, CLONE.NEWTIME);
+      const entered = Deno.readLinkSync(`/proc/${helper}/ns/time_for_children`);
+      if (entered !== link) {
+        throw new Error(`The time namespace reader entered ${entered}, not process ${pid}'s ${link}`);
+      }
+      return offsetsOf(helper);
+    });
   } finally {
     closeFd(nsFd);
   }
-  try {
-    pt.seize(helper, pt.PTRACE_O.EXITKILL);
-    pt.interrupt(helper);
-    const st = pt.wait(helper);
-    if (st?.kind !== "stopped") {
-      throw new Error(`The time namespace reader ${helper} did not stop (${st?.kind})`);
-    }
-    const vdso = readMaps(helper).find((m) => m.path === "[vdso]");
-    if (!vdso) throw new Error(`The time namespace reader ${helper} has no [vdso]`);
-    const thread = RemoteThread.enter(helper, findSyscallInstruction(helper, vdso.start, vdso.end));
-    thread.call("setns(CLONE_NEWTIME)", NR.setns, NS_FD, CLONE.NEWTIME);
-    const entered = Deno.readLinkSync(`/proc/${helper}/ns/time_for_children`);
-    if (entered !== link) {
-      throw new Error(`The time namespace reader entered ${entered}, not process ${pid}'s ${link}`);
-    }
-    return offsetsOf(helper);
-  } finally {
-    try {
-      pt.kill(helper, SIG.KILL);
-    } catch {
-      // already gone
-    }
-    pt.reapAll([helper]);
-  }
-}
-
-function sleepBinary(): string {
-  for (const p of ["/bin/sleep", "/usr/bin/sleep"]) {
-    try {
-      if (Deno.statSync(p).isFile) return p;
-    } catch {
-      // try the next
-    }
-  }
-  throw new Error("Reading a time namespace from inside needs coreutils' sleep (/bin/sleep)");
 }
 
 /** The namespaces threads made for their children that no task is in yet (`dump` saves the others). */
