@@ -255,12 +255,11 @@ const NO_MQ = ["no-mq"];
 const THEIR_RESTORE = [...NO_MQ, "no-sysctl", "no-unix"];
 /**
  * What criu-ts does not restore yet in a container with a mount namespace of its own (README, "Not
- * yet"): a pty's files.img entries have no mnt_id of the container's
- * devpts (its /dev/pts/N is not found); the unix socket is bound at its path in criu's root. And
+ * yet"): the unix socket is bound at its path in criu's root. And
  * net.ipv4.ping_group_range is not CRIU's to keep here: runc checkpoints this container with
  * --empty-ns net, so its network namespace comes back new (the default "1 0" reads "65534 65534").
  */
-const NOT_IN_CONTAINERS_YET = [...NO_MQ, "no-pty", "no-unix", "no-sysctl"];
+const NOT_IN_CONTAINERS_YET = [...NO_MQ, "no-unix", "no-sysctl"];
 
 Deno.test("userns_ids as an id-mapped runc container's init passes after runc checkpoint and restore", () =>
   containerCycle(CRIU, CRIU, NOT_IN_CONTAINERS_YET));
