@@ -1,9 +1,10 @@
 /**
  * Pseudo-terminals of our own: a new master from /dev/ptmx, unlocked, with the path of its slave.
  */
-import { call, lastErrno, libc } from "./libc.ts";
+import { call, callBig, lastErrno, libc } from "./libc.ts";
 import { SyscallError } from "./errors.ts";
 import { closeFd, OPEN, openFd } from "./fd.ts";
+import { NR } from "./syscalls.ts";
 
 const O_NOCTTY = 0o400;
 
@@ -119,6 +120,20 @@ export function setTerminalState(
   if (s.termios) call("ioctl(TCSETS)", libc.ioctl(fd, TCSETS, s.termios));
   if (s.locked) call("ioctl(TIOCSLCKTRMIOS)", libc.ioctl(fd, TIOCSLCKTRMIOS, s.locked));
   if (s.winsize) call("ioctl(TIOCSWINSZ)", libc.ioctl(fd, TIOCSWINSZ, s.winsize));
+}
+
+const TIOCGPTPEER = 0x5441n; // _IO('T', 0x41): a new open file of the slave of this master
+
+/**
+ * Opens the slave of our master `fd` (O_NOCTTY and close-on-exec added to `flags`), in the devpts
+ * the master came from, whatever path the slave has in our own view (none, for a container's).
+ */
+export function openPtyPeer(fd: number, flags: number): number {
+  const all = BigInt(flags | O_NOCTTY | OPEN.CLOEXEC);
+  return callBig(
+    "ioctl(TIOCGPTPEER)",
+    libc.syscall(BigInt(NR.ioctl), BigInt(fd), TIOCGPTPEER, all, 0n, 0n, 0n),
+  );
 }
 
 /** Puts the terminal behind `fd` in exclusive mode. */

@@ -16,6 +16,9 @@
  * 100000..): after its restore it is still root in its namespace with the same uid and gid maps,
  * its tmpfs holds its files with their owners, and it counts on where it stopped; also with --leave-running, and across the tools with CRIU 4.x
  * when CRIU_UPSTREAM names it.
+ *
+ * And pty pairs held by a container's init (tests/workloads/pty.c), in the devpts runc mounts for
+ * the container: they come back there at their numbers, with their state and queued bytes.
  */
 import assert from "node:assert/strict";
 import { spawn } from "../ffi/spawn.ts";
@@ -36,9 +39,10 @@ import {
   RUNC,
   runcDetached,
   state,
+  staticWorkload,
   USERNS_HOST_ID,
 } from "./lib/runc.ts";
-import { workloadBin } from "./lib/harness.ts";
+import { exists, waitFor, workloadBin } from "./lib/harness.ts";
 import { installed, python3 } from "./lib/tools.ts";
 
 /** iproute2's ip, which the veth case drives. */
@@ -626,4 +630,68 @@ Deno.test({
       await cleanUp(c);
     }
   },
+});
+
+// ---------------------------------------------------------------------------------------------
+// A pty pair of the container's own: runc mounts a devpts instance of the container's at /dev/pts
+// (/dev/ptmx a link to its ptmx), where the pair must be made again at its numbers.
+
+/**
+ * tests/workloads/pty.c (three pty pairs, bytes queued both ways) as a plain runc container's
+ * init: checkpointed through runc with `dumper` and restored with `restorer`, `cycles` times (0:
+ * one checkpoint with --leave-running), then it checks itself.
+ */
+async function ptyCycle(dumper: string, restorer: string, cycles = 1): Promise<void> {
+  const c = await makeBundle();
+  try {
+    const path = `${c.bundle}/config.json`;
+    const config = JSON.parse(Deno.readTextFileSync(path));
+    config.process.args = ["/bin/pty", "/data/pty", "queued"];
+    // Locking termios (TIOCSLCKTRMIOS) takes CAP_SYS_ADMIN, which runc's default set leaves out.
+    for (const set of ["bounding", "effective", "permitted"]) {
+      config.process.capabilities[set].push("CAP_SYS_ADMIN");
+    }
+    Deno.writeTextFileSync(path, JSON.stringify(config, null, 1));
+    await staticWorkload("pty", `${c.bundle}/rootfs/bin/pty`);
+    const result = `${c.host}/pty`;
+    const log = () => [result, `${result}.log`].filter(exists).map((f) => Deno.readTextFileSync(f)).join("");
+    const started = await runcDetached(c, dumper, ["run", "-d", c.id]);
+    assert.ok(started.ok, started.out);
+    await waitFor("the container's workload", () => exists(`${result}.ready`) || exists(result));
+    assert.ok(!exists(result), `the workload failed its setup: ${log()}`);
+    if (cycles === 0) await checkpoint(c, dumper, ["--leave-running"]);
+    for (let i = 0; i < cycles; i++) {
+      if (exists(c.images)) Deno.removeSync(c.images, { recursive: true }); // the last cycle's
+      await checkpoint(c, dumper);
+      await restore(c, restorer);
+    }
+    const killed = await run(RUNC, ["kill", c.id, "TERM"]);
+    assert.ok(killed.ok, killed.out);
+    await waitFor("the verdict", () => exists(result) && Deno.readTextFileSync(result).endsWith("\n"));
+    assert.equal(Deno.readTextFileSync(result).trim(), "PASS", log());
+  } finally {
+    await cleanUp(c);
+  }
+}
+
+runcTest(
+  "runc checkpoint and restore of a container holding pty pairs in its own devpts: same numbers, bytes kept",
+  () => ptyCycle(CRIU, CRIU),
+);
+
+runcTest(
+  "a runc container holding pty pairs runs on after checkpoint --leave-running, its bytes put back",
+  () => ptyCycle(CRIU, CRIU, 0),
+);
+
+runcTest(
+  "a runc container holding pty pairs passes after 10 checkpoints and restores",
+  () => ptyCycle(CRIU, CRIU, 10),
+);
+
+// CRIU 4.x's restore of ptys loses a slave's exclusive mode even from its own dump (upstream_cross_test.ts).
+Deno.test({
+  name: "a runc container holding pty pairs checkpointed by CRIU 4.x comes back with criu-ts",
+  ignore: !UPSTREAM,
+  fn: () => ptyCycle(UPSTREAM!, CRIU),
 });

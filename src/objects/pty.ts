@@ -3,12 +3,16 @@
  * as opposed to a shell job's terminal, whose master is outside (tty.ts, which hands these over).
  * Each side gets a `tty_info_entry` as CRIU writes them (type PTY, the pty's index, packet mode,
  * lock state, exclusive mode, termios, locked termios, window size), and each fd a
- * `tty_file_entry` with its path in a regular-file entry (/dev/ptmx for the master).
+ * `tty_file_entry` with its path in a regular-file entry (/dev/ptmx for the master), with the
+ * node's mode and, in a mount namespace of the tree's, the mount (a container's devpts), as CRIU.
+ * The tty-info ids are CRIU's (twice the index, plus one for a master): its restore pairs sides so.
  *
- * At restore criu opens the master at the same index (/dev/pts/N keeps its name), sets its state
- * and hands it to the first task that needs it, where it is parked; every master fd is a copy of
- * it. Slave fds are opened again by path in their task (O_NOCTTY). The lock and exclusive mode
- * come last, once every task has its slave fds.
+ * At restore criu opens the master at the same index (/dev/pts/N keeps its name), through the
+ * ptmx of the devpts the tasks see (a container's own), sets its state and hands it to the first
+ * task that needs it, where it is parked; every master fd is a copy of it. Criu reaches the slave
+ * through its master (TIOCGPTPEER), whatever its path in criu's view. Slave fds are opened again
+ * by path in their task (O_NOCTTY). The lock and exclusive mode come last, once every task has its
+ * slave fds.
  *
  * A pty that is a session's controlling terminal becomes it again before the session leader's fds
  * are opened (TIOCSCTTY through a slave opened for it, then its foreground group), so the leader's
@@ -23,6 +27,7 @@
  */
 import { create, isFieldSet } from "@bufbuild/protobuf";
 import { fd_types, type file_entry, file_entrySchema } from "../images/gen/fdinfo_pb.ts";
+import { reg_file_entrySchema } from "../images/gen/regfile_pb.ts";
 import {
   type termios_entry,
   type tty_data_entry,
@@ -35,7 +40,7 @@ import {
   winsize_entrySchema,
 } from "../images/gen/tty_pb.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
-import { closeFd, OPEN, openFd, writeFull } from "../../ffi/fd.ts";
+import { closeFd, OPEN, writeFull } from "../../ffi/fd.ts";
 import { copyFdOf } from "../../ffi/process.ts";
 import { TTY_IOCTL } from "../../ffi/pty.ts";
 import { KINDS } from "../images/kinds.ts";
@@ -52,6 +57,7 @@ import {
 import {
   drainTty,
   openPtyAt,
+  openPtyPeer,
   setExclusive,
   setPacketMode,
   setPtyLocked,
@@ -67,9 +73,9 @@ import {
   type SharedFiles,
 } from "./files.ts";
 import type { DumpFilesContext } from "./files.ts";
-import { addRegFile } from "./regfile.ts";
+import { addRegFile, mountIdToSave } from "./regfile.ts";
 import { takeFromCriu } from "./files.ts";
-import { addTtyFile, takeTerminal, terminalInfos } from "./tty.ts";
+import { addTtyFile, CTTY_INDEX, takeTerminal, terminalInfos, ttyInfoId } from "./tty.ts";
 import { refuse } from "./refusal.ts";
 import { chownAsSaved, ownerInside } from "./tree_ids.ts";
 import { RestoreError } from "../errors.ts";
@@ -316,7 +322,7 @@ export function dumpTreePty(
   let info = infos.find((t) => t.pty?.index === index && t.rdev === rdev);
   if (!info) {
     info = create(tty_info_entrySchema, {
-      id: infos.length + 1,
+      id: ttyInfoId(infos, index, master),
       type: TtyType.PTY,
       locked: s.locked,
       exclusive: s.exclusive,
@@ -324,6 +330,8 @@ export function dumpTreePty(
       sid: 0,
       pgrp: 0,
       rdev,
+      // The devpts it is on, as CRIU records it.
+      ...(stat ? { dev: stat.dev } : {}),
       termios: s.termios,
       termiosLocked: s.lockedTermios,
       winsize: create(winsize_entrySchema, {
@@ -347,7 +355,7 @@ export function dumpTreePty(
     const holders = treePtys(ctx).slaveHolders;
     holders.set(index, (holders.get(index) ?? new Set()).add(nsPidOf(ctx.pid)));
   }
-  const id = addTtyFile(ctx, fd, info.id, fd.flags & ~O.CLOEXEC, "pty");
+  const id = addTtyFile(ctx, fd, stat, info.id, fd.flags & ~O.CLOEXEC, "pty");
   const sides = queuedSides(ctx.table);
   const pair = sides.get(index) ?? {};
   pair[master ? "master" : "slave"] ??= { pid: ctx.pid, fd: fd.fd, infoId: info.id };
@@ -429,7 +437,7 @@ function dumpTreeCtty(
   let info = infos.find((i) => i.type === TtyType.CTTY);
   if (!info) {
     info = create(tty_info_entrySchema, {
-      id: infos.length + 1,
+      id: ttyInfoId(infos, CTTY_INDEX),
       type: TtyType.CTTY,
       locked: false,
       exclusive: false,
@@ -441,7 +449,15 @@ function dumpTreeCtty(
     infos.push(info);
   }
   const infoId = info.id;
-  const regfId = addRegFile(ctx.table, DEV_TTY, fd.flags, 0n, `pty-path:${ctx.pid}:${fd.fd}`);
+  const regfId = addRegFile(
+    ctx.table,
+    DEV_TTY,
+    fd.flags,
+    0n,
+    `pty-path:${ctx.pid}:${fd.fd}`,
+    stat,
+    mountIdToSave(ctx.table, ctx.pid, fd.mntId),
+  );
   return ctx.table.add(`fd:${ctx.pid}:${fd.fd}`, (id) =>
     create(file_entrySchema, {
       type: fd_types.TTY,
@@ -533,9 +549,9 @@ function putQueuedBytes(session: FilesSession, ptys: RestoredPtys): void {
       writeFull(master.fd, new Uint8Array(data), `pty ${pty.index}`);
       continue;
     }
-    const slave = openFd(`/dev/pts/${pty.index}`, OPEN.WRONLY | O.NOCTTY | OPEN.CLOEXEC);
+    const slave = openPtyPeer(master.fd, OPEN.WRONLY);
     try {
-      writeFull(slave, new Uint8Array(data), `/dev/pts/${pty.index}`);
+      writeFull(slave, new Uint8Array(data), `the slave of pty ${pty.index}`);
     } finally {
       closeFd(slave);
     }
@@ -560,15 +576,28 @@ export function treePtyOf(
   const info = infos.find((i) => i.id === entry.tty?.ttyInfoId);
   if (!info || info.type !== TtyType.PTY || !info.pty) return undefined;
   const index = info.pty.index;
-  const path = (i: tty_info_entry) => {
-    const f = table.entries.find((e) => e.tty?.ttyInfoId === i.id);
-    return f?.tty?.regfId ? table.get(f.tty.regfId).reg?.name ?? "" : "";
-  };
   const masterInfo = infos.find((i) =>
-    i.type === TtyType.PTY && i.pty?.index === index && PTMX.test(path(i))
+    i.type === TtyType.PTY && i.pty?.index === index && PTMX.test(sidePath(table, i))
   );
   if (!masterInfo) return undefined; // a slave whose master is outside: a shell job's terminal
   return { index, master: info === masterInfo, info, masterInfo };
+}
+
+/** The path of a pty side (its tty-info record) as its tasks saw it: its first file's regular-file entry. */
+function sidePath(table: FileTable, info: tty_info_entry): string {
+  const f = table.entries.find((e) => e.tty?.ttyInfoId === info.id);
+  return f?.tty?.regfId ? table.get(f.tty.regfId).reg?.name ?? "" : "";
+}
+
+/**
+ * The ptmx criu opens to make `pty` again. In a tree with a mount tree of its own (a container,
+ * with a devpts of its own): the master's, as the task sees it, through its root, so that the pty
+ * is made in that devpts and its slave is the tasks' /dev/pts/N, as CRIU opens it in the mount the
+ * master's entry names. Otherwise criu's /dev/ptmx.
+ */
+function ptmxFor(ctx: RestoreFilesContext, pty: TreePty): string {
+  if (!ctx.table.stateOf("paths-in-own-mntns", () => ({ on: false })).on) return "/dev/ptmx";
+  return `/proc/${ctx.agent.pid}/root${sidePath(ctx.table, pty.masterInfo)}`;
 }
 
 /** Opens a pty fd of the tree in the task; returns the fd. */
@@ -597,12 +626,16 @@ export function openTreePty(
       0,
     ),
   );
-  // criu made the pair, so the slave is criu's: it gets its saved owner back, as CRIU gives it.
+  // criu made the pair, so the slave is criu's: it gets its saved owner back, as CRIU gives it,
+  // and its saved mode (CRIU's fchmod; a new slave has its devpts's mode= option).
   // (A master's is /dev/ptmx's, which stays as it is.)
   const info = pty.info;
+  const node = `/proc/${agent.pid}/fd/${fd}`;
   if (isFieldSet(info, tty_info_entrySchema.field.uid) && isFieldSet(info, tty_info_entrySchema.field.gid)) {
-    chownAsSaved(`/proc/${agent.pid}/fd/${fd}`, ctx.session.treeIds, info.uid, info.gid);
+    chownAsSaved(node, ctx.session.treeIds, info.uid, info.gid);
   }
+  const reg = entry.tty?.regfId ? ctx.table.get(entry.tty.regfId).reg : undefined;
+  if (reg && isFieldSet(reg, reg_file_entrySchema.field.mode)) Deno.chmodSync(node, reg.mode & 0o7777);
   return fd;
 }
 
@@ -610,7 +643,8 @@ export function openTreePty(
 function ensurePty(ctx: RestoreFilesContext, pty: TreePty): string {
   const key = `pty:${pty.index}`;
   if (!ctx.shared.objects.has(key)) {
-    const parked = ctx.park(takeFromCriu(ctx, createPty(ctx.table, pty.index, pty.masterInfo)));
+    const made = createPty(ctx.table, pty.index, pty.masterInfo, ptmxFor(ctx, pty));
+    const parked = ctx.park(takeFromCriu(ctx, made));
     ctx.shared.objects.set(key, [{ pid: ctx.nsPid, fd: parked }]);
   }
   return key;
@@ -644,18 +678,20 @@ export function takeTreeTerminal(
 }
 
 /**
- * Criu's own master of pty `index`, made on first use: unlocked until every slave is open, in
- * packet mode if it was, with the pair's termios, locked termios and window size.
+ * Criu's own master of pty `index`, made on first use through `ptmx`: unlocked until every slave
+ * is open, in packet mode if it was, with the pair's termios, locked termios and window size.
  */
-function createPty(table: FileTable, index: number, info: tty_info_entry): number {
+function createPty(table: FileTable, index: number, info: tty_info_entry, ptmx: string): number {
   const ptys = restoredPtys(table);
   const known = ptys.masters.get(index);
   if (known) return known.fd;
   let fd: number;
   try {
-    fd = openPtyAt(index);
+    fd = openPtyAt(index, 3000, ptmx);
   } catch (e) {
-    throw new RestoreError(`Cannot make pty ${index} again: ${(e as Error).message}`, 0, { cause: e });
+    throw new RestoreError(`Cannot make pty ${index} again (${ptmx}): ${(e as Error).message}`, 0, {
+      cause: e,
+    });
   }
   ptys.masters.set(index, { fd, info });
   setPtyLocked(fd, false);
@@ -702,7 +738,7 @@ export function finishTreePtys(session: FilesSession, _shared: SharedFiles): voi
   for (const [index, { fd, info }] of ptys.masters) {
     const slave = ptys.slaves.get(index);
     if (slave?.exclusive) {
-      const ours = openFd(`/dev/pts/${index}`, OPEN.RDWR | O.NOCTTY | OPEN.CLOEXEC);
+      const ours = openPtyPeer(fd, OPEN.RDWR);
       try {
         setExclusive(ours);
       } finally {

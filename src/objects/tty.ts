@@ -38,7 +38,7 @@ import {
   registerFdKind,
 } from "./files.ts";
 import type { FdEntry } from "../../ffi/proc.ts";
-import { addRegFile } from "./regfile.ts";
+import { addRegFile, mountIdToSave } from "./regfile.ts";
 import { refuse } from "./refusal.ts";
 import { ownerInside } from "./tree_ids.ts";
 import {
@@ -87,6 +87,23 @@ function terminals(table: FileTable): Terminals {
   return table.stateOf("terminal", () => ({ infos: [], fdIn: new Map() }));
 }
 
+/** CRIU's indexes of the terminals that are not ptys (tty.c): /dev/tty, and the first external one. */
+export const CTTY_INDEX = 1006;
+const ETTY_INDEX = 1012;
+
+/**
+ * The id of a new tty-info entry, as CRIU makes it (tty_gen_id): twice the terminal's index (a
+ * pty's number, or CRIU's fixed index of another kind), plus one for a pty's master. CRIU's restore
+ * pairs a pty's sides by these ids. One already taken (a pty of the same number in another devpts)
+ * gets a free id above CRIU's.
+ */
+export function ttyInfoId(infos: readonly tty_info_entry[], index: number, master = false): number {
+  let id = index * 2 + (master ? 1 : 0);
+  if (!infos.some((i) => i.id === id)) return id;
+  for (id = 4096; infos.some((i) => i.id === id); id++);
+  return id;
+}
+
 /** tty-info.img's entries of a dump or restore. */
 export function terminalInfos(table: FileTable): readonly tty_info_entry[] {
   return terminals(table).infos;
@@ -115,16 +132,26 @@ function restoreTerminal(session: FilesSession): RestoreTerminal {
 /**
  * The files.img entry of a terminal fd (shell job's or a pty of the tree): its tty-info record, and
  * its path in a regular-file entry of its own, as CRIU writes it (it refuses a terminal without one
- * as deprecated). `kind` keeps the keys of the two users apart.
+ * as deprecated), with the mode of the fd's node (`stat`) and the mount it was opened through (a
+ * container's devpts: CRIU's restore opens the pty there). `kind` keeps the keys of the two users apart.
  */
 export function addTtyFile(
   ctx: DumpFilesContext,
   fd: FdEntry,
+  stat: Deno.FileInfo | null,
   infoId: number,
   flags: number,
   kind: "tty" | "pty",
 ): number {
-  const regfId = addRegFile(ctx.table, fd.target, fd.flags, 0n, `${kind}-path:${ctx.pid}:${fd.fd}`);
+  const regfId = addRegFile(
+    ctx.table,
+    fd.target,
+    fd.flags,
+    0n,
+    `${kind}-path:${ctx.pid}:${fd.fd}`,
+    stat,
+    mountIdToSave(ctx.table, ctx.pid, fd.mntId),
+  );
   return ctx.table.add(
     kind === "tty" ? `tty:${ctx.pid}:${fd.fd}` : `fd:${ctx.pid}:${fd.fd}`,
     (id) =>
@@ -157,8 +184,10 @@ export const ttyKind: FdKind = {
     let info = infos.find((t) => t.rdev === rdev);
     if (!info) {
       const pts = /^\/dev\/pts\/(\d+)$/.exec(fd.target);
+      // CRIU numbers external terminals one by one after its ETTY_INDEX.
+      const externals = infos.filter((i) => i.type === TtyType.EXT_TTY).length;
       info = create(tty_info_entrySchema, {
-        id: infos.length + 1,
+        id: ttyInfoId(infos, pts && !external ? Number(pts[1]) : ETTY_INDEX + 1 + externals),
         type: pts && !external ? TtyType.PTY : TtyType.EXT_TTY,
         dev,
         locked: false,
@@ -176,7 +205,7 @@ export const ttyKind: FdKind = {
       infos.push(info);
     }
     if (info.sid === 0) recordSession(ctx.agent, fd.fd, info);
-    return addTtyFile(ctx, fd, info.id, fd.flags, "tty");
+    return addTtyFile(ctx, fd, stat, info.id, fd.flags, "tty");
   },
   // CRIU's name for --inherit-fd: tty[RDEV:DEV] in hex, the terminal's device and its filesystem's.
   inheritName(entry, table) {

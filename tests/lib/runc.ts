@@ -54,6 +54,17 @@ export async function run(cmd: string, args: string[], cwd = "/"): Promise<{ ok:
   return { ok: got.success, out: text.trim() };
 }
 
+/** Workload `name` of tests/workloads linked statically into `to` (a busybox root has no libc). */
+export async function staticWorkload(name: string, to: string): Promise<void> {
+  const src = new URL("../workloads/", import.meta.url).pathname;
+  const out = await new Deno.Command("gcc", {
+    args: ["-static", "-O1", "-Wall", "-Werror", "-o", to, `${src}${name}.c`, `${src}lib.c`],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+}
+
 /** A bundle in a temp dir: busybox-static installed into rootfs, `runc spec` edited for the test. */
 export async function makeBundle(
   opts: { tmpfs?: boolean; veth?: string; terminal?: boolean; userns?: boolean } = {},
