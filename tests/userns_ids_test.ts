@@ -18,7 +18,16 @@ import { KINDS } from "../src/images/kinds.ts";
 import { ImageReader } from "../src/images/file.ts";
 import type { netns_entry } from "../src/images/gen/netdev_pb.ts";
 import type { posix_mq_entry } from "../src/images/gen/posix-mq_pb.ts";
-import { checkpoint, cleanUp, makeBundle, restore, run, RUNC, USERNS_HOST_ID } from "./lib/runc.ts";
+import {
+  checkpoint,
+  cleanUp,
+  makeBundle,
+  restore,
+  run,
+  RUNC,
+  staticWorkload,
+  USERNS_HOST_ID,
+} from "./lib/runc.ts";
 
 registerMatrix([{ name: "userns_ids" }, { name: "userns_ids", args: ["no-mq"] }]);
 
@@ -173,17 +182,6 @@ registerCross([
 // As the init of an id-mapped runc container: CRIU 4.2 restores a tree in a user namespace only
 // with a PID and a mount namespace of its own (it mounts a proc there), which runc gives it.
 
-/** The workload linked statically into `to` (the bundle's root is busybox's, without a libc). */
-async function staticWorkload(to: string): Promise<void> {
-  const src = new URL("./workloads/", import.meta.url).pathname;
-  const out = await new Deno.Command("gcc", {
-    args: ["-static", "-O1", "-Wall", "-Werror", "-o", to, `${src}userns_ids.c`, `${src}lib.c`],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-}
-
 /**
  * Runs userns_ids without the parts `leftOut` names (those a tool cannot do), as the init of an
  * id-mapped container (maps 0 → 100000 for 65536 ids, its own PID, mount, IPC, network and UTS
@@ -203,7 +201,7 @@ async function containerCycle(dumper: string, restorer: string, leftOut: string[
       config.process.capabilities[set].push("CAP_NET_ADMIN");
     }
     Deno.writeTextFileSync(path, JSON.stringify(config, null, 1));
-    await staticWorkload(`${c.bundle}/rootfs/bin/userns_ids`);
+    await staticWorkload("userns_ids", `${c.bundle}/rootfs/bin/userns_ids`);
     Deno.mkdirSync(`${c.bundle}/rootfs/tmp`, { mode: 0o755 });
     Deno.chownSync(`${c.bundle}/rootfs/tmp`, USERNS_HOST_ID, USERNS_HOST_ID);
     const result = `${c.host}/owners`;
