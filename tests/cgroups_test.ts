@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import { CRIU, criu, criuOk, descendants, exists, reap, tempDir } from "./lib/harness.ts";
-import { withWorkload } from "./lib/matrix.ts";
+import { dumpRestore, withWorkload } from "./lib/matrix.ts";
 import { create } from "@bufbuild/protobuf";
 import { criu_cg_mode, criu_optsSchema } from "../src/images/gen/rpc_pb.ts";
 import { setupRequest } from "../src/rpc/options.ts";
@@ -466,35 +466,71 @@ Deno.test("RPC: the cgroup fields fill the same options as the command line", ()
   assert.equal(request("restore", { manageCgroupsMode: criu_cg_mode.DEFAULT }).manageCgroups, "soft");
 });
 
-Deno.test("a thread in other cgroups than its leader's is refused by name, and the process runs on", async () => {
+/** The pids cgroup of a thread of `pid`, as /proc shows it. */
+function pidsCgroupOf(pid: number, tid: number): string {
+  return Deno.readTextFileSync(`/proc/${pid}/task/${tid}/cgroup`).split("\n")
+    .find((l) => l.split(":")[1] === "pids")!.split(":")[2]!;
+}
+
+for (const [what, criuArgs] of [["", []], [" (--manage-cgroups full)", ["--manage-cgroups=full"]]] as const) {
+  Deno.test(`a thread in other cgroups than its leader's comes back in them, 3 cycles${what}`, async () => {
+    const name = uniqueName();
+    const dir = `${V1[0]}/${name}`;
+    Deno.mkdirSync(dir);
+    try {
+      await withWorkload({ name: "threads", args: ["2"] }, async (w, images) => {
+        const thread = [...Deno.readDirSync(`/proc/${w.pid}/task`)].map((e) => Number(e.name)).find((t) =>
+          t !== w.pid
+        )!;
+        const leader = pidsCgroupOf(w.pid, w.pid);
+        Deno.writeTextFileSync(`${dir}/tasks`, `${thread}`);
+        for (let i = 0; i < 3; i++) {
+          await dumpRestore(w, images, { name: "threads", criuArgs: [...criuArgs] });
+          assert.equal(pidsCgroupOf(w.pid, thread), `/${name}`, `cycle ${i}: the thread's pids cgroup`);
+          assert.equal(pidsCgroupOf(w.pid, w.pid), leader, `cycle ${i}: the leader's pids cgroup`);
+        }
+        // Out again, so that the cgroup can go.
+        Deno.writeTextFileSync(`${V1[0]}${leader}/tasks`, `${thread}`);
+      });
+    } finally {
+      await removeCgroups([dir]);
+    }
+  });
+}
+
+/** The v2 cgroup of a thread of `pid`, as /proc shows it. */
+function unifiedCgroupOf(pid: number, tid: number): string {
+  return Deno.readTextFileSync(`/proc/${pid}/task/${tid}/cgroup`).split("\n")
+    .find((l) => l.startsWith("0::"))!.slice(3);
+}
+
+Deno.test("a thread in a v2 threaded cgroup of its process's subtree comes back in it, 3 cycles", async () => {
   const name = uniqueName();
-  const dir = `${V1[0]}/${name}`;
-  Deno.mkdirSync(dir);
+  const top = `${V2}/${name}`;
+  Deno.mkdirSync(top);
+  Deno.mkdirSync(`${top}/t`);
+  Deno.writeTextFileSync(`${top}/t/cgroup.type`, "threaded");
   try {
     await withWorkload({ name: "threads", args: ["2"] }, async (w, images) => {
       const thread = [...Deno.readDirSync(`/proc/${w.pid}/task`)].map((e) => Number(e.name)).find((t) =>
         t !== w.pid
       )!;
-      const before = Deno.readTextFileSync(`/proc/${w.pid}/task/${thread}/cgroup`).split("\n")
-        .find((l) => l.split(":")[1] === "pids")!.split(":")[2];
-      Deno.writeTextFileSync(`${dir}/tasks`, `${thread}`);
+      const before = unifiedCgroupOf(w.pid, w.pid);
+      Deno.writeTextFileSync(`${top}/cgroup.procs`, `${w.pid}`);
+      Deno.writeTextFileSync(`${top}/t/cgroup.threads`, `${thread}`);
       try {
-        const r = await criu(["dump", "-t", `${w.pid}`, "-D", images]);
-        assert.equal(r.code, 1);
-        assert.match(
-          r.stderr,
-          new RegExp(
-            `the cgroups of thread ${thread} of process ${w.pid}|process ${w.pid}.*the cgroups of thread ${thread}`,
-          ),
-        );
-        assert.match(r.stderr, /per-thread cgroups are not supported yet/);
-        assert.ok(!exists(`${images}/inventory.img`));
+        for (let i = 0; i < 3; i++) {
+          await dumpRestore(w, images, { name: "threads" });
+          assert.equal(unifiedCgroupOf(w.pid, thread), `/${name}/t`, `cycle ${i}: the thread's cgroup`);
+          assert.equal(unifiedCgroupOf(w.pid, w.pid), `/${name}`, `cycle ${i}: the leader's cgroup`);
+          assert.equal(Deno.readTextFileSync(`${top}/t/cgroup.type`).trim(), "threaded");
+        }
       } finally {
-        Deno.writeTextFileSync(`${V1[0]}${before}/tasks`, `${thread}`);
+        Deno.writeTextFileSync(`${V2}${before}/cgroup.procs`, `${w.pid}`);
       }
     });
   } finally {
-    await removeCgroups([dir]);
+    await removeCgroups([`${top}/t`, top]);
   }
 });
 

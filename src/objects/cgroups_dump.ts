@@ -31,7 +31,6 @@ import type { FrozenTree } from "../dump/freeze.ts";
 import type { Log } from "../log.ts";
 import type { RunOptions } from "../options/options.ts";
 import { DumpError } from "../errors.ts";
-import { refuse } from "./refusal.ts";
 import { inNamespaceOf, readSmallFile } from "../../ffi/nsenter.ts";
 import {
   type CgroupLine,
@@ -101,18 +100,9 @@ export class CgroupsDump {
           }
           return { ...m, cgnsPrefix };
         });
-        const set = this.#setOf(members, true).id;
-        this.#setOfTid.set(tid, set);
-        // The restore moves whole processes (cgroup.procs): a thread elsewhere would come back
-        // in its leader's cgroups.
-        const leaderSet = this.#setOfTid.get(task.pid);
-        if (leaderSet !== set) {
-          refuse(
-            task.pid,
-            `the cgroups of thread ${tid}`,
-            "they differ from those of the thread group leader; per-thread cgroups are not supported yet",
-          );
-        }
+        // A thread may be in other cgroups than its leader (a v2 threaded subtree, a v1 hierarchy):
+        // its set is its own, in its thread core.
+        this.#setOfTid.set(tid, this.#setOf(members, true).id);
       }
     }
   }

@@ -27,6 +27,7 @@ import type { ImageDir } from "../images/dir.ts";
 import type { Log } from "../log.ts";
 import type { RunOptions } from "../options/options.ts";
 import type { RestoreTaskImages } from "../restore/images.ts";
+import type { core_entry } from "../images/gen/core_pb.ts";
 import { RestoreError } from "../errors.ts";
 import { cgroupsOf, controllerNames, hierarchyMounts } from "./cgroup_fs.ts";
 import { frozenByItself } from "./cgroup_freezer.ts";
@@ -79,11 +80,12 @@ export class CgroupsRestore {
     const cg = new CgroupsRestore(image, rootSet, options, log);
     if (image) rewriteRoots(image, options.cgroupRoots);
     for (const t of tasks) {
-      const set = setOfTask(t);
-      if (set !== 0 && set !== rootSet && !cg.#sets.has(set)) {
-        throw new RestoreError(
-          `core-${t.entry.pid}.img names cgroup set ${set}, which cgroup.img does not hold`,
-        );
+      for (const set of [setOfTask(t), ...t.cores.slice(1).map((c) => c.core.threadCore?.cgSet ?? 0)]) {
+        if (set !== 0 && set !== rootSet && !cg.#sets.has(set)) {
+          throw new RestoreError(
+            `core-${t.entry.pid}.img names cgroup set ${set}, which cgroup.img does not hold`,
+          );
+        }
       }
     }
     return cg;
@@ -132,11 +134,32 @@ export class CgroupsRestore {
     if (set === 0 || set === parentSet(t, tasks, this.rootSet)) return;
     // criu's own set at the dump, which CRIU does not write (a task below a root in a cgroup of
     // its own that stayed in criu's): criu's own cgroups now, in the hierarchies mounted here.
-    if (set === this.rootSet && !this.#sets.has(set)) {
-      this.moveInto(t.hostPid, cgroupsOf(Deno.pid).filter((c) => this.#mountOf(controllerNames(c.name))));
-      return;
+    this.moveInto(t.hostPid, this.#membersOf(set));
+  }
+
+  /**
+   * Once a task's threads exist: each thread whose set is not its leader's into its own cgroups
+   * (a v2 threaded subtree's cgroup.threads, a v1 hierarchy's tasks), as CRIU keeps them per thread.
+   */
+  placeThreads(t: RestoreTaskImages, threads: readonly { tid: number; core: core_entry }[]): void {
+    if (!this.image) return;
+    const leader = setOfTask(t);
+    for (const { tid, core } of threads.slice(1)) {
+      const set = core.threadCore?.cgSet ?? 0;
+      if (set !== 0 && set !== leader) this.moveInto(tid, this.#membersOf(set), "thread");
     }
-    this.moveInto(t.hostPid, this.#sets.get(set)!.ctls);
+  }
+
+  /**
+   * The cgroups of a saved set; criu's own set at the dump, which CRIU does not write (a task below
+   * a root in a cgroup of its own that stayed in criu's), is criu's own cgroups now, in the
+   * hierarchies mounted here.
+   */
+  #membersOf(set: number): readonly { name: string; path: string }[] {
+    if (set === this.rootSet && !this.#sets.has(set)) {
+      return cgroupsOf(Deno.pid).filter((c) => this.#mountOf(controllerNames(c.name)));
+    }
+    return this.#sets.get(set)!.ctls;
   }
 
   /** Task `t` back into its own cgroups (it made a cgroup namespace at those above them). */
@@ -145,18 +168,27 @@ export class CgroupsRestore {
     if (set) this.moveInto(t.hostPid, set.ctls);
   }
 
-  /** Writes `pid` into the cgroup.procs of each cgroup named (a hierarchy's name field and a path). */
-  moveInto(pid: number, cgroups: readonly { name: string; path: string }[]): void {
+  /**
+   * Writes `pid` into the cgroup.procs of each cgroup named (a hierarchy's name field and a path);
+   * a thread alone into cgroup.threads (v2) or tasks (v1).
+   */
+  moveInto(
+    pid: number,
+    cgroups: readonly { name: string; path: string }[],
+    what: "process" | "thread" = "process",
+  ): void {
+    const list = (name: string) =>
+      what === "process" ? "cgroup.procs" : name === "" ? "cgroup.threads" : "tasks";
     for (const m of cgroups) {
       const mount = this.#mountOf(controllerNames(m.name));
       if (mount === undefined) {
         throw new RestoreError(`The cgroup hierarchy ${m.name || "v2"} is not mounted here`);
       }
-      const file = `${mount}${m.path.replace(/\/$/, "")}/cgroup.procs`;
+      const file = `${mount}${m.path.replace(/\/$/, "")}/${list(m.name)}`;
       try {
         Deno.writeTextFileSync(file, `${pid}`);
       } catch (e) {
-        throw new RestoreError(`Cannot move process ${pid} into ${file}: ${(e as Error).message}`);
+        throw new RestoreError(`Cannot move ${what} ${pid} into ${file}: ${(e as Error).message}`);
       }
     }
   }

@@ -421,7 +421,12 @@ export function restore(opts: RestoreOptions): RestoreResult {
       pending.set(t.entry.pid, fromImagesOf(t, "task", () => restoreTask(ctx, t, agents.get(t.entry.pid)!)));
     }
     afterAllFds(files, shared);
-    for (const t of tasks) if (!t.zombie && !t.helper) restoreDumpable(agents.get(t.entry.pid)!, t);
+    for (const t of tasks) {
+      if (t.zombie || t.helper) continue;
+      const threads = pending.get(t.entry.pid)!.map((p) => ({ tid: p.agent.tid, core: p.core }));
+      cgroups.placeThreads(t, threads);
+      restoreDumpable(agents.get(t.entry.pid)!, t);
+    }
     opts.hooks.run("post-restore", root);
     if (pidfile) writePidfile(pidfile, root);
     ns.afterRestore();
