@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { CRIU, criu, criuOk, descendants, exists, reap, tempDir } from "./lib/harness.ts";
 import { dumpRestore, withWorkload } from "./lib/matrix.ts";
+import { ourDump, ourRestore, UPSTREAM, upstreamDump, upstreamRestore } from "./lib/upstream.ts";
 import { create } from "@bufbuild/protobuf";
 import { criu_cg_mode, criu_optsSchema } from "../src/images/gen/rpc_pb.ts";
 import { setupRequest } from "../src/rpc/options.ts";
@@ -495,6 +496,40 @@ for (const [what, criuArgs] of [["", []], [" (--manage-cgroups full)", ["--manag
     } finally {
       await removeCgroups([dir]);
     }
+  });
+}
+
+for (
+  const [what, dump, restore] of [
+    ["CRIU 4.x restores our dump of", () => ourDump(), () => upstreamRestore()],
+    ["we restore CRIU 4.x's dump of", () => upstreamDump(), () => ourRestore()],
+  ] as const
+) {
+  Deno.test({
+    name: `${what} a thread in other cgroups than its leader's`,
+    ignore: !UPSTREAM,
+    fn: async () => {
+      const name = uniqueName();
+      const dir = `${V1[0]}/${name}`;
+      Deno.mkdirSync(dir);
+      try {
+        await withWorkload({ name: "threads", args: ["2"] }, async (w, images) => {
+          const thread = [...Deno.readDirSync(`/proc/${w.pid}/task`)].map((e) => Number(e.name)).find((t) =>
+            t !== w.pid
+          )!;
+          const leader = pidsCgroupOf(w.pid, w.pid);
+          Deno.writeTextFileSync(`${dir}/tasks`, `${thread}`);
+          await dump()(w.pid, images);
+          await reap(w.pid);
+          await restore()(images);
+          assert.equal(pidsCgroupOf(w.pid, thread), `/${name}`, "the thread's pids cgroup");
+          assert.equal(pidsCgroupOf(w.pid, w.pid), leader, "the leader's pids cgroup");
+          Deno.writeTextFileSync(`${V1[0]}${leader}/tasks`, `${thread}`);
+        });
+      } finally {
+        await removeCgroups([dir]);
+      }
+    },
   });
 }
 
