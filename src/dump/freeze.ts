@@ -187,7 +187,8 @@ function waitForTrap(pid: number, tid: number, groupStop: number, log: Log): num
         }
         log.debug(`Task ${tid} is on its way home from a killed criu; letting it go on`);
         pt.cont(tid, 0);
-        Atomics.wait(PAUSE, 0, 0, 1);
+        // Longer each time (1 to 20 ms, some 3.5 s in all): a loaded machine may hold it a while.
+        Atomics.wait(PAUSE, 0, 0, Math.min(waysHome, 20));
         pt.interrupt(tid);
         i--;
         continue;
