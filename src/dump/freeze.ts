@@ -175,8 +175,10 @@ function seizeThread(tree: FrozenTree, pid: number, tid: number, log: Log): numb
  */
 function waitForTrap(pid: number, tid: number, groupStop: number, log: Log): number | null {
   let waysHome = 0;
+  let trapped: pt.WaitStatus | null = null;
   for (let i = 0; i < MAX_SIGNAL_RETRIES; i++) {
-    const st = pt.wait(tid)!;
+    const st = trapped ?? pt.wait(tid)!;
+    trapped = null;
     if (st.kind !== "stopped") return null;
     if (st.event === pt.PTRACE_EVENT.STOP) {
       // A criu killed mid-dump may have left it in its runner, on its way back to its own
@@ -189,7 +191,15 @@ function waitForTrap(pid: number, tid: number, groupStop: number, log: Log): num
         pt.cont(tid, 0);
         // Longer each time (1 to 20 ms, some 3.5 s in all): a loaded machine may hold it a while.
         Atomics.wait(PAUSE, 0, 0, Math.min(waysHome, 20));
-        pt.interrupt(tid);
+        // A task in a group stop when the earlier criu died had its stop armed again by the
+        // kernel: it traps by itself before it runs one instruction, and only the next resume
+        // lets it run. That trap is the next one; an interrupt now would arm one more each time.
+        // Any other stop (the runner's end signal, reported at its home) or none yet needs the
+        // interrupt, or the next wait would block for good.
+        trapped = pt.wait(tid, pt.WNOHANG);
+        if (trapped === null || (trapped.kind === "stopped" && trapped.event !== pt.PTRACE_EVENT.STOP)) {
+          pt.interrupt(tid);
+        }
         i--;
         continue;
       }
