@@ -5,7 +5,19 @@
  * (non-recursive) bind mount of / that this file makes and removes.
  */
 import assert from "node:assert/strict";
-import { CRIU, criu, criuOk, descendants, exists, reap, ROOT, tempDir, Workload } from "./lib/harness.ts";
+import {
+  CRIU,
+  criu,
+  criuOk,
+  descendants,
+  exists,
+  reap,
+  ROOT,
+  tempDir,
+  waitFor,
+  Workload,
+} from "./lib/harness.ts";
+import { python3 } from "./lib/tools.ts";
 import { type Case, dumpRestore, registerMatrix, withWorkload } from "./lib/matrix.ts";
 import { CriuClient } from "../mod.ts";
 
@@ -803,5 +815,81 @@ Deno.test("--enable-fs ext4: a disk filesystem in the tree is mounted again from
       assert.equal(disk.source, device);
     })
   ));
+
+/**
+ * A process in a mount namespace of its own that holds (`fd`) or maps (`map`) a file of a tmpfs
+ * the host mounted after the namespace was made: its name leads nowhere in the namespace.
+ */
+async function holdingHostFile(how: "fd" | "map", fn: (pid: number, file: string) => Promise<void>) {
+  const dir = tempDir();
+  const file = `${dir}/host/f`;
+  Deno.mkdirSync(`${dir}/host`);
+  const script = [
+    "import mmap, os, time",
+    `path = "/proc/${Deno.pid}/root${file}"`,
+    "while not os.path.exists(path): time.sleep(0.01)",
+    "f = open(path, 'rb')",
+    how === "map" ? "m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); f.close()" : "",
+    `open("${dir}/ready", "w").close()`,
+    "time.sleep(600)",
+  ].join("\n");
+  // Its own session (criu dumps no shell job here); the host's covered /dev/shm off its copy.
+  const child = new Deno.Command("setsid", {
+    args: [
+      "unshare",
+      "-m",
+      "--propagation",
+      "private",
+      "sh",
+      "-c",
+      'umount /dev/shm 2>/dev/null; exec "$0" -c "$1"',
+      python3(),
+      script,
+    ],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+  }).spawn();
+  let mounted = false;
+  try {
+    await waitFor(
+      "the namespace",
+      () =>
+        exists(`/proc/${child.pid}/ns/mnt`) &&
+        Deno.readLinkSync(`/proc/${child.pid}/ns/mnt`) !== Deno.readLinkSync("/proc/self/ns/mnt"),
+    );
+    run("mount", "-t", "tmpfs", "none", `${dir}/host`);
+    mounted = true;
+    Deno.writeTextFileSync(file, "of the host");
+    await waitFor("the file to be held", () => exists(`${dir}/ready`));
+    await fn(child.pid, file);
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+    if (mounted) run("umount", `${dir}/host`);
+    Deno.removeSync(dir, { recursive: true });
+  }
+}
+
+for (const how of ["fd", "map"] as const) {
+  Deno.test(`a ${how === "fd" ? "file held open" : "file mapped"} from a host mount outside the tree's mount namespace is refused by name, the process runs on`, () =>
+    holdingHostFile(how, async (pid, file) => {
+      const images = tempDir();
+      try {
+        const r = await criu(["dump", "-t", `${pid}`, "-D", images]);
+        assert.equal(r.code, 1, r.stderr);
+        const object = how === "fd" ? `fd 3 \\(${file}\\)` : `the mapping of ${file}`;
+        assert.match(
+          r.stderr,
+          new RegExp(
+            `Cannot dump ${object} of process ${pid}: it is on mount \\d+, which is not in the process's mount namespace, where ${file} does not exist`,
+          ),
+        );
+        assert.match(Deno.readTextFileSync(`/proc/${pid}/status`), /State:\s+S/);
+      } finally {
+        Deno.removeSync(images, { recursive: true });
+      }
+    }));
+}
 
 Deno.test("mntns: the --root bind mount is removed", () => dropRootfs());

@@ -416,6 +416,48 @@ runcTest("runc checkpoint and restore of a container with a tmpfs: its contents 
   }
 });
 
+runcTest(
+  "runc checkpoint of a container whose stdout is a file of the host is refused by name, the container runs on",
+  async () => {
+    const c = await makeBundle();
+    const log = `${c.dir}/host-log`;
+    try {
+      // A user's `runc run -d ID > LOG`: the file is on a mount of the host, not in the container.
+      const started = await run("/bin/sh", [
+        "-c",
+        `exec ${RUNC} --criu ${CRIU} run -d ${c.id} </dev/null >${log} 2>&1`,
+      ], c.bundle);
+      assert.ok(started.ok, started.out);
+      await countReaches(c, 3);
+      const got = await run(RUNC, [
+        "--criu",
+        CRIU,
+        "checkpoint",
+        "--image-path",
+        c.images,
+        "--work-path",
+        c.work,
+        c.id,
+      ], c.bundle);
+      assert.ok(!got.ok, "the checkpoint went through");
+      const dumpLog = Deno.readTextFileSync(`${c.work}/dump.log`);
+      assert.match(
+        dumpLog,
+        new RegExp(
+          `Cannot dump fd 1 \\(${log}\\) of process \\d+: it is on mount \\d+, which is not in the process's mount namespace, where ${log} does not exist`,
+        ),
+      );
+      assert.match(dumpLog, /--external file\[[0-9a-f]+:[0-9a-f]+\] and --inherit-fd/);
+      assert.equal(await state(c), "running");
+      const before = counts(c).length;
+      await countReaches(c, before + 3);
+      assertUnbroken(counts(c));
+    } finally {
+      await cleanUp(c);
+    }
+  },
+);
+
 /** What the container's TCP server answers, asked from the client's namespace through the veth. */
 async function askServer(clientNs: string): Promise<number> {
   const deadline = performance.now() + 20_000;

@@ -13,6 +13,7 @@ import { closeFd } from "../../ffi/fd.ts";
 import { emptyFown, type FdKind, type FileTable, registerFdKind } from "./files.ts";
 import { RestoreError } from "../errors.ts";
 import { errnoName, isSyscallError } from "../../ffi/errors.ts";
+import { refuse } from "./refusal.ts";
 import {
   dumpRemappedFd,
   isDevice,
@@ -27,6 +28,7 @@ import {
   addExternalFile,
   checkExternalFiles,
   externalFileKey,
+  externalKeyOf,
   noteOtherExternals,
   openExternalFile,
 } from "./regfile_external.ts";
@@ -110,7 +112,7 @@ export function addTaskDirectory(table: FileTable, pid: number, which: "cwd" | "
     0n,
     undefined,
     safeStat(link),
-    mountIdOfLink(table, pid, link),
+    mountIdOfLink(table, pid, link, `its ${which}`, path),
   );
 }
 
@@ -128,21 +130,73 @@ export function addMappedFile(
 ): number {
   // The size stays the one at `path` in criu's view, which is what the restore's check of a mapped
   // file compares it with (mapping_regfile.ts) before any mount namespace of the tree exists.
-  return addRegFile(table, path, flags, 0n, undefined, safeStat(path), mountIdOfLink(table, pid, link));
+  const mntId = mountIdOfLink(table, pid, link, `the mapping of ${path}`, path);
+  return addRegFile(table, path, flags, 0n, undefined, safeStat(path), mntId);
 }
 
-/** The mount id to save (mountIdToSave) of the file /proc link `link` of task `pid` leads to. */
-function mountIdOfLink(table: FileTable, pid: number, link: string): number | undefined {
+/**
+ * The mount id to save (mountIdToSave) of the file /proc link `link` of task `pid` leads to:
+ * `object`, named `path` in the task's view (refused when that name cannot reach it).
+ */
+function mountIdOfLink(
+  table: FileTable,
+  pid: number,
+  link: string,
+  object: string,
+  path: string,
+): number | undefined {
   if (!inSavedMountNs(table, pid)) return undefined;
   const fd = openPathFd(link);
+  let mntId: number | undefined;
   try {
     const line = Deno.readTextFileSync(`/proc/self/fdinfo/${fd}`).split("\n").find((l) =>
       l.startsWith("mnt_id:")
     );
-    return line ? mountIdToSave(table, pid, Number(line.slice(7).trim())) : undefined;
+    mntId = line ? Number(line.slice(7).trim()) : undefined;
   } finally {
     closeFd(fd);
   }
+  if (mntId === undefined) return undefined;
+  const saved = mountIdToSave(table, pid, mntId);
+  const stat = saved === undefined ? safeStat(link) : null;
+  if (stat && !isDevice(stat)) refuseUnreachable(table, pid, object, path, mntId, stat);
+  return saved;
+}
+
+/**
+ * A file on a mount outside the task's saved mount namespace (a container's stdout sent to a log
+ * of the host) could only be opened again by its name inside that namespace: when that name leads
+ * to another file or none, the dump is refused before any task is touched, as CRIU refuses it,
+ * not left for a restore that would fail after the container is gone. A file opened before the
+ * task left criu's mount namespace is still found there, on the copy of its mount.
+ */
+function refuseUnreachable(
+  table: FileTable,
+  pid: number,
+  object: string,
+  path: string,
+  mntId: number,
+  stat: Deno.FileInfo,
+): void {
+  if (!inSavedMountNs(table, pid)) return;
+  let inside: Deno.FileInfo | null = null;
+  try {
+    inside = Deno.statSync(`/proc/${pid}/root${path}`);
+  } catch {
+    // no such name in the task's view
+  }
+  if (inside && inside.dev === stat.dev && inside.ino === stat.ino) return;
+  const where = inside ? "is another file" : "does not exist";
+  const handOver = object.startsWith("fd ")
+    ? `; hand it over as --external ${externalKeyOf(mntId, stat.ino!)} and --inherit-fd at restore, ` +
+      "or give the process a file of its own"
+    : "";
+  refuse(
+    pid,
+    object,
+    `it is on mount ${mntId}, which is not in the process's mount namespace, where ${path} ${where} ` +
+      `(CRIU: "Can't lookup mount=${mntId}")${handOver}`,
+  );
 }
 
 function inSavedMountNs(table: FileTable, pid: number): boolean {
@@ -174,6 +228,9 @@ export const regFileKind: FdKind = {
     // Each fd gets its own description unless the caller proves two fds share one.
     // The fd's own stat is the file's: no second stat by path (thousands of fds add up).
     const mntId = mountIdToSave(ctx.table, ctx.pid, fd.mntId);
+    if (mntId === undefined && stat && !isDevice(stat)) {
+      refuseUnreachable(ctx.table, ctx.pid, `fd ${fd.fd} (${fd.target})`, fd.target, fd.mntId, stat);
+    }
     return addRegFile(ctx.table, fd.target, fd.flags, fd.pos, `fd:${ctx.pid}:${fd.fd}`, stat, mntId);
   },
   open(ctx, entry) {

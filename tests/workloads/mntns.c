@@ -129,6 +129,7 @@ int main(int argc, char **argv)
 	int ext = slave || shared || (argc == 5 && !strcmp(argv[2], "ext"));
 	int overlay = argc == 3 && !strcmp(argv[2], "overlay");
 	int disk = argc == 4 && !strcmp(argv[2], "disk");
+	int early = -1; /* a file opened before the unshare (not in the exec-inside run) */
 	if (inside)
 		goto in_new_root;
 	if (readlink("/proc/self/exe", exe, sizeof(exe) - 1) < 0 || readlink("/proc/self/fd/1", log, sizeof(log) - 1) < 0)
@@ -154,6 +155,10 @@ int main(int argc, char **argv)
 			wl_die("mkdir edir");
 		put(at("efile"), "");
 	}
+	/* opened in criu's mount namespace: its mount is none of the tree's, its name is the same file inside */
+	early = open(at("src/f.txt"), O_RDONLY);
+	if (early < 0)
+		wl_die("open src/f.txt before unshare");
 
 	if (unshare(CLONE_NEWNS))
 		wl_die("unshare(CLONE_NEWNS)");
@@ -297,6 +302,13 @@ in_new_root:;
 	WL_CHECK(dev_of(at("bfile")) == dev_of(at("t")), "bfile is not on the tmpfs t");
 	WL_CHECK(dev_of(at("sl/inner")) == dev_of(at("sh/inner")), "sl/inner is not the mount sh/inner");
 	WL_CHECK(open(at("ro/new"), O_WRONLY | O_CREAT, 0644) < 0 && errno == EROFS, "ro is writable");
+
+	char first[16] = "";
+	struct stat est, nst;
+	WL_CHECK(inside || (pread(early, first, 8, 0) == 8 && !strcmp(first, "from src")), "the early fd read \"%s\"", first);
+	WL_CHECK(inside || (fstat(early, &est) == 0 && stat(at("src/f.txt"), &nst) == 0 && est.st_ino == nst.st_ino &&
+			 est.st_dev == nst.st_dev),
+		 "the early fd is not src/f.txt");
 
 	char rest[16] = "";
 	struct stat st;
