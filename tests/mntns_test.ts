@@ -864,7 +864,11 @@ async function holdingHostFile(how: "fd" | "map", fn: (pid: number, file: string
     await waitFor("the file to be held", () => exists(`${dir}/ready`));
     await fn(child.pid, file);
   } finally {
-    child.kill("SIGKILL");
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // ended already (a dump that went through ends it)
+    }
     await child.status;
     if (mounted) run("umount", `${dir}/host`);
     Deno.removeSync(dir, { recursive: true });

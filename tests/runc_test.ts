@@ -40,6 +40,7 @@ import {
   runcDetached,
   state,
   staticWorkload,
+  tryCheckpoint,
   USERNS_HOST_ID,
 } from "./lib/runc.ts";
 import { exists, waitFor, workloadBin } from "./lib/harness.ts";
@@ -429,16 +430,7 @@ runcTest(
       ], c.bundle);
       assert.ok(started.ok, started.out);
       await countReaches(c, 3);
-      const got = await run(RUNC, [
-        "--criu",
-        CRIU,
-        "checkpoint",
-        "--image-path",
-        c.images,
-        "--work-path",
-        c.work,
-        c.id,
-      ], c.bundle);
+      const got = await tryCheckpoint(c, CRIU);
       assert.ok(!got.ok, "the checkpoint went through");
       const dumpLog = Deno.readTextFileSync(`${c.work}/dump.log`);
       assert.match(

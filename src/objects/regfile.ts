@@ -134,10 +134,7 @@ export function addMappedFile(
   return addRegFile(table, path, flags, 0n, undefined, safeStat(path), mntId);
 }
 
-/**
- * The mount id to save (mountIdToSave) of the file /proc link `link` of task `pid` leads to:
- * `object`, named `path` in the task's view (refused when that name cannot reach it).
- */
+/** The mount id to save (mountIdOrRefuse) of `object`, the file /proc link `link` of task `pid` leads to. */
 function mountIdOfLink(
   table: FileTable,
   pid: number,
@@ -156,36 +153,38 @@ function mountIdOfLink(
   } finally {
     closeFd(fd);
   }
-  if (mntId === undefined) return undefined;
-  const saved = mountIdToSave(table, pid, mntId);
-  const stat = saved === undefined ? safeStat(link) : null;
-  if (stat && !isDevice(stat)) refuseUnreachable(table, pid, object, path, mntId, stat);
-  return saved;
+  return mntId === undefined
+    ? undefined
+    : mountIdOrRefuse(table, pid, object, path, mntId, () => safeStat(link));
 }
 
 /**
- * A file on a mount outside the task's saved mount namespace (a container's stdout sent to a log
- * of the host) could only be opened again by its name inside that namespace: when that name leads
- * to another file or none, the dump is refused before any task is touched, as CRIU refuses it,
- * not left for a restore that would fail after the container is gone. A file opened before the
- * task left criu's mount namespace is still found there, on the copy of its mount.
+ * mountIdToSave, for `object` of task `pid` (named `path` in its view, on mount `mntId`). A file on
+ * a mount outside the task's saved mount namespace (a container's stdout sent to a log of the host)
+ * could only be opened again by its name inside that namespace: when that name leads to another
+ * file or none, the dump is refused before any task is touched, as CRIU refuses it, not left for a
+ * restore that would fail after the container is gone. A file opened before the task left criu's
+ * mount namespace is still found there, on the copy of its mount. Devices are reopened by name.
  */
-function refuseUnreachable(
+function mountIdOrRefuse(
   table: FileTable,
   pid: number,
   object: string,
   path: string,
   mntId: number,
-  stat: Deno.FileInfo,
-): void {
-  if (!inSavedMountNs(table, pid)) return;
+  statOf: () => Deno.FileInfo | null,
+): number | undefined {
+  const saved = mountIdToSave(table, pid, mntId);
+  if (saved !== undefined || !inSavedMountNs(table, pid)) return saved;
+  const stat = statOf();
+  if (!stat || isDevice(stat)) return undefined;
   let inside: Deno.FileInfo | null = null;
   try {
     inside = Deno.statSync(`/proc/${pid}/root${path}`);
   } catch {
     // no such name in the task's view
   }
-  if (inside && inside.dev === stat.dev && inside.ino === stat.ino) return;
+  if (inside && inside.dev === stat.dev && inside.ino === stat.ino) return undefined;
   const where = inside ? "is another file" : "does not exist";
   const handOver = object.startsWith("fd ")
     ? `; hand it over as --external ${externalKeyOf(mntId, stat.ino!)} and --inherit-fd at restore, ` +
@@ -227,10 +226,8 @@ export const regFileKind: FdKind = {
     if (stat && nameIsGone(fd.target, stat)) return dumpRemappedFd(ctx, fd, stat);
     // Each fd gets its own description unless the caller proves two fds share one.
     // The fd's own stat is the file's: no second stat by path (thousands of fds add up).
-    const mntId = mountIdToSave(ctx.table, ctx.pid, fd.mntId);
-    if (mntId === undefined && stat && !isDevice(stat)) {
-      refuseUnreachable(ctx.table, ctx.pid, `fd ${fd.fd} (${fd.target})`, fd.target, fd.mntId, stat);
-    }
+    const object = `fd ${fd.fd} (${fd.target})`;
+    const mntId = mountIdOrRefuse(ctx.table, ctx.pid, object, fd.target, fd.mntId, () => stat);
     return addRegFile(ctx.table, fd.target, fd.flags, fd.pos, `fd:${ctx.pid}:${fd.fd}`, stat, mntId);
   },
   open(ctx, entry) {
